@@ -65,5 +65,5 @@ def _version() -> str:
 
     try:
         return version("dmixed")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree not installed
-        return "0.1.0"
+    except PackageNotFoundError:  # a source tree on the path, not installed
+        return "unknown (not installed)"

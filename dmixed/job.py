@@ -430,15 +430,6 @@ def _epilog() -> str:
     return "Exit status: " + "; ".join(f"{k} {v}" for k, v in EXIT_STATUSES.items()) + "."
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("dmixed")
-    except PackageNotFoundError:  # pragma: no cover - a source tree not installed
-        return "unknown (not installed)"
-
-
 def _add_bootstrap(sub) -> None:
     boot = sub.add_parser(
         "bootstrap",
@@ -497,12 +488,14 @@ def _add_fit(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``dmixed`` command (its choices and ranges are :class:`Job`'s)."""
+    from . import __version__  # the package's one owner of its version
+
     parser = argparse.ArgumentParser(
         prog="dmixed",
         description="Fit linear mixed models (statsmodels' MixedLM) on Dask, as batch jobs.",
         epilog=_epilog(),
     )
-    parser.add_argument("--version", action="version", version=f"dmixed {_version()}")
+    parser.add_argument("--version", action="version", version=f"dmixed {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_fit(sub)
     update = sub.add_parser(

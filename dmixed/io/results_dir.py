@@ -101,8 +101,10 @@ _TABLE = "random_effects.parquet"
 def _versions() -> dict:
     import dask  # imported here only: dmixed itself imports without Dask
 
+    from .. import __version__  # the package's one owner of its version
+
     return {
-        "dmixed": version("dmixed"),
+        "dmixed": __version__,
         "python": platform.python_version(),
         "numpy": np.__version__,
         "scipy": version("scipy"),

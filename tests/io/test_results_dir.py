@@ -719,3 +719,33 @@ def test_a_saved_spec_not_rebuilt_names_the_file_the_formula_and_why(tmp_path):
     _edit_estimates(tmp_path / "s", rename)
     with pytest.raises(CheckpointError, match=r"saved 'x9', which it does not rebuild; it re"):
         dmixed.load(tmp_path / "s")
+
+
+def test_a_source_tree_not_installed_saves_and_names_its_version(
+    tmp_path, res, monkeypatch, capsys
+):
+    """Run from a source tree on the path (no package record), a fit still saves, and the
+    saved versions and ``dmixed --version`` say the version is unknown, not a made-up
+    number (``importlib.metadata`` raised ``PackageNotFoundError`` here before)."""
+    import importlib.metadata
+
+    from dmixed.job import build_parser
+
+    real = importlib.metadata.version
+
+    def version(name):
+        if name == "dmixed":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.delattr(dmixed, "__version__", raising=False)  # the cached value
+    fit, _ = res
+    fit.save(tmp_path / "out")
+    estimates = json.loads((tmp_path / "out" / "estimates.json").read_text())
+    assert estimates["versions"]["dmixed"] == "unknown (not installed)"
+    assert dmixed.__version__ == "unknown (not installed)"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--version"])
+    assert capsys.readouterr().out.strip() == "dmixed unknown (not installed)"
+    monkeypatch.delattr(dmixed, "__version__", raising=False)
