@@ -241,11 +241,13 @@ def _numeric_guess(terms: _WrittenTerms, frame: pd.DataFrame) -> set:
     from formulaic.parser.types import Factor
 
     numeric = set()
+    dtypes = frame.dtypes
     for term in terms.written:
         for factor in term.factors:
             method = factor.eval_method
             if method is Factor.EvalMethod.LOOKUP:
-                if factor.expr in frame.columns and frame[factor.expr].dtype.kind in "fiu":
+                dtype = dtypes.get(factor.expr)
+                if isinstance(dtype, np.dtype) and dtype.kind in "fiu":
                     numeric.add(factor.expr)
             elif method is Factor.EvalMethod.PYTHON and not factor.expr.startswith("C("):
                 numeric.add(factor.expr)
