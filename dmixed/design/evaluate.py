@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -82,12 +83,10 @@ def _context(context, frame) -> dict:
     return {**PATSY_TRANSFORMS, "Q": _Column(frame), **(context or {})}
 
 
-def _response_factors(formula: str) -> tuple[str, ...]:
-    """The expressions of the response's factors (none for a one-sided formula), which
+def _response_factors(parsed) -> tuple[str, ...]:
+    """The expressions of the response's factors of formulaic's formula ``parsed``
+    (none for a one-sided formula), which
     :class:`~dmixed.design.patsy_coding.PatsyMaterializer` leaves numbers."""
-    from formulaic import Formula
-
-    parsed = Formula(formula)
     if not hasattr(parsed, "lhs"):
         return ()
     return tuple(factor.expr for term in parsed.lhs for factor in term.factors)
@@ -99,6 +98,11 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, cont
     ``context``: the names of the caller's code the formula uses
     (:class:`~dmixed.design.scope.CallerNames`; None: none).
 
+    In patsy's order (:func:`term_order`) the order of the terms depends on which
+    factors are numbers, which formulaic tells once it has evaluated them: the spec is
+    built in the order the frame's columns suggest (:func:`_numeric_guess`) and built
+    again only where formulaic's kinds order the terms otherwise.
+
     Raises
     ------
     FormulaError
@@ -106,11 +110,12 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, cont
         one per row (``I(3)``, a caller's function that reduces its column); dmixed's
         own errors pass as they are.
     """
+    from formulaic import Formula
     from formulaic import model_matrix as formulaic_model_matrix
 
     from .patsy_coding import PatsyMaterializer
 
-    def build(spec):
+    def build(spec, response):
         return formulaic_model_matrix(
             spec,
             frame,
@@ -118,18 +123,24 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, cont
             output=output,
             context=_context(context, frame),
             materializer=PatsyMaterializer,
-            materializer_params={"response": _response_factors(formula)},
+            materializer_params={"response": response},
         )
 
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            mm = build(formula)
-            if _ORDER.get() == PATSY_ORDER:
-                reordered = _patsy_formula(formula, mm.model_spec)
-                if reordered is not None:
-                    mm = build(reordered)
-            return mm
+            # (parsed once: formulaic's parse of n terms joined by + costs n squared)
+            parsed = Formula(formula)
+            response = _response_factors(parsed)
+            if _ORDER.get() != PATSY_ORDER:
+                return build(parsed, response)
+            written = _written_terms(formula, parsed)
+            guessed = _patsy_formula(written, _numeric_guess(written, frame))
+            mm = build(parsed if guessed is None else guessed, response)
+            wanted = _patsy_formula(written, _numeric(mm.model_spec))
+            if _terms_of(wanted) == _terms_of(guessed):
+                return mm
+            return build(parsed if wanted is None else wanted, response)
     except DmixedError:
         raise
     except Exception as e:
@@ -183,36 +194,88 @@ def _expanded_order(formula: str) -> dict[str, int]:
         return {}
 
 
-def _patsy_formula(formula: str, model_spec):
-    """formulaic's formula of ``formula`` with its right-hand side in patsy's order
-    (:func:`patsy_term_order`; the numeric factors as ``model_spec``, formulaic's spec
-    of it on a prototype, reads them), or None where that is formulaic's order."""
+class _WrittenTerms(NamedTuple):
+    """A formula's right-hand-side terms as formulaic orders them (``degree``, its
+    spec's order) and as the formula writes them (``written``, patsy's expansion), and
+    the left-hand side (None: one-sided) that a reordered formula keeps."""
+
+    degree: list
+    written: list
+    lhs: object
+
+
+def _written_terms(formula: str, parsed) -> _WrittenTerms:
+    """:class:`_WrittenTerms` of ``formula``, ``parsed`` its formulaic formula (no
+    evaluation: the parse alone)."""
     from formulaic import Formula
-    from formulaic.formula import SimpleFormula
+
+    two_sided = hasattr(parsed, "lhs")
+    degree = list(parsed.rhs if two_sided else parsed)
+    if all(t.degree <= 1 for t in degree):
+        # (terms of one factor: formulaic's order is the formula's, intercept first)
+        return _WrittenTerms(degree, degree, parsed.lhs if two_sided else None)
+    as_written = Formula(formula, _ordering="none")
+    raw = list(as_written.rhs if two_sided else as_written)
+    if "**" in formula or "^" in formula:
+        position = _expanded_order(formula)
+        raw.sort(key=lambda t: position.get(str(t), len(position)))
+    return _WrittenTerms(degree, raw, as_written.lhs if two_sided else None)
+
+
+def _numeric(model_spec) -> set:
+    """The expressions of the factors formulaic's spec ``model_spec`` (of a formula,
+    or of its two sides) encodes as numbers."""
     from formulaic.parser.types import Factor
 
     rhs_spec = getattr(model_spec, "rhs", model_spec)
-    numeric = {
+    return {
         expr for expr, (kind, _) in rhs_spec.encoder_state.items() if kind is Factor.Kind.NUMERICAL
     }
-    degree_order = list(rhs_spec.formula)
-    if all(t.degree <= 1 for t in degree_order):
-        # (terms of one factor: formulaic's order is the formula's, intercept first)
-        parsed, raw = None, degree_order
-    else:
-        parsed = Formula(formula, _ordering="none")
-        raw = list(parsed.rhs if hasattr(parsed, "lhs") else parsed)
-        if "**" in formula or "^" in formula:
-            written = _expanded_order(formula)
-            raw.sort(key=lambda t: written.get(str(t), len(written)))
-    terms = patsy_term_order(raw, numeric)
-    if [str(t) for t in terms] == [str(t) for t in degree_order]:
+
+
+def _numeric_guess(terms: _WrittenTerms, frame: pd.DataFrame) -> set:
+    """The factors of ``terms`` that are numbers as far as the frame tells before
+    formulaic evaluates them: a column of numbers (not booleans, which patsy reads as
+    a factor), or an expression other than ``C()``.  A wrong guess costs a second
+    build, never another order (:func:`model_matrix` checks it)."""
+    from formulaic.parser.types import Factor
+
+    numeric = set()
+    dtypes = frame.dtypes
+    for term in terms.written:
+        for factor in term.factors:
+            method = factor.eval_method
+            if method is Factor.EvalMethod.LOOKUP:
+                dtype = dtypes.get(factor.expr)
+                if isinstance(dtype, np.dtype) and dtype.kind in "fiu":
+                    numeric.add(factor.expr)
+            elif method is Factor.EvalMethod.PYTHON and not factor.expr.startswith("C("):
+                numeric.add(factor.expr)
+    return numeric
+
+
+def _patsy_formula(terms: _WrittenTerms, numeric: set):
+    """formulaic's formula of ``terms`` with its right-hand side in patsy's order
+    (:func:`patsy_term_order`; ``numeric``: the expressions of the factors that are
+    numbers), or None where that is formulaic's order."""
+    from formulaic import Formula
+    from formulaic.formula import SimpleFormula
+
+    ordered = patsy_term_order(terms.written, numeric)
+    if [str(t) for t in ordered] == [str(t) for t in terms.degree]:
         return None
-    rhs = SimpleFormula(terms, _ordering="none")
-    if hasattr(model_spec, "lhs"):
-        lhs = model_spec.lhs.formula if parsed is None else parsed.lhs
-        return Formula(lhs=lhs, rhs=rhs, _ordering="none")
+    rhs = SimpleFormula(ordered, _ordering="none")
+    if terms.lhs is not None:
+        return Formula(lhs=terms.lhs, rhs=rhs, _ordering="none")
     return rhs
+
+
+def _terms_of(formula) -> list[str] | None:
+    """The right-hand side's terms of a formula :func:`_patsy_formula` gives (None for
+    None)."""
+    if formula is None:
+        return None
+    return [str(t) for t in getattr(formula, "rhs", formula)]
 
 
 def materialize(spec, frame: pd.DataFrame, formula: str | None, context=None):

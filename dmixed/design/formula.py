@@ -753,19 +753,30 @@ def analyze_terms(terms, columns: set, role: str, formula: str, env=None) -> Fac
     from formulaic.parser.types import Factor
 
     info = FactorInfo()
+    # sets beside the two lists a lookup appends to (add_unique's test of a list costs
+    # its length: a wide formula's lookups cost its width squared)
+    in_columns: set[str] = set()
+    in_plain: set[str] = set()
     for term in terms:
         for factor in term.factors:
             method = factor.eval_method
             if method is Factor.EvalMethod.LITERAL:
                 continue
             if method is Factor.EvalMethod.LOOKUP:
-                if factor.expr in columns:
-                    add_unique(info.columns, factor.expr)
-                    add_unique(info.plain_columns, factor.expr)
-                else:
+                if factor.expr not in columns:
                     info.unknown.append(factor.expr)
+                    continue
+                if factor.expr not in in_columns:
+                    in_columns.add(factor.expr)
+                    info.columns.append(factor.expr)
+                if factor.expr not in in_plain:
+                    in_plain.add(factor.expr)
+                    info.plain_columns.append(factor.expr)
                 continue
+            seen_columns, seen_plain = len(info.columns), len(info.plain_columns)
             check_python_factor(factor.expr, columns, role, formula, info)
+            in_columns.update(info.columns[seen_columns:])  # (it appends only)
+            in_plain.update(info.plain_columns[seen_plain:])
     refuse_columns_named_as_transforms([(role, formula, info)])
     if env is not None:
         where = f"{role} {shown(formula)}"

@@ -26,7 +26,10 @@ from .formula import FactorInfo
 __all__ = ["PlainFormula", "indicator_info", "read_plain", "read_plain_indicator"]
 
 _TOKEN = re.compile(r"[A-Za-z_]\w*|[+\-]|[01]", re.ASCII)
-_ALLOWED = re.compile(r"(?:\s*(?:[A-Za-z_]\w*|[+\-]|[01](?!\w)))*\s*", re.ASCII)
+# Each name is read whole ((?!\w) after it): a name split into shorter names (x10 as x1
+# and 0) would match too, and a formula that fails to match (one with C() in it) made
+# the engine try every split, exponential in the number of names.
+_ALLOWED = re.compile(r"(?:\s*(?:[A-Za-z_]\w*(?!\w)|[+\-]|[01](?!\w)))*\s*", re.ASCII)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pytest
 
 import dmixed
 from dmixed.design import build_spec
-from dmixed.design.formula import fixed_columns_at_least
+from dmixed.design.formula import analyze_terms, fixed_columns_at_least, parse_formula
 from dmixed.errors import FormulaError
 
 from .frames import make_df
@@ -652,3 +652,15 @@ def test_c_of_a_quoted_column_from_the_command_line(tmp_path):
         log.level, log.propagate = saved[1], saved[2]
     assert code == 0
     _agrees_with_statsmodels(dmixed.load(tmp_path / "out"), _statsmodels(df))
+
+
+def test_analyze_terms_keeps_the_order_columns_are_first_read():
+    cols = {"y", "x0", "x1", "x2", "a"}
+    formula = "y ~ np.log(x1) + x0 + x1 + C(a) + x0:x2 + I(x2 + x0) + a"
+    _, terms = parse_formula(formula, "formula", lhs=True, columns=cols)
+    info = analyze_terms(terms, cols, "formula", formula)
+    # formulaic orders the terms by degree: x0:x2 after every term of one factor
+    assert info.columns == ["x1", "x0", "a", "x2"]
+    assert info.plain_columns == ["x0", "x1", "a", "x2"]
+    assert info.c_columns == ["a"]
+    assert info.expr_columns == ["x1", "x2", "x0"]

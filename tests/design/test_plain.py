@@ -127,6 +127,30 @@ def test_read_plain(formula, expected):
     assert read_plain(formula, columns, lhs=True) == expected
 
 
+@pytest.mark.parametrize(
+    ("formula", "expected"),
+    [
+        ("y ~ x10 + x1 + 0", PlainFormula("y", False, ("x10", "x1"))),
+        ("y~x10+x11-1", PlainFormula("y", False, ("x10", "x11"))),
+        ("y ~ x10 + x1 + C(x0)", None),
+        ("y ~ x10 + 1x", None),
+        ("y ~ x10 + x1 + 01", None),
+    ],
+)
+def test_names_ending_in_0_or_1_are_read_whole(formula, expected):
+    assert read_plain(formula, {"y", "x0", "x1", "x10", "x11"}, lhs=True) == expected
+
+
+def test_wide_formula_with_a_call_is_left_to_formulaic():
+    # every split of the names (x10 as x1 and 0) was tried before the base refused it:
+    # exponential in the names that end in 0 or 1 (300 names: it never ended)
+    names = [f"x{i}" for i in range(300)]
+    formula = "y ~ " + " + ".join(names) + " + C(a) + C(b)"
+    assert read_plain(formula, {"y", "a", "b", *names}, lhs=True) is None
+    plain = read_plain(formula.removesuffix(" + C(a) + C(b)"), {"y", *names}, lhs=True)
+    assert plain == PlainFormula("y", True, tuple(names))
+
+
 def test_one_sided():
     cols = {"x1", "y"}
     assert read_plain("~x1", cols, lhs=False) == PlainFormula(None, True, ("x1",))

@@ -176,3 +176,74 @@ def test_patsy_term_order_groups_by_numeric_factors():
     terms = list(Formula("x:z + C(f) + x + z:C(f) + 1", _ordering="none"))
     got = [str(t) for t in patsy_term_order(terms, {"x", "z"})]
     assert got == ["1", "C(f)", "x:z", "x", "z:C(f)"]
+
+
+def _wide(width: int, factors: str) -> tuple[pd.DataFrame, str]:
+    rng = np.random.default_rng(5)
+    n = 400
+    df = pd.DataFrame({f"x{i}": rng.normal(size=n) for i in range(width)})
+    df["y"] = rng.normal(size=n)
+    df["g"] = rng.integers(0, 20, size=n)
+    df["a"] = rng.choice(list("pqr"), size=n)
+    df["b"] = rng.choice(list("uvwz"), size=n)
+    return df, "y ~ " + " + ".join(f"x{i}" for i in range(width)) + factors
+
+
+def test_wide_formula_with_factors_in_patsy_order():
+    # (on the base the check of whether it is a plain formula backtracked for ever)
+    import patsy
+
+    df, formula = _wide(300, " + C(a) + C(b)")
+    spec = build_spec(df, formula, groups="g")
+    _, want = patsy.dmatrices(formula, df, return_type="dataframe")
+    assert list(spec.exog_names) == list(want.columns)
+    assert spec.exog_names[:6] == [
+        "Intercept",
+        "C(a)[T.q]",
+        "C(a)[T.r]",
+        "C(b)[T.v]",
+        "C(b)[T.w]",
+        "C(b)[T.z]",
+    ]
+    assert spec.exog_names[6:] == [f"x{i}" for i in range(300)]
+    assert spec.to_dict()["term_order"] == "patsy"
+
+
+def _formulaic_builds(monkeypatch) -> list[str]:
+    import formulaic
+
+    calls: list[str] = []
+    build = formulaic.model_matrix
+
+    def counted(spec, *args, **kwargs):
+        calls.append(str(spec))
+        return build(spec, *args, **kwargs)
+
+    monkeypatch.setattr(formulaic, "model_matrix", counted)
+    return calls
+
+
+def test_reordered_wide_formula_is_built_once(monkeypatch):
+    df, formula = _wide(50, " + C(a) + C(b)")
+    calls = _formulaic_builds(monkeypatch)
+    spec = build_spec(df, formula, groups="g")
+    assert len(calls) == 1
+    assert spec.exog_names[1] == "C(a)[T.q]"
+
+
+@pytest.mark.parametrize(
+    ("formula", "builds"),
+    [
+        # a comparison is a number until formulaic evaluates it: built again
+        ("y ~ x1 + I(x1 > 0)", 2),
+        ("y ~ x1 + flag", 1),  # (booleans: a factor, as the frame tells)
+        ("y ~ np.exp(x2) + C(a) + x1", 1),
+    ],
+)
+def test_order_guessed_wrong_is_built_again(monkeypatch, formula, builds):
+    df = make_df()
+    df["flag"] = df["x2"] > 0
+    calls = _formulaic_builds(monkeypatch)
+    spec = build_spec(df, formula, groups="g")
+    assert len(calls) == builds
+    assert list(spec.exog_names) == _statsmodels_names(formula, df)
