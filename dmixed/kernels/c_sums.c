@@ -1622,6 +1622,208 @@ block_terms(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* groups a run of moments_r2 takes at a time: its 2 k + 3 rows stay in the first-level
+   or second-level cache while their products are summed */
+#define RUN2 256
+
+/* Where the row l of moments_r2's run buffer lies among the rows v = [G, u] of
+   dmixed.kernels.hessian_moments (a k + x): the run holds G's rows first (a p + x,
+   x < p), then u's (a = l - 2p), so that C's products of G rows and of u rows are each
+   one block of row_products. */
+static inline Py_ssize_t
+v_row(Py_ssize_t l, Py_ssize_t k)
+{
+    Py_ssize_t p = k - 1;
+    return l < 2 * p ? (l / p) * k + l % p : (l - 2 * p) * k + p;
+}
+
+/* moments_r2's pass (its docstring) over the g groups; work holds
+   (2k + 3) RUN2 + 2 (2k)^2 + 9 + 3 (2p)^2 + 12 numbers. */
+static void
+moments_pass(const double *zz, const double *zxy, Py_ssize_t k, Py_ssize_t g, const double *b,
+             double det_b, const double *w, double *out_a, double *out_v, double *out_c,
+             double *blup, double *cov, Py_ssize_t cov_width, double *work)
+{
+    Py_ssize_t p = k - 1, rk = 2 * k, gp = 2 * p;
+    const double *u00 = zz, *u01 = zz + g, *u11 = zz + 3 * g;
+    const double *f0 = zxy, *f1 = zxy + k * g;
+    double b00 = b[0], b01 = b[1], b10 = b[2], b11 = b[3];
+    double *rows = work, *sp = rows + rk * RUN2;
+    double *tv = rows + (rk + 3) * RUN2, *part = tv + rk * rk, *ta = part + rk * rk;
+    double *tcg = ta + 9, *tcu = tcg + 3 * gp * gp;
+    for (Py_ssize_t j = 0; j < rk * rk; j++) {
+        tv[j] = 0.0;
+    }
+    for (Py_ssize_t j = 0; j < 9 + 3 * gp * gp + 12; j++) {
+        ta[j] = 0.0;
+    }
+    for (Py_ssize_t lo = 0; lo < g; lo += RUN2) {
+        Py_ssize_t n = lo + RUN2 < g ? RUN2 : g - lo;
+        /* each group's values with the operations of dmixed.kernels.jit._conditional_r2,
+           _residual_side and _random_effects_run, in their order (the same bits) */
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_ssize_t at = lo + i;
+            double x00 = u00[at], x01 = u01[at], x11 = u11[at];
+            double du = x00 * x11 - x01 * x01;
+            du = du < 0.0 ? 0.0 : du;
+            double d = 1.0 + b00 * x00 + 2.0 * b01 * x01 + b11 * x11 + det_b * du;
+            double inv = 1.0 / d;
+            sp[i] = (x00 + du * b11) * inv;
+            sp[RUN2 + i] = (x01 - du * b01) * inv;
+            sp[2 * RUN2 + i] = (x11 + du * b00) * inv;
+            double m00 = b11 * x11 + b01 * x01;
+            double m01 = -(b11 * x01 + b01 * x00);
+            double m10 = -(b01 * x11 + b00 * x01);
+            double m11 = b01 * x01 + b00 * x00;
+            double ua = 0.0, ub = 0.0;
+            for (Py_ssize_t x = 0; x < k; x++) {
+                double a0 = f0[x * g + at], a1 = f1[x * g + at];
+                double h0 = (m00 * a0 + m01 * a1 + a0) * inv;
+                double h1 = (m10 * a0 + m11 * a1 + a1) * inv;
+                ua += h0 * w[x];
+                ub += h1 * w[x];
+                if (x < p) {
+                    rows[x * RUN2 + i] = h0;
+                    rows[(p + x) * RUN2 + i] = h1;
+                }
+            }
+            rows[gp * RUN2 + i] = ua;
+            rows[(gp + 1) * RUN2 + i] = ub;
+            if (blup != NULL) {
+                double p00 = (b00 + det_b * x11) * inv;
+                double p11 = (b11 + det_b * x00) * inv;
+                double p01 = (b01 - det_b * x01) * inv;
+                blup[2 * at] = 0.0 + b00 * ua + b01 * ub;
+                blup[2 * at + 1] = 0.0 + b10 * ua + b11 * ub;
+                double *c_at = cov + cov_width * at;
+                if (cov_width == 3) {
+                    c_at[0] = p00;
+                    c_at[1] = p01;
+                    c_at[2] = p11;
+                }
+                else {
+                    c_at[0] = p00;
+                    c_at[1] = p01;
+                    c_at[2] = p01;
+                    c_at[3] = p11;
+                }
+            }
+        }
+        /* V: the products of the rows [G; u]; A: of S's pairs; C: of G's rows and of
+           u's rows, each weighted by one pair of S (the contraction reads no product of
+           a G row with a u row in C) */
+        row_products(rows, rk, RUN2, NULL, n, part, rk);
+        for (Py_ssize_t j = 0; j < rk * rk; j++) {
+            tv[j] += part[j];
+        }
+        row_products(sp, 3, RUN2, NULL, n, part, 3);
+        for (Py_ssize_t j = 0; j < 9; j++) {
+            ta[j] += part[j];
+        }
+        for (Py_ssize_t t = 0; t < 3; t++) {
+            const double *s = sp + t * RUN2;
+            row_products(rows, gp, RUN2, s, n, part, gp);
+            for (Py_ssize_t j = 0; j < gp * gp; j++) {
+                tcg[t * gp * gp + j] += part[j];
+            }
+            row_products(rows + gp * RUN2, 2, RUN2, s, n, part, 2);
+            for (Py_ssize_t j = 0; j < 4; j++) {
+                tcu[t * 4 + j] += part[j];
+            }
+        }
+    }
+    /* into the stored sums' upper triangles, where dmixed.kernels.jit adds them */
+    for (Py_ssize_t l1 = 0; l1 < rk; l1++) {
+        for (Py_ssize_t l2 = 0; l2 < rk; l2++) {
+            Py_ssize_t i = v_row(l1, k), j = v_row(l2, k);
+            if (i <= j) {
+                out_v[i * rk + j] += tv[l1 * rk + l2];
+            }
+        }
+    }
+    for (Py_ssize_t t = 0; t < 3; t++) {
+        for (Py_ssize_t t2 = t; t2 < 3; t2++) {
+            out_a[t * 3 + t2] += ta[t * 3 + t2];
+        }
+        for (Py_ssize_t l1 = 0; l1 < gp; l1++) {
+            for (Py_ssize_t l2 = 0; l2 < gp; l2++) {
+                Py_ssize_t i = v_row(l1, k), j = v_row(l2, k);
+                if (i <= j) {
+                    out_c[(i * 3 + t) * rk + j] += tcg[t * gp * gp + l1 * gp + l2];
+                }
+            }
+        }
+        for (Py_ssize_t a = 0; a < 2; a++) {
+            for (Py_ssize_t c = a; c < 2; c++) {
+                out_c[((a * k + p) * 3 + t) * rk + c * k + p] += tcu[t * 4 + a * 2 + c];
+            }
+        }
+    }
+}
+
+PyDoc_STRVAR(moments_r2_doc,
+"moments_r2(zz, zxy, k, g, b, det_b, w, a, v, c, blup, cov, cov_width)\n\n"
+"Add the Hessian moments A (3, 3), V (2k, 2k) and C (2k * 3, 2k) of\n"
+"dmixed.kernels.hessian_moments over the g groups of zz (2, 2, g) and zxy (2, k, g),\n"
+"at B = Lambda Lambda' (b, 4 numbers) with det(B) = det_b and w = [-beta; 1] (k), into\n"
+"a, v and c: the entries dmixed.kernels.jit.hessian_moments adds (the upper\n"
+"triangles of A and V; of C those with a x <= d y, x and y both p or both below it).\n"
+"Unless blup is None (then cov too), also each group's BLUP B u_i into blup (g, 2) and\n"
+"P_i into cov (g, cov_width): its upper triangle (cov_width 3) or all of it (4).");
+
+static PyObject *
+moments_r2(PyObject *self, PyObject *args)
+{
+    PyObject *o[9], *ob, *oc;
+    Py_ssize_t k, g, cov_width;
+    double det_b;
+    if (!PyArg_ParseTuple(args, "OOnnOdOOOOOOn", &o[0], &o[1], &k, &g, &o[2], &det_b, &o[3],
+                          &o[4], &o[5], &o[6], &ob, &oc, &cov_width)) {
+        return NULL;
+    }
+    if (check_sizes(k, g) != 0) {
+        return NULL;
+    }
+    int with_blups = ob != Py_None;
+    if (with_blups != (oc != Py_None) || (with_blups && cov_width != 3 && cov_width != 4)) {
+        PyErr_Format(PyExc_ValueError,
+                     "blup and cov: both None or both buffers with cov_width 3 or 4, got"
+                     " cov_width=%zd",
+                     cov_width);
+        return NULL;
+    }
+    Py_ssize_t rk = 2 * k, gp = 2 * (k - 1);
+    int n = 7;
+    if (with_blups) {
+        o[7] = ob;
+        o[8] = oc;
+        n = 9;
+    }
+    Py_buffer v[9];
+    const char *names[9] = {"zz", "zxy", "b", "w", "a", "v", "c", "blup", "cov"};
+    Py_ssize_t sizes[9] = {4 * g, 2 * k * g, 4, k, 9, rk * rk, 3 * rk * rk, 2 * g,
+                           cov_width * g};
+    int writes[9] = {0, 0, 0, 0, 1, 1, 1, 1, 1};
+    if (take_all(o, v, n, names, sizes, writes) != 0) {
+        return NULL;
+    }
+    double *work = PyMem_Malloc(sizeof(double) *
+                                ((rk + 3) * RUN2 + 2 * rk * rk + 9 + 3 * gp * gp + 12));
+    if (work == NULL) {
+        release(v, n);
+        return PyErr_NoMemory();
+    }
+    const double *zz = v[0].buf, *zxy = v[1].buf, *b = v[2].buf, *w = v[3].buf;
+    double *out_a = v[4].buf, *out_v = v[5].buf, *out_c = v[6].buf;
+    double *blup = with_blups ? v[7].buf : NULL, *cov = with_blups ? v[8].buf : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    moments_pass(zz, zxy, k, g, b, det_b, w, out_a, out_v, out_c, blup, cov, cov_width, work);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(work);
+    release(v, n);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"dense2_first", dense2_first, METH_VARARGS, dense2_first_doc},
     {"dense2_residual", dense2_residual, METH_VARARGS, dense2_residual_doc},
@@ -1632,6 +1834,7 @@ static PyMethodDef methods[] = {
     {"profiled_hessian", profiled_hessian, METH_VARARGS, profiled_hessian_doc},
     {"lean_evaluate", lean_evaluate, METH_VARARGS, lean_evaluate_doc},
     {"block_terms", block_terms, METH_VARARGS, block_terms_doc},
+    {"moments_r2", moments_r2, METH_VARARGS, moments_r2_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1650,7 +1853,7 @@ static struct PyModuleDef module = {
 /* the entry points' arguments as this file defines them: dmixed.kernels.native.VERSION
    must say the same, or the module is not used (an editable install keeps the library it
    built from an older file until it is rebuilt) */
-#define C_SUMS_VERSION 8
+#define C_SUMS_VERSION 9
 
 PyMODINIT_FUNC
 PyInit_c_sums(void)

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import sys
 
 import numpy as np
+
+from . import native
+from .native import env_choice
 
 #: the environment variable that forces an implementation: ``numpy``, ``numba`` or
 #: ``auto`` (the default)
@@ -91,23 +93,6 @@ def numba_available() -> bool:
     """Whether numba can be imported (without importing it); looked up once per process
     (the look-up searches ``sys.path`` on disk: ~0.15 ms, several times per fit)."""
     return importlib.util.find_spec("numba") is not None
-
-
-def env_choice(name: str, choices: tuple[str, ...]) -> str:
-    """The environment variable ``name`` as one of ``choices`` (its first, ``"auto"``,
-    where unset or empty; case and surrounding spaces aside): the one reading of the
-    switches of the kernels (``DMIXED_KERNELS`` here, ``DMIXED_NATIVE`` of
-    :mod:`~dmixed.kernels.native`).
-
-    Raises
-    ------
-    ValueError
-        The variable is set to anything else, named with the choices.
-    """
-    choice = os.environ.get(name, choices[0]).strip().lower() or choices[0]
-    if choice not in choices:
-        raise ValueError(f"environment variable {name} must be one of {choices}, got {choice!r}")
-    return choice
 
 
 def forced() -> str:
@@ -446,11 +431,17 @@ def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup=None, cov=N
     same sums in another order (to rounding).  With ``blup`` and ``cov`` (rows for every
     group of the chunks), the BLUPs and conditional covariances written there in the
     same pass (:func:`hessian_random_effects`)."""
-    from . import jit  # numba loads here, on first use
     from .hessian_moments import HessianMoments
 
     r, k = lam.shape[0], w.shape[0]
     moments = HessianMoments(r, k)
+    ext = native.extension() if r == 2 and k <= native.MAX_K else None
+    if ext is not None:
+        _native_moments(ext, chunks, b, det_b, w, moments, blup, cov)
+        moments.mirror()
+        return moments.contract(basis)
+    from . import jit  # numba loads here, on first use
+
     rows, cols = moments.rows.astype(np.intp), moments.cols.astype(np.intp)
     lo = 0
     for zz, zxy in chunks:
@@ -459,6 +450,32 @@ def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup=None, cov=N
         lo += zz.shape[-1]
     moments.mirror()
     return moments.contract(basis)
+
+
+def _native_moments(ext, chunks, b, det_b, w, moments, blup=None, cov=None) -> None:
+    """:func:`_moment_hessian_sums`' pass at ``r = 2`` by the extension
+    (``moments_r2`` of ``c_sums.c``): each group's conditional values, ``u_i``, BLUP and
+    ``P_i`` with the operations of :func:`dmixed.kernels.jit.hessian_moments` (the same
+    bits), the moments added over runs of groups in C (the sums in another order than
+    numba's, to rounding), ``moments`` and ``blup``/``cov`` (rows for every group of the
+    chunks, or None) filled where that kernel fills them.  Nothing to compile: the pass
+    that numba compiled on a fresh machine's first fit."""
+    a, v, c = moments.sums()
+    k = w.shape[0]
+    b_flat = np.ascontiguousarray(b, dtype=np.float64).ravel()
+    width = 0 if cov is None else cov.shape[1]
+    lo = 0
+    for zz, zxy in chunks:
+        g = zz.shape[-1]
+        if g:
+            rows = slice(lo, lo + g)
+            ext.moments_r2(
+                zz, zxy, k, g, b_flat, det_b, w, a, v, c,
+                None if blup is None else blup[rows],
+                None if cov is None else cov[rows],
+                width,
+            )  # fmt: skip
+        lo += g
 
 
 def random_effects(chunks, lam: np.ndarray, w: np.ndarray, n_groups: int):

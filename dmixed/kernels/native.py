@@ -23,11 +23,19 @@ error where it is not built), ``auto`` (or unset) runs it where it loaded.
 from __future__ import annotations
 
 import functools
+import os
 from types import ModuleType
 
-from .compiled import env_choice
-
-__all__ = ["ENV_VAR", "MAX_K", "MAX_TERMS", "VERSION", "extension", "forced", "loaded"]
+__all__ = [
+    "ENV_VAR",
+    "MAX_K",
+    "MAX_TERMS",
+    "VERSION",
+    "env_choice",
+    "extension",
+    "forced",
+    "loaded",
+]
 
 #: the environment variable that forces an implementation: ``numpy``, ``c`` or ``auto``
 #: (the default)
@@ -46,9 +54,26 @@ MAX_TERMS = 64
 #: the version of the entry points' arguments this module calls (``C_SUMS_VERSION`` of
 #: ``c_sums.c``): a library built from another version of the file (an editable install
 #: that was not rebuilt after a change) is not used
-VERSION = 8
+VERSION = 9
 
 _CHOICES = ("auto", "numpy", "c")
+
+
+def env_choice(name: str, choices: tuple[str, ...]) -> str:
+    """The environment variable ``name`` as one of ``choices`` (its first, ``"auto"``,
+    where unset or empty; case and surrounding spaces aside): the one reading of the
+    switches of the kernels (``DMIXED_NATIVE`` here, ``DMIXED_KERNELS`` of
+    :mod:`~dmixed.kernels.compiled`).
+
+    Raises
+    ------
+    ValueError
+        The variable is set to anything else, named with the choices.
+    """
+    choice = os.environ.get(name, choices[0]).strip().lower() or choices[0]
+    if choice not in choices:
+        raise ValueError(f"environment variable {name} must be one of {choices}, got {choice!r}")
+    return choice
 
 
 @functools.cache
