@@ -1637,8 +1637,112 @@ v_row(Py_ssize_t l, Py_ssize_t k)
     return l < 2 * p ? (l / p) * k + l % p : (l - 2 * p) * k + p;
 }
 
+/* For the rows a and b[0], b[1] of a run (n a multiple of 4, the rows' padding zeros):
+   out[4 j] = Σ_i a_i b_j,i and out[4 j + 1 + t] = Σ_i (a_i b_j,i) s_t,i for the three
+   rows s_t (S's pairs), in four lanes a sum folded at the end as fold adds a vector: V's
+   and C's products of a pair of rows with one load of each row per group. */
+WIDE static void
+pair_sums(const double *a, const double *const *b, const double *s, Py_ssize_t n, double *out)
+{
+    vec acc[2][4];
+    for (int j = 0; j < 2; j++) {
+        for (int t = 0; t < 4; t++) {
+            acc[j][t] = (vec){0.0, 0.0, 0.0, 0.0};
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i += 4) {
+        vec x = load(a + i), s0 = load(s + i), s1 = load(s + RUN2 + i);
+        vec s2 = load(s + 2 * RUN2 + i);
+        for (int j = 0; j < 2; j++) {
+            vec ab = x * load(b[j] + i);
+            acc[j][0] += ab;
+            acc[j][1] += ab * s0;
+            acc[j][2] += ab * s1;
+            acc[j][3] += ab * s2;
+        }
+    }
+    for (int j = 0; j < 2; j++) {
+        for (int t = 0; t < 4; t++) {
+            vec v = acc[j][t];
+            out[4 * j + t] = (v[0] + v[2]) + (v[1] + v[3]);
+        }
+    }
+}
+
+/* The run's per-group values for moments_r2, with the operations of
+   dmixed.kernels.jit._conditional_r2, _residual_side and _random_effects_run in their
+   order (the same bits): S's pairs into sp (3 rows), G's rows then u's into rows (the
+   layout of v_row), the BLUPs and P_i where blup is not NULL.  Every loop runs over the
+   n groups (from u00 etc., g apart between the columns of zxy), so that it vectorizes;
+   d_i, 1/d_i and adj(B) adj(U) wait in the tail of sp. */
+WIDE static void
+run_values(const double *u00, const double *u01, const double *u11, const double *f0,
+           const double *f1, Py_ssize_t k, Py_ssize_t g, Py_ssize_t n, const double *b,
+           double det_b, const double *w, double *rows, double *sp, double *blup, double *cov,
+           Py_ssize_t cov_width)
+{
+    Py_ssize_t p = k - 1;
+    double b00 = b[0], b01 = b[1], b10 = b[2], b11 = b[3];
+    double *s00 = sp, *s01 = sp + RUN2, *s11 = sp + 2 * RUN2, *inv = sp + 3 * RUN2;
+    double *m00 = inv + RUN2, *m01 = m00 + RUN2, *m10 = m01 + RUN2, *m11 = m10 + RUN2;
+    double *ua = rows + 2 * p * RUN2, *ub = ua + RUN2;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double x00 = u00[i], x01 = u01[i], x11 = u11[i];
+        double du = x00 * x11 - x01 * x01;
+        du = du < 0.0 ? 0.0 : du;
+        double d = 1.0 + b00 * x00 + 2.0 * b01 * x01 + b11 * x11 + det_b * du;
+        double r = 1.0 / d;
+        inv[i] = r;
+        s00[i] = (x00 + du * b11) * r;
+        s01[i] = (x01 - du * b01) * r;
+        s11[i] = (x11 + du * b00) * r;
+        m00[i] = b11 * x11 + b01 * x01;
+        m01[i] = -(b11 * x01 + b01 * x00);
+        m10[i] = -(b01 * x11 + b00 * x01);
+        m11[i] = b01 * x01 + b00 * x00;
+        ua[i] = 0.0;
+        ub[i] = 0.0;
+    }
+    for (Py_ssize_t x = 0; x < k; x++) {
+        const double *a0 = f0 + x * g, *a1 = f1 + x * g;
+        /* y's column (x = p) is kept for u alone: into the tail of sp */
+        double *h0 = x < p ? rows + x * RUN2 : m11 + RUN2;
+        double *h1 = x < p ? rows + (p + x) * RUN2 : m11 + 2 * RUN2;
+        double wx = w[x];
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double c0 = (m00[i] * a0[i] + m01[i] * a1[i] + a0[i]) * inv[i];
+            double c1 = (m10[i] * a0[i] + m11[i] * a1[i] + a1[i]) * inv[i];
+            h0[i] = c0;
+            h1[i] = c1;
+            ua[i] += c0 * wx;
+            ub[i] += c1 * wx;
+        }
+    }
+    if (blup == NULL) {
+        return;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double r = inv[i];
+        double p00 = (b00 + det_b * u11[i]) * r;
+        double p11 = (b11 + det_b * u00[i]) * r;
+        double p01 = (b01 - det_b * u01[i]) * r;
+        blup[2 * i] = 0.0 + b00 * ua[i] + b01 * ub[i];
+        blup[2 * i + 1] = 0.0 + b10 * ua[i] + b11 * ub[i];
+        double *c_at = cov + cov_width * i;
+        c_at[0] = p00;
+        c_at[1] = p01;
+        if (cov_width == 3) {
+            c_at[2] = p11;
+        }
+        else {
+            c_at[2] = p01;
+            c_at[3] = p11;
+        }
+    }
+}
+
 /* moments_r2's pass (its docstring) over the g groups; work holds
-   (2k + 3) RUN2 + 2 (2k)^2 + 9 + 3 (2p)^2 + 12 numbers. */
+   (2k + 10) RUN2 + 4 (2k)^2 + 18 numbers. */
 static void
 moments_pass(const double *zz, const double *zxy, Py_ssize_t k, Py_ssize_t g, const double *b,
              double det_b, const double *w, double *out_a, double *out_v, double *out_c,
@@ -1647,115 +1751,84 @@ moments_pass(const double *zz, const double *zxy, Py_ssize_t k, Py_ssize_t g, co
     Py_ssize_t p = k - 1, rk = 2 * k, gp = 2 * p;
     const double *u00 = zz, *u01 = zz + g, *u11 = zz + 3 * g;
     const double *f0 = zxy, *f1 = zxy + k * g;
-    double b00 = b[0], b01 = b[1], b10 = b[2], b11 = b[3];
     double *rows = work, *sp = rows + rk * RUN2;
-    double *tv = rows + (rk + 3) * RUN2, *part = tv + rk * rk, *ta = part + rk * rk;
-    double *tcg = ta + 9, *tcu = tcg + 3 * gp * gp;
-    for (Py_ssize_t j = 0; j < rk * rk; j++) {
+    double *tv = rows + (rk + 10) * RUN2, *tc = tv + rk * rk, *ta = tc + 3 * rk * rk;
+    double *part = ta + 9;
+    for (Py_ssize_t j = 0; j < 4 * rk * rk + 9; j++) {
         tv[j] = 0.0;
-    }
-    for (Py_ssize_t j = 0; j < 9 + 3 * gp * gp + 12; j++) {
-        ta[j] = 0.0;
     }
     for (Py_ssize_t lo = 0; lo < g; lo += RUN2) {
         Py_ssize_t n = lo + RUN2 < g ? RUN2 : g - lo;
-        /* each group's values with the operations of dmixed.kernels.jit._conditional_r2,
-           _residual_side and _random_effects_run, in their order (the same bits) */
-        for (Py_ssize_t i = 0; i < n; i++) {
-            Py_ssize_t at = lo + i;
-            double x00 = u00[at], x01 = u01[at], x11 = u11[at];
-            double du = x00 * x11 - x01 * x01;
-            du = du < 0.0 ? 0.0 : du;
-            double d = 1.0 + b00 * x00 + 2.0 * b01 * x01 + b11 * x11 + det_b * du;
-            double inv = 1.0 / d;
-            sp[i] = (x00 + du * b11) * inv;
-            sp[RUN2 + i] = (x01 - du * b01) * inv;
-            sp[2 * RUN2 + i] = (x11 + du * b00) * inv;
-            double m00 = b11 * x11 + b01 * x01;
-            double m01 = -(b11 * x01 + b01 * x00);
-            double m10 = -(b01 * x11 + b00 * x01);
-            double m11 = b01 * x01 + b00 * x00;
-            double ua = 0.0, ub = 0.0;
-            for (Py_ssize_t x = 0; x < k; x++) {
-                double a0 = f0[x * g + at], a1 = f1[x * g + at];
-                double h0 = (m00 * a0 + m01 * a1 + a0) * inv;
-                double h1 = (m10 * a0 + m11 * a1 + a1) * inv;
-                ua += h0 * w[x];
-                ub += h1 * w[x];
-                if (x < p) {
-                    rows[x * RUN2 + i] = h0;
-                    rows[(p + x) * RUN2 + i] = h1;
-                }
+        run_values(u00 + lo, u01 + lo, u11 + lo, f0 + lo, f1 + lo, k, g, n, b, det_b, w, rows,
+                   sp, blup == NULL ? NULL : blup + 2 * lo,
+                   cov == NULL ? NULL : cov + cov_width * lo, cov_width);
+        /* zeros past the run's last group, to a whole vector: they add nothing */
+        Py_ssize_t n4 = (n + 3) / 4 * 4;
+        for (Py_ssize_t row = 0; row < rk + 3; row++) {
+            for (Py_ssize_t i = n; i < n4; i++) {
+                rows[row * RUN2 + i] = 0.0;
             }
-            rows[gp * RUN2 + i] = ua;
-            rows[(gp + 1) * RUN2 + i] = ub;
-            if (blup != NULL) {
-                double p00 = (b00 + det_b * x11) * inv;
-                double p11 = (b11 + det_b * x00) * inv;
-                double p01 = (b01 - det_b * x01) * inv;
-                blup[2 * at] = 0.0 + b00 * ua + b01 * ub;
-                blup[2 * at + 1] = 0.0 + b10 * ua + b11 * ub;
-                double *c_at = cov + cov_width * at;
-                if (cov_width == 3) {
-                    c_at[0] = p00;
-                    c_at[1] = p01;
-                    c_at[2] = p11;
-                }
-                else {
-                    c_at[0] = p00;
-                    c_at[1] = p01;
-                    c_at[2] = p01;
-                    c_at[3] = p11;
+        }
+        /* V and C of the pairs of G rows and of u rows (the contraction reads no
+           product of a G row with a u row in C), two b rows a call (past the block's
+           end: the last again, its sums not kept) */
+        for (Py_ssize_t l1 = 0; l1 < rk; l1++) {
+            Py_ssize_t end = l1 < gp ? gp : rk;
+            for (Py_ssize_t l2 = l1; l2 < end; l2 += 2) {
+                const double *bs[2] = {rows + l2 * RUN2,
+                                       rows + (l2 + 1 < end ? l2 + 1 : l2) * RUN2};
+                double eight[8];
+                pair_sums(rows + l1 * RUN2, bs, sp, n4, eight);
+                for (Py_ssize_t j = 0; j < 2 && l2 + j < end; j++) {
+                    Py_ssize_t at = l1 * rk + l2 + j;
+                    tv[at] += eight[4 * j];
+                    for (Py_ssize_t t = 0; t < 3; t++) {
+                        tc[t * rk * rk + at] += eight[4 * j + 1 + t];
+                    }
                 }
             }
         }
-        /* V: the products of the rows [G; u]; A: of S's pairs; C: of G's rows and of
-           u's rows, each weighted by one pair of S (the contraction reads no product of
-           a G row with a u row in C) */
-        row_products(rows, rk, RUN2, NULL, n, part, rk);
-        for (Py_ssize_t j = 0; j < rk * rk; j++) {
-            tv[j] += part[j];
+        /* V of the G rows against the u rows */
+        for (Py_ssize_t a = 0; a < 2; a++) {
+            for (Py_ssize_t l2 = 0; l2 < gp; l2 += WIDTH) {
+                const double *bs[WIDTH];
+                double four[WIDTH];
+                for (Py_ssize_t j = 0; j < WIDTH; j++) {
+                    bs[j] = rows + (l2 + j < gp ? l2 + j : l2) * RUN2;
+                }
+                dots4(rows + (gp + a) * RUN2, NULL, bs, n4, four);
+                for (Py_ssize_t j = 0; j < WIDTH && l2 + j < gp; j++) {
+                    tv[(l2 + j) * rk + gp + a] += four[j];
+                }
+            }
         }
-        row_products(sp, 3, RUN2, NULL, n, part, 3);
+        row_products(sp, 3, RUN2, NULL, n4, part, 3);
         for (Py_ssize_t j = 0; j < 9; j++) {
             ta[j] += part[j];
         }
-        for (Py_ssize_t t = 0; t < 3; t++) {
-            const double *s = sp + t * RUN2;
-            row_products(rows, gp, RUN2, s, n, part, gp);
-            for (Py_ssize_t j = 0; j < gp * gp; j++) {
-                tcg[t * gp * gp + j] += part[j];
-            }
-            row_products(rows + gp * RUN2, 2, RUN2, s, n, part, 2);
-            for (Py_ssize_t j = 0; j < 4; j++) {
-                tcu[t * 4 + j] += part[j];
-            }
-        }
     }
-    /* into the stored sums' upper triangles, where dmixed.kernels.jit adds them */
-    for (Py_ssize_t l1 = 0; l1 < rk; l1++) {
-        for (Py_ssize_t l2 = 0; l2 < rk; l2++) {
-            Py_ssize_t i = v_row(l1, k), j = v_row(l2, k);
-            if (i <= j) {
-                out_v[i * rk + j] += tv[l1 * rk + l2];
-            }
-        }
-    }
+    /* into the stored sums' upper triangles, where dmixed.kernels.jit adds them (V and
+       C symmetric under a x <-> d y: a pair of rows whose order v_row turns is added
+       where the other order lies) */
     for (Py_ssize_t t = 0; t < 3; t++) {
         for (Py_ssize_t t2 = t; t2 < 3; t2++) {
             out_a[t * 3 + t2] += ta[t * 3 + t2];
         }
-        for (Py_ssize_t l1 = 0; l1 < gp; l1++) {
-            for (Py_ssize_t l2 = 0; l2 < gp; l2++) {
-                Py_ssize_t i = v_row(l1, k), j = v_row(l2, k);
-                if (i <= j) {
-                    out_c[(i * 3 + t) * rk + j] += tcg[t * gp * gp + l1 * gp + l2];
-                }
+    }
+    for (Py_ssize_t l1 = 0; l1 < rk; l1++) {
+        for (Py_ssize_t l2 = l1; l2 < rk; l2++) {
+            Py_ssize_t i = v_row(l1, k), j = v_row(l2, k);
+            if (i > j) {
+                Py_ssize_t swap = i;
+                i = j;
+                j = swap;
             }
-        }
-        for (Py_ssize_t a = 0; a < 2; a++) {
-            for (Py_ssize_t c = a; c < 2; c++) {
-                out_c[((a * k + p) * 3 + t) * rk + c * k + p] += tcu[t * 4 + a * 2 + c];
+            Py_ssize_t at = l1 * rk + l2;
+            out_v[i * rk + j] += tv[at];
+            if ((l1 < gp) == (l2 < gp)) {
+                for (Py_ssize_t t = 0; t < 3; t++) {
+                    out_c[(i * 3 + t) * rk + j] += tc[t * rk * rk + at];
+                }
             }
         }
     }
@@ -1792,7 +1865,7 @@ moments_r2(PyObject *self, PyObject *args)
                      cov_width);
         return NULL;
     }
-    Py_ssize_t rk = 2 * k, gp = 2 * (k - 1);
+    Py_ssize_t rk = 2 * k;
     int n = 7;
     if (with_blups) {
         o[7] = ob;
@@ -1808,7 +1881,7 @@ moments_r2(PyObject *self, PyObject *args)
         return NULL;
     }
     double *work = PyMem_Malloc(sizeof(double) *
-                                ((rk + 3) * RUN2 + 2 * rk * rk + 9 + 3 * gp * gp + 12));
+                                ((rk + 10) * RUN2 + 4 * rk * rk + 18));
     if (work == NULL) {
         release(v, n);
         return PyErr_NoMemory();

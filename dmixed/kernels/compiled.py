@@ -470,7 +470,8 @@ def _native_moments(ext, chunks, b, det_b, w, moments, blup=None, cov=None) -> N
         if g:
             rows = slice(lo, lo + g)
             ext.moments_r2(
-                zz, zxy, k, g, b_flat, det_b, w, a, v, c,
+                np.ascontiguousarray(zz), np.ascontiguousarray(zxy), k, g, b_flat, det_b, w,
+                a, v, c,
                 None if blup is None else blup[rows],
                 None if cov is None else cov[rows],
                 width,
