@@ -6,7 +6,10 @@
  * from its group's first), and the small-matrix
  * arithmetic of dmixed.fit.lean's Newton steps for r = 2 (lean_evaluate: an evaluation
  * on those sums; profiled_hessian: the profiled Hessian from the Hessian moments;
- * block_terms: a step's chain rule), the numpy formulas there being the reference: the
+ * block_terms: a step's chain rule), and the Hessian moments with the BLUPs at r = 2
+ * of dmixed.kernels.compiled.hessian_random_effects (moments_r2: each group's values with
+ * the operations of dmixed.kernels.jit, the same bits), the numpy formulas there being
+ * the reference: the
  * same operations on each number, the small products in their own order (BLAS's differs:
  * they agree to rounding).
  *

@@ -430,7 +430,10 @@ def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup=None, cov=N
     usual ``m = 3`` (benchmarks/RESULTS.md, "Session of 2026-12-02 (eighth): ooc"); the
     same sums in another order (to rounding).  With ``blup`` and ``cov`` (rows for every
     group of the chunks), the BLUPs and conditional covariances written there in the
-    same pass (:func:`hessian_random_effects`)."""
+    same pass (:func:`hessian_random_effects`).  At ``r = 2``, where the C extension runs
+    (:func:`dmixed.kernels.native.extension`), by its pass (:func:`_native_moments`):
+    nothing to compile, and about 0.6 of the numba pass's time (benchmarks/RESULTS.md,
+    "hesc-s53")."""
     from .hessian_moments import HessianMoments
 
     r, k = lam.shape[0], w.shape[0]

@@ -7,7 +7,10 @@ groups per call, the same sums as the numpy reference in another order (they agr
 rounding), the per-group term sums of
 :func:`~dmixed.kernels.rows.plain_statistics` in one pass over the rows (``np.bincount``'s
 sums, bit for bit), the check of :func:`~dmixed.kernels.rows.constant_within` in one
-pass that stops at the first row that differs (its answer), and the small-matrix
+pass that stops at the first row that differs (its answer), the Hessian moments with the
+BLUPs at ``r = 2`` of :func:`dmixed.kernels.compiled.hessian_random_effects` (each
+group's values with the numba kernel's operations, the same bits; the moments summed in
+another order, to rounding), and the small-matrix
 arithmetic of the lean Newton steps of :mod:`dmixed.fit.lean` for ``r = 2`` (an
 evaluation, the profiled Hessian, the step's
 chain rule: each one call where numpy makes dozens on 3 × 3 arrays; their products in
