@@ -7,7 +7,11 @@ at two random-effect coordinates by the fused loop of :mod:`~dmixed.kernels.fuse
 module is the one place that chooses between them: :func:`backend` for the per-group
 sums (step, Hessian, BLUPs), :func:`rows_pass` and :func:`rows_compiled` for the
 per-row pass (and :func:`nested_numbering` for a nested component's numbering), all
-through :func:`forced` (the ``DMIXED_KERNELS`` environment variable).  numba is imported
+through :func:`forced` (the ``DMIXED_KERNELS`` environment variable).  Where it picks the
+compiled kernels, their Hessian moments and BLUPs at two random-effect coordinates and
+``k`` up to :data:`~dmixed.kernels.native.MAX_K` run in the C extension where it loaded
+(:func:`dmixed.kernels.native.extension`; ``DMIXED_NATIVE=numpy`` sends them to numba),
+the rest in numba.  numba is imported
 (and the kernels compiled, or loaded from the on-disk cache) on the first call that picks
 it, never by ``import dmixed``.
 
@@ -97,6 +101,9 @@ def numba_available() -> bool:
 
 def forced() -> str:
     """``"numpy"`` or ``"numba"`` when ``DMIXED_KERNELS`` forces one, else ``"auto"``.
+    ``"numba"`` is the compiled path, part of which is C at ``r = 2`` (module
+    docstring); ``"numpy"`` the numpy kernels, whose own sums at ``r = 2`` run in C
+    unless ``DMIXED_NATIVE=numpy`` (:mod:`~dmixed.kernels.native`).
 
     Raises
     ------
@@ -430,8 +437,10 @@ def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup=None, cov=N
     usual ``m = 3`` (benchmarks/RESULTS.md, "Session of 2026-12-02 (eighth): ooc"); the
     same sums in another order (to rounding).  With ``blup`` and ``cov`` (rows for every
     group of the chunks), the BLUPs and conditional covariances written there in the
-    same pass (:func:`hessian_random_effects`).  At ``r = 2``, where the C extension runs
-    (:func:`dmixed.kernels.native.extension`), by its pass (:func:`_native_moments`):
+    same pass (:func:`hessian_random_effects`).  At ``r = 2`` and ``k`` up to
+    :data:`~dmixed.kernels.native.MAX_K`, where the C extension runs
+    (:func:`dmixed.kernels.native.extension`: not with ``DMIXED_NATIVE=numpy``, which
+    leaves this pass to numba), by its pass (:func:`_native_moments`):
     nothing to compile, and about 0.6 of the numba pass's time (benchmarks/RESULTS.md,
     "hesc-s53")."""
     from .hessian_moments import HessianMoments
@@ -510,8 +519,10 @@ def hessian_random_effects(
 ):
     """:func:`hessian_sums` and :func:`random_effects` at one ``lam`` and ``w`` in one pass
     over the groups, for ``r ≤ 2`` (the arguments as there): each run of groups' per-group
-    values made once for both (:func:`dmixed.kernels.jit.hessian_moments`),
-    the same results bit for bit as the two calls.  With ``upper``, the conditional
+    values made once for both (:func:`dmixed.kernels.jit.hessian_moments`; at ``r = 2``
+    and ``k`` up to :data:`~dmixed.kernels.native.MAX_K` the C extension's pass with the
+    same operations, unless ``DMIXED_NATIVE=numpy``), the same results bit for bit as
+    the two calls.  With ``upper``, the conditional
     covariances as their upper triangles (:func:`upper_unfolded` gives them back whole).
 
     Returns

@@ -18,9 +18,14 @@ another order than BLAS's, to rounding).  It is loaded on the first call of
 :func:`extension` (a small shared library: no numpy C API, nothing else imported).
 
 :func:`forced` reads ``DMIXED_NATIVE`` as :func:`dmixed.kernels.compiled.forced` reads
-``DMIXED_KERNELS`` (which chooses between the numpy and numba kernels, and leaves this
-choice alone): ``numpy`` runs the numpy reference, ``c`` asks for the extension (an
-error where it is not built), ``auto`` (or unset) runs it where it loaded.
+``DMIXED_KERNELS`` (which chooses between the numpy and the compiled kernels, and leaves
+this choice alone): ``c`` asks for the extension (an error where it is not built),
+``auto`` (or unset) runs it where it loaded, ``numpy`` turns it off, and each of its
+callers then runs its own path without C: the numpy kernels for the sums of
+:mod:`~dmixed.kernels.dense2`, the pass over the rows, the check of constant columns
+and the lean steps' arithmetic, but numba for the Hessian moments and BLUPs at
+``r = 2`` (they are reached only where ``DMIXED_KERNELS`` chose the compiled kernels).
+The numpy reference everywhere is ``DMIXED_KERNELS=numpy`` with ``DMIXED_NATIVE=numpy``.
 """
 
 from __future__ import annotations
@@ -45,8 +50,9 @@ __all__ = [
 ENV_VAR = "DMIXED_NATIVE"
 
 #: the largest ``k = p + 1`` (fixed-effects columns and y) the extension's r = 2 sums
-#: take (``check_sizes`` of ``c_sums.c``); :class:`~dmixed.kernels.dense2.Dense2Statistics`
-#: of a larger ``k`` runs numpy
+#: and Hessian moments take (``check_sizes`` of ``c_sums.c``);
+#: :class:`~dmixed.kernels.dense2.Dense2Statistics` of a larger ``k`` runs numpy, the
+#: compiled path's Hessian moments of a larger ``k`` run numba
 MAX_K = 64
 
 #: the most terms of :func:`~dmixed.kernels.rows.plain_statistics` the extension's
@@ -131,7 +137,11 @@ def forced() -> str:
 
 def extension() -> ModuleType | None:
     """The extension module where its kernels run (:func:`forced` not ``numpy``, and
-    it loaded), else None: the numpy reference runs.
+    it loaded), else None: each caller runs its path without C, numpy where the
+    numpy kernels called (:mod:`~dmixed.kernels.dense2`, :mod:`~dmixed.kernels.rows`,
+    :mod:`dmixed.fit.lean`), numba where the compiled ones did (the Hessian moments and
+    BLUPs at ``r = 2`` of :func:`dmixed.kernels.compiled.hessian_random_effects` and
+    :func:`~dmixed.kernels.compiled.hessian_sums`).
 
     Raises
     ------
