@@ -22,6 +22,13 @@ pytest.importorskip("numba")
 #: the same sums over groups added in another order than the reference's
 RTOL = 1e-12
 
+#: ``k`` for the C pass: every ``k`` of the fused step, then a few up to the largest it
+#: takes (past a power of two and at :data:`~dmixed.kernels.native.MAX_K`), where the
+#: vectors of its pair sums span several lines
+K_VALUES = st.one_of(
+    st.integers(1, compiled.FUSED_MAX_K), st.sampled_from([7, 9, 17, 33, native.MAX_K])
+)
+
 
 def _block(rng, n_groups: int, k: int, one_row: float, q: int, log_cond: float):
     zz, zxy = _statistics(rng, n_groups, 2, k, one_row)
@@ -47,7 +54,7 @@ def _assert_rows_close(ref, got):
 @called
 @settings(max_examples=40, **QUICK)
 @given(
-    k=st.integers(1, compiled.FUSED_MAX_K),
+    k=K_VALUES,
     q=st.sampled_from([0, 1, 2]),
     seed=st.integers(0, 2**16),
     log_cond=st.floats(0, 8),
@@ -57,9 +64,23 @@ def _assert_rows_close(ref, got):
 )
 def test_c_pass_matches_numpy(monkeypatch, k, q, seed, log_cond, one_row, n_groups, upper):
     """The Hessian sums, BLUPs and conditional covariances of the C pass against the
-    numpy reference, for k = 1 … ``FUSED_MAX_K``, any ``w``, several chunks, runs of
+    numpy reference, for k from 1 to ``MAX_K`` (64), any ``w``, several chunks, runs of
     groups not a multiple of the vector width, groups of one row (rank-one ``Z'Z``),
     zero slots, ill-conditioned Λ, variance-component bases (q < 2)."""
+    _check_against_numpy(monkeypatch, k, q, seed, log_cond, one_row, n_groups, upper)
+
+
+@called
+@pytest.mark.parametrize("k", [7, 9, 17, 33, native.MAX_K])
+@pytest.mark.parametrize("upper", [False, True])
+def test_c_pass_matches_numpy_at_sampled_k(monkeypatch, k, upper):
+    """Each sampled ``k`` past the fused step's, up to ``MAX_K``, on every run (the
+    property above draws them among others)."""
+    _check_against_numpy(monkeypatch, k, 2, k, 4.0, 0.3, 257, upper)
+
+
+def _check_against_numpy(monkeypatch, k, q, seed, log_cond, one_row, n_groups, upper):
+    """:func:`test_c_pass_matches_numpy`'s comparison for one example."""
     monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 293)
     monkeypatch.delenv(native.ENV_VAR, raising=False)
     rng = np.random.default_rng(seed)
@@ -77,7 +98,7 @@ def test_c_pass_matches_numpy(monkeypatch, k, q, seed, log_cond, one_row, n_grou
 @called
 @settings(max_examples=30, **QUICK)
 @given(
-    k=st.integers(1, compiled.FUSED_MAX_K),
+    k=K_VALUES,
     q=st.sampled_from([0, 1, 2]),
     seed=st.integers(0, 2**16),
     one_row=st.sampled_from([0.0, 0.3, 1.0]),
@@ -176,3 +197,57 @@ def test_outputs_must_be_writable():
     v.flags.writeable = False
     with pytest.raises((BufferError, ValueError, TypeError)):
         ext.moments_r2(*_moments_args(v=v))
+
+
+class _Spy:
+    """The extension, counting its ``moments_r2`` calls."""
+
+    def __init__(self, ext):
+        self._ext, self.calls = ext, 0
+
+    def moments_r2(self, *args):
+        self.calls += 1
+        return self._ext.moments_r2(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._ext, name)
+
+
+@called
+@pytest.mark.parametrize(
+    "kernels_choice, native_choice, k, runs_c",
+    [
+        ("numba", "auto", 3, True),
+        ("numba", "auto", native.MAX_K, True),
+        ("numba", "numpy", 3, False),  # numba's pass
+        ("numba", "auto", native.MAX_K + 1, False),  # past what the C pass takes: numba's
+        ("numpy", "auto", 3, False),  # the numpy reference's Hessian
+        ("numpy", "numpy", 3, False),
+    ],
+)
+def test_switches_choose_the_hessian_pass(monkeypatch, kernels_choice, native_choice, k, runs_c):
+    """``DMIXED_KERNELS=numba`` runs the C pass at r = 2 and k ≤ ``MAX_K`` unless
+    ``DMIXED_NATIVE=numpy`` (then numba's); ``DMIXED_KERNELS=numpy`` never does (the
+    numpy reference, as with both set to ``numpy``): each time the same sums to
+    ``RTOL``."""
+    spy = None
+    extension = native.extension
+
+    def spied():
+        nonlocal spy
+        ext = extension()
+        if ext is None:
+            return None
+        spy = spy or _Spy(ext)
+        return spy
+
+    monkeypatch.setattr(native, "extension", spied)
+    rng = np.random.default_rng(k)
+    block, lam = _block(rng, 300, k, 0.3, 2, 2.0)
+    basis, w = _basis(2, 2), np.r_[rng.normal(size=k - 1), 1.0]
+    ref, _, _ = _reference(monkeypatch, block, lam, basis, w)
+    monkeypatch.setenv(compiled.ENV_VAR, kernels_choice)
+    monkeypatch.setenv(native.ENV_VAR, native_choice)
+    got = kernels.hessian_contributions(block, lam, basis, w)
+    assert (spy is not None and spy.calls > 0) == runs_c
+    _assert_close(ref, got, RTOL)
