@@ -6,7 +6,10 @@
  * from its group's first), and the small-matrix
  * arithmetic of dmixed.fit.lean's Newton steps for r = 2 (lean_evaluate: an evaluation
  * on those sums; profiled_hessian: the profiled Hessian from the Hessian moments;
- * block_terms: a step's chain rule), the numpy formulas there being the reference: the
+ * block_terms: a step's chain rule), and the Hessian moments with the BLUPs at r = 2
+ * of dmixed.kernels.compiled.hessian_random_effects (moments_r2: each group's values with
+ * the operations of dmixed.kernels.jit, the same bits), the numpy formulas there being
+ * the reference: the
  * same operations on each number, the small products in their own order (BLAS's differs:
  * they agree to rounding).
  *
@@ -1622,6 +1625,281 @@ block_terms(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* groups a run of moments_r2 takes at a time: its 2 k + 3 rows stay in the first-level
+   or second-level cache while their products are summed */
+#define RUN2 256
+
+/* Where the row l of moments_r2's run buffer lies among the rows v = [G, u] of
+   dmixed.kernels.hessian_moments (a k + x): the run holds G's rows first (a p + x,
+   x < p), then u's (a = l - 2p), so that C's products of G rows and of u rows are each
+   one block of row_products. */
+static inline Py_ssize_t
+v_row(Py_ssize_t l, Py_ssize_t k)
+{
+    Py_ssize_t p = k - 1;
+    return l < 2 * p ? (l / p) * k + l % p : (l - 2 * p) * k + p;
+}
+
+/* For the rows a and b[0], b[1] of a run (n a multiple of 4, the rows' padding zeros):
+   out[4 j] = Σ_i a_i b_j,i and out[4 j + 1 + t] = Σ_i (a_i b_j,i) s_t,i for the three
+   rows s_t (S's pairs), in four lanes a sum folded at the end as fold adds a vector: V's
+   and C's products of a pair of rows with one load of each row per group. */
+WIDE static void
+pair_sums(const double *a, const double *const *b, const double *s, Py_ssize_t n, double *out)
+{
+    vec acc[2][4];
+    for (int j = 0; j < 2; j++) {
+        for (int t = 0; t < 4; t++) {
+            acc[j][t] = (vec){0.0, 0.0, 0.0, 0.0};
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i += 4) {
+        vec x = load(a + i), s0 = load(s + i), s1 = load(s + RUN2 + i);
+        vec s2 = load(s + 2 * RUN2 + i);
+        for (int j = 0; j < 2; j++) {
+            vec ab = x * load(b[j] + i);
+            acc[j][0] += ab;
+            acc[j][1] += ab * s0;
+            acc[j][2] += ab * s1;
+            acc[j][3] += ab * s2;
+        }
+    }
+    for (int j = 0; j < 2; j++) {
+        for (int t = 0; t < 4; t++) {
+            vec v = acc[j][t];
+            out[4 * j + t] = (v[0] + v[2]) + (v[1] + v[3]);
+        }
+    }
+}
+
+/* The run's per-group values for moments_r2, with the operations of
+   dmixed.kernels.jit._conditional_r2, _residual_side and _random_effects_run in their
+   order (the same bits): S's pairs into sp (3 rows), G's rows then u's into rows (the
+   layout of v_row), the BLUPs and P_i where blup is not NULL.  Every loop runs over the
+   n groups (from u00 etc., g apart between the columns of zxy), so that it vectorizes;
+   d_i, 1/d_i and adj(B) adj(U) wait in the tail of sp. */
+WIDE static void
+run_values(const double *u00, const double *u01, const double *u11, const double *f0,
+           const double *f1, Py_ssize_t k, Py_ssize_t g, Py_ssize_t n, const double *b,
+           double det_b, const double *w, double *rows, double *sp, double *blup, double *cov,
+           Py_ssize_t cov_width)
+{
+    Py_ssize_t p = k - 1;
+    double b00 = b[0], b01 = b[1], b10 = b[2], b11 = b[3];
+    double *s00 = sp, *s01 = sp + RUN2, *s11 = sp + 2 * RUN2, *inv = sp + 3 * RUN2;
+    double *m00 = inv + RUN2, *m01 = m00 + RUN2, *m10 = m01 + RUN2, *m11 = m10 + RUN2;
+    double *ua = rows + 2 * p * RUN2, *ub = ua + RUN2;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double x00 = u00[i], x01 = u01[i], x11 = u11[i];
+        double du = x00 * x11 - x01 * x01;
+        du = du < 0.0 ? 0.0 : du;
+        double d = 1.0 + b00 * x00 + 2.0 * b01 * x01 + b11 * x11 + det_b * du;
+        double r = 1.0 / d;
+        inv[i] = r;
+        s00[i] = (x00 + du * b11) * r;
+        s01[i] = (x01 - du * b01) * r;
+        s11[i] = (x11 + du * b00) * r;
+        m00[i] = b11 * x11 + b01 * x01;
+        m01[i] = -(b11 * x01 + b01 * x00);
+        m10[i] = -(b01 * x11 + b00 * x01);
+        m11[i] = b01 * x01 + b00 * x00;
+        ua[i] = 0.0;
+        ub[i] = 0.0;
+    }
+    for (Py_ssize_t x = 0; x < k; x++) {
+        const double *a0 = f0 + x * g, *a1 = f1 + x * g;
+        /* y's column (x = p) is kept for u alone: into the tail of sp */
+        double *h0 = x < p ? rows + x * RUN2 : m11 + RUN2;
+        double *h1 = x < p ? rows + (p + x) * RUN2 : m11 + 2 * RUN2;
+        double wx = w[x];
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double c0 = (m00[i] * a0[i] + m01[i] * a1[i] + a0[i]) * inv[i];
+            double c1 = (m10[i] * a0[i] + m11[i] * a1[i] + a1[i]) * inv[i];
+            h0[i] = c0;
+            h1[i] = c1;
+            ua[i] += c0 * wx;
+            ub[i] += c1 * wx;
+        }
+    }
+    if (blup == NULL) {
+        return;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double r = inv[i];
+        double p00 = (b00 + det_b * u11[i]) * r;
+        double p11 = (b11 + det_b * u00[i]) * r;
+        double p01 = (b01 - det_b * u01[i]) * r;
+        blup[2 * i] = 0.0 + b00 * ua[i] + b01 * ub[i];
+        blup[2 * i + 1] = 0.0 + b10 * ua[i] + b11 * ub[i];
+        double *c_at = cov + cov_width * i;
+        c_at[0] = p00;
+        c_at[1] = p01;
+        if (cov_width == 3) {
+            c_at[2] = p11;
+        }
+        else {
+            c_at[2] = p01;
+            c_at[3] = p11;
+        }
+    }
+}
+
+/* moments_r2's pass (its docstring) over the g groups; work holds
+   (2k + 10) RUN2 + 4 (2k)^2 + 18 numbers. */
+static void
+moments_pass(const double *zz, const double *zxy, Py_ssize_t k, Py_ssize_t g, const double *b,
+             double det_b, const double *w, double *out_a, double *out_v, double *out_c,
+             double *blup, double *cov, Py_ssize_t cov_width, double *work)
+{
+    Py_ssize_t p = k - 1, rk = 2 * k, gp = 2 * p;
+    const double *u00 = zz, *u01 = zz + g, *u11 = zz + 3 * g;
+    const double *f0 = zxy, *f1 = zxy + k * g;
+    double *rows = work, *sp = rows + rk * RUN2;
+    double *tv = rows + (rk + 10) * RUN2, *tc = tv + rk * rk, *ta = tc + 3 * rk * rk;
+    double *part = ta + 9;
+    for (Py_ssize_t j = 0; j < 4 * rk * rk + 9; j++) {
+        tv[j] = 0.0;
+    }
+    for (Py_ssize_t lo = 0; lo < g; lo += RUN2) {
+        Py_ssize_t n = lo + RUN2 < g ? RUN2 : g - lo;
+        run_values(u00 + lo, u01 + lo, u11 + lo, f0 + lo, f1 + lo, k, g, n, b, det_b, w, rows,
+                   sp, blup == NULL ? NULL : blup + 2 * lo,
+                   cov == NULL ? NULL : cov + cov_width * lo, cov_width);
+        /* zeros past the run's last group, to a whole vector: they add nothing */
+        Py_ssize_t n4 = (n + 3) / 4 * 4;
+        for (Py_ssize_t row = 0; row < rk + 3; row++) {
+            for (Py_ssize_t i = n; i < n4; i++) {
+                rows[row * RUN2 + i] = 0.0;
+            }
+        }
+        /* V and C of the pairs of G rows and of u rows (the contraction reads no
+           product of a G row with a u row in C), two b rows a call (past the block's
+           end: the last again, its sums not kept) */
+        for (Py_ssize_t l1 = 0; l1 < rk; l1++) {
+            Py_ssize_t end = l1 < gp ? gp : rk;
+            for (Py_ssize_t l2 = l1; l2 < end; l2 += 2) {
+                const double *bs[2] = {rows + l2 * RUN2,
+                                       rows + (l2 + 1 < end ? l2 + 1 : l2) * RUN2};
+                double eight[8];
+                pair_sums(rows + l1 * RUN2, bs, sp, n4, eight);
+                for (Py_ssize_t j = 0; j < 2 && l2 + j < end; j++) {
+                    Py_ssize_t at = l1 * rk + l2 + j;
+                    tv[at] += eight[4 * j];
+                    for (Py_ssize_t t = 0; t < 3; t++) {
+                        tc[t * rk * rk + at] += eight[4 * j + 1 + t];
+                    }
+                }
+            }
+        }
+        /* V of the G rows against the u rows */
+        for (Py_ssize_t a = 0; a < 2; a++) {
+            for (Py_ssize_t l2 = 0; l2 < gp; l2 += WIDTH) {
+                const double *bs[WIDTH];
+                double four[WIDTH];
+                for (Py_ssize_t j = 0; j < WIDTH; j++) {
+                    bs[j] = rows + (l2 + j < gp ? l2 + j : l2) * RUN2;
+                }
+                dots4(rows + (gp + a) * RUN2, NULL, bs, n4, four);
+                for (Py_ssize_t j = 0; j < WIDTH && l2 + j < gp; j++) {
+                    tv[(l2 + j) * rk + gp + a] += four[j];
+                }
+            }
+        }
+        row_products(sp, 3, RUN2, NULL, n4, part, 3);
+        for (Py_ssize_t j = 0; j < 9; j++) {
+            ta[j] += part[j];
+        }
+    }
+    /* into the stored sums' upper triangles, where dmixed.kernels.jit adds them (V and
+       C symmetric under a x <-> d y: a pair of rows whose order v_row turns is added
+       where the other order lies) */
+    for (Py_ssize_t t = 0; t < 3; t++) {
+        for (Py_ssize_t t2 = t; t2 < 3; t2++) {
+            out_a[t * 3 + t2] += ta[t * 3 + t2];
+        }
+    }
+    for (Py_ssize_t l1 = 0; l1 < rk; l1++) {
+        for (Py_ssize_t l2 = l1; l2 < rk; l2++) {
+            Py_ssize_t i = v_row(l1, k), j = v_row(l2, k);
+            if (i > j) {
+                Py_ssize_t swap = i;
+                i = j;
+                j = swap;
+            }
+            Py_ssize_t at = l1 * rk + l2;
+            out_v[i * rk + j] += tv[at];
+            if ((l1 < gp) == (l2 < gp)) {
+                for (Py_ssize_t t = 0; t < 3; t++) {
+                    out_c[(i * 3 + t) * rk + j] += tc[t * rk * rk + at];
+                }
+            }
+        }
+    }
+}
+
+PyDoc_STRVAR(moments_r2_doc,
+"moments_r2(zz, zxy, k, g, b, det_b, w, a, v, c, blup, cov, cov_width)\n\n"
+"Add the Hessian moments A (3, 3), V (2k, 2k) and C (2k * 3, 2k) of\n"
+"dmixed.kernels.hessian_moments over the g groups of zz (2, 2, g) and zxy (2, k, g),\n"
+"at B = Lambda Lambda' (b, 4 numbers) with det(B) = det_b and w = [-beta; 1] (k), into\n"
+"a, v and c: the entries dmixed.kernels.jit.hessian_moments adds (the upper\n"
+"triangles of A and V; of C those with a x <= d y, x and y both p or both below it).\n"
+"Unless blup is None (then cov too), also each group's BLUP B u_i into blup (g, 2) and\n"
+"P_i into cov (g, cov_width): its upper triangle (cov_width 3) or all of it (4).");
+
+static PyObject *
+moments_r2(PyObject *self, PyObject *args)
+{
+    PyObject *o[9], *ob, *oc;
+    Py_ssize_t k, g, cov_width;
+    double det_b;
+    if (!PyArg_ParseTuple(args, "OOnnOdOOOOOOn", &o[0], &o[1], &k, &g, &o[2], &det_b, &o[3],
+                          &o[4], &o[5], &o[6], &ob, &oc, &cov_width)) {
+        return NULL;
+    }
+    if (check_sizes(k, g) != 0) {
+        return NULL;
+    }
+    int with_blups = ob != Py_None;
+    if (with_blups != (oc != Py_None) || (with_blups && cov_width != 3 && cov_width != 4)) {
+        PyErr_Format(PyExc_ValueError,
+                     "blup and cov: both None or both buffers with cov_width 3 or 4, got"
+                     " cov_width=%zd",
+                     cov_width);
+        return NULL;
+    }
+    Py_ssize_t rk = 2 * k;
+    int n = 7;
+    if (with_blups) {
+        o[7] = ob;
+        o[8] = oc;
+        n = 9;
+    }
+    Py_buffer v[9];
+    const char *names[9] = {"zz", "zxy", "b", "w", "a", "v", "c", "blup", "cov"};
+    Py_ssize_t sizes[9] = {4 * g, 2 * k * g, 4, k, 9, rk * rk, 3 * rk * rk, 2 * g,
+                           cov_width * g};
+    int writes[9] = {0, 0, 0, 0, 1, 1, 1, 1, 1};
+    if (take_all(o, v, n, names, sizes, writes) != 0) {
+        return NULL;
+    }
+    double *work = PyMem_Malloc(sizeof(double) *
+                                ((rk + 10) * RUN2 + 4 * rk * rk + 18));
+    if (work == NULL) {
+        release(v, n);
+        return PyErr_NoMemory();
+    }
+    const double *zz = v[0].buf, *zxy = v[1].buf, *b = v[2].buf, *w = v[3].buf;
+    double *out_a = v[4].buf, *out_v = v[5].buf, *out_c = v[6].buf;
+    double *blup = with_blups ? v[7].buf : NULL, *cov = with_blups ? v[8].buf : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    moments_pass(zz, zxy, k, g, b, det_b, w, out_a, out_v, out_c, blup, cov, cov_width, work);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(work);
+    release(v, n);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"dense2_first", dense2_first, METH_VARARGS, dense2_first_doc},
     {"dense2_residual", dense2_residual, METH_VARARGS, dense2_residual_doc},
@@ -1632,6 +1910,7 @@ static PyMethodDef methods[] = {
     {"profiled_hessian", profiled_hessian, METH_VARARGS, profiled_hessian_doc},
     {"lean_evaluate", lean_evaluate, METH_VARARGS, lean_evaluate_doc},
     {"block_terms", block_terms, METH_VARARGS, block_terms_doc},
+    {"moments_r2", moments_r2, METH_VARARGS, moments_r2_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1650,7 +1929,7 @@ static struct PyModuleDef module = {
 /* the entry points' arguments as this file defines them: dmixed.kernels.native.VERSION
    must say the same, or the module is not used (an editable install keeps the library it
    built from an older file until it is rebuilt) */
-#define C_SUMS_VERSION 8
+#define C_SUMS_VERSION 9
 
 PyMODINIT_FUNC
 PyInit_c_sums(void)

@@ -7,7 +7,11 @@ at two random-effect coordinates by the fused loop of :mod:`~dmixed.kernels.fuse
 module is the one place that chooses between them: :func:`backend` for the per-group
 sums (step, Hessian, BLUPs), :func:`rows_pass` and :func:`rows_compiled` for the
 per-row pass (and :func:`nested_numbering` for a nested component's numbering), all
-through :func:`forced` (the ``DMIXED_KERNELS`` environment variable).  numba is imported
+through :func:`forced` (the ``DMIXED_KERNELS`` environment variable).  Where it picks the
+compiled kernels, their Hessian moments and BLUPs at two random-effect coordinates and
+``k`` up to :data:`~dmixed.kernels.native.MAX_K` run in the C extension where it loaded
+(:func:`dmixed.kernels.native.extension`; ``DMIXED_NATIVE=numpy`` sends them to numba),
+the rest in numba.  numba is imported
 (and the kernels compiled, or loaded from the on-disk cache) on the first call that picks
 it, never by ``import dmixed``.
 
@@ -23,10 +27,12 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import sys
 
 import numpy as np
+
+from . import native
+from .native import env_choice
 
 #: the environment variable that forces an implementation: ``numpy``, ``numba`` or
 #: ``auto`` (the default)
@@ -93,25 +99,11 @@ def numba_available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
-def env_choice(name: str, choices: tuple[str, ...]) -> str:
-    """The environment variable ``name`` as one of ``choices`` (its first, ``"auto"``,
-    where unset or empty; case and surrounding spaces aside): the one reading of the
-    switches of the kernels (``DMIXED_KERNELS`` here, ``DMIXED_NATIVE`` of
-    :mod:`~dmixed.kernels.native`).
-
-    Raises
-    ------
-    ValueError
-        The variable is set to anything else, named with the choices.
-    """
-    choice = os.environ.get(name, choices[0]).strip().lower() or choices[0]
-    if choice not in choices:
-        raise ValueError(f"environment variable {name} must be one of {choices}, got {choice!r}")
-    return choice
-
-
 def forced() -> str:
     """``"numpy"`` or ``"numba"`` when ``DMIXED_KERNELS`` forces one, else ``"auto"``.
+    ``"numba"`` is the compiled path, part of which is C at ``r = 2`` (module
+    docstring); ``"numpy"`` the numpy kernels, whose own sums at ``r = 2`` run in C
+    unless ``DMIXED_NATIVE=numpy`` (:mod:`~dmixed.kernels.native`).
 
     Raises
     ------
@@ -445,12 +437,23 @@ def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup=None, cov=N
     usual ``m = 3`` (benchmarks/RESULTS.md, "Session of 2026-12-02 (eighth): ooc"); the
     same sums in another order (to rounding).  With ``blup`` and ``cov`` (rows for every
     group of the chunks), the BLUPs and conditional covariances written there in the
-    same pass (:func:`hessian_random_effects`)."""
-    from . import jit  # numba loads here, on first use
+    same pass (:func:`hessian_random_effects`).  At ``r = 2`` and ``k`` up to
+    :data:`~dmixed.kernels.native.MAX_K`, where the C extension runs
+    (:func:`dmixed.kernels.native.extension`: not with ``DMIXED_NATIVE=numpy``, which
+    leaves this pass to numba), by its pass (:func:`_native_moments`):
+    nothing to compile, and about 0.6 of the numba pass's time (benchmarks/RESULTS.md,
+    "hesc-s53")."""
     from .hessian_moments import HessianMoments
 
     r, k = lam.shape[0], w.shape[0]
     moments = HessianMoments(r, k)
+    ext = native.extension() if r == 2 and k <= native.MAX_K else None
+    if ext is not None:
+        _native_moments(ext, chunks, b, det_b, w, moments, blup, cov)
+        moments.mirror()
+        return moments.contract(basis)
+    from . import jit  # numba loads here, on first use
+
     rows, cols = moments.rows.astype(np.intp), moments.cols.astype(np.intp)
     lo = 0
     for zz, zxy in chunks:
@@ -459,6 +462,33 @@ def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup=None, cov=N
         lo += zz.shape[-1]
     moments.mirror()
     return moments.contract(basis)
+
+
+def _native_moments(ext, chunks, b, det_b, w, moments, blup=None, cov=None) -> None:
+    """:func:`_moment_hessian_sums`' pass at ``r = 2`` by the extension
+    (``moments_r2`` of ``c_sums.c``): each group's conditional values, ``u_i``, BLUP and
+    ``P_i`` with the operations of :func:`dmixed.kernels.jit.hessian_moments` (the same
+    bits), the moments added over runs of groups in C (the sums in another order than
+    numba's, to rounding), ``moments`` and ``blup``/``cov`` (rows for every group of the
+    chunks, or None) filled where that kernel fills them.  Nothing to compile: the pass
+    that numba compiled on a fresh machine's first fit."""
+    a, v, c = moments.sums()
+    k = w.shape[0]
+    b_flat = np.ascontiguousarray(b, dtype=np.float64).ravel()
+    width = 0 if cov is None else cov.shape[1]
+    lo = 0
+    for zz, zxy in chunks:
+        g = zz.shape[-1]
+        if g:
+            rows = slice(lo, lo + g)
+            ext.moments_r2(
+                np.ascontiguousarray(zz), np.ascontiguousarray(zxy), k, g, b_flat, det_b, w,
+                a, v, c,
+                None if blup is None else blup[rows],
+                None if cov is None else cov[rows],
+                width,
+            )  # fmt: skip
+        lo += g
 
 
 def random_effects(chunks, lam: np.ndarray, w: np.ndarray, n_groups: int):
@@ -489,8 +519,10 @@ def hessian_random_effects(
 ):
     """:func:`hessian_sums` and :func:`random_effects` at one ``lam`` and ``w`` in one pass
     over the groups, for ``r ≤ 2`` (the arguments as there): each run of groups' per-group
-    values made once for both (:func:`dmixed.kernels.jit.hessian_moments`),
-    the same results bit for bit as the two calls.  With ``upper``, the conditional
+    values made once for both (:func:`dmixed.kernels.jit.hessian_moments`; at ``r = 2``
+    and ``k`` up to :data:`~dmixed.kernels.native.MAX_K` the C extension's pass with the
+    same operations, unless ``DMIXED_NATIVE=numpy``), the same results bit for bit as
+    the two calls.  With ``upper``, the conditional
     covariances as their upper triangles (:func:`upper_unfolded` gives them back whole).
 
     Returns

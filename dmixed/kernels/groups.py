@@ -658,7 +658,10 @@ def hessian_contributions(
     w : ndarray (p+1,)
         ``[−β; 1]``.
 
-    Evaluated by the compiled kernels or by numpy as :func:`step_contributions`; in
+    Evaluated by the compiled kernels or by numpy as :func:`step_contributions`; the
+    compiled kernels' moments at ``r = 2`` and ``k`` up to
+    :data:`~dmixed.kernels.native.MAX_K` in the C extension where it runs (numba's with
+    ``DMIXED_NATIVE=numpy``: :func:`dmixed.kernels.compiled.hessian_sums`); in
     numpy up to ``r =`` :data:`HESSIAN_MOMENTS_MAX_R` from moments over the groups
     (:class:`~dmixed.kernels.hessian_moments.HessianMoments`), else per group.
     """

@@ -7,7 +7,10 @@ groups per call, the same sums as the numpy reference in another order (they agr
 rounding), the per-group term sums of
 :func:`~dmixed.kernels.rows.plain_statistics` in one pass over the rows (``np.bincount``'s
 sums, bit for bit), the check of :func:`~dmixed.kernels.rows.constant_within` in one
-pass that stops at the first row that differs (its answer), and the small-matrix
+pass that stops at the first row that differs (its answer), the Hessian moments with the
+BLUPs at ``r = 2`` of :func:`dmixed.kernels.compiled.hessian_random_effects` (each
+group's values with the numba kernel's operations, the same bits; the moments summed in
+another order, to rounding), and the small-matrix
 arithmetic of the lean Newton steps of :mod:`dmixed.fit.lean` for ``r = 2`` (an
 evaluation, the profiled Hessian, the step's
 chain rule: each one call where numpy makes dozens on 3 × 3 arrays; their products in
@@ -15,27 +18,41 @@ another order than BLAS's, to rounding).  It is loaded on the first call of
 :func:`extension` (a small shared library: no numpy C API, nothing else imported).
 
 :func:`forced` reads ``DMIXED_NATIVE`` as :func:`dmixed.kernels.compiled.forced` reads
-``DMIXED_KERNELS`` (which chooses between the numpy and numba kernels, and leaves this
-choice alone): ``numpy`` runs the numpy reference, ``c`` asks for the extension (an
-error where it is not built), ``auto`` (or unset) runs it where it loaded.
+``DMIXED_KERNELS`` (which chooses between the numpy and the compiled kernels, and leaves
+this choice alone): ``c`` asks for the extension (an error where it is not built),
+``auto`` (or unset) runs it where it loaded, ``numpy`` turns it off, and each of its
+callers then runs its own path without C: the numpy kernels for the sums of
+:mod:`~dmixed.kernels.dense2`, the pass over the rows, the check of constant columns
+and the lean steps' arithmetic, but numba for the Hessian moments and BLUPs at
+``r = 2`` (they are reached only where ``DMIXED_KERNELS`` chose the compiled kernels).
+The numpy reference everywhere is ``DMIXED_KERNELS=numpy`` with ``DMIXED_NATIVE=numpy``.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from types import ModuleType
 
-from .compiled import env_choice
-
-__all__ = ["ENV_VAR", "MAX_K", "MAX_TERMS", "VERSION", "extension", "forced", "loaded"]
+__all__ = [
+    "ENV_VAR",
+    "MAX_K",
+    "MAX_TERMS",
+    "VERSION",
+    "env_choice",
+    "extension",
+    "forced",
+    "loaded",
+]
 
 #: the environment variable that forces an implementation: ``numpy``, ``c`` or ``auto``
 #: (the default)
 ENV_VAR = "DMIXED_NATIVE"
 
 #: the largest ``k = p + 1`` (fixed-effects columns and y) the extension's r = 2 sums
-#: take (``check_sizes`` of ``c_sums.c``); :class:`~dmixed.kernels.dense2.Dense2Statistics`
-#: of a larger ``k`` runs numpy
+#: and Hessian moments take (``check_sizes`` of ``c_sums.c``);
+#: :class:`~dmixed.kernels.dense2.Dense2Statistics` of a larger ``k`` runs numpy, the
+#: compiled path's Hessian moments of a larger ``k`` run numba
 MAX_K = 64
 
 #: the most terms of :func:`~dmixed.kernels.rows.plain_statistics` the extension's
@@ -46,9 +63,26 @@ MAX_TERMS = 64
 #: the version of the entry points' arguments this module calls (``C_SUMS_VERSION`` of
 #: ``c_sums.c``): a library built from another version of the file (an editable install
 #: that was not rebuilt after a change) is not used
-VERSION = 8
+VERSION = 9
 
 _CHOICES = ("auto", "numpy", "c")
+
+
+def env_choice(name: str, choices: tuple[str, ...]) -> str:
+    """The environment variable ``name`` as one of ``choices`` (its first, ``"auto"``,
+    where unset or empty; case and surrounding spaces aside): the one reading of the
+    switches of the kernels (``DMIXED_NATIVE`` here, ``DMIXED_KERNELS`` of
+    :mod:`~dmixed.kernels.compiled`).
+
+    Raises
+    ------
+    ValueError
+        The variable is set to anything else, named with the choices.
+    """
+    choice = os.environ.get(name, choices[0]).strip().lower() or choices[0]
+    if choice not in choices:
+        raise ValueError(f"environment variable {name} must be one of {choices}, got {choice!r}")
+    return choice
 
 
 @functools.cache
@@ -103,7 +137,11 @@ def forced() -> str:
 
 def extension() -> ModuleType | None:
     """The extension module where its kernels run (:func:`forced` not ``numpy``, and
-    it loaded), else None: the numpy reference runs.
+    it loaded), else None: each caller runs its path without C, numpy where the
+    numpy kernels called (:mod:`~dmixed.kernels.dense2`, :mod:`~dmixed.kernels.rows`,
+    :mod:`dmixed.fit.lean`), numba where the compiled ones did (the Hessian moments and
+    BLUPs at ``r = 2`` of :func:`dmixed.kernels.compiled.hessian_random_effects` and
+    :func:`~dmixed.kernels.compiled.hessian_sums`).
 
     Raises
     ------

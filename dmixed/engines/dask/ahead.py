@@ -78,7 +78,7 @@ def block_hessian_random_effects(ev, lam: np.ndarray, basis: np.ndarray, w) -> t
     (:func:`~dmixed.kernels.compiled.upper_unfolded`)."""
     if w is None:
         return None
-    if isinstance(ev, LocalEngine) and _one_pass(ev.block.n_groups, lam.shape[0]):
+    if isinstance(ev, LocalEngine) and _one_pass(ev.block, lam.shape[0]):
         block = ev.block
         fields, blup, cov = compiled.hessian_random_effects(
             block.chunks(), lam, basis, w, block.n_groups, upper=True
@@ -88,15 +88,18 @@ def block_hessian_random_effects(ev, lam: np.ndarray, basis: np.ndarray, w) -> t
     return ev.hessian(lam, basis, w), (cut(blup), cut(cov))
 
 
-def _one_pass(n_groups: int, r: int) -> bool:
+def _one_pass(block, r: int) -> bool:
     """Whether a block's Hessian sums and BLUPs are made in one pass over its groups
     (:func:`~dmixed.kernels.compiled.hessian_random_effects`: the same results bit for
     bit as the evaluator's two calls): for ``r ≤ 2`` where both calls would run the
-    compiled kernels."""
+    compiled kernels, not for a block whose forms only numpy evaluates
+    (:attr:`~dmixed.kernels.StatsBlock.numpy_only`: rank-one or lossy groups' centred
+    forms, which the compiled pass over the raw sums would not take)."""
     return (
         0 < r <= 2
-        and compiled.backend(n_groups, r, "hessian") == "numba"
-        and compiled.backend(n_groups, r, "blups") == "numba"
+        and not block.numpy_only
+        and compiled.backend(block.n_groups, r, "hessian") == "numba"
+        and compiled.backend(block.n_groups, r, "blups") == "numba"
     )
 
 

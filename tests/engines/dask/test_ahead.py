@@ -266,3 +266,30 @@ def test_a_blocks_hessian_and_blups_in_one_task_are_the_evaluators_calls(
         cov = compiled.upper_unfolded(cov)
     np.testing.assert_array_equal(cov, ref_cov)
     assert block_hessian_random_effects(ev, lam, basis, None) is None
+
+
+def test_a_block_only_numpy_evaluates_takes_the_evaluators_calls(monkeypatch):
+    """A block whose forms only the numpy kernels evaluate (here the rank-one forms of
+    a random slope constant within each group; lossy groups' centred forms alike) gets
+    its Hessian sums and BLUPs from the evaluator's calls, not from the compiled pass
+    over its raw sums (which once ran for it)."""
+    pytest.importorskip("numba")
+    from dmixed.engines.dask.ahead import block_hessian_random_effects
+    from dmixed.engines.local import LocalEngine
+    from dmixed.kernels import compiled
+
+    monkeypatch.setenv(compiled.ENV_VAR, "numba")
+    rng = np.random.default_rng(7)
+    z = np.stack([np.ones((300, 6)), np.repeat(rng.normal(size=(300, 1)), 6, axis=1)], axis=-1)
+    xy = rng.normal(size=(300, 6, 4))
+    ev = LocalEngine(np.einsum("gia,gib->gab", z, z), np.einsum("gia,gix->gax", z, xy))
+    ev.block.use_rank_one()
+    assert ev.block.numpy_only
+    lam = np.array([[1.5, 0.0], [0.3, 0.7]])
+    basis = np.array([np.eye(2), np.diag([0.0, 1.0])])
+    w = np.r_[rng.normal(size=3), 1.0]
+    hs, (blup, cov) = block_hessian_random_effects(ev, lam, basis, w)
+    _assert_same(hs, ev.hessian(lam, basis, w))
+    ref_blup, ref_cov = ev.random_effects(lam, w)
+    np.testing.assert_array_equal(blup.whole(), ref_blup)
+    np.testing.assert_array_equal(cov.whole(), ref_cov)
