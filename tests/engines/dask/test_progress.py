@@ -351,3 +351,52 @@ def test_the_roster_is_the_schedulers_when_the_clients_refresh_lands_between(cli
     known = progress.ask_workers(client)
     assert known is not None and known.threads == client.nthreads()
     assert progress.worker_threads(client) == sum(client.nthreads().values()) == 2
+
+
+def test_a_gather_started_soon_gives_the_results_laid_out_or_none_on_an_error(client):
+    """``gather_soon``: the gather runs on the client's event loop while the caller goes
+    on; its results are a gather's (laid out), and a task's error gives None (the caller
+    gathers again, which raises it), the error's traceback dropped."""
+    import gc
+
+    from dmixed.engines.dask.progress import gather_soon
+
+    def slow(x):
+        time.sleep(0.2)
+        return np.arange(x, dtype=float)
+
+    def fails(x):
+        raise ValueError(f"task {x} failed")
+
+    futures = client.map(slow, [3, 4], pure=False)
+    soon = gather_soon(client, futures)
+    assert soon is not None
+    got = soon.result()
+    assert [g.tolist() for g in got] == [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0, 3.0]]
+    assert all(g.flags.c_contiguous and g.ctypes.data % 16 == 0 for g in got)
+    bad = client.map(fails, [1], pure=False)
+    failed = gather_soon(client, bad)
+    assert failed is not None
+    assert failed.result() is None
+    cancelled = gather_soon(client, client.map(slow, [5], pure=False))
+    assert cancelled is not None
+    cancelled.cancel()
+    assert cancelled.result() is None
+    del futures, bad, cancelled
+    gc.collect()
+
+
+def test_a_gather_soon_is_not_started_without_a_loop_of_the_clients_own():
+    """An asynchronous client (or one without a running loop) gets None: its caller
+    gathers as it would have."""
+    from dmixed.engines.dask.progress import gather_soon
+
+    class Asynchronous:
+        asynchronous = True
+
+    class NoLoop:
+        asynchronous = False
+        loop = None
+
+    assert gather_soon(Asynchronous(), []) is None
+    assert gather_soon(NoLoop(), []) is None
