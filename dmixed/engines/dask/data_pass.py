@@ -16,8 +16,10 @@
    (:func:`~dmixed.engines.dask.graph.block_graph`), computed once, so the blocks are
    futures with lineage (a block lost with its worker is recomputed from the data);
 4. the blocks' summaries gathered and put in sorted group order
-   (:func:`~dmixed.engines.dask.blocks.assemble_blocks`), then the statistics either
-   kept on the workers (:class:`~dmixed.engines.dask.evaluator.DaskEngine`) or gathered
+   (:func:`~dmixed.engines.dask.blocks.assemble_blocks`; where padded blocks stay on the
+   workers, the choice is read from the summaries first and their moment sums cross while
+   the driver assembles, :func:`_early_keep`), then the statistics either kept on the
+   workers (:class:`~dmixed.engines.dask.evaluator.DaskEngine`) or gathered
    into the in-process engine (:data:`AUTO_LOCAL_MAX_VALUES`;
    :func:`~dmixed.engines.local.local_engine`: variance components structured where
    they can be, as for in-memory rows).
