@@ -16,10 +16,8 @@
    (:func:`~dmixed.engines.dask.graph.block_graph`), computed once, so the blocks are
    futures with lineage (a block lost with its worker is recomputed from the data);
 4. the blocks' summaries gathered and put in sorted group order
-   (:func:`~dmixed.engines.dask.blocks.assemble_blocks`; where padded blocks stay on the
-   workers, the choice is read from the summaries first and their moment sums cross while
-   the driver assembles, :func:`_early_keep`), then the statistics either kept on the
-   workers (:class:`~dmixed.engines.dask.evaluator.DaskEngine`) or gathered
+   (:func:`~dmixed.engines.dask.blocks.assemble_blocks`), then the statistics either
+   kept on the workers (:class:`~dmixed.engines.dask.evaluator.DaskEngine`) or gathered
    into the in-process engine (:data:`AUTO_LOCAL_MAX_VALUES`;
    :func:`~dmixed.engines.local.local_engine`: variance components structured where
    they can be, as for in-memory rows).
@@ -78,15 +76,7 @@ from .blocks import Assembly, assemble_blocks, block_summary, dense_pieces, gath
 from .checks import config_choice, missing_values_total
 from .evaluator import DaskEngine, collect_evaluators, submit_evaluators
 from .graph import block_graph, project_columns, scan_chain_graph, slot_map_graph
-from .progress import (
-    GatherSoon,
-    ask_workers,
-    gather,
-    gather_soon,
-    thread_workers,
-    wait_for,
-    worker_threads,
-)
+from .progress import ask_workers, gather, thread_workers, wait_for, worker_threads
 from .ragged import RaggedPacked
 from .relay import raise_relayed, relay_mark
 from .structured import (
@@ -442,39 +432,11 @@ def _early_evaluators(run: _Pass, futures: list, packed, layout: Layout) -> _Ear
     return _Early(summaries, *submit_evaluators(run.client, futures, None, packed.r))
 
 
-def _early_keep(
-    run: _Pass, early: _Early, summaries: list, packed
-) -> tuple[list, bool, GatherSoon | None]:
-    """``(kept blocks, refused, moment sums' gather)`` of what :func:`_early_evaluators`
-    started, read from the gathered ``summaries`` alone (before their assembly): the
-    non-empty blocks where the statistics stay on the workers (their sizes: every group
-    is in one block), else none; ``refused`` where those hold lossy groups their
-    evaluators would hold without the forms they need (the summaries' count, as
-    :func:`~dmixed.engines.dask.blocks.assemble_blocks` adds it); and the kept blocks'
-    moment sums' gather, started on the client's event loop
-    (:func:`~dmixed.engines.dask.progress.gather_soon`), or None: they cross while the
-    driver assembles the summaries, where a gather after the assembly would ask for
-    them only then."""
-    sizes = [len(s.labels) for s in summaries]
-    keep = [i for i, size in enumerate(sizes) if size > 0]
-    if not keep or not _keeps_on_cluster(run, int(sum(sizes)), packed, None):
-        keep = []
-    refused = bool(keep) and sum(s.inexact for s in summaries) > 0
-    soon = None
-    if keep and not refused and early.moments is not None:
-        soon = gather_soon(run.client, [early.moments[i] for i in keep])
-    return keep, refused, soon
-
-
 def _kept_early(
-    run: _Pass,
-    early: _Early,
-    asm: Assembly,
-    spent: list,
-    chosen: tuple[list, bool, GatherSoon | None],
+    run: _Pass, early: _Early, summaries: list, packed, asm: Assembly, spent: list
 ) -> tuple | None:
     """``(kept blocks, evaluator futures, moment sums or None)`` of what
-    :func:`_early_evaluators` started, as :func:`_early_keep` ``chosen`` (assembled:
+    :func:`_early_evaluators` started, given the gathered ``summaries`` (assembled:
     ``asm``): the non-empty blocks where the statistics stay on the workers (their
     evaluators and moment sums waited for:
     :func:`~dmixed.engines.dask.evaluator.collect_evaluators`), else None (no rows, an
@@ -482,10 +444,14 @@ def _kept_early(
     sums are added over the kept blocks in block order (as :meth:`DaskEngine.moments`).
     Kept blocks with lossy groups are refused (:func:`_refuse_inexact`, the data pass's
     futures ``spent`` and all those started released first)."""
-    keep, refused, soon = chosen
+    sizes = [len(s.labels) for s in summaries]
+    keep = [i for i, size in enumerate(sizes) if size > 0]
+    if not keep or not _keeps_on_cluster(run, int(sum(sizes)), packed, None):
+        keep = []
+    refused = bool(keep) and asm.inexact > 0
     if refused:
         keep = []
-    for i in set(range(len(early.evaluators))) - set(keep):
+    for i in set(range(len(summaries))) - set(keep):
         early.evaluators[i].release()
         if early.moments is not None:
             early.moments[i].release()
@@ -494,22 +460,18 @@ def _kept_early(
     if not keep:
         return None
     moments = None if early.moments is None else [early.moments[i] for i in keep]
-    evaluators = [early.evaluators[i] for i in keep]
-    evaluators, sums = _collected(run.client, evaluators, moments, spent, soon)
+    evaluators, sums = _collected(run.client, [early.evaluators[i] for i in keep], moments, spent)
     return keep, evaluators, sums
 
 
-def _collected(client, evaluators: list, moments: list | None, spent: list, soon=None):
-    """:func:`~dmixed.engines.dask.evaluator.collect_evaluators` (``soon``: the moment
-    sums' gather started before); where it raises (an evaluator's error, workers lost),
-    the data pass's futures ``spent``, the evaluators and the moment sums are released
-    first: the error's traceback would otherwise hold them on the cluster for as long
-    as it lives (a notebook keeps its last error)."""
+def _collected(client, evaluators: list, moments: list | None, spent: list):
+    """:func:`~dmixed.engines.dask.evaluator.collect_evaluators`; where it raises (an
+    evaluator's error, workers lost), the data pass's futures ``spent``, the evaluators
+    and the moment sums are released first: the error's traceback would otherwise hold
+    them on the cluster for as long as it lives (a notebook keeps its last error)."""
     try:
-        return collect_evaluators(client, evaluators, moments, soon)
+        return collect_evaluators(client, evaluators, moments)
     except BaseException:
-        if soon is not None:
-            soon.cancel()
         for f in [*spent, *evaluators, *(moments or ())]:
             f.release()
         raise
@@ -552,35 +514,36 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
         client.map(block_summary, futures, pure=False) if early is None else early.summaries
     )
     summaries = gather(client, summary_futures, "the data pass", straight=True)
-    chosen = None if early is None else _early_keep(run, early, summaries, packed)
+    # every future of the pass so far: where the steps from the summaries to the
+    # statistics' placement raise (an assembly's error, an interrupt), all are released,
+    # not held on the cluster by the error's traceback while it lives (a notebook keeps
+    # its last error); released, never cancelled: a gather may share them
+    held = [*futures, *summary_futures]
+    if early is not None:
+        held += [*early.evaluators, *(early.moments or ())]
     try:
         asm = assemble_blocks(summaries, packed.k, run.learned_column)
+        n_groups = len(asm.group_labels)
+        moment_futures = None if early is None else early.moments
+        if early is not None:
+            started = _kept_early(run, early, summaries, packed, asm, [*futures, *summary_futures])
+            keep, evaluators, moments = (None, None, None) if started is None else started
+            structured = None
+        else:
+            structured, n_values = _structure_on_cluster(run, futures, packed, layout, n_groups)
+            keep = None
+            if _keeps_on_cluster(run, n_groups, packed, n_values):
+                _refuse_inexact(asm, [*futures, *summary_futures])
+                keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
+                blocks = [futures[i] for i in keep]
+                evaluators, moment_futures = submit_evaluators(client, blocks, structured, packed.r)
+                held += [*evaluators, *(moment_futures or ())]
+                spent = [*futures, *summary_futures]
+                evaluators, moments = _collected(client, evaluators, moment_futures, spent)
     except BaseException:
-        # nothing of the pass is used after this error: released, not held by its
-        # traceback (nor by a gather left waiting)
-        if chosen is not None and chosen[2] is not None:
-            chosen[2].cancel()
-        started_early = [] if early is None else [*early.evaluators, *(early.moments or ())]
-        for f in [*futures, *summary_futures, *started_early]:
+        for f in held:
             f.release()
         raise
-    n_groups = len(asm.group_labels)
-    moment_futures = None if early is None else early.moments
-    if early is not None:
-        assert chosen is not None
-        started = _kept_early(run, early, asm, [*futures, *summary_futures], chosen)
-        keep, evaluators, moments = (None, None, None) if started is None else started
-        structured = None
-    else:
-        structured, n_values = _structure_on_cluster(run, futures, packed, layout, n_groups)
-        keep = None
-        if _keeps_on_cluster(run, n_groups, packed, n_values):
-            _refuse_inexact(asm, [*futures, *summary_futures])
-            keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
-            blocks = [futures[i] for i in keep]
-            evaluators, moment_futures = submit_evaluators(client, blocks, structured, packed.r)
-            spent = [*futures, *summary_futures]
-            evaluators, moments = _collected(client, evaluators, moment_futures, spent)
     if keep is None:
         pieces: list = []
         try:

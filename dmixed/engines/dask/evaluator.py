@@ -55,7 +55,6 @@ from .next_point import (
 )
 from .placement import call_keys
 from .progress import (
-    GatherSoon,
     ask_workers,
     detached,
     died_error,
@@ -248,15 +247,12 @@ def submit_evaluators(
 
 
 def collect_evaluators(
-    client, evaluators: list, moments: list | None, soon: GatherSoon | None = None
+    client, evaluators: list, moments: list | None
 ) -> tuple[list, kernels.MomentSums | None]:
     """What :func:`submit_evaluators` started, waited for: ``(evaluator futures, moment
     sums)``; the moment sums (added over the blocks in block order) are ``None`` when
     none were mapped (a round trip when asked for).  With the moment sums, an
     evaluator's error is raised here (the sums may be the block's, made without it).
-    ``soon``: the moment sums' gather already started
-    (:func:`~dmixed.engines.dask.progress.gather_soon`), its results taken here
-    where it succeeded, else gathered again (which raises a task's error).
 
     Raises
     ------
@@ -273,9 +269,7 @@ def collect_evaluators(
     failed = [f for f in evaluators if f.status == "error"]
     if failed:
         gather(client, failed, "the data pass")  # raises the first one's error
-    sums = None if soon is None else soon.result()
-    if sums is None:
-        sums = gather(client, moments, "the data pass", straight=True)
+    sums = gather(client, moments, "the data pass", straight=True)
     return evaluators, functools.reduce(operator.add, sums)
 
 

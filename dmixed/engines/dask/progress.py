@@ -14,8 +14,6 @@ limit (:func:`gather`).
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import copy
 import ipaddress
 import logging
@@ -405,49 +403,6 @@ def gather(client, futures, what: str = "", straight: bool = False):
     except Exception as exc:  # noqa: BLE001 - raised again, detached
         raise detached(exc) from None
     return laid_out(parts) if direct else parts
-
-
-class GatherSoon:
-    """A gather started on the client's event loop (:func:`gather_soon`), its results
-    taken later: the driver's own work runs meanwhile, and the results cross as soon
-    as their tasks end, where a gather after that work would ask for them only then."""
-
-    def __init__(self, handle: concurrent.futures.Future, direct) -> None:
-        self._handle = handle
-        self._direct = direct
-
-    def result(self) -> list | None:
-        """The results, laid out as :func:`gather`'s (``straight``), waited for; None
-        where the gather failed or was cancelled (a task's error, workers lost): the
-        caller then gathers again by :func:`gather`, which raises what it raises, with
-        its own messages.  The error is dropped here with its traceback (it would hold
-        the event loop's frames and the futures in them)."""
-        try:
-            parts = self._handle.result()
-        except (Exception, concurrent.futures.CancelledError) as exc:  # noqa: BLE001
-            exc.__traceback__ = None
-            return None
-        return laid_out(parts) if self._direct else parts
-
-    def cancel(self) -> None:
-        """Stop waiting (where the caller gives the futures up): the gather is cancelled
-        on the event loop, and holds them no more."""
-        self._handle.cancel()
-
-
-def gather_soon(client, futures: list) -> GatherSoon | None:
-    """``client.gather(futures)`` started on the client's event loop and not waited
-    for (straight from the workers where :func:`gather_direct` says so), or None where
-    the client has no loop of its own to run it on (an asynchronous client, one without
-    a running loop): the caller gathers later as it would have."""
-    if getattr(client, "asynchronous", False):
-        return None
-    loop = getattr(getattr(client, "loop", None), "asyncio_loop", None)
-    if loop is None or not loop.is_running() or loop.is_closed():
-        return None
-    direct = gather_direct(client)
-    coro = client.gather(list(futures), direct=direct, asynchronous=True)
-    return GatherSoon(asyncio.run_coroutine_threadsafe(coro, loop), direct)
 
 
 def gathered_in_turn(client, futures: list, last: int, direct, what: str = "") -> list:

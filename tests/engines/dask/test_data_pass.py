@@ -264,62 +264,9 @@ def test_numbers_where_a_partition_declares_text_keep_the_advice_of_one_type():
     assert "categorize" not in message
 
 
-@pytest.mark.parametrize("npartitions", [2, 5])
-def test_the_moment_sums_cross_while_the_driver_assembles_the_summaries(
-    client, caplog, monkeypatch, npartitions
-):
-    """Kept on the workers, the moment sums' gather starts before the summaries'
-    assembly (the keep decision read from the summaries): after the assembly the driver
-    asks the workers for nothing more; the sums are the evaluators' own added in block
-    order, and the statistics the in-process ones, whatever the partitioning."""
-    from dmixed.engines.dask import evaluator
-
-    df = make_data(n_groups=150, seed=3)
-    model = dmixed.mixedlm(
-        "y ~ x1 + x2", dd.from_pandas(df, npartitions=npartitions), groups="g", re_formula="1 + x1"
-    )
-    assembled = []
-    real_assemble = data_pass.assemble_blocks
-
-    def marked_assemble(*args, **kwargs):
-        out = real_assemble(*args, **kwargs)
-        assembled.append(True)
-        return out
-
-    after = []
-    real_gather = evaluator.gather
-
-    def counted_gather(client, futures, what="", straight=False):
-        after.append((len(assembled), len(futures)))
-        return real_gather(client, futures, what, straight)
-
-    monkeypatch.setattr(data_pass, "assemble_blocks", marked_assemble)
-    monkeypatch.setattr(evaluator, "gather", counted_gather)
-    with caplog.at_level(logging.DEBUG, logger="dmixed"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        stats = statistics_from_dask(model.source, model.spec, client=client, engine="distributed")
-    assert isinstance(stats.engine, DaskEngine)
-    assert "kept on the cluster in 2 blocks (150 groups; engine 'distributed')" in caplog.text
-    assert assembled == [True]
-    assert after == []  # no gather of the moment sums after the assembly
-    monkeypatch.setattr(evaluator, "gather", real_gather)
-    blocks = stats.engine.blocks
-    parts = client.gather(client.map(lambda ev: ev.moments(), blocks, pure=False))
-    want = functools.reduce(operator.add, parts)
-    got = stats.engine.moments()
-    for name in vars(want):
-        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
-    local = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1").statistics()
-    np.testing.assert_array_equal(stats.group_labels, local.group_labels)
-    np.testing.assert_array_equal(stats.group_sizes, local.group_sizes)
-    _sums_equal(got, local.engine.moments())
-    stats.engine.close()
-
-
 def test_a_moment_sums_error_is_raised_as_the_tasks_own(monkeypatch):
-    """A moment-sums task fails (made to): the gather started early gives nothing, the
-    driver gathers again and raises the task's own error; nothing of the pass is held
-    on the cluster while the error lives."""
+    """A moment-sums task fails (made to): the fit raises the task's own error, and
+    nothing of the pass is held on the cluster while the error lives."""
     import time
 
     from distributed import Client, LocalCluster
@@ -359,19 +306,41 @@ def test_a_moment_sums_error_is_raised_as_the_tasks_own(monkeypatch):
         assert held() == 0
 
 
-def test_an_assemblys_error_leaves_nothing_held_on_the_cluster(monkeypatch):
-    """The assembly of the summaries fails (here: made to) where the statistics were to
-    stay on the workers: its error is raised, and while it lives the cluster holds none
-    of the pass's blocks, summaries, evaluators or moment sums (no gather left waiting
-    on them either)."""
+class _InterruptedRule:
+    """A threshold whose comparison raises KeyboardInterrupt: an interrupt (Ctrl-C) that
+    lands while the driver decides, after the assembly, where the statistics stay."""
+
+    def __lt__(self, other):
+        raise KeyboardInterrupt
+
+    __gt__ = __le__ = __ge__ = __lt__
+
+
+@pytest.mark.parametrize(
+    ("where", "engine"),
+    [("assembly", "distributed"), ("placement", "auto")],
+)
+def test_an_error_between_the_summaries_and_the_placement_leaves_nothing_held(
+    monkeypatch, where, engine
+):
+    """Between the summaries' gather and the statistics' placement, the assembly fails
+    (made to) or an interrupt lands in the choice of where the statistics stay: the
+    error is raised, and while it lives the cluster holds none of the pass's blocks,
+    summaries, evaluators or moment sums."""
     import time
 
     from distributed import Client, LocalCluster
 
-    def failing(*args, **kwargs):
-        raise RuntimeError("the assembly failed")
+    if where == "assembly":
 
-    monkeypatch.setattr(data_pass, "assemble_blocks", failing)
+        def failing(*args, **kwargs):
+            raise RuntimeError("the assembly failed")
+
+        monkeypatch.setattr(data_pass, "assemble_blocks", failing)
+        raised: type[BaseException] = RuntimeError
+    else:
+        monkeypatch.setattr(data_pass, "AUTO_LOCAL_MAX_VALUES", _InterruptedRule())
+        raised = KeyboardInterrupt
     df = make_data(n_groups=300, seed=9)
     with (
         LocalCluster(
@@ -384,8 +353,8 @@ def test_an_assemblys_error_leaves_nothing_held_on_the_cluster(monkeypatch):
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with pytest.raises(RuntimeError, match="the assembly failed") as err:
-                model.fit(client=client, engine="distributed")
+            with pytest.raises(raised) as err:
+                model.fit(client=client, engine=engine)
         assert err.value.__traceback__ is not None
 
         def held() -> int:
