@@ -514,23 +514,36 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
         client.map(block_summary, futures, pure=False) if early is None else early.summaries
     )
     summaries = gather(client, summary_futures, "the data pass", straight=True)
-    asm = assemble_blocks(summaries, packed.k, run.learned_column)
-    n_groups = len(asm.group_labels)
-    moment_futures = None if early is None else early.moments
+    # every future of the pass so far: where the steps from the summaries to the
+    # statistics' placement raise (an assembly's error, an interrupt), all are released,
+    # not held on the cluster by the error's traceback while it lives (a notebook keeps
+    # its last error); released, never cancelled: a gather may share them
+    held = [*futures, *summary_futures]
     if early is not None:
-        started = _kept_early(run, early, summaries, packed, asm, [*futures, *summary_futures])
-        keep, evaluators, moments = (None, None, None) if started is None else started
-        structured = None
-    else:
-        structured, n_values = _structure_on_cluster(run, futures, packed, layout, n_groups)
-        keep = None
-        if _keeps_on_cluster(run, n_groups, packed, n_values):
-            _refuse_inexact(asm, [*futures, *summary_futures])
-            keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
-            blocks = [futures[i] for i in keep]
-            evaluators, moment_futures = submit_evaluators(client, blocks, structured, packed.r)
-            spent = [*futures, *summary_futures]
-            evaluators, moments = _collected(client, evaluators, moment_futures, spent)
+        held += [*early.evaluators, *(early.moments or ())]
+    try:
+        asm = assemble_blocks(summaries, packed.k, run.learned_column)
+        n_groups = len(asm.group_labels)
+        moment_futures = None if early is None else early.moments
+        if early is not None:
+            started = _kept_early(run, early, summaries, packed, asm, [*futures, *summary_futures])
+            keep, evaluators, moments = (None, None, None) if started is None else started
+            structured = None
+        else:
+            structured, n_values = _structure_on_cluster(run, futures, packed, layout, n_groups)
+            keep = None
+            if _keeps_on_cluster(run, n_groups, packed, n_values):
+                _refuse_inexact(asm, [*futures, *summary_futures])
+                keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
+                blocks = [futures[i] for i in keep]
+                evaluators, moment_futures = submit_evaluators(client, blocks, structured, packed.r)
+                held += [*evaluators, *(moment_futures or ())]
+                spent = [*futures, *summary_futures]
+                evaluators, moments = _collected(client, evaluators, moment_futures, spent)
+    except BaseException:
+        for f in held:
+            f.release()
+        raise
     if keep is None:
         pieces: list = []
         try:

@@ -262,3 +262,105 @@ def test_numbers_where_a_partition_declares_text_keep_the_advice_of_one_type():
     assert "'g' holds numbers (int64)" in message
     assert message.endswith("give the column one type in every file")
     assert "categorize" not in message
+
+
+def test_a_moment_sums_error_is_raised_as_the_tasks_own(monkeypatch):
+    """A moment-sums task fails (made to): the fit raises the task's own error, and
+    nothing of the pass is held on the cluster while the error lives."""
+    import time
+
+    from distributed import Client, LocalCluster
+
+    from dmixed.engines.dask import evaluator
+
+    real = evaluator.block_moments
+
+    def failing(block):
+        if 0 in np.asarray(block.labels):
+            raise MemoryError("the moment sums of the block of group 0")
+        return real(block)
+
+    monkeypatch.setattr(evaluator, "block_moments", failing)
+    df = make_data(n_groups=300, seed=8)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        model = dmixed.mixedlm(
+            "y ~ x1", dd.from_pandas(df, npartitions=4), groups="g", re_formula="1 + x1"
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(MemoryError, match="block of group 0") as err:
+                model.fit(client=client, engine="distributed")
+        assert err.value.__traceback__ is not None
+
+        def held() -> int:
+            return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+
+        end = time.monotonic() + 10.0
+        while held() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert held() == 0
+
+
+class _InterruptedRule:
+    """A threshold whose comparison raises KeyboardInterrupt: an interrupt (Ctrl-C) that
+    lands while the driver decides, after the assembly, where the statistics stay."""
+
+    def __lt__(self, other):
+        raise KeyboardInterrupt
+
+    __gt__ = __le__ = __ge__ = __lt__
+
+
+@pytest.mark.parametrize(
+    ("where", "engine"),
+    [("assembly", "distributed"), ("placement", "auto")],
+)
+def test_an_error_between_the_summaries_and_the_placement_leaves_nothing_held(
+    monkeypatch, where, engine
+):
+    """Between the summaries' gather and the statistics' placement, the assembly fails
+    (made to) or an interrupt lands in the choice of where the statistics stay: the
+    error is raised, and while it lives the cluster holds none of the pass's blocks,
+    summaries, evaluators or moment sums."""
+    import time
+
+    from distributed import Client, LocalCluster
+
+    if where == "assembly":
+
+        def failing(*args, **kwargs):
+            raise RuntimeError("the assembly failed")
+
+        monkeypatch.setattr(data_pass, "assemble_blocks", failing)
+        raised: type[BaseException] = RuntimeError
+    else:
+        monkeypatch.setattr(data_pass, "AUTO_LOCAL_MAX_VALUES", _InterruptedRule())
+        raised = KeyboardInterrupt
+    df = make_data(n_groups=300, seed=9)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        model = dmixed.mixedlm(
+            "y ~ x1", dd.from_pandas(df, npartitions=4), groups="g", re_formula="1 + x1"
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(raised) as err:
+                model.fit(client=client, engine=engine)
+        assert err.value.__traceback__ is not None
+
+        def held() -> int:
+            return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+
+        end = time.monotonic() + 10.0
+        while held() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert held() == 0
