@@ -443,6 +443,12 @@ def statistics_from_arrays(arrays: GroupArrays) -> FittedStatistics:
     else:
         engine = local_engine(arrays.zz, arrays.zxy, arrays.layout)
     engine = rank_one_engine(engine, arrays.glob, arrays.layout)
+    kept = arrays.centred
+    if kept is not None and isinstance(getattr(engine, "block", None), kernels.StatsBlock):
+        if kept.everyone:  # as the fit from the rows: every group about W
+            engine.block.use_centred(kept.sums)
+        else:  # as the fit on Dask: those groups only
+            engine.block.use_centred_at(kept.positions, kept.sums)
     if not arrays.layout.k_vc:
         refuse_inexact(engine, arrays.nobs, "the saved or merged statistics")
     return FittedStatistics(

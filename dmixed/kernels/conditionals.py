@@ -435,6 +435,16 @@ class CentredSums:
         return sum(a.nbytes for a in (self.u, self.zbar, self.mean, self.c, self.d, self.lossy))
 
 
+def concatenate_centred(parts: list) -> CentredSums:
+    """The :class:`CentredSums` of several sets of groups, one after the other (their
+    ``within`` left out)."""
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(c, name) for c in parts], axis=-1)
+
+    return CentredSums(cat("u"), cat("zbar"), cat("mean"), cat("c"), cat("d"), cat("lossy"))
+
+
 def _centred_parts(sums: CentredSums, lam: np.ndarray):
     """:func:`_centred_terms` at ``lam``, kept on ``sums`` for the next call at the same
     ``Λ`` (a step asks for the conditionals, then for ``between``)."""

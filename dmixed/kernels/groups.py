@@ -21,6 +21,7 @@ from .conditionals import (
     CentredSums,
     centred_between,
     centred_from_shifted,
+    concatenate_centred,
     conditional,
     gram_rows,
     lossy_groups,
@@ -235,6 +236,38 @@ class StatsBlock:
         self._subset, self._kept = parts, None
         self._shifted = (sel, tuple(shifted), e, tuple(shared))
         return self
+
+    def use_centred_at(self, sel: np.ndarray, sums: CentredSums) -> StatsBlock:
+        """Let the groups ``sel`` (L,) of the block (positions in its order,
+        increasing) take the centred forms from their centred sums ``sums``
+        (:class:`~dmixed.kernels.conditionals.CentredSums` of those L groups, in that
+        order), as :meth:`use_shifted` does from sums about shifts; ``self``.  What a
+        copy of the block whose response was drawn takes (the bootstrap): the design's
+        centred sums kept, the response's drawn."""
+        sel = np.asarray(sel, dtype=np.int64)
+        parts, lo = [], 0
+        for zzc, _ in self._chunks:
+            hi = lo + zzc.shape[-1]
+            a, b = np.searchsorted(sel, [lo, hi])
+            parts.append((sel[a:b] - lo, sums.take(slice(a, b))))
+            lo = hi
+        self._subset, self._kept = parts, None
+        self._shifted = None
+        return self
+
+    def centred_sums(self) -> tuple[np.ndarray, CentredSums, bool] | None:
+        """The centred sums the block takes (:meth:`use_centred`, :meth:`use_shifted`,
+        :meth:`use_centred_at`): ``(positions (L,) in the block's order, their
+        CentredSums, whether every group takes them about the within-group sums
+        W)``; None where it takes none."""
+        if self._centred is not None:
+            parts = self._centred
+            pos = np.arange(sum(int(c.u.size) for c in parts), dtype=np.int64)
+            return pos, concatenate_centred(parts), True
+        if self._subset is not None:
+            sums = concatenate_centred([c for _, c in self._subset])
+            return self.centred_positions(), sums, False
+        return None
 
     @property
     def shifted(self) -> tuple | None:

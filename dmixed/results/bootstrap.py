@@ -189,7 +189,13 @@ def parametric_bootstrap(
     higher likelihood, with exact Newton steps; no standard errors).  Replicate ``k``
     draws from its own generator (the ``k``-th child of ``seed``, numpy's ``spawn``), so
     the table does not depend on where the replicates run.  The same seed gives the same
-    table for the same statistics with one version of dmixed (and numpy); a version
+    table for the same statistics with one version of dmixed (and numpy): a fit of the
+    same rows in process or on Dask, to rounding, where both chose the same column map
+    (``Standardization``; the draw's roots are taken in those columns, so a map chosen
+    otherwise, from other rows of a sample, draws other responses of the same
+    distribution).  Groups fitted from centred sums (a random design close to singular
+    within them, groups of fewer rows than random effects among them) have those sums
+    drawn with the response, as the fit used them; a version
     that draws otherwise (another root of ``Z̃_i'Z̃_i``, other optimizer coordinates)
     gives other replicates of the same distribution: to keep a table, save it
     (:meth:`BootstrapResults.save`) rather than its seed.
@@ -243,7 +249,8 @@ def parametric_bootstrap(
         raise SpecError(f"bootstrap needs the fitted model's statistics: {why}")
     t0 = time.perf_counter()
     rngs = replicate_rngs(seed, n)
-    arrays = GroupArrays.from_statistics(stats)  # from the workers for Dask: no data read
+    # from the workers for Dask (no data read), with the centred sums some groups take
+    arrays = GroupArrays.from_statistics(stats, centred=True)
     fitter = ReplicateFitter.of(results, arrays, use_re)
     if progress:
         ensure_progress_handler()

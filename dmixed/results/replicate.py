@@ -129,7 +129,10 @@ class ReplicateFitter:
         if not results.use_sqrt:
             start = layout.pack(*layout.unpack(start, False), use_sqrt=True)
         psi, tau = layout.unpack(start, True)
-        interior = (psi.size == 0 or np.linalg.eigvalsh(psi).min() > 0) and np.all(tau > 0)
+        # singular as the optimizer judges Ψ* (not by the sign of a rounded eigenvalue:
+        # the same estimate from other sums would start its replicates elsewhere)
+        bound = DEFAULTS.singular_eigenvalue
+        interior = (psi.size == 0 or np.linalg.eigvalsh(psi).min() > bound) and np.all(tau > 0)
         if not interior:  # the full fit's own candidates (statsmodels' Ψ* = I, τ* = 1)
             start = start_packed(None, layout, True, 0)
         sampler = ResponseSampler(arrays)

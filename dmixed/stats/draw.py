@@ -58,8 +58,8 @@ from ..errors import DataError
 from .checkpoint import GroupArrays
 from .statistics import GlobalStats
 
-#: eigenvalues of ``Z̃_i'Z̃_i`` (and of the Schur complement ``S``) below this times the
-#: largest are taken as zero: the rank of the design
+#: eigenvalues of ``Z̃_i'Z̃_i`` below this times the largest (of the Schur complement
+#: ``S``: times the largest of ``X'X``) are taken as zero: the rank of the design
 RANK_RTOL = 1e-10
 
 
@@ -81,14 +81,17 @@ class _Within:
     ratio: np.ndarray
 
 
-def _psd_root(mat: np.ndarray, rtol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _psd_root(
+    mat: np.ndarray, rtol: float, top: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """``(V E^{1/2} V', V E^{+1/2} V', V K V', rank)`` of symmetric ``mat`` (…, r, r),
     batched: the symmetric square root, that of the pseudo-inverse (``E^{+1/2}`` the
-    inverse square roots of the eigenvalues above ``rtol`` of the largest, 0 for the
-    others), the projection on the range (``K`` the kept eigenvalues' indicator), and
-    the number of kept eigenvalues."""
+    inverse square roots of the eigenvalues above ``rtol`` of the largest, or of
+    ``top`` where given, 0 for the others), the projection on the range (``K`` the kept
+    eigenvalues' indicator), and the number of kept eigenvalues."""
     evals, evecs = np.linalg.eigh(mat)
-    top = np.max(evals, axis=-1, keepdims=True)
+    if top is None:
+        top = np.max(evals, axis=-1, keepdims=True)
     keep = evals > rtol * np.maximum(top, np.finfo(float).tiny)
     root = np.sqrt(np.where(keep, evals, 0.0))
     inv_root = np.where(keep, 1.0 / np.where(keep, root, 1.0), 0.0)
@@ -127,12 +130,97 @@ class ResponseSampler:
         self.root, h_inv, self.proj, rank_z = _psd_root(zz, RANK_RTOL)
         # H_i C_i with H_i = D_i^{+1/2}: x's mean is Σ_i (H_i C_i)' z_i, S = X'X − Σ its squares
         self.hc = np.einsum("gai,gaj->gij", h_inv, gx)
+        #: the lossy groups' roots (:meth:`_centred_roots`): (positions, lossy, root, C, M⁻¹C_i)
+        self.centred: tuple | None = None
+        if arrays.centred is not None:
+            rank_z += self._centred_roots(arrays.centred)
         schur = xx - np.einsum("gia,gib->ab", self.hc, self.hc)
-        self.s_root, _, self.s_proj, rank_s = _psd_root(0.5 * (schur + schur.T), RANK_RTOL)
+        # S's rank judged against X'X: where X lies in the span of Z̃ (every fixed effect
+        # also random) S is rounding alone, whose own largest eigenvalue would keep some
+        # of it, and the χ²'s degrees of freedom (so the draws) would depend on rounding
+        xx_top = float(np.max(np.linalg.eigvalsh(xx), initial=0.0)) if p else 0.0
+        self.s_root, _, self.s_proj, rank_s = _psd_root(
+            0.5 * (schur + schur.T), RANK_RTOL, max(xx_top, np.finfo(float).tiny)
+        )
         self.df_resid = int(arrays.glob.n) - rank_z - rank_s
         if arrays.glob.n <= 0:
             raise DataError("statistics of no rows: nothing to draw from")
         self.within = self._within_parts() if arrays.glob.within is not None else None
+
+    def _centred_roots(self, kept) -> int:
+        """Take the roots of the lossy groups with centred sums (``kept``: the fit's
+        :class:`~dmixed.stats.group_arrays.CentredGroups`, whose ``sums.lossy`` marks
+        them) from those sums rather than from ``Z̃_i'Z̃_i``, whose spread such a
+        group's plain sums may have lost; what their ranks add to the plain ones'.
+        The other groups of ``kept`` (an in-process fit's: every group) keep the
+        symmetric root, so that a fit of the same rows on Dask, which keeps the lossy
+        groups' sums only, draws the same responses.
+
+        With ``e`` the intercept's column, ``Z̃_i'e* = M c̃`` where ``c̃`` is ``e'e*``
+        in entry ``e`` and ``Z_c'e*`` in the others (independent: ``e'Z_c = 0``), so
+        ``c̃ ~ N(0, σ̃² C̃)`` with ``C̃ = C + u 1_e1_e'`` (``C``'s row and column ``e``
+        are zero: its root is that of ``C`` and ``√u``), and ``M = I + (z̄ − 1_e)1_e'``.
+        The root is ``R_i = M C̃^{1/2}`` (``R_iR_i' = u z̄z̄' + C = D_i``); then
+        ``R_i'D_i⁺C_i = C̃^{+1/2} M⁻¹C_i`` with ``M⁻¹C_i`` the rows ``u m'`` (entry
+        ``e``) and ``D`` (the others) of the centred sums, and ``R_i'D_i⁺R_i`` the
+        projection on the range of ``C̃``: every term of the size of the group's spread.
+        """
+        e = self.arrays.columns.z_intercept
+        if e < 0:
+            raise DataError("centred sums without an intercept column in exog_re")
+        p = self.arrays.glob.k_fe
+        sel, sums = np.asarray(kept.positions, dtype=np.int64), kept.sums
+        c = np.moveaxis(np.asarray(sums.c), -1, 0)  # (L, r, r)
+        d_x = np.moveaxis(np.asarray(sums.d)[:, :p], -1, 0).copy()  # (L, r, p)
+        d_x[:, e] = sums.u[:, None] * np.asarray(sums.mean)[:p].T  # e'X_i = u m'
+        lossy = np.flatnonzero(np.asarray(sums.lossy, dtype=bool))
+        # C̃ is block diagonal: u alone, and C's rank judged against C's own eigenvalues
+        # (against u, a spread nearly constant within the group would be taken as none)
+        r = c.shape[-1]
+        rest = np.array([j for j in range(r) if j != e])
+        shape = (lossy.size, r, r)
+        root, inv_root, proj = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        block = np.ix_(np.arange(lossy.size), rest, rest)
+        root[block], inv_root[block], proj[block], rank = _psd_root(
+            c[lossy][:, rest][:, :, rest], RANK_RTOL
+        )
+        u_lossy = np.asarray(sums.u)[lossy]
+        root[:, e, e] = np.sqrt(u_lossy)
+        inv_root[:, e, e] = 1.0 / np.sqrt(u_lossy)
+        proj[:, e, e] = 1.0
+        rank += lossy.size
+        m = np.broadcast_to(np.eye(r), shape).copy()
+        m[:, :, e] = np.asarray(sums.zbar)[:, lossy].T
+        m[:, e, e] = 1.0
+        at = sel[lossy]
+        plain_rank = _psd_root(self.arrays.zz[at], RANK_RTOL)[3]
+        self.root[at] = m @ root
+        self.proj[at] = proj
+        self.hc[at] = inv_root @ d_x[lossy]
+        self.centred = (sel, lossy, root, c, d_x)
+        return rank - plain_rank
+
+    def _centred_drawn(self, kept, z, u, beta, b, sigma: float):
+        """The centred sums of the drawn response (those of the design kept), and
+        ``Z_c'e*`` (L, r) of those groups (``u``: every group's ``Z̃_i'e*``)."""
+        assert self.centred is not None
+        sel, lossy, root, c, _ = self.centred
+        p, e, sums = self.arrays.glob.k_fe, self.arrays.columns.z_intercept, kept.sums
+        zbar = np.asarray(sums.zbar)
+        c_e = u[sel] - zbar.T * u[sel, e, None]  # Z_c'e* where the plain root is taken
+        c_e[:, e] = u[sel, e]  # c̃: e'e* at e
+        c_e[lossy] = sigma * np.einsum("gab,gb->ga", root, z[sel[lossy]])
+        e_e = c_e[:, e].copy()
+        c_e[:, e] = 0.0
+        bs = b[sel]
+        mean = np.array(sums.mean, dtype=np.float64, copy=True)
+        d = np.array(sums.d, dtype=np.float64, copy=True)
+        mean[p] = beta @ mean[:p] + (zbar * bs.T).sum(axis=0) + e_e / sums.u
+        # Z_c'y* = Z_c'X β + C b* + Z_c'e* (Z_c'Z̃ = C)
+        d_y = np.einsum("akg,k->ag", d[:, :p], beta) + np.einsum("gab,gb->ag", c, bs) + c_e.T
+        d[:, p] = d_y
+        d[e, p] = 0.0
+        return replace(kept, sums=replace(sums, mean=mean, d=d)), c_e
 
     def _within_parts(self) -> _Within:
         e = self.arrays.columns.z_intercept
@@ -143,6 +231,14 @@ class ResponseSampler:
         ratio = zz[:, :, e] / zz[:, e, e][:, None]
         xwz = gx - ratio[:, :, None] * gx[:, e, None, :]
         dw = zz - zz[:, :, e, None] * ratio[:, None, :]
+        if self.centred is not None:  # from the centred sums: nothing subtracted
+            sel, _, _, c, d_x = self.centred
+            kept = self.arrays.centred
+            assert kept is not None
+            ratio[sel] = np.asarray(kept.sums.zbar).T
+            xwz[sel] = d_x
+            xwz[sel, e] = 0.0
+            dw[sel] = c
         return _Within(e, xwz, dw, ratio)
 
     def draw(
@@ -187,17 +283,21 @@ class ResponseSampler:
         xyxy[p, p] = mm + 2.0 * me + ee
         zxy = arrays.zxy.copy()
         zxy[:, :, p] = zy
+        kept, zc_e = arrays.centred, None
+        if kept is not None:
+            kept, zc_e = self._centred_drawn(kept, z, u, beta, b, sigma)
         within = None
         if self.within is not None and arrays.glob.within is not None:
-            within = self._drawn_within(self.within, arrays.glob.within, beta, b, u, xe, ee)
+            within = self._drawn_within(self.within, arrays.glob.within, beta, b, u, xe, ee, zc_e)
         glob = GlobalStats(xyxy, arrays.glob.n, arrays.glob.sum_log_weights, within)
-        return replace(arrays, zxy=zxy, glob=glob)
+        return replace(arrays, zxy=zxy, glob=glob, centred=kept)
 
     def _drawn_within(
-        self, wp: _Within, fitted: np.ndarray, beta, b, u, xe, ee: float
+        self, wp: _Within, fitted: np.ndarray, beta, b, u, xe, ee: float, zc_e=None
     ) -> np.ndarray:
         """``[X y*]'(I − P_1)[X y*]`` (``fitted``: the fit's within-group sums, whose
-        ``X`` block stays), each group's part formed before the sums."""
+        ``X`` block stays), each group's part formed before the sums; ``zc_e``: the
+        groups with centred sums' ``Z_c'e*`` (:meth:`_centred_drawn`), or None."""
         arrays = self.arrays
         p, e = arrays.glob.k_fe, wp.e
         zz, gx = arrays.zz, arrays.zxy[:, :, :p]
@@ -207,7 +307,10 @@ class ResponseSampler:
         x_zb = _group_sum(b, wp.xwz)  # X'(I − P_1)Z̃b*
         x_e = xe - ue @ gx[:, e, :]  # X'(I − P_1)e*
         b_zb = float(np.vdot(b, np.einsum("gab,gb->ga", wp.dw, b)))
-        b_e = float(np.vdot(b, u - wp.ratio * u[:, e, None]))
+        zc = u - wp.ratio * u[:, e, None]  # Z_c'e*
+        if zc_e is not None and self.centred is not None:
+            zc[self.centred[0]] = zc_e
+        b_e = float(np.vdot(b, zc))
         e_e = ee - float(ue @ u[:, e])
         within[:p, p] = within[p, :p] = wxx @ beta + x_zb + x_e
         within[p, p] = float(beta @ wxx @ beta) + 2.0 * float(beta @ (x_zb + x_e))

@@ -262,3 +262,115 @@ def test_replicates_of_weights_in_any_unit(vc_fit, c):
     estimates = [name for name in ref.columns if name not in ("scale", "converged")]
     np.testing.assert_allclose(table[estimates], ref[estimates], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(table["scale"] / c, ref["scale"], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# each replicate against a fit of a response with the drawn statistics
+# --------------------------------------------------------------------------------------
+
+
+def _slopes_frame(sizes) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    frame = pd.DataFrame({"g": g, "x1": rng.normal(size=g.size), "x2": rng.normal(size=g.size)})
+    frame["y"] = frame.x1 + rng.normal(size=g.size) + rng.normal(size=len(sizes))[g]
+    return frame
+
+
+def _response_of(frame: pd.DataFrame, drawn: GroupArrays, seed: int) -> np.ndarray:
+    """A response on ``frame``'s rows whose statistics are ``drawn``'s (in the raw
+    columns): ``W'y = v`` solved in the range of ``W = [Z̃, X]``, plus a part orthogonal
+    to it of the drawn ``y'y``'s remaining square.  The likelihood reads the rows only
+    through these statistics: a fit of this response is the replicate's refit."""
+    cols = drawn.columns
+    raw = drawn.converted_to(
+        replace(
+            cols.identity(cols.k_fe, cols.k_re),
+            x_intercept=cols.x_intercept,
+            z_intercept=cols.z_intercept,
+            weight_scale=cols.weight_scale,
+        )
+    )
+    x = np.column_stack([np.ones(len(frame)), frame.x1, frame.x2])
+    z = x[:, : raw.layout.k_re]
+    n_groups, r, p = raw.zz.shape[0], raw.zz.shape[1], x.shape[1]
+    codes = frame.g.to_numpy()
+    w = np.zeros((len(frame), n_groups * r + p))
+    for i in range(n_groups):
+        w[codes == i, i * r : (i + 1) * r] = z[codes == i]
+    w[:, n_groups * r :] = x
+    v = np.concatenate([raw.zxy[:, :, p].ravel(), raw.glob.xyxy[:p, p]])
+    y0 = np.linalg.lstsq(w.T, v, rcond=None)[0]
+    assert np.abs(w.T @ y0 - v).max() < 1e-8 * np.abs(v).max()  # drawn statistics consistent
+    q, _ = np.linalg.qr(w)
+    other = np.random.default_rng(seed).normal(size=len(frame))
+    other -= q @ (q.T @ other)
+    rest = raw.glob.xyxy[p, p] - y0 @ y0
+    assert rest > 0
+    return y0 + other * np.sqrt(rest / (other @ other))
+
+
+def _check_replicates_are_refits(fit, frame, re_formula, n: int = 4) -> pd.DataFrame:
+    boot = fit.bootstrap(n, seed=0)
+    arrays = GroupArrays.from_statistics(fit.fitted_model.cached_statistics, centred=True)
+    fitter = ReplicateFitter.of(fit, arrays)
+    from dmixed.results.replicate import replicate_rngs
+
+    for k, rng in enumerate(replicate_rngs(0, n)):
+        y = _response_of(frame, fitter.draw(rng), 100 + k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DmixedWarning)
+            ref = mixedlm(FORMULA, frame.assign(y=y), groups="g", re_formula=re_formula).fit()
+        row = boot.replicates.iloc[k]
+        assert row["converged"]
+        assert row["llf"] == pytest.approx(ref.llf, rel=1e-11, abs=1e-9)
+        fe = row[ref.model.exog_names].to_numpy(dtype=float)
+        np.testing.assert_allclose(fe, ref.fe_params, rtol=1e-5, atol=1e-7)
+    return boot.replicates
+
+
+def test_a_group_of_fewer_rows_than_random_effects_bootstraps_in_process_and_on_dask():
+    """A group of 2 rows and 3 random effects takes centred sums in the fit; the
+    replicates draw them too (in process: every group's, about W; on Dask: that group's,
+    from its sums about a shift), and each replicate is the fit of a response with the
+    drawn statistics.  The base refused: ``CentredGroupsError``, "column 2 nearly
+    constant" (it is not), advising a fit in process (it was one)."""
+    frame = _slopes_frame([2] + [10] * 30)
+    re_formula = "1 + x1 + x2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DmixedWarning)
+        fit = mixedlm(FORMULA, frame, groups="g", re_formula=re_formula).fit()
+        ddf = dd.from_pandas(frame, npartitions=3)
+        with dask.config.set(scheduler="sync"):
+            on_dask = mixedlm(FORMULA, ddf, groups="g", re_formula=re_formula).fit()
+    assert fit.fitted_model.cached_statistics.engine.block.centred_groups == 1
+    table = _check_replicates_are_refits(fit, frame, re_formula)
+    with dask.config.set(scheduler="sync"):
+        dask_table = _check_replicates_are_refits(on_dask, frame, re_formula)
+    # the same responses drawn whichever sums the fit kept
+    pd.testing.assert_frame_equal(dask_table, table, rtol=1e-9, atol=1e-9)
+
+
+def test_three_random_effects_bootstrap_the_same_in_process_and_on_dask():
+    """Every fixed effect is also random: ``X`` lies in the span of ``Z̃`` and the Schur
+    complement ``S`` is rounding alone.  Its rank, judged against its own largest
+    eigenvalue, kept some of that rounding, so that the χ²'s degrees of freedom (hence
+    the draws) differed between sums in another order (a Dask fit's replicates' llf off
+    the in-process ones' by up to 0.67); so did the start of the replicates of a fit
+    whose Ψ* is singular (the sign of a rounded eigenvalue).  Both replicates were fits
+    of their own drawn statistics; now they draw the same."""
+    frame = _slopes_frame([10] * 31)
+    re_formula = "1 + x1 + x2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DmixedWarning)
+        fit = mixedlm(FORMULA, frame, groups="g", re_formula=re_formula).fit()
+        with dask.config.set(scheduler="sync"):
+            on_dask = mixedlm(
+                FORMULA, dd.from_pandas(frame, npartitions=3), groups="g", re_formula=re_formula
+            ).fit()
+    arrays = GroupArrays.from_statistics(fit.fitted_model.cached_statistics)
+    assert ReplicateFitter.of(fit, arrays).sampler.df_resid == len(frame) - 3 * 31
+    table = _check_replicates_are_refits(fit, frame, re_formula)
+    with dask.config.set(scheduler="sync"):
+        dask_table = _check_replicates_are_refits(on_dask, frame, re_formula)
+    pd.testing.assert_frame_equal(dask_table, table, rtol=1e-6, atol=1e-9)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import dmixed
@@ -113,3 +114,52 @@ def test_noise_has_the_moments_of_iid_normal_rows(name):
     if wyy:  # e*'(I − P_1)e* ~ σ² χ²(n − G)
         df = n - g
         assert abs(np.mean(wyy) - df * sigma**2) < 5 * np.sqrt(2 * df * sigma**4 / n_draws)
+
+
+def _lossy_model():
+    """A random slope on ``t`` nearly constant (a spread of 1e-6 about ~1e3) within 6 of
+    40 groups: the fit takes centred sums (every group's, about the within-group sums)."""
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(40), rng.integers(3, 9, 40))
+    t = 1000.0 + 40.0 * g + np.where(g < 6, 1e-6, 1.0) * rng.normal(size=g.size)
+    frame = pd.DataFrame(dict(x=rng.normal(size=g.size), t=t, g=g))
+    frame["y"] = rng.normal(size=g.size) + 0.01 * t
+    return dmixed.mixedlm("y ~ x + t", frame, groups="g", re_formula="1 + t")
+
+
+def test_draw_of_centred_sums_is_that_of_the_rows_and_has_their_noise():
+    """The centred sums of the lossy groups are drawn with the response: with no noise
+    they are those of the rows ``y = Xβ + Z̃b`` (a data pass, same map), to the group's
+    spread; with noise only, ``Z_c'e*`` has variance ``σ²C`` and ``e'e*/u`` ``σ²/u``
+    (the spread about the mean, ~1e-12 of ``u``, is drawn, not rounded away)."""
+    model = _lossy_model()
+    arrays = GroupArrays.from_statistics(model.statistics(), centred=True)
+    kept = arrays.centred
+    lossy = np.flatnonzero(np.asarray(kept.sums.lossy, dtype=bool))
+    assert kept.everyone and lossy.size == 6
+    p, r, g = arrays.glob.k_fe, arrays.layout.r, len(arrays.labels)
+    sampler = ResponseSampler(arrays)
+    rng = np.random.default_rng(0)
+    beta_std, b_std = rng.normal(size=p), rng.normal(size=(g, r))
+    drawn = sampler.draw(rng, beta_std, b_std, 0.0).centred.sums
+    cols = arrays.columns
+    blup, _ = cols.blups_from_std(b_std, np.zeros((g, r, r)), arrays.layout.vc_widths)
+    pred = Predictor(cols.beta_from_std(beta_std), arrays.labels, blup, [], [], model.k_re)
+    rows = replace(model.rows, endog=pred.predict(model.rows, include_random=True))
+    stats = statistics_from_rows(rows, cols, (0, 0))
+    direct = GroupArrays.from_statistics(stats, centred=True).centred.sums
+    for name in ("mean", "d"):
+        got, want = np.asarray(getattr(drawn, name))[..., lossy], getattr(direct, name)[..., lossy]
+        size = np.abs(want).max(axis=-1, keepdims=True) + 1e-300
+        assert np.max(np.abs(got - want) / size) < 1e-8, name
+    sigma, n_draws = 1.5, 2000
+    zc, mean = [], []
+    for _ in range(n_draws):
+        d = sampler.draw(rng, np.zeros(p), np.zeros((g, r)), sigma).centred.sums
+        zc.append(np.asarray(d.d)[1, p, lossy])
+        mean.append(np.asarray(d.mean)[p, lossy])
+    u = np.asarray(kept.sums.u)[lossy]
+    c = np.asarray(kept.sums.c)[1, 1, lossy]
+    tol = 5 * np.sqrt(2 / n_draws)
+    assert np.all(np.abs(np.var(zc, axis=0) / (sigma**2 * c) - 1) < tol)
+    assert np.all(np.abs(np.var(mean, axis=0) / (sigma**2 / u) - 1) < tol)
