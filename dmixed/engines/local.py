@@ -17,6 +17,7 @@ from ..design.arrays import RowData
 from ..errors import DataError
 from ..kernels import native
 from ..kernels.compiled import nested_numbering, rows_pass
+from ..kernels.conditionals import rank_one_groups
 from ..kernels.groups import random_effects_later
 from ..kernels.vc_blocks import one_entry_per_row, ragged_statistics
 from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
@@ -172,6 +173,19 @@ def rank_one_engine(engine, glob: GlobalStats, layout: Layout):
     are left as they are: their step sums then say they are not rank one, and the
     profile does not read ``W`` (``StepSums.rank_one``)."""
     return rank_one_if(engine, glob.within is not None and not layout.k_vc)
+
+
+def closed_form_groups(arrays: GroupArrays) -> np.ndarray:
+    """The groups (bool (G,)) that a fit of ``arrays`` on the in-process engine takes in
+    the rank-one closed form from their plain sums (:func:`rank_one_engine`'s rule:
+    within-group sums held, no variance component, several random-design columns;
+    :func:`~dmixed.kernels.conditionals.rank_one_groups` of ``Z̃_i'Z̃_i``).  Judged from
+    the plain sums, which every engine holds: a Dask fit, which also keeps centred sums
+    for these groups (lossy by the determinant), judges them the same."""
+    n_groups, r = arrays.zz.shape[0], arrays.zz.shape[1]
+    if arrays.glob.within is None or arrays.layout.k_vc or r < 2 or not n_groups:
+        return np.zeros(n_groups, dtype=bool)
+    return np.asarray(rank_one_groups(np.moveaxis(arrays.zz, 0, -1)), dtype=bool)
 
 
 def rank_one_if(engine, within: bool):

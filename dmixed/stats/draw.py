@@ -114,6 +114,13 @@ class ResponseSampler:
     ----------
     arrays : GroupArrays
         The fit's statistics, in their own columns (``arrays.columns``).
+    closed_form : ndarray of bool (G,), optional
+        The groups a fit takes in the rank-one closed form from their plain sums
+        (:func:`~dmixed.engines.local.closed_form_groups`): they keep the symmetric
+        root of ``Z̃_i'Z̃_i`` even where ``arrays.centred`` marks them lossy (their
+        centred spread ``C`` is zero, so the root loses nothing), so that a fit that
+        keeps centred sums for them (on Dask) and one that does not (in process) draw
+        the same responses.  Default: none.
 
     Raises
     ------
@@ -121,8 +128,14 @@ class ResponseSampler:
         Statistics of no rows.
     """
 
-    def __init__(self, arrays: GroupArrays) -> None:
+    def __init__(self, arrays: GroupArrays, closed_form: np.ndarray | None = None) -> None:
         self.arrays = arrays
+        n_groups = arrays.zz.shape[0]
+        self.closed_form = (
+            np.zeros(n_groups, dtype=bool)
+            if closed_form is None
+            else np.asarray(closed_form, dtype=bool)
+        )
         p = arrays.glob.k_fe
         zz, gx = arrays.zz, arrays.zxy[:, :, :p]
         xx = arrays.glob.xyxy[:p, :p]
@@ -130,6 +143,8 @@ class ResponseSampler:
         self.root, h_inv, self.proj, rank_z = _psd_root(zz, RANK_RTOL)
         # H_i C_i with H_i = D_i^{+1/2}: x's mean is Σ_i (H_i C_i)' z_i, S = X'X − Σ its squares
         self.hc = np.einsum("gai,gaj->gij", h_inv, gx)
+        if self.closed_form.any():
+            rank_z += self._closed_form_roots(np.flatnonzero(self.closed_form))
         #: the lossy groups' roots (:meth:`_centred_roots`): (positions, lossy, root, C, M⁻¹C_i)
         self.centred: tuple | None = None
         if arrays.centred is not None:
@@ -147,6 +162,33 @@ class ResponseSampler:
             raise DataError("statistics of no rows: nothing to draw from")
         self.within = self._within_parts() if arrays.glob.within is not None else None
 
+    def _closed_form_roots(self, at: np.ndarray) -> int:
+        """Take the roots of the groups ``at`` that the fit takes in the rank-one closed
+        form (``Z̃_i = e z̄_i'``: ``D_i = u z̄z̄'``, ``C = 0``) as the centred root of
+        :meth:`_centred_roots` with ``C = 0``, ``R_i = √u z̄ 1_e'``, from the plain
+        sums (``u = D_i[e, e]``, ``z̄ = D_i[:, e]/u``, ``u m' = C_i[e]``); what their
+        ranks (one each) add to the plain ones'.  One rule for every engine, whether
+        or not it keeps centred sums for them; and unlike the symmetric root
+        ``√u z̄z̄'/|z̄|``, a draw ``u_i = √u z̄ z_e`` that scales with the slope
+        columns, so that column maps that scale them differently (a Dask fit's,
+        chosen from a sample) draw the same responses in the data's units."""
+        e = self.arrays.columns.z_intercept
+        if e < 0:
+            return 0
+        zz, gx = self.arrays.zz[at], self.arrays.zxy[at, :, : self.arrays.glob.k_fe]
+        plain_rank = _psd_root(zz, RANK_RTOL)[3]
+        u = zz[:, e, e]
+        sqrt_u = np.sqrt(u)
+        r = zz.shape[-1]
+        root = np.zeros_like(zz)
+        root[:, :, e] = zz[:, :, e] / sqrt_u[:, None]  # √u z̄
+        proj = np.zeros_like(zz)
+        proj[:, e, e] = 1.0
+        hc = np.zeros((at.size, r, gx.shape[-1]))
+        hc[:, e] = gx[:, e] / sqrt_u[:, None]  # C̃^{+1/2} M⁻¹C_i: (u m')/√u at e
+        self.root[at], self.proj[at], self.hc[at] = root, proj, hc
+        return at.size - plain_rank
+
     def _centred_roots(self, kept) -> int:
         """Take the roots of the lossy groups with centred sums (``kept``: the fit's
         :class:`~dmixed.stats.group_arrays.CentredGroups`, whose ``sums.lossy`` marks
@@ -154,7 +196,9 @@ class ResponseSampler:
         group's plain sums may have lost; what their ranks add to the plain ones'.
         The other groups of ``kept`` (an in-process fit's: every group) keep the
         symmetric root, so that a fit of the same rows on Dask, which keeps the lossy
-        groups' sums only, draws the same responses.
+        groups' sums only, draws the same responses; so do the lossy groups the fit
+        takes in closed form (:attr:`closed_form`, ``C = 0``), for which an in-process
+        fit keeps no centred sums.
 
         With ``e`` the intercept's column, ``Z̃_i'e* = M c̃`` where ``c̃`` is ``e'e*``
         in entry ``e`` and ``Z_c'e*`` in the others (independent: ``e'Z_c = 0``), so
@@ -173,7 +217,9 @@ class ResponseSampler:
         c = np.moveaxis(np.asarray(sums.c), -1, 0)  # (L, r, r)
         d_x = np.moveaxis(np.asarray(sums.d)[:, :p], -1, 0).copy()  # (L, r, p)
         d_x[:, e] = sums.u[:, None] * np.asarray(sums.mean)[:p].T  # e'X_i = u m'
-        lossy = np.flatnonzero(np.asarray(sums.lossy, dtype=bool))
+        # the root is chosen by one rule from the plain sums, which every engine holds:
+        # the centred root for a lossy group that the fit does not take in closed form
+        lossy = np.flatnonzero(np.asarray(sums.lossy, dtype=bool) & ~self.closed_form[sel])
         # C̃ is block diagonal: u alone, and C's rank judged against C's own eigenvalues
         # (against u, a spread nearly constant within the group would be taken as none)
         r = c.shape[-1]

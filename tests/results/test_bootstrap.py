@@ -20,6 +20,7 @@ import os
 import pickle
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import dask
 import dask.dataframe as dd
@@ -374,3 +375,53 @@ def test_three_random_effects_bootstrap_the_same_in_process_and_on_dask():
     with dask.config.set(scheduler="sync"):
         dask_table = _check_replicates_are_refits(on_dask, frame, re_formula)
     pd.testing.assert_frame_equal(dask_table, table, rtol=1e-6, atol=1e-9)
+
+
+def test_a_weighted_fit_whose_fixed_effects_are_all_random_draws_on_n_minus_rank_w():
+    """Sleepstudy's ``Reaction ~ Days``, ``(1 + Days | Subject)`` with weights: ``X``
+    lies in the span of ``Z̃``, so ``rank[Z̃ X] = 36`` and the residual χ² has 180 − 36
+    = 144 degrees of freedom.  The base judged the Schur complement's rank against its
+    own rounding and drew on 143 (so another table for the same seed)."""
+    df = pd.read_csv(Path(__file__).parents[1] / "data" / "sleepstudy.csv")
+    df["w"] = np.random.default_rng(0).uniform(0.5, 2.0, len(df))
+    fit = mixedlm("Reaction ~ Days", df, groups="Subject", re_formula="1 + Days", weights="w").fit()
+    arrays = GroupArrays.from_statistics(fit.fitted_model.cached_statistics, centred=True)
+    assert ReplicateFitter.of(fit, arrays).sampler.df_resid == len(df) - 2 * 18
+
+
+def _group_level_frame() -> pd.DataFrame:
+    """A random slope on ``gc``, constant within each group, and one group of 2 rows."""
+    rng = np.random.default_rng(1)
+    sizes = [2] + [8] * 30
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    gc = rng.normal(size=len(sizes))
+    frame = pd.DataFrame({"g": g, "x1": rng.normal(size=g.size), "gc": gc[g]})
+    effects = rng.normal(size=len(sizes)) + rng.normal(size=len(sizes)) * gc
+    frame["y"] = frame.x1 + frame.gc + rng.normal(size=g.size) + effects[g]
+    return frame
+
+
+def test_a_random_slope_on_a_group_level_column_draws_one_table_in_process_and_on_dask():
+    """``y ~ x1 + gc``, ``re_formula="1 + gc"``: every group's ``Z̃_i'Z̃_i`` has rank
+    one.  In process the fit takes them in closed form and keeps no centred sums; on
+    Dask every group is lossy and keeps them (its column map, chosen from a sample,
+    also scales ``gc`` otherwise).  The root is one rule of the plain sums for both
+    (``√u z̄ z_e``, which scales with ``gc``): one seed, one table.  The base drew with
+    the symmetric root in process and ``M C̃^{1/2}`` on Dask (llf apart by up to 1.1)."""
+    frame = _group_level_frame()
+    args = ("y ~ x1 + gc",)
+    kw = dict(groups="g", re_formula="1 + gc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DmixedWarning)
+        fit = mixedlm(*args, frame, **kw).fit()
+        with dask.config.set(scheduler="sync"):
+            on_dask = mixedlm(*args, dd.from_pandas(frame, npartitions=3), **kw).fit()
+            dask_table = on_dask.bootstrap(6, seed=0).replicates
+    assert fit.fitted_model.cached_statistics.engine.block.centred_groups == 0
+    dask_arrays = GroupArrays.from_statistics(on_dask.fitted_model.cached_statistics, centred=True)
+    assert dask_arrays.centred is not None and np.all(dask_arrays.centred.sums.lossy)
+    table = fit.bootstrap(6, seed=0).replicates
+    assert table["converged"].all()
+    # to the optimizer's tolerance (the llf, flat at the optimum, closer)
+    pd.testing.assert_frame_equal(dask_table, table, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(dask_table["llf"], table["llf"], rtol=1e-11)

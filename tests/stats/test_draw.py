@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import dmixed
-from dmixed.engines.local import statistics_from_rows
+from dmixed.engines.local import closed_form_groups, statistics_from_rows
 from dmixed.results import Predictor
 from dmixed.stats import GroupArrays
 from dmixed.stats.draw import ResponseSampler
@@ -163,3 +163,58 @@ def test_draw_of_centred_sums_is_that_of_the_rows_and_has_their_noise():
     tol = 5 * np.sqrt(2 / n_draws)
     assert np.all(np.abs(np.var(zc, axis=0) / (sigma**2 * c) - 1) < tol)
     assert np.all(np.abs(np.var(mean, axis=0) / (sigma**2 / u) - 1) < tol)
+
+
+def _raw(arrays: GroupArrays) -> GroupArrays:
+    cols = arrays.columns
+    return arrays.converted_to(
+        replace(
+            cols.identity(cols.k_fe, cols.k_re),
+            x_intercept=cols.x_intercept,
+            z_intercept=cols.z_intercept,
+            weight_scale=cols.weight_scale,
+        )
+    )
+
+
+@pytest.mark.parametrize("name", ["group-slope", "intercept"])
+def test_a_draw_is_the_statistics_of_rows_that_have_them(name):
+    """Each draw (noise and random effects) is the statistics of some response on the
+    rows: one is recovered (``W'y = v`` solved in the range of ``W = [Z̃, X]``, the
+    drawn ``y'y``'s remaining square orthogonal to it) and all its sums, the
+    within-group ones included, equal the drawn ones.  A random slope on a column
+    constant within the groups (rank-one ``Z̃_i'Z̃_i``, taken in closed form from the
+    plain sums, groups of one row among them) draws with ``√u z̄ z_e``."""
+    model = _model(name)
+    arrays = _arrays(model)
+    sampler = ResponseSampler(arrays, closed_form_groups(arrays))
+    assert sampler.closed_form.any() == (name == "group-slope")
+    rows = model.rows
+    sqrt_w = np.sqrt(rows.weights / arrays.columns.weight_scale)
+    x, z = rows.exog * sqrt_w[:, None], rows.exog_re * sqrt_w[:, None]
+    codes = pd.Index(arrays.labels).get_indexer(rows.groups)
+    n_groups, r, p = len(arrays.labels), arrays.layout.r, arrays.glob.k_fe
+    w = np.zeros((len(codes), n_groups * r + p))
+    w[np.arange(len(codes))[:, None], codes[:, None] * r + np.arange(r)] = z
+    w[:, n_groups * r :] = x
+    q, _ = np.linalg.qr(w)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        b = rng.normal(size=(n_groups, r))
+        drawn = _raw(sampler.draw(rng, rng.normal(size=p), b, 1.3))
+        v = np.concatenate([drawn.zxy[:, :, p].ravel(), drawn.glob.xyxy[:p, p]])
+        y0 = np.linalg.lstsq(w.T, v, rcond=None)[0]
+        assert np.abs(w.T @ y0 - v).max() < 1e-9 * np.abs(v).max()  # v in W's range
+        rest = drawn.glob.xyxy[p, p] - y0 @ y0
+        assert rest > 0  # y'y at least its part in W's range
+        other = rng.normal(size=len(codes))
+        other -= q @ (q.T @ other)
+        y = (y0 + other * np.sqrt(rest / (other @ other))) / sqrt_w
+        stats = statistics_from_rows(replace(rows, endog=y), arrays.columns, (0, 0))
+        direct = _raw(GroupArrays.from_statistics(stats))
+        size = np.abs(drawn.glob.xyxy).max()
+        np.testing.assert_allclose(drawn.zxy, direct.zxy, atol=1e-10 * size)
+        np.testing.assert_allclose(drawn.glob.xyxy, direct.glob.xyxy, atol=1e-10 * size)
+        assert (drawn.glob.within is None) == (direct.glob.within is None)
+        if direct.glob.within is not None:
+            np.testing.assert_allclose(drawn.glob.within, direct.glob.within, atol=1e-10 * size)
