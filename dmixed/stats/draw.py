@@ -104,6 +104,19 @@ def _psd_root(
     )
 
 
+def _with_spread(arrays: GroupArrays) -> np.ndarray:
+    """The positions of the groups whose centred sums (``arrays.centred``) hold a spread
+    about the group's mean: ``C``'s largest diagonal entry above ``eps²`` times
+    ``Z̃_i'Z̃_i``'s (what the rounding of a mean leaves), however small against the
+    plain sums, which such a group's rank-one test (at their rounding) misses."""
+    kept = arrays.centred
+    assert kept is not None
+    sel = np.asarray(kept.positions, dtype=np.int64)
+    c_top = np.max(np.diagonal(np.asarray(kept.sums.c), axis1=0, axis2=1), axis=-1)
+    zz_top = np.max(np.diagonal(arrays.zz[sel], axis1=1, axis2=2), axis=-1)
+    return sel[c_top > np.finfo(float).eps ** 2 * zz_top]
+
+
 class ResponseSampler:
     """Draws the statistics of new responses from a fitted model (see the module).
 
@@ -116,11 +129,13 @@ class ResponseSampler:
         The fit's statistics, in their own columns (``arrays.columns``).
     closed_form : ndarray of bool (G,), optional
         The groups a fit takes in the rank-one closed form from their plain sums
-        (:func:`~dmixed.engines.local.closed_form_groups`): they keep the symmetric
-        root of ``Z̃_i'Z̃_i`` even where ``arrays.centred`` marks them lossy (their
-        centred spread ``C`` is zero, so the root loses nothing), so that a fit that
-        keeps centred sums for them (on Dask) and one that does not (in process) draw
-        the same responses.  Default: none.
+        (:func:`~dmixed.engines.local.closed_form_groups`): they draw with the root
+        ``√u z̄ 1_e'`` of ``Z̃_i'Z̃_i = u z̄z̄'`` from the plain sums, even where
+        ``arrays.centred`` marks them lossy, so that a fit that keeps centred sums for
+        them (on Dask) and one that does not (in process) draw the same responses;
+        except those whose centred sums hold a spread (``C`` above the rounding of a
+        mean), which the plain sums' rank-one test, at their rounding, misses: they
+        take the centred root.  Default: none.
 
     Raises
     ------
@@ -143,6 +158,9 @@ class ResponseSampler:
         self.root, h_inv, self.proj, rank_z = _psd_root(zz, RANK_RTOL)
         # H_i C_i with H_i = D_i^{+1/2}: x's mean is Σ_i (H_i C_i)' z_i, S = X'X − Σ its squares
         self.hc = np.einsum("gai,gaj->gij", h_inv, gx)
+        if arrays.centred is not None and self.closed_form.any():
+            self.closed_form = self.closed_form.copy()
+            self.closed_form[_with_spread(arrays)] = False
         if self.closed_form.any():
             rank_z += self._closed_form_roots(np.flatnonzero(self.closed_form))
         #: the lossy groups' roots (:meth:`_centred_roots`): (positions, lossy, root, C, M⁻¹C_i)

@@ -385,7 +385,7 @@ def test_a_weighted_fit_whose_fixed_effects_are_all_random_draws_on_n_minus_rank
     df = pd.read_csv(Path(__file__).parents[1] / "data" / "sleepstudy.csv")
     df["w"] = np.random.default_rng(0).uniform(0.5, 2.0, len(df))
     fit = mixedlm("Reaction ~ Days", df, groups="Subject", re_formula="1 + Days", weights="w").fit()
-    arrays = GroupArrays.from_statistics(fit.fitted_model.cached_statistics, centred=True)
+    arrays = GroupArrays.from_statistics(fit.fitted_model.cached_statistics)
     assert ReplicateFitter.of(fit, arrays).sampler.df_resid == len(df) - 2 * 18
 
 
