@@ -34,7 +34,12 @@ is a statistic: ``D_i = Z̃_i'Z̃_i``, ``C_i = Z̃_i'X_i``, ``X'X``, and ``Z̃_i
 
 The roots are the symmetric ones, which (unlike ``V_i E_i^{1/2}``, whose columns' signs
 are arbitrary) are functions of the matrices: statistics of weights ``c·w`` (every sum
-``c`` times) draw the same responses, to rounding, for the same generator.
+``c`` times) draw the same responses, to rounding, for the same generator.  Two kinds of
+group take another root of the same ``D_i``, by one rule of the sums whichever engine
+holds them: a lossy group with centred sums, ``M C̃^{1/2}`` from those sums
+(:meth:`ResponseSampler._centred_roots`), and a group of the rank-one closed form
+(``Z̃_i = e z̄'``), ``√u z̄ 1_e'`` from the plain sums
+(:meth:`ResponseSampler._closed_form_roots`).
 
 With ``m = Xβ̃ + Z̃b*`` (``b*_i`` the drawn, or given, random effects) the new statistics
 are ``Z̃_i'y* = C_iβ̃ + D_ib*_i + u_i``, ``X'y* = X'Xβ̃ + Σ_i C_i'b*_i + x`` and
@@ -83,12 +88,12 @@ class _Within:
 
 def _psd_root(
     mat: np.ndarray, rtol: float, top: float | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """``(V E^{1/2} V', V E^{+1/2} V', V K V', rank)`` of symmetric ``mat`` (…, r, r),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(V E^{1/2} V', V E^{+1/2} V', V K V', ranks)`` of symmetric ``mat`` (…, r, r),
     batched: the symmetric square root, that of the pseudo-inverse (``E^{+1/2}`` the
     inverse square roots of the eigenvalues above ``rtol`` of the largest, or of
     ``top`` where given, 0 for the others), the projection on the range (``K`` the kept
-    eigenvalues' indicator), and the number of kept eigenvalues."""
+    eigenvalues' indicator), and the number of kept eigenvalues of each matrix (…,)."""
     evals, evecs = np.linalg.eigh(mat)
     if top is None:
         top = np.max(evals, axis=-1, keepdims=True)
@@ -100,7 +105,7 @@ def _psd_root(
         (evecs * root[..., None, :]) @ vt,
         (evecs * inv_root[..., None, :]) @ vt,
         (evecs * keep[..., None, :]) @ vt,
-        int(keep.sum()),
+        keep.sum(axis=-1),
     )
 
 
@@ -155,18 +160,19 @@ class ResponseSampler:
         zz, gx = arrays.zz, arrays.zxy[:, :, :p]
         xx = arrays.glob.xyxy[:p, :p]
         self.gx = np.ascontiguousarray(gx)  # C_i = Z̃_i'X_i, contiguous: one BLAS product
-        self.root, h_inv, self.proj, rank_z = _psd_root(zz, RANK_RTOL)
+        self.root, h_inv, self.proj, ranks = _psd_root(zz, RANK_RTOL)
+        rank_z = int(ranks.sum())
         # H_i C_i with H_i = D_i^{+1/2}: x's mean is Σ_i (H_i C_i)' z_i, S = X'X − Σ its squares
         self.hc = np.einsum("gai,gaj->gij", h_inv, gx)
         if arrays.centred is not None and self.closed_form.any():
             self.closed_form = self.closed_form.copy()
             self.closed_form[_with_spread(arrays)] = False
         if self.closed_form.any():
-            rank_z += self._closed_form_roots(np.flatnonzero(self.closed_form))
+            rank_z += self._closed_form_roots(np.flatnonzero(self.closed_form), ranks)
         #: the lossy groups' roots (:meth:`_centred_roots`): (positions, lossy, root, C, M⁻¹C_i)
         self.centred: tuple | None = None
         if arrays.centred is not None:
-            rank_z += self._centred_roots(arrays.centred)
+            rank_z += self._centred_roots(arrays.centred, ranks)
         schur = xx - np.einsum("gia,gib->ab", self.hc, self.hc)
         # S's rank judged against X'X: where X lies in the span of Z̃ (every fixed effect
         # also random) S is rounding alone, whose own largest eigenvalue would keep some
@@ -175,17 +181,18 @@ class ResponseSampler:
         self.s_root, _, self.s_proj, rank_s = _psd_root(
             0.5 * (schur + schur.T), RANK_RTOL, max(xx_top, np.finfo(float).tiny)
         )
-        self.df_resid = int(arrays.glob.n) - rank_z - rank_s
+        self.df_resid = int(arrays.glob.n) - rank_z - int(rank_s)
         if arrays.glob.n <= 0:
             raise DataError("statistics of no rows: nothing to draw from")
         self.within = self._within_parts() if arrays.glob.within is not None else None
 
-    def _closed_form_roots(self, at: np.ndarray) -> int:
+    def _closed_form_roots(self, at: np.ndarray, ranks: np.ndarray) -> int:
         """Take the roots of the groups ``at`` that the fit takes in the rank-one closed
         form (``Z̃_i = e z̄_i'``: ``D_i = u z̄z̄'``, ``C = 0``) as the centred root of
         :meth:`_centred_roots` with ``C = 0``, ``R_i = √u z̄ 1_e'``, from the plain
         sums (``u = D_i[e, e]``, ``z̄ = D_i[:, e]/u``, ``u m' = C_i[e]``); what their
-        ranks (one each) add to the plain ones'.  One rule for every engine, whether
+        ranks (one each) add to the plain ones' (``ranks`` (G,): every group's rank
+        from its plain sums).  One rule for every engine, whether
         or not it keeps centred sums for them; and unlike the symmetric root
         ``√u z̄z̄'/|z̄|``, a draw ``u_i = √u z̄ z_e`` that scales with the slope
         columns, so that column maps that scale them differently (a Dask fit's,
@@ -194,7 +201,6 @@ class ResponseSampler:
         if e < 0:
             return 0
         zz, gx = self.arrays.zz[at], self.arrays.zxy[at, :, : self.arrays.glob.k_fe]
-        plain_rank = _psd_root(zz, RANK_RTOL)[3]
         u = zz[:, e, e]
         sqrt_u = np.sqrt(u)
         r = zz.shape[-1]
@@ -205,13 +211,14 @@ class ResponseSampler:
         hc = np.zeros((at.size, r, gx.shape[-1]))
         hc[:, e] = gx[:, e] / sqrt_u[:, None]  # C̃^{+1/2} M⁻¹C_i: (u m')/√u at e
         self.root[at], self.proj[at], self.hc[at] = root, proj, hc
-        return at.size - plain_rank
+        return at.size - int(ranks[at].sum())
 
-    def _centred_roots(self, kept) -> int:
+    def _centred_roots(self, kept, ranks: np.ndarray) -> int:
         """Take the roots of the lossy groups with centred sums (``kept``: the fit's
         :class:`~dmixed.stats.group_arrays.CentredGroups`, whose ``sums.lossy`` marks
         them) from those sums rather than from ``Z̃_i'Z̃_i``, whose spread such a
-        group's plain sums may have lost; what their ranks add to the plain ones'.
+        group's plain sums may have lost; what their ranks add to the plain ones'
+        (``ranks``, as in :meth:`_closed_form_roots`).
         The other groups of ``kept`` (an in-process fit's: every group) keep the
         symmetric root, so that a fit of the same rows on Dask, which keeps the lossy
         groups' sums only, draws the same responses; so do the lossy groups the fit
@@ -252,17 +259,15 @@ class ResponseSampler:
         root[:, e, e] = np.sqrt(u_lossy)
         inv_root[:, e, e] = 1.0 / np.sqrt(u_lossy)
         proj[:, e, e] = 1.0
-        rank += lossy.size
         m = np.broadcast_to(np.eye(r), shape).copy()
         m[:, :, e] = np.asarray(sums.zbar)[:, lossy].T
         m[:, e, e] = 1.0
         at = sel[lossy]
-        plain_rank = _psd_root(self.arrays.zz[at], RANK_RTOL)[3]
         self.root[at] = m @ root
         self.proj[at] = proj
         self.hc[at] = inv_root @ d_x[lossy]
         self.centred = (sel, lossy, root, c, d_x)
-        return rank - plain_rank
+        return int(rank.sum()) + lossy.size - int(ranks[at].sum())
 
     def _centred_drawn(self, kept, z, u, beta, b, sigma: float):
         """The centred sums of the drawn response (those of the design kept), and
