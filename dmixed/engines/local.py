@@ -176,14 +176,16 @@ def rank_one_engine(engine, glob: GlobalStats, layout: Layout):
 
 
 def closed_form_groups(arrays: GroupArrays) -> np.ndarray:
-    """The groups (bool (G,)) that a fit of ``arrays`` on the in-process engine takes in
-    the rank-one closed form from their plain sums (:func:`rank_one_engine`'s rule:
-    within-group sums held, no variance component, several random-design columns;
-    :func:`~dmixed.kernels.conditionals.rank_one_groups` of ``Z̃_i'Z̃_i``).  Judged from
-    the plain sums, which every engine holds: a Dask fit, which also keeps centred sums
-    for these groups (lossy by the determinant), judges them the same."""
+    """The groups (bool (G,)) of ``arrays`` whose random design is of rank one through
+    its intercept, ``Z̃_i = e z̄_i'`` (:func:`~dmixed.kernels.conditionals.rank_one_groups`
+    of ``Z̃_i'Z̃_i``, the rank-one engine's test, :func:`rank_one_engine`): a design of
+    several columns constant within the group, or a group of one row.  None with
+    variance components or a single random-design column.  Judged from the plain sums
+    alone, which every engine holds, and whether or not they hold within-group sums
+    (an in-process fit of groups that take centred sums does, a Dask fit of the same
+    rows may not), so that every engine marks the same groups."""
     n_groups, r = arrays.zz.shape[0], arrays.zz.shape[1]
-    if arrays.glob.within is None or arrays.layout.k_vc or r < 2 or not n_groups:
+    if arrays.layout.k_vc or r < 2 or not n_groups:
         return np.zeros(n_groups, dtype=bool)
     return np.asarray(rank_one_groups(np.moveaxis(arrays.zz, 0, -1)), dtype=bool)
 

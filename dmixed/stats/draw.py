@@ -133,8 +133,9 @@ class ResponseSampler:
     arrays : GroupArrays
         The fit's statistics, in their own columns (``arrays.columns``).
     closed_form : ndarray of bool (G,), optional
-        The groups a fit takes in the rank-one closed form from their plain sums
-        (:func:`~dmixed.engines.local.closed_form_groups`): they draw with the root
+        The groups of rank one through the intercept, ``Z̃_i = e z̄'``, by their plain
+        sums (:func:`~dmixed.engines.local.closed_form_groups`: the rank-one engine's
+        closed form, one-row groups among them): they draw with the root
         ``√u z̄ 1_e'`` of ``Z̃_i'Z̃_i = u z̄z̄'`` from the plain sums, even where
         ``arrays.centred`` marks them lossy, so that a fit that keeps centred sums for
         them (on Dask) and one that does not (in process) draw the same responses;
