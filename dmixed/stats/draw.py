@@ -110,14 +110,18 @@ def _psd_root(
 
 
 def _with_spread(arrays: GroupArrays) -> np.ndarray:
-    """The positions of the groups whose centred sums (``arrays.centred``) hold a spread
-    about the group's mean: ``C``'s largest diagonal entry above ``eps²`` times
-    ``Z̃_i'Z̃_i``'s (what the rounding of a mean leaves), however small against the
-    plain sums, which such a group's rank-one test (at their rounding) misses."""
+    """The positions of the lossy groups of ``arrays.centred`` (``sums.lossy``) whose
+    centred sums hold a spread about the group's mean: ``C``'s largest diagonal entry
+    above ``eps²`` times ``Z̃_i'Z̃_i``'s (what the rounding of a mean leaves), however
+    small against the plain sums, which such a group's rank-one test (at their
+    rounding) misses.  The lossy groups only: those are the ones whose centred sums
+    every engine keeps (an in-process fit keeps every group's, a Dask fit the lossy
+    ones'), so that one rule on the same sums picks the same root in both."""
     kept = arrays.centred
     assert kept is not None
-    sel = np.asarray(kept.positions, dtype=np.int64)
-    c_top = np.max(np.diagonal(np.asarray(kept.sums.c), axis1=0, axis2=1), axis=-1)
+    lossy = np.asarray(kept.sums.lossy, dtype=bool)
+    sel = np.asarray(kept.positions, dtype=np.int64)[lossy]
+    c_top = np.max(np.diagonal(np.asarray(kept.sums.c)[..., lossy], axis1=0, axis2=1), axis=-1)
     zz_top = np.max(np.diagonal(arrays.zz[sel], axis1=1, axis2=2), axis=-1)
     return sel[c_top > np.finfo(float).eps ** 2 * zz_top]
 
@@ -139,9 +143,11 @@ class ResponseSampler:
         ``√u z̄ 1_e'`` of ``Z̃_i'Z̃_i = u z̄z̄'`` from the plain sums, even where
         ``arrays.centred`` marks them lossy, so that a fit that keeps centred sums for
         them (on Dask) and one that does not (in process) draw the same responses;
-        except those whose centred sums hold a spread (``C`` above the rounding of a
-        mean), which the plain sums' rank-one test, at their rounding, misses: they
-        take the centred root.  Default: none.
+        except the lossy ones whose centred sums hold a spread (``C`` above the
+        rounding of a mean), which the plain sums' rank-one test, at their rounding,
+        misses: they take the centred root.  A group that is not lossy keeps the
+        closed-form root whatever its centred sums (an in-process fit holds them, a
+        Dask fit does not).  Default: none.
 
     Raises
     ------
