@@ -313,11 +313,11 @@ def centred_groups_error(stats, block, names: Sequence[str] | None) -> CentredGr
         remedies.append(CENTRED_REMEDY)
     if (~constant).any():
         few = nobs[~constant] < q
-        cols = []
-        for mat in centred[~constant][~few]:  # the lossy groups only: a few of them
-            d = np.sqrt(np.maximum(np.diag(mat), np.finfo(float).tiny))
-            vec = np.linalg.eigh(mat / d[:, None] / d[None, :])[1][:, 0]
-            cols.extend(others[np.abs(vec) >= 0.1 * np.abs(vec).max()].tolist())
+        mats = centred[~constant][~few]  # (L, q-1, q-1): one stacked eigh
+        d = np.sqrt(np.maximum(np.einsum("gjj->gj", mats), np.finfo(float).tiny))
+        vec = np.abs(np.linalg.eigh(mats / d[:, :, None] / d[:, None, :])[1][:, :, 0])
+        named_at = vec >= 0.1 * vec.max(axis=1, initial=0.0, keepdims=True)
+        cols = others[np.flatnonzero(named_at.any(axis=0))].tolist()
         if few.any():
             cols.extend(others.tolist())
         words, plural = named(cols)

@@ -105,3 +105,27 @@ def test_a_group_of_fewer_rows_than_random_effects_is_called_so_not_constant():
     kept = GroupArrays.from_statistics(stats, centred=True).centred
     assert kept.everyone and kept.positions.size == 31
     np.testing.assert_array_equal(np.flatnonzero(kept.sums.lossy), [0])
+
+
+def test_nearly_collinear_groups_of_different_columns_name_every_column_involved():
+    """Groups 0-2 with ``x2`` nearly ``x1``, groups 3-4 with ``x3`` nearly ``2·x2``: the
+    refusal names the columns of every group's collinear direction (one stacked
+    eigendecomposition over the groups), and no other."""
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(40), 12)
+    x1, x2, x3 = (rng.normal(size=g.size) for _ in range(3))
+    x2 = np.where(g < 3, x1 + 1e-6 * rng.normal(size=g.size), x2)
+    x3 = np.where((g >= 3) & (g < 5), 2 * x2 + 1e-6 * rng.normal(size=g.size), x3)
+    frame = pd.DataFrame({"g": g, "x1": x1, "x2": x2, "x3": x3})
+    frame["y"] = x1 + rng.normal(size=g.size) + rng.normal(size=40)[g]
+    model = dmixed.mixedlm("y ~ x1", frame, groups="g", re_formula="1 + x1 + x2 + x3")
+    want = (
+        r"^5 group\(s\) \(0, 1, 2 and 2 more\) have the random-effects columns 'x1' and "
+        r"'x2' and 'x3' nearly collinear about the group's mean"
+    )
+    with pytest.raises(CentredGroupsError, match=want):
+        GroupArrays.from_statistics(model.statistics(), names=model.exog_re_names)
+    only_first = frame[frame.g.isin([0, 1, 2]) | (frame.g >= 5)]
+    model = dmixed.mixedlm("y ~ x1", only_first, groups="g", re_formula="1 + x1 + x2 + x3")
+    with pytest.raises(CentredGroupsError, match=r"columns 'x1' and 'x2' nearly collinear"):
+        GroupArrays.from_statistics(model.statistics(), names=model.exog_re_names)
