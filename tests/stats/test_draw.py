@@ -223,3 +223,27 @@ def test_a_draw_is_the_statistics_of_rows_that_have_them(name):
         assert (drawn.glob.within is None) == (direct.glob.within is None)
         if direct.glob.within is not None:
             np.testing.assert_allclose(drawn.glob.within, direct.glob.within, atol=1e-10 * size)
+
+
+def test_only_lossy_groups_leave_the_closed_form_root_for_their_centred_spread():
+    """An in-process fit with one lossy group keeps every group's centred sums; a Dask
+    fit of the same rows keeps the lossy group's only.  Groups marked for the closed
+    form keep it unless lossy with a spread in their centred sums: a group that is not
+    lossy keeps it whatever its centred sums (which a Dask fit does not hold), so that
+    one rule on the sums both engines hold picks the root.  The branch before this rule
+    took every group with a centred spread off the closed form, in process only."""
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(31), 10)
+    x1 = rng.normal(size=g.size)
+    x1[g == 0] = 5 + 1e-3 * rng.normal(size=10)
+    x1[g == 1] = 3 + 1e-6 * rng.normal(size=10)  # lossy
+    frame = pd.DataFrame({"g": g, "x1": x1, "y": x1 + rng.normal(size=g.size)})
+    model = dmixed.mixedlm("y ~ x1", frame, groups="g", re_formula="1 + x1")
+    arrays = GroupArrays.from_statistics(model.statistics(), centred=True)
+    kept = arrays.centred
+    assert kept is not None and kept.everyone
+    np.testing.assert_array_equal(np.flatnonzero(kept.sums.lossy), [1])
+    marked = np.zeros(31, dtype=bool)
+    marked[[0, 1]] = True
+    sampler = ResponseSampler(arrays, marked)
+    np.testing.assert_array_equal(np.flatnonzero(sampler.closed_form), [0])
