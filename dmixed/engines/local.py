@@ -165,14 +165,15 @@ def local_engine(zz: np.ndarray, zxy: np.ndarray, layout: Layout):
     return engine
 
 
-def rank_one_engine(engine, glob: GlobalStats, layout: Layout):
+def rank_one_engine(engine, glob: GlobalStats, layout: Layout, nobs: np.ndarray):
     """``engine``, its block told to take the rank-one forms
     (:meth:`~dmixed.kernels.StatsBlock.use_rank_one`) where the statistics hold
     within-group sums for a random design of several columns and no variance
     component (:func:`~dmixed.kernels.rows.wants_rank_one_within`).  Other engines
     are left as they are: their step sums then say they are not rank one, and the
-    profile does not read ``W`` (``StepSums.rank_one``)."""
-    return rank_one_if(engine, glob.within is not None and not layout.k_vc)
+    profile does not read ``W`` (``StepSums.rank_one``).  ``nobs`` (G,): the groups'
+    rows, in the engine's order."""
+    return rank_one_if(engine, glob.within is not None and not layout.k_vc, nobs)
 
 
 def closed_form_groups(arrays: GroupArrays) -> np.ndarray:
@@ -187,20 +188,20 @@ def closed_form_groups(arrays: GroupArrays) -> np.ndarray:
     n_groups, r = arrays.zz.shape[0], arrays.zz.shape[1]
     if arrays.layout.k_vc or r < 2 or not n_groups:
         return np.zeros(n_groups, dtype=bool)
-    return np.asarray(rank_one_groups(np.moveaxis(arrays.zz, 0, -1)), dtype=bool)
+    return np.asarray(rank_one_groups(np.moveaxis(arrays.zz, 0, -1), arrays.nobs), dtype=bool)
 
 
-def rank_one_if(engine, within: bool):
+def rank_one_if(engine, within: bool, nobs: np.ndarray):
     """``engine``, its block told to take the rank-one forms where ``within`` (the
     statistics hold within-group sums; no variance component) and the random design
     has several columns (:func:`rank_one_engine`'s rule, for an engine built where the
     layout and the global sums are not at hand: a Dask worker's evaluator of a block
-    that says whether its rows kept them)."""
+    that says whether its rows kept them; ``nobs`` (G,) its groups' rows)."""
     block = getattr(engine, "block", None)
     if within and isinstance(block, kernels.StatsBlock):
         zz, _ = next(block.chunks())
         if zz.shape[0] >= 2:
-            block.use_rank_one()
+            block.use_rank_one(nobs)
     return engine
 
 
@@ -319,7 +320,7 @@ def statistics_from_rows(
         st.get("within"),
         st.get("column_sums"),
     )
-    engine = rank_one_engine(engine, glob, layout)
+    engine = rank_one_engine(engine, glob, layout, group_sizes)
     glob = _centred_if_lossy(engine, glob, layout, rows, codes, group_sizes, std)
     return FittedStatistics(
         engine=engine,
@@ -458,7 +459,7 @@ def statistics_from_arrays(arrays: GroupArrays) -> FittedStatistics:
         engine = StructuredVCEngine.of_arrays(arrays.ragged)
     else:
         engine = local_engine(arrays.zz, arrays.zxy, arrays.layout)
-    engine = rank_one_engine(engine, arrays.glob, arrays.layout)
+    engine = rank_one_engine(engine, arrays.glob, arrays.layout, arrays.nobs)
     kept = arrays.centred
     if kept is not None and isinstance(getattr(engine, "block", None), kernels.StatsBlock):
         if kept.everyone:  # as the fit from the rows: every group about W

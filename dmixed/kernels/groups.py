@@ -156,10 +156,10 @@ class StatsBlock:
 
     def __getstate__(self):
         if self._subset is not None:
-            return (self._chunks, self._one is not None, None, self._subset, self._shifted)
+            return (self._chunks, self._one, None, self._subset, self._shifted)
         if self._centred is not None:
             return (self._chunks, False, self._centred)
-        return self._chunks if self._one is None else (self._chunks, True)
+        return self._chunks if self._one is None else (self._chunks, self._one)
 
     def __setstate__(self, state) -> None:
         rank_one = isinstance(state, tuple)
@@ -168,10 +168,10 @@ class StatsBlock:
         self._centred = state[2] if rank_one and len(state) > 2 else None
         self._subset = state[3] if rank_one and len(state) > 3 else None
         self._shifted = state[4] if rank_one and len(state) > 4 else None
-        if rank_one and state[1]:
-            self.use_rank_one()
+        if rank_one and isinstance(state[1], list):  # the rank-one groups, as judged
+            self._one = state[1]
 
-    def use_rank_one(self) -> StatsBlock:
+    def use_rank_one(self, nobs: np.ndarray) -> StatsBlock:
         """Take the statistics as those of a random design whose column 0 is the
         intercept and whose other columns are constant within the groups, with the
         within-group cross-products ``W`` about column 0
@@ -185,8 +185,13 @@ class StatsBlock:
         groups told to take the centred forms (:meth:`use_shifted`, before or after)
         keep them: rows of batches of different constants make a group that is not
         of rank one, and may make a lossy one (a batch of one-row groups is constant
-        within each)."""
-        self._one = [rank_one_groups(zzc) for zzc, _ in self._chunks]
+        within each).  ``nobs`` (G,): the groups' rows, in the block's order (the
+        rank-one test's rounding, :func:`~dmixed.kernels.conditionals.rank_one_groups`)."""
+        nobs, lo, one = np.asarray(nobs), 0, []
+        for zzc, _ in self._chunks:
+            one.append(rank_one_groups(zzc, nobs[lo : lo + zzc.shape[-1]]))
+            lo += zzc.shape[-1]
+        self._one = one
         self._centred = None
         self._kept = None
         return self
@@ -323,7 +328,7 @@ class StatsBlock:
                 hi = lo + zzc.shape[-1]
                 lossy = lossy_groups(zzc, nobs[lo:hi])
                 if lossy.any():
-                    lossy &= ~rank_one_groups(zzc)
+                    lossy &= ~rank_one_groups(zzc, nobs[lo:hi])
                     if subset is not None:  # their centred forms (use_shifted)
                         lossy[subset[0]] = False
                     count += int(lossy.sum())

@@ -447,9 +447,11 @@ def _heavy_group_frame() -> pd.DataFrame:
 
 def test_a_heavy_group_that_is_not_lossy_takes_one_root_in_process_and_on_dask():
     """The in-process fit keeps every group's centred sums (group 1 is lossy), the Dask
-    fit group 1's only.  Group 0, not lossy, takes the closed-form root in both: the
-    spread in its centred sums is judged for the lossy groups alone, which both hold.
-    The base took it off the closed form in process only (llf apart by up to 5.4)."""
+    fit group 1's only.  Group 0, not lossy, takes one root in both: not of rank one
+    judged against its ten rows (against its weight, 1e8, it was), and a spread in
+    centred sums counts for the lossy groups alone, which both engines hold.  The
+    branch before took it in closed form on Dask and off it in process (llf apart by
+    up to 5.4)."""
     frame = _heavy_group_frame()
     kw = dict(groups="g", re_formula="1 + x1", weights="w")
     with warnings.catch_warnings():
