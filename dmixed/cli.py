@@ -414,18 +414,16 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
 
 def _saved_arrays(stats, names: list[str], command: str):
     """The statistics ``stats`` as saved arrays; groups whose random design is nearly
-    constant within them, whose sums about their means saved statistics do not hold,
-    refused naming the groups and the column, with what to do in the command's words."""
+    constant or collinear within them, whose sums about their means saved statistics do
+    not hold, refused naming the groups and the columns, with what to do in the
+    command's words."""
     from .stats.group_arrays import CentredGroupsError, GroupArrays
 
     try:
         return GroupArrays.from_statistics(stats, ragged=True, names=names)
     except CentredGroupsError as exc:
         what = "fit" if command == "fit" else "fit all the data with `dmixed fit`"
-        remedy = (
-            f"{what} without --stats-dir (a fit of the rows keeps those sums), or "
-            "centre the random-effects columns within groups first"
-        )
+        remedy = f"{what} without --stats-dir (a fit of the rows keeps those sums), or {exc.remedy}"
         raise JobError(f"{one_line(exc.problem)}; {remedy}") from exc
 
 

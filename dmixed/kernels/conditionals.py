@@ -209,23 +209,28 @@ def _conditional(zz, zxy, lam, value_only, blups_only):
 
 
 #: :func:`rank_one_groups`: the Schur complement of ``Z̃_i'Z̃_i`` on column 0 is the
-#: rounding of its sums where each diagonal entry is within this many ``ε·max(1, U_i)``
-#: of its own entry (a sum of ``U_i`` equal terms rounds by up to about ``U_i·ε``
-#: of it in row order; ``U_i`` the rows' weight on column 0, their count unweighted)
+#: rounding of its sums where each diagonal entry is within this many ``ε·max(1, n_i)``
+#: of its own entry (a sum of ``n_i`` terms rounds by up to about ``n_i·ε`` of it in
+#: row order; ``n_i`` the group's rows, whatever their weights: a weight scales a
+#: term, not the number of roundings)
 RANK_ONE_ROUNDING = 16.0
 
 
-def rank_one_groups(zz: np.ndarray) -> np.ndarray:
+def rank_one_groups(zz: np.ndarray, nobs: np.ndarray) -> np.ndarray:
     """The groups of an entry-major chunk (bool (G,)) whose ``Z̃_i'Z̃_i`` has rank one
     through column 0: ``U_i = ZZ_i[0, 0] > 0`` and the Schur complement on column 0,
     ``ZZ_i[a, a] − ZZ_i[a, 0]²/U_i`` for every ``a ≥ 1`` (its diagonal: the
     complement is positive semi-definite), at the size of the sums' rounding
-    (:data:`RANK_ONE_ROUNDING`): the random design of such a group is ``Z̃_i = e z̄_i'``
-    with ``e`` its column 0 and ``z̄_i = ZZ_i[:, 0]/U_i``."""
+    (:data:`RANK_ONE_ROUNDING`, ``nobs`` (G,) the groups' rows): the random design of
+    such a group is ``Z̃_i = e z̄_i'`` with ``e`` its column 0 and
+    ``z̄_i = ZZ_i[:, 0]/U_i``.  Judged against the rows, not ``U_i``: with prior
+    weights ``U_i`` is their sum, and a group of heavy rows with a spread the sums
+    resolve would be taken as rank one (its spread dropped from the fit)."""
     u = zz[0, 0]
     one = u > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        tol = RANK_ONE_ROUNDING * float(np.finfo(float).eps) * np.maximum(u, 1.0)
+        rows = np.maximum(np.asarray(nobs, dtype=np.float64), 1.0)
+        tol = RANK_ONE_ROUNDING * float(np.finfo(float).eps) * rows
         for a in range(1, zz.shape[0]):
             schur = zz[a, a] - zz[a, 0] * zz[a, 0] / u
             one &= np.abs(schur) <= tol * zz[a, a]
@@ -433,6 +438,16 @@ class CentredSums:
     def nbytes(self) -> int:
         """Bytes of the per-group arrays."""
         return sum(a.nbytes for a in (self.u, self.zbar, self.mean, self.c, self.d, self.lossy))
+
+
+def concatenate_centred(parts: list) -> CentredSums:
+    """The :class:`CentredSums` of several sets of groups, one after the other (their
+    ``within`` left out)."""
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(c, name) for c in parts], axis=-1)
+
+    return CentredSums(cat("u"), cat("zbar"), cat("mean"), cat("c"), cat("d"), cat("lossy"))
 
 
 def _centred_parts(sums: CentredSums, lam: np.ndarray):

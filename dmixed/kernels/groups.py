@@ -21,6 +21,7 @@ from .conditionals import (
     CentredSums,
     centred_between,
     centred_from_shifted,
+    concatenate_centred,
     conditional,
     gram_rows,
     lossy_groups,
@@ -155,10 +156,10 @@ class StatsBlock:
 
     def __getstate__(self):
         if self._subset is not None:
-            return (self._chunks, self._one is not None, None, self._subset, self._shifted)
+            return (self._chunks, self._one, None, self._subset, self._shifted)
         if self._centred is not None:
             return (self._chunks, False, self._centred)
-        return self._chunks if self._one is None else (self._chunks, True)
+        return self._chunks if self._one is None else (self._chunks, self._one)
 
     def __setstate__(self, state) -> None:
         rank_one = isinstance(state, tuple)
@@ -167,10 +168,10 @@ class StatsBlock:
         self._centred = state[2] if rank_one and len(state) > 2 else None
         self._subset = state[3] if rank_one and len(state) > 3 else None
         self._shifted = state[4] if rank_one and len(state) > 4 else None
-        if rank_one and state[1]:
-            self.use_rank_one()
+        if rank_one and isinstance(state[1], list):  # the rank-one groups, as judged
+            self._one = state[1]
 
-    def use_rank_one(self) -> StatsBlock:
+    def use_rank_one(self, nobs: np.ndarray) -> StatsBlock:
         """Take the statistics as those of a random design whose column 0 is the
         intercept and whose other columns are constant within the groups, with the
         within-group cross-products ``W`` about column 0
@@ -184,8 +185,13 @@ class StatsBlock:
         groups told to take the centred forms (:meth:`use_shifted`, before or after)
         keep them: rows of batches of different constants make a group that is not
         of rank one, and may make a lossy one (a batch of one-row groups is constant
-        within each)."""
-        self._one = [rank_one_groups(zzc) for zzc, _ in self._chunks]
+        within each).  ``nobs`` (G,): the groups' rows, in the block's order (the
+        rank-one test's rounding, :func:`~dmixed.kernels.conditionals.rank_one_groups`)."""
+        nobs, lo, one = np.asarray(nobs), 0, []
+        for zzc, _ in self._chunks:
+            one.append(rank_one_groups(zzc, nobs[lo : lo + zzc.shape[-1]]))
+            lo += zzc.shape[-1]
+        self._one = one
         self._centred = None
         self._kept = None
         return self
@@ -235,6 +241,38 @@ class StatsBlock:
         self._subset, self._kept = parts, None
         self._shifted = (sel, tuple(shifted), e, tuple(shared))
         return self
+
+    def use_centred_at(self, sel: np.ndarray, sums: CentredSums) -> StatsBlock:
+        """Let the groups ``sel`` (L,) of the block (positions in its order,
+        increasing) take the centred forms from their centred sums ``sums``
+        (:class:`~dmixed.kernels.conditionals.CentredSums` of those L groups, in that
+        order), as :meth:`use_shifted` does from sums about shifts; ``self``.  What a
+        copy of the block whose response was drawn takes (the bootstrap): the design's
+        centred sums kept, the response's drawn."""
+        sel = np.asarray(sel, dtype=np.int64)
+        parts, lo = [], 0
+        for zzc, _ in self._chunks:
+            hi = lo + zzc.shape[-1]
+            a, b = np.searchsorted(sel, [lo, hi])
+            parts.append((sel[a:b] - lo, sums.take(slice(a, b))))
+            lo = hi
+        self._subset, self._kept = parts, None
+        self._shifted = None
+        return self
+
+    def centred_sums(self) -> tuple[np.ndarray, CentredSums, bool] | None:
+        """The centred sums the block takes (:meth:`use_centred`, :meth:`use_shifted`,
+        :meth:`use_centred_at`): ``(positions (L,) in the block's order, their
+        CentredSums, whether every group takes them about the within-group sums
+        W)``; None where it takes none."""
+        if self._centred is not None:
+            parts = self._centred
+            pos = np.arange(sum(int(c.u.size) for c in parts), dtype=np.int64)
+            return pos, concatenate_centred(parts), True
+        if self._subset is not None:
+            sums = concatenate_centred([c for _, c in self._subset])
+            return self.centred_positions(), sums, False
+        return None
 
     @property
     def shifted(self) -> tuple | None:
@@ -290,7 +328,7 @@ class StatsBlock:
                 hi = lo + zzc.shape[-1]
                 lossy = lossy_groups(zzc, nobs[lo:hi])
                 if lossy.any():
-                    lossy &= ~rank_one_groups(zzc)
+                    lossy &= ~rank_one_groups(zzc, nobs[lo:hi])
                     if subset is not None:  # their centred forms (use_shifted)
                         lossy[subset[0]] = False
                     count += int(lossy.sum())

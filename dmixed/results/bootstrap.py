@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import CheckpointError, SpecError
+from ..engines.local import statistics_from_arrays
+from ..errors import CheckpointError, DataError, SpecError
 from ..files import jsonable, sibling_path
 from ..fit.summary import ensure_progress_handler
 from ..inference import check_alpha
@@ -189,10 +190,26 @@ def parametric_bootstrap(
     higher likelihood, with exact Newton steps; no standard errors).  Replicate ``k``
     draws from its own generator (the ``k``-th child of ``seed``, numpy's ``spawn``), so
     the table does not depend on where the replicates run.  The same seed gives the same
-    table for the same statistics with one version of dmixed (and numpy); a version
-    that draws otherwise (another root of ``Z̃_i'Z̃_i``, other optimizer coordinates)
-    gives other replicates of the same distribution: to keep a table, save it
-    (:meth:`BootstrapResults.save`) rather than its seed.
+    table for the same statistics with one version of dmixed (and numpy): a fit of the
+    same rows in process or on Dask, to rounding, where both chose the same column map
+    (``Standardization``; the draw's roots are taken in those columns, so a map chosen
+    otherwise, from other rows of a sample, draws other responses of the same
+    distribution).  Groups fitted from centred sums (a random design close to singular
+    within them, groups of fewer rows than random effects among them) have those sums
+    drawn with the response, as the fit used them.  Which root of ``Z̃_i'Z̃_i`` a group
+    draws with is one rule of its sums, whichever engine holds them
+    (:class:`~dmixed.stats.draw.ResponseSampler`): a group whose random design is an
+    intercept and columns constant within it (the rank-one closed form) draws
+    ``√u z̄ z_e``, which scales with those columns, so such fits draw the same table in
+    process and on Dask whatever the maps' scales of those columns.  A version that
+    draws otherwise (another root, other optimizer coordinates, other degrees of
+    freedom of the residual χ²) gives other replicates of the same distribution: to
+    keep a table, save it (:meth:`BootstrapResults.save`) rather than its seed.  (The
+    χ²'s degrees of freedom are ``n − rank[Z̃ X]``, the rank of the fixed effects'
+    Schur complement judged against ``X'X``: for a fit whose fixed effects are all
+    random, 0 for that complement, where earlier versions could count rounding as
+    rank, e.g. 143 rather than 144 for a weighted ``1 + Days`` fit of 180 rows and 18
+    groups, and drew another table for the same seed.)
 
     Parameters
     ----------
@@ -223,6 +240,10 @@ def parametric_bootstrap(
         ``n`` not a positive integer or over :data:`REPLICATES_LIMIT`; results without
         their model's statistics: loaded results, or pickled ones (the message says
         whether the model still holds its data and how to get the statistics back).
+    DataError
+        A fit whose statistics stay on the Dask workers (``engine="distributed"``)
+        with groups that take centred sums, which the workers keep
+        (:func:`refuse_kept_on_workers`): fit with ``engine="local"``.
     """
     n = check_nsim(n, "n")
     if n > REPLICATES_LIMIT:
@@ -243,7 +264,10 @@ def parametric_bootstrap(
         raise SpecError(f"bootstrap needs the fitted model's statistics: {why}")
     t0 = time.perf_counter()
     rngs = replicate_rngs(seed, n)
-    arrays = GroupArrays.from_statistics(stats)  # from the workers for Dask: no data read
+    # from the workers for Dask (no data read), with the centred sums some groups take
+    arrays = GroupArrays.from_statistics(stats, centred=True)
+    if arrays.centred is None and getattr(stats.engine, "block", None) is None:
+        refuse_kept_on_workers(arrays)
     fitter = ReplicateFitter.of(results, arrays, use_re)
     if progress:
         ensure_progress_handler()
@@ -287,3 +311,38 @@ def run_on_cluster(client, fitter: ReplicateFitter, rngs: list, per_thread: int 
 def run_batch(fitter: ReplicateFitter, rngs: list) -> tuple[list, list]:
     """A task on a worker: :meth:`ReplicateFitter.run` of one batch."""
     return fitter.run(rngs)
+
+
+#: What a Dask fit whose statistics stay on the workers needs for its bootstrap
+KEPT_ON_WORKERS_REMEDY = (
+    "fit with engine='local' (or the dask config 'dmixed.engine' set to 'local'), "
+    "whose statistics gathered on the driver keep those sums, and bootstrap that fit"
+)
+
+
+def refuse_kept_on_workers(arrays: GroupArrays) -> None:
+    """Refuse, before any replicate, the bootstrap of statistics held away from the
+    driver (a Dask fit with ``engine="distributed"`` or the dask config
+    ``"dmixed.engine"`` set to ``"distributed"``: no driver-side block) whose lossy
+    groups take centred sums there: ``arrays`` (gathered from the workers) hold the
+    plain sums only, from which every replicate's refit would refuse those groups
+    (:func:`~dmixed.engines.local.refuse_inexact`) and the table would be all NaN.
+
+    Raises
+    ------
+    DataError
+        Naming the number of such groups, the engine setting and what to do.
+    """
+    try:
+        statistics_from_arrays(arrays)  # what each replicate's refit builds: O(groups)
+    except DataError as exc:
+        count = getattr(exc, "lossy_groups", 0)
+        if not count:
+            raise
+        raise DataError(
+            f"bootstrap: {count} group(s) of this fit take sums about their own means (a "
+            "random design close to singular within them), which its statistics kept on "
+            "the Dask workers (engine='distributed', or the dask config 'dmixed.engine' "
+            "set to 'distributed') do not bring to the driver: every replicate's refit "
+            f"would fail; {KEPT_ON_WORKERS_REMEDY}"
+        ) from exc

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..engines.local import statistics_from_arrays
+from ..engines.local import closed_form_groups, statistics_from_arrays
 from ..errors import DmixedError, DmixedWarning
 from ..fit.coordinates import Coordinates, weight_factor
 from ..fit.optimize import maximize
@@ -129,10 +129,14 @@ class ReplicateFitter:
         if not results.use_sqrt:
             start = layout.pack(*layout.unpack(start, False), use_sqrt=True)
         psi, tau = layout.unpack(start, True)
-        interior = (psi.size == 0 or np.linalg.eigvalsh(psi).min() > 0) and np.all(tau > 0)
+        # singular as the fit's optimizer judged Ψ* (its own setting; not by the sign
+        # of a rounded eigenvalue: the same estimate from other sums would start its
+        # replicates elsewhere)
+        bound = results.optimizer.singular_eigenvalue
+        interior = (psi.size == 0 or np.linalg.eigvalsh(psi).min() > bound) and np.all(tau > 0)
         if not interior:  # the full fit's own candidates (statsmodels' Ψ* = I, τ* = 1)
             start = start_packed(None, layout, True, 0)
-        sampler = ResponseSampler(arrays)
+        sampler = ResponseSampler(arrays, closed_form_groups(arrays))
         return cls(sampler, fit_std, start, bool(results.reml), bool(use_re), not interior)
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,7 @@ class GroupArrays:
     standardization: Standardization | None = None  # None: raw columns
     ragged: RaggedArrays | None = None  # the statistics held ragged instead of zz, zxy
     cross: CrossSums | None = None  # with ragged: the co-occurrences of crossed components
+    centred: CentredGroups | None = None  # the fit's centred sums (never saved: the bootstrap)
 
     @property
     def columns(self) -> Standardization:
@@ -148,7 +150,11 @@ class GroupArrays:
 
     @classmethod
     def from_statistics(
-        cls, stats, ragged: bool = False, names: Sequence[str] | None = None
+        cls,
+        stats,
+        ragged: bool = False,
+        names: Sequence[str] | None = None,
+        centred: bool = False,
     ) -> GroupArrays:
         """The statistics of a ``FittedStatistics``, gathered from its engine: padded, or
         with ``ragged`` ragged where the engine holds the variance components
@@ -156,7 +162,9 @@ class GroupArrays:
         co-occurrence sums, ``to_slots``).
 
         ``names``: the random design's column names (the model's ``exog_re_names``),
-        for the message of the refusal below.
+        for the message of the refusal below.  ``centred``: keep the centred sums of
+        the groups that take them (:attr:`centred`, for arrays used in this process
+        only, as the bootstrap's) rather than refuse them.
 
         Raises
         ------
@@ -171,8 +179,11 @@ class GroupArrays:
         """
         engine = stats.engine
         block = getattr(engine, "block", None)
+        kept = None
         if getattr(block, "centred_groups", 0):
-            raise centred_groups_error(stats, block, names)
+            if not centred:
+                raise centred_groups_error(stats, block, names)
+            kept = CentredGroups(*block.centred_sums())  # type: ignore[union-attr]
         held = cross = None
         if ragged and getattr(engine, "collapsed_vc", False) and hasattr(engine, "gather_ragged"):
             held = engine.gather_ragged()
@@ -193,65 +204,142 @@ class GroupArrays:
             stats.standardization,
             held,
             cross,
+            kept,
         )
+
+
+@dataclass(frozen=True)
+class CentredGroups:
+    """The centred sums some groups of a fit take (``StatsBlock.centred_sums``):
+    ``positions`` (L,) of those groups in sorted group order, their ``sums``
+    (``kernels.CentredSums``, entry-major, in the statistics' columns) and ``everyone``:
+    whether every group takes them about the within-group sums ``GlobalStats.within``
+    (an in-process fit), rather than those groups only (a Dask fit's)."""
+
+    positions: np.ndarray
+    sums: Any  # kernels.CentredSums (the statistics layer does not import the kernels)
+    everyone: bool
 
 
 #: The lossy groups a refusal names by their labels (the others are counted).
 NAMED_GROUPS = 3
 
-#: What :func:`centred_groups_error` says to do instead (the command line words it for
-#: its options).
-CENTRED_REMEDY = (
-    "fit the rows in process instead, or centre the random-effects columns within groups first"
-)
+#: What :func:`centred_groups_error` says to do about groups with a random-effects
+#: column nearly constant within them (the command line words the rest for its options).
+CENTRED_REMEDY = "centre the random-effects columns within groups first"
+
+#: ... and about groups of fewer rows than random effects, or of random-effects columns
+#: nearly collinear within them (centring leaves them so).
+COLLINEAR_REMEDY = "leave out those groups, or the random effects collinear within them"
+
+#: What the message of :class:`CentredGroupsError` ends with: where such sums are kept.
+ROWS_KEEP = "a fit of the rows keeps those sums (its bootstrap and intervals use them)"
+
+#: A column whose share of its sum of squares about the group's mean is below this is
+#: called nearly constant within the group (the rest of the lossy groups, collinear).
+CONSTANT_SHARE = 1e-8
 
 
 class CentredGroupsError(DataError):
     """Statistics of groups fitted from sums about their means, which saved statistics
     do not carry (:func:`centred_groups_error`): the message is :attr:`problem`, then
-    :data:`CENTRED_REMEDY`; a caller with other words for the remedy (the command
-    line's options) takes :attr:`problem`."""
+    :attr:`remedy` (what to do about the data), then :data:`ROWS_KEEP`; a caller with
+    other words for the last (the command line's options) takes :attr:`problem` and
+    :attr:`remedy`."""
 
-    def __init__(self, problem: str) -> None:
-        super().__init__(f"{problem}; {CENTRED_REMEDY}")
-        #: the groups, the column and why, without what to do
+    def __init__(self, problem: str, remedy: str = CENTRED_REMEDY) -> None:
+        super().__init__(f"{problem}; {remedy}; {ROWS_KEEP}")
+        #: the groups, the columns and why, without what to do
         self.problem = problem
+        #: what to do about the data
+        self.remedy = remedy
 
 
 def centred_groups_error(stats, block, names: Sequence[str] | None) -> CentredGroupsError:
     """The refusal of statistics whose ``block`` (a ``StatsBlock`` in the order of
     ``stats.group_labels``) takes centred sums for some groups: the groups (the first
-    :data:`NAMED_GROUPS` by label, and how many more) and the random design's column
-    nearly constant within them (``names``: the design's column names; None: their
-    indices).  In each such group that column is the one whose Gram matrix with the
-    intercept is the closest to singular; without an intercept every column is named."""
+    :data:`NAMED_GROUPS` by label of each kind, and how many more) and why (``names``:
+    the random design's column names; None: their indices).
+
+    Two kinds: a column nearly constant within the group (its sum of squares about the
+    group's mean below :data:`CONSTANT_SHARE` of its sum of squares; with no intercept
+    every column is named), and groups of fewer rows than random effects or whose
+    columns are nearly collinear about the group's mean (the columns of the direction
+    of the smallest eigenvalue of their scaled centred Gram matrix are named)."""
     positions = np.asarray(block.centred_positions(), dtype=np.int64)
     labels = np.asarray(stats.group_labels)[positions]
+    nobs = np.asarray(stats.group_sizes)[positions]
     q = stats.layout.k_re
     zz = np.asarray(stats.engine.gather()[0])[positions][:, :q, :q]
     one = stats.columns.z_intercept
-    if 0 <= one < q and q > 1 and len(positions):
-        others = np.array([j for j in range(q) if j != one])
-        diag = zz[:, others, others]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cos2 = zz[:, one, others] ** 2 / (zz[:, one, one][:, None] * diag)
-        cos2 = np.where(np.isfinite(cos2), cos2, -1.0)
-        culprits = sorted(set(others[np.argmax(cos2, axis=1)].tolist()))
-    else:
-        culprits = list(range(q))
-    columns = [names[j] if names is not None else j for j in culprits]
-    shown = ", ".join(
-        repr(label.item() if hasattr(label, "item") else label) for label in labels[:NAMED_GROUPS]
-    )
-    more = f" and {len(labels) - NAMED_GROUPS} more" if len(labels) > NAMED_GROUPS else ""
-    words = " and ".join(repr(c) if isinstance(c, str) else str(c) for c in columns)
-    plural = "s" if len(columns) > 1 else ""
-    return CentredGroupsError(
-        f"{len(labels)} group(s) ({shown}{more}) have the random-effects column{plural} "
-        f"{words} nearly constant within the group, fitted from sums about each group's "
-        "mean that saved statistics, checkpoints, updates and the bootstrap do not "
-        "carry"
-    )
+
+    def named(cols) -> tuple[str, str]:
+        cols = sorted(set(int(c) for c in cols))
+        words = [repr(names[j]) if names is not None else str(j) for j in cols]
+        return " and ".join(words), "s" if len(words) > 1 else ""
+
+    def groups(mask) -> str:
+        picked = labels[mask]
+        shown = ", ".join(
+            repr(lb.item() if hasattr(lb, "item") else lb) for lb in picked[:NAMED_GROUPS]
+        )
+        more = f" and {picked.size - NAMED_GROUPS} more" if picked.size > NAMED_GROUPS else ""
+        return f"{picked.size} group(s) ({shown}{more})"
+
+    if not (0 <= one < q and q > 1 and len(positions)):
+        words, plural = named(range(q))
+        return CentredGroupsError(
+            f"{groups(np.ones(len(labels), bool))} have the random-effects column{plural} "
+            f"{words} nearly constant or collinear within the group, {_NOT_CARRIED}",
+            f"{CENTRED_REMEDY}, or {COLLINEAR_REMEDY}",
+        )
+    others = np.array([j for j in range(q) if j != one])
+    u = zz[:, one, one]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = zz[:, one, others] / u[:, None]
+        centred = zz[:, others[:, None], others[None, :]] - u[:, None, None] * (
+            mean[:, :, None] * mean[:, None, :]
+        )
+        share = np.einsum("gjj->gj", centred) / np.einsum("gjj->gj", zz[:, others][:, :, others])
+    share = np.where(np.isfinite(share), share, 1.0)
+    constant = (share < CONSTANT_SHARE).any(axis=1) & (nobs >= q)
+    parts, remedies = [], []
+    if constant.any():
+        words, plural = named(others[np.flatnonzero((share[constant] < CONSTANT_SHARE).any(0))])
+        parts.append(
+            f"{groups(constant)} have the random-effects column{plural} {words} nearly "
+            "constant within the group"
+        )
+        remedies.append(CENTRED_REMEDY)
+    if (~constant).any():
+        few = nobs[~constant] < q
+        mats = centred[~constant][~few]  # (L, q-1, q-1): one stacked eigh
+        d = np.sqrt(np.maximum(np.einsum("gjj->gj", mats), np.finfo(float).tiny))
+        vec = np.abs(np.linalg.eigh(mats / d[:, :, None] / d[:, None, :])[1][:, :, 0])
+        named_at = vec >= 0.1 * vec.max(axis=1, initial=0.0, keepdims=True)
+        cols = others[np.flatnonzero(named_at.any(axis=0))].tolist()
+        if few.any():
+            cols.extend(others.tolist())
+        words, plural = named(cols)
+        if few.all():
+            what = (
+                f"fewer rows than random effects (their random-effects column{plural} "
+                f"{words} collinear about the group's mean)"
+            )
+        else:
+            what = (
+                f"the random-effects column{plural} {words} nearly collinear about the group's mean"
+            )
+            what = f"fewer rows than random effects, or {what}" if few.any() else what
+        parts.append(f"{groups(~constant)} have {what}")
+        remedies.append(COLLINEAR_REMEDY)
+    return CentredGroupsError(f"{'; '.join(parts)}: {_NOT_CARRIED}", "; or ".join(remedies))
+
+
+_NOT_CARRIED = (
+    "such groups are fitted from sums about each group's mean, which saved statistics, "
+    "checkpoints and updates do not carry"
+)
 
 
 def no_padding(n_groups: int, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -57,11 +57,27 @@ def _rank_one_chunk(rng, n_groups=30, r=3, k=4, vary=()):
     return zz, zxy
 
 
+@pytest.mark.parametrize("c", [1e-7, 1.0, 1e7])
+def test_rank_one_is_judged_against_the_rows_whatever_the_weights(c):
+    """Ten rows of weight ``c·1e7`` whose slope has a relative spread of 1e-7 (resolved by
+    sums of ten terms) are not rank one in any weight unit; rows of one constant slope
+    are, however many (a sum of ``n`` terms rounds by up to ``n·ε``) and whatever the
+    weight.  The base judged the first against ``ε·U_i`` (U_i = 1e8): rank one, its
+    spread dropped from the fit."""
+    rng = np.random.default_rng(0)
+    x = 5 + 5 * np.sqrt(1e-7) * rng.normal(size=10)
+    z_spread = np.column_stack([np.ones(10), x]) * np.sqrt(c * 1e7)
+    n_const = 100_000
+    z_const = np.column_stack([np.ones(n_const), np.full(n_const, 0.1)]) * np.sqrt(c * 3.0)
+    zz = np.stack([z_spread.T @ z_spread, z_const.T @ z_const], axis=-1)
+    np.testing.assert_array_equal(rank_one_groups(zz, np.array([10, n_const])), [False, True])
+
+
 def test_rank_one_groups_are_those_of_constant_columns():
     rng = np.random.default_rng(1)
     zz, _ = _rank_one_chunk(rng, vary=(6, 13))
     zz[..., 20] = 0.0  # a group of no weight
-    one = rank_one_groups(zz)
+    one = rank_one_groups(zz, zz[0, 0])  # unweighted: U_i is the rows
     want = np.ones(zz.shape[-1], dtype=bool)
     want[[13, 20]] = False  # group 6 has one row: rank one all the same
     np.testing.assert_array_equal(one, want)
@@ -75,7 +91,7 @@ def test_rank_one_closed_forms_are_the_general_forms(r, mode):
     rng = np.random.default_rng(r)
     zz, zxy = _rank_one_chunk(rng, r=r, vary=(13,))
     lam = np.tril(rng.normal(size=(r, r)))
-    one = rank_one_groups(zz)
+    one = rank_one_groups(zz, zz[0, 0])  # unweighted: U_i is the rows
     kw = {"value_only": mode == "value_only", "blups_only": mode == "blups_only"}
     general = conditional(zz, zxy, lam, **kw)
     closed = conditional(zz, zxy, lam, one=one, **kw)
@@ -90,7 +106,7 @@ def test_rank_one_closed_forms_are_the_general_forms(r, mode):
 def test_a_rank_one_block_keeps_its_forms_when_pickled():
     rng = np.random.default_rng(3)
     zz, zxy = _rank_one_chunk(rng)
-    block = StatsBlock.from_entry_major(zz, zxy).use_rank_one()
+    block = StatsBlock.from_entry_major(zz, zxy).use_rank_one(zz[0, 0])
     back = pickle.loads(pickle.dumps(block))
     assert back.rank_one and not pickle.loads(pickle.dumps(StatsBlock(*block.dense()))).rank_one
     lam = np.tril(rng.normal(size=(3, 3))) * 1e3

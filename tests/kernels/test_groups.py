@@ -513,10 +513,10 @@ def test_rank_one_forms_keep_the_lossy_groups_centred_forms(seed, weighted, firs
     n_lossy = centred.centred_groups
     assert kernels.StatsBlock.from_chunks(list(shifted.chunks())).inexact_groups(nobs, True)
     if first == "rank_one":
-        both = kernels.StatsBlock.from_chunks(list(shifted.chunks())).use_rank_one()
+        both = kernels.StatsBlock.from_chunks(list(shifted.chunks())).use_rank_one(nobs)
         both.use_shifted(*shifted.shifted)
     else:
-        both = pickle.loads(pickle.dumps(shifted)).use_rank_one()
+        both = pickle.loads(pickle.dumps(shifted)).use_rank_one(nobs)
     for block in (both, pickle.loads(pickle.dumps(both))):
         assert block.rank_one and block.numpy_only and block.centred_groups == n_lossy
         assert block.inexact_groups(nobs) == 0 and block.inexact_groups(nobs, True) == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import pickle
 import warnings
+from dataclasses import replace
 
 import dask.dataframe as dd
 import numpy as np
@@ -21,7 +22,8 @@ import pytest
 
 from dmixed import MixedLM, mixedlm
 from dmixed.engines.local import statistics_from_arrays
-from dmixed.errors import DmixedWarning
+from dmixed.errors import DataError, DmixedWarning
+from dmixed.results.bootstrap import KEPT_ON_WORKERS_REMEDY
 from dmixed.results.replicate import ReplicateFitter, estimate_row, replicate_rngs
 from dmixed.stats import GroupArrays
 
@@ -172,3 +174,40 @@ def test_replicates_of_cluster_held_statistics_run_on_the_workers(tmp_path, clie
     pd.testing.assert_frame_equal(
         boot.replicates.drop(columns="converged"), driver, check_exact=True
     )
+
+
+def test_a_fit_is_judged_singular_by_its_own_setting():
+    """Whether the replicates start as a boundary fit's (:attr:`moment_start`) is judged
+    by the fit's own ``singular_eigenvalue``, not the default: the base read the
+    default whatever the fit was given."""
+    fit = mixedlm(FORMULA, _frame(), groups="g", re_formula="1 + x1").fit()
+    arrays = GroupArrays.from_statistics(fit.model.statistics())
+    assert not ReplicateFitter.of(fit, arrays).moment_start  # interior at 1e-8
+    judged = copy.copy(fit)
+    # every Ψ* is singular at an infinite bound (a setting the fit's record carries)
+    judged.__dict__["optimizer"] = replace(fit.optimizer, singular_eigenvalue=np.inf)
+    assert judged.optimizer.singular_eigenvalue == np.inf
+    assert ReplicateFitter.of(judged, arrays).moment_start
+
+
+def test_bootstrap_of_lossy_groups_kept_on_the_workers_is_refused_up_front(client):
+    """A fit whose statistics stay on the workers (``engine="distributed"``) with a
+    group of fewer rows than random effects: the workers keep that group's centred
+    sums, the driver's gathered arrays do not, so every replicate's refit would fail.
+    The base returned a table of NaN without a word; now the bootstrap refuses before
+    any replicate, naming the engine setting and what to do."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(31), [2] + [10] * 30)
+    df = pd.DataFrame({"g": g, "x1": rng.normal(size=g.size), "x2": rng.normal(size=g.size)})
+    df["y"] = df.x1 + rng.normal(size=g.size) + rng.normal(size=31)[g]
+    ddf = dd.from_pandas(df, npartitions=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DmixedWarning)
+        res = mixedlm(FORMULA, ddf, groups="g", re_formula="1 + x1 + x2").fit(
+            client=client, engine="distributed"
+        )
+    assert res.model.cached_statistics.engine.client is client
+    want = r"1 group\(s\) of this fit take sums about their own means.*engine='distributed'"
+    with pytest.raises(DataError, match=want) as err:
+        res.bootstrap(3, seed=0)
+    assert str(err.value).endswith(KEPT_ON_WORKERS_REMEDY)

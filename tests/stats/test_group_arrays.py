@@ -11,6 +11,8 @@ import dmixed
 from dmixed.errors import DataError
 from dmixed.stats.group_arrays import (
     CENTRED_REMEDY,
+    COLLINEAR_REMEDY,
+    ROWS_KEEP,
     CentredGroupsError,
     GroupArrays,
     no_padding,
@@ -69,10 +71,61 @@ def test_statistics_of_lossy_groups_are_refused_naming_the_groups_and_the_column
     want = rf"^{odd} group\(s\) {groups} have the random-effects column 't' nearly constant"
     with pytest.raises(DataError, match=want) as err:
         GroupArrays.from_statistics(stats, names=model.exog_re_names)
-    assert str(err.value).endswith(CENTRED_REMEDY)
+    assert str(err.value).endswith(f"{CENTRED_REMEDY}; {ROWS_KEEP}")
     # the command line words the remedy for its options: the rest, by attribute
     assert isinstance(err.value, CentredGroupsError)
-    assert str(err.value) == f"{err.value.problem}; {CENTRED_REMEDY}"
+    assert err.value.remedy == CENTRED_REMEDY
+    assert str(err.value) == f"{err.value.problem}; {CENTRED_REMEDY}; {ROWS_KEEP}"
     assert "nearly constant" in err.value.problem and CENTRED_REMEDY not in err.value.problem
+    assert "collinear" not in str(err.value) and "in process" not in str(err.value)
     with pytest.raises(DataError, match=rf"{groups} have the random-effects column 1 "):
         GroupArrays.from_statistics(stats)  # no names: the column's index
+
+
+def test_a_group_of_fewer_rows_than_random_effects_is_called_so_not_constant():
+    """A group of 2 rows and 3 random effects is fitted from its centred sums (its
+    ``Z_i'Z_i`` is singular), though no column is constant in it: the refusal says so,
+    names the slopes by name and gives advice that applies (no centring, which leaves
+    the group as it is, and no fit in process, which the fit already is)."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(31), [2] + [10] * 30)
+    frame = pd.DataFrame({"g": g, "x1": rng.normal(size=g.size), "x2": rng.normal(size=g.size)})
+    frame["y"] = frame.x1 + rng.normal(size=g.size) + rng.normal(size=31)[g]
+    model = dmixed.mixedlm("y ~ x1 + x2", frame, groups="g", re_formula="1 + x1 + x2")
+    stats = model.statistics()
+    want = (
+        r"^1 group\(s\) \(0\) have fewer rows than random effects \(their random-effects "
+        r"columns 'x1' and 'x2' collinear about the group's mean\)"
+    )
+    with pytest.raises(CentredGroupsError, match=want) as err:
+        GroupArrays.from_statistics(stats, names=model.exog_re_names)
+    assert err.value.remedy == COLLINEAR_REMEDY
+    assert "constant" not in str(err.value) and "in process" not in str(err.value)
+    # kept rather than refused where asked (the bootstrap's arrays)
+    kept = GroupArrays.from_statistics(stats, centred=True).centred
+    assert kept.everyone and kept.positions.size == 31
+    np.testing.assert_array_equal(np.flatnonzero(kept.sums.lossy), [0])
+
+
+def test_nearly_collinear_groups_of_different_columns_name_every_column_involved():
+    """Groups 0-2 with ``x2`` nearly ``x1``, groups 3-4 with ``x3`` nearly ``2·x2``: the
+    refusal names the columns of every group's collinear direction (one stacked
+    eigendecomposition over the groups), and no other."""
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(40), 12)
+    x1, x2, x3 = (rng.normal(size=g.size) for _ in range(3))
+    x2 = np.where(g < 3, x1 + 1e-6 * rng.normal(size=g.size), x2)
+    x3 = np.where((g >= 3) & (g < 5), 2 * x2 + 1e-6 * rng.normal(size=g.size), x3)
+    frame = pd.DataFrame({"g": g, "x1": x1, "x2": x2, "x3": x3})
+    frame["y"] = x1 + rng.normal(size=g.size) + rng.normal(size=40)[g]
+    model = dmixed.mixedlm("y ~ x1", frame, groups="g", re_formula="1 + x1 + x2 + x3")
+    want = (
+        r"^5 group\(s\) \(0, 1, 2 and 2 more\) have the random-effects columns 'x1' and "
+        r"'x2' and 'x3' nearly collinear about the group's mean"
+    )
+    with pytest.raises(CentredGroupsError, match=want):
+        GroupArrays.from_statistics(model.statistics(), names=model.exog_re_names)
+    only_first = frame[frame.g.isin([0, 1, 2]) | (frame.g >= 5)]
+    model = dmixed.mixedlm("y ~ x1", only_first, groups="g", re_formula="1 + x1 + x2 + x3")
+    with pytest.raises(CentredGroupsError, match=r"columns 'x1' and 'x2' nearly collinear"):
+        GroupArrays.from_statistics(model.statistics(), names=model.exog_re_names)

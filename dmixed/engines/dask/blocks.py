@@ -700,7 +700,7 @@ def gathered_engine(dense: list, asm: Assembly, layout: Layout):
     k = asm.glob.xyxy.shape[0]
     zz = reorder_parts(asm.position, [np.zeros((0, r, r)), *handover.rows([d[0] for d in dense])])
     zxy = reorder_parts(asm.position, [np.zeros((0, r, k)), *handover.rows([d[1] for d in dense])])
-    engine = rank_one_engine(local_engine(zz, zxy, layout), asm.glob, layout)
+    engine = rank_one_engine(local_engine(zz, zxy, layout), asm.glob, layout, asm.group_sizes)
     shifted = _gathered_shifts(dense, asm)
     block = getattr(engine, "block", None)
     if shifted is not None and isinstance(block, StatsBlock):

@@ -138,7 +138,7 @@ def make_evaluator(
     else:
         engine = LocalEngine(block.zz, block.zxy)
     shifted = block.shifted if block.stats is None else block.stats.shifted
-    engine = rank_one_if(engine, block.within is not None)  # (W at hand: exact, first)
+    engine = rank_one_if(engine, block.within is not None, block.nobs)  # (W at hand: exact, first)
     if shifted is not None and engine.block.shifted is None:
         engine.block.use_shifted(*shifted)  # its lossy groups' centred forms
     return engine
