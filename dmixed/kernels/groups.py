@@ -168,6 +168,13 @@ class StatsBlock:
         self._centred = state[2] if rank_one and len(state) > 2 else None
         self._subset = state[3] if rank_one and len(state) > 3 else None
         self._shifted = state[4] if rank_one and len(state) > 4 else None
+        if rank_one and state[1] is True:
+            # a block pickled by a dmixed that judged rank one on the worker (no masks):
+            # read as plain sums it would drop its closed forms without a word
+            raise ValueError(
+                "a statistics block pickled by another version of dmixed (rank-one groups "
+                "without their masks): the client and every worker must run the same dmixed"
+            )
         if rank_one and isinstance(state[1], list):  # the rank-one groups, as judged
             self._one = state[1]
 

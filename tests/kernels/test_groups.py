@@ -537,3 +537,21 @@ def test_rank_one_forms_keep_the_lossy_groups_centred_forms(seed, weighted, firs
         np.testing.assert_allclose(
             got.s, plain_shifted.s, rtol=1e-10, atol=1e-12 * np.abs(want.s).max()
         )
+
+
+def test_a_rank_one_block_pickled_without_its_masks_is_refused():
+    """A block pickled by a dmixed that judged rank one where it was evaluated carries
+    ``True``, not the groups' masks: read as plain sums it would lose its closed forms
+    without a word (a client and workers of two versions), so it is refused."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    zz = rng.normal(size=(2, 2, 5))
+    zxy = rng.normal(size=(2, 3, 5))
+    block = kernels.StatsBlock(zz, zxy)
+    state = block.__getstate__()
+    back = pickle.loads(pickle.dumps(block))
+    np.testing.assert_array_equal(back.dense()[0], block.dense()[0])
+    old = kernels.StatsBlock.__new__(kernels.StatsBlock)
+    with pytest.raises(ValueError, match="same dmixed"):
+        old.__setstate__((state, True))
