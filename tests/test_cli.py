@@ -2079,6 +2079,34 @@ def test_sigterm_ends_the_command_as_ctrl_c_does(data, tmp_path, moment):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_while_the_cluster_starts_is_held_and_ends_the_command(data, tmp_path):
+    """A SIGINT while the embedded cluster's workers started was ignored, and lost: the
+    job ran to its end, wrote new results and exited 0.  It is now held until the
+    cluster is up and then ends the command as a Ctrl-C does: exit 130, one line, the
+    earlier results as they were, no statistics, no worker process left."""
+    import psutil
+
+    first = run("fit", "--data", str(data.A), *MODEL, "--output", "out/R", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out" / "R").iterdir()}
+    args = ["fit", "--data", str(data.A), *MODEL, "--output", "out/R", "--stats-dir", "out/S"]
+    proc = run_signalled(tmp_path, "worker:distributed", "SIGINT", args)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.splitlines()[-1] == "dmixed: error: interrupted", proc.stderr
+    assert "Traceback" not in proc.stderr and "leaked" not in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out" / "R").iterdir()} == before
+    assert sorted(os.listdir(tmp_path / "out")) == ["R"]  # no statistics, no lock file
+    hook = str(tmp_path / "hook")
+    left = []
+    for other in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error):
+            if hook in other.environ().get("PYTHONPATH", ""):
+                left.append(other.pid)
+    assert left == [], f"worker processes left: {left}"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_once_the_cluster_is_up_leaves_the_earlier_outputs(data, tmp_path):
     """A single SIGINT once the embedded cluster has started (the moment of "connected
     to") ends the command: exit 130, one line, the earlier results as they were and
