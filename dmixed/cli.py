@@ -638,16 +638,19 @@ def run_update(job: Job) -> int:
 
 
 def _saved_label_types(spec: dict, group_labels) -> dict[str, str]:
-    """``{column: "int" or "text"}`` of the label columns of saved statistics: the
-    group keys' and the levels of the columns inside ``C()`` (CSV input of ``update``
-    reads its labels as these)."""
+    """``{column: "int", "float" or "text"}`` of the label columns of saved statistics:
+    the group keys' and the levels of the columns inside ``C()`` (CSV input of
+    ``update`` reads its labels as these; "float" group keys, saved by an update from
+    Parquet, take new keys read as the files hold them, and whole numbers meet them as
+    float64: :func:`~dmixed.stats.checkpoint_merge.merge`)."""
     import numpy as np
 
     def kind(values) -> str:
         whole = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
         return "int" if len(values) and whole else "text"
 
-    out = {spec["groups"]: "int" if np.asarray(group_labels).dtype.kind in "iu" else "text"}
+    keys = np.asarray(group_labels).dtype.kind
+    out = {spec["groups"]: {"i": "int", "u": "int", "f": "float"}.get(keys, "text")}
     levels = spec.get("levels") or {}
     out.update({c: kind(levels[c]) for c in label_columns(spec) if c in levels})
     return out

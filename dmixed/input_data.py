@@ -352,8 +352,18 @@ def label_types(files: list[str], columns: list[str], storage_options: dict | No
 
 def _refuse_unlike_saved(files, types: dict, saved: dict, storage_options) -> None:
     """``update``: refuse labels that cannot be read as the saved statistics' (integer
-    labels saved, text in the new files), naming the column, file and line."""
+    or float64 labels saved, other than whole numbers in the new files), naming the
+    column, file and line."""
     for c, kind in saved.items():
+        if kind == "float" and types.get(c) == "text":
+            where = csv_culprit(files, c, _not_plain_integer, storage_options, label=True)
+            raise JobError(
+                f"the labels of column {c!r} in the saved statistics are numbers (float64), "
+                f"but {where or 'the new files hold other values'}: update reads the labels "
+                "of a CSV file as whole numbers (equal to the saved ones) or text; convert "
+                "that column, or fit all the data again",
+                EXIT_DATA,
+            )
         if kind == "int" and types.get(c) == "text":
             where = csv_culprit(files, c, _not_plain_integer, storage_options, label=True)
             raise JobError(
@@ -370,8 +380,8 @@ def read_data(
     """A lazy Dask DataFrame over the job's Parquet or CSV input, and its files.
 
     ``model``: the model keys (formulas, groups) whose label columns CSV input reads as
-    text or integers (default: the job's); ``saved_labels``: ``{column: "int" or
-    "text"}`` of saved statistics, which ``update`` keeps.
+    text or integers (default: the job's); ``saved_labels``: ``{column: "int", "float"
+    or "text"}`` of saved statistics, which ``update`` keeps.
 
     Raises
     ------

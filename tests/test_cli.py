@@ -477,6 +477,41 @@ def test_update_of_csv_keeps_the_label_types_of_the_saved_statistics(data, sched
     assert not (tmp_path / "o5").exists()
 
 
+def test_update_of_csv_after_float_group_keys_takes_the_equal_integers(data, scheduler, tmp_path):
+    """An update from Parquet whose group keys are float64 saves float64 keys; a later
+    update from CSV of the same whole-number keys was refused as "text" (the saved type
+    made the CSV column be read as text).  They are now read as integers and meet the
+    saved keys as float64 where exact, as keys of two numeric dtypes meet anywhere: the
+    fit equals one of all the rows.  A CSV key that is not a whole number is refused
+    naming the saved type, the file, line and value."""
+    early = data.full["g"] < 30
+    late = data.full["g"] >= 50
+    first, floats, ints = data.full[early], data.full[~early & ~late], data.full[late]
+    first.to_parquet(tmp_path / "first.parquet", index=False)
+    floats.assign(g=floats["g"].astype(float)).to_parquet(tmp_path / "f.parquet", index=False)
+    ints.to_csv(tmp_path / "ints.csv", index=False)
+    common = ("--cluster", scheduler.file, "--quiet")
+    fit = ("fit", "--data", "first.parquet", *MODEL, *common, "--stats-dir", "S", "--output")
+    ok(run_in_process(*fit, "o1", cwd=tmp_path))
+    upd = ("update", "--stats-dir", "S", *common, "--data")
+    ok(run_in_process(*upd, "f.parquet", "--output", "o2", cwd=tmp_path))
+    ok(run_in_process(*upd, "ints.csv", "--output", "o3", cwd=tmp_path))
+    want = in_process_fit(data.full)
+    assert_same_fit(dmixed.load(tmp_path / "o3"), want, rtol=1e-6)
+
+    ok(run_in_process(*fit[:-3], "--stats-dir", "T", "--output", "p1", cwd=tmp_path))
+    ok(run_in_process(*upd[:2], "T", *upd[3:], "f.parquet", "--output", "p2", cwd=tmp_path))
+    _labelled(ints, {60}).to_csv(tmp_path / "text.csv", index=False)
+    before = (tmp_path / "T/manifest.json").read_bytes()
+    proc = run_in_process(*upd[:2], "T", *upd[3:], "text.csv", "--output", "p3", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "holds text" not in proc.stderr
+    assert "the labels of column 'g' in the saved statistics are numbers (float64)" in (proc.stderr)
+    line = 2 + int(np.flatnonzero(ints["g"].to_numpy() == 60)[0])
+    assert f"text.csv line {line} holds 'g60'" in proc.stderr
+    assert (tmp_path / "T/manifest.json").read_bytes() == before
+
+
 def test_a_stray_text_file_in_a_csv_directory_is_named_not_read_as_parquet(data, tmp_path):
     """``README.txt`` sorting first in a directory of CSV files made the whole directory
     be read as Parquet ("cannot read parquet data"); now the stray file is named."""
