@@ -194,6 +194,11 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
             elif located:  # named already, with its type: its line again says it twice
                 named = _without_file(named, located)
             bad = named or located or isinstance(exc, BadValuesError)
+            if in_files and not named and not about_data and getattr(exc, "absent", None):
+                # a formula's column that no input file has (one file, or all): the
+                # formula's fault, a configuration error, but the files are named as
+                # where one file of several lacks it
+                named = files_lacking(job, exc.absent)
             raise JobError(message + named, EXIT_DATA if bad else EXIT_CONFIG) from exc
         raise
 

@@ -3171,3 +3171,22 @@ def test_statistics_and_results_of_statsmodels_order_are_a_newer_format(data, sc
     assert "reusing saved statistics" in proc.stderr
     again = dmixed.load(tmp_path / "o2")
     np.testing.assert_array_equal(again.fe_params.to_numpy(), first.fe_params.to_numpy())
+
+
+@pytest.mark.parametrize("files", [["one.csv"], ["one.csv", "two.csv"]], ids=["one", "two"])
+def test_a_formula_column_no_input_file_has_names_the_files(data, tmp_path, files):
+    """A formula's column absent from every input file was refused naming the files only
+    where one file of several lacked it; with one file (or all lacking it) no file was
+    named.  Now each file is named, as there; the status stays 2 (the formula's column,
+    a configuration error) and nothing is read further or written."""
+    for name, frame in zip(files, (data.frame_a, data.frame_b), strict=False):
+        frame.drop(columns="x2").to_csv(tmp_path / name, index=False)
+    proc = run_in_process(
+        "fit", "--data", *files, *MODEL, "--output", "out", "--quiet", cwd=tmp_path
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "unknown column 'x2'" in proc.stderr
+    for name in files:
+        assert f"in {name}: no column 'x2'" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -791,9 +791,14 @@ def analyze_terms(terms, columns: set, role: str, formula: str, env=None) -> Fac
         _refuse_shadowed_transforms(info.transforms, env, where)
         info.unknown = [u for u in info.unknown if not _from_caller(u, env, info, where)]
     if info.unknown:
-        raise FormulaError(
+        refused = FormulaError(
             f"{role} {shown(formula)}: " + _unknown_names(info.unknown, columns, env)
         )
+        # the names read as columns that the data lack (the command names the files)
+        refused.absent = [
+            u for u in info.unknown if not u.endswith("()") and not _column_attribute(u, columns)
+        ]
+        raise refused
     return info
 
 
