@@ -64,6 +64,7 @@ from .input_data import (
     read_data,
     read_error_message,
     refuse_inside_inputs,
+    some_of,
 )
 from .job import (
     EXIT_BUG,
@@ -585,7 +586,13 @@ def run_update(job: Job) -> int:
     files = input_files(job)
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
     _refuse_repeated(job, new_inputs, manifest.get("inputs", []), job.stats_dir)
-    check_input(job, files)  # before a cluster is started
+    fmt = check_input(job, files, rows_needed=False)  # before a cluster is started
+    if not any(holds_rows(f, fmt, job.storage_options) for f in files):
+        # a scheduled update on a day without new data: nothing to add, nothing to
+        # refit; the statistics, their record of inputs and the results are left as
+        # they are (the files of no rows are not recorded: they add nothing)
+        logger.warning("no new rows in %s; results unchanged", some_of(files))
+        return EXIT_OK
     old, _ = checkpoint.load_statistics(job.stats_dir)
     start = last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")

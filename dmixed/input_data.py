@@ -142,7 +142,7 @@ def refuse_inside_inputs(job: Job) -> None:
                 )
 
 
-def _check_parquet_files(files: list[str]) -> None:
+def _check_parquet_files(files: list[str], rows_needed: bool = True) -> None:
     """Refuse a local input file that is not Parquet (it neither starts nor ends with
     ``PAR1``), naming it: pyarrow's error says what is wrong, not in which file; and
     local files that all hold no rows (a schema only), naming them: the data pass
@@ -158,9 +158,14 @@ def _check_parquet_files(files: list[str]) -> None:
                 EXIT_DATA,
             )
     # the footers' row counts, read until a file holds a row (the first, in practice)
-    if local and len(local) == len(files) and not any(map(_parquet_has_rows, local)):
+    if (
+        rows_needed
+        and local
+        and len(local) == len(files)
+        and not any(map(_parquet_has_rows, local))
+    ):
         raise JobError(
-            f"cannot read parquet data: no rows: {_some_of(files)} "
+            f"cannot read parquet data: no rows: {some_of(files)} "
             f"{'holds' if len(files) == 1 else 'hold'} no rows (a schema only)",
             EXIT_DATA,
         )
@@ -170,7 +175,7 @@ def _check_parquet_files(files: list[str]) -> None:
 NAMED_FILES = 3
 
 
-def _some_of(files: list[str]) -> str:
+def some_of(files: list[str]) -> str:
     """The first :data:`NAMED_FILES` of ``files`` and how many more (an input of
     thousands of files is one readable line)."""
     more = len(files) - NAMED_FILES
@@ -405,12 +410,15 @@ def read_data(
         raise JobError(message, EXIT_DATA) from exc
 
 
-def check_input(job: Job, files: list[str]) -> str:
+def check_input(job: Job, files: list[str], rows_needed: bool = True) -> str:
     """The input's one format, every file checked as far as it can be without reading
     its rows (cheap: before a cluster is started): a local file called Parquet that is
-    not, local Parquet files that all hold no rows (their footers); an empty CSV file,
-    a CSV header naming a column twice, CSV files that all hold only a header (the
-    first two records of each file read until one holds a row).
+    not, local Parquet files that all hold no rows (their footers); an empty CSV file
+    (0 bytes: no header, so its columns cannot be checked, refused even beside other
+    files), a CSV header naming a column twice, CSV files that all hold only a header
+    (the first two records of each file read until one holds a row).  With
+    ``rows_needed`` False (``update``, whose new files may hold no rows:
+    :func:`holds_rows`), files without rows are not refused.
 
     Raises
     ------
@@ -419,13 +427,13 @@ def check_input(job: Job, files: list[str]) -> str:
     """
     fmt = input_format(job, files)
     if fmt == "parquet":
-        _check_parquet_files(files)
+        _check_parquet_files(files, rows_needed)
     else:
         for f in files:
             csv_header(f, job.storage_options)
-        if not any(csv_has_rows(f, job.storage_options) for f in files):
+        if rows_needed and not any(csv_has_rows(f, job.storage_options) for f in files):
             raise JobError(
-                f"cannot read csv data: no rows: {_some_of(files)} "
+                f"cannot read csv data: no rows: {some_of(files)} "
                 f"{'holds' if len(files) == 1 else 'hold'} only a header",
                 EXIT_DATA,
             )

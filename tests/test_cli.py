@@ -3190,3 +3190,58 @@ def test_a_formula_column_no_input_file_has_names_the_files(data, tmp_path, file
     for name in files:
         assert f"in {name}: no column 'x2'" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", ["schema_only.parquet", "header_only.csv", "two_empty"])
+def test_an_update_without_new_rows_changes_nothing_and_succeeds(incremental, tmp_path, kind):
+    """An update whose new files hold no rows (a scheduled run on a day without data)
+    exited 3, as if the data were bad; it is now a no-op: exit 0, one line saying so,
+    the statistics and the results left as they were (byte for byte)."""
+    shutil.copytree(incremental.dir / "S", tmp_path / "S")
+    shutil.copytree(incremental.dir / "U", tmp_path / "U")
+    empty = pd.read_parquet(incremental.dir / "B.parquet").iloc[:0]
+    if kind == "two_empty":
+        names = ["e1.parquet", "e2.parquet"]
+        empty.to_parquet(tmp_path / "e1.parquet", index=False)
+        empty.assign(x1=empty["x1"]).to_parquet(tmp_path / "e2.parquet", index=True)
+    else:
+        names = [kind]
+        if kind.endswith(".csv"):
+            empty.to_csv(tmp_path / kind, index=False)
+        else:
+            empty.to_parquet(tmp_path / kind, index=False)
+    before = _tree(tmp_path / "S"), _tree(tmp_path / "U")
+    proc = run_in_process(
+        "update", "--stats-dir", "S", "--data", *names, "--output", "U", "--quiet",
+        *incremental.cluster, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == f"dmixed: no new rows in {', '.join(names)}; results unchanged\n"
+    assert proc.stdout == ""
+    assert (_tree(tmp_path / "S"), _tree(tmp_path / "U")) == before
+
+
+def test_a_zero_byte_csv_is_refused_by_fit_and_update_alike(data, incremental, tmp_path):
+    """A 0-byte CSV file holds no header, so its columns cannot be checked against the
+    model: ``fit`` refuses it beside other files, naming it, and ``update`` does the same
+    (not taken as a day without new rows)."""
+    data.frame_a.to_csv(tmp_path / "a.csv", index=False)
+    (tmp_path / "zero.csv").write_bytes(b"")
+    proc = run_in_process(
+        "fit", "--data", "a.csv", "zero.csv", *MODEL, "--output", "o", "--quiet", cwd=tmp_path
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "zero.csv is an empty file (no header, no rows)" in proc.stderr
+    shutil.copytree(incremental.dir / "S", tmp_path / "S")
+    before = _tree(tmp_path / "S")
+    proc = run_in_process(
+        "update", "--stats-dir", "S", "--data", "zero.csv", "--output", "U", "--quiet",
+        *incremental.cluster, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "zero.csv is an empty file (no header, no rows)" in proc.stderr
+    assert _tree(tmp_path / "S") == before and not (tmp_path / "U").exists()
