@@ -859,7 +859,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     left to the resource tracker, the statistics' lock file stayed beside the directory
     and nothing said why.  Raised as an interrupt, it takes Ctrl-C's path instead.  The
     handler is a Python one, so the embedded cluster's worker processes (started through
-    ``exec``) keep SIGTERM's default, and the start of that cluster, which ignores SIGINT,
+    ``exec``) keep SIGTERM's default, and the start of that cluster, which holds SIGINT back,
     leaves it in place (:func:`dmixed.cluster.interrupts_ignored` delays it to the end
     of the start).  The first SIGTERM raises; later ones are only noted, so the cleanup
     it starts runs to its end.  Only the main thread may set a handler: elsewhere
