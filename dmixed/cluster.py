@@ -415,17 +415,21 @@ def interrupts_ignored(processes: bool) -> Iterator[None]:
         return
     held: list = []
     on_int = signal.getsignal(signal.SIGINT)
-    hold_int = on_int is not signal.SIG_IGN
+    masks = hasattr(signal, "pthread_sigmask")  # not on Windows: ignored there, as before
+    hold_int = masks and on_int is not signal.SIG_IGN
     if hold_int:
         signal.signal(signal.SIGINT, lambda signum, frame: held.append((signum, frame)))
+    elif not masks:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     # multiprocessing's resource tracker, started on first use in whichever thread makes
     # the first worker's lock, unblocks SIGINT in that thread after it has spawned the
     # tracker (the cluster's event loop: the workers it spawns then receive a Ctrl-C);
     # started here first, it leaves the masks alone
     from multiprocessing import resource_tracker
 
-    resource_tracker.ensure_running()
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    if masks:
+        resource_tracker.ensure_running()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masks else None
     on_term = signal.getsignal(signal.SIGTERM)
     held_term: list = []
     if callable(on_term):
@@ -435,8 +439,9 @@ def interrupts_ignored(processes: bool) -> Iterator[None]:
     finally:
         # a SIGINT left pending by the block is delivered here, to the holding handler
         # (``signal.signal`` runs the pending Python handlers before it changes one)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if hold_int:  # None: a handler set outside Python, Python's own in practice
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if hold_int or not masks:  # None: a handler set outside Python, Python's own in practice
             signal.signal(signal.SIGINT, signal.default_int_handler if on_int is None else on_int)
         if callable(on_term):
             signal.signal(signal.SIGTERM, on_term)
