@@ -233,6 +233,8 @@ def _check_documented_keys(config: dict, kind: str) -> None:
     (:data:`CLUSTER_KEYS`, :data:`CLIENT_KEYS`, :data:`SECURITY_KEYS`)."""
     cluster = config.get("cluster") or {}
     _refuse_unknown(cluster, CLUSTER_KEYS[kind], f"'cluster' of kind {kind!r}")
+    if kind == "local":
+        _check_local_values(cluster)
     if kind == "ssh":
         for key, allowed in SSH_OPTION_KEYS.items():
             if cluster.get(key) is not None and not isinstance(cluster[key], dict):
@@ -255,6 +257,40 @@ def _check_documented_keys(config: dict, kind: str) -> None:
         )
     _refuse_unknown(config.get("client") or {}, CLIENT_KEYS, "'client'")
     _refuse_unknown(config.get("security") or {}, SECURITY_KEYS, "'security'")
+
+
+def _check_local_values(cluster: dict) -> None:
+    """Refuse values of a ``local`` config's ``cluster:`` mapping that ``LocalCluster``
+    would refuse with a bare ``ValueError`` or ``TypeError`` mid-start."""
+    from dask.utils import parse_bytes
+
+    for key in ("n_workers", "threads_per_worker"):
+        value = cluster.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise ClusterConfigError(
+                f"cluster config 'cluster.{key}' must be a whole number >= 0, got {value!r}"
+            )
+    if "processes" in cluster and not isinstance(cluster["processes"], bool):
+        raise ClusterConfigError(
+            "cluster config 'cluster.processes' must be true or false, "
+            f"got {cluster['processes']!r}"
+        )
+    limit = cluster.get("memory_limit")
+    if limit is None or limit == "auto":
+        return
+    ok = not isinstance(limit, bool) and isinstance(limit, (int, float)) and limit >= 0
+    if isinstance(limit, str):
+        try:
+            ok = parse_bytes(limit) >= 0
+        except (ValueError, TypeError):
+            ok = False
+    if not ok:
+        raise ClusterConfigError(
+            f"cluster config 'cluster.memory_limit': {limit!r} is not a size (give bytes, a "
+            "string such as '4GiB', a fraction of the machine's memory such as 0.5, or 'auto')"
+        )
 
 
 def security_of(config: dict):
@@ -344,6 +380,13 @@ def _make_cluster(config: dict):
         try:
             with interrupts_ignored(bool(defaults["processes"])):
                 started = LocalCluster(**defaults)
+        except (TypeError, ValueError) as exc:  # a value read_config does not check
+            if started is not None:
+                started.close()
+            raise ClusterConfigError(
+                f"cluster config 'cluster' ({', '.join(sorted(kwargs)) or 'defaults'}) "
+                f"refused by LocalCluster: {exc}"
+            ) from exc
         except BaseException:  # a SIGTERM or SIGINT held back until the start ended
             if started is not None:
                 started.close()
@@ -414,36 +457,47 @@ def interrupts_ignored(processes: bool) -> Iterator[None]:
         yield
         return
     held: list = []
+    held_term: list = []
     on_int = signal.getsignal(signal.SIGINT)
+    on_term = signal.getsignal(signal.SIGTERM)
     masks = hasattr(signal, "pthread_sigmask")  # not on Windows: ignored there, as before
     hold_int = masks and on_int is not signal.SIG_IGN
-    if hold_int:
-        signal.signal(signal.SIGINT, lambda signum, frame: held.append((signum, frame)))
-    elif not masks:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # multiprocessing's resource tracker, started on first use in whichever thread makes
-    # the first worker's lock, unblocks SIGINT in that thread after it has spawned the
-    # tracker (the cluster's event loop: the workers it spawns then receive a Ctrl-C);
-    # started here first, it leaves the masks alone
-    from multiprocessing import resource_tracker
-
-    if masks:
-        resource_tracker.ensure_running()
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masks else None
-    on_term = signal.getsignal(signal.SIGTERM)
-    held_term: list = []
-    if callable(on_term):
-        signal.signal(signal.SIGTERM, lambda signum, frame: held_term.append((signum, frame)))
+    # the caller's mask, saved before anything below can change it: given back exactly
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, set()) if masks else None
+    int_set = term_set = False
     try:
+        # every change is made inside the ``try``: one that raises part way (the resource
+        # tracker's spawn out of file descriptors, a SIGTERM handler raising) still has
+        # the handlers and the mask given back, a holding SIGINT handler never left behind
+        if hold_int:
+            int_set = True
+            signal.signal(signal.SIGINT, lambda signum, frame: held.append((signum, frame)))
+        elif not masks:
+            int_set = True
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if callable(on_term):
+            term_set = True
+            signal.signal(signal.SIGTERM, lambda signum, frame: held_term.append((signum, frame)))
+        if mask is not None:
+            # multiprocessing's resource tracker, started on first use in whichever thread
+            # makes the first worker's lock, unblocks SIGINT in that thread after it has
+            # spawned the tracker (the cluster's event loop: the workers it spawns then
+            # receive a Ctrl-C); started here first, it leaves the start's masks alone.
+            # It unblocks SIGINT and SIGTERM here too, whatever the caller had blocked:
+            # the mask is set afterwards from the one saved, not added to
+            from multiprocessing import resource_tracker
+
+            resource_tracker.ensure_running()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask | {signal.SIGINT})
         yield
     finally:
         # a SIGINT left pending by the block is delivered here, to the holding handler
         # (``signal.signal`` runs the pending Python handlers before it changes one)
         if mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if hold_int or not masks:  # None: a handler set outside Python, Python's own in practice
+        if int_set:  # None: a handler set outside Python, Python's own in practice
             signal.signal(signal.SIGINT, signal.default_int_handler if on_int is None else on_int)
-        if callable(on_term):
+        if term_set:
             signal.signal(signal.SIGTERM, on_term)
         if held_term:
             on_term(*held_term[0])

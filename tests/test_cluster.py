@@ -93,6 +93,30 @@ def test_cluster_config_with_a_key_twice_is_refused(tmp_path):
         read_config(path)
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("memory_limit", "lots"),
+        ("memory_limit", -1),
+        ("memory_limit", True),
+        ("n_workers", "two"),
+        ("threads_per_worker", -1),
+        ("processes", "yes"),
+    ],
+)
+def test_a_bad_local_cluster_value_is_a_cluster_config_error(key, value):
+    """``memory_limit: lots`` was a bare ``ValueError`` from LocalCluster mid-start; a
+    local config's values are now checked when it is read, naming the key and value."""
+    config = {"kind": "local", "cluster": {"n_workers": 1, key: value}}
+    with pytest.raises(ClusterConfigError, match=rf"cluster\.{key}.*{re.escape(repr(value))}"):
+        read_config(config)
+
+
+@pytest.mark.parametrize("value", ["4GiB", "auto", 0.5, 2**30, None])
+def test_good_local_memory_limits_are_accepted(value):
+    assert read_config({"kind": "local", "cluster": {"memory_limit": value}})["kind"] == "local"
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_config_parses_with_a_valid_kind(path, tmp_path):
     config = read_config(path)
@@ -651,6 +675,73 @@ def test_a_sigterm_handler_is_held_back_while_local_workers_start():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         with cluster.interrupts_ignored(True):
             assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _unblocks_like_python_311():
+    """``resource_tracker.ensure_running`` as Python 3.11 runs it the first time: it
+    unblocks SIGINT and SIGTERM in the calling thread, whatever was blocked before."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_the_callers_signal_mask_is_given_back_exactly(monkeypatch):
+    """A caller with SIGTERM blocked (to ``sigwait`` for it) had it unblocked after the
+    cluster's start: the resource tracker started before the mask was saved unblocks
+    it.  The mask found is now given back exactly, and SIGTERM stays blocked during
+    the start too."""
+    from multiprocessing import resource_tracker
+
+    monkeypatch.setattr(resource_tracker, "ensure_running", _unblocks_like_python_311)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        with cluster.interrupts_ignored(True):
+            assert signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == mask
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_failing_set_up_of_the_start_gives_the_handlers_back(monkeypatch):
+    """The holding SIGINT handler was installed outside the ``try``: when the resource
+    tracker's start raised (out of file descriptors) it stayed, and every later Ctrl-C
+    was swallowed.  A SIGTERM handler raising in the same window left it too."""
+    from multiprocessing import resource_tracker
+
+    def out_of_files():
+        raise OSError(24, "Too many open files")
+
+    before = signal.getsignal(signal.SIGINT)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    monkeypatch.setattr(resource_tracker, "ensure_running", out_of_files)
+    with pytest.raises(OSError, match="Too many open files"):
+        with cluster.interrupts_ignored(True):
+            pass
+    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == mask
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+
+    class Terminated(Exception):
+        pass
+
+    def on_term(signum, frame):
+        raise Terminated
+
+    monkeypatch.setattr(
+        resource_tracker, "ensure_running", lambda: signal.raise_signal(signal.SIGTERM)
+    )
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        with pytest.raises(Terminated):
+            with cluster.interrupts_ignored(True):
+                pass
+        assert signal.getsignal(signal.SIGINT) is before
+        assert signal.getsignal(signal.SIGTERM) is on_term
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == mask
     finally:
         signal.signal(signal.SIGTERM, previous)
 
