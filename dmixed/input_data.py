@@ -355,20 +355,67 @@ def label_types(files: list[str], columns: list[str], storage_options: dict | No
     return {c: "int" if flags[c] else "text" for c in columns}
 
 
+#: Beyond this magnitude float64 cannot tell neighbouring whole numbers apart: a CSV
+#: label read as float64 there could join another group (:data:`~dmixed.stats.keys.EXACT_INTEGERS`)
+_EXACT_FLOATS = float(2**53)
+
+
+def _inexact_float(values: pd.Series) -> np.ndarray:
+    """Labels (text) that float64 cannot hold as written: not a number, missing, or a
+    number of magnitude 2**53 or more (the float read may be a neighbour's)."""
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return ~(np.abs(numbers) < _EXACT_FLOATS)
+
+
+def _exact_floats(pdf: pd.DataFrame) -> pd.DataFrame:
+    """One row: whether every value of each column of ``pdf`` (text) reads exactly as
+    float64 (:func:`_inexact_float`; the distinct values checked)."""
+    return pd.DataFrame(
+        {c: [not _inexact_float(pd.Series(pdf[c].unique(), dtype=object)).any()] for c in pdf}
+    )
+
+
+def _floats_of_saved(files, types: dict, saved: dict, storage_options) -> None:
+    """``update``: the label columns saved as float64 whose CSV values are not all plain
+    integers (``28.0``, as pandas writes a float column) read as float64 (``types``
+    set to "float") where every value reads exactly; else refused naming the column,
+    file, line and value.  Plain integers stay "int": they meet the saved keys as
+    float64 where exact (:func:`~dmixed.stats.checkpoint_merge.merge`), the one
+    int/float rule of group keys."""
+    columns = [c for c, kind in saved.items() if kind == "float" and types.get(c) == "text"]
+    if not columns:
+        return
+    ddf = _read_csv(
+        files,
+        storage_options,
+        usecols=columns,
+        dtype=dict.fromkeys(columns, object),
+        **_missing_tokens(columns, columns),
+    )
+    meta = pd.DataFrame({c: pd.Series(dtype=bool) for c in ddf.columns})
+    flags = ddf.map_partitions(_exact_floats, meta=meta).compute().all()
+    for c in columns:
+        if flags[c]:
+            types[c] = "float"
+            continue
+        where = csv_culprit(files, c, _inexact_float, storage_options, label=True)
+        raise JobError(
+            f"the labels of column {c!r} in the saved statistics are numbers (float64), "
+            f"but {where or 'the new files hold other values'}: update reads them as "
+            "float64 where every value is a number of magnitude below 2**53 (beyond, "
+            "float64 cannot tell neighbouring whole numbers apart); convert that column, "
+            "or fit all the data again",
+            EXIT_DATA,
+        )
+
+
 def _refuse_unlike_saved(files, types: dict, saved: dict, storage_options) -> None:
     """``update``: refuse labels that cannot be read as the saved statistics' (integer
-    or float64 labels saved, other than whole numbers in the new files), naming the
-    column, file and line."""
+    labels saved, other than plain integers in the new files), naming the column, file
+    and line.  Float64 labels saved: :func:`_floats_of_saved`."""
+    _floats_of_saved(files, types, saved, storage_options)
     for c, kind in saved.items():
-        if kind == "float" and types.get(c) == "text":
-            where = csv_culprit(files, c, _not_plain_integer, storage_options, label=True)
-            raise JobError(
-                f"the labels of column {c!r} in the saved statistics are numbers (float64), "
-                f"but {where or 'the new files hold other values'}: update reads the labels "
-                "of a CSV file as whole numbers (equal to the saved ones) or text; convert "
-                "that column, or fit all the data again",
-                EXIT_DATA,
-            )
         if kind == "int" and types.get(c) == "text":
             where = csv_culprit(files, c, _not_plain_integer, storage_options, label=True)
             raise JobError(
@@ -491,7 +538,7 @@ def _read_csv_input(job: Job, files: list[str], model: dict, saved: dict):
     types = {c: saved[c] for c in labels if c in saved and saved[c] == "text"}
     types.update(label_types(files, [c for c in labels if c not in types], options))
     _refuse_unlike_saved(files, types, saved, options)
-    dtype = {c: ("int64" if t == "int" else object) for c, t in types.items()}
+    dtype = {c: {"int": "int64", "float": "float64"}.get(t, object) for c, t in types.items()}
     na = _missing_tokens(set().union(*headers), label_columns(model))
     ddf = _read_csv(files, options, dtype=dtype, **na)
     # the model reads numbers as float64 whatever the files give, and Dask infers a

@@ -512,6 +512,36 @@ def test_update_of_csv_after_float_group_keys_takes_the_equal_integers(data, sch
     assert (tmp_path / "T/manifest.json").read_bytes() == before
 
 
+def test_update_of_csv_keys_written_as_floats_after_float_group_keys(data, scheduler, tmp_path):
+    """Whole-number keys written ``28.0`` (pandas writes a float column so) after
+    float64 keys were saved were refused, saying update reads whole numbers: they are
+    now read as float64 and the fit equals one of all the rows.  A key float64 cannot
+    hold as written (2**53 + 1) is refused naming the column, file, line and value."""
+    early = data.full["g"] < 30
+    late = data.full["g"] >= 50
+    first, floats, rest = data.full[early], data.full[~early & ~late], data.full[late]
+    first.to_parquet(tmp_path / "first.parquet", index=False)
+    floats.assign(g=floats["g"].astype(float)).to_parquet(tmp_path / "f.parquet", index=False)
+    rest.assign(g=rest["g"].astype(float)).to_csv(tmp_path / "dot0.csv", index=False)
+    assert ".0," in (tmp_path / "dot0.csv").read_text()  # the keys as pandas writes them
+    common = ("--cluster", scheduler.file, "--quiet")
+    fit = ("fit", "--data", "first.parquet", *MODEL, *common, "--stats-dir", "S", "--output")
+    ok(run_in_process(*fit, "o1", cwd=tmp_path))
+    upd = ("update", "--stats-dir", "S", *common, "--data")
+    ok(run_in_process(*upd, "f.parquet", "--output", "o2", cwd=tmp_path))
+    before = (tmp_path / "S/manifest.json").read_bytes()
+    huge = rest.assign(g=rest["g"].astype(object))
+    huge.iloc[3, huge.columns.get_loc("g")] = "9007199254740993.0"
+    huge.to_csv(tmp_path / "huge.csv", index=False)
+    proc = run_in_process(*upd, "huge.csv", "--output", "o3", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "column 'g'" in proc.stderr
+    assert "huge.csv line 5 holds '9007199254740993.0'" in proc.stderr
+    assert (tmp_path / "S/manifest.json").read_bytes() == before
+    ok(run_in_process(*upd, "dot0.csv", "--output", "o4", cwd=tmp_path))
+    assert_same_fit(dmixed.load(tmp_path / "o4"), in_process_fit(data.full), rtol=1e-6)
+
+
 def test_a_stray_text_file_in_a_csv_directory_is_named_not_read_as_parquet(data, tmp_path):
     """``README.txt`` sorting first in a directory of CSV files made the whole directory
     be read as Parquet ("cannot read parquet data"); now the stray file is named."""
