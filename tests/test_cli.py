@@ -3230,7 +3230,9 @@ def _tree(root: Path) -> dict[str, bytes]:
 def test_an_update_without_new_rows_changes_nothing_and_succeeds(incremental, tmp_path, kind):
     """An update whose new files hold no rows (a scheduled run on a day without data)
     exited 3, as if the data were bad; it is now a no-op: exit 0, one line saying so,
-    the statistics and the results left as they were (byte for byte)."""
+    the statistics left as they were (byte for byte).  The saved statistics' results
+    are written to ``--output`` as an update with rows writes its own: a new (dated)
+    folder of a scheduled job got nothing; the same folder gets the same estimates."""
     shutil.copytree(incremental.dir / "S", tmp_path / "S")
     shutil.copytree(incremental.dir / "U", tmp_path / "U")
     empty = pd.read_parquet(incremental.dir / "B.parquet").iloc[:0]
@@ -3244,15 +3246,39 @@ def test_an_update_without_new_rows_changes_nothing_and_succeeds(incremental, tm
             empty.to_csv(tmp_path / kind, index=False)
         else:
             empty.to_parquet(tmp_path / kind, index=False)
-    before = _tree(tmp_path / "S"), _tree(tmp_path / "U")
+    before = _tree(tmp_path / "S")
+    saved = dmixed.load(tmp_path / "U")
+    for out in ("U", "U_day2"):
+        proc = run_in_process(
+            "update", "--stats-dir", "S", "--data", *names, "--output", out, "--quiet",
+            *incremental.cluster, cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr == (
+            f"dmixed: no new rows in {', '.join(names)}; results of the saved statistics "
+            f"unchanged, written to {out}\n"
+        )
+        assert _tree(tmp_path / "S") == before
+        assert sorted(_tree(tmp_path / out)) == sorted(_tree(incremental.dir / "U"))
+        assert_same_fit(dmixed.load(tmp_path / out), saved, rtol=1e-10)
+
+
+def test_an_update_without_rows_checks_the_new_files_columns(incremental, tmp_path):
+    """A new file without rows whose header lacks a column the saved model reads was
+    taken as a day without new rows (exit 0); it is refused as a file with rows would
+    be, naming the file and the column, and nothing is written."""
+    shutil.copytree(incremental.dir / "S", tmp_path / "S")
+    empty = pd.read_parquet(incremental.dir / "B.parquet").iloc[:0]
+    empty.drop(columns="x1").to_csv(tmp_path / "other.csv", index=False)
+    before = _tree(tmp_path / "S")
     proc = run_in_process(
-        "update", "--stats-dir", "S", "--data", *names, "--output", "U", "--quiet",
+        "update", "--stats-dir", "S", "--data", "other.csv", "--output", "U", "--quiet",
         *incremental.cluster, cwd=tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == f"dmixed: no new rows in {', '.join(names)}; results unchanged\n"
-    assert proc.stdout == ""
-    assert (_tree(tmp_path / "S"), _tree(tmp_path / "U")) == before
+    assert proc.returncode == 3, proc.stderr
+    assert "in other.csv: no column 'x1'" in proc.stderr
+    assert _tree(tmp_path / "S") == before
+    assert not (tmp_path / "U").exists()
 
 
 def test_a_zero_byte_csv_is_refused_by_fit_and_update_alike(data, incremental, tmp_path):
