@@ -282,12 +282,30 @@ def _by_separator(files: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _rows_first(files: list[str], storage_options: dict | None) -> list[str]:
+    """``files`` with those before the first file holding rows moved to the end.
+
+    Dask takes the columns' types from the first file's first rows: a header-only file
+    first made every column text, and the numbers of the files after it were refused
+    as text.  The files moved hold no rows, so the rows keep their order (the first
+    two records of each file read, up to the first file with a row)."""
+    for k, f in enumerate(files):
+        if csv_has_rows(f, storage_options):
+            return files[k:] + files[:k]
+    return files
+
+
 def _read_csv(files: list[str], storage_options: dict | None, **options):
     """One Dask DataFrame over CSV and TSV files (each read with its separator)."""
     import dask.dataframe as dd
 
     parts = [
-        dd.read_csv(group, sep=sep, storage_options=storage_options or None, **options)
+        dd.read_csv(
+            _rows_first(group, storage_options),
+            sep=sep,
+            storage_options=storage_options or None,
+            **options,
+        )
         for sep, group in _by_separator(files).items()
     ]
     return parts[0] if len(parts) == 1 else dd.concat(parts)

@@ -542,6 +542,26 @@ def test_update_of_csv_keys_written_as_floats_after_float_group_keys(data, sched
     assert_same_fit(dmixed.load(tmp_path / "o4"), in_process_fit(data.full), rtol=1e-6)
 
 
+def test_a_header_only_csv_first_does_not_decide_the_other_files_types(data, tmp_path):
+    """A header-only CSV file given first beside a file with rows made every column
+    text (Dask takes the types from the first file): the other file's numbers were
+    refused as text, the file with numbers named.  The fit now equals the file's alone,
+    and an error of the data does not name the file without rows as unlike the others."""
+    data.frame_a.to_csv(tmp_path / "a.csv", index=False)
+    data.frame_a.head(0).to_csv(tmp_path / "hdr.csv", index=False)
+    ok(run_in_process("fit", "--data", "hdr.csv", "a.csv", *MODEL, "--output", "o", cwd=tmp_path))
+    assert_same_fit(dmixed.load(tmp_path / "o"), in_process_fit(data.frame_a), rtol=1e-10)
+    bad = data.frame_a.astype({"x2": object})
+    bad.iloc[4, bad.columns.get_loc("x2")] = "n/a?"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    proc = run_in_process(
+        "fit", "--data", "hdr.csv", "bad.csv", *MODEL, "--output", "p", cwd=tmp_path
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "bad.csv" in proc.stderr and "'n/a?'" in proc.stderr
+    assert "hdr.csv" not in proc.stderr
+
+
 def test_a_stray_text_file_in_a_csv_directory_is_named_not_read_as_parquet(data, tmp_path):
     """``README.txt`` sorting first in a directory of CSV files made the whole directory
     be read as Parquet ("cannot read parquet data"); now the stray file is named."""
