@@ -3280,7 +3280,9 @@ def test_an_update_without_new_rows_changes_nothing_and_succeeds(incremental, tm
         )
         assert _tree(tmp_path / "S") == before
         assert sorted(_tree(tmp_path / out)) == sorted(_tree(incremental.dir / "U"))
-        assert_same_fit(dmixed.load(tmp_path / out), saved, rtol=1e-10)
+        # a fit of the saved statistics again (from the last fit's parameters where
+        # recorded): the same estimates to the optimizer's tolerance
+        assert_same_fit(dmixed.load(tmp_path / out), saved, rtol=1e-6)
 
 
 def test_an_update_without_rows_checks_the_new_files_columns(incremental, tmp_path):
