@@ -380,13 +380,6 @@ def _make_cluster(config: dict):
         try:
             with interrupts_ignored(bool(defaults["processes"])):
                 started = LocalCluster(**defaults)
-        except (TypeError, ValueError) as exc:  # a value read_config does not check
-            if started is not None:
-                started.close()
-            raise ClusterConfigError(
-                f"cluster config 'cluster' ({', '.join(sorted(kwargs)) or 'defaults'}) "
-                f"refused by LocalCluster: {exc}"
-            ) from exc
         except BaseException:  # a SIGTERM or SIGINT held back until the start ended
             if started is not None:
                 started.close()
