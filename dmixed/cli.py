@@ -587,11 +587,11 @@ def run_update(job: Job) -> int:
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
     _refuse_repeated(job, new_inputs, manifest.get("inputs", []), job.stats_dir)
     fmt = check_input(job, files, rows_needed=False)  # before a cluster is started
+    if not any(holds_rows(f, fmt, job.storage_options) for f in files):
+        _update_without_rows(job, files, saved_spec, manifest["spec"])
+        return EXIT_OK
     start = last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")
-    if not any(holds_rows(f, fmt, job.storage_options) for f in files):
-        _update_without_rows(job, files, saved_spec, method, start)
-        return EXIT_OK
     old, _ = checkpoint.load_statistics(job.stats_dir)
     with (
         connect(_cluster_of(job), on_interrupt=quiet_after_interrupt) as client,
@@ -646,38 +646,33 @@ def run_update(job: Job) -> int:
     return EXIT_OK
 
 
-def _update_without_rows(job: Job, files: list[str], saved_spec, method: str, start) -> None:
+def _update_without_rows(job: Job, files: list[str], saved_spec, spec: dict) -> None:
     """``dmixed update`` of new files without rows (a scheduled update on a day without
-    new data): nothing to add.  The statistics and their record of inputs are left as
-    they are (the files of no rows are not recorded: they add nothing), and the saved
-    statistics' fit is written to ``--output`` as an update with rows writes its own (the
-    same files; no data pass, no cluster), so that a dated ``--output`` of a scheduled job
-    exists every day.
+    new data): nothing to add, so nothing is fitted and nothing is written, neither the
+    statistics (nor their record of inputs: the files of no rows add nothing) nor
+    ``--output``; a line says so, and the command succeeds (exit 0).  A job that needs
+    an output every run checks the exit status or that line.
 
     Raises
     ------
     JobError
-        A new file that lacks a column the saved model reads (its header or schema
-        checked as a file with rows would be), naming the file and the column.
+        A new file that lacks a column the saved model reads, or declares one the model
+        reads as a number with another type (a Parquet schema's ``string``), naming the
+        file and the column.
     """
-    lacking = files_lacking(job, list(saved_spec.columns_used))
+    numbers = [c for c in saved_spec.columns_used if c not in label_columns(spec)]
+    lacking = files_lacking(job, list(saved_spec.columns_used), numbers=numbers)
     if lacking:
-        raise JobError(f"the new files lack columns that the saved model reads{lacking}", EXIT_DATA)
+        raise JobError(
+            f"the new files lack columns that the saved model reads, or hold them with "
+            f"another type{lacking}",
+            EXIT_DATA,
+        )
     logger.warning(
-        "no new rows in %s; results of the saved statistics unchanged, written to %s",
+        "no new rows in %s; the saved statistics are unchanged and nothing was written to %s",
         some_of(files),
         job.output,
     )
-    with _job_errors(job, reads_data=False):
-        res = _model_from_saved(job).fit(
-            reml=method == "reml",
-            start_params=start,
-            cov_fe=job.cov_fe,
-            check_nobs=job.check_nobs,
-            maxiter=job.maxiter,
-            progress=not job.quiet,
-        )
-    _save_outputs(job, res)
 
 
 def _saved_label_types(spec: dict, group_labels) -> dict[str, str]:

@@ -28,7 +28,7 @@ import fnmatch
 import glob
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 import pandas as pd
@@ -333,9 +333,17 @@ def _plain_integers(pdf: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({c: [plain(pdf[c])] for c in pdf.columns})
 
 
-def label_types(files: list[str], columns: list[str], storage_options: dict | None) -> dict:
-    """``{column: "int" or "text"}``: "int" where every value of the column in every
-    file is a plain integer (``-?[1-9][0-9]*`` or ``0``, no missing value), else "text".
+def label_types(
+    files: list[str],
+    columns: list[str],
+    storage_options: dict | None,
+    floats: Collection[str] = (),
+) -> dict:
+    """``{column: "int", "float" or "text"}``: "int" where every value of the column in
+    every file is a plain integer (``-?[1-9][0-9]*`` or ``0``, no missing value); else,
+    for a column of ``floats`` (``update``: labels saved as float64), "float" where every
+    value reads exactly as float64 (:func:`_inexact_float`: ``28.0``, as pandas writes a
+    float column); else "text".  Both are decided in the same read of the columns.
 
     One read of these columns of every file (a CSV file cannot be read by columns
     alone): the answer is the same however the rows are split into files and
@@ -367,10 +375,29 @@ def label_types(files: list[str], columns: list[str], storage_options: dict | No
         dtype=dict.fromkeys(columns, object),
         **_missing_tokens(columns, columns),
     )
-    # the columns come in the files' order, whatever the order of ``columns``
-    meta = pd.DataFrame({c: pd.Series(dtype=bool) for c in ddf.columns})
-    flags = ddf.map_partitions(_plain_integers, meta=meta).compute().all()
-    return {c: "int" if flags[c] else "text" for c in columns}
+    floats = [c for c in columns if c in floats]
+    # the columns come in the files' order, whatever the order of ``columns``; a
+    # column's float flag is named by a character no CSV header holds
+    names = [*ddf.columns, *(_FLOAT_FLAG + c for c in floats)]
+    meta = pd.DataFrame({c: pd.Series(dtype=bool) for c in names})
+    flags = ddf.map_partitions(_label_flags, floats, meta=meta).compute().all()
+    return {
+        c: "int" if flags[c] else "float" if flags.get(_FLOAT_FLAG + c, False) else "text"
+        for c in columns
+    }
+
+
+#: Prefix of the columns of :func:`_label_flags` that say "every value reads as float64"
+_FLOAT_FLAG = "\x00float:"
+
+
+def _label_flags(pdf: pd.DataFrame, floats: list[str]) -> pd.DataFrame:
+    """One row: :func:`_plain_integers` of ``pdf``'s columns, then :func:`_exact_floats`
+    of the ``floats`` columns (named with :data:`_FLOAT_FLAG`)."""
+    out = _plain_integers(pdf)
+    for c, flag in _exact_floats(pdf[floats]).items():
+        out[_FLOAT_FLAG + c] = flag.to_numpy(dtype=bool)
+    return out
 
 
 #: Beyond this magnitude float64 cannot tell neighbouring whole numbers apart: a CSV
@@ -394,46 +421,24 @@ def _exact_floats(pdf: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _floats_of_saved(files, types: dict, saved: dict, storage_options) -> None:
-    """``update``: the label columns saved as float64 whose CSV values are not all plain
-    integers (``28.0``, as pandas writes a float column) read as float64 (``types``
-    set to "float") where every value reads exactly; else refused naming the column,
-    file, line and value.  Plain integers stay "int": they meet the saved keys as
-    float64 where exact (:func:`~dmixed.stats.checkpoint_merge.merge`), the one
-    int/float rule of group keys."""
-    columns = [c for c, kind in saved.items() if kind == "float" and types.get(c) == "text"]
-    if not columns:
-        return
-    ddf = _read_csv(
-        files,
-        storage_options,
-        usecols=columns,
-        dtype=dict.fromkeys(columns, object),
-        **_missing_tokens(columns, columns),
-    )
-    meta = pd.DataFrame({c: pd.Series(dtype=bool) for c in ddf.columns})
-    flags = ddf.map_partitions(_exact_floats, meta=meta).compute().all()
-    for c in columns:
-        if flags[c]:
-            types[c] = "float"
-            continue
-        where = csv_culprit(files, c, _inexact_float, storage_options, label=True)
-        raise JobError(
-            f"the labels of column {c!r} in the saved statistics are numbers (float64), "
-            f"but {where or 'the new files hold other values'}: update reads them as "
-            "float64 where every value is a number of magnitude below 2**53 (beyond, "
-            "float64 cannot tell neighbouring whole numbers apart); convert that column, "
-            "or fit all the data again",
-            EXIT_DATA,
-        )
-
-
 def _refuse_unlike_saved(files, types: dict, saved: dict, storage_options) -> None:
     """``update``: refuse labels that cannot be read as the saved statistics' (integer
     labels saved, other than plain integers in the new files), naming the column, file
-    and line.  Float64 labels saved: :func:`_floats_of_saved`."""
-    _floats_of_saved(files, types, saved, storage_options)
+    and line; and labels saved as float64 that :func:`label_types` found neither plain
+    integers nor exact float64 values.  Plain integers stay "int": they meet the saved
+    keys as float64 where exact (:func:`~dmixed.stats.checkpoint_merge.merge`), the one
+    int/float rule of group keys."""
     for c, kind in saved.items():
+        if kind == "float" and types.get(c) == "text":
+            where = csv_culprit(files, c, _inexact_float, storage_options, label=True)
+            raise JobError(
+                f"the labels of column {c!r} in the saved statistics are numbers (float64), "
+                f"but {where or 'the new files hold other values'}: update reads them as "
+                "float64 where every value is a number of magnitude below 2**53 (beyond, "
+                "float64 cannot tell neighbouring whole numbers apart); convert that column, "
+                "or fit all the data again",
+                EXIT_DATA,
+            )
         if kind == "int" and types.get(c) == "text":
             where = csv_culprit(files, c, _not_plain_integer, storage_options, label=True)
             raise JobError(
@@ -554,7 +559,8 @@ def _read_csv_input(job: Job, files: list[str], model: dict, saved: dict):
     everywhere = set.intersection(*map(set, headers)) if headers else set()
     labels = sorted(label_columns(model) & everywhere)
     types = {c: saved[c] for c in labels if c in saved and saved[c] == "text"}
-    types.update(label_types(files, [c for c in labels if c not in types], options))
+    floats = [c for c in labels if saved.get(c) == "float"]
+    types.update(label_types(files, [c for c in labels if c not in types], options, floats))
     _refuse_unlike_saved(files, types, saved, options)
     dtype = {c: {"int": "int64", "float": "float64"}.get(t, object) for c, t in types.items()}
     na = _missing_tokens(set().union(*headers), label_columns(model))
@@ -661,11 +667,14 @@ def files_named(job: Job, message: str, full_paths: bool = False) -> str:
     return files_in_message(files, fmt, message, job.storage_options, full_paths=full_paths)
 
 
-def files_lacking(job: Job, names: list[str], shown: int = 5) -> str:
+def files_lacking(job: Job, names: list[str], shown: int = 5, numbers: Collection[str] = ()) -> str:
     """``"; in FILE: no column 'C'"`` for each input file (up to ``shown``) that lacks a
     column of ``names`` (empty when none does, or none can be read): the columns a saved
-    model reads that new rows of ``update`` lack, in one file or in every file."""
-    from .design.file_schemas import file_columns
+    model reads that new rows of ``update`` lack, in one file or in every file.  A column
+    of ``numbers`` that a file declares with a type other than a number (a Parquet
+    schema's ``string``; a CSV file without rows declares none) is named too:
+    ``"; in FILE: column 'C' is string, not a number"``."""
+    from .design.file_schemas import file_columns, type_shown
 
     files = input_files(job)
     fmt = input_format(job, files)
@@ -676,6 +685,11 @@ def files_lacking(job: Job, names: list[str], shown: int = 5) -> str:
         except Exception:  # noqa: BLE001 (pyarrow, fsspec and pandas raise many types)
             continue
         lines += [f"{f}: no column {name!r}" for name in names if name not in columns]
+        lines += [
+            f"{f}: column {name!r} is {type_shown(columns[name])}, not a number"
+            for name in numbers
+            if columns.get(name) is not None and not pd.api.types.is_numeric_dtype(columns[name])
+        ]
     more = f"; and {len(lines) - shown} more" if len(lines) > shown else ""
     return "".join(f"; in {line}" for line in lines[:shown]) + more
 

@@ -3246,64 +3246,99 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+def _files_and_times(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def saved_stats(data, scheduler, tmp_path):
+    """This test's own statistics (fit A with ``--stats-dir S``, results in ``FA``),
+    in ``tmp_path``: no other test writes them."""
+    shutil.copy2(data.A, tmp_path / "A.parquet")
+    cluster = ["--cluster", scheduler.file]
+    ok(
+        run(
+            "fit", "--data", "A.parquet", *MODEL, *VC, *cluster,
+            "--stats-dir", "S", "--output", "FA", cwd=tmp_path,
+        )
+    )  # fmt: skip
+    return SimpleNamespace(dir=tmp_path, cluster=cluster)
+
+
 @pytest.mark.parametrize("kind", ["schema_only.parquet", "header_only.csv", "two_empty"])
-def test_an_update_without_new_rows_changes_nothing_and_succeeds(incremental, tmp_path, kind):
+def test_an_update_without_new_rows_changes_nothing_and_writes_nothing(data, saved_stats, kind):
     """An update whose new files hold no rows (a scheduled run on a day without data)
     exited 3, as if the data were bad; it is now a no-op: exit 0, one line saying so,
-    the statistics left as they were (byte for byte).  The saved statistics' results
-    are written to ``--output`` as an update with rows writes its own: a new (dated)
-    folder of a scheduled job got nothing; the same folder gets the same estimates."""
-    shutil.copytree(incremental.dir / "S", tmp_path / "S")
-    shutil.copytree(incremental.dir / "U", tmp_path / "U")
-    empty = pd.read_parquet(incremental.dir / "B.parquet").iloc[:0]
+    and nothing written: the statistics and an existing ``--output`` unchanged (bytes
+    and times), no new ``--output`` folder made, nothing fitted."""
+    d = saved_stats.dir
+    empty = data.frame_b.iloc[:0]
     if kind == "two_empty":
         names = ["e1.parquet", "e2.parquet"]
-        empty.to_parquet(tmp_path / "e1.parquet", index=False)
-        empty.assign(x1=empty["x1"]).to_parquet(tmp_path / "e2.parquet", index=True)
+        empty.to_parquet(d / "e1.parquet", index=False)
+        empty.to_parquet(d / "e2.parquet", index=True)
     else:
         names = [kind]
         if kind.endswith(".csv"):
-            empty.to_csv(tmp_path / kind, index=False)
+            empty.to_csv(d / kind, index=False)
         else:
-            empty.to_parquet(tmp_path / kind, index=False)
-    before = _tree(tmp_path / "S")
-    saved = dmixed.load(tmp_path / "U")
-    for out in ("U", "U_day2"):
+            empty.to_parquet(d / kind, index=False)
+    entries = sorted(p.name for p in d.iterdir())
+    before = {name: _files_and_times(d / name) for name in ("S", "FA")}
+    for out in ("FA", "FA_day2"):
         proc = run_in_process(
             "update", "--stats-dir", "S", "--data", *names, "--output", out, "--quiet",
-            *incremental.cluster, cwd=tmp_path,
+            *saved_stats.cluster, cwd=d,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr == (
-            f"dmixed: no new rows in {', '.join(names)}; results of the saved statistics "
-            f"unchanged, written to {out}\n"
+            f"dmixed: no new rows in {', '.join(names)}; the saved statistics are "
+            f"unchanged and nothing was written to {out}\n"
         )
-        assert _tree(tmp_path / "S") == before
-        assert sorted(_tree(tmp_path / out)) == sorted(_tree(incremental.dir / "U"))
-        # a fit of the saved statistics again (from the last fit's parameters where
-        # recorded): the same estimates to the optimizer's tolerance
-        assert_same_fit(dmixed.load(tmp_path / out), saved, rtol=1e-6)
+        assert {name: _files_and_times(d / name) for name in ("S", "FA")} == before
+        assert sorted(p.name for p in d.iterdir()) == entries
 
 
-def test_an_update_without_rows_checks_the_new_files_columns(incremental, tmp_path):
+def test_an_update_without_rows_checks_the_new_files_columns(data, saved_stats):
     """A new file without rows whose header lacks a column the saved model reads was
     taken as a day without new rows (exit 0); it is refused as a file with rows would
     be, naming the file and the column, and nothing is written."""
-    shutil.copytree(incremental.dir / "S", tmp_path / "S")
-    empty = pd.read_parquet(incremental.dir / "B.parquet").iloc[:0]
-    empty.drop(columns="x1").to_csv(tmp_path / "other.csv", index=False)
-    before = _tree(tmp_path / "S")
+    d = saved_stats.dir
+    data.frame_b.iloc[:0].drop(columns="x1").to_csv(d / "other.csv", index=False)
+    before = _files_and_times(d / "S")
     proc = run_in_process(
         "update", "--stats-dir", "S", "--data", "other.csv", "--output", "U", "--quiet",
-        *incremental.cluster, cwd=tmp_path,
+        *saved_stats.cluster, cwd=d,
     )  # fmt: skip
     assert proc.returncode == 3, proc.stderr
     assert "in other.csv: no column 'x1'" in proc.stderr
-    assert _tree(tmp_path / "S") == before
-    assert not (tmp_path / "U").exists()
+    assert _files_and_times(d / "S") == before
+    assert not (d / "U").exists()
 
 
-def test_a_zero_byte_csv_is_refused_by_fit_and_update_alike(data, incremental, tmp_path):
+def test_an_update_without_rows_refuses_a_schema_of_text_numbers(data, saved_stats):
+    """A schema-only Parquet file whose numeric column is declared as text (``x1:
+    string``) was taken as a day without new rows; it is refused naming the file, the
+    column and its type, and nothing is written."""
+    d = saved_stats.dir
+    empty = data.frame_b.iloc[:0]
+    empty.assign(x1=empty["x1"].astype(str)).to_parquet(d / "text.parquet", index=False)
+    before = _files_and_times(d / "S")
+    proc = run_in_process(
+        "update", "--stats-dir", "S", "--data", "text.parquet", "--output", "U", "--quiet",
+        *saved_stats.cluster, cwd=d,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "in text.parquet: column 'x1' is string, not a number" in proc.stderr
+    assert _files_and_times(d / "S") == before
+    assert not (d / "U").exists()
+
+
+def test_a_zero_byte_csv_is_refused_by_fit_and_update_alike(data, saved_stats, tmp_path):
     """A 0-byte CSV file holds no header, so its columns cannot be checked against the
     model: ``fit`` refuses it beside other files, naming it, and ``update`` does the same
     (not taken as a day without new rows)."""
@@ -3314,11 +3349,10 @@ def test_a_zero_byte_csv_is_refused_by_fit_and_update_alike(data, incremental, t
     )
     assert proc.returncode == 3, proc.stderr
     assert "zero.csv is an empty file (no header, no rows)" in proc.stderr
-    shutil.copytree(incremental.dir / "S", tmp_path / "S")
     before = _tree(tmp_path / "S")
     proc = run_in_process(
         "update", "--stats-dir", "S", "--data", "zero.csv", "--output", "U", "--quiet",
-        *incremental.cluster, cwd=tmp_path,
+        *saved_stats.cluster, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 3, proc.stderr
     assert "zero.csv is an empty file (no header, no rows)" in proc.stderr
