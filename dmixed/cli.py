@@ -64,6 +64,7 @@ from .input_data import (
     read_data,
     read_error_message,
     refuse_inside_inputs,
+    some_of,
 )
 from .job import (
     EXIT_BUG,
@@ -194,6 +195,11 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
             elif located:  # named already, with its type: its line again says it twice
                 named = _without_file(named, located)
             bad = named or located or isinstance(exc, BadValuesError)
+            if in_files and not named and not about_data and getattr(exc, "absent", None):
+                # a formula's column that no input file has (one file, or all): the
+                # formula's fault, a configuration error, but the files are named as
+                # where one file of several lacks it
+                named = files_lacking(job, exc.absent)
             raise JobError(message + named, EXIT_DATA if bad else EXIT_CONFIG) from exc
         raise
 
@@ -578,10 +584,13 @@ def run_update(job: Job) -> int:
     files = input_files(job)
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
     _refuse_repeated(job, new_inputs, manifest.get("inputs", []), job.stats_dir)
-    check_input(job, files)  # before a cluster is started
-    old, _ = checkpoint.load_statistics(job.stats_dir)
+    fmt = check_input(job, files, rows_needed=False)  # before a cluster is started
+    if not any(holds_rows(f, fmt, job.storage_options) for f in files):
+        _update_without_rows(job, files, saved_spec, manifest["spec"])
+        return EXIT_OK
     start = last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")
+    old, _ = checkpoint.load_statistics(job.stats_dir)
     with (
         connect(_cluster_of(job), on_interrupt=quiet_after_interrupt) as client,
         _job_errors(job, reads_data=True),
@@ -635,17 +644,49 @@ def run_update(job: Job) -> int:
     return EXIT_OK
 
 
+def _update_without_rows(job: Job, files: list[str], saved_spec, spec: dict) -> None:
+    """``dmixed update`` of new files without rows (a scheduled update on a day without
+    new data): nothing to add, so nothing is fitted and nothing is written, neither the
+    statistics (nor their record of inputs: the files of no rows add nothing) nor
+    ``--output``; a line says so, and the command succeeds (exit 0).  A job that needs
+    an output every run checks the exit status or that line.
+
+    Raises
+    ------
+    JobError
+        A new file that lacks a column the saved model reads, or declares one the model
+        reads as a number with another type (a Parquet schema's ``string``), naming the
+        file and the column.
+    """
+    numbers = [c for c in saved_spec.columns_used if c not in label_columns(spec)]
+    lacking = files_lacking(job, list(saved_spec.columns_used), numbers=numbers)
+    if lacking:
+        raise JobError(
+            f"the new files lack columns that the saved model reads, or hold them with "
+            f"another type{lacking}",
+            EXIT_DATA,
+        )
+    logger.warning(
+        "no new rows in %s; the saved statistics are unchanged and nothing was written to %s",
+        some_of(files),
+        job.output,
+    )
+
+
 def _saved_label_types(spec: dict, group_labels) -> dict[str, str]:
-    """``{column: "int" or "text"}`` of the label columns of saved statistics: the
-    group keys' and the levels of the columns inside ``C()`` (CSV input of ``update``
-    reads its labels as these)."""
+    """``{column: "int", "float" or "text"}`` of the label columns of saved statistics:
+    the group keys' and the levels of the columns inside ``C()`` (CSV input of
+    ``update`` reads its labels as these; "float" group keys, saved by an update from
+    Parquet, take new keys read as the files hold them, and whole numbers meet them as
+    float64: :func:`~dmixed.stats.checkpoint_merge.merge`)."""
     import numpy as np
 
     def kind(values) -> str:
         whole = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
         return "int" if len(values) and whole else "text"
 
-    out = {spec["groups"]: "int" if np.asarray(group_labels).dtype.kind in "iu" else "text"}
+    keys = np.asarray(group_labels).dtype.kind
+    out = {spec["groups"]: {"i": "int", "u": "int", "f": "float"}.get(keys, "text")}
     levels = spec.get("levels") or {}
     out.update({c: kind(levels[c]) for c in label_columns(spec) if c in levels})
     return out
@@ -842,7 +883,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     left to the resource tracker, the statistics' lock file stayed beside the directory
     and nothing said why.  Raised as an interrupt, it takes Ctrl-C's path instead.  The
     handler is a Python one, so the embedded cluster's worker processes (started through
-    ``exec``) keep SIGTERM's default, and the start of that cluster, which ignores SIGINT,
+    ``exec``) keep SIGTERM's default, and the start of that cluster, which holds SIGINT back,
     leaves it in place (:func:`dmixed.cluster.interrupts_ignored` delays it to the end
     of the start).  The first SIGTERM raises; later ones are only noted, so the cleanup
     it starts runs to its end.  Only the main thread may set a handler: elsewhere

@@ -233,6 +233,8 @@ def _check_documented_keys(config: dict, kind: str) -> None:
     (:data:`CLUSTER_KEYS`, :data:`CLIENT_KEYS`, :data:`SECURITY_KEYS`)."""
     cluster = config.get("cluster") or {}
     _refuse_unknown(cluster, CLUSTER_KEYS[kind], f"'cluster' of kind {kind!r}")
+    if kind == "local":
+        _check_local_values(cluster)
     if kind == "ssh":
         for key, allowed in SSH_OPTION_KEYS.items():
             if cluster.get(key) is not None and not isinstance(cluster[key], dict):
@@ -255,6 +257,40 @@ def _check_documented_keys(config: dict, kind: str) -> None:
         )
     _refuse_unknown(config.get("client") or {}, CLIENT_KEYS, "'client'")
     _refuse_unknown(config.get("security") or {}, SECURITY_KEYS, "'security'")
+
+
+def _check_local_values(cluster: dict) -> None:
+    """Refuse values of a ``local`` config's ``cluster:`` mapping that ``LocalCluster``
+    would refuse with a bare ``ValueError`` or ``TypeError`` mid-start."""
+    from dask.utils import parse_bytes
+
+    for key in ("n_workers", "threads_per_worker"):
+        value = cluster.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise ClusterConfigError(
+                f"cluster config 'cluster.{key}' must be a whole number >= 0, got {value!r}"
+            )
+    if "processes" in cluster and not isinstance(cluster["processes"], bool):
+        raise ClusterConfigError(
+            "cluster config 'cluster.processes' must be true or false, "
+            f"got {cluster['processes']!r}"
+        )
+    limit = cluster.get("memory_limit")
+    if limit is None or limit == "auto":
+        return
+    ok = not isinstance(limit, bool) and isinstance(limit, (int, float)) and limit >= 0
+    if isinstance(limit, str):
+        try:
+            ok = parse_bytes(limit) >= 0
+        except (ValueError, TypeError):
+            ok = False
+    if not ok:
+        raise ClusterConfigError(
+            f"cluster config 'cluster.memory_limit': {limit!r} is not a size (give bytes, a "
+            "string such as '4GiB', a fraction of the machine's memory such as 0.5, or 'auto')"
+        )
 
 
 def security_of(config: dict):
@@ -344,7 +380,7 @@ def _make_cluster(config: dict):
         try:
             with interrupts_ignored(bool(defaults["processes"])):
                 started = LocalCluster(**defaults)
-        except BaseException:  # a SIGTERM held back until the start ended
+        except BaseException:  # a SIGTERM or SIGINT held back until the start ended
             if started is not None:
                 started.close()
             raise
@@ -367,47 +403,110 @@ def _make_cluster(config: dict):
 
 @contextlib.contextmanager
 def interrupts_ignored(processes: bool) -> Iterator[None]:
-    """SIGINT ignored while an embedded cluster starts its worker processes.
+    """SIGINT kept from the worker processes an embedded cluster starts, and held back
+    from the command until the start has ended.
 
     A Ctrl-C reaches every process of the terminal's group: worker processes still
     importing their libraries (Python's own handler, a ``KeyboardInterrupt`` in an
-    import) printed one traceback each before the command's one line.  A spawned
-    process keeps an ignored SIGINT (it does not keep a handler, nor a blocked signal
-    mask: ``multiprocessing``'s spawn resets both), and Python leaves it ignored, so the
-    workers never see one: the command closes them when it stops.  The command itself
-    ignores a Ctrl-C for the seconds of the start (an ignored signal is not kept for
-    later) and is interrupted by the next one, as before.  Only the main thread may set
-    a signal's handler; elsewhere (and for threads only) nothing changes.  The handler
-    found is given back when the block ends, whether it succeeds or raises.
+    import) printed one traceback each before the command's one line.  SIGINT is
+    blocked in the calling (main) thread for the seconds of the start: the threads the
+    start creates (the cluster's event loop, the threads that spawn the workers) inherit
+    the blocked mask, and so do the worker processes they spawn (``fork`` and ``exec``
+    keep it, and Python never unblocks it), so the workers never receive one: the
+    command closes them when it stops.
+
+    The command itself still notes a Ctrl-C of the start: SIGINT's handler meanwhile is a
+    Python one that records it (it runs in the main thread whichever thread the kernel
+    hands the signal to; one left pending by the block reaches it when the block ends).
+    SIGINT used to be ignored instead (``SIG_IGN``), and an ignored signal is not kept:
+    a Ctrl-C of the start was lost and the job ran to its end.  When the block ends the
+    handler found is given back and, if a SIGINT came meanwhile, called with it (the
+    command's: ``KeyboardInterrupt``), so the caller closes what was started
+    (:func:`_make_cluster`).  A SIGINT that was ignored before (a shell's background
+    job) stays ignored, and nothing is held.
 
     A Python handler of SIGTERM (the command's: it ends the command as a Ctrl-C) is held
     back the same way: raised inside the start, it would leave a cluster half started
-    and never closed.  A SIGTERM received meanwhile is handed to that handler when the
-    block ends, so the caller closes what was started (:func:`_make_cluster`).  SIGTERM
-    is not ignored: an ignored signal is kept by the worker processes, which would then
-    outlive a batch system's cancel.
+    and never closed.  SIGTERM is neither ignored nor blocked: an ignored or blocked
+    signal is kept by the worker processes, which would then outlive a batch system's
+    cancel.
+
+    Only the main thread may set a signal's handler; elsewhere (and for threads only)
+    nothing changes.  The handlers and the signal mask found are given back when the
+    block ends, whether it succeeds or raises.
 
     Parameters
     ----------
     processes : bool
         Whether the cluster starts worker processes (False: threads, nothing changes).
+
+    Raises
+    ------
+    KeyboardInterrupt
+        When the block ends, if a SIGINT came during it (from the handler found;
+        ``SIG_DFL`` is raised as the signal itself).
     """
     if not processes or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    on_term = signal.getsignal(signal.SIGTERM)
     held: list = []
-    if callable(on_term):
-        signal.signal(signal.SIGTERM, lambda signum, frame: held.append((signum, frame)))
+    held_term: list = []
+    on_int = signal.getsignal(signal.SIGINT)
+    on_term = signal.getsignal(signal.SIGTERM)
+    masks = hasattr(signal, "pthread_sigmask")  # not on Windows: ignored there, as before
+    hold_int = masks and on_int is not signal.SIG_IGN
+    # the caller's mask, saved before anything below can change it: given back exactly
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, set()) if masks else None
+    int_set = term_set = False
     try:
-        yield
-    finally:  # None: a handler set outside Python, Python's own in practice
-        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+        # every change is made inside the ``try``: one that raises part way (the resource
+        # tracker's spawn out of file descriptors, a SIGTERM handler raising) still has
+        # the handlers and the mask given back, a holding SIGINT handler never left behind
+        if hold_int:
+            int_set = True
+            signal.signal(signal.SIGINT, lambda signum, frame: held.append((signum, frame)))
+        elif not masks:
+            int_set = True
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if callable(on_term):
+            term_set = True
+            signal.signal(signal.SIGTERM, lambda signum, frame: held_term.append((signum, frame)))
+        if mask is not None:
+            # multiprocessing's resource tracker, started on first use in whichever thread
+            # makes the first worker's lock, unblocks SIGINT in that thread after it has
+            # spawned the tracker (the cluster's event loop: the workers it spawns then
+            # receive a Ctrl-C); started here first, it leaves the start's masks alone.
+            # It unblocks SIGINT and SIGTERM here too, whatever the caller had blocked:
+            # the mask is set afterwards from the one saved, not added to
+            from multiprocessing import resource_tracker
+
+            resource_tracker.ensure_running()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask | {signal.SIGINT})
+        yield
+    finally:
+        # a SIGINT left pending by the block is delivered here, to the holding handler
+        # (``signal.signal`` runs the pending Python handlers before it changes one)
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if int_set:  # None: a handler set outside Python, Python's own in practice
+            signal.signal(signal.SIGINT, signal.default_int_handler if on_int is None else on_int)
+        if term_set:
             signal.signal(signal.SIGTERM, on_term)
-            if held:
-                on_term(*held[0])
+        if held_term:
+            on_term(*held_term[0])
+        if held:
+            _act_on(on_int, *held[0])
+
+
+def _act_on(handler, signum: int, frame) -> None:
+    """What ``handler`` (a handler found by :func:`signal.getsignal`) does with a
+    signal that was held back."""
+    if callable(handler):
+        handler(signum, frame)
+    elif handler is None:
+        signal.default_int_handler(signum, frame)
+    elif handler is signal.SIG_DFL:
+        signal.raise_signal(signum)
 
 
 _CLIENT_CONFIG_KEYS = ("scheduler", "shuffle")

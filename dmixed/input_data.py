@@ -28,7 +28,7 @@ import fnmatch
 import glob
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 import pandas as pd
@@ -142,7 +142,7 @@ def refuse_inside_inputs(job: Job) -> None:
                 )
 
 
-def _check_parquet_files(files: list[str]) -> None:
+def _check_parquet_files(files: list[str], rows_needed: bool = True) -> None:
     """Refuse a local input file that is not Parquet (it neither starts nor ends with
     ``PAR1``), naming it: pyarrow's error says what is wrong, not in which file; and
     local files that all hold no rows (a schema only), naming them: the data pass
@@ -158,9 +158,14 @@ def _check_parquet_files(files: list[str]) -> None:
                 EXIT_DATA,
             )
     # the footers' row counts, read until a file holds a row (the first, in practice)
-    if local and len(local) == len(files) and not any(map(_parquet_has_rows, local)):
+    if (
+        rows_needed
+        and local
+        and len(local) == len(files)
+        and not any(map(_parquet_has_rows, local))
+    ):
         raise JobError(
-            f"cannot read parquet data: no rows: {_some_of(files)} "
+            f"cannot read parquet data: no rows: {some_of(files)} "
             f"{'holds' if len(files) == 1 else 'hold'} no rows (a schema only)",
             EXIT_DATA,
         )
@@ -170,7 +175,7 @@ def _check_parquet_files(files: list[str]) -> None:
 NAMED_FILES = 3
 
 
-def _some_of(files: list[str]) -> str:
+def some_of(files: list[str]) -> str:
     """The first :data:`NAMED_FILES` of ``files`` and how many more (an input of
     thousands of files is one readable line)."""
     more = len(files) - NAMED_FILES
@@ -277,12 +282,30 @@ def _by_separator(files: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _rows_first(files: list[str], storage_options: dict | None) -> list[str]:
+    """``files`` with those before the first file holding rows moved to the end.
+
+    Dask takes the columns' types from the first file's first rows: a header-only file
+    first made every column text, and the numbers of the files after it were refused
+    as text.  The files moved hold no rows, so the rows keep their order (the first
+    two records of each file read, up to the first file with a row)."""
+    for k, f in enumerate(files):
+        if csv_has_rows(f, storage_options):
+            return files[k:] + files[:k]
+    return files
+
+
 def _read_csv(files: list[str], storage_options: dict | None, **options):
     """One Dask DataFrame over CSV and TSV files (each read with its separator)."""
     import dask.dataframe as dd
 
     parts = [
-        dd.read_csv(group, sep=sep, storage_options=storage_options or None, **options)
+        dd.read_csv(
+            _rows_first(group, storage_options),
+            sep=sep,
+            storage_options=storage_options or None,
+            **options,
+        )
         for sep, group in _by_separator(files).items()
     ]
     return parts[0] if len(parts) == 1 else dd.concat(parts)
@@ -310,9 +333,17 @@ def _plain_integers(pdf: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({c: [plain(pdf[c])] for c in pdf.columns})
 
 
-def label_types(files: list[str], columns: list[str], storage_options: dict | None) -> dict:
-    """``{column: "int" or "text"}``: "int" where every value of the column in every
-    file is a plain integer (``-?[1-9][0-9]*`` or ``0``, no missing value), else "text".
+def label_types(
+    files: list[str],
+    columns: list[str],
+    storage_options: dict | None,
+    floats: Collection[str] = (),
+) -> dict:
+    """``{column: "int", "float" or "text"}``: "int" where every value of the column in
+    every file is a plain integer (``-?[1-9][0-9]*`` or ``0``, no missing value); else,
+    for a column of ``floats`` (``update``: labels saved as float64), "float" where every
+    value reads exactly as float64 (:func:`_inexact_float`: ``28.0``, as pandas writes a
+    float column); else "text".  Both are decided in the same read of the columns.
 
     One read of these columns of every file (a CSV file cannot be read by columns
     alone): the answer is the same however the rows are split into files and
@@ -344,16 +375,70 @@ def label_types(files: list[str], columns: list[str], storage_options: dict | No
         dtype=dict.fromkeys(columns, object),
         **_missing_tokens(columns, columns),
     )
-    # the columns come in the files' order, whatever the order of ``columns``
-    meta = pd.DataFrame({c: pd.Series(dtype=bool) for c in ddf.columns})
-    flags = ddf.map_partitions(_plain_integers, meta=meta).compute().all()
-    return {c: "int" if flags[c] else "text" for c in columns}
+    floats = [c for c in columns if c in floats]
+    # the columns come in the files' order, whatever the order of ``columns``; a
+    # column's float flag is named by a character no CSV header holds
+    names = [*ddf.columns, *(_FLOAT_FLAG + c for c in floats)]
+    meta = pd.DataFrame({c: pd.Series(dtype=bool) for c in names})
+    flags = ddf.map_partitions(_label_flags, floats, meta=meta).compute().all()
+    return {
+        c: "int" if flags[c] else "float" if flags.get(_FLOAT_FLAG + c, False) else "text"
+        for c in columns
+    }
+
+
+#: Prefix of the columns of :func:`_label_flags` that say "every value reads as float64"
+_FLOAT_FLAG = "\x00float:"
+
+
+def _label_flags(pdf: pd.DataFrame, floats: list[str]) -> pd.DataFrame:
+    """One row: :func:`_plain_integers` of ``pdf``'s columns, then :func:`_exact_floats`
+    of the ``floats`` columns (named with :data:`_FLOAT_FLAG`)."""
+    out = _plain_integers(pdf)
+    for c, flag in _exact_floats(pdf[floats]).items():
+        out[_FLOAT_FLAG + c] = flag.to_numpy(dtype=bool)
+    return out
+
+
+#: Beyond this magnitude float64 cannot tell neighbouring whole numbers apart: a CSV
+#: label read as float64 there could join another group (:data:`~dmixed.stats.keys.EXACT_INTEGERS`)
+_EXACT_FLOATS = float(2**53)
+
+
+def _inexact_float(values: pd.Series) -> np.ndarray:
+    """Labels (text) that float64 cannot hold as written: not a number, missing, or a
+    number of magnitude 2**53 or more (the float read may be a neighbour's)."""
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return ~(np.abs(numbers) < _EXACT_FLOATS)
+
+
+def _exact_floats(pdf: pd.DataFrame) -> pd.DataFrame:
+    """One row: whether every value of each column of ``pdf`` (text) reads exactly as
+    float64 (:func:`_inexact_float`; the distinct values checked)."""
+    return pd.DataFrame(
+        {c: [not _inexact_float(pd.Series(pdf[c].unique(), dtype=object)).any()] for c in pdf}
+    )
 
 
 def _refuse_unlike_saved(files, types: dict, saved: dict, storage_options) -> None:
     """``update``: refuse labels that cannot be read as the saved statistics' (integer
-    labels saved, text in the new files), naming the column, file and line."""
+    labels saved, other than plain integers in the new files), naming the column, file
+    and line; and labels saved as float64 that :func:`label_types` found neither plain
+    integers nor exact float64 values.  Plain integers stay "int": they meet the saved
+    keys as float64 where exact (:func:`~dmixed.stats.checkpoint_merge.merge`), the one
+    int/float rule of group keys."""
     for c, kind in saved.items():
+        if kind == "float" and types.get(c) == "text":
+            where = csv_culprit(files, c, _inexact_float, storage_options, label=True)
+            raise JobError(
+                f"the labels of column {c!r} in the saved statistics are numbers (float64), "
+                f"but {where or 'the new files hold other values'}: update reads them as "
+                "float64 where every value is a number of magnitude below 2**53 (beyond, "
+                "float64 cannot tell neighbouring whole numbers apart); convert that column, "
+                "or fit all the data again",
+                EXIT_DATA,
+            )
         if kind == "int" and types.get(c) == "text":
             where = csv_culprit(files, c, _not_plain_integer, storage_options, label=True)
             raise JobError(
@@ -370,8 +455,8 @@ def read_data(
     """A lazy Dask DataFrame over the job's Parquet or CSV input, and its files.
 
     ``model``: the model keys (formulas, groups) whose label columns CSV input reads as
-    text or integers (default: the job's); ``saved_labels``: ``{column: "int" or
-    "text"}`` of saved statistics, which ``update`` keeps.
+    text or integers (default: the job's); ``saved_labels``: ``{column: "int", "float"
+    or "text"}`` of saved statistics, which ``update`` keeps.
 
     Raises
     ------
@@ -395,12 +480,15 @@ def read_data(
         raise JobError(message, EXIT_DATA) from exc
 
 
-def check_input(job: Job, files: list[str]) -> str:
+def check_input(job: Job, files: list[str], rows_needed: bool = True) -> str:
     """The input's one format, every file checked as far as it can be without reading
     its rows (cheap: before a cluster is started): a local file called Parquet that is
-    not, local Parquet files that all hold no rows (their footers); an empty CSV file,
-    a CSV header naming a column twice, CSV files that all hold only a header (the
-    first two records of each file read until one holds a row).
+    not, local Parquet files that all hold no rows (their footers); an empty CSV file
+    (0 bytes: no header, so its columns cannot be checked, refused even beside other
+    files), a CSV header naming a column twice, CSV files that all hold only a header
+    (the first two records of each file read until one holds a row).  With
+    ``rows_needed`` False (``update``, whose new files may hold no rows:
+    :func:`holds_rows`), files without rows are not refused.
 
     Raises
     ------
@@ -409,13 +497,13 @@ def check_input(job: Job, files: list[str]) -> str:
     """
     fmt = input_format(job, files)
     if fmt == "parquet":
-        _check_parquet_files(files)
+        _check_parquet_files(files, rows_needed)
     else:
         for f in files:
             csv_header(f, job.storage_options)
-        if not any(csv_has_rows(f, job.storage_options) for f in files):
+        if rows_needed and not any(csv_has_rows(f, job.storage_options) for f in files):
             raise JobError(
-                f"cannot read csv data: no rows: {_some_of(files)} "
+                f"cannot read csv data: no rows: {some_of(files)} "
                 f"{'holds' if len(files) == 1 else 'hold'} only a header",
                 EXIT_DATA,
             )
@@ -471,9 +559,10 @@ def _read_csv_input(job: Job, files: list[str], model: dict, saved: dict):
     everywhere = set.intersection(*map(set, headers)) if headers else set()
     labels = sorted(label_columns(model) & everywhere)
     types = {c: saved[c] for c in labels if c in saved and saved[c] == "text"}
-    types.update(label_types(files, [c for c in labels if c not in types], options))
+    floats = [c for c in labels if saved.get(c) == "float"]
+    types.update(label_types(files, [c for c in labels if c not in types], options, floats))
     _refuse_unlike_saved(files, types, saved, options)
-    dtype = {c: ("int64" if t == "int" else object) for c, t in types.items()}
+    dtype = {c: {"int": "int64", "float": "float64"}.get(t, object) for c, t in types.items()}
     na = _missing_tokens(set().union(*headers), label_columns(model))
     ddf = _read_csv(files, options, dtype=dtype, **na)
     # the model reads numbers as float64 whatever the files give, and Dask infers a
@@ -578,11 +667,14 @@ def files_named(job: Job, message: str, full_paths: bool = False) -> str:
     return files_in_message(files, fmt, message, job.storage_options, full_paths=full_paths)
 
 
-def files_lacking(job: Job, names: list[str], shown: int = 5) -> str:
+def files_lacking(job: Job, names: list[str], shown: int = 5, numbers: Collection[str] = ()) -> str:
     """``"; in FILE: no column 'C'"`` for each input file (up to ``shown``) that lacks a
     column of ``names`` (empty when none does, or none can be read): the columns a saved
-    model reads that new rows of ``update`` lack, in one file or in every file."""
-    from .design.file_schemas import file_columns
+    model reads that new rows of ``update`` lack, in one file or in every file.  A column
+    of ``numbers`` that a file declares with a type other than a number (a Parquet
+    schema's ``string``; a CSV file without rows declares none) is named too:
+    ``"; in FILE: column 'C' is string, not a number"``."""
+    from .design.file_schemas import file_columns, type_shown
 
     files = input_files(job)
     fmt = input_format(job, files)
@@ -593,6 +685,11 @@ def files_lacking(job: Job, names: list[str], shown: int = 5) -> str:
         except Exception:  # noqa: BLE001 (pyarrow, fsspec and pandas raise many types)
             continue
         lines += [f"{f}: no column {name!r}" for name in names if name not in columns]
+        lines += [
+            f"{f}: column {name!r} is {type_shown(columns[name])}, not a number"
+            for name in numbers
+            if columns.get(name) is not None and not pd.api.types.is_numeric_dtype(columns[name])
+        ]
     more = f"; and {len(lines) - shown} more" if len(lines) > shown else ""
     return "".join(f"; in {line}" for line in lines[:shown]) + more
 

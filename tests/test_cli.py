@@ -477,6 +477,91 @@ def test_update_of_csv_keeps_the_label_types_of_the_saved_statistics(data, sched
     assert not (tmp_path / "o5").exists()
 
 
+def test_update_of_csv_after_float_group_keys_takes_the_equal_integers(data, scheduler, tmp_path):
+    """An update from Parquet whose group keys are float64 saves float64 keys; a later
+    update from CSV of the same whole-number keys was refused as "text" (the saved type
+    made the CSV column be read as text).  They are now read as integers and meet the
+    saved keys as float64 where exact, as keys of two numeric dtypes meet anywhere: the
+    fit equals one of all the rows.  A CSV key that is not a whole number is refused
+    naming the saved type, the file, line and value."""
+    early = data.full["g"] < 30
+    late = data.full["g"] >= 50
+    first, floats, ints = data.full[early], data.full[~early & ~late], data.full[late]
+    first.to_parquet(tmp_path / "first.parquet", index=False)
+    floats.assign(g=floats["g"].astype(float)).to_parquet(tmp_path / "f.parquet", index=False)
+    ints.to_csv(tmp_path / "ints.csv", index=False)
+    common = ("--cluster", scheduler.file, "--quiet")
+    fit = ("fit", "--data", "first.parquet", *MODEL, *common, "--stats-dir", "S", "--output")
+    ok(run_in_process(*fit, "o1", cwd=tmp_path))
+    upd = ("update", "--stats-dir", "S", *common, "--data")
+    ok(run_in_process(*upd, "f.parquet", "--output", "o2", cwd=tmp_path))
+    ok(run_in_process(*upd, "ints.csv", "--output", "o3", cwd=tmp_path))
+    want = in_process_fit(data.full)
+    assert_same_fit(dmixed.load(tmp_path / "o3"), want, rtol=1e-6)
+
+    ok(run_in_process(*fit[:-3], "--stats-dir", "T", "--output", "p1", cwd=tmp_path))
+    ok(run_in_process(*upd[:2], "T", *upd[3:], "f.parquet", "--output", "p2", cwd=tmp_path))
+    _labelled(ints, {60}).to_csv(tmp_path / "text.csv", index=False)
+    before = (tmp_path / "T/manifest.json").read_bytes()
+    proc = run_in_process(*upd[:2], "T", *upd[3:], "text.csv", "--output", "p3", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "holds text" not in proc.stderr
+    assert "the labels of column 'g' in the saved statistics are numbers (float64)" in (proc.stderr)
+    line = 2 + int(np.flatnonzero(ints["g"].to_numpy() == 60)[0])
+    assert f"text.csv line {line} holds 'g60'" in proc.stderr
+    assert (tmp_path / "T/manifest.json").read_bytes() == before
+
+
+def test_update_of_csv_keys_written_as_floats_after_float_group_keys(data, scheduler, tmp_path):
+    """Whole-number keys written ``28.0`` (pandas writes a float column so) after
+    float64 keys were saved were refused, saying update reads whole numbers: they are
+    now read as float64 and the fit equals one of all the rows.  A key float64 cannot
+    hold as written (2**53 + 1) is refused naming the column, file, line and value."""
+    early = data.full["g"] < 30
+    late = data.full["g"] >= 50
+    first, floats, rest = data.full[early], data.full[~early & ~late], data.full[late]
+    first.to_parquet(tmp_path / "first.parquet", index=False)
+    floats.assign(g=floats["g"].astype(float)).to_parquet(tmp_path / "f.parquet", index=False)
+    rest.assign(g=rest["g"].astype(float)).to_csv(tmp_path / "dot0.csv", index=False)
+    assert ".0," in (tmp_path / "dot0.csv").read_text()  # the keys as pandas writes them
+    common = ("--cluster", scheduler.file, "--quiet")
+    fit = ("fit", "--data", "first.parquet", *MODEL, *common, "--stats-dir", "S", "--output")
+    ok(run_in_process(*fit, "o1", cwd=tmp_path))
+    upd = ("update", "--stats-dir", "S", *common, "--data")
+    ok(run_in_process(*upd, "f.parquet", "--output", "o2", cwd=tmp_path))
+    before = (tmp_path / "S/manifest.json").read_bytes()
+    huge = rest.assign(g=rest["g"].astype(object))
+    huge.iloc[3, huge.columns.get_loc("g")] = "9007199254740993.0"
+    huge.to_csv(tmp_path / "huge.csv", index=False)
+    proc = run_in_process(*upd, "huge.csv", "--output", "o3", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "column 'g'" in proc.stderr
+    assert "huge.csv line 5 holds '9007199254740993.0'" in proc.stderr
+    assert (tmp_path / "S/manifest.json").read_bytes() == before
+    ok(run_in_process(*upd, "dot0.csv", "--output", "o4", cwd=tmp_path))
+    assert_same_fit(dmixed.load(tmp_path / "o4"), in_process_fit(data.full), rtol=1e-6)
+
+
+def test_a_header_only_csv_first_does_not_decide_the_other_files_types(data, tmp_path):
+    """A header-only CSV file given first beside a file with rows made every column
+    text (Dask takes the types from the first file): the other file's numbers were
+    refused as text, the file with numbers named.  The fit now equals the file's alone,
+    and an error of the data does not name the file without rows as unlike the others."""
+    data.frame_a.to_csv(tmp_path / "a.csv", index=False)
+    data.frame_a.head(0).to_csv(tmp_path / "hdr.csv", index=False)
+    ok(run_in_process("fit", "--data", "hdr.csv", "a.csv", *MODEL, "--output", "o", cwd=tmp_path))
+    assert_same_fit(dmixed.load(tmp_path / "o"), in_process_fit(data.frame_a), rtol=1e-10)
+    bad = data.frame_a.astype({"x2": object})
+    bad.iloc[4, bad.columns.get_loc("x2")] = "n/a?"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    proc = run_in_process(
+        "fit", "--data", "hdr.csv", "bad.csv", *MODEL, "--output", "p", cwd=tmp_path
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "bad.csv" in proc.stderr and "'n/a?'" in proc.stderr
+    assert "hdr.csv" not in proc.stderr
+
+
 def test_a_stray_text_file_in_a_csv_directory_is_named_not_read_as_parquet(data, tmp_path):
     """``README.txt`` sorting first in a directory of CSV files made the whole directory
     be read as Parquet ("cannot read parquet data"); now the stray file is named."""
@@ -2079,6 +2164,34 @@ def test_sigterm_ends_the_command_as_ctrl_c_does(data, tmp_path, moment):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_while_the_cluster_starts_is_held_and_ends_the_command(data, tmp_path):
+    """A SIGINT while the embedded cluster's workers started was ignored, and lost: the
+    job ran to its end, wrote new results and exited 0.  It is now held until the
+    cluster is up and then ends the command as a Ctrl-C does: exit 130, one line, the
+    earlier results as they were, no statistics, no worker process left."""
+    import psutil
+
+    first = run("fit", "--data", str(data.A), *MODEL, "--output", "out/R", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out" / "R").iterdir()}
+    args = ["fit", "--data", str(data.A), *MODEL, "--output", "out/R", "--stats-dir", "out/S"]
+    proc = run_signalled(tmp_path, "worker:distributed", "SIGINT", args)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.splitlines()[-1] == "dmixed: error: interrupted", proc.stderr
+    assert "Traceback" not in proc.stderr and "leaked" not in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out" / "R").iterdir()} == before
+    assert sorted(os.listdir(tmp_path / "out")) == ["R"]  # no statistics, no lock file
+    hook = str(tmp_path / "hook")
+    left = []
+    for other in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error):
+            if hook in other.environ().get("PYTHONPATH", ""):
+                left.append(other.pid)
+    assert left == [], f"worker processes left: {left}"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_once_the_cluster_is_up_leaves_the_earlier_outputs(data, tmp_path):
     """A single SIGINT once the embedded cluster has started (the moment of "connected
     to") ends the command: exit 130, one line, the earlier results as they were and
@@ -3108,3 +3221,139 @@ def test_statistics_and_results_of_statsmodels_order_are_a_newer_format(data, sc
     assert "reusing saved statistics" in proc.stderr
     again = dmixed.load(tmp_path / "o2")
     np.testing.assert_array_equal(again.fe_params.to_numpy(), first.fe_params.to_numpy())
+
+
+@pytest.mark.parametrize("files", [["one.csv"], ["one.csv", "two.csv"]], ids=["one", "two"])
+def test_a_formula_column_no_input_file_has_names_the_files(data, tmp_path, files):
+    """A formula's column absent from every input file was refused naming the files only
+    where one file of several lacked it; with one file (or all lacking it) no file was
+    named.  Now each file is named, as there; the status stays 2 (the formula's column,
+    a configuration error) and nothing is read further or written."""
+    for name, frame in zip(files, (data.frame_a, data.frame_b), strict=False):
+        frame.drop(columns="x2").to_csv(tmp_path / name, index=False)
+    proc = run_in_process(
+        "fit", "--data", *files, *MODEL, "--output", "out", "--quiet", cwd=tmp_path
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "unknown column 'x2'" in proc.stderr
+    for name in files:
+        assert f"in {name}: no column 'x2'" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _files_and_times(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def saved_stats(data, scheduler, tmp_path):
+    """This test's own statistics (fit A with ``--stats-dir S``, results in ``FA``),
+    in ``tmp_path``: no other test writes them."""
+    shutil.copy2(data.A, tmp_path / "A.parquet")
+    cluster = ["--cluster", scheduler.file]
+    ok(
+        run(
+            "fit", "--data", "A.parquet", *MODEL, *VC, *cluster,
+            "--stats-dir", "S", "--output", "FA", cwd=tmp_path,
+        )
+    )  # fmt: skip
+    return SimpleNamespace(dir=tmp_path, cluster=cluster)
+
+
+@pytest.mark.parametrize("kind", ["schema_only.parquet", "header_only.csv", "two_empty"])
+def test_an_update_without_new_rows_changes_nothing_and_writes_nothing(data, saved_stats, kind):
+    """An update whose new files hold no rows (a scheduled run on a day without data)
+    exited 3, as if the data were bad; it is now a no-op: exit 0, one line saying so,
+    and nothing written: the statistics and an existing ``--output`` unchanged (bytes
+    and times), no new ``--output`` folder made, nothing fitted."""
+    d = saved_stats.dir
+    empty = data.frame_b.iloc[:0]
+    if kind == "two_empty":
+        names = ["e1.parquet", "e2.parquet"]
+        empty.to_parquet(d / "e1.parquet", index=False)
+        empty.to_parquet(d / "e2.parquet", index=True)
+    else:
+        names = [kind]
+        if kind.endswith(".csv"):
+            empty.to_csv(d / kind, index=False)
+        else:
+            empty.to_parquet(d / kind, index=False)
+    entries = sorted(p.name for p in d.iterdir())
+    before = {name: _files_and_times(d / name) for name in ("S", "FA")}
+    for out in ("FA", "FA_day2"):
+        proc = run_in_process(
+            "update", "--stats-dir", "S", "--data", *names, "--output", out, "--quiet",
+            *saved_stats.cluster, cwd=d,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr == (
+            f"dmixed: no new rows in {', '.join(names)}; the saved statistics are "
+            f"unchanged and nothing was written to {out}\n"
+        )
+        assert {name: _files_and_times(d / name) for name in ("S", "FA")} == before
+        assert sorted(p.name for p in d.iterdir()) == entries
+
+
+def test_an_update_without_rows_checks_the_new_files_columns(data, saved_stats):
+    """A new file without rows whose header lacks a column the saved model reads was
+    taken as a day without new rows (exit 0); it is refused as a file with rows would
+    be, naming the file and the column, and nothing is written."""
+    d = saved_stats.dir
+    data.frame_b.iloc[:0].drop(columns="x1").to_csv(d / "other.csv", index=False)
+    before = _files_and_times(d / "S")
+    proc = run_in_process(
+        "update", "--stats-dir", "S", "--data", "other.csv", "--output", "U", "--quiet",
+        *saved_stats.cluster, cwd=d,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "in other.csv: no column 'x1'" in proc.stderr
+    assert _files_and_times(d / "S") == before
+    assert not (d / "U").exists()
+
+
+def test_an_update_without_rows_refuses_a_schema_of_text_numbers(data, saved_stats):
+    """A schema-only Parquet file whose numeric column is declared as text (``x1:
+    string``) was taken as a day without new rows; it is refused naming the file, the
+    column and its type, and nothing is written."""
+    d = saved_stats.dir
+    empty = data.frame_b.iloc[:0]
+    empty.assign(x1=empty["x1"].astype(str)).to_parquet(d / "text.parquet", index=False)
+    before = _files_and_times(d / "S")
+    proc = run_in_process(
+        "update", "--stats-dir", "S", "--data", "text.parquet", "--output", "U", "--quiet",
+        *saved_stats.cluster, cwd=d,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "in text.parquet: column 'x1' is string, not a number" in proc.stderr
+    assert _files_and_times(d / "S") == before
+    assert not (d / "U").exists()
+
+
+def test_a_zero_byte_csv_is_refused_by_fit_and_update_alike(data, saved_stats, tmp_path):
+    """A 0-byte CSV file holds no header, so its columns cannot be checked against the
+    model: ``fit`` refuses it beside other files, naming it, and ``update`` does the same
+    (not taken as a day without new rows)."""
+    data.frame_a.to_csv(tmp_path / "a.csv", index=False)
+    (tmp_path / "zero.csv").write_bytes(b"")
+    proc = run_in_process(
+        "fit", "--data", "a.csv", "zero.csv", *MODEL, "--output", "o", "--quiet", cwd=tmp_path
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "zero.csv is an empty file (no header, no rows)" in proc.stderr
+    before = _tree(tmp_path / "S")
+    proc = run_in_process(
+        "update", "--stats-dir", "S", "--data", "zero.csv", "--output", "U", "--quiet",
+        *saved_stats.cluster, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "zero.csv is an empty file (no header, no rows)" in proc.stderr
+    assert _tree(tmp_path / "S") == before and not (tmp_path / "U").exists()

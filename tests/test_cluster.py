@@ -93,6 +93,30 @@ def test_cluster_config_with_a_key_twice_is_refused(tmp_path):
         read_config(path)
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("memory_limit", "lots"),
+        ("memory_limit", -1),
+        ("memory_limit", True),
+        ("n_workers", "two"),
+        ("threads_per_worker", -1),
+        ("processes", "yes"),
+    ],
+)
+def test_a_bad_local_cluster_value_is_a_cluster_config_error(key, value):
+    """``memory_limit: lots`` was a bare ``ValueError`` from LocalCluster mid-start; a
+    local config's values are now checked when it is read, naming the key and value."""
+    config = {"kind": "local", "cluster": {"n_workers": 1, key: value}}
+    with pytest.raises(ClusterConfigError, match=rf"cluster\.{key}.*{re.escape(repr(value))}"):
+        read_config(config)
+
+
+@pytest.mark.parametrize("value", ["4GiB", "auto", 0.5, 2**30, None])
+def test_good_local_memory_limits_are_accepted(value):
+    assert read_config({"kind": "local", "cluster": {"memory_limit": value}})["kind"] == "local"
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_config_parses_with_a_valid_kind(path, tmp_path):
     config = read_config(path)
@@ -581,26 +605,55 @@ _START_LOCAL = """
 from dmixed.cluster import connect
 
 if __name__ == "__main__":
-    with connect({"kind": "local", "cluster": {"n_workers": 2}}) as client:
-        print("workers", len(client.scheduler_info()["workers"]), flush=True)
-    print("closed", flush=True)
+    try:
+        with connect({"kind": "local", "cluster": {"n_workers": 2}}) as client:
+            print("workers", len(client.scheduler_info()["workers"]), flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
 """
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("fails", [False, True])
-def test_sigint_is_ignored_while_local_workers_start_and_restored_after(fails):
+def test_sigint_is_held_while_local_workers_start_and_restored_after(fails):
     """The one place dmixed changes SIGINT's handler (the embedded cluster's start)
-    gives back the handler it found, whether the start succeeds or raises."""
+    gives back the handler and the signal mask it found, whether the start succeeds or
+    raises.  SIGINT is blocked meanwhile (the workers spawned inherit the mask), not
+    ignored: ignored, a SIGINT of the start was lost."""
     before = signal.getsignal(signal.SIGINT)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, set())
     with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
         with cluster.interrupts_ignored(True):
-            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGINT) not in (before, signal.SIG_IGN)
+            assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
             if fails:
                 raise RuntimeError("the cluster did not start")
     assert signal.getsignal(signal.SIGINT) is before
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == mask
     with cluster.interrupts_ignored(False):  # threads only: nothing changes
         assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_sigint_while_local_workers_start_is_held_and_raised_after():
+    """A SIGINT during the embedded cluster's start was ignored, so lost (the command
+    ran to its end); it is now raised, once, when the start has ended.  An ignored
+    SIGINT (a shell's background job) stays ignored."""
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with cluster.interrupts_ignored(True):
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+            reached.append("end of the start")
+    assert reached == ["end of the start"]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with cluster.interrupts_ignored(True):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -626,11 +679,79 @@ def test_a_sigterm_handler_is_held_back_while_local_workers_start():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _unblocks_like_python_311():
+    """``resource_tracker.ensure_running`` as Python 3.11 runs it the first time: it
+    unblocks SIGINT and SIGTERM in the calling thread, whatever was blocked before."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_the_callers_signal_mask_is_given_back_exactly(monkeypatch):
+    """A caller with SIGTERM blocked (to ``sigwait`` for it) had it unblocked after the
+    cluster's start: the resource tracker started before the mask was saved unblocks
+    it.  The mask found is now given back exactly, and SIGTERM stays blocked during
+    the start too."""
+    from multiprocessing import resource_tracker
+
+    monkeypatch.setattr(resource_tracker, "ensure_running", _unblocks_like_python_311)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        with cluster.interrupts_ignored(True):
+            assert signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == mask
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_failing_set_up_of_the_start_gives_the_handlers_back(monkeypatch):
+    """The holding SIGINT handler was installed outside the ``try``: when the resource
+    tracker's start raised (out of file descriptors) it stayed, and every later Ctrl-C
+    was swallowed.  A SIGTERM handler raising in the same window left it too."""
+    from multiprocessing import resource_tracker
+
+    def out_of_files():
+        raise OSError(24, "Too many open files")
+
+    before = signal.getsignal(signal.SIGINT)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    monkeypatch.setattr(resource_tracker, "ensure_running", out_of_files)
+    with pytest.raises(OSError, match="Too many open files"):
+        with cluster.interrupts_ignored(True):
+            pass
+    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == mask
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+
+    class Terminated(Exception):
+        pass
+
+    def on_term(signum, frame):
+        raise Terminated
+
+    monkeypatch.setattr(
+        resource_tracker, "ensure_running", lambda: signal.raise_signal(signal.SIGTERM)
+    )
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        with pytest.raises(Terminated):
+            with cluster.interrupts_ignored(True):
+                pass
+        assert signal.getsignal(signal.SIGINT) is before
+        assert signal.getsignal(signal.SIGTERM) is on_term
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == mask
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="POSIX process groups")
 def test_ctrl_c_while_local_workers_start_prints_no_worker_tracebacks(tmp_path):
     """A Ctrl-C while the embedded cluster's workers imported their libraries printed a
     KeyboardInterrupt traceback per worker (and stopped the command mid-start); the
-    workers now start with SIGINT ignored, and the command starts and closes them."""
+    workers now start with SIGINT blocked; the command is interrupted once they have
+    started (the Ctrl-C held until then), and closes them."""
     (tmp_path / "run.py").write_text(_START_LOCAL)
     # a worker sends SIGINT to the whole process group, as a Ctrl-C does, when it starts
     # to import distributed (the moment is the worker's own, not a guessed delay)
@@ -646,7 +767,7 @@ def test_ctrl_c_while_local_workers_start_prints_no_worker_tracebacks(tmp_path):
     )
     stderr = _without_heartbeats_at_close(proc.stderr)
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, proc.stderr
-    assert (proc.returncode, proc.stdout) == (0, "workers 2\nclosed\n"), proc.stderr
+    assert (proc.returncode, proc.stdout) == (0, "interrupted\n"), proc.stderr
 
 
 def _without_heartbeats_at_close(stderr: str) -> str:

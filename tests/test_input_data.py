@@ -61,6 +61,29 @@ def test_label_types_are_integers_only_where_every_value_is_a_plain_one(tmp_path
     assert label_types([a, c], ["g"], None) == {"g": "text"}
 
 
+def test_label_types_decide_float_labels_in_the_same_read(tmp_path, monkeypatch):
+    """Labels saved as float64 (``floats``) whose CSV values read exactly as float64
+    (``28.0``) are "float" from the one read that decides "int" (they were read a second
+    time); inexact ones (beyond 2**53, not numbers, missing) stay "text"."""
+    import dmixed.input_data as input_data
+
+    a = _write(tmp_path / "a.csv", "g,h,k,m,n\n28.0,1.5,3,1e300,x\n7,2.5,4,1,\n")
+    reads = []
+    read_csv = input_data._read_csv
+    monkeypatch.setattr(
+        input_data, "_read_csv", lambda *a, **k: reads.append(1) or read_csv(*a, **k)
+    )
+    assert label_types([a], ["g", "h", "k", "m", "n"], None, ["g", "h", "k", "m", "n"]) == {
+        "g": "float",
+        "h": "float",
+        "k": "int",
+        "m": "text",  # beyond 2**53: float64 cannot tell it from its neighbours
+        "n": "text",
+    }
+    assert len(reads) == 1
+    assert label_types([a], ["g"], None) == {"g": "text"}  # not saved as float64
+
+
 def test_label_columns_asked_in_another_order_than_the_files(tmp_path):
     """`y ~ C(c) + x` grouped by g, with g before c in the header, failed every CSV fit
     (Dask: "Order of columns does not match")."""

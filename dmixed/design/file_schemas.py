@@ -32,9 +32,10 @@ CSV_SAMPLE_ROWS = 1000
 _KIND_WORDS = {"categorical": "text", "numeric": "numbers", None: "other values"}
 
 
-def file_columns(path: str, fmt: str, storage_options: dict | None = None) -> dict[str, str]:
+def file_columns(path: str, fmt: str, storage_options: dict | None = None) -> dict:
     """``{column: dtype}`` a file declares: a Parquet file's schema (its footer only) or
-    a CSV file's header with the types of its first :data:`CSV_SAMPLE_ROWS` rows.
+    a CSV file's header with the types of its first :data:`CSV_SAMPLE_ROWS` rows (None
+    for every column of a CSV file without rows: its header declares no types).
 
     Raises
     ------
@@ -46,7 +47,7 @@ def file_columns(path: str, fmt: str, storage_options: dict | None = None) -> di
     with fsspec.open(path, "rb", **(storage_options or {})) as fh:
         if fmt == "csv":
             sample = pd.read_csv(fh, nrows=CSV_SAMPLE_ROWS)
-            return {str(c): t for c, t in sample.dtypes.items()}
+            return {str(c): t if len(sample) else None for c, t in sample.dtypes.items()}
         import pyarrow.parquet as pq
 
         schema = pq.read_schema(fh)
@@ -112,7 +113,10 @@ def files_unlike_others(
         if not having:
             continue
         lines += [f"{named(f)}: no column {name!r}" for f in schemas if f not in having]
-        kinds = {f: column_kind(t) for f, t in having.items()}
+        # a CSV file without rows has no types to compare (pandas calls them text)
+        kinds = {f: column_kind(t) for f, t in having.items() if t is not None}
+        if not kinds:
+            continue
         found = list(kinds.values())
         usual = max(found, key=found.count)  # a tie: the kind of the first file
         lines += [

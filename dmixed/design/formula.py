@@ -183,6 +183,8 @@ def parse_formula(formula: str, role: str, *, lhs: bool, columns: set | None = N
         called = _attribute_of_a_call(formula, role, columns)
         if called:
             raise FormulaError(f"invalid {role} {shown(formula)}: {called}") from None
+        if _LAMBDA.search(formula):  # formulaic reads its ':' as an interaction
+            raise FormulaError(_no_lambda(role, formula)) from None
         hint = _comparison_hint(formula)
         raise FormulaError(f"invalid {role} {shown(formula)}: {clean_message(e)}{hint}") from None
 
@@ -209,6 +211,21 @@ def parse_formula(formula: str, role: str, *, lhs: bool, columns: set | None = N
 
 
 _COMPARISON = re.compile(r"==|!=|<=|>=|<|>")
+#: Python's keyword ``lambda`` as a word (not inside a longer name such as ``lambda_``)
+_LAMBDA = re.compile(r"(?<![\w.`'\"])lambda(?![\w`'\"])")
+
+
+def _no_lambda(role: str, formula: str) -> str:
+    """The refusal of a ``lambda`` in a formula (the owner of its words)."""
+    return (
+        f"invalid {role} {shown(formula)}: lambda is not allowed in a formula (a formula "
+        "defines no function: one read from a job file or a command line may run no code "
+        "of its own); compute the column once on the whole data and add it to the data"
+    )
+
+
+def _defines_a_function(tree: ast.AST) -> bool:
+    return any(isinstance(node, ast.Lambda) for node in ast.walk(tree))
 
 
 def _too_deep(role: str, formula: str) -> str:
@@ -729,6 +746,8 @@ def check_python_factor(expr: str, columns: set, role: str, formula: str, info: 
         ) from None
     except (RecursionError, MemoryError):
         raise FormulaError(_too_deep(role, formula)) from None
+    if _defines_a_function(code):
+        raise FormulaError(_no_lambda(role, formula))
     checker = _FactorChecker(columns, role, formula, info, aliases)
     checker.root = code.body
     try:
@@ -783,9 +802,14 @@ def analyze_terms(terms, columns: set, role: str, formula: str, env=None) -> Fac
         _refuse_shadowed_transforms(info.transforms, env, where)
         info.unknown = [u for u in info.unknown if not _from_caller(u, env, info, where)]
     if info.unknown:
-        raise FormulaError(
+        refused = FormulaError(
             f"{role} {shown(formula)}: " + _unknown_names(info.unknown, columns, env)
         )
+        # the names read as columns that the data lack (the command names the files)
+        refused.absent = [
+            u for u in info.unknown if not u.endswith("()") and not _column_attribute(u, columns)
+        ]
+        raise refused
     return info
 
 

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
 from ..errors import CheckpointMismatch
 from .crossed_stats import merge_cross
 from .group_arrays import GroupArrays, no_padding
-from .keys import check_key_kind
+from .keys import check_key_kind, settled_keys, settled_kind
 from .layout import Layout
 from .ragged_stats import merge_ragged
 from .slots import number_pairs
@@ -52,6 +54,7 @@ def merge(
         raise CheckpointMismatch("the saved statistics are of a different model")
     where = "the new rows where the saved statistics hold {declared}"
     check_key_kind(np.asarray(new.labels).dtype, np.asarray(old.labels).dtype, column, where)
+    old, new = _settled_labels(old, new, column)
     old_std = old.columns
     span = added_weight_span(
         weights, old_std.weight_span, new.columns.weight_span, old_std.weight_scale
@@ -92,6 +95,21 @@ def merge(
     else:
         out.zz, out.zxy = _merged_padded(old, new, gi_old, gi_new, maps, layout, out.labels)
     return out
+
+
+def _settled_labels(old: GroupArrays, new: GroupArrays, column: str):
+    """``old`` and ``new`` with their group keys in one dtype, as keys of two numeric
+    dtypes meet anywhere (:func:`~dmixed.stats.keys.settled_kind`: integers with floats
+    float64, only where float64 holds them exactly, :func:`~dmixed.stats.keys.settled_keys`):
+    integer keys of a CSV file after saved float64 keys, or the other way round, add to
+    the groups they equal."""
+    old_labels, new_labels = np.asarray(old.labels), np.asarray(new.labels)
+    want = settled_kind(old_labels.dtype, new_labels, column)
+    if old_labels.dtype != want:
+        old = dataclasses.replace(old, labels=settled_keys(old_labels, want, column))
+    if new_labels.dtype != want:
+        new = dataclasses.replace(new, labels=settled_keys(new_labels, want, column))
+    return old, new
 
 
 def _same_storage(old: GroupArrays, new: GroupArrays) -> tuple[GroupArrays, GroupArrays]:

@@ -48,6 +48,19 @@ def test_csv_files_are_read_by_their_header_and_first_rows(tmp_path):
     assert files_unlike_others([unreadable, *files[:1]], "csv", ["y"]) == []
 
 
+def test_a_csv_file_without_rows_has_no_types_to_compare(tmp_path):
+    """A header-only CSV file (pandas reads its columns as text) first beside a file of
+    numbers named the file of numbers as holding numbers "where the other files hold
+    text"; a file without rows now declares its columns but no types."""
+    files = [str(tmp_path / f"{k}.csv") for k in "ab"]
+    _frame().head(0).to_csv(files[0], index=False)
+    _frame().to_csv(files[1], index=False)
+    assert file_columns(files[0], "csv") == {"g": None, "y": None, "h": None}
+    assert files_unlike_others(files, "csv", ["g", "y"]) == []
+    _frame().head(0).drop(columns="h").to_csv(files[0], index=False)
+    assert files_unlike_others(files, "csv", ["h"]) == [f"{files[0]}: no column 'h'"]
+
+
 def test_quoted_names_in_order_once_each():
     message = "column 'y' holds text (such as '3.4') ... pd.to_numeric(data['y']); no ['h']"
     assert quoted_names(message) == ["y", "3.4", "h"]

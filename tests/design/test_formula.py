@@ -664,3 +664,37 @@ def test_analyze_terms_keeps_the_order_columns_are_first_read():
     assert info.plain_columns == ["x0", "x1", "a", "x2"]
     assert info.c_columns == ["a"]
     assert info.expr_columns == ["x1", "x2", "x0"]
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ (lambda v: v)(x1)",
+        "y ~ I((lambda v: v)(x1))",
+        "y ~ x1 + np.where(x1 > 0, lambda: 1, 0)",
+    ],
+)
+def test_a_lambda_is_refused_in_plain_words(formula):
+    """A ``lambda`` outside a call's parentheses was refused with formulaic's parser text
+    ("Operator `:` is incorrectly used"), inside one as an unknown call; both now say
+    that a lambda is not allowed in a formula (nothing is evaluated either way)."""
+    with pytest.raises(FormulaError, match="lambda is not allowed in a formula") as err:
+        build_spec(_lambda_frame(), formula, "g")
+    assert "incorrectly used" not in str(err.value)
+
+
+def test_a_column_named_like_lambda_is_not_taken_for_one():
+    spec = build_spec(_lambda_frame(), "y ~ x1 + lambda_x", "g")
+    assert "lambda_x" in spec.exog_names
+
+
+def _lambda_frame():
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "y": rng.normal(size=40),
+            "x1": rng.normal(size=40),
+            "lambda_x": rng.normal(size=40),
+            "g": np.repeat(np.arange(8), 5),
+        }
+    )

@@ -9,6 +9,7 @@ fixed parameters, and by fitting.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -824,3 +825,25 @@ def test_statistics_of_names_earlier_versions_rebuild_otherwise_are_format_7(tmp
     with pytest.raises(ValueError, match="newer dmixed"):
         load_statistics(tmp_path / "statsTrue")
     load_statistics(tmp_path / "statsFalse")
+
+
+def test_merge_meets_integer_and_float_keys_as_float64_where_exact():
+    """Saved float64 keys and new int64 keys (or the other way round) are one group
+    where they are equal, as keys of two numeric dtypes meet anywhere
+    (:func:`dmixed.stats.keys.settled_kind`); integers float64 cannot hold exactly are
+    refused naming the column instead of merged as floats."""
+    df = _frame(1)
+    a, b = _split(df, 1)
+    spec = _spec(df, "slope+vc")
+    whole = _stats(spec, df)
+    sa, sb = _stats(spec, a, whole), _stats(spec, b, whole)
+    floats = dataclasses.replace(sa, labels=np.asarray(sa.labels, dtype=np.float64))
+    for old, new in ((floats, sb), (sb, floats)):
+        merged = merge(old, new)
+        assert merged.labels.dtype == np.float64
+        assert_same_statistics(
+            merged, dataclasses.replace(whole, labels=whole.labels.astype(np.float64))
+        )
+    huge = dataclasses.replace(sb, labels=np.asarray(sb.labels, dtype=np.int64) + 2**60)
+    with pytest.raises(DataError, match="the group column 'site'.*±2\\*\\*53"):
+        merge(floats, huge, "site")
