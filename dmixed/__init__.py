@@ -45,7 +45,9 @@ __all__ += errors.__all__
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        value: Any = _version()
+        from .files import dmixed_version
+
+        value: Any = dmixed_version()
     elif name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
     elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}"):
@@ -58,12 +60,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__) | {"__version__"})
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("dmixed")
-    except PackageNotFoundError:  # a source tree on the path, not installed
-        return "unknown (not installed)"

@@ -28,6 +28,7 @@ from filelock import FileLock, Timeout
 from .errors import CheckpointError, PathError, PathExistsError, PathNotFoundError
 
 __all__ = [
+    "dmixed_version",
     "LOCK_TIMEOUT_S",
     "atomic_directory",
     "check_target",
@@ -386,3 +387,16 @@ def directory_lock(path, kind: str, timeout: float | None = None) -> Iterator[Pa
         with contextlib.suppress(OSError):
             file.unlink()
         lock.release()
+
+
+def dmixed_version() -> str:
+    """The installed dmixed's version (``importlib.metadata``), as the files it writes
+    and ``dmixed --version`` record it; ``"unknown (not installed)"`` for a source tree
+    on the path with no package record.  The one owner of the version
+    (``dmixed.__version__`` reads it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dmixed")
+    except PackageNotFoundError:
+        return "unknown (not installed)"

@@ -40,6 +40,7 @@ from pydantic import (
 from .cluster import read_config, resolve_config_paths, safe_load_yaml
 from .design.formula import parse_formula
 from .errors import DmixedError
+from .files import dmixed_version
 from .results.bootstrap import REPLICATES_LIMIT
 
 EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_NOT_CONVERGED, EXIT_CLUSTER = 0, 2, 3, 4, 5
@@ -488,14 +489,13 @@ def _add_fit(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``dmixed`` command (its choices and ranges are :class:`Job`'s)."""
-    from . import __version__  # the package's one owner of its version
 
     parser = argparse.ArgumentParser(
         prog="dmixed",
         description="Fit linear mixed models (statsmodels' MixedLM) on Dask, as batch jobs.",
         epilog=_epilog(),
     )
-    parser.add_argument("--version", action="version", version=f"dmixed {__version__}")
+    parser.add_argument("--version", action="version", version=f"dmixed {dmixed_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_fit(sub)
     update = sub.add_parser(

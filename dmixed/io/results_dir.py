@@ -40,6 +40,7 @@ from ..design import ModelNames, ModelSpec
 from ..errors import CheckpointError, DataError
 from ..files import (
     atomic_directory,
+    dmixed_version,
     file_sha256,
     jsonable,
     read_parquet_sha256,
@@ -101,10 +102,8 @@ _TABLE = "random_effects.parquet"
 def _versions() -> dict:
     import dask  # imported here only: dmixed itself imports without Dask
 
-    from .. import __version__  # the package's one owner of its version
-
     return {
-        "dmixed": __version__,
+        "dmixed": dmixed_version(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "scipy": version("scipy"),
