@@ -22,13 +22,28 @@ REPO = str(Path(__file__).resolve().parents[1])
 _LOOPBACK = ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
 
 
+#: Run ``python -m ARGS`` so that it is killed when the test process that started it
+#: dies (Linux's parent-death signal, kept across the exec): a test run killed before
+#: its teardown (a timeout, SIGKILL) otherwise leaves its scheduler and workers running
+#: in their own sessions, loading the host for the runs after it.
+_LAUNCH = (
+    "import ctypes, os, sys\n"
+    "parent = int(sys.argv[1])\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL\n"
+    "if os.getppid() != parent:\n"
+    "    sys.exit(1)  # the test process died before the signal was set\n"
+    "os.execv(sys.executable, [sys.executable, '-m', *sys.argv[2:]])\n"
+)
+
+
 def _spawn(args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([REPO, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     with open(log, "w") as fh:
         # own session: teardown kills the process and its children by group id
         return subprocess.Popen(
-            [sys.executable, "-m", *args],
+            [sys.executable, "-c", _LAUNCH, str(os.getpid()), *args],
             stdout=fh,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
