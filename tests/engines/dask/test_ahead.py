@@ -283,7 +283,7 @@ def test_a_block_only_numpy_evaluates_takes_the_evaluators_calls(monkeypatch):
     z = np.stack([np.ones((300, 6)), np.repeat(rng.normal(size=(300, 1)), 6, axis=1)], axis=-1)
     xy = rng.normal(size=(300, 6, 4))
     ev = LocalEngine(np.einsum("gia,gib->gab", z, z), np.einsum("gia,gix->gax", z, xy))
-    ev.block.use_rank_one()
+    ev.block.use_rank_one(np.full(300, 6))  # 300 groups of 6 rows
     assert ev.block.numpy_only
     lam = np.array([[1.5, 0.0], [0.3, 0.7]])
     basis = np.array([np.eye(2), np.diag([0.0, 1.0])])
