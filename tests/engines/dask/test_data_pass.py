@@ -267,10 +267,6 @@ def test_numbers_where_a_partition_declares_text_keep_the_advice_of_one_type():
 def test_a_moment_sums_error_is_raised_as_the_tasks_own(monkeypatch):
     """A moment-sums task fails (made to): the fit raises the task's own error, and
     nothing of the pass is held on the cluster while the error lives."""
-    import time
-
-    from distributed import Client, LocalCluster
-
     from dmixed.engines.dask import evaluator
 
     real = evaluator.block_moments
@@ -282,6 +278,18 @@ def test_a_moment_sums_error_is_raised_as_the_tasks_own(monkeypatch):
 
     monkeypatch.setattr(evaluator, "block_moments", failing)
     df = make_data(n_groups=300, seed=8)
+    _raises_holding_nothing(df, "distributed", MemoryError, match="block of group 0")
+
+
+def _raises_holding_nothing(
+    df, engine: str, raised: type[BaseException], match: str | None = None
+) -> None:
+    """A Dask fit of ``df`` (``y ~ x1``, random slope, 4 partitions, a 2-worker cluster)
+    raises ``raised``; while the error lives the scheduler holds no task of the fit."""
+    import time
+
+    from distributed import Client, LocalCluster
+
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
@@ -293,8 +301,8 @@ def test_a_moment_sums_error_is_raised_as_the_tasks_own(monkeypatch):
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with pytest.raises(MemoryError, match="block of group 0") as err:
-                model.fit(client=client, engine="distributed")
+            with pytest.raises(raised, match=match) as err:
+                model.fit(client=client, engine=engine)
         assert err.value.__traceback__ is not None
 
         def held() -> int:
@@ -327,10 +335,6 @@ def test_an_error_between_the_summaries_and_the_placement_leaves_nothing_held(
     (made to) or an interrupt lands in the choice of where the statistics stay: the
     error is raised, and while it lives the cluster holds none of the pass's blocks,
     summaries, evaluators or moment sums."""
-    import time
-
-    from distributed import Client, LocalCluster
-
     if where == "assembly":
 
         def failing(*args, **kwargs):
@@ -341,26 +345,4 @@ def test_an_error_between_the_summaries_and_the_placement_leaves_nothing_held(
     else:
         monkeypatch.setattr(data_pass, "AUTO_LOCAL_MAX_VALUES", _InterruptedRule())
         raised = KeyboardInterrupt
-    df = make_data(n_groups=300, seed=9)
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
-        model = dmixed.mixedlm(
-            "y ~ x1", dd.from_pandas(df, npartitions=4), groups="g", re_formula="1 + x1"
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with pytest.raises(raised) as err:
-                model.fit(client=client, engine=engine)
-        assert err.value.__traceback__ is not None
-
-        def held() -> int:
-            return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
-
-        end = time.monotonic() + 10.0
-        while held() and time.monotonic() < end:
-            time.sleep(0.05)
-        assert held() == 0
+    _raises_holding_nothing(make_data(n_groups=300, seed=9), engine, raised)
