@@ -146,11 +146,6 @@ def test_an_evaluators_error_leaves_nothing_held_on_the_cluster(monkeypatch):
     none of the pass's blocks, summaries, evaluators or moment sums.  A cluster of its
     own (threads: the patched function is the workers'), so that nothing of another
     test's is held there."""
-    import time
-
-    import dask.dataframe as dd
-    from distributed import Client, LocalCluster
-
     from dmixed.engines.dask import evaluator
 
     made = evaluator.make_evaluator
@@ -165,26 +160,7 @@ def test_an_evaluators_error_leaves_nothing_held_on_the_cluster(monkeypatch):
     g = np.repeat(np.arange(2000), 5)
     df = pd.DataFrame({"g": g, "x1": rng.normal(size=g.size)})
     df["y"] = df.x1 + rng.normal(size=2000)[g] + rng.normal(size=g.size)
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
-        model = dmixed.mixedlm(
-            "y ~ x1", dd.from_pandas(df, npartitions=4), groups="g", re_formula="1 + x1"
-        )
-        with pytest.raises(MemoryError, match="block of group 0") as err:
-            model.fit(client=client, engine="distributed")
-        assert err.value.__traceback__ is not None
-
-        def held() -> int:
-            return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
-
-        end = time.monotonic() + 10.0  # a release reaches the scheduler in a later batch
-        while held() and time.monotonic() < end:
-            time.sleep(0.05)
-        assert held() == 0
+    _raises_holding_nothing(df, "distributed", MemoryError, match="block of group 0")
 
 
 def test_a_data_pass_of_no_rows_says_whether_rows_were_dropped(client):
@@ -308,7 +284,7 @@ def _raises_holding_nothing(
         def held() -> int:
             return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
 
-        end = time.monotonic() + 10.0
+        end = time.monotonic() + 10.0  # a release reaches the scheduler in a later batch
         while held() and time.monotonic() < end:
             time.sleep(0.05)
         assert held() == 0
