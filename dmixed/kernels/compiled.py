@@ -440,9 +440,8 @@ def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup=None, cov=N
     same pass (:func:`hessian_random_effects`).  At ``r = 2`` and ``k`` up to
     :data:`~dmixed.kernels.native.MAX_K`, where the C extension runs
     (:func:`dmixed.kernels.native.extension`: not with ``DMIXED_NATIVE=numpy``, which
-    leaves this pass to numba), by its pass (:func:`_native_moments`):
-    nothing to compile, and about 0.6 of the numba pass's time (benchmarks/RESULTS.md,
-    "hesc-s53")."""
+    leaves this pass to numba), by its pass (:func:`_native_moments`), with nothing to
+    compile (its time: benchmarks/RESULTS.md, "hesc-s53")."""
     from .hessian_moments import HessianMoments
 
     r, k = lam.shape[0], w.shape[0]
@@ -450,16 +449,15 @@ def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup=None, cov=N
     ext = native.extension() if r == 2 and k <= native.MAX_K else None
     if ext is not None:
         _native_moments(ext, chunks, b, det_b, w, moments, blup, cov)
-        moments.mirror()
-        return moments.contract(basis)
-    from . import jit  # numba loads here, on first use
+    else:
+        from . import jit  # numba loads here, on first use
 
-    rows, cols = moments.rows.astype(np.intp), moments.cols.astype(np.intp)
-    lo = 0
-    for zz, zxy in chunks:
-        sums = moments.sums()
-        jit.hessian_moments(kind, zz, zxy, lam, b, det_b, w, rows, cols, *sums, lo, blup, cov)
-        lo += zz.shape[-1]
+        rows, cols = moments.rows.astype(np.intp), moments.cols.astype(np.intp)
+        lo = 0
+        for zz, zxy in chunks:
+            sums = moments.sums()
+            jit.hessian_moments(kind, zz, zxy, lam, b, det_b, w, rows, cols, *sums, lo, blup, cov)
+            lo += zz.shape[-1]
     moments.mirror()
     return moments.contract(basis)
 

@@ -161,7 +161,7 @@ class ResponseSampler:
         self.closed_form = (
             np.zeros(n_groups, dtype=bool)
             if closed_form is None
-            else np.asarray(closed_form, dtype=bool)
+            else np.array(closed_form, dtype=bool)  # a copy: changed below
         )
         p = arrays.glob.k_fe
         zz, gx = arrays.zz, arrays.zxy[:, :, :p]
@@ -172,7 +172,6 @@ class ResponseSampler:
         # H_i C_i with H_i = D_i^{+1/2}: x's mean is Σ_i (H_i C_i)' z_i, S = X'X − Σ its squares
         self.hc = np.einsum("gai,gaj->gij", h_inv, gx)
         if arrays.centred is not None and self.closed_form.any():
-            self.closed_form = self.closed_form.copy()
             self.closed_form[_with_spread(arrays)] = False
         if self.closed_form.any():
             rank_z += self._closed_form_roots(np.flatnonzero(self.closed_form), ranks)
@@ -185,9 +184,7 @@ class ResponseSampler:
         # also random) S is rounding alone, whose own largest eigenvalue would keep some
         # of it, and the χ²'s degrees of freedom (so the draws) would depend on rounding
         xx_top = float(np.max(np.linalg.eigvalsh(xx), initial=0.0)) if p else 0.0
-        self.s_root, _, self.s_proj, rank_s = _psd_root(
-            0.5 * (schur + schur.T), RANK_RTOL, max(xx_top, np.finfo(float).tiny)
-        )
+        self.s_root, _, self.s_proj, rank_s = _psd_root(0.5 * (schur + schur.T), RANK_RTOL, xx_top)
         self.df_resid = int(arrays.glob.n) - rank_z - int(rank_s)
         if arrays.glob.n <= 0:
             raise DataError("statistics of no rows: nothing to draw from")

@@ -518,7 +518,8 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
     # statistics' placement raise (an assembly's error, an interrupt), all are released,
     # not held on the cluster by the error's traceback while it lives (a notebook keeps
     # its last error); released, never cancelled: a gather may share them
-    held = [*futures, *summary_futures]
+    spent = [*futures, *summary_futures]
+    held = list(spent)
     if early is not None:
         held += [*early.evaluators, *(early.moments or ())]
     try:
@@ -526,19 +527,18 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
         n_groups = len(asm.group_labels)
         moment_futures = None if early is None else early.moments
         if early is not None:
-            started = _kept_early(run, early, summaries, packed, asm, [*futures, *summary_futures])
+            started = _kept_early(run, early, summaries, packed, asm, spent)
             keep, evaluators, moments = (None, None, None) if started is None else started
             structured = None
         else:
             structured, n_values = _structure_on_cluster(run, futures, packed, layout, n_groups)
             keep = None
             if _keeps_on_cluster(run, n_groups, packed, n_values):
-                _refuse_inexact(asm, [*futures, *summary_futures])
+                _refuse_inexact(asm, spent)
                 keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
                 blocks = [futures[i] for i in keep]
                 evaluators, moment_futures = submit_evaluators(client, blocks, structured, packed.r)
                 held += [*evaluators, *(moment_futures or ())]
-                spent = [*futures, *summary_futures]
                 evaluators, moments = _collected(client, evaluators, moment_futures, spent)
     except BaseException:
         for f in held:
