@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..engines.local import closed_form_groups, statistics_from_arrays
-from ..errors import DmixedError, DmixedWarning
+from ..errors import DmixedError, DmixedWarning, SpecError
 from ..fit.coordinates import Coordinates, weight_factor
 from ..fit.optimize import maximize
 from ..fit.options import choose_methods
@@ -73,13 +73,25 @@ def replicate_rngs(seed, n: int) -> list[np.random.Generator]:
 
     ``seed``: an int, None, a ``numpy.random.SeedSequence``, a ``Generator`` (its
     children: the generator advances) or a legacy ``RandomState`` (one integer drawn
-    from it seeds the children)."""
+    from it seeds the children).
+
+    Raises
+    ------
+    SpecError
+        ``seed`` none of these, or a negative integer (numpy's own ``TypeError`` or
+        ``ValueError``, which named no argument)."""
     if isinstance(seed, np.random.RandomState):
         seed = int(seed.randint(0, 2**31 - 1))
     if isinstance(seed, np.random.Generator):
         return seed.spawn(n)
     if not isinstance(seed, np.random.SeedSequence):
-        seed = np.random.SeedSequence(seed)
+        try:
+            seed = np.random.SeedSequence(seed)
+        except (TypeError, ValueError) as exc:
+            raise SpecError(
+                f"seed must be a non-negative integer (or a sequence of them), None, a numpy "
+                f"SeedSequence, Generator or RandomState; got {seed!r} ({exc})"
+            ) from exc
     return [np.random.default_rng(s) for s in seed.spawn(n)]
 
 

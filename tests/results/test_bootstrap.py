@@ -78,6 +78,15 @@ def test_table_and_percentile_intervals(vc_fit):
         vc_fit.bootstrap(10**12, seed=1)
 
 
+@pytest.mark.parametrize("seed", ["abc", 1.5, -1, [1, -2]])
+def test_a_bad_seed_is_refused_naming_it(vc_fit, seed):
+    """A seed numpy cannot take raised numpy's own TypeError or ValueError ("expected
+    non-negative integer"), naming no argument; it is dmixed's SpecError naming ``seed``."""
+    with pytest.raises(SpecError, match="seed must be a non-negative integer") as err:
+        vc_fit.bootstrap(3, seed=seed)
+    assert repr(seed) in str(err.value)
+
+
 def test_bse_is_an_attribute_as_the_fits(vc_fit):
     # boot.bse["x1"] as res.bse["x1"]: a Series, not a method to call
     boot = vc_fit.bootstrap(5, seed=2)
