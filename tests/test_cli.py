@@ -3303,37 +3303,37 @@ def test_an_update_without_new_rows_changes_nothing_and_writes_nothing(data, sav
         assert sorted(p.name for p in d.iterdir()) == entries
 
 
-def test_an_update_without_rows_checks_the_new_files_columns(data, saved_stats):
-    """A new file without rows whose header lacks a column the saved model reads was
-    taken as a day without new rows (exit 0); it is refused as a file with rows would
-    be, naming the file and the column, and nothing is written."""
+def _lacking_x1(frame, path):
+    frame.iloc[:0].drop(columns="x1").to_csv(path, index=False)
+
+
+def _x1_as_text(frame, path):
+    empty = frame.iloc[:0]
+    empty.assign(x1=empty["x1"].astype(str)).to_parquet(path, index=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "said"),
+    [
+        ("other.csv", _lacking_x1, "in other.csv: no column 'x1'"),
+        ("text.parquet", _x1_as_text, "in text.parquet: column 'x1' is string, not a number"),
+    ],
+    ids=["header-lacks-a-column", "schema-of-text-numbers"],
+)
+def test_an_update_without_rows_checks_the_new_files_columns(data, saved_stats, name, write, said):
+    """A new file without rows whose header lacks a column the saved model reads, or a
+    schema-only Parquet file whose numeric column is declared as text (``x1: string``),
+    was taken as a day without new rows (exit 0); it is refused as a file with rows
+    would be, naming the file and the column (and its type), and nothing is written."""
     d = saved_stats.dir
-    data.frame_b.iloc[:0].drop(columns="x1").to_csv(d / "other.csv", index=False)
+    write(data.frame_b, d / name)
     before = _files_and_times(d / "S")
     proc = run_in_process(
-        "update", "--stats-dir", "S", "--data", "other.csv", "--output", "U", "--quiet",
+        "update", "--stats-dir", "S", "--data", name, "--output", "U", "--quiet",
         *saved_stats.cluster, cwd=d,
     )  # fmt: skip
     assert proc.returncode == 3, proc.stderr
-    assert "in other.csv: no column 'x1'" in proc.stderr
-    assert _files_and_times(d / "S") == before
-    assert not (d / "U").exists()
-
-
-def test_an_update_without_rows_refuses_a_schema_of_text_numbers(data, saved_stats):
-    """A schema-only Parquet file whose numeric column is declared as text (``x1:
-    string``) was taken as a day without new rows; it is refused naming the file, the
-    column and its type, and nothing is written."""
-    d = saved_stats.dir
-    empty = data.frame_b.iloc[:0]
-    empty.assign(x1=empty["x1"].astype(str)).to_parquet(d / "text.parquet", index=False)
-    before = _files_and_times(d / "S")
-    proc = run_in_process(
-        "update", "--stats-dir", "S", "--data", "text.parquet", "--output", "U", "--quiet",
-        *saved_stats.cluster, cwd=d,
-    )  # fmt: skip
-    assert proc.returncode == 3, proc.stderr
-    assert "in text.parquet: column 'x1' is string, not a number" in proc.stderr
+    assert said in proc.stderr
     assert _files_and_times(d / "S") == before
     assert not (d / "U").exists()
 
