@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...kernels import StatsBlock, lossy_groups
+from ...kernels import StatsBlock
 from ...kernels.groups import GROUP_CHUNK
 from ...kernels.term_table import TermRows, as_packed, merge_term_rows, shifted_sums
 from ...kernels.vc_blocks import RaggedVC
@@ -184,10 +184,7 @@ def shifted_lossy(
 def _lossy(stats: StatsBlock, nobs: np.ndarray) -> np.ndarray | None:
     """The positions of the lossy groups of ``stats`` (:func:`~dmixed.kernels.lossy_groups`,
     ``nobs`` their rows), or None where there are none."""
-    masks, lo = [], 0
-    for zz, _ in stats.chunks():
-        masks.append(lossy_groups(zz, nobs[lo : lo + zz.shape[-1]]))
-        lo += zz.shape[-1]
+    masks = stats.lossy_masks(nobs)
     if not any(m.any() for m in masks):
         return None
     return np.flatnonzero(np.concatenate(masks))
