@@ -353,7 +353,7 @@ def _centred_if_lossy(
         or layout.r < 2
     ):
         return glob
-    masks = block.lossy_masks(nobs)
+    masks = list(block.lossy_masks(nobs))
     if not any(mask.any() for mask in masks):
         return glob  # the common case: one check of every chunk, nothing more
     lossy = np.concatenate(masks)

@@ -12,7 +12,7 @@ Notation as in :mod:`dmixed.kernels` (DESIGN.md §1–6); the per-group ``K_i``,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,7 +129,16 @@ class StatsBlock:
         ``Z̃_i'[X_i, y_i]`` per group.
     """
 
-    __slots__ = ("_centred", "_chunks", "_keep", "_kept", "_one", "_shifted", "_subset")
+    __slots__ = (
+        "_centred",
+        "_chunks",
+        "_keep",
+        "_kept",
+        "_one",
+        "_shifted",
+        "_spans",
+        "_subset",
+    )
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
         zz = np.asarray(zz, dtype=np.float64)
@@ -149,6 +158,7 @@ class StatsBlock:
         self._centred: list | None = None
         self._subset: list | None = None
         self._shifted: tuple | None = None
+        self._spans: ChunkSpans | None = None
 
     @classmethod
     def from_entry_major(cls, zz: np.ndarray, zxy: np.ndarray) -> StatsBlock:
@@ -163,7 +173,7 @@ class StatsBlock:
             for lo in range(0, max(zz.shape[-1], 1), GROUP_CHUNK)
         ]
         block._keep, block._kept, block._one, block._centred = False, None, None, None
-        block._subset = block._shifted = None
+        block._subset = block._shifted = block._spans = None
         return block
 
     @classmethod
@@ -174,7 +184,7 @@ class StatsBlock:
         block = cls.__new__(cls)
         block._chunks = list(chunks)
         block._keep, block._kept, block._one, block._centred = False, None, None, None
-        block._subset = block._shifted = None
+        block._subset = block._shifted = block._spans = None
         return block
 
     @property
@@ -187,8 +197,12 @@ class StatsBlock:
     @property
     def spans(self) -> ChunkSpans:
         """Where each chunk lies in the block's order of groups (:class:`ChunkSpans`):
-        what every per-chunk view of per-group arrays and positions goes through."""
-        return ChunkSpans.of(self._chunks)
+        what every per-chunk view of per-group arrays and positions goes through.
+        Made on first use and kept: the chunks are fixed when the block is made."""
+        spans = self._spans
+        if spans is None:
+            spans = self._spans = ChunkSpans.of(self._chunks)
+        return spans
 
     @property
     def nbytes(self) -> int:
@@ -238,6 +252,7 @@ class StatsBlock:
         self._centred = state[2] if rank_one and len(state) > 2 else None
         self._subset = state[3] if rank_one and len(state) > 3 else None
         self._shifted = state[4] if rank_one and len(state) > 4 else None
+        self._spans = None
         if rank_one and state[1] is True:
             # a block pickled by a dmixed that judged rank one on the worker (no masks):
             # read as plain sums it would drop its closed forms without a word
@@ -373,14 +388,15 @@ class StatsBlock:
             return np.zeros(0, dtype=np.int64)
         return self.spans.join(np.flatnonzero(c.lossy) for c in self._centred)
 
-    def lossy_masks(self, nobs: np.ndarray) -> list[np.ndarray]:
+    def lossy_masks(self, nobs: np.ndarray) -> Iterator[np.ndarray]:
         """Each chunk's lossy groups (:func:`~dmixed.kernels.conditionals.lossy_groups`;
-        ``nobs`` (G,): the groups' rows, in the block's order): bool (G_c,) per chunk."""
+        ``nobs`` (G,): the groups' rows, in the block's order): bool (G_c,) per chunk,
+        each made as it is read (while its chunk is in cache for what follows)."""
         nobs = np.asarray(nobs)
-        return [
+        return (
             lossy_groups(zzc, nobs[at])
             for (zzc, _), at in zip(self._chunks, self.spans.slices(), strict=True)
-        ]
+        )
 
     def inexact_groups(self, nobs: np.ndarray, rank_one: bool = False) -> int:
         """The groups of the block (``nobs`` (G,): their rows, in its order) that are

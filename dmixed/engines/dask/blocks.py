@@ -184,7 +184,7 @@ def shifted_lossy(
 def _lossy(stats: StatsBlock, nobs: np.ndarray) -> np.ndarray | None:
     """The positions of the lossy groups of ``stats`` (:func:`~dmixed.kernels.lossy_groups`,
     ``nobs`` their rows), or None where there are none."""
-    masks = stats.lossy_masks(nobs)
+    masks = list(stats.lossy_masks(nobs))
     if not any(m.any() for m in masks):
         return None
     return np.flatnonzero(np.concatenate(masks))
