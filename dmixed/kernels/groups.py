@@ -74,6 +74,14 @@ class ChunkSpans:
         self.edges = edges
 
     @classmethod
+    def cut(cls, n_groups: int) -> ChunkSpans:
+        """The spans of ``n_groups`` groups cut into chunks of :data:`GROUP_CHUNK`
+        groups each but the last (one chunk of none when there are none): a new
+        block's."""
+        full, rest = divmod(n_groups, GROUP_CHUNK)
+        return cls([GROUP_CHUNK] * full + ([rest] if rest or not full else []))
+
+    @classmethod
     def of(cls, chunks: Iterable) -> ChunkSpans:
         """The spans of entry-major chunks ``(zz (r, r, G_c), zxy)``."""
         return cls([zzc.shape[-1] for zzc, _ in chunks])
@@ -145,12 +153,13 @@ class StatsBlock:
         zxy = np.asarray(zxy, dtype=np.float64)
         # Each chunk is its own contiguous array: einsum's fast inner loops need
         # contiguous operands (benchmarks/RESULTS.md: kernel layout).
+        spans = ChunkSpans.cut(zz.shape[0])
         self._chunks = [
             (
-                np.ascontiguousarray(np.moveaxis(zz[lo : lo + GROUP_CHUNK], 0, -1)),
-                np.ascontiguousarray(np.moveaxis(zxy[lo : lo + GROUP_CHUNK], 0, -1)),
+                np.ascontiguousarray(np.moveaxis(zz[at], 0, -1)),
+                np.ascontiguousarray(np.moveaxis(zxy[at], 0, -1)),
             )
-            for lo in range(0, max(zz.shape[0], 1), GROUP_CHUNK)
+            for at in spans.slices()
         ]
         self._keep = False
         self._kept: tuple[bytes, list] | None = None
@@ -158,22 +167,24 @@ class StatsBlock:
         self._centred: list | None = None
         self._subset: list | None = None
         self._shifted: tuple | None = None
-        self._spans: ChunkSpans | None = None
+        self._spans: ChunkSpans | None = spans
 
     @classmethod
     def from_entry_major(cls, zz: np.ndarray, zxy: np.ndarray) -> StatsBlock:
         """The block of entry-major ``zz`` (r, r, G) and ``zxy`` (r, p+1, G) (views
         allowed: each chunk is copied once), without the per-group layout's transposes."""
         block = cls.__new__(cls)
+        spans = ChunkSpans.cut(zz.shape[-1])
         block._chunks = [
             (
-                np.ascontiguousarray(zz[..., lo : lo + GROUP_CHUNK], dtype=np.float64),
-                np.ascontiguousarray(zxy[..., lo : lo + GROUP_CHUNK], dtype=np.float64),
+                np.ascontiguousarray(zz[..., at], dtype=np.float64),
+                np.ascontiguousarray(zxy[..., at], dtype=np.float64),
             )
-            for lo in range(0, max(zz.shape[-1], 1), GROUP_CHUNK)
+            for at in spans.slices()
         ]
         block._keep, block._kept, block._one, block._centred = False, None, None, None
-        block._subset = block._shifted = block._spans = None
+        block._subset = block._shifted = None
+        block._spans = spans
         return block
 
     @classmethod
@@ -345,9 +356,8 @@ class StatsBlock:
         CentredSums, whether every group takes them about the within-group sums
         W)``; None where it takes none."""
         if self._centred is not None:
-            parts = self._centred
-            pos = np.arange(sum(int(c.u.size) for c in parts), dtype=np.int64)
-            return pos, concatenate_centred(parts), True
+            pos = np.arange(self.spans.n_groups, dtype=np.int64)  # every group
+            return pos, concatenate_centred(self._centred), True
         if self._subset is not None:
             sums = concatenate_centred([c for _, c in self._subset])
             return self.centred_positions(), sums, False

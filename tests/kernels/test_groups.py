@@ -696,3 +696,22 @@ def test_spans_kept_by_a_block_leave_its_pickle_as_it_was():
         again = pickle.loads(before)
         assert np.array_equal(again.spans.edges, [0, nobs.size])
         assert np.array_equal(again.centred_positions(), block.centred_positions())
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 16383, 16384, 16385, 3 * 16384 + 7])
+def test_chunk_spans_cut_is_how_a_new_block_chunks_its_groups(n):
+    """:meth:`ChunkSpans.cut`: chunks of :data:`GROUP_CHUNK` groups but the last, one of
+    none for no groups; a block made from per-group or entry-major sums has those."""
+    from dmixed.kernels.groups import GROUP_CHUNK, ChunkSpans
+
+    spans = ChunkSpans.cut(n)
+    want = [min(GROUP_CHUNK, n - lo) for lo in range(0, max(n, 1), GROUP_CHUNK)]
+    assert np.diff(spans.edges).tolist() == want and spans.n_groups == n
+    zz = np.arange(n, dtype=np.float64).reshape(n, 1, 1) + 1.0
+    for block in (
+        kernels.StatsBlock(zz, np.ones((n, 1, 2))),
+        kernels.StatsBlock.from_entry_major(np.moveaxis(zz, 0, -1), np.ones((1, 2, n))),
+    ):
+        assert [c[0].shape[-1] for c in block.chunks()] == want
+        assert np.array_equal(block.spans.edges, spans.edges) and block.n_groups == n
+        assert np.array_equal(block.dense()[0], zz)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...kernels import StatsBlock
-from ...kernels.groups import GROUP_CHUNK
+from ...kernels.groups import GROUP_CHUNK, ChunkSpans
 from ...kernels.term_table import TermRows, as_packed, merge_term_rows, shifted_sums
 from ...kernels.vc_blocks import RaggedVC
 from ...kernels.vc_border import CrossedVC
@@ -98,10 +98,9 @@ def packed_stats(values: np.ndarray, packed: PackedLayout) -> StatsBlock:
         columns = values.columns[columns]
     else:
         source, factors = values, np.ones(columns.size)
-    g = source.shape[0]
     chunks = []
-    for lo in range(0, max(g, 1), GROUP_CHUNK):
-        part = source[lo : lo + GROUP_CHUNK]
+    for at in ChunkSpans.cut(source.shape[0]).slices():
+        part = source[at]
         out = np.empty((columns.size, part.shape[0]))
         for row, (col, factor) in enumerate(zip(columns.tolist(), factors.tolist(), strict=True)):
             if factor == 1.0:
