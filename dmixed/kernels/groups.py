@@ -71,6 +71,9 @@ class ChunkSpans:
     def __init__(self, sizes: Sequence[int]) -> None:
         edges = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=edges[1:])
+        # Read-only: a block shares its spans between threads and callers, and an edited edge
+        # would misplace groups without any error.
+        edges.flags.writeable = False
         self.edges = edges
 
     @classmethod

@@ -715,3 +715,12 @@ def test_chunk_spans_cut_is_how_a_new_block_chunks_its_groups(n):
         assert [c[0].shape[-1] for c in block.chunks()] == want
         assert np.array_equal(block.spans.edges, spans.edges) and block.n_groups == n
         assert np.array_equal(block.dense()[0], zz)
+
+
+def test_chunk_spans_edges_are_read_only():
+    """A block's spans are shared: an edited edge would misplace groups silently."""
+    from dmixed.kernels.groups import ChunkSpans
+
+    spans = ChunkSpans([3, 0, 2])
+    with pytest.raises(ValueError):
+        spans.edges[1] = 0
