@@ -353,7 +353,7 @@ def _centred_if_lossy(
         or layout.r < 2
     ):
         return glob
-    masks = [kernels.lossy_groups(zz, nobs_c) for zz, nobs_c in _chunked(block, nobs)]
+    masks = list(block.lossy_masks(nobs))
     if not any(mask.any() for mask in masks):
         return glob  # the common case: one check of every chunk, nothing more
     lossy = np.concatenate(masks)
@@ -362,15 +362,6 @@ def _centred_if_lossy(
     )
     block.use_centred(sums)
     return dataclasses.replace(glob, within=sums.within)
-
-
-def _chunked(block: kernels.StatsBlock, nobs):
-    """Each chunk's ``zz`` with its groups' ``nobs``."""
-    nobs = np.asarray(nobs)
-    lo = 0
-    for zz, _ in block.chunks():
-        yield zz, nobs[lo : lo + zz.shape[-1]]
-        lo += zz.shape[-1]
 
 
 def refuse_inexact(engine, nobs, source: str) -> None:

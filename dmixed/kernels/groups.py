@@ -12,6 +12,7 @@ Notation as in :mod:`dmixed.kernels` (DESIGN.md §1–6); the per-group ``K_i``,
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,80 @@ KEPT_CONDITIONALS_BYTES = 32 * 2**20
 # ---------------------------------------------------------------------------
 
 
+class ChunkSpans:
+    """Where each chunk of a :class:`StatsBlock` lies in the block's order of groups:
+    the one owner of the chunk → position mapping (every per-chunk slice of a
+    per-group array, every selection of groups split into chunks or joined back).
+
+    Parameters
+    ----------
+    sizes : sequence of int (C,)
+        The groups of each chunk, in order.
+
+    Attributes
+    ----------
+    edges : ndarray of int64 (C+1,)
+        ``edges[c]:edges[c+1]``: the positions of chunk ``c``'s groups; ``edges[-1]``
+        the block's groups.
+    """
+
+    __slots__ = ("edges",)
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        edges = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=edges[1:])
+        # Read-only: a block shares its spans between threads and callers, and an edited edge
+        # would misplace groups without any error.
+        edges.flags.writeable = False
+        self.edges = edges
+
+    @classmethod
+    def cut(cls, n_groups: int) -> ChunkSpans:
+        """The spans of ``n_groups`` groups cut into chunks of :data:`GROUP_CHUNK`
+        groups each but the last (one chunk of none when there are none): a new
+        block's."""
+        full, rest = divmod(n_groups, GROUP_CHUNK)
+        return cls([GROUP_CHUNK] * full + ([rest] if rest or not full else []))
+
+    @classmethod
+    def of(cls, chunks: Iterable) -> ChunkSpans:
+        """The spans of entry-major chunks ``(zz (r, r, G_c), zxy)``."""
+        return cls([zzc.shape[-1] for zzc, _ in chunks])
+
+    @property
+    def n_groups(self) -> int:
+        """The groups of every chunk together."""
+        return int(self.edges[-1])
+
+    def slices(self) -> list[slice]:
+        """Each chunk's positions as a slice of a per-group array (G, …) in the
+        block's order."""
+        edges = self.edges.tolist()
+        return [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+
+    def split(self, sel: np.ndarray) -> list[tuple[slice, np.ndarray]]:
+        """Each chunk's share of the positions ``sel`` (L,) (int64, increasing, in the
+        block's order): ``(slice of sel, those positions within the chunk (int64))``.
+        One search of ``sel`` for all the chunks' edges."""
+        sel = np.asarray(sel, dtype=np.int64)
+        cuts = np.searchsorted(sel, self.edges).tolist()
+        edges = self.edges.tolist()
+        return [
+            (slice(a, b), sel[a:b] - lo)
+            for a, b, lo in zip(cuts[:-1], cuts[1:], edges[:-1], strict=True)
+        ]
+
+    def join(self, local: Iterable[np.ndarray]) -> np.ndarray:
+        """The positions in the block's order (int64 (L,), increasing where each chunk's
+        are) of each chunk's positions within it (``local``, one array per chunk, as
+        :meth:`split` gives them): its inverse."""
+        parts = [
+            np.asarray(pos, dtype=np.int64) + lo
+            for pos, lo in zip(local, self.edges[:-1].tolist(), strict=True)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 class StatsBlock:
     """Per-group statistics of a block of groups, in the layout the kernels want.
 
@@ -65,19 +140,29 @@ class StatsBlock:
         ``Z̃_i'[X_i, y_i]`` per group.
     """
 
-    __slots__ = ("_centred", "_chunks", "_keep", "_kept", "_one", "_shifted", "_subset")
+    __slots__ = (
+        "_centred",
+        "_chunks",
+        "_keep",
+        "_kept",
+        "_one",
+        "_shifted",
+        "_spans",
+        "_subset",
+    )
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
         zz = np.asarray(zz, dtype=np.float64)
         zxy = np.asarray(zxy, dtype=np.float64)
         # Each chunk is its own contiguous array: einsum's fast inner loops need
         # contiguous operands (benchmarks/RESULTS.md: kernel layout).
+        spans = ChunkSpans.cut(zz.shape[0])
         self._chunks = [
             (
-                np.ascontiguousarray(np.moveaxis(zz[lo : lo + GROUP_CHUNK], 0, -1)),
-                np.ascontiguousarray(np.moveaxis(zxy[lo : lo + GROUP_CHUNK], 0, -1)),
+                np.ascontiguousarray(np.moveaxis(zz[at], 0, -1)),
+                np.ascontiguousarray(np.moveaxis(zxy[at], 0, -1)),
             )
-            for lo in range(0, max(zz.shape[0], 1), GROUP_CHUNK)
+            for at in spans.slices()
         ]
         self._keep = False
         self._kept: tuple[bytes, list] | None = None
@@ -85,21 +170,24 @@ class StatsBlock:
         self._centred: list | None = None
         self._subset: list | None = None
         self._shifted: tuple | None = None
+        self._spans: ChunkSpans | None = spans
 
     @classmethod
     def from_entry_major(cls, zz: np.ndarray, zxy: np.ndarray) -> StatsBlock:
         """The block of entry-major ``zz`` (r, r, G) and ``zxy`` (r, p+1, G) (views
         allowed: each chunk is copied once), without the per-group layout's transposes."""
         block = cls.__new__(cls)
+        spans = ChunkSpans.cut(zz.shape[-1])
         block._chunks = [
             (
-                np.ascontiguousarray(zz[..., lo : lo + GROUP_CHUNK], dtype=np.float64),
-                np.ascontiguousarray(zxy[..., lo : lo + GROUP_CHUNK], dtype=np.float64),
+                np.ascontiguousarray(zz[..., at], dtype=np.float64),
+                np.ascontiguousarray(zxy[..., at], dtype=np.float64),
             )
-            for lo in range(0, max(zz.shape[-1], 1), GROUP_CHUNK)
+            for at in spans.slices()
         ]
         block._keep, block._kept, block._one, block._centred = False, None, None, None
         block._subset = block._shifted = None
+        block._spans = spans
         return block
 
     @classmethod
@@ -110,7 +198,7 @@ class StatsBlock:
         block = cls.__new__(cls)
         block._chunks = list(chunks)
         block._keep, block._kept, block._one, block._centred = False, None, None, None
-        block._subset = block._shifted = None
+        block._subset = block._shifted = block._spans = None
         return block
 
     @property
@@ -118,7 +206,17 @@ class StatsBlock:
         chunks = self._chunks
         if len(chunks) == 1:  # the common block (asked for on every step and Hessian)
             return chunks[0][0].shape[-1]
-        return sum(c[0].shape[-1] for c in chunks)
+        return self.spans.n_groups
+
+    @property
+    def spans(self) -> ChunkSpans:
+        """Where each chunk lies in the block's order of groups (:class:`ChunkSpans`):
+        what every per-chunk view of per-group arrays and positions goes through.
+        Made on first use and kept: the chunks are fixed when the block is made."""
+        spans = self._spans
+        if spans is None:
+            spans = self._spans = ChunkSpans.of(self._chunks)
+        return spans
 
     @property
     def nbytes(self) -> int:
@@ -168,6 +266,7 @@ class StatsBlock:
         self._centred = state[2] if rank_one and len(state) > 2 else None
         self._subset = state[3] if rank_one and len(state) > 3 else None
         self._shifted = state[4] if rank_one and len(state) > 4 else None
+        self._spans = None
         if rank_one and state[1] is True:
             # a block pickled by a dmixed that judged rank one on the worker (no masks):
             # read as plain sums it would drop its closed forms without a word
@@ -194,11 +293,11 @@ class StatsBlock:
         of rank one, and may make a lossy one (a batch of one-row groups is constant
         within each).  ``nobs`` (G,): the groups' rows, in the block's order (the
         rank-one test's rounding, :func:`~dmixed.kernels.conditionals.rank_one_groups`)."""
-        nobs, lo, one = np.asarray(nobs), 0, []
-        for zzc, _ in self._chunks:
-            one.append(rank_one_groups(zzc, nobs[lo : lo + zzc.shape[-1]]))
-            lo += zzc.shape[-1]
-        self._one = one
+        nobs = np.asarray(nobs)
+        self._one = [
+            rank_one_groups(zzc, nobs[at])
+            for (zzc, _), at in zip(self._chunks, self.spans.slices(), strict=True)
+        ]
         self._centred = None
         self._kept = None
         return self
@@ -215,11 +314,7 @@ class StatsBlock:
         well-conditioned group's ``u m m' − m_i`` would subtract the size of its mean
         (a random intercept next to a large spread of the groups).  The block then says
         it is :attr:`rank_one`: the numpy kernels evaluate it."""
-        parts, lo = [], 0
-        for zzc, _ in self._chunks:
-            hi = lo + zzc.shape[-1]
-            parts.append(sums.take(slice(lo, hi)))
-            lo = hi
+        parts = [sums.take(at) for at in self.spans.slices()]
         self._centred, self._one, self._kept = parts, None, None
         self._subset = self._shifted = None
         return self
@@ -237,15 +332,12 @@ class StatsBlock:
         ``W`` is that part itself.  The block is then evaluated by the numpy kernels
         (:attr:`numpy_only`)."""
         sel = np.asarray(sel, dtype=np.int64)
-        parts, lo = [], 0
-        for zzc, zxyc in self._chunks:
-            hi = lo + zzc.shape[-1]
-            a, b = np.searchsorted(sel, [lo, hi])
-            local = sel[a:b] - lo
-            mine = tuple(arr[..., a:b] for arr in shifted)
+        parts = []
+        for (zzc, zxyc), (at, local) in zip(self._chunks, self.spans.split(sel), strict=True):
+            mine = tuple(arr[..., at] for arr in shifted)
             parts.append((local, centred_from_shifted(zzc, zxyc, e, local, mine, shared)))
-            lo = hi
-        self._subset, self._kept = parts, None
+        self._subset = parts
+        self._kept = None
         self._shifted = (sel, tuple(shifted), e, tuple(shared))
         return self
 
@@ -256,14 +348,8 @@ class StatsBlock:
         order), as :meth:`use_shifted` does from sums about shifts; ``self``.  What a
         copy of the block whose response was drawn takes (the bootstrap): the design's
         centred sums kept, the response's drawn."""
-        sel = np.asarray(sel, dtype=np.int64)
-        parts, lo = [], 0
-        for zzc, _ in self._chunks:
-            hi = lo + zzc.shape[-1]
-            a, b = np.searchsorted(sel, [lo, hi])
-            parts.append((sel[a:b] - lo, sums.take(slice(a, b))))
-            lo = hi
-        self._subset, self._kept = parts, None
+        self._subset = [(local, sums.take(at)) for at, local in self.spans.split(sel)]
+        self._kept = None
         self._shifted = None
         return self
 
@@ -273,9 +359,8 @@ class StatsBlock:
         CentredSums, whether every group takes them about the within-group sums
         W)``; None where it takes none."""
         if self._centred is not None:
-            parts = self._centred
-            pos = np.arange(sum(int(c.u.size) for c in parts), dtype=np.int64)
-            return pos, concatenate_centred(parts), True
+            pos = np.arange(self.spans.n_groups, dtype=np.int64)  # every group
+            return pos, concatenate_centred(self._centred), True
         if self._subset is not None:
             sums = concatenate_centred([c for _, c in self._subset])
             return self.centred_positions(), sums, False
@@ -311,15 +396,20 @@ class StatsBlock:
         """The positions (in the block's order, increasing) of the groups counted by
         :attr:`centred_groups`: int64 (L,), empty without."""
         if self._subset is not None:
-            parts, lo = [], 0
-            for (zzc, _), (sel, _) in zip(self._chunks, self._subset, strict=True):
-                parts.append(np.asarray(sel, dtype=np.int64) + lo)
-                lo += zzc.shape[-1]
-            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+            return self.spans.join(sel for sel, _ in self._subset)
         if self._centred is None:
             return np.zeros(0, dtype=np.int64)
-        lossy = np.concatenate([np.asarray(c.lossy, dtype=bool) for c in self._centred])
-        return np.flatnonzero(lossy).astype(np.int64)
+        return self.spans.join(np.flatnonzero(c.lossy) for c in self._centred)
+
+    def lossy_masks(self, nobs: np.ndarray) -> Iterator[np.ndarray]:
+        """Each chunk's lossy groups (:func:`~dmixed.kernels.conditionals.lossy_groups`;
+        ``nobs`` (G,): the groups' rows, in the block's order): bool (G_c,) per chunk,
+        each made as it is read (while its chunk is in cache for what follows)."""
+        nobs = np.asarray(nobs)
+        return (
+            lossy_groups(zzc, nobs[at])
+            for (zzc, _), at in zip(self._chunks, self.spans.slices(), strict=True)
+        )
 
     def inexact_groups(self, nobs: np.ndarray, rank_one: bool = False) -> int:
         """The groups of the block (``nobs`` (G,): their rows, in its order) that are
@@ -328,29 +418,24 @@ class StatsBlock:
         digits.  ``rank_one``: counted as after :meth:`use_rank_one`, without taking
         it (the block is only read: another thread may hold it)."""
         nobs = np.asarray(nobs)
-        count, lo = 0, 0
+        masks, count = self.lossy_masks(nobs), 0
         if rank_one:
             subsets = self._subset if self._subset is not None else [None] * len(self._chunks)
-            for (zzc, _), subset in zip(self._chunks, subsets, strict=True):
-                hi = lo + zzc.shape[-1]
-                lossy = lossy_groups(zzc, nobs[lo:hi])
+            parts = zip(self._chunks, self.spans.slices(), masks, subsets, strict=True)
+            for (zzc, _), at, lossy, subset in parts:
                 if lossy.any():
-                    lossy &= ~rank_one_groups(zzc, nobs[lo:hi])
+                    lossy &= ~rank_one_groups(zzc, nobs[at])
                     if subset is not None:  # their centred forms (use_shifted)
                         lossy[subset[0]] = False
                     count += int(lossy.sum())
-                lo = hi
             return count
-        for (zzc, _), (one, centred, subset) in zip(self._chunks, self._forms(), strict=True):
-            hi = lo + zzc.shape[-1]
-            lossy = lossy_groups(zzc, nobs[lo:hi])
+        for lossy, (one, centred, subset) in zip(masks, self._forms(), strict=True):
             if one is not None:
                 lossy &= ~one
             if subset is not None:
                 lossy[subset[0]] = False
             if centred is None:
                 count += int(lossy.sum())
-            lo = hi
         return count
 
     def _masks(self):

@@ -56,6 +56,7 @@ into independent χ² parts (Cochran's theorem); the ``W'e*`` route is the issue
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -84,6 +85,23 @@ class _Within:
     xwz: np.ndarray
     dw: np.ndarray
     ratio: np.ndarray
+
+
+class CentredRoots(NamedTuple):
+    """The roots a draw takes from the centred sums of a fit
+    (:meth:`ResponseSampler._centred_roots`), for the ``L`` groups that keep such sums
+    (``GroupArrays.centred``) and the ``Lc`` of those that take the centred root."""
+
+    #: int64 (L,): the groups that keep centred sums, in sorted group order
+    positions: np.ndarray
+    #: int64 (Lc,): which of them (indices into ``positions``) take the centred root
+    lossy: np.ndarray
+    #: (Lc, r, r): ``C̃^{1/2}`` of those (``M`` not applied)
+    root: np.ndarray
+    #: (L, r, r): the centred Gram matrices ``C`` (row and column ``e`` zero)
+    c: np.ndarray
+    #: (L, r, p): ``M⁻¹C_i``, the centred sums' ``D`` with ``u m'`` in row ``e``
+    d_x: np.ndarray
 
 
 def _psd_root(
@@ -175,8 +193,8 @@ class ResponseSampler:
             self.closed_form[_with_spread(arrays)] = False
         if self.closed_form.any():
             rank_z += self._closed_form_roots(np.flatnonzero(self.closed_form), ranks)
-        #: the lossy groups' roots (:meth:`_centred_roots`): (positions, lossy, root, C, M⁻¹C_i)
-        self.centred: tuple | None = None
+        #: the lossy groups' roots (:meth:`_centred_roots`)
+        self.centred: CentredRoots | None = None
         if arrays.centred is not None:
             rank_z += self._centred_roots(arrays.centred, ranks)
         schur = xx - np.einsum("gia,gib->ab", self.hc, self.hc)
@@ -270,19 +288,20 @@ class ResponseSampler:
         self.root[at] = m @ root
         self.proj[at] = proj
         self.hc[at] = inv_root @ d_x[lossy]
-        self.centred = (sel, lossy, root, c, d_x)
+        self.centred = CentredRoots(sel, lossy, root, c, d_x)
         return int(rank.sum()) + lossy.size - int(ranks[at].sum())
 
     def _centred_drawn(self, kept, z, u, beta, b, sigma: float):
         """The centred sums of the drawn response (those of the design kept), and
         ``Z_c'e*`` (L, r) of those groups (``u``: every group's ``Z̃_i'e*``)."""
-        assert self.centred is not None
-        sel, lossy, root, c, _ = self.centred
+        roots = self.centred
+        assert roots is not None
+        sel, lossy = roots.positions, roots.lossy
         p, e, sums = self.arrays.glob.k_fe, self.arrays.columns.z_intercept, kept.sums
         zbar = np.asarray(sums.zbar)
         c_e = u[sel] - zbar.T * u[sel, e, None]  # Z_c'e* where the plain root is taken
         c_e[:, e] = u[sel, e]  # c̃: e'e* at e
-        c_e[lossy] = sigma * np.einsum("gab,gb->ga", root, z[sel[lossy]])
+        c_e[lossy] = sigma * np.einsum("gab,gb->ga", roots.root, z[sel[lossy]])
         e_e = c_e[:, e].copy()
         c_e[:, e] = 0.0
         bs = b[sel]
@@ -290,7 +309,7 @@ class ResponseSampler:
         d = np.array(sums.d, dtype=np.float64, copy=True)
         mean[p] = beta @ mean[:p] + (zbar * bs.T).sum(axis=0) + e_e / sums.u
         # Z_c'y* = Z_c'X β + C b* + Z_c'e* (Z_c'Z̃ = C)
-        d_y = np.einsum("akg,k->ag", d[:, :p], beta) + np.einsum("gab,gb->ag", c, bs) + c_e.T
+        d_y = np.einsum("akg,k->ag", d[:, :p], beta) + np.einsum("gab,gb->ag", roots.c, bs) + c_e.T
         d[:, p] = d_y
         d[e, p] = 0.0
         return replace(kept, sums=replace(sums, mean=mean, d=d)), c_e
@@ -304,14 +323,14 @@ class ResponseSampler:
         ratio = zz[:, :, e] / zz[:, e, e][:, None]
         xwz = gx - ratio[:, :, None] * gx[:, e, None, :]
         dw = zz - zz[:, :, e, None] * ratio[:, None, :]
-        if self.centred is not None:  # from the centred sums: nothing subtracted
-            sel, _, _, c, d_x = self.centred
+        roots = self.centred
+        if roots is not None:  # from the centred sums: nothing subtracted
             kept = self.arrays.centred
             assert kept is not None
-            ratio[sel] = np.asarray(kept.sums.zbar).T
-            xwz[sel] = d_x
-            xwz[sel, e] = 0.0
-            dw[sel] = c
+            ratio[roots.positions] = np.asarray(kept.sums.zbar).T
+            xwz[roots.positions] = roots.d_x
+            xwz[roots.positions, e] = 0.0
+            dw[roots.positions] = roots.c
         return _Within(e, xwz, dw, ratio)
 
     def draw(
@@ -382,7 +401,7 @@ class ResponseSampler:
         b_zb = float(np.vdot(b, np.einsum("gab,gb->ga", wp.dw, b)))
         zc = u - wp.ratio * u[:, e, None]  # Z_c'e*
         if zc_e is not None and self.centred is not None:
-            zc[self.centred[0]] = zc_e
+            zc[self.centred.positions] = zc_e
         b_e = float(np.vdot(b, zc))
         e_e = ee - float(ue @ u[:, e])
         within[:p, p] = within[p, :p] = wxx @ beta + x_zb + x_e

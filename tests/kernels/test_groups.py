@@ -3,6 +3,8 @@ written out in the test."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -555,3 +557,170 @@ def test_a_rank_one_block_pickled_without_its_masks_is_refused():
     old = kernels.StatsBlock.__new__(kernels.StatsBlock)
     with pytest.raises(ValueError, match="same dmixed"):
         old.__setstate__((state, True))
+
+
+# ---------------------------------------------------------------------------
+# ChunkSpans: the one owner of a block's chunk → position mapping
+# ---------------------------------------------------------------------------
+
+
+def _old_split(sizes, sel):
+    """Each chunk's share of ``sel`` as ``use_shifted`` and ``use_centred_at`` derived
+    it before :class:`~dmixed.kernels.groups.ChunkSpans` (one search per chunk)."""
+    out, lo = [], 0
+    for size in sizes:
+        a, b = np.searchsorted(sel, [lo, lo + size])
+        out.append((slice(a, b), sel[a:b] - lo))
+        lo += size
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 12), min_size=1, max_size=6),
+    data=st.data(),
+)
+def test_chunk_spans_split_join_and_slices_are_the_per_chunk_offsets(sizes, data):
+    """Any chunk sizes (empty chunks too) and any increasing selection: the slices are
+    each chunk's ``lo:hi``, :meth:`ChunkSpans.split` gives what one search per chunk
+    gave, and :meth:`ChunkSpans.join` is its inverse."""
+    from dmixed.kernels.groups import ChunkSpans
+
+    spans = ChunkSpans(sizes)
+    n = sum(sizes)
+    assert spans.n_groups == n and spans.edges.dtype == np.int64
+    lo = 0
+    for size, at in zip(sizes, spans.slices(), strict=True):
+        assert (at.start, at.stop) == (lo, lo + size)
+        lo += size
+    sel = np.array(sorted(data.draw(st.sets(st.integers(0, max(n - 1, 0)), max_size=n))))
+    sel = sel.astype(np.int64)[sel < n] if sel.size else np.zeros(0, dtype=np.int64)
+    got, want = spans.split(sel), _old_split(sizes, sel)
+    assert len(got) == len(want)
+    for (at, local), (want_at, want_local) in zip(got, want, strict=True):
+        assert (at.start, at.stop) == (want_at.start, want_at.stop)
+        assert local.dtype == np.int64 and np.array_equal(local, want_local)
+    joined = spans.join(local for _, local in got)
+    assert joined.dtype == np.int64 and np.array_equal(joined, sel)
+
+
+@functools.cache
+def _lossy_rows(seed: int):
+    """:func:`_shifted_and_centred`'s blocks (one chunk), with its sums about shifts."""
+    return _shifted_and_centred(seed, False)
+
+
+def _rechunked(block, cuts):
+    """``block`` (one chunk) as chunks cut before the groups ``cuts``."""
+    zz, zxy = next(block.chunks())
+    edges = [0, *cuts, zz.shape[-1]]
+    return kernels.StatsBlock.from_chunks(
+        [
+            (np.ascontiguousarray(zz[..., a:b]), np.ascontiguousarray(zxy[..., a:b]))
+            for a, b in zip(edges[:-1], edges[1:], strict=True)
+        ]
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cuts=st.sets(st.integers(1, 39), max_size=5), seed=st.sampled_from([0, 1]))
+def test_blocks_of_any_chunks_map_every_kind_of_group_as_one_chunk(cuts, seed):
+    """A block cut into any chunks, its groups plain, shifted (:meth:`use_shifted`),
+    centred at given positions (:meth:`use_centred_at`), centred about ``W``
+    (:meth:`use_centred`) and rank one (:meth:`use_rank_one`), places every group where
+    the one-chunk block does: the same positions, centred sums, lossy and inexact
+    groups, bit for bit, and pickled it keeps them."""
+    import pickle
+
+    centred, shifted, _, _, _, nobs = _lossy_rows(seed)
+    cuts = sorted(cuts)
+    sel, sums_about_shifts, e, shared = shifted.shifted
+    block = _rechunked(shifted, cuts)
+    assert block.spans.n_groups == block.n_groups == nobs.size
+    assert np.array_equal(block.spans.edges, [0, *cuts, nobs.size])
+    masks = list(block.lossy_masks(nobs))
+    assert [m.size for m in masks] == np.diff(block.spans.edges).tolist()
+    assert np.array_equal(np.flatnonzero(np.concatenate(masks)), sel)
+    assert block.inexact_groups(nobs) == kernels.StatsBlock.from_chunks(
+        list(shifted.chunks())
+    ).inexact_groups(nobs)
+    # shifted: the lossy groups about their shifts
+    block.use_shifted(sel, sums_about_shifts, e, shared)
+    want_pos, want_sums, want_all = shifted.centred_sums()
+    for again in (block, pickle.loads(pickle.dumps(block))):
+        pos, sums, everyone = again.centred_sums()
+        assert not everyone and np.array_equal(pos, want_pos) and pos.dtype == np.int64
+        assert np.array_equal(again.centred_positions(), sel)
+        for name in ("u", "mean", "c", "d", "zbar", "lossy"):
+            assert np.asarray(getattr(sums, name)).tobytes() == (
+                np.asarray(getattr(want_sums, name)).tobytes()
+            ), name
+        assert again.centred_groups == sel.size and again.inexact_groups(nobs) == 0
+    # rank one on top: the lossy groups keep their centred forms
+    block.use_rank_one(nobs)
+    one_chunk = pickle.loads(pickle.dumps(shifted)).use_rank_one(nobs)
+    assert np.array_equal(block.centred_positions(), one_chunk.centred_positions())
+    assert block.inexact_groups(nobs) == one_chunk.inexact_groups(nobs) == 0
+    assert block.inexact_groups(nobs, True) == one_chunk.inexact_groups(nobs, True)
+    # centred at given positions (a drawn copy's), then about W (every group)
+    at = _rechunked(shifted, cuts).use_centred_at(want_pos, want_sums)
+    assert np.array_equal(at.centred_positions(), want_pos)
+    assert np.asarray(at.centred_sums()[1].d).tobytes() == np.asarray(want_sums.d).tobytes()
+    every = _rechunked(centred, cuts)
+    every.use_centred(centred.centred_sums()[1])
+    pos, sums, everyone = every.centred_sums()
+    assert everyone and np.array_equal(pos, np.arange(nobs.size))
+    assert np.array_equal(every.centred_positions(), centred.centred_positions())
+    assert np.asarray(sums.c).tobytes() == np.asarray(centred.centred_sums()[1].c).tobytes()
+
+
+def test_chunk_spans_of_a_block_of_no_groups():
+    """A block of no groups has one chunk of none: nothing to split or join."""
+    block = kernels.StatsBlock(np.zeros((0, 2, 2)), np.zeros((0, 2, 3)))
+    assert block.spans.n_groups == 0 and block.spans.slices() == [slice(0, 0)]
+    assert block.centred_positions().size == 0 and next(block.lossy_masks(np.zeros(0))).size == 0
+
+
+def test_spans_kept_by_a_block_leave_its_pickle_as_it_was():
+    """A block's :attr:`StatsBlock.spans`, once made, is not pickled: the same bytes
+    before and after (a block pickled by this version loads in one without spans and
+    back), and a loaded block makes its own."""
+    import pickle
+
+    centred, shifted, plain, *_, nobs = _lossy_rows(0)
+    for block in (centred, shifted, plain):
+        copy = pickle.loads(pickle.dumps(block))
+        before = pickle.dumps(copy)
+        _ = _rechunked(copy, [7, 30]).spans, copy.spans
+        assert pickle.dumps(copy) == before
+        again = pickle.loads(before)
+        assert np.array_equal(again.spans.edges, [0, nobs.size])
+        assert np.array_equal(again.centred_positions(), block.centred_positions())
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 16383, 16384, 16385, 3 * 16384 + 7])
+def test_chunk_spans_cut_is_how_a_new_block_chunks_its_groups(n):
+    """:meth:`ChunkSpans.cut`: chunks of :data:`GROUP_CHUNK` groups but the last, one of
+    none for no groups; a block made from per-group or entry-major sums has those."""
+    from dmixed.kernels.groups import GROUP_CHUNK, ChunkSpans
+
+    spans = ChunkSpans.cut(n)
+    want = [min(GROUP_CHUNK, n - lo) for lo in range(0, max(n, 1), GROUP_CHUNK)]
+    assert np.diff(spans.edges).tolist() == want and spans.n_groups == n
+    zz = np.arange(n, dtype=np.float64).reshape(n, 1, 1) + 1.0
+    for block in (
+        kernels.StatsBlock(zz, np.ones((n, 1, 2))),
+        kernels.StatsBlock.from_entry_major(np.moveaxis(zz, 0, -1), np.ones((1, 2, n))),
+    ):
+        assert [c[0].shape[-1] for c in block.chunks()] == want
+        assert np.array_equal(block.spans.edges, spans.edges) and block.n_groups == n
+        assert np.array_equal(block.dense()[0], zz)
+
+
+def test_chunk_spans_edges_are_read_only():
+    """A block's spans are shared: an edited edge would misplace groups silently."""
+    from dmixed.kernels.groups import ChunkSpans
+
+    spans = ChunkSpans([3, 0, 2])
+    with pytest.raises(ValueError):
+        spans.edges[1] = 0

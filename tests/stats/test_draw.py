@@ -19,7 +19,7 @@ import dmixed
 from dmixed.engines.local import closed_form_groups, statistics_from_rows
 from dmixed.results import Predictor
 from dmixed.stats import GroupArrays
-from dmixed.stats.draw import ResponseSampler
+from dmixed.stats.draw import CentredRoots, ResponseSampler
 
 from .._synth import make_data
 
@@ -168,6 +168,28 @@ def test_draw_of_centred_sums_is_that_of_the_rows_and_has_their_noise():
     tol = 5 * np.sqrt(2 / n_draws)
     assert np.all(np.abs(np.var(zc, axis=0) / (sigma**2 * c) - 1) < tol)
     assert np.all(np.abs(np.var(mean, axis=0) / (sigma**2 / u) - 1) < tol)
+
+
+def test_centred_roots_are_named_by_what_they_hold():
+    """The roots a sampler takes from the centred sums (:class:`CentredRoots`) name
+    their groups' positions, which of them take the centred root, and the arrays of
+    each, with the shapes the draw reads."""
+    arrays = GroupArrays.from_statistics(_lossy_model().statistics(), centred=True)
+    kept = arrays.centred
+    sampler = ResponseSampler(arrays, closed_form_groups(arrays))
+    roots = sampler.centred
+    assert isinstance(roots, CentredRoots) and roots._fields == (
+        "positions",
+        "lossy",
+        "root",
+        "c",
+        "d_x",
+    )
+    n_kept, (r, p) = kept.positions.size, (arrays.layout.r, arrays.glob.k_fe)
+    np.testing.assert_array_equal(roots.positions, kept.positions)
+    np.testing.assert_array_equal(roots.lossy, np.flatnonzero(np.asarray(kept.sums.lossy)))
+    assert roots.root.shape == (roots.lossy.size, r, r)
+    assert roots.c.shape == (n_kept, r, r) and roots.d_x.shape == (n_kept, r, p)
 
 
 def _raw(arrays: GroupArrays) -> GroupArrays:

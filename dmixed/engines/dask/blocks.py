@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...kernels import StatsBlock, lossy_groups
-from ...kernels.groups import GROUP_CHUNK
+from ...kernels import StatsBlock
+from ...kernels.groups import GROUP_CHUNK, ChunkSpans
 from ...kernels.term_table import TermRows, as_packed, merge_term_rows, shifted_sums
 from ...kernels.vc_blocks import RaggedVC
 from ...kernels.vc_border import CrossedVC
@@ -98,10 +98,9 @@ def packed_stats(values: np.ndarray, packed: PackedLayout) -> StatsBlock:
         columns = values.columns[columns]
     else:
         source, factors = values, np.ones(columns.size)
-    g = source.shape[0]
     chunks = []
-    for lo in range(0, max(g, 1), GROUP_CHUNK):
-        part = source[lo : lo + GROUP_CHUNK]
+    for at in ChunkSpans.cut(source.shape[0]).slices():
+        part = source[at]
         out = np.empty((columns.size, part.shape[0]))
         for row, (col, factor) in enumerate(zip(columns.tolist(), factors.tolist(), strict=True)):
             if factor == 1.0:
@@ -184,10 +183,7 @@ def shifted_lossy(
 def _lossy(stats: StatsBlock, nobs: np.ndarray) -> np.ndarray | None:
     """The positions of the lossy groups of ``stats`` (:func:`~dmixed.kernels.lossy_groups`,
     ``nobs`` their rows), or None where there are none."""
-    masks, lo = [], 0
-    for zz, _ in stats.chunks():
-        masks.append(lossy_groups(zz, nobs[lo : lo + zz.shape[-1]]))
-        lo += zz.shape[-1]
+    masks = list(stats.lossy_masks(nobs))
     if not any(m.any() for m in masks):
         return None
     return np.flatnonzero(np.concatenate(masks))
