@@ -27,7 +27,10 @@ Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -38,7 +41,7 @@ from .conditionals import gram_rows
 from .groups import HessianSums
 from .hessian_moments import HessianMoments
 
-__all__ = ["Dense2Statistics", "Dense2Step", "DenseStep", "fixed_numbers"]
+__all__ = ["Dense2Statistics", "Dense2Step", "DenseStep", "fixed_numbers", "sharing_design"]
 
 
 @dataclass
@@ -343,9 +346,42 @@ def _triangle(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows, cols, square
 
 
+#: the chunks whose design rows :func:`sharing_design` keeps, by their design (None:
+#: outside such a scope, nothing kept)
+_SHARED: ContextVar[dict[tuple, _Dense2Chunk] | None] = ContextVar(
+    "dmixed_dense2_shared_design", default=None
+)
+
+
+@contextlib.contextmanager
+def sharing_design() -> Iterator[None]:
+    """Within this scope the numpy rows of :class:`Dense2Statistics` are made once per
+    design: a chunk whose ``Z̃'Z̃`` and ``Z̃'X`` equal those of a chunk made before in the
+    scope copies that chunk's rows and makes only those of ``y``'s column (``[F; adj(U)F]``
+    at ``y`` and the upper triangles' entries with ``y``: ``k`` of ``k (k + 1) / 2``),
+    with the same operations on the same numbers, so the rows are the same to the bit.
+
+    For refits of responses drawn over one design (the parametric bootstrap's
+    replicates), whose rows otherwise cost ``O(k² G)`` each.  The kept rows are let go
+    when the outermost scope ends (a design's chunks: up to
+    :data:`~dmixed.fit.lean.LEAN_ROWS_BYTES`); each thread or task has its own scope."""
+    if _SHARED.get() is not None:  # within an outer scope: its rows
+        yield
+        return
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 class _Dense2Chunk:
     """The fixed rows of one chunk of groups (:class:`Dense2Statistics`), and its sums
     by the extension ``ext`` (:mod:`~dmixed.kernels.native`), or numpy where None."""
+
+    _rows: np.ndarray  # numpy's: [1, u00, u01, u11, det(U)] over T0..T3's triangles
+    _urow: np.ndarray  # its first five rows
+    _fa: np.ndarray  # [F; adj(U)F] (4, k G)
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray, ext: ModuleType | None = None) -> None:
         k, g = zxy.shape[1:]
@@ -357,11 +393,23 @@ class _Dense2Chunk:
             # the extension makes each group's rows as it sums them: none kept
             self._zz, self._zxy = _contiguous(zz), _contiguous(zxy)
             return
-        u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
+        shared = _SHARED.get()
+        key = known = None
+        if shared is not None:
+            key = (zz.shape, zxy.shape, zz.tobytes(), zxy[:, :-1].tobytes())
+            known = shared.get(key)
+        if known is not None:  # the same design: its rows, then y's column's own
+            self._rows = known._rows.copy()
+            self._urow = self._rows[:5]
+            self._fa = known._fa.copy()
+            at_y = np.flatnonzero(cols == k - 1)
+            self._fill(zz, zxy, rows[at_y], cols[at_y], at_y, slice(k - 1, k))
+            return
         # [1, u00, u01, u11, det(U)] (d and the numerators of S) over the upper
         # triangles of T0..T3: one product with 1/d sums them all
         self._rows = np.empty((5 + 4 * rows.size, g))
         urow = self._urow = self._rows[:5]
+        u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
         urow[0] = 1.0
         urow[1] = u00
         urow[2] = u01
@@ -369,27 +417,49 @@ class _Dense2Chunk:
         det_u = np.multiply(u00, u11, out=urow[4])
         det_u -= u01 * u01
         np.maximum(det_u, 0.0, out=det_u)  # as _conditional_2 clips it
+        self._fa = np.empty((4, k * g))
+        self._fill(zz, zxy, rows, cols, slice(None), slice(None))
+        if shared is not None and key is not None:
+            shared[key] = self
+
+    def _fill(
+        self,
+        zz: np.ndarray,
+        zxy: np.ndarray,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        at: np.ndarray | slice,
+        columns: slice,
+    ) -> None:
+        """Make the rows of ``[F; adj(U)F]`` at ``zxy``'s ``columns`` and the upper
+        triangles' entries ``(rows, cols)`` (their positions ``at`` in the triangle)."""
+        k, g = self.k, self.n_groups
+        u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
+        f = zxy[:, columns]
         # [F0; F1; adj(U)F row 0; row 1] as (4, k G): H's numerators in one product
-        fa = np.empty((4, k, g))
-        fa[:2] = zxy
-        np.multiply(u11, zxy[0], out=fa[2])
-        fa[2] -= u01 * zxy[1]
-        np.multiply(u00, zxy[1], out=fa[3])
-        fa[3] -= u01 * zxy[0]
-        self._fa = fa.reshape(4, k * g)
+        fa = self._fa.reshape(4, k, g)[:, columns]
+        fa[:2] = f
+        np.multiply(u11, f[0], out=fa[2])
+        fa[2] -= u01 * f[1]
+        np.multiply(u00, f[1], out=fa[3])
+        fa[3] -= u01 * f[0]
         # d P = B + det(B) adj(U), so d F'PF = b00 T0 + b01 T1 + b11 T2 + det(B) T3
         # with the fixed T0 = F0'F0, T1 = F0'F1 + F1'F0, T2 = F1'F1,
         # T3 = F'adj(U)F = u11 T0 − u01 T1 + u00 T2 (their upper triangles, per group)
-        at_rows = zxy.take(rows, axis=1)  # (2, k (k + 1) / 2, G)
+        at_rows = zxy.take(rows, axis=1)  # (2, entries, G)
         at_cols = zxy.take(cols, axis=1)
-        fixed = self._rows[5:].reshape((4,) + at_rows.shape[1:])
-        t0 = np.multiply(at_rows[0], at_cols[0], out=fixed[0])
-        t1 = np.multiply(at_rows[0], at_cols[1], out=fixed[1])
+        fixed = self._rows[5:].reshape(4, -1, g)
+        whole = isinstance(at, slice)  # every entry: made in place
+        made = fixed if whole else np.empty((4, *at_rows.shape[1:]))
+        t0 = np.multiply(at_rows[0], at_cols[0], out=made[0])
+        t1 = np.multiply(at_rows[0], at_cols[1], out=made[1])
         t1 += at_rows[1] * at_cols[0]
-        t2 = np.multiply(at_rows[1], at_cols[1], out=fixed[2])
-        t3 = np.multiply(u11, t0, out=fixed[3])
+        t2 = np.multiply(at_rows[1], at_cols[1], out=made[2])
+        t3 = np.multiply(u11, t0, out=made[3])
         t3 -= u01 * t1
         t3 += u00 * t2
+        if not whole:
+            fixed[:, at] = made
 
     def first_sums(
         self, d_coef: tuple[float, float, float, float, float]
