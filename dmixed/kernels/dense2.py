@@ -202,6 +202,7 @@ class Dense2Statistics:
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
         ext = native.extension()
         self._ext = ext if zxy.shape[1] <= native.MAX_K else None
+        self._gather_ext = ext
         self._chunks = [_Dense2Chunk(zz, zxy, self._ext)]
         self.k = zxy.shape[1]
         self.n_groups = zxy.shape[2]
@@ -217,6 +218,14 @@ class Dense2Statistics:
         numpy): what calls it on these sums' results calls this one, not a second
         reading of ``DMIXED_NATIVE``, which may have changed since."""
         return self._ext
+
+    @property
+    def gather_extension(self) -> ModuleType | None:
+        """The extension as chosen at construction whatever ``k`` (None: numpy): what
+        sums the Hessian moments' gathers
+        (:func:`~dmixed.kernels.hessian_moments.full_sums`) where :attr:`extension` is
+        None for a ``k`` over :data:`~dmixed.kernels.native.MAX_K`."""
+        return self._gather_ext
 
     @classmethod
     def of_chunks(cls, chunks) -> Dense2Statistics:
@@ -346,9 +355,19 @@ def _triangle(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows, cols, square
 
 
-#: the chunks whose design rows :func:`sharing_design` keeps, by their design (None:
-#: outside such a scope, nothing kept)
-_SHARED: ContextVar[dict[tuple, _Dense2Chunk] | None] = ContextVar(
+@dataclass(eq=False)
+class _SharedRows:
+    """The rows of one design in a :func:`sharing_design` scope, held by every chunk of
+    that design made there; ``owner`` is the chunk whose ``y`` entries they hold now."""
+
+    rows: np.ndarray
+    fa: np.ndarray
+    owner: _Dense2Chunk | None
+
+
+#: the rows of each design made in a :func:`sharing_design` scope, by the design (None:
+#: outside such a scope, nothing shared)
+_SHARED: ContextVar[dict[tuple, _SharedRows] | None] = ContextVar(
     "dmixed_dense2_shared_design", default=None
 )
 
@@ -356,15 +375,17 @@ _SHARED: ContextVar[dict[tuple, _Dense2Chunk] | None] = ContextVar(
 @contextlib.contextmanager
 def sharing_design() -> Iterator[None]:
     """Within this scope the numpy rows of :class:`Dense2Statistics` are made once per
-    design: a chunk whose ``Z̃'Z̃`` and ``Z̃'X`` equal those of a chunk made before in the
-    scope copies that chunk's rows and makes only those of ``y``'s column (``[F; adj(U)F]``
-    at ``y`` and the upper triangles' entries with ``y``: ``k`` of ``k (k + 1) / 2``),
-    with the same operations on the same numbers, so the rows are the same to the bit.
+    design: the chunks whose ``Z̃'Z̃`` and ``Z̃'X`` are equal hold one array of rows, and
+    each makes only its rows of ``y``'s column (``[F; adj(U)F]`` at ``y`` and the upper
+    triangles' entries with ``y``: ``k`` of ``k (k + 1) / 2``), with the same operations
+    on the same numbers as the whole rows (the same bits), and writes them there before
+    it reads them when another chunk wrote its own since.
 
     For refits of responses drawn over one design (the parametric bootstrap's
-    replicates), whose rows otherwise cost ``O(k² G)`` each.  The kept rows are let go
-    when the outermost scope ends (a design's chunks: up to
-    :data:`~dmixed.fit.lean.LEAN_ROWS_BYTES`); each thread or task has its own scope."""
+    replicates), whose rows otherwise cost ``O(k² G)`` each to make and hold.  The rows
+    are let go when the outermost scope ends (a design's chunks: up to
+    :data:`~dmixed.fit.lean.LEAN_ROWS_BYTES`); each thread or task has its own scope, and
+    chunks sharing rows must be used from one thread."""
     if _SHARED.get() is not None:  # within an outer scope: its rows
         yield
         return
@@ -393,18 +414,22 @@ class _Dense2Chunk:
             # the extension makes each group's rows as it sums them: none kept
             self._zz, self._zxy = _contiguous(zz), _contiguous(zxy)
             return
-        shared = _SHARED.get()
-        key = known = None
-        if shared is not None:
+        #: the rows shared in a sharing_design scope, where this chunk's y entries lie
+        #: in them, and those entries (None: rows of its own)
+        self._shared: _SharedRows | None = None
+        self._at_y = np.flatnonzero(cols == k - 1)
+        self._own_y: tuple[np.ndarray, np.ndarray] | None = None
+        scope = _SHARED.get()
+        key = None
+        if scope is not None:
             key = (zz.shape, zxy.shape, zz.tobytes(), zxy[:, :-1].tobytes())
-            known = shared.get(key)
-        if known is not None:  # the same design: its rows, then y's column's own
-            self._rows = known._rows.copy()
-            self._urow = self._rows[:5]
-            self._fa = known._fa.copy()
-            at_y = np.flatnonzero(cols == k - 1)
-            self._fill(zz, zxy, rows[at_y], cols[at_y], at_y, slice(k - 1, k))
-            return
+            known = scope.get(key)
+            if known is not None:  # the same design: its rows, and y's column's own
+                self._rows, self._fa = known.rows, known.fa
+                self._urow = self._rows[:5]
+                self._own_y = self._fill(zz, zxy, rows[self._at_y], cols[self._at_y], k - 1)
+                self._shared = known
+                return
         # [1, u00, u01, u11, det(U)] (d and the numerators of S) over the upper
         # triangles of T0..T3: one product with 1/d sums them all
         self._rows = np.empty((5 + 4 * rows.size, g))
@@ -418,9 +443,12 @@ class _Dense2Chunk:
         det_u -= u01 * u01
         np.maximum(det_u, 0.0, out=det_u)  # as _conditional_2 clips it
         self._fa = np.empty((4, k * g))
-        self._fill(zz, zxy, rows, cols, slice(None), slice(None))
-        if shared is not None and key is not None:
-            shared[key] = self
+        made, fa = self._fill(
+            zz, zxy, rows, cols, None, self._rows[5:].reshape(4, -1, g), self._fa.reshape(4, k, g)
+        )
+        if scope is not None and key is not None:
+            self._shared = scope[key] = _SharedRows(self._rows, self._fa, self)
+            self._own_y = (made[:, self._at_y].copy(), fa[:, -1].copy())
 
     def _fill(
         self,
@@ -428,16 +456,18 @@ class _Dense2Chunk:
         zxy: np.ndarray,
         rows: np.ndarray,
         cols: np.ndarray,
-        at: np.ndarray | slice,
-        columns: slice,
-    ) -> None:
-        """Make the rows of ``[F; adj(U)F]`` at ``zxy``'s ``columns`` and the upper
-        triangles' entries ``(rows, cols)`` (their positions ``at`` in the triangle)."""
-        k, g = self.k, self.n_groups
+        column: int | None,
+        made: np.ndarray | None = None,
+        fa: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The upper triangles' entries ``(rows, cols)`` of ``T0..T3`` (4, entries, G) and
+        ``[F; adj(U)F]`` (4, k, G), or its ``column`` alone (4, G) where not None (in
+        ``made`` and ``fa`` where given)."""
         u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
-        f = zxy[:, columns]
-        # [F0; F1; adj(U)F row 0; row 1] as (4, k G): H's numerators in one product
-        fa = self._fa.reshape(4, k, g)[:, columns]
+        f = zxy if column is None else zxy[:, column]
+        # [F0; F1; adj(U)F row 0; row 1]: H's numerators in one product
+        if fa is None:
+            fa = np.empty((4, *f.shape[1:]))
         fa[:2] = f
         np.multiply(u11, f[0], out=fa[2])
         fa[2] -= u01 * f[1]
@@ -448,9 +478,8 @@ class _Dense2Chunk:
         # T3 = F'adj(U)F = u11 T0 − u01 T1 + u00 T2 (their upper triangles, per group)
         at_rows = zxy.take(rows, axis=1)  # (2, entries, G)
         at_cols = zxy.take(cols, axis=1)
-        fixed = self._rows[5:].reshape(4, -1, g)
-        whole = isinstance(at, slice)  # every entry: made in place
-        made = fixed if whole else np.empty((4, *at_rows.shape[1:]))
+        if made is None:
+            made = np.empty((4, *at_rows.shape[1:]))
         t0 = np.multiply(at_rows[0], at_cols[0], out=made[0])
         t1 = np.multiply(at_rows[0], at_cols[1], out=made[1])
         t1 += at_rows[1] * at_cols[0]
@@ -458,8 +487,20 @@ class _Dense2Chunk:
         t3 = np.multiply(u11, t0, out=made[3])
         t3 -= u01 * t1
         t3 += u00 * t2
-        if not whole:
-            fixed[:, at] = made
+        return made, fa
+
+    def _claim(self) -> None:
+        """Write this chunk's ``y`` entries into the rows it shares
+        (:func:`sharing_design`) where another chunk's lie there."""
+        shared = self._shared
+        if shared is None or shared.owner is self:
+            return
+        assert self._own_y is not None
+        made, fa_y = self._own_y
+        k, g = self.k, self.n_groups
+        self._rows[5:].reshape(4, -1, g)[:, self._at_y] = made
+        self._fa.reshape(4, k, g)[:, k - 1] = fa_y
+        shared.owner = self
 
     def first_sums(
         self, d_coef: tuple[float, float, float, float, float]
@@ -474,6 +515,7 @@ class _Dense2Chunk:
                 self._zz, self._zxy, self.k, self.n_groups, *d_coef, inv_d, sums
             )
             return inv_d, logdet, sums
+        self._claim()
         d = np.array(d_coef) @ self._urow
         inv_d = 1.0 / d
         return inv_d, float(np.log(d).sum()), self._rows @ inv_d
@@ -491,6 +533,7 @@ class _Dense2Chunk:
 
     def h_rows(self, inv_d: np.ndarray, mix: np.ndarray) -> np.ndarray:
         """The rows ``H_i[a, x]`` (2 k, G) at the ``adj(B)`` rows ``mix``."""
+        self._claim()
         h = (mix @ self._fa).reshape(2 * self.k, self.n_groups)
         h *= inv_d
         return h
@@ -529,6 +572,7 @@ class _Dense2Chunk:
         """:attr:`Dense2Step.rows` of this chunk: ``[v; S pairs]`` (2 k + 3, G) at the
         ``adj(B)`` rows ``mix``, the rows ``coef`` of ``S``'s numerators and
         ``w = [−β; 1]``."""
+        self._claim()
         k, g = self.k, self.n_groups
         out = np.empty((2 * k + 3, g))
         np.matmul(mix, self._fa, out=out[: 2 * k].reshape(2, k * g))

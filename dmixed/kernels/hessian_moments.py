@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+from types import ModuleType
 
 import numpy as np
 
@@ -281,7 +282,12 @@ def full_gather(basis: np.ndarray, k: int) -> np.ndarray:
 
 
 def full_sums(
-    va: np.ndarray, c: np.ndarray, a: np.ndarray, basis: np.ndarray, k: int
+    va: np.ndarray,
+    c: np.ndarray,
+    a: np.ndarray,
+    basis: np.ndarray,
+    k: int,
+    ext: ModuleType | None = None,
 ) -> tuple[np.ndarray, ...]:
     """The contractions of :func:`contract` and ``[X y]'V*⁻¹[X y]``'s ``A`` in one
     gather: ``(half_q, u_e_u, tr_ss, a_j, a_jk)`` with ``half_q`` the (p+m) × (p+m)
@@ -289,12 +295,19 @@ def full_sums(
     (``a`` its ``A``).  ``va`` is the product of the rows ``[v; S pairs]`` with
     themselves (``V`` and the moments' ``A`` as its diagonal blocks), ``c`` the
     moments' ``C``; the basis entries are 0 or 1, so each entry is a sum of stored
-    ones (in another order than :func:`contract` adds them: to rounding)."""
+    ones (in another order than :func:`contract` adds them: to rounding).  With the
+    extension ``ext`` (:mod:`~dmixed.kernels.native`) its ``gathered_sums`` adds each
+    row as numpy does (the same sums to the bit) without the ``rows × width`` array of
+    positions' numbers; None: numpy."""
     m = basis.shape[0]
     p = k - 1
     index = full_gather(basis, k)
     flat = np.concatenate((va.ravel(), c.ravel(), a.ravel(), _ZERO))
-    sums = flat.take(index).sum(axis=1)
+    if ext is not None and 0 < index.shape[1] <= _EXT_WIDTH:
+        sums = np.empty(index.shape[0])
+        ext.gathered_sums(flat, index, index.shape[1], sums)
+    else:
+        sums = flat.take(index).sum(axis=1)
     n = p + m
     e1 = n * n
     e2 = e1 + m
@@ -310,6 +323,9 @@ def full_sums(
 
 
 _ZERO = np.zeros(1)
+
+#: the widest rows the extension's ``gathered_sums`` takes
+_EXT_WIDTH = 4096
 
 
 def _residual_side(h: np.ndarray, w: np.ndarray) -> np.ndarray:
