@@ -1907,6 +1907,9 @@ PyDoc_STRVAR(gathered_sums_doc,
 "pairwise summation): dmixed.kernels.hessian_moments.full_sums' gather without the\n"
 "n_rows x width array.  flat float64 C-contiguous; a position outside it is refused.");
 
+/* the widest rows gathered_sums takes (the module's MAX_GATHER_WIDTH) */
+#define MAX_GATHER_WIDTH 4096
+
 static PyObject *
 gathered_sums(PyObject *self, PyObject *args)
 {
@@ -1915,8 +1918,9 @@ gathered_sums(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOnO", &o[0], &o[1], &width, &o[2])) {
         return NULL;
     }
-    if (width < 1 || width > 4096) {
-        PyErr_Format(PyExc_ValueError, "width must be in [1, 4096], got %zd", width);
+    if (width < 1 || width > MAX_GATHER_WIDTH) {
+        PyErr_Format(PyExc_ValueError, "width must be in [1, %d], got %zd", MAX_GATHER_WIDTH,
+                     width);
         return NULL;
     }
     Py_buffer v[3];
@@ -2021,7 +2025,8 @@ PyMODINIT_FUNC
 PyInit_c_sums(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "VERSION", C_SUMS_VERSION) < 0) {
+    if (m != NULL && (PyModule_AddIntConstant(m, "VERSION", C_SUMS_VERSION) < 0 ||
+                      PyModule_AddIntConstant(m, "MAX_GATHER_WIDTH", MAX_GATHER_WIDTH) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -384,8 +384,19 @@ def sharing_design() -> Iterator[None]:
     For refits of responses drawn over one design (the parametric bootstrap's
     replicates), whose rows otherwise cost ``O(k² G)`` each to make and hold.  The rows
     are let go when the outermost scope ends (a design's chunks: up to
-    :data:`~dmixed.fit.lean.LEAN_ROWS_BYTES`); each thread or task has its own scope, and
-    chunks sharing rows must be used from one thread."""
+    :data:`~dmixed.fit.lean.LEAN_ROWS_BYTES`).
+
+    Yields
+    ------
+    None
+        Statistics made inside the scope share their rows; nested scopes use the
+        outermost one's.
+
+    Notes
+    -----
+    The scope is a :class:`contextvars.ContextVar`: each thread or task has its own, and
+    the chunks sharing rows must be used from one thread (a chunk writes its own ``y``
+    entries into the shared rows before it reads them)."""
     if _SHARED.get() is not None:  # within an outer scope: its rows
         yield
         return
@@ -498,6 +509,9 @@ class _Dense2Chunk:
         assert self._own_y is not None
         made, fa_y = self._own_y
         k, g = self.k, self.n_groups
+        # No owner while the entries are written: an interrupted write leaves rows that
+        # every chunk rewrites before it reads them.
+        shared.owner = None
         self._rows[5:].reshape(4, -1, g)[:, self._at_y] = made
         self._fa.reshape(4, k, g)[:, k - 1] = fa_y
         shared.owner = self

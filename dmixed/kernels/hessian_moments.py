@@ -175,7 +175,7 @@ def contract(
 
 #: :func:`_full_gather`'s cache: a fit asks for one basis and ``k`` (a process that fits
 #: several models, a few); each entry holds ``(n n + m + m m + m p p + m m p p) × width``
-#: positions, some 30 MB at p = 200 and m = 3, so only a few are kept
+#: positions, ``O(m² p²)``, so only a few are kept
 _FULL_GATHER_CACHE = 4
 
 
@@ -303,7 +303,7 @@ def full_sums(
     p = k - 1
     index = full_gather(basis, k)
     flat = np.concatenate((va.ravel(), c.ravel(), a.ravel(), _ZERO))
-    if ext is not None and 0 < index.shape[1] <= _EXT_WIDTH:
+    if ext is not None and 0 < index.shape[1] <= ext.MAX_GATHER_WIDTH:
         sums = np.empty(index.shape[0])
         ext.gathered_sums(flat, index, index.shape[1], sums)
     else:
@@ -323,9 +323,6 @@ def full_sums(
 
 
 _ZERO = np.zeros(1)
-
-#: the widest rows the extension's ``gathered_sums`` takes
-_EXT_WIDTH = 4096
 
 
 def _residual_side(h: np.ndarray, w: np.ndarray) -> np.ndarray:
