@@ -208,8 +208,12 @@ class LeanSteps:
         #: the block's arrays where the extension makes a whole evaluation in one call
         #: (:meth:`evaluate_fused`: one chunk, 1 ≤ p ≤ 3, no ``re_map``)
         self._fused = None
+        #: the extension that sums the Hessian moments' gathers where :attr:`_ext` is
+        #: None (a k over its bound; the statistics' choice as well)
+        self._gather: ModuleType | None = None
         if isinstance(data, Dense2Statistics):
             self._ext = data.extension
+            self._gather = data.gather_extension
             if self._ext is not None and 2 <= k <= 4 and obj.re_map is None:
                 self._fused = data.fused()
 
@@ -645,7 +649,9 @@ class LeanSteps:
         p = self.data.k - 1
         va, c = step.moments(prof.w)
         q0 = self._xyxy_pp - step.m[p, p].item()
-        made = hessian_of_moments(va, c, prof, self.basis, q0, self.obj.reml, self._ext)
+        made = hessian_of_moments(
+            va, c, prof, self.basis, q0, self.obj.reml, self._ext, self._gather
+        )
         if made is None:
             return None, None
         hess, prof_h, trace_ss = made
@@ -786,6 +792,7 @@ def hessian_of_moments(
     q0: float,
     reml: bool,
     ext: ModuleType | None = None,
+    gather: ModuleType | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The Hessian of ℓ in ``[β, θ]`` and the profiled one in θ from the moments of
     :meth:`~dmixed.kernels.dense2.Dense2Step.moments` (:meth:`LeanSteps.profiled_hessian_2`).
@@ -805,6 +812,10 @@ def hessian_of_moments(
     ext : module or None
         The extension (:func:`~dmixed.kernels.native.extension`): its
         ``profiled_hessian`` makes all of it in one call; None: numpy.
+    gather : module or None
+        Where ``ext`` is None: the extension whose ``gathered_sums`` sums
+        :func:`~dmixed.kernels.hessian_moments.full_sums`' gathers (the same sums to the
+        bit); None: numpy's.
 
     Returns
     -------
@@ -835,7 +846,7 @@ def hessian_of_moments(
         if not ext.profiled_hessian(va, c, a, prof.b, a_inv, *args, hess, prof_h, trace_ss):
             return None
         return hess, prof_h, trace_ss
-    half_q, u_e_u, tr_ss, a_j, a_jk = full_sums(va, c, a, basis, p + 1)
+    half_q, u_e_u, tr_ss, a_j, a_jk = full_sums(va, c, a, basis, p + 1, gather)
     m = u_e_u.size
     # quadratic_form at β̂ about β₀ = 0: Q(0) − 2β̂'b + β̂'Aβ̂ (in floats)
     beta_l, b_l = prof.beta.tolist(), prof.b.tolist()

@@ -1900,6 +1900,95 @@ moments_r2(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(gathered_sums_doc,
+"gathered_sums(flat, index, width, sums) -> None\n\n"
+"Into sums (float64, n_rows) the sum of each row of flat's entries at index (int64,\n"
+"C-contiguous, n_rows x width), added as numpy adds a row of flat.take(index) (its\n"
+"pairwise summation): dmixed.kernels.hessian_moments.full_sums' gather without the\n"
+"n_rows x width array.  flat float64 C-contiguous; a position outside it is refused.");
+
+/* the widest rows gathered_sums takes (the module's MAX_GATHER_WIDTH) */
+#define MAX_GATHER_WIDTH 4096
+
+static PyObject *
+gathered_sums(PyObject *self, PyObject *args)
+{
+    PyObject *o[3];
+    Py_ssize_t width;
+    if (!PyArg_ParseTuple(args, "OOnO", &o[0], &o[1], &width, &o[2])) {
+        return NULL;
+    }
+    if (width < 1 || width > MAX_GATHER_WIDTH) {
+        PyErr_Format(PyExc_ValueError, "width must be in [1, %d], got %zd", MAX_GATHER_WIDTH,
+                     width);
+        return NULL;
+    }
+    Py_buffer v[3];
+    int taken = 0;
+    PyObject *result = NULL;
+    const char *names[3] = {"flat", "index", "sums"};
+    for (int i = 0; i < 3; i++, taken++) {
+        int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (i == 2 ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(o[i], &v[i], flags) != 0) {
+            goto done;
+        }
+        const char *fmt = v[i].format;
+        if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) {
+            fmt++;
+        }
+        int ok = v[i].itemsize == 8 && fmt != NULL &&
+                 (i == 1 ? (strcmp(fmt, "q") == 0 || strcmp(fmt, "l") == 0)
+                         : strcmp(fmt, "d") == 0);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "%s: a%s buffer is needed", names[i],
+                         i == 1 ? "n int64" : " float64");
+            taken++;
+            goto done;
+        }
+    }
+    {
+        Py_ssize_t total = v[0].len / 8, n_rows = v[2].len / 8;
+        if (v[1].len != n_rows * width * 8) {
+            PyErr_Format(PyExc_ValueError, "index: %zd x %zd positions needed, got %zd",
+                         n_rows, width, v[1].len / 8);
+            goto done;
+        }
+        double *row = PyMem_Malloc(sizeof(double) * width);
+        if (row == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        const double *flat = v[0].buf;
+        const int64_t *index = v[1].buf;
+        double *sums = v[2].buf;
+        int bad = 0;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t r = 0; r < n_rows && !bad; r++) {
+            const int64_t *at = index + r * width;
+            for (Py_ssize_t w = 0; w < width; w++) {
+                int64_t pos = at[w];
+                if (pos < 0 || pos >= total) {
+                    bad = 1;
+                    break;
+                }
+                row[w] = flat[pos];
+            }
+            sums[r] = pairwise(row, width);
+        }
+        Py_END_ALLOW_THREADS
+        PyMem_Free(row);
+        if (bad) {
+            PyErr_Format(PyExc_ValueError, "index: a position outside [0, %zd)", total);
+            goto done;
+        }
+        result = Py_None;
+        Py_INCREF(result);
+    }
+done:
+    release(v, taken);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"dense2_first", dense2_first, METH_VARARGS, dense2_first_doc},
     {"dense2_residual", dense2_residual, METH_VARARGS, dense2_residual_doc},
@@ -1908,6 +1997,7 @@ static PyMethodDef methods[] = {
     {"term_sums", term_sums, METH_VARARGS, term_sums_doc},
     {"constant_within", constant_within, METH_VARARGS, constant_within_doc},
     {"profiled_hessian", profiled_hessian, METH_VARARGS, profiled_hessian_doc},
+    {"gathered_sums", gathered_sums, METH_VARARGS, gathered_sums_doc},
     {"lean_evaluate", lean_evaluate, METH_VARARGS, lean_evaluate_doc},
     {"block_terms", block_terms, METH_VARARGS, block_terms_doc},
     {"moments_r2", moments_r2, METH_VARARGS, moments_r2_doc},
@@ -1929,13 +2019,14 @@ static struct PyModuleDef module = {
 /* the entry points' arguments as this file defines them: dmixed.kernels.native.VERSION
    must say the same, or the module is not used (an editable install keeps the library it
    built from an older file until it is rebuilt) */
-#define C_SUMS_VERSION 9
+#define C_SUMS_VERSION 10
 
 PyMODINIT_FUNC
 PyInit_c_sums(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "VERSION", C_SUMS_VERSION) < 0) {
+    if (m != NULL && (PyModule_AddIntConstant(m, "VERSION", C_SUMS_VERSION) < 0 ||
+                      PyModule_AddIntConstant(m, "MAX_GATHER_WIDTH", MAX_GATHER_WIDTH) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -66,6 +66,7 @@ def profiled_hessian(
     tr_ss: Any,
     /,
 ) -> bool: ...
+def gathered_sums(flat: Any, index: Any, width: int, sums: Any, /) -> None: ...
 def lean_evaluate(
     zz: Any,
     zxy: Any,

@@ -27,7 +27,10 @@ Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -38,7 +41,7 @@ from .conditionals import gram_rows
 from .groups import HessianSums
 from .hessian_moments import HessianMoments
 
-__all__ = ["Dense2Statistics", "Dense2Step", "DenseStep", "fixed_numbers"]
+__all__ = ["Dense2Statistics", "Dense2Step", "DenseStep", "fixed_numbers", "sharing_design"]
 
 
 @dataclass
@@ -199,6 +202,7 @@ class Dense2Statistics:
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
         ext = native.extension()
         self._ext = ext if zxy.shape[1] <= native.MAX_K else None
+        self._gather_ext = ext
         self._chunks = [_Dense2Chunk(zz, zxy, self._ext)]
         self.k = zxy.shape[1]
         self.n_groups = zxy.shape[2]
@@ -214,6 +218,14 @@ class Dense2Statistics:
         numpy): what calls it on these sums' results calls this one, not a second
         reading of ``DMIXED_NATIVE``, which may have changed since."""
         return self._ext
+
+    @property
+    def gather_extension(self) -> ModuleType | None:
+        """The extension as chosen at construction whatever ``k`` (None: numpy): what
+        sums the Hessian moments' gathers
+        (:func:`~dmixed.kernels.hessian_moments.full_sums`) where :attr:`extension` is
+        None for a ``k`` over :data:`~dmixed.kernels.native.MAX_K`."""
+        return self._gather_ext
 
     @classmethod
     def of_chunks(cls, chunks) -> Dense2Statistics:
@@ -343,9 +355,65 @@ def _triangle(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows, cols, square
 
 
+@dataclass(eq=False)
+class _SharedRows:
+    """The rows of one design in a :func:`sharing_design` scope, held by every chunk of
+    that design made there; ``owner`` is the chunk whose ``y`` entries they hold now."""
+
+    rows: np.ndarray
+    fa: np.ndarray
+    owner: _Dense2Chunk | None
+
+
+#: the rows of each design made in a :func:`sharing_design` scope, by the design (None:
+#: outside such a scope, nothing shared)
+_SHARED: ContextVar[dict[tuple, _SharedRows] | None] = ContextVar(
+    "dmixed_dense2_shared_design", default=None
+)
+
+
+@contextlib.contextmanager
+def sharing_design() -> Iterator[None]:
+    """Within this scope the numpy rows of :class:`Dense2Statistics` are made once per
+    design: the chunks whose ``Z̃'Z̃`` and ``Z̃'X`` are equal hold one array of rows, and
+    each makes only its rows of ``y``'s column (``[F; adj(U)F]`` at ``y`` and the upper
+    triangles' entries with ``y``: ``k`` of ``k (k + 1) / 2``), with the same operations
+    on the same numbers as the whole rows (the same bits), and writes them there before
+    it reads them when another chunk wrote its own since.
+
+    For refits of responses drawn over one design (the parametric bootstrap's
+    replicates), whose rows otherwise cost ``O(k² G)`` each to make and hold.  The rows
+    are let go when the outermost scope ends (a design's chunks: up to
+    :data:`~dmixed.fit.lean.LEAN_ROWS_BYTES`).
+
+    Yields
+    ------
+    None
+        Statistics made inside the scope share their rows; nested scopes use the
+        outermost one's.
+
+    Notes
+    -----
+    The scope is a :class:`contextvars.ContextVar`: each thread or task has its own, and
+    the chunks sharing rows must be used from one thread (a chunk writes its own ``y``
+    entries into the shared rows before it reads them)."""
+    if _SHARED.get() is not None:  # within an outer scope: its rows
+        yield
+        return
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 class _Dense2Chunk:
     """The fixed rows of one chunk of groups (:class:`Dense2Statistics`), and its sums
     by the extension ``ext`` (:mod:`~dmixed.kernels.native`), or numpy where None."""
+
+    _rows: np.ndarray  # numpy's: [1, u00, u01, u11, det(U)] over T0..T3's triangles
+    _urow: np.ndarray  # its first five rows
+    _fa: np.ndarray  # [F; adj(U)F] (4, k G)
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray, ext: ModuleType | None = None) -> None:
         k, g = zxy.shape[1:]
@@ -357,11 +425,27 @@ class _Dense2Chunk:
             # the extension makes each group's rows as it sums them: none kept
             self._zz, self._zxy = _contiguous(zz), _contiguous(zxy)
             return
-        u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
+        #: the rows shared in a sharing_design scope, where this chunk's y entries lie
+        #: in them, and those entries (None: rows of its own)
+        self._shared: _SharedRows | None = None
+        self._at_y = np.flatnonzero(cols == k - 1)
+        self._own_y: tuple[np.ndarray, np.ndarray] | None = None
+        scope = _SHARED.get()
+        key = None
+        if scope is not None:
+            key = (zz.shape, zxy.shape, zz.tobytes(), zxy[:, :-1].tobytes())
+            known = scope.get(key)
+            if known is not None:  # the same design: its rows, and y's column's own
+                self._rows, self._fa = known.rows, known.fa
+                self._urow = self._rows[:5]
+                self._own_y = self._fill(zz, zxy, rows[self._at_y], cols[self._at_y], k - 1)
+                self._shared = known
+                return
         # [1, u00, u01, u11, det(U)] (d and the numerators of S) over the upper
         # triangles of T0..T3: one product with 1/d sums them all
         self._rows = np.empty((5 + 4 * rows.size, g))
         urow = self._urow = self._rows[:5]
+        u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
         urow[0] = 1.0
         urow[1] = u00
         urow[2] = u01
@@ -369,27 +453,68 @@ class _Dense2Chunk:
         det_u = np.multiply(u00, u11, out=urow[4])
         det_u -= u01 * u01
         np.maximum(det_u, 0.0, out=det_u)  # as _conditional_2 clips it
-        # [F0; F1; adj(U)F row 0; row 1] as (4, k G): H's numerators in one product
-        fa = np.empty((4, k, g))
-        fa[:2] = zxy
-        np.multiply(u11, zxy[0], out=fa[2])
-        fa[2] -= u01 * zxy[1]
-        np.multiply(u00, zxy[1], out=fa[3])
-        fa[3] -= u01 * zxy[0]
-        self._fa = fa.reshape(4, k * g)
+        self._fa = np.empty((4, k * g))
+        made, fa = self._fill(
+            zz, zxy, rows, cols, None, self._rows[5:].reshape(4, -1, g), self._fa.reshape(4, k, g)
+        )
+        if scope is not None and key is not None:
+            self._shared = scope[key] = _SharedRows(self._rows, self._fa, self)
+            self._own_y = (made[:, self._at_y].copy(), fa[:, -1].copy())
+
+    def _fill(
+        self,
+        zz: np.ndarray,
+        zxy: np.ndarray,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        column: int | None,
+        made: np.ndarray | None = None,
+        fa: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The upper triangles' entries ``(rows, cols)`` of ``T0..T3`` (4, entries, G) and
+        ``[F; adj(U)F]`` (4, k, G), or its ``column`` alone (4, G) where not None (in
+        ``made`` and ``fa`` where given)."""
+        u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
+        f = zxy if column is None else zxy[:, column]
+        # [F0; F1; adj(U)F row 0; row 1]: H's numerators in one product
+        if fa is None:
+            fa = np.empty((4, *f.shape[1:]))
+        fa[:2] = f
+        np.multiply(u11, f[0], out=fa[2])
+        fa[2] -= u01 * f[1]
+        np.multiply(u00, f[1], out=fa[3])
+        fa[3] -= u01 * f[0]
         # d P = B + det(B) adj(U), so d F'PF = b00 T0 + b01 T1 + b11 T2 + det(B) T3
         # with the fixed T0 = F0'F0, T1 = F0'F1 + F1'F0, T2 = F1'F1,
         # T3 = F'adj(U)F = u11 T0 − u01 T1 + u00 T2 (their upper triangles, per group)
-        at_rows = zxy.take(rows, axis=1)  # (2, k (k + 1) / 2, G)
+        at_rows = zxy.take(rows, axis=1)  # (2, entries, G)
         at_cols = zxy.take(cols, axis=1)
-        fixed = self._rows[5:].reshape((4,) + at_rows.shape[1:])
-        t0 = np.multiply(at_rows[0], at_cols[0], out=fixed[0])
-        t1 = np.multiply(at_rows[0], at_cols[1], out=fixed[1])
+        if made is None:
+            made = np.empty((4, *at_rows.shape[1:]))
+        t0 = np.multiply(at_rows[0], at_cols[0], out=made[0])
+        t1 = np.multiply(at_rows[0], at_cols[1], out=made[1])
         t1 += at_rows[1] * at_cols[0]
-        t2 = np.multiply(at_rows[1], at_cols[1], out=fixed[2])
-        t3 = np.multiply(u11, t0, out=fixed[3])
+        t2 = np.multiply(at_rows[1], at_cols[1], out=made[2])
+        t3 = np.multiply(u11, t0, out=made[3])
         t3 -= u01 * t1
         t3 += u00 * t2
+        return made, fa
+
+    def _claim(self) -> None:
+        """Write this chunk's ``y`` entries into the rows it shares
+        (:func:`sharing_design`) where another chunk's lie there."""
+        shared = self._shared
+        if shared is None or shared.owner is self:
+            return
+        assert self._own_y is not None
+        made, fa_y = self._own_y
+        k, g = self.k, self.n_groups
+        # No owner while the entries are written: an interrupted write leaves rows that
+        # every chunk rewrites before it reads them.
+        shared.owner = None
+        self._rows[5:].reshape(4, -1, g)[:, self._at_y] = made
+        self._fa.reshape(4, k, g)[:, k - 1] = fa_y
+        shared.owner = self
 
     def first_sums(
         self, d_coef: tuple[float, float, float, float, float]
@@ -404,6 +529,7 @@ class _Dense2Chunk:
                 self._zz, self._zxy, self.k, self.n_groups, *d_coef, inv_d, sums
             )
             return inv_d, logdet, sums
+        self._claim()
         d = np.array(d_coef) @ self._urow
         inv_d = 1.0 / d
         return inv_d, float(np.log(d).sum()), self._rows @ inv_d
@@ -421,6 +547,7 @@ class _Dense2Chunk:
 
     def h_rows(self, inv_d: np.ndarray, mix: np.ndarray) -> np.ndarray:
         """The rows ``H_i[a, x]`` (2 k, G) at the ``adj(B)`` rows ``mix``."""
+        self._claim()
         h = (mix @ self._fa).reshape(2 * self.k, self.n_groups)
         h *= inv_d
         return h
@@ -459,6 +586,7 @@ class _Dense2Chunk:
         """:attr:`Dense2Step.rows` of this chunk: ``[v; S pairs]`` (2 k + 3, G) at the
         ``adj(B)`` rows ``mix``, the rows ``coef`` of ``S``'s numerators and
         ``w = [−β; 1]``."""
+        self._claim()
         k, g = self.k, self.n_groups
         out = np.empty((2 * k + 3, g))
         np.matmul(mix, self._fa, out=out[: 2 * k].reshape(2, k * g))

@@ -35,6 +35,8 @@ module's.
 from __future__ import annotations
 
 import functools
+import math
+from types import ModuleType
 
 import numpy as np
 
@@ -171,11 +173,21 @@ def contract(
     )
 
 
-@functools.lru_cache(maxsize=16)
+#: :func:`_full_gather`'s cache: a fit asks for one basis and ``k`` (a process that fits
+#: several models, a few); each entry holds ``(n n + m + m m + m p p + m m p p) × width``
+#: positions, ``O(m² p²)``, so only a few are kept
+_FULL_GATHER_CACHE = 4
+
+
+@functools.lru_cache(maxsize=_FULL_GATHER_CACHE)
 def _full_gather(basis: bytes, m: int, r: int, k: int) -> np.ndarray:
     """The positions whose sums are :func:`full_sums`' entries (made once per basis and
     ``k``), padded with the position of the zero (every ``E_j`` entry is 0 or 1: each
-    entry is a plain sum of stored ones)."""
+    entry is a plain sum of stored ones).
+
+    Made block by block with index arithmetic over ``x, y`` (a loop over the pairs
+    ``j, i`` of basis matrices only); each row lists its positions in the order of the
+    products that define it (``h`` below), so that its sum adds them in that order."""
     e = np.frombuffer(basis, dtype=np.float64).reshape(m, r, r)
     if not np.isin(e, (0.0, 1.0)).all():
         raise ValueError("the basis entries must be 0 or 1")
@@ -189,52 +201,65 @@ def _full_gather(basis: bytes, m: int, r: int, k: int) -> np.ndarray:
     off_c = side * side
     off_a = off_c + rk * n_pair * rk
     zero = off_a + p * p
-    support = [list(zip(*np.nonzero(e[j]), strict=True)) for j in range(m)]
-
-    def v(a, x, b, y):
-        return (a * k + x) * side + b * k + y
-
-    def c(a, x, bc, d, y):
-        return off_c + ((a * k + x) * n_pair + bc) * rk + d * k + y
-
-    def h(j, i, x, y):
-        return [c(a, x, pair[b, cc], d, y) for a, b in support[j] for cc, d in support[i]]
-
-    out: list[list[int]] = []
+    support = [np.nonzero(e[j]) for j in range(m)]  # (a, b) of each nonzero, C order
     n = p + m
-    for i in range(n):  # half Q's second derivatives, [A, G'E u; u'E G, u'E S E u]
-        for j in range(n):
-            if i < p and j < p:
-                out.append([off_a + i * p + j])
-            elif i < p or j < p:
-                x, jj = (i, j - p) if i < p else (j, i - p)
-                out.append([v(a, x, b, p) for a, b in support[jj]])
-            else:
-                out.append(h(i - p, j - p, p, p))
-    for j in range(m):  # u'E_j u
-        out.append([v(a, p, b, p) for a, b in support[j]])
-    for j in range(m):  # tr(S E_j S E_i) = Σ S_ab E_j[b,c] S_cd E_i[d,a]
+    xs = np.arange(p)
+    gx, gy = xs[:, None], xs[None, :]  # x down, y across: (p, p)
+
+    def v(a, x, b, y):  # V[a x, b y]: the entries of ``a`` (s,) last
+        return (a * k + x[..., None]) * side + b * k + y[..., None]
+
+    def h(j, i, x, y):  # Σ over E_j[a,b] E_i[c,d] of C[a x, bc, d y], (a,b) outer
+        (a, b), (cc, d) = support[j], support[i]
+        a, b = np.repeat(a, cc.size), np.repeat(b, cc.size)
+        cc, d = np.tile(cc, support[j][0].size), np.tile(d, support[j][0].size)
+        return off_c + ((a * k + x[..., None]) * n_pair + pair[b, cc]) * rk + d * k + y[..., None]
+
+    blocks: list[tuple[tuple[int, ...], list[tuple[tuple, np.ndarray]]]] = []
+    # half Q's second derivatives, [A, G'E u; u'E G, u'E S E u], rows i, columns j
+    top: list[tuple[tuple, np.ndarray]] = []
+    if p:
+        top.append(((slice(0, p), slice(0, p)), (off_a + gx * p + gy)[..., None]))
+    at_u = np.array(p)
+    for jj in range(m):
+        a, b = support[jj]
+        if p:
+            border = v(a, xs, b, at_u)  # (p, s): G'E_jj u, in rows and in columns
+            top.append(((slice(0, p), p + jj), border))
+            top.append(((p + jj, slice(0, p)), border))
+        for ii in range(m):
+            top.append(((p + jj, p + ii), h(jj, ii, at_u, at_u)))
+    blocks.append(((n, n), top))
+    u_e_u = [((j,), v(support[j][0], at_u, support[j][1], at_u)) for j in range(m)]
+    blocks.append(((m,), u_e_u))
+    traces = []  # tr(S E_j S E_i) = Σ S_ab E_j[b,c] S_cd E_i[d,a], (b,c) outer
+    for j in range(m):
+        b, cc = support[j]
         for i in range(m):
-            out.append(
-                [
-                    (rk + pair[a, b]) * side + rk + pair[cc, d]
-                    for b, cc in support[j]
-                    for d, a in support[i]
-                ]
-            )
-    for j in range(m):  # G'E_j G
-        for x in range(p):
-            for y in range(p):
-                out.append([v(a, x, b, y) for a, b in support[j]])
-    for j in range(m):  # G'(E_j S E_i + E_i S E_j)G
-        for i in range(m):
-            for x in range(p):
-                for y in range(p):
-                    out.append(h(j, i, x, y) + h(i, j, y, x))
-    width = max(len(o) for o in out)
-    index = np.full((len(out), width), zero, dtype=np.intp)
-    for i, o in enumerate(out):
-        index[i, : len(o)] = o
+            d, a = support[i]
+            made = (rk + pair[a[None, :], b[:, None]]) * side + rk + pair[cc[:, None], d[None, :]]
+            traces.append(((j, i), made.ravel()))
+    blocks.append(((m, m), traces))
+    # G'E_j G, and G'(E_j S E_i + E_i S E_j)G
+    blocks.append(((m, p, p), [((j,), v(support[j][0], gx, support[j][1], gy)) for j in range(m)]))
+    both = [
+        ((j, i), np.concatenate((h(j, i, gx, gy), h(i, j, gy, gx)), axis=-1))
+        for j in range(m)
+        for i in range(m)
+    ]
+    blocks.append(((m, m, p, p), both))
+    width = max(
+        (made.shape[-1] for shape, parts in blocks if 0 not in shape for _, made in parts),
+        default=0,
+    )
+    pieces = []
+    for shape, parts in blocks:
+        out = np.full((*shape, width), zero, dtype=np.intp)
+        if out.size:
+            for at, made in parts:
+                out[at][..., : made.shape[-1]] = made
+        pieces.append(out.reshape(math.prod(shape), width))
+    index = np.concatenate(pieces)
     index.flags.writeable = False
     return index
 
@@ -257,7 +282,12 @@ def full_gather(basis: np.ndarray, k: int) -> np.ndarray:
 
 
 def full_sums(
-    va: np.ndarray, c: np.ndarray, a: np.ndarray, basis: np.ndarray, k: int
+    va: np.ndarray,
+    c: np.ndarray,
+    a: np.ndarray,
+    basis: np.ndarray,
+    k: int,
+    ext: ModuleType | None = None,
 ) -> tuple[np.ndarray, ...]:
     """The contractions of :func:`contract` and ``[X y]'V*⁻¹[X y]``'s ``A`` in one
     gather: ``(half_q, u_e_u, tr_ss, a_j, a_jk)`` with ``half_q`` the (p+m) × (p+m)
@@ -265,12 +295,19 @@ def full_sums(
     (``a`` its ``A``).  ``va`` is the product of the rows ``[v; S pairs]`` with
     themselves (``V`` and the moments' ``A`` as its diagonal blocks), ``c`` the
     moments' ``C``; the basis entries are 0 or 1, so each entry is a sum of stored
-    ones (in another order than :func:`contract` adds them: to rounding)."""
+    ones (in another order than :func:`contract` adds them: to rounding).  With the
+    extension ``ext`` (:mod:`~dmixed.kernels.native`) its ``gathered_sums`` adds each
+    row as numpy does (the same sums to the bit) without the ``rows × width`` array of
+    positions' numbers; None: numpy."""
     m = basis.shape[0]
     p = k - 1
     index = full_gather(basis, k)
     flat = np.concatenate((va.ravel(), c.ravel(), a.ravel(), _ZERO))
-    sums = flat.take(index).sum(axis=1)
+    if ext is not None and 0 < index.shape[1] <= ext.MAX_GATHER_WIDTH:
+        sums = np.empty(index.shape[0])
+        ext.gathered_sums(flat, index, index.shape[1], sums)
+    else:
+        sums = flat.take(index).sum(axis=1)
     n = p + m
     e1 = n * n
     e2 = e1 + m

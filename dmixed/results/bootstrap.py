@@ -26,6 +26,7 @@ from ..errors import CheckpointError, DataError, SpecError
 from ..files import jsonable, sibling_path
 from ..fit.summary import ensure_progress_handler
 from ..inference import check_alpha
+from ..kernels.dense2 import sharing_design
 from ..stats import GroupArrays
 from .replicate import ReplicateFitter, estimate_row, replicate_rngs
 from .simulate import check_nsim
@@ -277,11 +278,12 @@ def parametric_bootstrap(
     if batches is None:
         batches = (fitter.run([rng]) for rng in rngs)
     rows, seconds = [], []
-    for batch_rows, batch_seconds in batches:
-        for row, sec in zip(batch_rows, batch_seconds, strict=True):
-            rows.append(row)
-            seconds.append(sec)
-            logger.log(level, "bootstrap: replicate %d/%d in %.2fs", len(rows), n, sec)
+    with sharing_design():  # in process: every replicate's refit over the fit's design
+        for batch_rows, batch_seconds in batches:
+            for row, sec in zip(batch_rows, batch_seconds, strict=True):
+                rows.append(row)
+                seconds.append(sec)
+                logger.log(level, "bootstrap: replicate %d/%d in %.2fs", len(rows), n, sec)
     columns = [*table_columns(results), *SUMMARY_COLUMNS[:-1]]
     table = pd.DataFrame([r[:-1] for r in rows], columns=columns, dtype=np.float64)
     table["converged"] = np.array([r[-1] for r in rows], dtype=bool)

@@ -34,6 +34,7 @@ from ..fit.options import choose_methods
 from ..fit.profiled import ProfiledObjective
 from ..fit.start import choose_start, moment_start_packed, start_packed
 from ..fit.summary import DEFAULTS
+from ..kernels.dense2 import sharing_design
 from ..stats import GroupArrays, tril_indices
 from ..stats.draw import ResponseSampler
 from .simulate import StandardizedFit, draw_effects
@@ -240,8 +241,9 @@ class ReplicateFitter:
         """Draw and refit one replicate per generator of ``rngs``: their rows and wall
         times (seconds each)."""
         rows, seconds = [], []
-        for rng in rngs:
-            t0 = time.perf_counter()
-            rows.append(self.refit(self.draw(rng)))
-            seconds.append(time.perf_counter() - t0)
+        with sharing_design():  # the draws share the design: its rows made once
+            for rng in rngs:
+                t0 = time.perf_counter()
+                rows.append(self.refit(self.draw(rng)))
+                seconds.append(time.perf_counter() - t0)
         return rows, seconds

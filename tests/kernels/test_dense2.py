@@ -260,3 +260,129 @@ def test_more_columns_than_the_extension_takes(monkeypatch):
         assert ours.uses_extension == (k <= native.MAX_K)
         lam = FACTORS["plain"]
         _close(ours.step(lam).m, ref.step(lam).m, "m")
+
+
+def _every_sum(data: Dense2Statistics, lam: np.ndarray, w: np.ndarray) -> list[np.ndarray]:
+    """Every number :class:`Dense2Statistics` makes at ``lam`` and ``w``: the step's
+    sums, ``t_re``'s gram, the rows and moments at ``w`` and the Hessian sums."""
+    from dmixed.kernels.hessian_moments import full_sums
+
+    step = data.step(lam)
+    va, c = step.moments(w)
+    assert step.rows is not None
+    basis = Layout(2, ()).basis()
+    k = data.k
+    gathered = full_sums(va, c, np.eye(k - 1), basis, k)
+    hs = data.hessian(step, basis, w)
+    return [
+        np.array([step.logdet]),
+        step.m,
+        step.s,
+        step.gram,
+        *step.rows,
+        va,
+        c,
+        *gathered,
+        *(getattr(hs, f) for f in hs.__dataclass_fields__),
+    ]
+
+
+@settings(max_examples=25, **QUICK)
+@given(
+    seed=st.integers(0, 2**16),
+    n_groups=st.sampled_from([1, 7, 40]),
+    k=st.integers(2, 7),
+    chunk=st.sampled_from([None, 3]),
+    factor=st.sampled_from(sorted(FACTORS)),
+)
+def test_shared_design_rows_are_the_own_rows(monkeypatch, seed, n_groups, k, chunk, factor):
+    """Within :func:`~dmixed.kernels.dense2.sharing_design`, statistics of one design and
+    several responses (the bootstrap's draws) make every sum to the bit as each made
+    alone does, used in any order (one's ``y`` rows written back over another's before
+    it reads them), in one chunk or several; statistics of another design share nothing."""
+    from dmixed.kernels.dense2 import sharing_design
+
+    monkeypatch.setenv(native.ENV_VAR, "numpy")
+    if chunk is not None:
+        monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", chunk)
+    rng = np.random.default_rng(seed)
+    zz = rng.normal(size=(n_groups, 5, 2))
+    zz = np.einsum("gna,gnb->gab", zz, zz)
+    zxy = rng.normal(size=(n_groups, 2, k))
+    other = zxy.copy()
+    other[:, :, 0] += 1.0  # another design: the same y
+    responses = []
+    for _ in range(3):
+        drawn = zxy.copy()
+        drawn[:, :, -1] = rng.normal(size=(n_groups, 2))
+        responses.append(drawn)
+    lam, w = FACTORS[factor], np.append(rng.normal(size=k - 1), 1.0)
+
+    def statistics(made):
+        return Dense2Statistics.of_chunks(kernels.StatsBlock(zz, made).chunks())
+
+    alone = [_every_sum(statistics(made), lam, w) for made in [*responses, other]]
+    with sharing_design():
+        with sharing_design():  # an inner scope shares the outer one's rows
+            shared = [statistics(made) for made in [*responses, other]]
+        for order in ([0, 1, 2, 3], [2, 0, 3, 1, 0]):
+            for at in order:
+                for ours, want in zip(_every_sum(shared[at], lam, w), alone[at], strict=True):
+                    np.testing.assert_array_equal(ours, want)
+
+
+@pytest.mark.skipif(not native.loaded(), reason="the C extension is not built")
+@settings(max_examples=40, **QUICK)
+@given(
+    seed=st.integers(0, 2**16),
+    k=st.sampled_from([1, 2, 3, 9, 70]),
+    basis=st.sampled_from(["layout1", "layout2", "ones", "wide"]),
+    scale=st.sampled_from([1e-300, 1.0, 1e300]),
+)
+def test_gathered_sums_in_c_are_numpys(seed, k, basis, scale):
+    """:func:`~dmixed.kernels.hessian_moments.full_sums` with the extension's
+    ``gathered_sums`` gives numpy's sums of its gathered rows to the bit: rows of every
+    width a basis makes (padded with the zero; 1 to 8 numbers, and wider ones past the
+    eight running sums), numbers of any magnitude, ``k`` past the extension's
+    :data:`~dmixed.kernels.native.MAX_K`."""
+    from dmixed.kernels.hessian_moments import full_gather, full_sums
+
+    ext = native.extension()
+    assert ext is not None
+    rng = np.random.default_rng(seed)
+    bases = {
+        "layout1": Layout(1, ()).basis(),
+        "layout2": Layout(2, ()).basis(),
+        "ones": np.ones((2, 2, 2)),
+        "wide": np.ones((2, 3, 3)),
+    }
+    e = bases[basis]
+    r = e.shape[1]
+    n_pair = r * (r + 1) // 2
+    side = r * k + n_pair
+    va = rng.normal(size=(side, side)) * scale
+    c = rng.normal(size=(r * k * n_pair, r * k)) * scale
+    a = rng.normal(size=(k - 1, k - 1)) * scale
+    if full_gather(e, k).shape[1] == 0:
+        return
+    ours = full_sums(va, c, a, e, k, ext)
+    want = full_sums(va, c, a, e, k)
+    for got, expected in zip(ours, want, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.skipif(not native.loaded(), reason="the C extension is not built")
+def test_gathered_sums_refuse_bad_arguments():
+    """The extension's ``gathered_sums`` refuses a position outside its numbers, an
+    index of another size and a width out of range, naming what was wrong."""
+    ext = native.extension()
+    assert ext is not None
+    flat, sums = np.ones(4), np.empty(2)
+    with pytest.raises(ValueError, match="outside"):
+        ext.gathered_sums(flat, np.array([[0, 1], [2, 4]]), 2, sums)
+    with pytest.raises(ValueError, match="positions needed"):
+        ext.gathered_sums(flat, np.zeros((3, 2), dtype=np.int64), 2, sums)
+    with pytest.raises(ValueError, match="width"):
+        ext.gathered_sums(flat, np.zeros((2, 0), dtype=np.int64), 0, sums)
+    with pytest.raises(TypeError, match="int64"):
+        ext.gathered_sums(flat, np.zeros((2, 2), dtype=np.int32), 2, sums)

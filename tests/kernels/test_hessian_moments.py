@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -143,3 +144,111 @@ def test_full_sums_are_the_contraction(k, n_groups, seed):
         scale = max(float(np.abs(theirs).max(initial=0.0)), 1e-300)
         assert float(np.abs(ours - theirs).max(initial=0.0)) <= RTOL * scale, name
     assert half_q.shape == (p + 3, p + 3)
+
+
+def _full_gather_by_loop(basis: np.ndarray, k: int) -> np.ndarray:
+    """The positions of :func:`~dmixed.kernels.hessian_moments.full_gather` made entry by
+    entry, one Python list a row (the form it had before it was made by index
+    arithmetic): the reference its array must equal."""
+    from dmixed.stats import tril_indices
+
+    m, r, _ = basis.shape
+    p, rk = k - 1, r * k
+    rows, cols = tril_indices(r)
+    n_pair = rows.size
+    pair = np.empty((r, r), dtype=np.intp)
+    pair[rows, cols] = pair[cols, rows] = np.arange(n_pair)
+    side = rk + n_pair
+    off_c = side * side
+    off_a = off_c + rk * n_pair * rk
+    zero = off_a + p * p
+    support = [list(zip(*np.nonzero(basis[j]), strict=True)) for j in range(m)]
+
+    def v(a, x, b, y):
+        return (a * k + x) * side + b * k + y
+
+    def h(j, i, x, y):
+        return [
+            off_c + ((a * k + x) * n_pair + pair[b, cc]) * rk + d * k + y
+            for a, b in support[j]
+            for cc, d in support[i]
+        ]
+
+    out: list[list[int]] = []
+    n = p + m
+    for i in range(n):
+        for j in range(n):
+            if i < p and j < p:
+                out.append([off_a + i * p + j])
+            elif i < p or j < p:
+                x, jj = (i, j - p) if i < p else (j, i - p)
+                out.append([v(a, x, b, p) for a, b in support[jj]])
+            else:
+                out.append(h(i - p, j - p, p, p))
+    out += [[v(a, p, b, p) for a, b in support[j]] for j in range(m)]
+    for j in range(m):
+        for i in range(m):
+            out.append(
+                [
+                    (rk + pair[a, b]) * side + rk + pair[cc, d]
+                    for b, cc in support[j]
+                    for d, a in support[i]
+                ]
+            )
+    for j in range(m):
+        out += [[v(a, x, b, y) for a, b in support[j]] for x in range(p) for y in range(p)]
+    for j in range(m):
+        for i in range(m):
+            for x in range(p):
+                out += [h(j, i, x, y) + h(i, j, y, x) for y in range(p)]
+    width = max(len(o) for o in out)
+    index = np.full((len(out), width), zero, dtype=np.intp)
+    for i, o in enumerate(out):
+        index[i, : len(o)] = o
+    return index
+
+
+@settings(max_examples=150, **QUICK)
+@given(
+    r=st.integers(1, 3),
+    k=st.integers(1, 6),
+    m=st.integers(0, 4),
+    symmetric=st.booleans(),
+    data=st.data(),
+)
+def test_full_gather_is_the_loop(r, k, m, symmetric, data):
+    """:func:`~dmixed.kernels.hessian_moments.full_gather` is, entry for entry (order
+    within a row, padding, width, dtype), the array of the loop that made it row by row,
+    for any 0/1 basis: symmetric or not, empty matrices (rows of no entry), no fixed
+    effect (``k = 1``), no basis matrix (``m = 0``)."""
+    from dmixed.kernels.hessian_moments import full_gather
+
+    if m == 0 and k == 1:  # no row at all: the loop had no width to take
+        return
+    flat = data.draw(st.lists(st.booleans(), min_size=m * r * r, max_size=m * r * r))
+    basis = np.array(flat, dtype=np.float64).reshape(m, r, r)
+    if symmetric:
+        basis = np.maximum(basis, basis.transpose(0, 2, 1))
+    made = full_gather(basis, k)
+    want = _full_gather_by_loop(basis, k)
+    assert made.dtype == want.dtype and made.shape == want.shape
+    assert np.array_equal(made, want)
+    assert not made.flags.writeable
+
+
+@pytest.mark.parametrize("r", [1, 2])
+def test_full_gather_of_a_layout_basis_is_the_loop(r):
+    """The bases the fits use (:meth:`~dmixed.stats.Layout.basis`), at a wide ``k``
+    (p = 40): the array of the loop."""
+    from dmixed.kernels.hessian_moments import full_gather
+
+    basis = Layout(r, ()).basis()
+    assert np.array_equal(full_gather(basis, 41), _full_gather_by_loop(basis, 41))
+
+
+def test_full_gather_refuses_other_entries():
+    """A basis entry other than 0 or 1 is refused (each entry is a plain sum)."""
+    from dmixed.kernels.hessian_moments import full_gather
+
+    with pytest.raises(ValueError, match="0 or 1"):
+        full_gather(np.full((1, 2, 2), 0.5), 3)

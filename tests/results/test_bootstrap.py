@@ -480,3 +480,42 @@ def test_a_heavy_group_that_is_not_lossy_takes_one_root_in_process_and_on_dask()
     # the tables to the two fits' own difference (cov_re 1.3e-5 in process, 0 on Dask:
     # RESULTS.md, boot-s53); some of the Dask refits stop at that boundary unconverged
     np.testing.assert_allclose(dask_table["llf"], table["llf"], rtol=1e-6)
+
+
+def _wide_slopes_frame(p: int, seed: int = 3) -> pd.DataFrame:
+    """``y ~ x0 + … + x{p−1}`` with a random slope on ``x1``: 30 groups of 6–14 rows."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(6, 15, 30)
+    g = np.repeat(np.arange(30), sizes)
+    frame = pd.DataFrame(rng.normal(size=(g.size, p)), columns=[f"x{i}" for i in range(p)])
+    frame["g"] = g
+    effects = rng.normal(size=(30, 2))
+    frame["y"] = (
+        frame.x0 + effects[g, 0] + (0.5 + 0.4 * effects[g, 1]) * frame.x1 + rng.normal(size=g.size)
+    )
+    return frame
+
+
+@pytest.mark.parametrize("native_choice", ["auto", "numpy"])
+def test_wide_replicates_are_the_refits_of_each_draw_alone(monkeypatch, native_choice):
+    """A fit of more fixed effects than the extension's r = 2 sums take (k = 67, the
+    numpy rows and gathered Hessian moments): its bootstrap, whose replicates share the
+    design's rows (:func:`~dmixed.kernels.dense2.sharing_design`) and sum the Hessian's
+    gathers in C where the extension is built, gives the table of refitting each draw
+    on its own with numpy's gathers (the path before either), to 1e-10 of each entry."""
+    monkeypatch.setenv("DMIXED_NATIVE", native_choice)
+    frame = _wide_slopes_frame(66)
+    formula = "y ~ " + " + ".join(f"x{i}" for i in range(66))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DmixedWarning)
+        fit = mixedlm(formula, frame, groups="g", re_formula="1 + x1").fit()
+        table = fit.bootstrap(4, seed=11)
+    assert table.replicates["converged"].all()
+    monkeypatch.setenv("DMIXED_NATIVE", "numpy")
+    stats = fit.fitted_model.cached_statistics
+    fitter = ReplicateFitter.of(fit, GroupArrays.from_statistics(stats, centred=True))
+    rngs = np.random.SeedSequence(11).spawn(4)
+    want = [fitter.refit(fitter.draw(np.random.default_rng(s))) for s in rngs]
+    got = table.replicates.to_numpy(dtype=np.float64)
+    want_arr = np.array(want, dtype=np.float64)
+    np.testing.assert_allclose(got, want_arr, rtol=1e-10, atol=0.0)
