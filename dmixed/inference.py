@@ -28,7 +28,7 @@ import pandas as pd
 from .errors import SpecError
 from .fit.coordinates import Coordinates
 from .fit.objective import loglike_at_scale, profile, score_matrices
-from .fit.options import parse_free
+from .fit.options import check_flag, parse_free
 from .stats import GlobalStats, Layout
 
 __all__ = [
@@ -353,7 +353,8 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
         Fewer than two fits; an argument that is not fitted results; fits of different
         data (``nobs``); ``names`` of the wrong length; a REML fit to refit whose model
         is not at hand (loaded results); REML fits with different fixed effects and
-        ``refit=False``; ML and REML mixed with ``refit=False``.
+        ``refit=False``; ML and REML mixed with ``refit=False``; ``refit`` not a
+        Python or numpy bool.
     """
     from scipy import special
 
@@ -370,6 +371,7 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     nobs = {f.nobs for f in fits}
     if len(nobs) > 1:
         raise SpecError(f"the fits use different data: nobs {sorted(nobs)}")
+    refit = check_flag(refit, "refit")
     fits = tuple(_by_ml(f, label) if refit else f for f, label in zip(fits, labels, strict=True))
     if not refit:
         _check_comparable(fits)

@@ -593,7 +593,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         ------
         SpecError
             A bad ``cov_fe``, ``method``, ``start_params``, ``free`` or ``check_nobs``;
-            ``reml`` or ``skip_hessian`` not a bool, ``maxiter`` not an integer >= 0,
+            ``reml``, ``skip_hessian``, ``progress`` or ``full_output`` not a Python
+            or numpy bool, ``maxiter`` not an integer >= 0,
             ``gtol`` not a finite number >= 0; starting values where the log-likelihood
             is not finite; statsmodels' ``niter_sa``, ``do_cg``, ``fe_pen`` or
             ``cov_pen`` other than its default.
@@ -624,7 +625,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         """
         settings = check_fit_options(  # before the data pass
             cov_fe, check_nobs, method, reml=reml, skip_hessian=skip_hessian,
-            maxiter=maxiter, gtol=gtol,
+            maxiter=maxiter, gtol=gtol, progress=progress, full_output=full_output,
         )  # fmt: skip
         check_statsmodels_options(niter_sa=niter_sa, do_cg=do_cg, fe_pen=fe_pen, cov_pen=cov_pen)
         del full_output  # statsmodels' argument; the history is always kept

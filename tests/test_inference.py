@@ -256,3 +256,11 @@ def test_check_alpha_and_level_refuse_what_is_not_a_real_number_naming_it(check,
 )
 def test_check_alpha_and_level_take_a_real_number_of_any_type(check, value):
     assert check(value) == float(value)
+
+
+@pytest.mark.parametrize("refit", ["no", 0, None])
+def test_anova_refit_must_be_a_bool(fit, refit):
+    """``refit="no"`` refitted (a true string): refused, naming the argument."""
+    _, res = fit
+    with pytest.raises(SpecError, match=r"refit must be True or False, not .* \("):
+        anova(res, res, refit=refit)

@@ -18,6 +18,7 @@ import pandas as pd
 from ..design.references import design_coordinates
 from ..errors import NoModelError, SpecError
 from ..fit.coordinates import Coordinates
+from ..fit.options import check_flag
 from ..fit.params import MixedLMParams
 from ..fit.summary import OptSummary
 from ..inference import check_alpha
@@ -535,8 +536,9 @@ class MixedLMResults(FittedValues, Hypotheses):
         SpecError
             ``vc`` false for a model without ``exog_re`` random effects (variance
             components only), whose frame would have no column: their BLUPs are the
-            long frame of ``vc=True``.
+            long frame of ``vc=True``; ``vc`` or ``dask`` not a Python or numpy bool.
         """
+        vc, dask = check_flag(vc, "vc"), check_flag(dask, "dask")
         if not vc:
             self._need_exog_re(
                 "random_effects_frame() gives the BLUPs",

@@ -26,7 +26,7 @@ from ..design.prepare import needed_columns, prepare_columns
 from ..design.references import design_coordinates, design_effects
 from ..errors import SpecError
 from ..fit.coordinates import Coordinates
-from ..fit.options import check_integer
+from ..fit.options import check_flag, check_integer
 from ..fit.params import MixedLMParams
 from ..stats import Layout, Standardization
 from .prediction import Predictor
@@ -288,11 +288,13 @@ def simulate_fitted(results, nsim: int = 1, seed=None, use_re: bool = False):
     Raises
     ------
     SpecError
-        ``nsim`` not a positive integer; no rows at hand (loaded results, a model built
-        from statistics, or after ``remove_data()``; the message says whether
+        ``nsim`` not a positive integer; ``use_re`` not a Python or numpy bool; no rows
+        at hand (loaded results, a model built from statistics, or after
+        ``remove_data()``; the message says whether
         :func:`~dmixed.results.bootstrap.bootstrap` can run instead).
     """
     nsim = check_nsim(nsim)
+    use_re = check_flag(use_re, "use_re")
     model = results.fitted_model
     source = None if model is None else model.source
     rows = None if model is None else model.rows
