@@ -560,7 +560,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             Log the data pass and one line per iteration at INFO level on logger "dmixed".
         client : distributed.Client, optional
             For Dask data: the client to run on (default: the current client, else
-            in-process).
+            in-process).  A Client only: an address (``"tcp://host:8786"``) is
+            refused, as the fit would have to open a client and close it; pass
+            ``distributed.Client(address)``.
         engine : {"auto", "distributed", "local"}, optional
             For Dask data: where the statistics stay during the optimization (see
             :meth:`statistics`).
@@ -593,6 +595,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         ------
         SpecError
             A bad ``cov_fe``, ``method``, ``start_params``, ``free`` or ``check_nobs``;
+            for Dask data, a ``client`` that is not a ``distributed.Client``;
             ``reml``, ``skip_hessian``, ``progress`` or ``full_output`` not a Python
             or numpy bool, ``maxiter`` not an integer >= 0,
             ``gtol`` not a finite number >= 0; starting values where the log-likelihood

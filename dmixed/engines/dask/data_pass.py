@@ -138,10 +138,23 @@ def resolve_client(client):
 
     Raises
     ------
+    SpecError
+        ``client`` not a ``distributed.Client``: an address such as ``"tcp://…:8786"``
+        is refused, not connected to (a client opened here would have to be closed
+        by the fit, and the results' lazy calls run on it later).
     ConnectionError
         The client given is closed (or closing): it can run nothing.
     """
     if client is not None:
+        from distributed import Client
+
+        if not isinstance(client, Client):
+            shown = f" {client!r}" if isinstance(client, str | bytes) else ""
+            raise SpecError(
+                f"client must be a distributed.Client, got{shown} "
+                f"({type(client).__name__}); for a scheduler's address, pass "
+                "distributed.Client(address) (and close it when done)"
+            )
         status = getattr(client, "status", "running")
         if status in ("closing", "closed"):
             raise ConnectionError(
