@@ -264,3 +264,17 @@ def test_anova_refit_must_be_a_bool(fit, refit):
     _, res = fit
     with pytest.raises(SpecError, match=r"refit must be True or False, not .* \("):
         anova(res, res, refit=refit)
+
+
+def test_compare_lr_test_refuses_what_is_not_fitted_results(fit):
+    """``compare_lr_test(res, "x")`` raised AttributeError ('str' object has no
+    attribute 'nobs'): refused as anova refuses it, naming the argument's position."""
+    _, res = fit
+    with pytest.raises(
+        SpecError, match="^compare_lr_test compares fitted results; argument 2 is a str$"
+    ):
+        compare_lr_test(res, "x")
+    with pytest.raises(SpecError, match="argument 1 is a NoneType"):
+        res.compare_lr_test(None)
+    with pytest.raises(SpecError, match="^anova compares fitted results; argument 2 is a str$"):
+        anova(res, "x")
