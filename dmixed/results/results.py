@@ -571,7 +571,10 @@ class MixedLMResults(FittedValues, Hypotheses):
         """Responses drawn from the fitted model on the fitted rows, as lme4's
         ``simulate``: ``y* = Xβ̂ + Z̃b* + e*`` with ``e*_j ~ N(0, σ̂²/w_j)`` and the random
         effects redrawn, ``b*_i ~ N(0, σ̂²B̂*)`` (``use_re=True``: the BLUPs, lme4's
-        ``use.u = TRUE``).  See :func:`dmixed.results.simulate.simulate_fitted`.
+        ``use.u = TRUE``).  Returns a DataFrame (n, nsim) of columns ``sim_1 …``
+        indexed like the fitted rows, one column for ``nsim = 1`` too, as lme4's
+        data.frame (a lazy Dask DataFrame for a Dask fit; an ndarray (n, nsim) for a
+        model built from arrays).  See :func:`dmixed.results.simulate.simulate_fitted`.
         """
         return simulate_fitted(self, nsim, seed, use_re)
 
