@@ -38,7 +38,7 @@ def test_alpha_outside_zero_one_is_refused_naming_it(method, alpha):
         _ALPHA_TAKERS[method](res, alpha)
 
 
-#: every switch of the results API, called with the given value
+#: every switch of the results API (and of the model's), called with the given value
 _FLAG_TAKERS = {
     "predict(include_random)": lambda res, v: res.predict(_flag_data().head(2), v),
     "get_prediction(include_random)": lambda res, v: res.get_prediction(
@@ -54,6 +54,13 @@ _FLAG_TAKERS = {
     "wald_test(use_f)": lambda res, v: res.wald_test("x1 = 0", use_f=v),
     "wald_test(scalar)": lambda res, v: res.wald_test("x1 = 0", scalar=v),
     "wald_test_terms(skip_single)": lambda res, v: res.wald_test_terms(skip_single=v),
+    # the model's own switches, reached from the results
+    "model.statistics(progress)": lambda res, v: res.model.statistics(progress=v),
+    "model.statistics(partial)": lambda res, v: res.model.statistics(partial=v),
+    "model.loglike(profile_fe)": lambda res, v: res.model.loglike(res.params_object, profile_fe=v),
+    "model.score(profile_fe)": lambda res, v: res.model.score(res.params_object, profile_fe=v),
+    "model.score_full(calc_fe)": lambda res, v: res.model.score_full(res.params_object, v),
+    "model.score_sqrt(calc_fe)": lambda res, v: res.model.score_sqrt(res.params_object, calc_fe=v),
 }
 
 

@@ -324,14 +324,18 @@ def test_an_error_between_the_summaries_and_the_placement_leaves_nothing_held(
     _raises_holding_nothing(make_data(n_groups=300, seed=9), engine, raised)
 
 
+@pytest.mark.parametrize("call", ["fit", "statistics"])
+@pytest.mark.parametrize("data", ["pandas", "dask"])
 @pytest.mark.parametrize("client", ["tcp://127.0.0.1:8786", b"tcp://x", 8786])
-def test_a_client_that_is_not_a_client_is_refused_naming_it(client):
+def test_a_client_that_is_not_a_client_is_refused_naming_it(client, data, call):
     """``fit(client="tcp://...")`` failed with "cannot create weak reference to 'str'
-    object": an address is refused, naming ``client`` and the type given."""
+    object": an address is refused, naming ``client`` and the type given; on pandas
+    data too, where it was silently ignored."""
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"g": rng.integers(0, 20, 200), "x": rng.normal(size=200)})
     df["y"] = df.x + rng.normal(size=200)
-    model = dmixed.mixedlm("y ~ x", dd.from_pandas(df, npartitions=2), groups="g")
+    frame = dd.from_pandas(df, npartitions=2) if data == "dask" else df
+    model = dmixed.mixedlm("y ~ x", frame, groups="g")
     kind = type(client).__name__
     with pytest.raises(SpecError, match=rf"^client must be a distributed.Client, got .*\({kind}\)"):
-        model.fit(client=client)
+        getattr(model, call)(client=client)
