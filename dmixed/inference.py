@@ -28,7 +28,7 @@ import pandas as pd
 from .errors import SpecError
 from .fit.coordinates import Coordinates
 from .fit.objective import loglike_at_scale, profile, score_matrices
-from .fit.options import parse_free
+from .fit.options import check_flag, parse_free
 from .stats import GlobalStats, Layout
 
 __all__ = [
@@ -296,9 +296,17 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
     structures are not comparable).  When the restriction sets a variance to zero (a
     boundary), the χ² reference is conservative (the exact reference is a χ² mixture;
     halving the p-value for one variance is the usual correction).
+
+    Raises
+    ------
+    SpecError
+        An argument that is not fitted results (named by its position, as
+        :func:`anova` names it); fits of different data or methods; REML fits with
+        different fixed effects; a full model without more parameters.
     """
     from scipy import special
 
+    _check_fits("compare_lr_test", (restricted, full))
     if restricted.nobs != full.nobs:
         raise SpecError(f"the fits use different data: nobs {restricted.nobs} vs {full.nobs}")
     if restricted.reml != full.reml:
@@ -315,6 +323,16 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
         )
     stat = max(2.0 * (full.llf - restricted.llf), 0.0)
     return float(stat), float(special.chdtrc(df, stat)), int(df)  # χ²_df tail
+
+
+def _check_fits(test: str, fits) -> None:
+    """Refuse an argument of ``test`` that is not fitted results, naming its position
+    and type (a bare AttributeError on ``.nobs`` otherwise)."""
+    for i, f in enumerate(fits):
+        if not all(hasattr(f, a) for a in ("nobs", "llf", "params", "reml")):
+            raise SpecError(
+                f"{test} compares fitted results; argument {i + 1} is a {type(f).__name__}"
+            )
 
 
 def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
@@ -353,23 +371,21 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
         Fewer than two fits; an argument that is not fitted results; fits of different
         data (``nobs``); ``names`` of the wrong length; a REML fit to refit whose model
         is not at hand (loaded results); REML fits with different fixed effects and
-        ``refit=False``; ML and REML mixed with ``refit=False``.
+        ``refit=False``; ML and REML mixed with ``refit=False``; ``refit`` not a
+        Python or numpy bool.
     """
     from scipy import special
 
     if len(fits) < 2:
         raise SpecError(f"anova compares two or more fits, got {len(fits)}")
-    for i, f in enumerate(fits):
-        if not all(hasattr(f, a) for a in ("nobs", "llf", "params", "reml")):
-            raise SpecError(
-                f"anova compares fitted results; argument {i + 1} is a {type(f).__name__}"
-            )
+    _check_fits("anova", fits)
     labels = [f"model{i + 1}" for i in range(len(fits))] if names is None else list(names)
     if len(labels) != len(fits):
         raise SpecError(f"names has {len(labels)} entries for {len(fits)} fits")
     nobs = {f.nobs for f in fits}
     if len(nobs) > 1:
         raise SpecError(f"the fits use different data: nobs {sorted(nobs)}")
+    refit = check_flag(refit, "refit")
     fits = tuple(_by_ml(f, label) if refit else f for f, label in zip(fits, labels, strict=True))
     if not refit:
         _check_comparable(fits)

@@ -281,8 +281,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         ``vc_formula``, none with it, as statsmodels),
         ``vc_formula`` maps a component name to a formula evaluated within each group
         (e.g. ``{"cask": "0 + C(cask)"}``).  ``weights`` names a column of prior weights.
-        ``use_sparse`` is statsmodels' argument, accepted and ignored (the statistics
-        are per group whatever the design's sparsity).
+        ``use_sparse`` is statsmodels' argument, accepted and ignored, whatever its
+        value (it is not checked: the statistics are per group whatever the design's
+        sparsity).
 
         The model's rows are its own (see :class:`MixedLM`): the DataFrame may be
         changed or reused after this returns.
@@ -560,7 +561,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             Log the data pass and one line per iteration at INFO level on logger "dmixed".
         client : distributed.Client, optional
             For Dask data: the client to run on (default: the current client, else
-            in-process).
+            in-process).  A Client only, whatever the data (in-memory data use none,
+            but a bad one is refused there too): an address (``"tcp://host:8786"``) is
+            refused, as the fit would have to open a client and close it; pass
+            ``distributed.Client(address)``.
         engine : {"auto", "distributed", "local"}, optional
             For Dask data: where the statistics stay during the optimization (see
             :meth:`statistics`).
@@ -593,7 +597,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         ------
         SpecError
             A bad ``cov_fe``, ``method``, ``start_params``, ``free`` or ``check_nobs``;
-            ``reml`` or ``skip_hessian`` not a bool, ``maxiter`` not an integer >= 0,
+            a ``client`` that is neither None nor a ``distributed.Client`` (whatever
+            the data);
+            ``reml``, ``skip_hessian``, ``progress`` or ``full_output`` not a Python
+            or numpy bool, ``maxiter`` not an integer >= 0,
             ``gtol`` not a finite number >= 0; starting values where the log-likelihood
             is not finite; statsmodels' ``niter_sa``, ``do_cg``, ``fe_pen`` or
             ``cov_pen`` other than its default.
@@ -624,7 +631,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         """
         settings = check_fit_options(  # before the data pass
             cov_fe, check_nobs, method, reml=reml, skip_hessian=skip_hessian,
-            maxiter=maxiter, gtol=gtol,
+            maxiter=maxiter, gtol=gtol, progress=progress, full_output=full_output,
         )  # fmt: skip
         check_statsmodels_options(niter_sa=niter_sa, do_cg=do_cg, fe_pen=fe_pen, cov_pen=cov_pen)
         del full_output  # statsmodels' argument; the history is always kept

@@ -256,3 +256,25 @@ def test_check_alpha_and_level_refuse_what_is_not_a_real_number_naming_it(check,
 )
 def test_check_alpha_and_level_take_a_real_number_of_any_type(check, value):
     assert check(value) == float(value)
+
+
+@pytest.mark.parametrize("refit", ["no", 0, None])
+def test_anova_refit_must_be_a_bool(fit, refit):
+    """``refit="no"`` refitted (a true string): refused, naming the argument."""
+    _, res = fit
+    with pytest.raises(SpecError, match=r"refit must be True or False, not .* \("):
+        anova(res, res, refit=refit)
+
+
+def test_compare_lr_test_refuses_what_is_not_fitted_results(fit):
+    """``compare_lr_test(res, "x")`` raised AttributeError ('str' object has no
+    attribute 'nobs'): refused as anova refuses it, naming the argument's position."""
+    _, res = fit
+    with pytest.raises(
+        SpecError, match="^compare_lr_test compares fitted results; argument 2 is a str$"
+    ):
+        compare_lr_test(res, "x")
+    with pytest.raises(SpecError, match="argument 1 is a NoneType"):
+        res.compare_lr_test(None)
+    with pytest.raises(SpecError, match="^anova compares fitted results; argument 2 is a str$"):
+        anova(res, "x")

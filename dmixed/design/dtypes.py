@@ -30,6 +30,7 @@ __all__ = [
     "text_error",
     "check_numbers_as_text",
     "check_no_text",
+    "check_no_text_levels",
     "check_finite",
     "native_class",
     "native_dtype",
@@ -230,6 +231,33 @@ def check_no_text(s: pd.Series, name: str, where: str) -> None:
     """
     if _holds_text(s):
         raise text_error(name, [_first_text(s)] if len(s) else [], where)
+
+
+def check_no_text_levels(s: pd.Series, name: str, levels) -> None:
+    """Refuse text in ``s``, the column ``name`` of a factor whose ``levels`` are
+    numbers (``C(cls)`` of an integer column): ``'0'`` is not the level ``0`` under the
+    column rules, and the message says the column is a factor, as the group column's
+    (:func:`comparable_keys`) does, not that the model reads numbers.  The first text
+    value is the error's ``example`` (:func:`text_error`'s).
+
+    Raises
+    ------
+    BadValuesError
+        ``s`` holds text; the message names the column, a text value and a level.
+    """
+    if not _holds_text(s):
+        return
+    first = _first_text(s) if len(s) else None
+    level = py_scalars(list(levels[:1]))
+    such = f" (such as {first!r})" if first is not None else ""
+    numbers = f" (such as {level[0]!r})" if level else ""
+    err = BadValuesError(
+        f"column {name!r} is read as a factor whose levels are numbers{numbers}, but it "
+        f"holds text{such}: text is another level under dmixed's column rules, so no row "
+        f"would find its level; convert it first, e.g. pd.to_numeric(data[{name!r}])"
+    )
+    err.example = first
+    raise err
 
 
 def _first_text(s: pd.Series):

@@ -22,6 +22,7 @@ from .dtypes import (
     NUMERIC,
     NUMERIC_LEVELS,
     check_finite,
+    check_no_text_levels,
     column_class,
     native_values,
     py_scalars,
@@ -238,6 +239,7 @@ def _numbered(spec: ModelSpec, s: pd.Series, c: str) -> tuple[np.ndarray, np.nda
     if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
         miss = np.zeros(len(s), dtype=bool)  # integers: none missing, all finite
     else:
+        check_no_text_levels(s, c, spec.level_array(c))
         vals = to_float(s, c)
         miss = missing_mask(vals, NUMERIC_LEVELS)
         check_finite(vals, c)

@@ -13,11 +13,39 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import SpecError
 from ..kernels import HessianSums, MomentSums, StepSums
 
 #: the ``engine=`` a fit may ask for: ``"auto"`` (the default), ``"distributed"`` (Dask
 #: data only: the statistics stay on the workers) or ``"local"`` (in this process)
 ENGINE_CHOICES = ("auto", "distributed", "local")
+
+
+def check_client(client) -> None:
+    """Refuse a ``client`` that is neither None nor a ``distributed.Client``, whatever
+    the data (pandas data never use one, but an address given there is as much a
+    mistake as on Dask data).  ``distributed`` is imported only when a client is given:
+    a fit of in-memory data never imports it.
+
+    Raises
+    ------
+    SpecError
+        ``client`` not a ``distributed.Client`` (an address such as
+        ``"tcp://…:8786"``, a port number): the message names the value's type.
+    """
+    if client is None:
+        return
+    try:
+        from distributed import Client
+    except ImportError:  # no distributed here: nothing can be a Client
+        Client = None  # noqa: N806
+    if Client is None or not isinstance(client, Client):
+        shown = f" {client!r}" if isinstance(client, str | bytes) else ""
+        raise SpecError(
+            f"client must be a distributed.Client, got{shown} "
+            f"({type(client).__name__}); for a scheduler's address, pass "
+            "distributed.Client(address) (and close it when done)"
+        )
 
 
 @runtime_checkable

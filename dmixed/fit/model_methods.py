@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import SpecError
 from ..stats import n_tril, tril_indices
 from .likelihood import SINGULAR_TOL, Likelihood, Point
+from .options import check_flag
 from .params import MixedLMParams
 
 __all__ = ["LikelihoodMethods"]
@@ -82,12 +83,14 @@ class LikelihoodMethods:
         ------
         SpecError
             ``params`` of other dimensions than the model, non-finite, or with an
-            asymmetric ``cov_re``.
+            asymmetric ``cov_re``; ``profile_fe`` not a bool
+            (:func:`~dmixed.fit.options.check_flag`).
 
         Notes
         -----
         Source: ``statsmodels.regression.mixed_linear_model.MixedLM.loglike``.
         """
+        profile_fe = bool(check_flag(profile_fe, "profile_fe"))
         lik = self.likelihood()
         pa, lam, _ = self._resolve(params, False, lik)
         if lam is None:
@@ -112,6 +115,11 @@ class LikelihoodMethods:
             (β first when not profiled).  The profiled score equals the unprofiled one
             at β̂ (envelope theorem).
 
+        Raises
+        ------
+        SpecError
+            As :meth:`loglike`.
+
         Notes
         -----
         Source: ``statsmodels.regression.mixed_linear_model.MixedLM.score``.  A packed
@@ -119,6 +127,7 @@ class LikelihoodMethods:
         to a positive diagonal there, which flips the signs of rows of L with a negative
         diagonal entry: its score is then not the gradient of its own ``loglike``).
         """
+        profile_fe = bool(check_flag(profile_fe, "profile_fe"))
         lik = self.likelihood()
         pa, lam, sqrt_vec = self._resolve(params, False, lik)
         beta = None if profile_fe else pa.fe_params
@@ -144,6 +153,12 @@ class LikelihoodMethods:
         score_fe : ndarray (k_fe,)
         score_re : ndarray (k_re2,)
         score_vc : ndarray (k_vc,)
+
+        Raises
+        ------
+        SpecError
+            ``params`` as :meth:`loglike`; ``calc_fe`` not a bool
+            (:func:`~dmixed.fit.options.check_flag`).
 
         Notes
         -----
@@ -322,6 +337,7 @@ class LikelihoodMethods:
 
     def _score_at(self, params, calc_fe: bool, use_sqrt: bool):
         """statsmodels' ``score_full`` / ``score_sqrt``: at the given β."""
+        calc_fe = bool(check_flag(calc_fe, "calc_fe"))
         lik = self.likelihood()
         pa, lam, sqrt_vec = self._resolve(params, False, lik)
         fe, re, vc = self._score(lik, Point(lam, pa.fe_params), pa, sqrt_vec, use_sqrt)

@@ -17,10 +17,11 @@ from ..design.build import dask_constant_response
 from ..design.messages import plural
 from ..design.partitions import warn_text_keys
 from ..design.references import column_references
-from ..engines.base import ENGINE_CHOICES
+from ..engines.base import ENGINE_CHOICES, check_client
 from ..engines.local import statistics_from_rows
 from ..errors import DataError, DroppedRowsWarning, SpecError
 from ..stats import FittedStatistics, Standardization, check_designs
+from .options import check_flag
 from .summary import ensure_progress_handler
 
 logger = logging.getLogger("dmixed")
@@ -72,6 +73,9 @@ class ModelStatistics:
         (:mod:`dmixed.stats.standardize`); default chosen from the first rows.  Give the
         map of saved statistics to compute statistics that add to them
         (``GroupArrays.standardization``).
+        ``client``: for Dask data, the client to run on (None: the current one, else
+        Dask's scheduler); in-memory data use none, but it must still be None or a
+        ``distributed.Client``.
         ``partial``: these rows are a part of the data whose statistics will be added
         to others' (``dmixed update``: one day's rows may all hold one level of a
         factor): the design's rank, the response's variation and (on Dask) the count of
@@ -100,7 +104,10 @@ class ModelStatistics:
             a model built from statistics (no data) asked for them with another client
             or engine than they were built with.
         SpecError
-            Neither rows nor statistics: a model unpickled after ``remove_data()``.
+            Neither rows nor statistics: a model unpickled after ``remove_data()``;
+            ``client`` neither None nor a ``distributed.Client``, whatever the data
+            (:func:`~dmixed.engines.base.check_client`); ``progress`` or ``partial``
+            not a bool (:func:`~dmixed.fit.options.check_flag`).
 
         Warns
         -----
@@ -108,6 +115,11 @@ class ModelStatistics:
             Dask data whose group keys are text that may be Dask's text of tuples
             (:func:`~dmixed.design.partitions.warn_text_keys`).
         """
+        # checked whatever the data: in-memory rows use no client, but an address or a
+        # "no" given there is as much a mistake as on Dask data
+        check_client(client)
+        progress = bool(check_flag(progress, "progress"))
+        partial = bool(check_flag(partial, "partial"))
         cached = self.cached_statistics
         if standardization is not None and cached is not None:
             if cached.columns != standardization:

@@ -30,14 +30,16 @@ __all__ = [
 
 
 def check_flag(value, name: str, optional: bool = False) -> bool | None:
-    """``value`` if it is a bool (or None where ``optional``), else :class:`SpecError`
-    naming the argument (statsmodels' ``bool_like(..., strict=True)``): ``"no"`` is
-    true in Python, and ``None`` or ``2`` says nothing of what was meant."""
+    """``value`` as a Python bool if it is a Python or numpy bool (or None where
+    ``optional``), else :class:`SpecError` naming the argument and the value's type
+    (statsmodels' ``bool_like(..., strict=True)``): ``"no"`` is true in Python, and
+    ``None``, ``1`` or ``2`` says nothing of what was meant.  The one check of every
+    switch of the public API (``fit``'s, ``predict``'s, ``simulate``'s, ...)."""
     value = _scalar(value)
     if isinstance(value, (bool, np.bool_)) or (optional and value is None):
         return None if value is None else bool(value)
     allowed = "True, False or None" if optional else "True or False"
-    raise SpecError(f"{name} must be {allowed}, not {value!r}")
+    raise SpecError(f"{name} must be {allowed}, not {value!r} ({type(value).__name__})")
 
 
 def check_integer(value, name: str, minimum: int) -> int:

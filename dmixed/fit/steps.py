@@ -39,7 +39,16 @@ STATSMODELS_DEFAULTS = {
 
 
 def check_fit_options(
-    cov_fe: str, check_nobs: str, method, *, reml, skip_hessian, maxiter, gtol
+    cov_fe: str,
+    check_nobs: str,
+    method,
+    *,
+    reml,
+    skip_hessian,
+    maxiter,
+    gtol,
+    progress=False,
+    full_output=False,
 ) -> dict[str, float | int]:
     """Refuse bad options of a fit before its data pass; the optimizer's settings
     (``maxiter`` and ``gtol``, for :meth:`~dmixed.fit.summary.OptSummary.start`) as
@@ -50,8 +59,9 @@ def check_fit_options(
     SpecError
         ``cov_fe`` not ``"hessian"`` or ``"conditional"``; ``check_nobs`` not one of
         :data:`~dmixed.stats.CHECK_NOBS_OPTIONS`; an unknown ``method``
-        (:func:`~dmixed.fit.options.choose_methods`); ``reml`` or ``skip_hessian`` not
-        a bool; ``maxiter`` not an integer >= 0; ``gtol`` not a finite number >= 0.
+        (:func:`~dmixed.fit.options.choose_methods`); ``reml``, ``skip_hessian``,
+        ``progress`` or ``full_output`` not a Python or numpy bool; ``maxiter`` not an
+        integer >= 0; ``gtol`` not a finite number >= 0.
     """
     if cov_fe not in ("hessian", "conditional"):
         raise SpecError(f"cov_fe must be 'hessian' or 'conditional', got {cov_fe!r}")
@@ -60,6 +70,8 @@ def check_fit_options(
     choose_methods(method, opt_sqrt=True)
     check_flag(reml, "reml")
     check_flag(skip_hessian, "skip_hessian")
+    check_flag(progress, "progress")
+    check_flag(full_output, "full_output")
     return {
         "maxiter": check_integer(maxiter, "maxiter", 0),
         "gtol": check_tolerance(gtol, "gtol"),

@@ -24,6 +24,7 @@ import pandas as pd
 from ..engines.local import statistics_from_arrays
 from ..errors import CheckpointError, DataError, SpecError
 from ..files import jsonable, sibling_path
+from ..fit.options import check_flag
 from ..fit.summary import ensure_progress_handler
 from ..inference import check_alpha
 from ..kernels.dense2 import sharing_design
@@ -238,7 +239,8 @@ def parametric_bootstrap(
     Raises
     ------
     SpecError
-        ``n`` not a positive integer or over :data:`REPLICATES_LIMIT`; results without
+        ``n`` not a positive integer or over :data:`REPLICATES_LIMIT`; ``progress`` or
+        ``use_re`` not a Python or numpy bool; results without
         their model's statistics: loaded results, or pickled ones (the message says
         whether the model still holds its data and how to get the statistics back).
     DataError
@@ -247,6 +249,7 @@ def parametric_bootstrap(
         (:func:`refuse_kept_on_workers`): fit with ``engine="local"``.
     """
     n = check_nsim(n, "n")
+    progress, use_re = check_flag(progress, "progress"), check_flag(use_re, "use_re")
     if n > REPLICATES_LIMIT:
         raise SpecError(
             f"n must be at most {REPLICATES_LIMIT} replicates, got {n}: run several "

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..design import is_dask
 from ..errors import SpecError
+from ..fit.options import check_flag
 from .new_levels import check_new_levels
 from .prediction import check_new_groups, formula_data, predict_dask, predict_frame
 from .prediction_error import get_prediction as _get_prediction
@@ -97,9 +98,11 @@ class FittedValues:
             ``exog`` of the wrong width; ``include_random`` without ``groups``; group
             keys of another class than the fitted ones; unseen groups with
             ``new_groups="error"``; new levels with ``new_levels="error"``; a
-            ``new_groups`` or ``new_levels`` not listed; Dask data that cannot
+            ``new_groups`` or ``new_levels`` not listed; ``include_random`` not a
+            Python or numpy bool (SpecError); Dask data that cannot
             be read (:func:`~dmixed.results.prediction.predict_dask`).
         """
+        include_random = bool(check_flag(include_random, "include_random"))
         check_new_groups(new_groups)
         check_new_levels(new_levels)
         data, exog = formula_data(self.spec, data, exog)

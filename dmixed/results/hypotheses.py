@@ -153,10 +153,12 @@ class Hypotheses:
         Raises
         ------
         SpecError
-            ``R`` without ``k_fe`` columns; text that does not parse over the names.
+            ``R`` without ``k_fe`` columns; text that does not parse over the names;
+            ``use_t`` not None nor a Python or numpy bool.
         """
         state = self.to_state()
         k = self.k_fe
+        use_t = check_flag(use_t, "use_t", optional=True)
         if use_t is None:
             use_t = bool(self.use_t)
         return t_test(

@@ -27,7 +27,9 @@ import pandas as pd
 
 from ..design.dtypes import NUMERIC_LEVELS, comparable_keys, py_scalars
 from ..design.levels import UNKNOWN_CODE, level_codes, native_level_positions
+from ..design.messages import check_present
 from ..design.new_levels import vc_only_columns
+from ..design.prepare import needed_columns
 from ..errors import DataError, SpecError
 
 __all__ = [
@@ -176,8 +178,10 @@ def new_levels_of(spec, df: pd.DataFrame, group_labels, new_levels: str):
     DataError
         ``new_levels="error"`` and a row of a group the fit saw holds a new level
         (naming the column, groups and levels); group keys of another class than the
-        fitted ones.
+        fitted ones; columns the prediction reads absent from ``df`` (checked first, as
+        the design checks them: the group column is read here).
     """
+    check_present(needed_columns(spec, response=False, random=True), df.columns)
     found = {c: _unseen(spec, df[c], c) for c in _reads_only_vc(spec) if c in df.columns}
     found = {c: rows for c, rows in found.items() if rows.any()}
     if not found:

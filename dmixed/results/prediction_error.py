@@ -46,6 +46,7 @@ from ..design import is_dask
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
 from ..errors import DataError, SpecError
+from ..fit.options import check_flag
 from ..inference import check_alpha
 from ..stats.standardize import Standardization
 from .new_levels import check_new_levels
@@ -332,8 +333,9 @@ class PredictionResults:
 
     def conf_int(self, obs: bool = False, alpha: float | None = None):
         """Intervals ``mean ± z_{1−α/2} se`` (statsmodels' signature): of the mean, or
-        with ``obs`` of a new observation; columns ``lower``, ``upper`` (n, 2)."""
-        which = "obs" if obs else "mean"
+        with ``obs`` of a new observation; columns ``lower``, ``upper`` (n, 2).
+        ``obs`` not a Python or numpy bool is a SpecError."""
+        which = "obs" if check_flag(obs, "obs") else "mean"
         return self._frame(which, self.alpha if alpha is None else alpha)
 
     def summary_frame(self, alpha: float | None = None):
@@ -579,13 +581,15 @@ def get_prediction(
         Dask ``data`` for a model built from arrays; no data where the fitted rows are not
         available (loaded results, Dask fits); ``include_random`` on loaded results;
         ``alpha`` not in (0, 1); a ``new_groups`` or ``new_levels`` not listed;
-        ``weights`` of one value per row with Dask ``data``.
+        ``weights`` of one value per row with Dask ``data``; ``include_random`` not a
+        Python or numpy bool.
     DataError
         ``data`` not a pandas or Dask DataFrame, or as
         :meth:`~dmixed.MixedLMResults.predict` (unseen groups with
         ``new_groups="error"``, new levels with ``new_levels="error"``, keys of
         another class than the fitted ones, ...).
     """
+    include_random = bool(check_flag(include_random, "include_random"))
     check_new_groups(new_groups)
     check_new_levels(new_levels)
     check_alpha(alpha)

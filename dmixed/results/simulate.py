@@ -26,7 +26,7 @@ from ..design.prepare import needed_columns, prepare_columns
 from ..design.references import design_coordinates, design_effects
 from ..errors import SpecError
 from ..fit.coordinates import Coordinates
-from ..fit.options import check_integer
+from ..fit.options import check_flag, check_integer
 from ..fit.params import MixedLMParams
 from ..stats import Layout, Standardization
 from .prediction import Predictor
@@ -173,14 +173,12 @@ def simulated_partition(pdf, spec, state, scale, base_seed, nsim, offsets, parti
         start = int(offsets[number])
         noise = block_noise(base_seed, start, start + len(index), nsim)
         values = simulate_rows(predictor, dm, effects, scale, noise)
-    if nsim == 1:
-        return pd.Series(values[:, 0], index=index, name=names[0])
     return pd.DataFrame(values, index=index, columns=names)
 
 
 def simulate_dask(predictor: Predictor, spec, ddf, effects, scale: float, rng, nsim: int):
-    """Lazy draws on the rows of a Dask fit: a Dask Series (``nsim = 1``, ``sim_1``) or
-    DataFrame (``sim_1 …``) with ``ddf``'s partitions and the kept rows' index.  The
+    """Lazy draws on the rows of a Dask fit: a Dask DataFrame (``sim_1 …``, one column
+    for ``nsim = 1`` too) with ``ddf``'s partitions and the kept rows' index.  The
     random effects are drawn here (``effects``, shared by every partition); the noise
     of a row is that of its number among the kept rows (:func:`block_noise`, a seed
     drawn here), so a computed result is the same whatever the scheduler and the
@@ -195,11 +193,7 @@ def simulate_dask(predictor: Predictor, spec, ddf, effects, scale: float, rng, n
     offsets = dask.delayed(row_offsets, pure=True)(counts)
     base_seed = draw_seed(rng)
     names = [f"sim_{k + 1}" for k in range(nsim)]
-    meta = (
-        pd.Series(dtype="float64", name=names[0])
-        if nsim == 1
-        else pd.DataFrame({c: pd.Series(dtype="float64") for c in names})
-    )
+    meta = pd.DataFrame({c: pd.Series(dtype="float64") for c in names})
     return data.map_partitions(
         simulated_partition, spec, state, scale, base_seed, nsim, offsets, meta=meta
     )
@@ -207,14 +201,13 @@ def simulate_dask(predictor: Predictor, spec, ddf, effects, scale: float, rng, n
 
 def simulation_frame(values: np.ndarray, index, pandas_output: bool):
     """lme4's shape of draws: ``sim_1 … sim_nsim`` columns indexed like the fitted
-    rows (pandas input), a Series for one draw; an ndarray (n,) or (n, nsim) else."""
+    rows (pandas input; a DataFrame of one column for one draw, as lme4's data.frame);
+    an ndarray (n, nsim) else, two-dimensional for one draw too."""
     nsim = values.shape[1]
     if not pandas_output:
-        return values[:, 0] if nsim == 1 else values
+        return values
     names = [f"sim_{k + 1}" for k in range(nsim)]
     index = pd.RangeIndex(values.shape[0]) if index is None else index
-    if nsim == 1:
-        return pd.Series(values[:, 0], index=index, name=names[0])
     return pd.DataFrame(values, index=index, columns=names)
 
 
@@ -280,19 +273,21 @@ def simulate_fitted(results, nsim: int = 1, seed=None, use_re: bool = False):
 
     Returns
     -------
-    pandas.Series (nsim = 1) or DataFrame (n, nsim) with columns ``sim_1 …`` indexed
-    like the fitted rows (pandas or formula input); ndarray (n,) or (n, nsim) for
-    arrays; for a Dask fit the same as a lazy Dask Series or DataFrame
-    (:func:`simulate_dask`).
+    pandas.DataFrame (n, nsim) with columns ``sim_1 …`` indexed like the fitted rows
+    (pandas or formula input), as lme4's data.frame: one column ``sim_1`` for
+    ``nsim = 1`` too; ndarray (n, nsim) for arrays; for a Dask fit the same as a lazy
+    Dask DataFrame (:func:`simulate_dask`).
 
     Raises
     ------
     SpecError
-        ``nsim`` not a positive integer; no rows at hand (loaded results, a model built
-        from statistics, or after ``remove_data()``; the message says whether
+        ``nsim`` not a positive integer; ``use_re`` not a Python or numpy bool; no rows
+        at hand (loaded results, a model built from statistics, or after
+        ``remove_data()``; the message says whether
         :func:`~dmixed.results.bootstrap.bootstrap` can run instead).
     """
     nsim = check_nsim(nsim)
+    use_re = check_flag(use_re, "use_re")
     model = results.fitted_model
     source = None if model is None else model.source
     rows = None if model is None else model.rows

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from dmixed.design import build_spec
 from dmixed.design.dtypes import (
+    check_no_text_levels,
     comparable_keys,
     key_class,
     native_values_exact,
@@ -22,7 +23,7 @@ from dmixed.design.dtypes import (
     object_types,
     to_float,
 )
-from dmixed.errors import DataError, NumericFactorWarning, PrecisionWarning
+from dmixed.errors import BadValuesError, DataError, NumericFactorWarning, PrecisionWarning
 
 from .frames import assert_same
 
@@ -584,3 +585,19 @@ def test_tuples_are_a_key_class_of_their_own():
         r"fitted with text keys \(such as '\(3, 3\)'\); .*data\['g'\].astype\(str\)$",
     ):
         comparable_keys(tuples, text, "g")
+
+
+def test_text_in_a_factor_of_numeric_levels_is_refused_as_a_factor():
+    """``'0'`` in ``cls`` of ``C(cls)`` fitted on integers was refused as text "where
+    the model reads numbers": the message now says the column is a factor of numeric
+    levels, showing a text value and a level."""
+    check_no_text_levels(pd.Series([0, 1]), "cls", np.array([0, 1]))
+    check_no_text_levels(pd.Series([0.0, np.nan]), "cls", np.array([0, 1]))
+    with pytest.raises(BadValuesError) as got:
+        check_no_text_levels(pd.Series(["0", 1], dtype=object), "cls", np.array([0, 1]))
+    assert str(got.value) == (
+        "column 'cls' is read as a factor whose levels are numbers (such as 0), but it "
+        "holds text (such as '0'): text is another level under dmixed's column rules, so "
+        "no row would find its level; convert it first, e.g. pd.to_numeric(data['cls'])"
+    )
+    assert got.value.example == "0"

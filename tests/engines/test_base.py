@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
+import pytest
 
 from dmixed.engines import Engine, LocalEngine
+from dmixed.engines.base import check_client
 from dmixed.engines.dask import DaskEngine
+from dmixed.errors import SpecError
 
 
 def test_engines_satisfy_the_protocol():
@@ -14,6 +19,20 @@ def test_engines_satisfy_the_protocol():
     detached = DaskEngine(None, [], [], np.arange(0))
     assert isinstance(detached, Engine)
     assert {local.name, detached.name} == {"local", "dask"}
+
+
+def test_check_client_takes_none_and_refuses_an_address_even_without_distributed(
+    monkeypatch,
+):
+    """None is no client; an address is refused naming its type, also where
+    ``distributed`` cannot be imported (nothing there can be a Client)."""
+    check_client(None)
+    with pytest.raises(SpecError, match=r"^client must be a distributed.Client, got 'x' \(str\)"):
+        check_client("x")
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed fails
+    check_client(None)
+    with pytest.raises(SpecError, match=r"^client must be a distributed.Client, got \(int\)"):
+        check_client(8786)
 
 
 def _gram_cases():

@@ -160,3 +160,14 @@ def test_a_mask_held_as_objects_is_a_mask(free):
 def test_missing_values_or_text_held_as_objects_are_not_a_mask(free):
     with pytest.raises(SpecError, match=r"free must be a mask of 0 \(held\) and 1 \(estimated\)"):
         parse_free(free, 3, 2)
+
+
+@pytest.mark.parametrize(("value", "kind"), [("no", "str"), (1, "int"), (None, "NoneType")])
+def test_check_flag_names_the_type_of_what_it_refuses(value, kind):
+    with pytest.raises(SpecError, match=rf"^flag must be True or False, not .* \({kind}\)$"):
+        check_flag(value, "flag")
+
+
+def test_check_flag_reads_numpy_bools_as_python_bools():
+    assert check_flag(np.True_, "flag") is True
+    assert check_flag(np.False_, "flag") is False

@@ -109,6 +109,8 @@ def test_a_masked_fit_in_the_plain_packing_that_stops_short_goes_on_with_bfgs(of
         ("reml", None, "reml must be True or False, not None"),
         ("reml", 2, "reml must be True or False, not 2"),
         ("skip_hessian", "no", "skip_hessian must be True or False, not 'no'"),
+        ("progress", "no", r"progress must be True or False, not 'no' \(str\)"),
+        ("full_output", 1, r"full_output must be True or False, not 1 \(int\)"),
     ],
 )
 def test_bad_settings_are_refused_before_the_data_pass(model, name, value, message):

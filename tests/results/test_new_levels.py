@@ -216,3 +216,32 @@ def test_a_number_that_is_no_level_is_not_read_as_the_level_it_truncates_to(
         res.predict(rows.assign(**{column: same}), include_random=True),
         res.predict(rows.assign(**{column: rows[column].dtype.type(same)}), include_random=True),
     )
+
+
+@pytest.mark.parametrize("how", ["pandas", "dask", "loaded"])
+def test_a_new_level_without_the_group_column_is_refused_as_a_missing_column(how, tmp_path):
+    """New rows lacking the group column but holding a level the fit never saw get the
+    same DataError as without a new level (the columns are checked before the group
+    column is read), for in-process, Dask and loaded results alike."""
+    rng = np.random.default_rng(0)
+    n = 600
+    df = pd.DataFrame({"g": rng.integers(0, 20, n), "cls": rng.integers(0, 3, n)})
+    df["x"] = rng.normal(size=n)
+    df["y"] = df.x + rng.normal(size=20)[df.g] + rng.normal(size=n)
+    data = df if how == "pandas" else dd.from_pandas(df, npartitions=2)
+    res = dmixed.mixedlm("y ~ x", data, groups="g", vc_formula={"cls": "0 + C(cls)"}).fit()
+    if how == "loaded":
+        res.save(tmp_path / "fit")
+        res = dmixed.load(tmp_path / "fit")
+    seen = pd.DataFrame({"x": [0.1, 0.2], "cls": [0, 1]})
+    new = pd.DataFrame({"x": [0.1, 0.2], "cls": [0, 7]})
+    with pytest.raises(DataError) as expected:
+        res.predict(seen, include_random=True)
+    assert "column(s) not found in the data: 'g'" in str(expected.value)
+    calls = [lambda: res.predict(new, include_random=True)]
+    if how != "loaded":  # loaded results refuse get_prediction with include_random
+        calls.append(lambda: res.get_prediction(new, include_random=True))
+    for call in calls:
+        with pytest.raises(DataError) as got:
+            call()
+        assert str(got.value) == str(expected.value)

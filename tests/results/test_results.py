@@ -38,6 +38,73 @@ def test_alpha_outside_zero_one_is_refused_naming_it(method, alpha):
         _ALPHA_TAKERS[method](res, alpha)
 
 
+#: every switch of the results API (and of the model's), called with the given value
+_FLAG_TAKERS = {
+    "predict(include_random)": lambda res, v: res.predict(_flag_data().head(2), v),
+    "get_prediction(include_random)": lambda res, v: res.get_prediction(
+        _flag_data().head(2), include_random=v
+    ),
+    "get_prediction().conf_int(obs)": lambda res, v: res.get_prediction().conf_int(obs=v),
+    "random_effects_frame(vc)": lambda res, v: res.random_effects_frame(vc=v),
+    "random_effects_frame(dask)": lambda res, v: res.random_effects_frame(dask=v),
+    "simulate(use_re)": lambda res, v: res.simulate(1, seed=1, use_re=v),
+    "bootstrap(use_re)": lambda res, v: res.bootstrap(2, seed=1, use_re=v),
+    "bootstrap(progress)": lambda res, v: res.bootstrap(2, seed=1, progress=v),
+    "t_test(use_t)": lambda res, v: res.t_test("x1 = 0", use_t=v),
+    "wald_test(use_f)": lambda res, v: res.wald_test("x1 = 0", use_f=v),
+    "wald_test(scalar)": lambda res, v: res.wald_test("x1 = 0", scalar=v),
+    "wald_test_terms(skip_single)": lambda res, v: res.wald_test_terms(skip_single=v),
+    # the model's own switches, reached from the results
+    "model.statistics(progress)": lambda res, v: res.model.statistics(progress=v),
+    "model.statistics(partial)": lambda res, v: res.model.statistics(partial=v),
+    "model.loglike(profile_fe)": lambda res, v: res.model.loglike(res.params_object, profile_fe=v),
+    "model.score(profile_fe)": lambda res, v: res.model.score(res.params_object, profile_fe=v),
+    "model.score_full(calc_fe)": lambda res, v: res.model.score_full(res.params_object, v),
+    "model.score_sqrt(calc_fe)": lambda res, v: res.model.score_sqrt(res.params_object, calc_fe=v),
+}
+
+
+def _flag_data() -> pd.DataFrame:
+    df = make_data(n_groups=10, seed=1)
+    df["cls"] = np.arange(len(df)) % 3
+    return df
+
+
+@pytest.fixture(scope="module")
+def flag_fit():
+    df = _flag_data()
+    return mixedlm("y ~ x1", df, groups="g", re_formula="1", vc_formula={"c": "0 + C(cls)"}).fit()
+
+
+@pytest.mark.parametrize("value", ["no", 1, 0.0, np.array([True]), [False]])
+@pytest.mark.parametrize("call", sorted(_FLAG_TAKERS))
+def test_a_switch_that_is_not_a_bool_is_refused_naming_it(flag_fit, call, value):
+    """``predict(include_random="no")`` added the BLUPs (a true string): every switch
+    of the results API takes a Python or numpy bool only, and names the argument and
+    the value's type otherwise (:func:`dmixed.fit.options.check_flag`)."""
+    name = call.rsplit("(", 1)[1].rstrip(")")
+    kind = type(value).__name__
+    with pytest.raises(
+        SpecError,
+        match=rf"^{name} must be True, False.* \({kind}\)$|"
+        rf"^{name} must be True or False, not .* \({kind}\)$",
+    ):
+        _FLAG_TAKERS[call](flag_fit, value)
+
+
+@pytest.mark.parametrize("call", sorted(_FLAG_TAKERS))
+def test_a_numpy_bool_switch_is_its_python_bool(flag_fit, call):
+    """``np.True_`` and ``np.False_`` (as comparisons give) are taken as True and False."""
+    for value in (np.True_, np.False_):
+        got, want = (_FLAG_TAKERS[call](flag_fit, v) for v in (value, bool(value)))
+        if isinstance(want, pd.Series | pd.DataFrame):
+            pd.testing.assert_frame_equal(pd.DataFrame(got), pd.DataFrame(want))
+        elif isinstance(want, float | np.ndarray):
+            np.testing.assert_array_equal(got, want)
+        else:
+            assert type(got) is type(want)
+
+
 @pytest.fixture(scope="module")
 def vc_fits():
     """A random-slope + nested-VC model, fitted by dmixed and by statsmodels started at

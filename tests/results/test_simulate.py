@@ -29,15 +29,16 @@ def test_shapes_follow_lme4_and_the_input():
     with pytest.warns(DroppedRowsWarning):
         res = mixedlm("y ~ x1 + x2", df, groups="g", missing="drop").fit()
     kept = df.dropna().index
-    one = res.simulate(seed=0)
-    assert isinstance(one, pd.Series) and one.name == "sim_1"
+    one = res.simulate(seed=0)  # a DataFrame for one draw too, as lme4's data.frame
+    assert isinstance(one, pd.DataFrame) and list(one.columns) == ["sim_1"]
     assert one.index.equals(kept)
+    pd.testing.assert_frame_equal(one, res.simulate(1, seed=0))
     many = res.simulate(3, seed=0)
     assert list(many.columns) == ["sim_1", "sim_2", "sim_3"] and many.index.equals(kept)
     endog, exog, exog_re, groups = design(make_data(n_groups=20, max_size=8, seed=2))
     arrays = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
     assert isinstance(arrays.simulate(seed=1), np.ndarray)
-    assert arrays.simulate(seed=1).shape == (len(endog),)
+    assert arrays.simulate(seed=1).shape == (len(endog), 1)
     assert arrays.simulate(4, seed=1).shape == (len(endog), 4)
 
 
@@ -108,8 +109,9 @@ def test_dask_draws_are_lazy_reproducible_and_share_each_groups_effects():
     ddf = dd.from_pandas(df, npartitions=4)
     res = mixedlm("y ~ x1", ddf, groups="g", weights="w").fit()
     one = res.simulate(seed=3)
-    assert isinstance(one, dd.Series)
-    assert one.compute(scheduler="sync").index.equals(df.index)
+    assert isinstance(one, dd.DataFrame) and list(one.columns) == ["sim_1"]
+    computed = one.compute(scheduler="sync")
+    assert isinstance(computed, pd.DataFrame) and computed.index.equals(df.index)
     few = res.simulate(3, seed=5)
     assert isinstance(few, dd.DataFrame) and list(few.columns) == ["sim_1", "sim_2", "sim_3"]
     pd.testing.assert_frame_equal(

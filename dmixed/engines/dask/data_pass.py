@@ -68,7 +68,7 @@ from ...stats.keys import (
 from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap
 from ...stats.standardize import Standardization
-from ..base import ENGINE_CHOICES
+from ..base import ENGINE_CHOICES, check_client
 from ..local import inexact_error
 from ..vc_crossed import CrossedVCEngine, worth_crossing
 from ..vc_local import StructuredVCEngine, worth_structure
@@ -138,10 +138,16 @@ def resolve_client(client):
 
     Raises
     ------
+    SpecError
+        ``client`` not a ``distributed.Client``
+        (:func:`~dmixed.engines.base.check_client`): an address such as ``"tcp://…:8786"``
+        is refused, not connected to (a client opened here would have to be closed
+        by the fit, and the results' lazy calls run on it later).
     ConnectionError
         The client given is closed (or closing): it can run nothing.
     """
     if client is not None:
+        check_client(client)
         status = getattr(client, "status", "running")
         if status in ("closing", "closed"):
             raise ConnectionError(

@@ -19,7 +19,7 @@ from dmixed.engines.dask import data_pass
 from dmixed.engines.dask.combine import bucket_of
 from dmixed.engines.dask.data_pass import AUTO_LOCAL_MAX_VALUES, statistics_from_dask
 from dmixed.engines.dask.evaluator import DaskEngine
-from dmixed.errors import DataError
+from dmixed.errors import DataError, SpecError
 
 from ..._synth import make_data
 
@@ -322,3 +322,20 @@ def test_an_error_between_the_summaries_and_the_placement_leaves_nothing_held(
         monkeypatch.setattr(data_pass, "AUTO_LOCAL_MAX_VALUES", _InterruptedRule())
         raised = KeyboardInterrupt
     _raises_holding_nothing(make_data(n_groups=300, seed=9), engine, raised)
+
+
+@pytest.mark.parametrize("call", ["fit", "statistics"])
+@pytest.mark.parametrize("data", ["pandas", "dask"])
+@pytest.mark.parametrize("client", ["tcp://127.0.0.1:8786", b"tcp://x", 8786])
+def test_a_client_that_is_not_a_client_is_refused_naming_it(client, data, call):
+    """``fit(client="tcp://...")`` failed with "cannot create weak reference to 'str'
+    object": an address is refused, naming ``client`` and the type given; on pandas
+    data too, where it was silently ignored."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"g": rng.integers(0, 20, 200), "x": rng.normal(size=200)})
+    df["y"] = df.x + rng.normal(size=200)
+    frame = dd.from_pandas(df, npartitions=2) if data == "dask" else df
+    model = dmixed.mixedlm("y ~ x", frame, groups="g")
+    kind = type(client).__name__
+    with pytest.raises(SpecError, match=rf"^client must be a distributed.Client, got .*\({kind}\)"):
+        getattr(model, call)(client=client)
