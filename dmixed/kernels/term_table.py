@@ -61,9 +61,16 @@ REUSE_MIN_BYTES = 32 << 20
 #: their partials are done, those of a result still held and the next fit's; the
 #: columns of the partitions a chain holds while it routes, :func:`held_columns`).
 REUSE_KEPT = 8
-#: Bytes of the buffers :func:`table_buffer` keeps, at most (two chains' tables and
-#: spills of 1M groups of a random slope are 270 MB).
+#: Bytes of the buffers :func:`table_buffer` keeps that no array views, at most, where
+#: it keeps or hands one out (two chains' tables and spills of 1M groups of a random
+#: slope are 270 MB).
 REUSE_MAX_BYTES = 512 << 20
+#: Bytes of all the buffers :func:`table_buffer` keeps, at most, those still in use
+#: included: a buffer in use costs no memory its arrays do not hold anyway, and kept, it
+#: serves the next request of its use once they are gone (a refit's merged rows while the
+#: last fit's result still holds its block: fresh pages otherwise, benchmarks/RESULTS.md,
+#: g2m-s54).
+REUSE_ALL_BYTES = 2 * REUSE_MAX_BYTES
 #: What a buffer of :func:`table_buffer` is made for: a chain's table of terms, the
 #: rows it moves out of it (its spill), a block's merged rows, or the rows of a part
 #: that came from another worker (:data:`MOVED_PIECE_BYTES`).  A buffer is handed out
@@ -119,11 +126,14 @@ def table_buffer(shape: tuple[int, int], zeroed: bool, use: str) -> np.ndarray:
     earlier request of the same ``use``, at least as large, that no array views any
     more (its only reference the list that keeps it), zeroed by a pass over pages
     already in memory; else a fresh array, kept for later requests (at most
-    :data:`REUSE_KEPT` of :data:`REUSE_MAX_BYTES` in all; to make room, buffers of the
-    same use are dropped first, those no array views before those in use, the first
-    first; then those of other uses, the same way).  A fresh array's pages are faulted
-    in and zeroed by the kernel one by one on first touch, which costs a chain of 1M
-    groups more than its sums where the OS had taken the memory back
+    :data:`REUSE_KEPT` buffers, :data:`REUSE_MAX_BYTES` of them that no array views and
+    :data:`REUSE_ALL_BYTES` in all; to make room, buffers of the same use are dropped
+    first, those no array views before those in use, the first first; then those of
+    other uses, the same way; and at every request, buffers no array views any more,
+    the first first, while they hold more than :data:`REUSE_MAX_BYTES`).  A fresh
+    array's pages are faulted in and zeroed by the kernel one by one on first touch,
+    which costs a chain of 1M groups more than its sums where the OS had taken the
+    memory back
     (benchmarks/RESULTS.md, ooc-s33); a buffer in use (a chain's partials, views of
     its table, until their combine; a held result's merged rows) is never handed out,
     and a buffer of another use never is either (:data:`BUFFER_USES`).  Thread-safe.
@@ -161,6 +171,7 @@ def table_buffer(shape: tuple[int, int], zeroed: bool, use: str) -> np.ndarray:
         alone = [("", np.empty(0))]
         baseline = [sys.getrefcount(b) for _, b in alone][0]
         free = [sys.getrefcount(b) == baseline for _, b in _kept]
+        free = _trimmed(free)
         fits = [
             i
             for i, (u, b) in enumerate(_kept)
@@ -188,7 +199,9 @@ def _aligned(buffer: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def _kept_with(use: str, buffer: np.ndarray, free: list[bool]) -> None:
     """Keep ``buffer`` for ``use`` (the lock held; ``free[i]``: whether no array views
     ``_kept[i]``), first dropping buffers while the list would hold more than
-    :data:`REUSE_KEPT` buffers or :data:`REUSE_MAX_BYTES` with it: those of ``use``
+    :data:`REUSE_KEPT` buffers, more than :data:`REUSE_MAX_BYTES` of buffers no array
+    views (``buffer`` counted as one) or more than :data:`REUSE_ALL_BYTES` in all with
+    it: those of ``use``
     before those of other uses (a fresh buffer of ``use`` stands for the ones of its
     use that were too small or in use: a held result's merged rows, whose arrays keep
     their memory, no longer handed out), and within each, those no array views before
@@ -196,15 +209,35 @@ def _kept_with(use: str, buffer: np.ndarray, free: list[bool]) -> None:
     order = sorted(range(len(_kept)), key=lambda i: (_kept[i][0] != use, not free[i], i))
     victims = [_kept[i][1] for i in order]
 
+    if buffer.nbytes > min(REUSE_MAX_BYTES, REUSE_ALL_BYTES):
+        return  # never kept: nothing dropped for it
+    idle = {id(b) for (_, b), f in zip(_kept, free, strict=True) if f}
+
     def room() -> bool:
         held = sum(b.nbytes for _, b in _kept) + buffer.nbytes
-        return len(_kept) < REUSE_KEPT and held <= REUSE_MAX_BYTES
+        unused = sum(b.nbytes for _, b in _kept if id(b) in idle) + buffer.nbytes
+        return len(_kept) < REUSE_KEPT and unused <= REUSE_MAX_BYTES and held <= REUSE_ALL_BYTES
 
     while _kept and not room():
         victim = victims.pop(0)
         _kept[:] = [(u, b) for u, b in _kept if b is not victim]
     if room():
         _kept.append((use, buffer))
+
+
+def _trimmed(free: list[bool]) -> list[bool]:
+    """Drop kept buffers no array views (``free[i]`` for ``_kept[i]``; the lock held),
+    the first first, while they hold more than :data:`REUSE_MAX_BYTES` (buffers kept
+    while in use and let go since); ``free`` of the buffers left."""
+    unused = sum(b.nbytes for (_, b), f in zip(_kept, free, strict=True) if f)
+    keep = []
+    for (use, b), f in zip(_kept, free, strict=True):
+        if f and unused > REUSE_MAX_BYTES:
+            unused -= b.nbytes
+        else:
+            keep.append(((use, b), f))
+    _kept[:] = [item for item, _ in keep]
+    return [f for _, f in keep]
 
 
 def _table_columns(terms: list, column_term: list) -> tuple[list, tuple]:

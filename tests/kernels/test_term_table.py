@@ -892,41 +892,61 @@ def test_table_buffer_keeps_at_most_reuse_kept(kept_buffers):
 
 
 def test_table_buffer_keeps_at_most_reuse_max_bytes(kept_buffers, monkeypatch):
-    """Buffers no array views, then buffers in use, make room for a new one within
-    REUSE_MAX_BYTES; one larger than that is not kept."""
+    """Buffers no array views make room for a new one within REUSE_MAX_BYTES (the new
+    one counted), buffers in use within REUSE_ALL_BYTES in all; one larger than
+    REUSE_MAX_BYTES is not kept; buffers let go since are dropped, the first first,
+    down to REUSE_MAX_BYTES at the next request."""
     # (each buffer holds a cache line more than its array: table_buffer aligns it)
     monkeypatch.setattr(kept_buffers, "REUSE_MAX_BYTES", 40_000 + 2 * CACHE_LINE)
+    monkeypatch.setattr(kept_buffers, "REUSE_ALL_BYTES", 64_000 + 3 * CACHE_LINE)
     first = kept_buffers.table_buffer((300, 10), zeroed=True, use="table")  # 24 kB
     second = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")  # 16 kB: 40 kB in all
     assert kept_buffers.kept_table_buffers() == 2
     del first
-    third = kept_buffers.table_buffer(
-        (400, 10), zeroed=True, use="table"
-    )  # 32 kB: first, then second dropped
-    assert kept_buffers.kept_table_buffers() == 1 and not third.any()
+    # 32 kB: first (no array views it) dropped; second, in use, kept (48 kB in all)
+    third = kept_buffers.table_buffer((400, 10), zeroed=True, use="table")
+    assert kept_buffers.kept_table_buffers() == 2 and not third.any()
+    # 24 kB with both in use: 72 kB in all, so second (the first in use) dropped
+    fourth = kept_buffers.table_buffer((300, 10), zeroed=True, use="table")
+    assert kept_buffers.kept_table_buffers() == 2 and not fourth.any()
     assert (second == 0.0).all()  # still its array's memory
-    del second, third
     huge = kept_buffers.table_buffer((600, 10), zeroed=False, use="table")  # 48 kB: never kept
-    assert huge.shape == (600, 10) and kept_buffers.kept_table_buffers() == 0
+    assert huge.shape == (600, 10) and kept_buffers.kept_table_buffers() == 2
+    address = fourth.ctypes.data
+    del third, fourth  # 56 kB no array views: third dropped at the next request
+    again = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")
+    assert again.ctypes.data == address and kept_buffers.kept_table_buffers() == 1
 
 
-def test_table_buffer_hands_a_buffer_out_for_its_own_use_only(kept_buffers):
-    """A merge never gets a free table's memory (the next data pass's table would get
-    fresh pages instead), nor a table a free merge's; each gets its own use's."""
-    table = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")
-    taddress = table.ctypes.data
-    del table  # free: the chain's rows all moved out
-    merged = kept_buffers.table_buffer((100, 10), zeroed=False, use="merge")
-    maddress = merged.ctypes.data
-    assert maddress != taddress and kept_buffers.kept_table_buffers() == 2
-    spill = kept_buffers.table_buffer((100, 10), zeroed=False, use="spill")  # merged held
-    assert spill.ctypes.data not in (taddress, maddress)
-    del spill, merged
-    assert kept_buffers.table_buffer((200, 10), zeroed=True, use="table").ctypes.data == taddress
-    assert kept_buffers.table_buffer((90, 10), zeroed=False, use="merge").ctypes.data == maddress
-    assert kept_buffers.kept_table_buffers() == 3
-    with pytest.raises(ValueError, match="use must be one of"):
-        kept_buffers.table_buffer((200, 10), zeroed=True, use="tables")
+def test_table_buffer_serves_a_refit_while_the_last_result_holds_its_merge(
+    kept_buffers, monkeypatch
+):
+    """A refit's merged rows while the last fit's result still holds its own (a
+    buffer in use): the new buffer is kept beside it, and the fit after, once that
+    result is gone, takes its memory, no fresh allocation (main dropped the buffer in
+    use to make room, so that every refit's merge was fresh pages)."""
+    import tracemalloc
+
+    table_bytes, merge_bytes = 16_000 + CACHE_LINE, 20_000 + CACHE_LINE
+    monkeypatch.setattr(kept_buffers, "REUSE_MAX_BYTES", table_bytes + merge_bytes)
+    monkeypatch.setattr(kept_buffers, "REUSE_ALL_BYTES", 4 * merge_bytes, raising=False)
+    results: list = []
+    for fit in range(4):
+        table = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")
+        tracemalloc.start()
+        try:
+            merged = kept_buffers.table_buffer((250, 10), zeroed=False, use="merge")
+            fresh = tracemalloc.get_traced_memory()[0] >= 20_000
+        finally:
+            tracemalloc.stop()
+        del table  # the chains' table, free once merged
+        merged[:] = fit
+        results.append(merged)  # the new result, then the last one let go
+        del merged
+        if len(results) > 1:
+            results.pop(0)
+        assert fresh == (fit < 2), fit
+    assert kept_buffers.kept_table_buffers() == 3 and (results[0] == 3).all()
 
 
 def test_table_buffer_drops_its_own_uses_buffers_first(kept_buffers):
