@@ -216,7 +216,8 @@ def series(args, directory: str, groups: int, report: dict, save) -> None:
                     # only the last fit's model and results live on (a user's refit):
                     # each earlier one's statistics would stay on the workers
                     for fit in (f for fits in runs.values() for f in fits[:-1]):
-                        fit.pop("model", None), fit.pop("res", None)
+                        fit.pop("model", None)
+                        fit.pop("res", None)
                     scans.append(scanner.scan())
                     neighbours = (scans[-2] + scans[-1]) / 2
                     ratios[exchange].append(runs[exchange][-1]["seconds"] / neighbours)
