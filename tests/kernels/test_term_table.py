@@ -865,30 +865,28 @@ def test_table_buffer_reuses_a_buffer_no_array_views(kept_buffers):
 
 
 def test_table_buffer_keeps_at_most_reuse_kept(kept_buffers):
-    """A full list drops a buffer no array views for a new one; with every buffer in
-    use, the first kept (its arrays keep their values, and it is not handed out
-    again)."""
+    """A list of REUSE_KEPT buffers no array views drops the first for a new one;
+    buffers in use do not count (their arrays hold the memory anyway) and are not
+    handed out; let go, the first are dropped down to REUSE_KEPT at the next request."""
     n = kept_buffers.REUSE_KEPT
-    held = [kept_buffers.table_buffer((200, 10), zeroed=False, use="table") for _ in range(n)]
+    idle = [kept_buffers.table_buffer((200, 10), zeroed=False, use="table") for _ in range(n)]
+    addresses = [a.ctypes.data for a in idle]
+    del idle
+    extra = kept_buffers.table_buffer((400, 10), zeroed=True, use="table")  # none fits
+    assert kept_buffers.kept_table_buffers() == n and extra.ctypes.data not in addresses
+    held = [kept_buffers.table_buffer((200, 10), zeroed=False, use="table") for _ in range(n - 1)]
+    assert sorted(h.ctypes.data for h in held) == sorted(addresses[1:])  # the first dropped
     for h in held:
         h[:] = 3.0
-    extra = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")  # kept, held[0] dropped
-    assert kept_buffers.kept_table_buffers() == n and not extra.any()
-    assert all(extra.ctypes.data != h.ctypes.data for h in held)
-    first = held[0].ctypes.data
-    del held[1]
-    larger = kept_buffers.table_buffer(
-        (400, 10), zeroed=True, use="table"
-    )  # kept, in held[1]'s place
-    address = larger.ctypes.data
-    del larger
-    assert kept_buffers.table_buffer((400, 10), zeroed=True, use="table").ctypes.data == address
-    assert kept_buffers.kept_table_buffers() == n
+    more = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")  # all in use
+    assert kept_buffers.kept_table_buffers() == n + 1 and not more.any()
+    assert all((h == 3.0).all() for h in held)
+    address = extra.ctypes.data
     del extra
-    again = kept_buffers.table_buffer(
-        (200, 10), zeroed=False, use="table"
-    )  # extra's, not held[0]'s
-    assert again.ctypes.data != first and (held[0] == 3.0).all()
+    assert kept_buffers.table_buffer((400, 10), zeroed=True, use="table").ctypes.data == address
+    del held, more, h
+    again = kept_buffers.table_buffer((200, 10), zeroed=False, use="table")
+    assert kept_buffers.kept_table_buffers() == n and again.ctypes.data != addresses[1]
 
 
 def test_table_buffer_keeps_at_most_reuse_max_bytes(kept_buffers, monkeypatch):
@@ -916,6 +914,51 @@ def test_table_buffer_keeps_at_most_reuse_max_bytes(kept_buffers, monkeypatch):
     del third, fourth  # 56 kB no array views: third dropped at the next request
     again = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")
     assert again.ctypes.data == address and kept_buffers.kept_table_buffers() == 1
+
+
+def test_table_buffer_hands_a_buffer_out_for_its_own_use_only(kept_buffers):
+    """A merge never gets a free table's memory (the next data pass's table would get
+    fresh pages instead), nor a table a free merge's; each gets its own use's."""
+    table = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")
+    taddress = table.ctypes.data
+    del table  # free: the chain's rows all moved out
+    merged = kept_buffers.table_buffer((100, 10), zeroed=False, use="merge")
+    maddress = merged.ctypes.data
+    assert maddress != taddress and kept_buffers.kept_table_buffers() == 2
+    spill = kept_buffers.table_buffer((100, 10), zeroed=False, use="spill")  # merged held
+    assert spill.ctypes.data not in (taddress, maddress)
+    del spill, merged
+    assert kept_buffers.table_buffer((200, 10), zeroed=True, use="table").ctypes.data == taddress
+    assert kept_buffers.table_buffer((90, 10), zeroed=False, use="merge").ctypes.data == maddress
+    assert kept_buffers.kept_table_buffers() == 3
+    with pytest.raises(ValueError, match="use must be one of"):
+        kept_buffers.table_buffer((200, 10), zeroed=True, use="tables")
+
+
+def test_table_buffer_keeps_a_held_merge_beside_reuse_kept_idle_buffers(kept_buffers):
+    """As on a worker of 1M groups: idle buffers fill all but one of REUSE_KEPT's
+    places (the partitions' held columns, two chains' tables, a spill) and the last
+    result holds its merge; the refit's merge is kept beside them, the held one too,
+    and the fit after, once that result is gone, gets the held one's memory (main
+    and a count of buffers in use dropped the held merge, so that every refit's
+    merge was fresh pages)."""
+    n = kept_buffers.REUSE_KEPT
+    idle = [kept_buffers.table_buffer((20, 10), zeroed=False, use="held") for _ in range(n - 4)]
+    idle += [kept_buffers.table_buffer((40, 10), zeroed=True, use="table") for _ in range(2)]
+    idle.append(kept_buffers.table_buffer((30, 10), zeroed=False, use="spill"))
+    last = kept_buffers.table_buffer((500, 10), zeroed=False, use="merge")  # the result's
+    held = last.ctypes.data
+    del idle  # the fit's data pass done
+    assert kept_buffers.kept_table_buffers() == n
+    refit = kept_buffers.table_buffer((500, 10), zeroed=False, use="merge")
+    assert refit.ctypes.data != held and kept_buffers.kept_table_buffers() == n + 1
+    del last  # the user lets the last result go
+    again = kept_buffers.table_buffer((500, 10), zeroed=False, use="merge")
+    assert again.ctypes.data == held and kept_buffers.kept_table_buffers() == n + 1
+    # both let go: one idle buffer more than REUSE_KEPT, the first dropped
+    del refit, again
+    kept_buffers.table_buffer((20, 10), zeroed=False, use="held")
+    assert kept_buffers.kept_table_buffers() == n
 
 
 def test_table_buffer_serves_a_refit_while_the_last_result_holds_its_merge(
@@ -949,19 +992,26 @@ def test_table_buffer_serves_a_refit_while_the_last_result_holds_its_merge(
     assert kept_buffers.kept_table_buffers() == 3 and (results[0] == 3).all()
 
 
-def test_table_buffer_drops_its_own_uses_buffers_first(kept_buffers):
+def test_table_buffer_drops_its_own_uses_buffers_first(kept_buffers, monkeypatch):
     """Results held one after another (each keeps its merged rows): every new merge's
-    buffer takes the place of an earlier merge's, the first first, even one in use,
-    and never of a free table's or spill's, which later passes get again."""
-    table = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")
-    spill = kept_buffers.table_buffer((100, 10), zeroed=False, use="spill")
+    buffer is kept beside those in use (they do not count toward REUSE_KEPT) until
+    REUSE_ALL_BYTES, then takes the place of an earlier merge's, the first first, and
+    never of a free table's or spill's, which later passes get again."""
+    merges = 4  # merge buffers REUSE_ALL_BYTES holds beside the table's and the spill's
+    monkeypatch.setattr(
+        kept_buffers,
+        "REUSE_ALL_BYTES",
+        16_000 + 8_000 + merges * 12_000 + (2 + merges) * CACHE_LINE,
+    )
+    table = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")  # 16 kB
+    spill = kept_buffers.table_buffer((100, 10), zeroed=False, use="spill")  # 8 kB
     addresses = (table.ctypes.data, spill.ctypes.data)
     del table, spill
     held = []
-    for _ in range(kept_buffers.REUSE_KEPT + 2):
-        held.append(kept_buffers.table_buffer((150, 10), zeroed=False, use="merge"))
+    for _ in range(merges + 3):
+        held.append(kept_buffers.table_buffer((150, 10), zeroed=False, use="merge"))  # 12 kB
         held[-1][:] = len(held)
-        assert kept_buffers.kept_table_buffers() == min(len(held) + 2, kept_buffers.REUSE_KEPT)
+        assert kept_buffers.kept_table_buffers() == min(len(held), merges) + 2
     assert (
         kept_buffers.table_buffer((200, 10), zeroed=True, use="table").ctypes.data == addresses[0]
     )
@@ -970,10 +1020,11 @@ def test_table_buffer_drops_its_own_uses_buffers_first(kept_buffers):
     )
     for i, h in enumerate(held):  # the dropped ones' arrays keep their values
         assert (h == i + 1).all()
-    del held[-1]  # the last result let go: its memory the next merge's
+    del h
+    address = held.pop().ctypes.data  # the last result let go: its memory the next merge's
     last = kept_buffers.table_buffer((150, 10), zeroed=False, use="merge")
-    assert all(last.ctypes.data != h.ctypes.data for h in held)
-    assert kept_buffers.kept_table_buffers() == kept_buffers.REUSE_KEPT
+    assert last.ctypes.data == address
+    assert kept_buffers.kept_table_buffers() == merges + 2
 
 
 def test_table_buffer_is_numpys_without_keeping(kept_buffers):
