@@ -18,7 +18,8 @@ use ``--rows 5000000 --files 16 --workers 1,2``.  For every number of groups:
    the fit
    (``dmixed.mixedlm("y ~ x1 + x2 + x3", dd.read_parquet(dir), groups="g",
    re_formula="1 + x1").fit(client=...)``, REML, standard errors included) under each
-   exchange of ``--exchange`` (Dask config ``dmixed.exchange``);
+   exchange of ``--exchange`` (Dask config ``dmixed.exchange``), only the last fit of
+   each exchange kept (a fit's model and results keep its statistics on the workers);
 3. records per ``W`` and exchange the median, min and max of the fit, of the scan and of
    the fit over the mean of the scans just before and after it, the data pass, the
    bytes the data pass's tasks sent to the bucket nodes (from the engine's
@@ -212,6 +213,11 @@ def series(args, directory: str, groups: int, report: dict, save) -> None:
             for _ in range(args.repeat):
                 for exchange in args.exchange:
                     runs[exchange].append(fit_once(directory, client, exchange, log, cpu))
+                    # only the last fit's model and results live on (a user's refit):
+                    # each earlier one's statistics would stay on the workers
+                    for fit in (f for fits in runs.values() for f in fits[:-1]):
+                        fit.pop("model", None)
+                        fit.pop("res", None)
                     scans.append(scanner.scan())
                     neighbours = (scans[-2] + scans[-1]) / 2
                     ratios[exchange].append(runs[exchange][-1]["seconds"] / neighbours)

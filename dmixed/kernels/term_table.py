@@ -55,15 +55,25 @@ PLAN_SAMPLE = 64
 #: gives it back to the OS when freed, so a fresh one faults every page in again,
 #: zeroed by the kernel; smaller ones come from heaps that keep their pages.
 REUSE_MIN_BYTES = 32 << 20
-#: Buffers :func:`table_buffer` keeps for later tables, at most (a chain's table and
-#: spill; two chains at once on a worker of two threads; the rows of a part from
-#: another worker, one a block; the merged rows of :func:`merge_term_rows`, made once
-#: their partials are done, those of a result still held and the next fit's; the
-#: columns of the partitions a chain holds while it routes, :func:`held_columns`).
-REUSE_KEPT = 8
-#: Bytes of the buffers :func:`table_buffer` keeps, at most (two chains' tables and
-#: spills of 1M groups of a random slope are 270 MB).
-REUSE_MAX_BYTES = 512 << 20
+#: Buffers :func:`table_buffer` keeps for later tables that no array views, at most,
+#: where it keeps or hands one out (a chain's table and spill; two chains at once on a
+#: worker of two threads; the rows of a part from another worker, one a block; the
+#: merged rows of :func:`merge_term_rows`; the columns of the partitions a chain holds
+#: while it routes, :func:`held_columns`; what a worker of two threads uses in a fit of
+#: 1M groups fits: benchmarks/RESULTS.md, g2m-s54).  Buffers still in use do not count:
+#: a held result's merged rows, kept for the next fit's once it is gone, would take the
+#: place of idle ones.
+REUSE_KEPT = 12
+#: Bytes of the buffers :func:`table_buffer` keeps that no array views, at most, where
+#: it keeps or hands one out (sized to hold those a worker of two threads uses in a fit
+#: of 1M groups of a random slope: benchmarks/RESULTS.md, g2m-s54).
+REUSE_MAX_BYTES = 768 << 20
+#: Bytes of all the buffers :func:`table_buffer` keeps, at most, those still in use
+#: included: a buffer in use costs no memory its arrays do not hold anyway, and kept, it
+#: serves the next request of its use once they are gone (a refit's merged rows while the
+#: last fit's result still holds its block: fresh pages otherwise, benchmarks/RESULTS.md,
+#: g2m-s54).
+REUSE_ALL_BYTES = 2 * REUSE_MAX_BYTES
 #: What a buffer of :func:`table_buffer` is made for: a chain's table of terms, the
 #: rows it moves out of it (its spill), a block's merged rows, or the rows of a part
 #: that came from another worker (:data:`MOVED_PIECE_BYTES`).  A buffer is handed out
@@ -119,11 +129,18 @@ def table_buffer(shape: tuple[int, int], zeroed: bool, use: str) -> np.ndarray:
     earlier request of the same ``use``, at least as large, that no array views any
     more (its only reference the list that keeps it), zeroed by a pass over pages
     already in memory; else a fresh array, kept for later requests (at most
-    :data:`REUSE_KEPT` of :data:`REUSE_MAX_BYTES` in all; to make room, buffers of the
-    same use are dropped first, those no array views before those in use, the first
-    first; then those of other uses, the same way).  A fresh array's pages are faulted
-    in and zeroed by the kernel one by one on first touch, which costs a chain of 1M
-    groups more than its sums where the OS had taken the memory back
+    :data:`REUSE_KEPT` buffers of :data:`REUSE_MAX_BYTES` that no array views, the new
+    one counted as one, and :data:`REUSE_ALL_BYTES` in all; to make room, buffers of the
+    same use are dropped first, then those of other uses, the first first: those no
+    array views while their bound is passed, then any while the bound of all is; and
+    at every request, buffers no array views any more, the first first, while they are
+    more than :data:`REUSE_KEPT` or hold more than :data:`REUSE_MAX_BYTES`).  So the
+    memory kept that no array views is at most :data:`REUSE_MAX_BYTES` after each
+    request and :data:`REUSE_ALL_BYTES` at any time (buffers in use let go between
+    requests), a buffer in use costing no memory its arrays do not hold anyway.  A fresh
+    array's pages are faulted in and zeroed by the kernel one by one on first touch,
+    which costs a chain of 1M groups more than its sums where the OS had taken the
+    memory back
     (benchmarks/RESULTS.md, ooc-s33); a buffer in use (a chain's partials, views of
     its table, until their combine; a held result's merged rows) is never handed out,
     and a buffer of another use never is either (:data:`BUFFER_USES`).  Thread-safe.
@@ -161,6 +178,7 @@ def table_buffer(shape: tuple[int, int], zeroed: bool, use: str) -> np.ndarray:
         alone = [("", np.empty(0))]
         baseline = [sys.getrefcount(b) for _, b in alone][0]
         free = [sys.getrefcount(b) == baseline for _, b in _kept]
+        free = _trimmed(free)
         fits = [
             i
             for i, (u, b) in enumerate(_kept)
@@ -187,24 +205,55 @@ def _aligned(buffer: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def _kept_with(use: str, buffer: np.ndarray, free: list[bool]) -> None:
     """Keep ``buffer`` for ``use`` (the lock held; ``free[i]``: whether no array views
-    ``_kept[i]``), first dropping buffers while the list would hold more than
-    :data:`REUSE_KEPT` buffers or :data:`REUSE_MAX_BYTES` with it: those of ``use``
-    before those of other uses (a fresh buffer of ``use`` stands for the ones of its
-    use that were too small or in use: a held result's merged rows, whose arrays keep
-    their memory, no longer handed out), and within each, those no array views before
-    those in use, the first first; not kept where ``buffer`` alone is more than that."""
+    ``_kept[i]``), first dropping buffers no array views while, with ``buffer`` counted
+    as one of them, they would be more than :data:`REUSE_KEPT` or hold more than
+    :data:`REUSE_MAX_BYTES`, then any while the list would hold more than
+    :data:`REUSE_ALL_BYTES` in all: each time those of ``use`` before those of other
+    uses (a fresh buffer of ``use`` stands for the ones of its use that were too small
+    or in use: a held result's merged rows, whose arrays keep their memory, no longer
+    handed out), those no array views before those in use, the first first; not kept
+    where ``buffer`` alone is more than that.
+    Dropping a buffer in use makes no room among those no array views, so none is
+    dropped for that."""
+    if buffer.nbytes > min(REUSE_MAX_BYTES, REUSE_ALL_BYTES):
+        return  # never kept: nothing dropped for it
     order = sorted(range(len(_kept)), key=lambda i: (_kept[i][0] != use, not free[i], i))
+    idle = [_kept[i][1] for i in order if free[i]]
     victims = [_kept[i][1] for i in order]
+    idle_ids = {id(b) for b in idle}
 
-    def room() -> bool:
-        held = sum(b.nbytes for _, b in _kept) + buffer.nbytes
-        return len(_kept) < REUSE_KEPT and held <= REUSE_MAX_BYTES
+    def idle_room() -> bool:
+        unused = [b.nbytes for _, b in _kept if id(b) in idle_ids]
+        return len(unused) < REUSE_KEPT and sum(unused) + buffer.nbytes <= REUSE_MAX_BYTES
 
-    while _kept and not room():
-        victim = victims.pop(0)
-        _kept[:] = [(u, b) for u, b in _kept if b is not victim]
-    if room():
+    def all_room() -> bool:
+        return sum(b.nbytes for _, b in _kept) + buffer.nbytes <= REUSE_ALL_BYTES
+
+    for room, candidates in ((idle_room, idle), (all_room, victims)):
+        for victim in candidates:
+            if room():
+                break
+            _kept[:] = [(u, b) for u, b in _kept if b is not victim]
+    if idle_room() and all_room():
         _kept.append((use, buffer))
+
+
+def _trimmed(free: list[bool]) -> list[bool]:
+    """Drop kept buffers no array views (``free[i]`` for ``_kept[i]``; the lock held),
+    the first first, while they are more than :data:`REUSE_KEPT` or hold more than
+    :data:`REUSE_MAX_BYTES` (buffers kept while in use and let go since); ``free`` of
+    the buffers left."""
+    count = sum(free)
+    unused = sum(b.nbytes for (_, b), f in zip(_kept, free, strict=True) if f)
+    keep = []
+    for (use, b), f in zip(_kept, free, strict=True):
+        if f and (count > REUSE_KEPT or unused > REUSE_MAX_BYTES):
+            count -= 1
+            unused -= b.nbytes
+        else:
+            keep.append(((use, b), f))
+    _kept[:] = [item for item, _ in keep]
+    return [f for _, f in keep]
 
 
 def _table_columns(terms: list, column_term: list) -> tuple[list, tuple]:

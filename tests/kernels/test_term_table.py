@@ -865,49 +865,55 @@ def test_table_buffer_reuses_a_buffer_no_array_views(kept_buffers):
 
 
 def test_table_buffer_keeps_at_most_reuse_kept(kept_buffers):
-    """A full list drops a buffer no array views for a new one; with every buffer in
-    use, the first kept (its arrays keep their values, and it is not handed out
-    again)."""
+    """A list of REUSE_KEPT buffers no array views drops the first for a new one;
+    buffers in use do not count (their arrays hold the memory anyway) and are not
+    handed out; let go, the first are dropped down to REUSE_KEPT at the next request."""
     n = kept_buffers.REUSE_KEPT
-    held = [kept_buffers.table_buffer((200, 10), zeroed=False, use="table") for _ in range(n)]
+    idle = [kept_buffers.table_buffer((200, 10), zeroed=False, use="table") for _ in range(n)]
+    addresses = [a.ctypes.data for a in idle]
+    del idle
+    extra = kept_buffers.table_buffer((400, 10), zeroed=True, use="table")  # none fits
+    assert kept_buffers.kept_table_buffers() == n and extra.ctypes.data not in addresses
+    held = [kept_buffers.table_buffer((200, 10), zeroed=False, use="table") for _ in range(n - 1)]
+    assert sorted(h.ctypes.data for h in held) == sorted(addresses[1:])  # the first dropped
     for h in held:
         h[:] = 3.0
-    extra = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")  # kept, held[0] dropped
-    assert kept_buffers.kept_table_buffers() == n and not extra.any()
-    assert all(extra.ctypes.data != h.ctypes.data for h in held)
-    first = held[0].ctypes.data
-    del held[1]
-    larger = kept_buffers.table_buffer(
-        (400, 10), zeroed=True, use="table"
-    )  # kept, in held[1]'s place
-    address = larger.ctypes.data
-    del larger
-    assert kept_buffers.table_buffer((400, 10), zeroed=True, use="table").ctypes.data == address
-    assert kept_buffers.kept_table_buffers() == n
+    more = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")  # all in use
+    assert kept_buffers.kept_table_buffers() == n + 1 and not more.any()
+    assert all((h == 3.0).all() for h in held)
+    address = extra.ctypes.data
     del extra
-    again = kept_buffers.table_buffer(
-        (200, 10), zeroed=False, use="table"
-    )  # extra's, not held[0]'s
-    assert again.ctypes.data != first and (held[0] == 3.0).all()
+    assert kept_buffers.table_buffer((400, 10), zeroed=True, use="table").ctypes.data == address
+    del held, more, h
+    again = kept_buffers.table_buffer((200, 10), zeroed=False, use="table")
+    assert kept_buffers.kept_table_buffers() == n and again.ctypes.data != addresses[1]
 
 
 def test_table_buffer_keeps_at_most_reuse_max_bytes(kept_buffers, monkeypatch):
-    """Buffers no array views, then buffers in use, make room for a new one within
-    REUSE_MAX_BYTES; one larger than that is not kept."""
+    """Buffers no array views make room for a new one within REUSE_MAX_BYTES (the new
+    one counted), buffers in use within REUSE_ALL_BYTES in all; one larger than
+    REUSE_MAX_BYTES is not kept; buffers let go since are dropped, the first first,
+    down to REUSE_MAX_BYTES at the next request."""
     # (each buffer holds a cache line more than its array: table_buffer aligns it)
     monkeypatch.setattr(kept_buffers, "REUSE_MAX_BYTES", 40_000 + 2 * CACHE_LINE)
+    monkeypatch.setattr(kept_buffers, "REUSE_ALL_BYTES", 64_000 + 3 * CACHE_LINE)
     first = kept_buffers.table_buffer((300, 10), zeroed=True, use="table")  # 24 kB
     second = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")  # 16 kB: 40 kB in all
     assert kept_buffers.kept_table_buffers() == 2
     del first
-    third = kept_buffers.table_buffer(
-        (400, 10), zeroed=True, use="table"
-    )  # 32 kB: first, then second dropped
-    assert kept_buffers.kept_table_buffers() == 1 and not third.any()
+    # 32 kB: first (no array views it) dropped; second, in use, kept (48 kB in all)
+    third = kept_buffers.table_buffer((400, 10), zeroed=True, use="table")
+    assert kept_buffers.kept_table_buffers() == 2 and not third.any()
+    # 24 kB with both in use: 72 kB in all, so second (the first in use) dropped
+    fourth = kept_buffers.table_buffer((300, 10), zeroed=True, use="table")
+    assert kept_buffers.kept_table_buffers() == 2 and not fourth.any()
     assert (second == 0.0).all()  # still its array's memory
-    del second, third
     huge = kept_buffers.table_buffer((600, 10), zeroed=False, use="table")  # 48 kB: never kept
-    assert huge.shape == (600, 10) and kept_buffers.kept_table_buffers() == 0
+    assert huge.shape == (600, 10) and kept_buffers.kept_table_buffers() == 2
+    address = fourth.ctypes.data
+    del third, fourth  # 56 kB no array views: third dropped at the next request
+    again = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")
+    assert again.ctypes.data == address and kept_buffers.kept_table_buffers() == 1
 
 
 def test_table_buffer_hands_a_buffer_out_for_its_own_use_only(kept_buffers):
@@ -929,19 +935,83 @@ def test_table_buffer_hands_a_buffer_out_for_its_own_use_only(kept_buffers):
         kept_buffers.table_buffer((200, 10), zeroed=True, use="tables")
 
 
-def test_table_buffer_drops_its_own_uses_buffers_first(kept_buffers):
+def test_table_buffer_keeps_a_held_merge_beside_reuse_kept_idle_buffers(kept_buffers):
+    """As on a worker of 1M groups: idle buffers fill all but one of REUSE_KEPT's
+    places (the partitions' held columns, two chains' tables, a spill) and the last
+    result holds its merge; the refit's merge is kept beside them, the held one too,
+    and the fit after, once that result is gone, gets the held one's memory (main
+    and a count of buffers in use dropped the held merge, so that every refit's
+    merge was fresh pages)."""
+    n = kept_buffers.REUSE_KEPT
+    idle = [kept_buffers.table_buffer((20, 10), zeroed=False, use="held") for _ in range(n - 4)]
+    idle += [kept_buffers.table_buffer((40, 10), zeroed=True, use="table") for _ in range(2)]
+    idle.append(kept_buffers.table_buffer((30, 10), zeroed=False, use="spill"))
+    last = kept_buffers.table_buffer((500, 10), zeroed=False, use="merge")  # the result's
+    held = last.ctypes.data
+    del idle  # the fit's data pass done
+    assert kept_buffers.kept_table_buffers() == n
+    refit = kept_buffers.table_buffer((500, 10), zeroed=False, use="merge")
+    assert refit.ctypes.data != held and kept_buffers.kept_table_buffers() == n + 1
+    del last  # the user lets the last result go
+    again = kept_buffers.table_buffer((500, 10), zeroed=False, use="merge")
+    assert again.ctypes.data == held and kept_buffers.kept_table_buffers() == n + 1
+    # both let go: one idle buffer more than REUSE_KEPT, the first dropped
+    del refit, again
+    kept_buffers.table_buffer((20, 10), zeroed=False, use="held")
+    assert kept_buffers.kept_table_buffers() == n
+
+
+def test_table_buffer_serves_a_refit_while_the_last_result_holds_its_merge(
+    kept_buffers, monkeypatch
+):
+    """A refit's merged rows while the last fit's result still holds its own (a
+    buffer in use): the new buffer is kept beside it, and the fit after, once that
+    result is gone, takes its memory, no fresh allocation (main dropped the buffer in
+    use to make room, so that every refit's merge was fresh pages)."""
+    import tracemalloc
+
+    table_bytes, merge_bytes = 16_000 + CACHE_LINE, 20_000 + CACHE_LINE
+    monkeypatch.setattr(kept_buffers, "REUSE_MAX_BYTES", table_bytes + merge_bytes)
+    monkeypatch.setattr(kept_buffers, "REUSE_ALL_BYTES", 4 * merge_bytes, raising=False)
+    results: list = []
+    for fit in range(4):
+        table = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")
+        tracemalloc.start()
+        try:
+            merged = kept_buffers.table_buffer((250, 10), zeroed=False, use="merge")
+            fresh = tracemalloc.get_traced_memory()[0] >= 20_000
+        finally:
+            tracemalloc.stop()
+        del table  # the chains' table, free once merged
+        merged[:] = fit
+        results.append(merged)  # the new result, then the last one let go
+        del merged
+        if len(results) > 1:
+            results.pop(0)
+        assert fresh == (fit < 2), fit
+    assert kept_buffers.kept_table_buffers() == 3 and (results[0] == 3).all()
+
+
+def test_table_buffer_drops_its_own_uses_buffers_first(kept_buffers, monkeypatch):
     """Results held one after another (each keeps its merged rows): every new merge's
-    buffer takes the place of an earlier merge's, the first first, even one in use,
-    and never of a free table's or spill's, which later passes get again."""
-    table = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")
-    spill = kept_buffers.table_buffer((100, 10), zeroed=False, use="spill")
+    buffer is kept beside those in use (they do not count toward REUSE_KEPT) until
+    REUSE_ALL_BYTES, then takes the place of an earlier merge's, the first first, and
+    never of a free table's or spill's, which later passes get again."""
+    merges = 4  # merge buffers REUSE_ALL_BYTES holds beside the table's and the spill's
+    monkeypatch.setattr(
+        kept_buffers,
+        "REUSE_ALL_BYTES",
+        16_000 + 8_000 + merges * 12_000 + (2 + merges) * CACHE_LINE,
+    )
+    table = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")  # 16 kB
+    spill = kept_buffers.table_buffer((100, 10), zeroed=False, use="spill")  # 8 kB
     addresses = (table.ctypes.data, spill.ctypes.data)
     del table, spill
     held = []
-    for _ in range(kept_buffers.REUSE_KEPT + 2):
-        held.append(kept_buffers.table_buffer((150, 10), zeroed=False, use="merge"))
+    for _ in range(merges + 3):
+        held.append(kept_buffers.table_buffer((150, 10), zeroed=False, use="merge"))  # 12 kB
         held[-1][:] = len(held)
-        assert kept_buffers.kept_table_buffers() == min(len(held) + 2, kept_buffers.REUSE_KEPT)
+        assert kept_buffers.kept_table_buffers() == min(len(held), merges) + 2
     assert (
         kept_buffers.table_buffer((200, 10), zeroed=True, use="table").ctypes.data == addresses[0]
     )
@@ -950,10 +1020,11 @@ def test_table_buffer_drops_its_own_uses_buffers_first(kept_buffers):
     )
     for i, h in enumerate(held):  # the dropped ones' arrays keep their values
         assert (h == i + 1).all()
-    del held[-1]  # the last result let go: its memory the next merge's
+    del h
+    address = held.pop().ctypes.data  # the last result let go: its memory the next merge's
     last = kept_buffers.table_buffer((150, 10), zeroed=False, use="merge")
-    assert all(last.ctypes.data != h.ctypes.data for h in held)
-    assert kept_buffers.kept_table_buffers() == kept_buffers.REUSE_KEPT
+    assert last.ctypes.data == address
+    assert kept_buffers.kept_table_buffers() == merges + 2
 
 
 def test_table_buffer_is_numpys_without_keeping(kept_buffers):
