@@ -177,11 +177,26 @@ def within_pivot(glob: GlobalStats) -> WithinPivot | None:
 
 def _pivot_form(step: StepSums, glob: GlobalStats, t: np.ndarray) -> tuple[bool, np.ndarray, float]:
     """``(pivoted, β₀, w₀'Tw₀)`` with ``T = t`` (:func:`residual_cross_products`): β₀
-    from :func:`within_pivot` where it applies (else zero: ``w₀'Tw₀ = c``)."""
+    from :func:`within_pivot` where it applies and ``Q(β₀) ≤ c``, else zero
+    (``w₀'Tw₀ = c``, the last entry of ``T``).
+
+    ``Q = Q(β₀) − g'A⁻¹g`` subtracts ``Q(β₀) − Q = δ'Aδ`` (``δ = β̂ − β₀``), whose
+    relative rounding is that of ``A⁻¹g``, up to ``κ(A)·ε``: the pivot nearer to β̂ in
+    ``A``'s norm (the smaller ``Q(β₀)``) subtracts less.  The within-group pivot is
+    the nearer one where ``W`` pins the slopes down (y nearly linear in X within the
+    groups, the case it is for); zero is where one heavily weighted group with a
+    covariate nearly constant within it decides ``W``'s slope (β₀ far from β̂, ``A``
+    nearly singular along the same direction: ``Q(β₀)/Q`` ~ 1e4 and ``κ(A)`` ~ 1e6
+    left ``Q`` with 6 digits).  Both engines take this rule (it reads the sums only).
+    """
     pivot = within_pivot(glob) if uses_within(step, glob) else None
+    c = float(t[-1, -1])
     if pivot is None:
-        return False, np.zeros(glob.k_fe), float(t[-1, -1])
-    return True, pivot.beta0, pivot.q + float(pivot.w0 @ step.between @ pivot.w0)
+        return False, np.zeros(glob.k_fe), c
+    q0 = pivot.q + float(pivot.w0 @ step.between @ pivot.w0)
+    if not q0 <= c:
+        return False, np.zeros(glob.k_fe), c
+    return True, pivot.beta0, q0
 
 
 def quadratic_form(step: StepSums, glob: GlobalStats, beta: np.ndarray) -> float:
