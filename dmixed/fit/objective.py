@@ -185,9 +185,9 @@ def _pivot_form(step: StepSums, glob: GlobalStats, t: np.ndarray) -> tuple[bool,
     ``A``'s norm (the smaller ``Q(β₀)``) subtracts less.  The within-group pivot is
     the nearer one where ``W`` pins the slopes down (y nearly linear in X within the
     groups, the case it is for); zero is where one heavily weighted group with a
-    covariate nearly constant within it decides ``W``'s slope (β₀ far from β̂, ``A``
-    nearly singular along the same direction: ``Q(β₀)/Q`` ~ 1e4 and ``κ(A)`` ~ 1e6
-    left ``Q`` with 6 digits).  Both engines take this rule (it reads the sums only).
+    covariate nearly constant within it decides ``W``'s slope (β₀ far from β̂ while
+    ``A`` is nearly singular along the same direction; benchmarks/RESULTS.md,
+    heavy-s54).  Both engines take this rule (it reads the sums only).
     """
     pivot = within_pivot(glob) if uses_within(step, glob) else None
     c = float(t[-1, -1])
