@@ -390,3 +390,43 @@ def test_heavy_group_fit_is_invariant_to_the_weights_scale(log_scale, spread):
     for _, res in fits:
         assert abs(res.llf - base.llf) <= 1e-9 * abs(base.llf), (log_scale, res.llf, base.llf)
         assert abs(res.scale / 10.0**log_scale - base.scale) <= 1e-7 * base.scale
+
+
+def test_rejected_pivot_resolution_follows_the_form_used(monkeypatch):
+    """Where the within-group pivot is rejected (Q taken about zero) ``Q`` is still made
+    of ``W + between``: :func:`~dmixed.fit.objective.resolution` sizes it by
+    ``|W| + |between|`` (it took ``|[X y]'[X y]| + |Σ m_i|``, 40 to 120 times larger
+    here) and :func:`~dmixed.fit.objective.statistics_resolution` reports ``W``'s
+    rounding at ``w = [−β̂; 1]`` (it gave 0)."""
+    import warnings
+
+    import dmixed
+    import dmixed.fit.objective as objective
+
+    seen = []
+    original = objective.resolution
+
+    def spy(step, prof, glob):
+        if objective.uses_within(step, glob) and prof.beta0 is None:
+            seen.append((step, prof, glob))
+        return original(step, prof, glob)
+
+    monkeypatch.setattr(objective, "resolution", spy)
+    frame = _heavy_group_frame(1.0, 1e-5)
+    frame.loc[frame["g"] == 0, "w"] = 1e10
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)
+        model = dmixed.MixedLM.from_formula(
+            "y ~ x1", frame, groups="g", re_formula="1", weights="w"
+        )
+        model.fit()
+    assert seen
+    eps = float(np.finfo(float).eps)
+    for step, prof, glob in seen:
+        w = np.abs(prof.w)
+        within = float(w @ np.abs(glob.within) @ w)
+        size = within + float(w @ np.abs(step.between) @ w)
+        assert math.isclose(original(step, prof, glob), eps * size / prof.q, rel_tol=1e-12)
+        floor = eps * (within + eps * float(w @ np.abs(glob.xyxy) @ w)) / prof.q
+        got = objective.statistics_resolution(prof, glob)
+        assert got > 0 and math.isclose(got, floor, rel_tol=1e-12)
