@@ -194,12 +194,19 @@ NEAR_ONE = 1e-3
 PRECISION_WARN_ABOVE = 1e-7
 
 
-def warn_precision(ev, glob) -> None:
+def warn_precision(ev, glob, reml: bool) -> None:
     """A PrecisionWarning when σ̂² at the evaluation ``ev`` is resolved worse than
-    :data:`PRECISION_WARN_ABOVE` (:func:`dmixed.fit.objective.resolution`)."""
+    :data:`PRECISION_WARN_ABOVE`: the sum of :func:`~dmixed.fit.objective.resolution`,
+    :func:`~dmixed.fit.objective.statistics_resolution` and
+    :func:`~dmixed.fit.objective.factor_resolution` (the criterion ``reml``; ``A``'s
+    condition times the part ``Q`` is the remainder of, which a nearly singular
+    ``X'V*⁻¹X`` makes the largest of the three), except where ``A``'s factor does not
+    resolve ℓ at all (:func:`warn_unresolved_start` says so instead)."""
     if ev.prof is None or ev.step is None:
         return
     rel = resolution(ev.step, ev.prof, glob) + statistics_resolution(ev.prof, glob)
+    if resolution_verdict(ev.step, ev.prof, glob, reml) != FACTOR_UNRESOLVED:
+        rel += factor_resolution(ev.step, ev.prof, glob, reml)
     if rel > PRECISION_WARN_ABOVE:
         llf_error = 0.5 * ev.prof.fac * rel
         warnings.warn(
