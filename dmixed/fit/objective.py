@@ -403,6 +403,49 @@ def factor_resolution(step: StepSums, prof: Profile, glob: GlobalStats, reml: bo
     return q_share / prof.q
 
 
+
+def factor_error(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -> float:
+    """A bound, in the units of :func:`resolution`, on the rounding that ``A = X'V*⁻¹X``
+    and its factor made in ℓ at this evaluation: tighter than
+    :func:`factor_resolution`, for the precision warning.
+
+    :func:`factor_resolution` charges ``Q`` with ``κ |δ'Aδ|``: ``A⁻¹`` off by its whole
+    condition ``κ`` relative in every direction, which is what a point must pass to be
+    accepted.  The evaluation forms ``A⁻¹g`` (``g = b − Aβ₀``, :func:`profile`) as a
+    product with ``A⁻¹``, whose rounding reaches ``g'A⁻¹g`` only as
+    ``ε |g|'|A⁻¹||g|``: large where ``g`` has large entries that cancel in ``A⁻¹g`` (one
+    heavily weighted group deciding ``A``'s weak direction, ``Q`` taken about zero),
+    small where ``g`` does not lie along that direction (near-collinear fixed effects:
+    ``κ(A)`` ~ 7e9 with ℓ 1e-9 off the reference, where ``κ |δ'Aδ| / Q`` stated 3e-5;
+    benchmarks/RESULTS.md, heavy-s54).  The sums' rounding through β̂ and REML's
+    ``log|A|`` are :func:`factor_resolution`'s.  0 without fixed effects; ``inf`` where
+    ``Q ≤ 0``.
+    """
+    if not prof.q > 0:
+        return np.inf
+    p = prof.beta.shape[0]
+    if not p:
+        return 0.0
+    beta0 = np.zeros(p) if prof.beta0 is None else prof.beta0
+    g = np.abs(prof.b - prof.a @ beta0)
+    abs_inv = np.abs(prof.a_inv)
+    size = _term_sizes(step, prof, glob)[:p]
+    r = _EPS * (size @ np.abs(prof.w))
+    share = _EPS * float(g @ abs_inv @ g) + float(r @ abs_inv @ r)
+    if reml:
+        share += _factor_parts(step, prof, glob)[0] * prof.q / prof.fac
+    return share / prof.q
+
+
+def scaled_condition(prof: Profile) -> float:
+    """``Σ_xy |A⁻¹_xy| √(A_xx A_yy)``: the condition of ``A = X'V*⁻¹X`` scaled to a unit
+    diagonal (:func:`factor_resolution`'s ``κ / ε``); 0 without fixed effects."""
+    if not prof.beta.shape[0]:
+        return 0.0
+    root = np.sqrt(np.abs(np.diagonal(prof.a)))
+    return float(root @ np.abs(prof.a_inv) @ root)
+
+
 #: :func:`resolution_verdict`: ℓ resolved; ``Q`` not resolved (refused everywhere); ``Q``
 #: resolved but not ``A = X'V*⁻¹X``'s factor (refused everywhere but at a start)
 RESOLVED, UNRESOLVED, FACTOR_UNRESOLVED = 0, 1, 2
