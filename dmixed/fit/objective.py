@@ -403,7 +403,6 @@ def factor_resolution(step: StepSums, prof: Profile, glob: GlobalStats, reml: bo
     return q_share / prof.q
 
 
-
 def factor_error(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -> float:
     """A bound, in the units of :func:`resolution`, on the rounding that ``A = X'V*⁻¹X``
     and its factor made in ℓ at this evaluation: tighter than

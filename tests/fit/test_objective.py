@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmixed import MixedLM
+from dmixed import DmixedWarning, MixedLM
 from dmixed.fit.objective import profile
 from dmixed.fit.profiled import ProfiledObjective
 from dmixed.kernels import StepSums
@@ -435,9 +435,11 @@ def test_rejected_pivot_resolution_follows_the_form_used(monkeypatch):
 def test_heavier_group_warns_with_the_llf_error_it_has():
     """Group 0 weighted 1e10 with ``x1`` = 5 ± 1e-5: ``X'V*⁻¹X`` has κ ~ 1e9 and ``Q`` is
     the remainder of ``b'A⁻¹b`` about 1e3 times its size, so ℓ is off the reference by
-    4e-6 to 5e-5 (the factor's share, :func:`~dmixed.fit.objective.factor_resolution`,
-    which the precision warning left out: no warning).  The fit now warns, and the llf
-    error it states covers the error it has, in process and on Dask."""
+    4e-6 to 5e-5 (the factor's share, :func:`~dmixed.fit.objective.factor_error`,
+    which the precision warning left out: no warning).  The fit now warns, names the
+    nearly singular ``X'V⁻¹X`` as the cause (not a small residual variance), and the
+    bound on the llf's error it states covers the error it has, in process and on
+    Dask."""
     import re
     import warnings
 
@@ -461,10 +463,43 @@ def test_heavier_group_warns_with_the_llf_error_it_has():
                 warnings.simplefilter("always")
                 res = MixedLM.from_formula("y ~ x1", data, **kw).fit(reml=reml)
             stated = [
-                re.search(r"the llf by about ([0-9.e+-]+)\)", str(w.message))
+                re.search(
+                    r"nearly singular .* the llf may be off by up to ([0-9.e+-]+),", str(w.message)
+                )
                 for w in rec
                 if issubclass(w.category, PrecisionWarning)
             ]
+            assert not any("tiny next to" in str(w.message) for w in rec), reml
             bounds = [float(m.group(1)) for m in stated if m]
             assert bounds, (reml, [str(w.message) for w in rec])
             assert abs(res.llf - _reference_llf(dm, res)) <= max(bounds), (reml, res.llf, bounds)
+
+
+def test_near_collinear_fixed_effects_ml_does_not_warn():
+    """``x2 = x1 + 2.5e-5·noise`` with a random intercept: ``X'V*⁻¹X`` has scaled
+    condition ~ 7e9, but ``g`` does not lie along its weak direction, and the ML llf is
+    1e-9 off the extended-precision reference in process (6e-9 on Dask).  The warning
+    used ``κ |δ'Aδ| / Q`` (:func:`~dmixed.fit.objective.factor_resolution`) and said
+    "the llf by about 3e-05"; it now uses the rounding of the product ``A⁻¹g``
+    (:func:`~dmixed.fit.objective.factor_error`) and does not warn.  The llf is checked
+    against the reference."""
+    import warnings
+
+    import dask
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from .._dense import dense_model_of
+
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(40), 10)
+    x1 = rng.normal(size=g.size)
+    x2 = x1 + 2.5e-5 * rng.normal(size=g.size)
+    y = 1 + x1 + x2 + rng.normal(size=40)[g] + rng.normal(size=g.size)
+    frame = pd.DataFrame({"g": g, "x1": x1, "x2": x2, "y": y})
+    dm = dense_model_of(MixedLM.from_formula("y ~ x1 + x2", frame, groups="g"))
+    for data in (frame, dd.from_pandas(frame, npartitions=3)):
+        with dask.config.set(scheduler="sync"), warnings.catch_warnings():
+            warnings.simplefilter("error", DmixedWarning)
+            res = MixedLM.from_formula("y ~ x1 + x2", data, groups="g").fit(reml=False)
+        assert abs(res.llf - _reference_llf(dm, res)) < 1e-7
