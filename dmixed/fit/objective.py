@@ -414,8 +414,8 @@ def factor_error(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -
     product with ``A⁻¹``, whose rounding reaches ``g'A⁻¹g`` only as
     ``ε |g|'|A⁻¹||g|``: large where ``g`` has large entries that cancel in ``A⁻¹g`` (one
     heavily weighted group deciding ``A``'s weak direction, ``Q`` taken about zero),
-    small where ``g`` does not lie along that direction (near-collinear fixed effects:
-    ``κ(A)`` ~ 7e9 with ℓ 1e-9 off the reference, where ``κ |δ'Aδ| / Q`` stated 3e-5;
+    small where ``g`` does not lie along that direction (near-collinear fixed effects,
+    where ``κ |δ'Aδ| / Q`` overstates the error by orders of magnitude: the cases are in
     benchmarks/RESULTS.md, heavy-s54).  The sums' rounding through β̂ and REML's
     ``log|A|`` are :func:`factor_resolution`'s.  0 without fixed effects; ``inf`` where
     ``Q ≤ 0``.
