@@ -12,9 +12,11 @@ from ..kernels import small_linalg
 from ..stats import Layout
 from .objective import (
     FACTOR_UNRESOLVED,
+    factor_error,
     factor_resolution,
     resolution,
     resolution_verdict,
+    scaled_condition,
     statistics_resolution,
 )
 from .summary import OptSummary
@@ -194,22 +196,48 @@ NEAR_ONE = 1e-3
 PRECISION_WARN_ABOVE = 1e-7
 
 
-def warn_precision(ev, glob) -> None:
-    """A PrecisionWarning when σ̂² at the evaluation ``ev`` is resolved worse than
-    :data:`PRECISION_WARN_ABOVE` (:func:`dmixed.fit.objective.resolution`)."""
+def warn_precision(ev, glob, reml: bool) -> None:
+    """A PrecisionWarning when σ̂² at the evaluation ``ev`` may be resolved worse than
+    :data:`PRECISION_WARN_ABOVE`: the sum of :func:`~dmixed.fit.objective.resolution`,
+    :func:`~dmixed.fit.objective.statistics_resolution` and
+    :func:`~dmixed.fit.objective.factor_error` (the criterion ``reml``), except where
+    ``A``'s factor does not resolve ℓ at all (:func:`warn_unresolved_start` says so
+    instead).
+
+    Where the factor's share is the larger, the cause is a nearly singular
+    ``X'V*⁻¹X`` (near-collinear fixed effects, or a heavily weighted group pinning a
+    direction), not a small residual variance: the warning says so, with ``A``'s
+    scaled condition, and states the llf's error as a bound.
+    """
     if ev.prof is None or ev.step is None:
         return
-    rel = resolution(ev.step, ev.prof, glob) + statistics_resolution(ev.prof, glob)
-    if rel > PRECISION_WARN_ABOVE:
-        llf_error = 0.5 * ev.prof.fac * rel
+    base = resolution(ev.step, ev.prof, glob) + statistics_resolution(ev.prof, glob)
+    factor = 0.0
+    if resolution_verdict(ev.step, ev.prof, glob, reml) != FACTOR_UNRESOLVED:
+        factor = factor_error(ev.step, ev.prof, glob, reml)
+    rel = base + factor
+    if not rel > PRECISION_WARN_ABOVE:
+        return
+    llf_error = 0.5 * ev.prof.fac * rel
+    if factor > base:
         warnings.warn(
-            f"the residual variance is resolved only to about {rel:.0e} relative: it is "
-            "tiny next to the spread of the response, and the float64 statistics carry "
-            f"rounding of that size (σ̂² may be off by about {rel:.0e} of itself, the "
-            f"llf by about {llf_error:.1g})",
+            "the fixed effects' cross-product X'V^-1 X is nearly singular (condition "
+            f"about {scaled_condition(ev.prof):.0e} after scaling its columns: fixed "
+            "effects nearly collinear, or a heavily weighted group pinning a direction), "
+            f"and its float64 factor carries rounding: the llf may be off by up to "
+            f"{llf_error:.1g}, and σ̂² by up to {rel:.0e} of itself",
             PrecisionWarning,
             stacklevel=3,
         )
+        return
+    warnings.warn(
+        f"the residual variance is resolved only to about {rel:.0e} relative: it is "
+        "tiny next to the spread of the response, and the float64 statistics carry "
+        f"rounding of that size (σ̂² may be off by about {rel:.0e} of itself, the "
+        f"llf by about {llf_error:.1g})",
+        PrecisionWarning,
+        stacklevel=3,
+    )
 
 
 def warn_unresolved_start(ev, glob, reml: bool) -> bool:

@@ -36,7 +36,11 @@ class Profile:
     q: float
     fac: float
     #: β₀ of :func:`within_pivot` where ``Q`` and β̂ were taken about it, else None
+    #: (about zero: :func:`_pivot_form` decides, the resolution figures read it)
     beta0: np.ndarray | None = None
+    #: whether ``[X y]'V*⁻¹[X y]`` was made of ``W + between`` (:func:`uses_within`),
+    #: not of ``[X y]'[X y] − Σ m_i``, whichever pivot ``Q`` was taken about
+    within: bool = False
     #: ``[−β̂; 1]``: ``u_i = H_i w`` is Z̃_i'V*_i⁻¹(y_i − X_i β̂) (read-only; made with the
     #: profile: every score reads it, and a cached property's look-up costs more)
     w: np.ndarray = field(init=False, repr=False)
@@ -94,7 +98,7 @@ def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
     p = glob.k_fe
     a = t[:p, :p]
     b = t[:p, p]
-    pivot, beta0, q0 = _pivot_form(step, glob, t)
+    within, pivoted, beta0, q0 = _pivot_form(step, glob, t)
     if p:
         chol = small_linalg.cholesky(a)
         logdet_a = 2.0 * float(np.log(chol.diagonal()).sum())
@@ -107,7 +111,7 @@ def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
     else:
         logdet_a, a_inv, beta, q = 0.0, np.zeros((0, 0)), np.zeros(0), q0
     fac = float(glob.n - p) if reml else float(glob.n)
-    return Profile(a, b, a_inv, logdet_a, beta, q, fac, beta0 if pivot else None)
+    return Profile(a, b, a_inv, logdet_a, beta, q, fac, beta0 if pivoted else None, within)
 
 
 @dataclass(frozen=True)
@@ -175,13 +179,34 @@ def within_pivot(glob: GlobalStats) -> WithinPivot | None:
     return _within_pivot(within.tobytes(), within.shape[0], all_constant)
 
 
-def _pivot_form(step: StepSums, glob: GlobalStats, t: np.ndarray) -> tuple[bool, np.ndarray, float]:
-    """``(pivoted, β₀, w₀'Tw₀)`` with ``T = t`` (:func:`residual_cross_products`): β₀
-    from :func:`within_pivot` where it applies (else zero: ``w₀'Tw₀ = c``)."""
-    pivot = within_pivot(glob) if uses_within(step, glob) else None
+def _pivot_form(
+    step: StepSums, glob: GlobalStats, t: np.ndarray
+) -> tuple[bool, bool, np.ndarray, float]:
+    """``(within, pivoted, β₀, w₀'Tw₀)`` with ``T = t`` (:func:`residual_cross_products`):
+    ``within`` whether ``T`` was made of ``W + between`` (:func:`uses_within`); β₀ from
+    :func:`within_pivot` where it applies and ``Q(β₀) ≤ c`` (``pivoted``), else zero
+    (``w₀'Tw₀ = c``, the last entry of ``T``).  The one owner of the form: :func:`profile`
+    records both flags in its :class:`Profile`, and :func:`resolution`,
+    :func:`statistics_resolution` and :func:`factor_resolution` size ``Q`` by them.
+
+    ``Q = Q(β₀) − g'A⁻¹g`` subtracts ``Q(β₀) − Q = δ'Aδ`` (``δ = β̂ − β₀``), whose
+    relative rounding is that of ``A⁻¹g``, up to ``κ(A)·ε``: the pivot nearer to β̂ in
+    ``A``'s norm (the smaller ``Q(β₀)``) subtracts less.  The within-group pivot is
+    the nearer one where ``W`` pins the slopes down (y nearly linear in X within the
+    groups, the case it is for); zero is where one heavily weighted group with a
+    covariate nearly constant within it decides ``W``'s slope (β₀ far from β̂ while
+    ``A`` is nearly singular along the same direction; benchmarks/RESULTS.md,
+    heavy-s54).  Both engines take this rule (it reads the sums only).
+    """
+    within = uses_within(step, glob)
+    pivot = within_pivot(glob) if within else None
+    c = float(t[-1, -1])
     if pivot is None:
-        return False, np.zeros(glob.k_fe), float(t[-1, -1])
-    return True, pivot.beta0, pivot.q + float(pivot.w0 @ step.between @ pivot.w0)
+        return within, False, np.zeros(glob.k_fe), c
+    q0 = pivot.q + float(pivot.w0 @ step.between @ pivot.w0)
+    if not q0 <= c:
+        return within, False, np.zeros(glob.k_fe), c
+    return within, True, pivot.beta0, q0
 
 
 def quadratic_form(step: StepSums, glob: GlobalStats, beta: np.ndarray) -> float:
@@ -190,7 +215,7 @@ def quadratic_form(step: StepSums, glob: GlobalStats, beta: np.ndarray) -> float
     t = residual_cross_products(step, glob)
     p = glob.k_fe
     a, b = t[:p, :p], t[:p, p]
-    _, beta0, q0 = _pivot_form(step, glob, t)
+    _, _, beta0, q0 = _pivot_form(step, glob, t)
     delta = np.asarray(beta, dtype=np.float64) - beta0
     g = b - a @ beta0
     return q0 - 2.0 * float(delta @ g) + float(delta @ a @ delta)
@@ -229,18 +254,20 @@ def resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
     divided by ``Q`` (a typical error, not a worst case: the tests check it against
     extended-precision evaluations).  Near zero for ordinary data (Q is a fair share of
     the total); large when the residual variance is many orders of magnitude below the
-    spread of the response within the random effects' reach.  Where ``Q`` is taken
-    about the within-group pivot (:func:`within_pivot`: one random-design column with
-    the within-group cross-products) an evaluation only adds the between-group parts
-    and the small terms in ``δ = β̂ − β₀``; the within-group rounding is the statistics'
-    own (:func:`statistics_resolution`).
+    spread of the response within the random effects' reach.  Where
+    ``[X y]'V*⁻¹[X y]`` was made of ``W + between`` (:attr:`Profile.within`) the sizes
+    are ``|W| + |between|`` instead.  Where ``Q`` is taken about the within-group pivot
+    (:attr:`Profile.beta0`, :func:`within_pivot`) an evaluation only adds the
+    between-group parts and the small terms in ``δ = β̂ − β₀``; the within-group
+    rounding is the statistics' own (:func:`statistics_resolution`).  The form is the
+    one :func:`profile` used (:func:`_pivot_form`), not the one the sums allow.
     """
     if not prof.q > 0:
         return np.inf
     pivot = within_pivot(glob) if prof.beta0 is not None else None
     if pivot is None or prof.beta0 is None:
         w = np.abs(prof.w)
-        size = float(w @ (np.abs(glob.xyxy) + np.abs(step.m)) @ w)
+        size = float(w @ _term_sizes(step, prof, glob) @ w)
     else:
         # Q(β₀) is the cached within part plus w₀'Bw₀; g'A⁻¹g adds terms in δ
         delta = np.abs(prof.beta - prof.beta0)
@@ -253,28 +280,47 @@ def resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
 
 def statistics_resolution(prof: Profile, glob: GlobalStats) -> float:
     """The relative size of the statistics' own rounding in ``Q``: ``ε·|w|'|W||w| / Q``
-    with ``W`` the within-group cross-products (:func:`within_pivot`) and
-    ``w = [−β₀; 1]`` (:func:`within_pivot`, next to β̂ in the directions ``W`` weighs);
-    0 without them (their share is then in :func:`resolution`).
+    with ``W`` the within-group cross-products, where ``Q`` was made of them
+    (:attr:`Profile.within`), and ``w = [−β₀; 1]`` about the within-group pivot
+    (:func:`within_pivot`, next to β̂ in the directions ``W`` weighs), else
+    ``w = [−β̂; 1]`` (``Q`` taken about zero, :func:`_pivot_form`); 0 where ``Q`` was
+    made of ``[X y]'[X y] − Σ m_i`` (their share is then in :func:`resolution`).
 
     The same rounding at every Λ: a bias of about this relative size in σ̂² (and of
     about f/2 times it in ℓ), not noise.  Near 1 the rounding is all of ``Q``.
     """
-    pivot = within_pivot(glob) if prof.beta0 is not None else None
-    if pivot is None:
+    if not prof.within:
         return 0.0
     if not prof.q > 0:
         return np.inf
+    pivot = within_pivot(glob) if prof.beta0 is not None else None
+    if pivot is None:
+        assert glob.within is not None  # Profile.within is made of it
+        w = np.abs(prof.w)
+        return _rounding_floor(float(w @ np.abs(glob.within) @ w), w, glob) / prof.q
     return _within_rounding(pivot, glob) / prof.q
 
 
+def _term_sizes(step: StepSums, prof: Profile, glob: GlobalStats) -> np.ndarray:
+    """``|W| + |between|`` where ``[X y]'V*⁻¹[X y]`` was made of them
+    (:attr:`Profile.within`), else ``|[X y]'[X y]| + |Σ m_i|`` (k × k)."""
+    if prof.within:
+        assert glob.within is not None  # Profile.within is made of it
+        return np.abs(glob.within) + np.abs(step.between)
+    return np.abs(glob.xyxy) + np.abs(step.m)
+
+
 def _within_rounding(pivot: WithinPivot, glob: GlobalStats) -> float:
+    return _rounding_floor(pivot.size, np.abs(pivot.w0), glob)
+
+
+def _rounding_floor(size: float, w: np.ndarray, glob: GlobalStats) -> float:
+    """``ε (size + ε |w|'|[X y]'[X y]||w|)`` with ``size = |w|'|W||w|``."""
     eps = float(np.finfo(float).eps)
     # W is summed about each group's rounded mean, off by ~ε·|mean| per row: a floor
-    # of ε²·|w₀|'|[X y]'[X y]||w₀| under Q_W, however small W itself (y constant
+    # of ε²·|w|'|[X y]'[X y]||w| under w'Ww, however small W itself (y constant
     # within the groups leaves W_yy of nothing but that floor)
-    w0 = np.abs(pivot.w0)
-    return eps * (pivot.size + eps * float(w0 @ np.abs(glob.xyxy) @ w0))
+    return eps * (size + eps * float(w @ np.abs(glob.xyxy) @ w))
 
 
 def unresolved_within_limit(glob: GlobalStats) -> bool:
@@ -303,14 +349,9 @@ def _factor_parts(step: StepSums, prof: Profile, glob: GlobalStats) -> tuple[flo
     p = prof.beta.shape[0]
     if not p:
         return 0.0, 0.0
-    pivot = within_pivot(glob) if prof.beta0 is not None else None
-    if pivot is None or prof.beta0 is None:
-        size = np.abs(glob.xyxy[:p]) + np.abs(step.m[:p])
-        delta = prof.beta
-    else:
-        assert glob.within is not None  # a pivot is made of it
-        size = np.abs(glob.within[:p]) + np.abs(step.between[:p])
-        delta = prof.beta - prof.beta0
+    # the sizes of the form profile() used (Profile.within), about its pivot
+    size = _term_sizes(step, prof, glob)[:p]
+    delta = prof.beta if prof.beta0 is None else prof.beta - prof.beta0
     abs_inv = np.abs(prof.a_inv)
     root = np.sqrt(np.abs(np.diagonal(prof.a)))
     q_share = _EPS * float(root @ abs_inv @ root) * abs(float(delta @ prof.a @ delta))
@@ -331,8 +372,10 @@ def factor_resolution(step: StepSums, prof: Profile, glob: GlobalStats, reml: bo
     :func:`resolution` (a relative error of ``Q``; ℓ off by about (f/2) times it).
 
     Three parts, each ``O(p²)``, with ``s`` the size of the numbers each entry of
-    ``[X y]'V*⁻¹[X y]`` is the difference of (``|[X y]'[X y]| + |Σ m_i|``, or about the
-    within-group pivot ``|W| + |between|``: :func:`resolution`'s sizes):
+    ``[X y]'V*⁻¹[X y]`` is the difference of (``|[X y]'[X y]| + |Σ m_i|``, or where it
+    was made of the within-group sums ``|W| + |between|``, :attr:`Profile.within`:
+    :func:`resolution`'s sizes), and ``δ = β̂ − β₀`` about the pivot ``Q`` was taken
+    about (``β₀`` zero unless :attr:`Profile.beta0`):
 
     - REML's ``−½ log|A|``: entries of ``A`` off by ``ε s`` move ``log|A|`` by
       ``tr(A⁻¹ δA)``, up to ``K = ε Σ_xy |A⁻¹_xy| s_xy`` (the smallest pivot against
@@ -358,6 +401,48 @@ def factor_resolution(step: StepSums, prof: Profile, glob: GlobalStats, reml: bo
     if reml:
         q_share += k * prof.q / prof.fac
     return q_share / prof.q
+
+
+def factor_error(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -> float:
+    """A bound, in the units of :func:`resolution`, on the rounding that ``A = X'V*⁻¹X``
+    and its factor made in ℓ at this evaluation: tighter than
+    :func:`factor_resolution`, for the precision warning.
+
+    :func:`factor_resolution` charges ``Q`` with ``κ |δ'Aδ|``: ``A⁻¹`` off by its whole
+    condition ``κ`` relative in every direction, which is what a point must pass to be
+    accepted.  The evaluation forms ``A⁻¹g`` (``g = b − Aβ₀``, :func:`profile`) as a
+    product with ``A⁻¹``, whose rounding reaches ``g'A⁻¹g`` only as
+    ``ε |g|'|A⁻¹||g|``: large where ``g`` has large entries that cancel in ``A⁻¹g`` (one
+    heavily weighted group deciding ``A``'s weak direction, ``Q`` taken about zero),
+    small where ``g`` does not lie along that direction (near-collinear fixed effects,
+    where ``κ |δ'Aδ| / Q`` overstates the error by orders of magnitude: the cases are in
+    benchmarks/RESULTS.md, heavy-s54).  The sums' rounding through β̂ and REML's
+    ``log|A|`` are :func:`factor_resolution`'s.  0 without fixed effects; ``inf`` where
+    ``Q ≤ 0``.
+    """
+    if not prof.q > 0:
+        return np.inf
+    p = prof.beta.shape[0]
+    if not p:
+        return 0.0
+    beta0 = np.zeros(p) if prof.beta0 is None else prof.beta0
+    g = np.abs(prof.b - prof.a @ beta0)
+    abs_inv = np.abs(prof.a_inv)
+    size = _term_sizes(step, prof, glob)[:p]
+    r = _EPS * (size @ np.abs(prof.w))
+    share = _EPS * float(g @ abs_inv @ g) + float(r @ abs_inv @ r)
+    if reml:
+        share += _factor_parts(step, prof, glob)[0] * prof.q / prof.fac
+    return share / prof.q
+
+
+def scaled_condition(prof: Profile) -> float:
+    """``Σ_xy |A⁻¹_xy| √(A_xx A_yy)``: the condition of ``A = X'V*⁻¹X`` scaled to a unit
+    diagonal (:func:`factor_resolution`'s ``κ / ε``); 0 without fixed effects."""
+    if not prof.beta.shape[0]:
+        return 0.0
+    root = np.sqrt(np.abs(np.diagonal(prof.a)))
+    return float(root @ np.abs(prof.a_inv) @ root)
 
 
 #: :func:`resolution_verdict`: ℓ resolved; ``Q`` not resolved (refused everywhere); ``Q``
