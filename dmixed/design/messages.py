@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 
 __all__ = [
     "check_design_fits",
@@ -109,7 +110,9 @@ def check_present(wanted, available) -> None:
         raise err
 
 
-def check_enough_rows(n: int, p: int, k_cov: int, *, at_most: bool = False) -> None:
+def check_enough_rows(
+    n: int, p: int, k_cov: int, *, at_most: bool = False, factors: Mapping | None = None
+) -> None:
     """Refuse ``n`` rows for ``p`` fixed effects and ``k_cov`` covariance parameters:
     the fit estimates ``p + k_cov + 1`` numbers (the residual variance too), so it
     needs ``n > p + k_cov`` rows.  The one owner of the message, for rows in memory and
@@ -120,6 +123,9 @@ def check_enough_rows(n: int, p: int, k_cov: int, *, at_most: bool = False) -> N
     DataError
         ``n <= p + k_cov``.  ``at_most``: ``n`` counts the rows before those with
         missing values are dropped (the check before the design is built).
+        ``factors``: ``{column: (levels, dtype)}`` of the factors of the fixed part;
+        the message names those whose levels alone leave too few rows, and says where
+        such a column was read as text (numbers as text: one level per distinct value).
     """
     from ..errors import DataError
 
@@ -128,7 +134,34 @@ def check_enough_rows(n: int, p: int, k_cov: int, *, at_most: bool = False) -> N
             f"too few rows: {'at most ' if at_most else ''}{plural(n)} for "
             f"{plural(p, 'fixed effect')} and "
             f"{plural(k_cov, 'covariance parameter')} (plus the residual variance)"
+            + _levels_cause(n, p, k_cov, factors or {})
         )
+
+
+def _levels_cause(n: int, p: int, k_cov: int, factors: Mapping) -> str:
+    """The factors whose levels make ``p`` fixed effects too many for ``n`` rows
+    (without that factor's columns the rows would be enough), worded for
+    :func:`check_enough_rows`; empty where none does."""
+    named = [
+        (c, k, dtype) for c, (k, dtype) in factors.items() if k > 1 and n > p - (k - 1) + k_cov
+    ]
+    if not named:
+        return ""
+    parts = []
+    for c, k, dtype in named:
+        text = str(dtype) in ("object", "str", "string") or "string" in str(dtype)
+        parts.append(
+            f"column {c!r} is a factor of {plural(k, 'level')}"
+            + (
+                f" because it was read as text (dtype {dtype}): numbers written as text, "
+                "from Dask's conversion of an object column (Decimal, say) or from files "
+                "that hold the column as text in one and as numbers in another, give one "
+                "level per distinct value; convert it to numbers"
+                if text
+                else ""
+            )
+        )
+    return "; " + "; ".join(parts)
 
 
 def check_terms_within_rows(formula: str, terms: int, k_cov: int, rows: int) -> None:

@@ -943,7 +943,14 @@ def build_spec_prepared(
     if rows is not None:  # before the design is built (the model checks its rows again)
         q = len(spec.exog_re_names)
         k_cov = q * (q + 1) // 2 + len(spec.vc_names)
-        check_enough_rows(len(data), len(spec.exog_names), k_cov, at_most=missing != "raise")
+        factors = {
+            c: (len(spec.levels[c]), dtypes[c])
+            for c in spec.fixed_columns or ()
+            if c in spec.levels and c in dtypes
+        }
+        check_enough_rows(
+            len(data), len(spec.exog_names), k_cov, at_most=missing != "raise", factors=factors
+        )
         check_design_fits(formula, len(data), len(spec.exog_names), exact=True, prototype=False)
     references = choose_references(spec, parsed, integers, data, dask_input)
     if references:

@@ -100,3 +100,39 @@ def test_more_terms_than_rows_name_the_formula_cut():
         messages.check_terms_within_rows(formula, 501, 1, 400)
     assert len(str(err.value)) < 700
     messages.check_terms_within_rows(formula, 501, 1, 503)
+
+
+def test_too_few_rows_names_the_factor_read_as_text():
+    """A column of numbers read as text has one level per row: the refusal names it
+    and the cause, and leaves out a factor whose levels are not the reason."""
+    with pytest.raises(DataError) as err:
+        check_enough_rows(600, 603, 1, factors={"dec": (600, "str"), "k": (4, "int64")})
+    msg = str(err.value)
+    assert "column 'dec' is a factor of 600 levels" in msg
+    assert "read as text (dtype str)" in msg
+    assert "'k'" not in msg
+
+
+def test_too_few_rows_in_process_names_text_column():
+    """A frame whose column ``x`` is numbers as text (pd.read_parquet of files that hold
+    it as text in one and as float in another) is refused at model build, naming ``x``."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    import dmixed
+
+    rng = np.random.default_rng(0)
+    n = 60
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "g": np.arange(n) % 5,
+            "x": pd.array([repr(v) for v in rng.normal(size=n)], dtype="str"),
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataError, match=r"column 'x' is a factor of 60 levels.*read as text"):
+            dmixed.mixedlm("y ~ x", df, groups="g")
