@@ -7,8 +7,10 @@ before that line, on the terminal of a local cluster, says the same thing worse.
 :class:`QuietDmixedErrors` drops those records from the ``distributed.worker`` logger;
 a failure of any other kind is logged as before.  :class:`QuietDmixedErrorsPlugin`
 installs it on every worker of a cluster, those that join later included
-(:func:`dmixed.cluster.connect`).  :class:`QuietRuns` drops a worker's records of
-dmixed's own calls of its ``run`` handler (:mod:`~dmixed.engines.dask.direct_calls`).
+(:func:`dmixed.cluster.connect`); a worker of a cluster the caller started installs it
+as it imports :mod:`dmixed.engines.dask` to run a task of the pass.  :class:`QuietRuns`
+drops a worker's records of dmixed's own calls of its ``run`` handler
+(:mod:`~dmixed.engines.dask.direct_calls`).
 """
 
 from __future__ import annotations
