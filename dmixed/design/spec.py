@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..errors import CheckpointError, DataError, SpecError
+from ..errors import CheckpointError, DataError, FormulaError, SpecError
 from .build import (
     check_arguments,
     check_design_size,
@@ -67,6 +67,7 @@ from .matrices import (
 )
 from .messages import check_design_fits, check_enough_rows, suggest
 from .missing import missing_option
+from .origin import columns_of_other_files
 from .partitions import restored_values
 from .prepare import FrameColumns, PreparedColumns, normalized_frame, prepare_columns
 from .references import choose_references, saved_references
@@ -885,7 +886,16 @@ def build_spec_prepared(
         if fit_rows and not dask_input and (drop_cols is None or hasattr(drop_cols, "__len__"))
         else None
     )
-    parsed = parse_formulas(formula, re_formula, vc_formula, set(meta.columns), env, rows, dropped)
+    try:
+        parsed = parse_formulas(
+            formula, re_formula, vc_formula, set(meta.columns), env, rows, dropped
+        )
+    except FormulaError as exc:
+        absent = getattr(exc, "absent", None)
+        other = columns_of_other_files(data, absent) if dask_input and absent else None
+        if other is not None:
+            raise DataError(other) from exc
+        raise
     caller = env.resolve(parsed.caller_names(), "formula") if parsed.caller_names() else None
     if dask_input:
         caller_names_shippable(caller)  # the spec goes to the workers
