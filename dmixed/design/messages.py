@@ -123,19 +123,35 @@ def check_enough_rows(
     DataError
         ``n <= p + k_cov``.  ``at_most``: ``n`` counts the rows before those with
         missing values are dropped (the check before the design is built).
-        ``factors``: ``{column: (levels, dtype)}`` of the factors of the fixed part;
+        ``factors``: ``{column: (levels, dtype)}`` of the factors of the fixed part
+        (:func:`fixed_factors`);
         the message names those whose levels alone leave too few rows, and says where
         such a column was read as text (numbers as text: one level per distinct value).
     """
     from ..errors import DataError
 
     if n <= p + k_cov:
-        raise DataError(
+        err = DataError(
             f"too few rows: {'at most ' if at_most else ''}{plural(n)} for "
             f"{plural(p, 'fixed effect')} and "
             f"{plural(k_cov, 'covariance parameter')} (plus the residual variance)"
             + _levels_cause(n, p, k_cov, factors or {})
         )
+        # a task of the Dask data pass knows the counts, the driver the columns' dtypes
+        err.too_few_rows = (n, p, k_cov, at_most)
+        raise err
+
+
+def fixed_factors(spec, dtypes) -> dict:
+    """``{column: (levels, dtype)}`` of the factor columns the fixed-effects formula of
+    ``spec`` reads (a :class:`~dmixed.design.spec.ModelSpec`), for
+    :func:`check_enough_rows`; ``dtypes``: the data's dtypes by column (a mapping, or
+    a pandas Series of them)."""
+    return {
+        c: (len(spec.levels[c]), dtypes[c])
+        for c in spec.fixed_columns or ()
+        if c in spec.levels and c in dtypes
+    }
 
 
 def _levels_cause(n: int, p: int, k_cov: int, factors: Mapping) -> str:

@@ -65,7 +65,7 @@ from .matrices import (
     random_effects,
     shared_re_columns,
 )
-from .messages import check_design_fits, check_enough_rows, suggest
+from .messages import check_design_fits, check_enough_rows, fixed_factors, suggest
 from .missing import missing_option
 from .origin import columns_of_other_files
 from .partitions import restored_values
@@ -953,11 +953,7 @@ def build_spec_prepared(
     if rows is not None:  # before the design is built (the model checks its rows again)
         q = len(spec.exog_re_names)
         k_cov = q * (q + 1) // 2 + len(spec.vc_names)
-        factors = {
-            c: (len(spec.levels[c]), dtypes[c])
-            for c in spec.fixed_columns or ()
-            if c in spec.levels and c in dtypes
-        }
+        factors = fixed_factors(spec, dtypes)
         check_enough_rows(
             len(data), len(spec.exog_names), k_cov, at_most=missing != "raise", factors=factors
         )

@@ -397,3 +397,31 @@ def test_rows_checked_of_a_part_of_the_data_refuses_no_count():
     with pytest.raises(DataError, match="too few rows: 6 rows for 3 fixed effects and 3 "):
         rows_checked(3, 3, False, globs, reports, None, "map")
     assert rows_checked(3, 3, True, globs, reports, None, "map") == "map"
+
+
+@pytest.mark.parametrize("where", ["sync", "cluster"])
+def test_too_few_rows_names_the_factor_read_as_text(where, request):
+    """A column of numbers as text (one level per row) left too few rows: the Dask
+    fit's refusal gave only the counts, where the in-process refusal names the column
+    and why it has so many levels."""
+    rng = np.random.default_rng(0)
+    n = 60
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "x": [f"{v:.3f}" for v in rng.normal(size=n)],
+            "z": rng.normal(size=n),
+            "g": np.arange(n) % 5,
+        }
+    )
+    text = pytest.warns(dmixed.errors.NumericFactorWarning)  # (expected: numbers as text)
+    with text, pytest.raises(DataError) as in_process:
+        dmixed.mixedlm("y ~ x + z", df, groups="g").fit()
+    kw = {"client": request.getfixturevalue("client")} if where == "cluster" else {}
+    with pytest.warns(dmixed.errors.NumericFactorWarning):
+        model = dmixed.mixedlm("y ~ x + z", dd.from_pandas(df, npartitions=2), groups="g")
+    with dask.config.set(scheduler="sync"), pytest.raises(DataError) as on_dask:
+        model.fit(**kw)
+    cause = "; column 'x' is a factor of 60 levels because it was read as text (dtype "
+    assert cause + "str)" in _message(in_process)
+    assert _message(on_dask) == _message(in_process).replace("(dtype str)", "(dtype string)")
