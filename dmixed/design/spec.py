@@ -950,13 +950,19 @@ def build_spec_prepared(
         caller_names=caller,
     )
     spec = without_columns(spec, drop_cols)
-    if rows is not None:  # before the design is built (the model checks its rows again)
+    # before the design is built (the model checks its rows again); a Dask collection's
+    # rows as the level scan counted them (None where it read no data): too few are
+    # refused here, before the data pass's sums
+    scanned = scan.n_total if dask_input else None
+    if rows is not None or scanned is not None:
         q = len(spec.exog_re_names)
         k_cov = q * (q + 1) // 2 + len(spec.vc_names)
         factors = fixed_factors(spec, dtypes)
+        n = len(data) if rows is not None else int(scanned or 0)
         check_enough_rows(
-            len(data), len(spec.exog_names), k_cov, at_most=missing != "raise", factors=factors
+            n, len(spec.exog_names), k_cov, at_most=missing != "raise", factors=factors
         )
+    if rows is not None:
         check_design_fits(formula, len(data), len(spec.exog_names), exact=True, prototype=False)
     references = choose_references(spec, parsed, integers, data, dask_input)
     if references:
