@@ -845,7 +845,8 @@ def build_spec_prepared(
     scan (:data:`~dmixed.design.scan.ScanChains`, the Dask engine's chains; None: one
     task per partition).  ``fit_rows``: the rows of a pandas ``data`` are the ones the
     model fits (``MixedLM.from_formula``): too few of them for the fixed effects, or a
-    design of them larger than memory, is refused before the design is built.
+    design of them larger than memory, is refused before the design is built; for a
+    Dask ``data``, too few rows as the level scan counts them (where it reads the data).
 
     ``data`` is a pandas DataFrame or a Dask DataFrame.  For Dask, the meta
     gives the dtypes, and one ``dask.compute`` reads the categorical/string
@@ -953,7 +954,7 @@ def build_spec_prepared(
     # before the design is built (the model checks its rows again); a Dask collection's
     # rows as the level scan counted them (None where it read no data): too few are
     # refused here, before the data pass's sums
-    scanned = scan.n_total if dask_input else None
+    scanned = scan.n_total if dask_input and fit_rows else None
     if rows is not None or scanned is not None:
         q = len(spec.exog_re_names)
         k_cov = q * (q + 1) // 2 + len(spec.vc_names)
