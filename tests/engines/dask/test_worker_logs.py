@@ -59,6 +59,48 @@ def test_workers_log_no_traceback_of_dmixed_errors(client):
             log.addFilter(f)
 
 
+def _pandas_data_error():
+    import pandas as pd
+
+    pd.DataFrame({"a": ["x", "y"]}).rolling(2).sum()  # pandas.errors.DataError
+
+
+class PathError(Exception):  # a caller's own class of the name of one of dmixed's
+    pass
+
+
+def _own_path_error():
+    raise PathError("my file is gone")
+
+
+def test_a_users_errors_of_the_names_of_dmixeds_are_still_logged(client):
+    """The filter, installed in every process that imports dmixed.engines.dask, once
+    dropped any failure whose exception's text started with the name of one of
+    dmixed's errors: a caller's task raising pandas' DataError or a class of their own
+    named PathError left no record on their own cluster.  Only dmixed's are dropped."""
+    import pandas as pd
+
+    from dmixed.engines.dask.worker_logs import install_quiet_errors
+
+    log = logging.getLogger("distributed.worker")
+    handler = _Records()
+    log.addHandler(handler)
+    install_quiet_errors()
+    try:
+        for task, kind in (
+            (_pandas_data_error, pd.errors.DataError),
+            (_own_path_error, PathError),
+            (_data_error, DataError),
+        ):
+            with pytest.raises(kind):
+                client.submit(task, pure=False).result()
+        failed = [r.getMessage() for r in handler.records if str(r.msg).startswith("Compute")]
+    finally:
+        log.removeHandler(handler)
+    assert len(failed) == 2, failed
+    assert "DataError(" in failed[0] and "PathError('my file is gone')" in failed[1], failed
+
+
 def _remove_quiet_errors(log: logging.Logger) -> list[logging.Filter]:
     found = [f for f in log.filters if isinstance(f, QuietDmixedErrors)]
     for f in found:
