@@ -12,6 +12,8 @@ __all__ = [
     "check_terms_within_rows",
     "check_present",
     "clean_message",
+    "fixed_factors",
+    "numbers_as_text",
     "plural",
     "shown",
     "suggest",
@@ -123,10 +125,10 @@ def check_enough_rows(
     DataError
         ``n <= p + k_cov``.  ``at_most``: ``n`` counts the rows before those with
         missing values are dropped (the check before the design is built).
-        ``factors``: ``{column: (levels, dtype)}`` of the factors of the fixed part
-        (:func:`fixed_factors`);
-        the message names those whose levels alone leave too few rows, and says where
-        such a column was read as text (numbers as text: one level per distinct value).
+        ``factors``: ``{column: (levels, dtype, numbers)}`` of the factors of the fixed
+        part (:func:`fixed_factors`); the message names those whose levels alone leave
+        too few rows, and says where such a column is numbers read as text
+        (``numbers``: one level per distinct value).
     """
     from ..errors import DataError
 
@@ -143,15 +145,33 @@ def check_enough_rows(
 
 
 def fixed_factors(spec, dtypes) -> dict:
-    """``{column: (levels, dtype)}`` of the factor columns the fixed-effects formula of
-    ``spec`` reads (a :class:`~dmixed.design.spec.ModelSpec`), for
+    """``{column: (levels, dtype, numbers)}`` of the factor columns the fixed-effects
+    formula of ``spec`` reads (a :class:`~dmixed.design.spec.ModelSpec`), for
     :func:`check_enough_rows`; ``dtypes``: the data's dtypes by column (a mapping, or
-    a pandas Series of them)."""
+    a pandas Series of them).  ``numbers``: the column was read as text and every one
+    of its levels reads as a finite number (:func:`numbers_as_text`)."""
     return {
-        c: (len(spec.levels[c]), dtypes[c])
+        c: (len(spec.levels[c]), dtypes[c], numbers_as_text(spec.levels[c], dtypes[c]))
         for c in spec.fixed_columns or ()
         if c in spec.levels and c in dtypes
     }
+
+
+def numbers_as_text(levels, dtype) -> bool:
+    """Whether a factor of dtype ``dtype`` is numbers read as text: the dtype is text
+    (object or string) and each of its ``levels`` (the level list, not the rows) reads as
+    a finite number; a factor of names (cities, say) is not."""
+    import numpy as np
+    import pandas as pd
+
+    if not _is_text(dtype) or len(levels) == 0:
+        return False
+    values = pd.to_numeric(pd.Series(list(levels), dtype=object), errors="coerce")
+    return bool(np.isfinite(values.to_numpy(dtype=float)).all())
+
+
+def _is_text(dtype) -> bool:
+    return str(dtype) in ("object", "str", "string") or "string" in str(dtype)
 
 
 def _levels_cause(n: int, p: int, k_cov: int, factors: Mapping) -> str:
@@ -159,13 +179,14 @@ def _levels_cause(n: int, p: int, k_cov: int, factors: Mapping) -> str:
     (without that factor's columns the rows would be enough), worded for
     :func:`check_enough_rows`; empty where none does."""
     named = [
-        (c, k, dtype) for c, (k, dtype) in factors.items() if k > 1 and n > p - (k - 1) + k_cov
+        (c, k, dtype, numbers)
+        for c, (k, dtype, numbers) in factors.items()
+        if k > 1 and n > p - (k - 1) + k_cov
     ]
     if not named:
         return ""
     parts = []
-    for c, k, dtype in named:
-        text = str(dtype) in ("object", "str", "string") or "string" in str(dtype)
+    for c, k, dtype, numbers in named:
         parts.append(
             f"column {c!r} is a factor of {plural(k, 'level')}"
             + (
@@ -173,7 +194,7 @@ def _levels_cause(n: int, p: int, k_cov: int, factors: Mapping) -> str:
                 "from Dask's conversion of an object column (Decimal, say) or from files "
                 "that hold the column as text in one and as numbers in another, give one "
                 "level per distinct value; convert it to numbers"
-                if text
+                if numbers
                 else ""
             )
         )
