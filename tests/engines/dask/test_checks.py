@@ -448,3 +448,23 @@ def test_too_few_rows_left_by_dropped_rows_name_the_factor_on_a_cluster(client):
         "column (Decimal, say) or from files that hold the column as text in one and as "
         "numbers in another, give one level per distinct value; convert it to numbers"
     )
+
+
+def test_too_few_rows_left_by_dropped_rows_are_worded_alike_in_process_and_on_dask(client):
+    """Rows dropped for missing values leave too few for the factor's levels: the Dask
+    refusal named the factor, the in-process one (the model's check of its rows) gave
+    only the counts.  Both now say the same."""
+    df = _numbers_as_text(64)
+    df.loc[df.index[:4], "y"] = np.nan
+    numbers = pytest.warns(dmixed.errors.NumericFactorWarning)
+    dropped = pytest.warns(dmixed.errors.DroppedRowsWarning)
+    with numbers, dropped, pytest.raises(DataError) as local:
+        dmixed.mixedlm("y ~ x + z", df, groups="g", missing="drop")
+    with pytest.warns(dmixed.errors.NumericFactorWarning):
+        model = dmixed.mixedlm(
+            "y ~ x + z", dd.from_pandas(df, npartitions=2), groups="g", missing="drop"
+        )
+    with pytest.raises(DataError) as on_dask:
+        model.fit(client=client)
+    assert "column 'x' is a factor of" in _message(local)
+    assert _message(on_dask) == _message(local).replace("(dtype str)", "(dtype string)")
