@@ -105,12 +105,17 @@ class DataError(DmixedError):
     ``key_kinds`` (set on the instance): the found and declared dtypes of group keys of
     two kinds (:func:`dmixed.stats.keys.check_key_kind`), else None.  ``unnamed_keys``
     (True on the instance): a refusal of group keys made where the column's name is not
-    known, for the driver to name it (:func:`dmixed.stats.keys.named_keys_error`)."""
+    known, for the driver to name it (:func:`dmixed.stats.keys.named_keys_error`).
+    ``too_few_rows`` (set on the instance): ``(rows, fixed effects, covariance
+    parameters, at_most)`` of a refusal of too few rows
+    (:func:`dmixed.design.messages.check_enough_rows`), for the Dask driver to name the
+    factors, else None."""
 
     of_all_rows: bool = False
     lossy_groups: int = 0
     key_kinds: tuple | None = None
     unnamed_keys: bool = False
+    too_few_rows: tuple | None = None
 
 
 class BadValuesError(DataError):

@@ -34,7 +34,7 @@ from .design.arrays import (
     refuse_dask,
 )
 from .design.frame_rows import rows_of_frame
-from .design.messages import check_enough_rows
+from .design.messages import check_enough_rows, fixed_factors
 from .design.missing import missing_option
 from .design.model_data import ModelData
 from .design.partitions import select_columns
@@ -233,8 +233,12 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         group_name: str,
         rows: RowData | None = None,
         source: Any = None,
+        factors: dict | None = None,
     ) -> None:
-        """Set every attribute of a model: the one construction path of all constructors."""
+        """Set every attribute of a model: the one construction path of all constructors.
+        ``factors``: the fixed part's factors of a formula's frame
+        (:func:`~dmixed.design.messages.fixed_factors`), named where ``rows`` are too
+        few for them."""
         self.use_sqrt = bool(check_flag(use_sqrt, "use_sqrt"))
         self.missing = missing
         self.spec = spec
@@ -253,7 +257,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         # statsmodels' rule: arrays in, arrays out; pandas (or a formula) in, pandas out
         self.pandas_output = spec is not None or (rows is not None and rows.index is not None)
         if rows is not None:
-            self._validate_rows(rows)
+            self._validate_rows(rows, factors)
 
     # -- construction ------------------------------------------------------------
 
@@ -352,7 +356,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             fit_rows=True,
         )
         if prepared is not None:  # pandas data, prepared once for the spec's checks
-            return cls._with_spec(spec, use_sqrt, rows=rows_of_frame(spec, data, prepared))
+            rows = rows_of_frame(spec, data, prepared)
+            factors = fixed_factors(spec, data.dtypes)
+            return cls._with_spec(spec, use_sqrt, rows, factors=factors)
         # Dask: the collection as the spec read it (keys read back from text once)
         return cls.from_spec(spec, data, use_sqrt=use_sqrt)
 
@@ -364,7 +370,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             # that Dask does not check are checked for them
             source = select_columns(data, list(spec.columns_used), spec.group_name)
             return cls._with_spec(spec, use_sqrt, source=source)
-        return cls._with_spec(spec, use_sqrt, rows=rows_of_frame(spec, data))
+        rows = rows_of_frame(spec, data)
+        factors = fixed_factors(spec, getattr(data, "dtypes", {}))
+        return cls._with_spec(spec, use_sqrt, rows, factors=factors)
 
     @classmethod
     def from_statistics(cls, stats: FittedStatistics, spec, use_sqrt: bool = True) -> MixedLM:
@@ -397,7 +405,12 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
 
     @classmethod
     def _with_spec(
-        cls, spec, use_sqrt: bool, rows: RowData | None = None, source: Any = None
+        cls,
+        spec,
+        use_sqrt: bool,
+        rows: RowData | None = None,
+        source: Any = None,
+        factors: dict | None = None,
     ) -> MixedLM:
         """A model whose names come from a formula spec, with its rows or Dask source."""
         self = cls.__new__(cls)
@@ -413,17 +426,19 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             group_name=spec.group_name,
             rows=rows,
             source=source,
+            factors=factors,
         )
         return self
 
-    def _validate_rows(self, rows: RowData) -> None:
+    def _validate_rows(self, rows: RowData, factors: dict | None = None) -> None:
         n, p = rows.exog.shape
         if n == 0:
             raise BadValuesError("no data: endog has no rows")
         if len(self.exog_names) != p:
             self.exog_names = [f"x{j + 1}" for j in range(p)]
         k_cov = n_tril(rows.exog_re.shape[1]) + len(rows.vc_cols)
-        check_enough_rows(n, p, k_cov)
+        # a formula's factors named as on Dask (rows dropped for missing values, say)
+        check_enough_rows(n, p, k_cov, factors=factors)
         # a formula's weights were checked as a column when its rows were prepared
         # (dmixed.design.prepare): finite, positive, within the span; not read again
         if rows.weights is not None and self.spec is None:

@@ -867,7 +867,11 @@ def _from_caller(unknown: str, env, info: FactorInfo, where: str) -> bool:
     root = unknown.removesuffix("()").split(".")[0]
     if root in transforms() or root not in env:
         return False
-    env.resolve([root], where)  # refuses data (an array, a Series)
+    try:
+        env.resolve([root], where)  # refuses data (an array, a Series)
+    except FormulaError as exc:
+        exc.absent = [root]  # a name the data lack, as the unknown columns' error
+        raise
     add_unique(info.caller, root)
     return True
 

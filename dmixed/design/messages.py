@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 
 __all__ = [
     "check_design_fits",
@@ -11,6 +12,8 @@ __all__ = [
     "check_terms_within_rows",
     "check_present",
     "clean_message",
+    "fixed_factors",
+    "numbers_as_text",
     "plural",
     "shown",
     "suggest",
@@ -109,7 +112,9 @@ def check_present(wanted, available) -> None:
         raise err
 
 
-def check_enough_rows(n: int, p: int, k_cov: int, *, at_most: bool = False) -> None:
+def check_enough_rows(
+    n: int, p: int, k_cov: int, *, at_most: bool = False, factors: Mapping | None = None
+) -> None:
     """Refuse ``n`` rows for ``p`` fixed effects and ``k_cov`` covariance parameters:
     the fit estimates ``p + k_cov + 1`` numbers (the residual variance too), so it
     needs ``n > p + k_cov`` rows.  The one owner of the message, for rows in memory and
@@ -120,15 +125,80 @@ def check_enough_rows(n: int, p: int, k_cov: int, *, at_most: bool = False) -> N
     DataError
         ``n <= p + k_cov``.  ``at_most``: ``n`` counts the rows before those with
         missing values are dropped (the check before the design is built).
+        ``factors``: ``{column: (levels, dtype, numbers)}`` of the factors of the fixed
+        part (:func:`fixed_factors`); the message names those whose levels alone leave
+        too few rows, and says where such a column is numbers read as text
+        (``numbers``: one level per distinct value).
     """
     from ..errors import DataError
 
     if n <= p + k_cov:
-        raise DataError(
+        err = DataError(
             f"too few rows: {'at most ' if at_most else ''}{plural(n)} for "
             f"{plural(p, 'fixed effect')} and "
             f"{plural(k_cov, 'covariance parameter')} (plus the residual variance)"
+            + _levels_cause(n, p, k_cov, factors or {})
         )
+        # a task of the Dask data pass knows the counts, the driver the columns' dtypes
+        err.too_few_rows = (n, p, k_cov, at_most)
+        raise err
+
+
+def fixed_factors(spec, dtypes) -> dict:
+    """``{column: (levels, dtype, numbers)}`` of the factor columns the fixed-effects
+    formula of ``spec`` reads (a :class:`~dmixed.design.spec.ModelSpec`), for
+    :func:`check_enough_rows`; ``dtypes``: the data's dtypes by column (a mapping, or
+    a pandas Series of them).  ``numbers``: the column was read as text and every one
+    of its levels reads as a finite number (:func:`numbers_as_text`)."""
+    return {
+        c: (len(spec.levels[c]), dtypes[c], numbers_as_text(spec.levels[c], dtypes[c]))
+        for c in spec.fixed_columns or ()
+        if c in spec.levels and c in dtypes
+    }
+
+
+def numbers_as_text(levels, dtype) -> bool:
+    """Whether a factor of dtype ``dtype`` is numbers read as text: the dtype is text
+    (object or string) and each of its ``levels`` (the level list, not the rows) reads as
+    a finite number; a factor of names (cities, say) is not."""
+    import numpy as np
+    import pandas as pd
+
+    if not _is_text(dtype) or len(levels) == 0:
+        return False
+    values = pd.to_numeric(pd.Series(list(levels), dtype=object), errors="coerce")
+    return bool(np.isfinite(values.to_numpy(dtype=float)).all())
+
+
+def _is_text(dtype) -> bool:
+    return str(dtype) in ("object", "str", "string") or "string" in str(dtype)
+
+
+def _levels_cause(n: int, p: int, k_cov: int, factors: Mapping) -> str:
+    """The factors whose levels make ``p`` fixed effects too many for ``n`` rows
+    (without that factor's columns the rows would be enough), worded for
+    :func:`check_enough_rows`; empty where none does."""
+    named = [
+        (c, k, dtype, numbers)
+        for c, (k, dtype, numbers) in factors.items()
+        if k > 1 and n > p - (k - 1) + k_cov
+    ]
+    if not named:
+        return ""
+    parts = []
+    for c, k, dtype, numbers in named:
+        parts.append(
+            f"column {c!r} is a factor of {plural(k, 'level')}"
+            + (
+                f" because it was read as text (dtype {dtype}): numbers written as text, "
+                "from Dask's conversion of an object column (Decimal, say) or from files "
+                "that hold the column as text in one and as numbers in another, give one "
+                "level per distinct value; convert it to numbers"
+                if numbers
+                else ""
+            )
+        )
+    return "; " + "; ".join(parts)
 
 
 def check_terms_within_rows(formula: str, terms: int, k_cov: int, rows: int) -> None:

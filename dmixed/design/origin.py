@@ -11,6 +11,8 @@ from the collection's graph where Dask's own Parquet reader reads it
   from a worker;
 - :func:`reader_file`, :func:`piece_file`: the Parquet file a task (or the tasks of one
   partition) reads, on the worker;
+- :func:`columns_of_other_files`: on the driver, the files that have a column the
+  collection (its first file) lacks;
 - :func:`partition_files`, :func:`located`: on the driver, after the error, the file of
   every partition, and the error with its file (and, for a column of the wrong kind,
   the collection's type of that column and the first file, where Dask took it from).
@@ -22,6 +24,7 @@ from ..errors import DataError
 from .file_schemas import file_columns
 
 __all__ = [
+    "columns_of_other_files",
     "in_partition",
     "located",
     "partition_files",
@@ -183,6 +186,43 @@ def located(err: DataError, ddf) -> DataError:
     for name in _ATTRIBUTES:
         setattr(located_err, name, getattr(out, name, None))
     return located_err
+
+
+#: the files a message names one by one (:func:`columns_of_other_files`)
+_FILES_SHOWN = 3
+
+
+def columns_of_other_files(ddf, absent: list[str]) -> str | None:
+    """Words for the columns ``absent`` from a Dask DataFrame that some of its Parquet
+    files declare: Dask took its columns from the first file, which lacks them (the
+    files' columns differ), naming the first file and those that have each column;
+    None where no file has any of them or the files are not known.  Reads each file's
+    schema (its footer: one small read per file, on this error path only)."""
+    files = [f for f in dict.fromkeys(partition_files(ddf)) if f is not None]
+    having: dict[str, list[str]] = {}
+    for file in files:
+        try:
+            names = file_columns(file, "parquet")
+        except Exception:  # noqa: BLE001 (pyarrow, fsspec raise many types; remote files)
+            continue
+        for name in absent:
+            if name in names:
+                having.setdefault(name, []).append(file)
+    if not having:
+        return None
+    parts = []
+    for name, where in having.items():
+        shown = ", ".join(where[:_FILES_SHOWN])
+        more = f" and {len(where) - _FILES_SHOWN} more files" if len(where) > _FILES_SHOWN else ""
+        parts.append(f"{name!r} is in {shown}{more}")
+    names = ", ".join(repr(n) for n in having)
+    it = "it" if len(having) == 1 else "them"
+    return (
+        f"the data has no column {names}: Dask took the columns from the first Parquet "
+        f"file, {files[0]}, which lacks {it}, but the files' columns differ ("
+        + "; ".join(parts)
+        + "); give every file the same columns, or read only the files that have them"
+    )
 
 
 def _lacking(err: DataError, ddf) -> DataError:

@@ -78,7 +78,8 @@ class Environment:
             value = self.lookup(name)
             if not _allowed_value(value):
                 raise FormulaError(
-                    f"{where}: {name!r} of the caller's scope is a {type(value).__name__}, "
+                    f"{where}: the data has no column {name!r}, and {name!r} of the "
+                    f"caller's scope is a {type(value).__name__}, "
                     "not a function: a formula reads data only from the data's columns "
                     "(a value from elsewhere could not follow the rows of each partition or "
                     "of new data); add it to the data as a column"

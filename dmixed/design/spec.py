@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..errors import CheckpointError, DataError, SpecError
+from ..errors import CheckpointError, DataError, FormulaError, SpecError
 from .build import (
     check_arguments,
     check_design_size,
@@ -65,8 +65,9 @@ from .matrices import (
     random_effects,
     shared_re_columns,
 )
-from .messages import check_design_fits, check_enough_rows, suggest
+from .messages import check_design_fits, check_enough_rows, fixed_factors, suggest
 from .missing import missing_option
+from .origin import columns_of_other_files
 from .partitions import restored_values
 from .prepare import FrameColumns, PreparedColumns, normalized_frame, prepare_columns
 from .references import choose_references, saved_references
@@ -844,7 +845,8 @@ def build_spec_prepared(
     scan (:data:`~dmixed.design.scan.ScanChains`, the Dask engine's chains; None: one
     task per partition).  ``fit_rows``: the rows of a pandas ``data`` are the ones the
     model fits (``MixedLM.from_formula``): too few of them for the fixed effects, or a
-    design of them larger than memory, is refused before the design is built.
+    design of them larger than memory, is refused before the design is built; for a
+    Dask ``data``, too few rows as the level scan counts them (where it reads the data).
 
     ``data`` is a pandas DataFrame or a Dask DataFrame.  For Dask, the meta
     gives the dtypes, and one ``dask.compute`` reads the categorical/string
@@ -885,7 +887,16 @@ def build_spec_prepared(
         if fit_rows and not dask_input and (drop_cols is None or hasattr(drop_cols, "__len__"))
         else None
     )
-    parsed = parse_formulas(formula, re_formula, vc_formula, set(meta.columns), env, rows, dropped)
+    try:
+        parsed = parse_formulas(
+            formula, re_formula, vc_formula, set(meta.columns), env, rows, dropped
+        )
+    except FormulaError as exc:
+        absent = getattr(exc, "absent", None)
+        other = columns_of_other_files(data, absent) if dask_input and absent else None
+        if other is not None:
+            raise DataError(other) from exc
+        raise
     caller = env.resolve(parsed.caller_names(), "formula") if parsed.caller_names() else None
     if dask_input:
         caller_names_shippable(caller)  # the spec goes to the workers
@@ -940,10 +951,19 @@ def build_spec_prepared(
         caller_names=caller,
     )
     spec = without_columns(spec, drop_cols)
-    if rows is not None:  # before the design is built (the model checks its rows again)
+    # before the design is built (the model checks its rows again); a Dask collection's
+    # rows as the level scan counted them (None where it read no data): too few are
+    # refused here, before the data pass's sums
+    scanned = scan.n_total if dask_input and fit_rows else None
+    if rows is not None or scanned is not None:
         q = len(spec.exog_re_names)
         k_cov = q * (q + 1) // 2 + len(spec.vc_names)
-        check_enough_rows(len(data), len(spec.exog_names), k_cov, at_most=missing != "raise")
+        factors = fixed_factors(spec, dtypes)
+        n = len(data) if rows is not None else int(scanned or 0)
+        check_enough_rows(
+            n, len(spec.exog_names), k_cov, at_most=missing != "raise", factors=factors
+        )
+    if rows is not None:
         check_design_fits(formula, len(data), len(spec.exog_names), exact=True, prototype=False)
     references = choose_references(spec, parsed, integers, data, dask_input)
     if references:

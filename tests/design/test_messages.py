@@ -100,3 +100,85 @@ def test_more_terms_than_rows_name_the_formula_cut():
         messages.check_terms_within_rows(formula, 501, 1, 400)
     assert len(str(err.value)) < 700
     messages.check_terms_within_rows(formula, 501, 1, 503)
+
+
+def test_too_few_rows_names_the_factor_read_as_text():
+    """A column of numbers read as text has one level per row: the refusal names it
+    and the cause, and leaves out a factor whose levels are not the reason."""
+    with pytest.raises(DataError) as err:
+        check_enough_rows(
+            600, 603, 1, factors={"dec": (600, "str", True), "k": (4, "int64", False)}
+        )
+    msg = str(err.value)
+    assert "column 'dec' is a factor of 600 levels" in msg
+    assert "read as text (dtype str)" in msg
+    assert "'k'" not in msg
+
+
+def test_numbers_as_text_reads_the_levels_not_the_dtype_alone():
+    assert messages.numbers_as_text(["1.5", "2", "-3e4"], "str")
+    assert messages.numbers_as_text(["1", "2"], "object")
+    assert not messages.numbers_as_text(["1", "2"], "int64")  # not text
+    assert not messages.numbers_as_text(["city_0", "city_1"], "str")
+    assert not messages.numbers_as_text(["1", "city_1"], "object")  # a name among them
+    assert not messages.numbers_as_text(["1", "nan"], "str")
+    assert not messages.numbers_as_text([], "str")
+
+
+@pytest.mark.parametrize("dask", [False, True])
+def test_too_few_rows_of_a_factor_of_names_is_not_told_to_convert_to_numbers(dask):
+    """A text factor of names (cities) whose levels leave too few rows was said to be
+    numbers written as text, to convert to numbers: only its level count is named."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    import dmixed
+
+    rng = np.random.default_rng(0)
+    n = 40
+    df = pd.DataFrame(
+        {
+            "city": [f"city_{i}" for i in range(n)],
+            "x": rng.normal(size=n),
+            "y": rng.normal(size=n),
+            "g": np.arange(n) % 5,
+        }
+    )
+    if dask:
+        import dask.dataframe as dd
+
+        data = dd.from_pandas(df, npartitions=2)
+    else:
+        data = df
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataError, match="column 'city' is a factor of 40 levels") as err:
+            dmixed.mixedlm("y ~ x + city", data, groups="g").fit()
+    assert "text" not in str(err.value) and "convert" not in str(err.value), err.value
+
+
+def test_too_few_rows_in_process_names_text_column():
+    """A frame whose column ``x`` is numbers as text (pd.read_parquet of files that hold
+    it as text in one and as float in another) is refused at model build, naming ``x``."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    import dmixed
+
+    rng = np.random.default_rng(0)
+    n = 60
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "g": np.arange(n) % 5,
+            "x": pd.array([repr(float(v)) for v in rng.normal(size=n)], dtype="str"),
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataError, match=r"column 'x' is a factor of 60 levels.*read as text"):
+            dmixed.mixedlm("y ~ x", df, groups="g")

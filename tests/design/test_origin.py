@@ -7,6 +7,7 @@ import pickle
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pytest
 
 from dmixed.design.origin import in_partition, located, partition_files, piece_file
 from dmixed.errors import DataError
@@ -79,3 +80,35 @@ def test_located_names_the_file_and_where_a_type_came_from(tmp_path):
     )
     nowhere = DataError("no data")
     assert located(nowhere, ddf) is nowhere
+
+
+@pytest.mark.parametrize("in_scope", [False, True])
+def test_a_column_absent_from_the_first_file_is_named_with_the_files(tmp_path, in_scope):
+    """Dask took the columns from the first file, which lacks 'x': the refusal said
+    "unknown column 'x'" or, with an array named x in the caller's scope, "'x' of the
+    caller's scope is a ndarray, not a function", naming neither file."""
+    import dmixed
+
+    rng = np.random.default_rng(0)
+    b = pd.DataFrame({"y": rng.normal(size=40), "x": rng.normal(size=40), "g": np.arange(40) % 4})
+    b.drop(columns="x").to_parquet(tmp_path / "a.parquet", index=False)
+    b.to_parquet(tmp_path / "b.parquet", index=False)
+    ddf = dd.read_parquet(sorted(str(p) for p in tmp_path.iterdir()))
+    scope = {"x": np.arange(3.0)} if in_scope else {}
+    with pytest.raises(DataError) as info:
+        dmixed.mixedlm("y ~ x", ddf, groups="g", eval_env=scope)
+    message = str(info.value)
+    assert message.startswith(
+        f"the data has no column 'x': Dask took the columns from the first Parquet file, "
+        f"{tmp_path / 'a.parquet'}, which lacks it, but the files' columns differ "
+        f"('x' is in {tmp_path / 'b.parquet'})"
+    ), message
+
+
+def test_a_column_no_file_has_keeps_the_formulas_message(tmp_path):
+    import dmixed
+
+    frame = pd.DataFrame({"y": np.arange(8.0), "g": np.arange(8) % 2})
+    frame.to_parquet(tmp_path / "a.parquet", index=False)
+    with pytest.raises(dmixed.FormulaError, match="unknown column 'x'"):
+        dmixed.mixedlm("y ~ x", dd.read_parquet(tmp_path), groups="g", eval_env={})

@@ -173,7 +173,10 @@ def test_the_whitelist_still_holds_for_the_rest_of_the_formula(frame):
 def test_data_of_the_caller_is_not_a_column(frame):
     extra = frame["x2"].to_numpy()  # noqa: F841 - the formula reads it
     three = 3.0  # noqa: F841 - the formula reads it
-    with pytest.raises(dmixed.FormulaError, match="'extra' of the caller's scope is a ndarray"):
+    with pytest.raises(
+        dmixed.FormulaError,
+        match="the data has no column 'extra', and 'extra' of the caller's scope is a ndarray",
+    ):
         dmixed.mixedlm("y ~ x1 + extra", frame, groups="g")
     model = dmixed.mixedlm("y ~ I(three * x1)", frame, groups="g")  # a number is a constant
     np.testing.assert_allclose(model.exog[:, 1], 3.0 * frame["x1"].to_numpy())

@@ -20,5 +20,11 @@
 from . import placement  # noqa: F401  (registers the held statistics' sizes with Dask)
 from .data_pass import AUTO_LOCAL_MAX_VALUES, level_scan_chains, statistics_from_dask
 from .evaluator import DaskEngine
+from .worker_logs import install_quiet_errors
+
+# a worker imports this package as it unpickles the first task of a pass: its log of a
+# task that raised one of dmixed's errors (which the driver reports in one line) is
+# dropped on clusters the caller started too, not only those of dmixed.cluster.connect
+install_quiet_errors()
 
 __all__ = ["AUTO_LOCAL_MAX_VALUES", "DaskEngine", "level_scan_chains", "statistics_from_dask"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dask
 
-from ...design.messages import check_enough_rows
+from ...design.messages import check_enough_rows, fixed_factors
 from ...design.origin import partition_files
 from ...design.prepare import missing_counts, missing_values_error, needed_columns
 from ...errors import DataError, SpecError
@@ -50,6 +50,18 @@ def rows_checked(p: int, k_cov: int, partial: bool, globs: list, reports: list, 
     if n and not partial:
         check_enough_rows(n, p, k_cov)
     return args[0] if func is None else func(*args)
+
+
+def rows_named(counts: tuple, spec, ddf) -> DataError:
+    """The refusal of too few rows ``counts`` (``DataError.too_few_rows``, from
+    :func:`rows_checked` on the cluster) naming the factors of ``ddf`` whose levels
+    make the fixed effects too many, as the in-process message does."""
+    n, p, k_cov, at_most = counts
+    try:
+        check_enough_rows(n, p, k_cov, at_most=at_most, factors=fixed_factors(spec, ddf.dtypes))
+    except DataError as err:
+        return err
+    raise AssertionError(f"{n} rows were refused for {p} + {k_cov} parameters")
 
 
 def partition_missing_counts(pdf, spec) -> dict:

@@ -73,7 +73,7 @@ from ..local import inexact_error
 from ..vc_crossed import CrossedVCEngine, worth_crossing
 from ..vc_local import StructuredVCEngine, worth_structure
 from .blocks import Assembly, assemble_blocks, block_summary, dense_pieces, gathered_engine
-from .checks import config_choice, missing_values_total
+from .checks import config_choice, missing_values_total, rows_named
 from .evaluator import DaskEngine, collect_evaluators, submit_evaluators
 from .graph import block_graph, project_columns, scan_chain_graph, slot_map_graph
 from .progress import ask_workers, gather, thread_workers, wait_for, worker_threads
@@ -679,6 +679,8 @@ def statistics_from_dask(
     try:
         stats = _passes(run, standardization, shifted)
     except DataError as err:
+        if err.too_few_rows is not None:  # counted on the cluster: the factors named here
+            raise rows_named(err.too_few_rows, spec, ddf) from None
         if not is_missing_values_error(err):
             err = named_keys_error(err, spec.group_name)
             raise located(categorize_hint(err, ddf, spec), ddf) from None

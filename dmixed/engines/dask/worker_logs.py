@@ -7,12 +7,15 @@ before that line, on the terminal of a local cluster, says the same thing worse.
 :class:`QuietDmixedErrors` drops those records from the ``distributed.worker`` logger;
 a failure of any other kind is logged as before.  :class:`QuietDmixedErrorsPlugin`
 installs it on every worker of a cluster, those that join later included
-(:func:`dmixed.cluster.connect`).  :class:`QuietRuns` drops a worker's records of
-dmixed's own calls of its ``run`` handler (:mod:`~dmixed.engines.dask.direct_calls`).
+(:func:`dmixed.cluster.connect`); a worker of a cluster the caller started installs it
+as it imports :mod:`dmixed.engines.dask` to run a task of the pass.  :class:`QuietRuns`
+drops a worker's records of dmixed's own calls of its ``run`` handler
+(:mod:`~dmixed.engines.dask.direct_calls`).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import weakref
 
@@ -30,13 +33,6 @@ __all__ = [
     "install_quiet_runs",
 ]
 
-#: the start of the text distributed logs for an exception of one of dmixed's errors
-_PREFIXES = tuple(
-    f"{name}("
-    for name in errors.__all__
-    if isinstance(getattr(errors, name), type)
-    and issubclass(getattr(errors, name), errors.DmixedError)
-)
 _LOGGER = "distributed.worker"
 #: distributed's records of what a worker closed while its tasks run cuts short, by
 #: logger, as the start and the end of the message: a heartbeat to the scheduler under
@@ -51,14 +47,41 @@ _CLOSING_RECORDS = {
 
 class QuietDmixedErrors(logging.Filter):
     """Drop distributed's "Compute Failed" record of a task that raised a
-    :class:`~dmixed.errors.DmixedError` (its exception's text starts with the class
-    name: ``DataError("partition 3 ...")``); keep every other record."""
+    :class:`~dmixed.errors.DmixedError`; keep every other record.
+
+    The record holds only the exception's text (``DataError("partition 3 ...")``), the
+    same for pandas' ``DataError`` or a caller's own class of that name; the exception
+    itself is a local of distributed's ``Worker.execute`` that logs it (``task_exc``),
+    found among the callers of this filter, and the record is dropped only where it
+    is one of dmixed's.  Where that frame is not found (another version of distributed
+    names it otherwise) the record is kept: logged as before."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not str(record.msg).startswith("Compute Failed"):
             return True
-        args = record.args if isinstance(record.args, tuple) else ()
-        return not any(isinstance(a, str) and a.startswith(_PREFIXES) for a in args)
+        return not isinstance(_logged_exception(), errors.DmixedError)
+
+
+#: frames between the filter and the code that logs: Filterer.filter, Logger.handle,
+#: Logger._log, Logger.error and their like, with room to spare
+_CALLER_DEPTH = 12
+
+
+def _logged_exception() -> BaseException | None:
+    """The exception of the task whose failure distributed's worker is logging: the
+    local ``task_exc`` of the nearest caller holding one, else None."""
+    frame = inspect.currentframe()
+    try:
+        for _ in range(_CALLER_DEPTH):
+            if frame is None:
+                return None
+            exc = frame.f_locals.get("task_exc")
+            if isinstance(exc, BaseException):
+                return exc
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
 
 
 def install_quiet_errors() -> None:

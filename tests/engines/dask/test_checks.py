@@ -397,3 +397,74 @@ def test_rows_checked_of_a_part_of_the_data_refuses_no_count():
     with pytest.raises(DataError, match="too few rows: 6 rows for 3 fixed effects and 3 "):
         rows_checked(3, 3, False, globs, reports, None, "map")
     assert rows_checked(3, 3, True, globs, reports, None, "map") == "map"
+
+
+def _numbers_as_text(n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "x": [f"{v:.3f}" for v in rng.normal(size=n)],
+            "z": rng.normal(size=n),
+            "g": np.arange(n) % 5,
+        }
+    )
+
+
+def test_too_few_rows_of_a_factor_read_as_text_are_refused_at_the_level_scan():
+    """A column of numbers as text (one level per row) left too few rows: the Dask fit
+    refused them only after the data pass's sums, giving only the counts, where the
+    in-process refusal names the column and why it has so many levels.  The level scan
+    counts the rows: the model is refused as it is built, in the same words."""
+    df = _numbers_as_text(60)
+    text = pytest.warns(dmixed.errors.NumericFactorWarning)  # (expected: numbers as text)
+    with text, pytest.raises(DataError) as in_process:
+        dmixed.mixedlm("y ~ x + z", df, groups="g")
+    cause = "; column 'x' is a factor of 60 levels because it was read as text (dtype "
+    assert cause + "str)" in _message(in_process)
+    ddf = dd.from_pandas(df, npartitions=2)
+    text = pytest.warns(dmixed.errors.NumericFactorWarning)
+    with dask.config.set(scheduler="sync"), text, pytest.raises(DataError) as on_dask:
+        dmixed.mixedlm("y ~ x + z", ddf, groups="g")  # no fit: refused at the scan
+    assert _message(on_dask) == _message(in_process).replace("(dtype str)", "(dtype string)")
+
+
+def test_too_few_rows_left_by_dropped_rows_name_the_factor_on_a_cluster(client):
+    """Rows dropped for missing values leave too few for the factor's levels: the
+    scan's count (before dropping) is enough, the refusal comes from the data pass's
+    counts on the cluster, and names the factor as the in-process refusal does."""
+    df = _numbers_as_text(64)
+    df.loc[df.index[:4], "y"] = np.nan  # 60 rows kept, x's 59 levels among them (two equal)
+    with pytest.warns(dmixed.errors.NumericFactorWarning):
+        model = dmixed.mixedlm(
+            "y ~ x + z", dd.from_pandas(df, npartitions=2), groups="g", missing="drop"
+        )
+    with pytest.raises(DataError) as on_dask:
+        model.fit(client=client)
+    assert _message(on_dask) == (
+        "too few rows: 60 rows for 60 fixed effects and 1 covariance parameter (plus the "
+        "residual variance); column 'x' is a factor of 59 levels because it was read as "
+        "text (dtype string): numbers written as text, from Dask's conversion of an object "
+        "column (Decimal, say) or from files that hold the column as text in one and as "
+        "numbers in another, give one level per distinct value; convert it to numbers"
+    )
+
+
+def test_too_few_rows_left_by_dropped_rows_are_worded_alike_in_process_and_on_dask(client):
+    """Rows dropped for missing values leave too few for the factor's levels: the Dask
+    refusal named the factor, the in-process one (the model's check of its rows) gave
+    only the counts.  Both now say the same."""
+    df = _numbers_as_text(64)
+    df.loc[df.index[:4], "y"] = np.nan
+    numbers = pytest.warns(dmixed.errors.NumericFactorWarning)
+    dropped = pytest.warns(dmixed.errors.DroppedRowsWarning)
+    with numbers, dropped, pytest.raises(DataError) as local:
+        dmixed.mixedlm("y ~ x + z", df, groups="g", missing="drop")
+    with pytest.warns(dmixed.errors.NumericFactorWarning):
+        model = dmixed.mixedlm(
+            "y ~ x + z", dd.from_pandas(df, npartitions=2), groups="g", missing="drop"
+        )
+    with pytest.raises(DataError) as on_dask:
+        model.fit(client=client)
+    assert "column 'x' is a factor of" in _message(local)
+    assert _message(on_dask) == _message(local).replace("(dtype str)", "(dtype string)")

@@ -43,6 +43,7 @@ def test_workers_log_no_traceback_of_dmixed_errors(client):
     log = logging.getLogger("distributed.worker")
     handler = _Records()
     log.addHandler(handler)
+    before = _remove_quiet_errors(log)  # the one this process's import of dmixed added
     client.register_plugin(QuietDmixedErrorsPlugin())
     try:
         for task, kind in ((_data_error, DataError), (_key_error, KeyError)):
@@ -53,8 +54,58 @@ def test_workers_log_no_traceback_of_dmixed_errors(client):
     finally:
         log.removeHandler(handler)
         client.unregister_worker_plugin(QuietDmixedErrorsPlugin.name)
-        for f in [f for f in log.filters if isinstance(f, QuietDmixedErrors)]:
-            log.removeFilter(f)
+        _remove_quiet_errors(log)
+        for f in before:
+            log.addFilter(f)
+
+
+def _pandas_data_error():
+    import pandas as pd
+
+    pd.DataFrame({"a": ["x", "y"]}).rolling(2).sum()  # pandas.errors.DataError
+
+
+class PathError(Exception):  # a caller's own class of the name of one of dmixed's
+    pass
+
+
+def _own_path_error():
+    raise PathError("my file is gone")
+
+
+def test_a_users_errors_of_the_names_of_dmixeds_are_still_logged(client):
+    """The filter, installed in every process that imports dmixed.engines.dask, once
+    dropped any failure whose exception's text started with the name of one of
+    dmixed's errors: a caller's task raising pandas' DataError or a class of their own
+    named PathError left no record on their own cluster.  Only dmixed's are dropped."""
+    import pandas as pd
+
+    from dmixed.engines.dask.worker_logs import install_quiet_errors
+
+    log = logging.getLogger("distributed.worker")
+    handler = _Records()
+    log.addHandler(handler)
+    install_quiet_errors()
+    try:
+        for task, kind in (
+            (_pandas_data_error, pd.errors.DataError),
+            (_own_path_error, PathError),
+            (_data_error, DataError),
+        ):
+            with pytest.raises(kind):
+                client.submit(task, pure=False).result()
+        failed = [r.getMessage() for r in handler.records if str(r.msg).startswith("Compute")]
+    finally:
+        log.removeHandler(handler)
+    assert len(failed) == 2, failed
+    assert "DataError(" in failed[0] and "PathError('my file is gone')" in failed[1], failed
+
+
+def _remove_quiet_errors(log: logging.Logger) -> list[logging.Filter]:
+    found = [f for f in log.filters if isinstance(f, QuietDmixedErrors)]
+    for f in found:
+        log.removeFilter(f)
+    return found
 
 
 def test_connect_quiets_the_workers_of_the_cluster_it_connects_to(client):
@@ -64,9 +115,6 @@ def test_connect_quiets_the_workers_of_the_cluster_it_connects_to(client):
     with connect(client.scheduler.address) as other:
         assert QuietDmixedErrorsPlugin.name in other.run_on_scheduler(plugins)
     client.unregister_worker_plugin(QuietDmixedErrorsPlugin.name)
-    log = logging.getLogger("distributed.worker")
-    for f in [f for f in log.filters if isinstance(f, QuietDmixedErrors)]:
-        log.removeFilter(f)
 
 
 class _Worker:  # what the filter reads of a worker: its status
@@ -147,3 +195,35 @@ def test_quiet_runs_drops_only_the_named_functions_run_records():
     assert quiet.filter(record(logging.INFO, "Run out-of-band function %r", "other"))
     assert quiet.filter(record(logging.WARNING, failed, "other", "(...)", "{}"))
     assert quiet.filter(record(logging.INFO, "Starting Worker plugin %s", "_run_stage"))
+
+
+def test_a_fit_on_a_users_own_cluster_logs_no_traceback_of_missing_values(tmp_path, capfd):
+    """A Dask fit with missing="raise" on a cluster the caller started (no
+    :func:`dmixed.cluster.connect`, so no plugin) refused the data cleanly on the driver,
+    and each worker logged distributed's "Compute Failed" block with a traceback into
+    ``partials.py`` as well (printed on the terminal: the worker processes write to this
+    process's stderr)."""
+    import dask.dataframe as dd
+    import numpy as np
+    import pandas as pd
+    from distributed import Client, LocalCluster
+
+    import dmixed
+    from dmixed.errors import BadValuesError
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"y": rng.normal(size=80), "x": rng.normal(size=80), "g": np.arange(80) % 8})
+    df.loc[::7, "x"] = np.nan
+    for i in range(2):
+        df.iloc[40 * i : 40 * (i + 1)].to_parquet(tmp_path / f"p{i}.parquet", index=False)
+    ddf = dd.read_parquet(sorted(str(p) for p in tmp_path.iterdir()))
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        with pytest.raises(BadValuesError, match="column 'x'"):
+            dmixed.mixedlm("y ~ x", ddf, groups="g").fit(client=client)
+    err = capfd.readouterr().err
+    assert "Compute Failed" not in err and "BadValuesError" not in err, err
