@@ -158,15 +158,29 @@ def fixed_factors(spec, dtypes) -> dict:
 
 
 def numbers_as_text(levels, dtype) -> bool:
-    """Whether a factor of dtype ``dtype`` is numbers read as text: the dtype is text
-    (object or string) and each of its ``levels`` (the level list, not the rows) reads as
-    a finite number; a factor of names (cities, say) is not."""
+    """Whether a factor is numbers read as text.
+
+    Parameters
+    ----------
+    levels : sequence
+        The factor's level list (not its rows).
+    dtype : dtype or str
+        The column's dtype as read.
+
+    Returns
+    -------
+    bool
+        True where the dtype is text (object or string) and every level is a ``str``
+        that reads as a finite number (``pd.to_numeric``); a factor of names (cities,
+        say), of booleans or of bytes is not.
+    """
     import numpy as np
     import pandas as pd
 
-    if not _is_text(dtype) or len(levels) == 0:
+    levels = list(levels)
+    if not _is_text(dtype) or not levels or not all(isinstance(v, str) for v in levels):
         return False
-    values = pd.to_numeric(pd.Series(list(levels), dtype=object), errors="coerce")
+    values = pd.to_numeric(pd.Series(levels, dtype=object), errors="coerce")
     return bool(np.isfinite(values.to_numpy(dtype=float)).all())
 
 

@@ -123,6 +123,8 @@ def test_numbers_as_text_reads_the_levels_not_the_dtype_alone():
     assert not messages.numbers_as_text(["1", "city_1"], "object")  # a name among them
     assert not messages.numbers_as_text(["1", "nan"], "str")
     assert not messages.numbers_as_text([], "str")
+    assert not messages.numbers_as_text([True, False], "object")  # booleans, not text
+    assert not messages.numbers_as_text([b"1", b"2"], "object")  # bytes, not text
 
 
 @pytest.mark.parametrize("dask", [False, True])

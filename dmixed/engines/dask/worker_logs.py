@@ -70,7 +70,11 @@ _CALLER_DEPTH = 12
 def _logged_exception() -> BaseException | None:
     """The exception of the task whose failure distributed's worker is logging: the
     local ``task_exc`` of the nearest caller holding one, else None."""
-    frame = inspect.currentframe()
+    # From the caller: this frame's own locals would hold the walk's frame, a cycle that
+    # keeps the failed task's frames (and its data) alive until the cyclic collector runs.
+    here = inspect.currentframe()
+    frame = here.f_back if here is not None else None
+    del here
     try:
         for _ in range(_CALLER_DEPTH):
             if frame is None:

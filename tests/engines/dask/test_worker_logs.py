@@ -227,3 +227,34 @@ def test_a_fit_on_a_users_own_cluster_logs_no_traceback_of_missing_values(tmp_pa
             dmixed.mixedlm("y ~ x", ddf, groups="g").fit(client=client)
     err = capfd.readouterr().err
     assert "Compute Failed" not in err and "BadValuesError" not in err, err
+
+
+@pytest.mark.parametrize("kind", ["dmixed", "other"])
+def test_the_filter_keeps_no_failed_tasks_frames_alive(kind):
+    """The filter's walk over its callers must not tie their frames into a cycle: a
+    failed task's data goes when the logging call returns, not at the next collection."""
+    import gc
+    import weakref
+
+    class Held:  # stands for the failed task's partition
+        pass
+
+    log = logging.getLogger("dmixed-test-filter-frames")
+    log.addFilter(QuietDmixedErrors())
+    log.propagate = False
+    log.addHandler(logging.NullHandler())
+
+    def execute():
+        data = Held()
+        task_exc = DataError("boom") if kind == "dmixed" else RuntimeError("boom")
+        log.error("Compute Failed\nException: %r", repr(task_exc))
+        return weakref.ref(data)
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        ref = execute()
+        assert ref() is None
+    finally:
+        if enabled:
+            gc.enable()
