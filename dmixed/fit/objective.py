@@ -343,21 +343,21 @@ def unresolved_within_limit(glob: GlobalStats) -> bool:
 PIVOT_RESOLUTION_LIMIT = 0.1
 
 
-def _factor_parts(step: StepSums, prof: Profile, glob: GlobalStats) -> tuple[float, float]:
-    """``(K, the factor's rounding of Q)`` of :func:`factor_resolution` (both 0 without
-    fixed effects)."""
+def _factor_parts(step: StepSums, prof: Profile, glob: GlobalStats) -> tuple[float, float, float]:
+    """``K`` and the two rounding shares of ``Q`` of :func:`factor_resolution`: the
+    factor's arithmetic ``κ |δ'Aδ|`` and the sums' through β̂ ``r'|A⁻¹|r`` (all 0
+    without fixed effects)."""
     p = prof.beta.shape[0]
     if not p:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     # the sizes of the form profile() used (Profile.within), about its pivot
     size = _term_sizes(step, prof, glob)[:p]
     delta = prof.beta if prof.beta0 is None else prof.beta - prof.beta0
     abs_inv = np.abs(prof.a_inv)
-    root = np.sqrt(np.abs(np.diagonal(prof.a)))
-    q_share = _EPS * float(root @ abs_inv @ root) * abs(float(delta @ prof.a @ delta))
+    kappa_share = _EPS * scaled_condition(prof) * abs(float(delta @ prof.a @ delta))
     r = _EPS * (size @ np.abs(prof.w))
-    q_share += float(r @ abs_inv @ r)
-    return _EPS * float((abs_inv * size[:, :p]).sum()), q_share
+    r_share = float(r @ abs_inv @ r)
+    return _EPS * float((abs_inv * size[:, :p]).sum()), kappa_share, r_share
 
 
 def pivot_resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
@@ -397,7 +397,8 @@ def factor_resolution(step: StepSums, prof: Profile, glob: GlobalStats, reml: bo
     """
     if not prof.q > 0:
         return np.inf
-    k, q_share = _factor_parts(step, prof, glob)
+    k, kappa_share, r_share = _factor_parts(step, prof, glob)
+    q_share = kappa_share + r_share
     if reml:
         q_share += k * prof.q / prof.fac
     return q_share / prof.q
@@ -427,12 +428,10 @@ def factor_error(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -
         return 0.0
     beta0 = np.zeros(p) if prof.beta0 is None else prof.beta0
     g = np.abs(prof.b - prof.a @ beta0)
-    abs_inv = np.abs(prof.a_inv)
-    size = _term_sizes(step, prof, glob)[:p]
-    r = _EPS * (size @ np.abs(prof.w))
-    share = _EPS * float(g @ abs_inv @ g) + float(r @ abs_inv @ r)
+    k, _, r_share = _factor_parts(step, prof, glob)
+    share = _EPS * float(g @ np.abs(prof.a_inv) @ g) + r_share
     if reml:
-        share += _factor_parts(step, prof, glob)[0] * prof.q / prof.fac
+        share += k * prof.q / prof.fac
     return share / prof.q
 
 
@@ -468,9 +467,10 @@ def resolution_verdict(step: StepSums, prof: Profile, glob: GlobalStats, reml: b
         return UNRESOLVED
     if statistics_resolution(prof, glob) > STATISTICS_RESOLUTION_LIMIT:
         return UNRESOLVED
-    k, q_share = _factor_parts(step, prof, glob)
+    k, kappa_share, r_share = _factor_parts(step, prof, glob)
     if k > PIVOT_RESOLUTION_LIMIT:
         return FACTOR_UNRESOLVED
+    q_share = kappa_share + r_share
     if reml:
         q_share += k * prof.q / prof.fac
     if res + q_share / prof.q > RESOLUTION_LIMIT:
