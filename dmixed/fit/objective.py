@@ -264,11 +264,12 @@ def resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
     """
     if not prof.q > 0:
         return np.inf
-    pivot = within_pivot(glob) if prof.beta0 is not None else None
-    if pivot is None or prof.beta0 is None:
+    if prof.beta0 is None:
         w = np.abs(prof.w)
         size = float(w @ _term_sizes(step, prof, glob) @ w)
     else:
+        pivot = within_pivot(glob)
+        assert pivot is not None  # Profile.beta0 is its β₀
         # Q(β₀) is the cached within part plus w₀'Bw₀; g'A⁻¹g adds terms in δ
         delta = np.abs(prof.beta - prof.beta0)
         u = np.abs(pivot.w0)
@@ -293,12 +294,13 @@ def statistics_resolution(prof: Profile, glob: GlobalStats) -> float:
         return 0.0
     if not prof.q > 0:
         return np.inf
-    pivot = within_pivot(glob) if prof.beta0 is not None else None
-    if pivot is None:
+    if prof.beta0 is None:
         assert glob.within is not None  # Profile.within is made of it
         w = np.abs(prof.w)
         return _rounding_floor(float(w @ np.abs(glob.within) @ w), w, glob) / prof.q
-    return _within_rounding(pivot, glob) / prof.q
+    pivot = within_pivot(glob)
+    assert pivot is not None  # Profile.beta0 is its β₀
+    return _rounding_floor(pivot.size, np.abs(pivot.w0), glob) / prof.q
 
 
 def _term_sizes(step: StepSums, prof: Profile, glob: GlobalStats) -> np.ndarray:
@@ -308,10 +310,6 @@ def _term_sizes(step: StepSums, prof: Profile, glob: GlobalStats) -> np.ndarray:
         assert glob.within is not None  # Profile.within is made of it
         return np.abs(glob.within) + np.abs(step.between)
     return np.abs(glob.xyxy) + np.abs(step.m)
-
-
-def _within_rounding(pivot: WithinPivot, glob: GlobalStats) -> float:
-    return _rounding_floor(pivot.size, np.abs(pivot.w0), glob)
 
 
 def _rounding_floor(size: float, w: np.ndarray, glob: GlobalStats) -> float:
@@ -331,7 +329,7 @@ def unresolved_within_limit(glob: GlobalStats) -> bool:
     pivot = within_pivot(glob)
     if pivot is None:
         return False
-    rounding = _within_rounding(pivot, glob)
+    rounding = _rounding_floor(pivot.size, np.abs(pivot.w0), glob)
     return not pivot.q > 0 or rounding / pivot.q > STATISTICS_RESOLUTION_LIMIT
 
 
