@@ -236,14 +236,18 @@ def _numbered(spec: ModelSpec, s: pd.Series, c: str) -> tuple[np.ndarray, np.nda
     position of each among the column's levels, compared exactly in its native dtype
     (integers past 2**53 differ where their float64 values do not):
     :data:`MISSING_CODE` where missing, :data:`UNKNOWN_CODE` where not a level."""
+    levels, native = spec.level_array(c), spec.native[c]
     if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
         miss = np.zeros(len(s), dtype=bool)  # integers: none missing, all finite
     else:
-        check_no_text_levels(s, c, spec.level_array(c))
-        vals = to_float(s, c)
+        try:
+            vals = to_float(s, c)
+        except BadValuesError:
+            # text refused in the factor's words (the column scanned for it only here)
+            check_no_text_levels(s, c, levels)
+            raise
         miss = missing_mask(vals, NUMERIC_LEVELS)
         check_finite(vals, c)
-    levels, native = spec.level_array(c), spec.native[c]
     if not miss.any():
         return miss, native_level_positions(levels, s, native)
     codes = np.full(len(s), MISSING_CODE, dtype=np.int64)

@@ -353,10 +353,9 @@ def _centred_if_lossy(
         or layout.r < 2
     ):
         return glob
-    masks = list(block.lossy_masks(nobs))
-    if not any(mask.any() for mask in masks):
+    lossy = block.lossy_mask(nobs)
+    if lossy is None:
         return glob  # the common case: one check of every chunk, nothing more
-    lossy = np.concatenate(masks)
     sums = kernels.centred_statistics(
         codes, lossy.size, rows.endog, rows.exog, rows.exog_re, lossy, rows.weights, std
     )

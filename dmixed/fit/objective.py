@@ -264,11 +264,12 @@ def resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
     """
     if not prof.q > 0:
         return np.inf
-    pivot = within_pivot(glob) if prof.beta0 is not None else None
-    if pivot is None or prof.beta0 is None:
+    if prof.beta0 is None:
         w = np.abs(prof.w)
         size = float(w @ _term_sizes(step, prof, glob) @ w)
     else:
+        pivot = within_pivot(glob)
+        assert pivot is not None  # Profile.beta0 is its β₀
         # Q(β₀) is the cached within part plus w₀'Bw₀; g'A⁻¹g adds terms in δ
         delta = np.abs(prof.beta - prof.beta0)
         u = np.abs(pivot.w0)
@@ -293,12 +294,13 @@ def statistics_resolution(prof: Profile, glob: GlobalStats) -> float:
         return 0.0
     if not prof.q > 0:
         return np.inf
-    pivot = within_pivot(glob) if prof.beta0 is not None else None
-    if pivot is None:
+    if prof.beta0 is None:
         assert glob.within is not None  # Profile.within is made of it
         w = np.abs(prof.w)
         return _rounding_floor(float(w @ np.abs(glob.within) @ w), w, glob) / prof.q
-    return _within_rounding(pivot, glob) / prof.q
+    pivot = within_pivot(glob)
+    assert pivot is not None  # Profile.beta0 is its β₀
+    return _rounding_floor(pivot.size, np.abs(pivot.w0), glob) / prof.q
 
 
 def _term_sizes(step: StepSums, prof: Profile, glob: GlobalStats) -> np.ndarray:
@@ -308,10 +310,6 @@ def _term_sizes(step: StepSums, prof: Profile, glob: GlobalStats) -> np.ndarray:
         assert glob.within is not None  # Profile.within is made of it
         return np.abs(glob.within) + np.abs(step.between)
     return np.abs(glob.xyxy) + np.abs(step.m)
-
-
-def _within_rounding(pivot: WithinPivot, glob: GlobalStats) -> float:
-    return _rounding_floor(pivot.size, np.abs(pivot.w0), glob)
 
 
 def _rounding_floor(size: float, w: np.ndarray, glob: GlobalStats) -> float:
@@ -331,7 +329,7 @@ def unresolved_within_limit(glob: GlobalStats) -> bool:
     pivot = within_pivot(glob)
     if pivot is None:
         return False
-    rounding = _within_rounding(pivot, glob)
+    rounding = _rounding_floor(pivot.size, np.abs(pivot.w0), glob)
     return not pivot.q > 0 or rounding / pivot.q > STATISTICS_RESOLUTION_LIMIT
 
 
@@ -343,21 +341,21 @@ def unresolved_within_limit(glob: GlobalStats) -> bool:
 PIVOT_RESOLUTION_LIMIT = 0.1
 
 
-def _factor_parts(step: StepSums, prof: Profile, glob: GlobalStats) -> tuple[float, float]:
-    """``(K, the factor's rounding of Q)`` of :func:`factor_resolution` (both 0 without
-    fixed effects)."""
+def _factor_parts(step: StepSums, prof: Profile, glob: GlobalStats) -> tuple[float, float, float]:
+    """``K`` and the two rounding shares of ``Q`` of :func:`factor_resolution`: the
+    factor's arithmetic ``κ |δ'Aδ|`` and the sums' through β̂ ``r'|A⁻¹|r`` (all 0
+    without fixed effects)."""
     p = prof.beta.shape[0]
     if not p:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     # the sizes of the form profile() used (Profile.within), about its pivot
     size = _term_sizes(step, prof, glob)[:p]
     delta = prof.beta if prof.beta0 is None else prof.beta - prof.beta0
     abs_inv = np.abs(prof.a_inv)
-    root = np.sqrt(np.abs(np.diagonal(prof.a)))
-    q_share = _EPS * float(root @ abs_inv @ root) * abs(float(delta @ prof.a @ delta))
+    kappa_share = _EPS * scaled_condition(prof) * abs(float(delta @ prof.a @ delta))
     r = _EPS * (size @ np.abs(prof.w))
-    q_share += float(r @ abs_inv @ r)
-    return _EPS * float((abs_inv * size[:, :p]).sum()), q_share
+    r_share = float(r @ abs_inv @ r)
+    return _EPS * float((abs_inv * size[:, :p]).sum()), kappa_share, r_share
 
 
 def pivot_resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
@@ -397,7 +395,8 @@ def factor_resolution(step: StepSums, prof: Profile, glob: GlobalStats, reml: bo
     """
     if not prof.q > 0:
         return np.inf
-    k, q_share = _factor_parts(step, prof, glob)
+    k, kappa_share, r_share = _factor_parts(step, prof, glob)
+    q_share = kappa_share + r_share
     if reml:
         q_share += k * prof.q / prof.fac
     return q_share / prof.q
@@ -427,12 +426,10 @@ def factor_error(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -
         return 0.0
     beta0 = np.zeros(p) if prof.beta0 is None else prof.beta0
     g = np.abs(prof.b - prof.a @ beta0)
-    abs_inv = np.abs(prof.a_inv)
-    size = _term_sizes(step, prof, glob)[:p]
-    r = _EPS * (size @ np.abs(prof.w))
-    share = _EPS * float(g @ abs_inv @ g) + float(r @ abs_inv @ r)
+    k, _, r_share = _factor_parts(step, prof, glob)
+    share = _EPS * float(g @ np.abs(prof.a_inv) @ g) + r_share
     if reml:
-        share += _factor_parts(step, prof, glob)[0] * prof.q / prof.fac
+        share += k * prof.q / prof.fac
     return share / prof.q
 
 
@@ -468,9 +465,10 @@ def resolution_verdict(step: StepSums, prof: Profile, glob: GlobalStats, reml: b
         return UNRESOLVED
     if statistics_resolution(prof, glob) > STATISTICS_RESOLUTION_LIMIT:
         return UNRESOLVED
-    k, q_share = _factor_parts(step, prof, glob)
+    k, kappa_share, r_share = _factor_parts(step, prof, glob)
     if k > PIVOT_RESOLUTION_LIMIT:
         return FACTOR_UNRESOLVED
+    q_share = kappa_share + r_share
     if reml:
         q_share += k * prof.q / prof.fac
     if res + q_share / prof.q > RESOLUTION_LIMIT:

@@ -945,6 +945,56 @@ pairwise(const double *x, Py_ssize_t n)
     return pairwise(x, half) + pairwise(x + half, n - half);
 }
 
+/* A C-contiguous buffer of any length, float64 (int64 where int64 is set), writable where
+   asked; or a TypeError naming it, the buffer let go. */
+static int
+take_any(PyObject *obj, Py_buffer *view, int writable, int int64, const char *name)
+{
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) != 0) {
+        return -1;
+    }
+    const char *fmt = view->format;
+    if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) {
+        fmt++;
+    }
+    int ok = view->itemsize == 8 && fmt != NULL &&
+             (int64 ? (strcmp(fmt, "q") == 0 || strcmp(fmt, "l") == 0) : strcmp(fmt, "d") == 0);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s: a%s buffer is needed", name,
+                     int64 ? "n int64" : " float64");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* Into sums[r] the pairwise sum (pairwise()) of row r of index (n_rows x width) of
+   positions into va (n_va), then c (n_c), then a (pp), then one zero, gathered in row
+   (width numbers); 1 where a position is outside [0, n_va + n_c + pp + zero), else 0. */
+static int
+gather_sums(const int64_t *index, Py_ssize_t n_rows, Py_ssize_t width, const double *va,
+            Py_ssize_t n_va, const double *c, Py_ssize_t n_c, const double *a, Py_ssize_t pp,
+            int zero, double *row, double *sums)
+{
+    Py_ssize_t total = n_va + n_c + pp + zero;
+    for (Py_ssize_t r = 0; r < n_rows; r++) {
+        const int64_t *at = index + r * width;
+        for (Py_ssize_t w = 0; w < width; w++) {
+            int64_t pos = at[w];
+            if (pos < 0 || pos >= total) {
+                return 1;
+            }
+            row[w] = pos < n_va                ? va[pos]
+                     : pos < n_va + n_c        ? c[pos - n_va]
+                     : pos < n_va + n_c + pp   ? a[pos - n_va - n_c]
+                                               : 0.0;
+        }
+        sums[r] = pairwise(row, width);
+    }
+    return 0;
+}
+
 /* The float64 numbers of an array of ndim (1 or 2) dimensions of the given shape and any
    strides, copied in C order into out; or an exception naming it. */
 static int
@@ -1162,39 +1212,18 @@ profiled_hessian(PyObject *self, PyObject *args)
         take_copy(o[5], 1, p, 0, beta, "beta") != 0) {
         goto done;
     }
-    for (int i = 0; i < 2; i++, taken++) {
-        if (PyObject_GetBuffer(o[i], &v[i], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
-            goto done;
-        }
-        const char *fmt = v[i].format;
-        if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) {
-            fmt++;
-        }
-        if (v[i].itemsize != 8 || fmt == NULL || fmt[0] != 'd' || fmt[1] != '\0') {
-            PyErr_Format(PyExc_TypeError, "%s: a float64 buffer is needed",
-                         i == 0 ? "va" : "c");
-            taken++;
-            goto done;
-        }
-    }
-    if (PyObject_GetBuffer(o[6], &v[2], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
-        goto done;
-    }
-    taken++;
     {
-        const char *fmt = v[2].format;
-        if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) {
-            fmt++;
+        const char *names[3] = {"va", "c", "index"};
+        for (int i = 0; i < 3; i++, taken++) {
+            if (take_any(o[i == 2 ? 6 : i], &v[i], 0, i == 2, names[i]) != 0) {
+                goto done;
+            }
         }
-        if (v[2].itemsize != 8 || fmt == NULL || (strcmp(fmt, "q") != 0 && strcmp(fmt, "l") != 0)) {
-            PyErr_SetString(PyExc_TypeError, "index: an int64 buffer is needed");
-            goto done;
-        }
-        if (v[2].len != n_rows * width * 8) {
-            PyErr_Format(PyExc_ValueError, "index: %zd x %zd positions needed, got %zd",
-                         n_rows, width, v[2].len / 8);
-            goto done;
-        }
+    }
+    if (v[2].len != n_rows * width * 8) {
+        PyErr_Format(PyExc_ValueError, "index: %zd x %zd positions needed, got %zd", n_rows,
+                     width, v[2].len / 8);
+        goto done;
     }
     {
         const char *names[3] = {"hess", "prof", "tr_ss"};
@@ -1220,24 +1249,10 @@ profiled_hessian(PyObject *self, PyObject *args)
             }
             row = own;
         }
-        int bad = 0, finite = 0;
+        int finite = 0;
         /* a long loop (the widest p) without the GIL */
         PyThreadState *state = p > 8 ? PyEval_SaveThread() : NULL;
-        for (Py_ssize_t r = 0; r < n_rows && !bad; r++) {
-            const int64_t *at = index + r * width;
-            for (Py_ssize_t w = 0; w < width; w++) {
-                int64_t pos = at[w];
-                if (pos < 0 || pos >= total) {
-                    bad = 1;
-                    break;
-                }
-                row[w] = pos < n_va                ? va[pos]
-                         : pos < n_va + n_c        ? c[pos - n_va]
-                         : pos < n_va + n_c + pp   ? a[pos - n_va - n_c]
-                                                   : 0.0;
-            }
-            sums[r] = pairwise(row, width);
-        }
+        int bad = gather_sums(index, n_rows, width, va, n_va, c, n_c, a, pp, 1, row, sums);
         if (!bad) {
             finite = hessian_arith(sums, a, b, a_inv, beta, p, m, q0, fac, reml, v[3].buf,
                                    v[4].buf, v[5].buf, work);
@@ -1928,21 +1943,7 @@ gathered_sums(PyObject *self, PyObject *args)
     PyObject *result = NULL;
     const char *names[3] = {"flat", "index", "sums"};
     for (int i = 0; i < 3; i++, taken++) {
-        int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (i == 2 ? PyBUF_WRITABLE : 0);
-        if (PyObject_GetBuffer(o[i], &v[i], flags) != 0) {
-            goto done;
-        }
-        const char *fmt = v[i].format;
-        if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) {
-            fmt++;
-        }
-        int ok = v[i].itemsize == 8 && fmt != NULL &&
-                 (i == 1 ? (strcmp(fmt, "q") == 0 || strcmp(fmt, "l") == 0)
-                         : strcmp(fmt, "d") == 0);
-        if (!ok) {
-            PyErr_Format(PyExc_TypeError, "%s: a%s buffer is needed", names[i],
-                         i == 1 ? "n int64" : " float64");
-            taken++;
+        if (take_any(o[i], &v[i], i == 2, i == 1, names[i]) != 0) {
             goto done;
         }
     }
@@ -1961,20 +1962,9 @@ gathered_sums(PyObject *self, PyObject *args)
         const double *flat = v[0].buf;
         const int64_t *index = v[1].buf;
         double *sums = v[2].buf;
-        int bad = 0;
+        int bad;
         Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t r = 0; r < n_rows && !bad; r++) {
-            const int64_t *at = index + r * width;
-            for (Py_ssize_t w = 0; w < width; w++) {
-                int64_t pos = at[w];
-                if (pos < 0 || pos >= total) {
-                    bad = 1;
-                    break;
-                }
-                row[w] = flat[pos];
-            }
-            sums[r] = pairwise(row, width);
-        }
+        bad = gather_sums(index, n_rows, width, flat, total, NULL, 0, NULL, 0, 0, row, sums);
         Py_END_ALLOW_THREADS
         PyMem_Free(row);
         if (bad) {

@@ -411,6 +411,15 @@ class StatsBlock:
             for (zzc, _), at in zip(self._chunks, self.spans.slices(), strict=True)
         )
 
+    def lossy_mask(self, nobs: np.ndarray) -> np.ndarray | None:
+        """The block's lossy groups (:meth:`lossy_masks` joined; ``nobs`` (G,): the
+        groups' rows, in the block's order): bool (G,), or None where there are none
+        (each chunk checked, nothing joined)."""
+        masks = list(self.lossy_masks(nobs))
+        if not any(mask.any() for mask in masks):
+            return None
+        return np.concatenate(masks)
+
     def inexact_groups(self, nobs: np.ndarray, rank_one: bool = False) -> int:
         """The groups of the block (``nobs`` (G,): their rows, in its order) that are
         lossy (:func:`~dmixed.kernels.conditionals.lossy_groups`) and take neither the

@@ -641,6 +641,8 @@ def test_blocks_of_any_chunks_map_every_kind_of_group_as_one_chunk(cuts, seed):
     masks = list(block.lossy_masks(nobs))
     assert [m.size for m in masks] == np.diff(block.spans.edges).tolist()
     assert np.array_equal(np.flatnonzero(np.concatenate(masks)), sel)
+    mask = block.lossy_mask(nobs)
+    assert mask is not None and mask.dtype == bool and np.array_equal(np.flatnonzero(mask), sel)
     assert block.inexact_groups(nobs) == kernels.StatsBlock.from_chunks(
         list(shifted.chunks())
     ).inexact_groups(nobs)
@@ -674,11 +676,32 @@ def test_blocks_of_any_chunks_map_every_kind_of_group_as_one_chunk(cuts, seed):
     assert np.asarray(sums.c).tobytes() == np.asarray(centred.centred_sums()[1].c).tobytes()
 
 
+def test_lossy_mask_is_the_chunks_masks_joined_or_none():
+    """:meth:`StatsBlock.lossy_mask`: the lossy groups of every chunk, in the block's
+    order (a random slope constant within its group next to the intercept), or None
+    where no group is lossy."""
+    rng = np.random.default_rng(5)
+    zmat = rng.normal(size=(12, 6, 2))
+    zmat[:, :, 0] = 1.0
+    zmat[[3, 10], :, 1] = 7.0
+    zz = np.ascontiguousarray(np.einsum("gia,gib->abg", zmat, zmat))
+    zxy = np.ascontiguousarray(rng.normal(size=(2, 4, 12)))
+    nobs = np.full(12, 6)
+    chunks = [(zz[..., :5].copy(), zxy[..., :5].copy()), (zz[..., 5:].copy(), zxy[..., 5:].copy())]
+    block = kernels.StatsBlock.from_chunks(chunks)
+    mask = block.lossy_mask(nobs)
+    assert mask is not None and mask.dtype == bool
+    assert np.array_equal(np.flatnonzero(mask), [3, 10])
+    assert np.array_equal(mask, np.concatenate(list(block.lossy_masks(nobs))))
+    assert block.lossy_mask(np.ones(12)) is None  # one-row groups are never lossy
+
+
 def test_chunk_spans_of_a_block_of_no_groups():
     """A block of no groups has one chunk of none: nothing to split or join."""
     block = kernels.StatsBlock(np.zeros((0, 2, 2)), np.zeros((0, 2, 3)))
     assert block.spans.n_groups == 0 and block.spans.slices() == [slice(0, 0)]
     assert block.centred_positions().size == 0 and next(block.lossy_masks(np.zeros(0))).size == 0
+    assert block.lossy_mask(np.zeros(0)) is None
 
 
 def test_spans_kept_by_a_block_leave_its_pickle_as_it_was():

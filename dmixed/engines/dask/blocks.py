@@ -183,10 +183,8 @@ def shifted_lossy(
 def _lossy(stats: StatsBlock, nobs: np.ndarray) -> np.ndarray | None:
     """The positions of the lossy groups of ``stats`` (:func:`~dmixed.kernels.lossy_groups`,
     ``nobs`` their rows), or None where there are none."""
-    masks = list(stats.lossy_masks(nobs))
-    if not any(m.any() for m in masks):
-        return None
-    return np.flatnonzero(np.concatenate(masks))
+    mask = stats.lossy_mask(nobs)
+    return None if mask is None else np.flatnonzero(mask)
 
 
 def lossy_shifts(stats: StatsBlock, nobs: np.ndarray, side, packed: PackedLayout) -> tuple | None:
