@@ -34,9 +34,10 @@
 #include <stdint.h>
 #include <string.h>
 
-/* A float64 C-contiguous buffer of exactly n numbers, or an exception naming it. */
+/* A C-contiguous buffer of any length, float64 (int64 where int64 is set), writable where
+   asked; or a TypeError naming it, the buffer let go. */
 static int
-take(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t n, const char *name)
+take_any(PyObject *obj, Py_buffer *view, int writable, int int64, const char *name)
 {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) != 0) {
@@ -46,10 +47,22 @@ take(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t n, const char *nam
     if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) {
         fmt++;
     }
-    if (view->itemsize != 8 || fmt == NULL || fmt[0] != 'd' || fmt[1] != '\0') {
-        PyErr_Format(PyExc_TypeError, "%s: a float64 buffer is needed, got format %s", name,
-                     view->format == NULL ? "B" : view->format);
+    int ok = view->itemsize == 8 && fmt != NULL &&
+             (int64 ? (strcmp(fmt, "q") == 0 || strcmp(fmt, "l") == 0) : strcmp(fmt, "d") == 0);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s: a%s buffer is needed, got format %s", name,
+                     int64 ? "n int64" : " float64", view->format == NULL ? "B" : view->format);
         PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* A float64 C-contiguous buffer of exactly n numbers, or an exception naming it. */
+static int
+take(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t n, const char *name)
+{
+    if (take_any(obj, view, writable, 0, name) != 0) {
         return -1;
     }
     if (view->len != n * 8) {
@@ -943,30 +956,6 @@ pairwise(const double *x, Py_ssize_t n)
     Py_ssize_t half = n / 2;
     half -= half % 8;
     return pairwise(x, half) + pairwise(x + half, n - half);
-}
-
-/* A C-contiguous buffer of any length, float64 (int64 where int64 is set), writable where
-   asked; or a TypeError naming it, the buffer let go. */
-static int
-take_any(PyObject *obj, Py_buffer *view, int writable, int int64, const char *name)
-{
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) != 0) {
-        return -1;
-    }
-    const char *fmt = view->format;
-    if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) {
-        fmt++;
-    }
-    int ok = view->itemsize == 8 && fmt != NULL &&
-             (int64 ? (strcmp(fmt, "q") == 0 || strcmp(fmt, "l") == 0) : strcmp(fmt, "d") == 0);
-    if (!ok) {
-        PyErr_Format(PyExc_TypeError, "%s: a%s buffer is needed", name,
-                     int64 ? "n int64" : " float64");
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
 }
 
 /* Into sums[r] the pairwise sum (pairwise()) of row r of index (n_rows x width) of

@@ -387,9 +387,9 @@ def test_gathered_sums_refuse_bad_arguments():
     with pytest.raises(TypeError, match="int64"):
         ext.gathered_sums(flat, np.zeros((2, 2), dtype=np.int32), 2, sums)
     index = np.zeros((2, 2), dtype=np.int64)
-    with pytest.raises(TypeError, match="^flat: a float64 buffer is needed$"):
+    with pytest.raises(TypeError, match="^flat: a float64 buffer is needed, got format f$"):
         ext.gathered_sums(flat.astype(np.float32), index, 2, sums)
-    with pytest.raises(TypeError, match="^sums: a float64 buffer is needed$"):
+    with pytest.raises(TypeError, match="^sums: a float64 buffer is needed, got format [lq]$"):
         ext.gathered_sums(flat, index, 2, np.empty(2, dtype=np.int64))
     read_only = np.empty(2)
     read_only.flags.writeable = False
