@@ -1710,13 +1710,37 @@ run_values(const double *u00, const double *u01, const double *u11, const double
         ua[i] = 0.0;
         ub[i] = 0.0;
     }
+    /* C = M Z'[X y] / d_i column by column, u = C w: four groups a vector with the
+       columns inner, so that M, 1/d_i and u stay in registers across the k columns (a
+       loop per column over the groups read and wrote them once a column); each group's
+       operations and their order are the scalar loop's below (the same bits).  y's
+       column (x = p) is kept for u alone: into the tail of sp. */
+    double *hy0 = m11 + RUN2, *hy1 = m11 + 2 * RUN2;
+    Py_ssize_t whole = n / 4 * 4;
+    for (Py_ssize_t i = 0; i < whole; i += 4) {
+        vec v00 = load(m00 + i), v01 = load(m01 + i), v10 = load(m10 + i);
+        vec v11 = load(m11 + i), vinv = load(inv + i);
+        vec va = {0.0, 0.0, 0.0, 0.0}, vb = {0.0, 0.0, 0.0, 0.0};
+        for (Py_ssize_t x = 0; x < k; x++) {
+            vec a0 = load(f0 + x * g + i), a1 = load(f1 + x * g + i);
+            vec c0 = (v00 * a0 + v01 * a1 + a0) * vinv;
+            vec c1 = (v10 * a0 + v11 * a1 + a1) * vinv;
+            double *h0 = x < p ? rows + x * RUN2 : hy0;
+            double *h1 = x < p ? rows + (p + x) * RUN2 : hy1;
+            memcpy(h0 + i, &c0, sizeof c0);
+            memcpy(h1 + i, &c1, sizeof c1);
+            va = va + c0 * w[x];
+            vb = vb + c1 * w[x];
+        }
+        memcpy(ua + i, &va, sizeof va);
+        memcpy(ub + i, &vb, sizeof vb);
+    }
     for (Py_ssize_t x = 0; x < k; x++) {
         const double *a0 = f0 + x * g, *a1 = f1 + x * g;
-        /* y's column (x = p) is kept for u alone: into the tail of sp */
-        double *h0 = x < p ? rows + x * RUN2 : m11 + RUN2;
-        double *h1 = x < p ? rows + (p + x) * RUN2 : m11 + 2 * RUN2;
+        double *h0 = x < p ? rows + x * RUN2 : hy0;
+        double *h1 = x < p ? rows + (p + x) * RUN2 : hy1;
         double wx = w[x];
-        for (Py_ssize_t i = 0; i < n; i++) {
+        for (Py_ssize_t i = whole; i < n; i++) {
             double c0 = (m00[i] * a0[i] + m01[i] * a1[i] + a0[i]) * inv[i];
             double c1 = (m10[i] * a0[i] + m11[i] * a1[i] + a1[i]) * inv[i];
             h0[i] = c0;
