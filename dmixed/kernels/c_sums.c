@@ -1686,7 +1686,7 @@ WIDE static void
 run_values(const double *u00, const double *u01, const double *u11, const double *f0,
            const double *f1, Py_ssize_t k, Py_ssize_t g, Py_ssize_t n, const double *b,
            double det_b, const double *w, double *rows, double *sp, double *blup, double *cov,
-           Py_ssize_t cov_width)
+           Py_ssize_t cov_width, int more)
 {
     Py_ssize_t p = k - 1;
     double b00 = b[0], b01 = b[1], b10 = b[2], b11 = b[3];
@@ -1726,8 +1726,10 @@ run_values(const double *u00, const double *u01, const double *u11, const double
             /* the next run's columns asked for now: they arrive while this run's
                products are summed (thirteen streams a run, more than the hardware
                prefetcher follows ahead of time) */
-            __builtin_prefetch(f0 + x * g + i + RUN2);
-            __builtin_prefetch(f1 + x * g + i + RUN2);
+            if (more) {
+                __builtin_prefetch(f0 + x * g + i + RUN2);
+                __builtin_prefetch(f1 + x * g + i + RUN2);
+            }
             vec c0 = (v00 * a0 + v01 * a1 + a0) * vinv;
             vec c1 = (v10 * a0 + v11 * a1 + a1) * vinv;
             double *h0 = x < p ? rows + x * RUN2 : hy0;
@@ -1797,7 +1799,7 @@ moments_pass(const double *zz, const double *zxy, Py_ssize_t k, Py_ssize_t g, co
         Py_ssize_t n = lo + RUN2 < g ? RUN2 : g - lo;
         run_values(u00 + lo, u01 + lo, u11 + lo, f0 + lo, f1 + lo, k, g, n, b, det_b, w, rows,
                    sp, blup == NULL ? NULL : blup + 2 * lo,
-                   cov == NULL ? NULL : cov + cov_width * lo, cov_width);
+                   cov == NULL ? NULL : cov + cov_width * lo, cov_width, lo + 2 * RUN2 <= g);
         /* zeros past the run's last group, to a whole vector: they add nothing */
         Py_ssize_t n4 = (n + 3) / 4 * 4;
         for (Py_ssize_t row = 0; row < rk + 3; row++) {
