@@ -427,10 +427,21 @@ def _dense_integer_codes(
             return offsets.copy(), labels
         codes = offsets.astype(np.int64, copy=False)
         return codes, labels
-    position = np.cumsum(present, dtype=np.int64) - 1
-    offsets_present = np.flatnonzero(present).astype(base.dtype)
-    labels = (offsets_present + base).astype(keys.dtype)
-    return position[offsets], labels
+    # the running count in one int64 table, made in place: cumsum's own cast from bool
+    # and the ``- 1`` would each take another array of the range
+    position = np.empty(span + 1, dtype=np.int64)
+    position[...] = present
+    np.cumsum(position, out=position)
+    position -= 1
+    labels = np.flatnonzero(present).astype(base.dtype, copy=False)
+    labels += base  # offsets + base in place (exact: within the keys' range)
+    labels = labels.astype(keys.dtype, copy=False)
+    if offsets is keys and not owned:
+        return position[offsets], labels
+    # the offsets are ours (a copy, or the caller's given up): each row's code written
+    # over its own offset, read just before (``clip``: every offset is within the table,
+    # and unlike ``raise`` it takes no buffer of the output)
+    return np.take(position, offsets, out=offsets, mode="clip"), labels
 
 
 class KeyOrder(NamedTuple):
