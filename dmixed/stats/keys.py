@@ -397,6 +397,7 @@ def _dense_integer_codes(
     table); keys that fill their range are numbered by their offsets alone.  None when
     the range is too wide.  ``owned``: ``keys`` are the caller's to overwrite (int64
     keys become their offsets in place, and may be returned as the codes)."""
+    owned = owned and keys.flags.writeable  # read-only keys are never written over
     lo, hi = keys.min(), keys.max()
     span = int(hi) - int(lo)  # Python integers: no overflow for any int64/uint64 range
     if span > DENSE_RANGE_PER_ROW * keys.size + 1024:
@@ -466,7 +467,8 @@ def order_distinct(keys: np.ndarray, owned: bool = False) -> KeyOrder:
     owned : bool
         ``keys`` are the caller's to give up: their memory may be overwritten and
         returned as :attr:`KeyOrder.position` (int64 keys over a small range), saving
-        a copy of ``G`` int64.  The caller reads ``keys`` no more.
+        a copy of ``G`` int64.  The caller reads ``keys`` no more.  Read-only keys
+        are not overwritten (their codes take a new array).
     """
     dense = None
     if keys.dtype.kind in "iu" and keys.size:

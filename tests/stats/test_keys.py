@@ -369,3 +369,22 @@ def test_owned_keys_over_a_range_with_gaps_take_only_the_table_and_the_labels(ow
     assert not order.repeated
     np.testing.assert_array_equal(order.labels, np.sort(given_keys))
     np.testing.assert_array_equal(order.position, np.argsort(np.argsort(given_keys)))
+
+
+def test_owned_read_only_keys_are_ordered_not_overwritten():
+    keys = np.array([3, 0, 2, 5, 0], dtype=np.int64)
+    keys.flags.writeable = False
+    before = keys.copy()
+    got = order_distinct(keys, owned=True)
+    want = order_distinct(before.copy())
+    np.testing.assert_array_equal(got.position, want.position)
+    np.testing.assert_array_equal(keys, before)
+
+
+def test_owned_read_only_keys_off_zero_are_ordered_not_overwritten():
+    keys = np.array([13, 10, 12, 15, 10], dtype=np.int64)
+    keys.flags.writeable = False
+    got = order_distinct(keys, owned=True)
+    want = order_distinct(keys.copy())
+    np.testing.assert_array_equal(got.position, want.position)
+    np.testing.assert_array_equal(keys, [13, 10, 12, 15, 10])
