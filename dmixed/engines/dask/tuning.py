@@ -90,6 +90,32 @@ def tune_malloc() -> None:
     keep_table_buffers()
 
 
+def release_free_memory() -> bool:
+    """Give the OS back the free memory this process's allocators keep: glibc's free
+    heap (``malloc_trim``) and pyarrow's pool (``release_unused``); whether anything
+    was asked.  Only where :func:`tune_malloc` ran (a worker): a chain of the design
+    matrices' route leaves some hundreds of MB of its per-partition temporaries and
+    read buffers free but mapped, which a random slope's next pass (its own
+    temporaries taken from kept buffers) would not use, and which would sit beside
+    the next pass of that route as well (benchmarks/RESULTS.md, twomod-s55).  Called
+    once at a chain's end, not per partition: within a pass, the heap keeps its pages
+    (see the module)."""
+    if not _malloc_tuned:
+        return False
+    try:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    except ImportError:  # pragma: no cover - pyarrow is a dependency of the Dask route
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).malloc_trim(ctypes.c_size_t(0))
+        except (OSError, AttributeError):  # not glibc
+            pass
+    return True
+
+
 def tune_worker_malloc() -> None:
     """:func:`tune_malloc` when :data:`TUNE_WORKER_MALLOC` is on (the data pass's tasks
     call this first: they allocate large temporaries too)."""
