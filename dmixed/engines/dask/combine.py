@@ -445,9 +445,11 @@ class GroupAccumulator:
             )
         self._flush()
         if not self.written:
-            # the route of the design matrices: its temporaries come from the heap, not
-            # from the kept buffers, whose idle ones would sit beside them
+            # the route of the design matrices: its temporaries come from the heap and
+            # pyarrow's pool, not from the kept buffers, whose idle ones (and the free
+            # memory an earlier pass of the compiled tables left) would sit beside them
             release_idle_buffers()
+            release_free_memory()
         self.written = True
         self._add_side(keys, dm, ztilde, std, vc_widths)
         # variance components of one entry per row: summed without the padded products

@@ -98,8 +98,8 @@ def release_free_memory() -> bool:
     read buffers free but mapped, which a random slope's next pass (its own
     temporaries taken from kept buffers) would not use, and which would sit beside
     the next pass of that route as well (benchmarks/RESULTS.md, twomod-s55).  Called
-    once at a chain's end, not per partition: within a pass, the heap keeps its pages
-    (see the module)."""
+    at such a chain's first partition (what an earlier pass left) and at its end, not
+    per partition: within a pass, the heap keeps its pages (see the module)."""
     if not _malloc_tuned:
         return False
     try:
