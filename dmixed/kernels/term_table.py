@@ -127,7 +127,14 @@ def release_idle_buffers() -> int:
     matrices' route of the data pass, whose per-partition temporaries are not taken
     from them): kept idle, they would sit beside its own memory, the two adding up to
     the worker's peak (a random intercept's pass next to a random slope's kept
-    buffers: benchmarks/RESULTS.md, twomod-s55).  Thread-safe."""
+    buffers: benchmarks/RESULTS.md, twomod-s55).  Thread-safe.
+
+    Returns
+    -------
+    int
+        The bytes of the buffers dropped from the list (their memory goes when the
+        last reference goes: at once, since no array views them).
+    """
     with _kept_lock:
         alone = [("", np.empty(0))]
         baseline = [sys.getrefcount(b) for _, b in alone][0]

@@ -102,7 +102,14 @@ def release_free_memory() -> bool:
     temporaries taken from kept buffers) would not use, and which would sit beside
     the next pass of that route as well (benchmarks/RESULTS.md, twomod-s55).  Called
     at such a chain's first partition (what an earlier pass left) and at its end, not
-    per partition: within a pass, the heap keeps its pages (see the module)."""
+    per partition: within a pass, the heap keeps its pages (see the module).
+
+    Returns
+    -------
+    bool
+        True where the release was asked (the allocators may give back nothing), False
+        in a process whose settings :func:`tune_malloc` left alone.
+    """
     if not _malloc_raised:
         return False
     try:
