@@ -119,6 +119,31 @@ def kept_table_buffers() -> int:
         return len(_kept)
 
 
+def release_idle_buffers() -> int:
+    """Drop every buffer :func:`table_buffer` keeps that no array views (buffers still
+    in use, a held result's merged rows, stay listed); returns the bytes dropped.
+
+    What a pass that makes its sums outside these buffers calls first (the design
+    matrices' route of the data pass, whose per-partition temporaries are not taken
+    from them): kept idle, they would sit beside its own memory, the two adding up to
+    the worker's peak (a random intercept's pass next to a random slope's kept
+    buffers: benchmarks/RESULTS.md, twomod-s55).  Thread-safe.
+
+    Returns
+    -------
+    int
+        The bytes of the buffers dropped from the list (their memory goes when the
+        last reference goes: at once, since no array views them).
+    """
+    with _kept_lock:
+        alone = [("", np.empty(0))]
+        baseline = [sys.getrefcount(b) for _, b in alone][0]
+        free = [sys.getrefcount(b) == baseline for _, b in _kept]
+        dropped = sum(b.nbytes for (_, b), f in zip(_kept, free, strict=True) if f)
+        _kept[:] = [item for item, f in zip(_kept, free, strict=True) if not f]
+    return dropped
+
+
 def table_buffer(shape: tuple[int, int], zeroed: bool, use: str) -> np.ndarray:
     """A C-ordered float64 array of ``shape``, all zeros where ``zeroed`` (else its
     values unset), for a table of terms, its spill, the merged rows of

@@ -1271,3 +1271,22 @@ def test_the_routers_row_estimate_is_the_tables_row(keep_shifts, weighted, compi
     table.add(np.zeros((PackedLayout(2, 4).width, n_groups)), codes, y, exog, z, w, std)
     assert (table.shifted is not None) == keep_shifts
     assert table.row_bytes(y, exog, z, w, std) == 8 * table.table.shape[1]
+
+
+def test_release_idle_buffers_drops_those_no_array_views(kept_buffers):
+    """The buffers no array views are dropped (their bytes returned), those still in
+    use (a held result's merged rows) stay listed and keep their values; a later
+    request of their use is fresh memory, kept again."""
+    held = kept_buffers.table_buffer((200, 10), zeroed=False, use="merge")
+    held[:] = 3.0
+    for use in ("table", "spill", "held"):
+        kept_buffers.table_buffer((300, 10), zeroed=True, use=use)  # let go at once
+    assert kept_buffers.kept_table_buffers() == 4
+    dropped = kept_buffers.release_idle_buffers()
+    slack = CACHE_LINE - 8  # each buffer's room to start its array on a cache line
+    assert dropped == 3 * (8 * 300 * 10 + slack)
+    assert kept_buffers.kept_table_buffers() == 1 and (held == 3.0).all()
+    assert kept_buffers.release_idle_buffers() == 0  # the one in use stays
+    del held
+    assert kept_buffers.release_idle_buffers() == 8 * 200 * 10 + slack
+    assert kept_buffers.kept_table_buffers() == 0
