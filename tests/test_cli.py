@@ -542,6 +542,40 @@ def test_update_of_csv_keys_written_as_floats_after_float_group_keys(data, sched
     assert_same_fit(dmixed.load(tmp_path / "o4"), in_process_fit(data.full), rtol=1e-6)
 
 
+def test_update_of_csv_keys_written_as_floats_after_integer_group_keys(data, scheduler, tmp_path):
+    """Integer keys saved, new keys written ``28.0`` (pandas' CSV of a column that once
+    held a missing value) were refused as "text" while the same keys as float64 Parquet
+    were taken: CSV now reads them as float64, as the README says integer and float keys
+    meet, and the update equals the update from Parquet and the fit of all the rows.  A
+    key that is neither is refused naming it, not the first ``28.0`` before it."""
+    early = data.full["g"] < 40
+    first, rest = data.full[early], data.full[~early]
+    first.to_parquet(tmp_path / "first.parquet", index=False)
+    rest.assign(g=rest["g"].astype(float)).to_csv(tmp_path / "dot0.csv", index=False)
+    rest.assign(g=rest["g"].astype(float)).to_parquet(tmp_path / "f.parquet", index=False)
+    assert ".0," in (tmp_path / "dot0.csv").read_text()
+    common = ("--cluster", scheduler.file, "--quiet")
+    fit = ("fit", "--data", "first.parquet", *MODEL, *common, "--output")
+    for stats in ("S", "P", "T"):
+        ok(run_in_process(*fit, f"o{stats}", "--stats-dir", stats, cwd=tmp_path))
+    upd = ("update", *common, "--data")
+    ok(run_in_process(*upd, "dot0.csv", "--stats-dir", "S", "--output", "u1", cwd=tmp_path))
+    ok(run_in_process(*upd, "f.parquet", "--stats-dir", "P", "--output", "u2", cwd=tmp_path))
+    from_csv, from_parquet = dmixed.load(tmp_path / "u1"), dmixed.load(tmp_path / "u2")
+    assert_same_fit(from_csv, from_parquet, rtol=1e-10)
+    assert_same_optimum(from_csv, in_process_fit(data.full))
+
+    text = rest.assign(g=rest["g"].astype(float).astype(object))
+    text.iloc[5, text.columns.get_loc("g")] = "g60"
+    text.to_csv(tmp_path / "text.csv", index=False)
+    before = (tmp_path / "T/manifest.json").read_bytes()
+    proc = run_in_process(*upd, "text.csv", "--stats-dir", "T", "--output", "u3", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "the labels of column 'g' in the saved statistics are integers" in proc.stderr
+    assert "text.csv line 7 holds 'g60'" in proc.stderr
+    assert (tmp_path / "T/manifest.json").read_bytes() == before
+
+
 def test_a_header_only_csv_first_does_not_decide_the_other_files_types(data, tmp_path):
     """A header-only CSV file given first beside a file with rows made every column
     text (Dask takes the types from the first file): the other file's numbers were
