@@ -1800,6 +1800,39 @@ def test_update_with_text_group_keys_where_the_saved_are_numbers_is_refused(incr
     assert (d / "S/manifest.json").read_bytes() == before and not (d / "U3").exists()
 
 
+def test_update_with_a_text_factor_of_saved_number_levels_says_what_the_model_reads(
+    scheduler, tmp_path
+):
+    """A variance component ``C(cls)`` of an integer column, new rows holding ``cls``
+    as text: refused as before, but the message said the model "reads numbers" from
+    ``cls``; it reads factor labels that are numbers, and says so, naming the file and
+    the column and what it found."""
+    rng = np.random.default_rng(3)
+    n = 300
+    df = pd.DataFrame(
+        {"g": rng.integers(0, 30, n), "x": rng.normal(size=n), "cls": rng.integers(0, 3, n)}
+    )
+    df["y"] = df.x + rng.normal(size=30)[df.g] + rng.normal(size=(30, 3))[df.g, df.cls]
+    df["y"] += rng.normal(size=n)
+    df.iloc[:200].to_parquet(tmp_path / "A.parquet", index=False)
+    df.iloc[200:].astype({"cls": str}).to_parquet(tmp_path / "B.parquet", index=False)
+    common = ["--cluster", scheduler.file, "--quiet"]
+    model = ["--formula", "y ~ x", "--groups", "g", "--vc", "cls=0 + C(cls)"]
+    ok(run_in_process("fit", "--data", "A.parquet", *model, *common, "--stats-dir", "S",
+                      "--output", "FA", cwd=tmp_path))  # fmt: skip
+    before = (tmp_path / "S/manifest.json").read_bytes()
+    proc = run_in_process("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U",
+                          *common, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "B.parquet" in proc.stderr and "reads numbers" not in proc.stderr
+    assert (
+        "column 'cls' holds text (string) where the model reads factor labels that are "
+        "numbers (the column is a factor, inside C(), whose levels are numbers"
+    ) in proc.stderr
+    assert (tmp_path / "S/manifest.json").read_bytes() == before and not (tmp_path / "U").exists()
+
+
 def test_update_missing_drop_is_the_fit_of_all_rows_with_missing_drop(data, scheduler, tmp_path):
     """New rows with a missing value: update said "pass --missing drop", which it did not
     take; now it does, and the saved statistics are then those of ``--missing drop``."""
