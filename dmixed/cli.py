@@ -88,7 +88,7 @@ from .job import (
     same_model,
     saved_model,
 )
-from .stats.last_fit import last_fit, remember_fit
+from .stats.last_fit import LAST_FIT_FILE, last_fit, remember_fit
 
 __all__ = [
     "EXIT_STATUSES",
@@ -618,14 +618,7 @@ def run_update(job: Job) -> int:
     model = MixedLM.from_statistics(statistics_from_arrays(merged), spec)
     if start is not None and len(start) != merged.layout.n_params:
         start = None
-    res = model.fit(
-        reml=method == "reml",
-        start_params=start,
-        cov_fe=job.cov_fe,
-        check_nobs=job.check_nobs,
-        maxiter=job.maxiter,
-        progress=not job.quiet,
-    )
+    res = _fit_from_last(job, model, method, start)
     _save_outputs(job, res)
     inputs = sorted(manifest.get("inputs", []) + new_inputs, key=lambda i: i["path"])
     checkpoint.save_statistics(
@@ -642,6 +635,41 @@ def run_update(job: Job) -> int:
     )
     remember_fit(job.stats_dir, res.packed_params.tolist(), res.method, res.llf)
     return EXIT_OK
+
+
+def _fit_from_last(job: Job, model, method: str, start: list | None):
+    """``update``'s fit, from the last fit's estimates (``last_fit.json``) where they
+    are recorded.  A recorded start at which the log-likelihood cannot be evaluated (a
+    file edited, or one left by other statistics) is only a hint that failed: the
+    statistics are intact and the optimum does not depend on the start, so the fit
+    starts from moment estimates, as with no record, and a warning names the file,
+    rather than a scheduled job stopping over a start it never gave."""
+    from .errors import StartError
+
+    def fit(start_params):
+        return model.fit(
+            reml=method == "reml",
+            start_params=start_params,
+            cov_fe=job.cov_fe,
+            check_nobs=job.check_nobs,
+            maxiter=job.maxiter,
+            progress=not job.quiet,
+        )
+
+    if start is None:
+        return fit(None)
+    try:
+        return fit(start)
+    except StartError:
+        # (the error's advice, "check start_params", names an argument the user never gave)
+        logger.warning(
+            "warning: %s: the log-likelihood cannot be evaluated at the last fit's "
+            "estimates recorded there, %s, so this fit starts from moment estimates "
+            "instead (the file is then rewritten with this fit's estimates)",
+            os.path.join(str(job.stats_dir), LAST_FIT_FILE),
+            [float(f"{v:.6g}") for v in start],
+        )
+        return fit(None)
 
 
 def _update_without_rows(job: Job, files: list[str], saved_spec, spec: dict) -> None:

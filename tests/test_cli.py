@@ -1800,6 +1800,35 @@ def test_update_with_text_group_keys_where_the_saved_are_numbers_is_refused(incr
     assert (d / "S/manifest.json").read_bytes() == before and not (d / "U3").exists()
 
 
+def test_update_from_an_unusable_last_fit_starts_from_moments_naming_the_file(
+    data, scheduler, tmp_path
+):
+    """``last_fit.json`` edited to finite but absurd estimates: exit 2 "the fit cannot
+    start ... check start_params", the file not named.  It is a warm start only (the
+    statistics are intact, the optimum does not depend on it): the fit now starts from
+    moment estimates, one warning names the file, and the result is the fit of all the
+    rows; the file is rewritten with the new estimates."""
+    for f in (data.A, data.B):
+        shutil.copy2(f, tmp_path / f.name)
+    common = ["--cluster", scheduler.file, "--quiet"]
+    ok(run_in_process("fit", "--data", "A.parquet", *MODEL, *VC, *common, "--stats-dir", "S",
+                      "--output", "FA", cwd=tmp_path))  # fmt: skip
+    record = tmp_path / "S" / "last_fit.json"
+    n_params = len(json.loads(record.read_text())["packed_params"])
+    absurd = [1e8] + [-50.0] * (n_params - 1)
+    record.write_text(json.dumps({"packed_params": absurd, "method": "REML", "llf": 0}))
+    proc = ok(run_in_process("update", "--stats-dir", "S", "--data", "B.parquet", "--output",
+                             "U", *common, cwd=tmp_path))  # fmt: skip
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dmixed: warning: "), proc.stderr
+    assert os.path.join("S", "last_fit.json") in lines[0] and "moment estimates" in lines[0]
+    assert "start_params" not in lines[0]
+    upd = dmixed.load(tmp_path / "U")
+    assert_same_optimum(upd, in_process_fit(data.full, vc=True))
+    saved = json.loads(record.read_text())["packed_params"]
+    np.testing.assert_array_equal(saved, upd.packed_params)
+
+
 def test_update_with_a_text_factor_of_saved_number_levels_says_what_the_model_reads(
     scheduler, tmp_path
 ):

@@ -9,11 +9,14 @@ import os
 
 from ..errors import CheckpointError
 
+#: The file of the last fit's estimates in a statistics directory
+LAST_FIT_FILE = "last_fit.json"
+
 
 def remember_fit(stats_dir: str, packed_params: list, method: str, llf: float) -> None:
     """Record a fit's packed parameters, method and llf next to the statistics
     (written to a temporary file, then moved into place)."""
-    path = os.path.join(stats_dir, "last_fit.json")
+    path = os.path.join(stats_dir, LAST_FIT_FILE)
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump({"packed_params": list(packed_params), "method": method, "llf": llf}, fh)
@@ -29,7 +32,7 @@ def last_fit(stats_dir: str) -> list | None:
         ``last_fit.json`` cannot be read, or its parameters are not finite numbers of a
         sensible size.
     """
-    path = os.path.join(stats_dir, "last_fit.json")
+    path = os.path.join(stats_dir, LAST_FIT_FILE)
     if not os.path.exists(path):
         return None
     try:
