@@ -47,7 +47,7 @@ from .errors import (
     PathError,
     SpecError,
 )
-from .files import check_target
+from .files import check_target, commit_check
 from .input_data import (
     check_input,
     column_names,
@@ -902,9 +902,16 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[list[int]]:
     """SIGTERM raises :class:`Terminated` in the body, and the handler found is given back
-    when it ends.
+    when it ends; the signals received are recorded in the list yielded.
+
+    A SIGTERM is never lost: where its exception is raised inside a callback that
+    swallows exceptions (``distributed``'s garbage-collection callback, a ``__del__``),
+    Python's report of it (``sys.unraisablehook``) is silenced, and the record ends the
+    command at the next commit point (:func:`dmixed.files.commit_check`: before any
+    output or statistics are moved into place, which raises :class:`Terminated` there)
+    or, after the last, at its exit (:func:`main`: exit status 143).
 
     SIGTERM is what SLURM, PBS, Kubernetes and systemd send at a time limit or a cancel.
     Its default action ends the process at once: the embedded cluster's processes were
@@ -918,7 +925,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     nothing changes.
     """
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield []
         return
     received: list[int] = []
 
@@ -934,11 +941,26 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, note)  # handlers run in the main thread
         raise Terminated
 
+    def still_running() -> None:
+        if received:
+            raise Terminated
+
+    def unraisable(info) -> None:
+        # Terminated raised inside a callback whose exceptions Python cannot pass on (a
+        # garbage collector's callback, a __del__): lost there, it is in ``received``,
+        # and the next commit point or the exit ends the command (no traceback)
+        if not isinstance(info.exc_value, Terminated):
+            hook(info)
+
+    hook = sys.unraisablehook
     previous = signal.signal(signal.SIGTERM, terminate)
+    sys.unraisablehook = unraisable
     try:
-        yield
+        with commit_check(still_running):
+            yield received
     finally:  # None: a handler set outside Python; the default is the nearest
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        sys.unraisablehook = hook
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -949,10 +971,14 @@ def main(argv: list[str] | None = None) -> int:
     return.
     """
     try:
-        with sigterm_as_interrupt():
-            return _main(argv)
+        with sigterm_as_interrupt() as received:
+            status = _main(argv)
     except Terminated:  # before the command began (its arguments read) or after it
         return _terminated()
+    if received and status not in (EXIT_TERMINATED, EXIT_INTERRUPTED):
+        # a SIGTERM whose exception was lost after the last commit point: never lost
+        return _terminated()
+    return status
 
 
 def _terminated() -> int:

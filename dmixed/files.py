@@ -18,7 +18,7 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,9 @@ __all__ = [
     "dmixed_version",
     "LOCK_TIMEOUT_S",
     "atomic_directory",
+    "before_commit",
     "check_target",
+    "commit_check",
     "directory_lock",
     "file_sha256",
     "json_sha256",
@@ -129,6 +131,33 @@ def sweep_stale(target: Path) -> None:
             if _alive(pid) or (kind == "old" and not target.exists()):
                 continue
             shutil.rmtree(p, ignore_errors=True)
+
+
+#: Checks run before a file or directory dmixed wrote is moved into place
+#: (:func:`commit_check`, :func:`before_commit`)
+_commit_checks: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def commit_check(check: Callable[[], None]) -> Iterator[None]:
+    """While the body runs, ``check`` is called (:func:`before_commit`) before every
+    file or directory dmixed wrote is renamed into place, and may raise to stop it.
+
+    The command's SIGTERM record is such a check: a signal whose exception was lost
+    (raised inside a callback that swallows exceptions, as a garbage collector's
+    callback of ``distributed`` does) still stops the next commit, so a killed job
+    never puts its output in place."""
+    _commit_checks.append(check)
+    try:
+        yield
+    finally:
+        _commit_checks.remove(check)
+
+
+def before_commit() -> None:
+    """Run the checks of :func:`commit_check` (each may raise: the commit is not made)."""
+    for check in list(_commit_checks):
+        check()
 
 
 def replace_dir(new: Path, target: Path, marker: str, kind: str) -> None:
@@ -242,6 +271,7 @@ def atomic_directory(path, marker: str, kind: str) -> Iterator[Path]:
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+        before_commit()
         replace_dir(tmp, target, marker=marker, kind=kind)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

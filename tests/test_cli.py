@@ -2395,6 +2395,55 @@ def test_a_second_sigterm_does_not_break_into_the_cleanup_of_the_first(monkeypat
     assert signal.getsignal(signal.SIGTERM) is found
 
 
+class _SwallowsExceptions:
+    """Freed at once, it runs the SIGTERM handler in ``__del__``, whose exceptions
+    Python cannot pass on (only reports them, "Exception ignored in"), as a signal that
+    lands in ``distributed``'s garbage-collection callback is run."""
+
+    def __del__(self):
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+
+
+def _lost_sigterm() -> None:
+    _SwallowsExceptions()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("when", ["before the outputs", "after the last commit"])
+def test_a_sigterm_lost_in_a_callback_still_ends_the_update(
+    data, scheduler, monkeypatch, tmp_path, when
+):
+    """A SIGTERM whose exception was raised inside a callback that swallows exceptions
+    was lost: "Exception ignored in ... Terminated", and the update wrote its output
+    and exited 0.  The signal is recorded: the next commit point (before the results,
+    the statistics or the last fit's record are moved into place) ends the command, or,
+    after the last, its exit: status 143, its one line, and before the outputs nothing
+    written and the statistics as they were."""
+    shutil.copy2(data.A, tmp_path / "A.parquet")
+    shutil.copy2(data.B, tmp_path / "B.parquet")
+    common = ["--cluster", scheduler.file, "--quiet"]
+    ok(run_in_process("fit", "--data", "A.parquet", *MODEL, "--stats-dir", "S", "--output",
+                      "FA", *common, cwd=tmp_path))  # fmt: skip
+    saved = {p.name: p.read_bytes() for p in (tmp_path / "S").iterdir() if p.is_file()}
+    if when == "before the outputs":
+        fit = dmixed.MixedLM.fit
+        monkeypatch.setattr(dmixed.MixedLM, "fit", lambda *a, **k: _lost_sigterm() or fit(*a, **k))
+    else:
+        remember = cli.remember_fit
+        monkeypatch.setattr(cli, "remember_fit", lambda *a: remember(*a) or _lost_sigterm())
+    found = signal.getsignal(signal.SIGTERM)
+    proc = run_in_process("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U",
+                          *common, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr == "dmixed: error: terminated (SIGTERM)\n"
+    assert signal.getsignal(signal.SIGTERM) is found
+    if when == "before the outputs":
+        assert not (tmp_path / "U").exists() and proc.stdout == ""
+        now = {p.name: p.read_bytes() for p in (tmp_path / "S").iterdir() if p.is_file()}
+        assert now == saved
+        assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporaries
+
+
 # --------------------------------------------------------------------------------------
 # examples/: job file, cron wrapper, SLURM script, Airflow DAG
 # --------------------------------------------------------------------------------------

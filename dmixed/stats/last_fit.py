@@ -8,6 +8,7 @@ import math
 import os
 
 from ..errors import CheckpointError
+from ..files import before_commit
 
 #: The file of the last fit's estimates in a statistics directory
 LAST_FIT_FILE = "last_fit.json"
@@ -20,7 +21,12 @@ def remember_fit(stats_dir: str, packed_params: list, method: str, llf: float) -
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump({"packed_params": list(packed_params), "method": method, "llf": llf}, fh)
-    os.replace(tmp, path)
+    try:
+        before_commit()
+        os.replace(tmp, path)
+    finally:  # (after the replace there is no tmp: nothing to remove)
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def last_fit(stats_dir: str) -> list | None:
