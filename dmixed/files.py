@@ -146,7 +146,19 @@ def commit_check(check: Callable[[], None]) -> Iterator[None]:
     The command's SIGTERM record is such a check: a signal whose exception was lost
     (raised inside a callback that swallows exceptions, as a garbage collector's
     callback of ``distributed`` does) still stops the next commit, so a killed job
-    never puts its output in place."""
+    never puts its output in place.
+
+    Parameters
+    ----------
+    check : callable () -> None
+        Raises to stop the commit (its exception propagates from the writer, whose
+        temporary output is removed and whose old target stays in place).
+
+    Yields
+    ------
+    None
+        ``check`` is registered for the body only (removed on exit, even on error).
+    """
     _commit_checks.append(check)
     try:
         yield
@@ -155,7 +167,15 @@ def commit_check(check: Callable[[], None]) -> Iterator[None]:
 
 
 def before_commit() -> None:
-    """Run the checks of :func:`commit_check` (each may raise: the commit is not made)."""
+    """Run the checks registered by :func:`commit_check`, in order; dmixed's writers
+    call this just before each rename that puts output in place.
+
+    Raises
+    ------
+    BaseException
+        Whatever a check raises (the command's ``Terminated`` for a recorded SIGTERM):
+        the commit is not made.
+    """
     for check in list(_commit_checks):
         check()
 
@@ -174,6 +194,7 @@ def replace_dir(new: Path, target: Path, marker: str, kind: str) -> None:
             check_target(target, marker, kind)
             old = sibling_path(target, "old")  # named before the rename it may undo
             os.rename(target, old)
+        before_commit()  # last, so that a signal lost in the checks above still stops it
         os.rename(new, target)
     except BaseException:
         if old is not None and not os.path.lexists(target) and os.path.lexists(old):
@@ -271,7 +292,6 @@ def atomic_directory(path, marker: str, kind: str) -> Iterator[Path]:
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-        before_commit()
         replace_dir(tmp, target, marker=marker, kind=kind)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
