@@ -1000,7 +1000,7 @@ def random_effects_later(block, lam: np.ndarray, w: np.ndarray, zxy=None):
     w = np.array(w, dtype=np.float64, order="K")
     r = lam.shape[0]
     if r and not block.numpy_only and compiled.backend(block.n_groups, r, "blups") == "numba":
-        return lambda: compiled.random_effects(block.chunks(), lam, w, block.n_groups)
+        return lambda: compiled.random_effects(block.chunks(), lam, w, block.spans.edges)
     return lambda: _random_effects_numpy(block, lam, w)
 
 

@@ -435,14 +435,14 @@ def test_hessian_and_blups_in_one_pass_are_the_two_calls(
     basis, w = _basis(r, q), np.r_[rng.normal(size=3), 1.0]
     block = kernels.StatsBlock(zz, zxy)
     fields, blup, cov = compiled.hessian_random_effects(
-        block.chunks(), lam, basis, w, block.n_groups
+        block.chunks(), lam, basis, w, block.spans.edges
     )
     ref = kernels.hessian_contributions(block, lam, basis, w)
     for name, got in zip(ref.__dataclass_fields__, fields, strict=True):
         np.testing.assert_array_equal(got, getattr(ref, name))
     for a, b in zip((blup, cov), kernels.random_effects_block(block, lam, w), strict=True):
         np.testing.assert_array_equal(a, b)
-    upper = compiled.hessian_random_effects(block.chunks(), lam, basis, w, block.n_groups, True)
+    upper = compiled.hessian_random_effects(block.chunks(), lam, basis, w, block.spans.edges, True)
     for name, got in zip(ref.__dataclass_fields__, upper[0], strict=True):
         np.testing.assert_array_equal(got, getattr(ref, name))
     np.testing.assert_array_equal(upper[1], blup)
@@ -470,4 +470,6 @@ def test_hessian_and_blups_in_one_pass_refuse_r_above_two():
     """r > 2 sums the Hessian per ``E_j``: no one pass for it."""
     block = kernels.StatsBlock(np.tile(np.eye(3), (4, 1, 1)), np.ones((4, 3, 4)))
     with pytest.raises(ValueError, match="r ≤ 2"):
-        compiled.hessian_random_effects(block.chunks(), np.eye(3), _basis(3, 3), np.ones(4), 4)
+        compiled.hessian_random_effects(
+            block.chunks(), np.eye(3), _basis(3, 3), np.ones(4), block.spans.edges
+        )
