@@ -77,12 +77,20 @@ class ChunkSpans:
         self.edges = edges
 
     @classmethod
-    def cut(cls, n_groups: int) -> ChunkSpans:
-        """The spans of ``n_groups`` groups cut into chunks of :data:`GROUP_CHUNK`
-        groups each but the last (one chunk of none when there are none): a new
-        block's."""
-        full, rest = divmod(n_groups, GROUP_CHUNK)
-        return cls([GROUP_CHUNK] * full + ([rest] if rest or not full else []))
+    def cut(cls, n_groups: int, size: int = GROUP_CHUNK) -> ChunkSpans:
+        """The spans of ``n_groups`` groups cut into chunks of ``size`` (default
+        :data:`GROUP_CHUNK`) groups each but the last (one chunk of none when there are
+        none): a new block's.
+
+        Raises
+        ------
+        ValueError
+            ``size`` is not positive.
+        """
+        if size < 1:
+            raise ValueError(f"chunks of {size} groups: the size must be at least 1")
+        full, rest = divmod(n_groups, size)
+        return cls([size] * full + ([rest] if rest or not full else []))
 
     @classmethod
     def of(cls, chunks: Iterable) -> ChunkSpans:

@@ -601,12 +601,22 @@ def _write_chunk(  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _widest(edges):  # pragma: no cover - compiled
+    """The most keys of one chunk of ``edges`` (int64 (C+1,)): a merge's buffer's rows."""
+    widest = 0
+    for c in range(edges.size - 1):
+        widest = max(widest, edges[c + 1] - edges[c])
+    return widest
+
+
+@numba.njit(cache=True, nogil=True)
 def merge_rows(  # pragma: no cover - compiled
-    keys, rows, cols, factors, count_col, count_factor, chunk, out, merged, counts
+    keys, rows, cols, factors, count_col, count_factor, edges, out, merged, counts
 ):
     """The runs' rows added by key (runs as :func:`merged_count` takes them; ``rows[j]``
-    the rows of ``keys[j]``), written entry-major by chunks of ``chunk`` keys
-    (:func:`~dmixed.kernels.term_table.merge_term_rows`).
+    the rows of ``keys[j]``), written entry-major by chunks: chunk ``c`` the keys
+    ``edges[c]:edges[c+1]`` (int64, :attr:`~dmixed.kernels.groups.ChunkSpans.edges` of
+    the block made of them: :func:`~dmixed.kernels.term_table.merge_term_rows`).
 
     Key ``g``'s terms are added from zero in the runs' order into a row of a buffer of
     one chunk (row-major: the runs' rows are read once, in order); then the chunk's
@@ -616,7 +626,8 @@ def merge_rows(  # pragma: no cover - compiled
     run), its count (term ``count_col`` times ``count_factor``) to ``counts[g]``, the
     key to ``merged[g]``."""
     n_runs = len(keys)
-    total = merged.size
+    if edges[0] != 0 or edges[-1] != merged.size:  # no bounds checks below
+        raise ValueError("the chunk edges do not span the merged keys")
     n_terms = rows[0].shape[1]
     at = np.zeros(n_runs, dtype=np.int64)
     size = np.empty(n_runs, dtype=np.int64)
@@ -625,9 +636,10 @@ def merge_rows(  # pragma: no cover - compiled
     for j in range(n_runs):
         size[j] = keys[j].size
         head[j] = keys[j][0] if size[j] else last
-    buf = np.empty((min(chunk, total), n_terms))
-    for lo in range(0, total, chunk):
-        width = min(chunk, total - lo)
+    buf = np.empty((_widest(edges), n_terms))
+    for c in range(edges.size - 1):
+        lo = edges[c]
+        width = edges[c + 1] - lo
         for i in range(width):
             low = head[0]
             for j in range(1, n_runs):
@@ -648,7 +660,7 @@ def merge_rows(  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def merge_two_rows(  # pragma: no cover - compiled
-    keys0, keys1, rows0, rows1, cols, factors, count_col, count_factor, chunk, out, merged, counts
+    keys0, keys1, rows0, rows1, cols, factors, count_col, count_factor, edges, out, merged, counts
 ):
     """:func:`merge_rows` of two runs (``keys0`` with ``rows0``, then ``keys1`` with
     ``rows1``), the same additions in the same order and the same writes: a key of both
@@ -657,16 +669,18 @@ def merge_two_rows(  # pragma: no cover - compiled
     Two runs are the common merge (a bucket's partials of two workers, whose keys are
     mostly the same); with two positions held as scalars (no array of heads to read and
     write a key) the pass is bound by its reads and writes."""
-    total = merged.size
+    if edges[0] != 0 or edges[-1] != merged.size:  # no bounds checks below
+        raise ValueError("the chunk edges do not span the merged keys")
     n_terms = rows0.shape[1]
     n0, n1 = keys0.size, keys1.size
     last = np.iinfo(np.int64).max
     a0, a1 = 0, 0
     h0 = keys0[0] if n0 else last  # each run's next key, ``last`` past its end
     h1 = keys1[0] if n1 else last
-    buf = np.empty((min(chunk, total), n_terms))
-    for lo in range(0, total, chunk):
-        width = min(chunk, total - lo)
+    buf = np.empty((_widest(edges), n_terms))
+    for c in range(edges.size - 1):
+        lo = edges[c]
+        width = edges[c + 1] - lo
         for i in range(width):
             dst = buf[i]
             if h0 == h1 and a0 < n0 and a1 < n1:

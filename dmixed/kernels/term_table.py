@@ -33,6 +33,7 @@ import numpy as np
 from ..stats.packed import PackedLayout
 from ..stats.standardize import Standardization
 from .compiled import CACHE_LINE, rows_compiled
+from .groups import ChunkSpans
 from .rows import (
     column_scales,
     extreme_scales,
@@ -1265,7 +1266,9 @@ def merge_term_rows(
     entries : ndarray of int64 (E,)
         The packed columns written, in the order wanted.
     chunk : int
-        Keys a chunk of the output.
+        Keys a chunk of the output: the chunks are
+        :meth:`ChunkSpans.cut(total, chunk) <dmixed.kernels.groups.ChunkSpans.cut>`'s,
+        the cut of the block made of them.
 
     Returns
     -------
@@ -1296,7 +1299,8 @@ def merge_term_rows(
         out = table_buffer((total, cols.size), zeroed=False, use="merge").reshape(-1)
         merged = np.empty(total, dtype=np.int64)
         counts = np.empty(total)
-        args = (cols, factors, count_col, count_factor, chunk, out, merged, counts)
+        spans = ChunkSpans.cut(total, chunk)
+        args = (cols, factors, count_col, count_factor, spans.edges, out, merged, counts)
         if len(rows) == 2:
             merge_two_rows(keys[0], keys[1], rows[0], rows[1], *args)
         else:
@@ -1311,12 +1315,12 @@ def merge_term_rows(
             table[np.searchsorted(merged, k)] += r
         counts = table[:, count_col] * count_factor
         out = table_buffer((total, cols.size), zeroed=False, use="merge").reshape(-1)
-        for lo in range(0, total, chunk):
-            hi = min(lo + chunk, total)
-            block = out[cols.size * lo : cols.size * hi].reshape(cols.size, hi - lo)
-            block[:] = (table[lo:hi, cols] * factors).T
+        spans = ChunkSpans.cut(total, chunk)
+        for at in spans.slices():
+            block = out[cols.size * at.start : cols.size * at.stop]
+            block.reshape(cols.size, -1)[:] = (table[at, cols] * factors).T
     chunks = [
-        out[cols.size * lo : cols.size * min(lo + chunk, total)].reshape(cols.size, -1)
-        for lo in range(0, max(total, 1), chunk)
+        out[cols.size * at.start : cols.size * at.stop].reshape(cols.size, -1)
+        for at in spans.slices()
     ]
     return merged, counts, chunks

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.kernels.compiled import CACHE_LINE
+from dmixed.kernels.groups import ChunkSpans
 from dmixed.kernels.rows import live_terms, prepare_rows
 from dmixed.kernels.term_jit import COLUMNS_CHUNK
 from dmixed.kernels.term_table import (
@@ -639,7 +640,8 @@ def test_merge_of_two_runs_is_the_general_merge(relation, size, chunk, seed):
     for run in ("general", "two"):
         out = np.full(total * cols.size, np.nan)
         merged, counts = np.full(total, -1, dtype=np.int64), np.full(total, np.nan)
-        args = (cols, facs, int(columns[0]), float(factors[0]), chunk, out, merged, counts)
+        edges = ChunkSpans.cut(total, chunk).edges
+        args = (cols, facs, int(columns[0]), float(factors[0]), edges, out, merged, counts)
         if run == "general":
             merge_rows(keys, rows, *args)
         else:
@@ -1271,3 +1273,42 @@ def test_the_routers_row_estimate_is_the_tables_row(keep_shifts, weighted, compi
     table.add(np.zeros((PackedLayout(2, 4).width, n_groups)), codes, y, exog, z, w, std)
     assert (table.shifted is not None) == keep_shifts
     assert table.row_bytes(y, exog, z, w, std) == 8 * table.table.shape[1]
+
+
+@settings(max_examples=30)
+@given(
+    sizes=st.lists(st.integers(0, 50), min_size=1, max_size=3),
+    universe=st.integers(1, 90),
+    chunk=st.sampled_from([1, 2, 7, 16, 4096]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_merge_chunks_are_the_chunk_spans_cut(sizes, universe, chunk, seed):
+    """The chunks :func:`merge_term_rows` writes (compiled and numpy) are those of
+    :meth:`ChunkSpans.cut` of the merged keys, the block's own cut (no keys: one chunk
+    of none; fewer keys than ``chunk``: one chunk; an uneven last chunk)."""
+    rng = np.random.default_rng(seed)
+    keys, parts = _merge_parts(rng, sizes, universe, 4, 6)
+    entries = np.arange(6)
+    for mode in ("numba", "numpy"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DMIXED_KERNELS", mode)
+            merged, _, chunks = merge_term_rows(keys, parts, entries, chunk)
+        spans = ChunkSpans.cut(merged.size, chunk)
+        assert [c.shape[1] for c in chunks] == np.diff(spans.edges).tolist()
+
+
+def test_merge_kernels_refuse_edges_that_do_not_span_the_keys():
+    """The compiled merges write without bounds checks: chunk edges that do not run from
+    0 to the merged keys are refused before any write."""
+    from dmixed.kernels.term_jit import merge_rows, merge_two_rows
+
+    keys = (np.arange(5, dtype=np.int64), np.arange(2, 7, dtype=np.int64))
+    rows = (np.ones((5, 3)), np.ones((5, 3)))
+    cols, facs = np.arange(3, dtype=np.int64), np.ones(3)
+    for edges in (np.array([0, 4], dtype=np.int64), np.array([1, 7], dtype=np.int64)):
+        out, merged, counts = np.empty(7 * 3), np.empty(7, dtype=np.int64), np.empty(7)
+        args = (cols, facs, 0, 1.0, edges, out, merged, counts)
+        with pytest.raises(ValueError, match="do not span"):
+            merge_rows(keys, rows, *args)
+        with pytest.raises(ValueError, match="do not span"):
+            merge_two_rows(keys[0], keys[1], rows[0], rows[1], *args)
