@@ -77,7 +77,7 @@ class ChunkSpans:
         self.edges = edges
 
     @classmethod
-    def cut(cls, n_groups: int, size: int = GROUP_CHUNK) -> ChunkSpans:
+    def cut(cls, n_groups: int, size: int | None = None) -> ChunkSpans:
         """The spans of ``n_groups`` groups cut into chunks of ``size`` (default
         :data:`GROUP_CHUNK`) groups each but the last (one chunk of none when there are
         none): a new block's.
@@ -87,6 +87,8 @@ class ChunkSpans:
         ValueError
             ``size`` is not positive.
         """
+        if size is None:  # read when called: GROUP_CHUNK is the module's setting
+            size = GROUP_CHUNK
         if size < 1:
             raise ValueError(f"chunks of {size} groups: the size must be at least 1")
         full, rest = divmod(n_groups, size)
