@@ -489,6 +489,50 @@ def _native_moments(ext, chunks, b, det_b, w, moments, blup=None, cov=None, edge
             )  # fmt: skip
 
 
+def checked_edges(edges, n_groups: int | None = None) -> np.ndarray:
+    """Chunk ``edges`` checked before a kernel writes by them without bounds checks: the
+    one check of every kernel that places chunks by a block's edges
+    (:attr:`dmixed.kernels.groups.ChunkSpans.edges`; this module is below it).
+
+    Parameters
+    ----------
+    edges : array_like of int (C+1,)
+        ``edges[c]:edges[c+1]`` the positions of chunk ``c``'s groups.
+    n_groups : int, optional
+        The groups the edges must end at (``edges[-1]``); any where None.
+
+    Returns
+    -------
+    ndarray of int64 (C+1,)
+        ``edges`` as int64.
+
+    Raises
+    ------
+    ValueError
+        ``edges`` is not a 1-D integer array, is empty, does not start at 0, does not end
+        at ``n_groups`` or goes down somewhere (a chunk of negative size).
+    """
+    arr = np.asarray(edges)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(
+            f"edges must be a 1-D integer array, not {arr.ndim}-D of dtype {arr.dtype}"
+        )
+    if arr.size == 0:
+        raise ValueError("edges is empty: it needs one entry more than there are chunks")
+    if arr[0] != 0:
+        raise ValueError(f"edges start at {int(arr[0])}, not at 0")
+    if n_groups is not None and arr[-1] != n_groups:
+        raise ValueError(f"edges end at {int(arr[-1])}, not at the {n_groups} groups")
+    down = np.flatnonzero(arr[1:] < arr[:-1])
+    if down.size:
+        c = int(down[0])
+        raise ValueError(
+            f"edges go down from {int(arr[c])} to {int(arr[c + 1])} at chunk {c}: "
+            "they must be non-decreasing"
+        )
+    return arr.astype(np.int64, copy=False)
+
+
 def _placed(chunks, edges) -> Iterator[tuple[tuple[np.ndarray, np.ndarray], slice]]:
     """Each entry-major chunk with its groups' positions in the block's order (a slice
     of a per-group array), read from the block's chunk ``edges``
@@ -499,21 +543,35 @@ def _placed(chunks, edges) -> Iterator[tuple[tuple[np.ndarray, np.ndarray], slic
     Raises
     ------
     ValueError
-        A chunk's groups are not its span's (``edges`` of another block), or ``edges``
-        has not one more entry than there are chunks.
+        ``edges`` are not edges (:func:`checked_edges`), a chunk's groups are not its
+        span's (``edges`` of another block), or ``edges`` has not one more entry than
+        there are chunks.
     """
     if edges is None:
         for chunk in chunks:
             yield chunk, slice(0, chunk[0].shape[-1])
         return
-    bounds = np.asarray(edges).tolist()
-    for chunk, lo, hi in zip(chunks, bounds[:-1], bounds[1:], strict=True):
+    bounds = checked_edges(edges).tolist()
+    n_chunks = 0
+    for chunk in chunks:
+        if n_chunks + 1 >= len(bounds):
+            raise ValueError(
+                f"edges has {len(bounds)} entries for more than {len(bounds) - 1} chunks: "
+                "the edges are not this block's chunks'"
+            )
+        lo, hi = bounds[n_chunks], bounds[n_chunks + 1]
         if chunk[0].shape[-1] != hi - lo:
             raise ValueError(
                 f"a chunk of {chunk[0].shape[-1]} groups at edges {lo}:{hi}: "
                 "the edges are not this block's chunks'"
             )
+        n_chunks += 1
         yield chunk, slice(lo, hi)
+    if n_chunks + 1 != len(bounds):
+        raise ValueError(
+            f"edges has {len(bounds)} entries for {n_chunks} chunks: "
+            "the edges are not this block's chunks'"
+        )
 
 
 def random_effects(chunks, lam: np.ndarray, w: np.ndarray, edges: np.ndarray):
@@ -526,13 +584,15 @@ def random_effects(chunks, lam: np.ndarray, w: np.ndarray, edges: np.ndarray):
     Raises
     ------
     ValueError
-        ``edges`` are not the chunks' (:func:`_placed`).
+        ``edges`` are not edges (:func:`checked_edges`, each message naming ``edges``)
+        or not the chunks'.
     """
     from . import jit  # numba loads here, on first use
 
     kind, lam, b, det_b = _lam_forms(lam)
     w = np.ascontiguousarray(w, dtype=np.float64)
     r = lam.shape[0]
+    edges = checked_edges(edges)  # before the rows are sized by it
     n_groups = int(edges[-1])
     blup = np.empty((n_groups, r))
     cov = np.empty((n_groups, r * r))  # each P_i row by row
@@ -569,14 +629,15 @@ def hessian_random_effects(
     Raises
     ------
     ValueError
-        ``r > 2`` (:func:`hessian_sums` sums those per ``E_j``), or ``edges`` not the
-        chunks' (:func:`_placed`).
+        ``r > 2`` (:func:`hessian_sums` sums those per ``E_j``), or ``edges`` not edges
+        (:func:`checked_edges`) or not the chunks'.
     """
     if not 0 < lam.shape[0] <= 2:
         raise ValueError(f"one pass for the Hessian and the BLUPs needs r ≤ 2, not {lam.shape[0]}")
     kind, lam, b, det_b = _lam_forms(lam)
     w = np.ascontiguousarray(w, dtype=np.float64)
     r = lam.shape[0]
+    edges = checked_edges(edges)  # before the rows are sized by it
     n_groups = int(edges[-1])
     blup = np.empty((n_groups, r))
     cov = np.empty((n_groups, r * (r + 1) // 2 if upper else r * r))

@@ -82,6 +82,20 @@ class ChunkSpans:
         :data:`GROUP_CHUNK`) groups each but the last (one chunk of none when there are
         none): a new block's.
 
+        Parameters
+        ----------
+        n_groups : int
+            The block's groups (0 or more).
+        size : int, optional
+            The groups of each chunk but the last; None: :data:`GROUP_CHUNK` as it is set
+            when called (not at import), so that a changed setting reaches every cut.
+
+        Returns
+        -------
+        ChunkSpans
+            ``ceil(n_groups / size)`` chunks (one of none when ``n_groups`` is 0), the
+            last of ``n_groups - size * (C - 1)`` groups.
+
         Raises
         ------
         ValueError

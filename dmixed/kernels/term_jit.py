@@ -50,7 +50,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .compiled import CACHE_LINE
+from .compiled import CACHE_LINE, checked_edges
 
 #: changes whenever the generated source changes (old modules are then left unused)
 KERNEL_VERSION = 7
@@ -609,8 +609,40 @@ def _widest(edges):  # pragma: no cover - compiled
     return widest
 
 
+def merge_rows(keys, rows, cols, factors, count_col, count_factor, edges, out, merged, counts):
+    """The runs' rows added by key, written by the chunks of ``edges``
+    (:func:`_merge_rows`, which writes without bounds checks: ``edges`` are checked
+    first, :func:`~dmixed.kernels.compiled.checked_edges`, to end at ``merged.size``).
+
+    Raises
+    ------
+    ValueError
+        ``edges`` are not edges of ``merged.size`` keys (the message names ``edges``).
+    """
+    edges = checked_edges(edges, merged.size)
+    _merge_rows(keys, rows, cols, factors, count_col, count_factor, edges, out, merged, counts)
+
+
+def merge_two_rows(
+    keys0, keys1, rows0, rows1, cols, factors, count_col, count_factor, edges, out, merged, counts
+):
+    """:func:`merge_rows` of two runs (:func:`_merge_two_rows`), ``edges`` checked as
+    there.
+
+    Raises
+    ------
+    ValueError
+        ``edges`` are not edges of ``merged.size`` keys (the message names ``edges``).
+    """
+    edges = checked_edges(edges, merged.size)
+    _merge_two_rows(
+        keys0, keys1, rows0, rows1, cols, factors, count_col, count_factor, edges, out, merged,
+        counts,
+    )  # fmt: skip
+
+
 @numba.njit(cache=True, nogil=True)
-def merge_rows(  # pragma: no cover - compiled
+def _merge_rows(  # pragma: no cover - compiled
     keys, rows, cols, factors, count_col, count_factor, edges, out, merged, counts
 ):
     """The runs' rows added by key (runs as :func:`merged_count` takes them; ``rows[j]``
@@ -624,10 +656,9 @@ def merge_rows(  # pragma: no cover - compiled
     ``cols[e]`` times ``factors[e]``) to ``out[E·lo + e·G_c + (g − lo)]`` (``lo`` the
     chunk's first key, ``G_c`` its keys, ``E = cols.size``: each entry a contiguous
     run), its count (term ``count_col`` times ``count_factor``) to ``counts[g]``, the
-    key to ``merged[g]``."""
+    key to ``merged[g]``.  No bounds checks: ``edges`` as :func:`merge_rows` checks
+    them."""
     n_runs = len(keys)
-    if edges[0] != 0 or edges[-1] != merged.size:  # no bounds checks below
-        raise ValueError("the chunk edges do not span the merged keys")
     n_terms = rows[0].shape[1]
     at = np.zeros(n_runs, dtype=np.int64)
     size = np.empty(n_runs, dtype=np.int64)
@@ -659,18 +690,17 @@ def merge_rows(  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def merge_two_rows(  # pragma: no cover - compiled
+def _merge_two_rows(  # pragma: no cover - compiled
     keys0, keys1, rows0, rows1, cols, factors, count_col, count_factor, edges, out, merged, counts
 ):
-    """:func:`merge_rows` of two runs (``keys0`` with ``rows0``, then ``keys1`` with
+    """:func:`_merge_rows` of two runs (``keys0`` with ``rows0``, then ``keys1`` with
     ``rows1``), the same additions in the same order and the same writes: a key of both
     runs is ``(0 + rows0[a]) + rows1[b]`` term by term, a key of one run ``0 + row``.
 
     Two runs are the common merge (a bucket's partials of two workers, whose keys are
     mostly the same); with two positions held as scalars (no array of heads to read and
-    write a key) the pass is bound by its reads and writes."""
-    if edges[0] != 0 or edges[-1] != merged.size:  # no bounds checks below
-        raise ValueError("the chunk edges do not span the merged keys")
+    write a key) the pass is bound by its reads and writes.  No bounds checks: ``edges``
+    as :func:`merge_two_rows` checks them."""
     n_terms = rows0.shape[1]
     n0, n1 = keys0.size, keys1.size
     last = np.iinfo(np.int64).max

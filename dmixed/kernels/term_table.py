@@ -1244,7 +1244,7 @@ def merge_term_rows(
     keys: list[np.ndarray],
     parts: list[TermRows],
     entries: np.ndarray,
-    chunk: int,
+    chunk: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None:
     """Rows of terms of several parts added by key and written in the evaluators'
     layout, in one pass: no table of the sums between.
@@ -1265,10 +1265,10 @@ def merge_term_rows(
         Each part's rows, one per key.
     entries : ndarray of int64 (E,)
         The packed columns written, in the order wanted.
-    chunk : int
+    chunk : int, optional
         Keys a chunk of the output: the chunks are
         :meth:`ChunkSpans.cut(total, chunk) <dmixed.kernels.groups.ChunkSpans.cut>`'s,
-        the cut of the block made of them.
+        the cut of the block made of them (None: its default size, read when called).
 
     Returns
     -------

@@ -523,15 +523,38 @@ def test_blup_rows_are_where_chunk_spans_place_each_chunk(sizes, r, native_choic
                 np.testing.assert_array_equal(got[at], ref)
 
 
-def test_blups_refuse_edges_of_other_chunks():
-    """Edges that are not the chunks' (another block's, or one chunk too few) are refused
-    before any row is written in the wrong place."""
-    rng = np.random.default_rng(3)
-    zz, zxy = _statistics(rng, 9, 2, 3, 0.0)
-    block = kernels.StatsBlock.from_chunks(_entry_major(zz, zxy, [4, 5]))
-    lam, basis, w = np.eye(2), _basis(2, 2), np.array([0.5, -1.0, 1.0])
-    for edges in (np.array([0, 5, 9]), np.array([0, 9])):
-        with pytest.raises(ValueError, match="not this block's chunks'|zip"):
+@pytest.mark.parametrize("native_choice", ["c", "numpy"])
+@pytest.mark.parametrize(
+    ("edges", "why"),
+    [
+        (np.array([0, 5, 9]), "a chunk of 4 groups at edges 0:5"),
+        (np.array([0, 9]), "a chunk of 4 groups at edges 0:9"),
+        (np.array([0, 4]), "2 entries for more than 1 chunks"),
+        (np.array([0, 4, 9, 12]), "4 entries for 2 chunks"),
+        (np.array([2, 6, 11]), "start at 2, not at 0"),
+        (np.array([-8, -4, 1]), "start at -8, not at 0"),
+        (np.array([0, 9, 4]), "go down from 9 to 4"),
+        (np.array([], dtype=np.int64), "is empty"),
+        (np.array([0.0, 4.0, 9.0]), "1-D integer"),
+        (np.array([[0, 4, 9]]), "1-D integer"),
+    ],
+)
+def test_blups_refuse_edges_that_are_not_the_chunks(native_choice, edges, why):
+    """Edges that are not the chunks' (another block's, an edge too few or too many) or
+    not edges at all (not from 0, going down, empty, not 1-D integers: rows of
+    uninitialised memory given back, or written outside the BLUPs) are refused by the
+    BLUPs and by the one pass (numba, and the C extension at ``r = 2``), each with a
+    message naming ``edges``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(compiled.ENV_VAR, "numba")
+        mp.setenv(kernels.native.ENV_VAR, native_choice)
+        rng = np.random.default_rng(3)
+        zz, zxy = _statistics(rng, 9, 2, 3, 0.0)
+        block = kernels.StatsBlock.from_chunks(_entry_major(zz, zxy, [4, 5]))
+        lam, basis, w = np.eye(2), _basis(2, 2), np.array([0.5, -1.0, 1.0])
+        with pytest.raises(ValueError, match="edges") as caught:
             compiled.random_effects(block.chunks(), lam, w, edges)
-        with pytest.raises(ValueError, match="not this block's chunks'|zip"):
+        assert why in str(caught.value)
+        with pytest.raises(ValueError, match="edges") as caught:
             compiled.hessian_random_effects(block.chunks(), lam, basis, w, edges)
+        assert why in str(caught.value)

@@ -1297,18 +1297,51 @@ def test_merge_chunks_are_the_chunk_spans_cut(sizes, universe, chunk, seed):
         assert [c.shape[1] for c in chunks] == np.diff(spans.edges).tolist()
 
 
-def test_merge_kernels_refuse_edges_that_do_not_span_the_keys():
-    """The compiled merges write without bounds checks: chunk edges that do not run from
-    0 to the merged keys are refused before any write."""
+def _merge_with_edges(name: str, edges) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run compiled merge ``name`` of two runs of 5 keys (7 merged) by ``edges`` into
+    views of larger arrays, whose tails a write past the views would change; return the
+    three parents."""
     from dmixed.kernels.term_jit import merge_rows, merge_two_rows
 
     keys = (np.arange(5, dtype=np.int64), np.arange(2, 7, dtype=np.int64))
     rows = (np.ones((5, 3)), np.ones((5, 3)))
     cols, facs = np.arange(3, dtype=np.int64), np.ones(3)
-    for edges in (np.array([0, 4], dtype=np.int64), np.array([1, 7], dtype=np.int64)):
-        out, merged, counts = np.empty(7 * 3), np.empty(7, dtype=np.int64), np.empty(7)
-        args = (cols, facs, 0, 1.0, edges, out, merged, counts)
-        with pytest.raises(ValueError, match="do not span"):
-            merge_rows(keys, rows, *args)
-        with pytest.raises(ValueError, match="do not span"):
-            merge_two_rows(keys[0], keys[1], rows[0], rows[1], *args)
+    big_m, big_c, big_o = np.full(12, -1, dtype=np.int64), np.full(12, -7.0), np.full(40, -7.0)
+    args = (cols, facs, 0, 1.0, edges, big_o[:21], big_m[:7], big_c[:7])
+    if name == "merge_rows":
+        merge_rows(keys, rows, *args)
+    else:
+        merge_two_rows(keys[0], keys[1], rows[0], rows[1], *args)
+    return big_m, big_c, big_o
+
+
+@pytest.mark.parametrize("name", ["merge_rows", "merge_two_rows"])
+@pytest.mark.parametrize(
+    ("edges", "why"),
+    [
+        (np.array([0, 4]), "end at 4, not at the 7"),
+        (np.array([1, 7]), "start at 1, not at 0"),
+        (np.array([0, 9, 7]), "go down from 9 to 7"),
+        (np.array([0, 3, 1, 7]), "go down from 3 to 1"),
+        (np.array([], dtype=np.int64), "is empty"),
+        (np.array([[0, 7]]), "1-D integer"),
+        (np.array([0.0, 7.0]), "1-D integer"),
+    ],
+)
+def test_merge_kernels_refuse_edges_that_are_not_edges_of_the_keys(name, edges, why):
+    """The compiled merges write without bounds checks: chunk edges that are empty, not
+    1-D integers, not from 0 to the merged keys or that go down (a write past ``merged``,
+    ``counts`` and ``out``, or keys dropped) are refused, naming ``edges``, before any
+    write."""
+    with pytest.raises(ValueError, match="edges") as caught:
+        _merge_with_edges(name, edges)
+    assert why in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["merge_rows", "merge_two_rows"])
+def test_merge_kernels_write_inside_their_arrays_by_good_edges(name):
+    """Good edges (an empty chunk among them) write every merged key and nothing past
+    the arrays."""
+    big_m, big_c, big_o = _merge_with_edges(name, np.array([0, 3, 3, 7], dtype=np.int64))
+    assert big_m[:7].tolist() == list(range(7))
+    assert (big_m[7:] == -1).all() and (big_c[7:] == -7.0).all() and (big_o[21:] == -7.0).all()
