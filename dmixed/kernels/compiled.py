@@ -519,6 +519,8 @@ def checked_edges(edges, n_groups: int | None = None) -> np.ndarray:
         )
     if arr.size == 0:
         raise ValueError("edges is empty: it needs one entry more than there are chunks")
+    if arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"edges reach {int(arr.max())}, past the int64 positions of a block")
     if arr[0] != 0:
         raise ValueError(f"edges start at {int(arr[0])}, not at 0")
     if n_groups is not None and arr[-1] != n_groups:

@@ -609,17 +609,35 @@ def _widest(edges):  # pragma: no cover - compiled
     return widest
 
 
+def _checked_sizes(edges, cols, out, merged, counts) -> np.ndarray:
+    """``edges`` checked against ``merged.size`` keys, and ``counts`` (one a key) and
+    ``out`` (``len(cols)`` entries a key) large enough for them: the compiled merges
+    write without bounds checks."""
+    edges = checked_edges(edges, merged.size)
+    if counts.size < merged.size:
+        raise ValueError(f"counts holds {counts.size} entries, not the {merged.size} keys'")
+    if out.size < len(cols) * merged.size:
+        raise ValueError(
+            f"out holds {out.size} entries, not {len(cols)} for each of {merged.size} keys"
+        )
+    return edges
+
+
 def merge_rows(keys, rows, cols, factors, count_col, count_factor, edges, out, merged, counts):
     """The runs' rows added by key, written by the chunks of ``edges``
     (:func:`_merge_rows`, which writes without bounds checks: ``edges`` are checked
     first, :func:`~dmixed.kernels.compiled.checked_edges`, to end at ``merged.size``).
 
+    ``merged`` must hold :func:`merged_count` of the runs' keys (the caller sized it so);
+    ``counts`` and ``out`` are checked against it.
+
     Raises
     ------
     ValueError
-        ``edges`` are not edges of ``merged.size`` keys (the message names ``edges``).
+        ``edges`` are not edges of ``merged.size`` keys (the message names ``edges``), or
+        ``counts`` / ``out`` are too small for them.
     """
-    edges = checked_edges(edges, merged.size)
+    edges = _checked_sizes(edges, cols, out, merged, counts)
     _merge_rows(keys, rows, cols, factors, count_col, count_factor, edges, out, merged, counts)
 
 
@@ -632,9 +650,9 @@ def merge_two_rows(
     Raises
     ------
     ValueError
-        ``edges`` are not edges of ``merged.size`` keys (the message names ``edges``).
+        As :func:`merge_rows`.
     """
-    edges = checked_edges(edges, merged.size)
+    edges = _checked_sizes(edges, cols, out, merged, counts)
     _merge_two_rows(
         keys0, keys1, rows0, rows1, cols, factors, count_col, count_factor, edges, out, merged,
         counts,

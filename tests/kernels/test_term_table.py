@@ -1345,3 +1345,34 @@ def test_merge_kernels_write_inside_their_arrays_by_good_edges(name):
     big_m, big_c, big_o = _merge_with_edges(name, np.array([0, 3, 3, 7], dtype=np.int64))
     assert big_m[:7].tolist() == list(range(7))
     assert (big_m[7:] == -1).all() and (big_c[7:] == -7.0).all() and (big_o[21:] == -7.0).all()
+
+
+@pytest.mark.parametrize("name", ["merge_rows", "merge_two_rows"])
+@pytest.mark.parametrize(("short", "why"), [("counts", "counts holds 6"), ("out", "out holds 20")])
+def test_merge_kernels_refuse_counts_or_out_too_small_for_the_keys(name, short, why):
+    """``counts`` and ``out`` shorter than the merged keys need are refused before any
+    write (the compiled merges would write past them)."""
+    from dmixed.kernels.term_jit import merge_rows, merge_two_rows
+
+    keys = (np.arange(5, dtype=np.int64), np.arange(2, 7, dtype=np.int64))
+    rows = (np.ones((5, 3)), np.ones((5, 3)))
+    cols, facs = np.arange(3, dtype=np.int64), np.ones(3)
+    big_c, big_o = np.full(12, -7.0), np.full(40, -7.0)
+    counts = big_c[:6] if short == "counts" else big_c[:7]
+    out = big_o[:20] if short == "out" else big_o[:21]
+    edges = np.array([0, 7], dtype=np.int64)
+    args = (cols, facs, 0, 1.0, edges, out, np.full(7, -1, dtype=np.int64), counts)
+    with pytest.raises(ValueError, match=why):
+        if name == "merge_rows":
+            merge_rows(keys, rows, *args)
+        else:
+            merge_two_rows(keys[0], keys[1], rows[0], rows[1], *args)
+    assert (big_c == -7.0).all() and (big_o == -7.0).all()
+
+
+def test_checked_edges_refuses_unsigned_edges_past_int64():
+    from dmixed.kernels.compiled import checked_edges
+
+    with pytest.raises(ValueError, match="edges reach"):
+        checked_edges(np.array([0, 4, 2**63 + 5], dtype=np.uint64))
+    assert checked_edges(np.array([0, 4, 9], dtype=np.uint64)).tolist() == [0, 4, 9]
