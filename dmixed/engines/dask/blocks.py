@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...kernels import StatsBlock
-from ...kernels.groups import GROUP_CHUNK, ChunkSpans
+from ...kernels.groups import ChunkSpans
 from ...kernels.term_table import TermRows, as_packed, merge_term_rows, shifted_sums
 from ...kernels.vc_blocks import RaggedVC
 from ...kernels.vc_border import CrossedVC
@@ -146,7 +146,7 @@ def merged_block(
         return None
     keys = [k.astype(np.int64, copy=False) for k, _ in parts]
     terms = [v for _, v in parts]
-    got = merge_term_rows(keys, terms, entry_columns(packed), GROUP_CHUNK)
+    got = merge_term_rows(keys, terms, entry_columns(packed))  # chunks of the size when called
     if got is None:
         return None
     merged, counts, chunks = got

@@ -830,3 +830,24 @@ def test_the_design_route_hands_back_the_idle_kept_buffers(kept_buffers, r):
         np.testing.assert_array_equal(gk, wk)
         np.testing.assert_array_equal(gv, wv)
     del held
+
+
+@pytest.mark.parametrize("mode", ["numba", "numpy"])
+def test_a_merged_bucket_root_is_cut_by_the_chunk_size_set_when_it_runs(mode, merges, monkeypatch):
+    """The merged block's chunks are of ``GROUP_CHUNK`` groups as it is set when the
+    merge runs (a tuned or patched setting), not as it was at import: the spans of
+    :meth:`ChunkSpans.cut <dmixed.kernels.groups.ChunkSpans.cut>` at that size, every
+    chunk as the combine's block."""
+    monkeypatch.setenv("DMIXED_KERNELS", mode)
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 7)
+    rng = np.random.default_rng(5)
+    packed = PackedLayout(2, 4)
+    factors = 2.0 ** rng.integers(-9, 9, packed.width)
+    parts = _term_parts(rng, packed, 2, 40, factors)
+    got, want = _both_blocks(packed, combine.combine_converted, [(p, None) for p in parts])
+    assert merges == [True]
+    n_groups = got.stats.n_groups
+    assert n_groups > 7
+    want_edges = kernels.groups.ChunkSpans.cut(n_groups, 7).edges
+    np.testing.assert_array_equal(got.stats.spans.edges, want_edges)
+    _same_blocks(got, want)
