@@ -616,9 +616,11 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             the data);
             ``reml``, ``skip_hessian``, ``progress`` or ``full_output`` not a Python
             or numpy bool, ``maxiter`` not an integer >= 0,
-            ``gtol`` not a finite number >= 0; starting values where the log-likelihood
-            is not finite; statsmodels' ``niter_sa``, ``do_cg``, ``fe_pen`` or
-            ``cov_pen`` other than its default.
+            ``gtol`` not a finite number >= 0; statsmodels' ``niter_sa``, ``do_cg``,
+            ``fe_pen`` or ``cov_pen`` other than its default.
+        StartError
+            A ``SpecError``: starting values where the log-likelihood is not finite
+            (given ``start_params``, or the default and moment starts).
         DataError
             See :meth:`statistics`; an unidentifiable model (``check_nobs``); a response
             the effects reproduce exactly (no maximum of the likelihood: the optimizer

@@ -77,12 +77,36 @@ class ChunkSpans:
         self.edges = edges
 
     @classmethod
-    def cut(cls, n_groups: int) -> ChunkSpans:
-        """The spans of ``n_groups`` groups cut into chunks of :data:`GROUP_CHUNK`
-        groups each but the last (one chunk of none when there are none): a new
-        block's."""
-        full, rest = divmod(n_groups, GROUP_CHUNK)
-        return cls([GROUP_CHUNK] * full + ([rest] if rest or not full else []))
+    def cut(cls, n_groups: int, size: int | None = None) -> ChunkSpans:
+        """The spans of ``n_groups`` groups cut into chunks of ``size`` (default
+        :data:`GROUP_CHUNK`) groups each but the last (one chunk of none when there are
+        none): a new block's.
+
+        Parameters
+        ----------
+        n_groups : int
+            The block's groups (0 or more).
+        size : int, optional
+            The groups of each chunk but the last; None: :data:`GROUP_CHUNK` as it is set
+            when called (not at import), so that a changed setting reaches every cut.
+
+        Returns
+        -------
+        ChunkSpans
+            ``ceil(n_groups / size)`` chunks (one of none when ``n_groups`` is 0), the
+            last of ``n_groups - size * (C - 1)`` groups.
+
+        Raises
+        ------
+        ValueError
+            ``size`` is not positive.
+        """
+        if size is None:  # read when called: GROUP_CHUNK is the module's setting
+            size = GROUP_CHUNK
+        if size < 1:
+            raise ValueError(f"chunks of {size} groups: the size must be at least 1")
+        full, rest = divmod(n_groups, size)
+        return cls([size] * full + ([rest] if rest or not full else []))
 
     @classmethod
     def of(cls, chunks: Iterable) -> ChunkSpans:
@@ -1000,7 +1024,7 @@ def random_effects_later(block, lam: np.ndarray, w: np.ndarray, zxy=None):
     w = np.array(w, dtype=np.float64, order="K")
     r = lam.shape[0]
     if r and not block.numpy_only and compiled.backend(block.n_groups, r, "blups") == "numba":
-        return lambda: compiled.random_effects(block.chunks(), lam, w, block.n_groups)
+        return lambda: compiled.random_effects(block.chunks(), lam, w, block.spans.edges)
     return lambda: _random_effects_numpy(block, lam, w)
 
 

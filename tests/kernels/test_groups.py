@@ -747,3 +747,17 @@ def test_chunk_spans_edges_are_read_only():
     spans = ChunkSpans([3, 0, 2])
     with pytest.raises(ValueError):
         spans.edges[1] = 0
+
+
+@pytest.mark.parametrize("size", [1, 3, 16])
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 16, 17, 50])
+def test_chunk_spans_cut_by_any_size(n, size):
+    """:meth:`ChunkSpans.cut` with a chunk size of its own (a merge's): chunks of
+    ``size`` groups but the last, one of none for no groups; a size below one refused."""
+    from dmixed.kernels.groups import ChunkSpans
+
+    spans = ChunkSpans.cut(n, size)
+    want = [min(size, n - lo) for lo in range(0, max(n, 1), size)]
+    assert np.diff(spans.edges).tolist() == want and spans.n_groups == n
+    with pytest.raises(ValueError, match="at least 1"):
+        ChunkSpans.cut(n, 0)

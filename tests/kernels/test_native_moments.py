@@ -87,7 +87,7 @@ def _check_against_numpy(monkeypatch, k, q, seed, log_cond, one_row, n_groups, u
     block, lam = _block(rng, n_groups, k, one_row, q, log_cond)
     basis, w = _basis(2, q), np.r_[rng.normal(size=k - 1) * 10.0 ** rng.uniform(-3, 3), 1.0]
     fields, blup, cov = compiled.hessian_random_effects(
-        block.chunks(), lam, basis, w, block.n_groups, upper
+        block.chunks(), lam, basis, w, block.spans.edges, upper
     )
     ref, ref_blup, ref_cov = _reference(monkeypatch, block, lam, basis, w)
     _assert_close(ref, kernels.HessianSums(*fields), RTOL)
@@ -117,7 +117,7 @@ def test_c_pass_against_numba(monkeypatch, k, q, seed, one_row, n_groups):
     for choice in ("numpy", "c"):
         monkeypatch.setenv(native.ENV_VAR, choice)
         fields, blup, cov = compiled.hessian_random_effects(
-            block.chunks(), lam, basis, w, block.n_groups, True
+            block.chunks(), lam, basis, w, block.spans.edges, True
         )
         alone = kernels.hessian_contributions(block, lam, basis, w)
         out[choice] = kernels.HessianSums(*fields), blup, cov, alone

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...kernels import StatsBlock
-from ...kernels.groups import GROUP_CHUNK, ChunkSpans
+from ...kernels.groups import ChunkSpans
 from ...kernels.term_table import TermRows, as_packed, merge_term_rows, shifted_sums
 from ...kernels.vc_blocks import RaggedVC
 from ...kernels.vc_border import CrossedVC
@@ -146,7 +146,7 @@ def merged_block(
         return None
     keys = [k.astype(np.int64, copy=False) for k, _ in parts]
     terms = [v for _, v in parts]
-    got = merge_term_rows(keys, terms, entry_columns(packed), GROUP_CHUNK)
+    got = merge_term_rows(keys, terms, entry_columns(packed))  # chunks of the size when called
     if got is None:
         return None
     merged, counts, chunks = got
@@ -409,9 +409,11 @@ class NarrowInts:
         elif out.dtype != np.int64:
             out[...] = self.array()
         else:
+            # the steps cast into ``out`` first and summed there in place: cumsum's own
+            # cast would take a int64 copy of the steps first, as large as ``out``
             out[0] = self.first
-            np.cumsum(self.values, dtype=np.int64, out=out[1:])
-            out[1:] += self.first
+            out[1:] = self.values
+            np.cumsum(out, out=out)
 
 
 _INT64 = np.iinfo(np.int64)
@@ -520,9 +522,18 @@ def _scattered(out: np.ndarray, position: np.ndarray, parts: list) -> None:
         values = part
         if isinstance(part, NarrowInts):
             values = part.values if part.first is None else part.array()
-        # cast before the scatter: numpy's fancy assignment casts value by value
-        out[position[start:stop]] = np.asarray(values).astype(out.dtype, copy=False)
+        values = np.asarray(values)
+        # cast before the scatter (numpy's fancy assignment casts value by value), a
+        # stretch at a time: one small cast buffer, not a copy of the part
+        for lo in range(0, len(values), _SCATTER_STRETCH):
+            hi = min(lo + _SCATTER_STRETCH, len(values))
+            out[position[start + lo : start + hi]] = values[lo:hi].astype(out.dtype, copy=False)
         start = stop
+
+
+#: :func:`_scattered` casts a part's values this many at a time (a buffer of 512 KiB of
+#: int64 that stays in cache, where a whole part's cast is fresh memory on the driver).
+_SCATTER_STRETCH = 1 << 16
 
 
 def dense_pieces(block: Block) -> tuple:
