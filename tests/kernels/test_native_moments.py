@@ -131,12 +131,12 @@ def test_c_pass_against_numba(monkeypatch, k, q, seed, one_row, n_groups):
 
 @called
 @pytest.mark.parametrize("k", [1, 2, 5, 9])
-@pytest.mark.parametrize("n_groups", [4, 6, 259, 262, 515])
+@pytest.mark.parametrize("n_groups", [4, 6, 7, 259, 262, 263, 515])
 def test_c_pass_vectors_and_tails_against_numba(monkeypatch, k, n_groups):
     """The C pass makes each group's conditional values four groups a vector with the
     groups past the last whole vector one by one: the BLUPs and covariances of every
-    group, in whole vectors and in the tails of runs and chunks (two, three or no
-    groups past them; chunks of 257 groups, runs of 256), are numba's bit for bit, the
+    group, in whole vectors and in the tails of runs and chunks (none to three groups
+    past them; chunks of 257 groups, runs of 256), are numba's bit for bit, the
     Hessian sums alone those of the pass with the BLUPs bit for bit, and numba's to
     rounding."""
     monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 257)
@@ -148,7 +148,7 @@ def test_c_pass_vectors_and_tails_against_numba(monkeypatch, k, n_groups):
     for choice in ("numpy", "c"):
         monkeypatch.setenv(native.ENV_VAR, choice)
         fields, blup, cov = compiled.hessian_random_effects(
-            block.chunks(), lam, basis, w, block.n_groups, False
+            block.chunks(), lam, basis, w, block.spans.edges, False
         )
         alone = kernels.hessian_contributions(block, lam, basis, w)
         out[choice] = kernels.HessianSums(*fields), blup, cov, alone
