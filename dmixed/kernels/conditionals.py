@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "CENTRED_DETERMINANT",
     "LOSSY_DETERMINANT",
     "MM_BLAS_ABOVE",
     "RANK_ONE_ROUNDING",
@@ -349,15 +350,26 @@ def _scaled_sum(
 #: nine ordinary random slopes would be lossy.)
 LOSSY_DETERMINANT = 1e8 * float(np.finfo(float).eps)
 
+#: ... and below this a group takes the centred forms wherever its sums about its mean
+#: are at hand (in process every group then does; on Dask those groups, from their sums
+#: about their shifts), though it is not refused without them.  The ``log10(1/det)``
+#: digits a group loses are digits of its own mean part ``u m m'``, which a heavily
+#: weighted group makes most of ``[X y]'[X y]``: a group weighted 1e7 at a determinant
+#: of 6.7e-8 left ℓ 3.4e-7 off on Dask and, with no lossy group beside it, 4.4e-7 off in
+#: process, 1e9 units off at a weight of 1e9 (benchmarks/RESULTS.md, xts-s55).  Ordinary
+#: groups' determinants are far above it: the check costs what it did.
+CENTRED_DETERMINANT = 1e-4
 
-def lossy_groups(zz: np.ndarray, nobs: np.ndarray) -> np.ndarray:
+
+def lossy_groups(zz: np.ndarray, nobs: np.ndarray, bound: float = LOSSY_DETERMINANT) -> np.ndarray:
     """The groups of an entry-major chunk (bool (G,)) whose ``Z̃_i'Z̃_i`` is too close to
     singular for the uncentred sums: the determinant of ``D^{-1/2} Z̃_i'Z̃_i D^{-1/2}``
     (``D`` its diagonal; a column of zeros in the group, which carries nothing of it,
-    left out) below :data:`LOSSY_DETERMINANT`.  A random slope on a column constant or
-    nearly constant within the group, or one of large offset (timestamps), next to the
-    intercept.  One-row groups (``nobs`` (G,) ≤ 1) are never lossy: their
-    ``Z̃_i'Z̃_i`` is of rank one whatever the data.  ``r < 2``: none.
+    left out) below ``bound`` (:data:`LOSSY_DETERMINANT`: refused without the centred
+    forms; :data:`CENTRED_DETERMINANT`: given them where they are at hand).  A random
+    slope on a column constant or nearly constant within the group, or one of large
+    offset (timestamps), next to the intercept.  One-row groups (``nobs`` (G,) ≤ 1) are
+    never lossy: their ``Z̃_i'Z̃_i`` is of rank one whatever the data.  ``r < 2``: none.
 
     For ``r = 2`` the determinant is ``1 − ZZ₀₁²/(ZZ₀₀ZZ₁₁)``, compared without a
     quotient (three vector operations: the check of every data pass).  NaN statistics
@@ -368,7 +380,7 @@ def lossy_groups(zz: np.ndarray, nobs: np.ndarray) -> np.ndarray:
         return np.zeros(g, dtype=bool)
     if r == 2:
         # det < b  ⇔  ZZ₀₁² > (1 − b) ZZ₀₀ZZ₁₁ (a zero column: 0 > 0, not lossy)
-        lossy = zz[0, 1] * zz[0, 1] > (1.0 - LOSSY_DETERMINANT) * (zz[0, 0] * zz[1, 1])
+        lossy = zz[0, 1] * zz[0, 1] > (1.0 - bound) * (zz[0, 0] * zz[1, 1])
     else:
         diag = np.stack([zz[a, a] for a in range(r)])  # (r, G)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -376,7 +388,7 @@ def lossy_groups(zz: np.ndarray, nobs: np.ndarray) -> np.ndarray:
         scaled = zz * inv[:, None] * inv[None, :]
         for a in range(r):
             scaled[a, a] = 1.0
-        lossy = np.linalg.det(np.moveaxis(scaled, -1, 0)) < LOSSY_DETERMINANT
+        lossy = np.linalg.det(np.moveaxis(scaled, -1, 0)) < bound
     if lossy.any():
         lossy &= np.asarray(nobs) > 1
     return lossy

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import compiled
 from .conditionals import (
+    LOSSY_DETERMINANT,
     CentredSums,
     centred_between,
     centred_from_shifted,
@@ -319,7 +320,14 @@ class StatsBlock:
         self._subset = self._shifted = None
         return self
 
-    def use_shifted(self, sel: np.ndarray, shifted: tuple, e: int, shared: tuple) -> StatsBlock:
+    def use_shifted(
+        self,
+        sel: np.ndarray,
+        shifted: tuple,
+        e: int,
+        shared: tuple,
+        lossy: np.ndarray | None = None,
+    ) -> StatsBlock:
         """Let the groups ``sel`` (L,) of the block (positions in its order, increasing:
         its lossy groups) take the centred forms from their sums about a shift of their
         own (``shifted``, ``e`` and ``shared`` as
@@ -330,15 +338,22 @@ class StatsBlock:
         its centred ``A_c'A_c`` (:func:`~dmixed.kernels.conditionals.centred_between`),
         no ``W`` needed; with the rank-one forms (:meth:`use_rank_one`) what it adds to
         ``W`` is that part itself.  The block is then evaluated by the numpy kernels
-        (:attr:`numpy_only`)."""
+        (:attr:`numpy_only`).
+        ``lossy`` (L,) bool: which of them are lossy (below
+        :data:`~dmixed.kernels.conditionals.LOSSY_DETERMINANT`; the others are only
+        below :data:`~dmixed.kernels.conditionals.CENTRED_DETERMINANT`), what
+        :attr:`centred_groups` counts; None: all of them."""
         sel = np.asarray(sel, dtype=np.int64)
         parts = []
         for (zzc, zxyc), (at, local) in zip(self._chunks, self.spans.split(sel), strict=True):
             mine = tuple(arr[..., at] for arr in shifted)
-            parts.append((local, centred_from_shifted(zzc, zxyc, e, local, mine, shared)))
+            sums = centred_from_shifted(zzc, zxyc, e, local, mine, shared)
+            if lossy is not None:
+                sums.lossy = np.ascontiguousarray(np.asarray(lossy, dtype=bool)[at])
+            parts.append((local, sums))
         self._subset = parts
         self._kept = None
-        self._shifted = (sel, tuple(shifted), e, tuple(shared))
+        self._shifted = (sel, tuple(shifted), e, tuple(shared), lossy)
         return self
 
     def use_centred_at(self, sel: np.ndarray, sums: CentredSums) -> StatsBlock:
@@ -368,7 +383,7 @@ class StatsBlock:
 
     @property
     def shifted(self) -> tuple | None:
-        """The arguments :meth:`use_shifted` took (``(sel, shifted, e, shared)``), or
+        """The arguments :meth:`use_shifted` took (``(sel, shifted, e, shared, lossy)``), or
         None: what a copy of the sums elsewhere takes again."""
         return self._shifted
 
@@ -386,36 +401,42 @@ class StatsBlock:
 
     @property
     def centred_groups(self) -> int:
-        """The lossy groups for which the block takes the centred forms
-        (:meth:`use_centred`); 0 without."""
+        """The lossy groups (below :data:`~dmixed.kernels.conditionals.LOSSY_DETERMINANT`)
+        for which the block takes the centred forms (:meth:`use_centred`,
+        :meth:`use_shifted`): those that saved statistics cannot carry; 0 without."""
         if self._subset is not None:
-            return sum(int(sel.size) for sel, _ in self._subset)
+            return sum(int(c.lossy.sum()) for _, c in self._subset)
         return 0 if self._centred is None else sum(int(c.lossy.sum()) for c in self._centred)
 
     def centred_positions(self) -> np.ndarray:
         """The positions (in the block's order, increasing) of the groups counted by
-        :attr:`centred_groups`: int64 (L,), empty without."""
+        :attr:`centred_groups` (with :meth:`use_shifted`, every group it took, those
+        below :data:`~dmixed.kernels.conditionals.CENTRED_DETERMINANT` too): int64
+        (L,), empty without."""
         if self._subset is not None:
             return self.spans.join(sel for sel, _ in self._subset)
         if self._centred is None:
             return np.zeros(0, dtype=np.int64)
         return self.spans.join(np.flatnonzero(c.lossy) for c in self._centred)
 
-    def lossy_masks(self, nobs: np.ndarray) -> Iterator[np.ndarray]:
-        """Each chunk's lossy groups (:func:`~dmixed.kernels.conditionals.lossy_groups`;
-        ``nobs`` (G,): the groups' rows, in the block's order): bool (G_c,) per chunk,
-        each made as it is read (while its chunk is in cache for what follows)."""
+    def lossy_masks(
+        self, nobs: np.ndarray, bound: float = LOSSY_DETERMINANT
+    ) -> Iterator[np.ndarray]:
+        """Each chunk's lossy groups (:func:`~dmixed.kernels.conditionals.lossy_groups`
+        below ``bound``; ``nobs`` (G,): the groups' rows, in the block's order): bool
+        (G_c,) per chunk, each made as it is read (while its chunk is in cache for what
+        follows)."""
         nobs = np.asarray(nobs)
         return (
-            lossy_groups(zzc, nobs[at])
+            lossy_groups(zzc, nobs[at], bound)
             for (zzc, _), at in zip(self._chunks, self.spans.slices(), strict=True)
         )
 
-    def lossy_mask(self, nobs: np.ndarray) -> np.ndarray | None:
+    def lossy_mask(self, nobs: np.ndarray, bound: float = LOSSY_DETERMINANT) -> np.ndarray | None:
         """The block's lossy groups (:meth:`lossy_masks` joined; ``nobs`` (G,): the
-        groups' rows, in the block's order): bool (G,), or None where there are none
-        (each chunk checked, nothing joined)."""
-        masks = list(self.lossy_masks(nobs))
+        groups' rows, in the block's order; ``bound`` as there): bool (G,), or None
+        where there are none (each chunk checked, nothing joined)."""
+        masks = list(self.lossy_masks(nobs, bound))
         if not any(mask.any() for mask in masks):
             return None
         return np.concatenate(masks)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...kernels import StatsBlock
+from ...kernels import CENTRED_DETERMINANT, StatsBlock
 from ...kernels.groups import GROUP_CHUNK, ChunkSpans
 from ...kernels.term_table import TermRows, as_packed, merge_term_rows, shifted_sums
 from ...kernels.vc_blocks import RaggedVC
@@ -170,21 +170,29 @@ def shifted_lossy(
     if packed.r < 2 or not terms or any(t.shifted is None for t in terms):
         return
     nobs = np.asarray(nobs)
-    sel = _lossy(stats, nobs)
-    if sel is None:
+    found = _lossy(stats, nobs)
+    if found is None:
         return
+    sel, lossy = found
     wanted = np.asarray(labels)[sel].astype(np.int64)
     side = shifted_sums(terms, keys, wanted)
     if side is not None and np.array_equal(side.count, nobs[sel]):
         sums = side.layout.centred_inputs(side, packed.r, packed.k)
-        stats.use_shifted(sel, sums, side.layout.e, side.layout.shared)
+        stats.use_shifted(sel, sums, side.layout.e, side.layout.shared, lossy)
 
 
-def _lossy(stats: StatsBlock, nobs: np.ndarray) -> np.ndarray | None:
-    """The positions of the lossy groups of ``stats`` (:func:`~dmixed.kernels.lossy_groups`,
-    ``nobs`` their rows), or None where there are none."""
-    mask = stats.lossy_mask(nobs)
-    return None if mask is None else np.flatnonzero(mask)
+def _lossy(stats: StatsBlock, nobs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The positions of the groups of ``stats`` that take the centred forms where their
+    sums about their shifts are at hand (:func:`~dmixed.kernels.lossy_groups` below
+    :data:`~dmixed.kernels.CENTRED_DETERMINANT`, ``nobs`` their rows) and which of them
+    are lossy (below :data:`~dmixed.kernels.conditionals.LOSSY_DETERMINANT`: bool, one
+    per position), or None where there are none."""
+    mask = stats.lossy_mask(nobs, CENTRED_DETERMINANT)
+    if mask is None:
+        return None
+    sel = np.flatnonzero(mask)
+    strict = stats.lossy_mask(nobs)
+    return sel, (np.zeros(sel.size, dtype=bool) if strict is None else strict[sel])
 
 
 def lossy_shifts(stats: StatsBlock, nobs: np.ndarray, side, packed: PackedLayout) -> tuple | None:
@@ -194,14 +202,15 @@ def lossy_shifts(stats: StatsBlock, nobs: np.ndarray, side, packed: PackedLayout
     order): None where none is lossy, or where a lossy group's sums about its shift
     do not hold all its rows (then refused, as without them)."""
     nobs = np.asarray(nobs)
-    sel = _lossy(stats, nobs)
-    if sel is None:
+    found = _lossy(stats, nobs)
+    if found is None:
         return None
+    sel, lossy = found
     mine = side.take(sel)
     if not np.array_equal(mine.count, nobs[sel]):
         return None
     sums = side.layout.centred_inputs(mine, packed.r, packed.k)
-    return sel, sums, side.layout.e, side.layout.shared
+    return sel, sums, side.layout.e, side.layout.shared, lossy
 
 
 def to_block(
@@ -274,13 +283,14 @@ def held_shifted_lossy(
     if packed.r < 2:
         return
     nobs = np.asarray(nobs)
-    sel = _lossy(stats, nobs)
-    if sel is None:
+    found = _lossy(stats, nobs)
+    if found is None:
         return
+    sel, lossy = found
     side = values.shifted.part(np.asarray(labels)[sel], np.asarray(values.rows)[sel])
     if np.array_equal(side.count, nobs[sel]):
         sums = side.layout.centred_inputs(side, packed.r, packed.k)
-        stats.use_shifted(sel, sums, side.layout.e, side.layout.shared)
+        stats.use_shifted(sel, sums, side.layout.e, side.layout.shared, lossy)
 
 
 def _block(
@@ -723,4 +733,13 @@ def _gathered_shifts(dense: list, asm: Assembly) -> tuple | None:
     where = np.concatenate([f[0] for f in found])
     order = np.argsort(where, kind="stable")
     sums = tuple(np.concatenate([f[1][1][i] for f in found], axis=-1)[..., order] for i in range(4))
-    return where[order], sums, e, shared
+    lossy = np.concatenate([_lossy_flags(f[1]) for f in found])[order]
+    return where[order], sums, e, shared, lossy
+
+
+def _lossy_flags(shifted: tuple) -> np.ndarray:
+    """Which groups of a :meth:`~dmixed.kernels.StatsBlock.use_shifted` argument tuple
+    are lossy (its fifth entry; all of them where it has none)."""
+    if len(shifted) > 4 and shifted[4] is not None:
+        return np.asarray(shifted[4], dtype=bool)
+    return np.ones(np.asarray(shifted[0]).size, dtype=bool)
