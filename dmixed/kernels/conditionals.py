@@ -354,11 +354,11 @@ LOSSY_DETERMINANT = 1e8 * float(np.finfo(float).eps)
 #: are at hand (in process every group then does; on Dask those groups, from their sums
 #: about their shifts), though it is not refused without them.  The ``log10(1/det)``
 #: digits a group loses are digits of its own mean part ``u m m'``, which a heavily
-#: weighted group makes most of ``[X y]'[X y]``: a group weighted 1e7 at a determinant
-#: of 6.7e-8 left ℓ 3.4e-7 off on Dask and, with no lossy group beside it, 4.4e-7 off in
-#: process, 1e9 units off at a weight of 1e9 (benchmarks/RESULTS.md, xts-s55).  Ordinary
-#: groups' determinants are far above it: the check costs what it did.
-CENTRED_DETERMINANT = 1e-4
+#: weighted group makes most of ``[X y]'[X y]``: weighted 1e9 at a determinant of
+#: 6e-8 it left ℓ thousands of units off, at 6.2e-7 σ̂² 7e-7 off on Dask without a
+#: warning (benchmarks/RESULTS.md, xts-s55).  Ordinary groups' determinants are far
+#: above it (bd20's least is 0.08): the check costs what it did.
+CENTRED_DETERMINANT = 1e-5
 
 
 def lossy_groups(zz: np.ndarray, nobs: np.ndarray, bound: float = LOSSY_DETERMINANT) -> np.ndarray:
