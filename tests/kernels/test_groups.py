@@ -634,7 +634,7 @@ def test_blocks_of_any_chunks_map_every_kind_of_group_as_one_chunk(cuts, seed):
 
     centred, shifted, _, _, _, nobs = _lossy_rows(seed)
     cuts = sorted(cuts)
-    sel, sums_about_shifts, e, shared = shifted.shifted
+    sel, sums_about_shifts, e, shared, lossy = shifted.shifted
     block = _rechunked(shifted, cuts)
     assert block.spans.n_groups == block.n_groups == nobs.size
     assert np.array_equal(block.spans.edges, [0, *cuts, nobs.size])
@@ -647,7 +647,7 @@ def test_blocks_of_any_chunks_map_every_kind_of_group_as_one_chunk(cuts, seed):
         list(shifted.chunks())
     ).inexact_groups(nobs)
     # shifted: the lossy groups about their shifts
-    block.use_shifted(sel, sums_about_shifts, e, shared)
+    block.use_shifted(sel, sums_about_shifts, e, shared, lossy)
     want_pos, want_sums, want_all = shifted.centred_sums()
     for again in (block, pickle.loads(pickle.dumps(block))):
         pos, sums, everyone = again.centred_sums()
