@@ -378,7 +378,7 @@ class StatsBlock:
             return pos, concatenate_centred(self._centred), True
         if self._subset is not None:
             sums = concatenate_centred([c for _, c in self._subset])
-            return self.centred_positions(), sums, False
+            return self.spans.join(sel for sel, _ in self._subset), sums, False
         return None
 
     @property
@@ -410,11 +410,10 @@ class StatsBlock:
 
     def centred_positions(self) -> np.ndarray:
         """The positions (in the block's order, increasing) of the groups counted by
-        :attr:`centred_groups` (with :meth:`use_shifted`, every group it took, those
-        below :data:`~dmixed.kernels.conditionals.CENTRED_DETERMINANT` too): int64
-        (L,), empty without."""
+        :attr:`centred_groups` (the lossy ones: :meth:`centred_sums` has every group
+        that takes the forms): int64 (L,), empty without."""
         if self._subset is not None:
-            return self.spans.join(sel for sel, _ in self._subset)
+            return self.spans.join(sel[c.lossy] for sel, c in self._subset)
         if self._centred is None:
             return np.zeros(0, dtype=np.int64)
         return self.spans.join(np.flatnonzero(c.lossy) for c in self._centred)
