@@ -19,6 +19,7 @@ import numpy as np
 
 from . import compiled
 from .conditionals import (
+    CENTRED_DETERMINANT,
     LOSSY_DETERMINANT,
     CentredSums,
     centred_between,
@@ -417,6 +418,14 @@ class StatsBlock:
         if self._centred is None:
             return np.zeros(0, dtype=np.int64)
         return self.spans.join(np.flatnonzero(c.lossy) for c in self._centred)
+
+    def near_lossy_positions(self, nobs: np.ndarray) -> np.ndarray:
+        """The positions (in the block's order, increasing) of the groups below
+        :data:`~dmixed.kernels.conditionals.CENTRED_DETERMINANT` (lossy or near lossy:
+        those that take the centred forms where their sums are at hand; ``nobs`` (G,):
+        the groups' rows, in the block's order): int64 (L,), empty where none."""
+        mask = self.lossy_mask(nobs, CENTRED_DETERMINANT)
+        return np.zeros(0, dtype=np.int64) if mask is None else np.flatnonzero(mask)
 
     def lossy_masks(
         self, nobs: np.ndarray, bound: float = LOSSY_DETERMINANT
