@@ -29,6 +29,7 @@ from .conditionals import (
     gram_rows,
     lossy_groups,
     m_sum,
+    near_lossy_bounds,
     rank_one_groups,
 )
 from .hessian_moments import HessianMoments
@@ -420,12 +421,34 @@ class StatsBlock:
         return self.spans.join(np.flatnonzero(c.lossy) for c in self._centred)
 
     def near_lossy_positions(self, nobs: np.ndarray) -> np.ndarray:
-        """The positions (in the block's order, increasing) of the groups below
-        :data:`~dmixed.kernels.conditionals.CENTRED_DETERMINANT` (lossy or near lossy:
-        those that take the centred forms where their sums are at hand; ``nobs`` (G,):
-        the groups' rows, in the block's order): int64 (L,), empty where none."""
-        mask = self.lossy_mask(nobs, CENTRED_DETERMINANT)
+        """The positions (in the block's order, increasing) of the groups of
+        :meth:`near_lossy_mask` (``nobs`` (G,): the groups' rows, in the block's order):
+        int64 (L,), empty where none."""
+        mask = self.near_lossy_mask(nobs)
         return np.zeros(0, dtype=np.int64) if mask is None else np.flatnonzero(mask)
+
+    def near_lossy_mask(self, nobs: np.ndarray) -> np.ndarray | None:
+        """The block's groups that take the centred forms where their sums are at hand:
+        lossy, or near lossy (their scaled determinant below
+        :func:`~dmixed.kernels.conditionals.near_lossy_bounds`, weighed by their share
+        of the block's ``Z̃'Z̃`` diagonal; ``nobs`` (G,): the groups' rows, in the
+        block's order): bool (G,), or None where there are none.  One check of every
+        chunk below :data:`~dmixed.kernels.conditionals.CENTRED_DETERMINANT` (the
+        largest such bound: the common case, nothing more), then the block's totals and
+        the few groups below it weighed again."""
+        coarse = self.lossy_mask(nobs, CENTRED_DETERMINANT)
+        if coarse is None:
+            return None
+        nobs = np.asarray(nobs)
+        sel = np.flatnonzero(coarse)
+        totals = sum(np.einsum("aag->a", zzc) for zzc, _ in self._chunks)
+        mask = np.zeros_like(coarse)
+        for (zzc, _), (at, local) in zip(self._chunks, self.spans.split(sel), strict=True):
+            if local.size:
+                part = zzc[..., local]
+                mine = sel[at]
+                mask[mine] = lossy_groups(part, nobs[mine], near_lossy_bounds(part, totals))
+        return mask if mask.any() else None
 
     def lossy_masks(
         self, nobs: np.ndarray, bound: float = LOSSY_DETERMINANT

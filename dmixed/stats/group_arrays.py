@@ -242,7 +242,9 @@ def _uncentred(stats, block, everyone: bool) -> GlobalStats:
         f"{labels.size} group(s) ({shown}{more}) have a random design nearly singular "
         "within them, which the fit takes from sums about each group's mean; the "
         "statistics gathered here (to be saved or merged) hold their uncentred sums, "
-        "and a likelihood evaluated from them may lose digits; "
+        "and the log-likelihood of a fit from them can be off by far more than the "
+        "fit's tolerance (thousands of units where such a group carries most of the "
+        "weight); "
         f"{CENTRED_REMEDY}, or {ROWS_KEEP}",
         PrecisionWarning,
         stacklevel=3,

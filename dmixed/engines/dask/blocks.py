@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...kernels import CENTRED_DETERMINANT, StatsBlock
+from ...kernels import StatsBlock
 from ...kernels.groups import GROUP_CHUNK, ChunkSpans
 from ...kernels.term_table import TermRows, as_packed, merge_term_rows, shifted_sums
 from ...kernels.vc_blocks import RaggedVC
@@ -163,12 +163,12 @@ def shifted_lossy(
     ``labels``, rows ``nobs``) take the centred forms from their sums about shifts of
     their own (:meth:`~dmixed.kernels.StatsBlock.use_shifted`), read from the rows of
     terms ``terms`` they were added from (each with its increasing int64 ``keys``,
-    :func:`~dmixed.kernels.term_table.shifted_sums`).  Nothing where no group is below
-    :data:`~dmixed.kernels.CENTRED_DETERMINANT` (one check of every chunk: the common
-    case), the rows keep no such sums or a lossy group's lack some of its rows (the
-    block's summary then counts the lossy groups, :func:`inexact_groups`, and the driver
-    refuses them); a near-lossy group whose sums lack rows keeps its plain sums
-    (:func:`_complete`)."""
+    :func:`~dmixed.kernels.term_table.shifted_sums`).  Nothing where no group is lossy
+    or near lossy (:meth:`~dmixed.kernels.StatsBlock.near_lossy_mask`; one check of
+    every chunk: the common case), the rows keep no such sums or a lossy group's lack
+    some of its rows (the block's summary then counts the lossy groups,
+    :func:`inexact_groups`, and the driver refuses them); a near-lossy group whose
+    sums lack rows keeps its plain sums (:func:`_complete`)."""
     if packed.r < 2 or not terms or any(t.shifted is None for t in terms):
         return
     nobs = np.asarray(nobs)
@@ -202,11 +202,11 @@ def _complete(count: np.ndarray, nobs: np.ndarray, lossy: np.ndarray) -> np.ndar
 
 def _lossy(stats: StatsBlock, nobs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The positions of the groups of ``stats`` that take the centred forms where their
-    sums about their shifts are at hand (:func:`~dmixed.kernels.lossy_groups` below
-    :data:`~dmixed.kernels.CENTRED_DETERMINANT`, ``nobs`` their rows) and which of them
+    sums about their shifts are at hand (lossy or near lossy,
+    :meth:`~dmixed.kernels.StatsBlock.near_lossy_mask`, ``nobs`` their rows) and which of them
     are lossy (below :data:`~dmixed.kernels.conditionals.LOSSY_DETERMINANT`: bool, one
     per position), or None where there are none."""
-    mask = stats.lossy_mask(nobs, CENTRED_DETERMINANT)
+    mask = stats.near_lossy_mask(nobs)
     if mask is None:
         return None
     sel = np.flatnonzero(mask)
@@ -219,7 +219,7 @@ def lossy_shifts(stats: StatsBlock, nobs: np.ndarray, side, packed: PackedLayout
     near-lossy groups of ``stats`` (:func:`~dmixed.kernels.lossy_groups`; ``nobs``
     their rows) from
     ``side`` (a :class:`~dmixed.kernels.shifts.ShiftPart` of the block's groups, in its
-    order), for the groups below :data:`~dmixed.kernels.CENTRED_DETERMINANT` whose
+    order), for the groups lossy or near lossy (:func:`_lossy`) whose
     sums about their shifts hold all their rows, with which of them are lossy (the
     fifth entry, :func:`_lossy`): None where none is below it, where a lossy group's
     sums do not hold all its rows (then refused, as without them) or where no group
