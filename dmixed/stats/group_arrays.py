@@ -192,7 +192,7 @@ class GroupArrays:
             if centred:
                 kept = CentredGroups(*taken)
             else:
-                glob = _uncentred(stats, block, taken[2])
+                glob = _uncentred(stats, block, taken)
         held = cross = None
         if ragged and getattr(engine, "collapsed_vc", False) and hasattr(engine, "gather_ragged"):
             held = engine.gather_ragged()
@@ -222,17 +222,20 @@ def _none() -> None:
     return None
 
 
-def _uncentred(stats, block, everyone: bool) -> GlobalStats:
+def _uncentred(stats, block, taken: tuple) -> GlobalStats:
     """``stats.glob`` as statistics that do not carry centred sums hold it, where only
-    groups near lossy take them (``block``: the engine's ``StatsBlock``; ``everyone``:
-    whether every group takes them about ``W``, its ``centred_sums()[2]``), with a
-    :class:`~dmixed.errors.PrecisionWarning` naming those groups: the arrays hold
-    their uncentred sums, as statistics made before such groups took the centred
-    forms did.  The within-group cross-products ``W`` that an in-process fit made for
-    them (every group about ``W``) are left out: they are consistent only with the
-    centred sums, and the uncentred ones next to them would leave the likelihood
+    groups near lossy take them (``block``: the engine's ``StatsBlock``; ``taken``: its
+    ``centred_sums()``, positions, sums and whether every group takes them about
+    ``W``), with a :class:`~dmixed.errors.PrecisionWarning` naming those groups: the
+    arrays hold their uncentred sums, as statistics made before such groups took the
+    centred forms did.  The within-group cross-products ``W`` that an in-process fit
+    made for them (every group about ``W``) are left out: they are consistent only with
+    the centred sums, and the uncentred ones next to them would leave the likelihood
     further off than without them."""
-    positions = block.near_lossy_positions(np.asarray(stats.group_sizes))
+    everyone = bool(taken[2])
+    # every group takes the forms in process (the near-lossy ones are asked again, of
+    # the whole block); on Dask those that did, each weighed in its own block
+    positions = block.near_lossy_positions(np.asarray(stats.group_sizes)) if everyone else taken[0]
     labels = np.asarray(stats.group_labels)[np.asarray(positions, dtype=np.int64)]
     shown = ", ".join(
         repr(lb.item() if hasattr(lb, "item") else lb) for lb in labels[:NAMED_GROUPS]
