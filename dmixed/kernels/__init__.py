@@ -13,7 +13,7 @@ slots), the fixed design ``X_i`` (``n_i × p``) and the response ``y_i``.  The s
 are ``ZZ_i = Z̃_i'Z̃_i`` and ``ZXy_i = Z̃_i'[X_i, y_i]``.
 """
 
-from .conditionals import CentredSums, lossy_groups
+from .conditionals import CENTRED_DETERMINANT, CentredSums, lossy_groups
 from .groups import (
     MOMENT_MAX_R,
     HessianSums,
@@ -49,6 +49,7 @@ __all__ = [
     "CentredSums",
     "centred_statistics",
     "lossy_groups",
+    "CENTRED_DETERMINANT",
     "MOMENT_MAX_R",
     "COMPACT_BELOW",
     "HessianSums",

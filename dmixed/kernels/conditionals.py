@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "CENTRED_DETERMINANT",
     "LOSSY_DETERMINANT",
+    "near_lossy_bounds",
     "MM_BLAS_ABOVE",
     "RANK_ONE_ROUNDING",
     "CentredSums",
@@ -349,15 +351,52 @@ def _scaled_sum(
 #: nine ordinary random slopes would be lossy.)
 LOSSY_DETERMINANT = 1e8 * float(np.finfo(float).eps)
 
+#: ... and a group whose determinant is below this times its share of the block
+#: (:func:`near_lossy_bounds`) takes the centred forms wherever its sums about its mean
+#: are at hand (in process every group then does; on Dask those groups, from their sums
+#: about their shifts), though it is not refused without them.  The ``log10(1/det)``
+#: digits a group loses are digits of its own mean part ``u m m'``: of the totals
+#: ``[X y]'[X y]`` the forms subtract from, it loses about ``share/det`` of a unit
+#: roundoff, which matters where the group is most of them (weighted 1e9 at a
+#: determinant of 6e-8 it left ℓ thousands of units off, at 6.2e-7 σ̂² 7e-7 off on Dask
+#: without a warning) and not where it is one of many (ordinary small groups below it
+#: among 100,000 left ℓ as exact as the others: benchmarks/RESULTS.md, xts-s55).  The
+#: bound, 1e-5 × share, falls below :data:`LOSSY_DETERMINANT` once a group is under
+#: 0.2 % of its block's ``Z̃'Z̃`` diagonal: ordinary groups among some hundreds are then
+#: lossy or neither, and the check costs what it did.
+CENTRED_DETERMINANT = 1e-5
 
-def lossy_groups(zz: np.ndarray, nobs: np.ndarray) -> np.ndarray:
+
+def near_lossy_bounds(zz: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """The determinant below which each group of an entry-major chunk (``zz`` (r, r, G))
+    takes the centred forms where they are at hand: ``CENTRED_DETERMINANT × share``,
+    not below :data:`LOSSY_DETERMINANT` (float64 (G,)).  ``share`` is the group's
+    largest part of the block's ``Z̃'Z̃`` diagonal, ``max_a ZZ_i[a,a] / totals[a]``
+    (``totals`` (r,): ``Σ_i ZZ_i[a,a]`` over the block's groups; for a random intercept
+    the group's part of the weights ``u_i / Σ u``): a group that loses ``log10(1/det)``
+    digits of its own mean part loses ``log10(share/det)`` digits' worth of the totals
+    (:data:`CENTRED_DETERMINANT`).  A column of zero total counts as no share."""
+    r = zz.shape[0]
+    diag = np.stack([zz[a, a] for a in range(r)])  # (r, G)
+    totals = np.asarray(totals, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        parts = np.where(totals[:, None] > 0, diag / totals[:, None], 0.0)
+    share = parts.max(axis=0) if r else np.zeros(zz.shape[-1])
+    return np.fmax(LOSSY_DETERMINANT, CENTRED_DETERMINANT * share)
+
+
+def lossy_groups(
+    zz: np.ndarray, nobs: np.ndarray, bound: float | np.ndarray = LOSSY_DETERMINANT
+) -> np.ndarray:
     """The groups of an entry-major chunk (bool (G,)) whose ``Z̃_i'Z̃_i`` is too close to
     singular for the uncentred sums: the determinant of ``D^{-1/2} Z̃_i'Z̃_i D^{-1/2}``
     (``D`` its diagonal; a column of zeros in the group, which carries nothing of it,
-    left out) below :data:`LOSSY_DETERMINANT`.  A random slope on a column constant or
-    nearly constant within the group, or one of large offset (timestamps), next to the
-    intercept.  One-row groups (``nobs`` (G,) ≤ 1) are never lossy: their
-    ``Z̃_i'Z̃_i`` is of rank one whatever the data.  ``r < 2``: none.
+    left out) below ``bound`` (a float or one per group (G,); :data:`LOSSY_DETERMINANT`:
+    refused without the centred forms; :func:`near_lossy_bounds`: given them where they
+    are at hand, :data:`CENTRED_DETERMINANT` the coarse check before it).  A random
+    slope on a column constant or nearly constant within the group, or one of large
+    offset (timestamps), next to the intercept.  One-row groups (``nobs`` (G,) ≤ 1) are
+    never lossy: their ``Z̃_i'Z̃_i`` is of rank one whatever the data.  ``r < 2``: none.
 
     For ``r = 2`` the determinant is ``1 − ZZ₀₁²/(ZZ₀₀ZZ₁₁)``, compared without a
     quotient (three vector operations: the check of every data pass).  NaN statistics
@@ -368,7 +407,7 @@ def lossy_groups(zz: np.ndarray, nobs: np.ndarray) -> np.ndarray:
         return np.zeros(g, dtype=bool)
     if r == 2:
         # det < b  ⇔  ZZ₀₁² > (1 − b) ZZ₀₀ZZ₁₁ (a zero column: 0 > 0, not lossy)
-        lossy = zz[0, 1] * zz[0, 1] > (1.0 - LOSSY_DETERMINANT) * (zz[0, 0] * zz[1, 1])
+        lossy = zz[0, 1] * zz[0, 1] > (1.0 - bound) * (zz[0, 0] * zz[1, 1])
     else:
         diag = np.stack([zz[a, a] for a in range(r)])  # (r, G)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -376,7 +415,7 @@ def lossy_groups(zz: np.ndarray, nobs: np.ndarray) -> np.ndarray:
         scaled = zz * inv[:, None] * inv[None, :]
         for a in range(r):
             scaled[a, a] = 1.0
-        lossy = np.linalg.det(np.moveaxis(scaled, -1, 0)) < LOSSY_DETERMINANT
+        lossy = np.linalg.det(np.moveaxis(scaled, -1, 0)) < bound
     if lossy.any():
         lossy &= np.asarray(nobs) > 1
     return lossy

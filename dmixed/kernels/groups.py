@@ -19,6 +19,8 @@ import numpy as np
 
 from . import compiled
 from .conditionals import (
+    CENTRED_DETERMINANT,
+    LOSSY_DETERMINANT,
     CentredSums,
     centred_between,
     centred_from_shifted,
@@ -27,6 +29,7 @@ from .conditionals import (
     gram_rows,
     lossy_groups,
     m_sum,
+    near_lossy_bounds,
     rank_one_groups,
 )
 from .hessian_moments import HessianMoments
@@ -343,7 +346,14 @@ class StatsBlock:
         self._subset = self._shifted = None
         return self
 
-    def use_shifted(self, sel: np.ndarray, shifted: tuple, e: int, shared: tuple) -> StatsBlock:
+    def use_shifted(
+        self,
+        sel: np.ndarray,
+        shifted: tuple,
+        e: int,
+        shared: tuple,
+        lossy: np.ndarray | None = None,
+    ) -> StatsBlock:
         """Let the groups ``sel`` (L,) of the block (positions in its order, increasing:
         its lossy groups) take the centred forms from their sums about a shift of their
         own (``shifted``, ``e`` and ``shared`` as
@@ -354,15 +364,22 @@ class StatsBlock:
         its centred ``A_c'A_c`` (:func:`~dmixed.kernels.conditionals.centred_between`),
         no ``W`` needed; with the rank-one forms (:meth:`use_rank_one`) what it adds to
         ``W`` is that part itself.  The block is then evaluated by the numpy kernels
-        (:attr:`numpy_only`)."""
+        (:attr:`numpy_only`).
+        ``lossy`` (L,) bool: which of them are lossy (below
+        :data:`~dmixed.kernels.conditionals.LOSSY_DETERMINANT`; the others are only
+        below :data:`~dmixed.kernels.conditionals.CENTRED_DETERMINANT`), what
+        :attr:`centred_groups` counts; None: all of them."""
         sel = np.asarray(sel, dtype=np.int64)
         parts = []
         for (zzc, zxyc), (at, local) in zip(self._chunks, self.spans.split(sel), strict=True):
             mine = tuple(arr[..., at] for arr in shifted)
-            parts.append((local, centred_from_shifted(zzc, zxyc, e, local, mine, shared)))
+            sums = centred_from_shifted(zzc, zxyc, e, local, mine, shared)
+            if lossy is not None:
+                sums.lossy = np.ascontiguousarray(np.asarray(lossy, dtype=bool)[at])
+            parts.append((local, sums))
         self._subset = parts
         self._kept = None
-        self._shifted = (sel, tuple(shifted), e, tuple(shared))
+        self._shifted = (sel, tuple(shifted), e, tuple(shared), lossy)
         return self
 
     def use_centred_at(self, sel: np.ndarray, sums: CentredSums) -> StatsBlock:
@@ -387,12 +404,12 @@ class StatsBlock:
             return pos, concatenate_centred(self._centred), True
         if self._subset is not None:
             sums = concatenate_centred([c for _, c in self._subset])
-            return self.centred_positions(), sums, False
+            return self.spans.join(sel for sel, _ in self._subset), sums, False
         return None
 
     @property
     def shifted(self) -> tuple | None:
-        """The arguments :meth:`use_shifted` took (``(sel, shifted, e, shared)``), or
+        """The arguments :meth:`use_shifted` took (``(sel, shifted, e, shared, lossy)``), or
         None: what a copy of the sums elsewhere takes again."""
         return self._shifted
 
@@ -410,36 +427,71 @@ class StatsBlock:
 
     @property
     def centred_groups(self) -> int:
-        """The lossy groups for which the block takes the centred forms
-        (:meth:`use_centred`); 0 without."""
+        """The lossy groups (below :data:`~dmixed.kernels.conditionals.LOSSY_DETERMINANT`)
+        for which the block takes the centred forms (:meth:`use_centred`,
+        :meth:`use_shifted`): those that saved statistics cannot carry; 0 without."""
         if self._subset is not None:
-            return sum(int(sel.size) for sel, _ in self._subset)
+            return sum(int(c.lossy.sum()) for _, c in self._subset)
         return 0 if self._centred is None else sum(int(c.lossy.sum()) for c in self._centred)
 
     def centred_positions(self) -> np.ndarray:
         """The positions (in the block's order, increasing) of the groups counted by
-        :attr:`centred_groups`: int64 (L,), empty without."""
+        :attr:`centred_groups` (the lossy ones: :meth:`centred_sums` has every group
+        that takes the forms): int64 (L,), empty without."""
         if self._subset is not None:
-            return self.spans.join(sel for sel, _ in self._subset)
+            return self.spans.join(sel[c.lossy] for sel, c in self._subset)
         if self._centred is None:
             return np.zeros(0, dtype=np.int64)
         return self.spans.join(np.flatnonzero(c.lossy) for c in self._centred)
 
-    def lossy_masks(self, nobs: np.ndarray) -> Iterator[np.ndarray]:
-        """Each chunk's lossy groups (:func:`~dmixed.kernels.conditionals.lossy_groups`;
-        ``nobs`` (G,): the groups' rows, in the block's order): bool (G_c,) per chunk,
-        each made as it is read (while its chunk is in cache for what follows)."""
+    def near_lossy_positions(self, nobs: np.ndarray) -> np.ndarray:
+        """The positions (in the block's order, increasing) of the groups of
+        :meth:`near_lossy_mask` (``nobs`` (G,): the groups' rows, in the block's order):
+        int64 (L,), empty where none."""
+        mask = self.near_lossy_mask(nobs)
+        return np.zeros(0, dtype=np.int64) if mask is None else np.flatnonzero(mask)
+
+    def near_lossy_mask(self, nobs: np.ndarray) -> np.ndarray | None:
+        """The block's groups that take the centred forms where their sums are at hand:
+        lossy, or near lossy (their scaled determinant below
+        :func:`~dmixed.kernels.conditionals.near_lossy_bounds`, weighed by their share
+        of the block's ``Z̃'Z̃`` diagonal; ``nobs`` (G,): the groups' rows, in the
+        block's order): bool (G,), or None where there are none.  One check of every
+        chunk below :data:`~dmixed.kernels.conditionals.CENTRED_DETERMINANT` (the
+        largest such bound: the common case, nothing more), then the block's totals and
+        the few groups below it weighed again."""
+        coarse = self.lossy_mask(nobs, CENTRED_DETERMINANT)
+        if coarse is None:
+            return None
+        nobs = np.asarray(nobs)
+        sel = np.flatnonzero(coarse)
+        totals = sum(np.einsum("aag->a", zzc) for zzc, _ in self._chunks)
+        mask = np.zeros_like(coarse)
+        for (zzc, _), (at, local) in zip(self._chunks, self.spans.split(sel), strict=True):
+            if local.size:
+                part = zzc[..., local]
+                mine = sel[at]
+                mask[mine] = lossy_groups(part, nobs[mine], near_lossy_bounds(part, totals))
+        return mask if mask.any() else None
+
+    def lossy_masks(
+        self, nobs: np.ndarray, bound: float = LOSSY_DETERMINANT
+    ) -> Iterator[np.ndarray]:
+        """Each chunk's lossy groups (:func:`~dmixed.kernels.conditionals.lossy_groups`
+        below ``bound``; ``nobs`` (G,): the groups' rows, in the block's order): bool
+        (G_c,) per chunk, each made as it is read (while its chunk is in cache for what
+        follows)."""
         nobs = np.asarray(nobs)
         return (
-            lossy_groups(zzc, nobs[at])
+            lossy_groups(zzc, nobs[at], bound)
             for (zzc, _), at in zip(self._chunks, self.spans.slices(), strict=True)
         )
 
-    def lossy_mask(self, nobs: np.ndarray) -> np.ndarray | None:
+    def lossy_mask(self, nobs: np.ndarray, bound: float = LOSSY_DETERMINANT) -> np.ndarray | None:
         """The block's lossy groups (:meth:`lossy_masks` joined; ``nobs`` (G,): the
-        groups' rows, in the block's order): bool (G,), or None where there are none
-        (each chunk checked, nothing joined)."""
-        masks = list(self.lossy_masks(nobs))
+        groups' rows, in the block's order; ``bound`` as there): bool (G,), or None
+        where there are none (each chunk checked, nothing joined)."""
+        masks = list(self.lossy_masks(nobs, bound))
         if not any(mask.any() for mask in masks):
             return None
         return np.concatenate(masks)

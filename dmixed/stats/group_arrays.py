@@ -3,13 +3,14 @@ statistics (:mod:`dmixed.stats.checkpoint`) hold, merge and give to the engines.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, PrecisionWarning
 from .crossed_stats import CrossSums, cross_from_dense
 from .layout import Layout
 from .ragged_stats import RaggedArrays, diagonal_block
@@ -180,10 +181,18 @@ class GroupArrays:
         engine = stats.engine
         block = getattr(engine, "block", None)
         kept = None
+        glob = stats.glob
         if getattr(block, "centred_groups", 0):
             if not centred:
                 raise centred_groups_error(stats, block, names)
             kept = CentredGroups(*block.centred_sums())  # type: ignore[union-attr]
+        elif (taken := getattr(block, "centred_sums", _none)()) is not None:
+            # only groups near lossy take the centred forms (none is lossy): kept for
+            # arrays used in this process; saved statistics hold their plain sums
+            if centred:
+                kept = CentredGroups(*taken)
+            else:
+                glob = _uncentred(stats, block, taken)
         held = cross = None
         if ragged and getattr(engine, "collapsed_vc", False) and hasattr(engine, "gather_ragged"):
             held = engine.gather_ragged()
@@ -199,13 +208,51 @@ class GroupArrays:
             zz,
             zxy,
             [np.asarray(t) for t in stats.vc_slot_cols],
-            stats.glob,
+            glob,
             stats.layout,
             stats.standardization,
             held,
             cross,
             kept,
         )
+
+
+def _none() -> None:
+    """What an engine's block without centred sums gives for them."""
+    return None
+
+
+def _uncentred(stats, block, taken: tuple) -> GlobalStats:
+    """``stats.glob`` as statistics that do not carry centred sums hold it, where only
+    groups near lossy take them (``block``: the engine's ``StatsBlock``; ``taken``: its
+    ``centred_sums()``, positions, sums and whether every group takes them about
+    ``W``), with a :class:`~dmixed.errors.PrecisionWarning` naming those groups: the
+    arrays hold their uncentred sums, as statistics made before such groups took the
+    centred forms did.  The within-group cross-products ``W`` that an in-process fit
+    made for them (every group about ``W``) are left out: they are consistent only with
+    the centred sums, and the uncentred ones next to them would leave the likelihood
+    further off than without them."""
+    everyone = bool(taken[2])
+    # every group takes the forms in process (the near-lossy ones are asked again, of
+    # the whole block); on Dask those that did, each weighed in its own block
+    positions = block.near_lossy_positions(np.asarray(stats.group_sizes)) if everyone else taken[0]
+    labels = np.asarray(stats.group_labels)[np.asarray(positions, dtype=np.int64)]
+    shown = ", ".join(
+        repr(lb.item() if hasattr(lb, "item") else lb) for lb in labels[:NAMED_GROUPS]
+    )
+    more = f" and {labels.size - NAMED_GROUPS} more" if labels.size > NAMED_GROUPS else ""
+    warnings.warn(
+        f"{labels.size} group(s) ({shown}{more}) have a random design nearly singular "
+        "within them, which the fit takes from sums about each group's mean; the "
+        "statistics gathered here (to be saved or merged) hold their uncentred sums, "
+        "and the log-likelihood of a fit from them can be off by far more than the "
+        "fit's tolerance (thousands of units where such a group carries most of the "
+        "weight); "
+        f"{CENTRED_REMEDY}, or {ROWS_KEEP}",
+        PrecisionWarning,
+        stacklevel=3,
+    )
+    return replace(stats.glob, within=None) if everyone else stats.glob
 
 
 @dataclass(frozen=True)

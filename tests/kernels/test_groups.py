@@ -634,7 +634,7 @@ def test_blocks_of_any_chunks_map_every_kind_of_group_as_one_chunk(cuts, seed):
 
     centred, shifted, _, _, _, nobs = _lossy_rows(seed)
     cuts = sorted(cuts)
-    sel, sums_about_shifts, e, shared = shifted.shifted
+    sel, sums_about_shifts, e, shared, lossy = shifted.shifted
     block = _rechunked(shifted, cuts)
     assert block.spans.n_groups == block.n_groups == nobs.size
     assert np.array_equal(block.spans.edges, [0, *cuts, nobs.size])
@@ -647,7 +647,7 @@ def test_blocks_of_any_chunks_map_every_kind_of_group_as_one_chunk(cuts, seed):
         list(shifted.chunks())
     ).inexact_groups(nobs)
     # shifted: the lossy groups about their shifts
-    block.use_shifted(sel, sums_about_shifts, e, shared)
+    block.use_shifted(sel, sums_about_shifts, e, shared, lossy)
     want_pos, want_sums, want_all = shifted.centred_sums()
     for again in (block, pickle.loads(pickle.dumps(block))):
         pos, sums, everyone = again.centred_sums()
@@ -761,3 +761,64 @@ def test_chunk_spans_cut_by_any_size(n, size):
     assert np.diff(spans.edges).tolist() == want and spans.n_groups == n
     with pytest.raises(ValueError, match="at least 1"):
         ChunkSpans.cut(n, 0)
+
+
+def _entry_major(sizes: np.ndarray, weights=None, seed: int = 0) -> np.ndarray:
+    """The entry-major ``Z̃'Z̃`` (2, 2, G) of ``1 + x`` random designs (x ~ N(0, 1)) of
+    groups of ``sizes`` rows, ``weights`` (a function of the generator and the row
+    count) or none: made by bincount, no fit."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(sizes.size), sizes)
+    x = rng.normal(size=g.size)
+    w = np.ones(g.size) if weights is None else weights(rng, g.size)
+    n = sizes.size
+    zz = np.empty((2, 2, n))
+    zz[0, 0] = np.bincount(g, w, n)
+    zz[0, 1] = zz[1, 0] = np.bincount(g, w * x, n)
+    zz[1, 1] = np.bincount(g, w * x * x, n)
+    return zz
+
+
+def _near_block(zz: np.ndarray) -> kernels.StatsBlock:
+    return kernels.StatsBlock.from_entry_major(zz, np.zeros((2, 1, zz.shape[-1])))
+
+
+@pytest.mark.parametrize(
+    "sizes, weights",
+    [
+        ((1, 4, 1_000_000), None),
+        ((2, 3, 1_000_000), None),
+        ((20, 21, 100_000), None),
+        ((1, 4, 1_000_000), lambda rng, n: 10 ** rng.uniform(-2, 2, n)),
+    ],
+    ids=["1-3 rows", "2 rows", "20 rows", "weights over 4 decades"],
+)
+def test_ordinary_groups_are_lossy_or_not_near_lossy(sizes, weights):
+    """Ordinary data (1M groups of 1-3 rows, 100k of 20, weights spanning decades) has
+    groups below ``CENTRED_DETERMINANT`` by chance, but each is a tiny part of the
+    totals: :meth:`StatsBlock.near_lossy_mask` holds the lossy groups only (those main
+    already centres), none only near lossy."""
+    from dmixed.kernels import CENTRED_DETERMINANT
+
+    nobs = np.random.default_rng(1).integers(*sizes)
+    block = _near_block(_entry_major(nobs, weights))
+    near, lossy = block.near_lossy_mask(nobs), block.lossy_mask(nobs)
+    if sizes[0] < 20:
+        assert block.lossy_mask(nobs, CENTRED_DETERMINANT).sum() > 100  # the check has work
+    if near is None:
+        assert lossy is None
+    else:
+        assert lossy is not None and np.array_equal(near, lossy)
+
+
+def test_a_group_most_of_the_block_is_near_lossy_at_the_coarse_bound():
+    """The same determinant (about 1e-6) is near lossy where the group is most of its
+    block's ``Z̃'Z̃`` diagonal and not where it is one of thousands."""
+    nobs = np.full(2000, 3)
+    zz = _entry_major(nobs, seed=3)
+    x = -0.8 + 1e-3 * np.arange(3.0)  # scaled determinant 1.04e-6
+    for weight, near in ((1.0, False), (1e6, True)):
+        mine = zz.copy()
+        mine[:, :, 0] = weight * np.array([[3.0, x.sum()], [x.sum(), (x * x).sum()]])
+        mask = _near_block(mine).near_lossy_mask(nobs)
+        assert (mask is not None and bool(mask[0])) is near

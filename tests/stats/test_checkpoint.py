@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmixed import CheckpointError, CheckpointMismatch, DataError
+from dmixed import CheckpointError, CheckpointMismatch, DataError, DmixedWarning, PrecisionWarning
 from dmixed.design import build_spec
 from dmixed.engines.local import LocalEngine, statistics_from_arrays
 from dmixed.fit.profiled import ProfiledObjective
@@ -847,3 +847,130 @@ def test_merge_meets_integer_and_float_keys_as_float64_where_exact():
     huge = dataclasses.replace(sb, labels=np.asarray(sb.labels, dtype=np.int64) + 2**60)
     with pytest.raises(DataError, match="the group column 'site'.*±2\\*\\*53"):
         merge(floats, huge, "site")
+
+
+# --------------------------------------------------------------------------------------
+# groups near lossy: the centred forms where kept, a warning where not
+# --------------------------------------------------------------------------------------
+
+
+def _near_model(engine: str, frame: pd.DataFrame | None = None):
+    """(model, spec) of the near-lossy frame (tests/_near_lossy.py, weight 1e9) in
+    process or on Dask (3 partitions, sync scheduler)."""
+    import dask.dataframe as dd
+
+    from .._near_lossy import NEAR_KW, near_lossy_frame
+
+    frame = near_lossy_frame(1e9) if frame is None else frame
+    spec = build_spec(frame, "y ~ x1", "g", re_formula="1 + x1", weights="w")
+    if engine == "local":
+        return MixedLM.from_spec(spec, frame), spec
+    data = dd.from_pandas(frame, npartitions=3)
+    return MixedLM.from_formula("y ~ x1", data, **NEAR_KW), spec
+
+
+def _near_params(model) -> np.ndarray:
+    """Packed parameters (no fixed effects) of ``model``'s fit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit()
+    return res.params_object.get_packed(use_sqrt=False, has_fe=False)
+
+
+def _loglike(arrays: GroupArrays, spec, packed) -> float:
+    return MixedLM.from_statistics(statistics_from_arrays(arrays), spec).loglike(packed)
+
+
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_near_lossy_statistics_saved_hold_their_plain_sums_and_say_so(tmp_path, engine):
+    """Statistics saved do not hold a group's sums about its mean: a group near lossy
+    (below ``CENTRED_DETERMINANT``, not refused as a lossy one) is saved with its plain
+    sums, as before such groups took the centred forms, with a PrecisionWarning naming
+    it; never with an in-process fit's within-group ``W`` next to those plain sums (its
+    loaded fit was then 44 units of ℓ off, without a warning).  Saved and loaded, the
+    statistics evaluate as gathered."""
+    import dask
+
+    with dask.config.set(scheduler="sync"):
+        model, spec = _near_model(engine)
+        packed = _near_params(model)
+        stats = model.statistics()
+        with pytest.warns(PrecisionWarning, match=r"1 group\(s\) \(0\) have a random design"):
+            arrays = GroupArrays.from_statistics(stats)
+    assert arrays.glob.within is None and arrays.centred is None
+    save_statistics(arrays, tmp_path / "stats", {})
+    back, _ = load_statistics(tmp_path / "stats")
+    assert back.glob.within is None
+    assert _loglike(back, spec, packed) == _loglike(arrays, spec, packed)
+
+
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_near_lossy_groups_keep_their_centred_sums_for_the_bootstrap(engine):
+    """The bootstrap's arrays (``centred=True``) keep the sums about their means of the
+    groups near lossy, with no lossy group among them: ℓ from the arrays is the
+    model's, to the last digit (the plain sums were thousands of units off)."""
+    import dask
+
+    with dask.config.set(scheduler="sync"):
+        model, spec = _near_model(engine)
+        packed = _near_params(model)
+        stats = model.statistics()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DmixedWarning)
+            arrays = GroupArrays.from_statistics(stats, centred=True)
+        want = model.loglike(packed)
+    assert arrays.centred is not None
+    assert 0 in np.asarray(arrays.labels)[arrays.centred.positions]
+    assert _loglike(arrays, spec, packed) == want
+
+
+def test_near_lossy_statistics_merged_are_those_of_all_the_rows():
+    """``dmixed update`` merges statistics gathered as saved: a batch with a group near
+    lossy gives its plain sums (with the warning), so old + new evaluate as the
+    statistics of all the rows gathered alike; an in-process ``W`` kept on one side
+    only made them differ."""
+    from .._near_lossy import near_lossy_frame
+
+    frame = near_lossy_frame(1e9)
+    whole_model, spec = _near_model("local", frame)
+    packed = _near_params(whole_model)
+    with pytest.warns(PrecisionWarning):
+        whole = GroupArrays.from_statistics(whole_model.statistics())
+    old_rows, new_rows = frame[frame["g"] < 16], frame[frame["g"] >= 16]
+    with pytest.warns(PrecisionWarning):
+        old = GroupArrays.from_statistics(
+            MixedLM.from_spec(spec, old_rows).statistics(standardization=whole.columns)
+        )
+    new = GroupArrays.from_statistics(
+        MixedLM.from_spec(spec, new_rows).statistics(standardization=whole.columns)
+    )
+    merged = merge(old, new)
+    got, want = _loglike(merged, spec, packed), _loglike(whole, spec, packed)
+    assert got == pytest.approx(want, rel=1e-9, abs=0.0)
+
+
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_ordinary_small_groups_are_gathered_without_a_precision_warning(engine):
+    """Ordinary groups of 1 to 3 rows (x ~ N(0, 1), a random slope) include, by chance,
+    some below ``CENTRED_DETERMINANT``; one of thousands loses no digit that matters,
+    so statistics gathered to be saved or merged say nothing, as on main."""
+    import dask
+    import dask.dataframe as dd
+
+    import dmixed
+
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 4, 3000)
+    sizes[7] = 3
+    g = np.repeat(np.arange(sizes.size), sizes)
+    x = rng.normal(size=g.size)
+    x[g == 7] = -0.8 + 1e-3 * np.arange(3.0)  # a scaled determinant of 1e-6
+    y = 0.5 * x + rng.normal(size=sizes.size)[g] + rng.normal(size=g.size)
+    frame = pd.DataFrame({"g": g, "x": x, "y": y})
+    data = frame if engine == "local" else dd.from_pandas(frame, npartitions=3, sort=False)
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings():
+        warnings.simplefilter("error", DmixedWarning)
+        model = dmixed.MixedLM.from_formula("y ~ x", data, groups="g", re_formula="1 + x")
+        stats = model.statistics()
+        arrays = GroupArrays.from_statistics(stats)
+    assert arrays.centred is None and arrays.glob.within is None

@@ -159,49 +159,84 @@ def merged_block(
 def shifted_lossy(
     stats: StatsBlock, labels: np.ndarray, nobs: np.ndarray, keys: list, terms: list, packed
 ) -> None:
-    """Let the lossy groups of ``stats`` (:func:`~dmixed.kernels.lossy_groups`; labels
+    """Let the lossy and near-lossy groups of ``stats`` (:func:`_lossy`; labels
     ``labels``, rows ``nobs``) take the centred forms from their sums about shifts of
     their own (:meth:`~dmixed.kernels.StatsBlock.use_shifted`), read from the rows of
     terms ``terms`` they were added from (each with its increasing int64 ``keys``,
     :func:`~dmixed.kernels.term_table.shifted_sums`).  Nothing where no group is lossy
-    (one check of every chunk: the common case) or the rows keep no such sums (the
-    block's summary then counts the lossy groups, :func:`inexact_groups`, and the driver
-    refuses them)."""
+    or near lossy (:meth:`~dmixed.kernels.StatsBlock.near_lossy_mask`; one check of
+    every chunk: the common case), the rows keep no such sums or a lossy group's lack
+    some of its rows (the block's summary then counts the lossy groups,
+    :func:`inexact_groups`, and the driver refuses them); a near-lossy group whose
+    sums lack rows keeps its plain sums (:func:`_complete`)."""
     if packed.r < 2 or not terms or any(t.shifted is None for t in terms):
         return
     nobs = np.asarray(nobs)
-    sel = _lossy(stats, nobs)
-    if sel is None:
+    found = _lossy(stats, nobs)
+    if found is None:
         return
+    sel, lossy = found
     wanted = np.asarray(labels)[sel].astype(np.int64)
     side = shifted_sums(terms, keys, wanted)
-    if side is not None and np.array_equal(side.count, nobs[sel]):
+    keep = None if side is None else _complete(side.count, nobs[sel], lossy)
+    if keep is not None:
+        side = side.take(keep)
         sums = side.layout.centred_inputs(side, packed.r, packed.k)
-        stats.use_shifted(sel, sums, side.layout.e, side.layout.shared)
+        stats.use_shifted(sel[keep], sums, side.layout.e, side.layout.shared, lossy[keep])
 
 
-def _lossy(stats: StatsBlock, nobs: np.ndarray) -> np.ndarray | None:
-    """The positions of the lossy groups of ``stats`` (:func:`~dmixed.kernels.lossy_groups`,
-    ``nobs`` their rows), or None where there are none."""
-    mask = stats.lossy_mask(nobs)
-    return None if mask is None else np.flatnonzero(mask)
+def _complete(count: np.ndarray, nobs: np.ndarray, lossy: np.ndarray) -> np.ndarray | None:
+    """Which of the groups found by :func:`_lossy` (``count`` (L,): the rows their sums
+    about their shifts hold, ``nobs`` (L,): their rows, ``lossy`` (L,): which are
+    lossy) take the centred forms: the indices (int64, increasing) of those whose sums
+    hold all their rows; None where a lossy group's do not (the block then takes none,
+    and its lossy groups are refused as without such sums) or none is left.  A group
+    only near lossy without all its rows keeps the uncentred forms, as it would below
+    no bound, and does not stop the others."""
+    whole = np.asarray(count) == np.asarray(nobs)
+    if not whole[lossy].all():
+        return None
+    keep = np.flatnonzero(whole)
+    return keep if keep.size else None
+
+
+def _lossy(stats: StatsBlock, nobs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The positions of the groups of ``stats`` that take the centred forms where their
+    sums about their shifts are at hand (lossy or near lossy,
+    :meth:`~dmixed.kernels.StatsBlock.near_lossy_mask`, ``nobs`` their rows) and which of them
+    are lossy (below :data:`~dmixed.kernels.conditionals.LOSSY_DETERMINANT`: bool, one
+    per position), or None where there are none."""
+    mask = stats.near_lossy_mask(nobs)
+    if mask is None:
+        return None
+    sel = np.flatnonzero(mask)
+    strict = stats.lossy_mask(nobs)
+    return sel, (np.zeros(sel.size, dtype=bool) if strict is None else strict[sel])
 
 
 def lossy_shifts(stats: StatsBlock, nobs: np.ndarray, side, packed: PackedLayout) -> tuple | None:
-    """:meth:`~dmixed.kernels.StatsBlock.use_shifted`'s arguments for the lossy groups
-    of ``stats`` (:func:`~dmixed.kernels.lossy_groups`; ``nobs`` their rows) from
+    """:meth:`~dmixed.kernels.StatsBlock.use_shifted`'s arguments for the lossy and
+    near-lossy groups of ``stats`` (:func:`~dmixed.kernels.lossy_groups`; ``nobs``
+    their rows) from
     ``side`` (a :class:`~dmixed.kernels.shifts.ShiftPart` of the block's groups, in its
-    order): None where none is lossy, or where a lossy group's sums about its shift
-    do not hold all its rows (then refused, as without them)."""
+    order), for the groups lossy or near lossy (:func:`_lossy`) whose
+    sums about their shifts hold all their rows, with which of them are lossy (the
+    fifth entry, :func:`_lossy`): None where none is below it, where a lossy group's
+    sums do not hold all its rows (then refused, as without them) or where no group
+    is left (:func:`_complete`: a near-lossy group without all its rows keeps the
+    uncentred forms)."""
     nobs = np.asarray(nobs)
-    sel = _lossy(stats, nobs)
-    if sel is None:
+    found = _lossy(stats, nobs)
+    if found is None:
         return None
+    sel, lossy = found
     mine = side.take(sel)
-    if not np.array_equal(mine.count, nobs[sel]):
+    keep = _complete(mine.count, nobs[sel], lossy)
+    if keep is None:
         return None
+    mine = mine.take(keep)
     sums = side.layout.centred_inputs(mine, packed.r, packed.k)
-    return sel, sums, side.layout.e, side.layout.shared
+    return sel[keep], sums, side.layout.e, side.layout.shared, lossy[keep]
 
 
 def to_block(
@@ -274,13 +309,16 @@ def held_shifted_lossy(
     if packed.r < 2:
         return
     nobs = np.asarray(nobs)
-    sel = _lossy(stats, nobs)
-    if sel is None:
+    found = _lossy(stats, nobs)
+    if found is None:
         return
+    sel, lossy = found
     side = values.shifted.part(np.asarray(labels)[sel], np.asarray(values.rows)[sel])
-    if np.array_equal(side.count, nobs[sel]):
+    keep = _complete(side.count, nobs[sel], lossy)
+    if keep is not None:
+        side = side.take(keep)
         sums = side.layout.centred_inputs(side, packed.r, packed.k)
-        stats.use_shifted(sel, sums, side.layout.e, side.layout.shared)
+        stats.use_shifted(sel[keep], sums, side.layout.e, side.layout.shared, lossy[keep])
 
 
 def _block(
@@ -734,4 +772,13 @@ def _gathered_shifts(dense: list, asm: Assembly) -> tuple | None:
     where = np.concatenate([f[0] for f in found])
     order = np.argsort(where, kind="stable")
     sums = tuple(np.concatenate([f[1][1][i] for f in found], axis=-1)[..., order] for i in range(4))
-    return where[order], sums, e, shared
+    lossy = np.concatenate([_lossy_flags(f[1]) for f in found])[order]
+    return where[order], sums, e, shared, lossy
+
+
+def _lossy_flags(shifted: tuple) -> np.ndarray:
+    """Which groups of a :meth:`~dmixed.kernels.StatsBlock.use_shifted` argument tuple
+    are lossy (its fifth entry; all of them where it has none)."""
+    if len(shifted) > 4 and shifted[4] is not None:
+        return np.asarray(shifted[4], dtype=bool)
+    return np.ones(np.asarray(shifted[0]).size, dtype=bool)

@@ -14,6 +14,7 @@ from dmixed.engines.dask.blocks import (
     block_dense,
     block_summary,
     joined,
+    lossy_shifts,
     packed_stats,
     reorder,
     reorder_parts,
@@ -980,3 +981,59 @@ def test_an_assembly_of_summaries_holds_little_beyond_its_result():
     assert peak <= result + (span + 1) + (1 << 20)
     np.testing.assert_array_equal(asm.group_labels, want.group_labels)
     np.testing.assert_array_equal(asm.group_sizes, want.group_sizes)
+
+
+def _near_lossy_block_call(monkeypatch):
+    """The arguments ``(stats, nobs, side, packed)`` :func:`lossy_shifts` took for the
+    block of a Dask fit (one partition, sync scheduler) of the near-lossy frame with a
+    lossy group 1 (tests/_near_lossy.py): group 0 near lossy, group 1 lossy."""
+    import warnings
+
+    import dask
+    import dask.dataframe as dd
+
+    import dmixed
+    from dmixed.engines.dask import blocks
+
+    from ..._near_lossy import NEAR_KW, near_lossy_frame
+
+    calls = []
+
+    def recorded(*args):
+        calls.append(args)
+        return lossy_shifts(*args)
+
+    monkeypatch.setattr(blocks, "lossy_shifts", recorded)
+    frame = near_lossy_frame(1e9, lossy_second=True)
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)
+        model = dmixed.MixedLM.from_formula(
+            "y ~ x1", dd.from_pandas(frame, npartitions=1), **NEAR_KW
+        )
+        model.statistics()
+    assert calls
+    return calls[-1]
+
+
+def test_a_near_lossy_group_without_all_its_rows_keeps_the_plain_forms(monkeypatch):
+    """:func:`lossy_shifts` gives the lossy and near-lossy groups whose sums about their
+    shifts hold all their rows; a near-lossy group whose sums lack a row keeps its
+    plain sums (as below no bound) without taking the centred forms from the lossy
+    group beside it; a lossy group whose sums lack a row: none (refused, as on main)."""
+    import dataclasses
+
+    stats, nobs, side, packed = _near_lossy_block_call(monkeypatch)
+    nobs = np.asarray(nobs)
+    sel, _, _, _, lossy = lossy_shifts(stats, nobs, side, packed)
+    assert sel.tolist() == [0, 1] and lossy.tolist() == [False, True]
+
+    def short_of_a_row(pos: int):
+        count = np.array(side.count, copy=True)
+        count[pos] -= 1
+        return dataclasses.replace(side, count=count)
+
+    got = lossy_shifts(stats, nobs, short_of_a_row(0), packed)
+    assert got is not None
+    assert got[0].tolist() == [1] and got[4].tolist() == [True]
+    assert all(np.shape(a)[-1] == 1 for a in got[1])
+    assert lossy_shifts(stats, nobs, short_of_a_row(1), packed) is None
