@@ -52,7 +52,7 @@ class ModelStatistics:
 
     def __getstate__(self) -> dict:
         # the cached statistics hold the engine (on a cluster: futures): never pickled
-        state = dict(self.__dict__)
+        state = dict(super().__getstate__() or {})  # (ModelData drops its own caches)
         state["cached_statistics"] = None
         state["cached_client"] = None
         return state

@@ -406,6 +406,14 @@ class MixedLMResults(FittedValues, Hypotheses):
         return self._shaped(ci)
 
     @property
+    def freepat(self):
+        """The ``free`` pattern given to :meth:`dmixed.MixedLM.fit`, as given (statsmodels'
+        ``freepat``); None where none was, and for loaded results (the pattern is not
+        saved; ``df_modelwc`` and the information criteria count the parameters it held
+        all the same)."""
+        return self.fit_options.get("free")
+
+    @property
     def hist(self) -> list[dict]:
         """The optimizer's per-iteration record (``fit_history``; statsmodels' name)."""
         return self.fit_history
@@ -651,6 +659,9 @@ class MixedLMResults(FittedValues, Hypotheses):
         if "model" in state and "fitted_model" not in state:
             # results pickled before the model became a property kept it as "model"
             state["fitted_model"] = state.pop("model")
+        for key in ("llf", "scale"):  # Python floats in results pickled before
+            if key in state:
+                state[key] = np.float64(state[key])
         self.__dict__.update(state)
 
     # -- display -----------------------------------------------------------------
