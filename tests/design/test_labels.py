@@ -179,8 +179,7 @@ def test_the_array_intercept_is_named_as_its_variance_as_statsmodels():
     n = 20
     ref = smlm.MixedLM(np.arange(n) * 1.0, np.ones((n, 1)), np.repeat(np.arange(4), 5))
     assert ref.data.exog_re_names == [ARRAY_INTERCEPT_NAME]
-    assert covariance_names([ARRAY_INTERCEPT_NAME], [], array_intercept=True) == (
-        ref.data.param_names[1:]
-    )
+    ours = covariance_names([ARRAY_INTERCEPT_NAME], [], array_intercept=True)
+    assert ours == ref.data.param_names[1:]
     # a random effect that happens to bear the name still gets statsmodels' " Var"
     assert covariance_names([ARRAY_INTERCEPT_NAME], []) == ["Group Var Var"]
