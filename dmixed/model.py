@@ -34,6 +34,7 @@ from .design.arrays import (
     refuse_dask,
 )
 from .design.frame_rows import rows_of_frame
+from .design.labels import ARRAY_INTERCEPT_NAME, covariance_names
 from .design.messages import check_enough_rows, fixed_factors
 from .design.missing import missing_option
 from .design.model_data import ModelData
@@ -63,7 +64,6 @@ from .stats import (
     check_designs,
     check_identifiable,
     n_tril,
-    tril_indices,
 )
 from .stats.standardize import check_weights_range, log2_range
 
@@ -176,7 +176,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             raise BadValuesError("no data: endog has no rows")
         if exog_re is None:
             z = random_intercept(x) if exog_vc is None else np.zeros((n, 0))
-            re_names = ["Group"] if exog_vc is None else []
+            re_names = [ARRAY_INTERCEPT_NAME] if exog_vc is None else []
         else:
             z = random_design(exog_re, x)
             if not np.may_share_memory(z, x):  # a run of x's columns is x's own memory
@@ -217,6 +217,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             vc_column_names=vc_colnames,
             group_name="Group",
             rows=rows,
+            array_intercept=exog_re is None and exog_vc is None,
         )
 
     def _setup(
@@ -234,11 +235,13 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         rows: RowData | None = None,
         source: Any = None,
         factors: dict | None = None,
+        array_intercept: bool = False,
     ) -> None:
         """Set every attribute of a model: the one construction path of all constructors.
         ``factors``: the fixed part's factors of a formula's frame
         (:func:`~dmixed.design.messages.fixed_factors`), named where ``rows`` are too
-        few for them."""
+        few for them.  ``array_intercept``: the random intercept a model of arrays adds
+        without ``exog_re`` (:func:`~dmixed.design.labels.covariance_names`)."""
         self.use_sqrt = bool(check_flag(use_sqrt, "use_sqrt"))
         self.missing = missing
         self.spec = spec
@@ -250,6 +253,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             c if isinstance(c, LevelNames) else list(c) for c in vc_column_names
         ]
         self.group_name = group_name
+        #: the one random effect is the intercept added without ``exog_re``, named as
+        #: its variance (statsmodels' ``"Group Var"``)
+        self.array_intercept = bool(array_intercept)
         self.rows = rows
         self.source = source
         self.cached_statistics: FittedStatistics | None = None
@@ -495,15 +501,14 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         return constant_of_fit(self, stats)
 
     def param_names(self) -> list[str]:
-        """statsmodels' parameter names: fixed effects, 'a Var'/'a x b Cov', 'name Var'."""
-        names = list(self.exog_names)
-        re_names = self.exog_re_names
-        rows, cols = tril_indices(len(re_names))
-        # Python integers: formatting beside numpy's integers costs more than the names
-        for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
-            names.append(f"{re_names[i]} Var" if i == j else f"{re_names[j]} x {re_names[i]} Cov")
-        names.extend(f"{v} Var" for v in self.vc_names)
-        return names
+        """statsmodels' parameter names: fixed effects, 'a Var'/'a x b Cov', 'name Var'
+        (:func:`~dmixed.design.labels.covariance_names`)."""
+        # (getattr: a model pickled before the attribute was)
+        intercept = getattr(self, "array_intercept", False)
+        return [
+            *self.exog_names,
+            *covariance_names(self.exog_re_names, self.vc_names, intercept),
+        ]
 
     # -- fitting -----------------------------------------------------------------
 
