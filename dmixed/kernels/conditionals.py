@@ -375,7 +375,20 @@ def near_lossy_bounds(zz: np.ndarray, totals: np.ndarray) -> np.ndarray:
     (``totals`` (r,): ``Σ_i ZZ_i[a,a]`` over the block's groups; for a random intercept
     the group's part of the weights ``u_i / Σ u``): a group that loses ``log10(1/det)``
     digits of its own mean part loses ``log10(share/det)`` digits' worth of the totals
-    (:data:`CENTRED_DETERMINANT`).  A column of zero total counts as no share."""
+    (:data:`CENTRED_DETERMINANT`).  A column of zero total counts as no share.
+
+    Parameters
+    ----------
+    zz : ndarray of float64 (r, r, G)
+        The groups' ``Z̃_i'Z̃_i``, entry-major.
+    totals : array_like of float (r,)
+        ``Σ_i ZZ_i[a,a]`` over the block's groups (all of them, not only these).
+
+    Returns
+    -------
+    ndarray of float64 (G,)
+        Each group's bound, for :func:`lossy_groups`' ``bound``.
+    """
     r = zz.shape[0]
     diag = np.stack([zz[a, a] for a in range(r)])  # (r, G)
     totals = np.asarray(totals, dtype=float)
