@@ -211,12 +211,11 @@ def _lossy(stats: StatsBlock, nobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     :meth:`~dmixed.kernels.StatsBlock.near_lossy_mask`, ``nobs`` their rows) and which of them
     are lossy (below :data:`~dmixed.kernels.conditionals.LOSSY_DETERMINANT`: bool, one
     per position), or None where there are none."""
-    mask = stats.near_lossy_mask(nobs)
-    if mask is None:
+    masks = stats.centred_masks(nobs)
+    if masks is None:
         return None
-    sel = np.flatnonzero(mask)
-    strict = stats.lossy_mask(nobs)
-    return sel, (np.zeros(sel.size, dtype=bool) if strict is None else strict[sel])
+    sel = np.flatnonzero(masks[0])
+    return sel, masks[1][sel]
 
 
 def lossy_shifts(stats: StatsBlock, nobs: np.ndarray, side, packed: PackedLayout) -> tuple | None:
