@@ -107,7 +107,7 @@ class ChunkSpans:
         if size is None:  # read when called: GROUP_CHUNK is the module's setting
             size = GROUP_CHUNK
         if size < 1:
-            raise ValueError(f"chunks of {size} groups: the size must be at least 1")
+            raise ValueError(f"size must be at least 1 (groups a chunk), not {size}")
         full, rest = divmod(n_groups, size)
         return cls([size] * full + ([rest] if rest or not full else []))
 

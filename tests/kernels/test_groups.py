@@ -759,7 +759,7 @@ def test_chunk_spans_cut_by_any_size(n, size):
     spans = ChunkSpans.cut(n, size)
     want = [min(size, n - lo) for lo in range(0, max(n, 1), size)]
     assert np.diff(spans.edges).tolist() == want and spans.n_groups == n
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="size must be at least 1"):
         ChunkSpans.cut(n, 0)
 
 
