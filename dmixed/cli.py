@@ -46,6 +46,7 @@ from .errors import (
     DmixedWarning,
     PathError,
     SpecError,
+    StartError,
 )
 from .files import check_target, commit_check
 from .input_data import (
@@ -644,7 +645,6 @@ def _fit_from_last(job: Job, model, method: str, start: list | None):
     statistics are intact and the optimum does not depend on the start, so the fit
     starts from moment estimates, as with no record, and a warning names the file,
     rather than a scheduled job stopping over a start it never gave."""
-    from .errors import StartError
 
     def fit(start_params):
         return model.fit(

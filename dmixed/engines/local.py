@@ -354,13 +354,12 @@ def _centred_if_lossy(
         or layout.r < 2
     ):
         return glob
-    near = block.near_lossy_mask(nobs)
-    if near is None:
+    masks = block.centred_masks(nobs)
+    if masks is None:
         return glob  # the common case: one check of every chunk, nothing more
     # the groups counted as lossy (saved statistics refuse them) are those below
     # LOSSY_DETERMINANT; those only near lossy are exact here as well
-    lossy = block.lossy_mask(nobs)
-    lossy = np.zeros_like(near) if lossy is None else lossy
+    lossy = masks[1]
     sums = kernels.centred_statistics(
         codes, lossy.size, rows.endog, rows.exog, rows.exog_re, lossy, rows.weights, std
     )

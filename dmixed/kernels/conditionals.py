@@ -357,10 +357,10 @@ LOSSY_DETERMINANT = 1e8 * float(np.finfo(float).eps)
 #: about their shifts), though it is not refused without them.  The ``log10(1/det)``
 #: digits a group loses are digits of its own mean part ``u m m'``: of the totals
 #: ``[X y]'[X y]`` the forms subtract from, it loses about ``share/det`` of a unit
-#: roundoff, which matters where the group is most of them (weighted 1e9 at a
-#: determinant of 6e-8 it left ℓ thousands of units off, at 6.2e-7 σ̂² 7e-7 off on Dask
-#: without a warning) and not where it is one of many (ordinary small groups below it
-#: among 100,000 left ℓ as exact as the others: benchmarks/RESULTS.md, xts-s55).  The
+#: roundoff, which matters where the group is most of them (a heavily weighted group
+#: left ℓ and σ̂² off, on Dask without a warning) and not where it is one of many
+#: (ordinary small groups below it left ℓ as exact as the others): the measurements
+#: are in benchmarks/RESULTS.md, xts-s55.  The
 #: bound, 1e-5 × share, falls below :data:`LOSSY_DETERMINANT` once a group is under
 #: 0.2 % of its block's ``Z̃'Z̃`` diagonal: ordinary groups among some hundreds are then
 #: lossy or neither, and the check costs what it did.
@@ -375,7 +375,20 @@ def near_lossy_bounds(zz: np.ndarray, totals: np.ndarray) -> np.ndarray:
     (``totals`` (r,): ``Σ_i ZZ_i[a,a]`` over the block's groups; for a random intercept
     the group's part of the weights ``u_i / Σ u``): a group that loses ``log10(1/det)``
     digits of its own mean part loses ``log10(share/det)`` digits' worth of the totals
-    (:data:`CENTRED_DETERMINANT`).  A column of zero total counts as no share."""
+    (:data:`CENTRED_DETERMINANT`).  A column of zero total counts as no share.
+
+    Parameters
+    ----------
+    zz : ndarray of float64 (r, r, G)
+        The groups' ``Z̃_i'Z̃_i``, entry-major.
+    totals : array_like of float (r,)
+        ``Σ_i ZZ_i[a,a]`` over the block's groups (all of them, not only these).
+
+    Returns
+    -------
+    ndarray of float64 (G,)
+        Each group's bound, for :func:`lossy_groups`' ``bound``.
+    """
     r = zz.shape[0]
     diag = np.stack([zz[a, a] for a in range(r)])  # (r, G)
     totals = np.asarray(totals, dtype=float)

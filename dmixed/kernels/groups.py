@@ -107,7 +107,7 @@ class ChunkSpans:
         if size is None:  # read when called: GROUP_CHUNK is the module's setting
             size = GROUP_CHUNK
         if size < 1:
-            raise ValueError(f"chunks of {size} groups: the size must be at least 1")
+            raise ValueError(f"size must be at least 1 (groups a chunk), not {size}")
         full, rest = divmod(n_groups, size)
         return cls([size] * full + ([rest] if rest or not full else []))
 
@@ -443,6 +443,23 @@ class StatsBlock:
         if self._centred is None:
             return np.zeros(0, dtype=np.int64)
         return self.spans.join(np.flatnonzero(c.lossy) for c in self._centred)
+
+    def centred_masks(self, nobs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The block's groups that take the centred forms where their sums are at hand
+        (:meth:`near_lossy_mask`) and, of the block's groups, the lossy ones
+        (:meth:`lossy_mask`: those that saved statistics refuse), or None where no group
+        takes them (``nobs`` (G,): the groups' rows, in the block's order).
+
+        Returns
+        -------
+        tuple of ndarray of bool (G,), or None
+            ``(near, lossy)``: ``lossy`` all False where no group is lossy.
+        """
+        near = self.near_lossy_mask(nobs)
+        if near is None:
+            return None
+        lossy = self.lossy_mask(nobs)
+        return near, (np.zeros_like(near) if lossy is None else lossy)
 
     def near_lossy_positions(self, nobs: np.ndarray) -> np.ndarray:
         """The positions (in the block's order, increasing) of the groups of

@@ -237,12 +237,8 @@ def _uncentred(stats, block, taken: tuple) -> GlobalStats:
     # the whole block); on Dask those that did, each weighed in its own block
     positions = block.near_lossy_positions(np.asarray(stats.group_sizes)) if everyone else taken[0]
     labels = np.asarray(stats.group_labels)[np.asarray(positions, dtype=np.int64)]
-    shown = ", ".join(
-        repr(lb.item() if hasattr(lb, "item") else lb) for lb in labels[:NAMED_GROUPS]
-    )
-    more = f" and {labels.size - NAMED_GROUPS} more" if labels.size > NAMED_GROUPS else ""
     warnings.warn(
-        f"{labels.size} group(s) ({shown}{more}) have a random design nearly singular "
+        f"{_named_groups(labels)} have a random design nearly singular "
         "within them, which the fit takes from sums about each group's mean; the "
         "statistics gathered here (to be saved or merged) hold their uncentred sums, "
         "and the log-likelihood of a fit from them can be off by far more than the "
@@ -287,6 +283,18 @@ ROWS_KEEP = "a fit of the rows keeps those sums (its bootstrap and intervals use
 CONSTANT_SHARE = 1e-8
 
 
+def _named_groups(labels: np.ndarray) -> str:
+    """``"N group(s) (a, b, c and M more)"``: how many ``labels`` (L,) there are, the
+    first :data:`NAMED_GROUPS` of them by their labels, and how many more (the words of
+    :func:`centred_groups_error` and of the warning of statistics gathered with groups
+    near lossy)."""
+    shown = ", ".join(
+        repr(lb.item() if hasattr(lb, "item") else lb) for lb in labels[:NAMED_GROUPS]
+    )
+    more = f" and {labels.size - NAMED_GROUPS} more" if labels.size > NAMED_GROUPS else ""
+    return f"{labels.size} group(s) ({shown}{more})"
+
+
 class CentredGroupsError(DataError):
     """Statistics of groups fitted from sums about their means, which saved statistics
     do not carry (:func:`centred_groups_error`): the message is :attr:`problem`, then
@@ -326,12 +334,7 @@ def centred_groups_error(stats, block, names: Sequence[str] | None) -> CentredGr
         return " and ".join(words), "s" if len(words) > 1 else ""
 
     def groups(mask) -> str:
-        picked = labels[mask]
-        shown = ", ".join(
-            repr(lb.item() if hasattr(lb, "item") else lb) for lb in picked[:NAMED_GROUPS]
-        )
-        more = f" and {picked.size - NAMED_GROUPS} more" if picked.size > NAMED_GROUPS else ""
-        return f"{picked.size} group(s) ({shown}{more})"
+        return _named_groups(labels[mask])
 
     if not (0 <= one < q and q > 1 and len(positions)):
         words, plural = named(range(q))

@@ -759,7 +759,7 @@ def test_chunk_spans_cut_by_any_size(n, size):
     spans = ChunkSpans.cut(n, size)
     want = [min(size, n - lo) for lo in range(0, max(n, 1), size)]
     assert np.diff(spans.edges).tolist() == want and spans.n_groups == n
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="size must be at least 1"):
         ChunkSpans.cut(n, 0)
 
 
@@ -822,3 +822,27 @@ def test_a_group_most_of_the_block_is_near_lossy_at_the_coarse_bound():
         mine[:, :, 0] = weight * np.array([[3.0, x.sum()], [x.sum(), (x * x).sum()]])
         mask = _near_block(mine).near_lossy_mask(nobs)
         assert (mask is not None and bool(mask[0])) is near
+
+
+@pytest.mark.parametrize("lossy_second", [False, True])
+def test_centred_masks_are_the_near_lossy_and_lossy_masks(lossy_second):
+    """``StatsBlock.centred_masks``: the groups that take the centred forms and the lossy
+    ones among them, as :meth:`near_lossy_mask` and :meth:`lossy_mask` give them (the
+    lossy mask all False where none is lossy); None where no group takes the forms."""
+    import dmixed
+
+    from .._near_lossy import NEAR_KW, near_lossy_frame
+
+    frame = near_lossy_frame(1e9, lossy_second=lossy_second)
+    stats = dmixed.MixedLM.from_formula("y ~ x1", frame, **NEAR_KW).statistics()
+    block, nobs = stats.engine.block, np.asarray(stats.group_sizes)
+    near, lossy = block.centred_masks(nobs)
+    np.testing.assert_array_equal(near, block.near_lossy_mask(nobs))
+    expected = block.lossy_mask(nobs)
+    assert (expected is not None) == lossy_second
+    np.testing.assert_array_equal(lossy, np.zeros_like(near) if expected is None else expected)
+    assert near[0] and not lossy[0]  # group 0 near lossy only
+    assert bool(near[1]) == bool(lossy[1]) == lossy_second
+    plain = near_lossy_frame(1.0, spread=1.0)
+    stats = dmixed.MixedLM.from_formula("y ~ x1", plain, **NEAR_KW).statistics()
+    assert stats.engine.block.centred_masks(np.asarray(stats.group_sizes)) is None

@@ -870,9 +870,14 @@ def _near_model(engine: str, frame: pd.DataFrame | None = None):
 
 
 def _near_params(model) -> np.ndarray:
-    """Packed parameters (no fixed effects) of ``model``'s fit."""
+    """Packed parameters (no fixed effects) of ``model``'s fit (the frame's random
+    effects are perfectly correlated: a BoundaryWarning and a SingularHessianWarning
+    are expected, no other)."""
+    from dmixed.errors import BoundaryWarning, SingularHessianWarning
+
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", BoundaryWarning)
+        warnings.simplefilter("ignore", SingularHessianWarning)
         res = model.fit()
     return res.params_object.get_packed(use_sqrt=False, has_fe=False)
 

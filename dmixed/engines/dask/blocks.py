@@ -168,7 +168,7 @@ def shifted_lossy(
     every chunk: the common case), the rows keep no such sums or a lossy group's lack
     some of its rows (the block's summary then counts the lossy groups,
     :func:`inexact_groups`, and the driver refuses them); a near-lossy group whose
-    sums lack rows keeps its plain sums (:func:`_complete`)."""
+    sums lack rows keeps its plain sums (:func:`_shift_arguments`)."""
     if packed.r < 2 or not terms or any(t.shifted is None for t in terms):
         return
     nobs = np.asarray(nobs)
@@ -178,26 +178,31 @@ def shifted_lossy(
     sel, lossy = found
     wanted = np.asarray(labels)[sel].astype(np.int64)
     side = shifted_sums(terms, keys, wanted)
-    keep = None if side is None else _complete(side.count, nobs[sel], lossy)
-    if keep is not None:
-        side = side.take(keep)
-        sums = side.layout.centred_inputs(side, packed.r, packed.k)
-        stats.use_shifted(sel[keep], sums, side.layout.e, side.layout.shared, lossy[keep])
+    args = None if side is None else _shift_arguments(sel, lossy, side, nobs[sel], packed)
+    if args is not None:
+        stats.use_shifted(*args)
 
 
-def _complete(count: np.ndarray, nobs: np.ndarray, lossy: np.ndarray) -> np.ndarray | None:
-    """Which of the groups found by :func:`_lossy` (``count`` (L,): the rows their sums
-    about their shifts hold, ``nobs`` (L,): their rows, ``lossy`` (L,): which are
-    lossy) take the centred forms: the indices (int64, increasing) of those whose sums
-    hold all their rows; None where a lossy group's do not (the block then takes none,
-    and its lossy groups are refused as without such sums) or none is left.  A group
-    only near lossy without all its rows keeps the uncentred forms, as it would below
-    no bound, and does not stop the others."""
-    whole = np.asarray(count) == np.asarray(nobs)
+def _shift_arguments(
+    sel: np.ndarray, lossy: np.ndarray, side, nobs: np.ndarray, packed: PackedLayout
+) -> tuple | None:
+    """:meth:`~dmixed.kernels.StatsBlock.use_shifted`'s arguments for the groups found
+    by :func:`_lossy` (``sel`` (L,) their positions, ``lossy`` (L,) which are lossy)
+    from ``side`` (a :class:`~dmixed.kernels.shifts.ShiftPart` of those groups, in
+    their order) and ``nobs`` (L,) their rows: the groups whose sums about their shifts
+    hold all their rows take the centred forms; None where a lossy group's do not (the
+    block then takes none, and its lossy groups are refused as without such sums) or
+    none is left.  A group only near lossy without all its rows keeps the uncentred
+    forms, as it would below no bound, and does not stop the others."""
+    whole = np.asarray(side.count) == np.asarray(nobs)
     if not whole[lossy].all():
         return None
     keep = np.flatnonzero(whole)
-    return keep if keep.size else None
+    if not keep.size:
+        return None
+    mine = side.take(keep)
+    sums = side.layout.centred_inputs(mine, packed.r, packed.k)
+    return sel[keep], sums, side.layout.e, side.layout.shared, lossy[keep]
 
 
 def _lossy(stats: StatsBlock, nobs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -206,12 +211,11 @@ def _lossy(stats: StatsBlock, nobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     :meth:`~dmixed.kernels.StatsBlock.near_lossy_mask`, ``nobs`` their rows) and which of them
     are lossy (below :data:`~dmixed.kernels.conditionals.LOSSY_DETERMINANT`: bool, one
     per position), or None where there are none."""
-    mask = stats.near_lossy_mask(nobs)
-    if mask is None:
+    masks = stats.centred_masks(nobs)
+    if masks is None:
         return None
-    sel = np.flatnonzero(mask)
-    strict = stats.lossy_mask(nobs)
-    return sel, (np.zeros(sel.size, dtype=bool) if strict is None else strict[sel])
+    sel = np.flatnonzero(masks[0])
+    return sel, masks[1][sel]
 
 
 def lossy_shifts(stats: StatsBlock, nobs: np.ndarray, side, packed: PackedLayout) -> tuple | None:
@@ -223,20 +227,14 @@ def lossy_shifts(stats: StatsBlock, nobs: np.ndarray, side, packed: PackedLayout
     sums about their shifts hold all their rows, with which of them are lossy (the
     fifth entry, :func:`_lossy`): None where none is below it, where a lossy group's
     sums do not hold all its rows (then refused, as without them) or where no group
-    is left (:func:`_complete`: a near-lossy group without all its rows keeps the
-    uncentred forms)."""
+    is left (:func:`_shift_arguments`: a near-lossy group without all its rows keeps
+    the uncentred forms)."""
     nobs = np.asarray(nobs)
     found = _lossy(stats, nobs)
     if found is None:
         return None
     sel, lossy = found
-    mine = side.take(sel)
-    keep = _complete(mine.count, nobs[sel], lossy)
-    if keep is None:
-        return None
-    mine = mine.take(keep)
-    sums = side.layout.centred_inputs(mine, packed.r, packed.k)
-    return sel[keep], sums, side.layout.e, side.layout.shared, lossy[keep]
+    return _shift_arguments(sel, lossy, side.take(sel), nobs[sel], packed)
 
 
 def to_block(
@@ -314,11 +312,9 @@ def held_shifted_lossy(
         return
     sel, lossy = found
     side = values.shifted.part(np.asarray(labels)[sel], np.asarray(values.rows)[sel])
-    keep = _complete(side.count, nobs[sel], lossy)
-    if keep is not None:
-        side = side.take(keep)
-        sums = side.layout.centred_inputs(side, packed.r, packed.k)
-        stats.use_shifted(sel[keep], sums, side.layout.e, side.layout.shared, lossy[keep])
+    args = _shift_arguments(sel, lossy, side, nobs[sel], packed)
+    if args is not None:
+        stats.use_shifted(*args)
 
 
 def _block(

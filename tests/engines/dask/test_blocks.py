@@ -987,8 +987,6 @@ def _near_lossy_block_call(monkeypatch):
     """The arguments ``(stats, nobs, side, packed)`` :func:`lossy_shifts` took for the
     block of a Dask fit (one partition, sync scheduler) of the near-lossy frame with a
     lossy group 1 (tests/_near_lossy.py): group 0 near lossy, group 1 lossy."""
-    import warnings
-
     import dask
     import dask.dataframe as dd
 
@@ -1005,8 +1003,7 @@ def _near_lossy_block_call(monkeypatch):
 
     monkeypatch.setattr(blocks, "lossy_shifts", recorded)
     frame = near_lossy_frame(1e9, lossy_second=True)
-    with dask.config.set(scheduler="sync"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", dmixed.DmixedWarning)
+    with dask.config.set(scheduler="sync"):
         model = dmixed.MixedLM.from_formula(
             "y ~ x1", dd.from_pandas(frame, npartitions=1), **NEAR_KW
         )
