@@ -29,6 +29,7 @@ from .conditionals import (
     gram_rows,
     lossy_groups,
     m_sum,
+    plain_rounding,
     rank_one_groups,
 )
 from .hessian_moments import HessianMoments
@@ -475,6 +476,29 @@ class StatsBlock:
             if centred is None:
                 count += int(lossy.sum())
         return count
+
+    def plain_rounding(self, nobs: np.ndarray) -> np.ndarray:
+        """The sizes (k × k) that the groups taking the plain forms (neither
+        :meth:`use_rank_one`'s nor the centred ones) may round ``Σ_i m_i`` by
+        (:func:`~dmixed.kernels.conditionals.plain_rounding`, summed over the chunks;
+        ``nobs`` (G,): the groups' rows, in the block's order): what a precision check
+        charges them with.  Zeros where every such group is ordinary."""
+        nobs = np.asarray(nobs)
+        total = np.zeros((self.k, self.k))
+        parts = zip(self._chunks, self.spans.slices(), self._forms(), strict=True)
+        for (zzc, zxyc), at, (one, centred, subset) in parts:
+            if centred is not None:
+                continue
+            plain = np.ones(zzc.shape[2], dtype=bool)
+            if one is not None:
+                plain &= ~one
+            if subset is not None:
+                plain[subset[0]] = False
+            if plain.all():
+                total += plain_rounding(zzc, zxyc, nobs[at])
+            elif plain.any():
+                total += plain_rounding(zzc[..., plain], zxyc[..., plain], nobs[at][plain])
+        return total
 
     def _masks(self):
         """Each chunk's rank-one groups (:meth:`use_rank_one`), or None per chunk."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmixed
 from dmixed.errors import BoundaryWarning, SingularHessianWarning
@@ -56,3 +58,44 @@ def test_a_singular_pair_at_a_moderate_correlation_is_not_said_near_one():
     )
     at_one = singular_psi_words(np.array([[1.0, -1.0], [-1.0, 1.0]]), 1e-8, ["a", "b"], set())
     assert at_one.endswith("; correlation near ±1: a and b (-1.0000)")
+
+
+# --------------------------------------------------------------------------------------
+# a plain group's own rounding (groups near singular within them, uncentred sums)
+# --------------------------------------------------------------------------------------
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, database=None)
+@given(
+    seed=st.integers(0, 2**16),
+    offset=st.sampled_from([0.0, 1e3, 1.7e9]),
+    weighted=st.booleans(),
+)
+def test_ordinary_groups_are_not_charged_with_plain_rounding(seed, offset, weighted):
+    """Random slopes of ordinary spread within groups (whatever the column's offset or
+    the prior weights) are far above ``PLAIN_CHARGED_DETERMINANT``: the precision check
+    charges them nothing, and their statistics saved and loaded fit without a
+    PrecisionWarning."""
+    import warnings
+
+    from dmixed.engines.local import statistics_from_arrays
+    from dmixed.fit.fit_warnings import plain_rounding_of
+    from dmixed.model import MixedLM
+    from dmixed.stats import GroupArrays
+
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(40), rng.integers(3, 9, 40))
+    x = offset + rng.normal(size=g.size) + rng.normal(size=40)[g]
+    y = x + rng.normal(size=40)[g] + rng.normal(size=g.size)
+    frame = pd.DataFrame({"g": g, "x": x, "y": y, "w": rng.uniform(0.5, 2.0, g.size)})
+    kw = dict(groups="g", re_formula="1 + x", weights="w" if weighted else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)
+        model = dmixed.MixedLM.from_formula("y ~ x", frame, **kw)
+        stats = model.statistics()
+    assert not plain_rounding_of(stats).any()
+    arrays = GroupArrays.from_statistics(stats)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", dmixed.DmixedWarning)
+        MixedLM.from_statistics(statistics_from_arrays(arrays), model.spec).fit()
+    assert not [w for w in seen if issubclass(w.category, dmixed.PrecisionWarning)]
