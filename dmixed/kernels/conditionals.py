@@ -409,7 +409,8 @@ PLAIN_ROUNDING = 4.0
 def plain_rounding(zz: np.ndarray, zxy: np.ndarray, nobs: np.ndarray) -> np.ndarray:
     """The sizes (k × k) that the plain (uncentred) conditionals of an entry-major chunk
     (``zz`` (r, r, G), ``zxy`` (r, k, G), ``nobs`` (G,)) may round ``Σ_i m_i`` by, for
-    its groups below :data:`PLAIN_CHARGED_DETERMINANT` (:func:`lossy_groups`):
+    its groups below :data:`PLAIN_CHARGED_DETERMINANT` (:func:`lossy_groups`), not
+    below :data:`LOSSY_DETERMINANT`:
     ``c ε Σ_i κ_i |F_i|'|F_i|`` with ``A_i = D^{-1/2} Z̃_i'Z̃_i D^{-1/2}`` (``D`` its
     diagonal), ``F_i = D^{-1/2} Z̃_i'[X_i y_i]``, ``κ_i = ‖A_i‖_∞‖A_i⁻¹‖_∞`` its
     condition and ``c`` = :data:`PLAIN_ROUNDING`.
@@ -422,10 +423,16 @@ def plain_rounding(zz: np.ndarray, zxy: np.ndarray, nobs: np.ndarray) -> np.ndar
     ``w = [−β̂; 1]``, one matrix for every ``Λ``: a bound rather than an estimate (a
     group weighted 1e9 of determinant 6.7e-8 left ℓ 0.82 and 5945 units off where it
     says 2e1 and 2e5: benchmarks/RESULTS.md, nlsave-s55).  Zeros where no group is
-    below the bound; infinite where a group is singular to float64.
+    below the bound or below :data:`LOSSY_DETERMINANT` (where what is left taking the
+    plain forms is structural: indicator columns that sum to the intercept, exact).
     """
     r, k, _ = zxy.shape
     mask = lossy_groups(zz, nobs, PLAIN_CHARGED_DETERMINANT)
+    if mask.any():
+        # below LOSSY_DETERMINANT a group the plain forms would round is refused or
+        # takes exact forms (the fit's check, inexact_groups); what is left there is
+        # structural: indicator columns summing to the intercept, exact in float64
+        mask &= ~lossy_groups(zz, nobs)
     if not mask.any():
         return np.zeros((k, k))
     a = np.moveaxis(zz[:, :, mask], -1, 0)  # (L, r, r)
