@@ -401,9 +401,10 @@ def lossy_groups(zz: np.ndarray, nobs: np.ndarray, bound: float = LOSSY_DETERMIN
 #: already charges: ordinary groups' determinants are far above it, bd20's least 0.08).
 PLAIN_CHARGED_DETERMINANT = 1e-3
 
-#: :func:`plain_rounding`'s multiple of ε: the sums' own rounding over the rows and the
-#: factor's arithmetic, each a few ε of the sizes charged.
-PLAIN_ROUNDING = 4.0
+#: :func:`plain_rounding`'s multiple of ε (a typical error, as
+#: :func:`~dmixed.fit.objective.resolution` states its own, not a worst case: the tests
+#: check it against extended-precision evaluations).
+PLAIN_ROUNDING = 1.0
 
 
 def plain_rounding(zz: np.ndarray, zxy: np.ndarray, nobs: np.ndarray) -> np.ndarray:
@@ -412,7 +413,7 @@ def plain_rounding(zz: np.ndarray, zxy: np.ndarray, nobs: np.ndarray) -> np.ndar
     its groups below :data:`PLAIN_CHARGED_DETERMINANT` (:func:`lossy_groups`), not
     below :data:`LOSSY_DETERMINANT`:
     ``c ε Σ_i κ_i |F_i|'|F_i|`` with ``A_i = D^{-1/2} Z̃_i'Z̃_i D^{-1/2}`` (``D`` its
-    diagonal), ``F_i = D^{-1/2} Z̃_i'[X_i y_i]``, ``κ_i = ‖A_i‖_∞‖A_i⁻¹‖_∞`` its
+    diagonal), ``F_i = D^{-1/2} Z̃_i'[X_i y_i]``, ``κ_i = λ_max/λ_min`` its
     condition and ``c`` = :data:`PLAIN_ROUNDING`.
 
     ``m_i = ZXy_i'ΛK_i⁻¹Λ'ZXy_i`` is of the size of ``|F_i|'|F_i|`` (the group's own
@@ -420,9 +421,9 @@ def plain_rounding(zz: np.ndarray, zxy: np.ndarray, nobs: np.ndarray) -> np.ndar
     condition as Λ grows: ``m_i`` is known to about ``log10(κ_i)`` fewer digits than
     its size, which a heavily weighted group makes most of ``[X y]'[X y]``.  ``|w|' · |w|``
     of the result, over ``Q``, is that rounding's relative share of ``Q`` at
-    ``w = [−β̂; 1]``, one matrix for every ``Λ``: a bound rather than an estimate (a
-    group weighted 1e9 of determinant 6.7e-8 left ℓ 0.82 and 5945 units off where it
-    says 2e1 and 2e5: benchmarks/RESULTS.md, nlsave-s55).  Zeros where no group is
+    ``w = [−β̂; 1]``, one matrix for every ``Λ``.  Above the errors measured (a
+    group weighted 1e9 of determinant 6.7e-8 left ℓ 0.82 and 5946 units off where it
+    says 4 and 6e4: benchmarks/RESULTS.md, nlsave-s55).  Zeros where no group is
     below the bound or below :data:`LOSSY_DETERMINANT` (where what is left taking the
     plain forms is structural: indicator columns that sum to the intercept, exact).
     """
@@ -444,10 +445,10 @@ def plain_rounding(zz: np.ndarray, zxy: np.ndarray, nobs: np.ndarray) -> np.ndar
     scaled[:, np.arange(r), np.arange(r)] = 1.0  # a zero column: carries nothing
     with np.errstate(all="ignore"):
         try:
-            inv = np.linalg.inv(scaled)
-        except np.linalg.LinAlgError:  # a group singular to float64: nothing is known
+            eig = np.linalg.eigvalsh(scaled)  # ascending, per group
+        except np.linalg.LinAlgError:  # not reached above LOSSY_DETERMINANT
             return np.full((k, k), np.inf)
-        kappa = np.abs(scaled).sum(axis=1).max(axis=1) * np.abs(inv).sum(axis=1).max(axis=1)
+        kappa = eig[:, -1] / eig[:, 0]
         g = np.abs(f) * inv_d[:, :, None]
         sizes = np.einsum("g,gak,gal->kl", kappa, g, g)
     return PLAIN_ROUNDING * float(np.finfo(float).eps) * sizes
