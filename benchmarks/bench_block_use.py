@@ -9,12 +9,14 @@ intercept and slope on ``t``, ~5% of the groups' slope nearly constant at an off
 shifts.  ``--alternate`` runs ``--time`` in a fresh process per checkout (its directory
 first on ``PYTHONPATH``), base then branch, ``--rounds`` times, and prints each call's
 median over the rounds of each run's median of ``--reps`` calls (``time.thread_time``,
-ms): a fresh block (62 chunks) per timed ``use_*`` call, the same block for the reads.
+ms): a fresh block (62 chunks) per timed ``use_*`` call, the same block for the reads
+and for the compiled BLUPs (``r = 2``, each chunk's rows placed by the block's spans).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import pickle
@@ -61,6 +63,7 @@ def make(path: str) -> None:
 def time_calls(path: str, reps: int) -> dict:
     import dmixed
     from dmixed import kernels
+    from dmixed.kernels import compiled
 
     with open(path, "rb") as f:
         d = pickle.load(f)
@@ -73,6 +76,16 @@ def time_calls(path: str, reps: int) -> dict:
     shifted_block = fresh().use_shifted(sel, shifted, 0, SHARED)
     pos, sums, _ = shifted_block.centred_sums()
     both = fresh().use_rank_one(nobs).use_shifted(sel, shifted, 0, SHARED)
+    # the compiled BLUPs, placed by the block's chunk edges (a checkout before
+    # spans-s55 takes the number of groups there)
+    read = fresh()
+    takes_edges = "edges" in inspect.signature(compiled.random_effects).parameters
+    where = read.spans.edges if takes_edges else read.n_groups
+    lam, w = np.array([[0.9, 0.0], [0.2, 0.4]]), np.array([-0.5, -1.0, -0.3, 0.2, 1.0])
+    basis = np.zeros((3, 2, 2))
+    basis[0, 0, 0] = basis[2, 1, 1] = basis[1, 0, 1] = basis[1, 1, 0] = 1.0
+    compiled.random_effects(read.chunks(), lam, w, where)  # compiled or loaded: not timed
+    compiled.hessian_random_effects(read.chunks(), lam, basis, w, where, upper=True)
     cases = {
         "use_rank_one": lambda b: b.use_rank_one(nobs),
         "use_centred": lambda b: b.use_centred(centred),
@@ -81,6 +94,10 @@ def time_calls(path: str, reps: int) -> dict:
         "centred_positions": lambda b: shifted_block.centred_positions(),
         "inexact_groups": lambda b: both.inexact_groups(nobs),
         "inexact_groups(rank_one)": lambda b: shifted_block.inexact_groups(nobs, True),
+        "compiled.random_effects": lambda b: compiled.random_effects(read.chunks(), lam, w, where),
+        "compiled.hessian_random_effects": lambda b: compiled.hessian_random_effects(
+            read.chunks(), lam, basis, w, where, upper=True
+        ),
     }
     out = {}
     for name, call in cases.items():

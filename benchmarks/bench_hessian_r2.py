@@ -88,7 +88,9 @@ def main() -> None:
     w = np.array([-0.5, -1.0, -0.3, 0.2, 1.0])
 
     def fused():
-        return compiled.hessian_random_effects(block.chunks(), lam, basis, w, n, upper=True)
+        return compiled.hessian_random_effects(
+            block.chunks(), lam, basis, w, block.spans.edges, upper=True
+        )
 
     def with_native(choice: str):
         def call():

@@ -1,10 +1,11 @@
 """Thread CPU of a block's lossy check as the data pass makes it where no group is
 lossy (the common case: one check of every chunk; main asks ``lossy_mask(nobs)``, this
 branch ``lossy_mask(nobs, CENTRED_DETERMINANT)``) on 1,000,000 ordinary groups of 10
-rows, a random intercept and slope.  Run under each tree's PYTHONPATH, alternated::
+rows, a random intercept and slope.  Run under each tree's PYTHONPATH, alternated
+(``$MAIN``: a checkout of main, ``$BRANCH``: this branch's)::
 
-    for p in /tmp/s55/base /work/wt-xts /tmp/s55/base /work/wt-xts; do
-        (cd /tmp && PYTHONPATH=$p python /work/wt-xts/benchmarks/xts_lossy_check.py)
+    for p in $MAIN $BRANCH $MAIN $BRANCH; do
+        (cd /tmp && PYTHONPATH=$p python $BRANCH/benchmarks/xts_lossy_check.py)
     done
 """
 

@@ -46,8 +46,9 @@ from .errors import (
     DmixedWarning,
     PathError,
     SpecError,
+    StartError,
 )
-from .files import check_target
+from .files import check_target, commit_check
 from .input_data import (
     check_input,
     column_names,
@@ -88,7 +89,7 @@ from .job import (
     same_model,
     saved_model,
 )
-from .stats.last_fit import last_fit, remember_fit
+from .stats.last_fit import LAST_FIT_FILE, last_fit, remember_fit
 
 __all__ = [
     "EXIT_STATUSES",
@@ -618,14 +619,7 @@ def run_update(job: Job) -> int:
     model = MixedLM.from_statistics(statistics_from_arrays(merged), spec)
     if start is not None and len(start) != merged.layout.n_params:
         start = None
-    res = model.fit(
-        reml=method == "reml",
-        start_params=start,
-        cov_fe=job.cov_fe,
-        check_nobs=job.check_nobs,
-        maxiter=job.maxiter,
-        progress=not job.quiet,
-    )
+    res = _fit_from_last(job, model, method, start)
     _save_outputs(job, res)
     inputs = sorted(manifest.get("inputs", []) + new_inputs, key=lambda i: i["path"])
     checkpoint.save_statistics(
@@ -642,6 +636,40 @@ def run_update(job: Job) -> int:
     )
     remember_fit(job.stats_dir, res.packed_params.tolist(), res.method, res.llf)
     return EXIT_OK
+
+
+def _fit_from_last(job: Job, model, method: str, start: list | None):
+    """``update``'s fit, from the last fit's estimates (``last_fit.json``) where they
+    are recorded.  A recorded start at which the log-likelihood cannot be evaluated (a
+    file edited, or one left by other statistics) is only a hint that failed: the
+    statistics are intact and the optimum does not depend on the start, so the fit
+    starts from moment estimates, as with no record, and a warning names the file,
+    rather than a scheduled job stopping over a start it never gave."""
+
+    def fit(start_params):
+        return model.fit(
+            reml=method == "reml",
+            start_params=start_params,
+            cov_fe=job.cov_fe,
+            check_nobs=job.check_nobs,
+            maxiter=job.maxiter,
+            progress=not job.quiet,
+        )
+
+    if start is None:
+        return fit(None)
+    try:
+        return fit(start)
+    except StartError:
+        # (the error's advice, "check start_params", names an argument the user never gave)
+        logger.warning(
+            "warning: %s: the log-likelihood cannot be evaluated at the last fit's "
+            "estimates recorded there, %s, so this fit starts from moment estimates "
+            "instead (the file is then rewritten with this fit's estimates)",
+            os.path.join(str(job.stats_dir), LAST_FIT_FILE),
+            [float(f"{v:.6g}") for v in start],
+        )
+        return fit(None)
 
 
 def _update_without_rows(job: Job, files: list[str], saved_spec, spec: dict) -> None:
@@ -874,9 +902,16 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[list[int]]:
     """SIGTERM raises :class:`Terminated` in the body, and the handler found is given back
-    when it ends.
+    when it ends; the signals received are recorded in the list yielded.
+
+    A SIGTERM is never lost: where its exception is raised inside a callback that
+    swallows exceptions (``distributed``'s garbage-collection callback, a ``__del__``),
+    Python's report of it (``sys.unraisablehook``) is silenced, and the record ends the
+    command at the next commit point (:func:`dmixed.files.commit_check`: before any
+    output or statistics are moved into place, which raises :class:`Terminated` there)
+    or, after the last, at its exit (:func:`main`: exit status 143).
 
     SIGTERM is what SLURM, PBS, Kubernetes and systemd send at a time limit or a cancel.
     Its default action ends the process at once: the embedded cluster's processes were
@@ -890,7 +925,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     nothing changes.
     """
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield []
         return
     received: list[int] = []
 
@@ -906,11 +941,26 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, note)  # handlers run in the main thread
         raise Terminated
 
+    def still_running() -> None:
+        if received:
+            raise Terminated
+
+    def unraisable(info) -> None:
+        # Terminated raised inside a callback whose exceptions Python cannot pass on (a
+        # garbage collector's callback, a __del__): lost there, it is in ``received``,
+        # and the next commit point or the exit ends the command (no traceback)
+        if not isinstance(info.exc_value, Terminated):
+            hook(info)
+
+    hook = sys.unraisablehook
     previous = signal.signal(signal.SIGTERM, terminate)
+    sys.unraisablehook = unraisable
     try:
-        yield
+        with commit_check(still_running):
+            yield received
     finally:  # None: a handler set outside Python; the default is the nearest
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        sys.unraisablehook = hook
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -921,10 +971,14 @@ def main(argv: list[str] | None = None) -> int:
     return.
     """
     try:
-        with sigterm_as_interrupt():
-            return _main(argv)
+        with sigterm_as_interrupt() as received:
+            status = _main(argv)
     except Terminated:  # before the command began (its arguments read) or after it
         return _terminated()
+    if received and status not in (EXIT_TERMINATED, EXIT_INTERRUPTED):
+        # a SIGTERM whose exception was lost after the last commit point: never lost
+        return _terminated()
+    return status
 
 
 def _terminated() -> int:

@@ -11,7 +11,8 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
 
     DmixedError (ValueError)
     ├── SpecError            the model as asked for cannot be built (formula, arguments)
-    │   └── FormulaError     a formula that fails the whitelist or does not parse
+    │   ├── FormulaError     a formula that fails the whitelist or does not parse
+    │   └── StartError       the log-likelihood cannot be evaluated at the fit's start
     ├── DataError            the data cannot be fitted as given (missing values, rank,
     │   │                    a constant response, a column of the wrong kind)
     │   └── BadValuesError   the input's values themselves: missing, infinite, text
@@ -48,6 +49,7 @@ __all__ = [
     "DmixedError",
     "SpecError",
     "FormulaError",
+    "StartError",
     "NoModelError",
     "DataError",
     "BadValuesError",
@@ -84,6 +86,13 @@ class SpecError(DmixedError):
 
 class FormulaError(SpecError):
     """A formula that does not parse or uses something outside the whitelist."""
+
+
+class StartError(SpecError):
+    """The fit cannot start: the log-likelihood cannot be evaluated at its starting
+    covariance parameters (given ``start_params``, or the default and moment starts).
+    ``dmixed update`` takes it, for the last fit's estimates it starts from, as a sign
+    to start from moment estimates instead."""
 
 
 class NoModelError(SpecError, AttributeError):

@@ -18,7 +18,7 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,9 @@ __all__ = [
     "dmixed_version",
     "LOCK_TIMEOUT_S",
     "atomic_directory",
+    "before_commit",
     "check_target",
+    "commit_check",
     "directory_lock",
     "file_sha256",
     "json_sha256",
@@ -131,6 +133,53 @@ def sweep_stale(target: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+#: Checks run before a file or directory dmixed wrote is moved into place
+#: (:func:`commit_check`, :func:`before_commit`)
+_commit_checks: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def commit_check(check: Callable[[], None]) -> Iterator[None]:
+    """While the body runs, ``check`` is called (:func:`before_commit`) before every
+    file or directory dmixed wrote is renamed into place, and may raise to stop it.
+
+    The command's SIGTERM record is such a check: a signal whose exception was lost
+    (raised inside a callback that swallows exceptions, as a garbage collector's
+    callback of ``distributed`` does) still stops the next commit, so a killed job
+    never puts its output in place.
+
+    Parameters
+    ----------
+    check : callable () -> None
+        Raises to stop the commit (its exception propagates from the writer, whose
+        temporary output is removed and whose old target stays in place).
+
+    Yields
+    ------
+    None
+        ``check`` is registered for the body only (removed on exit, even on error).
+    """
+    _commit_checks.append(check)
+    try:
+        yield
+    finally:
+        _commit_checks.remove(check)
+
+
+def before_commit() -> None:
+    """Run the checks registered by :func:`commit_check`, in order; dmixed's writers
+    call this just before each rename that puts output in place.
+
+    Raises
+    ------
+    BaseException
+        Whatever a check raises (the command's ``Terminated`` for a recorded SIGTERM):
+        the commit is not made.
+    """
+    for check in list(_commit_checks):
+        check()
+
+
 def replace_dir(new: Path, target: Path, marker: str, kind: str) -> None:
     """Move ``new`` to ``target``; an existing target is swapped out, then removed.
 
@@ -145,6 +194,7 @@ def replace_dir(new: Path, target: Path, marker: str, kind: str) -> None:
             check_target(target, marker, kind)
             old = sibling_path(target, "old")  # named before the rename it may undo
             os.rename(target, old)
+        before_commit()  # last, so that a signal lost in the checks above still stops it
         os.rename(new, target)
     except BaseException:
         if old is not None and not os.path.lexists(target) and os.path.lexists(old):

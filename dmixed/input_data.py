@@ -341,9 +341,10 @@ def label_types(
 ) -> dict:
     """``{column: "int", "float" or "text"}``: "int" where every value of the column in
     every file is a plain integer (``-?[1-9][0-9]*`` or ``0``, no missing value); else,
-    for a column of ``floats`` (``update``: labels saved as float64), "float" where every
-    value reads exactly as float64 (:func:`_inexact_float`: ``28.0``, as pandas writes a
-    float column); else "text".  Both are decided in the same read of the columns.
+    for a column of ``floats`` (``update``: labels saved as integers or float64),
+    "float" where every value reads exactly as float64 (:func:`_inexact_float`:
+    ``28.0``, as pandas writes a float column); else "text".  Both are decided in the
+    same read of the columns.
 
     One read of these columns of every file (a CSV file cannot be read by columns
     alone): the answer is the same however the rows are split into files and
@@ -423,10 +424,11 @@ def _exact_floats(pdf: pd.DataFrame) -> pd.DataFrame:
 
 def _refuse_unlike_saved(files, types: dict, saved: dict, storage_options) -> None:
     """``update``: refuse labels that cannot be read as the saved statistics' (integer
-    labels saved, other than plain integers in the new files), naming the column, file
-    and line; and labels saved as float64 that :func:`label_types` found neither plain
-    integers nor exact float64 values.  Plain integers stay "int": they meet the saved
-    keys as float64 where exact (:func:`~dmixed.stats.checkpoint_merge.merge`), the one
+    labels saved, other than plain integers or exact float64 values in the new files),
+    naming the column, file and line; and labels saved as float64 that
+    :func:`label_types` found neither plain integers nor exact float64 values.  Plain
+    integers stay "int", and exact float64 values "float": they meet the saved keys as
+    float64 where exact (:func:`~dmixed.stats.checkpoint_merge.merge`), the one
     int/float rule of group keys."""
     for c, kind in saved.items():
         if kind == "float" and types.get(c) == "text":
@@ -440,13 +442,20 @@ def _refuse_unlike_saved(files, types: dict, saved: dict, storage_options) -> No
                 EXIT_DATA,
             )
         if kind == "int" and types.get(c) == "text":
-            where = csv_culprit(files, c, _not_plain_integer, storage_options, label=True)
+            where = csv_culprit(files, c, _neither_integer_nor_float, storage_options, label=True)
             raise JobError(
                 f"the labels of column {c!r} in the saved statistics are integers, but "
-                f"{where or 'the new files hold text'}: update reads labels of the saved "
-                "type; convert that column, or fit all the data again",
+                f"{where or 'the new files hold text'}: update reads them as integers, or as "
+                "float64 where every value is a number of magnitude below 2**53 (written "
+                "'28.0'); convert that column, or fit all the data again",
                 EXIT_DATA,
             )
+
+
+def _neither_integer_nor_float(values: pd.Series) -> np.ndarray:
+    """Labels that are neither plain integers nor exact float64 values (the values
+    that made :func:`label_types` read a column saved as integers as text)."""
+    return _not_plain_integer(values) & _inexact_float(values)
 
 
 def read_data(
@@ -559,7 +568,9 @@ def _read_csv_input(job: Job, files: list[str], model: dict, saved: dict):
     everywhere = set.intersection(*map(set, headers)) if headers else set()
     labels = sorted(label_columns(model) & everywhere)
     types = {c: saved[c] for c in labels if c in saved and saved[c] == "text"}
-    floats = [c for c in labels if saved.get(c) == "float"]
+    # labels saved as integers or float64 both take keys written as floats (``28.0``):
+    # integer and float keys meet as float64 where exact, as Parquet's float64 keys do
+    floats = [c for c in labels if saved.get(c) in ("int", "float")]
     types.update(label_types(files, [c for c in labels if c not in types], options, floats))
     _refuse_unlike_saved(files, types, saved, options)
     dtype = {c: {"int": "int64", "float": "float64"}.get(t, object) for c, t in types.items()}

@@ -34,6 +34,7 @@ from .design.arrays import (
     refuse_dask,
 )
 from .design.frame_rows import rows_of_frame
+from .design.labels import ARRAY_INTERCEPT_NAME, covariance_names
 from .design.messages import check_enough_rows, fixed_factors
 from .design.missing import missing_option
 from .design.model_data import ModelData
@@ -64,7 +65,6 @@ from .stats import (
     check_designs,
     check_identifiable,
     n_tril,
-    tril_indices,
 )
 from .stats.standardize import check_weights_range, log2_range
 
@@ -177,7 +177,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             raise BadValuesError("no data: endog has no rows")
         if exog_re is None:
             z = random_intercept(x) if exog_vc is None else np.zeros((n, 0))
-            re_names = ["Group"] if exog_vc is None else []
+            re_names = [ARRAY_INTERCEPT_NAME] if exog_vc is None else []
         else:
             z = random_design(exog_re, x)
             if not np.may_share_memory(z, x):  # a run of x's columns is x's own memory
@@ -218,6 +218,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             vc_column_names=vc_colnames,
             group_name="Group",
             rows=rows,
+            array_intercept=exog_re is None and exog_vc is None,
         )
 
     def _setup(
@@ -235,11 +236,13 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         rows: RowData | None = None,
         source: Any = None,
         factors: dict | None = None,
+        array_intercept: bool = False,
     ) -> None:
         """Set every attribute of a model: the one construction path of all constructors.
         ``factors``: the fixed part's factors of a formula's frame
         (:func:`~dmixed.design.messages.fixed_factors`), named where ``rows`` are too
-        few for them."""
+        few for them.  ``array_intercept``: the random intercept a model of arrays adds
+        without ``exog_re`` (:func:`~dmixed.design.labels.covariance_names`)."""
         self.use_sqrt = bool(check_flag(use_sqrt, "use_sqrt"))
         self.missing = missing
         self.spec = spec
@@ -251,6 +254,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             c if isinstance(c, LevelNames) else list(c) for c in vc_column_names
         ]
         self.group_name = group_name
+        #: the one random effect is the intercept added without ``exog_re``, named as
+        #: its variance (statsmodels' ``"Group Var"``)
+        self.array_intercept = bool(array_intercept)
         self.rows = rows
         self.source = source
         self.cached_statistics: FittedStatistics | None = None
@@ -496,15 +502,14 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         return constant_of_fit(self, stats)
 
     def param_names(self) -> list[str]:
-        """statsmodels' parameter names: fixed effects, 'a Var'/'a x b Cov', 'name Var'."""
-        names = list(self.exog_names)
-        re_names = self.exog_re_names
-        rows, cols = tril_indices(len(re_names))
-        # Python integers: formatting beside numpy's integers costs more than the names
-        for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
-            names.append(f"{re_names[i]} Var" if i == j else f"{re_names[j]} x {re_names[i]} Cov")
-        names.extend(f"{v} Var" for v in self.vc_names)
-        return names
+        """statsmodels' parameter names: fixed effects, 'a Var'/'a x b Cov', 'name Var'
+        (:func:`~dmixed.design.labels.covariance_names`)."""
+        # (getattr: a model pickled before the attribute was)
+        intercept = getattr(self, "array_intercept", False)
+        return [
+            *self.exog_names,
+            *covariance_names(self.exog_re_names, self.vc_names, intercept),
+        ]
 
     # -- fitting -----------------------------------------------------------------
 
@@ -617,9 +622,11 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             the data);
             ``reml``, ``skip_hessian``, ``progress`` or ``full_output`` not a Python
             or numpy bool, ``maxiter`` not an integer >= 0,
-            ``gtol`` not a finite number >= 0; starting values where the log-likelihood
-            is not finite; statsmodels' ``niter_sa``, ``do_cg``, ``fe_pen`` or
-            ``cov_pen`` other than its default.
+            ``gtol`` not a finite number >= 0; statsmodels' ``niter_sa``, ``do_cg``,
+            ``fe_pen`` or ``cov_pen`` other than its default.
+        StartError
+            A ``SpecError``: starting values where the log-likelihood is not finite
+            (given ``start_params``, or the default and moment starts).
         DataError
             See :meth:`statistics`; an unidentifiable model (``check_nobs``); a response
             the effects reproduce exactly (no maximum of the likelihood: the optimizer

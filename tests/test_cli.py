@@ -542,6 +542,40 @@ def test_update_of_csv_keys_written_as_floats_after_float_group_keys(data, sched
     assert_same_fit(dmixed.load(tmp_path / "o4"), in_process_fit(data.full), rtol=1e-6)
 
 
+def test_update_of_csv_keys_written_as_floats_after_integer_group_keys(data, scheduler, tmp_path):
+    """Integer keys saved, new keys written ``28.0`` (pandas' CSV of a column that once
+    held a missing value) were refused as "text" while the same keys as float64 Parquet
+    were taken: CSV now reads them as float64, as the README says integer and float keys
+    meet, and the update equals the update from Parquet and the fit of all the rows.  A
+    key that is neither is refused naming it, not the first ``28.0`` before it."""
+    early = data.full["g"] < 40
+    first, rest = data.full[early], data.full[~early]
+    first.to_parquet(tmp_path / "first.parquet", index=False)
+    rest.assign(g=rest["g"].astype(float)).to_csv(tmp_path / "dot0.csv", index=False)
+    rest.assign(g=rest["g"].astype(float)).to_parquet(tmp_path / "f.parquet", index=False)
+    assert ".0," in (tmp_path / "dot0.csv").read_text()
+    common = ("--cluster", scheduler.file, "--quiet")
+    fit = ("fit", "--data", "first.parquet", *MODEL, *common, "--output")
+    for stats in ("S", "P", "T"):
+        ok(run_in_process(*fit, f"o{stats}", "--stats-dir", stats, cwd=tmp_path))
+    upd = ("update", *common, "--data")
+    ok(run_in_process(*upd, "dot0.csv", "--stats-dir", "S", "--output", "u1", cwd=tmp_path))
+    ok(run_in_process(*upd, "f.parquet", "--stats-dir", "P", "--output", "u2", cwd=tmp_path))
+    from_csv, from_parquet = dmixed.load(tmp_path / "u1"), dmixed.load(tmp_path / "u2")
+    assert_same_fit(from_csv, from_parquet, rtol=1e-10)
+    assert_same_optimum(from_csv, in_process_fit(data.full))
+
+    text = rest.assign(g=rest["g"].astype(float).astype(object))
+    text.iloc[5, text.columns.get_loc("g")] = "g60"
+    text.to_csv(tmp_path / "text.csv", index=False)
+    before = (tmp_path / "T/manifest.json").read_bytes()
+    proc = run_in_process(*upd, "text.csv", "--stats-dir", "T", "--output", "u3", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "the labels of column 'g' in the saved statistics are integers" in proc.stderr
+    assert "text.csv line 7 holds 'g60'" in proc.stderr
+    assert (tmp_path / "T/manifest.json").read_bytes() == before
+
+
 def test_a_header_only_csv_first_does_not_decide_the_other_files_types(data, tmp_path):
     """A header-only CSV file given first beside a file with rows made every column
     text (Dask takes the types from the first file): the other file's numbers were
@@ -1766,6 +1800,68 @@ def test_update_with_text_group_keys_where_the_saved_are_numbers_is_refused(incr
     assert (d / "S/manifest.json").read_bytes() == before and not (d / "U3").exists()
 
 
+def test_update_from_an_unusable_last_fit_starts_from_moments_naming_the_file(
+    data, scheduler, tmp_path
+):
+    """``last_fit.json`` edited to finite but absurd estimates: exit 2 "the fit cannot
+    start ... check start_params", the file not named.  It is a warm start only (the
+    statistics are intact, the optimum does not depend on it): the fit now starts from
+    moment estimates, one warning names the file, and the result is the fit of all the
+    rows; the file is rewritten with the new estimates."""
+    for f in (data.A, data.B):
+        shutil.copy2(f, tmp_path / f.name)
+    common = ["--cluster", scheduler.file, "--quiet"]
+    ok(run_in_process("fit", "--data", "A.parquet", *MODEL, *VC, *common, "--stats-dir", "S",
+                      "--output", "FA", cwd=tmp_path))  # fmt: skip
+    record = tmp_path / "S" / "last_fit.json"
+    n_params = len(json.loads(record.read_text())["packed_params"])
+    absurd = [1e8] + [-50.0] * (n_params - 1)
+    record.write_text(json.dumps({"packed_params": absurd, "method": "REML", "llf": 0}))
+    proc = ok(run_in_process("update", "--stats-dir", "S", "--data", "B.parquet", "--output",
+                             "U", *common, cwd=tmp_path))  # fmt: skip
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dmixed: warning: "), proc.stderr
+    assert os.path.join("S", "last_fit.json") in lines[0] and "moment estimates" in lines[0]
+    assert "start_params" not in lines[0]
+    upd = dmixed.load(tmp_path / "U")
+    assert_same_optimum(upd, in_process_fit(data.full, vc=True))
+    saved = json.loads(record.read_text())["packed_params"]
+    np.testing.assert_array_equal(saved, upd.packed_params)
+
+
+def test_update_with_a_text_factor_of_saved_number_levels_says_what_the_model_reads(
+    scheduler, tmp_path
+):
+    """A variance component ``C(cls)`` of an integer column, new rows holding ``cls``
+    as text: refused as before, but the message said the model "reads numbers" from
+    ``cls``; it reads factor labels that are numbers, and says so, naming the file and
+    the column and what it found."""
+    rng = np.random.default_rng(3)
+    n = 300
+    df = pd.DataFrame(
+        {"g": rng.integers(0, 30, n), "x": rng.normal(size=n), "cls": rng.integers(0, 3, n)}
+    )
+    df["y"] = df.x + rng.normal(size=30)[df.g] + rng.normal(size=(30, 3))[df.g, df.cls]
+    df["y"] += rng.normal(size=n)
+    df.iloc[:200].to_parquet(tmp_path / "A.parquet", index=False)
+    df.iloc[200:].astype({"cls": str}).to_parquet(tmp_path / "B.parquet", index=False)
+    common = ["--cluster", scheduler.file, "--quiet"]
+    model = ["--formula", "y ~ x", "--groups", "g", "--vc", "cls=0 + C(cls)"]
+    ok(run_in_process("fit", "--data", "A.parquet", *model, *common, "--stats-dir", "S",
+                      "--output", "FA", cwd=tmp_path))  # fmt: skip
+    before = (tmp_path / "S/manifest.json").read_bytes()
+    proc = run_in_process("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U",
+                          *common, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "B.parquet" in proc.stderr and "reads numbers" not in proc.stderr
+    assert (
+        "column 'cls' holds text (string) where the model reads factor labels that are "
+        "numbers (the column is a factor, inside C(), whose levels are numbers"
+    ) in proc.stderr
+    assert (tmp_path / "S/manifest.json").read_bytes() == before and not (tmp_path / "U").exists()
+
+
 def test_update_missing_drop_is_the_fit_of_all_rows_with_missing_drop(data, scheduler, tmp_path):
     """New rows with a missing value: update said "pass --missing drop", which it did not
     take; now it does, and the saved statistics are then those of ``--missing drop``."""
@@ -2297,6 +2393,55 @@ def test_a_second_sigterm_does_not_break_into_the_cleanup_of_the_first(monkeypat
     assert proc.returncode == 143 and proc.stderr == "dmixed: error: terminated (SIGTERM)\n"
     assert cleaned == [True]
     assert signal.getsignal(signal.SIGTERM) is found
+
+
+class _SwallowsExceptions:
+    """Freed at once, it runs the SIGTERM handler in ``__del__``, whose exceptions
+    Python cannot pass on (only reports them, "Exception ignored in"), as a signal that
+    lands in ``distributed``'s garbage-collection callback is run."""
+
+    def __del__(self):
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+
+
+def _lost_sigterm() -> None:
+    _SwallowsExceptions()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("when", ["before the outputs", "after the last commit"])
+def test_a_sigterm_lost_in_a_callback_still_ends_the_update(
+    data, scheduler, monkeypatch, tmp_path, when
+):
+    """A SIGTERM whose exception was raised inside a callback that swallows exceptions
+    was lost: "Exception ignored in ... Terminated", and the update wrote its output
+    and exited 0.  The signal is recorded: the next commit point (before the results,
+    the statistics or the last fit's record are moved into place) ends the command, or,
+    after the last, its exit: status 143, its one line, and before the outputs nothing
+    written and the statistics as they were."""
+    shutil.copy2(data.A, tmp_path / "A.parquet")
+    shutil.copy2(data.B, tmp_path / "B.parquet")
+    common = ["--cluster", scheduler.file, "--quiet"]
+    ok(run_in_process("fit", "--data", "A.parquet", *MODEL, "--stats-dir", "S", "--output",
+                      "FA", *common, cwd=tmp_path))  # fmt: skip
+    saved = {p.name: p.read_bytes() for p in (tmp_path / "S").iterdir() if p.is_file()}
+    if when == "before the outputs":
+        fit = dmixed.MixedLM.fit
+        monkeypatch.setattr(dmixed.MixedLM, "fit", lambda *a, **k: _lost_sigterm() or fit(*a, **k))
+    else:
+        remember = cli.remember_fit
+        monkeypatch.setattr(cli, "remember_fit", lambda *a: remember(*a) or _lost_sigterm())
+    found = signal.getsignal(signal.SIGTERM)
+    proc = run_in_process("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U",
+                          *common, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr == "dmixed: error: terminated (SIGTERM)\n"
+    assert signal.getsignal(signal.SIGTERM) is found
+    if when == "before the outputs":
+        assert not (tmp_path / "U").exists() and proc.stdout == ""
+        now = {p.name: p.read_bytes() for p in (tmp_path / "S").iterdir() if p.is_file()}
+        assert now == saved
+        assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporaries
 
 
 # --------------------------------------------------------------------------------------

@@ -155,3 +155,25 @@ def test_an_interrupt_between_the_renames_puts_the_old_directory_back(
     monkeypatch.setattr(files.os, "rename", real_rename)
     assert (target / "estimates.json").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["R", "R.tmp"]
+
+
+def test_a_commit_check_raising_at_the_rename_leaves_the_old_target(tmp_path):
+    # the check runs last, after the old target is moved aside: a recorded signal
+    # there still stops the commit, and the old target is put back
+    import dmixed.files as files
+
+    target, new = tmp_path / "R", tmp_path / "R.tmp"
+    for path, text in ((target, "old"), (new, "new")):
+        path.mkdir()
+        (path / "estimates.json").write_text(text)
+    seen = []
+
+    def check():
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        raise KeyboardInterrupt
+
+    with files.commit_check(check), pytest.raises(KeyboardInterrupt):
+        files.replace_dir(new, target, "estimates.json", "results")
+    assert len(seen) == 1 and "R" not in seen[0]  # called after the old one moved aside
+    assert (target / "estimates.json").read_text() == "old"
+    assert (new / "estimates.json").read_text() == "new"

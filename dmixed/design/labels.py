@@ -6,6 +6,10 @@ statsmodels' and looked up by them (``fe_params['Q("my col")']``, ``t_test``), s
 names formulaic makes are respelled here, the one place that does it
 (:func:`patsy_spelling`); :func:`formulaic_spelling` spells them back, as versions
 before saved them.  No formulaic import: plain formulas never load it.
+
+The names of the covariance parameters (``'a Var'``, ``'a x b Cov'``) and of the random
+intercept that a model of arrays adds without ``exog_re`` are statsmodels' too, and are
+made here alone (:func:`covariance_names`, :data:`ARRAY_INTERCEPT_NAME`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,48 @@ import io
 import tokenize
 from collections.abc import Sequence
 
-__all__ = ["formulaic_spelling", "patsy_spelling"]
+__all__ = ["ARRAY_INTERCEPT_NAME", "covariance_names", "formulaic_spelling", "patsy_spelling"]
+
+#: statsmodels' name of the random intercept that ``MixedLM(endog, exog, groups)`` adds
+#: without ``exog_re`` (and without ``exog_vc``): the random effect's name (``cov_re``,
+#: ``random_effects``) and its variance parameter's name at once (statsmodels sets both
+#: to ``["Group Var"]``), where a formula's random intercept is ``"Group"`` with the
+#: variance ``"Group Var"``.
+ARRAY_INTERCEPT_NAME = "Group Var"
+
+
+def covariance_names(
+    re_names: Sequence[str], vc_names: Sequence[str], array_intercept: bool = False
+) -> list[str]:
+    """statsmodels' names of the covariance parameters, in ``params`` order.
+
+    Parameters
+    ----------
+    re_names : sequence of str (q,)
+        The random effects' names (``exog_re_names``).
+    vc_names : sequence of str
+        The variance components' names.
+    array_intercept : bool
+        ``re_names`` is the one random intercept a model of arrays adds without
+        ``exog_re`` (:data:`ARRAY_INTERCEPT_NAME`): its name is its variance's name.
+
+    Returns
+    -------
+    list of str (q(q+1)/2 + len(vc_names),)
+        ``'a Var'`` for the diagonal of Ψ and ``'a x b Cov'`` below it (row by row,
+        ``vech`` order), then ``'name Var'`` for each variance component
+        (statsmodels' ``_make_param_names``).
+    """
+    if array_intercept:
+        names = [ARRAY_INTERCEPT_NAME]
+    else:
+        names = []
+        for i, row in enumerate(re_names):
+            for col in re_names[:i]:
+                names.append(f"{col} x {row} Cov")
+            names.append(f"{row} Var")
+    names.extend(f"{v} Var" for v in vc_names)
+    return names
 
 
 _SKIP = frozenset(

@@ -1,5 +1,6 @@
 """statsmodels' data attributes of a model: ``endog``, ``exog``, ``exog_re``, ``groups``,
-``group_labels``, ``data`` and ``predict(params, exog)``.
+``group_labels``, the per-group lists ``endog_li``, ``exog_li``, ``exog_re_li``,
+``data`` and ``predict(params, exog)``.
 
 They read the model's in-memory rows (:class:`~dmixed.design.arrays.RowData`, after
 missing-value handling: the kept rows); a model of Dask data or of statistics has no
@@ -90,6 +91,13 @@ class ModelData:
         self.rows = None
         self.source = None
         self.data_removed = True
+        self.__dict__.pop("_group_lists", None)
+
+    def __getstate__(self) -> dict:
+        # the per-group lists are copies of the rows, made again on first use
+        state = dict(self.__dict__)
+        state.pop("_group_lists", None)
+        return state
 
     def _rows_in_memory(self) -> RowData:
         if self.rows is None:
@@ -225,6 +233,80 @@ class ModelData:
                 f"{groups.shape[0]} rows (one per kept row of the model)"
             )
         return [values[rows] for rows in self.row_indices.values()]
+
+    def _split_rows(self, name: str) -> list[np.ndarray] | None:
+        """The rows' array ``name`` split by group (:meth:`group_list`), made on first
+        use and kept with the rows (never during a fit, never pickled)."""
+        if self.rows is None:
+            why = (
+                "its data were removed (remove_data())"
+                if self.data_removed
+                else "Dask data, or a model built from statistics: the rows stay in "
+                "the partitions and are never gathered"
+            )
+            raise SpecError(
+                f"model.{name}_li (each group's rows, as statsmodels keeps them) is not "
+                f"available: the model's rows are not in memory ({why})"
+            )
+        kept = self.__dict__.get("_group_lists")
+        if kept is None or kept[0] is not self.rows:
+            kept = (self.rows, {})
+            self.__dict__["_group_lists"] = kept
+        lists = kept[1]
+        if name not in lists:
+            values = getattr(self.rows, name)
+            if name == "exog_re" and values.shape[1] == 0:
+                lists[name] = None  # statsmodels' exog_re_li without random effects
+            else:
+                lists[name] = self.group_list(values)
+        return lists[name]
+
+    @property
+    def endog_li(self) -> list[np.ndarray]:
+        """The response split by group (statsmodels' ``endog_li``): one (n_i,) array
+        per group, in the order of :attr:`group_labels`, rows in data order.
+
+        Made on first access (``O(n)`` memory, a copy of the rows), not by a fit.
+
+        Raises
+        ------
+        SpecError
+            The rows not in memory (Dask data, a model of statistics, removed data).
+        """
+        out = self._split_rows("endog")
+        assert out is not None
+        return out
+
+    @property
+    def exog_li(self) -> list[np.ndarray]:
+        """The fixed-effects design split by group (statsmodels' ``exog_li``): one
+        (n_i, k_fe) array per group, in the order of :attr:`group_labels`.
+
+        Made on first access (``O(n k_fe)`` memory), not by a fit.
+
+        Raises
+        ------
+        SpecError
+            The rows not in memory (Dask data, a model of statistics, removed data).
+        """
+        out = self._split_rows("exog")
+        assert out is not None
+        return out
+
+    @property
+    def exog_re_li(self) -> list[np.ndarray] | None:
+        """The random-effects design split by group (statsmodels' ``exog_re_li``): one
+        (n_i, k_re) array per group, in the order of :attr:`group_labels`; None for a
+        model without random effects (variance components only), as statsmodels.
+
+        Made on first access (``O(n k_re)`` memory), not by a fit.
+
+        Raises
+        ------
+        SpecError
+            The rows not in memory (Dask data, a model of statistics, removed data).
+        """
+        return self._split_rows("exog_re")
 
     @property
     def data(self) -> DataNames:

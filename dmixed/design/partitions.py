@@ -32,7 +32,15 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadValuesError, DataError, TextConversionWarning
-from .dtypes import CATEGORICAL, NUMERIC, column_class, column_kind, object_class, object_types
+from .dtypes import (
+    CATEGORICAL,
+    NUMERIC,
+    NUMERIC_LEVELS,
+    column_class,
+    column_kind,
+    object_class,
+    object_types,
+)
 from .file_schemas import quoted_names
 from .messages import check_present, suggest
 from .origin import in_partition
@@ -575,6 +583,15 @@ def missing_column_error(exc: BaseException, partition=None) -> DataError | None
 
 
 _KIND_WORDS = {CATEGORICAL: "text", NUMERIC: "numbers"}
+#: what the model reads from a column of each kind, in a refusal's words: a column of
+#: numbers inside ``C()`` is read as factor labels, not as numbers
+_EXPECTED_WORDS = {
+    **_KIND_WORDS,
+    NUMERIC_LEVELS: (
+        "factor labels that are numbers (the column is a factor, inside C(), whose levels "
+        "are numbers: the text '0' is not the level 0)"
+    ),
+}
 
 
 def check_column_kinds(pdf: pd.DataFrame, kinds: dict) -> None:
@@ -599,7 +616,8 @@ def check_column_kinds(pdf: pd.DataFrame, kinds: dict) -> None:
     Raises
     ------
     DataError
-        Naming the column, the partition's type and the kind the model reads; its
+        Naming the column, the partition's type and what the model reads (numbers,
+        text, or factor labels that are numbers for a column inside ``C()``); its
         ``column`` attribute is the column (:func:`~dmixed.design.origin.located` adds
         the collection's type and its file).
     """
@@ -612,7 +630,7 @@ def check_column_kinds(pdf: pd.DataFrame, kinds: dict) -> None:
             continue
         err = BadValuesError(
             f"column {c!r} holds {_KIND_WORDS[found]} ({pdf[c].dtype}) where the model "
-            f"reads {_KIND_WORDS[expected]}"
+            f"reads {_EXPECTED_WORDS.get(kind, _KIND_WORDS[expected])}"
         )
         err.column = c
         raise err

@@ -339,8 +339,8 @@ def _centred_if_lossy(
     engine, glob: GlobalStats, layout: Layout, rows: RowData, codes, nobs, std
 ) -> GlobalStats:
     """``glob`` with the within-group cross-products ``W`` where some groups of an
-    in-process block are lossy (:func:`~dmixed.kernels.lossy_groups` below
-    :data:`~dmixed.kernels.conditionals.CENTRED_DETERMINANT`) and not already
+    in-process block are lossy or near lossy
+    (:meth:`~dmixed.kernels.StatsBlock.near_lossy_mask`) and not already
     rank one about ``W``: the block then takes the centred sums of all its groups
     (:func:`~dmixed.kernels.centred_statistics`, a second pass over ``rows``;
     :meth:`~dmixed.kernels.StatsBlock.use_centred`).  ``glob`` as it is elsewhere (no
@@ -354,13 +354,12 @@ def _centred_if_lossy(
         or layout.r < 2
     ):
         return glob
-    near = block.lossy_mask(nobs, kernels.CENTRED_DETERMINANT)
-    if near is None:
+    masks = block.centred_masks(nobs)
+    if masks is None:
         return glob  # the common case: one check of every chunk, nothing more
     # the groups counted as lossy (saved statistics refuse them) are those below
-    # LOSSY_DETERMINANT; those only below CENTRED_DETERMINANT are exact here as well
-    lossy = block.lossy_mask(nobs)
-    lossy = np.zeros_like(near) if lossy is None else lossy
+    # LOSSY_DETERMINANT; those only near lossy are exact here as well
+    lossy = masks[1]
     sums = kernels.centred_statistics(
         codes, lossy.size, rows.endog, rows.exog, rows.exog_re, lossy, rows.weights, std
     )

@@ -52,7 +52,8 @@ class ModelStatistics:
 
     def __getstate__(self) -> dict:
         # the cached statistics hold the engine (on a cluster: futures): never pickled
-        state = dict(self.__dict__)
+        # ModelData's drops its per-group lists (object has none before Python 3.11)
+        state: dict = dict(getattr(super(), "__getstate__", lambda: self.__dict__)() or {})
         state["cached_statistics"] = None
         state["cached_client"] = None
         return state

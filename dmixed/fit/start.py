@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import kernels
 from ..design.arrays import unboxed
-from ..errors import DataError, SpecError
+from ..errors import DataError, SpecError, StartError
 from ..kernels import MomentSums, small_linalg
 from ..stats import GlobalStats, Layout
 from ..stats.layout import symmetric_indices
@@ -564,7 +564,7 @@ def choose_start(
 
     Raises
     ------
-    SpecError
+    StartError
         The log-likelihood cannot be evaluated at the chosen start (a factorization
         fails or a value is not finite there, or the point is refused as out of float64's
         resolution: :func:`~dmixed.fit.objective.out_of_resolution` of a start, ``Q``
@@ -627,7 +627,7 @@ def choose_start(
             )
         else:
             why = "X'V^-1 X is not positive definite in floating point, or a value is not finite"
-        raise SpecError(
+        raise StartError(
             f"the fit cannot start: the log-likelihood cannot be evaluated at the starting "
             f"covariance parameters {np.round(chosen, 6).tolist()} ({why}); check "
             "start_params if given, else rescale or centre the columns whose values are "

@@ -1686,7 +1686,7 @@ WIDE static void
 run_values(const double *u00, const double *u01, const double *u11, const double *f0,
            const double *f1, Py_ssize_t k, Py_ssize_t g, Py_ssize_t n, const double *b,
            double det_b, const double *w, double *rows, double *sp, double *blup, double *cov,
-           Py_ssize_t cov_width)
+           Py_ssize_t cov_width, int more)
 {
     Py_ssize_t p = k - 1;
     double b00 = b[0], b01 = b[1], b10 = b[2], b11 = b[3];
@@ -1710,13 +1710,44 @@ run_values(const double *u00, const double *u01, const double *u11, const double
         ua[i] = 0.0;
         ub[i] = 0.0;
     }
+    /* C = M Z'[X y] / d_i column by column, u = C w: four groups a vector with the
+       columns inner, so that M, 1/d_i and u stay in registers across the k columns (a
+       loop per column over the groups read and wrote them once a column); each group's
+       operations and their order are the scalar loop's below (the same bits).  y's
+       column (x = p) is kept for u alone: into the tail of sp. */
+    double *hy0 = m11 + RUN2, *hy1 = m11 + 2 * RUN2;
+    Py_ssize_t whole = n / 4 * 4;
+    for (Py_ssize_t i = 0; i < whole; i += 4) {
+        vec v00 = load(m00 + i), v01 = load(m01 + i), v10 = load(m10 + i);
+        vec v11 = load(m11 + i), vinv = load(inv + i);
+        vec va = {0.0, 0.0, 0.0, 0.0}, vb = {0.0, 0.0, 0.0, 0.0};
+        for (Py_ssize_t x = 0; x < k; x++) {
+            vec a0 = load(f0 + x * g + i), a1 = load(f1 + x * g + i);
+            /* the next run's columns asked for now: they arrive while this run's
+               products are summed (thirteen streams a run, more than the hardware
+               prefetcher follows ahead of time) */
+            if (more) {
+                __builtin_prefetch(f0 + x * g + i + RUN2);
+                __builtin_prefetch(f1 + x * g + i + RUN2);
+            }
+            vec c0 = (v00 * a0 + v01 * a1 + a0) * vinv;
+            vec c1 = (v10 * a0 + v11 * a1 + a1) * vinv;
+            double *h0 = x < p ? rows + x * RUN2 : hy0;
+            double *h1 = x < p ? rows + (p + x) * RUN2 : hy1;
+            memcpy(h0 + i, &c0, sizeof c0);
+            memcpy(h1 + i, &c1, sizeof c1);
+            va = va + c0 * w[x];
+            vb = vb + c1 * w[x];
+        }
+        memcpy(ua + i, &va, sizeof va);
+        memcpy(ub + i, &vb, sizeof vb);
+    }
     for (Py_ssize_t x = 0; x < k; x++) {
         const double *a0 = f0 + x * g, *a1 = f1 + x * g;
-        /* y's column (x = p) is kept for u alone: into the tail of sp */
-        double *h0 = x < p ? rows + x * RUN2 : m11 + RUN2;
-        double *h1 = x < p ? rows + (p + x) * RUN2 : m11 + 2 * RUN2;
+        double *h0 = x < p ? rows + x * RUN2 : hy0;
+        double *h1 = x < p ? rows + (p + x) * RUN2 : hy1;
         double wx = w[x];
-        for (Py_ssize_t i = 0; i < n; i++) {
+        for (Py_ssize_t i = whole; i < n; i++) {
             double c0 = (m00[i] * a0[i] + m01[i] * a1[i] + a0[i]) * inv[i];
             double c1 = (m10[i] * a0[i] + m11[i] * a1[i] + a1[i]) * inv[i];
             h0[i] = c0;
@@ -1768,7 +1799,7 @@ moments_pass(const double *zz, const double *zxy, Py_ssize_t k, Py_ssize_t g, co
         Py_ssize_t n = lo + RUN2 < g ? RUN2 : g - lo;
         run_values(u00 + lo, u01 + lo, u11 + lo, f0 + lo, f1 + lo, k, g, n, b, det_b, w, rows,
                    sp, blup == NULL ? NULL : blup + 2 * lo,
-                   cov == NULL ? NULL : cov + cov_width * lo, cov_width);
+                   cov == NULL ? NULL : cov + cov_width * lo, cov_width, lo + 2 * RUN2 <= g);
         /* zeros past the run's last group, to a whole vector: they add nothing */
         Py_ssize_t n4 = (n + 3) / 4 * 4;
         for (Py_ssize_t row = 0; row < rk + 3; row++) {

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -429,7 +430,7 @@ def per_basis_hessian_sums(chunks, lam: np.ndarray, basis: np.ndarray, w: np.nda
     )
 
 
-def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup=None, cov=None):
+def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup=None, cov=None, edges=None):
     """:func:`hessian_sums` for ``r ≤ 2``: the moments of
     :class:`~dmixed.kernels.hessian_moments.HessianMoments` summed by the compiled
     closed forms (:func:`dmixed.kernels.jit.hessian_moments`), contracted with the
@@ -437,7 +438,8 @@ def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup=None, cov=N
     usual ``m = 3`` (benchmarks/RESULTS.md, "Session of 2026-12-02 (eighth): ooc"); the
     same sums in another order (to rounding).  With ``blup`` and ``cov`` (rows for every
     group of the chunks), the BLUPs and conditional covariances written there in the
-    same pass (:func:`hessian_random_effects`).  At ``r = 2`` and ``k`` up to
+    same pass (:func:`hessian_random_effects`), each chunk's rows where the block's chunk
+    ``edges`` place it (:func:`_placed`).  At ``r = 2`` and ``k`` up to
     :data:`~dmixed.kernels.native.MAX_K`, where the C extension runs
     (:func:`dmixed.kernels.native.extension`: not with ``DMIXED_NATIVE=numpy``, which
     leaves this pass to numba), by its pass (:func:`_native_moments`), with nothing to
@@ -448,37 +450,36 @@ def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup=None, cov=N
     moments = HessianMoments(r, k)
     ext = native.extension() if r == 2 and k <= native.MAX_K else None
     if ext is not None:
-        _native_moments(ext, chunks, b, det_b, w, moments, blup, cov)
+        _native_moments(ext, chunks, b, det_b, w, moments, blup, cov, edges)
     else:
         from . import jit  # numba loads here, on first use
 
         rows, cols = moments.rows.astype(np.intp), moments.cols.astype(np.intp)
-        lo = 0
-        for zz, zxy in chunks:
+        for (zz, zxy), at in _placed(chunks, edges):
             sums = moments.sums()
-            jit.hessian_moments(kind, zz, zxy, lam, b, det_b, w, rows, cols, *sums, lo, blup, cov)
-            lo += zz.shape[-1]
+            jit.hessian_moments(
+                kind, zz, zxy, lam, b, det_b, w, rows, cols, *sums, at.start, blup, cov
+            )
     moments.mirror()
     return moments.contract(basis)
 
 
-def _native_moments(ext, chunks, b, det_b, w, moments, blup=None, cov=None) -> None:
+def _native_moments(ext, chunks, b, det_b, w, moments, blup=None, cov=None, edges=None) -> None:
     """:func:`_moment_hessian_sums`' pass at ``r = 2`` by the extension
     (``moments_r2`` of ``c_sums.c``): each group's conditional values, ``u_i``, BLUP and
     ``P_i`` with the operations of :func:`dmixed.kernels.jit.hessian_moments` (the same
     bits), the moments added over runs of groups in C (the sums in another order than
     numba's, to rounding), ``moments`` and ``blup``/``cov`` (rows for every group of the
-    chunks, or None) filled where that kernel fills them.  Nothing to compile: the pass
+    chunks, or None; each chunk's rows where ``edges`` place it) filled where that kernel
+    fills them.  Nothing to compile: the pass
     that numba compiled on a fresh machine's first fit."""
     a, v, c = moments.sums()
     k = w.shape[0]
     b_flat = np.ascontiguousarray(b, dtype=np.float64).ravel()
     width = 0 if cov is None else cov.shape[1]
-    lo = 0
-    for zz, zxy in chunks:
+    for (zz, zxy), rows in _placed(chunks, edges):
         g = zz.shape[-1]
         if g:
-            rows = slice(lo, lo + g)
             ext.moments_r2(
                 np.ascontiguousarray(zz), np.ascontiguousarray(zxy), k, g, b_flat, det_b, w,
                 a, v, c,
@@ -486,24 +487,119 @@ def _native_moments(ext, chunks, b, det_b, w, moments, blup=None, cov=None) -> N
                 None if cov is None else cov[rows],
                 width,
             )  # fmt: skip
-        lo += g
 
 
-def random_effects(chunks, lam: np.ndarray, w: np.ndarray, n_groups: int):
+def checked_edges(edges, n_groups: int | None = None) -> np.ndarray:
+    """Chunk ``edges`` checked before a kernel writes by them without bounds checks: the
+    one check of every kernel that places chunks by a block's edges
+    (:attr:`dmixed.kernels.groups.ChunkSpans.edges`; this module is below it).
+
+    Parameters
+    ----------
+    edges : array_like of int (C+1,)
+        ``edges[c]:edges[c+1]`` the positions of chunk ``c``'s groups.
+    n_groups : int, optional
+        The groups the edges must end at (``edges[-1]``); any where None.
+
+    Returns
+    -------
+    ndarray of int64 (C+1,)
+        ``edges`` as int64.
+
+    Raises
+    ------
+    ValueError
+        ``edges`` is not a 1-D integer array, is empty, does not start at 0, does not end
+        at ``n_groups`` or goes down somewhere (a chunk of negative size).
+    """
+    arr = np.asarray(edges)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(
+            f"edges must be a 1-D integer array, not {arr.ndim}-D of dtype {arr.dtype}"
+        )
+    if arr.size == 0:
+        raise ValueError("edges is empty: it needs one entry more than there are chunks")
+    if arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"edges reach {int(arr.max())}, past the int64 positions of a block")
+    if arr[0] != 0:
+        raise ValueError(f"edges start at {int(arr[0])}, not at 0")
+    if n_groups is not None and arr[-1] != n_groups:
+        raise ValueError(f"edges end at {int(arr[-1])}, not at the {n_groups} groups")
+    down = np.flatnonzero(arr[1:] < arr[:-1])
+    if down.size:
+        c = int(down[0])
+        raise ValueError(
+            f"edges go down from {int(arr[c])} to {int(arr[c + 1])} at chunk {c}: "
+            "they must be non-decreasing"
+        )
+    return arr.astype(np.int64, copy=False)
+
+
+def _placed(chunks, edges) -> Iterator[tuple[tuple[np.ndarray, np.ndarray], slice]]:
+    """Each entry-major chunk with its groups' positions in the block's order (a slice
+    of a per-group array), read from the block's chunk ``edges``
+    (:attr:`dmixed.kernels.groups.ChunkSpans.edges`, int64 (C+1,): the one owner of the
+    chunk → position mapping; passed down, this module being below it).  ``edges`` None
+    where no per-group rows are written: every chunk placed from 0.
+
+    Raises
+    ------
+    ValueError
+        ``edges`` are not edges (:func:`checked_edges`), a chunk's groups are not its
+        span's (``edges`` of another block), or ``edges`` has not one more entry than
+        there are chunks.
+    """
+    if edges is None:
+        for chunk in chunks:
+            yield chunk, slice(0, chunk[0].shape[-1])
+        return
+    bounds = checked_edges(edges).tolist()
+    n_chunks = 0
+    for chunk in chunks:
+        if n_chunks + 1 >= len(bounds):
+            raise ValueError(
+                f"edges has {len(bounds)} entries for more than {len(bounds) - 1} chunks: "
+                "the edges are not this block's chunks'"
+            )
+        lo, hi = bounds[n_chunks], bounds[n_chunks + 1]
+        if chunk[0].shape[-1] != hi - lo:
+            raise ValueError(
+                f"a chunk of {chunk[0].shape[-1]} groups at edges {lo}:{hi}: "
+                "the edges are not this block's chunks'"
+            )
+        n_chunks += 1
+        yield chunk, slice(lo, hi)
+    if n_chunks + 1 != len(bounds):
+        raise ValueError(
+            f"edges has {len(bounds)} entries for {n_chunks} chunks: "
+            "the edges are not this block's chunks'"
+        )
+
+
+def random_effects(chunks, lam: np.ndarray, w: np.ndarray, edges: np.ndarray):
     """BLUPs ``B u_i`` (n_groups, r) and conditional covariances ``P_i``
     (n_groups, r, r) over entry-major chunks, by the compiled kernels (``chunks``,
-    ``lam`` and ``w`` as :func:`hessian_sums`)."""
+    ``lam`` and ``w`` as :func:`hessian_sums`; ``edges`` int64 (C+1,) the block's chunk
+    edges, :attr:`dmixed.kernels.groups.ChunkSpans.edges`: chunk ``c``'s rows are
+    ``edges[c]:edges[c+1]``, ``n_groups = edges[-1]``).
+
+    Raises
+    ------
+    ValueError
+        ``edges`` are not edges (:func:`checked_edges`, each message naming ``edges``)
+        or not the chunks'.
+    """
     from . import jit  # numba loads here, on first use
 
     kind, lam, b, det_b = _lam_forms(lam)
     w = np.ascontiguousarray(w, dtype=np.float64)
     r = lam.shape[0]
+    edges = checked_edges(edges)  # before the rows are sized by it
+    n_groups = int(edges[-1])
     blup = np.empty((n_groups, r))
     cov = np.empty((n_groups, r * r))  # each P_i row by row
-    lo = 0
-    for zz, zxy in chunks:
-        jit.random_effects(kind, zz, zxy, lam, b, det_b, w, lo, blup, cov)
-        lo += zz.shape[-1]
+    for (zz, zxy), at in _placed(chunks, edges):
+        jit.random_effects(kind, zz, zxy, lam, b, det_b, w, at.start, blup, cov)
     return blup, cov.reshape(n_groups, r, r)
 
 
@@ -512,7 +608,7 @@ def hessian_random_effects(
     lam: np.ndarray,
     basis: np.ndarray,
     w: np.ndarray,
-    n_groups: int,
+    edges: np.ndarray,
     upper: bool = False,
 ):
     """:func:`hessian_sums` and :func:`random_effects` at one ``lam`` and ``w`` in one pass
@@ -522,6 +618,8 @@ def hessian_random_effects(
     same operations, unless ``DMIXED_NATIVE=numpy``), the same results bit for bit as
     the two calls.  With ``upper``, the conditional
     covariances as their upper triangles (:func:`upper_unfolded` gives them back whole).
+    ``edges`` (int64 (C+1,)) are the block's chunk edges as :func:`random_effects` takes
+    them.
 
     Returns
     -------
@@ -533,16 +631,19 @@ def hessian_random_effects(
     Raises
     ------
     ValueError
-        ``r > 2`` (:func:`hessian_sums` sums those per ``E_j``).
+        ``r > 2`` (:func:`hessian_sums` sums those per ``E_j``), or ``edges`` not edges
+        (:func:`checked_edges`) or not the chunks'.
     """
     if not 0 < lam.shape[0] <= 2:
         raise ValueError(f"one pass for the Hessian and the BLUPs needs r ≤ 2, not {lam.shape[0]}")
     kind, lam, b, det_b = _lam_forms(lam)
     w = np.ascontiguousarray(w, dtype=np.float64)
     r = lam.shape[0]
+    edges = checked_edges(edges)  # before the rows are sized by it
+    n_groups = int(edges[-1])
     blup = np.empty((n_groups, r))
     cov = np.empty((n_groups, r * (r + 1) // 2 if upper else r * r))
-    fields = _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup, cov)
+    fields = _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup, cov, edges)
     return fields, blup, cov if upper else cov.reshape(n_groups, r, r)
 
 

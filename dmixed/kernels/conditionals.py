@@ -20,6 +20,7 @@ import numpy as np
 __all__ = [
     "CENTRED_DETERMINANT",
     "LOSSY_DETERMINANT",
+    "near_lossy_bounds",
     "MM_BLAS_ABOVE",
     "RANK_ONE_ROUNDING",
     "CentredSums",
@@ -352,23 +353,62 @@ def _scaled_sum(
 #: nine ordinary random slopes would be lossy.)
 LOSSY_DETERMINANT = 1e8 * float(np.finfo(float).eps)
 
-#: ... and below this a group takes the centred forms wherever its sums about its mean
+#: ... and a group whose determinant is below this times its share of the block
+#: (:func:`near_lossy_bounds`) takes the centred forms wherever its sums about its mean
 #: are at hand (in process every group then does; on Dask those groups, from their sums
 #: about their shifts), though it is not refused without them.  The ``log10(1/det)``
-#: digits a group loses are digits of its own mean part ``u m m'``, which a heavily
-#: weighted group makes most of ``[X y]'[X y]``: weighted 1e9 at a determinant of
-#: 6e-8 it left ℓ thousands of units off, at 6.2e-7 σ̂² 7e-7 off on Dask without a
-#: warning (benchmarks/RESULTS.md, xts-s55).  Ordinary groups' determinants are far
-#: above it (bd20's least is 0.08): the check costs what it did.
+#: digits a group loses are digits of its own mean part ``u m m'``: of the totals
+#: ``[X y]'[X y]`` the forms subtract from, it loses about ``share/det`` of a unit
+#: roundoff, which matters where the group is most of them (a heavily weighted group
+#: left ℓ and σ̂² off, on Dask without a warning) and not where it is one of many
+#: (ordinary small groups below it left ℓ as exact as the others): the measurements
+#: are in benchmarks/RESULTS.md, xts-s55.  The
+#: bound, 1e-5 × share, falls below :data:`LOSSY_DETERMINANT` once a group is under
+#: 0.2 % of its block's ``Z̃'Z̃`` diagonal: ordinary groups among some hundreds are then
+#: lossy or neither, and the check costs what it did.
 CENTRED_DETERMINANT = 1e-5
 
 
-def lossy_groups(zz: np.ndarray, nobs: np.ndarray, bound: float = LOSSY_DETERMINANT) -> np.ndarray:
+def near_lossy_bounds(zz: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """The determinant below which each group of an entry-major chunk (``zz`` (r, r, G))
+    takes the centred forms where they are at hand: ``CENTRED_DETERMINANT × share``,
+    not below :data:`LOSSY_DETERMINANT` (float64 (G,)).  ``share`` is the group's
+    largest part of the block's ``Z̃'Z̃`` diagonal, ``max_a ZZ_i[a,a] / totals[a]``
+    (``totals`` (r,): ``Σ_i ZZ_i[a,a]`` over the block's groups; for a random intercept
+    the group's part of the weights ``u_i / Σ u``): a group that loses ``log10(1/det)``
+    digits of its own mean part loses ``log10(share/det)`` digits' worth of the totals
+    (:data:`CENTRED_DETERMINANT`).  A column of zero total counts as no share.
+
+    Parameters
+    ----------
+    zz : ndarray of float64 (r, r, G)
+        The groups' ``Z̃_i'Z̃_i``, entry-major.
+    totals : array_like of float (r,)
+        ``Σ_i ZZ_i[a,a]`` over the block's groups (all of them, not only these).
+
+    Returns
+    -------
+    ndarray of float64 (G,)
+        Each group's bound, for :func:`lossy_groups`' ``bound``.
+    """
+    r = zz.shape[0]
+    diag = np.stack([zz[a, a] for a in range(r)])  # (r, G)
+    totals = np.asarray(totals, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        parts = np.where(totals[:, None] > 0, diag / totals[:, None], 0.0)
+    share = parts.max(axis=0) if r else np.zeros(zz.shape[-1])
+    return np.fmax(LOSSY_DETERMINANT, CENTRED_DETERMINANT * share)
+
+
+def lossy_groups(
+    zz: np.ndarray, nobs: np.ndarray, bound: float | np.ndarray = LOSSY_DETERMINANT
+) -> np.ndarray:
     """The groups of an entry-major chunk (bool (G,)) whose ``Z̃_i'Z̃_i`` is too close to
     singular for the uncentred sums: the determinant of ``D^{-1/2} Z̃_i'Z̃_i D^{-1/2}``
     (``D`` its diagonal; a column of zeros in the group, which carries nothing of it,
-    left out) below ``bound`` (:data:`LOSSY_DETERMINANT`: refused without the centred
-    forms; :data:`CENTRED_DETERMINANT`: given them where they are at hand).  A random
+    left out) below ``bound`` (a float or one per group (G,); :data:`LOSSY_DETERMINANT`:
+    refused without the centred forms; :func:`near_lossy_bounds`: given them where they
+    are at hand, :data:`CENTRED_DETERMINANT` the coarse check before it).  A random
     slope on a column constant or nearly constant within the group, or one of large
     offset (timestamps), next to the intercept.  One-row groups (``nobs`` (G,) ≤ 1) are
     never lossy: their ``Z̃_i'Z̃_i`` is of rank one whatever the data.  ``r < 2``: none.
@@ -407,11 +447,18 @@ PLAIN_CHARGED_DETERMINANT = 1e-3
 PLAIN_ROUNDING = 1.0
 
 
-def plain_rounding(zz: np.ndarray, zxy: np.ndarray, nobs: np.ndarray) -> np.ndarray:
+def plain_rounding(
+    zz: np.ndarray,
+    zxy: np.ndarray,
+    nobs: np.ndarray,
+    bound: float | np.ndarray = PLAIN_CHARGED_DETERMINANT,
+) -> np.ndarray:
     """The sizes (k × k) that the plain (uncentred) conditionals of an entry-major chunk
     (``zz`` (r, r, G), ``zxy`` (r, k, G), ``nobs`` (G,)) may round ``Σ_i m_i`` by, for
-    its groups below :data:`PLAIN_CHARGED_DETERMINANT` (:func:`lossy_groups`), not
-    below :data:`LOSSY_DETERMINANT`:
+    its groups below ``bound`` (:func:`lossy_groups`; a float or one per group (G,),
+    :data:`PLAIN_CHARGED_DETERMINANT` unless given: a block passes
+    :func:`near_lossy_bounds`, the groups that take the centred forms where their sums
+    are at hand), not below :data:`LOSSY_DETERMINANT`:
     ``c ε Σ_i κ_i |F_i|'|F_i|`` with ``A_i = D^{-1/2} Z̃_i'Z̃_i D^{-1/2}`` (``D`` its
     diagonal), ``F_i = D^{-1/2} Z̃_i'[X_i y_i]``, ``κ_i = λ_max/λ_min`` its
     condition and ``c`` = :data:`PLAIN_ROUNDING`.
@@ -428,7 +475,7 @@ def plain_rounding(zz: np.ndarray, zxy: np.ndarray, nobs: np.ndarray) -> np.ndar
     plain forms is structural: indicator columns that sum to the intercept, exact).
     """
     r, k, _ = zxy.shape
-    mask = lossy_groups(zz, nobs, PLAIN_CHARGED_DETERMINANT)
+    mask = lossy_groups(zz, nobs, bound)
     if mask.any():
         # below LOSSY_DETERMINANT a group the plain forms would round is refused or
         # takes exact forms (the fit's check, inexact_groups); what is left there is

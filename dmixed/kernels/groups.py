@@ -29,6 +29,7 @@ from .conditionals import (
     gram_rows,
     lossy_groups,
     m_sum,
+    near_lossy_bounds,
     plain_rounding,
     rank_one_groups,
 )
@@ -80,12 +81,36 @@ class ChunkSpans:
         self.edges = edges
 
     @classmethod
-    def cut(cls, n_groups: int) -> ChunkSpans:
-        """The spans of ``n_groups`` groups cut into chunks of :data:`GROUP_CHUNK`
-        groups each but the last (one chunk of none when there are none): a new
-        block's."""
-        full, rest = divmod(n_groups, GROUP_CHUNK)
-        return cls([GROUP_CHUNK] * full + ([rest] if rest or not full else []))
+    def cut(cls, n_groups: int, size: int | None = None) -> ChunkSpans:
+        """The spans of ``n_groups`` groups cut into chunks of ``size`` (default
+        :data:`GROUP_CHUNK`) groups each but the last (one chunk of none when there are
+        none): a new block's.
+
+        Parameters
+        ----------
+        n_groups : int
+            The block's groups (0 or more).
+        size : int, optional
+            The groups of each chunk but the last; None: :data:`GROUP_CHUNK` as it is set
+            when called (not at import), so that a changed setting reaches every cut.
+
+        Returns
+        -------
+        ChunkSpans
+            ``ceil(n_groups / size)`` chunks (one of none when ``n_groups`` is 0), the
+            last of ``n_groups - size * (C - 1)`` groups.
+
+        Raises
+        ------
+        ValueError
+            ``size`` is not positive.
+        """
+        if size is None:  # read when called: GROUP_CHUNK is the module's setting
+            size = GROUP_CHUNK
+        if size < 1:
+            raise ValueError(f"size must be at least 1 (groups a chunk), not {size}")
+        full, rest = divmod(n_groups, size)
+        return cls([size] * full + ([rest] if rest or not full else []))
 
     @classmethod
     def of(cls, chunks: Iterable) -> ChunkSpans:
@@ -420,13 +445,52 @@ class StatsBlock:
             return np.zeros(0, dtype=np.int64)
         return self.spans.join(np.flatnonzero(c.lossy) for c in self._centred)
 
+    def centred_masks(self, nobs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The block's groups that take the centred forms where their sums are at hand
+        (:meth:`near_lossy_mask`) and, of the block's groups, the lossy ones
+        (:meth:`lossy_mask`: those that saved statistics refuse), or None where no group
+        takes them (``nobs`` (G,): the groups' rows, in the block's order).
+
+        Returns
+        -------
+        tuple of ndarray of bool (G,), or None
+            ``(near, lossy)``: ``lossy`` all False where no group is lossy.
+        """
+        near = self.near_lossy_mask(nobs)
+        if near is None:
+            return None
+        lossy = self.lossy_mask(nobs)
+        return near, (np.zeros_like(near) if lossy is None else lossy)
+
     def near_lossy_positions(self, nobs: np.ndarray) -> np.ndarray:
-        """The positions (in the block's order, increasing) of the groups below
-        :data:`~dmixed.kernels.conditionals.CENTRED_DETERMINANT` (lossy or near lossy:
-        those that take the centred forms where their sums are at hand; ``nobs`` (G,):
-        the groups' rows, in the block's order): int64 (L,), empty where none."""
-        mask = self.lossy_mask(nobs, CENTRED_DETERMINANT)
+        """The positions (in the block's order, increasing) of the groups of
+        :meth:`near_lossy_mask` (``nobs`` (G,): the groups' rows, in the block's order):
+        int64 (L,), empty where none."""
+        mask = self.near_lossy_mask(nobs)
         return np.zeros(0, dtype=np.int64) if mask is None else np.flatnonzero(mask)
+
+    def near_lossy_mask(self, nobs: np.ndarray) -> np.ndarray | None:
+        """The block's groups that take the centred forms where their sums are at hand:
+        lossy, or near lossy (their scaled determinant below
+        :func:`~dmixed.kernels.conditionals.near_lossy_bounds`, weighed by their share
+        of the block's ``Z̃'Z̃`` diagonal; ``nobs`` (G,): the groups' rows, in the
+        block's order): bool (G,), or None where there are none.  One check of every
+        chunk below :data:`~dmixed.kernels.conditionals.CENTRED_DETERMINANT` (the
+        largest such bound: the common case, nothing more), then the block's totals and
+        the few groups below it weighed again."""
+        coarse = self.lossy_mask(nobs, CENTRED_DETERMINANT)
+        if coarse is None:
+            return None
+        nobs = np.asarray(nobs)
+        sel = np.flatnonzero(coarse)
+        totals = sum(np.einsum("aag->a", zzc) for zzc, _ in self._chunks)
+        mask = np.zeros_like(coarse)
+        for (zzc, _), (at, local) in zip(self._chunks, self.spans.split(sel), strict=True):
+            if local.size:
+                part = zzc[..., local]
+                mine = sel[at]
+                mask[mine] = lossy_groups(part, nobs[mine], near_lossy_bounds(part, totals))
+        return mask if mask.any() else None
 
     def lossy_masks(
         self, nobs: np.ndarray, bound: float = LOSSY_DETERMINANT
@@ -482,9 +546,15 @@ class StatsBlock:
         :meth:`use_rank_one`'s nor the centred ones) may round ``Σ_i m_i`` by
         (:func:`~dmixed.kernels.conditionals.plain_rounding`, summed over the chunks;
         ``nobs`` (G,): the groups' rows, in the block's order): what a precision check
-        charges them with.  Zeros where every such group is ordinary."""
+        charges them with.  Only the groups of :meth:`near_lossy_mask`'s criterion
+        (:func:`~dmixed.kernels.conditionals.near_lossy_bounds`) are charged: the others
+        lose no digit that matters where their sums about their means are at hand either.
+        Zeros where no such group takes the plain forms."""
         nobs = np.asarray(nobs)
         total = np.zeros((self.k, self.k))
+        if self.lossy_mask(nobs, CENTRED_DETERMINANT) is None:
+            return total  # the common case: one check of every chunk, nothing more
+        totals = sum(np.einsum("aag->a", zzc) for zzc, _ in self._chunks)
         parts = zip(self._chunks, self.spans.slices(), self._forms(), strict=True)
         for (zzc, zxyc), at, (one, centred, subset) in parts:
             if centred is not None:
@@ -494,10 +564,10 @@ class StatsBlock:
                 plain &= ~one
             if subset is not None:
                 plain[subset[0]] = False
-            if plain.all():
-                total += plain_rounding(zzc, zxyc, nobs[at])
-            elif plain.any():
-                total += plain_rounding(zzc[..., plain], zxyc[..., plain], nobs[at][plain])
+            if plain.any():
+                zz, zxy = zzc[..., plain], zxyc[..., plain]
+                bounds = near_lossy_bounds(zz, totals)
+                total += plain_rounding(zz, zxy, nobs[at][plain], bounds)
         return total
 
     def _masks(self):
@@ -1053,7 +1123,7 @@ def random_effects_later(block, lam: np.ndarray, w: np.ndarray, zxy=None):
     w = np.array(w, dtype=np.float64, order="K")
     r = lam.shape[0]
     if r and not block.numpy_only and compiled.backend(block.n_groups, r, "blups") == "numba":
-        return lambda: compiled.random_effects(block.chunks(), lam, w, block.n_groups)
+        return lambda: compiled.random_effects(block.chunks(), lam, w, block.spans.edges)
     return lambda: _random_effects_numpy(block, lam, w)
 
 

@@ -50,7 +50,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .compiled import CACHE_LINE
+from .compiled import CACHE_LINE, checked_edges
 
 #: changes whenever the generated source changes (old modules are then left unused)
 KERNEL_VERSION = 7
@@ -601,12 +601,72 @@ def _write_chunk(  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def merge_rows(  # pragma: no cover - compiled
-    keys, rows, cols, factors, count_col, count_factor, chunk, out, merged, counts
+def _widest(edges):  # pragma: no cover - compiled
+    """The most keys of one chunk of ``edges`` (int64 (C+1,)): a merge's buffer's rows."""
+    widest = 0
+    for c in range(edges.size - 1):
+        widest = max(widest, edges[c + 1] - edges[c])
+    return widest
+
+
+def _checked_sizes(edges, cols, out, merged, counts) -> np.ndarray:
+    """``edges`` checked against ``merged.size`` keys, and ``counts`` (one a key) and
+    ``out`` (``len(cols)`` entries a key) large enough for them: the compiled merges
+    write without bounds checks."""
+    edges = checked_edges(edges, merged.size)
+    if counts.size < merged.size:
+        raise ValueError(f"counts holds {counts.size} entries, not the {merged.size} keys'")
+    if out.size < len(cols) * merged.size:
+        raise ValueError(
+            f"out holds {out.size} entries, not {len(cols)} for each of {merged.size} keys"
+        )
+    return edges
+
+
+def merge_rows(keys, rows, cols, factors, count_col, count_factor, edges, out, merged, counts):
+    """The runs' rows added by key, written by the chunks of ``edges``
+    (:func:`_merge_rows`, which writes without bounds checks: ``edges`` are checked
+    first, :func:`~dmixed.kernels.compiled.checked_edges`, to end at ``merged.size``).
+
+    ``merged`` must hold :func:`merged_count` of the runs' keys (the caller sized it so);
+    ``counts`` and ``out`` are checked against it.
+
+    Raises
+    ------
+    ValueError
+        ``edges`` are not edges of ``merged.size`` keys (the message names ``edges``), or
+        ``counts`` / ``out`` are too small for them.
+    """
+    edges = _checked_sizes(edges, cols, out, merged, counts)
+    _merge_rows(keys, rows, cols, factors, count_col, count_factor, edges, out, merged, counts)
+
+
+def merge_two_rows(
+    keys0, keys1, rows0, rows1, cols, factors, count_col, count_factor, edges, out, merged, counts
+):
+    """:func:`merge_rows` of two runs (:func:`_merge_two_rows`), ``edges`` checked as
+    there.
+
+    Raises
+    ------
+    ValueError
+        As :func:`merge_rows`.
+    """
+    edges = _checked_sizes(edges, cols, out, merged, counts)
+    _merge_two_rows(
+        keys0, keys1, rows0, rows1, cols, factors, count_col, count_factor, edges, out, merged,
+        counts,
+    )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_rows(  # pragma: no cover - compiled
+    keys, rows, cols, factors, count_col, count_factor, edges, out, merged, counts
 ):
     """The runs' rows added by key (runs as :func:`merged_count` takes them; ``rows[j]``
-    the rows of ``keys[j]``), written entry-major by chunks of ``chunk`` keys
-    (:func:`~dmixed.kernels.term_table.merge_term_rows`).
+    the rows of ``keys[j]``), written entry-major by chunks: chunk ``c`` the keys
+    ``edges[c]:edges[c+1]`` (int64, :attr:`~dmixed.kernels.groups.ChunkSpans.edges` of
+    the block made of them: :func:`~dmixed.kernels.term_table.merge_term_rows`).
 
     Key ``g``'s terms are added from zero in the runs' order into a row of a buffer of
     one chunk (row-major: the runs' rows are read once, in order); then the chunk's
@@ -614,9 +674,9 @@ def merge_rows(  # pragma: no cover - compiled
     ``cols[e]`` times ``factors[e]``) to ``out[E·lo + e·G_c + (g − lo)]`` (``lo`` the
     chunk's first key, ``G_c`` its keys, ``E = cols.size``: each entry a contiguous
     run), its count (term ``count_col`` times ``count_factor``) to ``counts[g]``, the
-    key to ``merged[g]``."""
+    key to ``merged[g]``.  No bounds checks: ``edges`` as :func:`merge_rows` checks
+    them."""
     n_runs = len(keys)
-    total = merged.size
     n_terms = rows[0].shape[1]
     at = np.zeros(n_runs, dtype=np.int64)
     size = np.empty(n_runs, dtype=np.int64)
@@ -625,9 +685,10 @@ def merge_rows(  # pragma: no cover - compiled
     for j in range(n_runs):
         size[j] = keys[j].size
         head[j] = keys[j][0] if size[j] else last
-    buf = np.empty((min(chunk, total), n_terms))
-    for lo in range(0, total, chunk):
-        width = min(chunk, total - lo)
+    buf = np.empty((_widest(edges), n_terms))
+    for c in range(edges.size - 1):
+        lo = edges[c]
+        width = edges[c + 1] - lo
         for i in range(width):
             low = head[0]
             for j in range(1, n_runs):
@@ -647,26 +708,27 @@ def merge_rows(  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def merge_two_rows(  # pragma: no cover - compiled
-    keys0, keys1, rows0, rows1, cols, factors, count_col, count_factor, chunk, out, merged, counts
+def _merge_two_rows(  # pragma: no cover - compiled
+    keys0, keys1, rows0, rows1, cols, factors, count_col, count_factor, edges, out, merged, counts
 ):
-    """:func:`merge_rows` of two runs (``keys0`` with ``rows0``, then ``keys1`` with
+    """:func:`_merge_rows` of two runs (``keys0`` with ``rows0``, then ``keys1`` with
     ``rows1``), the same additions in the same order and the same writes: a key of both
     runs is ``(0 + rows0[a]) + rows1[b]`` term by term, a key of one run ``0 + row``.
 
     Two runs are the common merge (a bucket's partials of two workers, whose keys are
     mostly the same); with two positions held as scalars (no array of heads to read and
-    write a key) the pass is bound by its reads and writes."""
-    total = merged.size
+    write a key) the pass is bound by its reads and writes.  No bounds checks: ``edges``
+    as :func:`merge_two_rows` checks them."""
     n_terms = rows0.shape[1]
     n0, n1 = keys0.size, keys1.size
     last = np.iinfo(np.int64).max
     a0, a1 = 0, 0
     h0 = keys0[0] if n0 else last  # each run's next key, ``last`` past its end
     h1 = keys1[0] if n1 else last
-    buf = np.empty((min(chunk, total), n_terms))
-    for lo in range(0, total, chunk):
-        width = min(chunk, total - lo)
+    buf = np.empty((_widest(edges), n_terms))
+    for c in range(edges.size - 1):
+        lo = edges[c]
+        width = edges[c + 1] - lo
         for i in range(width):
             dst = buf[i]
             if h0 == h1 and a0 < n0 and a1 < n1:

@@ -33,6 +33,7 @@ import numpy as np
 from ..stats.packed import PackedLayout
 from ..stats.standardize import Standardization
 from .compiled import CACHE_LINE, rows_compiled
+from .groups import ChunkSpans
 from .rows import (
     column_scales,
     extreme_scales,
@@ -117,6 +118,31 @@ def kept_table_buffers() -> int:
     """How many buffers :func:`table_buffer` keeps now."""
     with _kept_lock:
         return len(_kept)
+
+
+def release_idle_buffers() -> int:
+    """Drop every buffer :func:`table_buffer` keeps that no array views (buffers still
+    in use, a held result's merged rows, stay listed); returns the bytes dropped.
+
+    What a pass that makes its sums outside these buffers calls first (the design
+    matrices' route of the data pass, whose per-partition temporaries are not taken
+    from them): kept idle, they would sit beside its own memory, the two adding up to
+    the worker's peak (a random intercept's pass next to a random slope's kept
+    buffers: benchmarks/RESULTS.md, twomod-s55).  Thread-safe.
+
+    Returns
+    -------
+    int
+        The bytes of the buffers dropped from the list (their memory goes when the
+        last reference goes: at once, since no array views them).
+    """
+    with _kept_lock:
+        alone = [("", np.empty(0))]
+        baseline = [sys.getrefcount(b) for _, b in alone][0]
+        free = [sys.getrefcount(b) == baseline for _, b in _kept]
+        dropped = sum(b.nbytes for (_, b), f in zip(_kept, free, strict=True) if f)
+        _kept[:] = [item for item, f in zip(_kept, free, strict=True) if not f]
+    return dropped
 
 
 def table_buffer(shape: tuple[int, int], zeroed: bool, use: str) -> np.ndarray:
@@ -1243,7 +1269,7 @@ def merge_term_rows(
     keys: list[np.ndarray],
     parts: list[TermRows],
     entries: np.ndarray,
-    chunk: int,
+    chunk: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None:
     """Rows of terms of several parts added by key and written in the evaluators'
     layout, in one pass: no table of the sums between.
@@ -1264,8 +1290,10 @@ def merge_term_rows(
         Each part's rows, one per key.
     entries : ndarray of int64 (E,)
         The packed columns written, in the order wanted.
-    chunk : int
-        Keys a chunk of the output.
+    chunk : int, optional
+        Keys a chunk of the output: the chunks are
+        :meth:`ChunkSpans.cut(total, chunk) <dmixed.kernels.groups.ChunkSpans.cut>`'s,
+        the cut of the block made of them (None: its default size, read when called).
 
     Returns
     -------
@@ -1296,7 +1324,8 @@ def merge_term_rows(
         out = table_buffer((total, cols.size), zeroed=False, use="merge").reshape(-1)
         merged = np.empty(total, dtype=np.int64)
         counts = np.empty(total)
-        args = (cols, factors, count_col, count_factor, chunk, out, merged, counts)
+        spans = ChunkSpans.cut(total, chunk)
+        args = (cols, factors, count_col, count_factor, spans.edges, out, merged, counts)
         if len(rows) == 2:
             merge_two_rows(keys[0], keys[1], rows[0], rows[1], *args)
         else:
@@ -1311,12 +1340,12 @@ def merge_term_rows(
             table[np.searchsorted(merged, k)] += r
         counts = table[:, count_col] * count_factor
         out = table_buffer((total, cols.size), zeroed=False, use="merge").reshape(-1)
-        for lo in range(0, total, chunk):
-            hi = min(lo + chunk, total)
-            block = out[cols.size * lo : cols.size * hi].reshape(cols.size, hi - lo)
-            block[:] = (table[lo:hi, cols] * factors).T
+        spans = ChunkSpans.cut(total, chunk)
+        for at in spans.slices():
+            block = out[cols.size * at.start : cols.size * at.stop]
+            block.reshape(cols.size, -1)[:] = (table[at, cols] * factors).T
     chunks = [
-        out[cols.size * lo : cols.size * min(lo + chunk, total)].reshape(cols.size, -1)
-        for lo in range(0, max(total, 1), chunk)
+        out[cols.size * at.start : cols.size * at.stop].reshape(cols.size, -1)
+        for at in spans.slices()
     ]
     return merged, counts, chunks

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..engines.local import statistics_from_arrays
 from ..errors import CheckpointError, DataError, SpecError
-from ..files import jsonable, sibling_path
+from ..files import before_commit, jsonable, sibling_path
 from ..fit.options import check_flag
 from ..fit.summary import ensure_progress_handler
 from ..inference import check_alpha
@@ -140,6 +140,7 @@ class BootstrapResults:
             pq.write_table(table, tmp)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
+            before_commit()
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)

@@ -92,8 +92,9 @@ class MixedLMResults(FittedValues, Hypotheses):
         self.n_dropped = state.n_dropped
         self.k_fe, self.k_re, self.k_vc = state.k_fe, state.k_re, state.k_vc
         self.k_re2 = state.k_re2
-        self.llf = state.llf
-        self.scale = state.scale
+        # np.float64 as statsmodels' (a float subclass: numpy's methods and dtype)
+        self.llf = np.float64(state.llf)
+        self.scale = np.float64(state.scale)
         self.param_names = state.param_names
         self.vcomp = state.vcomp
         self.group_labels = state.group_labels
@@ -291,14 +292,15 @@ class MixedLMResults(FittedValues, Hypotheses):
         a model of ndarrays (statsmodels' rule: arrays in, arrays out)."""
         return named if self.pandas_output else named.to_numpy()
 
-    def _shaped_series(self, values, index, name: str | None = None, fresh: bool = False):
-        """:meth:`_shaped` of ``pd.Series(values, index=index(), name=name)``, built only
+    def _shaped_series(self, values, index, fresh: bool = False):
+        """:meth:`_shaped` of ``pd.Series(values, index=index())`` (unnamed, as
+        statsmodels' estimates), built only
         for pandas output: for a model of ndarrays the values themselves, as that
         Series' ``to_numpy()`` gives them (a read-only copy; ``fresh``: ``values`` is
         an ndarray made for this call, held as it is), without pandas' index and
         Series (most of the cost of a fit's ``bse`` on a small model)."""
         if self.pandas_output:
-            return pd.Series(values, index=index(), name=name)
+            return pd.Series(values, index=index())
         out = values if fresh else np.array(values)
         out.flags.writeable = False
         return out
@@ -313,14 +315,12 @@ class MixedLMResults(FittedValues, Hypotheses):
     def params(self) -> pd.Series | np.ndarray:
         """``[fe_params, vech_lt(Ψ*), τ*]`` by parameter name (see the class doc); an
         ndarray for a model of ndarrays, as every estimate below."""
-        return self._shaped_series(self._state.params, lambda: self._param_index, "params")
+        return self._shaped_series(self._state.params, lambda: self._param_index)
 
     @cached_property
     def fe_params(self) -> pd.Series | np.ndarray:
         """The fixed effects β̂, by ``exog_names``."""
-        return self._shaped_series(
-            self._state.fe_params, lambda: self.names.exog_names, "fe_params"
-        )
+        return self._shaped_series(self._state.fe_params, lambda: self.names.exog_names)
 
     @cached_property
     def cov_re(self) -> pd.DataFrame | np.ndarray:
@@ -372,12 +372,12 @@ class MixedLMResults(FittedValues, Hypotheses):
     @cached_property
     def bse(self) -> pd.Series | np.ndarray:
         # the state's bse is made anew at each read
-        return self._shaped_series(self._state.bse, lambda: self._param_index, "bse", fresh=True)
+        return self._shaped_series(self._state.bse, lambda: self._param_index, fresh=True)
 
     @cached_property
     def bse_fe(self) -> pd.Series | np.ndarray:
         k = self.k_fe
-        return self._shaped_series(self._state.bse[:k], lambda: self._param_index[:k], "bse")
+        return self._shaped_series(self._state.bse[:k], lambda: self._param_index[:k])
 
     @cached_property
     def bse_re(self) -> pd.Series | np.ndarray:
@@ -404,6 +404,14 @@ class MixedLMResults(FittedValues, Hypotheses):
         est, se = np.asarray(self.params), np.asarray(self.bse)
         ci = pd.DataFrame({0: est - z * se, 1: est + z * se}, index=self.param_names)
         return self._shaped(ci)
+
+    @property
+    def freepat(self):
+        """The ``free`` pattern given to :meth:`dmixed.MixedLM.fit`, as given (statsmodels'
+        ``freepat``); None where none was, and for loaded results (the pattern is not
+        saved; ``df_modelwc`` and the information criteria count the parameters it held
+        all the same)."""
+        return self.fit_options.get("free")
 
     @property
     def hist(self) -> list[dict]:
@@ -651,6 +659,9 @@ class MixedLMResults(FittedValues, Hypotheses):
         if "model" in state and "fitted_model" not in state:
             # results pickled before the model became a property kept it as "model"
             state["fitted_model"] = state.pop("model")
+        for key in ("llf", "scale"):  # Python floats in results pickled before
+            if key in state:
+                state[key] = np.float64(state[key])
         self.__dict__.update(state)
 
     # -- display -----------------------------------------------------------------

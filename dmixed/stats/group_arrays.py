@@ -204,7 +204,7 @@ class GroupArrays:
             if centred:
                 kept = CentredGroups(*taken)
             elif ragged and getattr(engine, "collapsed_vc", False) or stats.layout.k_vc:
-                glob = _uncentred(stats, block, taken[2])
+                glob = _uncentred(stats, block, taken)
             else:
                 kept, glob = _near_lossy_kept(stats, block, taken)
         held = cross = None
@@ -279,27 +279,28 @@ def centred_arrays(sums) -> CentredArrays:
     return CentredArrays(*(np.asarray(getattr(sums, f)) for f in _FIELDS))
 
 
-def _uncentred(stats, block, everyone: bool) -> GlobalStats:
+def _uncentred(stats, block, taken: tuple) -> GlobalStats:
     """``stats.glob`` as statistics that do not carry centred sums hold it, where only
-    groups near lossy take them (``block``: the engine's ``StatsBlock``; ``everyone``:
-    whether every group takes them about ``W``, its ``centred_sums()[2]``), with a
-    :class:`~dmixed.errors.PrecisionWarning` naming those groups: the arrays hold
-    their uncentred sums, as statistics made before such groups took the centred
-    forms did.  The within-group cross-products ``W`` that an in-process fit made for
-    them (every group about ``W``) are left out: they are consistent only with the
-    centred sums, and the uncentred ones next to them would leave the likelihood
+    groups near lossy take them (``block``: the engine's ``StatsBlock``; ``taken``: its
+    ``centred_sums()``, positions, sums and whether every group takes them about
+    ``W``), with a :class:`~dmixed.errors.PrecisionWarning` naming those groups: the
+    arrays hold their uncentred sums, as statistics made before such groups took the
+    centred forms did.  The within-group cross-products ``W`` that an in-process fit
+    made for them (every group about ``W``) are left out: they are consistent only with
+    the centred sums, and the uncentred ones next to them would leave the likelihood
     further off than without them."""
-    positions = block.near_lossy_positions(np.asarray(stats.group_sizes))
+    everyone = bool(taken[2])
+    # every group takes the forms in process (the near-lossy ones are asked again, of
+    # the whole block); on Dask those that did, each weighed in its own block
+    positions = block.near_lossy_positions(np.asarray(stats.group_sizes)) if everyone else taken[0]
     labels = np.asarray(stats.group_labels)[np.asarray(positions, dtype=np.int64)]
-    shown = ", ".join(
-        repr(lb.item() if hasattr(lb, "item") else lb) for lb in labels[:NAMED_GROUPS]
-    )
-    more = f" and {labels.size - NAMED_GROUPS} more" if labels.size > NAMED_GROUPS else ""
     warnings.warn(
-        f"{labels.size} group(s) ({shown}{more}) have a random design nearly singular "
+        f"{_named_groups(labels)} have a random design nearly singular "
         "within them, which the fit takes from sums about each group's mean; the "
         "statistics gathered here (to be saved or merged) hold their uncentred sums, "
-        "and a likelihood evaluated from them may lose digits; "
+        "and the log-likelihood of a fit from them can be off by far more than the "
+        "fit's tolerance (thousands of units where such a group carries most of the "
+        "weight); "
         f"{CENTRED_REMEDY}, or {ROWS_KEEP}",
         PrecisionWarning,
         stacklevel=3,
@@ -337,6 +338,18 @@ ROWS_KEEP = "a fit of the rows keeps those sums (its bootstrap and intervals use
 #: A column whose share of its sum of squares about the group's mean is below this is
 #: called nearly constant within the group (the rest of the lossy groups, collinear).
 CONSTANT_SHARE = 1e-8
+
+
+def _named_groups(labels: np.ndarray) -> str:
+    """``"N group(s) (a, b, c and M more)"``: how many ``labels`` (L,) there are, the
+    first :data:`NAMED_GROUPS` of them by their labels, and how many more (the words of
+    :func:`centred_groups_error` and of the warning of statistics gathered with groups
+    near lossy)."""
+    shown = ", ".join(
+        repr(lb.item() if hasattr(lb, "item") else lb) for lb in labels[:NAMED_GROUPS]
+    )
+    more = f" and {labels.size - NAMED_GROUPS} more" if labels.size > NAMED_GROUPS else ""
+    return f"{labels.size} group(s) ({shown}{more})"
 
 
 class CentredGroupsError(DataError):
@@ -378,12 +391,7 @@ def centred_groups_error(stats, block, names: Sequence[str] | None) -> CentredGr
         return " and ".join(words), "s" if len(words) > 1 else ""
 
     def groups(mask) -> str:
-        picked = labels[mask]
-        shown = ", ".join(
-            repr(lb.item() if hasattr(lb, "item") else lb) for lb in picked[:NAMED_GROUPS]
-        )
-        more = f" and {picked.size - NAMED_GROUPS} more" if picked.size > NAMED_GROUPS else ""
-        return f"{picked.size} group(s) ({shown}{more})"
+        return _named_groups(labels[mask])
 
     if not (0 <= one < q and q > 1 and len(positions)):
         words, plural = named(range(q))

@@ -397,6 +397,7 @@ def _dense_integer_codes(
     table); keys that fill their range are numbered by their offsets alone.  None when
     the range is too wide.  ``owned``: ``keys`` are the caller's to overwrite (int64
     keys become their offsets in place, and may be returned as the codes)."""
+    owned = owned and keys.flags.writeable  # read-only keys are never written over
     lo, hi = keys.min(), keys.max()
     span = int(hi) - int(lo)  # Python integers: no overflow for any int64/uint64 range
     if span > DENSE_RANGE_PER_ROW * keys.size + 1024:
@@ -427,10 +428,21 @@ def _dense_integer_codes(
             return offsets.copy(), labels
         codes = offsets.astype(np.int64, copy=False)
         return codes, labels
-    position = np.cumsum(present, dtype=np.int64) - 1
-    offsets_present = np.flatnonzero(present).astype(base.dtype)
-    labels = (offsets_present + base).astype(keys.dtype)
-    return position[offsets], labels
+    # the running count in one int64 table, made in place: cumsum's own cast from bool
+    # and the ``- 1`` would each take another array of the range
+    position = np.empty(span + 1, dtype=np.int64)
+    position[...] = present
+    np.cumsum(position, out=position)
+    position -= 1
+    labels = np.flatnonzero(present).astype(base.dtype, copy=False)
+    labels += base  # offsets + base in place (exact: within the keys' range)
+    labels = labels.astype(keys.dtype, copy=False)
+    if offsets is keys and not owned:
+        return position[offsets], labels
+    # the offsets are ours (a copy, or the caller's given up): each row's code written
+    # over its own offset, read just before (``clip``: every offset is within the table,
+    # and unlike ``raise`` it takes no buffer of the output)
+    return np.take(position, offsets, out=offsets, mode="clip"), labels
 
 
 class KeyOrder(NamedTuple):
@@ -455,7 +467,8 @@ def order_distinct(keys: np.ndarray, owned: bool = False) -> KeyOrder:
     owned : bool
         ``keys`` are the caller's to give up: their memory may be overwritten and
         returned as :attr:`KeyOrder.position` (int64 keys over a small range), saving
-        a copy of ``G`` int64.  The caller reads ``keys`` no more.
+        a copy of ``G`` int64.  The caller reads ``keys`` no more.  Read-only keys
+        are not overwritten (their codes take a new array).
     """
     dense = None
     if keys.dtype.kind in "iu" and keys.size:

@@ -8,16 +8,25 @@ import math
 import os
 
 from ..errors import CheckpointError
+from ..files import before_commit
+
+#: The file of the last fit's estimates in a statistics directory
+LAST_FIT_FILE = "last_fit.json"
 
 
 def remember_fit(stats_dir: str, packed_params: list, method: str, llf: float) -> None:
     """Record a fit's packed parameters, method and llf next to the statistics
     (written to a temporary file, then moved into place)."""
-    path = os.path.join(stats_dir, "last_fit.json")
+    path = os.path.join(stats_dir, LAST_FIT_FILE)
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump({"packed_params": list(packed_params), "method": method, "llf": llf}, fh)
-    os.replace(tmp, path)
+    try:
+        before_commit()
+        os.replace(tmp, path)
+    finally:  # (after the replace there is no tmp: nothing to remove)
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def last_fit(stats_dir: str) -> list | None:
@@ -29,7 +38,7 @@ def last_fit(stats_dir: str) -> list | None:
         ``last_fit.json`` cannot be read, or its parameters are not finite numbers of a
         sensible size.
     """
-    path = os.path.join(stats_dir, "last_fit.json")
+    path = os.path.join(stats_dir, LAST_FIT_FILE)
     if not os.path.exists(path):
         return None
     try:

@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmixed.design.labels import formulaic_spelling, patsy_spelling
+from dmixed.design.labels import (
+    ARRAY_INTERCEPT_NAME,
+    covariance_names,
+    formulaic_spelling,
+    patsy_spelling,
+)
 
 
 def _quoted_frame() -> pd.DataFrame:
@@ -141,3 +146,40 @@ def test_variance_component_names_keep_the_formulas_spelling_as_statsmodels():
         theirs = smf.mixedlm("x ~ 1", df, groups="g", vc_formula=vc_formula)
     assert theirs.exog_vc.names == ours.vc_names == ["v", "w"]
     assert [list(c) for c in ours.vc_column_names] == [c[0] for c in theirs.exog_vc.colnames]
+
+
+# --------------------------------------------------------------------------------------
+# covariance parameters' names (statsmodels' _make_param_names and its random intercept)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("q", "vc_names"),
+    [(q, vc) for q in range(5) for vc in ([], ["a"], ["sub", "b"]) if q or vc],
+)
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # statsmodels' dict form of exog_vc
+def test_covariance_names_are_statsmodels(q, vc_names):
+    import statsmodels.regression.mixed_linear_model as smlm
+
+    rng = np.random.default_rng(q)
+    n = 40
+    groups = np.repeat(np.arange(4), n // 4)
+    exog = np.ones((n, 1))
+    re_names = [f"z{j} v" for j in range(q)]
+    exog_re = pd.DataFrame(rng.normal(size=(n, q)), columns=re_names) if q else None
+    exog_vc = {v: {k: np.ones((n // 4, 1)) for k in range(4)} for v in vc_names} or None
+    ref = smlm.MixedLM(rng.normal(size=n), exog, groups, exog_re=exog_re, exog_vc=exog_vc)
+    # (statsmodels sorts the components' names, as the model's vc_names are)
+    assert covariance_names(re_names, ref.exog_vc.names) == ref.data.param_names[1:]
+
+
+def test_the_array_intercept_is_named_as_its_variance_as_statsmodels():
+    import statsmodels.regression.mixed_linear_model as smlm
+
+    n = 20
+    ref = smlm.MixedLM(np.arange(n) * 1.0, np.ones((n, 1)), np.repeat(np.arange(4), 5))
+    assert ref.data.exog_re_names == [ARRAY_INTERCEPT_NAME]
+    ours = covariance_names([ARRAY_INTERCEPT_NAME], [], array_intercept=True)
+    assert ours == ref.data.param_names[1:]
+    # a random effect that happens to bear the name still gets statsmodels' " Var"
+    assert covariance_names([ARRAY_INTERCEPT_NAME], []) == ["Group Var Var"]

@@ -165,3 +165,62 @@ def test_n_groups_and_formula_are_statsmodels():
     assert ours.n_groups == theirs.n_groups == 17
     assert ours.formula == theirs.formula == "y ~ x1"
     assert MixedLM(theirs.endog, theirs.exog, theirs.groups).formula is None
+
+
+# --------------------------------------------------------------------------------------
+# statsmodels' per-group lists: made on first use, refused without rows in memory
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("re_formula", [None, "1 + x1", "0 + x1"])
+def test_group_lists_are_statsmodels(re_formula):
+    df = make_data(n_groups=7, seed=8).sample(frac=1.0, random_state=1)
+    df["g"] = df["g"].astype(str)
+    theirs = smlm.MixedLM.from_formula("y ~ x1 + x2", df, groups="g", re_formula=re_formula)
+    model = mixedlm("y ~ x1 + x2", df, groups="g", re_formula=re_formula)
+    assert "_group_lists" not in model.__dict__
+    model.fit()
+    assert "_group_lists" not in model.__dict__  # a fit does not make them
+    for name in ("endog_li", "exog_li", "exog_re_li"):
+        ours, ref = getattr(model, name), getattr(theirs, name)
+        assert len(ours) == len(ref) == model.n_groups
+        for a, b in zip(ours, ref, strict=True):
+            assert a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+    assert model.exog_li is model.exog_li  # made once
+
+
+def test_group_lists_of_arrays_without_random_effects_are_statsmodels():
+    rng = np.random.default_rng(9)
+    groups = np.repeat(np.arange(5), 6)
+    n = groups.size
+    exog_vc = {"a": {k: rng.normal(size=(6, 2)) for k in range(5)}}
+    endog, exog = rng.normal(size=n), np.column_stack([np.ones(n), rng.normal(size=n)])
+    with pytest.warns(FutureWarning):
+        theirs = smlm.MixedLM(endog, exog, groups, exog_vc=exog_vc)
+    model = MixedLM(endog, exog, groups, exog_vc=exog_vc)
+    assert theirs.exog_re_li is None and model.exog_re_li is None
+    for a, b in zip(model.exog_li, theirs.exog_li, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_group_lists_go_with_the_rows():
+    import pickle
+
+    model = mixedlm("y ~ x1", make_data(n_groups=6, seed=10), groups="g")
+    assert len(model.exog_li) == 6
+    assert "_group_lists" not in pickle.loads(pickle.dumps(model)).__dict__
+    assert len(pickle.loads(pickle.dumps(model)).endog_li) == 6
+    model.remove_data()
+    with pytest.raises(SpecError, match=r"model\.exog_li .*remove_data\(\)"):
+        _ = model.exog_li
+
+
+@pytest.mark.parametrize("name", ["endog_li", "exog_li", "exog_re_li"])
+def test_group_lists_of_dask_data_say_why_not(name):
+    dd = pytest.importorskip("dask.dataframe")
+
+    df = make_data(n_groups=6, seed=11)
+    model = mixedlm("y ~ x1", dd.from_pandas(df, npartitions=2), groups="g")
+    with pytest.raises(SpecError, match=rf"model\.{name} .*not in memory \(Dask data"):
+        getattr(model, name)

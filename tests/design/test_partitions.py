@@ -52,8 +52,17 @@ def test_column_kinds_of_a_partition():
     with pytest.raises(
         DataError, match=r"^column 'f' holds text \(string\) where the model reads numbers$"
     ) as exc:
+        check_column_kinds(pdf, {"f": NUMERIC})
+    assert exc.value.column == "f"
+    # a column of numbers inside C() is read as factor labels, not as numbers
+    with pytest.raises(DataError) as exc:
         check_column_kinds(pdf, {"f": NUMERIC_LEVELS})
     assert exc.value.column == "f"
+    assert "reads numbers" not in str(exc.value)
+    assert str(exc.value).startswith(
+        "column 'f' holds text (string) where the model reads factor labels that are "
+        "numbers (the column is a factor, inside C(), whose levels are numbers"
+    )
     with pytest.raises(
         DataError, match=r"column 's' holds numbers \(float64\) where the model reads text"
     ):

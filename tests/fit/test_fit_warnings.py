@@ -99,3 +99,34 @@ def test_ordinary_groups_are_not_charged_with_plain_rounding(seed, offset, weigh
         warnings.simplefilter("always", dmixed.DmixedWarning)
         MixedLM.from_statistics(statistics_from_arrays(arrays), model.spec).fit()
     assert not [w for w in seen if issubclass(w.category, dmixed.PrecisionWarning)]
+
+
+def test_a_small_group_of_many_is_not_charged_with_plain_rounding():
+    """A group of three rows with a scaled determinant of 1e-6 (below
+    ``PLAIN_CHARGED_DETERMINANT``) among 3000 ordinary ones is not near lossy
+    (``near_lossy_bounds``: its share of the block is small) and loses no digit that
+    matters: the precision check charges it nothing, as it charges the groups of
+    ``StatsBlock.near_lossy_mask``'s criterion only (it was charged with every group
+    below ``PLAIN_CHARGED_DETERMINANT``)."""
+    import warnings
+
+    from dmixed import kernels
+    from dmixed.fit.fit_warnings import plain_rounding_of
+
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 4, 3000)
+    sizes[7] = 3
+    g = np.repeat(np.arange(sizes.size), sizes)
+    x = rng.normal(size=g.size)
+    x[g == 7] = -0.8 + 1e-3 * np.arange(3.0)  # a scaled determinant of 1e-6
+    y = 0.5 * x + rng.normal(size=sizes.size)[g] + rng.normal(size=g.size)
+    frame = pd.DataFrame({"g": g, "x": x, "y": y})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dmixed.DmixedWarning)
+        model = dmixed.MixedLM.from_formula("y ~ x", frame, groups="g", re_formula="1 + x")
+        stats = model.statistics()
+    block = stats.engine.block
+    nobs = np.asarray(stats.group_sizes)
+    assert block.lossy_mask(nobs, kernels.conditionals.PLAIN_CHARGED_DETERMINANT) is not None
+    assert block.near_lossy_mask(nobs) is None
+    assert not plain_rounding_of(stats).any()

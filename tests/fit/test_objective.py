@@ -599,20 +599,17 @@ def test_near_lossy_groups_are_not_counted_as_lossy():
     import warnings
 
     import dmixed
-    from dmixed import kernels
     from dmixed.stats.group_arrays import GroupArrays
 
     frame = near_lossy_frame(1e7, 5 * math.sqrt(1e-7), False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dmixed.DmixedWarning)
-        model = dmixed.MixedLM.from_formula(
-            "y ~ x1", frame, groups="g", re_formula="1 + x1", weights="w"
-        )
-        stats = model.statistics()
+    model = dmixed.MixedLM.from_formula(
+        "y ~ x1", frame, groups="g", re_formula="1 + x1", weights="w"
+    )
+    stats = model.statistics()
     block = stats.engine.block
     nobs = np.asarray(stats.group_sizes)
     assert block.lossy_mask(nobs) is None
-    assert block.lossy_mask(nobs, kernels.CENTRED_DETERMINANT) is not None
+    assert block.near_lossy_mask(nobs) is not None
     assert block.rank_one and block.centred_groups == 0  # centred, none lossy
     with warnings.catch_warnings():
         warnings.simplefilter("error", dmixed.DmixedWarning)
@@ -639,3 +636,52 @@ def test_ordinary_groups_are_not_near_lossy(seed, offset):
     stats = model.statistics()
     nobs = np.asarray(stats.group_sizes)
     assert stats.engine.block.lossy_mask(nobs, kernels.CENTRED_DETERMINANT) is None
+
+
+def _small_groups_frame():
+    """2000 ordinary groups of 3 rows (x ~ N(0, 1), a random slope) and group 0 with
+    ``x`` = 1 ± 1e-3: its scaled determinant about 6.7e-7, below
+    ``CENTRED_DETERMINANT`` but one of thousands (its share of ``Z̃'Z̃`` about 5e-4)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(11)
+    g = np.repeat(np.arange(2000), 3)
+    x = rng.normal(size=g.size)
+    x[:3] = 1 + 1e-3 * np.array([-1.0, 0.0, 1.0])
+    y = x * 0.5 + rng.normal(size=2000)[g] + 0.3 * rng.normal(size=2000)[g] * x
+    return pd.DataFrame({"g": g, "x": x, "y": y + rng.normal(size=g.size)})
+
+
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_an_ordinary_group_below_the_coarse_bound_takes_the_plain_path(engine):
+    """One small group of many below ``CENTRED_DETERMINANT`` loses nothing that matters
+    (its part of the totals is small): not near lossy, so an in-process fit keeps the
+    plain forms (no second pass, no ``W``, the compiled kernels) and a Dask block takes
+    no sums about shifts, as on main."""
+    import warnings
+
+    import dask
+    import dask.dataframe as dd
+
+    import dmixed
+    from dmixed import kernels
+    from dmixed.stats.group_arrays import GroupArrays
+
+    frame = _small_groups_frame()
+    data = frame if engine == "local" else dd.from_pandas(frame, npartitions=2, sort=False)
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings():
+        warnings.simplefilter("error", dmixed.DmixedWarning)
+        model = dmixed.MixedLM.from_formula("y ~ x", data, groups="g", re_formula="1 + x")
+        stats = model.statistics()
+    nobs = np.asarray(stats.group_sizes)
+    if engine == "local":
+        block = stats.engine.block
+        assert block.lossy_mask(nobs, kernels.CENTRED_DETERMINANT) is not None
+        assert block.lossy_mask(nobs) is None
+        assert block.near_lossy_mask(nobs) is None
+        assert stats.glob.within is None
+        assert block.centred_sums() is None and not block.numpy_only
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings():
+        warnings.simplefilter("error", dmixed.DmixedWarning)
+        arrays = GroupArrays.from_statistics(stats, centred=True)
+    assert arrays.centred is None  # no group took the centred forms

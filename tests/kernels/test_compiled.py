@@ -435,14 +435,14 @@ def test_hessian_and_blups_in_one_pass_are_the_two_calls(
     basis, w = _basis(r, q), np.r_[rng.normal(size=3), 1.0]
     block = kernels.StatsBlock(zz, zxy)
     fields, blup, cov = compiled.hessian_random_effects(
-        block.chunks(), lam, basis, w, block.n_groups
+        block.chunks(), lam, basis, w, block.spans.edges
     )
     ref = kernels.hessian_contributions(block, lam, basis, w)
     for name, got in zip(ref.__dataclass_fields__, fields, strict=True):
         np.testing.assert_array_equal(got, getattr(ref, name))
     for a, b in zip((blup, cov), kernels.random_effects_block(block, lam, w), strict=True):
         np.testing.assert_array_equal(a, b)
-    upper = compiled.hessian_random_effects(block.chunks(), lam, basis, w, block.n_groups, True)
+    upper = compiled.hessian_random_effects(block.chunks(), lam, basis, w, block.spans.edges, True)
     for name, got in zip(ref.__dataclass_fields__, upper[0], strict=True):
         np.testing.assert_array_equal(got, getattr(ref, name))
     np.testing.assert_array_equal(upper[1], blup)
@@ -470,4 +470,91 @@ def test_hessian_and_blups_in_one_pass_refuse_r_above_two():
     """r > 2 sums the Hessian per ``E_j``: no one pass for it."""
     block = kernels.StatsBlock(np.tile(np.eye(3), (4, 1, 1)), np.ones((4, 3, 4)))
     with pytest.raises(ValueError, match="r ≤ 2"):
-        compiled.hessian_random_effects(block.chunks(), np.eye(3), _basis(3, 3), np.ones(4), 4)
+        compiled.hessian_random_effects(
+            block.chunks(), np.eye(3), _basis(3, 3), np.ones(4), block.spans.edges
+        )
+
+
+def _entry_major(zz: np.ndarray, zxy: np.ndarray, sizes: list[int]) -> list:
+    """``zz`` (G, r, r) and ``zxy`` (G, r, k) cut into entry-major chunks of ``sizes``
+    groups (empty ones allowed), each C-contiguous as a block holds them."""
+    cut = np.cumsum(sizes)[:-1]
+    return [
+        (
+            np.ascontiguousarray(np.moveaxis(a, 0, -1)),
+            np.ascontiguousarray(np.moveaxis(b, 0, -1)),
+        )
+        for a, b in zip(np.split(zz, cut), np.split(zxy, cut), strict=True)
+    ]
+
+
+@settings(max_examples=25, **QUICK)
+@given(
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=6),
+    r=st.sampled_from([1, 2]),
+    native_choice=st.sampled_from(["c", "numpy"]),
+    seed=st.integers(0, 2**16),
+)
+def test_blup_rows_are_where_chunk_spans_place_each_chunk(sizes, r, native_choice, seed):
+    """The compiled BLUPs of a block of odd chunks (empty ones, one chunk, uneven sizes)
+    write chunk ``c``'s rows at :class:`~dmixed.kernels.groups.ChunkSpans`'
+    ``edges[c]:edges[c+1]`` (the block's ``spans``): each chunk's rows are those of the
+    chunk alone, bit for bit, by :func:`compiled.random_effects` and by the one pass of
+    :func:`compiled.hessian_random_effects` (C extension and numba at ``r = 2``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(compiled.ENV_VAR, "numba")
+        mp.setenv(kernels.native.ENV_VAR, native_choice)
+        rng = np.random.default_rng(seed)
+        zz, zxy = _statistics(rng, sum(sizes), r, 3, 0.3)
+        block = kernels.StatsBlock.from_chunks(_entry_major(zz, zxy, sizes))
+        spans = block.spans
+        assert spans.n_groups == sum(sizes)
+        lam, basis, w = _lam(rng, r, r, 2.0), _basis(r, r), np.r_[rng.normal(size=2), 1.0]
+        whole = compiled.random_effects(block.chunks(), lam, w, spans.edges)
+        one_pass = compiled.hessian_random_effects(block.chunks(), lam, basis, w, spans.edges)
+        for chunk, at in zip(block.chunks(), spans.slices(), strict=True):
+            alone = kernels.StatsBlock.from_chunks([chunk])
+            edges = alone.spans.edges
+            want = compiled.random_effects(alone.chunks(), lam, w, edges)
+            want_pass = compiled.hessian_random_effects(alone.chunks(), lam, basis, w, edges)
+            for got, ref in zip(whole, want, strict=True):
+                np.testing.assert_array_equal(got[at], ref)
+            for got, ref in zip(one_pass[1:], want_pass[1:], strict=True):
+                np.testing.assert_array_equal(got[at], ref)
+
+
+@pytest.mark.parametrize("native_choice", ["c", "numpy"])
+@pytest.mark.parametrize(
+    ("edges", "why"),
+    [
+        (np.array([0, 5, 9]), "a chunk of 4 groups at edges 0:5"),
+        (np.array([0, 9]), "a chunk of 4 groups at edges 0:9"),
+        (np.array([0, 4]), "2 entries for more than 1 chunks"),
+        (np.array([0, 4, 9, 12]), "4 entries for 2 chunks"),
+        (np.array([2, 6, 11]), "start at 2, not at 0"),
+        (np.array([-8, -4, 1]), "start at -8, not at 0"),
+        (np.array([0, 9, 4]), "go down from 9 to 4"),
+        (np.array([], dtype=np.int64), "is empty"),
+        (np.array([0.0, 4.0, 9.0]), "1-D integer"),
+        (np.array([[0, 4, 9]]), "1-D integer"),
+    ],
+)
+def test_blups_refuse_edges_that_are_not_the_chunks(native_choice, edges, why):
+    """Edges that are not the chunks' (another block's, an edge too few or too many) or
+    not edges at all (not from 0, going down, empty, not 1-D integers: rows of
+    uninitialised memory given back, or written outside the BLUPs) are refused by the
+    BLUPs and by the one pass (numba, and the C extension at ``r = 2``), each with a
+    message naming ``edges``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(compiled.ENV_VAR, "numba")
+        mp.setenv(kernels.native.ENV_VAR, native_choice)
+        rng = np.random.default_rng(3)
+        zz, zxy = _statistics(rng, 9, 2, 3, 0.0)
+        block = kernels.StatsBlock.from_chunks(_entry_major(zz, zxy, [4, 5]))
+        lam, basis, w = np.eye(2), _basis(2, 2), np.array([0.5, -1.0, 1.0])
+        with pytest.raises(ValueError, match="edges") as caught:
+            compiled.random_effects(block.chunks(), lam, w, edges)
+        assert why in str(caught.value)
+        with pytest.raises(ValueError, match="edges") as caught:
+            compiled.hessian_random_effects(block.chunks(), lam, basis, w, edges)
+        assert why in str(caught.value)

@@ -747,3 +747,102 @@ def test_chunk_spans_edges_are_read_only():
     spans = ChunkSpans([3, 0, 2])
     with pytest.raises(ValueError):
         spans.edges[1] = 0
+
+
+@pytest.mark.parametrize("size", [1, 3, 16])
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 16, 17, 50])
+def test_chunk_spans_cut_by_any_size(n, size):
+    """:meth:`ChunkSpans.cut` with a chunk size of its own (a merge's): chunks of
+    ``size`` groups but the last, one of none for no groups; a size below one refused."""
+    from dmixed.kernels.groups import ChunkSpans
+
+    spans = ChunkSpans.cut(n, size)
+    want = [min(size, n - lo) for lo in range(0, max(n, 1), size)]
+    assert np.diff(spans.edges).tolist() == want and spans.n_groups == n
+    with pytest.raises(ValueError, match="size must be at least 1"):
+        ChunkSpans.cut(n, 0)
+
+
+def _entry_major(sizes: np.ndarray, weights=None, seed: int = 0) -> np.ndarray:
+    """The entry-major ``Z̃'Z̃`` (2, 2, G) of ``1 + x`` random designs (x ~ N(0, 1)) of
+    groups of ``sizes`` rows, ``weights`` (a function of the generator and the row
+    count) or none: made by bincount, no fit."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(sizes.size), sizes)
+    x = rng.normal(size=g.size)
+    w = np.ones(g.size) if weights is None else weights(rng, g.size)
+    n = sizes.size
+    zz = np.empty((2, 2, n))
+    zz[0, 0] = np.bincount(g, w, n)
+    zz[0, 1] = zz[1, 0] = np.bincount(g, w * x, n)
+    zz[1, 1] = np.bincount(g, w * x * x, n)
+    return zz
+
+
+def _near_block(zz: np.ndarray) -> kernels.StatsBlock:
+    return kernels.StatsBlock.from_entry_major(zz, np.zeros((2, 1, zz.shape[-1])))
+
+
+@pytest.mark.parametrize(
+    "sizes, weights",
+    [
+        ((1, 4, 1_000_000), None),
+        ((2, 3, 1_000_000), None),
+        ((20, 21, 100_000), None),
+        ((1, 4, 1_000_000), lambda rng, n: 10 ** rng.uniform(-2, 2, n)),
+    ],
+    ids=["1-3 rows", "2 rows", "20 rows", "weights over 4 decades"],
+)
+def test_ordinary_groups_are_lossy_or_not_near_lossy(sizes, weights):
+    """Ordinary data (1M groups of 1-3 rows, 100k of 20, weights spanning decades) has
+    groups below ``CENTRED_DETERMINANT`` by chance, but each is a tiny part of the
+    totals: :meth:`StatsBlock.near_lossy_mask` holds the lossy groups only (those main
+    already centres), none only near lossy."""
+    from dmixed.kernels import CENTRED_DETERMINANT
+
+    nobs = np.random.default_rng(1).integers(*sizes)
+    block = _near_block(_entry_major(nobs, weights))
+    near, lossy = block.near_lossy_mask(nobs), block.lossy_mask(nobs)
+    if sizes[0] < 20:
+        assert block.lossy_mask(nobs, CENTRED_DETERMINANT).sum() > 100  # the check has work
+    if near is None:
+        assert lossy is None
+    else:
+        assert lossy is not None and np.array_equal(near, lossy)
+
+
+def test_a_group_most_of_the_block_is_near_lossy_at_the_coarse_bound():
+    """The same determinant (about 1e-6) is near lossy where the group is most of its
+    block's ``Z̃'Z̃`` diagonal and not where it is one of thousands."""
+    nobs = np.full(2000, 3)
+    zz = _entry_major(nobs, seed=3)
+    x = -0.8 + 1e-3 * np.arange(3.0)  # scaled determinant 1.04e-6
+    for weight, near in ((1.0, False), (1e6, True)):
+        mine = zz.copy()
+        mine[:, :, 0] = weight * np.array([[3.0, x.sum()], [x.sum(), (x * x).sum()]])
+        mask = _near_block(mine).near_lossy_mask(nobs)
+        assert (mask is not None and bool(mask[0])) is near
+
+
+@pytest.mark.parametrize("lossy_second", [False, True])
+def test_centred_masks_are_the_near_lossy_and_lossy_masks(lossy_second):
+    """``StatsBlock.centred_masks``: the groups that take the centred forms and the lossy
+    ones among them, as :meth:`near_lossy_mask` and :meth:`lossy_mask` give them (the
+    lossy mask all False where none is lossy); None where no group takes the forms."""
+    import dmixed
+
+    from .._near_lossy import NEAR_KW, near_lossy_frame
+
+    frame = near_lossy_frame(1e9, lossy_second=lossy_second)
+    stats = dmixed.MixedLM.from_formula("y ~ x1", frame, **NEAR_KW).statistics()
+    block, nobs = stats.engine.block, np.asarray(stats.group_sizes)
+    near, lossy = block.centred_masks(nobs)
+    np.testing.assert_array_equal(near, block.near_lossy_mask(nobs))
+    expected = block.lossy_mask(nobs)
+    assert (expected is not None) == lossy_second
+    np.testing.assert_array_equal(lossy, np.zeros_like(near) if expected is None else expected)
+    assert near[0] and not lossy[0]  # group 0 near lossy only
+    assert bool(near[1]) == bool(lossy[1]) == lossy_second
+    plain = near_lossy_frame(1.0, spread=1.0)
+    stats = dmixed.MixedLM.from_formula("y ~ x1", plain, **NEAR_KW).statistics()
+    assert stats.engine.block.centred_masks(np.asarray(stats.group_sizes)) is None

@@ -87,7 +87,7 @@ def _check_against_numpy(monkeypatch, k, q, seed, log_cond, one_row, n_groups, u
     block, lam = _block(rng, n_groups, k, one_row, q, log_cond)
     basis, w = _basis(2, q), np.r_[rng.normal(size=k - 1) * 10.0 ** rng.uniform(-3, 3), 1.0]
     fields, blup, cov = compiled.hessian_random_effects(
-        block.chunks(), lam, basis, w, block.n_groups, upper
+        block.chunks(), lam, basis, w, block.spans.edges, upper
     )
     ref, ref_blup, ref_cov = _reference(monkeypatch, block, lam, basis, w)
     _assert_close(ref, kernels.HessianSums(*fields), RTOL)
@@ -117,7 +117,7 @@ def test_c_pass_against_numba(monkeypatch, k, q, seed, one_row, n_groups):
     for choice in ("numpy", "c"):
         monkeypatch.setenv(native.ENV_VAR, choice)
         fields, blup, cov = compiled.hessian_random_effects(
-            block.chunks(), lam, basis, w, block.n_groups, True
+            block.chunks(), lam, basis, w, block.spans.edges, True
         )
         alone = kernels.hessian_contributions(block, lam, basis, w)
         out[choice] = kernels.HessianSums(*fields), blup, cov, alone
@@ -127,6 +127,36 @@ def test_c_pass_against_numba(monkeypatch, k, q, seed, one_row, n_groups):
     _assert_close(got, alone, 0.0)  # one pass or the Hessian alone: the same bits
     np.testing.assert_array_equal(blup, ref_blup)
     np.testing.assert_array_equal(cov, ref_cov)
+
+
+@called
+@pytest.mark.parametrize("k", [1, 2, 5, 9])
+@pytest.mark.parametrize("n_groups", [4, 6, 7, 259, 262, 263, 515])
+def test_c_pass_vectors_and_tails_against_numba(monkeypatch, k, n_groups):
+    """The C pass makes each group's conditional values four groups a vector with the
+    groups past the last whole vector one by one: the BLUPs and covariances of every
+    group, in whole vectors and in the tails of runs and chunks (none to three groups
+    past them; chunks of 257 groups, runs of 256), are numba's bit for bit, the
+    Hessian sums alone those of the pass with the BLUPs bit for bit, and numba's to
+    rounding."""
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 257)
+    monkeypatch.setenv(compiled.ENV_VAR, "numba")
+    rng = np.random.default_rng(n_groups * 100 + k)
+    block, lam = _block(rng, n_groups, k, 0.3, 2, 2.0)
+    basis, w = _basis(2, 2), np.r_[rng.normal(size=k - 1), 1.0]
+    out = {}
+    for choice in ("numpy", "c"):
+        monkeypatch.setenv(native.ENV_VAR, choice)
+        fields, blup, cov = compiled.hessian_random_effects(
+            block.chunks(), lam, basis, w, block.spans.edges, False
+        )
+        alone = kernels.hessian_contributions(block, lam, basis, w)
+        out[choice] = kernels.HessianSums(*fields), blup, cov, alone
+    (ref, ref_blup, ref_cov, _), (got, blup, cov, alone) = out["numpy"], out["c"]
+    np.testing.assert_array_equal(blup, ref_blup)
+    np.testing.assert_array_equal(cov, ref_cov)
+    _assert_close(got, alone, 0.0)
+    _assert_close(ref, got, RTOL)
 
 
 def _moments_args(k: int = 3, g: int = 4, **change):

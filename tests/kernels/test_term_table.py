@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.kernels.compiled import CACHE_LINE
+from dmixed.kernels.groups import ChunkSpans
 from dmixed.kernels.rows import live_terms, prepare_rows
 from dmixed.kernels.term_jit import COLUMNS_CHUNK
 from dmixed.kernels.term_table import (
@@ -639,7 +640,8 @@ def test_merge_of_two_runs_is_the_general_merge(relation, size, chunk, seed):
     for run in ("general", "two"):
         out = np.full(total * cols.size, np.nan)
         merged, counts = np.full(total, -1, dtype=np.int64), np.full(total, np.nan)
-        args = (cols, facs, int(columns[0]), float(factors[0]), chunk, out, merged, counts)
+        edges = ChunkSpans.cut(total, chunk).edges
+        args = (cols, facs, int(columns[0]), float(factors[0]), edges, out, merged, counts)
         if run == "general":
             merge_rows(keys, rows, *args)
         else:
@@ -1271,3 +1273,125 @@ def test_the_routers_row_estimate_is_the_tables_row(keep_shifts, weighted, compi
     table.add(np.zeros((PackedLayout(2, 4).width, n_groups)), codes, y, exog, z, w, std)
     assert (table.shifted is not None) == keep_shifts
     assert table.row_bytes(y, exog, z, w, std) == 8 * table.table.shape[1]
+
+
+def test_release_idle_buffers_drops_those_no_array_views(kept_buffers):
+    """The buffers no array views are dropped (their bytes returned), those still in
+    use (a held result's merged rows) stay listed and keep their values; a later
+    request of their use is fresh memory, kept again."""
+    held = kept_buffers.table_buffer((200, 10), zeroed=False, use="merge")
+    held[:] = 3.0
+    for use in ("table", "spill", "held"):
+        kept_buffers.table_buffer((300, 10), zeroed=True, use=use)  # let go at once
+    assert kept_buffers.kept_table_buffers() == 4
+    dropped = kept_buffers.release_idle_buffers()
+    slack = CACHE_LINE - 8  # each buffer's room to start its array on a cache line
+    assert dropped == 3 * (8 * 300 * 10 + slack)
+    assert kept_buffers.kept_table_buffers() == 1 and (held == 3.0).all()
+    assert kept_buffers.release_idle_buffers() == 0  # the one in use stays
+    del held
+    assert kept_buffers.release_idle_buffers() == 8 * 200 * 10 + slack
+    assert kept_buffers.kept_table_buffers() == 0
+
+
+@settings(max_examples=30)
+@given(
+    sizes=st.lists(st.integers(0, 50), min_size=1, max_size=3),
+    universe=st.integers(1, 90),
+    chunk=st.sampled_from([1, 2, 7, 16, 4096]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_merge_chunks_are_the_chunk_spans_cut(sizes, universe, chunk, seed):
+    """The chunks :func:`merge_term_rows` writes (compiled and numpy) are those of
+    :meth:`ChunkSpans.cut` of the merged keys, the block's own cut (no keys: one chunk
+    of none; fewer keys than ``chunk``: one chunk; an uneven last chunk)."""
+    rng = np.random.default_rng(seed)
+    keys, parts = _merge_parts(rng, sizes, universe, 4, 6)
+    entries = np.arange(6)
+    for mode in ("numba", "numpy"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DMIXED_KERNELS", mode)
+            merged, _, chunks = merge_term_rows(keys, parts, entries, chunk)
+        spans = ChunkSpans.cut(merged.size, chunk)
+        assert [c.shape[1] for c in chunks] == np.diff(spans.edges).tolist()
+
+
+def _merge_with_edges(name: str, edges) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run compiled merge ``name`` of two runs of 5 keys (7 merged) by ``edges`` into
+    views of larger arrays, whose tails a write past the views would change; return the
+    three parents."""
+    from dmixed.kernels.term_jit import merge_rows, merge_two_rows
+
+    keys = (np.arange(5, dtype=np.int64), np.arange(2, 7, dtype=np.int64))
+    rows = (np.ones((5, 3)), np.ones((5, 3)))
+    cols, facs = np.arange(3, dtype=np.int64), np.ones(3)
+    big_m, big_c, big_o = np.full(12, -1, dtype=np.int64), np.full(12, -7.0), np.full(40, -7.0)
+    args = (cols, facs, 0, 1.0, edges, big_o[:21], big_m[:7], big_c[:7])
+    if name == "merge_rows":
+        merge_rows(keys, rows, *args)
+    else:
+        merge_two_rows(keys[0], keys[1], rows[0], rows[1], *args)
+    return big_m, big_c, big_o
+
+
+@pytest.mark.parametrize("name", ["merge_rows", "merge_two_rows"])
+@pytest.mark.parametrize(
+    ("edges", "why"),
+    [
+        (np.array([0, 4]), "end at 4, not at the 7"),
+        (np.array([1, 7]), "start at 1, not at 0"),
+        (np.array([0, 9, 7]), "go down from 9 to 7"),
+        (np.array([0, 3, 1, 7]), "go down from 3 to 1"),
+        (np.array([], dtype=np.int64), "is empty"),
+        (np.array([[0, 7]]), "1-D integer"),
+        (np.array([0.0, 7.0]), "1-D integer"),
+    ],
+)
+def test_merge_kernels_refuse_edges_that_are_not_edges_of_the_keys(name, edges, why):
+    """The compiled merges write without bounds checks: chunk edges that are empty, not
+    1-D integers, not from 0 to the merged keys or that go down (a write past ``merged``,
+    ``counts`` and ``out``, or keys dropped) are refused, naming ``edges``, before any
+    write."""
+    with pytest.raises(ValueError, match="edges") as caught:
+        _merge_with_edges(name, edges)
+    assert why in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["merge_rows", "merge_two_rows"])
+def test_merge_kernels_write_inside_their_arrays_by_good_edges(name):
+    """Good edges (an empty chunk among them) write every merged key and nothing past
+    the arrays."""
+    big_m, big_c, big_o = _merge_with_edges(name, np.array([0, 3, 3, 7], dtype=np.int64))
+    assert big_m[:7].tolist() == list(range(7))
+    assert (big_m[7:] == -1).all() and (big_c[7:] == -7.0).all() and (big_o[21:] == -7.0).all()
+
+
+@pytest.mark.parametrize("name", ["merge_rows", "merge_two_rows"])
+@pytest.mark.parametrize(("short", "why"), [("counts", "counts holds 6"), ("out", "out holds 20")])
+def test_merge_kernels_refuse_counts_or_out_too_small_for_the_keys(name, short, why):
+    """``counts`` and ``out`` shorter than the merged keys need are refused before any
+    write (the compiled merges would write past them)."""
+    from dmixed.kernels.term_jit import merge_rows, merge_two_rows
+
+    keys = (np.arange(5, dtype=np.int64), np.arange(2, 7, dtype=np.int64))
+    rows = (np.ones((5, 3)), np.ones((5, 3)))
+    cols, facs = np.arange(3, dtype=np.int64), np.ones(3)
+    big_c, big_o = np.full(12, -7.0), np.full(40, -7.0)
+    counts = big_c[:6] if short == "counts" else big_c[:7]
+    out = big_o[:20] if short == "out" else big_o[:21]
+    edges = np.array([0, 7], dtype=np.int64)
+    args = (cols, facs, 0, 1.0, edges, out, np.full(7, -1, dtype=np.int64), counts)
+    with pytest.raises(ValueError, match=why):
+        if name == "merge_rows":
+            merge_rows(keys, rows, *args)
+        else:
+            merge_two_rows(keys[0], keys[1], rows[0], rows[1], *args)
+    assert (big_c == -7.0).all() and (big_o == -7.0).all()
+
+
+def test_checked_edges_refuses_unsigned_edges_past_int64():
+    from dmixed.kernels.compiled import checked_edges
+
+    with pytest.raises(ValueError, match="edges reach"):
+        checked_edges(np.array([0, 4, 2**63 + 5], dtype=np.uint64))
+    assert checked_edges(np.array([0, 4, 9], dtype=np.uint64)).tolist() == [0, 4, 9]

@@ -413,3 +413,84 @@ def test_random_effects_frame_of_variance_components_only_is_refused(dask):
     first = res.group_labels[0]
     mine = long[long["group"] == first]
     np.testing.assert_array_equal(mine["value"], res.random_effects[first].to_numpy())
+
+
+# --------------------------------------------------------------------------------------
+# names and types as statsmodels' (scripts written for statsmodels index and test them)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def intercept_fits():
+    """A model of pandas arrays without exog_re: statsmodels' and dmixed's fits."""
+    df = make_data(n_groups=30, seed=11)
+    exog = df[["x1"]].assign(c0=1.0)[["c0", "x1"]]
+    theirs = SmMixedLM(df.y, exog, df.g).fit()
+    ours = MixedLM(df.y, exog, df.g).fit()
+    return ours, theirs
+
+
+def test_the_random_intercept_of_arrays_is_named_as_statsmodels(intercept_fits):
+    ours, theirs = intercept_fits
+    assert list(theirs.cov_re.index) == ["Group Var"]
+    pd.testing.assert_index_equal(ours.cov_re.index, theirs.cov_re.index)
+    pd.testing.assert_index_equal(ours.cov_re.columns, theirs.cov_re.columns)
+    pd.testing.assert_index_equal(ours.params.index, theirs.params.index)
+    key = next(iter(theirs.random_effects))
+    pd.testing.assert_index_equal(ours.random_effects[key].index, theirs.random_effects[key].index)
+    assert list(ours.random_effects_frame().columns) == ["Group Var"]
+    assert ours.model.data.exog_re_names == theirs.model.data.exog_re_names
+    assert ours.model.data.exog_re_names_full == theirs.model.data.exog_re_names_full
+    # with exog_re given, the intercept column keeps its own name, as in statsmodels
+    df = make_data(n_groups=30, seed=11)
+    exog = df[["x1"]].assign(c0=1.0)[["c0", "x1"]]
+    given = MixedLM(df.y, exog, df.g, exog_re=exog[["c0"]]).fit()
+    assert list(given.cov_re.index) == ["c0"] and given.params.index[-1] == "c0 Var"
+
+
+@pytest.mark.parametrize(
+    "attr", ["params", "fe_params", "bse", "bse_fe", "bse_re", "tvalues", "pvalues"]
+)
+def test_estimates_are_unnamed_series_as_statsmodels(intercept_fits, attr):
+    ours, theirs = intercept_fits
+    assert getattr(theirs, attr).name is None
+    assert getattr(ours, attr).name is None
+
+
+def test_llf_and_scale_are_numpy_floats_as_statsmodels(intercept_fits, tmp_path):
+    ours, theirs = intercept_fits
+    for res in (ours, load(_saved(ours, tmp_path)), pickle.loads(pickle.dumps(ours))):
+        for attr in ("llf", "scale"):
+            assert type(getattr(theirs, attr)) is np.float64
+            assert type(getattr(res, attr)) is np.float64, attr
+            assert getattr(res, attr) == getattr(ours, attr)
+    # results pickled when they held Python floats read back as numpy's
+    old = pickle.loads(pickle.dumps(ours))
+    old.__dict__.update(llf=float(ours.llf), scale=float(ours.scale))
+    again = pickle.loads(pickle.dumps(old))
+    assert type(again.llf) is np.float64 and type(again.scale) is np.float64
+
+
+def _saved(res, tmp_path):
+    path = tmp_path / "saved"
+    res.save(path)
+    return path
+
+
+def test_freepat_is_the_pattern_given_to_fit_as_statsmodels():
+    from statsmodels.regression.mixed_linear_model import MixedLMParams as SmParams
+
+    import dmixed
+
+    df = make_data(n_groups=30, seed=12)
+    kw = dict(groups="g", re_formula="1 + x1")
+    theirs = SmMixedLM.from_formula("y ~ x1", df, **kw)
+    ours = mixedlm("y ~ x1", df, **kw)
+    assert theirs.fit().freepat is None and ours.fit().freepat is None
+    cov = np.array([[1.0, 0.0], [0.0, 1.0]])
+    free_sm = SmParams.from_components(fe_params=np.ones(2), cov_re=cov)
+    free = dmixed.MixedLMParams.from_components(fe_params=np.ones(2), cov_re=cov)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert theirs.fit(free=free_sm).freepat is free_sm
+    assert ours.fit(free=free).freepat is free

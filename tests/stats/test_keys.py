@@ -311,3 +311,80 @@ def test_learned_object_keys_of_several_types_are_refused_as_the_plain_column():
     pairs = np.empty(2, dtype=object)
     pairs[:] = [(1, "a"), (2, "b")]
     assert conform_keys(pairs, LEARNED_KEYS, "g") is pairs
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(1, 400),
+    dtype=st.sampled_from(["int64", "int32", "int8", "uint64", "uint32", "uint8"]),
+    gaps=st.sampled_from([1, 2, 3]),  # the range's share left out: the table's running count
+    offset=st.sampled_from([0, 1, -50, 2**40]),
+    owned=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_integer_keys_over_a_range_with_gaps_order_as_a_sort(n, dtype, gaps, offset, owned, seed):
+    """Keys over a small range with ids missing (the table's running count, written in
+    place) get the sorted labels of a sort in the keys' dtype and int64 positions, the
+    keys not owned left as they were."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(seed)
+    span = min(n * gaps, int(info.max) - int(info.min))
+    n = max(1, min(n, span - 1))  # at least one id of the range missing
+    base = int(np.clip(offset, info.min, info.max - span))
+    keys = (rng.choice(span, n, replace=False) + base).astype(dtype)
+    given_keys = keys.copy()
+    order = order_distinct(keys, owned=owned)
+    assert order.labels.dtype == keys.dtype and order.position.dtype == np.int64
+    np.testing.assert_array_equal(order.labels, np.sort(given_keys))
+    np.testing.assert_array_equal(order.position, np.argsort(np.argsort(given_keys)))
+    assert not order.repeated
+    if not owned:
+        np.testing.assert_array_equal(keys, given_keys)
+
+
+@pytest.mark.parametrize("owned", [True, False])
+def test_owned_keys_over_a_range_with_gaps_take_only_the_table_and_the_labels(owned):
+    """The table's running count is made in place, and owned int64 keys take their codes
+    over their offsets: beyond the keys and the result, the driver's assembly holds the
+    table of the range and its bool mask at most (fresh memory on every refit at 2M
+    groups)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    n, span = 1_000_000, 1_100_000
+    keys = rng.choice(span, n, replace=False).astype(np.int64) + 7
+    given_keys = keys.copy()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        order = order_distinct(keys, owned=owned)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    table = 9 * (span + 1)  # int64 running count and the bool mask of present keys
+    result = 8 * n * (1 if owned else 2)  # labels, and positions where not owned
+    assert current - start <= result + (1 << 20)
+    assert peak - start <= table + result + (1 << 20)
+    assert not order.repeated
+    np.testing.assert_array_equal(order.labels, np.sort(given_keys))
+    np.testing.assert_array_equal(order.position, np.argsort(np.argsort(given_keys)))
+
+
+def test_owned_read_only_keys_are_ordered_not_overwritten():
+    keys = np.array([3, 0, 2, 5, 0], dtype=np.int64)
+    keys.flags.writeable = False
+    before = keys.copy()
+    got = order_distinct(keys, owned=True)
+    want = order_distinct(before.copy())
+    np.testing.assert_array_equal(got.position, want.position)
+    np.testing.assert_array_equal(keys, before)
+
+
+def test_owned_read_only_keys_off_zero_are_ordered_not_overwritten():
+    keys = np.array([13, 10, 12, 15, 10], dtype=np.int64)
+    keys.flags.writeable = False
+    got = order_distinct(keys, owned=True)
+    want = order_distinct(keys.copy())
+    np.testing.assert_array_equal(got.position, want.position)
+    np.testing.assert_array_equal(keys, [13, 10, 12, 15, 10])

@@ -81,7 +81,7 @@ def block_hessian_random_effects(ev, lam: np.ndarray, basis: np.ndarray, w) -> t
     if isinstance(ev, LocalEngine) and _one_pass(ev.block, lam.shape[0]):
         block = ev.block
         fields, blup, cov = compiled.hessian_random_effects(
-            block.chunks(), lam, basis, w, block.n_groups, upper=True
+            block.chunks(), lam, basis, w, block.spans.edges, upper=True
         )
         return kernels.HessianSums(*fields), (cut(blup), cut(cov))
     blup, cov = ev.random_effects(lam, w)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...kernels import CENTRED_DETERMINANT, StatsBlock
-from ...kernels.groups import GROUP_CHUNK, ChunkSpans
+from ...kernels import StatsBlock
+from ...kernels.groups import ChunkSpans
 from ...kernels.term_table import TermRows, as_packed, merge_term_rows, shifted_sums
 from ...kernels.vc_blocks import RaggedVC
 from ...kernels.vc_border import CrossedVC
@@ -146,7 +146,7 @@ def merged_block(
         return None
     keys = [k.astype(np.int64, copy=False) for k, _ in parts]
     terms = [v for _, v in parts]
-    got = merge_term_rows(keys, terms, entry_columns(packed), GROUP_CHUNK)
+    got = merge_term_rows(keys, terms, entry_columns(packed))  # chunks of the size when called
     if got is None:
         return None
     merged, counts, chunks = got
@@ -163,12 +163,12 @@ def shifted_lossy(
     ``labels``, rows ``nobs``) take the centred forms from their sums about shifts of
     their own (:meth:`~dmixed.kernels.StatsBlock.use_shifted`), read from the rows of
     terms ``terms`` they were added from (each with its increasing int64 ``keys``,
-    :func:`~dmixed.kernels.term_table.shifted_sums`).  Nothing where no group is below
-    :data:`~dmixed.kernels.CENTRED_DETERMINANT` (one check of every chunk: the common
-    case), the rows keep no such sums or a lossy group's lack some of its rows (the
-    block's summary then counts the lossy groups, :func:`inexact_groups`, and the driver
-    refuses them); a near-lossy group whose sums lack rows keeps its plain sums
-    (:func:`_complete`)."""
+    :func:`~dmixed.kernels.term_table.shifted_sums`).  Nothing where no group is lossy
+    or near lossy (:meth:`~dmixed.kernels.StatsBlock.near_lossy_mask`; one check of
+    every chunk: the common case), the rows keep no such sums or a lossy group's lack
+    some of its rows (the block's summary then counts the lossy groups,
+    :func:`inexact_groups`, and the driver refuses them); a near-lossy group whose
+    sums lack rows keeps its plain sums (:func:`_shift_arguments`)."""
     if packed.r < 2 or not terms or any(t.shifted is None for t in terms):
         return
     nobs = np.asarray(nobs)
@@ -178,40 +178,44 @@ def shifted_lossy(
     sel, lossy = found
     wanted = np.asarray(labels)[sel].astype(np.int64)
     side = shifted_sums(terms, keys, wanted)
-    keep = None if side is None else _complete(side.count, nobs[sel], lossy)
-    if keep is not None:
-        side = side.take(keep)
-        sums = side.layout.centred_inputs(side, packed.r, packed.k)
-        stats.use_shifted(sel[keep], sums, side.layout.e, side.layout.shared, lossy[keep])
+    args = None if side is None else _shift_arguments(sel, lossy, side, nobs[sel], packed)
+    if args is not None:
+        stats.use_shifted(*args)
 
 
-def _complete(count: np.ndarray, nobs: np.ndarray, lossy: np.ndarray) -> np.ndarray | None:
-    """Which of the groups found by :func:`_lossy` (``count`` (L,): the rows their sums
-    about their shifts hold, ``nobs`` (L,): their rows, ``lossy`` (L,): which are
-    lossy) take the centred forms: the indices (int64, increasing) of those whose sums
-    hold all their rows; None where a lossy group's do not (the block then takes none,
-    and its lossy groups are refused as without such sums) or none is left.  A group
-    only near lossy without all its rows keeps the uncentred forms, as it would below
-    no bound, and does not stop the others."""
-    whole = np.asarray(count) == np.asarray(nobs)
+def _shift_arguments(
+    sel: np.ndarray, lossy: np.ndarray, side, nobs: np.ndarray, packed: PackedLayout
+) -> tuple | None:
+    """:meth:`~dmixed.kernels.StatsBlock.use_shifted`'s arguments for the groups found
+    by :func:`_lossy` (``sel`` (L,) their positions, ``lossy`` (L,) which are lossy)
+    from ``side`` (a :class:`~dmixed.kernels.shifts.ShiftPart` of those groups, in
+    their order) and ``nobs`` (L,) their rows: the groups whose sums about their shifts
+    hold all their rows take the centred forms; None where a lossy group's do not (the
+    block then takes none, and its lossy groups are refused as without such sums) or
+    none is left.  A group only near lossy without all its rows keeps the uncentred
+    forms, as it would below no bound, and does not stop the others."""
+    whole = np.asarray(side.count) == np.asarray(nobs)
     if not whole[lossy].all():
         return None
     keep = np.flatnonzero(whole)
-    return keep if keep.size else None
+    if not keep.size:
+        return None
+    mine = side.take(keep)
+    sums = side.layout.centred_inputs(mine, packed.r, packed.k)
+    return sel[keep], sums, side.layout.e, side.layout.shared, lossy[keep]
 
 
 def _lossy(stats: StatsBlock, nobs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The positions of the groups of ``stats`` that take the centred forms where their
-    sums about their shifts are at hand (:func:`~dmixed.kernels.lossy_groups` below
-    :data:`~dmixed.kernels.CENTRED_DETERMINANT`, ``nobs`` their rows) and which of them
+    sums about their shifts are at hand (lossy or near lossy,
+    :meth:`~dmixed.kernels.StatsBlock.near_lossy_mask`, ``nobs`` their rows) and which of them
     are lossy (below :data:`~dmixed.kernels.conditionals.LOSSY_DETERMINANT`: bool, one
     per position), or None where there are none."""
-    mask = stats.lossy_mask(nobs, CENTRED_DETERMINANT)
-    if mask is None:
+    masks = stats.centred_masks(nobs)
+    if masks is None:
         return None
-    sel = np.flatnonzero(mask)
-    strict = stats.lossy_mask(nobs)
-    return sel, (np.zeros(sel.size, dtype=bool) if strict is None else strict[sel])
+    sel = np.flatnonzero(masks[0])
+    return sel, masks[1][sel]
 
 
 def lossy_shifts(stats: StatsBlock, nobs: np.ndarray, side, packed: PackedLayout) -> tuple | None:
@@ -219,24 +223,18 @@ def lossy_shifts(stats: StatsBlock, nobs: np.ndarray, side, packed: PackedLayout
     near-lossy groups of ``stats`` (:func:`~dmixed.kernels.lossy_groups`; ``nobs``
     their rows) from
     ``side`` (a :class:`~dmixed.kernels.shifts.ShiftPart` of the block's groups, in its
-    order), for the groups below :data:`~dmixed.kernels.CENTRED_DETERMINANT` whose
+    order), for the groups lossy or near lossy (:func:`_lossy`) whose
     sums about their shifts hold all their rows, with which of them are lossy (the
     fifth entry, :func:`_lossy`): None where none is below it, where a lossy group's
     sums do not hold all its rows (then refused, as without them) or where no group
-    is left (:func:`_complete`: a near-lossy group without all its rows keeps the
-    uncentred forms)."""
+    is left (:func:`_shift_arguments`: a near-lossy group without all its rows keeps
+    the uncentred forms)."""
     nobs = np.asarray(nobs)
     found = _lossy(stats, nobs)
     if found is None:
         return None
     sel, lossy = found
-    mine = side.take(sel)
-    keep = _complete(mine.count, nobs[sel], lossy)
-    if keep is None:
-        return None
-    mine = mine.take(keep)
-    sums = side.layout.centred_inputs(mine, packed.r, packed.k)
-    return sel[keep], sums, side.layout.e, side.layout.shared, lossy[keep]
+    return _shift_arguments(sel, lossy, side.take(sel), nobs[sel], packed)
 
 
 def to_block(
@@ -314,11 +312,9 @@ def held_shifted_lossy(
         return
     sel, lossy = found
     side = values.shifted.part(np.asarray(labels)[sel], np.asarray(values.rows)[sel])
-    keep = _complete(side.count, nobs[sel], lossy)
-    if keep is not None:
-        side = side.take(keep)
-        sums = side.layout.centred_inputs(side, packed.r, packed.k)
-        stats.use_shifted(sel[keep], sums, side.layout.e, side.layout.shared, lossy[keep])
+    args = _shift_arguments(sel, lossy, side, nobs[sel], packed)
+    if args is not None:
+        stats.use_shifted(*args)
 
 
 def _block(
@@ -447,9 +443,11 @@ class NarrowInts:
         elif out.dtype != np.int64:
             out[...] = self.array()
         else:
+            # the steps cast into ``out`` first and summed there in place: cumsum's own
+            # cast would take a int64 copy of the steps first, as large as ``out``
             out[0] = self.first
-            np.cumsum(self.values, dtype=np.int64, out=out[1:])
-            out[1:] += self.first
+            out[1:] = self.values
+            np.cumsum(out, out=out)
 
 
 _INT64 = np.iinfo(np.int64)
@@ -558,9 +556,18 @@ def _scattered(out: np.ndarray, position: np.ndarray, parts: list) -> None:
         values = part
         if isinstance(part, NarrowInts):
             values = part.values if part.first is None else part.array()
-        # cast before the scatter: numpy's fancy assignment casts value by value
-        out[position[start:stop]] = np.asarray(values).astype(out.dtype, copy=False)
+        values = np.asarray(values)
+        # cast before the scatter (numpy's fancy assignment casts value by value), a
+        # stretch at a time: one small cast buffer, not a copy of the part
+        for lo in range(0, len(values), _SCATTER_STRETCH):
+            hi = min(lo + _SCATTER_STRETCH, len(values))
+            out[position[start + lo : start + hi]] = values[lo:hi].astype(out.dtype, copy=False)
         start = stop
+
+
+#: :func:`_scattered` casts a part's values this many at a time (a buffer of 512 KiB of
+#: int64 that stays in cache, where a whole part's cast is fresh memory on the driver).
+_SCATTER_STRETCH = 1 << 16
 
 
 def dense_pieces(block: Block) -> tuple:

@@ -36,6 +36,7 @@ from ...kernels.term_table import (
     hash_buckets,
     key_codes,
     key_range,
+    release_idle_buffers,
     shifted_rows,
 )
 from ...kernels.vc_packed import accumulate_padded_into
@@ -50,6 +51,7 @@ from ...stats.keys import (
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization, check_weights_range, widened
 from .text_columns import TextColumns, text_objects
+from .tuning import release_free_memory
 
 #: :func:`combine_partials` adds integer-keyed partials by position in their key range
 #: (no hash table) when that range is at most this many times the number of keys.
@@ -442,6 +444,12 @@ class GroupAccumulator:
                 self.terms.add(self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std)
             )
         self._flush()
+        if not self.written:
+            # the route of the design matrices: its temporaries come from the heap and
+            # pyarrow's pool, not from the kept buffers, whose idle ones (and the free
+            # memory an earlier pass of the compiled tables left) would sit beside them
+            release_idle_buffers()
+            release_free_memory()
         self.written = True
         self._add_side(keys, dm, ztilde, std, vc_widths)
         # variance components of one entry per row: summed without the padded products
@@ -610,6 +618,8 @@ class GroupAccumulator:
         ]
         side = None if not self.sides else merge_parts(self.sides)
         gathered = gathered if side is None else with_sides(gathered, side)
+        if self.written:
+            release_free_memory()  # the design matrices' temporaries, freed by now
         return rank_one_partials(gathered) if self.rank_one else gathered
 
 

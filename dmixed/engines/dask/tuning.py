@@ -63,6 +63,7 @@ _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 _malloc_tuned = False
+_malloc_raised = False  # whether tune_malloc changed glibc's settings in this process
 
 
 def tune_malloc() -> None:
@@ -72,7 +73,7 @@ def tune_malloc() -> None:
     Once per process, and only on Linux with glibc and with ``MALLOC_TRIM_THRESHOLD_``
     set in the environment (as Dask's nanny does); otherwise nothing.
     """
-    global _malloc_tuned
+    global _malloc_tuned, _malloc_raised
     if _malloc_tuned:
         return
     _malloc_tuned = True
@@ -85,9 +86,44 @@ def tune_malloc() -> None:
     mallopt(ctypes.c_int(_M_MMAP_THRESHOLD), ctypes.c_int(WORKER_MMAP_THRESHOLD))
     mallopt(ctypes.c_int(_M_TRIM_THRESHOLD), ctypes.c_int(WORKER_TRIM_THRESHOLD))
     mallopt(ctypes.c_int(_M_TOP_PAD), ctypes.c_int(WORKER_TOP_PAD))
+    _malloc_raised = True
     # the blocks above the mmap threshold glibc gives back when freed: a chain's table
     # of terms and its spill, kept for the next data pass's chains instead
     keep_table_buffers()
+
+
+def release_free_memory() -> bool:
+    """Give the OS back the free memory this process's allocators keep: glibc's free
+    heap (``malloc_trim``) and pyarrow's pool (``release_unused``); whether anything
+    was asked.  Only where :func:`tune_malloc` raised glibc's settings (a worker
+    started by Dask's nanny; not the driver of in-process Dask): a chain of the design
+    matrices' route leaves some hundreds of MB of its per-partition temporaries and
+    read buffers free but mapped, which a random slope's next pass (its own
+    temporaries taken from kept buffers) would not use, and which would sit beside
+    the next pass of that route as well (benchmarks/RESULTS.md, twomod-s55).  Called
+    at such a chain's first partition (what an earlier pass left) and at its end, not
+    per partition: within a pass, the heap keeps its pages (see the module).
+
+    Returns
+    -------
+    bool
+        True where the release was asked (the allocators may give back nothing), False
+        in a process whose settings :func:`tune_malloc` left alone.
+    """
+    if not _malloc_raised:
+        return False
+    try:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    except ImportError:  # pragma: no cover - pyarrow is a dependency of the Dask route
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).malloc_trim(ctypes.c_size_t(0))
+        except (OSError, AttributeError):  # not glibc
+            pass
+    return True
 
 
 def tune_worker_malloc() -> None:

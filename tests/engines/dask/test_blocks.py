@@ -934,12 +934,59 @@ def test_lossy_groups_refused_on_the_driver_hold_nothing_on_the_cluster(tmp_path
         assert _scheduler_tasks(client) == 0
 
 
+def _traced(func):
+    """``func()``, and the memory it kept and its peak beyond what was traced before
+    (bytes, ``tracemalloc``: numpy's arrays included)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        out = func()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return out, current - start, peak - start
+
+
+def test_narrow_ints_into_int64_take_no_array_of_their_own():
+    """Steps opened into an int64 array are cast and summed there: no int64 copy of the
+    steps on the way (a copy as large as the labels on the driver, every refit)."""
+    steps = NarrowInts.of(np.arange(5, 3_000_005, 3, dtype=np.int64))
+    assert steps.first is not None and steps.values.dtype == np.uint8
+    out = np.empty(len(steps), dtype=np.int64)
+    _, kept, peak = _traced(lambda: steps.into(out))
+    assert kept <= 1 << 16 and peak <= 1 << 16
+    np.testing.assert_array_equal(out, np.arange(5, 3_000_005, 3))
+
+
+def test_an_assembly_of_summaries_holds_little_beyond_its_result():
+    """The assembly of two summaries of 500k groups each (ids with gaps, sent narrowed)
+    keeps its labels, row counts and positions, and on the way holds only the table of
+    the keys' range and its mask besides: no copies of the parts cast, of the running
+    count cast or of the codes gathered."""
+    rng = np.random.default_rng(11)
+    n, span = 1_000_000, 1_050_000
+    ids = np.sort(rng.choice(span, n, replace=False)).astype(np.int64)  # sent as steps
+    nobs = rng.integers(1, 40, n)
+    halves = (ids % 2 == 0), (ids % 2 == 1)
+    summaries = [
+        block_summary(Block(ids[h], nobs[h], np.eye(2), int(nobs[h].sum()), 0.0)) for h in halves
+    ]
+    want = assemble_blocks([Block(ids[h], nobs[h], np.eye(2), 0, 0.0) for h in halves], 2)
+    asm, kept, peak = _traced(lambda: assemble_blocks(summaries, 2))
+    result = asm.group_labels.nbytes + asm.group_sizes.nbytes + asm.position.nbytes
+    assert kept <= result + (1 << 20)
+    assert peak <= result + (span + 1) + (1 << 20)
+    np.testing.assert_array_equal(asm.group_labels, want.group_labels)
+    np.testing.assert_array_equal(asm.group_sizes, want.group_sizes)
+
+
 def _near_lossy_block_call(monkeypatch):
     """The arguments ``(stats, nobs, side, packed)`` :func:`lossy_shifts` took for the
     block of a Dask fit (one partition, sync scheduler) of the near-lossy frame with a
     lossy group 1 (tests/_near_lossy.py): group 0 near lossy, group 1 lossy."""
-    import warnings
-
     import dask
     import dask.dataframe as dd
 
@@ -956,8 +1003,7 @@ def _near_lossy_block_call(monkeypatch):
 
     monkeypatch.setattr(blocks, "lossy_shifts", recorded)
     frame = near_lossy_frame(1e9, lossy_second=True)
-    with dask.config.set(scheduler="sync"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", dmixed.DmixedWarning)
+    with dask.config.set(scheduler="sync"):
         model = dmixed.MixedLM.from_formula(
             "y ~ x1", dd.from_pandas(frame, npartitions=1), **NEAR_KW
         )

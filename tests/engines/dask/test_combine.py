@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -771,3 +773,81 @@ def test_learned_accumulator_refuses_integers_beyond_2_53_after_other_integers()
         acc.conform(np.array([2**63 + 5], dtype=np.uint64), "g")
     got = acc.conform(np.array([9], dtype=np.uint64), "g")
     assert got.dtype == np.float64 and acc.key_dtype == np.float64
+
+
+@pytest.fixture
+def kept_buffers(monkeypatch):
+    """Buffers kept for later tables (as in a tuned worker), from 1 kB on, none kept
+    before; the process's setting restored after."""
+    from dmixed.kernels import term_table
+
+    before = term_table.keep_table_buffers(False)  # drops any kept before
+    term_table.keep_table_buffers(True)
+    monkeypatch.setattr(term_table, "REUSE_MIN_BYTES", 1024)
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    yield term_table
+    term_table.keep_table_buffers(False)
+    term_table.keep_table_buffers(before)
+
+
+def _chain(r: int, seed: int) -> list:
+    """A chain of three partitions of rows of ``r`` random-design columns (the intercept
+    first) in one accumulator, with a map whose random design starts with the intercept;
+    its partials in two buckets."""
+    rng = np.random.default_rng(seed)
+    std = Standardization.choose(
+        rng.normal(size=50), np.column_stack([np.ones(50), rng.normal(size=50)]),
+        np.column_stack([np.ones(50), rng.normal(size=50)])[:, :r], (0, 0), [],
+    )  # fmt: skip
+    acc = GroupAccumulator(kernels.packed_width(r, 3), np.int64)
+    for _ in range(3):
+        keys = rng.integers(0, 40, 60)
+        dm, zt = _rows(keys, rng)
+        dm = dataclasses.replace(dm, exog_re=dm.exog_re[:, :r].copy())
+        acc.add(keys, dm, zt[:, :r].copy(), std)
+    return [(k, np.asarray(v)) for k, v, *_ in acc.result(2)]
+
+
+@pytest.mark.parametrize("r", [1, 2])
+def test_the_design_route_hands_back_the_idle_kept_buffers(kept_buffers, r):
+    """A chain whose rows take the design matrices' route (a random intercept: the
+    within-group sums) drops the kept buffers no array views before its sums, whose
+    temporaries do not come from them, and keeps those in use (a held result's merged
+    rows); a chain of the compiled table (a random slope) keeps them for its tables.
+    Its partials are those of a process that keeps none, bit for bit."""
+    kept_buffers.keep_table_buffers(False)
+    want = _chain(r, 3)
+    kept_buffers.keep_table_buffers(True)
+    held = kept_buffers.table_buffer((500, 10), zeroed=False, use="merge")
+    kept_buffers.table_buffer((500, 10), zeroed=True, use="held")  # let go at once: idle
+    assert kept_buffers.kept_table_buffers() == 2
+    got = _chain(r, 3)
+    if r == 1:
+        assert kept_buffers.kept_table_buffers() == 1  # the merged rows in use only
+    else:
+        assert kept_buffers.kept_table_buffers() >= 2  # the idle one still there
+    for (gk, gv), (wk, wv) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(gk, wk)
+        np.testing.assert_array_equal(gv, wv)
+    del held
+
+
+@pytest.mark.parametrize("mode", ["numba", "numpy"])
+def test_a_merged_bucket_root_is_cut_by_the_chunk_size_set_when_it_runs(mode, merges, monkeypatch):
+    """The merged block's chunks are of ``GROUP_CHUNK`` groups as it is set when the
+    merge runs (a tuned or patched setting), not as it was at import: the spans of
+    :meth:`ChunkSpans.cut <dmixed.kernels.groups.ChunkSpans.cut>` at that size, every
+    chunk as the combine's block."""
+    monkeypatch.setenv("DMIXED_KERNELS", mode)
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 7)
+    rng = np.random.default_rng(5)
+    packed = PackedLayout(2, 4)
+    factors = 2.0 ** rng.integers(-9, 9, packed.width)
+    parts = _term_parts(rng, packed, 2, 40, factors)
+    got, want = _both_blocks(packed, combine.combine_converted, [(p, None) for p in parts])
+    assert merges == [True]
+    n_groups = got.stats.n_groups
+    assert n_groups > 7
+    want_edges = kernels.groups.ChunkSpans.cut(n_groups, 7).edges
+    np.testing.assert_array_equal(got.stats.spans.edges, want_edges)
+    _same_blocks(got, want)

@@ -92,3 +92,55 @@ def test_workers_buy_numba_at_their_first_large_pass():
         after = client.run(_kernels_state)
     assert any(eager for eager, _ in after.values()), after
     assert all(loaded for eager, loaded in after.values() if eager), after
+
+
+# A thread (as a worker's task runs on) that allocates and frees 60 arrays of 4 MB
+# (below the mmap threshold: the heap) after the settings of MODE; prints the process's
+# resident MB after the free, then after release_free_memory, and what that returned.
+_RELEASE = """
+import sys, threading
+import numpy as np
+from dmixed.engines.dask import tuning
+if sys.argv[1] == "tuned":
+    tuning.tune_malloc()
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) >> 10
+def churn():
+    arrays = [np.ones(500_000) for _ in range(60)]
+    del arrays
+thread = threading.Thread(target=churn)
+thread.start()
+thread.join()
+before = rss()
+asked = tuning.release_free_memory()
+print(before, rss(), asked)
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="glibc's malloc settings",
+)
+def test_release_free_memory_gives_a_tuned_heap_back():
+    """A tuned worker keeps a freed heap (the trim threshold and top pad raised for its
+    passes); :func:`~dmixed.engines.dask.tuning.release_free_memory`, which the design
+    matrices' chains call at their start and end, gives it back to the OS.  Elsewhere
+    (not tuned) it asks nothing."""
+    nanny = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    plain = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    got = {}
+    for mode, env in (("tuned", nanny), ("untuned", nanny), ("driver", plain)):
+        done = subprocess.run(
+            [sys.executable, "-c", _RELEASE, "untuned" if mode == "untuned" else "tuned"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        before, after, asked = done.stdout.split()
+        got[mode] = (int(before), int(after), asked == "True")
+    before, after, asked = got["tuned"]
+    assert asked and before - after >= 64, got  # of the 240 MB freed, at most 128 kept
+    assert not got["untuned"][2] and not got["driver"][2], got
