@@ -271,7 +271,8 @@ def save_statistics(
     ragged ones (``arrays.ragged``) as :data:`RAGGED_FORMAT_VERSION` with slot files
     (crossed ones :data:`CROSSED_FORMAT_VERSION`; any with the weights scaled
     :data:`WEIGHTED_FORMAT_VERSION`; any with ``newer_names``, a model whose names
-    earlier versions rebuild otherwise, :data:`FORMAT_VERSION`).  The
+    earlier versions rebuild otherwise, :data:`NAMES_FORMAT_VERSION`; any with the
+    centred sums of near-lossy groups, :data:`CENTRED_FORMAT_VERSION`).  The
     manifest records every part file (rows, bytes, sha256) and its own sha256
     (:func:`manifest_sha256`), which :func:`load_statistics` verifies.  Callers that
     read, merge and write back a directory hold :func:`statistics_lock`.
@@ -468,7 +469,7 @@ def read_manifest(path) -> dict:
             f"{file} says format version {version} with storage "
             f"{storage!r}: version {CROSSED_FORMAT_VERSION} holds statistics "
             f"{CROSSED!r}, {RAGGED_FORMAT_VERSION} {RAGGED!r}, {PADDED_FORMAT_VERSION} "
-            f"padded, {WEIGHTED_FORMAT_VERSION} and {FORMAT_VERSION} any of them; rebuild "
+            f"padded, {WEIGHTED_FORMAT_VERSION} to {FORMAT_VERSION} any of them; rebuild "
             "them from the data"
         )
     return manifest
