@@ -43,6 +43,7 @@ from .design.scope import capture
 from .design.vc import LevelNames
 from .errors import BadValuesError, DataError, SpecError
 from .fit.fit_warnings import (
+    plain_rounding_of,
     warn_boundary,
     warn_convergence,
     warn_precision,
@@ -693,7 +694,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
                 "is not a copy of the model's columns"
             )
         warn_convergence(opt, stats.layout)
-        warn_precision(ev, stats.glob, reml)
+        warn_precision(ev, stats.glob, reml, plain_rounding_of(stats))
         if obj.is_start(opt.packed):  # the only point whose factor may be unresolved
             warn_unresolved_start(ev, stats.glob, reml)
         warn_boundary(self, opt, stats.layout, unpacked[0])

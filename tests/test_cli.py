@@ -3502,3 +3502,33 @@ def test_a_zero_byte_csv_is_refused_by_fit_and_update_alike(data, saved_stats, t
     assert proc.returncode == 3, proc.stderr
     assert "zero.csv is an empty file (no header, no rows)" in proc.stderr
     assert _tree(tmp_path / "S") == before and not (tmp_path / "U").exists()
+
+
+def test_stats_dir_and_update_carry_a_near_lossy_groups_centred_sums(tmp_path):
+    """A group weighted 1e9 whose slope column is nearly constant within it (near
+    lossy: tests/_near_lossy.py) is saved by ``fit --stats-dir`` with its sums about its
+    mean (format version 8) and kept by ``update``: the updated fit's llf is the fit of
+    all the rows (it was thousands of units off from the plain sums, with a warning of
+    7e-6 relative)."""
+    from ._near_lossy import near_lossy_frame
+
+    frame = near_lossy_frame(1e9)
+    frame[frame["g"] < 16].to_parquet(tmp_path / "old.parquet", index=False)
+    frame[frame["g"] >= 16].to_parquet(tmp_path / "new.parquet", index=False)
+    model = ["--formula", "y ~ x1", "--groups", "g", "--re-formula", "1 + x1"]
+    model += ["--weights", "w", "--quiet"]
+    first = ["fit", *model, "--data", "old.parquet", "--output", "o", "--stats-dir", "s"]
+    ok(run_in_process(*first, cwd=tmp_path, warns=True))  # Ψ singular, the optimizer
+    manifest = json.loads((tmp_path / "s/manifest.json").read_text())
+    assert manifest["format_version"] == 8 and manifest["n_centred"] == 1
+    update = ["update", "--data", "new.parquet", "--stats-dir", "s", "--output", "o"]
+    proc = run_in_process(*update, "--quiet", cwd=tmp_path, warns=True)
+    ok(proc)
+    assert "PrecisionWarning" not in proc.stderr, proc.stderr
+    got = json.loads((tmp_path / "o/estimates.json").read_text())["estimates"]["llf"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)
+        want = dmixed.MixedLM.from_formula(
+            "y ~ x1", frame, groups="g", re_formula="1 + x1", weights="w"
+        ).fit()
+    assert got == pytest.approx(want.llf, rel=1e-10, abs=0.0)

@@ -456,10 +456,13 @@ def statistics_from_arrays(arrays: GroupArrays) -> FittedStatistics:
     engine = rank_one_engine(engine, arrays.glob, arrays.layout, arrays.nobs)
     kept = arrays.centred
     if kept is not None and isinstance(getattr(engine, "block", None), kernels.StatsBlock):
+        sums = kept.sums
+        if not isinstance(sums, kernels.CentredSums):  # read or merged: their arrays
+            sums = kernels.CentredSums(sums.u, sums.zbar, sums.mean, sums.c, sums.d, sums.lossy)
         if kept.everyone:  # as the fit from the rows: every group about W
-            engine.block.use_centred(kept.sums)
-        else:  # as the fit on Dask: those groups only
-            engine.block.use_centred_at(kept.positions, kept.sums)
+            engine.block.use_centred(sums)
+        else:  # as the fit on Dask, or saved: those groups only
+            engine.block.use_centred_at(kept.positions, sums)
     if not arrays.layout.k_vc:
         refuse_inexact(engine, arrays.nobs, "the saved or merged statistics")
     return FittedStatistics(

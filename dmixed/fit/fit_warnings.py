@@ -27,6 +27,7 @@ __all__ = [
     "singular_psi_words",
     "warn_boundary",
     "warn_convergence",
+    "plain_rounding_of",
     "warn_precision",
     "warn_unresolved_start",
 ]
@@ -196,13 +197,37 @@ NEAR_ONE = 1e-3
 PRECISION_WARN_ABOVE = 1e-7
 
 
-def warn_precision(ev, glob, reml: bool) -> None:
+#: What the precision warning of groups fitted from their uncentred sums says to do.
+PLAIN_REMEDY = (
+    "fit the rows (or save the statistics again with this dmixed, which keeps those "
+    "groups' sums about their means), or centre the random-effects columns within groups"
+)
+
+
+def plain_rounding_of(stats) -> np.ndarray | None:
+    """The sizes (k × k) that the groups of ``stats`` (a ``FittedStatistics``) taking the
+    plain forms may round ``Σ_i m_i`` by, for :func:`warn_precision`: its engine's
+    block's ``plain_rounding`` where the engine holds the block in this process (fits
+    of loaded or merged statistics among them); None otherwise (on a cluster the
+    groups near singular take the centred forms from their sums about their shifts)."""
+    block = getattr(stats.engine, "block", None)
+    if block is None or not hasattr(block, "plain_rounding"):
+        return None
+    return block.plain_rounding(np.asarray(stats.group_sizes))
+
+
+def warn_precision(ev, glob, reml: bool, plain: np.ndarray | None = None) -> None:
     """A PrecisionWarning when σ̂² at the evaluation ``ev`` may be resolved worse than
     :data:`PRECISION_WARN_ABOVE`: the sum of :func:`~dmixed.fit.objective.resolution`,
     :func:`~dmixed.fit.objective.statistics_resolution` and
     :func:`~dmixed.fit.objective.factor_error` (the criterion ``reml``), except where
     ``A``'s factor does not resolve ℓ at all (:func:`warn_unresolved_start` says so
     instead).
+
+    ``plain`` (k × k, or None): the sizes that groups taking the plain forms may round
+    ``Σ_i m_i`` by (``StatsBlock.plain_rounding``: a random design nearly singular
+    within a group, whose centred sums the statistics do not hold, as saved ones made
+    before they could); ``|w|'plain|w| / Q`` is added to the sum (``w = [−β̂; 1]``).
 
     Where the factor's share is the larger, the cause is a nearly singular
     ``X'V*⁻¹X`` (near-collinear fixed effects, or a heavily weighted group pinning a
@@ -212,13 +237,28 @@ def warn_precision(ev, glob, reml: bool) -> None:
     if ev.prof is None or ev.step is None:
         return
     base = resolution(ev.step, ev.prof, glob) + statistics_resolution(ev.prof, glob)
+    own = 0.0
+    if plain is not None and ev.prof.q > 0:
+        w = np.abs(ev.prof.w)
+        own = float(w @ plain @ w) / ev.prof.q
     factor = 0.0
     if resolution_verdict(ev.step, ev.prof, glob, reml) != FACTOR_UNRESOLVED:
         factor = factor_error(ev.step, ev.prof, glob, reml)
-    rel = base + factor
+    rel = base + factor + own
     if not rel > PRECISION_WARN_ABOVE:
         return
     llf_error = 0.5 * ev.prof.fac * rel
+    if own > base and own > factor:
+        warnings.warn(
+            "some groups have a random design nearly singular within them and are "
+            "fitted from their uncentred sums (statistics that do not carry their sums "
+            "about the groups' means), whose rounding such a group's weight and "
+            f"conditioning make large: the llf may be off by up to {llf_error:.1g}, and "
+            f"σ̂² by up to {rel:.0e} of itself; {PLAIN_REMEDY}",
+            PrecisionWarning,
+            stacklevel=3,
+        )
+        return
     if factor > base:
         warnings.warn(
             "the fixed effects' cross-product X'V^-1 X is nearly singular (condition "

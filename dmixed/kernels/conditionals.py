@@ -31,6 +31,8 @@ __all__ = [
     "gram_rows",
     "lossy_groups",
     "m_sum",
+    "PLAIN_CHARGED_DETERMINANT",
+    "plain_rounding",
     "mm",
     "rank_one_groups",
 ]
@@ -432,6 +434,71 @@ def lossy_groups(
     if lossy.any():
         lossy &= np.asarray(nobs) > 1
     return lossy
+
+
+#: :func:`plain_rounding` charges the groups whose scaled ``Z̃_i'Z̃_i`` determinant is
+#: below this (the others' rounding is of the order :func:`~dmixed.fit.objective.resolution`
+#: already charges: ordinary groups' determinants are far above it, bd20's least 0.08).
+PLAIN_CHARGED_DETERMINANT = 1e-3
+
+#: :func:`plain_rounding`'s multiple of ε (a typical error, as
+#: :func:`~dmixed.fit.objective.resolution` states its own, not a worst case: the tests
+#: check it against extended-precision evaluations).
+PLAIN_ROUNDING = 1.0
+
+
+def plain_rounding(
+    zz: np.ndarray,
+    zxy: np.ndarray,
+    nobs: np.ndarray,
+    bound: float | np.ndarray = PLAIN_CHARGED_DETERMINANT,
+) -> np.ndarray:
+    """The sizes (k × k) that the plain (uncentred) conditionals of an entry-major chunk
+    (``zz`` (r, r, G), ``zxy`` (r, k, G), ``nobs`` (G,)) may round ``Σ_i m_i`` by, for
+    its groups below ``bound`` (:func:`lossy_groups`; a float or one per group (G,),
+    :data:`PLAIN_CHARGED_DETERMINANT` unless given: a block passes
+    :func:`near_lossy_bounds`, the groups that take the centred forms where their sums
+    are at hand), not below :data:`LOSSY_DETERMINANT`:
+    ``c ε Σ_i κ_i |F_i|'|F_i|`` with ``A_i = D^{-1/2} Z̃_i'Z̃_i D^{-1/2}`` (``D`` its
+    diagonal), ``F_i = D^{-1/2} Z̃_i'[X_i y_i]``, ``κ_i = λ_max/λ_min`` its
+    condition and ``c`` = :data:`PLAIN_ROUNDING`.
+
+    ``m_i = ZXy_i'ΛK_i⁻¹Λ'ZXy_i`` is of the size of ``|F_i|'|F_i|`` (the group's own
+    mean part ``u m m'`` and more), and ``K_i = I + Λ'Z̃_i'Z̃_iΛ`` takes ``A_i``'s
+    condition as Λ grows: ``m_i`` is known to about ``log10(κ_i)`` fewer digits than
+    its size, which a heavily weighted group makes most of ``[X y]'[X y]``.  ``|w|' · |w|``
+    of the result, over ``Q``, is that rounding's relative share of ``Q`` at
+    ``w = [−β̂; 1]``, one matrix for every ``Λ``.  Above the errors measured (a
+    group weighted 1e9 of determinant 6.7e-8 left ℓ 0.82 and 5946 units off where it
+    says 4 and 6e4: benchmarks/RESULTS.md, nlsave-s55).  Zeros where no group is
+    below the bound or below :data:`LOSSY_DETERMINANT` (where what is left taking the
+    plain forms is structural: indicator columns that sum to the intercept, exact).
+    """
+    r, k, _ = zxy.shape
+    mask = lossy_groups(zz, nobs, bound)
+    if mask.any():
+        # below LOSSY_DETERMINANT a group the plain forms would round is refused or
+        # takes exact forms (the fit's check, inexact_groups); what is left there is
+        # structural: indicator columns summing to the intercept, exact in float64
+        mask &= ~lossy_groups(zz, nobs)
+    if not mask.any():
+        return np.zeros((k, k))
+    a = np.moveaxis(zz[:, :, mask], -1, 0)  # (L, r, r)
+    f = np.moveaxis(zxy[:, :, mask], -1, 0)  # (L, r, k)
+    diag = np.einsum("gaa->ga", a)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv_d = np.where(diag > 0, 1.0 / np.sqrt(diag), 0.0)
+    scaled = a * inv_d[:, :, None] * inv_d[:, None, :]
+    scaled[:, np.arange(r), np.arange(r)] = 1.0  # a zero column: carries nothing
+    with np.errstate(all="ignore"):
+        try:
+            eig = np.linalg.eigvalsh(scaled)  # ascending, per group
+        except np.linalg.LinAlgError:  # not reached above LOSSY_DETERMINANT
+            return np.full((k, k), np.inf)
+        kappa = eig[:, -1] / eig[:, 0]
+        g = np.abs(f) * inv_d[:, :, None]
+        sizes = np.einsum("g,gak,gal->kl", kappa, g, g)
+    return PLAIN_ROUNDING * float(np.finfo(float).eps) * sizes
 
 
 @dataclass

@@ -30,6 +30,7 @@ from .conditionals import (
     lossy_groups,
     m_sum,
     near_lossy_bounds,
+    plain_rounding,
     rank_one_groups,
 )
 from .hessian_moments import HessianMoments
@@ -539,6 +540,35 @@ class StatsBlock:
             if centred is None:
                 count += int(lossy.sum())
         return count
+
+    def plain_rounding(self, nobs: np.ndarray) -> np.ndarray:
+        """The sizes (k × k) that the groups taking the plain forms (neither
+        :meth:`use_rank_one`'s nor the centred ones) may round ``Σ_i m_i`` by
+        (:func:`~dmixed.kernels.conditionals.plain_rounding`, summed over the chunks;
+        ``nobs`` (G,): the groups' rows, in the block's order): what a precision check
+        charges them with.  Only the groups of :meth:`near_lossy_mask`'s criterion
+        (:func:`~dmixed.kernels.conditionals.near_lossy_bounds`) are charged: the others
+        lose no digit that matters where their sums about their means are at hand either.
+        Zeros where no such group takes the plain forms."""
+        nobs = np.asarray(nobs)
+        total = np.zeros((self.k, self.k))
+        if self.lossy_mask(nobs, CENTRED_DETERMINANT) is None:
+            return total  # the common case: one check of every chunk, nothing more
+        totals = sum(np.einsum("aag->a", zzc) for zzc, _ in self._chunks)
+        parts = zip(self._chunks, self.spans.slices(), self._forms(), strict=True)
+        for (zzc, zxyc), at, (one, centred, subset) in parts:
+            if centred is not None:
+                continue
+            plain = np.ones(zzc.shape[2], dtype=bool)
+            if one is not None:
+                plain &= ~one
+            if subset is not None:
+                plain[subset[0]] = False
+            if plain.any():
+                zz, zxy = zzc[..., plain], zxyc[..., plain]
+                bounds = near_lossy_bounds(zz, totals)
+                total += plain_rounding(zz, zxy, nobs[at][plain], bounds)
+        return total
 
     def _masks(self):
         """Each chunk's rank-one groups (:meth:`use_rank_one`), or None per chunk."""

@@ -79,7 +79,13 @@ from .columns import (
     take_vc_slots,
 )
 from .crossed_stats import slot_index
-from .group_arrays import GroupArrays, no_padding
+from .group_arrays import (
+    CentredArrays,
+    CentredGroups,
+    GroupArrays,
+    centred_arrays,
+    no_padding,
+)
 from .inputs import local_identity, remote_identity
 from .layout import Layout
 from .standardize import Standardization
@@ -100,7 +106,18 @@ FORMAT = "dmixed-statistics"
 #: formulaic's differs, text literals as the formula writes them:
 #: :meth:`~dmixed.design.ModelSpec.names_need_this_version`), any storage and weights;
 #: those versions refuse it as written by a newer dmixed rather than fail on the names.
-FORMAT_VERSION = 7
+#: 8: statistics with groups near lossy (a random design nearly singular within them)
+#: carrying those groups' sums about their means (:data:`CENTRED_PARTS`), any storage,
+#: weights and names; statistics without such groups are written as before.
+FORMAT_VERSION = 8
+#: the version statistics carrying centred sums of groups near lossy are written as
+CENTRED_FORMAT_VERSION = 8
+#: the manifest's key of the part files of those sums (``centred/part-NNNNN.parquet``:
+#: one row per such group, its position ``at`` among the groups, ``u``, ``zbar[a]``,
+#: ``mean[j]``, the lower triangle of ``c``, ``d[a,j]``, ``lossy``)
+CENTRED_PARTS = "centred_parts"
+#: the version before it (what a model whose names need it is written as without them)
+NAMES_FORMAT_VERSION = 7
 #: the version statistics of prior weights scaled in them are written as
 WEIGHTED_FORMAT_VERSION = 6
 #: the version crossed statistics are written as
@@ -254,7 +271,8 @@ def save_statistics(
     ragged ones (``arrays.ragged``) as :data:`RAGGED_FORMAT_VERSION` with slot files
     (crossed ones :data:`CROSSED_FORMAT_VERSION`; any with the weights scaled
     :data:`WEIGHTED_FORMAT_VERSION`; any with ``newer_names``, a model whose names
-    earlier versions rebuild otherwise, :data:`FORMAT_VERSION`).  The
+    earlier versions rebuild otherwise, :data:`NAMES_FORMAT_VERSION`; any with the
+    centred sums of near-lossy groups, :data:`CENTRED_FORMAT_VERSION`).  The
     manifest records every part file (rows, bytes, sha256) and its own sha256
     (:func:`manifest_sha256`), which :func:`load_statistics` verifies.  Callers that
     read, merge and write back a directory hold :func:`statistics_lock`.
@@ -315,11 +333,75 @@ def save_statistics(
         if arrays.columns.weight_scale != 1.0:  # older versions would ignore the scale
             full["format_version"] = WEIGHTED_FORMAT_VERSION
         if newer_names:  # older versions would fail on the names
-            full["format_version"] = FORMAT_VERSION
+            full["format_version"] = NAMES_FORMAT_VERSION
+        kept = _saved_centred(arrays)
+        if kept is not None:  # older versions would fit those groups from plain sums
+            full["format_version"] = CENTRED_FORMAT_VERSION
+            full["n_centred"] = len(kept["at"])
+            full[CENTRED_PARTS] = _write_parts(
+                tmp,
+                "centred",
+                len(kept["at"]),
+                lambda lo, hi: pd.DataFrame({c: v[lo:hi] for c, v in kept.items()}),
+                "rows",
+            )
         full = jsonable(full)
         full[MANIFEST_SHA256] = manifest_sha256(full)
         with open(tmp / "manifest.json", "w") as fh:
             json.dump(full, fh, indent=1, allow_nan=False)
+
+
+def _saved_centred(arrays: GroupArrays) -> dict | None:
+    """The columns of the centred part files (:data:`CENTRED_PARTS`) of ``arrays``:
+    those of the groups near lossy (``arrays.centred`` of those groups only, padded
+    statistics); None where there are none (or every group's, the bootstrap's, which
+    are never saved)."""
+    kept = arrays.centred
+    if kept is None or kept.everyone or not len(kept.positions) or arrays.ragged is not None:
+        return None
+    sums = centred_arrays(kept.sums)
+    r, k = sums.d.shape[0], sums.d.shape[1]
+    cols: dict[str, np.ndarray] = {"at": np.asarray(kept.positions, dtype=np.int64)}
+    cols["u"] = sums.u
+    for a in range(r):
+        cols[f"zbar[{a}]"] = sums.zbar[a]
+    for j in range(k):
+        cols[f"mean[{j}]"] = sums.mean[j]
+    put_lower_triangle(cols, "c", np.moveaxis(sums.c, -1, 0))
+    for a in range(r):
+        for j in range(k):
+            cols[matrix_column("d", a, j)] = sums.d[a, j]
+    cols["lossy"] = np.asarray(sums.lossy, dtype=bool)
+    return cols
+
+
+def _centred_from(frame: pd.DataFrame, arrays: GroupArrays, manifest: dict) -> CentredGroups:
+    """The centred sums of the groups near lossy of the centred part files' rows,
+    checked against the manifest's count and the groups held."""
+    if len(frame) != manifest["n_centred"]:
+        raise ValueError(
+            f"{len(frame)} groups in the centred files, n_centred {manifest['n_centred']}"
+        )
+    if arrays.ragged is not None:
+        raise ValueError("centred sums of statistics held ragged")
+    at = frame["at"].to_numpy().astype(np.int64)
+    g, r, k = len(arrays.labels), arrays.zz.shape[1], arrays.k
+    if at.size and (at[0] < 0 or at[-1] >= g or np.any(np.diff(at) <= 0)):
+        raise ValueError("centred sums at positions not increasing among the groups")
+    n = len(frame)
+    d = np.zeros((r, k, n))
+    for a in range(r):
+        for j in range(k):
+            d[a, j] = frame[matrix_column("d", a, j)].to_numpy()
+    sums = CentredArrays(
+        np.ascontiguousarray(frame["u"].to_numpy(dtype=np.float64)),
+        np.stack([frame[f"zbar[{a}]"].to_numpy(dtype=np.float64) for a in range(r)]),
+        np.stack([frame[f"mean[{j}]"].to_numpy(dtype=np.float64) for j in range(k)]),
+        np.ascontiguousarray(np.moveaxis(take_lower_triangle(frame, "c", r, n), 0, -1)),
+        d,
+        frame["lossy"].to_numpy(dtype=bool),
+    )
+    return CentredGroups(at, sums, False)
 
 
 def manifest_sha256(manifest: dict) -> str:
@@ -387,7 +469,7 @@ def read_manifest(path) -> dict:
             f"{file} says format version {version} with storage "
             f"{storage!r}: version {CROSSED_FORMAT_VERSION} holds statistics "
             f"{CROSSED!r}, {RAGGED_FORMAT_VERSION} {RAGGED!r}, {PADDED_FORMAT_VERSION} "
-            f"padded, {WEIGHTED_FORMAT_VERSION} and {FORMAT_VERSION} any of them; rebuild "
+            f"padded, {WEIGHTED_FORMAT_VERSION} to {FORMAT_VERSION} any of them; rebuild "
             "them from the data"
         )
     return manifest
@@ -502,10 +584,16 @@ def load_statistics(path) -> tuple[GroupArrays, dict]:
     if manifest.get("storage") == CROSSED:
         parts = _part_files(root, manifest, "cross_parts", "cross")
         cross = pd.concat([_read_part(root, p, "rows") for p in parts], ignore_index=True)
+    centred = None
+    if manifest.get("format_version", 0) >= CENTRED_FORMAT_VERSION and CENTRED_PARTS in manifest:
+        parts = _part_files(root, manifest, CENTRED_PARTS, "centred")
+        centred = pd.concat([_read_part(root, p, "rows") for p in parts], ignore_index=True)
     try:
         arrays = _arrays_from(frame, manifest, slots, root)
         if cross is not None:
             arrays.cross = _cross_from(cross, arrays, manifest, root)
+        if centred is not None:
+            arrays.centred = _centred_from(centred, arrays, manifest)
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(
             f"{root} holds damaged statistics: {type(exc).__name__}: {exc}"

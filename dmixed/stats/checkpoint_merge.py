@@ -10,7 +10,13 @@ import pandas as pd
 
 from ..errors import CheckpointMismatch
 from .crossed_stats import merge_cross
-from .group_arrays import GroupArrays, no_padding
+from .group_arrays import (
+    CentredArrays,
+    CentredGroups,
+    GroupArrays,
+    centred_arrays,
+    no_padding,
+)
 from .keys import check_key_kind, settled_keys, settled_kind
 from .layout import Layout
 from .ragged_stats import merge_ragged
@@ -94,7 +100,74 @@ def merge(
             out.cross = merge_cross(old, new, gi_old, gi_new, maps, layout.vc_widths)
     else:
         out.zz, out.zxy = _merged_padded(old, new, gi_old, gi_new, maps, layout, out.labels)
+    out.centred = _merged_centred(old, new, gi_old, gi_new)
     return out
+
+
+def _merged_centred(old: GroupArrays, new: GroupArrays, gi_old, gi_new) -> CentredGroups | None:
+    """The centred sums of the groups near lossy of old + new statistics (padded, no
+    variance components; both in one column map): a group's sums from one side where
+    its rows are all there, Chan's merge of both sides' where both hold them
+    (``u = u_a + u_b``, means weighted by ``u``, ``C = C_a + C_b + u_a u_b/u δz̄δz̄'``,
+    ``D = D_a + D_b + u_a u_b/u δz̄δm'``: exact, no uncentred sum subtracted).  A group
+    whose centred sums one side holds and the other, holding rows of it, does not
+    keeps its plain sums (the fit's precision check charges their rounding).  None
+    where no group keeps them."""
+    sides = [
+        (src.centred, gi)
+        for src, gi in ((old, gi_old), (new, gi_new))
+        if src.centred is not None and not src.centred.everyone and len(src.centred.positions)
+    ]
+    if not sides or old.layout.k_vc or old.ragged is not None:
+        return None
+    g = int(max(gi_old.max(initial=-1), gi_new.max(initial=-1))) + 1
+    rows_in = np.zeros(g, dtype=np.int64)  # sides holding rows of each merged group
+    rows_in[gi_old] += 1
+    rows_in[gi_new] += 1
+    have = np.zeros(g, dtype=np.int64)  # sides holding its centred sums
+    for kept, gi in sides:
+        have[gi[kept.positions]] += 1
+    complete = have == rows_in
+    parts = []
+    for kept, gi in sides:
+        at = gi[np.asarray(kept.positions, dtype=np.int64)]
+        keep = complete[at]
+        parts.append((at[keep], centred_arrays(kept.sums).take(np.flatnonzero(keep))))
+    if len(parts) == 1:
+        at, sums = parts[0]
+        return CentredGroups(at, sums, False) if at.size else None
+    (at_a, a), (at_b, b) = parts
+    at = np.union1d(at_a, at_b)
+    if not at.size:
+        return None
+    ia, ib = np.searchsorted(at, at_a), np.searchsorted(at, at_b)
+    r, k, n = a.d.shape[0], a.d.shape[1], at.size
+    u = np.zeros(n)
+    zbar, mean = np.zeros((r, n)), np.zeros((k, n))
+    c, d = np.zeros((r, r, n)), np.zeros((r, k, n))
+    lossy = np.zeros(n, dtype=bool)
+    for ix, side in ((ia, a), (ib, b)):
+        u[ix] += side.u
+        c[..., ix] += side.c
+        d[..., ix] += side.d
+        lossy[ix] |= side.lossy
+    both, ja, jb = np.intersect1d(at_a, at_b, return_indices=True)
+    only_a = np.setdiff1d(np.arange(at_a.size), ja)
+    only_b = np.setdiff1d(np.arange(at_b.size), jb)
+    zbar[:, ia[only_a]], mean[:, ia[only_a]] = a.zbar[:, only_a], a.mean[:, only_a]
+    zbar[:, ib[only_b]], mean[:, ib[only_b]] = b.zbar[:, only_b], b.mean[:, only_b]
+    if both.size:
+        ix = np.searchsorted(at, both)
+        ua, ub = a.u[ja], b.u[jb]
+        share = ub / (ua + ub)
+        dz = b.zbar[:, jb] - a.zbar[:, ja]
+        dm = b.mean[:, jb] - a.mean[:, ja]
+        zbar[:, ix] = a.zbar[:, ja] + share * dz
+        mean[:, ix] = a.mean[:, ja] + share * dm
+        f = ua * share
+        c[..., ix] += f * dz[:, None, :] * dz[None, :, :]
+        d[..., ix] += f * dz[:, None, :] * dm[None, :, :]
+    return CentredGroups(at, CentredArrays(u, zbar, mean, c, d, lossy), False)
 
 
 def _settled_labels(old: GroupArrays, new: GroupArrays, column: str):

@@ -36,7 +36,9 @@ class GroupArrays:
     standardization: Standardization | None = None  # None: raw columns
     ragged: RaggedArrays | None = None  # the statistics held ragged instead of zz, zxy
     cross: CrossSums | None = None  # with ragged: the co-occurrences of crossed components
-    centred: CentredGroups | None = None  # the fit's centred sums (never saved: the bootstrap)
+    # the fit's centred sums: every group's for the bootstrap (never saved); those of the
+    # groups near lossy in statistics saved or merged (``everyone`` False)
+    centred: CentredGroups | None = None
 
     @property
     def columns(self) -> Standardization:
@@ -98,6 +100,10 @@ class GroupArrays:
         :meth:`~dmixed.stats.standardize.Standardization.conversion_to`)."""
         if self.columns == target:
             return self
+        if self.centred is not None:
+            # sums about the groups' means in another map: not converted here; those
+            # groups keep their plain sums (the fit's precision check charges them)
+            return replace(self, centred=None).converted_to(target)
         widths = self.layout.vc_widths
         if self.ragged is not None:  # one ratio per component
             widths = (1,) * self.layout.k_vc
@@ -165,7 +171,12 @@ class GroupArrays:
         ``names``: the random design's column names (the model's ``exog_re_names``),
         for the message of the refusal below.  ``centred``: keep the centred sums of
         the groups that take them (:attr:`centred`, for arrays used in this process
-        only, as the bootstrap's) rather than refuse them.
+        only, as the bootstrap's) rather than refuse them.  Without it, where only
+        groups near lossy take them (none lossy), the arrays keep those groups' centred
+        sums (``everyone`` False: what saved statistics hold from format version 8,
+        :data:`~dmixed.stats.checkpoint.CENTRED_FORMAT_VERSION`) and no in-process
+        ``W``; statistics with variance components keep their plain sums, with a
+        :class:`~dmixed.errors.PrecisionWarning` naming those groups.
 
         Raises
         ------
@@ -188,11 +199,14 @@ class GroupArrays:
             kept = CentredGroups(*block.centred_sums())  # type: ignore[union-attr]
         elif (taken := getattr(block, "centred_sums", _none)()) is not None:
             # only groups near lossy take the centred forms (none is lossy): kept for
-            # arrays used in this process; saved statistics hold their plain sums
+            # arrays used in this process; saved or merged ones keep those of the groups
+            # near lossy (format CENTRED_FORMAT_VERSION), without an in-process W
             if centred:
                 kept = CentredGroups(*taken)
-            else:
+            elif ragged and getattr(engine, "collapsed_vc", False) or stats.layout.k_vc:
                 glob = _uncentred(stats, block, taken)
+            else:
+                kept, glob = _near_lossy_kept(stats, block, taken)
         held = cross = None
         if ragged and getattr(engine, "collapsed_vc", False) and hasattr(engine, "gather_ragged"):
             held = engine.gather_ragged()
@@ -220,6 +234,49 @@ class GroupArrays:
 def _none() -> None:
     """What an engine's block without centred sums gives for them."""
     return None
+
+
+def _near_lossy_kept(stats, block, taken) -> tuple[CentredGroups, GlobalStats]:
+    """The centred sums of the groups near lossy of ``taken`` (``block.centred_sums()``,
+    ``block`` the engine's ``StatsBlock``), as saved or merged statistics hold them
+    (:class:`CentredGroups` of those groups only, ``everyone`` False), and
+    ``stats.glob`` without the within-group sums ``W`` an in-process fit made for them
+    (the other groups keep their plain sums, consistent without ``W``)."""
+    positions, sums, everyone = taken
+    if not everyone:  # a Dask fit's: those groups only, already
+        return CentredGroups(np.asarray(positions, dtype=np.int64), sums, False), stats.glob
+    near = np.asarray(block.near_lossy_positions(np.asarray(stats.group_sizes)), dtype=np.int64)
+    at = np.searchsorted(np.asarray(positions), near)
+    return CentredGroups(near, sums.take(at), False), replace(stats.glob, within=None)
+
+
+@dataclass(frozen=True)
+class CentredArrays:
+    """The fields of ``kernels.CentredSums`` (``u`` (L,), ``zbar`` (r, L), ``mean``
+    (k, L), ``c`` (r, r, L), ``d`` (r, k, L), ``lossy`` (L,) bool) of statistics read or
+    merged, which the engines take as those sums (the statistics layer does not import
+    the kernels)."""
+
+    u: np.ndarray
+    zbar: np.ndarray
+    mean: np.ndarray
+    c: np.ndarray
+    d: np.ndarray
+    lossy: np.ndarray
+
+    def take(self, sel) -> CentredArrays:
+        """The sums of the groups ``sel`` (an index array or a slice)."""
+        return CentredArrays(*(np.ascontiguousarray(getattr(self, f)[..., sel]) for f in _FIELDS))
+
+
+#: The fields of :class:`CentredArrays` (and of ``kernels.CentredSums``), in order.
+_FIELDS = ("u", "zbar", "mean", "c", "d", "lossy")
+
+
+def centred_arrays(sums) -> CentredArrays:
+    """``sums`` (``kernels.CentredSums`` or :class:`CentredArrays`) as
+    :class:`CentredArrays`."""
+    return CentredArrays(*(np.asarray(getattr(sums, f)) for f in _FIELDS))
 
 
 def _uncentred(stats, block, taken: tuple) -> GlobalStats:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmixed
 from dmixed.errors import BoundaryWarning, SingularHessianWarning
@@ -56,3 +58,75 @@ def test_a_singular_pair_at_a_moderate_correlation_is_not_said_near_one():
     )
     at_one = singular_psi_words(np.array([[1.0, -1.0], [-1.0, 1.0]]), 1e-8, ["a", "b"], set())
     assert at_one.endswith("; correlation near ±1: a and b (-1.0000)")
+
+
+# --------------------------------------------------------------------------------------
+# a plain group's own rounding (groups near singular within them, uncentred sums)
+# --------------------------------------------------------------------------------------
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, database=None)
+@given(
+    seed=st.integers(0, 2**16),
+    offset=st.sampled_from([0.0, 1e3, 1.7e9]),
+    weighted=st.booleans(),
+)
+def test_ordinary_groups_are_not_charged_with_plain_rounding(seed, offset, weighted):
+    """Random slopes of ordinary spread within groups (whatever the column's offset or
+    the prior weights) are far above ``PLAIN_CHARGED_DETERMINANT``: the precision check
+    charges them nothing, and their statistics saved and loaded fit without a
+    PrecisionWarning."""
+    import warnings
+
+    from dmixed.engines.local import statistics_from_arrays
+    from dmixed.fit.fit_warnings import plain_rounding_of
+    from dmixed.model import MixedLM
+    from dmixed.stats import GroupArrays
+
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(40), rng.integers(3, 9, 40))
+    x = offset + rng.normal(size=g.size) + rng.normal(size=40)[g]
+    y = x + rng.normal(size=40)[g] + rng.normal(size=g.size)
+    frame = pd.DataFrame({"g": g, "x": x, "y": y, "w": rng.uniform(0.5, 2.0, g.size)})
+    kw = dict(groups="g", re_formula="1 + x", weights="w" if weighted else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)
+        model = dmixed.MixedLM.from_formula("y ~ x", frame, **kw)
+        stats = model.statistics()
+    assert not plain_rounding_of(stats).any()
+    arrays = GroupArrays.from_statistics(stats)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", dmixed.DmixedWarning)
+        MixedLM.from_statistics(statistics_from_arrays(arrays), model.spec).fit()
+    assert not [w for w in seen if issubclass(w.category, dmixed.PrecisionWarning)]
+
+
+def test_a_small_group_of_many_is_not_charged_with_plain_rounding():
+    """A group of three rows with a scaled determinant of 1e-6 (below
+    ``PLAIN_CHARGED_DETERMINANT``) among 3000 ordinary ones is not near lossy
+    (``near_lossy_bounds``: its share of the block is small) and loses no digit that
+    matters: the precision check charges it nothing, as it charges the groups of
+    ``StatsBlock.near_lossy_mask``'s criterion only (it was charged with every group
+    below ``PLAIN_CHARGED_DETERMINANT``)."""
+    import warnings
+
+    from dmixed import kernels
+    from dmixed.fit.fit_warnings import plain_rounding_of
+
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 4, 3000)
+    sizes[7] = 3
+    g = np.repeat(np.arange(sizes.size), sizes)
+    x = rng.normal(size=g.size)
+    x[g == 7] = -0.8 + 1e-3 * np.arange(3.0)  # a scaled determinant of 1e-6
+    y = 0.5 * x + rng.normal(size=sizes.size)[g] + rng.normal(size=g.size)
+    frame = pd.DataFrame({"g": g, "x": x, "y": y})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dmixed.DmixedWarning)
+        model = dmixed.MixedLM.from_formula("y ~ x", frame, groups="g", re_formula="1 + x")
+        stats = model.statistics()
+    block = stats.engine.block
+    nobs = np.asarray(stats.group_sizes)
+    assert block.lossy_mask(nobs, kernels.conditionals.PLAIN_CHARGED_DETERMINANT) is not None
+    assert block.near_lossy_mask(nobs) is None
+    assert not plain_rounding_of(stats).any()

@@ -593,9 +593,11 @@ def test_heavy_near_lossy_group_is_exact_however_the_rows_are_partitioned(shuffl
 
 def test_near_lossy_groups_are_not_counted_as_lossy():
     """A group only below ``CENTRED_DETERMINANT`` takes the centred forms in process but
-    is not a lossy group: the statistics' arrays are not refused (their plain sums, as
-    before, with a PrecisionWarning: tests/stats/test_checkpoint.py has the round
-    trips), and the fit says nothing of lossy groups."""
+    is not a lossy group: the statistics' arrays are not refused (they keep its
+    centred sums: tests/stats/test_checkpoint.py has the round trips), and the fit
+    says nothing of lossy groups."""
+    import warnings
+
     import dmixed
     from dmixed.stats.group_arrays import GroupArrays
 
@@ -609,8 +611,10 @@ def test_near_lossy_groups_are_not_counted_as_lossy():
     assert block.lossy_mask(nobs) is None
     assert block.near_lossy_mask(nobs) is not None
     assert block.rank_one and block.centred_groups == 0  # centred, none lossy
-    with pytest.warns(dmixed.PrecisionWarning, match=r"1 group\(s\) \(0\) have a random"):
-        GroupArrays.from_statistics(stats, names=model.exog_re_names)  # not refused
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dmixed.DmixedWarning)
+        arrays = GroupArrays.from_statistics(stats, names=model.exog_re_names)  # not refused
+    assert arrays.centred is not None and list(arrays.centred.positions) == [0]
 
 
 @settings(max_examples=12, deadline=None, derandomize=True, database=None)

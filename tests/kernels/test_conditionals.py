@@ -112,3 +112,41 @@ def test_a_rank_one_block_keeps_its_forms_when_pickled():
     lam = np.tril(rng.normal(size=(3, 3))) * 1e3
     got, want = step_contributions(back, lam, 3), step_contributions(block, lam, 3)
     assert got.rank_one and got.between.tobytes() == want.between.tobytes()
+
+
+def test_plain_rounding_sums_the_groups_below_its_bound():
+    """``plain_rounding`` charges the groups below ``PLAIN_CHARGED_DETERMINANT`` only,
+    vectorized over them as the sum of each group's ``c ε κ_i |F_i|'|F_i|``
+    (scaled to a unit diagonal), and nothing for one below ``LOSSY_DETERMINANT``."""
+    from dmixed.kernels.conditionals import PLAIN_ROUNDING, plain_rounding
+
+    rng = np.random.default_rng(4)
+    n, k = 12, 3
+    zs = []
+    for i in range(n):  # rows of groups of 10: some nearly constant slopes
+        z = np.column_stack([np.ones(10), 5 + (1e-2 if i % 3 == 0 else 1.0) * rng.normal(size=10)])
+        zs.append(z)
+    zz = np.stack([z.T @ z for z in zs], axis=-1)
+    zxy = np.stack([z.T @ rng.normal(size=(10, k)) for z in zs], axis=-1)
+    nobs = np.full(n, 10)
+    want = np.zeros((k, k))
+    for i in range(n):
+        a, f = zz[..., i], zxy[..., i]
+        d = 1 / np.sqrt(np.diag(a))
+        s = a * d[:, None] * d[None, :]
+        if np.linalg.det(s) >= 1e-3:
+            continue
+        eig = np.linalg.eigvalsh(s)
+        kappa = eig[-1] / eig[0]
+        g = np.abs(f) * d[:, None]
+        want += PLAIN_ROUNDING * np.finfo(float).eps * kappa * g.T @ g
+    got = plain_rounding(zz, zxy, nobs)
+    assert want.any()
+    # the inverses of determinants near 1e-8 agree to about 1e-8 of themselves
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    ordinary = [i for i in range(n) if i % 3]
+    assert not plain_rounding(zz[..., ordinary], zxy[..., ordinary], nobs[ordinary]).any()
+    # below LOSSY_DETERMINANT (refused or exact forms elsewhere; structural here)
+    singular = zz[..., ordinary].copy()
+    singular[..., 0] = np.array([[2.0, 2.0], [2.0, 2.0]])
+    assert not plain_rounding(singular, zxy[..., ordinary], nobs[ordinary]).any()
