@@ -32,3 +32,17 @@ def near_lossy_frame(weight: float, spread: float = NEAR_SPREAD, lossy_second: b
     b0, b1 = rng.normal(size=n_groups), rng.normal(size=n_groups)
     y = x1 + b0[g] + 0.5 * b1[g] * x1 + rng.normal(size=g.size)
     return pd.DataFrame({"g": g, "x1": x1, "y": y, "w": w})
+
+
+def small_groups_frame() -> pd.DataFrame:
+    """3000 ordinary groups of 1 to 3 rows (``x`` ~ N(0, 1), a random slope's design),
+    group 7 of three rows with ``x`` spread by 1e-3 (a scaled determinant of about
+    1e-6, below ``CENTRED_DETERMINANT`` but a small share of its block: not near lossy)."""
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 4, 3000)
+    sizes[7] = 3
+    g = np.repeat(np.arange(sizes.size), sizes)
+    x = rng.normal(size=g.size)
+    x[g == 7] = -0.8 + 1e-3 * np.arange(3.0)  # a scaled determinant of 1e-6
+    y = 0.5 * x + rng.normal(size=sizes.size)[g] + rng.normal(size=g.size)
+    return pd.DataFrame({"g": g, "x": x, "y": y})

@@ -277,3 +277,17 @@ def client():
         Client(cluster, set_as_default=False) as c,
     ):
         yield c
+
+
+@pytest.fixture
+def kept_buffers(monkeypatch):
+    """``dmixed.kernels.term_table`` keeping buffers for later tables (as in a tuned
+    worker), from 1 kB on, none kept before; the process's setting restored after."""
+    from dmixed.kernels import term_table
+
+    before = term_table.keep_table_buffers(False)  # drops any kept before
+    term_table.keep_table_buffers(True)
+    monkeypatch.setattr(term_table, "REUSE_MIN_BYTES", 1024)
+    yield term_table
+    term_table.keep_table_buffers(False)
+    term_table.keep_table_buffers(before)

@@ -112,15 +112,9 @@ def test_a_small_group_of_many_is_not_charged_with_plain_rounding():
 
     from dmixed import kernels
     from dmixed.fit.fit_warnings import plain_rounding_of
+    from tests._near_lossy import small_groups_frame
 
-    rng = np.random.default_rng(5)
-    sizes = rng.integers(1, 4, 3000)
-    sizes[7] = 3
-    g = np.repeat(np.arange(sizes.size), sizes)
-    x = rng.normal(size=g.size)
-    x[g == 7] = -0.8 + 1e-3 * np.arange(3.0)  # a scaled determinant of 1e-6
-    y = 0.5 * x + rng.normal(size=sizes.size)[g] + rng.normal(size=g.size)
-    frame = pd.DataFrame({"g": g, "x": x, "y": y})
+    frame = small_groups_frame()
     with warnings.catch_warnings():
         warnings.simplefilter("error", dmixed.DmixedWarning)
         model = dmixed.MixedLM.from_formula("y ~ x", frame, groups="g", re_formula="1 + x")

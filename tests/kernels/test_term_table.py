@@ -830,20 +830,6 @@ def test_held_columns_refuse_columns_unlike_the_keys():
         held_columns(np.arange(4), [np.zeros(4, dtype=np.float32)])
 
 
-@pytest.fixture
-def kept_buffers(monkeypatch):
-    """Tables kept for later ones (as in a tuned worker), from 1 kB on, none kept
-    before; the process's setting restored after."""
-    from dmixed.kernels import term_table
-
-    before = term_table.keep_table_buffers(False)  # drops any kept before
-    term_table.keep_table_buffers(True)
-    monkeypatch.setattr(term_table, "REUSE_MIN_BYTES", 1024)
-    yield term_table
-    term_table.keep_table_buffers(False)
-    term_table.keep_table_buffers(before)
-
-
 def test_table_buffer_reuses_a_buffer_no_array_views(kept_buffers):
     """A buffer is handed out again, zeroed, once nothing views it; never while a view
     of it (a part of a chain's partials) lives; small tables are fresh arrays."""

@@ -1041,15 +1041,9 @@ def test_ordinary_small_groups_are_gathered_without_a_precision_warning(engine):
     import dask.dataframe as dd
 
     import dmixed
+    from tests._near_lossy import small_groups_frame
 
-    rng = np.random.default_rng(5)
-    sizes = rng.integers(1, 4, 3000)
-    sizes[7] = 3
-    g = np.repeat(np.arange(sizes.size), sizes)
-    x = rng.normal(size=g.size)
-    x[g == 7] = -0.8 + 1e-3 * np.arange(3.0)  # a scaled determinant of 1e-6
-    y = 0.5 * x + rng.normal(size=sizes.size)[g] + rng.normal(size=g.size)
-    frame = pd.DataFrame({"g": g, "x": x, "y": y})
+    frame = small_groups_frame()
     data = frame if engine == "local" else dd.from_pandas(frame, npartitions=3, sort=False)
     with dask.config.set(scheduler="sync"), warnings.catch_warnings():
         warnings.simplefilter("error", DmixedWarning)

@@ -776,18 +776,10 @@ def test_learned_accumulator_refuses_integers_beyond_2_53_after_other_integers()
 
 
 @pytest.fixture
-def kept_buffers(monkeypatch):
-    """Buffers kept for later tables (as in a tuned worker), from 1 kB on, none kept
-    before; the process's setting restored after."""
-    from dmixed.kernels import term_table
-
-    before = term_table.keep_table_buffers(False)  # drops any kept before
-    term_table.keep_table_buffers(True)
-    monkeypatch.setattr(term_table, "REUSE_MIN_BYTES", 1024)
+def numba_kept_buffers(kept_buffers, monkeypatch):
+    """:func:`kept_buffers` (tests/conftest.py) with the compiled kernels chosen."""
     monkeypatch.setenv("DMIXED_KERNELS", "numba")
-    yield term_table
-    term_table.keep_table_buffers(False)
-    term_table.keep_table_buffers(before)
+    return kept_buffers
 
 
 def _chain(r: int, seed: int) -> list:
@@ -809,7 +801,8 @@ def _chain(r: int, seed: int) -> list:
 
 
 @pytest.mark.parametrize("r", [1, 2])
-def test_the_design_route_hands_back_the_idle_kept_buffers(kept_buffers, r):
+def test_the_design_route_hands_back_the_idle_kept_buffers(numba_kept_buffers, r):
+    kept_buffers = numba_kept_buffers
     """A chain whose rows take the design matrices' route (a random intercept: the
     within-group sums) drops the kept buffers no array views before its sums, whose
     temporaries do not come from them, and keeps those in use (a held result's merged
