@@ -68,6 +68,10 @@ _BUILTINS_OK = {"abs"}
 _ORDERING = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 #: the largest constant exponent a formula may write (``x ** 3``, ``I(2 ** 10)``)
 MAX_EXPONENT = 1024
+#: the most bits an integer that a formula computes from constants alone may have
+#: (``I(2 ** 1024 * 3 ** 1024)``); Python's arithmetic on larger ones costs time
+#: without bound (a product of products)
+MAX_CONSTANT_BITS = 1 << 16
 _NOT_PLAIN = (
     ast.Lambda,
     ast.ListComp,
@@ -80,7 +84,27 @@ _NOT_PLAIN = (
     ast.Await,
     ast.Yield,
     ast.YieldFrom,
+    # f"{1:>200000000}": a format width allocates before anything can bound it, and a
+    # model formula has no use for formatted text
+    ast.JoinedStr,
+    ast.FormattedValue,
 )
+#: arithmetic whose result on constants Python computes without bound (``1 << 10**9``),
+#: bounded as powers are: a constant operand must be a number written out
+_UNBOUNDED_OPS = (ast.Pow, ast.LShift, ast.RShift)
+#: keywords that make a call write into one of its arguments (a column other terms
+#: read) or leave values unset (a ufunc's ``where=``): refused in every call the
+#: whitelist allows, whatever its function
+_REFUSED_KEYWORDS = {"out", "inplace", "copy", "where"}
+#: the most positional arguments an elementwise numpy function (not a ufunc: those take
+#: their ``nin``) or a column method takes before its ``out`` or ``copy``
+_NUMPY_POSITIONAL = {"where": 3, "clip": 3, "round": 2, "around": 2, "nan_to_num": 1}
+_METHOD_POSITIONAL = {"clip": 2, "round": 1, "abs": 0, "astype": 1, "pow": 1, "isin": 1}
+#: the attributes of formulaic's transforms a formula calls (``contr.treatment``);
+#: other transforms are called by their name alone (not ``exp.at``, ``C.mro``)
+_TRANSFORM_ATTRIBUTES = {
+    "contr": {"treatment", "sum", "helmert", "diff", "poly", "custom", "SAS"},
+}
 
 
 def transforms() -> dict:
@@ -442,6 +466,37 @@ def _reads_a_name(node: ast.AST) -> bool:
     return any(isinstance(n, ast.Name) for n in ast.walk(node))
 
 
+def _constant_bits(node: ast.AST, known: dict[int, int]) -> int:
+    """An upper bound on the bits of the integer a constant expression (one that reads
+    no name) computes, from its syntax alone (nothing is evaluated); ``known`` holds
+    the bounds of the nodes already seen (by id).  A float costs its 64 bits: Python
+    refuses a float that overflows.  Anything else costs nothing: other checks refuse
+    it."""
+    if id(node) in known:
+        return known[id(node)]
+    bits = 0
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, complex)):
+        bits = node.value.bit_length() if isinstance(node.value, int) else 64
+    elif isinstance(node, ast.UnaryOp):
+        bits = _constant_bits(node.operand, known) + 1
+    elif isinstance(node, ast.BinOp):
+        left, right = _constant_bits(node.left, known), _constant_bits(node.right, known)
+        # a count written out is its value; a computed one is at most 2 ** its bits
+        count = node.right.value if isinstance(node.right, ast.Constant) else 2 ** min(right, 64)
+        count = int(min(abs(count), 2**64)) if isinstance(count, (int, float)) else 64
+        if isinstance(node.op, ast.Pow):
+            bits = left * count
+        elif isinstance(node.op, ast.LShift):
+            bits = left + count
+        elif isinstance(node.op, ast.Mult):
+            bits = left + right
+        else:
+            bits = max(left, right) + 1
+    bits = min(bits, MAX_CONSTANT_BITS + 1)  # (a bound past the limit is refused anyway)
+    known[id(node)] = bits
+    return bits
+
+
 def _dotted(node: ast.AST) -> list[str] | None:
     """``a.b.c`` as ``["a", "b", "c"]``; None if not a chain of names."""
     parts = []
@@ -490,6 +545,7 @@ class _FactorChecker:
         self.root: ast.AST | None = None  # the factor's whole expression
         self.c_args: set[int] = set()  # ids of the names that are C()'s first argument
         self.contrast_args: set[int] = set()  # ids of the names that are C()'s contrast
+        self.constant_bits: dict[int, int] = {}  # _constant_bits' bounds, by node id
 
     def name_of(self, n: str) -> str:
         return self.aliases.get(n, n)
@@ -538,6 +594,12 @@ class _FactorChecker:
             # an attribute of a computed value that no call reads as a method: formulaic
             # would evaluate it, and what it gives is not known to be elementwise
             self.refuse_attribute(node.attr, "of a computed value")
+        if isinstance(node, (ast.JoinedStr, ast.FormattedValue)):
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: the f-string {shown(ast.unparse(node))} "
+                "is not allowed: a model formula has no use for formatted text, and a format's "
+                "width is not bounded"
+            )
         if isinstance(node, _NOT_PLAIN):
             self.refuse(f"the expression {ast.unparse(node)!r}", "it is not a plain expression")
         if isinstance(node, ast.BinOp):
@@ -556,9 +618,11 @@ class _FactorChecker:
 
     def check_bounded(self, node: ast.BinOp) -> None:
         """Refuse arithmetic that Python would evaluate without bound on constants
-        (``9**9**9**9``, ``'a' * 10**9``): an exponent that reads no column must be a
-        number written out, at most :data:`MAX_EXPONENT` in size, and text or sequences
-        take no part in arithmetic."""
+        (``9**9**9**9``, ``1 << 10**9``, ``'a' * 10**9``): a power's or a shift's
+        constant operand must be a number written out, an exponent or a shift's count at
+        most :data:`MAX_EXPONENT` in size, and text or sequences take no part in
+        arithmetic.  Products and sums of such numbers grow with the formula's length
+        only."""
         text = (ast.Constant, ast.List, ast.Tuple, ast.JoinedStr)
         for side in (node.left, node.right):
             if isinstance(side, text) and not (
@@ -568,22 +632,38 @@ class _FactorChecker:
                     f"{self.role} {shown(self.formula)}: {ast.unparse(node)!r} is not allowed: "
                     "text and sequences take no part in a formula's arithmetic"
                 )
-        if not isinstance(node.op, ast.Pow):
+        if not _reads_a_name(node) and (
+            _constant_bits(node, self.constant_bits) > MAX_CONSTANT_BITS
+        ):
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: {shown(ast.unparse(node))} is not "
+                f"allowed: arithmetic on constants may make an integer of at most "
+                f"{MAX_CONSTANT_BITS} bits; compute the value once and write it out"
+            )
+        if not isinstance(node.op, _UNBOUNDED_OPS):
             return
+        what, operand = (
+            ("power", "exponent") if isinstance(node.op, ast.Pow) else ("shift", "shift count")
+        )
         if not _reads_a_name(node.left) and not _number(node.left):
             raise FormulaError(
-                f"{self.role} {shown(self.formula)}: the power {ast.unparse(node)!r} is not "
-                "allowed: a power of a constant must raise a number written out"
+                f"{self.role} {shown(self.formula)}: the {what} {ast.unparse(node)!r} is not "
+                f"allowed: a {what} of a constant must {'raise' if what == 'power' else 'shift'} "
+                "a number written out"
             )
         if _reads_a_name(node.right):
             return
         exponent = node.right
         if isinstance(exponent, ast.UnaryOp) and isinstance(exponent.op, (ast.USub, ast.UAdd)):
             exponent = exponent.operand
-        if not (_number(exponent) and abs(exponent.value) <= MAX_EXPONENT):
+        if not (
+            _number(exponent)
+            and isinstance(exponent, ast.Constant)
+            and abs(exponent.value) <= MAX_EXPONENT
+        ):
             raise FormulaError(
-                f"{self.role} {shown(self.formula)}: the power {ast.unparse(node)!r} is not "
-                f"allowed: a constant exponent must be a number of at most {MAX_EXPONENT}"
+                f"{self.role} {shown(self.formula)}: the {what} {ast.unparse(node)!r} is not "
+                f"allowed: a constant {operand} must be a number of at most {MAX_EXPONENT}"
             )
 
     def refuse_attribute(self, attr: str, of: str, column: str | None = None) -> None:
@@ -618,6 +698,9 @@ class _FactorChecker:
             if isinstance(node.func, ast.Attribute):
                 if node.func.attr not in _ELEMENTWISE_METHODS:
                     self.refuse(f"the method call .{node.func.attr}()", "it may not be elementwise")
+                self.check_arguments(
+                    node, f".{node.func.attr}()", _METHOD_POSITIONAL[node.func.attr]
+                )
                 self.visit(node.func.value)
             else:
                 self.refuse(f"the call {ast.unparse(node.func)}()", "it is not a known transform")
@@ -628,37 +711,82 @@ class _FactorChecker:
         for k in node.keywords:
             self.visit(k.value)
 
+    def check_arguments(self, node: ast.Call, called: str, most: int | None = None) -> None:
+        """Refuse arguments of a call the whitelist allows that would make it write into
+        one of its arguments (a column every other term reads too) or leave values
+        unset: ``out=``, ``inplace=``, ``copy=``, a ufunc's ``where=``, ``**`` keywords,
+        and more than ``most`` positional arguments (the next one is ``out``:
+        ``np.exp(x, x)``)."""
+        for k in node.keywords:
+            if k.arg is None or k.arg in _REFUSED_KEYWORDS:
+                given = "**" if k.arg is None else f"{k.arg}="
+                raise FormulaError(
+                    f"{self.role} {shown(self.formula)}: the argument {given} of {called} is "
+                    "not allowed: a formula's calls compute new values, and may neither "
+                    "write into their arguments (the columns other terms read) nor leave "
+                    f"values unset; the keywords {', '.join(sorted(_REFUSED_KEYWORDS))} and "
+                    "** are refused"
+                )
+        if most is not None and len(node.args) > most:
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: {called} takes at most {most} "
+                f"positional argument{'' if most == 1 else 's'} in a formula: the next one "
+                "is where it would write its result (out), into a column other terms read"
+            )
+
     def check_named_call(self, node: ast.Call, parts: list[str]) -> bool:
         """Check a call of a dotted name; False when its arguments are not expressions."""
         root = self.name_of(parts[0])
         dotted = ".".join([root, *parts[1:]])
         self.check_shadowed_module(root, parts, dotted)
         if root in self.columns and len(parts) > 1:
-            if parts[-1] not in _ELEMENTWISE_METHODS:
+            if parts[-1] not in _ELEMENTWISE_METHODS or len(parts) > 2:
                 self.refuse(f"the method call {dotted}()", "it may not be elementwise")
+            self.check_arguments(node, f"{dotted}()", _METHOD_POSITIONAL[parts[-1]])
             add_unique(self.info.columns, root)
         elif root in ("np", "numpy") and root in self.transforms:
             add_unique(self.info.transforms, root)
-            self.check_numpy_call(parts, dotted)
+            self.check_numpy_call(node, parts, dotted)
         elif root in self.transforms:
             add_unique(self.info.transforms, root)
+            if len(parts) > 1 and (
+                len(parts) > 2 or parts[1] not in _TRANSFORM_ATTRIBUTES.get(root, ())
+            ):
+                allowed = sorted(
+                    f"{t}.{a}" for t, a_s in _TRANSFORM_ATTRIBUTES.items() for a in a_s
+                )
+                raise FormulaError(
+                    f"{self.role} {shown(self.formula)}: {dotted}() is not allowed: a formula "
+                    f"calls a transform by its name alone, and of the transforms' attributes only "
+                    f"{', '.join(allowed)}"
+                )
+            function = self.transforms[root]
+            self.check_arguments(
+                node, f"{dotted}()", function.nin if isinstance(function, np.ufunc) else None
+            )
             return self.check_transform_call(node, root)
         elif root in _BUILTINS_OK and len(parts) == 1:
-            pass
+            self.check_arguments(node, f"{root}()", 1)
         elif root in self.columns:
             self.refuse(f"calling column {root!r}", "it is not a function")
         else:
             self.info.unknown.append(dotted + "()")
         return True
 
-    def check_numpy_call(self, parts: list[str], dotted: str) -> None:
+    def check_numpy_call(self, node: ast.Call, parts: list[str], dotted: str) -> None:
         obj: Any = np
         for p in parts[1:]:
             obj = getattr(obj, p, None)
         if obj is None:
             self.info.unknown.append(dotted + "()")
-        elif not isinstance(obj, np.ufunc) and parts[-1] not in _NUMPY_ELEMENTWISE:
+        elif len(parts) != 2 or (
+            not isinstance(obj, np.ufunc) and parts[-1] not in _NUMPY_ELEMENTWISE
+        ):
+            # (np.exp.at writes into its argument; np.ma.round is not numpy's round)
             self.refuse(f"{dotted}()", "it is not an elementwise numpy function")
+        else:
+            most = obj.nin if isinstance(obj, np.ufunc) else _NUMPY_POSITIONAL[parts[-1]]
+            self.check_arguments(node, f"{dotted}()", most)
 
     def check_transform_call(self, node: ast.Call, root: str) -> bool:
         if root in LEARNING_TRANSFORMS:
