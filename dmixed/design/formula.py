@@ -6,9 +6,12 @@ it: data columns, formulaic's transforms, elementwise numpy functions and a few
 elementwise column methods.  Anything else is refused, in particular calls of unknown
 functions, an attribute read of a column or a computed value that is not one of those
 methods' calls (``.index`` is the row labels, ``.real`` not the values' on pandas),
-lambdas and comprehensions, and the transforms that learn from the data they
-are given (``center``, ``scale``, ``standardize``, ``poly``, splines, ``lag``, numpy
-reductions, column methods such as ``.mean()``): on partitions they would learn
+lambdas and comprehensions, f-strings, constant arithmetic whose result has no bound
+(``9**9**9**9``, ``1 << 10**9``), calls that would write into their arguments (``out=``,
+``inplace=``, ``copy=``, a ufunc's ``where=`` or its ``out`` given by position),
+attributes of transforms other than ``contr``'s contrasts (``exp.at``), and the
+transforms that learn from the data they are given (``center``, ``scale``,
+``standardize``, ``poly``, splines, ``lag``, numpy reductions, column methods such as ``.mean()``): on partitions they would learn
 something different each time.
 """
 
