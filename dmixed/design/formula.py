@@ -11,8 +11,8 @@ lambdas and comprehensions, f-strings, constant arithmetic whose result has no b
 ``inplace=``, ``copy=``, a ufunc's ``where=`` or its ``out`` given by position),
 attributes of transforms other than ``contr``'s contrasts (``exp.at``), and the
 transforms that learn from the data they are given (``center``, ``scale``,
-``standardize``, ``poly``, splines, ``lag``, numpy reductions, column methods such as ``.mean()``): on partitions they would learn
-something different each time.
+``standardize``, ``poly``, splines, ``lag``, numpy reductions, column methods such as
+``.mean()``): on partitions they would learn something different each time.
 """
 
 from __future__ import annotations
