@@ -38,6 +38,7 @@ from .profile import confint_frame, variance_intervals
 from .profile_re import profile_re
 from .re_frames import blup_frame, effect_names, with_empty
 from .simulate import simulate_fitted
+from .singular import is_singular
 from .summary import Summary, coefficient_table
 from .terms import constant_in_rows, constant_in_spec
 from .varcorr import varcorr_frame
@@ -665,6 +666,21 @@ class MixedLMResults(FittedValues, Hypotheses):
         self.__dict__.update(state)
 
     # -- display -----------------------------------------------------------------
+
+    @property
+    def is_singular(self) -> bool:
+        """lme4's ``isSingular(fit)``: True when a variance is 0 or the random-effects
+        covariance is rank-deficient, within lme4's tolerance 1e-4 on the relative
+        Cholesky factor θ (the diagonal of ``L`` with ``L L' = cov_re / scale``, and
+        ``sqrt(vcomp / scale)``; :func:`dmixed.results.singular.is_singular`).
+
+        A function of the estimates alone: the same for fits in process, on Dask and
+        loaded from a results directory.  ``optimizer.boundary`` is narrower: it lists
+        the variances the optimizer settled at exactly zero, not a rank-deficient
+        covariance whose variances are all positive (a correlation of ±1).
+        :meth:`summary` says ``boundary (singular) fit`` where this is True.
+        """
+        return is_singular(self._state.cov_re_unscaled, self._state.vcomp, self._state.scale)
 
     def varcorr(self) -> pd.DataFrame:
         """Variances, standard deviations and correlations of the random effects, and
