@@ -387,10 +387,10 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     ------
     SpecError
         Fewer than two fits; an argument that is not fitted results; fits of different
-        data (``nobs``) or responses (``names.endog_name``); ``names`` of the wrong length; a REML fit to refit whose model
-        is not at hand (loaded results); REML fits with different fixed effects and
-        ``refit=False``; ML and REML mixed with ``refit=False``; ``refit`` not a
-        Python or numpy bool.
+        data (``nobs``) or responses (``names.endog_name``); ``names`` of the wrong
+        length; a REML fit to refit whose model is not at hand (loaded results); REML
+        fits with different fixed effects and ``refit=False``; ML and REML mixed with
+        ``refit=False``; ``refit`` not a Python or numpy bool.
     """
     from scipy import special
 

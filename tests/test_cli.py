@@ -3532,3 +3532,28 @@ def test_stats_dir_and_update_carry_a_near_lossy_groups_centred_sums(tmp_path):
             "y ~ x1", frame, groups="g", re_formula="1 + x1", weights="w"
         ).fit()
     assert got == pytest.approx(want.llf, rel=1e-10, abs=0.0)
+
+
+def test_an_lme4_formula_is_refused_with_dmixeds_flags(tmp_path):
+    """``(x1 | g)`` in --formula: exit 2 and one line naming --groups and --re-formula."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(
+        {"y": rng.normal(size=40), "x1": rng.normal(size=40), "g": np.arange(40) % 4}
+    )
+    frame.to_parquet(tmp_path / "a.parquet")
+    proc = run_in_process(
+        "fit",
+        "--data",
+        "a.parquet",
+        "--formula",
+        "y ~ x1 + (x1 | g)",
+        "--groups",
+        "g",
+        "--output",
+        "o",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--formula 'y ~ x1' --groups g --re-formula '1 + x1'" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -175,6 +175,9 @@ def parse_formula(formula: str, role: str, *, lhs: bool, columns: set | None = N
 
     if not isinstance(formula, str):
         raise SpecError(f"{role} must be a string, got {type(formula).__name__}")
+    bars = _lme4_bars(formula)
+    if bars:
+        raise FormulaError(_lme4_bar_message(formula, role, bars))
     try:
         parsed = Formula(formula)
     except Exception as e:  # formulaic's FormulaParsingError and friends
@@ -208,6 +211,79 @@ def parse_formula(formula: str, role: str, *, lhs: bool, columns: set | None = N
             f"invalid {role} {shown(formula)}: it must be one-sided (no '~' with a left-hand side)"
         )
     return None, terms(parsed)
+
+
+def _lme4_bars(formula: str) -> list[tuple[str, str, str, bool]]:
+    """lme4's random-effects terms ``(effects | group)`` and ``(effects || group)`` in
+    ``formula``: each parenthesized group outside any call (``|`` inside a call is
+    Python's ``or``) holding a bar, as ``(inner text, effects, group, double bar)``,
+    in the order written.  Read from the text alone (nothing is evaluated)."""
+    out = []
+    for pos, calls, closed in _paren_scan(formula, "_.`)]"):
+        if closed is None:
+            continue
+        start, call = closed
+        inner = formula[start + 1 : pos]
+        if call or calls or "|" not in inner or "(" in inner:
+            continue
+        effects, bar, group = inner.partition("||") if "||" in inner else inner.partition("|")
+        out.append((inner, effects.strip(), group.strip(), bar == "||"))
+    return out
+
+
+def _lme4_re_formula(effects: str) -> str:
+    """dmixed's ``re_formula`` for lme4's effects: lme4 adds an intercept unless the
+    effects say ``0``, ``-1`` or ``1`` themselves, as dmixed's re_formula does not
+    read them the same way, so the intercept is written out."""
+    words = re.split(r"\s*[+]\s*", effects.strip())
+    if any(w in ("0", "1", "-1") for w in words) or re.search(r"-\s*1\b", effects):
+        return effects
+    return f"1 + {effects}"
+
+
+def _lme4_bar_message(formula: str, role: str, bars) -> str:
+    """The message refusing lme4's bar terms in ``formula``: how dmixed writes them
+    (``groups``, ``re_formula``), in the API, on the command line and in a job file."""
+    inner, effects, group, double = bars[0]
+    re_formula = _lme4_re_formula(effects)
+    head = (
+        f"invalid {role} {shown(formula)}: ({inner.strip()}) is lme4's random-effects "
+        "term; dmixed takes the grouping factor and the random effects apart from the "
+        "fixed-effects formula"
+    )
+    if role == "formula":
+        fixed = formula
+        for text, *_ in bars:
+            term = re.escape(f"({text})")
+            fixed, n = re.subn(rf"\s*\+\s*{term}", "", fixed, count=1)
+            if not n:
+                fixed, n = re.subn(rf"{term}\s*\+\s*", "", fixed, count=1)
+            if not n:
+                fixed = fixed.replace(f"({text})", "1", 1)
+        fixed = " ".join(fixed.split())
+        how = (
+            f": formula={fixed!r}, groups={group!r}, re_formula={re_formula!r} "
+            f"(command line: --formula {fixed!r} --groups {group} --re-formula "
+            f"{re_formula!r}; job file: formula, groups and re_formula keys)"
+        )
+    else:
+        how = (
+            f": {role} holds the effects only, re_formula={re_formula!r}, and the grouping "
+            f"factor is groups={group!r} (command line: --re-formula {re_formula!r} "
+            f"--groups {group})"
+        )
+    notes = []
+    if double:
+        notes.append(
+            "lme4's || (uncorrelated effects) has no re_formula form: re_formula's "
+            "effects have a full covariance matrix"
+        )
+    if len(bars) > 1:
+        notes.append(
+            "dmixed fits one grouping factor with one covariance matrix; other terms "
+            "nested in the groups are variance components (vc_formula)"
+        )
+    return head + how + "".join(f"; {note}" for note in notes)
 
 
 _COMPARISON = re.compile(r"==|!=|<=|>=|<|>")

@@ -615,10 +615,10 @@ class MixedLMResults(FittedValues, Hypotheses):
         ``(1 | group:component)``).  So a component with more levels than there are
         groups comes first: with ``re_formula="1"`` and a class component nested in
         schools, ``.sig01`` is the class SD and ``.sig02`` the school SD
-        (:func:`dmixed.results.sdcor.sdcor_names`).  ``method="profile"`` profiles the ML deviance from
-        the statistics (no data pass; a REML fit is refitted by ML first, as lme4);
-        ``"Wald"`` gives ``β̂ ± z·se`` and NaN for the covariance parameters.  ``parm``:
-        names, positions, ``"theta_"`` or ``"beta_"``.  See
+        (:func:`dmixed.results.sdcor.sdcor_names`).  ``method="profile"`` profiles the
+        ML deviance from the statistics (no data pass; a REML fit is refitted by ML
+        first, as lme4); ``"Wald"`` gives ``β̂ ± z·se`` and NaN for the covariance
+        parameters.  ``parm``: names, positions, ``"theta_"`` or ``"beta_"``.  See
         :mod:`dmixed.results.profile`.
         """
         return confint_frame(self, method, level, parm)

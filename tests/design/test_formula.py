@@ -698,3 +698,47 @@ def _lambda_frame():
             "g": np.repeat(np.arange(8), 5),
         }
     )
+
+
+@pytest.mark.parametrize(
+    ("formula", "fixed", "group", "re_formula"),
+    [
+        ("Reaction ~ Days + (Days | Subject)", "Reaction ~ Days", "Subject", "1 + Days"),
+        ("Reaction ~ (1|Subject) + Days", "Reaction ~ Days", "Subject", "1"),
+        ("Reaction ~ (0 + Days | Subject)", "Reaction ~ 1", "Subject", "0 + Days"),
+    ],
+)
+def test_lme4_bar_terms_say_how_dmixed_writes_them(formula, fixed, group, re_formula):
+    """formulaic's 'Operator `|` is incorrectly used' named no way out; the refusal says
+    formula=, groups= and re_formula=, and the command line's flags."""
+    df = pd.DataFrame(
+        {
+            "Reaction": np.arange(20.0) ** 1.5,
+            "Days": np.arange(20.0) % 10,
+            "Subject": np.arange(20) % 4,
+        }
+    )
+    with pytest.raises(FormulaError) as info:
+        dmixed.mixedlm(formula, df, groups="Subject")
+    message = str(info.value)
+    assert "lme4's random-effects term" in message
+    assert f"formula={fixed!r}, groups={group!r}, re_formula={re_formula!r}" in message
+    assert f"--groups {group} --re-formula {re_formula!r}" in message
+    assert "incorrectly used" not in message
+
+
+def test_lme4_bar_in_re_formula_and_double_bar_are_explained():
+    with pytest.raises(
+        FormulaError, match=r"re_formula holds the effects only, re_formula='1 \+ x'"
+    ):
+        parse_formula("(x | g)", "re_formula", lhs=False)
+    with pytest.raises(FormulaError, match=r"\|\| \(uncorrelated effects\)"):
+        parse_formula("y ~ x + (x || g)", "formula", lhs=True)
+    with pytest.raises(FormulaError, match="one grouping factor"):
+        parse_formula("y ~ x + (1 | g) + (1 | h)", "formula", lhs=True)
+
+
+def test_bar_inside_a_call_is_pythons_or_not_a_bar_term():
+    """``I(a | b)`` is Python inside a call: parsed as before, not taken for lme4's."""
+    _, rhs = parse_formula("y ~ I(a | b)", "formula", lhs=True)
+    assert [str(t) for t in rhs] == ["1", "I(a | b)"]
