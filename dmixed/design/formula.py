@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import difflib
 import re
+import shlex
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -215,19 +216,30 @@ def parse_formula(formula: str, role: str, *, lhs: bool, columns: set | None = N
 
 def _lme4_bars(formula: str) -> list[tuple[str, str, str, bool]]:
     """lme4's random-effects terms ``(effects | group)`` and ``(effects || group)`` in
-    ``formula``: each parenthesized group outside any call (``|`` inside a call is
-    Python's ``or``) holding a bar, as ``(inner text, effects, group, double bar)``,
-    in the order written.  Read from the text alone (nothing is evaluated)."""
+    ``formula``: each parenthesized group outside any call holding a bar of its own
+    (outside its inner calls, brackets, backquoted names and quoted strings: ``|``
+    inside a call is Python's ``or``, inside backquotes part of a column's name), as
+    ``(inner text, effects, group, double bar)``, in the order written.  Read from
+    the text alone (nothing is evaluated)."""
     out = []
+    bars: list[list[int]] = []  # per open "(": the positions of its own top-level bars
     for pos, calls, closed in _paren_scan(formula, "_.`)]"):
+        ch = formula[pos]
         if closed is None:
+            if ch == "(":
+                bars.append([])
+            elif ch == "|" and bars and not calls:
+                bars[-1].append(pos)
             continue
+        own = bars.pop() if bars else []
         start, call = closed
-        inner = formula[start + 1 : pos]
-        if call or calls or "|" not in inner or "(" in inner:
+        if call or calls or not own:
             continue
-        effects, bar, group = inner.partition("||") if "||" in inner else inner.partition("|")
-        out.append((inner, effects.strip(), group.strip(), bar == "||"))
+        inner = formula[start + 1 : pos]
+        first = own[0] - start - 1
+        double = len(own) > 1 and own[1] == own[0] + 1
+        effects, group = inner[:first], inner[first + (2 if double else 1) :]
+        out.append((inner, effects.strip(), group.strip(), double))
     return out
 
 
@@ -241,17 +253,68 @@ def _lme4_re_formula(effects: str) -> str:
     return f"1 + {effects}"
 
 
+def _lme4_group(group: str) -> tuple[str | None, list[str]]:
+    """lme4's grouping factor as ``(the one column it names or None, the columns of
+    its combination)``: ``g`` and ```my g``` name one column; ``g:c`` (the
+    combinations of g and c) and ``g/c`` (g, and c within g) name several, which
+    ``groups=`` cannot (it takes one column)."""
+    name = group[1:-1] if re.fullmatch(r"`[^`]*`", group) else group
+    if name is not group or name.isidentifier():
+        return name, [name]
+    parts = [p.strip().strip("`") for p in re.split(r"[:/]", group)]
+    return None, [p for p in parts if p]
+
+
+def _lme4_several_groups(group: str, parts: list[str]) -> str:
+    """The advice for a grouping factor that is no one column (``g:c``, ``g/c``)."""
+    if len(parts) < 2:
+        return (
+            f"groups names one column of the data and ({group}) is none: make it a "
+            "column of the data and give that column's name as groups"
+        )
+    outer, inner = parts[0], parts[-1]
+    column = "_".join(parts)
+    combined = " + '_' + ".join(f"data[{p!r}].astype(str)" for p in parts)
+    return (
+        f"groups names one column of the data, not the combinations {group}: make them "
+        f"a column (e.g. data[{column!r}] = {combined}) and give groups={column!r}, or, "
+        f"with groups={outer!r}, fit {inner} within {outer} as a variance component, "
+        f"vc_formula={{{inner!r}: '0 + C({inner})'}} (command line: --groups {outer} "
+        f'--vc "{inner}=0 + C({inner})")'
+    )
+
+
 def _lme4_bar_message(formula: str, role: str, bars) -> str:
     """The message refusing lme4's bar terms in ``formula``: how dmixed writes them
-    (``groups``, ``re_formula``), in the API, on the command line and in a job file."""
+    (``groups``, ``re_formula``, ``vc_formula``), in the API, on the command line and
+    in a job file."""
     inner, effects, group, double = bars[0]
     re_formula = _lme4_re_formula(effects)
+    column, parts = _lme4_group(group)
     head = (
         f"invalid {role} {shown(formula)}: ({inner.strip()}) is lme4's random-effects "
         "term; dmixed takes the grouping factor and the random effects apart from the "
         "fixed-effects formula"
     )
-    if role == "formula":
+    vc = re.fullmatch(r"vc_formula\[(.*)\]", role)
+    if vc:  # a variance component: its formula's columns are the component's levels
+        name = vc[1]
+        levels = column if column is not None else "_".join(parts)
+        effect = "" if re_formula in ("1", "0 + 1") else f":{effects}"
+        how = (
+            f": a variance component's formula holds only the columns of its effects, "
+            f"within the model's groups, e.g. vc_formula={{{name}: "
+            f"'0 + C({levels}){effect}'}} (command line: --vc "
+            f'"{name[1:-1]}=0 + C({levels}){effect}"; job file: vc_formula key)'
+        )
+        if column is None:
+            combined = " + '_' + ".join(f"data[{p!r}].astype(str)" for p in parts)
+            how += f"; first make the combinations {group} a column: data[{levels!r}] = {combined}"
+    elif column is None:
+        how = ": " + _lme4_several_groups(group, parts)
+        if role == "formula":
+            how += f"; the fixed effects stay in formula, the effects in re_formula={re_formula!r}"
+    elif role == "formula":
         fixed = formula
         for text, *_ in bars:
             term = re.escape(f"({text})")
@@ -262,15 +325,15 @@ def _lme4_bar_message(formula: str, role: str, bars) -> str:
                 fixed = fixed.replace(f"({text})", "1", 1)
         fixed = " ".join(fixed.split())
         how = (
-            f": formula={fixed!r}, groups={group!r}, re_formula={re_formula!r} "
-            f"(command line: --formula {fixed!r} --groups {group} --re-formula "
-            f"{re_formula!r}; job file: formula, groups and re_formula keys)"
+            f": formula={fixed!r}, groups={column!r}, re_formula={re_formula!r} "
+            f"(command line: --formula {fixed!r} --groups {shlex.quote(column)} "
+            f"--re-formula {re_formula!r}; job file: formula, groups and re_formula keys)"
         )
     else:
         how = (
             f": {role} holds the effects only, re_formula={re_formula!r}, and the grouping "
-            f"factor is groups={group!r} (command line: --re-formula {re_formula!r} "
-            f"--groups {group})"
+            f"factor is groups={column!r} (command line: --re-formula {re_formula!r} "
+            f"--groups {shlex.quote(column)})"
         )
     notes = []
     if double:
@@ -477,20 +540,28 @@ def _outside_calls(formula: str) -> str:
 
 
 def _paren_scan(formula: str, call_edges: str):
-    """Walk the characters of ``formula`` outside backquoted names (the backquotes
-    left out too), yielding ``(position, calls, closed)``: ``calls`` the number of
-    calls the character is in (Python there: comparisons allowed), a call's own
-    parentheses counted in it; ``closed``, for a ``)``, the ``(position, is a call)``
-    of the ``(`` it closes, else None.  A ``(`` opens a call after a letter, a digit
-    or one of ``call_edges``."""
+    """Walk the characters of ``formula`` outside backquoted names and quoted strings
+    (``Q('a|b')``; the quotes left out too), yielding ``(position, calls, closed)``:
+    ``calls`` the number of calls the character is in (Python there: comparisons
+    allowed), a call's own parentheses counted in it; ``closed``, for a ``)``, the
+    ``(position, is a call)`` of the ``(`` it closes, else None.  A ``(`` opens a call
+    after a letter, a digit or one of ``call_edges``.  The one scanner of brackets:
+    every reading of a formula's text skips quoted characters the same way."""
     calls = 0
     stack: list[tuple[int, bool]] = []  # (position of "(", is a call)
-    quoted = False
+    quote = ""  # the open quote: "`", "'" or '"'
+    escaped = False
     for pos, ch in enumerate(formula):
-        if ch == "`":
-            quoted = not quoted
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote != "`":
+                escaped = True
+            elif ch == quote:
+                quote = ""
             continue
-        if quoted:
+        if ch in "`'\"":
+            quote = ch
             continue
         if ch == "(":
             before = formula[:pos].rstrip()
