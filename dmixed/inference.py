@@ -303,7 +303,9 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
         An argument that is not fitted results (named by its position, as
         :func:`anova` names it); fits of different data (``nobs``), responses
         (``names.endog_name``) or methods; REML fits with different fixed effects; a
-        full model without more parameters.
+        full model without more parameters.  Models built from arrays all name their
+        response ``'y'`` (a pandas Series its own name), so the response check cannot
+        tell two array responses apart: that they are the same is the caller's to know.
     """
     from scipy import special
 
@@ -332,7 +334,9 @@ def _check_same_response(fits, labels) -> None:
     formula writes it, e.g. ``np.log(Reaction)``): their likelihoods are densities of
     different variables, so a difference of them is no likelihood ratio.  Compared by
     name, the one record of the response that in-process, Dask and loaded results
-    all hold; the same response written two ways (``y`` and ``I(y)``) is refused too."""
+    all hold; the same response written two ways (``y`` and ``I(y)``) is refused too.
+    Models built from arrays all name their response ``'y'`` (a named pandas Series
+    excepted), so two different array responses pass this check unseen."""
     responses = [str(f.names.endog_name) for f in fits]
     if len(set(responses)) > 1:
         shown = ", ".join(f"{label}: {r!r}" for label, r in zip(labels, responses, strict=True))
@@ -390,7 +394,9 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
         data (``nobs``) or responses (``names.endog_name``); ``names`` of the wrong
         length; a REML fit to refit whose model is not at hand (loaded results); REML
         fits with different fixed effects and ``refit=False``; ML and REML mixed with
-        ``refit=False``; ``refit`` not a Python or numpy bool.
+        ``refit=False``; ``refit`` not a Python or numpy bool.  Models built from
+        arrays all name their response ``'y'``: the response check cannot tell two
+        array responses apart.
     """
     from scipy import special
 
