@@ -300,12 +300,15 @@ def _lme4_bar_message(formula: str, role: str, bars) -> str:
     if vc:  # a variance component: its formula's columns are the component's levels
         name = vc[1]
         levels = column if column is not None else "_".join(parts)
-        effect = "" if re_formula in ("1", "0 + 1") else f":{effects}"
+        words = [w for w in re.split(r"\s*[+]\s*", effects.strip()) if w]
+        slopes = [w for w in words if w not in ("0", "1", "-1") and not w.startswith("-")]
+        intercept = not any(w in ("0", "-1") for w in words) and not re.search(r"-\s*1\b", effects)
+        terms = [f"C({levels})"] * intercept + [f"C({levels}):{w}" for w in slopes]
+        vc_text = "0 + " + " + ".join(terms or [f"C({levels})"])
         how = (
             f": a variance component's formula holds only the columns of its effects, "
-            f"within the model's groups, e.g. vc_formula={{{name}: "
-            f"'0 + C({levels}){effect}'}} (command line: --vc "
-            f'"{name[1:-1]}=0 + C({levels}){effect}"; job file: vc_formula key)'
+            f"within the model's groups, e.g. vc_formula={{{name}: {vc_text!r}}} "
+            f'(command line: --vc "{name[1:-1]}={vc_text}"; job file: vc_formula key)'
         )
         if column is None:
             combined = " + '_' + ".join(f"data[{p!r}].astype(str)" for p in parts)

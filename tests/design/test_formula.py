@@ -742,3 +742,82 @@ def test_bar_inside_a_call_is_pythons_or_not_a_bar_term():
     """``I(a | b)`` is Python inside a call: parsed as before, not taken for lme4's."""
     _, rhs = parse_formula("y ~ I(a | b)", "formula", lhs=True)
     assert [str(t) for t in rhs] == ["1", "I(a | b)"]
+
+
+def _backquoted_bar_frame():
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"g": np.repeat(np.arange(10), 6), "x": rng.normal(size=60)})
+    df["a|b"] = rng.normal(size=60)
+    df["y"] = df.x + rng.normal(size=60) + np.repeat(rng.normal(size=10), 6)
+    return df
+
+
+@pytest.mark.parametrize(
+    ("formula", "re_formula"),
+    [
+        ("y ~ x + (`a|b`)", None),
+        ("y ~ (x + `a|b`)", None),
+        ("y ~ x + (Q('a|b'))", None),
+        ("y ~ x", "(`a|b`)"),
+    ],
+)
+def test_a_bar_in_a_backquoted_name_is_no_lme4_term(formula, re_formula):
+    """The review found ``(`a|b`)`` taken for lme4's ``(effects | group)``: the bar of a
+    backquoted column's name (or of a quoted string) is the name's, and the model fits."""
+    df = _backquoted_bar_frame()
+    kwargs = {} if re_formula is None else {"re_formula": re_formula}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)  # a small fit may warn
+        fit = dmixed.mixedlm(formula, df, groups="g", **kwargs).fit()
+    assert np.isfinite(fit.llf)
+
+
+@pytest.mark.parametrize(
+    ("formula", "re_formula"),
+    [
+        ("y ~ x + (1 + np.exp(x) | g)", "1 + np.exp(x)"),
+        ("y ~ x + (x + I(a|b) | g)", "1 + x + I(a|b)"),
+        ("y ~ x + (x | `my g`)", "1 + x"),
+    ],
+)
+def test_bar_terms_holding_calls_are_lme4_terms(formula, re_formula):
+    """A bar of the bracket's own (outside its calls) makes an lme4 term even where the
+    effects call functions; formulaic's 'incorrectly used' said nothing of it."""
+    with pytest.raises(FormulaError, match="lme4's random-effects term") as info:
+        parse_formula(formula, "formula", lhs=True)
+    message = str(info.value)
+    assert f"re_formula={re_formula!r}" in message
+    assert "incorrectly used" not in message
+    if "my g" in formula:
+        assert "groups='my g'" in message and "--groups 'my g'" in message
+
+
+def test_a_call_with_a_bar_alone_in_a_bracket_is_no_lme4_term():
+    _, rhs = parse_formula("y ~ (I(a|b))", "formula", lhs=True)
+    assert [str(t) for t in rhs] == ["1", "I(a | b)"]
+
+
+def test_a_bar_term_in_a_variance_component_says_how_to_write_one():
+    """The review found re_formula/groups advised for a bar term in vc_formula."""
+    with pytest.raises(FormulaError) as info:
+        parse_formula("0 + (1|c)", "vc_formula['c']", lhs=False)
+    message = str(info.value)
+    assert "vc_formula={'c': '0 + C(c)'}" in message
+    assert '--vc "c=0 + C(c)"' in message
+    assert "re_formula=" not in message and "groups=" not in message
+    with pytest.raises(FormulaError, match=r"vc_formula=\{'c': '0 \+ C\(c\):x'\}"):
+        parse_formula("0 + (0 + x | c)", "vc_formula['c']", lhs=False)
+
+
+@pytest.mark.parametrize("group", ["g:c", "g/c"])
+def test_a_grouping_factor_of_several_columns_is_told_to_make_a_column(group):
+    """``(1|g:c)`` advised groups='g:c', then refused as no column: the message says to
+    make a column of the combinations, or to fit c within g as a variance component."""
+    with pytest.raises(FormulaError) as info:
+        parse_formula(f"y ~ x + (1|{group})", "formula", lhs=True)
+    message = str(info.value)
+    assert f"groups={group!r}" not in message
+    assert "data['g_c'] = data['g'].astype(str) + '_' + data['c'].astype(str)" in message
+    assert "groups='g_c'" in message
+    assert "groups='g', fit c within g as a variance component" in message
+    assert "vc_formula={'c': '0 + C(c)'}" in message
