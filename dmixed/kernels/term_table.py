@@ -82,8 +82,11 @@ REUSE_ALL_BYTES = 2 * REUSE_MAX_BYTES
 #: their block's merge, a merge's as long as the result that holds its block, so a merge
 #: in a free table's memory leaves the next data pass's table fresh pages to fault in
 #: (benchmarks/RESULTS.md, alt-s36).
-BUFFER_USES = ("table", "spill", "merge", "moved", "held")
-#: (``"held"``: a partition's columns a chain holds while it routes, :func:`held_columns`.)
+BUFFER_USES = ("table", "spill", "merge", "moved", "held", "blups")
+#: (``"held"``: a partition's columns a chain holds while it routes, :func:`held_columns`;
+#: ``"blups"``: a block's BLUPs and conditional covariances on their way to the driver,
+#: :func:`~dmixed.engines.dask.ahead.block_hessian_random_effects`, whose views live
+#: until they are sent.)
 #: A :class:`TermRows` sent to another process (pickled: a chain's part of a bucket
 #: combined on another worker) goes as row pieces of at most this many bytes, joined
 #: on arrival in a buffer of :func:`table_buffer` (use ``"moved"``): Dask's transfer
