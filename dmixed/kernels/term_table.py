@@ -151,7 +151,8 @@ def release_idle_buffers() -> int:
 def table_buffer(shape: tuple[int, int], zeroed: bool, use: str) -> np.ndarray:
     """A C-ordered float64 array of ``shape``, all zeros where ``zeroed`` (else its
     values unset), for a table of terms, its spill, the merged rows of
-    :func:`merge_term_rows` or the rows of a part from another process.
+    :func:`merge_term_rows`, the rows of a part from another process, or a block's
+    BLUPs on their way to the driver.
 
     In a process that keeps them (:func:`keep_table_buffers`), from
     :data:`REUSE_MIN_BYTES` on, it is a view of a buffer this process made for an
