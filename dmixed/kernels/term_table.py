@@ -60,11 +60,12 @@ REUSE_MIN_BYTES = 32 << 20
 #: where it keeps or hands one out (a chain's table and spill; two chains at once on a
 #: worker of two threads; the rows of a part from another worker, one a block; the
 #: merged rows of :func:`merge_term_rows`; the columns of the partitions a chain holds
-#: while it routes, :func:`held_columns`; what a worker of two threads uses in a fit of
-#: 1M groups fits: benchmarks/RESULTS.md, g2m-s54).  Buffers still in use do not count:
+#: while it routes, :func:`held_columns`; a block's BLUPs and their covariances, use
+#: ``"blups"``; what a worker of two threads uses in a fit of 1M groups fits:
+#: benchmarks/RESULTS.md, g2m-s54 and blup-s56).  Buffers still in use do not count:
 #: a held result's merged rows, kept for the next fit's once it is gone, would take the
 #: place of idle ones.
-REUSE_KEPT = 12
+REUSE_KEPT = 13
 #: Bytes of the buffers :func:`table_buffer` keeps that no array views, at most, where
 #: it keeps or hands one out (sized to hold those a worker of two threads uses in a fit
 #: of 1M groups of a random slope: benchmarks/RESULTS.md, g2m-s54).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -697,7 +698,11 @@ def reorder(position: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.take(values.reshape(n, -1), inverse, axis=0).reshape(values.shape)
 
 
-def reorder_parts(position: np.ndarray, parts: list[np.ndarray], each=None) -> np.ndarray:
+def reorder_parts(
+    position: np.ndarray,
+    parts: list[np.ndarray],
+    each: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
     """:func:`reorder` of the blocks' ``parts`` concatenated, without the
     concatenation: block ``b``'s rows go straight to their places,
     ``out[position[offset_b + i]] = parts[b][i]``, each row moved as one item of its
