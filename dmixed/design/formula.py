@@ -544,14 +544,18 @@ def _outside_calls(formula: str) -> str:
 
 def _paren_scan(formula: str, call_edges: str):
     """Walk the characters of ``formula`` outside backquoted names and quoted strings
-    (``Q('a|b')``; the quotes left out too), yielding ``(position, calls, closed)``:
-    ``calls`` the number of calls the character is in (Python there: comparisons
-    allowed), a call's own parentheses counted in it; ``closed``, for a ``)``, the
-    ``(position, is a call)`` of the ``(`` it closes, else None.  A ``(`` opens a call
-    after a letter, a digit or one of ``call_edges``.  The one scanner of brackets:
-    every reading of a formula's text skips quoted characters the same way."""
+    (``Q('a|b')``, ``Treatment("c(d")``, escapes read; the quotes left out too),
+    yielding ``(position, calls, closed)``: ``calls`` the number of calls, braces and
+    square brackets the character is in (Python there: comparisons allowed, ``|`` is
+    Python's ``or``), a call's own parentheses and a brace's or bracket's own
+    characters counted in it; ``closed``, for a ``)``, the ``(position, is a call)``
+    of the ``(`` it closes, else None.  A ``(`` opens a call after a letter, a digit
+    or one of ``call_edges``; formulaic's ``{...}`` holds Python code.  A closing
+    character that does not close the innermost open one is yielded as an ordinary
+    character.  The one scanner of brackets: every reading of a formula's text skips
+    quoted characters the same way."""
     calls = 0
-    stack: list[tuple[int, bool]] = []  # (position of "(", is a call)
+    stack: list[tuple[str, int, bool]] = []  # (opening character, its position, is Python)
     quote = ""  # the open quote: "`", "'" or '"'
     escaped = False
     for pos, ch in enumerate(formula):
@@ -569,15 +573,22 @@ def _paren_scan(formula: str, call_edges: str):
         if ch == "(":
             before = formula[:pos].rstrip()
             call = bool(before) and (before[-1].isalnum() or before[-1] in call_edges)
-            stack.append((pos, call))
+            stack.append((ch, pos, call))
             calls += call
             yield pos, calls, None
-        elif ch == ")" and stack:
-            start, call = stack.pop()
-            yield pos, calls, (start, call)
+        elif ch in "{[":
+            stack.append((ch, pos, True))
+            calls += 1
+            yield pos, calls, None
+        elif stack and ch == _CLOSES[stack[-1][0]]:
+            _, start, call = stack.pop()
+            yield pos, calls, ((start, call) if ch == ")" else None)
             calls -= call
         else:
             yield pos, calls, None
+
+
+_CLOSES = {"(": ")", "{": "}", "[": "]"}
 
 
 def _number(node: ast.AST) -> bool:

@@ -13,6 +13,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmixed
 from dmixed.design import build_spec
@@ -821,3 +823,107 @@ def test_a_grouping_factor_of_several_columns_is_told_to_make_a_column(group):
     assert "groups='g_c'" in message
     assert "groups='g', fit c within g as a variance component" in message
     assert "vc_formula={'c': '0 + C(c)'}" in message
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ x + ({(x > 0) | (x < -1)})",
+        "y ~ (x + {(x > 0) | (x < -1)})",
+        "y ~ x + ({x > 0 | x < -1} + x)",
+        "y ~ (x + {a|b|x})",
+    ],
+)
+def test_a_bar_in_python_braces_is_pythons_or_not_a_bar_term(formula):
+    """The review found a ``|`` inside formulaic's ``{...}`` (Python code) taken for an
+    lme4 bar where the brace sits inside a plain bracket: refused, where main fits."""
+    parse_formula(formula, "formula", lhs=True)
+
+
+def test_a_saved_fit_with_a_bar_in_python_braces_loads_and_predicts(tmp_path):
+    """Such results saved by main must load (loading parses the formula again)."""
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"g": np.repeat(np.arange(12), 10), "x": rng.normal(size=120)})
+    df["y"] = df.x + rng.normal(size=120) + np.repeat(rng.normal(size=12), 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)  # a small fit may warn
+        fit = dmixed.mixedlm("y ~ x + ({(x > 0) | (x < -1)})", df, groups="g").fit()
+    fit.save(tmp_path / "fit.dmx")
+    loaded = dmixed.load(tmp_path / "fit.dmx")
+    assert list(loaded.fe_params.index) == list(fit.fe_params.index)
+    np.testing.assert_allclose(loaded.predict(df), fit.predict(df), rtol=1e-12)
+
+
+_ATOMS = [
+    "x",
+    "a",
+    "`a|b`",
+    "`it's`",
+    "Q('a|b')",
+    'Q("q\\"|z")',
+    "Q('q\"|z')",
+    "C(c, Treatment('a|b'))",
+    "I(x + 1)",
+    "I((x > 0) | (x < -1))",
+    "{(x > 0) | (x < -1)}",
+    "np.log(np.abs(x) + 1)",
+    "{x * 2}",
+    "{'|' in 'a|b' or x > 0}",
+    "{[x, a][0] | a}",
+    "I(x*(a|b>0))",
+]
+_BARS = [
+    ("(1|g)", "g"),
+    ("(x|g)", "g"),
+    ("(0 + x || g)", "g"),
+    ("(np.exp(x) | g)", "g"),
+    ("(Q('a|b') | g)", "g"),
+    ("(`a|b` | g)", "g"),
+    ("(x + {x*2} | g)", "g"),
+    ("({a | b} | g)", "g"),
+]
+
+
+@st.composite
+def _terms(draw, depth=0):
+    """A fixed-effects term of quoted names, calls, braces and plain brackets."""
+    atom = draw(st.sampled_from(_ATOMS))
+    if depth >= 2:
+        return atom
+    kind = draw(st.sampled_from(["atom", "sum", "bracket", "product"]))
+    if kind == "sum":
+        return f"({draw(_terms(depth + 1))} + {draw(_terms(depth + 1))})"
+    if kind == "bracket":
+        return f"({atom})"
+    if kind == "product":
+        return f"{draw(_terms(depth + 1))}:{draw(_terms(depth + 1))}"
+    return atom
+
+
+def _joined(terms: list[str], bracketed: bool) -> str:
+    rhs = " + ".join(terms)
+    return f"y ~ ({rhs})" if bracketed else f"y ~ {rhs}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_terms(), min_size=1, max_size=3), st.booleans())
+def test_formulas_without_bar_terms_parse(terms, bracketed):
+    """Bars of quoted names and strings, of calls and of Python braces are no lme4
+    terms, at any depth of plain brackets (the review's random formulas)."""
+    parse_formula(_joined(terms, bracketed), "formula", lhs=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(_terms(), max_size=2),
+    st.sampled_from(_BARS),
+    st.integers(0, 2),
+    st.booleans(),
+)
+def test_bar_terms_among_other_terms_are_caught(terms, bar, at, bracketed):
+    text, group = bar
+    terms.insert(min(at, len(terms)), text)
+    with pytest.raises(FormulaError, match="lme4's random-effects term") as info:
+        parse_formula(_joined(terms, bracketed), "formula", lhs=True)
+    assert f"({text[1:-1].strip()}) is lme4's" in str(info.value)
+    assert f"groups={group!r}" in str(info.value)
