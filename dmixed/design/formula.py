@@ -265,8 +265,41 @@ def _lme4_group(group: str) -> tuple[str | None, list[str]]:
     return None, [p for p in parts if p]
 
 
-def _lme4_several_groups(group: str, parts: list[str]) -> str:
-    """The advice for a grouping factor that is no one column (``g:c``, ``g/c``)."""
+def _lme4_effect_words(effects: str) -> tuple[bool, list[str]]:
+    """lme4's effects as ``(has an intercept, the slopes' terms)``."""
+    words = [w for w in re.split(r"\s*[+]\s*", effects.strip()) if w]
+    slopes = [w for w in words if w not in ("0", "1", "-1") and not w.startswith("-")]
+    intercept = not any(w in ("0", "-1") for w in words) and not re.search(r"-\s*1\b", effects)
+    return intercept, slopes
+
+
+def _lme4_components(key: str, levels: str, effects: str) -> dict[str, str]:
+    """One variance component per lme4 effect within ``levels`` (each its own
+    variance, as lme4's ``||`` gives): the intercept's key ``key``, a slope's
+    ``key_<slope>``."""
+    intercept, slopes = _lme4_effect_words(effects)
+    out = {key: f"0 + C({levels})"} if intercept or not slopes else {}
+    for w in slopes:
+        suffix = re.sub(r"\W+", "_", w).strip("_")
+        name = f"{key}_{suffix}" if intercept or len(slopes) > 1 else key
+        out[name] = f"0 + C({levels}):{w}"
+    return out
+
+
+def _vc_flags(components: dict[str, str]) -> str:
+    """The command line's ``--vc`` flags for ``components``, quoted for a shell."""
+    return " ".join(f"--vc {shlex.quote(f'{k}={v}')}" for k, v in components.items())
+
+
+def _combined(parts: list[str]) -> str:
+    return " + '_' + ".join(f"data[{p!r}].astype(str)" for p in parts)
+
+
+def _lme4_several_groups(group: str, parts: list[str], effects: str) -> str:
+    """The advice for a grouping factor that is no one column (``g:c``, ``g/c``):
+    ``g/c`` is g, and c within g (a variance component beside g's own effects);
+    ``g:c`` is the combinations alone, so g has no effect of its own
+    (``re_formula='0'``) where c within g is fitted as a variance component."""
     if len(parts) < 2:
         return (
             f"groups names one column of the data and ({group}) is none: make it a "
@@ -274,14 +307,47 @@ def _lme4_several_groups(group: str, parts: list[str]) -> str:
         )
     outer, inner = parts[0], parts[-1]
     column = "_".join(parts)
-    combined = " + '_' + ".join(f"data[{p!r}].astype(str)" for p in parts)
-    return (
+    advice = (
         f"groups names one column of the data, not the combinations {group}: make them "
-        f"a column (e.g. data[{column!r}] = {combined}) and give groups={column!r}, or, "
-        f"with groups={outer!r}, fit {inner} within {outer} as a variance component, "
-        f"vc_formula={{{inner!r}: '0 + C({inner})'}} (command line: --groups {outer} "
-        f'--vc "{inner}=0 + C({inner})")'
+        f"a column (e.g. data[{column!r}] = {_combined(parts)}) and give groups={column!r}"
     )
+    components = {inner: f"0 + C({inner})"}
+    vc = f"vc_formula={components!r} (command line: --groups {shlex.quote(outer)} "
+    if "/" in group:
+        return (
+            f"{advice}, or, with groups={outer!r}, fit {inner} within {outer} as a "
+            f"variance component, {vc}{_vc_flags(components)})"
+        )
+    intercept, slopes = _lme4_effect_words(effects)
+    if slopes or not intercept:
+        return advice
+    return (
+        f"{advice}, or, with groups={outer!r} and re_formula='0' ({group} alone gives "
+        f"{outer} no effect of its own), fit {inner} within {outer} as a variance "
+        f"component, {vc}--re-formula 0 {_vc_flags(components)})"
+    )
+
+
+def _fixed_without_bars(formula: str, bars) -> str | None:
+    """``formula`` with its bar terms taken out, where each is a term of its own (a
+    ``+``, ``~`` or bracket on each side); None where one sits in an operator's
+    expression (``x*(a|b)``), whose rewriting is the user's to choose."""
+    fixed = formula
+    for text, *_ in bars:
+        term = f"({text})"
+        at = fixed.find(term)
+        before = fixed[:at].rstrip()[-1:]
+        after = fixed[at + len(term) :].lstrip()[:1]
+        if before not in ("~", "+", "(", "") or after not in ("+", ")", ""):
+            return None
+        if before == "+":
+            fixed = fixed[: len(fixed[:at].rstrip()) - 1].rstrip() + fixed[at + len(term) :]
+        elif after == "+":
+            rest = fixed[at + len(term) :].lstrip()[1:].lstrip()
+            fixed = fixed[:at] + rest
+        else:
+            fixed = fixed[:at] + "1" + fixed[at + len(term) :]
+    return " ".join(fixed.split())
 
 
 def _lme4_bar_message(formula: str, role: str, bars) -> str:
@@ -296,50 +362,66 @@ def _lme4_bar_message(formula: str, role: str, bars) -> str:
         "term; dmixed takes the grouping factor and the random effects apart from the "
         "fixed-effects formula"
     )
+    notes = []
     vc = re.fullmatch(r"vc_formula\[(.*)\]", role)
     if vc:  # a variance component: its formula's columns are the component's levels
-        name = vc[1]
+        key = vc[1][1:-1] if vc[1][:1] in "'\"" else vc[1]
         levels = column if column is not None else "_".join(parts)
-        words = [w for w in re.split(r"\s*[+]\s*", effects.strip()) if w]
-        slopes = [w for w in words if w not in ("0", "1", "-1") and not w.startswith("-")]
-        intercept = not any(w in ("0", "-1") for w in words) and not re.search(r"-\s*1\b", effects)
-        terms = [f"C({levels})"] * intercept + [f"C({levels}):{w}" for w in slopes]
-        vc_text = "0 + " + " + ".join(terms or [f"C({levels})"])
-        how = (
-            f": a variance component's formula holds only the columns of its effects, "
-            f"within the model's groups, e.g. vc_formula={{{name}: {vc_text!r}}} "
-            f'(command line: --vc "{name[1:-1]}={vc_text}"; job file: vc_formula key)'
-        )
+        intercept, slopes = _lme4_effect_words(effects)
+        components = _lme4_components(key, levels, effects)
+        correlated = not double and len(slopes) + intercept > 1
+        if correlated:
+            how = (
+                f": a variance component has one variance and no correlations, and "
+                f"({inner.strip()}) is a correlated "
+                f"{'intercept and slope' if intercept else 'set of slopes'}"
+                f", which has no variance-component form: fit {levels} as the model's "
+                f"groups (groups={levels!r}, re_formula={re_formula!r}); uncorrelated "
+                f"(lme4's ||), each effect is a component of its own, "
+                f"vc_formula={components!r} (command line: {_vc_flags(components)})"
+            )
+        else:
+            how = (
+                f": a variance component's formula holds only the columns of its effects, "
+                f"within the model's groups, each effect a component of its own (its own "
+                f"variance), e.g. vc_formula={components!r} "
+                f"(command line: {_vc_flags(components)}; job file: vc_formula key)"
+            )
         if column is None:
-            combined = " + '_' + ".join(f"data[{p!r}].astype(str)" for p in parts)
-            how += f"; first make the combinations {group} a column: data[{levels!r}] = {combined}"
+            how += (
+                f"; first make the combinations {group} a column: "
+                f"data[{levels!r}] = {_combined(parts)}"
+            )
     elif column is None:
-        how = ": " + _lme4_several_groups(group, parts)
+        how = ": " + _lme4_several_groups(group, parts, effects)
         if role == "formula":
-            how += f"; the fixed effects stay in formula, the effects in re_formula={re_formula!r}"
+            how += "; the fixed effects stay in formula"
+            how += f", the effects in re_formula={re_formula!r}"
+            if ":" in group and "/" not in group and len(parts) > 1:
+                how += f" with groups={'_'.join(parts)!r}"
     elif role == "formula":
-        fixed = formula
-        for text, *_ in bars:
-            term = re.escape(f"({text})")
-            fixed, n = re.subn(rf"\s*\+\s*{term}", "", fixed, count=1)
-            if not n:
-                fixed, n = re.subn(rf"{term}\s*\+\s*", "", fixed, count=1)
-            if not n:
-                fixed = fixed.replace(f"({text})", "1", 1)
-        fixed = " ".join(fixed.split())
-        how = (
-            f": formula={fixed!r}, groups={column!r}, re_formula={re_formula!r} "
-            f"(command line: --formula {fixed!r} --groups {shlex.quote(column)} "
-            f"--re-formula {re_formula!r}; job file: formula, groups and re_formula keys)"
-        )
+        fixed = _fixed_without_bars(formula, bars)
+        flags = f"--groups {shlex.quote(column)} --re-formula {shlex.quote(re_formula)}"
+        if fixed is None:
+            how = (
+                f": a bar term is a term of its own, and ({inner.strip()}) sits in an "
+                f"operator's expression: write the fixed effects you mean without it in "
+                f"formula, with groups={column!r}, re_formula={re_formula!r} (command "
+                f"line: {flags}; job file: formula, groups and re_formula keys)"
+            )
+        else:
+            how = (
+                f": formula={fixed!r}, groups={column!r}, re_formula={re_formula!r} "
+                f"(command line: --formula {shlex.quote(fixed)} {flags}; "
+                "job file: formula, groups and re_formula keys)"
+            )
     else:
         how = (
             f": {role} holds the effects only, re_formula={re_formula!r}, and the grouping "
-            f"factor is groups={column!r} (command line: --re-formula {re_formula!r} "
-            f"--groups {shlex.quote(column)})"
+            f"factor is groups={column!r} (command line: --re-formula "
+            f"{shlex.quote(re_formula)} --groups {shlex.quote(column)})"
         )
-    notes = []
-    if double:
+    if double and not vc:
         notes.append(
             "lme4's || (uncorrelated effects) has no re_formula form: re_formula's "
             "effects have a full covariance matrix"

@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import re
+import shlex
 import types
 import warnings
 
@@ -725,7 +726,7 @@ def test_lme4_bar_terms_say_how_dmixed_writes_them(formula, fixed, group, re_for
     message = str(info.value)
     assert "lme4's random-effects term" in message
     assert f"formula={fixed!r}, groups={group!r}, re_formula={re_formula!r}" in message
-    assert f"--groups {group} --re-formula {re_formula!r}" in message
+    assert f"--groups {group} --re-formula {shlex.quote(re_formula)}" in message
     assert "incorrectly used" not in message
 
 
@@ -805,7 +806,7 @@ def test_a_bar_term_in_a_variance_component_says_how_to_write_one():
         parse_formula("0 + (1|c)", "vc_formula['c']", lhs=False)
     message = str(info.value)
     assert "vc_formula={'c': '0 + C(c)'}" in message
-    assert '--vc "c=0 + C(c)"' in message
+    assert "--vc 'c=0 + C(c)'" in message
     assert "re_formula=" not in message and "groups=" not in message
     with pytest.raises(FormulaError, match=r"vc_formula=\{'c': '0 \+ C\(c\):x'\}"):
         parse_formula("0 + (0 + x | c)", "vc_formula['c']", lhs=False)
@@ -821,8 +822,71 @@ def test_a_grouping_factor_of_several_columns_is_told_to_make_a_column(group):
     assert f"groups={group!r}" not in message
     assert "data['g_c'] = data['g'].astype(str) + '_' + data['c'].astype(str)" in message
     assert "groups='g_c'" in message
-    assert "groups='g', fit c within g as a variance component" in message
     assert "vc_formula={'c': '0 + C(c)'}" in message
+    if group == "g/c":  # g, and c within g: g's intercept stays
+        assert "groups='g', fit c within g as a variance component" in message
+        assert "re_formula='1'" in message and "re_formula='0'" not in message
+    else:  # the combinations alone: no intercept of g's own
+        assert "groups='g' and re_formula='0'" in message
+        assert "--groups g --re-formula 0 --vc 'c=0 + C(c)'" in message
+        assert "re_formula='1' with groups='g_c'" in message
+
+
+@pytest.mark.parametrize(
+    ("effects", "components"),
+    [
+        ("x||c", {"c": "0 + C(c)", "c_x": "0 + C(c):x"}),
+        ("1 + x + z || c", {"c": "0 + C(c)", "c_x": "0 + C(c):x", "c_z": "0 + C(c):z"}),
+        ("0 + x + z || c", {"c_x": "0 + C(c):x", "c_z": "0 + C(c):z"}),
+    ],
+)
+def test_uncorrelated_effects_in_a_variance_component_are_one_component_each(effects, components):
+    """The review found ``(x||c)`` advised as one key holding intercept and slope: one
+    variance shared by both, where lme4 gives each its own."""
+    with pytest.raises(FormulaError) as info:
+        parse_formula(f"0 + ({effects})", "vc_formula['c']", lhs=False)
+    message = str(info.value)
+    assert f"vc_formula={components!r}" in message
+    flags = " ".join(f"--vc {shlex.quote(f'{k}={v}')}" for k, v in components.items())
+    assert flags in message
+
+
+def test_correlated_effects_in_a_variance_component_have_no_component_form():
+    with pytest.raises(FormulaError) as info:
+        parse_formula("0 + (1 + x | c)", "vc_formula['c']", lhs=False)
+    message = str(info.value)
+    assert "no variance-component form" in message
+    assert "groups='c', re_formula='1 + x'" in message
+    assert "vc_formula={'c': '0 + C(c) + C(c):x'}" not in message
+
+
+@pytest.mark.parametrize("formula", ["y ~ x*(a|b)", "y ~ x + (a| b)*x", "y ~ x:(1|b)"])
+def test_a_bar_term_in_an_operators_expression_gets_no_rewritten_formula(formula):
+    """The review found ``y ~ x*(a|b)`` advised as ``formula='y ~ x*1'`` (and
+    ``x + (a|b)*x`` as ``'y ~ x*x'``)."""
+    with pytest.raises(FormulaError) as info:
+        parse_formula(formula, "formula", lhs=True)
+    message = str(info.value)
+    assert "formula=" not in message.replace("re_formula=", "")
+    assert "--formula" not in message
+    assert "sits in an operator's expression" in message
+    assert "groups='b'" in message
+
+
+@pytest.mark.parametrize(
+    "formula", ['y ~ x + Q("it\'s") + (1|g)', "y ~ x + `it's` + (x | g)", "y ~ x + (x | `my g`)"]
+)
+def test_the_advised_command_line_is_valid_shell(formula):
+    """``--formula``/``--re-formula`` were shown with Python's repr: not shell."""
+    with pytest.raises(FormulaError) as info:
+        parse_formula(formula, "formula", lhs=True)
+    message = str(info.value)
+    line = re.search(r"command line: (.*?); job file", message)[1]
+    words = shlex.split(line)
+    assert words[words.index("--groups") + 1] in ("g", "my g")
+    fixed = formula.split(" + (")[0]
+    assert words[words.index("--formula") + 1] == fixed
+    assert words[words.index("--re-formula") + 1] in ("1", "1 + x")
 
 
 @pytest.mark.parametrize(
