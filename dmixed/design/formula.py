@@ -189,7 +189,7 @@ def parse_formula(formula: str, role: str, *, lhs: bool, columns: set | None = N
             raise FormulaError(f"invalid {role} {shown(formula)}: {called}") from None
         if _LAMBDA.search(formula):  # formulaic reads its ':' as an interaction
             raise FormulaError(_no_lambda(role, formula)) from None
-        hint = _comparison_hint(formula)
+        hint = _comparison_hint(formula) + _quoted_bracket_hint(formula)
         raise FormulaError(f"invalid {role} {shown(formula)}: {clean_message(e)}{hint}") from None
 
     def terms(part) -> list:
@@ -619,12 +619,32 @@ def _comparison_hint(formula: str) -> str:
     return ""
 
 
+def _quoted_bracket_hint(formula: str) -> str:
+    """A message tail for a formula with a bracket inside a quoted string
+    (``Treatment("c(d")``): formulaic's tokenizer counts brackets inside a call
+    without reading its quotes, so it ends "before quote context was closed" or
+    Python meets an unmatched ``)``.  Python reads the escape ``\\x28`` as ``(``, and
+    formulaic sees no bracket there; "" where no quoted string holds a bracket."""
+    strings: list[str] = []
+    for _ in _paren_scan(formula, "_.", strings):
+        pass
+    held = [t for t in strings if any(c in t for c in "()[]{}")]
+    if not held:
+        return ""
+    escapes = {c: f"\\x{ord(c):02x}" for c in "()[]{}"}
+    escaped = "".join(escapes.get(c, c) for c in held[0])
+    return (
+        f"; formulaic (the formula parser) does not read a bracket inside a quoted "
+        f"string such as {held[0]}: write the bracket as Python's escape, {escaped}"
+    )
+
+
 def _outside_calls(formula: str) -> str:
     """``formula`` with the arguments of every call (and backquoted names) blanked."""
     return "".join(formula[pos] for pos, calls, _ in _paren_scan(formula, "_.") if not calls)
 
 
-def _paren_scan(formula: str, call_edges: str):
+def _paren_scan(formula: str, call_edges: str, strings: list[str] | None = None):
     """Walk the characters of ``formula`` outside backquoted names and quoted strings
     (``Q('a|b')``, ``Treatment("c(d")``, escapes read; the quotes left out too),
     yielding ``(position, calls, closed)``: ``calls`` the number of calls, braces and
@@ -634,12 +654,14 @@ def _paren_scan(formula: str, call_edges: str):
     of the ``(`` it closes, else None.  A ``(`` opens a call after a letter, a digit
     or one of ``call_edges``; formulaic's ``{...}`` holds Python code.  A closing
     character that does not close the innermost open one is yielded as an ordinary
-    character.  The one scanner of brackets: every reading of a formula's text skips
-    quoted characters the same way."""
+    character.  ``strings``, where given, receives each quoted string's text (quotes
+    included; not backquoted names).  The one scanner of brackets: every reading of a
+    formula's text skips quoted characters the same way."""
     calls = 0
     stack: list[tuple[str, int, bool]] = []  # (opening character, its position, is Python)
     quote = ""  # the open quote: "`", "'" or '"'
     escaped = False
+    opened = 0  # the position of the open quote
     for pos, ch in enumerate(formula):
         if quote:
             if escaped:
@@ -647,10 +669,12 @@ def _paren_scan(formula: str, call_edges: str):
             elif ch == "\\" and quote != "`":
                 escaped = True
             elif ch == quote:
+                if strings is not None and quote != "`":
+                    strings.append(formula[opened : pos + 1])
                 quote = ""
             continue
         if ch in "`'\"":
-            quote = ch
+            quote, opened = ch, pos
             continue
         if ch == "(":
             before = formula[:pos].rstrip()

@@ -991,3 +991,28 @@ def test_bar_terms_among_other_terms_are_caught(terms, bar, at, bracketed):
         parse_formula(_joined(terms, bracketed), "formula", lhs=True)
     assert f"({text[1:-1].strip()}) is lme4's" in str(info.value)
     assert f"groups={group!r}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("formula", "escaped"),
+    [
+        ('y ~ x + C(c, Treatment("c(d"))', '"c\\x28d"'),
+        ('y ~ (x + C(c, Treatment("c(d")))', '"c\\x28d"'),
+        ("y ~ x + Q('a)b')", "'a\\x29b'"),
+    ],
+)
+def test_a_bracket_in_a_quoted_string_is_refused_with_its_escape(formula, escaped):
+    """The review found ``Treatment("c(d")`` refused "unmatched ')'" with no way out:
+    formulaic counts brackets inside a call without reading its quotes; the message
+    names the string and its escape, which fits."""
+    with pytest.raises(FormulaError) as info:
+        parse_formula(formula, "formula", lhs=True)
+    assert f"write the bracket as Python's escape, {escaped}" in str(info.value)
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame({"g": np.repeat(np.arange(10), 6), "x": rng.normal(size=60)})
+    df["c"] = np.where(rng.random(60) < 0.5, "a|b", "c(d")
+    df["y"] = df.x + rng.normal(size=60) + np.repeat(rng.normal(size=10), 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)  # a small fit may warn
+        fit = dmixed.mixedlm('y ~ x + C(c, Treatment("c\\x28d"))', df, groups="g").fit()
+    assert any(name.endswith("[T.a|b]") for name in fit.fe_params.index)
