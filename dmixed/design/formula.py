@@ -731,40 +731,64 @@ def _number(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and isinstance(node.value, (int, float))
 
 
-def _reads_a_name(node: ast.AST) -> bool:
-    """Whether an expression reads any name (a column, a module): not a constant."""
-    return any(isinstance(n, ast.Name) for n in ast.walk(node))
+class _SizeUnknown(Exception):
+    """A constant expression whose size the syntax does not bound (the reason)."""
 
 
-def _constant_bits(node: ast.AST, known: dict[int, int]) -> int:
-    """An upper bound on the bits of the integer a constant expression (one that reads
-    no name) computes, from its syntax alone (nothing is evaluated); ``known`` holds
-    the bounds of the nodes already seen (by id).  A float costs its 64 bits: Python
-    refuses a float that overflows.  Anything else costs nothing: other checks refuse
-    it."""
-    if id(node) in known:
-        return known[id(node)]
-    bits = 0
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, complex)):
-        bits = node.value.bit_length() if isinstance(node.value, int) else 64
-    elif isinstance(node, ast.UnaryOp):
-        bits = _constant_bits(node.operand, known) + 1
-    elif isinstance(node, ast.BinOp):
-        left, right = _constant_bits(node.left, known), _constant_bits(node.right, known)
-        # a count written out is its value; a computed one is at most 2 ** its bits
-        count = node.right.value if isinstance(node.right, ast.Constant) else 2 ** min(right, 64)
-        count = int(min(abs(count), 2**64)) if isinstance(count, (int, float)) else 64
-        if isinstance(node.op, ast.Pow):
-            bits = left * count
-        elif isinstance(node.op, ast.LShift):
-            bits = left + count
-        elif isinstance(node.op, ast.Mult):
-            bits = left + right
-        else:
-            bits = max(left, right) + 1
-    bits = min(bits, MAX_CONSTANT_BITS + 1)  # (a bound past the limit is refused anyway)
-    known[id(node)] = bits
-    return bits
+#: what a constant expression computes: whether a Python integer (which grows with the
+#: arithmetic on it) and an upper bound on its bits; a float, or numpy's fixed-width
+#: result of numbers of at most 64 bits, does not grow (Python raises on a float that
+#: overflows) and counts 64
+_Size = tuple[bool, int]
+_FIXED: _Size = (False, 64)
+#: functions that, given constants, give a number no larger than their arguments' (on
+#: integers of more than 64 bits numpy computes them with Python's integers)
+_NOT_GROWING = {
+    "abs",
+    "I",
+    *(
+        f"{m}.{f}"
+        for m in ("np", "numpy")
+        for f in ("abs", "absolute", "negative", "positive", "sign", "round", "around", "rint")
+    ),
+    *(f"{m}.{f}" for m in ("np", "numpy") for f in ("floor", "ceil", "trunc", "fix", "fabs")),
+}
+
+
+def _written_count(node: ast.AST) -> int | float | None:
+    """A power's exponent or a shift's count written out (signed), else None."""
+    if not _number(node):
+        return None
+    if isinstance(node, ast.UnaryOp):
+        value = node.operand.value  # type: ignore[attr-defined]
+        return -value if isinstance(node.op, ast.USub) else value
+    return node.value  # type: ignore[attr-defined]
+
+
+def _binop_size(node: ast.BinOp, left: _Size, right: _Size) -> _Size:
+    """The size of ``left op right`` on constants of those sizes (see :data:`_Size`)."""
+    if isinstance(node.op, ast.MatMult):
+        raise _SizeUnknown("@ of constants")
+    if not (left[0] and right[0]) or isinstance(node.op, ast.Div):
+        return _FIXED
+    if isinstance(node.op, (ast.Pow, ast.LShift)):
+        written = _written_count(node.right)
+        if written is not None and written < 0:
+            # a negative exponent gives a float; a negative shift count raises
+            return _FIXED
+        count = int(written) if written is not None else 1 << min(right[1], 64)
+        bits = left[1] * count if isinstance(node.op, ast.Pow) else left[1] + count
+    elif isinstance(node.op, ast.Mult):
+        bits = left[1] + right[1]
+    elif isinstance(node.op, (ast.RShift, ast.FloorDiv)):
+        bits = left[1]
+    else:
+        bits = max(left[1], right[1]) + 1
+    return True, bits
+
+
+def _raise(node: ast.AST, what: str) -> Any:
+    raise _SizeUnknown(f"{ast.unparse(node)!r} is {what} of a constant")
 
 
 def _dotted(node: ast.AST) -> list[str] | None:
@@ -815,7 +839,7 @@ class _FactorChecker:
         self.root: ast.AST | None = None  # the factor's whole expression
         self.c_args: set[int] = set()  # ids of the names that are C()'s first argument
         self.contrast_args: set[int] = set()  # ids of the names that are C()'s contrast
-        self.constant_bits: dict[int, int] = {}  # _constant_bits' bounds, by node id
+        self.sizes: dict[int, _Size | None] = {}  # size()'s answers, by node id
 
     def name_of(self, n: str) -> str:
         return self.aliases.get(n, n)
@@ -886,6 +910,157 @@ class _FactorChecker:
         for child in ast.iter_child_nodes(node):
             self.visit(child)
 
+    def reads_data(self, node: ast.AST) -> bool:
+        """Whether an expression reads a column or a name of the caller's scope (a value
+        of the data's size, or the caller's own): not a constant."""
+        return self.size(node) is None
+
+    def size(self, node: ast.AST) -> _Size | None:
+        """What a constant expression computes (see :data:`_Size`), bounded from its
+        syntax alone (nothing is evaluated); None for one that reads a column or a name
+        of the caller's scope.  Calls and attributes that read no column are constants:
+        ``abs(9 ** 1024)`` is as large as its argument, ``np.little_endian`` is
+        numpy's value.  Raises :class:`_SizeUnknown` where no bound is known."""
+        if id(node) not in self.sizes:
+            size = self.unbounded_size(node)
+            if size is not None:  # a bound past the limit is refused anyway
+                size = (size[0], min(size[1], MAX_CONSTANT_BITS + 1))
+            self.sizes[id(node)] = size
+        return self.sizes[id(node)]
+
+    def unbounded_size(self, node: ast.AST) -> _Size | None:
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, bool | int):
+                return True, max(int(node.value).bit_length(), 1)
+            if isinstance(node.value, float | complex):
+                return _FIXED
+            raise _SizeUnknown(f"the constant {node.value!r} is not a number")
+        if isinstance(node, ast.Name):
+            # a column, the caller's, or a function read as a value (which other checks
+            # refuse: a column the data lack)
+            return None
+        if isinstance(node, ast.Attribute):
+            return self.attribute_size(node)
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, ast.Not):
+                return None if self.size(node.operand) is None else (True, 1)
+            operand = self.size(node.operand)
+            return None if operand is None else (operand[0], operand[1] + 1)
+        if isinstance(node, ast.BinOp):
+            both = self.sizes_of([node.left, node.right])
+            return None if both is None else _binop_size(node, *both)
+        if isinstance(node, ast.Call):
+            return self.call_size(node)
+        parts = {
+            ast.BoolOp: lambda n: n.values,
+            ast.Compare: lambda n: [n.left, *n.comparators],
+            ast.IfExp: lambda n: [n.test, n.body, n.orelse],
+            ast.Tuple: lambda n: n.elts,
+            ast.List: lambda n: n.elts,
+        }.get(type(node))
+        if parts is None:
+            if any(self.size(c) is None for c in ast.iter_child_nodes(node)):
+                return None
+            raise _SizeUnknown(f"{ast.unparse(node)!r} is not arithmetic")
+        sizes = self.sizes_of(parts(node))
+        if sizes is None:
+            return None
+        if isinstance(node, ast.Compare):
+            return True, 1
+        return any(s[0] for s in sizes), max((s[1] for s in sizes), default=1)
+
+    def sizes_of(self, nodes) -> list[_Size] | None:
+        """The sizes of constant expressions; None if one reads the data (what the
+        others are does not matter then: a computation with the data's values)."""
+        sizes, unknown = [], None
+        for n in nodes:
+            try:
+                sizes.append(self.size(n))
+            except _SizeUnknown as e:
+                unknown = e
+        if any(s is None for s in sizes):
+            return None
+        if unknown is not None:
+            raise unknown
+        return sizes  # type: ignore[return-value]
+
+    def attribute_size(self, node: ast.Attribute) -> _Size | None:
+        """``np.pi``, ``np.little_endian``: numpy's value; an attribute of a column is
+        the column's (other checks allow only its elementwise methods)."""
+        parts = _dotted(node)
+        if parts is None:
+            return None if self.size(node.value) is None else _raise(node, "an attribute")
+        root = self.name_of(parts[0])
+        if root in self.columns or root not in self.transforms:
+            return None
+        value: Any = self.transforms[root]
+        for p in parts[1:]:
+            value = getattr(value, p, None)
+        if isinstance(value, bool | int):
+            return True, max(value.bit_length(), 1)
+        if isinstance(value, float | complex | np.generic):
+            return _FIXED
+        raise _SizeUnknown(f"{'.'.join(parts)} is not a number")
+
+    def call_size(self, node: ast.Call) -> _Size | None:
+        """A call reads the data if its function is a column's method or the caller's,
+        or an argument reads the data; given constants, a function of
+        :data:`_NOT_GROWING` gives a number as large as its arguments', another numpy
+        function a fixed-width number (its arguments of at most 64 bits), a transform
+        of formulaic's something other than a number (a contrast)."""
+        if _quoted_name(node) is not None:
+            return None
+        func = _dotted(node.func)
+        if func is None:
+            receiver = node.func.value if isinstance(node.func, ast.Attribute) else node.func
+            if self.size(receiver) is None:
+                return None
+            raise _SizeUnknown(f"{ast.unparse(node.func)}() of a constant")
+        root = self.name_of(func[0])
+        if root in self.columns or (root not in self.transforms and root not in _BUILTINS_OK):
+            return None
+        dotted = ".".join([root, *func[1:]])
+        function = self.transforms.get(root)
+        numeric = root in ("np", "numpy") or isinstance(function, np.ufunc)
+        try:
+            arguments = self.sizes_of([*node.args, *(k.value for k in node.keywords)])
+        except _SizeUnknown:
+            if numeric or dotted in _NOT_GROWING:
+                raise
+            return _FIXED  # formulaic's transforms of constants: contrasts, levels
+        if arguments is None:
+            return None
+        if dotted in _NOT_GROWING:
+            return (
+                any(a[0] for a in arguments),
+                max((a[1] for a in arguments), default=1),
+            )
+        if not numeric:
+            return _FIXED  # formulaic's transforms of constants: contrasts, levels
+        if any(a[0] and a[1] > 63 for a in arguments):
+            raise _SizeUnknown(
+                f"{dotted}() computes with Python's integers on one of more than 64 bits"
+            )
+        return _FIXED
+
+    def check_size(self, node: ast.AST) -> None:
+        """Refuse a constant expression of no known bound or of more than
+        :data:`MAX_CONSTANT_BITS` bits."""
+        try:
+            size = self.size(node)
+        except _SizeUnknown as e:
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: {shown(ast.unparse(node))} is not "
+                f"allowed: what it computes from constants has no known bound ({e}); "
+                "compute the value once and write it out"
+            ) from None
+        if size is not None and size[0] and size[1] > MAX_CONSTANT_BITS:
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: {shown(ast.unparse(node))} is not "
+                f"allowed: arithmetic on constants may make an integer of at most "
+                f"{MAX_CONSTANT_BITS} bits; compute the value once and write it out"
+            )
+
     def check_bounded(self, node: ast.BinOp) -> None:
         """Refuse arithmetic that Python would evaluate without bound on constants
         (``9**9**9**9``, ``1 << 10**9``, ``'a' * 10**9``): a power's or a shift's
@@ -902,27 +1077,21 @@ class _FactorChecker:
                     f"{self.role} {shown(self.formula)}: {ast.unparse(node)!r} is not allowed: "
                     "text and sequences take no part in a formula's arithmetic"
                 )
-        if not _reads_a_name(node) and (
-            _constant_bits(node, self.constant_bits) > MAX_CONSTANT_BITS
-        ):
-            raise FormulaError(
-                f"{self.role} {shown(self.formula)}: {shown(ast.unparse(node))} is not "
-                f"allowed: arithmetic on constants may make an integer of at most "
-                f"{MAX_CONSTANT_BITS} bits; compute the value once and write it out"
-            )
+        self.check_size(node)
         if not isinstance(node.op, _UNBOUNDED_OPS):
             return
         what, operand = (
             ("power", "exponent") if isinstance(node.op, ast.Pow) else ("shift", "shift count")
         )
-        if not _reads_a_name(node.left) and not _number(node.left):
+        left, right = self.size(node.left), self.size(node.right)
+        if left is not None and left[0] and not _number(node.left):
             raise FormulaError(
                 f"{self.role} {shown(self.formula)}: the {what} {ast.unparse(node)!r} is not "
                 f"allowed: a {what} of a constant must {'raise' if what == 'power' else 'shift'} "
                 "a number written out"
             )
-        if _reads_a_name(node.right):
-            return
+        if right is None or not right[0]:
+            return  # a column's values, or a float or fixed-width exponent
         exponent = node.right
         if isinstance(exponent, ast.UnaryOp) and isinstance(exponent.op, (ast.USub, ast.UAdd)):
             exponent = exponent.operand
@@ -962,6 +1131,11 @@ class _FactorChecker:
             node = node.value
 
     def visit_call(self, node: ast.Call) -> None:
+        self.visit_call_parts(node)
+        # after its parts, which other checks refuse with their own reasons (f-strings)
+        self.check_size(node)
+
+    def visit_call_parts(self, node: ast.Call) -> None:
         self.check_attribute(node.func)
         parts = _dotted(node.func)
         if parts is None:
