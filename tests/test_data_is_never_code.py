@@ -278,15 +278,27 @@ UNBOUNDED = [
     "y ~ x1 + np.add(x1, 5, out=x1)",
     "y ~ x1 + x1.clip(0, 1, inplace=True)",
     "y ~ x1 + exp.at(x1, 0)",
+    "y ~ x1 + I(abs(9 ** 1024) ** 1024)",
+    "y ~ x1 + I(np.little_endian << 1024)",
 ]
 
 
 @pytest.mark.parametrize("formula", UNBOUNDED)
 def test_saved_results_with_an_unbounded_formula_are_refused_before_evaluating(
-    saved, tmp_path, formula
+    saved, tmp_path, formula, monkeypatch
 ):
     """Re-sealed saved results (``dmixed.load``, ``dmixed show``) and the command line
-    refuse the formula with an error naming it."""
+    refuse the formula with an error naming it, before formulaic evaluates anything
+    (every evaluation is recorded and refused here)."""
+    import formulaic.materializers.base as materializer_base
+
+    evaluated = []
+
+    def no_evaluation(expr, *args, **kwargs):
+        evaluated.append(expr)
+        raise AssertionError(f"{expr!r} evaluated")
+
+    monkeypatch.setattr(materializer_base, "stateful_eval", no_evaluation)
     res = tmp_path / "res"
     shutil.copytree(saved / "res", res)
     path = res / "estimates.json"
@@ -303,3 +315,4 @@ def test_saved_results_with_an_unbounded_formula_are_refused_before_evaluating(
     code, err = _main_stderr([*base, "--formula", formula], tmp_path)
     assert code == 2 and formula in err
     assert not (tmp_path / "out").exists()
+    assert evaluated == []

@@ -5,6 +5,10 @@ no call that writes into its arguments, no attribute of a transform but contr's.
 
 from __future__ import annotations
 
+import ast
+import operator
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -84,6 +88,9 @@ def test_a_formula_that_computes_without_bound_or_writes_into_a_column_is_refuse
         "I(x ** 3)",
         "I(x * 2 ** 1024)",
         "I(x * (1 << 1024))",
+        "I(x * 2.0 ** -600)",
+        "I(x * 1e10 ** -1000)",
+        "I(x * 2.0 ** 1000 * 2.0 ** 100)",
         "np.exp(x)",
         "np.add(x, 5)",
         "np.clip(x, 0, 1)",
@@ -155,3 +162,125 @@ def test_the_callers_own_function_keeps_its_keywords():
 
     model = dmixed.mixedlm("y ~ shifted(x, copy=False)", df, groups="g")
     assert "shifted(x, copy=False)" in model.exog_names
+
+
+@pytest.mark.parametrize(
+    "term, why",
+    [
+        ("I(abs(9 ** 1024) ** 1024)", "at most 65536 bits"),
+        ("I(abs(abs(9 ** 1024) ** 1024) ** 1024)", "at most 65536 bits"),
+        ("I(abs(abs(abs(9 ** 1024) ** 1024) ** 1024) ** 1024)", "at most 65536 bits"),
+        ("I(np.abs(9 ** 1024) ** 1024)", "at most 65536 bits"),
+        ("I(abs(1 << 1024) << 1024 << 1024)", "shift of a constant must shift a number"),
+        ("I(np.little_endian << 1024)", "shift of a constant must shift a number"),
+        ("I(abs(9 ** 1024) * abs(9 ** 1024) * abs(9 ** 1024) ** 20)", "at most 65536 bits"),
+        ("I(np.power(2 ** 64, 10 ** 9))", "no known bound"),
+        ("I(np.left_shift(2 ** 64, 10 ** 9))", "no known bound"),
+        ("I(np.multiply(2 ** 64, 2 ** 64))", "no known bound"),
+        ("I(np.multiply(('9',), 10 ** 9))", "no known bound"),
+        ("I(np.ScalarType * 10 ** 9)", "no known bound"),
+    ],
+)
+def test_calls_and_attributes_that_read_no_column_are_constants_bounded(term, why):
+    """``abs()``, numpy's functions and numpy's attributes read no column: what they give
+    of constants is bounded as the constants are (the review's bypasses of the bound)."""
+    formula = f"y ~ x + {term}"
+    with pytest.raises(FormulaError) as e:
+        _check(formula)
+    assert why in str(e.value)
+
+
+FLOAT_CONSTANTS = [
+    "I(x * 2.0 ** -600)",
+    "I(x + 1e10 ** -1000)",
+    "I(x * np.pi ** 2)",
+    "I(x * abs(2.0 ** 100) ** 2)",
+]
+
+
+@pytest.mark.parametrize("term", FLOAT_CONSTANTS)
+def test_float_constants_fit(term):
+    """A float does not grow (Python raises on one that overflows): a formula's float
+    constants, however computed, are not counted as integers and the model fits."""
+    _check(f"y ~ {term}")
+    rng = np.random.default_rng(11)
+    n = 120
+    df = pd.DataFrame({"g": np.repeat(np.arange(12), 10), "x": rng.normal(size=n)})
+    df["y"] = df.x + rng.normal(size=n)
+    result = dmixed.mixedlm(f"y ~ {term}", df, groups="g").fit()
+    assert np.isfinite(result.llf)
+
+
+def _nested_constants():
+    leaves = st.one_of(
+        st.integers(min_value=-(2**70), max_value=2**70).map(str),
+        st.sampled_from(["2.0", "0.5", "1e10", "np.little_endian", "np.pi", "True"]),
+    )
+    wrappers = ["abs({})", "np.abs({})", "np.negative({})", "I({})", "-({})", "np.add({}, 1)"]
+    ops = ["*", "+", "-", "<<", ">>", "**", "//", "%", "/"]
+
+    def grow(children):
+        unary = st.tuples(st.sampled_from(wrappers), children).map(lambda t: t[0].format(t[1]))
+        binary = st.tuples(children, st.sampled_from(ops), children).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"
+        )
+        return st.one_of(unary, binary)
+
+    return st.recursive(leaves, grow, max_leaves=10)
+
+
+_OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.LShift: operator.lshift,
+    ast.RShift: operator.rshift,
+}
+_FUNCTIONS = {"abs": abs, "I": lambda v: v, "np.abs": np.abs, "np.negative": np.negative}
+
+
+def _guarded(node):
+    """Evaluate a constant expression, failing before any step on Python's integers
+    whose result could exceed MAX_CONSTANT_BITS (what the whitelist promises of what it
+    lets pass), so a bypass fails the test instead of running without bound."""
+    most = formula_module.MAX_CONSTANT_BITS
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Attribute):
+        return getattr(np, node.attr)
+    if isinstance(node, ast.UnaryOp):
+        return -_guarded(node.operand)
+    if isinstance(node, ast.Call):
+        return _FUNCTIONS.get(ast.unparse(node.func), np.add)(*map(_guarded, node.args))
+    a, b = _guarded(node.left), _guarded(node.right)
+    if type(a) in (int, bool) and type(b) in (int, bool):
+        if isinstance(node.op, ast.Pow) and b > 0:
+            assert abs(a).bit_length() * b <= most, ast.unparse(node)
+        if isinstance(node.op, ast.LShift) and b > 0:
+            assert abs(a).bit_length() + b <= most, ast.unparse(node)
+    value = _OPS[type(node.op)](a, b)
+    if type(value) is int:
+        assert value.bit_length() <= most, ast.unparse(node)
+    return value
+
+
+@settings(max_examples=400, deadline=None)
+@given(_nested_constants())
+def test_nested_constants_that_pass_are_small(expr):
+    """Whatever the whitelist lets pass of constants nested in ``abs()``, numpy's
+    functions, numpy's attributes and arithmetic computes no integer of more than
+    MAX_CONSTANT_BITS bits at any step (checked step by step, before each step)."""
+    try:
+        _check(f"y ~ x + I({expr})")
+    except FormulaError:
+        return
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            _guarded(ast.parse(expr, mode="eval").body)
+        except (ZeroDivisionError, ValueError, OverflowError, TypeError, FloatingPointError):
+            pass
