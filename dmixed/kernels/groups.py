@@ -74,7 +74,9 @@ class ChunkSpans:
 
     def __init__(self, sizes: Sequence[int]) -> None:
         edges = np.zeros(len(sizes) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=edges[1:])
+        # the ufunc itself: np.cumsum of a list goes through numpy's wrapper of
+        # non-array input, which costs more than the sum (a block of one chunk)
+        np.add.accumulate(sizes, out=edges[1:])
         # Read-only: a block shares its spans between threads and callers, and an edited edge
         # would misplace groups without any error.
         edges.flags.writeable = False
