@@ -150,8 +150,11 @@ class FittedValues:
         fit's rows (``missing="drop"``: the kept rows): a Series on their index for a
         model built from a pandas frame (as statsmodels' formula fits), an ndarray for
         arrays.  For Dask fits a lazy Series that, computed, holds the kept rows with
-        their index; built at each access, so a persisted input whose data are gone is
-        refused (DataError) here.
+        their index; built at each access, so a persisted input whose data are gone (its
+        client closed or restarted, its futures cancelled) is refused (DataError) here,
+        and one taken while they were held is refused with the same DataError when it is
+        computed after they are gone, not with Dask's "Missing dependency"
+        (:func:`~dmixed.design.persisted_task.checked_task`).
         """
         source = self._fitted_source()
         if source is not None:

@@ -618,8 +618,6 @@ def predict_dask(
         another class than the fitted ones; unseen groups with ``new_groups="error"``;
         new levels with ``new_levels="error"``.
     """
-    import dask  # only here: dmixed imports without Dask
-
     if what not in ("predict", "fittedvalues", "resid"):
         raise SpecError(f"what must be 'predict', 'fittedvalues' or 'resid', got {what!r}")
     check_new_groups(new_groups)
@@ -628,8 +626,11 @@ def predict_dask(
     predicting = what == "predict"
     needed = needed_columns(spec, response=not predicting, random=include_random or not predicting)
     data = select_columns(ddf, needed, spec.group_name)
-    # one task holding the predictor: a dependency of every partition, not a literal
-    state = dask.delayed(predictor, pure=True)
+    from ..design.persisted_task import checked_task
+
+    # one task holding the predictor: a dependency of every partition, not a literal;
+    # computed after persisted data of ddf are gone, it refuses them (checked_task)
+    state = checked_task(predictor, ddf)
     if predicting and include_random and new_groups == "population":
         warn_unseen_dask(state, spec, data)
     name = None if what == "predict" else what

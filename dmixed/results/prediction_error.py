@@ -455,8 +455,6 @@ def moments_dask(
     SpecError
         ``weights`` of one value per row (a Dask frame's rows are not in memory).
     """
-    import dask  # only here: dmixed imports without Dask
-
     check_persisted(ddf)
     if weights is not None and not isinstance(weights, str) and np.ndim(weights) != 0:
         raise SpecError(
@@ -468,7 +466,9 @@ def moments_dask(
             raise DataError(f"weights: {weights!r} is not a column of data")
         columns = [*columns, weights] if weights not in columns else columns
     data = select_columns(ddf, columns, spec.group_name)
-    state = dask.delayed(variance, pure=True)
+    from ..design.persisted_task import checked_task
+
+    state = checked_task(variance, ddf)  # refuses persisted data gone, when computed
     meta = pd.DataFrame({k: pd.Series(dtype="float64") for k in MOMENTS})
     return data.map_partitions(
         moments_frame, state, spec, include_random, new_groups, new_levels, weights, meta=meta
