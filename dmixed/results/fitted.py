@@ -67,12 +67,11 @@ class FittedValues:
             the population prediction ``X β̂`` (their random effects have mean zero;
             an :class:`~dmixed.errors.UnseenGroupsWarning` counts them), NaN, or a
             :class:`~dmixed.errors.DataError` naming them (lme4's
-            ``allow.new.levels = FALSE``).  For Dask ``data``, ``"population"`` warns
-            at this call, once with the totals of every partition: it computes the
-            group column and the missing values of the columns the prediction uses
-            now (and everything ``data`` is built from), before the returned Series is
-            computed; ``"nan"`` and ``"error"`` keep the call lazy (``"error"`` raises
-            when the Series is computed).
+            ``allow.new.levels = FALSE``).  For Dask ``data`` the call reads nothing,
+            whatever the choice: ``"population"`` warns when the returned Series is
+            computed, once for each partition holding such rows, with its counts and
+            number (on a distributed cluster the workers send the warnings to the
+            client, through ``distributed.warn``); ``"error"`` raises then.
         new_levels : {"error", "population", "nan"}
             With ``include_random``, what rows of groups the fit saw get when they hold
             a level of a variance component's own column that the fit did not see: a

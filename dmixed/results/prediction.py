@@ -158,16 +158,40 @@ def unseen_rows(n_unseen: int, n_rows: int, keys, name: str) -> str:
     )
 
 
+def unseen_message(what: str) -> str:
+    """The message of the :class:`~dmixed.errors.UnseenGroupsWarning` of
+    ``new_groups="population"`` (``what``: :func:`unseen_rows`)."""
+    return (
+        f"{what}: they get the population prediction X·fe_params; pass "
+        "new_groups='nan' or 'error' to have NaN or an error instead"
+    )
+
+
 def warn_unseen(what: str) -> None:
     """The :class:`~dmixed.errors.UnseenGroupsWarning` of ``new_groups="population"``
     (``what``: :func:`unseen_rows`), attributed to the first caller outside dmixed
     (:func:`caller_stacklevel`): the paths that reach it differ in depth."""
-    warnings.warn(
-        f"{what}: they get the population prediction X·fe_params; pass "
-        "new_groups='nan' or 'error' to have NaN or an error instead",
-        UnseenGroupsWarning,
-        stacklevel=caller_stacklevel(),
-    )
+    warnings.warn(unseen_message(what), UnseenGroupsWarning, stacklevel=caller_stacklevel())
+
+
+def warn_unseen_in_task(what: str) -> None:
+    """:func:`warn_unseen` from a Dask task: on a distributed worker through
+    ``distributed.warn``, which raises it on the worker and sends it to the clients of
+    its scheduler, each raising it there (a warning raised in a task alone goes to the
+    worker's log only); elsewhere (Dask's local schedulers, this process) as
+    :func:`warn_unseen`."""
+    try:
+        from distributed import get_worker
+        from distributed import warn as cluster_warn
+    except ImportError:  # Dask without distributed: the task runs in this process
+        warn_unseen(what)
+        return
+    try:
+        get_worker()
+    except ValueError:  # not on a worker
+        warn_unseen(what)
+        return
+    cluster_warn(unseen_message(what), UnseenGroupsWarning)
 
 
 def caller_stacklevel() -> int:
@@ -504,10 +528,13 @@ def fitted_partition(
 ):
     """One partition's predictions (every row), or fitted values or residuals (the rows
     kept), indexed like them in ``pdf`` (``what``: see :func:`predict_dask`).  Unseen
-    groups are not warned of here: :func:`predict_dask` warns once for all partitions.
-    A refusal (``new_groups="error"``, ``new_levels="error"``) counts this partition's
-    rows only, and says so (``partition_info``: Dask's, its number)."""
+    groups with ``new_groups="population"`` warn here, counting this partition's rows
+    (:func:`warn_unseen_partition`), as a refusal (``new_groups="error"``,
+    ``new_levels="error"``) counts them and says so (``partition_info``: Dask's, its
+    number)."""
     if what == "predict":
+        if include_random and new_groups == "population":
+            warn_unseen_partition(pdf, spec, predictor, partition_info)
         try:
             return predict_frame(
                 predictor, spec, pdf, include_random, new_groups, new_levels, warn=False
@@ -543,24 +570,20 @@ def unseen_partition(
     return len(groups), n_unseen, keys
 
 
-def warn_unseen_dask(state, spec, data) -> None:
-    """Warn once, here, of the rows of the Dask DataFrame ``data`` in groups the fit did
-    not see (the totals over its partitions, as :meth:`Predictor.positions` words them
-    for a pandas frame); computes the group column and the missing-value masks of the
-    columns a prediction reads, once.  ``state``: the :class:`Predictor` as one Dask task
-    (a dependency of every partition's count, not a literal of each)."""
-    import dask
-
+def warn_unseen_partition(pdf, spec, predictor: Predictor, partition_info=None) -> None:
+    """Warn of the rows of the partition ``pdf`` in groups the fit did not see, counted
+    as :meth:`Predictor.positions` counts a pandas frame's (:func:`unseen_partition`)
+    and worded for the partition as a refusal is (``partition_info``: Dask's, its
+    number), from the Dask task predicting it (:func:`warn_unseen_in_task`)."""
     columns = needed_columns(spec, response=False, random=True)
-    kinds = dict(spec.column_kinds)
-    count = dask.delayed(unseen_partition, pure=True)
-    parts = [count(part, spec.group_name, kinds, columns, state) for part in data.to_delayed()]
-    found = dask.compute(*parts)
-    n_unseen = sum(f[1] for f in found)
+    n_rows, n_unseen, keys = unseen_partition(
+        pdf, spec.group_name, dict(spec.column_kinds), columns, predictor
+    )
     if n_unseen:
-        keys = pd.unique(np.concatenate([np.asarray(f[2], dtype=object) for f in found]))
-        what = unseen_rows(n_unseen, sum(f[0] for f in found), keys, spec.group_name)
-        warn_unseen(what)
+        what = unseen_rows(n_unseen, n_rows, keys, spec.group_name)
+        number = None if partition_info is None else int(partition_info["number"])
+        where = "a partition" if number is None else f"partition {number}"
+        warn_unseen_in_task(f"{where} of the Dask DataFrame: {what}")
 
 
 def predict_dask(
@@ -588,13 +611,13 @@ def predict_dask(
         ``"resid"`` gives ``y − fitted``.
     new_groups : {"population", "nan", "error"}
         ``"predict"`` with ``include_random``: what rows of unseen groups get
-        (:meth:`Predictor.positions`).  The warning of ``"population"`` is raised here,
-        in the calling process, once with the totals of every partition: ``ddf``'s
-        group column and the missing values of the columns the prediction uses are
-        computed for it now (:func:`unseen_partition`), and the rows again when the
-        result is computed; ``"nan"`` and ``"error"`` read
-        nothing now: ``"error"`` raises when the result is computed, in the first
-        partition holding such rows, with that partition's counts and number.
+        (:meth:`Predictor.positions`).  Nothing is read here, whatever the choice: a
+        call returning a collection stays lazy.  ``"population"`` warns when the
+        result is computed, once for each partition holding such rows, with that
+        partition's counts and number (:func:`warn_unseen_partition`; on a
+        distributed cluster sent to the clients by ``distributed.warn``); ``"error"``
+        raises then, in the first partition holding such rows, with its counts and
+        number.
     new_levels : {"error", "population", "nan"}
         ``"predict"`` with ``include_random``: what rows of fitted groups with levels of
         a variance component the fit did not see get (:mod:`dmixed.results.new_levels`).
@@ -631,8 +654,6 @@ def predict_dask(
     # one task holding the predictor: a dependency of every partition, not a literal;
     # computed after persisted data of ddf are gone, it refuses them (checked_task)
     state = checked_task(predictor, ddf)
-    if predicting and include_random and new_groups == "population":
-        warn_unseen_dask(state, spec, data)
     name = None if what == "predict" else what
     return data.map_partitions(
         fitted_partition,
