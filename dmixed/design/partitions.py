@@ -176,6 +176,20 @@ def _scheduler_address(client) -> str | None:
     return getattr(getattr(client, "scheduler", None), "address", None)
 
 
+def _same_scheduler(holder, client) -> bool:
+    """Whether the clients ``holder`` and ``client`` talk to one scheduler: the same
+    address, else (one scheduler reached by two names: ``localhost`` and ``127.0.0.1``)
+    the same scheduler id, asked of both (a round trip each, on this rare path only;
+    an unanswered question leaves the addresses' answer)."""
+    if holder is client or _scheduler_address(holder) == _scheduler_address(client):
+        return True
+    try:
+        ids = [c.scheduler_info(n_workers=0).get("id") for c in (holder, client)]
+    except Exception:  # noqa: BLE001 - a closed or unreachable client: another scheduler
+        return False
+    return ids[0] is not None and ids[0] == ids[1]
+
+
 #: why a persisted collection's data are gone, in the words of every error refusing one
 #: (its fit, its fitted values and residuals, predictions from it)
 GONE_CAUSES = (
@@ -226,8 +240,10 @@ def check_persisted(ddf, client=None) -> None:
     address = _scheduler_address(client)
     if address is None:
         return
-    held_by = {_scheduler_address(getattr(f, "client", None)) for f in futures}
-    foreign = sorted(str(a) for a in held_by if a != address)
+    holders = {id(c): c for c in (getattr(f, "client", None) for f in futures) if c is not None}
+    foreign = sorted(
+        str(_scheduler_address(c)) for c in holders.values() if not _same_scheduler(c, client)
+    )
     if foreign:
         raise DataError(
             f"the data of this Dask DataFrame are held by another client: it was persisted "

@@ -217,6 +217,30 @@ def test_persisted_by_another_client_is_refused_before_any_work(frame, client):
         assert np.isfinite(dmixed.mixedlm("y ~ x1", p, groups="g").fit(client=client).llf)
 
 
+def test_persisted_by_another_client_of_the_same_scheduler_fits(frame):
+    """Two clients of one scheduler, reached by two names (``127.0.0.1``, ``localhost``):
+    the data one persisted fit with the other (the scheduler holds them)."""
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=False,
+            protocol="tcp",
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster, set_as_default=False) as first,
+        Client(
+            cluster.scheduler_address.replace("127.0.0.1", "localhost"), set_as_default=False
+        ) as second,
+    ):
+        assert first.scheduler.address != second.scheduler.address
+        p = first.persist(dd.from_pandas(frame, npartitions=3))
+        got = dmixed.mixedlm("y ~ x1", p, groups="g").fit(client=second)
+        want = dmixed.mixedlm("y ~ x1", frame, groups="g").fit()
+    assert got.llf == pytest.approx(want.llf, rel=1e-10)
+
+
 def test_persisted_data_gone_after_the_client_closed_say_so(frame):
     """After the client that persisted the data closed: the fit and the fitted values,
     residuals and predictions built then are refused with the causes named (the client
