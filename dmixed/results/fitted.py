@@ -69,9 +69,13 @@ class FittedValues:
             :class:`~dmixed.errors.DataError` naming them (lme4's
             ``allow.new.levels = FALSE``).  For Dask ``data`` the call reads nothing,
             whatever the choice: ``"population"`` warns when the returned Series is
-            computed, once for each partition holding such rows, with its counts and
-            number (on a distributed cluster the workers send the warnings to the
-            client, through ``distributed.warn``); ``"error"`` raises then.
+            computed, from the task of each partition holding such rows, with one
+            message (Python's default filter shows it once, without counts): in this
+            process under Dask's ``"sync"`` and ``"threads"`` schedulers, but in the
+            workers' logs on worker processes (``"processes"``, a distributed cluster),
+            where this process does not see it.  To act on unseen groups of Dask data
+            pass ``"error"`` (raises here when computed, naming the partition and its
+            counts) or ``"nan"``.
         new_levels : {"error", "population", "nan"}
             With ``include_random``, what rows of groups the fit saw get when they hold
             a level of a variance component's own column that the fit did not see: a

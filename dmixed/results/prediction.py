@@ -174,24 +174,26 @@ def warn_unseen(what: str) -> None:
     warnings.warn(unseen_message(what), UnseenGroupsWarning, stacklevel=caller_stacklevel())
 
 
-def warn_unseen_in_task(what: str) -> None:
-    """:func:`warn_unseen` from a Dask task: on a distributed worker through
-    ``distributed.warn``, which raises it on the worker and sends it to the clients of
-    its scheduler, each raising it there (a warning raised in a task alone goes to the
-    worker's log only); elsewhere (Dask's local schedulers, this process) as
-    :func:`warn_unseen`."""
-    try:
-        from distributed import get_worker
-        from distributed import warn as cluster_warn
-    except ImportError:  # Dask without distributed: the task runs in this process
-        warn_unseen(what)
-        return
-    try:
-        get_worker()
-    except ValueError:  # not on a worker
-        warn_unseen(what)
-        return
-    cluster_warn(unseen_message(what), UnseenGroupsWarning)
+def unseen_in_task_message(name: str) -> str:
+    """The message of the :class:`~dmixed.errors.UnseenGroupsWarning` of a Dask
+    partition (:func:`warn_unseen_in_task`): the same for every partition and compute,
+    so that Python's default filter shows it once, not once per partition (their counts
+    and numbers are in the error of ``new_groups="error"``)."""
+    return (
+        f"rows of the Dask DataFrame belong to groups of {name!r} the fit did not see: "
+        "they get the population prediction X·fe_params; pass new_groups='nan' or "
+        "'error' to have NaN or an error (naming the partition and its counts) instead"
+    )
+
+
+def warn_unseen_in_task(name: str) -> None:
+    """The :class:`~dmixed.errors.UnseenGroupsWarning` of a Dask partition holding rows
+    of groups of ``name`` the fit did not see, raised by ``warnings.warn`` in the task
+    that predicts it (``predict`` and ``get_prediction`` alike), attributed to Dask's
+    line calling it.  In this process under Dask's ``"sync"`` and ``"threads"``
+    schedulers; in a worker process (``"processes"``, a distributed cluster) it stays
+    there (its stderr, the worker's log): the caller is not told."""
+    warnings.warn(unseen_in_task_message(name), UnseenGroupsWarning, stacklevel=caller_stacklevel())
 
 
 def caller_stacklevel() -> int:
@@ -528,13 +530,13 @@ def fitted_partition(
 ):
     """One partition's predictions (every row), or fitted values or residuals (the rows
     kept), indexed like them in ``pdf`` (``what``: see :func:`predict_dask`).  Unseen
-    groups with ``new_groups="population"`` warn here, counting this partition's rows
-    (:func:`warn_unseen_partition`), as a refusal (``new_groups="error"``,
-    ``new_levels="error"``) counts them and says so (``partition_info``: Dask's, its
-    number)."""
+    groups with ``new_groups="population"`` warn here, in the task
+    (:func:`warn_unseen_partition`); a refusal (``new_groups="error"``,
+    ``new_levels="error"``) counts this partition's rows and names it
+    (``partition_info``: Dask's, its number)."""
     if what == "predict":
         if include_random and new_groups == "population":
-            warn_unseen_partition(pdf, spec, predictor, partition_info)
+            warn_unseen_partition(pdf, spec, predictor)
         try:
             return predict_frame(
                 predictor, spec, pdf, include_random, new_groups, new_levels, warn=False
@@ -570,20 +572,17 @@ def unseen_partition(
     return len(groups), n_unseen, keys
 
 
-def warn_unseen_partition(pdf, spec, predictor: Predictor, partition_info=None) -> None:
-    """Warn of the rows of the partition ``pdf`` in groups the fit did not see, counted
-    as :meth:`Predictor.positions` counts a pandas frame's (:func:`unseen_partition`)
-    and worded for the partition as a refusal is (``partition_info``: Dask's, its
-    number), from the Dask task predicting it (:func:`warn_unseen_in_task`)."""
+def warn_unseen_partition(pdf, spec, predictor: Predictor) -> None:
+    """Warn (:func:`warn_unseen_in_task`) when rows of the partition ``pdf`` that a
+    prediction with ``include_random`` reads belong to groups the fit did not see,
+    found as :meth:`Predictor.positions` finds them in a pandas frame
+    (:func:`unseen_partition`)."""
     columns = needed_columns(spec, response=False, random=True)
-    n_rows, n_unseen, keys = unseen_partition(
+    _, n_unseen, _ = unseen_partition(
         pdf, spec.group_name, dict(spec.column_kinds), columns, predictor
     )
     if n_unseen:
-        what = unseen_rows(n_unseen, n_rows, keys, spec.group_name)
-        number = None if partition_info is None else int(partition_info["number"])
-        where = "a partition" if number is None else f"partition {number}"
-        warn_unseen_in_task(f"{where} of the Dask DataFrame: {what}")
+        warn_unseen_in_task(spec.group_name)
 
 
 def predict_dask(
@@ -613,11 +612,13 @@ def predict_dask(
         ``"predict"`` with ``include_random``: what rows of unseen groups get
         (:meth:`Predictor.positions`).  Nothing is read here, whatever the choice: a
         call returning a collection stays lazy.  ``"population"`` warns when the
-        result is computed, once for each partition holding such rows, with that
-        partition's counts and number (:func:`warn_unseen_partition`; on a
-        distributed cluster sent to the clients by ``distributed.warn``); ``"error"``
-        raises then, in the first partition holding such rows, with its counts and
-        number.
+        result is computed, in each task of a partition holding such rows, with one
+        message (Python's default filter shows it once; :func:`warn_unseen_in_task`):
+        in this process under Dask's ``"sync"`` and ``"threads"`` schedulers, in the
+        workers' logs on worker processes (``"processes"``, a distributed cluster),
+        where the caller does not see it.  ``"error"`` raises in the calling process
+        when computed, in the first partition holding such rows, with its counts and
+        number; ``"nan"`` gives them NaN: the choices to act on unseen groups.
     new_levels : {"error", "population", "nan"}
         ``"predict"`` with ``include_random``: what rows of fitted groups with levels of
         a variance component the fit did not see get (:mod:`dmixed.results.new_levels`).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
 import warnings
 
 import cloudpickle
@@ -193,7 +192,7 @@ def test_unseen_groups_and_missing_covariates(int_fit, engine):
         with dask.config.set(scheduler="sync"):
             return out if engine == "pandas" else out.compute()
 
-    with pytest.warns(UnseenGroupsWarning, match="belong to .*group\\(s\\) of 'g'"):
+    with pytest.warns(UnseenGroupsWarning, match="belong to .*group.* of 'g'"):
         pop = run()
     assert list(pop.index) == [2, 5, 8, 9]
     np.testing.assert_allclose(pop.to_numpy(), [fixed[0] + blup0, fixed[1], np.nan, fixed[3]])
@@ -220,12 +219,21 @@ def unseen_rows():
     return pd.DataFrame({"g": [0, 98, 1, 99], "x": [0.1, 0.2, 0.3, 0.4]})
 
 
+#: the one message of the unseen-groups warning of every Dask partition (predict and
+#: get_prediction alike), with no count or partition number
+DASK_UNSEEN = (
+    "rows of the Dask DataFrame belong to groups of 'g' the fit did not see: they get the "
+    "population prediction X·fe_params; pass new_groups='nan' or 'error' to have NaN or "
+    "an error (naming the partition and its counts) instead"
+)
+
+
 def test_unseen_groups_of_dask_partitions_warn_when_computed(int_fit, unseen_rows):
     """predict(dask_df, include_random=True) reads nothing at the call, whatever
     new_groups (a Dask user's expectation of a call returning a collection); the default
-    "population" warns when the result is computed, once for each partition holding
-    unseen groups, with that partition's counts and number, in the words of the pandas
-    prediction; the values are the pandas prediction's."""
+    "population" warns when the result is computed, from the task of each partition
+    holding unseen groups, with one message (no count, no partition number); the values
+    are the pandas prediction's."""
     expected, ref = _unseen_warnings(int_fit, unseen_rows)
     assert len(expected) == 1
     assert expected[0].startswith("2 of 4 rows belong to 2 group(s) of 'g' the fit did not see")
@@ -242,18 +250,44 @@ def test_unseen_groups_of_dask_partitions_warn_when_computed(int_fit, unseen_row
         assert reads == [] and got == []  # nothing read, nothing warned at the call
         values = out.compute()
     assert len(reads) == 2  # each partition read once, when computed
-    unseen = sorted(str(w.message) for w in got if w.category is UnseenGroupsWarning)
-    assert unseen == [
-        f"partition {i} of the Dask DataFrame: 1 of 2 rows belong to 1 group(s) of 'g' the "
-        f"fit did not see ({key}): they get the population prediction X·fe_params; pass "
-        "new_groups='nan' or 'error' to have NaN or an error instead"
-        for i, key in ((0, 98), (1, 99))
-    ]
+    unseen = [str(w.message) for w in got if w.category is UnseenGroupsWarning]
+    assert unseen == [DASK_UNSEEN, DASK_UNSEEN]
     np.testing.assert_allclose(values.to_numpy(), ref.to_numpy(), rtol=1e-12)
     with dask.config.set(scheduler="sync"), warnings.catch_warnings():
         warnings.simplefilter("error", UnseenGroupsWarning)
         lazy = int_fit.predict(dd.from_pandas(unseen_rows, npartitions=2), True, new_groups="nan")
         assert np.isnan(lazy.compute().to_numpy()[[1, 3]]).all()
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_many_partitions_of_unseen_groups_warn_once_under_the_default_filter(int_fit, scheduler):
+    """Forty partitions holding unseen groups: Python's default filter shows the one
+    message once a compute (Dask's compute resets the filters' registries), as the
+    pandas prediction warns once a call, not once per partition."""
+    new = pd.DataFrame({"g": np.arange(100, 140), "x": np.linspace(0, 1, 40)})
+    out = int_fit.predict(dd.from_pandas(new, npartitions=40), include_random=True)
+    assert out.npartitions == 40
+    with dask.config.set(scheduler=scheduler), warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("default")
+        for computes in (1, 2):
+            out.compute()
+            unseen = [str(w.message) for w in got if w.category is UnseenGroupsWarning]
+            assert unseen == [DASK_UNSEEN] * computes
+
+
+def test_get_prediction_of_dask_data_warns_as_predict(int_fit, unseen_rows):
+    """get_prediction(dask_df, include_random=True) warns for unseen groups with the
+    message of predict's Dask partitions (one owner), from each partition's task."""
+    data = dd.from_pandas(unseen_rows, npartitions=2)
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        pred = int_fit.get_prediction(data, include_random=True)
+        assert got == []
+        pred.predicted_mean.compute()
+    assert [str(w.message) for w in got if w.category is UnseenGroupsWarning] == [
+        DASK_UNSEEN,
+        DASK_UNSEEN,
+    ]
 
 
 def test_unseen_groups_refused_on_dask_name_the_partition_they_count(int_fit):
@@ -271,31 +305,34 @@ def test_unseen_groups_refused_on_dask_name_the_partition_they_count(int_fit):
     assert caught.value.partition == 1
 
 
-def test_unseen_groups_on_a_cluster_warn_in_the_calling_process(int_fit, unseen_rows, client):
-    """On a distributed cluster the partitions' warnings are sent to the caller
-    (``distributed.warn``), not left in a worker's log; none at the call."""
+def test_unseen_groups_on_a_cluster_warn_in_the_tasks_only(
+    int_fit, unseen_rows, client, monkeypatch
+):
+    """On a distributed cluster the partitions' warnings are raised by
+    ``warnings.warn`` in the tasks, as on Dask's local schedulers (on worker processes:
+    in their logs; this cluster's workers are threads of this process, so they are
+    seen here): one per partition, attributed to Dask's line, none sent to the clients
+    of the scheduler (``distributed.warn`` is not used); ``new_groups="error"`` raises
+    in the calling process when computed."""
+    import distributed
+
+    def no_broadcast(*args, **kwargs):
+        raise AssertionError("distributed.warn sends a warning to every client")
+
+    monkeypatch.setattr(distributed, "warn", no_broadcast)
+    data = dd.from_pandas(unseen_rows, npartitions=2)
     with client.as_current(), warnings.catch_warnings(record=True) as got:
         warnings.simplefilter("always")
-        out = int_fit.predict(dd.from_pandas(unseen_rows, npartitions=2), include_random=True)
+        out = int_fit.predict(data, include_random=True)
         assert got == []
         values = out.compute()
-        # the clients' copies come through the scheduler's events, soon after
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not _forwarded(got):
-            time.sleep(0.05)
-    assert _forwarded(got) == {0, 1}
+    unseen = [w for w in got if w.category is UnseenGroupsWarning]
+    assert [str(w.message) for w in unseen] == [DASK_UNSEEN, DASK_UNSEEN]
+    assert all("dask" in w.filename and "dmixed" not in w.filename for w in unseen)
     assert len(values) == 4
-
-
-def _forwarded(caught) -> set[int]:
-    """The partitions named by the unseen-groups warnings ``caught`` raised in this
-    process by distributed's client (those a worker sends), not by the worker."""
-    return {
-        int(str(w.message).split()[1])
-        for w in caught
-        if w.category is UnseenGroupsWarning
-        and w.filename.replace("\\", "/").endswith("distributed/client.py")
-    }
+    refused = int_fit.predict(data, include_random=True, new_groups="error")
+    with client.as_current(), pytest.raises(DataError, match="partition [01] of the Dask"):
+        refused.compute()
 
 
 @pytest.fixture(scope="module")
