@@ -247,9 +247,9 @@ def check_persisted(ddf, client=None) -> None:
     if foreign:
         raise DataError(
             f"the data of this Dask DataFrame are held by another client: it was persisted "
-            f"on the scheduler at {', '.join(foreign)}, not on that of the client given "
-            f"({address}), which cannot read them; persist the collection with the client "
-            "you fit with, or pass the client that persisted it"
+            f"on the scheduler at {', '.join(foreign)}, not on that of the fit's client "
+            f"(given or the default: {address}), which cannot read them; persist the "
+            "collection with the client you fit with, or pass the client that persisted it"
         )
 
 

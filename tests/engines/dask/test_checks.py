@@ -8,7 +8,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster, futures_of
+from distributed import Client, LocalCluster, default_client, futures_of
 
 import dmixed
 from dmixed.errors import DataError
@@ -213,6 +213,15 @@ def test_persisted_by_another_client_is_refused_before_any_work(frame, client):
         with pytest.raises(DataError, match=held):
             dmixed.mixedlm("y ~ x1", p, groups="g").fit(client=other)
         assert not other.who_has()  # nothing ran there
+        # no client given, another cluster's the default: that one is named as such
+        with (
+            Client(other_cluster) as default,
+            pytest.raises(
+                DataError, match=r"not on that of the fit's client \(given or the default"
+            ),
+        ):
+            assert default_client() is default
+            dmixed.mixedlm("y ~ x1", p, groups="g").fit()
         # with the client that persisted it, the same collection fits
         assert np.isfinite(dmixed.mixedlm("y ~ x1", p, groups="g").fit(client=client).llf)
 
