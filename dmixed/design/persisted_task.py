@@ -6,7 +6,7 @@ prediction) holds the collection's futures.  Computed after the client that pers
 them closed, Dask's local scheduler finds their keys in no graph and raises its own
 ``ValueError: Missing dependency``, before any task runs: no task of dmixed's can word
 it.  But Dask builds the graph on this process first, asking each of its tasks for its
-part (``Delayed.dask``), so the value task that every partition of such a result
+part (its public ``dask`` graph), so the value task that every partition of such a result
 depends on (the predictor) checks the futures there
 (:func:`~dmixed.design.partitions.check_persisted`) and raises dmixed's error naming
 the cause.  Imported only where Dask is (dmixed imports without Dask).
@@ -15,33 +15,35 @@ the cause.  Imported only where Dask is (dmixed imports without Dask).
 from __future__ import annotations
 
 import dask
-from dask.delayed import DelayedLeaf
+from dask.delayed import Delayed
 
 from .partitions import check_persisted, persisted_futures
 
 __all__ = ["checked_task"]
 
 
-class _CheckedLeaf(DelayedLeaf):
-    """``dask.delayed(value, pure=True)`` whose graph, built on the calling process to
-    compute a collection depending on it, first checks the persisted futures it was
-    given.  Pickled (distributed ships the expression to its scheduler, which builds the
-    graph there) it is a plain :class:`~dask.delayed.DelayedLeaf`: the scheduler holds
-    the futures' own state, and reports them itself."""
+class _CheckedDelayed(Delayed):
+    """The task ``plain`` (a :class:`~dask.delayed.Delayed` of one key) whose graph,
+    built on the calling process to compute a collection depending on it (Dask asks it
+    for its public ``dask`` graph), first checks the persisted futures of ``source``.
+    Built with Dask's public API only (``Delayed(key, graph)``, ``key``, ``dask``).
+    Pickled (distributed ships the expression to its scheduler, which builds the graph
+    there) it is a plain :class:`~dask.delayed.Delayed` of the same key and graph: the
+    scheduler holds the futures' own state, and reports them itself."""
 
-    __slots__ = ("_futures_of",)
+    __slots__ = ("_source",)
 
-    def __init__(self, obj, key, source):
-        super().__init__(obj, key, pure=True)
-        self._futures_of = source
+    def __init__(self, plain: Delayed, source) -> None:
+        super().__init__(plain.key, plain.dask)
+        self._source = source
 
     @property
     def dask(self):
-        check_persisted(self._futures_of)
-        return DelayedLeaf.dask.fget(self)  # type: ignore[attr-defined]
+        check_persisted(self._source)
+        return super().dask
 
     def __reduce__(self):
-        return (DelayedLeaf, (self._obj, self._key, self._pure, self._nout))
+        return (Delayed, (self.key, super().dask))
 
 
 def checked_task(value, ddf):
@@ -69,4 +71,4 @@ def checked_task(value, ddf):
     plain = dask.delayed(value, pure=True, traverse=False)
     if not persisted_futures(ddf):
         return plain
-    return _CheckedLeaf(value, plain.key, ddf)
+    return _CheckedDelayed(plain, ddf)

@@ -264,6 +264,7 @@ def test_persisted_data_gone_after_the_client_closed_say_so(frame):
         p = c.persist(dd.from_pandas(frame, npartitions=3))
         res = dmixed.mixedlm("y ~ x1", p, groups="g").fit()
         built = [res.fittedvalues, res.resid, res.predict(p), res.predict(p, include_random=True)]
+        built.append(res.get_prediction(p, include_random=True).predicted_mean)
     gone = r"are gone \(3 partition\(s\) released: the client that persisted it was closed"
     with pytest.raises(DataError, match=gone):
         dmixed.mixedlm("y ~ x1", p, groups="g").fit()
