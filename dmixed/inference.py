@@ -301,14 +301,18 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
     ------
     SpecError
         An argument that is not fitted results (named by its position, as
-        :func:`anova` names it); fits of different data or methods; REML fits with
-        different fixed effects; a full model without more parameters.
+        :func:`anova` names it); fits of different data (``nobs``), responses
+        (``names.endog_name``) or methods; REML fits with different fixed effects; a
+        full model without more parameters.  Models built from arrays all name their
+        response ``'y'`` (a pandas Series its own name), so the response check cannot
+        tell two array responses apart: that they are the same is the caller's to know.
     """
     from scipy import special
 
     _check_fits("compare_lr_test", (restricted, full))
     if restricted.nobs != full.nobs:
         raise SpecError(f"the fits use different data: nobs {restricted.nobs} vs {full.nobs}")
+    _check_same_response((restricted, full), ("restricted", "full"))
     if restricted.reml != full.reml:
         raise SpecError("both fits must use the same method (REML or ML)")
     if full.reml and list(restricted.names.exog_names) != list(full.names.exog_names):
@@ -323,6 +327,24 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
         )
     stat = max(2.0 * (full.llf - restricted.llf), 0.0)
     return float(stat), float(special.chdtrc(df, stat)), int(df)  # χ²_df tail
+
+
+def _check_same_response(fits, labels) -> None:
+    """Refuse fits of different responses (``names.endog_name``: the response as its
+    formula writes it, e.g. ``np.log(Reaction)``): their likelihoods are densities of
+    different variables, so a difference of them is no likelihood ratio.  Compared by
+    name, the one record of the response that in-process, Dask and loaded results
+    all hold; the same response written two ways (``y`` and ``I(y)``) is refused too.
+    Models built from arrays all name their response ``'y'`` (a named pandas Series
+    excepted), so two different array responses pass this check unseen."""
+    responses = [str(f.names.endog_name) for f in fits]
+    if len(set(responses)) > 1:
+        shown = ", ".join(f"{label}: {r!r}" for label, r in zip(labels, responses, strict=True))
+        raise SpecError(
+            f"the fits model different responses ({shown}): likelihoods of different "
+            "responses are not comparable, so no likelihood-ratio test exists between "
+            "them; fit every model to the same response (the same left-hand side)"
+        )
 
 
 def _check_fits(test: str, fits) -> None:
@@ -369,10 +391,12 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     ------
     SpecError
         Fewer than two fits; an argument that is not fitted results; fits of different
-        data (``nobs``); ``names`` of the wrong length; a REML fit to refit whose model
-        is not at hand (loaded results); REML fits with different fixed effects and
-        ``refit=False``; ML and REML mixed with ``refit=False``; ``refit`` not a
-        Python or numpy bool.
+        data (``nobs``) or responses (``names.endog_name``); ``names`` of the wrong
+        length; a REML fit to refit whose model is not at hand (loaded results); REML
+        fits with different fixed effects and ``refit=False``; ML and REML mixed with
+        ``refit=False``; ``refit`` not a Python or numpy bool.  Models built from
+        arrays all name their response ``'y'``: the response check cannot tell two
+        array responses apart.
     """
     from scipy import special
 
@@ -385,6 +409,7 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     nobs = {f.nobs for f in fits}
     if len(nobs) > 1:
         raise SpecError(f"the fits use different data: nobs {sorted(nobs)}")
+    _check_same_response(fits, labels)
     refit = check_flag(refit, "refit")
     fits = tuple(_by_ml(f, label) if refit else f for f, label in zip(fits, labels, strict=True))
     if not refit:

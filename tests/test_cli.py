@@ -3532,3 +3532,51 @@ def test_stats_dir_and_update_carry_a_near_lossy_groups_centred_sums(tmp_path):
             "y ~ x1", frame, groups="g", re_formula="1 + x1", weights="w"
         ).fit()
     assert got == pytest.approx(want.llf, rel=1e-10, abs=0.0)
+
+
+def test_an_lme4_formula_is_refused_with_dmixeds_flags(tmp_path):
+    """``(x1 | g)`` in --formula: exit 2 and one line naming --groups and --re-formula."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(
+        {"y": rng.normal(size=40), "x1": rng.normal(size=40), "g": np.arange(40) % 4}
+    )
+    frame.to_parquet(tmp_path / "a.parquet")
+    proc = run_in_process(
+        "fit",
+        "--data",
+        "a.parquet",
+        "--formula",
+        "y ~ x1 + (x1 | g)",
+        "--groups",
+        "g",
+        "--output",
+        "o",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--formula 'y ~ x1' --groups g --re-formula '1 + x1'" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_job_with_a_backquoted_bar_column_fits_and_a_vc_bar_term_is_explained(tmp_path):
+    """The review found a job's ``(`x|1`)`` refused as lme4's term and a bar term in a
+    job's vc_formula advised re_formula: the first fits, the second names vc_formula."""
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame(
+        {"y": rng.normal(size=60), "x1": rng.normal(size=60), "g": np.arange(60) % 6}
+    )
+    frame["x|1"] = rng.normal(size=60)
+    frame.to_parquet(tmp_path / "a.parquet")
+    job = {"data": "a.parquet", "formula": "y ~ x1 + (`x|1`)", "groups": "g", "output": "o"}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    proc = run_in_process("fit", "--job", "job.yaml", cwd=tmp_path, warns=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "o").exists()
+    job = {**job, "formula": "y ~ x1", "vc_formula": {"c": "0 + (1 | x1)"}, "output": "o2"}
+    (tmp_path / "job2.yaml").write_text(yaml.safe_dump(job))
+    proc = run_in_process("fit", "--job", "job2.yaml", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "vc_formula={'c': '0 + C(x1)'}" in proc.stderr, proc.stderr
+    assert "--re-formula" not in proc.stderr
+    assert not (tmp_path / "o2").exists()

@@ -60,7 +60,8 @@ def test_profile_interval_refuses_alpha_outside_zero_one_naming_it(fit, alpha):
 def test_profile_ci_table(fit):
     _, res = fit
     table = res.profile_ci()
-    assert list(table.index) == ["x_re1", "x_re2", "sub"]
+    # confint's order of the .sig rows (lme4's: the component's term has more levels)
+    assert list(table.index) == ["sub", "x_re1", "x_re2"]
     assert np.all(table["0.025"] < table["estimate"])
     assert np.all(table["estimate"] < table["0.975"])
 
@@ -278,3 +279,41 @@ def test_compare_lr_test_refuses_what_is_not_fitted_results(fit):
         res.compare_lr_test(None)
     with pytest.raises(SpecError, match="^anova compares fitted results; argument 2 is a str$"):
         anova(res, "x")
+
+
+def _sleep_like(seed: int = 1):
+    df = make_data(n_groups=18, seed=seed)
+    df["y"] = 250.0 + 25.0 * df["y"]  # positive, for np.log(y)
+    assert df["y"].min() > 0
+    return df
+
+
+def test_lr_test_of_fits_of_different_responses_is_refused():
+    """``log(y)`` against ``y``: a 'likelihood ratio' of densities of different
+    variables (the review found (0.0, 1.0, 1) and an anova row with Chisq 0)."""
+    df = _sleep_like()
+    small = dmixed.mixedlm("np.log(y) ~ 1", df, groups="g").fit(reml=False)
+    big = dmixed.mixedlm("y ~ x1", df, groups="g").fit(reml=False)
+    with pytest.raises(SpecError, match=r"different responses.*'np.log\(y\)'.*'y'"):
+        compare_lr_test(small, big)
+    with pytest.raises(SpecError, match="different responses"):
+        big.compare_lr_test(small)
+    with pytest.raises(SpecError, match=r"different responses \(model1: 'np.log\(y\)'"):
+        anova(small, big)
+
+
+def test_different_responses_are_named_before_the_parameter_counts():
+    """The restricted fit with more parameters: the cause is the response, said first."""
+    df = _sleep_like()
+    many = dmixed.mixedlm("np.log(y) ~ x1 + x2", df, groups="g").fit(reml=False)
+    few = dmixed.mixedlm("y ~ 1", df, groups="g").fit(reml=False)
+    with pytest.raises(SpecError, match="different responses"):
+        compare_lr_test(many, few)
+
+
+def test_same_response_other_formula_still_tested():
+    df = _sleep_like()
+    small = dmixed.mixedlm("y ~ 1", df, groups="g").fit(reml=False)
+    big = dmixed.mixedlm("y ~ x1", df, groups="g").fit(reml=False)
+    stat, p, dof = compare_lr_test(small, big)
+    assert dof == 1 and stat > 0 and 0 <= p <= 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import difflib
 import re
+import shlex
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -175,6 +176,9 @@ def parse_formula(formula: str, role: str, *, lhs: bool, columns: set | None = N
 
     if not isinstance(formula, str):
         raise SpecError(f"{role} must be a string, got {type(formula).__name__}")
+    bars = _lme4_bars(formula)
+    if bars:
+        raise FormulaError(_lme4_bar_message(formula, role, bars))
     try:
         parsed = Formula(formula)
     except Exception as e:  # formulaic's FormulaParsingError and friends
@@ -185,7 +189,7 @@ def parse_formula(formula: str, role: str, *, lhs: bool, columns: set | None = N
             raise FormulaError(f"invalid {role} {shown(formula)}: {called}") from None
         if _LAMBDA.search(formula):  # formulaic reads its ':' as an interaction
             raise FormulaError(_no_lambda(role, formula)) from None
-        hint = _comparison_hint(formula)
+        hint = _comparison_hint(formula) + _quoted_bracket_hint(formula)
         raise FormulaError(f"invalid {role} {shown(formula)}: {clean_message(e)}{hint}") from None
 
     def terms(part) -> list:
@@ -208,6 +212,226 @@ def parse_formula(formula: str, role: str, *, lhs: bool, columns: set | None = N
             f"invalid {role} {shown(formula)}: it must be one-sided (no '~' with a left-hand side)"
         )
     return None, terms(parsed)
+
+
+def _lme4_bars(formula: str) -> list[tuple[str, str, str, bool]]:
+    """lme4's random-effects terms ``(effects | group)`` and ``(effects || group)`` in
+    ``formula``: each parenthesized group outside any call holding a bar of its own
+    (outside its inner calls, brackets, backquoted names and quoted strings: ``|``
+    inside a call is Python's ``or``, inside backquotes part of a column's name), as
+    ``(inner text, effects, group, double bar)``, in the order written.  Read from
+    the text alone (nothing is evaluated)."""
+    out = []
+    bars: list[list[int]] = []  # per open "(": the positions of its own top-level bars
+    for pos, calls, closed in _paren_scan(formula, "_.`)]"):
+        ch = formula[pos]
+        if closed is None:
+            if ch == "(":
+                bars.append([])
+            elif ch == "|" and bars and not calls:
+                bars[-1].append(pos)
+            continue
+        own = bars.pop() if bars else []
+        start, call = closed
+        if call or calls or not own:
+            continue
+        inner = formula[start + 1 : pos]
+        first = own[0] - start - 1
+        double = len(own) > 1 and own[1] == own[0] + 1
+        effects, group = inner[:first], inner[first + (2 if double else 1) :]
+        out.append((inner, effects.strip(), group.strip(), double))
+    return out
+
+
+def _lme4_re_formula(effects: str) -> str:
+    """dmixed's ``re_formula`` for lme4's effects: lme4 adds an intercept unless the
+    effects say ``0``, ``-1`` or ``1`` themselves, as dmixed's re_formula does not
+    read them the same way, so the intercept is written out."""
+    words = re.split(r"\s*[+]\s*", effects.strip())
+    if any(w in ("0", "1", "-1") for w in words) or re.search(r"-\s*1\b", effects):
+        return effects
+    return f"1 + {effects}"
+
+
+def _lme4_group(group: str) -> tuple[str | None, list[str]]:
+    """lme4's grouping factor as ``(the one column it names or None, the columns of
+    its combination)``: ``g`` and ```my g``` name one column; ``g:c`` (the
+    combinations of g and c) and ``g/c`` (g, and c within g) name several, which
+    ``groups=`` cannot (it takes one column)."""
+    name = group[1:-1] if re.fullmatch(r"`[^`]*`", group) else group
+    if name is not group or name.isidentifier():
+        return name, [name]
+    parts = [p.strip().strip("`") for p in re.split(r"[:/]", group)]
+    return None, [p for p in parts if p]
+
+
+def _lme4_effect_words(effects: str) -> tuple[bool, list[str]]:
+    """lme4's effects as ``(has an intercept, the slopes' terms)``."""
+    words = [w for w in re.split(r"\s*[+]\s*", effects.strip()) if w]
+    slopes = [w for w in words if w not in ("0", "1", "-1") and not w.startswith("-")]
+    intercept = not any(w in ("0", "-1") for w in words) and not re.search(r"-\s*1\b", effects)
+    return intercept, slopes
+
+
+def _lme4_components(key: str, levels: str, effects: str) -> dict[str, str]:
+    """One variance component per lme4 effect within ``levels`` (each its own
+    variance, as lme4's ``||`` gives): the intercept's key ``key``, a slope's
+    ``key_<slope>``."""
+    intercept, slopes = _lme4_effect_words(effects)
+    out = {key: f"0 + C({levels})"} if intercept or not slopes else {}
+    for w in slopes:
+        suffix = re.sub(r"\W+", "_", w).strip("_")
+        name = f"{key}_{suffix}" if intercept or len(slopes) > 1 else key
+        out[name] = f"0 + C({levels}):{w}"
+    return out
+
+
+def _vc_flags(components: dict[str, str]) -> str:
+    """The command line's ``--vc`` flags for ``components``, quoted for a shell."""
+    return " ".join(f"--vc {shlex.quote(f'{k}={v}')}" for k, v in components.items())
+
+
+def _combined(parts: list[str]) -> str:
+    return " + '_' + ".join(f"data[{p!r}].astype(str)" for p in parts)
+
+
+def _lme4_several_groups(group: str, parts: list[str], effects: str) -> str:
+    """The advice for a grouping factor that is no one column (``g:c``, ``g/c``):
+    ``g/c`` is g, and c within g (a variance component beside g's own effects);
+    ``g:c`` is the combinations alone, so g has no effect of its own
+    (``re_formula='0'``) where c within g is fitted as a variance component."""
+    if len(parts) < 2:
+        return (
+            f"groups names one column of the data and ({group}) is none: make it a "
+            "column of the data and give that column's name as groups"
+        )
+    outer, inner = parts[0], parts[-1]
+    column = "_".join(parts)
+    advice = (
+        f"groups names one column of the data, not the combinations {group}: make them "
+        f"a column (e.g. data[{column!r}] = {_combined(parts)}) and give groups={column!r}"
+    )
+    components = {inner: f"0 + C({inner})"}
+    vc = f"vc_formula={components!r} (command line: --groups {shlex.quote(outer)} "
+    if "/" in group:
+        return (
+            f"{advice}, or, with groups={outer!r}, fit {inner} within {outer} as a "
+            f"variance component, {vc}{_vc_flags(components)})"
+        )
+    intercept, slopes = _lme4_effect_words(effects)
+    if slopes or not intercept:
+        return advice
+    return (
+        f"{advice}, or, with groups={outer!r} and re_formula='0' ({group} alone gives "
+        f"{outer} no effect of its own), fit {inner} within {outer} as a variance "
+        f"component, {vc}--re-formula 0 {_vc_flags(components)})"
+    )
+
+
+def _fixed_without_bars(formula: str, bars) -> str | None:
+    """``formula`` with its bar terms taken out, where each is a term of its own (a
+    ``+``, ``~`` or bracket on each side); None where one sits in an operator's
+    expression (``x*(a|b)``), whose rewriting is the user's to choose."""
+    fixed = formula
+    for text, *_ in bars:
+        term = f"({text})"
+        at = fixed.find(term)
+        before = fixed[:at].rstrip()[-1:]
+        after = fixed[at + len(term) :].lstrip()[:1]
+        if before not in ("~", "+", "(", "") or after not in ("+", ")", ""):
+            return None
+        if before == "+":
+            fixed = fixed[: len(fixed[:at].rstrip()) - 1].rstrip() + fixed[at + len(term) :]
+        elif after == "+":
+            rest = fixed[at + len(term) :].lstrip()[1:].lstrip()
+            fixed = fixed[:at] + rest
+        else:
+            fixed = fixed[:at] + "1" + fixed[at + len(term) :]
+    return " ".join(fixed.split())
+
+
+def _lme4_bar_message(formula: str, role: str, bars) -> str:
+    """The message refusing lme4's bar terms in ``formula``: how dmixed writes them
+    (``groups``, ``re_formula``, ``vc_formula``), in the API, on the command line and
+    in a job file."""
+    inner, effects, group, double = bars[0]
+    re_formula = _lme4_re_formula(effects)
+    column, parts = _lme4_group(group)
+    head = (
+        f"invalid {role} {shown(formula)}: ({inner.strip()}) is lme4's random-effects "
+        "term; dmixed takes the grouping factor and the random effects apart from the "
+        "fixed-effects formula"
+    )
+    notes = []
+    vc = re.fullmatch(r"vc_formula\[(.*)\]", role)
+    if vc:  # a variance component: its formula's columns are the component's levels
+        key = vc[1][1:-1] if vc[1][:1] in "'\"" else vc[1]
+        levels = column if column is not None else "_".join(parts)
+        intercept, slopes = _lme4_effect_words(effects)
+        components = _lme4_components(key, levels, effects)
+        correlated = not double and len(slopes) + intercept > 1
+        if correlated:
+            how = (
+                f": a variance component has one variance and no correlations, and "
+                f"({inner.strip()}) is a correlated "
+                f"{'intercept and slope' if intercept else 'set of slopes'}"
+                f", which has no variance-component form: fit {levels} as the model's "
+                f"groups (groups={levels!r}, re_formula={re_formula!r}); uncorrelated "
+                f"(lme4's ||), each effect is a component of its own, "
+                f"vc_formula={components!r} (command line: {_vc_flags(components)})"
+            )
+        else:
+            how = (
+                f": a variance component's formula holds only the columns of its effects, "
+                f"within the model's groups, each effect a component of its own (its own "
+                f"variance), e.g. vc_formula={components!r} "
+                f"(command line: {_vc_flags(components)}; job file: vc_formula key)"
+            )
+        if column is None:
+            how += (
+                f"; first make the combinations {group} a column: "
+                f"data[{levels!r}] = {_combined(parts)}"
+            )
+    elif column is None:
+        how = ": " + _lme4_several_groups(group, parts, effects)
+        if role == "formula":
+            how += "; the fixed effects stay in formula"
+            how += f", the effects in re_formula={re_formula!r}"
+            if ":" in group and "/" not in group and len(parts) > 1:
+                how += f" with groups={'_'.join(parts)!r}"
+    elif role == "formula":
+        fixed = _fixed_without_bars(formula, bars)
+        flags = f"--groups {shlex.quote(column)} --re-formula {shlex.quote(re_formula)}"
+        if fixed is None:
+            how = (
+                f": a bar term is a term of its own, and ({inner.strip()}) sits in an "
+                f"operator's expression: write the fixed effects you mean without it in "
+                f"formula, with groups={column!r}, re_formula={re_formula!r} (command "
+                f"line: {flags}; job file: formula, groups and re_formula keys)"
+            )
+        else:
+            how = (
+                f": formula={fixed!r}, groups={column!r}, re_formula={re_formula!r} "
+                f"(command line: --formula {shlex.quote(fixed)} {flags}; "
+                "job file: formula, groups and re_formula keys)"
+            )
+    else:
+        how = (
+            f": {role} holds the effects only, re_formula={re_formula!r}, and the grouping "
+            f"factor is groups={column!r} (command line: --re-formula "
+            f"{shlex.quote(re_formula)} --groups {shlex.quote(column)})"
+        )
+    if double and not vc:
+        notes.append(
+            "lme4's || (uncorrelated effects) has no re_formula form: re_formula's "
+            "effects have a full covariance matrix"
+        )
+    if len(bars) > 1:
+        notes.append(
+            "dmixed fits one grouping factor with one covariance matrix; other terms "
+            "nested in the groups are variance components (vc_formula)"
+        )
+    return head + how + "".join(f"; {note}" for note in notes)
 
 
 _COMPARISON = re.compile(r"==|!=|<=|>=|<|>")
@@ -395,39 +619,82 @@ def _comparison_hint(formula: str) -> str:
     return ""
 
 
+def _quoted_bracket_hint(formula: str) -> str:
+    """A message tail for a formula with a bracket inside a quoted string
+    (``Treatment("c(d")``): formulaic's tokenizer counts brackets inside a call
+    without reading its quotes, so it ends "before quote context was closed" or
+    Python meets an unmatched ``)``.  Python reads the escape ``\\x28`` as ``(``, and
+    formulaic sees no bracket there; "" where no quoted string holds a bracket."""
+    strings: list[str] = []
+    for _ in _paren_scan(formula, "_.", strings):
+        pass
+    held = [t for t in strings if any(c in t for c in "()[]{}")]
+    if not held:
+        return ""
+    escapes = {c: f"\\x{ord(c):02x}" for c in "()[]{}"}
+    escaped = "".join(escapes.get(c, c) for c in held[0])
+    return (
+        f"; formulaic (the formula parser) does not read a bracket inside a quoted "
+        f"string such as {held[0]}: write the bracket as Python's escape, {escaped}"
+    )
+
+
 def _outside_calls(formula: str) -> str:
     """``formula`` with the arguments of every call (and backquoted names) blanked."""
     return "".join(formula[pos] for pos, calls, _ in _paren_scan(formula, "_.") if not calls)
 
 
-def _paren_scan(formula: str, call_edges: str):
-    """Walk the characters of ``formula`` outside backquoted names (the backquotes
-    left out too), yielding ``(position, calls, closed)``: ``calls`` the number of
-    calls the character is in (Python there: comparisons allowed), a call's own
-    parentheses counted in it; ``closed``, for a ``)``, the ``(position, is a call)``
+def _paren_scan(formula: str, call_edges: str, strings: list[str] | None = None):
+    """Walk the characters of ``formula`` outside backquoted names and quoted strings
+    (``Q('a|b')``, ``Treatment("c(d")``, escapes read; the quotes left out too),
+    yielding ``(position, calls, closed)``: ``calls`` the number of calls, braces and
+    square brackets the character is in (Python there: comparisons allowed, ``|`` is
+    Python's ``or``), a call's own parentheses and a brace's or bracket's own
+    characters counted in it; ``closed``, for a ``)``, the ``(position, is a call)``
     of the ``(`` it closes, else None.  A ``(`` opens a call after a letter, a digit
-    or one of ``call_edges``."""
+    or one of ``call_edges``; formulaic's ``{...}`` holds Python code.  A closing
+    character that does not close the innermost open one is yielded as an ordinary
+    character.  ``strings``, where given, receives each quoted string's text (quotes
+    included; not backquoted names).  The one scanner of brackets: every reading of a
+    formula's text skips quoted characters the same way."""
     calls = 0
-    stack: list[tuple[int, bool]] = []  # (position of "(", is a call)
-    quoted = False
+    stack: list[tuple[str, int, bool]] = []  # (opening character, its position, is Python)
+    quote = ""  # the open quote: "`", "'" or '"'
+    escaped = False
+    opened = 0  # the position of the open quote
     for pos, ch in enumerate(formula):
-        if ch == "`":
-            quoted = not quoted
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote != "`":
+                escaped = True
+            elif ch == quote:
+                if strings is not None and quote != "`":
+                    strings.append(formula[opened : pos + 1])
+                quote = ""
             continue
-        if quoted:
+        if ch in "`'\"":
+            quote, opened = ch, pos
             continue
         if ch == "(":
             before = formula[:pos].rstrip()
             call = bool(before) and (before[-1].isalnum() or before[-1] in call_edges)
-            stack.append((pos, call))
+            stack.append((ch, pos, call))
             calls += call
             yield pos, calls, None
-        elif ch == ")" and stack:
-            start, call = stack.pop()
-            yield pos, calls, (start, call)
+        elif ch in "{[":
+            stack.append((ch, pos, True))
+            calls += 1
+            yield pos, calls, None
+        elif stack and ch == _CLOSES[stack[-1][0]]:
+            _, start, call = stack.pop()
+            yield pos, calls, ((start, call) if ch == ")" else None)
             calls -= call
         else:
             yield pos, calls, None
+
+
+_CLOSES = {"(": ")", "{": "}", "[": "]"}
 
 
 def _number(node: ast.AST) -> bool:

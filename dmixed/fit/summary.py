@@ -161,7 +161,11 @@ class OptSummary:
         toward points the objective rejects
         (:meth:`~dmixed.fit.profiled.ProfiledObjective.at_resolution_edge`).
     boundary : list of str
-        Variances settled at exactly zero (:meth:`Layout.boundary_labels` labels).
+        Variances settled at exactly zero (:meth:`Layout.boundary_labels` labels):
+        those the optimizer set to 0 and held there.  A rank-deficient Ψ* whose
+        variances are all positive (a correlation of ±1, reached from inside the cone)
+        is not listed, nor a variance that is tiny but not 0: lme4's singular-fit flag
+        is :attr:`MixedLMResults.is_singular <dmixed.MixedLMResults.is_singular>`.
     methods : list of str
         Methods that ran, in order (``"newton"`` for converging Newton steps first,
         then ``"bfgs"``, ``"lbfgs"``, ``"cg"`` as tried).  Newton steps first that stop

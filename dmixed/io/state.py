@@ -60,7 +60,9 @@ class ResultsState:
     history : list
         One entry per iteration (the fit log).
     boundary : list of str
-        Boundary labels of the variances settled at zero (:meth:`Layout.boundary_labels`).
+        Boundary labels of the variances settled at exactly zero
+        (:meth:`Layout.boundary_labels`; :class:`~dmixed.fit.summary.OptSummary`'s
+        ``boundary``, narrower than :attr:`MixedLMResults.is_singular`).
     fit_seconds, data_pass_seconds : float
     cov_fe : str
         ``"hessian"`` or ``"conditional"``.

@@ -475,21 +475,42 @@ def confint_frame(results, method: str = "profile", level: float = 0.95, parm=No
 
 
 def variance_intervals(results, alpha: float = 0.05) -> pd.DataFrame:
-    """Profile intervals of the variances (``cov_re`` diagonal, then ``vcomp``): the
+    """Profile intervals of the variances (``cov_re`` diagonal and ``vcomp``): the
     squares of the SD intervals of :class:`ProfileIntervals` at level ``1 − alpha``.
 
     Returns
     -------
     DataFrame (k_re + k_vc, 3)
         Columns ``estimate`` (the fit's), ``str(alpha/2)``, ``str(1 − alpha/2)``;
-        rows the random effects' and components' names.
+        rows the random effects' and components' names, in the order of the
+        ``.sigNN`` rows of :func:`confint_frame` (:func:`select_parameters`): the
+        k-th row here is the square of the k-th SD row there.
     """
     alpha = check_alpha(alpha)
     prof = ProfileIntervals(results)
-    sds = [k for k, kind in enumerate(prof.sdcor.kinds) if kind in ("sd", "vc")]
+    kinds = list(prof.sdcor.kinds)
+    # each SD's z index, and its variance's name and estimate, in sdcor's entry order
+    # (Ψ's diagonal within its lower triangle, then the components)
+    sd_entries = [k for k, kind in enumerate(kinds) if kind in ("sd", "vc")]
+    variance_of = dict(
+        zip(
+            sd_entries,
+            zip(
+                list(results.names.exog_re_names) + list(results.names.vc_names),
+                np.concatenate(
+                    [np.diag(np.asarray(results.cov_re)), np.asarray(results.vcomp)]
+                ).tolist(),
+                strict=True,
+            ),
+            strict=True,
+        )
+    )
+    # confint's rows (:func:`select_parameters`, the one owner of lme4's order)
+    sds = list(map(prof.names.index, select_parameters(prof.names, kinds, None)))
+    sds = [k for k in sds if k in variance_of]
     table = np.array([prof.interval(k, 1.0 - alpha) for k in sds]).reshape(-1, 2) ** 2
-    names = list(results.names.exog_re_names) + list(results.names.vc_names)
-    estimate = np.concatenate([np.diag(np.asarray(results.cov_re)), np.asarray(results.vcomp)])
+    names = [variance_of[k][0] for k in sds]
+    estimate = np.array([variance_of[k][1] for k in sds], dtype=np.float64)
     return pd.DataFrame(
         {"estimate": estimate, f"{alpha / 2}": table[:, 0], f"{1 - alpha / 2}": table[:, 1]},
         index=pd.Index(names),

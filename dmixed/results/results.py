@@ -38,6 +38,7 @@ from .profile import confint_frame, variance_intervals
 from .profile_re import profile_re
 from .re_frames import blup_frame, effect_names, with_empty
 from .simulate import simulate_fitted
+from .singular import is_singular
 from .summary import Summary, coefficient_table
 from .terms import constant_in_rows, constant_in_spec
 from .varcorr import varcorr_frame
@@ -605,20 +606,28 @@ class MixedLMResults(FittedValues, Hypotheses):
     def confint(self, parm=None, level: float = 0.95, method: str = "profile") -> pd.DataFrame:
         """lme4's ``confint``: profile-likelihood (or Wald) intervals in lme4's names.
 
-        Rows ``.sig01``, … (the SDs and correlations of the random effects, then the
-        variance components' SDs), ``.sigma``, then the fixed effects; columns as lme4's
-        (``"2.5 %"``, ``"97.5 %"``).  ``method="profile"`` profiles the ML deviance from
-        the statistics (no data pass; a REML fit is refitted by ML first, as lme4);
-        ``"Wald"`` gives ``β̂ ± z·se`` and NaN for the covariance parameters.  ``parm``:
-        names, positions, ``"theta_"`` or ``"beta_"``.  See
+        Rows ``.sig01``, …, ``.sigma``, then the fixed effects; columns as lme4's
+        (``"2.5 %"``, ``"97.5 %"``).  The ``.sigNN`` rows follow lme4's order of the
+        random-effects terms, by decreasing number of levels: the groups' term (the SDs
+        and correlations of ``cov_re`` by columns of its lower triangle: SD, its
+        correlations, next SD, ...) and each variance component, a term of its own (its
+        SD; its levels are the (group, level) pairs with rows, lme4's
+        ``(1 | group:component)``).  So a component with more levels than there are
+        groups comes first: with ``re_formula="1"`` and a class component nested in
+        schools, ``.sig01`` is the class SD and ``.sig02`` the school SD
+        (:func:`dmixed.results.sdcor.sdcor_names`).  ``method="profile"`` profiles the
+        ML deviance from the statistics (no data pass; a REML fit is refitted by ML
+        first, as lme4); ``"Wald"`` gives ``β̂ ± z·se`` and NaN for the covariance
+        parameters.  ``parm``: names, positions, ``"theta_"`` or ``"beta_"``.  See
         :mod:`dmixed.results.profile`.
         """
         return confint_frame(self, method, level, parm)
 
     def profile_ci(self, alpha: float = 0.05) -> pd.DataFrame:
-        """Profile-likelihood intervals for every variance (``cov_re`` diagonal, then
+        """Profile-likelihood intervals for every variance (``cov_re`` diagonal and
         ``vcomp``): the squares of :meth:`confint`'s SD intervals (the ML profile, as
-        lme4's), with the fit's estimates; rows the variances' names."""
+        lme4's), with the fit's estimates; rows the variances' names, in the order of
+        :meth:`confint`'s SD rows (:func:`dmixed.results.profile.variance_intervals`)."""
         return variance_intervals(self, alpha)
 
     def compare_lr_test(self, restricted) -> tuple[float, float, int]:
@@ -665,6 +674,21 @@ class MixedLMResults(FittedValues, Hypotheses):
         self.__dict__.update(state)
 
     # -- display -----------------------------------------------------------------
+
+    @property
+    def is_singular(self) -> bool:
+        """lme4's ``isSingular(fit)``: True when a variance is 0 or the random-effects
+        covariance is rank-deficient, within lme4's tolerance 1e-4 on the relative
+        Cholesky factor θ (the diagonal of ``L`` with ``L L' = cov_re / scale``, and
+        ``sqrt(vcomp / scale)``; :func:`dmixed.results.singular.is_singular`).
+
+        A function of the estimates alone: the same for fits in process, on Dask and
+        loaded from a results directory.  ``optimizer.boundary`` is narrower: it lists
+        the variances the optimizer settled at exactly zero, not a rank-deficient
+        covariance whose variances are all positive (a correlation of ±1).
+        :meth:`summary` says ``boundary (singular) fit`` where this is True.
+        """
+        return is_singular(self._state.cov_re_unscaled, self._state.vcomp, self._state.scale)
 
     def varcorr(self) -> pd.DataFrame:
         """Variances, standard deviations and correlations of the random effects, and

@@ -11,6 +11,7 @@ from ..errors import SpecError
 from ..inference import check_alpha
 from ..io import ResultsState
 from ..stats import tril_indices
+from .singular import SINGULAR_NOTE, is_singular
 from .varcorr import varcorr_text
 
 __all__ = ["Summary", "coefficient_table", "latex_escape"]
@@ -131,15 +132,24 @@ class Summary:
         The random effects' variances, standard deviations and correlations, and σ̂,
         laid out as lme4's ``VarCorr`` (:func:`~dmixed.results.varcorr.varcorr_text`);
         printed below the table.
+    notes : sequence of str
+        Lines printed last (a singular fit's :data:`~dmixed.results.singular.SINGULAR_NOTE`,
+        as lme4's summary prints it).
     """
 
     def __init__(
-        self, title: str, info: list[tuple[str, str]], table: pd.DataFrame, random: str = ""
+        self,
+        title: str,
+        info: list[tuple[str, str]],
+        table: pd.DataFrame,
+        random: str = "",
+        notes: tuple[str, ...] = (),
     ) -> None:
         self.title = title
         self.info = info
         self.table = table
         self.random = random
+        self.notes = tuple(notes)
 
     @classmethod
     def of(
@@ -177,7 +187,9 @@ class Summary:
         info = _model_info(state)
         if yname is not None:
             info[1] = (info[1][0], str(yname))
-        return cls(title or _TITLE, info, table, varcorr_text(state))
+        singular = is_singular(state.cov_re_unscaled, state.vcomp, state.scale)
+        notes = (SINGULAR_NOTE,) if singular else ()
+        return cls(title or _TITLE, info, table, varcorr_text(state), notes)
 
     @property
     def tables(self) -> list[pd.DataFrame]:
@@ -204,7 +216,7 @@ class Summary:
         blocks = [self.title.center(width).rstrip(), "=" * width, *lines, "-" * width, body]
         if random:
             blocks += ["-" * width, *random]
-        return "\n".join([*blocks, "=" * width]) + "\n"
+        return "\n".join([*blocks, "=" * width, *self.notes]) + "\n"
 
     def as_html(self) -> str:
         """The summary as an HTML fragment (for notebooks)."""
@@ -213,6 +225,7 @@ class Summary:
             f"<div><h4>{self.title}</h4><table>{info}</table>"
             f"{self._formatted_table().to_html()}"
             + (f"<pre>Random effects:\n{html.escape(self.random)}</pre>" if self.random else "")
+            + "".join(f"<p>{html.escape(note)}</p>" for note in self.notes)
             + "</div>"
         )
 
@@ -260,6 +273,7 @@ class Summary:
             + _latex_tabular(body, "l" + "r" * len(table.columns), header=True)
             + "\\end{table}\n\\bigskip\n"
             + tail
+            + "".join(latex_escape(note) + "\n" for note in self.notes)
         )
 
     def __str__(self) -> str:

@@ -7,12 +7,15 @@ import io
 import logging
 import os
 import re
+import shlex
 import types
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmixed
 from dmixed.design import build_spec
@@ -698,3 +701,318 @@ def _lambda_frame():
             "g": np.repeat(np.arange(8), 5),
         }
     )
+
+
+@pytest.mark.parametrize(
+    ("formula", "fixed", "group", "re_formula"),
+    [
+        ("Reaction ~ Days + (Days | Subject)", "Reaction ~ Days", "Subject", "1 + Days"),
+        ("Reaction ~ (1|Subject) + Days", "Reaction ~ Days", "Subject", "1"),
+        ("Reaction ~ (0 + Days | Subject)", "Reaction ~ 1", "Subject", "0 + Days"),
+    ],
+)
+def test_lme4_bar_terms_say_how_dmixed_writes_them(formula, fixed, group, re_formula):
+    """formulaic's 'Operator `|` is incorrectly used' named no way out; the refusal says
+    formula=, groups= and re_formula=, and the command line's flags."""
+    df = pd.DataFrame(
+        {
+            "Reaction": np.arange(20.0) ** 1.5,
+            "Days": np.arange(20.0) % 10,
+            "Subject": np.arange(20) % 4,
+        }
+    )
+    with pytest.raises(FormulaError) as info:
+        dmixed.mixedlm(formula, df, groups="Subject")
+    message = str(info.value)
+    assert "lme4's random-effects term" in message
+    assert f"formula={fixed!r}, groups={group!r}, re_formula={re_formula!r}" in message
+    assert f"--groups {group} --re-formula {shlex.quote(re_formula)}" in message
+    assert "incorrectly used" not in message
+
+
+def test_lme4_bar_in_re_formula_and_double_bar_are_explained():
+    with pytest.raises(
+        FormulaError, match=r"re_formula holds the effects only, re_formula='1 \+ x'"
+    ):
+        parse_formula("(x | g)", "re_formula", lhs=False)
+    with pytest.raises(FormulaError, match=r"\|\| \(uncorrelated effects\)"):
+        parse_formula("y ~ x + (x || g)", "formula", lhs=True)
+    with pytest.raises(FormulaError, match="one grouping factor"):
+        parse_formula("y ~ x + (1 | g) + (1 | h)", "formula", lhs=True)
+
+
+def test_bar_inside_a_call_is_pythons_or_not_a_bar_term():
+    """``I(a | b)`` is Python inside a call: parsed as before, not taken for lme4's."""
+    _, rhs = parse_formula("y ~ I(a | b)", "formula", lhs=True)
+    assert [str(t) for t in rhs] == ["1", "I(a | b)"]
+
+
+def _backquoted_bar_frame():
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"g": np.repeat(np.arange(10), 6), "x": rng.normal(size=60)})
+    df["a|b"] = rng.normal(size=60)
+    df["y"] = df.x + rng.normal(size=60) + np.repeat(rng.normal(size=10), 6)
+    return df
+
+
+@pytest.mark.parametrize(
+    ("formula", "re_formula"),
+    [
+        ("y ~ x + (`a|b`)", None),
+        ("y ~ (x + `a|b`)", None),
+        ("y ~ x + (Q('a|b'))", None),
+        ("y ~ x", "(`a|b`)"),
+    ],
+)
+def test_a_bar_in_a_backquoted_name_is_no_lme4_term(formula, re_formula):
+    """The review found ``(`a|b`)`` taken for lme4's ``(effects | group)``: the bar of a
+    backquoted column's name (or of a quoted string) is the name's, and the model fits."""
+    df = _backquoted_bar_frame()
+    kwargs = {} if re_formula is None else {"re_formula": re_formula}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)  # a small fit may warn
+        fit = dmixed.mixedlm(formula, df, groups="g", **kwargs).fit()
+    assert np.isfinite(fit.llf)
+
+
+@pytest.mark.parametrize(
+    ("formula", "re_formula"),
+    [
+        ("y ~ x + (1 + np.exp(x) | g)", "1 + np.exp(x)"),
+        ("y ~ x + (x + I(a|b) | g)", "1 + x + I(a|b)"),
+        ("y ~ x + (x | `my g`)", "1 + x"),
+    ],
+)
+def test_bar_terms_holding_calls_are_lme4_terms(formula, re_formula):
+    """A bar of the bracket's own (outside its calls) makes an lme4 term even where the
+    effects call functions; formulaic's 'incorrectly used' said nothing of it."""
+    with pytest.raises(FormulaError, match="lme4's random-effects term") as info:
+        parse_formula(formula, "formula", lhs=True)
+    message = str(info.value)
+    assert f"re_formula={re_formula!r}" in message
+    assert "incorrectly used" not in message
+    if "my g" in formula:
+        assert "groups='my g'" in message and "--groups 'my g'" in message
+
+
+def test_a_call_with_a_bar_alone_in_a_bracket_is_no_lme4_term():
+    _, rhs = parse_formula("y ~ (I(a|b))", "formula", lhs=True)
+    assert [str(t) for t in rhs] == ["1", "I(a | b)"]
+
+
+def test_a_bar_term_in_a_variance_component_says_how_to_write_one():
+    """The review found re_formula/groups advised for a bar term in vc_formula."""
+    with pytest.raises(FormulaError) as info:
+        parse_formula("0 + (1|c)", "vc_formula['c']", lhs=False)
+    message = str(info.value)
+    assert "vc_formula={'c': '0 + C(c)'}" in message
+    assert "--vc 'c=0 + C(c)'" in message
+    assert "re_formula=" not in message and "groups=" not in message
+    with pytest.raises(FormulaError, match=r"vc_formula=\{'c': '0 \+ C\(c\):x'\}"):
+        parse_formula("0 + (0 + x | c)", "vc_formula['c']", lhs=False)
+
+
+@pytest.mark.parametrize("group", ["g:c", "g/c"])
+def test_a_grouping_factor_of_several_columns_is_told_to_make_a_column(group):
+    """``(1|g:c)`` advised groups='g:c', then refused as no column: the message says to
+    make a column of the combinations, or to fit c within g as a variance component."""
+    with pytest.raises(FormulaError) as info:
+        parse_formula(f"y ~ x + (1|{group})", "formula", lhs=True)
+    message = str(info.value)
+    assert f"groups={group!r}" not in message
+    assert "data['g_c'] = data['g'].astype(str) + '_' + data['c'].astype(str)" in message
+    assert "groups='g_c'" in message
+    assert "vc_formula={'c': '0 + C(c)'}" in message
+    if group == "g/c":  # g, and c within g: g's intercept stays
+        assert "groups='g', fit c within g as a variance component" in message
+        assert "re_formula='1'" in message and "re_formula='0'" not in message
+    else:  # the combinations alone: no intercept of g's own
+        assert "groups='g' and re_formula='0'" in message
+        assert "--groups g --re-formula 0 --vc 'c=0 + C(c)'" in message
+        assert "re_formula='1' with groups='g_c'" in message
+
+
+@pytest.mark.parametrize(
+    ("effects", "components"),
+    [
+        ("x||c", {"c": "0 + C(c)", "c_x": "0 + C(c):x"}),
+        ("1 + x + z || c", {"c": "0 + C(c)", "c_x": "0 + C(c):x", "c_z": "0 + C(c):z"}),
+        ("0 + x + z || c", {"c_x": "0 + C(c):x", "c_z": "0 + C(c):z"}),
+    ],
+)
+def test_uncorrelated_effects_in_a_variance_component_are_one_component_each(effects, components):
+    """The review found ``(x||c)`` advised as one key holding intercept and slope: one
+    variance shared by both, where lme4 gives each its own."""
+    with pytest.raises(FormulaError) as info:
+        parse_formula(f"0 + ({effects})", "vc_formula['c']", lhs=False)
+    message = str(info.value)
+    assert f"vc_formula={components!r}" in message
+    flags = " ".join(f"--vc {shlex.quote(f'{k}={v}')}" for k, v in components.items())
+    assert flags in message
+
+
+def test_correlated_effects_in_a_variance_component_have_no_component_form():
+    with pytest.raises(FormulaError) as info:
+        parse_formula("0 + (1 + x | c)", "vc_formula['c']", lhs=False)
+    message = str(info.value)
+    assert "no variance-component form" in message
+    assert "groups='c', re_formula='1 + x'" in message
+    assert "vc_formula={'c': '0 + C(c) + C(c):x'}" not in message
+
+
+@pytest.mark.parametrize("formula", ["y ~ x*(a|b)", "y ~ x + (a| b)*x", "y ~ x:(1|b)"])
+def test_a_bar_term_in_an_operators_expression_gets_no_rewritten_formula(formula):
+    """The review found ``y ~ x*(a|b)`` advised as ``formula='y ~ x*1'`` (and
+    ``x + (a|b)*x`` as ``'y ~ x*x'``)."""
+    with pytest.raises(FormulaError) as info:
+        parse_formula(formula, "formula", lhs=True)
+    message = str(info.value)
+    assert "formula=" not in message.replace("re_formula=", "")
+    assert "--formula" not in message
+    assert "sits in an operator's expression" in message
+    assert "groups='b'" in message
+
+
+@pytest.mark.parametrize(
+    "formula", ['y ~ x + Q("it\'s") + (1|g)', "y ~ x + `it's` + (x | g)", "y ~ x + (x | `my g`)"]
+)
+def test_the_advised_command_line_is_valid_shell(formula):
+    """``--formula``/``--re-formula`` were shown with Python's repr: not shell."""
+    with pytest.raises(FormulaError) as info:
+        parse_formula(formula, "formula", lhs=True)
+    message = str(info.value)
+    line = re.search(r"command line: (.*?); job file", message)[1]
+    words = shlex.split(line)
+    assert words[words.index("--groups") + 1] in ("g", "my g")
+    fixed = formula.split(" + (")[0]
+    assert words[words.index("--formula") + 1] == fixed
+    assert words[words.index("--re-formula") + 1] in ("1", "1 + x")
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ x + ({(x > 0) | (x < -1)})",
+        "y ~ (x + {(x > 0) | (x < -1)})",
+        "y ~ x + ({x > 0 | x < -1} + x)",
+        "y ~ (x + {a|b|x})",
+    ],
+)
+def test_a_bar_in_python_braces_is_pythons_or_not_a_bar_term(formula):
+    """The review found a ``|`` inside formulaic's ``{...}`` (Python code) taken for an
+    lme4 bar where the brace sits inside a plain bracket: refused, where main fits."""
+    parse_formula(formula, "formula", lhs=True)
+
+
+def test_a_saved_fit_with_a_bar_in_python_braces_loads_and_predicts(tmp_path):
+    """Such results saved by main must load (loading parses the formula again)."""
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"g": np.repeat(np.arange(12), 10), "x": rng.normal(size=120)})
+    df["y"] = df.x + rng.normal(size=120) + np.repeat(rng.normal(size=12), 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)  # a small fit may warn
+        fit = dmixed.mixedlm("y ~ x + ({(x > 0) | (x < -1)})", df, groups="g").fit()
+    fit.save(tmp_path / "fit.dmx")
+    loaded = dmixed.load(tmp_path / "fit.dmx")
+    assert list(loaded.fe_params.index) == list(fit.fe_params.index)
+    np.testing.assert_allclose(loaded.predict(df), fit.predict(df), rtol=1e-12)
+
+
+_ATOMS = [
+    "x",
+    "a",
+    "`a|b`",
+    "`it's`",
+    "Q('a|b')",
+    'Q("q\\"|z")',
+    "Q('q\"|z')",
+    "C(c, Treatment('a|b'))",
+    "I(x + 1)",
+    "I((x > 0) | (x < -1))",
+    "{(x > 0) | (x < -1)}",
+    "np.log(np.abs(x) + 1)",
+    "{x * 2}",
+    "{'|' in 'a|b' or x > 0}",
+    "{[x, a][0] | a}",
+    "I(x*(a|b>0))",
+]
+_BARS = [
+    ("(1|g)", "g"),
+    ("(x|g)", "g"),
+    ("(0 + x || g)", "g"),
+    ("(np.exp(x) | g)", "g"),
+    ("(Q('a|b') | g)", "g"),
+    ("(`a|b` | g)", "g"),
+    ("(x + {x*2} | g)", "g"),
+    ("({a | b} | g)", "g"),
+]
+
+
+@st.composite
+def _terms(draw, depth=0):
+    """A fixed-effects term of quoted names, calls, braces and plain brackets."""
+    atom = draw(st.sampled_from(_ATOMS))
+    if depth >= 2:
+        return atom
+    kind = draw(st.sampled_from(["atom", "sum", "bracket", "product"]))
+    if kind == "sum":
+        return f"({draw(_terms(depth + 1))} + {draw(_terms(depth + 1))})"
+    if kind == "bracket":
+        return f"({atom})"
+    if kind == "product":
+        return f"{draw(_terms(depth + 1))}:{draw(_terms(depth + 1))}"
+    return atom
+
+
+def _joined(terms: list[str], bracketed: bool) -> str:
+    rhs = " + ".join(terms)
+    return f"y ~ ({rhs})" if bracketed else f"y ~ {rhs}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_terms(), min_size=1, max_size=3), st.booleans())
+def test_formulas_without_bar_terms_parse(terms, bracketed):
+    """Bars of quoted names and strings, of calls and of Python braces are no lme4
+    terms, at any depth of plain brackets (the review's random formulas)."""
+    parse_formula(_joined(terms, bracketed), "formula", lhs=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(_terms(), max_size=2),
+    st.sampled_from(_BARS),
+    st.integers(0, 2),
+    st.booleans(),
+)
+def test_bar_terms_among_other_terms_are_caught(terms, bar, at, bracketed):
+    text, group = bar
+    terms.insert(min(at, len(terms)), text)
+    with pytest.raises(FormulaError, match="lme4's random-effects term") as info:
+        parse_formula(_joined(terms, bracketed), "formula", lhs=True)
+    assert f"({text[1:-1].strip()}) is lme4's" in str(info.value)
+    assert f"groups={group!r}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("formula", "escaped"),
+    [
+        ('y ~ x + C(c, Treatment("c(d"))', '"c\\x28d"'),
+        ('y ~ (x + C(c, Treatment("c(d")))', '"c\\x28d"'),
+        ("y ~ x + Q('a)b')", "'a\\x29b'"),
+    ],
+)
+def test_a_bracket_in_a_quoted_string_is_refused_with_its_escape(formula, escaped):
+    """The review found ``Treatment("c(d")`` refused "unmatched ')'" with no way out:
+    formulaic counts brackets inside a call without reading its quotes; the message
+    names the string and its escape, which fits."""
+    with pytest.raises(FormulaError) as info:
+        parse_formula(formula, "formula", lhs=True)
+    assert f"write the bracket as Python's escape, {escaped}" in str(info.value)
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame({"g": np.repeat(np.arange(10), 6), "x": rng.normal(size=60)})
+    df["c"] = np.where(rng.random(60) < 0.5, "a|b", "c(d")
+    df["y"] = df.x + rng.normal(size=60) + np.repeat(rng.normal(size=10), 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)  # a small fit may warn
+        fit = dmixed.mixedlm('y ~ x + C(c, Treatment("c\\x28d"))', df, groups="g").fit()
+    assert any(name.endswith("[T.a|b]") for name in fit.fe_params.index)

@@ -636,3 +636,34 @@ def test_near_singular_psi_sd_and_fixed_limits_are_the_profile_crossings():
     lower = ci.loc["Intercept"].iloc[0]
     zeta = -np.sqrt(2 * (prof.llf - best(pinned_fe=(0, lower))))
     assert zeta == pytest.approx(-crit, abs=2e-3)
+
+
+def _schools(seed: int = 3, n_schools: int = 30, n_classes: int = 4, size: int = 8):
+    """Classes nested in schools: the class component has 120 (school, class) levels,
+    more than the 30 schools, so lme4 puts its term first."""
+    rng = np.random.default_rng(seed)
+    school = np.repeat(np.arange(n_schools), n_classes * size)
+    cls = np.tile(np.repeat(np.arange(n_classes), size), n_schools)
+    x = rng.normal(size=school.size)
+    u_school = rng.normal(0, 2, n_schools)[school]
+    u_class = rng.normal(0, 1, (n_schools, n_classes))[school, cls]
+    y = 10 + 0.5 * x + u_school + u_class + rng.normal(0, 1.5, school.size)
+    return pd.DataFrame({"school": school, "cls": cls, "x": x, "y": y})
+
+
+def test_confint_and_profile_ci_share_lmes_order_of_terms():
+    """``.sig01`` is the class SD (its term has more levels), ``.sig02`` the school SD;
+    profile_ci lists the variances in that same order, each the square of its row."""
+    fit = dmixed.mixedlm(
+        "y ~ x", _schools(), groups="school", re_formula="1", vc_formula={"cls": "0 + C(cls)"}
+    ).fit()
+    ci = fit.confint()
+    var = fit.profile_ci()
+    assert list(var.index) == ["cls", "school"]
+    np.testing.assert_allclose(var.to_numpy()[:, 1:], ci.loc[[".sig01", ".sig02"]] ** 2)
+    assert var.loc["cls", "estimate"] == fit.vcomp[0]
+    assert var.loc["school", "estimate"] == fit.cov_re.iloc[0, 0]
+    # the SD rows are the ML profile of those SDs: each contains its own ML estimate's
+    # order of size, the class SD (about 1) well below the school SD (about 2)
+    assert ci.loc[".sig01"].iloc[1] < ci.loc[".sig02"].iloc[0]
+    assert "class SD" in type(fit).confint.__doc__
