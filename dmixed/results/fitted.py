@@ -67,15 +67,13 @@ class FittedValues:
             the population prediction ``X β̂`` (their random effects have mean zero;
             an :class:`~dmixed.errors.UnseenGroupsWarning` counts them), NaN, or a
             :class:`~dmixed.errors.DataError` naming them (lme4's
-            ``allow.new.levels = FALSE``).  For Dask ``data`` the call reads nothing,
-            whatever the choice: ``"population"`` warns when the returned Series is
-            computed, from the task of each partition holding such rows, with one
-            message (Python's default filter shows it once, without counts): in this
-            process under Dask's ``"sync"`` and ``"threads"`` schedulers, but in the
-            workers' logs on worker processes (``"processes"``, a distributed cluster),
-            where this process does not see it.  To act on unseen groups of Dask data
-            pass ``"error"`` (raises here when computed, naming the partition and its
-            counts) or ``"nan"``.
+            ``allow.new.levels = FALSE``).  For Dask ``data`` the default
+            ``"population"`` reads the group column (and the missing values of the
+            columns the prediction uses) once, at this call, to count the unseen
+            groups, and warns once, here, with the totals of every partition; the
+            rows are read again when the returned Series is computed.  Pass ``"nan"``
+            or ``"error"`` for a call that reads nothing (``"error"`` raises when the
+            Series is computed, naming the partition and its counts).
         new_levels : {"error", "population", "nan"}
             With ``include_random``, what rows of groups the fit saw get when they hold
             a level of a variance component's own column that the fit did not see: a

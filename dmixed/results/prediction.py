@@ -158,42 +158,16 @@ def unseen_rows(n_unseen: int, n_rows: int, keys, name: str) -> str:
     )
 
 
-def unseen_message(what: str) -> str:
-    """The message of the :class:`~dmixed.errors.UnseenGroupsWarning` of
-    ``new_groups="population"`` (``what``: :func:`unseen_rows`)."""
-    return (
-        f"{what}: they get the population prediction X·fe_params; pass "
-        "new_groups='nan' or 'error' to have NaN or an error instead"
-    )
-
-
 def warn_unseen(what: str) -> None:
     """The :class:`~dmixed.errors.UnseenGroupsWarning` of ``new_groups="population"``
     (``what``: :func:`unseen_rows`), attributed to the first caller outside dmixed
     (:func:`caller_stacklevel`): the paths that reach it differ in depth."""
-    warnings.warn(unseen_message(what), UnseenGroupsWarning, stacklevel=caller_stacklevel())
-
-
-def unseen_in_task_message(name: str) -> str:
-    """The message of the :class:`~dmixed.errors.UnseenGroupsWarning` of a Dask
-    partition (:func:`warn_unseen_in_task`): the same for every partition and compute,
-    so that Python's default filter shows it once, not once per partition (their counts
-    and numbers are in the error of ``new_groups="error"``)."""
-    return (
-        f"rows of the Dask DataFrame belong to groups of {name!r} the fit did not see: "
-        "they get the population prediction X·fe_params; pass new_groups='nan' or "
-        "'error' to have NaN or an error (naming the partition and its counts) instead"
+    warnings.warn(
+        f"{what}: they get the population prediction X·fe_params; pass "
+        "new_groups='nan' or 'error' to have NaN or an error instead",
+        UnseenGroupsWarning,
+        stacklevel=caller_stacklevel(),
     )
-
-
-def warn_unseen_in_task(name: str) -> None:
-    """The :class:`~dmixed.errors.UnseenGroupsWarning` of a Dask partition holding rows
-    of groups of ``name`` the fit did not see, raised by ``warnings.warn`` in the task
-    that predicts it (``predict`` and ``get_prediction`` alike), attributed to Dask's
-    line calling it.  In this process under Dask's ``"sync"`` and ``"threads"``
-    schedulers; in a worker process (``"processes"``, a distributed cluster) it stays
-    there (its stderr, the worker's log): the caller is not told."""
-    warnings.warn(unseen_in_task_message(name), UnseenGroupsWarning, stacklevel=caller_stacklevel())
 
 
 def caller_stacklevel() -> int:
@@ -530,13 +504,11 @@ def fitted_partition(
 ):
     """One partition's predictions (every row), or fitted values or residuals (the rows
     kept), indexed like them in ``pdf`` (``what``: see :func:`predict_dask`).  Unseen
-    groups with ``new_groups="population"`` warn here, in the task
-    (:func:`warn_unseen_partition`); a refusal (``new_groups="error"``,
-    ``new_levels="error"``) counts this partition's rows and names it
+    groups are not warned of here: :func:`predict_dask` warns once for all partitions, at
+    the call (:func:`warn_unseen_dask`).  A refusal (``new_groups="error"``,
+    ``new_levels="error"``) counts this partition's rows only, and says so
     (``partition_info``: Dask's, its number)."""
     if what == "predict":
-        if include_random and new_groups == "population":
-            warn_unseen_partition(pdf, spec, predictor)
         try:
             return predict_frame(
                 predictor, spec, pdf, include_random, new_groups, new_levels, warn=False
@@ -572,17 +544,29 @@ def unseen_partition(
     return len(groups), n_unseen, keys
 
 
-def warn_unseen_partition(pdf, spec, predictor: Predictor) -> None:
-    """Warn (:func:`warn_unseen_in_task`) when rows of the partition ``pdf`` that a
-    prediction with ``include_random`` reads belong to groups the fit did not see,
-    found as :meth:`Predictor.positions` finds them in a pandas frame
-    (:func:`unseen_partition`)."""
+def warn_unseen_dask(predictor: Predictor, spec, data) -> None:
+    """Warn once, here, of the rows of the Dask DataFrame ``data`` in groups the fit did
+    not see (the totals over its partitions, as :meth:`Predictor.positions` words them
+    for a pandas frame), for ``new_groups="population"`` of :func:`predict_dask` and of
+    :func:`~dmixed.results.prediction_error.moments_dask` alike: one warning for the call,
+    not one per partition (a warning raised in the tasks would repeat on worker processes,
+    and a filter changed inside a task resets Python's "once").  Computes the group
+    column and the missing-value masks of the columns a prediction reads, once, now
+    (:func:`unseen_partition`); the predictor is one Dask task, a dependency of every
+    partition's count, not a literal of each."""
+    import dask  # only here: dmixed imports without Dask
+
     columns = needed_columns(spec, response=False, random=True)
-    _, n_unseen, _ = unseen_partition(
-        pdf, spec.group_name, dict(spec.column_kinds), columns, predictor
-    )
+    kinds = dict(spec.column_kinds)
+    state = dask.delayed(predictor, pure=True, traverse=False)
+    count = dask.delayed(unseen_partition, pure=True)
+    parts = [count(part, spec.group_name, kinds, columns, state) for part in data.to_delayed()]
+    found = dask.compute(*parts)
+    n_unseen = sum(f[1] for f in found)
     if n_unseen:
-        warn_unseen_in_task(spec.group_name)
+        keys = pd.unique(np.concatenate([np.asarray(f[2], dtype=object) for f in found]))
+        what = unseen_rows(n_unseen, sum(f[0] for f in found), keys, spec.group_name)
+        warn_unseen(what)
 
 
 def predict_dask(
@@ -610,15 +594,13 @@ def predict_dask(
         ``"resid"`` gives ``y − fitted``.
     new_groups : {"population", "nan", "error"}
         ``"predict"`` with ``include_random``: what rows of unseen groups get
-        (:meth:`Predictor.positions`).  Nothing is read here, whatever the choice: a
-        call returning a collection stays lazy.  ``"population"`` warns when the
-        result is computed, in each task of a partition holding such rows, with one
-        message (Python's default filter shows it once; :func:`warn_unseen_in_task`):
-        in this process under Dask's ``"sync"`` and ``"threads"`` schedulers, in the
-        workers' logs on worker processes (``"processes"``, a distributed cluster),
-        where the caller does not see it.  ``"error"`` raises in the calling process
-        when computed, in the first partition holding such rows, with its counts and
-        number; ``"nan"`` gives them NaN: the choices to act on unseen groups.
+        (:meth:`Predictor.positions`).  ``"population"`` (the default) reads ``ddf``'s
+        group column (and the missing values of the columns the prediction uses) once,
+        here, to count the unseen groups, and warns once, in the calling process, with
+        the totals of every partition (:func:`warn_unseen_dask`); the rows are read
+        again when the result is computed.  ``"nan"`` and ``"error"`` read nothing
+        here: ``"error"`` raises when the result is computed, in the first partition
+        holding such rows, with that partition's counts and number.
     new_levels : {"error", "population", "nan"}
         ``"predict"`` with ``include_random``: what rows of fitted groups with levels of
         a variance component the fit did not see get (:mod:`dmixed.results.new_levels`).
@@ -655,6 +637,8 @@ def predict_dask(
     # one task holding the predictor: a dependency of every partition, not a literal;
     # computed after persisted data of ddf are gone, it refuses them (checked_task)
     state = checked_task(predictor, ddf)
+    if predicting and include_random and new_groups == "population":
+        warn_unseen_dask(predictor, spec, data)
     name = None if what == "predict" else what
     return data.map_partitions(
         fitted_partition,

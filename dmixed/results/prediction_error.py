@@ -55,7 +55,7 @@ from .prediction import (
     check_new_groups,
     formula_data,
     on_rows_with_new_levels,
-    warn_unseen_partition,
+    warn_unseen_dask,
 )
 
 __all__ = ["PredictionResults", "PredictionVariance", "conditional_cross", "get_prediction"]
@@ -127,8 +127,8 @@ class PredictionVariance:
         sum of squares of the values of levels the fit never saw, dropped from ``rows``
         (their variance enters the observation interval too); ``weights`` (n,): the rows'
         prior weights, their residual variance σ̂²/w (None: 1); ``warn=False``: no
-        warning for unseen groups (a Dask task warns for its partition:
-        :func:`moments_frame`)."""
+        warning for unseen groups (a partition of Dask data: :func:`moments_dask`
+        warned once, at the call)."""
         mean = rows.exog @ self.predictor.fe_params
         x, z = self.standard_rows(rows)
         fixed_var = quadratic(x, self.cov_fe)
@@ -393,11 +393,9 @@ def moments_frame(
     components the fit did not see follow ``new_levels``
     (:func:`~dmixed.results.prediction.on_rows_with_new_levels`); ``weights``: the rows'
     prior weights, a column of ``df`` or values (:func:`prediction_weights`);
-    ``in_task``: ``df`` is a partition of Dask data, whose unseen groups warn as
-    ``predict``'s (:func:`~dmixed.results.prediction.warn_unseen_partition`)."""
+    ``in_task``: ``df`` is a partition of Dask data, whose unseen groups are not warned
+    of here (:func:`moments_dask` warned once, at the call)."""
     w = prediction_weights(weights, df)
-    if in_task and include_random and new_groups == "population":
-        warn_unseen_partition(df, spec, variance.predictor)
 
     def compute(dm, squares):
         name = spec.group_name
@@ -464,7 +462,10 @@ def moments_dask(
 ):
     """:func:`moments_frame` over the partitions of a Dask DataFrame, lazily (the
     variance object one task, a dependency of every partition); ``weights`` a column
-    name or one value.
+    name or one value.  With ``include_random`` and ``new_groups="population"`` the
+    group column is read once, here, to warn once of unseen groups with their totals
+    (:func:`~dmixed.results.prediction.warn_unseen_dask`, as ``predict``); ``"nan"`` and
+    ``"error"`` read nothing here.
 
     Raises
     ------
@@ -485,6 +486,8 @@ def moments_dask(
     from ..design.persisted_task import checked_task
 
     state = checked_task(variance, ddf)  # refuses persisted data gone, when computed
+    if include_random and new_groups == "population":
+        warn_unseen_dask(variance.predictor, spec, data)
     meta = pd.DataFrame({k: pd.Series(dtype="float64") for k in MOMENTS})
     return data.map_partitions(
         moments_frame,
@@ -582,8 +585,10 @@ def get_prediction(
     new_groups : {"population", "nan", "error"}
         As for ``predict``: rows of unseen groups get ``x'β̂`` with the fixed part's
         standard error (and their random effects' variance ``z'Ψ̂z`` in the observation
-        interval), NaN, or an error; for Dask data warned from the partitions' tasks
-        as ``predict`` warns (in the workers' logs on a cluster).
+        interval), NaN, or an error.  For Dask data as ``predict``: the default
+        ``"population"`` reads the group column once, at this call, to count the unseen
+        groups, and warns once with the totals; pass ``"nan"`` or ``"error"`` for a call
+        that reads nothing (``"error"`` raises when the result is computed).
     new_levels : {"error", "population", "nan"}
         As for ``predict``: rows of fitted groups holding a level of a variance
         component the fit did not see, in any group or in theirs (a nested level

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 import warnings
 
 import cloudpickle
@@ -191,7 +192,7 @@ def test_unseen_groups_and_missing_covariates(int_fit, engine):
         with dask.config.set(scheduler="sync"):
             return out if engine == "pandas" else out.compute()
 
-    with pytest.warns(UnseenGroupsWarning, match="belong to .*group.* of 'g'"):
+    with pytest.warns(UnseenGroupsWarning, match="belong to .*group\\(s\\) of 'g'"):
         pop = run()
     assert list(pop.index) == [2, 5, 8, 9]
     np.testing.assert_allclose(pop.to_numpy(), [fixed[0] + blup0, fixed[1], np.nan, fixed[3]])
@@ -218,75 +219,20 @@ def unseen_rows():
     return pd.DataFrame({"g": [0, 98, 1, 99], "x": [0.1, 0.2, 0.3, 0.4]})
 
 
-#: the one message of the unseen-groups warning of every Dask partition (predict and
-#: get_prediction alike), with no count or partition number
-DASK_UNSEEN = (
-    "rows of the Dask DataFrame belong to groups of 'g' the fit did not see: they get the "
-    "population prediction X·fe_params; pass new_groups='nan' or 'error' to have NaN or "
-    "an error (naming the partition and its counts) instead"
-)
-
-
-def test_unseen_groups_of_dask_partitions_warn_when_computed(int_fit, unseen_rows):
-    """predict(dask_df, include_random=True) reads nothing at the call, whatever
-    new_groups (a Dask user's expectation of a call returning a collection); the default
-    "population" warns when the result is computed, from the task of each partition
-    holding unseen groups, with one message (no count, no partition number); the values
-    are the pandas prediction's."""
+def test_unseen_groups_of_dask_partitions_warn_once_with_the_totals(int_fit, unseen_rows):
+    """One warning, at predict(), with the totals of every partition: the words of the
+    pandas prediction, not one per partition."""
     expected, ref = _unseen_warnings(int_fit, unseen_rows)
     assert len(expected) == 1
     assert expected[0].startswith("2 of 4 rows belong to 2 group(s) of 'g' the fit did not see")
-    reads = []
-
-    def spy(part):
-        reads.append(len(part))
-        return part
-
-    new = dd.from_pandas(unseen_rows, npartitions=2).map_partitions(spy, meta=unseen_rows[:0])
-    with dask.config.set(scheduler="sync"), warnings.catch_warnings(record=True) as got:
-        warnings.simplefilter("always")
-        out = int_fit.predict(new, include_random=True)
-        assert reads == [] and got == []  # nothing read, nothing warned at the call
-        values = out.compute()
-    assert len(reads) == 2  # each partition read once, when computed
-    unseen = [str(w.message) for w in got if w.category is UnseenGroupsWarning]
-    assert unseen == [DASK_UNSEEN, DASK_UNSEEN]
-    np.testing.assert_allclose(values.to_numpy(), ref.to_numpy(), rtol=1e-12)
+    with dask.config.set(scheduler="sync"):
+        got, out = _unseen_warnings(int_fit, dd.from_pandas(unseen_rows, npartitions=2))
+    assert got == expected
+    np.testing.assert_allclose(out.to_numpy(), ref.to_numpy(), rtol=1e-12)
     with dask.config.set(scheduler="sync"), warnings.catch_warnings():
         warnings.simplefilter("error", UnseenGroupsWarning)
         lazy = int_fit.predict(dd.from_pandas(unseen_rows, npartitions=2), True, new_groups="nan")
         assert np.isnan(lazy.compute().to_numpy()[[1, 3]]).all()
-
-
-@pytest.mark.parametrize("scheduler", ["sync", "threads"])
-def test_many_partitions_of_unseen_groups_warn_once_under_the_default_filter(int_fit, scheduler):
-    """Forty partitions holding unseen groups: Python's default filter shows the one
-    message once a compute (Dask's compute resets the filters' registries), as the
-    pandas prediction warns once a call, not once per partition."""
-    new = pd.DataFrame({"g": np.arange(100, 140), "x": np.linspace(0, 1, 40)})
-    out = int_fit.predict(dd.from_pandas(new, npartitions=40), include_random=True)
-    assert out.npartitions == 40
-    with dask.config.set(scheduler=scheduler), warnings.catch_warnings(record=True) as got:
-        warnings.simplefilter("default")
-        for computes in (1, 2):
-            out.compute()
-            unseen = [str(w.message) for w in got if w.category is UnseenGroupsWarning]
-            assert unseen == [DASK_UNSEEN] * computes
-
-
-def test_get_prediction_of_dask_data_warns_as_predict(int_fit, unseen_rows):
-    """get_prediction(dask_df, include_random=True) warns for unseen groups with the
-    message of predict's Dask partitions (one owner), from each partition's task."""
-    data = dd.from_pandas(unseen_rows, npartitions=2)
-    with dask.config.set(scheduler="sync"), warnings.catch_warnings(record=True) as got:
-        warnings.simplefilter("always")
-        pred = int_fit.get_prediction(data, include_random=True)
-        assert got == []
-        pred.predicted_mean.compute()
-    assert [str(w.message) for w in got if w.category is UnseenGroupsWarning] == [
-        DASK_UNSEEN,
-        DASK_UNSEEN,
-    ]
 
 
 def test_unseen_groups_refused_on_dask_name_the_partition_they_count(int_fit):
@@ -304,34 +250,82 @@ def test_unseen_groups_refused_on_dask_name_the_partition_they_count(int_fit):
     assert caught.value.partition == 1
 
 
-def test_unseen_groups_on_a_cluster_warn_in_the_tasks_only(
-    int_fit, unseen_rows, client, monkeypatch
+def test_unseen_groups_on_a_cluster_warn_in_the_calling_process(int_fit, unseen_rows, client):
+    """On a distributed cluster the warning is the caller's (no longer a worker's log)."""
+    expected, _ = _unseen_warnings(int_fit, unseen_rows)
+    with client.as_current():
+        got, out = _unseen_warnings(int_fit, dd.from_pandas(unseen_rows, npartitions=2))
+    assert got == expected
+    assert len(out) == 4
+
+
+def _reading(rows):
+    """``rows`` as a Dask frame of two partitions, and the list of the partitions' lengths
+    each time one is read."""
+    reads = []
+
+    def spy(part):
+        reads.append(len(part))
+        return part
+
+    # a name of its own: Dask reuses a collection of the same name, and its spy's list
+    token = f"spy-{uuid.uuid4().hex}"
+    return dd.from_pandas(rows, npartitions=2).map_partitions(
+        spy, meta=rows[:0], token=token
+    ), reads
+
+
+@pytest.mark.parametrize("call", ["predict", "get_prediction"])
+def test_dask_default_reads_the_group_column_once_at_the_call_nan_and_error_nothing(
+    int_fit, unseen_rows, call
 ):
-    """On a distributed cluster the partitions' warnings are raised by
-    ``warnings.warn`` in the tasks, as on Dask's local schedulers (on worker processes:
-    in their logs; this cluster's workers are threads of this process, so they are
-    seen here): one per partition, attributed to Dask's line, none sent to the clients
-    of the scheduler (``distributed.warn`` is not used); ``new_groups="error"`` raises
-    in the calling process when computed."""
-    import distributed
+    """The default ``new_groups="population"`` reads each partition once at the call
+    (to count the unseen groups) and warns there; ``"nan"`` and ``"error"`` read
+    nothing at the call (``"error"`` raises when computed)."""
 
-    def no_broadcast(*args, **kwargs):
-        raise AssertionError("distributed.warn sends a warning to every client")
+    def run(data, new_groups):
+        out = getattr(int_fit, call)(data, include_random=True, new_groups=new_groups)
+        return out if call == "predict" else out.predicted_mean
 
-    monkeypatch.setattr(distributed, "warn", no_broadcast)
-    data = dd.from_pandas(unseen_rows, npartitions=2)
-    with client.as_current(), warnings.catch_warnings(record=True) as got:
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings(record=True) as got:
         warnings.simplefilter("always")
-        out = int_fit.predict(data, include_random=True)
-        assert got == []
-        values = out.compute()
-    unseen = [w for w in got if w.category is UnseenGroupsWarning]
-    assert [str(w.message) for w in unseen] == [DASK_UNSEEN, DASK_UNSEEN]
-    assert all("dask" in w.filename and "dmixed" not in w.filename for w in unseen)
-    assert len(values) == 4
-    refused = int_fit.predict(data, include_random=True, new_groups="error")
-    with client.as_current(), pytest.raises(DataError, match="partition [01] of the Dask"):
-        refused.compute()
+        data, reads = _reading(unseen_rows)
+        run(data, "population")
+        assert reads == [2, 2]
+        assert [w.category for w in got] == [UnseenGroupsWarning]
+        for new_groups in ("nan", "error"):
+            data, reads = _reading(unseen_rows)
+            out = run(data, new_groups)
+            assert reads == []
+            if new_groups == "error":
+                with pytest.raises(DataError, match="new_groups='error' refuses them"):
+                    out.compute()
+    assert len(got) == 1
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_get_prediction_of_dask_data_warns_once_at_the_call_as_predict(
+    int_fit, unseen_rows, scheduler
+):
+    """get_prediction(dask_df, include_random=True) warns as predict does (one owner):
+    once, at the call, with the totals of every partition in the pandas prediction's
+    words; computing the result warns nothing more, not once per partition (pandas
+    changes the warning filters inside the tasks, so Python's "once" would not hold)."""
+    expected, _ = _unseen_warnings(int_fit, unseen_rows)
+    with warnings.catch_warnings(record=True) as pandas_got:
+        warnings.simplefilter("always")
+        ref = int_fit.get_prediction(unseen_rows, include_random=True).summary_frame()
+    assert [str(w.message) for w in pandas_got] == expected
+    new = pd.concat([unseen_rows] * 5, ignore_index=True)
+    with dask.config.set(scheduler=scheduler), warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        pred = int_fit.get_prediction(dd.from_pandas(new, npartitions=10), include_random=True)
+        assert [str(w.message) for w in got] == [
+            expected[0].replace("2 of 4 rows", "10 of 20 rows")
+        ]
+        frame = pred.summary_frame().compute()
+        assert len(got) == 1
+    np.testing.assert_allclose(frame.to_numpy()[:4], ref.to_numpy(), rtol=1e-12)
 
 
 @pytest.fixture(scope="module")
@@ -346,10 +340,10 @@ def text_fit():
 
 
 def test_dask_unseen_count_is_the_pandas_one_for_missing_values_and_text_keys(text_fit):
-    """A partition warns when it holds unseen rows as the pandas prediction counts them
-    (group column and missing values only, no design): rows with a missing predictor,
-    random-part column or key are not counted (they get NaN), so a partition whose only
-    unseen row misses a column is silent."""
+    """The count made at predict() (group column and missing values only, no design)
+    words the rows and groups as the pandas prediction does: rows with a missing
+    predictor, random-part column or key are not counted (they get NaN); each warning
+    points at this file's line, not inside the library."""
     new = pd.DataFrame(
         {
             "g": ["k0", "new1", "new2", None, "k3", "new3", "new1", "new4", "k1"],
@@ -365,13 +359,18 @@ def test_dask_unseen_count_is_the_pandas_one_for_missing_values_and_text_keys(te
     for npartitions in (1, 3):
         with dask.config.set(scheduler="sync"):
             got, out = _unseen_warnings(text_fit, dd.from_pandas(new, npartitions=npartitions))
-        # three partitions: rows 0-2 and 6-8 hold unseen rows read, 3-5 only new3 (no z)
-        assert got == [DASK_UNSEEN] * (1 if npartitions == 1 else 2)
+        assert got == expected
         np.testing.assert_allclose(out.to_numpy(), ref.to_numpy(), rtol=1e-12)
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text_fit.predict(new, include_random=True)
+        text_fit.predict(dd.from_pandas(new, npartitions=3), include_random=True)
+    unseen = [w for w in caught if w.category is UnseenGroupsWarning]
+    assert [w.filename for w in unseen] == [__file__, __file__]
 
 
-def test_dask_prediction_ships_the_predictor_once(int_fit, unseen_rows):
-    """The prediction's graph holds the predictor as one task that every partition
+def test_dask_unseen_count_ships_the_predictor_once(int_fit, unseen_rows):
+    """The count's graph holds the predictor as one task that every partition's count
     depends on, not as a literal argument of each (it holds every group's BLUPs)."""
     from dmixed.results.prediction import Predictor
 
@@ -383,10 +382,8 @@ def test_dask_prediction_ships_the_predictor_once(int_fit, unseen_rows):
 
     with dask.config.set(scheduler=recording), warnings.catch_warnings():
         warnings.simplefilter("ignore", UnseenGroupsWarning)
-        out = int_fit.predict(dd.from_pandas(unseen_rows, npartitions=3), include_random=True)
-        assert graphs == []  # lazy: nothing computed at the call
-        out.compute()
-    assert len(graphs) == 1
+        int_fit.predict(dd.from_pandas(unseen_rows, npartitions=3), include_random=True)
+    assert len(graphs) == 1  # the count, at predict(); the prediction stays lazy
 
     class Counting(cloudpickle.Pickler):
         found = 0
