@@ -7,8 +7,9 @@ import warnings
 
 import numpy as np
 
-from ..errors import BoundaryWarning, FitConvergenceWarning, PrecisionWarning
+from ..errors import BoundaryWarning, DataError, FitConvergenceWarning, PrecisionWarning
 from ..kernels import small_linalg
+from ..kernels.conditionals import PlainRounding, PlainRoundingError
 from ..stats import Layout
 from .objective import (
     FACTOR_UNRESOLVED,
@@ -204,19 +205,80 @@ PLAIN_REMEDY = (
 )
 
 
-def plain_rounding_of(stats) -> np.ndarray | None:
-    """The sizes (k × k) that the groups of ``stats`` (a ``FittedStatistics``) taking the
-    plain forms may round ``Σ_i m_i`` by, for :func:`warn_precision`: its engine's
-    block's ``plain_rounding`` where the engine holds the block in this process (fits
-    of loaded or merged statistics among them); None otherwise (on a cluster the
-    groups near singular take the centred forms from their sums about their shifts)."""
+def plain_rounding_of(stats) -> PlainRounding | None:
+    """What the groups of ``stats`` (a ``FittedStatistics``) taking the plain forms may
+    round the fit by, for :func:`warn_precision`: its engine's block's
+    ``plain_rounding`` where the engine holds the block in this process (fits of loaded
+    or merged statistics among them); None otherwise (on a cluster the groups near
+    singular take the centred forms from their sums about their shifts).
+
+    Raises
+    ------
+    DataError
+        Where some group's plain sums do not resolve its random design at all (no bound
+        on the fit's error holds)."""
     block = getattr(stats.engine, "block", None)
     if block is None or not hasattr(block, "plain_rounding"):
         return None
-    return block.plain_rounding(np.asarray(stats.group_sizes))
+    try:
+        return block.plain_rounding(np.asarray(stats.group_sizes))
+    except PlainRoundingError as err:
+        raise DataError(
+            f"{err}: these statistics hold only the plain sums of a group whose random "
+            f"design is nearly singular within it, and no bound on the fit's error holds; "
+            f"{PLAIN_REMEDY}"
+        ) from None
 
 
-def warn_precision(ev, glob, reml: bool, plain: np.ndarray | None = None) -> None:
+def rounded_up(x: float) -> str:
+    """``x`` to two significant digits, rounded up (a bound printed never below
+    itself)."""
+    if not math.isfinite(x) or x <= 0:
+        return f"{x:.2g}"
+    e = math.floor(math.log10(x)) - 1
+    return f"{math.ceil(x / 10.0**e * (1 - 1e-12)) * 10.0**e:.2g}"
+
+
+def plain_llf_error(ev, glob, reml: bool, plain: PlainRounding) -> float:
+    """A worst-case bound on what the plain sums' rounding (``plain``,
+    :func:`~dmixed.kernels.conditionals.plain_rounding`) moves ℓ by at the evaluation
+    ``ev`` (``w = [−β̂; 1]``): ``½ fac |δQ|/Q`` (exact in ``δQ``: σ̂² is the rounded
+    ``Q``'s) plus ``½ Σ_i |δ log det K_i|`` and, for REML, ``½ |tr(A⁻¹δA)| ≤
+    ½ tr(A⁻¹P_x)`` (``A = X'V*⁻¹X``; to first order, ``x/(1 − x)``), with
+    ``|δ(w'[X y]'V*⁻¹[X y]w)| ≤ w'Pw``, ``P = sizes + 8γk diag(|[X y]'[X y]|)``: ℓ at the
+    reported estimates, which is
+    what the fit reports.  0 where nothing is charged.
+
+    Raises
+    ------
+    DataError
+        Where no bound holds (that rounding may move ``A`` by as much as itself)."""
+    if not plain.sizes.any() and plain.logdet == 0.0:
+        return 0.0
+    k = plain.sizes.shape[0]
+    # both parts positive semi-definite: |v'δv| ≤ v'Pv, and tr(A⁻¹δA) ≤ tr(A⁻¹P_x)
+    sizes = plain.sizes + 8.0 * plain.gamma * k * np.diag(np.abs(np.diag(glob.xyxy)))
+    w = ev.prof.w
+    # ℓ at σ̂² = Q/fac, the true Q' in place of the rounded Q: ½ fac (Q'/Q − 1) exactly
+    out = 0.5 * ev.prof.fac * abs(float(w @ sizes @ w)) / ev.prof.q
+    out += 0.5 * plain.logdet
+    if reml and ev.prof.a.size:
+        mu, u = np.linalg.eigh(ev.prof.a)
+        if not mu[0] > 0:
+            return np.inf
+        part = abs(float(np.sum(np.einsum("aj,ab,bj->j", u, sizes[:-1, :-1], u) / mu)))
+        out += 0.5 * (part / (1.0 - part) if part < 1.0 else np.inf)
+    if not math.isfinite(out):
+        raise DataError(
+            "the fit cannot be trusted: these statistics hold only the plain sums of a "
+            "group whose random design is nearly singular within it, and their rounding "
+            "may move X'V^-1 X by as much as itself (no bound on the llf's error holds); "
+            f"{PLAIN_REMEDY}"
+        )
+    return out
+
+
+def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> None:
     """A PrecisionWarning when σ̂² at the evaluation ``ev`` may be resolved worse than
     :data:`PRECISION_WARN_ABOVE`: the sum of :func:`~dmixed.fit.objective.resolution`,
     :func:`~dmixed.fit.objective.statistics_resolution` and
@@ -224,10 +286,11 @@ def warn_precision(ev, glob, reml: bool, plain: np.ndarray | None = None) -> Non
     ``A``'s factor does not resolve ℓ at all (:func:`warn_unresolved_start` says so
     instead).
 
-    ``plain`` (k × k, or None): the sizes that groups taking the plain forms may round
-    ``Σ_i m_i`` by (``StatsBlock.plain_rounding``: a random design nearly singular
-    within a group, whose centred sums the statistics do not hold, as saved ones made
-    before they could); ``|w|'plain|w| / Q`` is added to the sum (``w = [−β̂; 1]``).
+    ``plain`` (or None): what groups taking the plain forms may round the fit by
+    (``StatsBlock.plain_rounding``: a random design nearly singular within a group,
+    whose centred sums the statistics do not hold, as saved ones made before they
+    could); :func:`plain_llf_error`'s worst-case bound on ℓ is added, as its share of
+    ``½ fac``.
 
     Where the factor's share is the larger, the cause is a nearly singular
     ``X'V*⁻¹X`` (near-collinear fixed effects, or a heavily weighted group pinning a
@@ -239,8 +302,7 @@ def warn_precision(ev, glob, reml: bool, plain: np.ndarray | None = None) -> Non
     base = resolution(ev.step, ev.prof, glob) + statistics_resolution(ev.prof, glob)
     own = 0.0
     if plain is not None and ev.prof.q > 0:
-        w = np.abs(ev.prof.w)
-        own = float(w @ plain @ w) / ev.prof.q
+        own = plain_llf_error(ev, glob, reml, plain) / (0.5 * ev.prof.fac)
     factor = 0.0
     if resolution_verdict(ev.step, ev.prof, glob, reml) != FACTOR_UNRESOLVED:
         factor = factor_error(ev.step, ev.prof, glob, reml)
@@ -253,8 +315,8 @@ def warn_precision(ev, glob, reml: bool, plain: np.ndarray | None = None) -> Non
             "some groups have a random design nearly singular within them and are "
             "fitted from their uncentred sums (statistics that do not carry their sums "
             "about the groups' means), whose rounding such a group's weight and "
-            f"conditioning make large: the llf may be off by up to {llf_error:.1g}, and "
-            f"σ̂² by up to {rel:.0e} of itself; {PLAIN_REMEDY}",
+            f"conditioning make large: the llf may be off by up to {rounded_up(llf_error)} "
+            f"(a worst case), and σ̂² by up to {rounded_up(rel)} of itself; {PLAIN_REMEDY}",
             PrecisionWarning,
             stacklevel=3,
         )

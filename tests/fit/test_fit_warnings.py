@@ -93,7 +93,7 @@ def test_ordinary_groups_are_not_charged_with_plain_rounding(seed, offset, weigh
         warnings.simplefilter("ignore", dmixed.DmixedWarning)
         model = dmixed.MixedLM.from_formula("y ~ x", frame, **kw)
         stats = model.statistics()
-    assert not plain_rounding_of(stats).any()
+    assert not plain_rounding_of(stats).sizes.any()
     arrays = GroupArrays.from_statistics(stats)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always", dmixed.DmixedWarning)
@@ -123,4 +123,4 @@ def test_a_small_group_of_many_is_not_charged_with_plain_rounding():
     nobs = np.asarray(stats.group_sizes)
     assert block.lossy_mask(nobs, kernels.conditionals.PLAIN_CHARGED_DETERMINANT) is not None
     assert block.near_lossy_mask(nobs) is None
-    assert not plain_rounding_of(stats).any()
+    assert not plain_rounding_of(stats).sizes.any()
