@@ -104,29 +104,101 @@ def merge(
     return out
 
 
+#: A group's scaled ``Z̃'Z̃`` determinant (unit diagonal) above which the rows of it
+#: that one batch holds have their sums about their own mean formed from that batch's
+#: plain sums (:func:`_derived_centred`): ``C = G − u z̄z̄'`` then loses at most
+#: ``log10(1/this)`` = 3 of its digits (``C_11 = det·G_11`` where the intercept is the
+#: other column), not the merged group's ``1/det`` (1e7 and more near lossy).
+DERIVED_DETERMINANT = 1e-3
+
+
+def _derived_centred(src: GroupArrays, local: np.ndarray) -> tuple[np.ndarray, CentredArrays]:
+    """The sums about their own means of the groups ``local`` (indices into ``src``,
+    padded, with a random intercept) formed from their plain sums, where that loses
+    nothing that matters: one row (``C = D = 0``, exactly), or a scaled ``Z̃'Z̃``
+    determinant above :data:`DERIVED_DETERMINANT`.  With ``e`` the intercept column
+    (``√w``): ``u = G_ee``, ``z̄ = G_e·/u``, ``m = F_e·/u``, ``C = G − u z̄z̄'``,
+    ``D = F − u z̄m'`` (the intercept's row and column of ``C`` and ``D`` zero, as the
+    kernels make them).  Returns (the indices it formed them for, their sums)."""
+    at = src.columns.z_intercept
+    g, f = src.zz[local], src.zxy[local]  # (L, r, r), (L, r, k)
+    r = g.shape[1]
+    diag = np.einsum("gaa->ga", g)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(diag > 0, 1.0 / np.sqrt(diag), 0.0)
+        scaled = g * inv[:, :, None] * inv[:, None, :]
+        scaled[:, np.arange(r), np.arange(r)] = 1.0
+        det = np.linalg.det(scaled) if r else np.ones(len(local))
+    one = src.nobs[local] == 1
+    ok = (one | (det > DERIVED_DETERMINANT)) & (g[:, at, at] > 0)
+    g, f, one = g[ok], f[ok], one[ok]
+    u = g[:, at, at]
+    zbar = g[:, at, :] / u[:, None]  # (L, r)
+    mean = f[:, at, :] / u[:, None]  # (L, k)
+    zbar[:, at] = 1.0
+    c = g - u[:, None, None] * zbar[:, :, None] * zbar[:, None, :]
+    d = f - u[:, None, None] * zbar[:, :, None] * mean[:, None, :]
+    c[:, at, :] = c[:, :, at] = 0.0
+    d[:, at, :] = 0.0
+    c[one], d[one] = 0.0, 0.0
+    sums = CentredArrays(
+        u,
+        np.ascontiguousarray(zbar.T),
+        np.ascontiguousarray(mean.T),
+        np.ascontiguousarray(np.moveaxis(c, 0, -1)),
+        np.ascontiguousarray(np.moveaxis(d, 0, -1)),
+        np.zeros(len(u), dtype=bool),
+    )
+    return local[ok], sums
+
+
+def _concatenated(a: CentredArrays, b: CentredArrays) -> CentredArrays:
+    """The sums of ``a``'s groups then ``b``'s."""
+    fields = ("u", "zbar", "mean", "c", "d", "lossy")
+    return CentredArrays(*(np.concatenate((getattr(a, f), getattr(b, f)), axis=-1) for f in fields))
+
+
 def _merged_centred(old: GroupArrays, new: GroupArrays, gi_old, gi_new) -> CentredGroups | None:
     """The centred sums of the groups near lossy of old + new statistics (padded, no
     variance components; both in one column map): a group's sums from one side where
     its rows are all there, Chan's merge of both sides' where both hold them
     (``u = u_a + u_b``, means weighted by ``u``, ``C = C_a + C_b + u_a u_b/u δz̄δz̄'``,
-    ``D = D_a + D_b + u_a u_b/u δz̄δm'``: exact, no uncentred sum subtracted).  A group
-    whose centred sums one side holds and the other, holding rows of it, does not
-    keeps its plain sums (the fit's precision check charges their rounding).  None
-    where no group keeps them."""
-    sides = [
-        (src.centred, gi)
+    ``D = D_a + D_b + u_a u_b/u δz̄δm'``: exact, no uncentred sum subtracted).  Where
+    one side holds a group's centred sums and the other, holding rows of it, does not,
+    the other's are formed from its plain sums where they lose nothing that matters
+    (:func:`_derived_centred`: one row, or its rows of the group well conditioned on
+    their own); otherwise the group keeps its plain sums (the fit's precision check
+    charges their rounding).  None where no group keeps them."""
+    given = [
+        (src, gi, src.centred)
         for src, gi in ((old, gi_old), (new, gi_new))
         if src.centred is not None and not src.centred.everyone and len(src.centred.positions)
     ]
-    if not sides or old.layout.k_vc or old.ragged is not None:
+    if not given or old.layout.k_vc or old.ragged is not None:
         return None
     g = int(max(gi_old.max(initial=-1), gi_new.max(initial=-1))) + 1
     rows_in = np.zeros(g, dtype=np.int64)  # sides holding rows of each merged group
     rows_in[gi_old] += 1
     rows_in[gi_new] += 1
     have = np.zeros(g, dtype=np.int64)  # sides holding its centred sums
-    for kept, gi in sides:
+    for _, gi, kept in given:
         have[gi[kept.positions]] += 1
+    wanting = (have > 0) & (have < rows_in)
+    sides = []
+    for src, gi in ((old, gi_old), (new, gi_new)):
+        kept = src.centred if any(src is s for s, _, _ in given) else None
+        positions = np.zeros(0, dtype=np.int64) if kept is None else np.asarray(kept.positions)
+        sums = None if kept is None else centred_arrays(kept.sums)
+        lacking = wanting[gi].copy()
+        lacking[positions] = False
+        if lacking.any() and src.columns.z_intercept >= 0 and src.ragged is None:
+            local, derived = _derived_centred(src, np.flatnonzero(lacking))
+            if local.size:
+                have[gi[local]] += 1
+                positions = np.concatenate((positions, local))
+                sums = derived if sums is None else _concatenated(sums, derived)
+        if sums is not None:
+            sides.append((CentredGroups(positions, sums, False), gi))
     complete = have == rows_in
     parts = []
     for kept, gi in sides:
