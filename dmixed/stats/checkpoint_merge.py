@@ -181,14 +181,14 @@ def _merged_centred(old: GroupArrays, new: GroupArrays, gi_old, gi_new) -> Centr
     rows_in[gi_old] += 1
     rows_in[gi_new] += 1
     have = np.zeros(g, dtype=np.int64)  # sides holding its centred sums
-    for _, gi, kept in given:
-        have[gi[kept.positions]] += 1
+    for _, gi, held in given:
+        have[gi[held.positions]] += 1
     wanting = (have > 0) & (have < rows_in)
     sides = []
     for src, gi in ((old, gi_old), (new, gi_new)):
-        kept = src.centred if any(src is s for s, _, _ in given) else None
-        positions = np.zeros(0, dtype=np.int64) if kept is None else np.asarray(kept.positions)
-        sums = None if kept is None else centred_arrays(kept.sums)
+        own = src.centred if any(src is s for s, _, _ in given) else None
+        positions = np.zeros(0, dtype=np.int64) if own is None else np.asarray(own.positions)
+        sums = None if own is None else centred_arrays(own.sums)
         lacking = wanting[gi].copy()
         lacking[positions] = False
         if lacking.any() and src.columns.z_intercept >= 0 and src.ragged is None:
