@@ -46,3 +46,22 @@ def small_groups_frame() -> pd.DataFrame:
     x[g == 7] = -0.8 + 1e-3 * np.arange(3.0)  # a scaled determinant of 1e-6
     y = 0.5 * x + rng.normal(size=sizes.size)[g] + rng.normal(size=g.size)
     return pd.DataFrame({"g": g, "x": x, "y": y})
+
+
+def offset_group_frame(offset: float, spread: float, n_groups: int = 300) -> pd.DataFrame:
+    """``n_groups`` unweighted groups of 10 rows (``y ~ x1 + x2``, a random slope on
+    ``x1``) whose group 3 has ``x1`` = 0.1 ± ``spread`` (a scaled determinant of about
+    ``100 spread²``: near lossy by its design at 1e-4, ordinary at 1) and its ``y`` and
+    ``x2`` moved by ``offset``: a group heavy by its response and a fixed-effect column,
+    not by its weight (its mean part most of ``[X y]'[X y]``)."""
+    rng = np.random.default_rng(7)
+    m = 10
+    g = np.repeat(np.arange(n_groups), m)
+    x1 = rng.normal(size=g.size)
+    x1[g == 3] = 0.1 + spread * rng.normal(size=m)
+    b0, b1 = rng.normal(size=n_groups), rng.normal(size=n_groups)
+    y = x1 + b0[g] + 0.5 * b1[g] * x1 + rng.normal(size=g.size)
+    y[g == 3] += offset
+    x2 = rng.normal(size=g.size)
+    x2[g == 3] += offset
+    return pd.DataFrame({"g": g, "x1": x1, "x2": x2, "y": y})

@@ -610,6 +610,7 @@ def hessian_random_effects(
     w: np.ndarray,
     edges: np.ndarray,
     upper: bool = False,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ):
     """:func:`hessian_sums` and :func:`random_effects` at one ``lam`` and ``w`` in one pass
     over the groups, for ``r ≤ 2`` (the arguments as there): each run of groups' per-group
@@ -619,20 +620,25 @@ def hessian_random_effects(
     the two calls.  With ``upper``, the conditional
     covariances as their upper triangles (:func:`upper_unfolded` gives them back whole).
     ``edges`` (int64 (C+1,)) are the block's chunk edges as :func:`random_effects` takes
-    them.
+    them.  ``out``: the arrays to write the BLUPs (n_groups, r) and the covariances
+    (n_groups, r(r+1)/2 with ``upper``, else r·r) into, C-ordered float64, every row
+    written (memory a caller keeps from one fit to the next: a fresh array's pages are
+    faulted in on every call, benchmarks/RESULTS.md, blup-s56); None: new arrays.
 
     Returns
     -------
     (tuple, ndarray, ndarray)
         The Hessian sums' fields (as :func:`hessian_sums`), the BLUPs (n_groups, r) and
         the conditional covariances (n_groups, r, r), or with ``upper`` their upper
-        triangles row by row (n_groups, r(r+1)/2).
+        triangles row by row (n_groups, r(r+1)/2); with ``out``, its arrays (the
+        covariances reshaped to (n_groups, r, r) without ``upper``).
 
     Raises
     ------
     ValueError
-        ``r > 2`` (:func:`hessian_sums` sums those per ``E_j``), or ``edges`` not edges
-        (:func:`checked_edges`) or not the chunks'.
+        ``r > 2`` (:func:`hessian_sums` sums those per ``E_j``), ``edges`` not edges
+        (:func:`checked_edges`) or not the chunks', or ``out`` not two C-ordered float64
+        arrays of those shapes.
     """
     if not 0 < lam.shape[0] <= 2:
         raise ValueError(f"one pass for the Hessian and the BLUPs needs r ≤ 2, not {lam.shape[0]}")
@@ -641,10 +647,27 @@ def hessian_random_effects(
     r = lam.shape[0]
     edges = checked_edges(edges)  # before the rows are sized by it
     n_groups = int(edges[-1])
-    blup = np.empty((n_groups, r))
-    cov = np.empty((n_groups, r * (r + 1) // 2 if upper else r * r))
+    shapes = ((n_groups, r), (n_groups, r * (r + 1) // 2 if upper else r * r))
+    if out is None:
+        blup, cov = np.empty(shapes[0]), np.empty(shapes[1])
+    else:
+        blup, cov = _checked_out(out, shapes)
     fields = _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup, cov, edges)
     return fields, blup, cov if upper else cov.reshape(n_groups, r, r)
+
+
+def _checked_out(out, shapes: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """``out`` of :func:`hessian_random_effects` as given, where it is two C-ordered
+    float64 arrays of ``shapes``; else ValueError."""
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise ValueError("out must be a tuple (blup, cov) of two arrays")
+    for name, a, shape in zip(("blup", "cov"), out, shapes, strict=True):
+        if not isinstance(a, np.ndarray) or a.dtype != np.float64 or a.shape != shape:
+            got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise ValueError(f"out's {name} must be float64 {shape}, got {got}")
+        if not a.flags.c_contiguous or not a.flags.writeable:
+            raise ValueError(f"out's {name} must be C-ordered and writeable")
+    return out[0], out[1]
 
 
 def upper_unfolded(upper: np.ndarray) -> np.ndarray:

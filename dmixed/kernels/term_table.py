@@ -60,11 +60,12 @@ REUSE_MIN_BYTES = 32 << 20
 #: where it keeps or hands one out (a chain's table and spill; two chains at once on a
 #: worker of two threads; the rows of a part from another worker, one a block; the
 #: merged rows of :func:`merge_term_rows`; the columns of the partitions a chain holds
-#: while it routes, :func:`held_columns`; what a worker of two threads uses in a fit of
-#: 1M groups fits: benchmarks/RESULTS.md, g2m-s54).  Buffers still in use do not count:
+#: while it routes, :func:`held_columns`; a block's BLUPs and their covariances, use
+#: ``"blups"``; what a worker of two threads uses in a fit of 1M groups fits:
+#: benchmarks/RESULTS.md, g2m-s54 and blup-s56).  Buffers still in use do not count:
 #: a held result's merged rows, kept for the next fit's once it is gone, would take the
 #: place of idle ones.
-REUSE_KEPT = 12
+REUSE_KEPT = 13
 #: Bytes of the buffers :func:`table_buffer` keeps that no array views, at most, where
 #: it keeps or hands one out (sized to hold those a worker of two threads uses in a fit
 #: of 1M groups of a random slope: benchmarks/RESULTS.md, g2m-s54).
@@ -82,8 +83,11 @@ REUSE_ALL_BYTES = 2 * REUSE_MAX_BYTES
 #: their block's merge, a merge's as long as the result that holds its block, so a merge
 #: in a free table's memory leaves the next data pass's table fresh pages to fault in
 #: (benchmarks/RESULTS.md, alt-s36).
-BUFFER_USES = ("table", "spill", "merge", "moved", "held")
-#: (``"held"``: a partition's columns a chain holds while it routes, :func:`held_columns`.)
+BUFFER_USES = ("table", "spill", "merge", "moved", "held", "blups")
+#: (``"held"``: a partition's columns a chain holds while it routes, :func:`held_columns`;
+#: ``"blups"``: a block's BLUPs and conditional covariances on their way to the driver,
+#: :func:`~dmixed.engines.dask.ahead.block_hessian_random_effects`, whose views live
+#: until they are sent.)
 #: A :class:`TermRows` sent to another process (pickled: a chain's part of a bucket
 #: combined on another worker) goes as row pieces of at most this many bytes, joined
 #: on arrival in a buffer of :func:`table_buffer` (use ``"moved"``): Dask's transfer
@@ -148,7 +152,8 @@ def release_idle_buffers() -> int:
 def table_buffer(shape: tuple[int, int], zeroed: bool, use: str) -> np.ndarray:
     """A C-ordered float64 array of ``shape``, all zeros where ``zeroed`` (else its
     values unset), for a table of terms, its spill, the merged rows of
-    :func:`merge_term_rows` or the rows of a part from another process.
+    :func:`merge_term_rows`, the rows of a part from another process, or a block's
+    BLUPs on their way to the driver.
 
     In a process that keeps them (:func:`keep_table_buffers`), from
     :data:`REUSE_MIN_BYTES` on, it is a view of a buffer this process made for an

@@ -23,6 +23,7 @@ import numpy as np
 
 from ... import kernels
 from ...kernels import compiled
+from ...kernels.term_table import table_buffer
 from ..local import LocalEngine
 from .handover import cut
 from .placement import call_keys
@@ -75,17 +76,37 @@ def block_hessian_random_effects(ev, lam: np.ndarray, basis: np.ndarray, w) -> t
     where ``w`` is.  Made in one compiled pass, the covariances travel as their upper
     triangles (``cov`` (G, r(r+1)/2): a quarter less to move for ``r = 2``), unfolded
     on the driver where the BLUPs are read
-    (:func:`~dmixed.kernels.compiled.upper_unfolded`)."""
+    (:func:`~dmixed.kernels.compiled.upper_unfolded`), both written into one buffer of
+    :func:`~dmixed.kernels.term_table.table_buffer` (use ``"blups"``): in a worker that
+    keeps buffers, the memory of the last fit's, which nothing views once they were
+    sent (fresh pages otherwise, faulted in at every fit's end: benchmarks/RESULTS.md,
+    blup-s56)."""
     if w is None:
         return None
     if isinstance(ev, LocalEngine) and _one_pass(ev.block, lam.shape[0]):
         block = ev.block
         fields, blup, cov = compiled.hessian_random_effects(
-            block.chunks(), lam, basis, w, block.spans.edges, upper=True
+            block.chunks(),
+            lam,
+            basis,
+            w,
+            block.spans.edges,
+            upper=True,
+            out=_blup_rows(int(block.spans.edges[-1]), lam.shape[0]),
         )
         return kernels.HessianSums(*fields), (cut(blup), cut(cov))
     blup, cov = ev.random_effects(lam, w)
     return ev.hessian(lam, basis, w), (cut(blup), cut(cov))
+
+
+def _blup_rows(n_groups: int, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """The BLUPs (n_groups, r) and the upper triangles of their covariances
+    (n_groups, r(r+1)/2) of :func:`block_hessian_random_effects`, C-ordered views one
+    after the other of one :func:`~dmixed.kernels.term_table.table_buffer` (use
+    ``"blups"``; values unset): both live as long as either does, as they travel."""
+    m = r * (r + 1) // 2
+    flat = table_buffer((n_groups, r + m), zeroed=False, use="blups").reshape(-1)
+    return flat[: n_groups * r].reshape(n_groups, r), flat[n_groups * r :].reshape(n_groups, m)
 
 
 def _one_pass(block, r: int) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -697,24 +698,41 @@ def reorder(position: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.take(values.reshape(n, -1), inverse, axis=0).reshape(values.shape)
 
 
-def reorder_parts(position: np.ndarray, parts: list[np.ndarray]) -> np.ndarray:
+def reorder_parts(
+    position: np.ndarray,
+    parts: list[np.ndarray],
+    each: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
     """:func:`reorder` of the blocks' ``parts`` concatenated, without the
     concatenation: block ``b``'s rows go straight to their places,
     ``out[position[offset_b + i]] = parts[b][i]``, each row moved as one item of its
     bytes (a numpy void: one copy a row, where a fancy assignment of ``(r,)`` or
     ``(r, r)`` sub-arrays is 3–4× slower), the same values bit for bit.  Parts of
-    different dtypes or row shapes are concatenated first (numpy's promotion)."""
-    first = parts[0]
+    different dtypes or row shapes are concatenated first (numpy's promotion).
+
+    ``each`` (optional): a function of a part's rows giving as many rows, applied to
+    each part just before its rows are placed (a piece's covariance triangles unfolded,
+    :func:`~dmixed.kernels.compiled.upper_unfolded`): the result is ``reorder`` of
+    ``each`` of the whole, with no converted copy of the whole made on the way."""
+    if each is not None and parts and all(p.shape[1:] == parts[0].shape[1:] for p in parts):
+        first = each(parts[0][:0])  # the converted rows' dtype and shape
+        converted = (each(p) for p in parts)
+    else:
+        if each is not None:
+            parts = [each(np.concatenate(parts))]
+        first, converted = parts[0], None
     n = sum(len(p) for p in parts)
     out = np.empty((n, *first.shape[1:]), dtype=first.dtype)
     width = int(np.prod(first.shape[1:], dtype=np.int64))  # entries a row
-    same = all(p.dtype == first.dtype and p.shape[1:] == first.shape[1:] for p in parts)
+    same = all(p.dtype == parts[0].dtype and p.shape[1:] == parts[0].shape[1:] for p in parts)
     if not same or n == 0 or width == 0:
+        if converted is not None:
+            parts = [each(np.concatenate(parts))]
         return reorder(position, np.concatenate(parts))
     item = np.dtype((np.void, out.itemsize * width))
     rows = out.reshape(n, width).view(item).reshape(n)
     start = 0
-    for part in parts:
+    for part in parts if converted is None else converted:
         stop = start + len(part)
         if stop > start:
             source = np.ascontiguousarray(part).reshape(stop - start, width)

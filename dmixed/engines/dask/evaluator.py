@@ -302,15 +302,17 @@ def _ordered_random_effects(
     BorderCov when crossed).  The padded arrays come in pieces
     (:class:`~dmixed.engines.dask.handover.RowPieces`), put in place here; covariances
     that came as their upper triangles (two axes, not three:
-    :func:`~dmixed.engines.dask.ahead.block_hessian_random_effects`) are unfolded here.
+    :func:`~dmixed.engines.dask.ahead.block_hessian_random_effects`) are unfolded here,
+    a piece at a time as it is placed.
     There is one block at least."""
     if ragged:
         blup = RaggedBlup.concatenate([b for b, _ in parts], position)
         return blup, type(parts[0][1]).concatenate([c for _, c in parts], position)
     blup = reorder_parts(position, rows([b for b, _ in parts]))
     covs, upper = covariance_rows([c for _, c in parts])
-    cov = reorder_parts(position, covs)
-    return blup, compiled.upper_unfolded(cov) if upper else cov
+    # triangles unfolded piece by piece as they are placed: no reordered copy of the
+    # triangles (tens of MB of fresh pages at 2M groups, benchmarks/RESULTS.md, blup-s56)
+    return blup, reorder_parts(position, covs, each=compiled.upper_unfolded if upper else None)
 
 
 @dataclasses.dataclass(frozen=True)

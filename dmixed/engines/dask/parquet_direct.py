@@ -21,11 +21,15 @@ computes the piece as before.  Dask's reader is recognized by its classes
 (``dask.dataframe.io.parquet``'s ``ParquetFunctionWrapper`` and
 ``ArrowDatasetEngine``): any other version or shape of task is simply not recognized.
 
-How the file is read (benchmarks/RESULTS.md, chain-s37): without pyarrow's
+How the file is read (benchmarks/RESULTS.md, chain-s37 and dpass-s56): without pyarrow's
 pre-buffering, which reads the column chunks ahead on an I/O thread of its own (CPU
 that the chains' cores do not have to spare), and not memory-mapped: a mapped file cut
 short while it is read faults the process (``SIGBUS``), and the zeros past the new end
-of its last page read as values.  Read with ``pread``, a file that is gone, cut short
+of its last page read as values.  Each column chunk is read through a buffer of
+:data:`READ_BUFFER` bytes rather than whole: a whole chunk (10–13 MB a column of a
+1.25M-row file) is a fresh allocation every read, whose pages the kernel zeroes and
+faults in, while the one buffer is refilled for every part of the chunk (the decompressed
+pages are pyarrow's allocations either way).  Read with ``pread``, a file that is gone, cut short
 or rewritten since the driver planned its read raises pyarrow's error, which
 :func:`read_columns` words as a :class:`~dmixed.errors.DataError` the chain locates
 (partition and file); a file renamed over the planned one is read whole as it now is,
@@ -47,7 +51,14 @@ from ...errors import DataError
 from .pieces import Pieces
 from .text_columns import text_objects
 
-__all__ = ["ParquetReads", "files_identity", "parquet_reads", "read_columns", "unreadable_file"]
+__all__ = [
+    "READ_BUFFER",
+    "ParquetReads",
+    "files_identity",
+    "parquet_reads",
+    "read_columns",
+    "unreadable_file",
+]
 
 #: The numpy dtypes read directly, with the Arrow type each must have in the file.
 _ARROW_TYPES = {"float64": "double", "int64": "int64"}
@@ -63,6 +74,10 @@ _PLAIN_OPTIONS = {
     "read": ({}, {"open_file_options": {}}),
 }
 _IGNORED_OPTIONS = {"schema", "dataset", "convert_string"}
+#: The bytes of the buffer a column chunk is read through (pyarrow's ``buffer_size``;
+#: the module's docstring): a chunk of ~10 MB takes ten ``pread`` calls into one
+#: buffer instead of one into a fresh 10 MB allocation.
+READ_BUFFER = 1 << 20
 
 
 class ParquetReads:
@@ -214,7 +229,7 @@ def read_columns(read: tuple) -> dict | None:
     path, row_groups, pairs = read
     names = [name for name, _ in pairs]
     try:
-        with pq.ParquetFile(path, pre_buffer=False) as file:
+        with pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER) as file:
             if not set(names) <= set(file.schema_arrow.names):
                 return None  # Dask's reader raises (a file lacking a column), worded by dmixed
             if row_groups is None:

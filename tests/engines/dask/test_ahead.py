@@ -293,3 +293,131 @@ def test_a_block_only_numpy_evaluates_takes_the_evaluators_calls(monkeypatch):
     ref_blup, ref_cov = ev.random_effects(lam, w)
     np.testing.assert_array_equal(blup.whole(), ref_blup)
     np.testing.assert_array_equal(cov.whole(), ref_cov)
+
+
+def _small_block(r: int, seed: int):
+    """An evaluator of 300 groups of 6 rows, ``r`` random-design columns, and a point
+    (Λ, basis, w) where both of its calls run compiled."""
+    from dmixed.engines.local import LocalEngine
+
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(300, 6, r))
+    xy = rng.normal(size=(300, 6, 4))
+    ev = LocalEngine(np.einsum("gia,gib->gab", z, z), np.einsum("gia,gix->gax", z, xy))
+    lam = np.tril(rng.normal(size=(r, r))) + 2.0 * np.eye(r)
+    basis = np.array([np.eye(r), np.diag(np.arange(r, dtype=float))])
+    return ev, lam, basis, np.r_[rng.normal(size=3), 1.0]
+
+
+def _address(pieces) -> int:
+    return pieces.items[0].__array_interface__["data"][0]
+
+
+@pytest.mark.parametrize("r", [1, 2])
+def test_a_blocks_blups_are_made_in_the_memory_of_the_last_ones_sent(kept_buffers, monkeypatch, r):
+    """In a process that keeps buffers (a tuned worker), one compiled pass writes a
+    block's BLUPs and their covariances into one kept buffer (use ``"blups"``), which
+    the next call takes again once nothing views the last ones (they were sent): no
+    fresh pages at every fit's end.  The values are the evaluator's, bit for bit."""
+    pytest.importorskip("numba")
+    from dmixed.engines.dask.ahead import block_hessian_random_effects
+    from dmixed.kernels import compiled
+
+    monkeypatch.setenv(compiled.ENV_VAR, "numba")
+    ev, lam, basis, w = _small_block(r, seed=11)
+    _, (blup, cov) = block_hessian_random_effects(ev, lam, basis, w)
+    # addresses taken outside the asserts: pytest's rewritten asserts keep what they read
+    first, covs = _address(blup), _address(cov)
+    assert kept_buffers.kept_table_buffers() == 1
+    assert covs == first + 300 * r * 8  # one buffer, the covariances after
+    del blup, cov
+    _, (blup, cov) = block_hessian_random_effects(ev, lam, basis, w)
+    again = _address(blup)
+    assert kept_buffers.kept_table_buffers() == 1 and again == first
+    ref_blup, ref_cov = ev.random_effects(lam, w)
+    np.testing.assert_array_equal(blup.whole(), ref_blup)
+    np.testing.assert_array_equal(compiled.upper_unfolded(cov.whole()), ref_cov)
+
+
+def test_blups_still_held_are_never_written_over(kept_buffers, monkeypatch):
+    """BLUPs still viewed (a task's result not yet released, or the driver's own copy
+    where the cluster runs in its process) keep their buffer: the next call writes
+    elsewhere, and the first values are left as they were."""
+    pytest.importorskip("numba")
+    from dmixed.engines.dask.ahead import block_hessian_random_effects
+    from dmixed.kernels import compiled
+
+    monkeypatch.setenv(compiled.ENV_VAR, "numba")
+    ev, lam, basis, w = _small_block(2, seed=12)
+    _, (blup, cov) = block_hessian_random_effects(ev, lam, basis, w)
+    before = blup.whole().copy(), cov.whole().copy()
+    _, (blup2, cov2) = block_hessian_random_effects(ev, 2.0 * lam, basis, w)
+    assert kept_buffers.kept_table_buffers() == 2
+    assert not np.shares_memory(blup.items[0], blup2.items[0])
+    assert not np.shares_memory(cov.items[0], cov2.items[0])
+    np.testing.assert_array_equal(blup.whole(), before[0])
+    np.testing.assert_array_equal(cov.whole(), before[1])
+    assert not np.array_equal(blup2.whole(), before[0])
+
+
+def test_a_results_blups_outlive_later_fits_on_workers_that_keep_buffers(
+    client, kept_buffers, monkeypatch
+):
+    """Fits on a cluster in this process (the driver's BLUPs are the workers' own
+    arrays) whose workers keep buffers: a result's BLUPs, read only after two later
+    fits, are those of the same fit made again, bit for bit."""
+    pytest.importorskip("numba")
+    from dmixed.kernels import compiled
+
+    monkeypatch.setenv(compiled.ENV_VAR, "numba")
+
+    def fit(seed: int):
+        ddf = dd.from_pandas(make_data(n_groups=120, vc_sd=0.5, seed=seed), npartitions=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
+            return model.fit(client=client, engine="distributed")
+
+    first = fit(4)
+    later = [fit(5), fit(6)]
+    assert kept_buffers.kept_table_buffers() >= 1
+    again = fit(4).random_effects_frame().to_numpy()
+    np.testing.assert_array_equal(first.random_effects_frame().to_numpy(), again)
+    assert not np.array_equal(later[0].random_effects_frame().to_numpy(), again)
+
+
+def test_blups_written_into_arrays_given_are_those_of_new_ones(monkeypatch):
+    """``compiled.hessian_random_effects(..., out=(blup, cov))`` writes every row there
+    and returns those arrays (the same bits as its own new arrays); arrays of another
+    shape, dtype or order are refused, naming ``out``."""
+    pytest.importorskip("numba")
+    from dmixed.kernels import compiled
+
+    monkeypatch.setenv(compiled.ENV_VAR, "numba")
+    ev, lam, basis, w = _small_block(2, seed=13)
+    block = ev.block
+
+    def call(**kwargs):  # the chunks are an iterator: new ones at each call
+        return compiled.hessian_random_effects(
+            block.chunks(), lam, basis, w, block.spans.edges, **kwargs
+        )
+
+    fields, blup, cov = call(upper=True)
+    out = (np.full((300, 2), np.nan), np.full((300, 3), np.nan))
+    got = call(upper=True, out=out)
+    assert got[1] is out[0] and got[2] is out[1]
+    np.testing.assert_array_equal(got[1], blup)
+    np.testing.assert_array_equal(got[2], cov)
+    for a, b in zip(fields, got[0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    whole = call(out=(np.empty((300, 2)), np.empty((300, 4))))
+    np.testing.assert_array_equal(whole[2], compiled.upper_unfolded(cov))
+    bad = [
+        (np.empty((300, 2)),),
+        (np.empty((299, 2)), np.empty((300, 3))),
+        (np.empty((300, 2), dtype=np.float32), np.empty((300, 3))),
+        (np.empty((2, 300)).T, np.empty((300, 3))),
+    ]
+    for given in bad:
+        with pytest.raises(ValueError, match="out"):
+            call(upper=True, out=given)

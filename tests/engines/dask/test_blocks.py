@@ -1034,3 +1034,32 @@ def test_a_near_lossy_group_without_all_its_rows_keeps_the_plain_forms(monkeypat
     assert got[0].tolist() == [1] and got[4].tolist() == [True]
     assert all(np.shape(a)[-1] == 1 for a in got[1])
     assert lossy_shifts(stats, nobs, short_of_a_row(1), packed) is None
+
+
+def test_triangles_unfolded_as_their_pieces_are_placed_take_no_copy_of_the_whole():
+    """``reorder_parts(position, pieces, each=upper_unfolded)`` (the BLUPs' covariances
+    on the driver) is the triangles reordered, then unfolded, bit for bit, and holds no
+    reordered copy of the triangles on the way: its peak is its result and about one
+    piece unfolded."""
+    import tracemalloc
+
+    from dmixed.engines.dask.blocks import reorder_parts
+    from dmixed.engines.dask.handover import RowPieces, rows
+    from dmixed.kernels.compiled import upper_unfolded
+
+    rng = np.random.default_rng(3)
+    n = 300_000
+    tri = rng.normal(size=(n, 3))
+    position = rng.permutation(n)
+    parts = rows([RowPieces.of(tri[: n // 3]), RowPieces.of(tri[n // 3 :])])
+    assert len(parts) > 4
+    expected = upper_unfolded(reorder_parts(position, parts))
+    tracemalloc.start()
+    try:
+        got = reorder_parts(position, parts, each=upper_unfolded)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, expected)
+    largest = max(p.nbytes for p in parts) * 4 // 3
+    assert peak <= got.nbytes + 2 * largest + (1 << 20)

@@ -15,6 +15,7 @@ import pytest
 
 import dmixed
 import dmixed.engines.dask.graph as graph_module
+import dmixed.engines.dask.parquet_direct as parquet_direct
 from dmixed.engines.dask.graph import chain_recipes, project_columns
 from dmixed.engines.dask.parquet_direct import numpy_columns, parquet_reads, read_columns
 from dmixed.engines.dask.partials import chain_partials
@@ -265,6 +266,46 @@ def _cut_short(path, how: str) -> None:
         return
     footer = int.from_bytes(data[-8:-4], "little") + 8  # the footer, its length, "PAR1"
     path.write_bytes(data[: len(data) // 2] + data[-footer:])
+
+
+def test_reads_go_through_one_buffer_of_read_buffer_bytes(tmp_path, monkeypatch):
+    """The chain opens each file without pre-buffering and reads its column chunks
+    through a buffer of READ_BUFFER bytes, not each chunk whole."""
+    _write(_frame(), tmp_path / "d", 2)
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "d"))
+    reads = parquet_reads(recipe, spec)
+    assert reads is not None
+    opened = []
+    real = pq.ParquetFile
+
+    def spy(path, **options):
+        opened.append(options)
+        return real(path, **options)
+
+    monkeypatch.setattr(pq, "ParquetFile", spy)
+    for item in reads.items:
+        assert read_columns(item) is not None
+    assert opened == [{"pre_buffer": False, "buffer_size": parquet_direct.READ_BUFFER}] * 2
+
+
+@pytest.mark.parametrize("split_row_groups", [False, True])
+def test_chunks_larger_than_the_buffer_read_whole(tmp_path, monkeypatch, split_row_groups):
+    """Column chunks many times the read buffer (refilled for each part of a chunk):
+    the columns of Dask's frames and the statistics bit for bit; cut short, a
+    DataError naming the partition and the file."""
+    monkeypatch.setattr(parquet_direct, "READ_BUFFER", 512)
+    _write(_frame(n=6000), tmp_path / "d", 3, row_group_size=1500)
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "d", split_row_groups=split_row_groups))
+    reads = parquet_reads(recipe, spec)
+    assert reads is not None
+    for item, (graph, out_key, _) in zip(reads.items, recipe.items, strict=True):
+        frame = compute_piece(graph, out_key)
+        for name, values in read_columns(item).items():
+            np.testing.assert_array_equal(values, frame[name].to_numpy())
+    _assert_identical(_partials(recipe, spec, reads), _partials(recipe, spec, None))
+    _cut_short(tmp_path / "d" / "part-001.parquet", "body")
+    with pytest.raises(DataError, match=r"part-001\.parquet.*cut short"):
+        _partials(recipe, spec, reads)
 
 
 @pytest.mark.parametrize("how", ["end", "body"])
