@@ -212,22 +212,16 @@ def plain_rounding_of(stats) -> PlainRounding | None:
     or merged statistics among them); None otherwise (on a cluster the groups near
     singular take the centred forms from their sums about their shifts).
 
-    Raises
-    ------
-    DataError
-        Where some group's plain sums do not resolve its random design at all (no bound
-        on the fit's error holds)."""
+    Where some group's plain sums do not resolve its random design at all, a rounding
+    whose ``logdet`` is infinite: no worst-case bound holds, and the precision check
+    says so (the fit is made as before)."""
     block = getattr(stats.engine, "block", None)
     if block is None or not hasattr(block, "plain_rounding"):
         return None
     try:
         return block.plain_rounding(np.asarray(stats.group_sizes))
-    except PlainRoundingError as err:
-        raise DataError(
-            f"{err}: these statistics hold only the plain sums of a group whose random "
-            f"design is nearly singular within it, and no bound on the fit's error holds; "
-            f"{PLAIN_REMEDY}"
-        ) from None
+    except PlainRoundingError:
+        return PlainRounding(np.zeros((stats.glob.xyxy.shape[0],) * 2), math.inf, 0.0)
 
 
 def rounded_up(x: float) -> str:
@@ -243,20 +237,26 @@ def plain_llf_error(ev, glob, reml: bool, plain: PlainRounding) -> float:
     """A worst-case bound on what the plain sums' rounding (``plain``,
     :func:`~dmixed.kernels.conditionals.plain_rounding`) moves ℓ by at the evaluation
     ``ev`` (``w = [−β̂; 1]``): ``½ fac |δQ|/Q`` (exact in ``δQ``: σ̂² is the rounded
-    ``Q``'s) plus ``½ Σ_i |δ log det K_i|`` and, for REML, ``½ |tr(A⁻¹δA)| ≤
-    ½ tr(A⁻¹P_x)`` (``A = X'V*⁻¹X``; to first order, ``x/(1 − x)``), with
-    ``|δ(w'[X y]'V*⁻¹[X y]w)| ≤ w'Pw``, ``P = sizes + 8γk diag(|[X y]'[X y]|)``: ℓ at the
-    reported estimates, which is
-    what the fit reports.  0 where nothing is charged.
+    ``Q``'s) plus ``½ Σ_i |δ log det K_i|`` and, for REML, ``½ |δ log det A|``
+    (``A = X'V*⁻¹X``), with ``|δ(w'[X y]'V*⁻¹[X y]w)| ≤ w'Pw``, ``P = sizes +
+    8γk diag(|[X y]'[X y]|)``: ℓ at the reported estimates, which is what the fit
+    reports.  ``−P_x ≼ δA ≼ P_x``, so with ``ν_j`` the eigenvalues of
+    ``A^{-1/2}P_xA^{-1/2}`` (``A``'s relative perturbation), ``|δ log det A| ≤
+    −Σ_j log(1 − ν_j)`` (log det increasing in the Loewner order).  0 where nothing is
+    charged; ``inf`` where no bound holds (a ``ν_j`` of 1 or more, or a group whose sums
+    do not resolve its design): the fit is made, and the precision check says so.
 
     Raises
     ------
     DataError
-        Where no bound holds (that rounding may move ``A`` by as much as itself)."""
+        ``of_statistics`` set: where ``A`` at the estimate is not positive definite
+        (nothing can be computed from these sums)."""
     if not plain.sizes.any() and plain.logdet == 0.0:
         return 0.0
+    if not math.isfinite(plain.logdet):
+        return math.inf
     k = plain.sizes.shape[0]
-    # both parts positive semi-definite: |v'δv| ≤ v'Pv, and tr(A⁻¹δA) ≤ tr(A⁻¹P_x)
+    # both parts positive semi-definite: |v'δv| ≤ v'Pv for every v
     sizes = plain.sizes + 8.0 * plain.gamma * k * np.diag(np.abs(np.diag(glob.xyxy)))
     w = ev.prof.w
     # ℓ at σ̂² = Q/fac, the true Q' in place of the rounded Q: ½ fac (Q'/Q − 1) exactly
@@ -265,16 +265,17 @@ def plain_llf_error(ev, glob, reml: bool, plain: PlainRounding) -> float:
     if reml and ev.prof.a.size:
         mu, u = np.linalg.eigh(ev.prof.a)
         if not mu[0] > 0:
-            return np.inf
-        part = abs(float(np.sum(np.einsum("aj,ab,bj->j", u, sizes[:-1, :-1], u) / mu)))
-        out += 0.5 * (part / (1.0 - part) if part < 1.0 else np.inf)
-    if not math.isfinite(out):
-        raise DataError(
-            "the fit cannot be trusted: these statistics hold only the plain sums of a "
-            "group whose random design is nearly singular within it, and their rounding "
-            "may move X'V^-1 X by as much as itself (no bound on the llf's error holds); "
-            f"{PLAIN_REMEDY}"
-        )
+            err = DataError(
+                "these statistics hold only the plain sums of a group whose random design "
+                "is nearly singular within it, and X'V^-1 X at the estimate is not "
+                "positive definite from them (its least eigenvalue is "
+                f"{float(mu[0]):.2g}): no fit can be computed; {PLAIN_REMEDY}"
+            )
+            err.of_statistics = True
+            raise err
+        half = u / np.sqrt(mu)  # A^{-1/2} up to a rotation: the same ν_j
+        nu = np.clip(np.linalg.eigvalsh(half.T @ sizes[:-1, :-1] @ half), 0.0, None)
+        out += 0.5 * (float(-np.sum(np.log1p(-nu))) if nu[-1] < 1.0 else math.inf)
     return out
 
 
@@ -310,6 +311,17 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
     if not rel > PRECISION_WARN_ABOVE:
         return
     llf_error = 0.5 * ev.prof.fac * rel
+    if not math.isfinite(own):
+        warnings.warn(
+            "some groups have a random design nearly singular within them and are "
+            "fitted from their uncentred sums (statistics that do not carry their sums "
+            "about the groups' means), whose rounding may be as large as what it rounds: "
+            "no worst-case bound on the llf's error holds (the fit is made from those "
+            f"sums as given); {PLAIN_REMEDY}",
+            PrecisionWarning,
+            stacklevel=3,
+        )
+        return
     if own > base and own > factor:
         warnings.warn(
             "some groups have a random design nearly singular within them and are "

@@ -100,7 +100,7 @@ def merge(
             out.cross = merge_cross(old, new, gi_old, gi_new, maps, layout.vc_widths)
     else:
         out.zz, out.zxy = _merged_padded(old, new, gi_old, gi_new, maps, layout, out.labels)
-    out.centred = _merged_centred(old, new, gi_old, gi_new)
+    out.centred = _merged_centred(old, new, gi_old, gi_new, out.zz)
     return out
 
 
@@ -122,13 +122,7 @@ def _derived_centred(src: GroupArrays, local: np.ndarray) -> tuple[np.ndarray, C
     kernels make them).  Returns (the indices it formed them for, their sums)."""
     at = src.columns.z_intercept
     g, f = src.zz[local], src.zxy[local]  # (L, r, r), (L, r, k)
-    r = g.shape[1]
-    diag = np.einsum("gaa->ga", g)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = np.where(diag > 0, 1.0 / np.sqrt(diag), 0.0)
-        scaled = g * inv[:, :, None] * inv[:, None, :]
-        scaled[:, np.arange(r), np.arange(r)] = 1.0
-        det = np.linalg.det(scaled) if r else np.ones(len(local))
+    det = _scaled_determinants(g)
     one = src.nobs[local] == 1
     ok = (one | (det > DERIVED_DETERMINANT)) & (g[:, at, at] > 0)
     g, f, one = g[ok], f[ok], one[ok]
@@ -152,13 +146,30 @@ def _derived_centred(src: GroupArrays, local: np.ndarray) -> tuple[np.ndarray, C
     return local[ok], sums
 
 
+def _scaled_determinants(g: np.ndarray) -> np.ndarray:
+    """The determinants of ``D^{-1/2} G D^{-1/2}`` (``D`` the diagonal; a zero column
+    left out) of the groups' ``g`` (L, r, r): 1 where well conditioned, near 0 where
+    the plain sums lose ``log10(1/det)`` digits of the sums about the means."""
+    r = g.shape[1]
+    if not r or not len(g):
+        return np.ones(len(g))
+    diag = np.einsum("gaa->ga", g)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(diag > 0, 1.0 / np.sqrt(diag), 0.0)
+        scaled = g * inv[:, :, None] * inv[:, None, :]
+        scaled[:, np.arange(r), np.arange(r)] = 1.0
+        return np.linalg.det(scaled)
+
+
 def _concatenated(a: CentredArrays, b: CentredArrays) -> CentredArrays:
     """The sums of ``a``'s groups then ``b``'s."""
     fields = ("u", "zbar", "mean", "c", "d", "lossy")
     return CentredArrays(*(np.concatenate((getattr(a, f), getattr(b, f)), axis=-1) for f in fields))
 
 
-def _merged_centred(old: GroupArrays, new: GroupArrays, gi_old, gi_new) -> CentredGroups | None:
+def _merged_centred(
+    old: GroupArrays, new: GroupArrays, gi_old, gi_new, zz: np.ndarray
+) -> CentredGroups | None:
     """The centred sums of the groups near lossy of old + new statistics (padded, no
     variance components; both in one column map): a group's sums from one side where
     its rows are all there, Chan's merge of both sides' where both hold them
@@ -168,13 +179,17 @@ def _merged_centred(old: GroupArrays, new: GroupArrays, gi_old, gi_new) -> Centr
     the other's are formed from its plain sums where they lose nothing that matters
     (:func:`_derived_centred`: one row, or its rows of the group well conditioned on
     their own); otherwise the group keeps its plain sums (the fit's precision check
-    charges their rounding).  None where no group keeps them."""
+    charges their rounding).  A group with rows on both sides, neither holding its
+    centred sums, whose merged plain sums ``zz`` (G, r, r) are below
+    :data:`DERIVED_DETERMINANT`, has both sides' formed so too (two one-row batches
+    of a group near lossy merge exactly, as a one-row batch merges into a batch
+    holding them).  None where no group keeps them."""
     given = [
         (src, gi, src.centred)
         for src, gi in ((old, gi_old), (new, gi_new))
         if src.centred is not None and not src.centred.everyone and len(src.centred.positions)
     ]
-    if not given or old.layout.k_vc or old.ragged is not None:
+    if old.layout.k_vc or old.ragged is not None or new.ragged is not None:
         return None
     g = int(max(gi_old.max(initial=-1), gi_new.max(initial=-1))) + 1
     rows_in = np.zeros(g, dtype=np.int64)  # sides holding rows of each merged group
@@ -183,7 +198,13 @@ def _merged_centred(old: GroupArrays, new: GroupArrays, gi_old, gi_new) -> Centr
     have = np.zeros(g, dtype=np.int64)  # sides holding its centred sums
     for _, gi, held in given:
         have[gi[held.positions]] += 1
-    wanting = (have > 0) & (have < rows_in)
+    near = np.zeros(g, dtype=bool)
+    both = np.flatnonzero((rows_in == 2) & (have == 0))
+    if both.size and old.columns.z_intercept >= 0:
+        near[both] = _scaled_determinants(zz[both]) < DERIVED_DETERMINANT
+    if not given and not near.any():
+        return None
+    wanting = ((have > 0) | near) & (have < rows_in)
     sides = []
     for src, gi in ((old, gi_old), (new, gi_new)):
         own = src.centred if any(src is s for s, _, _ in given) else None

@@ -973,13 +973,11 @@ def test_near_lossy_statistics_of_an_older_format_load_and_warn_honestly(tmp_pat
     back, manifest = load_statistics(tmp_path / "stats")
     assert manifest["format_version"] == checkpoint.PADDED_FORMAT_VERSION
     local, _ = _near_model("local")
-    try:
-        res, seen = _fit_recorded(back, spec)
-    except DataError as err:  # the worst-case rounding may be all of X'V^-1 X
-        assert "nearly singular within it" in str(err), err
-        return
+    res, seen = _fit_recorded(back, spec)  # fitted, as before: never refused
     said = [str(w) for w in seen if "nearly singular within them" in str(w)]
     assert said, [str(w) for w in seen]
+    if "no worst-case bound" in said[-1]:  # the rounding may be all of X'V^-1 X
+        return
     bound = float(re.search(r"the llf may be off by up to ([0-9.e+-]+)", said[-1]).group(1))
     error = abs(_reference_error(local, res)) * abs(res.llf)
     assert error > 1e-3  # the plain sums are off: the case the warning is for
@@ -991,9 +989,8 @@ def test_near_lossy_statistics_of_an_older_format_load_and_warn_honestly(tmp_pat
 def test_plain_sums_of_an_older_format_never_understate_their_error(tmp_path, weight, spread):
     """Statistics of the near-lossy frame saved without their centred sums (format 3),
     group 0 weighted 1e3 to 1e13 with ``x1``'s spread 1 or 10 times ``NEAR_SPREAD``:
-    the fit is refused (``DataError``: no bound holds; or it cannot start), or its llf
-    is within 1e-6 units of the reference, or a PrecisionWarning's bound on the llf
-    covers its error (before: weight 1e11 and spread 10 left ℓ 1.15 units off where the
+    the fit cannot start, or its llf is within 1e-6 units of the reference, or a
+    PrecisionWarning says no bound holds, or its bound on the llf covers its error (before: weight 1e11 and spread 10 left ℓ 1.15 units off where the
     warning said "up to 0.03")."""
     import re
 
@@ -1011,12 +1008,11 @@ def test_plain_sums_of_an_older_format_never_understate_their_error(tmp_path, we
     assert manifest["format_version"] == checkpoint.PADDED_FORMAT_VERSION
     try:
         res, seen = _fit_recorded(back, spec)
-    except DataError as err:
-        assert "no bound on the llf's error holds" in str(err)
-        return
     except StartError:
         return
     error = abs(_reference_error(model, res) * res.llf)
+    if any("no worst-case bound" in str(w) for w in seen):
+        return
     said = [str(w) for w in seen if "off by up to" in str(w)]
     bounds = [float(re.search(r"off by up to ([0-9.e+-]+)", w).group(1)) for w in said]
     assert error <= 1e-6 or max(bounds, default=0.0) >= error, (error, said)
