@@ -3532,3 +3532,26 @@ def test_stats_dir_and_update_carry_a_near_lossy_groups_centred_sums(tmp_path):
             "y ~ x1", frame, groups="g", re_formula="1 + x1", weights="w"
         ).fit()
     assert got == pytest.approx(want.llf, rel=1e-10, abs=0.0)
+
+
+def test_a_refusal_of_saved_statistics_names_their_directory(
+    data, scheduler, tmp_path, monkeypatch
+):
+    """A fit of saved statistics refused for the sums themselves (``DataError`` with
+    ``of_statistics``: their plain sums give no ``X'V⁻¹X`` at the estimate) names the
+    statistics directory, exit 3 (it named no file or directory)."""
+    from dmixed.model import MixedLM
+
+    common = ("--cluster", scheduler.file, "--quiet")
+    fit = ("fit", "--data", str(data.A), *MODEL, *common, "--stats-dir", "S")
+    ok(run_in_process(*fit, "--output", "o1", cwd=tmp_path))
+
+    def refused(self, *args, **kwargs):
+        err = dmixed.DataError("X'V^-1 X at the estimate is not positive definite")
+        err.of_statistics = True
+        raise err
+
+    monkeypatch.setattr(MixedLM, "fit", refused)
+    proc = run_in_process(*fit, "--output", "o2", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "the statistics in S: X'V^-1 X at the estimate" in proc.stderr, proc.stderr

@@ -990,8 +990,9 @@ def test_plain_sums_of_an_older_format_never_understate_their_error(tmp_path, we
     """Statistics of the near-lossy frame saved without their centred sums (format 3),
     group 0 weighted 1e3 to 1e13 with ``x1``'s spread 1 or 10 times ``NEAR_SPREAD``:
     the fit cannot start, or its llf is within 1e-6 units of the reference, or a
-    PrecisionWarning says no bound holds, or its bound on the llf covers its error (before: weight 1e11 and spread 10 left ℓ 1.15 units off where the
-    warning said "up to 0.03")."""
+    PrecisionWarning says no bound holds, or its bound on the llf covers its error
+    (before: weight 1e11 and spread 10 left ℓ 1.15 units off where the warning said
+    "up to 0.03")."""
     import re
 
     from dmixed.errors import StartError
@@ -1122,3 +1123,40 @@ def test_ordinary_small_groups_are_gathered_without_a_precision_warning(engine):
         stats = model.statistics()
         arrays = GroupArrays.from_statistics(stats)
     assert arrays.centred is None and arrays.glob.within is None
+
+
+def test_one_row_batches_of_a_near_lossy_group_merge_exactly():
+    """Group 0 of the near-lossy frame (weight 1e9) split 1 + 1 + 8 rows over three
+    batches, merged in that order: the first merge forms both one-row sides' sums
+    about their means (``C = D = 0``), so the merged statistics hold the group's
+    centred sums and the REML fit is at the reference as 8 + 1 + 1's (before: neither
+    side held them, the group kept its plain sums and the fit was refused)."""
+    from dmixed.stats.checkpoint_merge import merge
+
+    from .._near_lossy import near_lossy_frame
+
+    frame = near_lossy_frame(1e9)
+    whole_model, spec = _near_model("local", frame)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DmixedWarning)
+        whole = GroupArrays.from_statistics(whole_model.statistics())
+        g0 = np.flatnonzero(frame.g.to_numpy() == 0)
+        other = frame[frame.g != 0]
+        errors = {}
+        for cuts in ([1, 2], [8, 9]):
+            batches = [
+                pd.concat([frame.iloc[rows], other[other.g % 3 == i]])
+                for i, rows in enumerate(np.split(g0, cuts))
+            ]
+            parts = [
+                GroupArrays.from_statistics(
+                    MixedLM.from_spec(spec, b).statistics(standardization=whole.columns)
+                )
+                for b in batches
+            ]
+            merged = merge(merge(parts[0], parts[1]), parts[2])
+            assert merged.centred is not None and 0 in list(merged.centred.positions)
+            res, seen = _fit_recorded(merged, spec)
+            assert not [w for w in seen if isinstance(w, PrecisionWarning)], seen
+            errors[tuple(cuts)] = abs(_reference_error(whole_model, res) * res.llf)
+    assert max(errors.values()) <= 1e-6, errors
