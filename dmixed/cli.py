@@ -172,6 +172,10 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
             raise JobError(message + files_named(job, message), EXIT_DATA) from exc
         if isinstance(exc, (CheckpointError, ClusterError)):
             raise
+        if getattr(exc, "of_statistics", False) and job.stats_dir:
+            # a refusal of the saved sums themselves: their directory is the culprit
+            message = _cli_words(one_line(exc))
+            raise JobError(f"the statistics in {job.stats_dir}: {message}", EXIT_DATA) from exc
         if isinstance(exc, (ValueError, KeyError, TypeError)):
             message = _cli_words(one_line(exc)) if str(exc) else repr(exc)
             about_data = reads_data and isinstance(exc, (DataError, KeyError))

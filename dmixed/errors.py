@@ -118,9 +118,13 @@ class DataError(DmixedError):
     ``too_few_rows`` (set on the instance): ``(rows, fixed effects, covariance
     parameters, at_most)`` of a refusal of too few rows
     (:func:`dmixed.design.messages.check_enough_rows`), for the Dask driver to name the
-    factors, else None."""
+    factors, else None.  ``of_statistics`` (True on the instance): a refusal of the
+    statistics themselves, not of a data file (their plain sums give no fit:
+    :func:`dmixed.fit.fit_warnings.plain_llf_error`), for the command line to name the
+    statistics directory."""
 
     of_all_rows: bool = False
+    of_statistics: bool = False
     lossy_groups: int = 0
     key_kinds: tuple | None = None
     unnamed_keys: bool = False

@@ -3580,3 +3580,26 @@ def test_a_job_with_a_backquoted_bar_column_fits_and_a_vc_bar_term_is_explained(
     assert "vc_formula={'c': '0 + C(x1)'}" in proc.stderr, proc.stderr
     assert "--re-formula" not in proc.stderr
     assert not (tmp_path / "o2").exists()
+
+
+def test_a_refusal_of_saved_statistics_names_their_directory(
+    data, scheduler, tmp_path, monkeypatch
+):
+    """A fit of saved statistics refused for the sums themselves (``DataError`` with
+    ``of_statistics``: their plain sums give no ``X'V⁻¹X`` at the estimate) names the
+    statistics directory, exit 3 (it named no file or directory)."""
+    from dmixed.model import MixedLM
+
+    common = ("--cluster", scheduler.file, "--quiet")
+    fit = ("fit", "--data", str(data.A), *MODEL, *common, "--stats-dir", "S")
+    ok(run_in_process(*fit, "--output", "o1", cwd=tmp_path))
+
+    def refused(self, *args, **kwargs):
+        err = dmixed.DataError("X'V^-1 X at the estimate is not positive definite")
+        err.of_statistics = True
+        raise err
+
+    monkeypatch.setattr(MixedLM, "fit", refused)
+    proc = run_in_process(*fit, "--output", "o2", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "the statistics in S: X'V^-1 X at the estimate" in proc.stderr, proc.stderr

@@ -292,6 +292,21 @@ def test_names_follow_statsmodels():
     assert len(ml.fit_history) == ml.n_iter + 1 and ml.fit_history[-1]["llf"] == ml.llf
 
 
+def test_final_line_written_at_debug_without_progress(caplog):
+    """Without ``progress`` the final line goes to DEBUG, with its counts by method,
+    where the logger takes DEBUG; where it does not, no record is made."""
+    endog, exog, exog_re, groups = _arrays()
+    with caplog.at_level("DEBUG", logger="dmixed"):
+        res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    final = [r for r in caplog.records if r.getMessage().startswith("final, after ")]
+    assert len(final) == 1 and final[0].levelname == "DEBUG"
+    assert f"final, after {res.n_iter} iterations (" in final[0].getMessage()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="dmixed"):
+        MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    assert not [r for r in caplog.records if r.getMessage().startswith("final, after ")]
+
+
 def test_public_names_exported():
     assert dmixed.mixedlm == MixedLM.from_formula
 

@@ -6,6 +6,8 @@ import difflib
 import re
 from collections.abc import Mapping
 
+from ..errors import DataError
+
 __all__ = [
     "check_design_fits",
     "check_enough_rows",
@@ -98,8 +100,6 @@ def check_present(wanted, available) -> None:
     DataError
         Some of ``wanted`` are absent.
     """
-    from ..errors import DataError
-
     present = set(available)
     absent = [c for c in wanted if c not in present]
     if absent:
@@ -130,8 +130,6 @@ def check_enough_rows(
         too few rows, and says where such a column is numbers read as text
         (``numbers``: one level per distinct value).
     """
-    from ..errors import DataError
-
     if n <= p + k_cov:
         err = DataError(
             f"too few rows: {'at most ' if at_most else ''}{plural(n)} for "
@@ -226,8 +224,6 @@ def check_terms_within_rows(formula: str, terms: int, k_cov: int, rows: int) -> 
     DataError
         ``rows <= terms + k_cov``.
     """
-    from ..errors import DataError
-
     if rows <= terms + k_cov:
         raise DataError(
             f"formula {shown(formula)}: too few rows: at most {plural(rows)} for at least "
@@ -294,8 +290,6 @@ def check_design_fits(formula: str, n: int, p: int, *, exact: bool, prototype: b
     DataError
         ``8 n p`` bytes exceed the physical memory.
     """
-    from ..errors import DataError
-
     memory = physical_memory()
     need = 8 * n * p
     if memory is None or need <= memory:

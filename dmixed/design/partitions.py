@@ -5,12 +5,13 @@ Dask does not check computed partitions against the collection's metadata
 ``map_partitions`` of a user function): a partition may lack a column the model uses, or
 be an empty frame with no columns at all (which ``compute()`` accepts).  And a collection
 persisted on a cluster holds futures, not a recipe: once they are released
-(``client.restart()``, ``client.cancel``) its data are gone, and Dask itself refuses to
-compute it ("lost dependencies").
+(the client closed or restarted, ``client.cancel``) its data are gone, and Dask itself
+refuses to compute it ("lost dependencies"); another cluster's scheduler cannot read them.
 
 - :func:`select_columns`: the used columns of a collection, every partition checked by
   :func:`checked_partition` unless Dask's reader itself reads only those columns;
-- :func:`check_persisted`: refuse a collection whose persisted data are gone;
+- :func:`check_persisted`: refuse a collection whose persisted data are gone or held by
+  another cluster than the one it is computed on;
 - :func:`check_text_conversion`: apply the rules for ``object`` columns to a pandas frame
   that ``dd.from_pandas`` turned into text (Dask's ``dataframe.convert-string``);
 - :func:`restored_values`: read such a column of booleans as booleans again, and the
@@ -54,7 +55,10 @@ __all__ = [
     "check_persisted",
     "check_text_conversion",
     "checked_partition",
+    "GONE_CAUSES",
     "lost_futures",
+    "persisted_futures",
+    "persisted_gone_error",
     "restored_values",
     "select_columns",
     "tuples_or_text",
@@ -146,40 +150,106 @@ def select_columns(ddf, columns: list, groups: str | None = None):
     )
 
 
-def lost_futures(ddf) -> list:
-    """The futures behind a persisted collection that were cancelled (its data gone)."""
+def persisted_futures(ddf) -> list:
+    """The futures behind a persisted collection (``ddf.persist()`` on a distributed
+    client): its partitions' data, held by the scheduler of the client that persisted it."""
     expr = getattr(ddf, "expr", None)
     if expr is None:
         return []
-    lost = []
+    found = []
     for node in expr.walk():
         if type(node).__name__ != "FromGraph":
             continue
         for value in dict(node.operand("layer")).values():
-            if getattr(value, "status", None) == "cancelled" and hasattr(value, "key"):
-                lost.append(value)
-    return lost
+            if hasattr(value, "status") and hasattr(value, "key"):
+                found.append(value)
+    return found
 
 
-def check_persisted(ddf) -> None:
-    """Refuse a collection persisted on a cluster whose data were released.
+def lost_futures(ddf) -> list:
+    """The futures behind a persisted collection that were cancelled (its data gone)."""
+    return [f for f in persisted_futures(ddf) if getattr(f, "status", None) == "cancelled"]
+
+
+def _scheduler_address(client) -> str | None:
+    """The address of the scheduler ``client`` talks to (None where it has none)."""
+    return getattr(getattr(client, "scheduler", None), "address", None)
+
+
+def _same_scheduler(holder, client) -> bool:
+    """Whether the clients ``holder`` and ``client`` talk to one scheduler: the same
+    address, else (one scheduler reached by two names: ``localhost`` and ``127.0.0.1``)
+    the same scheduler id, asked of both (a round trip each, on this rare path only;
+    an unanswered question leaves the addresses' answer)."""
+    if holder is client or _scheduler_address(holder) == _scheduler_address(client):
+        return True
+    try:
+        ids = [c.scheduler_info(n_workers=0).get("id") for c in (holder, client)]
+    except Exception:  # noqa: BLE001 - a closed or unreachable client: another scheduler
+        return False
+    return ids[0] is not None and ids[0] == ids[1]
+
+
+#: why a persisted collection's data are gone, in the words of every error refusing one
+#: (its fit, its fitted values and residuals, predictions from it)
+GONE_CAUSES = (
+    "the client that persisted it was closed or restarted, or its futures were "
+    "cancelled (client.cancel)"
+)
+
+
+def persisted_gone_error(n_lost: int) -> DataError:
+    """The error for a persisted collection ``n_lost`` of whose partitions are gone."""
+    return DataError(
+        f"the persisted data of this Dask DataFrame are gone ({n_lost} partition(s) "
+        f"released: {GONE_CAUSES}): Dask cannot recompute them from a persisted "
+        "collection; persist the source collection again"
+    )
+
+
+def check_persisted(ddf, client=None) -> None:
+    """Refuse a collection persisted on a cluster whose data were released, or held by
+    another cluster than ``client``'s.
 
     A persisted collection (``client.persist`` / ``ddf.persist()`` with a distributed
-    client) holds futures of its partitions, not the recipe that computed them: after
-    ``client.restart()`` or ``client.cancel(futures_of(ddf))`` its data are gone, and
-    Dask refuses it too ("lost dependencies").
+    client) holds futures of its partitions, not the recipe that computed them: once
+    the client that persisted it is closed or restarted (``client.restart()``), or
+    ``client.cancel(futures_of(ddf))``, its data are gone, and Dask refuses it too
+    ("lost dependencies", "Missing dependency").  The futures live on the scheduler of
+    the client that persisted them, which another cluster's scheduler is not: it
+    cannot read them (distributed's ``FuturesCancelledError``, "lost dependencies").
+    Both are checked on the futures as this process holds them: no round trip.
+
+    Parameters
+    ----------
+    ddf : dask.dataframe.DataFrame
+    client : distributed.Client, optional
+        The client the collection is about to be computed with (None: not checked).
 
     Raises
     ------
     DataError
-        Some of its persisted partitions are gone: persist the source collection again.
+        Some of its persisted partitions are gone: persist the source collection again;
+        or they are held by another scheduler than ``client``'s: persist the collection
+        with that client, or pass the client that persisted it.
     """
-    lost = lost_futures(ddf)
+    futures = persisted_futures(ddf)
+    lost = [f for f in futures if getattr(f, "status", None) == "cancelled"]
     if lost:
+        raise persisted_gone_error(len(lost))
+    address = _scheduler_address(client)
+    if address is None:
+        return
+    holders = {id(c): c for c in (getattr(f, "client", None) for f in futures) if c is not None}
+    foreign = sorted(
+        str(_scheduler_address(c)) for c in holders.values() if not _same_scheduler(c, client)
+    )
+    if foreign:
         raise DataError(
-            f"the persisted data of this Dask DataFrame are gone ({len(lost)} partition(s) "
-            "released, e.g. by client.restart() or client.cancel()): Dask cannot recompute "
-            "them from a persisted collection; persist the source collection again"
+            f"the data of this Dask DataFrame are held by another client: it was persisted "
+            f"on the scheduler at {', '.join(foreign)}, not on that of the fit's client "
+            f"(given or the default: {address}), which cannot read them; persist the "
+            "collection with the client you fit with, or pass the client that persisted it"
         )
 
 

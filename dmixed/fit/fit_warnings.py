@@ -7,8 +7,9 @@ import warnings
 
 import numpy as np
 
-from ..errors import BoundaryWarning, FitConvergenceWarning, PrecisionWarning
+from ..errors import BoundaryWarning, DataError, FitConvergenceWarning, PrecisionWarning
 from ..kernels import small_linalg
+from ..kernels.conditionals import PlainRounding, PlainRoundingError
 from ..stats import Layout
 from .objective import (
     FACTOR_UNRESOLVED,
@@ -204,19 +205,81 @@ PLAIN_REMEDY = (
 )
 
 
-def plain_rounding_of(stats) -> np.ndarray | None:
-    """The sizes (k × k) that the groups of ``stats`` (a ``FittedStatistics``) taking the
-    plain forms may round ``Σ_i m_i`` by, for :func:`warn_precision`: its engine's
-    block's ``plain_rounding`` where the engine holds the block in this process (fits
-    of loaded or merged statistics among them); None otherwise (on a cluster the
-    groups near singular take the centred forms from their sums about their shifts)."""
+def plain_rounding_of(stats) -> PlainRounding | None:
+    """What the groups of ``stats`` (a ``FittedStatistics``) taking the plain forms may
+    round the fit by, for :func:`warn_precision`: its engine's block's
+    ``plain_rounding`` where the engine holds the block in this process (fits of loaded
+    or merged statistics among them); None otherwise (on a cluster the groups near
+    singular take the centred forms from their sums about their shifts).
+
+    Where some group's plain sums do not resolve its random design at all, a rounding
+    whose ``logdet`` is infinite: no worst-case bound holds, and the precision check
+    says so (the fit is made as before)."""
     block = getattr(stats.engine, "block", None)
     if block is None or not hasattr(block, "plain_rounding"):
         return None
-    return block.plain_rounding(np.asarray(stats.group_sizes))
+    try:
+        return block.plain_rounding(np.asarray(stats.group_sizes))
+    except PlainRoundingError:
+        return PlainRounding(np.zeros((stats.glob.xyxy.shape[0],) * 2), math.inf, 0.0)
 
 
-def warn_precision(ev, glob, reml: bool, plain: np.ndarray | None = None) -> None:
+def rounded_up(x: float) -> str:
+    """``x`` to two significant digits, rounded up (a bound printed never below
+    itself)."""
+    if not math.isfinite(x) or x <= 0:
+        return f"{x:.2g}"
+    e = math.floor(math.log10(x)) - 1
+    return f"{math.ceil(x / 10.0**e * (1 - 1e-12)) * 10.0**e:.2g}"
+
+
+def plain_llf_error(ev, glob, reml: bool, plain: PlainRounding) -> float:
+    """A worst-case bound on what the plain sums' rounding (``plain``,
+    :func:`~dmixed.kernels.conditionals.plain_rounding`) moves ℓ by at the evaluation
+    ``ev`` (``w = [−β̂; 1]``): ``½ fac |δQ|/Q`` (exact in ``δQ``: σ̂² is the rounded
+    ``Q``'s) plus ``½ Σ_i |δ log det K_i|`` and, for REML, ``½ |δ log det A|``
+    (``A = X'V*⁻¹X``), with ``|δ(w'[X y]'V*⁻¹[X y]w)| ≤ w'Pw``, ``P = sizes +
+    8γk diag(|[X y]'[X y]|)``: ℓ at the reported estimates, which is what the fit
+    reports.  ``−P_x ≼ δA ≼ P_x``, so with ``ν_j`` the eigenvalues of
+    ``A^{-1/2}P_xA^{-1/2}`` (``A``'s relative perturbation), ``|δ log det A| ≤
+    −Σ_j log(1 − ν_j)`` (log det increasing in the Loewner order).  0 where nothing is
+    charged; ``inf`` where no bound holds (a ``ν_j`` of 1 or more, or a group whose sums
+    do not resolve its design): the fit is made, and the precision check says so.
+
+    Raises
+    ------
+    DataError
+        ``of_statistics`` set: where ``A`` at the estimate is not positive definite
+        (nothing can be computed from these sums)."""
+    if not plain.sizes.any() and plain.logdet == 0.0:
+        return 0.0
+    if not math.isfinite(plain.logdet):
+        return math.inf
+    k = plain.sizes.shape[0]
+    # both parts positive semi-definite: |v'δv| ≤ v'Pv for every v
+    sizes = plain.sizes + 8.0 * plain.gamma * k * np.diag(np.abs(np.diag(glob.xyxy)))
+    w = ev.prof.w
+    # ℓ at σ̂² = Q/fac, the true Q' in place of the rounded Q: ½ fac (Q'/Q − 1) exactly
+    out = 0.5 * ev.prof.fac * abs(float(w @ sizes @ w)) / ev.prof.q
+    out += 0.5 * plain.logdet
+    if reml and ev.prof.a.size:
+        mu, u = np.linalg.eigh(ev.prof.a)
+        if not mu[0] > 0:
+            err = DataError(
+                "these statistics hold only the plain sums of a group whose random design "
+                "is nearly singular within it, and X'V^-1 X at the estimate is not "
+                "positive definite from them (its least eigenvalue is "
+                f"{float(mu[0]):.2g}): no fit can be computed; {PLAIN_REMEDY}"
+            )
+            err.of_statistics = True
+            raise err
+        half = u / np.sqrt(mu)  # A^{-1/2} up to a rotation: the same ν_j
+        nu = np.clip(np.linalg.eigvalsh(half.T @ sizes[:-1, :-1] @ half), 0.0, None)
+        out += 0.5 * (float(-np.sum(np.log1p(-nu))) if nu[-1] < 1.0 else math.inf)
+    return out
+
+
+def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> None:
     """A PrecisionWarning when σ̂² at the evaluation ``ev`` may be resolved worse than
     :data:`PRECISION_WARN_ABOVE`: the sum of :func:`~dmixed.fit.objective.resolution`,
     :func:`~dmixed.fit.objective.statistics_resolution` and
@@ -224,10 +287,11 @@ def warn_precision(ev, glob, reml: bool, plain: np.ndarray | None = None) -> Non
     ``A``'s factor does not resolve ℓ at all (:func:`warn_unresolved_start` says so
     instead).
 
-    ``plain`` (k × k, or None): the sizes that groups taking the plain forms may round
-    ``Σ_i m_i`` by (``StatsBlock.plain_rounding``: a random design nearly singular
-    within a group, whose centred sums the statistics do not hold, as saved ones made
-    before they could); ``|w|'plain|w| / Q`` is added to the sum (``w = [−β̂; 1]``).
+    ``plain`` (or None): what groups taking the plain forms may round the fit by
+    (``StatsBlock.plain_rounding``: a random design nearly singular within a group,
+    whose centred sums the statistics do not hold, as saved ones made before they
+    could); :func:`plain_llf_error`'s worst-case bound on ℓ is added, as its share of
+    ``½ fac``.
 
     Where the factor's share is the larger, the cause is a nearly singular
     ``X'V*⁻¹X`` (near-collinear fixed effects, or a heavily weighted group pinning a
@@ -239,8 +303,7 @@ def warn_precision(ev, glob, reml: bool, plain: np.ndarray | None = None) -> Non
     base = resolution(ev.step, ev.prof, glob) + statistics_resolution(ev.prof, glob)
     own = 0.0
     if plain is not None and ev.prof.q > 0:
-        w = np.abs(ev.prof.w)
-        own = float(w @ plain @ w) / ev.prof.q
+        own = plain_llf_error(ev, glob, reml, plain) / (0.5 * ev.prof.fac)
     factor = 0.0
     if resolution_verdict(ev.step, ev.prof, glob, reml) != FACTOR_UNRESOLVED:
         factor = factor_error(ev.step, ev.prof, glob, reml)
@@ -248,13 +311,24 @@ def warn_precision(ev, glob, reml: bool, plain: np.ndarray | None = None) -> Non
     if not rel > PRECISION_WARN_ABOVE:
         return
     llf_error = 0.5 * ev.prof.fac * rel
+    if not math.isfinite(own):
+        warnings.warn(
+            "some groups have a random design nearly singular within them and are "
+            "fitted from their uncentred sums (statistics that do not carry their sums "
+            "about the groups' means), whose rounding may be as large as what it rounds: "
+            "no worst-case bound on the llf's error holds (the fit is made from those "
+            f"sums as given); {PLAIN_REMEDY}",
+            PrecisionWarning,
+            stacklevel=3,
+        )
+        return
     if own > base and own > factor:
         warnings.warn(
             "some groups have a random design nearly singular within them and are "
             "fitted from their uncentred sums (statistics that do not carry their sums "
             "about the groups' means), whose rounding such a group's weight and "
-            f"conditioning make large: the llf may be off by up to {llf_error:.1g}, and "
-            f"σ̂² by up to {rel:.0e} of itself; {PLAIN_REMEDY}",
+            f"conditioning make large: the llf may be off by up to {rounded_up(llf_error)} "
+            f"(a worst case), and σ̂² by up to {rounded_up(rel)} of itself; {PLAIN_REMEDY}",
             PrecisionWarning,
             stacklevel=3,
         )

@@ -27,6 +27,7 @@ rounding (:data:`SINGULAR_CURVATURE`), whose optimum those orders move far.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass
@@ -888,11 +889,14 @@ def shift_of(theta: np.ndarray, trace_s: np.ndarray, trace_ss: np.ndarray) -> np
     return np.array(out)
 
 
+@functools.lru_cache(maxsize=16)
 def score_entries(k: int) -> np.ndarray:
     """The flat positions in :attr:`~dmixed.kernels.dense2.Dense2Step.va`
     ((2 k + 3) × (2 k + 3), ``v`` entry-major: ``H[a, x]`` at ``a k + x``, ``u_a`` at
     ``a k + p``) of ``Σ u_a u_b`` and of ``Σ G_ax G_by`` (x, y < p, x-major) for
-    ``(a, b)`` = (0, 0), (1, 0), (1, 1): (3, 1 + p²)."""
+    ``(a, b)`` = (0, 0), (1, 0), (1, 1): (3, 1 + p²).  Read-only and made once per
+    ``k``: every fit's lean steps ask for it, and making it costs more than a
+    look-up."""
     p, n = k - 1, 2 * k + 3
     a, b = np.array([[0, 1, 1], [0, 0, 1]], dtype=np.intp)[:, :, None, None]
     x = np.arange(p, dtype=np.intp)[:, None]

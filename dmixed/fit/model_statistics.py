@@ -205,7 +205,8 @@ class ModelStatistics:
 
     def fit_statistics(self, client, progress: bool, engine: str | None) -> FittedStatistics:
         """The statistics a fit uses: :meth:`statistics` (one data pass unless cached),
-        logged (at INFO level with ``progress``), checked against the model's layout."""
+        logged once (at INFO level with ``progress``: by the Dask engine for its own data
+        pass, here for the rest), checked against the model's layout."""
         if progress:
             ensure_progress_handler()
         before = self.cached_statistics
@@ -215,6 +216,9 @@ class ModelStatistics:
         layout = stats.layout
         if layout.k_re != self.k_re or layout.k_vc != self.k_vc:
             raise RuntimeError("internal error: statistics layout does not match the model")
+        if not reused and self.source is not None:
+            # the Dask engine logged its data pass ("data pass done in ...": rows, groups)
+            return stats
         if not reused:
             what = "data pass: %d rows, %d groups in %.2fs"
         elif self.rows is None and self.source is None and not self.data_removed:

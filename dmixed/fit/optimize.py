@@ -262,6 +262,8 @@ class _Optimization:
         }
         history.append(entry)
         if final:
+            if not logger.isEnabledFor(self.level):
+                return  # the line is not written: its counts are not made
             made = collections.Counter(h["method"] for h in history[:-1])
             by_method = ", ".join(f"{name} {count}" for name, count in made.items())
             logger.log(

@@ -14,6 +14,7 @@ What every sum of :mod:`~dmixed.kernels.groups` is built from.  Notation as in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,6 +34,9 @@ __all__ = [
     "m_sum",
     "PLAIN_CHARGED_DETERMINANT",
     "plain_rounding",
+    "PlainRounding",
+    "PlainRoundingError",
+    "PLAIN_ROUNDINGS",
     "mm",
     "rank_one_groups",
 ]
@@ -441,10 +445,52 @@ def lossy_groups(
 #: already charges: ordinary groups' determinants are far above it, bd20's least 0.08).
 PLAIN_CHARGED_DETERMINANT = 1e-3
 
-#: :func:`plain_rounding`'s multiple of ε (a typical error, as
-#: :func:`~dmixed.fit.objective.resolution` states its own, not a worst case: the tests
-#: check it against extended-precision evaluations).
-PLAIN_ROUNDING = 1.0
+#: The roundings a product of a row's entries in the plain sums carries before it is
+#: added (the columns' offset and scale, the weight's square root, two products), and
+#: the factor's: with a group's ``n`` rows, its sums are within ``γ = (n + this) ε /
+#: (1 − (n + this) ε)`` of ``|Z̃_i|'|Z̃_i|`` and ``|Z̃_i|'|[X y]|`` (Higham's bound of a
+#: sum of ``n`` terms; :func:`plain_rounding`).
+PLAIN_ROUNDINGS = 8
+
+
+class PlainRoundingError(ValueError):
+    """Statistics whose plain sums do not resolve a group's random design at all (a
+    worst-case rounding of its sums as large as half its scaled ``Z̃_i'Z̃_i``'s least
+    eigenvalue): no bound on the fit's error holds (:func:`plain_rounding`)."""
+
+
+class PlainRounding(NamedTuple):
+    """What the groups taking the plain forms may round the fit by (:func:`plain_rounding`).
+
+    Attributes
+    ----------
+    sizes : ndarray of float64 (k, k)
+        ``P``, positive semi-definite: ``|w'δ([X y]'V*⁻¹[X y])w| ≤ w'Pw`` for every ``w``
+        (k,), but for the share of the groups' own ``[X y]`` rows, which the sums do
+        not hold.
+    logdet : float
+        A bound on ``Σ_i |δ log det K_i|``, ``K_i = I + Λ'Z̃_i'Z̃_iΛ``, at every ``Λ``.
+    gamma : float
+        The largest ``γ_i``: ``8γk diag(|[X y]'[X y]|)`` bounds the share left out of
+        ``sizes`` (``γ(2|w|'h + |b|'g)² ≤ 8γ(|w|'h)² + 2γ(|b|'g)²``, and
+        ``Σ_i (|w|'h_i)² ≤ k w'diag([X y]'[X y])w``: the caller holds ``[X y]'[X y]``).
+    """
+
+    sizes: np.ndarray
+    logdet: float
+    gamma: float
+
+    @classmethod
+    def zero(cls, k: int) -> PlainRounding:
+        return cls(np.zeros((k, k)), 0.0, 0.0)
+
+    def __add__(self, other: object) -> PlainRounding:
+        assert isinstance(other, PlainRounding)
+        return PlainRounding(
+            self.sizes + other.sizes,
+            self.logdet + other.logdet,
+            max(self.gamma, other.gamma),
+        )
 
 
 def plain_rounding(
@@ -452,27 +498,34 @@ def plain_rounding(
     zxy: np.ndarray,
     nobs: np.ndarray,
     bound: float | np.ndarray = PLAIN_CHARGED_DETERMINANT,
-) -> np.ndarray:
-    """The sizes (k × k) that the plain (uncentred) conditionals of an entry-major chunk
-    (``zz`` (r, r, G), ``zxy`` (r, k, G), ``nobs`` (G,)) may round ``Σ_i m_i`` by, for
-    its groups below ``bound`` (:func:`lossy_groups`; a float or one per group (G,),
+) -> PlainRounding:
+    """A worst-case bound on what the plain (uncentred) sums of an entry-major chunk
+    (``zz`` (r, r, G), ``zxy`` (r, k, G), ``nobs`` (G,)) may round the fit by, for its
+    groups below ``bound`` (:func:`lossy_groups`; a float or one per group (G,),
     :data:`PLAIN_CHARGED_DETERMINANT` unless given: a block passes
     :func:`near_lossy_bounds`, the groups that take the centred forms where their sums
-    are at hand), not below :data:`LOSSY_DETERMINANT`:
-    ``c ε Σ_i κ_i |F_i|'|F_i|`` with ``A_i = D^{-1/2} Z̃_i'Z̃_i D^{-1/2}`` (``D`` its
-    diagonal), ``F_i = D^{-1/2} Z̃_i'[X_i y_i]``, ``κ_i = λ_max/λ_min`` its
-    condition and ``c`` = :data:`PLAIN_ROUNDING`.
+    are at hand), not below :data:`LOSSY_DETERMINANT`.
 
-    ``m_i = ZXy_i'ΛK_i⁻¹Λ'ZXy_i`` is of the size of ``|F_i|'|F_i|`` (the group's own
-    mean part ``u m m'`` and more), and ``K_i = I + Λ'Z̃_i'Z̃_iΛ`` takes ``A_i``'s
-    condition as Λ grows: ``m_i`` is known to about ``log10(κ_i)`` fewer digits than
-    its size, which a heavily weighted group makes most of ``[X y]'[X y]``.  ``|w|' · |w|``
-    of the result, over ``Q``, is that rounding's relative share of ``Q`` at
-    ``w = [−β̂; 1]``, one matrix for every ``Λ``.  Above the errors measured (a
-    group weighted 1e9 of determinant 6.7e-8 left ℓ 0.82 and 5946 units off where it
-    says 4 and 6e4: benchmarks/RESULTS.md, nlsave-s55).  Zeros where no group is
-    below the bound or below :data:`LOSSY_DETERMINANT` (where what is left taking the
-    plain forms is structural: indicator columns that sum to the intercept, exact).
+    Group ``i``'s share of ``w'[X y]'V*⁻¹[X y]w`` is ``min_b f(b)``, ``f(b) = w'Hw −
+    2b'Fw + b'(G + Ψ⁻¹)b`` (``G = Z̃_i'Z̃_i``, ``F = Z̃_i'[X y]``, ``H`` its ``[X y]'[X
+    y]``, ``Ψ = ΛΛ'``).  Sums rounded to ``G + δG`` etc. move the minimum by at most
+    ``|δf|`` at either minimiser, and ``|δf(b)| ≤ γ (|w|'h + |b|'g)²`` (``g``, ``h`` the
+    columns' norms over the group's rows: ``|δG| ≤ γ|Z̃|'|Z̃|`` entrywise, ``γ`` of
+    :data:`PLAIN_ROUNDINGS`).  Both minimisers have ``b'Gb ≤ τ² = w'F'G⁻¹Fw``, so with
+    ``A = D^{-1/2}GD^{-1/2}`` (``D`` G's diagonal, λ its least eigenvalue)
+    ``|b|'g ≤ √(rτ²/λ)``; the true sums' ``λ`` and ``τ`` are within ``ρ = rγ/λ`` of the
+    rounded ones' (Weyl).  Hence ``sizes = Σ_i 2γ_i r T_i / (λ_i (1 − ρ_i)²)``,
+    ``T_i = F̂_i'A_i⁻¹F̂_i``, ``F̂_i = D^{-1/2}F_i``, and the ``h`` share is left to the
+    caller (:attr:`PlainRounding.gamma`); ``log det K_i`` moves by at most
+    ``−r log(1 − ρ_i)`` (``Λ'δGΛ ≼ ρ_i Λ'GΛ ≼ ρ_i K_i``).  Zeros where no group is below
+    the bound or all are below :data:`LOSSY_DETERMINANT` (what is left taking the plain
+    forms there is structural: indicator columns that sum to the intercept, exact).
+
+    Raises
+    ------
+    PlainRoundingError
+        Where some charged group's ``ρ_i`` is ½ or more: its sums do not resolve its
+        design, and no bound holds.
     """
     r, k, _ = zxy.shape
     mask = lossy_groups(zz, nobs, bound)
@@ -482,9 +535,12 @@ def plain_rounding(
         # structural: indicator columns summing to the intercept, exact in float64
         mask &= ~lossy_groups(zz, nobs)
     if not mask.any():
-        return np.zeros((k, k))
+        return PlainRounding.zero(k)
     a = np.moveaxis(zz[:, :, mask], -1, 0)  # (L, r, r)
     f = np.moveaxis(zxy[:, :, mask], -1, 0)  # (L, r, k)
+    eps = float(np.finfo(float).eps)
+    terms = (np.asarray(nobs, dtype=float)[mask] + PLAIN_ROUNDINGS + 2 * r) * eps
+    gamma = terms / (1.0 - terms)
     diag = np.einsum("gaa->ga", a)
     with np.errstate(divide="ignore", invalid="ignore"):
         inv_d = np.where(diag > 0, 1.0 / np.sqrt(diag), 0.0)
@@ -492,13 +548,24 @@ def plain_rounding(
     scaled[:, np.arange(r), np.arange(r)] = 1.0  # a zero column: carries nothing
     with np.errstate(all="ignore"):
         try:
-            eig = np.linalg.eigvalsh(scaled)  # ascending, per group
+            lam, vec = np.linalg.eigh(scaled)  # ascending, per group
         except np.linalg.LinAlgError:  # not reached above LOSSY_DETERMINANT
-            return np.full((k, k), np.inf)
-        kappa = eig[:, -1] / eig[:, 0]
-        g = np.abs(f) * inv_d[:, :, None]
-        sizes = np.einsum("g,gak,gal->kl", kappa, g, g)
-    return PLAIN_ROUNDING * float(np.finfo(float).eps) * sizes
+            raise PlainRoundingError("a group's random design is singular") from None
+        least = lam[:, 0]
+        rho = r * gamma / least
+        if not np.all(rho < 0.5):
+            raise PlainRoundingError(
+                "the plain sums of some group do not resolve its random design (their "
+                f"rounding is {float(np.nanmax(rho)):.1g} of its least scaled eigenvalue)"
+            )
+        fhat = f * inv_d[:, :, None]  # (L, r, k)
+        proj = np.einsum("gab,gak->gbk", vec, fhat) / np.sqrt(lam)[:, :, None]
+        t = np.einsum("gbk,gbl->gkl", proj, proj)  # F̂'A⁻¹F̂
+        coef = 2.0 * gamma * r / (least * (1.0 - rho) ** 2)
+        sizes = np.einsum("g,gkl->kl", coef, t)  # positive semi-definite
+        logdet = float(np.sum(-r * np.log1p(-rho)))
+    # the eigen-solve's own rounding (A's condition times ε of T) inside a margin
+    return PlainRounding(sizes * (1.0 + 1e-6), logdet * (1.0 + 1e-6), float(gamma.max()))
 
 
 @dataclass

@@ -22,6 +22,7 @@ from .conditionals import (
     CENTRED_DETERMINANT,
     LOSSY_DETERMINANT,
     CentredSums,
+    PlainRounding,
     centred_between,
     centred_from_shifted,
     concatenate_centred,
@@ -74,7 +75,9 @@ class ChunkSpans:
 
     def __init__(self, sizes: Sequence[int]) -> None:
         edges = np.zeros(len(sizes) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=edges[1:])
+        # the ufunc itself: np.cumsum of a list goes through numpy's wrapper of
+        # non-array input, which costs more than the sum (a block of one chunk)
+        np.add.accumulate(sizes, out=edges[1:])
         # Read-only: a block shares its spans between threads and callers, and an edited edge
         # would misplace groups without any error.
         edges.flags.writeable = False
@@ -541,17 +544,22 @@ class StatsBlock:
                 count += int(lossy.sum())
         return count
 
-    def plain_rounding(self, nobs: np.ndarray) -> np.ndarray:
-        """The sizes (k × k) that the groups taking the plain forms (neither
-        :meth:`use_rank_one`'s nor the centred ones) may round ``Σ_i m_i`` by
+    def plain_rounding(self, nobs: np.ndarray) -> PlainRounding:
+        """What the groups taking the plain forms (neither :meth:`use_rank_one`'s nor
+        the centred ones) may round the fit by
         (:func:`~dmixed.kernels.conditionals.plain_rounding`, summed over the chunks;
         ``nobs`` (G,): the groups' rows, in the block's order): what a precision check
         charges them with.  Only the groups of :meth:`near_lossy_mask`'s criterion
         (:func:`~dmixed.kernels.conditionals.near_lossy_bounds`) are charged: the others
         lose no digit that matters where their sums about their means are at hand either.
-        Zeros where no such group takes the plain forms."""
+        Zeros where no such group takes the plain forms.
+
+        Raises
+        ------
+        PlainRoundingError
+            Where such a group's sums do not resolve its design (no bound holds)."""
         nobs = np.asarray(nobs)
-        total = np.zeros((self.k, self.k))
+        total = PlainRounding.zero(self.k)
         if self.lossy_mask(nobs, CENTRED_DETERMINANT) is None:
             return total  # the common case: one check of every chunk, nothing more
         totals = sum(np.einsum("aag->a", zzc) for zzc, _ in self._chunks)
@@ -567,7 +575,7 @@ class StatsBlock:
             if plain.any():
                 zz, zxy = zzc[..., plain], zxyc[..., plain]
                 bounds = near_lossy_bounds(zz, totals)
-                total += plain_rounding(zz, zxy, nobs[at][plain], bounds)
+                total = total + plain_rounding(zz, zxy, nobs[at][plain], bounds)
         return total
 
     def _masks(self):

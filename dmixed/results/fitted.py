@@ -67,12 +67,13 @@ class FittedValues:
             the population prediction ``X β̂`` (their random effects have mean zero;
             an :class:`~dmixed.errors.UnseenGroupsWarning` counts them), NaN, or a
             :class:`~dmixed.errors.DataError` naming them (lme4's
-            ``allow.new.levels = FALSE``).  For Dask ``data``, ``"population"`` warns
-            at this call, once with the totals of every partition: it computes the
-            group column and the missing values of the columns the prediction uses
-            now (and everything ``data`` is built from), before the returned Series is
-            computed; ``"nan"`` and ``"error"`` keep the call lazy (``"error"`` raises
-            when the Series is computed).
+            ``allow.new.levels = FALSE``).  For Dask ``data`` the default
+            ``"population"`` reads the group column (and the missing values of the
+            columns the prediction uses) once, at this call, to count the unseen
+            groups, and warns once, here, with the totals of every partition; the
+            rows are read again when the returned Series is computed.  Pass ``"nan"``
+            or ``"error"`` for a call that reads nothing (``"error"`` raises when the
+            Series is computed, naming the partition and its counts).
         new_levels : {"error", "population", "nan"}
             With ``include_random``, what rows of groups the fit saw get when they hold
             a level of a variance component's own column that the fit did not see: a
@@ -150,8 +151,11 @@ class FittedValues:
         fit's rows (``missing="drop"``: the kept rows): a Series on their index for a
         model built from a pandas frame (as statsmodels' formula fits), an ndarray for
         arrays.  For Dask fits a lazy Series that, computed, holds the kept rows with
-        their index; built at each access, so a persisted input whose data are gone is
-        refused (DataError) here.
+        their index; built at each access, so a persisted input whose data are gone (its
+        client closed or restarted, its futures cancelled) is refused (DataError) here,
+        and one taken while they were held is refused with the same DataError when it is
+        computed after they are gone, not with Dask's "Missing dependency"
+        (:func:`~dmixed.design.persisted_task.checked_task`).
         """
         source = self._fitted_source()
         if source is not None:

@@ -504,9 +504,10 @@ def fitted_partition(
 ):
     """One partition's predictions (every row), or fitted values or residuals (the rows
     kept), indexed like them in ``pdf`` (``what``: see :func:`predict_dask`).  Unseen
-    groups are not warned of here: :func:`predict_dask` warns once for all partitions.
-    A refusal (``new_groups="error"``, ``new_levels="error"``) counts this partition's
-    rows only, and says so (``partition_info``: Dask's, its number)."""
+    groups are not warned of here: :func:`predict_dask` warns once for all partitions, at
+    the call (:func:`warn_unseen_dask`).  A refusal (``new_groups="error"``,
+    ``new_levels="error"``) counts this partition's rows only, and says so
+    (``partition_info``: Dask's, its number)."""
     if what == "predict":
         try:
             return predict_frame(
@@ -543,16 +544,21 @@ def unseen_partition(
     return len(groups), n_unseen, keys
 
 
-def warn_unseen_dask(state, spec, data) -> None:
+def warn_unseen_dask(predictor: Predictor, spec, data) -> None:
     """Warn once, here, of the rows of the Dask DataFrame ``data`` in groups the fit did
     not see (the totals over its partitions, as :meth:`Predictor.positions` words them
-    for a pandas frame); computes the group column and the missing-value masks of the
-    columns a prediction reads, once.  ``state``: the :class:`Predictor` as one Dask task
-    (a dependency of every partition's count, not a literal of each)."""
-    import dask
+    for a pandas frame), for ``new_groups="population"`` of :func:`predict_dask` and of
+    :func:`~dmixed.results.prediction_error.moments_dask` alike: one warning for the call,
+    not one per partition (a warning raised in the tasks would repeat on worker processes,
+    and a filter changed inside a task resets Python's "once").  Computes the group
+    column and the missing-value masks of the columns a prediction reads, once, now
+    (:func:`unseen_partition`); the predictor is one Dask task, a dependency of every
+    partition's count, not a literal of each."""
+    import dask  # only here: dmixed imports without Dask
 
     columns = needed_columns(spec, response=False, random=True)
     kinds = dict(spec.column_kinds)
+    state = dask.delayed(predictor, pure=True, traverse=False)
     count = dask.delayed(unseen_partition, pure=True)
     parts = [count(part, spec.group_name, kinds, columns, state) for part in data.to_delayed()]
     found = dask.compute(*parts)
@@ -588,13 +594,13 @@ def predict_dask(
         ``"resid"`` gives ``y − fitted``.
     new_groups : {"population", "nan", "error"}
         ``"predict"`` with ``include_random``: what rows of unseen groups get
-        (:meth:`Predictor.positions`).  The warning of ``"population"`` is raised here,
-        in the calling process, once with the totals of every partition: ``ddf``'s
-        group column and the missing values of the columns the prediction uses are
-        computed for it now (:func:`unseen_partition`), and the rows again when the
-        result is computed; ``"nan"`` and ``"error"`` read
-        nothing now: ``"error"`` raises when the result is computed, in the first
-        partition holding such rows, with that partition's counts and number.
+        (:meth:`Predictor.positions`).  ``"population"`` (the default) reads ``ddf``'s
+        group column (and the missing values of the columns the prediction uses) once,
+        here, to count the unseen groups, and warns once, in the calling process, with
+        the totals of every partition (:func:`warn_unseen_dask`); the rows are read
+        again when the result is computed.  ``"nan"`` and ``"error"`` read nothing
+        here: ``"error"`` raises when the result is computed, in the first partition
+        holding such rows, with that partition's counts and number.
     new_levels : {"error", "population", "nan"}
         ``"predict"`` with ``include_random``: what rows of fitted groups with levels of
         a variance component the fit did not see get (:mod:`dmixed.results.new_levels`).
@@ -618,8 +624,6 @@ def predict_dask(
         another class than the fitted ones; unseen groups with ``new_groups="error"``;
         new levels with ``new_levels="error"``.
     """
-    import dask  # only here: dmixed imports without Dask
-
     if what not in ("predict", "fittedvalues", "resid"):
         raise SpecError(f"what must be 'predict', 'fittedvalues' or 'resid', got {what!r}")
     check_new_groups(new_groups)
@@ -628,10 +632,13 @@ def predict_dask(
     predicting = what == "predict"
     needed = needed_columns(spec, response=not predicting, random=include_random or not predicting)
     data = select_columns(ddf, needed, spec.group_name)
-    # one task holding the predictor: a dependency of every partition, not a literal
-    state = dask.delayed(predictor, pure=True)
+    from ..design.persisted_task import checked_task
+
+    # one task holding the predictor: a dependency of every partition, not a literal;
+    # computed after persisted data of ddf are gone, it refuses them (checked_task)
+    state = checked_task(predictor, ddf)
     if predicting and include_random and new_groups == "population":
-        warn_unseen_dask(state, spec, data)
+        warn_unseen_dask(predictor, spec, data)
     name = None if what == "predict" else what
     return data.map_partitions(
         fitted_partition,

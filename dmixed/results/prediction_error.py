@@ -50,7 +50,13 @@ from ..fit.options import check_flag
 from ..inference import check_alpha
 from ..stats.standardize import Standardization
 from .new_levels import check_new_levels
-from .prediction import Predictor, check_new_groups, formula_data, on_rows_with_new_levels
+from .prediction import (
+    Predictor,
+    check_new_groups,
+    formula_data,
+    on_rows_with_new_levels,
+    warn_unseen_dask,
+)
 
 __all__ = ["PredictionResults", "PredictionVariance", "conditional_cross", "get_prediction"]
 
@@ -110,6 +116,7 @@ class PredictionVariance:
         new_levels: str = "error",
         squares: np.ndarray | None = None,
         weights: np.ndarray | None = None,
+        warn: bool = True,
     ) -> np.ndarray:
         """``[mean, var_mean, var_obs]`` (n, 3) of the prediction of each row of ``rows``
         (anything with ``exog``, ``exog_re``, ``groups``, ``vc_cols``, ``vc_vals``: design
@@ -119,14 +126,16 @@ class PredictionVariance:
         variance in the observation interval); ``squares`` (n, k_vc): per component the
         sum of squares of the values of levels the fit never saw, dropped from ``rows``
         (their variance enters the observation interval too); ``weights`` (n,): the rows'
-        prior weights, their residual variance σ̂²/w (None: 1)."""
+        prior weights, their residual variance σ̂²/w (None: 1); ``warn=False``: no
+        warning for unseen groups (a partition of Dask data: :func:`moments_dask`
+        warned once, at the call)."""
         mean = rows.exog @ self.predictor.fe_params
         x, z = self.standard_rows(rows)
         fixed_var = quadratic(x, self.cov_fe)
         residual = self.scale if weights is None else self.scale / weights
         if not include_random:
             return np.column_stack([mean, fixed_var, fixed_var + residual])
-        idx = self.predictor.positions(rows.groups, name, new_groups)
+        idx = self.predictor.positions(rows.groups, name, new_groups, warn)
         seen = idx >= 0
         slots = self.predictor.vc_slots(idx, rows.vc_cols, rows.vc_vals)
         fresh = self.predictor.new_to_groups(idx, slots, rows, new_levels, name)
@@ -377,18 +386,23 @@ def moments_frame(
     new_groups: str,
     new_levels: str = "error",
     weights=None,
+    in_task: bool = False,
 ) -> pd.DataFrame:
     """:meth:`PredictionVariance.moments` of every row of a pandas frame, indexed like it:
     NaN where a column the prediction uses is missing; levels of the variance
     components the fit did not see follow ``new_levels``
     (:func:`~dmixed.results.prediction.on_rows_with_new_levels`); ``weights``: the rows'
-    prior weights, a column of ``df`` or values (:func:`prediction_weights`)."""
+    prior weights, a column of ``df`` or values (:func:`prediction_weights`);
+    ``in_task``: ``df`` is a partition of Dask data, whose unseen groups are not warned
+    of here (:func:`moments_dask` warned once, at the call)."""
     w = prediction_weights(weights, df)
 
     def compute(dm, squares):
         name = spec.group_name
         kept = w if w is None or dm.keep is None else w[dm.keep]
-        return variance.moments(dm, include_random, name, new_groups, new_levels, squares, kept)
+        return variance.moments(
+            dm, include_random, name, new_groups, new_levels, squares, kept, not in_task
+        )
 
     values = on_rows_with_new_levels(
         spec,
@@ -448,15 +462,16 @@ def moments_dask(
 ):
     """:func:`moments_frame` over the partitions of a Dask DataFrame, lazily (the
     variance object one task, a dependency of every partition); ``weights`` a column
-    name or one value.
+    name or one value.  With ``include_random`` and ``new_groups="population"`` the
+    group column is read once, here, to warn once of unseen groups with their totals
+    (:func:`~dmixed.results.prediction.warn_unseen_dask`, as ``predict``); ``"nan"`` and
+    ``"error"`` read nothing here.
 
     Raises
     ------
     SpecError
         ``weights`` of one value per row (a Dask frame's rows are not in memory).
     """
-    import dask  # only here: dmixed imports without Dask
-
     check_persisted(ddf)
     if weights is not None and not isinstance(weights, str) and np.ndim(weights) != 0:
         raise SpecError(
@@ -468,10 +483,22 @@ def moments_dask(
             raise DataError(f"weights: {weights!r} is not a column of data")
         columns = [*columns, weights] if weights not in columns else columns
     data = select_columns(ddf, columns, spec.group_name)
-    state = dask.delayed(variance, pure=True)
+    from ..design.persisted_task import checked_task
+
+    state = checked_task(variance, ddf)  # refuses persisted data gone, when computed
+    if include_random and new_groups == "population":
+        warn_unseen_dask(variance.predictor, spec, data)
     meta = pd.DataFrame({k: pd.Series(dtype="float64") for k in MOMENTS})
     return data.map_partitions(
-        moments_frame, state, spec, include_random, new_groups, new_levels, weights, meta=meta
+        moments_frame,
+        state,
+        spec,
+        include_random,
+        new_groups,
+        new_levels,
+        weights,
+        True,
+        meta=meta,
     )
 
 
@@ -558,7 +585,10 @@ def get_prediction(
     new_groups : {"population", "nan", "error"}
         As for ``predict``: rows of unseen groups get ``x'β̂`` with the fixed part's
         standard error (and their random effects' variance ``z'Ψ̂z`` in the observation
-        interval), NaN, or an error.
+        interval), NaN, or an error.  For Dask data as ``predict``: the default
+        ``"population"`` reads the group column once, at this call, to count the unseen
+        groups, and warns once with the totals; pass ``"nan"`` or ``"error"`` for a call
+        that reads nothing (``"error"`` raises when the result is computed).
     new_levels : {"error", "population", "nan"}
         As for ``predict``: rows of fitted groups holding a level of a variance
         component the fit did not see, in any group or in theirs (a nested level

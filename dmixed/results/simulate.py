@@ -188,7 +188,9 @@ def simulate_dask(predictor: Predictor, spec, ddf, effects, scale: float, rng, n
 
     check_persisted(ddf)
     data = select_columns(ddf, needed_columns(spec, response=True, random=True), spec.group_name)
-    state = dask.delayed((predictor, effects), pure=True, traverse=False)
+    from ..design.persisted_task import checked_task
+
+    state = checked_task((predictor, effects), ddf)  # refuses persisted data gone, computed
     counts = [dask.delayed(kept_rows, pure=True)(part, spec) for part in data.to_delayed()]
     offsets = dask.delayed(row_offsets, pure=True)(counts)
     base_seed = draw_seed(rng)

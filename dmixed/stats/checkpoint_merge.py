@@ -100,33 +100,126 @@ def merge(
             out.cross = merge_cross(old, new, gi_old, gi_new, maps, layout.vc_widths)
     else:
         out.zz, out.zxy = _merged_padded(old, new, gi_old, gi_new, maps, layout, out.labels)
-    out.centred = _merged_centred(old, new, gi_old, gi_new)
+    out.centred = _merged_centred(old, new, gi_old, gi_new, out.zz)
     return out
 
 
-def _merged_centred(old: GroupArrays, new: GroupArrays, gi_old, gi_new) -> CentredGroups | None:
+#: A group's scaled ``Z̃'Z̃`` determinant (unit diagonal) above which the rows of it
+#: that one batch holds have their sums about their own mean formed from that batch's
+#: plain sums (:func:`_derived_centred`): ``C = G − u z̄z̄'`` then loses at most
+#: ``log10(1/this)`` = 3 of its digits (``C_11 = det·G_11`` where the intercept is the
+#: other column), not the merged group's ``1/det`` (1e7 and more near lossy).
+DERIVED_DETERMINANT = 1e-3
+
+
+def _derived_centred(src: GroupArrays, local: np.ndarray) -> tuple[np.ndarray, CentredArrays]:
+    """The sums about their own means of the groups ``local`` (indices into ``src``,
+    padded, with a random intercept) formed from their plain sums, where that loses
+    nothing that matters: one row (``C = D = 0``, exactly), or a scaled ``Z̃'Z̃``
+    determinant above :data:`DERIVED_DETERMINANT`.  With ``e`` the intercept column
+    (``√w``): ``u = G_ee``, ``z̄ = G_e·/u``, ``m = F_e·/u``, ``C = G − u z̄z̄'``,
+    ``D = F − u z̄m'`` (the intercept's row and column of ``C`` and ``D`` zero, as the
+    kernels make them).  Returns (the indices it formed them for, their sums)."""
+    at = src.columns.z_intercept
+    g, f = src.zz[local], src.zxy[local]  # (L, r, r), (L, r, k)
+    det = _scaled_determinants(g)
+    one = src.nobs[local] == 1
+    ok = (one | (det > DERIVED_DETERMINANT)) & (g[:, at, at] > 0)
+    g, f, one = g[ok], f[ok], one[ok]
+    u = g[:, at, at]
+    zbar = g[:, at, :] / u[:, None]  # (L, r)
+    mean = f[:, at, :] / u[:, None]  # (L, k)
+    zbar[:, at] = 1.0
+    c = g - u[:, None, None] * zbar[:, :, None] * zbar[:, None, :]
+    d = f - u[:, None, None] * zbar[:, :, None] * mean[:, None, :]
+    c[:, at, :] = c[:, :, at] = 0.0
+    d[:, at, :] = 0.0
+    c[one], d[one] = 0.0, 0.0
+    sums = CentredArrays(
+        u,
+        np.ascontiguousarray(zbar.T),
+        np.ascontiguousarray(mean.T),
+        np.ascontiguousarray(np.moveaxis(c, 0, -1)),
+        np.ascontiguousarray(np.moveaxis(d, 0, -1)),
+        np.zeros(len(u), dtype=bool),
+    )
+    return local[ok], sums
+
+
+def _scaled_determinants(g: np.ndarray) -> np.ndarray:
+    """The determinants of ``D^{-1/2} G D^{-1/2}`` (``D`` the diagonal; a zero column
+    left out) of the groups' ``g`` (L, r, r): 1 where well conditioned, near 0 where
+    the plain sums lose ``log10(1/det)`` digits of the sums about the means."""
+    r = g.shape[1]
+    if not r or not len(g):
+        return np.ones(len(g))
+    diag = np.einsum("gaa->ga", g)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(diag > 0, 1.0 / np.sqrt(diag), 0.0)
+        scaled = g * inv[:, :, None] * inv[:, None, :]
+        scaled[:, np.arange(r), np.arange(r)] = 1.0
+        return np.linalg.det(scaled)
+
+
+def _concatenated(a: CentredArrays, b: CentredArrays) -> CentredArrays:
+    """The sums of ``a``'s groups then ``b``'s."""
+    fields = ("u", "zbar", "mean", "c", "d", "lossy")
+    return CentredArrays(*(np.concatenate((getattr(a, f), getattr(b, f)), axis=-1) for f in fields))
+
+
+def _merged_centred(
+    old: GroupArrays, new: GroupArrays, gi_old, gi_new, zz: np.ndarray
+) -> CentredGroups | None:
     """The centred sums of the groups near lossy of old + new statistics (padded, no
     variance components; both in one column map): a group's sums from one side where
     its rows are all there, Chan's merge of both sides' where both hold them
     (``u = u_a + u_b``, means weighted by ``u``, ``C = C_a + C_b + u_a u_b/u δz̄δz̄'``,
-    ``D = D_a + D_b + u_a u_b/u δz̄δm'``: exact, no uncentred sum subtracted).  A group
-    whose centred sums one side holds and the other, holding rows of it, does not
-    keeps its plain sums (the fit's precision check charges their rounding).  None
-    where no group keeps them."""
-    sides = [
-        (src.centred, gi)
+    ``D = D_a + D_b + u_a u_b/u δz̄δm'``: exact, no uncentred sum subtracted).  Where
+    one side holds a group's centred sums and the other, holding rows of it, does not,
+    the other's are formed from its plain sums where they lose nothing that matters
+    (:func:`_derived_centred`: one row, or its rows of the group well conditioned on
+    their own); otherwise the group keeps its plain sums (the fit's precision check
+    charges their rounding).  A group with rows on both sides, neither holding its
+    centred sums, whose merged plain sums ``zz`` (G, r, r) are below
+    :data:`DERIVED_DETERMINANT`, has both sides' formed so too (two one-row batches
+    of a group near lossy merge exactly, as a one-row batch merges into a batch
+    holding them).  None where no group keeps them."""
+    given = [
+        (src, gi, src.centred)
         for src, gi in ((old, gi_old), (new, gi_new))
         if src.centred is not None and not src.centred.everyone and len(src.centred.positions)
     ]
-    if not sides or old.layout.k_vc or old.ragged is not None:
+    if old.layout.k_vc or old.ragged is not None or new.ragged is not None:
         return None
     g = int(max(gi_old.max(initial=-1), gi_new.max(initial=-1))) + 1
     rows_in = np.zeros(g, dtype=np.int64)  # sides holding rows of each merged group
     rows_in[gi_old] += 1
     rows_in[gi_new] += 1
     have = np.zeros(g, dtype=np.int64)  # sides holding its centred sums
-    for kept, gi in sides:
-        have[gi[kept.positions]] += 1
+    for _, gi, held in given:
+        have[gi[held.positions]] += 1
+    near = np.zeros(g, dtype=bool)
+    both = np.flatnonzero((rows_in == 2) & (have == 0))
+    if both.size and old.columns.z_intercept >= 0:
+        near[both] = _scaled_determinants(zz[both]) < DERIVED_DETERMINANT
+    if not given and not near.any():
+        return None
+    wanting = ((have > 0) | near) & (have < rows_in)
+    sides = []
+    for src, gi in ((old, gi_old), (new, gi_new)):
+        own = src.centred if any(src is s for s, _, _ in given) else None
+        positions = np.zeros(0, dtype=np.int64) if own is None else np.asarray(own.positions)
+        sums = None if own is None else centred_arrays(own.sums)
+        lacking = wanting[gi].copy()
+        lacking[positions] = False
+        if lacking.any() and src.columns.z_intercept >= 0 and src.ragged is None:
+            local, derived = _derived_centred(src, np.flatnonzero(lacking))
+            if local.size:
+                have[gi[local]] += 1
+                positions = np.concatenate((positions, local))
+                sums = derived if sums is None else _concatenated(sums, derived)
+        if sums is not None:
+            sides.append((CentredGroups(positions, sums, False), gi))
     complete = have == rows_in
     parts = []
     for kept, gi in sides:

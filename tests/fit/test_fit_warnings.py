@@ -93,7 +93,7 @@ def test_ordinary_groups_are_not_charged_with_plain_rounding(seed, offset, weigh
         warnings.simplefilter("ignore", dmixed.DmixedWarning)
         model = dmixed.MixedLM.from_formula("y ~ x", frame, **kw)
         stats = model.statistics()
-    assert not plain_rounding_of(stats).any()
+    assert not plain_rounding_of(stats).sizes.any()
     arrays = GroupArrays.from_statistics(stats)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always", dmixed.DmixedWarning)
@@ -123,4 +123,82 @@ def test_a_small_group_of_many_is_not_charged_with_plain_rounding():
     nobs = np.asarray(stats.group_sizes)
     assert block.lossy_mask(nobs, kernels.conditionals.PLAIN_CHARGED_DETERMINANT) is not None
     assert block.near_lossy_mask(nobs) is None
-    assert not plain_rounding_of(stats).any()
+    assert not plain_rounding_of(stats).sizes.any()
+
+
+@pytest.mark.parametrize("decades", [0.0, 4.0])
+def test_ordinary_old_format_statistics_fit_by_reml_with_a_warning(decades):
+    """30 groups of 300 rows, a random slope on a column whose group means spread over
+    0–2000 with a within-group spread of 3 (near singular within each group), prior
+    weights equal or over ``decades`` decades, held without their centred sums (as
+    statistics saved before they could be): REML fits, within 0.1 llf units of the fit
+    of the same rows with them, with a PrecisionWarning (the worst-case rounding of
+    ``X'V⁻¹X`` may be as large as itself, so it says no bound holds), as it did before
+    the bound was charged; the review found it refused."""
+    import dataclasses
+    import warnings
+
+    from dmixed.engines.local import statistics_from_arrays
+    from dmixed.model import MixedLM
+    from dmixed.stats import GroupArrays
+
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(30), 300)
+    x = 2000 * rng.uniform(0, 1, 30)[g] + rng.uniform(0, 3, g.size)
+    frame = pd.DataFrame({"g": g, "x1": x, "w": 10 ** rng.uniform(0, decades, 30)[g]})
+    frame["y"] = (
+        0.3 * (x - 2000)
+        + rng.normal(size=30)[g]
+        + 0.2 * rng.normal(size=30)[g] * (x - 2000)
+        + rng.normal(size=g.size)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)
+        model = dmixed.MixedLM.from_formula(
+            "y ~ x1", frame, groups="g", re_formula="1 + x1", weights="w"
+        )
+        arrays = GroupArrays.from_statistics(model.statistics())
+        want = MixedLM.from_statistics(statistics_from_arrays(arrays), model.spec).fit()
+    assert arrays.centred is not None and len(arrays.centred.positions)
+    old = dataclasses.replace(arrays, centred=None)
+    with pytest.warns(dmixed.PrecisionWarning, match="nearly singular within them"):
+        res = MixedLM.from_statistics(statistics_from_arrays(old), model.spec).fit()
+    assert abs(res.llf - want.llf) < 0.1
+
+
+def test_plain_llf_error_refuses_a_cross_product_not_positive_definite():
+    """Where ``X'V⁻¹X`` at the estimate is not positive definite, the REML term cannot
+    be computed: a DataError marked as the statistics' (``of_statistics``, for the
+    command line to name their directory), not a bound of ``inf`` ("up to inf")."""
+    from types import SimpleNamespace
+
+    from dmixed.fit.fit_warnings import plain_llf_error
+    from dmixed.kernels.conditionals import PlainRounding
+
+    prof = SimpleNamespace(w=np.array([-1.0, 1.0]), fac=10.0, q=1.0, a=np.array([[-1.0]]))
+    glob = SimpleNamespace(xyxy=np.eye(2))
+    plain = PlainRounding(np.eye(2) * 1e-9, 1e-9, 1e-15)
+    assert plain_llf_error(SimpleNamespace(prof=prof), glob, False, plain) > 0
+    with pytest.raises(dmixed.DataError, match="not positive definite") as got:
+        plain_llf_error(SimpleNamespace(prof=prof), glob, True, plain)
+    assert got.value.of_statistics
+
+
+def test_plain_llf_error_bounds_log_det_a_by_its_relative_perturbation():
+    """The REML term is ``−½ Σ log(1 − ν_j)`` over the eigenvalues of ``A^{-1/2}P_x
+    A^{-1/2}``: finite where ``tr(A⁻¹P_x) ≥ 1`` but every ``ν_j < 1`` (the trace form
+    refused it), and ``inf`` where some ``ν_j ≥ 1``."""
+    from types import SimpleNamespace
+
+    from dmixed.fit.fit_warnings import plain_llf_error
+    from dmixed.kernels.conditionals import PlainRounding
+
+    a = np.diag([1.0, 1.0, 1.0])
+    prof = SimpleNamespace(w=np.array([0.0, 0.0, 0.0, 1.0]), fac=10.0, q=1.0, a=a)
+    glob = SimpleNamespace(xyxy=np.zeros((4, 4)))
+    sizes = np.diag([0.5, 0.5, 0.5, 0.0])  # ν = ½ each: trace 1.5
+    ev = SimpleNamespace(prof=prof)
+    got = plain_llf_error(ev, glob, True, PlainRounding(sizes, 0.0, 0.0))
+    assert got == pytest.approx(-0.5 * 3 * np.log(0.5), rel=1e-12)
+    sizes[0, 0] = 1.0
+    assert plain_llf_error(ev, glob, True, PlainRounding(sizes, 0.0, 0.0)) == np.inf

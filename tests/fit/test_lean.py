@@ -865,3 +865,15 @@ def test_score_entries_are_the_positions_of_the_uu_and_gg_sums(k):
         assert divmod(int(row[0]), n) == (a * k + p, b * k + p)
         pairs = [divmod(int(v), n) for v in row[1:]]
         assert pairs == [(a * k + x, b * k + y) for x in range(p) for y in range(p)]
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_score_entries_are_made_once_per_k(k):
+    """The positions every fit's lean steps read are made once per ``k`` and shared:
+    the same read-only array on every call, the positions a fresh construction gives."""
+    first = lean.score_entries(k)
+    assert lean.score_entries(k) is first and not first.flags.writeable
+    fresh = lean.score_entries.__wrapped__(k)
+    assert fresh is not first and np.array_equal(fresh, first) and fresh.dtype == first.dtype
+    with pytest.raises(ValueError):
+        first[0, 0] = 0  # shared: no caller can change another fit's positions

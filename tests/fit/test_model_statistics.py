@@ -66,3 +66,26 @@ def test_a_response_fitted_exactly_keeps_the_words_of_the_statistics(where, requ
     in_process, on_dask = _refusals(df, "y ~ x1", "raise", where, request)
     assert "is constant or fitted exactly by the fixed effects" in in_process
     assert on_dask == in_process
+
+
+@pytest.mark.parametrize("where", ["pandas", "dask"])
+def test_progress_logs_the_data_pass_summary_once(where, caplog):
+    """``fit(progress=True)`` says the rows and groups of its data pass in one line,
+    on Dask too (the engine's line, not it and the model's again)."""
+    import logging
+
+    import dask
+    import dask.dataframe as dd
+
+    df = make_data(n_groups=20, max_size=8, seed=3)
+    data = df if where == "pandas" else dd.from_pandas(df, npartitions=3)
+    caplog.set_level(logging.INFO, logger="dmixed")
+    with dask.config.set(scheduler="sync"):
+        dmixed.mixedlm("y ~ x1", data, groups="g").fit(progress=True)
+    summaries = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "dmixed" and f"{len(df)} rows, 20 groups" in r.getMessage()
+    ]
+    assert len(summaries) == 1, summaries
+    assert summaries[0].startswith("data pass")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 import warnings
 
 import cloudpickle
@@ -256,6 +257,75 @@ def test_unseen_groups_on_a_cluster_warn_in_the_calling_process(int_fit, unseen_
         got, out = _unseen_warnings(int_fit, dd.from_pandas(unseen_rows, npartitions=2))
     assert got == expected
     assert len(out) == 4
+
+
+def _reading(rows):
+    """``rows`` as a Dask frame of two partitions, and the list of the partitions' lengths
+    each time one is read."""
+    reads = []
+
+    def spy(part):
+        reads.append(len(part))
+        return part
+
+    # a name of its own: Dask reuses a collection of the same name, and its spy's list
+    token = f"spy-{uuid.uuid4().hex}"
+    return dd.from_pandas(rows, npartitions=2).map_partitions(
+        spy, meta=rows[:0], token=token
+    ), reads
+
+
+@pytest.mark.parametrize("call", ["predict", "get_prediction"])
+def test_dask_default_reads_the_group_column_once_at_the_call_nan_and_error_nothing(
+    int_fit, unseen_rows, call
+):
+    """The default ``new_groups="population"`` reads each partition once at the call
+    (to count the unseen groups) and warns there; ``"nan"`` and ``"error"`` read
+    nothing at the call (``"error"`` raises when computed)."""
+
+    def run(data, new_groups):
+        out = getattr(int_fit, call)(data, include_random=True, new_groups=new_groups)
+        return out if call == "predict" else out.predicted_mean
+
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        data, reads = _reading(unseen_rows)
+        run(data, "population")
+        assert reads == [2, 2]
+        assert [w.category for w in got] == [UnseenGroupsWarning]
+        for new_groups in ("nan", "error"):
+            data, reads = _reading(unseen_rows)
+            out = run(data, new_groups)
+            assert reads == []
+            if new_groups == "error":
+                with pytest.raises(DataError, match="new_groups='error' refuses them"):
+                    out.compute()
+    assert len(got) == 1
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_get_prediction_of_dask_data_warns_once_at_the_call_as_predict(
+    int_fit, unseen_rows, scheduler
+):
+    """get_prediction(dask_df, include_random=True) warns as predict does (one owner):
+    once, at the call, with the totals of every partition in the pandas prediction's
+    words; computing the result warns nothing more, not once per partition (pandas
+    changes the warning filters inside the tasks, so Python's "once" would not hold)."""
+    expected, _ = _unseen_warnings(int_fit, unseen_rows)
+    with warnings.catch_warnings(record=True) as pandas_got:
+        warnings.simplefilter("always")
+        ref = int_fit.get_prediction(unseen_rows, include_random=True).summary_frame()
+    assert [str(w.message) for w in pandas_got] == expected
+    new = pd.concat([unseen_rows] * 5, ignore_index=True)
+    with dask.config.set(scheduler=scheduler), warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        pred = int_fit.get_prediction(dd.from_pandas(new, npartitions=10), include_random=True)
+        assert [str(w.message) for w in got] == [
+            expected[0].replace("2 of 4 rows", "10 of 20 rows")
+        ]
+        frame = pred.summary_frame().compute()
+        assert len(got) == 1
+    np.testing.assert_allclose(frame.to_numpy()[:4], ref.to_numpy(), rtol=1e-12)
 
 
 @pytest.fixture(scope="module")

@@ -648,7 +648,9 @@ def statistics_from_dask(
         ``missing="raise"`` (counted over the whole data: on this error path only, one
         more read of the partitions); a partition
         that lacks a used column (named with its number); a persisted collection whose
-        data were released (``client.restart()``, ``client.cancel``).
+        data were released (its client closed or restarted, ``client.cancel``), or that
+        another client than ``client`` persisted, on another scheduler
+        (:func:`~dmixed.design.partitions.check_persisted`).
     """
     mode = resolve_engine(engine)
     client = resolve_client(client)
@@ -657,11 +659,12 @@ def statistics_from_dask(
             "engine='distributed' needs a distributed Client (pass client= or create one)"
         )
     t0 = time.perf_counter()
+    # before any work: data gone, or persisted by another cluster's client
+    check_persisted(ddf, client)
     if client is not None:
         # the one request for the workers of this fit (their threads make the blocks,
         # their memory limits a message if one is killed), unless one is lost
         ask_workers(client)
-    check_persisted(ddf)
     ddf = project_columns(ddf, spec)
     shifted = shifted_sweep_mode()
     run = _Pass(

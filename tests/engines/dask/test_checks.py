@@ -8,7 +8,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster, futures_of
+from distributed import Client, LocalCluster, default_client, futures_of
 
 import dmixed
 from dmixed.errors import DataError
@@ -196,6 +196,83 @@ def test_persisted_data_gone_after_a_restart(frame):
             dmixed.mixedlm("y ~ x1", p, groups="g").fit()
         with pytest.raises(DataError, match=gone):
             res.fittedvalues.compute()
+
+
+def test_persisted_by_another_client_is_refused_before_any_work(frame, client):
+    """A frame persisted through one cluster's client and fitted with another's
+    (``fit(client=B)``): refused naming the cause, before a task is submitted, not
+    distributed's FuturesCancelledError ("lost dependencies") from the data pass."""
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
+        ) as other_cluster,
+        Client(other_cluster, set_as_default=False) as other,
+    ):
+        p = client.persist(dd.from_pandas(frame, npartitions=3))
+        held = r"held by another client.*persist the collection with the client you fit with"
+        with pytest.raises(DataError, match=held):
+            dmixed.mixedlm("y ~ x1", p, groups="g").fit(client=other)
+        assert not other.who_has()  # nothing ran there
+        # no client given, another cluster's the default: that one is named as such
+        with (
+            Client(other_cluster) as default,
+            pytest.raises(
+                DataError, match=r"not on that of the fit's client \(given or the default"
+            ),
+        ):
+            assert default_client() is default
+            dmixed.mixedlm("y ~ x1", p, groups="g").fit()
+        # with the client that persisted it, the same collection fits
+        assert np.isfinite(dmixed.mixedlm("y ~ x1", p, groups="g").fit(client=client).llf)
+
+
+def test_persisted_by_another_client_of_the_same_scheduler_fits(frame):
+    """Two clients of one scheduler, reached by two names (``127.0.0.1``, ``localhost``):
+    the data one persisted fit with the other (the scheduler holds them)."""
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=False,
+            protocol="tcp",
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster, set_as_default=False) as first,
+        Client(
+            cluster.scheduler_address.replace("127.0.0.1", "localhost"), set_as_default=False
+        ) as second,
+    ):
+        assert first.scheduler.address != second.scheduler.address
+        p = first.persist(dd.from_pandas(frame, npartitions=3))
+        got = dmixed.mixedlm("y ~ x1", p, groups="g").fit(client=second)
+        want = dmixed.mixedlm("y ~ x1", frame, groups="g").fit()
+    assert got.llf == pytest.approx(want.llf, rel=1e-10)
+
+
+def test_persisted_data_gone_after_the_client_closed_say_so(frame):
+    """After the client that persisted the data closed: the fit and the fitted values,
+    residuals and predictions built then are refused with the causes named (the client
+    closed or restarted, or the futures cancelled); those built while it was open fail
+    when computed with the same error, not Dask's "Missing dependency"."""
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        p = c.persist(dd.from_pandas(frame, npartitions=3))
+        res = dmixed.mixedlm("y ~ x1", p, groups="g").fit()
+        built = [res.fittedvalues, res.resid, res.predict(p), res.predict(p, include_random=True)]
+        built.append(res.get_prediction(p, include_random=True).predicted_mean)
+    gone = r"are gone \(3 partition\(s\) released: the client that persisted it was closed"
+    with pytest.raises(DataError, match=gone):
+        dmixed.mixedlm("y ~ x1", p, groups="g").fit()
+    with pytest.raises(DataError, match=gone):
+        res.fittedvalues.compute()
+    for lazy in built:
+        with dask.config.set(scheduler="sync"), pytest.raises(DataError, match=gone):
+            lazy.compute()
 
 
 @pytest.mark.parametrize("data_pass", ["chains", "tree"])
