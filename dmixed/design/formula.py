@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import ast
 import difflib
+import operator
 import re
 import shlex
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -787,6 +790,26 @@ def _binop_size(node: ast.BinOp, left: _Size, right: _Size) -> _Size:
     return True, bits
 
 
+_EXACT_UNARY: dict[type, Callable[[int], int]] = {
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+    ast.Invert: operator.invert,
+}
+_EXACT_BINARY: dict[type, Callable[[int, int], int]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.LShift: operator.lshift,
+    ast.RShift: operator.rshift,
+    ast.BitAnd: operator.and_,
+    ast.BitOr: operator.or_,
+    ast.BitXor: operator.xor,
+}
+
+
 def _raise(node: ast.AST, what: str) -> Any:
     raise _SizeUnknown(f"{ast.unparse(node)!r} is {what} of a constant")
 
@@ -840,6 +863,8 @@ class _FactorChecker:
         self.c_args: set[int] = set()  # ids of the names that are C()'s first argument
         self.contrast_args: set[int] = set()  # ids of the names that are C()'s contrast
         self.sizes: dict[int, _Size | None] = {}  # size()'s answers, by node id
+        self.values: dict[int, int] = {}  # the exact integers of small constants, by id
+        self.powers: dict[int, int] = {}  # column_power()'s answers, by node id
 
     def name_of(self, n: str) -> str:
         return self.aliases.get(n, n)
@@ -923,10 +948,39 @@ class _FactorChecker:
         numpy's value.  Raises :class:`_SizeUnknown` where no bound is known."""
         if id(node) not in self.sizes:
             size = self.unbounded_size(node)
+            if size is not None and size[0] and size[1] <= MAX_CONSTANT_BITS:
+                # the bound is loose (2 ** 40 counts 2 × 40 bits, 2 ** 63 - 1 one more
+                # than 2 ** 63); integer arithmetic this small is computed exactly
+                value = self.exact_value(node)
+                if value is not None:
+                    self.values[id(node)] = value
+                    size = (True, max(abs(value).bit_length(), 1))
             if size is not None:  # a bound past the limit is refused anyway
                 size = (size[0], min(size[1], MAX_CONSTANT_BITS + 1))
             self.sizes[id(node)] = size
         return self.sizes[id(node)]
+
+    def exact_value(self, node: ast.AST) -> int | None:
+        """The integer that ``node`` computes, if it is integer arithmetic on numbers
+        written out whose operands' values are known (:attr:`values`); None otherwise.
+        Called only where the bound on its size is at most :data:`MAX_CONSTANT_BITS`
+        bits, as are its operands' (they have values), so this costs little."""
+        if isinstance(node, ast.Constant):
+            value = node.value
+            return int(value) if isinstance(value, int) else None
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _EXACT_UNARY:
+            operand = self.values.get(id(node.operand))
+            return None if operand is None else _EXACT_UNARY[type(node.op)](operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in _EXACT_BINARY:
+            left, right = self.values.get(id(node.left)), self.values.get(id(node.right))
+            if left is None or right is None:
+                return None
+            if isinstance(node.op, (ast.Pow, ast.LShift, ast.RShift)) and right < 0:
+                return None  # a float, or an error Python raises
+            if isinstance(node.op, (ast.FloorDiv, ast.Mod)) and right == 0:
+                return None
+            return _EXACT_BINARY[type(node.op)](left, right)
+        return None
 
     def unbounded_size(self, node: ast.AST) -> _Size | None:
         if isinstance(node, ast.Constant):
@@ -1037,7 +1091,11 @@ class _FactorChecker:
             )
         if not numeric:
             return _FIXED  # formulaic's transforms of constants: contrasts, levels
-        if any(a[0] and a[1] > 63 for a in arguments):
+        values = [self.values.get(id(a)) for a in [*node.args, *(k.value for k in node.keywords)]]
+        if any(
+            a[0] and a[1] > 63 and not (v is not None and -(1 << 63) <= v < 1 << 64)
+            for a, v in zip(arguments, values, strict=True)
+        ):
             raise _SizeUnknown(
                 f"{dotted}() computes with Python's integers on one of more than 64 bits"
             )
@@ -1061,6 +1119,121 @@ class _FactorChecker:
                 f"{MAX_CONSTANT_BITS} bits; compute the value once and write it out"
             )
 
+    def check_object_dtype(self, node: ast.Call) -> None:
+        """Refuse a call given numpy's object dtype (``.astype('O')``, ``dtype=object``,
+        ``np.object_``): the values become Python's integers, whose powers and products
+        grow without bound (the power bounds hold for fixed-width numbers only)."""
+        for argument in [*node.args, *(k.value for k in node.keywords)]:
+            if self.is_object_dtype(argument):
+                raise FormulaError(
+                    f"{self.role} {shown(self.formula)}: {shown(ast.unparse(node))} is not "
+                    f"allowed: {shown(ast.unparse(argument))} is numpy's object dtype, whose "
+                    "values (Python's integers) grow without bound in a formula's arithmetic; "
+                    "convert to a fixed-width dtype ('int64', 'float64')"
+                )
+
+    def is_object_dtype(self, node: ast.AST) -> bool:
+        """Whether an argument names a dtype that holds Python objects (nothing is
+        evaluated but written-out literals and numpy's attributes)."""
+        value: Any
+        if isinstance(node, ast.Name):
+            name = self.name_of(node.id)
+            if name in self.columns:
+                return False
+            value = {"object": object}.get(name)
+        elif isinstance(node, ast.Attribute):
+            parts = _dotted(node)
+            if parts is None or self.name_of(parts[0]) not in ("np", "numpy"):
+                return False
+            value = np
+            for p in parts[1:]:
+                value = getattr(value, p, None)
+        elif isinstance(node, (ast.Constant, ast.Tuple, ast.List, ast.Dict)):
+            try:
+                value = ast.literal_eval(node)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                return False
+        else:
+            return False
+        if value is None:
+            return False
+        if isinstance(value, type) and issubclass(value, np.dtype):
+            return value is type(np.dtype(object))
+        try:
+            with warnings.catch_warnings():  # numpy's deprecated aliases ('a') are not ours
+                warnings.simplefilter("ignore")
+                return bool(np.dtype(value).hasobject)
+        except (TypeError, ValueError, SyntaxError, OverflowError, MemoryError):
+            return False
+
+    def pow_call(self, node: ast.Call) -> tuple[ast.AST, ast.AST] | None:
+        """The base and exponent of ``a.pow(n)``, ``np.power(a, n)``, ``np.pow(a, n)``,
+        ``np.float_power(a, n)``; None for another call."""
+        func, parts = node.func, _dotted(node.func)
+        numpy = parts is not None and self.name_of(parts[0]) in ("np", "numpy")
+        if isinstance(func, ast.Attribute) and func.attr == "pow" and not numpy:
+            given = [*node.args, *(k.value for k in node.keywords if k.arg == "other")]
+            return (func.value, given[0]) if given else None
+        if (
+            numpy
+            and len(parts or ()) == 2
+            and func.attr in ("power", "pow", "float_power")  # type: ignore[attr-defined]
+            and len(node.args) >= 2
+        ):
+            return node.args[0], node.args[1]
+        return None
+
+    def exponent_count(self, exponent: ast.AST) -> int:
+        """How many times a power multiplies its base's bits: the exponent written
+        out, a bound from a constant's size, 1 for one that reads the data."""
+        written = _written_count(exponent)
+        if written is not None:
+            return max(1, int(np.ceil(abs(written))))
+        try:
+            size = self.size(exponent)
+        except _SizeUnknown:
+            return 1 << 64
+        if size is None or not size[0]:
+            return 1  # the data's values, or a float: no growth of a fixed width
+        value = self.values.get(id(exponent))
+        return max(1, abs(value)) if value is not None else 1 << min(size[1], 64)
+
+    def column_power(self, node: ast.AST) -> int:
+        """The degree of an expression in the data it reads: 1 for a column, the
+        product of the exponents of powers stacked on it (``(x ** a) ** b``, ``.pow()``),
+        the sum over a product, 0 for a constant."""
+        if id(node) in self.powers:
+            return self.powers[id(node)]
+        try:
+            constant = self.size(node) is not None
+        except _SizeUnknown:
+            constant = True  # refused by check_size
+        if constant:
+            power = 0
+        elif isinstance(node, ast.Name):
+            power = 1
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            power = max(self.column_power(node.left), 1) * self.exponent_count(node.right)
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+            power = self.column_power(node.left) + self.column_power(node.right)
+        elif isinstance(node, ast.Call) and (called := self.pow_call(node)) is not None:
+            power = max(self.column_power(called[0]), 1) * self.exponent_count(called[1])
+        else:
+            power = max((self.column_power(c) for c in ast.iter_child_nodes(node)), default=0)
+        self.powers[id(node)] = power
+        return power
+
+    def check_column_power(self, node: ast.AST) -> None:
+        """Refuse powers stacked on the data past :data:`MAX_EXPONENT` in all (values
+        held as Python's integers would grow without bound)."""
+        power = self.column_power(node)
+        if power > MAX_EXPONENT:
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: {shown(ast.unparse(node))} is not "
+                f"allowed: the powers it applies to the data multiply to more than "
+                f"{MAX_EXPONENT} (the most a formula's exponents may make in all)"
+            )
+
     def check_bounded(self, node: ast.BinOp) -> None:
         """Refuse arithmetic that Python would evaluate without bound on constants
         (``9**9**9**9``, ``1 << 10**9``, ``'a' * 10**9``): a power's or a shift's
@@ -1078,6 +1251,8 @@ class _FactorChecker:
                     "text and sequences take no part in a formula's arithmetic"
                 )
         self.check_size(node)
+        if isinstance(node.op, ast.Pow):
+            self.check_column_power(node)
         if not isinstance(node.op, _UNBOUNDED_OPS):
             return
         what, operand = (
@@ -1131,7 +1306,10 @@ class _FactorChecker:
             node = node.value
 
     def visit_call(self, node: ast.Call) -> None:
+        self.check_object_dtype(node)
         self.visit_call_parts(node)
+        if self.pow_call(node) is not None:
+            self.check_column_power(node)
         # after its parts, which other checks refuse with their own reasons (f-strings)
         self.check_size(node)
 
