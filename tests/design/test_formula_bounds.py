@@ -284,3 +284,128 @@ def test_nested_constants_that_pass_are_small(expr):
             _guarded(ast.parse(expr, mode="eval").body)
         except (ZeroDivisionError, ValueError, OverflowError, TypeError, FloatingPointError):
             pass
+
+
+#: conversions to numpy's object dtype (values become Python's integers, whose powers
+#: grow without bound), the review's cases first
+OBJECT_DTYPE = [
+    "I((((x * 0 + 9).astype('int64').astype('O') ** 1024) ** 1024) ** 1024)",
+    "I((g.astype('O') + 9).pow(1024).pow(1024).pow(1024))",
+    "I(g.astype('O').pow(1024).pow(1024).pow(1024))",
+    "I((g.astype('O') + 2) << 1024 << 1024)",
+    "I(x.astype('O') * 9 ** 60000 * 9 ** 60000)",
+    "I(np.abs(g.astype('O') + 9) ** 1024)",
+    "I(g.astype('object') + 1)",
+    "I(g.astype(object))",
+    "I(g.astype(dtype='|O'))",
+    "I(g.astype(np.object_))",
+    "I(g.astype(numpy.object_))",
+    "I(g.astype(np.dtypes.ObjectDType))",
+    "I(np.where(x > 0, g.astype('O'), 0))",
+    "I(np.power(x, 3, dtype=object))",
+    "I(np.add(x, 1, dtype='O'))",
+]
+
+
+@pytest.mark.parametrize("term", OBJECT_DTYPE)
+def test_conversions_to_object_dtype_are_refused(term):
+    formula = f"y ~ x + {term}"
+    with pytest.raises(FormulaError) as e:
+        _check(formula)
+    message = str(e.value)
+    assert formula in message
+    assert "object dtype" in message or "multiply to more than 1024" in message
+
+
+#: powers stacked on the data past 1024 in all (the product of their exponents)
+STACKED_POWERS = [
+    "I(((g + 9) ** 1024) ** 1024)",
+    "I(((g + 9) ** 1024) ** 1024 ** 1)",
+    "I((((x * 0 + 9) ** 1024) ** 1024) ** 1024)",
+    "I(x.pow(1024).pow(2))",
+    "I((x + 9).pow(1024).pow(1024).pow(1024))",
+    "I(np.power(x ** 512, 4))",
+    "I(np.float_power(x ** 512, 4))",
+    "I(np.abs(x ** 64) ** 64)",
+    "I((x * x) ** 1000)",
+    "I((x ** 2 + 1) ** 600)",
+]
+
+
+@pytest.mark.parametrize("term", STACKED_POWERS)
+def test_powers_stacked_on_the_data_are_bounded_in_all(term):
+    formula = f"y ~ {term}"
+    with pytest.raises(FormulaError) as e:
+        _check(formula)
+    assert formula in str(e.value) and "multiply to more than 1024" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "term",
+    [
+        "I(x ** 1024)",
+        "I((x ** 32) ** 32)",
+        "I(x.pow(2) + np.power(x, 3) + x ** 1024)",
+        "I(x.astype('float64') ** 2)",
+        "I(g.astype('int64') + 1)",
+    ],
+)
+def test_fixed_width_conversions_and_bounded_powers_pass(term):
+    _check(f"y ~ {term}")
+
+
+def test_the_review_object_power_cases_fail_fast_on_fit():
+    """The review's formulas are refused by the fit before anything is evaluated."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {"y": rng.normal(size=60), "x": rng.normal(size=60), "g": np.repeat(np.arange(10), 6)}
+    )
+    for term in OBJECT_DTYPE[:2]:
+        with pytest.raises(FormulaError, match="object dtype|multiply to more than 1024"):
+            dmixed.mixedlm(f"y ~ {term}", df, groups="g").fit()
+
+
+#: constants written out whose integers fit 64 bits (main accepts them; a loose bound,
+#: bit_length(base) × exponent, counted 2 ** 40 as 80 bits)
+WRITTEN_CONSTANTS = [
+    "I(x + np.log(2 ** 40))",
+    "I(x * np.log10(10 ** 18))",
+    "I(x / np.sqrt(2 ** 62))",
+    "I(x + np.log(2 ** 63 - 1))",
+    "I(x + np.log(2 ** 64 - 1))",
+    "I(x + np.maximum(x, -9223372036854775808))",
+    "I(x + np.maximum(x, -(2 ** 63)))",
+    "I(x + np.minimum(x, 2 ** 63 - 1))",
+]
+
+
+@pytest.mark.parametrize("term", WRITTEN_CONSTANTS)
+def test_written_constants_that_fit_64_bits_pass_and_fit(term):
+    _check(f"y ~ {term}")
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"g": np.repeat(np.arange(12), 10), "x": rng.normal(size=120)})
+    df["y"] = df.x + np.repeat(rng.normal(size=12), 10) + rng.normal(size=120)
+    assert np.isfinite(dmixed.mixedlm(f"y ~ {term}", df, groups="g").fit().llf)
+
+
+@pytest.mark.parametrize("term", ["I(x + np.log(2 ** 64))", "I(x + np.log(-(2 ** 63) - 1))"])
+def test_written_constants_past_64_bits_are_still_refused(term):
+    with pytest.raises(FormulaError, match="more than 64 bits"):
+        _check(f"y ~ {term}")
+
+
+def test_results_saved_with_a_written_constant_load(tmp_path):
+    """A result saved with ``np.log(2 ** 40)`` (as main saves it) loads."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {"y": rng.normal(size=100), "x": rng.normal(size=100), "g": np.repeat(np.arange(20), 5)}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = dmixed.mixedlm(
+            "y ~ I(x / np.sqrt(2 ** 40)) + I(x**2 + np.log(2 ** 40))", df, groups="g"
+        )
+        result = result.fit()
+    result.save(tmp_path / "res")
+    loaded = dmixed.load(tmp_path / "res")
+    assert list(loaded.params.index) == list(result.params.index)
