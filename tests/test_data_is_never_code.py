@@ -267,3 +267,52 @@ def test_hive_partitioned_parquet_columns_are_left_to_the_read(saved, tmp_path, 
     args += ["--formula", "y ~ x1 + site", "--output", tmp_path / "out"]
     _main_stderr(args, tmp_path)
     assert called
+
+
+#: formulas that would compute without bound (memory, time) or write into a column
+#: that other terms read, each refused before anything is evaluated
+UNBOUNDED = [
+    'y ~ x1 + I(f"{1:>200000000}")',
+    "y ~ x1 + I(1 << 10**9)",
+    "y ~ x1 + I((1 << 1000) << 1000 << 1000)",
+    "y ~ x1 + np.add(x1, 5, out=x1)",
+    "y ~ x1 + x1.clip(0, 1, inplace=True)",
+    "y ~ x1 + exp.at(x1, 0)",
+    "y ~ x1 + I(abs(9 ** 1024) ** 1024)",
+    "y ~ x1 + I(np.little_endian << 1024)",
+]
+
+
+@pytest.mark.parametrize("formula", UNBOUNDED)
+def test_saved_results_with_an_unbounded_formula_are_refused_before_evaluating(
+    saved, tmp_path, formula, monkeypatch
+):
+    """Re-sealed saved results (``dmixed.load``, ``dmixed show``) and the command line
+    refuse the formula with an error naming it, before formulaic evaluates anything
+    (every evaluation is recorded and refused here)."""
+    import formulaic.materializers.base as materializer_base
+
+    evaluated = []
+
+    def no_evaluation(expr, *args, **kwargs):
+        evaluated.append(expr)
+        raise AssertionError(f"{expr!r} evaluated")
+
+    monkeypatch.setattr(materializer_base, "stateful_eval", no_evaluation)
+    res = tmp_path / "res"
+    shutil.copytree(saved / "res", res)
+    path = res / "estimates.json"
+    state = json.loads(path.read_text().replace('"y ~ x1"', json.dumps(formula)))
+    state[ESTIMATES_SHA256] = estimates_sha256(state)
+    path.write_text(json.dumps(state))
+    with pytest.raises(dmixed.DmixedError) as e:
+        dmixed.load(res)
+    assert formula in str(e.value)
+    code, err = _main_stderr(["show", res], tmp_path)
+    assert code in (2, 3) and formula in err
+    base = ["fit", "--data", saved / "A.parquet", "--groups", "g", "--quiet"]
+    base += ["--cluster", saved / "cluster.yaml", "--output", tmp_path / "out"]
+    code, err = _main_stderr([*base, "--formula", formula], tmp_path)
+    assert code == 2 and formula in err
+    assert not (tmp_path / "out").exists()
+    assert evaluated == []

@@ -6,18 +6,24 @@ it: data columns, formulaic's transforms, elementwise numpy functions and a few
 elementwise column methods.  Anything else is refused, in particular calls of unknown
 functions, an attribute read of a column or a computed value that is not one of those
 methods' calls (``.index`` is the row labels, ``.real`` not the values' on pandas),
-lambdas and comprehensions, and the transforms that learn from the data they
-are given (``center``, ``scale``, ``standardize``, ``poly``, splines, ``lag``, numpy
-reductions, column methods such as ``.mean()``): on partitions they would learn
-something different each time.
+lambdas and comprehensions, f-strings, constant arithmetic whose result has no bound
+(``9**9**9**9``, ``1 << 10**9``), calls that would write into their arguments (``out=``,
+``inplace=``, ``copy=``, a ufunc's ``where=`` or its ``out`` given by position),
+attributes of transforms other than ``contr``'s contrasts (``exp.at``), and the
+transforms that learn from the data they are given (``center``, ``scale``,
+``standardize``, ``poly``, splines, ``lag``, numpy reductions, column methods such as
+``.mean()``): on partitions they would learn something different each time.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+import operator
 import re
 import shlex
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -69,6 +75,10 @@ _BUILTINS_OK = {"abs"}
 _ORDERING = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 #: the largest constant exponent a formula may write (``x ** 3``, ``I(2 ** 10)``)
 MAX_EXPONENT = 1024
+#: the most bits an integer that a formula computes from constants alone may have
+#: (``I(2 ** 1024 * 3 ** 1024)``); Python's arithmetic on larger ones costs time
+#: without bound (a product of products)
+MAX_CONSTANT_BITS = 1 << 16
 _NOT_PLAIN = (
     ast.Lambda,
     ast.ListComp,
@@ -81,7 +91,27 @@ _NOT_PLAIN = (
     ast.Await,
     ast.Yield,
     ast.YieldFrom,
+    # f"{1:>200000000}": a format width allocates before anything can bound it, and a
+    # model formula has no use for formatted text
+    ast.JoinedStr,
+    ast.FormattedValue,
 )
+#: arithmetic whose result on constants Python computes without bound (``1 << 10**9``),
+#: bounded as powers are: a constant operand must be a number written out
+_UNBOUNDED_OPS = (ast.Pow, ast.LShift, ast.RShift)
+#: keywords that make a call write into one of its arguments (a column other terms
+#: read) or leave values unset (a ufunc's ``where=``): refused in every call the
+#: whitelist allows, whatever its function
+_REFUSED_KEYWORDS = {"out", "inplace", "copy", "where"}
+#: the most positional arguments an elementwise numpy function (not a ufunc: those take
+#: their ``nin``) or a column method takes before its ``out`` or ``copy``
+_NUMPY_POSITIONAL = {"where": 3, "clip": 3, "round": 2, "around": 2, "nan_to_num": 1}
+_METHOD_POSITIONAL = {"clip": 2, "round": 1, "abs": 0, "astype": 1, "pow": 1, "isin": 1}
+#: the attributes of formulaic's transforms a formula calls (``contr.treatment``);
+#: other transforms are called by their name alone (not ``exp.at``, ``C.mro``)
+_TRANSFORM_ATTRIBUTES = {
+    "contr": {"treatment", "sum", "helmert", "diff", "poly", "custom", "SAS"},
+}
 
 
 def transforms() -> dict:
@@ -704,9 +734,84 @@ def _number(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and isinstance(node.value, (int, float))
 
 
-def _reads_a_name(node: ast.AST) -> bool:
-    """Whether an expression reads any name (a column, a module): not a constant."""
-    return any(isinstance(n, ast.Name) for n in ast.walk(node))
+class _SizeUnknown(Exception):
+    """A constant expression whose size the syntax does not bound (the reason)."""
+
+
+#: what a constant expression computes: whether a Python integer (which grows with the
+#: arithmetic on it) and an upper bound on its bits; a float, or numpy's fixed-width
+#: result of numbers of at most 64 bits, does not grow (Python raises on a float that
+#: overflows) and counts 64
+_Size = tuple[bool, int]
+_FIXED: _Size = (False, 64)
+#: functions that, given constants, give a number no larger than their arguments' (on
+#: integers of more than 64 bits numpy computes them with Python's integers)
+_NOT_GROWING = {
+    "abs",
+    "I",
+    *(
+        f"{m}.{f}"
+        for m in ("np", "numpy")
+        for f in ("abs", "absolute", "negative", "positive", "sign", "round", "around", "rint")
+    ),
+    *(f"{m}.{f}" for m in ("np", "numpy") for f in ("floor", "ceil", "trunc", "fix", "fabs")),
+}
+
+
+def _written_count(node: ast.AST) -> int | float | None:
+    """A power's exponent or a shift's count written out (signed), else None."""
+    if not _number(node):
+        return None
+    if isinstance(node, ast.UnaryOp):
+        value = node.operand.value  # type: ignore[attr-defined]
+        return -value if isinstance(node.op, ast.USub) else value
+    return node.value  # type: ignore[attr-defined]
+
+
+def _binop_size(node: ast.BinOp, left: _Size, right: _Size) -> _Size:
+    """The size of ``left op right`` on constants of those sizes (see :data:`_Size`)."""
+    if isinstance(node.op, ast.MatMult):
+        raise _SizeUnknown("@ of constants")
+    if not (left[0] and right[0]) or isinstance(node.op, ast.Div):
+        return _FIXED
+    if isinstance(node.op, (ast.Pow, ast.LShift)):
+        written = _written_count(node.right)
+        if written is not None and written < 0:
+            # a negative exponent gives a float; a negative shift count raises
+            return _FIXED
+        count = int(written) if written is not None else 1 << min(right[1], 64)
+        bits = left[1] * count if isinstance(node.op, ast.Pow) else left[1] + count
+    elif isinstance(node.op, ast.Mult):
+        bits = left[1] + right[1]
+    elif isinstance(node.op, (ast.RShift, ast.FloorDiv)):
+        bits = left[1]
+    else:
+        bits = max(left[1], right[1]) + 1
+    return True, bits
+
+
+_EXACT_UNARY: dict[type, Callable[[int], int]] = {
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+    ast.Invert: operator.invert,
+}
+_EXACT_BINARY: dict[type, Callable[[int, int], int]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.LShift: operator.lshift,
+    ast.RShift: operator.rshift,
+    ast.BitAnd: operator.and_,
+    ast.BitOr: operator.or_,
+    ast.BitXor: operator.xor,
+}
+
+
+def _raise(node: ast.AST, what: str) -> Any:
+    raise _SizeUnknown(f"{ast.unparse(node)!r} is {what} of a constant")
 
 
 def _dotted(node: ast.AST) -> list[str] | None:
@@ -757,6 +862,9 @@ class _FactorChecker:
         self.root: ast.AST | None = None  # the factor's whole expression
         self.c_args: set[int] = set()  # ids of the names that are C()'s first argument
         self.contrast_args: set[int] = set()  # ids of the names that are C()'s contrast
+        self.sizes: dict[int, _Size | None] = {}  # size()'s answers, by node id
+        self.values: dict[int, int] = {}  # the exact integers of small constants, by id
+        self.powers: dict[int, int] = {}  # column_power()'s answers, by node id
 
     def name_of(self, n: str) -> str:
         return self.aliases.get(n, n)
@@ -805,6 +913,12 @@ class _FactorChecker:
             # an attribute of a computed value that no call reads as a method: formulaic
             # would evaluate it, and what it gives is not known to be elementwise
             self.refuse_attribute(node.attr, "of a computed value")
+        if isinstance(node, (ast.JoinedStr, ast.FormattedValue)):
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: the f-string {shown(ast.unparse(node))} "
+                "is not allowed: a model formula has no use for formatted text, and a format's "
+                "width is not bounded"
+            )
         if isinstance(node, _NOT_PLAIN):
             self.refuse(f"the expression {ast.unparse(node)!r}", "it is not a plain expression")
         if isinstance(node, ast.BinOp):
@@ -821,11 +935,312 @@ class _FactorChecker:
         for child in ast.iter_child_nodes(node):
             self.visit(child)
 
+    def reads_data(self, node: ast.AST) -> bool:
+        """Whether an expression reads a column or a name of the caller's scope (a value
+        of the data's size, or the caller's own): not a constant."""
+        return self.size(node) is None
+
+    def size(self, node: ast.AST) -> _Size | None:
+        """What a constant expression computes (see :data:`_Size`), bounded from its
+        syntax alone (nothing is evaluated); None for one that reads a column or a name
+        of the caller's scope.  Calls and attributes that read no column are constants:
+        ``abs(9 ** 1024)`` is as large as its argument, ``np.little_endian`` is
+        numpy's value.  Raises :class:`_SizeUnknown` where no bound is known."""
+        if id(node) not in self.sizes:
+            size = self.unbounded_size(node)
+            if size is not None and size[0] and size[1] <= MAX_CONSTANT_BITS:
+                # the bound is loose (2 ** 40 counts 2 × 40 bits, 2 ** 63 - 1 one more
+                # than 2 ** 63); integer arithmetic this small is computed exactly
+                value = self.exact_value(node)
+                if value is not None:
+                    self.values[id(node)] = value
+                    size = (True, max(abs(value).bit_length(), 1))
+            if size is not None:  # a bound past the limit is refused anyway
+                size = (size[0], min(size[1], MAX_CONSTANT_BITS + 1))
+            self.sizes[id(node)] = size
+        return self.sizes[id(node)]
+
+    def exact_value(self, node: ast.AST) -> int | None:
+        """The integer that ``node`` computes, if it is integer arithmetic on numbers
+        written out whose operands' values are known (:attr:`values`); None otherwise.
+        Called only where the bound on its size is at most :data:`MAX_CONSTANT_BITS`
+        bits, as are its operands' (they have values), so this costs little."""
+        if isinstance(node, ast.Constant):
+            value = node.value
+            return int(value) if isinstance(value, int) else None
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _EXACT_UNARY:
+            operand = self.values.get(id(node.operand))
+            return None if operand is None else _EXACT_UNARY[type(node.op)](operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in _EXACT_BINARY:
+            left, right = self.values.get(id(node.left)), self.values.get(id(node.right))
+            if left is None or right is None:
+                return None
+            if isinstance(node.op, (ast.Pow, ast.LShift, ast.RShift)) and right < 0:
+                return None  # a float, or an error Python raises
+            if isinstance(node.op, (ast.FloorDiv, ast.Mod)) and right == 0:
+                return None
+            return _EXACT_BINARY[type(node.op)](left, right)
+        return None
+
+    def unbounded_size(self, node: ast.AST) -> _Size | None:
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, bool | int):
+                return True, max(int(node.value).bit_length(), 1)
+            if isinstance(node.value, float | complex):
+                return _FIXED
+            raise _SizeUnknown(f"the constant {node.value!r} is not a number")
+        if isinstance(node, ast.Name):
+            # a column, the caller's, or a function read as a value (which other checks
+            # refuse: a column the data lack)
+            return None
+        if isinstance(node, ast.Attribute):
+            return self.attribute_size(node)
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, ast.Not):
+                return None if self.size(node.operand) is None else (True, 1)
+            operand = self.size(node.operand)
+            return None if operand is None else (operand[0], operand[1] + 1)
+        if isinstance(node, ast.BinOp):
+            both = self.sizes_of([node.left, node.right])
+            return None if both is None else _binop_size(node, *both)
+        if isinstance(node, ast.Call):
+            return self.call_size(node)
+        parts = {
+            ast.BoolOp: lambda n: n.values,
+            ast.Compare: lambda n: [n.left, *n.comparators],
+            ast.IfExp: lambda n: [n.test, n.body, n.orelse],
+            ast.Tuple: lambda n: n.elts,
+            ast.List: lambda n: n.elts,
+        }.get(type(node))
+        if parts is None:
+            if any(self.size(c) is None for c in ast.iter_child_nodes(node)):
+                return None
+            raise _SizeUnknown(f"{ast.unparse(node)!r} is not arithmetic")
+        sizes = self.sizes_of(parts(node))
+        if sizes is None:
+            return None
+        if isinstance(node, ast.Compare):
+            return True, 1
+        return any(s[0] for s in sizes), max((s[1] for s in sizes), default=1)
+
+    def sizes_of(self, nodes) -> list[_Size] | None:
+        """The sizes of constant expressions; None if one reads the data (what the
+        others are does not matter then: a computation with the data's values)."""
+        sizes, unknown = [], None
+        for n in nodes:
+            try:
+                sizes.append(self.size(n))
+            except _SizeUnknown as e:
+                unknown = e
+        if any(s is None for s in sizes):
+            return None
+        if unknown is not None:
+            raise unknown
+        return sizes  # type: ignore[return-value]
+
+    def attribute_size(self, node: ast.Attribute) -> _Size | None:
+        """``np.pi``, ``np.little_endian``: numpy's value; an attribute of a column is
+        the column's (other checks allow only its elementwise methods)."""
+        parts = _dotted(node)
+        if parts is None:
+            return None if self.size(node.value) is None else _raise(node, "an attribute")
+        root = self.name_of(parts[0])
+        if root in self.columns or root not in self.transforms:
+            return None
+        value: Any = self.transforms[root]
+        for p in parts[1:]:
+            value = getattr(value, p, None)
+        if isinstance(value, bool | int):
+            return True, max(value.bit_length(), 1)
+        if isinstance(value, float | complex | np.generic):
+            return _FIXED
+        raise _SizeUnknown(f"{'.'.join(parts)} is not a number")
+
+    def call_size(self, node: ast.Call) -> _Size | None:
+        """A call reads the data if its function is a column's method or the caller's,
+        or an argument reads the data; given constants, a function of
+        :data:`_NOT_GROWING` gives a number as large as its arguments', another numpy
+        function a fixed-width number (its arguments of at most 64 bits), a transform
+        of formulaic's something other than a number (a contrast)."""
+        if _quoted_name(node) is not None:
+            return None
+        func = _dotted(node.func)
+        if func is None:
+            receiver = node.func.value if isinstance(node.func, ast.Attribute) else node.func
+            if self.size(receiver) is None:
+                return None
+            raise _SizeUnknown(f"{ast.unparse(node.func)}() of a constant")
+        root = self.name_of(func[0])
+        if root in self.columns or (root not in self.transforms and root not in _BUILTINS_OK):
+            return None
+        dotted = ".".join([root, *func[1:]])
+        function = self.transforms.get(root)
+        numeric = root in ("np", "numpy") or isinstance(function, np.ufunc)
+        try:
+            arguments = self.sizes_of([*node.args, *(k.value for k in node.keywords)])
+        except _SizeUnknown:
+            if numeric or dotted in _NOT_GROWING:
+                raise
+            return _FIXED  # formulaic's transforms of constants: contrasts, levels
+        if arguments is None:
+            return None
+        if dotted in _NOT_GROWING:
+            return (
+                any(a[0] for a in arguments),
+                max((a[1] for a in arguments), default=1),
+            )
+        if not numeric:
+            return _FIXED  # formulaic's transforms of constants: contrasts, levels
+        values = [self.values.get(id(a)) for a in [*node.args, *(k.value for k in node.keywords)]]
+        if any(
+            a[0] and a[1] > 63 and not (v is not None and -(1 << 63) <= v < 1 << 64)
+            for a, v in zip(arguments, values, strict=True)
+        ):
+            raise _SizeUnknown(
+                f"{dotted}() computes with Python's integers on one of more than 64 bits"
+            )
+        return _FIXED
+
+    def check_size(self, node: ast.AST) -> None:
+        """Refuse a constant expression of no known bound or of more than
+        :data:`MAX_CONSTANT_BITS` bits."""
+        try:
+            size = self.size(node)
+        except _SizeUnknown as e:
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: {shown(ast.unparse(node))} is not "
+                f"allowed: what it computes from constants has no known bound ({e}); "
+                "compute the value once and write it out"
+            ) from None
+        if size is not None and size[0] and size[1] > MAX_CONSTANT_BITS:
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: {shown(ast.unparse(node))} is not "
+                f"allowed: arithmetic on constants may make an integer of at most "
+                f"{MAX_CONSTANT_BITS} bits; compute the value once and write it out"
+            )
+
+    def check_object_dtype(self, node: ast.Call) -> None:
+        """Refuse a call given numpy's object dtype (``.astype('O')``, ``dtype=object``,
+        ``np.object_``): the values become Python's integers, whose powers and products
+        grow without bound (the power bounds hold for fixed-width numbers only)."""
+        for argument in [*node.args, *(k.value for k in node.keywords)]:
+            if self.is_object_dtype(argument):
+                raise FormulaError(
+                    f"{self.role} {shown(self.formula)}: {shown(ast.unparse(node))} is not "
+                    f"allowed: {shown(ast.unparse(argument))} is numpy's object dtype, whose "
+                    "values (Python's integers) grow without bound in a formula's arithmetic; "
+                    "convert to a fixed-width dtype ('int64', 'float64')"
+                )
+
+    def is_object_dtype(self, node: ast.AST) -> bool:
+        """Whether an argument names a dtype that holds Python objects (nothing is
+        evaluated but written-out literals and numpy's attributes)."""
+        value: Any
+        if isinstance(node, ast.Name):
+            name = self.name_of(node.id)
+            if name in self.columns:
+                return False
+            value = {"object": object}.get(name)
+        elif isinstance(node, ast.Attribute):
+            parts = _dotted(node)
+            if parts is None or self.name_of(parts[0]) not in ("np", "numpy"):
+                return False
+            value = np
+            for p in parts[1:]:
+                value = getattr(value, p, None)
+        elif isinstance(node, (ast.Constant, ast.Tuple, ast.List, ast.Dict)):
+            try:
+                value = ast.literal_eval(node)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                return False
+        else:
+            return False
+        if value is None:
+            return False
+        if isinstance(value, type) and issubclass(value, np.dtype):
+            return value is type(np.dtype(object))
+        try:
+            with warnings.catch_warnings():  # numpy's deprecated aliases ('a') are not ours
+                warnings.simplefilter("ignore")
+                return bool(np.dtype(value).hasobject)
+        except (TypeError, ValueError, SyntaxError, OverflowError, MemoryError):
+            return False
+
+    def pow_call(self, node: ast.Call) -> tuple[ast.AST, ast.AST] | None:
+        """The base and exponent of ``a.pow(n)``, ``np.power(a, n)``, ``np.pow(a, n)``,
+        ``np.float_power(a, n)``; None for another call."""
+        func, parts = node.func, _dotted(node.func)
+        numpy = parts is not None and self.name_of(parts[0]) in ("np", "numpy")
+        if isinstance(func, ast.Attribute) and func.attr == "pow" and not numpy:
+            given = [*node.args, *(k.value for k in node.keywords if k.arg == "other")]
+            return (func.value, given[0]) if given else None
+        if (
+            numpy
+            and len(parts or ()) == 2
+            and func.attr in ("power", "pow", "float_power")  # type: ignore[attr-defined]
+            and len(node.args) >= 2
+        ):
+            return node.args[0], node.args[1]
+        return None
+
+    def exponent_count(self, exponent: ast.AST) -> int:
+        """How many times a power multiplies its base's bits: the exponent written
+        out, a bound from a constant's size, 1 for one that reads the data."""
+        written = _written_count(exponent)
+        if written is not None:
+            return max(1, int(np.ceil(abs(written))))
+        try:
+            size = self.size(exponent)
+        except _SizeUnknown:
+            return 1 << 64
+        if size is None or not size[0]:
+            return 1  # the data's values, or a float: no growth of a fixed width
+        value = self.values.get(id(exponent))
+        return max(1, abs(value)) if value is not None else 1 << min(size[1], 64)
+
+    def column_power(self, node: ast.AST) -> int:
+        """The degree of an expression in the data it reads: 1 for a column, the
+        product of the exponents of powers stacked on it (``(x ** a) ** b``, ``.pow()``),
+        the sum over a product, 0 for a constant."""
+        if id(node) in self.powers:
+            return self.powers[id(node)]
+        try:
+            constant = self.size(node) is not None
+        except _SizeUnknown:
+            constant = True  # refused by check_size
+        if constant:
+            power = 0
+        elif isinstance(node, ast.Name):
+            power = 1
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            power = max(self.column_power(node.left), 1) * self.exponent_count(node.right)
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+            power = self.column_power(node.left) + self.column_power(node.right)
+        elif isinstance(node, ast.Call) and (called := self.pow_call(node)) is not None:
+            power = max(self.column_power(called[0]), 1) * self.exponent_count(called[1])
+        else:
+            power = max((self.column_power(c) for c in ast.iter_child_nodes(node)), default=0)
+        self.powers[id(node)] = power
+        return power
+
+    def check_column_power(self, node: ast.AST) -> None:
+        """Refuse powers stacked on the data past :data:`MAX_EXPONENT` in all (values
+        held as Python's integers would grow without bound)."""
+        power = self.column_power(node)
+        if power > MAX_EXPONENT:
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: {shown(ast.unparse(node))} is not "
+                f"allowed: the powers it applies to the data multiply to more than "
+                f"{MAX_EXPONENT} (the most a formula's exponents may make in all)"
+            )
+
     def check_bounded(self, node: ast.BinOp) -> None:
         """Refuse arithmetic that Python would evaluate without bound on constants
-        (``9**9**9**9``, ``'a' * 10**9``): an exponent that reads no column must be a
-        number written out, at most :data:`MAX_EXPONENT` in size, and text or sequences
-        take no part in arithmetic."""
+        (``9**9**9**9``, ``1 << 10**9``, ``'a' * 10**9``): a power's or a shift's
+        constant operand must be a number written out, an exponent or a shift's count at
+        most :data:`MAX_EXPONENT` in size, and text or sequences take no part in
+        arithmetic.  Products and sums of such numbers grow with the formula's length
+        only."""
         text = (ast.Constant, ast.List, ast.Tuple, ast.JoinedStr)
         for side in (node.left, node.right):
             if isinstance(side, text) and not (
@@ -835,22 +1250,34 @@ class _FactorChecker:
                     f"{self.role} {shown(self.formula)}: {ast.unparse(node)!r} is not allowed: "
                     "text and sequences take no part in a formula's arithmetic"
                 )
-        if not isinstance(node.op, ast.Pow):
+        self.check_size(node)
+        if isinstance(node.op, ast.Pow):
+            self.check_column_power(node)
+        if not isinstance(node.op, _UNBOUNDED_OPS):
             return
-        if not _reads_a_name(node.left) and not _number(node.left):
+        what, operand = (
+            ("power", "exponent") if isinstance(node.op, ast.Pow) else ("shift", "shift count")
+        )
+        left, right = self.size(node.left), self.size(node.right)
+        if left is not None and left[0] and not _number(node.left):
             raise FormulaError(
-                f"{self.role} {shown(self.formula)}: the power {ast.unparse(node)!r} is not "
-                "allowed: a power of a constant must raise a number written out"
+                f"{self.role} {shown(self.formula)}: the {what} {ast.unparse(node)!r} is not "
+                f"allowed: a {what} of a constant must {'raise' if what == 'power' else 'shift'} "
+                "a number written out"
             )
-        if _reads_a_name(node.right):
-            return
+        if right is None or not right[0]:
+            return  # a column's values, or a float or fixed-width exponent
         exponent = node.right
         if isinstance(exponent, ast.UnaryOp) and isinstance(exponent.op, (ast.USub, ast.UAdd)):
             exponent = exponent.operand
-        if not (_number(exponent) and abs(exponent.value) <= MAX_EXPONENT):
+        if not (
+            _number(exponent)
+            and isinstance(exponent, ast.Constant)
+            and abs(exponent.value) <= MAX_EXPONENT
+        ):
             raise FormulaError(
-                f"{self.role} {shown(self.formula)}: the power {ast.unparse(node)!r} is not "
-                f"allowed: a constant exponent must be a number of at most {MAX_EXPONENT}"
+                f"{self.role} {shown(self.formula)}: the {what} {ast.unparse(node)!r} is not "
+                f"allowed: a constant {operand} must be a number of at most {MAX_EXPONENT}"
             )
 
     def refuse_attribute(self, attr: str, of: str, column: str | None = None) -> None:
@@ -879,12 +1306,23 @@ class _FactorChecker:
             node = node.value
 
     def visit_call(self, node: ast.Call) -> None:
+        self.check_object_dtype(node)
+        self.visit_call_parts(node)
+        if self.pow_call(node) is not None:
+            self.check_column_power(node)
+        # after its parts, which other checks refuse with their own reasons (f-strings)
+        self.check_size(node)
+
+    def visit_call_parts(self, node: ast.Call) -> None:
         self.check_attribute(node.func)
         parts = _dotted(node.func)
         if parts is None:
             if isinstance(node.func, ast.Attribute):
                 if node.func.attr not in _ELEMENTWISE_METHODS:
                     self.refuse(f"the method call .{node.func.attr}()", "it may not be elementwise")
+                self.check_arguments(
+                    node, f".{node.func.attr}()", _METHOD_POSITIONAL[node.func.attr]
+                )
                 self.visit(node.func.value)
             else:
                 self.refuse(f"the call {ast.unparse(node.func)}()", "it is not a known transform")
@@ -895,37 +1333,82 @@ class _FactorChecker:
         for k in node.keywords:
             self.visit(k.value)
 
+    def check_arguments(self, node: ast.Call, called: str, most: int | None = None) -> None:
+        """Refuse arguments of a call the whitelist allows that would make it write into
+        one of its arguments (a column every other term reads too) or leave values
+        unset: ``out=``, ``inplace=``, ``copy=``, a ufunc's ``where=``, ``**`` keywords,
+        and more than ``most`` positional arguments (the next one is ``out``:
+        ``np.exp(x, x)``)."""
+        for k in node.keywords:
+            if k.arg is None or k.arg in _REFUSED_KEYWORDS:
+                given = "**" if k.arg is None else f"{k.arg}="
+                raise FormulaError(
+                    f"{self.role} {shown(self.formula)}: the argument {given} of {called} is "
+                    "not allowed: a formula's calls compute new values, and may neither "
+                    "write into their arguments (the columns other terms read) nor leave "
+                    f"values unset; the keywords {', '.join(sorted(_REFUSED_KEYWORDS))} and "
+                    "** are refused"
+                )
+        if most is not None and len(node.args) > most:
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: {called} takes at most {most} "
+                f"positional argument{'' if most == 1 else 's'} in a formula: the next one "
+                "is where it would write its result (out), into a column other terms read"
+            )
+
     def check_named_call(self, node: ast.Call, parts: list[str]) -> bool:
         """Check a call of a dotted name; False when its arguments are not expressions."""
         root = self.name_of(parts[0])
         dotted = ".".join([root, *parts[1:]])
         self.check_shadowed_module(root, parts, dotted)
         if root in self.columns and len(parts) > 1:
-            if parts[-1] not in _ELEMENTWISE_METHODS:
+            if parts[-1] not in _ELEMENTWISE_METHODS or len(parts) > 2:
                 self.refuse(f"the method call {dotted}()", "it may not be elementwise")
+            self.check_arguments(node, f"{dotted}()", _METHOD_POSITIONAL[parts[-1]])
             add_unique(self.info.columns, root)
         elif root in ("np", "numpy") and root in self.transforms:
             add_unique(self.info.transforms, root)
-            self.check_numpy_call(parts, dotted)
+            self.check_numpy_call(node, parts, dotted)
         elif root in self.transforms:
             add_unique(self.info.transforms, root)
+            if len(parts) > 1 and (
+                len(parts) > 2 or parts[1] not in _TRANSFORM_ATTRIBUTES.get(root, ())
+            ):
+                allowed = sorted(
+                    f"{t}.{a}" for t, a_s in _TRANSFORM_ATTRIBUTES.items() for a in a_s
+                )
+                raise FormulaError(
+                    f"{self.role} {shown(self.formula)}: {dotted}() is not allowed: a formula "
+                    f"calls a transform by its name alone, and of the transforms' attributes only "
+                    f"{', '.join(allowed)}"
+                )
+            function = self.transforms[root]
+            self.check_arguments(
+                node, f"{dotted}()", function.nin if isinstance(function, np.ufunc) else None
+            )
             return self.check_transform_call(node, root)
         elif root in _BUILTINS_OK and len(parts) == 1:
-            pass
+            self.check_arguments(node, f"{root}()", 1)
         elif root in self.columns:
             self.refuse(f"calling column {root!r}", "it is not a function")
         else:
             self.info.unknown.append(dotted + "()")
         return True
 
-    def check_numpy_call(self, parts: list[str], dotted: str) -> None:
+    def check_numpy_call(self, node: ast.Call, parts: list[str], dotted: str) -> None:
         obj: Any = np
         for p in parts[1:]:
             obj = getattr(obj, p, None)
         if obj is None:
             self.info.unknown.append(dotted + "()")
-        elif not isinstance(obj, np.ufunc) and parts[-1] not in _NUMPY_ELEMENTWISE:
+        elif len(parts) != 2 or (
+            not isinstance(obj, np.ufunc) and parts[-1] not in _NUMPY_ELEMENTWISE
+        ):
+            # (np.exp.at writes into its argument; np.ma.round is not numpy's round)
             self.refuse(f"{dotted}()", "it is not an elementwise numpy function")
+        else:
+            most = obj.nin if isinstance(obj, np.ufunc) else _NUMPY_POSITIONAL[parts[-1]]
+            self.check_arguments(node, f"{dotted}()", most)
 
     def check_transform_call(self, node: ast.Call, root: str) -> bool:
         if root in LEARNING_TRANSFORMS:

@@ -110,12 +110,12 @@ def _suffix_end(text: str, at: int) -> int:
     return len(text) - 1
 
 
-def _top_level(text: str) -> list[tuple[int, str]]:
-    """``(position, character)`` of the characters of ``text`` outside quotes and
-    brackets.  A bracket opened at the top level after a factor (``[T.it's]``) holds
-    the data's text: nothing in it is read as a quote or a bracket."""
-    out: list[tuple[int, str]] = []
-    depth, quote, i = 0, "", 0
+def _factor_end(text: str, start: int) -> tuple[int, bool]:
+    """Where the factor that begins at ``start`` ends: at the first ``[`` (a level
+    suffix) or ``:`` (the next factor) outside quotes and brackets, else at the end of
+    ``text``; and whether the scan ends outside quotes and brackets (then a text that
+    begins with the same factor ends it at the same place: :func:`_split_names`)."""
+    depth, quote, i = 0, "", start
     while i < len(text):
         ch = text[i]
         if quote:
@@ -125,37 +125,52 @@ def _top_level(text: str) -> list[tuple[int, str]]:
                 quote = ""
         elif ch in "'\"":
             quote = ch
-        elif ch == "[" and depth == 0:
-            out.append((i, ch))
-            i = _suffix_end(text, i)
+        elif depth == 0 and ch in "[:":
+            return i, True
         elif ch in "([{":
-            if depth == 0:
-                out.append((i, ch))
             depth += 1
         elif ch in ")]}":
             depth -= 1
-        elif depth == 0:
-            out.append((i, ch))
         i += 1
-    return out
+    return len(text), depth == 0 and not quote
 
 
-def _factors(name: str) -> list[tuple[str, str]]:
-    """The factors of a column or term name (``a:b``) as ``(factor, level suffix)``:
+def _split_names(names: Sequence[str]) -> list[list[tuple[str, str]]]:
+    """The factors of column or term names (``a:b``) as ``(factor, level suffix)``:
     ``C(f)[T.u]`` is ``("C(f)", "[T.u]")``; the suffix is the data's text, never
-    respelled."""
-    top = _top_level(name)
-    cuts = [i for i, ch in top if ch == ":"]
-    parts, begin = [], 0
-    for cut in [*cuts, len(name)]:
-        parts.append((begin, name[begin:cut]))
-        begin = cut + 1
-    out = []
-    for begin, part in parts:
-        # (the first bracket outside the factor's own parentheses opens the suffix)
-        opens = [i - begin for i, ch in top if ch == "[" and begin <= i < begin + len(part)]
-        at = opens[0] if opens else len(part)
-        out.append((part[:at], part[at:]))
+    respelled: a bracket opened outside the factor's own brackets holds the data's
+    text, in which nothing is read as a quote or a bracket.
+
+    The columns of one term follow each other and share its factors, whose text may
+    be long (``C(g, levels=[...])`` lists every level): a factor the name before had
+    at the same place is recognized by comparing text, not read again character by
+    character, so the cost is one scan of each term's factors plus the names' length."""
+    out: list[list[tuple[str, str]]] = []
+    previous: list[str | None] = []  # the name before's factors, where reusable
+    for name in names:
+        factors: list[tuple[str, str]] = []
+        reusable: list[str | None] = []
+        at = 0
+        while True:
+            known = previous[len(factors)] if len(factors) < len(previous) else None
+            end = None if known is None else at + len(known)
+            if known is not None and (
+                not name.startswith(known, at) or (end < len(name) and name[end] not in "[:")
+            ):
+                end = None
+            clean = True
+            if end is None:
+                end, clean = _factor_end(name, at)
+            cut = end
+            if end < len(name) and name[end] == "[":
+                cut = _suffix_end(name, end) + 1
+            factors.append((name[at:end], name[end:cut]))
+            reusable.append(name[at:end] if clean else None)
+            if cut >= len(name):
+                break
+            at = cut + 1  # (past the ":" that joins the next factor)
+        out.append(factors)
+        previous = reusable
     return out
 
 
@@ -212,8 +227,7 @@ def patsy_spelling(names: Sequence[str], formula: str | None) -> list[str]:
     if not formula:
         return list(names)
     out = []
-    for name in names:
-        factors = _factors(name)
+    for factors in _split_names(names):
         joined = len(factors) > 1
         out.append(":".join(_written(f, joined, formula) + level for f, level in factors))
     return out
@@ -223,4 +237,6 @@ def formulaic_spelling(names: Sequence[str], formula: str | None) -> list[str]:
     """``names`` of ``formula`` with text literals as formulaic spells them: the
     inverse of :func:`patsy_spelling` (the names versions before it saved)."""
     del formula  # (formulaic's spelling is the literal's own: one for every factor)
-    return [":".join(_rendered(f) + level for f, level in _factors(name)) for name in names]
+    return [
+        ":".join(_rendered(f) + level for f, level in factors) for factors in _split_names(names)
+    ]
