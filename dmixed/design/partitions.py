@@ -168,7 +168,12 @@ def persisted_futures(ddf) -> list:
 
 def lost_futures(ddf) -> list:
     """The futures behind a persisted collection that were cancelled (its data gone)."""
-    return [f for f in persisted_futures(ddf) if getattr(f, "status", None) == "cancelled"]
+    return _cancelled(persisted_futures(ddf))
+
+
+def _cancelled(futures: list) -> list:
+    """Those of ``futures`` that were cancelled: their data are gone."""
+    return [f for f in futures if getattr(f, "status", None) == "cancelled"]
 
 
 def _scheduler_address(client) -> str | None:
@@ -234,7 +239,7 @@ def check_persisted(ddf, client=None) -> None:
         with that client, or pass the client that persisted it.
     """
     futures = persisted_futures(ddf)
-    lost = [f for f in futures if getattr(f, "status", None) == "cancelled"]
+    lost = _cancelled(futures)
     if lost:
         raise persisted_gone_error(len(lost))
     address = _scheduler_address(client)

@@ -221,7 +221,7 @@ def plain_rounding_of(stats) -> PlainRounding | None:
     try:
         return block.plain_rounding(np.asarray(stats.group_sizes))
     except PlainRoundingError:
-        return PlainRounding(np.zeros((stats.glob.xyxy.shape[0],) * 2), math.inf, 0.0)
+        return PlainRounding.unbounded(stats.glob.xyxy.shape[0])
 
 
 def rounded_up(x: float) -> str:
@@ -253,7 +253,7 @@ def plain_llf_error(ev, glob, reml: bool, plain: PlainRounding) -> float:
         (nothing can be computed from these sums)."""
     if not plain.sizes.any() and plain.logdet == 0.0:
         return 0.0
-    if not math.isfinite(plain.logdet):
+    if not plain.bounded:
         return math.inf
     k = plain.sizes.shape[0]
     # both parts positive semi-definite: |v'δv| ≤ v'Pv for every v

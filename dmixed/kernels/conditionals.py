@@ -482,7 +482,20 @@ class PlainRounding(NamedTuple):
 
     @classmethod
     def zero(cls, k: int) -> PlainRounding:
+        """Nothing charged (k fixed effects and response): no group takes the plain
+        forms."""
         return cls(np.zeros((k, k)), 0.0, 0.0)
+
+    @classmethod
+    def unbounded(cls, k: int) -> PlainRounding:
+        """Where some group's sums do not resolve its design (:class:`PlainRoundingError`):
+        ``logdet`` infinite, no bound holds (:attr:`bounded` False)."""
+        return cls(np.zeros((k, k)), np.inf, 0.0)
+
+    @property
+    def bounded(self) -> bool:
+        """Whether a worst-case bound holds (not :meth:`unbounded`, nor a sum with one)."""
+        return bool(np.isfinite(self.logdet))
 
     def __add__(self, other: object) -> PlainRounding:
         assert isinstance(other, PlainRounding)

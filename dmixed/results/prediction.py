@@ -544,7 +544,7 @@ def unseen_partition(
     return len(groups), n_unseen, keys
 
 
-def warn_unseen_dask(predictor: Predictor, spec, data) -> None:
+def warn_unseen_dask(state, spec, data) -> None:
     """Warn once, here, of the rows of the Dask DataFrame ``data`` in groups the fit did
     not see (the totals over its partitions, as :meth:`Predictor.positions` words them
     for a pandas frame), for ``new_groups="population"`` of :func:`predict_dask` and of
@@ -552,13 +552,14 @@ def warn_unseen_dask(predictor: Predictor, spec, data) -> None:
     not one per partition (a warning raised in the tasks would repeat on worker processes,
     and a filter changed inside a task resets Python's "once").  Computes the group
     column and the missing-value masks of the columns a prediction reads, once, now
-    (:func:`unseen_partition`); the predictor is one Dask task, a dependency of every
-    partition's count, not a literal of each."""
+    (:func:`unseen_partition`).  ``state``: the :class:`Predictor` as one Dask task (a
+    dependency of every partition's count, not a literal of each): the task the
+    prediction itself depends on, or an attribute of it, so the predictor is not
+    tokenized again for the count."""
     import dask  # only here: dmixed imports without Dask
 
     columns = needed_columns(spec, response=False, random=True)
     kinds = dict(spec.column_kinds)
-    state = dask.delayed(predictor, pure=True, traverse=False)
     count = dask.delayed(unseen_partition, pure=True)
     parts = [count(part, spec.group_name, kinds, columns, state) for part in data.to_delayed()]
     found = dask.compute(*parts)
@@ -638,7 +639,7 @@ def predict_dask(
     # computed after persisted data of ddf are gone, it refuses them (checked_task)
     state = checked_task(predictor, ddf)
     if predicting and include_random and new_groups == "population":
-        warn_unseen_dask(predictor, spec, data)
+        warn_unseen_dask(state, spec, data)
     name = None if what == "predict" else what
     return data.map_partitions(
         fitted_partition,

@@ -487,7 +487,7 @@ def moments_dask(
 
     state = checked_task(variance, ddf)  # refuses persisted data gone, when computed
     if include_random and new_groups == "population":
-        warn_unseen_dask(variance.predictor, spec, data)
+        warn_unseen_dask(state.predictor, spec, data)  # an attribute of the one task
     meta = pd.DataFrame({k: pd.Series(dtype="float64") for k in MOMENTS})
     return data.map_partitions(
         moments_frame,

@@ -489,28 +489,19 @@ def variance_intervals(results, alpha: float = 0.05) -> pd.DataFrame:
     alpha = check_alpha(alpha)
     prof = ProfileIntervals(results)
     kinds = list(prof.sdcor.kinds)
-    # each SD's z index, and its variance's name and estimate, in sdcor's entry order
-    # (Ψ's diagonal within its lower triangle, then the components)
+    names = list(results.names.exog_re_names) + list(results.names.vc_names)
+    estimate = np.concatenate([np.diag(np.asarray(results.cov_re)), np.asarray(results.vcomp)])
+    # the variance (its position in ``names``) of each SD's z index: sdcor's entry order
+    # (Ψ's diagonal within its lower triangle, then the components) is ``names``' order
     sd_entries = [k for k, kind in enumerate(kinds) if kind in ("sd", "vc")]
-    variance_of = dict(
-        zip(
-            sd_entries,
-            zip(
-                list(results.names.exog_re_names) + list(results.names.vc_names),
-                np.concatenate(
-                    [np.diag(np.asarray(results.cov_re)), np.asarray(results.vcomp)]
-                ).tolist(),
-                strict=True,
-            ),
-            strict=True,
-        )
-    )
+    variance_of = dict(zip(sd_entries, range(len(names)), strict=True))
     # confint's rows (:func:`select_parameters`, the one owner of lme4's order)
     sds = list(map(prof.names.index, select_parameters(prof.names, kinds, None)))
     sds = [k for k in sds if k in variance_of]
+    order = np.array([variance_of[k] for k in sds], dtype=np.intp)
     table = np.array([prof.interval(k, 1.0 - alpha) for k in sds]).reshape(-1, 2) ** 2
-    names = [variance_of[k][0] for k in sds]
-    estimate = np.array([variance_of[k][1] for k in sds], dtype=np.float64)
+    names = [names[j] for j in order]
+    estimate = np.asarray(estimate[order], dtype=np.float64)
     return pd.DataFrame(
         {"estimate": estimate, f"{alpha / 2}": table[:, 0], f"{1 - alpha / 2}": table[:, 1]},
         index=pd.Index(names),

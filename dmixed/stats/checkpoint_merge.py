@@ -161,12 +161,6 @@ def _scaled_determinants(g: np.ndarray) -> np.ndarray:
         return np.linalg.det(scaled)
 
 
-def _concatenated(a: CentredArrays, b: CentredArrays) -> CentredArrays:
-    """The sums of ``a``'s groups then ``b``'s."""
-    fields = ("u", "zbar", "mean", "c", "d", "lossy")
-    return CentredArrays(*(np.concatenate((getattr(a, f), getattr(b, f)), axis=-1) for f in fields))
-
-
 def _merged_centred(
     old: GroupArrays, new: GroupArrays, gi_old, gi_new, zz: np.ndarray
 ) -> CentredGroups | None:
@@ -217,7 +211,7 @@ def _merged_centred(
             if local.size:
                 have[gi[local]] += 1
                 positions = np.concatenate((positions, local))
-                sums = derived if sums is None else _concatenated(sums, derived)
+                sums = derived if sums is None else sums.concatenated(derived)
         if sums is not None:
             sides.append((CentredGroups(positions, sums, False), gi))
     complete = have == rows_in

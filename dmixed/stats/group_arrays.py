@@ -268,6 +268,12 @@ class CentredArrays:
         """The sums of the groups ``sel`` (an index array or a slice)."""
         return CentredArrays(*(np.ascontiguousarray(getattr(self, f)[..., sel]) for f in _FIELDS))
 
+    def concatenated(self, other: CentredArrays) -> CentredArrays:
+        """The sums of these groups, then ``other``'s."""
+        return CentredArrays(
+            *(np.concatenate((getattr(self, f), getattr(other, f)), axis=-1) for f in _FIELDS)
+        )
+
 
 #: The fields of :class:`CentredArrays` (and of ``kernels.CentredSums``), in order.
 _FIELDS = ("u", "zbar", "mean", "c", "d", "lossy")

@@ -188,3 +188,12 @@ def test_plain_rounding_bounds_the_rounding_of_a_groups_sums(log_weight, log_spr
         bound = w @ got.sizes @ w + 8 * got.gamma * k * (w * w) @ h
         assert float(abs(q_exact - q_float)) <= bound
         assert float(abs(ld_exact - ld_float)) <= got.logdet
+
+
+def test_plain_rounding_unbounded_is_the_one_no_bound_holds_for_and_stays_so_summed():
+    from dmixed.kernels.conditionals import PlainRounding
+
+    zero, unbounded = PlainRounding.zero(3), PlainRounding.unbounded(3)
+    assert zero.bounded and not unbounded.bounded
+    assert unbounded.sizes.shape == (3, 3) and not unbounded.sizes.any()
+    assert not (zero + unbounded).bounded and (zero + zero).bounded

@@ -652,3 +652,27 @@ def test_a_one_dimensional_exog_re_is_one_row_as_exog_is():
         one.predict(exog=exog[:5], exog_re=exog_re[:5, 0], **kw),
         one.predict(exog=exog[:5], exog_re=exog_re[:5, :1], **kw),
     )
+
+
+@pytest.mark.parametrize("call", ["predict", "get_prediction"])
+def test_dask_unseen_count_does_not_tokenize_the_predictor_again(
+    int_fit, unseen_rows, call, monkeypatch
+):
+    """The count of unseen groups at the call depends on the task the prediction
+    itself holds (the predictor, or the variance object holding it), not on a task of
+    its own: Dask hashes the predictor (its BLUPs, one row a group) once per call."""
+    from dmixed.results.prediction import Predictor
+
+    tokenized = []
+
+    def token(self):
+        tokenized.append(self)
+        return "predictor-under-test"
+
+    monkeypatch.setattr(Predictor, "__dask_tokenize__", token, raising=False)
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnseenGroupsWarning)
+        out = getattr(int_fit, call)(dd.from_pandas(unseen_rows, npartitions=2), True)
+        frame = out if call == "predict" else out.summary_frame()
+        assert len(frame.compute()) == 4
+    assert len(tokenized) == 1

@@ -129,3 +129,28 @@ def test_nearly_collinear_groups_of_different_columns_name_every_column_involved
     model = dmixed.mixedlm("y ~ x1", only_first, groups="g", re_formula="1 + x1 + x2 + x3")
     with pytest.raises(CentredGroupsError, match=r"columns 'x1' and 'x2' nearly collinear"):
         GroupArrays.from_statistics(model.statistics(), names=model.exog_re_names)
+
+
+def test_centred_arrays_concatenated_is_one_set_then_the_other():
+    from dmixed.stats.group_arrays import CentredArrays
+
+    rng = np.random.default_rng(3)
+
+    def sums(n):
+        return CentredArrays(
+            rng.random(n),
+            rng.random((2, n)),
+            rng.random((3, n)),
+            rng.random((2, 2, n)),
+            rng.random((2, 3, n)),
+            rng.random(n) > 0.5,
+        )
+
+    a, b = sums(4), sums(2)
+    both = a.concatenated(b)
+    for name in ("u", "zbar", "mean", "c", "d", "lossy"):
+        whole = getattr(both, name)
+        assert whole.shape[-1] == 6
+        np.testing.assert_array_equal(whole[..., :4], getattr(a, name))
+        np.testing.assert_array_equal(whole[..., 4:], getattr(b, name))
+    np.testing.assert_array_equal(both.take(slice(4, None)).c, b.c)

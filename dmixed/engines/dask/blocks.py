@@ -714,28 +714,22 @@ def reorder_parts(
     each part just before its rows are placed (a piece's covariance triangles unfolded,
     :func:`~dmixed.kernels.compiled.upper_unfolded`): the result is ``reorder`` of
     ``each`` of the whole, with no converted copy of the whole made on the way."""
-    if each is not None and parts and all(p.shape[1:] == parts[0].shape[1:] for p in parts):
-        first = each(parts[0][:0])  # the converted rows' dtype and shape
-        converted = (each(p) for p in parts)
-    else:
-        if each is not None:
-            parts = [each(np.concatenate(parts))]
-        first, converted = parts[0], None
     n = sum(len(p) for p in parts)
-    out = np.empty((n, *first.shape[1:]), dtype=first.dtype)
+    like = all(p.dtype == parts[0].dtype and p.shape[1:] == parts[0].shape[1:] for p in parts)
+    first = parts[0] if each is None else each(parts[0][:0])  # the placed rows' dtype, shape
     width = int(np.prod(first.shape[1:], dtype=np.int64))  # entries a row
-    same = all(p.dtype == parts[0].dtype and p.shape[1:] == parts[0].shape[1:] for p in parts)
-    if not same or n == 0 or width == 0:
-        if converted is not None:
-            parts = [each(np.concatenate(parts))]
-        return reorder(position, np.concatenate(parts))
+    if not like or n == 0 or width == 0:
+        whole = np.concatenate(parts)
+        return reorder(position, whole if each is None else each(whole))
+    out = np.empty((n, *first.shape[1:]), dtype=first.dtype)
     item = np.dtype((np.void, out.itemsize * width))
     rows = out.reshape(n, width).view(item).reshape(n)
     start = 0
-    for part in parts if converted is None else converted:
+    for part in parts:
         stop = start + len(part)
         if stop > start:
-            source = np.ascontiguousarray(part).reshape(stop - start, width)
+            placed = part if each is None else each(part)  # one part converted at a time
+            source = np.ascontiguousarray(placed).reshape(stop - start, width)
             rows[position[start:stop]] = source.view(item).reshape(-1)
         start = stop
     return out

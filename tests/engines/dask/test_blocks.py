@@ -283,6 +283,27 @@ def test_reorder_parts_is_reorder_of_the_concatenation(sizes, shape, dtype, seed
     np.testing.assert_array_equal(np.signbit(out), np.signbit(expected))
 
 
+def test_reorder_parts_each_is_each_of_the_reordered_whole_for_any_parts():
+    """``each`` given: ``each`` of ``reorder`` of the concatenation, for like parts
+    (placed one converted part at a time), unlike ones (concatenated first) and parts
+    without rows."""
+    from dmixed.kernels.compiled import upper_unfolded
+
+    rng = np.random.default_rng(5)
+    position = rng.permutation(6).astype(np.int64)
+    tri = rng.standard_normal((6, 3))
+    for parts in (
+        [tri[:2], tri[2:2], tri[2:]],
+        [tri[:2], tri[2:].astype(np.float32)],
+    ):
+        expected = upper_unfolded(reorder(position, np.concatenate(parts)))
+        out = reorder_parts(position, parts, each=upper_unfolded)
+        assert out.shape == expected.shape == (6, 2, 2)
+        np.testing.assert_array_equal(out, expected)
+    empty = reorder_parts(np.zeros(0, np.int64), [tri[:0], tri[:0]], each=upper_unfolded)
+    assert empty.shape == (0, 2, 2)
+
+
 def test_reorder_parts_of_unlike_parts_concatenates_first():
     """Parts of different dtypes take numpy's promotion, as their concatenation."""
     position = np.array([2, 0, 1, 3])
