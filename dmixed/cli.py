@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import glob
 import logging
 import os
 import re
@@ -112,7 +113,23 @@ def make_job(args: argparse.Namespace, required: tuple[str, ...]) -> Job:
     values = read_job_file(args.job) if getattr(args, "job", None) else {}
     flags = {key: getattr(args, key, None) for key in Job.keys()}
     flags["vc_formula"] = parse_vc(getattr(args, "vc", None))
-    return job_from(values, flags, required, getattr(args, "command", None))
+    job = job_from(values, flags, required, getattr(args, "command", None))
+    if getattr(args, "job", None):
+        _refuse_inside_output(job.output, [args.job], "the job file")
+        if _rewrites_statistics(getattr(args, "command", None), job.stats_dir):
+            stats = (job.stats_dir, [args.job], "the job file", "--stats-dir", "statistics")
+            _refuse_inside_output(*stats)
+    return job
+
+
+def _rewrites_statistics(command: str | None, stats_dir: str | None) -> bool:
+    """Whether ``command`` replaces the directory ``--stats-dir``: ``update`` always; a
+    fit only where no statistics are saved there (saved ones are reused, or refused as
+    another job's); ``bootstrap`` and a fit reusing them only read them, so a file of
+    the user's there, or the input, is never at risk."""
+    if not stats_dir or command not in ("fit", "update"):
+        return False
+    return command == "update" or not os.path.exists(os.path.join(stats_dir, "manifest.json"))
 
 
 # ---------------------------------------------------------------------------
@@ -438,22 +455,66 @@ def _saved_arrays(stats, names: list[str], command: str):
         raise JobError(f"{one_line(exc.problem)}; {remedy}") from exc
 
 
-def _refuse_foreign(path: str | None, marker: str, kind: str, flag: str) -> None:
+def _refuse_foreign(
+    path: str | None, marker: str, kind: str, flag: str, replaced: bool = True
+) -> None:
     """Refuse, before any work, a target directory that dmixed would not replace or
-    could not create (:func:`dmixed.files.check_target`)."""
+    could not create (:func:`dmixed.files.check_target`); one that is ``replaced`` also
+    when it holds a file dmixed did not write there."""
     if not path:
         return
+    from .io.results_dir import written_names
+    from .stats.checkpoint import written_names as statistics_names
+
+    owned = written_names if kind == "results" else statistics_names
     try:
-        check_target(path, marker, kind, flag)
+        check_target(path, marker, kind, flag, owned=owned if replaced else None)
     except PathError as exc:
         raise JobError(str(exc)) from exc
 
 
-def _check_targets(job: Job) -> None:
+def _check_targets(job: Job, command: str) -> None:
     _refuse_nested(job.output, job.stats_dir)
     refuse_inside_inputs(job)
+    items = [job.data] if isinstance(job.data, str) else list(job.data or [])
+    local = [i for i in items if "://" not in i]
+    files = [f for i in local for f in glob.glob(i) or [i]]
+    _refuse_inside_output(job.output, files, "the input")
+    rewrites = _rewrites_statistics(command, job.stats_dir)
+    if rewrites:
+        _refuse_inside_output(job.stats_dir, files, "the input", "--stats-dir", "statistics")
     _refuse_foreign(job.output, "estimates.json", "results", "--output")
-    _refuse_foreign(job.stats_dir, "manifest.json", "statistics", "--stats-dir")
+    _refuse_foreign(job.stats_dir, "manifest.json", "statistics", "--stats-dir", rewrites)
+
+
+def _refuse_inside_output(
+    output: str | None,
+    paths: list[str],
+    what: str,
+    flag: str = "--output",
+    written: str = "results",
+) -> None:
+    """Refuse, before any work, a file the job reads (``what``: "the input", "the job
+    file") that lies inside ``--output`` (or the directory ``flag`` names, where
+    dmixed writes its ``written``): writing it replaces that directory, which would
+    delete the file (even under a name dmixed writes there itself).
+
+    Raises
+    ------
+    JobError
+        Naming the file and the directory (exit status 2).
+    """
+    if not output or "://" in output:
+        return
+    out = os.path.realpath(output)
+    for path in paths:
+        if os.path.commonpath([out, os.path.realpath(path)]) == out:
+            raise JobError(
+                f"{what} {path} lies inside {flag} {output}: writing the {written} "
+                "replaces that directory, which would delete it; move it out, or choose "
+                f"another {flag}",
+                EXIT_CONFIG,
+            )
 
 
 def _refuse_nested(output: str | None, stats_dir: str | None) -> None:
@@ -486,27 +547,31 @@ def _cluster_of(job: Job):
     return config
 
 
-def _under_stats_lock(command):
-    """Run ``command(job)`` holding the lock of ``job.stats_dir`` (when given), from the
-    first read of the saved statistics to the last write: concurrent jobs on one
-    statistics directory run one after another (README, "Batch jobs")."""
+def _under_stats_lock(name: str):
+    """Run the command ``name`` (``command(job)``) holding the lock of
+    ``job.stats_dir`` (when given), from the first read of the saved statistics to the
+    last write: concurrent jobs on one statistics directory run one after another
+    (README, "Batch jobs")."""
 
-    @functools.wraps(command)
-    def locked(job: Job) -> int:
-        # before any work, and before the lock is made beside the statistics: a
-        # directory that cannot be written would fail the lock (or the results) late
-        _check_targets(job)
-        if not job.stats_dir:
-            return command(job)
-        from .stats.checkpoint import statistics_lock
+    def wrap(command):
+        @functools.wraps(command)
+        def locked(job: Job) -> int:
+            # before any work, and before the lock is made beside the statistics: a
+            # directory that cannot be written would fail the lock (or the results) late
+            _check_targets(job, name)
+            if not job.stats_dir:
+                return command(job)
+            from .stats.checkpoint import statistics_lock
 
-        with statistics_lock(job.stats_dir):
-            return command(job)
+            with statistics_lock(job.stats_dir):
+                return command(job)
 
-    return locked
+        return locked
+
+    return wrap
 
 
-@_under_stats_lock
+@_under_stats_lock("fit")
 def run_fit(job: Job) -> int:
     """``dmixed fit``: data pass (or saved statistics of the same job), fit, write."""
     from .cluster import connect
@@ -571,7 +636,7 @@ def _refuse_repeated(job: Job, inputs: list[dict], included: list[dict], stats_d
         )
 
 
-@_under_stats_lock
+@_under_stats_lock("update")
 def run_update(job: Job) -> int:
     """``dmixed update``: statistics of the new files added to the saved ones, refit."""
     from .cluster import connect
@@ -724,7 +789,7 @@ def _saved_label_types(spec: dict, group_labels) -> dict[str, str]:
     return out
 
 
-@_under_stats_lock
+@_under_stats_lock("bootstrap")
 def run_bootstrap(job: Job) -> int:
     """``dmixed bootstrap``: fit the saved statistics, bootstrap them (no data read),
     write the results and, in them, the replicate table (``bootstrap.parquet``)."""

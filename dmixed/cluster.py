@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import ClusterConfigError
+from .errors import ClusterConfigError, shorten, shown_value
 
 logger = logging.getLogger("dmixed")
 
@@ -110,7 +110,7 @@ def _unique_key_loader():
                     raise yaml.constructor.ConstructorError(
                         "while constructing a mapping",
                         node.start_mark,
-                        f"found key {key!r} twice (only the last would count)",
+                        f"found key {shown_value(key)} twice (only the last would count)",
                         key_node.start_mark,
                     )
                 with contextlib.suppress(TypeError):  # unhashable: SafeLoader refuses it
@@ -120,23 +120,52 @@ def _unique_key_loader():
     return UniqueKeySafeLoader
 
 
+@functools.cache
+def _no_alias_loader():
+    """:func:`_unique_key_loader`'s loader refusing anchors (``&name``) and aliases
+    (``*name``): nine aliases of nine aliases, seven levels deep, are a value of 9^7
+    items written in twelve lines ("billion laughs"), which a message would print."""
+    import yaml
+
+    class NoAliasSafeLoader(_unique_key_loader()):
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"found the {'alias *' if isinstance(event, yaml.AliasEvent) else 'anchor &'}"
+                    f"{event.anchor[:100]}: anchors and aliases are not allowed here "
+                    "(write each value out)",
+                    event.start_mark,
+                )
+            return super().compose_node(parent, index)
+
+    return NoAliasSafeLoader
+
+
 def safe_load_yaml(stream):
-    """``yaml.safe_load`` that refuses a key given twice in one mapping.
+    """``yaml.safe_load`` that refuses a key given twice in one mapping, and anchors
+    and aliases.
 
     PyYAML keeps the last of repeated keys without a word (``{a: 1, a: 2}`` is
     ``{a: 2}``); a job or cluster file with a key twice is refused instead.  Safe as
     ``yaml.safe_load``: the loader is a subclass of ``yaml.SafeLoader`` (plain YAML
-    types only, no objects constructed).
+    types only, no objects constructed).  Aliases make a value of size exponential in
+    the file's ("billion laughs": twelve lines, 9^7 items), held once but expanded
+    when printed or walked; neither a job file nor a cluster config has a use for them
+    (nor for the merge key ``<<: *base``, which needs one).
 
     Raises
     ------
     yaml.YAMLError
         Invalid YAML, or a key repeated in one mapping (a ``ConstructorError`` naming
-        the key and its line).
+        the key and its line), or an anchor or alias (a ``ComposerError`` naming it and
+        its line).
     """
     import yaml
 
-    return yaml.load(stream, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
+    return yaml.load(stream, Loader=_no_alias_loader())  # noqa: S506 (a SafeLoader)
 
 
 def _load_yaml(path: Path) -> dict:
@@ -148,7 +177,8 @@ def _load_yaml(path: Path) -> dict:
     except OSError as exc:
         raise ClusterConfigError(f"cannot read cluster config {path}: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise ClusterConfigError(f"cluster config {path} is not valid YAML: {exc}") from exc
+        why = shorten(" ".join(str(exc).split()))
+        raise ClusterConfigError(f"cluster config {path} is not valid YAML: {why}") from exc
     if not isinstance(data, dict):
         raise ClusterConfigError(f"cluster config {path} must be a mapping with a 'kind' key")
     return resolve_config_paths(data, os.path.dirname(os.path.abspath(path)))
@@ -181,14 +211,18 @@ def read_config(cluster: str | os.PathLike | dict | None) -> dict:
         )
     kind = config.get("kind")
     if kind not in KINDS:
-        raise ClusterConfigError(f"cluster config 'kind' must be one of {KINDS}, got {kind!r}")
+        raise ClusterConfigError(
+            f"cluster config 'kind' must be one of {KINDS}, got {shown_value(kind)}"
+        )
     for key in ("cluster", "client", "security"):
         if key in config and not isinstance(config[key], (dict, type(None))):
             raise ClusterConfigError(f"cluster config '{key}' must be a mapping")
     _check_documented_keys(config, kind)
     scale = config.get("scale")
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
-        raise ClusterConfigError(f"cluster config 'scale' must be a number of jobs, got {scale!r}")
+        raise ClusterConfigError(
+            f"cluster config 'scale' must be a number of jobs, got {shown_value(scale)}"
+        )
     for needed, example in (("address", "tcp://host:8786"), ("scheduler_file", "scheduler.json")):
         if kind == needed and not config.get(needed):
             raise ClusterConfigError(
@@ -209,9 +243,11 @@ def _refuse_unknown(given, allowed: set[str], where: str) -> None:
     if not unknown:
         return
     hints = []
-    for key in unknown:
-        close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    for key in unknown[:20]:  # a message of bounded length, however many keys
+        close = difflib.get_close_matches(str(key)[:100], sorted(allowed), n=1)
+        hints.append(f"{shown_value(key)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if len(unknown) > 20:
+        hints.append(f"and {len(unknown) - 20} more")
     raise ClusterConfigError(
         f"cluster config {where}: undocumented key(s) {', '.join(hints)}; allowed: "
         f"{sorted(allowed)}"
@@ -270,12 +306,13 @@ def _check_local_values(cluster: dict) -> None:
             isinstance(value, bool) or not isinstance(value, int) or value < 0
         ):
             raise ClusterConfigError(
-                f"cluster config 'cluster.{key}' must be a whole number >= 0, got {value!r}"
+                f"cluster config 'cluster.{key}' must be a whole number >= 0, "
+                f"got {shown_value(value)}"
             )
     if "processes" in cluster and not isinstance(cluster["processes"], bool):
         raise ClusterConfigError(
             "cluster config 'cluster.processes' must be true or false, "
-            f"got {cluster['processes']!r}"
+            f"got {shown_value(cluster['processes'])}"
         )
     limit = cluster.get("memory_limit")
     if limit is None or limit == "auto":
@@ -288,8 +325,9 @@ def _check_local_values(cluster: dict) -> None:
             ok = False
     if not ok:
         raise ClusterConfigError(
-            f"cluster config 'cluster.memory_limit': {limit!r} is not a size (give bytes, a "
-            "string such as '4GiB', a fraction of the machine's memory such as 0.5, or 'auto')"
+            f"cluster config 'cluster.memory_limit': {shown_value(limit)} is not a size "
+            "(give bytes, a string such as '4GiB', a fraction of the machine's memory "
+            "such as 0.5, or 'auto')"
         )
 
 
@@ -615,7 +653,7 @@ def connect(
     except (TypeError, RuntimeError) as exc:
         # a key the cluster class (or, with processes, its workers) does not take
         raise ClusterConfigError(
-            f"cluster config 'cluster' for kind {config['kind']!r}: {exc}"
+            f"cluster config 'cluster' for kind {config['kind']!r}: {shorten(str(exc))}"
         ) from exc
     saved = _client_config()
     try:
@@ -623,7 +661,8 @@ def connect(
             client = _new_client(Client, started, config, client_kwargs, saved)
         except (ValueError, TypeError) as exc:  # unknown protocol, bad options, TLS without
             # certificates (a scheduler file naming a tls:// address)
-            raise ClusterConfigError(f"cluster {cluster!r}: {exc}") from exc
+            why = shorten(str(exc))
+            raise ClusterConfigError(f"cluster {shown_value(cluster)}: {why}") from exc
         except (OSError, TimeoutError) as exc:
             where = config.get("address") or config.get("scheduler_file") or config["kind"]
             raise ConnectionError(

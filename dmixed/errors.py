@@ -76,6 +76,55 @@ __all__ = [
 ]
 
 
+# ---------------------------------------------------------------------------
+# Values shown in messages (the one owner of how long a shown text may be; not part
+# of ``__all__``: dmixed's own modules use them, ``design.messages.shown`` among them)
+# ---------------------------------------------------------------------------
+
+#: the characters of a long text a message keeps at each end (:func:`shorten`)
+SHOWN_ENDS = 200
+
+
+def shorten(text: str, show=str) -> str:
+    """``text`` for a message, cut in the middle when long: its first and last
+    :data:`SHOWN_ENDS` characters, each passed through ``show`` (``repr`` quotes
+    them), and its length; the whole of it, through ``show``, when short.  A value
+    from a file or the command line (a formula of thousands of terms, a YAML or JSON
+    value) is never echoed whole."""
+    if len(text) <= 2 * SHOWN_ENDS + 40:
+        return show(text)
+    head, tail = show(text[:SHOWN_ENDS]), show(text[-SHOWN_ENDS:])
+    return f"{head} ... {tail} ({len(text)} characters)"
+
+
+def shown_value(value) -> str:
+    """``repr(value)`` for a message, built bounded (:mod:`reprlib`: the first items
+    of a collection, four levels deep, long strings and integers cut) and then cut
+    by :func:`shorten`: a nested value read from a file is never made into its whole
+    text first."""
+    return shorten(_BOUNDED.repr(value))
+
+
+def _bounded_repr():
+    import reprlib
+
+    class Bounded(reprlib.Repr):
+        def repr_int(self, x, level):
+            if x.bit_length() > 1000:  # repr of > 4300 digits raises; long anyway
+                return f"<an integer of {x.bit_length()} bits>"
+            return super().repr_int(x, level)
+
+    bounded = Bounded()
+    bounded.maxlevel = 4
+    bounded.maxlist = bounded.maxtuple = bounded.maxdict = bounded.maxset = 20
+    bounded.maxstring = bounded.maxother = 2 * SHOWN_ENDS
+    bounded.maxlong = 2 * SHOWN_ENDS
+    return bounded
+
+
+_BOUNDED = _bounded_repr()
+
+
 class DmixedError(ValueError):
     """Root of dmixed's errors (a ``ValueError``, as statsmodels raises for bad input)."""
 

@@ -18,14 +18,21 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from .errors import CheckpointError, PathError, PathExistsError, PathNotFoundError
+from .errors import (
+    CheckpointError,
+    PathError,
+    PathExistsError,
+    PathNotFoundError,
+    shorten,
+    shown_value,
+)
 
 __all__ = [
     "dmixed_version",
@@ -42,10 +49,15 @@ __all__ = [
     "read_versioned_json",
     "replace_dir",
     "sibling_path",
+    "sweep_own_stale",
     "sweep_stale",
 ]
 
 logger = logging.getLogger("dmixed")
+
+#: given a directory dmixed wrote, the names of the entries it wrote there
+#: (:func:`check_target`'s ``owned``)
+Owned = Callable[[Path], Collection[str]]
 
 
 def jsonable(value):
@@ -67,7 +79,17 @@ def jsonable(value):
 
 
 def read_versioned_json(file: Path, fmt: str, version: int, what: str) -> dict:
-    """A JSON file of dmixed's own format ``fmt``, refusing others and newer versions."""
+    """A JSON file of dmixed's own format ``fmt``, refusing others and newer versions.
+
+    Raises
+    ------
+    PathNotFoundError
+        ``file`` does not exist (naming its directory and why).
+    CheckpointError
+        Naming ``file``: not JSON, JSON Python does not parse (an integer of more than
+        4300 digits, arrays nested deeper than its parser goes), not of format ``fmt``,
+        a ``format_version`` that is not a whole number, or one newer than ``version``.
+    """
     if not file.exists():
         where = file.parent
         why = (
@@ -85,11 +107,27 @@ def read_versioned_json(file: Path, fmt: str, version: int, what: str) -> dict:
         raise CheckpointError(
             f"{file} is not {what}'s {file.name}: not valid JSON ({exc})"
         ) from exc
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        raise CheckpointError(
+            f"{file} is not {what}'s {file.name}: it holds a number of more digits "
+            "than dmixed ever writes"
+        ) from exc
+    except RecursionError:  # arrays or objects nested deeper than Python's parser goes
+        raise CheckpointError(
+            f"{file} is not {what}'s {file.name}: it holds arrays or objects nested "
+            "deeper than dmixed ever writes them"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise CheckpointError(f"{file} is not {what}'s {file.name} (format {fmt!r} expected)")
-    if state.get("format_version", 0) > version:
+    written = state.get("format_version", 0)
+    if isinstance(written, bool) or not isinstance(written, int):
         raise CheckpointError(
-            f"{file} was written by a newer dmixed (format version {state['format_version']})"
+            f"{file} is not {what}'s {file.name}: its format_version is "
+            f"{shown_value(written)}, not a whole number"
+        )
+    if written > version:
+        raise CheckpointError(
+            f"{file} was written by a newer dmixed (format version {shown_value(written)})"
         )
     return state
 
@@ -117,7 +155,9 @@ def _alive(pid: int) -> bool:
 def sweep_stale(target: Path) -> None:
     """Remove temporaries of ``target`` left by writers on this host that were killed
     (a ``.old-`` directory is kept while ``target`` is missing: it is then the only
-    copy of the previous result)."""
+    copy of the previous result; and while it holds a hidden entry: a file of the
+    user's whose carry into ``target`` failed, or was never made, see
+    :func:`replace_dir`)."""
     host = socket.gethostname().replace("-", "_")
     for kind in ("tmp", "old"):
         prefix = f".{target.name}.{kind}-{host}-"
@@ -130,7 +170,13 @@ def sweep_stale(target: Path) -> None:
                 continue
             if _alive(pid) or (kind == "old" and not target.exists()):
                 continue
-            shutil.rmtree(p, ignore_errors=True)
+            if kind == "old" and p.is_dir() and any(n.startswith(".") for n in os.listdir(p)):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:  # a file's temporary (a bootstrap table's), which rmtree leaves
+                with contextlib.suppress(OSError):
+                    p.unlink()
 
 
 #: Checks run before a file or directory dmixed wrote is moved into place
@@ -180,18 +226,23 @@ def before_commit() -> None:
         check()
 
 
-def replace_dir(new: Path, target: Path, marker: str, kind: str) -> None:
+def replace_dir(
+    new: Path, target: Path, marker: str, kind: str, owned: Owned | None = None
+) -> None:
     """Move ``new`` to ``target``; an existing target is swapped out, then removed.
 
     A non-empty ``target`` without the file ``marker`` (not a dmixed ``kind`` directory,
-    e.g. ``"results"``), or a file, is never replaced (:func:`check_target`).  An
+    e.g. ``"results"``), or a file, or one holding an entry that ``owned`` does not
+    name, is never replaced (:func:`check_target`, checked again here, just before the
+    swap, since another process may have put a file there meanwhile).  An
     interrupt (Ctrl-C, SIGTERM) or error between the two renames puts the old target
     back before it propagates: ``target`` is never left missing.
     """
     old = None
     try:
         if target.exists():
-            check_target(target, marker, kind)
+            sweep_own_stale(target, owned)
+            check_target(target, marker, kind, owned=owned)
             old = sibling_path(target, "old")  # named before the rename it may undo
             os.rename(target, old)
         before_commit()  # last, so that a signal lost in the checks above still stops it
@@ -201,11 +252,44 @@ def replace_dir(new: Path, target: Path, marker: str, kind: str) -> None:
             with contextlib.suppress(OSError):  # the first error is the one to tell
                 os.rename(old, target)
         raise
-    if old is not None:
+    if old is not None and _carry_hidden(old, target):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def check_target(path, marker: str, kind: str, name: str = "") -> None:
+def _carry_hidden(old: Path, target: Path) -> bool:
+    """Move the hidden entries (``.DS_Store``, ``.ipynb_checkpoints``: tools' files,
+    which :func:`check_target` lets a directory hold) of the replaced directory ``old``
+    into its successor ``target``, untouched; False, with ``old`` to be kept, where one
+    could not be moved (dmixed writes no hidden entry inside its directories, so none
+    is in the way)."""
+    carried = True
+    for name in os.listdir(old):
+        if not name.startswith("."):
+            continue
+        if os.path.lexists(target / name):
+            carried = False
+            continue
+        try:
+            os.rename(old / name, target / name)
+        except OSError:
+            carried = False
+    if not carried:
+        logger.warning("hidden files of the replaced %s are kept in %s", target, old)
+    return carried
+
+
+def sweep_own_stale(target: Path, owned: Owned | None) -> None:
+    """Remove, inside the directory ``target``, the temporaries that killed writers on
+    this host left beside the entries dmixed writes there (``owned``: a
+    ``.bootstrap.parquet.tmp-HOST-PID-...`` of a killed bootstrap save), as
+    :func:`sweep_stale` does beside a directory."""
+    if owned is None or not os.path.isdir(target):
+        return
+    for name in owned(Path(target)):
+        sweep_stale(Path(target) / name)
+
+
+def check_target(path, marker: str, kind: str, name: str = "", owned: Owned | None = None) -> None:
     """Refuse, before anything is written, a directory ``path`` that dmixed would not
     replace or could not create: one that exists and is a file, or is a non-empty
     directory without the file ``marker`` (not a dmixed ``kind`` directory, e.g.
@@ -213,10 +297,17 @@ def check_target(path, marker: str, kind: str, name: str = "") -> None:
     ``name`` says how the path was given (``"--output"``) in the messages.  Whether
     the parent takes new entries is tried (an empty directory made and removed).
 
+    ``owned``, given the directory, returns the names of the entries dmixed writes in
+    it: a directory holding any other entry (a file of the user's, the input being
+    read) is refused too, since replacing the directory would delete it.  Hidden
+    entries (names starting with ``.``: ``.DS_Store``, ``.ipynb_checkpoints``) are
+    allowed: :func:`replace_dir` carries them into the new directory untouched.
+
     Raises
     ------
     PathExistsError
-        ``path`` exists and is not a dmixed ``kind`` directory, or lies under a file.
+        ``path`` exists and is not a dmixed ``kind`` directory, or holds an entry
+        dmixed did not write there (named), or lies under a file.
     PathError
         The nearest existing parent of ``path`` does not take a new entry.
     """
@@ -241,6 +332,18 @@ def check_target(path, marker: str, kind: str, name: str = "") -> None:
             f"{shown} exists and is not a dmixed {kind} directory (no {marker}); "
             f"dmixed never replaces it: choose {another} or empty that directory"
         )
+    if owned is not None:
+        # hidden entries (tools' .DS_Store, .ipynb_checkpoints) are carried through
+        # the replacement (replace_dir); dmixed's own stale temporaries are swept
+        listed = (n for n in os.listdir(path) if not n.startswith("."))
+        foreign = sorted(set(listed) - set(owned(Path(path))))
+        if foreign:
+            more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+            raise PathExistsError(
+                f"{shown} holds {os.path.join(path, shorten(foreign[0]))}{more}, which "
+                f"dmixed did not write there: replacing the {kind} directory would delete "
+                f"it; move it out of {path}, or choose {another}"
+            )
 
 
 def _probe_writable(directory: str, shown: str) -> None:
@@ -262,15 +365,15 @@ def _probe_writable(directory: str, shown: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path, marker: str, kind: str) -> Iterator[Path]:
+def atomic_directory(path, marker: str, kind: str, owned: Owned | None = None) -> Iterator[Path]:
     """Write the directory ``path`` atomically: the body fills the yielded temporary.
 
     The temporary is a hidden sibling of ``path`` (of the directory it names, when
     ``path`` is a symbolic link; temporaries of killed writers on this host are swept
     first).  When the body succeeds, every file in it is synced to
     disk and it replaces ``path`` (:func:`replace_dir`, which refuses a directory
-    without ``marker``); when anything fails, ``KeyboardInterrupt`` included, it is
-    removed and ``path`` is left as it was.
+    without ``marker``, or holding an entry ``owned`` does not name); when anything
+    fails, ``KeyboardInterrupt`` included, it is removed and ``path`` is left as it was.
 
     Raises
     ------
@@ -280,7 +383,8 @@ def atomic_directory(path, marker: str, kind: str) -> Iterator[Path]:
     # a symbolic link is written through, to the directory it names (which its lock,
     # lock_path, also resolves to): renaming over the link would replace the link
     target = Path(path).resolve()
-    check_target(target, marker, kind)
+    sweep_own_stale(target, owned)
+    check_target(target, marker, kind, owned=owned)
     parent = target.parent if str(target.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target)
@@ -292,7 +396,7 @@ def atomic_directory(path, marker: str, kind: str) -> Iterator[Path]:
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-        replace_dir(tmp, target, marker=marker, kind=kind)
+        replace_dir(tmp, target, marker=marker, kind=kind, owned=owned)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -39,7 +39,7 @@ from pydantic import (
 
 from .cluster import read_config, resolve_config_paths, safe_load_yaml
 from .design.formula import parse_formula
-from .errors import DmixedError
+from .errors import DmixedError, shorten, shown_value
 from .files import dmixed_version
 from .results.bootstrap import REPLICATES_LIMIT
 
@@ -208,11 +208,12 @@ def _problems(exc: ValidationError, given: dict, name_of) -> list[str]:
         if err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(key, Job.keys(), n=3)
             hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-            lines.append(f"unknown key {key!r}{hint}; allowed keys: {', '.join(Job.keys())}")
+            allowed_keys = ", ".join(Job.keys())
+            lines.append(f"unknown key {shown_value(key)}{hint}; allowed keys: {allowed_keys}")
             continue
         value = given.get(key)
         if err["type"] == "value_error":
-            reason = str(err.get("ctx", {}).get("error", err["msg"]))
+            reason = shorten(str(err.get("ctx", {}).get("error", err["msg"])))
             lines.append(f"{name_of(key)}: {reason}")
             continue
         allowed = Job.model_fields[key].description
@@ -220,7 +221,9 @@ def _problems(exc: ValidationError, given: dict, name_of) -> list[str]:
         if empty:
             lines.append(f"{name_of(key)}: {empty}; allowed: {allowed}")
             continue
-        lines.append(f"{name_of(key)}: got {value!r} ({_kind(value)}); allowed: {allowed}")
+        lines.append(
+            f"{name_of(key)}: got {shown_value(value)} ({_kind(value)}); allowed: {allowed}"
+        )
     return lines
 
 
@@ -286,7 +289,7 @@ def read_job_file(path: str) -> dict:
 
     try:
         with open(path) as fh:
-            data = safe_load_yaml(fh)  # safe: a job file cannot construct objects
+            data = safe_load_yaml(fh)  # safe: no objects constructed, no aliases
     except OSError as exc:
         raise JobError(f"cannot read job file {path}: {exc}") from exc
     except UnicodeDecodeError as exc:
@@ -294,7 +297,8 @@ def read_job_file(path: str) -> dict:
             f"job file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
         ) from exc
     except yaml.YAMLError as exc:
-        raise JobError(f"job file {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
+        why = shorten(" ".join(str(exc).split()))
+        raise JobError(f"job file {path} is not valid YAML: {why}") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -610,7 +614,10 @@ def saved_model(job: Job, spec, saved: dict):
     if job.missing == "raise" and spec.missing == "drop":
         differ.append("missing")
     if differ:
-        shown = "; ".join(f"{k}: {getattr(job, k)!r}, saved {saved.get(k)!r}" for k in differ)
+        shown = "; ".join(
+            f"{k}: {shown_value(getattr(job, k))}, saved {shown_value(saved.get(k))}"
+            for k in differ
+        )
         raise JobError(
             f"the job's model differs from the saved statistics' ({shown}): update adds "
             f"rows to the model of {job.stats_dir}; fit the data again for another model"

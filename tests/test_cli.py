@@ -3534,6 +3534,62 @@ def test_stats_dir_and_update_carry_a_near_lossy_groups_centred_sums(tmp_path):
     assert got == pytest.approx(want.llf, rel=1e-10, abs=0.0)
 
 
+def test_a_rewrite_of_the_output_never_deletes_an_input_or_a_file_of_the_user(data, tmp_path):
+    """Data read from ``out/input.parquet`` with ``--output out``: the rewrite deleted it
+    and every other file there (exit 0).  Refused before any work, naming the file."""
+    out = tmp_path / "out"
+    in_process_fit(data.full).save(out)
+    before = (out / "estimates.json").read_text()
+    shutil.copy(data.A, out / "input.parquet")
+    # even under a name dmixed writes there itself
+    shutil.copy(data.B, out / "random_effects.parquet.csv")
+    job = out / "job.yaml"
+    job.write_text(f"data: {data.A}\n")
+    for args, needle in [
+        (["--data", "out/input.parquet"], "the input out/input.parquet lies inside --output out"),
+        (["--data", "out/*.parquet"], "--output out is inside the input 'out/*.parquet'"),
+        (["--job", "out/job.yaml"], "the job file out/job.yaml lies inside --output out"),
+        (["--data", data.A], "--output out holds out/input.parquet (and 2 more), which dmixed"),
+    ]:
+        proc = run_in_process("fit", *args, *MODEL, "--output", "out", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert needle in proc.stderr
+    assert sorted(os.listdir(out)) == sorted(
+        [*RESULT_FILES, "input.parquet", "random_effects.parquet.csv", "job.yaml"]
+    )
+    assert (out / "estimates.json").read_text() == before
+
+
+@pytest.mark.parametrize("command", ["show", "update"])
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("1" * 5000, "holds a number of more digits than dmixed ever writes"),
+        ("[" * 100_000 + "]" * 100_000, "holds arrays or objects nested deeper"),
+    ],
+    ids=["bigint", "deep"],
+)
+def test_saved_json_python_cannot_parse_is_a_checkpoint_error_naming_the_file(
+    data, tmp_path, command, text, why
+):
+    """A 5000-digit integer or 100000 nested arrays in estimates.json or manifest.json
+    ended ``show`` and ``update`` with exit 1 ("a bug in dmixed") and a raw ValueError
+    or RecursionError, naming no file."""
+    if command == "show":
+        in_process_fit(data.full).save(tmp_path / "out")
+        file, args = tmp_path / "out/estimates.json", ["show", "out"]
+    else:
+        (tmp_path / "st").mkdir()
+        file = tmp_path / "st/manifest.json"
+        file.write_text('{"format": "dmixed-statistics", "format_version": 8}')
+        args = ["update", "--stats-dir", "st", "--data", data.B, "--output", "o"]
+    file.write_text(file.read_text().replace("{", '{"x": ' + text + ", ", 1))
+    proc = run_in_process(*args, cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert f"{file.relative_to(tmp_path)} is not a dmixed" in proc.stderr and why in proc.stderr
+    assert len(proc.stderr) < 2000
+
+
 def test_an_lme4_formula_is_refused_with_dmixeds_flags(tmp_path):
     """``(x1 | g)`` in --formula: exit 2 and one line naming --groups and --re-formula."""
     rng = np.random.default_rng(2)
@@ -3580,6 +3636,79 @@ def test_a_job_with_a_backquoted_bar_column_fits_and_a_vc_bar_term_is_explained(
     assert "vc_formula={'c': '0 + C(x1)'}" in proc.stderr, proc.stderr
     assert "--re-formula" not in proc.stderr
     assert not (tmp_path / "o2").exists()
+
+
+def test_an_update_never_deletes_an_input_or_a_users_file_in_the_stats_dir(data, saved_stats):
+    """``update --data S/new.parquet --stats-dir S`` deleted the input and every other
+    file of the user's there (exit 0): refused before any work, naming the file, and
+    nothing written; hidden files (``.DS_Store``) are allowed and kept."""
+    d = saved_stats.dir
+    shutil.copy(data.B, d / "S" / "new.parquet")
+    (d / "S" / ".DS_Store").write_bytes(b"finder")
+    before = _files_and_times(d / "S")
+    update = ["update", "--stats-dir", "S", "--output", "U", *saved_stats.cluster]
+    proc = run_in_process(*update, "--data", "S/new.parquet", cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    assert "the input S/new.parquet lies inside --stats-dir S" in proc.stderr
+    shutil.move(d / "S" / "new.parquet", d / "new.parquet")
+    (d / "S" / "notes.txt").write_text("mine\n")
+    before = _files_and_times(d / "S")
+    proc = run_in_process(*update, "--data", "new.parquet", cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    assert "--stats-dir S holds S/notes.txt, which dmixed did not write" in proc.stderr
+    assert _files_and_times(d / "S") == before and not (d / "U").exists()
+    (d / "S" / "notes.txt").unlink()
+    ok(run_in_process(*update, "--data", "new.parquet", "--quiet", cwd=d))
+    assert (d / "S" / ".DS_Store").read_bytes() == b"finder"
+    assert ".DS_Store" in os.listdir(d / "S") and "new.parquet" not in os.listdir(d / "S")
+
+
+def test_commands_that_only_read_the_stats_dir_allow_a_users_file_there(saved_stats):
+    """A file of the user's (and the job file) in ``--stats-dir`` made ``bootstrap`` and
+    a rerun of the same fit, which only read the statistics, exit 2: both run and
+    leave the directory's files as they were; ``update``, which replaces it, refuses."""
+    d = saved_stats.dir
+    (d / "S" / "README.txt").write_text("mine\n")
+    job = {"data": str(d / "A.parquet"), "stats_dir": str(d / "S"), "output": str(d / "F2")}
+    model = dict(zip(MODEL[::2], MODEL[1::2], strict=True))
+    job |= {k[2:].replace("-", "_"): v for k, v in model.items()}
+    job |= {"vc_formula": {"sub": "0 + C(sub)"}, "cluster": saved_stats.cluster[1]}
+    (d / "S" / "job.yaml").write_text(yaml.safe_dump(job))
+    before = _files_and_times(d / "S")
+    common = ("--quiet",)
+    ok(run_in_process("fit", "--job", "S/job.yaml", *common, cwd=d))
+    boot = ("bootstrap", "--stats-dir", "S", "--replicates", "2", "--seed", "1")
+    ok(run_in_process(*boot, "--output", "B", *common, cwd=d, warns=True))
+    after = _files_and_times(d / "S")
+    assert {k: v for k, v in after.items() if k != "last_fit.json"} == {
+        k: v for k, v in before.items() if k != "last_fit.json"
+    }
+    assert (d / "F2" / "estimates.json").exists() and (d / "B" / "estimates.json").exists()
+    proc = run_in_process(
+        "update", "--stats-dir", "S", "--data", "A.parquet", "--output", "U",
+        *saved_stats.cluster, cwd=d,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "--stats-dir S holds S/README.txt (and 1 more), which dmixed did not" in proc.stderr
+    proc = run_in_process("update", "--job", "S/job.yaml", cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    assert "the job file S/job.yaml lies inside --stats-dir /" in proc.stderr
+    assert _files_and_times(d / "S") == after and not (d / "U").exists()
+
+
+def test_a_jobs_cluster_config_of_aliases_is_refused_quickly(data, tmp_path):
+    """A job file (aliases refused) naming a cluster config of nine aliases of nine
+    aliases (429 bytes, 9^7 items) took 12 s and 1.15 GB to print it: refused, exit 2,
+    in a short message naming the file."""
+    from .test_cluster import BOMB
+
+    (tmp_path / "c.yaml").write_text(BOMB)
+    job = {"data": str(data.A), "formula": "y ~ x1", "groups": "g", "output": "o"}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump({**job, "cluster": "c.yaml"}))
+    proc = run_in_process("fit", "--job", "job.yaml", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "c.yaml is not valid YAML: found the anchor &a0" in proc.stderr
+    assert len(proc.stderr) < 1000 and not (tmp_path / "o").exists()
 
 
 def test_a_refusal_of_saved_statistics_names_their_directory(

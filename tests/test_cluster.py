@@ -80,8 +80,6 @@ def test_safe_load_yaml_refuses_a_key_given_twice():
         cluster.safe_load_yaml(text)
     with pytest.raises(yaml.YAMLError, match="found key 'kind' twice"):
         cluster.safe_load_yaml("kind: local\nkind: ssh\n")
-    merged = "base: &b {a: 1, b: 2}\nover: {<<: *b, b: 3}\n"  # an override, not a repeat
-    assert cluster.safe_load_yaml(merged) == yaml.safe_load(merged)
     with pytest.raises(yaml.YAMLError, match="could not determine a constructor"):
         cluster.safe_load_yaml("!!python/object/apply:os.system [echo]\n")  # still safe
 
@@ -812,3 +810,50 @@ def test_an_interrupt_through_connect_leaves_the_loggers_as_they_were(running):
     assert calls == ["running"]  # before the close
     assert client.status == "closed"
     assert {name: logging.getLogger(name).level for name in names} == before
+
+
+def test_safe_load_yaml_refuses_aliases_and_still_what_it_refused():
+    """Job files and cluster configs load without anchors and aliases (a value
+    exponential in the file's size), so without the merge key ``<<: *base`` either;
+    the loader refuses repeated keys and Python tags as before."""
+    assert cluster.safe_load_yaml("a: [1, 2]\nb: x\n") == {"a": [1, 2], "b": "x"}
+    for text, needle in [
+        ("a: &x 1\nb: *x\n", "found the anchor &x"),
+        ("a: [*x]\n", "found the alias \\*x"),
+        ("base: &b {a: 1}\nover: {<<: *b, b: 3}\n", "found the anchor &b"),
+        ("a: 1\na: 2\n", "found key 'a' twice"),
+        ("!!python/object/apply:os.system [echo]\n", "could not determine a constructor"),
+    ]:
+        with pytest.raises(yaml.YAMLError, match=needle):
+            cluster.safe_load_yaml(text)
+
+
+BOMB = "kind: [&a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol]"
+BOMB += "".join(f", &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 8)) + "]\n"
+
+
+def test_a_cluster_config_of_aliases_is_refused_in_a_short_message(tmp_path):
+    """A 429-byte cluster config of nine aliases of nine aliases (9^7 items) named by a
+    job's ``cluster:`` took 12 s and 1.15 GB to print as the bad ``kind``; its anchors
+    are refused, naming the file and the line, in one short message."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    with pytest.raises(ClusterConfigError, match="found the anchor &a0") as info:
+        read_config(path)
+    assert str(path) in str(info.value) and len(str(info.value)) < 1000
+    with pytest.raises(ClusterConfigError, match="found the anchor &a0"):
+        read_config(str(path))
+
+
+def test_a_cluster_configs_bad_values_are_shown_bounded():
+    """A long or nested bad value is shown cut (reprlib), not echoed whole."""
+    nested: list = ["lol"] * 9
+    for _ in range(6):
+        nested = [nested] * 9
+    with pytest.raises(ClusterConfigError, match="'kind' must be one of") as info:
+        read_config({"kind": nested})
+    assert len(str(info.value)) < 1000
+    many = {f"x{i}": 1 for i in range(5000)}
+    with pytest.raises(ClusterConfigError, match="and 4980 more") as info:
+        read_config({"kind": "local", "cluster": many})
+    assert len(str(info.value)) < 2000

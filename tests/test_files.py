@@ -177,3 +177,155 @@ def test_a_commit_check_raising_at_the_rename_leaves_the_old_target(tmp_path):
     assert len(seen) == 1 and "R" not in seen[0]  # called after the old one moved aside
     assert (target / "estimates.json").read_text() == "old"
     assert (new / "estimates.json").read_text() == "new"
+
+
+def test_check_target_refuses_a_directory_holding_an_entry_not_owned(tmp_path):
+    """Replacing a directory deletes all it holds: only the entries ``owned`` names go."""
+    from dmixed.files import check_target
+
+    d = tmp_path / "out"
+    d.mkdir()
+    (d / "mark.json").write_text("{}")
+    (d / "ours.txt").write_text("")
+    check_target(d, "mark.json", "results", owned=lambda p: {"mark.json", "ours.txt"})
+    (d / "zzz").mkdir()
+    with pytest.raises(FileExistsError, match=r"holds .*zzz, which dmixed did not write"):
+        check_target(d, "mark.json", "results", owned=lambda p: {"mark.json", "ours.txt"})
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('{"format": "f", "format_version": ' + "9" * 4400 + "}", "more digits"),
+        ('{"format": "f", "x": ' + "[" * 50_000 + "]" * 50_000 + "}", "nested deeper"),
+        ('{"format": "f", "format_version": [1]}', r"format_version is \[1\], not a whole"),
+        ('{"format": "f", "format_version": true}', "format_version is True, not a whole"),
+    ],
+    ids=["bigint", "deep", "list", "bool"],
+)
+def test_a_versioned_json_python_cannot_read_is_a_checkpoint_error_naming_it(
+    tmp_path, text, needle
+):
+    from dmixed.files import read_versioned_json
+
+    file = tmp_path / "m.json"
+    file.write_text(text)
+    with pytest.raises(CheckpointError, match=needle) as info:
+        read_versioned_json(file, "f", 3, "a thing")
+    assert str(file) in str(info.value)
+
+
+def test_check_target_allows_hidden_entries_and_replace_dir_carries_them(tmp_path):
+    """Tools' hidden files (``.DS_Store``, ``.ipynb_checkpoints``) in a directory dmixed
+    wrote stopped every rewrite; they are allowed and carried, untouched, into the new
+    directory, while what dmixed wrote is replaced."""
+    from dmixed.files import check_target, replace_dir
+
+    owned = lambda p: {"mark.json"}  # noqa: E731
+    d = tmp_path / "out"
+    d.mkdir()
+    (d / "mark.json").write_text("old")
+    (d / ".DS_Store").write_bytes(b"\x00finder")
+    (d / ".ipynb_checkpoints").mkdir()
+    (d / ".ipynb_checkpoints" / "n.ipynb").write_text("{}")
+    check_target(d, "mark.json", "results", owned=owned)
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "mark.json").write_text("new")
+    replace_dir(new, d, "mark.json", "results", owned=owned)
+    assert sorted(os.listdir(d)) == [".DS_Store", ".ipynb_checkpoints", "mark.json"]
+    assert (d / "mark.json").read_text() == "new"
+    assert (d / ".DS_Store").read_bytes() == b"\x00finder"
+    assert (d / ".ipynb_checkpoints" / "n.ipynb").read_text() == "{}"
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # the old directory removed
+
+
+def test_hidden_files_kept_in_an_old_directory_are_not_swept(tmp_path, monkeypatch):
+    """A hidden file whose carry failed is kept (the warning says so) in the
+    ``.old-HOST-PID-...`` directory; once its writer was gone, the next save's sweep
+    deleted that directory and the file with it: it is kept."""
+    from dmixed import files
+
+    owned = lambda p: {"mark.json"}  # noqa: E731
+    d = tmp_path / "out"
+    d.mkdir()
+    (d / "mark.json").write_text("1")
+    (d / ".notes").write_text("mine")
+    real = os.rename
+
+    def rename(a, b):  # the carry of the hidden file fails (EXDEV, EACCES, ...)
+        if str(b).endswith(".notes"):
+            raise PermissionError(13, "denied", str(b))
+        return real(a, b)
+
+    def save(text: str) -> None:
+        with files.atomic_directory(d, "mark.json", "results", owned=owned) as tmp:
+            (tmp / "mark.json").write_text(text)
+
+    monkeypatch.setattr(os, "rename", rename)
+    save("2")
+    monkeypatch.setattr(os, "rename", real)
+    (kept,) = (p for p in tmp_path.iterdir() if ".old-" in p.name)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dead = kept.with_name(kept.name.replace(f"-{os.getpid()}-", f"-{gone}-"))
+    kept.rename(dead)
+    save("3")
+    assert (dead / ".notes").read_text() == "mine"
+    assert (d / "mark.json").read_text() == "3"
+
+
+KILLED_WRITER = """
+import sys
+from pathlib import Path
+from dmixed.files import sibling_path
+sibling_path(Path(sys.argv[1]), "tmp").write_text("half a table")
+"""
+
+
+def test_a_killed_writers_temporary_inside_the_directory_is_swept(tmp_path):
+    """A bootstrap save killed between its write and its rename left
+    ``.bootstrap.parquet.tmp-HOST-PID-...`` in the results directory; it is dmixed's
+    own: swept (its writer gone) before the directory is rewritten, not carried."""
+    from dmixed.files import atomic_directory
+
+    owned = lambda p: {"mark.json", "bootstrap.parquet"}  # noqa: E731
+    d = tmp_path / "out"
+    with atomic_directory(d, "mark.json", "results", owned=owned) as tmp:
+        (tmp / "mark.json").write_text("1")
+    subprocess.run([sys.executable, "-c", KILLED_WRITER, str(d / "bootstrap.parquet")], check=True)
+    (stale,) = (n for n in os.listdir(d) if n.startswith(".bootstrap.parquet.tmp-"))
+    with atomic_directory(d, "mark.json", "results", owned=owned) as tmp:
+        (tmp / "mark.json").write_text("2")
+    assert sorted(os.listdir(d)) == ["mark.json"], stale
+    assert (d / "mark.json").read_text() == "2"
+
+
+def test_one_function_shortens_every_shown_text():
+    """``design.messages.shown`` is :func:`dmixed.errors.shorten` with ``repr``: the
+    first and last 200 characters and the length, for formulas and file values alike."""
+    from dmixed.design.messages import shown
+    from dmixed.errors import SHOWN_ENDS, shorten
+
+    long = "a" * 300 + "b" * 300
+    assert shown(long) == shorten(long, repr) == f"{'a' * 200!r} ... {'b' * 200!r} (600 characters)"
+    assert shorten(long) == f"{'a' * 200} ... {'b' * 200} (600 characters)"
+    assert shown("y ~ x") == "'y ~ x'" and shorten("y ~ x") == "y ~ x"
+    assert SHOWN_ENDS == 200
+    assert not hasattr(__import__("dmixed.files").files, "SHOWN_CHARS")  # no second limit
+
+
+def test_shown_value_is_built_bounded():
+    """A value of 9^7 items held as nine references to nine references... (what YAML
+    aliases build) is shown in a few hundred characters, without its whole repr
+    (hundreds of megabytes) being made first; an integer of 5000 digits too."""
+    from dmixed.errors import shown_value
+
+    value: list = ["lol"] * 9
+    for _ in range(7):
+        value = [value] * 9
+    text = shown_value(value)
+    assert len(text) < 1000 and text.startswith("[[[[")
+    assert shown_value(10**5000) == "<an integer of 16610 bits>"
+    assert len(shown_value({"k": "x" * 10_000})) < 500
+    assert shown_value("2") == "'2'"

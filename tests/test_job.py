@@ -204,3 +204,41 @@ def test_update_compares_the_parsed_model_not_its_text():
     ]:
         with pytest.raises(JobError, match=re.escape(needle)):
             saved_model(_update_job(**{key: value}), spec, saved)
+
+
+BOMB = "".join(
+    [
+        'a: &a ["x","x","x","x","x","x","x","x","x"]\n',
+        *(
+            f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n"
+            for a, b in zip("abcdef", "bcdefg", strict=True)
+        ),
+        "formula: *g\n",
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        (BOMB, "found the anchor &a: anchors and aliases are not allowed"),
+        ("formula: &f y ~ x\ngroups: g\n", "found the anchor &f"),
+        ("base: &b {formula: y ~ x}\n<<: *b\n", "found the anchor &b"),
+    ],
+    ids=["billion-laughs", "anchor", "merge"],
+)
+def test_yaml_anchors_and_aliases_are_refused_in_job_files(tmp_path, text, needle):
+    """Twelve lines of aliases made a value of 9^7 items, printed whole in the refusal:
+    a 25 MB message, 540 MB of memory."""
+    with pytest.raises(JobError, match=needle) as info:
+        read_job_file(_job_file(tmp_path, text))
+    assert info.value.status == 2 and len(str(info.value)) < 1000
+
+
+def test_a_refused_value_is_shown_cut_short(tmp_path):
+    """A value of a megabyte was echoed whole in its refusal."""
+    text = "formula: [" + ", ".join(["xxxxxxxxxx"] * 100_000) + "]\n"
+    cut = r"'formula': got \['xxxxxxxxxx', .*, \.\.\.\] \(a list\)"
+    with pytest.raises(JobError, match=cut) as info:
+        read_job_file(_job_file(tmp_path, text))
+    assert len(str(info.value)) < 2000

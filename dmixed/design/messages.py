@@ -6,7 +6,7 @@ import difflib
 import re
 from collections.abc import Mapping
 
-from ..errors import DataError
+from ..errors import DataError, shorten
 
 __all__ = [
     "check_design_fits",
@@ -31,18 +31,12 @@ def clean_message(msg: object) -> str:
     return " ".join(text.split())
 
 
-#: the characters of a long text a message keeps at each end (:func:`shown`)
-SHOWN_ENDS = 200
-
-
 def shown(text: str) -> str:
     """``repr(text)`` for a message, cut in the middle when long: a formula of thousands
     of terms echoed whole is a line of kilobytes that hides the reason after it.  The
-    first and last :data:`SHOWN_ENDS` characters are kept, with the length."""
-    if len(text) <= 2 * SHOWN_ENDS + 40:
-        return repr(text)
-    head, tail = text[:SHOWN_ENDS], text[-SHOWN_ENDS:]
-    return f"{head!r} ... {tail!r} ({len(text)} characters)"
+    first and last :data:`~dmixed.errors.SHOWN_ENDS` characters are kept, with the
+    length (:func:`dmixed.errors.shorten`)."""
+    return shorten(text, repr)
 
 
 def plural(k: int, word: str = "row") -> str:

@@ -64,12 +64,14 @@ from .state import ResultsState
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "BOOTSTRAP_FILE",
     "estimates_document",
     "loaded_labels",
     "random_effects_table",
     "saved_labels",
     "save_state",
     "load_state",
+    "written_names",
 ]
 
 FORMAT = "dmixed-results"
@@ -92,6 +94,27 @@ PADDED_FORMAT_VERSION = 1
 
 _RE, _COV, _SIZE = "re", "cov", "group_size"
 _TABLE = "random_effects.parquet"
+_ESTIMATES, _SUMMARY = "estimates.json", "summary.txt"
+#: the replicate table's file name in a results directory (``dmixed bootstrap``,
+#: :mod:`dmixed.results.bootstrap`, writes it there after the results)
+BOOTSTRAP_FILE = "bootstrap.parquet"
+
+
+def written_names(target: Path) -> set[str]:
+    """The names of the files dmixed writes in the results directory ``target``: its
+    ``estimates.json``, ``summary.txt`` and ``bootstrap.parquet``, and the tables its
+    ``estimates.json`` lists (``files``; all the tables a results directory holds where
+    it cannot be read).  Replacing the directory deletes these only: a directory holding
+    anything else is refused (:func:`dmixed.files.check_target`)."""
+    tables = {_TABLE, SLOTS_TABLE, COV_TABLE}
+    try:
+        with open(target / _ESTIMATES) as fh:
+            listed = json.load(fh).get("files")
+        if isinstance(listed, dict):
+            tables &= set(listed)
+    except (OSError, ValueError, RecursionError, AttributeError):
+        pass  # a damaged estimates.json: its directory is rewritten, naming no tables
+    return {_ESTIMATES, _SUMMARY, BOOTSTRAP_FILE, *tables}
 
 
 # ---------------------------------------------------------------------------
@@ -369,13 +392,15 @@ def save_state(state: ResultsState, path, summary_text: str) -> None:
     ------
     PathExistsError
         ``path`` exists and is not a results directory (it is never replaced), or
-        lies under a file (:func:`dmixed.files.check_target`).
+        holds a file dmixed did not write there (:func:`written_names`: named; the
+        directory is never replaced, since that would delete the file), or lies under
+        a file (:func:`dmixed.files.check_target`).
     DataError
         Group labels a results directory cannot hold (:func:`saved_labels`): nothing
         is written.
     """
     table = random_effects_table(state)  # labels refused before anything is written
-    with atomic_directory(path, marker="estimates.json", kind="results") as tmp:
+    with atomic_directory(path, marker=_ESTIMATES, kind="results", owned=written_names) as tmp:
         table.to_parquet(tmp / _TABLE, index=False)
         doc = estimates_document(state)
         doc["files"] = {_TABLE: {"sha256": file_sha256(tmp / _TABLE)}}
@@ -621,6 +646,10 @@ def _read_table(target: Path, doc: dict, name: str = _TABLE) -> tuple[pd.DataFra
 #: the key of ``estimates.json`` holding the sha256 of the rest of it
 #: (:func:`estimates_sha256`); directories written before it are read unverified
 ESTIMATES_SHA256 = "estimates_sha256"
+#: the key of the ``fit`` section that every dmixed writing :data:`ESTIMATES_SHA256`
+#: wrote, and none before it: it was added after the sha256 (as were formats 4 and up),
+#: so a document holding it, or of format 4 or newer, without the sha256 lost it
+_WRITTEN_WITH_SHA256 = "resolution_edge"
 
 
 def estimates_sha256(doc: dict) -> str:
@@ -630,7 +659,22 @@ def estimates_sha256(doc: dict) -> str:
 
 
 def _check_own_sha256(doc: dict, file: Path) -> None:
+    """Refuse an ``estimates.json`` whose :data:`ESTIMATES_SHA256` is not the sha256 of
+    the rest of it, or is missing where every dmixed writing that document wrote it
+    (format 4 and up, or a ``fit`` section holding :data:`_WRITTEN_WITH_SHA256`);
+    documents written before it (formats 1 to 3, without that key) are read unverified.
+    """
     if ESTIMATES_SHA256 not in doc:
+        fit = doc.get("fit")
+        newer = doc.get("format_version", 0) >= WEIGHTED_FORMAT_VERSION or (
+            isinstance(fit, dict) and _WRITTEN_WITH_SHA256 in fit
+        )
+        if newer:
+            raise CheckpointError(
+                f"{file} has no {ESTIMATES_SHA256}, which every dmixed writing this "
+                "document recorded: it was changed or damaged after dmixed wrote it; "
+                "refit, or restore the directory as saved"
+            )
         return
     if not records_own_sha256(doc, ESTIMATES_SHA256):
         raise CheckpointError(

@@ -22,11 +22,12 @@ import numpy as np
 import pandas as pd
 
 from ..engines.local import statistics_from_arrays
-from ..errors import CheckpointError, DataError, SpecError
+from ..errors import CheckpointError, DataError, SpecError, shorten
 from ..files import before_commit, jsonable, sibling_path
 from ..fit.options import check_flag
 from ..fit.summary import ensure_progress_handler
 from ..inference import check_alpha
+from ..io.results_dir import BOOTSTRAP_FILE
 from ..kernels.dense2 import sharing_design
 from ..stats import GroupArrays
 from .replicate import ReplicateFitter, estimate_row, replicate_rngs
@@ -38,8 +39,6 @@ __all__ = ["BOOTSTRAP_FILE", "REPLICATES_LIMIT", "BootstrapResults", "parametric
 #: ~2 KB a replicate before any runs): more is refused, in the API and the CLI alike.
 REPLICATES_LIMIT = 1_000_000
 
-#: the replicate table's file name in a results directory (``dmixed bootstrap``)
-BOOTSTRAP_FILE = "bootstrap.parquet"
 #: the Parquet metadata key of the table's description (format, estimate, method)
 METADATA_KEY = b"dmixed.bootstrap"
 
@@ -163,9 +162,15 @@ class BootstrapResults:
             estimate = pd.Series(meta["estimate"], dtype=np.float64)
             seconds = np.asarray(meta["replicate_seconds"], dtype=np.float64)
             return cls(replicates, estimate, bool(meta["reml"]), float(meta["seconds"]), seconds)
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        except RecursionError:  # metadata nested deeper than Python's parser goes
             raise CheckpointError(
-                f"{path} is not a readable dmixed bootstrap table: {type(exc).__name__}: {exc}"
+                f"{path} is not a readable dmixed bootstrap table: its metadata holds "
+                "arrays or objects nested deeper than dmixed ever writes them"
+            ) from None
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            why = shorten(str(exc))
+            raise CheckpointError(
+                f"{path} is not a readable dmixed bootstrap table: {type(exc).__name__}: {why}"
             ) from exc
 
     def __repr__(self) -> str:

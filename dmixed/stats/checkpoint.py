@@ -87,6 +87,7 @@ from .group_arrays import (
     no_padding,
 )
 from .inputs import local_identity, remote_identity
+from .last_fit import LAST_FIT_FILE
 from .layout import Layout
 from .standardize import Standardization
 from .statistics import GlobalStats
@@ -262,6 +263,16 @@ def _write_parts(tmp: Path, folder: str, rows: int, frame_of, what: str) -> list
     return parts
 
 
+def written_names(target: Path) -> set[str]:
+    """The names of the entries dmixed writes in the statistics directory ``target``:
+    ``manifest.json``, the folders of its part files, ``last_fit.json`` (and the
+    temporary of a killed write of it).  Replacing the directory deletes these only:
+    a directory holding anything else (a file of the user's, the new data being added)
+    is refused (:func:`dmixed.files.check_target`)."""
+    folders = {"groups", "slots", "cross", "centred"}
+    return {"manifest.json", LAST_FIT_FILE, f"{LAST_FIT_FILE}.tmp", *folders}
+
+
 def save_statistics(
     arrays: GroupArrays, path, manifest: dict, *, newer_names: bool = False
 ) -> None:
@@ -287,7 +298,9 @@ def save_statistics(
     ragged = arrays.ragged
     if ragged is not None and ragged.r != arrays.layout.r:
         raise ValueError(f"ragged statistics of width {ragged.r}, layout {arrays.layout.r}")
-    with atomic_directory(path, marker="manifest.json", kind="statistics") as tmp:
+    with atomic_directory(
+        path, marker="manifest.json", kind="statistics", owned=written_names
+    ) as tmp:
         parts = _write_parts(
             tmp, "groups", g, lambda lo, hi: _group_frame(arrays, lo, hi), "groups"
         )

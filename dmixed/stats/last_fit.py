@@ -7,7 +7,7 @@ import json
 import math
 import os
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, shorten
 from ..files import before_commit
 
 #: The file of the last fit's estimates in a statistics directory
@@ -47,9 +47,15 @@ def last_fit(stats_dir: str) -> list | None:
         values = [float(v) for v in start]
         if not all(math.isfinite(v) and abs(v) < 1e150 for v in values):
             raise ValueError("packed_params must be finite numbers of a sensible size")
+    except RecursionError:  # arrays nested deeper than Python's parser goes
+        raise CheckpointError(
+            f"{path} is damaged (it holds arrays or objects nested deeper than dmixed "
+            "ever writes them); remove it (the next update then starts from moment "
+            "estimates)"
+        ) from None
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         raise CheckpointError(
-            f"{path} is damaged ({type(exc).__name__}: {exc}); remove it (the next update "
-            "then starts from moment estimates)"
+            f"{path} is damaged ({type(exc).__name__}: {shorten(str(exc))}); remove it "
+            "(the next update then starts from moment estimates)"
         ) from exc
     return values

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import pickle
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -95,6 +96,75 @@ def test_refuses_to_replace_a_foreign_directory(tmp_path, res):
     with pytest.raises(FileExistsError, match="not a dmixed results directory"):
         fit.save(foreign)
     assert (foreign / "precious.csv").exists()
+
+
+def test_a_rewrite_refuses_a_directory_holding_a_file_dmixed_did_not_write(tmp_path, res):
+    """Rewriting a results directory deleted every file in it: notes, the input read."""
+    fit, _ = res
+    out = tmp_path / "out"
+    fit.save(out)
+    (out / "notes.txt").write_text("mine\n")
+    before = (out / "estimates.json").read_text()
+    with pytest.raises(FileExistsError, match=r"holds .*notes\.txt, which dmixed did not write"):
+        fit.save(out)
+    assert (out / "notes.txt").read_text() == "mine\n"
+    assert (out / "estimates.json").read_text() == before
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # no temporary left
+
+
+def test_a_rewrite_replaces_what_dmixed_wrote_there(tmp_path, res):
+    """The tables estimates.json lists, its summary and a bootstrap's table go; a table
+    of a name dmixed writes that this directory's estimates.json does not list stays."""
+    fit, _ = res
+    out = tmp_path / "out"
+    fit.save(out)
+    (out / dmixed.io.results_dir.BOOTSTRAP_FILE).write_bytes(b"replicates")
+    fit.save(out)
+    assert dmixed.io.results_dir.BOOTSTRAP_FILE not in os.listdir(out)
+    (out / "random_effects_cov.parquet").write_bytes(b"not listed")  # a ragged fit's has none
+    with pytest.raises(FileExistsError, match="random_effects_cov.parquet"):
+        fit.save(out)
+
+
+def test_a_rewrite_keeps_tools_hidden_files_untouched(tmp_path, res):
+    """``.DS_Store`` or ``.ipynb_checkpoints`` in --output stopped every rewrite as a
+    file dmixed did not write; they are carried into the rewritten directory."""
+    fit, _ = res
+    out = tmp_path / "out"
+    fit.save(out)
+    (out / ".DS_Store").write_bytes(b"finder")
+    (out / ".ipynb_checkpoints").mkdir()
+    (out / ".ipynb_checkpoints" / "a.ipynb").write_text("{}")
+    fit.save(out)
+    assert (out / ".DS_Store").read_bytes() == b"finder"
+    assert (out / ".ipynb_checkpoints" / "a.ipynb").read_text() == "{}"
+    assert dmixed.load(out).llf == fit.llf
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # no temporary, no old copy left
+
+
+KILLED_BOOTSTRAP_SAVE = """
+import sys
+from pathlib import Path
+from dmixed.files import sibling_path
+sibling_path(Path(sys.argv[1]), "tmp").write_bytes(b"PAR1 half written")
+"""
+
+
+def test_a_killed_bootstrap_saves_temporary_does_not_stop_a_rewrite(tmp_path, res):
+    """A bootstrap save killed before its rename left ``.bootstrap.parquet.tmp-HOST-PID-``
+    in the results directory and every later rewrite was refused: it is dmixed's own,
+    swept (its writer is gone) by the next rewrite."""
+    import subprocess
+    import sys
+
+    fit, _ = res
+    out = tmp_path / "out"
+    fit.save(out)
+    table = out / dmixed.io.results_dir.BOOTSTRAP_FILE
+    subprocess.run([sys.executable, "-c", KILLED_BOOTSTRAP_SAVE, str(table)], check=True)
+    assert any(n.startswith(".bootstrap.parquet.tmp-") for n in os.listdir(out))
+    fit.save(out)
+    assert not any(n.startswith(".") for n in os.listdir(out))
 
 
 def test_load_errors(tmp_path):
@@ -247,7 +317,7 @@ def test_the_optimizer_record_is_saved_and_older_directories_load(tmp_path, res)
     doc = json.loads(doc_path.read_text())
     for key in ("optimizer_settings", "initial_params", "initial_llf", "grad_norm"):
         del doc["fit"][key]
-    del doc[ESTIMATES_SHA256]  # nor its own sha256
+    _before_sha256(doc)  # nor its own sha256, nor the keys added after it
     doc_path.write_text(json.dumps(doc))
     old = dmixed.load(tmp_path / "out")
     assert old.optimizer.settings() == dmixed.fit.summary.DEFAULTS.settings()
@@ -305,8 +375,78 @@ def test_an_edited_estimates_file_is_refused_by_its_own_sha256(tmp_path, res):
     _edit_estimates(tmp_path / "out", edit, reseal=False)
     with pytest.raises(CheckpointError, match=r"estimates.json was changed or damaged"):
         dmixed.load(tmp_path / "out")
-    _edit_estimates(tmp_path / "out", lambda doc: doc.pop(ESTIMATES_SHA256), reseal=False)
+    # a directory written before the key (format < 4, no fit key added after it)
+    _edit_estimates(tmp_path / "out", _before_sha256, reseal=False)
     assert dmixed.load(tmp_path / "out").llf == -1.0
+
+
+def _before_sha256(doc: dict) -> None:
+    """``doc`` as dmixed wrote it before it recorded its own sha256."""
+    doc.pop(ESTIMATES_SHA256)
+    doc["fit"].pop("resolution_edge")
+    doc["fit"].pop("final_rise")
+
+
+def test_an_estimates_file_without_its_sha256_is_refused_naming_it(tmp_path, res):
+    """Deleting ``estimates_sha256`` turned its check off: an edited estimate was shown
+    with exit 0.  Every dmixed that wrote such a document recorded it."""
+    fit, _ = res
+    out = tmp_path / "out"
+    fit.save(out)
+
+    def edit(doc):
+        doc.pop(ESTIMATES_SHA256)
+        doc["estimates"]["llf"] = -1.0
+
+    _edit_estimates(out, edit, reseal=False)
+    with pytest.raises(CheckpointError, match=r"estimates\.json has no estimates_sha256") as info:
+        dmixed.load(out)
+    assert str(out / "estimates.json") in str(info.value)
+    # a format written only since the sha256 was, without the fit keys added later
+    _edit_estimates(
+        out, lambda doc: (_before_sha256_keys(doc), doc.update(format_version=4)), False
+    )
+    with pytest.raises(CheckpointError, match="has no estimates_sha256"):
+        dmixed.load(out)
+
+
+def _before_sha256_keys(doc: dict) -> None:
+    doc["fit"].pop("resolution_edge", None)
+    doc["fit"].pop("final_rise", None)
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ('"format_version": ' + "1" * 5000, "a number of more digits"),
+        ('"deep": ' + "[" * 100_000 + "]" * 100_000, "nested deeper"),
+        ('"format_version": "2"', "format_version is '2', not a whole number"),
+    ],
+    ids=["bigint", "deep", "text"],
+)
+def test_an_estimates_file_json_cannot_hold_is_a_checkpoint_error_naming_it(
+    tmp_path, res, text, why
+):
+    """A 5000-digit integer or 100000 nested arrays ended the command as a bug in dmixed
+    (ValueError, RecursionError)."""
+    fit, _ = res
+    out = tmp_path / "out"
+    fit.save(out)
+    file = out / "estimates.json"
+    # in place of the one format_version (or before it: the deep arrays)
+    key = '"format_version": '
+    kept = "" if text.startswith(key) else key
+    file.write_text(
+        re.sub(
+            key + r"\d+",
+            lambda _: text + (", " + kept + "1" if kept else ""),
+            file.read_text(),
+            count=1,
+        )
+    )
+    with pytest.raises(CheckpointError, match=why) as info:
+        dmixed.load(out)
+    assert str(file) in str(info.value) and len(str(info.value)) < 1000
 
 
 def _drop_last(key: str):

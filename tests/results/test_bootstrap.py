@@ -519,3 +519,20 @@ def test_wide_replicates_are_the_refits_of_each_draw_alone(monkeypatch, native_c
     got = table.replicates.to_numpy(dtype=np.float64)
     want_arr = np.array(want, dtype=np.float64)
     np.testing.assert_allclose(got, want_arr, rtol=1e-10, atol=0.0)
+
+
+def test_a_bootstrap_table_of_deeply_nested_metadata_is_a_checkpoint_error(tmp_path):
+    """Its metadata of 100000 nested arrays raised a raw RecursionError; the message
+    names the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dmixed.results.bootstrap import METADATA_KEY
+
+    blob = b'{"estimate": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    table = pa.table({"a": [1.0]}).replace_schema_metadata({METADATA_KEY: blob})
+    path = tmp_path / "deep.parquet"
+    pq.write_table(table, path)
+    with pytest.raises(CheckpointError, match="nested deeper than dmixed ever writes") as info:
+        BootstrapResults.load(path)
+    assert str(path) in str(info.value) and len(str(info.value)) < 1000

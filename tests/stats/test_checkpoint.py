@@ -316,6 +316,25 @@ def test_save_load_over_several_files(tmp_path, monkeypatch):
     _assert_round_trip(arrays, back)
 
 
+def test_a_rewrite_of_statistics_refuses_a_users_file_and_keeps_hidden_ones(tmp_path):
+    """Rewriting a statistics directory deleted every file in it (the new data being
+    added, notes): refused, naming the file; ``last_fit.json`` and hidden entries are
+    not the user's to lose (the first is dmixed's, the second carried)."""
+    df = _frame(10, n_groups=12)
+    arrays = _stats(_spec(df, "slope+vc"), df)
+    d = tmp_path / "stats"
+    save_statistics(arrays, d, {})
+    (d / "last_fit.json").write_text("{}")
+    (d / ".DS_Store").write_bytes(b"finder")
+    save_statistics(arrays, d, {})
+    assert (d / ".DS_Store").read_bytes() == b"finder"
+    (d / "d3.parquet").write_bytes(b"data")
+    with pytest.raises(FileExistsError, match=r"holds .*d3\.parquet, which dmixed did not"):
+        save_statistics(arrays, d, {})
+    assert (d / "d3.parquet").read_bytes() == b"data"
+    assert sorted(os.listdir(tmp_path)) == ["stats"]
+
+
 def test_merged_statistics_round_trip(tmp_path):
     df = _frame(11)
     a, b = _split(df, 11)
