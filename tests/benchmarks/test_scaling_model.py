@@ -146,6 +146,22 @@ def test_predict_of_a_chain_that_routes_pays_a_row_not_a_group(model):
     assert pr["parts"]["routed rows"] == pytest.approx(10e-9 * 1e8 / 4)
 
 
+def test_least_disturbed_keeps_the_fastest_run_of_each_series(model):
+    def entry(groups, workers, fit, cpu):
+        return {"groups": groups, "workers": workers, "fit_seconds": {"median": fit}, "cpu": cpu}
+
+    runs = [
+        (25, entry(2, 1, 1.4, "a")),
+        (25, entry(2, 1, 1.2, "b")),
+        (25, entry(2, 2, 8.9, "c")),
+        (25, entry(2, 2, 1.1, "d")),
+        (20, entry(2, 1, 0.9, "e")),  # other rows: another series
+    ]
+    kept = model.least_disturbed(runs)
+    found = [(r, e["workers"], e["cpu"]) for r, e in kept]
+    assert found == [(20, 1, "e"), (25, 1, "b"), (25, 2, "d")]
+
+
 def test_idle_seconds_is_the_wall_no_task_covers(bench_dask):
     def rec(*spans):
         return {"startstops": [{"action": "compute", "start": a, "stop": b} for a, b in spans]}
