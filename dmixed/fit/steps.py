@@ -157,7 +157,8 @@ def fit_start(
     # a `free` mask constrains the model's own Ψ*, so then in the scaled ones only;
     # times the weights' unit k, which the column map does not see
     weight = weight_factor(stats.glob)
-    coords = Coordinates.for_fit(stats.columns, layout, bool(free_mask.all()), weight)
+    all_free = np.count_nonzero(free_mask) == free_mask.size
+    coords = Coordinates.for_fit(stats.columns, layout, all_free, weight)
     start = start_packed(start_params, layout, model.use_sqrt, model.k_fe)
     if start_params is not None:
         start = coords.to_opt(start, model.use_sqrt)
@@ -165,7 +166,7 @@ def fit_start(
     # positive semi-definite without constraints.  With use_sqrt=False that only
     # changes the packing of start_params/params; a `free` mask in the plain packing
     # is a constraint on Ψ* itself, so then Ψ* is optimized directly (with bounds).
-    opt_sqrt = model.use_sqrt or bool(free_mask.all())
+    opt_sqrt = model.use_sqrt or all_free
     methods = choose_methods(method, opt_sqrt)
     obj = objective(stats, coords, reml, opt_sqrt)
     moment = None
