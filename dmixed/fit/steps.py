@@ -182,7 +182,8 @@ def fit_start(
     start_opt, from_moments = choose_start(
         obj, start, model.use_sqrt, moment, level, newton_first=method is None, newton=newton
     )
-    summary = DEFAULTS.start(start_opt, **settings)
+    # the same record from the chosen start (its settings made above: no second one)
+    summary.initial = np.array(start_opt, dtype=np.float64)
     # a given start (a previous fit's estimates, as ``dmixed update`` passes) takes the
     # route of moment estimates, a fresh fit's: Newton steps first, handing over to the
     # quasi-Newton methods where they do not converge
