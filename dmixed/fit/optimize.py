@@ -159,7 +159,7 @@ class _Optimization:
         # The Newton polish runs when every parameter is free; it converges
         # quadratically, so the quasi-Newton method can hand over as soon as the
         # gradient is small and the point is well inside the parameter space.
-        self.handover = np.count_nonzero(self.free) == self.free.size
+        self.handover = bool(np.count_nonzero(self.free) == self.free.size)
         #: every parameter free (the mask is fixed for the run: read once, not by numpy at
         #: each test): the score's norm reads all of it, without a mask
         self.all_free = self.handover

@@ -157,7 +157,7 @@ def fit_start(
     # a `free` mask constrains the model's own Ψ*, so then in the scaled ones only;
     # times the weights' unit k, which the column map does not see
     weight = weight_factor(stats.glob)
-    all_free = np.count_nonzero(free_mask) == free_mask.size
+    all_free = bool(np.count_nonzero(free_mask) == free_mask.size)
     coords = Coordinates.for_fit(stats.columns, layout, all_free, weight)
     start = start_packed(start_params, layout, model.use_sqrt, model.k_fe)
     if start_params is not None:

@@ -152,7 +152,7 @@ def rows_compiled(n_rows: int, table_bytes: int = 0) -> bool:
 def _rows_compiled_as(choice: str, n_rows: int, table_bytes: int) -> bool:
     """:func:`rows_compiled` with ``DMIXED_KERNELS`` read already (``choice``, as
     :func:`forced` gives it): :func:`rows_pass` reads it once for its charge and its
-    answer (each reading of the environment costs about as much as this rule)."""
+    answer, so that both see the same choice."""
     if choice != "auto":
         return choice == "numba"
     if table_bytes > ROWS_MAX_TABLE_BYTES:
