@@ -803,7 +803,7 @@ def test_crossed_components_held_padded_start_from_moments(vc, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BoundaryWarning)
         fast = model.fit()
-        monkeypatch.setattr(MixedLM, "start_from_moments", staticmethod(lambda s, l: None))
+        monkeypatch.setattr(MixedLM, "start_from_moments", staticmethod(lambda stats, layout: None))
         slow = model.fit()
     assert starts[0] is not None
     assert fast.optimizer_methods[0] == "newton"
