@@ -434,6 +434,10 @@ def test_components_distinct_held_padded_on_a_cluster_are_fitted_as_in_process(c
             fits.append(model.fit(**kw))
     local, dask = fits
     assert np.isfinite(dask.llf) and len(dask.vcomp) == 2
+    # both start from the moment estimates of one slot per component (one map over the
+    # blocks on the cluster), not from statsmodels' Ψ* = I, τ* = 1
+    assert not np.allclose(local.optimizer.initial, 1.0)
+    np.testing.assert_allclose(dask.optimizer.initial, local.optimizer.initial, rtol=1e-10)
     np.testing.assert_allclose(dask.llf, local.llf, rtol=1e-10)
     np.testing.assert_allclose(dask.vcomp, local.vcomp, rtol=1e-6, atol=1e-8)
 
