@@ -7,7 +7,7 @@
 
 - nested: ``classroom`` alone (held structured);
 - crossed: ``classroom`` and ``rater`` (3 levels, crossed with the classrooms within
-  the school): 1 + 10 + 3 padded slots, held padded;
+  the school, an effect of sd 0.1): 1 + 10 + 3 padded slots, held padded;
 - padded3: ``classroom``, ``rater`` and ``r3`` (2 levels, no effect): 16 padded slots,
   still held padded.
 
@@ -40,7 +40,8 @@ MODELS = {
 
 def frame(seed: int = 7) -> pd.DataFrame:
     """The schools' pupils: a school effect (sd 1), a classroom effect (sd 0.7), a
-    unit residual; ``rater`` and ``r3`` drawn with no effect."""
+    rater effect within the school (sd 0.1: the crossed model's optimum is interior),
+    a unit residual; ``r3`` drawn with no effect (its variance ends at zero)."""
     rng = np.random.default_rng(seed)
     n_schools, n_class, n_pupils = 200, 10, 20
     school = np.repeat(np.arange(n_schools), n_class * n_pupils)
@@ -54,6 +55,7 @@ def frame(seed: int = 7) -> pd.DataFrame:
         + rng.normal(size=school.size)
     )
     rater = rng.integers(0, 3, school.size)
+    y += rng.normal(0.0, 0.1, size=(n_schools, 3))[school, rater]
     r3 = np.random.default_rng(seed + 1).integers(0, 2, school.size)
     return pd.DataFrame(
         {"school": school, "classroom": classroom, "rater": rater, "r3": r3, "x": x, "y": y}
