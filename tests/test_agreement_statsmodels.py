@@ -478,6 +478,28 @@ def test_pastes_vc_vs_statsmodels(pastes, re_formula, reml):
 
 
 @pytest.mark.parametrize("reml", REML)
+@pytest.mark.parametrize("re_formula", [None, "1"], ids=["vc-only", "intercept+vc"])
+def test_pastes_random_effects_var_vs_statsmodels(pastes, re_formula, reml):
+    """random_effects_var gives every term's conditional variance (lme4's condVar), in
+    the layouts of random_effects_frame: the exog_re columns wide, the components'
+    long (vc=True), each the diagonal of statsmodels' random_effects_cov."""
+    dm_res, sm_res = _pastes_fits(pastes, re_formula, reml)
+    var = dm_res.random_effects_var(vc=True)
+    frame = dm_res.random_effects_frame(vc=True)
+    assert list(var.columns) == list(frame.columns)
+    assert var[["group", "component", "column"]].equals(frame[["group", "component", "column"]])
+    names = [f"{c}[{k}]" for c, k in zip(var["component"], var["column"], strict=True)]
+    covs = sm_res.random_effects_cov
+    want = [covs[g].loc[n, n] for g, n in zip(var["group"], names, strict=True)]
+    assert_close(var["value"], want, rtol=1e-4, what="vc conditional variances")
+    if re_formula is not None:
+        wide = dm_res.random_effects_var()
+        assert list(wide.columns) == list(dm_res.random_effects_frame().columns)
+        want = [sm_res.random_effects_cov[g].iloc[0, 0] for g in wide.index]
+        assert_close(wide.iloc[:, 0], want, rtol=1e-4, what="exog_re conditional variances")
+
+
+@pytest.mark.parametrize("reml", REML)
 def test_pastes_vc_vs_lme4(pastes, reml):
     dm_res, _ = _pastes_fits(pastes, "1", reml)
     ref = PASTES_R[reml]

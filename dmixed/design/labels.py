@@ -10,6 +10,10 @@ before saved them.  No formulaic import: plain formulas never load it.
 The names of the covariance parameters (``'a Var'``, ``'a x b Cov'``) and of the random
 intercept that a model of arrays adds without ``exog_re`` are statsmodels' too, and are
 made here alone (:func:`covariance_names`, :data:`ARRAY_INTERCEPT_NAME`).
+
+So is how a message names a variance component's level in a group
+(:func:`level_in_group`): the level as the data holds it, each factor's value as
+Python writes it (``'2'`` and ``2`` differ), an interaction's values joined by ``:``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,13 @@ import io
 import tokenize
 from collections.abc import Sequence
 
-__all__ = ["ARRAY_INTERCEPT_NAME", "covariance_names", "formulaic_spelling", "patsy_spelling"]
+__all__ = [
+    "ARRAY_INTERCEPT_NAME",
+    "covariance_names",
+    "formulaic_spelling",
+    "level_in_group",
+    "patsy_spelling",
+]
 
 #: statsmodels' name of the random intercept that ``MixedLM(endog, exog, groups)`` adds
 #: without ``exog_re`` (and without ``exog_vc``): the random effect's name (``cov_re``,
@@ -240,3 +250,27 @@ def formulaic_spelling(names: Sequence[str], formula: str | None) -> list[str]:
     return [
         ":".join(_rendered(f) + level for f, level in factors) for factors in _split_names(names)
     ]
+
+
+def level_in_group(component: str, levels: Sequence, group) -> str:
+    """How a message names a level of a variance component in a group.
+
+    Parameters
+    ----------
+    component : str
+        The component's name (a key of ``vc_formula``).
+    levels : sequence
+        The level: the value of each categorical factor of the component's term, as the
+        data holds it (one value; an interaction's, in the term's order).
+    group : object
+        The group's key.
+
+    Returns
+    -------
+    str
+        ``rater level 2 in group 17``, ``rater level '2' in group 'a'``, ``cd level
+        'w':'p' in group 3``: each value and the key as Python writes them (``repr``: a
+        text ``'2'`` and a number ``2`` differ), an interaction's values joined by ``:``.
+    """
+    shown = ":".join(repr(v) for v in levels)
+    return f"{component} level {shown} in group {group!r}"

@@ -15,6 +15,7 @@ is checked against formulaic on the tiny prototype before it is used.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +23,7 @@ import pandas as pd
 
 from ..errors import BadValuesError, FormulaError
 from ..stats.constant import constant_entries
-from .dtypes import CATEGORICAL, NUMERIC_LEVELS, native_dtype
+from .dtypes import CATEGORICAL, NUMERIC_LEVELS, native_dtype, py_scalars
 from .evaluate import model_matrix, reordered
 from .formula import c_call, transforms
 from .labels import patsy_spelling
@@ -35,6 +36,7 @@ __all__ = [
     "VCFactor",
     "LevelNames",
     "VCPlan",
+    "column_levels",
     "dense_from_sparse",
     "eval_vc",
     "plan_variance_component",
@@ -108,6 +110,7 @@ def plan_variance_component(
     plain = _plain_indicator(formula, cols, levels, kinds, native, context, arrays)
     if plain is not None:  # one indicator per level of one column: no formulaic
         return plain
+    _check_c_calls(name, formula, kinds)
     tiny_levels = {c: levels[c][:3] for c in cols if c in levels}
     tiny = prototype(cols, kinds, native, tiny_levels, size=3)
     # formulaic once, on the tiny prototype: its spec gives both plans
@@ -180,14 +183,36 @@ def _factor(sf, spec, levels: dict, kinds: dict, name: str, formula: str):
     else:
         call = c_call(expr, kinds)
         if call is None or call.column is None or call.extra:
-            raise FormulaError(
-                f"{role} {formula!r}: the categorical factor {expr!r} is "
-                "not supported in a variance-component formula; use a "
-                "column or C(column) without further arguments"
-            )
+            raise _unsupported(role, formula, expr)
         col = call.column
     lv = levels[col]
     return VCFactor("cat", col, len(lv), kinds[col]), _level_names(expr, lv)
+
+
+def _unsupported(role: str, formula: str, expr: str) -> FormulaError:
+    return FormulaError(
+        f"{role} {formula!r}: the categorical factor {expr!r} is "
+        "not supported in a variance-component formula; use a "
+        "column or C(column) without further arguments"
+    )
+
+
+def _check_c_calls(name: str, formula: str, kinds: dict) -> None:
+    """Refuse a ``C()`` factor with arguments beyond its column (``C(c, Treatment)``)
+    before formulaic evaluates it: formulaic fails on some of them with its own
+    errors (a scipy.sparse dtype error for ``C(c, Treatment)``), and none is coded
+    here, where every factor has one indicator per level as statsmodels codes it."""
+    from formulaic import Formula
+
+    try:
+        terms = list(Formula(formula))
+    except Exception:  # formulaic's own parse error, raised where it evaluates
+        return
+    for term in terms:
+        for factor in term.factors:
+            call = c_call(factor.expr, kinds)
+            if call is not None and call.extra:
+                raise _unsupported(_role(name), formula, factor.expr)
 
 
 def _level_names(expr: str, levels) -> list[str]:
@@ -323,6 +348,39 @@ def _numeric_factor(
     if arr.shape != (n,):
         raise FormulaError(f"{role}: {expr!r} must evaluate to one value per row")
     return arr
+
+
+def column_levels(plan: VCPlan, levels: Mapping[str, Sequence], col: int) -> tuple:
+    """The level a variance component's column stands for.
+
+    Parameters
+    ----------
+    plan : VCPlan
+        The component's plan.
+    levels : mapping of str to sequence
+        Each factor column's levels, in the order the design numbers them
+        (``ModelSpec.levels``).
+    col : int
+        The column, 0 ≤ ``col`` < the component's number of columns.
+
+    Returns
+    -------
+    tuple
+        The value of each categorical factor of the column's term, in the term's order
+        (the inverse of the design's numbering: the first factor varies fastest); empty
+        for a term without one (a numeric factor alone).
+    """
+    for block in plan.blocks:
+        width = int(np.prod([f.width for f in block.factors]))
+        if block.offset <= col < block.offset + width:
+            rest = col - block.offset
+            out = []
+            for f in block.factors:
+                if f.kind == "cat":
+                    out.append(levels[f.source][rest % f.width])
+                rest //= f.width
+            return tuple(py_scalars(out))
+    raise IndexError(f"column {col} is not a column of {plan.formula!r}")
 
 
 def reads_columns(plan: VCPlan) -> bool:

@@ -57,8 +57,10 @@ class BootstrapResults:
         One row per replicate: the fixed effects (by ``exog_names``), the covariance
         parameters on the reported scale (``cov_re`` entries and ``vcomp``, named as
         statsmodels' ``summary()`` names them: ``"Group Var"``, ``"Group x x1 Cov"``,
-        ``"sub Var"``), ``scale``, ``llf`` and ``converged``.  A replicate whose refit
-        failed has NaN estimates and ``converged=False``.
+        ``"sub Var"``), ``scale``, ``llf`` and ``converged`` (:meth:`conf_int` and :attr:`bse` give
+        intervals and standard errors for the parameters: every column but ``llf`` and
+        ``converged``).  A
+        replicate whose refit failed has NaN estimates and ``converged=False``.
     estimate : Series (k − 1,)
         The same quantities for the fit bootstrapped.
     reml : bool
@@ -88,13 +90,22 @@ class BootstrapResults:
     @property
     def values(self) -> pd.DataFrame:
         """The replicates' estimates (every column but ``converged``), as floats."""
-        return self.replicates.drop(columns="converged").astype(np.float64)
+        # by position: a covariate may be named like a summary column
+        return self.replicates.iloc[:, :-1].astype(np.float64)
+
+    def _parameters(self) -> pd.DataFrame:
+        """The parameters' replicates: :attr:`values` but its last column, ``llf``
+        (:data:`SUMMARY_COLUMNS`), taken by position."""
+        return self.values.iloc[:, :-1]
 
     def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
-        """Percentile intervals: the ``α/2`` and ``1 − α/2`` quantiles of each column
-        over the replicates (failed replicates left out), as lme4's
-        ``confint(bootMer(...), type = "perc")``.  Columns ``0`` and ``1`` (lower,
-        upper) as :meth:`MixedLMResults.conf_int`.
+        """Percentile intervals of the parameters: the ``α/2`` and ``1 − α/2`` quantiles
+        over the replicates (failed replicates left out) of the fixed effects, the
+        covariance parameters and ``scale``, as lme4's ``confint(bootMer(...), type =
+        "perc")`` gives them for the parameters (σ included).  The log-likelihood is no
+        parameter: its replicates stay in :attr:`replicates`, with no interval here.
+        Columns ``0`` and ``1`` (lower, upper) as :meth:`MixedLMResults.conf_int`; rows
+        those of :attr:`replicates` but ``llf`` and ``converged``.
 
         Raises
         ------
@@ -102,16 +113,18 @@ class BootstrapResults:
             ``alpha`` not in (0, 1).
         """
         alpha = check_alpha(alpha)
-        vals = self.values
+        vals = self._parameters()
         lower = vals.quantile(alpha / 2.0)
         upper = vals.quantile(1.0 - alpha / 2.0)
         return pd.DataFrame({0: lower, 1: upper})
 
     @property
     def bse(self) -> pd.Series:
-        """The replicates' standard deviation of each column (bootstrap standard errors),
-        an attribute as :attr:`MixedLMResults.bse` is."""
-        return self.values.std(ddof=1)
+        """The replicates' standard deviation of each parameter (bootstrap standard
+        errors), an attribute as :attr:`MixedLMResults.bse` is: the rows of
+        :meth:`conf_int` (the log-likelihood is no parameter; its replicates stay in
+        :attr:`replicates`)."""
+        return self._parameters().std(ddof=1)
 
     def save(self, path) -> None:
         """Write the replicate table to the Parquet file ``path`` atomically (a hidden

@@ -26,10 +26,12 @@ import numpy as np
 import pandas as pd
 
 from ..design.dtypes import NUMERIC_LEVELS, comparable_keys, py_scalars
+from ..design.labels import level_in_group
 from ..design.levels import UNKNOWN_CODE, level_codes, native_level_positions
 from ..design.messages import check_present
 from ..design.new_levels import vc_only_columns
 from ..design.prepare import needed_columns
+from ..design.vc import column_levels
 from ..errors import DataError, SpecError
 
 __all__ = [
@@ -142,14 +144,30 @@ def _reads_only_vc(spec) -> list[str]:
 
 def _unseen_problem(spec, df: pd.DataFrame, c: str, rows: np.ndarray) -> str:
     """What rows of fitted groups with levels of ``c`` the fit never saw are refused
-    for (without the remedy)."""
-    pairs = df.loc[rows, [spec.group_name, c]].drop_duplicates()
-    groups, levels = (py_scalars(pairs.iloc[:5, j].tolist()) for j in (0, 1))
-    shown = ", ".join(f"group {g!r} level {v!r}" for g, v in zip(groups, levels, strict=True))
-    more = ", ..." if len(pairs) > 5 else ""
+    for (without the remedy), naming each component that reads ``c`` and the levels
+    of its term in those rows (an interaction's: every factor's value)."""
+    readers = []
+    shown: list[str] = []
+    n_shown = 0
+    for name, plan in zip(spec.vc_names, spec.vc_plans, strict=True):
+        for block in plan.blocks:
+            sources = [f.source for f in block.factors if f.kind == "cat"]
+            if c not in sources:
+                continue
+            readers.append(name)
+            pairs = df.loc[rows, [spec.group_name, *sources]].drop_duplicates()
+            n_shown += len(pairs)
+            cols = [py_scalars(pairs.iloc[:5, j].tolist()) for j in range(pairs.shape[1])]
+            for g, *levels in zip(*cols, strict=True):
+                shown.append(level_in_group(name, levels, g))
+            break
+    named = " and ".join(repr(r) for r in readers)
+    what = "component" if len(readers) == 1 else "components"
+    more = ", ..." if n_shown > 5 else ""
     return (
-        f"{int(rows.sum())} row(s) of groups the fit saw hold levels of {c!r} that the fit "
-        f"did not see in the variance components ({shown}{more})"
+        f"{int(rows.sum())} row(s) of groups of {spec.group_name!r} the fit saw hold levels "
+        f"of the variance {what} {named} (column {c!r}) that the fit did not "
+        f"see ({', '.join(shown[:5])}{more})"
     )
 
 
@@ -216,11 +234,15 @@ def entries_new_to_groups(idx: np.ndarray, slots, vc_cols, vc_vals) -> list[np.n
     ]
 
 
-def new_to_groups_problem(entries, idx, vc_cols, group_labels, group_name, names) -> str | None:
+def new_to_groups_problem(
+    entries, idx, vc_cols, group_labels, group_name, names, plans=None
+) -> str | None:
     """What the rows of ``entries`` (:func:`entries_new_to_groups`) are refused for,
     naming their first groups and levels, without the remedy (None: no such row);
     ``names``: ``(vc_names, vc_column_names)`` of the components, or None (then
-    columns are shown by number)."""
+    columns are shown by number); ``plans``: ``(vc_plans, levels)`` of the model's
+    spec, the levels as the data holds them (None, a model of arrays: a column is
+    shown by its name)."""
     for comp, new in enumerate(entries):
         rows, ks = np.nonzero(new)
         if not rows.size:
@@ -229,23 +251,32 @@ def new_to_groups_problem(entries, idx, vc_cols, group_labels, group_name, names
         pairs = pd.DataFrame({"g": idx[rows], "c": cols}).drop_duplicates()
         labels = py_scalars(np.asarray(group_labels)[pairs["g"].to_numpy()[:5]].tolist())
         if names is None:
-            component, levels = f"component {comp}", [f"column {c}" for c in pairs["c"][:5]]
+            component, levels = f"component {comp}", [(f"column {c}",) for c in pairs["c"][:5]]
         else:
-            component = repr(names[0][comp])
-            levels = [names[1][comp][c] for c in pairs["c"][:5]]
-        shown = ", ".join(f"group {g!r} level {v!r}" for g, v in zip(labels, levels, strict=True))
+            component = names[0][comp]
+            levels = [
+                column_levels(plans[0][comp], plans[1], c)
+                if plans is not None
+                else (names[1][comp][c],)
+                for c in pairs["c"][:5]
+            ]
+        shown = ", ".join(
+            level_in_group(component, v, g) for g, v in zip(labels, levels, strict=True)
+        )
         more = ", ..." if len(pairs) > 5 else ""
         n_rows = int(np.logical_or.reduce([e.any(axis=1) for e in entries]).sum())
         return (
             f"{n_rows} row(s) of groups of {group_name!r} the fit saw hold levels of the "
-            f"variance component {component} that the fit saw in other groups but not in "
+            f"variance component {component!r} that the fit saw in other groups but not in "
             f"theirs ({shown}"
             f"{more}): their random effects in those groups were not estimated"
         )
     return None
 
 
-def refuse_new_to_groups(entries, idx, vc_cols, group_labels, group_name, names) -> None:
+def refuse_new_to_groups(
+    entries, idx, vc_cols, group_labels, group_name, names, plans=None
+) -> None:
     """Raise a DataError naming the first groups and levels of ``entries``
     (:func:`entries_new_to_groups`; :func:`new_to_groups_problem`).
 
@@ -254,7 +285,7 @@ def refuse_new_to_groups(entries, idx, vc_cols, group_labels, group_name, names)
     DataError
         Always (when ``entries`` has one).
     """
-    problem = new_to_groups_problem(entries, idx, vc_cols, group_labels, group_name, names)
+    problem = new_to_groups_problem(entries, idx, vc_cols, group_labels, group_name, names, plans)
     if problem is not None:
         raise NewToGroupsError(
             f"{problem}; pass new_levels='population' to predict them at zero (lme4's "

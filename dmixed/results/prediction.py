@@ -205,10 +205,21 @@ class Predictor:
     vc_names : (list of str, list of list of str), optional
         The components' names and their columns' names (``vc_names``,
         ``vc_column_names``): errors then name the levels new to a group.
+    vc_levels : (list of VCPlan, dict), optional
+        The spec's ``vc_plans`` and ``levels``: errors then show a level as the data
+        holds it (``'2'`` or ``2``), not by its column's name.
     """
 
     def __init__(
-        self, fe_params, group_labels, blup, slot_cols, vc_ncols, k_re, vc_names=None
+        self,
+        fe_params,
+        group_labels,
+        blup,
+        slot_cols,
+        vc_ncols,
+        k_re,
+        vc_names=None,
+        vc_levels=None,
     ) -> None:
         self.fe_params = np.asarray(fe_params)
         self.group_labels = group_labels
@@ -217,6 +228,7 @@ class Predictor:
         self.vc_ncols = vc_ncols
         self.k_re = k_re
         self.vc_names = vc_names
+        self.vc_levels = vc_levels
         self._label_index: pd.Index | None = None
 
     def __getstate__(self) -> dict:
@@ -305,7 +317,9 @@ class Predictor:
         for new in entries:
             fresh |= new.any(axis=1)
         if new_levels == "error" and fresh.any():
-            refuse_new_to_groups(entries, idx, rows.vc_cols, self.group_labels, name, self.vc_names)
+            refuse_new_to_groups(
+                entries, idx, rows.vc_cols, self.group_labels, name, self.vc_names, self.vc_levels
+            )
         return fresh
 
     def new_to_groups_problem(self, rows, name: str) -> str | None:
@@ -321,7 +335,7 @@ class Predictor:
         slots = self.vc_slots(idx, rows.vc_cols, rows.vc_vals)
         entries = entries_new_to_groups(idx, slots, rows.vc_cols, rows.vc_vals)
         return new_to_groups_problem(
-            entries, idx, rows.vc_cols, self.group_labels, name, self.vc_names
+            entries, idx, rows.vc_cols, self.group_labels, name, self.vc_names, self.vc_levels
         )
 
     def random_part(self, idx: np.ndarray, exog_re, vc_cols, vc_vals, slots=None) -> np.ndarray:

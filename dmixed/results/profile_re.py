@@ -71,8 +71,12 @@ def _profile_index(names, re_ix, vtype: str) -> int:
         return int(re_ix)
     if re_ix in pool:
         return pool.index(re_ix)
-    what = "random effect" if vtype == "re" else "variance component"
-    raise SpecError(f"re_ix {re_ix!r} is not a {what} of the model: {pool}")
+    if vtype == "re":
+        raise SpecError(f"re_ix {re_ix!r} is not a random effect of the model: {pool}")
+    # statsmodels names a component by its vc_formula key, never by position
+    raise SpecError(
+        f"re_ix {re_ix!r} is not a variance component of the model; pass its name, one of {pool}"
+    )
 
 
 class _RelativeProfile:

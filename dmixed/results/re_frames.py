@@ -4,6 +4,8 @@ and all groups' effects as one DataFrame (:meth:`MixedLMResults.random_effects_f
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -66,20 +68,23 @@ def with_empty(block: np.ndarray, pos: np.ndarray, vcomp) -> np.ndarray:
 def blup_frame(
     names: ModelNames,
     group_labels: np.ndarray,
-    blup: np.ndarray,
+    wide: np.ndarray | None,
+    at: Callable[[np.ndarray, np.ndarray], np.ndarray],
     slot_cols: list[np.ndarray],
     k_re: int,
     vc: bool = False,
     dask: bool = False,
     npartitions=None,
 ):
-    """The BLUPs ``blup`` (G, r) as one DataFrame: one row per group and one column per
-    ``exog_re`` coordinate, or with ``vc`` one row per variance-component effect
-    (``group``, ``component``, ``column``, ``value``); a Dask DataFrame with ``dask``
-    (``npartitions`` defaults to one per million rows)."""
+    """Per-group values of the random effects (the BLUPs, or their conditional
+    variances) as one DataFrame: one row per group and one column per ``exog_re``
+    coordinate (``wide`` (G, k_re)), or with ``vc`` one row per variance-component
+    effect (``group``, ``component``, ``column``, ``value``: ``at(groups, padded
+    columns)`` of those pairs, (m,)); a Dask DataFrame with ``dask`` (``npartitions``
+    defaults to one per million rows)."""
     if not vc:
         frame = pd.DataFrame(
-            blup[:, :k_re],
+            wide,
             index=pd.Index(group_labels, name=names.group_name),
             columns=names.exog_re_names,
         )
@@ -97,7 +102,7 @@ def blup_frame(
                         "group": group_labels[gi],
                         "component": names.vc_names[comp],
                         "column": colnames[table[gi, si]],
-                        "value": blup[gi, offset + si],
+                        "value": at(gi, offset + si),
                     }
                 )
             )

@@ -24,7 +24,7 @@ from ..fit.summary import OptSummary
 from ..inference import check_alpha
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
-from ..stats.blup_cov import cov_block, cov_diagonal
+from ..stats.blup_cov import cov_block, cov_diagonal, cov_variances
 from .bootstrap import BootstrapResults, parametric_bootstrap
 from .by_group import ByGroup
 from .fit_record import fit_state, identifiable
@@ -488,27 +488,56 @@ class MixedLMResults(FittedValues, Hypotheses):
                 f"(variance components {list(self.names.vc_names)} only): {instead}"
             )
 
-    def random_effects_var(self) -> pd.DataFrame:
-        """Conditional variances of the ``exog_re`` random effects: the diagonals of
-        :attr:`random_effects_cov` (``σ̂² Λ K_i⁻¹ Λ'``) as one DataFrame (G, k_re), indexed
-        and with columns as :meth:`random_effects_frame` (lme4's ``condVar``).
+    def random_effects_var(self, vc: bool = False, dask: bool = False, npartitions=None):
+        """Conditional variances of the random effects (lme4's ``condVar``): the
+        diagonals of :attr:`random_effects_cov` (``σ̂² Λ K_i⁻¹ Λ'``), in the layout of
+        :meth:`random_effects_frame` for the same arguments, so that the two frames
+        align row for row and column for column.
+
+        Parameters
+        ----------
+        vc : bool
+            False: one row per group indexed by group, one column per ``exog_re``
+            coordinate (G, k_re).  True: long format with columns ``group``,
+            ``component``, ``column`` and ``value`` (the variance) for the
+            variance-component effects, one row per (group, column) the group has,
+            the rows of ``random_effects_frame(vc=True)``.
+        dask : bool
+            Return a Dask DataFrame.
+        npartitions : int, optional
+            With ``dask``, the number of partitions (default one per million rows);
+            ignored without ``dask``, as :meth:`random_effects_frame` ignores it.
+
+        Returns
+        -------
+        pandas or Dask DataFrame
+            Variances in the units of the response squared.
 
         Raises
         ------
         SpecError
-            A model without ``exog_re`` random effects (variance components only),
-            whose frame would have no column: the components' conditional variances
-            are the diagonals of :attr:`random_effects_cov`, by group.
+            ``vc`` false for a model without ``exog_re`` random effects (variance
+            components only), whose frame would have no column: their variances are
+            the long frame of ``vc=True``; ``vc`` or ``dask`` not a Python or numpy
+            bool.
         """
-        self._need_exog_re(
-            "random_effects_var() gives the conditional variances",
-            "theirs are the diagonals of random_effects_cov, by group",
-        )
-        diag = cov_diagonal(self._blup_cov, self.k_re)
-        return pd.DataFrame(
-            diag,
-            index=pd.Index(self.group_labels, name=self.names.group_name),
-            columns=self.names.exog_re_names,
+        vc, dask = check_flag(vc, "vc"), check_flag(dask, "dask")
+        if not vc:
+            self._need_exog_re(
+                "random_effects_var() gives the conditional variances",
+                "theirs are in random_effects_var(vc=True), one row per group and column",
+            )
+        cov = self._blup_cov
+        return blup_frame(
+            self.names,
+            self.group_labels,
+            None if vc else cov_diagonal(cov, self.k_re),
+            lambda gi, cols: cov_variances(cov, gi, cols),
+            self._vc_slot_cols,
+            self.k_re,
+            vc,
+            dask,
+            npartitions,
         )
 
     def plot_random_effects(self, term=None, alpha: float = 0.05, ax=None, max_groups=None):
@@ -553,17 +582,26 @@ class MixedLMResults(FittedValues, Hypotheses):
                 "random_effects_frame() gives the BLUPs",
                 "theirs are in random_effects_frame(vc=True), one row per group and column",
             )
+        blup = self._blup
         return blup_frame(
-            self.names, self.group_labels, self._blup, self._vc_slot_cols, self.k_re, vc, dask,
+            self.names,
+            self.group_labels,
+            None if vc else blup[:, : self.k_re],
+            lambda gi, cols: blup[gi, cols],
+            self._vc_slot_cols,
+            self.k_re,
+            vc,
+            dask,
             npartitions,
-        )  # fmt: skip
+        )
 
     # -- prediction ----------------------------------------------------------------
 
     def predictor(self) -> Predictor:
         """What prediction needs from these results (a :class:`Predictor`), its estimates
         in the coordinates of the spec's rows (:mod:`dmixed.design.references`)."""
-        fe, blup = design_coordinates(self.spec, self._state.fe_params, self._blup)
+        spec = self.spec
+        fe, blup = design_coordinates(spec, self._state.fe_params, self._blup)
         return Predictor(
             fe,
             self.group_labels,
@@ -572,6 +610,7 @@ class MixedLMResults(FittedValues, Hypotheses):
             [len(c) for c in self.names.vc_column_names],
             self.k_re,
             (self.names.vc_names, self.names.vc_column_names),
+            None if spec is None or not spec.vc_plans else (spec.vc_plans, spec.levels),
         )
 
     # -- simulation and the parametric bootstrap --------------------------------------

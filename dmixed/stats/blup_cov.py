@@ -28,7 +28,9 @@ __all__ = [
     "UnpaddedCov",
     "cov_block",
     "cov_diagonal",
+    "cov_variances",
     "slots_in_sorted_order",
+    "used_or_prior",
 ]
 
 
@@ -61,6 +63,10 @@ class UnpaddedCov(Padded):
 
     def re_diagonal(self) -> np.ndarray:
         """The ``exog_re`` variances (G, q)."""
+        raise NotImplementedError
+
+    def variances(self, group: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """The variances of padded columns ``pos`` of groups ``group`` (pairs, (m,))."""
         raise NotImplementedError
 
 
@@ -158,6 +164,25 @@ class RaggedCov(UnpaddedCov):
     def re_diagonal(self) -> np.ndarray:
         """The ``exog_re`` variances (G, q): the diagonals of ``R_i R_i'``."""
         return np.einsum("gab,gab->ga", self.root, self.root)
+
+    def variances(self, group: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """The variances of padded columns ``pos`` of groups ``group`` (pairs, (m,)):
+        ``|R_i row|²`` on ``exog_re``, ``|w_a|² + δ_a`` on a used slot, the prior on
+        another."""
+        group, pos = np.asarray(group, dtype=np.int64), np.asarray(pos, dtype=np.int64)
+        q = self.q
+        out = np.empty(group.shape)
+        on_re = pos < q
+        rows = self.root[group[on_re], pos[on_re]]
+        out[on_re] = np.einsum("ja,ja->j", rows, rows)
+        slot = ~on_re
+        out[slot] = used_or_prior(
+            self.group * self.shape[1] + self.pos,  # sorted (group, column)
+            self.slot_variances(),
+            group[slot] * self.shape[1] + pos[slot],
+            self.prior[pos[slot] - q],
+        )
+        return out
 
     def slot_variances(self) -> np.ndarray:
         """The used slots' variances (J,): ``|w_a|² + δ_a``."""
@@ -295,6 +320,57 @@ def slots_in_sorted_order(
     group = position[np.concatenate([g + s for g, s in zip(groups, starts, strict=True)])]
     order = np.argsort(group * r + np.concatenate(pos), kind="stable")
     return group[order], order
+
+
+def used_or_prior(
+    keys: np.ndarray, values: np.ndarray, want: np.ndarray, prior: np.ndarray | float
+) -> np.ndarray:
+    """Values looked up by key, a prior value where a key is absent.
+
+    Parameters
+    ----------
+    keys : ndarray of int64 (m,)
+        Sorted keys (``group · r + column`` of each entry used), no repeats.
+    values : ndarray of float64 (m,)
+        The value of each key.
+    want : ndarray of int64 (n,)
+        The keys looked up.
+    prior : ndarray of float64 (n,) or float
+        What an absent key gets (one per ``want``, or one for all).
+
+    Returns
+    -------
+    ndarray of float64 (n,)
+        ``values`` at ``want`` where ``keys`` holds it, ``prior`` elsewhere (a binary
+        search: O(n log m), no loop over groups).
+    """
+    if not keys.size:
+        return np.broadcast_to(np.asarray(prior, dtype=np.float64), want.shape).copy()
+    at = np.minimum(np.searchsorted(keys, want), keys.size - 1)
+    return np.where(keys[at] == want, values[at], prior)
+
+
+def cov_variances(cov: UnpaddedCov | np.ndarray, group: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """The conditional variances of some random effects, without a loop over groups.
+
+    Parameters
+    ----------
+    cov : UnpaddedCov or ndarray (G, r, r)
+        The random effects' conditional covariances, in either form (a padded array:
+        ``σ̂² Λ K_i⁻¹ Λ'`` of each group, in the response's units squared).
+    group : ndarray of int (m,)
+        Each pair's group, by position in the fitted groups.
+    pos : ndarray of int (m,)
+        Each pair's padded column, 0 ≤ ``pos`` < r.
+
+    Returns
+    -------
+    ndarray of float64 (m,)
+        The diagonal entry of :func:`cov_block` at each (group, column) pair.
+    """
+    if isinstance(cov, UnpaddedCov):
+        return cov.variances(group, pos)
+    return np.asarray(cov)[np.asarray(group, dtype=np.int64), pos, pos]
 
 
 def cov_block(cov, gi: int, pos) -> np.ndarray:

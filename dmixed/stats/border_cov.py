@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .blup_cov import UnpaddedCov
+from .blup_cov import UnpaddedCov, used_or_prior
 
 __all__ = ["BorderCov", "CovBucket", "concatenate_buckets"]
 
@@ -196,6 +196,25 @@ class BorderCov(UnpaddedCov):
         for b in self.buckets:
             out[b.groups] = np.einsum("gab,gab->ga", b.root[:, : self.q], b.root[:, : self.q])
         return out
+
+    def variances(self, group: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """The variances of padded columns ``pos`` of groups ``group`` (pairs, (m,)):
+        ``|R_i row|²`` on a border column, ``|w_a|² + δ_a`` on a diagonal slot, the
+        prior on a slot the group does not use (one loop over the buckets, of distinct
+        border widths)."""
+        group, pos = np.asarray(group, dtype=np.int64), np.asarray(pos, dtype=np.int64)
+        r = self.shape[1]
+        keys, values = [], []
+        for b in self.buckets:
+            keys.append((b.groups[:, None] * r + b.bpos).ravel())
+            values.append(np.einsum("gab,gab->ga", b.root, b.root).ravel())
+            keys.append(b.groups[b.group] * r + b.pos)
+            values.append(np.einsum("ja,ja->j", b.w, b.w) + b.delta)
+        key = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+        value = np.concatenate(values) if values else np.zeros(0)
+        order = np.argsort(key, kind="stable")
+        prior = np.concatenate([np.zeros(self.q), self.prior])[pos]
+        return used_or_prior(key[order], value[order], group * r + pos, prior)
 
     def dense(self) -> np.ndarray:
         """The padded array (G, r, r) (as the dense engine gives it)."""

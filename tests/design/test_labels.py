@@ -12,6 +12,7 @@ from dmixed.design.labels import (
     ARRAY_INTERCEPT_NAME,
     covariance_names,
     formulaic_spelling,
+    level_in_group,
     patsy_spelling,
 )
 
@@ -301,3 +302,12 @@ def test_the_columns_of_one_long_factor_are_split_reading_it_once():
     _CountedText.reads = 0
     assert formulaic_spelling(names, None) == [str(n) for n in names]
     assert _CountedText.reads < 2 * len(factor) + 300 * 20
+
+
+def test_level_in_group_names_component_level_and_group():
+    """Each value as Python writes it (a text ``'2'`` and a number ``2`` differ), an
+    interaction's joined by ``:``."""
+    assert level_in_group("rater", (2,), 17) == "rater level 2 in group 17"
+    assert level_in_group("rater", ("2",), 17) == "rater level '2' in group 17"
+    assert level_in_group("cls", ("c3",), "A") == "cls level 'c3' in group 'A'"
+    assert level_in_group("cd", ("w", 1.5), 3) == "cd level 'w':1.5 in group 3"

@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed.design import build_spec
+from dmixed.design.vc import column_levels
+from dmixed.errors import FormulaError
 from dmixed.stats.constant import constant_value
 
 from .._synth import QUICK
@@ -244,3 +246,38 @@ def test_names_told_apart_by_their_prefix_are_apart(expr, levels, other):
     other = LevelNames(*other) if isinstance(other, tuple) else other
     if names.apart(other):
         assert len(names) and not set(names) & set(other)
+
+
+def test_a_c_call_with_a_coding_is_refused_naming_it():
+    """``C(c, Treatment)`` in a variance-component formula failed inside formulaic with
+    scipy.sparse's "does not support dtype object": it is refused before formulaic runs,
+    as ``C(c + 1)`` is, naming the component, formula and factor."""
+    df = pd.DataFrame({"g": np.repeat(np.arange(6), 6), "c": np.tile([1, 2, 3], 12)})
+    df["x"] = np.arange(len(df)) % 5 * 0.3
+    df["y"] = df.x + np.sin(np.arange(len(df)))
+    for formula in ("0 + C(c, Treatment)", "0 + C(c, Treatment):x"):
+        with pytest.raises(FormulaError) as got:
+            build_spec(df, "y ~ x", groups="g", vc_formula={"cc": formula})
+        assert str(got.value).startswith(f"vc_formula['cc'] {formula!r}: the categorical")
+        assert "'C(c, Treatment)' is not supported" in str(got.value)
+
+
+def test_column_levels_inverts_the_columns_numbering():
+    """Each column of an interaction stands for its factors' levels, the first factor
+    varying fastest, as the design numbers the columns (each level as the data holds
+    it: text or number)."""
+    df = pd.DataFrame(
+        {
+            "g": np.repeat(np.arange(4), 6),
+            "a": np.tile(["1", "2", "3"], 8),
+            "b": np.tile([5, 7], 12),
+        }
+    )
+    df["y"] = np.sin(np.arange(len(df)))
+    spec = build_spec(df, "y ~ 1", groups="g", vc_formula={"ab": "0 + C(a):C(b)"})
+    plan, names = spec.vc_plans[0], spec.vc_column_names[0]
+    got = [column_levels(plan, spec.levels, k) for k in range(len(names))]
+    assert got == [("1", 5), ("2", 5), ("3", 5), ("1", 7), ("2", 7), ("3", 7)]
+    assert list(names) == [f"C(a)[{a}]:C(b)[{b}]" for a, b in got]
+    with pytest.raises(IndexError):
+        column_levels(plan, spec.levels, len(names))

@@ -64,7 +64,8 @@ def test_table_and_percentile_intervals(vc_fit):
     assert boot.estimate["x1 Var"] == pytest.approx(vc_fit.cov_re.loc["x1", "x1"], rel=1e-12)
     assert boot.estimate["sub Var"] == pytest.approx(vc_fit.vcomp[0], rel=1e-12)
     ci = boot.conf_int(0.2)
-    assert list(ci.columns) == [0, 1] and list(ci.index) == [*names, "scale", "llf"]
+    # intervals of the parameters (lme4's confint of a bootMer): none for the llf
+    assert list(ci.columns) == [0, 1] and list(ci.index) == [*names, "scale"]
     np.testing.assert_allclose(ci[0], table[ci.index].quantile(0.1), rtol=1e-12)
     assert (ci[0] <= ci[1]).all()
     pd.testing.assert_frame_equal(table, vc_fit.bootstrap(12, seed=3).replicates)
@@ -91,7 +92,17 @@ def test_bse_is_an_attribute_as_the_fits(vc_fit):
     # boot.bse["x1"] as res.bse["x1"]: a Series, not a method to call
     boot = vc_fit.bootstrap(5, seed=2)
     assert isinstance(boot.bse, pd.Series)
-    pd.testing.assert_series_equal(boot.bse, boot.values.std(ddof=1))
+    pd.testing.assert_series_equal(boot.bse, boot.values.drop(columns="llf").std(ddof=1))
+
+
+def test_bse_has_the_rows_of_conf_int_no_llf(vc_fit):
+    """The review found an ``llf`` entry in ``bse`` after ``conf_int()`` had dropped it
+    (the log-likelihood is no parameter): both have the parameters' rows alone; the
+    replicates keep ``llf``."""
+    boot = vc_fit.bootstrap(5, seed=2)
+    assert "llf" not in boot.bse.index
+    assert list(boot.bse.index) == list(boot.conf_int().index)
+    assert "llf" in boot.replicates.columns
 
 
 def test_save_makes_the_parent_directories(vc_fit, tmp_path):
@@ -536,3 +547,19 @@ def test_a_bootstrap_table_of_deeply_nested_metadata_is_a_checkpoint_error(tmp_p
     with pytest.raises(CheckpointError, match="nested deeper than dmixed ever writes") as info:
         BootstrapResults.load(path)
     assert str(path) in str(info.value) and len(str(info.value)) < 1000
+
+
+def test_a_covariate_named_like_a_summary_column_keeps_its_interval():
+    """The summary columns are taken by position: a fixed effect named ``llf`` keeps
+    its interval and standard error beside ``scale`` (dropping by name took both
+    ``llf`` columns)."""
+    rng = np.random.default_rng(0)
+    n = 300
+    g = rng.integers(0, 20, n)
+    df = pd.DataFrame({"g": g, "x": rng.normal(size=n), "llf": rng.normal(size=n)})
+    df["y"] = df.x + 0.3 * df.llf + rng.normal(size=n) + rng.normal(size=20)[g]
+    boot = mixedlm("y ~ x + llf", df, groups="g").fit().bootstrap(5, seed=1)
+    rows = ["Intercept", "x", "llf", "g Var", "scale"]
+    assert list(boot.conf_int().index) == rows
+    assert list(boot.bse.index) == rows
+    assert np.isfinite(boot.bse.to_numpy()).all()

@@ -38,7 +38,9 @@ def _by_hand(fit, rows: pd.DataFrame) -> np.ndarray:
 
 
 def test_a_new_level_in_a_fitted_group_is_refused_naming_group_and_level(fit):
-    with pytest.raises(DataError, match=r"group 0 level 'e', group 1 level 'f'.*new_levels="):
+    with pytest.raises(
+        DataError, match=r"cask level 'e' in group 0, cask level 'f' in group 1\).*new_levels="
+    ):
         fit.predict(NEW, include_random=True)
 
 
@@ -105,7 +107,7 @@ REUSED = pd.DataFrame({"school": ["A", "A", "B"], "cls": ["c3", "c1", "c1"], "x"
 def test_a_level_new_to_its_group_follows_new_levels(nested):
     """A level the fit saw in other groups only was silently predicted at zero."""
     for call in (nested.predict, nested.get_prediction):
-        with pytest.raises(DataError, match=r"group 'A' level 'C\(cls\)\[c3\]'.*new_levels="):
+        with pytest.raises(DataError, match=r"cls level 'c3' in group 'A'.*new_levels="):
             call(REUSED, include_random=True)
     fixed = nested.predict(REUSED)
     re = nested.random_effects
@@ -121,7 +123,7 @@ def test_a_level_new_to_its_group_follows_new_levels(nested):
     assert np.isnan(nan[[0, 2]]).all() and nan[1] == pytest.approx(got[1], rel=1e-12)
     frame = nested.get_prediction(REUSED, include_random=True, new_levels="nan").summary_frame()
     assert frame.loc[[0, 2]].isna().all().all() and frame.loc[1].notna().all()
-    with pytest.raises(DataError, match="group 'A' level"):
+    with pytest.raises(DataError, match="cls level 'c3' in group 'A'"):
         nested.predict(dd.from_pandas(REUSED, npartitions=1), include_random=True).compute()
 
 
@@ -131,10 +133,11 @@ def test_error_names_both_kinds_of_new_level(nested):
     on Dask; either alone is refused as before."""
     both = pd.DataFrame({"school": ["A", "B", "B"], "cls": ["c3", "c9", "c2"], "x": 0.5})
     want = (
-        r"1 row\(s\) of groups the fit saw hold levels of 'cls' that the fit did not see "
-        r"in the variance components \(group 'B' level 'c9'\); and 1 row\(s\) of groups "
-        r"of 'school' the fit saw hold levels of the variance component 'cls' that the fit "
-        r"saw in other groups but not in theirs \(group 'A' level 'C\(cls\)\[c3\]'\).*"
+        r"1 row\(s\) of groups of 'school' the fit saw hold levels of the variance "
+        r"component 'cls' \(column 'cls'\) that the fit did not see \(cls level 'c9' in "
+        r"group 'B'\); and 1 row\(s\) of groups of 'school' the fit saw hold levels of the "
+        r"variance component 'cls' that the fit saw in other groups but not in theirs "
+        r"\(cls level 'c3' in group 'A'\).*"
         r"new_levels='nan'$"
     )
     for call in (nested.predict, nested.get_prediction):
@@ -144,7 +147,7 @@ def test_error_names_both_kinds_of_new_level(nested):
         nested.predict(dd.from_pandas(both, npartitions=1), include_random=True).compute()
     nan = nested.predict(both, include_random=True, new_levels="nan")
     assert np.isnan(nan[[0, 1]]).all() and np.isfinite(nan[2])
-    with pytest.raises(DataError, match=r"\(group 'B' level 'c9'\); pass new_levels="):
+    with pytest.raises(DataError, match=r"\(cls level 'c9' in group 'B'\); pass new_levels="):
         nested.predict(both.iloc[1:], include_random=True)
 
 
@@ -158,7 +161,9 @@ def test_refusal_of_both_kinds_does_not_run_the_prediction(nested, monkeypatch):
 
     monkeypatch.setattr(Predictor, "predict", broken)
     both = pd.DataFrame({"school": ["A", "B", "B"], "cls": ["c3", "c9", "c2"], "x": 0.5})
-    with pytest.raises(DataError, match=r"level 'c9'\); and 1 row\(s\) of groups of 'school'"):
+    with pytest.raises(
+        DataError, match=r"level 'c9' in group 'B'\); and 1 row\(s\) of groups of 'school'"
+    ):
         nested.predict(both, include_random=True)
 
 
@@ -166,7 +171,7 @@ def test_get_prediction_takes_new_levels(nested):
     """A level new to the fit and one new to the group: both at zero, both adding the
     component's variance to the observation interval (with ``new_levels="population"``)."""
     rows = pd.DataFrame({"school": ["A", "A"], "cls": ["c9", "c3"], "x": [0.5, 0.5]})
-    with pytest.raises(DataError, match="group 'A' level 'c9'"):
+    with pytest.raises(DataError, match="cls level 'c9' in group 'A'"):
         nested.get_prediction(rows, include_random=True)
     pred = nested.get_prediction(rows, include_random=True, new_levels="population")
     np.testing.assert_allclose(
@@ -245,3 +250,106 @@ def test_a_new_level_without_the_group_column_is_refused_as_a_missing_column(how
         with pytest.raises(DataError) as got:
             call()
         assert str(got.value) == str(expected.value)
+
+
+def test_both_kinds_of_new_level_are_named_alike():
+    """A level the fit never saw was named ``group 17 level 77`` and one seen in other
+    groups only ``group 17 level 'C(rater)[2]'`` (the column's name): both now name the
+    component, the level as the data holds it and the group, in one style
+    (:func:`dmixed.design.labels.level_in_group`), in process and on Dask."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for school in range(20):
+        raters = [0, 1] if school == 17 else [0, 1, 2]
+        for rater in raters:
+            for _ in range(6):
+                rows.append((school, rater % 2 + 10 * (school % 3), rater, rng.normal()))
+    df = pd.DataFrame(rows, columns=["school", "classroom", "rater", "x"])
+    cell = rng.normal(size=(20, 22))  # classroom within school
+    df["y"] = (
+        df.x
+        + rng.normal(size=20)[df.school]
+        + cell[df.school, df.classroom]
+        + rng.normal(size=(20, 3))[df.school, df.rater]
+        + 0.5 * rng.normal(size=len(df))
+    )
+    vc = {"classroom": "0 + C(classroom)", "rater": "0 + C(rater)"}
+    res = dmixed.mixedlm("y ~ x", df, groups="school", re_formula="1", vc_formula=vc).fit()
+    new = pd.DataFrame({"school": [17, 17], "classroom": [77, 20], "rater": [0, 2], "x": 0.0})
+    want = (
+        r"\(classroom level 77 in group 17\); and 1 row\(s\) .* variance component "
+        r"'rater' that the fit saw in other groups but not in theirs "
+        r"\(rater level 2 in group 17\)"
+    )
+    with pytest.raises(DataError, match=want):
+        res.predict(new, include_random=True)
+    with pytest.raises(DataError, match=want):
+        res.predict(dd.from_pandas(new, npartitions=1), include_random=True).compute()
+    with pytest.raises(DataError, match=r"\(rater level 2 in group 17\): their"):
+        res.predict(new.iloc[1:], include_random=True)
+
+
+def _levels_frame(levels, seed=0, n_groups=12):
+    """Groups 0..n_groups-1 with every level of ``c`` but group 3, which lacks the last."""
+    rng = np.random.default_rng(seed)
+    rows = [
+        (g, lv, rng.normal())
+        for g in range(n_groups)
+        for lv in (levels[:-1] if g == 3 else levels)
+        for _ in range(5)
+    ]
+    df = pd.DataFrame(rows, columns=["g", "c", "x"])
+    df["d"] = np.where(rng.uniform(size=len(df)) < 0.5, "p", "q")
+    df["y"] = df.x + rng.normal(size=len(df)) + rng.normal(size=n_groups)[df.g]
+    return df
+
+
+def test_two_components_on_one_column_are_named_apart():
+    """The review found a made-up component ``'c1/c2'`` in the refusal of a level no
+    group had, where two components read the column: each is named, with its level."""
+    df = _levels_frame(["u", "v", "w"])
+    vc = {"c1": "0 + C(c)", "c2": "0 + C(c):x"}
+    res = dmixed.mixedlm("y ~ x", df, groups="g", vc_formula=vc).fit()
+    new = pd.DataFrame({"g": [3], "c": ["zz"], "x": [0.3]})
+    with pytest.raises(DataError) as got:
+        res.predict(new, include_random=True)
+    msg = str(got.value)
+    assert "c1/c2" not in msg
+    assert "the variance components 'c1' and 'c2' (column 'c')" in msg
+    assert "(c1 level 'zz' in group 3, c2 level 'zz' in group 3)" in msg
+
+
+def test_an_interaction_level_is_the_combination_in_both_refusals():
+    """A level of ``C(c):C(d)`` no group had was shown as one column's value (``zz``),
+    one seen in other groups only as the combination (``w:p``): both are the
+    combination now, each value as Python writes it."""
+    df = _levels_frame(["u", "v", "w"])
+    res = dmixed.mixedlm("y ~ x", df, groups="g", vc_formula={"cd": "0 + C(c):C(d)"}).fit()
+    new = pd.DataFrame({"g": [3, 3], "c": ["w", "zz"], "d": ["p", "p"], "x": [0.3, 0.3]})
+    with pytest.raises(DataError) as got:
+        res.predict(new, include_random=True)
+    msg = str(got.value)
+    assert "(cd level 'zz':'p' in group 3)" in msg
+    assert "(cd level 'w':'p' in group 3)" in msg
+
+
+@pytest.mark.parametrize(
+    ("levels", "unseen", "never", "elsewhere"),
+    [
+        (["1", "2", "3"], "77", "'77'", "'3'"),
+        ([1, 2, 3], 77, "77", "3"),
+        ([1.5, 2.0, 3.25], 9.5, "9.5", "3.25"),
+    ],
+)
+def test_text_levels_are_quoted_numbers_not(levels, unseen, never, elsewhere):
+    """A text level ``'2'`` and a number ``2`` were both shown ``2``: each level is
+    shown as Python writes it, in both refusals, in process and on Dask."""
+    df = _levels_frame(levels)
+    res = dmixed.mixedlm("y ~ x", df, groups="g", vc_formula={"cc": "0 + C(c)"}).fit()
+    new = pd.DataFrame({"g": [3, 3], "c": [levels[-1], unseen], "x": [0.0, 0.0]})
+    want = f"(cc level {never} in group 3)"
+    also = f"(cc level {elsewhere} in group 3)"
+    for frame, run in ((new, lambda p: p), (dd.from_pandas(new, 1), lambda p: p.compute())):
+        with pytest.raises(DataError) as got:
+            run(res.predict(frame, include_random=True))
+        assert want in str(got.value) and also in str(got.value)

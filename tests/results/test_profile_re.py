@@ -33,6 +33,13 @@ def test_profile_re_is_statsmodels():
         ours.profile_re(0, "re", dist_low=100.0)
     with pytest.raises(SpecError, match="not a variance component"):
         ours.profile_re("nope", "vc")
+    # statsmodels names a component by its name only: a position is told so
+    with pytest.raises(
+        SpecError,
+        match=r"re_ix 0 is not a variance component of the model; pass its name, one of "
+        r"\['sub'\]",
+    ):
+        ours.profile_re(0, "vc")
 
 
 @pytest.mark.parametrize("c", [2.0**256, 3e-150])

@@ -385,13 +385,20 @@ def test_random_effects_var_of_variance_components_only_is_refused():
     endog, exog, _, groups = design(df)
     res = MixedLM(endog, exog, groups, exog_vc=vc_dict(df)).fit()
     with pytest.raises(
-        SpecError, match=r"this model has none \(variance components \['sub'\] only\)"
+        SpecError,
+        match=r"this model has none \(variance components \['sub'\] only\): "
+        r".*random_effects_var\(vc=True\)",
     ):
         res.random_effects_var()
     first = res.group_labels[0]
     cov = res.random_effects_cov[first]
     assert list(cov.index) == list(res.random_effects[first].index)
     assert (np.diag(cov) > 0).all()
+    # vc=True gives them in the long frame of the BLUPs (it raised before)
+    var = res.random_effects_var(vc=True)
+    mine = var[var["group"] == first]
+    names = [f"{c}[{k}]" for c, k in zip(mine["component"], mine["column"], strict=True)]
+    np.testing.assert_allclose(mine["value"], np.diag(cov.loc[names, names]), rtol=1e-14)
 
 
 @pytest.mark.parametrize("dask", [False, True])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import dmixed
@@ -78,6 +79,11 @@ def test_results_read_the_border_covariances(tmp_path):
         assert list(got.index) == list(want.index) and len(got) > 2
         close(got.to_numpy(), want.to_numpy(), rtol=1e-14)
     close(res.random_effects_var().to_numpy(), padded.random_effects_var().to_numpy())
+    # the components' variances (vc=True) with no loop over groups: as the padded array's
+    got, want = res.random_effects_var(vc=True), padded.random_effects_var(vc=True)
+    pd.testing.assert_frame_equal(got.drop(columns="value"), want.drop(columns="value"))
+    close(got["value"].to_numpy(), want["value"].to_numpy(), rtol=1e-14)
+    assert len(got) == len(res.random_effects_frame(vc=True)) and (got["value"] > 0).all()
     res.save(tmp_path / "out")
     back = dmixed.load(tmp_path / "out")
     group = res.group_labels[3]
