@@ -33,6 +33,7 @@ __all__ = [
     "HASH_WHOLE_FILE_BYTES",
     "PARQUET_SUFFIXES",
     "file_format",
+    "hive_keys",
     "input_format",
     "is_parquet_file",
     "local_identity",
@@ -66,6 +67,8 @@ _IDENTITY_KEYS = (
 )
 
 _MAGIC = b"PAR1"
+#: the kind of a local Parquet file's content identity (:func:`local_identity`)
+_PARQUET_IDENTITY = "parquet-footer-sha256:"
 #: file names of the two input formats, by their ends (lower case)
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 TSV_SUFFIXES = (".tsv", ".tsv.gz", ".tsv.bz2", ".tsv.xz", ".tsv.zst")
@@ -168,7 +171,7 @@ def local_identity(path: str, size: int) -> str:
     with open(path, "rb") as fh:
         footer = _parquet_footer(fh, size)
         if footer is not None:
-            return "parquet-footer-sha256:" + hashlib.sha256(footer).hexdigest()
+            return _PARQUET_IDENTITY + hashlib.sha256(footer).hexdigest()
         fh.seek(0)
         if size <= HASH_WHOLE_FILE_BYTES:
             digest = hashlib.sha256()
@@ -260,9 +263,24 @@ def _again(rec: dict, before: dict | None) -> str:
     )
 
 
+def hive_keys(path: str) -> tuple[str, ...]:
+    """The ``key=value`` folders of a file's path, in order: the Hive partition keys that
+    the Parquet reader (pyarrow's ``"hive"`` partitioning, Dask's default) attaches to
+    its rows as columns, taken from every folder of the path (a folder without ``=`` is
+    no key).  ``lake/region=eu/part-0.parquet`` gives ``("region=eu",)``."""
+    folders = path.split("/")[:-1]
+    return tuple(f for f in folders if "=" in f)
+
+
 def same_content(inputs: list[dict], included: list[dict]) -> list[tuple[str, str]]:
     """Pairs ``(path, earlier path)``: an input of ``inputs`` whose content is that of an
     input of ``included`` or of an earlier one of ``inputs`` under another name.
+
+    A Parquet file's content includes its Hive partition keys (:func:`hive_keys`): files
+    of one bytes under ``region=eu/`` and ``region=us/`` are read as rows of other
+    ``region`` values, not one file's rows twice.  Files of one bytes and keys under
+    other names are copies, as are CSV files of one bytes anywhere (their reader
+    attaches no keys).
 
     ``inputs`` and ``included`` are records of
     :func:`dmixed.stats.checkpoint.input_fingerprint` (``path``, ``size``, ``content``).
@@ -280,17 +298,24 @@ def same_content(inputs: list[dict], included: list[dict]) -> list[tuple[str, st
     seen: dict[tuple, str] = {}
     for rec in included:
         if rec.get("content"):
-            seen.setdefault((rec["content"], rec.get("size")), rec["path"])
+            seen.setdefault(_identity(rec), rec["path"])
     pairs = []
     for rec in inputs:
         if not rec.get("content"):
             continue
-        key = (rec["content"], rec.get("size"))
+        key = _identity(rec)
         earlier = seen.get(key)
         if earlier is not None and earlier != rec["path"] and _same_bytes(rec, earlier):
             pairs.append((rec["path"], earlier))
         seen.setdefault(key, rec["path"])
     return pairs
+
+
+def _identity(rec: dict) -> tuple:
+    """What two inputs share when one is a copy of the other: content identity and size,
+    and a Parquet file's Hive partition keys (its reader adds them to the rows)."""
+    parquet = rec["content"].startswith(_PARQUET_IDENTITY)
+    return (rec["content"], rec.get("size"), hive_keys(rec["path"]) if parquet else ())
 
 
 def _same_bytes(rec: dict, earlier: str) -> bool:

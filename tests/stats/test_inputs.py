@@ -236,3 +236,31 @@ def test_an_included_input_is_said_changed_only_where_both_identities_are_known(
     other = [{"path": url, "size": None, "mtime_ns": None, "content": "etag:2"}]
     (again,) = inputs.repeated_inputs(other, then)
     assert again.startswith(f"{url} (changed since it was added")
+
+
+def test_same_content_of_parquet_files_includes_their_hive_partition_keys(tmp_path):
+    """Files of one bytes under ``region=eu/`` and ``region=us/`` are rows of two
+    regions (the Parquet reader adds ``region`` from the path), not one file's rows
+    twice; the same keys under another folder, or CSV files (their reader adds no
+    keys), are copies."""
+    lake = tmp_path / "lake"
+    for where in ("region=eu", "region=us", "other/region=eu"):
+        (lake / where).mkdir(parents=True)
+        _frame(1).to_parquet(lake / where / "part-0.parquet", index=False)
+        (lake / where / "part-0.csv").write_text("y\n1\n")
+    files = sorted(str(p) for p in lake.rglob("part-0.*"))
+    recs = input_fingerprint(files)
+    path = {str(Path(r["path"]).relative_to(lake)): r["path"] for r in recs}
+    assert inputs.hive_keys(path["other/region=eu/part-0.parquet"]) == ("region=eu",)
+    # other/region=eu sorts first; region=us is no copy of a Parquet file
+    assert same_content(recs, []) == [
+        (path["region=eu/part-0.csv"], path["other/region=eu/part-0.csv"]),
+        (path["region=eu/part-0.parquet"], path["other/region=eu/part-0.parquet"]),
+        (path["region=us/part-0.csv"], path["other/region=eu/part-0.csv"]),
+    ]
+    # nor of the included statistics' files (update)
+    eu, us = (
+        [r for r in recs if r["path"] == path[f"{k}/part-0.parquet"]]
+        for k in ("region=eu", "region=us")
+    )
+    assert same_content(us, eu) == []
