@@ -3223,6 +3223,41 @@ def test_copies_of_files_without_rows_are_not_inputs_given_twice(data, scheduler
     assert proc.returncode == 2 and "(the content of" in proc.stderr, proc.stderr
 
 
+def test_a_timestamp_column_in_a_formula_is_bad_data_naming_the_file(data, scheduler, tmp_path):
+    """A Parquet timestamp or date32 column in a formula exited 2 ("bad configuration")
+    with "unsupported dtype", naming no file and no remedy; README's exit 3 (data that
+    cannot be used).  As the groups, a date is a label and fits."""
+    frame = data.frame_a.copy()
+    frame["ts"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(len(frame)), unit="s")
+    frame["d"] = pd.Series(
+        (frame["ts"] + pd.to_timedelta(frame["g"], unit="D")).dt.date, dtype="date32[day][pyarrow]"
+    )
+    (tmp_path / "lake").mkdir()
+    frame.to_parquet(tmp_path / "lake/a.parquet", index=False)
+    cluster = ["--cluster", scheduler.file]
+    for column, words in (("ts", "timestamps"), ("d", "dates")):
+        args = ("fit", "--data", "lake", "--formula", f"y ~ {column}", "--groups", "g")
+        proc = run_in_process(*args, *cluster, "--output", "O", cwd=tmp_path)
+        assert proc.returncode == cli.EXIT_DATA, proc.stderr
+        line = f"dmixed: error: {tmp_path / 'lake/a.parquet'}: column {column!r} holds {words} ("
+        assert line in proc.stderr
+        assert "convert the column to a number first" in proc.stderr
+    proc = run_in_process(
+        "fit",
+        "--data",
+        "lake",
+        "--formula",
+        "y ~ x1",
+        "--groups",
+        "d",
+        *cluster,
+        "--output",
+        "O",
+        cwd=tmp_path,
+    )
+    ok(proc)
+
+
 def test_hive_partitions_of_identical_files_are_not_inputs_given_twice(data, scheduler, tmp_path):
     """``region=eu/part-0.parquet`` and ``region=us/part-0.parquet`` of one bytes hold
     rows of two regions (the reader adds ``region`` from the path): fit, with and

@@ -601,3 +601,47 @@ def test_text_in_a_factor_of_numeric_levels_is_refused_as_a_factor():
         "no row would find its level; convert it first, e.g. pd.to_numeric(data['cls'])"
     )
     assert got.value.example == "0"
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        (pd.date_range("2026-01-01", periods=120, freq="h"), "timestamps"),
+        (pd.date_range("2026-01-01", periods=120, freq="h", tz="UTC"), "timestamps"),
+        (
+            pd.array(pd.date_range("2026-01-01", periods=120), dtype="timestamp[us][pyarrow]"),
+            "timestamps",
+        ),
+        (
+            pd.Series(pd.date_range("2026-01-01", periods=120).date, dtype="date32[day][pyarrow]"),
+            "dates",
+        ),
+        (pd.to_timedelta(np.arange(120), unit="s"), "durations"),
+    ],
+)
+def test_a_time_column_in_a_formula_says_how_to_convert_it(values, words):
+    """A timestamp, date or duration in a formula gave "unsupported dtype ... for a model
+    formula", a DataError the command line exits 2 for, and no remedy: it is bad data
+    (exit 3, :class:`BadValuesError`) and the message says to convert it to a number of
+    a unit and origin the caller chooses, or to text for a factor (not read as numbers:
+    the fit would depend on the unit)."""
+    df = _zoo_base()
+    df["t"] = pd.Series(values).array if isinstance(values, pd.Index) else values
+    for formula in ("y ~ t", "y ~ xi + C(t)"):
+        with pytest.raises(BadValuesError, match=f"column 't' holds {words} \\(") as info:
+            build_spec(df, formula, groups="g")
+        assert "convert the column to a number first" in str(info.value)
+        assert "days or seconds since an origin you choose" in str(info.value)
+        assert "then write C(t)" in str(info.value)
+    # as the groups, a label
+    build_spec(df, "y ~ xi", groups="t")
+
+
+def test_another_unsupported_dtype_in_a_formula_says_what_a_formula_reads():
+    df = _zoo_base()
+    df["c"] = pd.Series([1 + 2j] * len(df))
+    with pytest.raises(
+        BadValuesError,
+        match="column 'c' has an unsupported dtype .* reads numbers, booleans and labels",
+    ):
+        build_spec(df, "y ~ c", groups="g")
