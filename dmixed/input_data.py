@@ -282,17 +282,32 @@ def _by_separator(files: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _rows_first(files: list[str], storage_options: dict | None) -> list[str]:
-    """``files`` with those before the first file holding rows moved to the end.
+def _rows_first(files: list[str], fmt: str, storage_options: dict | None = None) -> list[str]:
+    """``files`` of format ``fmt`` with those before the first file holding rows moved
+    to the end (:func:`holds_rows`: a CSV file's first two records, a local Parquet
+    file's footer, read up to the first file with a row).
 
-    Dask takes the columns' types from the first file's first rows: a header-only file
-    first made every column text, and the numbers of the files after it were refused
-    as text.  The files moved hold no rows, so the rows keep their order (the first
-    two records of each file read, up to the first file with a row)."""
+    Dask takes the columns' types from the first CSV file's first rows: a header-only
+    file first made every column text, and the numbers of the files after it were
+    refused as text.  The files moved hold no rows, so the rows keep their order.
+    (Dask sorts Parquet files: those without rows are left out instead, :func:`_with_rows`.)"""
     for k, f in enumerate(files):
-        if csv_has_rows(f, storage_options):
+        if holds_rows(f, fmt, storage_options):
             return files[k:] + files[:k]
     return files
+
+
+def _with_rows(files: list[str], storage_options: dict | None) -> list[str]:
+    """The Parquet ``files`` that hold rows (:func:`holds_rows`: every local file's
+    footer; a URL is kept), all of them where none does.
+
+    Dask sorts the files and takes the columns and their types from the first one's
+    schema: a schema-only file sorting first that declared ``x`` as ``string`` had the
+    numbers of the files after it refused as text, the error blaming a file with the
+    rows.  A file without rows adds nothing to the data, so its schema is not read as
+    the input's (``check_input`` and ``update`` check such files on their own)."""
+    kept = [f for f in files if holds_rows(f, "parquet", storage_options)]
+    return kept or files
 
 
 def _read_csv(files: list[str], storage_options: dict | None, **options):
@@ -301,7 +316,7 @@ def _read_csv(files: list[str], storage_options: dict | None, **options):
 
     parts = [
         dd.read_csv(
-            _rows_first(group, storage_options),
+            _rows_first(group, "csv", storage_options),
             sep=sep,
             storage_options=storage_options or None,
             **options,
@@ -480,7 +495,8 @@ def read_data(
         if fmt == "parquet":
             import dask.dataframe as dd
 
-            return dd.read_parquet(files, storage_options=options), files
+            reader_files = _with_rows(files, options)
+            return dd.read_parquet(reader_files, storage_options=options), files
         return _read_csv_input(job, files, model or job.model_dump(), saved_labels or {}), files
     except JobError:
         raise
@@ -520,9 +536,10 @@ def check_input(job: Job, files: list[str], rows_needed: bool = True) -> str:
 
 
 def column_names(job: Job, files: list[str], fmt: str) -> set[str] | None:
-    """The data's column names as its first file declares them, where they can be read
-    without its rows and are all that a read of the input gives (Dask takes the first
-    file's columns for the whole input): a CSV file's header; a local Parquet file's
+    """The data's column names as its first file holding rows declares them (the first
+    file :func:`read_data` reads), where they can be read without its rows and are all
+    that a read of the input gives (Dask takes the first file's columns for the whole
+    input): a CSV file's header; a local Parquet file's
     schema where no file lies under a ``key=value`` folder (Hive partitioning: Dask adds
     the keys as columns).  None where they cannot be known so (remote Parquet).
 
@@ -533,7 +550,7 @@ def column_names(job: Job, files: list[str], fmt: str) -> set[str] | None:
     """
     if not files:
         return None
-    first = files[0]
+    first = _rows_first(files, fmt, job.storage_options)[0]  # as read_data reads them
     if fmt != "parquet":
         return set(csv_header(first, job.storage_options))
     hive = any("=" in part for f in files for part in os.path.dirname(f).split(os.sep))

@@ -3258,6 +3258,27 @@ def test_a_timestamp_column_in_a_formula_is_bad_data_naming_the_file(data, sched
     ok(proc)
 
 
+@pytest.mark.parametrize("empty_name", ["part-0.parquet", "part-2.parquet"])
+def test_a_schema_only_file_declaring_another_type_is_not_the_inputs_schema(
+    data, scheduler, tmp_path, empty_name
+):
+    """A 0-row file declaring ``x1`` as ``string`` that sorted first had Dask read
+    ``x1`` as text, and the file with the rows was blamed for holding numbers (exit 3);
+    sorting last it was read.  It adds no rows: in either order the fit is that of the
+    file with the rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "lake").mkdir()
+    shutil.copy2(data.A, tmp_path / "lake/part-1.parquet")
+    schema = pq.read_schema(data.A)
+    empty = schema.set(schema.get_field_index("x1"), pa.field("x1", pa.string()))
+    pq.write_table(empty.empty_table(), tmp_path / "lake" / empty_name)
+    args = ("fit", "--data", "lake", *MODEL, "--cluster", scheduler.file)
+    ok(run_in_process(*args, "--output", "O", cwd=tmp_path))
+    assert_same_fit(dmixed.load(tmp_path / "O"), in_process_fit(data.frame_a))
+
+
 def test_hive_partitions_of_identical_files_are_not_inputs_given_twice(data, scheduler, tmp_path):
     """``region=eu/part-0.parquet`` and ``region=us/part-0.parquet`` of one bytes hold
     rows of two regions (the reader adds ``region`` from the path): fit, with and
