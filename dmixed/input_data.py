@@ -143,18 +143,19 @@ def refuse_inside_inputs(job: Job) -> None:
 
 
 def _check_parquet_files(files: list[str], rows_needed: bool = True) -> None:
-    """Refuse a local input file that is not Parquet (it neither starts nor ends with
-    ``PAR1``), naming it: pyarrow's error says what is wrong, not in which file; and
+    """Refuse a local input file that is not Parquet, or is cut short or damaged (it does
+    not both start and end with ``PAR1``), naming it in full as other errors do: pyarrow's error says what is wrong, not in which file; and
     local files that all hold no rows (a schema only), naming them: the data pass
     found no rows and said nothing of the files."""
     from .stats.inputs import is_parquet_file
 
     local = [f for f in files if "://" not in f and os.path.isfile(f)]
     for f in local:
-        if not is_parquet_file(f):
+        if not is_parquet_file(f):  # a file cut short lacks the PAR1 at its end
             raise JobError(
-                f"cannot read parquet data: {f} is not a Parquet file (it does not start "
-                "and end with PAR1); remove it from the input",
+                f"cannot read parquet data: {os.path.abspath(f)} is not a Parquet file or "
+                "is truncated or damaged (it does not start and end with PAR1); remove it "
+                "from the input, or write it again",
                 EXIT_DATA,
             )
     # the footers' row counts, read until a file holds a row (the first, in practice)

@@ -16,7 +16,7 @@ from dmixed.input_data import (
     read_data,
     refuse_inside_inputs,
 )
-from dmixed.job import Job, JobError
+from dmixed.job import EXIT_DATA, Job, JobError
 
 
 def _write(path, text: str) -> str:
@@ -182,3 +182,27 @@ def test_many_files_without_rows_are_named_in_one_short_line(tmp_path, fmt, n_fi
     assert all(p in message for p in paths[:NAMED_FILES])
     assert not any(p in message for p in paths[NAMED_FILES:])
     assert (f"and {n_files - NAMED_FILES} more" in message) == (n_files > NAMED_FILES)
+
+
+@pytest.mark.parametrize("cut", ["last_bytes", "half"])
+def test_a_truncated_parquet_file_is_named_in_full_as_maybe_truncated(tmp_path, monkeypatch, cut):
+    """A Parquet file cut short was "not a Parquet file (it does not start and end with
+    PAR1)", by the path as given (other errors print it in full): it may be a Parquet
+    file cut short or damaged."""
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("lake")
+    pd.DataFrame({"g": [1, 2, 3], "y": [1.0, 2.0, 3.0]}).to_parquet("lake/a.parquet")
+    raw = (tmp_path / "lake/a.parquet").read_bytes()
+    (tmp_path / "lake/b.parquet").write_bytes(
+        raw[:-3] if cut == "last_bytes" else raw[: len(raw) // 2]
+    )
+    job = Job(data="lake", output=str(tmp_path / "out"))
+    with pytest.raises(JobError) as info:
+        check_input(job, ["lake/a.parquet", "lake/b.parquet"])
+    assert info.value.status == EXIT_DATA
+    assert str(info.value).startswith(
+        f"cannot read parquet data: {tmp_path / 'lake/b.parquet'} is not a Parquet file or "
+        "is truncated or damaged (it does not start and end with PAR1)"
+    )
