@@ -144,9 +144,10 @@ def refuse_inside_inputs(job: Job) -> None:
 
 def _check_parquet_files(files: list[str], rows_needed: bool = True) -> None:
     """Refuse a local input file that is not Parquet, or is cut short or damaged (it does
-    not both start and end with ``PAR1``), naming it in full as other errors do: pyarrow's error says what is wrong, not in which file; and
-    local files that all hold no rows (a schema only), naming them: the data pass
-    found no rows and said nothing of the files."""
+    not both start and end with ``PAR1``), naming it in full as other errors do:
+    pyarrow's error says what is wrong, not in which file; and local files that all hold
+    no rows (a schema only), naming them: the data pass found no rows and said nothing
+    of the files."""
     from .stats.inputs import is_parquet_file
 
     local = [f for f in files if "://" not in f and os.path.isfile(f)]
