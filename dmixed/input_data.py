@@ -503,8 +503,53 @@ def read_data(
     except JobError:
         raise
     except Exception as exc:  # pyarrow/fsspec raise many types for unreadable input
-        message = f"cannot read {fmt} data {job.data!r}: {read_error_message(exc)}"
+        message = f"cannot read {fmt} data {job.data!r}: " + (
+            _hive_clash(exc, files) or read_error_message(exc)
+        )
         raise JobError(message, EXIT_DATA) from exc
+
+
+#: pyarrow's refusal of a Hive partition key whose column the files also store
+_HIVE_CLASH = re.compile(r"Unable to merge: Field (\S+) has incompatible types: (\S+) vs (\S+)")
+
+
+def _hive_clash(exc: BaseException, files: list[str]) -> str | None:
+    """Words for pyarrow's "Unable to merge: Field C has incompatible types: A vs B" (in
+    Dask's "An error occurred while calling the read_parquet method ..."): a Hive
+    partition key ``C`` (the ``C=value`` folders, read as text) that the files also
+    store as a column of another type (pandas 3 writes text as ``large_string``), naming
+    the column, the folders, a file storing it and both types; None for another error."""
+    found = _HIVE_CLASH.search(str(exc))
+    if found is None:
+        return None
+    column, stored, key = found.groups()
+    folders = sorted(
+        {
+            os.path.abspath(f).split(f"{os.sep}{column}=")[0]
+            for f in files
+            if f"{os.sep}{column}=" in os.path.abspath(f)
+        }
+    )
+    if not folders:
+        return None
+    holder = next((f for f in files if column in _schema_names(f)), None)
+    where = f" (such as {os.path.abspath(holder)})" if holder else ""
+    return (
+        f"column {column!r} is a Hive partition key of {some_of(folders)} (its "
+        f"{column}=... folders, read as {key}) and also a column stored in the files"
+        f"{where} as {stored}: pyarrow cannot merge the two types; write the files "
+        f"without the column {column!r} (the folders give its values), or store it as {key}"
+    )
+
+
+def _schema_names(path: str) -> list[str]:
+    """The columns a local Parquet file's schema declares (none if it cannot be read)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names) if "://" not in path else []
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged footer
+        return []
 
 
 def check_input(job: Job, files: list[str], rows_needed: bool = True) -> str:

@@ -206,3 +206,31 @@ def test_a_truncated_parquet_file_is_named_in_full_as_maybe_truncated(tmp_path, 
         f"cannot read parquet data: {tmp_path / 'lake/b.parquet'} is not a Parquet file or "
         "is truncated or damaged (it does not start and end with PAR1)"
     )
+
+
+def test_a_hive_key_also_stored_in_the_files_as_another_type_is_named(tmp_path):
+    """``region=eu/`` files that also store ``region`` as ``large_string`` (pandas 3's
+    ``df["region"] = "eu"; df.to_parquet(...)``) gave pyarrow's "Unable to merge: Field
+    region has incompatible types", naming no file: the column, the folder, a file and
+    both types are named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lake = tmp_path / "lake"
+    for region in ("eu", "us"):
+        (lake / f"region={region}").mkdir(parents=True)
+        table = pa.table(
+            {"g": [1, 2], "y": [1.0, 2.0], "region": pa.array([region] * 2, pa.large_string())}
+        )
+        pq.write_table(table, lake / f"region={region}/p.parquet")
+    job = Job(data=str(lake), formula="y ~ C(region)", groups="g", output=str(tmp_path / "out"))
+    with pytest.raises(JobError) as info:
+        read_data(job)
+    assert info.value.status == EXIT_DATA
+    message = str(info.value)
+    assert "Unable to merge" not in message
+    assert (
+        f"column 'region' is a Hive partition key of {lake} (its region=... folders, "
+        "read as string)" in message
+    )
+    assert f"(such as {lake / 'region=eu/p.parquet'}) as large_string" in message
