@@ -256,7 +256,7 @@ def statistics_from_rows(
             rows.weights,
             gram,
         )
-        if gram is not None and (std.y_shift != 0.0 or std.x_shift.any()):
+        if gram is not None and (std.y_shift != 0.0 or np.count_nonzero(std.x_shift)):
             gram = None  # rows shifted: the data pass sums other columns
     weights = std.weights_in_statistics(rows.weights)
     std = std.with_weights(rows.weights)  # their span, kept with saved statistics

@@ -493,7 +493,7 @@ class StatsBlock:
                 part = zzc[..., local]
                 mine = sel[at]
                 mask[mine] = lossy_groups(part, nobs[mine], near_lossy_bounds(part, totals))
-        return mask if mask.any() else None
+        return mask if np.count_nonzero(mask) else None
 
     def lossy_masks(
         self, nobs: np.ndarray, bound: float = LOSSY_DETERMINANT
@@ -513,7 +513,7 @@ class StatsBlock:
         groups' rows, in the block's order; ``bound`` as there): bool (G,), or None
         where there are none (each chunk checked, nothing joined)."""
         masks = list(self.lossy_masks(nobs, bound))
-        if not any(mask.any() for mask in masks):
+        if not any(np.count_nonzero(mask) for mask in masks):
             return None
         return np.concatenate(masks)
 
