@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 import warnings
 from decimal import Decimal
@@ -631,10 +632,67 @@ def test_a_time_column_in_a_formula_says_how_to_convert_it(values, words):
         with pytest.raises(BadValuesError, match=f"column 't' holds {words} \\(") as info:
             build_spec(df, formula, groups="g")
         assert "convert the column to a number first" in str(info.value)
-        assert "days or seconds since an origin you choose" in str(info.value)
-        assert "then write C(t)" in str(info.value)
+        assert "convert it to text and write C(t)" in str(info.value)
     # as the groups, a label
     build_spec(df, "y ~ xi", groups="t")
+
+
+_TIME_VALUES = {
+    "datetime64": pd.Series(pd.date_range("2026-01-01", periods=120, freq="h")),
+    "datetime64 UTC": pd.Series(pd.date_range("2026-01-01", periods=120, freq="h", tz="UTC")),
+    "arrow timestamp": pd.Series(
+        pd.date_range("2026-01-01", periods=120, freq="h"), dtype="timestamp[us][pyarrow]"
+    ),
+    "arrow date32": pd.Series(
+        pd.date_range("2026-01-01", periods=120).date, dtype="date32[day][pyarrow]"
+    ),
+    "object date": pd.Series(pd.date_range("2026-01-01", periods=120).date, dtype=object),
+    "object datetime": pd.Series(
+        list(pd.date_range("2026-01-01", periods=120, freq="h").to_pydatetime()), dtype=object
+    ),
+    "timedelta64": pd.Series(pd.to_timedelta(np.arange(120), unit="s")),
+    "arrow duration": pd.Series(
+        pd.to_timedelta(np.arange(120), unit="s"), dtype="duration[s][pyarrow]"
+    ),
+    "object timedelta": pd.Series(
+        list(pd.to_timedelta(np.arange(120), unit="s").to_pytimedelta()), dtype=object
+    ),
+    "object time": pd.Series(
+        [datetime.time(k % 24, k % 60) for k in range(120)], dtype=object
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(_TIME_VALUES))
+def test_the_conversion_a_time_column_message_gives_runs_and_fits(kind):
+    """The message's conversion, executed as written (``origin`` a ``pd.Timestamp`` of
+    the column's time zone), gives a column of numbers that the formula reads: the
+    review found the one hint for timestamps raising for a duration column."""
+    df = _zoo_base()
+    df["t"] = _TIME_VALUES[kind].set_axis(df.index)
+    with pytest.raises(BadValuesError, match="convert the column to a number first") as info:
+        build_spec(df, "y ~ xi + t", groups="g")
+    code = re.search(r"data\['t'\] = (.*?); or,", str(info.value)).group(1)
+    tz = "UTC" if kind.endswith("UTC") else None
+    namespace = {"pd": pd, "data": df, "origin": pd.Timestamp("2025-12-31", tz=tz)}
+    df["t"] = eval(code, namespace)  # noqa: S307 - the message's own code
+    assert pd.api.types.is_float_dtype(df["t"].dtype), df["t"].dtype
+    assert np.isfinite(df["t"].to_numpy(dtype=float)).all()
+    build_spec(df, "y ~ xi + t", groups="g")
+
+
+@pytest.mark.parametrize("kind", [k for k in _TIME_VALUES if k.startswith("object")])
+def test_an_object_column_of_dates_is_refused_as_a_datetime64_one_unless_a_factor(kind):
+    """pandas reads a Parquet ``date32`` column as ``datetime.date`` objects: ``y ~ d``
+    fitted a factor of one level a day, silently, though the README says dates are
+    refused.  Refused as a ``datetime64`` column is; inside ``C()`` a factor, as asked."""
+    df = _zoo_base()
+    df["t"] = _TIME_VALUES[kind].set_axis(df.index)
+    with pytest.raises(BadValuesError, match=r"column 't' holds \w.* \(object\)") as info:
+        build_spec(df, "y ~ xi + t", groups="g")
+    assert "or, to use it as a factor, write C(t)" in str(info.value)
+    build_spec(df, "y ~ xi + C(t)", groups="g")  # a factor of the caller's choice
+    build_spec(df, "y ~ xi", groups="t")  # as the groups, a label
 
 
 def test_another_unsupported_dtype_in_a_formula_says_what_a_formula_reads():
