@@ -498,6 +498,7 @@ def read_data(
             import dask.dataframe as dd
 
             reader_files = _with_rows(files, options)
+            _check_hive_names(reader_files)
             return dd.read_parquet(reader_files, storage_options=options), files
         return _read_csv_input(job, files, model or job.model_dump(), saved_labels or {}), files
     except JobError:
@@ -507,6 +508,30 @@ def read_data(
             _hive_clash(exc, files) or read_error_message(exc)
         )
         raise JobError(message, EXIT_DATA) from exc
+
+
+def _check_hive_names(files: list[str]) -> None:
+    """Refuse Parquet files whose paths give other Hive partition keys
+    (:func:`~dmixed.stats.inputs.hive_key_names`: ``lake/region=eu/a.parquet`` beside
+    ``plain/b.parquet``, or a link to a ``region=eu`` folder): the reader fails on them
+    with a bare ``KeyError: 'region'``.  Names a file of each."""
+    from .stats.inputs import hive_key_names
+
+    by_names: dict[tuple[str, ...], str] = {}
+    for f in files:
+        by_names.setdefault(hive_key_names(f), f)
+    if len(by_names) > 1:
+        shown = "; ".join(
+            f"{os.path.abspath(f) if '://' not in f else f} "
+            + (f"(keys {', '.join(names)})" if names else "(no key=value folder)")
+            for names, f in by_names.items()
+        )
+        raise JobError(
+            "cannot read parquet data: its files lie under other Hive partition folders "
+            f"(key=value), which the reader adds to the rows as columns: {shown}; give "
+            "files of one layout (every file under the same key=value folders, or none)",
+            EXIT_DATA,
+        )
 
 
 #: pyarrow's refusal of a Hive partition key whose column the files also store

@@ -234,3 +234,28 @@ def test_a_hive_key_also_stored_in_the_files_as_another_type_is_named(tmp_path):
         "read as string)" in message
     )
     assert f"(such as {lake / 'region=eu/p.parquet'}) as large_string" in message
+
+
+def test_parquet_files_of_other_hive_keys_are_refused_naming_them(tmp_path):
+    """``lake/region=eu/a.parquet`` beside ``plain/b.parquet`` (or a link to a
+    ``region=eu`` folder): the reader failed with a bare ``'region'`` (exit 2); the
+    files and their keys are named (exit 3)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"g": [1, 2], "y": [1.0, 2.0]})
+    for where in ("lake/region=eu", "plain", "runs/run=1"):
+        (tmp_path / where).mkdir(parents=True)
+    pq.write_table(table, tmp_path / "lake/region=eu/a.parquet")
+    pq.write_table(pa.table({"g": [3, 4], "y": [1.0, 3.0]}), tmp_path / "plain/b.parquet")
+    pq.write_table(pa.table({"g": [5, 6], "y": [2.0, 3.0]}), tmp_path / "runs/run=1/c.parquet")
+    for other in ("plain/b.parquet", "runs/run=1/c.parquet"):
+        files = [str(tmp_path / "lake/region=eu/a.parquet"), str(tmp_path / other)]
+        job = Job(data=files, formula="y ~ 1", groups="g", output=str(tmp_path / "out"))
+        with pytest.raises(JobError) as info:
+            read_data(job)
+        assert info.value.status == EXIT_DATA
+        message = str(info.value)
+        assert "other Hive partition folders" in message
+        assert f"{tmp_path / 'lake/region=eu/a.parquet'} (keys region)" in message
+        assert str(tmp_path / other) in message

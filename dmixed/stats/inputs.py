@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from urllib.parse import unquote
 
 from ..errors import DataError
 
@@ -33,6 +34,7 @@ __all__ = [
     "HASH_WHOLE_FILE_BYTES",
     "PARQUET_SUFFIXES",
     "file_format",
+    "hive_key_names",
     "hive_keys",
     "input_format",
     "is_parquet_file",
@@ -264,12 +266,22 @@ def _again(rec: dict, before: dict | None) -> str:
 
 
 def hive_keys(path: str) -> tuple[str, ...]:
-    """The ``key=value`` folders of a file's path, in order: the Hive partition keys that
-    the Parquet reader (pyarrow's ``"hive"`` partitioning, Dask's default) attaches to
-    its rows as columns, taken from every folder of the path (a folder without ``=`` is
-    no key).  ``lake/region=eu/part-0.parquet`` gives ``("region=eu",)``."""
+    """The ``key=value`` folders of a file's path as given, in order and decoded as the
+    Parquet reader decodes them: the Hive partition keys that the reader (pyarrow's
+    ``"hive"`` partitioning with its default ``segment_encoding="uri"``, Dask's default)
+    attaches to its rows as columns, taken from every folder of the path (a folder
+    without ``=`` is no key).  ``lake/region=eu/part-0.parquet`` gives
+    ``("region=eu",)``; ``region=e%20u`` and ``region=e u`` both give ``"region=e u"``.
+    The path as given, not resolved: a link to a ``key=value`` folder gives no key, as
+    the reader reads it."""
     folders = path.split("/")[:-1]
-    return tuple(f for f in folders if "=" in f)
+    return tuple("=".join(unquote(part) for part in f.split("=", 1)) for f in folders if "=" in f)
+
+
+def hive_key_names(path: str) -> tuple[str, ...]:
+    """The names of :func:`hive_keys` (``("region",)``): the reader needs every file of
+    an input to have the same ones."""
+    return tuple(k.split("=", 1)[0] for k in hive_keys(path))
 
 
 def same_content(inputs: list[dict], included: list[dict]) -> list[tuple[str, str]]:
@@ -280,7 +292,9 @@ def same_content(inputs: list[dict], included: list[dict]) -> list[tuple[str, st
     of one bytes under ``region=eu/`` and ``region=us/`` are read as rows of other
     ``region`` values, not one file's rows twice.  Files of one bytes and keys under
     other names are copies, as are CSV files of one bytes anywhere (their reader
-    attaches no keys).
+    attaches no keys), and one local file reached by two paths (a link): its paths
+    resolved (``os.path.realpath``).  Keys the model does not read count too
+    (``run=1/`` and ``run=2/`` holding one file are read as rows of two runs).
 
     ``inputs`` and ``included`` are records of
     :func:`dmixed.stats.checkpoint.input_fingerprint` (``path``, ``size``, ``content``).
@@ -299,15 +313,21 @@ def same_content(inputs: list[dict], included: list[dict]) -> list[tuple[str, st
     for rec in included:
         if rec.get("content"):
             seen.setdefault(_identity(rec), rec["path"])
+            seen.setdefault(_resolved(rec), rec["path"])
     pairs = []
     for rec in inputs:
         if not rec.get("content"):
             continue
-        key = _identity(rec)
+        key, resolved = _identity(rec), _resolved(rec)
         earlier = seen.get(key)
+        same_file = seen.get(resolved)
         if earlier is not None and earlier != rec["path"] and _same_bytes(rec, earlier):
             pairs.append((rec["path"], earlier))
+        elif same_file is not None and same_file != rec["path"]:
+            # one file through a link: one file's rows, whatever keys its paths give
+            pairs.append((rec["path"], same_file))
         seen.setdefault(key, rec["path"])
+        seen.setdefault(resolved, rec["path"])
     return pairs
 
 
@@ -316,6 +336,14 @@ def _identity(rec: dict) -> tuple:
     and a Parquet file's Hive partition keys (its reader adds them to the rows)."""
     parquet = rec["content"].startswith(_PARQUET_IDENTITY)
     return (rec["content"], rec.get("size"), hive_keys(rec["path"]) if parquet else ())
+
+
+def _resolved(rec: dict) -> tuple:
+    """A local input's file, links resolved (``os.path.realpath``), and its content
+    identity: one file reached by two paths (``alias -> lake/region=eu``) is read twice
+    whatever keys the paths give; a URL's own path."""
+    path = rec["path"]
+    return ("file", path if "://" in path else os.path.realpath(path), rec["content"])
 
 
 def _same_bytes(rec: dict, earlier: str) -> bool:

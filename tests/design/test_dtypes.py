@@ -657,9 +657,7 @@ _TIME_VALUES = {
     "object timedelta": pd.Series(
         list(pd.to_timedelta(np.arange(120), unit="s").to_pytimedelta()), dtype=object
     ),
-    "object time": pd.Series(
-        [datetime.time(k % 24, k % 60) for k in range(120)], dtype=object
-    ),
+    "object time": pd.Series([datetime.time(k % 24, k % 60) for k in range(120)], dtype=object),
 }
 
 

@@ -264,3 +264,37 @@ def test_same_content_of_parquet_files_includes_their_hive_partition_keys(tmp_pa
         for k in ("region=eu", "region=us")
     )
     assert same_content(us, eu) == []
+
+
+def test_hive_keys_are_decoded_as_the_parquet_reader_decodes_them(tmp_path):
+    """pyarrow reads ``region=e%20u/`` and ``region=e u/`` as the one key ``e u``: one
+    file's bytes under both are one file's rows twice (the review found them read twice,
+    1,200 observations of 600 rows)."""
+    lake = tmp_path / "lake"
+    for where in ("region=e%20u", "region=e u", "region=e%2Fu"):
+        (lake / where).mkdir(parents=True)
+        _frame(1).to_parquet(lake / where / "a.parquet", index=False)
+    assert inputs.hive_keys(str(lake / "region=e%20u" / "a.parquet")) == ("region=e u",)
+    assert inputs.hive_keys(str(lake / "region=e%2Fu" / "a.parquet")) == ("region=e/u",)
+    assert inputs.hive_key_names(str(lake / "k%20x=1" / "a.parquet")) == ("k x",)
+    esc, plain = str(lake / "region=e%20u" / "a.parquet"), str(lake / "region=e u" / "a.parquet")
+    read = pd.read_parquet(lake)
+    assert sorted(read["region"].astype(str).unique()) == ["e u", "e/u"]  # the reader's keys
+    recs = input_fingerprint([esc, plain])
+    assert same_content(recs, []) == [(esc, plain)]  # (fingerprints sort the paths)
+
+
+def test_one_file_through_a_link_is_one_file_whatever_keys_its_paths_give(tmp_path):
+    """``alias -> lake/region=eu``: ``alias/a.parquet`` gives no key and
+    ``lake/region=eu/a.parquet`` gives ``region=eu``, yet they are one file: its paths
+    are resolved before its identity is decided (the reader failed with a bare
+    ``'region'``)."""
+    (tmp_path / "lake" / "region=eu").mkdir(parents=True)
+    real = tmp_path / "lake" / "region=eu" / "a.parquet"
+    _frame(1).to_parquet(real, index=False)
+    (tmp_path / "alias").symlink_to(tmp_path / "lake" / "region=eu")
+    linked = str(tmp_path / "alias" / "a.parquet")
+    recs = input_fingerprint([linked, str(real)])
+    assert same_content(recs, []) == [(str(real), linked)]
+    # and against the statistics' files (update)
+    assert same_content(recs[1:], recs[:1]) == [(str(real), linked)]
