@@ -61,6 +61,7 @@ from .input_data import (
     input_format,
     is_read_error,
     label_columns,
+    model_names,
     one_line,
     parquet_rows,
     read_data,
@@ -625,7 +626,7 @@ def _refuse_repeated(job: Job, inputs: list[dict], included: list[dict], stats_d
     def holds(path: str) -> bool:  # asked of copies only
         return holds_rows(path, input_format(job, [path]), job.storage_options)
 
-    again = repeated_inputs(inputs, included, holds)
+    again = repeated_inputs(inputs, included, holds, model_names(job.model_dump()))
     if again:
         more = f" and {len(again) - 3} more" if len(again) > 3 else ""
         where = f"already included in the statistics of {stats_dir}" if stats_dir else "given twice"

@@ -275,6 +275,20 @@ def label_columns(model: dict) -> set[str]:
     return found | ({model["groups"]} if model.get("groups") else set())
 
 
+def model_names(model: dict) -> set[str]:
+    """Every name a model (a job's keys) may read as a column: the words of its formulas
+    (``formula``, ``re_formula``, ``vc_formula``'s), ``groups`` and ``weights``.  A
+    superset (function names too): used to tell which Hive partition keys the model
+    reads (:func:`~dmixed.stats.inputs.same_content`), where a name too many only keeps
+    a key that tells files apart, as before."""
+    formulas = [model.get("formula") or "", model.get("re_formula") or ""]
+    formulas += list((model.get("vc_formula") or {}).values())
+    text = " ".join(formulas)
+    found = set(re.findall(r"[^\W\d][\w.]*", text))
+    found |= {quoted for _, quoted in re.findall(r"(['\"`])(.*?)\1", text)}  # Q("a b")
+    return found | {model[k] for k in ("groups", "weights") if isinstance(model.get(k), str)}
+
+
 def _by_separator(files: list[str]) -> dict[str, list[str]]:
     from .stats.inputs import separator
 

@@ -259,3 +259,18 @@ def test_parquet_files_of_other_hive_keys_are_refused_naming_them(tmp_path):
         assert "other Hive partition folders" in message
         assert f"{tmp_path / 'lake/region=eu/a.parquet'} (keys region)" in message
         assert str(tmp_path / other) in message
+
+
+def test_model_names_holds_every_column_a_model_may_read():
+    from dmixed.input_data import model_names
+
+    model = {
+        "formula": 'y ~ x1 + np.log(x2) + Q("my col") + C(region)',
+        "groups": "g",
+        "re_formula": "1 + t",
+        "vc_formula": {"s": "0 + C(run)"},
+        "weights": "w",
+    }
+    names = model_names(model)
+    assert {"y", "x1", "x2", "my col", "region", "g", "t", "run", "w"} <= names
+    assert "day" not in names

@@ -221,6 +221,7 @@ def repeated_inputs(
     inputs: list[dict],
     included: list[dict] | None = None,
     holds_rows: Callable[[str], bool] | None = None,
+    read_keys: set[str] | None = None,
 ) -> list[str]:
     """The inputs of ``inputs`` whose rows would be counted twice: a path of
     ``included`` or of an earlier input given again (``"PATH"``; ``"PATH (changed since
@@ -229,6 +230,7 @@ def repeated_inputs(
     under another name (``"PATH (the content of EARLIER)"``, :func:`same_content`),
     unless ``holds_rows(PATH)`` says it holds none (files of a schema or a header only,
     as writers leave them, are alike byte for byte and count nothing twice).
+    ``read_keys``: the Hive keys that tell copies apart (:func:`same_content`).
 
     ``inputs`` and ``included`` are records of
     :func:`dmixed.stats.checkpoint.input_fingerprint` (absolute local paths, so
@@ -243,7 +245,7 @@ def repeated_inputs(
         (again if rec["path"] in done else fresh).append(rec)
         done.add(rec["path"])
     out = [_again(rec, before.get(rec["path"])) for rec in again]
-    copies = same_content(fresh, included)
+    copies = same_content(fresh, included, read_keys)
     return out + [
         f"{path} (the content of {earlier})"
         for path, earlier in copies
@@ -284,7 +286,9 @@ def hive_key_names(path: str) -> tuple[str, ...]:
     return tuple(k.split("=", 1)[0] for k in hive_keys(path))
 
 
-def same_content(inputs: list[dict], included: list[dict]) -> list[tuple[str, str]]:
+def same_content(
+    inputs: list[dict], included: list[dict], read_keys: set[str] | None = None
+) -> list[tuple[str, str]]:
     """Pairs ``(path, earlier path)``: an input of ``inputs`` whose content is that of an
     input of ``included`` or of an earlier one of ``inputs`` under another name.
 
@@ -293,8 +297,9 @@ def same_content(inputs: list[dict], included: list[dict]) -> list[tuple[str, st
     ``region`` values, not one file's rows twice.  Files of one bytes and keys under
     other names are copies, as are CSV files of one bytes anywhere (their reader
     attaches no keys), and one local file reached by two paths (a link): its paths
-    resolved (``os.path.realpath``).  Keys the model does not read count too
-    (``run=1/`` and ``run=2/`` holding one file are read as rows of two runs).
+    resolved (``os.path.realpath``).  ``read_keys``: the names of the columns the model
+    reads, where known; only keys among them tell files apart (one file under ``run=1/``
+    and ``run=2/`` is one file's rows twice to a model that does not read ``run``).
 
     ``inputs`` and ``included`` are records of
     :func:`dmixed.stats.checkpoint.input_fingerprint` (``path``, ``size``, ``content``).
@@ -312,13 +317,13 @@ def same_content(inputs: list[dict], included: list[dict]) -> list[tuple[str, st
     seen: dict[tuple, str] = {}
     for rec in included:
         if rec.get("content"):
-            seen.setdefault(_identity(rec), rec["path"])
+            seen.setdefault(_identity(rec, read_keys), rec["path"])
             seen.setdefault(_resolved(rec), rec["path"])
     pairs = []
     for rec in inputs:
         if not rec.get("content"):
             continue
-        key, resolved = _identity(rec), _resolved(rec)
+        key, resolved = _identity(rec, read_keys), _resolved(rec)
         earlier = seen.get(key)
         same_file = seen.get(resolved)
         if earlier is not None and earlier != rec["path"] and _same_bytes(rec, earlier):
@@ -331,11 +336,14 @@ def same_content(inputs: list[dict], included: list[dict]) -> list[tuple[str, st
     return pairs
 
 
-def _identity(rec: dict) -> tuple:
+def _identity(rec: dict, read_keys: set[str] | None = None) -> tuple:
     """What two inputs share when one is a copy of the other: content identity and size,
-    and a Parquet file's Hive partition keys (its reader adds them to the rows)."""
-    parquet = rec["content"].startswith(_PARQUET_IDENTITY)
-    return (rec["content"], rec.get("size"), hive_keys(rec["path"]) if parquet else ())
+    and a Parquet file's Hive partition keys (its reader adds them to the rows), those
+    named in ``read_keys`` where given."""
+    keys = hive_keys(rec["path"]) if rec["content"].startswith(_PARQUET_IDENTITY) else ()
+    if read_keys is not None:
+        keys = tuple(k for k in keys if k.split("=", 1)[0] in read_keys)
+    return (rec["content"], rec.get("size"), keys)
 
 
 def _resolved(rec: dict) -> tuple:

@@ -298,3 +298,19 @@ def test_one_file_through_a_link_is_one_file_whatever_keys_its_paths_give(tmp_pa
     assert same_content(recs, []) == [(str(real), linked)]
     # and against the statistics' files (update)
     assert same_content(recs[1:], recs[:1]) == [(str(real), linked)]
+
+
+def test_only_hive_keys_the_model_reads_tell_copies_apart(tmp_path):
+    """One file under ``run=1/`` and ``run=2/`` was read as rows of two runs even by a
+    model that reads no ``run``: its rows counted twice.  Keys the model reads (given as
+    ``read_keys``) tell such files apart; others do not."""
+    for run in ("run=1", "run=2"):
+        (tmp_path / run).mkdir()
+        _frame(1).to_parquet(tmp_path / run / "a.parquet", index=False)
+    one, two = (str(tmp_path / f"run={k}" / "a.parquet") for k in (1, 2))
+    recs = input_fingerprint([one, two])
+    assert same_content(recs, [], {"y", "x", "g"}) == [(two, one)]
+    assert same_content(recs, [], {"y", "x", "g", "run"}) == []
+    assert same_content(recs, []) == []  # not known: every key counts
+    assert inputs.repeated_inputs(recs, [], None, {"g"}) == [f"{two} (the content of {one})"]
+    assert same_content(recs[1:], recs[:1], {"g"}) == [(two, one)]  # update
