@@ -3283,7 +3283,9 @@ def test_hive_partitions_of_identical_files_are_not_inputs_given_twice(data, sch
     """``region=eu/part-0.parquet`` and ``region=us/part-0.parquet`` of one bytes hold
     rows of two regions (the reader adds ``region`` from the path): fit, with and
     without --stats-dir, and update with ``region=fr`` were refused as "input(s) given
-    twice" (exit 2).  The same file under another folder of one key is still a copy."""
+    twice" (exit 2).  The same file under another folder of one key is still a copy, and
+    so are they to a model that does not read the key (only the keys a model reads
+    tell such files apart)."""
     for where in ("lake/region=eu", "lake/region=us", "new/region=fr"):
         (tmp_path / where).mkdir(parents=True)
         shutil.copy2(data.A, tmp_path / where / "part-0.parquet")
@@ -3291,22 +3293,33 @@ def test_hive_partitions_of_identical_files_are_not_inputs_given_twice(data, sch
     fit = ("fit", "--data", "lake", "--groups", "g", *cluster)
     ok(run_in_process(*fit, "--formula", "y ~ x1 + C(region)", "--output", "O", cwd=tmp_path))
     assert "C(region)[T.us]" in dmixed.load(tmp_path / "O").fe_params.index
-    # (a model without the key, so that update's new region is no new level)
+    # a model that does not read the key reads one file's rows twice
+    proc = run_in_process(*fit, "--formula", "y ~ x1", "--output", "Q", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "given twice" in proc.stderr
+    # update reads the saved model's keys: (eu, b) is new to the statistics' (eu, a),
+    # (us, a) and (us, b), and no new level
+    three = ("two/region=eu/day=a", "two/region=us/day=a", "two/region=us/day=b")
+    for where in (*three, "more/region=eu/day=b"):
+        (tmp_path / where).mkdir(parents=True)
+        shutil.copy2(data.A, tmp_path / where / "part-0.parquet")
+    fit = ("fit", "--data", "two", "--groups", "g", *cluster)
+    formula = "y ~ x1 + C(region) + C(day)"
     ok(
         run_in_process(
-            *fit, "--formula", "y ~ x1", "--stats-dir", "S", "--output", "P", cwd=tmp_path
+            *fit, "--formula", formula, "--stats-dir", "S", "--output", "P", cwd=tmp_path
         )
     )
-    assert dmixed.load(tmp_path / "P").nobs == 2 * len(data.frame_a)
+    assert dmixed.load(tmp_path / "P").nobs == 3 * len(data.frame_a)
     update = ("update", "--stats-dir", "S", *cluster)
-    ok(run_in_process(*update, "--data", "new", "--output", "U", cwd=tmp_path))
-    assert dmixed.load(tmp_path / "U").nobs == 3 * len(data.frame_a)
-    # a copy of an included file under other folders of the same key
-    (tmp_path / "copy" / "region=eu").mkdir(parents=True)
-    shutil.copy2(data.A, tmp_path / "copy" / "region=eu/part-0.parquet")
+    ok(run_in_process(*update, "--data", "more", "--output", "U", cwd=tmp_path))
+    assert dmixed.load(tmp_path / "U").nobs == 4 * len(data.frame_a)
+    # a copy of an included file under other folders of the same keys
+    (tmp_path / "copy/region=eu/day=a").mkdir(parents=True)
+    shutil.copy2(data.A, tmp_path / "copy/region=eu/day=a/part-0.parquet")
     proc = run_in_process(*update, "--data", "copy", "--output", "V", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert f"(the content of {tmp_path / 'lake/region=eu/part-0.parquet'})" in proc.stderr
+    assert f"(the content of {tmp_path / 'two/region=eu/day=a/part-0.parquet'})" in proc.stderr
 
 
 @pytest.mark.parametrize(
