@@ -66,7 +66,6 @@ __all__ = [
     "FormulaSpecs",
     "column_kinds",
     "unsupported_dtype",
-    "TIME_TYPE_WORDS",
     "formula_specs",
     "lazy_formulaic_spec",
     "main_formula_spec",
@@ -459,20 +458,6 @@ def _time_words(dtype) -> str | None:
     return None
 
 
-#: the Python types (:func:`~dmixed.stats.keys.python_type_name`) of time values in an
-#: ``object`` column (pandas reads a Parquet ``date32`` column as ``datetime.date``)
-TIME_TYPE_WORDS = {
-    "date": "dates",
-    "datetime": "timestamps",
-    "Timestamp": "timestamps",
-    "datetime64": "timestamps",
-    "time": "times of day",
-    "timedelta": "durations",
-    "Timedelta": "durations",
-    "timedelta64": "durations",
-}
-
-
 def _to_number(column: str, words: str) -> str:
     """Code that converts a column of ``words`` (:func:`_time_words`) to numbers, for the
     message: days since an ``origin`` (a ``pd.Timestamp`` the caller chooses) for
@@ -484,14 +469,13 @@ def _to_number(column: str, words: str) -> str:
     return f"(pd.to_datetime(data[{column!r}]) - origin) / pd.Timedelta(days=1)"
 
 
-def unsupported_dtype(column: str, dtype, words: str | None = None) -> BadValuesError:
+def unsupported_dtype(column: str, dtype) -> BadValuesError:
     """The error for a formula column of a type that is neither numbers nor labels, with
     what to do.  Timestamps, dates and durations are not read as numbers: their number
     depends on a unit and an origin (nanoseconds since 1970, days since 1970...) that a
     fit would silently depend on (the estimates of a slope scale with it); the caller
-    chooses them, or reads the column as a factor.  ``words``: what the column holds,
-    where its dtype does not say (an ``object`` column of dates, :data:`TIME_TYPE_WORDS`)."""
-    words = words or _time_words(dtype)
+    chooses them, or reads the column as a factor from text."""
+    words = _time_words(dtype)
     if words is None:
         return BadValuesError(
             f"column {column!r} has an unsupported dtype ({dtype}) for a model formula: "
@@ -500,12 +484,11 @@ def unsupported_dtype(column: str, dtype, words: str | None = None) -> BadValues
     if words in ("durations", "times of day"):
         unit = "seconds"
     else:
-        unit = "days since an origin you choose (origin = pd.Timestamp(...))"
-    factor = (
-        f"write C({column})"
-        if pd.api.types.is_object_dtype(dtype)
-        else f"convert it to text and write C({column})"
-    )
+        unit = (
+            "days since an origin you choose (origin = pd.Timestamp(...), with the "
+            "column's time zone where it has one)"
+        )
+    factor = f"convert it to text and write C({column})"
     return BadValuesError(
         f"column {column!r} holds {words} ({dtype}), which a model formula does not read "
         f"as numbers (a fit would depend on their unit): convert the column to a number "

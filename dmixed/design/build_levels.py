@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 from ..errors import BadValuesError, DataError, NumericFactorWarning
-from .build import TIME_TYPE_WORDS, ParsedFormulas, unsupported_dtype
+from .build import ParsedFormulas
 from .dtypes import CATEGORICAL, NUMERIC, NUMERIC_LEVELS, check_numbers_as_text, object_class
 from .scan import (
     LevelScan,
@@ -105,16 +105,11 @@ def _read_object_columns(
     """Numbers and booleans held in ``object`` columns are read as numbers (inside
     ``C()``, and booleans read as they are, ``bare``: as numeric levels, as
     :func:`~dmixed.design.build.column_kinds` reads such columns of other dtypes); text
-    stays labels; mixed kinds are refused.  Dates, timestamps, times and durations (pandas
-    reads a Parquet ``date32`` column as ``datetime.date`` objects) are refused as a
-    ``datetime64`` column is (:func:`~dmixed.design.build.unsupported_dtype`), unless
-    inside ``C()``: a factor of them is the caller's choice."""
+    stays labels, dates and other Python objects among them (pandas reads a Parquet
+    ``date32`` column as ``datetime.date`` objects: a factor, as statsmodels reads it);
+    mixed kinds are refused."""
     for c, types in scan.types.items():
         cls = object_class(types, c)
-        if c in kinds and cls == "string" and c not in c_columns:
-            times = sorted({TIME_TYPE_WORDS[t] for t in types if t in TIME_TYPE_WORDS})
-            if times:
-                raise unsupported_dtype(c, np.dtype(object), times[0])
         if c not in kinds or cls in (None, "string"):
             continue
         if c not in c_columns and not (cls == "bool" and c in bare):
