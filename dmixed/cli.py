@@ -61,6 +61,7 @@ from .input_data import (
     input_format,
     is_read_error,
     label_columns,
+    model_names,
     one_line,
     parquet_rows,
     read_data,
@@ -617,15 +618,20 @@ def run_fit(job: Job) -> int:
     return EXIT_OK
 
 
-def _refuse_repeated(job: Job, inputs: list[dict], included: list[dict], stats_dir=None) -> None:
+def _refuse_repeated(
+    job: Job, inputs: list[dict], included: list[dict], stats_dir=None, model=None
+) -> None:
     """Refuse inputs given twice, or already in the statistics, by path or by content
-    (not files of no rows that are copies of each other: they count nothing twice)."""
+    (not files of no rows that are copies of each other: they count nothing twice).
+    ``model``: the model's keys (the saved spec's for ``update``; the job's by default),
+    whose columns tell which Hive keys tell files apart."""
     from .stats.inputs import repeated_inputs
 
     def holds(path: str) -> bool:  # asked of copies only
         return holds_rows(path, input_format(job, [path]), job.storage_options)
 
-    again = repeated_inputs(inputs, included, holds)
+    names = model_names(model if model is not None else job.model_dump())
+    again = repeated_inputs(inputs, included, holds, names)
     if again:
         more = f" and {len(again) - 3} more" if len(again) > 3 else ""
         where = f"already included in the statistics of {stats_dir}" if stats_dir else "given twice"
@@ -653,7 +659,7 @@ def run_update(job: Job) -> int:
     spec = saved_model(job, saved_spec, manifest["spec"])
     files = input_files(job)
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
-    _refuse_repeated(job, new_inputs, manifest.get("inputs", []), job.stats_dir)
+    _refuse_repeated(job, new_inputs, manifest.get("inputs", []), job.stats_dir, manifest["spec"])
     fmt = check_input(job, files, rows_needed=False)  # before a cluster is started
     if not any(holds_rows(f, fmt, job.storage_options) for f in files):
         _update_without_rows(job, files, saved_spec, manifest["spec"])

@@ -183,8 +183,10 @@ class DataError(DmixedError):
 class BadValuesError(DataError):
     """The input's values cannot be used, whatever the model: missing values (without
     ``missing="drop"``), infinite values, text where numbers are read, no rows (none
-    at all, or none left after dropping those with missing values), or prior weights
-    that are not positive or lie more than 2^53 apart.
+    at all, or none left after dropping those with missing values), prior weights
+    that are not positive or lie more than 2^53 apart, or a formula's column of values
+    that are neither numbers nor labels (timestamps, dates, durations: their number
+    would depend on a unit the data does not give).
 
     The command line exits 3 for these (bad data, as for unreadable files), and 2 for
     the other :class:`DataError` s: a model that asks the impossible of good data (a

@@ -143,18 +143,20 @@ def refuse_inside_inputs(job: Job) -> None:
 
 
 def _check_parquet_files(files: list[str], rows_needed: bool = True) -> None:
-    """Refuse a local input file that is not Parquet (it neither starts nor ends with
-    ``PAR1``), naming it: pyarrow's error says what is wrong, not in which file; and
-    local files that all hold no rows (a schema only), naming them: the data pass
-    found no rows and said nothing of the files."""
+    """Refuse a local input file that is not Parquet, or is cut short or damaged (it does
+    not both start and end with ``PAR1``), naming it in full as other errors do:
+    pyarrow's error says what is wrong, not in which file; and local files that all hold
+    no rows (a schema only), naming them: the data pass found no rows and said nothing
+    of the files."""
     from .stats.inputs import is_parquet_file
 
     local = [f for f in files if "://" not in f and os.path.isfile(f)]
     for f in local:
-        if not is_parquet_file(f):
+        if not is_parquet_file(f):  # a file cut short lacks the PAR1 at its end
             raise JobError(
-                f"cannot read parquet data: {f} is not a Parquet file (it does not start "
-                "and end with PAR1); remove it from the input",
+                f"cannot read parquet data: {os.path.abspath(f)} is not a Parquet file or "
+                "is truncated or damaged (it does not start and end with PAR1); remove it "
+                "from the input, or write it again",
                 EXIT_DATA,
             )
     # the footers' row counts, read until a file holds a row (the first, in practice)
@@ -273,6 +275,20 @@ def label_columns(model: dict) -> set[str]:
     return found | ({model["groups"]} if model.get("groups") else set())
 
 
+def model_names(model: dict) -> set[str]:
+    """Every name a model (a job's keys) may read as a column: the words of its formulas
+    (``formula``, ``re_formula``, ``vc_formula``'s), ``groups`` and ``weights``.  A
+    superset (function names too): used to tell which Hive partition keys the model
+    reads (:func:`~dmixed.stats.inputs.same_content`), where a name too many only keeps
+    a key that tells files apart, as before."""
+    formulas = [model.get("formula") or "", model.get("re_formula") or ""]
+    formulas += list((model.get("vc_formula") or {}).values())
+    text = " ".join(formulas)
+    found = set(re.findall(r"[^\W\d][\w.]*", text))
+    found |= {quoted for _, quoted in re.findall(r"(['\"`])(.*?)\1", text)}  # Q("a b")
+    return found | {model[k] for k in ("groups", "weights") if isinstance(model.get(k), str)}
+
+
 def _by_separator(files: list[str]) -> dict[str, list[str]]:
     from .stats.inputs import separator
 
@@ -282,17 +298,32 @@ def _by_separator(files: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _rows_first(files: list[str], storage_options: dict | None) -> list[str]:
-    """``files`` with those before the first file holding rows moved to the end.
+def _rows_first(files: list[str], fmt: str, storage_options: dict | None = None) -> list[str]:
+    """``files`` of format ``fmt`` with those before the first file holding rows moved
+    to the end (:func:`holds_rows`: a CSV file's first two records, a local Parquet
+    file's footer, read up to the first file with a row).
 
-    Dask takes the columns' types from the first file's first rows: a header-only file
-    first made every column text, and the numbers of the files after it were refused
-    as text.  The files moved hold no rows, so the rows keep their order (the first
-    two records of each file read, up to the first file with a row)."""
+    Dask takes the columns' types from the first CSV file's first rows: a header-only
+    file first made every column text, and the numbers of the files after it were
+    refused as text.  The files moved hold no rows, so the rows keep their order.
+    (Dask sorts Parquet files: those without rows are left out instead, :func:`_with_rows`.)"""
     for k, f in enumerate(files):
-        if csv_has_rows(f, storage_options):
+        if holds_rows(f, fmt, storage_options):
             return files[k:] + files[:k]
     return files
+
+
+def _with_rows(files: list[str], storage_options: dict | None) -> list[str]:
+    """The Parquet ``files`` that hold rows (:func:`holds_rows`: every local file's
+    footer; a URL is kept), all of them where none does.
+
+    Dask sorts the files and takes the columns and their types from the first one's
+    schema: a schema-only file sorting first that declared ``x`` as ``string`` had the
+    numbers of the files after it refused as text, the error blaming a file with the
+    rows.  A file without rows adds nothing to the data, so its schema is not read as
+    the input's (``check_input`` and ``update`` check such files on their own)."""
+    kept = [f for f in files if holds_rows(f, "parquet", storage_options)]
+    return kept or files
 
 
 def _read_csv(files: list[str], storage_options: dict | None, **options):
@@ -301,7 +332,7 @@ def _read_csv(files: list[str], storage_options: dict | None, **options):
 
     parts = [
         dd.read_csv(
-            _rows_first(group, storage_options),
+            _rows_first(group, "csv", storage_options),
             sep=sep,
             storage_options=storage_options or None,
             **options,
@@ -480,13 +511,84 @@ def read_data(
         if fmt == "parquet":
             import dask.dataframe as dd
 
-            return dd.read_parquet(files, storage_options=options), files
+            reader_files = _with_rows(files, options)
+            _check_hive_names(reader_files)
+            return dd.read_parquet(reader_files, storage_options=options), files
         return _read_csv_input(job, files, model or job.model_dump(), saved_labels or {}), files
     except JobError:
         raise
     except Exception as exc:  # pyarrow/fsspec raise many types for unreadable input
-        message = f"cannot read {fmt} data {job.data!r}: {read_error_message(exc)}"
+        message = f"cannot read {fmt} data {job.data!r}: " + (
+            _hive_clash(exc, files) or read_error_message(exc)
+        )
         raise JobError(message, EXIT_DATA) from exc
+
+
+def _check_hive_names(files: list[str]) -> None:
+    """Refuse Parquet files whose paths give other Hive partition keys
+    (:func:`~dmixed.stats.inputs.hive_key_names`: ``lake/region=eu/a.parquet`` beside
+    ``plain/b.parquet``, or a link to a ``region=eu`` folder): the reader fails on them
+    with a bare ``KeyError: 'region'``.  Names a file of each."""
+    from .stats.inputs import hive_key_names
+
+    by_names: dict[tuple[str, ...], str] = {}
+    for f in files:
+        by_names.setdefault(hive_key_names(f), f)
+    if len(by_names) > 1:
+        shown = "; ".join(
+            f"{os.path.abspath(f) if '://' not in f else f} "
+            + (f"(keys {', '.join(names)})" if names else "(no key=value folder)")
+            for names, f in by_names.items()
+        )
+        raise JobError(
+            "cannot read parquet data: its files lie under other Hive partition folders "
+            f"(key=value), which the reader adds to the rows as columns: {shown}; give "
+            "files of one layout (every file under the same key=value folders, or none)",
+            EXIT_DATA,
+        )
+
+
+#: pyarrow's refusal of a Hive partition key whose column the files also store
+_HIVE_CLASH = re.compile(r"Unable to merge: Field (\S+) has incompatible types: (\S+) vs (\S+)")
+
+
+def _hive_clash(exc: BaseException, files: list[str]) -> str | None:
+    """Words for pyarrow's "Unable to merge: Field C has incompatible types: A vs B" (in
+    Dask's "An error occurred while calling the read_parquet method ..."): a Hive
+    partition key ``C`` (the ``C=value`` folders, read as text) that the files also
+    store as a column of another type (pandas 3 writes text as ``large_string``), naming
+    the column, the folders, a file storing it and both types; None for another error."""
+    found = _HIVE_CLASH.search(str(exc))
+    if found is None:
+        return None
+    column, stored, key = found.groups()
+    folders = sorted(
+        {
+            os.path.abspath(f).split(f"{os.sep}{column}=")[0]
+            for f in files
+            if f"{os.sep}{column}=" in os.path.abspath(f)
+        }
+    )
+    if not folders:
+        return None
+    holder = next((f for f in files if column in _schema_names(f)), None)
+    where = f" (such as {os.path.abspath(holder)})" if holder else ""
+    return (
+        f"column {column!r} is a Hive partition key of {some_of(folders)} (its "
+        f"{column}=... folders, read as {key}) and also a column stored in the files"
+        f"{where} as {stored}: pyarrow cannot merge the two types; write the files "
+        f"without the column {column!r} (the folders give its values), or store it as {key}"
+    )
+
+
+def _schema_names(path: str) -> list[str]:
+    """The columns a local Parquet file's schema declares (none if it cannot be read)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names) if "://" not in path else []
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged footer
+        return []
 
 
 def check_input(job: Job, files: list[str], rows_needed: bool = True) -> str:
@@ -520,9 +622,10 @@ def check_input(job: Job, files: list[str], rows_needed: bool = True) -> str:
 
 
 def column_names(job: Job, files: list[str], fmt: str) -> set[str] | None:
-    """The data's column names as its first file declares them, where they can be read
-    without its rows and are all that a read of the input gives (Dask takes the first
-    file's columns for the whole input): a CSV file's header; a local Parquet file's
+    """The data's column names as its first file holding rows declares them (the first
+    file :func:`read_data` reads), where they can be read without its rows and are all
+    that a read of the input gives (Dask takes the first file's columns for the whole
+    input): a CSV file's header; a local Parquet file's
     schema where no file lies under a ``key=value`` folder (Hive partitioning: Dask adds
     the keys as columns).  None where they cannot be known so (remote Parquet).
 
@@ -533,7 +636,7 @@ def column_names(job: Job, files: list[str], fmt: str) -> set[str] | None:
     """
     if not files:
         return None
-    first = files[0]
+    first = _rows_first(files, fmt, job.storage_options)[0]  # as read_data reads them
     if fmt != "parquet":
         return set(csv_header(first, job.storage_options))
     hive = any("=" in part for f in files for part in os.path.dirname(f).split(os.sep))

@@ -3223,6 +3223,105 @@ def test_copies_of_files_without_rows_are_not_inputs_given_twice(data, scheduler
     assert proc.returncode == 2 and "(the content of" in proc.stderr, proc.stderr
 
 
+def test_a_timestamp_column_in_a_formula_is_bad_data_naming_the_file(data, scheduler, tmp_path):
+    """A Parquet timestamp or date32 column in a formula exited 2 ("bad configuration")
+    with "unsupported dtype", naming no file and no remedy; README's exit 3 (data that
+    cannot be used).  As the groups, a date is a label and fits."""
+    frame = data.frame_a.copy()
+    frame["ts"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(len(frame)), unit="s")
+    frame["d"] = pd.Series(
+        (frame["ts"] + pd.to_timedelta(frame["g"], unit="D")).dt.date, dtype="date32[day][pyarrow]"
+    )
+    (tmp_path / "lake").mkdir()
+    frame.to_parquet(tmp_path / "lake/a.parquet", index=False)
+    cluster = ["--cluster", scheduler.file]
+    for column, words in (("ts", "timestamps"), ("d", "dates")):
+        args = ("fit", "--data", "lake", "--formula", f"y ~ {column}", "--groups", "g")
+        proc = run_in_process(*args, *cluster, "--output", "O", cwd=tmp_path)
+        assert proc.returncode == cli.EXIT_DATA, proc.stderr
+        line = f"dmixed: error: {tmp_path / 'lake/a.parquet'}: column {column!r} holds {words} ("
+        assert line in proc.stderr
+        assert "convert the column to a number first" in proc.stderr
+    proc = run_in_process(
+        "fit",
+        "--data",
+        "lake",
+        "--formula",
+        "y ~ x1",
+        "--groups",
+        "d",
+        *cluster,
+        "--output",
+        "O",
+        cwd=tmp_path,
+    )
+    ok(proc)
+
+
+@pytest.mark.parametrize("empty_name", ["part-0.parquet", "part-2.parquet"])
+def test_a_schema_only_file_declaring_another_type_is_not_the_inputs_schema(
+    data, scheduler, tmp_path, empty_name
+):
+    """A 0-row file declaring ``x1`` as ``string`` that sorted first had Dask read
+    ``x1`` as text, and the file with the rows was blamed for holding numbers (exit 3);
+    sorting last it was read.  It adds no rows: in either order the fit is that of the
+    file with the rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "lake").mkdir()
+    shutil.copy2(data.A, tmp_path / "lake/part-1.parquet")
+    schema = pq.read_schema(data.A)
+    empty = schema.set(schema.get_field_index("x1"), pa.field("x1", pa.string()))
+    pq.write_table(empty.empty_table(), tmp_path / "lake" / empty_name)
+    args = ("fit", "--data", "lake", *MODEL, "--cluster", scheduler.file)
+    ok(run_in_process(*args, "--output", "O", cwd=tmp_path))
+    assert_same_fit(dmixed.load(tmp_path / "O"), in_process_fit(data.frame_a))
+
+
+def test_hive_partitions_of_identical_files_are_not_inputs_given_twice(data, scheduler, tmp_path):
+    """``region=eu/part-0.parquet`` and ``region=us/part-0.parquet`` of one bytes hold
+    rows of two regions (the reader adds ``region`` from the path): fit, with and
+    without --stats-dir, and update with ``region=fr`` were refused as "input(s) given
+    twice" (exit 2).  The same file under another folder of one key is still a copy, and
+    so are they to a model that does not read the key (only the keys a model reads
+    tell such files apart)."""
+    for where in ("lake/region=eu", "lake/region=us", "new/region=fr"):
+        (tmp_path / where).mkdir(parents=True)
+        shutil.copy2(data.A, tmp_path / where / "part-0.parquet")
+    cluster = ["--cluster", scheduler.file]
+    fit = ("fit", "--data", "lake", "--groups", "g", *cluster)
+    ok(run_in_process(*fit, "--formula", "y ~ x1 + C(region)", "--output", "O", cwd=tmp_path))
+    assert "C(region)[T.us]" in dmixed.load(tmp_path / "O").fe_params.index
+    # a model that does not read the key reads one file's rows twice
+    proc = run_in_process(*fit, "--formula", "y ~ x1", "--output", "Q", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "given twice" in proc.stderr
+    # update reads the saved model's keys: (eu, b) is new to the statistics' (eu, a),
+    # (us, a) and (us, b), and no new level
+    three = ("two/region=eu/day=a", "two/region=us/day=a", "two/region=us/day=b")
+    for where in (*three, "more/region=eu/day=b"):
+        (tmp_path / where).mkdir(parents=True)
+        shutil.copy2(data.A, tmp_path / where / "part-0.parquet")
+    fit = ("fit", "--data", "two", "--groups", "g", *cluster)
+    formula = "y ~ x1 + C(region) + C(day)"
+    ok(
+        run_in_process(
+            *fit, "--formula", formula, "--stats-dir", "S", "--output", "P", cwd=tmp_path
+        )
+    )
+    assert dmixed.load(tmp_path / "P").nobs == 3 * len(data.frame_a)
+    update = ("update", "--stats-dir", "S", *cluster)
+    ok(run_in_process(*update, "--data", "more", "--output", "U", cwd=tmp_path))
+    assert dmixed.load(tmp_path / "U").nobs == 4 * len(data.frame_a)
+    # a copy of an included file under other folders of the same keys
+    (tmp_path / "copy/region=eu/day=a").mkdir(parents=True)
+    shutil.copy2(data.A, tmp_path / "copy/region=eu/day=a/part-0.parquet")
+    proc = run_in_process(*update, "--data", "copy", "--output", "V", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert f"(the content of {tmp_path / 'two/region=eu/day=a/part-0.parquet'})" in proc.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [

@@ -16,7 +16,7 @@ from dmixed.input_data import (
     read_data,
     refuse_inside_inputs,
 )
-from dmixed.job import Job, JobError
+from dmixed.job import EXIT_DATA, Job, JobError
 
 
 def _write(path, text: str) -> str:
@@ -182,3 +182,95 @@ def test_many_files_without_rows_are_named_in_one_short_line(tmp_path, fmt, n_fi
     assert all(p in message for p in paths[:NAMED_FILES])
     assert not any(p in message for p in paths[NAMED_FILES:])
     assert (f"and {n_files - NAMED_FILES} more" in message) == (n_files > NAMED_FILES)
+
+
+@pytest.mark.parametrize("cut", ["last_bytes", "half"])
+def test_a_truncated_parquet_file_is_named_in_full_as_maybe_truncated(tmp_path, monkeypatch, cut):
+    """A Parquet file cut short was "not a Parquet file (it does not start and end with
+    PAR1)", by the path as given (other errors print it in full): it may be a Parquet
+    file cut short or damaged."""
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("lake")
+    pd.DataFrame({"g": [1, 2, 3], "y": [1.0, 2.0, 3.0]}).to_parquet("lake/a.parquet")
+    raw = (tmp_path / "lake/a.parquet").read_bytes()
+    (tmp_path / "lake/b.parquet").write_bytes(
+        raw[:-3] if cut == "last_bytes" else raw[: len(raw) // 2]
+    )
+    job = Job(data="lake", output=str(tmp_path / "out"))
+    with pytest.raises(JobError) as info:
+        check_input(job, ["lake/a.parquet", "lake/b.parquet"])
+    assert info.value.status == EXIT_DATA
+    assert str(info.value).startswith(
+        f"cannot read parquet data: {tmp_path / 'lake/b.parquet'} is not a Parquet file or "
+        "is truncated or damaged (it does not start and end with PAR1)"
+    )
+
+
+def test_a_hive_key_also_stored_in_the_files_as_another_type_is_named(tmp_path):
+    """``region=eu/`` files that also store ``region`` as ``large_string`` (pandas 3's
+    ``df["region"] = "eu"; df.to_parquet(...)``) gave pyarrow's "Unable to merge: Field
+    region has incompatible types", naming no file: the column, the folder, a file and
+    both types are named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lake = tmp_path / "lake"
+    for region in ("eu", "us"):
+        (lake / f"region={region}").mkdir(parents=True)
+        table = pa.table(
+            {"g": [1, 2], "y": [1.0, 2.0], "region": pa.array([region] * 2, pa.large_string())}
+        )
+        pq.write_table(table, lake / f"region={region}/p.parquet")
+    job = Job(data=str(lake), formula="y ~ C(region)", groups="g", output=str(tmp_path / "out"))
+    with pytest.raises(JobError) as info:
+        read_data(job)
+    assert info.value.status == EXIT_DATA
+    message = str(info.value)
+    assert "Unable to merge" not in message
+    assert (
+        f"column 'region' is a Hive partition key of {lake} (its region=... folders, "
+        "read as string)" in message
+    )
+    assert f"(such as {lake / 'region=eu/p.parquet'}) as large_string" in message
+
+
+def test_parquet_files_of_other_hive_keys_are_refused_naming_them(tmp_path):
+    """``lake/region=eu/a.parquet`` beside ``plain/b.parquet`` (or a link to a
+    ``region=eu`` folder): the reader failed with a bare ``'region'`` (exit 2); the
+    files and their keys are named (exit 3)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"g": [1, 2], "y": [1.0, 2.0]})
+    for where in ("lake/region=eu", "plain", "runs/run=1"):
+        (tmp_path / where).mkdir(parents=True)
+    pq.write_table(table, tmp_path / "lake/region=eu/a.parquet")
+    pq.write_table(pa.table({"g": [3, 4], "y": [1.0, 3.0]}), tmp_path / "plain/b.parquet")
+    pq.write_table(pa.table({"g": [5, 6], "y": [2.0, 3.0]}), tmp_path / "runs/run=1/c.parquet")
+    for other in ("plain/b.parquet", "runs/run=1/c.parquet"):
+        files = [str(tmp_path / "lake/region=eu/a.parquet"), str(tmp_path / other)]
+        job = Job(data=files, formula="y ~ 1", groups="g", output=str(tmp_path / "out"))
+        with pytest.raises(JobError) as info:
+            read_data(job)
+        assert info.value.status == EXIT_DATA
+        message = str(info.value)
+        assert "other Hive partition folders" in message
+        assert f"{tmp_path / 'lake/region=eu/a.parquet'} (keys region)" in message
+        assert str(tmp_path / other) in message
+
+
+def test_model_names_holds_every_column_a_model_may_read():
+    from dmixed.input_data import model_names
+
+    model = {
+        "formula": 'y ~ x1 + np.log(x2) + Q("my col") + C(region)',
+        "groups": "g",
+        "re_formula": "1 + t",
+        "vc_formula": {"s": "0 + C(run)"},
+        "weights": "w",
+    }
+    names = model_names(model)
+    assert {"y", "x1", "x2", "my col", "region", "g", "t", "run", "w"} <= names
+    assert "day" not in names

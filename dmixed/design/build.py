@@ -65,6 +65,7 @@ __all__ = [
     "response_columns",
     "FormulaSpecs",
     "column_kinds",
+    "unsupported_dtype",
     "formula_specs",
     "lazy_formulaic_spec",
     "main_formula_spec",
@@ -436,6 +437,66 @@ def used_columns(formula_columns: list[str], groups: str, weights, meta) -> list
     return columns_used
 
 
+def _time_words(dtype) -> str | None:
+    """``"timestamps"``, ``"dates"``, ``"times of day"`` or ``"durations"`` for a column
+    of such values (numpy's, pandas' or Arrow's), else None."""
+    arrow = getattr(dtype, "pyarrow_dtype", None)
+    if arrow is not None:
+        import pyarrow as pa
+
+        checks = (
+            (pa.types.is_timestamp, "timestamps"),
+            (pa.types.is_date, "dates"),
+            (pa.types.is_time, "times of day"),
+            (pa.types.is_duration, "durations"),
+        )
+        return next((words for check, words in checks if check(arrow)), None)
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "timestamps"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return "durations"
+    return None
+
+
+def _to_number(column: str, words: str) -> str:
+    """Code that converts a column of ``words`` (:func:`_time_words`) to numbers, for the
+    message: days since an ``origin`` (a ``pd.Timestamp`` the caller chooses) for
+    timestamps and dates, seconds for durations and times of day."""
+    if words == "durations":
+        return f"pd.to_timedelta(data[{column!r}]) / pd.Timedelta(seconds=1)"
+    if words == "times of day":
+        return f"pd.to_timedelta(data[{column!r}].astype(str)) / pd.Timedelta(seconds=1)"
+    return f"(pd.to_datetime(data[{column!r}]) - origin) / pd.Timedelta(days=1)"
+
+
+def unsupported_dtype(column: str, dtype) -> BadValuesError:
+    """The error for a formula column of a type that is neither numbers nor labels, with
+    what to do.  Timestamps, dates and durations are not read as numbers: their number
+    depends on a unit and an origin (nanoseconds since 1970, days since 1970...) that a
+    fit would silently depend on (the estimates of a slope scale with it); the caller
+    chooses them, or reads the column as a factor from text."""
+    words = _time_words(dtype)
+    if words is None:
+        return BadValuesError(
+            f"column {column!r} has an unsupported dtype ({dtype}) for a model formula: "
+            "a formula reads numbers, booleans and labels (text, categoricals)"
+        )
+    if words in ("durations", "times of day"):
+        unit = "seconds"
+    else:
+        unit = (
+            "days since an origin you choose (origin = pd.Timestamp(...), with the "
+            "column's time zone where it has one)"
+        )
+    factor = f"convert it to text and write C({column})"
+    return BadValuesError(
+        f"column {column!r} holds {words} ({dtype}), which a model formula does not read "
+        f"as numbers (a fit would depend on their unit): convert the column to a number "
+        f"first, such as the {unit}: data[{column!r}] = {_to_number(column, words)}; or, "
+        f"to use it as a factor, {factor}"
+    )
+
+
 def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtypes=None):
     """How each formula column is read, from its dtype: ``(kinds, native, integers)``
     (see :mod:`dmixed.design.dtypes`; ``integers``: the numeric columns of an integer
@@ -451,8 +512,8 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
 
     Raises
     ------
-    DataError
-        For a column of an unsupported dtype.
+    BadValuesError
+        For a column of an unsupported dtype (:func:`unsupported_dtype`).
     FormulaError
         For a comparison that orders (``<``, ``>``) an ordered categorical column.
     """
@@ -468,7 +529,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
         dt = dtypes[c]
         k = column_kind(dt)
         if k is None:
-            raise DataError(f"column {c!r} has an unsupported dtype ({dt}) for a model formula")
+            raise unsupported_dtype(c, dt)
         if k == NUMERIC and (c in c_columns or (c in bare and native_class(dt) == "bool")):
             k = NUMERIC_LEVELS
             native[c] = native_class(dt)

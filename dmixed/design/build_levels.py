@@ -105,7 +105,9 @@ def _read_object_columns(
     """Numbers and booleans held in ``object`` columns are read as numbers (inside
     ``C()``, and booleans read as they are, ``bare``: as numeric levels, as
     :func:`~dmixed.design.build.column_kinds` reads such columns of other dtypes); text
-    stays labels; mixed kinds are refused."""
+    stays labels, dates and other Python objects among them (pandas reads a Parquet
+    ``date32`` column as ``datetime.date`` objects: a factor, as statsmodels reads it);
+    mixed kinds are refused."""
     for c, types in scan.types.items():
         cls = object_class(types, c)
         if c not in kinds or cls in (None, "string"):

@@ -25,6 +25,7 @@ from .file_schemas import file_columns
 
 __all__ = [
     "columns_of_other_files",
+    "in_first_file",
     "in_partition",
     "located",
     "partition_files",
@@ -186,6 +187,18 @@ def located(err: DataError, ddf) -> DataError:
     for name in _ATTRIBUTES:
         setattr(located_err, name, getattr(out, name, None))
     return located_err
+
+
+def in_first_file(err: DataError, ddf) -> DataError:
+    """``err``, about a column's type in ``ddf``'s meta, led by the file Dask took the
+    type from (its first Parquet file: ``"FILE: <message>"``, kept as ``file``); ``err``
+    unchanged where the file is not known (not Dask's Parquet reader)."""
+    first = next((f for f in partition_files(ddf)[:1] if f is not None), None)
+    if first is None:
+        return err
+    out = type(err)(f"{first}: {err}")
+    out.file = first  # type: ignore[attr-defined]
+    return out
 
 
 #: the files a message names one by one (:func:`columns_of_other_files`)

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..errors import CheckpointError, DataError, FormulaError, SpecError
+from ..errors import BadValuesError, CheckpointError, DataError, FormulaError, SpecError
 from .build import (
     check_arguments,
     check_design_size,
@@ -67,7 +67,7 @@ from .matrices import (
 )
 from .messages import check_design_fits, check_enough_rows, fixed_factors, suggest
 from .missing import missing_option
-from .origin import columns_of_other_files
+from .origin import columns_of_other_files, in_first_file
 from .partitions import restored_values
 from .prepare import FrameColumns, PreparedColumns, normalized_frame, prepare_columns
 from .references import choose_references, saved_references
@@ -909,7 +909,10 @@ def build_spec_prepared(
     # dtype from it: not ``meta.dtypes``, a Series of every column's dtype
     frame_columns = None if dask_input else FrameColumns(data)
     dtypes = meta.dtypes if dask_input else frame_columns.dtypes(columns_used)
-    kinds, native, integers = column_kinds(meta, parsed, formula_columns, dtypes)
+    try:
+        kinds, native, integers = column_kinds(meta, parsed, formula_columns, dtypes)
+    except BadValuesError as exc:  # a column's type: Dask took it from the first file
+        raise (in_first_file(exc, data) if dask_input else exc) from None
     scan = scan_levels(
         data, meta, dask_input, kinds, native, parsed, columns_used, missing, dtypes, scan_chains
     )

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from urllib.parse import unquote
 
 from ..errors import DataError
 
@@ -33,6 +34,8 @@ __all__ = [
     "HASH_WHOLE_FILE_BYTES",
     "PARQUET_SUFFIXES",
     "file_format",
+    "hive_key_names",
+    "hive_keys",
     "input_format",
     "is_parquet_file",
     "local_identity",
@@ -66,6 +69,8 @@ _IDENTITY_KEYS = (
 )
 
 _MAGIC = b"PAR1"
+#: the kind of a local Parquet file's content identity (:func:`local_identity`)
+_PARQUET_IDENTITY = "parquet-footer-sha256:"
 #: file names of the two input formats, by their ends (lower case)
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 TSV_SUFFIXES = (".tsv", ".tsv.gz", ".tsv.bz2", ".tsv.xz", ".tsv.zst")
@@ -168,7 +173,7 @@ def local_identity(path: str, size: int) -> str:
     with open(path, "rb") as fh:
         footer = _parquet_footer(fh, size)
         if footer is not None:
-            return "parquet-footer-sha256:" + hashlib.sha256(footer).hexdigest()
+            return _PARQUET_IDENTITY + hashlib.sha256(footer).hexdigest()
         fh.seek(0)
         if size <= HASH_WHOLE_FILE_BYTES:
             digest = hashlib.sha256()
@@ -216,6 +221,7 @@ def repeated_inputs(
     inputs: list[dict],
     included: list[dict] | None = None,
     holds_rows: Callable[[str], bool] | None = None,
+    read_keys: set[str] | None = None,
 ) -> list[str]:
     """The inputs of ``inputs`` whose rows would be counted twice: a path of
     ``included`` or of an earlier input given again (``"PATH"``; ``"PATH (changed since
@@ -224,6 +230,7 @@ def repeated_inputs(
     under another name (``"PATH (the content of EARLIER)"``, :func:`same_content`),
     unless ``holds_rows(PATH)`` says it holds none (files of a schema or a header only,
     as writers leave them, are alike byte for byte and count nothing twice).
+    ``read_keys``: the Hive keys that tell copies apart (:func:`same_content`).
 
     ``inputs`` and ``included`` are records of
     :func:`dmixed.stats.checkpoint.input_fingerprint` (absolute local paths, so
@@ -238,7 +245,7 @@ def repeated_inputs(
         (again if rec["path"] in done else fresh).append(rec)
         done.add(rec["path"])
     out = [_again(rec, before.get(rec["path"])) for rec in again]
-    copies = same_content(fresh, included)
+    copies = same_content(fresh, included, read_keys)
     return out + [
         f"{path} (the content of {earlier})"
         for path, earlier in copies
@@ -260,9 +267,39 @@ def _again(rec: dict, before: dict | None) -> str:
     )
 
 
-def same_content(inputs: list[dict], included: list[dict]) -> list[tuple[str, str]]:
+def hive_keys(path: str) -> tuple[str, ...]:
+    """The ``key=value`` folders of a file's path as given, in order and decoded as the
+    Parquet reader decodes them: the Hive partition keys that the reader (pyarrow's
+    ``"hive"`` partitioning with its default ``segment_encoding="uri"``, Dask's default)
+    attaches to its rows as columns, taken from every folder of the path (a folder
+    without ``=`` is no key).  ``lake/region=eu/part-0.parquet`` gives
+    ``("region=eu",)``; ``region=e%20u`` and ``region=e u`` both give ``"region=e u"``.
+    The path as given, not resolved: a link to a ``key=value`` folder gives no key, as
+    the reader reads it."""
+    folders = path.split("/")[:-1]
+    return tuple("=".join(unquote(part) for part in f.split("=", 1)) for f in folders if "=" in f)
+
+
+def hive_key_names(path: str) -> tuple[str, ...]:
+    """The names of :func:`hive_keys` (``("region",)``): the reader needs every file of
+    an input to have the same ones."""
+    return tuple(k.split("=", 1)[0] for k in hive_keys(path))
+
+
+def same_content(
+    inputs: list[dict], included: list[dict], read_keys: set[str] | None = None
+) -> list[tuple[str, str]]:
     """Pairs ``(path, earlier path)``: an input of ``inputs`` whose content is that of an
     input of ``included`` or of an earlier one of ``inputs`` under another name.
+
+    A Parquet file's content includes its Hive partition keys (:func:`hive_keys`): files
+    of one bytes under ``region=eu/`` and ``region=us/`` are read as rows of other
+    ``region`` values, not one file's rows twice.  Files of one bytes and keys under
+    other names are copies, as are CSV files of one bytes anywhere (their reader
+    attaches no keys), and one local file reached by two paths (a link): its paths
+    resolved (``os.path.realpath``).  ``read_keys``: the names of the columns the model
+    reads, where known; only keys among them tell files apart (one file under ``run=1/``
+    and ``run=2/`` is one file's rows twice to a model that does not read ``run``).
 
     ``inputs`` and ``included`` are records of
     :func:`dmixed.stats.checkpoint.input_fingerprint` (``path``, ``size``, ``content``).
@@ -280,17 +317,41 @@ def same_content(inputs: list[dict], included: list[dict]) -> list[tuple[str, st
     seen: dict[tuple, str] = {}
     for rec in included:
         if rec.get("content"):
-            seen.setdefault((rec["content"], rec.get("size")), rec["path"])
+            seen.setdefault(_identity(rec, read_keys), rec["path"])
+            seen.setdefault(_resolved(rec), rec["path"])
     pairs = []
     for rec in inputs:
         if not rec.get("content"):
             continue
-        key = (rec["content"], rec.get("size"))
+        key, resolved = _identity(rec, read_keys), _resolved(rec)
         earlier = seen.get(key)
+        same_file = seen.get(resolved)
         if earlier is not None and earlier != rec["path"] and _same_bytes(rec, earlier):
             pairs.append((rec["path"], earlier))
+        elif same_file is not None and same_file != rec["path"]:
+            # one file through a link: one file's rows, whatever keys its paths give
+            pairs.append((rec["path"], same_file))
         seen.setdefault(key, rec["path"])
+        seen.setdefault(resolved, rec["path"])
     return pairs
+
+
+def _identity(rec: dict, read_keys: set[str] | None = None) -> tuple:
+    """What two inputs share when one is a copy of the other: content identity and size,
+    and a Parquet file's Hive partition keys (its reader adds them to the rows), those
+    named in ``read_keys`` where given."""
+    keys = hive_keys(rec["path"]) if rec["content"].startswith(_PARQUET_IDENTITY) else ()
+    if read_keys is not None:
+        keys = tuple(k for k in keys if k.split("=", 1)[0] in read_keys)
+    return (rec["content"], rec.get("size"), keys)
+
+
+def _resolved(rec: dict) -> tuple:
+    """A local input's file, links resolved (``os.path.realpath``), and its content
+    identity: one file reached by two paths (``alias -> lake/region=eu``) is read twice
+    whatever keys the paths give; a URL's own path."""
+    path = rec["path"]
+    return ("file", path if "://" in path else os.path.realpath(path), rec["content"])
 
 
 def _same_bytes(rec: dict, earlier: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 import warnings
 from decimal import Decimal
@@ -601,3 +602,102 @@ def test_text_in_a_factor_of_numeric_levels_is_refused_as_a_factor():
         "no row would find its level; convert it first, e.g. pd.to_numeric(data['cls'])"
     )
     assert got.value.example == "0"
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        (pd.date_range("2026-01-01", periods=120, freq="h"), "timestamps"),
+        (pd.date_range("2026-01-01", periods=120, freq="h", tz="UTC"), "timestamps"),
+        (
+            pd.array(pd.date_range("2026-01-01", periods=120), dtype="timestamp[us][pyarrow]"),
+            "timestamps",
+        ),
+        (
+            pd.Series(pd.date_range("2026-01-01", periods=120).date, dtype="date32[day][pyarrow]"),
+            "dates",
+        ),
+        (pd.to_timedelta(np.arange(120), unit="s"), "durations"),
+    ],
+)
+def test_a_time_column_in_a_formula_says_how_to_convert_it(values, words):
+    """A timestamp, date or duration in a formula gave "unsupported dtype ... for a model
+    formula", a DataError the command line exits 2 for, and no remedy: it is bad data
+    (exit 3, :class:`BadValuesError`) and the message says to convert it to a number of
+    a unit and origin the caller chooses, or to text for a factor (not read as numbers:
+    the fit would depend on the unit)."""
+    df = _zoo_base()
+    df["t"] = pd.Series(values).array if isinstance(values, pd.Index) else values
+    for formula in ("y ~ t", "y ~ xi + C(t)"):
+        with pytest.raises(BadValuesError, match=f"column 't' holds {words} \\(") as info:
+            build_spec(df, formula, groups="g")
+        assert "convert the column to a number first" in str(info.value)
+        assert "convert it to text and write C(t)" in str(info.value)
+    # as the groups, a label
+    build_spec(df, "y ~ xi", groups="t")
+
+
+_TIME_VALUES = {
+    "datetime64": pd.Series(pd.date_range("2026-01-01", periods=120, freq="h")),
+    "datetime64 UTC": pd.Series(pd.date_range("2026-01-01", periods=120, freq="h", tz="UTC")),
+    "arrow timestamp": pd.Series(
+        pd.date_range("2026-01-01", periods=120, freq="h"), dtype="timestamp[us][pyarrow]"
+    ),
+    "arrow date32": pd.Series(
+        pd.date_range("2026-01-01", periods=120).date, dtype="date32[day][pyarrow]"
+    ),
+    "object date": pd.Series(pd.date_range("2026-01-01", periods=120).date, dtype=object),
+    "object datetime": pd.Series(
+        list(pd.date_range("2026-01-01", periods=120, freq="h").to_pydatetime()), dtype=object
+    ),
+    "timedelta64": pd.Series(pd.to_timedelta(np.arange(120), unit="s")),
+    "arrow duration": pd.Series(
+        pd.to_timedelta(np.arange(120), unit="s"), dtype="duration[s][pyarrow]"
+    ),
+    "object timedelta": pd.Series(
+        list(pd.to_timedelta(np.arange(120), unit="s").to_pytimedelta()), dtype=object
+    ),
+    "object time": pd.Series([datetime.time(k % 24, k % 60) for k in range(120)], dtype=object),
+}
+
+
+@pytest.mark.parametrize("kind", [k for k in _TIME_VALUES if not k.startswith("object")])
+def test_the_conversion_a_time_column_message_gives_runs_and_fits(kind):
+    """The message's conversion, executed as written (``origin`` a ``pd.Timestamp`` of
+    the column's time zone), gives a column of numbers that the formula reads: the
+    review found the one hint for timestamps raising for a duration column."""
+    df = _zoo_base()
+    df["t"] = _TIME_VALUES[kind].set_axis(df.index)
+    with pytest.raises(BadValuesError, match="convert the column to a number first") as info:
+        build_spec(df, "y ~ xi + t", groups="g")
+    code = re.search(r"data\['t'\] = (.*?); or,", str(info.value)).group(1)
+    tz = "UTC" if kind.endswith("UTC") else None
+    namespace = {"pd": pd, "data": df, "origin": pd.Timestamp("2025-12-31", tz=tz)}
+    df["t"] = eval(code, namespace)  # noqa: S307 - the message's own code
+    assert pd.api.types.is_float_dtype(df["t"].dtype), df["t"].dtype
+    assert np.isfinite(df["t"].to_numpy(dtype=float)).all()
+    build_spec(df, "y ~ xi + t", groups="g")
+
+
+@pytest.mark.parametrize("kind", [k for k in _TIME_VALUES if k.startswith("object")])
+def test_an_object_column_of_dates_is_a_factor_as_statsmodels_reads_it(kind):
+    """pandas reads a Parquet ``date32`` column as ``datetime.date`` objects; statsmodels
+    (patsy) reads such an ``object`` column as a factor, and so does dmixed, with or
+    without ``C()``: no unit is read, so no fit depends on one.  Refusing it would refuse
+    what statsmodels fits."""
+    df = _zoo_base()
+    df["t"] = _TIME_VALUES[kind].set_axis(df.index)
+    bare = build_spec(df, "y ~ xi + t", groups="g")
+    wrapped = build_spec(df, "y ~ xi + C(t)", groups="g")
+    assert len(bare.exog_names) == len(wrapped.exog_names) > 2
+    build_spec(df, "y ~ xi", groups="t")  # as the groups, a label
+
+
+def test_another_unsupported_dtype_in_a_formula_says_what_a_formula_reads():
+    df = _zoo_base()
+    df["c"] = pd.Series([1 + 2j] * len(df))
+    with pytest.raises(
+        BadValuesError,
+        match="column 'c' has an unsupported dtype .* reads numbers, booleans and labels",
+    ):
+        build_spec(df, "y ~ c", groups="g")

@@ -236,3 +236,81 @@ def test_an_included_input_is_said_changed_only_where_both_identities_are_known(
     other = [{"path": url, "size": None, "mtime_ns": None, "content": "etag:2"}]
     (again,) = inputs.repeated_inputs(other, then)
     assert again.startswith(f"{url} (changed since it was added")
+
+
+def test_same_content_of_parquet_files_includes_their_hive_partition_keys(tmp_path):
+    """Files of one bytes under ``region=eu/`` and ``region=us/`` are rows of two
+    regions (the Parquet reader adds ``region`` from the path), not one file's rows
+    twice; the same keys under another folder, or CSV files (their reader adds no
+    keys), are copies."""
+    lake = tmp_path / "lake"
+    for where in ("region=eu", "region=us", "other/region=eu"):
+        (lake / where).mkdir(parents=True)
+        _frame(1).to_parquet(lake / where / "part-0.parquet", index=False)
+        (lake / where / "part-0.csv").write_text("y\n1\n")
+    files = sorted(str(p) for p in lake.rglob("part-0.*"))
+    recs = input_fingerprint(files)
+    path = {str(Path(r["path"]).relative_to(lake)): r["path"] for r in recs}
+    assert inputs.hive_keys(path["other/region=eu/part-0.parquet"]) == ("region=eu",)
+    # other/region=eu sorts first; region=us is no copy of a Parquet file
+    assert same_content(recs, []) == [
+        (path["region=eu/part-0.csv"], path["other/region=eu/part-0.csv"]),
+        (path["region=eu/part-0.parquet"], path["other/region=eu/part-0.parquet"]),
+        (path["region=us/part-0.csv"], path["other/region=eu/part-0.csv"]),
+    ]
+    # nor of the included statistics' files (update)
+    eu, us = (
+        [r for r in recs if r["path"] == path[f"{k}/part-0.parquet"]]
+        for k in ("region=eu", "region=us")
+    )
+    assert same_content(us, eu) == []
+
+
+def test_hive_keys_are_decoded_as_the_parquet_reader_decodes_them(tmp_path):
+    """pyarrow reads ``region=e%20u/`` and ``region=e u/`` as the one key ``e u``: one
+    file's bytes under both are one file's rows twice (the review found them read twice,
+    1,200 observations of 600 rows)."""
+    lake = tmp_path / "lake"
+    for where in ("region=e%20u", "region=e u", "region=e%2Fu"):
+        (lake / where).mkdir(parents=True)
+        _frame(1).to_parquet(lake / where / "a.parquet", index=False)
+    assert inputs.hive_keys(str(lake / "region=e%20u" / "a.parquet")) == ("region=e u",)
+    assert inputs.hive_keys(str(lake / "region=e%2Fu" / "a.parquet")) == ("region=e/u",)
+    assert inputs.hive_key_names(str(lake / "k%20x=1" / "a.parquet")) == ("k x",)
+    esc, plain = str(lake / "region=e%20u" / "a.parquet"), str(lake / "region=e u" / "a.parquet")
+    read = pd.read_parquet(lake)
+    assert sorted(read["region"].astype(str).unique()) == ["e u", "e/u"]  # the reader's keys
+    recs = input_fingerprint([esc, plain])
+    assert same_content(recs, []) == [(esc, plain)]  # (fingerprints sort the paths)
+
+
+def test_one_file_through_a_link_is_one_file_whatever_keys_its_paths_give(tmp_path):
+    """``alias -> lake/region=eu``: ``alias/a.parquet`` gives no key and
+    ``lake/region=eu/a.parquet`` gives ``region=eu``, yet they are one file: its paths
+    are resolved before its identity is decided (the reader failed with a bare
+    ``'region'``)."""
+    (tmp_path / "lake" / "region=eu").mkdir(parents=True)
+    real = tmp_path / "lake" / "region=eu" / "a.parquet"
+    _frame(1).to_parquet(real, index=False)
+    (tmp_path / "alias").symlink_to(tmp_path / "lake" / "region=eu")
+    linked = str(tmp_path / "alias" / "a.parquet")
+    recs = input_fingerprint([linked, str(real)])
+    assert same_content(recs, []) == [(str(real), linked)]
+    # and against the statistics' files (update)
+    assert same_content(recs[1:], recs[:1]) == [(str(real), linked)]
+
+
+def test_only_hive_keys_the_model_reads_tell_copies_apart(tmp_path):
+    """One file under ``run=1/`` and ``run=2/`` was read as rows of two runs even by a
+    model that reads no ``run``: its rows counted twice.  Keys the model reads (given as
+    ``read_keys``) tell such files apart; others do not."""
+    for run in ("run=1", "run=2"):
+        (tmp_path / run).mkdir()
+        _frame(1).to_parquet(tmp_path / run / "a.parquet", index=False)
+    one, two = (str(tmp_path / f"run={k}" / "a.parquet") for k in (1, 2))
+    recs = input_fingerprint([one, two])
+    assert same_content(recs, [], {"y", "x", "g"}) == [(two, one)]
+    assert same_content(recs, [], {"y", "x", "g", "run"}) == []
+    assert same_content(recs, []) == []  # not known: every key counts
+    assert inputs.repeated_inputs(recs, [], None, {"g"}) == [f"{two} (the content of {one})"]
+    assert same_content(recs[1:], recs[:1], {"g"}) == [(two, one)]  # update
