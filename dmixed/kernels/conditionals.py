@@ -33,6 +33,8 @@ __all__ = [
     "lossy_groups",
     "m_sum",
     "PLAIN_CHARGED_DETERMINANT",
+    "PLAIN_NEGLIGIBLE",
+    "heavy_bounds",
     "plain_rounding",
     "PlainRounding",
     "PlainRoundingError",
@@ -395,13 +397,18 @@ def near_lossy_bounds(zz: np.ndarray, totals: np.ndarray) -> np.ndarray:
     ndarray of float64 (G,)
         Each group's bound, for :func:`lossy_groups`' ``bound``.
     """
+    return np.fmax(LOSSY_DETERMINANT, CENTRED_DETERMINANT * _shares(zz, totals))
+
+
+def _shares(zz: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """Each group's largest part of the block's ``Z̃'Z̃`` diagonal (G,)
+    (:func:`near_lossy_bounds`); a column of zero total counts as no share."""
     r = zz.shape[0]
     diag = np.stack([zz[a, a] for a in range(r)])  # (r, G)
     totals = np.asarray(totals, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         parts = np.where(totals[:, None] > 0, diag / totals[:, None], 0.0)
-    share = parts.max(axis=0) if r else np.zeros(zz.shape[-1])
-    return np.fmax(LOSSY_DETERMINANT, CENTRED_DETERMINANT * share)
+    return parts.max(axis=0) if r else np.zeros(zz.shape[-1])
 
 
 def lossy_groups(
@@ -451,6 +458,46 @@ PLAIN_CHARGED_DETERMINANT = 1e-3
 #: (1 − (n + this) ε)`` of ``|Z̃_i|'|Z̃_i|`` and ``|Z̃_i|'|[X y]|`` (Higham's bound of a
 #: sum of ``n`` terms; :func:`plain_rounding`).
 PLAIN_ROUNDINGS = 8
+
+
+#: :func:`heavy_bounds`: a group whose estimated worst-case share of the relative rounding
+#: of ``X'V*⁻¹X`` and ``Q`` is below this is not charged: a hundredth of the relative
+#: error the precision check leaves unwarned (``PRECISION_WARN_ABOVE``, 1e-7).
+PLAIN_NEGLIGIBLE = 1e-9
+
+
+def heavy_bounds(
+    zz: np.ndarray, nobs: np.ndarray, totals: np.ndarray, cancellation: float
+) -> np.ndarray:
+    """The determinant below which each group of an entry-major chunk (``zz`` (r, r, G),
+    ``nobs`` (G,)) is charged by :func:`plain_rounding` at a fit whose ``X'V*⁻¹X`` and
+    ``Q`` are ``cancellation`` times smaller than the totals they are the remainder of
+    (float64 (G,); ``totals`` (r,) as :func:`near_lossy_bounds`).
+
+    A group's plain conditional rounds its share of ``[X y]'V*⁻¹[X y]`` by up to about
+    ``γ_i/λ_i`` of its own mean part (:func:`plain_rounding`: ``γ_i`` of its ``n_i``
+    rows, ``λ_i`` the least eigenvalue of its scaled ``Z̃_i'Z̃_i``,
+    ``1/λ_i ≤ r^(r−1)/det_i``), and that part is about ``share_i`` of the totals: where
+    the fit's ``X'V*⁻¹X`` or ``Q`` is ``cancellation`` times smaller than the totals (a
+    heavily weighted group whose fixed effects lie in its random design: its mean part
+    cancels in both), the group may round them by ``e_i = γ_i r^(r−1) share_i
+    cancellation / det_i`` relative, whatever its determinant (weight 1e13 with a scaled
+    determinant of 7e-4 left ℓ 0.16 units off, benchmarks/RESULTS.md, uncharged-s57).
+    It is charged where ``e_i`` exceeds :data:`PLAIN_NEGLIGIBLE`; an ordinary group,
+    a small share of its block, is not.  One-row groups are charged by no bound (their
+    design is of rank one), nor a cancellation of 0 or less.
+    """
+    r = zz.shape[0]
+    g = zz.shape[-1]
+    if r < 2 or not cancellation > 0:
+        return np.zeros(g)
+    eps = float(np.finfo(float).eps)
+    terms = (np.asarray(nobs, dtype=float) + PLAIN_ROUNDINGS + 2 * r) * eps
+    gamma = terms / (1.0 - terms)
+    share = _shares(zz, totals)
+    with np.errstate(over="ignore", invalid="ignore"):
+        bound = gamma * float(r) ** (r - 1) * share * cancellation / PLAIN_NEGLIGIBLE
+    return np.where(np.asarray(nobs) > 1, np.nan_to_num(bound, nan=0.0), 0.0)
 
 
 class PlainRoundingError(ValueError):
