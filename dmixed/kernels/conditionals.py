@@ -27,6 +27,7 @@ __all__ = [
     "CentredSums",
     "centred_between",
     "centred_conditional",
+    "centred_rounding",
     "centred_from_shifted",
     "conditional",
     "gram_rows",
@@ -626,6 +627,37 @@ def plain_rounding(
         logdet = float(np.sum(-r * np.log1p(-rho)))
     # the eigen-solve's own rounding (A's condition times ε of T) inside a margin
     return PlainRounding(sizes * (1.0 + 1e-6), logdet * (1.0 + 1e-6), float(gamma.max()))
+
+
+def centred_rounding(
+    sums: CentredSums, nobs: np.ndarray, zz: np.ndarray, totals: np.ndarray, cancellation: float
+) -> PlainRounding:
+    """What the mean parts of groups taking the centred forms from their sums about
+    their means without ``W`` (``sums``, ``nobs`` (L,), ``zz`` (r, r, L) their
+    ``Z̃_i'Z̃_i``; ``totals`` and ``cancellation`` as :func:`heavy_bounds`) may round
+    ``[X y]'V*⁻¹[X y]`` by, for the groups heavy enough to matter (``γ_i share_i
+    cancellation`` above :data:`PLAIN_NEGLIGIBLE`: the centred conditional is exact in
+    the group's design, no ``1/det``).  ``[X y]'[X y]`` holds the group's mean part
+    ``u m m'`` summed over its ``n_i`` rows, and its centred ``m_i`` subtracts it again
+    from ``u`` and ``m``: each within ``γ_i u |m||m|'`` of the exact (``γ_i`` of
+    :func:`plain_rounding`), so ``sizes = Σ 2γ_i u_i |m_i||m_i|'`` (positive
+    semi-definite); ``logdet`` 0 (``K_i`` is made of ``C``, exact to ``ε``).  A weight
+    of 1e13 left ``log det X'V⁻¹X`` 0.027 off where the factor's estimate said 0.006
+    (benchmarks/RESULTS.md, uncharged-s57)."""
+    k = sums.mean.shape[0]
+    r = zz.shape[0]
+    if not cancellation > 0 or not np.size(nobs):
+        return PlainRounding.zero(k)
+    eps = float(np.finfo(float).eps)
+    terms = (np.asarray(nobs, dtype=float) + PLAIN_ROUNDINGS + 2 * r) * eps
+    gamma = terms / (1.0 - terms)
+    heavy = gamma * _shares(zz, totals) * cancellation > PLAIN_NEGLIGIBLE
+    if not heavy.any():
+        return PlainRounding.zero(k)
+    m = np.abs(sums.mean[:, heavy])  # (k, H)
+    coef = 2.0 * gamma[heavy] * sums.u[heavy]
+    sizes = np.einsum("h,kh,lh->kl", coef, m, m)
+    return PlainRounding(sizes * (1.0 + 1e-6), 0.0, float(gamma[heavy].max()))
 
 
 @dataclass

@@ -25,6 +25,7 @@ from .conditionals import (
     PlainRounding,
     centred_between,
     centred_from_shifted,
+    centred_rounding,
     concatenate_centred,
     conditional,
     gram_rows,
@@ -589,6 +590,12 @@ class StatsBlock:
                 plain &= ~one
             if subset is not None:
                 plain[subset[0]] = False
+                local, sums = subset
+                if cancellation > 0:
+                    mine = zzc[..., local]
+                    total = total + centred_rounding(
+                        sums, nobs[at][local], mine, totals, cancellation
+                    )
             if plain.any():
                 zz, zxy = zzc[..., plain], zxyc[..., plain]
                 bounds = near_lossy_bounds(zz, totals)

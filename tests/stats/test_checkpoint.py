@@ -22,8 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from dmixed import CheckpointError, CheckpointMismatch, DataError, DmixedWarning, PrecisionWarning
 from dmixed.design import build_spec
@@ -1094,16 +1092,14 @@ def test_a_heavy_group_above_the_near_lossy_bound_never_understates_its_error(sp
     assert error > 1e-3  # the case is what it was: an error the check must state
 
 
-@settings(max_examples=14, deadline=None, derandomize=True)
-@given(
-    weight=st.sampled_from([1e3, 1e5, 1e7, 1e9, 1e11, 1e12, 1e13]),
-    spread=st.sampled_from([1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]),
-)
+@pytest.mark.parametrize("weight", [1e3, 1e5, 1e7, 1e9, 1e11, 1e12, 1e13])
+@pytest.mark.parametrize("spread", [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0])
 def test_plain_sums_of_any_weight_and_spread_never_understate_their_error(weight, spread):
     """The near-lossy frame over weights 1e3 to 1e13 and spreads 1 to 1000 ×
-    ``NEAR_SPREAD``, fitted from statistics without centred sums: the fit cannot
-    start, or is refused naming the cause, or its claim covers its error
-    (:func:`_claim_covers`)."""
+    ``NEAR_SPREAD`` (the whole grid: 49 fits of 310 rows), fitted from statistics
+    without centred sums: the fit cannot start, or is refused naming the cause, or its
+    claim covers its error (:func:`_claim_covers`; main left 1e13 × 100, 300 and 1000
+    uncovered)."""
     from dmixed.errors import StartError
 
     try:
