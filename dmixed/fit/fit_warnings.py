@@ -344,8 +344,9 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
             "some groups have a random design nearly singular within them and are "
             "fitted from their uncentred sums (statistics that do not carry their sums "
             "about the groups' means, or groups not near lossy by their share of the "
-            "data), or weigh so heavily that X'V^-1 X and the residual sum of squares are "
-            "a small remainder of their sums, whose rounding may be as large as what it rounds: "
+            "data), or enter X'V^-1 X and the residual sum of squares where those are a "
+            "small remainder of their sums (a group weighing most of the data, or "
+            "variances far off), whose rounding may be as large as what it rounds: "
             "no worst-case bound on the llf's error holds (the fit is made from those "
             f"sums as given); {PLAIN_REMEDY}",
             PrecisionWarning,
@@ -357,8 +358,9 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
             "some groups have a random design nearly singular within them and are "
             "fitted from their uncentred sums (statistics that do not carry their sums "
             "about the groups' means, or groups not near lossy by their share of the "
-            "data), or weigh so heavily that X'V^-1 X and the residual sum of squares are "
-            "a small remainder of their sums, whose rounding such a group's weight and "
+            "data), or enter X'V^-1 X and the residual sum of squares where those are a "
+            "small remainder of their sums (a group weighing most of the data, or "
+            "variances far off), whose rounding such a group's weight and "
             f"conditioning make large: the llf may be off by up to {rounded_up(llf_error)} "
             f"(a worst case), and σ̂² by up to {rounded_up(rel)} of itself; {PLAIN_REMEDY}",
             PrecisionWarning,

@@ -205,3 +205,31 @@ def test_plain_llf_error_bounds_log_det_a_by_its_relative_perturbation():
     assert got == pytest.approx(-0.5 * 3 * np.log(0.5), rel=1e-12)
     sizes[0, 0] = 1.0
     assert plain_llf_error(ev, glob, True, PlainRounding(sizes, 0.0, 0.0)) == np.inf
+
+
+def test_a_small_group_of_many_is_not_charged_at_the_fit(monkeypatch):
+    """The frame of :func:`test_a_small_group_of_many_is_not_charged_with_plain_rounding`
+    fitted: with the fit's cancellation (``heavy_bounds``) the small near-singular group
+    is still not charged, nor any other, and the fit raises no PrecisionWarning."""
+    import warnings
+
+    import dmixed.model
+    from dmixed.fit import fit_warnings
+    from tests._near_lossy import small_groups_frame
+
+    model = dmixed.MixedLM.from_formula(
+        "y ~ x", small_groups_frame(), groups="g", re_formula="1 + x"
+    )
+    seen = {}
+
+    def spy(stats, ev=None):
+        seen["plain"] = fit_warnings.plain_rounding_of(stats, ev)
+        seen["cancellation"] = fit_warnings.cancellation(ev, stats.glob)
+        return seen["plain"]
+
+    monkeypatch.setattr(dmixed.model, "plain_rounding_of", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dmixed.DmixedWarning)
+        model.fit()
+    assert seen["cancellation"] > 1
+    assert not seen["plain"].sizes.any()
