@@ -259,6 +259,26 @@ def task_times(records: list[dict], t0: float) -> dict[str, dict[str, float]]:
     return out
 
 
+def idle_seconds(records: list[dict], wall0: float, seconds: float) -> float:
+    """Seconds of the fit (``wall0`` to ``wall0 + seconds``, ``time.time()``) in which no
+    worker computed a task: the fit's serial part (the driver's own work, the graph's
+    submission, the scheduler's turns and the transfers that no computation overlaps),
+    whatever the worker count.  The union of the tasks' compute spans, clipped to the
+    fit, taken from its wall."""
+    spans = sorted(
+        (max(s["start"], wall0), min(s["stop"], wall0 + seconds))
+        for r in records
+        for s in r["startstops"]
+        if s["action"] == "compute" and s["stop"] > wall0 and s["start"] < wall0 + seconds
+    )
+    busy, end = 0.0, wall0
+    for start, stop in spans:
+        if stop > end:
+            busy += stop - max(start, end)
+            end = stop
+    return seconds - busy
+
+
 #: Task kinds of the data pass's reads (one of them per fit) and of the optimizer's
 #: round trips (each a map over the blocks' evaluators), by their keys' names.
 CHAIN_TASKS = ("chain_partials", "resident_chain_partials", "partition_partials")

@@ -50,7 +50,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import numpy as np  # noqa: E402
-from bench_dask import PhaseCPU, WarmScanner, local_cluster, task_times  # noqa: E402
+from bench_dask import (  # noqa: E402
+    PhaseCPU,
+    WarmScanner,
+    idle_seconds,
+    local_cluster,
+    task_times,
+)
 
 COLUMNS = ["g", "x1", "x2", "x3", "y"]
 
@@ -117,17 +123,20 @@ def fit_once(directory: str, client, exchange: str, log: ExchangeLog, cpu=None) 
 
     if cpu is not None:
         cpu.mark()
-    t0, wall0 = time.perf_counter(), time.time()
+    t0, wall0, thread0 = time.perf_counter(), time.time(), time.thread_time()
     with dask.config.set({"dmixed.exchange": exchange}), get_task_stream(client) as ts:
         model = dmixed.mixedlm(
             "y ~ x1 + x2 + x3", dd.read_parquet(directory), groups="g", re_formula="1 + x1"
         )
         res = model.fit(client=client)
     seconds = time.perf_counter() - t0
+    thread = time.thread_time() - thread0
     if cpu is not None:
         cpu.mark()
     return {
         "cpu": None if cpu is None else cpu.phases(),
+        "driver_thread_cpu": thread,
+        "no_task_running": idle_seconds(ts.data, wall0, seconds),
         "seconds": seconds,
         "data_pass": res.data_pass_seconds,
         "llf": res.llf,
@@ -241,6 +250,11 @@ def series(args, directory: str, groups: int, report: dict, save) -> None:
                 "llf": fits[-1]["llf"],
                 "n_evals": fits[-1]["n_evals"],
                 "tasks": _task_medians(fits),
+                # the driver's main thread (dmixed's client code: graph, assembly,
+                # the optimizer), not the IO loop's housekeeping that the process's
+                # CPU above holds too (RESULTS.md, drv2m-s55)
+                "driver_thread_cpu": _stats([f["driver_thread_cpu"] for f in fits]),
+                "no_task_running": _stats([f["no_task_running"] for f in fits]),
                 "cpu_seconds": {
                     phase: {
                         who: float(np.median([f["cpu"][phase][who] for f in fits]))
@@ -266,6 +280,12 @@ def series(args, directory: str, groups: int, report: dict, save) -> None:
                 f"{cpu_s['data_pass']['driver']:.2f} / {cpu_s['data_pass']['workers']:.2f}, "
                 f"optimization {cpu_s['optimization']['driver']:.2f} / "
                 f"{cpu_s['optimization']['workers']:.2f}",
+                flush=True,
+            )
+            print(
+                f"    driver main thread CPU {entry['driver_thread_cpu']['median']:.3f} s, "
+                f"no task running {entry['no_task_running']['median']:.3f} s "
+                f"({entry['no_task_running']['min']:.3f}-{entry['no_task_running']['max']:.3f})",
                 flush=True,
             )
             print(

@@ -744,11 +744,16 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
     def start_from_moments(stats: FittedStatistics, layout: Layout) -> np.ndarray | None:
         """Moment estimates (:func:`dmixed.fit.start.moment_start`) packed for the
         optimizer (square-root packing), or ``None`` where they are not used: no
-        covariance parameter, a random design wider than ``kernels.MOMENT_MAX_R``, or
+        covariance parameter, a random design wider than ``kernels.MOMENT_MAX_R`` even
+        with one slot per variance component (``engine.collapsed_moments``), or
         estimates that say nothing."""
         engine = stats.engine
         return moment_start_packed(
-            engine.moments, stats.glob, layout, getattr(engine, "block", None)
+            engine.moments,
+            stats.glob,
+            layout,
+            getattr(engine, "block", None),
+            getattr(engine, "collapsed_moments", None),
         )
 
 

@@ -236,8 +236,8 @@ def _column_run(z: np.ndarray, exog: np.ndarray) -> int | None:
     head = min(n, 8)
     for j in range(p - q + 1):
         if all(  # np.array_equal of columns of one length, without its wrappers
-            (bits_z[:head, a] == bits_x[:head, j + a]).all()
-            and (bits_z[:, a] == bits_x[:, j + a]).all()
+            not np.count_nonzero(bits_z[:head, a] != bits_x[:head, j + a])
+            and not np.count_nonzero(bits_z[:, a] != bits_x[:, j + a])
             for a in range(q)
         ):
             return j
@@ -427,7 +427,10 @@ def constant_columns(arr: np.ndarray) -> list[int]:
         return []
     first = arr[0]
     candidates = (first != 0) & np.logical_and.reduce(arr[:8] == first, axis=0)
-    return [j for j in candidates.nonzero()[0].tolist() if (arr[:, j] == first[j]).all()]
+    # != the exact negation of == (NaN included): no entry differs, as (==).all() says
+    return [
+        j for j in candidates.nonzero()[0].tolist() if not np.count_nonzero(arr[:, j] != first[j])
+    ]
 
 
 def _all_finite(arr: np.ndarray) -> bool:

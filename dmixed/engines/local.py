@@ -128,6 +128,12 @@ class LocalEngine:
         moment sums."""
         return kernels.frobenius_gram(self.block, q, slot_component)
 
+    def collapsed_moments(self, q: int, slot_component: np.ndarray) -> kernels.MomentSums:
+        """The moment sums in the coordinates of one slot per variance component
+        (:func:`~dmixed.kernels.collapsed_moment_contributions`, ``G r²``): the moment
+        start where the padded design is too wide for :meth:`moments` (``G r⁴``)."""
+        return kernels.collapsed_moment_contributions(self.block, q, slot_component)
+
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6)."""
         return kernels.random_effects_block(self.block, lam, w)
@@ -256,7 +262,7 @@ def statistics_from_rows(
             rows.weights,
             gram,
         )
-        if gram is not None and (std.y_shift != 0.0 or std.x_shift.any()):
+        if gram is not None and (std.y_shift != 0.0 or np.count_nonzero(std.x_shift)):
             gram = None  # rows shifted: the data pass sums other columns
     weights = std.weights_in_statistics(rows.weights)
     std = std.with_weights(rows.weights)  # their span, kept with saved statistics

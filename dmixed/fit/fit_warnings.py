@@ -279,7 +279,7 @@ def plain_llf_error(ev, glob, reml: bool, plain: PlainRounding) -> float:
     DataError
         ``of_statistics`` set: where ``A`` at the estimate is not positive definite
         (nothing can be computed from these sums)."""
-    if not plain.sizes.any() and plain.logdet == 0.0:
+    if not np.count_nonzero(plain.sizes) and plain.logdet == 0.0:
         return 0.0
     if not plain.bounded:
         return math.inf

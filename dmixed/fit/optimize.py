@@ -159,8 +159,9 @@ class _Optimization:
         # The Newton polish runs when every parameter is free; it converges
         # quadratically, so the quasi-Newton method can hand over as soon as the
         # gradient is small and the point is well inside the parameter space.
-        self.handover = bool(self.free.all())
-        #: every parameter free: the score's norm reads all of it, without a mask
+        self.handover = bool(np.count_nonzero(self.free) == self.free.size)
+        #: every parameter free (the mask is fixed for the run: read once, not by numpy at
+        #: each test): the score's norm reads all of it, without a mask
         self.all_free = self.handover
         #: the last :meth:`profiled_hessian` (its point and movable mask, and the value)
         self.last_curvature: tuple[bytes, np.ndarray | None] | None = None
@@ -348,7 +349,7 @@ class _Optimization:
     def run_newton(self) -> None:
         """``method="newton"``: exact Newton steps from the current point, up to what is
         left of ``maxiter`` (they stop where they stop helping; all parameters free)."""
-        if not self.free.all():
+        if not self.all_free:
             raise SpecError("method='newton' moves every parameter: it cannot be used with free=")
         self.x = self.newton_steps(
             self.x,
@@ -421,7 +422,7 @@ class _Optimization:
         Only when every parameter is free: a fixed packed entry (``free``) is a
         constraint in the packed coordinates that the plain-θ Newton step cannot keep.
         """
-        if self.free.all():
+        if self.all_free:
             left = self.iterations_left(steps)
             if left == 0 < steps:  # maxiter spent before the polish
                 self.cut_short = (self.x.tobytes(), tuple(boundary))
@@ -455,14 +456,14 @@ class _Optimization:
         # at its end, by the gradient there
         converged = converged and self.passed_at == self.x.tobytes()
         converged = converged or gnorm <= max(s.gtol, s.convergence_floor)
-        if converged and not self.free.all() and mask.any():
+        if converged and not self.all_free and mask.any():
             # no Newton polish ran (a mask): the gradient depends on the units of the free
             # parameters; ∂ℓ/∂log|x| = x ∂ℓ/∂x does not (far out on a variance whose
             # start is off by its units, ∂ℓ/∂x is tiny while ℓ still rises)
             log_grad = float(np.max(np.abs(ev.score[mask] * self.x[mask]))) / self.n
             gnorm = max(gnorm, log_grad)
             converged = gnorm <= max(s.gtol, s.convergence_floor)
-        if converged and not self.free.all() and mask.any() and self.method_cut_short:
+        if converged and not self.all_free and mask.any() and self.method_cut_short:
             # maxiter ended the method, not its tests: the cut-short rule below, with the
             # Newton step in the free packed coordinates
             packed_promise = self.packed_step(mask, ev)
@@ -720,7 +721,7 @@ class _Optimization:
         general path then runs from ``x``, so that a fit near the boundary, whose
         optimum rounding moves far, or whose quasi-Newton method would start from their
         point, is the general path's own."""
-        lean = lean_steps(self.obj) if self.free.all() else None
+        lean = lean_steps(self.obj) if self.all_free else None
         if lean is None:
             return None
         out = lean.run(x, self.summary, steps, contraction, secant, shifted)
@@ -968,7 +969,7 @@ class _Optimization:
         them).  Elsewhere (a non-singular Ψ*, a face verdict that holds) no evaluation
         is made and the fit is not left."""
         s = self.summary
-        if not self.free.all():
+        if not self.all_free:
             return self.masked_off_face(move)
         if not (s.polish_steps > 0 and self.singular(self.x)):
             return False

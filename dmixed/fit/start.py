@@ -412,19 +412,35 @@ def moment_start_packed(
     glob: GlobalStats,
     layout: Layout,
     block: object = None,
+    collapsed: Callable[[int, np.ndarray], MomentSums | None] | None = None,
 ) -> np.ndarray | None:
     """:func:`moment_start` packed for the optimizer (square-root packing), weighted
     once (:func:`weighted_moment_start`) where ``block``, the engine's per-group
     statistics, is an in-process :class:`~dmixed.kernels.StatsBlock` and the random
     effects have at least :data:`WEIGHTED_MIN_Q` coordinates and no variance component
     (:func:`_weighted_chunks`); ``None`` where it is not used: no covariance parameter,
-    a random design wider than ``kernels.MOMENT_MAX_R``, or estimates that say nothing.
+    a random design wider than ``kernels.MOMENT_MAX_R`` whose moment sums cannot be
+    made per component (:func:`collapsed_layout`), or estimates that say nothing.
     ``moments`` makes the engine round trip (``engine.moments``), called only when the
     estimates are used; ``block`` anything else (a cluster's engine holds none) leaves
-    the estimates unweighted."""
-    if layout.n_params == 0 or layout.r > kernels.MOMENT_MAX_R:
+    the estimates unweighted.  ``collapsed`` (``engine.collapsed_moments``: ``q`` and
+    the layout's ``slot_component`` to the sums of one slot per component, ``G r²``,
+    or None) replaces ``moments`` where the padded design is wider than
+    ``kernels.MOMENT_MAX_R``: the same equations (a component's direction is the
+    projection on its slots), so that a fit of crossed components held padded starts
+    from moments and takes Newton steps as a structured one does."""
+    if layout.n_params == 0:
         return None
-    mom = moments()
+    if layout.r > kernels.MOMENT_MAX_R:
+        narrow = collapsed_layout(layout)
+        if narrow is None or collapsed is None:
+            return None
+        made = collapsed(layout.k_re, layout.slot_component)
+        if made is None:
+            return None
+        mom, layout = made, narrow
+    else:
+        mom = moments()
     shared = _shared(mom, glob, layout)
     if shared is None:
         return None
@@ -436,6 +452,16 @@ def moment_start_packed(
         weighted = weighted_moment_start(estimate[0], chunks, mom, glob, layout, shared)
         estimate = weighted or estimate
     return _packed_sqrt(*estimate, layout)
+
+
+def collapsed_layout(layout: Layout) -> Layout | None:
+    """The layout of one slot per variance component of ``layout`` (the coordinates of
+    ``engine.collapsed_moments``: the same parameters, the same packing), or None where
+    it is no narrower than ``layout`` or still wider than ``kernels.MOMENT_MAX_R``."""
+    narrow = Layout(layout.k_re, (1,) * layout.k_vc)
+    if narrow.r >= layout.r or narrow.r > kernels.MOMENT_MAX_R:
+        return None
+    return narrow
 
 
 def _packed_sqrt(psi: np.ndarray, tau: np.ndarray, layout: Layout) -> np.ndarray:

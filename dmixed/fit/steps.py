@@ -157,7 +157,8 @@ def fit_start(
     # a `free` mask constrains the model's own Ψ*, so then in the scaled ones only;
     # times the weights' unit k, which the column map does not see
     weight = weight_factor(stats.glob)
-    coords = Coordinates.for_fit(stats.columns, layout, bool(free_mask.all()), weight)
+    all_free = bool(np.count_nonzero(free_mask) == free_mask.size)
+    coords = Coordinates.for_fit(stats.columns, layout, all_free, weight)
     start = start_packed(start_params, layout, model.use_sqrt, model.k_fe)
     if start_params is not None:
         start = coords.to_opt(start, model.use_sqrt)
@@ -165,7 +166,7 @@ def fit_start(
     # positive semi-definite without constraints.  With use_sqrt=False that only
     # changes the packing of start_params/params; a `free` mask in the plain packing
     # is a constraint on Ψ* itself, so then Ψ* is optimized directly (with bounds).
-    opt_sqrt = model.use_sqrt or bool(free_mask.all())
+    opt_sqrt = model.use_sqrt or all_free
     methods = choose_methods(method, opt_sqrt)
     obj = objective(stats, coords, reml, opt_sqrt)
     moment = None
@@ -181,7 +182,8 @@ def fit_start(
     start_opt, from_moments = choose_start(
         obj, start, model.use_sqrt, moment, level, newton_first=method is None, newton=newton
     )
-    summary = DEFAULTS.start(start_opt, **settings)
+    # the same record from the chosen start (its settings made above: no second one)
+    summary.initial = np.array(start_opt, dtype=np.float64)
     # a given start (a previous fit's estimates, as ``dmixed update`` passes) takes the
     # route of moment estimates, a fresh fit's: Newton steps first, handing over to the
     # quasi-Newton methods where they do not converge

@@ -146,7 +146,13 @@ def rows_compiled(n_rows: int, table_bytes: int = 0) -> bool:
     ValueError
         As :func:`forced`.
     """
-    choice = forced()
+    return _rows_compiled_as(forced(), n_rows, table_bytes)
+
+
+def _rows_compiled_as(choice: str, n_rows: int, table_bytes: int) -> bool:
+    """:func:`rows_compiled` with ``DMIXED_KERNELS`` read already (``choice``, as
+    :func:`forced` gives it): :func:`rows_pass` reads it once for its charge and its
+    answer, so that both see the same choice."""
     if choice != "auto":
         return choice == "numba"
     if table_bytes > ROWS_MAX_TABLE_BYTES:
@@ -178,8 +184,9 @@ def rows_pass(n_rows: int, table_bytes: int = 0, against: str = "numpy") -> bool
     """
     if against not in ROWS_SAVED_NS:
         raise ValueError(f"against must be one of {sorted(ROWS_SAVED_NS)}, got {against!r}")
+    choice = forced()
     if (
-        forced() == "auto"
+        choice == "auto"
         and not ROWS_POLICY["eager"]
         and not numba_loaded()
         and n_rows >= ROWS_MIN_LOADED
@@ -188,7 +195,7 @@ def rows_pass(n_rows: int, table_bytes: int = 0, against: str = "numpy") -> bool
     ):
         LEDGER["owed_ns"] += n_rows * ROWS_SAVED_NS[against]
         LEDGER["bought"] = LEDGER["owed_ns"] >= LOAD_NS
-    return rows_compiled(n_rows, table_bytes)
+    return _rows_compiled_as(choice, n_rows, table_bytes)
 
 
 def nested_numbering(n_entries: int):

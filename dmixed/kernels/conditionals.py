@@ -443,7 +443,7 @@ def lossy_groups(
         for a in range(r):
             scaled[a, a] = 1.0
         lossy = np.linalg.det(np.moveaxis(scaled, -1, 0)) < bound
-    if lossy.any():
+    if np.count_nonzero(lossy):
         lossy &= np.asarray(nobs) > 1
     return lossy
 

@@ -495,7 +495,7 @@ class StatsBlock:
                 part = zzc[..., local]
                 mine = sel[at]
                 mask[mine] = lossy_groups(part, nobs[mine], near_lossy_bounds(part, totals))
-        return mask if mask.any() else None
+        return mask if np.count_nonzero(mask) else None
 
     def lossy_masks(
         self, nobs: np.ndarray, bound: float = LOSSY_DETERMINANT
@@ -515,7 +515,7 @@ class StatsBlock:
         groups' rows, in the block's order; ``bound`` as there): bool (G,), or None
         where there are none (each chunk checked, nothing joined)."""
         masks = list(self.lossy_masks(nobs, bound))
-        if not any(mask.any() for mask in masks):
+        if not any(np.count_nonzero(mask) for mask in masks):
             return None
         return np.concatenate(masks)
 
@@ -1102,6 +1102,71 @@ def moment_contributions(block, zxy=None) -> MomentSums:
             zxyc.sum(axis=2),
         )
     return out
+
+
+def collapsed_moment_contributions(
+    block: StatsBlock, q: int, slot_component: np.ndarray
+) -> MomentSums:
+    """The :class:`MomentSums` of a block of padded groups in the coordinates of one slot
+    per variance component (width ``q + d``; ``slot_component``: the component of each
+    padded slot after the ``q`` columns of ``exog_re``), made in ``G r²`` where
+    :func:`moment_contributions` costs ``G r⁴``: the sums that
+    :func:`dmixed.fit.start.moment_start` reads against the basis of that layout, where
+    a component's direction is ``E_l = P_l`` (the projection on its slots ``S_l``).
+
+    With ``A_i = Z̃_i'Z̃_i`` and ``F_i = Z̃_i'[X_i y_i]`` (padded), slot ``j = q + l``:
+
+        zz[j, j] = Σ_i tr(P_l A_i)           zz[j, :q] = Σ_i Σ_{s∈S_l} A_i[s, :q]
+        zz_zz[b, j, j, a] = zz_zz[j, a, b, j] = Σ_i Σ_{s∈S_l} A_i[b, s] A_i[s, a]
+        zz_zz[j, j', j', j] = Σ_i ‖A_i[S_l, S_l']‖²_F
+        zxy_zxy[j, :, j, :] = Σ_i Σ_{s∈S_l} F_i[s]' F_i[s]
+
+    and the ``exog_re`` entries as :func:`moment_contributions` makes them (the same
+    sums as :meth:`dmixed.kernels.vc_border.CrossedVC.moments`).  Entries the basis
+    never reads (two components' cross terms other than those above) are zero.
+    """
+    comp = np.asarray(slot_component, dtype=np.int64)
+    d = int(comp.max()) + 1 if comp.size else 0
+    chunks = list(block.chunks())
+    r, k = chunks[0][1].shape[:2]
+    rr = q + d
+    onehot = np.zeros((r - q, d))  # slot → component
+    onehot[np.arange(comp.size), comp] = 1.0
+    zz = np.zeros((rr, rr))
+    z4 = np.zeros((rr, rr, rr, rr))
+    zxy4 = np.zeros((rr, k, rr, k))
+    zxy = np.zeros((rr, k))
+    squares = np.zeros((r - q, r - q))
+    slot_rows = np.zeros((r - q, q, q))
+    slot_f = np.zeros((r - q, k, k))
+    n_groups = 0
+    for zzc, zxyc in chunks:
+        n_groups += zzc.shape[-1]
+        a_q, f_q = zzc[:q, :q], zxyc[:q]
+        zz[:q, :q] += a_q.sum(axis=2)
+        zz[q:, :q] += onehot.T @ zzc[q:, :q].sum(axis=2)
+        zz[q + np.arange(d), q + np.arange(d)] += onehot.T @ np.einsum("ssg->s", zzc[q:, q:])
+        z4[:q, :q, :q, :q] += np.einsum("bcg,dag->bcda", a_q, a_q)
+        zxy4[:q, :, :q, :] += np.einsum("axg,byg->axby", f_q, f_q)
+        zxy[:q] += f_q.sum(axis=2)
+        zxy[q:] += onehot.T @ zxyc[q:].sum(axis=2)
+        vc = zzc[q:, q:]
+        squares += np.einsum("stg,stg->st", vc, vc)
+        border = zzc[q:, :q]
+        slot_rows += np.einsum("sbg,scg->sbc", border, border)
+        f_vc = zxyc[q:]
+        slot_f += np.einsum("sxg,syg->sxy", f_vc, f_vc)
+    vc_idx = q + np.arange(d)
+    bb = np.einsum("sl,sbc->lbc", onehot, slot_rows)  # (d, q, q)
+    for ell in range(d):
+        j = vc_idx[ell]
+        z4[j, :q, :q, j] += bb[ell]
+        z4[:q, j, j, :q] += bb[ell]
+    zxy4[vc_idx, :, vc_idx, :] += np.einsum("sl,sxy->lxy", onehot, slot_f)
+    cross = onehot.T @ squares @ onehot
+    z4[vc_idx[:, None], vc_idx[None, :], vc_idx[None, :], vc_idx[:, None]] += cross
+    zz[:q, q:] = zz[q:, :q].T
+    return MomentSums(zz, z4, zxy4, n_groups, zxy)
 
 
 def frobenius_gram(block: StatsBlock, q: int, slot_component: np.ndarray) -> np.ndarray:

@@ -697,8 +697,8 @@ def plain_statistics(
     """
     if (
         std.y_shift != 0.0
-        or std.x_shift.any()
-        or std.z_shift.any()
+        or np.count_nonzero(std.x_shift)
+        or np.count_nonzero(std.z_shift)
         or extreme_scales(std)
         or not takes_rows_as_they_are(exog, None)
         or endog.dtype != np.float64
@@ -780,7 +780,7 @@ def plain_statistics(
     if gram is None:
         gram = unweighted_gram(endog, exog)
     sx_arr = np.array(sx)
-    if (sx_arr != 1.0).any():
+    if np.count_nonzero(sx_arr != 1.0):
         gram = gram / (sx_arr[:, None] * sx_arr)
     within = None
     if wants_within(std, r) or (

@@ -113,7 +113,7 @@ def covariance_of_estimates(
             return _identified_only(hessian, k_fe, involved, basis, conditional, cov_fe)
     p = k_fe
     keep = None  # every parameter (none at zero), else a mask
-    if at_zero.any():
+    if np.count_nonzero(at_zero):
         keep = np.empty(k, dtype=bool)
         keep[:k_fe] = True
         keep[k_fe:] = ~at_zero
@@ -209,7 +209,7 @@ def _full_inverse(
     has it."""
     k = hessian.shape[0]
     cov = _inverse_or_none(-hessian if info is None else info)
-    if cov is None or (cov.diagonal() <= 0).any():
+    if cov is None or np.count_nonzero(cov.diagonal() <= 0):
         if keep is None:
             keep = np.ones(k, dtype=bool)
         sub = _inverse_or_none(-hessian[np.ix_(keep, keep)])

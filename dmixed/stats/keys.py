@@ -413,7 +413,7 @@ def _dense_integer_codes(
         base = np.int64(lo)
     present = np.zeros(span + 1, dtype=bool)
     present[offsets] = True
-    if present.all():
+    if np.count_nonzero(present) == present.size:
         # every key of the range present (ids lo … hi, in any order): each row's
         # position is its offset, without the running count and the lookup per row
         if keys.dtype.kind == "i":  # lo … hi in int64, then the keys' own type (exact)

@@ -144,7 +144,7 @@ def _column_norms(gram: np.ndarray) -> np.ndarray:
 def _check_no_zero_column(d: np.ndarray, names: list[str], what: str, where: str) -> None:
     """:func:`check_full_rank`'s refusal of a column of norm ``d`` zero."""
     zero = d == 0
-    if zero.any():
+    if np.count_nonzero(zero):
         cols = _some(names[j] for j in np.flatnonzero(zero))
         raise DataError(
             f"{what} is rank deficient: column(s) {cols}{where} are constant (one "
@@ -160,7 +160,7 @@ def _check_no_null_space(
     rows of ``evecs`` and their eigenvalues, a padding's, are 1 apart from them)."""
     p = len(names)
     null = evals < RANK_TOL * p
-    if null.any():
+    if np.count_nonzero(null):
         involved = np.flatnonzero(np.abs(evecs[:p, null]).max(axis=1) > 1e-6)
         cols = _some(names[j] for j in involved)
         raise DataError(
@@ -201,7 +201,8 @@ def check_designs(
         designs.append((stats.engine.re_gram(q), exog_re_names, "random-effects design", where))
     designs = [design for design in designs if design[0].shape[0]]
     norms = [_column_norms(design[0]) for design in designs]
-    if not designs or not np.concatenate(norms).all():
+    joined = np.concatenate(norms) if designs else None
+    if joined is None or np.count_nonzero(joined) < joined.size:
         # a zero column (or no columns): refused, or not, in the checks' own order
         for gram, names, what, place in designs:
             check_full_rank(gram, names, what, place)

@@ -299,6 +299,31 @@ def test_ones_columns_are_the_column_maps_own_finding(case, shared):
     assert ones_columns(x, z, constant_columns(x)) == found
 
 
+@settings(max_examples=80)
+@given(
+    st.integers(1, 20).flatmap(
+        lambda n: st.lists(
+            st.lists(
+                st.sampled_from([0.0, -0.0, 1.0, -2.5, np.nan, np.inf]), min_size=n, max_size=n
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+)
+def test_constant_columns_are_those_of_one_non_zero_value(columns):
+    """The constant columns: a non-zero first value that every row holds (compared by
+    value: -0.0 is 0.0; a NaN is never equal, so never constant), whatever the count of
+    rows (the first rows' look and each column's own)."""
+    arr = np.array(columns, dtype=np.float64).T
+    expected = [
+        j
+        for j in range(arr.shape[1])
+        if arr[0, j] != 0 and np.array_equal(arr[:, j], np.full(arr.shape[0], arr[0, j]))
+    ]
+    assert constant_columns(arr) == expected
+
+
 @pytest.mark.filterwarnings("ignore::dmixed.errors.DroppedRowsWarning")
 @given(st.integers(0, 2**31), st.sampled_from(["raise", "drop"]), st.booleans())
 @settings(max_examples=10)

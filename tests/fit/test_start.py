@@ -434,6 +434,10 @@ def test_components_distinct_held_padded_on_a_cluster_are_fitted_as_in_process(c
             fits.append(model.fit(**kw))
     local, dask = fits
     assert np.isfinite(dask.llf) and len(dask.vcomp) == 2
+    # both start from the moment estimates of one slot per component (one map over the
+    # blocks on the cluster), not from statsmodels' Ψ* = I, τ* = 1
+    assert not np.allclose(local.optimizer.initial, 1.0)
+    np.testing.assert_allclose(dask.optimizer.initial, local.optimizer.initial, rtol=1e-10)
     np.testing.assert_allclose(dask.llf, local.llf, rtol=1e-10)
     np.testing.assert_allclose(dask.vcomp, local.vcomp, rtol=1e-6, atol=1e-8)
 
@@ -689,3 +693,129 @@ def test_numbers_held_as_objects_are_a_start(given):
     want = model.fit(start_params=start)
     got = model.fit(start_params=given(start))
     np.testing.assert_array_equal(got.params, want.params)
+
+
+def _school_frame(n_schools: int = 60, seed: int = 7) -> pd.DataFrame:
+    """Pupils in ten classrooms per school, each rated by one of three raters (crossed
+    with the classrooms within the school): two components held padded, 1 + 10 + 3
+    slots (too wide for the moment sums, too narrow to be held crossed)."""
+    rng = np.random.default_rng(seed)
+    school = np.repeat(np.arange(n_schools), 100)
+    classroom = np.tile(np.repeat(np.arange(10), 10), n_schools)
+    x = rng.normal(size=school.size)
+    y = (
+        1.0
+        + 0.5 * x
+        + rng.normal(size=n_schools)[school]
+        + 0.7 * rng.normal(size=(n_schools, 10))[school, classroom]
+        + rng.normal(size=school.size)
+    )
+    rater = rng.integers(0, 3, school.size)
+    y += 0.3 * rng.normal(size=(n_schools, 3))[school, rater]  # an interior optimum
+    return pd.DataFrame({"school": school, "classroom": classroom, "rater": rater, "x": x, "y": y})
+
+
+def _vc_stats(df, vc, re_formula="1", group="school"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dmixed.mixedlm("y ~ x", df, groups=group, re_formula=re_formula, vc_formula=vc)
+        return model, model.statistics()
+
+
+@pytest.mark.parametrize(
+    ("vc", "re_formula"),
+    [
+        ({"a": "0 + C(s)", "b": "0 + C(s2)"}, "1"),
+        ({"a": "0 + C(s)", "b": "0 + C(s2)"}, "1 + x"),
+        ({"a": "0 + C(s)", "n": "0 + x + z"}, "1"),
+    ],
+    ids=["crossed", "crossed-slope", "numeric"],
+)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_collapsed_moment_sums_give_the_padded_moment_estimates(vc, re_formula, seed):
+    """Where the padded design is narrow enough for the ``r⁴`` moment sums, the sums of
+    one slot per component (``G r²``) give the same moment estimates: the same
+    equations, a component's direction the projection on its slots."""
+    rng = np.random.default_rng(seed)
+    n = 1500
+    df = pd.DataFrame({"g": rng.integers(0, 40, n), "s": rng.integers(0, 3, n)})
+    df["s2"] = rng.integers(0, 2, n)
+    df["x"], df["z"] = rng.normal(size=(2, n))
+    df["y"] = (
+        df["x"] + rng.normal(size=n) + rng.normal(size=3)[df["s"]] + rng.normal(size=40)[df["g"]]
+    )
+    _, stats = _vc_stats(df, vc, re_formula, group="g")
+    layout = stats.layout
+    assert type(stats.engine).__name__ == "LocalEngine"
+    assert layout.r <= kernels.MOMENT_MAX_R
+    narrow = start_module.collapsed_layout(layout)
+    assert narrow is not None and narrow.n_params == layout.n_params
+    collapsed = stats.engine.collapsed_moments(layout.k_re, layout.slot_component)
+    want = moment_start(stats.engine.moments(), stats.glob, layout)
+    got = moment_start(collapsed, stats.glob, narrow)
+    assert want is not None and got is not None
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-9, atol=1e-12)
+    # packed: the full sums where the padded design is narrow enough, else these
+    full = moment_start_packed(stats.engine.moments, stats.glob, layout)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kernels, "MOMENT_MAX_R", layout.r - 1)
+
+        def no_full_sums():
+            raise AssertionError("the r⁴ moment sums were made")
+
+        packed = moment_start_packed(
+            no_full_sums, stats.glob, layout, collapsed=stats.engine.collapsed_moments
+        )
+        assert moment_start_packed(no_full_sums, stats.glob, layout) is None
+    np.testing.assert_allclose(packed, full, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "vc",
+    [
+        {"classroom": "0 + C(classroom)", "rater": "0 + C(rater)"},
+        {"classroom": "0 + C(classroom)", "rater": "0 + C(rater)", "r2": "0 + C(r2)"},
+    ],
+    ids=["one-crossed", "two-crossed"],
+)
+def test_crossed_components_held_padded_start_from_moments(vc, monkeypatch):
+    """Components held padded wider than the moment sums (a nested classroom and a
+    crossed rater): the fit starts from the moment estimates (per-component sums, no
+    ``r⁴`` sums) and finishes with Newton steps, at the likelihood the quasi-Newton
+    methods reach from the default start."""
+    df = _school_frame()
+    rng = np.random.default_rng(1)
+    df["r2"] = rng.integers(0, 2, len(df))
+    df["y"] += 0.3 * rng.normal(size=(60, 2))[df["school"], df["r2"]]
+    model, stats = _vc_stats(df, vc)
+    assert type(stats.engine).__name__ == "LocalEngine"
+    assert stats.fit_layout.r > kernels.MOMENT_MAX_R
+
+    def no_full_sums():
+        raise AssertionError("the r⁴ moment sums were made")
+
+    monkeypatch.setattr(stats.engine, "moments", no_full_sums)
+    starts = []
+    original = MixedLM.start_from_moments
+
+    def spy(stats, layout):
+        starts.append(original(stats, layout))
+        return starts[-1]
+
+    monkeypatch.setattr(MixedLM, "start_from_moments", staticmethod(spy))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BoundaryWarning)
+        fast = model.fit()
+        monkeypatch.setattr(MixedLM, "start_from_moments", staticmethod(lambda stats, layout: None))
+        slow = model.fit()
+    assert starts[0] is not None
+    assert fast.optimizer_methods[0] == "newton"
+    assert fast.fit_history[0]["method"] == "newton"
+    assert "newton" not in slow.optimizer_methods
+    # the recorded start is the moment estimate, not statsmodels' Ψ* = I, τ* = 1
+    assert not np.allclose(fast.optimizer.initial, slow.optimizer.initial)
+    assert fast.optimizer.initial_llf > slow.optimizer.initial_llf
+    assert fast.converged and slow.converged
+    assert fast.llf >= slow.llf - 1e-11 * abs(slow.llf)
+    np.testing.assert_allclose(fast.params, slow.params, rtol=1e-5, atol=1e-7)

@@ -45,3 +45,25 @@ def test_start_is_the_constructor_with_the_settings_by_name():
     assert record.initial is not initial
     with pytest.raises(TypeError, match="not settings of OptSummary: \\['tol'\\]"):
         DEFAULTS.start(initial, tol=1.0)
+
+
+def test_a_fit_starts_its_optimization_record_once(monkeypatch):
+    """The start chosen is set on the record made for the Newton settings: one
+    ``OptSummary.start`` a fit, whose history the results report."""
+    import dmixed
+    from dmixed.fit import summary
+
+    calls = []
+    start = summary.OptSummary.start
+
+    def counted(self, *args, **kwargs):
+        calls.append(self)
+        return start(self, *args, **kwargs)
+
+    monkeypatch.setattr(summary.OptSummary, "start", counted)
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(30), 4)
+    x = np.column_stack([np.ones(g.size), rng.normal(size=g.size)])
+    y = x @ [1.0, 0.5] + rng.normal(size=30)[g] + rng.normal(size=g.size)
+    dmixed.MixedLM(y, x, g).fit()
+    assert len(calls) == 1

@@ -558,3 +558,18 @@ def test_blups_refuse_edges_that_are_not_the_chunks(native_choice, edges, why):
         with pytest.raises(ValueError, match="edges") as caught:
             compiled.hessian_random_effects(block.chunks(), lam, basis, w, edges)
         assert why in str(caught.value)
+
+
+def test_rows_pass_reads_the_kernel_switch_once(monkeypatch):
+    """``rows_pass`` takes its charge and its answer from one reading of ``DMIXED_KERNELS``,
+    so that both see the same choice."""
+    calls = []
+    read = compiled.env_choice
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(compiled, "env_choice", counted)
+    compiled.rows_pass(1000)
+    assert len(calls) == 1

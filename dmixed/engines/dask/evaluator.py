@@ -192,6 +192,12 @@ def _block_frobenius_gram(ev: LocalEngine, q: int, slot_component: np.ndarray) -
     return ev.frobenius_gram(q, slot_component)
 
 
+def _block_collapsed_moments(
+    ev: LocalEngine, q: int, slot_component: np.ndarray
+) -> kernels.MomentSums:
+    return ev.collapsed_moments(q, slot_component)
+
+
 def _block_random_effects(ev: Evaluator, lam: np.ndarray, w: np.ndarray) -> tuple:
     blup, cov = ev.random_effects(lam, w)
     return cut(blup), cut(cov)
@@ -819,6 +825,19 @@ class DaskEngine:
         if self.collapsed_vc:
             return None
         parts = self._map(_block_frobenius_gram, q=q, slot_component=slot_component)
+        return functools.reduce(operator.add, parts)
+
+    def collapsed_moments(self, q: int, slot_component: np.ndarray) -> kernels.MomentSums | None:
+        """The moment sums in the coordinates of one slot per variance component
+        (:meth:`LocalEngine.collapsed_moments
+        <dmixed.engines.local.LocalEngine.collapsed_moments>`), added over the blocks
+        in one round trip: the moment start where the padded design is too wide for
+        :meth:`moments`.  ``None`` where the components are held structured
+        (:attr:`collapsed_vc`: :meth:`moments` gives these sums already)."""
+        self._check()
+        if self.collapsed_vc:
+            return None
+        parts = self._map(_block_collapsed_moments, q=q, slot_component=slot_component)
         return functools.reduce(operator.add, parts)
 
     #: Bytes of the statistics held in this process: none, they live on the workers.

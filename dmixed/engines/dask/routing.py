@@ -85,6 +85,15 @@ def exchange_mode() -> str:
     return config_choice("dmixed.exchange", EXCHANGE_CHOICES)
 
 
+def partial_is_cheaper(rows_bytes: int, partial_bytes: int) -> bool:
+    """The exchange's rule (module doc): a chain sends its partial once the partial of
+    the groups it has seen (``partial_bytes``) is fewer bytes than the rows it has
+    routed so far (``rows_bytes``), and routes its rows until then.  :class:`Router`
+    applies it after each partition; ``benchmarks/scaling_model.py`` applies it to
+    predict each chain's form."""
+    return partial_bytes < rows_bytes
+
+
 def key_bytes(keys) -> int:
     """Bytes of these keys as sent (object keys, and text keys read as an Arrow array,
     which are sent as objects: :data:`OBJECT_KEY_BYTES` each)."""
@@ -757,7 +766,7 @@ class Router:
         (and stop routing); else an empty list."""
         if not self.routing or self.mode == "rows" or self.recalled is not None:
             return []
-        if self.partial_estimate >= self.rows_bytes:
+        if not partial_is_cheaper(self.rows_bytes, self.partial_estimate):
             return []
         self.routing = False
         self.switched = (self.rows_bytes, self.partial_estimate)

@@ -1,0 +1,178 @@
+"""The scaling model's arithmetic (benchmarks/scaling_model.py) and the bench's idle time."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dmixed.engines.dask import routing
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load():
+    """The model, from the benchmarks folder (it imports only dmixed and numpy)."""
+    spec = importlib.util.spec_from_file_location("scaling_model", BENCHMARKS / "scaling_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def model():
+    return _load()
+
+
+@pytest.fixture
+def bench_dask(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_dask
+
+    return bench_dask
+
+
+def test_partial_is_cheaper_is_the_routers_rule():
+    assert routing.partial_is_cheaper(250, 229)
+    assert not routing.partial_is_cheaper(229, 229)
+    assert not routing.partial_is_cheaper(62, 240)
+
+
+@given(
+    a=st.floats(5e-9, 100e-9),
+    b=st.floats(0.0, 500e-9),
+    groups=st.lists(st.sampled_from([2e5, 1e6, 2e6]), min_size=2, max_size=3, unique=True),
+)
+@settings(max_examples=25, deadline=None)
+def test_fit_data_pass_recovers_a_row_and_a_group_a_chain(a, b, groups):
+    model = _load()
+    points = [(25e6, g, w, a * 25e6 + b * g * w) for g in groups for w in (1, 2)]
+    split = model.fit_data_pass(points)
+    assert split["rank"] == 2
+    assert split["a"] == pytest.approx(a, rel=1e-9, abs=1e-15)
+    assert split["b"] == pytest.approx(b, rel=1e-9, abs=1e-15)
+    for p in split["points"]:
+        assert p["fitted"] == pytest.approx(p["seconds"], rel=1e-9)
+
+
+def test_fit_data_pass_of_one_ratio_cannot_split(model):
+    # 25M rows at 2M groups on 1 worker and 50M at 2M on 2: the same rows a group a chain
+    points = [(25e6, 2e6, 1, 1.0), (50e6, 2e6, 2, 2.0)]
+    assert model.fit_data_pass(points)["rank"] == 1
+
+
+def test_groups_seen_is_the_expected_count_of_uniform_draws(model):
+    rng = np.random.default_rng(0)
+    for rows, groups in [(10_000, 50_000), (100_000, 20_000), (60_000, 20_000)]:
+        seen = np.unique(rng.integers(0, groups, rows)).size
+        assert model.groups_seen(rows, groups) == pytest.approx(seen, rel=0.01)
+
+
+def test_chain_form_applies_the_routers_rule_file_by_file(model, monkeypatch):
+    # 100M rows in 128 files: 2M groups, 16 chains of 8 files (6.25M rows): after 8
+    # files 1.91M groups seen, 229 MB of partial against 250 MB of rows
+    form, sent = model.chain_form(100_000_000, 2_000_000, 16, 128)
+    assert form == "partials"
+    assert sent == pytest.approx(model.groups_seen(6.25e6, 2e6) * model.GROUP_BYTES)
+    assert model.GROUP_BYTES == 120 and model.ROW_BYTES == 40
+    # 32 chains of 4 files: the partial of 1.6M groups (190 MB) against 125 MB of rows
+    assert model.chain_form(100_000_000, 2_000_000, 32, 128) == ("rows", pytest.approx(125e6))
+    # the first file already decides at 200k groups: 781k rows (31 MB) against 24 MB
+    assert model.chain_form(100_000_000, 200_000, 16, 128)[0] == "partials"
+    calls = []
+
+    def never(rows_bytes, partial_bytes):
+        calls.append((rows_bytes, partial_bytes))
+        return False
+
+    monkeypatch.setattr(model, "partial_is_cheaper", never)
+    assert model.chain_form(100_000_000, 200_000, 16, 128)[0] == "rows"
+    assert len(calls) == 8  # once after each of the chain's files
+
+
+def test_scan_speedup_follows_the_16_core_curve(model):
+    assert model.scan_speedup(1) == 1.0
+    s16 = np.mean(model.SCAN_16_CORES[1]) / np.mean(model.SCAN_16_CORES[16])
+    assert model.scan_speedup(16) == pytest.approx(s16)
+    assert model.scan_speedup(32) == pytest.approx(s16)
+    between = model.scan_speedup(3)
+    assert model.scan_speedup(2) < between < model.scan_speedup(4)
+
+
+def _constants(groups=2_000_000):
+    return {
+        "per_row": 40e-9,
+        "per_group_chain": 100e-9,
+        "optimization": 0.2,
+        "serial": 0.1,
+        "per_worker": 0.001,
+        "groups": groups,
+    }
+
+
+def test_predict_adds_the_parts(model):
+    pr = model.predict(_constants(), 100_000_000, 8, 25.0, files=128, round_trips=4)
+    assert pr["exchange"] == "partials"
+    assert pr["parts"]["data pass rows"] == pytest.approx(40e-9 * 1e8 / 8)
+    assert pr["parts"]["groups a chain"] == pytest.approx(100e-9 * 2e6)
+    assert pr["parts"]["routed rows"] == 0.0
+    assert pr["parts"]["optimization"] == pytest.approx(0.2 / 8)
+    assert pr["parts"]["serial"] == pytest.approx(0.1 + 4 * 6 * 0.001)
+    assert pr["fit"] == pytest.approx(sum(pr["parts"].values()))
+    assert pr["scan"] == pytest.approx(25e-9 * 1e8 / 8)
+
+
+def test_predict_with_the_16_core_curve_bounds_the_rows_by_the_scan(model):
+    c = _constants()
+    ideal = model.predict(c, 100_000_000, 1, 25.0)
+    curve = model.predict(c, 100_000_000, 1, 25.0, curve=True)
+    assert curve == ideal  # one thread: the same
+    at16 = model.predict(c, 100_000_000, 16, 25.0, curve=True)
+    assert at16["scan"] == pytest.approx(2.5 / model.scan_speedup(16))
+    # 40 ns a row over 16 workers (0.25 s) is below the saturated scan (~0.6 s)
+    assert at16["parts"]["data pass rows"] == pytest.approx(at16["scan"])
+
+
+def test_predict_of_a_chain_that_routes_pays_a_row_not_a_group(model):
+    c = _constants(groups=20_000_000)
+    pr = model.predict(c, 100_000_000, 4, 25.0, route_ns=10.0)
+    assert pr["exchange"] == "rows"
+    assert pr["parts"]["groups a chain"] == 0.0
+    assert pr["parts"]["routed rows"] == pytest.approx(10e-9 * 1e8 / 4)
+
+
+def test_least_disturbed_keeps_the_fastest_run_of_each_series(model):
+    def entry(groups, workers, fit, cpu):
+        return {"groups": groups, "workers": workers, "fit_seconds": {"median": fit}, "cpu": cpu}
+
+    runs = [
+        (25, entry(2, 1, 1.4, "a")),
+        (25, entry(2, 1, 1.2, "b")),
+        (25, entry(2, 2, 8.9, "c")),
+        (25, entry(2, 2, 1.1, "d")),
+        (20, entry(2, 1, 0.9, "e")),  # other rows: another series
+    ]
+    kept = model.least_disturbed(runs)
+    found = [(r, e["workers"], e["cpu"]) for r, e in kept]
+    assert found == [(20, 1, "e"), (25, 1, "b"), (25, 2, "d")]
+
+
+def test_idle_seconds_is_the_wall_no_task_covers(bench_dask):
+    def rec(*spans):
+        return {"startstops": [{"action": "compute", "start": a, "stop": b} for a, b in spans]}
+
+    records = [
+        rec((100.5, 101.5), (102.0, 102.2)),  # 1.0 and 0.2
+        rec((101.0, 101.8)),  # overlaps the first: adds 0.3
+        {"startstops": [{"action": "transfer", "start": 101.8, "stop": 102.0}]},
+        rec((99.0, 100.2)),  # before the fit, clipped to 0.2
+        rec((103.5, 104.0)),  # after the fit: nothing
+    ]
+    assert bench_dask.idle_seconds(records, 100.0, 3.0) == pytest.approx(3.0 - 1.7)
+    assert bench_dask.idle_seconds([], 100.0, 3.0) == 3.0
+    assert math.isclose(bench_dask.idle_seconds([rec((90.0, 110.0))], 100.0, 3.0), 0.0)
