@@ -207,14 +207,30 @@ PLAIN_REMEDY = (
 
 
 def cancellation(ev, glob) -> float:
-    """How many times smaller ``A = X'V*⁻¹X`` and ``Q`` are at the evaluation ``ev`` than
-    the totals ``[X y]'[X y]`` (``glob.xyxy``) they are the remainder of: the largest of
-    ``|[X y]'[X y]|_xx / A_xx`` over the fixed effects and ``|w|'|[X y]'[X y]||w| / Q``
-    (``w = [−β̂; 1]``); 0 where ``ev`` has no profile or ``Q ≤ 0``.  A heavily weighted
-    group whose fixed effects lie in its random design cancels in both (its mean part
-    is most of the totals and almost none of ``A``): its conditional's rounding, a share
-    of the totals, is then this many times larger relative to ``A`` and ``Q``
-    (:func:`~dmixed.kernels.conditionals.heavy_bounds`)."""
+    """How many times smaller ``A = X'V*⁻¹X`` and ``Q`` are at the evaluation ``ev``
+    than the totals ``[X y]'[X y]`` they are the remainder of.
+
+    The largest of ``|[X y]'[X y]|_xx / A_xx`` over the fixed effects and
+    ``|w|'|[X y]'[X y]||w| / Q`` (``w = [−β̂; 1]``).  A heavily weighted group whose
+    fixed effects lie in its random design cancels in both (its mean part is most of the
+    totals and almost none of ``A``): its conditional's rounding, a share of the totals,
+    is then this many times larger relative to ``A`` and ``Q``
+    (:func:`~dmixed.kernels.conditionals.heavy_bounds`).
+
+    Parameters
+    ----------
+    ev : Evaluation
+        The objective's evaluation at the reported point; its ``prof`` (``a`` (p, p),
+        ``q``, ``w`` (k,)) is read.
+    glob : GlobalSums
+        The statistics' global sums; ``xyxy`` (k, k) is read.
+
+    Returns
+    -------
+    float
+        The cancellation (≥ 0); 0 where ``ev`` has no profile, ``Q ≤ 0``, or the ratio
+        is not finite.
+    """
     prof = getattr(ev, "prof", None)
     if prof is None or not prof.q > 0:
         return 0.0
@@ -341,12 +357,12 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
     llf_error = 0.5 * ev.prof.fac * rel
     if not math.isfinite(own):
         warnings.warn(
-            "some groups have a random design nearly singular within them and are "
-            "fitted from their uncentred sums (statistics that do not carry their sums "
-            "about the groups' means, or groups not near lossy by their share of the "
-            "data), or enter X'V^-1 X and the residual sum of squares where those are a "
-            "small remainder of their sums (a group weighing most of the data, or "
-            "variances far off), whose rounding may be as large as what it rounds: "
+            "some groups' sums may round the fit beyond what the factor's own check "
+            "counts (a group whose random design is nearly singular within it, fitted "
+            "from its uncentred sums where the statistics do not carry its sums about "
+            "its mean, or a group weighing most of the data, so that X'V^-1 X and the "
+            "residual sum of squares are a small remainder of its sums): "
+            "that rounding may be as large as what it rounds: "
             "no worst-case bound on the llf's error holds (the fit is made from those "
             f"sums as given); {PLAIN_REMEDY}",
             PrecisionWarning,
@@ -355,13 +371,13 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
         return
     if own > base and own > factor:
         warnings.warn(
-            "some groups have a random design nearly singular within them and are "
-            "fitted from their uncentred sums (statistics that do not carry their sums "
-            "about the groups' means, or groups not near lossy by their share of the "
-            "data), or enter X'V^-1 X and the residual sum of squares where those are a "
-            "small remainder of their sums (a group weighing most of the data, or "
-            "variances far off), whose rounding such a group's weight and "
-            f"conditioning make large: the llf may be off by up to {rounded_up(llf_error)} "
+            "some groups' sums may round the fit beyond what the factor's own check "
+            "counts (a group whose random design is nearly singular within it, fitted "
+            "from its uncentred sums where the statistics do not carry its sums about "
+            "its mean, or a group weighing most of the data, so that X'V^-1 X and the "
+            "residual sum of squares are a small remainder of its sums): "
+            "the group's weight and conditioning make that rounding large: "
+            f"the llf may be off by up to {rounded_up(llf_error)} "
             f"(a worst case), and σ̂² by up to {rounded_up(rel)} of itself; {PLAIN_REMEDY}",
             PrecisionWarning,
             stacklevel=3,

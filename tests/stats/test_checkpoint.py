@@ -993,7 +993,7 @@ def test_near_lossy_statistics_of_an_older_format_load_and_warn_honestly(tmp_pat
     assert manifest["format_version"] == checkpoint.PADDED_FORMAT_VERSION
     local, _ = _near_model("local")
     res, seen = _fit_recorded(back, spec)  # fitted, as before: never refused
-    said = [str(w) for w in seen if "nearly singular within them" in str(w)]
+    said = [str(w) for w in seen if "round the fit beyond" in str(w)]
     assert said, [str(w) for w in seen]
     if "no worst-case bound" in said[-1]:  # the rounding may be all of X'V^-1 X
         return
