@@ -233,3 +233,34 @@ def test_a_small_group_of_many_is_not_charged_at_the_fit(monkeypatch):
         model.fit()
     assert seen["cancellation"] > 1
     assert not seen["plain"].sizes.any()
+
+
+@pytest.mark.parametrize(
+    "n_groups, per, between, within, offset",
+    [
+        (20, 5000, 40.0, 1.0, 50.0),  # ages: 50 + 0..40 per subject, a year within
+        (50, 1000, 3000.0, 30.0, 19000.0),  # day numbers, a month within a device
+        (30, 3000, 3.0e8, 1e6, 1.7e9),  # timestamps in seconds
+    ],
+)
+def test_a_random_slope_on_an_uncentred_column_of_few_large_groups_is_not_charged(
+    n_groups, per, between, within, offset
+):
+    """Longitudinal frames (the review of uncharged-s57): a random slope on an
+    uncentred column (an age, a day number, a timestamp) over few large groups makes
+    ``X'V*⁻¹X`` a small remainder of the totals, but every group shares the totals:
+    none weighs most of the data, so none is charged with the fit's cancellation, and
+    the fit from the rows raises no PrecisionWarning."""
+    import warnings
+
+    rng = np.random.default_rng(n_groups + per)
+    g = np.repeat(np.arange(n_groups), per)
+    start = rng.uniform(0, between, n_groups)
+    x = start[g] + within * rng.uniform(size=g.size)
+    b = rng.normal(size=(n_groups, 2)) * [1.0, 1.5 / within]
+    y = 2 + x / between + b[g, 0] + b[g, 1] * (x - start[g]) + rng.normal(size=g.size)
+    frame = pd.DataFrame({"g": g, "x1": x + offset, "y": y})
+    model = dmixed.MixedLM.from_formula("y ~ x1", frame, groups="g", re_formula="1 + x1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dmixed.PrecisionWarning)
+        model.fit()

@@ -210,10 +210,16 @@ def test_heavy_bounds_charge_a_group_by_weight_condition_and_cancellation(
 ):
     """``heavy_bounds``: group 0 of 31 (10 rows, weight ``10**log_weight``, its slope's
     column 5 ± ``10**log_spread``) is charged (its determinant below its bound) exactly
-    where ``γ r share cancellation / det`` exceeds ``PLAIN_NEGLIGIBLE``; a one-row group
-    never, and nothing at a cancellation of 0.  The 30 ordinary groups of one weight
-    each are charged only where the cancellation makes even their share matter."""
-    from dmixed.kernels.conditionals import PLAIN_NEGLIGIBLE, PLAIN_ROUNDINGS, heavy_bounds
+    where ``γ r share cancellation / det`` exceeds ``PLAIN_NEGLIGIBLE`` and it holds all
+    but ``DOMINANT_REST`` of the totals; a one-row group never, and nothing at a
+    cancellation of 0.  The 30 ordinary groups of one weight each are never charged,
+    whatever the cancellation."""
+    from dmixed.kernels.conditionals import (
+        DOMINANT_REST,
+        PLAIN_NEGLIGIBLE,
+        PLAIN_ROUNDINGS,
+        heavy_bounds,
+    )
 
     rng = np.random.default_rng(11)
     weight, spread, cancel = 10.0**log_weight, 10.0**log_spread, 10.0**log_cancellation
@@ -230,7 +236,10 @@ def test_heavy_bounds_charge_a_group_by_weight_condition_and_cancellation(
     gamma = (10 + PLAIN_ROUNDINGS + 4) * eps / (1 - (10 + PLAIN_ROUNDINGS + 4) * eps)
     estimate = gamma * 2 * share * cancel / det
     decided = np.abs(np.log(estimate / PLAIN_NEGLIGIBLE)) > 1e-9
-    np.testing.assert_array_equal((det < bounds)[decided], (estimate > PLAIN_NEGLIGIBLE)[decided])
+    decided &= np.abs(share - (1.0 - DOMINANT_REST)) > 1e-12
+    expected = (estimate > PLAIN_NEGLIGIBLE) & (share > 1.0 - DOMINANT_REST)
+    np.testing.assert_array_equal((det < bounds)[decided], expected[decided])
+    assert not (det < bounds)[1:].any()
     assert not heavy_bounds(zz, nobs, totals, 0.0).any()
     nobs[0] = 1
     assert heavy_bounds(zz, nobs, totals, cancel)[0] == 0.0
