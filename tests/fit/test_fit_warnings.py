@@ -239,7 +239,7 @@ def test_a_small_group_of_many_is_not_charged_at_the_fit(monkeypatch):
     "n_groups, per, between, within, offset",
     [
         (20, 5000, 40.0, 1.0, 50.0),  # ages: 50 + 0..40 per subject, a year within
-        (50, 1000, 3000.0, 30.0, 19000.0),  # day numbers, a month within a device
+        (50, 1000, 3000.0, 30.0, 19000.0),  # day numbers, a month within a unit
         (30, 3000, 3.0e8, 1e6, 1.7e9),  # timestamps in seconds
     ],
 )
