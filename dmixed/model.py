@@ -694,7 +694,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
                 "is not a copy of the model's columns"
             )
         warn_convergence(opt, stats.layout)
-        warn_precision(ev, stats.glob, reml, plain_rounding_of(stats))
+        warn_precision(ev, stats.glob, reml, plain_rounding_of(stats, ev))
         if obj.is_start(opt.packed):  # the only point whose factor may be unresolved
             warn_unresolved_start(ev, stats.glob, reml)
         warn_boundary(self, opt, stats.layout, unpacked[0])

@@ -28,6 +28,7 @@ __all__ = [
     "singular_psi_words",
     "warn_boundary",
     "warn_convergence",
+    "cancellation",
     "plain_rounding_of",
     "warn_precision",
     "warn_unresolved_start",
@@ -205,12 +206,54 @@ PLAIN_REMEDY = (
 )
 
 
-def plain_rounding_of(stats) -> PlainRounding | None:
+def cancellation(ev, glob) -> float:
+    """How many times smaller ``A = X'V*⁻¹X`` and ``Q`` are at the evaluation ``ev``
+    than the totals ``[X y]'[X y]`` they are the remainder of.
+
+    The largest of ``|[X y]'[X y]|_xx / A_xx`` over the fixed effects and
+    ``|w|'|[X y]'[X y]||w| / Q`` (``w = [−β̂; 1]``).  A heavily weighted group whose
+    fixed effects lie in its random design cancels in both (its mean part is most of the
+    totals and almost none of ``A``): its conditional's rounding, a share of the totals,
+    is then this many times larger relative to ``A`` and ``Q``
+    (:func:`~dmixed.kernels.conditionals.heavy_bounds`).
+
+    Parameters
+    ----------
+    ev : Evaluation
+        The objective's evaluation at the reported point; its ``prof`` (``a`` (p, p),
+        ``q``, ``w`` (k,)) is read.
+    glob : GlobalSums
+        The statistics' global sums; ``xyxy`` (k, k) is read.
+
+    Returns
+    -------
+    float
+        The cancellation (≥ 0); 0 where ``ev`` has no profile, ``Q ≤ 0``, or the ratio
+        is not finite.
+    """
+    prof = getattr(ev, "prof", None)
+    if prof is None or not prof.q > 0:
+        return 0.0
+    xyxy = np.abs(glob.xyxy)
+    w = np.abs(prof.w)
+    out = float(w @ xyxy @ w) / prof.q
+    p = prof.a.shape[0]
+    if p:
+        diag = np.diagonal(prof.a)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(diag > 0, np.diagonal(xyxy)[:p] / diag, 0.0)
+        out = max(out, float(ratios.max()))
+    return out if math.isfinite(out) else 0.0
+
+
+def plain_rounding_of(stats, ev=None) -> PlainRounding | None:
     """What the groups of ``stats`` (a ``FittedStatistics``) taking the plain forms may
     round the fit by, for :func:`warn_precision`: its engine's block's
     ``plain_rounding`` where the engine holds the block in this process (fits of loaded
     or merged statistics among them); None otherwise (on a cluster the groups near
-    singular take the centred forms from their sums about their shifts).
+    singular take the centred forms from their sums about their shifts).  Given the
+    fit's evaluation ``ev``, the groups heavy enough for its :func:`cancellation` are
+    charged too, whatever their determinant.
 
     Where some group's plain sums do not resolve its random design at all, a rounding
     whose ``logdet`` is infinite: no worst-case bound holds, and the precision check
@@ -219,7 +262,8 @@ def plain_rounding_of(stats) -> PlainRounding | None:
     if block is None or not hasattr(block, "plain_rounding"):
         return None
     try:
-        return block.plain_rounding(np.asarray(stats.group_sizes))
+        amplified = 0.0 if ev is None else cancellation(ev, stats.glob)
+        return block.plain_rounding(np.asarray(stats.group_sizes), amplified)
     except PlainRoundingError:
         return PlainRounding.unbounded(stats.glob.xyxy.shape[0])
 
@@ -313,9 +357,12 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
     llf_error = 0.5 * ev.prof.fac * rel
     if not math.isfinite(own):
         warnings.warn(
-            "some groups have a random design nearly singular within them and are "
-            "fitted from their uncentred sums (statistics that do not carry their sums "
-            "about the groups' means), whose rounding may be as large as what it rounds: "
+            "some groups' sums may round the fit beyond what the factor's own check "
+            "counts (a group whose random design is nearly singular within it, fitted "
+            "from its uncentred sums where the statistics do not carry its sums about "
+            "its mean, or a group weighing most of the data, so that X'V^-1 X and the "
+            "residual sum of squares are a small remainder of its sums): "
+            "that rounding may be as large as what it rounds: "
             "no worst-case bound on the llf's error holds (the fit is made from those "
             f"sums as given); {PLAIN_REMEDY}",
             PrecisionWarning,
@@ -324,10 +371,13 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
         return
     if own > base and own > factor:
         warnings.warn(
-            "some groups have a random design nearly singular within them and are "
-            "fitted from their uncentred sums (statistics that do not carry their sums "
-            "about the groups' means), whose rounding such a group's weight and "
-            f"conditioning make large: the llf may be off by up to {rounded_up(llf_error)} "
+            "some groups' sums may round the fit beyond what the factor's own check "
+            "counts (a group whose random design is nearly singular within it, fitted "
+            "from its uncentred sums where the statistics do not carry its sums about "
+            "its mean, or a group weighing most of the data, so that X'V^-1 X and the "
+            "residual sum of squares are a small remainder of its sums): "
+            "the group's weight and conditioning make that rounding large: "
+            f"the llf may be off by up to {rounded_up(llf_error)} "
             f"(a worst case), and σ̂² by up to {rounded_up(rel)} of itself; {PLAIN_REMEDY}",
             PrecisionWarning,
             stacklevel=3,

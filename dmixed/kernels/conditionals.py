@@ -27,12 +27,16 @@ __all__ = [
     "CentredSums",
     "centred_between",
     "centred_conditional",
+    "centred_rounding",
     "centred_from_shifted",
     "conditional",
     "gram_rows",
     "lossy_groups",
     "m_sum",
     "PLAIN_CHARGED_DETERMINANT",
+    "PLAIN_NEGLIGIBLE",
+    "DOMINANT_REST",
+    "heavy_bounds",
     "plain_rounding",
     "PlainRounding",
     "PlainRoundingError",
@@ -395,13 +399,18 @@ def near_lossy_bounds(zz: np.ndarray, totals: np.ndarray) -> np.ndarray:
     ndarray of float64 (G,)
         Each group's bound, for :func:`lossy_groups`' ``bound``.
     """
+    return np.fmax(LOSSY_DETERMINANT, CENTRED_DETERMINANT * _shares(zz, totals))
+
+
+def _shares(zz: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """Each group's largest part of the block's ``Z̃'Z̃`` diagonal (G,)
+    (:func:`near_lossy_bounds`); a column of zero total counts as no share."""
     r = zz.shape[0]
     diag = np.stack([zz[a, a] for a in range(r)])  # (r, G)
     totals = np.asarray(totals, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         parts = np.where(totals[:, None] > 0, diag / totals[:, None], 0.0)
-    share = parts.max(axis=0) if r else np.zeros(zz.shape[-1])
-    return np.fmax(LOSSY_DETERMINANT, CENTRED_DETERMINANT * share)
+    return parts.max(axis=0) if r else np.zeros(zz.shape[-1])
 
 
 def lossy_groups(
@@ -451,6 +460,75 @@ PLAIN_CHARGED_DETERMINANT = 1e-3
 #: (1 − (n + this) ε)`` of ``|Z̃_i|'|Z̃_i|`` and ``|Z̃_i|'|[X y]|`` (Higham's bound of a
 #: sum of ``n`` terms; :func:`plain_rounding`).
 PLAIN_ROUNDINGS = 8
+
+
+#: :func:`heavy_bounds`: a group whose estimate ``e_i`` of its share of the relative
+#: rounding of ``X'V*⁻¹X`` and ``Q`` is below this is not charged.  Chosen by
+#: measurement, not proved (benchmarks/RESULTS.md, uncharged-s57): the heavy groups
+#: whose fits were off beyond their claims lie far above it, and a smaller value charged
+#: fits whose errors were within what they already stated.
+PLAIN_NEGLIGIBLE = 1e-3
+
+#: :func:`heavy_bounds` and :func:`centred_rounding` charge only a group that holds all
+#: but this part of its block's ``Z̃'Z̃`` diagonal (a group weighing most of the data):
+#: then the fit's cancellation is its own mean part cancelling, and its rounding is what
+#: remains of ``X'V*⁻¹X`` and ``Q``.  Where many groups share the totals (an uncentred
+#: slope's column such as an age, a day number or a timestamp) the cancellation is all of
+#: their mean parts at once, and each group's worst case, summed, overstates the error by
+#: orders of magnitude: those fits are not charged (benchmarks/RESULTS.md, uncharged-s57).
+DOMINANT_REST = 1e-3
+
+
+def heavy_bounds(
+    zz: np.ndarray, nobs: np.ndarray, totals: np.ndarray, cancellation: float
+) -> np.ndarray:
+    """The determinant below which each group of an entry-major chunk (``zz`` (r, r, G),
+    ``nobs`` (G,)) is charged by :func:`plain_rounding` at a fit whose ``X'V*⁻¹X`` and
+    ``Q`` are ``cancellation`` times smaller than the totals they are the remainder of
+    (float64 (G,); ``totals`` (r,) as :func:`near_lossy_bounds`).
+
+    A group's plain conditional rounds its share of ``[X y]'V*⁻¹[X y]`` by up to about
+    ``γ_i/λ_i`` of its own mean part (:func:`plain_rounding`: ``γ_i`` of its ``n_i``
+    rows, ``λ_i`` the least eigenvalue of its scaled ``Z̃_i'Z̃_i``,
+    ``1/λ_i ≤ r^(r−1)/det_i``), and that part is about ``share_i`` of the totals: where
+    the fit's ``X'V*⁻¹X`` or ``Q`` is ``cancellation`` times smaller than the totals (a
+    heavily weighted group whose fixed effects lie in its random design: its mean part
+    cancels in both), the group may round them by ``e_i = γ_i r^(r−1) share_i
+    cancellation / det_i`` relative, whatever its determinant.
+    It is charged where ``e_i`` exceeds :data:`PLAIN_NEGLIGIBLE` and the group holds
+    all but :data:`DOMINANT_REST` of the totals; an ordinary group, a small share of its
+    block, is not.  One-row groups are charged by no bound (their design is of rank
+    one), nor a cancellation of 0 or less.
+
+    Parameters
+    ----------
+    zz : ndarray of float64 (r, r, G)
+        The groups' scaled ``Z̃_i'Z̃_i``, entry-major.
+    nobs : ndarray (G,)
+        The groups' rows.
+    totals : ndarray of float64 (r,)
+        The block's ``Z̃'Z̃`` diagonal summed over its groups.
+    cancellation : float
+        The fit's cancellation (:func:`~dmixed.fit.fit_warnings.cancellation`).
+
+    Returns
+    -------
+    ndarray of float64 (G,)
+        Each group's determinant bound, for :func:`plain_rounding`'s ``bounds``; 0 where
+        the group is not charged.
+    """
+    r = zz.shape[0]
+    g = zz.shape[-1]
+    if r < 2 or not cancellation > 0:
+        return np.zeros(g)
+    eps = float(np.finfo(float).eps)
+    terms = (np.asarray(nobs, dtype=float) + PLAIN_ROUNDINGS + 2 * r) * eps
+    gamma = terms / (1.0 - terms)
+    share = _shares(zz, totals)
+    with np.errstate(over="ignore", invalid="ignore"):
+        bound = gamma * float(r) ** (r - 1) * share * cancellation / PLAIN_NEGLIGIBLE
+    charged = (np.asarray(nobs) > 1) & (share > 1.0 - DOMINANT_REST)
+    return np.where(charged, np.nan_to_num(bound, nan=0.0), 0.0)
 
 
 class PlainRoundingError(ValueError):
@@ -579,6 +657,57 @@ def plain_rounding(
         logdet = float(np.sum(-r * np.log1p(-rho)))
     # the eigen-solve's own rounding (A's condition times ε of T) inside a margin
     return PlainRounding(sizes * (1.0 + 1e-6), logdet * (1.0 + 1e-6), float(gamma.max()))
+
+
+def centred_rounding(
+    sums: CentredSums, nobs: np.ndarray, zz: np.ndarray, totals: np.ndarray, cancellation: float
+) -> PlainRounding:
+    """What the mean parts of heavy groups taking the centred forms from their sums
+    about their means without ``W`` may round ``[X y]'V*⁻¹[X y]`` by.
+
+    Charged: the groups heavy enough to matter (``γ_i share_i cancellation`` above
+    :data:`PLAIN_NEGLIGIBLE`, and holding all but :data:`DOMINANT_REST` of the totals:
+    the centred conditional is exact in the group's design, no ``1/det``).
+    ``[X y]'[X y]`` holds the group's mean part ``u m m'`` summed over its ``n_i`` rows,
+    and its centred ``m_i`` subtracts it again from ``u`` and ``m``: each within
+    ``γ_i u |m||m|'`` of the exact (``γ_i`` of :func:`plain_rounding`), so
+    ``sizes = Σ 2γ_i u_i |m_i||m_i|'`` (positive semi-definite); ``logdet`` 0 (``K_i``
+    is made of ``C``, exact to ``ε``).
+
+    Parameters
+    ----------
+    sums : CentredSums
+        The groups' sums about their means (``mean`` (k, L), ``u`` (L,)).
+    nobs : ndarray (L,)
+        The groups' rows.
+    zz : ndarray of float64 (r, r, L)
+        The groups' scaled ``Z̃_i'Z̃_i``, entry-major.
+    totals : ndarray of float64 (r,)
+        As :func:`heavy_bounds`: the block's ``Z̃'Z̃`` diagonal summed.
+    cancellation : float
+        As :func:`heavy_bounds`.
+
+    Returns
+    -------
+    PlainRounding
+        ``sizes`` (k, k) as above, ``logdet`` 0, ``gamma`` the largest ``γ_i`` charged;
+        zeros where no group is charged.
+    """
+    k = sums.mean.shape[0]
+    r = zz.shape[0]
+    if not cancellation > 0 or not np.size(nobs):
+        return PlainRounding.zero(k)
+    eps = float(np.finfo(float).eps)
+    terms = (np.asarray(nobs, dtype=float) + PLAIN_ROUNDINGS + 2 * r) * eps
+    gamma = terms / (1.0 - terms)
+    share = _shares(zz, totals)
+    heavy = (gamma * share * cancellation > PLAIN_NEGLIGIBLE) & (share > 1.0 - DOMINANT_REST)
+    if not heavy.any():
+        return PlainRounding.zero(k)
+    m = np.abs(sums.mean[:, heavy])  # (k, H)
+    coef = 2.0 * gamma[heavy] * sums.u[heavy]
+    sizes = np.einsum("h,kh,lh->kl", coef, m, m)
+    return PlainRounding(sizes * (1.0 + 1e-6), 0.0, float(gamma[heavy].max()))
 
 
 @dataclass

@@ -25,9 +25,11 @@ from .conditionals import (
     PlainRounding,
     centred_between,
     centred_from_shifted,
+    centred_rounding,
     concatenate_centred,
     conditional,
     gram_rows,
+    heavy_bounds,
     lossy_groups,
     m_sum,
     near_lossy_bounds,
@@ -544,14 +546,18 @@ class StatsBlock:
                 count += int(lossy.sum())
         return count
 
-    def plain_rounding(self, nobs: np.ndarray) -> PlainRounding:
+    def plain_rounding(self, nobs: np.ndarray, cancellation: float = 0.0) -> PlainRounding:
         """What the groups taking the plain forms (neither :meth:`use_rank_one`'s nor
         the centred ones) may round the fit by
         (:func:`~dmixed.kernels.conditionals.plain_rounding`, summed over the chunks;
         ``nobs`` (G,): the groups' rows, in the block's order): what a precision check
         charges them with.  Only the groups of :meth:`near_lossy_mask`'s criterion
         (:func:`~dmixed.kernels.conditionals.near_lossy_bounds`) are charged: the others
-        lose no digit that matters where their sums about their means are at hand either.
+        lose no digit that matters where their sums about their means are at hand either,
+        and, given the fit's ``cancellation`` (how many times smaller ``X'V*⁻¹X`` and
+        ``Q`` are than the totals they are the remainder of), the groups heavy enough for
+        their conditional's rounding to matter there
+        (:func:`~dmixed.kernels.conditionals.heavy_bounds`), whatever their determinant.
         Zeros where no such group takes the plain forms.
 
         Raises
@@ -560,7 +566,19 @@ class StatsBlock:
             Where such a group's sums do not resolve its design (no bound holds)."""
         nobs = np.asarray(nobs)
         total = PlainRounding.zero(self.k)
-        if self.lossy_mask(nobs, CENTRED_DETERMINANT) is None:
+        coarse = CENTRED_DETERMINANT
+        if cancellation > 0 and nobs.size and self.r > 1:
+            # heavy_bounds' largest (a share of 1, the largest group)
+            most = float(
+                heavy_bounds(
+                    np.eye(self.r)[:, :, None],
+                    nobs.max(keepdims=True),
+                    np.ones(self.r),
+                    cancellation,
+                )[0]
+            )
+            coarse = max(coarse, most)
+        if self.lossy_mask(nobs, coarse) is None:
             return total  # the common case: one check of every chunk, nothing more
         totals = sum(np.einsum("aag->a", zzc) for zzc, _ in self._chunks)
         parts = zip(self._chunks, self.spans.slices(), self._forms(), strict=True)
@@ -572,9 +590,18 @@ class StatsBlock:
                 plain &= ~one
             if subset is not None:
                 plain[subset[0]] = False
+                local, sums = subset
+                if cancellation > 0:
+                    mine = zzc[..., local]
+                    total = total + centred_rounding(
+                        sums, nobs[at][local], mine, totals, cancellation
+                    )
             if plain.any():
                 zz, zxy = zzc[..., plain], zxyc[..., plain]
                 bounds = near_lossy_bounds(zz, totals)
+                if cancellation > 0:
+                    heavy = heavy_bounds(zz, nobs[at][plain], totals, cancellation)
+                    bounds = np.fmax(bounds, heavy)
                 total = total + plain_rounding(zz, zxy, nobs[at][plain], bounds)
         return total
 

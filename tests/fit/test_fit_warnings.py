@@ -161,7 +161,7 @@ def test_ordinary_old_format_statistics_fit_by_reml_with_a_warning(decades):
         want = MixedLM.from_statistics(statistics_from_arrays(arrays), model.spec).fit()
     assert arrays.centred is not None and len(arrays.centred.positions)
     old = dataclasses.replace(arrays, centred=None)
-    with pytest.warns(dmixed.PrecisionWarning, match="nearly singular within them"):
+    with pytest.warns(dmixed.PrecisionWarning, match="round the fit beyond"):
         res = MixedLM.from_statistics(statistics_from_arrays(old), model.spec).fit()
     # the plain sums lose digits here, and how many depends on the order of the sums
     # (the kernel path: 0.005 llf units with the path chosen by size, 0.15 with
@@ -205,3 +205,62 @@ def test_plain_llf_error_bounds_log_det_a_by_its_relative_perturbation():
     assert got == pytest.approx(-0.5 * 3 * np.log(0.5), rel=1e-12)
     sizes[0, 0] = 1.0
     assert plain_llf_error(ev, glob, True, PlainRounding(sizes, 0.0, 0.0)) == np.inf
+
+
+def test_a_small_group_of_many_is_not_charged_at_the_fit(monkeypatch):
+    """The frame of :func:`test_a_small_group_of_many_is_not_charged_with_plain_rounding`
+    fitted: with the fit's cancellation (``heavy_bounds``) the small near-singular group
+    is still not charged, nor any other, and the fit raises no PrecisionWarning."""
+    import warnings
+
+    import dmixed.model
+    from dmixed.fit import fit_warnings
+    from tests._near_lossy import small_groups_frame
+
+    model = dmixed.MixedLM.from_formula(
+        "y ~ x", small_groups_frame(), groups="g", re_formula="1 + x"
+    )
+    seen = {}
+
+    def spy(stats, ev=None):
+        seen["plain"] = fit_warnings.plain_rounding_of(stats, ev)
+        seen["cancellation"] = fit_warnings.cancellation(ev, stats.glob)
+        return seen["plain"]
+
+    monkeypatch.setattr(dmixed.model, "plain_rounding_of", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dmixed.DmixedWarning)
+        model.fit()
+    assert seen["cancellation"] > 1
+    assert not seen["plain"].sizes.any()
+
+
+@pytest.mark.parametrize(
+    "n_groups, per, between, within, offset",
+    [
+        (20, 5000, 40.0, 1.0, 50.0),  # ages: 50 + 0..40 per subject, a year within
+        (50, 1000, 3000.0, 30.0, 19000.0),  # day numbers, a month within a unit
+        (30, 3000, 3.0e8, 1e6, 1.7e9),  # timestamps in seconds
+    ],
+)
+def test_a_random_slope_on_an_uncentred_column_of_few_large_groups_is_not_charged(
+    n_groups, per, between, within, offset
+):
+    """Longitudinal frames (the review of uncharged-s57): a random slope on an
+    uncentred column (an age, a day number, a timestamp) over few large groups makes
+    ``X'V*⁻¹X`` a small remainder of the totals, but every group shares the totals:
+    none weighs most of the data, so none is charged with the fit's cancellation, and
+    the fit from the rows raises no PrecisionWarning."""
+    import warnings
+
+    rng = np.random.default_rng(n_groups + per)
+    g = np.repeat(np.arange(n_groups), per)
+    start = rng.uniform(0, between, n_groups)
+    x = start[g] + within * rng.uniform(size=g.size)
+    b = rng.normal(size=(n_groups, 2)) * [1.0, 1.5 / within]
+    y = 2 + x / between + b[g, 0] + b[g, 1] * (x - start[g]) + rng.normal(size=g.size)
+    frame = pd.DataFrame({"g": g, "x1": x + offset, "y": y})
+    model = dmixed.MixedLM.from_formula("y ~ x1", frame, groups="g", re_formula="1 + x1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dmixed.PrecisionWarning)
+        model.fit()

@@ -197,3 +197,49 @@ def test_plain_rounding_unbounded_is_the_one_no_bound_holds_for_and_stays_so_sum
     assert zero.bounded and not unbounded.bounded
     assert unbounded.sizes.shape == (3, 3) and not unbounded.sizes.any()
     assert not (zero + unbounded).bounded and (zero + zero).bounded
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    log_weight=st.floats(0.0, 13.0),
+    log_spread=st.floats(-3.0, 0.5),
+    log_cancellation=st.floats(0.0, 14.0),
+)
+def test_heavy_bounds_charge_a_group_by_weight_condition_and_cancellation(
+    log_weight, log_spread, log_cancellation
+):
+    """``heavy_bounds``: group 0 of 31 (10 rows, weight ``10**log_weight``, its slope's
+    column 5 ± ``10**log_spread``) is charged (its determinant below its bound) exactly
+    where ``γ r share cancellation / det`` exceeds ``PLAIN_NEGLIGIBLE`` and it holds all
+    but ``DOMINANT_REST`` of the totals; a one-row group never, and nothing at a
+    cancellation of 0.  The 30 ordinary groups of one weight each are never charged,
+    whatever the cancellation."""
+    from dmixed.kernels.conditionals import (
+        DOMINANT_REST,
+        PLAIN_NEGLIGIBLE,
+        PLAIN_ROUNDINGS,
+        heavy_bounds,
+    )
+
+    rng = np.random.default_rng(11)
+    weight, spread, cancel = 10.0**log_weight, 10.0**log_spread, 10.0**log_cancellation
+    zs = [np.column_stack([np.ones(10), 5 + spread * rng.normal(size=10)])]
+    zs += [np.column_stack([np.ones(10), rng.normal(size=10)]) for _ in range(30)]
+    zz = np.stack([z.T @ z for z in zs], axis=-1)
+    zz[..., 0] *= weight
+    nobs = np.full(31, 10)
+    totals = np.einsum("aag->a", zz)
+    bounds = heavy_bounds(zz, nobs, totals, cancel)
+    det = 1.0 - zz[0, 1] ** 2 / (zz[0, 0] * zz[1, 1])
+    share = np.max(np.stack([zz[0, 0], zz[1, 1]]) / totals[:, None], axis=0)
+    eps = float(np.finfo(float).eps)
+    gamma = (10 + PLAIN_ROUNDINGS + 4) * eps / (1 - (10 + PLAIN_ROUNDINGS + 4) * eps)
+    estimate = gamma * 2 * share * cancel / det
+    decided = np.abs(np.log(estimate / PLAIN_NEGLIGIBLE)) > 1e-9
+    decided &= np.abs(share - (1.0 - DOMINANT_REST)) > 1e-12
+    expected = (estimate > PLAIN_NEGLIGIBLE) & (share > 1.0 - DOMINANT_REST)
+    np.testing.assert_array_equal((det < bounds)[decided], expected[decided])
+    assert not (det < bounds)[1:].any()
+    assert not heavy_bounds(zz, nobs, totals, 0.0).any()
+    nobs[0] = 1
+    assert heavy_bounds(zz, nobs, totals, cancel)[0] == 0.0
