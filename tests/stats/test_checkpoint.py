@@ -1108,15 +1108,33 @@ def test_a_heavy_group_with_its_centred_sums_never_understates_its_error(spread)
     assert error > 1e-3
 
 
+#: the one point of the grid whose claim the compiled kernels' sums break: 0.0068 llf
+#: units off under a smaller bound (the same before uncharged-s57); recorded in RESULTS
+_NUMBA_UNCOVERED = {(1e9, 3.0)}
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
 @pytest.mark.parametrize("weight", [1e3, 1e5, 1e7, 1e9, 1e11, 1e12, 1e13])
 @pytest.mark.parametrize("spread", [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0])
-def test_plain_sums_of_any_weight_and_spread_never_understate_their_error(weight, spread):
+def test_plain_sums_of_any_weight_and_spread_never_understate_their_error(
+    weight, spread, kernels, monkeypatch, request
+):
     """The near-lossy frame over weights 1e3 to 1e13 and spreads 1 to 1000 ×
     ``NEAR_SPREAD`` (the whole grid: 49 fits of 310 rows), fitted from statistics
-    without centred sums: the fit cannot start, or is refused naming the cause, or its
-    claim covers its error (:func:`_claim_covers`; main left 1e13 × 100, 300 and 1000
-    uncovered)."""
+    without centred sums, with each kernel path pinned (``auto`` picks by size and by
+    what it has measured, so a whole run may take either): the fit cannot start, or is
+    refused naming the cause, or its claim covers its error (:func:`_claim_covers`; main
+    left 1e13 × 100, 300 and 1000 uncovered).  With the compiled kernels 1e9 × 3 is not
+    covered (a known gap, strict xfail)."""
     from dmixed.errors import StartError
+
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    if kernels == "numba" and (weight, spread) in _NUMBA_UNCOVERED:
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True, reason="the compiled sums' rounding exceeds the plain-sums bound"
+            )
+        )
 
     try:
         model, res, seen = _heavy_fit(weight, spread, "old")
