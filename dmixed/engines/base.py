@@ -74,6 +74,11 @@ class Engine(Protocol):
     workers and evaluated in the same round trip: :mod:`dmixed.engines.dask.next_point`).
     The in-process engine also has ``value(lam, q)``: the sums of ``step`` that ℓ alone
     needs (the start selection's default point, :func:`dmixed.fit.start.start_value`).
+    Engines of padded statistics also have ``frobenius_gram(q, slot_component)`` and
+    ``collapsed_moments(q, slot_component)`` (kept as ``moments`` is): the moment
+    equations' sums in the coordinates of one slot per variance component, where the
+    padded design is too wide for ``moments`` (the model's moment start; ``None`` where
+    the components are held structured, since ``moments`` gives these sums).
     All are optional (read with ``getattr``).
     """
 

@@ -131,8 +131,19 @@ class LocalEngine:
     def collapsed_moments(self, q: int, slot_component: np.ndarray) -> kernels.MomentSums:
         """The moment sums in the coordinates of one slot per variance component
         (:func:`~dmixed.kernels.collapsed_moment_contributions`, ``G r²``): the moment
-        start where the padded design is too wide for :meth:`moments` (``G r⁴``)."""
-        return kernels.collapsed_moment_contributions(self.block, q, slot_component)
+        start where the padded design is too wide for :meth:`moments` (``G r⁴``), made
+        once per ``(q, slot_component)`` and kept as :meth:`moments`' sums are (a refit
+        of the same statistics makes them again no more than it does those)."""
+        key = (int(q), np.asarray(slot_component, dtype=np.int64).tobytes())
+        made = self._collapsed_sums.get(key)
+        if made is None:
+            made = kernels.collapsed_moment_contributions(self.block, q, slot_component)
+            self._collapsed_sums[key] = made
+        return made
+
+    @functools.cached_property
+    def _collapsed_sums(self) -> dict[tuple[int, bytes], kernels.MomentSums]:
+        return {}
 
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6)."""

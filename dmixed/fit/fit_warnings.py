@@ -222,8 +222,9 @@ def cancellation(ev, glob) -> float:
     ev : Evaluation
         The objective's evaluation at the reported point; its ``prof`` (``a`` (p, p),
         ``q``, ``w`` (k,)) is read.
-    glob : GlobalSums
-        The statistics' global sums; ``xyxy`` (k, k) is read.
+    glob : GlobalStats
+        The statistics' global sums (:class:`~dmixed.stats.statistics.GlobalStats`);
+        ``xyxy`` (k, k) is read.
 
     Returns
     -------

@@ -1124,6 +1124,30 @@ def collapsed_moment_contributions(
     and the ``exog_re`` entries as :func:`moment_contributions` makes them (the same
     sums as :meth:`dmixed.kernels.vc_border.CrossedVC.moments`).  Entries the basis
     never reads (two components' cross terms other than those above) are zero.
+
+    Parameters
+    ----------
+    block : StatsBlock
+        The padded per-group statistics: ``zz`` (r, r, G) and ``zxy`` (r, p+1, G) per
+        chunk, the ``q`` columns of ``exog_re`` first.
+    q : int
+        The number of ``exog_re`` columns.
+    slot_component : numpy.ndarray
+        int (r - q,): the variance component (0 … d-1) of each padded slot.
+
+    Returns
+    -------
+    MomentSums
+        ``zz`` (q+d, q+d), ``zz_zz`` (q+d, q+d, q+d, q+d), ``zxy_zxy``
+        (q+d, p+1, q+d, p+1) and ``zxy`` (q+d, p+1), summed over the block's groups,
+        with ``n_groups`` the block's groups: the fields of :func:`moment_contributions`'
+        sums, in the narrow coordinates.
+
+    Notes
+    -----
+    The equations of :func:`moment_contributions` read against the basis of one slot
+    per component (:func:`dmixed.fit.start.collapsed_layout`); a block holding no
+    chunk is not accepted (the engines hold at least one group).
     """
     comp = np.asarray(slot_component, dtype=np.int64)
     d = int(comp.max()) + 1 if comp.size else 0

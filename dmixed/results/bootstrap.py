@@ -57,10 +57,10 @@ class BootstrapResults:
         One row per replicate: the fixed effects (by ``exog_names``), the covariance
         parameters on the reported scale (``cov_re`` entries and ``vcomp``, named as
         statsmodels' ``summary()`` names them: ``"Group Var"``, ``"Group x x1 Cov"``,
-        ``"sub Var"``), ``scale``, ``llf`` and ``converged`` (:meth:`conf_int` and :attr:`bse` give
-        intervals and standard errors for the parameters: every column but ``llf`` and
-        ``converged``).  A
-        replicate whose refit failed has NaN estimates and ``converged=False``.
+        ``"sub Var"``), ``scale``, ``llf`` and ``converged`` (:meth:`conf_int` and
+        :attr:`bse` give intervals and standard errors for the parameters: every column
+        but ``llf`` and ``converged``).  A replicate whose refit failed has NaN estimates
+        and ``converged=False``.
     estimate : Series (k − 1,)
         The same quantities for the fit bootstrapped.
     reml : bool

@@ -238,40 +238,48 @@ def new_to_groups_problem(
     entries, idx, vc_cols, group_labels, group_name, names, plans=None
 ) -> str | None:
     """What the rows of ``entries`` (:func:`entries_new_to_groups`) are refused for,
-    naming their first groups and levels, without the remedy (None: no such row);
+    naming every component concerned and the first groups and levels (five in all, as
+    the refusal of levels the fit never saw), without the remedy (None: no such row);
     ``names``: ``(vc_names, vc_column_names)`` of the components, or None (then
     columns are shown by number); ``plans``: ``(vc_plans, levels)`` of the model's
     spec, the levels as the data holds them (None, a model of arrays: a column is
     shown by its name)."""
+    readers: list[str] = []
+    shown: list[str] = []
+    n_shown = 0
     for comp, new in enumerate(entries):
         rows, ks = np.nonzero(new)
         if not rows.size:
             continue
         cols = vc_cols[comp][rows, ks]
         pairs = pd.DataFrame({"g": idx[rows], "c": cols}).drop_duplicates()
-        labels = py_scalars(np.asarray(group_labels)[pairs["g"].to_numpy()[:5]].tolist())
+        n_shown += len(pairs)
+        first = pairs.iloc[: max(5 - len(shown), 0)]
+        labels = py_scalars(np.asarray(group_labels)[first["g"].to_numpy()].tolist())
         if names is None:
-            component, levels = f"component {comp}", [(f"column {c}",) for c in pairs["c"][:5]]
+            component, levels = f"component {comp}", [(f"column {c}",) for c in first["c"]]
         else:
             component = names[0][comp]
             levels = [
                 column_levels(plans[0][comp], plans[1], c)
                 if plans is not None
                 else (names[1][comp][c],)
-                for c in pairs["c"][:5]
+                for c in first["c"]
             ]
-        shown = ", ".join(
-            level_in_group(component, v, g) for g, v in zip(labels, levels, strict=True)
-        )
-        more = ", ..." if len(pairs) > 5 else ""
-        n_rows = int(np.logical_or.reduce([e.any(axis=1) for e in entries]).sum())
-        return (
-            f"{n_rows} row(s) of groups of {group_name!r} the fit saw hold levels of the "
-            f"variance component {component!r} that the fit saw in other groups but not in "
-            f"theirs ({shown}"
-            f"{more}): their random effects in those groups were not estimated"
-        )
-    return None
+        readers.append(component)
+        shown += [level_in_group(component, v, g) for g, v in zip(labels, levels, strict=True)]
+    if not readers:
+        return None
+    named = " and ".join(repr(r) for r in readers)
+    what = "component" if len(readers) == 1 else "components"
+    more = ", ..." if n_shown > len(shown) else ""
+    n_rows = int(np.logical_or.reduce([e.any(axis=1) for e in entries]).sum())
+    return (
+        f"{n_rows} row(s) of groups of {group_name!r} the fit saw hold levels of the "
+        f"variance {what} {named} that the fit saw in other groups but not in "
+        f"theirs ({', '.join(shown)}{more}): their random effects in those groups were "
+        "not estimated"
+    )
 
 
 def refuse_new_to_groups(
@@ -288,7 +296,6 @@ def refuse_new_to_groups(
     problem = new_to_groups_problem(entries, idx, vc_cols, group_labels, group_name, names, plans)
     if problem is not None:
         raise NewToGroupsError(
-            f"{problem}; pass new_levels='population' to predict them at zero (lme4's "
-            "allow.new.levels=TRUE), or new_levels='nan'",
+            f"{problem}; {REMEDY}",
             problem,
         )

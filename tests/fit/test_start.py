@@ -8,6 +8,8 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmixed
 from dmixed import MixedLM, kernels
@@ -769,6 +771,112 @@ def test_collapsed_moment_sums_give_the_padded_moment_estimates(vc, re_formula, 
         )
         assert moment_start_packed(no_full_sums, stats.glob, layout) is None
     np.testing.assert_allclose(packed, full, rtol=1e-9, atol=1e-12)
+
+
+VC_SHAPES = {
+    "crossed": {"a": "0 + C(s)", "b": "0 + C(s2)"},
+    "numeric": {"a": "0 + C(s)", "n": "0 + zs"},
+    "three": {"a": "0 + C(s)", "b": "0 + C(s2)", "n": "0 + zs"},
+}
+
+
+def _close_rel(got: np.ndarray, want: np.ndarray, rtol: float) -> None:
+    """``got`` equal to ``want`` to ``rtol`` relative, entry by entry (an entry that is
+    zero in one is below 1e-15 of ``want``'s largest in the other)."""
+    scale = float(np.max(np.abs(want), initial=0.0))
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-15 * scale)
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, database=None)
+@given(
+    seed=st.integers(0, 2**16),
+    shape=st.sampled_from(sorted(VC_SHAPES)),
+    re_formula=st.sampled_from(["1", "1 + x"]),
+    weighted=st.booleans(),
+    one_row=st.booleans(),
+    absent=st.booleans(),
+    y_offset=st.sampled_from([0.0, 1.7e9]),
+    z_scale=st.sampled_from([1.0, 1e6]),
+)
+def test_collapsed_moment_start_equals_the_full_sums_start(
+    seed, shape, re_formula, weighted, one_row, absent, y_offset, z_scale
+):
+    """The moment start from the sums of one slot per component equals the one from the
+    full ``r⁴`` sums to 1e-9 relative, over weights, one-row groups, components absent
+    from some groups (a level of ``s2`` missing, the numeric column zero there), the
+    response offset by 1.7e9 and a component's column scaled by 1e6."""
+    rng = np.random.default_rng(seed)
+    n_groups, n = 30, 600
+    g = rng.integers(0, n_groups, n)
+    if one_row:  # every fifth group holds one row
+        g = np.concatenate([g[np.isin(g % 5, [1, 2, 3, 4])], np.arange(0, n_groups, 5)])
+    n = g.size
+    df = pd.DataFrame({"g": g, "s": rng.integers(0, 3, n), "s2": rng.integers(0, 2, n)})
+    df["x"], df["z"] = rng.normal(size=(2, n))
+    if absent:  # the second component's second level, and the numeric one, not there
+        gone = df["g"] % 3 == 0
+        df.loc[gone, "s2"] = 0
+        df.loc[gone, "z"] = 0.0
+    df["zs"] = df["z"] * z_scale
+    df["y"] = (
+        y_offset
+        + df["x"]
+        + rng.normal(size=n)
+        + rng.normal(size=3)[df["s"]]
+        + rng.normal(size=n_groups)[df["g"]]
+        + 0.5 * df["z"]
+    )
+    df["w"] = rng.uniform(0.2, 3.0, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dmixed.mixedlm(
+            "y ~ x",
+            df,
+            groups="g",
+            re_formula=re_formula,
+            vc_formula=VC_SHAPES[shape],
+            weights="w" if weighted else None,
+        )
+        stats = model.statistics()
+    layout = stats.fit_layout
+    assert type(stats.engine).__name__ == "LocalEngine"
+    assert layout.r <= kernels.MOMENT_MAX_R
+    narrow = start_module.collapsed_layout(layout)
+    assert narrow is not None
+    want = moment_start(stats.engine.moments(), stats.glob, layout)
+    got = moment_start(
+        stats.engine.collapsed_moments(layout.k_re, layout.slot_component), stats.glob, narrow
+    )
+    assert (want is None) == (got is None)
+    if want is not None:
+        for a, b in zip(got, want, strict=True):
+            _close_rel(a, b, 1e-9)
+
+
+def test_collapsed_moment_sums_are_kept_with_the_engine():
+    """The collapsed sums are made once per engine and layout, as the full moment sums
+    are: a second fit of the same statistics makes them no more."""
+    df = _school_frame()
+    model, stats = _vc_stats(df, {"classroom": "0 + C(classroom)", "rater": "0 + C(rater)"})
+    layout = stats.fit_layout
+    engine = stats.engine
+    first = engine.collapsed_moments(layout.k_re, layout.slot_component)
+    again = engine.collapsed_moments(layout.k_re, list(layout.slot_component))
+    assert again is first
+    made = []
+    real = kernels.collapsed_moment_contributions
+    with pytest.MonkeyPatch.context() as patch:
+
+        def counted(*args, **kwargs):
+            made.append(1)
+            return real(*args, **kwargs)
+
+        patch.setattr(kernels, "collapsed_moment_contributions", counted)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit()
+            model.fit()
+    assert made == []
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
@@ -10,6 +12,7 @@ import pytest
 
 import dmixed
 from dmixed.errors import DataError, SpecError
+from dmixed.results.new_levels import REMEDY
 
 
 @pytest.fixture(scope="module")
@@ -353,3 +356,35 @@ def test_text_levels_are_quoted_numbers_not(levels, unseen, never, elsewhere):
         with pytest.raises(DataError) as got:
             run(res.predict(frame, include_random=True))
         assert want in str(got.value) and also in str(got.value)
+
+
+def test_level_new_to_its_group_names_every_component_reading_the_column():
+    """Two components read one column: a level the fit saw in other groups but not in
+    this row's names both (as a level the fit never saw does), in process and on Dask,
+    and both refusals say the same remedy."""
+    rng = np.random.default_rng(0)
+    rows = [
+        (g, c, rng.normal())
+        for g in range(12)
+        for c in (["u", "v"] if g == 3 else ["u", "v", "w"])
+        for _ in range(5)
+    ]
+    df = pd.DataFrame(rows, columns=["g", "c", "x"])
+    df["y"] = df.x + rng.normal(size=len(df)) + rng.normal(size=12)[df.g]
+    vc = {"c1": "0 + C(c)", "c2": "0 + C(c):x"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = dmixed.mixedlm("y ~ x", df, groups="g", vc_formula=vc).fit()
+    elsewhere = pd.DataFrame({"g": [3], "c": ["w"], "x": [0.3]})
+    want = (
+        r"variance components 'c1' and 'c2' that the fit saw in other groups but not in "
+        r"theirs \(c1 level 'w' in group 3, c2 level 'w' in group 3\)"
+    )
+    with pytest.raises(DataError, match=want) as seen_elsewhere:
+        res.predict(elsewhere, include_random=True)
+    with pytest.raises(DataError, match=want):
+        res.predict(dd.from_pandas(elsewhere, npartitions=1), include_random=True).compute()
+    with pytest.raises(DataError, match="variance components 'c1' and 'c2'") as never_seen:
+        res.predict(elsewhere.assign(c="zz"), include_random=True)
+    assert str(seen_elsewhere.value).endswith(REMEDY)
+    assert str(never_seen.value).endswith(REMEDY)

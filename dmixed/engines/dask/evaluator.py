@@ -416,6 +416,8 @@ class DaskEngine:
         self._position = position
         self._layout = layout
         self._moments = moments  # summed with the evaluators (submit_evaluators), or None
+        # collapsed_moments' sums, kept as _moments is, per (q, slot_component)
+        self._collapsed: dict[tuple[int, bytes], kernels.MomentSums] = {}
         # the BLUPs made with a Hessian (key of Λ and w, per-block parts): random_effects
         # there needs no round trip of its own
         self._kept_random_effects: tuple[bytes, list] | None = None
@@ -831,14 +833,19 @@ class DaskEngine:
         """The moment sums in the coordinates of one slot per variance component
         (:meth:`LocalEngine.collapsed_moments
         <dmixed.engines.local.LocalEngine.collapsed_moments>`), added over the blocks
-        in one round trip: the moment start where the padded design is too wide for
-        :meth:`moments`.  ``None`` where the components are held structured
-        (:attr:`collapsed_vc`: :meth:`moments` gives these sums already)."""
+        in one round trip (then kept, as :meth:`moments`' sums are): the moment start
+        where the padded design is too wide for :meth:`moments`.  ``None`` where the
+        components are held structured (:attr:`collapsed_vc`: :meth:`moments` gives
+        these sums already)."""
         self._check()
         if self.collapsed_vc:
             return None
-        parts = self._map(_block_collapsed_moments, q=q, slot_component=slot_component)
-        return functools.reduce(operator.add, parts)
+        key = (int(q), np.asarray(slot_component, dtype=np.int64).tobytes())
+        made = self._collapsed.get(key)
+        if made is None:
+            parts = self._map(_block_collapsed_moments, q=q, slot_component=slot_component)
+            made = self._collapsed[key] = functools.reduce(operator.add, parts)
+        return made
 
     #: Bytes of the statistics held in this process: none, they live on the workers.
     #: :meth:`random_effects_later` gathers the BLUPs at once, so that the results of a
@@ -909,6 +916,7 @@ class DaskEngine:
         self._position = state["_position"]
         self._layout = state.get("_layout")
         self._moments = None
+        self._collapsed = {}
         self._kept_random_effects = None
         self._kept_next, self._kept_later = None, ()
         self._detached = True

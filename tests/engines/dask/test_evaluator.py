@@ -20,6 +20,7 @@ from dmixed.engines.dask import ahead, direct_calls, evaluator, progress
 from dmixed.engines.dask.blocks import block_summary, to_block
 from dmixed.engines.dask.evaluator import DaskEngine, make_evaluator
 from dmixed.engines.dask.handover import cut
+from dmixed.fit.start import collapsed_layout, moment_start
 from dmixed.kernels import StatsBlock
 from dmixed.stats import Layout
 from dmixed.stats.packed import PackedLayout
@@ -113,6 +114,41 @@ def test_frobenius_gram_is_the_in_process_one_added_over_the_blocks(client):
     want = local.engine.frobenius_gram(layout.k_re, layout.slot_component)
     assert got.shape == (layout.k_re + layout.k_vc,) * 2
     np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_collapsed_moments_are_the_in_process_ones_and_kept(client):
+    """Padded statistics held on the workers: the moment sums of one slot per variance
+    component are those of the same statistics in this process, made in one round trip
+    and kept as the full moment sums are (a second call makes none)."""
+    rng = np.random.default_rng(8)
+    n = 1200
+    df = pd.DataFrame({"g": rng.integers(0, 30, n), "s": rng.integers(0, 5, n)})
+    df["s2"], df["x"] = rng.integers(0, 5, n), rng.normal(size=n)
+    df["y"] = df["x"] + rng.normal(size=n)
+    kw = {"groups": "g", "re_formula": "1", "vc_formula": {"a": "0 + C(s)", "b": "0 + C(s2)"}}
+    local = dmixed.mixedlm("y ~ x", df, **kw).statistics()
+    model = dmixed.mixedlm("y ~ x", dd.from_pandas(df, npartitions=3), **kw)
+    stats = model.statistics(client=client, engine="distributed")
+    engine = stats.engine
+    assert isinstance(engine, DaskEngine) and not engine.collapsed_vc
+    layout = stats.fit_layout
+    got = engine.collapsed_moments(layout.k_re, layout.slot_component)
+    want = local.engine.collapsed_moments(layout.k_re, layout.slot_component)
+    np.testing.assert_allclose(got.zz_zz, want.zz_zz, rtol=1e-12)
+    # [X y] may be shifted otherwise on the workers: the estimates are what must agree
+    narrow = collapsed_layout(layout)
+    for a, b in zip(
+        moment_start(got, stats.glob, narrow), moment_start(want, local.glob, narrow), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-9)
+
+    def no_round_trip(*args, **kwargs):
+        raise AssertionError("the collapsed sums were made again")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "_map", no_round_trip)
+        assert engine.collapsed_moments(layout.k_re, layout.slot_component) is got
+    assert pickle.loads(pickle.dumps(engine))._collapsed == {}
 
 
 def _lossy_block(within: bool):
