@@ -324,6 +324,16 @@ def plain_llf_error(ev, glob, reml: bool, plain: PlainRounding) -> float:
     return out
 
 
+#: the cause both of a plain-sums warning's forms name (with and without a bound)
+_SUMS_BEYOND_THE_FACTOR = (
+    "some groups' sums may round the fit beyond what the factor's own check counts (a "
+    "group whose random design is nearly singular within it, fitted from its uncentred "
+    "sums where the statistics do not carry its sums about its mean, or a group weighing "
+    "most of the data, so that X'V^-1 X and the residual sum of squares are a small "
+    "remainder of its sums)"
+)
+
+
 def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> None:
     """A PrecisionWarning when σ̂² at the evaluation ``ev`` may be resolved worse than
     :data:`PRECISION_WARN_ABOVE`: the sum of :func:`~dmixed.fit.objective.resolution`,
@@ -358,11 +368,7 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
     llf_error = 0.5 * ev.prof.fac * rel
     if not math.isfinite(own):
         warnings.warn(
-            "some groups' sums may round the fit beyond what the factor's own check "
-            "counts (a group whose random design is nearly singular within it, fitted "
-            "from its uncentred sums where the statistics do not carry its sums about "
-            "its mean, or a group weighing most of the data, so that X'V^-1 X and the "
-            "residual sum of squares are a small remainder of its sums): "
+            f"{_SUMS_BEYOND_THE_FACTOR}: "
             "that rounding may be as large as what it rounds: "
             "no worst-case bound on the llf's error holds (the fit is made from those "
             f"sums as given); {PLAIN_REMEDY}",
@@ -372,11 +378,7 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
         return
     if own > base and own > factor:
         warnings.warn(
-            "some groups' sums may round the fit beyond what the factor's own check "
-            "counts (a group whose random design is nearly singular within it, fitted "
-            "from its uncentred sums where the statistics do not carry its sums about "
-            "its mean, or a group weighing most of the data, so that X'V^-1 X and the "
-            "residual sum of squares are a small remainder of its sums): "
+            f"{_SUMS_BEYOND_THE_FACTOR}: "
             "the group's weight and conditioning make that rounding large: "
             f"the llf may be off by up to {rounded_up(llf_error)} "
             f"(a worst case), and σ̂² by up to {rounded_up(rel)} of itself; {PLAIN_REMEDY}",
