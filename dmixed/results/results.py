@@ -521,20 +521,11 @@ class MixedLMResults(FittedValues, Hypotheses):
             the long frame of ``vc=True``; ``vc`` or ``dask`` not a Python or numpy
             bool.
         """
-        vc, dask = check_flag(vc, "vc"), check_flag(dask, "dask")
-        if not vc:
-            self._need_exog_re(
-                "random_effects_var() gives the conditional variances",
-                "theirs are in random_effects_var(vc=True), one row per group and column",
-            )
-        cov = self._blup_cov
-        return blup_frame(
-            self.names,
-            self.group_labels,
-            None if vc else cov_diagonal(cov, self.k_re),
-            lambda gi, cols: cov_variances(cov, gi, cols),
-            self._vc_slot_cols,
-            self.k_re,
+        return self._re_frame(
+            "random_effects_var",
+            "gives the conditional variances",
+            lambda: cov_diagonal(self._blup_cov, self.k_re),
+            lambda gi, cols: cov_variances(self._blup_cov, gi, cols),
             vc,
             dask,
             npartitions,
@@ -576,18 +567,31 @@ class MixedLMResults(FittedValues, Hypotheses):
             components only), whose frame would have no column: their BLUPs are the
             long frame of ``vc=True``; ``vc`` or ``dask`` not a Python or numpy bool.
         """
+        return self._re_frame(
+            "random_effects_frame",
+            "gives the BLUPs",
+            lambda: self._blup[:, : self.k_re],
+            lambda gi, cols: self._blup[gi, cols],
+            vc,
+            dask,
+            npartitions,
+        )
+
+    def _re_frame(self, method: str, gives: str, wide, per_group, vc, dask, npartitions):
+        """The frame of :meth:`random_effects_frame` and :meth:`random_effects_var`:
+        ``wide()`` the (G, k_re) values of the ``exog_re`` coordinates, ``per_group(gi,
+        cols)`` those of variance-component columns (:func:`blup_frame`)."""
         vc, dask = check_flag(vc, "vc"), check_flag(dask, "dask")
         if not vc:
             self._need_exog_re(
-                "random_effects_frame() gives the BLUPs",
-                "theirs are in random_effects_frame(vc=True), one row per group and column",
+                f"{method}() {gives}",
+                f"theirs are in {method}(vc=True), one row per group and column",
             )
-        blup = self._blup
         return blup_frame(
             self.names,
             self.group_labels,
-            None if vc else blup[:, : self.k_re],
-            lambda gi, cols: blup[gi, cols],
+            None if vc else wide(),
+            per_group,
             self._vc_slot_cols,
             self.k_re,
             vc,
