@@ -13,12 +13,11 @@ from ..kernels.conditionals import PlainRounding, PlainRoundingError
 from ..stats import Layout
 from .objective import (
     FACTOR_UNRESOLVED,
-    factor_error,
     factor_resolution,
+    precision_shares,
     resolution,
     resolution_verdict,
     scaled_condition,
-    statistics_resolution,
 )
 from .summary import OptSummary
 
@@ -355,13 +354,10 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
     """
     if ev.prof is None or ev.step is None:
         return
-    base = resolution(ev.step, ev.prof, glob) + statistics_resolution(ev.prof, glob)
+    base, factor = precision_shares(ev.step, ev.prof, glob, reml)
     own = 0.0
     if plain is not None and ev.prof.q > 0:
         own = plain_llf_error(ev, glob, reml, plain) / (0.5 * ev.prof.fac)
-    factor = 0.0
-    if resolution_verdict(ev.step, ev.prof, glob, reml) != FACTOR_UNRESOLVED:
-        factor = factor_error(ev.step, ev.prof, glob, reml)
     rel = base + factor + own
     if not rel > PRECISION_WARN_ABOVE:
         return

@@ -421,12 +421,19 @@ def factor_error(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -
     """
     if not prof.q > 0:
         return np.inf
+    if not prof.beta.shape[0]:
+        return 0.0
+    return _factor_error_of(prof, _factor_parts(step, prof, glob), reml)
+
+
+def _factor_error_of(prof: Profile, parts: tuple[float, float, float], reml: bool) -> float:
+    """:func:`factor_error` from :func:`_factor_parts`' ``parts`` (``Q > 0``)."""
     p = prof.beta.shape[0]
     if not p:
         return 0.0
     beta0 = np.zeros(p) if prof.beta0 is None else prof.beta0
     g = np.abs(prof.b - prof.a @ beta0)
-    k, _, r_share = _factor_parts(step, prof, glob)
+    k, _, r_share = parts
     share = _EPS * float(g @ np.abs(prof.a_inv) @ g) + r_share
     if reml:
         share += k * prof.q / prof.fac
@@ -465,7 +472,44 @@ def resolution_verdict(step: StepSums, prof: Profile, glob: GlobalStats, reml: b
         return UNRESOLVED
     if statistics_resolution(prof, glob) > STATISTICS_RESOLUTION_LIMIT:
         return UNRESOLVED
-    k, kappa_share, r_share = _factor_parts(step, prof, glob)
+    return _factor_verdict(res, _factor_parts(step, prof, glob), prof, reml)
+
+
+def precision_shares(
+    step: StepSums, prof: Profile, glob: GlobalStats, reml: bool
+) -> tuple[float, float]:
+    """What the precision check weighs at an evaluation (``step``, ``prof``), each part
+    made once: ``(resolution + statistics_resolution, factor)``, with ``factor``
+    :func:`factor_error` where :func:`resolution_verdict` is not
+    :data:`FACTOR_UNRESOLVED` and 0 where it is (the same floats as those functions
+    give, which share :func:`resolution` and the factor's parts).
+
+    Returns
+    -------
+    tuple of float
+        The sums' share and the factor's, in the units of :func:`resolution`
+        (``(inf, inf)`` where ``Q ≤ 0``)."""
+    res = resolution(step, prof, glob)
+    stat = statistics_resolution(prof, glob)
+    base = res + stat
+    if not prof.q > 0:
+        return base, np.inf  # UNRESOLVED, and factor_error's inf
+    parts = _factor_parts(step, prof, glob)
+    if (
+        res <= RESOLUTION_LIMIT
+        and stat <= STATISTICS_RESOLUTION_LIMIT
+        and _factor_verdict(res, parts, prof, reml) == FACTOR_UNRESOLVED
+    ):
+        return base, 0.0
+    return base, _factor_error_of(prof, parts, reml)
+
+
+def _factor_verdict(
+    res: float, parts: tuple[float, float, float], prof: Profile, reml: bool
+) -> int:
+    """:func:`resolution_verdict` past its tests of ``Q``'s resolution (``res``:
+    :func:`resolution`; ``parts``: :func:`_factor_parts`)."""
+    k, kappa_share, r_share = parts
     if k > PIVOT_RESOLUTION_LIMIT:
         return FACTOR_UNRESOLVED
     q_share = kappa_share + r_share

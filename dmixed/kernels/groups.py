@@ -30,6 +30,7 @@ from .conditionals import (
     conditional,
     gram_rows,
     heavy_bounds,
+    largest_heavy_bound,
     lossy_groups,
     m_sum,
     near_lossy_bounds,
@@ -569,14 +570,7 @@ class StatsBlock:
         coarse = CENTRED_DETERMINANT
         if cancellation > 0 and nobs.size and self.r > 1:
             # heavy_bounds' largest (a share of 1, the largest group)
-            most = float(
-                heavy_bounds(
-                    np.eye(self.r)[:, :, None],
-                    nobs.max(keepdims=True),
-                    np.ones(self.r),
-                    cancellation,
-                )[0]
-            )
+            most = largest_heavy_bound(self.r, float(np.maximum.reduce(nobs)), cancellation)
             coarse = max(coarse, most)
         if self.lossy_mask(nobs, coarse) is None:
             return total  # the common case: one check of every chunk, nothing more
