@@ -239,10 +239,11 @@ def cancellation(ev, glob) -> float:
     out = float(w @ xyxy @ w) / prof.q
     p = prof.a.shape[0]
     if p:
-        diag = np.diagonal(prof.a)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = np.where(diag > 0, np.diagonal(xyxy)[:p] / diag, 0.0)
-        out = max(out, float(ratios.max()))
+        # the p ratios in floats (the same quotients as numpy's), NaN where any is NaN
+        # as numpy's max gives it
+        tops, diag = np.diagonal(xyxy)[:p].tolist(), np.diagonal(prof.a).tolist()
+        ratios = [t / d if d > 0 else 0.0 for t, d in zip(tops, diag, strict=True)]
+        out = max(out, math.nan if any(map(math.isnan, ratios)) else max(ratios))
     return out if math.isfinite(out) else 0.0
 
 
