@@ -262,11 +262,23 @@ def resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
     rounding is the statistics' own (:func:`statistics_resolution`).  The form is the
     one :func:`profile` used (:func:`_pivot_form`), not the one the sums allow.
     """
+    return _resolution_of(step, prof, glob)
+
+
+def _resolution_of(
+    step: StepSums,
+    prof: Profile,
+    glob: GlobalStats,
+    sizes: np.ndarray | None = None,
+    abs_w: np.ndarray | None = None,
+) -> float:
+    """:func:`resolution`, given :func:`_term_sizes` (``sizes``) and ``|w|`` (``abs_w``)
+    where the caller made them (:func:`precision_shares`)."""
     if not prof.q > 0:
         return np.inf
     if prof.beta0 is None:
-        w = np.abs(prof.w)
-        size = float(w @ _term_sizes(step, prof, glob) @ w)
+        w = np.abs(prof.w) if abs_w is None else abs_w
+        size = float(w @ (_term_sizes(step, prof, glob) if sizes is None else sizes) @ w)
     else:
         pivot = within_pivot(glob)
         assert pivot is not None  # Profile.beta0 is its β₀
@@ -341,21 +353,30 @@ def unresolved_within_limit(glob: GlobalStats) -> bool:
 PIVOT_RESOLUTION_LIMIT = 0.1
 
 
-def _factor_parts(step: StepSums, prof: Profile, glob: GlobalStats) -> tuple[float, float, float]:
+def _factor_parts(
+    step: StepSums,
+    prof: Profile,
+    glob: GlobalStats,
+    sizes: np.ndarray | None = None,
+    abs_w: np.ndarray | None = None,
+) -> tuple[float, float, float]:
     """``K`` and the two rounding shares of ``Q`` of :func:`factor_resolution`: the
     factor's arithmetic ``κ |δ'Aδ|`` and the sums' through β̂ ``r'|A⁻¹|r`` (all 0
-    without fixed effects)."""
+    without fixed effects).  ``sizes`` (:func:`_term_sizes`) and ``abs_w`` (``|w|``):
+    where the caller made them (:func:`precision_shares`)."""
     p = prof.beta.shape[0]
     if not p:
         return 0.0, 0.0, 0.0
     # the sizes of the form profile() used (Profile.within), about its pivot
-    size = _term_sizes(step, prof, glob)[:p]
+    size = (_term_sizes(step, prof, glob) if sizes is None else sizes)[:p]
     delta = prof.beta if prof.beta0 is None else prof.beta - prof.beta0
     abs_inv = np.abs(prof.a_inv)
-    kappa_share = _EPS * scaled_condition(prof) * abs(float(delta @ prof.a @ delta))
-    r = _EPS * (size @ np.abs(prof.w))
+    condition = _scaled_condition(prof, abs_inv)
+    kappa_share = _EPS * condition * abs(float(delta @ prof.a @ delta))
+    r = _EPS * (size @ (np.abs(prof.w) if abs_w is None else abs_w))
     r_share = float(r @ abs_inv @ r)
-    return _EPS * float((abs_inv * size[:, :p]).sum()), kappa_share, r_share
+    # ndarray.sum's own reduction (np.add.reduce over every axis), without its wrapper
+    return _EPS * float(np.add.reduce(abs_inv * size[:, :p], axis=None)), kappa_share, r_share
 
 
 def pivot_resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
@@ -445,8 +466,14 @@ def scaled_condition(prof: Profile) -> float:
     diagonal (:func:`factor_resolution`'s ``κ / ε``); 0 without fixed effects."""
     if not prof.beta.shape[0]:
         return 0.0
+    return _scaled_condition(prof, np.abs(prof.a_inv))
+
+
+def _scaled_condition(prof: Profile, abs_inv: np.ndarray) -> float:
+    """:func:`scaled_condition` given ``|A⁻¹|`` (``abs_inv``), of ``p > 0`` fixed
+    effects."""
     root = np.sqrt(np.abs(np.diagonal(prof.a)))
-    return float(root @ np.abs(prof.a_inv) @ root)
+    return float(root @ abs_inv @ root)
 
 
 #: :func:`resolution_verdict`: ℓ resolved; ``Q`` not resolved (refused everywhere); ``Q``
@@ -489,12 +516,13 @@ def precision_shares(
     tuple of float
         The sums' share and the factor's, in the units of :func:`resolution`
         (``(inf, inf)`` where ``Q ≤ 0``)."""
-    res = resolution(step, prof, glob)
+    if not prof.q > 0:  # resolution's inf: UNRESOLVED, and factor_error's inf
+        return resolution(step, prof, glob) + statistics_resolution(prof, glob), np.inf
+    sizes, abs_w = _term_sizes(step, prof, glob), np.abs(prof.w)
+    res = _resolution_of(step, prof, glob, sizes, abs_w)
     stat = statistics_resolution(prof, glob)
     base = res + stat
-    if not prof.q > 0:
-        return base, np.inf  # UNRESOLVED, and factor_error's inf
-    parts = _factor_parts(step, prof, glob)
+    parts = _factor_parts(step, prof, glob, sizes, abs_w)
     if (
         res <= RESOLUTION_LIMIT
         and stat <= STATISTICS_RESOLUTION_LIMIT
