@@ -177,6 +177,7 @@ class StatsBlock:
     __slots__ = (
         "_centred",
         "_chunks",
+        "_clear_below",
         "_keep",
         "_kept",
         "_one",
@@ -205,6 +206,7 @@ class StatsBlock:
         self._subset: list | None = None
         self._shifted: tuple | None = None
         self._spans: ChunkSpans | None = spans
+        self._clear_below: tuple[float, np.ndarray] | None = None
 
     @classmethod
     def from_entry_major(cls, zz: np.ndarray, zxy: np.ndarray) -> StatsBlock:
@@ -222,6 +224,7 @@ class StatsBlock:
         block._keep, block._kept, block._one, block._centred = False, None, None, None
         block._subset = block._shifted = None
         block._spans = spans
+        block._clear_below = None
         return block
 
     @classmethod
@@ -233,6 +236,7 @@ class StatsBlock:
         block._chunks = list(chunks)
         block._keep, block._kept, block._one, block._centred = False, None, None, None
         block._subset = block._shifted = block._spans = None
+        block._clear_below = None
         return block
 
     @property
@@ -301,6 +305,7 @@ class StatsBlock:
         self._subset = state[3] if rank_one and len(state) > 3 else None
         self._shifted = state[4] if rank_one and len(state) > 4 else None
         self._spans = None
+        self._clear_below = None
         if rank_one and state[1] is True:
             # a block pickled by a dmixed that judged rank one on the worker (no masks):
             # read as plain sums it would drop its closed forms without a word
@@ -514,9 +519,20 @@ class StatsBlock:
     def lossy_mask(self, nobs: np.ndarray, bound: float = LOSSY_DETERMINANT) -> np.ndarray | None:
         """The block's lossy groups (:meth:`lossy_masks` joined; ``nobs`` (G,): the
         groups' rows, in the block's order; ``bound`` as there): bool (G,), or None
-        where there are none (each chunk checked, nothing joined)."""
+        where there are none (each chunk checked, nothing joined).
+
+        A bound found to hold no group is kept with the very ``nobs`` array it was
+        asked with: asked again with both (the data pass's coarse check, then the
+        precision check's, of the statistics' own group sizes), the answer is None
+        without a look.  The chunks are fixed when the block is made (as :attr:`spans`
+        relies on), and so are a fit's group sizes."""
+        clear = self._clear_below
+        if clear is not None and clear[0] == bound and clear[1] is nobs:
+            return None
         masks = list(self.lossy_masks(nobs, bound))
         if not any(np.count_nonzero(mask) for mask in masks):
+            if type(bound) is float and type(nobs) is np.ndarray:
+                self._clear_below = (bound, nobs)
             return None
         return np.concatenate(masks)
 
