@@ -509,13 +509,33 @@ def precision_shares(
     made once: ``(resolution + statistics_resolution, factor)``, with ``factor``
     :func:`factor_error` where :func:`resolution_verdict` is not
     :data:`FACTOR_UNRESOLVED` and 0 where it is (the same floats as those functions
-    give, which share :func:`resolution` and the factor's parts).
+    give, which share :func:`resolution` and the factor's parts; a NaN passes the
+    verdict's tests as there).
+
+    ``resolution ≈ ε |w|'S|w| / Q`` (``S`` the sizes of ``Q``'s terms, ``w = [−β̂; 1]``),
+    ``statistics_resolution`` the within-group pivot's own rounding, and
+    ``factor_error ≈ ε |g|'|A⁻¹||g| / Q`` plus the sums' rounding through β̂ (and
+    REML's ``log|A|``; the cases measured in benchmarks/RESULTS.md, heavy-s54).  The
+    precision warning (:func:`~dmixed.fit.fit_warnings.warn_precision`) reads their
+    sum.
+
+    Parameters
+    ----------
+    step : StepSums
+        The evaluation's per-group sums at the covariance parameters.
+    prof : Profile
+        The GLS quantities there (``A``, ``β̂``, ``Q``, ``fac``).
+    glob : GlobalStats
+        The statistics' whole-data sums (``[X y]'[X y]``).
+    reml : bool
+        The criterion: REML adds ``log|A|``'s rounding to the factor's share.
 
     Returns
     -------
     tuple of float
-        The sums' share and the factor's, in the units of :func:`resolution`
-        (``(inf, inf)`` where ``Q ≤ 0``)."""
+        The sums' share and the factor's: relative errors of ``Q`` (dimensionless, the
+        units of :func:`resolution`; ℓ's error is ``½ fac`` times them), ``(inf,
+        inf)`` where ``Q ≤ 0``."""
     if not prof.q > 0:  # resolution's inf: UNRESOLVED, and factor_error's inf
         return resolution(step, prof, glob) + statistics_resolution(prof, glob), np.inf
     sizes, abs_w = _term_sizes(step, prof, glob), np.abs(prof.w)
@@ -523,9 +543,10 @@ def precision_shares(
     stat = statistics_resolution(prof, glob)
     base = res + stat
     parts = _factor_parts(step, prof, glob, sizes, abs_w)
+    # resolution_verdict's own tests, negated as written there: a NaN passes them
     if (
-        res <= RESOLUTION_LIMIT
-        and stat <= STATISTICS_RESOLUTION_LIMIT
+        not res > RESOLUTION_LIMIT
+        and not stat > STATISTICS_RESOLUTION_LIMIT
         and _factor_verdict(res, parts, prof, reml) == FACTOR_UNRESOLVED
     ):
         return base, 0.0

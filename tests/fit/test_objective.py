@@ -759,3 +759,27 @@ def test_precision_shares_where_q_is_not_positive():
     base, factor = objective.precision_shares(ev.step, prof, obj.glob, True)
     assert base == np.inf and factor == np.inf
     assert objective.factor_error(ev.step, prof, obj.glob, True) == np.inf
+
+
+def test_precision_shares_where_the_resolution_is_nan():
+    """A NaN ``resolution`` (a NaN ``β``) passes ``resolution_verdict``'s tests as
+    written there (``res > limit`` false): where the verdict is then
+    ``FACTOR_UNRESOLVED`` the factor's share is 0, as the precision check read it
+    from those functions, not ``factor_error``'s value."""
+    import dataclasses
+
+    from dmixed.fit import objective
+
+    obj = _OBJ[(False, True, True)]
+    ev = obj.evaluate(_packed((1.0, 0.2, 0.8, 1.0), False, True))
+    beta = ev.prof.beta.copy()
+    beta[0] = np.nan
+    prof = dataclasses.replace(ev.prof, beta=beta)
+    with pytest.MonkeyPatch.context() as mp, np.errstate(all="ignore"):
+        mp.setattr(objective, "PIVOT_RESOLUTION_LIMIT", -1.0)
+        verdict = objective.resolution_verdict(ev.step, prof, obj.glob, True)
+        base, factor = objective.precision_shares(ev.step, prof, obj.glob, True)
+        res = objective.resolution(ev.step, prof, obj.glob)
+    assert np.isnan(res) and np.isnan(base)
+    assert verdict == objective.FACTOR_UNRESOLVED
+    assert factor == 0.0
