@@ -521,18 +521,27 @@ class StatsBlock:
         groups' rows, in the block's order; ``bound`` as there): bool (G,), or None
         where there are none (each chunk checked, nothing joined).
 
-        A bound found to hold no group is kept with the very ``nobs`` array it was
-        asked with: asked again with both (the data pass's coarse check, then the
-        precision check's, of the statistics' own group sizes), the answer is None
-        without a look.  The chunks are fixed when the block is made (as :attr:`spans`
-        relies on), and so are a fit's group sizes."""
+        A bound found to hold no group is kept with a copy of the ``nobs`` it was
+        asked with: asked again with that bound and group sizes equal to the copy (the
+        data pass's coarse check, then the precision check's, of the statistics' own
+        group sizes), the answer is None without a look at the chunks.  The key is the
+        sizes' values, not the array's identity: an array changed in place since is
+        looked at again.  Comparing them costs a small part of the look it saves
+        (benchmarks/RESULTS.md, arr2k3-s58).  The chunks are fixed when the block is
+        made (as :attr:`spans` relies on)."""
         clear = self._clear_below
-        if clear is not None and clear[0] == bound and clear[1] is nobs:
+        if (
+            clear is not None
+            and clear[0] == bound
+            and type(nobs) is np.ndarray
+            and nobs.shape == clear[1].shape
+            and np.array_equal(nobs, clear[1])
+        ):
             return None
         masks = list(self.lossy_masks(nobs, bound))
         if not any(np.count_nonzero(mask) for mask in masks):
             if type(bound) is float and type(nobs) is np.ndarray:
-                self._clear_below = (bound, nobs)
+                self._clear_below = (bound, nobs.copy())
             return None
         return np.concatenate(masks)
 
