@@ -323,7 +323,7 @@ def test_split_rows_are_the_packed_rows_by_bucket(n_buckets, n_groups, compiled_
         table.add(acc, codes, y, exog, ztilde, std=std)
 
 
-@pytest.mark.parametrize("n_buckets", [1, 2, 3, 4])
+@pytest.mark.parametrize("n_buckets", [1, 2, 3, 4, 8, 16, 40])
 @pytest.mark.parametrize("base", [0, 17, -(2**62), 2**62 - 100])
 @pytest.mark.parametrize("n_groups", [0, 1, 37])
 def test_split_seen_is_split_rows_of_the_groups_seen(n_buckets, base, n_groups, compiled_rows):
