@@ -556,7 +556,9 @@ def bucket_sizes(base, n, n_buckets, sizes):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def split_seen_many(table, count_col, base, n_buckets, spill, starts, fill, seen):  # pragma: no cover
+def split_seen_many(
+    table, count_col, base, n_buckets, spill, starts, fill, seen
+):  # pragma: no cover
     """:func:`split_seen_two` of any number of buckets: :func:`seen_buckets` and
     :func:`move_rows` in one pass over the table, no pass over its count column
     first.  Every row whose count (column ``count_col``) is not zero, in increasing

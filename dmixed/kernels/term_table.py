@@ -754,11 +754,11 @@ class TermTable:
         and those keys' :func:`hash_buckets`, the same rows and parts, with the groups
         seen, their keys' buckets and the buckets' sizes found in one compiled pass
         over the count column (:func:`~dmixed.kernels.term_jit.seen_buckets`) for one
-        bucket; of two, the move itself finds them, in the same pass
-        (:func:`~dmixed.kernels.term_jit.split_seen_two`), and of more too, each
-        bucket's rows moved into a region as large as its keys in the table's range
-        (:func:`~dmixed.kernels.term_jit.split_seen_many`).  The table is given away,
-        as by :meth:`split_rows`.
+        bucket or a number not a power of two; of two, the move itself finds them, in
+        the same pass (:func:`~dmixed.kernels.term_jit.split_seen_two`), and of a
+        larger power of two too, each bucket's rows moved into a region as large as its
+        keys in the table's range (:func:`~dmixed.kernels.term_jit.split_seen_many`).
+        The table is given away, as by :meth:`split_rows`.
 
         Parameters
         ----------
@@ -787,10 +787,12 @@ class TermTable:
             n0, n1 = split_seen_two(table, count_col, np.int64(base), spill, found[0], found[1])
             rows = np.concatenate([found[0, :n0], found[1, :n1]])
             return rows, self._given_away([table[:n0], spill[:n1]])
-        if n_buckets > 2:
+        if n_buckets > 2 and n_buckets & (n_buckets - 1) == 0:
             # one pass too: each bucket's rows into a region as large as the table's
             # rows of that bucket, seen or not (known from the keys alone), so no pass
-            # over the count column first
+            # over the count column first; of a power of two only, where a key's bucket
+            # is its hash's low bits (another number's remainder, a division a key,
+            # costs the two hashings more than the pass saves)
             room = np.zeros(n_buckets, dtype=np.int64)
             bucket_sizes(np.int64(base), table.shape[0], n_buckets, room)
             starts = np.concatenate([[0], np.cumsum(room)]).astype(np.int64)
