@@ -700,6 +700,12 @@ class TermTable:
         table, plan = self._held()
         return table[:, int(plan[1][0])]
 
+    def table_rows(self) -> np.ndarray:
+        """Every table row (rows, T) of float64, a view of the table as :meth:`counts`
+        is: the terms that :meth:`split_rows` hands over as :attr:`TermRows.rows`; only
+        while :attr:`pending`."""
+        return self._held()[0]
+
     def _plan_columns(self) -> tuple[np.ndarray, np.ndarray]:
         """``(columns, factors)``: the table column (the last, of zeros, for a zero
         term: :func:`zero_column`) and the factor of every packed column; only while
@@ -757,8 +763,11 @@ class TermTable:
         bucket or a number not a power of two; of two, the move itself finds them, in
         the same pass (:func:`~dmixed.kernels.term_jit.split_seen_two`), and of a
         larger power of two too, each bucket's rows moved into a region as large as its
-        keys in the table's range (:func:`~dmixed.kernels.term_jit.split_seen_many`).
-        The table is given away, as by :meth:`split_rows`.
+        keys in the table's range (:func:`~dmixed.kernels.term_jit.split_seen_many`):
+        there the spill (a :func:`table_buffer` of use ``"spill"``) holds every table
+        row outside bucket 0, seen or not, not only the groups seen, and counts so in
+        full against the reuse bounds.  The table is given away, as by
+        :meth:`split_rows`.
 
         Parameters
         ----------
