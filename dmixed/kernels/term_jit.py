@@ -543,6 +543,59 @@ def split_seen_two(table, count_col, base, spill, seen0, seen1):  # pragma: no c
 
 
 @numba.njit(cache=True, nogil=True)
+def bucket_sizes(base, n, n_buckets, sizes):  # pragma: no cover - compiled
+    """Add to ``sizes[b]`` the keys ``base … base + n − 1`` (int64, wrapping) whose
+    bucket (as :func:`hash_buckets` gives it) is ``b``: every table row's, seen or not,
+    an upper bound of each bucket's rows seen, found without reading the table
+    (:func:`split_seen_many`'s room per bucket)."""
+    nb = np.uint64(n_buckets)
+    mask = nb - np.uint64(1)
+    power_of_two = (nb & mask) == np.uint64(0)
+    for r in range(n):
+        sizes[_bucket(np.uint64(np.int64(r) + base), nb, mask, power_of_two)] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def split_seen_many(
+    table, count_col, base, n_buckets, spill, starts, fill, seen
+):  # pragma: no cover
+    """:func:`split_seen_two` of any number of buckets: :func:`seen_buckets` and
+    :func:`move_rows` in one pass over the table, no pass over its count column
+    first.  Every row whose count (column ``count_col``) is not zero, in increasing
+    order, is moved forward to ``table[fill[0]]`` where its key's bucket (row + ``base``,
+    as :func:`hash_buckets` gives it) is 0, else copied to ``spill[starts[b] − starts[1]
+    + fill[b]]``; its row goes to ``seen[starts[b] + fill[b]]``; ``fill[b]`` (zeros on
+    entry) counts bucket ``b``'s rows.  Returns ``fill``.
+
+    ``starts`` (int64, ``n_buckets + 1``, from 0) are the edges of the buckets' regions,
+    each as large as :func:`bucket_sizes` of the table's rows (every row's bucket, seen
+    or not: no region overflows); ``seen`` holds ``starts[-1]`` rows, ``spill`` the
+    regions of buckets 1 and up and one row more.  As in :func:`split_seen_two`, the
+    bucket picks no branch: each row is written to ``table[fill[0]]`` (a row already
+    read, or the row itself) and to a row of ``spill``, bucket 0's to its last row,
+    which is no bucket's."""
+    nb = np.uint64(n_buckets)
+    mask = nb - np.uint64(1)
+    power_of_two = (nb & mask) == np.uint64(0)
+    width = table.shape[1]
+    scratch = spill.shape[0] - 1
+    for r in range(table.shape[0]):
+        if table[r, count_col] != 0.0:
+            b = _bucket(np.uint64(np.int64(r) + base), nb, mask, power_of_two)
+            at = starts[b] + fill[b]
+            dst0 = table[fill[0]]
+            dst1 = spill[at - starts[1] if b else scratch]
+            src = table[r]
+            for c in range(width):
+                v = src[c]
+                dst0[c] = v
+                dst1[c] = v
+            seen[at] = r
+            fill[b] += 1
+    return fill
+
+
+@numba.njit(cache=True, nogil=True)
 def add_rows(out, rows, values):  # pragma: no cover - compiled
     """``out[rows[i]] += values[i]`` row by row (distinct ``rows``): the combine's adds
     by position (:func:`~dmixed.kernels.term_table.add_rows_into`)."""

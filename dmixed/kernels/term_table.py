@@ -700,6 +700,12 @@ class TermTable:
         table, plan = self._held()
         return table[:, int(plan[1][0])]
 
+    def table_rows(self) -> np.ndarray:
+        """Every table row (rows, T) of float64, a view of the table as :meth:`counts`
+        is: the terms that :meth:`split_rows` hands over as :attr:`TermRows.rows`; only
+        while :attr:`pending`."""
+        return self._held()[0]
+
     def _plan_columns(self) -> tuple[np.ndarray, np.ndarray]:
         """``(columns, factors)``: the table column (the last, of zeros, for a zero
         term: :func:`zero_column`) and the factor of every packed column; only while
@@ -753,10 +759,15 @@ class TermTable:
         int64 key ``row + base``: :meth:`split_rows` of ``np.flatnonzero(counts != 0)``
         and those keys' :func:`hash_buckets`, the same rows and parts, with the groups
         seen, their keys' buckets and the buckets' sizes found in one compiled pass
-        over the count column (:func:`~dmixed.kernels.term_jit.seen_buckets`); of two
-        buckets, the move itself finds them, in the same pass
-        (:func:`~dmixed.kernels.term_jit.split_seen_two`).  The table is given away,
-        as by :meth:`split_rows`.
+        over the count column (:func:`~dmixed.kernels.term_jit.seen_buckets`) for one
+        bucket or a number not a power of two; of two, the move itself finds them, in
+        the same pass (:func:`~dmixed.kernels.term_jit.split_seen_two`), and of a
+        larger power of two too, each bucket's rows moved into a region as large as its
+        keys in the table's range (:func:`~dmixed.kernels.term_jit.split_seen_many`):
+        there the spill (a :func:`table_buffer` of use ``"spill"``) holds every table
+        row outside bucket 0, seen or not, not only the groups seen, and counts so in
+        full against the reuse bounds.  The table is given away, as by
+        :meth:`split_rows`.
 
         Parameters
         ----------
@@ -772,7 +783,7 @@ class TermTable:
             (increasing within each); ``parts[b]`` the :class:`TermRows` of bucket
             ``b``.
         """
-        from .term_jit import seen_buckets, split_seen_two
+        from .term_jit import bucket_sizes, seen_buckets, split_seen_many, split_seen_two
 
         table, plan = self._held()
         count_col = int(plan[1][0])
@@ -785,6 +796,25 @@ class TermTable:
             n0, n1 = split_seen_two(table, count_col, np.int64(base), spill, found[0], found[1])
             rows = np.concatenate([found[0, :n0], found[1, :n1]])
             return rows, self._given_away([table[:n0], spill[:n1]])
+        if n_buckets > 2 and n_buckets & (n_buckets - 1) == 0:
+            # one pass too: each bucket's rows into a region as large as the table's
+            # rows of that bucket, seen or not (known from the keys alone), so no pass
+            # over the count column first; of a power of two only, where a key's bucket
+            # is its hash's low bits (another number's remainder, a division a key,
+            # costs the two hashings more than the pass saves)
+            room = np.zeros(n_buckets, dtype=np.int64)
+            bucket_sizes(np.int64(base), table.shape[0], n_buckets, room)
+            starts = np.concatenate([[0], np.cumsum(room)]).astype(np.int64)
+            spill = table_buffer((table.shape[0] - starts[1] + 1, table.shape[1]), False, "spill")
+            seen = np.empty(table.shape[0], dtype=np.int64)
+            fill = np.zeros(n_buckets, dtype=np.int64)
+            split_seen_many(table, count_col, np.int64(base), n_buckets, spill, starts, fill, seen)
+            ends = starts[:-1] + fill
+            rows = np.concatenate([seen[starts[b] : ends[b]] for b in range(n_buckets)])
+            held = [table[: fill[0]]] + [
+                spill[starts[b] - starts[1] : ends[b] - starts[1]] for b in range(1, n_buckets)
+            ]
+            return rows, self._given_away(held)
         seen = np.empty(table.shape[0], dtype=np.int64)
         bucket = np.empty(table.shape[0], dtype=np.int64)
         sizes = np.zeros(n_buckets, dtype=np.int64)

@@ -241,6 +241,42 @@ def _split_reference(table, count_col, base):
 
 
 @pytest.mark.parametrize("rows", [0, 1, 2, 7, 1000])
+@pytest.mark.parametrize("n_buckets", [3, 4, 16])
+@pytest.mark.parametrize("base", [0, -(2**62), 2**62 - 5000])
+def test_split_seen_many_moves_each_buckets_rows_in_order(rows, n_buckets, base):
+    """:func:`term_jit.split_seen_many`: bucket 0's rows moved forward in the table, the
+    others' copied into their regions of the spill (each as large as
+    :func:`term_jit.bucket_sizes` says: every table row's bucket), each in row order and
+    bit for bit, the rows without a count left out; the spill untouched past each
+    region's rows (its last row aside, no bucket's)."""
+    rng = np.random.default_rng(rows + n_buckets)
+    width = 9
+    table = rng.normal(size=(rows, width)) * 1e3
+    table[:, 0] = rng.integers(0, 3, rows)  # the count column: about a third zero
+    every = np.zeros(rows, dtype=np.int64)
+    term_jit.hash_buckets((np.arange(rows) + np.int64(base)).view(np.uint64), n_buckets, every)
+    room = np.zeros(n_buckets, dtype=np.int64)
+    term_jit.bucket_sizes(np.int64(base), rows, n_buckets, room)
+    assert np.array_equal(room, np.bincount(every, minlength=n_buckets))
+    starts = np.concatenate([[0], np.cumsum(room)]).astype(np.int64)
+    seen = np.flatnonzero(table[:, 0] != 0.0)
+    want = [seen[every[seen] == b] for b in range(n_buckets)]
+    spill = np.full((rows - starts[1] + 1, width), np.nan)
+    found = np.full(rows, -1, dtype=np.int64)
+    fill = np.zeros(n_buckets, dtype=np.int64)
+    work = table.copy()
+    term_jit.split_seen_many(work, 0, np.int64(base), n_buckets, spill, starts, fill, found)
+    assert np.array_equal(fill, [w.size for w in want])
+    assert np.array_equal(work[: fill[0]], table[want[0]])
+    assert np.array_equal(found[: fill[0]], want[0])
+    for b in range(1, n_buckets):
+        lo = starts[b] - starts[1]
+        assert np.array_equal(spill[lo : lo + fill[b]], table[want[b]])
+        assert np.isnan(spill[lo + fill[b] : starts[b + 1] - starts[1]]).all()
+        assert np.array_equal(found[starts[b] : starts[b] + fill[b]], want[b])
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 7, 1000])
 @pytest.mark.parametrize("only", [None, 0, 1])
 @pytest.mark.parametrize("base", [0, -(2**62), 2**62 - 5000])
 def test_split_seen_two_moves_each_buckets_rows_in_order(rows, only, base):

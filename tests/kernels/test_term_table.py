@@ -7,7 +7,7 @@ import copy
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
@@ -323,7 +323,7 @@ def test_split_rows_are_the_packed_rows_by_bucket(n_buckets, n_groups, compiled_
         table.add(acc, codes, y, exog, ztilde, std=std)
 
 
-@pytest.mark.parametrize("n_buckets", [1, 2, 3, 4])
+@pytest.mark.parametrize("n_buckets", [1, 2, 3, 4, 8, 16, 40])
 @pytest.mark.parametrize("base", [0, 17, -(2**62), 2**62 - 100])
 @pytest.mark.parametrize("n_groups", [0, 1, 37])
 def test_split_seen_is_split_rows_of_the_groups_seen(n_buckets, base, n_groups, compiled_rows):
@@ -352,6 +352,93 @@ def test_split_seen_is_split_rows_of_the_groups_seen(n_buckets, base, n_groups, 
         np.testing.assert_array_equal(got.columns, ref.columns)
         np.testing.assert_array_equal(got.factors, ref.factors)
     assert not table.pending
+
+
+def _splitmix_buckets(keys: np.ndarray, n_buckets: int) -> np.ndarray:
+    """The buckets of int64 ``keys`` as :func:`hash_buckets` documents them (splitmix64's
+    finalizer of the key's bits, modulo ``n_buckets``), in numpy: the test's own."""
+    u = keys.astype(np.int64).view(np.uint64).copy()
+    with np.errstate(over="ignore"):
+        u ^= u >> np.uint64(30)
+        u *= np.uint64(0xBF58476D1CE4E5B9)
+        u ^= u >> np.uint64(27)
+        u *= np.uint64(0x94D049BB133111EB)
+        u ^= u >> np.uint64(31)
+    return (u % np.uint64(n_buckets)).astype(np.int64)
+
+
+_I64 = np.iinfo(np.int64)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_groups=st.integers(1, 200),
+    seen=st.sampled_from([0.0, 0.01, 0.5, 1.0]),
+    n_buckets=st.one_of(st.sampled_from([4, 8, 16, 32, 64]), st.integers(1, 64)),
+    base=st.one_of(
+        st.integers(_I64.min, _I64.max),
+        st.sampled_from([_I64.max, _I64.min, _I64.max - 3, _I64.min + 1, 0, -1]),
+    ),
+    p=st.integers(1, 4),
+    r=st.integers(1, 2),
+    weighted=st.booleans(),
+    odd=st.booleans(),
+)
+def test_split_seen_equals_a_numpy_reference(
+    seed, n_groups, seen, n_buckets, base, p, r, weighted, odd, compiled_rows
+):
+    """:meth:`TermTable.split_seen` (of a power of two from 4, one pass:
+    :func:`~dmixed.kernels.term_jit.split_seen_many`) against a reference of the test's
+    own in numpy: the rows with a count not zero, stably sorted by their keys' buckets
+    (splitmix64 of ``row + base``, int64 wrapping), each bucket's rows of the table,
+    bit for bit, order included; all, none, 1% or half the groups seen, empty buckets,
+    keys at the int64 limits, weights, a NaN and a -0.0 among the terms and counts."""
+    rng = np.random.default_rng(seed)
+    r = min(r, p)
+    codes, y, exog, ztilde, w, std = _data(rng, 3 * n_groups, n_groups, p, r, 0.0, weighted)
+    # none seen: every group added, then every count set to zero (a table held, no
+    # group seen in it)
+    present = rng.choice(n_groups, int(round((seen or 1.0) * n_groups)), replace=False)
+    keep = np.isin(codes, present)
+    codes, y = codes[keep], y[keep]
+    exog, ztilde = np.asfortranarray(exog[keep]), np.asfortranarray(ztilde[keep])
+    w = None if w is None else w[keep]
+    table = TermTable()
+    table.add(
+        np.zeros((kernels.packed_width(r, p + 1), n_groups)), codes, y, exog, ztilde, w, std=std
+    )
+    if not table.pending:
+        return
+    held = table.table_rows()
+    if seen == 0.0:
+        table.counts()[:] = 0.0
+    if odd:  # a NaN and a -0.0 in the terms; a NaN count (seen) and a -0.0 one (not)
+        held[rng.integers(0, held.shape[0]), -1] = np.nan
+        held[rng.integers(0, held.shape[0]), 0] = -0.0
+        table.counts()[rng.integers(0, held.shape[0])] = np.nan
+        table.counts()[rng.integers(0, held.shape[0])] = -0.0
+    before = held.copy()
+    want_rows = np.flatnonzero(table.counts() != 0)
+    bucket = _splitmix_buckets(want_rows + np.int64(base), n_buckets)
+    want_rows = want_rows[np.argsort(bucket, kind="stable")]
+    sizes = np.bincount(bucket, minlength=n_buckets)
+    shifted = None if table.flushed else table.shifted
+
+    rows, parts = table.split_seen(base, n_buckets)
+
+    assert rows.dtype == np.int64 and rows.tobytes() == want_rows.tobytes()
+    assert len(parts) == n_buckets and not table.pending
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    for b, part in enumerate(parts):
+        want = before[want_rows[starts[b] : starts[b + 1]]]
+        assert part.rows.dtype == want.dtype and part.rows.shape == want.shape
+        assert part.rows.tobytes() == want.tobytes()
+        assert part.shifted is shifted
+    assert all(np.array_equal(p.columns, parts[0].columns) for p in parts)
+    assert all(np.array_equal(p.factors, parts[0].factors) for p in parts)
 
 
 def test_split_rows_refuses_rows_out_of_order(compiled_rows):

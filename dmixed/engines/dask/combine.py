@@ -580,8 +580,9 @@ class GroupAccumulator:
         if not direct:
             self._flush()
         if direct and self.ranged and self.key_dtype == np.int64:
-            # the groups seen, their buckets and the move in two passes over the table
-            # (the count column, then the rows seen), no array of keys before the move
+            # the groups seen, their buckets and the move in one pass over the table
+            # for a power of two buckets (two passes, the count column then the rows
+            # seen, for another number), no array of keys before the move
             rows, parts = self.terms.split_seen(self.base, n_buckets)
             keys = rows + np.int64(self.base)
             starts = np.cumsum([0] + [len(p) for p in parts])
