@@ -815,7 +815,7 @@ def _some_names(names, shown: int = 5) -> str:
 
 
 def check_response_not_constant(
-    spec: ModelSpec, data, scan: LevelScan, dask_input: bool, frame_columns=None
+    spec: ModelSpec, data, scan: LevelScan, dask_input: bool, frame_columns=None, prepared=None
 ):
     """Refuse a constant response (from the whole pandas frame, or the Dask scan's range;
     ``frame_columns``: the frame's columns read already, a
@@ -823,7 +823,8 @@ def check_response_not_constant(
 
     Returns the prepared columns of the pandas frame
     (:func:`~dmixed.design.prepare.prepare_columns`; None for Dask data), which
-    :meth:`ModelSpec.transform` can take instead of preparing them again.
+    :meth:`ModelSpec.transform` can take instead of preparing them again; ``prepared``:
+    those columns where the caller prepared them already.
 
     Raises
     ------
@@ -831,7 +832,10 @@ def check_response_not_constant(
         If every finite value of the response is the same.
     """
     if not dask_input:
-        prepared = prepare_columns(spec, data, label_codes=scan.codes, frame_columns=frame_columns)
+        if prepared is None:
+            prepared = prepare_columns(
+                spec, data, label_codes=scan.codes, frame_columns=frame_columns
+            )
         plan = spec.plain_plan("lhs")
         if plan is not None and len(plan) == 1 and len(plan[0]) == 1:
             endog = prepared.columns[plan[0][0]]  # a numeric column: no formulaic

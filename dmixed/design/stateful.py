@@ -1,0 +1,258 @@
+"""patsy's stateful transforms ``center``, ``standardize`` and ``scale``, their state
+learned once over the rows a fit uses and frozen into the spec.
+
+patsy (statsmodels' formula engine) centres and rescales a column by the mean and
+standard deviation of the whole data the model is built from, and remembers them for
+new data.  Evaluated on each partition they would learn another mean on every
+partition; so dmixed learns them once, over the rows the fit uses (after missing
+values are dropped), keeps them as plain numbers in the spec
+(:attr:`~dmixed.design.spec.ModelSpec.stateful`) and evaluates every partition, new
+rows to predict and saved results with those numbers.
+
+Learned only from a pandas frame (the whole data in memory): a Dask collection would
+need a second pass over the data, so there they are refused
+(:func:`refuse_on_partitions`).
+
+Definitions (patsy ``state.py``): ``center(x) = x - mean(x)``;
+``standardize(x, center=True, rescale=True, ddof=0)`` subtracts the mean (``center``)
+and divides by ``sqrt(sum((x - mean(x))**2) / (n - ddof))`` (``rescale``; the deviations
+always from the mean, also without ``center``); ``scale`` is ``standardize``.  These
+replace formulaic's ``center`` and ``scale`` (whose ``ddof`` is 1, and whose scale
+without centring is the root mean square): a name means what it means in patsy.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from formulaic.utils.stateful_transforms import stateful_transform
+
+from ..errors import CheckpointError, DataError, FormulaError
+
+__all__ = [
+    "FROZEN_KEYWORDS",
+    "FROZEN_TRANSFORMS",
+    "blank_state",
+    "frozen_keys",
+    "learned_state",
+    "refuse_on_partitions",
+    "validated_state",
+    "with_state",
+]
+
+#: the keywords each frozen transform takes, with the kind of constant each must be
+FROZEN_KEYWORDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "center": {},
+    "standardize": {"center": (bool,), "rescale": (bool,), "ddof": (int,)},
+    "scale": {"center": (bool,), "rescale": (bool,), "ddof": (int,)},
+}
+
+
+def _learn(values: np.ndarray, ddof: int, rescale: bool, state: dict) -> None:
+    """Fill ``state`` with the mean (and the standard deviation, ``rescale``) of
+    ``values``: the rows the fit uses, or a prototype frame's (replaced by the frozen
+    state before anything is fitted)."""
+    n = values.shape[0]
+    mean = float(values.mean()) if n else 0.0
+    state["mean"] = mean
+    if rescale:
+        m2 = float(np.sum((values - mean) ** 2))
+        state["scale"] = math.sqrt(m2 / (n - ddof)) if n > ddof else float("nan")
+
+
+def _apply(x: Any, center: bool, rescale: bool, ddof: int, state: dict) -> np.ndarray:
+    values = np.asarray(x, dtype=np.float64)
+    if not state:
+        _learn(values, ddof, rescale, state)
+    out = values - state["mean"] if center else values.copy()
+    if rescale:
+        out = out / state["scale"]
+    return out
+
+
+@stateful_transform
+def center(x: Any, _state: dict | None = None) -> np.ndarray:
+    """patsy's ``center(x)``: ``x`` minus the mean of the rows the fit uses (shape of
+    ``x``, float64)."""
+    return _apply(x, True, False, 0, {} if _state is None else _state)
+
+
+@stateful_transform
+def standardize(
+    x: Any, center: bool = True, rescale: bool = True, ddof: int = 0, _state: dict | None = None
+) -> np.ndarray:
+    """patsy's ``standardize(x, center=True, rescale=True, ddof=0)``: ``(x - mean) /
+    sd`` with ``sd = sqrt(sum((x - mean)**2) / (n - ddof))`` over the rows the fit uses
+    (shape of ``x``, float64)."""
+    return _apply(x, center, rescale, ddof, {} if _state is None else _state)
+
+
+#: the transforms, by the names a formula calls them (``scale`` is ``standardize``)
+FROZEN_TRANSFORMS: dict[str, Any] = {
+    "center": center,
+    "standardize": standardize,
+    "scale": standardize,
+}
+
+
+def _frozen_call(key: str) -> bool:
+    """Whether formulaic's state key ``key`` (a call's text, from a checked formula)
+    is a call of a frozen transform."""
+    try:
+        node = ast.parse(key, mode="eval").body
+    except SyntaxError:
+        return False
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in FROZEN_TRANSFORMS
+    )
+
+
+def _parts(fspec) -> list:
+    """The formulaic specs of ``fspec`` (one, or a structure's ``lhs`` and ``rhs``)."""
+    if hasattr(fspec, "transform_state"):
+        return [fspec]
+    return [getattr(fspec, k) for k in ("lhs", "rhs") if hasattr(fspec, k)]
+
+
+def frozen_keys(fspec) -> list[str]:
+    """The state keys of the frozen transforms a formulaic spec evaluates."""
+    if fspec is None:
+        return []
+    return sorted({k for part in _parts(fspec) for k in part.transform_state if _frozen_call(k)})
+
+
+def with_state(fspec, state: Mapping[str, Mapping[str, float]], formula: str | None):
+    """``fspec`` (formulaic's spec of ``formula``) evaluating its frozen transforms with
+    ``state`` (:attr:`ModelSpec.stateful`), whatever the data it is given.
+
+    Raises
+    ------
+    FormulaError
+        If a frozen transform of ``fspec`` has no state in ``state``.
+    """
+    from formulaic.model_spec import ModelSpec as FormulaicSpec
+
+    keys = frozen_keys(fspec)
+    if not keys:
+        return fspec
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise FormulaError(
+            f"formula {formula!r}: no learned state for {', '.join(missing)}: the mean and "
+            "standard deviation of center(), standardize() and scale() are learned once "
+            "from a pandas frame; fit the model on one"
+        )
+    merged: dict[str, Any] = {}
+    for part in _parts(fspec):
+        merged.update(part.transform_state)
+    merged.update({k: dict(state[k]) for k in keys})
+    return FormulaicSpec.from_spec(fspec, transform_state=merged)
+
+
+def learned_state(fspecs: list, formula: str) -> dict[str, dict[str, float]]:
+    """The frozen state of the model matrices ``fspecs`` (formulaic's, each evaluated
+    on the rows the fit uses), checked (:func:`validated_state`).
+
+    Raises
+    ------
+    DataError
+        If a column standardized has no spread over those rows.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for fspec in fspecs:
+        for part in _parts(fspec):
+            for key, value in part.transform_state.items():
+                if _frozen_call(key):
+                    out[key] = {k: float(v) for k, v in value.items()}
+    for key, value in out.items():
+        sd = value.get("scale")
+        if sd is not None and not (math.isfinite(sd) and sd > 0):
+            raise DataError(
+                f"formula {formula!r}: {key} divides by the standard deviation of its "
+                f"values over the rows the fit uses, which is {sd!r}: the values do not "
+                "vary (or too few rows for ddof); leave the column unscaled"
+            )
+    return out
+
+
+def blank_state(fspec):
+    """``fspec`` with the state of its frozen transforms emptied: evaluated on a frame,
+    they learn it from that frame (the rows the fit uses)."""
+    from formulaic.model_spec import ModelSpec as FormulaicSpec
+
+    keys = frozen_keys(fspec)
+    if not keys:
+        return fspec
+    merged: dict[str, Any] = {}
+    for part in _parts(fspec):
+        merged.update(part.transform_state)
+    merged.update({k: {} for k in keys})
+    return FormulaicSpec.from_spec(fspec, transform_state=merged)
+
+
+def validated_state(raw: Any, source: str) -> dict[str, dict[str, float]]:
+    """The frozen state read from a file (``source`` names it), checked to be plain
+    numbers: a mapping from the text of a call of ``center``, ``standardize`` or
+    ``scale`` to ``{"mean": m}`` or ``{"mean": m, "scale": s}``, ``m`` finite, ``s``
+    finite and positive.  Nothing in it is evaluated.
+
+    Raises
+    ------
+    CheckpointError
+        If it is anything else.
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise CheckpointError(
+            f"{source}: the saved state of the stateful transforms must be a mapping, "
+            f"got {type(raw).__name__}"
+        )
+    out: dict[str, dict[str, float]] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not _frozen_call(key):
+            raise CheckpointError(
+                f"{source}: the saved state names {key!r}, which is not a call of "
+                f"{', '.join(sorted(FROZEN_TRANSFORMS))}"
+            )
+        if not isinstance(value, dict) or "mean" not in value or set(value) - {"mean", "scale"}:
+            raise CheckpointError(
+                f"{source}: the saved state of {key} must be {{'mean': number}} or "
+                f"{{'mean': number, 'scale': number}}, got {value!r}"
+            )
+        for name, number in value.items():
+            ok = isinstance(number, (int, float)) and not isinstance(number, bool)
+            if not ok or not math.isfinite(number) or (name == "scale" and number <= 0):
+                raise CheckpointError(
+                    f"{source}: the saved {name} of {key} must be a finite number"
+                    f"{' above 0' if name == 'scale' else ''}, got {number!r}"
+                )
+        out[key] = {k: float(v) for k, v in value.items()}
+    return out
+
+
+def refuse_on_partitions(calls: list[str], role: str, formula: str, where: str) -> None:
+    """Refuse the frozen transforms ``calls`` (their names) of a formula evaluated on
+    data they cannot learn from once (``where``: a Dask collection, a variance
+    component's groups).
+
+    Raises
+    ------
+    FormulaError
+        If ``calls`` is not empty.
+    """
+    if not calls:
+        return
+    names = ", ".join(f"{c}()" for c in calls)
+    raise FormulaError(
+        f"{role} {formula!r}: the stateful transform {names} learns the mean and standard "
+        f"deviation of the whole data once, which dmixed does only for a pandas frame, not "
+        f"{where}; fit the model on a pandas DataFrame, precompute the column, or give "
+        "the centre and scale as numbers, e.g. I((x - 1.5) / 2)"
+    )
