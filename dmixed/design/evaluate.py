@@ -78,7 +78,7 @@ def _context(context, frame) -> dict:
     """formulaic's evaluation context on ``frame``: patsy's meaning of the names it
     means otherwise (:mod:`dmixed.design.patsy_coding`; formulaic looks names up in the
     context before its own transforms), patsy's ``center``, ``standardize`` and ``scale``
-(:mod:`dmixed.design.stateful`) and its ``Q``, then the caller's names."""
+    (:mod:`dmixed.design.stateful`) and its ``Q``, then the caller's names."""
     from .patsy_coding import PATSY_TRANSFORMS
     from .stateful import FROZEN_TRANSFORMS
 

@@ -1468,13 +1468,13 @@ class _FactorChecker:
             ),
             None,
         )
-        if len(node.args) != 1 or bad is not None or len({k.arg for k in node.keywords}) < len(
-            node.keywords
+        if (
+            len(node.args) != 1
+            or bad is not None
+            or len({k.arg for k in node.keywords}) < len(node.keywords)
         ):
             spelled = (
-                ", ".join(
-                    f"{k}={'True' if t == (bool,) else '0'}" for k, t in allowed.items()
-                )
+                ", ".join(f"{k}={'True' if t == (bool,) else '0'}" for k, t in allowed.items())
                 or "no other argument"
             )
             raise FormulaError(

@@ -1009,9 +1009,7 @@ def build_spec_prepared(
     elif calls:
         prepared = prepare_columns(spec, data, label_codes=scan.codes, frame_columns=frame_columns)
         spec = dataclasses.replace(spec, stateful=_learned_state(spec, prepared, len(data)))
-    prepared = check_response_not_constant(
-        spec, data, scan, dask_input, frame_columns, prepared
-    )
+    prepared = check_response_not_constant(spec, data, scan, dask_input, frame_columns, prepared)
     return BuiltSpec(spec, prepared, data)
 
 

@@ -96,12 +96,12 @@ def test_fit_is_the_fit_of_the_precomputed_columns(frame):
     "formula", ["y ~ scale(x) + center(z)", "y ~ standardize(x, ddof=1) * center(z)"]
 )
 def test_agrees_with_statsmodels(frame, formula):
-    """statsmodels at gtol=1e-8 on the same formula: fe_params, cov_re, llf and bse to
-    1e-8, and its predictions of new rows."""
+    """statsmodels at gtol=1e-10 (where it reaches the optimum) on the same formula:
+    fe_params, cov_re, llf and bse to 1e-8, and its predictions of new rows."""
     sm = _patsy(formula, None, frame)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        s = sm.fit(reml=True, method="bfgs", gtol=1e-8)
+        s = sm.fit(reml=True, method="bfgs", gtol=1e-10)
     d = dmixed.mixedlm(formula, frame, groups="g", missing="drop").fit()
     assert list(d.fe_params.index) == list(s.fe_params.index)
     np.testing.assert_allclose(d.fe_params.to_numpy(), s.fe_params.to_numpy(), rtol=1e-8)
@@ -226,9 +226,7 @@ def test_only_constant_arguments_are_allowed(frame, term):
 
 def test_a_variance_component_refuses_them(frame):
     with pytest.raises(FormulaError, match=r"within a variance component.*I\(\(x - 1.5\) / 2\)"):
-        build_spec(
-            frame, "y ~ 1", groups="g", vc_formula={"c": "0 + center(x)"}, missing="drop"
-        )
+        build_spec(frame, "y ~ 1", groups="g", vc_formula={"c": "0 + center(x)"}, missing="drop")
 
 
 def test_dask_refuses_them_naming_the_transform_and_what_to_do(frame):
