@@ -80,9 +80,9 @@ def _context(context, frame) -> dict:
     context before its own transforms), patsy's ``center``, ``standardize`` and ``scale``
     (:mod:`dmixed.design.stateful`) and its ``Q``, then the caller's names."""
     from .patsy_coding import PATSY_TRANSFORMS
-    from .stateful import FROZEN_TRANSFORMS
+    from .stateful import frozen_transforms
 
-    return {**PATSY_TRANSFORMS, **FROZEN_TRANSFORMS, "Q": _Column(frame), **(context or {})}
+    return {**PATSY_TRANSFORMS, **frozen_transforms(), "Q": _Column(frame), **(context or {})}
 
 
 def _response_factors(parsed) -> tuple[str, ...]:

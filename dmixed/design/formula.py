@@ -121,9 +121,9 @@ def transforms() -> dict:
     from formulaic.transforms import TRANSFORMS
 
     from .patsy_coding import PATSY_TRANSFORMS
-    from .stateful import FROZEN_TRANSFORMS
+    from .stateful import frozen_transforms
 
-    return {**TRANSFORMS, **PATSY_TRANSFORMS, **FROZEN_TRANSFORMS}
+    return {**TRANSFORMS, **PATSY_TRANSFORMS, **frozen_transforms()}
 
 
 def add_unique(lst: list, item) -> None:

@@ -29,15 +29,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from formulaic.utils.stateful_transforms import stateful_transform
 
 from ..errors import CheckpointError, DataError, FormulaError
 
 __all__ = [
     "FROZEN_KEYWORDS",
-    "FROZEN_TRANSFORMS",
     "blank_state",
     "frozen_keys",
+    "frozen_transforms",
     "learned_state",
     "refuse_on_partitions",
     "validated_state",
@@ -74,14 +73,12 @@ def _apply(x: Any, center: bool, rescale: bool, ddof: int, state: dict) -> np.nd
     return out
 
 
-@stateful_transform
 def center(x: Any, _state: dict | None = None) -> np.ndarray:
     """patsy's ``center(x)``: ``x`` minus the mean of the rows the fit uses (shape of
     ``x``, float64)."""
     return _apply(x, True, False, 0, {} if _state is None else _state)
 
 
-@stateful_transform
 def standardize(
     x: Any, center: bool = True, rescale: bool = True, ddof: int = 0, _state: dict | None = None
 ) -> np.ndarray:
@@ -91,12 +88,19 @@ def standardize(
     return _apply(x, center, rescale, ddof, {} if _state is None else _state)
 
 
-#: the transforms, by the names a formula calls them (``scale`` is ``standardize``)
-FROZEN_TRANSFORMS: dict[str, Any] = {
-    "center": center,
-    "standardize": standardize,
-    "scale": standardize,
-}
+_TRANSFORMS: dict[str, Any] = {}
+
+
+def frozen_transforms() -> dict[str, Any]:
+    """The transforms as formulaic calls them (its stateful transforms, handed their
+    state), by the names a formula calls them (``scale`` is ``standardize``); made on
+    first use: a fit of plain columns never imports formulaic."""
+    if not _TRANSFORMS:
+        from formulaic.utils.stateful_transforms import stateful_transform
+
+        made = stateful_transform(standardize)
+        _TRANSFORMS.update(center=stateful_transform(center), standardize=made, scale=made)
+    return _TRANSFORMS
 
 
 def _frozen_call(key: str) -> bool:
@@ -109,7 +113,7 @@ def _frozen_call(key: str) -> bool:
     return (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name)
-        and node.func.id in FROZEN_TRANSFORMS
+        and node.func.id in FROZEN_KEYWORDS
     )
 
 
@@ -219,7 +223,7 @@ def validated_state(raw: Any, source: str) -> dict[str, dict[str, float]]:
         if not isinstance(key, str) or not _frozen_call(key):
             raise CheckpointError(
                 f"{source}: the saved state names {key!r}, which is not a call of "
-                f"{', '.join(sorted(FROZEN_TRANSFORMS))}"
+                f"{', '.join(sorted(FROZEN_KEYWORDS))}"
             )
         if not isinstance(value, dict) or "mean" not in value or set(value) - {"mean", "scale"}:
             raise CheckpointError(
