@@ -708,6 +708,13 @@ def _rebuilt(state: dict, eval_env: Mapping[str, Any] | None) -> ModelSpec:
             drop_cols=_respelled(state.get("drop_cols"), state["formula"]),
             stateful=stateful,
         )
+    used = {k for w in ("main", "re") for k in frozen_keys(spec.formulaic_spec(w))}
+    unused = sorted(set(stateful) - used)
+    if unused:
+        raise CheckpointError(
+            f"the saved model spec of formula {state.get('formula')!r} holds the state of "
+            f"{', '.join(unused)}, which its formulas do not call"
+        )
     return dataclasses.replace(
         spec,
         term_order=order,

@@ -180,6 +180,7 @@ def test_saved_results_keep_the_state_as_numbers(frame, tmp_path):
         ({"scale(x)": [1.0, 2.0]}, "must be"),
         ({"scale(x)": {"mean": 1.0, "code": 2.0}}, "must be"),
         ({"os.system('x')": {"mean": 1.0}}, "not a call of"),
+        ({"scale(x)": {"mean": 1.0, "scale": 2.0}}, r"center\(z\)"),
         ([1.0], "must be a mapping"),
     ],
 )
@@ -187,10 +188,19 @@ def test_saved_state_is_checked_as_plain_numbers(frame, stateful, match):
     fit = dmixed.mixedlm("y ~ scale(x) + center(z)", frame, groups="g", missing="drop").fit()
     state = fit.model.spec.to_dict()
     state["stateful"] = stateful
-    with pytest.raises(CheckpointError, match=match):
+    with pytest.raises((CheckpointError, FormulaError), match=match):
         ModelSpec.from_dict(state)
-    with pytest.raises(CheckpointError, match=match):
-        validated_state(stateful, "file.json")
+    if "center" not in match:
+        with pytest.raises(CheckpointError, match=match):
+            validated_state(stateful, "file.json")
+
+
+def test_saved_state_of_a_call_the_formulas_lack_is_refused(frame):
+    fit = dmixed.mixedlm("y ~ scale(x) + center(z)", frame, groups="g", missing="drop").fit()
+    state = fit.model.spec.to_dict()
+    state["stateful"]["center(x)"] = {"mean": 1.0}
+    with pytest.raises(CheckpointError, match=r"center\(x\), which its formulas do not call"):
+        ModelSpec.from_dict(state)
 
 
 def test_saved_spec_without_the_state_is_refused(frame):
