@@ -51,6 +51,7 @@ from .partitions import select_columns
 from .plain import PlainFormula, indicator_info, read_plain
 from .prepare import needed_columns, normalized_frame, prepare_columns
 from .scan import LevelScan, is_dask
+from .stateful import refuse_on_partitions
 from .vc import LevelNames, VCPlan, plan_variance_component
 
 if TYPE_CHECKING:
@@ -187,6 +188,16 @@ class ParsedFormulas:
             for c in getattr(info, what):
                 add_unique(out, c)
         return out
+
+    def refuse_frozen(self, formula: str, re_formula: str | None, where: str) -> None:
+        """Refuse the frozen transforms (``center``, ``standardize``, ``scale``) of
+        data they cannot learn from once (``where``), naming the formula that calls
+        them (:func:`~dmixed.design.stateful.refuse_on_partitions`)."""
+        main: list[str] = []
+        for c in [*self.lhs.stateful, *self.rhs.stateful]:
+            add_unique(main, c)
+        refuse_on_partitions(main, "formula", formula, where)
+        refuse_on_partitions(self.re.stateful, "re_formula", str(re_formula), where)
 
     def formula_columns(self) -> list[str]:
         """Every column a formula reads, in order of first use."""

@@ -75,9 +75,9 @@ from .scan import ScanChains
 from .scope import CallerNames, Environment, caller_names_shippable, saved_environment
 from .stateful import (
     blank_state,
+    checked_saved_state,
     frozen_keys,
     learned_state,
-    refuse_on_partitions,
     validated_state,
     with_state,
 )
@@ -708,13 +708,6 @@ def _rebuilt(state: dict, eval_env: Mapping[str, Any] | None) -> ModelSpec:
             drop_cols=_respelled(state.get("drop_cols"), state["formula"]),
             stateful=stateful,
         )
-    used = {k for w in ("main", "re") for k in frozen_keys(spec.formulaic_spec(w))}
-    unused = sorted(set(stateful) - used)
-    if unused:
-        raise CheckpointError(
-            f"the saved model spec of formula {state.get('formula')!r} holds the state of "
-            f"{', '.join(unused)}, which its formulas do not call"
-        )
     return dataclasses.replace(
         spec,
         term_order=order,
@@ -1008,16 +1001,30 @@ def build_spec_prepared(
     if references:
         spec = dataclasses.replace(spec, references=references)
     prepared = None
-    calls = parsed.collected("stateful")
     if stateful is not None:
+        checked_saved_state(stateful, _frozen_formulas(spec), "the saved model spec")
         spec = dataclasses.replace(spec, stateful=dict(stateful))
-    elif calls and dask_input:
-        refuse_on_partitions(calls, "formula", formula, "a Dask collection (nor Parquet files)")
-    elif calls:
+    elif dask_input:
+        parsed.refuse_frozen(formula, re_formula, "a Dask collection (nor Parquet files)")
+    elif parsed.collected("stateful"):
         prepared = prepare_columns(spec, data, label_codes=scan.codes, frame_columns=frame_columns)
         spec = dataclasses.replace(spec, stateful=_learned_state(spec, prepared, len(data)))
     prepared = check_response_not_constant(spec, data, scan, dask_input, frame_columns, prepared)
     return BuiltSpec(spec, prepared, data)
+
+
+def _frozen_formulas(spec: ModelSpec) -> list[tuple[Any, str, str]]:
+    """formulaic's specs of ``spec``'s formulas that call frozen transforms, each with
+    its role and text (as :func:`~dmixed.design.stateful.learned_state` takes them)."""
+    out = []
+    for which, role, formula in (
+        ("main", "formula", spec.formula),
+        ("re", "re_formula", spec.re_formula),
+    ):
+        fspec = spec.formulaic_spec(which)
+        if fspec is not None and frozen_keys(fspec):
+            out.append((fspec, role, str(formula)))
+    return out
 
 
 def _learned_state(spec: ModelSpec, prepared: PreparedColumns, rows: int) -> dict:
@@ -1025,10 +1032,8 @@ def _learned_state(spec: ModelSpec, prepared: PreparedColumns, rows: int) -> dic
     (the rows the fit uses: missing values dropped) in one evaluation of its formulas
     (:func:`~dmixed.design.stateful.learned_state`)."""
     frame = normalized_frame(spec, prepared.columns, rows - prepared.n_dropped, spec.dense_columns)
-    learned = []
-    for which, formula in (("main", spec.formula), ("re", spec.re_formula)):
-        fspec = spec.formulaic_spec(which)
-        if fspec is not None and frozen_keys(fspec):
-            built = materialize(blank_state(fspec), frame, formula, spec.context)
-            learned.append(built.model_spec)
-    return learned_state(learned, spec.formula)
+    learned = [
+        (materialize(blank_state(fspec), frame, formula, spec.context).model_spec, role, formula)
+        for fspec, role, formula in _frozen_formulas(spec)
+    ]
+    return learned_state(learned)

@@ -30,11 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError, DataError, FormulaError
+from ..errors import BadValuesError, CheckpointError, DataError, FormulaError, shorten
+from .messages import plural
 
 __all__ = [
     "FROZEN_KEYWORDS",
     "blank_state",
+    "checked_saved_state",
     "frozen_keys",
     "frozen_transforms",
     "learned_state",
@@ -51,10 +53,23 @@ FROZEN_KEYWORDS: dict[str, dict[str, tuple[type, ...]]] = {
 }
 
 
+#: the key under which :func:`_learn` counts the values it was given that are not
+#: finite (removed by :func:`learned_state`, which refuses them)
+_NONFINITE = "nonfinite"
+
+#: the keys of each transform's state: ``{"mean"}``, and ``"scale"`` where it rescales
+_STATE_KEYS = ("mean", "scale")
+
+
 def _learn(values: np.ndarray, ddof: int, rescale: bool, state: dict) -> None:
     """Fill ``state`` with the mean (and the standard deviation, ``rescale``) of
     ``values``: the rows the fit uses, or a prototype frame's (replaced by the frozen
     state before anything is fitted)."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        # counted for learned_state's refusal (never saved): a mean or standard
+        # deviation of such values would be frozen as NaN
+        state[_NONFINITE] = int(values.size - np.count_nonzero(finite))
     n = values.shape[0]
     mean = float(values.mean()) if n else 0.0
     state["mean"] = mean
@@ -159,30 +174,53 @@ def with_state(fspec, state: Mapping[str, Mapping[str, float]], formula: str | N
     return FormulaicSpec.from_spec(fspec, transform_state=merged)
 
 
-def learned_state(fspecs: list, formula: str) -> dict[str, dict[str, float]]:
-    """The frozen state of the model matrices ``fspecs`` (formulaic's, each evaluated
-    on the rows the fit uses), checked (:func:`validated_state`).
+def learned_state(fspecs: list[tuple[Any, str, str]]) -> dict[str, dict[str, float]]:
+    """The frozen state of the model matrices ``fspecs``: ``(spec, role, formula)``,
+    formulaic's spec of the formula ``formula`` (``role``: ``"formula"`` or
+    ``"re_formula"``), evaluated on the rows the fit uses.
 
     Raises
     ------
+    BadValuesError
+        If a transform's input values are not all finite over those rows (named as the
+        design's non-finite values are: the call, and how many rows).
     DataError
         If a column standardized has no spread over those rows.
     """
     out: dict[str, dict[str, float]] = {}
-    for fspec in fspecs:
+    for fspec, role, formula in fspecs:
         for part in _parts(fspec):
             for key, value in part.transform_state.items():
-                if _frozen_call(key):
-                    out[key] = {k: float(v) for k, v in value.items()}
-    for key, value in out.items():
-        sd = value.get("scale")
-        if sd is not None and not (math.isfinite(sd) and sd > 0):
-            raise DataError(
-                f"formula {formula!r}: {key} divides by the standard deviation of its "
-                f"values over the rows the fit uses, which is {sd!r}: the values do not "
-                "vary (or too few rows for ddof); leave the column unscaled"
-            )
+                if not _frozen_call(key) or key in out:
+                    continue
+                bad = int(value.get(_NONFINITE, 0))
+                if bad:
+                    raise BadValuesError(
+                        f"non-finite values in {_design_of(fspec, key, role)} column(s) "
+                        f"{key!r} ({plural(bad)}): the values {key} transforms, in {role} "
+                        f"{formula!r}"
+                    )
+                state = {k: float(value[k]) for k in _STATE_KEYS if k in value}
+                sd = state.get("scale")
+                if sd is not None and not (math.isfinite(sd) and sd > 0):
+                    raise DataError(
+                        f"{role} {formula!r}: {key} divides by the standard deviation of "
+                        f"its values over the rows the fit uses, which is {sd!r}: the values "
+                        "do not vary (or too few rows for ddof); leave the column unscaled"
+                    )
+                out[key] = state
     return out
+
+
+def _design_of(fspec, key: str, role: str) -> str:
+    """The matrix whose columns the call ``key`` of ``fspec`` (``role``'s) builds, in
+    the words of :func:`~dmixed.design.evaluate.check_output` (formulaic shares one
+    state between a formula's two sides: the side is the one whose factors call it)."""
+    if role != "formula":
+        return "random-effects design"
+    lhs = getattr(fspec, "lhs", None)
+    factors = [] if lhs is None else [str(f) for term in lhs.formula for f in term.factors]
+    return "response" if any(key in f for f in factors) else "fixed-effects design"
 
 
 def blank_state(fspec):
@@ -200,16 +238,30 @@ def blank_state(fspec):
     return FormulaicSpec.from_spec(fspec, transform_state=merged)
 
 
+def _needs_scale(key: str) -> bool:
+    """Whether the call ``key`` (checked: :func:`_frozen_call`) rescales, so that its
+    state holds a ``"scale"``: ``standardize``/``scale`` unless ``rescale=False``."""
+    node = ast.parse(key, mode="eval").body
+    assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    if node.func.id == "center":
+        return False
+    return not any(
+        k.arg == "rescale" and isinstance(k.value, ast.Constant) and k.value.value is False
+        for k in node.keywords
+    )
+
+
 def validated_state(raw: Any, source: str) -> dict[str, dict[str, float]]:
     """The frozen state read from a file (``source`` names it), checked to be plain
     numbers: a mapping from the text of a call of ``center``, ``standardize`` or
-    ``scale`` to ``{"mean": m}`` or ``{"mean": m, "scale": s}``, ``m`` finite, ``s``
-    finite and positive.  Nothing in it is evaluated.
+    ``scale`` to exactly the state that call needs: ``{"mean": m}`` (``center``,
+    ``rescale=False``) or ``{"mean": m, "scale": s}``, ``m`` a finite number, ``s`` a
+    finite number above 0 (each representable as a float).  Nothing in it is evaluated.
 
     Raises
     ------
     CheckpointError
-        If it is anything else.
+        If it is anything else, naming ``source`` and the entry.
     """
     if raw is None:
         return {}
@@ -225,20 +277,57 @@ def validated_state(raw: Any, source: str) -> dict[str, dict[str, float]]:
                 f"{source}: the saved state names {key!r}, which is not a call of "
                 f"{', '.join(sorted(FROZEN_KEYWORDS))}"
             )
-        if not isinstance(value, dict) or "mean" not in value or set(value) - {"mean", "scale"}:
+        need = ("mean", "scale") if _needs_scale(key) else ("mean",)
+        if not isinstance(value, dict) or set(value) != set(need):
+            shape = ", ".join(f"{k!r}: number" for k in need)
             raise CheckpointError(
-                f"{source}: the saved state of {key} must be {{'mean': number}} or "
-                f"{{'mean': number, 'scale': number}}, got {value!r}"
+                f"{source}: the saved state of {key} must be {{{shape}}}, got {value!r}"
             )
-        for name, number in value.items():
-            ok = isinstance(number, (int, float)) and not isinstance(number, bool)
-            if not ok or not math.isfinite(number) or (name == "scale" and number <= 0):
+        state: dict[str, float] = {}
+        for name in need:
+            number = value[name]
+            try:
+                ok = isinstance(number, (int, float)) and not isinstance(number, bool)
+                as_float = float(number) if ok else math.nan
+            except OverflowError:  # a JSON integer too large for a float
+                as_float = math.nan
+            if not math.isfinite(as_float) or (name == "scale" and as_float <= 0):
                 raise CheckpointError(
                     f"{source}: the saved {name} of {key} must be a finite number"
-                    f"{' above 0' if name == 'scale' else ''}, got {number!r}"
+                    f"{' above 0' if name == 'scale' else ''}, got {shorten(repr(number))}"
                 )
-        out[key] = {k: float(v) for k, v in value.items()}
+            state[name] = as_float
+        out[key] = state
     return out
+
+
+def checked_saved_state(
+    state: Mapping[str, Any], fspecs: list[tuple[Any, str, str]], source: str
+) -> None:
+    """Check that the saved state ``state`` (:func:`validated_state`) holds exactly the
+    calls of the frozen transforms that ``fspecs`` (``(spec, role, formula)``, as
+    :func:`learned_state` takes them) evaluate.
+
+    Raises
+    ------
+    CheckpointError
+        If a call lacks its state, or a state names a call no formula makes.
+    """
+    used: set[str] = set()
+    for fspec, role, formula in fspecs:
+        keys = frozen_keys(fspec)
+        used.update(keys)
+        missing = [k for k in keys if k not in state]
+        if missing:
+            raise CheckpointError(
+                f"{source}: {role} {formula!r} calls {', '.join(missing)}, whose learned "
+                "state it does not hold"
+            )
+    unused = sorted(set(state) - used)
+    if unused:
+        raise CheckpointError(
+            f"{source}: it holds the state of {', '.join(unused)}, which its formulas do not call"
+        )
 
 
 def refuse_on_partitions(calls: list[str], role: str, formula: str, where: str) -> None:

@@ -4,6 +4,7 @@ the rows the fit uses, frozen into the spec (dmixed.design.stateful)."""
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 import dmixed
 from dmixed.design import ModelSpec, build_spec
 from dmixed.design.stateful import validated_state
-from dmixed.errors import CheckpointError, DataError, FormulaError
+from dmixed.errors import BadValuesError, CheckpointError, DataError, FormulaError
 
 # the fixture's two rows with a missing value are dropped, as statsmodels drops them
 pytestmark = pytest.mark.filterwarnings("ignore::dmixed.errors.DroppedRowsWarning")
@@ -175,8 +176,8 @@ def test_saved_results_keep_the_state_as_numbers(frame, tmp_path):
     [
         ({"scale(x)": {"mean": "__import__('os')", "scale": 1.0}}, "finite number"),
         ({"scale(x)": {"mean": 1.0, "scale": 0.0}}, "above 0"),
-        ({"scale(x)": {"mean": float("nan")}}, "finite number"),
-        ({"scale(x)": {"mean": True}}, "finite number"),
+        ({"scale(x)": {"mean": float("nan"), "scale": 1.0}}, "finite number"),
+        ({"scale(x)": {"mean": True, "scale": 1.0}}, "finite number"),
         ({"scale(x)": [1.0, 2.0]}, "must be"),
         ({"scale(x)": {"mean": 1.0, "code": 2.0}}, "must be"),
         ({"os.system('x')": {"mean": 1.0}}, "not a call of"),
@@ -207,8 +208,8 @@ def test_saved_spec_without_the_state_is_refused(frame):
     fit = dmixed.mixedlm("y ~ scale(x) + center(z)", frame, groups="g", missing="drop").fit()
     state = fit.model.spec.to_dict()
     state["stateful"] = {"scale(x)": state["stateful"]["scale(x)"]}
-    with pytest.raises(FormulaError, match=r"no learned state for center\(z\)"):
-        ModelSpec.from_dict(state)
+    with pytest.raises(CheckpointError, match=r"'y ~ scale\(x\) \+ center\(z\)' calls center\(z\)"):
+        ModelSpec.from_dict(state, source="spec.json")
 
 
 @pytest.mark.parametrize(
@@ -251,3 +252,113 @@ def test_a_constant_column_is_refused_when_standardized(frame):
         dmixed.mixedlm("y ~ scale(x)", frame.assign(x=2.0), groups="g", missing="drop")
     model = dmixed.mixedlm("y ~ z + center(x)", frame.assign(x=2.0), groups="g", missing="drop")
     assert np.all(model.exog[:, -1] == 0)
+
+
+def test_a_refusal_names_the_re_formula_that_calls_them(frame):
+    """The re_formula's call is named with its role and text, not the main formula."""
+    dd = pytest.importorskip("dask.dataframe")
+    ddf = dd.from_pandas(frame.dropna(), npartitions=3)
+    with pytest.raises(FormulaError, match=r"^re_formula '~center\(z\)': the stateful"):
+        dmixed.mixedlm("y ~ x", ddf, groups="g", re_formula="~center(z)")
+    with pytest.raises(DataError, match=r"^re_formula '~scale\(c\)': scale\(c\) divides"):
+        dmixed.mixedlm(
+            "y ~ x", frame.assign(c=1.0), groups="g", re_formula="~scale(c)", missing="drop"
+        )
+
+
+def test_the_command_line_refuses_them_before_a_cluster_starts(frame, tmp_path, monkeypatch):
+    """Files are read in partitions: refused, naming the --re-formula, before
+    :func:`dmixed.cluster.connect` is reached."""
+    import contextlib
+    import io
+
+    import dmixed.cluster
+    from dmixed import cli
+
+    called = []
+    monkeypatch.setattr(dmixed.cluster, "connect", lambda *a, **k: called.append(a))
+    frame.dropna().to_parquet(tmp_path / "d.parquet")
+    args = ["fit", "--data", tmp_path / "d.parquet", "--groups", "g", "--quiet"]
+    args += ["--formula", "y ~ x", "--re-formula", "~scale(z)", "--output", tmp_path / "out"]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main([str(a) for a in args])
+    assert code == 2
+    assert "re_formula '~scale(z)'" in err.getvalue() and "'y ~ x'" not in err.getvalue()
+    assert not called
+
+
+@pytest.mark.parametrize(
+    ("formula", "re_formula", "what"),
+    [
+        ("y ~ center(np.log(x))", None, "fixed-effects design"),
+        ("y ~ scale(np.log(x))", None, "fixed-effects design"),
+        ("y ~ standardize(np.log(x), rescale=False)", None, "fixed-effects design"),
+        ("center(np.log(x)) ~ z", None, "response"),
+        ("y ~ z", "~center(np.log(x))", "random-effects design"),
+    ],
+)
+def test_values_that_are_not_finite_are_refused_as_the_plain_call_refuses_them(
+    frame, formula, re_formula, what
+):
+    """np.log of the values below 0 is NaN: refused as ``y ~ np.log(x)`` is (the same
+    count of rows), not frozen as a NaN mean nor read as a column that does not vary."""
+    df = frame.dropna().assign(x=frame.dropna().x - 1.0)
+    bad = int((df.x <= 0).sum())
+    assert bad > 0
+    with pytest.raises(BadValuesError, match=rf"\({bad} rows\)") as plain:
+        dmixed.mixedlm("y ~ np.log(x)", df, groups="g")
+    assert str(plain.value).startswith("non-finite values in fixed-effects design column(s)")
+    call = next(
+        t for t in re.split(r"\s*[~+]\s*", formula + "+" + (re_formula or "")) if "log" in t
+    )
+    expected = rf"^non-finite values in {what} column\(s\) '{re.escape(call)}' \({bad} rows\)"
+    with pytest.raises(BadValuesError, match=expected):
+        dmixed.mixedlm(formula, df, groups="g", re_formula=re_formula)
+
+
+def _saved_state(frame) -> dict:
+    fit = dmixed.mixedlm("y ~ scale(x) + center(z)", frame, groups="g", missing="drop").fit()
+    return fit.model.spec.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("stateful", "match"),
+    [
+        # a JSON integer too large for a float
+        (
+            {"scale(x)": {"mean": 1.0, "scale": 1.0}, "center(z)": {"mean": int("1" * 400)}},
+            r"saved mean of center\(z\) must be a finite number",
+        ),
+        # standardize needs its scale
+        (
+            {"scale(x)": {"mean": 1.0}, "center(z)": {"mean": 0.0}},
+            r"saved state of scale\(x\) must be \{'mean': number, 'scale': number\}",
+        ),
+        # center has no scale
+        (
+            {"scale(x)": {"mean": 1.0, "scale": 1.0}, "center(z)": {"mean": 0.0, "scale": 7.0}},
+            r"saved state of center\(z\) must be \{'mean': number\}",
+        ),
+    ],
+)
+def test_saved_state_holds_exactly_what_each_call_needs(frame, stateful, match):
+    state = _saved_state(frame)
+    state["stateful"] = stateful
+    with pytest.raises(CheckpointError, match=r"^spec\.json: .*" + match):
+        ModelSpec.from_dict(state, source="spec.json")
+
+
+def test_standardize_without_rescale_keeps_only_its_mean(frame):
+    state = dmixed.mixedlm(
+        "y ~ standardize(x, rescale=False)", frame, groups="g", missing="drop"
+    ).spec.to_dict()
+    assert state["stateful"] == {
+        "standardize(x, rescale=False)": {
+            "mean": pytest.approx(frame.dropna(subset=["y"]).x.mean(), rel=1e-13)
+        }
+    }
+    ModelSpec.from_dict(json.loads(json.dumps(state)))
+    state["stateful"]["standardize(x, rescale=False)"]["scale"] = 1.0
+    with pytest.raises(CheckpointError, match=r"must be \{'mean': number\}"):
+        ModelSpec.from_dict(state)
