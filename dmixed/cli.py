@@ -591,7 +591,11 @@ def run_fit(job: Job) -> int:
             with _job_errors(job, reads_data=True):
                 # a formula of many terms is checked against the files' rows first
                 rows = functools.partial(parquet_rows, files, fmt)
-                parse_formulas(job.formula, job.re_formula, job.vc_formula, columns, rows=rows)
+                parsed = parse_formulas(
+                    job.formula, job.re_formula, job.vc_formula, columns, rows=rows
+                )
+                # the data is read in partitions: refused before a cluster is started
+                parsed.refuse_frozen(job.formula, job.re_formula, "data read from files")
     # a reuse needs no cluster either: the optimization runs on the saved statistics
     cluster = (
         contextlib.nullcontext()

@@ -51,6 +51,7 @@ from .partitions import select_columns
 from .plain import PlainFormula, indicator_info, read_plain
 from .prepare import needed_columns, normalized_frame, prepare_columns
 from .scan import LevelScan, is_dask
+from .stateful import refuse_on_partitions
 from .vc import LevelNames, VCPlan, plan_variance_component
 
 if TYPE_CHECKING:
@@ -187,6 +188,16 @@ class ParsedFormulas:
             for c in getattr(info, what):
                 add_unique(out, c)
         return out
+
+    def refuse_frozen(self, formula: str, re_formula: str | None, where: str) -> None:
+        """Refuse the frozen transforms (``center``, ``standardize``, ``scale``) of
+        data they cannot learn from once (``where``), naming the formula that calls
+        them (:func:`~dmixed.design.stateful.refuse_on_partitions`)."""
+        main: list[str] = []
+        for c in [*self.lhs.stateful, *self.rhs.stateful]:
+            add_unique(main, c)
+        refuse_on_partitions(main, "formula", formula, where)
+        refuse_on_partitions(self.re.stateful, "re_formula", str(re_formula), where)
 
     def formula_columns(self) -> list[str]:
         """Every column a formula reads, in order of first use."""
@@ -815,7 +826,7 @@ def _some_names(names, shown: int = 5) -> str:
 
 
 def check_response_not_constant(
-    spec: ModelSpec, data, scan: LevelScan, dask_input: bool, frame_columns=None
+    spec: ModelSpec, data, scan: LevelScan, dask_input: bool, frame_columns=None, prepared=None
 ):
     """Refuse a constant response (from the whole pandas frame, or the Dask scan's range;
     ``frame_columns``: the frame's columns read already, a
@@ -823,7 +834,8 @@ def check_response_not_constant(
 
     Returns the prepared columns of the pandas frame
     (:func:`~dmixed.design.prepare.prepare_columns`; None for Dask data), which
-    :meth:`ModelSpec.transform` can take instead of preparing them again.
+    :meth:`ModelSpec.transform` can take instead of preparing them again; ``prepared``:
+    those columns where the caller prepared them already.
 
     Raises
     ------
@@ -831,7 +843,10 @@ def check_response_not_constant(
         If every finite value of the response is the same.
     """
     if not dask_input:
-        prepared = prepare_columns(spec, data, label_codes=scan.codes, frame_columns=frame_columns)
+        if prepared is None:
+            prepared = prepare_columns(
+                spec, data, label_codes=scan.codes, frame_columns=frame_columns
+            )
         plan = spec.plain_plan("lhs")
         if plan is not None and len(plan) == 1 and len(plan[0]) == 1:
             endog = prepared.columns[plan[0][0]]  # a numeric column: no formulaic

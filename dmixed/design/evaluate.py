@@ -77,10 +77,12 @@ class _Column:
 def _context(context, frame) -> dict:
     """formulaic's evaluation context on ``frame``: patsy's meaning of the names it
     means otherwise (:mod:`dmixed.design.patsy_coding`; formulaic looks names up in the
-    context before its own transforms) and its ``Q``, then the caller's names."""
+    context before its own transforms), patsy's ``center``, ``standardize`` and ``scale``
+    (:mod:`dmixed.design.stateful`) and its ``Q``, then the caller's names."""
     from .patsy_coding import PATSY_TRANSFORMS
+    from .stateful import frozen_transforms
 
-    return {**PATSY_TRANSFORMS, "Q": _Column(frame), **(context or {})}
+    return {**PATSY_TRANSFORMS, **frozen_transforms(), "Q": _Column(frame), **(context or {})}
 
 
 def _response_factors(parsed) -> tuple[str, ...]:

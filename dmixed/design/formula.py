@@ -10,9 +10,11 @@ lambdas and comprehensions, f-strings, constant arithmetic whose result has no b
 (``9**9**9**9``, ``1 << 10**9``), calls that would write into their arguments (``out=``,
 ``inplace=``, ``copy=``, a ufunc's ``where=`` or its ``out`` given by position),
 attributes of transforms other than ``contr``'s contrasts (``exp.at``), and the
-transforms that learn from the data they are given (``center``, ``scale``,
-``standardize``, ``poly``, splines, ``lag``, numpy reductions, column methods such as
-``.mean()``): on partitions they would learn something different each time.
+transforms that learn from the data they are given (``poly``, splines, ``lag``, numpy
+reductions, column methods such as ``.mean()``): on partitions they would learn
+something different each time.  ``center``, ``standardize`` and ``scale`` are allowed
+with constant arguments only (:data:`~dmixed.design.stateful.FROZEN_KEYWORDS`): their
+state is learned once over the rows the fit uses (:mod:`dmixed.design.stateful`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import pandas as pd
 
 from ..errors import FormulaError, SpecError
 from .messages import clean_message, shown, unknown_columns
+from .stateful import FROZEN_KEYWORDS, refuse_on_partitions
 
 __all__ = [
     "LEARNING_TRANSFORMS",
@@ -53,9 +56,6 @@ __all__ = [
 # Transforms that learn state from the data: evaluated per partition they would
 # learn something different on every partition.
 LEARNING_TRANSFORMS = {
-    "center": "subtracts the mean of the data it is given",
-    "scale": "uses the mean and standard deviation of the data it is given",
-    "standardize": "uses the mean and standard deviation of the data it is given",
     "poly": "learns its orthogonal basis from the data it is given",
     "bs": "learns its knots from the data it is given",
     "cr": "learns its knots from the data it is given",
@@ -121,8 +121,9 @@ def transforms() -> dict:
     from formulaic.transforms import TRANSFORMS
 
     from .patsy_coding import PATSY_TRANSFORMS
+    from .stateful import frozen_transforms
 
-    return {**TRANSFORMS, **PATSY_TRANSFORMS}
+    return {**TRANSFORMS, **PATSY_TRANSFORMS, **frozen_transforms()}
 
 
 def add_unique(lst: list, item) -> None:
@@ -843,6 +844,9 @@ class FactorInfo:
     transforms: list[str] = field(default_factory=list)
     #: columns that a comparison orders (``<``, ``<=``, ``>``, ``>=``)
     ordered_columns: list[str] = field(default_factory=list)
+    #: the frozen stateful transforms the factors call (``center``, ``standardize``,
+    #: ``scale``; :mod:`dmixed.design.stateful`)
+    stateful: list[str] = field(default_factory=list)
 
 
 class _FactorChecker:
@@ -1413,6 +1417,8 @@ class _FactorChecker:
     def check_transform_call(self, node: ast.Call, root: str) -> bool:
         if root in LEARNING_TRANSFORMS:
             self.refuse(f"the stateful transform {root}()", f"it {LEARNING_TRANSFORMS[root]}", True)
+        if root in FROZEN_KEYWORDS:
+            self.check_frozen_call(node, root)
         if root == "Q":
             # Q("name") quotes one column name; anything more would be evaluated
             if (
@@ -1441,6 +1447,42 @@ class _FactorChecker:
             contrasts = node.args[1:2] + [k.value for k in node.keywords if k.arg == "contrast"]
             self.contrast_args.update(id(c) for c in contrasts if isinstance(c, ast.Name))
         return True
+
+    def check_frozen_call(self, node: ast.Call, root: str) -> None:
+        """``center(x)``, ``standardize(x, ...)``, ``scale(x, ...)``: one expression to
+        transform, then only the keywords patsy's transform takes, each a constant of its
+        kind (:data:`~dmixed.design.stateful.FROZEN_KEYWORDS`), and never in a variance
+        component (evaluated within groups, it would learn per group)."""
+        allowed = FROZEN_KEYWORDS[root]
+        if self.role.startswith("vc_formula"):
+            refuse_on_partitions([root], self.role, self.formula, "within a variance component")
+        bad = next(
+            (
+                k
+                for k in node.keywords
+                if k.arg not in allowed
+                or not isinstance(k.value, ast.Constant)
+                or not isinstance(k.value.value, allowed[k.arg])
+                or (k.arg != "ddof" and not isinstance(k.value.value, bool))
+                or (k.arg == "ddof" and (isinstance(k.value.value, bool) or k.value.value < 0))
+            ),
+            None,
+        )
+        if (
+            len(node.args) != 1
+            or bad is not None
+            or len({k.arg for k in node.keywords}) < len(node.keywords)
+        ):
+            spelled = (
+                ", ".join(f"{k}={'True' if t == (bool,) else '0'}" for k, t in allowed.items())
+                or "no other argument"
+            )
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: {ast.unparse(node)} is not supported: "
+                f"{root}() takes one expression to transform and then only {spelled}, "
+                "each written as a constant (True/False, a whole number for ddof)"
+            )
+        add_unique(self.info.stateful, root)
 
     def visit_name(self, node: ast.Name) -> None:
         n = self.name_of(node.id)

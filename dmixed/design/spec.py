@@ -53,7 +53,7 @@ from .build import (
 from .build_levels import group_native, scan_levels
 from .coded import CodedPlan, factor_codes, find_coded_plan, remember_plan, shared_plan
 from .dtypes import NUMERIC, group_keys, native_dtype, py_scalars
-from .evaluate import PATSY_ORDER, reordered, term_order
+from .evaluate import PATSY_ORDER, materialize, reordered, term_order
 from .labels import formulaic_spelling, patsy_spelling
 from .levels import ArrayLevels, object_index, prototype, text_array
 from .matrices import (
@@ -73,6 +73,14 @@ from .prepare import FrameColumns, PreparedColumns, normalized_frame, prepare_co
 from .references import choose_references, saved_references
 from .scan import ScanChains
 from .scope import CallerNames, Environment, caller_names_shippable, saved_environment
+from .stateful import (
+    blank_state,
+    checked_saved_state,
+    frozen_keys,
+    learned_state,
+    validated_state,
+    with_state,
+)
 from .vc import LevelNames, VCPlan, eval_vc, reads_columns
 
 __all__ = [
@@ -221,6 +229,10 @@ class ModelSpec(ModelNames):
     #: the order of the designs' columns: patsy's (statsmodels'), or ``"degree"``
     #: (formulaic's) for a spec saved by an earlier version, which keeps its own order
     term_order: str = field(default=PATSY_ORDER, repr=False)
+    #: the state of the formulas' ``center``, ``standardize`` and ``scale`` calls,
+    #: learned once over the rows the fit uses, by the call's text (plain numbers:
+    #: ``{"mean": m}`` or ``{"mean": m, "scale": s}``; :mod:`dmixed.design.stateful`)
+    stateful: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     # -- pickling: drop per-process caches -----------------------------------
     def __getstate__(self) -> dict:
@@ -323,9 +335,15 @@ class ModelSpec(ModelNames):
         (:mod:`dmixed.design.plain`); None for a random-effects design that is not a
         formula."""
         have = self.main_spec if which == "main" else self.re_spec
-        if have is not None or (which == "re" and self.re_kind != "formula"):
+        if which == "re" and self.re_kind != "formula":
             return have
-        return self._cached("formulaic:" + which, lambda: lazy_formulaic_spec(self, which))
+        if have is None:
+            have = self._cached("formulaic:" + which, lambda: lazy_formulaic_spec(self, which))
+        if not self.stateful:
+            return have
+        # every evaluation (partitions, new rows) with the state learned once
+        formula = self.formula if which == "main" else self.re_formula
+        return self._cached("frozen:" + which, lambda: with_state(have, self.stateful, formula))
 
     def re_columns_of_exog(self, exog: np.ndarray) -> np.ndarray | None:
         """``exog_re`` as a view of ``exog`` where it can be
@@ -360,6 +378,8 @@ class ModelSpec(ModelNames):
             marked["references"] = {c: int(v) for c, v in self.references.items()}
         if self.exog_names_built is not None:  # (likewise)
             marked["drop_cols"] = dropped_columns(self)
+        if self.stateful:  # (likewise)
+            marked["stateful"] = {k: dict(v) for k, v in self.stateful.items()}
         return {
             **marked,
             "formula": self.formula,
@@ -669,6 +689,7 @@ def _rebuilt(state: dict, eval_env: Mapping[str, Any] | None) -> ModelSpec:
             "version?)"
         )
     kinds = state["column_kinds"]
+    stateful = validated_state(state.get("stateful"), "the saved model spec")
     proto = prototype(list(kinds), kinds, state["native"], state["levels"], size=None)
     proto[state["groups"]] = np.arange(len(proto)) % 2
     if state["weights"] is not None:
@@ -685,6 +706,7 @@ def _rebuilt(state: dict, eval_env: Mapping[str, Any] | None) -> ModelSpec:
             env=env,
             # (saved in formulaic's spelling of text literals by versions before patsy's)
             drop_cols=_respelled(state.get("drop_cols"), state["formula"]),
+            stateful=stateful,
         )
     return dataclasses.replace(
         spec,
@@ -705,6 +727,7 @@ def build_spec(
     env: Environment | None = None,
     drop_cols=None,
     scan_chains: ScanChains | None = None,
+    stateful: dict[str, dict[str, float]] | None = None,
 ) -> ModelSpec:
     """Build the model spec once from the whole dataset (see :func:`build_spec_prepared`)."""
     return build_spec_prepared(
@@ -718,6 +741,7 @@ def build_spec(
         env=env,
         drop_cols=drop_cols,
         scan_chains=scan_chains,
+        stateful=stateful,
     ).spec
 
 
@@ -824,6 +848,7 @@ def build_spec_prepared(
     drop_cols=None,
     scan_chains: ScanChains | None = None,
     fit_rows: bool = False,
+    stateful: dict[str, dict[str, float]] | None = None,
 ) -> BuiltSpec:
     """Build the model spec once from the whole dataset; with the prepared columns of a
     pandas ``data`` (None for Dask), which ``spec.transform(data, prepared=...)`` takes
@@ -847,6 +872,10 @@ def build_spec_prepared(
     model fits (``MixedLM.from_formula``): too few of them for the fixed effects, or a
     design of them larger than memory, is refused before the design is built; for a
     Dask ``data``, too few rows as the level scan counts them (where it reads the data).
+    ``stateful``: the state of the formulas' ``center``, ``standardize`` and ``scale``
+    calls (:attr:`ModelSpec.stateful`, validated numbers: saved results); None: learned
+    here over the rows of a pandas ``data`` the fit uses (refused for Dask data,
+    :func:`~dmixed.design.stateful.refuse_on_partitions`).
 
     ``data`` is a pandas DataFrame or a Dask DataFrame.  For Dask, the meta
     gives the dtypes, and one ``dask.compute`` reads the categorical/string
@@ -971,5 +1000,40 @@ def build_spec_prepared(
     references = choose_references(spec, parsed, integers, data, dask_input)
     if references:
         spec = dataclasses.replace(spec, references=references)
-    prepared = check_response_not_constant(spec, data, scan, dask_input, frame_columns)
+    prepared = None
+    if stateful is not None:
+        checked_saved_state(stateful, _frozen_formulas(spec), "the saved model spec")
+        spec = dataclasses.replace(spec, stateful=dict(stateful))
+    elif dask_input:
+        parsed.refuse_frozen(formula, re_formula, "a Dask collection (nor Parquet files)")
+    elif parsed.collected("stateful"):
+        prepared = prepare_columns(spec, data, label_codes=scan.codes, frame_columns=frame_columns)
+        spec = dataclasses.replace(spec, stateful=_learned_state(spec, prepared, len(data)))
+    prepared = check_response_not_constant(spec, data, scan, dask_input, frame_columns, prepared)
     return BuiltSpec(spec, prepared, data)
+
+
+def _frozen_formulas(spec: ModelSpec) -> list[tuple[Any, str, str]]:
+    """formulaic's specs of ``spec``'s formulas that call frozen transforms, each with
+    its role and text (as :func:`~dmixed.design.stateful.learned_state` takes them)."""
+    out = []
+    for which, role, formula in (
+        ("main", "formula", spec.formula),
+        ("re", "re_formula", spec.re_formula),
+    ):
+        fspec = spec.formulaic_spec(which)
+        if fspec is not None and frozen_keys(fspec):
+            out.append((fspec, role, str(formula)))
+    return out
+
+
+def _learned_state(spec: ModelSpec, prepared: PreparedColumns, rows: int) -> dict:
+    """The state of ``spec``'s frozen transforms, learned over the rows of ``prepared``
+    (the rows the fit uses: missing values dropped) in one evaluation of its formulas
+    (:func:`~dmixed.design.stateful.learned_state`)."""
+    frame = normalized_frame(spec, prepared.columns, rows - prepared.n_dropped, spec.dense_columns)
+    learned = [
+        (materialize(blank_state(fspec), frame, formula, spec.context).model_spec, role, formula)
+        for fspec, role, formula in _frozen_formulas(spec)
+    ]
+    return learned_state(learned)

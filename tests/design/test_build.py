@@ -149,8 +149,8 @@ def test_errors_are_grouped_by_what_went_wrong():
     """Formula refusals are FormulaError, bad arguments SpecError, data problems DataError
     (all ValueError, as statsmodels raises)."""
     df = make_df()
-    with pytest.raises(FormulaError, match="stateful transform center"):
-        build_spec(df, "y ~ center(x1)", groups="g")
+    with pytest.raises(FormulaError, match="stateful transform poly"):
+        build_spec(df, "y ~ poly(x1, 2)", groups="g")
     with pytest.raises(SpecError, match="groups must be a column name"):
         build_spec(df, "y ~ x1", groups=3)
     with pytest.raises(DataError, match="is constant"):

@@ -209,9 +209,6 @@ def test_error_vc_without_columns_or_with_contrasts():
 @pytest.mark.parametrize(
     "term",
     [
-        "center(x1)",
-        "scale(x1)",
-        "standardize(x1)",
         "poly(x1, 2)",
         "bs(x1, df=3)",
         "cr(x1, df=3)",

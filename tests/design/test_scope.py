@@ -161,7 +161,7 @@ def test_the_whitelist_still_holds_for_the_rest_of_the_formula(frame):
         return x
 
     for formula, match in (
-        ("y ~ center(ident(x1))", "stateful transform center"),
+        ("y ~ poly(ident(x1), 2)", "stateful transform poly"),
         ("y ~ I([ident(v) for v in x1])", "not a plain expression"),
         ("y ~ I(ident(x1).__class__)", "attribute .__class__"),
         ("y ~ np.sum(ident(x1))", "not an elementwise numpy function"),

@@ -1,0 +1,351 @@
+"""patsy's stateful transforms ``center``, ``standardize`` and ``scale``, their state
+learned once over the rows a fit uses and frozen into the spec.
+
+patsy (statsmodels' formula engine) centres and rescales a column by the mean and
+standard deviation of the whole data the model is built from, and remembers them for
+new data.  Evaluated on each partition they would learn another mean on every
+partition; so dmixed learns them once, over the rows the fit uses (after missing
+values are dropped), keeps them as plain numbers in the spec
+(:attr:`~dmixed.design.spec.ModelSpec.stateful`) and evaluates every partition, new
+rows to predict and saved results with those numbers.
+
+Learned only from a pandas frame (the whole data in memory): a Dask collection would
+need a second pass over the data, so there they are refused
+(:func:`refuse_on_partitions`).
+
+Definitions (patsy ``state.py``): ``center(x) = x - mean(x)``;
+``standardize(x, center=True, rescale=True, ddof=0)`` subtracts the mean (``center``)
+and divides by ``sqrt(sum((x - mean(x))**2) / (n - ddof))`` (``rescale``; the deviations
+always from the mean, also without ``center``); ``scale`` is ``standardize``.  These
+replace formulaic's ``center`` and ``scale`` (whose ``ddof`` is 1, and whose scale
+without centring is the root mean square): a name means what it means in patsy.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadValuesError, CheckpointError, DataError, FormulaError, shorten
+from .messages import plural
+
+__all__ = [
+    "FROZEN_KEYWORDS",
+    "blank_state",
+    "checked_saved_state",
+    "frozen_keys",
+    "frozen_transforms",
+    "learned_state",
+    "refuse_on_partitions",
+    "validated_state",
+    "with_state",
+]
+
+#: the keywords each frozen transform takes, with the kind of constant each must be
+FROZEN_KEYWORDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "center": {},
+    "standardize": {"center": (bool,), "rescale": (bool,), "ddof": (int,)},
+    "scale": {"center": (bool,), "rescale": (bool,), "ddof": (int,)},
+}
+
+
+#: the key under which :func:`_learn` counts the values it was given that are not
+#: finite (removed by :func:`learned_state`, which refuses them)
+_NONFINITE = "nonfinite"
+
+#: the keys of each transform's state: ``{"mean"}``, and ``"scale"`` where it rescales
+_STATE_KEYS = ("mean", "scale")
+
+
+def _learn(values: np.ndarray, ddof: int, rescale: bool, state: dict) -> None:
+    """Fill ``state`` with the mean (and the standard deviation, ``rescale``) of
+    ``values``: the rows the fit uses, or a prototype frame's (replaced by the frozen
+    state before anything is fitted)."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        # counted for learned_state's refusal (never saved): a mean or standard
+        # deviation of such values would be frozen as NaN
+        state[_NONFINITE] = int(values.size - np.count_nonzero(finite))
+    n = values.shape[0]
+    mean = float(values.mean()) if n else 0.0
+    state["mean"] = mean
+    if rescale:
+        m2 = float(np.sum((values - mean) ** 2))
+        state["scale"] = math.sqrt(m2 / (n - ddof)) if n > ddof else float("nan")
+
+
+def _apply(x: Any, center: bool, rescale: bool, ddof: int, state: dict) -> np.ndarray:
+    values = np.asarray(x, dtype=np.float64)
+    if not state:
+        _learn(values, ddof, rescale, state)
+    out = values - state["mean"] if center else values.copy()
+    if rescale:
+        out = out / state["scale"]
+    return out
+
+
+def center(x: Any, _state: dict | None = None) -> np.ndarray:
+    """patsy's ``center(x)``: ``x`` minus the mean of the rows the fit uses (shape of
+    ``x``, float64)."""
+    return _apply(x, True, False, 0, {} if _state is None else _state)
+
+
+def standardize(
+    x: Any, center: bool = True, rescale: bool = True, ddof: int = 0, _state: dict | None = None
+) -> np.ndarray:
+    """patsy's ``standardize(x, center=True, rescale=True, ddof=0)``: ``(x - mean) /
+    sd`` with ``sd = sqrt(sum((x - mean)**2) / (n - ddof))`` over the rows the fit uses
+    (shape of ``x``, float64)."""
+    return _apply(x, center, rescale, ddof, {} if _state is None else _state)
+
+
+_TRANSFORMS: dict[str, Any] = {}
+
+
+def frozen_transforms() -> dict[str, Any]:
+    """The transforms as formulaic calls them (its stateful transforms, handed their
+    state), by the names a formula calls them (``scale`` is ``standardize``); made on
+    first use: a fit of plain columns never imports formulaic."""
+    if not _TRANSFORMS:
+        from formulaic.utils.stateful_transforms import stateful_transform
+
+        made = stateful_transform(standardize)
+        _TRANSFORMS.update(center=stateful_transform(center), standardize=made, scale=made)
+    return _TRANSFORMS
+
+
+def _frozen_call(key: str) -> bool:
+    """Whether formulaic's state key ``key`` (a call's text, from a checked formula)
+    is a call of a frozen transform."""
+    try:
+        node = ast.parse(key, mode="eval").body
+    except SyntaxError:
+        return False
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in FROZEN_KEYWORDS
+    )
+
+
+def _parts(fspec) -> list:
+    """The formulaic specs of ``fspec`` (one, or a structure's ``lhs`` and ``rhs``)."""
+    if hasattr(fspec, "transform_state"):
+        return [fspec]
+    return [getattr(fspec, k) for k in ("lhs", "rhs") if hasattr(fspec, k)]
+
+
+def frozen_keys(fspec) -> list[str]:
+    """The state keys of the frozen transforms a formulaic spec evaluates."""
+    if fspec is None:
+        return []
+    return sorted({k for part in _parts(fspec) for k in part.transform_state if _frozen_call(k)})
+
+
+def with_state(fspec, state: Mapping[str, Mapping[str, float]], formula: str | None):
+    """``fspec`` (formulaic's spec of ``formula``) evaluating its frozen transforms with
+    ``state`` (:attr:`ModelSpec.stateful`), whatever the data it is given.
+
+    Raises
+    ------
+    FormulaError
+        If a frozen transform of ``fspec`` has no state in ``state``.
+    """
+    from formulaic.model_spec import ModelSpec as FormulaicSpec
+
+    keys = frozen_keys(fspec)
+    if not keys:
+        return fspec
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise FormulaError(
+            f"formula {formula!r}: no learned state for {', '.join(missing)}: the mean and "
+            "standard deviation of center(), standardize() and scale() are learned once "
+            "from a pandas frame; fit the model on one"
+        )
+    merged: dict[str, Any] = {}
+    for part in _parts(fspec):
+        merged.update(part.transform_state)
+    merged.update({k: dict(state[k]) for k in keys})
+    return FormulaicSpec.from_spec(fspec, transform_state=merged)
+
+
+def learned_state(fspecs: list[tuple[Any, str, str]]) -> dict[str, dict[str, float]]:
+    """The frozen state of the model matrices ``fspecs``: ``(spec, role, formula)``,
+    formulaic's spec of the formula ``formula`` (``role``: ``"formula"`` or
+    ``"re_formula"``), evaluated on the rows the fit uses.
+
+    Raises
+    ------
+    BadValuesError
+        If a transform's input values are not all finite over those rows (named as the
+        design's non-finite values are: the call, and how many rows).
+    DataError
+        If a column standardized has no spread over those rows.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for fspec, role, formula in fspecs:
+        for part in _parts(fspec):
+            for key, value in part.transform_state.items():
+                if not _frozen_call(key) or key in out:
+                    continue
+                bad = int(value.get(_NONFINITE, 0))
+                if bad:
+                    raise BadValuesError(
+                        f"non-finite values in {_design_of(fspec, key, role)} column(s) "
+                        f"{key!r} ({plural(bad)}): the values {key} transforms, in {role} "
+                        f"{formula!r}"
+                    )
+                state = {k: float(value[k]) for k in _STATE_KEYS if k in value}
+                sd = state.get("scale")
+                if sd is not None and not (math.isfinite(sd) and sd > 0):
+                    raise DataError(
+                        f"{role} {formula!r}: {key} divides by the standard deviation of "
+                        f"its values over the rows the fit uses, which is {sd!r}: the values "
+                        "do not vary (or too few rows for ddof); leave the column unscaled"
+                    )
+                out[key] = state
+    return out
+
+
+def _design_of(fspec, key: str, role: str) -> str:
+    """The matrix whose columns the call ``key`` of ``fspec`` (``role``'s) builds, in
+    the words of :func:`~dmixed.design.evaluate.check_output` (formulaic shares one
+    state between a formula's two sides: the side is the one whose factors call it)."""
+    if role != "formula":
+        return "random-effects design"
+    lhs = getattr(fspec, "lhs", None)
+    factors = [] if lhs is None else [str(f) for term in lhs.formula for f in term.factors]
+    return "response" if any(key in f for f in factors) else "fixed-effects design"
+
+
+def blank_state(fspec):
+    """``fspec`` with the state of its frozen transforms emptied: evaluated on a frame,
+    they learn it from that frame (the rows the fit uses)."""
+    from formulaic.model_spec import ModelSpec as FormulaicSpec
+
+    keys = frozen_keys(fspec)
+    if not keys:
+        return fspec
+    merged: dict[str, Any] = {}
+    for part in _parts(fspec):
+        merged.update(part.transform_state)
+    merged.update({k: {} for k in keys})
+    return FormulaicSpec.from_spec(fspec, transform_state=merged)
+
+
+def _needs_scale(key: str) -> bool:
+    """Whether the call ``key`` (checked: :func:`_frozen_call`) rescales, so that its
+    state holds a ``"scale"``: ``standardize``/``scale`` unless ``rescale=False``."""
+    node = ast.parse(key, mode="eval").body
+    assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    if node.func.id == "center":
+        return False
+    return not any(
+        k.arg == "rescale" and isinstance(k.value, ast.Constant) and k.value.value is False
+        for k in node.keywords
+    )
+
+
+def validated_state(raw: Any, source: str) -> dict[str, dict[str, float]]:
+    """The frozen state read from a file (``source`` names it), checked to be plain
+    numbers: a mapping from the text of a call of ``center``, ``standardize`` or
+    ``scale`` to exactly the state that call needs: ``{"mean": m}`` (``center``,
+    ``rescale=False``) or ``{"mean": m, "scale": s}``, ``m`` a finite number, ``s`` a
+    finite number above 0 (each representable as a float).  Nothing in it is evaluated.
+
+    Raises
+    ------
+    CheckpointError
+        If it is anything else, naming ``source`` and the entry.
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise CheckpointError(
+            f"{source}: the saved state of the stateful transforms must be a mapping, "
+            f"got {type(raw).__name__}"
+        )
+    out: dict[str, dict[str, float]] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not _frozen_call(key):
+            raise CheckpointError(
+                f"{source}: the saved state names {key!r}, which is not a call of "
+                f"{', '.join(sorted(FROZEN_KEYWORDS))}"
+            )
+        need = ("mean", "scale") if _needs_scale(key) else ("mean",)
+        if not isinstance(value, dict) or set(value) != set(need):
+            shape = ", ".join(f"{k!r}: number" for k in need)
+            raise CheckpointError(
+                f"{source}: the saved state of {key} must be {{{shape}}}, got {value!r}"
+            )
+        state: dict[str, float] = {}
+        for name in need:
+            number = value[name]
+            try:
+                ok = isinstance(number, (int, float)) and not isinstance(number, bool)
+                as_float = float(number) if ok else math.nan
+            except OverflowError:  # a JSON integer too large for a float
+                as_float = math.nan
+            if not math.isfinite(as_float) or (name == "scale" and as_float <= 0):
+                raise CheckpointError(
+                    f"{source}: the saved {name} of {key} must be a finite number"
+                    f"{' above 0' if name == 'scale' else ''}, got {shorten(repr(number))}"
+                )
+            state[name] = as_float
+        out[key] = state
+    return out
+
+
+def checked_saved_state(
+    state: Mapping[str, Any], fspecs: list[tuple[Any, str, str]], source: str
+) -> None:
+    """Check that the saved state ``state`` (:func:`validated_state`) holds exactly the
+    calls of the frozen transforms that ``fspecs`` (``(spec, role, formula)``, as
+    :func:`learned_state` takes them) evaluate.
+
+    Raises
+    ------
+    CheckpointError
+        If a call lacks its state, or a state names a call no formula makes.
+    """
+    used: set[str] = set()
+    for fspec, role, formula in fspecs:
+        keys = frozen_keys(fspec)
+        used.update(keys)
+        missing = [k for k in keys if k not in state]
+        if missing:
+            raise CheckpointError(
+                f"{source}: {role} {formula!r} calls {', '.join(missing)}, whose learned "
+                "state it does not hold"
+            )
+    unused = sorted(set(state) - used)
+    if unused:
+        raise CheckpointError(
+            f"{source}: it holds the state of {', '.join(unused)}, which its formulas do not call"
+        )
+
+
+def refuse_on_partitions(calls: list[str], role: str, formula: str, where: str) -> None:
+    """Refuse the frozen transforms ``calls`` (their names) of a formula evaluated on
+    data they cannot learn from once (``where``: a Dask collection, a variance
+    component's groups).
+
+    Raises
+    ------
+    FormulaError
+        If ``calls`` is not empty.
+    """
+    if not calls:
+        return
+    names = ", ".join(f"{c}()" for c in calls)
+    raise FormulaError(
+        f"{role} {formula!r}: the stateful transform {names} learns the mean and standard "
+        f"deviation of the whole data once, which dmixed does only for a pandas frame, not "
+        f"{where}; fit the model on a pandas DataFrame, precompute the column, or give "
+        "the centre and scale as numbers, e.g. I((x - 1.5) / 2)"
+    )
