@@ -208,6 +208,7 @@ def read_config(cluster: str | os.PathLike | dict | None) -> dict:
     if unknown:
         raise ClusterConfigError(
             f"unknown key(s) {unknown} in cluster config; allowed: {sorted(CONFIG_KEYS)}"
+            + _nesting_hint(unknown, config.get("kind"))
         )
     kind = config.get("kind")
     if kind not in KINDS:
@@ -236,6 +237,32 @@ def read_config(cluster: str | os.PathLike | dict | None) -> dict:
             "tls_client_key; see cluster_configs/tls.yaml) instead of the bare address"
         )
     return config
+
+
+#: the mappings nested in a cluster config and the keys each takes (any kind's)
+_NESTED = {
+    "cluster": set().union(*CLUSTER_KEYS.values()),
+    "client": CLIENT_KEYS,
+    "security": SECURITY_KEYS,
+}
+
+
+def _nesting_hint(unknown: list, kind) -> str:
+    """Where keys of a nested mapping (``n_workers`` of ``cluster:``...) written at the
+    config's top level belong, with an example of the nesting; empty if none is one."""
+    hints = []
+    for name, keys in _NESTED.items():
+        misplaced = [k for k in unknown if k in keys]
+        if misplaced:
+            kind_text = kind if isinstance(kind, str) else "local"
+            inner = ", ".join(f"{k}: ..." for k in misplaced)
+            hints.append(
+                f"{', '.join(map(repr, misplaced))} go(es) one level down, in the config's "
+                f"{name!r} mapping: in a job file, cluster: {{kind: {kind_text}, {name}: "
+                f"{{{inner}}}}}; in a cluster .yaml file, kind: {kind_text} and {name}: "
+                f"{{{inner}}}"
+            )
+    return "; " + "; ".join(hints) if hints else ""
 
 
 def _refuse_unknown(given, allowed: set[str], where: str) -> None:

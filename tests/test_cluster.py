@@ -857,3 +857,33 @@ def test_a_cluster_configs_bad_values_are_shown_bounded():
     with pytest.raises(ClusterConfigError, match="and 4980 more") as info:
         read_config({"kind": "local", "cluster": many})
     assert len(str(info.value)) < 2000
+
+
+@pytest.mark.parametrize(
+    ("config", "misplaced", "nested"),
+    [
+        ({"kind": "local", "n_workers": 2}, "'n_workers'", "cluster: {kind: local, cluster: {"),
+        ({"kind": "slurm", "queue": "q", "cores": 4}, "'cores', 'queue'", "kind: slurm, cluster:"),
+        ({"kind": "local", "timeout": "30s"}, "'timeout'", "client: {timeout: ...}"),
+    ],
+)
+def test_a_nested_key_at_the_top_says_where_it_belongs(config, misplaced, nested):
+    """The README listed ``n_workers``... as keys of "a job's cluster: mapping", and a job
+    that wrote them so (``cluster: {kind: local, n_workers: 2}``) was refused with the
+    allowed top-level keys only; the message now says they go one level down, with the
+    nesting written out (and the README shows it)."""
+    with pytest.raises(ClusterConfigError, match="unknown key") as info:
+        read_config(config)
+    assert f"{misplaced} go(es) one level down" in str(info.value)
+    assert nested in str(info.value)
+    fixed = {"kind": config["kind"], "cluster": {k: v for k, v in config.items() if k != "kind"}}
+    if "timeout" in config:
+        fixed = {"kind": "local", "client": {"timeout": "30s"}}
+    assert read_config(fixed)["kind"] == config["kind"]
+
+
+def test_the_readme_shows_the_nested_cluster_mapping():
+    """The README's cluster-config paragraph shows the two ``cluster:`` levels."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "  cluster:            # the job's cluster config\n    kind: local\n" in text
+    assert "    cluster:          # the config's options of the LocalCluster\n" in text
