@@ -239,28 +239,39 @@ def read_config(cluster: str | os.PathLike | dict | None) -> dict:
     return config
 
 
-#: the mappings nested in a cluster config and the keys each takes (any kind's)
-_NESTED = {
-    "cluster": set().union(*CLUSTER_KEYS.values()),
-    "client": CLIENT_KEYS,
-    "security": SECURITY_KEYS,
-}
+def _nested_keys(kind) -> dict[str, set[str]]:
+    """The mappings nested in a cluster config and the keys each takes for ``kind``
+    (every kind's ``cluster:`` keys where ``kind`` is not one of :data:`KINDS`)."""
+    cluster = CLUSTER_KEYS[kind] if kind in CLUSTER_KEYS else set().union(*CLUSTER_KEYS.values())
+    return {"cluster": cluster, "client": CLIENT_KEYS, "security": SECURITY_KEYS}
 
 
 def _nesting_hint(unknown: list, kind) -> str:
     """Where keys of a nested mapping (``n_workers`` of ``cluster:``...) written at the
-    config's top level belong, with an example of the nesting; empty if none is one."""
+    config's top level belong for this config's ``kind``, with an example of the
+    nesting; a key that only another kind's ``cluster:`` takes is named as such; empty
+    if no key is either."""
     hints = []
-    for name, keys in _NESTED.items():
+    kind_text = kind if isinstance(kind, str) else "local"
+    placed: set = set()
+    for name, keys in _nested_keys(kind).items():
         misplaced = [k for k in unknown if k in keys]
+        placed.update(misplaced)
         if misplaced:
-            kind_text = kind if isinstance(kind, str) else "local"
             inner = ", ".join(f"{k}: ..." for k in misplaced)
+            verb = "goes" if len(misplaced) == 1 else "go"
             hints.append(
-                f"{', '.join(map(repr, misplaced))} go(es) one level down, in the config's "
+                f"{', '.join(map(repr, misplaced))} {verb} one level down, in the config's "
                 f"{name!r} mapping: in a job file, cluster: {{kind: {kind_text}, {name}: "
                 f"{{{inner}}}}}; in a cluster .yaml file, kind: {kind_text} and {name}: "
                 f"{{{inner}}}"
+            )
+    for key in unknown:
+        kinds = [k for k in KINDS if key in CLUSTER_KEYS[k]]
+        if key not in placed and kinds:
+            hints.append(
+                f"{key!r} is not an option of kind {kind_text!r}; it is one of the "
+                f"'cluster' mapping of kind(s) {', '.join(kinds)}"
             )
     return "; " + "; ".join(hints) if hints else ""
 

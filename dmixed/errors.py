@@ -303,7 +303,14 @@ def caller_stacklevel() -> int:
     """The ``stacklevel`` that makes a warning raised by the function calling this one
     point at the innermost frame outside the dmixed package (the user's line, or Dask's
     on a worker), however deep the path that reaches it (the pandas and the Dask paths
-    of a fit differ in depth)."""
+    of a fit differ in depth).
+
+    Returns
+    -------
+    int
+        The ``stacklevel`` argument of :func:`warnings.warn` for the caller of this
+        function: 1 plus the number of frames inside the package above it.
+    """
     frame = inspect.currentframe()
     frame = frame.f_back if frame is not None else None  # the function that warns
     level = 1
