@@ -208,6 +208,7 @@ def read_config(cluster: str | os.PathLike | dict | None) -> dict:
     if unknown:
         raise ClusterConfigError(
             f"unknown key(s) {unknown} in cluster config; allowed: {sorted(CONFIG_KEYS)}"
+            + _nesting_hint(unknown, config.get("kind"))
         )
     kind = config.get("kind")
     if kind not in KINDS:
@@ -236,6 +237,43 @@ def read_config(cluster: str | os.PathLike | dict | None) -> dict:
             "tls_client_key; see cluster_configs/tls.yaml) instead of the bare address"
         )
     return config
+
+
+def _nested_keys(kind) -> dict[str, set[str]]:
+    """The mappings nested in a cluster config and the keys each takes for ``kind``
+    (every kind's ``cluster:`` keys where ``kind`` is not one of :data:`KINDS`)."""
+    cluster = CLUSTER_KEYS[kind] if kind in CLUSTER_KEYS else set().union(*CLUSTER_KEYS.values())
+    return {"cluster": cluster, "client": CLIENT_KEYS, "security": SECURITY_KEYS}
+
+
+def _nesting_hint(unknown: list, kind) -> str:
+    """Where keys of a nested mapping (``n_workers`` of ``cluster:``...) written at the
+    config's top level belong for this config's ``kind``, with an example of the
+    nesting; a key that only another kind's ``cluster:`` takes is named as such; empty
+    if no key is either."""
+    hints = []
+    kind_text = kind if isinstance(kind, str) else "local"
+    placed: set = set()
+    for name, keys in _nested_keys(kind).items():
+        misplaced = [k for k in unknown if k in keys]
+        placed.update(misplaced)
+        if misplaced:
+            inner = ", ".join(f"{k}: ..." for k in misplaced)
+            verb = "goes" if len(misplaced) == 1 else "go"
+            hints.append(
+                f"{', '.join(map(repr, misplaced))} {verb} one level down, in the config's "
+                f"{name!r} mapping: in a job file, cluster: {{kind: {kind_text}, {name}: "
+                f"{{{inner}}}}}; in a cluster .yaml file, kind: {kind_text} and {name}: "
+                f"{{{inner}}}"
+            )
+    for key in unknown:
+        kinds = [k for k in KINDS if key in CLUSTER_KEYS[k]]
+        if key not in placed and kinds:
+            hints.append(
+                f"{key!r} is not an option of kind {kind_text!r}; it is one of the "
+                f"'cluster' mapping of kind(s) {', '.join(kinds)}"
+            )
+    return "; " + "; ".join(hints) if hints else ""
 
 
 def _refuse_unknown(given, allowed: set[str], where: str) -> None:

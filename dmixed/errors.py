@@ -45,6 +45,9 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
 
 from __future__ import annotations
 
+import inspect
+import os
+
 __all__ = [
     "DmixedError",
     "SpecError",
@@ -294,3 +297,27 @@ class ProfileWarning(DmixedWarning):
     ``profile_ci``) could not be found: the profile's maximization failed at a point
     or its ζ did not reach the cut-off; the limit is NaN and the message names the
     parameter and why (lme4's ``confint.merMod`` gives NA with a warning)."""
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by the function calling this one
+    point at the innermost frame outside the dmixed package (the user's line, or Dask's
+    on a worker), however deep the path that reaches it (the pandas and the Dask paths
+    of a fit differ in depth).
+
+    Returns
+    -------
+    int
+        The ``stacklevel`` argument of :func:`warnings.warn` for the caller of this
+        function: 1 plus the number of frames inside the package above it.
+    """
+    frame = inspect.currentframe()
+    frame = frame.f_back if frame is not None else None  # the function that warns
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep

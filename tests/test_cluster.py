@@ -857,3 +857,72 @@ def test_a_cluster_configs_bad_values_are_shown_bounded():
     with pytest.raises(ClusterConfigError, match="and 4980 more") as info:
         read_config({"kind": "local", "cluster": many})
     assert len(str(info.value)) < 2000
+
+
+@pytest.mark.parametrize(
+    ("config", "misplaced", "nested"),
+    [
+        ({"kind": "local", "n_workers": 2}, "'n_workers'", "cluster: {kind: local, cluster: {"),
+        ({"kind": "slurm", "queue": "q", "cores": 4}, "'cores', 'queue'", "kind: slurm, cluster:"),
+        ({"kind": "local", "timeout": "30s"}, "'timeout'", "client: {timeout: ...}"),
+    ],
+)
+def test_a_nested_key_at_the_top_says_where_it_belongs(config, misplaced, nested):
+    """The README listed ``n_workers``... as keys of "a job's cluster: mapping", and a job
+    that wrote them so (``cluster: {kind: local, n_workers: 2}``) was refused with the
+    allowed top-level keys only; the message now says they go one level down, with the
+    nesting written out (and the README shows it)."""
+    with pytest.raises(ClusterConfigError, match="unknown key") as info:
+        read_config(config)
+    verb = "goes" if "," not in misplaced else "go"
+    assert f"{misplaced} {verb} one level down" in str(info.value)
+    assert nested in str(info.value)
+    fixed = {"kind": config["kind"], "cluster": {k: v for k, v in config.items() if k != "kind"}}
+    if "timeout" in config:
+        fixed = {"kind": "local", "client": {"timeout": "30s"}}
+    assert read_config(fixed)["kind"] == config["kind"]
+
+
+@pytest.mark.parametrize(
+    ("config", "said", "not_said"),
+    [
+        (
+            {"kind": "address", "address": "tcp://h:8786", "n_workers": 2},
+            "'n_workers' is not an option of kind 'address'; it is one of the 'cluster' "
+            "mapping of kind(s) local, kubernetes",
+            "one level down",
+        ),
+        (
+            {"kind": "slurm", "n_workers": 2},
+            "'n_workers' is not an option of kind 'slurm'",
+            "one level down",
+        ),
+        (
+            {"kind": "local", "queue": "q"},
+            "'queue' is not an option of kind 'local'; it is one of the 'cluster' mapping "
+            "of kind(s) slurm, pbs",
+            "one level down",
+        ),
+        (
+            {"kind": "local", "name": "x"},
+            "'name' goes one level down, in the config's 'client' mapping",
+            "'cluster' mapping: in a job file",
+        ),
+    ],
+)
+def test_a_key_of_another_kind_is_not_advised_into_this_kinds_mapping(config, said, not_said):
+    """The hint reads the config's own kind: a key its ``cluster:`` would refuse again
+    (``n_workers`` of an ``address`` or ``slurm`` config, ``queue`` of a ``local`` one) is
+    named as another kind's option, not advised one level down; ``name`` of a ``local``
+    config belongs to ``client:`` only."""
+    with pytest.raises(ClusterConfigError, match="unknown key") as info:
+        read_config(config)
+    assert said in str(info.value)
+    assert not_said not in str(info.value)
+
+
+def test_the_readme_shows_the_nested_cluster_mapping():
+    """The README's cluster-config paragraph shows the two ``cluster:`` levels."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "  cluster:            # the job's cluster config\n    kind: local\n" in text
+    assert "    cluster:          # the config's options of the LocalCluster\n" in text

@@ -480,12 +480,15 @@ def _to_number(column: str, words: str) -> str:
     return f"(pd.to_datetime(data[{column!r}]) - origin) / pd.Timedelta(days=1)"
 
 
-def unsupported_dtype(column: str, dtype) -> BadValuesError:
+def unsupported_dtype(column: str, dtype, in_c: bool = False) -> BadValuesError:
     """The error for a formula column of a type that is neither numbers nor labels, with
     what to do.  Timestamps, dates and durations are not read as numbers: their number
     depends on a unit and an origin (nanoseconds since 1970, days since 1970...) that a
     fit would silently depend on (the estimates of a slope scale with it); the caller
-    chooses them, or reads the column as a factor from text."""
+    chooses them, or reads the column as a factor from text.  ``in_c``: the formula
+    already asks for the column as a factor (``C(column)``): the message then says that
+    ``C()`` does not yet read such a column and gives the conversion to text (not "write
+    ``C(column)``", which the caller wrote)."""
     words = _time_words(dtype)
     if words is None:
         return BadValuesError(
@@ -500,6 +503,15 @@ def unsupported_dtype(column: str, dtype) -> BadValuesError:
             "column's time zone where it has one)"
         )
     factor = f"convert it to text and write C({column})"
+    if in_c:
+        return BadValuesError(
+            f"column {column!r} holds {words} ({dtype}), and C({column}) does not read "
+            f"{words} as a factor (statsmodels does, with levels labelled by the values' "
+            f"repr): convert the column to text first, data[{column!r}] = "
+            f"data[{column!r}].astype(str), and C({column}) reads its text as the levels "
+            f"(ordered and labelled by the text); or convert it to a number, such as the "
+            f"{unit}: data[{column!r}] = {_to_number(column, words)}"
+        )
     return BadValuesError(
         f"column {column!r} holds {words} ({dtype}), which a model formula does not read "
         f"as numbers (a fit would depend on their unit): convert the column to a number "
@@ -540,7 +552,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
         dt = dtypes[c]
         k = column_kind(dt)
         if k is None:
-            raise unsupported_dtype(c, dt)
+            raise unsupported_dtype(c, dt, in_c=c in c_columns)
         if k == NUMERIC and (c in c_columns or (c in bare and native_class(dt) == "bool")):
             k = NUMERIC_LEVELS
             native[c] = native_class(dt)

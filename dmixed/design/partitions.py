@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ..errors import BadValuesError, DataError, TextConversionWarning
+from ..errors import BadValuesError, DataError, TextConversionWarning, caller_stacklevel
 from .dtypes import (
     CATEGORICAL,
     NUMERIC,
@@ -548,7 +548,7 @@ def warn_text_keys(ddf, labels: np.ndarray, groups: str) -> None:
         "made, or encode each key as one number or label first (e.g. "
         f"pd.factorize(df[{groups!r}])[0])",
         TextConversionWarning,
-        stacklevel=4,
+        stacklevel=caller_stacklevel(),
     )
 
 
@@ -578,7 +578,7 @@ def check_text_conversion(ddf, columns) -> None:
             f"dd.from_pandas (e.g. df[{c!r}].astype(float)) or call "
             "dask.config.set({'dataframe.convert-string': False}) first",
             TextConversionWarning,
-            stacklevel=5,
+            stacklevel=caller_stacklevel(),
         )
 
 

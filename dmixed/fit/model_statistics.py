@@ -19,7 +19,7 @@ from ..design.partitions import warn_text_keys
 from ..design.references import column_references
 from ..engines.base import ENGINE_CHOICES, check_client
 from ..engines.local import statistics_from_rows
-from ..errors import DataError, DroppedRowsWarning, SpecError
+from ..errors import DataError, DroppedRowsWarning, SpecError, caller_stacklevel
 from ..stats import FittedStatistics, Standardization, check_designs
 from .options import check_flag
 from .summary import ensure_progress_handler
@@ -145,7 +145,7 @@ class ModelStatistics:
                 warnings.warn(
                     f"dropped {plural(stats.n_dropped)} with missing values",
                     DroppedRowsWarning,
-                    stacklevel=3,
+                    stacklevel=caller_stacklevel(),
                 )
             if self.spec is not None:  # keys that may be Dask's text of tuples
                 warn_text_keys(self.source, stats.group_labels, self.spec.group_name)

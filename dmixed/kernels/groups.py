@@ -949,6 +949,12 @@ class HessianSums:
             *(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__)
         )
 
+    def add_in_place(self, other: HessianSums) -> None:
+        """``self + other`` into ``self``'s arrays (the same sums as :meth:`__add__`,
+        without a new ``(m, m, p, p)`` array per chunk of a wide model)."""
+        for f in self.__dataclass_fields__:
+            np.add(getattr(self, f), getattr(other, f), out=getattr(self, f))
+
     @classmethod
     def zeros(cls, m: int, p: int) -> HessianSums:
         """Sums over no groups, for ``m`` covariance parameters and ``p`` fixed effects."""
@@ -1024,13 +1030,15 @@ def hessian_contributions(
             half += eg_a @ seg[a].reshape(m * p, g).T  # G'E_j S E_k G, rows (j, q)
             a_j += gm[a] @ eg_a.T  # G'E_j G, columns (j, q)
         half = half.reshape(m, p, m, p).transpose(0, 2, 1, 3)
-        out = out + HessianSums(
-            se.reshape(m, r * r * g) @ se_t.T,  # Σ tr(S E_j S E_k)
-            eu_flat @ seu.reshape(m, r * g).T,  # Σ u'E_j S E_k u
-            eu_flat @ u.reshape(r * g),  # Σ u'E_j u
-            eu_flat @ gm_t.T,  # Σ G'E_j u
-            a_j.reshape(p, m, p).transpose(1, 0, 2),
-            half + half.transpose(1, 0, 3, 2),
+        out.add_in_place(
+            HessianSums(
+                se.reshape(m, r * r * g) @ se_t.T,  # Σ tr(S E_j S E_k)
+                eu_flat @ seu.reshape(m, r * g).T,  # Σ u'E_j S E_k u
+                eu_flat @ u.reshape(r * g),  # Σ u'E_j u
+                eu_flat @ gm_t.T,  # Σ G'E_j u
+                a_j.reshape(p, m, p).transpose(1, 0, 2),
+                half + half.transpose(1, 0, 3, 2),
+            )
         )
     return out
 

@@ -46,31 +46,13 @@ from .conditionals import gram_rows
 __all__ = ["HessianMoments", "contract", "full_gather", "full_sums"]
 
 
-@functools.lru_cache(maxsize=16)
-def _gathers(r: int, k: int) -> tuple[np.ndarray, ...]:
-    """Where each entry of the contractions' operands lies in the stored sums (made once
-    per ``r`` and ``k``: a fit asks for the Hessian sums several times).
-
-    Returns the flat positions (``take`` of the C-ordered array: the entries that
-    indexing by row and column arrays reads, in one gather) that read ``A`` as
-    ``[(b,c), (d,a)]`` ((r², r²)), ``V`` as ``[(a,b), (x,y)]`` ((r², k²)) and ``C`` as
-    ``[(a,b), (c,d), (x,y)]`` ((r², r², k²)); ``(b, c)`` and ``(c, b)`` read the same
-    stored entry (``S`` is symmetric)."""
+def _pair_positions(r: int) -> np.ndarray:
+    """(r, r): where ``S[a, b]`` (and ``S[b, a]``, ``S`` symmetric) lies in the stored
+    lower triangle (:func:`~dmixed.stats.tril_indices` order)."""
     rows, cols = tril_indices(r)
     pair = np.empty((r, r), dtype=np.intp)
     pair[rows, cols] = pair[cols, rows] = np.arange(rows.size)
-    a, b, c, d = np.indices((r, r, r, r))
-    a_rows = pair[a, b].transpose(1, 2, 3, 0).reshape(r * r, r * r)
-    a_cols = pair[c, d].transpose(1, 2, 3, 0).reshape(r * r, r * r)
-    a, b, c, d, x, y = np.indices((r, r, r, r, k, k))
-    c_rows = ((a * k + x) * rows.size + pair[b, c]).reshape(r * r, r * r, k * k)
-    c_cols = (d * k + y).reshape(r * r, r * r, k * k)
-    a, b, x, y = np.indices((r, r, k, k))
-    v_flat = ((a * k + x) * (r * k) + b * k + y).reshape(r * r, k * k)
-    out = (a_rows * rows.size + a_cols, v_flat, c_rows * (r * k) + c_cols)
-    for arr in out:
-        arr.flags.writeable = False
-    return out
+    return pair
 
 
 class HessianMoments:
@@ -155,13 +137,24 @@ def contract(
     (symmetric)."""
     p = k - 1
     m = basis.shape[0]
-    a_at, v_at, c_at = _gathers(r, k)
+    pair = _pair_positions(r)
     e = basis.reshape(m, r * r)  # E_j[a, b] at column a r + b
-    tr_ss = e @ a.take(a_at) @ e.T
-    ev = (e @ v.take(v_at)).reshape(m, k, k)  # Σ_ab E_j[a,b] V[a x, b y]
-    # Σ_abcd E_j[a,b] E_k[c,d] C[a x, bc, d y]: (j, k, x, y)
-    ec = e @ (e @ c.take(c_at).reshape(r * r, -1)).reshape(m, r * r, k * k)
-    ec = ec.reshape(m, m, k, k)
+    # A read as [(b, c), (d, a)]: r⁴ numbers, whatever k
+    a_read = a[pair[:, :, None, None], pair[None, None]]  # [a, b, c, d]
+    tr_ss = e @ np.ascontiguousarray(a_read.transpose(1, 2, 3, 0)).reshape(r * r, r * r) @ e.T
+    # V read as [(a, b), (x, y)]: a transposed copy, the size of V
+    v_read = v.reshape(r, k, r, k).transpose(0, 2, 1, 3).reshape(r * r, k * k)
+    ev = (e @ v_read).reshape(m, k, k)  # Σ_ab E_j[a,b] V[a x, b y]
+    # Σ_abcd E_j[a,b] E_k[c,d] C[a x, bc, d y]: (j, k, x, y), first over (a, b) one c
+    # at a time (C read as [(a, b), (d, x, y)] for that c: r³ k² numbers, never the
+    # r⁴ k² of every (c, d) at once), then over (c, d); each entry the same two
+    # products over the r² entries of E_j and E_k
+    c5 = c.reshape(r, k, r * (r + 1) // 2, r, k)  # [a, x, pair, d, y]
+    first = np.empty((m, r, r, k, k))  # [j, c, d, x, y]
+    for cc in range(r):
+        read = c5[:, :, pair[:, cc]].transpose(0, 2, 3, 1, 4)  # [a, b, d, x, y]
+        first[:, cc] = (e @ read.reshape(r * r, r * k * k)).reshape(m, r, k, k)
+    ec = (e @ first.reshape(m, r * r, k * k)).reshape(m, m, k, k)
     half = ec[:, :, :p, :p]
     return (
         tr_ss,

@@ -8,8 +8,6 @@ maps it over the partitions of a Dask DataFrame lazily.
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import os
 import warnings
 from collections.abc import Mapping
 
@@ -23,7 +21,7 @@ from ..design.missing import rows_with_missing
 from ..design.origin import in_partition
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
-from ..errors import DataError, SpecError, UnseenGroupsWarning
+from ..errors import DataError, SpecError, UnseenGroupsWarning, caller_stacklevel
 from ..stats.slots import lookup_vc_slots, table_pairs
 from .new_levels import (
     check_new_levels,
@@ -168,22 +166,6 @@ def warn_unseen(what: str) -> None:
         UnseenGroupsWarning,
         stacklevel=caller_stacklevel(),
     )
-
-
-def caller_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning raised by the function calling this one
-    point at the innermost frame outside the dmixed package (the user's line, or Dask's
-    on a worker)."""
-    frame = inspect.currentframe()
-    frame = frame.f_back if frame is not None else None  # the function that warns
-    level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame = frame.f_back
-        level += 1
-    return level
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 class Predictor:

@@ -628,13 +628,33 @@ def test_a_time_column_in_a_formula_says_how_to_convert_it(values, words):
     the fit would depend on the unit)."""
     df = _zoo_base()
     df["t"] = pd.Series(values).array if isinstance(values, pd.Index) else values
-    for formula in ("y ~ t", "y ~ xi + C(t)"):
-        with pytest.raises(BadValuesError, match=f"column 't' holds {words} \\(") as info:
-            build_spec(df, formula, groups="g")
-        assert "convert the column to a number first" in str(info.value)
-        assert "convert it to text and write C(t)" in str(info.value)
+    with pytest.raises(BadValuesError, match=f"column 't' holds {words} \\(") as info:
+        build_spec(df, "y ~ t", groups="g")
+    assert "convert the column to a number first" in str(info.value)
+    assert "convert it to text and write C(t)" in str(info.value)
+    # inside C() the message does not tell the caller to write C(t), which they wrote
+    with pytest.raises(BadValuesError, match=f"column 't' holds {words} \\(") as info:
+        build_spec(df, "y ~ xi + C(t)", groups="g")
+    assert f"C(t) does not read {words} as a factor" in str(info.value)
+    assert "write C(t)" not in str(info.value)
     # as the groups, a label
     build_spec(df, "y ~ xi", groups="t")
+
+
+@pytest.mark.parametrize("kind", ["datetime64", "arrow timestamp", "arrow date32", "timedelta64"])
+def test_the_text_conversion_a_c_of_a_time_column_gives_runs_and_fits(kind):
+    """``C(date)`` of a timestamp column told the caller to "write C(date)"; the message
+    now gives the conversion to text, which, executed as written, makes a factor."""
+    df = _zoo_base()
+    df["t"] = _TIME_VALUES[kind].set_axis(df.index)
+    with pytest.raises(BadValuesError, match=r"C\(t\) does not read") as info:
+        build_spec(df, "y ~ xi + C(t)", groups="g")
+    code = re.search(
+        r"convert the column to text first, data\['t'\] = (.*?), and C", str(info.value)
+    )
+    df["t"] = eval(code.group(1), {"data": df})  # noqa: S307 - the message's own code
+    spec = build_spec(df, "y ~ xi + C(t)", groups="g")
+    assert sum(name.startswith("C(t)[T.") for name in spec.exog_names) == df["t"].nunique() - 1
 
 
 _TIME_VALUES = {

@@ -275,6 +275,7 @@ def test_text_that_reads_as_tuples_warns_where_dask_may_have_made_it(tmp_path):
         with pytest.warns(TextConversionWarning, match=text + r".*" + where) as rec:
             warn_text_keys(ddf, labels, "g")
         message = str(rec[0].message)
+        assert rec[0].filename == __file__  # the caller's line, not dmixed's
         assert "dataframe.convert-string': False" in message
         assert "pd.factorize(df['g'])[0]" in message
     warn_text_keys(read, labels, "g")  # the file's own text

@@ -252,3 +252,41 @@ def test_full_gather_refuses_other_entries():
 
     with pytest.raises(ValueError, match="0 or 1"):
         full_gather(np.full((1, 2, 2), 0.5), 3)
+
+
+@pytest.mark.parametrize(("r", "k"), [(3, 97), (4, 61)])
+def test_the_contraction_holds_memory_of_the_moments_size(r, k):
+    """A wide model (k = 323, r = 3 or 4) spent most of its Hessian's time and memory
+    building tables of r⁴ k² positions (several, with ``np.indices`` over six axes) to
+    read ``C``; the contraction now reads ``C`` by views one ``c`` at a time, so that
+    its peak allocation is a few times ``C``'s own size, and it sums what the per-group
+    form sums (to rounding)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(r * k)
+    g = 40
+    s = rng.normal(size=(r, r, g))
+    s = s + s.transpose(1, 0, 2)
+    h = rng.normal(size=(r, k, g))
+    w = np.r_[rng.normal(size=k - 1), 1.0]
+    moments = HessianMoments(r, k)
+    moments.add(s, h.copy(), w)
+    basis = Layout(r, ()).basis()
+    m = basis.shape[0]
+    tracemalloc.start()
+    try:
+        fields = moments.contract(basis)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    outputs = sum(f.nbytes for f in fields)
+    assert peak < 3 * moments.c.nbytes + 3 * m * m * k * k * 8, (peak, moments.c.nbytes, outputs)
+    # against the sums written out per group (E_j S E_k with numpy's einsum)
+    u = np.einsum("ajg,j->ag", h, w)
+    gm = h[:, : k - 1]
+    want_a_jk = np.einsum("jab,bcg,kcd,dyg,axg->jkxy", basis, s, basis, gm, gm, optimize=True)
+    want_a_jk = want_a_jk + want_a_jk.transpose(1, 0, 3, 2)
+    want_u_s_u = np.einsum("ag,jab,bcg,kcd,dg->jk", u, basis, s, basis, u, optimize=True)
+    scale = np.abs(want_a_jk).max()
+    np.testing.assert_allclose(fields[5], want_a_jk, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(fields[1], want_u_s_u, rtol=0, atol=1e-12 * np.abs(want_u_s_u).max())

@@ -694,7 +694,7 @@ def statistics_from_dask(
         if err is None:
             raise
         raise located(err, ddf) from None
-    raise_relayed(client, mark, stacklevel=3)  # the workers' warnings, once each
+    raise_relayed(client, mark)  # the workers' warnings, once each
     return stats
 
 

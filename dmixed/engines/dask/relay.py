@@ -100,12 +100,13 @@ def read_relayed(client, mark: float) -> list[tuple[str, str]]:
     return list(first.values())
 
 
-def raise_relayed(client, mark: float, stacklevel: int = 2) -> None:
+def raise_relayed(client, mark: float) -> None:
     """Raise on the driver, once each, the warnings the pass's tasks sent since
-    ``mark`` (:func:`relay_mark`); a category dmixed does not define is raised as
-    :class:`~dmixed.errors.DmixedWarning`."""
+    ``mark`` (:func:`relay_mark`), at the caller's line outside dmixed
+    (:func:`~dmixed.errors.caller_stacklevel`); a category dmixed does not define is
+    raised as :class:`~dmixed.errors.DmixedWarning`."""
     for name, text in read_relayed(client, mark):
         category = getattr(errors, name, None)
         if not (isinstance(category, type) and issubclass(category, Warning)):
             category = errors.DmixedWarning
-        warnings.warn(text, category, stacklevel=stacklevel + 1)
+        warnings.warn(text, category, stacklevel=errors.caller_stacklevel())

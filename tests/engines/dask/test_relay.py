@@ -78,3 +78,33 @@ def test_a_swept_integer_column_is_warned_of_once_on_the_driver(tmp_path, monkey
     assert swept == [100, 100]
     assert len(got) == 1
     assert "column 'w' holds integers beyond 2**53" in str(got[0].message)
+
+
+def test_relayed_warnings_point_at_the_callers_line(client):
+    """A worker's warning raised on the driver points at the line outside dmixed that
+    called, as on the pandas path (it pointed into dmixed)."""
+    mark = relay_mark(client)
+    client.submit(send_collected, [(PrecisionWarning, "relayed", "k")], pure=False).result()
+    with pytest.warns(PrecisionWarning, match="relayed") as got:
+        raise_relayed(client, mark)
+    assert got[0].filename == __file__
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_dropped_rows_on_dask_point_at_the_callers_line(lazy):
+    """``DroppedRowsWarning`` of a Dask fit pointed at dmixed/model.py; it points at the
+    caller's line as the pandas fit's does."""
+    import dask
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"g": np.repeat(np.arange(20), 10), "x": rng.normal(size=200)})
+    df["y"] = df.x + rng.normal(size=200) + np.repeat(rng.normal(size=20), 10)
+    df.loc[3, "x"] = np.nan
+    data = dd.from_pandas(df, npartitions=2) if lazy else df
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        dmixed.mixedlm("y ~ x", data, groups="g", missing="drop").fit()
+    dropped = [w for w in got if issubclass(w.category, dmixed.errors.DroppedRowsWarning)]
+    assert len(dropped) == 1
+    assert dropped[0].filename == __file__
