@@ -216,6 +216,14 @@ class ParsedFormulas:
             computed.update(info.expr_columns)
         return self.plain_columns() - computed
 
+    def term_columns(self) -> set:
+        """Columns a formula reads outside the response (fixed, random and variance-
+        component terms, inside expressions too)."""
+        out: set = set()
+        for info in [self.rhs, self.re, *self.vc.values()]:
+            out.update(info.columns)
+        return out
+
     def dense_columns(self) -> list[str]:
         """The columns of the response, fixed- and random-effects formulas."""
         out = list(self.lhs.columns)
@@ -497,6 +505,34 @@ def unsupported_dtype(column: str, dtype) -> BadValuesError:
     )
 
 
+def decimal_term(column: str) -> BadValuesError:
+    """The error for a column of decimal numbers (Python ``Decimal`` objects, or an Arrow
+    decimal type) that a term reads outside ``C()``: statsmodels (patsy) makes a factor
+    of an ``object`` column of Decimals, one level per value, and ``pd.read_parquet``
+    reads a Parquet decimal column as such; read as numbers it would be another model.
+    One message for both storages: ``pd.read_parquet`` and ``dd.read_parquet`` of one
+    file are refused alike."""
+    return BadValuesError(
+        f"column {column!r} holds decimal numbers (Decimal values or an Arrow decimal "
+        "type), which statsmodels' formulas (patsy) read as a factor, one level per "
+        "value, and pd.read_parquet gives for a Parquet decimal column: convert the "
+        "column first, to floats to use its values "
+        f"(data[{column!r}] = data[{column!r}].astype(float); in Parquet files, store it "
+        f"as float64), or write C({column}) to use it as a factor, as statsmodels fits it"
+    )
+
+
+def is_arrow_decimal(dtype) -> bool:
+    """Whether ``dtype`` is an Arrow decimal type (``dd.read_parquet`` of a Parquet
+    decimal column)."""
+    arrow = getattr(dtype, "pyarrow_dtype", None)
+    if arrow is None:
+        return False
+    import pyarrow as pa
+
+    return bool(pa.types.is_decimal(arrow))
+
+
 def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtypes=None):
     """How each formula column is read, from its dtype: ``(kinds, native, integers)``
     (see :mod:`dmixed.design.dtypes`; ``integers``: the numeric columns of an integer
@@ -520,6 +556,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
     check_ordered_comparisons(meta, parsed)
     c_columns = parsed.c_columns()
     bare = parsed.bare_columns()
+    terms = parsed.term_columns()
     kinds: dict[str, str] = {}
     native: dict[str, str] = {}
     integers: set[str] = set()
@@ -530,6 +567,8 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
         k = column_kind(dt)
         if k is None:
             raise unsupported_dtype(c, dt)
+        if c in terms and c not in c_columns and is_arrow_decimal(dt):
+            raise decimal_term(c)
         if k == NUMERIC and (c in c_columns or (c in bare and native_class(dt) == "bool")):
             k = NUMERIC_LEVELS
             native[c] = native_class(dt)
