@@ -623,7 +623,8 @@ def check_input(job: Job, files: list[str], rows_needed: bool = True) -> str:
 
 def column_names(job: Job, files: list[str], fmt: str) -> set[str] | None:
     """The data's column names as its first file holding rows declares them (the first
-    file :func:`read_data` reads), where they can be read without its rows and are all
+    file :func:`read_data` reads: for Parquet, in Dask's order,
+    :func:`dask_parquet_order`), where they can be read without its rows and are all
     that a read of the input gives (Dask takes the first file's columns for the whole
     input): a CSV file's header; a local Parquet file's
     schema where no file lies under a ``key=value`` folder (Hive partitioning: Dask adds
@@ -636,6 +637,8 @@ def column_names(job: Job, files: list[str], fmt: str) -> set[str] | None:
     """
     if not files:
         return None
+    if fmt == "parquet":  # Dask reads them in its own order, whatever the order given
+        files = dask_parquet_order(files)
     first = _rows_first(files, fmt, job.storage_options)[0]  # as read_data reads them
     if fmt != "parquet":
         return set(csv_header(first, job.storage_options))
@@ -649,6 +652,15 @@ def column_names(job: Job, files: list[str], fmt: str) -> set[str] | None:
     except Exception as exc:  # pyarrow raises several types for an unreadable footer
         message = f"cannot read parquet data: {first}: {read_error_message(exc)}"
         raise JobError(message, EXIT_DATA) from exc
+
+
+def dask_parquet_order(files: list[str]) -> list[str]:
+    """Parquet ``files`` in the order ``dd.read_parquet`` reads them, which takes the
+    columns and their types from the first: sorted by ``dask.utils.natural_sort_key``
+    (``f9`` before ``f10``), whatever the order given."""
+    from dask.utils import natural_sort_key
+
+    return sorted(files, key=natural_sort_key)
 
 
 def parquet_rows(files: list[str], fmt: str) -> int | None:

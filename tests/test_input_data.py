@@ -10,6 +10,7 @@ import pytest
 from dmixed.input_data import (
     NAMED_FILES,
     check_input,
+    column_names,
     csv_culprit,
     csv_header,
     label_types,
@@ -274,3 +275,27 @@ def test_model_names_holds_every_column_a_model_may_read():
     names = model_names(model)
     assert {"y", "x1", "x2", "my col", "region", "g", "t", "run", "w"} <= names
     assert "day" not in names
+
+
+@pytest.mark.parametrize(
+    "given", [["f10", "f9"], ["f9", "f10"], ["f10", "empty", "f9"], ["f9", "f10", "empty"]]
+)
+def test_the_columns_checked_are_those_of_the_parquet_file_dask_reads_first(tmp_path, given):
+    """Files whose columns differ: ``column_names`` (the formulas' check before a cluster
+    is started) took the first file with rows in the order given, while Dask sorts the
+    files naturally (``f9`` before ``f10``) and takes the columns from its first: given
+    ``f10`` (with ``z``) first, ``z`` passed the check and Dask's read had no ``z``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"g": [1, 2, 3], "x": [1.0, 2.0, 3.0], "y": [0.5, 1.5, 1.0]})
+    pq.write_table(table.append_column("z", pa.array([1.0, 0.0, 1.0])), tmp_path / "f10.parquet")
+    pq.write_table(table, tmp_path / "f9.parquet")
+    # a schema-only file sorting before both, declaring z too: not the input's columns
+    empty = table.append_column("z", pa.array([1.0, 0.0, 1.0])).schema.empty_table()
+    pq.write_table(empty, tmp_path / "empty.parquet")
+    files = [str(tmp_path / f"{name}.parquet") for name in given]
+    job = Job(data=files, formula="y ~ x", groups="g", output=str(tmp_path / "out"))
+    read = read_data(job, files)[0]
+    assert set(read.columns) == {"g", "x", "y"}
+    assert column_names(job, files, "parquet") == set(read.columns)
