@@ -201,12 +201,13 @@ def holds_rows(path: str, fmt: str, storage_options: dict | None = None) -> bool
 def _parquet_has_rows(path: str) -> bool:
     """Whether a Parquet file's footer counts a row (True where it cannot be read: the
     read of the data names the file and what is wrong)."""
-    import pyarrow.parquet as pq
+    from .stats.inputs import parquet_row_count
 
     try:
-        return pq.read_metadata(path).num_rows > 0
+        rows = parquet_row_count(path)
     except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged footer
         return True
+    return rows is None or rows > 0
 
 
 # ---------------------------------------------------------------------------

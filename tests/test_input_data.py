@@ -299,3 +299,36 @@ def test_the_columns_checked_are_those_of_the_parquet_file_dask_reads_first(tmp_
     read = read_data(job, files)[0]
     assert set(read.columns) == {"g", "x", "y"}
     assert column_names(job, files, "parquet") == set(read.columns)
+
+
+def test_a_commands_parquet_footers_are_read_once(tmp_path, monkeypatch):
+    """The fingerprint of the inputs reads each local Parquet file's footer; the row
+    counts that leave files without rows out of the read (``read_data``) read every
+    footer again from disk (~55 µs a file, 2,000 tiny files: +0.09 s).  Within one
+    command they come from the footers the fingerprint read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dmixed.stats.checkpoint import input_fingerprint
+    from dmixed.stats.inputs import footers_read_once
+
+    table = pa.table({"g": [1, 2, 3], "x": [1.0, 2.0, 3.0], "y": [0.5, 1.5, 1.0]})
+    files = []
+    for i in range(6):
+        files.append(str(tmp_path / f"part-{i}.parquet"))
+        pq.write_table(table if i % 3 else table.schema.empty_table(), files[-1])
+    job = Job(data=files, formula="y ~ x", groups="g", output=str(tmp_path / "out"))
+    from_disk = []
+    read_metadata = pq.read_metadata
+
+    def counting(where, *args, **kwargs):
+        if isinstance(where, (str, os.PathLike)):
+            from_disk.append(str(where))
+        return read_metadata(where, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "read_metadata", counting)
+    with footers_read_once():
+        input_fingerprint(files)
+        read = read_data(job, files)[0]
+    assert from_disk == []
+    assert len(read.compute()) == 12  # the four files with rows, and only they
