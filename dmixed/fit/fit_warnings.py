@@ -13,12 +13,11 @@ from ..kernels.conditionals import PlainRounding, PlainRoundingError
 from ..stats import Layout
 from .objective import (
     FACTOR_UNRESOLVED,
-    factor_error,
     factor_resolution,
+    precision_shares,
     resolution,
     resolution_verdict,
     scaled_condition,
-    statistics_resolution,
 )
 from .summary import OptSummary
 
@@ -240,10 +239,11 @@ def cancellation(ev, glob) -> float:
     out = float(w @ xyxy @ w) / prof.q
     p = prof.a.shape[0]
     if p:
-        diag = np.diagonal(prof.a)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = np.where(diag > 0, np.diagonal(xyxy)[:p] / diag, 0.0)
-        out = max(out, float(ratios.max()))
+        # the p ratios in floats (the same quotients as numpy's), NaN where any is NaN
+        # as numpy's max gives it
+        tops, diag = np.diagonal(xyxy)[:p].tolist(), np.diagonal(prof.a).tolist()
+        ratios = [t / d if d > 0 else 0.0 for t, d in zip(tops, diag, strict=True)]
+        out = max(out, math.nan if any(map(math.isnan, ratios)) else max(ratios))
     return out if math.isfinite(out) else 0.0
 
 
@@ -355,13 +355,10 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
     """
     if ev.prof is None or ev.step is None:
         return
-    base = resolution(ev.step, ev.prof, glob) + statistics_resolution(ev.prof, glob)
+    base, factor = precision_shares(ev.step, ev.prof, glob, reml)
     own = 0.0
     if plain is not None and ev.prof.q > 0:
         own = plain_llf_error(ev, glob, reml, plain) / (0.5 * ev.prof.fac)
-    factor = 0.0
-    if resolution_verdict(ev.step, ev.prof, glob, reml) != FACTOR_UNRESOLVED:
-        factor = factor_error(ev.step, ev.prof, glob, reml)
     rel = base + factor + own
     if not rel > PRECISION_WARN_ABOVE:
         return

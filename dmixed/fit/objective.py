@@ -262,11 +262,23 @@ def resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
     rounding is the statistics' own (:func:`statistics_resolution`).  The form is the
     one :func:`profile` used (:func:`_pivot_form`), not the one the sums allow.
     """
+    return _resolution_of(step, prof, glob)
+
+
+def _resolution_of(
+    step: StepSums,
+    prof: Profile,
+    glob: GlobalStats,
+    sizes: np.ndarray | None = None,
+    abs_w: np.ndarray | None = None,
+) -> float:
+    """:func:`resolution`, given :func:`_term_sizes` (``sizes``) and ``|w|`` (``abs_w``)
+    where the caller made them (:func:`precision_shares`)."""
     if not prof.q > 0:
         return np.inf
     if prof.beta0 is None:
-        w = np.abs(prof.w)
-        size = float(w @ _term_sizes(step, prof, glob) @ w)
+        w = np.abs(prof.w) if abs_w is None else abs_w
+        size = float(w @ (_term_sizes(step, prof, glob) if sizes is None else sizes) @ w)
     else:
         pivot = within_pivot(glob)
         assert pivot is not None  # Profile.beta0 is its β₀
@@ -341,21 +353,30 @@ def unresolved_within_limit(glob: GlobalStats) -> bool:
 PIVOT_RESOLUTION_LIMIT = 0.1
 
 
-def _factor_parts(step: StepSums, prof: Profile, glob: GlobalStats) -> tuple[float, float, float]:
+def _factor_parts(
+    step: StepSums,
+    prof: Profile,
+    glob: GlobalStats,
+    sizes: np.ndarray | None = None,
+    abs_w: np.ndarray | None = None,
+) -> tuple[float, float, float]:
     """``K`` and the two rounding shares of ``Q`` of :func:`factor_resolution`: the
     factor's arithmetic ``κ |δ'Aδ|`` and the sums' through β̂ ``r'|A⁻¹|r`` (all 0
-    without fixed effects)."""
+    without fixed effects).  ``sizes`` (:func:`_term_sizes`) and ``abs_w`` (``|w|``):
+    where the caller made them (:func:`precision_shares`)."""
     p = prof.beta.shape[0]
     if not p:
         return 0.0, 0.0, 0.0
     # the sizes of the form profile() used (Profile.within), about its pivot
-    size = _term_sizes(step, prof, glob)[:p]
+    size = (_term_sizes(step, prof, glob) if sizes is None else sizes)[:p]
     delta = prof.beta if prof.beta0 is None else prof.beta - prof.beta0
     abs_inv = np.abs(prof.a_inv)
-    kappa_share = _EPS * scaled_condition(prof) * abs(float(delta @ prof.a @ delta))
-    r = _EPS * (size @ np.abs(prof.w))
+    condition = _scaled_condition(prof, abs_inv)
+    kappa_share = _EPS * condition * abs(float(delta @ prof.a @ delta))
+    r = _EPS * (size @ (np.abs(prof.w) if abs_w is None else abs_w))
     r_share = float(r @ abs_inv @ r)
-    return _EPS * float((abs_inv * size[:, :p]).sum()), kappa_share, r_share
+    # ndarray.sum's own reduction (np.add.reduce over every axis), without its wrapper
+    return _EPS * float(np.add.reduce(abs_inv * size[:, :p], axis=None)), kappa_share, r_share
 
 
 def pivot_resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
@@ -421,12 +442,19 @@ def factor_error(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -
     """
     if not prof.q > 0:
         return np.inf
+    if not prof.beta.shape[0]:
+        return 0.0
+    return _factor_error_of(prof, _factor_parts(step, prof, glob), reml)
+
+
+def _factor_error_of(prof: Profile, parts: tuple[float, float, float], reml: bool) -> float:
+    """:func:`factor_error` from :func:`_factor_parts`' ``parts`` (``Q > 0``)."""
     p = prof.beta.shape[0]
     if not p:
         return 0.0
     beta0 = np.zeros(p) if prof.beta0 is None else prof.beta0
     g = np.abs(prof.b - prof.a @ beta0)
-    k, _, r_share = _factor_parts(step, prof, glob)
+    k, _, r_share = parts
     share = _EPS * float(g @ np.abs(prof.a_inv) @ g) + r_share
     if reml:
         share += k * prof.q / prof.fac
@@ -438,8 +466,14 @@ def scaled_condition(prof: Profile) -> float:
     diagonal (:func:`factor_resolution`'s ``κ / ε``); 0 without fixed effects."""
     if not prof.beta.shape[0]:
         return 0.0
+    return _scaled_condition(prof, np.abs(prof.a_inv))
+
+
+def _scaled_condition(prof: Profile, abs_inv: np.ndarray) -> float:
+    """:func:`scaled_condition` given ``|A⁻¹|`` (``abs_inv``), of ``p > 0`` fixed
+    effects."""
     root = np.sqrt(np.abs(np.diagonal(prof.a)))
-    return float(root @ np.abs(prof.a_inv) @ root)
+    return float(root @ abs_inv @ root)
 
 
 #: :func:`resolution_verdict`: ℓ resolved; ``Q`` not resolved (refused everywhere); ``Q``
@@ -465,7 +499,66 @@ def resolution_verdict(step: StepSums, prof: Profile, glob: GlobalStats, reml: b
         return UNRESOLVED
     if statistics_resolution(prof, glob) > STATISTICS_RESOLUTION_LIMIT:
         return UNRESOLVED
-    k, kappa_share, r_share = _factor_parts(step, prof, glob)
+    return _factor_verdict(res, _factor_parts(step, prof, glob), prof, reml)
+
+
+def precision_shares(
+    step: StepSums, prof: Profile, glob: GlobalStats, reml: bool
+) -> tuple[float, float]:
+    """What the precision check weighs at an evaluation (``step``, ``prof``), each part
+    made once: ``(resolution + statistics_resolution, factor)``, with ``factor``
+    :func:`factor_error` where :func:`resolution_verdict` is not
+    :data:`FACTOR_UNRESOLVED` and 0 where it is (the same floats as those functions
+    give, which share :func:`resolution` and the factor's parts; a NaN passes the
+    verdict's tests as there).
+
+    ``resolution ≈ ε |w|'S|w| / Q`` (``S`` the sizes of ``Q``'s terms, ``w = [−β̂; 1]``),
+    ``statistics_resolution`` the within-group pivot's own rounding, and
+    ``factor_error ≈ ε |g|'|A⁻¹||g| / Q`` plus the sums' rounding through β̂ (and
+    REML's ``log|A|``; the cases measured in benchmarks/RESULTS.md, heavy-s54).  The
+    precision warning (:func:`~dmixed.fit.fit_warnings.warn_precision`) reads their
+    sum.
+
+    Parameters
+    ----------
+    step : StepSums
+        The evaluation's per-group sums at the covariance parameters.
+    prof : Profile
+        The GLS quantities there (``A``, ``β̂``, ``Q``, ``fac``).
+    glob : GlobalStats
+        The statistics' whole-data sums (``[X y]'[X y]``).
+    reml : bool
+        The criterion: REML adds ``log|A|``'s rounding to the factor's share.
+
+    Returns
+    -------
+    tuple of float
+        The sums' share and the factor's: relative errors of ``Q`` (dimensionless, the
+        units of :func:`resolution`; ℓ's error is ``½ fac`` times them), ``(inf,
+        inf)`` where ``Q ≤ 0``."""
+    if not prof.q > 0:  # resolution's inf: UNRESOLVED, and factor_error's inf
+        return resolution(step, prof, glob) + statistics_resolution(prof, glob), np.inf
+    sizes, abs_w = _term_sizes(step, prof, glob), np.abs(prof.w)
+    res = _resolution_of(step, prof, glob, sizes, abs_w)
+    stat = statistics_resolution(prof, glob)
+    base = res + stat
+    parts = _factor_parts(step, prof, glob, sizes, abs_w)
+    # resolution_verdict's own tests, negated as written there: a NaN passes them
+    if (
+        not res > RESOLUTION_LIMIT
+        and not stat > STATISTICS_RESOLUTION_LIMIT
+        and _factor_verdict(res, parts, prof, reml) == FACTOR_UNRESOLVED
+    ):
+        return base, 0.0
+    return base, _factor_error_of(prof, parts, reml)
+
+
+def _factor_verdict(
+    res: float, parts: tuple[float, float, float], prof: Profile, reml: bool
+) -> int:
+    """:func:`resolution_verdict` past its tests of ``Q``'s resolution (``res``:
+    :func:`resolution`; ``parts``: :func:`_factor_parts`)."""
+    k, kappa_share, r_share = parts
     if k > PIVOT_RESOLUTION_LIMIT:
         return FACTOR_UNRESOLVED
     q_share = kappa_share + r_share

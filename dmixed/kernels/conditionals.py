@@ -13,6 +13,7 @@ What every sum of :mod:`~dmixed.kernels.groups` is built from.  Notation as in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -521,14 +522,67 @@ def heavy_bounds(
     g = zz.shape[-1]
     if r < 2 or not cancellation > 0:
         return np.zeros(g)
-    eps = float(np.finfo(float).eps)
-    terms = (np.asarray(nobs, dtype=float) + PLAIN_ROUNDINGS + 2 * r) * eps
-    gamma = terms / (1.0 - terms)
     share = _shares(zz, totals)
     with np.errstate(over="ignore", invalid="ignore"):
-        bound = gamma * float(r) ** (r - 1) * share * cancellation / PLAIN_NEGLIGIBLE
+        bound = _heavy_bound(np.asarray(nobs, dtype=float), r, share, cancellation)
     charged = (np.asarray(nobs) > 1) & (share > 1.0 - DOMINANT_REST)
     return np.where(charged, np.nan_to_num(bound, nan=0.0), 0.0)
+
+
+def largest_heavy_bound(r: int, most_rows: float, cancellation: float) -> float:
+    """:func:`heavy_bounds`' largest value for groups of ``r`` random-design columns
+    and at most ``most_rows`` rows at a fit of ``cancellation``: the bound of a group
+    of ``most_rows`` rows holding the whole block (a share of 1), which no group's
+    exceeds (the bound grows with the rows and the share).
+
+    ``γ r^(r−1) cancellation / PLAIN_NEGLIGIBLE`` with ``γ = t / (1 − t)``,
+    ``t = (most_rows + PLAIN_ROUNDINGS + 2r) ε`` (Higham's ``γ_n`` bound of a sum of
+    ``n`` terms, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., §3.1, as
+    :func:`heavy_bounds`; :data:`PLAIN_NEGLIGIBLE` measured in benchmarks/RESULTS.md,
+    uncharged-s57): the same float as :func:`heavy_bounds` gives such a group (the
+    same operations, on Python floats), without arrays made for one number.  A block's
+    coarse check of its groups (``StatsBlock.plain_rounding``).
+
+    Parameters
+    ----------
+    r : int
+        The random design's columns (the blocks' ``Z̃_i'Z̃_i`` are r × r).
+    most_rows : float
+        The largest group's rows (a count, as a float).
+    cancellation : float
+        The fit's cancellation (:func:`~dmixed.fit.fit_warnings.cancellation`): how
+        many times ``X'V*⁻¹X`` and ``Q`` are smaller than the totals they are the
+        remainder of (dimensionless).
+
+    Returns
+    -------
+    float
+        A determinant bound of the scaled ``Z̃_i'Z̃_i`` (dimensionless), for the
+        coarse check's :meth:`~dmixed.kernels.groups.StatsBlock.lossy_mask`: 0 where
+        no group is charged (``r < 2``, ``most_rows ≤ 1``, ``cancellation ≤ 0`` or
+        NaN, a NaN bound), the largest float64 where the bound overflows
+        (``np.nan_to_num``'s value for inf).
+    """
+    if r < 2 or not cancellation > 0 or not most_rows > 1:
+        return 0.0
+    bound = _heavy_bound(float(most_rows), r, 1.0, cancellation)
+    if math.isnan(bound):
+        return 0.0
+    return min(bound, _FLOAT_MAX)  # np.nan_to_num's value for inf
+
+
+#: The largest float64 (np.nan_to_num's ``posinf``).
+_FLOAT_MAX = float(np.finfo(np.float64).max)
+
+
+def _heavy_bound(nobs, r: int, share, cancellation: float):
+    """``e_i``'s determinant bound of :func:`heavy_bounds` (``γ_i r^(r−1) share_i
+    cancellation / PLAIN_NEGLIGIBLE``) from the groups' rows ``nobs`` (float64 (G,) or
+    a float) and shares: one owner of the formula for arrays and for one float."""
+    eps = float(np.finfo(float).eps)
+    terms = (nobs + PLAIN_ROUNDINGS + 2 * r) * eps
+    gamma = terms / (1.0 - terms)
+    return gamma * float(r) ** (r - 1) * share * cancellation / PLAIN_NEGLIGIBLE
 
 
 class PlainRoundingError(ValueError):

@@ -30,6 +30,7 @@ from .conditionals import (
     conditional,
     gram_rows,
     heavy_bounds,
+    largest_heavy_bound,
     lossy_groups,
     m_sum,
     near_lossy_bounds,
@@ -176,6 +177,7 @@ class StatsBlock:
     __slots__ = (
         "_centred",
         "_chunks",
+        "_clear_below",
         "_keep",
         "_kept",
         "_one",
@@ -204,6 +206,7 @@ class StatsBlock:
         self._subset: list | None = None
         self._shifted: tuple | None = None
         self._spans: ChunkSpans | None = spans
+        self._clear_below: tuple[float, np.ndarray] | None = None
 
     @classmethod
     def from_entry_major(cls, zz: np.ndarray, zxy: np.ndarray) -> StatsBlock:
@@ -221,6 +224,7 @@ class StatsBlock:
         block._keep, block._kept, block._one, block._centred = False, None, None, None
         block._subset = block._shifted = None
         block._spans = spans
+        block._clear_below = None
         return block
 
     @classmethod
@@ -232,6 +236,7 @@ class StatsBlock:
         block._chunks = list(chunks)
         block._keep, block._kept, block._one, block._centred = False, None, None, None
         block._subset = block._shifted = block._spans = None
+        block._clear_below = None
         return block
 
     @property
@@ -300,6 +305,7 @@ class StatsBlock:
         self._subset = state[3] if rank_one and len(state) > 3 else None
         self._shifted = state[4] if rank_one and len(state) > 4 else None
         self._spans = None
+        self._clear_below = None
         if rank_one and state[1] is True:
             # a block pickled by a dmixed that judged rank one on the worker (no masks):
             # read as plain sums it would drop its closed forms without a word
@@ -513,9 +519,29 @@ class StatsBlock:
     def lossy_mask(self, nobs: np.ndarray, bound: float = LOSSY_DETERMINANT) -> np.ndarray | None:
         """The block's lossy groups (:meth:`lossy_masks` joined; ``nobs`` (G,): the
         groups' rows, in the block's order; ``bound`` as there): bool (G,), or None
-        where there are none (each chunk checked, nothing joined)."""
+        where there are none (each chunk checked, nothing joined).
+
+        A bound found to hold no group is kept with a copy of the ``nobs`` it was
+        asked with: asked again with that bound and group sizes equal to the copy (the
+        data pass's coarse check, then the precision check's, of the statistics' own
+        group sizes), the answer is None without a look at the chunks.  The key is the
+        sizes' values, not the array's identity: an array changed in place since is
+        looked at again.  Comparing them costs a small part of the look it saves
+        (benchmarks/RESULTS.md, arr2k3-s58).  The chunks are fixed when the block is
+        made (as :attr:`spans` relies on)."""
+        clear = self._clear_below
+        if (
+            clear is not None
+            and clear[0] == bound
+            and type(nobs) is np.ndarray
+            and nobs.shape == clear[1].shape
+            and np.array_equal(nobs, clear[1])
+        ):
+            return None
         masks = list(self.lossy_masks(nobs, bound))
         if not any(np.count_nonzero(mask) for mask in masks):
+            if type(bound) is float and type(nobs) is np.ndarray:
+                self._clear_below = (bound, nobs.copy())
             return None
         return np.concatenate(masks)
 
@@ -569,14 +595,7 @@ class StatsBlock:
         coarse = CENTRED_DETERMINANT
         if cancellation > 0 and nobs.size and self.r > 1:
             # heavy_bounds' largest (a share of 1, the largest group)
-            most = float(
-                heavy_bounds(
-                    np.eye(self.r)[:, :, None],
-                    nobs.max(keepdims=True),
-                    np.ones(self.r),
-                    cancellation,
-                )[0]
-            )
+            most = largest_heavy_bound(self.r, float(np.maximum.reduce(nobs)), cancellation)
             coarse = max(coarse, most)
         if self.lossy_mask(nobs, coarse) is None:
             return total  # the common case: one check of every chunk, nothing more

@@ -264,3 +264,42 @@ def test_a_random_slope_on_an_uncentred_column_of_few_large_groups_is_not_charge
     with warnings.catch_warnings():
         warnings.simplefilter("error", dmixed.PrecisionWarning)
         model.fit()
+
+
+_ENTRY = st.one_of(
+    st.floats(-1e6, 1e6),
+    st.sampled_from([0.0, -0.0, 1e-320, 1e308, np.inf, -np.inf, np.nan]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    p=st.integers(0, 3),
+    entries=st.lists(_ENTRY, min_size=32, max_size=32),
+    q=st.floats(1e-300, 1e6),
+)
+def test_cancellation_is_the_largest_ratio_as_numpy_gives_it(p, entries, q):
+    """``cancellation`` (the ratios of the diagonals taken in floats) answers as the
+    numpy form it replaced: ``|w|'|[X y]'[X y]||w| / Q`` against the largest
+    ``|[X y]'[X y]|_xx / A_xx`` over the positive ``A_xx`` (0 elsewhere), NaN among
+    the ratios leaving the first term, 0 where the answer is not finite."""
+    from types import SimpleNamespace
+
+    from dmixed.fit.fit_warnings import cancellation
+
+    k = p + 1
+    vals = np.array(entries)
+    xyxy = vals[: k * k].reshape(k, k)
+    a = vals[16 : 16 + p * p].reshape(p, p)
+    w = np.append(vals[25 : 25 + p], 1.0)
+    ev = SimpleNamespace(prof=SimpleNamespace(q=q, w=w, a=a))
+    with np.errstate(all="ignore"):
+        absx = np.abs(xyxy)
+        out = float(np.abs(w) @ absx @ np.abs(w)) / q
+        if p:
+            diag = np.diagonal(a)
+            ratios = np.where(diag > 0, np.diagonal(absx)[:p] / diag, 0.0)
+            out = max(out, float(ratios.max()))
+        expected = out if np.isfinite(out) else 0.0
+        got = cancellation(ev, SimpleNamespace(xyxy=xyxy))
+    assert got == expected or (np.isnan(got) and np.isnan(expected))

@@ -717,3 +717,69 @@ def test_an_ordinary_group_below_the_coarse_bound_takes_the_plain_path(engine):
         warnings.simplefilter("error", dmixed.DmixedWarning)
         arrays = GroupArrays.from_statistics(stats, centred=True)
     assert arrays.centred is None  # no group took the centred forms
+
+
+@settings(max_examples=25)
+@given(point=_point, reml=st.booleans(), factor_unresolved=st.booleans())
+def test_precision_shares_are_the_precision_checks_parts(point, reml, factor_unresolved):
+    """``precision_shares``: the sums' share ``resolution + statistics_resolution`` and
+    the factor's (``factor_error``, 0 where ``resolution_verdict`` is
+    ``FACTOR_UNRESOLVED``), each part made once, are the same floats as those functions
+    give one by one (the verdict forced to ``FACTOR_UNRESOLVED`` by a pivot limit below
+    every fit's, or left as the evaluation's)."""
+    from dmixed.fit import objective
+
+    obj = _OBJ[(False, reml, True)]
+    ev = obj.evaluate(_packed(point, False, True))
+    limit = -1.0 if factor_unresolved else objective.PIVOT_RESOLUTION_LIMIT
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(objective, "PIVOT_RESOLUTION_LIMIT", limit)
+        verdict = objective.resolution_verdict(ev.step, ev.prof, obj.glob, reml)
+        shares = objective.precision_shares(ev.step, ev.prof, obj.glob, reml)
+    assert (verdict == objective.FACTOR_UNRESOLVED) == factor_unresolved
+    base = objective.resolution(ev.step, ev.prof, obj.glob)
+    base += objective.statistics_resolution(ev.prof, obj.glob)
+    factor = 0.0
+    if not factor_unresolved:
+        factor = objective.factor_error(ev.step, ev.prof, obj.glob, reml)
+    assert shares == (base, factor)
+    assert factor_unresolved or factor > 0.0
+
+
+def test_precision_shares_where_q_is_not_positive():
+    """``Q ≤ 0``: the factor's share is ``factor_error``'s inf, as the precision check
+    read it before (``resolution_verdict`` is then not ``FACTOR_UNRESOLVED``)."""
+    import dataclasses
+
+    from dmixed.fit import objective
+
+    obj = _OBJ[(False, True, True)]
+    ev = obj.evaluate(_packed((1.0, 0.2, 0.8, 1.0), False, True))
+    prof = dataclasses.replace(ev.prof, q=0.0)
+    base, factor = objective.precision_shares(ev.step, prof, obj.glob, True)
+    assert base == np.inf and factor == np.inf
+    assert objective.factor_error(ev.step, prof, obj.glob, True) == np.inf
+
+
+def test_precision_shares_where_the_resolution_is_nan():
+    """A NaN ``resolution`` (a NaN ``β``) passes ``resolution_verdict``'s tests as
+    written there (``res > limit`` false): where the verdict is then
+    ``FACTOR_UNRESOLVED`` the factor's share is 0, as the precision check read it
+    from those functions, not ``factor_error``'s value."""
+    import dataclasses
+
+    from dmixed.fit import objective
+
+    obj = _OBJ[(False, True, True)]
+    ev = obj.evaluate(_packed((1.0, 0.2, 0.8, 1.0), False, True))
+    beta = ev.prof.beta.copy()
+    beta[0] = np.nan
+    prof = dataclasses.replace(ev.prof, beta=beta)
+    with pytest.MonkeyPatch.context() as mp, np.errstate(all="ignore"):
+        mp.setattr(objective, "PIVOT_RESOLUTION_LIMIT", -1.0)
+        verdict = objective.resolution_verdict(ev.step, prof, obj.glob, True)
+        base, factor = objective.precision_shares(ev.step, prof, obj.glob, True)
+        res = objective.resolution(ev.step, prof, obj.glob)
+    assert np.isnan(res) and np.isnan(base)
+    assert verdict == objective.FACTOR_UNRESOLVED
+    assert factor == 0.0

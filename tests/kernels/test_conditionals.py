@@ -243,3 +243,26 @@ def test_heavy_bounds_charge_a_group_by_weight_condition_and_cancellation(
     assert not heavy_bounds(zz, nobs, totals, 0.0).any()
     nobs[0] = 1
     assert heavy_bounds(zz, nobs, totals, cancel)[0] == 0.0
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    r=st.integers(1, 7),
+    most_rows=st.one_of(st.integers(0, 10**7), st.floats(0.0, 1e7)),
+    cancellation=st.one_of(st.just(0.0), st.floats(-1.0, 1e300, allow_nan=False), st.just(np.inf)),
+)
+def test_largest_heavy_bound_is_heavy_bounds_of_a_group_holding_the_block(
+    r, most_rows, cancellation
+):
+    """``largest_heavy_bound``: the same float as ``heavy_bounds`` gives a group of
+    ``most_rows`` rows holding the whole block (a share of 1), made without arrays:
+    0 where none is charged, the largest float64 where the bound overflows."""
+    from dmixed.kernels.conditionals import heavy_bounds, largest_heavy_bound
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = heavy_bounds(
+            np.eye(r)[:, :, None], np.array([most_rows]), np.ones(r), cancellation
+        )[0]
+    got = largest_heavy_bound(r, float(most_rows), cancellation)
+    assert type(got) is float
+    assert got == float(expected)

@@ -696,6 +696,88 @@ def test_lossy_mask_is_the_chunks_masks_joined_or_none():
     assert block.lossy_mask(np.ones(12)) is None  # one-row groups are never lossy
 
 
+def test_a_bound_found_clear_is_kept_with_its_group_sizes(monkeypatch):
+    """:meth:`StatsBlock.lossy_mask` keeps a bound that holds no group with a copy of
+    the ``nobs`` it was asked with: asked again with the bound and equal sizes (the same
+    array or another), None without a look at the chunks; another bound, other sizes
+    (one-row groups clear only those they cover), or a block made again (pickled) look
+    again, and a bound that holds groups is never kept."""
+    import pickle
+
+    rng = np.random.default_rng(5)
+    zmat = rng.normal(size=(12, 6, 2))
+    zmat[:, :, 0] = 1.0
+    zmat[[3, 10], :, 1] = 7.0
+    zz = np.ascontiguousarray(np.einsum("gia,gib->abg", zmat, zmat))
+    zxy = np.ascontiguousarray(rng.normal(size=(2, 4, 12)))
+    block = kernels.StatsBlock.from_entry_major(zz, zxy)
+    looks = []
+    made = kernels.StatsBlock.lossy_masks
+
+    def counted(self, nobs, bound=kernels.conditionals.LOSSY_DETERMINANT):
+        looks.append(bound)
+        return made(self, nobs, bound)
+
+    monkeypatch.setattr(kernels.StatsBlock, "lossy_masks", counted)
+    sizes, ones = np.full(12, 6), np.ones(12)
+    assert block.lossy_mask(ones, 1e-5) is None  # the two lossy groups are of one row
+    assert block.lossy_mask(sizes, 1e-5) is not None  # not with these sizes
+    assert block.lossy_mask(sizes, 1e-5) is not None  # (a mask found: nothing kept)
+    assert len(looks) == 3
+    clear = 1e-300
+    assert block.lossy_mask(sizes, clear) is None
+    assert block.lossy_mask(sizes, clear) is None
+    assert len(looks) == 4  # the second answer without a look
+    assert block.lossy_mask(sizes.copy(), clear) is None  # equal sizes: no look
+    assert len(looks) == 4
+    assert block.lossy_mask(sizes, 1e-5) is not None
+    assert len(looks) == 5
+    again = pickle.loads(pickle.dumps(block))
+    assert again.lossy_mask(sizes, clear) is None
+    assert len(looks) == 6
+
+
+def test_a_clear_bound_is_not_kept_for_sizes_changed_in_place():
+    """Group sizes changed in place after a clear answer are looked at again: the kept
+    answer is for the sizes' values, not the array's identity (two groups of a design
+    nearly singular are clear while of one row, lossy once of six)."""
+    rng = np.random.default_rng(5)
+    zmat = rng.normal(size=(12, 6, 2))
+    zmat[:, :, 0] = 1.0
+    zmat[[3, 10], :, 1] = 7.0
+    zz = np.ascontiguousarray(np.einsum("gia,gib->abg", zmat, zmat))
+    block = kernels.StatsBlock.from_entry_major(zz, np.zeros((2, 4, 12)))
+    nobs = np.ones(12, dtype=np.int64)
+    assert block.lossy_mask(nobs, 1e-5) is None
+    nobs[:] = 6  # the same array, now six rows a group
+    mask = block.lossy_mask(nobs, 1e-5)
+    assert mask is not None
+    assert np.flatnonzero(mask).tolist() == [3, 10]
+    assert block.lossy_mask(nobs.copy(), 1e-5) is not None
+
+
+def test_a_fit_checks_its_groups_coarsely_once(monkeypatch):
+    """A fit of arrays (no lossy group) makes the coarse check of its groups once: the
+    data pass's answer is the precision check's (the same chunks, the same group
+    sizes, the same bound)."""
+    import dmixed
+
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(40), 8)
+    x = np.column_stack([np.ones(g.size), rng.normal(size=g.size)])
+    y = x @ [1.0, 0.5] + rng.normal(size=40)[g] + rng.normal(size=g.size)
+    looks = []
+    made = kernels.StatsBlock.lossy_masks
+
+    def counted(self, nobs, bound=kernels.conditionals.LOSSY_DETERMINANT):
+        looks.append(bound)
+        return made(self, nobs, bound)
+
+    monkeypatch.setattr(kernels.StatsBlock, "lossy_masks", counted)
+    dmixed.MixedLM(y, x, g, exog_re=x).fit(reml=True)
+    assert looks == [kernels.conditionals.CENTRED_DETERMINANT]
+
+
 def test_chunk_spans_of_a_block_of_no_groups():
     """A block of no groups has one chunk of none: nothing to split or join."""
     block = kernels.StatsBlock(np.zeros((0, 2, 2)), np.zeros((0, 2, 3)))
