@@ -216,12 +216,15 @@ class ParsedFormulas:
             computed.update(info.expr_columns)
         return self.plain_columns() - computed
 
-    def term_columns(self) -> set:
-        """Columns a formula reads outside the response (fixed, random and variance-
-        component terms, inside expressions too)."""
+    def value_columns(self) -> set:
+        """Columns whose values some term reads outside ``C()`` (a factor that is the
+        column, or an expression computing with it), in the fixed, random or variance-
+        component formulas, not the response.  Judged per factor: ``C(z):x + z`` and
+        ``y ~ z`` with ``re_formula="~C(z)"`` both read ``z`` outside ``C()``, although
+        ``z`` is in :meth:`c_columns` too."""
         out: set = set()
         for info in [self.rhs, self.re, *self.vc.values()]:
-            out.update(info.columns)
+            out.update(info.plain_columns, info.expr_columns)
         return out
 
     def dense_columns(self) -> list[str]:
@@ -556,7 +559,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
     check_ordered_comparisons(meta, parsed)
     c_columns = parsed.c_columns()
     bare = parsed.bare_columns()
-    terms = parsed.term_columns()
+    values = parsed.value_columns()
     kinds: dict[str, str] = {}
     native: dict[str, str] = {}
     integers: set[str] = set()
@@ -567,7 +570,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
         k = column_kind(dt)
         if k is None:
             raise unsupported_dtype(c, dt)
-        if c in terms and c not in c_columns and is_arrow_decimal(dt):
+        if c in values and is_arrow_decimal(dt):
             raise decimal_term(c)
         if k == NUMERIC and (c in c_columns or (c in bare and native_class(dt) == "bool")):
             k = NUMERIC_LEVELS

@@ -82,7 +82,7 @@ def scan_levels(
             f"no rows left after dropping rows with missing values ({scan.n_total} rows dropped)"
         )
     _read_object_columns(
-        scan, kinds, native, plan.c_columns, parsed.bare_columns(), parsed.term_columns()
+        scan, kinds, native, plan.c_columns, parsed.bare_columns(), parsed.value_columns()
     )
     _decimal_levels_as_floats(scan, kinds, meta, plan.c_columns)
     _check_response_numeric(meta, parsed, kinds)
@@ -103,7 +103,7 @@ def scan_levels(
 
 
 def _read_object_columns(
-    scan: LevelScan, kinds: dict, native: dict, c_columns: set, bare: set, terms: set
+    scan: LevelScan, kinds: dict, native: dict, c_columns: set, bare: set, values: set
 ) -> None:
     """Numbers and booleans held in ``object`` columns are read as numbers (inside
     ``C()``, and booleans read as they are, ``bare``: as numeric levels, as
@@ -117,7 +117,7 @@ def _read_object_columns(
         cls = object_class(types, c)
         if c not in kinds or cls in (None, "string"):
             continue
-        if "Decimal" in types and c in terms and c not in c_columns:
+        if "Decimal" in types and c in values:
             raise decimal_term(c)
         if c not in c_columns and not (cls == "bool" and c in bare):
             kinds[c] = NUMERIC

@@ -285,6 +285,12 @@ DECIMAL_PRICES = [Decimal("9.99"), Decimal("14.99"), Decimal("19.99"), Decimal("
         ("y ~ I(2 * p)", {}),
         ("y ~ xi", {"re_formula": "1 + p"}),
         ("y ~ xi", {"vc_formula": {"v": "0 + p"}}),
+        # read inside C() somewhere and outside it elsewhere: judged per factor
+        ("y ~ C(p):xi + p", {}),
+        ("y ~ C(p) + np.log(Q('p'))", {}),
+        ("y ~ xi + p", {"re_formula": "~C(p)"}),
+        ("y ~ C(p)", {"vc_formula": {"v": "0 + p"}}),
+        ("y ~ xi", {"re_formula": "~p", "vc_formula": {"v": "0 + C(p)"}}),
     ],
 )
 def test_object_decimals_read_by_a_term_are_refused_saying_how_to_convert(formula, kw):
@@ -315,8 +321,13 @@ def test_arrow_decimals_read_by_a_term_are_refused_as_object_ones():
     base = _zoo_base()
     prices = [DECIMAL_PRICES[i % 4] for i in range(len(base))]
     df = base.assign(p=pd.array(prices, dtype=pd.ArrowDtype(pa.decimal128(6, 2))))
-    with pytest.raises(BadValuesError, match=r"column 'p' holds decimal numbers"):
-        build_spec(df, "y ~ p", groups="g")
+    for formula, kw in [
+        ("y ~ p", {}),
+        ("y ~ C(p):xi + p", {}),
+        ("y ~ xi + p", {"re_formula": "~C(p)"}),
+    ]:
+        with pytest.raises(BadValuesError, match=r"column 'p' holds decimal numbers"):
+            build_spec(df, formula, groups="g", **kw)
     spec = build_spec(df, "y ~ C(p)", groups="g")
     assert spec.exog_names == ["Intercept", "C(p)[T.14.99]", "C(p)[T.19.99]", "C(p)[T.24.99]"]
 
