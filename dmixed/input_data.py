@@ -658,10 +658,22 @@ def column_names(job: Job, files: list[str], fmt: str) -> set[str] | None:
 def dask_parquet_order(files: list[str]) -> list[str]:
     """Parquet ``files`` in the order ``dd.read_parquet`` reads them, which takes the
     columns and their types from the first: sorted by ``dask.utils.natural_sort_key``
-    (``f9`` before ``f10``), whatever the order given."""
+    (``f9`` before ``f10``), whatever the order given, of the paths as fsspec gives them
+    to Dask: a local path absolute (``fsspec.implementations.local.make_path_posix``, as
+    ``LocalFileSystem`` strips a path), so that relative and absolute paths given together
+    sort as Dask sorts them; a remote one as given (one protocol for all: the same order
+    as without it)."""
     from dask.utils import natural_sort_key
+    from fsspec.core import split_protocol
+    from fsspec.implementations.local import make_path_posix
 
-    return sorted(files, key=natural_sort_key)
+    def key(f: str):
+        protocol, path = split_protocol(f)
+        if protocol in (None, "file", "local"):
+            return natural_sort_key(make_path_posix(path).rstrip("/"))
+        return natural_sort_key(f)
+
+    return sorted(files, key=key)
 
 
 def parquet_rows(files: list[str], fmt: str) -> int | None:

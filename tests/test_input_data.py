@@ -301,6 +301,34 @@ def test_the_columns_checked_are_those_of_the_parquet_file_dask_reads_first(tmp_
     assert column_names(job, files, "parquet") == set(read.columns)
 
 
+def test_parquet_order_is_dasks_for_relative_and_absolute_paths_together(tmp_path, monkeypatch):
+    """Dask makes local paths absolute (fsspec) before its natural sort: ``d/f9`` given
+    relative and ``/…/d/f10`` absolute are read f9 first, where a sort of the strings as
+    given put the absolute path first.  The order is Dask's own file list."""
+    import random
+
+    import dask.dataframe as dd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dmixed.input_data import dask_parquet_order
+
+    names = ["f10", "f9", "F2", "a_b", "a-b", "f1", "sub/f0", "x.10", "x.9", "b", "zz"]
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for i, name in enumerate(names):
+        pq.write_table(pa.table({"i": [i]}), tmp_path / "d" / f"{name}.parquet")
+    monkeypatch.chdir(tmp_path)
+    rng = random.Random(0)
+    for _ in range(5):
+        files = [os.path.join("d", f"{n}.parquet") for n in names]
+        rng.shuffle(files)
+        files = [os.path.abspath(f) if rng.random() < 0.5 else f for f in files]
+        files[0], files[1] = os.path.abspath(files[0]), os.path.relpath(files[1])
+        dask_order = [names[i] for i in dd.read_parquet(files).compute()["i"]]
+        ours = [os.path.relpath(f, "d")[: -len(".parquet")] for f in dask_parquet_order(files)]
+        assert ours == dask_order
+
+
 def test_a_commands_parquet_footers_are_read_once(tmp_path, monkeypatch):
     """The fingerprint of the inputs reads each local Parquet file's footer; the row
     counts that leave files without rows out of the read (``read_data``) read every
