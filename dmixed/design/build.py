@@ -45,7 +45,7 @@ from .formula import (
 )
 from .labels import patsy_spelling
 from .levels import prototype
-from .messages import check_design_fits, check_terms_within_rows, suggest
+from .messages import check_design_fits, check_terms_within_rows, decimal_term, suggest
 from .missing import missing_option
 from .partitions import select_columns
 from .plain import PlainFormula, indicator_info, read_plain
@@ -505,23 +505,6 @@ def unsupported_dtype(column: str, dtype) -> BadValuesError:
         f"as numbers (a fit would depend on their unit): convert the column to a number "
         f"first, such as the {unit}: data[{column!r}] = {_to_number(column, words)}; or, "
         f"to use it as a factor, {factor}"
-    )
-
-
-def decimal_term(column: str) -> BadValuesError:
-    """The error for a column of decimal numbers (Python ``Decimal`` objects, or an Arrow
-    decimal type) that a term reads outside ``C()``: statsmodels (patsy) makes a factor
-    of an ``object`` column of Decimals, one level per value, and ``pd.read_parquet``
-    reads a Parquet decimal column as such; read as numbers it would be another model.
-    One message for both storages: ``pd.read_parquet`` and ``dd.read_parquet`` of one
-    file are refused alike."""
-    return BadValuesError(
-        f"column {column!r} holds decimal numbers (Decimal values or an Arrow decimal "
-        "type), which statsmodels' formulas (patsy) read as a factor, one level per "
-        "value, and pd.read_parquet gives for a Parquet decimal column: convert the "
-        "column first, to floats to use its values "
-        f"(data[{column!r}] = data[{column!r}].astype(float); in Parquet files, store it "
-        f"as float64), or write C({column}) to use it as a factor, as statsmodels fits it"
     )
 
 

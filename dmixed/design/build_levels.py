@@ -8,8 +8,9 @@ import warnings
 import numpy as np
 
 from ..errors import BadValuesError, DataError, NumericFactorWarning
-from .build import ParsedFormulas, decimal_term, is_arrow_decimal
+from .build import ParsedFormulas, is_arrow_decimal
 from .dtypes import CATEGORICAL, NUMERIC, NUMERIC_LEVELS, check_numbers_as_text, object_class
+from .messages import decimal_term
 from .scan import (
     LevelScan,
     ScanChains,
@@ -68,6 +69,7 @@ def scan_levels(
         object_cols=object_columns(meta, columns_used, dtypes),
         c_columns=parsed.c_columns(),
         columns_used=columns_used,
+        value_columns=parsed.value_columns(),
         missing=missing,
     )
     if dask_input:
@@ -111,7 +113,7 @@ def _read_object_columns(
     stays labels, dates and other Python objects among them (pandas reads a Parquet
     ``date32`` column as ``datetime.date`` objects: a factor, as statsmodels reads it);
     mixed kinds are refused, and so are ``Decimal`` values that a term reads outside
-    ``C()`` (:func:`~dmixed.design.build.decimal_term`; a response of them is numbers,
+    ``C()`` (:func:`~dmixed.design.messages.decimal_term`; a response of them is numbers,
     which statsmodels cannot fit at all, and a group column of them labels)."""
     for c, types in scan.types.items():
         cls = object_class(types, c)
