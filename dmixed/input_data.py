@@ -679,15 +679,17 @@ def dask_parquet_order(files: list[str]) -> list[str]:
 def parquet_rows(files: list[str], fmt: str) -> int | None:
     """The rows of local Parquet ``files`` as their footers count them, before any is
     dropped; None for other input or a footer that cannot be read (the read of the data
-    names it)."""
+    names it).  Each footer is :func:`~dmixed.stats.inputs.local_footer`'s: read once
+    a command with the fingerprint's and ``read_data``'s."""
     if fmt != "parquet" or any("://" in f or not os.path.isfile(f) for f in files):
         return None
-    import pyarrow.parquet as pq
+    from .stats.inputs import parquet_row_count
 
     try:
-        return sum(pq.read_metadata(f).num_rows for f in files)
+        counts = [parquet_row_count(f) for f in files]
     except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged footer
         return None
+    return None if any(n is None for n in counts) else sum(n for n in counts if n is not None)
 
 
 def _read_csv_input(job: Job, files: list[str], model: dict, saved: dict):

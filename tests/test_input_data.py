@@ -14,6 +14,7 @@ from dmixed.input_data import (
     csv_culprit,
     csv_header,
     label_types,
+    parquet_rows,
     read_data,
     refuse_inside_inputs,
 )
@@ -357,6 +358,8 @@ def test_a_commands_parquet_footers_are_read_once(tmp_path, monkeypatch):
     monkeypatch.setattr(pq, "read_metadata", counting)
     with footers_read_once():
         input_fingerprint(files)
+        # the formula's check of its terms against the rows too (parquet_rows)
+        assert parquet_rows(files, "parquet") == 12
         read = read_data(job, files)[0]
     assert from_disk == []
     assert len(read.compute()) == 12  # the four files with rows, and only they
