@@ -552,7 +552,8 @@ def _under_stats_lock(name: str):
     """Run the command ``name`` (``command(job)``) holding the lock of
     ``job.stats_dir`` (when given), from the first read of the saved statistics to the
     last write: concurrent jobs on one statistics directory run one after another
-    (README, "Batch jobs")."""
+    (README, "Batch jobs"); each local Parquet footer read once
+    (:func:`~dmixed.stats.inputs.footers_read_once`)."""
 
     def wrap(command):
         @functools.wraps(command)
@@ -560,11 +561,15 @@ def _under_stats_lock(name: str):
             # before any work, and before the lock is made beside the statistics: a
             # directory that cannot be written would fail the lock (or the results) late
             _check_targets(job, name)
+            from .stats.inputs import footers_read_once
+
+            # each input's Parquet footer read once a command (fingerprint, row counts)
             if not job.stats_dir:
-                return command(job)
+                with footers_read_once():
+                    return command(job)
             from .stats.checkpoint import statistics_lock
 
-            with statistics_lock(job.stats_dir):
+            with statistics_lock(job.stats_dir), footers_read_once():
                 return command(job)
 
         return locked

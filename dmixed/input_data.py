@@ -201,12 +201,13 @@ def holds_rows(path: str, fmt: str, storage_options: dict | None = None) -> bool
 def _parquet_has_rows(path: str) -> bool:
     """Whether a Parquet file's footer counts a row (True where it cannot be read: the
     read of the data names the file and what is wrong)."""
-    import pyarrow.parquet as pq
+    from .stats.inputs import parquet_row_count
 
     try:
-        return pq.read_metadata(path).num_rows > 0
+        rows = parquet_row_count(path)
     except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged footer
         return True
+    return rows is None or rows > 0
 
 
 # ---------------------------------------------------------------------------
@@ -623,7 +624,8 @@ def check_input(job: Job, files: list[str], rows_needed: bool = True) -> str:
 
 def column_names(job: Job, files: list[str], fmt: str) -> set[str] | None:
     """The data's column names as its first file holding rows declares them (the first
-    file :func:`read_data` reads), where they can be read without its rows and are all
+    file :func:`read_data` reads: for Parquet, in Dask's order,
+    :func:`dask_parquet_order`), where they can be read without its rows and are all
     that a read of the input gives (Dask takes the first file's columns for the whole
     input): a CSV file's header; a local Parquet file's
     schema where no file lies under a ``key=value`` folder (Hive partitioning: Dask adds
@@ -636,6 +638,8 @@ def column_names(job: Job, files: list[str], fmt: str) -> set[str] | None:
     """
     if not files:
         return None
+    if fmt == "parquet":  # Dask reads them in its own order, whatever the order given
+        files = dask_parquet_order(files)
     first = _rows_first(files, fmt, job.storage_options)[0]  # as read_data reads them
     if fmt != "parquet":
         return set(csv_header(first, job.storage_options))
@@ -651,18 +655,41 @@ def column_names(job: Job, files: list[str], fmt: str) -> set[str] | None:
         raise JobError(message, EXIT_DATA) from exc
 
 
+def dask_parquet_order(files: list[str]) -> list[str]:
+    """Parquet ``files`` in the order ``dd.read_parquet`` reads them, which takes the
+    columns and their types from the first: sorted by ``dask.utils.natural_sort_key``
+    (``f9`` before ``f10``), whatever the order given, of the paths as fsspec gives them
+    to Dask: a local path absolute (``fsspec.implementations.local.make_path_posix``, as
+    ``LocalFileSystem`` strips a path), so that relative and absolute paths given together
+    sort as Dask sorts them; a remote one as given (one protocol for all: the same order
+    as without it)."""
+    from dask.utils import natural_sort_key
+    from fsspec.core import split_protocol
+    from fsspec.implementations.local import make_path_posix
+
+    def key(f: str):
+        protocol, path = split_protocol(f)
+        if protocol in (None, "file", "local"):
+            return natural_sort_key(make_path_posix(path).rstrip("/"))
+        return natural_sort_key(f)
+
+    return sorted(files, key=key)
+
+
 def parquet_rows(files: list[str], fmt: str) -> int | None:
     """The rows of local Parquet ``files`` as their footers count them, before any is
     dropped; None for other input or a footer that cannot be read (the read of the data
-    names it)."""
+    names it).  Each footer is :func:`~dmixed.stats.inputs.local_footer`'s: read once
+    a command with the fingerprint's and ``read_data``'s."""
     if fmt != "parquet" or any("://" in f or not os.path.isfile(f) for f in files):
         return None
-    import pyarrow.parquet as pq
+    from .stats.inputs import parquet_row_count
 
     try:
-        return sum(pq.read_metadata(f).num_rows for f in files)
+        counts = [parquet_row_count(f) for f in files]
     except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged footer
         return None
+    return None if any(n is None for n in counts) else sum(n for n in counts if n is not None)
 
 
 def _read_csv_input(job: Job, files: list[str], model: dict, saved: dict):

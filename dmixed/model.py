@@ -54,7 +54,7 @@ from .fit.model_statistics import ModelStatistics
 from .fit.optimize import maximize
 from .fit.options import check_flag
 from .fit.params import MixedLMParams
-from .fit.start import check_distinct_component_values, moment_start_packed
+from .fit.start import check_distinct_component_values, engine_moment_start
 from .fit.steps import check_fit_options, check_statsmodels_options, fit_start, objective
 from .results import MixedLMResults
 from .results.simulate import RowDistribution, row_distribution
@@ -747,14 +747,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         covariance parameter, a random design wider than ``kernels.MOMENT_MAX_R`` even
         with one slot per variance component (``engine.collapsed_moments``), or
         estimates that say nothing."""
-        engine = stats.engine
-        return moment_start_packed(
-            engine.moments,
-            stats.glob,
-            layout,
-            getattr(engine, "block", None),
-            getattr(engine, "collapsed_moments", None),
-        )
+        return engine_moment_start(stats.engine, stats.glob, layout)
 
 
 mixedlm = MixedLM.from_formula

@@ -45,7 +45,7 @@ from .formula import (
 )
 from .labels import patsy_spelling
 from .levels import prototype
-from .messages import check_design_fits, check_terms_within_rows, suggest
+from .messages import check_design_fits, check_terms_within_rows, decimal_term, suggest
 from .missing import missing_option
 from .partitions import select_columns
 from .plain import PlainFormula, indicator_info, read_plain
@@ -226,6 +226,17 @@ class ParsedFormulas:
         for info in [self.rhs, self.re, *self.vc.values()]:
             computed.update(info.expr_columns)
         return self.plain_columns() - computed
+
+    def value_columns(self) -> set:
+        """Columns whose values some term reads outside ``C()`` (a factor that is the
+        column, or an expression computing with it), in the fixed, random or variance-
+        component formulas, not the response.  Judged per factor: ``C(z):x + z`` and
+        ``y ~ z`` with ``re_formula="~C(z)"`` both read ``z`` outside ``C()``, although
+        ``z`` is in :meth:`c_columns` too."""
+        out: set = set()
+        for info in [self.rhs, self.re, *self.vc.values()]:
+            out.update(info.plain_columns, info.expr_columns)
+        return out
 
     def dense_columns(self) -> list[str]:
         """The columns of the response, fixed- and random-effects formulas."""
@@ -520,6 +531,17 @@ def unsupported_dtype(column: str, dtype, in_c: bool = False) -> BadValuesError:
     )
 
 
+def is_arrow_decimal(dtype) -> bool:
+    """Whether ``dtype`` is an Arrow decimal type (``dd.read_parquet`` of a Parquet
+    decimal column)."""
+    arrow = getattr(dtype, "pyarrow_dtype", None)
+    if arrow is None:
+        return False
+    import pyarrow as pa
+
+    return bool(pa.types.is_decimal(arrow))
+
+
 def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtypes=None):
     """How each formula column is read, from its dtype: ``(kinds, native, integers)``
     (see :mod:`dmixed.design.dtypes`; ``integers``: the numeric columns of an integer
@@ -543,6 +565,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
     check_ordered_comparisons(meta, parsed)
     c_columns = parsed.c_columns()
     bare = parsed.bare_columns()
+    values = parsed.value_columns()
     kinds: dict[str, str] = {}
     native: dict[str, str] = {}
     integers: set[str] = set()
@@ -553,6 +576,8 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
         k = column_kind(dt)
         if k is None:
             raise unsupported_dtype(c, dt, in_c=c in c_columns)
+        if c in values and is_arrow_decimal(dt):
+            raise decimal_term(c)
         if k == NUMERIC and (c in c_columns or (c in bare and native_class(dt) == "bool")):
             k = NUMERIC_LEVELS
             native[c] = native_class(dt)

@@ -8,8 +8,9 @@ import warnings
 import numpy as np
 
 from ..errors import BadValuesError, DataError, NumericFactorWarning
-from .build import ParsedFormulas
+from .build import ParsedFormulas, is_arrow_decimal
 from .dtypes import CATEGORICAL, NUMERIC, NUMERIC_LEVELS, check_numbers_as_text, object_class
+from .messages import decimal_term
 from .scan import (
     LevelScan,
     ScanChains,
@@ -68,6 +69,7 @@ def scan_levels(
         object_cols=object_columns(meta, columns_used, dtypes),
         c_columns=parsed.c_columns(),
         columns_used=columns_used,
+        value_columns=parsed.value_columns(),
         missing=missing,
     )
     if dask_input:
@@ -81,7 +83,10 @@ def scan_levels(
         raise BadValuesError(
             f"no rows left after dropping rows with missing values ({scan.n_total} rows dropped)"
         )
-    _read_object_columns(scan, kinds, native, plan.c_columns, parsed.bare_columns())
+    _read_object_columns(
+        scan, kinds, native, plan.c_columns, parsed.bare_columns(), parsed.value_columns()
+    )
+    _decimal_levels_as_floats(scan, kinds, meta, plan.c_columns)
     _check_response_numeric(meta, parsed, kinds)
     for c in plan.level_cols:
         if kinds[c] != NUMERIC and not scan.levels[c]:
@@ -100,18 +105,22 @@ def scan_levels(
 
 
 def _read_object_columns(
-    scan: LevelScan, kinds: dict, native: dict, c_columns: set, bare: set
+    scan: LevelScan, kinds: dict, native: dict, c_columns: set, bare: set, values: set
 ) -> None:
     """Numbers and booleans held in ``object`` columns are read as numbers (inside
     ``C()``, and booleans read as they are, ``bare``: as numeric levels, as
     :func:`~dmixed.design.build.column_kinds` reads such columns of other dtypes); text
     stays labels, dates and other Python objects among them (pandas reads a Parquet
     ``date32`` column as ``datetime.date`` objects: a factor, as statsmodels reads it);
-    mixed kinds are refused."""
+    mixed kinds are refused, and so are ``Decimal`` values that a term reads outside
+    ``C()`` (:func:`~dmixed.design.messages.decimal_term`; a response of them is numbers,
+    which statsmodels cannot fit at all, and a group column of them labels)."""
     for c, types in scan.types.items():
         cls = object_class(types, c)
         if c not in kinds or cls in (None, "string"):
             continue
+        if "Decimal" in types and c in values:
+            raise decimal_term(c)
         if c not in c_columns and not (cls == "bool" and c in bare):
             kinds[c] = NUMERIC
             scan.levels.pop(c, None)
@@ -122,6 +131,16 @@ def _read_object_columns(
         convert = {"int": int, "bool": bool}.get(cls, float)
         scan.levels[c] = sorted({convert(v) for v in scan.levels[c]})
         native[c] = _integer_native(scan.levels[c], c) if cls == "int" else cls
+
+
+def _decimal_levels_as_floats(scan: LevelScan, kinds: dict, meta, c_columns: set) -> None:
+    """The levels of an Arrow decimal column inside ``C()`` as floats, as an ``object``
+    column of the same Decimals gives them (:func:`_read_object_columns`): a Parquet
+    decimal column is one model whether ``pd.read_parquet`` (objects) or
+    ``dd.read_parquet`` (Arrow) read it."""
+    for c in c_columns:
+        if kinds.get(c) == NUMERIC_LEVELS and is_arrow_decimal(meta[c].dtype):
+            scan.levels[c] = sorted({float(v) for v in scan.levels[c]})
 
 
 def _integer_native(values: list, name: str) -> str:

@@ -1436,6 +1436,8 @@ class _FactorChecker:
                 add_unique(self.info.columns, col)
                 if node is self.root:
                     add_unique(self.info.plain_columns, col)
+                else:
+                    add_unique(self.info.expr_columns, col)
             else:
                 self.info.unknown.append(str(col))
             return False

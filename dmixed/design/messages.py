@@ -6,7 +6,7 @@ import difflib
 import re
 from collections.abc import Mapping
 
-from ..errors import DataError, shorten
+from ..errors import BadValuesError, DataError, shorten
 
 __all__ = [
     "check_design_fits",
@@ -298,4 +298,21 @@ def check_design_fits(formula: str, n: int, p: int, *, exact: bool, prototype: b
         f"formula {shown(formula)}: its fixed-effects design of {rows} and "
         f"{'' if exact else 'at least '}{plural(p, 'column')} would take "
         f"{_size(need)}, more than this machine's {_size(memory)} of memory; use {advice}"
+    )
+
+
+def decimal_term(column: str) -> BadValuesError:
+    """The error for a column of decimal numbers (Python ``Decimal`` objects, or an Arrow
+    decimal type) that a term reads outside ``C()``: statsmodels (patsy) makes a factor
+    of an ``object`` column of Decimals, one level per value, and ``pd.read_parquet``
+    reads a Parquet decimal column as such; read as numbers it would be another model.
+    One message for both storages: ``pd.read_parquet`` and ``dd.read_parquet`` of one
+    file are refused alike."""
+    return BadValuesError(
+        f"column {column!r} holds decimal numbers (Decimal values or an Arrow decimal "
+        "type), which statsmodels' formulas (patsy) read as a factor, one level per "
+        "value, and pd.read_parquet gives for a Parquet decimal column: convert the "
+        "column first, to floats to use its values "
+        f"(data[{column!r}] = data[{column!r}].astype(float); in Parquet files, store it "
+        f"as float64), or write C({column}) to use it as a factor, as statsmodels fits it"
     )

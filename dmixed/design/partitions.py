@@ -43,7 +43,7 @@ from .dtypes import (
     object_types,
 )
 from .file_schemas import quoted_names
-from .messages import check_present, suggest
+from .messages import check_present, decimal_term, suggest
 from .origin import in_partition
 
 __all__ = [
@@ -552,11 +552,13 @@ def warn_text_keys(ddf, labels: np.ndarray, groups: str) -> None:
     )
 
 
-def check_text_conversion(ddf, columns) -> None:
+def check_text_conversion(ddf, columns, value_columns=frozenset()) -> None:
     """The rules for ``object`` columns (:func:`~dmixed.design.dtypes.object_class`),
     applied to the pandas frame of a ``dd.from_pandas`` collection whose object columns
     Dask turned into text: values of several kinds are refused as in process (``5`` and
-    ``'5'`` would be one group as text); numbers and other non-text values raise
+    ``'5'`` would be one group as text), and so are ``Decimal`` values that a term reads
+    outside ``C()`` (``value_columns``: :func:`~dmixed.design.messages.decimal_term`, as
+    in process); numbers and other non-text values raise
     :class:`~dmixed.errors.TextConversionWarning`, since the collection now holds their
     text (booleans, and the groups column, are read as the pandas frame holds them
     before: :func:`restored_values`).
@@ -565,10 +567,14 @@ def check_text_conversion(ddf, columns) -> None:
     ------
     DataError
         A used column of the pandas frame mixes kinds of values.
+    BadValuesError
+        A column of ``Decimal`` values in ``value_columns``.
     """
     for c, original in _converted_columns(ddf, columns).items():
         types = object_types(original)
         object_class(types, c)  # refuses mixed kinds, with the in-process message
+        if "Decimal" in types and c in value_columns:
+            raise decimal_term(c)
         if not types or types == {"str"}:
             continue
         warnings.warn(

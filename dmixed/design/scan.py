@@ -74,6 +74,8 @@ class ScanPlan:
     columns_used: list[str]
     missing: str
     resp_col: str | None = None
+    #: columns some term reads outside ``C()`` (:meth:`ParsedFormulas.value_columns`)
+    value_columns: set = field(default_factory=set)
 
     @property
     def drop(self) -> bool:
@@ -259,7 +261,7 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan, chains: ScanChains | None = None
     import dask
 
     check_persisted(ddf)
-    check_text_conversion(ddf, plan.columns_used)
+    check_text_conversion(ddf, plan.columns_used, plan.value_columns)
     declared = _declared_categories(ddf, meta, kinds, plan.level_cols)
     levels: dict[str, list] = {}
     # every factor column is read, declared categories too: the levels are the categories

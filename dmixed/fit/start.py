@@ -454,6 +454,20 @@ def moment_start_packed(
     return _packed_sqrt(*estimate, layout)
 
 
+def engine_moment_start(engine, glob: GlobalStats, layout: Layout) -> np.ndarray | None:
+    """:func:`moment_start_packed` from an engine's statistics: its ``moments``, its
+    per-group ``block`` and its ``collapsed_moments`` where it has them.  The one place
+    a fit's start is taken from an engine, so that a model's fit and a bootstrap
+    replicate's refit of a wide padded design start from the same moment estimate."""
+    return moment_start_packed(
+        engine.moments,
+        glob,
+        layout,
+        getattr(engine, "block", None),
+        getattr(engine, "collapsed_moments", None),
+    )
+
+
 def collapsed_layout(layout: Layout) -> Layout | None:
     """The layout of one slot per variance component of ``layout`` (the coordinates of
     ``engine.collapsed_moments``: the same parameters, the same packing), or None where

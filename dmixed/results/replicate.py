@@ -32,7 +32,7 @@ from ..fit.coordinates import Coordinates, weight_factor
 from ..fit.optimize import maximize
 from ..fit.options import choose_methods
 from ..fit.profiled import ProfiledObjective
-from ..fit.start import choose_start, moment_start_packed, start_packed
+from ..fit.start import choose_start, engine_moment_start, start_packed
 from ..fit.summary import DEFAULTS
 from ..kernels.dense2 import sharing_design
 from ..stats import GroupArrays, tril_indices
@@ -195,10 +195,7 @@ class ReplicateFitter:
         )
         moment = None
         if self.moment_start:
-            engine = stats.engine
-            moment = moment_start_packed(
-                engine.moments, stats.glob, stats.fit_layout, getattr(engine, "block", None)
-            )
+            moment = engine_moment_start(stats.engine, stats.glob, stats.fit_layout)
             if moment is not None:  # in the statistics' coordinates
                 moment = coords.statistics_to_opt_sqrt(moment)
         start, from_moments = choose_start(obj, self.start, True, moment)

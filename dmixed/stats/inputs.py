@@ -18,11 +18,13 @@ avoids:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import filecmp
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from urllib.parse import unquote
 
 from ..errors import DataError
@@ -168,13 +170,62 @@ def _parquet_footer(fh, size: int) -> bytes | None:
     return fh.read(length) + tail
 
 
-def local_identity(path: str, size: int) -> str:
-    """``KIND:SHA256`` of a local file of ``size`` bytes (see the module's docstring)."""
+#: the footers read in a :func:`footers_read_once` block, by (absolute path, size)
+_FOOTERS: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "dmixed_parquet_footers", default=None
+)
+
+
+@contextlib.contextmanager
+def footers_read_once() -> Iterator[None]:
+    """Within the block, each local Parquet file's footer is read once
+    (:func:`local_footer`): a command's fingerprint of its inputs and its reader's
+    row counts (``input_data``) share it, on inputs of thousands of small files."""
+    token = _FOOTERS.set({})
+    try:
+        yield
+    finally:
+        _FOOTERS.reset(token)
+
+
+def local_footer(path: str, size: int) -> bytes | None:
+    """The footer of a local file of ``size`` bytes if it is a Parquet one (else None),
+    read once within :func:`footers_read_once`."""
+    cache = _FOOTERS.get()
+    key = (os.path.abspath(path), size)
+    if cache is not None and key in cache:
+        return cache[key]
     with open(path, "rb") as fh:
         footer = _parquet_footer(fh, size)
-        if footer is not None:
-            return _PARQUET_IDENTITY + hashlib.sha256(footer).hexdigest()
-        fh.seek(0)
+    if cache is not None:
+        cache[key] = footer
+    return footer
+
+
+def parquet_row_count(path: str) -> int | None:
+    """The rows a local Parquet file's footer counts (:func:`local_footer`); None
+    where it is not a Parquet file's.
+
+    Raises
+    ------
+    OSError, ValueError
+        The file cannot be read, or its footer is damaged (pyarrow's error)."""
+    footer = local_footer(path, os.path.getsize(path))
+    if footer is None:
+        return None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # the footer after a magic: a file pyarrow reads as the one it came from
+    return int(pq.read_metadata(pa.BufferReader(_MAGIC + footer)).num_rows)
+
+
+def local_identity(path: str, size: int) -> str:
+    """``KIND:SHA256`` of a local file of ``size`` bytes (see the module's docstring)."""
+    footer = local_footer(path, size)
+    if footer is not None:
+        return _PARQUET_IDENTITY + hashlib.sha256(footer).hexdigest()
+    with open(path, "rb") as fh:
         if size <= HASH_WHOLE_FILE_BYTES:
             digest = hashlib.sha256()
             while block := fh.read(8 << 20):

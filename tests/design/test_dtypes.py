@@ -266,16 +266,70 @@ def test_object_types_of_a_column_are_the_union_over_any_split(values, cuts):
 
 def test_object_numbers_are_numbers_and_inside_C_numeric_levels():
     base = _zoo_base()
-    prices = [Decimal("9.99"), Decimal("14.99"), Decimal("19.99"), Decimal("24.99")]
-    df = base.assign(p=_obj([prices[i % 4] for i in range(len(base))]))
+    df = base.assign(p=_obj([(9, 14.5, 19, 24.5)[i % 4] for i in range(len(base))]))
     spec = build_spec(df, "y ~ p", groups="g")
     assert spec.exog_names == ["Intercept", "p"]
     np.testing.assert_array_equal(spec.transform(df).exog[:, 1], df["p"].astype(float))
-    spec = build_spec(df, "y ~ C(p)", groups="g")
-    assert spec.exog_names == ["Intercept", "C(p)[T.14.99]", "C(p)[T.19.99]", "C(p)[T.24.99]"]
     # an object response of numbers is a numeric response
     df = base.assign(y=_obj(list(base["y"])))
     assert build_spec(df, "y ~ xi", groups="g").endog_name == "y"
+
+
+DECIMAL_PRICES = [Decimal("9.99"), Decimal("14.99"), Decimal("19.99"), Decimal("24.99")]
+
+
+@pytest.mark.parametrize(
+    ("formula", "kw"),
+    [
+        ("y ~ p", {}),
+        ("y ~ I(2 * p)", {}),
+        ("y ~ xi", {"re_formula": "1 + p"}),
+        ("y ~ xi", {"vc_formula": {"v": "0 + p"}}),
+        # read inside C() somewhere and outside it elsewhere: judged per factor
+        ("y ~ C(p):xi + p", {}),
+        ("y ~ C(p) + np.log(Q('p'))", {}),
+        ("y ~ xi + p", {"re_formula": "~C(p)"}),
+        ("y ~ C(p)", {"vc_formula": {"v": "0 + p"}}),
+        ("y ~ xi", {"re_formula": "~p", "vc_formula": {"v": "0 + C(p)"}}),
+    ],
+)
+def test_object_decimals_read_by_a_term_are_refused_saying_how_to_convert(formula, kw):
+    """statsmodels (patsy) makes a factor of an object column of Decimals (pd.read_parquet
+    gives one for a Parquet decimal column); read as numbers it is another model."""
+    base = _zoo_base()
+    df = base.assign(p=_obj([DECIMAL_PRICES[i % 4] for i in range(len(base))]))
+    with pytest.raises(BadValuesError, match=r"column 'p' holds decimal numbers") as info:
+        build_spec(df, formula, groups="g", **kw)
+    assert "data['p'] = data['p'].astype(float)" in str(info.value)
+    assert "C(p)" in str(info.value)
+
+
+def test_object_decimals_as_response_group_or_in_C_are_read():
+    base = _zoo_base()
+    df = base.assign(p=_obj([DECIMAL_PRICES[i % 4] for i in range(len(base))]))
+    spec = build_spec(df, "y ~ C(p)", groups="g")
+    assert spec.exog_names == ["Intercept", "C(p)[T.14.99]", "C(p)[T.19.99]", "C(p)[T.24.99]"]
+    # a response of Decimals: numbers (statsmodels fits no model of it at all)
+    df = base.assign(y=_obj([Decimal(repr(v)) for v in base["y"]]))
+    assert build_spec(df, "y ~ xi", groups="g").endog_name == "y"
+    # a group column of Decimals: labels, as statsmodels groups them
+    df = base.assign(g=_obj([Decimal(int(v)) for v in pd.factorize(base["g"])[0]]))
+    build_spec(df, "y ~ xi", groups="g")
+
+
+def test_arrow_decimals_read_by_a_term_are_refused_as_object_ones():
+    base = _zoo_base()
+    prices = [DECIMAL_PRICES[i % 4] for i in range(len(base))]
+    df = base.assign(p=pd.array(prices, dtype=pd.ArrowDtype(pa.decimal128(6, 2))))
+    for formula, kw in [
+        ("y ~ p", {}),
+        ("y ~ C(p):xi + p", {}),
+        ("y ~ xi + p", {"re_formula": "~C(p)"}),
+    ]:
+        with pytest.raises(BadValuesError, match=r"column 'p' holds decimal numbers"):
+            build_spec(df, formula, groups="g", **kw)
+    spec = build_spec(df, "y ~ C(p)", groups="g")
+    assert spec.exog_names == ["Intercept", "C(p)[T.14.99]", "C(p)[T.19.99]", "C(p)[T.24.99]"]
 
 
 def test_object_groups_mixing_5_and_text_5_are_refused():
@@ -379,8 +433,8 @@ def test_object_integers_past_int64_and_decimal_snan():
     with pytest.raises(DataError, match=r"group column 'h' holds integers outside the int64"):
         build_spec(df, "y ~ xi", groups="h").transform(df)
     snan = _obj([Decimal("sNaN")] + [Decimal(1)] * (len(base) - 1))
-    with pytest.raises(DataError, match=r"column 'p' holds a value that does not convert"):
-        build_spec(base.assign(p=snan), "y ~ p", groups="g")
+    with pytest.raises(DataError, match=r"column 'y' holds a value that does not convert"):
+        build_spec(base.assign(y=snan), "y ~ xi", groups="g").transform(base.assign(y=snan))
 
 
 def test_numeric_factor_warning_names_a_declared_order():
@@ -721,3 +775,23 @@ def test_another_unsupported_dtype_in_a_formula_says_what_a_formula_reads():
         match="column 'c' has an unsupported dtype .* reads numbers, booleans and labels",
     ):
         build_spec(df, "y ~ c", groups="g")
+
+
+def test_object_decimals_in_C_fit_the_factor_statsmodels_fits_of_them():
+    """What the refusal offers, C(p), is the model statsmodels fits of plain ``p``."""
+    import statsmodels.formula.api as smf
+
+    import dmixed
+
+    rng = np.random.default_rng(3)
+    n = 120
+    df = pd.DataFrame({"g": np.repeat(np.arange(12), 10), "x": rng.normal(size=n)})
+    df["p"] = _obj([DECIMAL_PRICES[k] for k in rng.integers(0, 3, n)])
+    df["y"] = df["x"] + rng.normal(size=n) + np.repeat(rng.normal(size=12), 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = smf.mixedlm("y ~ x + p", df, groups="g").fit()
+    ours = dmixed.MixedLM.from_formula("y ~ x + C(p)", df, groups="g").fit()
+    assert len(theirs.fe_params) == len(ours.fe_params) == 4
+    np.testing.assert_allclose(ours.fe_params.to_numpy(), theirs.fe_params.to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(ours.llf, theirs.llf, rtol=1e-8)

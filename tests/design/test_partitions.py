@@ -301,3 +301,31 @@ def test_text_in_parentheses_that_no_tuple_writes_does_not_warn():
     for made in (["(0,)", "(1,)"], ["()", "(1,)"], ["(0, 'a')", "('b', None)"]):
         with pytest.warns(TextConversionWarning, match="persisted"):
             warn_text_keys(persisted, np.array(made, dtype=object), "g")
+
+
+@pytest.mark.parametrize(
+    ("formula", "kw"),
+    [("y ~ p", {}), ("y ~ C(p):x + p", {}), ("y ~ x + p", {"re_formula": "~C(p)"})],
+)
+def test_decimals_dask_made_text_read_outside_C_are_refused_as_in_process(formula, kw):
+    """``dd.from_pandas`` turns an ``object`` column of Decimals into text: ``y ~ p`` fit
+    one level per price (a factor of text), where the pandas frame is refused.  The
+    pandas frame behind the collection gives the Decimals, refused alike; inside
+    ``C()`` only, the levels are Dask's text (``C(p)[T.14.99]``), which warns."""
+    import decimal
+
+    import dmixed
+    from dmixed.errors import BadValuesError
+
+    rng = np.random.default_rng(0)
+    prices = [decimal.Decimal(p) for p in ("9.99", "14.99", "19.99", "24.99")]
+    frame = pd.DataFrame({"g": np.arange(80) % 8, "x": rng.normal(size=80)})
+    frame["y"] = frame["x"] + rng.normal(size=80)
+    frame["p"] = pd.Series([prices[i % 4] for i in range(80)], dtype=object)
+    with dask.config.set({"dataframe.convert-string": True}):
+        ddf = dd.from_pandas(frame, npartitions=2)
+    for data in (frame, ddf):
+        with pytest.raises(BadValuesError, match=r"column 'p' holds decimal numbers"):
+            dmixed.mixedlm(formula, data, groups="g", **kw)
+    with pytest.warns(TextConversionWarning, match=r"object column 'p' \(Decimal values\)"):
+        dmixed.mixedlm("y ~ C(p) + x", ddf, groups="g")

@@ -12,7 +12,8 @@ The column-type rules these cases hold the engines to:
 - object columns: all str -> labels; all numbers (int, float, Decimal, numpy) -> float64
   as plain terms; all bool -> a bool column; mixed Python types -> DataError naming the
   column and the types, whatever the role (groups, terms, ``C()``, variance components);
-- Decimal values (object or Arrow decimal128) are numbers as plain terms;
+- Decimal values (object or Arrow decimal128) read by a term outside ``C()`` are refused
+  with one message (statsmodels makes a factor of them); inside ``C()`` they are levels;
 - categoricals of numbers (integer hive partition keys) are factors with levels in
   numeric order, and text columns whose levels all parse as numbers are factors with
   levels sorted as text; as plain terms both warn (``NumericFactorWarning``);
@@ -310,7 +311,7 @@ def _numeric_categories(categories, ordered=False):
 
 
 def _object_numbers(tmp_path):
-    values = [1, 2.5, np.int64(3), np.float32(0.5), decimal.Decimal("4.25")]
+    values = [1, 2.5, np.int64(3), np.float32(0.5)]
     frame = frame_with(seed=25, m=pick(values))
     return frame, random_parts(frame, 25, convert_string=False)
 
@@ -334,7 +335,8 @@ MIXED_NUMBERS = [
 
 
 DOSE = [5, 15, 25, 35]
-PRICE_NAMES = ("Intercept", "x", "price")
+PRICE_LEVELS = ("C(price)[T.14.99]", "C(price)[T.19.99]", "C(price)[T.24.99]")
+DECIMAL_REFUSAL = r"column 'price' holds decimal numbers(?s:.*)astype\(float\)(?s:.*)C\(price\)"
 DROP = {**SLOPE, "missing": "drop"}
 
 CASES = {
@@ -380,8 +382,22 @@ CASES = {
     "object-term-2.5-and-'a'": Case(
         _mixed_column("m", [2.5, "a", 1.0]), "y ~ x + m", refuse=r"'m'(?s:.*)\bfloat\b"
     ),
-    "decimal-prices-object": Case(_decimal_prices, "y ~ x + price", names=PRICE_NAMES),
-    "decimal-prices-parquet": Case(_decimal_parquet, "y ~ x + price", names=PRICE_NAMES),
+    "decimal-prices-object": Case(_decimal_prices, "y ~ x + price", refuse=DECIMAL_REFUSAL),
+    "decimal-prices-parquet": Case(_decimal_parquet, "y ~ x + price", refuse=DECIMAL_REFUSAL),
+    "decimal-prices-object-in-C": Case(_decimal_prices, "y ~ x + C(price)", names=PRICE_LEVELS),
+    "decimal-prices-parquet-in-C": Case(_decimal_parquet, "y ~ x + C(price)", names=PRICE_LEVELS),
+    "decimal-prices-object-re": Case(
+        _decimal_prices,
+        "y ~ x",
+        kw={"groups": "g", "re_formula": "1 + price"},
+        refuse=DECIMAL_REFUSAL,
+    ),
+    "decimal-prices-parquet-vc": Case(
+        _decimal_parquet,
+        "y ~ x",
+        kw={"groups": "g", "vc_formula": {"p": "0 + price"}},
+        refuse=DECIMAL_REFUSAL,
+    ),
     "hive-int-key-as-term": Case(
         _hive_dose,
         "y ~ x + dose",
@@ -513,24 +529,23 @@ def test_same_model_on_both_engines(case: Case, tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-def test_decimal_as_text_on_dask_warns():
+def test_decimal_as_text_on_dask_is_refused_as_in_process_or_warns_in_C():
     """With Dask's default ``dataframe.convert-string``, ``dd.from_pandas`` turns Decimal
-    objects into text: the Dask fit sees numeric-looking text (a factor, levels sorted
-    as text), and says so twice: Dask made text of the pandas frame's values
-    (TextConversionWarning), and a plain term makes a factor of numbers; the in-process
-    fit sees numbers."""
+    objects into text: a term reading them outside ``C()`` fit a factor of the text on
+    Dask, where the in-process fit refuses them (statsmodels makes a factor of them).
+    The pandas frame behind the collection gives the Decimals: refused alike.  Inside
+    ``C()`` the factor is asked for, but its levels are Dask's text: said
+    (TextConversionWarning)."""
     frame, _ = _decimal_prices(None)
     with dask.config.set({"dataframe.convert-string": True}):
         ddf = dd.from_pandas(frame, npartitions=3)
-    local = fit(frame, "y ~ x + price", **SLOPE)
-    warns = (dmixed.errors.NumericFactorWarning, dmixed.errors.TextConversionWarning)
-    remote = fit(ddf, "y ~ x + price", warns, **SLOPE)
-    assert list(local.result.fe_params.index) == ["Intercept", "x", "price"]
+    for data in (frame, ddf):
+        refused = fit(data, "y ~ x + price", **SLOPE)
+        assert refused.error_type is dmixed.errors.BadValuesError
+        assert "holds decimal numbers" in refused.error, refused.error
+    remote = fit(ddf, "y ~ x + C(price)", (dmixed.errors.TextConversionWarning,), **SLOPE)
     assert list(remote.spec.levels["price"]) == ["14.99", "19.99", "24.99", "9.99"]
-    assert any("C(price)" in m and "astype" in m for m in remote.warnings), remote.warnings
     assert any("convert-string" in m and "Decimal" in m for m in remote.warnings)
-    # inside C() the factor is asked for, but the values still became text: still said
-    fit(ddf, "y ~ x + C(price)", (dmixed.errors.TextConversionWarning,), **SLOPE)
 
 
 @pytest.mark.parametrize("convert", [True, False])

@@ -22,7 +22,7 @@ import pytest
 
 from dmixed import MixedLM, mixedlm
 from dmixed.engines.local import statistics_from_arrays
-from dmixed.errors import DataError, DmixedWarning
+from dmixed.errors import BoundaryWarning, DataError, DmixedWarning
 from dmixed.results.bootstrap import KEPT_ON_WORKERS_REMEDY
 from dmixed.results.replicate import ReplicateFitter, estimate_row, replicate_rngs
 from dmixed.stats import GroupArrays
@@ -211,3 +211,44 @@ def test_bootstrap_of_lossy_groups_kept_on_the_workers_is_refused_up_front(clien
     with pytest.raises(DataError, match=want) as err:
         res.bootstrap(3, seed=0)
     assert str(err.value).endswith(KEPT_ON_WORKERS_REMEDY)
+
+
+def _crossed_frame(seed: int, n_schools: int = 60) -> pd.DataFrame:
+    """Schools of 10 classrooms × 10 pupils, a ``rater`` (3 levels) crossed with the
+    classrooms and without effect: ``1 + 10 + 3`` padded slots, wider than the moment
+    sums' ``kernels.MOMENT_MAX_R``; with seed 4 the rater's variance ends at zero."""
+    rng = np.random.default_rng(seed)
+    school = np.repeat(np.arange(n_schools), 100)
+    classroom = np.tile(np.repeat(np.arange(10), 10), n_schools)
+    x = rng.normal(size=school.size)
+    y = (
+        0.5 * x
+        + rng.normal(size=n_schools)[school]
+        + rng.normal(0.0, 0.7, (n_schools, 10))[school, classroom]
+        + rng.normal(size=school.size)
+    )
+    rater = rng.integers(0, 3, school.size)
+    return pd.DataFrame({"school": school, "classroom": classroom, "rater": rater, "x": x, "y": y})
+
+
+def test_refits_of_a_wide_padded_fit_on_the_boundary_start_from_its_moments(monkeypatch):
+    """A fit on the boundary has its replicates start as a full fit does: from the moment
+    estimate, by Newton steps first.  Crossed components held padded wider than
+    ``MOMENT_MAX_R`` take it from the per-component sums (vcstart-s57), as the model's fit
+    does; the refits had none and ran BFGS from the default start."""
+    vc = {"classroom": "0 + C(classroom)", "rater": "0 + C(rater)"}
+    model = mixedlm("y ~ x", _crossed_frame(4), groups="school", re_formula="1", vc_formula=vc)
+    with pytest.warns(BoundaryWarning, match="rater"):
+        res = model.fit()
+    assert res.vcomp[1] == 0.0  # the rater's variance: on the boundary
+    seen = []
+    optimize = ReplicateFitter.optimize
+
+    def spy(self, obj, start, newton_first):
+        seen.append((self.moment_start, newton_first))
+        return optimize(self, obj, start, newton_first)
+
+    monkeypatch.setattr(ReplicateFitter, "optimize", spy)
+    boot = res.bootstrap(3, seed=11)
+    assert seen == [(True, True)] * 3
+    assert boot.replicates["converged"].all()
