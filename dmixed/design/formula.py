@@ -1436,15 +1436,20 @@ class _FactorChecker:
                 add_unique(self.info.columns, col)
                 if node is self.root:
                     add_unique(self.info.plain_columns, col)
-                else:
+                elif id(node) not in self.c_args:  # C(Q('x')) reads x as C(x) does
                     add_unique(self.info.expr_columns, col)
             else:
                 self.info.unknown.append(str(col))
             return False
         if root == "C" and node.args:
             first = node.args[0]
+            quoted = _quoted_name(first)
             if isinstance(first, ast.Name) and self.name_of(first.id) in self.columns:
                 add_unique(self.info.c_columns, self.name_of(first.id))
+                self.c_args.add(id(first))
+            elif isinstance(quoted, str) and quoted in self.columns:
+                # C(Q('my col')): Q() only names the column, as in c_call
+                add_unique(self.info.c_columns, quoted)
                 self.c_args.add(id(first))
             contrasts = node.args[1:2] + [k.value for k in node.keywords if k.arg == "contrast"]
             self.contrast_args.update(id(c) for c in contrasts if isinstance(c, ast.Name))

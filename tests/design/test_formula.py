@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import decimal
 import io
 import logging
 import os
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 import dmixed
 from dmixed.design import build_spec
 from dmixed.design.formula import analyze_terms, fixed_columns_at_least, parse_formula
-from dmixed.errors import FormulaError
+from dmixed.errors import FormulaError, TextConversionWarning
 
 from .frames import make_df
 
@@ -608,6 +609,47 @@ def test_c_of_a_quoted_column_fits_as_statsmodels_on_dask():
         renamed = dmixed.mixedlm(QC_RENAMED, ddf, groups="g").fit()
     _agrees_with_statsmodels(res, _statsmodels(df))
     _same_as_renamed(res, renamed)
+
+
+@pytest.mark.parametrize("kind", ["int", "decimal"])
+@pytest.mark.parametrize("on_dask", [False, True])
+def test_c_of_a_quoted_numeric_column_is_c_of_the_column(kind, on_dask):
+    """``C(Q("z i"))`` of a column of numbers is ``C()`` of that column, as in patsy: the
+    formula check took only ``C(name)`` for a factor, so the quoted column was read as
+    numbers (a rank-deficient level ``T.1.125`` of an integer column, and a column of
+    ``Decimal`` values refused as read outside ``C()``).  Bit for bit the fit of the
+    column renamed to a plain name, in process and on Dask."""
+    import dask
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(52)
+    n, k = 600, 30
+    g = rng.integers(0, k, n)
+    z = rng.integers(0, 3, n)
+    x1 = rng.normal(size=n)
+    y = 0.5 * x1 + 0.3 * z + rng.normal(size=k)[g] + rng.normal(size=n)
+    col = [decimal.Decimal(int(v)) for v in z] if kind == "decimal" else z
+    df = pd.DataFrame({"y": y, "x1": x1, "z i": col, "g": g})
+
+    def fit(formula, data):
+        if not on_dask:
+            return dmixed.mixedlm(formula, data, groups="g").fit()
+        # Dask's from_pandas turns Decimal objects into text, which the fit says
+        texts = kind == "decimal"
+        with (
+            dask.config.set(scheduler="sync"),
+            pytest.warns(TextConversionWarning) if texts else contextlib.nullcontext(),
+        ):
+            return dmixed.mixedlm(formula, dd.from_pandas(data, npartitions=3), groups="g").fit()
+
+    res = fit('y ~ x1 + C(Q("z i"))', df)
+    renamed = fit("y ~ x1 + C(zi)", df.rename(columns={"z i": "zi"}))
+    assert [n.replace('Q("z i")', "zi") for n in res.fe_params.index] == list(
+        renamed.fe_params.index
+    )
+    assert len(res.fe_params) == 4
+    assert res.llf == renamed.llf
+    np.testing.assert_array_equal(res.fe_params.to_numpy(), renamed.fe_params.to_numpy())
 
 
 def test_c_of_an_expression_is_still_refused():
