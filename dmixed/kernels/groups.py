@@ -929,6 +929,7 @@ class HessianSums:
     a_jk: np.ndarray
 
     def __add__(self, other: HessianSums) -> HessianSums:
+        self._check_same_form(other)
         return HessianSums(
             *(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__)
         )
@@ -936,8 +937,19 @@ class HessianSums:
     def add_in_place(self, other: HessianSums) -> None:
         """``self + other`` into ``self``'s arrays (the same sums as :meth:`__add__`,
         without a new ``(m, m, p, p)`` array per chunk of a wide model)."""
+        self._check_same_form(other)
         for f in self.__dataclass_fields__:
             np.add(getattr(self, f), getattr(other, f), out=getattr(self, f))
+
+    def _check_same_form(self, other: HessianSums) -> None:
+        # a traced a_jk (m, m) and a full one (m, m, p, p) would broadcast where m == p
+        for f in self.__dataclass_fields__:
+            mine, theirs = np.shape(getattr(self, f)), np.shape(getattr(other, f))
+            if mine != theirs:
+                raise ValueError(
+                    f"Hessian sums of different forms cannot be added: {f} of shape "
+                    f"{mine} and {theirs} (traced and full sums of a_jk, or another model)"
+                )
 
     @classmethod
     def zeros(cls, m: int, p: int, traced: bool = False) -> HessianSums:

@@ -4,6 +4,7 @@ against the (m, m, p, p) sums contracted afterwards, and the Hessian made of eac
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -93,3 +94,16 @@ def test_traced_sums_add_as_the_traces():
     zero = kernels.HessianSums.zeros(3, 5, traced=True)
     assert zero.a_jk.shape == (3, 3) and not zero.a_jk.any()
     assert zero.a_jk_traces(np.eye(5)) is zero.a_jk
+
+
+def test_traced_and_full_sums_are_never_added():
+    """A traced ``a_jk`` (m, m) added to a full one (m, m, p, p) would broadcast where
+    m == p and give wrong sums: refused, both ways and in place."""
+    traced = kernels.HessianSums.zeros(3, 3, traced=True)
+    full = kernels.HessianSums.zeros(3, 3)
+    for a, b in ((traced, full), (full, traced)):
+        with pytest.raises(ValueError, match="different forms"):
+            a + b
+        with pytest.raises(ValueError, match="different forms"):
+            a.add_in_place(b)
+    assert (full + kernels.HessianSums.zeros(3, 3)).a_jk.shape == (3, 3, 3, 3)
