@@ -90,8 +90,13 @@ class Engine(Protocol):
         covariance factor ``lam`` (r, r); ``q`` random-effect columns."""
         ...
 
-    def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> HessianSums:
-        """Σ over groups of the Hessian contributions (DESIGN.md §5)."""
+    def hessian(
+        self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, a_inv: np.ndarray | None = None
+    ) -> HessianSums:
+        """Σ over groups of the Hessian contributions (DESIGN.md §5).  ``a_inv``:
+        ``A⁻¹`` at ``lam`` where the caller has it; an engine may then return ``a_jk`` as
+        its traces against it (:meth:`~dmixed.kernels.HessianSums.a_jk_traces` reads
+        either form)."""
         ...
 
     def moments(self) -> MomentSums:

@@ -91,9 +91,13 @@ class LocalEngine:
         """The sums of :meth:`step` that ℓ alone needs (the score's are NaN)."""
         return kernels.value_contributions(self.block, lam, q)
 
-    def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> kernels.HessianSums:
-        """Σ over groups of the Hessian contributions (DESIGN.md §5)."""
-        return kernels.hessian_contributions(self.block, lam, basis, w)
+    def hessian(
+        self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, a_inv: np.ndarray | None = None
+    ) -> kernels.HessianSums:
+        """Σ over groups of the Hessian contributions (DESIGN.md §5); with ``a_inv``,
+        ``a_jk`` as its traces against it where the kernel runs per group
+        (:func:`~dmixed.kernels.hessian_contributions`)."""
+        return kernels.hessian_contributions(self.block, lam, basis, w, a_inv=a_inv)
 
     def moments(self) -> kernels.MomentSums:
         """Σ over groups of the parameter-free moment sums (starting values, and the

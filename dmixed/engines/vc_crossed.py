@@ -64,8 +64,11 @@ class CrossedVCEngine:
         """Σ over groups of the per-step contributions (DESIGN.md §3–4)."""
         return self.crossed.step(lam)
 
-    def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> kernels.HessianSums:
-        """Σ over groups of the Hessian contributions (DESIGN.md §5)."""
+    def hessian(
+        self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, a_inv: np.ndarray | None = None
+    ) -> kernels.HessianSums:
+        """Σ over groups of the Hessian contributions (DESIGN.md §5); ``a_inv`` is
+        not used (``a_jk`` comes as its (m, m, p, p) sums)."""
         return self.crossed.hessian(lam, basis, w)
 
     def moments(self) -> kernels.MomentSums:

@@ -121,7 +121,10 @@ class _GivenPoints:
     def step(self, lam: np.ndarray, q: int) -> StepSums:
         return self.sums[_key(lam)]
 
-    def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> HessianSums:
+    def hessian(
+        self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, a_inv: np.ndarray | None = None
+    ) -> HessianSums:
+        # the given sums are in the (m, m, p, p) form, read under any ``a_inv``
         given = self.given
         if given is None or _key(lam) != _key(given[0]) or not np.array_equal(w, given[1]):
             raise LookupError("no Hessian sums given there")

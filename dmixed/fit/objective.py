@@ -739,6 +739,6 @@ def hessian_blocks(
         ql = a_inv @ hs.a_j  # A⁻¹A_j
         tr_ql = ql.reshape(m, p * p) @ ql.transpose(0, 2, 1).reshape(m, p * p).T
         h_jk = h_jk + 0.5 * tr_ql  # tr(A⁻¹A_j A⁻¹A_k)
-        h_jk = h_jk - 0.5 * (hs.a_jk.reshape(m, m, p * p) @ a_inv.T.reshape(p * p))
+        h_jk = h_jk - 0.5 * hs.a_jk_traces(a_inv)
     out[k:, k:] = 0.5 * (h_jk + h_jk.T)
     return out

@@ -934,7 +934,10 @@ class HessianSums:
     - ``g_e_u[j] = Σ G'E_j u``                (p,)
     - ``a_j[j] = Σ G'E_j G``                  (p, p)
     - ``a_jk[j,k] = Σ 2 G'E_j S E_k G``  (p, p); it is only used in traces against
-      symmetric matrices, where it equals ``Σ G'(E_j S E_k + E_k S E_j)G``
+      symmetric matrices, where it equals ``Σ G'(E_j S E_k + E_k S E_j)G``; or, where
+      the sums were asked with ``A⁻¹`` (:func:`hessian_contributions`' ``a_inv``), the
+      traces themselves, ``a_jk[j,k] = Σ 2 tr(E_j S E_k G A⁻¹G')`` (m, m): the form
+      is told by ``a_jk.ndim`` and read through :meth:`a_jk_traces`
     """
 
     tr_ss: np.ndarray
@@ -945,6 +948,7 @@ class HessianSums:
     a_jk: np.ndarray
 
     def __add__(self, other: HessianSums) -> HessianSums:
+        self._check_same_form(other)
         return HessianSums(
             *(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__)
         )
@@ -952,24 +956,50 @@ class HessianSums:
     def add_in_place(self, other: HessianSums) -> None:
         """``self + other`` into ``self``'s arrays (the same sums as :meth:`__add__`,
         without a new ``(m, m, p, p)`` array per chunk of a wide model)."""
+        self._check_same_form(other)
         for f in self.__dataclass_fields__:
             np.add(getattr(self, f), getattr(other, f), out=getattr(self, f))
 
+    def _check_same_form(self, other: HessianSums) -> None:
+        # a traced a_jk (m, m) and a full one (m, m, p, p) would broadcast where m == p
+        for f in self.__dataclass_fields__:
+            mine, theirs = np.shape(getattr(self, f)), np.shape(getattr(other, f))
+            if mine != theirs:
+                raise ValueError(
+                    f"Hessian sums of different forms cannot be added: {f} of shape "
+                    f"{mine} and {theirs} (traced and full sums of a_jk, or another model)"
+                )
+
     @classmethod
-    def zeros(cls, m: int, p: int) -> HessianSums:
-        """Sums over no groups, for ``m`` covariance parameters and ``p`` fixed effects."""
+    def zeros(cls, m: int, p: int, traced: bool = False) -> HessianSums:
+        """Sums over no groups, for ``m`` covariance parameters and ``p`` fixed effects
+        (``traced``: ``a_jk`` as its traces against ``A⁻¹``, (m, m))."""
         return cls(
             np.zeros((m, m)),
             np.zeros((m, m)),
             np.zeros(m),
             np.zeros((m, p)),
             np.zeros((m, p, p)),
-            np.zeros((m, m, p, p)),
+            np.zeros((m, m)) if traced else np.zeros((m, m, p, p)),
         )
+
+    def a_jk_traces(self, a_inv: np.ndarray) -> np.ndarray:
+        """``tr(a_jk[j,k] A⁻¹)`` (m, m) for ``a_inv`` = ``A⁻¹`` (p, p): contracted here
+        from the (m, m, p, p) sums, or the sums themselves where the kernel contracted
+        them per group (with the same ``A⁻¹``: the caller's to keep)."""
+        if self.a_jk.ndim == 2:
+            return self.a_jk
+        m, p = self.a_jk.shape[0], a_inv.shape[0]
+        return self.a_jk.reshape(m, m, p * p) @ a_inv.T.reshape(p * p)
 
 
 def hessian_contributions(
-    block, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, zxy=None
+    block,
+    lam: np.ndarray,
+    basis: np.ndarray,
+    w: np.ndarray,
+    zxy=None,
+    a_inv: np.ndarray | None = None,
 ) -> HessianSums:
     """Contributions of a block of groups to the Hessian sums.
 
@@ -979,6 +1009,12 @@ def hessian_contributions(
         ``E_j``: derivative of ``B*`` with respect to each covariance parameter.
     w : ndarray (p+1,)
         ``[−β; 1]``.
+    a_inv : ndarray (p, p), optional
+        ``A⁻¹ = (X'V*⁻¹X)⁻¹`` at ``lam``, where the caller has it: the per-group form
+        then sums ``a_jk``'s traces against it, ``Σ 2 tr(E_j S E_k M)`` with the r × r
+        ``M = G A⁻¹G'`` of each group (``r p²`` products a group instead of the
+        ``r m² p²`` of the (m, m, p, p) sums, :meth:`HessianSums.a_jk_traces`); the
+        other forms return the (m, m, p, p) sums whether it is given or not.
 
     Evaluated by the compiled kernels or by numpy as :func:`step_contributions`; the
     compiled kernels' moments at ``r = 2`` and ``k`` up to
@@ -1006,6 +1042,8 @@ def hessian_contributions(
             # block's kept conditionals (read-only), read again for the BLUPs
             moments.add(s, np.array(h), w)
         return HessianSums(*moments.contract(basis))
+    if a_inv is not None:
+        return _hessian_traced(block, lam, basis, w, np.asarray(a_inv, dtype=np.float64))
     out = HessianSums.zeros(m, p)
     for _, _, (_, _, s, h) in block.conditionals(lam):
         g = s.shape[-1]
@@ -1038,6 +1076,49 @@ def hessian_contributions(
                 eu_flat @ gm_t.T,  # Σ G'E_j u
                 a_j.reshape(p, m, p).transpose(1, 0, 2),
                 half + half.transpose(1, 0, 3, 2),
+            )
+        )
+    return out
+
+
+def _hessian_traced(
+    block, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, a_inv: np.ndarray
+) -> HessianSums:
+    """The per-group form of :func:`hessian_contributions` with ``a_jk`` summed as its
+    traces against ``a_inv`` (m, m): ``tr(G'E_j S E_k G A⁻¹) = tr(S E_k M E_j)`` with
+    ``M = G A⁻¹G'`` (r × r a group), so no (p, p) block of a pair (j, k) is formed."""
+    m, r = basis.shape[:2]
+    p = a_inv.shape[0]
+    out = HessianSums.zeros(m, p, traced=True)
+    for _, _, (_, _, s, h) in block.conditionals(lam):
+        g = s.shape[-1]
+        u = np.einsum("ajg,j->ag", h, w)  # (r, G)
+        gm = h[:, :p]  # (r, p, G)
+        se = np.einsum("abg,jbc->jacg", s, basis)  # (m, r, r, G): S E_j
+        eu = np.einsum("jab,bg->jag", basis, u)  # (m, r, G): E_j u
+        eg = np.einsum("jab,bqg->ajqg", basis, gm)  # (r, m, p, G): E_j G, row a first
+        seu = np.einsum("abg,kbg->kag", s, eu)  # (m, r, G): S E_k u
+        eu_flat = eu.reshape(m, r * g)
+        se_t = np.ascontiguousarray(se.transpose(0, 2, 1, 3)).reshape(m, r * r * g)
+        gm_t = np.ascontiguousarray(gm.transpose(1, 0, 2)).reshape(p, r * g)
+        # M = G A⁻¹G' per group: one product over p for all groups, then r² p a group
+        ag = (a_inv @ gm_t).reshape(p, r, g)  # (A⁻¹G')[q, b] per group
+        mm = np.einsum("aqg,qbg->abg", gm, ag)  # (r, r, G)
+        me = np.einsum("cbg,jba->jcag", mm, basis)  # (m, r, r, G): M E_j
+        a_j = np.zeros((p, m * p))
+        for a in range(r):
+            a_j += gm[a] @ eg[a].reshape(m * p, g).T  # G'E_j G, columns (j, q)
+        # Σ tr(S E_k M E_j) over (c, a, G); the pair (k, j) read as (j, k) twice is
+        # 2 G'E_j S E_k G's trace (a_jk's symmetrized sum, against a symmetric A⁻¹)
+        tr = me.reshape(m, r * r * g) @ se_t.T
+        out.add_in_place(
+            HessianSums(
+                se.reshape(m, r * r * g) @ se_t.T,  # Σ tr(S E_j S E_k)
+                eu_flat @ seu.reshape(m, r * g).T,  # Σ u'E_j S E_k u
+                eu_flat @ u.reshape(r * g),  # Σ u'E_j u
+                eu_flat @ gm_t.T,  # Σ G'E_j u
+                a_j.reshape(p, m, p).transpose(1, 0, 2),
+                tr + tr.T,
             )
         )
     return out

@@ -783,3 +783,51 @@ def test_precision_shares_where_the_resolution_is_nan():
     assert np.isnan(res) and np.isnan(base)
     assert verdict == objective.FACTOR_UNRESOLVED
     assert factor == 0.0
+
+
+class _FullSums:
+    """The engine with ``a_inv`` left out: the (m, m, p, p) Hessian sums."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def hessian(self, lam, basis, w, a_inv=None):
+        return self.engine.hessian(lam, basis, w)
+
+
+@pytest.mark.parametrize("reml", [False, True])
+def test_the_hessian_of_four_slopes_is_made_of_traced_sums(monkeypatch, reml):
+    """r = 4 (the per-group form): the objective hands ``A⁻¹`` to the engine, which
+    returns ``a_jk`` as (m, m) traces, and the Hessian is the one of the (m, m, p, p)
+    sums to 1e-10 relative."""
+    from dmixed.kernels import compiled
+
+    monkeypatch.setenv(compiled.ENV_VAR, "numpy")
+    rng = np.random.default_rng(4)
+    n, n_groups = 400, 40
+    groups = np.repeat(np.arange(n_groups), n // n_groups)
+    exog = np.column_stack([np.ones(n), rng.normal(size=(n, 6))])
+    exog_re = np.column_stack([np.ones(n), rng.normal(size=(n, 3))])
+    endog = exog @ rng.normal(size=7) + (exog_re * rng.normal(size=(n_groups, 4))[groups]).sum(1)
+    endog = endog + rng.normal(size=n)
+    stats = MixedLM(endog, exog, groups, exog_re=exog_re).statistics()
+    obj = ProfiledObjective(stats.engine, stats.glob, stats.layout, reml, True)
+    full = ProfiledObjective(_FullSums(stats.engine), stats.glob, stats.layout, reml, True)
+    cov = 0.5 * np.eye(4) + 0.1
+    packed = stats.layout.pack(cov, np.zeros(0), True)
+    seen = []
+    hessian = stats.engine.hessian
+
+    def spy(*args, **kwargs):
+        out = hessian(*args, **kwargs)
+        seen.append(out.a_jk.ndim)
+        return out
+
+    monkeypatch.setattr(stats.engine, "hessian", spy)
+    got, want = obj.hessian_full(packed), full.hessian_full(packed)
+    assert seen == [2, 4]
+    scale = np.max(np.abs(want))
+    assert np.all(np.abs(got - want) <= 1e-10 * scale), np.max(np.abs(got - want)) / scale

@@ -1,0 +1,109 @@
+"""The per-group Hessian sums with ``a_jk`` contracted against ``A⁻¹`` in the kernel
+against the (m, m, p, p) sums contracted afterwards, and the Hessian made of each."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dmixed import kernels
+from dmixed.fit.objective import hessian_blocks
+from dmixed.kernels import compiled, groups
+from dmixed.stats import Layout
+
+from .._synth import QUICK
+
+RTOL = 1e-10
+
+#: (q, variance-component widths): r = 1–4, with and without components
+SHAPES = [
+    (1, ()),
+    (2, ()),
+    (3, ()),
+    (4, ()),
+    (1, (1,)),
+    (2, (1,)),
+    (1, (1, 1)),
+    (3, (1,)),
+    (2, (2,)),
+]
+
+
+def _case(shape, p, n_groups, weighted, seed):
+    q, widths = shape
+    lay = Layout(q, widths)
+    r, k = lay.r, p + 1
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 6, n_groups)
+    zz, zxy = np.zeros((n_groups, r, r)), np.zeros((n_groups, r, k))
+    for i, n_i in enumerate(sizes):
+        z, xy = rng.normal(size=(n_i, r)), rng.normal(size=(n_i, k))
+        wts = rng.uniform(0.2, 3.0, n_i) if weighted else np.ones(n_i)
+        zz[i], zxy[i] = (z.T * wts) @ z, (z.T * wts) @ xy
+    lam = np.tril(rng.normal(size=(r, r))) + 1.5 * np.eye(r)
+    lam[q:, :q] = 0.0
+    lam[q:, q:] = np.diag(np.diag(lam[q:, q:]))
+    x = rng.normal(size=(3 * k, p))
+    a = x.T @ x + np.eye(p)
+    chol_inv = np.linalg.inv(np.linalg.cholesky(a))
+    a_inv = chol_inv.T @ chol_inv  # as dmixed.fit.objective.profile makes it
+    return kernels.StatsBlock(zz, zxy), lam, lay.basis(), np.r_[rng.normal(size=p), 1.0], a, a_inv
+
+
+def _close(got, want, name):
+    scale = np.max(np.abs(want), initial=0.0)
+    assert got.shape == want.shape, name
+    assert np.all(np.abs(got - want) <= RTOL * scale), (name, np.max(np.abs(got - want)) / scale)
+
+
+@settings(max_examples=40, **QUICK)
+@given(
+    shape=st.sampled_from(SHAPES),
+    p=st.integers(1, 40),
+    n_groups=st.sampled_from([1, 7, 300]),
+    weighted=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_traced_sums_and_hessian_match_the_full_form(
+    monkeypatch, shape, p, n_groups, weighted, seed
+):
+    """Every field and the ML and REML Hessians of :func:`hessian_blocks`, to 1e-10
+    relative, over several chunks (r = 1–4, p = 1–40, weights, variance components)."""
+    monkeypatch.setenv(compiled.ENV_VAR, "numpy")
+    monkeypatch.setattr(groups, "HESSIAN_MOMENTS_MAX_R", 0)  # the per-group form
+    monkeypatch.setattr(groups, "GROUP_CHUNK", 97)
+    block, lam, basis, w, a, a_inv = _case(shape, p, n_groups, weighted, seed)
+    full = kernels.hessian_contributions(block, lam, basis, w)
+    traced = kernels.hessian_contributions(block, lam, basis, w, a_inv=a_inv)
+    m = basis.shape[0]
+    assert full.a_jk.shape == (m, m, p, p) and traced.a_jk.shape == (m, m)
+    for name in ("tr_ss", "u_s_u", "u_e_u", "g_e_u", "a_j"):
+        _close(getattr(traced, name), getattr(full, name), name)
+    _close(traced.a_jk_traces(a_inv), full.a_jk_traces(a_inv), "a_jk")
+    q_b = np.random.default_rng(seed).normal(size=p)
+    for reml in (False, True):
+        want = hessian_blocks(a, a_inv, q_b, 7.5, 100.0, reml, full)
+        _close(hessian_blocks(a, a_inv, q_b, 7.5, 100.0, reml, traced), want, f"reml={reml}")
+
+
+def test_traced_sums_add_as_the_traces():
+    """Sums over no groups in the traced form are (m, m) zeros, and adding two blocks'
+    traced sums is the traced sum of both."""
+    zero = kernels.HessianSums.zeros(3, 5, traced=True)
+    assert zero.a_jk.shape == (3, 3) and not zero.a_jk.any()
+    assert zero.a_jk_traces(np.eye(5)) is zero.a_jk
+
+
+def test_traced_and_full_sums_are_never_added():
+    """A traced ``a_jk`` (m, m) added to a full one (m, m, p, p) would broadcast where
+    m == p and give wrong sums: refused, both ways and in place."""
+    traced = kernels.HessianSums.zeros(3, 3, traced=True)
+    full = kernels.HessianSums.zeros(3, 3)
+    for a, b in ((traced, full), (full, traced)):
+        with pytest.raises(ValueError, match="different forms"):
+            a + b
+        with pytest.raises(ValueError, match="different forms"):
+            a.add_in_place(b)
+    assert (full + kernels.HessianSums.zeros(3, 3)).a_jk.shape == (3, 3, 3, 3)
