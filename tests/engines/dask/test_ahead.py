@@ -149,9 +149,9 @@ def test_the_fit_kept_on_the_workers_is_unchanged_in_fewer_round_trips(client, c
     calls = []
     hessian = DaskEngine.hessian
 
-    def counted(self, *args):
+    def counted(self, *args, **kwargs):
         calls.append(1)
-        return hessian(self, *args)
+        return hessian(self, *args, **kwargs)
 
     monkeypatch.setattr(DaskEngine, "hessian", counted)
     with warnings.catch_warnings():
