@@ -312,7 +312,7 @@ def test_backend_buys_at_once_at_wide_r(monkeypatch):
     """Past r = 3 numpy's Hessian runs per group and the saving grows with r: a fit of
     20k groups at r = 6 or 8 picks the compiled kernels from its first call; at r = 5
     the second fit does; at r ≤ 3 the estimate is the table's (r = 2 stays numpy for
-    a hundred fits of that size)."""
+    ten fits of that size)."""
     monkeypatch.delenv(compiled.ENV_VAR, raising=False)
     monkeypatch.setattr(compiled, "numba_available", lambda: True)
     monkeypatch.delitem(sys.modules, "numba", raising=False)
