@@ -50,9 +50,9 @@ SAVED_NS = {"step": (12, 36, 530), "hessian": (0, 0, 550), "blups": (0, 18, 500)
 #: also fixed effects); its Hessian past ``HESSIAN_MOMENTS_MAX_R = 3``
 #: (:mod:`~dmixed.kernels.groups`) runs per group over ``m = r(r+1)/2`` derivatives,
 #: with (m, r, r, G) temporaries.  The exponents fit the savings measured at r = 4, 5, 6
-#: (20k groups of 10, a fit's second call of each path: benchmarks/RESULTS.md,
-#: wider-s58), rounded down; without them a fit at r = 6 was estimated to save 85 ms
-#: a fit of 20k groups, and saved 0.7 s (a loaded machine: 7 s)
+#: (20k groups of 10, a process's second fit on each path: benchmarks/RESULTS.md,
+#: wider-s58), rounded down; without them a fit at r ≥ 4 was estimated to save what
+#: one at r = 3 saves, a small part of what it saved
 SAVED_GROWTH = {"step": 2.0, "hessian": 4.0, "blups": 0.0}
 #: calls of each kernel in a typical fit: about 5 evaluations, 2 Hessians (Newton
 #: steps with BFGS updates, and the standard errors), one set of BLUPs
