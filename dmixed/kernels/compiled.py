@@ -44,6 +44,16 @@ ENV_VAR = "DMIXED_KERNELS"
 #: moment form on the step's kept values, as a fit calls it (RESULTS.md, tenth session:
 #: nothing saved at r ≤ 2)
 SAVED_NS = {"step": (12, 36, 530), "hessian": (0, 0, 550), "blups": (0, 18, 500)}
+#: how each kernel's saving grows past ``r = 3`` (the last column of :data:`SAVED_NS`):
+#: times ``(r / 3) ** SAVED_GROWTH[kernel]``.  numpy's step factors and multiplies
+#: ``r × r`` and ``r × k`` blocks a group (``k`` grows with ``r`` where the slopes are
+#: also fixed effects); its Hessian past ``HESSIAN_MOMENTS_MAX_R = 3``
+#: (:mod:`~dmixed.kernels.groups`) runs per group over ``m = r(r+1)/2`` derivatives,
+#: with (m, r, r, G) temporaries.  The exponents fit the savings measured at r = 4, 5, 6
+#: (20k groups of 10, a process's second fit on each path: benchmarks/RESULTS.md,
+#: wider-s58), rounded down; without them a fit at r ≥ 4 was estimated to save what
+#: one at r = 3 saves, a small part of what it saved
+SAVED_GROWTH = {"step": 2.0, "hessian": 4.0, "blups": 0.0}
 #: calls of each kernel in a typical fit: about 5 evaluations, 2 Hessians (Newton
 #: steps with BFGS updates, and the standard errors), one set of BLUPs
 FIT_CALLS = {"step": 5, "hessian": 2, "blups": 1}
@@ -217,6 +227,22 @@ def nested_numbering(n_entries: int):
     return nested_pairs
 
 
+def saved_ns(kernel: str, r: int) -> float:
+    """What one call of ``kernel`` (``"step"``, ``"hessian"`` or ``"blups"``) is
+    estimated to save per group in the compiled kernels against numpy's, at ``r``
+    random-effect coordinates (ns): :data:`SAVED_NS` up to ``r = 3``, past it the
+    ``r = 3`` saving times ``(r / 3) ** SAVED_GROWTH[kernel]``.  The one estimate
+    :func:`backend` buys by.
+
+    Raises
+    ------
+    KeyError
+        ``kernel`` is not a key of :data:`SAVED_NS`.
+    """
+    saved = SAVED_NS[kernel][min(max(r, 1), 3) - 1]
+    return saved * (r / 3.0) ** SAVED_GROWTH[kernel] if r > 3 else float(saved)
+
+
 def backend(n_groups: int, r: int, kernel: str = "step") -> str:
     """``"numba"`` or ``"numpy"``: the implementation of ``kernel`` (``"step"``,
     ``"hessian"`` or ``"blups"``) for a block of ``n_groups`` groups with ``r``
@@ -224,8 +250,9 @@ def backend(n_groups: int, r: int, kernel: str = "step") -> str:
 
     ``DMIXED_KERNELS=numpy`` or ``=numba`` forces one; ``auto`` (or unset) picks numba
     when it is importable and either already loaded in this process, or one fit of
-    this size saves more than loading it costs (:data:`SAVED_NS`, :data:`FIT_CALLS`,
-    :data:`LOAD_NS`: from about 7.5M, 2.3M and 106k groups at r = 1, 2, ≥ 3), or the
+    this size saves more than loading it costs (:func:`saved_ns`, :data:`FIT_CALLS`,
+    :data:`LOAD_NS`: from about 7.5M, 2.3M, 106k, 52k, 28k, 16k and 6k groups at
+    r = 1, 2, 3, 4, 5, 6 and 8), or the
     numpy kernels (per group, and the per-row pass: :func:`rows_pass`) have by now cost
     the process more than loading it would have (:data:`LEDGER`: repeated fits of a
     smaller size switch after some fits, the first fit of a fresh process does not pay
@@ -244,9 +271,8 @@ def backend(n_groups: int, r: int, kernel: str = "step") -> str:
         return "numba"
     if not numba_available():
         return "numpy"
-    i = min(max(r, 1), 3) - 1
-    per_fit = n_groups * sum(calls * SAVED_NS[k][i] for k, calls in FIT_CALLS.items())
-    LEDGER["owed_ns"] += n_groups * SAVED_NS[kernel][i]
+    per_fit = n_groups * sum(calls * saved_ns(k, r) for k, calls in FIT_CALLS.items())
+    LEDGER["owed_ns"] += n_groups * saved_ns(kernel, r)
     LEDGER["bought"] = max(per_fit, LEDGER["owed_ns"]) >= LOAD_NS
     return "numba" if LEDGER["bought"] else "numpy"
 

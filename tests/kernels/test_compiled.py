@@ -299,6 +299,47 @@ def test_backend_loads_numba_when_it_pays(monkeypatch):
     assert 8 * 10 <= first < 8 * 200 and set(picks[first:]) == {"numba"}
 
 
+def _one_fit(n_groups: int, r: int) -> list[str]:
+    """The picks of one fit's typical calls (:data:`~dmixed.kernels.compiled.FIT_CALLS`)."""
+    return [
+        compiled.backend(n_groups, r, kernel)
+        for kernel, calls in compiled.FIT_CALLS.items()
+        for _ in range(calls)
+    ]
+
+
+def test_backend_buys_at_once_at_wide_r(monkeypatch):
+    """Past r = 3 numpy's Hessian runs per group and the saving grows with r: a fit of
+    20k groups at r = 6 or 8 picks the compiled kernels from its first call; at r = 5
+    the second fit does; at r ≤ 3 the estimate is the table's (r = 2 stays numpy for
+    ten fits of that size)."""
+    monkeypatch.delenv(compiled.ENV_VAR, raising=False)
+    monkeypatch.setattr(compiled, "numba_available", lambda: True)
+    monkeypatch.delitem(sys.modules, "numba", raising=False)
+    for r in (6, 8):
+        _fresh_ledger(monkeypatch)
+        assert set(_one_fit(20_000, r)) == {"numba"}, r
+    _fresh_ledger(monkeypatch)
+    assert set(_one_fit(20_000, 5)) == {"numpy"}
+    assert _one_fit(20_000, 5)[-1] == "numba"  # the ledger buys within the second fit
+    _fresh_ledger(monkeypatch)
+    assert "numba" not in sum((_one_fit(20_000, 2) for _ in range(10)), [])
+    for kernel, saved in compiled.SAVED_NS.items():
+        assert [compiled.saved_ns(kernel, r) for r in (1, 2, 3)] == list(saved)
+        wide = [compiled.saved_ns(kernel, r) for r in range(3, 12)]
+        assert wide == sorted(wide), kernel  # never less at a wider r
+
+
+def test_wide_estimate_starts_where_numpy_hessian_goes_per_group():
+    """The growth of :func:`~dmixed.kernels.compiled.saved_ns` starts past r = 3, where
+    numpy's Hessian leaves its moment form for the per-group one."""
+    from dmixed.kernels.groups import HESSIAN_MOMENTS_MAX_R
+
+    r = HESSIAN_MOMENTS_MAX_R
+    assert compiled.saved_ns("hessian", r) == compiled.SAVED_NS["hessian"][2]
+    assert compiled.saved_ns("hessian", r + 1) > compiled.saved_ns("hessian", r)
+
+
 def test_import_does_not_load_numba():
     code = "import sys, dmixed; assert 'numba' not in sys.modules, 'numba imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
