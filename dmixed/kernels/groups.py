@@ -1046,39 +1046,75 @@ def hessian_contributions(
         return _hessian_traced(block, lam, basis, w, np.asarray(a_inv, dtype=np.float64))
     out = HessianSums.zeros(m, p)
     for _, _, (_, _, s, h) in block.conditionals(lam):
-        g = s.shape[-1]
-        u = np.einsum("ajg,j->ag", h, w)  # (r, G)
-        gm = h[:, :p]  # (r, p, G)
-        # Every sum over groups below is one BLAS matrix product whose inner dimension
-        # runs over the groups (and a small axis), with the operands laid out so that
-        # the reshapes are views: the element-wise products (S times E_j ...) are cheap,
-        # the contractions over G are where the time goes.
-        se = np.einsum("abg,jbc->jacg", s, basis)  # (m, r, r, G): S E_j
-        eu = np.einsum("jab,bg->jag", basis, u)  # (m, r, G): E_j u
-        eg = np.einsum("jab,bqg->ajqg", basis, gm)  # (r, m, p, G): E_j G, row a first
-        seg = np.einsum("abg,bkpg->akpg", s, eg)  # (r, m, p, G): S E_k G
-        seu = np.einsum("abg,kbg->kag", s, eu)  # (m, r, G): S E_k u
-        eu_flat = eu.reshape(m, r * g)
-        se_t = np.ascontiguousarray(se.transpose(0, 2, 1, 3)).reshape(m, r * r * g)
-        gm_t = np.ascontiguousarray(gm.transpose(1, 0, 2)).reshape(p, r * g)
+        t = _GroupTerms.of(s, h, w, basis, p)
+        g = t.g
+        seg = np.einsum("abg,bkpg->akpg", s, t.eg)  # (r, m, p, G): S E_k G
         half = np.zeros((m * p, m * p))
         a_j = np.zeros((p, m * p))
         for a in range(r):
-            eg_a = eg[a].reshape(m * p, g)
+            eg_a = t.eg[a].reshape(m * p, g)
             half += eg_a @ seg[a].reshape(m * p, g).T  # G'E_j S E_k G, rows (j, q)
-            a_j += gm[a] @ eg_a.T  # G'E_j G, columns (j, q)
+            a_j += t.gm[a] @ eg_a.T  # G'E_j G, columns (j, q)
         half = half.reshape(m, p, m, p).transpose(0, 2, 1, 3)
+        sse, usu, ueu, geu = t.shared_sums()
         out.add_in_place(
             HessianSums(
-                se.reshape(m, r * r * g) @ se_t.T,  # Σ tr(S E_j S E_k)
-                eu_flat @ seu.reshape(m, r * g).T,  # Σ u'E_j S E_k u
-                eu_flat @ u.reshape(r * g),  # Σ u'E_j u
-                eu_flat @ gm_t.T,  # Σ G'E_j u
+                sse,
+                usu,
+                ueu,
+                geu,
                 a_j.reshape(p, m, p).transpose(1, 0, 2),
                 half + half.transpose(1, 0, 3, 2),
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class _GroupTerms:
+    """The products of a chunk of groups that both per-group forms of the Hessian sums
+    (:func:`hessian_contributions`, :func:`_hessian_traced`) read.
+
+    Every sum over groups made of them is one BLAS matrix product whose inner dimension
+    runs over the groups (and a small axis), with the operands laid out so that the
+    reshapes are views: the element-wise products (S times E_j ...) are cheap, the
+    contractions over G are where the time goes."""
+
+    g: int
+    u: np.ndarray  # (r, G): H w
+    gm: np.ndarray  # (r, p, G): G
+    se: np.ndarray  # (m, r, r, G): S E_j
+    eu: np.ndarray  # (m, r, G): E_j u
+    eg: np.ndarray  # (r, m, p, G): E_j G, row a first
+    seu: np.ndarray  # (m, r, G): S E_k u
+    se_t: np.ndarray  # (m, r r G): S E_j with its two r axes swapped, flat
+    gm_t: np.ndarray  # (p, r G): G with p first, flat
+
+    @classmethod
+    def of(cls, s: np.ndarray, h: np.ndarray, w: np.ndarray, basis: np.ndarray, p: int):
+        g = s.shape[-1]
+        m, r = basis.shape[:2]
+        u = np.einsum("ajg,j->ag", h, w)
+        gm = h[:, :p]
+        se = np.einsum("abg,jbc->jacg", s, basis)
+        eu = np.einsum("jab,bg->jag", basis, u)
+        eg = np.einsum("jab,bqg->ajqg", basis, gm)
+        seu = np.einsum("abg,kbg->kag", s, eu)
+        se_t = np.ascontiguousarray(se.transpose(0, 2, 1, 3)).reshape(m, r * r * g)
+        gm_t = np.ascontiguousarray(gm.transpose(1, 0, 2)).reshape(p, r * g)
+        return cls(g, u, gm, se, eu, eg, seu, se_t, gm_t)
+
+    def shared_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Σ tr(S E_j S E_k), Σ u'E_j S E_k u, Σ u'E_j u and Σ G'E_j u: the first four
+        fields of :class:`HessianSums`, the same in both forms."""
+        m, r = self.eu.shape[:2]
+        eu_flat = self.eu.reshape(m, r * self.g)
+        return (
+            self.se.reshape(m, r * r * self.g) @ self.se_t.T,
+            eu_flat @ self.seu.reshape(m, r * self.g).T,
+            eu_flat @ self.u.reshape(r * self.g),
+            eu_flat @ self.gm_t.T,
+        )
 
 
 def _hessian_traced(
@@ -1091,18 +1127,10 @@ def _hessian_traced(
     p = a_inv.shape[0]
     out = HessianSums.zeros(m, p, traced=True)
     for _, _, (_, _, s, h) in block.conditionals(lam):
-        g = s.shape[-1]
-        u = np.einsum("ajg,j->ag", h, w)  # (r, G)
-        gm = h[:, :p]  # (r, p, G)
-        se = np.einsum("abg,jbc->jacg", s, basis)  # (m, r, r, G): S E_j
-        eu = np.einsum("jab,bg->jag", basis, u)  # (m, r, G): E_j u
-        eg = np.einsum("jab,bqg->ajqg", basis, gm)  # (r, m, p, G): E_j G, row a first
-        seu = np.einsum("abg,kbg->kag", s, eu)  # (m, r, G): S E_k u
-        eu_flat = eu.reshape(m, r * g)
-        se_t = np.ascontiguousarray(se.transpose(0, 2, 1, 3)).reshape(m, r * r * g)
-        gm_t = np.ascontiguousarray(gm.transpose(1, 0, 2)).reshape(p, r * g)
+        t = _GroupTerms.of(s, h, w, basis, p)
+        g, gm, eg, se_t = t.g, t.gm, t.eg, t.se_t
         # M = G A⁻¹G' per group: one product over p for all groups, then r² p a group
-        ag = (a_inv @ gm_t).reshape(p, r, g)  # (A⁻¹G')[q, b] per group
+        ag = (a_inv @ t.gm_t).reshape(p, r, g)  # (A⁻¹G')[q, b] per group
         mm = np.einsum("aqg,qbg->abg", gm, ag)  # (r, r, G)
         me = np.einsum("cbg,jba->jcag", mm, basis)  # (m, r, r, G): M E_j
         a_j = np.zeros((p, m * p))
@@ -1111,12 +1139,13 @@ def _hessian_traced(
         # Σ tr(S E_k M E_j) over (c, a, G); the pair (k, j) read as (j, k) twice is
         # 2 G'E_j S E_k G's trace (a_jk's symmetrized sum, against a symmetric A⁻¹)
         tr = me.reshape(m, r * r * g) @ se_t.T
+        sse, usu, ueu, geu = t.shared_sums()
         out.add_in_place(
             HessianSums(
-                se.reshape(m, r * r * g) @ se_t.T,  # Σ tr(S E_j S E_k)
-                eu_flat @ seu.reshape(m, r * g).T,  # Σ u'E_j S E_k u
-                eu_flat @ u.reshape(r * g),  # Σ u'E_j u
-                eu_flat @ gm_t.T,  # Σ G'E_j u
+                sse,
+                usu,
+                ueu,
+                geu,
                 a_j.reshape(p, m, p).transpose(1, 0, 2),
                 tr + tr.T,
             )
