@@ -1050,23 +1050,11 @@ def hessian_contributions(
         g = t.g
         seg = np.einsum("abg,bkpg->akpg", s, t.eg)  # (r, m, p, G): S E_k G
         half = np.zeros((m * p, m * p))
-        a_j = np.zeros((p, m * p))
         for a in range(r):
-            eg_a = t.eg[a].reshape(m * p, g)
-            half += eg_a @ seg[a].reshape(m * p, g).T  # G'E_j S E_k G, rows (j, q)
-            a_j += t.gm[a] @ eg_a.T  # G'E_j G, columns (j, q)
+            # G'E_j S E_k G, rows (j, q)
+            half += t.eg[a].reshape(m * p, g) @ seg[a].reshape(m * p, g).T
         half = half.reshape(m, p, m, p).transpose(0, 2, 1, 3)
-        sse, usu, ueu, geu = t.shared_sums()
-        out.add_in_place(
-            HessianSums(
-                sse,
-                usu,
-                ueu,
-                geu,
-                a_j.reshape(p, m, p).transpose(1, 0, 2),
-                half + half.transpose(1, 0, 3, 2),
-            )
-        )
+        out.add_in_place(t.sums(half + half.transpose(1, 0, 3, 2)))
     return out
 
 
@@ -1104,16 +1092,23 @@ class _GroupTerms:
         gm_t = np.ascontiguousarray(gm.transpose(1, 0, 2)).reshape(p, r * g)
         return cls(g, u, gm, se, eu, eg, seu, se_t, gm_t)
 
-    def shared_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Σ tr(S E_j S E_k), Σ u'E_j S E_k u, Σ u'E_j u and Σ G'E_j u: the first four
-        fields of :class:`HessianSums`, the same in both forms."""
+    def sums(self, a_jk: np.ndarray) -> HessianSums:
+        """The chunk's :class:`HessianSums` given its ``a_jk`` in either form (full or
+        traced): Σ tr(S E_j S E_k), Σ u'E_j S E_k u, Σ u'E_j u, Σ G'E_j u and Σ G'E_j G,
+        the same in both forms."""
         m, r = self.eu.shape[:2]
+        p = self.gm.shape[1]
         eu_flat = self.eu.reshape(m, r * self.g)
-        return (
+        a_j = np.zeros((p, m * p))
+        for a in range(r):
+            a_j += self.gm[a] @ self.eg[a].reshape(m * p, self.g).T  # G'E_j G, (j, q)
+        return HessianSums(
             self.se.reshape(m, r * r * self.g) @ self.se_t.T,
             eu_flat @ self.seu.reshape(m, r * self.g).T,
             eu_flat @ self.u.reshape(r * self.g),
             eu_flat @ self.gm_t.T,
+            a_j.reshape(p, m, p).transpose(1, 0, 2),
+            a_jk,
         )
 
 
@@ -1128,28 +1123,15 @@ def _hessian_traced(
     out = HessianSums.zeros(m, p, traced=True)
     for _, _, (_, _, s, h) in block.conditionals(lam):
         t = _GroupTerms.of(s, h, w, basis, p)
-        g, gm, eg, se_t = t.g, t.gm, t.eg, t.se_t
+        g, gm, se_t = t.g, t.gm, t.se_t
         # M = G A⁻¹G' per group: one product over p for all groups, then r² p a group
         ag = (a_inv @ t.gm_t).reshape(p, r, g)  # (A⁻¹G')[q, b] per group
         mm = np.einsum("aqg,qbg->abg", gm, ag)  # (r, r, G)
         me = np.einsum("cbg,jba->jcag", mm, basis)  # (m, r, r, G): M E_j
-        a_j = np.zeros((p, m * p))
-        for a in range(r):
-            a_j += gm[a] @ eg[a].reshape(m * p, g).T  # G'E_j G, columns (j, q)
         # Σ tr(S E_k M E_j) over (c, a, G); the pair (k, j) read as (j, k) twice is
         # 2 G'E_j S E_k G's trace (a_jk's symmetrized sum, against a symmetric A⁻¹)
         tr = me.reshape(m, r * r * g) @ se_t.T
-        sse, usu, ueu, geu = t.shared_sums()
-        out.add_in_place(
-            HessianSums(
-                sse,
-                usu,
-                ueu,
-                geu,
-                a_j.reshape(p, m, p).transpose(1, 0, 2),
-                tr + tr.T,
-            )
-        )
+        out.add_in_place(t.sums(tr + tr.T))
     return out
 
 
