@@ -1052,13 +1052,19 @@ def main(argv: list[str] | None = None) -> int:
 
     SIGTERM ends it as Ctrl-C does (:func:`sigterm_as_interrupt`), with exit status 143
     (128 + SIGTERM, as a shell reports the signal); SIGTERM's handler is given back on
-    return.
+    return, and so is the ``dmixed`` logger's state (handlers, level, propagation), which
+    the command sets for its own lines on stderr: a program that calls ``main`` in its
+    own process keeps its logging as it was.
     """
+    saved = logger.handlers[:], logger.level, logger.propagate
     try:
         with sigterm_as_interrupt() as received:
             status = _main(argv)
     except Terminated:  # before the command began (its arguments read) or after it
         return _terminated()
+    finally:
+        logger.handlers[:], logger.propagate = saved[0], saved[2]
+        logger.setLevel(saved[1])
     if received and status not in (EXIT_TERMINATED, EXIT_INTERRUPTED):
         # a SIGTERM whose exception was lost after the last commit point: never lost
         return _terminated()

@@ -19,6 +19,7 @@ statsmodels installs the data sets of its own MixedLM tests under
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import signal
 import threading
@@ -84,6 +85,22 @@ def sigint_as_in_a_terminal():
         yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler if found is None else found)
+
+
+@pytest.fixture(autouse=True)
+def dmixed_logger_as_found():
+    """The ``dmixed`` logger's handlers, level, propagation and ``disabled`` flag are put
+    back after every test, so that a test that changes them (or code under test that
+    does) cannot hide later tests' log lines from ``caplog``, whose handler sits on the
+    root logger: which tests share an xdist worker, and in which order, is not fixed."""
+    log = logging.getLogger("dmixed")
+    saved = log.handlers[:], log.level, log.propagate, log.disabled
+    try:
+        yield
+    finally:
+        log.handlers[:] = saved[0]
+        log.setLevel(saved[1])
+        log.propagate, log.disabled = saved[2], saved[3]
 
 
 @dataclass(frozen=True)

@@ -3831,3 +3831,25 @@ def test_a_refusal_of_saved_statistics_names_their_directory(
     proc = run_in_process(*fit, "--output", "o2", cwd=tmp_path)
     assert proc.returncode == 3, proc.stderr
     assert "the statistics in S: X'V^-1 X at the estimate" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "status"), [(["show", "no-such-dir"], "error"), (["fit", "--help"], 0)]
+)
+def test_main_in_process_gives_the_logger_back(args, status, caplog):
+    """``cli.main`` called from a program (a scheduler's Python task) sets the ``dmixed``
+    logger for its own lines on stderr, and gives it back as it found it on return, on
+    an error and on argparse's ``SystemExit`` alike: the program's log lines still reach
+    its own handlers (here ``caplog``'s, on the root logger)."""
+    log = logging.getLogger("dmixed")
+    before = log.handlers[:], log.level, log.propagate
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            code = cli.main(args)
+        except SystemExit as exc:
+            code = exc.code
+    assert code != 0 if status == "error" else code == 0
+    assert (log.handlers[:], log.level, log.propagate) == before
+    with caplog.at_level(logging.INFO, logger="dmixed"):
+        log.info("after the command")
+    assert "after the command" in caplog.text
