@@ -53,6 +53,7 @@ from .fit.model_methods import LikelihoodMethods
 from .fit.model_statistics import ModelStatistics
 from .fit.optimize import maximize
 from .fit.options import check_flag
+from .fit.pages import with_ordinary_pages
 from .fit.params import MixedLMParams
 from .fit.start import check_distinct_component_values, engine_moment_start
 from .fit.steps import check_fit_options, check_statsmodels_options, fit_start, objective
@@ -513,6 +514,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
 
     # -- fitting -----------------------------------------------------------------
 
+    @with_ordinary_pages
     def fit(
         self,
         reml: bool = True,
