@@ -653,6 +653,14 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             or the fit ended at its start, where ``X'V*⁻¹X`` is singular to the rounding
             of its sums so that the llf there is not resolved (the optimizer refuses
             every such point beyond a start).
+
+        Notes
+        -----
+        The fit runs with numpy's transparent huge-page advice off
+        (:func:`dmixed.fit.pages.ordinary_pages`): numpy's setting is one per process,
+        so other threads' arrays allocated meanwhile get ordinary pages too, and the
+        setting found is given back on return.  ``dmixed.fit.pages.HUGE_PAGES_IN_FITS =
+        True`` leaves it alone.
         """
         settings = check_fit_options(  # before the data pass
             cov_fe, check_nobs, method, reml=reml, skip_hessian=skip_hessian,

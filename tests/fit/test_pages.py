@@ -13,16 +13,16 @@ from dmixed.fit import pages
 
 from .._synth import design, make_data
 
-getter = getattr(np._core.multiarray, "_get_madvise_hugepage", None)
 needs_setting = pytest.mark.skipif(
-    pages._setter() is None or getter is None, reason="numpy without huge-page advice"
+    pages.advice_switch() is None or pages.advice() is None,
+    reason="numpy without huge-page advice",
 )
 
 
 @pytest.fixture
 def advice():
     """numpy's huge-page advice set on for the test, put back after it."""
-    setter = pages._setter()
+    setter = pages.advice_switch()
     found = setter(True)
     yield
     setter(found)
@@ -35,14 +35,14 @@ def test_fit_runs_with_ordinary_pages_and_gives_the_setting_back(monkeypatch):
     fit_start = dmixed.model.fit_start
 
     def spy(*args, **kwargs):
-        seen.append(getter())
+        seen.append(pages.advice())
         return fit_start(*args, **kwargs)
 
     monkeypatch.setattr(dmixed.model, "fit_start", spy)
     endog, exog, exog_re, groups = design(make_data(n_groups=20, max_size=8, seed=1))
     res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
     assert seen == [False]
-    assert getter() is True
+    assert pages.advice() is True
     assert np.isfinite(res.llf)
 
 
@@ -52,10 +52,10 @@ def test_setting_comes_back_after_an_error_and_after_nested_blocks():
     with pytest.raises(ValueError, match="inside"):
         with pages.ordinary_pages():
             with pages.ordinary_pages():
-                assert getter() is False
-            assert getter() is False  # the outer block still holds it
+                assert pages.advice() is False
+            assert pages.advice() is False  # the outer block still holds it
             raise ValueError("inside")
-    assert getter() is True
+    assert pages.advice() is True
 
 
 @needs_setting
@@ -72,11 +72,11 @@ def test_blocks_in_two_threads_share_one_setting():
     thread.start()
     inside.wait(10)
     with pages.ordinary_pages():
-        assert getter() is False
-    assert getter() is False  # the other thread's block is still open
+        assert pages.advice() is False
+    assert pages.advice() is False  # the other thread's block is still open
     leave.set()
     thread.join()
-    assert getter() is True
+    assert pages.advice() is True
 
 
 @needs_setting
@@ -84,10 +84,29 @@ def test_blocks_in_two_threads_share_one_setting():
 def test_switch_keeps_numpy_advice(monkeypatch):
     monkeypatch.setattr(pages, "HUGE_PAGES_IN_FITS", True)
     with pages.ordinary_pages():
-        assert getter() is True
-    assert getter() is True
+        assert pages.advice() is True
+    assert pages.advice() is True
 
 
 def test_wrapper_keeps_name_and_docstring():
     assert MixedLM.fit.__name__ == "fit"
     assert MixedLM.fit.__doc__.startswith("Fit by maximizing")
+
+
+def test_a_numpy_without_the_switch_fits_with_its_own_setting(monkeypatch):
+    """numpy 1.x before the switch, or a build without it: the fit runs and touches
+    nothing (the switch's absence is not an error)."""
+    found = pages.advice()
+    seen = []
+    fit_start = dmixed.model.fit_start
+
+    def spy(*args, **kwargs):
+        seen.append(pages.advice())
+        return fit_start(*args, **kwargs)
+
+    monkeypatch.setattr(pages, "advice_switch", lambda: None)
+    monkeypatch.setattr(dmixed.model, "fit_start", spy)
+    endog, exog, exog_re, groups = design(make_data(n_groups=20, max_size=8, seed=2))
+    res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    assert seen == [found] and pages.advice() == found
+    assert np.isfinite(res.llf)
