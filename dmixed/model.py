@@ -53,6 +53,7 @@ from .fit.model_methods import LikelihoodMethods
 from .fit.model_statistics import ModelStatistics
 from .fit.optimize import maximize
 from .fit.options import check_flag
+from .fit.pages import with_ordinary_pages
 from .fit.params import MixedLMParams
 from .fit.start import check_distinct_component_values, engine_moment_start
 from .fit.steps import check_fit_options, check_statsmodels_options, fit_start, objective
@@ -513,6 +514,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
 
     # -- fitting -----------------------------------------------------------------
 
+    @with_ordinary_pages
     def fit(
         self,
         reml: bool = True,
@@ -651,6 +653,14 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             or the fit ended at its start, where ``X'V*⁻¹X`` is singular to the rounding
             of its sums so that the llf there is not resolved (the optimizer refuses
             every such point beyond a start).
+
+        Notes
+        -----
+        The fit runs with numpy's transparent huge-page advice off
+        (:func:`dmixed.fit.pages.ordinary_pages`): numpy's setting is one per process,
+        so other threads' arrays allocated meanwhile get ordinary pages too, and the
+        setting found is given back on return.  ``dmixed.fit.pages.HUGE_PAGES_IN_FITS =
+        True`` leaves it alone.
         """
         settings = check_fit_options(  # before the data pass
             cov_fe, check_nobs, method, reml=reml, skip_hessian=skip_hessian,
