@@ -91,12 +91,18 @@ class Engine(Protocol):
         ...
 
     def hessian(
-        self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, a_inv: np.ndarray | None = None
+        self,
+        lam: np.ndarray,
+        basis: np.ndarray,
+        w: np.ndarray,
+        a_inv: np.ndarray | None = None,
+        reml: bool = True,
     ) -> HessianSums:
         """Σ over groups of the Hessian contributions (DESIGN.md §5).  ``a_inv``:
         ``A⁻¹`` at ``lam`` where the caller has it; an engine may then return ``a_jk`` as
         its traces against it (:meth:`~dmixed.kernels.HessianSums.a_jk_traces` reads
-        either form)."""
+        either form), and with ``reml`` False (an ML Hessian) leave ``a_j`` and ``a_jk``,
+        which only the REML Hessian reads, zero."""
         ...
 
     def moments(self) -> MomentSums:

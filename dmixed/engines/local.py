@@ -92,12 +92,17 @@ class LocalEngine:
         return kernels.value_contributions(self.block, lam, q)
 
     def hessian(
-        self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, a_inv: np.ndarray | None = None
+        self,
+        lam: np.ndarray,
+        basis: np.ndarray,
+        w: np.ndarray,
+        a_inv: np.ndarray | None = None,
+        reml: bool = True,
     ) -> kernels.HessianSums:
         """Σ over groups of the Hessian contributions (DESIGN.md §5); with ``a_inv``,
-        ``a_jk`` as its traces against it where the kernel runs per group
-        (:func:`~dmixed.kernels.hessian_contributions`)."""
-        return kernels.hessian_contributions(self.block, lam, basis, w, a_inv=a_inv)
+        ``a_jk`` as its traces against it where the kernel runs per group, and with
+        ``reml`` False neither it nor ``a_j`` (:func:`~dmixed.kernels.hessian_contributions`)."""
+        return kernels.hessian_contributions(self.block, lam, basis, w, a_inv=a_inv, reml=reml)
 
     def moments(self) -> kernels.MomentSums:
         """Σ over groups of the parameter-free moment sums (starting values, and the

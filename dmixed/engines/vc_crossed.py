@@ -65,10 +65,15 @@ class CrossedVCEngine:
         return self.crossed.step(lam)
 
     def hessian(
-        self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, a_inv: np.ndarray | None = None
+        self,
+        lam: np.ndarray,
+        basis: np.ndarray,
+        w: np.ndarray,
+        a_inv: np.ndarray | None = None,
+        reml: bool = True,
     ) -> kernels.HessianSums:
-        """Σ over groups of the Hessian contributions (DESIGN.md §5); ``a_inv`` is
-        not used (``a_jk`` comes as its (m, m, p, p) sums)."""
+        """Σ over groups of the Hessian contributions (DESIGN.md §5); ``a_inv`` and
+        ``reml`` are not used (``a_jk`` comes as its (m, m, p, p) sums)."""
         return self.crossed.hessian(lam, basis, w)
 
     def moments(self) -> kernels.MomentSums:

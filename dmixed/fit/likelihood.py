@@ -158,7 +158,9 @@ class Likelihood:
         """
         step, prof = self.evaluate(point)
         lam_std = self.to_statistics.to_statistics(point.lam)
-        hs = self.engine.hessian(lam_std, self.layout.basis(), prof.w, a_inv=prof.a_inv)
+        hs = self.engine.hessian(
+            lam_std, self.layout.basis(), prof.w, a_inv=prof.a_inv, reml=self.reml
+        )
         h_std = hessian(step, hs, prof.beta, self.glob, self.reml)
         out = self.jacobian.T @ h_std @ self.jacobian
         return 0.5 * (out + out.T)

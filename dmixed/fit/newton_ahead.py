@@ -122,9 +122,14 @@ class _GivenPoints:
         return self.sums[_key(lam)]
 
     def hessian(
-        self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, a_inv: np.ndarray | None = None
+        self,
+        lam: np.ndarray,
+        basis: np.ndarray,
+        w: np.ndarray,
+        a_inv: np.ndarray | None = None,
+        reml: bool = True,
     ) -> HessianSums:
-        # the given sums are in the (m, m, p, p) form, read under any ``a_inv``
+        # the given sums are in the (m, m, p, p) form, read under any ``a_inv`` and ``reml``
         given = self.given
         if given is None or _key(lam) != _key(given[0]) or not np.array_equal(w, given[1]):
             raise LookupError("no Hessian sums given there")

@@ -392,7 +392,7 @@ class ProfiledObjective:
             elif random_effects and getattr(self.engine, "hessian_random_effects", None):
                 hs = self.engine.hessian_random_effects(lam, self._basis, w)
             else:
-                hs = self.engine.hessian(lam, self._basis, w, a_inv=prof.a_inv)
+                hs = self.engine.hessian(lam, self._basis, w, a_inv=prof.a_inv, reml=self.reml)
             hess = hessian(step, hs, beta, self.glob, self.reml, prof=prof)
         except np.linalg.LinAlgError:
             hess = None

@@ -400,7 +400,15 @@ def _fused_step_sums(chunks, b: np.ndarray, det_b: float, q: int, k: int):
     return logdet, m, s, tre, t, np.zeros((k, k))
 
 
-def hessian_sums(chunks, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, outs: tuple):
+def hessian_sums(
+    chunks,
+    lam: np.ndarray,
+    basis: np.ndarray,
+    w: np.ndarray,
+    outs: tuple,
+    a_inv: np.ndarray | None = None,
+    reml: bool = True,
+):
     """The Hessian sums over entry-major chunks, by the compiled kernels.
 
     Parameters
@@ -416,7 +424,14 @@ def hessian_sums(chunks, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, outs
     outs : tuple of ndarray
         Zeros shaped as the fields of :class:`~dmixed.kernels.HessianSums` (m = the
         number of ``E_j``, p = k − 1): (m, m), (m, m), (m,), (m, p), (m, p, p),
-        (m, m, p, p); the sums are added into them.
+        (m, m, p, p), the last (m, m) where ``a_inv`` is given and ``r > 2``; the sums
+        are added into them.
+    a_inv : ndarray (p, p), optional
+        ``A⁻¹`` at ``lam``: for ``r > 2`` ``a_jk`` is then summed as its traces against
+        it (:func:`traced_hessian_sums`); ignored at ``r ≤ 2``.
+    reml : bool
+        With ``a_inv`` at ``r > 2``, False leaves ``a_j`` and ``a_jk`` (read by the
+        REML Hessian alone) zero.
 
     Returns
     -------
@@ -428,13 +443,45 @@ def hessian_sums(chunks, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, outs
     -----
     For ``r ≤ 2`` contracted from moments over the groups
     (:func:`_moment_hessian_sums`; ``outs`` is not used), else summed per ``E_j``
-    (:func:`per_basis_hessian_sums`).
+    (:func:`per_basis_hessian_sums`, or :func:`traced_hessian_sums` with ``a_inv``).
     """
     if lam.shape[0] <= 2:
         kind, lam, b, det_b = _lam_forms(lam)
         w = np.ascontiguousarray(w, dtype=np.float64)
         return _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w)
+    if a_inv is not None:
+        return traced_hessian_sums(chunks, lam, basis, w, a_inv, reml, outs)
     return per_basis_hessian_sums(chunks, lam, basis, w, outs)
+
+
+def traced_hessian_sums(
+    chunks, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, a_inv: np.ndarray, reml: bool, outs
+):
+    """:func:`hessian_sums` summed per ``E_j`` with ``a_jk`` (m, m) as its traces against
+    ``a_inv``, ``Σ 2 tr(E_j S E_k G A⁻¹G')`` (:meth:`~dmixed.kernels.HessianSums.a_jk_traces`:
+    ``r p² + m² r²`` products a group where the (m, m, p, p) sums take ``m² p² r``),
+    the arguments as there; ``reml`` False leaves ``a_j`` and ``a_jk`` zero."""
+    from . import jit  # numba loads here, on first use
+
+    kind, lam, b, det_b = _lam_forms(lam)
+    basis = np.ascontiguousarray(basis, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    a_inv = np.ascontiguousarray(a_inv, dtype=np.float64)
+    for zz, zxy in chunks:
+        jit.hessian_traced(kind, zz, zxy, lam, b, det_b, basis, w, a_inv, bool(reml), outs)
+    tr_ss, u_s_u, u_e_u, g_e_u, a_j, traced = outs
+    for j in range(basis.shape[0]):  # the kernel sums the upper triangles
+        a_j[j] = _upper_to_full(a_j[j])
+    # the kernel's Σ tr(M E_j S E_k) is symmetric in (j, k) (tr(XY) = tr(YX) with
+    # symmetric M, S, E): a_jk is twice its mirrored upper triangle
+    return (
+        _upper_to_full(tr_ss),
+        _upper_to_full(u_s_u),
+        u_e_u,
+        g_e_u,
+        a_j,
+        2.0 * _upper_to_full(traced),
+    )
 
 
 def per_basis_hessian_sums(chunks, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, outs):

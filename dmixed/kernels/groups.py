@@ -1000,6 +1000,7 @@ def hessian_contributions(
     w: np.ndarray,
     zxy=None,
     a_inv: np.ndarray | None = None,
+    reml: bool = True,
 ) -> HessianSums:
     """Contributions of a block of groups to the Hessian sums.
 
@@ -1013,8 +1014,14 @@ def hessian_contributions(
         ``A⁻¹ = (X'V*⁻¹X)⁻¹`` at ``lam``, where the caller has it: the per-group form
         then sums ``a_jk``'s traces against it, ``Σ 2 tr(E_j S E_k M)`` with the r × r
         ``M = G A⁻¹G'`` of each group (``r p²`` products a group instead of the
-        ``r m² p²`` of the (m, m, p, p) sums, :meth:`HessianSums.a_jk_traces`); the
-        other forms return the (m, m, p, p) sums whether it is given or not.
+        ``r m² p²`` of the (m, m, p, p) sums, :meth:`HessianSums.a_jk_traces`), in
+        numpy and in the compiled kernels (:func:`dmixed.kernels.compiled.traced_hessian_sums`);
+        the other forms (moments, ``r ≤`` :data:`HESSIAN_MOMENTS_MAX_R` in numpy and
+        ``r ≤ 2`` compiled) return the (m, m, p, p) sums whether it is given or not.
+    reml : bool
+        Whether the REML Hessian reads the sums: False (ML) leaves ``a_j`` and ``a_jk``,
+        which only the REML Hessian reads, zero where ``a_inv`` is given and the
+        per-group forms run (the moment forms sum them all the same).
 
     Evaluated by the compiled kernels or by numpy as :func:`step_contributions`; the
     compiled kernels' moments at ``r = 2`` and ``k`` up to
@@ -1031,9 +1038,13 @@ def hessian_contributions(
         and not block.numpy_only
         and compiled.backend(block.n_groups, lam.shape[0], "hessian") == "numba"
     ):
-        out = HessianSums.zeros(m, p)
+        traced = a_inv is not None and lam.shape[0] > 2
+        out = HessianSums.zeros(m, p, traced=traced)
         fields = tuple(getattr(out, f) for f in out.__dataclass_fields__)
-        return HessianSums(*compiled.hessian_sums(block.chunks(), lam, basis, w, fields))
+        sums = compiled.hessian_sums(
+            block.chunks(), lam, basis, w, fields, a_inv if traced else None, reml
+        )
+        return HessianSums(*sums)
     r = basis.shape[1]
     if 0 < r <= HESSIAN_MOMENTS_MAX_R:
         moments = HessianMoments(r, p + 1)
@@ -1043,7 +1054,7 @@ def hessian_contributions(
             moments.add(s, np.array(h), w)
         return HessianSums(*moments.contract(basis))
     if a_inv is not None:
-        return _hessian_traced(block, lam, basis, w, np.asarray(a_inv, dtype=np.float64))
+        return _hessian_traced(block, lam, basis, w, np.asarray(a_inv, dtype=np.float64), reml)
     out = HessianSums.zeros(m, p)
     for _, _, (_, _, s, h) in block.conditionals(lam):
         t = _GroupTerms.of(s, h, w, basis, p)
@@ -1092,15 +1103,15 @@ class _GroupTerms:
         gm_t = np.ascontiguousarray(gm.transpose(1, 0, 2)).reshape(p, r * g)
         return cls(g, u, gm, se, eu, eg, seu, se_t, gm_t)
 
-    def sums(self, a_jk: np.ndarray) -> HessianSums:
+    def sums(self, a_jk: np.ndarray, reml: bool = True) -> HessianSums:
         """The chunk's :class:`HessianSums` given its ``a_jk`` in either form (full or
         traced): Σ tr(S E_j S E_k), Σ u'E_j S E_k u, Σ u'E_j u, Σ G'E_j u and Σ G'E_j G,
-        the same in both forms."""
+        the same in both forms (``reml`` False: Σ G'E_j G left zero)."""
         m, r = self.eu.shape[:2]
         p = self.gm.shape[1]
         eu_flat = self.eu.reshape(m, r * self.g)
         a_j = np.zeros((p, m * p))
-        for a in range(r):
+        for a in range(r if reml else 0):
             a_j += self.gm[a] @ self.eg[a].reshape(m * p, self.g).T  # G'E_j G, (j, q)
         return HessianSums(
             self.se.reshape(m, r * r * self.g) @ self.se_t.T,
@@ -1113,16 +1124,20 @@ class _GroupTerms:
 
 
 def _hessian_traced(
-    block, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, a_inv: np.ndarray
+    block, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, a_inv: np.ndarray, reml: bool
 ) -> HessianSums:
     """The per-group form of :func:`hessian_contributions` with ``a_jk`` summed as its
     traces against ``a_inv`` (m, m): ``tr(G'E_j S E_k G A⁻¹) = tr(S E_k M E_j)`` with
-    ``M = G A⁻¹G'`` (r × r a group), so no (p, p) block of a pair (j, k) is formed."""
+    ``M = G A⁻¹G'`` (r × r a group), so no (p, p) block of a pair (j, k) is formed
+    (``reml`` False: neither it nor ``a_j``, the REML Hessian's alone)."""
     m, r = basis.shape[:2]
     p = a_inv.shape[0]
     out = HessianSums.zeros(m, p, traced=True)
     for _, _, (_, _, s, h) in block.conditionals(lam):
         t = _GroupTerms.of(s, h, w, basis, p)
+        if not reml:
+            out.add_in_place(t.sums(np.zeros((m, m)), reml=False))
+            continue
         g, gm, se_t = t.g, t.gm, t.se_t
         # M = G A⁻¹G' per group: one product over p for all groups, then r² p a group
         ag = (a_inv @ t.gm_t).reshape(p, r, g)  # (A⁻¹G')[q, b] per group

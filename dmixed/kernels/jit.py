@@ -340,45 +340,102 @@ def _residual_side(h, w, n, u):  # pragma: no cover
 
 
 @_exact
-def _hessian_values(s, h, u, basis, n, eu, seu, se, eg, seg):  # pragma: no cover
-    """``E_j u``, ``S E_j u``, ``S E_j``, ``E_j G`` and ``S E_j G`` for the run (``G``: the
-    first ``p`` columns of ``H``; the zero entries of ``E_j`` are skipped)."""
-    m, r, p = basis.shape[0], basis.shape[1], eg.shape[2]
+def _basis_values(s, h, u, basis, n, eu, seu, se, eg):  # pragma: no cover
+    """``E_j u``, ``S E_j u``, ``S E_j`` and ``E_j G`` for the run (``G``: the first ``p``
+    columns of ``H``; ``E_j G`` only where ``eg`` is not empty; the zero entries of
+    ``E_j`` are skipped)."""
+    m, r, p = basis.shape[0], basis.shape[1], h.shape[1] - 1
+    with_g = eg.shape[0] > 0
     for j in range(m):
         e = basis[j]
         for a in range(r):
             eu[j, a, :n] = 0.0
-            for x in range(p):
-                eg[j, a, x, :n] = 0.0
+            if with_g:
+                for x in range(p):
+                    eg[j, a, x, :n] = 0.0
             for c in range(r):
                 se[j, a, c, :n] = 0.0
                 if e[a, c] != 0.0:
                     _axpy(eu[j, a], u[c], e[a, c], n)
-                    for x in range(p):
-                        _axpy(eg[j, a, x], h[c, x], e[a, c], n)
+                    if with_g:
+                        for x in range(p):
+                            _axpy(eg[j, a, x], h[c, x], e[a, c], n)
             for c in range(r):
                 for bb in range(r):
                     if e[bb, c] != 0.0:
                         _axpy(se[j, a, c], s[a, bb], e[bb, c], n)
         for a in range(r):
             seu[j, a, :n] = 0.0
+            for bb in range(r):
+                _mul_acc(seu[j, a], s[a, bb], eu[j, bb], n)
+
+
+@_exact
+def _hessian_values(s, h, u, basis, n, eu, seu, se, eg, seg):  # pragma: no cover
+    """:func:`_basis_values` and ``S E_j G`` for the run."""
+    m, r, p = basis.shape[0], basis.shape[1], eg.shape[2]
+    _basis_values(s, h, u, basis, n, eu, seu, se, eg)
+    for j in range(m):
+        for a in range(r):
             for x in range(p):
                 seg[j, a, x, :n] = 0.0
             for bb in range(r):
-                _mul_acc(seu[j, a], s[a, bb], eu[j, bb], n)
                 for x in range(p):
                     _mul_acc(seg[j, a, x], s[a, bb], eg[j, bb, x], n)
 
 
+@_exact
+def _traced_values(h, basis, a_inv, n, ag, mm, me):  # pragma: no cover
+    """``M = G A⁻¹G'`` (``mm``, r × r, through ``ag = A⁻¹G'``) and ``M E_j`` (``me``)
+    for the run (the zero entries of ``E_j`` skipped)."""
+    m, r, p = basis.shape[0], basis.shape[1], a_inv.shape[0]
+    for bb in range(r):
+        for x in range(p):
+            out = ag[x, bb]
+            out[:n] = 0.0
+            for y in range(p):
+                _axpy(out, h[bb, y], a_inv[x, y], n)
+    for c in range(r):
+        for bb in range(r):
+            out = mm[c, bb]
+            out[:n] = 0.0
+            for x in range(p):
+                _mul_acc(out, h[c, x], ag[x, bb], n)
+    for j in range(m):
+        e = basis[j]
+        for c in range(r):
+            for a in range(r):
+                out = me[j, c, a]
+                out[:n] = 0.0
+                for bb in range(r):
+                    if e[bb, a] != 0.0:
+                        _axpy(out, mm[c, bb], e[bb, a], n)
+
+
 @_sums
-def _hessian_run_sums(h, u, eu, seu, se, eg, seg, n, outs):  # pragma: no cover
-    """Add the run's sums to ``outs`` = (tr_ss, u_s_u, u_e_u, g_e_u, a_j, half) (the
-    fields of :class:`~dmixed.kernels.HessianSums`, ``half`` = ``Σ G'E_j S E_k G``
-    before symmetrizing).  The symmetric ones (``tr_ss``, ``u_s_u``, and ``half`` under
-    ``(j, k, x, y) → (k, j, y, x)``, as ``E_j`` and ``S`` are symmetric) only for
-    ``k ≥ j``, and ``a_j`` only for ``y ≥ x``: the caller mirrors them."""
-    tr_ss, u_s_u, u_e_u, g_e_u, a_j, half = outs
-    m, r, p = eg.shape[0], eg.shape[1], eg.shape[2]
+def _traced_run_sums(me, se, n, a_jk):  # pragma: no cover
+    """Add the run's ``Σ tr(M E_j S E_k)`` to ``a_jk`` for ``k ≥ j`` (symmetric: the
+    caller mirrors and doubles it)."""
+    m, r = se.shape[0], se.shape[1]
+    for j in range(m):
+        for j2 in range(j, m):
+            acc = 0.0
+            for c in range(r):
+                for a in range(r):
+                    acc += _dot(me[j, c, a], se[j2, a, c], n)
+            a_jk[j, j2] += acc
+
+
+@_sums
+def _shared_run_sums(h, u, eu, seu, se, eg, n, outs):  # pragma: no cover
+    """Add the run's sums of both Hessian forms to ``outs`` = (tr_ss, u_s_u, u_e_u, g_e_u,
+    a_j, ...) (the fields of :class:`~dmixed.kernels.HessianSums`; ``a_jk`` is the
+    caller's).  The symmetric ones (``tr_ss``, ``u_s_u``) only for ``k ≥ j``, and ``a_j``
+    only for ``y ≥ x``: the caller mirrors them.  ``a_j`` (``Σ G'E_j G``, read by the
+    REML Hessian alone) only where ``eg`` holds ``E_j G`` (not empty)."""
+    tr_ss, u_s_u, u_e_u, g_e_u, a_j = outs[0], outs[1], outs[2], outs[3], outs[4]
+    m, r, p = se.shape[0], se.shape[1], g_e_u.shape[1]
+    reml = eg.shape[0] > 0
     for j in range(m):
         for j2 in range(j, m):
             acc = 0.0
@@ -390,12 +447,6 @@ def _hessian_run_sums(h, u, eu, seu, se, eg, seg, n, outs):  # pragma: no cover
             for a in range(r):
                 acc += _dot(eu[j, a], seu[j2, a], n)
             u_s_u[j, j2] += acc
-            for x in range(p):
-                for y in range(p):
-                    acc = 0.0
-                    for a in range(r):
-                        acc += _dot(eg[j, a, x], seg[j2, a, y], n)
-                    half[j, j2, x, y] += acc
         acc = 0.0
         for a in range(r):
             acc += _dot(eu[j, a], u[a], n)
@@ -405,11 +456,32 @@ def _hessian_run_sums(h, u, eu, seu, se, eg, seg, n, outs):  # pragma: no cover
             for a in range(r):
                 acc += _dot(eu[j, a], h[a, x], n)
             g_e_u[j, x] += acc
-            for y in range(x, p):
-                acc = 0.0
-                for a in range(r):
-                    acc += _dot(h[a, x], eg[j, a, y], n)
-                a_j[j, x, y] += acc
+            if reml:
+                for y in range(x, p):
+                    acc = 0.0
+                    for a in range(r):
+                        acc += _dot(h[a, x], eg[j, a, y], n)
+                    a_j[j, x, y] += acc
+
+
+@_sums
+def _hessian_run_sums(h, u, eu, seu, se, eg, seg, n, outs):  # pragma: no cover
+    """Add the run's sums to ``outs`` = (tr_ss, u_s_u, u_e_u, g_e_u, a_j, half) (the
+    fields of :class:`~dmixed.kernels.HessianSums`, ``half`` = ``Σ G'E_j S E_k G``
+    before symmetrizing): :func:`_shared_run_sums`, and ``half`` (symmetric under
+    ``(j, k, x, y) → (k, j, y, x)``, as ``E_j`` and ``S`` are symmetric) only for
+    ``k ≥ j``: the caller mirrors it."""
+    _shared_run_sums(h, u, eu, seu, se, eg, n, outs)
+    half = outs[5]
+    m, r, p = eg.shape[0], eg.shape[1], eg.shape[2]
+    for j in range(m):
+        for j2 in range(j, m):
+            for x in range(p):
+                for y in range(p):
+                    acc = 0.0
+                    for a in range(r):
+                        acc += _dot(eg[j, a, x], seg[j2, a, y], n)
+                    half[j, j2, x, y] += acc
 
 
 @_exact
@@ -430,6 +502,36 @@ def hessian(kind, zz, zxy, lam, b, det_b, basis, w, outs):  # pragma: no cover
         _residual_side(rect[0], w, n, u)
         _hessian_values(sq[1], rect[0], u, basis, n, eu, seu, se, eg, seg)
         _hessian_run_sums(rect[0], u, eu, seu, se, eg, seg, n, outs)
+
+
+@_exact
+def hessian_traced(kind, zz, zxy, lam, b, det_b, basis, w, a_inv, reml, outs):  # pragma: no cover
+    """Add one chunk's Hessian sums to ``outs`` with ``a_jk`` (m, m) as its traces against
+    ``a_inv`` (``A⁻¹``, p × p), ``Σ tr(M E_j S E_k)`` with ``M = G A⁻¹G'`` for ``k ≥ j``
+    (:func:`_traced_run_sums`; the caller mirrors and doubles it), the other fields as
+    :func:`hessian`.  ``reml`` False: neither ``a_j`` nor ``a_jk`` (the REML Hessian's
+    alone) is summed."""
+    r, k, g = zxy.shape
+    m, p = basis.shape[0], k - 1
+    zz_run, zxy_run, dv, sq, rect = _buffers(r, k)
+    u = np.empty((r, RUN))
+    eu = np.empty((m, r, RUN))
+    seu = np.empty((m, r, RUN))
+    se = np.empty((m, r, r, RUN))
+    mr = m if reml else 0
+    eg = np.empty((mr, r, p, RUN))
+    ag = np.empty((p, r, RUN))
+    mm = np.empty((r, r, RUN))
+    me = np.empty((mr, r, r, RUN))
+    for lo in range(0, g, RUN):
+        n = min(RUN, g - lo)
+        _conditional(kind, zz, zxy, lo, n, lam, b, det_b, dv, sq, rect, zz_run, zxy_run)
+        _residual_side(rect[0], w, n, u)
+        _basis_values(sq[1], rect[0], u, basis, n, eu, seu, se, eg)
+        _shared_run_sums(rect[0], u, eu, seu, se, eg, n, outs)
+        if reml:
+            _traced_values(rect[0], basis, a_inv, n, ag, mm, me)
+            _traced_run_sums(me, se, n, outs[5])
 
 
 @_sums

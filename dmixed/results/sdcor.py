@@ -216,7 +216,7 @@ class SdCorLikelihood:
         g_std = _gradient(step, prof, glob.n, scale_std, self.basis, u_e_u)
         h_eta = None
         if order >= 2:
-            hs = self.lik.engine.hessian(lam_std, self.basis, prof.w, a_inv=prof.a_inv)
+            hs = self.lik.engine.hessian(lam_std, self.basis, prof.w, a_inv=prof.a_inv, reml=False)
             h_eta = self.jac.T @ _hessian(hs, prof, glob.n, scale_std, u_e_u) @ self.jac
         grad, hess = self._to_z(z, self.jac.T @ g_std, h_eta)
         return SdCorPoint(z, llf, grad, hess)

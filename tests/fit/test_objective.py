@@ -794,7 +794,7 @@ class _FullSums:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    def hessian(self, lam, basis, w, a_inv=None):
+    def hessian(self, lam, basis, w, a_inv=None, reml=True):
         return self.engine.hessian(lam, basis, w)
 
 
@@ -829,5 +829,40 @@ def test_the_hessian_of_four_slopes_is_made_of_traced_sums(monkeypatch, reml):
     monkeypatch.setattr(stats.engine, "hessian", spy)
     got, want = obj.hessian_full(packed), full.hessian_full(packed)
     assert seen == [2, 4]
+    scale = np.max(np.abs(want))
+    assert np.all(np.abs(got - want) <= 1e-10 * scale), np.max(np.abs(got - want)) / scale
+
+
+@pytest.mark.parametrize("reml", [False, True])
+def test_the_objective_tells_the_engine_whether_the_hessian_is_reml(monkeypatch, reml):
+    """The fit's Hessian asks the engine for the REML terms (``a_j``, ``a_jk``) only under
+    REML; the compiled kernel (r = 4) then leaves them zero under ML, and the Hessian is
+    the one of the full sums to 1e-10 relative."""
+    pytest.importorskip("numba")
+    from dmixed.kernels import compiled
+
+    monkeypatch.setenv(compiled.ENV_VAR, "numba")
+    rng = np.random.default_rng(5)
+    n, n_groups = 400, 40
+    groups = np.repeat(np.arange(n_groups), n // n_groups)
+    exog = np.column_stack([np.ones(n), rng.normal(size=(n, 6))])
+    exog_re = np.column_stack([np.ones(n), rng.normal(size=(n, 3))])
+    endog = exog @ rng.normal(size=7) + (exog_re * rng.normal(size=(n_groups, 4))[groups]).sum(1)
+    endog = endog + rng.normal(size=n)
+    stats = MixedLM(endog, exog, groups, exog_re=exog_re).statistics()
+    obj = ProfiledObjective(stats.engine, stats.glob, stats.layout, reml, True)
+    full = ProfiledObjective(_FullSums(stats.engine), stats.glob, stats.layout, reml, True)
+    packed = stats.layout.pack(0.5 * np.eye(4) + 0.1, np.zeros(0), True)
+    seen = []
+    hessian = stats.engine.hessian
+
+    def spy(*args, **kwargs):
+        out = hessian(*args, **kwargs)
+        seen.append((kwargs.get("reml"), out.a_jk.ndim, bool(out.a_j.any())))
+        return out
+
+    monkeypatch.setattr(stats.engine, "hessian", spy)
+    got, want = obj.hessian_full(packed), full.hessian_full(packed)
+    assert seen == [(reml, 2, reml), (None, 4, True)]
     scale = np.max(np.abs(want))
     assert np.all(np.abs(got - want) <= 1e-10 * scale), np.max(np.abs(got - want)) / scale

@@ -283,7 +283,7 @@ class _StubEngine:
     def step(self, lam, k_re):
         return self.sums
 
-    def hessian(self, lam, basis, w, a_inv=None):
+    def hessian(self, lam, basis, w, a_inv=None, reml=True):
         raise np.linalg.LinAlgError("Matrix is not positive definite")
 
 

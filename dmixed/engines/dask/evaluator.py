@@ -695,10 +695,15 @@ class DaskEngine:
         return [functools.reduce(operator.add, [p[i] for p in parts]) for i in range(len(lams))]
 
     def hessian(
-        self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, a_inv: np.ndarray | None = None
+        self,
+        lam: np.ndarray,
+        basis: np.ndarray,
+        w: np.ndarray,
+        a_inv: np.ndarray | None = None,
+        reml: bool = True,
     ) -> kernels.HessianSums:
-        """Σ over groups of the Hessian contributions (DESIGN.md §5); ``a_inv`` is
-        not used (``a_jk`` comes as its (m, m, p, p) sums)."""
+        """Σ over groups of the Hessian contributions (DESIGN.md §5); ``a_inv`` and
+        ``reml`` are not used (``a_jk`` comes as its (m, m, p, p) sums)."""
         parts = self._map(_block_hessian, lam=lam, basis=basis, w=w)
         return functools.reduce(operator.add, parts)
 
