@@ -40,6 +40,7 @@ from .formula import (
     check_categorical_sources,
     check_explicit_levels,
     fixed_columns_at_least,
+    frozen_calls,
     parse_formula,
     refuse_columns_named_as_transforms,
 )
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ParsedFormulas",
     "check_arguments",
+    "refuse_frozen_in_text",
     "check_response_not_constant",
     "constant_response",
     "dask_constant_response",
@@ -196,8 +198,7 @@ class ParsedFormulas:
         main: list[str] = []
         for c in [*self.lhs.stateful, *self.rhs.stateful]:
             add_unique(main, c)
-        refuse_on_partitions(main, "formula", formula, where)
-        refuse_on_partitions(self.re.stateful, "re_formula", str(re_formula), where)
+        _refuse_frozen_calls(main, self.re.stateful, formula, re_formula, where)
 
     def formula_columns(self) -> list[str]:
         """Every column a formula reads, in order of first use."""
@@ -270,6 +271,30 @@ LEVEL_KINDS = (CATEGORICAL, NUMERIC_LEVELS)
 #: it (:func:`parse_formulas`): fewer parse in well under a second, and the data's own
 #: check refuses them if the rows are too few
 MANY_TERMS = 100
+
+
+def _refuse_frozen_calls(
+    main: list[str], re_calls: list[str], formula: str, re_formula: str | None, where: str
+) -> None:
+    """Refuse the frozen transforms the main formula (``main``) and the
+    ``re_formula`` (``re_calls``) call, naming the formula that calls them."""
+    refuse_on_partitions(main, "formula", formula, where)
+    refuse_on_partitions(re_calls, "re_formula", str(re_formula), where)
+
+
+def refuse_frozen_in_text(formula, re_formula, where: str) -> None:
+    """:meth:`ParsedFormulas.refuse_frozen` from the formulas' text alone
+    (:func:`~dmixed.design.formula.frozen_calls`), where the data's columns are not
+    known before it is read (remote or Hive-partitioned Parquet): the same refusal.
+
+    Raises
+    ------
+    FormulaError
+        If a formula calls ``center``, ``standardize`` or ``scale``, or does not parse.
+    """
+    main = frozen_calls(formula, "formula", lhs=True)
+    re_calls = [] if re_formula is None else frozen_calls(re_formula, "re_formula", lhs=False)
+    _refuse_frozen_calls(main, re_calls, formula, re_formula, where)
 
 
 def parse_formulas(
