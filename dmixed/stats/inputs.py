@@ -170,7 +170,8 @@ def _parquet_footer(fh, size: int) -> bytes | None:
     return fh.read(length) + tail
 
 
-#: the footers read in a :func:`footers_read_once` block, by (absolute path, size)
+#: the footers read in a :func:`footers_read_once` block, by the file's version
+#: (:func:`_file_version`)
 _FOOTERS: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
     "dmixed_parquet_footers", default=None
 )
@@ -188,17 +189,29 @@ def footers_read_once() -> Iterator[None]:
         _FOOTERS.reset(token)
 
 
+def _file_version(path: str, size: int) -> tuple:
+    """What tells one version of the local file ``path`` from another: its absolute
+    path, size (as the caller read it), modification time (ns), inode and status change
+    time. A file rewritten in place with the same size (or replaced by a rename) within
+    a command is another version; its size alone would keep the old footer."""
+    st = os.stat(path)
+    return (os.path.abspath(path), size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
 def local_footer(path: str, size: int) -> bytes | None:
     """The footer of a local file of ``size`` bytes if it is a Parquet one (else None),
-    read once within :func:`footers_read_once`."""
+    read once a version of the file (:func:`_file_version`) within
+    :func:`footers_read_once`."""
     cache = _FOOTERS.get()
-    key = (os.path.abspath(path), size)
+    if cache is None:
+        with open(path, "rb") as fh:
+            return _parquet_footer(fh, size)
+    key = _file_version(path, size)
     if cache is not None and key in cache:
         return cache[key]
     with open(path, "rb") as fh:
         footer = _parquet_footer(fh, size)
-    if cache is not None:
-        cache[key] = footer
+    cache[key] = footer
     return footer
 
 
