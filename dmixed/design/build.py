@@ -27,6 +27,7 @@ from .dtypes import (
     NUMERIC_LEVELS,
     check_no_text,
     column_kind,
+    is_arrow_decimal,
     native_class,
     to_float,
 )
@@ -554,17 +555,6 @@ def unsupported_dtype(column: str, dtype, in_c: bool = False) -> BadValuesError:
         f"first, such as the {unit}: data[{column!r}] = {_to_number(column, words)}; or, "
         f"to use it as a factor, {factor}"
     )
-
-
-def is_arrow_decimal(dtype) -> bool:
-    """Whether ``dtype`` is an Arrow decimal type (``dd.read_parquet`` of a Parquet
-    decimal column)."""
-    arrow = getattr(dtype, "pyarrow_dtype", None)
-    if arrow is None:
-        return False
-    import pyarrow as pa
-
-    return bool(pa.types.is_decimal(arrow))
 
 
 def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtypes=None):

@@ -22,6 +22,7 @@ from .dtypes import (
     NUMERIC,
     NUMERIC_LEVELS,
     check_finite,
+    check_no_decimals,
     check_no_text_levels,
     column_class,
     native_values,
@@ -216,6 +217,8 @@ def _normalize(
             norm.unknown[c] = codes == UNKNOWN_CODE
             norm.values[c] = s
             continue
+        if c not in spec.response_only:  # read by a term as numbers: as a fit refuses
+            check_no_decimals(s, c)
         ref = spec.references.get(c)
         if ref is None:
             warn_rounded_integers(s, c)  # numbers as levels (C(h)) are read exactly, above
