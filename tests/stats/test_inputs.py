@@ -81,6 +81,32 @@ def test_a_same_size_rewrite_within_a_command_is_not_read_from_the_footer_cache(
     assert input_fingerprint([str(path)]) == after  # what a fresh read gives
 
 
+def test_a_command_stats_each_input_once_for_its_fingerprint_and_once_a_row_count(
+    tmp_path, monkeypatch
+):
+    """Within a command (``footers_read_once``) the fingerprint stats each file once
+    (its stat gives the footer cache the file's version) and a row count once (its
+    size and version from one stat), as many stats as without the version key."""
+    path = str(tmp_path / "a.parquet")
+    _frame(1).to_parquet(path, index=False)
+    calls: list[str] = []
+    real = os.stat
+
+    def counting(p, *args, **kwargs):
+        if str(p) == path:
+            calls.append(str(p))
+        return real(p, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counting)
+    with inputs.footers_read_once():
+        input_fingerprint([path])
+        assert len(calls) == 1
+        assert inputs.parquet_row_count(path) == 200
+        assert len(calls) == 2
+        assert inputs.parquet_row_count(path) == 200  # a hit: one stat, no read
+        assert len(calls) == 3
+
+
 def test_parquet_identity_reads_only_the_footer(tmp_path, monkeypatch):
     path = tmp_path / "a.parquet"
     _frame(1).to_parquet(path, index=False)
