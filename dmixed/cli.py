@@ -607,7 +607,7 @@ def run_fit(job: Job) -> int:
                 parsed.refuse_frozen(job.formula, job.re_formula, _FILES_READ)
         elif fmt == "parquet":  # remote or Hive-partitioned: columns not known, calls are
             with _job_errors(job, reads_data=True):
-                refuse_frozen_in_text(job.formula, job.re_formula, _FILES_READ)
+                refuse_frozen_in_text(job.formula, job.re_formula, job.vc_formula, _FILES_READ)
     # a reuse needs no cluster either: the optimization runs on the saved statistics
     cluster = (
         contextlib.nullcontext()

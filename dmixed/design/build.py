@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ParsedFormulas",
     "check_arguments",
-    "refuse_frozen_in_text",
     "check_response_not_constant",
     "constant_response",
     "dask_constant_response",
@@ -77,6 +76,7 @@ __all__ = [
     "parse_plain",
     "plan_variance_components",
     "re_formula_spec",
+    "refuse_frozen_in_text",
     "used_columns",
 ]
 
@@ -283,19 +283,45 @@ def _refuse_frozen_calls(
     refuse_on_partitions(re_calls, "re_formula", str(re_formula), where)
 
 
-def refuse_frozen_in_text(formula, re_formula, where: str) -> None:
+def refuse_frozen_in_text(
+    formula: str,
+    re_formula: str | None,
+    vc_formula: dict[str, str] | None,
+    where: str,
+) -> None:
     """:meth:`ParsedFormulas.refuse_frozen` from the formulas' text alone
     (:func:`~dmixed.design.formula.frozen_calls`), where the data's columns are not
-    known before it is read (remote or Hive-partitioned Parquet): the same refusal.
+    known before it is read (remote or Hive-partitioned Parquet): the same refusal, of
+    every formula the model reads, variance components included (refused there as the
+    parse on the columns refuses them, whatever the data).
+
+    Parameters
+    ----------
+    formula : str
+        The fixed-effects formula, ``"y ~ x"``.
+    re_formula : str or None
+        The random-effects formula (None: a random intercept).
+    vc_formula : dict of str to str, or None
+        The variance components' formulas, by component name.
+    where : str
+        What the data is read from, as the refusal names it (``"data read from files"``).
 
     Raises
     ------
     FormulaError
-        If a formula calls ``center``, ``standardize`` or ``scale``, or does not parse.
+        If a formula calls ``center``, ``standardize`` or ``scale`` (the message names
+        the formula: ``formula``, ``re_formula`` or ``vc_formula['name']``), or does not
+        parse.
     """
     main = frozen_calls(formula, "formula", lhs=True)
     re_calls = [] if re_formula is None else frozen_calls(re_formula, "re_formula", lhs=False)
     _refuse_frozen_calls(main, re_calls, formula, re_formula, where)
+    for name, text in (vc_formula or {}).items():
+        role = f"vc_formula[{name!r}]"
+        # the words of the parse on the columns (FactorVisitor.check_frozen_call)
+        refuse_on_partitions(
+            frozen_calls(text, role, lhs=False), role, text, "within a variance component"
+        )
 
 
 def parse_formulas(

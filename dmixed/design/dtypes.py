@@ -20,8 +20,6 @@ from .warn_relay import warn_data
 
 __all__ = [
     "CATEGORICAL",
-    "check_no_decimals",
-    "is_arrow_decimal",
     "NUMERIC",
     "NUMERIC_LEVELS",
     "NUMBER_CLASSES",
@@ -31,6 +29,7 @@ __all__ = [
     "warn_rounded_integers",
     "text_error",
     "check_numbers_as_text",
+    "check_no_decimals",
     "check_no_text",
     "check_no_text_levels",
     "check_finite",
@@ -42,6 +41,7 @@ __all__ = [
     "object_class",
     "check_plain_values",
     "group_keys",
+    "is_arrow_decimal",
     "key_class",
     "comparable_keys",
     "py_scalars",

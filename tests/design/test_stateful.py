@@ -266,7 +266,7 @@ def test_a_refusal_names_the_re_formula_that_calls_them(frame):
         )
 
 
-def _command_line_refusal(data, tmp_path, monkeypatch, formula, re_formula) -> str:
+def _command_line_refusal(data, tmp_path, monkeypatch, formula, re_formula, vc=None) -> str:
     """stderr of ``dmixed fit`` of ``data``, asserting that it exits with status 2
     before :func:`dmixed.cluster.connect` is reached."""
     import contextlib
@@ -279,6 +279,7 @@ def _command_line_refusal(data, tmp_path, monkeypatch, formula, re_formula) -> s
     monkeypatch.setattr(dmixed.cluster, "connect", lambda *a, **k: called.append(a))
     args = ["fit", "--data", data, "--groups", "g", "--quiet", "--formula", formula]
     args += ["--re-formula", re_formula] if re_formula else []
+    args += ["--vc", vc] if vc else []
     args += ["--output", tmp_path / "out"]
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -337,6 +338,34 @@ def test_the_command_line_refuses_them_on_hive_and_remote_parquet_before_a_clust
     assert "Dask collection" not in err
     if re_formula:
         assert f"'{formula}'" not in err
+
+
+@pytest.mark.parametrize("where", [_hive, _remote, None])
+@pytest.mark.parametrize(
+    ("formula", "vc", "named"),
+    [
+        (
+            "y ~ x",
+            "a=0 + center(z)",
+            "vc_formula['a'] '0 + center(z)': the stateful transform center()",
+        ),
+        ("y ~ x", "a=0 + C(a):scale(z, ddof=1)", "vc_formula['a'] '0 + C(a):scale(z, ddof=1)'"),
+    ],
+)
+def test_the_command_line_refuses_them_in_a_variance_component_before_a_cluster(
+    frame, tmp_path, monkeypatch, where, formula, vc, named
+):
+    """A variance component's formula (``--vc``) is checked too, naming the component,
+    with the same words whether the columns are read first (plain Parquet files:
+    ``where`` None) or not (Hive-partitioned, remote)."""
+    if where is None:
+        frame.dropna().to_parquet(tmp_path / "d.parquet")
+        data = str(tmp_path / "d.parquet")
+    else:
+        data = where(frame, tmp_path)
+    err = _command_line_refusal(data, tmp_path, monkeypatch, formula, None, vc)
+    assert named in err and "within a variance component" in err
+    assert f"'{formula}'" not in err
 
 
 def test_the_text_check_finds_the_calls_the_full_check_finds():
