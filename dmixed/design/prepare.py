@@ -208,6 +208,8 @@ def _normalize(
             norm.unknown[c] = codes == UNKNOWN_CODE
             continue
         if kind == NUMERIC_LEVELS:
+            if spec.value_columns is not None and c in spec.value_columns:
+                check_no_decimals(s, c)  # C(p):x + p: p read as numbers too, as a fit refuses
             codes = known.get(c)
             if codes is None:
                 norm.missing[c], codes = _numbered(spec, s, c)

@@ -339,6 +339,7 @@ def test_arrow_decimals_read_by_a_term_are_refused_as_object_ones():
         ("y ~ p", {}, True),
         ("y ~ I(2 * p) + xi", {}, False),
         ("y ~ xi", {"re_formula": "1 + p"}, True),
+        ("y ~ C(p):xi + p", {}, False),  # p read as levels and as numbers: the spec says so
     ],
 )
 @pytest.mark.parametrize("arrow", [False, True])
@@ -366,6 +367,29 @@ def test_decimals_in_new_rows_read_by_a_term_are_refused_as_a_fit_refuses_them(
     y = pd.array([Decimal(repr(v)) for v in base["y"]], dtype=object)
     got = res.predict(floats.assign(y=y), include_random=include_random)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+@pytest.mark.filterwarnings("ignore::dmixed.errors.BoundaryWarning")  # (a slope's variance)
+def test_decimals_in_new_rows_of_a_factor_also_read_as_numbers_are_refused_on_dask():
+    """``C(p):xi + p`` reads ``p`` as levels and as numbers: new rows of Arrow
+    decimals in a Dask collection are refused as the fit refuses them (the spec records
+    the columns a term reads outside ``C()``); in ``C()`` alone they are read."""
+    import dask.dataframe as dd
+
+    base = _zoo_base()
+    base["y"] += np.sin(3.0 * base["g"])
+    prices = [DECIMAL_PRICES[i % 4] for i in range(len(base))]
+    floats = base.assign(p=[float(v) for v in prices])
+    decimals = pd.array(prices, dtype=pd.ArrowDtype(pa.decimal128(6, 2)))
+    ddf = dd.from_pandas(base.assign(p=decimals), npartitions=2)
+    res = dmixed.mixedlm("y ~ C(p):xi + p", floats, groups="g").fit()
+    assert res.model.spec.value_columns == ["p", "xi"]
+    with pytest.raises(BadValuesError, match=r"column 'p' holds decimal numbers"):
+        res.predict(ddf).compute()
+    only_c = dmixed.mixedlm("y ~ C(p):xi", floats, groups="g").fit()
+    np.testing.assert_allclose(
+        np.asarray(only_c.predict(ddf).compute()), np.asarray(only_c.predict(floats)), rtol=1e-12
+    )
 
 
 def test_object_groups_mixing_5_and_text_5_are_refused():
