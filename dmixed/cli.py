@@ -298,6 +298,10 @@ def _files_added(job: Job, manifest: dict, fingerprint: list[dict]) -> list[str]
     return sorted(p for p in now if p not in before)
 
 
+#: what the command line reads data from, as its refusal of ``center()``,
+#: ``standardize()`` and ``scale()`` names it (read in partitions: learned per piece)
+_FILES_READ = "data read from files"
+
 #: what the digest of saved statistics covers, named where the manifest does not
 #: record the job it was made from
 _DIGEST_COVERS = (
@@ -581,7 +585,7 @@ def _under_stats_lock(name: str):
 def run_fit(job: Job) -> int:
     """``dmixed fit``: data pass (or saved statistics of the same job), fit, write."""
     from .cluster import connect
-    from .design.build import parse_formulas
+    from .design.build import parse_formulas, refuse_frozen_in_text
     from .stats import checkpoint
 
     files = input_files(job)
@@ -600,7 +604,10 @@ def run_fit(job: Job) -> int:
                     job.formula, job.re_formula, job.vc_formula, columns, rows=rows
                 )
                 # the data is read in partitions: refused before a cluster is started
-                parsed.refuse_frozen(job.formula, job.re_formula, "data read from files")
+                parsed.refuse_frozen(job.formula, job.re_formula, _FILES_READ)
+        elif fmt == "parquet":  # remote or Hive-partitioned: columns not known, calls are
+            with _job_errors(job, reads_data=True):
+                refuse_frozen_in_text(job.formula, job.re_formula, job.vc_formula, _FILES_READ)
     # a reuse needs no cluster either: the optimization runs on the saved statistics
     cluster = (
         contextlib.nullcontext()

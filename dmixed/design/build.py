@@ -27,6 +27,7 @@ from .dtypes import (
     NUMERIC_LEVELS,
     check_no_text,
     column_kind,
+    is_arrow_decimal,
     native_class,
     to_float,
 )
@@ -40,6 +41,7 @@ from .formula import (
     check_categorical_sources,
     check_explicit_levels,
     fixed_columns_at_least,
+    frozen_calls,
     parse_formula,
     refuse_columns_named_as_transforms,
 )
@@ -74,6 +76,7 @@ __all__ = [
     "parse_plain",
     "plan_variance_components",
     "re_formula_spec",
+    "refuse_frozen_in_text",
     "used_columns",
 ]
 
@@ -196,8 +199,7 @@ class ParsedFormulas:
         main: list[str] = []
         for c in [*self.lhs.stateful, *self.rhs.stateful]:
             add_unique(main, c)
-        refuse_on_partitions(main, "formula", formula, where)
-        refuse_on_partitions(self.re.stateful, "re_formula", str(re_formula), where)
+        _refuse_frozen_calls(main, self.re.stateful, formula, re_formula, where)
 
     def formula_columns(self) -> list[str]:
         """Every column a formula reads, in order of first use."""
@@ -270,6 +272,56 @@ LEVEL_KINDS = (CATEGORICAL, NUMERIC_LEVELS)
 #: it (:func:`parse_formulas`): fewer parse in well under a second, and the data's own
 #: check refuses them if the rows are too few
 MANY_TERMS = 100
+
+
+def _refuse_frozen_calls(
+    main: list[str], re_calls: list[str], formula: str, re_formula: str | None, where: str
+) -> None:
+    """Refuse the frozen transforms the main formula (``main``) and the
+    ``re_formula`` (``re_calls``) call, naming the formula that calls them."""
+    refuse_on_partitions(main, "formula", formula, where)
+    refuse_on_partitions(re_calls, "re_formula", str(re_formula), where)
+
+
+def refuse_frozen_in_text(
+    formula: str,
+    re_formula: str | None,
+    vc_formula: dict[str, str] | None,
+    where: str,
+) -> None:
+    """:meth:`ParsedFormulas.refuse_frozen` from the formulas' text alone
+    (:func:`~dmixed.design.formula.frozen_calls`), where the data's columns are not
+    known before it is read (remote or Hive-partitioned Parquet): the same refusal, of
+    every formula the model reads, variance components included (refused there as the
+    parse on the columns refuses them, whatever the data).
+
+    Parameters
+    ----------
+    formula : str
+        The fixed-effects formula, ``"y ~ x"``.
+    re_formula : str or None
+        The random-effects formula (None: a random intercept).
+    vc_formula : dict of str to str, or None
+        The variance components' formulas, by component name.
+    where : str
+        What the data is read from, as the refusal names it (``"data read from files"``).
+
+    Raises
+    ------
+    FormulaError
+        If a formula calls ``center``, ``standardize`` or ``scale`` (the message names
+        the formula: ``formula``, ``re_formula`` or ``vc_formula['name']``), or does not
+        parse.
+    """
+    main = frozen_calls(formula, "formula", lhs=True)
+    re_calls = [] if re_formula is None else frozen_calls(re_formula, "re_formula", lhs=False)
+    _refuse_frozen_calls(main, re_calls, formula, re_formula, where)
+    for name, text in (vc_formula or {}).items():
+        role = f"vc_formula[{name!r}]"
+        # the words of the parse on the columns (FactorVisitor.check_frozen_call)
+        refuse_on_partitions(
+            frozen_calls(text, role, lhs=False), role, text, "within a variance component"
+        )
 
 
 def parse_formulas(
@@ -529,17 +581,6 @@ def unsupported_dtype(column: str, dtype, in_c: bool = False) -> BadValuesError:
         f"first, such as the {unit}: data[{column!r}] = {_to_number(column, words)}; or, "
         f"to use it as a factor, {factor}"
     )
-
-
-def is_arrow_decimal(dtype) -> bool:
-    """Whether ``dtype`` is an Arrow decimal type (``dd.read_parquet`` of a Parquet
-    decimal column)."""
-    arrow = getattr(dtype, "pyarrow_dtype", None)
-    if arrow is None:
-        return False
-    import pyarrow as pa
-
-    return bool(pa.types.is_decimal(arrow))
 
 
 def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtypes=None):

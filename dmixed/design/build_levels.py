@@ -8,8 +8,15 @@ import warnings
 import numpy as np
 
 from ..errors import BadValuesError, DataError, NumericFactorWarning
-from .build import ParsedFormulas, is_arrow_decimal
-from .dtypes import CATEGORICAL, NUMERIC, NUMERIC_LEVELS, check_numbers_as_text, object_class
+from .build import ParsedFormulas
+from .dtypes import (
+    CATEGORICAL,
+    NUMERIC,
+    NUMERIC_LEVELS,
+    check_numbers_as_text,
+    is_arrow_decimal,
+    object_class,
+)
 from .messages import decimal_term
 from .scan import (
     LevelScan,

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..errors import BadValuesError, DataError, PrecisionWarning
 from ..stats.keys import NUMBER_TYPES, object_type_names, several_types_error
-from .messages import plural
+from .messages import decimal_term, plural
 from .warn_relay import warn_data
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "warn_rounded_integers",
     "text_error",
     "check_numbers_as_text",
+    "check_no_decimals",
     "check_no_text",
     "check_no_text_levels",
     "check_finite",
@@ -40,6 +41,7 @@ __all__ = [
     "object_class",
     "check_plain_values",
     "group_keys",
+    "is_arrow_decimal",
     "key_class",
     "comparable_keys",
     "py_scalars",
@@ -128,6 +130,35 @@ def to_float(s: pd.Series, name: str) -> np.ndarray:
             f"column {name!r} holds a value that does not convert to a float (a Decimal "
             "signalling NaN, 'sNaN'?)"
         ) from None
+
+
+def is_arrow_decimal(dtype) -> bool:
+    """Whether ``dtype`` is an Arrow decimal type (``dd.read_parquet`` of a Parquet
+    decimal column)."""
+    arrow = getattr(dtype, "pyarrow_dtype", None)
+    if arrow is None:
+        return False
+    import pyarrow as pa
+
+    return bool(pa.types.is_decimal(arrow))
+
+
+def check_no_decimals(s: pd.Series, name: str) -> None:
+    """Refuse decimal numbers in ``s``, the column ``name`` that a term reads outside
+    ``C()``, in new rows read for a fitted model (prediction): ``Decimal`` values in an
+    ``object`` column or an Arrow decimal dtype, as a fit refuses them
+    (:func:`~dmixed.design.messages.decimal_term`).  Other dtypes cost nothing.
+
+    Raises
+    ------
+    BadValuesError
+        ``s`` holds decimal numbers; the message names the column and the conversion.
+    """
+    dt = s.dtype
+    if is_arrow_decimal(dt) or (
+        isinstance(dt, np.dtype) and dt.kind == "O" and "Decimal" in object_types(s)
+    ):
+        raise decimal_term(name)
 
 
 #: The largest magnitude below which every integer is a float64 (2^53).

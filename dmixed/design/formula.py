@@ -48,6 +48,7 @@ __all__ = [
     "check_categorical_sources",
     "check_explicit_levels",
     "check_python_factor",
+    "frozen_calls",
     "parse_formula",
     "refuse_columns_named_as_transforms",
     "transforms",
@@ -243,6 +244,43 @@ def parse_formula(formula: str, role: str, *, lhs: bool, columns: set | None = N
             f"invalid {role} {shown(formula)}: it must be one-sided (no '~' with a left-hand side)"
         )
     return None, terms(parsed)
+
+
+def frozen_calls(formula: str, role: str, *, lhs: bool) -> list[str]:
+    """The frozen stateful transforms (``center``, ``standardize``, ``scale``:
+    :data:`~dmixed.design.stateful.FROZEN_KEYWORDS`) that ``formula`` calls, in order of
+    first use, read from its text alone: where the data's columns are not known without
+    reading the data (remote or Hive-partitioned Parquet), so that the command line
+    refuses them before a cluster starts.  A column of such a name cannot be called,
+    so a call of the name is the transform's.  Factors that do not parse are left to
+    the full check (:func:`analyze_terms`), which runs on the data's columns.
+
+    Raises
+    ------
+    FormulaError
+        If the formula does not parse (:func:`parse_formula`).
+    """
+    from formulaic.parser.types import Factor
+    from formulaic.utils.code import sanitize_variable_names
+
+    lhs_terms, rhs_terms = parse_formula(formula, role, lhs=lhs)
+    out: list[str] = []
+    for term in [*(lhs_terms or []), *rhs_terms]:
+        for factor in term.factors:
+            if factor.eval_method is not Factor.EvalMethod.PYTHON:
+                continue
+            aliases: dict[str, str] = {}
+            try:
+                code = ast.parse(sanitize_variable_names(factor.expr, {}, aliases), mode="eval")
+            except (SyntaxError, RecursionError, MemoryError):
+                continue
+            for node in ast.walk(code):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                    continue
+                name = aliases.get(node.func.id, node.func.id)
+                if name in FROZEN_KEYWORDS:
+                    add_unique(out, name)
+    return out
 
 
 def _lme4_bars(formula: str) -> list[tuple[str, str, str, bool]]:

@@ -22,6 +22,7 @@ from .dtypes import (
     NUMERIC,
     NUMERIC_LEVELS,
     check_finite,
+    check_no_decimals,
     check_no_text_levels,
     column_class,
     native_values,
@@ -207,6 +208,8 @@ def _normalize(
             norm.unknown[c] = codes == UNKNOWN_CODE
             continue
         if kind == NUMERIC_LEVELS:
+            if spec.value_columns is not None and c in spec.value_columns:
+                check_no_decimals(s, c)  # C(p):x + p: p read as numbers too, as a fit refuses
             codes = known.get(c)
             if codes is None:
                 norm.missing[c], codes = _numbered(spec, s, c)
@@ -216,6 +219,8 @@ def _normalize(
             norm.unknown[c] = codes == UNKNOWN_CODE
             norm.values[c] = s
             continue
+        if c not in spec.response_only:  # read by a term as numbers: as a fit refuses
+            check_no_decimals(s, c)
         ref = spec.references.get(c)
         if ref is None:
             warn_rounded_integers(s, c)  # numbers as levels (C(h)) are read exactly, above

@@ -205,6 +205,10 @@ class ModelSpec(ModelNames):
     native: dict[str, str] = field(default_factory=dict, repr=False)
     formula_columns: list[str] = field(default_factory=list, repr=False)
     response_only: list[str] = field(default_factory=list, repr=False)
+    #: the columns some term reads outside ``C()`` (``ParsedFormulas.value_columns``:
+    #: ``p`` of ``C(p):x + p``), whose new rows' ``Decimal`` values are refused as a fit
+    #: refuses them (None: not recorded, by a spec saved before: those not in ``C()``)
+    value_columns: list[str] | None = field(default=None, repr=False)
     #: the columns the fixed-effects formula reads (None: not recorded, all used ones)
     fixed_columns: list[str] | None = field(default=None, repr=False)
     #: the columns the response, fixed- and random-effects formulas read (None: not
@@ -823,6 +827,7 @@ def build_plain_numeric(
         native={},
         formula_columns=formula_columns,
         response_only=parsed.response_only(groups),
+        value_columns=sorted(parsed.value_columns()),
         fixed_columns=parsed.fixed_columns(),
         dense_columns=parsed.dense_columns(),
         main_spec=None,
@@ -972,6 +977,7 @@ def build_spec_prepared(
         native=native,
         formula_columns=formula_columns,
         response_only=parsed.response_only(groups),
+        value_columns=sorted(parsed.value_columns()),
         fixed_columns=parsed.fixed_columns(),
         dense_columns=parsed.dense_columns(),
         main_spec=specs.main_spec,
@@ -1005,7 +1011,7 @@ def build_spec_prepared(
         checked_saved_state(stateful, _frozen_formulas(spec), "the saved model spec")
         spec = dataclasses.replace(spec, stateful=dict(stateful))
     elif dask_input:
-        parsed.refuse_frozen(formula, re_formula, "a Dask collection (nor Parquet files)")
+        parsed.refuse_frozen(formula, re_formula, "a Dask collection")
     elif parsed.collected("stateful"):
         prepared = prepare_columns(spec, data, label_codes=scan.codes, frame_columns=frame_columns)
         spec = dataclasses.replace(spec, stateful=_learned_state(spec, prepared, len(data)))

@@ -178,7 +178,7 @@ def input_fingerprint(paths: list[str], storage_options: dict | None = None) -> 
             continue
         try:
             st = os.stat(p)
-            content = local_identity(p, st.st_size)
+            content = local_identity(p, st.st_size, st)
             out.append(
                 {
                     "path": os.path.abspath(p),

@@ -170,7 +170,8 @@ def _parquet_footer(fh, size: int) -> bytes | None:
     return fh.read(length) + tail
 
 
-#: the footers read in a :func:`footers_read_once` block, by (absolute path, size)
+#: the footers read in a :func:`footers_read_once` block, by the file's version
+#: (:func:`_file_version`)
 _FOOTERS: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
     "dmixed_parquet_footers", default=None
 )
@@ -188,17 +189,32 @@ def footers_read_once() -> Iterator[None]:
         _FOOTERS.reset(token)
 
 
-def local_footer(path: str, size: int) -> bytes | None:
+def _file_version(path: str, size: int, st: os.stat_result | None = None) -> tuple:
+    """What tells one version of the local file ``path`` from another: its absolute
+    path, size (as the caller read it), modification time (ns), inode and status change
+    time (from ``st``, the caller's ``os.stat`` of it, else one made here). A file
+    rewritten in place with the same size (or replaced by a rename) within a command is
+    another version; its size alone would keep the old footer."""
+    if st is None:
+        st = os.stat(path)
+    return (os.path.abspath(path), size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def local_footer(path: str, size: int, st: os.stat_result | None = None) -> bytes | None:
     """The footer of a local file of ``size`` bytes if it is a Parquet one (else None),
-    read once within :func:`footers_read_once`."""
+    read once a version of the file (:func:`_file_version`) within
+    :func:`footers_read_once`. ``st``: the caller's ``os.stat`` of ``path`` (its size is
+    ``size``), so that a caller holding it does not stat the file again."""
     cache = _FOOTERS.get()
-    key = (os.path.abspath(path), size)
-    if cache is not None and key in cache:
+    if cache is None:
+        with open(path, "rb") as fh:
+            return _parquet_footer(fh, size)
+    key = _file_version(path, size, st)
+    if key in cache:
         return cache[key]
     with open(path, "rb") as fh:
         footer = _parquet_footer(fh, size)
-    if cache is not None:
-        cache[key] = footer
+    cache[key] = footer
     return footer
 
 
@@ -210,7 +226,8 @@ def parquet_row_count(path: str) -> int | None:
     ------
     OSError, ValueError
         The file cannot be read, or its footer is damaged (pyarrow's error)."""
-    footer = local_footer(path, os.path.getsize(path))
+    st = os.stat(path)  # one stat: the size and the version of the file
+    footer = local_footer(path, st.st_size, st)
     if footer is None:
         return None
     import pyarrow as pa
@@ -220,9 +237,10 @@ def parquet_row_count(path: str) -> int | None:
     return int(pq.read_metadata(pa.BufferReader(_MAGIC + footer)).num_rows)
 
 
-def local_identity(path: str, size: int) -> str:
-    """``KIND:SHA256`` of a local file of ``size`` bytes (see the module's docstring)."""
-    footer = local_footer(path, size)
+def local_identity(path: str, size: int, st: os.stat_result | None = None) -> str:
+    """``KIND:SHA256`` of a local file of ``size`` bytes (see the module's docstring);
+    ``st``: the caller's ``os.stat`` of ``path``, if it holds one (:func:`local_footer`)."""
+    footer = local_footer(path, size, st)
     if footer is not None:
         return _PARQUET_IDENTITY + hashlib.sha256(footer).hexdigest()
     with open(path, "rb") as fh:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import dmixed
 from dmixed.design import build_spec
 from dmixed.design.dtypes import (
     check_no_text_levels,
@@ -330,6 +331,65 @@ def test_arrow_decimals_read_by_a_term_are_refused_as_object_ones():
             build_spec(df, formula, groups="g", **kw)
     spec = build_spec(df, "y ~ C(p)", groups="g")
     assert spec.exog_names == ["Intercept", "C(p)[T.14.99]", "C(p)[T.19.99]", "C(p)[T.24.99]"]
+
+
+@pytest.mark.parametrize(
+    ("formula", "kw", "include_random"),
+    [
+        ("y ~ p", {}, True),
+        ("y ~ I(2 * p) + xi", {}, False),
+        ("y ~ xi", {"re_formula": "1 + p"}, True),
+        ("y ~ C(p):xi + p", {}, False),  # p read as levels and as numbers: the spec says so
+    ],
+)
+@pytest.mark.parametrize("arrow", [False, True])
+@pytest.mark.filterwarnings("ignore::dmixed.errors.BoundaryWarning")  # (a slope's variance)
+def test_decimals_in_new_rows_read_by_a_term_are_refused_as_a_fit_refuses_them(
+    formula, kw, include_random, arrow
+):
+    """``predict`` (new rows read for a fitted model) refuses ``Decimal`` values (an
+    ``object`` column or an Arrow decimal dtype) that a term reads outside ``C()``, as
+    a fit of them does, naming the column: read as numbers they are another model than
+    statsmodels' factor of them."""
+    base = _zoo_base()
+    base["y"] += np.sin(3.0 * base["g"])  # a group effect: a fit off the boundary
+    prices = [DECIMAL_PRICES[i % 4] for i in range(len(base))]
+    res = dmixed.mixedlm(formula, base.assign(p=[float(v) for v in prices]), groups="g", **kw)
+    res = res.fit()
+    decimals = pd.array(prices, dtype=pd.ArrowDtype(pa.decimal128(6, 2))) if arrow else _obj(prices)
+    new = base.assign(p=decimals)
+    with pytest.raises(BadValuesError, match=r"^column 'p' holds decimal numbers") as info:
+        res.predict(new, include_random=include_random)
+    assert "data['p'] = data['p'].astype(float)" in str(info.value)
+    # the same values as floats predict; a response of Decimals is not read
+    floats = base.assign(p=[float(v) for v in prices])
+    expected = res.predict(floats, include_random=include_random)
+    y = pd.array([Decimal(repr(v)) for v in base["y"]], dtype=object)
+    got = res.predict(floats.assign(y=y), include_random=include_random)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+@pytest.mark.filterwarnings("ignore::dmixed.errors.BoundaryWarning")  # (a slope's variance)
+def test_decimals_in_new_rows_of_a_factor_also_read_as_numbers_are_refused_on_dask():
+    """``C(p):xi + p`` reads ``p`` as levels and as numbers: new rows of Arrow
+    decimals in a Dask collection are refused as the fit refuses them (the spec records
+    the columns a term reads outside ``C()``); in ``C()`` alone they are read."""
+    import dask.dataframe as dd
+
+    base = _zoo_base()
+    base["y"] += np.sin(3.0 * base["g"])
+    prices = [DECIMAL_PRICES[i % 4] for i in range(len(base))]
+    floats = base.assign(p=[float(v) for v in prices])
+    decimals = pd.array(prices, dtype=pd.ArrowDtype(pa.decimal128(6, 2)))
+    ddf = dd.from_pandas(base.assign(p=decimals), npartitions=2)
+    res = dmixed.mixedlm("y ~ C(p):xi + p", floats, groups="g").fit()
+    assert res.model.spec.value_columns == ["p", "xi"]
+    with pytest.raises(BadValuesError, match=r"column 'p' holds decimal numbers"):
+        res.predict(ddf).compute()
+    only_c = dmixed.mixedlm("y ~ C(p):xi", floats, groups="g").fit()
+    np.testing.assert_allclose(
+        np.asarray(only_c.predict(ddf).compute()), np.asarray(only_c.predict(floats)), rtol=1e-12
+    )
 
 
 def test_object_groups_mixing_5_and_text_5_are_refused():

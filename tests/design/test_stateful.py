@@ -266,9 +266,9 @@ def test_a_refusal_names_the_re_formula_that_calls_them(frame):
         )
 
 
-def test_the_command_line_refuses_them_before_a_cluster_starts(frame, tmp_path, monkeypatch):
-    """Files are read in partitions: refused, naming the --re-formula, before
-    :func:`dmixed.cluster.connect` is reached."""
+def _command_line_refusal(data, tmp_path, monkeypatch, formula, re_formula, vc=None) -> str:
+    """stderr of ``dmixed fit`` of ``data``, asserting that it exits with status 2
+    before :func:`dmixed.cluster.connect` is reached."""
     import contextlib
     import io
 
@@ -277,15 +277,108 @@ def test_the_command_line_refuses_them_before_a_cluster_starts(frame, tmp_path, 
 
     called = []
     monkeypatch.setattr(dmixed.cluster, "connect", lambda *a, **k: called.append(a))
-    frame.dropna().to_parquet(tmp_path / "d.parquet")
-    args = ["fit", "--data", tmp_path / "d.parquet", "--groups", "g", "--quiet"]
-    args += ["--formula", "y ~ x", "--re-formula", "~scale(z)", "--output", tmp_path / "out"]
+    args = ["fit", "--data", data, "--groups", "g", "--quiet", "--formula", formula]
+    args += ["--re-formula", re_formula] if re_formula else []
+    args += ["--vc", vc] if vc else []
+    args += ["--output", tmp_path / "out"]
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = cli.main([str(a) for a in args])
-    assert code == 2
-    assert "re_formula '~scale(z)'" in err.getvalue() and "'y ~ x'" not in err.getvalue()
+    assert code == 2, err.getvalue()
     assert not called
+    return err.getvalue()
+
+
+def test_the_command_line_refuses_them_before_a_cluster_starts(frame, tmp_path, monkeypatch):
+    """Files are read in partitions: refused, naming the --re-formula, before
+    :func:`dmixed.cluster.connect` is reached."""
+    frame.dropna().to_parquet(tmp_path / "d.parquet")
+    err = _command_line_refusal(tmp_path / "d.parquet", tmp_path, monkeypatch, "y ~ x", "~scale(z)")
+    assert "re_formula '~scale(z)'" in err and "'y ~ x'" not in err
+
+
+def _hive(frame, tmp_path) -> str:
+    """A directory of Hive-partitioned Parquet files (``part=a/``, ``part=b/``)."""
+    root = tmp_path / "hive"
+    rows = frame.dropna()
+    for i, key in enumerate(["a", "b"]):
+        (root / f"part={key}").mkdir(parents=True)
+        rows.iloc[i::2].to_parquet(root / f"part={key}" / "d.parquet")
+    return str(root)
+
+
+def _remote(frame, tmp_path) -> str:
+    """A Parquet file on fsspec's in-memory filesystem: a URL with a scheme, whose
+    columns the command does not read before a cluster starts (no network)."""
+    import fsspec
+
+    url = f"memory://{tmp_path.name}/d.parquet"
+    with fsspec.open(url, "wb") as f:
+        frame.dropna().to_parquet(f)
+    return url
+
+
+@pytest.mark.parametrize("where", [_hive, _remote])
+@pytest.mark.parametrize(
+    ("formula", "re_formula", "named"),
+    [
+        ("y ~ center(x) + z", None, "formula 'y ~ center(x) + z': the stateful transform center()"),
+        ("y ~ x", "~scale(z)", "re_formula '~scale(z)': the stateful transform scale()"),
+        ("y ~ standardize(np.log(x), ddof=1)", None, "transform standardize()"),
+    ],
+)
+def test_the_command_line_refuses_them_on_hive_and_remote_parquet_before_a_cluster(
+    frame, tmp_path, monkeypatch, where, formula, re_formula, named
+):
+    """Hive-partitioned and remote Parquet, whose columns are not read before the data
+    is: refused from the formula's text, before a cluster starts, with the words of
+    plain Parquet files."""
+    err = _command_line_refusal(where(frame, tmp_path), tmp_path, monkeypatch, formula, re_formula)
+    assert named in err and "not data read from files" in err
+    assert "Dask collection" not in err
+    if re_formula:
+        assert f"'{formula}'" not in err
+
+
+@pytest.mark.parametrize("where", [_hive, _remote, None])
+@pytest.mark.parametrize(
+    ("formula", "vc", "named"),
+    [
+        (
+            "y ~ x",
+            "a=0 + center(z)",
+            "vc_formula['a'] '0 + center(z)': the stateful transform center()",
+        ),
+        ("y ~ x", "a=0 + C(a):scale(z, ddof=1)", "vc_formula['a'] '0 + C(a):scale(z, ddof=1)'"),
+    ],
+)
+def test_the_command_line_refuses_them_in_a_variance_component_before_a_cluster(
+    frame, tmp_path, monkeypatch, where, formula, vc, named
+):
+    """A variance component's formula (``--vc``) is checked too, naming the component,
+    with the same words whether the columns are read first (plain Parquet files:
+    ``where`` None) or not (Hive-partitioned, remote)."""
+    if where is None:
+        frame.dropna().to_parquet(tmp_path / "d.parquet")
+        data = str(tmp_path / "d.parquet")
+    else:
+        data = where(frame, tmp_path)
+    err = _command_line_refusal(data, tmp_path, monkeypatch, formula, None, vc)
+    assert named in err and "within a variance component" in err
+    assert f"'{formula}'" not in err
+
+
+def test_the_text_check_finds_the_calls_the_full_check_finds():
+    """:func:`frozen_calls` (the formula's text alone) finds what the parse on the
+    columns finds; a column's ``center`` attribute is no call of the transform."""
+    from dmixed.design.build import parse_formulas
+    from dmixed.design.formula import frozen_calls
+
+    columns = {"y", "x", "z", "a"}
+    for formula, _ in FORMULAS:
+        parsed = parse_formulas(formula, None, None, columns)
+        assert frozen_calls(formula, "formula", lhs=True) == parsed.collected("stateful")
+    assert frozen_calls("y ~ np.log(x) + C(a) + I(x ** 2)", "formula", lhs=True) == []
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,63 @@ def test_a_parquet_file_rewritten_with_the_same_size_and_mtime_is_seen(tmp_path)
     assert input_fingerprint([str(path)]) == after  # and stable
 
 
+@pytest.mark.parametrize("keep_mtime", [False, True])
+def test_a_same_size_rewrite_within_a_command_is_not_read_from_the_footer_cache(
+    tmp_path, keep_mtime
+):
+    """A command reads each footer once (``footers_read_once``), keyed on the file's
+    version: a file rewritten with the same size within the command (a later time
+    stamp, or the old one put back) gives its new footer, not the one read before."""
+    import time
+
+    path = tmp_path / "a.parquet"
+    _frame(1).to_parquet(path, index=False, compression=None)
+    with inputs.footers_read_once():
+        before = input_fingerprint([str(path)])
+        st = path.stat()
+        # the status change time comes from the kernel's coarse clock (a tick): the
+        # rewrite is a tick later than the first write, as it is between two commands
+        time.sleep(0.05)
+        if keep_mtime:
+            _rewrite_keeping_size_and_mtime(
+                path, lambda p: _frame(2).to_parquet(p, index=False, compression=None)
+            )
+        else:
+            _frame(2).to_parquet(path, index=False, compression=None)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        assert path.stat().st_size == st.st_size
+        after = input_fingerprint([str(path)])
+        assert after[0]["content"] != before[0]["content"]
+        assert after[0]["content"] == local_identity(str(path), st.st_size)
+    assert input_fingerprint([str(path)]) == after  # what a fresh read gives
+
+
+def test_a_command_stats_each_input_once_for_its_fingerprint_and_once_a_row_count(
+    tmp_path, monkeypatch
+):
+    """Within a command (``footers_read_once``) the fingerprint stats each file once
+    (its stat gives the footer cache the file's version) and a row count once (its
+    size and version from one stat), as many stats as without the version key."""
+    path = str(tmp_path / "a.parquet")
+    _frame(1).to_parquet(path, index=False)
+    calls: list[str] = []
+    real = os.stat
+
+    def counting(p, *args, **kwargs):
+        if str(p) == path:
+            calls.append(str(p))
+        return real(p, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counting)
+    with inputs.footers_read_once():
+        input_fingerprint([path])
+        assert len(calls) == 1
+        assert inputs.parquet_row_count(path) == 200
+        assert len(calls) == 2
+        assert inputs.parquet_row_count(path) == 200  # a hit: one stat, no read
+        assert len(calls) == 3
+
+
 def test_parquet_identity_reads_only_the_footer(tmp_path, monkeypatch):
     path = tmp_path / "a.parquet"
     _frame(1).to_parquet(path, index=False)
