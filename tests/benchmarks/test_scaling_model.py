@@ -176,3 +176,30 @@ def test_idle_seconds_is_the_wall_no_task_covers(bench_dask):
     assert bench_dask.idle_seconds(records, 100.0, 3.0) == pytest.approx(3.0 - 1.7)
     assert bench_dask.idle_seconds([], 100.0, 3.0) == 3.0
     assert math.isclose(bench_dask.idle_seconds([rec((90.0, 110.0))], 100.0, 3.0), 0.0)
+
+
+def test_idle_seconds_counts_the_busy_spans_given(bench_dask):
+    # a direct-call round trip (no task) overlapping a task's end: 100.5-101.0 and
+    # 101.0-101.6 busy, with a span outside the fit clipped away
+    records = [{"startstops": [{"action": "compute", "start": 100.5, "stop": 101.0}]}]
+    spans = [(100.8, 101.6), (104.0, 105.0)]
+    assert bench_dask.idle_seconds(records, 100.0, 3.0, spans) == pytest.approx(3.0 - 1.1)
+    assert bench_dask.idle_seconds([], 100.0, 3.0, [(99.0, 100.5)]) == pytest.approx(2.5)
+
+
+def test_direct_calls_times_the_engines_direct_round_trips(bench_dask, monkeypatch):
+    from types import SimpleNamespace
+
+    from dmixed.engines.dask import evaluator
+
+    def fake(client, recorder, where, returned):
+        return [len(recorder.stages)]
+
+    monkeypatch.setattr(evaluator, "run_recorded", fake)
+    with bench_dask.DirectCalls() as direct:
+        assert evaluator.run_recorded(None, SimpleNamespace(stages=[1, 2, 3]), [], []) == [3]
+        assert evaluator.run_recorded(None, SimpleNamespace(stages=[1]), [], []) == [1]
+    assert evaluator.run_recorded is fake  # given back
+    assert direct.stages == [3, 1]
+    assert len(direct.spans) == 2
+    assert all(a <= b for a, b in direct.spans)
