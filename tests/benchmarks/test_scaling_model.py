@@ -203,3 +203,48 @@ def test_direct_calls_times_the_engines_direct_round_trips(bench_dask, monkeypat
     assert direct.stages == [3, 1]
     assert len(direct.spans) == 2
     assert all(a <= b for a, b in direct.spans)
+
+
+def test_fit_idle_parts_cut_the_wall_in_turn(bench_dask, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_fit_idle
+
+    def rec(key, start, stop, action="compute"):
+        return {"key": key, "startstops": [{"action": action, "start": start, "stop": stop}]}
+
+    records = [
+        rec(("chain_partials-x", 0), 100.1, 102.0),
+        rec(("chain_partials-x", 1), 100.2, 102.5),
+        rec("moved_part-x", 102.5, 102.7, "transfer"),
+        rec(("combined_block-x", 0), 102.6, 102.8),
+        rec(("combined_block-x", 1), 102.8, 103.0),
+        rec("block_moments-y", 103.0, 103.1),
+    ]
+    spans = bench_fit_idle.Spans()
+    spans.calls = [
+        ("assemble_blocks", 103.05, 103.25, 0.05),
+        ("run_recorded", 103.3, 103.6, 0.0),
+        ("run_recorded", 103.6, 103.7, 0.0),
+    ]
+    parts = bench_fit_idle.fit_parts(records, spans, 100.0, 103.8)
+    expected = {
+        "start": 0.1,
+        "chains": 2.4,
+        "exchange": 0.3,
+        "combine": 0.2,
+        "evaluators": 0.1,
+        "driver": 0.2,
+        "assemble": 0.2,
+        "assemble_cpu": 0.05,
+        "round_trips": 0.4,
+        "end": 0.1,
+        "no_task": 0.1 + 0.1 + 0.2 + 0.4 + 0.1,
+        "neither": 0.1 + 0.1 + 0.2 + 0.1,
+    }
+    assert parts["trips"] == 2
+    assert {k: parts[k] for k in expected} == pytest.approx(expected)
+    # a fit whose round trips ran as tasks: no direct call counted
+    spans.calls = spans.calls[:1]
+    parts = bench_fit_idle.fit_parts(records, spans, 100.0, 103.8)
+    assert parts["trips"] == 0 and math.isnan(parts["round_trips"])
+    assert parts["neither"] == pytest.approx(parts["no_task"])
