@@ -131,13 +131,33 @@ def fit_parts(records: list[dict], spans: Spans, wall0: float, wall1: float) -> 
     }
 
 
+def keep_freed() -> None:
+    """glibc's ``mallopt``: large blocks from the heap, not ``mmap`` (freed, they are
+    reused, not returned: no page faults on the next fit's arrays), and the heap's top
+    kept (M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1)."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    if not (libc.mallopt(-3, 1 << 30) and libc.mallopt(-1, (1 << 31) - 1)):
+        raise RuntimeError("mallopt refused")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", required=True, help="the Parquet data set (bench_dask's)")
     parser.add_argument("--fits", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="8GiB")
+    parser.add_argument(
+        "--keep-freed",
+        action="store_true",
+        help="this process only (not the workers): glibc keeps freed memory for reuse "
+        "(mallopt M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD 2 GiB), as the environment "
+        "MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ would for every process",
+    )
     args = parser.parse_args()
+    if args.keep_freed:
+        keep_freed()
     warnings.simplefilter("ignore", dmixed.DmixedWarning)
     spans = Spans()
     spans.wrap(data_pass, "assemble_blocks")
