@@ -259,17 +259,28 @@ def task_times(records: list[dict], t0: float) -> dict[str, dict[str, float]]:
     return out
 
 
-def idle_seconds(records: list[dict], wall0: float, seconds: float) -> float:
+def idle_seconds(
+    records: list[dict], wall0: float, seconds: float, busy_spans: list | tuple = ()
+) -> float:
     """Seconds of the fit (``wall0`` to ``wall0 + seconds``, ``time.time()``) in which no
     worker computed a task: the fit's serial part (the driver's own work, the graph's
     submission, the scheduler's turns and the transfers that no computation overlaps),
     whatever the worker count.  The union of the tasks' compute spans, clipped to the
-    fit, taken from its wall."""
+    fit, taken from its wall.  ``busy_spans``: further ``(start, stop)`` spans counted
+    as busy (:class:`DirectCalls`: the optimizer's round trips run as direct calls to
+    the workers, which the task stream does not see)."""
     spans = sorted(
-        (max(s["start"], wall0), min(s["stop"], wall0 + seconds))
-        for r in records
-        for s in r["startstops"]
-        if s["action"] == "compute" and s["stop"] > wall0 and s["start"] < wall0 + seconds
+        (max(start, wall0), min(stop, wall0 + seconds))
+        for start, stop in [
+            *(
+                (s["start"], s["stop"])
+                for r in records
+                for s in r["startstops"]
+                if s["action"] == "compute"
+            ),
+            *busy_spans,
+        ]
+        if stop > wall0 and start < wall0 + seconds
     )
     busy, end = 0.0, wall0
     for start, stop in spans:
@@ -277,6 +288,41 @@ def idle_seconds(records: list[dict], wall0: float, seconds: float) -> float:
             busy += stop - max(start, end)
             end = stop
     return seconds - busy
+
+
+class DirectCalls:
+    """The wall spans (``time.time()``) of the optimizer's round trips that the engine
+    runs as direct calls to the workers (:func:`dmixed.engines.dask.direct_calls.run_recorded`,
+    as :mod:`dmixed.engines.dask.evaluator` calls it): the workers compute in them, but
+    no task of the scheduler's stream covers them.  A context manager: the engine's
+    name is wrapped while it is open; ``spans`` holds one ``(start, stop)`` a call and
+    ``stages`` its stages' number."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []
+        self.stages: list[int] = []
+        self._wrapped = None
+
+    def __enter__(self) -> DirectCalls:
+        from dmixed.engines.dask import evaluator
+
+        wrapped = self._wrapped = evaluator.run_recorded
+
+        def timed(client, recorder, *args, **kwargs):
+            start = time.time()
+            try:
+                return wrapped(client, recorder, *args, **kwargs)
+            finally:
+                self.spans.append((start, time.time()))
+                self.stages.append(len(recorder.stages))
+
+        evaluator.run_recorded = timed
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from dmixed.engines.dask import evaluator
+
+        evaluator.run_recorded = self._wrapped
 
 
 #: Task kinds of the data pass's reads (one of them per fit) and of the optimizer's

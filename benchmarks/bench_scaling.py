@@ -51,6 +51,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 from bench_dask import (  # noqa: E402
+    DirectCalls,
     PhaseCPU,
     WarmScanner,
     idle_seconds,
@@ -124,7 +125,11 @@ def fit_once(directory: str, client, exchange: str, log: ExchangeLog, cpu=None) 
     if cpu is not None:
         cpu.mark()
     t0, wall0, thread0 = time.perf_counter(), time.time(), time.thread_time()
-    with dask.config.set({"dmixed.exchange": exchange}), get_task_stream(client) as ts:
+    with (
+        dask.config.set({"dmixed.exchange": exchange}),
+        get_task_stream(client) as ts,
+        DirectCalls() as direct,
+    ):
         model = dmixed.mixedlm(
             "y ~ x1 + x2 + x3", dd.read_parquet(directory), groups="g", re_formula="1 + x1"
         )
@@ -137,6 +142,11 @@ def fit_once(directory: str, client, exchange: str, log: ExchangeLog, cpu=None) 
         "cpu": None if cpu is None else cpu.phases(),
         "driver_thread_cpu": thread,
         "no_task_running": idle_seconds(ts.data, wall0, seconds),
+        # the optimizer's round trips as direct calls (no task: the workers compute in
+        # them, the driver waits): counted as busy here
+        "no_task_or_direct_call": idle_seconds(ts.data, wall0, seconds, direct.spans),
+        "direct_call_seconds": sum(b - a for a, b in direct.spans),
+        "direct_round_trips": len(direct.spans),
         "seconds": seconds,
         "data_pass": res.data_pass_seconds,
         "llf": res.llf,
@@ -255,6 +265,9 @@ def series(args, directory: str, groups: int, report: dict, save) -> None:
                 # CPU above holds too (RESULTS.md, drv2m-s55)
                 "driver_thread_cpu": _stats([f["driver_thread_cpu"] for f in fits]),
                 "no_task_running": _stats([f["no_task_running"] for f in fits]),
+                "no_task_or_direct_call": _stats([f["no_task_or_direct_call"] for f in fits]),
+                "direct_call_seconds": _stats([f["direct_call_seconds"] for f in fits]),
+                "direct_round_trips": fits[-1]["direct_round_trips"],
                 "cpu_seconds": {
                     phase: {
                         who: float(np.median([f["cpu"][phase][who] for f in fits]))
@@ -285,7 +298,10 @@ def series(args, directory: str, groups: int, report: dict, save) -> None:
             print(
                 f"    driver main thread CPU {entry['driver_thread_cpu']['median']:.3f} s, "
                 f"no task running {entry['no_task_running']['median']:.3f} s "
-                f"({entry['no_task_running']['min']:.3f}-{entry['no_task_running']['max']:.3f})",
+                f"({entry['no_task_running']['min']:.3f}-{entry['no_task_running']['max']:.3f}), "
+                f"of it in {entry['direct_round_trips']} direct-call round trip(s) "
+                f"{entry['direct_call_seconds']['median']:.3f} s; neither "
+                f"{entry['no_task_or_direct_call']['median']:.3f} s",
                 flush=True,
             )
             print(

@@ -176,3 +176,75 @@ def test_idle_seconds_is_the_wall_no_task_covers(bench_dask):
     assert bench_dask.idle_seconds(records, 100.0, 3.0) == pytest.approx(3.0 - 1.7)
     assert bench_dask.idle_seconds([], 100.0, 3.0) == 3.0
     assert math.isclose(bench_dask.idle_seconds([rec((90.0, 110.0))], 100.0, 3.0), 0.0)
+
+
+def test_idle_seconds_counts_the_busy_spans_given(bench_dask):
+    # a direct-call round trip (no task) overlapping a task's end: 100.5-101.0 and
+    # 101.0-101.6 busy, with a span outside the fit clipped away
+    records = [{"startstops": [{"action": "compute", "start": 100.5, "stop": 101.0}]}]
+    spans = [(100.8, 101.6), (104.0, 105.0)]
+    assert bench_dask.idle_seconds(records, 100.0, 3.0, spans) == pytest.approx(3.0 - 1.1)
+    assert bench_dask.idle_seconds([], 100.0, 3.0, [(99.0, 100.5)]) == pytest.approx(2.5)
+
+
+def test_direct_calls_times_the_engines_direct_round_trips(bench_dask, monkeypatch):
+    from types import SimpleNamespace
+
+    from dmixed.engines.dask import evaluator
+
+    def fake(client, recorder, where, returned):
+        return [len(recorder.stages)]
+
+    monkeypatch.setattr(evaluator, "run_recorded", fake)
+    with bench_dask.DirectCalls() as direct:
+        assert evaluator.run_recorded(None, SimpleNamespace(stages=[1, 2, 3]), [], []) == [3]
+        assert evaluator.run_recorded(None, SimpleNamespace(stages=[1]), [], []) == [1]
+    assert evaluator.run_recorded is fake  # given back
+    assert direct.stages == [3, 1]
+    assert len(direct.spans) == 2
+    assert all(a <= b for a, b in direct.spans)
+
+
+def test_fit_idle_parts_cut_the_wall_in_turn(bench_dask, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_fit_idle
+
+    def rec(key, start, stop, action="compute"):
+        return {"key": key, "startstops": [{"action": action, "start": start, "stop": stop}]}
+
+    records = [
+        rec(("chain_partials-x", 0), 100.1, 102.0),
+        rec(("chain_partials-x", 1), 100.2, 102.5),
+        rec("moved_part-x", 102.5, 102.7, "transfer"),
+        rec(("combined_block-x", 0), 102.6, 102.8),
+        rec(("combined_block-x", 1), 102.8, 103.0),
+        rec("block_moments-y", 103.0, 103.1),
+    ]
+    spans = bench_fit_idle.Spans()
+    spans.calls = [
+        ("assemble_blocks", 103.05, 103.25, 0.05),
+        ("run_recorded", 103.3, 103.6, 0.0),
+        ("run_recorded", 103.6, 103.7, 0.0),
+    ]
+    parts = bench_fit_idle.fit_parts(records, spans, 100.0, 103.8)
+    expected = {
+        "start": 0.1,
+        "chains": 2.4,
+        "exchange": 0.3,
+        "combine": 0.2,
+        "evaluators": 0.1,
+        "driver": 0.2,
+        "assemble": 0.2,
+        "assemble_cpu": 0.05,
+        "round_trips": 0.4,
+        "end": 0.1,
+        "no_task": 0.1 + 0.1 + 0.2 + 0.4 + 0.1,
+        "neither": 0.1 + 0.1 + 0.2 + 0.1,
+    }
+    assert parts["trips"] == 2
+    assert {k: parts[k] for k in expected} == pytest.approx(expected)
+    # a fit whose round trips ran as tasks: no direct call counted
+    spans.calls = spans.calls[:1]
+    parts = bench_fit_idle.fit_parts(records, spans, 100.0, 103.8)
+    assert parts["trips"] == 0 and math.isnan(parts["round_trips"])
+    assert parts["neither"] == pytest.approx(parts["no_task"])
