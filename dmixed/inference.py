@@ -28,7 +28,7 @@ import pandas as pd
 from .errors import SpecError
 from .fit.coordinates import Coordinates
 from .fit.objective import loglike_at_scale, profile, score_matrices
-from .fit.options import check_flag, parse_free
+from .fit.options import check_flag
 from .stats import GlobalStats, Layout
 
 __all__ = [
@@ -465,11 +465,8 @@ def _by_ml(fit, label: str):
 
 def _n_held(fit) -> int:
     """The covariance parameters a fit held at their start (``free`` zeros)."""
-    free = getattr(fit, "fit_options", {}).get("free")
-    if free is None:
-        return 0
-    n_cov = len(fit.params) - fit.k_fe
-    return int(np.sum(~parse_free(free, n_cov, fit.k_fe)))
+    held = getattr(fit, "held", None)  # the results' own reading of `free`
+    return 0 if held is None else int(np.count_nonzero(held))
 
 
 def _check_comparable(fits) -> None:

@@ -18,7 +18,7 @@ import pandas as pd
 from ..design.references import design_coordinates
 from ..errors import NoModelError, SpecError
 from ..fit.coordinates import Coordinates
-from ..fit.options import check_flag
+from ..fit.options import check_flag, parse_free
 from ..fit.params import MixedLMParams
 from ..fit.summary import OptSummary
 from ..inference import check_alpha
@@ -413,6 +413,24 @@ class MixedLMResults(FittedValues, Hypotheses):
         saved; ``df_modelwc`` and the information criteria count the parameters it held
         all the same)."""
         return self.fit_options.get("free")
+
+    @property
+    def held(self) -> np.ndarray | None:
+        """The covariance parameters the fit held at their start values (``free`` zeros),
+        as a bool mask over the packed covariance parameters (plain packing order:
+        ``cov_re``'s lower triangle row by row, statsmodels' ``vech_lt``, then
+        ``vcomp``); None where every parameter was estimated (or the pattern is not at
+        hand: loaded results).
+
+        The one owner of "the constraint of this fit" for everything that refits or
+        profiles it (``profile_re``, profile intervals, ``bootstrap``, ``anova``'s ML
+        refit counts)."""
+        free = self.freepat
+        if free is None:
+            return None
+        n_cov = len(self.params) - self.k_fe
+        mask = ~parse_free(free, n_cov, self.k_fe)
+        return mask if mask.any() else None
 
     @property
     def hist(self) -> list[dict]:
