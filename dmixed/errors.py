@@ -76,6 +76,7 @@ __all__ = [
     "UnseenGroupsWarning",
     "ConstraintRankWarning",
     "ProfileWarning",
+    "NotNestedWarning",
 ]
 
 
@@ -321,3 +322,9 @@ def caller_stacklevel() -> int:
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+class NotNestedWarning(DmixedWarning):
+    """A likelihood-ratio test (:func:`dmixed.compare_lr_test`, :func:`dmixed.anova`)
+    whose larger model has a log-likelihood clearly below the smaller one's: the models
+    are not nested or not fitted to the same data (the statistic is reported as 0)."""

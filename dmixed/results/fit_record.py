@@ -25,6 +25,7 @@ __all__ = [
     "FitState",
     "cov_fe_statistics",
     "cov_re_statistics",
+    "data_digest",
     "diagonal_covariance",
     "empty_slots",
     "fit_state",
@@ -99,6 +100,34 @@ class FitState(ResultsState):
             if isinstance(value, _Deferred):
                 getattr(self, name)
         return dict(self.__dict__)
+
+
+def data_digest(model) -> str | None:
+    """A digest of the rows a model fits: its response, group keys and weights (the
+    fit's rows, in their order, after dropping missing values), or None for data not
+    held in memory (files, Dask: the fit does not read them again for this).
+
+    What :func:`dmixed.compare_lr_test` and :func:`dmixed.anova` compare to refuse fits
+    of different data that have the same row count and response name: one vectorised
+    hash per row (``pandas.util.hash_array``: exact values, not a tolerance), O(rows)
+    in memory already held."""
+    import hashlib  # noqa: PLC0415
+
+    import pandas as pd  # noqa: PLC0415
+
+    rows = getattr(model, "rows", None)
+    if rows is None:
+        return None
+    h = hashlib.blake2b(digest_size=16)
+    for column in (rows.endog, rows.groups, rows.weights):
+        if column is None:
+            h.update(b"-")
+            continue
+        values = np.asarray(column)
+        if values.dtype.kind == "f":
+            values = np.ascontiguousarray(values, dtype=np.float64)
+        h.update(pd.util.hash_array(values, categorize=False).tobytes())
+    return h.hexdigest()
 
 
 def fit_state(

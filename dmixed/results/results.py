@@ -27,7 +27,7 @@ from ..io import ResultsState, load_state, save_state
 from ..stats.blup_cov import cov_block, cov_diagonal, cov_variances
 from .bootstrap import BootstrapResults, parametric_bootstrap
 from .by_group import ByGroup
-from .fit_record import fit_state, identifiable
+from .fit_record import data_digest, fit_state, identifiable
 from .fitted import FittedValues
 from .hypotheses import Hypotheses
 from .identification import scaled_information, warn_unidentified
@@ -87,6 +87,9 @@ class MixedLMResults(FittedValues, Hypotheses):
         #: (``free``, ``start_params``, ``method``, ...): a refit by ML keeps them
         #: (:func:`dmixed.anova`); empty for loaded results
         self.fit_options: dict = {}
+        #: :func:`~dmixed.results.fit_record.data_digest` of the fitted rows (None:
+        #: data not in memory, or loaded results)
+        self.data_digest: str | None = None
         # sizes and estimates
         self.nobs = state.nobs
         self.n_groups = state.n_groups
@@ -264,6 +267,7 @@ class MixedLMResults(FittedValues, Hypotheses):
             unpacked=unpacked,
         )
         res = cls(state, model=model)
+        res.data_digest = data_digest(model)
         if checked:  # else the fixed effects' warning says so
             warn_unidentified(
                 hessian,
