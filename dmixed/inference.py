@@ -451,12 +451,12 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     SpecError
         Fewer than two fits; an argument that is not fitted results; fits of different
         data (``nobs``; group keys and sizes; for data in memory, a digest of the
-        response, group keys and weights) or responses (``names.endog_name``); ``names`` of the wrong
-        length; a REML fit to refit whose model is not at hand (loaded results); REML
-        fits with different fixed effects and ``refit=False``; ML and REML mixed with
-        ``refit=False``; ``refit`` not a Python or numpy bool.  Models built from
-        arrays all name their response ``'y'``: the response check cannot tell two
-        array responses apart.
+        response, group keys and weights) or responses (``names.endog_name``);
+        ``names`` of the wrong length; a REML fit to refit whose model is not at hand
+        (loaded results); REML fits with different fixed effects and
+        ``refit=False``; ML and REML mixed with ``refit=False``; ``refit`` not a Python
+        or numpy bool.  Models built from arrays all name their response ``'y'``: the
+        response check cannot tell two array responses apart.
     """
     from scipy import special
 
