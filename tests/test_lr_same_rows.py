@@ -68,3 +68,14 @@ def test_negative_statistic_warned():
         dmixed.anova(restricted, full, refit=False)
     # rounding of two optimizers' maxima: no warning
     dmixed.compare_lr_test(_fake(-100.0, 1), _fake(-100.0 - 1e-9, 2))
+
+
+def test_loaded_results_keep_the_digest(frame, tmp_path):
+    small = dmixed.mixedlm("y ~ 1", frame, groups="g").fit(reml=False)
+    other = frame.assign(y=frame["y"].to_numpy()[::-1])
+    big = dmixed.mixedlm("y ~ x", other, groups="g").fit(reml=False)
+    big.save(tmp_path / "big")
+    back = dmixed.load(tmp_path / "big")
+    assert back.data_digest == big.data_digest != small.data_digest
+    with pytest.raises(SpecError, match="other response values"):
+        dmixed.compare_lr_test(small, back)

@@ -141,6 +141,7 @@ def _model_section(state: ResultsState) -> dict:
         "use_sqrt": state.use_sqrt,
         "spec": state.spec.to_dict() if state.spec is not None else None,
         "pandas_output": state.pandas_output,
+        "data_digest": state.data_digest,
     }
 
 
@@ -511,6 +512,7 @@ def _state_from(
         else None,
         use_sqrt=m["use_sqrt"],
         pandas_output=bool(m.get("pandas_output", True)),  # absent: saved before it was
+        data_digest=m.get("data_digest"),  # absent: saved before it was
         **{key: f[key] for key in _FIT_KEYS if key not in ("n_iter", "history")},
         n_iter=n_iter,
         history=history,

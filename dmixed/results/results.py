@@ -88,8 +88,8 @@ class MixedLMResults(FittedValues, Hypotheses):
         #: (:func:`dmixed.anova`); empty for loaded results
         self.fit_options: dict = {}
         #: :func:`~dmixed.results.fit_record.data_digest` of the fitted rows (None:
-        #: data not in memory, or loaded results)
-        self.data_digest: str | None = None
+        #: data not in memory; kept by save and load)
+        self.data_digest: str | None = state.data_digest
         # sizes and estimates
         self.nobs = state.nobs
         self.n_groups = state.n_groups
@@ -266,8 +266,8 @@ class MixedLMResults(FittedValues, Hypotheses):
             information=information,
             unpacked=unpacked,
         )
+        state.data_digest = data_digest(model)
         res = cls(state, model=model)
-        res.data_digest = data_digest(model)
         if checked:  # else the fixed effects' warning says so
             warn_unidentified(
                 hessian,
