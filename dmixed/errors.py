@@ -40,7 +40,9 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     │                          or of tuple group keys into text that dmixed reads
     ├── ConstraintRankWarning  a joint Wald test's constraints are dependent: tested on
     │                          their rank (statsmodels' ValueWarning)
-    └── ProfileWarning         a profile-likelihood limit could not be found (NaN)
+    ├── ProfileWarning         a profile-likelihood limit could not be found (NaN)
+    └── NotNestedWarning       a likelihood-ratio test's larger model fits clearly worse
+                               (not nested, or not the same data): statistic 0
 """
 
 from __future__ import annotations

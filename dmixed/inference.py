@@ -308,6 +308,14 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
         full model without more parameters.  Models built from arrays all name their
         response ``'y'`` (a pandas Series its own name), so the response check cannot
         tell two array responses apart: that they are the same is the caller's to know.
+
+    Warns
+    -----
+    NotNestedWarning
+        The larger model's log-likelihood is below the smaller one's by more than
+        :data:`LR_NEGATIVE_TOL` ``× (1 + |ℓ|)`` (not nested, or not the same data): the
+        statistic is reported as 0.  A nested pair whose extra variance is estimated
+        at 0 differs by rounding only and is not warned.
     """
     from scipy import special
 
@@ -328,7 +336,7 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
         raise SpecError(
             f"the full model must have more parameters than the restricted one ({df} more)"
         )
-    stat = max(_lr_statistic(full.llf - restricted.llf, "the full fit"), 0.0)
+    stat = max(_lr_statistic(full.llf - restricted.llf, full.llf, "the full fit"), 0.0)
     return float(stat), float(special.chdtrc(df, stat)), int(df)  # χ²_df tail
 
 
@@ -350,17 +358,20 @@ def _check_same_response(fits, labels) -> None:
         )
 
 
-#: 2·Δℓ below −(this × (1 + |ℓ|)) is no rounding of a nested pair's optimizers: warned
+#: Δℓ = ℓ_larger − ℓ_smaller below −(this × (1 + |ℓ_larger|)) is warned: the optimizers
+#: stop on a relative change of ℓ, so a nested pair's Δℓ may fall below 0 by rounding
+#: in proportion to |ℓ| (a boundary fit, whose extra variance is at 0, has Δℓ a rounding
+#: of 0 either side); 1e-6 is far above that rounding and far below any real misfit
 LR_NEGATIVE_TOL = 1e-6
 
 
-def _lr_statistic(dll: float, larger: str) -> float:
-    """``2·dll`` (the larger model's ℓ minus the smaller's), with a
-    :class:`~dmixed.errors.NotNestedWarning` where it is negative beyond what the
-    optimizers' tolerance explains (then clipped to 0 by the caller, as lme4): the
-    larger model fits worse, so the fits are not nested or not of the same data."""
+def _lr_statistic(dll: float, llf_larger: float, larger: str) -> float:
+    """``2·dll`` (the larger model's ℓ, ``llf_larger``, minus the smaller's), with a
+    :class:`~dmixed.errors.NotNestedWarning` where ``dll`` is below
+    ``−LR_NEGATIVE_TOL·(1 + |llf_larger|)`` (then clipped to 0 by the caller, as lme4):
+    the larger model fits worse, so the fits are not nested or not of the same data."""
     stat = 2.0 * float(dll)
-    if stat < -LR_NEGATIVE_TOL * (1.0 + abs(dll)) * 2.0:
+    if float(dll) < -LR_NEGATIVE_TOL * (1.0 + abs(float(llf_larger))):
         warnings.warn(
             f"the likelihood-ratio statistic is {stat:.6g} < 0: {larger} has the lower "
             "log-likelihood although it has more parameters, so the models are not "
@@ -457,6 +468,14 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
         ``refit=False``; ML and REML mixed with ``refit=False``; ``refit`` not a Python
         or numpy bool.  Models built from arrays all name their response ``'y'``: the
         response check cannot tell two array responses apart.
+
+    Warns
+    -----
+    NotNestedWarning
+        The larger model's log-likelihood is below the smaller one's by more than
+        :data:`LR_NEGATIVE_TOL` ``× (1 + |ℓ|)`` (not nested, or not the same data): the
+        statistic is reported as 0.  A nested pair whose extra variance is estimated
+        at 0 differs by rounding only and is not warned.
     """
     from scipy import special
 
@@ -481,7 +500,7 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     order = np.argsort(npar, kind="stable")
     npar, llf = npar[order], llf[order]
     names_in_order = [labels[i] for i in order]
-    raw = [_lr_statistic(d, names_in_order[j + 1]) for j, d in enumerate(np.diff(llf))]
+    raw = [_lr_statistic(d, llf[j + 1], names_in_order[j + 1]) for j, d in enumerate(np.diff(llf))]
     chisq = np.r_[np.nan, np.maximum(raw, 0.0)]
     df = np.r_[np.nan, np.diff(npar)].astype(np.float64)
     with np.errstate(invalid="ignore"):

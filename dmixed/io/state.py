@@ -196,6 +196,11 @@ class ResultsState:
     #: (:func:`dmixed.results.fit_record.data_digest`); None: data not in memory, or
     #: saved before it was recorded
     data_digest: str | None = None
+    #: the covariance parameters the fit held at their start values (``fit(free=...)``
+    #: zeros), a bool mask in plain packing order
+    #: (:attr:`dmixed.results.results.MixedLMResults.held` owns it); None: every one
+    #: estimated, or saved before it was recorded
+    held: np.ndarray | None = None
 
     def optimizer(self) -> OptSummary:
         """The optimizer's record (MixedModels.jl's ``OptSummary``) rebuilt from the state:

@@ -358,14 +358,39 @@ def _fe_hypothesis(r_matrix, names: list[str], k_total: int | None, param_names)
     return mat, q, [f"c{i}" for i in range(mat.shape[0])]
 
 
-def t_test(fe_params, cov_fe, r_matrix, names, use_t: bool | None, df_resid: float):
+def t_test(
+    fe_params,
+    cov_fe,
+    r_matrix,
+    names,
+    use_t: bool | None,
+    df_resid: float,
+    param_names: list[str] | None = None,
+):
     """Row-by-row Wald tests of ``R β = q`` (statsmodels' ``MixedLMResults.t_test``:
     normal reference unless ``use_t``, then t on ``df_resid`` degrees of freedom).
 
     As statsmodels' ``ContrastResults``, ``effect`` (and its intervals) is ``R β̂``;
-    only the statistic ``(R β̂ − q) / sd`` uses ``q``."""
+    only the statistic ``(R β̂ − q) / sd`` uses ``q``.  A text hypothesis is read over
+    the fixed effects ``names`` only (statsmodels' ``MixedLM.t_test`` takes no
+    covariance parameter either): one that names another of ``param_names`` (all the
+    parameters' names; ``"time Var"``) is refused with a :class:`SpecError` that points
+    to ``f_test``/``wald_test``, which read the covariance parameters' names."""
     from scipy import stats
 
+    if (
+        isinstance(r_matrix, str)
+        and param_names
+        and not _parses(r_matrix, list(names))
+        and _names_other_parameters(r_matrix, list(names), list(param_names))
+    ):
+        others = [n for n in param_names if _names_other_parameters(r_matrix, list(names), [n])]
+        raise SpecError(
+            f"t_test reads a text hypothesis over the fixed effects only {list(names)} "
+            f"(as statsmodels' MixedLM t_test), and {r_matrix!r} names covariance "
+            f"parameters ({others}): test those with f_test or wald_test, which read "
+            "every parameter's name"
+        )
     mat, q, labels = hypothesis(r_matrix, names)
     effect = mat @ np.asarray(fe_params)
     sd = np.sqrt(np.einsum("ij,jk,ik->i", mat, np.asarray(cov_fe), mat))

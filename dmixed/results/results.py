@@ -27,7 +27,7 @@ from ..io import ResultsState, load_state, save_state
 from ..stats.blup_cov import cov_block, cov_diagonal, cov_variances
 from .bootstrap import BootstrapResults, parametric_bootstrap
 from .by_group import ByGroup
-from .fit_record import data_digest, fit_state, identifiable
+from .fit_record import fit_state, identifiable
 from .fitted import FittedValues
 from .hypotheses import Hypotheses
 from .identification import scaled_information, warn_unidentified
@@ -87,9 +87,6 @@ class MixedLMResults(FittedValues, Hypotheses):
         #: (``free``, ``start_params``, ``method``, ...): a refit by ML keeps them
         #: (:func:`dmixed.anova`); empty for loaded results
         self.fit_options: dict = {}
-        #: :func:`~dmixed.results.fit_record.data_digest` of the fitted rows (None:
-        #: data not in memory; kept by save and load)
-        self.data_digest: str | None = state.data_digest
         # sizes and estimates
         self.nobs = state.nobs
         self.n_groups = state.n_groups
@@ -266,7 +263,6 @@ class MixedLMResults(FittedValues, Hypotheses):
             information=information,
             unpacked=unpacked,
         )
-        state.data_digest = data_digest(model)
         res = cls(state, model=model)
         if checked:  # else the fixed effects' warning says so
             warn_unidentified(
@@ -419,19 +415,27 @@ class MixedLMResults(FittedValues, Hypotheses):
         return self.fit_options.get("free")
 
     @property
+    def data_digest(self) -> str | None:
+        """:func:`~dmixed.results.fit_record.data_digest` of the fitted rows, which
+        :func:`dmixed.compare_lr_test` and :func:`dmixed.anova` compare: made from the
+        model's rows when first read (never at the fit), kept by save and load; None
+        for data not in memory (files, Dask) and results saved before it was recorded."""
+        return self._state.data_digest
+
+    @property
     def held(self) -> np.ndarray | None:
         """The covariance parameters the fit held at their start values (``free`` zeros),
         as a bool mask over the packed covariance parameters (plain packing order:
         ``cov_re``'s lower triangle row by row, statsmodels' ``vech_lt``, then
-        ``vcomp``); None where every parameter was estimated (or the pattern is not at
-        hand: loaded results).
+        ``vcomp``); None where every parameter was estimated.  Loaded results give the
+        mask saved with them (None for results saved before it was).
 
         The one owner of "the constraint of this fit" for everything that refits or
         profiles it (``profile_re``, profile intervals, ``bootstrap``, ``anova``'s ML
         refit counts)."""
         free = self.freepat
-        if free is None:
-            return None
+        if free is None:  # loaded results: the mask saved with them
+            return self._state.held
         n_cov = len(self.params) - self.k_fe
         mask = ~parse_free(free, n_cov, self.k_fe)
         return mask if mask.any() else None

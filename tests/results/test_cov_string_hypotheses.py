@@ -53,3 +53,14 @@ def test_unknown_name_is_refused_with_the_parameters(pair):
     ours, _ = pair
     with pytest.raises(SpecError, match=r"'bogus Var = 0' over the parameters \[.*'x1 Var'\]"):
         ours.f_test("bogus Var = 0")
+
+
+def test_t_test_text_names_a_covariance_parameter(pair):
+    """t_test's text reads the fixed effects only (statsmodels' MixedLM t_test): a
+    covariance parameter's name is refused with a pointer to f_test/wald_test."""
+    ours, _ = pair
+    with pytest.raises(SpecError, match=r"fixed effects only.*\['x1 Var'\].*f_test or wald_test"):
+        ours.t_test("x1 Var = 0")
+    assert ours.t_test("x1 = 0").tvalue.item() == pytest.approx(
+        ours.t_test(np.eye(3)[[1]]).tvalue.item(), rel=1e-12
+    )

@@ -112,3 +112,41 @@ def test_bootstrap_replicates_keep_the_constraint(visits):
     assert (reps["subj x time Cov"] == 0.0).all()
     # each replicate is at the constrained maximum: near the fit's estimates
     assert reps["subj Var"].between(0.5 * held.cov_re.iloc[0, 0], 2 * held.cov_re.iloc[0, 0]).all()
+
+
+def test_loaded_results_keep_the_held_mask(visits, tmp_path):
+    df, held, _ = visits
+    full = dmixed.mixedlm(FORMULA, df, groups="subj", re_formula="1 + time").fit(reml=False)
+    held.save(tmp_path / "held")
+    back = dmixed.load(tmp_path / "held")
+    np.testing.assert_array_equal(back.held, held.held)
+    assert back.freepat is None
+    assert dmixed.compare_lr_test(back, full) == dmixed.compare_lr_test(held, full)
+    table = dmixed.anova(back, full, refit=False)
+    assert list(table["Df"].iloc[1:]) == [1.0]
+    assert table["npar"].tolist() == dmixed.anova(held, full, refit=False)["npar"].tolist()
+    # a fit without free saves no mask
+    full.save(tmp_path / "full")
+    assert dmixed.load(tmp_path / "full").held is None
+
+
+def test_results_saved_without_the_mask_load(visits, tmp_path):
+    """Results saved before the mask was recorded (no ``held`` in estimates.json) load,
+    with no mask."""
+    import json
+
+    from dmixed.io.results_dir import ESTIMATES_SHA256, estimates_sha256
+
+    _, held, _ = visits
+    held.save(tmp_path / "old")
+    path = tmp_path / "old" / "estimates.json"
+    doc = json.loads(path.read_text())
+    sections = [v for v in doc.values() if isinstance(v, dict) and "held" in v]
+    assert sections
+    for section in sections:
+        del section["held"]
+    doc[ESTIMATES_SHA256] = estimates_sha256(doc)  # as the older dmixed wrote it
+    path.write_text(json.dumps(doc))
+    back = dmixed.load(tmp_path / "old")
+    assert back.held is None
+    assert back.llf == held.llf
