@@ -40,7 +40,9 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     │                          or of tuple group keys into text that dmixed reads
     ├── ConstraintRankWarning  a joint Wald test's constraints are dependent: tested on
     │                          their rank (statsmodels' ValueWarning)
-    └── ProfileWarning         a profile-likelihood limit could not be found (NaN)
+    ├── ProfileWarning         a profile-likelihood limit could not be found (NaN)
+    └── NotNestedWarning       a likelihood-ratio test's larger model fits clearly worse
+                               (not nested, or not the same data): statistic 0
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ __all__ = [
     "UnseenGroupsWarning",
     "ConstraintRankWarning",
     "ProfileWarning",
+    "NotNestedWarning",
 ]
 
 
@@ -321,3 +324,9 @@ def caller_stacklevel() -> int:
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+class NotNestedWarning(DmixedWarning):
+    """A likelihood-ratio test (:func:`dmixed.compare_lr_test`, :func:`dmixed.anova`)
+    whose larger model has a log-likelihood clearly below the smaller one's: the models
+    are not nested or not fitted to the same data (the statistic is reported as 0)."""

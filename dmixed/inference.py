@@ -20,15 +20,16 @@ coordinate, the random effects are permuted so that i comes first: ``Λ = P L̃`
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from .errors import SpecError
+from .errors import NotNestedWarning, SpecError
 from .fit.coordinates import Coordinates
 from .fit.objective import loglike_at_scale, profile, score_matrices
-from .fit.options import check_flag, parse_free
+from .fit.options import check_flag
 from .stats import GlobalStats, Layout
 
 __all__ = [
@@ -301,11 +302,20 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
     ------
     SpecError
         An argument that is not fitted results (named by its position, as
-        :func:`anova` names it); fits of different data (``nobs``), responses
-        (``names.endog_name``) or methods; REML fits with different fixed effects; a
+        :func:`anova` names it); fits of different data (``nobs``; group keys and
+        sizes; for data in memory, a digest of the response, group keys and weights),
+        responses (``names.endog_name``) or methods; REML fits with different fixed effects; a
         full model without more parameters.  Models built from arrays all name their
         response ``'y'`` (a pandas Series its own name), so the response check cannot
         tell two array responses apart: that they are the same is the caller's to know.
+
+    Warns
+    -----
+    NotNestedWarning
+        The larger model's log-likelihood is below the smaller one's by more than
+        :data:`LR_NEGATIVE_TOL` ``× (1 + |ℓ|)`` (not nested, or not the same data): the
+        statistic is reported as 0.  A nested pair whose extra variance is estimated
+        at 0 differs by rounding only and is not warned.
     """
     from scipy import special
 
@@ -313,6 +323,7 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
     if restricted.nobs != full.nobs:
         raise SpecError(f"the fits use different data: nobs {restricted.nobs} vs {full.nobs}")
     _check_same_response((restricted, full), ("restricted", "full"))
+    _check_same_rows((restricted, full), ("restricted", "full"))
     if restricted.reml != full.reml:
         raise SpecError("both fits must use the same method (REML or ML)")
     if full.reml and list(restricted.names.exog_names) != list(full.names.exog_names):
@@ -325,7 +336,7 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
         raise SpecError(
             f"the full model must have more parameters than the restricted one ({df} more)"
         )
-    stat = max(2.0 * (full.llf - restricted.llf), 0.0)
+    stat = max(_lr_statistic(full.llf - restricted.llf, full.llf, "the full fit"), 0.0)
     return float(stat), float(special.chdtrc(df, stat)), int(df)  # χ²_df tail
 
 
@@ -344,6 +355,65 @@ def _check_same_response(fits, labels) -> None:
             f"the fits model different responses ({shown}): likelihoods of different "
             "responses are not comparable, so no likelihood-ratio test exists between "
             "them; fit every model to the same response (the same left-hand side)"
+        )
+
+
+#: Δℓ = ℓ_larger − ℓ_smaller below −(this × (1 + |ℓ_larger|)) is warned: the optimizers
+#: stop on a relative change of ℓ, so a nested pair's Δℓ may fall below 0 by rounding
+#: in proportion to |ℓ| (a boundary fit, whose extra variance is at 0, has Δℓ a rounding
+#: of 0 either side); 1e-6 is far above that rounding and far below any real misfit
+LR_NEGATIVE_TOL = 1e-6
+
+
+def _lr_statistic(dll: float, llf_larger: float, larger: str) -> float:
+    """``2·dll`` (the larger model's ℓ, ``llf_larger``, minus the smaller's), with a
+    :class:`~dmixed.errors.NotNestedWarning` where ``dll`` is below
+    ``−LR_NEGATIVE_TOL·(1 + |llf_larger|)`` (then clipped to 0 by the caller, as lme4):
+    the larger model fits worse, so the fits are not nested or not of the same data."""
+    stat = 2.0 * float(dll)
+    if float(dll) < -LR_NEGATIVE_TOL * (1.0 + abs(float(llf_larger))):
+        warnings.warn(
+            f"the likelihood-ratio statistic is {stat:.6g} < 0: {larger} has the lower "
+            "log-likelihood although it has more parameters, so the models are not "
+            "nested or not fitted to the same data; the statistic is reported as 0",
+            NotNestedWarning,
+            stacklevel=3,
+        )
+    return stat
+
+
+def _check_same_rows(fits, labels) -> None:
+    """Refuse fits of different rows with the same count and response name: their group
+    keys and sizes (held by every fit, loaded ones too) and, where both fits hold it,
+    the digest of their response, group keys and weights
+    (:func:`~dmixed.results.fit_record.data_digest`: data in memory)."""
+
+    def refuse(what: str, shown: list[str]) -> None:
+        pairs = ", ".join(f"{label}: {v}" for label, v in zip(labels, shown, strict=True))
+        raise SpecError(
+            f"the fits use different data ({what}: {pairs}): a likelihood ratio compares "
+            "fits of the same rows; fit every model to the same data frame"
+        )
+
+    states = [f.to_state() if hasattr(f, "to_state") else None for f in fits]
+    if all(s is not None for s in states):
+        first = states[0]
+        for s in states[1:]:
+            same = np.array_equal(np.asarray(s.group_sizes), np.asarray(first.group_sizes))
+            same = same and np.array_equal(
+                np.asarray(s.group_labels, dtype=object),
+                np.asarray(first.group_labels, dtype=object),
+            )
+            if not same:
+                shown = [
+                    f"{len(t.group_labels)} groups, sizes {np.asarray(t.group_sizes)[:5].tolist()}…"
+                    for t in states
+                ]
+                refuse("other groups or group sizes", shown)
+    digests = [getattr(f, "data_digest", None) for f in fits]
+    if all(d is not None for d in digests) and len(set(digests)) > 1:
+        refuse(
+            "other response values, group keys or weights; row digests", [d[:12] for d in digests]
         )
 
 
@@ -391,12 +461,21 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     ------
     SpecError
         Fewer than two fits; an argument that is not fitted results; fits of different
-        data (``nobs``) or responses (``names.endog_name``); ``names`` of the wrong
-        length; a REML fit to refit whose model is not at hand (loaded results); REML
-        fits with different fixed effects and ``refit=False``; ML and REML mixed with
-        ``refit=False``; ``refit`` not a Python or numpy bool.  Models built from
-        arrays all name their response ``'y'``: the response check cannot tell two
-        array responses apart.
+        data (``nobs``; group keys and sizes; for data in memory, a digest of the
+        response, group keys and weights) or responses (``names.endog_name``);
+        ``names`` of the wrong length; a REML fit to refit whose model is not at hand
+        (loaded results); REML fits with different fixed effects and
+        ``refit=False``; ML and REML mixed with ``refit=False``; ``refit`` not a Python
+        or numpy bool.  Models built from arrays all name their response ``'y'``: the
+        response check cannot tell two array responses apart.
+
+    Warns
+    -----
+    NotNestedWarning
+        The larger model's log-likelihood is below the smaller one's by more than
+        :data:`LR_NEGATIVE_TOL` ``× (1 + |ℓ|)`` (not nested, or not the same data): the
+        statistic is reported as 0.  A nested pair whose extra variance is estimated
+        at 0 differs by rounding only and is not warned.
     """
     from scipy import special
 
@@ -410,6 +489,7 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     if len(nobs) > 1:
         raise SpecError(f"the fits use different data: nobs {sorted(nobs)}")
     _check_same_response(fits, labels)
+    _check_same_rows(fits, labels)
     refit = check_flag(refit, "refit")
     fits = tuple(_by_ml(f, label) if refit else f for f, label in zip(fits, labels, strict=True))
     if not refit:
@@ -419,7 +499,9 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     llf = np.array([f.llf for f in fits], dtype=np.float64)
     order = np.argsort(npar, kind="stable")
     npar, llf = npar[order], llf[order]
-    chisq = np.r_[np.nan, np.maximum(2.0 * np.diff(llf), 0.0)]
+    names_in_order = [labels[i] for i in order]
+    raw = [_lr_statistic(d, llf[j + 1], names_in_order[j + 1]) for j, d in enumerate(np.diff(llf))]
+    chisq = np.r_[np.nan, np.maximum(raw, 0.0)]
     df = np.r_[np.nan, np.diff(npar)].astype(np.float64)
     with np.errstate(invalid="ignore"):
         p = np.where(df > 0, special.chdtrc(np.where(df > 0, df, 1.0), chisq), np.nan)
@@ -465,11 +547,8 @@ def _by_ml(fit, label: str):
 
 def _n_held(fit) -> int:
     """The covariance parameters a fit held at their start (``free`` zeros)."""
-    free = getattr(fit, "fit_options", {}).get("free")
-    if free is None:
-        return 0
-    n_cov = len(fit.params) - fit.k_fe
-    return int(np.sum(~parse_free(free, n_cov, fit.k_fe)))
+    held = getattr(fit, "held", None)  # the results' own reading of `free`
+    return 0 if held is None else int(np.count_nonzero(held))
 
 
 def _check_comparable(fits) -> None:

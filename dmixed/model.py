@@ -741,6 +741,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         res.fit_options.update(
             cov_fe=cov_fe, skip_hessian=skip_hessian, engine=engine, check_nobs=check_nobs
         )
+        res.to_state().held = res.held  # saved with the results: loaded ones keep it
         return res
 
     def get_distribution(self, params, scale: float, exog=None) -> RowDistribution:

@@ -563,10 +563,15 @@ def comparable_keys(keys: np.ndarray, fitted: np.ndarray, name: str) -> np.ndarr
         for groups fitted as numbers, tuples for groups fitted as text such as
         ``'(3, 3)'``, ...): under the column rules they are other groups, and a silent
         population prediction would follow.  The message names the column and both
-        classes.
+        classes.  Missing keys (None, NaN) are no class: they are left out of the
+        comparison (their rows are predicted NaN, as a row missing any column the
+        prediction uses), and a column of missing keys only is returned as it is.
     """
     want = key_class(fitted, "fitted groups")
-    have = key_class(keys, name)
+    missing = np.asarray(pd.isna(keys), dtype=bool)
+    if missing.all():
+        return keys
+    have = key_class(keys[~missing] if missing.any() else keys, name)
     if have is None or want is None or have == want:
         if have == "number" and keys.dtype == object:
             whole = all(isinstance(v, (int, np.integer)) for v in keys if not pd.isna(v))
@@ -584,7 +589,18 @@ def comparable_keys(keys: np.ndarray, fitted: np.ndarray, name: str) -> np.ndarr
         f"the model was fitted with {_KEY_WORDS[want]} keys (such as {example[1]!r}); they "
         "are other groups under "
         f"dmixed's column rules, so no row would find its group: convert them first, "
-        f"e.g. {convert}"
+        f"e.g. {convert}{_missing_note(int(missing.sum()))}"
+    )
+
+
+def _missing_note(n_missing: int) -> str:
+    """The part of a key message about missing keys: converting them to text would
+    make them a group ``'nan'``, so they are to be kept missing."""
+    if not n_missing:
+        return ""
+    return (
+        f" (the column also has {n_missing} missing key(s): leave those missing, "
+        "not converted to text, where their rows get NaN)"
     )
 
 

@@ -192,6 +192,15 @@ class ResultsState:
     weight_scale: float = 1.0
     cov_params_weighted: np.ndarray | None = None
     pandas_output: bool = True
+    #: a digest of the fitted rows' response, group keys and weights
+    #: (:func:`dmixed.results.fit_record.data_digest`); None: data not in memory, or
+    #: saved before it was recorded
+    data_digest: str | None = None
+    #: the covariance parameters the fit held at their start values (``fit(free=...)``
+    #: zeros), a bool mask in plain packing order
+    #: (:attr:`dmixed.results.results.MixedLMResults.held` owns it); None: every one
+    #: estimated, or saved before it was recorded
+    held: np.ndarray | None = None
 
     def optimizer(self) -> OptSummary:
         """The optimizer's record (MixedModels.jl's ``OptSummary``) rebuilt from the state:

@@ -217,7 +217,8 @@ def hypothesis(
         ``R`` without ``len(names)`` (or ``k_total``) columns; a labelled ``R`` as
         :func:`by_name` refuses; ``q`` of the wrong length; a pair of a text and ``q``
         (the text holds its values); text that formulaic cannot parse or that names
-        something other than a fixed effect.
+        something other than a fixed effect (or, with ``k_total`` and
+        ``param_names``, other than a parameter of ``param_names``).
     """
     mat, q, labels = _fe_hypothesis(r_matrix, names, k_total, param_names)
     if k_total is not None and mat.shape[1] < k_total:
@@ -273,6 +274,39 @@ def _quote_names(text: str, names: list[str]) -> str:
     return re.sub(rf"(?<![\w.])({pattern})(?![\w.])", r"`\1`", text)
 
 
+def _names_other_parameters(text: str, names: list[str], param_names: list[str]) -> bool:
+    """Whether ``text`` names a parameter of ``param_names`` that is not in ``names``
+    (a covariance parameter's ``"time Var"``, ``"g x time Cov"``)."""
+    others = [n for n in param_names if n not in names]
+    return any(re.search(rf"(?<![\w.`]){re.escape(n)}(?![\w.`])", text) for n in others) or any(
+        f"`{n}`" in text for n in others
+    )
+
+
+def _parses(text: str, pool: list[str]) -> bool:
+    try:
+        _parse_constraints(text, pool)
+    except SpecError:
+        return False
+    return True
+
+
+def _parse_constraints(text: str, pool: list[str]):
+    """formulaic's reading of ``text`` over the parameters ``pool``; a
+    :class:`SpecError` naming them where it fails (an unknown name among them)."""
+    from formulaic.utils.constraints import LinearConstraints
+
+    try:
+        return LinearConstraints.from_spec(
+            _pairwise_equalities(_quote_names(text, pool)), variable_names=pool
+        )
+    except Exception as err:  # formulaic's parse errors are of several classes
+        raise SpecError(
+            f"cannot read the hypothesis {text!r} over the parameters {pool} (a name "
+            f"that is none of them is read as an expression): {clean_message(err)}"
+        ) from None
+
+
 def _fe_hypothesis(r_matrix, names: list[str], k_total: int | None, param_names):
     k = len(names)
     q = None
@@ -290,17 +324,16 @@ def _fe_hypothesis(r_matrix, names: list[str], k_total: int | None, param_names)
                 f"'= value' instead of the pair (text, {q!r})"
             )
     if isinstance(r_matrix, str):
-        from formulaic.utils.constraints import LinearConstraints
-
-        try:
-            parsed = LinearConstraints.from_spec(
-                _pairwise_equalities(_quote_names(r_matrix, names)), variable_names=list(names)
-            )
-        except Exception as err:  # formulaic's parse errors are of several classes
-            raise SpecError(
-                f"cannot read the hypothesis {r_matrix!r} over the fixed effects {list(names)}: "
-                f"{clean_message(err)}"
-            ) from None
+        # over the fixed effects (the fit's cov_fe) where it names only them; else,
+        # for the Wald tests over all the parameters, as statsmodels reads a text over
+        # its params' names ("time Var = 0")
+        pool = list(names)
+        if k_total is not None and param_names:
+            # a name not among the fixed effects: read (and refused) over all of them
+            fe_only = _parses(r_matrix, pool)
+            if not fe_only or _names_other_parameters(r_matrix, pool, list(param_names)):
+                pool = list(param_names)
+        parsed = _parse_constraints(r_matrix, pool)
         mat = np.asarray(parsed.constraint_matrix, dtype=np.float64)
         q = np.asarray(parsed.constraint_values, dtype=np.float64)
         labels = [s.strip() for s in str(parsed).splitlines()]
@@ -325,14 +358,39 @@ def _fe_hypothesis(r_matrix, names: list[str], k_total: int | None, param_names)
     return mat, q, [f"c{i}" for i in range(mat.shape[0])]
 
 
-def t_test(fe_params, cov_fe, r_matrix, names, use_t: bool | None, df_resid: float):
+def t_test(
+    fe_params,
+    cov_fe,
+    r_matrix,
+    names,
+    use_t: bool | None,
+    df_resid: float,
+    param_names: list[str] | None = None,
+):
     """Row-by-row Wald tests of ``R β = q`` (statsmodels' ``MixedLMResults.t_test``:
     normal reference unless ``use_t``, then t on ``df_resid`` degrees of freedom).
 
     As statsmodels' ``ContrastResults``, ``effect`` (and its intervals) is ``R β̂``;
-    only the statistic ``(R β̂ − q) / sd`` uses ``q``."""
+    only the statistic ``(R β̂ − q) / sd`` uses ``q``.  A text hypothesis is read over
+    the fixed effects ``names`` only (statsmodels' ``MixedLM.t_test`` takes no
+    covariance parameter either): one that names another of ``param_names`` (all the
+    parameters' names; ``"time Var"``) is refused with a :class:`SpecError` that points
+    to ``f_test``/``wald_test``, which read the covariance parameters' names."""
     from scipy import stats
 
+    if (
+        isinstance(r_matrix, str)
+        and param_names
+        and not _parses(r_matrix, list(names))
+        and _names_other_parameters(r_matrix, list(names), list(param_names))
+    ):
+        others = [n for n in param_names if _names_other_parameters(r_matrix, list(names), [n])]
+        raise SpecError(
+            f"t_test reads a text hypothesis over the fixed effects only {list(names)} "
+            f"(as statsmodels' MixedLM t_test), and {r_matrix!r} names covariance "
+            f"parameters ({others}): test those with f_test or wald_test, which read "
+            "every parameter's name"
+        )
     mat, q, labels = hypothesis(r_matrix, names)
     effect = mat @ np.asarray(fe_params)
     sd = np.sqrt(np.einsum("ij,jk,ik->i", mat, np.asarray(cov_fe), mat))

@@ -25,6 +25,7 @@ __all__ = [
     "FitState",
     "cov_fe_statistics",
     "cov_re_statistics",
+    "data_digest",
     "diagonal_covariance",
     "empty_slots",
     "fit_state",
@@ -93,12 +94,45 @@ class FitState(ResultsState):
     packed_params = _OnFirstRead()
     cov_fe_statistics = _OnFirstRead()
     cov_re_statistics = _OnFirstRead()
+    data_digest = _OnFirstRead()
 
     def __getstate__(self) -> dict:
         for name, value in list(self.__dict__.items()):
             if isinstance(value, _Deferred):
                 getattr(self, name)
         return dict(self.__dict__)
+
+
+def data_digest(rows) -> str | None:
+    """A digest of the rows a model fits (its :class:`~dmixed.design.rows.RowData`):
+    their response, group keys and weights after dropping missing values, whatever their
+    order; None for rows not held in memory (``rows`` None: files, Dask, statistics).
+
+    What :func:`dmixed.compare_lr_test` and :func:`dmixed.anova` compare to refuse fits
+    of different data that have the same row count and response name.  Each row's
+    ``(y, key, weight)`` is hashed as one (``pandas.util.hash_pandas_object`` of the
+    columns, exact values, not a tolerance) and the row hashes are summed modulo 2⁶⁴,
+    so the same rows in another order give the same digest while a changed value, or a
+    value moved to another row, gives another.  O(rows); never made at a fit: the
+    results make it when first read (:class:`FitState`)."""
+    import pandas as pd  # noqa: PLC0415
+
+    if rows is None:
+        return None
+    columns = {}
+    for name, column in (("y", rows.endog), ("g", rows.groups), ("w", rows.weights)):
+        if column is None:
+            continue
+        values = np.asarray(column)
+        if values.dtype.kind == "f":  # float32 and float64 of the same values agree
+            values = np.ascontiguousarray(values, dtype=np.float64)
+        columns[name] = values
+    row_hashes = pd.util.hash_pandas_object(pd.DataFrame(columns), index=False).to_numpy()
+    # hash each row's hash again before the sum: pandas' combination of a row's
+    # columns is near linear, and the sum must not split back into per-column sums
+    mixed = pd.util.hash_array(row_hashes, categorize=False)
+    total = int(mixed.sum(dtype=np.uint64))  # numpy's uint64 sum wraps modulo 2**64
+    return f"{''.join(sorted(columns))}:{len(mixed)}:{total:016x}"
 
 
 def fit_state(
@@ -307,6 +341,7 @@ def record_fit(
         ("history", "initial_params", "initial_llf", "optimizer_settings"),
         _Deferred(_log_of(optimize_result, coords, n, reml, use_sqrt)),
     )
+    fitted_rows = getattr(model, "rows", None)  # the model's own copy: nothing changes it
     return FitState(
         names=ModelNames.from_model(model),
         spec=getattr(model, "spec", None),
@@ -338,6 +373,7 @@ def record_fit(
         vcomp=scale * tau,
         cov_params=cov_params,
         a_inv=_Deferred(lambda: {"a_inv": coords.a_inv(a_inv_std)}),
+        data_digest=_Deferred(lambda: {"data_digest": data_digest(fitted_rows)}),
         group_labels=stats.group_labels,
         group_sizes=stats.group_sizes,
         vc_slot_cols=stats.vc_slot_cols,

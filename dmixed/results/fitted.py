@@ -59,7 +59,9 @@ class FittedValues:
             ``re.form = NULL``).  Group keys find their group by the rule the fit read
             them with: ``5`` and ``5.0`` are one group; text keys for groups fitted as
             numbers (or the other way round) are an error, never a silent population
-            prediction.
+            prediction.  A row whose group key is missing (None, NaN) is predicted NaN,
+            as a row missing any column the prediction uses (a column of missing keys
+            only too): its group is unknown, which is not an unseen group.
         exog, exog_re, groups : array_like, optional
             For models built from arrays: the designs and group labels of new rows.
         new_groups : {"population", "nan", "error"}

@@ -154,7 +154,10 @@ class Hypotheses:
         ------
         SpecError
             ``R`` without ``k_fe`` columns; text that does not parse over the names;
-            ``use_t`` not None nor a Python or numpy bool.
+            text that names a covariance parameter (``"time Var = 0"``: the text form
+            reads the fixed effects only, as statsmodels' MixedLM ``t_test``; test
+            those with :meth:`f_test` or :meth:`wald_test`); ``use_t`` not None nor a
+            Python or numpy bool.
         """
         state = self.to_state()
         k = self.k_fe
@@ -168,6 +171,7 @@ class Hypotheses:
             list(self.names.exog_names),
             use_t,
             self.df_resid,
+            param_names=list(self.param_names),
         )
 
     def wald_test(

@@ -578,6 +578,15 @@ def get_prediction(
         False: ``x'β̂``, variance ``x' cov(β̂) x``.  True: ``x'β̂ + z'b̂_i``, variance
         ``[x; z]' C [x; z]`` (C from Henderson's equations; needs the fit's per-group
         statistics, so not on loaded results).
+
+        The observation interval with False is statsmodels' (``get_prediction`` of
+        the fixed part) and merTools' ``predictInterval(which = "fixed")``: it adds
+        the residual variance σ̂²/w only, so it is the interval of an observation of
+        a subject whose random effects are zero, *not* of a new subject.  For a new
+        subject's observation interval (lme4/merTools' ``predictInterval`` default:
+        the random effects' variance ``z'Ψ̂z`` added) pass ``include_random=True``
+        with a group the fit did not see (``new_groups="population"``, the default):
+        the same mean, the wider interval.
     alpha : float
         The default level of ``conf_int`` and ``summary_frame`` (normal intervals).
     exog, exog_re, groups : array_like, optional

@@ -16,6 +16,12 @@ warm-started on the tangent of the profile trace (``dz/dx = −H_FF⁻¹H_Fk`` a
 point already computed).  An SD whose profile stays inside the cut-off down to 0 has
 lower limit 0, a correlation that stays inside up to ±1 has limit ±1 (as lme4).  Every
 evaluation is one engine step and one Hessian pass on the statistics: no data pass.
+
+A fit with ``free`` holding covariances at 0 (e.g. independent random intercept and
+slope) is profiled as that model: those correlations stay at 0 in the ML estimates and at
+every profile point, and get no interval (NaN limits, their rows kept so that the
+``.sigNN`` names are those of the unconstrained model; lme4 has no such row, the
+parameter not being in its model).
 """
 
 from __future__ import annotations
@@ -93,7 +99,9 @@ class ProfileIntervals:
     Raises
     ------
     SpecError
-        Results without their model (loaded from disk).
+        Results without their model (loaded from disk); a fit with ``free`` holding a
+        variance or a covariance other than 0 (only a correlation held at 0 is a
+        constraint these coordinates keep whatever σ).
     """
 
     def __init__(self, results) -> None:
@@ -114,14 +122,16 @@ class ProfileIntervals:
             np.asarray(results.vcomp, dtype=np.float64) / scale,
             scale,
         )
-        self.hold = self._boundary(z0)
+        #: the correlations the fit held at 0 (``free``): held everywhere, no interval
+        self.fixed = _fixed_by_fit(results, sdcor, z0.size)
+        self.hold = self._boundary(z0) | self.fixed
         best, converged = sdcor.maximize(z0, hold=self.hold, decrement=1e-12)
         if not converged:
             best, converged = sdcor.maximize_bounded(z0, hold=self.hold)
         if not converged:
             raise SpecError("the ML estimates could not be found from the fit's")
         best = self._off_cone(best)
-        hold = self._boundary(best.z)  # the ML optimum may be on a bound the fit was not
+        hold = self._boundary(best.z) | self.fixed  # the ML optimum may be on a bound
         if (hold != self.hold).any():
             self.hold = hold
             polished, ok = sdcor.maximize(best.z, hold=hold, decrement=1e-12)
@@ -147,7 +157,8 @@ class ProfileIntervals:
         :meth:`_boundary`): whether it lands on 0 or just above is rounding, and its
         correlations are not identified either way."""
         self.singular = False
-        if not self._near_singular(best.z):
+        # the factor's coordinates do not hold a correlation: not for a fit that held one
+        if self.fixed.any() or not self._near_singular(best.z):
             return best
         other, ok = self.sdcor.maximize_factored(best.z, hold=self.hold)
         if not ok or not other.llf > best.llf + 1e-8:
@@ -206,7 +217,7 @@ class ProfileIntervals:
         the other coordinates are at their maximum) and the profile point, maximizing
         from the tangent at ``near`` (a profile point already computed)."""
         sd = self.sdcor
-        hold = np.zeros(self.hold.size, dtype=bool)  # the other parameters all move
+        hold = self.fixed.copy()  # the other parameters all move (but the fit's held)
         if x == 0.0 and sd.kinds[k] in ("sd", "vc"):
             hold |= sd.correlations_of(k)  # not identified: kept where they are
         z0 = _tangent_start(near, k, x, ~hold, sd.n_c)
@@ -265,7 +276,7 @@ class ProfileIntervals:
             pt, converged = self.sdcor.maximize_bounded(z0, pinned=k, hold=hold)
             if converged and pt.llf > best.llf:
                 best = pt
-        if self.sdcor.q >= 2:
+        if self.sdcor.q >= 2 and not self.fixed.any():  # (the factor moves every correlation)
             z0 = near.z.copy()
             z0[k] = x
             pt = self._factored(z0, k, x, hold)
@@ -294,10 +305,13 @@ class ProfileIntervals:
 
         A parameter estimated on its bound (an SD at 0, a correlation at ±1) has that
         bound as one limit; a correlation of an SD estimated at 0 is not identified
-        (NaN, NaN).
+        (NaN, NaN); a correlation the fit held at 0 (``free``) is not a parameter of
+        the model (NaN, NaN, without a warning).
         """
         crit = _normal_quantile((1.0 + check_level(level)) / 2.0)
         x_hat = self.estimate[k]
+        if self.fixed[k]:
+            return np.nan, np.nan
         if self.hold[k]:
             if self.sdcor.kinds[k] != "cor":
                 return 0.0, self.endpoint(k, crit)
@@ -509,6 +523,35 @@ def variance_intervals(results, alpha: float = 0.05) -> pd.DataFrame:
 
 
 # -- helpers -------------------------------------------------------------------------
+
+
+def _fixed_by_fit(results, sdcor: SdCorLikelihood, size: int) -> np.ndarray:
+    """The coordinates of ``z`` a fit with ``free`` held (``results.held``): its
+    covariances held at 0, as their correlations.
+
+    Raises
+    ------
+    SpecError
+        A held variance, component or non-zero covariance: in SDs and correlations it
+        is no fixed coordinate (Ψ* is relative to σ², which the profile moves)."""
+    out = np.zeros(size, dtype=bool)
+    held = results.held
+    if held is None:
+        return out
+    rows, cols = sdcor.layout.tril()
+    cov = np.asarray(results.cov_re, dtype=np.float64)
+    names = results.param_names[results.k_fe :]
+    for i in np.flatnonzero(held):
+        if i >= rows.size or rows[i] == cols[i] or cov[rows[i], cols[i]] != 0.0:
+            raise SpecError(
+                f"profile intervals of a fit with free=: {names[i]!r} is held at a value "
+                "that is not a covariance of 0; only covariances held at 0 (independent "
+                "random effects) are supported; for a variance held, use the Wald "
+                "intervals (method='Wald') or refit without free"
+            )
+        a, b = int(rows[i]), int(cols[i])
+        out[sdcor.pos[max(a, b), min(a, b)]] = True
+    return out
 
 
 def _normal_quantile(p: float) -> float:

@@ -4,7 +4,9 @@ variance held on a grid, from the statistics a fit already holds (no data pass).
 statsmodels refits the model at each grid value with ``free`` holding that element of
 ``cov_re`` (its random effects permuted so that it comes first) or of ``vcomp``, every
 other covariance parameter free and β, σ² profiled; here the same maximum is found by
-L-BFGS-B over the square-root packing on the fit's statistics.
+L-BFGS-B over the square-root packing on the fit's statistics.  A fit with ``free``
+keeps its constraint, as statsmodels adds the held element to the fit's ``freepat``
+(permuted with the random effects): the parameters the fit held stay at the fit's values.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ def profile_re(results, re_ix, vtype, num_low=5, dist_low=1.0, num_high=5, dist_
     ``linspace(low, v̂*, num_low + 1)`` and ``linspace(v̂*, high, num_high + 1)[1:]`` with
     ``low = (v̂ − dist_low)/σ̂²``, ``high = (v̂ + dist_high)/σ̂²`` (``v̂`` the variance on
     the data's scale), every other covariance parameter free, β and σ² profiled, by the
-    fit's criterion (REML or ML), as statsmodels' refits with ``free``.
+    fit's criterion (REML or ML), as statsmodels' refits with ``free``.  The
+    parameters a fit with ``free`` held (``results.held``) stay held at the fit's
+    values (in the square-root factor of the permuted ``Ψ*``, as statsmodels').
 
     Returns
     -------
@@ -38,7 +42,10 @@ def profile_re(results, re_ix, vtype, num_low=5, dist_low=1.0, num_high=5, dist_
     ------
     SpecError (a ValueError)
         ``vtype`` not ``"re"`` or ``"vc"``; an unknown ``re_ix``; ``dist_low`` reaching
-        a negative variance; results without their model.
+        a negative variance; results without their model; a fit with ``free`` and
+        ``use_sqrt=False`` holding an entry of ``Ψ*`` that the square-root factor of the
+        permuted ``Ψ*`` cannot hold (anything but a covariance at 0 with the profiled
+        effect, or any covariance at 0 with two random effects).
     """
     if vtype not in ("re", "vc"):
         raise SpecError(f"vtype must be 're' or 'vc', got {vtype!r}")
@@ -112,6 +119,7 @@ class _RelativeProfile:
         self.start = self._sqrt_start(layout, psi[np.ix_(perm, perm)], tau)
         self.pinned = 0 if vtype == "re" else layout.k_re2 + index
         self.factor = 1.0 if vtype == "re" else float(self.vc_scale[index])
+        self.held = _held_in_profile(results, layout, perm)
 
     @staticmethod
     def _sqrt_start(layout, psi: np.ndarray, tau: np.ndarray) -> np.ndarray:
@@ -122,7 +130,7 @@ class _RelativeProfile:
     def __call__(self, value: float) -> tuple[float, float]:
         from scipy import optimize  # noqa: PLC0415  (dmixed imports without scipy)
 
-        free = np.ones(self.start.size, dtype=bool)
+        free = np.ones(self.start.size, dtype=bool) if self.held is None else ~self.held
         free[self.pinned] = False
         held = np.sqrt(value * self.unit) * self.factor  # value: the model's τ* or Ψ*_jj
         full = self.start.copy()
@@ -146,3 +154,36 @@ class _RelativeProfile:
         ev = self.objective.evaluate(full)
         llf = self.coords.llf(ev.llf, self.n, self.reml)
         return value * self.unit * self.coords.scale(ev.prof.scale), llf
+
+
+def _held_in_profile(results, layout, perm: np.ndarray) -> np.ndarray | None:
+    """The fit's held parameters (``results.held``, plain packing of ``Ψ*``) as a mask
+    over the profile's packing (square-root factor of ``P'Ψ*P``, then ``τ*``); None
+    where the fit held none.
+
+    With ``use_sqrt`` (statsmodels' default) the fit held entries of the factor, as
+    statsmodels' profile holds those of the permuted one.  With ``use_sqrt=False`` it
+    held entries of ``Ψ*``: a covariance held at 0 is the factor's entry held at 0 only
+    in the factor's first column (the profiled effect's), or with two random effects."""
+    held = results.held
+    if held is None:
+        return None
+    q = layout.k_re
+    rows, cols = layout.tril()
+    position = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols, strict=True))}
+    out = held.copy()
+    for i, (r, c) in enumerate(zip(rows, cols, strict=True)):
+        a, b = int(perm[r]), int(perm[c])  # perm is a swap: its own inverse
+        a, b = max(a, b), min(a, b)
+        out[position[(a, b)]] = held[i]
+        if held[i] and not results.use_sqrt:
+            value = float(np.asarray(results.cov_re)[r, c])
+            if r == c or value != 0.0 or not (b == 0 or q == 2):
+                name = f"cov_re[{r}, {c}]"
+                raise SpecError(
+                    f"profile_re of a fit with free= and use_sqrt=False: the held {name} "
+                    f"(= {value:.6g}) cannot be held in the square-root factor of the "
+                    "permuted covariance; fit with use_sqrt=True (statsmodels' default) "
+                    "to profile it"
+                )
+    return out

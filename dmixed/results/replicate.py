@@ -2,7 +2,8 @@
 them, keeping only what the replicate table needs.
 
 A replicate's refit is the ordinary fit from statistics (:meth:`MixedLM.fit`: the same
-objective, optimizer and settings, every parameter free, in the statistics' coordinates)
+objective, optimizer and settings, in the statistics' coordinates, or with the fit's
+``free`` mask the same constraint in the coordinates a constrained fit uses)
 less what a replicate does not use: no Hessian and standard errors, no BLUPs, no results
 object, no optimizer path mapped back.  It starts at the bootstrapped fit's own estimate
 (the replicate's optimum is within sampling error of it), so it needs no moment
@@ -121,6 +122,16 @@ class ReplicateFitter:
         at such an estimate could not leave it.  From an interior estimate the moment
         equations would cost a pass over the groups and a likelihood evaluation for no
         fewer Newton steps.
+    held : ndarray of bool (m,), optional
+        The covariance parameters the fit held (``results.held``): each replicate
+        holds them at the fit's values too, optimizing as a fit with that ``free``
+        mask does (the model's scaled coordinates, its packing, the quasi-Newton
+        methods), so that the replicates are draws of the constrained model's
+        estimates.  None: every parameter free.
+    opt_sqrt : bool
+        Whether :attr:`start` and the optimizer are in the square-root packing: always
+        with every parameter free; with held parameters, the model's packing (a fit
+        with ``free`` and ``use_sqrt=False`` holds entries of Ψ* itself).
     """
 
     sampler: ResponseSampler
@@ -129,6 +140,8 @@ class ReplicateFitter:
     reml: bool
     use_re: bool = False
     moment_start: bool = True
+    held: np.ndarray | None = None
+    opt_sqrt: bool = True
 
     @classmethod
     def of(cls, results, arrays: GroupArrays, use_re: bool = False) -> ReplicateFitter:
@@ -137,6 +150,15 @@ class ReplicateFitter:
         fit_std = StandardizedFit.of(results, arrays.columns, layout)
         # a replicate's optimizer works where the fit's does: times the weights' unit
         weight = weight_factor(arrays.glob)
+        held = results.held
+        if held is not None:  # the fit's constraint, kept (a free mask's coordinates)
+            coords = Coordinates.for_fit(arrays.columns, layout, all_free=False, weight=weight)
+            start = coords.to_opt(results.packed_params, results.use_sqrt)
+            sampler = ResponseSampler(arrays, closed_form_groups(arrays))
+            return cls(
+                sampler, fit_std, start, bool(results.reml), bool(use_re), False, held,
+                bool(results.use_sqrt),
+            )  # fmt: skip
         coords = Coordinates.for_fit(arrays.columns, layout, all_free=True, weight=weight)
         start = coords.to_opt(results.packed_params, results.use_sqrt)
         if not results.use_sqrt:
@@ -183,13 +205,14 @@ class ReplicateFitter:
         stats = statistics_from_arrays(drawn)
         layout, reml = stats.layout, self.reml
         weight = weight_factor(stats.glob)  # the drawn rows keep the fit's weights
-        coords = Coordinates.for_fit(stats.columns, layout, all_free=True, weight=weight)
+        all_free = self.held is None
+        coords = Coordinates.for_fit(stats.columns, layout, all_free=all_free, weight=weight)
         obj = ProfiledObjective(
             stats.engine,
             stats.glob,
             stats.fit_layout,
             reml,
-            True,
+            self.opt_sqrt,
             re_map=coords.re_map,
             vc_map=coords.vc_map,
         )
@@ -198,7 +221,10 @@ class ReplicateFitter:
             moment = engine_moment_start(stats.engine, stats.glob, stats.fit_layout)
             if moment is not None:  # in the statistics' coordinates
                 moment = coords.statistics_to_opt_sqrt(moment)
-        start, from_moments = choose_start(obj, self.start, True, moment)
+        if self.held is not None:  # as a fit with `free`: from the held values
+            start, from_moments = self.start, False
+        else:
+            start, from_moments = choose_start(obj, self.start, True, moment)
         opt = self.optimize(obj, start, newton_first=from_moments)
         ev = obj.evaluate(opt.packed)
         if ev.prof is None:
@@ -226,7 +252,9 @@ class ReplicateFitter:
         (:attr:`moment_start`): as a full fit, Newton steps first when ``newton_first``
         (the start is the moment estimate)."""
         free = np.ones(obj.layout.n_params, dtype=bool)
-        methods = choose_methods(None, True)
+        methods = choose_methods(None, self.opt_sqrt)
+        if self.held is not None:  # a fit with `free`: the quasi-Newton methods
+            return maximize(obj, DEFAULTS.start(start), ~self.held, methods)
         if self.moment_start:
             return maximize(obj, DEFAULTS.start(start), free, methods, newton_first=newton_first)
         opt = maximize(obj, DEFAULTS.start(start, polish_steps=0), free, methods, newton_first=True)

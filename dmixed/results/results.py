@@ -18,7 +18,7 @@ import pandas as pd
 from ..design.references import design_coordinates
 from ..errors import NoModelError, SpecError
 from ..fit.coordinates import Coordinates
-from ..fit.options import check_flag
+from ..fit.options import check_flag, parse_free
 from ..fit.params import MixedLMParams
 from ..fit.summary import OptSummary
 from ..inference import check_alpha
@@ -413,6 +413,32 @@ class MixedLMResults(FittedValues, Hypotheses):
         saved; ``df_modelwc`` and the information criteria count the parameters it held
         all the same)."""
         return self.fit_options.get("free")
+
+    @property
+    def data_digest(self) -> str | None:
+        """:func:`~dmixed.results.fit_record.data_digest` of the fitted rows, which
+        :func:`dmixed.compare_lr_test` and :func:`dmixed.anova` compare: made from the
+        model's rows when first read (never at the fit), kept by save and load; None
+        for data not in memory (files, Dask) and results saved before it was recorded."""
+        return self._state.data_digest
+
+    @property
+    def held(self) -> np.ndarray | None:
+        """The covariance parameters the fit held at their start values (``free`` zeros),
+        as a bool mask over the packed covariance parameters (plain packing order:
+        ``cov_re``'s lower triangle row by row, statsmodels' ``vech_lt``, then
+        ``vcomp``); None where every parameter was estimated.  Loaded results give the
+        mask saved with them (None for results saved before it was).
+
+        The one owner of "the constraint of this fit" for everything that refits or
+        profiles it (``profile_re``, profile intervals, ``bootstrap``, ``anova``'s ML
+        refit counts)."""
+        free = self.freepat
+        if free is None:  # loaded results: the mask saved with them
+            return self._state.held
+        n_cov = len(self.params) - self.k_fe
+        mask = ~parse_free(free, n_cov, self.k_fe)
+        return mask if mask.any() else None
 
     @property
     def hist(self) -> list[dict]:

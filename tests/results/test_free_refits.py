@@ -1,0 +1,152 @@
+"""A fit with ``free`` (statsmodels' mask of held covariance parameters) is profiled and
+bootstrapped as the constrained model it is: ``profile_re``, the profile intervals and
+the bootstrap's replicates keep the parameters it held."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+import dmixed
+from dmixed.errors import SpecError
+
+
+def _visits(seed: int = 0, n: int = 150) -> pd.DataFrame:
+    """Subjects with 1 to 5 visits, a random intercept and slope on ``time``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        trt = "active" if i % 2 else "placebo"
+        b0, b1 = rng.multivariate_normal([0, 0], [[4, 0.6], [0.6, 0.5]])
+        for v in sorted(rng.choice(5, rng.integers(1, 6), replace=False)):
+            t = v * 2.0 + rng.uniform(-0.3, 0.3)
+            y = 10 + b0 + (0.5 + b1 + (0.4 if trt == "active" else 0)) * t + rng.normal(0, 1.5)
+            rows.append(dict(subj=f"S{i:03d}", trt=trt, time=t, y=y))
+    return pd.DataFrame(rows)
+
+
+FORMULA = "y ~ C(trt) * time"
+FREE = sm.regression.mixed_linear_model.MixedLMParams.from_components(np.ones(4), np.eye(2))
+
+
+@pytest.fixture(scope="module")
+def visits():
+    """The data, the fit holding the intercept-slope covariance at 0 and the same model
+    as a variance component (``vc_formula``), both by ML."""
+    df = _visits()
+    held = dmixed.mixedlm(FORMULA, df, groups="subj", re_formula="1 + time")
+    held = held.fit(free=FREE, reml=False)
+    vc = dmixed.mixedlm(FORMULA, df, groups="subj", re_formula="1", vc_formula={"t": "0 + time"})
+    vc = vc.fit(reml=False)
+    assert held.llf == pytest.approx(vc.llf, rel=1e-10, abs=0)
+    return df, held, vc
+
+
+def test_held_is_the_fit_mask(visits):
+    _, held, vc = visits
+    np.testing.assert_array_equal(held.held, [False, True, False])
+    assert vc.held is None
+
+
+def test_profile_re_keeps_free_as_statsmodels(visits):
+    df, held, vc = visits
+    a = dict(dist_low=0.5, dist_high=0.5, num_low=2, num_high=2)
+    got = held.profile_re(0, "re", **a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = sm.MixedLM.from_formula(FORMULA, df, groups="subj", re_formula="1 + time")
+        want = model.fit(free=FREE, reml=False).profile_re(0, "re", **a)
+    # never above the fit's maximum: the constrained model's profile
+    assert got[:, 1].max() <= held.llf + 1e-6
+    # statsmodels' grid is centred on its own estimates (about 1e-5 from dmixed's,
+    # whose ℓ is the higher): the held values differ by that much
+    np.testing.assert_allclose(got[:, 0], want[:, 0], rtol=1e-4)
+    np.testing.assert_allclose(got[:, 1], want[:, 1], rtol=0, atol=1e-4)
+    # the same model written as a variance component: the same profile (the held
+    # values times each refit's σ̂²; each point is an L-BFGS-B maximum, found to about
+    # 1e-7 of ℓ far out on the grid in either form)
+    for ours, theirs in [
+        (got, vc.profile_re(0, "re", **a)),
+        (held.profile_re("time", "re", **a), vc.profile_re("t", "vc", **a)),
+    ]:
+        assert ours[:, 1].max() <= held.llf + 1e-6
+        np.testing.assert_allclose(ours[:, 1], theirs[:, 1], rtol=2e-7)
+        np.testing.assert_allclose(ours[:, 0], theirs[:, 0], rtol=1e-5)
+
+
+def test_profile_intervals_of_the_constrained_model(visits):
+    _, held, vc = visits
+    got = held.confint()
+    want = vc.confint()
+    # .sig02 is the correlation the fit held at 0: no interval (not a parameter)
+    assert got.loc[".sig02"].isna().all()
+    rows = {".sig01": ".sig01", ".sig03": ".sig02", ".sigma": ".sigma"}
+    for ours, theirs in rows.items():
+        np.testing.assert_allclose(got.loc[ours], want.loc[theirs], rtol=1e-6)
+    fe = list(held.fe_params.index)
+    np.testing.assert_allclose(got.loc[fe], want.loc[fe], rtol=1e-6)
+    ci = held.profile_ci()
+    np.testing.assert_allclose(ci.to_numpy(), vc.profile_ci().to_numpy(), rtol=1e-6)
+
+
+def test_profile_intervals_refuse_a_held_variance():
+    df = _visits(n=60)
+    mask = np.array([1.0, 1.0, 0.0])  # the slope's variance held at its start
+    fit = dmixed.mixedlm(FORMULA, df, groups="subj", re_formula="1 + time")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit.fit(free=mask, reml=False)
+    with pytest.raises(SpecError, match="'time Var' is held"):
+        fit.confint()
+
+
+def test_bootstrap_replicates_keep_the_constraint(visits):
+    _, held, _ = visits
+    boot = held.bootstrap(8, seed=3)
+    reps = boot.replicates
+    assert reps["converged"].all()
+    assert (reps["subj x time Cov"] == 0.0).all()
+    # each replicate is at the constrained maximum: near the fit's estimates
+    assert reps["subj Var"].between(0.5 * held.cov_re.iloc[0, 0], 2 * held.cov_re.iloc[0, 0]).all()
+
+
+def test_loaded_results_keep_the_held_mask(visits, tmp_path):
+    df, held, _ = visits
+    full = dmixed.mixedlm(FORMULA, df, groups="subj", re_formula="1 + time").fit(reml=False)
+    held.save(tmp_path / "held")
+    back = dmixed.load(tmp_path / "held")
+    np.testing.assert_array_equal(back.held, held.held)
+    assert back.freepat is None
+    assert dmixed.compare_lr_test(back, full) == dmixed.compare_lr_test(held, full)
+    table = dmixed.anova(back, full, refit=False)
+    assert list(table["Df"].iloc[1:]) == [1.0]
+    assert table["npar"].tolist() == dmixed.anova(held, full, refit=False)["npar"].tolist()
+    # a fit without free saves no mask
+    full.save(tmp_path / "full")
+    assert dmixed.load(tmp_path / "full").held is None
+
+
+def test_results_saved_without_the_mask_load(visits, tmp_path):
+    """Results saved before the mask was recorded (no ``held`` in estimates.json) load,
+    with no mask."""
+    import json
+
+    from dmixed.io.results_dir import ESTIMATES_SHA256, estimates_sha256
+
+    _, held, _ = visits
+    held.save(tmp_path / "old")
+    path = tmp_path / "old" / "estimates.json"
+    doc = json.loads(path.read_text())
+    sections = [v for v in doc.values() if isinstance(v, dict) and "held" in v]
+    assert sections
+    for section in sections:
+        del section["held"]
+    doc[ESTIMATES_SHA256] = estimates_sha256(doc)  # as the older dmixed wrote it
+    path.write_text(json.dumps(doc))
+    back = dmixed.load(tmp_path / "old")
+    assert back.held is None
+    assert back.llf == held.llf

@@ -1,0 +1,159 @@
+"""Likelihood-ratio tests refuse fits of different rows with the same row count and
+response name, and warn where the larger model's likelihood is clearly the lower."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dmixed
+from dmixed.errors import NotNestedWarning, SpecError
+
+
+def _frame(n_groups: int = 40, seed: int = 5) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_groups), 4)
+    x = rng.normal(size=g.size)
+    y = 1.0 + 0.5 * x + rng.normal(size=n_groups)[g] + rng.normal(size=g.size)
+    return pd.DataFrame({"g": [f"G{i:02d}" for i in g], "x": x, "y": y})
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return _frame()
+
+
+def test_same_count_other_values_refused(frame):
+    small = dmixed.mixedlm("y ~ 1", frame, groups="g").fit(reml=False)
+    other = frame.assign(y=frame["y"].to_numpy()[::-1])
+    big = dmixed.mixedlm("y ~ x", other, groups="g").fit(reml=False)
+    assert small.nobs == big.nobs
+    with pytest.raises(SpecError, match=r"different data \(other response values.*restricted"):
+        dmixed.compare_lr_test(small, big)
+    with pytest.raises(SpecError, match=r"different data.*model1.*model2"):
+        dmixed.anova(small, big)
+
+
+def test_same_count_other_rows_refused(frame):
+    a = dmixed.mixedlm("y ~ 1", frame.iloc[:-8], groups="g").fit(reml=False)
+    b = dmixed.mixedlm("y ~ x", frame.iloc[8:], groups="g").fit(reml=False)
+    with pytest.raises(SpecError, match="other groups or group sizes"):
+        dmixed.compare_lr_test(a, b)
+
+
+def test_same_rows_pass_and_agree(frame):
+    small = dmixed.mixedlm("y ~ 1", frame, groups="g").fit(reml=False)
+    # the same rows in another frame object (a copy): the same data
+    big = dmixed.mixedlm("y ~ x", frame.copy(), groups="g").fit(reml=False)
+    stat, p, df = dmixed.compare_lr_test(small, big)
+    assert stat == pytest.approx(2 * (big.llf - small.llf), rel=1e-12)
+    assert df == 1 and 0 <= p <= 1
+    assert dmixed.anova(small, big)["Chisq"].iloc[1] == pytest.approx(stat, rel=1e-12)
+
+
+def _fake(llf: float, k: int):
+    names = SimpleNamespace(endog_name="y", exog_names=[f"x{i}" for i in range(k)])
+    return SimpleNamespace(nobs=100, llf=llf, params=np.zeros(k + 2), reml=False, names=names)
+
+
+def test_negative_statistic_warned():
+    restricted, full = _fake(-100.0, 1), _fake(-150.0, 2)
+    with pytest.warns(NotNestedWarning, match=r"-100 < 0.*not nested or not fitted"):
+        stat, p, _ = dmixed.compare_lr_test(restricted, full)
+    assert stat == 0.0 and p == 1.0
+    with pytest.warns(NotNestedWarning, match="model2 has the lower"):
+        dmixed.anova(restricted, full, refit=False)
+    # rounding of two optimizers' maxima: no warning
+    dmixed.compare_lr_test(_fake(-100.0, 1), _fake(-100.0 - 1e-9, 2))
+
+
+def test_loaded_results_keep_the_digest(frame, tmp_path):
+    small = dmixed.mixedlm("y ~ 1", frame, groups="g").fit(reml=False)
+    other = frame.assign(y=frame["y"].to_numpy()[::-1])
+    big = dmixed.mixedlm("y ~ x", other, groups="g").fit(reml=False)
+    big.save(tmp_path / "big")
+    back = dmixed.load(tmp_path / "big")
+    assert back.data_digest == big.data_digest != small.data_digest
+    with pytest.raises(SpecError, match="other response values"):
+        dmixed.compare_lr_test(small, back)
+
+
+def test_fit_makes_no_digest(frame, monkeypatch):
+    from dmixed.results import fit_record
+
+    calls = []
+    real = fit_record.data_digest
+    monkeypatch.setattr(fit_record, "data_digest", lambda rows: calls.append(1) or real(rows))
+    small = dmixed.mixedlm("y ~ 1", frame, groups="g").fit(reml=False)
+    big = dmixed.mixedlm("y ~ x", frame, groups="g").fit(reml=False)
+    small.summary()
+    assert calls == []  # the fits (and their summary) never hash the rows
+    dmixed.compare_lr_test(small, big)
+    assert len(calls) == 2  # the test does, once per fit
+    dmixed.compare_lr_test(small, big)
+    assert len(calls) == 2  # and keeps it
+
+
+def test_same_rows_in_another_order_pass(frame):
+    small = dmixed.mixedlm("y ~ 1", frame, groups="g").fit(reml=False)
+    shuffled = frame.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    big = dmixed.mixedlm("y ~ x", shuffled, groups="g").fit(reml=False)
+    assert small.data_digest == big.data_digest
+    stat, _, _ = dmixed.compare_lr_test(small, big)
+    assert stat == pytest.approx(2 * (big.llf - small.llf), rel=1e-12)
+    # one response value changed, in the shuffled frame: refused
+    changed = shuffled.copy()
+    changed.loc[7, "y"] += 1e-9
+    other = dmixed.mixedlm("y ~ x", changed, groups="g").fit(reml=False)
+    with pytest.raises(SpecError, match="other response values"):
+        dmixed.compare_lr_test(small, other)
+    # the same values moved between rows of one column (y against its key): refused
+    swapped = frame.assign(y=np.roll(frame["y"].to_numpy(), 4))
+    moved = dmixed.mixedlm("y ~ x", swapped, groups="g").fit(reml=False)
+    with pytest.raises(SpecError, match="other response values"):
+        dmixed.compare_lr_test(small, moved)
+
+
+def test_arrays_in_another_order_pass(frame):
+    y, x, g = frame["y"].to_numpy(), frame["x"].to_numpy(), frame["g"].to_numpy()
+    order = np.random.default_rng(1).permutation(y.size)
+    ones = np.ones((y.size, 1))
+    small = dmixed.MixedLM(y, ones, g).fit(reml=False)
+    big = dmixed.MixedLM(y[order], np.c_[ones, x[order]], g[order]).fit(reml=False)
+    assert small.data_digest == big.data_digest
+    dmixed.compare_lr_test(small, big)
+
+
+def test_boundary_fit_with_an_extra_variance_at_zero_is_not_warned(recwarn):
+    # a random slope whose variance is truly 0: the larger fit sits on the boundary,
+    # its llf the smaller's up to the optimizers' rounding
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(200), 10)
+    x = rng.normal(size=g.size)
+    y = 1 + 2 * x + rng.normal(size=200)[g] + 3 * rng.normal(size=g.size)
+    df = pd.DataFrame({"y": y, "x": x, "g": g})
+    small = dmixed.mixedlm("y ~ x", df, groups="g").fit(reml=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.errors.BoundaryWarning)
+        big = dmixed.mixedlm("y ~ x", df, groups="g", re_formula="1 + x").fit(reml=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotNestedWarning)
+        stat, _, _ = dmixed.compare_lr_test(small, big)
+        dmixed.anova(small, big)
+    assert stat >= 0.0
+
+
+def test_tolerance_scales_with_the_likelihood():
+    # Δℓ = −1e-3 at ℓ ≈ −1e5 (1e-8 relative: rounding) is not warned; at ℓ ≈ −100 it is
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotNestedWarning)
+        dmixed.compare_lr_test(_fake(-1e5, 1), _fake(-1e5 - 1e-3, 2))
+    with pytest.warns(NotNestedWarning):
+        dmixed.compare_lr_test(_fake(-100.0, 1), _fake(-100.0 - 1e-3, 2))
