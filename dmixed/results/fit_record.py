@@ -113,7 +113,9 @@ def data_digest(rows) -> str | None:
     ``(y, key, weight)`` is hashed as one (``pandas.util.hash_pandas_object`` of the
     columns, exact values, not a tolerance) and the row hashes are summed modulo 2⁶⁴,
     so the same rows in another order give the same digest while a changed value, or a
-    value moved to another row, gives another.  O(rows); never made at a fit: the
+    value moved to a row of another key or weight, gives another; the response values
+    of rows that share a key and a weight may be exchanged unnoticed (the digest is of
+    the rows as a set, not of their other columns).  O(rows); never made at a fit: the
     results make it when first read (:class:`FitState`)."""
     import pandas as pd  # noqa: PLC0415
 

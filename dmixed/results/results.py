@@ -414,6 +414,14 @@ class MixedLMResults(FittedValues, Hypotheses):
         all the same)."""
         return self.fit_options.get("free")
 
+    def remove_data(self) -> None:
+        """:meth:`FittedValues.remove_data <dmixed.results.fitted.FittedValues.remove_data>`,
+        after the rows' :attr:`data_digest` is made from the rows about to go: the
+        digest's deferred maker holds the rows until it runs, and likelihood-ratio
+        tests of these results keep checking the response values afterwards."""
+        self._state.data_digest  # noqa: B018 (made now, the maker and its rows let go)
+        super().remove_data()
+
     @property
     def data_digest(self) -> str | None:
         """:func:`~dmixed.results.fit_record.data_digest` of the fitted rows, which
