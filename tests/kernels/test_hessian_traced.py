@@ -114,6 +114,9 @@ WIDE_SHAPES = [(3, ()), (4, ()), (5, ()), (6, ()), (2, (1,)), (3, (1,)), (2, (2,
 #: the compiled and numpy traced sums: the same formulas, the additions over groups
 #: (and within a group) in another order
 JIT_RTOL = 1e-12
+#: the compiled traced sums against the compiled (m, m, p, p) sums: the same per-group
+#: conditionals, ``a_jk`` contracted before the sum over groups instead of after
+SAME_KERNEL_RTOL = 1e-13
 
 
 def _rel(got, want):
@@ -133,21 +136,35 @@ def _rel(got, want):
 )
 def test_compiled_traced_sums_match_numpy(monkeypatch, shape, p, n_groups, weighted, reml, seed):
     """The compiled per-group kernel with ``A⁻¹`` (``a_jk`` as (m, m) traces, and under ML
-    neither it nor ``a_j``) against numpy's per-group form with the same ``A⁻¹``: every
-    field to 1e-12 relative (r = 3–6, variance components, p = 1–15, weights, runs and
-    chunks cut anywhere)."""
+    neither it nor ``a_j``) against the compiled (m, m, p, p) form contracted afterwards
+    (the same per-group conditionals: to 1e-13) and against numpy's per-group form with
+    the same ``A⁻¹``: every field to 1e-12 relative, or, where the compiled (m, m, p, p)
+    form itself differs from numpy's by more (a single group of a few rows at r = 5–6
+    gives conditionals that the two paths' factorizations round apart by up to 1e-11),
+    no further than it (r = 3–6, variance components, p = 1–15, weights, runs and chunks
+    cut anywhere)."""
     pytest.importorskip("numba")
     monkeypatch.setattr(groups, "HESSIAN_MOMENTS_MAX_R", 0)  # numpy's per-group form
     monkeypatch.setattr(groups, "GROUP_CHUNK", 97)
     block, lam, basis, w, _, a_inv = _case(shape, p, n_groups, weighted, seed)
     monkeypatch.setenv(compiled.ENV_VAR, "numpy")
     want = kernels.hessian_contributions(block, lam, basis, w, a_inv=a_inv, reml=reml)
+    want_full = kernels.hessian_contributions(block, lam, basis, w)
     monkeypatch.setenv(compiled.ENV_VAR, "numba")
     got = kernels.hessian_contributions(block, lam, basis, w, a_inv=a_inv, reml=reml)
+    got_full = kernels.hessian_contributions(block, lam, basis, w)
     m = basis.shape[0]
     assert got.a_jk.shape == want.a_jk.shape == (m, m)
+
+    def field(sums, name):
+        return sums.a_jk_traces(a_inv) if name == "a_jk" else getattr(sums, name)
+
     for name in got.__dataclass_fields__:
-        assert _rel(getattr(got, name), getattr(want, name)) <= JIT_RTOL, name
+        if reml or name not in ("a_j", "a_jk"):
+            same = _rel(field(got, name), field(got_full, name))
+            assert same <= SAME_KERNEL_RTOL, (name, same)
+        paths = _rel(field(got_full, name), field(want_full, name))
+        assert _rel(getattr(got, name), getattr(want, name)) <= max(JIT_RTOL, paths), name
     if not reml:
         assert not got.a_j.any() and not got.a_jk.any()
         assert not want.a_j.any() and not want.a_jk.any()
