@@ -469,19 +469,9 @@ def traced_hessian_sums(
     a_inv = np.ascontiguousarray(a_inv, dtype=np.float64)
     for zz, zxy in chunks:
         jit.hessian_traced(kind, zz, zxy, lam, b, det_b, basis, w, a_inv, bool(reml), outs)
-    tr_ss, u_s_u, u_e_u, g_e_u, a_j, traced = outs
-    for j in range(basis.shape[0]):  # the kernel sums the upper triangles
-        a_j[j] = _upper_to_full(a_j[j])
     # the kernel's Σ tr(M E_j S E_k) is symmetric in (j, k) (tr(XY) = tr(YX) with
     # symmetric M, S, E): a_jk is twice its mirrored upper triangle
-    return (
-        _upper_to_full(tr_ss),
-        _upper_to_full(u_s_u),
-        u_e_u,
-        g_e_u,
-        a_j,
-        2.0 * _upper_to_full(traced),
-    )
+    return (*_full_fields(outs[:5]), 2.0 * _upper_to_full(outs[5]))
 
 
 def per_basis_hessian_sums(chunks, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, outs):
@@ -495,19 +485,21 @@ def per_basis_hessian_sums(chunks, lam: np.ndarray, basis: np.ndarray, w: np.nda
     m = basis.shape[0]
     for zz, zxy in chunks:
         jit.hessian(kind, zz, zxy, lam, b, det_b, basis, w, outs)
-    tr_ss, u_s_u, u_e_u, g_e_u, a_j, half = outs
-    for j in range(m):  # the kernel sums the upper triangles (j ≤ k, and x ≤ y in a_j)
-        a_j[j] = _upper_to_full(a_j[j])
+    half = outs[5]
+    for j in range(m):  # the kernel sums the upper triangles (j ≤ k)
         for j2 in range(j):
             half[j, j2] = half[j2, j].T
-    return (
-        _upper_to_full(tr_ss),
-        _upper_to_full(u_s_u),
-        u_e_u,
-        g_e_u,
-        a_j,
-        half + half.transpose(1, 0, 3, 2),
-    )
+    return (*_full_fields(outs[:5]), half + half.transpose(1, 0, 3, 2))
+
+
+def _full_fields(outs) -> tuple:
+    """The first five Hessian sums as the compiled per-group kernels leave them (the
+    (m, m) ``tr_ss`` and ``u_s_u`` and each ``a_j[j]`` (p, p) summed over their upper
+    triangles only) made whole: ``(tr_ss, u_s_u, u_e_u, g_e_u, a_j)``."""
+    tr_ss, u_s_u, u_e_u, g_e_u, a_j = outs
+    for j in range(a_j.shape[0]):
+        a_j[j] = _upper_to_full(a_j[j])
+    return _upper_to_full(tr_ss), _upper_to_full(u_s_u), u_e_u, g_e_u, a_j
 
 
 def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup=None, cov=None, edges=None):

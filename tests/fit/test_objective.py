@@ -798,6 +798,19 @@ class _FullSums:
         return self.engine.hessian(lam, basis, w)
 
 
+def _four_slopes(seed: int):
+    """The statistics of 40 groups of 10 rows, six covariates and an intercept, random
+    intercept and three random slopes (r = 4: the per-group Hessian form)."""
+    rng = np.random.default_rng(seed)
+    n, n_groups = 400, 40
+    groups = np.repeat(np.arange(n_groups), n // n_groups)
+    exog = np.column_stack([np.ones(n), rng.normal(size=(n, 6))])
+    exog_re = np.column_stack([np.ones(n), rng.normal(size=(n, 3))])
+    endog = exog @ rng.normal(size=7) + (exog_re * rng.normal(size=(n_groups, 4))[groups]).sum(1)
+    endog = endog + rng.normal(size=n)
+    return MixedLM(endog, exog, groups, exog_re=exog_re).statistics()
+
+
 @pytest.mark.parametrize("reml", [False, True])
 def test_the_hessian_of_four_slopes_is_made_of_traced_sums(monkeypatch, reml):
     """r = 4 (the per-group form): the objective hands ``A⁻¹`` to the engine, which
@@ -806,14 +819,7 @@ def test_the_hessian_of_four_slopes_is_made_of_traced_sums(monkeypatch, reml):
     from dmixed.kernels import compiled
 
     monkeypatch.setenv(compiled.ENV_VAR, "numpy")
-    rng = np.random.default_rng(4)
-    n, n_groups = 400, 40
-    groups = np.repeat(np.arange(n_groups), n // n_groups)
-    exog = np.column_stack([np.ones(n), rng.normal(size=(n, 6))])
-    exog_re = np.column_stack([np.ones(n), rng.normal(size=(n, 3))])
-    endog = exog @ rng.normal(size=7) + (exog_re * rng.normal(size=(n_groups, 4))[groups]).sum(1)
-    endog = endog + rng.normal(size=n)
-    stats = MixedLM(endog, exog, groups, exog_re=exog_re).statistics()
+    stats = _four_slopes(4)
     obj = ProfiledObjective(stats.engine, stats.glob, stats.layout, reml, True)
     full = ProfiledObjective(_FullSums(stats.engine), stats.glob, stats.layout, reml, True)
     cov = 0.5 * np.eye(4) + 0.1
@@ -842,14 +848,7 @@ def test_the_objective_tells_the_engine_whether_the_hessian_is_reml(monkeypatch,
     from dmixed.kernels import compiled
 
     monkeypatch.setenv(compiled.ENV_VAR, "numba")
-    rng = np.random.default_rng(5)
-    n, n_groups = 400, 40
-    groups = np.repeat(np.arange(n_groups), n // n_groups)
-    exog = np.column_stack([np.ones(n), rng.normal(size=(n, 6))])
-    exog_re = np.column_stack([np.ones(n), rng.normal(size=(n, 3))])
-    endog = exog @ rng.normal(size=7) + (exog_re * rng.normal(size=(n_groups, 4))[groups]).sum(1)
-    endog = endog + rng.normal(size=n)
-    stats = MixedLM(endog, exog, groups, exog_re=exog_re).statistics()
+    stats = _four_slopes(5)
     obj = ProfiledObjective(stats.engine, stats.glob, stats.layout, reml, True)
     full = ProfiledObjective(_FullSums(stats.engine), stats.glob, stats.layout, reml, True)
     packed = stats.layout.pack(0.5 * np.eye(4) + 0.1, np.zeros(0), True)
