@@ -28,6 +28,11 @@ driver's calls of three engine functions, timed where the engine calls them
   counted as busy).
 
     MIMALLOC_PURGE_DELAY=-1 python benchmarks/bench_fit_idle.py --dir DATA [--fits 4]
+        [--keep-results]
+
+With ``--keep-results`` every fit's result and model stay alive until the end, as
+bench_dask.py keeps them: each fit then allocates its arrays in fresh memory instead
+of the last fit's freed memory (fresh pages to fault in, on the workers too).
 
 Nothing here is dmixed's API beyond ``dmixed.mixedlm`` and the engine's public
 functions named above; it runs the same on any tree that has them.
@@ -142,7 +147,8 @@ def keep_freed() -> None:
         raise RuntimeError("mallopt refused")
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", required=True, help="the Parquet data set (bench_dask's)")
     parser.add_argument("--fits", type=int, default=4)
@@ -155,7 +161,17 @@ def main() -> None:
         "(mallopt M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD 2 GiB), as the environment "
         "MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ would for every process",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--keep-results",
+        action="store_true",
+        help="keep every fit's result and model alive until the end (as bench_dask.py "
+        "does), not freed before the next fit",
+    )
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     if args.keep_freed:
         keep_freed()
     warnings.simplefilter("ignore", dmixed.DmixedWarning)
@@ -164,6 +180,7 @@ def main() -> None:
     spans.wrap(evaluator, "run_recorded")
     print("dmixed", dmixed.__file__, "load", os.getloadavg(), flush=True)
     rows = []
+    kept: list = []  # --keep-results: every fit's result and model
     with (
         local_cluster(args.workers, args.memory_limit, True) as cluster,
         Client(cluster) as client,
@@ -187,6 +204,8 @@ def main() -> None:
             )
             if i:
                 rows.append(parts)
+            if args.keep_results:
+                kept.append((res, model))
         scanner.close()
     print(
         "median  "

@@ -410,7 +410,12 @@ def _optional(module: str, package: str, kind: str):
 #: not set it: Arrow's mimalloc keeps the buffers it frees instead of giving them back
 #: to the OS 10 ms later, so a chain's Parquet reads do not fault them in again for
 #: every partition (benchmarks/RESULTS.md, ooc-s33: with the chains' tables kept too,
-#: a chain faults in almost nothing after the first fit).
+#: a chain faults in almost nothing after the first fit).  ``NUMPY_MADVISE_HUGEPAGE=0``
+#: is not in it: a fit's functions run on the workers with numpy's huge-page advice off
+#: already (:mod:`dmixed.kernels.pages`, as the driver's fit decides), and the advice
+#: off for the whole worker process as well (Dask's own deserialization included) gave
+#: no gain measured beyond that (benchmarks/RESULTS.md, g2pages-s60), while it would
+#: change numpy's pages for everything else a user runs on the cluster.
 WORKER_ENV = {"MIMALLOC_PURGE_DELAY": "-1"}
 
 

@@ -53,10 +53,10 @@ from .fit.model_methods import LikelihoodMethods
 from .fit.model_statistics import ModelStatistics
 from .fit.optimize import maximize
 from .fit.options import check_flag
-from .fit.pages import with_ordinary_pages
 from .fit.params import MixedLMParams
 from .fit.start import check_distinct_component_values, engine_moment_start
 from .fit.steps import check_fit_options, check_statsmodels_options, fit_start, objective
+from .kernels.pages import with_ordinary_pages
 from .results import MixedLMResults
 from .results.simulate import RowDistribution, row_distribution
 from .results.terms import constant_of_fit
@@ -657,10 +657,14 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         Notes
         -----
         The fit runs with numpy's transparent huge-page advice off
-        (:func:`dmixed.fit.pages.ordinary_pages`): numpy's setting is one per process,
+        (:func:`dmixed.kernels.pages.ordinary_pages`): numpy's setting is one per process,
         so other threads' arrays allocated meanwhile get ordinary pages too, and the
-        setting found is given back on return.  ``dmixed.fit.pages.HUGE_PAGES_IN_FITS =
-        True`` leaves it alone.
+        setting found is given back on return.  On Dask, every function of the fit that
+        runs on a worker (tasks and direct calls) runs there the same way
+        (:class:`dmixed.kernels.pages.PagedCall`); on a multi-threaded worker, the other
+        tasks of that worker process get ordinary pages meanwhile too.
+        ``dmixed.kernels.pages.HUGE_PAGES_IN_FITS = True`` in the driver leaves numpy's
+        advice alone, in the driver and on the workers.
         """
         settings = check_fit_options(  # before the data pass
             cov_fe, check_nobs, method, reml=reml, skip_hessian=skip_hessian,

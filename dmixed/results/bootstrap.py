@@ -29,6 +29,7 @@ from ..fit.summary import ensure_progress_handler
 from ..inference import check_alpha
 from ..io.results_dir import BOOTSTRAP_FILE
 from ..kernels.dense2 import sharing_design
+from ..kernels.pages import paged
 from ..stats import GroupArrays
 from .replicate import ReplicateFitter, estimate_row, replicate_rngs
 from .simulate import check_nsim
@@ -319,7 +320,8 @@ def parametric_bootstrap(
 def run_on_cluster(client, fitter: ReplicateFitter, rngs: list, per_thread: int = 2):
     """Replicates on the workers of ``client``: ``fitter`` shipped once to every worker
     (``scatter(broadcast=True)``), then one task per batch of generators
-    (``client.map``; about ``per_thread`` batches per worker thread).  Yields each
+    (``client.map``; about ``per_thread`` batches per worker thread), each run with
+    numpy's huge-page advice as a fit's (:func:`~dmixed.kernels.pages.paged`).  Yields each
     batch's ``(rows, seconds)``, in the order of ``rngs``; None when the client has no
     worker thread."""
     threads = sum(client.nthreads().values())
@@ -328,7 +330,7 @@ def run_on_cluster(client, fitter: ReplicateFitter, rngs: list, per_thread: int 
     size = max(1, -(-len(rngs) // (per_thread * threads)))
     chunks = [rngs[i : i + size] for i in range(0, len(rngs), size)]
     shipped = client.scatter(fitter, broadcast=True, hash=False)
-    futures = client.map(run_batch, [shipped] * len(chunks), chunks, pure=False)
+    futures = client.map(paged(run_batch), [shipped] * len(chunks), chunks, pure=False)
     return (f.result() for f in futures)
 
 

@@ -248,3 +248,12 @@ def test_fit_idle_parts_cut_the_wall_in_turn(bench_dask, monkeypatch):
     parts = bench_fit_idle.fit_parts(records, spans, 100.0, 103.8)
     assert parts["trips"] == 0 and math.isnan(parts["round_trips"])
     assert parts["neither"] == pytest.approx(parts["no_task"])
+
+
+def test_fit_idle_keeps_results_only_when_asked(bench_dask, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_fit_idle
+
+    assert bench_fit_idle.parse_args(["--dir", "d"]).keep_results is False
+    args = bench_fit_idle.parse_args(["--dir", "d", "--keep-results", "--fits", "2"])
+    assert args.keep_results is True and args.fits == 2

@@ -563,3 +563,33 @@ def test_a_covariate_named_like_a_summary_column_keeps_its_interval():
     assert list(boot.conf_int().index) == rows
     assert list(boot.bse.index) == rows
     assert np.isfinite(boot.bse.to_numpy()).all()
+
+
+def test_cluster_batches_run_with_the_fits_page_advice(monkeypatch):
+    """The replicates' batches on the workers are sent as the fit's other functions are
+    (``dmixed.kernels.pages.paged``): each a ``PagedCall`` of ``run_batch`` carrying the
+    driver's ``HUGE_PAGES_IN_FITS`` at the time."""
+    from dmixed.kernels import pages
+    from dmixed.results import bootstrap
+
+    class Recorder:
+        def __init__(self):
+            self.funcs = []
+
+        def nthreads(self):
+            return {"w0": 1, "w1": 1}
+
+        def scatter(self, obj, broadcast, hash):
+            return obj
+
+        def map(self, func, *iterables, pure):
+            self.funcs.append(func)
+            return []
+
+    for huge in (False, True):
+        monkeypatch.setattr(pages, "HUGE_PAGES_IN_FITS", huge)
+        client = Recorder()
+        list(bootstrap.run_on_cluster(client, object(), [object()] * 4))
+        (func,) = client.funcs
+        assert isinstance(func, pages.PagedCall)
+        assert func.func is bootstrap.run_batch and func.huge is huge

@@ -20,6 +20,7 @@ from ...design.messages import check_enough_rows, fixed_factors
 from ...design.origin import partition_files
 from ...design.prepare import missing_counts, missing_values_error, needed_columns
 from ...errors import DataError, SpecError
+from ...kernels.pages import paged
 from ...stats.packed import GLOBAL_HEAD
 from .progress import gather
 
@@ -75,7 +76,7 @@ def missing_values_total(ddf, spec, client, scheduler: str, err: DataError) -> D
     """The missing-value error of the whole collection (every used column's count, added
     over the partitions), from one more read of ``ddf``: on ``client`` when given, else
     with Dask's local ``scheduler``; ``err`` (one partition's) if none is found now."""
-    count = dask.delayed(partition_missing_counts, pure=True)
+    count = dask.delayed(paged(partition_missing_counts), pure=True)
     tasks = [count(part, spec) for part in ddf.to_delayed(optimize_graph=True)]
     if client is None:
         counts = dask.compute(*tasks, scheduler=scheduler)

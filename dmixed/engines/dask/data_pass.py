@@ -54,6 +54,7 @@ from ...design.origin import in_partition, located
 from ...design.partitions import check_persisted, reader_error
 from ...design.prepare import is_missing_values_error
 from ...errors import BadValuesError, DataError, SpecError
+from ...kernels.pages import paged
 from ...kernels.vc_border import CrossedVC, choose_diagonal
 from ...stats import FittedStatistics, Layout
 from ...stats.keys import (
@@ -434,7 +435,7 @@ def _early_evaluators(run: _Pass, futures: list, packed, layout: Layout) -> _Ear
         return None
     # first on each worker: the driver's assembly waits on them, the evaluators and their
     # moment sums on nothing but the block (handed over with them, in any order)
-    summaries = run.client.map(block_summary, futures, pure=False, priority=SUMMARY_PRIORITY)
+    summaries = run.client.map(paged(block_summary), futures, pure=False, priority=SUMMARY_PRIORITY)
     return _Early(summaries, *submit_evaluators(run.client, futures, None, packed.r))
 
 
@@ -517,7 +518,7 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
     early = _early_evaluators(run, futures, packed, layout)  # queued behind the blocks
     wait_for(client, futures, run.progress, "data pass", t1, run.n_parts)
     summary_futures = (
-        client.map(block_summary, futures, pure=False) if early is None else early.summaries
+        client.map(paged(block_summary), futures, pure=False) if early is None else early.summaries
     )
     summaries = gather(client, summary_futures, "the data pass", straight=True)
     # every future of the pass so far: where the steps from the summaries to the
@@ -558,7 +559,7 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
             elif structured is not None:
                 engine = gather_structured(client, futures, layout, asm.position)
             else:
-                pieces = client.map(dense_pieces, futures, pure=False)
+                pieces = client.map(paged(dense_pieces), futures, pure=False)
                 engine = gathered_engine(gather(client, pieces, "the data pass"), asm, layout)
         finally:
             # the plain blocks are released, the scheduler keeping their recipe (lineage);

@@ -24,6 +24,7 @@ from distributed import Future, KilledWorker
 
 from ... import kernels
 from ...kernels import compiled
+from ...kernels.pages import paged
 from ...kernels.vc_border import CrossedVC
 from ...stats import Layout
 from ...stats.blup_cov import RaggedBlup
@@ -53,6 +54,7 @@ from .next_point import (
     submit_first_then,
     submit_step_then,
 )
+from .paging import PagedClient
 from .placement import call_keys
 from .progress import (
     ask_workers,
@@ -239,7 +241,7 @@ def submit_evaluators(
         The evaluators, and their moment sums (``kernels.MomentSums`` each) or None.
     """
     evaluators = client.map(
-        make_evaluator,
+        paged(make_evaluator),
         blocks,
         tune_malloc=tuning.TUNE_WORKER_MALLOC,
         layout=layout,
@@ -248,8 +250,8 @@ def submit_evaluators(
     if r > kernels.MOMENT_MAX_R:
         return evaluators, None
     if layout is None:
-        return evaluators, client.map(block_moments, blocks, pure=False)
-    return evaluators, client.map(_block_moments, evaluators, pure=False)
+        return evaluators, client.map(paged(block_moments), blocks, pure=False)
+    return evaluators, client.map(paged(_block_moments), evaluators, pure=False)
 
 
 def collect_evaluators(
@@ -477,7 +479,7 @@ class DaskEngine:
             logger.warning("dmixed: recomputing %d lost statistics block(s)", len(dead))
             blocks = self._client.compute([self._graph[i] for i in dead])
             fresh = self._client.map(
-                make_evaluator,
+                paged(make_evaluator),
                 blocks,
                 tune_malloc=tuning.TUNE_WORKER_MALLOC,
                 layout=self._layout,
@@ -531,7 +533,7 @@ class DaskEngine:
             # elsewhere, or its worker gone, since the last one is not called there
             where = block_workers(self._client, self._blocks)
             recorder = Recorder(self._blocks)
-            returned = submit(recorder, kwargs)
+            returned = submit(PagedClient(recorder), kwargs)
             parts = run_recorded(self._client, recorder, where, returned)
         except WorkerUnreachable as exc:
             # once per engine, and seen at INFO: every later fit of this model pays
@@ -561,7 +563,7 @@ class DaskEngine:
             return parts
         for attempt in range(2):
             args = {name: self._arg(v) for name, v in kwargs.items()}
-            futures = submit(self._client, args)
+            futures = submit(PagedClient(self._client), args)
             self._release_spent()  # in the submission's batch
             started, limits = time.time(), memory_limits(self._client)
             try:

@@ -28,6 +28,7 @@ from dask.utils import funcname
 
 from ...design.partitions import select_columns
 from ...errors import SpecError
+from ...kernels.pages import paged
 from ...stats.layout import n_tril
 from ...stats.packed import PackedLayout
 from .blocks import combined_block
@@ -232,7 +233,7 @@ def resident_chains(ddf, client, mode: str) -> list[tuple[Pieces, list]] | None:
 
 def tree(func, items: list, fan_in: int = 8):
     """Tree reduction of delayed ``items`` with ``func(*children)`` at every node."""
-    node = dask.delayed(func, pure=True)
+    node = dask.delayed(paged(func), pure=True)
     while len(items) > 1:
         items = [node(*items[i : i + fan_in]) for i in range(0, len(items), fan_in)]
     return items[0]
@@ -249,8 +250,10 @@ def slot_map_graph(ddf, spec, key_dtype, n_chains: int = 0):
     file; else one task per partition and a tree of their distinct pairs."""
     recipes = chain_recipes(ddf, n_chains, allow_fallback=True)
     if recipes is not None:
-        chains = [dask.delayed(chain_vc_pairs, pure=True)(rec, spec, key_dtype) for rec in recipes]
-        return dask.delayed(chained_slot_plan, nout=2, pure=True)(vc_ncols(spec), *chains)
+        chains = [
+            dask.delayed(paged(chain_vc_pairs), pure=True)(rec, spec, key_dtype) for rec in recipes
+        ]
+        return dask.delayed(paged(chained_slot_plan), nout=2, pure=True)(vc_ncols(spec), *chains)
     # one task per partition of the collection's own optimized graph, numbered as the
     # driver numbers them to find a partition's file (design.origin.partition_files): a
     # map_partitions graph is optimized on its own, where Dask may read several files
@@ -276,7 +279,7 @@ def scan_chain_graph(ddf, kinds, plan, to_scan: list, n_chains: int) -> list[Del
     recipes = chain_recipes(ddf, n_chains, allow_fallback=True)
     if recipes is None:
         return None
-    summary = dask.delayed(chain_summary, pure=True)
+    summary = dask.delayed(paged(chain_summary), pure=True)
     return [summary(rec, kinds, plan, to_scan) for rec in recipes]
 
 
@@ -320,7 +323,9 @@ class _Graph:
         run before the graph's ready tasks of lower priority on its worker, and its
         result fetched before theirs."""
         key = (f"{name or funcname(func)}-{self.token}", len(self.tasks))
-        self.tasks[key] = Task(key, func, *[self._node(a) for a in args])
+        # a getitem allocates nothing; every other function runs as the fit's pages
+        run = func if func is operator.getitem else paged(func)
+        self.tasks[key] = Task(key, run, *[self._node(a) for a in args])
         if place is not None:
             self.places[key] = [place]
         if urgent:

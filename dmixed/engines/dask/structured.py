@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...kernels.pages import paged
 from ...kernels.vc_blocks import RaggedVC, diagonal_vc_block
 from ...kernels.vc_border import CrossedVC
 from ...stats import Layout
@@ -62,7 +63,7 @@ def structured_slots(client, futures: list, layout: Layout, ragged: bool = False
         return None
     parts = gather(
         client,
-        client.map(block_structure, futures, q=layout.k_re, pure=False),
+        client.map(paged(block_structure), futures, q=layout.k_re, pure=False),
         "the variance components' structure",
     )
     if not all(diagonal for diagonal, _ in parts):
@@ -83,7 +84,7 @@ def gather_structured(
     groups in sorted order (``position``: each group's sorted position, in
     block-concatenation order)."""
     parts = gather(
-        client, client.map(block_ragged, futures, layout=layout, pure=False), "the data pass"
+        client, client.map(paged(block_ragged), futures, layout=layout, pure=False), "the data pass"
     )
     return StructuredVCEngine(concatenate_ragged(parts, position))
 
@@ -96,7 +97,7 @@ def block_values(block: Block) -> int:
 
 def crossed_values(client, futures: list) -> int:
     """float64 values of the blocks held crossed (the auto rule's count)."""
-    sizes = gather(client, client.map(block_values, futures, pure=False), "the data pass")
+    sizes = gather(client, client.map(paged(block_values), futures, pure=False), "the data pass")
     return int(sum(sizes))
 
 
@@ -108,7 +109,7 @@ def block_crossed(block: Block) -> CrossedVC:
 def gather_crossed(client, futures: list, position: np.ndarray) -> CrossedVCEngine:
     """The blocks' crossed statistics gathered into one in-process engine, groups in
     sorted order (``position`` as :func:`gather_structured`)."""
-    parts = gather(client, client.map(block_crossed, futures, pure=False), "the data pass")
+    parts = gather(client, client.map(paged(block_crossed), futures, pure=False), "the data pass")
     return CrossedVCEngine(CrossedVC.concatenate(parts, position))
 
 

@@ -1,4 +1,4 @@
-"""dmixed.fit.pages: a fit asks numpy for ordinary pages and gives its setting back."""
+"""dmixed.kernels.pages: a fit asks numpy for ordinary pages and gives its setting back."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 import dmixed.model
 from dmixed import MixedLM
-from dmixed.fit import pages
+from dmixed.kernels import pages
 
 from .._synth import design, make_data
 

@@ -1,4 +1,4 @@
-"""The memory pages of an in-process fit's arrays.
+"""The memory pages of a fit's arrays, in the driver and on the workers.
 
 numpy asks the kernel for transparent huge pages (``madvise(MADV_HUGEPAGE)``) on every
 array of 4 MiB or more.  Where the kernel's THP ``defrag`` setting is ``madvise`` (the
@@ -11,6 +11,15 @@ the length of a call and gives back the setting it found.
 numpy's setting is one per process: while a fit runs, arrays that other threads of the
 process allocate get ordinary pages too.  :data:`HUGE_PAGES_IN_FITS` set to True leaves
 numpy's setting (and a ``NUMPY_MADVISE_HUGEPAGE`` the user chose) alone.
+
+The Dask engine runs every function of a fit on the workers as a :class:`PagedCall`
+(:func:`paged`), which carries the driver's :data:`HUGE_PAGES_IN_FITS` as it was when
+the fit made the call: a worker's own copy of this module's global is not the driver's.
+A multi-threaded worker shares numpy's one setting too: while a fit's task runs there,
+the other tasks of that worker process get ordinary pages as well.
+
+The module knows no Dask or pandas (numpy only), so that the engines and the fit use
+the one owner of the setting.
 """
 
 from __future__ import annotations
@@ -23,7 +32,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["HUGE_PAGES_IN_FITS", "advice", "advice_switch", "ordinary_pages", "with_ordinary_pages"]
+__all__ = [
+    "HUGE_PAGES_IN_FITS",
+    "PagedCall",
+    "advice",
+    "advice_switch",
+    "ordinary_pages",
+    "paged",
+    "with_ordinary_pages",
+]
 
 #: Whether a fit leaves numpy's huge-page advice as it finds it (True) or turns it off
 #: for the fit's length (False, the default; see the module).
@@ -62,13 +79,20 @@ def advice() -> bool | None:
 
 
 @contextmanager
-def ordinary_pages() -> Iterator[None]:
+def ordinary_pages(huge: bool | None = None) -> Iterator[None]:
     """numpy's huge-page advice off inside the block.
 
     Nested blocks and blocks in other threads share one setting: the outermost block to
     enter turns the advice off, the last to leave gives back the setting found, also
-    when the block raises.  Nothing changes where :data:`HUGE_PAGES_IN_FITS` is True or
-    numpy has no such switch (:func:`advice_switch`).
+    when the block raises.  Nothing changes where ``huge`` is True or numpy has no
+    such switch (:func:`advice_switch`).
+
+    Parameters
+    ----------
+    huge : bool or None
+        Whether to leave numpy's advice as it is (a :data:`HUGE_PAGES_IN_FITS` taken
+        elsewhere, e.g. the driver's, on a worker); None: this process's
+        :data:`HUGE_PAGES_IN_FITS`, read on entry.
 
     Yields
     ------
@@ -76,7 +100,9 @@ def ordinary_pages() -> Iterator[None]:
     """
     global _depth, _found
     setter = advice_switch()
-    if HUGE_PAGES_IN_FITS or setter is None:
+    if huge is None:
+        huge = HUGE_PAGES_IN_FITS
+    if huge or setter is None:
         yield
         return
     entered = False
@@ -116,3 +142,56 @@ def with_ordinary_pages(func: _F) -> _F:
             return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+class PagedCall:
+    """A function called inside :func:`ordinary_pages` with a setting fixed when made.
+
+    Made by :func:`paged` in the driver and pickled with a task (or a direct call) to a
+    worker, where calling it runs ``func`` with the driver's choice, not the worker's
+    own :data:`HUGE_PAGES_IN_FITS`.  ``__name__`` is ``func``'s (Dask names a task's
+    key after its function); it pickles as ``func`` and the setting (so Dask's token of
+    it is deterministic where ``func``'s pickle is).
+
+    Parameters
+    ----------
+    func : callable
+        The function (picklable, as a task's function must be).
+    huge : bool
+        True: call ``func`` as it is (numpy's advice untouched); False: inside
+        :func:`ordinary_pages`.
+    """
+
+    __slots__ = ("__name__", "func", "huge")
+
+    def __init__(self, func: Callable[..., Any], huge: bool) -> None:
+        self.func, self.huge = func, bool(huge)
+        self.__name__ = getattr(func, "__name__", type(func).__name__)
+
+    def __call__(self, *args, **kwargs):
+        with ordinary_pages(self.huge):
+            return self.func(*args, **kwargs)
+
+    def __reduce__(self):
+        return (PagedCall, (self.func, self.huge))
+
+    def __repr__(self) -> str:
+        return f"PagedCall({self.func!r}, huge={self.huge})"
+
+
+def paged(func: Callable[..., Any]) -> PagedCall:
+    """``func`` as a :class:`PagedCall` with this process's :data:`HUGE_PAGES_IN_FITS`
+    now (call it in the driver, when the fit makes its tasks).
+
+    Parameters
+    ----------
+    func : callable
+        A function a worker runs for a fit; a :class:`PagedCall` is unwrapped first.
+
+    Returns
+    -------
+    PagedCall
+    """
+    if isinstance(func, PagedCall):
+        func = func.func
+    return PagedCall(func, HUGE_PAGES_IN_FITS)
