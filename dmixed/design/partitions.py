@@ -169,13 +169,21 @@ def persisted_futures(ddf) -> list:
 
 
 def lost_futures(ddf) -> list:
-    """The futures behind a persisted collection that were cancelled (its data gone)."""
+    """The futures behind a persisted collection whose data are gone from this process:
+    cancelled, or unpickled where no client was (:func:`_cancelled`)."""
     return _cancelled(persisted_futures(ddf))
 
 
 def _cancelled(futures: list) -> list:
-    """Those of ``futures`` that were cancelled: their data are gone."""
-    return [f for f in futures if getattr(f, "status", None) == "cancelled"]
+    """Those of ``futures`` that were cancelled, or that hold no client: unpickled in a
+    process without one (results of a fit pickled and loaded elsewhere), where nothing
+    can read them (Dask's local scheduler finds their keys in no graph).  Either way
+    their data are gone for this process."""
+    return [
+        f
+        for f in futures
+        if getattr(f, "status", None) == "cancelled" or getattr(f, "client", None) is None
+    ]
 
 
 def _scheduler_address(client) -> str | None:
@@ -201,7 +209,8 @@ def _same_scheduler(holder, client) -> bool:
 #: (its fit, its fitted values and residuals, predictions from it)
 GONE_CAUSES = (
     "the client that persisted it was closed or restarted, or its futures were "
-    "cancelled (client.cancel)"
+    "cancelled (client.cancel), or it was unpickled (with results of a fit, say) in a "
+    "process without a client"
 )
 
 
