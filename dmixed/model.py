@@ -500,6 +500,38 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         return int(self.statistics().glob.n)
 
     @property
+    def n_groups(self) -> int:
+        """The number of groups of the kept rows (statsmodels' ``n_groups``): counted on
+        the rows in memory; for Dask data (and a model of statistics, or one whose data
+        were removed), the groups of the statistics of its data pass, where the model
+        holds them (after a fit or :meth:`statistics`; statistics are never pickled).
+
+        Raises
+        ------
+        SpecError
+            No rows in memory and no statistics: the message says how to count them
+            (:meth:`statistics`, one data pass, or a fit's ``results.n_groups``).
+        """
+        stats = self.cached_statistics
+        if self.rows is not None or stats is None:
+            if self.rows is None:
+                raise SpecError(self._uncounted_groups())
+            return super().n_groups
+        return len(stats.group_labels)
+
+    def _uncounted_groups(self) -> str:
+        """Why :attr:`n_groups` is not known, and how to get it."""
+        if self.source is not None:
+            return (
+                "n_groups of a model of Dask data is counted by its data pass, which this "
+                "model has not run (or whose statistics it lost: they are never pickled): "
+                "model.statistics() runs it (one read of the data, which a fit of the "
+                "model then reuses), or read n_groups of the fit's results"
+            )
+        why = self.lost_statistics()
+        return f"n_groups is not known: {why}; or read n_groups of the fit's results"
+
+    @property
     def n_totobs(self) -> int:
         """Rows used by the fit: :attr:`nobs` (statsmodels' ``n_totobs``)."""
         return self.nobs
