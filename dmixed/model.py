@@ -82,6 +82,8 @@ def _scan_chains(data, client=None):
         return None
     from .engines.dask import level_scan_chains
 
+    if client is None:  # the current client's workers (level_scan_chains' default)
+        return level_scan_chains
     return functools.partial(level_scan_chains, client=client)
 
 
