@@ -175,15 +175,24 @@ def lost_futures(ddf) -> list:
 
 
 def _cancelled(futures: list) -> list:
-    """Those of ``futures`` that were cancelled, or that hold no client: unpickled in a
-    process without one (results of a fit pickled and loaded elsewhere), where nothing
-    can read them (Dask's local scheduler finds their keys in no graph).  Either way
-    their data are gone for this process."""
-    return [
-        f
-        for f in futures
-        if getattr(f, "status", None) == "cancelled" or getattr(f, "client", None) is None
-    ]
+    """Those of ``futures`` that were cancelled, or that hold no client where this
+    process has none either: unpickled (results of a fit pickled and loaded elsewhere)
+    in a process whose Dask runs on its local scheduler, which finds their keys in no
+    graph.  Either way their data are gone for this process.  With a client running
+    here, an unpickled future is left to it: its scheduler may hold the key (the
+    results loaded in another process of the same cluster), and a compute of a key it
+    lacks fails there as it would for any collection."""
+    clientless_gone = None
+    gone = []
+    for f in futures:
+        if getattr(f, "status", None) == "cancelled":
+            gone.append(f)
+        elif getattr(f, "client", None) is None:
+            if clientless_gone is None:
+                clientless_gone = current_client() is None
+            if clientless_gone:
+                gone.append(f)
+    return gone
 
 
 def _scheduler_address(client) -> str | None:
@@ -210,7 +219,7 @@ def _same_scheduler(holder, client) -> bool:
 GONE_CAUSES = (
     "the client that persisted it was closed or restarted, or its futures were "
     "cancelled (client.cancel), or it was unpickled (with results of a fit, say) in a "
-    "process without a client"
+    "process without a running client"
 )
 
 
