@@ -8,6 +8,7 @@ the data.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from typing import Any
@@ -41,6 +42,7 @@ from .design.model_data import ModelData
 from .design.partitions import select_columns
 from .design.scope import capture
 from .design.vc import LevelNames
+from .engines.base import check_client
 from .errors import BadValuesError, DataError, SpecError
 from .fit.fit_warnings import (
     plain_rounding_of,
@@ -72,14 +74,17 @@ from .stats.standardize import check_weights_range, log2_range
 __all__ = ["MixedLM", "MixedLMParams", "mixedlm"]
 
 
-def _scan_chains(data):
-    """The Dask engine's runs of partitions for the level scan of Dask ``data``
-    (:data:`~dmixed.design.scan.ScanChains`; imported only for Dask data)."""
+def _scan_chains(data, client=None):
+    """The Dask engine's runs of partitions for the level scan of Dask ``data`` on
+    ``client`` (None: the current client) (:data:`~dmixed.design.scan.ScanChains`;
+    imported only for Dask data)."""
     if not is_dask(data):
         return None
     from .engines.dask import level_scan_chains
 
-    return level_scan_chains
+    if client is None:  # the current client's workers (level_scan_chains' default)
+        return level_scan_chains
+    return functools.partial(level_scan_chains, client=client)
 
 
 class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
@@ -262,6 +267,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         self.source = source
         self.cached_statistics: FittedStatistics | None = None
         self.cached_client: Any = None
+        #: the client the model was built with (``from_formula(client=...)``): what its
+        #: fit and statistics run on unless given another; never pickled
+        self.client: Any = None
         # statsmodels' rule: arrays in, arrays out; pandas (or a formula) in, pandas out
         self.pandas_output = spec is not None or (rows is not None and rows.index is not None)
         if rows is not None:
@@ -285,6 +293,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         use_sqrt: bool = True,
         eval_env=None,
         drop_cols=None,
+        client=None,
     ) -> MixedLM:
         """Create a model from a formula and a pandas (or Dask) DataFrame.
 
@@ -309,17 +318,34 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         statsmodels, a formula then runs what it names there: give a formula that comes
         from elsewhere (a user, a file) with ``eval_env=-1``.
 
+        ``client`` (Dask data): the ``distributed.Client`` that reads the data here,
+        where the formula needs a look at the whole data (the levels of a factor, the
+        Python types of an ``object`` column: one compute), and that the model's
+        :meth:`fit` and :meth:`statistics` then run on unless given another; None
+        (default): the current client, else Dask's local scheduler in this process, as
+        ``dask.compute``.  A model of a Dask collection persisted on a cluster must be
+        built with that cluster's client where it is not the default.  The client is
+        not pickled with the model.
+
         Raises
         ------
         SpecError
-            ``subset`` given (statsmodels' argument: filter the DataFrame first),
+            ``client`` neither None nor a ``distributed.Client``; ``subset`` given
+            (statsmodels' argument: filter the DataFrame first),
             ``drop_cols`` naming no fixed-effects column (statsmodels' argument: those
             columns are dropped from the design built), ``groups`` neither a column
             name nor one label per row (a Dask Series: its column's name, or
             ``groups.compute()`` for pandas data), or a formula that cannot be built
             (:func:`dmixed.design.build_spec`).
+        DataError
+            Besides the data's own errors: a Dask collection persisted on another
+            scheduler than ``client``'s (or, ``client`` None, than the current
+            client's, or persisted while there is none), or whose persisted data are
+            gone (:func:`~dmixed.design.partitions.check_persisted`), where the
+            formula reads the data.
         """
         del use_sparse  # accepted for statsmodels' signature, ignored
+        check_client(client)
         if subset is not None:
             raise SpecError("subset is not supported: filter the DataFrame first")
         if not isinstance(groups, str):
@@ -360,15 +386,18 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             missing=missing,
             env=env,
             drop_cols=drop_cols,
-            scan_chains=_scan_chains(data),
+            scan_chains=_scan_chains(data, client),
             fit_rows=True,
+            client=client,
         )
         if prepared is not None:  # pandas data, prepared once for the spec's checks
             rows = rows_of_frame(spec, data, prepared)
             factors = fixed_factors(spec, data.dtypes)
-            return cls._with_spec(spec, use_sqrt, rows, factors=factors)
-        # Dask: the collection as the spec read it (keys read back from text once)
-        return cls.from_spec(spec, data, use_sqrt=use_sqrt)
+            model = cls._with_spec(spec, use_sqrt, rows, factors=factors)
+        else:  # Dask: the collection as the spec read it (keys read back from text once)
+            model = cls.from_spec(spec, data, use_sqrt=use_sqrt)
+        model.client = client
+        return model
 
     @classmethod
     def from_spec(cls, spec, data, use_sqrt: bool = True) -> MixedLM:
@@ -471,6 +500,38 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         if self.rows is not None:
             return len(self.rows.endog)
         return int(self.statistics().glob.n)
+
+    @property
+    def n_groups(self) -> int:
+        """The number of groups of the kept rows (statsmodels' ``n_groups``): counted on
+        the rows in memory; for Dask data (and a model of statistics, or one whose data
+        were removed), the groups of the statistics of its data pass, where the model
+        holds them (after a fit or :meth:`statistics`; statistics are never pickled).
+
+        Raises
+        ------
+        SpecError
+            No rows in memory and no statistics: the message says how to count them
+            (:meth:`statistics`, one data pass, or a fit's ``results.n_groups``).
+        """
+        stats = self.cached_statistics
+        if self.rows is not None or stats is None:
+            if self.rows is None:
+                raise SpecError(self._uncounted_groups())
+            return super().n_groups
+        return len(stats.group_labels)
+
+    def _uncounted_groups(self) -> str:
+        """Why :attr:`n_groups` is not known, and how to get it."""
+        if self.source is not None:
+            return (
+                "n_groups of a model of Dask data is counted by its data pass, which this "
+                "model has not run (or whose statistics it lost: they are never pickled): "
+                "model.statistics() runs it (one read of the data, which a fit of the "
+                "model then reuses), or read n_groups of the fit's results"
+            )
+        why = self.lost_statistics()
+        return f"n_groups is not known: {why}; or read n_groups of the fit's results"
 
     @property
     def n_totobs(self) -> int:
@@ -583,11 +644,12 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         progress : bool
             Log the data pass and one line per iteration at INFO level on logger "dmixed".
         client : distributed.Client, optional
-            For Dask data: the client to run on (default: the current client, else
-            in-process).  A Client only, whatever the data (in-memory data use none,
-            but a bad one is refused there too): an address (``"tcp://host:8786"``) is
-            refused, as the fit would have to open a client and close it; pass
-            ``distributed.Client(address)``.
+            For Dask data: the client to run on (default: the client the model was
+            built with, ``mixedlm(..., client=...)``, while it is open; else the
+            current client, else in-process).  A Client only, whatever the data
+            (in-memory data use none, but a bad one is refused there too): an address
+            (``"tcp://host:8786"``) is refused, as the fit would have to open a client
+            and close it; pass ``distributed.Client(address)``.
         engine : {"auto", "distributed", "local"}, optional
             For Dask data: where the statistics stay during the optimization (see
             :meth:`statistics`).

@@ -51,6 +51,7 @@ def scan_levels(
     missing,
     dtypes=None,
     scan_chains: ScanChains | None = None,
+    client=None,
 ):
     """The levels of the factor columns and the whole-data row counts (:class:`LevelScan`).
 
@@ -60,7 +61,8 @@ def scan_levels(
     numbers as a factor raises :class:`~dmixed.errors.NumericFactorWarning`.
     ``dtypes``: ``meta.dtypes`` where the caller has it.  ``scan_chains``: what reads a
     Dask collection's partitions in runs (:data:`~dmixed.design.scan.ScanChains`; None:
-    one task per partition).
+    one task per partition).  ``client``: the ``distributed.Client`` a Dask
+    collection is read on (None: Dask's default, the current client if any).
 
     Raises
     ------
@@ -81,7 +83,7 @@ def scan_levels(
     )
     if dask_input:
         plan.resp_col = parsed.lhs.columns[0] if len(parsed.lhs.columns) == 1 else None
-        scan = dask_scan(data, meta, kinds, plan, scan_chains)
+        scan = dask_scan(data, meta, kinds, plan, scan_chains, client, reader="dmixed.mixedlm")
     else:
         scan = pandas_scan(data, kinds, plan)
     if scan.n_total is not None and scan.n_total == 0:
@@ -106,7 +108,7 @@ def scan_levels(
                     raise
                 # the levels are the whole data's: the partition and file holding the
                 # text are sought only now, as a bad value of one partition is named
-                raise locate_text(err, data, kinds, plan, c) from None
+                raise locate_text(err, data, kinds, plan, c, client) from None
     _warn_numeric_factors(parsed, kinds, scan.levels, meta)
     return scan
 

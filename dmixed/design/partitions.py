@@ -54,6 +54,8 @@ __all__ = [
     "check_column_kinds",
     "check_persisted",
     "check_text_conversion",
+    "compute_with",
+    "current_client",
     "checked_partition",
     "GONE_CAUSES",
     "lost_futures",
@@ -167,13 +169,30 @@ def persisted_futures(ddf) -> list:
 
 
 def lost_futures(ddf) -> list:
-    """The futures behind a persisted collection that were cancelled (its data gone)."""
+    """The futures behind a persisted collection whose data are gone from this process:
+    cancelled, or unpickled where no client was (:func:`_cancelled`)."""
     return _cancelled(persisted_futures(ddf))
 
 
 def _cancelled(futures: list) -> list:
-    """Those of ``futures`` that were cancelled: their data are gone."""
-    return [f for f in futures if getattr(f, "status", None) == "cancelled"]
+    """Those of ``futures`` that were cancelled, or that hold no client where this
+    process has none either: unpickled (results of a fit pickled and loaded elsewhere)
+    in a process whose Dask runs on its local scheduler, which finds their keys in no
+    graph.  Either way their data are gone for this process.  With a client running
+    here, an unpickled future is left to it: its scheduler may hold the key (the
+    results loaded in another process of the same cluster), and a compute of a key it
+    lacks fails there as it would for any collection."""
+    clientless_gone = None
+    gone = []
+    for f in futures:
+        if getattr(f, "status", None) == "cancelled":
+            gone.append(f)
+        elif getattr(f, "client", None) is None:
+            if clientless_gone is None:
+                clientless_gone = current_client() is None
+            if clientless_gone:
+                gone.append(f)
+    return gone
 
 
 def _scheduler_address(client) -> str | None:
@@ -199,7 +218,8 @@ def _same_scheduler(holder, client) -> bool:
 #: (its fit, its fitted values and residuals, predictions from it)
 GONE_CAUSES = (
     "the client that persisted it was closed or restarted, or its futures were "
-    "cancelled (client.cancel)"
+    "cancelled (client.cancel), or it was unpickled (with results of a fit, say) in a "
+    "process without a running client"
 )
 
 
@@ -212,7 +232,7 @@ def persisted_gone_error(n_lost: int) -> DataError:
     )
 
 
-def check_persisted(ddf, client=None) -> None:
+def check_persisted(ddf, client=None, *, reader: str | None = None) -> None:
     """Refuse a collection persisted on a cluster whose data were released, or held by
     another cluster than ``client``'s.
 
@@ -229,33 +249,76 @@ def check_persisted(ddf, client=None) -> None:
     ----------
     ddf : dask.dataframe.DataFrame
     client : distributed.Client, optional
-        The client the collection is about to be computed with (None: not checked).
+        The client the collection is about to be computed with (None: not checked,
+        unless ``reader`` is given).
+    reader : str, optional
+        What computes the collection, for the messages: the function whose ``client=``
+        argument chooses the client (``"dmixed.mixedlm"``).  Given, ``client`` None
+        means that it runs on Dask's local scheduler (no client given, none the
+        default), which cannot read persisted partitions either.  None: the fit.
 
     Raises
     ------
     DataError
         Some of its persisted partitions are gone: persist the source collection again;
-        or they are held by another scheduler than ``client``'s: persist the collection
-        with that client, or pass the client that persisted it.
+        or they are held by another scheduler than ``client``'s (or, with ``reader``,
+        ``client`` is None): persist the collection with that client, or pass the
+        client that persisted it.
     """
     futures = persisted_futures(ddf)
     lost = _cancelled(futures)
     if lost:
         raise persisted_gone_error(len(lost))
     address = _scheduler_address(client)
-    if address is None:
-        return
     holders = {id(c): c for c in (getattr(f, "client", None) for f in futures) if c is not None}
+    if address is None:
+        if reader is not None and holders:
+            held = sorted({str(_scheduler_address(c)) for c in holders.values()})
+            raise DataError(
+                f"the data of this Dask DataFrame are persisted on the scheduler at "
+                f"{', '.join(held)}, but {reader} runs with no distributed client (none "
+                "given, none the default), on Dask's local scheduler in this process, "
+                f"which cannot read them; pass {reader}(..., client=...) the client that "
+                "persisted them"
+            )
+        return
     foreign = sorted(
         str(_scheduler_address(c)) for c in holders.values() if not _same_scheduler(c, client)
     )
     if foreign:
+        whose = "the fit's client" if reader is None else f"the client {reader} runs on"
+        hint = "" if reader is None else f" (pass {reader}(..., client=...))"
         raise DataError(
             f"the data of this Dask DataFrame are held by another client: it was persisted "
-            f"on the scheduler at {', '.join(foreign)}, not on that of the fit's client "
+            f"on the scheduler at {', '.join(foreign)}, not on that of {whose} "
             f"(given or the default: {address}), which cannot read them; persist the "
-            "collection with the client you fit with, or pass the client that persisted it"
+            "collection with the client you fit with, or pass the client that persisted "
+            f"it{hint}"
         )
+
+
+def current_client():
+    """The running default ``distributed`` client of this process (what ``dask.compute``
+    runs on), None without one (or without ``distributed``)."""
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        current = default_client()
+    except ValueError:  # no client in this process
+        return None
+    return current if getattr(current, "status", "running") == "running" else None
+
+
+def compute_with(tasks: list, client=None) -> tuple:
+    """``dask.compute(*tasks)`` on ``client`` (None: Dask's default scheduler, the
+    current client if any): the results in order; a task's exception raised as it is."""
+    if client is None:
+        import dask
+
+        return tuple(dask.compute(*tasks))
+    return tuple(client.gather(client.compute(list(tasks))))
 
 
 #: dask-expr's steps that give columns other names (``rename``, ``df.columns = ...``)

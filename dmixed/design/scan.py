@@ -40,6 +40,8 @@ from .partitions import (
     check_column_kinds,
     check_persisted,
     check_text_conversion,
+    compute_with,
+    current_client,
     missing_column_error,
     reader_error,
     select_columns,
@@ -254,10 +256,32 @@ def _declared_categories(ddf, meta, kinds, level_cols) -> dict[str, pd.Categoric
 ScanChains = Callable[..., list | None]
 
 
-def dask_scan(ddf, meta, kinds, plan: ScanPlan, chains: ScanChains | None = None) -> LevelScan:
+def dask_scan(
+    ddf,
+    meta,
+    kinds,
+    plan: ScanPlan,
+    chains: ScanChains | None = None,
+    client=None,
+    reader: str | None = None,
+) -> LevelScan:
     """Levels, object types, row counts and response range of a Dask frame, in at most
     one compute: one task per run of partitions where ``chains`` gives them
-    (:data:`ScanChains`), else one task per partition."""
+    (:data:`ScanChains`), else one task per partition.
+
+    ``client``: the ``distributed.Client`` the compute runs on (None: Dask's default,
+    the current client if any).  ``reader``: the public function the scan runs for
+    (``"dmixed.mixedlm"``), named where the data are persisted on another scheduler
+    than the one the scan runs on, or where it runs on none
+    (:func:`~dmixed.design.partitions.check_persisted`, where the scan reads the data);
+    None: only data that are gone are refused before the compute.
+
+    Raises
+    ------
+    DataError
+        As :func:`~dmixed.design.partitions.check_persisted`, before any read; a
+        partition's bad values (named with its partition and file).
+    """
     import dask
 
     check_persisted(ddf)
@@ -272,6 +296,8 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan, chains: ScanChains | None = None
         # finds empty data, no row left after dropping missing values and a constant
         # response, from the statistics; ``missing="drop"`` alone needs no levels)
         return LevelScan(levels)
+    if reader is not None:  # the scan reads the data: on a scheduler that holds them
+        check_persisted(ddf, client if client is not None else current_client(), reader=reader)
     also = [plan.resp_col] if plan.resp_col is not None else []
     also += plan.object_cols + (list(plan.columns_used) if plan.drop else [])
     read = list(dict.fromkeys([*to_scan, *also]))
@@ -282,7 +308,7 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan, chains: ScanChains | None = None
         parts = selected.to_delayed()
         tasks = [summarize(p, kinds, plan, to_scan, i) for i, p in enumerate(parts)]
     try:
-        results = dask.compute(*tasks)
+        results = compute_with(tasks, client)
     except DataError as err:
         raise located(err, ddf) from None
     except (KeyError, ValueError) as exc:  # a file unlike the first
@@ -293,14 +319,15 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan, chains: ScanChains | None = None
     return _combine(results, levels, to_scan, declared, meta)
 
 
-def locate_text(err: DataError, ddf, kinds, plan: ScanPlan, column: str) -> DataError:
+def locate_text(err: DataError, ddf, kinds, plan: ScanPlan, column: str, client=None) -> DataError:
     """``err``, a refusal of text among the numbers of ``column`` found on the whole
     data's levels (:func:`~dmixed.design.dtypes.check_numbers_as_text`), naming the
     first partition of ``ddf`` whose rows (those kept, with ``missing="drop"``) hold the
     text the message shows first (``err.example``), and its file
     (:func:`~dmixed.design.origin.located`), as a bad value found in one partition is
     named; ``err`` where none is found.  One compute of that column (and of the
-    columns deciding which rows are kept), on this error's path only."""
+    columns deciding which rows are kept), on this error's path only, on ``client``
+    (None: Dask's default)."""
     import dask
 
     example = getattr(err, "example", None)
@@ -309,7 +336,7 @@ def locate_text(err: DataError, ddf, kinds, plan: ScanPlan, column: str) -> Data
     read = list(dict.fromkeys([column, *(plan.columns_used if plan.drop else [])]))
     holds = dask.delayed(_holds_value)
     parts = select_columns(ddf, read).to_delayed()
-    found = dask.compute(*[holds(p, kinds, plan, column, example) for p in parts])
+    found = compute_with([holds(p, kinds, plan, column, example) for p in parts], client)
     number = next((i for i, f in enumerate(found) if f), None)
     return err if number is None else located(in_partition(err, number), ddf)
 

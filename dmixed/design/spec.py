@@ -854,6 +854,7 @@ def build_spec_prepared(
     scan_chains: ScanChains | None = None,
     fit_rows: bool = False,
     stateful: dict[str, dict[str, float]] | None = None,
+    client=None,
 ) -> BuiltSpec:
     """Build the model spec once from the whole dataset; with the prepared columns of a
     pandas ``data`` (None for Dask), which ``spec.transform(data, prepared=...)`` takes
@@ -880,7 +881,11 @@ def build_spec_prepared(
     ``stateful``: the state of the formulas' ``center``, ``standardize`` and ``scale``
     calls (:attr:`ModelSpec.stateful`, validated numbers: saved results); None: learned
     here over the rows of a pandas ``data`` the fit uses (refused for Dask data,
-    :func:`~dmixed.design.stateful.refuse_on_partitions`).
+    :func:`~dmixed.design.stateful.refuse_on_partitions`).  ``client``: the
+    ``distributed.Client`` that reads a Dask ``data`` (None: Dask's default, the current
+    client if any); data persisted on another scheduler, or persisted while none is
+    given nor the default, are refused
+    (:func:`~dmixed.design.partitions.check_persisted`).
 
     ``data`` is a pandas DataFrame or a Dask DataFrame.  For Dask, the meta
     gives the dtypes, and one ``dask.compute`` reads the categorical/string
@@ -948,7 +953,17 @@ def build_spec_prepared(
     except BadValuesError as exc:  # a column's type: Dask took it from the first file
         raise (in_first_file(exc, data) if dask_input else exc) from None
     scan = scan_levels(
-        data, meta, dask_input, kinds, native, parsed, columns_used, missing, dtypes, scan_chains
+        data,
+        meta,
+        dask_input,
+        kinds,
+        native,
+        parsed,
+        columns_used,
+        missing,
+        dtypes,
+        scan_chains,
+        client,
     )
     levels = scan.levels
     check_design_size(formula, parsed, kinds, levels, rows, dropped)

@@ -34,7 +34,8 @@ class ModelStatistics:
 
     The class using it provides ``rows``, ``source``, ``spec``, ``exog_names``,
     ``exog_re_names``, ``endog_name``, ``k_re``, ``k_vc``, ``cached_statistics``,
-    ``cached_client`` and ``data_removed``.
+    ``cached_client``, ``client`` (the client the model was built with) and
+    ``data_removed``.
     """
 
     # provided by the class using the mixin (annotations only: no attributes here)
@@ -48,6 +49,7 @@ class ModelStatistics:
     k_vc: int
     cached_statistics: FittedStatistics | None
     cached_client: Any
+    client: Any
     data_removed: bool
 
     def __getstate__(self) -> dict:
@@ -56,6 +58,7 @@ class ModelStatistics:
         state: dict = dict(getattr(super(), "__getstate__", lambda: self.__dict__)() or {})
         state["cached_statistics"] = None
         state["cached_client"] = None
+        state["client"] = None
         return state
 
     def statistics(
@@ -74,9 +77,10 @@ class ModelStatistics:
         (:mod:`dmixed.stats.standardize`); default chosen from the first rows.  Give the
         map of saved statistics to compute statistics that add to them
         (``GroupArrays.standardization``).
-        ``client``: for Dask data, the client to run on (None: the current one, else
-        Dask's scheduler); in-memory data use none, but it must still be None or a
-        ``distributed.Client``.
+        ``client``: for Dask data, the client to run on (None: the client the model
+        was built with, ``mixedlm(..., client=...)``, while it is open; else the current
+        one, else Dask's scheduler); in-memory data use none, but it must still be None
+        or a ``distributed.Client``.
         ``partial``: these rows are a part of the data whose statistics will be added
         to others' (``dmixed update``: one day's rows may all hold one level of a
         factor): the design's rank, the response's variation and (on Dask) the count of
@@ -119,6 +123,8 @@ class ModelStatistics:
         # checked whatever the data: in-memory rows use no client, but an address or a
         # "no" given there is as much a mistake as on Dask data
         check_client(client)
+        if client is None:
+            client = self.built_client()
         progress = bool(check_flag(progress, "progress"))
         partial = bool(check_flag(partial, "partial"))
         cached = self.cached_statistics
@@ -178,6 +184,15 @@ class ModelStatistics:
             raise (err if constant is None else constant) from None
         self.cached_statistics, self.cached_client = stats, client
         return stats
+
+    def built_client(self) -> Any:
+        """The client the model was built with (``mixedlm(..., client=...)``) while it
+        is open, else None (the current client, else Dask's local scheduler, is used)."""
+        # (getattr: a model pickled before the attribute was)
+        built = getattr(self, "client", None)
+        if built is None or getattr(built, "status", "running") in ("closing", "closed"):
+            return None
+        return built
 
     def lost_statistics(self) -> str:
         """Why this model holds no statistics, and how to get them back: for the errors

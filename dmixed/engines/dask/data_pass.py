@@ -165,12 +165,13 @@ def resolve_client(client):
     return current if getattr(current, "status", "running") == "running" else None
 
 
-def level_scan_chains(ddf, kinds, plan, to_scan: list) -> list | None:
+def level_scan_chains(ddf, kinds, plan, to_scan: list, client=None) -> list | None:
     """The level scan's tasks over runs of partitions
     (:data:`~dmixed.design.scan.ScanChains`, :func:`~dmixed.engines.dask.graph.scan_chain_graph`):
-    one per thread of the current client's workers (per CPU without a client), as the
-    data pass's chains; None where the collection is read one task per partition."""
-    client = resolve_client(None)
+    one per thread of the workers of ``client`` (None: the current client; per CPU
+    without one), as the data pass's chains; None where the collection is read one
+    task per partition."""
+    client = resolve_client(client)
     threads = worker_threads(client) if client is not None else os.cpu_count() or 1
     return scan_chain_graph(ddf, kinds, plan, to_scan, max(1, threads))
 

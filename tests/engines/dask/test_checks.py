@@ -275,6 +275,98 @@ def test_persisted_data_gone_after_the_client_closed_say_so(frame):
             lazy.compute()
 
 
+def test_persisted_data_of_unpickled_results_say_they_are_gone(frame, tmp_path):
+    """Results of a fit on persisted data, pickled and loaded where no client is (a new
+    process; this one after the client closed): their fitted values are refused with
+    dmixed's error, not Dask's "Missing dependency" (the futures hold no client)."""
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        p = c.persist(dd.from_pandas(frame, npartitions=3))
+        blob = pickle.dumps(dmixed.mixedlm("y ~ x1", p, groups="g").fit())
+    (tmp_path / "res.pkl").write_bytes(blob)
+    code = (
+        "import pickle, sys\n"
+        "from dmixed.errors import DataError\n"
+        "res = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "try:\n    res.fittedvalues.compute()\n"
+        "except DataError as err:\n    print('DataError:', err)\n"
+    )
+    root = str(Path(dmixed.__file__).parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "res.pkl")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": root},
+    )
+    assert out.stdout.startswith("DataError: the persisted data of this Dask DataFrame are gone")
+    assert "Missing dependency" not in out.stderr
+    gone = r"are gone \(3 partition\(s\) released: .*unpickled"
+    loaded = pickle.loads(blob)
+    with dask.config.set(scheduler="sync"), pytest.raises(DataError, match=gone):
+        loaded.fittedvalues.compute()
+
+
+def test_unpickled_results_read_persisted_data_through_a_client_of_their_scheduler(frame, tmp_path):
+    """Results of a fit on persisted data, loaded in another process that runs a client
+    of the same scheduler while the data are still persisted there: their fitted values
+    are computed there, not refused as gone (the unpickled futures hold no client)."""
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=False,
+            protocol="tcp://",
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        p = c.persist(dd.from_pandas(frame, npartitions=3))
+        res = dmixed.mixedlm("y ~ x1", p, groups="g").fit()
+        expected = res.fittedvalues.compute().to_numpy()
+        (tmp_path / "res.pkl").write_bytes(pickle.dumps(res))
+        code = (
+            "import pickle, sys\n"
+            "import numpy as np\n"
+            "from distributed import Client\n"
+            "with Client(sys.argv[2]):\n"
+            "    res = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+            "    np.save(sys.argv[3], res.fittedvalues.compute().to_numpy())\n"
+        )
+        root = str(Path(dmixed.__file__).parent.parent)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                str(tmp_path / "res.pkl"),
+                cluster.scheduler_address,
+                str(tmp_path / "fitted.npy"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**__import__("os").environ, "PYTHONPATH": root},
+        )
+    assert out.returncode == 0, out.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "fitted.npy"), expected)
+
+
 @pytest.mark.parametrize("data_pass", ["chains", "tree"])
 @pytest.mark.parametrize("missing", ["raise", "drop"])
 def test_a_parquet_file_lacking_a_model_column_is_named(tmp_path, data_pass, missing):
