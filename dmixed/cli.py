@@ -270,7 +270,9 @@ def _reusable_statistics(job: Job, job_digest: str, fingerprint: list[dict]) -> 
         added = _files_added(job, manifest, fingerprint)
         remedy = (
             f"`dmixed update --stats-dir {job.stats_dir} --data NEW_FILES ...` adds the rows "
-            "of new files to them (the saved files are unchanged and the model the same)"
+            "of new files to them (the saved files are unchanged and the model the same); "
+            "with this job's data, `dmixed update --skip-included` leaves out the files "
+            "already included"
             if added
             else "remove that directory or choose another --stats-dir"
         )
@@ -675,6 +677,10 @@ def run_update(job: Job) -> int:
     spec = saved_model(job, saved_spec, manifest["spec"])
     files = input_files(job)
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
+    if job.skip_included:
+        files, new_inputs = _skip_included(job, files, new_inputs, manifest)
+        if not files:
+            return EXIT_OK
     _refuse_repeated(job, new_inputs, manifest.get("inputs", []), job.stats_dir, manifest["spec"])
     fmt = check_input(job, files, rows_needed=False)  # before a cluster is started
     if not any(holds_rows(f, fmt, job.storage_options) for f in files):
@@ -727,6 +733,42 @@ def run_update(job: Job) -> int:
     )
     remember_fit(job.stats_dir, res.packed_params.tolist(), res.method, res.llf)
     return EXIT_OK
+
+
+def _skip_included(
+    job: Job, files: list[str], inputs: list[dict], manifest: dict
+) -> tuple[list[str], list[dict]]:
+    """``update --skip-included``: the input files and their fingerprints without those
+    whose rows the statistics already count
+    (:func:`~dmixed.stats.inputs.already_included`), each skipped one named in a line
+    on stderr; where every input is, a line says that nothing was done (the files and
+    the fingerprints then are empty, and the command writes nothing and exits 0: the
+    night's update already ran, or the glob has not grown)."""
+    from .stats.inputs import already_included
+
+    names = model_names(manifest["spec"])
+    skipped = already_included(inputs, manifest.get("inputs", []), names)
+    if not skipped:
+        return files, inputs
+    # one line, however many nights the glob holds (a file's copy says whose content)
+    named = [f"{path} ({why})" if why else path for path, why in skipped.items()]
+    logger.info(
+        "skipping %d input(s) already included in the statistics of %s: %s",
+        len(named),
+        job.stats_dir,
+        some_of(named),
+    )
+    # a fingerprint's path is the file's absolute path (a URL as given)
+    kept = [f for f in files if (f if "://" in f else os.path.abspath(f)) not in skipped]
+    if not kept:
+        logger.warning(
+            "all %d input(s) are already included in the statistics of %s: nothing to "
+            "add; the statistics and %s are unchanged",
+            len(inputs),
+            job.stats_dir,
+            job.output,
+        )
+    return kept, [rec for rec in inputs if rec["path"] not in skipped]
 
 
 def _fit_from_last(job: Job, model, method: str, start: list | None):

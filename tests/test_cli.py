@@ -1758,6 +1758,50 @@ def test_update_with_a_copy_of_an_included_file_is_refused(incremental, tmp_path
     assert (d / "S/manifest.json").read_bytes() == before and not (d / "U2").exists()
 
 
+def test_nightly_update_of_a_growing_glob_skips_the_included_files(incremental, tmp_path):
+    """The README's nightly job (a data glob and a stats_dir) failed on the second
+    night: ``fit --job`` pointed to ``update``, and ``update --job`` with the same glob
+    refused yesterday's files (exit 2).  ``skip_included`` (``--skip-included``) leaves
+    them out, naming them: the estimates are the fit of all files from scratch, and a
+    retry with nothing new changes nothing and exits 0.  The default still refuses."""
+    d = tmp_path
+    (d / "lake").mkdir()
+    shutil.copy2(incremental.dir / "A.parquet", d / "lake/A.parquet")
+    job = {
+        "data": "lake/*.parquet",
+        "formula": FORMULA,
+        "groups": "g",
+        "re_formula": "1 + x1",
+        "vc_formula": {"sub": "0 + C(sub)"},
+        "cluster": incremental.cluster[1],
+        "output": "results",
+        "stats_dir": "results.stats",
+    }
+    (d / "job.yaml").write_text(yaml.safe_dump(job))
+    ok(run_in_process("fit", "--job", "job.yaml", "--quiet", cwd=d))  # night 1
+    shutil.copy2(incremental.dir / "B.parquet", d / "lake/B.parquet")  # a new file
+    refused = run_in_process("update", "--job", "job.yaml", cwd=d)
+    assert refused.returncode == 2 and "1 input(s) already included" in refused.stderr
+    proc = ok(run_in_process("update", "--job", "job.yaml", "--skip-included", cwd=d))
+    assert f"skipping 1 input(s) already included in the statistics of {d}" in proc.stderr
+    assert str(d / "lake/A.parquet") in proc.stderr
+    assert_same_optimum(dmixed.load(d / "results"), dmixed.load(incremental.dir / "F"))
+    manifest = json.loads((d / "results.stats/manifest.json").read_text())
+    assert [Path(i["path"]).name for i in manifest["inputs"]] == ["A.parquet", "B.parquet"]
+    # a retried night (the key in the job file): nothing to add, nothing written
+    job.update(skip_included=True, quiet=True)
+    (d / "job.yaml").write_text(yaml.safe_dump(job))
+    written = {p: p.read_bytes() for p in d.glob("results*/**/*") if p.is_file()}
+    proc = ok(run_in_process("update", "--job", "job.yaml", cwd=d))
+    assert "all 2 input(s) are already included" in proc.stderr and proc.stdout == ""
+    assert {p: p.read_bytes() for p in written} == written
+    # rows appended to an included file are still refused, skipped or not
+    frame = pd.read_parquet(d / "lake/B.parquet")
+    pd.concat([frame, frame.head(5)]).to_parquet(d / "lake/B.parquet", index=False)
+    proc = run_in_process("update", "--job", "job.yaml", cwd=d)
+    assert proc.returncode == 2 and "B.parquet (changed since it was added" in proc.stderr
+
+
 def test_output_closed_early_is_silent(monkeypatch, tmp_path):
     """``dmixed show out/ | head -1``: the reader closing the pipe is not an error
     (was "dmixed: error: [Errno 32] Broken pipe", exit 5 "cluster cannot be
@@ -2537,6 +2581,28 @@ def test_cron_example_is_valid_and_the_wrapper_skips_overlapping_runs(tmp_path):
         )
     assert proc.returncode == 0, proc.stderr
     assert "ran:" not in proc.stdout and "still running" in proc.stderr
+
+
+def test_cron_wrapper_runs_update_when_it_comes_first(tmp_path):
+    """A nightly job over a growing glob runs ``dmixed update`` (its job file with
+    ``skip_included: true``): the wrapper ran only ``fit``."""
+    job = tmp_path / "nightly.yaml"
+    job.write_text("output: out\n")
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "dmixed").write_text('#!/bin/sh\necho "ran: $* in $PWD"\n')
+    (stub / "dmixed").chmod(0o755)
+    env = _wrapper_env(tmp_path, PATH=f"{stub}{os.pathsep}{os.environ['PATH']}")
+    script = str(EXAMPLES / "cron/dmixed-cron.sh")
+    proc = subprocess.run(
+        [script, "update", str(job), "--quiet"], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"ran: update --job {job.name} --quiet in {tmp_path}" in proc.stdout
+    crontab = (EXAMPLES / "cron/crontab").read_text()
+    assert re.search(r"^[^#].*dmixed-cron\.sh update \S+\.yaml", crontab, re.M)
+    example = yaml.safe_load((EXAMPLES / "jobs/example_job.yaml").read_text())
+    assert example["skip_included"] is True and example["stats_dir"]
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ __all__ = [
     "EDGE_BYTES",
     "HASH_WHOLE_FILE_BYTES",
     "PARQUET_SUFFIXES",
+    "already_included",
     "file_format",
     "hive_key_names",
     "hive_keys",
@@ -320,6 +321,39 @@ def repeated_inputs(
         for path, earlier in copies
         if holds_rows is None or holds_rows(path)
     ]
+
+
+def already_included(
+    inputs: list[dict], included: list[dict], read_keys: set[str] | None = None
+) -> dict[str, str]:
+    """The inputs of ``inputs`` whose rows ``included`` already counts, as
+    ``{path: why}``: an included path whose size and content identity are those
+    recorded when it was added (``why`` ``""``; a new modification time alone changes
+    no rows), or the content of an included file under another name (``why`` ``"the
+    content of INCLUDED"``, :func:`same_content`).
+
+    What ``dmixed update --skip-included`` leaves out: a nightly job over a glob that
+    grows names yesterday's files again.  An included path whose size or content
+    changed is not among them (rows appended to it cannot be told from the counted
+    ones: :func:`repeated_inputs` refuses it), nor is a copy of another new input.
+
+    ``inputs`` and ``included`` are records of
+    :func:`dmixed.stats.checkpoint.input_fingerprint`; ``read_keys`` as for
+    :func:`same_content`.
+    """
+    before = {rec["path"]: rec for rec in included}
+    out: dict[str, str] = {}
+    fresh = []
+    for rec in inputs:
+        if rec["path"] in before:
+            if _again(rec, before[rec["path"]]) == rec["path"]:
+                out[rec["path"]] = ""
+        else:
+            fresh.append(rec)
+    for path, earlier in same_content(fresh, included, read_keys):
+        if earlier in before:
+            out.setdefault(path, f"the content of {earlier}")
+    return out
 
 
 def _again(rec: dict, before: dict | None) -> str:
