@@ -102,6 +102,7 @@ __all__ = [
     "main",
     "make_job",
     "read_job_file",
+    "sigint_as_interrupt",
     "sigterm_as_interrupt",
 ]
 
@@ -1096,28 +1097,97 @@ def sigterm_as_interrupt() -> Iterator[list[int]]:
         sys.unraisablehook = hook
 
 
+@contextlib.contextmanager
+def sigint_as_interrupt() -> Iterator[list[int]]:
+    """SIGINT (Ctrl-C) raises ``KeyboardInterrupt`` in the body, as Python's own handler
+    does, and is recorded in the list yielded, so it is never lost; the handler found
+    is given back when the body ends.
+
+    Python's own handler raises wherever the main thread is: inside a callback whose
+    exceptions Python cannot pass on (``distributed``'s garbage-collection callback, a
+    weak reference's callback of ``importlib``'s module locks, a ``__del__``), the
+    interrupt was printed ("Exception ignored in ...") and lost, and the command ran to
+    its end, wrote its outputs and exited 0.  As for SIGTERM
+    (:func:`sigterm_as_interrupt`), that report is silenced and the record ends the
+    command at the next commit point (:func:`dmixed.files.commit_check`: before any
+    output or statistics are moved into place) or, after the last, at its exit
+    (:func:`main`: exit status 130).  The first SIGINT raises; later ones are only
+    noted, so the cleanup it starts (the cluster's close) runs to its end.
+
+    A SIGINT ignored when the command starts (``SIG_IGN``: a shell's background job) stays
+    ignored, and only the main thread may set a handler: elsewhere nothing changes.
+    The start of the embedded cluster holds this handler's signal back until it has
+    started (:func:`dmixed.cluster.interrupts_ignored`), then calls it.
+    """
+    found = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or found is signal.SIG_IGN:
+        yield []
+        return
+    received: list[int] = []
+
+    def note(signum, frame) -> None:
+        received.append(signum)
+
+    def interrupt(signum, frame) -> None:
+        received.append(signum)
+        signal.signal(signal.SIGINT, note)  # handlers run in the main thread
+        raise KeyboardInterrupt
+
+    def still_running() -> None:
+        if received:
+            raise KeyboardInterrupt
+
+    def unraisable(info) -> None:
+        # the interrupt raised inside a callback that swallows exceptions: it is in
+        # ``received``, and the next commit point or the exit ends the command
+        lost = isinstance(info.exc_value, KeyboardInterrupt)
+        if not (lost and received and not isinstance(info.exc_value, Terminated)):
+            hook(info)
+
+    hook = sys.unraisablehook
+    signal.signal(signal.SIGINT, interrupt)
+    sys.unraisablehook = unraisable
+    try:
+        with commit_check(still_running):
+            yield received
+    finally:  # None: a handler set outside Python; Python's own is the nearest
+        signal.signal(signal.SIGINT, signal.default_int_handler if found is None else found)
+        sys.unraisablehook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``dmixed`` command; returns its exit status (:data:`EXIT_STATUSES`).
 
     SIGTERM ends it as Ctrl-C does (:func:`sigterm_as_interrupt`), with exit status 143
-    (128 + SIGTERM, as a shell reports the signal); SIGTERM's handler is given back on
+    (128 + SIGTERM, as a shell reports the signal), and Ctrl-C with 130, never lost in a
+    callback (:func:`sigint_as_interrupt`); the handlers of both are given back on
     return, and so is the ``dmixed`` logger's state (handlers, level, propagation), which
     the command sets for its own lines on stderr: a program that calls ``main`` in its
     own process keeps its logging as it was.
     """
     saved = logger.handlers[:], logger.level, logger.propagate
     try:
-        with sigterm_as_interrupt() as received:
+        with sigterm_as_interrupt() as received, sigint_as_interrupt() as interrupted:
             status = _main(argv)
     except Terminated:  # before the command began (its arguments read) or after it
         return _terminated()
+    except KeyboardInterrupt:  # as the handlers are set or given back
+        return _interrupted()
     finally:
         logger.handlers[:], logger.propagate = saved[0], saved[2]
         logger.setLevel(saved[1])
-    if received and status not in (EXIT_TERMINATED, EXIT_INTERRUPTED):
-        # a SIGTERM whose exception was lost after the last commit point: never lost
-        return _terminated()
+    if status not in (EXIT_TERMINATED, EXIT_INTERRUPTED):
+        # a signal whose exception was lost after the last commit point: never lost
+        if received:
+            return _terminated()
+        if interrupted:
+            return _interrupted()
     return status
+
+
+def _interrupted() -> int:
+    print("dmixed: error: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _terminated() -> int:
@@ -1141,8 +1211,7 @@ def _main(argv: list[str] | None) -> int:
     except Terminated:
         return _terminated()
     except KeyboardInterrupt:
-        print("dmixed: error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted()
     except BrokenPipeError:  # the reader closed early: nothing is wrong, say nothing
         with contextlib.suppress(OSError, ValueError, AttributeError):
             # else Python's flush of stdout at exit fails again, with a message

@@ -2488,6 +2488,75 @@ def test_a_sigterm_lost_in_a_callback_still_ends_the_update(
         assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporaries
 
 
+class _SwallowsInterrupt:
+    """Freed at once, it runs the SIGINT handler in ``__del__``, whose exceptions Python
+    cannot pass on, as a Ctrl-C that lands in ``distributed``'s garbage-collection
+    callback (or in a weak reference's callback of ``importlib``'s module locks) is run."""
+
+    def __del__(self):
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+
+
+def _lost_sigint() -> None:
+    _SwallowsInterrupt()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("when", ["before the outputs", "after the last commit"])
+def test_a_ctrl_c_lost_in_a_callback_still_ends_the_fit(
+    data, scheduler, monkeypatch, tmp_path, when
+):
+    """A Ctrl-C whose ``KeyboardInterrupt`` was raised inside a callback that swallows
+    exceptions was lost: "Exception ignored in: GCDiagnosis._gc_callback", and the fit
+    wrote its results and exited 0.  SIGINT now has the command's handler, which
+    records it: the next commit point ends the command, or, after the last, its exit:
+    status 130, its one line, before the outputs no results written (the statistics
+    are saved whole before the fit); the handler found is given back."""
+    if when == "before the outputs":
+        fit = dmixed.MixedLM.fit
+        monkeypatch.setattr(dmixed.MixedLM, "fit", lambda *a, **k: _lost_sigint() or fit(*a, **k))
+    else:
+        remember = cli.remember_fit
+        monkeypatch.setattr(cli, "remember_fit", lambda *a: remember(*a) or _lost_sigint())
+    found = signal.getsignal(signal.SIGINT)
+    reported: list = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    proc = run_in_process("fit", "--data", data.A, *MODEL, "--stats-dir", "S", "--output", "R",
+                          "--cluster", scheduler.file, "--quiet", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "dmixed: error: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is found and reported == []
+    if when == "before the outputs":
+        # no results; the statistics, saved whole before the fit, and no temporaries
+        assert os.listdir(tmp_path) == ["S"] and proc.stdout == ""
+        assert (tmp_path / "S/manifest.json").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_the_command_gives_back_the_sigint_handler_it_found(monkeypatch, tmp_path):
+    """The command's SIGINT handler is set while it runs only; a SIGINT ignored when it
+    starts (a shell's background job) stays ignored; a second SIGINT is only noted, so
+    the cleanup the first starts runs to its end."""
+    during = []
+    monkeypatch.setattr(cli, "run_show", lambda path: during.append(signal.getsignal(2)) or 0)
+    for found in (signal.default_int_handler, signal.SIG_IGN, lambda signum, frame: None):
+        previous = signal.signal(signal.SIGINT, found)
+        try:
+            assert run_in_process("show", "out", cwd=tmp_path).returncode == 0
+            assert signal.getsignal(signal.SIGINT) is found
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    assert during[1] is signal.SIG_IGN
+    assert all(callable(h) and h is not signal.default_int_handler for h in during[::2])
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            during[0](signal.SIGINT, None)
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # noted, not raised
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 # --------------------------------------------------------------------------------------
 # examples/: job file, cron wrapper, SLURM script, Airflow DAG
 # --------------------------------------------------------------------------------------
