@@ -640,8 +640,10 @@ def run_fit(job: Job) -> int:
 def _refuse_repeated(
     job: Job, inputs: list[dict], included: list[dict], stats_dir=None, model=None
 ) -> None:
-    """Refuse inputs given twice, or already in the statistics, by path or by content
-    (not files of no rows that are copies of each other: they count nothing twice).
+    """Refuse inputs given twice ("given twice"), or already in the statistics
+    ``included`` ("already included in the statistics of ``stats_dir``"), by path or by
+    content (not files of no rows that are copies of each other: they count nothing
+    twice).
     ``model``: the model's keys (the saved spec's for ``update``; the job's by default),
     whose columns tell which Hive keys tell files apart."""
     from .stats.inputs import repeated_inputs
@@ -650,15 +652,20 @@ def _refuse_repeated(
         return holds_rows(path, input_format(job, [path]), job.storage_options)
 
     names = model_names(model if model is not None else job.model_dump())
-    again = repeated_inputs(inputs, included, holds, names)
-    if again:
-        more = f" and {len(again) - 3} more" if len(again) > 3 else ""
-        where = f"already included in the statistics of {stats_dir}" if stats_dir else "given twice"
-        again_words = "adding them again" if stats_dir else "reading them twice"
-        raise JobError(
-            f"{len(again)} input(s) {where}: "
-            f"{', '.join(again[:3])}{more}; {again_words} would count their rows twice"
-        )
+    # inputs repeated among themselves first: a file given twice to an update (or a
+    # file and its copy) is not in the statistics, whatever they hold
+    checks = [("given twice", "reading them twice", [])]
+    if stats_dir:
+        where = f"already included in the statistics of {stats_dir}"
+        checks.append((where, "adding them again", included))
+    for where, words, earlier in checks:
+        again = repeated_inputs(inputs, earlier, holds, names)
+        if again:
+            more = f" and {len(again) - 3} more" if len(again) > 3 else ""
+            raise JobError(
+                f"{len(again)} input(s) {where}: "
+                f"{', '.join(again[:3])}{more}; {words} would count their rows twice"
+            )
 
 
 @_under_stats_lock("update")

@@ -1802,6 +1802,27 @@ def test_nightly_update_of_a_growing_glob_skips_the_included_files(incremental, 
     assert proc.returncode == 2 and "B.parquet (changed since it was added" in proc.stderr
 
 
+@pytest.mark.parametrize("twice", ["the same path", "a copy"])
+def test_update_given_one_new_file_twice_says_given_twice(incremental, tmp_path, twice):
+    """``update --data new.parquet new.parquet`` (or a file and its copy) said "already
+    included in the statistics of S" of a file they do not hold: it is given twice."""
+    d = incremental.dir
+    before = (d / "S/manifest.json").read_bytes()
+    new = tmp_path / "new.parquet"
+    rows = pd.read_parquet(d / "B.parquet").assign(g=lambda f: f["g"] + 500)
+    rows.to_parquet(new, index=False)
+    second = new
+    if twice == "a copy":
+        second = tmp_path / "new_copy.parquet"
+        shutil.copy(new, second)
+    args = ("update", "--stats-dir", "S", "--data", str(new), str(second), "--output", "U3")
+    proc = run_in_process(*args, *incremental.cluster, cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    assert "1 input(s) given twice" in proc.stderr and "already included" not in proc.stderr
+    assert "reading them twice would count their rows twice" in proc.stderr
+    assert (d / "S/manifest.json").read_bytes() == before and not (d / "U3").exists()
+
+
 def test_output_closed_early_is_silent(monkeypatch, tmp_path):
     """``dmixed show out/ | head -1``: the reader closing the pipe is not an error
     (was "dmixed: error: [Errno 32] Broken pipe", exit 5 "cluster cannot be
