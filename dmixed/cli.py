@@ -698,6 +698,7 @@ def run_update(job: Job) -> int:
     method = job.method or manifest.get("job", {}).get("method", "reml")
     old, _ = checkpoint.load_statistics(job.stats_dir)
     with (
+        _new_levels_refused(job),
         connect(_cluster_of(job), on_interrupt=quiet_after_interrupt) as client,
         _job_errors(job, reads_data=True),
     ):
@@ -741,6 +742,33 @@ def run_update(job: Job) -> int:
     )
     remember_fit(job.stats_dir, res.packed_params.tolist(), res.method, res.llf)
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _new_levels_refused(job: Job) -> Iterator[None]:
+    """``update``'s refusal of a new level of a factor of the model (a fixed or random
+    effects' column the saved statistics lack: a documented limit, exit 3) says what
+    to do: fit all the data again, naming the column and the levels."""
+    try:
+        yield
+    except JobError as exc:
+        err: BaseException | None = exc
+        seen: set[int] = set()
+        while err is not None and id(err) not in seen:  # the refusal, however wrapped
+            seen.add(id(err))
+            found = getattr(err, "new_levels", None)
+            if isinstance(found, tuple) and len(found) == 2:
+                column, levels = found
+                raise JobError(
+                    f"{exc}; `dmixed update` cannot add new levels of column {column!r} "
+                    f"(here {', '.join(levels)}): the model's effects would gain a column that "
+                    f"the statistics in {job.stats_dir} do not have; refit all the data with "
+                    f"`dmixed fit` (its --stats-dir a new directory, or {job.stats_dir} "
+                    "removed first)",
+                    exc.status,
+                ) from exc
+            err = err.__cause__ or err.__context__
+        raise
 
 
 def _skip_included(

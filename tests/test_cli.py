@@ -1969,6 +1969,33 @@ def test_update_takes_new_nested_levels_of_new_and_old_groups(scheduler, tmp_pat
     assert "03-7" in saved["levels"]["id"] and "29-2" in saved["levels"]["id"]
 
 
+def test_update_refusing_a_new_factor_level_says_to_refit(scheduler, tmp_path):
+    """A new level of a ``C()`` factor of the fixed part stops ``update`` (exit 3, a
+    documented limit), and the message said only "levels not seen when the model spec
+    was built": it names the column and the level and says to refit with ``dmixed fit``;
+    the statistics are left as they were."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {"g": rng.integers(0, 30, 600), "x": rng.normal(size=600), "y": rng.normal(size=600)}
+    )
+    frame["site"] = np.array(["a", "b"])[rng.integers(0, 2, 600)]
+    frame.iloc[:400].to_parquet(tmp_path / "A.parquet", index=False)
+    frame.iloc[400:].assign(site=["a", "zzz"] * 100).to_parquet(tmp_path / "B.parquet")
+    model = ["--formula", "y ~ x + C(site)", "--groups", "g"]
+    common = [*model, "--cluster", scheduler.file, "--quiet"]
+    fit_a = ("fit", "--data", "A.parquet", *common, "--stats-dir", "S", "--output", "FA")
+    ok(run_in_process(*fit_a, cwd=tmp_path))
+    before = (tmp_path / "S/manifest.json").read_bytes()
+    update = ("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U")
+    proc = run_in_process(*update, "--cluster", scheduler.file, "--quiet", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    line = proc.stderr.strip()
+    assert len(proc.stderr.splitlines()) == 1 and line.startswith("dmixed: error: "), line
+    assert "`dmixed update` cannot add new levels of column 'site' (here 'zzz')" in line
+    assert "refit all the data with `dmixed fit`" in line and "S removed first" in line
+    assert (tmp_path / "S/manifest.json").read_bytes() == before and not (tmp_path / "U").exists()
+
+
 def test_update_lists_new_nested_levels_in_the_order_of_a_scratch_fit(scheduler, tmp_path):
     """An old group's new level of a variance component that sorts before its old ones
     came last in ``random_effects[g]`` after update (values equal by name), first in a
