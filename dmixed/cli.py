@@ -1147,7 +1147,8 @@ def sigint_as_interrupt() -> Iterator[list[int]]:
     command at the next commit point (:func:`dmixed.files.commit_check`: before any
     output or statistics are moved into place) or, after the last, at its exit
     (:func:`main`: exit status 130).  The first SIGINT raises; later ones are only
-    noted, so the cleanup it starts (the cluster's close) runs to its end.
+    noted, so the cleanup it starts (the cluster's close) runs to its end; but after
+    one lost in a callback (nothing was cleaned up), the next raises again.
 
     A SIGINT ignored when the command starts (``SIG_IGN``: a shell's background job) stays
     ignored, and only the main thread may set a handler: elsewhere nothing changes.
@@ -1178,6 +1179,13 @@ def sigint_as_interrupt() -> Iterator[list[int]]:
         lost = isinstance(info.exc_value, KeyboardInterrupt)
         if not (lost and received and not isinstance(info.exc_value, Terminated)):
             hook(info)
+            return
+        if threading.current_thread() is threading.main_thread():
+            # no cleanup was started by it: the next Ctrl-C raises again, or a command
+            # with no commit point ahead would only note every later one and run on
+            # (only our own ``note`` is replaced: a cluster's start may hold SIGINT)
+            if signal.getsignal(signal.SIGINT) is note:
+                signal.signal(signal.SIGINT, interrupt)
 
     hook = sys.unraisablehook
     signal.signal(signal.SIGINT, interrupt)

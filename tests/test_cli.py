@@ -2605,6 +2605,37 @@ def test_the_command_gives_back_the_sigint_handler_it_found(monkeypatch, tmp_pat
         signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_ctrl_c_after_one_lost_in_a_callback_raises(monkeypatch, tmp_path):
+    """After a Ctrl-C lost in a callback, the next Ctrl-C raises again: it was only noted,
+    and a command with no commit point ahead ran on to its end.  A second Ctrl-C during
+    the cleanup of one that was raised is still only noted."""
+    reported: list = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    seen: list = []
+
+    def body(path):
+        _lost_sigint()
+        try:
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            seen.append("raised")
+            try:
+                signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # during the cleanup
+            except KeyboardInterrupt:
+                seen.append("cleanup broken into")
+            raise
+        seen.append("ran on")
+        return 0
+
+    monkeypatch.setattr(cli, "run_show", body)
+    found = signal.getsignal(signal.SIGINT)
+    proc = run_in_process("show", "out", cwd=tmp_path)
+    assert seen == ["raised"] and reported == []
+    assert proc.returncode == 130 and proc.stderr == "dmixed: error: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is found
+
+
 # --------------------------------------------------------------------------------------
 # examples/: job file, cron wrapper, SLURM script, Airflow DAG
 # --------------------------------------------------------------------------------------
