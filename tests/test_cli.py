@@ -2749,6 +2749,10 @@ def test_cron_wrapper_runs_update_when_it_comes_first(tmp_path):
     assert f"ran: update --job {job.name} --quiet in {tmp_path}" in proc.stdout
     crontab = (EXAMPLES / "cron/crontab").read_text()
     assert re.search(r"^[^#].*dmixed-cron\.sh update \S+\.yaml", crontab, re.M)
+    # a fit line of the same job beside the update line was refused every night (exit 2)
+    # once its glob had grown: each job file has one active line
+    jobs = re.findall(r"^[^#].*dmixed-cron\.sh (?:update )?(\S+\.yaml)", crontab, re.M)
+    assert len(jobs) == len(set(jobs)), jobs
     example = yaml.safe_load((EXAMPLES / "jobs/example_job.yaml").read_text())
     assert example["skip_included"] is True and example["stats_dir"]
 
