@@ -1696,6 +1696,29 @@ def test_update_equals_fit_from_scratch(incremental):
     assert manifest["n_groups"] == 80 and manifest["n"] == upd.nobs
 
 
+def test_update_reports_the_rows_dropped_of_all_its_inputs(data, scheduler, tmp_path):
+    """After ``update``, estimates.json said ``n_dropped`` 0 though rows of both inputs
+    were dropped for missing values: it is that of a fit of all of them from scratch."""
+    for name, frame in (("A", data.frame_a), ("B", data.frame_b)):
+        frame = frame.copy()
+        frame.loc[frame.index % 9 == 2, "x2"] = np.nan
+        frame.to_parquet(tmp_path / f"{name}.parquet", index=False)
+    common = [*MODEL, "--missing", "drop", "--cluster", scheduler.file, "--quiet"]
+    ok(run_in_process("fit", "--data", "A.parquet", *common, "--stats-dir", "S", "--output",
+                      "FA", cwd=tmp_path, warns=True))  # fmt: skip
+    upd = ["--stats-dir", "S", "--data", "B.parquet", "--output", "U"]
+    ok(run_in_process("update", *upd, "--cluster", scheduler.file, "--quiet", cwd=tmp_path,
+                      warns=True))  # fmt: skip
+    ok(run_in_process("fit", "--data", "A.parquet", "B.parquet", *common, "--output", "F",
+                      cwd=tmp_path, warns=True))  # fmt: skip
+    dropped = [
+        json.loads((tmp_path / d / "estimates.json").read_text())["estimates"]["n_dropped"]
+        for d in ("FA", "U", "F")
+    ]
+    assert dropped[2] == sum((f.index % 9 == 2).sum() for f in (data.frame_a, data.frame_b))
+    assert 0 < dropped[0] < dropped[1] == dropped[2]
+
+
 def test_update_takes_the_optimizer_route_of_a_fit_from_scratch(scheduler, tmp_path):
     """``update`` starts from the last fit's estimates, and a given start made the fit
     take the quasi-Newton method (BFGS, 10 iterations here) where the fit of the same
