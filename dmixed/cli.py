@@ -29,6 +29,7 @@ import glob
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -256,12 +257,16 @@ def _save_outputs(job: Job, res) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _reusable_statistics(job: Job, job_digest: str, fingerprint: list[dict]) -> dict | None:
+def _reusable_statistics(
+    job: Job, job_digest: str, fingerprint: list[dict], job_file: str | None = None
+) -> dict | None:
     """The manifest of statistics saved by this very job earlier, if any (else None);
     statistics of other data or another model in ``--stats-dir`` are refused.  The job
     is the same when the digest matches, or when its inputs are the saved ones and its
     model the saved one with formulas compared by their terms (the digest hashes the
-    formulas' text: ``y~x`` rerun against statistics saved by ``y ~ x``)."""
+    formulas' text: ``y~x`` rerun against statistics saved by ``y ~ x``).  Where the
+    saved files are given with new ones, the refusal names the update of this job
+    (:func:`_update_command`; ``job_file``: the ``--job`` given, if any)."""
     from .stats import checkpoint
 
     if not (job.stats_dir and os.path.exists(os.path.join(job.stats_dir, "manifest.json"))):
@@ -272,8 +277,8 @@ def _reusable_statistics(job: Job, job_digest: str, fingerprint: list[dict]) -> 
         remedy = (
             f"`dmixed update --stats-dir {job.stats_dir} --data NEW_FILES ...` adds the rows "
             "of new files to them (the saved files are unchanged and the model the same); "
-            "with this job's data, `dmixed update --skip-included` leaves out the files "
-            "already included"
+            f"with this job's data, `{_update_command(job, job_file)}` leaves out the "
+            "files already included"
             if added
             else "remove that directory or choose another --stats-dir"
         )
@@ -283,6 +288,21 @@ def _reusable_statistics(job: Job, job_digest: str, fingerprint: list[dict]) -> 
             f"{_digest_differences(job, manifest, fingerprint)}); {remedy}"
         )
     return manifest
+
+
+def _update_command(job: Job, job_file: str | None) -> str:
+    """The ``dmixed update --skip-included`` of this fit's job: its job file where one
+    was given (``--job``), else its statistics, data and output given as flags."""
+    if job_file:
+        return f"dmixed update --job {shlex.quote(job_file)} --skip-included"
+    data = [job.data] if isinstance(job.data, str) else list(job.data or [])
+    words = ["dmixed update", "--stats-dir", shlex.quote(str(job.stats_dir)), "--data"]
+    words += [shlex.quote(d) for d in data]
+    if job.output:
+        words += ["--output", shlex.quote(job.output)]
+    if isinstance(job.cluster, str):
+        words += ["--cluster", shlex.quote(job.cluster)]
+    return " ".join([*words, "--skip-included"])
 
 
 def _files_added(job: Job, manifest: dict, fingerprint: list[dict]) -> list[str]:
@@ -556,7 +576,7 @@ def _cluster_of(job: Job):
 
 
 def _under_stats_lock(name: str):
-    """Run the command ``name`` (``command(job)``) holding the lock of
+    """Run the command ``name`` (``command(job, **options)``) holding the lock of
     ``job.stats_dir`` (when given), from the first read of the saved statistics to the
     last write: concurrent jobs on one statistics directory run one after another
     (README, "Batch jobs"); each local Parquet footer read once
@@ -564,7 +584,7 @@ def _under_stats_lock(name: str):
 
     def wrap(command):
         @functools.wraps(command)
-        def locked(job: Job) -> int:
+        def locked(job: Job, **options) -> int:
             # before any work, and before the lock is made beside the statistics: a
             # directory that cannot be written would fail the lock (or the results) late
             _check_targets(job, name)
@@ -573,11 +593,11 @@ def _under_stats_lock(name: str):
             # each input's Parquet footer read once a command (fingerprint, row counts)
             if not job.stats_dir:
                 with footers_read_once():
-                    return command(job)
+                    return command(job, **options)
             from .stats.checkpoint import statistics_lock
 
             with statistics_lock(job.stats_dir), footers_read_once():
-                return command(job)
+                return command(job, **options)
 
         return locked
 
@@ -585,8 +605,9 @@ def _under_stats_lock(name: str):
 
 
 @_under_stats_lock("fit")
-def run_fit(job: Job) -> int:
-    """``dmixed fit``: data pass (or saved statistics of the same job), fit, write."""
+def run_fit(job: Job, job_file: str | None = None) -> int:
+    """``dmixed fit``: data pass (or saved statistics of the same job), fit, write
+    (``job_file``: the ``--job`` given, named in a refusal's remedy)."""
     from .cluster import connect
     from .design.build import parse_formulas, refuse_frozen_in_text
     from .stats import checkpoint
@@ -595,7 +616,7 @@ def run_fit(job: Job) -> int:
     fingerprint = checkpoint.input_fingerprint(files, job.storage_options)
     _refuse_repeated(job, fingerprint, [])
     job_digest = _job_digest(job, fingerprint)
-    reuse = _reusable_statistics(job, job_digest, fingerprint) is not None
+    reuse = _reusable_statistics(job, job_digest, fingerprint, job_file) is not None
     if not reuse:
         fmt = check_input(job, files)  # before a cluster is started
         columns = column_names(job, files, fmt)
@@ -1249,7 +1270,9 @@ def _main(argv: list[str] | None) -> int:
                 return run_show(args.dir)
             job = make_job(args, args.required)
             _setup_logging(job.quiet)
-            commands = {"fit": run_fit, "update": run_update, "bootstrap": run_bootstrap}
+            if args.command == "fit":  # its refusals name the job file given
+                return run_fit(job, job_file=getattr(args, "job", None))
+            commands = {"update": run_update, "bootstrap": run_bootstrap}
             return commands[args.command](job)
     except Terminated:
         return _terminated()

@@ -1546,6 +1546,11 @@ def test_statistics_of_fewer_files_point_to_update(checkpointed, tmp_path):
     assert f"input files not among the saved ones: {tmp_path / 'C.parquet'}" in proc.stderr
     assert "`dmixed update --stats-dir stats --data NEW_FILES ...` adds the rows" in proc.stderr
     assert "remove that directory" not in proc.stderr, proc.stderr
+    # with this job's data: the update of the flags given, not a bare --skip-included
+    named = re.search(r"`(dmixed update [^`]*--skip-included)` leaves out", proc.stderr)
+    assert named, proc.stderr
+    assert " --data " in named[1] and f" {tmp_path / 'C.parquet'} " in named[1]
+    assert " --stats-dir stats " in named[1] and " --output other " in named[1]
     without_b = [a for a in args if a != "B.parquet"]
     proc = run_in_process(*without_b, "--stats-dir", "stats", "--output", "other", cwd=d)
     assert proc.returncode == 2, proc.stderr
@@ -1803,6 +1808,10 @@ def test_nightly_update_of_a_growing_glob_skips_the_included_files(incremental, 
     (d / "job.yaml").write_text(yaml.safe_dump(job))
     ok(run_in_process("fit", "--job", "job.yaml", "--quiet", cwd=d))  # night 1
     shutil.copy2(incremental.dir / "B.parquet", d / "lake/B.parquet")  # a new file
+    # the fit's refusal names the update of this very job (it left out --job)
+    refused = run_in_process("fit", "--job", "job.yaml", cwd=d)
+    assert refused.returncode == 2, refused.stderr
+    assert "`dmixed update --job job.yaml --skip-included` leaves out" in refused.stderr
     refused = run_in_process("update", "--job", "job.yaml", cwd=d)
     assert refused.returncode == 2 and "1 input(s) already included" in refused.stderr
     proc = ok(run_in_process("update", "--job", "job.yaml", "--skip-included", cwd=d))
