@@ -779,10 +779,10 @@ def _new_levels_refused(job: Job) -> Iterator[None]:
             seen.add(id(err))
             found = getattr(err, "new_levels", None)
             if isinstance(found, tuple) and len(found) == 2:
-                column, levels = found
+                column, _ = found  # the levels: named by the refusal itself
                 raise JobError(
-                    f"{exc}; `dmixed update` cannot add new levels of column {column!r} "
-                    f"(here {', '.join(levels)}): the model's effects would gain a column that "
+                    f"{exc}; `dmixed update` cannot add new levels of column {column!r}: "
+                    "the model's effects would gain a column that "
                     f"the statistics in {job.stats_dir} do not have; refit all the data with "
                     f"`dmixed fit` (its --stats-dir a new directory, or {job.stats_dir} "
                     "removed first)",
@@ -1175,6 +1175,19 @@ def sigint_as_interrupt() -> Iterator[list[int]]:
     ignored, and only the main thread may set a handler: elsewhere nothing changes.
     The start of the embedded cluster holds this handler's signal back until it has
     started (:func:`dmixed.cluster.interrupts_ignored`), then calls it.
+
+    Yields
+    ------
+    list of int
+        The SIGINTs received while the body runs (``signal.SIGINT`` each), the list
+        :func:`main` reads at the end (not empty: exit status 130); always empty
+        outside the main thread or where SIGINT is ignored.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        In the body, at a Ctrl-C (by the handler) or at the next commit point after
+        one lost in a callback (:func:`dmixed.files.commit_check`).
     """
     found = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or found is signal.SIG_IGN:

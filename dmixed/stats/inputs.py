@@ -337,9 +337,23 @@ def already_included(
     changed is not among them (rows appended to it cannot be told from the counted
     ones: :func:`repeated_inputs` refuses it), nor is a copy of another new input.
 
-    ``inputs`` and ``included`` are records of
-    :func:`dmixed.stats.checkpoint.input_fingerprint`; ``read_keys`` as for
-    :func:`same_content`.
+    Parameters
+    ----------
+    inputs : list of dict
+        The inputs given, records of :func:`dmixed.stats.checkpoint.input_fingerprint`
+        (``path``, ``size``, ``content``, ...).
+    included : list of dict
+        The records of the inputs the saved statistics count (their manifest's
+        ``inputs``).
+    read_keys : set of str, optional
+        The names of the columns the model reads, where known: only partition keys
+        among them tell files apart (as for :func:`same_content`).
+
+    Returns
+    -------
+    dict of str to str
+        ``{path: why}`` of the inputs already included (``why`` ``""`` for an
+        included path, ``"the content of INCLUDED"`` for a copy under another name).
     """
     before = {rec["path"]: rec for rec in included}
     out: dict[str, str] = {}
