@@ -29,6 +29,7 @@ import glob
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -102,6 +103,7 @@ __all__ = [
     "main",
     "make_job",
     "read_job_file",
+    "sigint_as_interrupt",
     "sigterm_as_interrupt",
 ]
 
@@ -255,12 +257,16 @@ def _save_outputs(job: Job, res) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _reusable_statistics(job: Job, job_digest: str, fingerprint: list[dict]) -> dict | None:
+def _reusable_statistics(
+    job: Job, job_digest: str, fingerprint: list[dict], job_file: str | None = None
+) -> dict | None:
     """The manifest of statistics saved by this very job earlier, if any (else None);
     statistics of other data or another model in ``--stats-dir`` are refused.  The job
     is the same when the digest matches, or when its inputs are the saved ones and its
     model the saved one with formulas compared by their terms (the digest hashes the
-    formulas' text: ``y~x`` rerun against statistics saved by ``y ~ x``)."""
+    formulas' text: ``y~x`` rerun against statistics saved by ``y ~ x``).  Where the
+    saved files are given with new ones, the refusal names the update of this job
+    (:func:`_update_command`; ``job_file``: the ``--job`` given, if any)."""
     from .stats import checkpoint
 
     if not (job.stats_dir and os.path.exists(os.path.join(job.stats_dir, "manifest.json"))):
@@ -270,7 +276,9 @@ def _reusable_statistics(job: Job, job_digest: str, fingerprint: list[dict]) -> 
         added = _files_added(job, manifest, fingerprint)
         remedy = (
             f"`dmixed update --stats-dir {job.stats_dir} --data NEW_FILES ...` adds the rows "
-            "of new files to them (the saved files are unchanged and the model the same)"
+            "of new files to them (the saved files are unchanged and the model the same); "
+            f"with this job's data, `{_update_command(job, job_file)}` leaves out the "
+            "files already included"
             if added
             else "remove that directory or choose another --stats-dir"
         )
@@ -280,6 +288,21 @@ def _reusable_statistics(job: Job, job_digest: str, fingerprint: list[dict]) -> 
             f"{_digest_differences(job, manifest, fingerprint)}); {remedy}"
         )
     return manifest
+
+
+def _update_command(job: Job, job_file: str | None) -> str:
+    """The ``dmixed update --skip-included`` of this fit's job: its job file where one
+    was given (``--job``), else its statistics, data and output given as flags."""
+    if job_file:
+        return f"dmixed update --job {shlex.quote(job_file)} --skip-included"
+    data = [job.data] if isinstance(job.data, str) else list(job.data or [])
+    words = ["dmixed update", "--stats-dir", shlex.quote(str(job.stats_dir)), "--data"]
+    words += [shlex.quote(d) for d in data]
+    if job.output:
+        words += ["--output", shlex.quote(job.output)]
+    if isinstance(job.cluster, str):
+        words += ["--cluster", shlex.quote(job.cluster)]
+    return " ".join([*words, "--skip-included"])
 
 
 def _files_added(job: Job, manifest: dict, fingerprint: list[dict]) -> list[str]:
@@ -553,7 +576,7 @@ def _cluster_of(job: Job):
 
 
 def _under_stats_lock(name: str):
-    """Run the command ``name`` (``command(job)``) holding the lock of
+    """Run the command ``name`` (``command(job, **options)``) holding the lock of
     ``job.stats_dir`` (when given), from the first read of the saved statistics to the
     last write: concurrent jobs on one statistics directory run one after another
     (README, "Batch jobs"); each local Parquet footer read once
@@ -561,7 +584,7 @@ def _under_stats_lock(name: str):
 
     def wrap(command):
         @functools.wraps(command)
-        def locked(job: Job) -> int:
+        def locked(job: Job, **options) -> int:
             # before any work, and before the lock is made beside the statistics: a
             # directory that cannot be written would fail the lock (or the results) late
             _check_targets(job, name)
@@ -570,11 +593,11 @@ def _under_stats_lock(name: str):
             # each input's Parquet footer read once a command (fingerprint, row counts)
             if not job.stats_dir:
                 with footers_read_once():
-                    return command(job)
+                    return command(job, **options)
             from .stats.checkpoint import statistics_lock
 
             with statistics_lock(job.stats_dir), footers_read_once():
-                return command(job)
+                return command(job, **options)
 
         return locked
 
@@ -582,8 +605,9 @@ def _under_stats_lock(name: str):
 
 
 @_under_stats_lock("fit")
-def run_fit(job: Job) -> int:
-    """``dmixed fit``: data pass (or saved statistics of the same job), fit, write."""
+def run_fit(job: Job, job_file: str | None = None) -> int:
+    """``dmixed fit``: data pass (or saved statistics of the same job), fit, write
+    (``job_file``: the ``--job`` given, named in a refusal's remedy)."""
     from .cluster import connect
     from .design.build import parse_formulas, refuse_frozen_in_text
     from .stats import checkpoint
@@ -592,7 +616,7 @@ def run_fit(job: Job) -> int:
     fingerprint = checkpoint.input_fingerprint(files, job.storage_options)
     _refuse_repeated(job, fingerprint, [])
     job_digest = _job_digest(job, fingerprint)
-    reuse = _reusable_statistics(job, job_digest, fingerprint) is not None
+    reuse = _reusable_statistics(job, job_digest, fingerprint, job_file) is not None
     if not reuse:
         fmt = check_input(job, files)  # before a cluster is started
         columns = column_names(job, files, fmt)
@@ -637,8 +661,10 @@ def run_fit(job: Job) -> int:
 def _refuse_repeated(
     job: Job, inputs: list[dict], included: list[dict], stats_dir=None, model=None
 ) -> None:
-    """Refuse inputs given twice, or already in the statistics, by path or by content
-    (not files of no rows that are copies of each other: they count nothing twice).
+    """Refuse inputs given twice ("given twice"), or already in the statistics
+    ``included`` ("already included in the statistics of ``stats_dir``"), by path or by
+    content (not files of no rows that are copies of each other: they count nothing
+    twice).
     ``model``: the model's keys (the saved spec's for ``update``; the job's by default),
     whose columns tell which Hive keys tell files apart."""
     from .stats.inputs import repeated_inputs
@@ -647,15 +673,20 @@ def _refuse_repeated(
         return holds_rows(path, input_format(job, [path]), job.storage_options)
 
     names = model_names(model if model is not None else job.model_dump())
-    again = repeated_inputs(inputs, included, holds, names)
-    if again:
-        more = f" and {len(again) - 3} more" if len(again) > 3 else ""
-        where = f"already included in the statistics of {stats_dir}" if stats_dir else "given twice"
-        again_words = "adding them again" if stats_dir else "reading them twice"
-        raise JobError(
-            f"{len(again)} input(s) {where}: "
-            f"{', '.join(again[:3])}{more}; {again_words} would count their rows twice"
-        )
+    # inputs repeated among themselves first: a file given twice to an update (or a
+    # file and its copy) is not in the statistics, whatever they hold
+    checks = [("given twice", "reading them twice", [])]
+    if stats_dir:
+        where = f"already included in the statistics of {stats_dir}"
+        checks.append((where, "adding them again", included))
+    for where, words, earlier in checks:
+        again = repeated_inputs(inputs, earlier, holds, names)
+        if again:
+            more = f" and {len(again) - 3} more" if len(again) > 3 else ""
+            raise JobError(
+                f"{len(again)} input(s) {where}: "
+                f"{', '.join(again[:3])}{more}; {words} would count their rows twice"
+            )
 
 
 @_under_stats_lock("update")
@@ -675,6 +706,10 @@ def run_update(job: Job) -> int:
     spec = saved_model(job, saved_spec, manifest["spec"])
     files = input_files(job)
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
+    if job.skip_included:
+        files, new_inputs = _skip_included(job, files, new_inputs, manifest)
+        if not files:
+            return EXIT_OK
     _refuse_repeated(job, new_inputs, manifest.get("inputs", []), job.stats_dir, manifest["spec"])
     fmt = check_input(job, files, rows_needed=False)  # before a cluster is started
     if not any(holds_rows(f, fmt, job.storage_options) for f in files):
@@ -684,6 +719,7 @@ def run_update(job: Job) -> int:
     method = job.method or manifest.get("job", {}).get("method", "reml")
     old, _ = checkpoint.load_statistics(job.stats_dir)
     with (
+        _new_levels_refused(job),
         connect(_cluster_of(job), on_interrupt=quiet_after_interrupt) as client,
         _job_errors(job, reads_data=True),
     ):
@@ -727,6 +763,69 @@ def run_update(job: Job) -> int:
     )
     remember_fit(job.stats_dir, res.packed_params.tolist(), res.method, res.llf)
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _new_levels_refused(job: Job) -> Iterator[None]:
+    """``update``'s refusal of a new level of a factor of the model (a fixed or random
+    effects' column the saved statistics lack: a documented limit, exit 3) says what
+    to do: fit all the data again, naming the column and the levels."""
+    try:
+        yield
+    except JobError as exc:
+        err: BaseException | None = exc
+        seen: set[int] = set()
+        while err is not None and id(err) not in seen:  # the refusal, however wrapped
+            seen.add(id(err))
+            found = getattr(err, "new_levels", None)
+            if isinstance(found, tuple) and len(found) == 2:
+                column, _ = found  # the levels: named by the refusal itself
+                raise JobError(
+                    f"{exc}; `dmixed update` cannot add new levels of column {column!r}: "
+                    "the model's effects would gain a column that "
+                    f"the statistics in {job.stats_dir} do not have; refit all the data with "
+                    f"`dmixed fit` (its --stats-dir a new directory, or {job.stats_dir} "
+                    "removed first)",
+                    exc.status,
+                ) from exc
+            err = err.__cause__ or err.__context__
+        raise
+
+
+def _skip_included(
+    job: Job, files: list[str], inputs: list[dict], manifest: dict
+) -> tuple[list[str], list[dict]]:
+    """``update --skip-included``: the input files and their fingerprints without those
+    whose rows the statistics already count
+    (:func:`~dmixed.stats.inputs.already_included`), each skipped one named in a line
+    on stderr; where every input is, a line says that nothing was done (the files and
+    the fingerprints then are empty, and the command writes nothing and exits 0: the
+    night's update already ran, or the glob has not grown)."""
+    from .stats.inputs import already_included
+
+    names = model_names(manifest["spec"])
+    skipped = already_included(inputs, manifest.get("inputs", []), names)
+    if not skipped:
+        return files, inputs
+    # one line, however many nights the glob holds (a file's copy says whose content)
+    named = [f"{path} ({why})" if why else path for path, why in skipped.items()]
+    logger.info(
+        "skipping %d input(s) already included in the statistics of %s: %s",
+        len(named),
+        job.stats_dir,
+        some_of(named),
+    )
+    # a fingerprint's path is the file's absolute path (a URL as given)
+    kept = [f for f in files if (f if "://" in f else os.path.abspath(f)) not in skipped]
+    if not kept:
+        logger.warning(
+            "all %d input(s) are already included in the statistics of %s: nothing to "
+            "add; the statistics and %s are unchanged",
+            len(inputs),
+            job.stats_dir,
+            job.output,
+        )
+    return kept, [rec for rec in inputs if rec["path"] not in skipped]
 
 
 def _fit_from_last(job: Job, model, method: str, start: list | None):
@@ -1054,28 +1153,118 @@ def sigterm_as_interrupt() -> Iterator[list[int]]:
         sys.unraisablehook = hook
 
 
+@contextlib.contextmanager
+def sigint_as_interrupt() -> Iterator[list[int]]:
+    """SIGINT (Ctrl-C) raises ``KeyboardInterrupt`` in the body, as Python's own handler
+    does, and is recorded in the list yielded, so it is never lost; the handler found
+    is given back when the body ends.
+
+    Python's own handler raises wherever the main thread is: inside a callback whose
+    exceptions Python cannot pass on (``distributed``'s garbage-collection callback, a
+    weak reference's callback of ``importlib``'s module locks, a ``__del__``), the
+    interrupt was printed ("Exception ignored in ...") and lost, and the command ran to
+    its end, wrote its outputs and exited 0.  As for SIGTERM
+    (:func:`sigterm_as_interrupt`), that report is silenced and the record ends the
+    command at the next commit point (:func:`dmixed.files.commit_check`: before any
+    output or statistics are moved into place) or, after the last, at its exit
+    (:func:`main`: exit status 130).  The first SIGINT raises; later ones are only
+    noted, so the cleanup it starts (the cluster's close) runs to its end; but after
+    one lost in a callback (nothing was cleaned up), the next raises again.
+
+    A SIGINT ignored when the command starts (``SIG_IGN``: a shell's background job) stays
+    ignored, and only the main thread may set a handler: elsewhere nothing changes.
+    The start of the embedded cluster holds this handler's signal back until it has
+    started (:func:`dmixed.cluster.interrupts_ignored`), then calls it.
+
+    Yields
+    ------
+    list of int
+        The SIGINTs received while the body runs (``signal.SIGINT`` each), the list
+        :func:`main` reads at the end (not empty: exit status 130); always empty
+        outside the main thread or where SIGINT is ignored.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        In the body, at a Ctrl-C (by the handler) or at the next commit point after
+        one lost in a callback (:func:`dmixed.files.commit_check`).
+    """
+    found = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or found is signal.SIG_IGN:
+        yield []
+        return
+    received: list[int] = []
+
+    def note(signum, frame) -> None:
+        received.append(signum)
+
+    def interrupt(signum, frame) -> None:
+        received.append(signum)
+        signal.signal(signal.SIGINT, note)  # handlers run in the main thread
+        raise KeyboardInterrupt
+
+    def still_running() -> None:
+        if received:
+            raise KeyboardInterrupt
+
+    def unraisable(info) -> None:
+        # the interrupt raised inside a callback that swallows exceptions: it is in
+        # ``received``, and the next commit point or the exit ends the command
+        lost = isinstance(info.exc_value, KeyboardInterrupt)
+        if not (lost and received and not isinstance(info.exc_value, Terminated)):
+            hook(info)
+            return
+        if threading.current_thread() is threading.main_thread():
+            # no cleanup was started by it: the next Ctrl-C raises again, or a command
+            # with no commit point ahead would only note every later one and run on
+            # (only our own ``note`` is replaced: a cluster's start may hold SIGINT)
+            if signal.getsignal(signal.SIGINT) is note:
+                signal.signal(signal.SIGINT, interrupt)
+
+    hook = sys.unraisablehook
+    signal.signal(signal.SIGINT, interrupt)
+    sys.unraisablehook = unraisable
+    try:
+        with commit_check(still_running):
+            yield received
+    finally:  # None: a handler set outside Python; Python's own is the nearest
+        signal.signal(signal.SIGINT, signal.default_int_handler if found is None else found)
+        sys.unraisablehook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``dmixed`` command; returns its exit status (:data:`EXIT_STATUSES`).
 
     SIGTERM ends it as Ctrl-C does (:func:`sigterm_as_interrupt`), with exit status 143
-    (128 + SIGTERM, as a shell reports the signal); SIGTERM's handler is given back on
+    (128 + SIGTERM, as a shell reports the signal), and Ctrl-C with 130, never lost in a
+    callback (:func:`sigint_as_interrupt`); the handlers of both are given back on
     return, and so is the ``dmixed`` logger's state (handlers, level, propagation), which
     the command sets for its own lines on stderr: a program that calls ``main`` in its
     own process keeps its logging as it was.
     """
     saved = logger.handlers[:], logger.level, logger.propagate
     try:
-        with sigterm_as_interrupt() as received:
+        with sigterm_as_interrupt() as received, sigint_as_interrupt() as interrupted:
             status = _main(argv)
     except Terminated:  # before the command began (its arguments read) or after it
         return _terminated()
+    except KeyboardInterrupt:  # as the handlers are set or given back
+        return _interrupted()
     finally:
         logger.handlers[:], logger.propagate = saved[0], saved[2]
         logger.setLevel(saved[1])
-    if received and status not in (EXIT_TERMINATED, EXIT_INTERRUPTED):
-        # a SIGTERM whose exception was lost after the last commit point: never lost
-        return _terminated()
+    if status not in (EXIT_TERMINATED, EXIT_INTERRUPTED):
+        # a signal whose exception was lost after the last commit point: never lost
+        if received:
+            return _terminated()
+        if interrupted:
+            return _interrupted()
     return status
+
+
+def _interrupted() -> int:
+    print("dmixed: error: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _terminated() -> int:
@@ -1094,13 +1283,14 @@ def _main(argv: list[str] | None) -> int:
                 return run_show(args.dir)
             job = make_job(args, args.required)
             _setup_logging(job.quiet)
-            commands = {"fit": run_fit, "update": run_update, "bootstrap": run_bootstrap}
+            if args.command == "fit":  # its refusals name the job file given
+                return run_fit(job, job_file=getattr(args, "job", None))
+            commands = {"update": run_update, "bootstrap": run_bootstrap}
             return commands[args.command](job)
     except Terminated:
         return _terminated()
     except KeyboardInterrupt:
-        print("dmixed: error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted()
     except BrokenPipeError:  # the reader closed early: nothing is wrong, say nothing
         with contextlib.suppress(OSError, ValueError, AttributeError):
             # else Python's flush of stdout at exit fails again, with a message

@@ -173,7 +173,10 @@ class DataError(DmixedError):
     ``too_few_rows`` (set on the instance): ``(rows, fixed effects, covariance
     parameters, at_most)`` of a refusal of too few rows
     (:func:`dmixed.design.messages.check_enough_rows`), for the Dask driver to name the
-    factors, else None.  ``of_statistics`` (True on the instance): a refusal of the
+    factors, else None.  ``new_levels`` (set on the instance): ``(column, levels)`` of a
+    refusal of levels of a factor that the model was not built with
+    (:func:`dmixed.design.prepare`), for the command line to say what to do, else None.
+    ``of_statistics`` (True on the instance): a refusal of the
     statistics themselves, not of a data file (their plain sums give no fit:
     :func:`dmixed.fit.fit_warnings.plain_llf_error`), for the command line to name the
     statistics directory."""
@@ -184,6 +187,7 @@ class DataError(DmixedError):
     key_kinds: tuple | None = None
     unnamed_keys: bool = False
     too_few_rows: tuple | None = None
+    new_levels: tuple | None = None
 
 
 class BadValuesError(DataError):

@@ -130,6 +130,9 @@ class Job(BaseModel):
         "or a cluster mapping (see cluster_configs/)",
     )
     stats_dir: Text | None = _field(None, "a directory path")
+    skip_included: StrictBool = _field(
+        False, "true or false (a YAML boolean, unquoted; dmixed update)"
+    )
     allow_nonconverged: StrictBool = _field(False, "true or false (a YAML boolean, unquoted)")
     cov_fe: Literal["hessian", "conditional"] = _field("hessian", "hessian or conditional")
     check_nobs: Literal["raise", "ignore"] = _field("raise", "raise or ignore")
@@ -520,6 +523,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=Job.choices("missing"),
         help="default: as the saved statistics; drop: rows of the new data with missing "
         "values dropped (the saved rows had none, or were dropped too)",
+    )
+    update.add_argument(
+        "--skip-included",
+        dest="skip_included",
+        action="store_true",
+        default=None,
+        help="leave out the inputs already in the statistics (unchanged, or their "
+        "content under another name), naming them, and exit 0 without writing when "
+        "every input is (a nightly job over a growing glob); default: refuse them",
     )
     update.set_defaults(required=("data", "output", "stats_dir"))
     _add_bootstrap(sub)

@@ -1546,6 +1546,11 @@ def test_statistics_of_fewer_files_point_to_update(checkpointed, tmp_path):
     assert f"input files not among the saved ones: {tmp_path / 'C.parquet'}" in proc.stderr
     assert "`dmixed update --stats-dir stats --data NEW_FILES ...` adds the rows" in proc.stderr
     assert "remove that directory" not in proc.stderr, proc.stderr
+    # with this job's data: the update of the flags given, not a bare --skip-included
+    named = re.search(r"`(dmixed update [^`]*--skip-included)` leaves out", proc.stderr)
+    assert named, proc.stderr
+    assert " --data " in named[1] and f" {tmp_path / 'C.parquet'} " in named[1]
+    assert " --stats-dir stats " in named[1] and " --output other " in named[1]
     without_b = [a for a in args if a != "B.parquet"]
     proc = run_in_process(*without_b, "--stats-dir", "stats", "--output", "other", cwd=d)
     assert proc.returncode == 2, proc.stderr
@@ -1696,6 +1701,29 @@ def test_update_equals_fit_from_scratch(incremental):
     assert manifest["n_groups"] == 80 and manifest["n"] == upd.nobs
 
 
+def test_update_reports_the_rows_dropped_of_all_its_inputs(data, scheduler, tmp_path):
+    """After ``update``, estimates.json said ``n_dropped`` 0 though rows of both inputs
+    were dropped for missing values: it is that of a fit of all of them from scratch."""
+    for name, frame in (("A", data.frame_a), ("B", data.frame_b)):
+        frame = frame.copy()
+        frame.loc[frame.index % 9 == 2, "x2"] = np.nan
+        frame.to_parquet(tmp_path / f"{name}.parquet", index=False)
+    common = [*MODEL, "--missing", "drop", "--cluster", scheduler.file, "--quiet"]
+    ok(run_in_process("fit", "--data", "A.parquet", *common, "--stats-dir", "S", "--output",
+                      "FA", cwd=tmp_path, warns=True))  # fmt: skip
+    upd = ["--stats-dir", "S", "--data", "B.parquet", "--output", "U"]
+    ok(run_in_process("update", *upd, "--cluster", scheduler.file, "--quiet", cwd=tmp_path,
+                      warns=True))  # fmt: skip
+    ok(run_in_process("fit", "--data", "A.parquet", "B.parquet", *common, "--output", "F",
+                      cwd=tmp_path, warns=True))  # fmt: skip
+    dropped = [
+        json.loads((tmp_path / d / "estimates.json").read_text())["estimates"]["n_dropped"]
+        for d in ("FA", "U", "F")
+    ]
+    assert dropped[2] == sum((f.index % 9 == 2).sum() for f in (data.frame_a, data.frame_b))
+    assert 0 < dropped[0] < dropped[1] == dropped[2]
+
+
 def test_update_takes_the_optimizer_route_of_a_fit_from_scratch(scheduler, tmp_path):
     """``update`` starts from the last fit's estimates, and a given start made the fit
     take the quasi-Newton method (BFGS, 10 iterations here) where the fit of the same
@@ -1756,6 +1784,75 @@ def test_update_with_a_copy_of_an_included_file_is_refused(incremental, tmp_path
     assert proc.returncode == 2, proc.stderr
     assert f"{copy} (the content of {d / 'B.parquet'})" in proc.stderr
     assert (d / "S/manifest.json").read_bytes() == before and not (d / "U2").exists()
+
+
+def test_nightly_update_of_a_growing_glob_skips_the_included_files(incremental, tmp_path):
+    """The README's nightly job (a data glob and a stats_dir) failed on the second
+    night: ``fit --job`` pointed to ``update``, and ``update --job`` with the same glob
+    refused yesterday's files (exit 2).  ``skip_included`` (``--skip-included``) leaves
+    them out, naming them: the estimates are the fit of all files from scratch, and a
+    retry with nothing new changes nothing and exits 0.  The default still refuses."""
+    d = tmp_path
+    (d / "lake").mkdir()
+    shutil.copy2(incremental.dir / "A.parquet", d / "lake/A.parquet")
+    job = {
+        "data": "lake/*.parquet",
+        "formula": FORMULA,
+        "groups": "g",
+        "re_formula": "1 + x1",
+        "vc_formula": {"sub": "0 + C(sub)"},
+        "cluster": incremental.cluster[1],
+        "output": "results",
+        "stats_dir": "results.stats",
+    }
+    (d / "job.yaml").write_text(yaml.safe_dump(job))
+    ok(run_in_process("fit", "--job", "job.yaml", "--quiet", cwd=d))  # night 1
+    shutil.copy2(incremental.dir / "B.parquet", d / "lake/B.parquet")  # a new file
+    # the fit's refusal names the update of this very job (it left out --job)
+    refused = run_in_process("fit", "--job", "job.yaml", cwd=d)
+    assert refused.returncode == 2, refused.stderr
+    assert "`dmixed update --job job.yaml --skip-included` leaves out" in refused.stderr
+    refused = run_in_process("update", "--job", "job.yaml", cwd=d)
+    assert refused.returncode == 2 and "1 input(s) already included" in refused.stderr
+    proc = ok(run_in_process("update", "--job", "job.yaml", "--skip-included", cwd=d))
+    assert f"skipping 1 input(s) already included in the statistics of {d}" in proc.stderr
+    assert str(d / "lake/A.parquet") in proc.stderr
+    assert_same_optimum(dmixed.load(d / "results"), dmixed.load(incremental.dir / "F"))
+    manifest = json.loads((d / "results.stats/manifest.json").read_text())
+    assert [Path(i["path"]).name for i in manifest["inputs"]] == ["A.parquet", "B.parquet"]
+    # a retried night (the key in the job file): nothing to add, nothing written
+    job.update(skip_included=True, quiet=True)
+    (d / "job.yaml").write_text(yaml.safe_dump(job))
+    written = {p: p.read_bytes() for p in d.glob("results*/**/*") if p.is_file()}
+    proc = ok(run_in_process("update", "--job", "job.yaml", cwd=d))
+    assert "all 2 input(s) are already included" in proc.stderr and proc.stdout == ""
+    assert {p: p.read_bytes() for p in written} == written
+    # rows appended to an included file are still refused, skipped or not
+    frame = pd.read_parquet(d / "lake/B.parquet")
+    pd.concat([frame, frame.head(5)]).to_parquet(d / "lake/B.parquet", index=False)
+    proc = run_in_process("update", "--job", "job.yaml", cwd=d)
+    assert proc.returncode == 2 and "B.parquet (changed since it was added" in proc.stderr
+
+
+@pytest.mark.parametrize("twice", ["the same path", "a copy"])
+def test_update_given_one_new_file_twice_says_given_twice(incremental, tmp_path, twice):
+    """``update --data new.parquet new.parquet`` (or a file and its copy) said "already
+    included in the statistics of S" of a file they do not hold: it is given twice."""
+    d = incremental.dir
+    before = (d / "S/manifest.json").read_bytes()
+    new = tmp_path / "new.parquet"
+    rows = pd.read_parquet(d / "B.parquet").assign(g=lambda f: f["g"] + 500)
+    rows.to_parquet(new, index=False)
+    second = new
+    if twice == "a copy":
+        second = tmp_path / "new_copy.parquet"
+        shutil.copy(new, second)
+    args = ("update", "--stats-dir", "S", "--data", str(new), str(second), "--output", "U3")
+    proc = run_in_process(*args, *incremental.cluster, cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    assert "1 input(s) given twice" in proc.stderr and "already included" not in proc.stderr
+    assert "reading them twice would count their rows twice" in proc.stderr
+    assert (d / "S/manifest.json").read_bytes() == before and not (d / "U3").exists()
 
 
 def test_output_closed_early_is_silent(monkeypatch, tmp_path):
@@ -1902,6 +1999,34 @@ def test_update_takes_new_nested_levels_of_new_and_old_groups(scheduler, tmp_pat
     assert_same_fit(upd, ref)
     saved = json.loads((tmp_path / "S/manifest.json").read_text())["spec"]
     assert "03-7" in saved["levels"]["id"] and "29-2" in saved["levels"]["id"]
+
+
+def test_update_refusing_a_new_factor_level_says_to_refit(scheduler, tmp_path):
+    """A new level of a ``C()`` factor of the fixed part stops ``update`` (exit 3, a
+    documented limit), and the message said only "levels not seen when the model spec
+    was built": it names the column and the level and says to refit with ``dmixed fit``;
+    the statistics are left as they were."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {"g": rng.integers(0, 30, 600), "x": rng.normal(size=600), "y": rng.normal(size=600)}
+    )
+    frame["site"] = np.array(["a", "b"])[rng.integers(0, 2, 600)]
+    frame.iloc[:400].to_parquet(tmp_path / "A.parquet", index=False)
+    frame.iloc[400:].assign(site=["a", "zzz"] * 100).to_parquet(tmp_path / "B.parquet")
+    model = ["--formula", "y ~ x + C(site)", "--groups", "g"]
+    common = [*model, "--cluster", scheduler.file, "--quiet"]
+    fit_a = ("fit", "--data", "A.parquet", *common, "--stats-dir", "S", "--output", "FA")
+    ok(run_in_process(*fit_a, cwd=tmp_path))
+    before = (tmp_path / "S/manifest.json").read_bytes()
+    update = ("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U")
+    proc = run_in_process(*update, "--cluster", scheduler.file, "--quiet", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    line = proc.stderr.strip()
+    assert len(proc.stderr.splitlines()) == 1 and line.startswith("dmixed: error: "), line
+    assert "`dmixed update` cannot add new levels of column 'site': " in line
+    assert line.count("zzz") == 1, line  # the level named once (it was listed twice)
+    assert "refit all the data with `dmixed fit`" in line and "S removed first" in line
+    assert (tmp_path / "S/manifest.json").read_bytes() == before and not (tmp_path / "U").exists()
 
 
 def test_update_lists_new_nested_levels_in_the_order_of_a_scratch_fit(scheduler, tmp_path):
@@ -2444,6 +2569,106 @@ def test_a_sigterm_lost_in_a_callback_still_ends_the_update(
         assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporaries
 
 
+class _SwallowsInterrupt:
+    """Freed at once, it runs the SIGINT handler in ``__del__``, whose exceptions Python
+    cannot pass on, as a Ctrl-C that lands in ``distributed``'s garbage-collection
+    callback (or in a weak reference's callback of ``importlib``'s module locks) is run."""
+
+    def __del__(self):
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+
+
+def _lost_sigint() -> None:
+    _SwallowsInterrupt()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("when", ["before the outputs", "after the last commit"])
+def test_a_ctrl_c_lost_in_a_callback_still_ends_the_fit(
+    data, scheduler, monkeypatch, tmp_path, when
+):
+    """A Ctrl-C whose ``KeyboardInterrupt`` was raised inside a callback that swallows
+    exceptions was lost: "Exception ignored in: GCDiagnosis._gc_callback", and the fit
+    wrote its results and exited 0.  SIGINT now has the command's handler, which
+    records it: the next commit point ends the command, or, after the last, its exit:
+    status 130, its one line, before the outputs no results written (the statistics
+    are saved whole before the fit); the handler found is given back."""
+    if when == "before the outputs":
+        fit = dmixed.MixedLM.fit
+        monkeypatch.setattr(dmixed.MixedLM, "fit", lambda *a, **k: _lost_sigint() or fit(*a, **k))
+    else:
+        remember = cli.remember_fit
+        monkeypatch.setattr(cli, "remember_fit", lambda *a: remember(*a) or _lost_sigint())
+    found = signal.getsignal(signal.SIGINT)
+    reported: list = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    proc = run_in_process("fit", "--data", data.A, *MODEL, "--stats-dir", "S", "--output", "R",
+                          "--cluster", scheduler.file, "--quiet", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "dmixed: error: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is found and reported == []
+    if when == "before the outputs":
+        # no results; the statistics, saved whole before the fit, and no temporaries
+        assert os.listdir(tmp_path) == ["S"] and proc.stdout == ""
+        assert (tmp_path / "S/manifest.json").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_the_command_gives_back_the_sigint_handler_it_found(monkeypatch, tmp_path):
+    """The command's SIGINT handler is set while it runs only; a SIGINT ignored when it
+    starts (a shell's background job) stays ignored; a second SIGINT is only noted, so
+    the cleanup the first starts runs to its end."""
+    during = []
+    monkeypatch.setattr(cli, "run_show", lambda path: during.append(signal.getsignal(2)) or 0)
+    for found in (signal.default_int_handler, signal.SIG_IGN, lambda signum, frame: None):
+        previous = signal.signal(signal.SIGINT, found)
+        try:
+            assert run_in_process("show", "out", cwd=tmp_path).returncode == 0
+            assert signal.getsignal(signal.SIGINT) is found
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    assert during[1] is signal.SIG_IGN
+    assert all(callable(h) and h is not signal.default_int_handler for h in during[::2])
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            during[0](signal.SIGINT, None)
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # noted, not raised
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_ctrl_c_after_one_lost_in_a_callback_raises(monkeypatch, tmp_path):
+    """After a Ctrl-C lost in a callback, the next Ctrl-C raises again: it was only noted,
+    and a command with no commit point ahead ran on to its end.  A second Ctrl-C during
+    the cleanup of one that was raised is still only noted."""
+    reported: list = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    seen: list = []
+
+    def body(path):
+        _lost_sigint()
+        try:
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            seen.append("raised")
+            try:
+                signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # during the cleanup
+            except KeyboardInterrupt:
+                seen.append("cleanup broken into")
+            raise
+        seen.append("ran on")
+        return 0
+
+    monkeypatch.setattr(cli, "run_show", body)
+    found = signal.getsignal(signal.SIGINT)
+    proc = run_in_process("show", "out", cwd=tmp_path)
+    assert seen == ["raised"] and reported == []
+    assert proc.returncode == 130 and proc.stderr == "dmixed: error: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is found
+
+
 # --------------------------------------------------------------------------------------
 # examples/: job file, cron wrapper, SLURM script, Airflow DAG
 # --------------------------------------------------------------------------------------
@@ -2537,6 +2762,32 @@ def test_cron_example_is_valid_and_the_wrapper_skips_overlapping_runs(tmp_path):
         )
     assert proc.returncode == 0, proc.stderr
     assert "ran:" not in proc.stdout and "still running" in proc.stderr
+
+
+def test_cron_wrapper_runs_update_when_it_comes_first(tmp_path):
+    """A nightly job over a growing glob runs ``dmixed update`` (its job file with
+    ``skip_included: true``): the wrapper ran only ``fit``."""
+    job = tmp_path / "nightly.yaml"
+    job.write_text("output: out\n")
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "dmixed").write_text('#!/bin/sh\necho "ran: $* in $PWD"\n')
+    (stub / "dmixed").chmod(0o755)
+    env = _wrapper_env(tmp_path, PATH=f"{stub}{os.pathsep}{os.environ['PATH']}")
+    script = str(EXAMPLES / "cron/dmixed-cron.sh")
+    proc = subprocess.run(
+        [script, "update", str(job), "--quiet"], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"ran: update --job {job.name} --quiet in {tmp_path}" in proc.stdout
+    crontab = (EXAMPLES / "cron/crontab").read_text()
+    assert re.search(r"^[^#].*dmixed-cron\.sh update \S+\.yaml", crontab, re.M)
+    # a fit line of the same job beside the update line was refused every night (exit 2)
+    # once its glob had grown: each job file has one active line
+    jobs = re.findall(r"^[^#].*dmixed-cron\.sh (?:update )?(\S+\.yaml)", crontab, re.M)
+    assert len(jobs) == len(set(jobs)), jobs
+    example = yaml.safe_load((EXAMPLES / "jobs/example_job.yaml").read_text())
+    assert example["skip_included"] is True and example["stats_dir"]
 
 
 @pytest.mark.slow

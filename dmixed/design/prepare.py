@@ -299,10 +299,13 @@ def _check_unknown_levels(df: pd.DataFrame, norm: _Normalized, keep) -> None:
             unk = unk & keep
         if unk.any():
             values = df[c].to_numpy(dtype=object)[unk]
-            raise DataError(
+            shown = [repr(py_scalars([v])[0]) for v in list(dict.fromkeys(values))[:5]]
+            err = DataError(
                 f"column {c!r} has levels not seen when the model spec was built: "
-                + ", ".join(repr(py_scalars([v])[0]) for v in list(dict.fromkeys(values))[:5])
+                + ", ".join(shown)
             )
+            err.new_levels = (c, shown)
+            raise err
 
 
 def _filter(spec: ModelSpec, norm: _Normalized, keep) -> dict[str, np.ndarray]:

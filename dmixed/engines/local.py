@@ -499,5 +499,6 @@ def statistics_from_arrays(arrays: GroupArrays) -> FittedStatistics:
         group_sizes=arrays.nobs,
         vc_slot_cols=arrays.slot_cols,
         data_pass_seconds=0.0,
+        n_dropped=arrays.n_dropped,
         standardization=arrays.standardization,
     )

@@ -335,6 +335,9 @@ def save_statistics(
             "xyxy": arrays.glob.xyxy,
             "n": int(arrays.glob.n),
             "sum_log_weights": float(arrays.glob.sum_log_weights),
+            # rows dropped for missing values (older versions ignore it; saved before
+            # it was kept: 0, unknown)
+            "n_dropped": int(arrays.n_dropped),
             "standardization": arrays.columns.to_json(),
             "within": arrays.glob.within,
             "column_sums": arrays.glob.column_sums,
@@ -681,6 +684,7 @@ def _arrays_from(frame: pd.DataFrame, manifest: dict, slots, root: Path) -> Grou
         layout,
         _saved_map(manifest, k - 1, layout.k_re),
         ragged,
+        n_dropped=int(manifest.get("n_dropped", 0)),
     )
 
 

@@ -92,6 +92,7 @@ def merge(
     zz, zxy = no_padding(g, old.k)
     std = None if old.standardization is None else old.standardization.with_span(span)
     out = GroupArrays(labels.to_numpy(), nobs, zz, zxy, tables, glob_stats, layout, std)
+    out.n_dropped = old.n_dropped + new.n_dropped  # the rows of both inputs
     if old.ragged is not None and new.ragged is not None:
         out.ragged = merge_ragged(
             old.ragged, new.ragged, out.labels, gi_old, gi_new, maps, layout.vc_widths

@@ -39,6 +39,10 @@ class GroupArrays:
     # the fit's centred sums: every group's for the bootstrap (never saved); those of the
     # groups near lossy in statistics saved or merged (``everyone`` False)
     centred: CentredGroups | None = None
+    # rows of the data these statistics are of that were dropped for missing values
+    # (``missing="drop"``): saved with them and added in a merge, so that a fit from
+    # saved or merged statistics reports those of all its inputs
+    n_dropped: int = 0
 
     @property
     def columns(self) -> Standardization:
@@ -228,6 +232,7 @@ class GroupArrays:
             held,
             cross,
             kept,
+            int(getattr(stats, "n_dropped", 0)),
         )
 
 

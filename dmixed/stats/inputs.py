@@ -35,6 +35,7 @@ __all__ = [
     "EDGE_BYTES",
     "HASH_WHOLE_FILE_BYTES",
     "PARQUET_SUFFIXES",
+    "already_included",
     "file_format",
     "hive_key_names",
     "hive_keys",
@@ -320,6 +321,53 @@ def repeated_inputs(
         for path, earlier in copies
         if holds_rows is None or holds_rows(path)
     ]
+
+
+def already_included(
+    inputs: list[dict], included: list[dict], read_keys: set[str] | None = None
+) -> dict[str, str]:
+    """The inputs of ``inputs`` whose rows ``included`` already counts, as
+    ``{path: why}``: an included path whose size and content identity are those
+    recorded when it was added (``why`` ``""``; a new modification time alone changes
+    no rows), or the content of an included file under another name (``why`` ``"the
+    content of INCLUDED"``, :func:`same_content`).
+
+    What ``dmixed update --skip-included`` leaves out: a nightly job over a glob that
+    grows names yesterday's files again.  An included path whose size or content
+    changed is not among them (rows appended to it cannot be told from the counted
+    ones: :func:`repeated_inputs` refuses it), nor is a copy of another new input.
+
+    Parameters
+    ----------
+    inputs : list of dict
+        The inputs given, records of :func:`dmixed.stats.checkpoint.input_fingerprint`
+        (``path``, ``size``, ``content``, ...).
+    included : list of dict
+        The records of the inputs the saved statistics count (their manifest's
+        ``inputs``).
+    read_keys : set of str, optional
+        The names of the columns the model reads, where known: only partition keys
+        among them tell files apart (as for :func:`same_content`).
+
+    Returns
+    -------
+    dict of str to str
+        ``{path: why}`` of the inputs already included (``why`` ``""`` for an
+        included path, ``"the content of INCLUDED"`` for a copy under another name).
+    """
+    before = {rec["path"]: rec for rec in included}
+    out: dict[str, str] = {}
+    fresh = []
+    for rec in inputs:
+        if rec["path"] in before:
+            if _again(rec, before[rec["path"]]) == rec["path"]:
+                out[rec["path"]] = ""
+        else:
+            fresh.append(rec)
+    for path, earlier in same_content(fresh, included, read_keys):
+        if earlier in before:
+            out.setdefault(path, f"the content of {earlier}")
+    return out
 
 
 def _again(rec: dict, before: dict | None) -> str:

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Run one dmixed job from cron, never two at once.
 #
-#   dmixed-cron.sh JOB.yaml [extra `dmixed fit` flags ...]
+#   dmixed-cron.sh [fit|update] JOB.yaml [extra dmixed flags ...]
 #
+# - The command is `dmixed fit` unless `update` comes first: a job over a growing
+#   glob with stats_dir runs `dmixed fit --job JOB.yaml` once, then `update` every
+#   night, with `skip_included: true` in the job file (yesterday's files, already in
+#   the statistics, are left out; a night without new files writes nothing, exit 0).
 # - Takes an exclusive, non-blocking flock on $DMIXED_LOCK_DIR/<job name>.lock: if the
 #   previous run of the same job is still going, this run logs that and exits 0
 #   (the lock is released by the kernel when that run ends, even if it is killed).
@@ -17,8 +21,13 @@
 
 set -euo pipefail
 
+command=fit
+if [[ ${1:-} == fit || ${1:-} == update ]]; then
+    command=$1
+    shift
+fi
 if [[ $# -lt 1 ]]; then
-    echo "usage: $(basename "$0") JOB.yaml [dmixed fit flags ...]" >&2
+    echo "usage: $(basename "$0") [fit|update] JOB.yaml [dmixed flags ...]" >&2
     exit 2
 fi
 job=$1
@@ -42,7 +51,7 @@ if ! flock --nonblock 9; then
 fi
 
 cd "$(dirname "$job")"
-echo "$(date -u +%FT%TZ) dmixed-cron: $name: starting (pid $$)" >&2
+echo "$(date -u +%FT%TZ) dmixed-cron: $name: starting $command (pid $$)" >&2
 # DMIXED_BIN unquoted on purpose: it may be a command with arguments ("python -m dmixed")
 # shellcheck disable=SC2086
-exec ${DMIXED_BIN:-dmixed} fit --job "$(basename "$job")" "$@"
+exec ${DMIXED_BIN:-dmixed} "$command" --job "$(basename "$job")" "$@"

@@ -1285,3 +1285,21 @@ def test_one_row_batches_of_a_near_lossy_group_merge_exactly():
             assert not [w for w in seen if isinstance(w, PrecisionWarning)], seen
             errors[tuple(cuts)] = abs(_reference_error(whole_model, res) * res.llf)
     assert max(errors.values()) <= 1e-6, errors
+
+
+def test_rows_dropped_for_missing_values_are_saved_and_added_in_a_merge(tmp_path):
+    """The rows dropped for missing values were not in saved statistics: a fit from
+    saved or merged ones (``dmixed update``) reported none.  They are saved with the
+    statistics and added in a merge, as the statistics of all the rows count them."""
+    df = _frame(13)
+    df.loc[df.index % 7 == 3, "x1"] = np.nan
+    a, b = _split(df, 13)
+    spec = build_spec(df, FORMULA, "g", missing="drop", **MODELS["slope+vc"])
+    whole, sa = _stats(spec, df), _stats(spec, a)
+    merged = merge(sa, _stats(spec, b, sa))
+    assert whole.n_dropped == int(df["x1"].isna().sum()) > sa.n_dropped > 0
+    assert merged.n_dropped == whole.n_dropped
+    save_statistics(merged, tmp_path / "s", {})
+    back, _ = load_statistics(tmp_path / "s")
+    assert back.n_dropped == whole.n_dropped
+    assert statistics_from_arrays(back).n_dropped == whole.n_dropped

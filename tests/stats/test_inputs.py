@@ -371,3 +371,26 @@ def test_only_hive_keys_the_model_reads_tell_copies_apart(tmp_path):
     assert same_content(recs, []) == []  # not known: every key counts
     assert inputs.repeated_inputs(recs, [], None, {"g"}) == [f"{two} (the content of {one})"]
     assert same_content(recs[1:], recs[:1], {"g"}) == [(two, one)]  # update
+
+
+def test_already_included_names_unchanged_and_copied_inputs_only(tmp_path, monkeypatch):
+    """``update --skip-included``: an included file given again unchanged (a new time
+    stamp alone) and a copy of an included file are left out; a new file, an included
+    file whose rows changed, and a copy of another new file are not."""
+    monkeypatch.chdir(tmp_path)
+    for i, name in enumerate(("a", "b", "c", "new")):
+        _frame(i).to_parquet(f"{name}.parquet", index=False)
+    included = input_fingerprint(["a.parquet", "b.parquet", "c.parquet"])
+    os.utime("a.parquet", ns=(0, 10**18))  # touched: the same rows
+    _frame(9).to_parquet("c.parquet", index=False)  # rewritten: other rows
+    shutil.copy("b.parquet", "b_copy.parquet")
+    shutil.copy("new.parquet", "new_copy.parquet")
+    names = ["a", "b", "c", "new", "b_copy", "new_copy"]
+    recs = input_fingerprint([f"{n}.parquet" for n in names])
+    path = {n: str(tmp_path / f"{n}.parquet") for n in names}
+    assert inputs.already_included(recs, included) == {
+        path["a"]: "",
+        path["b"]: "",
+        path["b_copy"]: f"the content of {path['b']}",
+    }
+    assert inputs.already_included(recs, []) == {}
