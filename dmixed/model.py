@@ -496,10 +496,46 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
 
     @property
     def nobs(self) -> int:
-        """Rows used by the fit (after dropping missing values)."""
+        """Rows used by the fit (after dropping missing values): counted on the rows in
+        memory; for Dask data (and a model of statistics, or one whose data were
+        removed), the row count of the statistics of its data pass, where the model
+        holds them (after a fit or :meth:`statistics`; statistics are never pickled).
+
+        A Dask model that holds no statistics runs its data pass here
+        (:meth:`statistics`: one full read of the data, cached: the fit that follows
+        reuses it).
+
+        Raises
+        ------
+        SpecError
+            Neither rows, statistics nor data: a model unpickled after
+            :meth:`remove_data` (:meth:`statistics`).
+        """
         if self.rows is not None:
             return len(self.rows.endog)
-        return int(self.statistics().glob.n)
+        stats = self.cached_statistics
+        if stats is None:
+            stats = self.statistics()
+        return int(stats.glob.n)
+
+    @property
+    def group_labels(self) -> list:
+        """The distinct group labels of the kept rows, sorted (statsmodels'
+        ``group_labels``, a list; Python scalars, as ``ndarray.tolist()`` gives): of the
+        rows in memory; for Dask data (and a model of statistics, or one whose data were
+        removed), the labels of the statistics of its data pass, held as :attr:`n_groups`
+        is (:meth:`_held_statistics`).
+
+        Raises
+        ------
+        SpecError
+            No rows in memory and no statistics: the message says how to get them
+            (:meth:`statistics`, one data pass, or a fit's ``results.group_labels``).
+        """
+        stats = self._held_statistics("group_labels")
+        if stats is None:
+            return super().group_labels
+        return np.asarray(stats.group_labels).tolist()
 
     @property
     def n_groups(self) -> int:
@@ -514,24 +550,38 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             No rows in memory and no statistics: the message says how to count them
             (:meth:`statistics`, one data pass, or a fit's ``results.n_groups``).
         """
-        stats = self.cached_statistics
-        if self.rows is not None or stats is None:
-            if self.rows is None:
-                raise SpecError(self._uncounted_groups())
+        stats = self._held_statistics("n_groups")
+        if stats is None:
             return super().n_groups
         return len(stats.group_labels)
 
-    def _uncounted_groups(self) -> str:
-        """Why :attr:`n_groups` is not known, and how to get it."""
+    def _held_statistics(self, name: str) -> FittedStatistics | None:
+        """The statistics that answer the group attribute ``name`` (``n_groups``,
+        ``group_labels``) of a model without rows in memory; None where the rows are in
+        memory (the attribute is read from them).
+
+        Raises
+        ------
+        SpecError
+            Neither rows in memory nor statistics held: why, and how to get ``name``.
+        """
+        if self.rows is not None:
+            return None
+        if self.cached_statistics is None:
+            raise SpecError(self._uncounted_groups(name))
+        return self.cached_statistics
+
+    def _uncounted_groups(self, name: str) -> str:
+        """Why the group attribute ``name`` is not known, and how to get it."""
         if self.source is not None:
             return (
-                "n_groups of a model of Dask data is counted by its data pass, which this "
+                f"{name} of a model of Dask data is counted by its data pass, which this "
                 "model has not run (or whose statistics it lost: they are never pickled): "
                 "model.statistics() runs it (one read of the data, which a fit of the "
-                "model then reuses), or read n_groups of the fit's results"
+                f"model then reuses), or read {name} of the fit's results"
             )
         why = self.lost_statistics()
-        return f"n_groups is not known: {why}; or read n_groups of the fit's results"
+        return f"{name} is not known: {why}; or read {name} of the fit's results"
 
     @property
     def n_totobs(self) -> int:
