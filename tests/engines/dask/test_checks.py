@@ -3,6 +3,12 @@ data, partitions that lack a column or have none, persisted data that are gone."
 
 from __future__ import annotations
 
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
 import dask
 import dask.dataframe as dd
 import numpy as np
@@ -275,15 +281,23 @@ def test_persisted_data_gone_after_the_client_closed_say_so(frame):
             lazy.compute()
 
 
+def _in_new_process(code: str, *args: str) -> subprocess.CompletedProcess:
+    """``code`` run by ``python -c`` in a new process with ``args``, importing this
+    checkout's dmixed; its output captured."""
+    root = str(Path(dmixed.__file__).parent.parent)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+
+
 def test_persisted_data_of_unpickled_results_say_they_are_gone(frame, tmp_path):
     """Results of a fit on persisted data, pickled and loaded where no client is (a new
     process; this one after the client closed): their fitted values are refused with
     dmixed's error, not Dask's "Missing dependency" (the futures hold no client)."""
-    import pickle
-    import subprocess
-    import sys
-    from pathlib import Path
-
     with (
         LocalCluster(
             n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
@@ -300,14 +314,7 @@ def test_persisted_data_of_unpickled_results_say_they_are_gone(frame, tmp_path):
         "try:\n    res.fittedvalues.compute()\n"
         "except DataError as err:\n    print('DataError:', err)\n"
     )
-    root = str(Path(dmixed.__file__).parent.parent)
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "res.pkl")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**__import__("os").environ, "PYTHONPATH": root},
-    )
+    out = _in_new_process(code, str(tmp_path / "res.pkl"))
     assert out.stdout.startswith("DataError: the persisted data of this Dask DataFrame are gone")
     assert "Missing dependency" not in out.stderr
     gone = r"are gone \(3 partition\(s\) released: .*unpickled"
@@ -320,11 +327,6 @@ def test_unpickled_results_read_persisted_data_through_a_client_of_their_schedul
     """Results of a fit on persisted data, loaded in another process that runs a client
     of the same scheduler while the data are still persisted there: their fitted values
     are computed there, not refused as gone (the unpickled futures hold no client)."""
-    import pickle
-    import subprocess
-    import sys
-    from pathlib import Path
-
     with (
         LocalCluster(
             n_workers=1,
@@ -348,20 +350,8 @@ def test_unpickled_results_read_persisted_data_through_a_client_of_their_schedul
             "    res = pickle.loads(open(sys.argv[1], 'rb').read())\n"
             "    np.save(sys.argv[3], res.fittedvalues.compute().to_numpy())\n"
         )
-        root = str(Path(dmixed.__file__).parent.parent)
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                code,
-                str(tmp_path / "res.pkl"),
-                cluster.scheduler_address,
-                str(tmp_path / "fitted.npy"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**__import__("os").environ, "PYTHONPATH": root},
+        out = _in_new_process(
+            code, str(tmp_path / "res.pkl"), cluster.scheduler_address, str(tmp_path / "fitted.npy")
         )
     assert out.returncode == 0, out.stderr[-2000:]
     np.testing.assert_array_equal(np.load(tmp_path / "fitted.npy"), expected)
