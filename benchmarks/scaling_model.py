@@ -39,7 +39,11 @@ fit of ``--rows`` rows on ``W`` single-threaded workers of an otherwise idle mac
   workers, which the model used before, is printed but is the other load's noise on a
   shared 2-core host).
   ``--serial thread``: the driver's main thread CPU plus ``n`` step latencies instead
-  (the gaps are wall time, which the other load on a shared host stretches).  Where a
+  (the gaps are wall time, which the other load on a shared host stretches).
+  ``--serial calls``: ``no_task_running`` counts the optimizer's direct round trips
+  whole, in which the workers compute (no task in the stream) what ``O`` counts again;
+  instead the seconds with no task and no direct call plus the direct calls' seconds
+  less ``O / cpu_from`` (their hops, the BLUPs' way to the driver).  Where a
   JSON predates both figures, the driver's process CPU plus ``n`` latencies (which
   hold distributed's IO-loop housekeeping, ∝ wall: RESULTS.md, drv2m-s55);
 - the scan, two assumptions, both printed:
@@ -171,6 +175,13 @@ def constants(entries: dict[int, dict], groups: int, split: dict, args) -> dict:
             args.round_trips * lat2 if distributed else 0.0
         )
         serial_from = "driver main thread CPU + latencies"
+    elif measured and args.serial == "calls" and "direct_call_seconds" in ef:
+        # the direct round trips' workers compute inside them (no task in the stream):
+        # that compute is O, divided among the workers, not serial
+        compute = cpu["optimization"]["workers"] / args.cpu_from
+        inside = ef["direct_call_seconds"]["median"] - compute
+        serial = ef["no_task_or_direct_call"]["median"] + max(inside, 0.0)
+        serial_from = "no task or direct call + direct calls less O / W"
     elif measured:
         serial, serial_from = ef["no_task_running"]["median"], "no task running"
     else:
@@ -280,9 +291,11 @@ def main() -> None:
     )
     ap.add_argument(
         "--serial",
-        choices=("gaps", "thread"),
+        choices=("gaps", "thread", "calls"),
         default="gaps",
-        help="S: the seconds no task ran, or the driver's main thread CPU + n latencies",
+        help="S: the seconds no task ran, or the driver's main thread CPU + n latencies, "
+        "or the seconds with no task and no direct call plus the direct calls' seconds "
+        "less the workers' optimization CPU each (their compute, in O)",
     )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()

@@ -257,3 +257,41 @@ def test_fit_idle_keeps_results_only_when_asked(bench_dask, monkeypatch):
     assert bench_fit_idle.parse_args(["--dir", "d"]).keep_results is False
     args = bench_fit_idle.parse_args(["--dir", "d", "--keep-results", "--fits", "2"])
     assert args.keep_results is True and args.fits == 2
+
+
+def _entry(workers, *, no_task=0.6, neither=0.25, calls=0.35, optimization=0.2):
+    return {
+        "workers": workers,
+        "step": {"engine": "DaskEngine", "latency_seconds": 0.02},
+        "cpu_seconds": {
+            "data_pass": {"driver": 0.1, "workers": 1.0},
+            "optimization": {"driver": 0.1, "workers": optimization},
+        },
+        "driver_thread_cpu": {"median": 0.05},
+        "no_task_running": {"median": no_task},
+        "no_task_or_direct_call": {"median": neither},
+        "direct_call_seconds": {"median": calls},
+    }
+
+
+def _args(serial, cpu_from=2):
+    import argparse
+
+    return argparse.Namespace(serial=serial, cpu_from=cpu_from, round_trips=4, task_ms=0.5)
+
+
+def test_serial_calls_leaves_the_workers_compute_in_the_direct_calls_to_o(model):
+    entries = {1: _entry(1), 2: _entry(2)}
+    split = {"a": 40e-9, "b": 100e-9}
+    gaps = model.constants(entries, 2_000_000, split, _args("gaps"))
+    calls = model.constants(entries, 2_000_000, split, _args("calls"))
+    assert gaps["serial"] == pytest.approx(0.6)
+    # the calls' 0.35 s less the 0.2 worker-s of O divided between the 2 workers
+    assert calls["serial"] == pytest.approx(0.25 + 0.35 - 0.2 / 2)
+    assert calls["optimization"] == gaps["optimization"] == pytest.approx(0.2)
+
+
+def test_serial_calls_counts_no_less_than_the_seconds_with_neither(model):
+    entries = {1: _entry(1), 2: _entry(2, calls=0.05, optimization=0.4)}
+    c = model.constants(entries, 2_000_000, {"a": 0.0, "b": 0.0}, _args("calls"))
+    assert c["serial"] == pytest.approx(0.25)
