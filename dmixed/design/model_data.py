@@ -1,5 +1,5 @@
 """statsmodels' data attributes of a model: ``endog``, ``exog``, ``exog_re``, ``groups``,
-``group_labels``, the per-group lists ``endog_li``, ``exog_li``, ``exog_re_li``,
+``group_labels``, the per-group lists ``endog_li``, ``exog_li``, ``exog_re_li``, ``exog_re2_li``,
 ``data`` and ``predict(params, exog)``.
 
 They read the model's in-memory rows (:class:`~dmixed.design.arrays.RowData`, after
@@ -307,6 +307,22 @@ class ModelData:
             The rows not in memory (Dask data, a model of statistics, removed data).
         """
         return self._split_rows("exog_re")
+
+    @property
+    def exog_re2_li(self) -> list[np.ndarray] | None:
+        """Each group's ``Z_i' Z_i`` (statsmodels' ``exog_re2_li``): one (k_re, k_re)
+        array per group, in the order of :attr:`group_labels`; None for a model without
+        random effects.
+
+        Made on request from the rows (:attr:`exog_re_li`), not by a fit.
+
+        Raises
+        ------
+        SpecError
+            The rows not in memory (Dask data, a model of statistics, removed data).
+        """
+        split = self.exog_re_li
+        return None if split is None else [np.dot(z.T, z) for z in split]
 
     @property
     def data(self) -> DataNames:

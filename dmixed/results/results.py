@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..design.references import design_coordinates
-from ..errors import NoModelError, SpecError
+from ..errors import NoModelError, NotOfferedError, SpecError
 from ..fit.coordinates import Coordinates
 from ..fit.options import check_flag, parse_free
 from ..fit.params import MixedLMParams
@@ -711,7 +711,75 @@ class MixedLMResults(FittedValues, Hypotheses):
         """Likelihood-ratio test of ``restricted`` (a sub-model) against this fit."""
         return _compare_lr_test(restricted, self)
 
+    # -- statsmodels' per-observation statistics, not offered ----------------------
+
+    @property
+    def score_obsv(self):
+        """Not offered: statsmodels' per-observation score.  Raises NotOfferedError."""
+        raise NotOfferedError(_no_score_obs("score_obsv"))
+
+    @property
+    def covjac(self):
+        """Not offered: statsmodels' outer-product-of-gradients covariance, made of
+        per-observation scores.  Raises NotOfferedError."""
+        raise NotOfferedError(_no_score_obs("covjac"))
+
+    @property
+    def bsejac(self):
+        """Not offered: the standard errors of :attr:`covjac`.  Raises
+        NotOfferedError."""
+        raise NotOfferedError(_no_score_obs("bsejac"))
+
+    @property
+    def covjhj(self):
+        """Not offered: statsmodels' sandwich covariance of per-observation scores.
+        Raises NotOfferedError."""
+        raise NotOfferedError(_no_score_obs("covjhj"))
+
+    @property
+    def bsejhj(self):
+        """Not offered: the standard errors of :attr:`covjhj`.  Raises
+        NotOfferedError."""
+        raise NotOfferedError(_no_score_obs("bsejhj"))
+
+    @property
+    def hessv(self):
+        """Not offered as an attribute (statsmodels' MixedLM fails on it: its
+        ``hessian`` returns ``(hess, sing)``).  Raises NotOfferedError naming
+        ``model.hessian(results.params_object)``, which gives it."""
+        raise NotOfferedError(
+            "hessv is not offered (statsmodels' MixedLMResults.hessv fails too: its "
+            "MixedLM.hessian returns (hess, sing)); the Hessian at the estimates is "
+            "results.model.hessian(results.params_object)[0]"
+        )
+
+    def get_nlfun(self, fun):
+        """Not offered (statsmodels' ``get_nlfun`` is not implemented either).
+
+        Raises
+        ------
+        dmixed.NotOfferedError
+            Always; a nonlinear function of the fixed effects can be tested by the
+            delta method with :meth:`cov_params` and :meth:`t_test` of its gradient.
+        """
+        raise NotOfferedError(
+            "get_nlfun is not offered (statsmodels does not implement it either): for a "
+            "nonlinear function g of the fixed effects, t_test(grad g at fe_params) gives "
+            "the delta-method standard error of its linearization"
+        )
+
+    #: statsmodels' penalty of the covariance parameters of a penalized fit: None, as
+    #: dmixed fits no penalized likelihood
+    cov_pen = None
+
     # -- saving ------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path, eval_env=None) -> MixedLMResults:
+        """Restore results saved with :meth:`save` (statsmodels' ``Results.load``;
+        :func:`dmixed.load`, whose arguments and errors it has: a results directory,
+        never a pickle)."""
+        return load(path, eval_env)
 
     def save(self, path) -> None:
         """Write a self-describing results directory, atomically (see :func:`dmixed.load`).
@@ -801,6 +869,16 @@ class MixedLMResults(FittedValues, Hypotheses):
             f"<dmixed MixedLMResults: {self.method}, nobs={self.nobs}, groups={self.n_groups}, "
             f"llf={self.llf:.4f}, converged={self.converged}>"
         )
+
+
+def _no_score_obs(name: str) -> str:
+    return (
+        f"{name} is not offered: it is made of per-observation scores, and a mixed "
+        "model's log-likelihood does not split over observations (the rows of a group "
+        "are correlated), only over groups; statsmodels' MixedLM has no score_obs and "
+        f"fails on {name} too. Use cov_params() and bse (the model-based covariance of "
+        "the estimates)"
+    )
 
 
 def _state_effect_names(state: ResultsState, gi: int) -> tuple[list[str], np.ndarray]:

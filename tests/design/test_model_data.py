@@ -181,7 +181,7 @@ def test_group_lists_are_statsmodels(re_formula):
     assert "_group_lists" not in model.__dict__
     model.fit()
     assert "_group_lists" not in model.__dict__  # a fit does not make them
-    for name in ("endog_li", "exog_li", "exog_re_li"):
+    for name in ("endog_li", "exog_li", "exog_re_li", "exog_re2_li"):
         ours, ref = getattr(model, name), getattr(theirs, name)
         assert len(ours) == len(ref) == model.n_groups
         for a, b in zip(ours, ref, strict=True):
@@ -200,6 +200,7 @@ def test_group_lists_of_arrays_without_random_effects_are_statsmodels():
         theirs = smlm.MixedLM(endog, exog, groups, exog_vc=exog_vc)
     model = MixedLM(endog, exog, groups, exog_vc=exog_vc)
     assert theirs.exog_re_li is None and model.exog_re_li is None
+    assert theirs.exog_re2_li is None and model.exog_re2_li is None
     for a, b in zip(model.exog_li, theirs.exog_li, strict=True):
         np.testing.assert_array_equal(a, b)
 
