@@ -247,6 +247,7 @@ def factor_data():
     rng = np.random.default_rng(11)
     df["site"] = rng.choice(["north", "east", "south", "west"], size=len(df))
     df["dose"] = rng.choice([3, 1, 2], size=len(df))
+    df["treated"] = rng.random(len(df)) > 0.5
     df["y"] = df["y"] + df["site"].map({"north": 0.0, "east": 0.4, "south": -0.3, "west": 0.1})
     return df
 
@@ -257,6 +258,8 @@ FORMULAS = [
     ("y ~ x1 + C(site, Sum)", "C(site, Sum)"),
     ("y ~ 0 + C(site) + x1", "C(site)"),
     ("y ~ x1 + C(dose) + site", "C(dose)"),
+    ("y ~ x1 + C(dose, Helmert)", "C(dose, Helmert)"),
+    ("y ~ x1 + treated", "treated"),
 ]
 
 
@@ -306,10 +309,13 @@ def test_t_test_pairwise_labels_and_t(factor_data):
         ("y ~ x1 + site", "site", {"factor_labels": ["a", "b"]}, "factor_labels has the wrong"),
         ("y ~ x1 + site", "site", {"method": "tukey"}, "not a multiple-testing correction"),
         ("y ~ x1 + site", "site", {"alpha": 2.0}, "alpha"),
+        ("y ~ x1 + C(dose)", "C(dose)", {"drop": ["C(dose)[T.3]"]}, "drop_cols took out"),
     ],
 )
 def test_t_test_pairwise_refuses_clearly(factor_data, formula, term, kwargs, match):
-    ours = dmixed.mixedlm(formula, factor_data, groups="g").fit()
+    kwargs = dict(kwargs)
+    drop = kwargs.pop("drop", None)
+    ours = dmixed.mixedlm(formula, factor_data, groups="g", drop_cols=drop).fit()
     with pytest.raises(SpecError, match=match):
         ours.t_test_pairwise(term, **kwargs)
 
