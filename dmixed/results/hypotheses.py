@@ -364,8 +364,8 @@ class Hypotheses:
             (``"C(site)"``, or the column's name for a text column).
         method : str or list of str
             The corrections (:func:`dmixed.results.multitest.multipletests`): ``"hs"``
-            (Holm–Šidák, default), ``"b"``, ``"s"``, ``"h"``, ``"sh"``, ``"ho"``,
-            ``"fdr_bh"``, ``"fdr_by"``, ``"fdr_gbs"``.
+            (Holm–Šidák, default), ``"b"``, ``"s"``, ``"h"``, ``"sh"``, ``"fdr_bh"``,
+            ``"fdr_by"`` (statsmodels' ``"ho"`` and ``"fdr_gbs"`` are not offered).
         alpha : float
             The error rate of the ``reject-<method>`` decisions (the intervals of the
             table are at ``1 − 0.05``, as statsmodels').
@@ -408,6 +408,11 @@ class Hypotheses:
         contrasts[:, columns] = pairs
         frame = self.t_test(contrasts).summary_frame(xname=labels)
         pvalues = np.asarray(frame.iloc[:, 3], dtype=np.float64)
+        if isinstance(method, tuple):
+            raise SpecError(
+                f"method: {method!r} is a tuple; give one correction as a str or several "
+                "as a list of str (as statsmodels takes them)"
+            )
         for meth in method if isinstance(method, list) else [method]:
             reject, corrected = multipletests(pvalues, method=meth, alpha=alpha)
             frame[f"pvalue-{meth}"] = corrected

@@ -1,30 +1,32 @@
-"""Multiple-testing corrections of p-values (statsmodels' ``multipletests``), for
-:meth:`~dmixed.results.results.MixedLMResults.t_test_pairwise`.
+"""Multiple-testing corrections of p-values, for
+:meth:`~dmixed.results.results.MixedLMResults.t_test_pairwise`, under statsmodels'
+names for them (``multipletests``' ``method``).
 
-The same rules, in the same order of operations, as
-``statsmodels.stats.multitest.multipletests`` (and ``fdrcorrection`` for the FDR
-methods), so that the corrected p-values agree with statsmodels' to rounding.
+Each correction is written from its paper's definition of the adjusted p-value
+(the smallest family-wise level, or false discovery rate, at which the hypothesis is
+rejected); a hypothesis is rejected where its adjusted p-value is at most ``alpha``.
+The two false discovery rate methods are scipy's
+:func:`scipy.stats.false_discovery_control`.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 from ..errors import SpecError
 
 __all__ = ["METHODS", "multipletests"]
 
-# statsmodels' spellings of each method (``method.lower()`` is matched against these)
+# statsmodels' spellings of each method offered (``method.lower()`` is matched)
 METHODS: dict[str, tuple[str, ...]] = {
     "bonferroni": ("b", "bonf", "bonferroni"),
     "sidak": ("s", "sidak"),
     "holm-sidak": ("hs", "holm-sidak"),
     "holm": ("h", "holm"),
     "simes-hochberg": ("sh", "simes-hochberg"),
-    "hommel": ("ho", "hommel"),
     "fdr_bh": ("fdr_bh", "fdr_i", "fdr_p", "fdri", "fdrp"),
     "fdr_by": ("fdr_by", "fdr_n", "fdr_c", "fdrn", "fdrcorr"),
-    "fdr_gbs": ("fdr_gbs",),
 }
 
 
@@ -37,51 +39,41 @@ def _canonical(method) -> str:
     known = sorted(s for spellings in METHODS.values() for s in spellings)
     raise SpecError(
         f"method: {method!r} is not a multiple-testing correction dmixed offers; use one of "
-        f"{known} (statsmodels' two-stage FDR and local FDR methods are not offered)"
+        f"{known} (statsmodels' hommel, fdr_gbs, two-stage FDR and local FDR methods are "
+        "not offered)"
     )
 
 
-def _step_down_reject(notreject: np.ndarray) -> np.ndarray:
-    """Reject up to (not including) the first sorted p-value not rejected."""
-    stop = np.flatnonzero(notreject)
-    first = notreject.size if stop.size == 0 else int(stop[0])
-    out = np.ones(notreject.size, dtype=bool)
-    out[first:] = False
-    return out
-
-
-def _step_up_reject(reject: np.ndarray) -> np.ndarray:
-    """Reject every sorted p-value up to the last one rejected."""
-    out = reject.copy()
-    hits = np.flatnonzero(reject)
-    if hits.size:
-        out[: int(hits[-1])] = True
-    return out
-
-
-def _fdr(p: np.ndarray, alpha: float, dependent: bool) -> tuple[np.ndarray, np.ndarray]:
-    n = p.size
-    ecdf = np.arange(1, n + 1) / float(n)
-    if dependent:
-        ecdf = ecdf / np.sum(1.0 / np.arange(1, n + 1))
-    reject = _step_up_reject(p <= ecdf * alpha)
-    corrected = np.minimum.accumulate((p / ecdf)[::-1])[::-1]
-    return reject, corrected
+def _sidak(p: np.ndarray, k) -> np.ndarray:
+    """``1 − (1 − p)^k``, without the cancellation of ``1 − …`` at small ``p``."""
+    with np.errstate(divide="ignore"):  # p = 1: log1p(-1) = -inf, the value 1
+        return -np.expm1(k * np.log1p(-p))
 
 
 def multipletests(pvals, method: str = "hs", alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Reject decisions and corrected p-values of a family of tests.
+    """Reject decisions and adjusted p-values of a family of tests.
+
+    With ``p_(1) ≤ … ≤ p_(m)`` the sorted p-values, the adjusted p-value of the
+    ``i``-th smallest is
+
+    - ``"b"`` Bonferroni: ``m p_(i)``;
+    - ``"s"`` Šidák: ``1 − (1 − p_(i))^m``;
+    - ``"h"`` Holm (step-down): ``max_{j ≤ i} (m − j + 1) p_(j)``;
+    - ``"hs"`` Holm–Šidák (step-down): ``max_{j ≤ i} 1 − (1 − p_(j))^(m − j + 1)``;
+    - ``"sh"`` Simes–Hochberg (step-up): ``min_{j ≥ i} (m − j + 1) p_(j)``;
+    - ``"fdr_bh"`` Benjamini–Hochberg: ``min_{j ≥ i} m p_(j) / j``;
+    - ``"fdr_by"`` Benjamini–Yekutieli: that times ``Σ_{k=1}^{m} 1/k``;
+
+    each capped at 1.  A hypothesis is rejected where its adjusted p-value is at most
+    ``alpha``, which is the paper's step rule.
 
     Parameters
     ----------
     pvals : array_like (m,)
-        The uncorrected p-values.
+        The uncorrected p-values, in [0, 1].
     method : str
-        statsmodels' name of the correction: ``"b"`` (Bonferroni), ``"s"`` (Šidák),
-        ``"hs"`` (Holm–Šidák, the default), ``"h"`` (Holm), ``"sh"`` (Simes–Hochberg),
-        ``"ho"`` (Hommel), ``"fdr_bh"`` (Benjamini–Hochberg), ``"fdr_by"``
-        (Benjamini–Yekutieli), ``"fdr_gbs"`` (Gavrilov–Benjamini–Sarkar), or another
-        of statsmodels' spellings of these (:data:`METHODS`).
+        statsmodels' name of the correction (above), or another of statsmodels'
+        spellings of it (:data:`METHODS`); ``"hs"`` by default, as statsmodels'.
     alpha : float
         The family-wise error rate (or false discovery rate) of the decisions.
 
@@ -89,60 +81,49 @@ def multipletests(pvals, method: str = "hs", alpha: float = 0.05) -> tuple[np.nd
     -------
     reject : ndarray of bool (m,)
     pvals_corrected : ndarray (m,)
-        Capped at 1, in the order of ``pvals``.
+        In the order of ``pvals``.
 
     Raises
     ------
     SpecError
-        A method not offered (statsmodels' two-stage and local FDR methods are not).
+        A method not offered: statsmodels' ``hommel``, ``fdr_gbs``, two-stage and local
+        FDR methods are not.
 
     Notes
     -----
-    Source: ``statsmodels.stats.multitest.multipletests`` and ``fdrcorrection``
-    (statsmodels 0.15), and the references given there.
+    Sources: Bonferroni, C. E. (1936), *Teoria statistica delle classi e calcolo delle
+    probabilità*; Šidák, Z. (1967), JASA 62, 626–633; Holm, S. (1979), Scand. J.
+    Statist. 6, 65–70 (and the Šidák form of its step-down rule); Hochberg, Y. (1988),
+    Biometrika 75, 800–802 (Simes, R. J. (1986), Biometrika 73, 751–754); Benjamini,
+    Y. and Hochberg, Y. (1995), JRSS B 57, 289–300; Benjamini, Y. and Yekutieli, D.
+    (2001), Ann. Statist. 29, 1165–1188.  The last two through
+    :func:`scipy.stats.false_discovery_control`.
     """
     name = _canonical(method)
     raw = np.asarray(pvals, dtype=np.float64).ravel()
-    order = np.argsort(raw)
+    m = raw.size
+    if name in ("fdr_bh", "fdr_by"):
+        adjusted = (
+            stats.false_discovery_control(raw, method="bh" if name == "fdr_bh" else "by")
+            if m
+            else raw.copy()
+        )
+        adjusted = np.minimum(adjusted, 1.0)
+        return adjusted <= alpha, adjusted
+    order = np.argsort(raw, kind="stable")
     p = raw[order]
-    n = p.size
-    down = np.arange(n, 0, -1)
-    # a p-value of 1 is a valid input: log1p(-1) = -inf and p / (1 - p) = inf give a
-    # corrected value of 1 (after the cap), as in statsmodels
-    with np.errstate(divide="ignore"):
-        if name == "bonferroni":
-            reject = p <= alpha / n if n else p > 0
-            corrected = p * float(n)
-        elif name == "sidak":
-            reject = p <= 1 - np.power(1.0 - alpha, 1.0 / n) if n else p > 0
-            corrected = -np.expm1(n * np.log1p(-p))
-        elif name == "holm-sidak":
-            reject = _step_down_reject(p > 1 - np.power(1.0 - alpha, 1.0 / down))
-            corrected = np.maximum.accumulate(-np.expm1(down * np.log1p(-p)))
-        elif name == "holm":
-            reject = _step_down_reject(p > alpha / down)
-            corrected = np.maximum.accumulate(p * down)
-        elif name == "simes-hochberg":
-            reject = _step_up_reject(p <= alpha / down)
-            corrected = np.minimum.accumulate((down * p)[::-1])[::-1]
-        elif name == "hommel":
-            corrected = p.copy()
-            # a loop over the tests of the family (pairs of levels), not over data
-            for m in range(n, 1, -1):
-                cim = np.min(m * p[-m:] / np.arange(1, m + 1.0))
-                corrected[-m:] = np.maximum(corrected[-m:], cim)
-                corrected[:-m] = np.maximum(corrected[:-m], np.minimum(m * p[:-m], cim))
-            reject = corrected <= alpha
-        elif name in ("fdr_bh", "fdr_by"):
-            reject, corrected = _fdr(p, alpha, dependent=name == "fdr_by")
-        else:  # fdr_gbs
-            i = np.arange(1, n + 1)
-            q = (n + 1.0 - i) / i * p / (1.0 - p)
-            corrected = np.minimum.accumulate(np.maximum.accumulate(q)[::-1])[::-1]
-            reject = corrected <= alpha
-    corrected = np.minimum(corrected, 1.0)
-    out_reject = np.empty(n, dtype=bool)
-    out_reject[order] = reject
-    out_corrected = np.empty(n, dtype=np.float64)
-    out_corrected[order] = corrected
-    return out_reject, out_corrected
+    # m − i + 1 for the i-th smallest: the number of hypotheses not yet rejected
+    remaining = np.arange(m, 0, -1)
+    if name == "bonferroni":
+        sorted_adj = m * p
+    elif name == "sidak":
+        sorted_adj = _sidak(p, m)
+    elif name == "holm":
+        sorted_adj = np.maximum.accumulate(remaining * p)
+    elif name == "holm-sidak":
+        sorted_adj = np.maximum.accumulate(_sidak(p, remaining))
+    else:  # simes-hochberg
+        sorted_adj = np.minimum.accumulate((remaining * p)[::-1])[::-1]
+    adjusted = np.empty(m, dtype=np.float64)
+    adjusted[order] = np.minimum(sorted_adj, 1.0)
+    return adjusted <= alpha, adjusted

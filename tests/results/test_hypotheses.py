@@ -308,6 +308,8 @@ def test_t_test_pairwise_labels_and_t(factor_data):
         ("y ~ x1 * site", "x1:site", {}, "interaction of 2 factors"),
         ("y ~ x1 + site", "site", {"factor_labels": ["a", "b"]}, "factor_labels has the wrong"),
         ("y ~ x1 + site", "site", {"method": "tukey"}, "not a multiple-testing correction"),
+        ("y ~ x1 + site", "site", {"method": "ho"}, "hommel, fdr_gbs.* not offered"),
+        ("y ~ x1 + site", "site", {"method": ("hs", "b")}, "a tuple; .* str or .* list of str"),
         ("y ~ x1 + site", "site", {"alpha": 2.0}, "alpha"),
         ("y ~ x1 + C(dose)", "C(dose)", {"drop": ["C(dose)[T.3]"]}, "drop_cols took out"),
     ],

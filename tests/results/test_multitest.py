@@ -1,5 +1,5 @@
-"""The multiple-testing corrections of ``t_test_pairwise`` are statsmodels'
-``multipletests`` (``dmixed/results/multitest.py``)."""
+"""The multiple-testing corrections of ``t_test_pairwise`` (``dmixed/results/multitest.py``,
+written from the methods' definitions) give statsmodels' ``multipletests`` values."""
 
 from __future__ import annotations
 
@@ -29,7 +29,13 @@ def test_every_method_is_statsmodels(method, alpha):
         np.testing.assert_allclose(corrected, ref_corrected, rtol=1e-14, atol=0)
 
 
-@pytest.mark.parametrize("method", ["fdr_tsbh", "fdr_tsbky", "lfdr", "tukey", 3, None])
+@pytest.mark.parametrize(
+    "method", ["fdr_tsbh", "fdr_tsbky", "lfdr", "tukey", 3, None, "ho", "hommel", "fdr_gbs"]
+)
 def test_a_method_not_offered_is_named(method):
-    with pytest.raises(SpecError, match="method:.*not a multiple-testing correction"):
+    with pytest.raises(SpecError, match="method:.*not a multiple-testing correction") as err:
         multipletests([0.1, 0.2], method=method)
+    # the message lists what is offered, and only that
+    offered = str(err.value).split("use one of", 1)[1]
+    assert "'fdr_bh'" in offered and "'hs'" in offered
+    assert "'ho'" not in offered and "'fdr_gbs'" not in offered
