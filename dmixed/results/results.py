@@ -743,15 +743,33 @@ class MixedLMResults(FittedValues, Hypotheses):
         raise NotOfferedError(_no_score_obs("bsejhj"))
 
     @property
-    def hessv(self):
-        """Not offered as an attribute (statsmodels' MixedLM fails on it: its
-        ``hessian`` returns ``(hess, sing)``).  Raises NotOfferedError naming
-        ``model.hessian(results.params_object)``, which gives it."""
-        raise NotOfferedError(
-            "hessv is not offered (statsmodels' MixedLMResults.hessv fails too: its "
-            "MixedLM.hessian returns (hess, sing)); the Hessian at the estimates is "
-            "results.model.hessian(results.params_object)[0]"
-        )
+    def hessv(self) -> tuple[np.ndarray, bool]:
+        """``(hess, sing)``: the model's :meth:`~dmixed.MixedLM.hessian` at the estimates,
+        ``model.hessian(params_object)``.
+
+        Returns
+        -------
+        hess : ndarray (k_fe + k_re2 + k_vc, k_fe + k_re2 + k_vc)
+            The Hessian of the profiled log-likelihood w.r.t. ``[β, vech_lt(Ψ*), τ*]``
+            at the estimates; ``inv(-hess)`` is :meth:`cov_params`.
+        sing : bool
+            As :meth:`~dmixed.MixedLM.hessian`'s.
+
+        Raises
+        ------
+        dmixed.NoModelError
+            Loaded results without their model.
+
+        Notes
+        -----
+        statsmodels' ``MixedLMResults.hessv`` is ``model.hessian(results.params)``:
+        its ``hessian`` reads that plain array in the model's default ``use_sqrt``
+        packing (the covariance part as a Cholesky factor of Ψ* and square roots of
+        the variance components), so its value is the Hessian at another point than
+        the estimate.  This is the Hessian at the estimate, the one whose negative
+        inverse is :meth:`cov_params`, and so differs from statsmodels' value.
+        """
+        return self.model.hessian(self.params_object)
 
     def get_nlfun(self, fun):
         """Not offered (statsmodels' ``get_nlfun`` is not implemented either).
@@ -876,8 +894,8 @@ def _no_score_obs(name: str) -> str:
         f"{name} is not offered: it is made of per-observation scores, and a mixed "
         "model's log-likelihood does not split over observations (the rows of a group "
         "are correlated), only over groups; statsmodels' MixedLM has no score_obs and "
-        f"fails on {name} too. Use cov_params() and bse (the model-based covariance of "
-        "the estimates)"
+        f"fails on {name} too. cov_params() and bse are the model-based covariance of "
+        "the estimates, not a robust one; a per-group sandwich is not offered either"
     )
 
 

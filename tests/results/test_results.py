@@ -503,7 +503,7 @@ def test_freepat_is_the_pattern_given_to_fit_as_statsmodels():
     assert ours.fit(free=free).freepat is free
 
 
-NOT_OFFERED = ["score_obsv", "covjac", "bsejac", "covjhj", "bsejhj", "hessv"]
+NOT_OFFERED = ["score_obsv", "covjac", "bsejac", "covjhj", "bsejhj"]
 
 
 @pytest.fixture(scope="module")
@@ -514,13 +514,13 @@ def small_fit():
 
 @pytest.mark.parametrize("name", NOT_OFFERED)
 def test_per_observation_statistics_say_why_not_and_what_instead(small_fit, name):
-    """statsmodels' MixedLM fails on these with an AttributeError (no ``score_obs``) or
-    a ValueError (``hessv``); dmixed says why and what to use."""
+    """statsmodels' MixedLM fails on these with an AttributeError (no ``score_obs``);
+    dmixed says why, and that the model-based covariance is not a robust one."""
     from dmixed import NotOfferedError
 
     res, _ = small_fit
-    instead = "hessian" if name == "hessv" else r"cov_params\(\) and bse"
-    with pytest.raises(NotImplementedError, match=rf"{name} is not offered.*{instead}"):
+    match = rf"{name} is not offered.*cov_params\(\) and bse are the model-based .*not a robust"
+    with pytest.raises(NotImplementedError, match=match):
         getattr(res, name)
     with pytest.raises(NotOfferedError):
         getattr(res, name)
@@ -528,9 +528,14 @@ def test_per_observation_statistics_say_why_not_and_what_instead(small_fit, name
     assert getattr(res, name, None) is None
 
 
-def test_hessv_names_the_hessian_at_the_estimates(small_fit):
+def test_hessv_is_the_hessian_at_the_estimates(small_fit):
+    """statsmodels' hessv is ``(hess, sing)`` of ``model.hessian``; dmixed's is at the
+    estimates (statsmodels reads its plain ``params`` as a Cholesky packing)."""
     res, _ = small_fit
-    hess = res.model.hessian(res.params_object)[0]
+    hess, sing = res.hessv
+    ref, ref_sing = res.model.hessian(res.params_object)
+    np.testing.assert_array_equal(hess, ref)
+    assert sing is ref_sing is False
     np.testing.assert_allclose(
         np.linalg.inv(-hess), np.asarray(res.cov_params()), rtol=1e-10, atol=1e-14
     )
