@@ -12,7 +12,9 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     DmixedError (ValueError)
     ├── SpecError            the model as asked for cannot be built (formula, arguments)
     │   ├── FormulaError     a formula that fails the whitelist or does not parse
-    │   └── StartError       the log-likelihood cannot be evaluated at the fit's start
+    │   ├── StartError       the log-likelihood cannot be evaluated at the fit's start
+    │   └── NotOfferedError (also NotImplementedError, AttributeError)  a part of
+    │                        statsmodels' MixedLM API that dmixed does not offer
     ├── DataError            the data cannot be fitted as given (missing values, rank,
     │   │                    a constant response, a column of the wrong kind)
     │   └── BadValuesError   the input's values themselves: missing, infinite, text
@@ -56,6 +58,7 @@ __all__ = [
     "FormulaError",
     "StartError",
     "NoModelError",
+    "NotOfferedError",
     "DataError",
     "BadValuesError",
     "PathError",
@@ -154,6 +157,14 @@ class NoModelError(SpecError, AttributeError):
     """``results.model`` of results without their model (loaded from a results
     directory, which holds neither the data nor the statistics a model is built on).
     Also an ``AttributeError``: ``hasattr(results, "model")`` is False for them."""
+
+
+class NotOfferedError(SpecError, NotImplementedError, AttributeError):
+    """A part of statsmodels' MixedLM API that dmixed does not offer (``fit_regularized``,
+    per-observation scores), its message saying why and what to use instead.  A
+    ``NotImplementedError``; also an ``AttributeError``, so that ``hasattr`` is False
+    for such an attribute (statsmodels raises ``AttributeError`` for most of them) and
+    ``getattr(results, name, default)`` gives the default."""
 
 
 class DataError(DmixedError):

@@ -43,7 +43,7 @@ from .design.partitions import select_columns
 from .design.scope import capture
 from .design.vc import LevelNames
 from .engines.base import check_client
-from .errors import BadValuesError, DataError, SpecError
+from .errors import BadValuesError, DataError, NotOfferedError, SpecError
 from .fit.fit_warnings import (
     plain_rounding_of,
     warn_boundary,
@@ -162,6 +162,12 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
     its fits, nor the results read later.  statsmodels keeps references to the caller's
     arrays instead.
     """
+
+    #: statsmodels' penalties of the fixed effects, covariance parameters and random
+    #: effects (set by its penalized fits): None, as dmixed fits no penalized likelihood
+    fe_pen = None
+    cov_pen = None
+    re_pen = None
 
     def __init__(
         self,
@@ -859,6 +865,29 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         )
         res.to_state().held = res.held  # saved with the results: loaded ones keep it
         return res
+
+    def fit_regularized(
+        self, start_params=None, method="l1", alpha=0, ceps=1e-4, ptol=1e-6, maxit=200, **fit_kwargs
+    ):
+        """Not offered: statsmodels' L1-penalized fit of the fixed effects.
+
+        statsmodels' ``fit_regularized`` runs a coordinate descent over the fixed
+        effects, refitting the covariance parameters between sweeps, and returns a
+        result whose standard errors it does not define for a penalized fit.  dmixed
+        profiles the fixed effects out by their GLS estimate and offers no penalized
+        likelihood (``fit`` refuses ``fe_pen`` and ``cov_pen`` likewise).
+
+        Raises
+        ------
+        dmixed.NotOfferedError
+            Always, saying what to use instead.
+        """
+        raise NotOfferedError(
+            "fit_regularized (statsmodels' L1-penalized fixed effects) is not offered by "
+            "dmixed: the fit profiles the fixed effects out by GLS and has no penalized "
+            "likelihood. Select fixed effects with fit() and results.wald_test_terms() "
+            "or compare_lr_test() of nested fits instead"
+        )
 
     def get_distribution(self, params, scale: float, exog=None) -> RowDistribution:
         """statsmodels' ``MixedLM.get_distribution``: the response's distribution on

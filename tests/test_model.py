@@ -1034,3 +1034,27 @@ def test_results_in_statsmodels_order_in_process_and_on_dask(formula):
         warnings.simplefilter("ignore")
         terms = list(ref.wald_test_terms(scalar=True).table.index)
     assert list(res.wald_test_terms().table.index) == terms
+
+
+def test_fit_regularized_says_it_is_not_offered_and_what_to_use():
+    df = make_data(n_groups=8, seed=4)
+    model = dmixed.mixedlm("y ~ x1", df, groups="g")
+    with pytest.raises(NotImplementedError, match="fit_regularized .*not offered.*wald_test_terms"):
+        model.fit_regularized(alpha=1.0)
+    with pytest.raises(dmixed.NotOfferedError):
+        model.fit_regularized()
+    # statsmodels' penalties of an unpenalized model
+    assert model.fe_pen is None and model.cov_pen is None and model.re_pen is None
+
+
+def test_every_public_name_of_statsmodels_mixedlm_is_there():
+    """Every public attribute of statsmodels' MixedLM is one of dmixed's model, but
+    ``initialize`` (statsmodels' internal set-up of a model) and ``exog_vc`` (refused
+    with a reason for a formula model: tests/design/test_model_data.py)."""
+    import statsmodels.formula.api as smf
+
+    df = make_data(n_groups=8, seed=4)
+    theirs = smf.mixedlm("y ~ x1", df, groups="g")
+    ours = dmixed.mixedlm("y ~ x1", df, groups="g")
+    public = {name for name in dir(theirs) if not name.startswith("_")}
+    assert public - set(dir(ours)) == {"initialize"}

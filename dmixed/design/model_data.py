@@ -1,5 +1,5 @@
 """statsmodels' data attributes of a model: ``endog``, ``exog``, ``exog_re``, ``groups``,
-``group_labels``, the per-group lists ``endog_li``, ``exog_li``, ``exog_re_li``,
+``group_labels``, the per-group lists ``endog_li``, ``exog_li``, ``exog_re_li``, ``exog_re2_li``,
 ``data`` and ``predict(params, exog)``.
 
 They read the model's in-memory rows (:class:`~dmixed.design.arrays.RowData`, after
@@ -234,9 +234,9 @@ class ModelData:
             )
         return [values[rows] for rows in self.row_indices.values()]
 
-    def _split_rows(self, name: str) -> list[np.ndarray] | None:
-        """The rows' array ``name`` split by group (:meth:`group_list`), made on first
-        use and kept with the rows (never during a fit, never pickled)."""
+    def _kept_lists(self, attr: str) -> dict:
+        """The per-group lists made so far, kept with the rows (never during a fit,
+        never pickled); :class:`SpecError` naming ``model.<attr>`` without rows."""
         if self.rows is None:
             why = (
                 "its data were removed (remove_data())"
@@ -245,14 +245,19 @@ class ModelData:
                 "the partitions and are never gathered"
             )
             raise SpecError(
-                f"model.{name}_li (each group's rows, as statsmodels keeps them) is not "
-                f"available: the model's rows are not in memory ({why})"
+                f"model.{attr} (made from each group's rows, as statsmodels makes it) is "
+                f"not available: the model's rows are not in memory ({why})"
             )
         kept = self.__dict__.get("_group_lists")
         if kept is None or kept[0] is not self.rows:
             kept = (self.rows, {})
             self.__dict__["_group_lists"] = kept
-        lists = kept[1]
+        return kept[1]
+
+    def _split_rows(self, name: str) -> list[np.ndarray] | None:
+        """The rows' array ``name`` split by group (:meth:`group_list`), made on first
+        use and kept with the rows."""
+        lists = self._kept_lists(f"{name}_li")
         if name not in lists:
             values = getattr(self.rows, name)
             if name == "exog_re" and values.shape[1] == 0:
@@ -309,6 +314,28 @@ class ModelData:
         return self._split_rows("exog_re")
 
     @property
+    def exog_re2_li(self) -> list[np.ndarray] | None:
+        """Each group's ``Z_i' Z_i`` (statsmodels' ``exog_re2_li``): one (k_re, k_re)
+        array per group, in the order of :attr:`group_labels`; None for a model without
+        random effects.
+
+        Made on first access from the rows, not by a fit: each entry ``(a, b)`` of
+        every group at once, as sums over the rows sorted by group
+        (``np.add.reduceat``), so the cost is ``O(n k_re²)`` with no step per group
+        beyond making the list.  The sums are those of statsmodels' ``np.dot(z.T, z)``
+        in another order of additions (equal to rounding).
+
+        Raises
+        ------
+        SpecError
+            The rows not in memory (Dask data, a model of statistics, removed data).
+        """
+        lists = self._kept_lists("exog_re2_li")
+        if "exog_re2" not in lists:
+            lists["exog_re2"] = _cross_products_by_group(self.rows.exog_re, self.rows.groups)
+        return lists["exog_re2"]
+
+    @property
     def data(self) -> DataNames:
         """statsmodels' ``model.data`` names (:class:`DataNames`)."""
         names = self.param_names()
@@ -349,3 +376,21 @@ class ModelData:
         if x.ndim != 2 or x.shape[1] != self.k_fe:
             raise SpecError(f"exog has shape {x.shape}; expected (m, {self.k_fe})")
         return x @ beta
+
+
+def _cross_products_by_group(z: np.ndarray, groups: np.ndarray) -> list[np.ndarray] | None:
+    """``[Z_g' Z_g for each group g]`` in the order of the sorted group labels (None
+    without columns), vectorized over groups: one pass per pair of columns."""
+    k = z.shape[1]
+    if k == 0:
+        return None
+    _, inverse = np.unique(groups, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    zs = np.asarray(z, dtype=np.float64)[order]
+    out = np.empty((counts.size, k, k))
+    for a in range(k):
+        for b in range(a, k):
+            out[:, a, b] = out[:, b, a] = np.add.reduceat(zs[:, a] * zs[:, b], starts)
+    return list(out)

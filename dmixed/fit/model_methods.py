@@ -1,6 +1,6 @@
 """statsmodels' model-level likelihood API for :class:`dmixed.MixedLM` (seed document).
 
-``loglike``, ``score``, ``score_full``, ``score_sqrt``, ``hessian`` and
+``loglike``, ``score``, ``score_full``, ``score_sqrt``, ``hessian``, ``information`` and
 ``get_fe_params`` with statsmodels' arguments, packings and return values, computed
 from the model's per-group statistics (:class:`dmixed.fit.likelihood.Likelihood`): the
 first call makes the data pass (or reuses the fit's statistics), every later call
@@ -227,6 +227,26 @@ class LikelihoodMethods:
         except np.linalg.LinAlgError:
             hess = np.full((pa.k_tot, pa.k_tot), np.nan)
         return hess, sing
+
+    def information(self, params) -> np.ndarray:
+        """The observed information: minus :meth:`hessian` at ``params``.
+
+        Parameters
+        ----------
+        params : MixedLMParams or array_like (k_fe + k_re2 + k_vc,)
+            As :meth:`hessian`'s.
+
+        Returns
+        -------
+        ndarray (k_fe + k_re2 + k_vc, k_fe + k_re2 + k_vc)
+            NaN where :meth:`hessian` is.
+
+        Notes
+        -----
+        statsmodels' ``LikelihoodModel.information`` (``-1 * Hessian of the
+        log-likelihood evaluated at params``), which its MixedLM leaves unimplemented.
+        """
+        return -self.hessian(params)[0]
 
     def get_fe_params(self, cov_re, vcomp, tol: float = SINGULAR_TOL) -> tuple[np.ndarray, bool]:
         """The GLS estimate ``β̂ = (X'V*⁻¹X)⁻¹ X'V*⁻¹y`` at ``(Ψ*, τ*)``.

@@ -18,10 +18,42 @@ import pandas as pd
 
 from ..errors import SpecError
 from ..fit.options import check_flag
+from ..inference import check_alpha
 from .contrasts import ContrastResults, by_name, t_test, wald_test
-from .terms import fe_terms
+from .multitest import multipletests
+from .terms import factor_term, fe_terms
 
-__all__ = ["Hypotheses", "TermTests", "check_covariance", "refuse_flags"]
+__all__ = ["Hypotheses", "MultiCompResult", "TermTests", "check_covariance", "refuse_flags"]
+
+
+@dataclass
+class MultiCompResult:
+    """Pairwise comparisons of the levels of a factor (statsmodels' ``MultiCompResult``
+    of ``t_test_pairwise``).
+
+    Attributes
+    ----------
+    result_frame : pandas.DataFrame
+        One row per pair ``"b-a"`` (level b minus level a): the ``t_test`` table
+        (``coef``, ``std err``, ``z`` or ``t``, ``P>|z|`` or ``P>|t|``, ``Conf. Int.
+        Low``, ``Conf. Int. Upp.``), then ``pvalue-<method>`` and ``reject-<method>``
+        for each correction.
+    contrasts : ndarray (pairs, k_fe)
+        The rows ``R`` of the hypotheses ``R β = 0`` (over the fixed effects, the
+        columns MixedLM's ``t_test`` takes).
+    term : str
+        The term's name.
+    contrast_labels : list of str
+        The pairs' labels.
+    term_encoding_matrix : ndarray (levels, columns of the term)
+        The factor's coding (treatment, sum, ...) as the formula codes it.
+    """
+
+    result_frame: pd.DataFrame
+    contrasts: np.ndarray
+    term: str
+    contrast_labels: list
+    term_encoding_matrix: np.ndarray
 
 
 @dataclass
@@ -313,6 +345,79 @@ class Hypotheses:
         columns = ["statistic", "pvalue", "df_constraint"] + (["df_denom"] if use_t else [])
         index = [name for name, _ in tests]
         return TermTests(pd.DataFrame(table, index=index, columns=columns), ["chi2", "F"][use_t])
+
+    def t_test_pairwise(
+        self, term_name: str, method="hs", alpha: float = 0.05, factor_labels=None
+    ) -> MultiCompResult:
+        """Every pairwise difference of the levels of a categorical fixed-effects term,
+        with multiple-testing corrected p-values (statsmodels' ``t_test_pairwise``).
+
+        For levels ``i < j`` (in the formula's order of levels) the hypothesis is
+        ``μ_j − μ_i = 0``, where ``μ_l`` is the term's contribution to the linear
+        predictor on a row of level ``l`` (row ``l`` of the factor's coding times the
+        term's coefficients): a :meth:`t_test` of those rows.
+
+        Parameters
+        ----------
+        term_name : str
+            The term, named as statsmodels and :meth:`wald_test_terms` name it
+            (``"C(site)"``, or the column's name for a text column).
+        method : str or list of str
+            The corrections (:func:`dmixed.results.multitest.multipletests`): ``"hs"``
+            (Holm–Šidák, default), ``"b"``, ``"s"``, ``"h"``, ``"sh"``, ``"fdr_bh"``,
+            ``"fdr_by"`` (statsmodels' ``"ho"`` and ``"fdr_gbs"`` are not offered).
+        alpha : float
+            The error rate of the ``reject-<method>`` decisions (the intervals of the
+            table are at ``1 − 0.05``, as statsmodels').
+        factor_labels : list of str, optional
+            Labels for the levels (one per level), instead of the levels themselves.
+
+        Returns
+        -------
+        MultiCompResult
+            ``result_frame`` and ``contrasts`` (with ``k_fe`` columns).
+
+        Raises
+        ------
+        SpecError
+            An array model (no formula); no such term; an interaction or a term that is
+            not categorical; ``factor_labels`` of the wrong length; a method not
+            offered.
+
+        Notes
+        -----
+        Source: ``statsmodels.stats.contrast.t_test_pairwise`` (statsmodels 0.15). Its
+        MixedLM version builds the hypotheses over every parameter (fixed effects and
+        covariance parameters) and so fails in MixedLM's ``t_test``, which takes the
+        fixed effects' columns only; here they have ``k_fe`` columns.
+        """
+        alpha = check_alpha(alpha)
+        exog_names = list(self.names.exog_names)
+        columns, levels, coding = factor_term(self.spec, exog_names, term_name)
+        if factor_labels is not None:
+            if isinstance(factor_labels, str) or len(factor_labels) != len(levels):
+                raise SpecError(
+                    f"factor_labels has the wrong length, should be {len(levels)} (one label "
+                    f"per level of {term_name!r}: {levels})"
+                )
+            levels = list(factor_labels)
+        first, second = np.triu_indices(len(levels), 1)
+        labels = [f"{levels[j]}-{levels[i]}" for i, j in zip(first, second, strict=True)]
+        pairs = coding[second] - coding[first]
+        contrasts = np.zeros((len(labels), self.k_fe))
+        contrasts[:, columns] = pairs
+        frame = self.t_test(contrasts).summary_frame(xname=labels)
+        pvalues = np.asarray(frame.iloc[:, 3], dtype=np.float64)
+        if isinstance(method, tuple):
+            raise SpecError(
+                f"method: {method!r} is a tuple; give one correction as a str or several "
+                "as a list of str (as statsmodels takes them)"
+            )
+        for meth in method if isinstance(method, list) else [method]:
+            reject, corrected = multipletests(pvalues, method=meth, alpha=alpha)
+            frame[f"pvalue-{meth}"] = corrected
+            frame[f"reject-{meth}"] = reject
+        return MultiCompResult(frame, contrasts, term_name, labels, coding)
 
     @property
     def df_resid(self) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..design.references import design_coordinates
-from ..errors import NoModelError, SpecError
+from ..errors import NoModelError, NotOfferedError, SpecError
 from ..fit.coordinates import Coordinates
 from ..fit.options import check_flag, parse_free
 from ..fit.params import MixedLMParams
@@ -711,7 +711,93 @@ class MixedLMResults(FittedValues, Hypotheses):
         """Likelihood-ratio test of ``restricted`` (a sub-model) against this fit."""
         return _compare_lr_test(restricted, self)
 
+    # -- statsmodels' per-observation statistics, not offered ----------------------
+
+    @property
+    def score_obsv(self):
+        """Not offered: statsmodels' per-observation score.  Raises NotOfferedError."""
+        raise NotOfferedError(_no_score_obs("score_obsv"))
+
+    @property
+    def covjac(self):
+        """Not offered: statsmodels' outer-product-of-gradients covariance, made of
+        per-observation scores.  Raises NotOfferedError."""
+        raise NotOfferedError(_no_score_obs("covjac"))
+
+    @property
+    def bsejac(self):
+        """Not offered: the standard errors of :attr:`covjac`.  Raises
+        NotOfferedError."""
+        raise NotOfferedError(_no_score_obs("bsejac"))
+
+    @property
+    def covjhj(self):
+        """Not offered: statsmodels' sandwich covariance of per-observation scores.
+        Raises NotOfferedError."""
+        raise NotOfferedError(_no_score_obs("covjhj"))
+
+    @property
+    def bsejhj(self):
+        """Not offered: the standard errors of :attr:`covjhj`.  Raises
+        NotOfferedError."""
+        raise NotOfferedError(_no_score_obs("bsejhj"))
+
+    @property
+    def hessv(self) -> tuple[np.ndarray, bool]:
+        """``(hess, sing)``: the model's :meth:`~dmixed.MixedLM.hessian` at the estimates,
+        ``model.hessian(params_object)``.
+
+        Returns
+        -------
+        hess : ndarray (k_fe + k_re2 + k_vc, k_fe + k_re2 + k_vc)
+            The Hessian of the profiled log-likelihood w.r.t. ``[β, vech_lt(Ψ*), τ*]``
+            at the estimates; ``inv(-hess)`` is :meth:`cov_params`.
+        sing : bool
+            As :meth:`~dmixed.MixedLM.hessian`'s.
+
+        Raises
+        ------
+        dmixed.NoModelError
+            Loaded results without their model.
+
+        Notes
+        -----
+        statsmodels' ``MixedLMResults.hessv`` is ``model.hessian(results.params)``:
+        its ``hessian`` reads that plain array in the model's default ``use_sqrt``
+        packing (the covariance part as a Cholesky factor of Ψ* and square roots of
+        the variance components), so its value is the Hessian at another point than
+        the estimate.  This is the Hessian at the estimate, the one whose negative
+        inverse is :meth:`cov_params`, and so differs from statsmodels' value.
+        """
+        return self.model.hessian(self.params_object)
+
+    def get_nlfun(self, fun):
+        """Not offered (statsmodels' ``get_nlfun`` is not implemented either).
+
+        Raises
+        ------
+        dmixed.NotOfferedError
+            Always; a nonlinear function of the fixed effects can be tested by the
+            delta method with :meth:`cov_params` and :meth:`t_test` of its gradient.
+        """
+        raise NotOfferedError(
+            "get_nlfun is not offered (statsmodels does not implement it either): for a "
+            "nonlinear function g of the fixed effects, t_test(grad g at fe_params) gives "
+            "the delta-method standard error of its linearization"
+        )
+
+    #: statsmodels' penalty of the covariance parameters of a penalized fit: None, as
+    #: dmixed fits no penalized likelihood
+    cov_pen = None
+
     # -- saving ------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path, eval_env=None) -> MixedLMResults:
+        """Restore results saved with :meth:`save` (statsmodels' ``Results.load``;
+        :func:`dmixed.load`, whose arguments and errors it has: a results directory,
+        never a pickle)."""
+        return load(path, eval_env)
 
     def save(self, path) -> None:
         """Write a self-describing results directory, atomically (see :func:`dmixed.load`).
@@ -801,6 +887,16 @@ class MixedLMResults(FittedValues, Hypotheses):
             f"<dmixed MixedLMResults: {self.method}, nobs={self.nobs}, groups={self.n_groups}, "
             f"llf={self.llf:.4f}, converged={self.converged}>"
         )
+
+
+def _no_score_obs(name: str) -> str:
+    return (
+        f"{name} is not offered: it is made of per-observation scores, and a mixed "
+        "model's log-likelihood does not split over observations (the rows of a group "
+        "are correlated), only over groups; statsmodels' MixedLM has no score_obs and "
+        f"fails on {name} too. cov_params() and bse are the model-based covariance of "
+        "the estimates, not a robust one; a per-group sandwich is not offered either"
+    )
 
 
 def _state_effect_names(state: ResultsState, gi: int) -> tuple[list[str], np.ndarray]:

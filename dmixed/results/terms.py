@@ -11,7 +11,13 @@ from ..design.spec import dropped_columns
 from ..errors import SpecError
 from ..stats.statistics import constant_in_statistics
 
-__all__ = ["constant_in_rows", "constant_in_spec", "constant_of_fit", "fe_terms"]
+__all__ = [
+    "constant_in_rows",
+    "constant_in_spec",
+    "constant_of_fit",
+    "factor_term",
+    "fe_terms",
+]
 
 
 def formula_structure(spec) -> list:
@@ -37,6 +43,12 @@ def fe_terms(spec, exog_names: list[str]) -> list[tuple[str, np.ndarray]]:
     """
     if spec is None:
         return [(name, np.array([i])) for i, name in enumerate(exog_names)]
+    return [(name, columns) for name, columns, _, _ in _named_terms(spec, exog_names)]
+
+
+def _named_terms(spec, exog_names: list[str]) -> list[tuple[str, np.ndarray, list, list]]:
+    """:func:`fe_terms` of a formula model, each with its scoped terms and its built
+    columns (dropped ones included)."""
     # names as patsy spells them, whichever spelling a saved model keeps
     patsy_names = patsy_spelling(exog_names, spec.formula)
     position = {name: i for i, name in enumerate(patsy_names)}
@@ -44,7 +56,7 @@ def fe_terms(spec, exog_names: list[str]) -> list[tuple[str, np.ndarray]]:
     kept_patsy = patsy_names == list(exog_names)
     dropped = set(patsy_spelling(dropped_columns(spec), spec.formula))
     out = []
-    for term, _, built in formula_structure(spec):
+    for term, scoped, built in formula_structure(spec):
         columns = [c for c in patsy_spelling(built, spec.formula) if c not in dropped]
         if not columns:
             continue
@@ -57,8 +69,88 @@ def fe_terms(spec, exog_names: list[str]) -> list[tuple[str, np.ndarray]]:
         name = "Intercept" if str(term) == "1" else patsy_spelling([str(term)], spec.formula)[0]
         if not kept_patsy:
             name = formulaic_spelling([name], spec.formula)[0]
-        out.append((name, np.array([position[c] for c in columns], dtype=np.int64)))
+        positions = np.array([position[c] for c in columns], dtype=np.int64)
+        out.append((name, positions, list(scoped), list(built)))
     return out
+
+
+def factor_term(spec, exog_names: list[str], term_name: str) -> tuple[np.ndarray, list, np.ndarray]:
+    """The columns, levels and coding of a fixed-effects term that is one categorical
+    factor (what statsmodels' ``t_test_pairwise`` reads from the formula's
+    ``model_spec``).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The fit's formula spec.
+    exog_names : list of str
+        The fixed effects' names.
+    term_name : str
+        The term, named as :func:`fe_terms` names it (``"C(site)"``, ``"group"``).
+
+    Returns
+    -------
+    columns : ndarray of int (p,)
+        The term's positions in ``exog_names``.
+    levels : list (L,)
+        The factor's levels, in the coding's order.
+    coding : ndarray (L, p)
+        Row ``l``: the term's columns on a row of level ``l`` (the contrast coding
+        matrix: treatment, sum, ... reduced or full rank as the formula codes it).
+
+    Raises
+    ------
+    SpecError
+        No formula (an array model); no such term; a term of more than one factor
+        (an interaction) or of a factor that is not categorical; a term some of whose
+        columns ``drop_cols`` took out of the design.
+    """
+    if spec is None:
+        raise SpecError(
+            "t_test_pairwise needs the levels of a factor from the model's formula; this "
+            "model was made from arrays: test differences of its columns with t_test"
+        )
+    terms = _named_terms(spec, exog_names)
+    found = [t for t in terms if t[0] == term_name]
+    if not found:
+        raise SpecError(
+            f"term_name: {term_name!r} is not a term of the fixed effects (the terms: "
+            f"{[t[0] for t in terms]})"
+        )
+    _, columns, scoped, built = found[0]
+    factors = [sf for st in scoped for sf in st.factors]
+    if len(factors) != 1:
+        raise SpecError(
+            f"term_name: {term_name!r} is an interaction of {len(factors)} factors; "
+            "t_test_pairwise compares the levels of a main effect (statsmodels: "
+            "interaction effects not yet supported)"
+        )
+    main = spec.formulaic_spec("main")
+    rhs = getattr(main, "rhs", main)
+    expr = factors[0].factor.expr
+    state = rhs.encoder_state.get(expr)
+    contrasts = [c for f, c in rhs.factor_contrasts.items() if f.expr == expr]
+    if state is None or state[0].value != "categorical" or not contrasts:
+        raise SpecError(
+            f"term_name: {term_name!r} is not a categorical factor: t_test_pairwise "
+            "compares the levels of a categorical term"
+        )
+    if len(columns) != len(built):
+        raise SpecError(
+            f"term_name: {term_name!r} has columns that drop_cols took out of the design; "
+            "its levels can no longer be compared pairwise"
+        )
+    levels = list(state[1]["categories"])
+    coding = np.asarray(
+        contrasts[0].get_coding_matrix(reduced_rank=len(built) != len(levels)),
+        dtype=np.float64,
+    )
+    if coding.shape != (len(levels), len(columns)):
+        raise SpecError(
+            f"term_name: {term_name!r}: its coding has shape {coding.shape}, not one row per "
+            f"level ({len(levels)}) and one column per column of the term ({len(columns)})"
+        )
+    return columns, levels, coding
 
 
 def constant_in_spec(spec) -> int:

@@ -181,13 +181,17 @@ def test_group_lists_are_statsmodels(re_formula):
     assert "_group_lists" not in model.__dict__
     model.fit()
     assert "_group_lists" not in model.__dict__  # a fit does not make them
-    for name in ("endog_li", "exog_li", "exog_re_li"):
+    for name in ("endog_li", "exog_li", "exog_re_li", "exog_re2_li"):
         ours, ref = getattr(model, name), getattr(theirs, name)
         assert len(ours) == len(ref) == model.n_groups
         for a, b in zip(ours, ref, strict=True):
             assert a.shape == b.shape
-            np.testing.assert_array_equal(a, b)
+            if name == "exog_re2_li":  # the same sums in another order of additions
+                np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-13)
+            else:
+                np.testing.assert_array_equal(a, b)
     assert model.exog_li is model.exog_li  # made once
+    assert model.exog_re2_li is model.exog_re2_li
 
 
 def test_group_lists_of_arrays_without_random_effects_are_statsmodels():
@@ -200,6 +204,7 @@ def test_group_lists_of_arrays_without_random_effects_are_statsmodels():
         theirs = smlm.MixedLM(endog, exog, groups, exog_vc=exog_vc)
     model = MixedLM(endog, exog, groups, exog_vc=exog_vc)
     assert theirs.exog_re_li is None and model.exog_re_li is None
+    assert theirs.exog_re2_li is None and model.exog_re2_li is None
     for a, b in zip(model.exog_li, theirs.exog_li, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -214,9 +219,11 @@ def test_group_lists_go_with_the_rows():
     model.remove_data()
     with pytest.raises(SpecError, match=r"model\.exog_li .*remove_data\(\)"):
         _ = model.exog_li
+    with pytest.raises(SpecError, match=r"model\.exog_re2_li .*remove_data\(\)"):
+        _ = model.exog_re2_li
 
 
-@pytest.mark.parametrize("name", ["endog_li", "exog_li", "exog_re_li"])
+@pytest.mark.parametrize("name", ["endog_li", "exog_li", "exog_re_li", "exog_re2_li"])
 def test_group_lists_of_dask_data_say_why_not(name):
     dd = pytest.importorskip("dask.dataframe")
 

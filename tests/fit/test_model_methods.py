@@ -202,6 +202,20 @@ def test_hessian_agrees_with_statsmodels_at_the_gls_estimate(case):
         _close(ours.hessian(packed)[0], hess_ref, what="hessian of a packed vector")
 
 
+@pytest.mark.parametrize("kind", ["intercept", "slope", "vc"])
+def test_information_is_minus_statsmodels_hessian(kind):
+    """statsmodels' ``information`` is unimplemented for MixedLM; its documented value,
+    ``-1 * Hessian of the log-likelihood``, is checked against its ``hessian``."""
+    ref, ours = _models(kind, True, True)
+    beta, lmat, tau = next(_points(ours, 1, seed=31))
+    sm_pa, pa = _both(beta, lmat, tau)
+    fe, _ = ref.get_fe_params(sm_pa.cov_re, sm_pa.vcomp)
+    sm_pa.fe_params = fe
+    pa.fe_params = fe
+    _close(ours.information(pa), -ref.hessian(sm_pa)[0], what="information")
+    np.testing.assert_array_equal(ours.information(pa), -ours.hessian(pa)[0])
+
+
 @pytest.mark.parametrize("case", [c for c in CASES if c[2]], ids=_case_id)
 def test_hessian_away_from_the_gls_estimate_is_the_derivative_of_the_score(case):
     """Reference: finite differences of statsmodels' ``score_full(calc_fe=True)`` (whose

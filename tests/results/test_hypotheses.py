@@ -221,3 +221,110 @@ def test_text_names_an_interaction_as_statsmodels(term_fits):
         ours.t_test("x1:x2 = 0").effect, [ours.fe_params["x1:x2"]], rtol=1e-12
     )
     assert ours.wald_test("`x1:x2` = 0").statistic == ours.wald_test("x1:x2 = 0").statistic
+
+
+# --------------------------------------------------------------------------------------
+# t_test_pairwise
+# --------------------------------------------------------------------------------------
+
+
+def statsmodels_pairwise(theirs, term, **kwargs):
+    """statsmodels' own ``t_test_pairwise`` on its MixedLM fit.  Its MixedLM method builds
+    the hypotheses with a column for every parameter, which MixedLM's ``t_test``
+    refuses; given the fixed effects as ``params`` (the columns that ``t_test``
+    takes), the same code runs."""
+    from types import SimpleNamespace
+
+    from statsmodels.stats.contrast import t_test_pairwise
+
+    shim = SimpleNamespace(params=theirs.fe_params, model=theirs.model, t_test=theirs.t_test)
+    return t_test_pairwise(shim, term, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def factor_data():
+    df = make_data(n_groups=30, seed=5)
+    rng = np.random.default_rng(11)
+    df["site"] = rng.choice(["north", "east", "south", "west"], size=len(df))
+    df["dose"] = rng.choice([3, 1, 2], size=len(df))
+    df["treated"] = rng.random(len(df)) > 0.5
+    df["y"] = df["y"] + df["site"].map({"north": 0.0, "east": 0.4, "south": -0.3, "west": 0.1})
+    return df
+
+
+FORMULAS = [
+    ("y ~ x1 + site", "site"),
+    ("y ~ x1 + C(site, Treatment('south'))", "C(site, Treatment('south'))"),
+    ("y ~ x1 + C(site, Sum)", "C(site, Sum)"),
+    ("y ~ 0 + C(site) + x1", "C(site)"),
+    ("y ~ x1 + C(dose) + site", "C(dose)"),
+    ("y ~ x1 + C(dose, Helmert)", "C(dose, Helmert)"),
+    ("y ~ x1 + treated", "treated"),
+]
+
+
+@pytest.mark.parametrize("formula, term", FORMULAS)
+def test_t_test_pairwise_is_statsmodels(factor_data, formula, term):
+    ours = dmixed.mixedlm(formula, factor_data, groups="g").fit()
+    theirs = sm.MixedLM.from_formula(formula, factor_data, groups="g").fit(gtol=1e-8)
+    assert ours.llf == pytest.approx(theirs.llf, rel=1e-10)
+    methods = ["hs", "b", "fdr_bh"]
+    a = ours.t_test_pairwise(term, method=methods, alpha=0.1)
+    b = statsmodels_pairwise(theirs, term, method=methods, alpha=0.1)
+    assert a.contrast_labels == b.contrast_labels
+    np.testing.assert_array_equal(a.contrasts, b.contrasts)
+    np.testing.assert_array_equal(a.term_encoding_matrix, b.term_encoding_matrix)
+    assert list(a.result_frame.columns) == list(b.result_frame.columns)
+    assert list(a.result_frame.index) == list(b.result_frame.index)
+    np.testing.assert_allclose(
+        a.result_frame.to_numpy(dtype=float), b.result_frame.to_numpy(dtype=float), rtol=1e-6
+    )
+    # exactly statsmodels' t_test table of these contrasts and its corrections, on dmixed's fit
+    from statsmodels.stats.multitest import multipletests
+
+    table = ours.t_test(b.contrasts).summary_frame(xname=b.contrast_labels)
+    for meth in methods:
+        reject, corrected = multipletests(table["P>|z|"], alpha=0.1, method=meth)[:2]
+        table[f"pvalue-{meth}"], table[f"reject-{meth}"] = corrected, reject
+    pd.testing.assert_frame_equal(a.result_frame, table, rtol=1e-14, atol=0)
+
+
+def test_t_test_pairwise_labels_and_t(factor_data):
+    ours = dmixed.mixedlm("y ~ x1 + site", factor_data, groups="g").fit()
+    ours.use_t = True
+    labels = ["E", "N", "S", "W"]  # the levels in order: east, north, south, west
+    got = ours.t_test_pairwise("site", factor_labels=labels)
+    assert got.contrast_labels == ["N-E", "S-E", "W-E", "S-N", "W-N", "W-S"]
+    assert "P>|t|" in got.result_frame.columns and "pvalue-hs" in got.result_frame.columns
+    direct = ours.t_test(got.contrasts, use_t=True)
+    np.testing.assert_array_equal(got.result_frame["P>|t|"], np.ravel(direct.pvalue))
+
+
+@pytest.mark.parametrize(
+    "formula, term, kwargs, match",
+    [
+        ("y ~ x1 + site", "nosuch", {}, "term_name: 'nosuch' is not a term"),
+        ("y ~ x1 + site", "x1", {}, "not a categorical factor"),
+        ("y ~ x1 * site", "x1:site", {}, "interaction of 2 factors"),
+        ("y ~ x1 + site", "site", {"factor_labels": ["a", "b"]}, "factor_labels has the wrong"),
+        ("y ~ x1 + site", "site", {"method": "tukey"}, "not a multiple-testing correction"),
+        ("y ~ x1 + site", "site", {"method": "ho"}, "hommel, fdr_gbs.* not offered"),
+        ("y ~ x1 + site", "site", {"method": ("hs", "b")}, "a tuple; .* str or .* list of str"),
+        ("y ~ x1 + site", "site", {"alpha": 2.0}, "alpha"),
+        ("y ~ x1 + C(dose)", "C(dose)", {"drop": ["C(dose)[T.3]"]}, "drop_cols took out"),
+    ],
+)
+def test_t_test_pairwise_refuses_clearly(factor_data, formula, term, kwargs, match):
+    kwargs = dict(kwargs)
+    drop = kwargs.pop("drop", None)
+    ours = dmixed.mixedlm(formula, factor_data, groups="g", drop_cols=drop).fit()
+    with pytest.raises(SpecError, match=match):
+        ours.t_test_pairwise(term, **kwargs)
+
+
+def test_t_test_pairwise_of_an_array_model_says_to_use_t_test(factor_data):
+    df = factor_data
+    exog = np.column_stack([np.ones(len(df)), df["x1"]])
+    ours = dmixed.MixedLM(df["y"].to_numpy(), exog, df["g"].to_numpy()).fit()
+    with pytest.raises(SpecError, match="made from arrays: test differences .* with t_test"):
+        ours.t_test_pairwise("x1")

@@ -501,3 +501,70 @@ def test_freepat_is_the_pattern_given_to_fit_as_statsmodels():
         warnings.simplefilter("ignore")
         assert theirs.fit(free=free_sm).freepat is free_sm
     assert ours.fit(free=free).freepat is free
+
+
+NOT_OFFERED = ["score_obsv", "covjac", "bsejac", "covjhj", "bsejhj"]
+
+
+@pytest.fixture(scope="module")
+def small_fit():
+    df = make_data(n_groups=10, seed=12)
+    return mixedlm("y ~ x1", df, groups="g").fit(), df
+
+
+@pytest.mark.parametrize("name", NOT_OFFERED)
+def test_per_observation_statistics_say_why_not_and_what_instead(small_fit, name):
+    """statsmodels' MixedLM fails on these with an AttributeError (no ``score_obs``);
+    dmixed says why, and that the model-based covariance is not a robust one."""
+    from dmixed import NotOfferedError
+
+    res, _ = small_fit
+    match = rf"{name} is not offered.*cov_params\(\) and bse are the model-based .*not a robust"
+    with pytest.raises(NotImplementedError, match=match):
+        getattr(res, name)
+    with pytest.raises(NotOfferedError):
+        getattr(res, name)
+    assert not hasattr(res, name)  # as for statsmodels' MixedLM, and getattr's default
+    assert getattr(res, name, None) is None
+
+
+def test_hessv_is_the_hessian_at_the_estimates(small_fit):
+    """statsmodels' hessv is ``(hess, sing)`` of ``model.hessian``; dmixed's is at the
+    estimates (statsmodels reads its plain ``params`` as a Cholesky packing)."""
+    res, _ = small_fit
+    hess, sing = res.hessv
+    ref, ref_sing = res.model.hessian(res.params_object)
+    np.testing.assert_array_equal(hess, ref)
+    assert sing is ref_sing is False
+    np.testing.assert_allclose(
+        np.linalg.inv(-hess), np.asarray(res.cov_params()), rtol=1e-10, atol=1e-14
+    )
+
+
+def test_get_nlfun_is_not_offered_as_in_statsmodels(small_fit):
+    res, _ = small_fit
+    with pytest.raises(NotImplementedError, match="get_nlfun is not offered.*t_test"):
+        res.get_nlfun(np.exp)
+
+
+def test_results_load_is_dmixed_load(small_fit, tmp_path):
+    res, _ = small_fit
+    res.save(tmp_path / "res")
+    back = MixedLMResults.load(tmp_path / "res")
+    assert isinstance(back, MixedLMResults)
+    np.testing.assert_array_equal(back.params, res.params)
+    assert back.llf == res.llf
+    assert res.cov_pen is None  # statsmodels' penalty of an unpenalized fit
+
+
+def test_every_public_name_of_statsmodels_results_is_there(small_fit):
+    """Every public attribute of statsmodels' MixedLMResults is one of dmixed's results,
+    but ``initialize`` (statsmodels' internal set-up of a results object)."""
+    import statsmodels.formula.api as smf
+
+    res, df = small_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels' convergence notes
+        theirs = smf.mixedlm("y ~ x1", df, groups="g").fit()
+    public = {name for name in dir(theirs) if not name.startswith("_")}
+    assert public - set(dir(res)) == {"initialize"}

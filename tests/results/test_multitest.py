@@ -1,0 +1,41 @@
+"""The multiple-testing corrections of ``t_test_pairwise`` (``dmixed/results/multitest.py``,
+written from the methods' definitions) give statsmodels' ``multipletests`` values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from statsmodels.stats.multitest import multipletests as sm_multipletests
+
+from dmixed.errors import SpecError
+from dmixed.results.multitest import METHODS, multipletests
+
+SPELLINGS = [s for spellings in METHODS.values() for s in spellings]
+
+
+# statsmodels warns of its own log1p(-1) and division by 1 - 1
+@pytest.mark.filterwarnings("ignore::RuntimeWarning:statsmodels")
+@pytest.mark.parametrize("method", SPELLINGS + ["HS", "Fdr_BH"])
+@pytest.mark.parametrize("alpha", [0.05, 0.3])
+def test_every_method_is_statsmodels(method, alpha):
+    rng = np.random.default_rng(7)
+    # small p-values among large ones, ties, a 0 and a 1: every branch of the step rules
+    p = np.concatenate([rng.uniform(0, 0.02, 5), rng.uniform(0, 1, 9), [0.01, 0.01, 0.0, 1.0]])
+    rng.shuffle(p)
+    for pvals in (p, p[:1], p[:3], np.full(4, 1e-6)):
+        reject, corrected = multipletests(pvals, method=method, alpha=alpha)
+        ref_reject, ref_corrected = sm_multipletests(pvals, alpha=alpha, method=method)[:2]
+        np.testing.assert_array_equal(reject, ref_reject)
+        np.testing.assert_allclose(corrected, ref_corrected, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize(
+    "method", ["fdr_tsbh", "fdr_tsbky", "lfdr", "tukey", 3, None, "ho", "hommel", "fdr_gbs"]
+)
+def test_a_method_not_offered_is_named(method):
+    with pytest.raises(SpecError, match="method:.*not a multiple-testing correction") as err:
+        multipletests([0.1, 0.2], method=method)
+    # the message lists what is offered, and only that
+    offered = str(err.value).split("use one of", 1)[1]
+    assert "'fdr_bh'" in offered and "'hs'" in offered
+    assert "'ho'" not in offered and "'fdr_gbs'" not in offered
