@@ -186,3 +186,18 @@ def test_import_leaves_heavy_dependencies_for_later():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_command_line_and_results_leave_scipy_stats_for_later():
+    """The command line's start (``dmixed --version``, ``dmixed show``) and the results'
+    modules do not import ``scipy.stats`` (about a second in a fresh process): the
+    multiple-testing corrections import it where the FDR methods use it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dmixed.cli, dmixed.results.results, dmixed.results.hypotheses; "
+        "print('scipy.stats' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

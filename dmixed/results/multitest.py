@@ -12,7 +12,6 @@ The two false discovery rate methods are scipy's
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from ..errors import SpecError
 
@@ -103,6 +102,10 @@ def multipletests(pvals, method: str = "hs", alpha: float = 0.05) -> tuple[np.nd
     raw = np.asarray(pvals, dtype=np.float64).ravel()
     m = raw.size
     if name in ("fdr_bh", "fdr_by"):
+        # imported here: scipy.stats costs a fresh process (the command line's start
+        # included) about a second, and only these two methods need it
+        from scipy import stats
+
         adjusted = (
             stats.false_discovery_control(raw, method="bh" if name == "fdr_bh" else "by")
             if m
