@@ -108,10 +108,17 @@ def crossed_tables(state) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def crossed_random_effects(
-    table: pd.DataFrame, slots: pd.DataFrame, cov: pd.DataFrame, q: int, widths, prior
+    table: pd.DataFrame,
+    slots: pd.DataFrame,
+    cov: pd.DataFrame,
+    q: int,
+    widths,
+    prior,
+    labels=None,
 ) -> tuple[RaggedBlup, BorderCov, list[np.ndarray]]:
     """``(blup, blup_cov, vc_slot_cols)`` of the three tables (module doc): the inverse
-    of :func:`crossed_tables`.
+    of :func:`crossed_tables` (``labels``: the coordinates' labels naming the ``re``
+    columns of ``table``, :func:`dmixed.stats.columns.effect_labels`; None: ``re[j]``).
 
     Raises
     ------
@@ -129,7 +136,7 @@ def crossed_random_effects(
         raise ValueError("a slot outside the groups or the padded random design")
     used = slots["used"].to_numpy().astype(bool)
     blup = RaggedBlup(
-        columns.take_vector(table, _RE, q, g), group[used], pos[used],
+        columns.take_vector(table, _RE, q, g, labels), group[used], pos[used],
         slots[_RE].to_numpy()[used], r,
     )  # fmt: skip
     border = slots["border"].to_numpy().astype(bool) & used
