@@ -92,6 +92,7 @@ from .job import (
     same_model,
     saved_model,
 )
+from .stats.inputs import retimed_copies, same_inputs
 from .stats.last_fit import LAST_FIT_FILE, last_fit, remember_fit
 
 __all__ = [
@@ -378,6 +379,16 @@ def _input_differences(given: list[dict], saved: list[dict]) -> list[str]:
         return ", ".join(paths[:3]) + more
 
     out = []
+    retimed = retimed_copies(given, saved)
+    if retimed:
+        pairs = [f"{p} (saved as {q})" for p, q in retimed]
+        more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+        out.append(
+            "input files whose Parquet footer (or ends) and size are a saved file's under "
+            "another path but whose modification time is not, so their rows are not known "
+            "to be the saved ones (copy a data folder with its time stamps kept: cp -p, "
+            f"rsync -a): {', '.join(pairs[:3])}{more}"
+        )
     added = sorted(set(now) - set(before))
     if added:
         out.append(f"input files not among the saved ones: {listed(added)}")
@@ -413,7 +424,9 @@ def _same_job(job: Job, manifest: dict, fingerprint: list[dict]) -> bool:
         return sorted(inputs, key=lambda i: i["path"])
 
     saved_inputs = manifest.get("inputs") or []
-    if by_path(saved_inputs) != by_path(fingerprint):
+    # the same files under other paths (a data folder moved or copied) are the same
+    # data where their content says so (:func:`same_inputs`)
+    if by_path(saved_inputs) != by_path(fingerprint) and not same_inputs(fingerprint, saved_inputs):
         return False
     return "spec" in manifest and same_model(job.model_dump(), manifest["spec"])
 

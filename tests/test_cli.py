@@ -1376,6 +1376,57 @@ def test_rerun_does_not_read_the_data(checkpointed, monkeypatch):
     assert "reusing saved statistics" in proc.stderr
 
 
+def test_a_moved_data_folder_reuses_its_saved_statistics(data, scheduler, tmp_path, monkeypatch):
+    """Saved statistics were matched to their inputs by path: the same files in a moved
+    or renamed data folder were refused as other data (exit 2, "input files not among
+    the saved ones").  Files of the saved content identity, size and modification time
+    are the same input under any path (no data pass, the same fit); a copy that did not
+    keep its time stamps (a Parquet footer alone does not prove its rows) and a file
+    rewritten at its saved path with its time stamp kept are refused, saying why."""
+    (tmp_path / "data").mkdir()
+    for f in (data.A, data.B):
+        shutil.copy2(f, tmp_path / "data" / f.name)
+    model = [*MODEL, *VC, "--cluster", scheduler.file, "--stats-dir", "st"]
+
+    def fit(folder: str, output: str):
+        files = [f"{folder}/A.parquet", f"{folder}/B.parquet"]
+        return run_in_process("fit", "--data", *files, *model, "--output", output, cwd=tmp_path)
+
+    assert fit("data", "o1").returncode == 0
+    saved = os.stat(tmp_path / "data" / "A.parquet").st_mtime_ns
+    (tmp_path / "data").rename(tmp_path / "moved")
+    shutil.copytree(tmp_path / "moved", tmp_path / "kept")  # (copy2: time stamps kept)
+
+    def no_data_pass(*args, **kwargs):
+        raise AssertionError("dmixed bug: statistics of moved files were not reused")
+
+    with monkeypatch.context() as m:
+        m.setattr(cli, "read_data", no_data_pass)
+        for folder in ("moved", "kept"):
+            proc = fit(folder, f"o_{folder}")
+            assert proc.returncode == 0, proc.stderr
+            assert "reusing saved statistics from st (no data pass)" in proc.stderr
+            back = dmixed.load(tmp_path / f"o_{folder}")
+            assert_same_fit(back, dmixed.load(tmp_path / "o1"), rtol=1e-12)
+    (tmp_path / "fresh").mkdir()
+    for name in ("A.parquet", "B.parquet"):
+        shutil.copy(tmp_path / "moved" / name, tmp_path / "fresh" / name)
+        os.utime(tmp_path / "fresh" / name, ns=(saved + 10**9, saved + 10**9))
+    proc = fit("fresh", "o_fresh")
+    assert proc.returncode == 2 and not (tmp_path / "o_fresh").exists()
+    assert "but whose modification time is not" in proc.stderr
+    assert f"{tmp_path / 'fresh' / 'A.parquet'} (saved as {tmp_path / 'data' / 'A.parquet'})" in (
+        proc.stderr
+    )
+    shutil.copytree(tmp_path / "moved", tmp_path / "data")
+    other = data.frame_a.assign(y=data.frame_a["y"] + 1.0)
+    other.to_parquet(tmp_path / "data" / "A.parquet", index=False)
+    os.utime(tmp_path / "data" / "A.parquet", ns=(saved, saved))
+    proc = fit("data", "o_changed")
+    assert proc.returncode == 2 and not (tmp_path / "o_changed").exists()
+    assert "input files changed (" in proc.stderr and "content" in proc.stderr
+
+
 def test_rerun_of_statistics_kept_on_the_cluster_equals_the_first_fit(
     data, scheduler, tmp_path, monkeypatch
 ):

@@ -14,6 +14,11 @@ avoids:
 - a URL (fsspec): what the store says identifies the object's content (ETag, MD5, CRC,
   version or generation, modification time), for every object a glob or a directory
   stands for.
+
+The path is not part of what an input is (:func:`same_inputs`): a data folder moved or
+copied elsewhere is the data its statistics were built from, where that identity says
+so (a whole-file sha256; a partial one with the file's size, modification time and the
+Hive keys its path gives the rows).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import filecmp
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from urllib.parse import unquote
 
@@ -43,7 +49,9 @@ __all__ = [
     "is_parquet_file",
     "local_identity",
     "remote_identity",
+    "retimed_copies",
     "same_content",
+    "same_inputs",
     "separator",
 ]
 
@@ -461,6 +469,65 @@ def _identity(rec: dict, read_keys: set[str] | None = None) -> tuple:
     if read_keys is not None:
         keys = tuple(k for k in keys if k.split("=", 1)[0] in read_keys)
     return (rec["content"], rec.get("size"), keys)
+
+
+def _whole(content: str) -> bool:
+    """Whether a content identity hashes the whole file (a small non-Parquet file)."""
+    return content.startswith("sha256:")
+
+
+def _partial(rec: dict) -> bool:
+    """Whether an input is a local file of a content identity that covers part of it
+    (a Parquet footer, a large file's ends)."""
+    content = rec.get("content")
+    if not isinstance(content, str) or not content:
+        return False
+    return "://" not in rec["path"] and not _whole(content)
+
+
+def _input_key(rec: dict) -> tuple:
+    """What :func:`same_inputs` compares of an input: a local file's content identity,
+    size and Hive keys (:func:`_identity`), with its modification time where the
+    identity covers part of the file; a URL, or a file of no identity, as recorded."""
+    content = rec.get("content")
+    if not content or "://" in rec["path"]:
+        return ("as recorded", rec["path"], rec.get("size"), rec.get("mtime_ns"), content)
+    return ("content", *_identity(rec), None if _whole(content) else rec.get("mtime_ns"))
+
+
+def same_inputs(given: list[dict], saved: list[dict]) -> bool:
+    """Whether the inputs ``given`` are the ``saved`` ones, each at its saved path or
+    under another: a data folder moved, renamed or copied is the data the statistics
+    were built from, so a rerun reuses them rather than refusing them as other data.
+
+    Records of :func:`dmixed.stats.checkpoint.input_fingerprint`.  A local file matches
+    by its content identity and size, and, for Parquet, the Hive keys its path gives
+    (:func:`_identity`: under ``region=us/`` its rows are other rows): with a whole-file
+    sha256 that is its bytes; a partial identity (a Parquet footer, a large file's ends)
+    is not (files of other rows may share a footer), so the file's modification time
+    must match too, as a move keeps it (``mv``, ``cp -p``, ``rsync -a``): the same
+    evidence as for a file at its saved path.  A URL, or an input of no identity, only
+    as recorded (a URL's identity holds its objects' names).
+    """
+    return Counter(map(_input_key, given)) == Counter(map(_input_key, saved))
+
+
+def retimed_copies(given: list[dict], saved: list[dict]) -> list[tuple[str, str]]:
+    """Pairs ``(path, saved path)``: a given local file of a partial content identity
+    whose identity, size and Hive keys are those of a saved input under another path,
+    but whose modification time is not (a copy that did not keep its time stamp, which
+    :func:`same_inputs` cannot tell from other rows of the same footer)."""
+    before: dict[tuple, dict] = {}
+    for rec in saved:
+        if _partial(rec):
+            before.setdefault(_identity(rec), rec)
+    out = []
+    for rec in given:
+        match = before.get(_identity(rec)) if _partial(rec) else None
+        if match is not None and match["path"] != rec["path"]:
+            if match.get("mtime_ns") != rec.get("mtime_ns"):
+                out.append((rec["path"], match["path"]))
+    return out
 
 
 def _resolved(rec: dict) -> tuple:

@@ -394,3 +394,31 @@ def test_already_included_names_unchanged_and_copied_inputs_only(tmp_path, monke
         path["b_copy"]: f"the content of {path['b']}",
     }
     assert inputs.already_included(recs, []) == {}
+
+
+def _rec(path, content, mtime=1, size=10) -> dict:
+    return {"path": path, "size": size, "mtime_ns": mtime, "content": content}
+
+
+def test_same_inputs_match_by_content_where_it_proves_the_rows():
+    """Inputs are the saved ones under other paths where their identity says so: a
+    whole-file sha256 (any time stamp); a footer with size and time stamp, under the
+    same Hive keys; a URL only as recorded."""
+    footer, whole = "parquet-footer-sha256:aa", "sha256:bb"
+    saved = [_rec("/d/region=eu/a.parquet", footer), _rec("/d/b.csv", whole)]
+    moved = [_rec("/e/region=eu/a.parquet", footer), _rec("/e/b.csv", whole, mtime=7)]
+    assert inputs.same_inputs(moved, saved)
+    assert inputs.retimed_copies(moved, saved) == []
+    retimed = [_rec("/e/region=eu/a.parquet", footer, mtime=2), _rec("/e/b.csv", whole)]
+    assert not inputs.same_inputs(retimed, saved)
+    assert inputs.retimed_copies(retimed, saved) == [
+        ("/e/region=eu/a.parquet", "/d/region=eu/a.parquet")
+    ]
+    other_keys = [_rec("/d/region=us/a.parquet", footer), _rec("/d/b.csv", whole)]
+    assert not inputs.same_inputs(other_keys, saved)
+    assert not inputs.same_inputs([_rec("/d/b.csv", whole, size=11)], [_rec("/d/b.csv", whole)])
+    url = "s3://bucket/a.parquet"
+    remote = [_rec(url, "store-sha256:cc", None, None)]
+    assert inputs.same_inputs(remote, remote)
+    assert not inputs.same_inputs([_rec("s3://other/a.parquet", "store-sha256:cc")], remote)
+    assert not inputs.same_inputs(moved[:1], saved)  # a saved file not given
