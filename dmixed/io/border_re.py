@@ -18,7 +18,9 @@ columns (G × r(r+1)/2):
   (its column, ``0 … w_i-1``) and ``value``.
 
 The prior variance of a slot a group does not use is one number per component, as for
-ragged results (``blup_cov_prior``).  Sizes ``O(Σ_i (w_i + m_i) w_i)``.
+ragged results (``blup_cov_prior``).  Sizes ``O(Σ_i (w_i + m_i) w_i)``.  From results
+format 7 the ``re`` columns are named by the effects (``re["x1"]``:
+:func:`dmixed.stats.columns.effect_labels`); directories before it number them.
 """
 
 from __future__ import annotations

@@ -15,7 +15,10 @@ version 2), in two tables instead of the padded ``re[j]`` (G × r) and ``cov[a,b
   BLUP ``re``, the covariance row ``w[j]`` and term ``delta``.
 
 The prior variance of a slot a group does not use is one number per component
-(``blup_cov_prior`` in ``estimates.json``).  Sizes ``O(G q² + J q)``.
+(``blup_cov_prior`` in ``estimates.json``).  Sizes ``O(G q² + J q)``.  From results
+format 7, ``j``, ``a`` and ``b`` in the column names are the effects' labels
+(``re["x1"]``, ``cov_root["x1","Group"]``, ``w["x1"]``:
+:func:`dmixed.stats.columns.effect_labels`); directories before it number them.
 """
 
 from __future__ import annotations

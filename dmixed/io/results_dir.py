@@ -252,8 +252,8 @@ def estimates_document(state: ResultsState) -> dict:
     """The content of ``estimates.json`` (before conversion to JSON types)."""
     return {
         "format": FORMAT,
-        # every directory now names its columns (:func:`effect_labels`), which no
-        # version before it reads: the formats 1 to 6 told apart above are read still
+        # every directory names its columns (:func:`effect_labels`), which no version
+        # before format 7 finds; directories of formats 1 to 6 are still read
         "format_version": NAMED_COLUMNS_FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
