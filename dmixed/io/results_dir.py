@@ -78,26 +78,18 @@ __all__ = [
 ]
 
 FORMAT = "dmixed-results"
-#: The newest format read, written for group labels that are tuples (older versions
-#: would read their JSON text as labels); 4 for a fit whose prior weights were scaled
-#: in its statistics (``weight_scale`` and ``cov_params_weighted``, which older
-#: versions would not read); other directories are written in the format of their
-#: random effects: crossed 3, ragged 2, padded 1, which older versions read.
-#: 6 for a model whose names versions before it would rebuild otherwise (columns in
-#: patsy's order where formulaic's differs, text literals spelled as the formula writes
-#: them: :meth:`~dmixed.design.ModelSpec.names_need_this_version`): those versions
-#: refuse it as written by a newer dmixed rather than fail on the names.
-#: 7, written for every directory: the random effects' columns named by the effects
-#: (:func:`dmixed.stats.columns.effect_labels`) rather than numbered, which versions
-#: before it would not find; directories of formats 1 to 6 are read by position.
+#: The format written, for every directory: 7, the random effects' columns named by the
+#: effects (:func:`dmixed.stats.columns.effect_labels`) rather than numbered, which
+#: versions before it would not find (they refuse it as written by a newer dmixed).
+#: Directories of the earlier formats are read, their columns by position: 1 padded,
+#: 2 ragged, 3 crossed random effects; 4 a fit whose prior weights were scaled in its
+#: statistics (``weight_scale``, ``cov_params_weighted``); 5 group labels that are
+#: tuples; 6 a model whose names earlier versions would rebuild otherwise.
 FORMAT_VERSION = 7
+#: the first format of named random-effects columns
 NAMED_COLUMNS_FORMAT_VERSION = 7
-PATSY_NAMES_FORMAT_VERSION = 6
-TUPLE_LABELS_FORMAT_VERSION = 5
+#: the first format that may hold ``weight_scale`` and ``cov_params_weighted``
 WEIGHTED_FORMAT_VERSION = 4
-CROSSED_FORMAT_VERSION = 3
-RAGGED_FORMAT_VERSION = 2
-PADDED_FORMAT_VERSION = 1
 
 _RE, _COV, _SIZE = "re", "cov", "group_size"
 _TABLE = "random_effects.parquet"
