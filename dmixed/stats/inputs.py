@@ -572,10 +572,12 @@ def same_inputs(given: list[dict], saved: list[dict], moved: bool = False) -> bo
 def _partial_matches(given: list[dict], saved: list[dict]) -> list[tuple[str, str, bool]]:
     """Triples ``(path, saved path, same modification time)``: a given local file of a
     partial content identity whose identity, size and Hive keys are those of a saved
-    input under another path."""
+    input under another path, one not given itself (a saved file given at its path is
+    not elsewhere too)."""
+    paths = {rec["path"] for rec in given}
     before: dict[tuple, dict] = {}
     for rec in saved:
-        if _partial(rec):
+        if _partial(rec) and rec["path"] not in paths:
             before.setdefault(_identity(rec), rec)
     out = []
     for rec in given:

@@ -415,6 +415,13 @@ def test_same_inputs_match_by_content_where_it_proves_the_rows():
     ]
     assert inputs.same_inputs([saved[0], moved[1]], saved)  # a whole-file hash is
     assert inputs.same_inputs(saved, saved) and inputs.moved_inputs(saved, saved) == []
+    # a saved file given at its own path is not also elsewhere
+    assert inputs.moved_inputs([saved[0], moved[0]], saved) == []
+    assert (
+        inputs.retimed_copies([saved[0], retimed_a := _rec(moved[0]["path"], footer, 2)], saved)
+        == []
+    )
+    assert inputs.retimed_copies([retimed_a], saved) == [(retimed_a["path"], saved[0]["path"])]
     assert inputs.retimed_copies(moved, saved) == []
     retimed = [_rec("/e/region=eu/a.parquet", footer, mtime=2), _rec("/e/b.csv", whole)]
     assert not inputs.same_inputs(retimed, saved, moved=True)
