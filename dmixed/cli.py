@@ -92,6 +92,7 @@ from .job import (
     same_model,
     saved_model,
 )
+from .stats.inputs import moved_inputs, retimed_copies, same_inputs
 from .stats.last_fit import LAST_FIT_FILE, last_fit, remember_fit
 
 __all__ = [
@@ -294,7 +295,8 @@ def _update_command(job: Job, job_file: str | None) -> str:
     """The ``dmixed update --skip-included`` of this fit's job: its job file where one
     was given (``--job``), else its statistics, data and output given as flags."""
     if job_file:
-        return f"dmixed update --job {shlex.quote(job_file)} --skip-included"
+        moved = " --moved-inputs" if job.moved_inputs else ""
+        return f"dmixed update --job {shlex.quote(job_file)} --skip-included{moved}"
     data = [job.data] if isinstance(job.data, str) else list(job.data or [])
     words = ["dmixed update", "--stats-dir", shlex.quote(str(job.stats_dir)), "--data"]
     words += [shlex.quote(d) for d in data]
@@ -302,6 +304,8 @@ def _update_command(job: Job, job_file: str | None) -> str:
         words += ["--output", shlex.quote(job.output)]
     if isinstance(job.cluster, str):
         words += ["--cluster", shlex.quote(job.cluster)]
+    if job.moved_inputs:
+        words.append("--moved-inputs")
     return " ".join([*words, "--skip-included"])
 
 
@@ -354,7 +358,7 @@ def _digest_differences(job: Job, manifest: dict, fingerprint: list[dict]) -> st
                 )
     inputs = manifest.get("inputs")
     if isinstance(inputs, list) and all(isinstance(i, dict) and "path" in i for i in inputs):
-        parts.extend(_input_differences(fingerprint, inputs))
+        parts.extend(_input_differences(fingerprint, inputs, job.moved_inputs))
     if not parts:
         return _DIGEST_COVERS
     return "; ".join(parts)
@@ -368,8 +372,10 @@ def _shown_value(value) -> str:
     return shown(value) if isinstance(value, str) else shown(repr(value))[1:-1]
 
 
-def _input_differences(given: list[dict], saved: list[dict]) -> list[str]:
-    """The input files that differ between ``given`` and ``saved`` fingerprints."""
+def _input_differences(given: list[dict], saved: list[dict], moved: bool = False) -> list[str]:
+    """The input files that differ between ``given`` and ``saved`` fingerprints; a saved
+    file moved (:func:`~dmixed.stats.inputs.moved_inputs`) only without ``moved``
+    (``--moved-inputs``), a file listed once."""
     now = {i["path"]: i for i in given}
     before = {i["path"]: i for i in saved}
 
@@ -377,11 +383,33 @@ def _input_differences(given: list[dict], saved: list[dict]) -> list[str]:
         more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
         return ", ".join(paths[:3]) + more
 
+    def paired(pairs: list[tuple[str, str]]) -> str:
+        return listed([f"{p} (saved as {q})" for p, q in pairs])
+
     out = []
-    added = sorted(set(now) - set(before))
+    retimed = retimed_copies(given, saved)
+    if retimed:
+        out.append(
+            "input files whose Parquet footer (or ends) and size are a saved file's under "
+            "another path but whose modification time is not, so their rows are not known "
+            "to be the saved ones (copy a data folder with its time stamps kept: cp -p, "
+            f"rsync -a): {paired(retimed)}"
+        )
+    moves = moved_inputs(given, saved)
+    if moves and not moved:
+        out.append(
+            "input files whose size, Parquet footer (or ends), Hive keys and modification "
+            "time are a saved file's under another path, which do not prove their rows "
+            "(a file of other rows may share them): "
+            f"{paired(moves)}; if the data folder was moved (mv, cp -p, rsync -a), "
+            "--moved-inputs (moved_inputs: true) takes them for the saved files"
+        )
+    # each file once: under the pair that names it, not again as added or not given
+    accounted = retimed + moves
+    added = sorted(set(now) - set(before) - {p for p, _ in accounted})
     if added:
         out.append(f"input files not among the saved ones: {listed(added)}")
-    gone = sorted(set(before) - set(now))
+    gone = sorted(set(before) - set(now) - {q for _, q in accounted})
     if gone:
         out.append(f"saved input files not given: {listed(gone)}")
     labels = {"size": "size", "mtime_ns": "modification time", "content": "content"}
@@ -413,7 +441,11 @@ def _same_job(job: Job, manifest: dict, fingerprint: list[dict]) -> bool:
         return sorted(inputs, key=lambda i: i["path"])
 
     saved_inputs = manifest.get("inputs") or []
-    if by_path(saved_inputs) != by_path(fingerprint):
+    # the same files under other paths (a data folder moved or copied) are the same
+    # data where their content proves it, or where --moved-inputs says so (:func:`same_inputs`)
+    if by_path(saved_inputs) != by_path(fingerprint) and not same_inputs(
+        fingerprint, saved_inputs, job.moved_inputs
+    ):
         return False
     return "spec" in manifest and same_model(job.model_dump(), manifest["spec"])
 
@@ -667,7 +699,7 @@ def _refuse_repeated(
     twice).
     ``model``: the model's keys (the saved spec's for ``update``; the job's by default),
     whose columns tell which Hive keys tell files apart."""
-    from .stats.inputs import repeated_inputs
+    from .stats.inputs import MOVED_WHY, repeated_inputs
 
     def holds(path: str) -> bool:  # asked of copies only
         return holds_rows(path, input_format(job, [path]), job.storage_options)
@@ -683,9 +715,17 @@ def _refuse_repeated(
         again = repeated_inputs(inputs, earlier, holds, names)
         if again:
             more = f" and {len(again) - 3} more" if len(again) > 3 else ""
+            moves = ""
+            if any(MOVED_WHY in why for why in again):
+                moves = (
+                    "; a file taken for a saved one moved (its path gone, or another file "
+                    "there) may hold other rows: --skip-included --moved-inputs leaves "
+                    "it out as the saved rows; a file of other rows needs a new "
+                    "modification time (touch) to be added"
+                )
             raise JobError(
                 f"{len(again)} input(s) {where}: "
-                f"{', '.join(again[:3])}{more}; {words} would count their rows twice"
+                f"{', '.join(again[:3])}{more}; {words} would count their rows twice{moves}"
             )
 
 
@@ -804,7 +844,7 @@ def _skip_included(
     from .stats.inputs import already_included
 
     names = model_names(manifest["spec"])
-    skipped = already_included(inputs, manifest.get("inputs", []), names)
+    skipped = already_included(inputs, manifest.get("inputs", []), names, job.moved_inputs)
     if not skipped:
         return files, inputs
     # one line, however many nights the glob holds (a file's copy says whose content)

@@ -133,6 +133,9 @@ class Job(BaseModel):
     skip_included: StrictBool = _field(
         False, "true or false (a YAML boolean, unquoted; dmixed update)"
     )
+    moved_inputs: StrictBool = _field(
+        False, "true or false (a YAML boolean, unquoted; dmixed fit and update)"
+    )
     allow_nonconverged: StrictBool = _field(False, "true or false (a YAML boolean, unquoted)")
     cov_fe: Literal["hessian", "conditional"] = _field("hessian", "hessian or conditional")
     check_nobs: Literal["raise", "ignore"] = _field("raise", "raise or ignore")
@@ -396,6 +399,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "cluster on this machine",
     )
     p.add_argument("--stats-dir", dest="stats_dir", metavar="DIR", help="saved statistics")
+    p.add_argument(
+        "--moved-inputs",
+        dest="moved_inputs",
+        action="store_true",
+        default=None,
+        help="take a Parquet file (or a file over 64 MiB) under another path whose size, "
+        "footer (or ends), Hive keys and modification time are a file's of --stats-dir for "
+        "that file, moved (mv, cp -p, rsync -a): fit reuses the statistics, update counts it "
+        "as included; RISK: a file of other rows with the same footer and time stamp is "
+        "taken for it too, giving a wrong fit; default: refuse such files",
+    )
     p.add_argument(
         "--allow-nonconverged",
         dest="allow_nonconverged",

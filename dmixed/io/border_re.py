@@ -18,7 +18,9 @@ columns (G × r(r+1)/2):
   (its column, ``0 … w_i-1``) and ``value``.
 
 The prior variance of a slot a group does not use is one number per component, as for
-ragged results (``blup_cov_prior``).  Sizes ``O(Σ_i (w_i + m_i) w_i)``.
+ragged results (``blup_cov_prior``).  Sizes ``O(Σ_i (w_i + m_i) w_i)``.  From results
+format 7 the ``re`` columns are named by the effects (``re["x1"]``:
+:func:`dmixed.stats.columns.effect_labels`); directories before it number them.
 """
 
 from __future__ import annotations
@@ -108,10 +110,17 @@ def crossed_tables(state) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def crossed_random_effects(
-    table: pd.DataFrame, slots: pd.DataFrame, cov: pd.DataFrame, q: int, widths, prior
+    table: pd.DataFrame,
+    slots: pd.DataFrame,
+    cov: pd.DataFrame,
+    q: int,
+    widths,
+    prior,
+    labels=None,
 ) -> tuple[RaggedBlup, BorderCov, list[np.ndarray]]:
     """``(blup, blup_cov, vc_slot_cols)`` of the three tables (module doc): the inverse
-    of :func:`crossed_tables`.
+    of :func:`crossed_tables` (``labels``: the coordinates' labels naming the ``re``
+    columns of ``table``, :func:`dmixed.stats.columns.effect_labels`; None: ``re[j]``).
 
     Raises
     ------
@@ -129,7 +138,7 @@ def crossed_random_effects(
         raise ValueError("a slot outside the groups or the padded random design")
     used = slots["used"].to_numpy().astype(bool)
     blup = RaggedBlup(
-        columns.take_vector(table, _RE, q, g), group[used], pos[used],
+        columns.take_vector(table, _RE, q, g, labels), group[used], pos[used],
         slots[_RE].to_numpy()[used], r,
     )  # fmt: skip
     border = slots["border"].to_numpy().astype(bool) & used

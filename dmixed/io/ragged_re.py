@@ -15,7 +15,10 @@ version 2), in two tables instead of the padded ``re[j]`` (G × r) and ``cov[a,b
   BLUP ``re``, the covariance row ``w[j]`` and term ``delta``.
 
 The prior variance of a slot a group does not use is one number per component
-(``blup_cov_prior`` in ``estimates.json``).  Sizes ``O(G q² + J q)``.
+(``blup_cov_prior`` in ``estimates.json``).  Sizes ``O(G q² + J q)``.  From results
+format 7, ``j``, ``a`` and ``b`` in the column names are the effects' labels
+(``re["x1"]``, ``cov_root["x1","Group"]``, ``w["x1"]``:
+:func:`dmixed.stats.columns.effect_labels`); directories before it number them.
 """
 
 from __future__ import annotations
@@ -71,17 +74,20 @@ def component_prior(cov: RaggedCov, widths) -> list[float]:
     return out
 
 
-def ragged_group_columns(state, cols: dict) -> None:
-    """Add the per-group columns ``re[j]`` and ``cov_root[a,b]`` (module doc) to ``cols``."""
-    columns.put_vector(cols, _RE, state.blup.re)
+def ragged_group_columns(state, cols: dict, labels=None) -> None:
+    """Add the per-group columns ``re[j]`` and ``cov_root[a,b]`` (module doc) to ``cols``
+    (``labels``: the coordinates' labels naming them in place of ``j``, ``a``, ``b``,
+    :func:`dmixed.stats.columns.effect_labels`)."""
+    columns.put_vector(cols, _RE, state.blup.re, labels)
     root = state.blup_cov.root
     for a in range(root.shape[1]):
         for b in range(root.shape[2]):
-            cols[columns.matrix_column(_ROOT, a, b)] = root[:, a, b]
+            cols[columns.matrix_column(_ROOT, a, b, labels)] = root[:, a, b]
 
 
-def slots_table(state) -> pd.DataFrame:
-    """The per-slot table (module doc) of ragged results.
+def slots_table(state, labels=None) -> pd.DataFrame:
+    """The per-slot table (module doc) of ragged results (``labels``: as
+    :func:`ragged_group_columns`', naming ``w[j]``).
 
     Raises
     ------
@@ -109,16 +115,16 @@ def slots_table(state) -> pd.DataFrame:
     value[at], delta[at], w[at] = blup.value, cov.delta, cov.w
     cols = {"group": keys // r, "pos": keys % r, "vc_column": vc_column, "used": used}
     cols[_RE] = value
-    columns.put_vector(cols, "w", w)
+    columns.put_vector(cols, "w", w, labels)
     cols["delta"] = delta
     return pd.DataFrame(cols)
 
 
 def ragged_random_effects(
-    table: pd.DataFrame, slots: pd.DataFrame, q: int, widths, prior
+    table: pd.DataFrame, slots: pd.DataFrame, q: int, widths, prior, labels=None
 ) -> tuple[RaggedBlup, RaggedCov, list[np.ndarray]]:
     """``(blup, blup_cov, vc_slot_cols)`` of the two tables (module doc): the inverse of
-    :func:`ragged_group_columns` and :func:`slots_table`.
+    :func:`ragged_group_columns` and :func:`slots_table` (``labels`` as given them).
 
     Raises
     ------
@@ -137,12 +143,12 @@ def ragged_random_effects(
     if group.size and (group.min() < 0 or group.max() >= g or pos.min() < q or pos.max() >= r):
         raise ValueError("a slot outside the groups or the padded random design")
     used = slots["used"].to_numpy().astype(bool)
-    re = columns.take_vector(table, _RE, q, g)
+    re = columns.take_vector(table, _RE, q, g, labels)
     root = np.zeros((g, q, q))
     for a in range(q):
         for b in range(q):
-            root[:, a, b] = np.asarray(table[columns.matrix_column(_ROOT, a, b)])
-    w = columns.take_vector(slots, "w", q, len(slots))
+            root[:, a, b] = np.asarray(table[columns.matrix_column(_ROOT, a, b, labels)])
+    w = columns.take_vector(slots, "w", q, len(slots), labels)
     blup = RaggedBlup(re, group[used], pos[used], slots[_RE].to_numpy()[used], r)
     prior_slots = np.repeat(np.asarray(prior, dtype=np.float64), widths)
     delta = slots["delta"].to_numpy()[used]

@@ -5,7 +5,9 @@ Layout of a results directory::
     estimates.json       estimates, covariances, fit log, model names/spec, versions
     random_effects.parquet   one row per group: key, size, BLUPs and their conditional
                              covariances (padded slots: ``vc_slot_widths`` in the JSON;
-                             column names from :mod:`dmixed.stats.columns`); keys that
+                             column names from :mod:`dmixed.stats.columns`: from format
+                             7 by the effects' names, ``re["Group"]``,
+                             ``cov["x1","Group"]``, before it by position); keys that
                              are tuples as the JSON text of each (format 5,
                              ``group_label_form`` in the JSON: :func:`saved_labels`)
     random_effects_slots.parquet   format 2, variance components held structured: the
@@ -65,6 +67,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "BOOTSTRAP_FILE",
+    "effect_labels",
     "estimates_document",
     "loaded_labels",
     "random_effects_table",
@@ -75,22 +78,18 @@ __all__ = [
 ]
 
 FORMAT = "dmixed-results"
-#: The newest format read, written for group labels that are tuples (older versions
-#: would read their JSON text as labels); 4 for a fit whose prior weights were scaled
-#: in its statistics (``weight_scale`` and ``cov_params_weighted``, which older
-#: versions would not read); other directories are written in the format of their
-#: random effects: crossed 3, ragged 2, padded 1, which older versions read.
-#: 6 for a model whose names versions before it would rebuild otherwise (columns in
-#: patsy's order where formulaic's differs, text literals spelled as the formula writes
-#: them: :meth:`~dmixed.design.ModelSpec.names_need_this_version`): those versions
-#: refuse it as written by a newer dmixed rather than fail on the names.
-FORMAT_VERSION = 6
-PATSY_NAMES_FORMAT_VERSION = 6
-TUPLE_LABELS_FORMAT_VERSION = 5
+#: The format written, for every directory: 7, the random effects' columns named by the
+#: effects (:func:`dmixed.stats.columns.effect_labels`) rather than numbered, which
+#: versions before it would not find (they refuse it as written by a newer dmixed).
+#: Directories of the earlier formats are read, their columns by position: 1 padded,
+#: 2 ragged, 3 crossed random effects; 4 a fit whose prior weights were scaled in its
+#: statistics (``weight_scale``, ``cov_params_weighted``); 5 group labels that are
+#: tuples; 6 a model whose names earlier versions would rebuild otherwise.
+FORMAT_VERSION = 7
+#: the first format of named random-effects columns
+NAMED_COLUMNS_FORMAT_VERSION = 7
+#: the first format that may hold ``weight_scale`` and ``cov_params_weighted``
 WEIGHTED_FORMAT_VERSION = 4
-CROSSED_FORMAT_VERSION = 3
-RAGGED_FORMAT_VERSION = 2
-PADDED_FORMAT_VERSION = 1
 
 _RE, _COV, _SIZE = "re", "cov", "group_size"
 _TABLE = "random_effects.parquet"
@@ -245,17 +244,9 @@ def estimates_document(state: ResultsState) -> dict:
     """The content of ``estimates.json`` (before conversion to JSON types)."""
     return {
         "format": FORMAT,
-        "format_version": PATSY_NAMES_FORMAT_VERSION
-        if state.spec is not None and state.spec.names_need_this_version()
-        else TUPLE_LABELS_FORMAT_VERSION
-        if _tuple_labels(state.group_labels) is not None
-        else WEIGHTED_FORMAT_VERSION
-        if state.cov_params_weighted is not None
-        else CROSSED_FORMAT_VERSION
-        if is_crossed(state)
-        else RAGGED_FORMAT_VERSION
-        if is_ragged(state)
-        else PADDED_FORMAT_VERSION,
+        # every directory names its columns (:func:`effect_labels`), which no version
+        # before format 7 finds; directories of formats 1 to 6 are still read
+        "format_version": NAMED_COLUMNS_FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
         "model": _model_section(state),
@@ -264,20 +255,29 @@ def estimates_document(state: ResultsState) -> dict:
     }
 
 
+def effect_labels(names: ModelNames, widths) -> list[str]:
+    """The labels naming the random effects' columns of a results directory (format 7:
+    :func:`dmixed.stats.columns.effect_labels`, their one owner) of a model of these
+    names and slot widths (``vc_slot_widths``)."""
+    return columns.effect_labels(names.exog_re_names, names.vc_names, widths)
+
+
 def random_effects_table(state: ResultsState) -> pd.DataFrame:
-    """Padded per-group BLUPs (``re[j]``), conditional covariances (``cov[a,b]``, a ≥ b)
-    and, per variance component, the column index each slot stands for
-    (``vc_column[c][s]``): the content of ``random_effects.parquet``; for ragged random
-    effects, their per-group part only (:mod:`dmixed.io.ragged_re`)."""
+    """Padded per-group BLUPs (``re["name"]``), conditional covariances
+    (``cov["name a","name b"]``, a ≥ b; :func:`effect_labels`) and, per variance
+    component, the column index each slot stands for (``vc_column[c][s]``): the content
+    of ``random_effects.parquet``; for ragged random effects, their per-group part only
+    (:mod:`dmixed.io.ragged_re`)."""
     cols = {columns.GROUP: saved_labels(state.group_labels), _SIZE: np.asarray(state.group_sizes)}
+    labels = effect_labels(state.names, state.vc_slot_widths)
     if is_ragged(state):  # the slots go to their own table (:mod:`dmixed.io.ragged_re`)
-        ragged_group_columns(state, cols)
+        ragged_group_columns(state, cols, labels)
         return pd.DataFrame(cols)
     if is_crossed(state):  # the slots and factors too (:mod:`dmixed.io.border_re`)
-        columns.put_vector(cols, _RE, state.blup.re)
+        columns.put_vector(cols, _RE, state.blup.re, labels)
         return pd.DataFrame(cols)
-    columns.put_vector(cols, _RE, np.asarray(state.blup))  # padded
-    columns.put_lower_triangle(cols, _COV, np.asarray(state.blup_cov))  # padded
+    columns.put_vector(cols, _RE, np.asarray(state.blup), labels)  # padded
+    columns.put_lower_triangle(cols, _COV, np.asarray(state.blup_cov), labels)  # padded
     columns.put_vc_slots(cols, state.vc_slot_cols)
     return pd.DataFrame(cols)
 
@@ -408,7 +408,9 @@ def save_state(state: ResultsState, path, summary_text: str) -> None:
         doc["files"] = {_TABLE: {"sha256": file_sha256(tmp / _TABLE)}}
         extra = {}
         if is_ragged(state):
-            extra = {SLOTS_TABLE: slots_table(state)}
+            extra = {
+                SLOTS_TABLE: slots_table(state, effect_labels(state.names, state.vc_slot_widths))
+            }
         elif is_crossed(state):
             extra = dict(zip((SLOTS_TABLE, COV_TABLE), crossed_tables(state), strict=True))
         for name, frame in extra.items():
@@ -452,11 +454,15 @@ def _optimizer_fields(fit: dict) -> dict:
     }
 
 
-def _random_effects(e: dict, table: pd.DataFrame, slots: pd.DataFrame | None, cov=None) -> dict:
+def _random_effects(
+    e: dict, table: pd.DataFrame, slots: pd.DataFrame | None, cov=None, names=None
+) -> dict:
     """``blup``, ``blup_cov`` and ``vc_slot_cols`` of the tables: ragged (format 2,
     ``slots`` the per-slot table), crossed (format 3, and ``cov`` the factors' table) or
-    padded."""
+    padded; columns named by the effects (``names``, the model's; format 7) or numbered
+    (``names`` None: formats 1 to 6)."""
     k_re, widths, g = e["k_re"], tuple(e["vc_slot_widths"]), len(table)
+    labels = None if names is None else effect_labels(names, widths)
     form = e.get("random_effects_form")
     if form in (RAGGED_FORM, CROSSED_FORM):
         if slots is None or (form == CROSSED_FORM and cov is None):
@@ -465,14 +471,14 @@ def _random_effects(e: dict, table: pd.DataFrame, slots: pd.DataFrame | None, co
             raise ValueError(f"{g} groups in {_TABLE}, {e['n_groups']} in estimates.json")
         prior = e["blup_cov_prior"]
         if form == CROSSED_FORM:
-            out = crossed_random_effects(table, slots, cov, k_re, widths, prior)
+            out = crossed_random_effects(table, slots, cov, k_re, widths, prior, labels)
         else:
-            out = ragged_random_effects(table, slots, k_re, widths, prior)
+            out = ragged_random_effects(table, slots, k_re, widths, prior, labels)
         return dict(zip(("blup", "blup_cov", "vc_slot_cols"), out, strict=True))
     r = k_re + int(sum(widths))
     return {
-        "blup": columns.take_vector(table, _RE, r, g),
-        "blup_cov": columns.take_lower_triangle(table, _COV, r, g),
+        "blup": columns.take_vector(table, _RE, r, g, labels),
+        "blup_cov": columns.take_lower_triangle(table, _COV, r, g, labels),
         "vc_slot_cols": columns.take_vc_slots(table, widths, g),
     }
 
@@ -543,7 +549,13 @@ def _state_from(
         a_inv=_matrix(e["a_inv"]),
         group_labels=loaded_labels(table, e),
         group_sizes=table[_SIZE].to_numpy(),
-        **_random_effects(e, table, slots, cov),
+        **_random_effects(
+            e,
+            table,
+            slots,
+            cov,
+            names if doc.get("format_version", 0) >= NAMED_COLUMNS_FORMAT_VERSION else None,
+        ),
         vc_empty_cols=None
         if e.get("vc_empty_cols") is None
         else [np.asarray(p, dtype=np.int64).reshape(-1, 2) for p in e["vc_empty_cols"]],

@@ -14,6 +14,14 @@ avoids:
 - a URL (fsspec): what the store says identifies the object's content (ETag, MD5, CRC,
   version or generation, modification time), for every object a glob or a directory
   stands for.
+
+A data folder moved or copied elsewhere (:func:`same_inputs`) is the data its statistics
+were built from where a whole-file sha256 says so.  A partial identity (a Parquet footer,
+a large file's ends) with the file's size, modification time and the Hive keys of its path
+does not prove the rows: a file of other rows may share all of them (values permuted
+within an uncompressed column, fixed time stamps of an archive or a reproducible build).
+Such a file under another path is taken for the saved one only where the user says the
+data folder was moved (``moved=True``, ``--moved-inputs``: :func:`moved_inputs`).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import filecmp
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from urllib.parse import unquote
 
@@ -34,6 +43,7 @@ __all__ = [
     "TSV_SUFFIXES",
     "EDGE_BYTES",
     "HASH_WHOLE_FILE_BYTES",
+    "MOVED_WHY",
     "PARQUET_SUFFIXES",
     "already_included",
     "file_format",
@@ -42,11 +52,16 @@ __all__ = [
     "input_format",
     "is_parquet_file",
     "local_identity",
+    "moved_inputs",
     "remote_identity",
+    "retimed_copies",
     "same_content",
+    "same_inputs",
     "separator",
 ]
 
+#: why a file is taken for a saved one moved (:func:`moved_inputs`), before its saved path
+MOVED_WHY = "the size, Parquet footer (or ends), Hive keys and modification time of"
 #: local non-Parquet files up to this size are identified by the sha256 of their bytes
 HASH_WHOLE_FILE_BYTES = 64 << 20
 #: bytes hashed at each end of a larger non-Parquet file
@@ -298,8 +313,12 @@ def repeated_inputs(
     it was added ...)"`` where its size or content is no longer the included one's:
     rows appended to it cannot be told from the counted ones), or the content of one
     under another name (``"PATH (the content of EARLIER)"``, :func:`same_content`),
-    unless ``holds_rows(PATH)`` says it holds none (files of a schema or a header only,
-    as writers leave them, are alike byte for byte and count nothing twice).
+    or a saved file moved (``"PATH (the size, footer, Hive keys and modification time of
+    INCLUDED)"``, :func:`moved_inputs`: refused whether or not ``--moved-inputs`` is
+    given, as a file of other rows with all of these is refused where a moved one would
+    be counted twice), unless ``holds_rows(PATH)`` says it holds none (files of a schema
+    or a header only, as writers leave them, are alike byte for byte and count nothing
+    twice).
     ``read_keys``: the Hive keys that tell copies apart (:func:`same_content`).
 
     ``inputs`` and ``included`` are records of
@@ -316,21 +335,38 @@ def repeated_inputs(
         done.add(rec["path"])
     out = [_again(rec, before.get(rec["path"])) for rec in again]
     copies = same_content(fresh, included, read_keys)
-    return out + [
-        f"{path} (the content of {earlier})"
-        for path, earlier in copies
-        if holds_rows is None or holds_rows(path)
-    ]
+    paired = {path for path, _ in copies}
+    # a saved file moved cannot be compared byte by byte with its saved path (gone, or
+    # another file now): its size, footer, keys and time stamp say its rows are counted
+    moved = [(p, q) for p, q in moved_inputs(fresh, included) if p not in paired]
+    return (
+        out
+        + [
+            f"{path} (the content of {earlier})"
+            for path, earlier in copies
+            if holds_rows is None or holds_rows(path)
+        ]
+        + [
+            f"{path} ({MOVED_WHY} {earlier})"
+            for path, earlier in moved
+            if holds_rows is None or holds_rows(path)
+        ]
+    )
 
 
 def already_included(
-    inputs: list[dict], included: list[dict], read_keys: set[str] | None = None
+    inputs: list[dict],
+    included: list[dict],
+    read_keys: set[str] | None = None,
+    moved: bool = False,
 ) -> dict[str, str]:
     """The inputs of ``inputs`` whose rows ``included`` already counts, as
     ``{path: why}``: an included path whose size and content identity are those
     recorded when it was added (``why`` ``""``; a new modification time alone changes
     no rows), or the content of an included file under another name (``why`` ``"the
-    content of INCLUDED"``, :func:`same_content`).
+    content of INCLUDED"``, :func:`same_content`), or, where ``moved``, a saved file
+    moved (``why`` ``"the size, footer, Hive keys and modification time of
+    INCLUDED"``, :func:`moved_inputs`).
 
     What ``dmixed update --skip-included`` leaves out: a nightly job over a glob that
     grows names yesterday's files again.  An included path whose size or content
@@ -348,6 +384,9 @@ def already_included(
     read_keys : set of str, optional
         The names of the columns the model reads, where known: only partition keys
         among them tell files apart (as for :func:`same_content`).
+    moved : bool, default False
+        Take a saved file moved (:func:`moved_inputs`) for the saved one, as
+        ``--moved-inputs`` does (:func:`same_inputs`).
 
     Returns
     -------
@@ -367,6 +406,9 @@ def already_included(
     for path, earlier in same_content(fresh, included, read_keys):
         if earlier in before:
             out.setdefault(path, f"the content of {earlier}")
+    if moved:
+        for path, earlier in moved_inputs(fresh, included):
+            out.setdefault(path, f"{MOVED_WHY} {earlier}")
     return out
 
 
@@ -461,6 +503,122 @@ def _identity(rec: dict, read_keys: set[str] | None = None) -> tuple:
     if read_keys is not None:
         keys = tuple(k for k in keys if k.split("=", 1)[0] in read_keys)
     return (rec["content"], rec.get("size"), keys)
+
+
+def _whole(content: str) -> bool:
+    """Whether a content identity hashes the whole file (a small non-Parquet file)."""
+    return content.startswith("sha256:")
+
+
+def _partial(rec: dict) -> bool:
+    """Whether an input is a local file of a content identity that covers part of it
+    (a Parquet footer, a large file's ends)."""
+    content = rec.get("content")
+    if not isinstance(content, str) or not content:
+        return False
+    return "://" not in rec["path"] and not _whole(content)
+
+
+def _input_key(rec: dict, moved: bool) -> tuple:
+    """What :func:`same_inputs` compares of an input: a local file's content identity,
+    size and Hive keys (:func:`_identity`), with its modification time, and its path
+    unless ``moved``, where the identity covers part of the file; a URL, or a file of
+    no identity, as recorded."""
+    content = rec.get("content")
+    if not content or "://" in rec["path"]:
+        return ("as recorded", rec["path"], rec.get("size"), rec.get("mtime_ns"), content)
+    if _whole(content):
+        return ("content", *_identity(rec), None, None)
+    return ("content", *_identity(rec), rec.get("mtime_ns"), None if moved else rec["path"])
+
+
+def same_inputs(given: list[dict], saved: list[dict], moved: bool = False) -> bool:
+    """Whether the inputs ``given`` are the ``saved`` ones, each at its saved path or,
+    where its content proves it, under another (a data folder moved, renamed or copied),
+    so that a rerun reuses the saved statistics rather than refusing them as other data.
+
+    A local file matches by its content identity and size and, for Parquet, the Hive
+    keys its path gives (under ``region=us/`` its rows are other rows).  A whole-file
+    sha256 is its bytes, so it matches under any path.  A partial identity (a Parquet
+    footer, a large file's ends) is not: a file of other rows may have the same size,
+    footer and modification time (values permuted within an uncompressed column; the
+    fixed time stamps of an archive or a reproducible build).  Such a file matches at its
+    saved path with its saved modification time, as any rerun's input does, and under
+    another path only where ``moved`` (``--moved-inputs``) says that the data folder
+    was moved with its time stamps (``mv``, ``cp -p``, ``rsync -a``): the rows are then
+    taken on trust, and a file of other rows with the same footer and time stamp would
+    give the saved statistics' fit.  A URL, or an input of no identity, only as
+    recorded (a URL's identity holds its objects' names).
+
+    Parameters
+    ----------
+    given, saved : list of dict
+        Records of :func:`dmixed.stats.checkpoint.input_fingerprint` (``path``,
+        ``size``, ``mtime_ns``, ``content``): the inputs of a rerun and those the saved
+        statistics were built from (their manifest's ``inputs``).
+    moved : bool, default False
+        Take a file of a partial identity whose size, Hive keys and modification time
+        are a saved file's, under another path, for that file (:func:`moved_inputs`).
+
+    Returns
+    -------
+    bool
+        True where every given input is one saved input and every saved one is given.
+    """
+    key = lambda rec: _input_key(rec, moved)  # noqa: E731
+    return Counter(map(key, given)) == Counter(map(key, saved))
+
+
+def _partial_matches(given: list[dict], saved: list[dict]) -> list[tuple[str, str, bool]]:
+    """Triples ``(path, saved path, same modification time)``: a given local file of a
+    partial content identity whose identity, size and Hive keys are those of a saved
+    input under another path, one not given itself (a saved file given at its path is
+    not elsewhere too)."""
+    paths = {rec["path"] for rec in given}
+    before: dict[tuple, dict] = {}
+    for rec in saved:
+        if _partial(rec) and rec["path"] not in paths:
+            before.setdefault(_identity(rec), rec)
+    out = []
+    for rec in given:
+        match = before.get(_identity(rec)) if _partial(rec) else None
+        if match is not None and match["path"] != rec["path"]:
+            mtime = rec.get("mtime_ns")
+            same_time = mtime is not None and match.get("mtime_ns") == mtime
+            out.append((rec["path"], match["path"], same_time))
+    return out
+
+
+def moved_inputs(given: list[dict], saved: list[dict]) -> list[tuple[str, str]]:
+    """Pairs ``(path, saved path)``: a given local file of a partial content identity (a
+    Parquet footer, a large file's ends) whose identity, size, Hive keys and modification
+    time are those of a saved input under another path, as a data folder moved with its
+    time stamps (``mv``, ``cp -p``, ``rsync -a``) gives them.
+
+    The one test of "a saved file, moved" for ``fit --stats-dir`` (:func:`same_inputs`)
+    and ``update`` (:func:`already_included`, :func:`repeated_inputs`).  Evidence, not
+    proof: a file of other rows may share all of these (see :func:`same_inputs`), so
+    such a file is taken for the saved one only under ``--moved-inputs``.
+
+    Parameters
+    ----------
+    given, saved : list of dict
+        Records of :func:`dmixed.stats.checkpoint.input_fingerprint`.
+
+    Returns
+    -------
+    list of (str, str)
+        One pair per such given file, in the order of ``given``.
+    """
+    return [(p, q) for p, q, same_time in _partial_matches(given, saved) if same_time]
+
+
+def retimed_copies(given: list[dict], saved: list[dict]) -> list[tuple[str, str]]:
+    """Pairs ``(path, saved path)``: a given local file of a partial content identity
+    whose identity, size and Hive keys are those of a saved input under another path,
+    but whose modification time is not (a copy that did not keep its time stamp, which
+    nothing tells from other rows of the same footer)."""
+    return [(p, q) for p, q, same_time in _partial_matches(given, saved) if not same_time]
 
 
 def _resolved(rec: dict) -> tuple:

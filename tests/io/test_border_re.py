@@ -13,9 +13,11 @@ import dmixed
 from dmixed import CheckpointError
 from dmixed.io import load_state, save_state
 from dmixed.io.border_re import COV_TABLE, crossed_random_effects, crossed_tables
+from dmixed.io.results_dir import FORMAT_VERSION
 from dmixed.stats.blup_cov import RaggedBlup
 from dmixed.stats.border_cov import BorderCov
 from tests.engines.test_vc_crossed import CROSSED, crossed_data
+from tests.io._positional import as_numbered
 
 CASES = {
     "crossed": ("1", CROSSED),
@@ -46,7 +48,7 @@ def test_crossed_round_trip_is_exact(tmp_path, case):
     res, state = _fit(case)
     save_state(state, tmp_path / "s", "text")
     doc = json.loads((tmp_path / "s" / "estimates.json").read_text())
-    assert doc["format_version"] == 3
+    assert doc["format_version"] == FORMAT_VERSION
     assert doc["estimates"]["random_effects_form"] == "crossed"
     table = pd.read_parquet(tmp_path / "s" / "random_effects.parquet")
     assert not any(c.startswith("cov[") for c in table.columns)
@@ -56,11 +58,16 @@ def test_crossed_round_trip_is_exact(tmp_path, case):
     np.testing.assert_array_equal(np.asarray(back.blup), np.asarray(state.blup))
     for a, b in zip(back.vc_slot_cols, state.vc_slot_cols, strict=True):
         np.testing.assert_array_equal(a, b)
+    as_numbered(tmp_path / "s", 3)  # as format 3 wrote it: re[0]
+    np.testing.assert_array_equal(
+        np.asarray(load_state(tmp_path / "s").blup), np.asarray(state.blup)
+    )
     padded = dataclasses.replace(
         state, blup=np.asarray(state.blup), blup_cov=state.blup_cov.dense()
     )
     save_state(padded, tmp_path / "old", "text")
     assert _bytes(tmp_path / "s") < _bytes(tmp_path / "old")
+    as_numbered(tmp_path / "old", 1)
     np.testing.assert_array_equal(load_state(tmp_path / "old").blup_cov, padded.blup_cov)
     res.save(tmp_path / "out")
     loaded = dmixed.load(tmp_path / "out")

@@ -13,9 +13,11 @@ import dmixed
 from dmixed import CheckpointError
 from dmixed.io import load_state, save_state
 from dmixed.io.ragged_re import component_prior, ragged_random_effects, slots_table
+from dmixed.io.results_dir import FORMAT_VERSION
 from dmixed.stats.blup_cov import RaggedBlup, RaggedCov
 
 from .._synth import make_data
+from ._positional import as_numbered
 
 KW = {"groups": "g", "re_formula": "1 + x1", "vc_formula": {"sub": "0 + C(sub)"}}
 
@@ -43,10 +45,13 @@ def test_ragged_round_trip_is_exact(tmp_path, fit):
     state = fit.to_state()
     save_state(state, tmp_path / "s", "text")
     doc = json.loads((tmp_path / "s" / "estimates.json").read_text())
-    assert doc["format_version"] == 2
+    assert doc["format_version"] == FORMAT_VERSION
     assert doc["estimates"]["random_effects_form"] == "ragged"
     table = pd.read_parquet(tmp_path / "s" / "random_effects.parquet")
     assert not any(c.startswith("cov[") or c.startswith("vc_column") for c in table.columns)
+    assert {'re["g"]', 're["x1"]', 'cov_root["x1","g"]'} <= set(table.columns)
+    _assert_same_random_effects(load_state(tmp_path / "s"), state)
+    as_numbered(tmp_path / "s", 2)  # as format 2 wrote it: re[0], cov_root[1,0], w[0]
     _assert_same_random_effects(load_state(tmp_path / "s"), state)
     fit.save(tmp_path / "out")
     back = dmixed.load(tmp_path / "out")
@@ -64,7 +69,8 @@ def test_padded_directories_still_load(tmp_path, fit):
     )
     save_state(padded, tmp_path / "old", "text")
     doc = json.loads((tmp_path / "old" / "estimates.json").read_text())
-    assert doc["format_version"] == 1 and "random_effects_form" not in doc["estimates"]
+    assert "random_effects_form" not in doc["estimates"]
+    as_numbered(tmp_path / "old", 1)
     back = load_state(tmp_path / "old")
     np.testing.assert_array_equal(back.blup, np.asarray(state.blup))
     np.testing.assert_allclose(back.blup_cov, np.asarray(state.blup_cov), rtol=1e-14, atol=1e-16)

@@ -22,6 +22,7 @@ from dmixed.io.state import MEMORY_ONLY
 from dmixed.stats import columns
 
 from .._synth import design, make_data, vc_dict
+from ._positional import as_numbered
 
 
 @pytest.fixture(scope="module")
@@ -313,6 +314,7 @@ def test_the_optimizer_record_is_saved_and_older_directories_load(tmp_path, res)
         fit.n_evals,
     )
     assert rec.initial_llf <= rec.llf
+    as_numbered(tmp_path / "out", 3)  # as dmixed wrote it then
     doc_path = tmp_path / "out" / "estimates.json"
     doc = json.loads(doc_path.read_text())
     for key in ("optimizer_settings", "initial_params", "initial_llf", "grad_norm"):
@@ -368,6 +370,7 @@ def test_an_edited_estimates_file_is_refused_by_its_own_sha256(tmp_path, res):
     sha256); a directory written before the key was added loads unverified."""
     fit, _ = res
     fit.save(tmp_path / "out")
+    as_numbered(tmp_path / "out", 3)  # as dmixed wrote it then
 
     def edit(doc):
         doc["estimates"]["llf"] = -1.0
@@ -517,11 +520,81 @@ def test_a_changed_random_effects_file_is_refused_by_its_sha256(tmp_path, res):
     assert len(doc["files"]["random_effects.parquet"]["sha256"]) == 64
     table = tmp_path / "out/random_effects.parquet"
     frame = pd.read_parquet(table)
-    frame.assign(**{"re[0]": 2 * frame["re[0]"]}).to_parquet(table, index=False)
+    first = next(c for c in frame.columns if c.startswith("re["))
+    frame.assign(**{first: 2 * frame[first]}).to_parquet(table, index=False)
     with pytest.raises(CheckpointError, match="random_effects.parquet was changed or damaged"):
         dmixed.load(tmp_path / "out")
     table.unlink()
     with pytest.raises(CheckpointError, match="random_effects.parquet cannot be read"):
+        dmixed.load(tmp_path / "out")
+
+
+def _odd_named_fit():
+    """A fit whose random effects are named with a comma, brackets, a quote and the name
+    of the table's own ``group`` column."""
+    rng = np.random.default_rng(3)
+    n, k = 600, 40
+    g = rng.integers(0, k, n)
+    z = np.column_stack([np.ones(n), rng.normal(size=(n, 3))])
+    exog_re = pd.DataFrame(z, columns=["a,b", "[x]", 'q"t', "group"])
+    y = (z * rng.normal(size=(k, 4))[g]).sum(axis=1) + rng.normal(size=n)
+    exog = pd.DataFrame({"const": np.ones(n), "x": rng.normal(size=n)})
+    return MixedLM(y, exog, g, exog_re=exog_re).fit()
+
+
+def test_saved_random_effects_are_named_by_the_effects(tmp_path):
+    """``random_effects.parquet`` numbered its columns (``re[0]``, ``cov[1,0]``): a user
+    reading it saw no names.  They are the effects' names, as ``random_effects`` labels
+    them, each a JSON string, so names with commas, brackets or quotes (or the name
+    ``group``) give columns that differ and read back exactly."""
+    fit = _odd_named_fit()
+    fit.save(tmp_path / "out")
+    table = pd.read_parquet(tmp_path / "out" / "random_effects.parquet")
+    q = ['"a,b"', '"[x]"', '"q\\"t"', '"group"']
+    assert list(table.columns) == [
+        "group",
+        "group_size",
+        *(f"re[{a}]" for a in q),
+        *(f"cov[{q[a]},{q[b]}]" for a in range(4) for b in range(a + 1)),
+    ]
+    groups = table["group"].tolist()
+    np.testing.assert_array_equal(
+        table['re["[x]"]'], [fit.random_effects[g]["[x]"] for g in groups]
+    )
+    np.testing.assert_array_equal(
+        table['cov["q\\"t","a,b"]'], [fit.random_effects_cov[g].loc['q"t', "a,b"] for g in groups]
+    )
+    back = dmixed.load(tmp_path / "out")
+    np.testing.assert_array_equal(back.to_state().blup, fit.to_state().blup)
+    np.testing.assert_array_equal(back.to_state().blup_cov, fit.to_state().blup_cov)
+
+
+def test_directories_of_numbered_columns_still_load_with_the_same_numbers(tmp_path, res):
+    """A directory written before the columns were named (``re[0]``, ``cov[1,0]``,
+    ``vc_column[0][0]``; formats 1 to 6) loads as before: the same arrays, bit for bit."""
+    fit, _ = res
+    for version, out in ((1, tmp_path / "padded"), (6, tmp_path / "odd")):
+        source = fit if version == 1 else _odd_named_fit()
+        source.save(out)
+        as_numbered(out, version)
+        table = pd.read_parquet(out / "random_effects.parquet")
+        assert "re[0]" in table.columns and not any('"' in c for c in table.columns)
+        back = dmixed.load(out).to_state()
+        state = source.to_state()
+        for name in ("blup", "blup_cov"):
+            np.testing.assert_array_equal(getattr(back, name), getattr(state, name))
+        for a, b in zip(back.vc_slot_cols, state.vc_slot_cols, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_directory_whose_named_columns_are_missing_is_refused(tmp_path, res):
+    """Numbered columns in a directory of format 7 (which names them) are a damaged
+    directory, named, not numbers read by position."""
+    fit, _ = res
+    fit.save(tmp_path / "out")
+    doc = json.loads((tmp_path / "out" / "estimates.json").read_text())
+    as_numbered(tmp_path / "out", doc["format_version"])
+    with pytest.raises(CheckpointError, match=r"damaged dmixed results directory: KeyError"):
         dmixed.load(tmp_path / "out")
 
 
@@ -560,11 +633,10 @@ def test_results_of_weights_in_any_unit_round_trip(tmp_path, factor):
     fit.save(tmp_path / "out")
     back = dmixed.load(tmp_path / "out")
     estimates = json.loads((tmp_path / "out" / "estimates.json").read_text())
+    assert estimates["format_version"] == dmixed.io.results_dir.FORMAT_VERSION == 7
     if factor == 1.0:
         assert "cov_params_weighted" not in estimates["estimates"]
-        assert estimates["format_version"] < dmixed.io.results_dir.WEIGHTED_FORMAT_VERSION
     else:
-        assert estimates["format_version"] == dmixed.io.results_dir.WEIGHTED_FORMAT_VERSION == 4
         assert estimates["estimates"]["weight_scale"] == fit.to_state().weight_scale != 1
     for what in ("bse", "bse_re", "bse_fe", "fe_params"):
         values = np.asarray(getattr(fit, what))
@@ -682,7 +754,7 @@ def test_tuple_labels_round_trip_with_their_parts_types(tmp_path, kind):
     df, fit = _tuple_keyed_fit(TUPLE_KEYS[kind])
     fit.save(tmp_path / "r")
     doc = json.loads((tmp_path / "r" / "estimates.json").read_text())
-    assert doc["format_version"] == dmixed.io.results_dir.TUPLE_LABELS_FORMAT_VERSION == 5
+    assert doc["format_version"] == dmixed.io.results_dir.FORMAT_VERSION == 7
     assert doc["estimates"]["group_label_form"] == "tuple-json"
     back = dmixed.load(tmp_path / "r")
     expected = [
@@ -801,12 +873,14 @@ def test_names_earlier_versions_rebuild_otherwise_are_saved_as_a_newer_format(
     """Columns in statsmodels' order where formulaic's differs, or a text literal spelled
     as the formula writes it, were saved in a format that earlier versions read and
     then failed on with a message about unrelated contrasts: such results are format
-    6, which those versions refuse as written by a newer dmixed."""
+    6 (or later: every directory is format 7 since it names its random effects' columns),
+    which those versions refuse as written by a newer dmixed."""
     df = _named_frame().rename(columns={"my x": "my_x"}) if "my_x" in formula else _named_frame()
     fit = dmixed.mixedlm(formula, df, groups="g").fit()
     fit.save(tmp_path / "r")
     doc = json.loads((tmp_path / "r" / "estimates.json").read_text())
-    assert doc["format_version"] == version
+    assert doc["format_version"] == dmixed.io.results_dir.FORMAT_VERSION >= 6
+    as_numbered(tmp_path / "r", version)  # as format 6 wrote it
     back = dmixed.load(tmp_path / "r")
     assert list(back.fe_params.index) == list(fit.fe_params.index)
     np.testing.assert_array_equal(back.fe_params.to_numpy(), fit.fe_params.to_numpy())
@@ -829,7 +903,7 @@ def test_a_vc_formula_in_statsmodels_order_is_saved_as_a_newer_format(tmp_path, 
     assert list(fit.model.spec.vc_column_names[0]) == ["C(a)[hi]", "C(a)[lo]", "C(a)[mid]", "x1"]
     fit.save(tmp_path / "r")
     doc = json.loads((tmp_path / "r" / "estimates.json").read_text())
-    assert doc["format_version"] == 6
+    assert doc["format_version"] == dmixed.io.results_dir.FORMAT_VERSION
     back = dmixed.load(tmp_path / "r")
     np.testing.assert_array_equal(back.vcomp, fit.vcomp)
     monkeypatch.setattr(dmixed.io.results_dir, "FORMAT_VERSION", 5)  # an earlier reader

@@ -41,3 +41,31 @@ def test_put_and_take_round_trip():
         assert got.dtype == np.int64
         np.testing.assert_array_equal(got, want)
     assert columns.take_vector(frame, "re", 0, g).shape == (g, 0)
+
+
+def test_effect_labels_name_every_column_once_for_any_names():
+    """Names holding commas, brackets, quotes or backslashes, a name given twice and a
+    variance component named as a random effect: every ``re`` and ``cov`` column is
+    named once, and a pair's column splits into its two labels one way only."""
+    exog_re = ["a,b", "[x]", 'q"t', "c\\d", "z", "z", "v"]
+    labels = columns.effect_labels(exog_re, ["v", "w,1"], [2, 1])
+    assert labels[:4] == ['"a,b"', '"[x]"', '"q\\"t"', '"c\\\\d"']
+    assert labels[4:] == ['"z"#4', '"z"#5', '"v"', '"v"[0]', '"v"[1]', '"w,1"[0]']
+    r = len(labels)
+    cols: dict = {}
+    columns.put_vector(cols, "re", np.zeros((1, r)), labels)
+    columns.put_lower_triangle(cols, "cov", np.zeros((1, r, r)), labels)
+    assert len(cols) == r + r * (r + 1) // 2
+    assert columns.matrix_column("cov", 1, 0, labels) == 'cov["[x]","a,b"]'
+    mats = np.arange(r * r, dtype=np.float64).reshape(1, r, r)
+    sym = mats + mats.transpose(0, 2, 1)
+    cols = {}
+    columns.put_lower_triangle(cols, "cov", sym, labels)
+    np.testing.assert_array_equal(columns.take_lower_triangle(cols, "cov", r, 1, labels), sym)
+
+
+def test_effect_labels_need_a_width_per_component():
+    import pytest
+
+    with pytest.raises(ValueError, match="2 variance components, 1 widths"):
+        columns.effect_labels(["a"], ["v", "w"], [1])

@@ -394,3 +394,69 @@ def test_already_included_names_unchanged_and_copied_inputs_only(tmp_path, monke
         path["b_copy"]: f"the content of {path['b']}",
     }
     assert inputs.already_included(recs, []) == {}
+
+
+def _rec(path, content, mtime=1, size=10) -> dict:
+    return {"path": path, "size": size, "mtime_ns": mtime, "content": content}
+
+
+def test_same_inputs_match_by_content_where_it_proves_the_rows():
+    """Inputs are the saved ones under other paths where their identity says so: a
+    whole-file sha256 (any time stamp); a footer with size and time stamp, under the
+    same Hive keys, only where the user says the folder was moved (a file of other rows
+    may share them: the review's wrong fit); a URL only as recorded."""
+    footer, whole = "parquet-footer-sha256:aa", "sha256:bb"
+    saved = [_rec("/d/region=eu/a.parquet", footer), _rec("/d/b.csv", whole)]
+    moved = [_rec("/e/region=eu/a.parquet", footer), _rec("/e/b.csv", whole, mtime=7)]
+    assert not inputs.same_inputs(moved, saved)  # a footer is not the rows
+    assert inputs.same_inputs(moved, saved, moved=True)
+    assert inputs.moved_inputs(moved, saved) == [
+        ("/e/region=eu/a.parquet", "/d/region=eu/a.parquet")
+    ]
+    assert inputs.same_inputs([saved[0], moved[1]], saved)  # a whole-file hash is
+    assert inputs.same_inputs(saved, saved) and inputs.moved_inputs(saved, saved) == []
+    # a saved file given at its own path is not also elsewhere
+    assert inputs.moved_inputs([saved[0], moved[0]], saved) == []
+    assert (
+        inputs.retimed_copies([saved[0], retimed_a := _rec(moved[0]["path"], footer, 2)], saved)
+        == []
+    )
+    assert inputs.retimed_copies([retimed_a], saved) == [(retimed_a["path"], saved[0]["path"])]
+    assert inputs.retimed_copies(moved, saved) == []
+    retimed = [_rec("/e/region=eu/a.parquet", footer, mtime=2), _rec("/e/b.csv", whole)]
+    assert not inputs.same_inputs(retimed, saved, moved=True)
+    assert inputs.moved_inputs(retimed, saved) == []
+    assert inputs.retimed_copies(retimed, saved) == [
+        ("/e/region=eu/a.parquet", "/d/region=eu/a.parquet")
+    ]
+    other_keys = [_rec("/d/region=us/a.parquet", footer), _rec("/d/b.csv", whole)]
+    assert not inputs.same_inputs(other_keys, saved, moved=True)
+    assert inputs.moved_inputs(other_keys, saved) == []
+    assert not inputs.same_inputs([_rec("/d/b.csv", whole, size=11)], [_rec("/d/b.csv", whole)])
+    url = "s3://bucket/a.parquet"
+    remote = [_rec(url, "store-sha256:cc", None, None)]
+    assert inputs.same_inputs(remote, remote)
+    assert not inputs.same_inputs([_rec("s3://other/a.parquet", "store-sha256:cc")], remote)
+    assert not inputs.same_inputs(moved[:1], saved, moved=True)  # a saved file not given
+
+
+def test_update_takes_a_saved_file_moved_for_the_saved_one_only_when_told(tmp_path, monkeypatch):
+    """``update`` of a moved folder's saved file added its rows a second time: with its
+    saved path gone, no byte comparison found it.  The same test as ``fit --stats-dir``
+    (:func:`inputs.moved_inputs`) now finds it: refused by :func:`repeated_inputs`,
+    and left out by :func:`already_included` only with ``moved`` (``--moved-inputs``)."""
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("data")
+    _frame(1).to_parquet("data/a.parquet", index=False)
+    included = input_fingerprint(["data/a.parquet"])
+    os.rename("data", "moved")
+    recs = input_fingerprint(["moved/a.parquet"])
+    path, saved = str(tmp_path / "moved" / "a.parquet"), str(tmp_path / "data" / "a.parquet")
+    why = f"{inputs.MOVED_WHY} {saved}"
+    assert inputs.repeated_inputs(recs, included) == [f"{path} ({why})"]
+    assert inputs.already_included(recs, included) == {}
+    assert inputs.already_included(recs, included, moved=True) == {path: why}
+    os.utime("moved/a.parquet", ns=(1, 1))  # a new time stamp: not the saved file moved
+    recs = input_fingerprint(["moved/a.parquet"])
+    assert inputs.repeated_inputs(recs, included) == []
+    assert inputs.already_included(recs, included, moved=True) == {}
