@@ -20,15 +20,28 @@ with ``w = [−β; 1]`` replaces ``Q(β̂)`` in ℓ and in the score, and
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from ..errors import DataError, PrecisionWarning
 from ..kernels import StepSums
 from ..stats import GlobalStats, Layout, Standardization
 from .coordinates import Coordinates
-from .objective import Profile, hessian, loglike, profile, quadratic_form, score_matrices
+from .fit_warnings import PRECISION_WARN_ABOVE
+from .objective import (
+    RESOLVED,
+    Profile,
+    hessian,
+    loglike,
+    precision_shares,
+    profile,
+    quadratic_form,
+    resolution_verdict,
+    score_matrices,
+)
 
 __all__ = ["Likelihood", "Point", "SINGULAR_TOL"]
 
@@ -66,6 +79,13 @@ class Likelihood:
     columns : Standardization
         The statistics' column map.
     reml : bool
+    re_names : tuple of str, optional
+        The model's ``exog_re`` names.  Given, every evaluation is checked
+        (:meth:`check`): where the float64 sums do not resolve ℓ a
+        :class:`~dmixed.errors.DataError` naming the random-effects columns far from
+        zero, and a :class:`~dmixed.errors.PrecisionWarning` where they resolve it
+        coarsely; None (the profile likelihoods' own use): ``np.linalg.LinAlgError``
+        and ``−inf`` as the objective gives them.
     """
 
     engine: Any
@@ -73,6 +93,7 @@ class Likelihood:
     layout: Layout
     columns: Standardization
     reml: bool
+    re_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         lay = self.layout
@@ -91,12 +112,94 @@ class Likelihood:
         """
         lam_std = self.to_statistics.to_statistics(point.lam)
         step = self.engine.step(lam_std, self.layout.k_re)
-        prof = profile(step, self.glob, self.reml)
+        try:
+            prof = profile(step, self.glob, self.reml)
+        except np.linalg.LinAlgError:
+            if self.re_names is None:
+                raise
+            raise self.unresolved(lam_std) from None
+        if self.re_names is not None:
+            self.check(step, prof, lam_std)
         if point.beta is None:
             return step, prof
         beta_std = self.beta_to_std(point.beta)
         q = quadratic_form(step, self.glob, beta_std)
         return step, replace(prof, beta=beta_std, q=q)
+
+    def check(self, step: StepSums, prof: Profile, lam_std: np.ndarray) -> None:
+        """Whether the float64 sums resolve ℓ at the evaluation ``(step, prof)`` (Λ̃ =
+        ``lam_std``): a :class:`~dmixed.errors.DataError` (:meth:`unresolved`) where
+        ``Q`` is not positive or not finite or the fit's own test rejects the point
+        (:func:`~dmixed.fit.objective.resolution_verdict` other than ``RESOLVED``: the
+        sums or ``A = X'V*⁻¹X``'s factor do not resolve ℓ); a
+        :class:`~dmixed.errors.PrecisionWarning` where the relative error that
+        :func:`~dmixed.fit.objective.precision_shares` bounds (the fit's precision
+        warning) may exceed :data:`~dmixed.fit.fit_warnings.PRECISION_WARN_ABOVE`.
+
+        A user's Ψ* on a random-effects column far from zero maps to a Λ̃ with entries
+        of the column's offset over its spread: the kernels' ``[X y]'[X y] − Σ m_i``
+        then subtracts terms that agree to about that ratio squared times ε, which the
+        factor's share of the bound sees.
+        """
+        if not (prof.q > 0 and np.isfinite(prof.q)):
+            raise self.unresolved(lam_std)
+        if resolution_verdict(step, prof, self.glob, self.reml) != RESOLVED:
+            # the fit's own test of every point it moves to: past it the bound below
+            # no longer holds (ℓ, and β̂ along A's weak direction, follow rounding)
+            raise self.unresolved(lam_std)
+        base, factor = precision_shares(step, prof, self.glob, self.reml)
+        rel = base + factor
+        if not rel > PRECISION_WARN_ABOVE:
+            return
+        if not np.isfinite(rel):
+            raise self.unresolved(lam_std)
+        warnings.warn(
+            "the float64 statistics resolve the log-likelihood at these parameters only "
+            f"coarsely: the llf may be off by up to {0.5 * prof.fac * rel:.1g} (a bound on "
+            "the rounding of the sums and of X'V^-1 X's factor)"
+            f"{self._offset_words(lam_std)}",
+            PrecisionWarning,
+            stacklevel=5,
+        )
+
+    def unresolved(self, lam_std: np.ndarray) -> DataError:
+        """The :class:`~dmixed.errors.DataError` of a point where the float64 sums do not
+        resolve ℓ (``X'V*⁻¹X`` not positive definite to their rounding, or ``Q ≤ 0``),
+        naming the random-effects columns far from zero (:meth:`_offset_words`)."""
+        return DataError(
+            "the log-likelihood cannot be evaluated at these parameters from the float64 "
+            "statistics: X'V^-1 X is singular to the rounding of their sums there (the "
+            "fixed effects nearly indistinguishable after the random effects, as at very "
+            f"large or perfectly correlated variances){self._offset_words(lam_std)}"
+        )
+
+    def _offset_words(self, lam_std: np.ndarray) -> str:
+        """``"; …"`` naming each ``exog_re`` column whose map has a shift (its offset
+        from zero and its spread) and the variance the point puts on the random
+        intercept's direction in the columns' centred coordinates; ``""`` where no
+        column is shifted."""
+        cols = self.columns
+        names = self.re_names or ()
+        offsets = cols.model_z_shift()
+        shown = [
+            f"{names[j] if j < len(names) else j!r} (values about {offsets[j]:.6g}, "
+            f"spread about {cols.z_scale[j]:.3g})"
+            for j in range(offsets.shape[0])
+            if offsets[j] != 0.0
+        ]
+        if not shown or cols.z_intercept < 0:
+            return ""
+        i = cols.z_intercept
+        # Λ̃'s intercept row in the statistics' (centred, scaled) coordinates, scaled
+        # back to the model's units of the intercept (whose scale is 1)
+        variance = float(lam_std[i, : self.layout.k_re] @ lam_std[i, : self.layout.k_re])
+        return (
+            f"; the random-effects column {', '.join(shown)} lies far from zero next to "
+            "its spread, so this cov_re is, about the column's centre, a random "
+            f"intercept of variance {variance:.2g} (times the scale), whose direction the "
+            "sums about that centre resolve only to the ratio squared times float64's "
+            "precision: cov_re of moderate size for the centred column evaluates exactly"
+        )
 
     def beta_to_std(self, beta: np.ndarray) -> np.ndarray:
         """``β̃ = (T β − c_y e_0) / s_y``, the inverse of ``beta_from_std``."""
@@ -112,7 +215,8 @@ class Likelihood:
         """ℓ at ``point`` (σ² profiled; β given or profiled).
 
         ``ℓ = −½ Σ log|K_i| [− ½ log|A|] − (f/2) log Q(β) + (f/2)(log f − log 2π − 1)``;
-        ``−inf`` where ``Q ≤ 0`` or ``A`` is not positive definite.
+        ``−inf`` where ``Q ≤ 0`` or ``A`` is not positive definite (with
+        :attr:`re_names`, the :class:`~dmixed.errors.DataError` of :meth:`check` instead).
         """
         try:
             step, prof = self.evaluate(point)

@@ -14,6 +14,14 @@ in the model's ``use_sqrt`` packing (covariance parameters only, except for
 Outside the parameter space (an indefinite Ψ*, a negative τ*; only reachable with the
 plain packing or a :class:`MixedLMParams`) ``loglike`` is −inf and the score and the
 Hessian are NaN (statsmodels returns numbers computed from a pseudo-inverse there).
+
+Inside it, every evaluation passes the fit's own precision test
+(:meth:`dmixed.fit.likelihood.Likelihood.check`): a point the float64 statistics do not
+resolve (``X'V*⁻¹X`` singular to the rounding of their sums: a random slope on a column
+far from zero next to its spread, at a Ψ* that is then a huge random-intercept variance
+about the column's centre) raises a :class:`~dmixed.errors.DataError` naming the column
+and its offset, and a point they resolve coarsely warns
+(:class:`~dmixed.errors.PrecisionWarning`, with a bound on the llf's error).
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ class LikelihoodMethods:
     k_re: int
     k_vc: int
     use_sqrt: bool
+    exog_re_names: list[str]
     cached_statistics: Any
     cached_client: Any
     statistics: Callable[..., Any]
@@ -58,7 +67,14 @@ class LikelihoodMethods:
         stats = self.statistics(client=client)
         # one slot per variance component where the engine holds them structured
         layout = stats.fit_layout
-        return Likelihood(stats.engine, stats.glob, layout, stats.columns, bool(self.reml))
+        return Likelihood(
+            stats.engine,
+            stats.glob,
+            layout,
+            stats.columns,
+            bool(self.reml),
+            tuple(self.exog_re_names),
+        )
 
     # -- statsmodels' methods ------------------------------------------------------
 
@@ -85,6 +101,13 @@ class LikelihoodMethods:
             ``params`` of other dimensions than the model, non-finite, or with an
             asymmetric ``cov_re``; ``profile_fe`` not a bool
             (:func:`~dmixed.fit.options.check_flag`).
+        DataError
+            The float64 statistics do not resolve ℓ at ``params`` (the module).
+
+        Warns
+        -----
+        PrecisionWarning
+            They resolve it coarsely: the message bounds the llf's error.
 
         Notes
         -----
@@ -117,8 +140,8 @@ class LikelihoodMethods:
 
         Raises
         ------
-        SpecError
-            As :meth:`loglike`.
+        SpecError, DataError
+            As :meth:`loglike` (and its PrecisionWarning).
 
         Notes
         -----
@@ -159,6 +182,8 @@ class LikelihoodMethods:
         SpecError
             ``params`` as :meth:`loglike`; ``calc_fe`` not a bool
             (:func:`~dmixed.fit.options.check_flag`).
+        DataError
+            As :meth:`loglike` (and its PrecisionWarning).
 
         Notes
         -----
@@ -210,6 +235,11 @@ class LikelihoodMethods:
             Ψ* has an eigenvalue, or a τ* is, below 1e-10 (statsmodels'
             pseudo-inverse case; here the value is exact there too).
 
+        Raises
+        ------
+        DataError
+            As :meth:`loglike` (and its PrecisionWarning).
+
         Notes
         -----
         Source: ``statsmodels.regression.mixed_linear_model.MixedLM.hessian`` (which
@@ -250,6 +280,8 @@ class LikelihoodMethods:
         ------
         SpecError
             Dimensions other than the model's, or Ψ* not positive semi-definite.
+        DataError
+            As :meth:`loglike` (and its PrecisionWarning).
 
         Notes
         -----
