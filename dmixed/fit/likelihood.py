@@ -26,24 +26,46 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, PrecisionWarning
+from ..errors import DataError, PrecisionWarning, caller_stacklevel
 from ..kernels import StepSums
 from ..stats import GlobalStats, Layout, Standardization
 from .coordinates import Coordinates
 from .fit_warnings import PRECISION_WARN_ABOVE
 from .objective import (
-    RESOLVED,
+    FACTOR_UNRESOLVED,
     Profile,
+    factor_error,
     hessian,
     loglike,
-    precision_shares,
+    pivot_resolution,
     profile,
     quadratic_form,
+    resolution,
     resolution_verdict,
     score_matrices,
+    statistics_resolution,
 )
 
 __all__ = ["Likelihood", "Point", "SINGULAR_TOL"]
+
+#: What :meth:`Likelihood.check` names as the cause of a refusal or a warning
+_CAUSES = {
+    "nonfinite": "the residual quadratic form Q (σ̂² times f) or the fixed effects "
+    "estimate is not positive and finite there (ℓ would be −inf or NaN)",
+    "estimate": "X'V^-1 X's factor does not resolve the fixed effects there (β̂ along "
+    "its weakest direction follows the rounding of the sums; ℓ, the score and the "
+    "Hessian can still be evaluated)",
+    "factor": "X'V^-1 X is not positive definite to the rounding of the sums there (the "
+    "fixed effects nearly indistinguishable after the random effects)",
+    "sums": "the rounding of the sums that the residual quadratic form Q is the difference of",
+    "statistics": "the rounding of the statistics' within-group sums, which Q is a remainder of",
+    "through_beta": "the rounding of X'V^-1 X's factor, through the fixed effects "
+    "estimate (second order in Q)",
+    "pivot": "REML's log|X'V^-1 X|, whose smallest pivot is a remainder of the sums' rounding",
+    "pivot_zero": "REML's log|X'V^-1 X| has no finite bound there: X'V^-1 X's smallest "
+    "pivot is within its own rounding of zero (ML's log-likelihood, which does not "
+    "hold log|X'V^-1 X|, may still be evaluated)",
+}
 
 #: statsmodels' tolerance: Ψ* with an eigenvalue, or a τ*, below it is "singular".
 SINGULAR_TOL = 1e-10
@@ -81,11 +103,12 @@ class Likelihood:
     reml : bool
     re_names : tuple of str, optional
         The model's ``exog_re`` names.  Given, every evaluation is checked
-        (:meth:`check`): where the float64 sums do not resolve ℓ a
-        :class:`~dmixed.errors.DataError` naming the random-effects columns far from
-        zero, and a :class:`~dmixed.errors.PrecisionWarning` where they resolve it
-        coarsely; None (the profile likelihoods' own use): ``np.linalg.LinAlgError``
-        and ``−inf`` as the objective gives them.
+        (:meth:`check`): a :class:`~dmixed.errors.DataError` naming the cause and the
+        random-effects columns far from zero only where ℓ has no finite bound (or β̂,
+        for :meth:`fe_params`, is not resolved), and a
+        :class:`~dmixed.errors.PrecisionWarning` with a bound on the llf where the
+        float64 sums resolve it coarsely; None (the profile likelihoods' own use):
+        ``np.linalg.LinAlgError`` and ``−inf`` as the objective gives them.
     """
 
     engine: Any
@@ -102,7 +125,7 @@ class Likelihood:
 
     # -- evaluation in the statistics' coordinates ------------------------------------
 
-    def evaluate(self, point: Point) -> tuple[StepSums, Profile]:
+    def evaluate(self, point: Point, estimate: bool = False) -> tuple[StepSums, Profile]:
         """The step sums at ``point.lam`` and the profile at ``point.beta``.
 
         The profile's ``beta`` is β̃ (the given β mapped, or the GLS estimate) and its
@@ -117,88 +140,123 @@ class Likelihood:
         except np.linalg.LinAlgError:
             if self.re_names is None:
                 raise
-            raise self.unresolved(lam_std) from None
+            raise self.unresolved(lam_std, _CAUSES["factor"]) from None
         if self.re_names is not None:
-            self.check(step, prof, lam_std)
+            self.check(step, prof, lam_std, estimate)
         if point.beta is None:
             return step, prof
         beta_std = self.beta_to_std(point.beta)
         q = quadratic_form(step, self.glob, beta_std)
         return step, replace(prof, beta=beta_std, q=q)
 
-    def check(self, step: StepSums, prof: Profile, lam_std: np.ndarray) -> None:
+    def check(
+        self, step: StepSums, prof: Profile, lam_std: np.ndarray, estimate: bool = False
+    ) -> None:
         """Whether the float64 sums resolve ℓ at the evaluation ``(step, prof)`` (Λ̃ =
-        ``lam_std``): a :class:`~dmixed.errors.DataError` (:meth:`unresolved`) where
-        ``Q`` is not positive or not finite or the fit's own test rejects the point
-        (:func:`~dmixed.fit.objective.resolution_verdict` other than ``RESOLVED``: the
-        sums or ``A = X'V*⁻¹X``'s factor do not resolve ℓ); a
-        :class:`~dmixed.errors.PrecisionWarning` where the relative error that
-        :func:`~dmixed.fit.objective.precision_shares` bounds (the fit's precision
-        warning) may exceed :data:`~dmixed.fit.fit_warnings.PRECISION_WARN_ABOVE`.
+        ``lam_std``), refusing only what has no finite bound.
 
-        A user's Ψ* on a random-effects column far from zero maps to a Λ̃ with entries
-        of the column's offset over its spread: the kernels' ``[X y]'[X y] − Σ m_i``
-        then subtracts terms that agree to about that ratio squared times ε, which the
-        factor's share of the bound sees.
+        The bound is on the llf alone: ``(f/2)(−log(1 − e))`` with ``e`` the relative
+        error of ``Q`` (:func:`~dmixed.fit.objective.resolution`, plus
+        :func:`~dmixed.fit.objective.statistics_resolution`, plus
+        :func:`~dmixed.fit.objective.factor_error` of the ML criterion: ``A = X'V*⁻¹X``'s
+        factor reaches ``Q`` only through β̂, at second order, as ``Q`` is stationary in
+        β), and under REML ``½(−log(1 − K))`` for ``log|A|``
+        (:func:`~dmixed.fit.objective.pivot_resolution` ``K``); both first order ``e``
+        and ``K`` where small, the fit's precision warning's terms.  The score, the
+        Hessian and β̂ are moved by the same rounding, without a stated bound.
+
+        Raises
+        ------
+        DataError
+            (:meth:`unresolved`, naming the cause) where ``Q`` or β̂ is not finite or
+            ``Q ≤ 0`` (ℓ −inf or NaN), where ``e ≥ 1`` or, under REML, ``K ≥ 1`` (no
+            finite bound: ``Q`` or ``|A|`` within its own rounding of zero), and, with
+            ``estimate`` (β̂ itself is the answer, :meth:`fe_params`), where
+            :func:`~dmixed.fit.objective.resolution_verdict` is
+            ``FACTOR_UNRESOLVED``: β̂ along ``A``'s weak direction follows the rounding.
+
+        Warns
+        -----
+        PrecisionWarning
+            Where ``e + K/f`` (the units of the fit's warning) exceeds
+            :data:`~dmixed.fit.fit_warnings.PRECISION_WARN_ABOVE`: the bound, its
+            largest part's cause and, for a random-effects column far from zero, the
+            remedy (:meth:`_offset_words`).
         """
-        if not (prof.q > 0 and np.isfinite(prof.q)):
-            raise self.unresolved(lam_std)
-        if resolution_verdict(step, prof, self.glob, self.reml) != RESOLVED:
-            # the fit's own test of every point it moves to: past it the bound below
-            # no longer holds (ℓ, and β̂ along A's weak direction, follow rounding)
-            raise self.unresolved(lam_std)
-        base, factor = precision_shares(step, prof, self.glob, self.reml)
-        rel = base + factor
-        if not rel > PRECISION_WARN_ABOVE:
+        if not (prof.q > 0 and np.isfinite(prof.q) and np.isfinite(prof.beta).all()):
+            raise self.unresolved(lam_std, _CAUSES["nonfinite"])
+        glob = self.glob
+        if estimate and resolution_verdict(step, prof, glob, self.reml) == FACTOR_UNRESOLVED:
+            raise self.unresolved(lam_std, _CAUSES["estimate"], "the fixed effects")
+        shares = {
+            "sums": resolution(step, prof, glob),
+            "statistics": statistics_resolution(prof, glob),
+            "through_beta": factor_error(step, prof, glob, False),
+        }
+        pivot = pivot_resolution(step, prof, glob) if self.reml else 0.0
+        e = sum(shares.values())
+        if not e < 1.0:
+            # a NaN share is the one that fired
+            worst = max(shares, key=lambda name: np.nan_to_num(shares[name], nan=np.inf))
+            raise self.unresolved(lam_std, _CAUSES[worst])
+        if not pivot < 1.0:
+            raise self.unresolved(lam_std, _CAUSES["pivot_zero"])
+        shares["pivot"] = pivot / prof.fac
+        if not sum(shares.values()) > PRECISION_WARN_ABOVE:
             return
-        if not np.isfinite(rel):
-            raise self.unresolved(lam_std)
+        bound = 0.5 * prof.fac * -np.log1p(-e) - 0.5 * np.log1p(-pivot)
+        cause = max(shares, key=lambda name: shares[name])
         warnings.warn(
             "the float64 statistics resolve the log-likelihood at these parameters only "
-            f"coarsely: the llf may be off by up to {0.5 * prof.fac * rel:.1g} (a bound on "
-            "the rounding of the sums and of X'V^-1 X's factor)"
-            f"{self._offset_words(lam_std)}",
+            f"coarsely: the llf may be off by up to {bound:.1g}, mostly from "
+            f"{_CAUSES[cause]} (the bound covers the llf only; the score, the Hessian "
+            "and the fixed effects are moved by the same rounding, without a stated "
+            f"bound){self._offset_words(lam_std)}",
             PrecisionWarning,
-            stacklevel=5,
+            stacklevel=caller_stacklevel(),
         )
 
-    def unresolved(self, lam_std: np.ndarray) -> DataError:
-        """The :class:`~dmixed.errors.DataError` of a point where the float64 sums do not
-        resolve ℓ (``X'V*⁻¹X`` not positive definite to their rounding, or ``Q ≤ 0``),
-        naming the random-effects columns far from zero (:meth:`_offset_words`)."""
+    def unresolved(
+        self, lam_std: np.ndarray, cause: str, what: str = "the log-likelihood"
+    ) -> DataError:
+        """The :class:`~dmixed.errors.DataError` of a point the float64 statistics do
+        not resolve: ``what`` cannot be evaluated there, for the ``cause`` (a
+        :data:`_CAUSES` text); the random-effects columns far from zero and the remedy
+        (:meth:`_offset_words`)."""
         return DataError(
-            "the log-likelihood cannot be evaluated at these parameters from the float64 "
-            "statistics: X'V^-1 X is singular to the rounding of their sums there (the "
-            "fixed effects nearly indistinguishable after the random effects, as at very "
-            f"large or perfectly correlated variances){self._offset_words(lam_std)}"
+            f"{what} cannot be evaluated at these parameters from the float64 "
+            f"statistics: {cause}{self._offset_words(lam_std)}"
         )
 
     def _offset_words(self, lam_std: np.ndarray) -> str:
         """``"; …"`` naming each ``exog_re`` column whose map has a shift (its offset
-        from zero and its spread) and the variance the point puts on the random
-        intercept's direction in the columns' centred coordinates; ``""`` where no
-        column is shifted."""
+        from zero and its spread), the variance the point puts on the random
+        intercept's direction in the columns' centred coordinates, and what a user can
+        do (centre the column); ``""`` where no column is shifted."""
         cols = self.columns
         names = self.re_names or ()
         offsets = cols.model_z_shift()
-        shown = [
+        shifted = [j for j in range(offsets.shape[0]) if offsets[j] != 0.0]
+        if not shifted or cols.z_intercept < 0:
+            return ""
+        shown = ", ".join(
             f"{names[j] if j < len(names) else j!r} (values about {offsets[j]:.6g}, "
             f"spread about {cols.z_scale[j]:.3g})"
-            for j in range(offsets.shape[0])
-            if offsets[j] != 0.0
-        ]
-        if not shown or cols.z_intercept < 0:
-            return ""
+            for j in shifted
+        )
+        first = names[shifted[0]] if shifted[0] < len(names) else "x"
         i = cols.z_intercept
         # Λ̃'s intercept row in the statistics' (centred, scaled) coordinates, scaled
         # back to the model's units of the intercept (whose scale is 1)
         variance = float(lam_std[i, : self.layout.k_re] @ lam_std[i, : self.layout.k_re])
         return (
-            f"; the random-effects column {', '.join(shown)} lies far from zero next to "
-            "its spread, so this cov_re is, about the column's centre, a random "
-            f"intercept of variance {variance:.2g} (times the scale), whose direction the "
-            "sums about that centre resolve only to the ratio squared times float64's "
-            "precision: cov_re of moderate size for the centred column evaluates exactly"
+            f"; the random-effects column {shown} lies far from zero next to its spread, "
+            "so this cov_re is, about the column's centre, a random intercept of variance "
+            f"{variance:.2g} (times the scale), which the sums about that centre resolve "
+            "only to about the ratio squared times float64's precision: centre the "
+            f"column in the data ({first} minus its mean) or, for a pandas DataFrame, "
+            f"write center({first}) in the formula and re_formula, so that the random "
+            "slope's covariate is near 0"
         )
 
     def beta_to_std(self, beta: np.ndarray) -> np.ndarray:
@@ -232,7 +290,7 @@ class Likelihood:
 
     def fe_params(self, lam: np.ndarray) -> np.ndarray:
         """The GLS estimate ``β̂ = (X'V*⁻¹X)⁻¹ X'V*⁻¹y`` (p,) at ``lam``."""
-        _, prof = self.evaluate(Point(lam))
+        _, prof = self.evaluate(Point(lam), estimate=True)
         return self.columns.beta_from_std(prof.beta)
 
     def score_parts(self, point: Point) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,13 +15,17 @@ Outside the parameter space (an indefinite Ψ*, a negative τ*; only reachable w
 plain packing or a :class:`MixedLMParams`) ``loglike`` is −inf and the score and the
 Hessian are NaN (statsmodels returns numbers computed from a pseudo-inverse there).
 
-Inside it, every evaluation passes the fit's own precision test
-(:meth:`dmixed.fit.likelihood.Likelihood.check`): a point the float64 statistics do not
-resolve (``X'V*⁻¹X`` singular to the rounding of their sums: a random slope on a column
-far from zero next to its spread, at a Ψ* that is then a huge random-intercept variance
-about the column's centre) raises a :class:`~dmixed.errors.DataError` naming the column
-and its offset, and a point they resolve coarsely warns
-(:class:`~dmixed.errors.PrecisionWarning`, with a bound on the llf's error).
+Inside it, every evaluation is checked against the float64 statistics' rounding
+(:meth:`dmixed.fit.likelihood.Likelihood.check`; it matters for a random slope on a
+column far from zero next to its spread, where a Ψ* is a huge random-intercept variance
+about the column's centre).  A :class:`~dmixed.errors.PrecisionWarning` states a bound
+on the llf's error and its cause where that bound exceeds about 1e-7 relative (the
+score, the Hessian and β̂ are moved by the same rounding, without a stated bound); a
+:class:`~dmixed.errors.DataError` naming the cause, the column and its offset is raised
+only where no finite bound exists or ℓ would be −inf or NaN, and by ``get_fe_params``
+where ``X'V*⁻¹X``'s factor does not resolve β̂ (ML's ℓ, score and Hessian are evaluated
+there: they feel β̂'s error only at second order).  The remedy the messages give:
+centre the column (in the data, or ``center(x)`` in the formulas).
 """
 
 from __future__ import annotations
@@ -102,12 +106,14 @@ class LikelihoodMethods:
             asymmetric ``cov_re``; ``profile_fe`` not a bool
             (:func:`~dmixed.fit.options.check_flag`).
         DataError
-            The float64 statistics do not resolve ℓ at ``params`` (the module).
+            ℓ has no finite bound from the float64 statistics at ``params``, or would be
+            −inf or NaN (the module).
 
         Warns
         -----
         PrecisionWarning
-            They resolve it coarsely: the message bounds the llf's error.
+            They resolve it coarsely: the message bounds the llf's error and names the
+            cause.
 
         Notes
         -----
@@ -281,7 +287,8 @@ class LikelihoodMethods:
         SpecError
             Dimensions other than the model's, or Ψ* not positive semi-definite.
         DataError
-            As :meth:`loglike` (and its PrecisionWarning).
+            As :meth:`loglike`, and where ``X'V*⁻¹X``'s factor does not resolve β̂
+            (β̂ along its weakest direction would follow the rounding).
 
         Notes
         -----
