@@ -48,6 +48,14 @@ from .objective import (
 
 __all__ = ["Likelihood", "Point", "SINGULAR_TOL"]
 
+
+def _round_up(value: float) -> str:
+    """``value`` (> 0) to two significant digits, rounded up: a stated bound is never
+    below the one computed."""
+    scale = 10.0 ** (np.floor(np.log10(value)) - 1)
+    return f"{np.ceil(value / scale) * scale:.2g}"
+
+
 #: What :meth:`Likelihood.check` names as the cause of a refusal or a warning
 _CAUSES = {
     "nonfinite": "the residual quadratic form Q (σ̂² times f) or the fixed effects "
@@ -155,12 +163,12 @@ class Likelihood:
         """Whether the float64 sums resolve ℓ at the evaluation ``(step, prof)`` (Λ̃ =
         ``lam_std``), refusing only what has no finite bound.
 
-        The bound is on the llf alone: ``(f/2)(−log(1 − e))`` with ``e`` the relative
+        The bound is on the llf alone: ``(f/2) e/(1 − e)`` with ``e`` the relative
         error of ``Q`` (:func:`~dmixed.fit.objective.resolution`, plus
         :func:`~dmixed.fit.objective.statistics_resolution`, plus
         :func:`~dmixed.fit.objective.factor_error` of the ML criterion: ``A = X'V*⁻¹X``'s
         factor reaches ``Q`` only through β̂, at second order, as ``Q`` is stationary in
-        β), and under REML ``½(−log(1 − K))`` for ``log|A|``
+        β), and under REML ``½ K/(1 − K)`` for ``log|A|``
         (:func:`~dmixed.fit.objective.pivot_resolution` ``K``); both first order ``e``
         and ``K`` where small, the fit's precision warning's terms.  The score, the
         Hessian and β̂ are moved by the same rounding, without a stated bound.
@@ -204,11 +212,13 @@ class Likelihood:
         shares["pivot"] = pivot / prof.fac
         if not sum(shares.values()) > PRECISION_WARN_ABOVE:
             return
-        bound = 0.5 * prof.fac * -np.log1p(-e) - 0.5 * np.log1p(-pivot)
+        # |log(1 + x)| ≤ |x|/(1 − |x|): the first-order shares e and K, widened where
+        # they are not small (the second-order terms of log Q and log|A|)
+        bound = 0.5 * prof.fac * e / (1.0 - e) + 0.5 * pivot / (1.0 - pivot)
         cause = max(shares, key=lambda name: shares[name])
         warnings.warn(
             "the float64 statistics resolve the log-likelihood at these parameters only "
-            f"coarsely: the llf may be off by up to {bound:.1g}, mostly from "
+            f"coarsely: the llf may be off by up to {_round_up(bound)}, mostly from "
             f"{_CAUSES[cause]} (the bound covers the llf only; the score, the Hessian "
             "and the fixed effects are moved by the same rounding, without a stated "
             f"bound){self._offset_words(lam_std)}",
