@@ -329,13 +329,17 @@ def _linear_within(residual_sd: float) -> pd.DataFrame:
 
 
 def _brute_max(model) -> float:
-    """max over ψ = τ²/σ² of the model's own profiled ``loglike`` (1-D, bounded)."""
+    """max over ψ = τ²/σ² of the model's own profiled ``loglike`` (1-D, bounded); where
+    the sums resolve ℓ coarsely it says so as the fit does (a PrecisionWarning, expected
+    here: the fit's own warnings are checked by the caller)."""
 
     def neg(log_psi):
         params = dmixed.MixedLMParams.from_components(
             fe_params=np.zeros(2), cov_re=np.array([[np.exp(log_psi)]])
         )
-        return -model.loglike(params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dmixed.PrecisionWarning)
+            return -model.loglike(params)
 
     best = optimize.minimize_scalar(
         neg, bounds=(0.0, 50.0), method="bounded", options={"xatol": 1e-6}

@@ -20,17 +20,60 @@ with ``w = [−β; 1]`` replaces ``Q(β̂)`` in ℓ and in the score, and
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from ..errors import DataError, PrecisionWarning, caller_stacklevel
 from ..kernels import StepSums
 from ..stats import GlobalStats, Layout, Standardization
 from .coordinates import Coordinates
-from .objective import Profile, hessian, loglike, profile, quadratic_form, score_matrices
+from .fit_warnings import PRECISION_WARN_ABOVE
+from .objective import (
+    FACTOR_UNRESOLVED,
+    Profile,
+    factor_error,
+    hessian,
+    loglike,
+    pivot_resolution,
+    profile,
+    quadratic_form,
+    resolution,
+    resolution_verdict,
+    score_matrices,
+    statistics_resolution,
+)
 
 __all__ = ["Likelihood", "Point", "SINGULAR_TOL"]
+
+
+def _round_up(value: float) -> str:
+    """``value`` (> 0) to two significant digits, rounded up: a stated bound is never
+    below the one computed."""
+    scale = 10.0 ** (np.floor(np.log10(value)) - 1)
+    return f"{np.ceil(value / scale) * scale:.2g}"
+
+
+#: What :meth:`Likelihood.check` names as the cause of a refusal or a warning
+_CAUSES = {
+    "nonfinite": "the residual quadratic form Q (σ̂² times f) or the fixed effects "
+    "estimate is not positive and finite there (ℓ would be −inf or NaN)",
+    "estimate": "X'V^-1 X's factor does not resolve the fixed effects there (β̂ along "
+    "its weakest direction follows the rounding of the sums; ℓ, the score and the "
+    "Hessian can still be evaluated)",
+    "factor": "X'V^-1 X is not positive definite to the rounding of the sums there (the "
+    "fixed effects nearly indistinguishable after the random effects)",
+    "sums": "the rounding of the sums that the residual quadratic form Q is the difference of",
+    "statistics": "the rounding of the statistics' within-group sums, which Q is a remainder of",
+    "through_beta": "the rounding of X'V^-1 X's factor, through the fixed effects "
+    "estimate (second order in Q)",
+    "pivot": "REML's log|X'V^-1 X|, whose smallest pivot is a remainder of the sums' rounding",
+    "pivot_zero": "REML's log|X'V^-1 X| has no finite bound there: X'V^-1 X's smallest "
+    "pivot is within its own rounding of zero (ML's log-likelihood, which does not "
+    "hold log|X'V^-1 X|, may still be evaluated)",
+}
 
 #: statsmodels' tolerance: Ψ* with an eigenvalue, or a τ*, below it is "singular".
 SINGULAR_TOL = 1e-10
@@ -66,6 +109,14 @@ class Likelihood:
     columns : Standardization
         The statistics' column map.
     reml : bool
+    re_names : tuple of str, optional
+        The model's ``exog_re`` names.  Given, every evaluation is checked
+        (:meth:`check`): a :class:`~dmixed.errors.DataError` naming the cause and the
+        random-effects columns far from zero only where ℓ has no finite bound (or β̂,
+        for :meth:`fe_params`, is not resolved), and a
+        :class:`~dmixed.errors.PrecisionWarning` with a bound on the llf where the
+        float64 sums resolve it coarsely; None (the profile likelihoods' own use):
+        ``np.linalg.LinAlgError`` and ``−inf`` as the objective gives them.
     """
 
     engine: Any
@@ -73,6 +124,7 @@ class Likelihood:
     layout: Layout
     columns: Standardization
     reml: bool
+    re_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         lay = self.layout
@@ -81,7 +133,7 @@ class Likelihood:
 
     # -- evaluation in the statistics' coordinates ------------------------------------
 
-    def evaluate(self, point: Point) -> tuple[StepSums, Profile]:
+    def evaluate(self, point: Point, estimate: bool = False) -> tuple[StepSums, Profile]:
         """The step sums at ``point.lam`` and the profile at ``point.beta``.
 
         The profile's ``beta`` is β̃ (the given β mapped, or the GLS estimate) and its
@@ -91,12 +143,131 @@ class Likelihood:
         """
         lam_std = self.to_statistics.to_statistics(point.lam)
         step = self.engine.step(lam_std, self.layout.k_re)
-        prof = profile(step, self.glob, self.reml)
+        try:
+            prof = profile(step, self.glob, self.reml)
+        except np.linalg.LinAlgError:
+            if self.re_names is None:
+                raise
+            raise self.unresolved(lam_std, _CAUSES["factor"]) from None
+        if self.re_names is not None:
+            self.check(step, prof, lam_std, estimate)
         if point.beta is None:
             return step, prof
         beta_std = self.beta_to_std(point.beta)
         q = quadratic_form(step, self.glob, beta_std)
         return step, replace(prof, beta=beta_std, q=q)
+
+    def check(
+        self, step: StepSums, prof: Profile, lam_std: np.ndarray, estimate: bool = False
+    ) -> None:
+        """Whether the float64 sums resolve ℓ at the evaluation ``(step, prof)`` (Λ̃ =
+        ``lam_std``), refusing only what has no finite bound.
+
+        The bound is on the llf alone: ``(f/2) e/(1 − e)`` with ``e`` the relative
+        error of ``Q`` (:func:`~dmixed.fit.objective.resolution`, plus
+        :func:`~dmixed.fit.objective.statistics_resolution`, plus
+        :func:`~dmixed.fit.objective.factor_error` of the ML criterion: ``A = X'V*⁻¹X``'s
+        factor reaches ``Q`` only through β̂, at second order, as ``Q`` is stationary in
+        β), and under REML ``½ K/(1 − K)`` for ``log|A|``
+        (:func:`~dmixed.fit.objective.pivot_resolution` ``K``); both first order ``e``
+        and ``K`` where small, the fit's precision warning's terms.  The score, the
+        Hessian and β̂ are moved by the same rounding, without a stated bound.
+
+        Raises
+        ------
+        DataError
+            (:meth:`unresolved`, naming the cause) where ``Q`` or β̂ is not finite or
+            ``Q ≤ 0`` (ℓ −inf or NaN), where ``e ≥ 1`` or, under REML, ``K ≥ 1`` (no
+            finite bound: ``Q`` or ``|A|`` within its own rounding of zero), and, with
+            ``estimate`` (β̂ itself is the answer, :meth:`fe_params`), where
+            :func:`~dmixed.fit.objective.resolution_verdict` is
+            ``FACTOR_UNRESOLVED``: β̂ along ``A``'s weak direction follows the rounding.
+
+        Warns
+        -----
+        PrecisionWarning
+            Where ``e + K/f`` (the units of the fit's warning) exceeds
+            :data:`~dmixed.fit.fit_warnings.PRECISION_WARN_ABOVE`: the bound, its
+            largest part's cause and, for a random-effects column far from zero, the
+            remedy (:meth:`_offset_words`).
+        """
+        if not (prof.q > 0 and np.isfinite(prof.q) and np.isfinite(prof.beta).all()):
+            raise self.unresolved(lam_std, _CAUSES["nonfinite"])
+        glob = self.glob
+        if estimate and resolution_verdict(step, prof, glob, self.reml) == FACTOR_UNRESOLVED:
+            raise self.unresolved(lam_std, _CAUSES["estimate"], "the fixed effects")
+        shares = {
+            "sums": resolution(step, prof, glob),
+            "statistics": statistics_resolution(prof, glob),
+            "through_beta": factor_error(step, prof, glob, False),
+        }
+        pivot = pivot_resolution(step, prof, glob) if self.reml else 0.0
+        e = sum(shares.values())
+        if not e < 1.0:
+            # a NaN share is the one that fired
+            worst = max(shares, key=lambda name: np.nan_to_num(shares[name], nan=np.inf))
+            raise self.unresolved(lam_std, _CAUSES[worst])
+        if not pivot < 1.0:
+            raise self.unresolved(lam_std, _CAUSES["pivot_zero"])
+        shares["pivot"] = pivot / prof.fac
+        if not sum(shares.values()) > PRECISION_WARN_ABOVE:
+            return
+        # |log(1 + x)| ≤ |x|/(1 − |x|): the first-order shares e and K, widened where
+        # they are not small (the second-order terms of log Q and log|A|)
+        bound = 0.5 * prof.fac * e / (1.0 - e) + 0.5 * pivot / (1.0 - pivot)
+        cause = max(shares, key=lambda name: shares[name])
+        warnings.warn(
+            "the float64 statistics resolve the log-likelihood at these parameters only "
+            f"coarsely: the llf may be off by up to {_round_up(bound)}, mostly from "
+            f"{_CAUSES[cause]} (the bound covers the llf only; the score, the Hessian "
+            "and the fixed effects are moved by the same rounding, without a stated "
+            f"bound){self._offset_words(lam_std)}",
+            PrecisionWarning,
+            stacklevel=caller_stacklevel(),
+        )
+
+    def unresolved(
+        self, lam_std: np.ndarray, cause: str, what: str = "the log-likelihood"
+    ) -> DataError:
+        """The :class:`~dmixed.errors.DataError` of a point the float64 statistics do
+        not resolve: ``what`` cannot be evaluated there, for the ``cause`` (a
+        :data:`_CAUSES` text); the random-effects columns far from zero and the remedy
+        (:meth:`_offset_words`)."""
+        return DataError(
+            f"{what} cannot be evaluated at these parameters from the float64 "
+            f"statistics: {cause}{self._offset_words(lam_std)}"
+        )
+
+    def _offset_words(self, lam_std: np.ndarray) -> str:
+        """``"; …"`` naming each ``exog_re`` column whose map has a shift (its offset
+        from zero and its spread), the variance the point puts on the random
+        intercept's direction in the columns' centred coordinates, and what a user can
+        do (centre the column); ``""`` where no column is shifted."""
+        cols = self.columns
+        names = self.re_names or ()
+        offsets = cols.model_z_shift()
+        shifted = [j for j in range(offsets.shape[0]) if offsets[j] != 0.0]
+        if not shifted or cols.z_intercept < 0:
+            return ""
+        shown = ", ".join(
+            f"{names[j] if j < len(names) else j!r} (values about {offsets[j]:.6g}, "
+            f"spread about {cols.z_scale[j]:.3g})"
+            for j in shifted
+        )
+        first = names[shifted[0]] if shifted[0] < len(names) else "x"
+        i = cols.z_intercept
+        # Λ̃'s intercept row in the statistics' (centred, scaled) coordinates, scaled
+        # back to the model's units of the intercept (whose scale is 1)
+        variance = float(lam_std[i, : self.layout.k_re] @ lam_std[i, : self.layout.k_re])
+        return (
+            f"; the random-effects column {shown} lies far from zero next to its spread, "
+            "so this cov_re is, about the column's centre, a random intercept of variance "
+            f"{variance:.2g} (times the scale), which the sums about that centre resolve "
+            "only to about the ratio squared times float64's precision: centre the "
+            f"column in the data ({first} minus its mean) or, for a pandas DataFrame, "
+            f"write center({first}) in the formula and re_formula, so that the random "
+            "slope's covariate is near 0"
+        )
 
     def beta_to_std(self, beta: np.ndarray) -> np.ndarray:
         """``β̃ = (T β − c_y e_0) / s_y``, the inverse of ``beta_from_std``."""
@@ -112,7 +283,8 @@ class Likelihood:
         """ℓ at ``point`` (σ² profiled; β given or profiled).
 
         ``ℓ = −½ Σ log|K_i| [− ½ log|A|] − (f/2) log Q(β) + (f/2)(log f − log 2π − 1)``;
-        ``−inf`` where ``Q ≤ 0`` or ``A`` is not positive definite.
+        ``−inf`` where ``Q ≤ 0`` or ``A`` is not positive definite (with
+        :attr:`re_names`, the :class:`~dmixed.errors.DataError` of :meth:`check` instead).
         """
         try:
             step, prof = self.evaluate(point)
@@ -128,7 +300,7 @@ class Likelihood:
 
     def fe_params(self, lam: np.ndarray) -> np.ndarray:
         """The GLS estimate ``β̂ = (X'V*⁻¹X)⁻¹ X'V*⁻¹y`` (p,) at ``lam``."""
-        _, prof = self.evaluate(Point(lam))
+        _, prof = self.evaluate(Point(lam), estimate=True)
         return self.columns.beta_from_std(prof.beta)
 
     def score_parts(self, point: Point) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -14,6 +14,18 @@ in the model's ``use_sqrt`` packing (covariance parameters only, except for
 Outside the parameter space (an indefinite Ψ*, a negative τ*; only reachable with the
 plain packing or a :class:`MixedLMParams`) ``loglike`` is −inf and the score and the
 Hessian are NaN (statsmodels returns numbers computed from a pseudo-inverse there).
+
+Inside it, every evaluation is checked against the float64 statistics' rounding
+(:meth:`dmixed.fit.likelihood.Likelihood.check`; it matters for a random slope on a
+column far from zero next to its spread, where a Ψ* is a huge random-intercept variance
+about the column's centre).  A :class:`~dmixed.errors.PrecisionWarning` states a bound
+on the llf's error and its cause where that bound exceeds about 1e-7 relative (the
+score, the Hessian and β̂ are moved by the same rounding, without a stated bound); a
+:class:`~dmixed.errors.DataError` naming the cause, the column and its offset is raised
+only where no finite bound exists or ℓ would be −inf or NaN, and by ``get_fe_params``
+where ``X'V*⁻¹X``'s factor does not resolve β̂ (ML's ℓ, score and Hessian are evaluated
+there: they feel β̂'s error only at second order).  The remedy the messages give:
+centre the column (in the data, or ``center(x)`` in the formulas).
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ class LikelihoodMethods:
     k_re: int
     k_vc: int
     use_sqrt: bool
+    exog_re_names: list[str]
     cached_statistics: Any
     cached_client: Any
     statistics: Callable[..., Any]
@@ -58,7 +71,14 @@ class LikelihoodMethods:
         stats = self.statistics(client=client)
         # one slot per variance component where the engine holds them structured
         layout = stats.fit_layout
-        return Likelihood(stats.engine, stats.glob, layout, stats.columns, bool(self.reml))
+        return Likelihood(
+            stats.engine,
+            stats.glob,
+            layout,
+            stats.columns,
+            bool(self.reml),
+            tuple(self.exog_re_names),
+        )
 
     # -- statsmodels' methods ------------------------------------------------------
 
@@ -85,6 +105,15 @@ class LikelihoodMethods:
             ``params`` of other dimensions than the model, non-finite, or with an
             asymmetric ``cov_re``; ``profile_fe`` not a bool
             (:func:`~dmixed.fit.options.check_flag`).
+        DataError
+            ℓ has no finite bound from the float64 statistics at ``params``, or would be
+            −inf or NaN (the module).
+
+        Warns
+        -----
+        PrecisionWarning
+            They resolve it coarsely: the message bounds the llf's error and names the
+            cause.
 
         Notes
         -----
@@ -117,8 +146,8 @@ class LikelihoodMethods:
 
         Raises
         ------
-        SpecError
-            As :meth:`loglike`.
+        SpecError, DataError
+            As :meth:`loglike` (and its PrecisionWarning).
 
         Notes
         -----
@@ -159,6 +188,8 @@ class LikelihoodMethods:
         SpecError
             ``params`` as :meth:`loglike`; ``calc_fe`` not a bool
             (:func:`~dmixed.fit.options.check_flag`).
+        DataError
+            As :meth:`loglike` (and its PrecisionWarning).
 
         Notes
         -----
@@ -209,6 +240,11 @@ class LikelihoodMethods:
         sing : bool
             Ψ* has an eigenvalue, or a τ* is, below 1e-10 (statsmodels'
             pseudo-inverse case; here the value is exact there too).
+
+        Raises
+        ------
+        DataError
+            As :meth:`loglike` (and its PrecisionWarning).
 
         Notes
         -----
@@ -270,6 +306,9 @@ class LikelihoodMethods:
         ------
         SpecError
             Dimensions other than the model's, or Ψ* not positive semi-definite.
+        DataError
+            As :meth:`loglike`, and where ``X'V*⁻¹X``'s factor does not resolve β̂
+            (β̂ along its weakest direction would follow the rounding).
 
         Notes
         -----

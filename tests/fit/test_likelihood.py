@@ -7,9 +7,15 @@ the score vanishes, and β given as β̂ is β profiled.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmixed
+from dmixed.errors import DataError, PrecisionWarning
 from dmixed.fit.likelihood import Likelihood, Point
 
 from .._synth import make_data
@@ -46,3 +52,171 @@ def test_the_fit_optimum_is_reproduced():
         assert np.max(np.abs(g_fe) / np.sqrt(np.abs(np.diag(hess))[: g_fe.size])) < 1e-6
         packed_score = stats.layout.score_packed(d_psi, d_tau, res.packed_params, True)
         assert np.max(np.abs(packed_score)) / res.nobs < 1e-5
+
+
+# -- a user's point on a random slope whose column lies far from zero -----------------------
+
+_PSI = np.array([[0.5, 0.0], [0.0, 0.3]])
+
+
+def _shifted_slope_frame(shift: float):
+    """30 groups of 4 to 11 rows, ``x1`` moved by ``shift`` (its spread stays about 1)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    parts = []
+    for g in range(30):
+        n = int(rng.integers(4, 12))
+        x1, x2 = rng.normal(size=n), rng.normal(size=n)
+        y = 1 + 0.5 * x1 - 0.3 * x2 + rng.normal() + rng.normal(0, 0.5) * x1 + rng.normal(size=n)
+        parts.append(pd.DataFrame({"g": f"g{g:02d}", "x1": x1 + shift, "x2": x2, "y": y}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _shifted_slope_model(shift: float, reml: bool):
+    df = _shifted_slope_frame(shift)
+    model = dmixed.MixedLM.from_formula("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
+    model.reml = reml
+    return model
+
+
+def _reference(model, psi: np.ndarray, reml: bool) -> float:
+    """ℓ profiled at Ψ*, from the model's float64 rows in extended precision."""
+    from .._dense import dense_model_of
+
+    return dense_model_of(model).profiled_loglike(psi, np.zeros(0), reml)[0]
+
+
+def _point(psi: np.ndarray):
+    return dmixed.MixedLMParams.from_components(fe_params=np.zeros(3), cov_re=psi)
+
+
+def _calls(model, psi: np.ndarray):
+    point = _point(psi)
+    return {
+        "loglike": lambda: model.loglike(point),
+        "score": lambda: model.score(point),
+        "score_full": lambda: model.score_full(point, calc_fe=True),
+        "hessian": lambda: model.hessian(point),
+    }
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize("reml", [True, False])
+def test_unevaluable_point_is_refused_naming_the_column(kernels, reml, monkeypatch):
+    """x1 near 1e9 and Ψ* = [[1, .3], [.3, .2]]: a random intercept of variance about
+    1e18 about x1's centre, where X'V*⁻¹X is not positive definite to the rounding of
+    the sums.  Every model-level method refuses it with a DataError naming that cause,
+    x1 with its offset and the remedy (main gave ℓ = −inf, numpy's LinAlgError from
+    score and get_fe_params, and an all-NaN Hessian with ``sing=False``)."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    model = _shifted_slope_model(1e9, reml)
+    psi = np.array([[1.0, 0.3], [0.3, 0.2]])
+    calls = list(_calls(model, psi).values())
+    calls.append(lambda: model.get_fe_params(psi, np.zeros(0)))
+    for call in calls:
+        with pytest.raises(DataError, match=re.escape("'x1' (values about 1e+09")) as info:
+            call()
+        assert "X'V^-1 X is not positive definite" in str(info.value)
+        assert "center(x1)" in str(info.value)
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize(("shift", "psi"), [(1e7, _PSI), (1e8, np.diag([0.05, 0.01]))])
+def test_ml_is_evaluated_where_only_the_fixed_effects_are_unresolved(
+    kernels, shift, psi, monkeypatch
+):
+    """Under ML ℓ feels X'V*⁻¹X's factor only through β̂, at second order (Q is
+    stationary in β): at these points, where the factor does not resolve β̂, ℓ stays
+    exact and loglike, score and Hessian answer without a warning (a DmixedWarning is
+    an error here); only get_fe_params, which returns β̂ itself, is refused."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    model = _shifted_slope_model(shift, False)
+    for name, call in _calls(model, psi).items():
+        out = call()
+        assert np.all(np.isfinite(out[0] if name in ("score_full", "hessian") else out))
+    llf = model.loglike(_point(psi))
+    ref = _reference(model, psi, False)
+    assert abs(llf - ref) <= 1e-12 * abs(ref)
+    with pytest.raises(DataError, match="the fixed effects cannot be evaluated") as info:
+        model.get_fe_params(psi, np.zeros(0))
+    assert "center(x1)" in str(info.value)
+
+
+def test_reml_without_a_finite_bound_is_refused(monkeypatch):
+    """REML at x1 near 1e8 and Ψ* = diag(5, 2): X'V*⁻¹X's smallest pivot is within 15
+    times its own rounding of zero, so ``log|X'V*⁻¹X|`` has no bound (the numpy kernels
+    factor it; numba's factorization fails first, the refusal above).  ML at the same
+    point, which holds no ``log|A|``, is evaluated exactly."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    psi = np.diag([5.0, 2.0])
+    with pytest.raises(DataError, match=re.escape("log|X'V^-1 X| has no finite bound")):
+        _shifted_slope_model(1e8, True).loglike(_point(psi))
+    model = _shifted_slope_model(1e8, False)
+    ref = _reference(model, psi, False)
+    assert abs(model.loglike(_point(psi)) - ref) <= 1e-12 * abs(ref)
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize(
+    ("shift", "psi"),
+    [
+        (3e5, _PSI),
+        (1e6, _PSI),
+        (1e6, np.diag([5.0, 2.0])),
+        (1e7, _PSI),
+        (1e7, np.diag([0.05, 0.01])),
+        (1e8, np.diag([0.05, 0.01])),
+    ],
+)
+def test_coarse_reml_point_warns_with_a_bound_that_holds(kernels, shift, psi, monkeypatch):
+    """REML where ``log|A|``'s intercept direction is a remainder of the sums (ℓ off by
+    1e-6 to 0.1 there): every method answers, each with a PrecisionWarning that names
+    the cause, x1 and the remedy, points at the caller's line, and whose stated bound
+    covers loglike's error against the extended-precision reference (main said
+    nothing; the first version of this check refused all but the first two)."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    model = _shifted_slope_model(shift, True)
+    for name, call in _calls(model, psi).items():
+        with pytest.warns(PrecisionWarning, match="'x1'") as record:
+            call()
+        message = str(record[0].message)
+        assert "log|X'V^-1 X|" in message and "center(x1)" in message, name
+        assert record[0].filename == __file__, name
+    with pytest.warns(PrecisionWarning) as record:
+        llf = model.loglike(_point(psi))
+    bound = float(re.search(r"off by up to ([0-9.e+-]+)", str(record[0].message)).group(1))
+    assert abs(llf - _reference(model, psi, True)) <= bound
+
+
+def test_centring_the_column_in_the_formula_evaluates_exactly():
+    """The remedy the messages give: ``center(x1)`` in the formulas makes the same Ψ*
+    at x1 near 1e8 a moderate point, evaluated exactly and silently."""
+    model = dmixed.MixedLM.from_formula(
+        "y ~ center(x1) + x2", _shifted_slope_frame(1e8), groups="g", re_formula="1 + center(x1)"
+    )
+    llf = model.loglike(_point(_PSI))
+    ref = _reference(model, _PSI, True)
+    assert abs(llf - ref) <= 1e-12 * abs(ref)
+    assert np.all(np.isfinite(model.get_fe_params(_PSI, np.zeros(0))[0]))
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    log_shift=st.floats(0.0, 4.0),
+    diag=st.tuples(st.floats(0.05, 2.0), st.floats(0.05, 2.0)),
+    reml=st.booleans(),
+)
+def test_moderately_shifted_points_are_exact(log_shift, diag, reml):
+    """Offsets up to 1e4 spreads: ℓ to 1e-10 relative of the extended-precision
+    reference (ML to rounding; REML's ``log|A|`` loses about (offset/spread)² ε), with
+    no warning (a DmixedWarning is an error here), under both kernel settings."""
+    psi = np.diag(diag)
+    for kernels in ("numpy", "numba"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DMIXED_KERNELS", kernels)
+            model = _shifted_slope_model(10.0**log_shift, reml)
+            point = dmixed.MixedLMParams.from_components(fe_params=np.zeros(3), cov_re=psi)
+            llf = model.loglike(point)
+        ref = _reference(model, psi, reml)
+        assert abs(llf - ref) <= 1e-10 * abs(ref)
