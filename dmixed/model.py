@@ -628,10 +628,16 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
     @with_ordinary_pages
     def fit(
         self,
-        reml: bool = True,
         start_params=None,
-        method: str | list[str] | None = None,
+        reml: bool = True,
+        niter_sa: int = 0,
+        do_cg: bool = True,
+        fe_pen=None,
+        cov_pen=None,
         free=None,
+        full_output: bool = False,
+        method: str | list[str] | None = None,
+        *,
         maxiter: int = 500,
         gtol: float = 1e-8,
         cov_fe: str = "hessian",
@@ -640,19 +646,15 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         client=None,
         engine: str | None = None,
         check_nobs: str = "raise",
-        full_output: bool = False,
-        *,
-        niter_sa: int = 0,
-        do_cg: bool = True,
-        fe_pen=None,
-        cov_pen=None,
     ):
         """Fit by maximizing the (restricted) profiled log-likelihood.
 
+        The arguments up to ``method`` take statsmodels' positions
+        (``fit(start_params, reml, niter_sa, do_cg, fe_pen, cov_pen, free, full_output,
+        method)``); dmixed's own settings are keyword-only.
+
         Parameters
         ----------
-        reml : bool
-            REML (default) or ML.
         start_params : array_like, optional
             Packed covariance parameters (in this model's ``use_sqrt`` packing), with or
             without the fixed effects in front (they are profiled out and ignored), or
@@ -663,7 +665,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             ``start_params`` without ``free`` (a previous fit's estimates, as
             ``dmixed update`` passes them), the fit takes exact Newton steps first and
             needs the quasi-Newton methods only when those do not converge
-            quadratically.
+            quadratically.  A bool here (code written for dmixed's former order,
+            ``fit(reml, start_params, ...)``) is refused: pass ``reml=`` by keyword.
+        reml : bool
+            REML (default) or ML.
         method : str or list of str, optional
             Optimizers tried in turn, each from where the last stopped; default
             ``["bfgs", "lbfgs", "cg"]`` as statsmodels.  statsmodels' names
@@ -732,6 +737,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         ------
         SpecError
             A bad ``cov_fe``, ``method``, ``start_params``, ``free`` or ``check_nobs``;
+            ``start_params`` a bool (``fit(True)``: statsmodels' first argument is
+            ``start_params``, not ``reml``);
             a ``client`` that is neither None nor a ``distributed.Client`` (whatever
             the data);
             ``reml``, ``skip_hessian``, ``progress`` or ``full_output`` not a Python
@@ -779,8 +786,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         advice alone, in the driver and on the workers.
         """
         settings = check_fit_options(  # before the data pass
-            cov_fe, check_nobs, method, reml=reml, skip_hessian=skip_hessian,
-            maxiter=maxiter, gtol=gtol, progress=progress, full_output=full_output,
+            cov_fe, check_nobs, method, start_params=start_params, reml=reml,
+            skip_hessian=skip_hessian, maxiter=maxiter, gtol=gtol, progress=progress,
+            full_output=full_output,
         )  # fmt: skip
         check_statsmodels_options(niter_sa=niter_sa, do_cg=do_cg, fe_pen=fe_pen, cov_pen=cov_pen)
         del full_output  # statsmodels' argument; the history is always kept

@@ -43,6 +43,7 @@ def check_fit_options(
     check_nobs: str,
     method,
     *,
+    start_params=None,
     reml,
     skip_hessian,
     maxiter,
@@ -59,7 +60,9 @@ def check_fit_options(
     SpecError
         ``cov_fe`` not ``"hessian"`` or ``"conditional"``; ``check_nobs`` not one of
         :data:`~dmixed.stats.CHECK_NOBS_OPTIONS`; an unknown ``method``
-        (:func:`~dmixed.fit.options.choose_methods`); ``reml``, ``skip_hessian``,
+        (:func:`~dmixed.fit.options.choose_methods`); ``start_params`` a Python or
+        numpy bool (a call written for dmixed's former order ``fit(reml, ...)``);
+        ``reml``, ``skip_hessian``,
         ``progress`` or ``full_output`` not a Python or numpy bool; ``maxiter`` not an
         integer >= 0; ``gtol`` not a finite number >= 0.
     """
@@ -68,6 +71,14 @@ def check_fit_options(
     if check_nobs not in CHECK_NOBS_OPTIONS:
         raise SpecError(f"check_nobs must be 'raise' or 'ignore', got {check_nobs!r}")
     choose_methods(method, opt_sqrt=True)
+    if isinstance(start_params, (bool, np.bool_)):
+        # statsmodels' order: a bool first was reml in dmixed's former order, and read
+        # as a start it would fail later with a message about packed parameters
+        raise SpecError(
+            f"fit()'s first argument is start_params, as in statsmodels' MixedLM.fit "
+            f"(start_params, reml, ...), not reml; got {start_params!r}: pass "
+            f"reml={start_params!r} by keyword"
+        )
     check_flag(reml, "reml")
     check_flag(skip_hessian, "skip_hessian")
     check_flag(progress, "progress")

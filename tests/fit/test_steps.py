@@ -178,3 +178,39 @@ def test_newton_steps_that_fall_short_are_recorded_alike_from_either_start(monke
         route = [h["method"] for h in fit.optimizer.history[:-1]]
         assert route[0] == "newton" and set(route[1:]) == {"bfgs"}
         assert fit.optimizer.n_iter == len(route)
+
+
+def test_start_params_is_the_first_positional_argument_as_in_statsmodels(model):
+    """statsmodels' ``fit(start_params, reml, niter_sa, do_cg, fe_pen, cov_pen, free,
+    full_output, method)``: ``fit(sp)`` was refused ("reml must be True or False") and
+    ``fit(sp, False)`` could not say ML; both are statsmodels' fits now."""
+    ml = model.fit(reml=False)
+    start = ml.packed_params
+    by_position = model.fit(start, False)
+    by_keyword = model.fit(start_params=start, reml=False)
+    assert not by_position.reml
+    assert by_position.llf == by_keyword.llf
+    np.testing.assert_array_equal(by_position.params, by_keyword.params)
+    assert model.fit(start).reml
+    free = np.ones(start.size)
+    masked = model.fit(start, True, 0, True, None, None, free, False, "bfgs")
+    assert masked.fit_options["method"] == "bfgs"
+    assert masked.freepat is free
+
+
+@pytest.mark.parametrize("first", [True, False, np.True_, np.False_])
+def test_a_bool_first_is_refused_as_a_start_naming_reml(model, first):
+    """``fit(False)`` written for dmixed's former order (reml first): a SpecError that
+    says the first argument is start_params and to pass reml by keyword, before the
+    data pass, not a fit of the wrong criterion or a message about packed vectors."""
+    with pytest.raises(
+        dmixed.SpecError, match=r"first argument is start_params.*reml=.* by keyword"
+    ):
+        model.fit(first)
+
+
+def test_dmixed_settings_are_keyword_only(model):
+    """Beyond statsmodels' nine positions, a setting must be named (statsmodels takes
+    the rest as ``**fit_kwargs``): a tenth positional argument is a TypeError."""
+    with pytest.raises(TypeError):
+        model.fit(None, True, 0, True, None, None, None, False, None, 500)
