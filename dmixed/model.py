@@ -57,7 +57,14 @@ from .fit.optimize import maximize
 from .fit.options import check_flag
 from .fit.params import MixedLMParams
 from .fit.start import check_distinct_component_values, engine_moment_start
-from .fit.steps import check_fit_options, check_statsmodels_options, fit_start, objective
+from .fit.steps import (
+    check_fit_kwargs,
+    check_fit_options,
+    check_statsmodels_options,
+    fit_start,
+    iteration_report,
+    objective,
+)
 from .kernels.pages import with_ordinary_pages
 from .results import MixedLMResults
 from .results.simulate import RowDistribution, row_distribution
@@ -646,6 +653,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         client=None,
         engine: str | None = None,
         check_nobs: str = "raise",
+        **fit_kwargs,
     ):
         """Fit by maximizing the (restricted) profiled log-likelihood.
 
@@ -722,12 +730,26 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             ``SingularHessianWarning``.
         full_output : bool
             statsmodels' switch for recording the optimizer's path; accepted and
-            ignored: the path is always recorded (``fit_history``, alias ``hist``).
+            ignored: the path is always recorded (``fit_history``, alias ``hist``, in
+            dmixed's format, not statsmodels' list of scipy's return dicts).
         niter_sa, do_cg, fe_pen, cov_pen
             statsmodels' simulated annealing, its switch for the gradient optimizer, and
             its penalties: accepted at statsmodels' defaults (``0``, ``True``, ``None``,
             ``None``) so that code written for statsmodels runs; any other value is
             refused (:func:`dmixed.fit.steps.check_statsmodels_options`).
+        **fit_kwargs
+            statsmodels' optimizer options, which it passes to scipy; those that mean
+            something here (:data:`dmixed.fit.steps.FIT_KWARGS`): ``disp`` (bool,
+            default False: True prints one line per iteration to stdout, its number,
+            method, ℓ and max |∂ℓ/∂θ|/n, and one for the final point), ``callback``
+            (called once per iteration, each entry of ``fit_history`` but the last,
+            Newton steps included, with a new float64 array: that iterate's packed
+            covariance parameters in the model's ``use_sqrt`` packing, as
+            ``packed_params``, without the fixed effects, which are profiled out; its
+            return value is ignored; an exception it raises ends the fit) and
+            ``retall`` (bool, accepted: every iterate is kept in ``fit_history``
+            anyway).  Neither is kept in ``fit_options``: a refit (``anova``'s) does
+            not call or print.
 
         Returns
         -------
@@ -744,7 +766,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             ``reml``, ``skip_hessian``, ``progress`` or ``full_output`` not a Python
             or numpy bool, ``maxiter`` not an integer >= 0,
             ``gtol`` not a finite number >= 0; statsmodels' ``niter_sa``, ``do_cg``,
-            ``fe_pen`` or ``cov_pen`` other than its default.
+            ``fe_pen`` or ``cov_pen`` other than its default; a keyword of
+            ``fit_kwargs`` other than ``disp``, ``callback`` and ``retall`` (named,
+            with the list of those accepted), ``disp`` or ``retall`` not a bool,
+            ``callback`` not callable.
         StartError
             A ``SpecError``: starting values where the log-likelihood is not finite
             (given ``start_params``, or the default and moment starts).
@@ -791,6 +816,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             full_output=full_output,
         )  # fmt: skip
         check_statsmodels_options(niter_sa=niter_sa, do_cg=do_cg, fe_pen=fe_pen, cov_pen=cov_pen)
+        callback, disp = check_fit_kwargs(fit_kwargs)
         del full_output  # statsmodels' argument; the history is always kept
         t_start = time.perf_counter()
         self.reml = bool(reml)  # the criterion of loglike/score/hessian, as statsmodels
@@ -808,6 +834,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             start.methods,
             progress=progress,
             newton_first=start.newton_first,
+            on_iteration=iteration_report(start, stats.layout, self.use_sqrt, callback, disp),
         )
         obj, coords = start.obj, start.coords
         obj.release_lean()  # the optimizer is done with them

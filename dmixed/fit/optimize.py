@@ -80,6 +80,7 @@ def maximize(
     methods: list[str],
     progress: bool = False,
     newton_first: bool = False,
+    on_iteration: Callable[[dict, float], None] | None = None,
 ) -> OptSummary:
     """Maximize the profiled log-likelihood over the free packed parameters.
 
@@ -111,8 +112,15 @@ def maximize(
         Log each iteration at INFO (else DEBUG) level on logger ``"dmixed"``.
     newton_first : bool
         Try Newton steps before the quasi-Newton methods (step 1).
+    on_iteration : callable, optional
+        Called with each entry of the fit log as it is recorded (its ``"params"`` in
+        the optimizer's packing and coordinates; the last, ``"method"`` ``"final"``,
+        is the point returned, not an iteration) and ℓ there in the model's
+        coordinates: ``fit``'s ``callback`` and ``disp``
+        (:func:`~dmixed.fit.steps.iteration_report`).
     """
     run = _Optimization(obj, summary, free, progress)
+    run.on_iteration = on_iteration
     converged = newton_first and run.run_newton_first()
     if not converged:
         converged = run.run_scipy(methods)
@@ -192,6 +200,8 @@ class _Optimization:
         #: or :meth:`masked_off_face` a zero column of the factor (as bytes), the rise of
         #: ℓ a step off its face promises and the verdict
         self.settled_face: tuple[bytes, float, bool] | None = None
+        #: :func:`maximize`'s ``on_iteration``: told of each entry of the fit log
+        self.on_iteration: Callable[[dict, float], None] | None = None
 
     # -- the point and its evaluation ------------------------------------------------
 
@@ -262,6 +272,8 @@ class _Optimization:
             "params": packed.tolist(),
         }
         history.append(entry)
+        if self.on_iteration is not None:
+            self.on_iteration(entry, entry["llf"] + self.obj.llf_offset)
         if final:
             if not logger.isEnabledFor(self.level):
                 return  # the line is not written: its counts are not made

@@ -214,3 +214,69 @@ def test_dmixed_settings_are_keyword_only(model):
     the rest as ``**fit_kwargs``): a tenth positional argument is a TypeError."""
     with pytest.raises(TypeError):
         model.fit(None, True, 0, True, None, None, None, False, None, 500)
+
+
+def test_statsmodels_fit_kwargs_disp_callback_retall_are_taken(model, capsys):
+    """statsmodels passes ``fit(**fit_kwargs)`` to scipy: ``disp``, ``callback`` and
+    ``retall`` were TypeErrors; now the same fit, ``disp=False`` silent."""
+    plain = model.fit()
+    capsys.readouterr()
+    for kw in ({"disp": False}, {"retall": True}, {"retall": False}, {"callback": None}):
+        given = model.fit(**kw)
+        assert given.llf == plain.llf
+        np.testing.assert_array_equal(given.params, plain.params)
+        assert not set(kw) & set(given.fit_options)
+    assert capsys.readouterr().out == ""
+
+
+def test_disp_prints_one_line_per_iteration_and_the_final_point(model, capsys):
+    res = model.fit(disp=True)
+    lines = capsys.readouterr().out.splitlines()
+    hist = res.fit_history
+    assert len(lines) == len(hist) == res.n_iter + 1
+    for line, entry in zip(lines[:-1], hist[:-1], strict=True):
+        assert line.startswith(f"iteration {entry['iteration']} ({entry['method']}): llf=")
+        assert float(line.split("llf=")[1].split()[0]) == pytest.approx(entry["llf"], abs=1e-6)
+    assert lines[-1].startswith("final: llf=")
+
+
+@pytest.mark.parametrize("method", [None, "bfgs"])
+def test_callback_receives_each_iterate_packed_as_the_model_packs(model, method):
+    """One call per iteration (Newton steps and scipy's alike), with the iterate's
+    packed covariance parameters in the model's scale: ``fit_history``'s points."""
+    seen = []
+    res = model.fit(method=method, callback=lambda p: seen.append(p.copy()))
+    assert len(seen) == res.n_iter > 0
+    for got, entry in zip(seen, res.fit_history[:-1], strict=True):
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, entry["params"])
+
+
+def test_callback_of_a_plain_packing_model_gets_the_plain_packing():
+    """``use_sqrt=False``: the optimizer iterates on the factor (its log packs so), the
+    callback receives Ψ* itself, packed as ``packed_params``."""
+    df = make_data(n_groups=30, seed=5)
+    model = dmixed.mixedlm("y ~ x1", df, groups="g", re_formula="1 + x1", use_sqrt=False)
+    seen = []
+    res = model.fit(callback=seen.append)
+    assert len(seen) == res.n_iter > 0
+    params = dmixed.MixedLMParams
+    for got, entry in zip(seen, res.fit_history[:-1], strict=True):
+        plain = params.from_packed(got, 0, 2, use_sqrt=False, has_fe=False)
+        factor = params.from_packed(np.asarray(entry["params"]), 0, 2, True, has_fe=False)
+        np.testing.assert_allclose(plain.cov_re, factor.cov_re, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"maxfun": 10}, r"unknown option 'maxfun': .* takes disp, callback, retall"),
+        ({"factr": 1, "pgtol": 2}, r"unknown options 'factr', 'pgtol': .*own settings maxiter"),
+        ({"disp": 1}, r"disp must be True or False, not 1"),
+        ({"retall": "yes"}, r"retall must be True or False"),
+        ({"callback": 3}, r"callback must be None or a function"),
+    ],
+)
+def test_other_fit_kwargs_are_refused_naming_them(model, kw, message):
+    with pytest.raises(dmixed.SpecError, match=message):
+        model.fit(**kw)
