@@ -166,11 +166,32 @@ class MixedLMParams:
         """A lower-triangular ``L`` (q × q) with ``L L' = cov_re``: the Cholesky factor
         (positive diagonal), or on the boundary (singular ``cov_re``) a factor with zero
         columns for the zero directions (statsmodels falls back to
-        ``diag(√diag(cov_re))`` there, which drops the covariances)."""
+        ``diag(√diag(cov_re))`` there, which drops the covariances).
+
+        Raises
+        ------
+        SpecError
+            ``cov_re`` not positive semi-definite (``L L'`` of the factor found differs
+            from it by more than ``1e-8`` of its largest diagonal entry), naming its
+            smallest eigenvalue: it has no such factor (a factor built anyway, as
+            before, was that of another matrix).
+        """
         rows, cols = tril_indices(self.k_re)
-        packed = self.layout().pack(self.cov_re, np.zeros(self.k_vc), use_sqrt=True)
+        cov = np.asarray(self.cov_re, dtype=np.float64)
+        packed = self.layout().pack(cov, np.zeros(self.k_vc), use_sqrt=True)
         lmat = np.zeros((self.k_re, self.k_re))
         lmat[rows, cols] = packed[: self.k_re2]
+        if self.k_re:
+            # the tolerance of the strict factor of the likelihood's Λ (Layout.lam): a
+            # positive semi-definite cov_re rounded to slightly negative eigenvalues passes
+            scale = max(float(np.max(np.abs(np.diag(cov)))), 1e-300)
+            if not np.allclose(lmat @ lmat.T, cov, rtol=0.0, atol=1e-8 * scale):
+                smallest = float(np.linalg.eigvalsh((cov + cov.T) / 2).min())
+                raise SpecError(
+                    f"cov_re is not positive semi-definite (smallest eigenvalue "
+                    f"{smallest:.6g}): it has no square-root factor L with L L' = cov_re, "
+                    f"so it has no packing with use_sqrt=True; cov_re = {cov.tolist()}"
+                )
         return lmat
 
     def layout(self) -> Layout:
@@ -195,7 +216,9 @@ class MixedLMParams:
         Raises
         ------
         SpecError
-            A negative variance component with ``use_sqrt`` (it has no square root).
+            With ``use_sqrt``: a negative variance component (it has no square root), or
+            a ``cov_re`` that is not positive semi-definite (:attr:`cov_re_sqrt`, naming
+            its smallest eigenvalue).
         """
         tau = np.asarray(self.vcomp, dtype=np.float64)
         if use_sqrt and np.any(tau < 0):
