@@ -731,7 +731,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         full_output : bool
             statsmodels' switch for recording the optimizer's path; accepted and
             ignored: the path is always recorded (``fit_history``, alias ``hist``, in
-            dmixed's format, not statsmodels' list of scipy's return dicts).
+            dmixed's format, not statsmodels' list of scipy's return dicts; see
+            :attr:`~dmixed.results.results.MixedLMResults.hist`).
         niter_sa, do_cg, fe_pen, cov_pen
             statsmodels' simulated annealing, its switch for the gradient optimizer, and
             its penalties: accepted at statsmodels' defaults (``0``, ``True``, ``None``,
