@@ -747,7 +747,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             Newton steps included, with a new float64 array: that iterate's packed
             covariance parameters in the model's ``use_sqrt`` packing, as
             ``packed_params``, without the fixed effects, which are profiled out; its
-            return value is ignored; an exception it raises ends the fit) and
+            return value is ignored; ``StopIteration`` from it ends the optimization
+            at that iterate, as in scipy: the fit returns it, ``converged`` False, with a
+            ``FitConvergenceWarning``; any other exception it raises propagates) and
             ``retall`` (bool, accepted: every iterate is kept in ``fit_history``
             anyway).  Neither is kept in ``fit_options``: a refit (``anova``'s) does
             not call or print.

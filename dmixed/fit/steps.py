@@ -18,6 +18,7 @@ from ..errors import SpecError
 from ..stats import CHECK_NOBS_OPTIONS, FittedStatistics
 from .coordinates import Coordinates, weight_factor
 from .newton_ahead import NewtonSettings
+from .optimize import CallbackStop
 from .options import check_flag, check_integer, check_tolerance, choose_methods, parse_free
 from .profiled import ProfiledObjective
 from .start import choose_start, start_packed
@@ -182,7 +183,10 @@ def iteration_report(
     and scale (as ``packed_params`` of the results, without the fixed effects, which
     are profiled out: the vector statsmodels' scipy optimizer iterates on); ``disp``
     prints the iteration's number, method, ℓ and max |∂ℓ/∂θ|/n, and a last line for the
-    final point.
+    final point.  A ``StopIteration`` from ``callback`` ends the optimization at that
+    iterate (scipy's convention; :class:`~dmixed.fit.optimize.CallbackStop`): the fit
+    returns it with ``converged`` False and a FitConvergenceWarning.  Any other
+    exception it raises propagates.
     """
     if callback is None and not disp:
         return None
@@ -200,7 +204,12 @@ def iteration_report(
         if opt_sqrt != use_sqrt:
             psi, tau = layout.unpack(packed, opt_sqrt)
             packed = layout.pack(psi, tau, use_sqrt=use_sqrt)
-        callback(packed)
+        try:
+            callback(packed)
+        except StopIteration:
+            # scipy's convention: the optimization ends here, on every route (Newton
+            # steps too), not only the scipy method under way
+            raise CallbackStop from None
 
     return report
 

@@ -280,3 +280,33 @@ def test_callback_of_a_plain_packing_model_gets_the_plain_packing():
 def test_other_fit_kwargs_are_refused_naming_them(model, kw, message):
     with pytest.raises(dmixed.SpecError, match=message):
         model.fit(**kw)
+
+
+@pytest.mark.parametrize("method", [None, "bfgs", "newton"])
+def test_stop_iteration_from_the_callback_ends_the_fit_there(model, method):
+    """scipy's convention on every route: a StopIteration from the callback ends the
+    optimization at that iterate (it ended only the scipy method under way, and the
+    Newton steps after it went on to a converged fit; from Newton steps it propagated).
+    The fit returns that point, not converged, with a FitConvergenceWarning; a fit
+    after it is the plain fit."""
+    plain = model.fit(method=method)
+    seen = []
+
+    def stop_at_the_second(p):
+        seen.append(p.copy())
+        if len(seen) == 2:
+            raise StopIteration
+
+    with pytest.warns(dmixed.FitConvergenceWarning, match="callback raised StopIteration"):
+        res = model.fit(method=method, callback=stop_at_the_second)
+    assert len(seen) == 2 == res.n_iter
+    assert not res.converged
+    hist = res.fit_history
+    assert [h["method"] for h in hist][-1] == "final"
+    np.testing.assert_array_equal(hist[-1]["params"], hist[1]["params"])
+    assert res.llf == pytest.approx(hist[1]["llf"], rel=1e-12)
+    assert res.llf < plain.llf
+    again = model.fit(method=method)
+    assert again.llf == plain.llf
+    np.testing.assert_array_equal(again.params, plain.params)
+    assert again.converged
