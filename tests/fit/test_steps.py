@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import numpy as np
 import pytest
 
 import dmixed
-from dmixed.fit.steps import STATSMODELS_DEFAULTS, check_statsmodels_options
+from dmixed.fit.steps import FIT_SETTINGS, STATSMODELS_DEFAULTS, check_statsmodels_options
 
 from .._synth import make_data
 
@@ -310,3 +311,10 @@ def test_stop_iteration_from_the_callback_ends_the_fit_there(model, method):
     assert again.llf == plain.llf
     np.testing.assert_array_equal(again.params, plain.params)
     assert again.converged
+
+
+def test_the_settings_listed_for_an_unknown_option_are_fits_own():
+    """``FIT_SETTINGS`` (quoted where an unknown keyword is refused) is a list kept by
+    hand beside ``fit``'s signature: it names its keyword-only settings, in order."""
+    params = inspect.signature(dmixed.MixedLM.fit).parameters.values()
+    assert FIT_SETTINGS == tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
