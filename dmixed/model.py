@@ -57,7 +57,14 @@ from .fit.optimize import maximize
 from .fit.options import check_flag
 from .fit.params import MixedLMParams
 from .fit.start import check_distinct_component_values, engine_moment_start
-from .fit.steps import check_fit_options, check_statsmodels_options, fit_start, objective
+from .fit.steps import (
+    check_fit_kwargs,
+    check_fit_options,
+    check_statsmodels_options,
+    fit_start,
+    iteration_report,
+    objective,
+)
 from .kernels.pages import with_ordinary_pages
 from .results import MixedLMResults
 from .results.simulate import RowDistribution, row_distribution
@@ -634,10 +641,16 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
     @with_ordinary_pages
     def fit(
         self,
-        reml: bool = True,
         start_params=None,
-        method: str | list[str] | None = None,
+        reml: bool = True,
+        niter_sa: int = 0,
+        do_cg: bool = True,
+        fe_pen=None,
+        cov_pen=None,
         free=None,
+        full_output: bool = False,
+        method: str | list[str] | None = None,
+        *,
         maxiter: int = 500,
         gtol: float = 1e-8,
         cov_fe: str = "hessian",
@@ -646,19 +659,16 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         client=None,
         engine: str | None = None,
         check_nobs: str = "raise",
-        full_output: bool = False,
-        *,
-        niter_sa: int = 0,
-        do_cg: bool = True,
-        fe_pen=None,
-        cov_pen=None,
+        **fit_kwargs,
     ):
         """Fit by maximizing the (restricted) profiled log-likelihood.
 
+        The arguments up to ``method`` take statsmodels' positions
+        (``fit(start_params, reml, niter_sa, do_cg, fe_pen, cov_pen, free, full_output,
+        method)``); dmixed's own settings are keyword-only.
+
         Parameters
         ----------
-        reml : bool
-            REML (default) or ML.
         start_params : array_like, optional
             Packed covariance parameters (in this model's ``use_sqrt`` packing), with or
             without the fixed effects in front (they are profiled out and ignored), or
@@ -669,7 +679,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             ``start_params`` without ``free`` (a previous fit's estimates, as
             ``dmixed update`` passes them), the fit takes exact Newton steps first and
             needs the quasi-Newton methods only when those do not converge
-            quadratically.
+            quadratically.  A bool here (code written for dmixed's former order,
+            ``fit(reml, start_params, ...)``) is refused: pass ``reml=`` by keyword.
+        reml : bool
+            REML (default) or ML.
         method : str or list of str, optional
             Optimizers tried in turn, each from where the last stopped; default
             ``["bfgs", "lbfgs", "cg"]`` as statsmodels.  statsmodels' names
@@ -723,12 +736,29 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             ``SingularHessianWarning``.
         full_output : bool
             statsmodels' switch for recording the optimizer's path; accepted and
-            ignored: the path is always recorded (``fit_history``, alias ``hist``).
+            ignored: the path is always recorded (``fit_history``, alias ``hist``, in
+            dmixed's format, not statsmodels' list of scipy's return dicts; see
+            :attr:`~dmixed.results.results.MixedLMResults.hist`).
         niter_sa, do_cg, fe_pen, cov_pen
             statsmodels' simulated annealing, its switch for the gradient optimizer, and
             its penalties: accepted at statsmodels' defaults (``0``, ``True``, ``None``,
             ``None``) so that code written for statsmodels runs; any other value is
             refused (:func:`dmixed.fit.steps.check_statsmodels_options`).
+        **fit_kwargs
+            statsmodels' optimizer options, which it passes to scipy; those that mean
+            something here (:data:`dmixed.fit.steps.FIT_KWARGS`): ``disp`` (bool,
+            default False: True prints one line per iteration to stdout, its number,
+            method, ℓ and max |∂ℓ/∂θ|/n, and one for the final point), ``callback``
+            (called once per iteration, each entry of ``fit_history`` but the last,
+            Newton steps included, with a new float64 array: that iterate's packed
+            covariance parameters in the model's ``use_sqrt`` packing, as
+            ``packed_params``, without the fixed effects, which are profiled out; its
+            return value is ignored; ``StopIteration`` from it ends the optimization
+            at that iterate, as in scipy: the fit returns it, ``converged`` False, with a
+            ``FitConvergenceWarning``; any other exception it raises propagates) and
+            ``retall`` (bool, accepted: every iterate is kept in ``fit_history``
+            anyway).  Neither is kept in ``fit_options``: a refit (``anova``'s) does
+            not call or print.
 
         Returns
         -------
@@ -738,12 +768,17 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         ------
         SpecError
             A bad ``cov_fe``, ``method``, ``start_params``, ``free`` or ``check_nobs``;
+            ``start_params`` a bool (``fit(True)``: statsmodels' first argument is
+            ``start_params``, not ``reml``);
             a ``client`` that is neither None nor a ``distributed.Client`` (whatever
             the data);
             ``reml``, ``skip_hessian``, ``progress`` or ``full_output`` not a Python
             or numpy bool, ``maxiter`` not an integer >= 0,
             ``gtol`` not a finite number >= 0; statsmodels' ``niter_sa``, ``do_cg``,
-            ``fe_pen`` or ``cov_pen`` other than its default.
+            ``fe_pen`` or ``cov_pen`` other than its default; a keyword of
+            ``fit_kwargs`` other than ``disp``, ``callback`` and ``retall`` (named,
+            with the list of those accepted), ``disp`` or ``retall`` not a bool,
+            ``callback`` not callable.
         StartError
             A ``SpecError``: starting values where the log-likelihood is not finite
             (given ``start_params``, or the default and moment starts).
@@ -785,10 +820,12 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         advice alone, in the driver and on the workers.
         """
         settings = check_fit_options(  # before the data pass
-            cov_fe, check_nobs, method, reml=reml, skip_hessian=skip_hessian,
-            maxiter=maxiter, gtol=gtol, progress=progress, full_output=full_output,
+            cov_fe, check_nobs, method, start_params=start_params, reml=reml,
+            skip_hessian=skip_hessian, maxiter=maxiter, gtol=gtol, progress=progress,
+            full_output=full_output,
         )  # fmt: skip
         check_statsmodels_options(niter_sa=niter_sa, do_cg=do_cg, fe_pen=fe_pen, cov_pen=cov_pen)
+        callback, disp = check_fit_kwargs(fit_kwargs)
         del full_output  # statsmodels' argument; the history is always kept
         t_start = time.perf_counter()
         self.reml = bool(reml)  # the criterion of loglike/score/hessian, as statsmodels
@@ -806,6 +843,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             start.methods,
             progress=progress,
             newton_first=start.newton_first,
+            on_iteration=iteration_report(start, stats.layout, self.use_sqrt, callback, disp),
         )
         obj, coords = start.obj, start.coords
         obj.release_lean()  # the optimizer is done with them

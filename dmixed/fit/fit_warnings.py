@@ -42,7 +42,15 @@ def warn_convergence(opt: OptSummary, layout: Layout | None = None) -> None:
     ``layout``: the fit's :class:`~dmixed.stats.Layout`, to read the ranks of the final
     and the start's Ψ* (``opt.packed`` and ``opt.initial``, packed as ``opt.use_sqrt``);
     without it the warning does not name them."""
-    if opt.resolution_edge:
+    if opt.callback_stop:
+        warnings.warn(
+            f"the optimizer did not converge: the callback raised StopIteration at "
+            f"iteration {opt.n_iter}, which ended the fit there (max |gradient of "
+            f"llf/n| = {opt.grad_norm:.3g})",
+            FitConvergenceWarning,
+            stacklevel=3,
+        )
+    elif opt.resolution_edge:
         warnings.warn(
             "the optimizer did not converge: the likelihood still rises toward points "
             "where the float64 statistics do not resolve it (a residual variance so "

@@ -80,6 +80,7 @@ def maximize(
     methods: list[str],
     progress: bool = False,
     newton_first: bool = False,
+    on_iteration: Callable[[dict, float], None] | None = None,
 ) -> OptSummary:
     """Maximize the profiled log-likelihood over the free packed parameters.
 
@@ -111,23 +112,44 @@ def maximize(
         Log each iteration at INFO (else DEBUG) level on logger ``"dmixed"``.
     newton_first : bool
         Try Newton steps before the quasi-Newton methods (step 1).
+    on_iteration : callable, optional
+        Called with each entry of the fit log as it is recorded (its ``"params"`` in
+        the optimizer's packing and coordinates; the last, ``"method"`` ``"final"``,
+        is the point returned, not an iteration) and ℓ there in the model's
+        coordinates: ``fit``'s ``callback`` and ``disp``.  A :class:`CallbackStop` it
+        raises ends the optimization at that entry's point, not converged
+        (``summary.callback_stop``)
+        (:func:`~dmixed.fit.steps.iteration_report`).
     """
     run = _Optimization(obj, summary, free, progress)
-    converged = newton_first and run.run_newton_first()
-    if not converged:
-        converged = run.run_scipy(methods)
-    boundary = run.settle_boundary()
-    # Newton steps count against maxiter like the quasi-Newton iterations
-    run.polish(boundary, summary.polish_steps)
-    restarts = FACE_RESTARTS
-    # a singular Ψ* where ℓ rises off its face (along it, or into the cone): the
-    # methods again from a point off it, as from a start (:meth:`_Optimization.off_face`)
-    while run.off_face(boundary, move=restarts > 0):
-        restarts -= 1
-        converged = run.run_scipy(methods)
+    run.on_iteration = on_iteration
+    try:
+        converged = newton_first and run.run_newton_first()
+        if not converged:
+            converged = run.run_scipy(methods)
         boundary = run.settle_boundary()
+        # Newton steps count against maxiter like the quasi-Newton iterations
         run.polish(boundary, summary.polish_steps)
+        restarts = FACE_RESTARTS
+        # a singular Ψ* where ℓ rises off its face (along it, or into the cone): the
+        # methods again from a point off it, as from a start (:meth:`_Optimization.off_face`)
+        while run.off_face(boundary, move=restarts > 0):
+            restarts -= 1
+            converged = run.run_scipy(methods)
+            boundary = run.settle_boundary()
+            run.polish(boundary, summary.polish_steps)
+    except CallbackStop:
+        return run.stopped_by_callback()
     return run.finish(boundary, converged)
+
+
+class CallbackStop(Exception):
+    """``on_iteration`` asks :func:`maximize` to end the optimization at the iterate it
+    was given (``fit``'s ``callback`` raised ``StopIteration``: scipy's convention).
+
+    Not a ``StopIteration``: scipy takes that, raised in its callback, as the end of one
+    method only (as :meth:`_Optimization.callback`'s hand-over to Newton steps uses it),
+    and a generator turns it into a ``RuntimeError``."""
 
 
 #: The most times one fit leaves a singular Ψ* where ℓ rises off its face and runs its
@@ -192,6 +214,8 @@ class _Optimization:
         #: or :meth:`masked_off_face` a zero column of the factor (as bytes), the rise of
         #: ℓ a step off its face promises and the verdict
         self.settled_face: tuple[bytes, float, bool] | None = None
+        #: :func:`maximize`'s ``on_iteration``: told of each entry of the fit log
+        self.on_iteration: Callable[[dict, float], None] | None = None
 
     # -- the point and its evaluation ------------------------------------------------
 
@@ -262,6 +286,8 @@ class _Optimization:
             "params": packed.tolist(),
         }
         history.append(entry)
+        if self.on_iteration is not None:
+            self.on_iteration(entry, entry["llf"] + self.obj.llf_offset)
         if final:
             if not logger.isEnabledFor(self.level):
                 return  # the line is not written: its counts are not made
@@ -415,6 +441,16 @@ class _Optimization:
             small = self.scaled_grad_norm(ev) <= self.summary.handover_gtol
             if small and self.interior(ev.packed):
                 raise StopIteration
+
+    def stopped_by_callback(self) -> OptSummary:
+        """:meth:`finish` at the last iterate recorded (the one ``on_iteration`` stopped
+        at: :class:`CallbackStop`), not converged (``callback_stop``: the fit's
+        FitConvergenceWarning says so)."""
+        self.x = np.array(self.summary.history[-1]["params"], dtype=np.float64)
+        out = self.finish([], False)
+        out.converged = False  # (a gradient test passing there is not the fit's verdict)
+        out.callback_stop = True
+        return out
 
     def polish(self, boundary: list[str], steps: int) -> None:
         """Newton steps on the parameters not settled at zero.

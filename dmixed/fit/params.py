@@ -166,9 +166,19 @@ class MixedLMParams:
         """A lower-triangular ``L`` (q × q) with ``L L' = cov_re``: the Cholesky factor
         (positive diagonal), or on the boundary (singular ``cov_re``) a factor with zero
         columns for the zero directions (statsmodels falls back to
-        ``diag(√diag(cov_re))`` there, which drops the covariances)."""
+        ``diag(√diag(cov_re))`` there, which drops the covariances).
+
+        Raises
+        ------
+        SpecError
+            ``cov_re`` not positive semi-definite, naming its smallest eigenvalue: it has
+            no such factor (:meth:`~dmixed.stats.Layout.pack` with ``use_sqrt=True``
+            refuses it; ``L L'`` within ``1e-8`` of ``cov_re`` on the correlation scale
+            ``√(d_i d_j)``, ``d`` its diagonal, passes).
+        """
         rows, cols = tril_indices(self.k_re)
-        packed = self.layout().pack(self.cov_re, np.zeros(self.k_vc), use_sqrt=True)
+        cov = np.asarray(self.cov_re, dtype=np.float64)
+        packed = self.layout().pack(cov, np.zeros(self.k_vc), use_sqrt=True)
         lmat = np.zeros((self.k_re, self.k_re))
         lmat[rows, cols] = packed[: self.k_re2]
         return lmat
@@ -195,7 +205,9 @@ class MixedLMParams:
         Raises
         ------
         SpecError
-            A negative variance component with ``use_sqrt`` (it has no square root).
+            With ``use_sqrt``: a negative variance component (it has no square root), or
+            a ``cov_re`` that is not positive semi-definite (:attr:`cov_re_sqrt`, naming
+            its smallest eigenvalue).
         """
         tau = np.asarray(self.vcomp, dtype=np.float64)
         if use_sqrt and np.any(tau < 0):

@@ -9,6 +9,7 @@ warnings point at the caller's line.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,12 +18,22 @@ from ..errors import SpecError
 from ..stats import CHECK_NOBS_OPTIONS, FittedStatistics
 from .coordinates import Coordinates, weight_factor
 from .newton_ahead import NewtonSettings
+from .optimize import CallbackStop
 from .options import check_flag, check_integer, check_tolerance, choose_methods, parse_free
 from .profiled import ProfiledObjective
 from .start import choose_start, start_packed
 from .summary import DEFAULTS, OptSummary
 
-__all__ = ["FitStart", "check_fit_options", "check_statsmodels_options", "fit_start", "objective"]
+__all__ = [
+    "FIT_KWARGS",
+    "FitStart",
+    "check_fit_kwargs",
+    "check_fit_options",
+    "check_statsmodels_options",
+    "fit_start",
+    "iteration_report",
+    "objective",
+]
 
 #: statsmodels' ``MixedLM.fit`` options dmixed takes only at statsmodels' defaults, and
 #: why another value is refused.
@@ -43,6 +54,7 @@ def check_fit_options(
     check_nobs: str,
     method,
     *,
+    start_params=None,
     reml,
     skip_hessian,
     maxiter,
@@ -59,7 +71,9 @@ def check_fit_options(
     SpecError
         ``cov_fe`` not ``"hessian"`` or ``"conditional"``; ``check_nobs`` not one of
         :data:`~dmixed.stats.CHECK_NOBS_OPTIONS`; an unknown ``method``
-        (:func:`~dmixed.fit.options.choose_methods`); ``reml``, ``skip_hessian``,
+        (:func:`~dmixed.fit.options.choose_methods`); ``start_params`` a Python or
+        numpy bool (a call written for dmixed's former order ``fit(reml, ...)``);
+        ``reml``, ``skip_hessian``,
         ``progress`` or ``full_output`` not a Python or numpy bool; ``maxiter`` not an
         integer >= 0; ``gtol`` not a finite number >= 0.
     """
@@ -68,6 +82,14 @@ def check_fit_options(
     if check_nobs not in CHECK_NOBS_OPTIONS:
         raise SpecError(f"check_nobs must be 'raise' or 'ignore', got {check_nobs!r}")
     choose_methods(method, opt_sqrt=True)
+    if isinstance(start_params, (bool, np.bool_)):
+        # statsmodels' order: a bool first was reml in dmixed's former order, and read
+        # as a start it would fail later with a message about packed parameters
+        raise SpecError(
+            f"fit()'s first argument is start_params, as in statsmodels' MixedLM.fit "
+            f"(start_params, reml, ...), not reml; got {start_params!r}: pass "
+            f"reml={start_params!r} by keyword"
+        )
     check_flag(reml, "reml")
     check_flag(skip_hessian, "skip_hessian")
     check_flag(progress, "progress")
@@ -95,6 +117,101 @@ def check_statsmodels_options(**given) -> None:
             f"fit({name}={value!r}) is not supported: {why}; leave {name} out "
             f"(statsmodels' default {default!r})"
         )
+
+
+#: statsmodels' optimizer options (its ``fit(**fit_kwargs)``, passed on to scipy) that
+#: mean something in a dmixed fit, and what they do here
+FIT_KWARGS = {
+    "disp": "print one line per iteration to stdout (True), or nothing (False, default)",
+    "callback": "called once per iteration with the packed covariance parameters",
+    "retall": "accepted: every iterate is kept in fit_history (hist) anyway",
+}
+
+#: dmixed's own keyword-only settings of ``fit``, listed where an unknown one is refused
+FIT_SETTINGS = (
+    "maxiter",
+    "gtol",
+    "cov_fe",
+    "skip_hessian",
+    "progress",
+    "client",
+    "engine",
+    "check_nobs",
+)
+
+
+def check_fit_kwargs(fit_kwargs: dict) -> tuple[Callable | None, bool]:
+    """statsmodels' ``**fit_kwargs`` of ``fit`` (:data:`FIT_KWARGS`), checked before the
+    data pass: the ``callback`` (None where not given) and ``disp`` (default False).
+
+    Raises
+    ------
+    SpecError
+        A keyword neither of :data:`FIT_KWARGS` nor of ``fit``'s own (naming it and
+        listing those accepted: scipy's other options, such as ``maxfun`` or ``factr``,
+        have no meaning for dmixed's optimizer); ``disp`` or ``retall`` not a Python or
+        numpy bool; ``callback`` neither None nor callable.
+    """
+    unknown = sorted(set(fit_kwargs) - FIT_KWARGS.keys())
+    if unknown:
+        raise SpecError(
+            f"fit() got unknown option{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}: of statsmodels' optimizer options "
+            f"(fit_kwargs) it takes {', '.join(FIT_KWARGS)}, and its own settings "
+            f"{', '.join(FIT_SETTINGS)}"
+        )
+    disp = bool(check_flag(fit_kwargs.get("disp", False), "disp"))
+    check_flag(fit_kwargs.get("retall", False), "retall")
+    callback = fit_kwargs.get("callback")
+    if callback is not None and not callable(callback):
+        raise SpecError(
+            f"callback must be None or a function of the packed parameters, not "
+            f"{callback!r} ({type(callback).__name__})"
+        )
+    return callback, disp
+
+
+def iteration_report(
+    start: FitStart, layout, use_sqrt: bool, callback: Callable | None, disp: bool
+) -> Callable[[dict, float], None] | None:
+    """``fit``'s ``callback`` and ``disp`` as :func:`~dmixed.fit.optimize.maximize`'s
+    ``on_iteration`` (None where neither is asked for).
+
+    At each iteration (a quasi-Newton method's or an exact Newton step's: each entry of
+    ``fit_history`` but the last), ``callback`` receives a new float64 array, the
+    packed covariance parameters of that iterate in the model's ``use_sqrt`` packing
+    and scale (as ``packed_params`` of the results, without the fixed effects, which
+    are profiled out: the vector statsmodels' scipy optimizer iterates on); ``disp``
+    prints the iteration's number, method, ℓ and max |∂ℓ/∂θ|/n, and a last line for the
+    final point.  A ``StopIteration`` from ``callback`` ends the optimization at that
+    iterate (scipy's convention; :class:`~dmixed.fit.optimize.CallbackStop`): the fit
+    returns it with ``converged`` False and a FitConvergenceWarning.  Any other
+    exception it raises propagates.
+    """
+    if callback is None and not disp:
+        return None
+    opt_sqrt = start.obj.use_sqrt
+    coords = start.coords
+
+    def report(entry: dict, llf: float) -> None:
+        final = entry["method"] == "final"
+        if disp:
+            what = "final" if final else f"iteration {entry['iteration']} ({entry['method']})"
+            print(f"{what}: llf={llf:.6f} |grad|={entry['grad_norm']:.3g}", flush=True)
+        if callback is None or final:
+            return
+        packed = coords.from_opt(np.asarray(entry["params"], dtype=np.float64), opt_sqrt)
+        if opt_sqrt != use_sqrt:
+            psi, tau = layout.unpack(packed, opt_sqrt)
+            packed = layout.pack(psi, tau, use_sqrt=use_sqrt)
+        try:
+            callback(packed)
+        except StopIteration:
+            # scipy's convention: the optimization ends here, on every route (Newton
+            # steps too), not only the scipy method under way
+            raise CallbackStop from None
+
+    return report
 
 
 def _same(value, default) -> bool:

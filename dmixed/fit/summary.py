@@ -160,6 +160,9 @@ class OptSummary:
         The optimum lies beyond what the float64 statistics resolve: ℓ still rises
         toward points the objective rejects
         (:meth:`~dmixed.fit.profiled.ProfiledObjective.at_resolution_edge`).
+    callback_stop : bool
+        ``fit``'s ``callback`` raised ``StopIteration``, which ended the optimization
+        at the iterate it was given (``converged`` is then False; not saved).
     boundary : list of str
         Variances settled at exactly zero (:meth:`Layout.boundary_labels` labels):
         those the optimizer set to 0 and held there.  A rank-deficient Ψ* whose
@@ -219,6 +222,7 @@ class OptSummary:
     #: the optimizer stopped where the statistics' rounding starts to dominate ``Q``,
     #: with ℓ still rising beyond (``converged`` is then False)
     resolution_edge: bool = False
+    callback_stop: bool = False
     final_rise: float = np.nan
     boundary: list[str] = field(default_factory=list)
     # -- optimizer and fit log -----------------------------------------------------------

@@ -132,7 +132,16 @@ class MixedLMResults(FittedValues, Hypotheses):
 
     @property
     def fit_history(self) -> list:
-        """The optimizer's per-iteration record (the fit log)."""
+        """The optimizer's per-iteration record (the fit log): a list of dicts, one per
+        iteration (a quasi-Newton method's or an exact Newton step's) and a last one for
+        the final point (``"method"`` ``"final"``), each with ``"iteration"`` (the
+        count of iterations made so far), ``"method"``, ``"llf"`` (ℓ there, in the
+        model's scale), ``"grad_norm"`` (max |∂ℓ/∂θ|/n over the free parameters, in the
+        optimizer's coordinates: its convergence test), ``"elapsed"`` (seconds since
+        the optimizer started) and ``"params"`` (the packed covariance parameters, in
+        the model's scale; in the optimizer's packing, the square-root one whenever
+        it worked on the factor: with ``use_sqrt=False`` that is every fit with every
+        parameter free).  Kept whatever ``fit(full_output=...)``; saved with the results."""
         return self._state.history
 
     @property
@@ -450,7 +459,18 @@ class MixedLMResults(FittedValues, Hypotheses):
 
     @property
     def hist(self) -> list[dict]:
-        """The optimizer's per-iteration record (``fit_history``; statsmodels' name)."""
+        """The optimizer's per-iteration record, :attr:`fit_history` under statsmodels'
+        name.
+
+        Not statsmodels' format: statsmodels' ``hist`` is None unless
+        ``fit(full_output=True)``, and then a list of scipy's return dicts, one per
+        optimizer method tried (``"allvecs"``, ``"fopt"``, ``"gopt"``, ``"Hinv"``,
+        ``"converged"``, ...).  Here it is always the list of per-iteration dicts of
+        :attr:`fit_history` (``"iteration"``, ``"method"``, ``"llf"``,
+        ``"grad_norm"``, ``"elapsed"``, ``"params"``), whatever ``full_output``: code
+        that tests ``hist is None`` or reads scipy's keys needs changing.
+        ``[e["params"] for e in hist]`` are the iterates (statsmodels'
+        ``"allvecs"``, which it keeps with ``full_output``)."""
         return self.fit_history
 
     @property

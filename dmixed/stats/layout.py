@@ -210,7 +210,17 @@ class Layout:
         vcomp = np.asarray(vcomp, dtype=np.float64).reshape(self.k_vc)
         rows, cols = self.tril()
         if use_sqrt:
-            factor = _psd_factor(cov_re)
+            try:
+                factor = _psd_factor(cov_re, strict=True)
+            except np.linalg.LinAlgError:
+                # a factor built anyway would be that of another matrix (a start
+                # [[1, 2], [2, 1]] became [[1, 2], [2, 4]]): refused on every route
+                smallest = float(np.linalg.eigvalsh((cov_re + cov_re.T) / 2).min())
+                raise SpecError(
+                    f"cov_re is not positive semi-definite (smallest eigenvalue "
+                    f"{smallest:.6g}): it has no square-root factor L with L L' = cov_re, "
+                    f"so it has no packing with use_sqrt=True; cov_re = {cov_re.tolist()}"
+                ) from None
             return np.concatenate([factor[rows, cols], np.sqrt(np.maximum(vcomp, 0.0))])
         return np.concatenate([cov_re[rows, cols], vcomp])
 
@@ -299,6 +309,11 @@ def _psd_factor(mat: np.ndarray, strict: bool = False) -> np.ndarray:
 
     Cholesky where it succeeds; on the boundary (singular ``mat``) an LDL'-style
     pivot-free factor built column by column, so zero variances give zero columns.
+    With ``strict``, ``np.linalg.LinAlgError`` where ``L L'`` differs from ``mat`` by
+    more than :data:`PSD_RTOL` on the correlation scale, ``√(d_i d_j)`` for entry
+    ``(i, j)`` with ``d = diag(mat)`` (:data:`PSD_FLOOR` of the largest ``d`` at
+    least): free of the variables' units, so rescaling a covariate does not change
+    what is refused.
     """
     q = mat.shape[0]
     if q == 0:
@@ -307,21 +322,33 @@ def _psd_factor(mat: np.ndarray, strict: bool = False) -> np.ndarray:
         return np.linalg.cholesky(mat)
     except np.linalg.LinAlgError:
         pass
-    scale = max(float(np.max(np.abs(np.diag(mat)))), 1e-300)
-    tol = 1e-12 * scale
+    diag = np.abs(np.diag(mat))
+    scale = max(float(np.max(diag)), 1e-300)
     lmat = np.zeros_like(mat)
     work = np.array(mat, dtype=np.float64)
     for j in range(q):
         d = work[j, j] - lmat[j, :j] @ lmat[j, :j]
-        if d < -tol * 1e3 and strict:
-            raise np.linalg.LinAlgError("covariance matrix is not positive semi-definite")
-        if d <= tol:
+        # a pivot zero to rounding of its own variance (not of the largest: a small
+        # variance beside a large one keeps its column)
+        if d <= 1e-12 * max(float(diag[j]), PSD_FLOOR * scale):
             continue
         lmat[j, j] = np.sqrt(d)
         lmat[j + 1 :, j] = (work[j + 1 :, j] - lmat[j + 1 :, :j] @ lmat[j, :j]) / lmat[j, j]
-    if strict and not np.allclose(lmat @ lmat.T, mat, atol=1e-8 * scale):
-        raise np.linalg.LinAlgError("covariance matrix is not positive semi-definite")
+    if strict:
+        atol = PSD_RTOL * np.sqrt(np.outer(diag, diag)) + PSD_FLOOR * scale
+        if not np.all(np.abs(lmat @ lmat.T - mat) <= atol):
+            raise np.linalg.LinAlgError("covariance matrix is not positive semi-definite")
     return lmat
+
+
+#: :func:`_psd_factor`'s strict check: ``|L L' − Ψ|`` at most this on the correlation
+#: scale ``√(d_i d_j)``; a positive semi-definite Ψ rounded to slightly negative
+#: eigenvalues passes, a correlation off by more does not
+PSD_RTOL = 1e-8
+
+#: :func:`_psd_factor`'s floor, relative to the largest variance: rounding of entries
+#: whose own variances are zero (a boundary fit's zero column)
+PSD_FLOOR = 1e-15
 
 
 #: :attr:`Layout.slot_component` of a layout without variance components (read-only)

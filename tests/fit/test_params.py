@@ -95,3 +95,90 @@ def test_bad_input_is_refused():
         MixedLMParams.from_components(cov_re=np.ones((2, 3)))
     with pytest.raises(SpecError, match="negative"):
         MixedLMParams.from_components(vcomp=np.array([-1.0])).get_packed(use_sqrt=True)
+
+
+@pytest.mark.parametrize(
+    "cov",
+    [
+        [[1.0, 2.0], [2.0, 1.0]],
+        [[-1.0]],
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.9], [0.0, 0.9, 0.5]],
+    ],
+)
+def test_an_indefinite_cov_re_has_no_square_root_packing(cov):
+    """``[[1, 2], [2, 1]]`` packed silently as ``[1, 2, 0]``, whose ``L L'`` is
+    ``[[1, 2], [2, 4]]``: now a SpecError naming cov_re and its smallest eigenvalue;
+    the plain packing is still the matrix's own entries."""
+    pa = MixedLMParams.from_components(fe_params=np.ones(2), cov_re=np.array(cov))
+    smallest = np.linalg.eigvalsh(np.array(cov)).min()
+    assert smallest < 0
+    message = rf"cov_re is not positive semi-definite \(smallest eigenvalue {smallest:.6g}\)"
+    with pytest.raises(SpecError, match=message):
+        pa.get_packed(use_sqrt=True)
+    with pytest.raises(SpecError, match=message):
+        pa.cov_re_sqrt  # noqa: B018
+    n = len(cov)
+    np.testing.assert_array_equal(
+        pa.get_packed(use_sqrt=False), np.asarray(cov)[np.tril_indices(n)]
+    )
+
+
+@pytest.mark.parametrize("cov", [[[1.0, 1.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 2.0]]])
+def test_a_singular_positive_semi_definite_cov_re_still_packs(cov):
+    cov = np.array(cov)
+    packed = MixedLMParams.from_components(cov_re=cov).get_packed(use_sqrt=True)
+    lmat = np.zeros((2, 2))
+    lmat[np.tril_indices(2)] = packed
+    np.testing.assert_allclose(lmat @ lmat.T, cov, atol=1e-15)
+
+
+def test_a_rank_one_cov_re_rounded_below_zero_still_packs():
+    """``v v'`` in float64 may have an eigenvalue of about -1e-17: positive
+    semi-definite to its rounding, so it packs."""
+    v = np.array([0.1, 0.7, 0.3])
+    cov = np.outer(v, v)
+    packed = MixedLMParams.from_components(cov_re=cov).get_packed(use_sqrt=True)
+    lmat = np.zeros((3, 3))
+    lmat[np.tril_indices(3)] = packed
+    np.testing.assert_allclose(lmat @ lmat.T, cov, atol=1e-15)
+
+
+@pytest.mark.parametrize("use_sqrt", [True, False])
+def test_an_indefinite_start_is_refused_by_fit(use_sqrt):
+    """A start with an indefinite cov_re was fitted from another matrix's factor
+    (``[[1, 2], [2, 1]]`` became ``[[1, 2], [2, 4]]``); now the fit refuses it, naming
+    cov_re, whether the model packs plainly or by square roots and whether the start is
+    a MixedLMParams or a packed array."""
+    from .._synth import make_data
+
+    model = dmixed.mixedlm(
+        "y ~ x1",
+        make_data(n_groups=20, seed=5),
+        groups="g",
+        re_formula="1 + x1",
+        use_sqrt=use_sqrt,
+    )
+    start = MixedLMParams.from_components(fe_params=np.zeros(2), cov_re=[[1.0, 2.0], [2.0, 1.0]])
+    with pytest.raises(SpecError, match="cov_re is not positive semi-definite"):
+        model.fit(start_params=start)
+    if not use_sqrt:  # (a square-root packed array is a factor: any one is some L L')
+        with pytest.raises(SpecError, match="cov_re is not positive semi-definite"):
+            model.fit(start_params=np.array([1.0, 2.0, 1.0]))
+
+
+@pytest.mark.parametrize("scales", [(1.0, 1.0), (1e6, 1e-6), (1e-6, 1e6), (1e8, 1.0)])
+def test_the_square_root_packing_refuses_alike_at_every_scale(scales):
+    """The check was absolute in the largest variance (``1e-8 max|diag|``): variances
+    1e6 and 1e-6 with correlation 1.1 packed silently as a matrix whose second variance
+    was 1.21e-6.  On the correlation scale ``√(d_i d_j)`` the same correlation is
+    refused at every scale, and correlation 1 (singular, positive semi-definite) packs."""
+    d = np.array(scales)
+    unit = np.sqrt(np.outer(d, d))
+    bad = MixedLMParams.from_components(cov_re=unit * np.array([[1.0, 1.1], [1.1, 1.0]]))
+    with pytest.raises(SpecError, match="cov_re is not positive semi-definite"):
+        bad.get_packed(use_sqrt=True)
+    edge = unit * np.ones((2, 2))
+    packed = MixedLMParams.from_components(cov_re=edge).get_packed(use_sqrt=True)
+    lmat = np.zeros((2, 2))
+    lmat[np.tril_indices(2)] = packed
+    np.testing.assert_allclose(lmat @ lmat.T / unit, np.ones((2, 2)), rtol=0, atol=1e-12)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import numpy as np
 import pytest
 
 import dmixed
-from dmixed.fit.steps import STATSMODELS_DEFAULTS, check_statsmodels_options
+from dmixed.fit.steps import FIT_SETTINGS, STATSMODELS_DEFAULTS, check_statsmodels_options
 
 from .._synth import make_data
 
@@ -178,3 +179,142 @@ def test_newton_steps_that_fall_short_are_recorded_alike_from_either_start(monke
         route = [h["method"] for h in fit.optimizer.history[:-1]]
         assert route[0] == "newton" and set(route[1:]) == {"bfgs"}
         assert fit.optimizer.n_iter == len(route)
+
+
+def test_start_params_is_the_first_positional_argument_as_in_statsmodels(model):
+    """statsmodels' ``fit(start_params, reml, niter_sa, do_cg, fe_pen, cov_pen, free,
+    full_output, method)``: ``fit(sp)`` was refused ("reml must be True or False") and
+    ``fit(sp, False)`` could not say ML; both are statsmodels' fits now."""
+    ml = model.fit(reml=False)
+    start = ml.packed_params
+    by_position = model.fit(start, False)
+    by_keyword = model.fit(start_params=start, reml=False)
+    assert not by_position.reml
+    assert by_position.llf == by_keyword.llf
+    np.testing.assert_array_equal(by_position.params, by_keyword.params)
+    assert model.fit(start).reml
+    free = np.ones(start.size)
+    masked = model.fit(start, True, 0, True, None, None, free, False, "bfgs")
+    assert masked.fit_options["method"] == "bfgs"
+    assert masked.freepat is free
+
+
+@pytest.mark.parametrize("first", [True, False, np.True_, np.False_])
+def test_a_bool_first_is_refused_as_a_start_naming_reml(model, first):
+    """``fit(False)`` written for dmixed's former order (reml first): a SpecError that
+    says the first argument is start_params and to pass reml by keyword, before the
+    data pass, not a fit of the wrong criterion or a message about packed vectors."""
+    with pytest.raises(
+        dmixed.SpecError, match=r"first argument is start_params.*reml=.* by keyword"
+    ):
+        model.fit(first)
+
+
+def test_dmixed_settings_are_keyword_only(model):
+    """Beyond statsmodels' nine positions, a setting must be named (statsmodels takes
+    the rest as ``**fit_kwargs``): a tenth positional argument is a TypeError."""
+    with pytest.raises(TypeError):
+        model.fit(None, True, 0, True, None, None, None, False, None, 500)
+
+
+def test_statsmodels_fit_kwargs_disp_callback_retall_are_taken(model, capsys):
+    """statsmodels passes ``fit(**fit_kwargs)`` to scipy: ``disp``, ``callback`` and
+    ``retall`` were TypeErrors; now the same fit, ``disp=False`` silent."""
+    plain = model.fit()
+    capsys.readouterr()
+    for kw in ({"disp": False}, {"retall": True}, {"retall": False}, {"callback": None}):
+        given = model.fit(**kw)
+        assert given.llf == plain.llf
+        np.testing.assert_array_equal(given.params, plain.params)
+        assert not set(kw) & set(given.fit_options)
+    assert capsys.readouterr().out == ""
+
+
+def test_disp_prints_one_line_per_iteration_and_the_final_point(model, capsys):
+    res = model.fit(disp=True)
+    lines = capsys.readouterr().out.splitlines()
+    hist = res.fit_history
+    assert len(lines) == len(hist) == res.n_iter + 1
+    for line, entry in zip(lines[:-1], hist[:-1], strict=True):
+        assert line.startswith(f"iteration {entry['iteration']} ({entry['method']}): llf=")
+        assert float(line.split("llf=")[1].split()[0]) == pytest.approx(entry["llf"], abs=1e-6)
+    assert lines[-1].startswith("final: llf=")
+
+
+@pytest.mark.parametrize("method", [None, "bfgs"])
+def test_callback_receives_each_iterate_packed_as_the_model_packs(model, method):
+    """One call per iteration (Newton steps and scipy's alike), with the iterate's
+    packed covariance parameters in the model's scale: ``fit_history``'s points."""
+    seen = []
+    res = model.fit(method=method, callback=lambda p: seen.append(p.copy()))
+    assert len(seen) == res.n_iter > 0
+    for got, entry in zip(seen, res.fit_history[:-1], strict=True):
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, entry["params"])
+
+
+def test_callback_of_a_plain_packing_model_gets_the_plain_packing():
+    """``use_sqrt=False``: the optimizer iterates on the factor (its log packs so), the
+    callback receives Ψ* itself, packed as ``packed_params``."""
+    df = make_data(n_groups=30, seed=5)
+    model = dmixed.mixedlm("y ~ x1", df, groups="g", re_formula="1 + x1", use_sqrt=False)
+    seen = []
+    res = model.fit(callback=seen.append)
+    assert len(seen) == res.n_iter > 0
+    params = dmixed.MixedLMParams
+    for got, entry in zip(seen, res.fit_history[:-1], strict=True):
+        plain = params.from_packed(got, 0, 2, use_sqrt=False, has_fe=False)
+        factor = params.from_packed(np.asarray(entry["params"]), 0, 2, True, has_fe=False)
+        np.testing.assert_allclose(plain.cov_re, factor.cov_re, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"maxfun": 10}, r"unknown option 'maxfun': .* takes disp, callback, retall"),
+        ({"factr": 1, "pgtol": 2}, r"unknown options 'factr', 'pgtol': .*own settings maxiter"),
+        ({"disp": 1}, r"disp must be True or False, not 1"),
+        ({"retall": "yes"}, r"retall must be True or False"),
+        ({"callback": 3}, r"callback must be None or a function"),
+    ],
+)
+def test_other_fit_kwargs_are_refused_naming_them(model, kw, message):
+    with pytest.raises(dmixed.SpecError, match=message):
+        model.fit(**kw)
+
+
+@pytest.mark.parametrize("method", [None, "bfgs", "newton"])
+def test_stop_iteration_from_the_callback_ends_the_fit_there(model, method):
+    """scipy's convention on every route: a StopIteration from the callback ends the
+    optimization at that iterate (it ended only the scipy method under way, and the
+    Newton steps after it went on to a converged fit; from Newton steps it propagated).
+    The fit returns that point, not converged, with a FitConvergenceWarning; a fit
+    after it is the plain fit."""
+    plain = model.fit(method=method)
+    seen = []
+
+    def stop_at_the_second(p):
+        seen.append(p.copy())
+        if len(seen) == 2:
+            raise StopIteration
+
+    with pytest.warns(dmixed.FitConvergenceWarning, match="callback raised StopIteration"):
+        res = model.fit(method=method, callback=stop_at_the_second)
+    assert len(seen) == 2 == res.n_iter
+    assert not res.converged
+    hist = res.fit_history
+    assert [h["method"] for h in hist][-1] == "final"
+    np.testing.assert_array_equal(hist[-1]["params"], hist[1]["params"])
+    assert res.llf == pytest.approx(hist[1]["llf"], rel=1e-12)
+    assert res.llf < plain.llf
+    again = model.fit(method=method)
+    assert again.llf == plain.llf
+    np.testing.assert_array_equal(again.params, plain.params)
+    assert again.converged
+
+
+def test_the_settings_listed_for_an_unknown_option_are_fits_own():
+    """``FIT_SETTINGS`` (quoted where an unknown keyword is refused) is a list kept by
+    hand beside ``fit``'s signature: it names its keyword-only settings, in order."""
+    params = inspect.signature(dmixed.MixedLM.fit).parameters.values()
+    assert FIT_SETTINGS == tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)

@@ -568,3 +568,18 @@ def test_every_public_name_of_statsmodels_results_is_there(small_fit):
         theirs = smf.mixedlm("y ~ x1", df, groups="g").fit()
     public = {name for name in dir(theirs) if not name.startswith("_")}
     assert public - set(dir(res)) == {"initialize"}
+
+
+@pytest.mark.parametrize("full_output", [False, True])
+def test_hist_is_the_fit_log_whatever_full_output_and_says_how_it_differs(full_output):
+    """statsmodels' ``hist`` is None without ``full_output`` and scipy's return dicts
+    with it; dmixed keeps its own per-iteration log either way, and ``hist``'s docstring
+    says so (a user reading statsmodels' keys was left to find out)."""
+    df = make_data(n_groups=20, seed=3)
+    res = mixedlm("y ~ x1", df, groups="g").fit(full_output=full_output)
+    assert res.hist is res.fit_history
+    assert res.hist[-1]["method"] == "final" and len(res.hist) == res.n_iter + 1
+    for entry in res.hist:
+        assert set(entry) == {"iteration", "method", "llf", "grad_norm", "elapsed", "params"}
+    doc = MixedLMResults.hist.__doc__
+    assert "full_output" in doc and "allvecs" in doc and "None" in doc
