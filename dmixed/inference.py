@@ -303,8 +303,10 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
     SpecError
         An argument that is not fitted results (named by its position, as
         :func:`anova` names it); fits of different data (``nobs``; group keys and
-        sizes; for data in memory, a digest of the response, group keys and weights),
-        responses (``names.endog_name``) or methods; REML fits with different fixed effects; a
+        sizes; for data in memory, a digest of the response, group keys and weights,
+        or, for fits grouping the rows by different columns, of the response and
+        weights only; such fits of data not in memory are refused), responses
+        (``names.endog_name``) or methods; REML fits with different fixed effects; a
         full model without more parameters.  Models built from arrays all name their
         response ``'y'`` (a pandas Series its own name), so the response check cannot
         tell two array responses apart: that they are the same is the caller's to know.
@@ -383,10 +385,18 @@ def _lr_statistic(dll: float, llf_larger: float, larger: str) -> float:
 
 
 def _check_same_rows(fits, labels) -> None:
-    """Refuse fits of different rows with the same count and response name: their group
-    keys and sizes (held by every fit, loaded ones too) and, where both fits hold it,
-    the digest of their response, group keys and weights
-    (:func:`~dmixed.results.fit_record.data_digest`: data in memory)."""
+    """Refuse fits of different rows with the same count and response name.
+
+    Fits that group the rows alike (the same group keys and sizes, held by every fit,
+    loaded ones too) are compared, where both hold it, by the digest of their
+    response, group keys and weights (:func:`~dmixed.results.fit_record.data_digest`:
+    data in memory).  Fits grouped by one column (``names.group_name``) into other
+    groups are of other rows.  Fits grouped by different columns (``groups="subj"`` and
+    ``groups="one"`` with variance components, of one data frame) are compared by what
+    both share: the digest of their response and weights
+    (:func:`~dmixed.results.fit_record.response_digest`), made the same order-free way;
+    where a fit holds none (data not in memory, results saved before it was recorded)
+    such fits are refused, as the rows cannot be compared."""
 
     def refuse(what: str, shown: list[str]) -> None:
         pairs = ", ".join(f"{label}: {v}" for label, v in zip(labels, shown, strict=True))
@@ -395,7 +405,15 @@ def _check_same_rows(fits, labels) -> None:
             "fits of the same rows; fit every model to the same data frame"
         )
 
+    def grouping(f, state) -> str:
+        sizes = np.asarray(state.group_sizes)[:5].tolist()
+        more = "…" if len(state.group_sizes) > 5 else ""
+        name = getattr(getattr(f, "names", None), "group_name", None)
+        by = "" if name is None else f"groups {name!r}, "
+        return f"{by}{len(state.group_labels)} groups, sizes {sizes}{more}"
+
     states = [f.to_state() if hasattr(f, "to_state") else None for f in fits]
+    grouped_alike = True
     if all(s is not None for s in states):
         first = states[0]
         for s in states[1:]:
@@ -404,17 +422,37 @@ def _check_same_rows(fits, labels) -> None:
                 np.asarray(s.group_labels, dtype=object),
                 np.asarray(first.group_labels, dtype=object),
             )
-            if not same:
-                shown = [
-                    f"{len(t.group_labels)} groups, sizes {np.asarray(t.group_sizes)[:5].tolist()}…"
-                    for t in states
-                ]
-                refuse("other groups or group sizes", shown)
+            grouped_alike = grouped_alike and same
+    responses = [getattr(f, "response_digest", None) for f in fits]
+    held = all(d is not None for d in responses)
+    if not grouped_alike:
+        shown = [grouping(f, s) for f, s in zip(fits, states, strict=True)]
+        group_names = {getattr(getattr(f, "names", None), "group_name", None) for f in fits}
+        if len(group_names) == 1:  # one grouping column, other groups: other rows
+            refuse("other groups or group sizes", shown)
+        if not held:
+            refuse(
+                "the fits group the rows differently and their rows cannot be compared "
+                "(data not in memory, or results saved without the digest of their "
+                "response); groupings",
+                shown,
+            )
+        if len(set(responses)) > 1:
+            refuse(
+                "other response values or weights, and the rows grouped differently; "
+                "response digests",
+                [f"{d[:12]} ({g})" for d, g in zip(responses, shown, strict=True)],
+            )
+        return  # the same response and weights, grouped by other columns
     digests = [getattr(f, "data_digest", None) for f in fits]
     if all(d is not None for d in digests) and len(set(digests)) > 1:
-        refuse(
-            "other response values, group keys or weights; row digests", [d[:12] for d in digests]
-        )
+        what = "other response values or weights"
+        if held and len(set(responses)) == 1:
+            what = (
+                "other response values by group: the same values and weights, paired "
+                "with other group keys"
+            )
+        refuse(f"{what}; row digests", [d[:12] for d in digests])
 
 
 def _check_fits(test: str, fits) -> None:
@@ -462,7 +500,9 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     SpecError
         Fewer than two fits; an argument that is not fitted results; fits of different
         data (``nobs``; group keys and sizes; for data in memory, a digest of the
-        response, group keys and weights) or responses (``names.endog_name``);
+        response, group keys and weights, or, for fits grouping the rows by different
+        columns, of the response and weights only; such fits of data not in memory are
+        refused) or responses (``names.endog_name``);
         ``names`` of the wrong length; a REML fit to refit whose model is not at hand
         (loaded results); REML fits with different fixed effects and
         ``refit=False``; ML and REML mixed with ``refit=False``; ``refit`` not a Python

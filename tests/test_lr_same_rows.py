@@ -177,3 +177,66 @@ def test_remove_data_lets_the_rows_go_and_keeps_the_digest(frame):
     small = dmixed.mixedlm("y ~ 1", frame, groups="g").fit(reml=False)
     stat, _, _ = dmixed.compare_lr_test(small, res)
     assert stat == pytest.approx(2 * (res.llf - small.llf), rel=1e-12)
+
+
+def _crossed(seed: int = 5) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    subj, item = np.repeat(np.arange(12), 8), np.tile(np.arange(8), 12)
+    x = rng.normal(size=subj.size)
+    y = 5 + 0.8 * x + rng.normal(size=12)[subj] + rng.normal(0, 0.7, 8)[item]
+    y = y + rng.normal(size=subj.size)
+    frame = pd.DataFrame({"subj": [f"S{s:02d}" for s in subj], "item": item, "x": x, "y": y})
+    return frame.assign(one=1)
+
+
+def _one_group(frame: pd.DataFrame):
+    vc = {"subj": "0 + C(subj)", "item": "0 + C(item)"}
+    return dmixed.mixedlm("y ~ x", frame, groups="one", re_formula="0", vc_formula=vc)
+
+
+def test_other_groupings_of_the_same_rows_pass(tmp_path):
+    """(1|subj) written with groups="subj" against (1|subj) + (1|item) written with one
+    group and variance components: one data frame, grouped by other columns."""
+    frame = _crossed()
+    small = dmixed.mixedlm("y ~ x", frame, groups="subj").fit(reml=False)
+    big = _one_group(frame.copy()).fit(reml=False)
+    assert small.data_digest != big.data_digest  # the group keys differ
+    assert small.response_digest == big.response_digest
+    stat, p, df = dmixed.compare_lr_test(small, big)
+    assert stat == pytest.approx(2 * (big.llf - small.llf), rel=1e-12)
+    assert df == 1 and 0 <= p <= 1
+    assert dmixed.anova(small, big)["Chisq"].iloc[1] == pytest.approx(stat, rel=1e-12)
+    big.save(tmp_path / "big")  # the response digest is kept by save and load
+    assert dmixed.load(tmp_path / "big").response_digest == big.response_digest
+    dmixed.compare_lr_test(small, dmixed.load(tmp_path / "big"))
+
+
+def test_other_groupings_of_other_values_refused():
+    frame = _crossed()
+    changed = frame.copy()
+    changed.loc[3, "y"] += 1e-9
+    small = dmixed.mixedlm("y ~ x", changed, groups="subj").fit(reml=False)
+    big = _one_group(frame).fit(reml=False)
+    with pytest.raises(
+        SpecError, match=r"other response values or weights, and the rows grouped differently"
+    ):
+        dmixed.compare_lr_test(small, big)
+    with pytest.raises(SpecError, match=r"groups 'subj', 12 groups.*groups 'one', 1 groups"):
+        dmixed.anova(small, big)
+    # other rows of the same count: refused too
+    fewer = dmixed.mixedlm("y ~ x", frame.iloc[8:], groups="subj").fit(reml=False)
+    other = _one_group(frame.iloc[:-8]).fit(reml=False)
+    with pytest.raises(SpecError, match="other response values or weights"):
+        dmixed.compare_lr_test(fewer, other)
+
+
+def test_other_groupings_without_digests_refused(monkeypatch):
+    """Fits whose rows are not in memory hold no digest: grouped differently, they
+    cannot be compared and are refused, saying so."""
+    frame = _crossed()
+    small = dmixed.mixedlm("y ~ x", frame, groups="subj").fit(reml=False)
+    big = _one_group(frame).fit(reml=False)
+    # as results saved before it was recorded
+    monkeypatch.setattr(type(big), "response_digest", property(lambda self: None))
+    with pytest.raises(SpecError, match="group the rows differently and their rows cannot"):
+        dmixed.compare_lr_test(small, big)

@@ -32,6 +32,7 @@ __all__ = [
     "identifiable",
     "mapped_back",
     "record_fit",
+    "response_digest",
 ]
 
 
@@ -95,6 +96,7 @@ class FitState(ResultsState):
     cov_fe_statistics = _OnFirstRead()
     cov_re_statistics = _OnFirstRead()
     data_digest = _OnFirstRead()
+    response_digest = _OnFirstRead()
 
     def __getstate__(self) -> dict:
         for name, value in list(self.__dict__.items()):
@@ -117,13 +119,29 @@ def data_digest(rows) -> str | None:
     of rows that share a key and a weight may be exchanged unnoticed (the digest is of
     the rows as a set, not of their other columns).  O(rows); never made at a fit: the
     results make it when first read (:class:`FitState`)."""
+    return _digest(rows, ("y", "g", "w"))
+
+
+def response_digest(rows) -> str | None:
+    """:func:`data_digest` without the group keys: a digest of the rows' response and
+    weights only, made the same order-free way; None for rows not held in memory.
+
+    What the likelihood-ratio tests compare when two fits group the same rows by
+    different columns (``groups="subj"`` and ``groups="one"`` with variance components
+    of the same data frame), whose group keys differ by construction."""
+    return _digest(rows, ("y", "w"))
+
+
+def _digest(rows, parts: tuple[str, ...]) -> str | None:
+    """The order-free digest of ``parts`` of ``rows`` (``y`` response, ``g`` group keys,
+    ``w`` weights: :func:`data_digest`)."""
     import pandas as pd  # noqa: PLC0415
 
     if rows is None:
         return None
     columns = {}
     for name, column in (("y", rows.endog), ("g", rows.groups), ("w", rows.weights)):
-        if column is None:
+        if column is None or name not in parts:
             continue
         values = np.asarray(column)
         if values.dtype.kind == "f":  # float32 and float64 of the same values agree
@@ -376,6 +394,7 @@ def record_fit(
         cov_params=cov_params,
         a_inv=_Deferred(lambda: {"a_inv": coords.a_inv(a_inv_std)}),
         data_digest=_Deferred(lambda: {"data_digest": data_digest(fitted_rows)}),
+        response_digest=_Deferred(lambda: {"response_digest": response_digest(fitted_rows)}),
         group_labels=stats.group_labels,
         group_sizes=stats.group_sizes,
         vc_slot_cols=stats.vc_slot_cols,

@@ -416,10 +416,12 @@ class MixedLMResults(FittedValues, Hypotheses):
 
     def remove_data(self) -> None:
         """:meth:`FittedValues.remove_data <dmixed.results.fitted.FittedValues.remove_data>`,
-        after the rows' :attr:`data_digest` is made from the rows about to go: the
-        digest's deferred maker holds the rows until it runs, and likelihood-ratio
-        tests of these results keep checking the response values afterwards."""
+        after the rows' :attr:`data_digest` and :attr:`response_digest` are made from
+        the rows about to go: the digests' deferred makers hold the rows until they run,
+        and likelihood-ratio tests of these results keep checking the response values
+        afterwards."""
         self._state.data_digest  # noqa: B018 (made now, the maker and its rows let go)
+        self._state.response_digest  # noqa: B018 (as data_digest)
         super().remove_data()
 
     @property
@@ -429,6 +431,14 @@ class MixedLMResults(FittedValues, Hypotheses):
         model's rows when first read (never at the fit), kept by save and load; None
         for data not in memory (files, Dask) and results saved before it was recorded."""
         return self._state.data_digest
+
+    @property
+    def response_digest(self) -> str | None:
+        """:func:`~dmixed.results.fit_record.response_digest` of the fitted rows (the
+        response and weights, without the group keys), which :func:`dmixed.compare_lr_test`
+        and :func:`dmixed.anova` compare where two fits group the rows differently; made
+        when first read, kept by save and load; None as :attr:`data_digest`."""
+        return self._state.response_digest
 
     @property
     def held(self) -> np.ndarray | None:
