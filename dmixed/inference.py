@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from .errors import NotNestedWarning, SpecError
+from .errors import NotNestedWarning, SpecError, caller_stacklevel
 from .fit.coordinates import Coordinates
 from .fit.objective import loglike_at_scale, profile, score_matrices
 from .fit.options import check_flag
@@ -379,7 +379,7 @@ def _lr_statistic(dll: float, llf_larger: float, larger: str) -> float:
             "log-likelihood although it has more parameters, so the models are not "
             "nested or not fitted to the same data; the statistic is reported as 0",
             NotNestedWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
     return stat
 

@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ..errors import ProfileWarning, SpecError
+from ..errors import ProfileWarning, SpecError, caller_stacklevel
 from ..fit.likelihood import Likelihood
 from ..inference import check_alpha, check_level
 from .sdcor import SdCorLikelihood, SdCorPoint, sdcor_names
@@ -379,7 +379,7 @@ class ProfileIntervals:
         warnings.warn(
             f"the {which} of {self.names[k]} {'are' if side == 0 else 'is'} NaN: {why}",
             ProfileWarning,
-            stacklevel=4,
+            stacklevel=caller_stacklevel(),
         )
         return np.nan
 

@@ -303,3 +303,59 @@ def test_cancellation_is_the_largest_ratio_as_numpy_gives_it(p, entries, q):
         expected = out if np.isfinite(out) else 0.0
         got = cancellation(ev, SimpleNamespace(xyxy=xyxy))
     assert got == expected or (np.isnan(got) and np.isnan(expected))
+
+
+def _boundary_frame():
+    # the slope's random effect is half the intercept's: their correlation is +1, on
+    # the boundary of the covariance matrices
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame({"g": np.repeat(np.arange(12), 8), "x": np.tile(np.arange(8.0), 12)})
+    u = rng.normal(0, 1, 12)
+    d["y"] = 1 + 0.5 * d.x + u[d.g] * (1 + 0.5 * d.x) + rng.normal(0, 1, len(d))
+    d.loc[0, "y"] = np.nan  # dropped, with a warning of the data too
+    return d
+
+
+def test_fit_warnings_point_at_the_callers_line():
+    """A warning raised inside fit() (and inside the ML refits anova makes) names the
+    line that called dmixed, not a frame of dmixed's own (a wrapper of the kernels)."""
+    import warnings
+
+    import dmixed
+    from dmixed.errors import BoundaryWarning
+
+    d = _boundary_frame()
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        fit = dmixed.mixedlm("y ~ x", d, groups="g", re_formula="1 + x", missing="drop").fit()
+        small = dmixed.mixedlm("y ~ x", d, groups="g", missing="drop").fit()
+    ours = [w for w in got if issubclass(w.category, dmixed.errors.DmixedWarning)]
+    assert any(issubclass(w.category, BoundaryWarning) for w in ours)
+    assert {w.filename for w in ours} == {__file__}
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        dmixed.anova(small, fit)  # refits both by ML
+    ours = [w for w in got if issubclass(w.category, dmixed.errors.DmixedWarning)]
+    assert any(issubclass(w.category, BoundaryWarning) for w in ours)
+    assert {w.filename for w in ours} == {__file__}
+
+
+def test_no_fixed_stacklevel_in_the_package():
+    """Every warning dmixed raises finds the caller's frame through one owner,
+    :func:`dmixed.errors.caller_stacklevel`: a fixed ``stacklevel`` counts frames
+    that the paths reaching it (pandas or Dask, a fit or a refit) do not share."""
+    import pathlib
+    import re
+
+    import dmixed
+
+    root = pathlib.Path(dmixed.__file__).parent
+    fixed = [
+        f"{path.relative_to(root)}:{i}"
+        for path in root.rglob("*.py")
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"stacklevel\s*[=:]\s*(int\s*=\s*)?[0-9]", line)
+    ]
+    assert fixed == []
