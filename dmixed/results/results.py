@@ -690,8 +690,10 @@ class MixedLMResults(FittedValues, Hypotheses):
         on a grid around its estimate (:func:`dmixed.results.profile_re.profile_re`)."""
         return profile_re(self, re_ix, vtype, num_low, dist_low, num_high, dist_high)
 
-    def confint(self, parm=None, level: float = 0.95, method: str = "profile") -> pd.DataFrame:
-        """lme4's ``confint``: profile-likelihood (or Wald) intervals in lme4's names.
+    def confint(
+        self, parm=None, level: float = 0.95, method: str = "profile", nsim=None, seed=None
+    ) -> pd.DataFrame:
+        """lme4's ``confint``: profile-likelihood (Wald, bootstrap) intervals in lme4's names.
 
         Rows ``.sig01``, …, ``.sigma``, then the fixed effects; columns as lme4's
         (``"2.5 %"``, ``"97.5 %"``).  The ``.sigNN`` rows follow lme4's order of the
@@ -705,10 +707,13 @@ class MixedLMResults(FittedValues, Hypotheses):
         (:func:`dmixed.results.sdcor.sdcor_names`).  ``method="profile"`` profiles the
         ML deviance from the statistics (no data pass; a REML fit is refitted by ML
         first, as lme4); ``"Wald"`` gives ``β̂ ± z·se`` and NaN for the covariance
-        parameters.  ``parm``: names, positions, ``"theta_"`` or ``"beta_"``.  See
-        :mod:`dmixed.results.profile`.
+        parameters; ``"boot"`` gives the percentile intervals of a parametric bootstrap
+        of ``nsim`` replicates (default 500, as lme4; ``seed`` as :meth:`bootstrap`) in
+        the same rows, columns and scale (SDs, correlations, σ):
+        :func:`dmixed.results.profile.boot_intervals`.  ``parm``: names, positions,
+        ``"theta_"`` or ``"beta_"``.  See :mod:`dmixed.results.profile`.
         """
-        return confint_frame(self, method, level, parm)
+        return confint_frame(self, method, level, parm, nsim=nsim, seed=seed)
 
     def profile_ci(self, alpha: float = 0.05) -> pd.DataFrame:
         """Profile-likelihood intervals for every variance (``cov_re`` diagonal and

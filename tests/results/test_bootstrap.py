@@ -593,3 +593,56 @@ def test_cluster_batches_run_with_the_fits_page_advice(monkeypatch):
         (func,) = client.funcs
         assert isinstance(func, pages.PagedCall)
         assert func.func is bootstrap.run_batch and func.huge is huge
+
+
+def _sdcor_by_hand(fit, boot) -> pd.DataFrame:
+    """lme4's parameters of each replicate from the table's statsmodels' columns, in
+    sdcor's order (Ψ's SDs and correlation by columns, the component's SD, σ, β) under
+    lme4's names of that order."""
+    from dmixed.results.sdcor import sdcor_names
+    from dmixed.results.varcorr import term_levels
+
+    t = boot.replicates
+    var, slope, cov = t["g Var"], t["x1 Var"], t["g x x1 Cov"]
+    columns = [
+        np.sqrt(var),
+        cov / np.sqrt(var * slope),
+        np.sqrt(slope),
+        np.sqrt(t["sub Var"]),
+        np.sqrt(t["scale"]),
+        *(t[name] for name in fit.fe_params.index),
+    ]
+    names, _ = sdcor_names(fit.names, term_levels(fit.to_state()))
+    return pd.DataFrame(dict(zip(names, columns, strict=True)))
+
+
+def test_confint_boot_gives_profile_rows_from_the_replicates(vc_fit):
+    """lme4's confint(method="boot"): confint's rows, columns and scale (SDs, the
+    correlation, σ), the percentiles of the replicates mapped by hand."""
+    got = vc_fit.confint(method="boot", nsim=12, seed=3, level=0.9)
+    by_hand = _sdcor_by_hand(vc_fit, vc_fit.bootstrap(12, seed=3))
+    assert list(got.columns) == ["5 %", "95 %"]
+    assert list(got.index) == list(vc_fit.confint(method="Wald").index)
+    expected = pd.DataFrame({"5 %": by_hand.quantile(0.05), "95 %": by_hand.quantile(0.95)})
+    pd.testing.assert_frame_equal(got, expected.loc[got.index], rtol=1e-12)
+    assert (got["5 %"] <= got["95 %"]).all()
+
+
+def test_confint_boot_rows_are_the_profile_rows():
+    df = pd.read_csv(Path(__file__).parents[1] / "data" / "sleepstudy.csv")
+    fit = mixedlm("Reaction ~ Days", df, groups="Subject", re_formula="1 + Days").fit()
+    boot = fit.confint(method="boot", nsim=10, seed=1)
+    profile = fit.confint()
+    assert list(boot.index) == list(profile.index)
+    assert list(boot.columns) == list(profile.columns)
+    # σ's interval on σ's scale (not σ²), as the profile's
+    assert boot.loc[".sigma"].between(15, 40).all() and profile.loc[".sigma"].between(15, 40).all()
+    theta = fit.confint(method="boot", nsim=10, seed=1, parm="theta_")
+    pd.testing.assert_frame_equal(theta, boot.iloc[:4])
+
+
+def test_confint_nsim_is_for_boot_only(vc_fit):
+    with pytest.raises(SpecError, match="nsim and seed are for method='boot' only"):
+        vc_fit.confint(method="Wald", nsim=10)
+    with pytest.raises(SpecError, match="'profile', 'Wald' or 'boot'"):
+        vc_fit.confint(method="bootstrap")

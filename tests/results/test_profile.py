@@ -122,7 +122,7 @@ def test_percent_labels_share_rs_decimals(level, labels):
         (dict(parm=0.0), "parm must be None, a name, a position"),
         (dict(parm=True), "parm True is not one of"),
         (dict(level=1.5), r"level must be a number in \(0, 1\)"),
-        (dict(method="boot"), "method must be 'profile' or 'Wald'"),
+        (dict(method="boot"), "method must be 'profile', 'Wald' or 'boot'"),
     ],
 )
 def test_refusals(sleepstudy, kwargs, message):
