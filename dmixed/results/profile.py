@@ -37,6 +37,7 @@ from ..fit.likelihood import Likelihood
 from ..inference import check_alpha, check_level
 from .bootstrap import parametric_bootstrap
 from .sdcor import SdCorLikelihood, SdCorPoint, sdcor_names, sdcor_values
+from .simulate import check_nsim
 from .varcorr import term_levels
 
 __all__ = [
@@ -488,7 +489,8 @@ def confint_frame(
     if method_l == "boot":
         names, kinds = sdcor_names(results.names, term_levels(results.to_state()))
         select_parameters(names, kinds, parm)  # a bad parm before the replicates
-        boot = parametric_bootstrap(results, 500 if nsim is None else nsim, seed=seed)
+        nsim = 500 if nsim is None else check_nsim(nsim)  # named as confint names it
+        boot = parametric_bootstrap(results, nsim, seed=seed)
         return boot_intervals(results, boot, level, parm)
     if method_l == "profile":
         return ProfileIntervals(results).frame(parm, level)
