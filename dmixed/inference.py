@@ -307,7 +307,8 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
         or, for fits grouping the rows by different columns, of the response and
         weights only; such fits of data not in memory are refused), responses
         (``names.endog_name``) or methods; REML fits with different fixed effects; a
-        full model without more parameters.  Models built from arrays all name their
+        full model without more parameters (the arguments swapped: said so, with the
+        order expected).  Models built from arrays all name their
         response ``'y'`` (a pandas Series its own name), so the response check cannot
         tell two array responses apart: that they are the same is the caller's to know.
 
@@ -334,9 +335,17 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
             "refit both with reml=False"
         )
     df = len(full.params) - _n_held(full) - (len(restricted.params) - _n_held(restricted))
-    if df <= 0:
+    if df < 0:
         raise SpecError(
-            f"the full model must have more parameters than the restricted one ({df} more)"
+            f"the arguments look swapped: the restricted fit has {-df} more "
+            "parameters than the full one; the order is compare_lr_test(restricted, "
+            "full), the smaller model first, or full.compare_lr_test(restricted) "
+            "(statsmodels' method form); anova() sorts the fits itself"
+        )
+    if df == 0:
+        raise SpecError(
+            "the full model must have more parameters than the restricted one (both "
+            "estimate the same number): models with as many parameters are not nested"
         )
     stat = max(_lr_statistic(full.llf - restricted.llf, full.llf, "the full fit"), 0.0)
     return float(stat), float(special.chdtrc(df, stat)), int(df)  # χ²_df tail

@@ -240,3 +240,14 @@ def test_other_groupings_without_digests_refused(monkeypatch):
     monkeypatch.setattr(type(big), "response_digest", property(lambda self: None))
     with pytest.raises(SpecError, match="group the rows differently and their rows cannot"):
         dmixed.compare_lr_test(small, big)
+
+
+def test_swapped_arguments_are_named_as_such():
+    full, restricted = _fake(-90.0, 3), _fake(-100.0, 1)
+    with pytest.raises(SpecError, match=r"arguments look swapped: the restricted fit has 2 more"):
+        dmixed.compare_lr_test(full, restricted)
+    with pytest.raises(SpecError, match=r"compare_lr_test\(restricted, full\)"):
+        dmixed.compare_lr_test(full, restricted)
+    with pytest.raises(SpecError, match="both estimate the same number"):
+        dmixed.compare_lr_test(_fake(-90.0, 1), restricted)
+    assert dmixed.compare_lr_test(restricted, full)[2] == 2
