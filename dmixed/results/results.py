@@ -789,7 +789,15 @@ class MixedLMResults(FittedValues, Hypotheses):
         return varcorr_frame(self._state)
 
     def summary_frame(self, alpha: float = 0.05) -> pd.DataFrame:
-        """statsmodels' coefficient table: fixed effects with z tests, variances with SEs."""
+        """statsmodels' coefficient table: fixed effects with z tests, variances with SEs.
+
+        The ``Std.Err.`` of the variance and covariance rows is statsmodels' convention,
+        kept as statsmodels prints it: :attr:`bse_re`, ``bse · √scale`` (the standard
+        error of the relative parameter ``Ψ*`` times σ̂), which is *not* the standard
+        error of the variance printed beside it (``Ψ = scale · Ψ*``, whose standard
+        error with σ̂² held fixed is ``bse · scale``); read no interval from it: use
+        :meth:`confint` (profile or bootstrap intervals of the SDs and correlations) or
+        :meth:`profile_ci` (of the variances)."""
         return coefficient_table(self._state, alpha)
 
     def summary(
@@ -803,7 +811,15 @@ class MixedLMResults(FittedValues, Hypotheses):
     ) -> Summary:
         """A statsmodels-style summary (print it, or ``as_text()`` / ``as_html()``;
         ``tables`` as statsmodels').  ``yname``, ``xname_fe``, ``xname_re`` and ``title``
-        replace the default names and title (:meth:`Summary.of`)."""
+        replace the default names and title (:meth:`Summary.of`).
+
+        The ``Std.Err.`` of the variance and covariance rows is statsmodels' convention,
+        kept as statsmodels prints it: :attr:`bse_re`, ``bse · √scale`` (the standard
+        error of the relative parameter ``Ψ*`` times σ̂), which is *not* the standard
+        error of the variance printed beside it (``Ψ = scale · Ψ*``, whose standard
+        error with σ̂² held fixed is ``bse · scale``); read no interval from it: use
+        :meth:`confint` (profile or bootstrap intervals of the SDs and correlations) or
+        :meth:`profile_ci` (of the variances)."""
         return Summary.of(
             self._state, alpha, yname=yname, xname_fe=xname_fe, xname_re=xname_re, title=title
         )
