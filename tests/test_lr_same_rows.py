@@ -201,13 +201,16 @@ def test_other_groupings_of_the_same_rows_pass(tmp_path):
     small = dmixed.mixedlm("y ~ x", frame, groups="subj").fit(reml=False)
     big = _one_group(frame.copy()).fit(reml=False)
     assert small.data_digest != big.data_digest  # the group keys differ
-    assert small.response_digest == big.response_digest
+    shared = small.row_digests.keys() & big.row_digests.keys()
+    assert shared == {"y", "x:Intercept", "x:x"}
+    assert all(small.row_digests[k] == big.row_digests[k] for k in shared)
+    assert small.row_digests["g"] == big.row_digests["p:subj"]  # the same split of the rows
     stat, p, df = dmixed.compare_lr_test(small, big)
     assert stat == pytest.approx(2 * (big.llf - small.llf), rel=1e-12)
     assert df == 1 and 0 <= p <= 1
     assert dmixed.anova(small, big)["Chisq"].iloc[1] == pytest.approx(stat, rel=1e-12)
     big.save(tmp_path / "big")  # the response digest is kept by save and load
-    assert dmixed.load(tmp_path / "big").response_digest == big.response_digest
+    assert dmixed.load(tmp_path / "big").row_digests == big.row_digests
     dmixed.compare_lr_test(small, dmixed.load(tmp_path / "big"))
 
 
@@ -218,15 +221,15 @@ def test_other_groupings_of_other_values_refused():
     small = dmixed.mixedlm("y ~ x", changed, groups="subj").fit(reml=False)
     big = _one_group(frame).fit(reml=False)
     with pytest.raises(
-        SpecError, match=r"other response values or weights, and the rows grouped differently"
+        SpecError, match=r"other values row by row of the response, and the rows grouped diff"
     ):
         dmixed.compare_lr_test(small, big)
-    with pytest.raises(SpecError, match=r"groups 'subj', 12 groups.*groups 'one', 1 groups"):
+    with pytest.raises(SpecError, match=r"groups 'subj', 12 groups.*groups 'one', 1 group,"):
         dmixed.anova(small, big)
     # other rows of the same count: refused too
     fewer = dmixed.mixedlm("y ~ x", frame.iloc[8:], groups="subj").fit(reml=False)
     other = _one_group(frame.iloc[:-8]).fit(reml=False)
-    with pytest.raises(SpecError, match="other response values or weights"):
+    with pytest.raises(SpecError, match="other values row by row of the response"):
         dmixed.compare_lr_test(fewer, other)
 
 
@@ -237,9 +240,62 @@ def test_other_groupings_without_digests_refused(monkeypatch):
     small = dmixed.mixedlm("y ~ x", frame, groups="subj").fit(reml=False)
     big = _one_group(frame).fit(reml=False)
     # as results saved before it was recorded
-    monkeypatch.setattr(type(big), "response_digest", property(lambda self: None))
+    monkeypatch.setattr(type(big), "row_digests", property(lambda self: None))
     with pytest.raises(SpecError, match="group the rows differently and their rows cannot"):
         dmixed.compare_lr_test(small, big)
+
+
+@pytest.mark.parametrize("change", ["x", "subj", "y"])
+def test_other_groupings_of_rows_moved_refused(change):
+    """Grouped by different columns, a covariate, a group label or a response moved to
+    other rows is other data, though the set of responses and weights is the same."""
+    frame = _crossed()
+    moved = frame.copy()
+    moved[change] = np.random.default_rng(1).permutation(frame[change].to_numpy())
+    small = dmixed.mixedlm("y ~ x", frame, groups="subj").fit(reml=False)
+    big = _one_group(moved).fit(reml=False)
+    what = {"x": "column 'x'", "subj": "which rows share a group of", "y": "response"}[change]
+    with pytest.raises(SpecError, match=rf"other values row by row of the {what}"):
+        dmixed.compare_lr_test(small, big)
+    with pytest.raises(SpecError, match="row by row"):
+        dmixed.anova(big, small)
+
+
+def test_other_groupings_of_a_reordered_frame_refused():
+    """The same rows in another order cannot be matched to the rows of a fit grouped by
+    another column: refused, saying that the row order counts."""
+    frame = _crossed()
+    small = dmixed.mixedlm("y ~ x", frame, groups="subj").fit(reml=False)
+    big = _one_group(frame.iloc[::-1].reset_index(drop=True)).fit(reml=False)
+    with pytest.raises(SpecError, match="so a reordered frame is refused too"):
+        dmixed.compare_lr_test(small, big)
+
+
+@pytest.mark.filterwarnings("ignore::dmixed.errors.BoundaryWarning")
+def test_three_fits_compare_the_fits_grouped_alike():
+    """A third fit grouped by another column keeps the row-digest check between the
+    fits grouped alike (whose responses sit under other group keys)."""
+    frame = _crossed()
+    moved = frame.assign(y=np.random.default_rng(2).permutation(frame["y"].to_numpy()))
+    a = dmixed.mixedlm("y ~ x", frame, groups="subj").fit(reml=False)
+    b = dmixed.mixedlm("y ~ 1", moved, groups="subj").fit(reml=False)
+    c = _one_group(frame).fit(reml=False)
+    assert len(dmixed.anova(a, c)) == 2  # a and c alone: the same rows
+    for fits in [(a, b), (a, c, b), (c, b, a), (b, c, a)]:
+        with pytest.raises(SpecError, match="row digests"):
+            dmixed.anova(*fits)
+
+
+def test_array_fits_grouped_by_other_arrays_refused():
+    """Fits built from arrays all name their grouping 'Group': grouped by other arrays,
+    they are refused as other groups (the documented limit of the row comparison)."""
+    frame = _crossed()
+    exog = np.column_stack([np.ones(len(frame)), frame["x"]])
+    y = frame["y"].to_numpy()
+    by_subj = dmixed.MixedLM(y, exog, groups=frame["subj"].to_numpy()).fit(reml=False)
+    by_item = dmixed.MixedLM(y, exog, groups=frame["item"].to_numpy()).fit(reml=False)
+    with pytest.raises(SpecError, match=r"other groups or group sizes.*'Group', 12 groups"):
+        dmixed.anova(by_subj, by_item)
 
 
 def test_swapped_arguments_are_named_as_such():

@@ -142,7 +142,7 @@ def _model_section(state: ResultsState) -> dict:
         "spec": state.spec.to_dict() if state.spec is not None else None,
         "pandas_output": state.pandas_output,
         "data_digest": state.data_digest,
-        "response_digest": state.response_digest,
+        "row_digests": state.row_digests,
         "held": None if state.held is None else [bool(h) for h in state.held],
     }
 
@@ -515,7 +515,7 @@ def _state_from(
         use_sqrt=m["use_sqrt"],
         pandas_output=bool(m.get("pandas_output", True)),  # absent: saved before it was
         data_digest=m.get("data_digest"),  # absent: saved before it was
-        response_digest=m.get("response_digest"),  # absent: saved before it was
+        row_digests=m.get("row_digests"),  # absent: saved before it was
         held=None if m.get("held") is None else np.asarray(m["held"], dtype=bool),
         **{key: f[key] for key in _FIT_KEYS if key not in ("n_iter", "history")},
         n_iter=n_iter,

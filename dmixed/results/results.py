@@ -416,12 +416,11 @@ class MixedLMResults(FittedValues, Hypotheses):
 
     def remove_data(self) -> None:
         """:meth:`FittedValues.remove_data <dmixed.results.fitted.FittedValues.remove_data>`,
-        after the rows' :attr:`data_digest` and :attr:`response_digest` are made from
+        after the rows' :attr:`data_digest` and :attr:`row_digests` are made from
         the rows about to go: the digests' deferred makers hold the rows until they run,
-        and likelihood-ratio tests of these results keep checking the response values
-        afterwards."""
+        and likelihood-ratio tests of these results keep checking the rows afterwards."""
         self._state.data_digest  # noqa: B018 (made now, the maker and its rows let go)
-        self._state.response_digest  # noqa: B018 (as data_digest)
+        self._state.row_digests  # noqa: B018 (as data_digest)
         super().remove_data()
 
     @property
@@ -433,12 +432,13 @@ class MixedLMResults(FittedValues, Hypotheses):
         return self._state.data_digest
 
     @property
-    def response_digest(self) -> str | None:
-        """:func:`~dmixed.results.fit_record.response_digest` of the fitted rows (the
-        response and weights, without the group keys), which :func:`dmixed.compare_lr_test`
-        and :func:`dmixed.anova` compare where two fits group the rows differently; made
-        when first read, kept by save and load; None as :attr:`data_digest`."""
-        return self._state.response_digest
+    def row_digests(self) -> dict[str, str] | None:
+        """:func:`~dmixed.results.fit_record.row_digests` of the fitted rows (the
+        response, weights and fixed-effects design columns, each in row order), which
+        :func:`dmixed.compare_lr_test` and :func:`dmixed.anova` compare where two fits
+        group the rows differently; made when first read, kept by save and load; None
+        as :attr:`data_digest`."""
+        return self._state.row_digests
 
     @property
     def held(self) -> np.ndarray | None:
