@@ -342,20 +342,70 @@ def test_fit_warnings_point_at_the_callers_line():
     assert {w.filename for w in ours} == {__file__}
 
 
-def test_no_fixed_stacklevel_in_the_package():
+def _warn_calls_without_caller_stacklevel(source: str) -> list[int]:
+    """The lines of the calls to ``warn`` (``warnings.warn`` or any ``*.warn`` /
+    ``warn`` name, ``warn_explicit`` included) in ``source`` that do not pass exactly
+    ``stacklevel=caller_stacklevel()``: no stacklevel (1, a frame inside dmixed), a
+    positional one, or any other expression."""
+    import ast
+
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if name not in ("warn", "warn_explicit"):
+            continue
+        levels = [k.value for k in node.keywords if k.arg == "stacklevel"]
+        ok = (
+            name == "warn"
+            and len(node.args) <= 2
+            and len(levels) == 1
+            and isinstance(levels[0], ast.Call)
+            and "caller_stacklevel"
+            in (getattr(levels[0].func, "id", None), getattr(levels[0].func, "attr", None))
+            and not levels[0].args
+            and not levels[0].keywords
+        )
+        if not ok:
+            bad.append(node.lineno)
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("source", "bad"),
+    [
+        ("warnings.warn('m', W, stacklevel=caller_stacklevel())", []),
+        ("warnings.warn('m', W, stacklevel=errors.caller_stacklevel())", []),
+        ("warnings.warn('m', W)", [1]),
+        ("warnings.warn('m', W, 3)", [1]),
+        ("warnings.warn('m', W, stacklevel=(3))", [1]),
+        ("warnings.warn('m', W, stacklevel=caller_stacklevel() + 1)", [1]),
+        ("warn('m', W, stacklevel=2)", [1]),
+        ("x = 1  # warnings.warn('m', W, stacklevel=2)\n'stacklevel=2'", []),
+    ],
+)
+def test_the_stacklevel_check_sees_calls_not_text(source, bad):
+    assert _warn_calls_without_caller_stacklevel(source) == bad
+
+
+def test_every_warning_passes_caller_stacklevel():
     """Every warning dmixed raises finds the caller's frame through one owner,
     :func:`dmixed.errors.caller_stacklevel`: a fixed ``stacklevel`` counts frames
-    that the paths reaching it (pandas or Dask, a fit or a refit) do not share."""
+    that the paths reaching it (pandas or Dask, a fit or a refit) do not share, and
+    none points inside dmixed.  Checked on the calls (the syntax tree), not the text."""
     import pathlib
-    import re
 
     import dmixed
 
     root = pathlib.Path(dmixed.__file__).parent
-    fixed = [
-        f"{path.relative_to(root)}:{i}"
-        for path in root.rglob("*.py")
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-        if re.search(r"stacklevel\s*[=:]\s*(int\s*=\s*)?[0-9]", line)
+    sources = {path: path.read_text(encoding="utf-8") for path in sorted(root.rglob("*.py"))}
+    bad = [
+        f"{path.relative_to(root)}:{line}"
+        for path, source in sources.items()
+        for line in _warn_calls_without_caller_stacklevel(source)
     ]
-    assert fixed == []
+    calls = sum(source.count("stacklevel=caller_stacklevel()") for source in sources.values())
+    assert calls > 20  # the check reached the package's warnings
+    assert bad == []
