@@ -518,7 +518,11 @@ def boot_intervals(results, boot, level: float = 0.95, parm=None) -> pd.DataFram
     ``(1 + level)/2`` quantiles of that parameter over the replicates (failed ones
     left out; pandas' linear interpolation, R's ``quantile`` type 7: lme4's
     ``boot.ci(type = "perc")`` interpolates otherwise, which differs by less than the
-    spacing of neighbouring replicates).
+    spacing of neighbouring replicates).  Where ``(R + 1)·(1 − level)/2 ≤ 1`` for the
+    ``R`` replicates used (``R < 2/(1 − level)``: ``nsim < 40`` at
+    ``level = 0.95``), the limits are the extreme replicates and a
+    :class:`~dmixed.errors.ProfileWarning` says so, as ``boot.ci``'s "extreme order
+    statistics used as endpoints".
 
     Parameters
     ----------
@@ -540,6 +544,11 @@ def boot_intervals(results, boot, level: float = 0.95, parm=None) -> pd.DataFram
     ------
     SpecError
         ``level`` outside (0, 1), an unknown ``parm``.
+
+    Warns
+    -----
+    ProfileWarning
+        Too few replicates for ``level``: the limits are the extreme replicates.
     """
     level = check_level(level)
     names, kinds = sdcor_names(results.names, term_levels(results.to_state()))
@@ -556,6 +565,19 @@ def boot_intervals(results, boot, level: float = 0.95, parm=None) -> pd.DataFram
     )
     frame = pd.DataFrame(z, columns=pd.Index(names))
     a = (1.0 - level) / 2.0
+    # boot's norm.inter: the (R + 1)·a-th order statistic must lie strictly inside
+    # 1..R, or the limits are the extreme replicates (lme4 relays its warning)
+    n_used = int(frame.loc[:, rows].notna().sum().min()) if len(rows) else 0
+    needed = math.floor(1.0 / a + 1e-9)  # the fewest with (R + 1)·a > 1 (a = 0.025: 40)
+    if n_used < needed:
+        warnings.warn(
+            f"extreme order statistics used as endpoints: level {level:g} asks for the "
+            f"{a:g} and {1.0 - a:g} quantiles, which {n_used} replicates do not resolve "
+            f"(at least {needed} are needed, (R + 1)·{a:g} > 1); "
+            "the limits are the smallest and largest replicates; raise nsim",
+            ProfileWarning,
+            stacklevel=caller_stacklevel(),
+        )
     limits = np.column_stack([frame.quantile(a), frame.quantile(1.0 - a)])
     out = pd.DataFrame(limits, index=pd.Index(names), columns=percent_labels(level))
     return out.loc[rows]
