@@ -500,13 +500,13 @@ def _check_row_digests(f, g, pair: list[str], shown: list[str], refuse) -> None:
     a, b = rows
     names = {"y", "w"} | (set(a) & set(b))
     differ = sorted((n for n in names if a.get(n) != b.get(n)), key=lambda n: (len(n) > 1, n))
-    what = [{"y": "response", "w": "weights"}.get(n, f"column {n[2:]!r}") for n in differ]
+    what = [{"y": "the response", "w": "the weights"}.get(n, f"column {n[2:]!r}") for n in differ]
     for label, mine, theirs in ((pair[0], a, b), (pair[1], b, a)):
         if "g" in mine and mine["g"] not in {v for k, v in theirs.items() if k[:2] in ("g", "p:")}:
-            what.append(f"which rows share a group of {label}")
+            what.append(f"the rows that share a group of {label}")
     if what:
         refuse(
-            f"other values row by row of the {', '.join(what)}, and the rows grouped "
+            f"other data row by row ({'; '.join(what)}), and the rows grouped "
             "differently; fits grouped by different columns are compared in the data "
             "frame's row order, so a reordered frame is refused too; groupings",
             shown,

@@ -221,7 +221,7 @@ def test_other_groupings_of_other_values_refused():
     small = dmixed.mixedlm("y ~ x", changed, groups="subj").fit(reml=False)
     big = _one_group(frame).fit(reml=False)
     with pytest.raises(
-        SpecError, match=r"other values row by row of the response, and the rows grouped diff"
+        SpecError, match=r"other data row by row \(the response\), and the rows grouped diff"
     ):
         dmixed.compare_lr_test(small, big)
     with pytest.raises(SpecError, match=r"groups 'subj', 12 groups.*groups 'one', 1 group,"):
@@ -229,7 +229,7 @@ def test_other_groupings_of_other_values_refused():
     # other rows of the same count: refused too
     fewer = dmixed.mixedlm("y ~ x", frame.iloc[8:], groups="subj").fit(reml=False)
     other = _one_group(frame.iloc[:-8]).fit(reml=False)
-    with pytest.raises(SpecError, match="other values row by row of the response"):
+    with pytest.raises(SpecError, match=r"other data row by row \(the response"):
         dmixed.compare_lr_test(fewer, other)
 
 
@@ -254,8 +254,12 @@ def test_other_groupings_of_rows_moved_refused(change):
     moved[change] = np.random.default_rng(1).permutation(frame[change].to_numpy())
     small = dmixed.mixedlm("y ~ x", frame, groups="subj").fit(reml=False)
     big = _one_group(moved).fit(reml=False)
-    what = {"x": "column 'x'", "subj": "which rows share a group of", "y": "response"}[change]
-    with pytest.raises(SpecError, match=rf"other values row by row of the {what}"):
+    what = {
+        "x": "column 'x'",
+        "subj": "the rows that share a group of restricted",
+        "y": "the response",
+    }[change]
+    with pytest.raises(SpecError, match=rf"other data row by row \({what}\)"):
         dmixed.compare_lr_test(small, big)
     with pytest.raises(SpecError, match="row by row"):
         dmixed.anova(big, small)
