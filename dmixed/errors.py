@@ -314,7 +314,10 @@ class ProfileWarning(DmixedWarning):
     """A limit of a profile-likelihood interval (``confint(method="profile")``,
     ``profile_ci``) could not be found: the profile's maximization failed at a point
     or its ζ did not reach the cut-off; the limit is NaN and the message names the
-    parameter and why (lme4's ``confint.merMod`` gives NA with a warning)."""
+    parameter and why (lme4's ``confint.merMod`` gives NA with a warning); and a
+    bootstrap interval (``confint(method="boot")``) whose ``level`` asks for quantiles
+    beyond what its replicates resolve, so that its limits are the extreme replicates
+    (``boot.ci``'s "extreme order statistics used as endpoints")."""
 
 
 def caller_stacklevel() -> int:

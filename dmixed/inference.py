@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from .errors import NotNestedWarning, SpecError
+from .errors import NotNestedWarning, SpecError, caller_stacklevel
 from .fit.coordinates import Coordinates
 from .fit.objective import loglike_at_scale, profile, score_matrices
 from .fit.options import check_flag
@@ -303,11 +303,18 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
     SpecError
         An argument that is not fitted results (named by its position, as
         :func:`anova` names it); fits of different data (``nobs``; group keys and
-        sizes; for data in memory, a digest of the response, group keys and weights),
-        responses (``names.endog_name``) or methods; REML fits with different fixed effects; a
-        full model without more parameters.  Models built from arrays all name their
-        response ``'y'`` (a pandas Series its own name), so the response check cannot
-        tell two array responses apart: that they are the same is the caller's to know.
+        sizes; for data in memory, a digest of the response, group keys and weights
+        among fits grouped alike; between fits grouping the rows by different columns,
+        the response, weights and shared fixed-effects columns row by row and each
+        fit's grouping among the other's groupings and variance components, so that
+        a reordered data frame is refused too, as are such fits of data not in memory
+        and array fits grouped by different arrays, which all name their grouping
+        ``'Group'``), responses (``names.endog_name``) or methods; REML fits with
+        different fixed effects; a full model without more parameters (the arguments
+        swapped: said so, with the order expected).  Models built from arrays all name
+        their response ``'y'`` (a pandas Series its own name), so the response check
+        cannot tell two array responses apart: that they are the same is the caller's
+        to know.
 
     Warns
     -----
@@ -332,9 +339,17 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
             "refit both with reml=False"
         )
     df = len(full.params) - _n_held(full) - (len(restricted.params) - _n_held(restricted))
-    if df <= 0:
+    if df < 0:
         raise SpecError(
-            f"the full model must have more parameters than the restricted one ({df} more)"
+            f"the arguments look swapped: the restricted fit has {-df} more "
+            "parameters than the full one; the order is compare_lr_test(restricted, "
+            "full), the smaller model first, or full.compare_lr_test(restricted) "
+            "(statsmodels' method form); anova() sorts the fits itself"
+        )
+    if df == 0:
+        raise SpecError(
+            "the full model must have more parameters than the restricted one (both "
+            "estimate the same number): models with as many parameters are not nested"
         )
     stat = max(_lr_statistic(full.llf - restricted.llf, full.llf, "the full fit"), 0.0)
     return float(stat), float(special.chdtrc(df, stat)), int(df)  # χ²_df tail
@@ -377,43 +392,125 @@ def _lr_statistic(dll: float, llf_larger: float, larger: str) -> float:
             "log-likelihood although it has more parameters, so the models are not "
             "nested or not fitted to the same data; the statistic is reported as 0",
             NotNestedWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
     return stat
 
 
 def _check_same_rows(fits, labels) -> None:
-    """Refuse fits of different rows with the same count and response name: their group
-    keys and sizes (held by every fit, loaded ones too) and, where both fits hold it,
-    the digest of their response, group keys and weights
-    (:func:`~dmixed.results.fit_record.data_digest`: data in memory)."""
+    """Refuse fits of different rows with the same count and response name.
 
-    def refuse(what: str, shown: list[str]) -> None:
-        pairs = ", ".join(f"{label}: {v}" for label, v in zip(labels, shown, strict=True))
+    The fits are put in sets that group the rows alike (the same group keys and sizes,
+    held by every fit, loaded ones too).  Within a set, fits are compared, where all
+    hold it, by the digest of their response, group keys and weights
+    (:func:`~dmixed.results.fit_record.data_digest`: data in memory).  Between sets,
+    fits grouped by one column (``names.group_name``) into other groups are of other
+    rows; fits grouped by different columns (``groups="subj"`` and ``groups="one"``
+    with variance components, of one data frame) are compared by their response,
+    weights and the fixed-effects design columns both name, each in row order, and
+    each fit's grouping must split the rows as the other fit's grouping or one of its
+    variance components does (:func:`~dmixed.results.fit_record.row_digests`), so
+    that a reordered data frame is refused too; where a fit holds none (data not in
+    memory, results saved before they were recorded) such fits are refused, as their
+    rows cannot be compared.  Fits
+    built from arrays all name their grouping ``'Group'``: array fits grouped by
+    different arrays are refused as other groups."""
+
+    def refuse(what: str, shown: list[str], who=labels) -> None:
+        pairs = ", ".join(f"{label}: {v}" for label, v in zip(who, shown, strict=True))
         raise SpecError(
             f"the fits use different data ({what}: {pairs}): a likelihood ratio compares "
             "fits of the same rows; fit every model to the same data frame"
         )
 
-    states = [f.to_state() if hasattr(f, "to_state") else None for f in fits]
-    if all(s is not None for s in states):
-        first = states[0]
-        for s in states[1:]:
-            same = np.array_equal(np.asarray(s.group_sizes), np.asarray(first.group_sizes))
-            same = same and np.array_equal(
-                np.asarray(s.group_labels, dtype=object),
-                np.asarray(first.group_labels, dtype=object),
+    def group_name(f) -> str | None:
+        return getattr(getattr(f, "names", None), "group_name", None)
+
+    def grouping(f, state) -> str:
+        sizes = np.asarray(state.group_sizes)[:5].tolist()
+        more = "…" if len(state.group_sizes) > 5 else ""
+        name = group_name(f)
+        by = "" if name is None else f"groups {name!r}, "
+        n = len(state.group_labels)
+        return f"{by}{n} group{'' if n == 1 else 's'}, sizes {sizes}{more}"
+
+    def alike(s, t) -> bool:
+        return np.array_equal(np.asarray(s.group_sizes), np.asarray(t.group_sizes)) and (
+            np.array_equal(
+                np.asarray(s.group_labels, dtype=object), np.asarray(t.group_labels, dtype=object)
             )
-            if not same:
-                shown = [
-                    f"{len(t.group_labels)} groups, sizes {np.asarray(t.group_sizes)[:5].tolist()}…"
-                    for t in states
-                ]
-                refuse("other groups or group sizes", shown)
+        )
+
+    states = [f.to_state() if hasattr(f, "to_state") else None for f in fits]
+    sets: list[list[int]] = []  # indices of the fits that group the rows alike
+    if any(s is None for s in states):
+        sets = [list(range(len(fits)))]
+    else:
+        for i, s in enumerate(states):
+            for members in sets:
+                if alike(s, states[members[0]]):
+                    members.append(i)
+                    break
+            else:
+                sets.append([i])
+    for members in sets:
+        _check_same_digest([fits[i] for i in members], [labels[i] for i in members], refuse)
+    for k, first in enumerate(sets):
+        for second in sets[k + 1 :]:
+            i, j = first[0], second[0]
+            pair = [labels[i], labels[j]]
+            shown = [grouping(fits[i], states[i]), grouping(fits[j], states[j])]
+            if group_name(fits[i]) == group_name(fits[j]):  # one column, other groups
+                refuse("other groups or group sizes", shown, pair)
+            for m in first + second:  # every fit of both sets, against the other set's
+                other = j if m in first else i
+                shown = [grouping(fits[m], states[m]), grouping(fits[other], states[other])]
+                _check_row_digests(fits[m], fits[other], [labels[m], labels[other]], shown, refuse)
+
+
+def _check_same_digest(fits, labels, refuse) -> None:
+    """Refuse fits grouped alike whose :attr:`data_digest` differ (all held)."""
     digests = [getattr(f, "data_digest", None) for f in fits]
     if all(d is not None for d in digests) and len(set(digests)) > 1:
+        what = "other response values or weights"
+        rows = [getattr(f, "row_digests", None) or {} for f in fits]
+        same_y = len({(r.get("y"), r.get("w")) for r in rows}) == 1 and rows[0].get("y")
+        if same_y:
+            what = (
+                "other response values by group: the same values and weights in the "
+                "same row order, paired with other group keys"
+            )
+        refuse(f"{what}; row digests", [d[:12] for d in digests], labels)
+
+
+def _check_row_digests(f, g, pair: list[str], shown: list[str], refuse) -> None:
+    """Refuse two fits grouped by different columns (labelled ``pair``, their groupings
+    ``shown``) unless their response, weights and the fixed-effects design columns both
+    name agree row by row and each one's grouping splits the rows as a grouping or a
+    variance component of the other does (``row_digests``)."""
+    rows = [getattr(f, "row_digests", None), getattr(g, "row_digests", None)]
+    if any(r is None for r in rows):
         refuse(
-            "other response values, group keys or weights; row digests", [d[:12] for d in digests]
+            "the fits group the rows differently and their rows cannot be compared "
+            "(data not in memory, or results saved without the digests of their rows); "
+            "groupings",
+            shown,
+            pair,
+        )
+    a, b = rows
+    names = {"y", "w"} | (set(a) & set(b))
+    differ = sorted((n for n in names if a.get(n) != b.get(n)), key=lambda n: (len(n) > 1, n))
+    what = [{"y": "the response", "w": "the weights"}.get(n, f"column {n[2:]!r}") for n in differ]
+    for label, mine, theirs in ((pair[0], a, b), (pair[1], b, a)):
+        if "g" in mine and mine["g"] not in {v for k, v in theirs.items() if k[:2] in ("g", "p:")}:
+            what.append(f"the rows that share a group of {label}")
+    if what:
+        refuse(
+            f"other data row by row ({'; '.join(what)}), and the rows grouped "
+            "differently; fits grouped by different columns are compared in the data "
+            "frame's row order, so a reordered frame is refused too; groupings",
+            shown,
+            pair,
         )
 
 
@@ -462,7 +559,13 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     SpecError
         Fewer than two fits; an argument that is not fitted results; fits of different
         data (``nobs``; group keys and sizes; for data in memory, a digest of the
-        response, group keys and weights) or responses (``names.endog_name``);
+        response, group keys and weights within each set of fits grouped alike; between
+        sets grouping the rows by different columns, the response, weights and shared
+        fixed-effects columns row by row and each fit's grouping among the other's
+        groupings and variance components, so that a reordered data frame is refused
+        too, as are such fits of data not in memory and array fits grouped by
+        different arrays, which all name their grouping ``'Group'``) or responses
+        (``names.endog_name``);
         ``names`` of the wrong length; a REML fit to refit whose model is not at hand
         (loaded results); REML fits with different fixed effects and
         ``refit=False``; ML and REML mixed with ``refit=False``; ``refit`` not a Python

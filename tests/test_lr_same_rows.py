@@ -177,3 +177,137 @@ def test_remove_data_lets_the_rows_go_and_keeps_the_digest(frame):
     small = dmixed.mixedlm("y ~ 1", frame, groups="g").fit(reml=False)
     stat, _, _ = dmixed.compare_lr_test(small, res)
     assert stat == pytest.approx(2 * (res.llf - small.llf), rel=1e-12)
+
+
+def _crossed(seed: int = 5) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    subj, item = np.repeat(np.arange(12), 8), np.tile(np.arange(8), 12)
+    x = rng.normal(size=subj.size)
+    y = 5 + 0.8 * x + rng.normal(size=12)[subj] + rng.normal(0, 0.7, 8)[item]
+    y = y + rng.normal(size=subj.size)
+    frame = pd.DataFrame({"subj": [f"S{s:02d}" for s in subj], "item": item, "x": x, "y": y})
+    return frame.assign(one=1)
+
+
+def _one_group(frame: pd.DataFrame):
+    vc = {"subj": "0 + C(subj)", "item": "0 + C(item)"}
+    return dmixed.mixedlm("y ~ x", frame, groups="one", re_formula="0", vc_formula=vc)
+
+
+def test_other_groupings_of_the_same_rows_pass(tmp_path):
+    """(1|subj) written with groups="subj" against (1|subj) + (1|item) written with one
+    group and variance components: one data frame, grouped by other columns."""
+    frame = _crossed()
+    small = dmixed.mixedlm("y ~ x", frame, groups="subj").fit(reml=False)
+    big = _one_group(frame.copy()).fit(reml=False)
+    assert small.data_digest != big.data_digest  # the group keys differ
+    shared = small.row_digests.keys() & big.row_digests.keys()
+    assert shared == {"y", "x:Intercept", "x:x"}
+    assert all(small.row_digests[k] == big.row_digests[k] for k in shared)
+    assert small.row_digests["g"] == big.row_digests["p:subj"]  # the same split of the rows
+    stat, p, df = dmixed.compare_lr_test(small, big)
+    assert stat == pytest.approx(2 * (big.llf - small.llf), rel=1e-12)
+    assert df == 1 and 0 <= p <= 1
+    assert dmixed.anova(small, big)["Chisq"].iloc[1] == pytest.approx(stat, rel=1e-12)
+    big.save(tmp_path / "big")  # the response digest is kept by save and load
+    assert dmixed.load(tmp_path / "big").row_digests == big.row_digests
+    dmixed.compare_lr_test(small, dmixed.load(tmp_path / "big"))
+
+
+def test_other_groupings_of_other_values_refused():
+    frame = _crossed()
+    changed = frame.copy()
+    changed.loc[3, "y"] += 1e-9
+    small = dmixed.mixedlm("y ~ x", changed, groups="subj").fit(reml=False)
+    big = _one_group(frame).fit(reml=False)
+    with pytest.raises(
+        SpecError, match=r"other data row by row \(the response\), and the rows grouped diff"
+    ):
+        dmixed.compare_lr_test(small, big)
+    with pytest.raises(SpecError, match=r"groups 'subj', 12 groups.*groups 'one', 1 group,"):
+        dmixed.anova(small, big)
+    # other rows of the same count: refused too
+    fewer = dmixed.mixedlm("y ~ x", frame.iloc[8:], groups="subj").fit(reml=False)
+    other = _one_group(frame.iloc[:-8]).fit(reml=False)
+    with pytest.raises(SpecError, match=r"other data row by row \(the response"):
+        dmixed.compare_lr_test(fewer, other)
+
+
+def test_other_groupings_without_digests_refused(monkeypatch):
+    """Fits whose rows are not in memory hold no digest: grouped differently, they
+    cannot be compared and are refused, saying so."""
+    frame = _crossed()
+    small = dmixed.mixedlm("y ~ x", frame, groups="subj").fit(reml=False)
+    big = _one_group(frame).fit(reml=False)
+    # as results saved before it was recorded
+    monkeypatch.setattr(type(big), "row_digests", property(lambda self: None))
+    with pytest.raises(SpecError, match="group the rows differently and their rows cannot"):
+        dmixed.compare_lr_test(small, big)
+
+
+@pytest.mark.parametrize("change", ["x", "subj", "y"])
+def test_other_groupings_of_rows_moved_refused(change):
+    """Grouped by different columns, a covariate, a group label or a response moved to
+    other rows is other data, though the set of responses and weights is the same."""
+    frame = _crossed()
+    moved = frame.copy()
+    moved[change] = np.random.default_rng(1).permutation(frame[change].to_numpy())
+    small = dmixed.mixedlm("y ~ x", frame, groups="subj").fit(reml=False)
+    big = _one_group(moved).fit(reml=False)
+    what = {
+        "x": "column 'x'",
+        "subj": "the rows that share a group of restricted",
+        "y": "the response",
+    }[change]
+    with pytest.raises(SpecError, match=rf"other data row by row \({what}\)"):
+        dmixed.compare_lr_test(small, big)
+    with pytest.raises(SpecError, match="row by row"):
+        dmixed.anova(big, small)
+
+
+def test_other_groupings_of_a_reordered_frame_refused():
+    """The same rows in another order cannot be matched to the rows of a fit grouped by
+    another column: refused, saying that the row order counts."""
+    frame = _crossed()
+    small = dmixed.mixedlm("y ~ x", frame, groups="subj").fit(reml=False)
+    big = _one_group(frame.iloc[::-1].reset_index(drop=True)).fit(reml=False)
+    with pytest.raises(SpecError, match="so a reordered frame is refused too"):
+        dmixed.compare_lr_test(small, big)
+
+
+@pytest.mark.filterwarnings("ignore::dmixed.errors.BoundaryWarning")
+def test_three_fits_compare_the_fits_grouped_alike():
+    """A third fit grouped by another column keeps the row-digest check between the
+    fits grouped alike (whose responses sit under other group keys)."""
+    frame = _crossed()
+    moved = frame.assign(y=np.random.default_rng(2).permutation(frame["y"].to_numpy()))
+    a = dmixed.mixedlm("y ~ x", frame, groups="subj").fit(reml=False)
+    b = dmixed.mixedlm("y ~ 1", moved, groups="subj").fit(reml=False)
+    c = _one_group(frame).fit(reml=False)
+    assert len(dmixed.anova(a, c)) == 2  # a and c alone: the same rows
+    for fits in [(a, b), (a, c, b), (c, b, a), (b, c, a)]:
+        with pytest.raises(SpecError, match="row digests"):
+            dmixed.anova(*fits)
+
+
+def test_array_fits_grouped_by_other_arrays_refused():
+    """Fits built from arrays all name their grouping 'Group': grouped by other arrays,
+    they are refused as other groups (the documented limit of the row comparison)."""
+    frame = _crossed()
+    exog = np.column_stack([np.ones(len(frame)), frame["x"]])
+    y = frame["y"].to_numpy()
+    by_subj = dmixed.MixedLM(y, exog, groups=frame["subj"].to_numpy()).fit(reml=False)
+    by_item = dmixed.MixedLM(y, exog, groups=frame["item"].to_numpy()).fit(reml=False)
+    with pytest.raises(SpecError, match=r"other groups or group sizes.*'Group', 12 groups"):
+        dmixed.anova(by_subj, by_item)
+
+
+def test_swapped_arguments_are_named_as_such():
+    full, restricted = _fake(-90.0, 3), _fake(-100.0, 1)
+    with pytest.raises(SpecError, match=r"arguments look swapped: the restricted fit has 2 more"):
+        dmixed.compare_lr_test(full, restricted)
+    with pytest.raises(SpecError, match=r"compare_lr_test\(restricted, full\)"):
+        dmixed.compare_lr_test(full, restricted)
+    with pytest.raises(SpecError, match="both estimate the same number"):
+        dmixed.compare_lr_test(_fake(-90.0, 1), restricted)
+    assert dmixed.compare_lr_test(restricted, full)[2] == 2

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import BadValuesError, DataError, DroppedRowsWarning, SpecError
+from ..errors import BadValuesError, DataError, DroppedRowsWarning, SpecError, caller_stacklevel
 from ..stats.slots import present_pairs
 from .dtypes import NUMERIC, key_class, warn_rounded_integers
 from .messages import plural
@@ -496,7 +496,9 @@ def handle_missing(rows: RowData, missing: str, vc_names: list[str] | None = Non
         )
     keep = ~bad
     warnings.warn(
-        f"dropped {plural(int(bad.sum()))} with missing values", DroppedRowsWarning, stacklevel=3
+        f"dropped {plural(int(bad.sum()))} with missing values",
+        DroppedRowsWarning,
+        stacklevel=caller_stacklevel(),
     )
     return RowData(
         rows.endog[keep],

@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import BadValuesError, DataError, NumericFactorWarning
+from ..errors import BadValuesError, DataError, NumericFactorWarning, caller_stacklevel
 from .build import ParsedFormulas
 from .dtypes import (
     CATEGORICAL,
@@ -213,5 +213,5 @@ def _warn_numeric_factors(parsed: ParsedFormulas, kinds: dict, levels: dict, met
             "columns, Decimal among them, into text unless dask's "
             '"dataframe.convert-string" option is False)',
             NumericFactorWarning,
-            stacklevel=4,
+            stacklevel=caller_stacklevel(),
         )

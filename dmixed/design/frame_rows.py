@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from ..errors import DroppedRowsWarning
+from ..errors import DroppedRowsWarning, caller_stacklevel
 from .arrays import RowData
 from .messages import plural
 
@@ -31,6 +31,8 @@ def rows_of_frame(spec, data, prepared=None) -> RowData:
     )
     if dm.n_dropped:
         warnings.warn(
-            f"dropped {plural(dm.n_dropped)} with missing values", DroppedRowsWarning, stacklevel=3
+            f"dropped {plural(dm.n_dropped)} with missing values",
+            DroppedRowsWarning,
+            stacklevel=caller_stacklevel(),
         )
     return rows

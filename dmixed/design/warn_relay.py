@@ -17,22 +17,23 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ..errors import caller_stacklevel
+
 __all__ = ["collecting", "warn_data"]
 
 _local = threading.local()
 
 
-def warn_data(
-    message: str, category: type[Warning], key: str | None = None, stacklevel: int = 3
-) -> None:
+def warn_data(message: str, category: type[Warning], key: str | None = None) -> None:
     """``warnings.warn(message, category)``, or, inside :func:`collecting` in this
     thread, ``(category, message, key)`` added to its list.  ``key`` names what the
     warning is about (e.g. one column), so that the driver raises one warning per key
     when partitions word it differently (each with its own range); default: the
-    message."""
+    message.  Raised here, it points at the caller's line outside dmixed
+    (:func:`~dmixed.errors.caller_stacklevel`)."""
     got = getattr(_local, "collected", None)
     if got is None:
-        warnings.warn(message, category, stacklevel=stacklevel)
+        warnings.warn(message, category, stacklevel=caller_stacklevel())
         return
     item = (category, message, message if key is None else key)
     if all(old[0] is not category or old[2] != item[2] for old in got):

@@ -7,7 +7,13 @@ import warnings
 
 import numpy as np
 
-from ..errors import BoundaryWarning, DataError, FitConvergenceWarning, PrecisionWarning
+from ..errors import (
+    BoundaryWarning,
+    DataError,
+    FitConvergenceWarning,
+    PrecisionWarning,
+    caller_stacklevel,
+)
 from ..kernels import small_linalg
 from ..kernels.conditionals import PlainRounding, PlainRoundingError
 from ..stats import Layout
@@ -60,7 +66,7 @@ def warn_convergence(opt: OptSummary, layout: Layout | None = None) -> None:
             "is beyond what the statistics resolve; the fit stopped at the edge of that "
             "region",
             FitConvergenceWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
     elif not opt.converged and opt.final_rise > opt.converged_rise:
         ranks = _ranks(opt, layout)
@@ -97,12 +103,12 @@ def warn_convergence(opt: OptSummary, layout: Layout | None = None) -> None:
                 f"{opt.grad_norm:.3g}; the iterations stopped short of the maximum "
                 "(maxiter, or a flat likelihood in these parameters' units)"
             )
-        warnings.warn(message, FitConvergenceWarning, stacklevel=3)
+        warnings.warn(message, FitConvergenceWarning, stacklevel=caller_stacklevel())
     elif not opt.converged:
         warnings.warn(
             f"the optimizer did not converge: max |gradient of llf/n| = {opt.grad_norm:.3g}",
             FitConvergenceWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
 
 
@@ -146,7 +152,7 @@ def warn_boundary(model, opt: OptSummary, layout: Layout, psi: np.ndarray | None
     warnings.warn(
         f"the MLE is on the boundary of the parameter space{detail}",
         BoundaryWarning,
-        stacklevel=3,
+        stacklevel=caller_stacklevel(),
     )
 
 
@@ -378,7 +384,7 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
             "no worst-case bound on the llf's error holds (the fit is made from those "
             f"sums as given); {PLAIN_REMEDY}",
             PrecisionWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
         return
     if own > base and own > factor:
@@ -388,7 +394,7 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
             f"the llf may be off by up to {rounded_up(llf_error)} "
             f"(a worst case), and σ̂² by up to {rounded_up(rel)} of itself; {PLAIN_REMEDY}",
             PrecisionWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
         return
     if factor > base:
@@ -399,7 +405,7 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
             f"and its float64 factor carries rounding: the llf may be off by up to "
             f"{llf_error:.1g}, and σ̂² by up to {rel:.0e} of itself",
             PrecisionWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
         return
     warnings.warn(
@@ -408,7 +414,7 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
         f"rounding of that size (σ̂² may be off by about {rel:.0e} of itself, the "
         f"llf by about {llf_error:.1g})",
         PrecisionWarning,
-        stacklevel=3,
+        stacklevel=caller_stacklevel(),
     )
 
 
@@ -433,6 +439,6 @@ def warn_unresolved_start(ev, glob, reml: bool) -> bool:
         "beyond it: give start_params where the variances are moderate, or centre the "
         "columns whose values are large next to their spread",
         PrecisionWarning,
-        stacklevel=3,
+        stacklevel=caller_stacklevel(),
     )
     return True

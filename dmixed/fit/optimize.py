@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FitConvergenceWarning, SpecError
+from ..errors import FitConvergenceWarning, SpecError, caller_stacklevel
 from ..kernels import small_linalg
 from .charts import (
     Face,
@@ -368,7 +368,7 @@ class _Optimization:
                 warnings.warn(
                     f"retrying the optimization with {methods[methods.index(method) + 1]}",
                     FitConvergenceWarning,
-                    stacklevel=4,  # run_scipy < maximize < its caller (fit) < the user
+                    stacklevel=caller_stacklevel(),
                 )
         return False
 

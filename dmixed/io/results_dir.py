@@ -141,6 +141,7 @@ def _model_section(state: ResultsState) -> dict:
         "spec": state.spec.to_dict() if state.spec is not None else None,
         "pandas_output": state.pandas_output,
         "data_digest": state.data_digest,
+        "row_digests": state.row_digests,
         "held": None if state.held is None else [bool(h) for h in state.held],
     }
 
@@ -497,6 +498,19 @@ def _iterations_made(fit: dict) -> tuple[int, list]:
     return made, [*history[:-1], {**last, "iteration": made}]
 
 
+def _row_digests_from(value) -> dict[str, str] | None:
+    """The ``model`` section's ``row_digests`` (None where absent), checked to be a
+    mapping of names to digest strings: compared by the likelihood-ratio tests."""
+    if value is None:
+        return None
+    if not (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
+        raise ValueError(
+            f"row_digests in estimates.json is a {type(value).__name__}, not a mapping of "
+            "column names to digests"
+        )
+    return {str(k): v for k, v in value.items()}
+
+
 def _state_from(
     doc: dict,
     table: pd.DataFrame,
@@ -520,6 +534,7 @@ def _state_from(
         use_sqrt=m["use_sqrt"],
         pandas_output=bool(m.get("pandas_output", True)),  # absent: saved before it was
         data_digest=m.get("data_digest"),  # absent: saved before it was
+        row_digests=_row_digests_from(m.get("row_digests")),  # absent: saved before it was
         held=None if m.get("held") is None else np.asarray(m["held"], dtype=bool),
         **{key: f[key] for key in _FIT_KEYS if key not in ("n_iter", "history")},
         n_iter=n_iter,

@@ -196,6 +196,11 @@ class ResultsState:
     #: (:func:`dmixed.results.fit_record.data_digest`); None: data not in memory, or
     #: saved before it was recorded
     data_digest: str | None = None
+    #: digests of the fitted rows' response, weights and fixed-effects design columns,
+    #: each in row order, by ``"y"``, ``"w"`` and ``"x:"`` + column name
+    #: (:func:`dmixed.results.fit_record.row_digests`), compared where two fits group
+    #: the rows differently; None: data not in memory, or saved before it was recorded
+    row_digests: dict[str, str] | None = None
     #: the covariance parameters the fit held at their start values (``fit(free=...)``
     #: zeros), a bool mask in plain packing order
     #: (:attr:`dmixed.results.results.MixedLMResults.held` owns it); None: every one

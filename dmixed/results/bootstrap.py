@@ -100,13 +100,17 @@ class BootstrapResults:
         return self.values.iloc[:, :-1]
 
     def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
-        """Percentile intervals of the parameters: the ``α/2`` and ``1 − α/2`` quantiles
-        over the replicates (failed replicates left out) of the fixed effects, the
-        covariance parameters and ``scale``, as lme4's ``confint(bootMer(...), type =
-        "perc")`` gives them for the parameters (σ included).  The log-likelihood is no
-        parameter: its replicates stay in :attr:`replicates`, with no interval here.
-        Columns ``0`` and ``1`` (lower, upper) as :meth:`MixedLMResults.conf_int`; rows
-        those of :attr:`replicates` but ``llf`` and ``converged``.
+        """Percentile intervals of the parameters in statsmodels' parametrization: the
+        ``α/2`` and ``1 − α/2`` quantiles over the replicates (failed replicates left
+        out) of the fixed effects, the variances and covariances (``cov_re`` entries and
+        ``vcomp``, under statsmodels' names) and ``scale`` (σ², not σ).  The
+        log-likelihood is no parameter: its replicates stay in :attr:`replicates`, with
+        no interval here.  Columns ``0`` and ``1`` (lower, upper) as
+        :meth:`MixedLMResults.conf_int`; rows those of :attr:`replicates` but ``llf``
+        and ``converged``.  lme4's form (``confint(fit, method = "boot")``: SDs,
+        correlations and σ in the rows ``.sig01``, …, ``.sigma``, columns ``"2.5 %"``,
+        ``"97.5 %"``) is :meth:`MixedLMResults.confint` with ``method="boot"``
+        (:func:`dmixed.results.profile.boot_intervals` of these replicates).
 
         Raises
         ------

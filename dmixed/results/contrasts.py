@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..design.messages import clean_message
-from ..errors import ConstraintRankWarning, SpecError
+from ..errors import ConstraintRankWarning, SpecError, caller_stacklevel
 from ..inference import check_alpha
 
 __all__ = ["ContrastResults", "by_name", "hypothesis", "t_test", "wald_test"]
@@ -485,7 +485,7 @@ def wald_test(
                 "covariance of constraints does not have full rank. The number of "
                 f"constraints is {int(n_rows):d}, but rank is {rank:d}",
                 ConstraintRankWarning,
-                stacklevel=3,
+                stacklevel=caller_stacklevel(),
             )
             n_rows = rank
         inverse = np.linalg.pinv(middle)

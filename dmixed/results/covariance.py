@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import SingularHessianWarning
+from ..errors import SingularHessianWarning, caller_stacklevel
 from ..kernels import small_linalg
 from .identification import (
     TRADE_EIGENVALUE,
@@ -133,7 +133,7 @@ def covariance_of_estimates(
             f"{why}: the standard errors of the fixed effects are the conditional "
             "sigma^2 (X'V^-1 X)^-1",
             SingularHessianWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
     if not finite:
         cov = np.full((k, k), np.nan)
@@ -217,7 +217,7 @@ def _full_inverse(
             warnings.warn(
                 "the Hessian is singular at the optimum; using a pseudo-inverse",
                 SingularHessianWarning,
-                stacklevel=4,
+                stacklevel=caller_stacklevel(),
             )
             sub = np.linalg.pinv(-hessian[np.ix_(keep, keep)])
         cov = np.full((k, k), np.nan)
@@ -226,7 +226,7 @@ def _full_inverse(
             warnings.warn(
                 "the Hessian matrix at the estimated parameter values is not negative definite",
                 SingularHessianWarning,
-                stacklevel=4,
+                stacklevel=caller_stacklevel(),
             )
     return cov
 

@@ -6,6 +6,7 @@ from the optimizer's and the statistics' coordinates to the model's own
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = [
     "identifiable",
     "mapped_back",
     "record_fit",
+    "row_digests",
 ]
 
 
@@ -95,6 +97,7 @@ class FitState(ResultsState):
     cov_fe_statistics = _OnFirstRead()
     cov_re_statistics = _OnFirstRead()
     data_digest = _OnFirstRead()
+    row_digests = _OnFirstRead()
 
     def __getstate__(self) -> dict:
         for name, value in list(self.__dict__.items()):
@@ -117,13 +120,72 @@ def data_digest(rows) -> str | None:
     of rows that share a key and a weight may be exchanged unnoticed (the digest is of
     the rows as a set, not of their other columns).  O(rows); never made at a fit: the
     results make it when first read (:class:`FitState`)."""
+    return _digest(rows, ("y", "g", "w"))
+
+
+def row_digests(rows, exog_names, vc_names=()) -> dict[str, str] | None:
+    """Digests of the rows' response (``"y"``), weights (``"w"``) and each fixed-effects
+    design column (``"x:"`` and its name in ``exog_names``), each IN ROW ORDER (the
+    data frame's, after dropping missing values), and of the partitions of the rows
+    that the grouping (``"g"``, where there is more than one group) and each variance
+    component (``"p:"`` and its name in ``vc_names``: rows alike where they share the
+    group and the component's columns) make; None for rows not held in memory.
+
+    What the likelihood-ratio tests compare between fits that group the rows
+    differently (``groups="subj"`` and ``groups="one"`` with variance components of one
+    data frame), whose group keys differ by construction: the response, the weights and
+    the design columns both fits name must agree row by row, and each fit's grouping
+    must partition the rows as the other's grouping or one of its variance components
+    does.  Keeping the order makes a covariate, a response or a group label moved to
+    another row count as other data; the price is that the same rows of a reordered
+    frame are refused too (the safe way to be wrong).  A partition is digested as the
+    rows' codes in order of first appearance (``pandas.factorize``), so the same
+    partition under other labels (``subj`` keys, ``C(subj)`` columns) agrees.  Each
+    column's values are hashed (``pandas.util.hash_array``, exact values, float32 and
+    float64 of the same values alike) and the row hashes in order digested with
+    BLAKE2b.  O(rows); made when first read, as :func:`data_digest`."""
+    import pandas as pd  # noqa: PLC0415
+
+    if rows is None:
+        return None
+    columns = {"y": rows.endog, "w": rows.weights}
+    exog = np.asarray(rows.exog)
+    columns.update({f"x:{name}": exog[:, j] for j, name in enumerate(exog_names)})
+    out = {name: _ordered_digest(c) for name, c in columns.items() if c is not None}
+    groups, _ = pd.factorize(pd.Series(rows.groups))
+    if groups.max(initial=0) > 0:
+        out["g"] = _ordered_digest(groups)
+    for name, cols in zip(vc_names, rows.vc_cols, strict=False):
+        parts = pd.DataFrame(
+            {"g": groups, **{f"c{j}": c for j, c in enumerate(np.asarray(cols).T)}}
+        )
+        keys = pd.util.hash_pandas_object(parts, index=False).to_numpy()
+        out[f"p:{name}"] = _ordered_digest(pd.factorize(keys)[0])
+    return out
+
+
+def _ordered_digest(column) -> str:
+    """The digest of one column's values in their order (:func:`row_digests`)."""
+    import pandas as pd  # noqa: PLC0415
+
+    values = np.asarray(column)
+    if values.dtype.kind == "f":  # float32 and float64 of the same values agree
+        values = np.ascontiguousarray(values, dtype=np.float64)
+    row_hashes = pd.util.hash_array(values, categorize=False)
+    body = hashlib.blake2b(np.ascontiguousarray(row_hashes).tobytes(), digest_size=16)
+    return f"{len(row_hashes)}:{body.hexdigest()}"
+
+
+def _digest(rows, parts: tuple[str, ...]) -> str | None:
+    """The order-free digest of ``parts`` of ``rows`` (``y`` response, ``g`` group keys,
+    ``w`` weights: :func:`data_digest`)."""
     import pandas as pd  # noqa: PLC0415
 
     if rows is None:
         return None
     columns = {}
     for name, column in (("y", rows.endog), ("g", rows.groups), ("w", rows.weights)):
-        if column is None:
+        if column is None or name not in parts:
             continue
         values = np.asarray(column)
         if values.dtype.kind == "f":  # float32 and float64 of the same values agree
@@ -344,6 +406,7 @@ def record_fit(
         _Deferred(_log_of(optimize_result, coords, n, reml, use_sqrt)),
     )
     fitted_rows = getattr(model, "rows", None)  # the model's own copy: nothing changes it
+    names_of_rows = ([str(x) for x in model.exog_names], [str(x) for x in model.vc_names])
     return FitState(
         names=ModelNames.from_model(model),
         spec=getattr(model, "spec", None),
@@ -376,6 +439,7 @@ def record_fit(
         cov_params=cov_params,
         a_inv=_Deferred(lambda: {"a_inv": coords.a_inv(a_inv_std)}),
         data_digest=_Deferred(lambda: {"data_digest": data_digest(fitted_rows)}),
+        row_digests=_Deferred(lambda: {"row_digests": row_digests(fitted_rows, *names_of_rows)}),
         group_labels=stats.group_labels,
         group_sizes=stats.group_sizes,
         vc_slot_cols=stats.vc_slot_cols,

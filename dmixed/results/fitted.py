@@ -85,6 +85,14 @@ class FittedValues:
             MixedModels.jl's ``new_re_levels = :population``), or NaN (``:missing``);
             see :mod:`dmixed.results.new_levels`.
 
+            Side by side: an unseen *group* gets the population prediction with an
+            :class:`~dmixed.errors.UnseenGroupsWarning` (``new_groups="population"``,
+            the default), while an unseen *component level* inside a seen group is an
+            error (``new_levels="error"``, the default); neither default follows the
+            other.  lme4's ``allow.new.levels = FALSE`` refuses both
+            (``new_groups="error"``); its ``TRUE`` predicts both at the population
+            level (``new_levels="population"``).
+
         Returns
         -------
         pandas.Series (n,) for a pandas ``data``: every row, indexed like ``data``, NaN

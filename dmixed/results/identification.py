@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import SingularHessianWarning
+from ..errors import SingularHessianWarning, caller_stacklevel
 from ..kernels import small_linalg
 
 __all__ = [
@@ -254,5 +254,5 @@ def warn_unidentified(
         "split, standard errors and intervals mean nothing; drop or merge them "
         "(statsmodels does not fit such a model)",
         SingularHessianWarning,
-        stacklevel=4,
+        stacklevel=caller_stacklevel(),
     )

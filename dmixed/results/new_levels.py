@@ -47,6 +47,8 @@ __all__ = [
 
 #: What a refusal of new levels says to do.
 REMEDY = (
+    "the argument new_levels (default 'error') decides these rows (unseen groups are "
+    "decided by new_groups, whose default 'population' predicts them with a warning): "
     "pass new_levels='population' to predict them with those random effects at zero "
     "(lme4's allow.new.levels=TRUE), or new_levels='nan'"
 )

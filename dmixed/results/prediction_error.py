@@ -605,6 +605,13 @@ def get_prediction(
         that random effect at its mean, zero, with its variance ``vcomp`` in the
         observation interval; or NaN (:mod:`dmixed.results.new_levels`).
 
+        Side by side, as ``predict``: an unseen *group* gets the population prediction
+        with a warning (``new_groups="population"``, the default), an unseen
+        *component level* inside a seen group an error (``new_levels="error"``, the
+        default).  lme4's ``allow.new.levels = FALSE`` refuses both
+        (``new_groups="error"``); its ``TRUE`` predicts both at the population level
+        (``new_levels="population"``).
+
     Returns
     -------
     PredictionResults

@@ -32,14 +32,17 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ..errors import ProfileWarning, SpecError
+from ..errors import ProfileWarning, SpecError, caller_stacklevel
 from ..fit.likelihood import Likelihood
 from ..inference import check_alpha, check_level
-from .sdcor import SdCorLikelihood, SdCorPoint, sdcor_names
+from .bootstrap import parametric_bootstrap
+from .sdcor import SdCorLikelihood, SdCorPoint, sdcor_names, sdcor_values
+from .simulate import check_nsim
 from .varcorr import term_levels
 
 __all__ = [
     "ProfileIntervals",
+    "boot_intervals",
     "confint_frame",
     "percent_labels",
     "select_parameters",
@@ -379,7 +382,7 @@ class ProfileIntervals:
         warnings.warn(
             f"the {which} of {self.names[k]} {'are' if side == 0 else 'is'} NaN: {why}",
             ProfileWarning,
-            stacklevel=4,
+            stacklevel=caller_stacklevel(),
         )
         return np.nan
 
@@ -444,19 +447,27 @@ def select_parameters(names: list[str], kinds, parm) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def confint_frame(results, method: str = "profile", level: float = 0.95, parm=None):
-    """lme4's ``confint.merMod(fit, parm, level, method)`` for a dmixed fit.
+def confint_frame(
+    results, method: str = "profile", level: float = 0.95, parm=None, nsim=None, seed=None
+):
+    """lme4's ``confint.merMod(fit, parm, level, method, nsim)`` for a dmixed fit.
 
     Parameters
     ----------
     results : MixedLMResults
-    method : {"profile", "Wald"}
+    method : {"profile", "Wald", "boot"}
         ``"profile"``: the profile-likelihood limits of :class:`ProfileIntervals` (ML
         deviance, from the statistics: no data pass); ``"Wald"``: ``β̂ ± z·se(β̂)`` with
         ``z = Φ⁻¹((1 + level)/2)`` and the fit's standard errors, NaN for the
-        covariance parameters and σ (as lme4).
+        covariance parameters and σ (as lme4); ``"boot"``: percentile intervals of a
+        parametric bootstrap (:func:`boot_intervals`).
     level : float in (0, 1)
     parm : see :func:`select_parameters`
+    nsim : int, optional
+        ``"boot"`` only: the replicates (default 500, lme4's).
+    seed : optional
+        ``"boot"`` only: the bootstrap's seed
+        (:func:`~dmixed.results.bootstrap.parametric_bootstrap`).
 
     Returns
     -------
@@ -467,15 +478,24 @@ def confint_frame(results, method: str = "profile", level: float = 0.95, parm=No
     Raises
     ------
     SpecError
-        An unknown ``method`` or ``parm``, ``level`` outside (0, 1), or (profile)
-        results without their model's statistics.
+        An unknown ``method`` or ``parm``, ``level`` outside (0, 1), ``nsim`` or
+        ``seed`` with a method other than ``"boot"``, or (profile, boot) results
+        without their model's statistics.
     """
     level = check_level(level)  # before the profile's set-up
     method_l = str(method).lower()
+    if method_l != "boot" and (nsim is not None or seed is not None):
+        raise SpecError(f"nsim and seed are for method='boot' only, not method={method!r}")
+    if method_l == "boot":
+        names, kinds = sdcor_names(results.names, term_levels(results.to_state()))
+        select_parameters(names, kinds, parm)  # a bad parm before the replicates
+        nsim = 500 if nsim is None else check_nsim(nsim)  # named as confint names it
+        boot = parametric_bootstrap(results, nsim, seed=seed)
+        return boot_intervals(results, boot, level, parm)
     if method_l == "profile":
         return ProfileIntervals(results).frame(parm, level)
     if method_l != "wald":
-        raise SpecError(f"method must be 'profile' or 'Wald', got {method!r}")
+        raise SpecError(f"method must be 'profile', 'Wald' or 'boot', got {method!r}")
     names, kinds = sdcor_names(results.names, term_levels(results.to_state()))
     rows = select_parameters(names, kinds, parm)
     crit = _normal_quantile((1.0 + level) / 2.0)
@@ -486,6 +506,81 @@ def confint_frame(results, method: str = "profile", level: float = 0.95, parm=No
         for n in rows
     ]
     return pd.DataFrame(values, index=pd.Index(rows), columns=percent_labels(level))
+
+
+def boot_intervals(results, boot, level: float = 0.95, parm=None) -> pd.DataFrame:
+    """lme4's ``confint(fit, method = "boot")`` from a parametric bootstrap of ``results``.
+
+    Each replicate's estimates (:class:`~dmixed.results.bootstrap.BootstrapResults`:
+    β, ``cov_re``, ``vcomp``, σ²) are mapped to lme4's parametrization
+    (:func:`~dmixed.results.sdcor.sdcor_values`: the SDs and correlations of the random
+    effects, the components' SDs, σ, β), and each interval is the ``(1 − level)/2`` and
+    ``(1 + level)/2`` quantiles of that parameter over the replicates (failed ones
+    left out; pandas' linear interpolation, R's ``quantile`` type 7: lme4's
+    ``boot.ci(type = "perc")`` interpolates otherwise, which differs by less than the
+    spacing of neighbouring replicates).  Where ``(R + 1)·(1 − level)/2 ≤ 1`` for the
+    ``R`` replicates used (``R < 2/(1 − level)``: ``nsim < 40`` at
+    ``level = 0.95``), the limits are the extreme replicates and a
+    :class:`~dmixed.errors.ProfileWarning` says so, as ``boot.ci``'s "extreme order
+    statistics used as endpoints".
+
+    Parameters
+    ----------
+    results : MixedLMResults
+        The fit bootstrapped.
+    boot : BootstrapResults
+        Its replicates (:meth:`MixedLMResults.bootstrap`).
+    level : float in (0, 1)
+    parm : see :func:`select_parameters`
+
+    Returns
+    -------
+    DataFrame (len(parm), 2)
+        The rows of :func:`confint_frame` (``.sig01``, …, ``.sigma``, the fixed
+        effects), columns :func:`percent_labels`; SDs, correlations and σ on the
+        response's scale, as ``method="profile"``.
+
+    Raises
+    ------
+    SpecError
+        ``level`` outside (0, 1), an unknown ``parm``.
+
+    Warns
+    -----
+    ProfileWarning
+        Too few replicates for ``level``: the limits are the extreme replicates.
+    """
+    level = check_level(level)
+    names, kinds = sdcor_names(results.names, term_levels(results.to_state()))
+    rows = select_parameters(names, kinds, parm)
+    p, q = len(results.names.exog_names), len(results.names.exog_re_names)
+    k_cov, k_vc = q * (q + 1) // 2, len(results.names.vc_names)
+    vals = boot.values.to_numpy()  # by position: β, cov_re's triangle, vcomp, scale, llf
+    z = sdcor_values(
+        vals[:, :p],
+        vals[:, p : p + k_cov],
+        vals[:, p + k_cov : p + k_cov + k_vc],
+        vals[:, p + k_cov + k_vc],
+        q,
+    )
+    frame = pd.DataFrame(z, columns=pd.Index(names))
+    a = (1.0 - level) / 2.0
+    # boot's norm.inter: the (R + 1)·a-th order statistic must lie strictly inside
+    # 1..R, or the limits are the extreme replicates (lme4 relays its warning)
+    n_used = int(frame.loc[:, rows].notna().sum().min()) if len(rows) else 0
+    needed = math.floor(1.0 / a + 1e-9)  # the fewest with (R + 1)·a > 1 (a = 0.025: 40)
+    if n_used < needed:
+        warnings.warn(
+            f"extreme order statistics used as endpoints: level {level:g} asks for the "
+            f"{a:g} and {1.0 - a:g} quantiles, which {n_used} replicates do not resolve "
+            f"(at least {needed} are needed, (R + 1)·{a:g} > 1); "
+            "the limits are the smallest and largest replicates; raise nsim",
+            ProfileWarning,
+            stacklevel=caller_stacklevel(),
+        )
+    limits = np.column_stack([frame.quantile(a), frame.quantile(1.0 - a)])
+    out = pd.DataFrame(limits, index=pd.Index(names), columns=percent_labels(level))
+    return out.loc[rows]
 
 
 def variance_intervals(results, alpha: float = 0.05) -> pd.DataFrame:

@@ -425,10 +425,11 @@ class MixedLMResults(FittedValues, Hypotheses):
 
     def remove_data(self) -> None:
         """:meth:`FittedValues.remove_data <dmixed.results.fitted.FittedValues.remove_data>`,
-        after the rows' :attr:`data_digest` is made from the rows about to go: the
-        digest's deferred maker holds the rows until it runs, and likelihood-ratio
-        tests of these results keep checking the response values afterwards."""
+        after the rows' :attr:`data_digest` and :attr:`row_digests` are made from
+        the rows about to go: the digests' deferred makers hold the rows until they run,
+        and likelihood-ratio tests of these results keep checking the rows afterwards."""
         self._state.data_digest  # noqa: B018 (made now, the maker and its rows let go)
+        self._state.row_digests  # noqa: B018 (as data_digest)
         super().remove_data()
 
     @property
@@ -438,6 +439,15 @@ class MixedLMResults(FittedValues, Hypotheses):
         model's rows when first read (never at the fit), kept by save and load; None
         for data not in memory (files, Dask) and results saved before it was recorded."""
         return self._state.data_digest
+
+    @property
+    def row_digests(self) -> dict[str, str] | None:
+        """:func:`~dmixed.results.fit_record.row_digests` of the fitted rows (the
+        response, weights and fixed-effects design columns, each in row order), which
+        :func:`dmixed.compare_lr_test` and :func:`dmixed.anova` compare where two fits
+        group the rows differently; made when first read, kept by save and load; None
+        as :attr:`data_digest`."""
+        return self._state.row_digests
 
     @property
     def held(self) -> np.ndarray | None:
@@ -700,8 +710,10 @@ class MixedLMResults(FittedValues, Hypotheses):
         on a grid around its estimate (:func:`dmixed.results.profile_re.profile_re`)."""
         return profile_re(self, re_ix, vtype, num_low, dist_low, num_high, dist_high)
 
-    def confint(self, parm=None, level: float = 0.95, method: str = "profile") -> pd.DataFrame:
-        """lme4's ``confint``: profile-likelihood (or Wald) intervals in lme4's names.
+    def confint(
+        self, parm=None, level: float = 0.95, method: str = "profile", nsim=None, seed=None
+    ) -> pd.DataFrame:
+        """lme4's ``confint``: profile-likelihood (Wald, bootstrap) intervals in lme4's names.
 
         Rows ``.sig01``, …, ``.sigma``, then the fixed effects; columns as lme4's
         (``"2.5 %"``, ``"97.5 %"``).  The ``.sigNN`` rows follow lme4's order of the
@@ -715,10 +727,13 @@ class MixedLMResults(FittedValues, Hypotheses):
         (:func:`dmixed.results.sdcor.sdcor_names`).  ``method="profile"`` profiles the
         ML deviance from the statistics (no data pass; a REML fit is refitted by ML
         first, as lme4); ``"Wald"`` gives ``β̂ ± z·se`` and NaN for the covariance
-        parameters.  ``parm``: names, positions, ``"theta_"`` or ``"beta_"``.  See
-        :mod:`dmixed.results.profile`.
+        parameters; ``"boot"`` gives the percentile intervals of a parametric bootstrap
+        of ``nsim`` replicates (default 500, as lme4; ``seed`` as :meth:`bootstrap`) in
+        the same rows, columns and scale (SDs, correlations, σ):
+        :func:`dmixed.results.profile.boot_intervals`.  ``parm``: names, positions,
+        ``"theta_"`` or ``"beta_"``.  See :mod:`dmixed.results.profile`.
         """
-        return confint_frame(self, method, level, parm)
+        return confint_frame(self, method, level, parm, nsim=nsim, seed=seed)
 
     def profile_ci(self, alpha: float = 0.05) -> pd.DataFrame:
         """Profile-likelihood intervals for every variance (``cov_re`` diagonal and
@@ -880,7 +895,15 @@ class MixedLMResults(FittedValues, Hypotheses):
         return varcorr_frame(self._state)
 
     def summary_frame(self, alpha: float = 0.05) -> pd.DataFrame:
-        """statsmodels' coefficient table: fixed effects with z tests, variances with SEs."""
+        """statsmodels' coefficient table: fixed effects with z tests, variances with SEs.
+
+        The ``Std.Err.`` of the variance and covariance rows is statsmodels' convention,
+        kept as statsmodels prints it: :attr:`bse_re`, ``bse · √scale`` (the standard
+        error of the relative parameter ``Ψ*`` times σ̂), which is *not* the standard
+        error of the variance printed beside it (``Ψ = scale · Ψ*``, whose standard
+        error with σ̂² held fixed is ``bse · scale``); read no interval from it: use
+        :meth:`confint` (profile or bootstrap intervals of the SDs and correlations) or
+        :meth:`profile_ci` (of the variances)."""
         return coefficient_table(self._state, alpha)
 
     def summary(
@@ -894,7 +917,15 @@ class MixedLMResults(FittedValues, Hypotheses):
     ) -> Summary:
         """A statsmodels-style summary (print it, or ``as_text()`` / ``as_html()``;
         ``tables`` as statsmodels').  ``yname``, ``xname_fe``, ``xname_re`` and ``title``
-        replace the default names and title (:meth:`Summary.of`)."""
+        replace the default names and title (:meth:`Summary.of`).
+
+        The ``Std.Err.`` of the variance and covariance rows is statsmodels' convention,
+        kept as statsmodels prints it: :attr:`bse_re`, ``bse · √scale`` (the standard
+        error of the relative parameter ``Ψ*`` times σ̂), which is *not* the standard
+        error of the variance printed beside it (``Ψ = scale · Ψ*``, whose standard
+        error with σ̂² held fixed is ``bse · scale``); read no interval from it: use
+        :meth:`confint` (profile or bootstrap intervals of the SDs and correlations) or
+        :meth:`profile_ci` (of the variances)."""
         return Summary.of(
             self._state, alpha, yname=yname, xname_fe=xname_fe, xname_re=xname_re, title=title
         )

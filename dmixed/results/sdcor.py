@@ -37,9 +37,10 @@ from ..design import ModelNames
 from ..fit.likelihood import Likelihood
 from ..fit.newton_rules import modified_newton_step, secant_update
 from ..fit.objective import loglike_at_scale, profile
+from ..stats import tril_indices
 from .varcorr import term_order
 
-__all__ = ["SdCorLikelihood", "SdCorPoint", "sdcor_names"]
+__all__ = ["SdCorLikelihood", "SdCorPoint", "sdcor_names", "sdcor_values"]
 
 
 def sdcor_names(names: ModelNames, levels=None) -> tuple[list[str], list[str]]:
@@ -65,6 +66,55 @@ def sdcor_names(names: ModelNames, levels=None) -> tuple[list[str], list[str]]:
     number = {e: i + 1 for i, e in enumerate(sorted_entries)}
     labels = [f".sig{number[e]:02d}" for e in range(len(term))] + [".sigma"]
     return labels + list(names.exog_names), kinds + ["beta"] * len(names.exog_names)
+
+
+def sdcor_values(fe, cov_tril, vcomp, scale, q: int) -> np.ndarray:
+    """``z`` (this module's order, :func:`sdcor_names`) of many estimates at once, given
+    on the reported scale as the bootstrap's replicate table holds them.
+
+    Parameters
+    ----------
+    fe : array (n, p)
+        Fixed effects.
+    cov_tril : array (n, q(q+1)/2)
+        ``cov_re`` (``Ψ = σ²Ψ*``) by ``np.tril_indices(q)``: (0,0), (1,0), (1,1), ….
+    vcomp : array (n, k_vc)
+        The variance components ``τ = σ²τ*``.
+    scale : array (n,)
+        σ².
+    q : int
+        The random effects' dimension.
+
+    Returns
+    -------
+    ndarray (n, q(q+1)/2 + k_vc + 1 + p)
+        The SDs and correlations of ``Ψ`` by columns of its lower triangle, the
+        components' SDs, σ and β; a correlation whose SDs are not both positive is 0
+        (as :meth:`SdCorLikelihood.from_model`), NaN rows stay NaN.
+    """
+    fe = np.asarray(fe, dtype=np.float64)
+    tril = np.asarray(cov_tril, dtype=np.float64)
+    n = fe.shape[0]
+    cov = np.zeros((n, q, q))
+    rows, cols = tril_indices(q)
+    cov[:, rows, cols] = tril
+    sd = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0.0, None))
+    sd = np.where(np.isnan(np.diagonal(cov, axis1=1, axis2=2)), np.nan, sd)
+    entries = []
+    for b in range(q):
+        for a in range(b, q):
+            if a == b:
+                entries.append(sd[:, a])
+                continue
+            denom = sd[:, a] * sd[:, b]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                entries.append(np.where(denom > 0, cov[:, a, b] / denom, 0.0))
+            entries[-1] = np.where(np.isnan(denom), np.nan, entries[-1])
+    vc = np.asarray(vcomp, dtype=np.float64)
+    sigma = np.sqrt(np.asarray(scale, dtype=np.float64))
+    with np.errstate(invalid="ignore"):
+        vc_sd = np.where(np.isnan(vc), np.nan, np.sqrt(np.clip(vc, 0.0, None)))
+    return np.column_stack([*entries, vc_sd, sigma, fe])
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, PrecisionWarning
+from ..errors import DataError, PrecisionWarning, caller_stacklevel
 from .crossed_stats import CrossSums, cross_from_dense
 from .layout import Layout
 from .ragged_stats import RaggedArrays, diagonal_block
@@ -314,7 +314,7 @@ def _uncentred(stats, block, taken: tuple) -> GlobalStats:
         "weight); "
         f"{CENTRED_REMEDY}, or {ROWS_KEEP}",
         PrecisionWarning,
-        stacklevel=3,
+        stacklevel=caller_stacklevel(),
     )
     return replace(stats.glob, within=None) if everyone else stats.glob
 

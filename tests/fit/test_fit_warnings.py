@@ -303,3 +303,109 @@ def test_cancellation_is_the_largest_ratio_as_numpy_gives_it(p, entries, q):
         expected = out if np.isfinite(out) else 0.0
         got = cancellation(ev, SimpleNamespace(xyxy=xyxy))
     assert got == expected or (np.isnan(got) and np.isnan(expected))
+
+
+def _boundary_frame():
+    # the slope's random effect is half the intercept's: their correlation is +1, on
+    # the boundary of the covariance matrices
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame({"g": np.repeat(np.arange(12), 8), "x": np.tile(np.arange(8.0), 12)})
+    u = rng.normal(0, 1, 12)
+    d["y"] = 1 + 0.5 * d.x + u[d.g] * (1 + 0.5 * d.x) + rng.normal(0, 1, len(d))
+    d.loc[0, "y"] = np.nan  # dropped, with a warning of the data too
+    return d
+
+
+def test_fit_warnings_point_at_the_callers_line():
+    """A warning raised inside fit() (and inside the ML refits anova makes) names the
+    line that called dmixed, not a frame of dmixed's own (a wrapper of the kernels)."""
+    import warnings
+
+    import dmixed
+    from dmixed.errors import BoundaryWarning
+
+    d = _boundary_frame()
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        fit = dmixed.mixedlm("y ~ x", d, groups="g", re_formula="1 + x", missing="drop").fit()
+        small = dmixed.mixedlm("y ~ x", d, groups="g", missing="drop").fit()
+    ours = [w for w in got if issubclass(w.category, dmixed.errors.DmixedWarning)]
+    assert any(issubclass(w.category, BoundaryWarning) for w in ours)
+    assert {w.filename for w in ours} == {__file__}
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        dmixed.anova(small, fit)  # refits both by ML
+    ours = [w for w in got if issubclass(w.category, dmixed.errors.DmixedWarning)]
+    assert any(issubclass(w.category, BoundaryWarning) for w in ours)
+    assert {w.filename for w in ours} == {__file__}
+
+
+def _warn_calls_without_caller_stacklevel(source: str) -> list[int]:
+    """The lines of the calls to ``warn`` (``warnings.warn`` or any ``*.warn`` /
+    ``warn`` name, ``warn_explicit`` included) in ``source`` that do not pass exactly
+    ``stacklevel=caller_stacklevel()``: no stacklevel (1, a frame inside dmixed), a
+    positional one, or any other expression."""
+    import ast
+
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if name not in ("warn", "warn_explicit"):
+            continue
+        levels = [k.value for k in node.keywords if k.arg == "stacklevel"]
+        ok = (
+            name == "warn"
+            and len(node.args) <= 2
+            and len(levels) == 1
+            and isinstance(levels[0], ast.Call)
+            and "caller_stacklevel"
+            in (getattr(levels[0].func, "id", None), getattr(levels[0].func, "attr", None))
+            and not levels[0].args
+            and not levels[0].keywords
+        )
+        if not ok:
+            bad.append(node.lineno)
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("source", "bad"),
+    [
+        ("warnings.warn('m', W, stacklevel=caller_stacklevel())", []),
+        ("warnings.warn('m', W, stacklevel=errors.caller_stacklevel())", []),
+        ("warnings.warn('m', W)", [1]),
+        ("warnings.warn('m', W, 3)", [1]),
+        ("warnings.warn('m', W, stacklevel=(3))", [1]),
+        ("warnings.warn('m', W, stacklevel=caller_stacklevel() + 1)", [1]),
+        ("warn('m', W, stacklevel=2)", [1]),
+        ("x = 1  # warnings.warn('m', W, stacklevel=2)\n'stacklevel=2'", []),
+    ],
+)
+def test_the_stacklevel_check_sees_calls_not_text(source, bad):
+    assert _warn_calls_without_caller_stacklevel(source) == bad
+
+
+def test_every_warning_passes_caller_stacklevel():
+    """Every warning dmixed raises finds the caller's frame through one owner,
+    :func:`dmixed.errors.caller_stacklevel`: a fixed ``stacklevel`` counts frames
+    that the paths reaching it (pandas or Dask, a fit or a refit) do not share, and
+    none points inside dmixed.  Checked on the calls (the syntax tree), not the text."""
+    import pathlib
+
+    import dmixed
+
+    root = pathlib.Path(dmixed.__file__).parent
+    sources = {path: path.read_text(encoding="utf-8") for path in sorted(root.rglob("*.py"))}
+    bad = [
+        f"{path.relative_to(root)}:{line}"
+        for path, source in sources.items()
+        for line in _warn_calls_without_caller_stacklevel(source)
+    ]
+    calls = sum(source.count("stacklevel=caller_stacklevel()") for source in sources.values())
+    assert calls > 20  # the check reached the package's warnings
+    assert bad == []

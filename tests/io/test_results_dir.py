@@ -293,6 +293,17 @@ def test_damaged_directory_is_a_checkpoint_error(tmp_path, res):
         dmixed.load(tmp_path / "out")
 
 
+def test_row_digests_load_as_saved_and_a_damaged_record_is_refused(tmp_path, res):
+    """The row digests the likelihood-ratio tests compare load as saved; a record that
+    is not a mapping of names to digests is a damaged directory, not a later error."""
+    fit, _ = res
+    fit.save(tmp_path / "out")
+    assert fit.row_digests and dmixed.load(tmp_path / "out").row_digests == fit.row_digests
+    _edit_estimates(tmp_path / "out", lambda doc: doc["model"].update(row_digests=["y"]))
+    with pytest.raises(CheckpointError, match="row_digests in estimates.json is a list"):
+        dmixed.load(tmp_path / "out")
+
+
 def test_the_optimizer_record_is_saved_and_older_directories_load(tmp_path, res):
     """``res.optimizer`` (settings, start, outcome, log) survives saving; a directory
     written before the record's settings were saved loads with the default settings."""

@@ -31,7 +31,7 @@ from scipy import stats as sps
 
 from dmixed import MixedLM, mixedlm
 from dmixed.engines.local import statistics_from_arrays
-from dmixed.errors import CheckpointError, DmixedWarning, SpecError
+from dmixed.errors import CheckpointError, DmixedWarning, ProfileWarning, SpecError
 from dmixed.results.bootstrap import BootstrapResults
 from dmixed.results.replicate import ReplicateFitter
 from dmixed.stats import GroupArrays
@@ -593,3 +593,76 @@ def test_cluster_batches_run_with_the_fits_page_advice(monkeypatch):
         (func,) = client.funcs
         assert isinstance(func, pages.PagedCall)
         assert func.func is bootstrap.run_batch and func.huge is huge
+
+
+def _sdcor_by_hand(fit, boot) -> pd.DataFrame:
+    """lme4's parameters of each replicate from the table's statsmodels' columns, in
+    sdcor's order (Ψ's SDs and correlation by columns, the component's SD, σ, β) under
+    lme4's names of that order."""
+    from dmixed.results.sdcor import sdcor_names
+    from dmixed.results.varcorr import term_levels
+
+    t = boot.replicates
+    var, slope, cov = t["g Var"], t["x1 Var"], t["g x x1 Cov"]
+    columns = [
+        np.sqrt(var),
+        cov / np.sqrt(var * slope),
+        np.sqrt(slope),
+        np.sqrt(t["sub Var"]),
+        np.sqrt(t["scale"]),
+        *(t[name] for name in fit.fe_params.index),
+    ]
+    names, _ = sdcor_names(fit.names, term_levels(fit.to_state()))
+    return pd.DataFrame(dict(zip(names, columns, strict=True)))
+
+
+def test_confint_boot_gives_profile_rows_from_the_replicates(vc_fit):
+    """lme4's confint(method="boot"): confint's rows, columns and scale (SDs, the
+    correlation, σ), the percentiles of the replicates mapped by hand."""
+    got = vc_fit.confint(method="boot", nsim=12, seed=3, level=0.5)
+    by_hand = _sdcor_by_hand(vc_fit, vc_fit.bootstrap(12, seed=3))
+    assert list(got.columns) == ["25 %", "75 %"]
+    assert list(got.index) == list(vc_fit.confint(method="Wald").index)
+    expected = pd.DataFrame({"25 %": by_hand.quantile(0.25), "75 %": by_hand.quantile(0.75)})
+    pd.testing.assert_frame_equal(got, expected.loc[got.index], rtol=1e-12)
+    assert (got["25 %"] <= got["75 %"]).all()
+
+
+def test_confint_boot_rows_are_the_profile_rows():
+    df = pd.read_csv(Path(__file__).parents[1] / "data" / "sleepstudy.csv")
+    fit = mixedlm("Reaction ~ Days", df, groups="Subject", re_formula="1 + Days").fit()
+    with pytest.warns(ProfileWarning, match="extreme order statistics"):  # nsim < 40
+        boot = fit.confint(method="boot", nsim=10, seed=1)
+    profile = fit.confint()
+    assert list(boot.index) == list(profile.index)
+    assert list(boot.columns) == list(profile.columns)
+    # σ's interval on σ's scale (not σ²), as the profile's
+    assert boot.loc[".sigma"].between(15, 40).all() and profile.loc[".sigma"].between(15, 40).all()
+    with pytest.warns(ProfileWarning, match="extreme order statistics"):
+        theta = fit.confint(method="boot", nsim=10, seed=1, parm="theta_")
+    pd.testing.assert_frame_equal(theta, boot.iloc[:4])
+
+
+@pytest.mark.parametrize(
+    ("nsim", "level", "warns"),
+    [(39, 0.95, True), (40, 0.95, False), (3, 0.5, True), (4, 0.5, False)],
+)
+def test_confint_boot_warns_where_nsim_cannot_resolve_the_level(vc_fit, nsim, level, warns):
+    """As boot.ci: where (R + 1)·(1 − level)/2 ≤ 1 the limits are the extreme
+    replicates, said with a warning (R + 1 = 40 at level 0.95 is still too few)."""
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        ci = vc_fit.confint(method="boot", nsim=nsim, seed=3, level=level)
+    ours = [w for w in got if issubclass(w.category, ProfileWarning)]
+    assert len(ours) == int(warns)
+    if warns:
+        assert "extreme order statistics used as endpoints" in str(ours[0].message)
+        assert ours[0].filename == __file__
+    assert (ci.iloc[:, 0] <= ci.iloc[:, 1]).all()
+
+
+def test_confint_nsim_is_for_boot_only(vc_fit):
+    with pytest.raises(SpecError, match="nsim and seed are for method='boot' only"):
+        vc_fit.confint(method="Wald", nsim=10)
+    with pytest.raises(SpecError, match="'profile', 'Wald' or 'boot'"):
+        vc_fit.confint(method="bootstrap")

@@ -47,6 +47,16 @@ def test_a_new_level_in_a_fitted_group_is_refused_naming_group_and_level(fit):
         fit.predict(NEW, include_random=True)
 
 
+def test_the_refusal_names_the_argument_and_the_other_rule(fit):
+    """An unseen level inside a seen group is refused by default while an unseen group
+    is predicted at the population level: the message names the argument that
+    decides (new_levels, and its default) and the other rule (new_groups)."""
+    with pytest.raises(DataError, match=r"the argument new_levels \(default 'error'\)") as err:
+        fit.predict(NEW, include_random=True)
+    assert "new_levels='population'" in str(err.value)
+    assert "unseen groups are decided by new_groups" in str(err.value)
+
+
 def test_new_levels_population_predicts_them_at_zero(fit):
     """lme4's allow.new.levels=TRUE: the new level's random effect at its mean, zero;
     the group's other random effects (its intercept) stay."""
@@ -150,7 +160,7 @@ def test_error_names_both_kinds_of_new_level(nested):
         nested.predict(dd.from_pandas(both, npartitions=1), include_random=True).compute()
     nan = nested.predict(both, include_random=True, new_levels="nan")
     assert np.isnan(nan[[0, 1]]).all() and np.isfinite(nan[2])
-    with pytest.raises(DataError, match=r"\(cls level 'c9' in group 'B'\); pass new_levels="):
+    with pytest.raises(DataError, match=r"\(cls level 'c9' in group 'B'\); the argument new_"):
         nested.predict(both.iloc[1:], include_random=True)
 
 

@@ -122,7 +122,9 @@ def test_percent_labels_share_rs_decimals(level, labels):
         (dict(parm=0.0), "parm must be None, a name, a position"),
         (dict(parm=True), "parm True is not one of"),
         (dict(level=1.5), r"level must be a number in \(0, 1\)"),
-        (dict(method="boot"), "method must be 'profile' or 'Wald'"),
+        (dict(method="bootMer"), "method must be 'profile', 'Wald' or 'boot'"),
+        (dict(method="boot", parm="nope"), "parm 'nope' is not one of"),
+        (dict(method="boot", nsim=0), "nsim"),
     ],
 )
 def test_refusals(sleepstudy, kwargs, message):
@@ -131,7 +133,7 @@ def test_refusals(sleepstudy, kwargs, message):
 
 
 @pytest.mark.parametrize("level", ["x", "0.95", None, [0.95], 0, 1, float("nan")])
-@pytest.mark.parametrize("method", ["profile", "Wald"])
+@pytest.mark.parametrize("method", ["profile", "Wald", "boot"])
 def test_level_that_is_not_a_number_in_zero_one_is_refused_naming_it(sleepstudy, method, level):
     """``confint(level="x")`` once raised float()'s bare ValueError, ``level=None`` a
     TypeError: the SpecError naming ``level``, as ``alpha`` elsewhere."""

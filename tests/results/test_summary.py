@@ -78,3 +78,20 @@ def test_latex_label_that_would_break_the_command_is_refused(res, label):
     with pytest.raises(SpecError, match="a LaTeX label cannot hold any of"):
         res.summary().as_latex(label=label)
     assert "\\label{tab:a_b}\n" in res.summary().as_latex(label="tab:a_b")
+
+
+def test_variance_rows_std_err_is_statsmodels_bse_re_and_said_so(res):
+    """The variance rows' Std.Err. is statsmodels' bse · √scale (bse_re), not the
+    standard error of the printed variance: the docstrings say so and where the
+    intervals are."""
+    table = res.summary_frame()
+    k = len(res.fe_params)
+    re_rows = table.index[k : k + len(res.bse_re)]
+    np.testing.assert_allclose(
+        table.loc[re_rows, "Std.Err."],
+        np.asarray(res.bse)[k : k + len(re_rows)] * np.sqrt(res.scale),
+    )
+    for method in (type(res).summary, type(res).summary_frame):
+        doc = " ".join(method.__doc__.split())
+        assert "bse · √scale" in doc and "is *not* the standard error" in doc
+        assert ":meth:`confint`" in doc
