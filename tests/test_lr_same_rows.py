@@ -3,6 +3,7 @@ response name, and warn where the larger model's likelihood is clearly the lower
 
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -233,6 +234,30 @@ def test_other_groupings_of_other_values_refused():
         dmixed.compare_lr_test(fewer, other)
 
 
+def test_a_grouping_nested_as_a_component_of_the_other_passes():
+    """lme4's (1|subj) against (1|site/subj) written with groups="site" and a subj
+    component: the smaller model's groups are the larger one's component (its own
+    grouping, site, is the larger model's choice), so the rows are the same."""
+    frame = _crossed()
+    frame["site"] = frame.subj.str[1:].astype(int) // 4  # 3 sites of 4 subjects
+    small = dmixed.mixedlm("y ~ x", frame, groups="subj").fit(reml=False)
+    vc = {"subj": "0 + C(subj)"}
+    big = dmixed.mixedlm("y ~ x", frame, groups="site", re_formula="1", vc_formula=vc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.BoundaryWarning)  # a site variance at 0
+        big = big.fit(reml=False)
+    stat, p, df = dmixed.compare_lr_test(small, big)
+    assert df == 1 and stat == max(0.0, 2 * (big.llf - small.llf))
+    # the same nesting with the subject labels moved to other rows is other data
+    moved = frame.assign(subj=np.random.default_rng(2).permutation(frame.subj.to_numpy()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.BoundaryWarning)
+        other = dmixed.mixedlm("y ~ x", moved, groups="site", re_formula="1", vc_formula=vc)
+        other = other.fit(reml=False)
+    with pytest.raises(SpecError, match="no grouping or component of"):
+        dmixed.compare_lr_test(small, other)
+
+
 def test_other_groupings_without_digests_refused(monkeypatch):
     """Fits whose rows are not in memory hold no digest: grouped differently, they
     cannot be compared and are refused, saying so."""
@@ -256,7 +281,8 @@ def test_other_groupings_of_rows_moved_refused(change):
     big = _one_group(moved).fit(reml=False)
     what = {
         "x": "column 'x'",
-        "subj": "the rows that share a group of restricted",
+        "subj": "the rows that share a group of restricted are no grouping or component of "
+        "full, nor the other way round",
         "y": "the response",
     }[change]
     with pytest.raises(SpecError, match=rf"other data row by row \({what}\)"):
