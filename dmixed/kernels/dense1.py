@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .conditionals import gram_rows
+from .conditionals import gram_rows, sparse_rows
 from .dense2 import DenseStep
 from .groups import HessianSums
 
@@ -96,28 +96,6 @@ class Dense1Statistics:
         for the basis ``E_j`` (m, 1, 1) and ``w = [−β; 1]``, from the moments of
         :class:`~dmixed.kernels.hessian_moments.HessianMoments` added chunk by chunk."""
         return step.hessian(basis, w)
-
-
-#: :func:`sparse_rows` keeps a sparse copy of ``F`` (k, G) from this many entries ``k``
-#: on ...
-SPARSE_MIN_K = 64
-#: ... where at most this share of its entries is nonzero: the sums over groups then cost
-#: ``Σ_i nnz(F_i)²`` instead of ``k² G`` (a fixed factor of many levels: each group meets
-#: a few of them; benchmarks/RESULTS.md, widefe-s61)
-SPARSE_MAX_DENSITY = 0.125
-
-
-def sparse_rows(f: np.ndarray) -> sp.csr_matrix | None:
-    """``F`` (k, G) as a CSR matrix where its sums over groups pay to skip its zeros
-    (:data:`SPARSE_MIN_K`, :data:`SPARSE_MAX_DENSITY`), else None (the dense products).
-    The sparse products add each entry's terms in the groups' order, not BLAS's: the
-    same sums to rounding."""
-    k = f.shape[0]
-    if k < SPARSE_MIN_K or not f.size:
-        return None
-    if np.count_nonzero(f) > SPARSE_MAX_DENSITY * f.size:
-        return None
-    return sp.csr_matrix(f)
 
 
 def _sparse_m_sum(fs: sp.csr_matrix, p: np.ndarray) -> np.ndarray:

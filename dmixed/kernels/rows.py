@@ -20,8 +20,7 @@ from ..stats.standardize import Standardization, same_column
 from ..stats.statistics import chan_correction
 from . import native
 from .compiled import rows_compiled
-from .conditionals import CentredSums
-from .dense1 import SPARSE_MAX_DENSITY, SPARSE_MIN_K
+from .conditionals import SPARSE_MAX_DENSITY, SPARSE_MIN_K, CentredSums
 
 # ---------------------------------------------------------------------------
 # Sufficient statistics from rows
@@ -167,9 +166,9 @@ def column_gram(cols: list[np.ndarray]) -> np.ndarray | None:
 
 def sparse_split(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
     """``(sparse_at, dense_at)``: the positions of the mostly-zero columns of ``cols``
-    (each ``(n,)``; at most :data:`~dmixed.kernels.dense1.SPARSE_MAX_DENSITY` nonzero)
+    (each ``(n,)``; at most :data:`~dmixed.kernels.conditionals.SPARSE_MAX_DENSITY` nonzero)
     and of the others, where products that skip those zeros pay (a fixed factor of many
-    levels: :data:`~dmixed.kernels.dense1.SPARSE_MIN_K` columns or more, half of them
+    levels: :data:`~dmixed.kernels.conditionals.SPARSE_MIN_K` columns or more, half of them
     mostly zero), else None."""
     k = len(cols)
     if k < SPARSE_MIN_K:

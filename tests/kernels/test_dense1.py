@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
-from dmixed.kernels import compiled, dense1
+from dmixed.kernels import compiled, conditionals
 from dmixed.kernels.dense1 import Dense1Statistics
 from dmixed.stats import Layout
 
@@ -110,8 +110,8 @@ def test_step_keeps_the_products_made_one_by_one(seed, n_groups, k, lam, offset)
 @pytest.mark.parametrize("lam", [0.0, 0.7, 300.0])
 def test_wide_sparse_f_sums_are_the_dense_sums(monkeypatch, lam):
     """A wide fixed factor (``F`` of 80 entries, each group meeting a few levels): the
-    sums with ``F``'s zeros skipped equal the dense products to 1e-12, in one chunk and
-    in several."""
+    step, value and Hessian sums with the zeros skipped equal the dense products to
+    1e-12, in chunks."""
     monkeypatch.setenv(compiled.ENV_VAR, "numpy")
     monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 64)
     rng = np.random.default_rng(11)
@@ -125,9 +125,9 @@ def test_wide_sparse_f_sums_are_the_dense_sums(monkeypatch, lam):
         zz[i], zxy[i] = n_i, xy.sum(axis=0)
     factor = np.array([[lam]])
     block = kernels.StatsBlock(zz, zxy)
-    assert all(dense1.sparse_rows(f[0]) is not None for _, f in block.chunks())
+    assert all(conditionals.sparse_rows(f[0]) is not None for _, f in block.chunks())
     sparse = Dense1Statistics(block.chunks())
-    monkeypatch.setattr(dense1, "SPARSE_MIN_K", 10**9)
+    monkeypatch.setattr(conditionals, "SPARSE_MIN_K", 10**9)
     dense = Dense1Statistics(block.chunks())
     a, b = sparse.step(factor), dense.step(factor)
     assert a.logdet == b.logdet and a.s.tobytes() == b.s.tobytes()
@@ -135,3 +135,11 @@ def test_wide_sparse_f_sums_are_the_dense_sums(monkeypatch, lam):
         _close(getattr(a, name), getattr(b, name), name)
     for got, want in zip(sparse.value(factor)[1:], dense.value(factor)[1:], strict=True):
         _close(got, want, "value")
+    basis = Layout(1, ()).basis()
+    w = np.append(-rng.normal(size=k - 1), 1.0)
+    monkeypatch.setattr(conditionals, "SPARSE_MIN_K", 64)
+    ours = sparse.hessian(a, basis, w)
+    monkeypatch.setattr(conditionals, "SPARSE_MIN_K", 10**9)
+    theirs = dense.hessian(b, basis, w)
+    for name in theirs.__dataclass_fields__:
+        _close(getattr(ours, name), getattr(theirs, name), name)
