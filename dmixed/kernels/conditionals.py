@@ -87,9 +87,11 @@ def m_sum(zxy: np.ndarray, p_mat: np.ndarray) -> np.ndarray:
 
 
 #: :func:`sparse_rows` keeps a sparse copy of per-group rows (k, G) such as ``F`` from
-#: this many rows ``k`` on (and :func:`~dmixed.kernels.rows.sparse_split` skips the zeros
-#: of the data's columns from this many columns on) ...
+#: this many rows ``k`` on ...
 SPARSE_MIN_K = 64
+#: ... and :func:`~dmixed.kernels.rows.sparse_split` skips the zeros of the data's
+#: columns from this many on (below, one BLAS product of the rows is as fast) ...
+SPARSE_MIN_COLUMNS = 200
 #: ... where at most this share of its entries is nonzero: the sums over groups then cost
 #: ``Σ_i nnz(F_i)²`` instead of ``k² G`` (a fixed factor of many levels: each group meets
 #: a few of them; benchmarks/RESULTS.md, widefe-s61)

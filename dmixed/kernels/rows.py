@@ -20,7 +20,7 @@ from ..stats.standardize import Standardization, same_column
 from ..stats.statistics import chan_correction
 from . import native
 from .compiled import rows_compiled
-from .conditionals import SPARSE_MAX_DENSITY, SPARSE_MIN_K, CentredSums
+from .conditionals import SPARSE_MAX_DENSITY, SPARSE_MIN_COLUMNS, CentredSums
 
 # ---------------------------------------------------------------------------
 # Sufficient statistics from rows
@@ -168,15 +168,15 @@ def sparse_split(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None
     """``(sparse_at, dense_at)``: the positions of the mostly-zero columns of ``cols``
     (each ``(n,)``; at most :data:`~dmixed.kernels.conditionals.SPARSE_MAX_DENSITY` nonzero)
     and of the others, where products that skip those zeros pay (a fixed factor of many
-    levels: :data:`~dmixed.kernels.conditionals.SPARSE_MIN_K` columns or more, half of them
-    mostly zero), else None."""
+    levels: :data:`~dmixed.kernels.conditionals.SPARSE_MIN_COLUMNS` columns or more, half
+    of them mostly zero), else None."""
     k = len(cols)
-    if k < SPARSE_MIN_K:
+    if k < SPARSE_MIN_COLUMNS:
         return None
     n = cols[0].shape[0]
     nnz = np.array([np.count_nonzero(c) for c in cols])
     few = nnz <= SPARSE_MAX_DENSITY * n
-    if 2 * np.count_nonzero(few) < SPARSE_MIN_K:
+    if 2 * np.count_nonzero(few) < SPARSE_MIN_COLUMNS:
         return None
     return np.flatnonzero(few), np.flatnonzero(~few)
 
