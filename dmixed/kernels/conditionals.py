@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:  # scipy is imported where a sparse path runs: most fits run none
+    import scipy.sparse as sp
 
 __all__ = [
     "CENTRED_DETERMINANT",
@@ -45,6 +47,10 @@ __all__ = [
     "PLAIN_ROUNDINGS",
     "mm",
     "rank_one_groups",
+    "SPARSE_MAX_DENSITY",
+    "SPARSE_MIN_COLUMNS",
+    "SPARSE_MIN_K",
+    "sparse_rows",
 ]
 
 
@@ -102,12 +108,26 @@ def sparse_rows(f: np.ndarray) -> sp.csr_matrix | None:
     """Per-group rows ``f`` (k, G) (``F``, ``H``, ``[G_i, u_i]``) as a CSR matrix where
     their sums over groups pay to skip the zeros (:data:`SPARSE_MIN_K`,
     :data:`SPARSE_MAX_DENSITY`), else None (the dense products).  The sparse products
-    add each entry's terms in the groups' order, not BLAS's: the same sums to rounding."""
+    add each entry's terms in the groups' order, not BLAS's: the same sums to rounding.
+
+    Parameters
+    ----------
+    f : ndarray, shape (k, G)
+        Per-group rows, one column per group.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix, shape (k, G), or None
+        ``f`` with its zeros dropped, or None where ``k < SPARSE_MIN_K`` or more than
+        ``SPARSE_MAX_DENSITY`` of its entries are nonzero.
+    """
     k = f.shape[0]
     if k < SPARSE_MIN_K or not f.size:
         return None
     if np.count_nonzero(f) > SPARSE_MAX_DENSITY * f.size:
         return None
+    import scipy.sparse as sp  # only once the thresholds are met
+
     return sp.csr_matrix(f)
 
 

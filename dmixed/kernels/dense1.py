@@ -17,13 +17,16 @@ Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from .conditionals import gram_rows, sparse_rows
 from .dense2 import DenseStep
 from .groups import HessianSums
+
+if TYPE_CHECKING:  # the sparse F comes from sparse_rows, which imports scipy when it runs
+    import scipy.sparse as sp
 
 __all__ = ["Dense1Statistics", "Dense1Step"]
 

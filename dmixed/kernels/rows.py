@@ -11,16 +11,58 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..stats.packed import PackedLayout
 from ..stats.standardize import Standardization, same_column
 from ..stats.statistics import chan_correction
-from . import native
+from . import conditionals, native
 from .compiled import rows_compiled
-from .conditionals import SPARSE_MAX_DENSITY, SPARSE_MIN_COLUMNS, CentredSums
+from .conditionals import CentredSums
+
+if TYPE_CHECKING:  # scipy is imported where a sparse path runs: most fits run none
+    import scipy.sparse as sp
+
+__all__ = [
+    "dense_random_design",
+    "takes_rows_as_they_are",
+    "unweighted_gram",
+    "GRAM_DOTS_COLUMNS",
+    "GRAM_DOTS_MIN_ROWS",
+    "column_gram",
+    "sparse_split",
+    "sparse_columns",
+    "split_gram",
+    "dense_columns",
+    "sparse_column_gram",
+    "EXTREME_SCALE_LOG2",
+    "extreme_scales",
+    "column_scales",
+    "known_ones",
+    "product_plan",
+    "plan_terms",
+    "live_terms",
+    "COMPACT_BELOW",
+    "accumulate_packed_into",
+    "PreparedRows",
+    "row_global_sums",
+    "prepare_rows",
+    "wants_column_sums",
+    "wants_rank_one_within",
+    "constant_within",
+    "CONSTANT_CHECK_FIRST",
+    "wants_within",
+    "plan_sums",
+    "plain_statistics",
+    "packed_width",
+    "accumulate_packed",
+    "unpack_statistics",
+    "accumulate_statistics",
+    "centred_statistics",
+    "shifted_statistics",
+]
 
 # ---------------------------------------------------------------------------
 # Sufficient statistics from rows
@@ -169,21 +211,50 @@ def sparse_split(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None
     (each ``(n,)``; at most :data:`~dmixed.kernels.conditionals.SPARSE_MAX_DENSITY` nonzero)
     and of the others, where products that skip those zeros pay (a fixed factor of many
     levels: :data:`~dmixed.kernels.conditionals.SPARSE_MIN_COLUMNS` columns or more, half
-    of them mostly zero), else None."""
+    of them mostly zero), else None.
+
+    Parameters
+    ----------
+    cols : list of ndarray, each shape (n,)
+        The data's columns.
+
+    Returns
+    -------
+    tuple of two int ndarrays, or None
+        The positions in ``cols`` of the mostly-zero columns and of the others, or None
+        where the dense products are used.
+    """
+    # Read through the module: conditionals owns the thresholds, and setting them there
+    # must reach this pass too.
+    min_columns = conditionals.SPARSE_MIN_COLUMNS
     k = len(cols)
-    if k < SPARSE_MIN_COLUMNS:
+    if k < min_columns:
         return None
     n = cols[0].shape[0]
     nnz = np.array([np.count_nonzero(c) for c in cols])
-    few = nnz <= SPARSE_MAX_DENSITY * n
-    if 2 * np.count_nonzero(few) < SPARSE_MIN_COLUMNS:
+    few = nnz <= conditionals.SPARSE_MAX_DENSITY * n
+    if 2 * np.count_nonzero(few) < min_columns:
         return None
     return np.flatnonzero(few), np.flatnonzero(~few)
 
 
 def sparse_columns(cols: list[np.ndarray], at: np.ndarray) -> sp.csc_matrix:
     """The columns ``cols[j]`` for ``j`` in ``at`` as one ``(n, len(at))`` CSC matrix
-    of their nonzero entries."""
+    of their nonzero entries.
+
+    Parameters
+    ----------
+    cols : list of ndarray, each shape (n,)
+        The data's columns.
+    at : ndarray of int
+        The positions of the columns to take (:func:`sparse_split`'s first).
+
+    Returns
+    -------
+    scipy.sparse.csc_matrix, shape (n, len(at))
+    """
+    import scipy.sparse as sp  # only on the sparse path
+
     n = cols[0].shape[0]
     where = [np.flatnonzero(cols[j]) for j in at.tolist()]  # over columns, not rows
     indptr = np.zeros(len(where) + 1, dtype=np.int64)
@@ -202,7 +273,21 @@ def split_gram(
 ) -> np.ndarray:
     """``C'C`` (k × k) of the columns ``C`` held as ``sparse`` (those at ``sparse_at``,
     CSC) and ``dense`` (those at ``dense_at``, (n, ·)): the dense block one BLAS product,
-    the others sparse products (each entry's terms in row order)."""
+    the others sparse products (each entry's terms in row order).
+
+    Parameters
+    ----------
+    k : int
+        The number of columns of ``C``.
+    sparse_at, dense_at : ndarray of int
+        The positions in ``C`` of the columns in ``sparse`` and in ``dense``.
+    sparse : scipy.sparse.csc_matrix, shape (n, len(sparse_at))
+    dense : ndarray, shape (n, len(dense_at))
+
+    Returns
+    -------
+    ndarray, shape (k, k)
+    """
     gram = np.empty((k, k))
     gram[np.ix_(dense_at, dense_at)] = dense.T @ dense
     cross = np.asarray(sparse.T @ dense)
@@ -213,7 +298,19 @@ def split_gram(
 
 
 def dense_columns(cols: list[np.ndarray], at: np.ndarray) -> np.ndarray:
-    """The columns ``cols[j]`` for ``j`` in ``at`` as one column-major ``(n, len(at))``."""
+    """The columns ``cols[j]`` for ``j`` in ``at`` as one column-major ``(n, len(at))``.
+
+    Parameters
+    ----------
+    cols : list of ndarray, each shape (n,)
+        The data's columns.
+    at : ndarray of int
+        The positions of the columns to take.
+
+    Returns
+    -------
+    ndarray, shape (n, len(at)), Fortran order
+    """
     out = np.empty((at.size, cols[0].shape[0])).T
     for s, j in enumerate(at.tolist()):
         out[:, s] = cols[j]
@@ -224,7 +321,18 @@ def sparse_column_gram(cols: list[np.ndarray]) -> np.ndarray | None:
     """``C'C`` of the columns ``cols`` (each ``(n,)`` float64) with the zeros of its
     mostly-zero columns skipped where that pays (:func:`sparse_split`), else None (the
     caller's dense products): the same sums as the dense product to rounding (exactly
-    where the products are integers: indicators)."""
+    where the products are integers: indicators).
+
+    Parameters
+    ----------
+    cols : list of ndarray, each shape (n,), float64
+        The data's columns.
+
+    Returns
+    -------
+    ndarray, shape (len(cols), len(cols)), or None
+        ``C'C``, or None where :func:`sparse_split` finds too few mostly-zero columns.
+    """
     split = sparse_split(cols)
     if split is None:
         return None
@@ -950,6 +1058,8 @@ def _sparse_resid(
     ``centres`` (s, G): nonzero only in the rows of the groups whose mean or whose ``x``
     is.  Each entry the same number as the dense residual (``z c_g`` one product, or
     ``c_g`` itself without weights; one subtraction)."""
+    import scipy.sparse as sp  # only on the sparse path
+
     n, g = codes.size, centres.shape[1]
     rows = sp.csr_matrix((np.ones(n) if unweighted else z, codes, np.arange(n + 1)), shape=(n, g))
     return (xs - rows @ sp.csr_matrix(centres.T)).tocsc()

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
-from dmixed.kernels import native, rows
+from dmixed.kernels import conditionals, native, rows
 from dmixed.stats.packed import PackedLayout
 from dmixed.stats.standardize import Standardization
 
@@ -666,7 +666,7 @@ def test_sparse_column_gram_is_the_matrix_product(monkeypatch, seed):
     """``C'C`` with a wide factor's zeros skipped: the indicators' block bit for bit
     (sums of ones), every entry to rounding of the dense product; None where too few
     columns are mostly zero."""
-    monkeypatch.setattr(rows, "SPARSE_MIN_COLUMNS", 64)
+    monkeypatch.setattr(conditionals, "SPARSE_MIN_COLUMNS", 64)
     codes, x, y = _wide_factor_rows(1200, 90, seed)
     assert rows.sparse_split([x[:, j] for j in range(x.shape[1])][:63]) is None
     cols = [x[:, j] for j in range(x.shape[1])] + [y]
@@ -689,7 +689,7 @@ def test_wide_factor_statistics_are_the_dense_passes(monkeypatch, weighted):
     """The data pass of a wide factor's rows with the mostly-zero columns kept sparse
     (the gram, the within-group residuals of a random intercept): the per-group sums
     bit for bit, ``[X y]'[X y]`` and ``W`` to rounding of the dense pass's."""
-    monkeypatch.setattr(rows, "SPARSE_MIN_COLUMNS", 64)
+    monkeypatch.setattr(conditionals, "SPARSE_MIN_COLUMNS", 64)
     codes, x, y = _wide_factor_rows(1600, 80, 3)
     n_groups = int(codes.max()) + 1
     w = np.random.default_rng(4).uniform(0.5, 2.0, codes.size) if weighted else None
@@ -707,7 +707,7 @@ def test_wide_factor_statistics_are_the_dense_passes(monkeypatch, weighted):
     monkeypatch.setattr(rows, "sparse_split", lambda c: called_split.append(1) or real_split(c))
     acc, glob = run()
     assert len(called_split) >= 2  # the gram and the within-group residuals
-    monkeypatch.setattr(rows, "SPARSE_MIN_COLUMNS", 10**9)  # the dense products
+    monkeypatch.setattr(conditionals, "SPARSE_MIN_COLUMNS", 10**9)  # the dense products
     acc_d, glob_d = run()
     assert acc.tobytes() == acc_d.tobytes()
     for name in ("xyxy", "within"):
