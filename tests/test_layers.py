@@ -201,3 +201,44 @@ def test_the_command_line_and_results_leave_scipy_stats_for_later():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_small_fit_leaves_scipy_sparse_for_later():
+    """A small in-process fit (``y ~ x``, a random intercept, arrays in) runs no sparse
+    path, so no kernels module imports scipy.sparse: they import it only once a wide
+    factor's thresholds are met (every process that fits, and every Dask worker, pays
+    for the import otherwise).  A finder records the modules on the stack when
+    scipy.sparse is first imported (a results module that imports scipy.stats may still
+    load it; the kernels must not)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+
+class Record:
+    stack = None
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "scipy.sparse" and Record.stack is None:
+            f, Record.stack = sys._getframe(1), []
+            while f is not None:
+                Record.stack.append(f.f_globals.get("__name__", ""))
+                f = f.f_back
+        return None
+
+sys.meta_path.insert(0, Record())
+import numpy as np
+import dmixed
+rng = np.random.default_rng(0)
+n = 2000
+x = np.column_stack([np.ones(n), rng.normal(size=n)])
+g = rng.integers(0, 50, n)
+y = x[:, 1] + rng.normal(size=g.max() + 1)[g] + rng.normal(size=n)
+dmixed.MixedLM(y, x, g).fit()
+print(sorted({m for m in Record.stack or [] if m.startswith("dmixed.kernels")}))
+print("scipy.sparse" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # and since the results' modules leave scipy.stats for later, nothing else loads it
+    assert out.stdout.split() == ["[]", "False"]

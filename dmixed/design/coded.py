@@ -209,6 +209,27 @@ def factor_codes(spec: ModelSpec, plan: CodedPlan, columns, codes) -> dict[str, 
     return out
 
 
+#: :func:`_fill_factor` copies a factor's rows in blocks of about this many entries (a
+#: block of the table's rows stays in the cache while it is copied into ``out``: a copy
+#: of all the rows at once makes and reads back a temporary of ``out``'s size)
+FILL_BLOCK_ENTRIES = 1 << 16
+
+
+def _fill_factor(out: np.ndarray, positions: np.ndarray, table: np.ndarray, code) -> None:
+    """``out[:, positions] = table[code]`` block of rows by block of rows (the same
+    values): a slice where ``positions`` run on by one, as a factor's columns do."""
+    width = positions.size
+    if not width:
+        return
+    target: slice | np.ndarray = positions
+    first = int(positions[0])
+    if np.array_equal(positions, np.arange(first, first + width)):
+        target = slice(first, first + width)
+    step = max(1, FILL_BLOCK_ENTRIES // width)
+    for start in range(0, code.shape[0], step):  # over blocks of rows, not groups
+        out[start : start + step, target] = table[code[start : start + step]]
+
+
 def coded_matrix(
     plan: CodedPlan, frame, codes: Mapping[str, np.ndarray], n: int
 ) -> np.ndarray | None:
@@ -227,7 +248,7 @@ def coded_matrix(
             return None
         if n and (code.min() < 0 or code.max() >= table.shape[0]):
             return None
-        out[:, positions] = table[code]
+        _fill_factor(out, positions, table, code)
     for j, names in plan.numeric:
         if not names:
             out[:, j] = 1.0

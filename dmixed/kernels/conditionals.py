@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:  # scipy is imported where a sparse path runs: most fits run none
+    import scipy.sparse as sp
 
 __all__ = [
     "CENTRED_DETERMINANT",
@@ -44,6 +47,10 @@ __all__ = [
     "PLAIN_ROUNDINGS",
     "mm",
     "rank_one_groups",
+    "SPARSE_MAX_DENSITY",
+    "SPARSE_MIN_COLUMNS",
+    "SPARSE_MIN_K",
+    "sparse_rows",
 ]
 
 
@@ -83,6 +90,45 @@ def m_sum(zxy: np.ndarray, p_mat: np.ndarray) -> np.ndarray:
     pz = mm(p_mat, zxy)
     m = sum(zxy[a] @ pz[a].T for a in range(r)) if r else np.zeros((k, k))
     return 0.5 * (m + m.T)
+
+
+#: :func:`sparse_rows` keeps a sparse copy of per-group rows (k, G) such as ``F`` from
+#: this many rows ``k`` on ...
+SPARSE_MIN_K = 64
+#: ... and :func:`~dmixed.kernels.rows.sparse_split` skips the zeros of the data's
+#: columns from this many on (below, one BLAS product of the rows is as fast) ...
+SPARSE_MIN_COLUMNS = 200
+#: ... where at most this share of its entries is nonzero: the sums over groups then cost
+#: ``Σ_i nnz(F_i)²`` instead of ``k² G`` (a fixed factor of many levels: each group meets
+#: a few of them; benchmarks/RESULTS.md, widefe-s61)
+SPARSE_MAX_DENSITY = 0.125
+
+
+def sparse_rows(f: np.ndarray) -> sp.csr_matrix | None:
+    """Per-group rows ``f`` (k, G) (``F``, ``H``, ``[G_i, u_i]``) as a CSR matrix where
+    their sums over groups pay to skip the zeros (:data:`SPARSE_MIN_K`,
+    :data:`SPARSE_MAX_DENSITY`), else None (the dense products).  The sparse products
+    add each entry's terms in the groups' order, not BLAS's: the same sums to rounding.
+
+    Parameters
+    ----------
+    f : ndarray, shape (k, G)
+        Per-group rows, one column per group.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix, shape (k, G), or None
+        ``f`` with its zeros dropped, or None where ``k < SPARSE_MIN_K`` or more than
+        ``SPARSE_MAX_DENSITY`` of its entries are nonzero.
+    """
+    k = f.shape[0]
+    if k < SPARSE_MIN_K or not f.size:
+        return None
+    if np.count_nonzero(f) > SPARSE_MAX_DENSITY * f.size:
+        return None
+    import scipy.sparse as sp  # only once the thresholds are met
+
+    return sp.csr_matrix(f)
 
 
 #: :func:`gram_rows` copies for ``gemm`` up to this many entries of ``a`` (past it the

@@ -17,12 +17,16 @@ Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .conditionals import gram_rows
+from .conditionals import gram_rows, sparse_rows
 from .dense2 import DenseStep
 from .groups import HessianSums
+
+if TYPE_CHECKING:  # the sparse F comes from sparse_rows, which imports scipy when it runs
+    import scipy.sparse as sp
 
 __all__ = ["Dense1Statistics", "Dense1Step"]
 
@@ -59,9 +63,9 @@ class Dense1Statistics:
             u = zz[0, 0]
             with np.errstate(divide="ignore"):
                 inv_u = np.where(u > 0, 1.0 / u, 0.0)  # F_i = 0 where U_i = 0
-            self._chunks.append((u, zxy[0], inv_u))
+            self._chunks.append((u, zxy[0], inv_u, sparse_rows(zxy[0])))
         self.k = self._chunks[0][1].shape[0]
-        self.n_groups = sum(u.shape[0] for u, _, _ in self._chunks)
+        self.n_groups = sum(chunk[0].shape[0] for chunk in self._chunks)
 
     def value(self, lam: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """``(Σ_i log|K_i|, Σ_i ZXy_i'P_iZXy_i, between)`` at ``lam`` (1 × 1): what ℓ
@@ -97,19 +101,39 @@ class Dense1Statistics:
         return step.hessian(basis, w)
 
 
+def _sparse_m_sum(fs: sp.csr_matrix, p: np.ndarray) -> np.ndarray:
+    """:func:`_m_sum` of the sparse ``F`` (:func:`sparse_rows`): ``Σ_i p_i F_i'F_i``."""
+    m = (fs.multiply(p[None, :]).tocsr() @ fs.T).toarray()
+    return 0.5 * (m + m.T)
+
+
+def _sparse_gram(fs: sp.csr_matrix, inv_d: np.ndarray) -> np.ndarray:
+    """``H H'`` of ``H = F / d`` (``inv_d = 1/d``) from the sparse ``F``: :func:`gram_rows`'
+    sum, zeros skipped."""
+    hs = fs.multiply(inv_d[None, :]).tocsr()
+    return (hs @ hs.T).toarray()
+
+
 def _chunk_value(
-    b: float, u: np.ndarray, f: np.ndarray, inv_u: np.ndarray
+    b: float, u: np.ndarray, f: np.ndarray, inv_u: np.ndarray, fs: sp.csr_matrix | None = None
 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-    """One chunk's ``(Σ log d, Σ P F'F, Σ F'F/(u d), 1/d)`` at ``b = λ²``."""
+    """One chunk's ``(Σ log d, Σ P F'F, Σ F'F/(u d), 1/d)`` at ``b = λ²`` (``fs``: ``F``
+    sparse, :func:`sparse_rows`, or None)."""
     d = b * u
     d += 1.0
     inv_d = 1.0 / d
+    if fs is not None:
+        m, between = _sparse_m_sum(fs, b * inv_d), _sparse_m_sum(fs, inv_u * inv_d)
+        return float(np.log(d).sum()), m, between, inv_d
     return float(np.log(d).sum()), _m_sum(f, b * inv_d), _m_sum(f, inv_u * inv_d), inv_d
 
 
-def _chunk_step(b: float, u: np.ndarray, f: np.ndarray, inv_u: np.ndarray) -> tuple:
+def _chunk_step(
+    b: float, u: np.ndarray, f: np.ndarray, inv_u: np.ndarray, fs: sp.csr_matrix | None = None
+) -> tuple:
     """One chunk's :class:`Dense1Step` fields ``(Σ log d, Σ P F'F, between, Σ S, Σ h h',
-    h, S)`` at ``b = λ²``: :func:`_chunk_value`'s products with ``F`` and ``H = F / d``
+    h, S)`` at ``b = λ²``.  ``fs``: ``F`` sparse (:func:`sparse_rows`; its zeros
+    skipped), or None: then :func:`_chunk_value`'s products with ``F`` and ``H = F / d``
     made as one product of ``F`` with the rows ``[P, 1/(u d), 1/d]`` (each entry the
     same product as alone)."""
     d = b * u
@@ -118,8 +142,18 @@ def _chunk_step(b: float, u: np.ndarray, f: np.ndarray, inv_u: np.ndarray) -> tu
     inv_d = np.divide(1.0, d, out=weights[2])
     np.multiply(b, inv_d, out=weights[0])
     np.multiply(inv_u, inv_d, out=weights[1])
-    rows = weights[:, None] * f  # [P F; F / (u d); H]
     s_i = u * inv_d
+    if fs is not None:
+        return (
+            float(np.log(d).sum()),
+            _sparse_m_sum(fs, weights[0]),
+            _sparse_m_sum(fs, weights[1]),
+            float(s_i.sum()),
+            _sparse_gram(fs, inv_d),
+            f * inv_d,
+            s_i[None],
+        )
+    rows = weights[:, None] * f  # [P F; F / (u d); H]
     h = rows[2]
     return (
         float(np.log(d).sum()),

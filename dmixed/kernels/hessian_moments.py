@@ -41,7 +41,7 @@ from types import ModuleType
 import numpy as np
 
 from ..stats import tril_indices
-from .conditionals import gram_rows
+from .conditionals import gram_rows, sparse_rows
 
 __all__ = ["HessianMoments", "contract", "full_gather", "full_sums"]
 
@@ -92,7 +92,9 @@ class HessianMoments:
         row order, made in place beside ``v``) and ``v'``; ``V`` is :func:`gram_rows` of
         ``v``.  Not one product of ``[v; v S]`` and ``v'``: BLAS blocks a product by its
         rows, so the sums of a taller product differ in the last bits for some shapes,
-        and those bits move a quasi-Newton fit that follows the Newton steps."""
+        and those bits move a quasi-Newton fit that follows the Newton steps.  A wide
+        ``v`` of mostly zeros (:func:`~dmixed.kernels.conditionals.sparse_rows`): the
+        same sums as sparse products, its zeros skipped (equal to rounding)."""
         n_pair, g = s_pairs.shape
         r, k = self.r, self.k
         rk = r * k
@@ -101,8 +103,15 @@ class HessianMoments:
         vr[...] = v.reshape(rk, g)
         if w is not None:  # u_i = H_i w in place of the last column
             vr.reshape(r, k, g)[:, -1] = _residual_side(v.reshape(r, k, g), w)
-        np.multiply(vr[:, None], s_pairs[None], out=rows[rk:].reshape(rk, n_pair, g))
         self.a += gram_rows(s_pairs)
+        vs = sparse_rows(vr)
+        if vs is not None:  # a wide, mostly-zero v (a fixed factor of many levels)
+            self.v += (vs @ vs.T).toarray()
+            c = self.c.reshape(rk, n_pair, rk)
+            for q in range(n_pair):  # over S_i's entries, not groups
+                c[:, q] += (vs.multiply(s_pairs[q][None, :]).tocsr() @ vs.T).toarray()
+            return
+        np.multiply(vr[:, None], s_pairs[None], out=rows[rk:].reshape(rk, n_pair, g))
         self.v += gram_rows(vr)
         self.c += rows[rk:] @ vr.T
 

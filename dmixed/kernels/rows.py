@@ -11,15 +11,58 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..stats.packed import PackedLayout
 from ..stats.standardize import Standardization, same_column
 from ..stats.statistics import chan_correction
-from . import native
+from . import conditionals, native
 from .compiled import rows_compiled
 from .conditionals import CentredSums
+
+if TYPE_CHECKING:  # scipy is imported where a sparse path runs: most fits run none
+    import scipy.sparse as sp
+
+__all__ = [
+    "dense_random_design",
+    "takes_rows_as_they_are",
+    "unweighted_gram",
+    "GRAM_DOTS_COLUMNS",
+    "GRAM_DOTS_MIN_ROWS",
+    "column_gram",
+    "sparse_split",
+    "sparse_columns",
+    "split_gram",
+    "dense_columns",
+    "sparse_column_gram",
+    "EXTREME_SCALE_LOG2",
+    "extreme_scales",
+    "column_scales",
+    "known_ones",
+    "product_plan",
+    "plan_terms",
+    "live_terms",
+    "COMPACT_BELOW",
+    "accumulate_packed_into",
+    "PreparedRows",
+    "row_global_sums",
+    "prepare_rows",
+    "wants_column_sums",
+    "wants_rank_one_within",
+    "constant_within",
+    "CONSTANT_CHECK_FIRST",
+    "wants_within",
+    "plan_sums",
+    "plain_statistics",
+    "packed_width",
+    "accumulate_packed",
+    "unpack_statistics",
+    "accumulate_statistics",
+    "centred_statistics",
+    "shifted_statistics",
+]
 
 # ---------------------------------------------------------------------------
 # Sufficient statistics from rows
@@ -72,7 +115,10 @@ def unweighted_gram(endog: np.ndarray, exog: np.ndarray) -> np.ndarray:
     from it, :meth:`~dmixed.stats.standardize.Standardization.choose`) hands the very
     matrix on (``gram=`` of :func:`accumulate_packed_into`)."""
     p = exog.shape[1]
-    gram = column_gram([exog[:, j] for j in range(p)] + [endog])
+    cols = [exog[:, j] for j in range(p)] + [endog]
+    gram = column_gram(cols)
+    if gram is None:
+        gram = sparse_column_gram(cols)
     if gram is None:
         gram = np.empty((p + 1, p + 1))
         gram[:-1, :-1] = exog.T @ exog
@@ -126,7 +172,10 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
     zcols = [_shifted(ztilde[:, a], std, a) for a in range(r)]
     if sw is not None:
         zcols = [c * sw for c in zcols]
-    return xcols, _share(zcols, xcols, ztilde, exog, std), sum_log_w, xy.T @ xy
+    gram = sparse_column_gram(xcols)
+    if gram is None:
+        gram = xy.T @ xy
+    return xcols, _share(zcols, xcols, ztilde, exog, std), sum_log_w, gram
 
 
 #: ``[X y]'[X y]`` of the rows held without a copy (``X`` and ``y`` apart: three BLAS
@@ -155,6 +204,146 @@ def column_gram(cols: list[np.ndarray]) -> np.ndarray | None:
         for j in range(i + 1):
             gram[i, j] = gram[j, i] = np.dot(cols[i], cols[j])
     return gram
+
+
+def sparse_split(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(sparse_at, dense_at)``: the positions of the mostly-zero columns of ``cols``
+    (each ``(n,)``; at most :data:`~dmixed.kernels.conditionals.SPARSE_MAX_DENSITY` nonzero)
+    and of the others, where products that skip those zeros pay (a fixed factor of many
+    levels: :data:`~dmixed.kernels.conditionals.SPARSE_MIN_COLUMNS` columns or more, half
+    of them mostly zero), else None.
+
+    Parameters
+    ----------
+    cols : list of ndarray, each shape (n,)
+        The data's columns.
+
+    Returns
+    -------
+    tuple of two int ndarrays, or None
+        The positions in ``cols`` of the mostly-zero columns and of the others, or None
+        where the dense products are used.
+    """
+    # Read through the module: conditionals owns the thresholds, and setting them there
+    # must reach this pass too.
+    min_columns = conditionals.SPARSE_MIN_COLUMNS
+    k = len(cols)
+    if k < min_columns:
+        return None
+    n = cols[0].shape[0]
+    nnz = np.array([np.count_nonzero(c) for c in cols])
+    few = nnz <= conditionals.SPARSE_MAX_DENSITY * n
+    if 2 * np.count_nonzero(few) < min_columns:
+        return None
+    return np.flatnonzero(few), np.flatnonzero(~few)
+
+
+def sparse_columns(cols: list[np.ndarray], at: np.ndarray) -> sp.csc_matrix:
+    """The columns ``cols[j]`` for ``j`` in ``at`` as one ``(n, len(at))`` CSC matrix
+    of their nonzero entries.
+
+    Parameters
+    ----------
+    cols : list of ndarray, each shape (n,)
+        The data's columns.
+    at : ndarray of int
+        The positions of the columns to take (:func:`sparse_split`'s first).
+
+    Returns
+    -------
+    scipy.sparse.csc_matrix, shape (n, len(at))
+    """
+    import scipy.sparse as sp  # only on the sparse path
+
+    n = cols[0].shape[0]
+    where = [np.flatnonzero(cols[j]) for j in at.tolist()]  # over columns, not rows
+    indptr = np.zeros(len(where) + 1, dtype=np.int64)
+    np.cumsum([w.size for w in where], out=indptr[1:])
+    indices = np.concatenate(where) if where else np.empty(0, dtype=np.int64)
+    data = (
+        np.concatenate([cols[j][w] for j, w in zip(at.tolist(), where, strict=True)])
+        if where
+        else None
+    )
+    return sp.csc_matrix((data, indices, indptr), shape=(n, len(where)))
+
+
+def split_gram(
+    k: int, sparse_at: np.ndarray, dense_at: np.ndarray, sparse: sp.csc_matrix, dense: np.ndarray
+) -> np.ndarray:
+    """``C'C`` (k × k) of the columns ``C`` held as ``sparse`` (those at ``sparse_at``,
+    CSC) and ``dense`` (those at ``dense_at``, (n, ·)): the dense block one BLAS product,
+    the others sparse products (each entry's terms in row order).
+
+    Parameters
+    ----------
+    k : int
+        The number of columns of ``C``.
+    sparse_at, dense_at : ndarray of int
+        The positions in ``C`` of the columns in ``sparse`` and in ``dense``.
+    sparse : scipy.sparse.csc_matrix, shape (n, len(sparse_at))
+    dense : ndarray, shape (n, len(dense_at))
+
+    Returns
+    -------
+    ndarray, shape (k, k)
+    """
+    gram = np.empty((k, k))
+    gram[np.ix_(dense_at, dense_at)] = dense.T @ dense
+    cross = np.asarray(sparse.T @ dense)
+    gram[np.ix_(sparse_at, dense_at)] = cross
+    gram[np.ix_(dense_at, sparse_at)] = cross.T
+    gram[np.ix_(sparse_at, sparse_at)] = (sparse.T @ sparse).toarray()
+    return gram
+
+
+def dense_columns(cols: list[np.ndarray], at: np.ndarray) -> np.ndarray:
+    """The columns ``cols[j]`` for ``j`` in ``at`` as one column-major ``(n, len(at))``.
+
+    Parameters
+    ----------
+    cols : list of ndarray, each shape (n,)
+        The data's columns.
+    at : ndarray of int
+        The positions of the columns to take.
+
+    Returns
+    -------
+    ndarray, shape (n, len(at)), Fortran order
+    """
+    out = np.empty((at.size, cols[0].shape[0])).T
+    for s, j in enumerate(at.tolist()):
+        out[:, s] = cols[j]
+    return out
+
+
+def sparse_column_gram(cols: list[np.ndarray]) -> np.ndarray | None:
+    """``C'C`` of the columns ``cols`` (each ``(n,)`` float64) with the zeros of its
+    mostly-zero columns skipped where that pays (:func:`sparse_split`), else None (the
+    caller's dense products): the same sums as the dense product to rounding (exactly
+    where the products are integers: indicators).
+
+    Parameters
+    ----------
+    cols : list of ndarray, each shape (n,), float64
+        The data's columns.
+
+    Returns
+    -------
+    ndarray, shape (len(cols), len(cols)), or None
+        ``C'C``, or None where :func:`sparse_split` finds too few mostly-zero columns.
+    """
+    split = sparse_split(cols)
+    if split is None:
+        return None
+    sparse_at, dense_at = split
+    return split_gram(
+        len(cols),
+        sparse_at,
+        dense_at,
+        sparse_columns(cols, sparse_at),
+        dense_columns(cols, dense_at),
+    )
 
 
 def _shifted(col: np.ndarray, std: Standardization | None, a: int) -> np.ndarray:
@@ -833,13 +1022,47 @@ class _Within:
             c = np.where(u > 0, self.f / u, 0.0)  # (k, G): means, in scaled units
         scale = np.ones(self.k) if sx is None else sx
         unweighted = bool(_ones_column(z))
-        resid = np.empty((self.k, codes.size)).T
-        for j in range(self.k):
+        split = sparse_split(xcols)
+        dense_at = np.arange(self.k) if split is None else split[1]
+        resid = np.empty((dense_at.size, codes.size)).T
+        for s, j in enumerate(dense_at.tolist()):
             centre = (c[j] * scale[j])[codes]  # the mean in the rows' own units
-            np.subtract(xcols[j], centre if unweighted else z * centre, out=resid[:, j])
-        within = resid.T @ resid / np.outer(scale, scale)
+            np.subtract(xcols[j], centre if unweighted else z * centre, out=resid[:, s])
+        if split is None:
+            within = resid.T @ resid
+        else:
+            sparse_at = split[0]
+            within = split_gram(
+                self.k,
+                sparse_at,
+                dense_at,
+                _sparse_resid(
+                    codes,
+                    sparse_columns(xcols, sparse_at),
+                    z,
+                    unweighted,
+                    c[sparse_at] * scale[sparse_at, None],
+                ),
+                resid,
+            )
+        within = within / np.outer(scale, scale)
         within = 0.5 * (within + within.T)
         return within + chan_correction(self.u_old, self.f_old.T, u, self.f.T)
+
+
+def _sparse_resid(
+    codes, xs: sp.csc_matrix, z, unweighted: bool, centres: np.ndarray
+) -> sp.csc_matrix:
+    """:meth:`_Within.within`'s residuals ``x − z c_g`` of the mostly-zero columns
+    ``xs`` (CSC, :func:`sparse_split`) whose group means in the rows' units are
+    ``centres`` (s, G): nonzero only in the rows of the groups whose mean or whose ``x``
+    is.  Each entry the same number as the dense residual (``z c_g`` one product, or
+    ``c_g`` itself without weights; one subtraction)."""
+    import scipy.sparse as sp  # only on the sparse path
+
+    n, g = codes.size, centres.shape[1]
+    rows = sp.csr_matrix((np.ones(n) if unweighted else z, codes, np.arange(n + 1)), shape=(n, g))
+    return (xs - rows @ sp.csr_matrix(centres.T)).tocsc()
 
 
 def packed_width(r: int, k: int) -> int:

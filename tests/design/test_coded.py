@@ -296,3 +296,16 @@ def test_pickled_spec_carries_no_plan(monkeypatch):
     copy = pickle.loads(pickle.dumps(other))
     assert copy.coded_plan().width == len(other.exog_names) != len(spec.exog_names)
     assert len(learned) == 2
+
+
+@pytest.mark.parametrize("entries", [1, 7, 1000])
+def test_coded_matrices_built_block_by_block_are_formulaics(entries, monkeypatch):
+    """The factors' columns copied a few rows at a time (one row where a block is
+    narrower than the factor) are formulaic's, bit for bit."""
+    monkeypatch.setattr(coded, "FILL_BLOCK_ENTRIES", entries)
+    df = make_df(300, seed=8)
+    for formula in ("y ~ C(cls) + x2", "y ~ C(a) + C(b) + x1 + x1:x2"):
+        spec = build_spec(df, formula, groups="g")
+        assert spec.coded_plan() is not None
+        _assert_same(spec, df, monkeypatch)
+        _assert_same(spec, df.iloc[[4, 9, 11]], monkeypatch)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
-from dmixed.kernels import compiled
+from dmixed.kernels import compiled, conditionals
 from dmixed.kernels.dense1 import Dense1Statistics
 from dmixed.stats import Layout
 
@@ -104,3 +105,41 @@ def test_step_keeps_the_products_made_one_by_one(seed, n_groups, k, lam, offset)
     np.testing.assert_array_equal(step.gram, h @ h.copy().T)
     np.testing.assert_array_equal(step.s_pairs[0], (u * inv_d)[None])
     assert step.s[0, 0] == float((u * inv_d).sum())
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.7, 300.0])
+def test_wide_sparse_f_sums_are_the_dense_sums(monkeypatch, lam):
+    """A wide fixed factor (``F`` of 80 entries, each group meeting a few levels): the
+    step, value and Hessian sums with the zeros skipped equal the dense products to
+    1e-12, in chunks."""
+    monkeypatch.setenv(compiled.ENV_VAR, "numpy")
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 64)
+    rng = np.random.default_rng(11)
+    n_groups, k = 300, 80
+    zz, zxy = np.zeros((n_groups, 1, 1)), np.zeros((n_groups, 1, k))
+    for i in range(n_groups):
+        n_i = int(rng.integers(1, 9))
+        xy = np.zeros((n_i, k))
+        xy[:, 0], xy[:, 1], xy[:, -1] = 1.0, rng.normal(size=n_i), rng.normal(size=n_i)
+        xy[np.arange(n_i), rng.integers(2, k - 1, n_i)] = 1.0
+        zz[i], zxy[i] = n_i, xy.sum(axis=0)
+    factor = np.array([[lam]])
+    block = kernels.StatsBlock(zz, zxy)
+    assert all(conditionals.sparse_rows(f[0]) is not None for _, f in block.chunks())
+    sparse = Dense1Statistics(block.chunks())
+    monkeypatch.setattr(conditionals, "SPARSE_MIN_K", 10**9)
+    dense = Dense1Statistics(block.chunks())
+    a, b = sparse.step(factor), dense.step(factor)
+    assert a.logdet == b.logdet and a.s.tobytes() == b.s.tobytes()
+    for name in ("m", "gram", "between"):
+        _close(getattr(a, name), getattr(b, name), name)
+    for got, want in zip(sparse.value(factor)[1:], dense.value(factor)[1:], strict=True):
+        _close(got, want, "value")
+    basis = Layout(1, ()).basis()
+    w = np.append(-rng.normal(size=k - 1), 1.0)
+    monkeypatch.setattr(conditionals, "SPARSE_MIN_K", 64)
+    ours = sparse.hessian(a, basis, w)
+    monkeypatch.setattr(conditionals, "SPARSE_MIN_K", 10**9)
+    theirs = dense.hessian(b, basis, w)
+    for name in theirs.__dataclass_fields__:
+        _close(getattr(ours, name), getattr(theirs, name), name)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
-from dmixed.kernels import native, rows
+from dmixed.kernels import conditionals, native, rows
 from dmixed.stats.packed import PackedLayout
 from dmixed.stats.standardize import Standardization
 
@@ -645,3 +645,71 @@ def test_constant_within_refuses_what_it_cannot_read():
     assert ext.constant_within(np.empty(0, dtype=np.int64), [np.empty(0)], 0) is True
     assert rows.constant_within(codes, [col], 2)  # out of the bound: the reference's
     assert rows.constant_within(codes, [np.arange(4.0) * 0] * 65)
+
+
+def _wide_factor_rows(n: int, levels: int, seed: int):
+    """Rows of ``y ~ x1 + C(store)`` (treatment coding: ``levels − 1`` indicator
+    columns, one 1 a row at most) in groups of about eight rows, with one mostly-zero
+    column of other values and a shifted one among them."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, n // 8, n)
+    store = rng.integers(0, levels, n)
+    ind = (store[:, None] == np.arange(1, levels)[None, :]).astype(np.float64)
+    odd = np.where(rng.random(n) < 0.05, rng.normal(size=n) * 1e3 + 7e5, 0.0)
+    x = np.asfortranarray(np.column_stack([np.ones(n), rng.normal(size=n), ind, odd]))
+    y = 2.0 + x[:, 1] + 0.3 * store + rng.normal(size=n)
+    return codes, x, y
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sparse_column_gram_is_the_matrix_product(monkeypatch, seed):
+    """``C'C`` with a wide factor's zeros skipped: the indicators' block bit for bit
+    (sums of ones), every entry to rounding of the dense product; None where too few
+    columns are mostly zero."""
+    monkeypatch.setattr(conditionals, "SPARSE_MIN_COLUMNS", 64)
+    codes, x, y = _wide_factor_rows(1200, 90, seed)
+    assert rows.sparse_split([x[:, j] for j in range(x.shape[1])][:63]) is None
+    cols = [x[:, j] for j in range(x.shape[1])] + [y]
+    split = rows.sparse_split(cols)
+    assert split is not None and split[0].size >= x.shape[1] - 2
+    gram = rows.sparse_column_gram(cols)
+    xy = np.column_stack(cols)
+    want = xy.T @ xy
+    ind = slice(2, x.shape[1] - 1)
+    np.testing.assert_array_equal(gram[ind, ind], want[ind, ind])
+    bound = np.abs(xy).T @ np.abs(xy)
+    assert np.all(np.abs(gram - want) <= 1e-13 * bound)
+    assert rows.sparse_column_gram(cols[:3] + cols[-1:]) is None  # few columns
+    dense = [c + 1.0 for c in cols]  # no zeros
+    assert rows.sparse_column_gram(dense) is None
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_wide_factor_statistics_are_the_dense_passes(monkeypatch, weighted):
+    """The data pass of a wide factor's rows with the mostly-zero columns kept sparse
+    (the gram, the within-group residuals of a random intercept): the per-group sums
+    bit for bit, ``[X y]'[X y]`` and ``W`` to rounding of the dense pass's."""
+    monkeypatch.setattr(conditionals, "SPARSE_MIN_COLUMNS", 64)
+    codes, x, y = _wide_factor_rows(1600, 80, 3)
+    n_groups = int(codes.max()) + 1
+    w = np.random.default_rng(4).uniform(0.5, 2.0, codes.size) if weighted else None
+    z = x[:, :1]
+    std = Standardization.choose(y, x, z, (0, 0))
+    assert rows.wants_within(std, 1)
+    layout = PackedLayout(1, x.shape[1] + 1)
+
+    def run():
+        acc = np.zeros((layout.width, n_groups))
+        return acc, kernels.accumulate_packed_into(acc, codes, y, x, z, w, std)
+
+    called_split = []
+    real_split = rows.sparse_split
+    monkeypatch.setattr(rows, "sparse_split", lambda c: called_split.append(1) or real_split(c))
+    acc, glob = run()
+    assert len(called_split) >= 2  # the gram and the within-group residuals
+    monkeypatch.setattr(conditionals, "SPARSE_MIN_COLUMNS", 10**9)  # the dense products
+    acc_d, glob_d = run()
+    assert acc.tobytes() == acc_d.tobytes()
+    for name in ("xyxy", "within"):
+        got, want = glob[name], glob_d[name]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
