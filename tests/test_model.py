@@ -1058,3 +1058,18 @@ def test_every_public_name_of_statsmodels_mixedlm_is_there():
     ours = dmixed.mixedlm("y ~ x1", df, groups="g")
     public = {name for name in dir(theirs) if not name.startswith("_")}
     assert public - set(dir(ours)) == {"initialize"}
+
+
+def test_crossed_effects_idiom_is_documented():
+    """A user coming from lme4 found no crossed example: the README and
+    ``from_formula``'s docstring show ``(1 | subj) + (1 | item)`` as one constant group
+    with a component per factor, and say what ``groups="subj"`` fits instead."""
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    doc = " ".join(MixedLM.from_formula.__doc__.split())
+    idiom = 'vc_formula={"subj": "0 + C(subj)", "item": "0 + C(item)"}'
+    for text in (readme, doc):
+        assert "(1 | subj) + (1 | item)" in text and idiom in text
+        assert "(1 | subj) + (1 | subj:item)" in text
+    assert 'groups="one"' in readme

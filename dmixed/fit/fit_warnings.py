@@ -137,11 +137,10 @@ def warn_boundary(model, opt: OptSummary, layout: Layout, psi: np.ndarray | None
     singular = layout.k_re > 0 and small_linalg.smallest_eigenvalue(psi, bound, math.inf) < bound
     if not (opt.boundary or singular):
         return
-    which = []
+    which = layout.boundary_names(opt.boundary, model.exog_re_names, model.vc_names)
     zero_re = set()
     for label in opt.boundary:
         kind, i = layout.parse_boundary_label(label)
-        which.append(model.exog_re_names[i] if kind == "re" else model.vc_names[i])
         if kind == "re":
             zero_re.add(i)
     parts = [f"zero variance: {', '.join(which)}"] if which else []

@@ -169,6 +169,10 @@ class OptSummary:
         variances are all positive (a correlation of ±1, reached from inside the cone)
         is not listed, nor a variance that is tiny but not 0: lme4's singular-fit flag
         is :attr:`MixedLMResults.is_singular <dmixed.MixedLMResults.is_singular>`.
+        The labels are positional (a random effect and a component may share a name;
+        saved results read them back by position):
+        :attr:`MixedLMResults.boundary_names <dmixed.MixedLMResults.boundary_names>`
+        gives the names the BoundaryWarning uses.
     methods : list of str
         Methods that ran, in order (``"newton"`` for converging Newton steps first,
         then ``"bfgs"``, ``"lbfgs"``, ``"cg"`` as tried).  Newton steps first that stop

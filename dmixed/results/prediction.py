@@ -329,7 +329,10 @@ class Predictor:
         out = np.zeros(len(idx))
         if self.k_re:
             sel = slice(None) if seen.all() else seen  # no copies when all are seen
-            out[sel] = np.einsum("nj,nj->n", exog_re[sel], self.blup[idx[sel], : self.k_re])
+            # np.take gathers whole rows several times faster than fancy indexing with
+            # a column slice: the same (n, k_re) C-ordered values either way
+            blup = np.take(self.blup[:, : self.k_re], idx[sel], axis=0)
+            out[sel] = np.einsum("nj,nj->n", exog_re[sel], blup)
         if slots is None:
             slots = self.vc_slots(idx, vc_cols, vc_vals)
         for (offset, slot), vals in zip(slots, vc_vals, strict=True):

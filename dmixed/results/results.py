@@ -24,6 +24,7 @@ from ..fit.summary import OptSummary
 from ..inference import check_alpha
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
+from ..stats import Layout
 from ..stats.blup_cov import cov_block, cov_diagonal, cov_variances
 from .bootstrap import BootstrapResults, parametric_bootstrap
 from .by_group import ByGroup
@@ -291,6 +292,22 @@ class MixedLMResults(FittedValues, Hypotheses):
         """The optimizer's record: settings and tolerances, start and final values,
         methods and the per-iteration log (made on first use)."""
         return self._state.optimizer()
+
+    @property
+    def boundary_names(self) -> list[str]:
+        """The variances settled at exactly zero (:attr:`boundary`, as
+        ``optimizer.boundary``), by the names the BoundaryWarning gives them:
+        ``exog_re_names`` for random effects, ``vc_names`` for variance components.
+
+        ``boundary`` keeps the positional labels ``"re:i"`` and ``"vc:l"``
+        (:meth:`~dmixed.stats.Layout.boundary_labels`): a random effect and a variance
+        component may share a name, and saved results, replicate fits and the optimizer
+        read the labels back by position."""
+        # the components' widths play no part in the labels
+        layout = Layout(self.k_re, (1,) * self.k_vc)
+        return layout.boundary_names(
+            list(self.boundary), self.names.exog_re_names, self.names.vc_names
+        )
 
     @cached_property
     def _param_index(self) -> pd.Index:

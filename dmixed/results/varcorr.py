@@ -8,7 +8,14 @@ import pandas as pd
 
 from ..io import ResultsState
 
-__all__ = ["VARCORR_COLUMNS", "term_levels", "term_order", "varcorr_frame", "varcorr_text"]
+__all__ = [
+    "VARCORR_COLUMNS",
+    "component_label",
+    "term_levels",
+    "term_order",
+    "varcorr_frame",
+    "varcorr_text",
+]
 
 #: Columns of :func:`varcorr_frame`, as lme4's ``as.data.frame(VarCorr(fit))``.
 VARCORR_COLUMNS = ["grp", "var1", "var2", "vcov", "sdcor"]
@@ -35,14 +42,27 @@ def term_order(levels, k_re: int, k_vc: int) -> list[int]:
     return order
 
 
+def component_label(group: str, name: str, n_groups: int) -> str:
+    """The ``grp`` label of variance component ``name`` in lme4's ``VarCorr``.
+
+    A component is lme4's term ``(1 | group:component)``, printed ``"<group>:<name>"``.
+    In a model of exactly one group (statsmodels' idiom for crossed effects: ``groups``
+    a constant column, one component per factor) ``group:component`` has the levels of
+    ``component`` alone: the term is lme4's ``(1 | component)``, printed ``"<name>"``
+    (``(1|subj) + (1|item)`` gives ``subj`` and ``item``, not ``one:subj``).
+    """
+    return name if n_groups == 1 else f"{group}:{name}"
+
+
 def varcorr_frame(state: ResultsState) -> pd.DataFrame:
     """The random-effects covariance as lme4's ``as.data.frame(VarCorr(fit))``.
 
     One row per variance (``var2`` missing: ``vcov`` the variance, ``sdcor`` its
     square root), then one per covariance of ``exog_re`` (``vcov`` the covariance,
     ``sdcor`` the correlation ``Ψ_jk / sqrt(Ψ_jj Ψ_kk)``, NaN where a variance is 0),
-    then one per variance component (``grp`` ``"<group>:<name>"``, as lme4 names the term
-    ``(1 | group:component)``; ``vcomp`` keeps statsmodels' name), the terms in lme4's order
+    then one per variance component (``grp`` :func:`component_label`: ``"<group>:<name>"``,
+    as lme4 names the term ``(1 | group:component)``, or ``"<name>"`` in a model of one
+    group; ``vcomp`` keeps statsmodels' name), the terms in lme4's order
     (:func:`term_order`: by decreasing number of levels), then the residual
     (``grp = "Residual"``, ``vcov = σ̂²``, ``sdcor = σ̂``).  Variances are on the data's
     scale (``cov_re`` and ``vcomp`` as reported, not relative to σ̂²).
@@ -63,7 +83,7 @@ def varcorr_frame(state: ResultsState) -> pd.DataFrame:
             corr = cov[k, j] / denom if denom > 0 else np.nan
             terms[0].append((group, names[j], names[k], cov[k, j], corr))
     for name, var in zip(state.names.vc_names, np.asarray(state.vcomp), strict=True):
-        grp = f"{group}:{name}"
+        grp = component_label(group, name, int(state.n_groups))
         terms.append([(grp, None, None, float(var), float(np.sqrt(max(var, 0.0))))])
     order = term_order(term_levels(state), len(names), len(terms) - 1)
     rows = [row for t in order for row in terms[t]]

@@ -118,6 +118,21 @@ class Layout:
         the strings of ``results.boundary`` and of saved results."""
         return [f"re:{i}" for i in range(self.k_re)] + [f"vc:{j}" for j in range(self.k_vc)]
 
+    def boundary_names(self, labels: list[str], re_names, vc_names) -> list[str]:
+        """The names of the variances ``labels`` (:meth:`boundary_labels`), as the
+        BoundaryWarning and the summary name them: ``re_names[i]`` for ``"re:i"``,
+        ``vc_names[l]`` for ``"vc:l"`` (statsmodels' ``exog_re_names`` and
+        ``vc_names``, k_re and k_vc of them).
+
+        The labels themselves stay positional: a random effect and a component may
+        share a name (``re_formula="1 + x"`` with a component ``x``), and saved results
+        and the optimizer read them back by position."""
+        out = []
+        for label in labels:
+            kind, i = self.parse_boundary_label(label)
+            out.append(str(re_names[i] if kind == "re" else vc_names[i]))
+        return out
+
     def parse_boundary_label(self, label: str) -> tuple[str, int]:
         """``"re:i"`` → ``("re", i)``, ``"vc:l"`` → ``("vc", l)``; a :class:`DmixedError`
         for a label that names no variance of this layout (e.g. one edited in a saved file)."""

@@ -676,3 +676,21 @@ def test_dask_unseen_count_does_not_tokenize_the_predictor_again(
         frame = out if call == "predict" else out.summary_frame()
         assert len(frame.compute()) == 4
     assert len(tokenized) == 1
+
+
+def test_unpickling_a_predictor_imports_the_prediction_module_alone():
+    """A Dask worker computing fitted values unpickles a Predictor, which imports
+    ``dmixed.results.prediction``: the ``dmixed.results`` package imported the results
+    class and its inference too (most of the import's time) on every worker."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dmixed.results.prediction, dmixed.results as r; "
+        "print('dmixed.results.results' in sys.modules); "
+        "print(r.Predictor is dmixed.results.prediction.Predictor); "
+        "print(r.MixedLMResults.__module__, 'dmixed.results.results' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True", "dmixed.results.results", "True"]

@@ -89,3 +89,33 @@ def test_missing_names_are_nan_in_every_row():
     frame = res.varcorr()
     for c in ("var1", "var2"):
         assert frame[c].isna().all() and not any(v is None for v in frame[c])
+
+
+def _crossed(n_subj=30, n_item=5, seed=5):
+    """A full crossing of subjects and items (statsmodels' idiom: one constant group)
+    whose items' means are equal, so the items' variance is estimated at zero."""
+    rng = np.random.default_rng(seed)
+    subj = np.repeat(np.arange(n_subj), n_item)
+    item = np.tile(np.arange(n_item), n_subj)
+    y = rng.normal(size=n_subj)[subj] + rng.normal(size=subj.size)
+    y -= pd.Series(y).groupby(item).transform("mean").to_numpy()  # no item effect at all
+    return pd.DataFrame({"y": y, "subj": subj, "item": item, "one": 1})
+
+
+def test_one_group_components_are_lme4s_crossed_terms():
+    """lme4's ``(1|subj) + (1|item)``: with a single group ``one:subj`` has the levels of
+    ``subj`` alone, so the terms are named ``subj`` and ``item`` (in the varcorr frame
+    and the summary's block), not ``one:subj`` and ``one:item``."""
+    df = _crossed()
+    vcf = {"subj": "0 + C(subj)", "item": "0 + C(item)"}
+    with pytest.warns(dmixed.errors.BoundaryWarning, match="zero variance: item"):
+        res = dmixed.mixedlm("y ~ 1", df, groups="one", vc_formula=vcf).fit()
+    vc = res.varcorr()
+    # lme4's order: decreasing number of levels (30 subjects, 5 items)
+    assert list(vc.grp) == ["subj", "item", "Residual"]
+    np.testing.assert_allclose(vc.vcov.iloc[:2], res.vcomp[[1, 0]])  # vc_names sorted
+    block = str(res.summary()).split("Random effects:\n")[1].splitlines()
+    assert [line.split()[0] for line in block[1:3]] == ["subj", "item"]
+    # the variance at zero by the warning's name; the positional label kept
+    assert res.optimizer.boundary == ["vc:0"] and res.boundary == ["vc:0"]
+    assert res.boundary_names == ["item"]
