@@ -42,16 +42,19 @@ def term_order(levels, k_re: int, k_vc: int) -> list[int]:
     return order
 
 
-def component_label(group: str, name: str, n_groups: int) -> str:
+def component_label(group: str, name: str, n_groups: int, k_re: int) -> str:
     """The ``grp`` label of variance component ``name`` in lme4's ``VarCorr``.
 
     A component is lme4's term ``(1 | group:component)``, printed ``"<group>:<name>"``.
     In a model of exactly one group (statsmodels' idiom for crossed effects: ``groups``
     a constant column, one component per factor) ``group:component`` has the levels of
     ``component`` alone: the term is lme4's ``(1 | component)``, printed ``"<name>"``
-    (``(1|subj) + (1|item)`` gives ``subj`` and ``item``, not ``one:subj``).
+    (``(1|subj) + (1|item)`` gives ``subj`` and ``item``, not ``one:subj``).  Where the
+    one group also has random effects (``k_re > 0``, terms labelled ``group``), the
+    prefix stays: a component named as the group's column would otherwise print as
+    the group's own term.
     """
-    return name if n_groups == 1 else f"{group}:{name}"
+    return name if n_groups == 1 and k_re == 0 else f"{group}:{name}"
 
 
 def varcorr_frame(state: ResultsState) -> pd.DataFrame:
@@ -62,7 +65,7 @@ def varcorr_frame(state: ResultsState) -> pd.DataFrame:
     ``sdcor`` the correlation ``Ψ_jk / sqrt(Ψ_jj Ψ_kk)``, NaN where a variance is 0),
     then one per variance component (``grp`` :func:`component_label`: ``"<group>:<name>"``,
     as lme4 names the term ``(1 | group:component)``, or ``"<name>"`` in a model of one
-    group; ``vcomp`` keeps statsmodels' name), the terms in lme4's order
+    group with no random effects; ``vcomp`` keeps statsmodels' name), the terms in lme4's order
     (:func:`term_order`: by decreasing number of levels), then the residual
     (``grp = "Residual"``, ``vcov = σ̂²``, ``sdcor = σ̂``).  Variances are on the data's
     scale (``cov_re`` and ``vcomp`` as reported, not relative to σ̂²).
@@ -83,7 +86,7 @@ def varcorr_frame(state: ResultsState) -> pd.DataFrame:
             corr = cov[k, j] / denom if denom > 0 else np.nan
             terms[0].append((group, names[j], names[k], cov[k, j], corr))
     for name, var in zip(state.names.vc_names, np.asarray(state.vcomp), strict=True):
-        grp = component_label(group, name, int(state.n_groups))
+        grp = component_label(group, name, int(state.n_groups), len(names))
         terms.append([(grp, None, None, float(var), float(np.sqrt(max(var, 0.0))))])
     order = term_order(term_levels(state), len(names), len(terms) - 1)
     rows = [row for t in order for row in terms[t]]

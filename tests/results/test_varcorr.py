@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -119,3 +120,21 @@ def test_one_group_components_are_lme4s_crossed_terms():
     # the variance at zero by the warning's name; the positional label kept
     assert res.optimizer.boundary == ["vc:0"] and res.boundary == ["vc:0"]
     assert res.boundary_names == ["item"]
+
+
+def test_one_group_with_random_effects_keeps_the_components_prefix():
+    """One real group with a random slope and a component named as the group column:
+    the component keeps ``g:g``, or it would print as the group's own term ``g``."""
+    rng = np.random.default_rng(1)
+    n = 200
+    df = pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n)})
+    df["c"], df["g"] = rng.integers(0, 8, n), 0
+    df["y"] += rng.normal(size=8)[df.c]
+    model = dmixed.mixedlm(
+        "y ~ x", df, groups="g", re_formula="0 + x", vc_formula={"g": "0 + C(c)"}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.errors.DmixedWarning)
+        res = model.fit(check_nobs="ignore")
+    # lme4's order: the component's 8 levels before the group's one
+    assert list(res.varcorr().grp) == ["g:g", "g", "Residual"]
