@@ -225,9 +225,7 @@ class Layout:
         vcomp = np.asarray(vcomp, dtype=np.float64).reshape(self.k_vc)
         rows, cols = self.tril()
         if use_sqrt:
-            try:
-                factor = _psd_factor(cov_re, strict=True)
-            except np.linalg.LinAlgError:
+            if _indefinite(cov_re):
                 # a factor built anyway would be that of another matrix (a start
                 # [[1, 2], [2, 1]] became [[1, 2], [2, 4]]): refused on every route
                 smallest = float(np.linalg.eigvalsh((cov_re + cov_re.T) / 2).min())
@@ -235,7 +233,8 @@ class Layout:
                     f"cov_re is not positive semi-definite (smallest eigenvalue "
                     f"{smallest:.6g}): it has no square-root factor L with L L' = cov_re, "
                     f"so it has no packing with use_sqrt=True; cov_re = {cov_re.tolist()}"
-                ) from None
+                )
+            factor = _psd_factor(cov_re)
             return np.concatenate([factor[rows, cols], np.sqrt(np.maximum(vcomp, 0.0))])
         return np.concatenate([cov_re[rows, cols], vcomp])
 
@@ -324,11 +323,6 @@ def _psd_factor(mat: np.ndarray, strict: bool = False) -> np.ndarray:
 
     Cholesky where it succeeds; on the boundary (singular ``mat``) an LDL'-style
     pivot-free factor built column by column, so zero variances give zero columns.
-    With ``strict``, ``np.linalg.LinAlgError`` where ``L L'`` differs from ``mat`` by
-    more than :data:`PSD_RTOL` on the correlation scale, ``√(d_i d_j)`` for entry
-    ``(i, j)`` with ``d = diag(mat)`` (:data:`PSD_FLOOR` of the largest ``d`` at
-    least): free of the variables' units, so rescaling a covariate does not change
-    what is refused.
     """
     q = mat.shape[0]
     if q == 0:
@@ -337,33 +331,50 @@ def _psd_factor(mat: np.ndarray, strict: bool = False) -> np.ndarray:
         return np.linalg.cholesky(mat)
     except np.linalg.LinAlgError:
         pass
-    diag = np.abs(np.diag(mat))
-    scale = max(float(np.max(diag)), 1e-300)
+    scale = max(float(np.max(np.abs(np.diag(mat)))), 1e-300)
+    tol = 1e-12 * scale
     lmat = np.zeros_like(mat)
     work = np.array(mat, dtype=np.float64)
     for j in range(q):
         d = work[j, j] - lmat[j, :j] @ lmat[j, :j]
-        # a pivot zero to rounding of its own variance (not of the largest: a small
-        # variance beside a large one keeps its column)
-        if d <= 1e-12 * max(float(diag[j]), PSD_FLOOR * scale):
+        if d < -tol * 1e3 and strict:
+            raise np.linalg.LinAlgError("covariance matrix is not positive semi-definite")
+        if d <= tol:
             continue
         lmat[j, j] = np.sqrt(d)
         lmat[j + 1 :, j] = (work[j + 1 :, j] - lmat[j + 1 :, :j] @ lmat[j, :j]) / lmat[j, j]
-    if strict:
-        atol = PSD_RTOL * np.sqrt(np.outer(diag, diag)) + PSD_FLOOR * scale
-        if not np.all(np.abs(lmat @ lmat.T - mat) <= atol):
-            raise np.linalg.LinAlgError("covariance matrix is not positive semi-definite")
+    if strict and not np.allclose(lmat @ lmat.T, mat, atol=1e-8 * scale):
+        raise np.linalg.LinAlgError("covariance matrix is not positive semi-definite")
     return lmat
 
 
-#: :func:`_psd_factor`'s strict check: ``|L L' − Ψ|`` at most this on the correlation
-#: scale ``√(d_i d_j)``; a positive semi-definite Ψ rounded to slightly negative
-#: eigenvalues passes, a correlation off by more does not
+#: :meth:`Layout.pack`'s check of a cov_re given for the square-root packing: its
+#: correlation matrix (``Ψ_ij / √(d_i d_j)``) may have eigenvalues down to minus this (a
+#: positive semi-definite Ψ rounded to slightly negative ones passes); free of the
+#: variables' units, so rescaling a covariate does not change what is refused
 PSD_RTOL = 1e-8
 
-#: :func:`_psd_factor`'s floor, relative to the largest variance: rounding of entries
-#: whose own variances are zero (a boundary fit's zero column)
+#: :meth:`Layout.pack`'s floor, relative to the largest variance: a variance at most
+#: this is zero (a boundary fit's zero column), and so must its covariances be
 PSD_FLOOR = 1e-15
+
+
+def _indefinite(cov: np.ndarray) -> bool:
+    """Whether ``cov`` is not positive semi-definite beyond rounding, judged on the
+    correlation scale (:data:`PSD_RTOL`, :data:`PSD_FLOOR`)."""
+    d = np.diag(cov)
+    if d.size == 0:
+        return False
+    scale = max(float(np.max(np.abs(d))), 1e-300)
+    if np.any(d < -PSD_FLOOR * scale):
+        return True
+    pos = d > PSD_FLOOR * scale
+    off = cov[np.ix_(~pos, np.ones(d.size, dtype=bool))]
+    if np.any(np.abs(off[:, pos]) > PSD_FLOOR * scale):  # a zero variance's covariances
+        return True
+    root = np.sqrt(d[pos])
+    corr = cov[np.ix_(pos, pos)] / np.outer(root, root)
+    return bool(corr.size) and float(np.linalg.eigvalsh((corr + corr.T) / 2).min()) < -PSD_RTOL
 
 
 #: :attr:`Layout.slot_component` of a layout without variance components (read-only)
