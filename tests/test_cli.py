@@ -1611,7 +1611,10 @@ def test_statistics_of_other_input_files_name_them(checkpointed, tmp_path):
     """A --stats-dir whose digest does not match said only that: the files given and
     not saved, and saved and not given, are named."""
     d = checkpointed.dir
-    shutil.copy2(d / "B.parquet", tmp_path / "B2.parquet")
+    # other rows (a copy keeping B's bytes and time stamp is B moved: --moved-inputs)
+    other = pd.read_parquet(d / "B.parquet")
+    other[other.columns[0]] = other[other.columns[0]] + 1.0  # its footer's statistics too
+    other.to_parquet(tmp_path / "B2.parquet", index=False)
     args = [str(tmp_path / "B2.parquet") if a == "B.parquet" else a for a in checkpointed.args]
     proc = run_in_process(*args, "--stats-dir", "stats", "--output", "other", cwd=d)
     assert proc.returncode == 2, proc.stderr

@@ -54,7 +54,7 @@ def warn_convergence(opt: OptSummary, layout: Layout | None = None) -> None:
             f"iteration {opt.n_iter}, which ended the fit there (max |gradient of "
             f"llf/n| = {opt.grad_norm:.3g})",
             FitConvergenceWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
     elif opt.resolution_edge:
         warnings.warn(
