@@ -225,7 +225,10 @@ class Layout:
         vcomp = np.asarray(vcomp, dtype=np.float64).reshape(self.k_vc)
         rows, cols = self.tril()
         if use_sqrt:
-            if _indefinite(cov_re):
+            try:
+                # the likelihood's own test of a Psi (Layout.lam), absolute in its scale
+                factor = _psd_factor(cov_re, strict=True)
+            except np.linalg.LinAlgError:
                 # a factor built anyway would be that of another matrix (a start
                 # [[1, 2], [2, 1]] became [[1, 2], [2, 4]]): refused on every route
                 smallest = float(np.linalg.eigvalsh((cov_re + cov_re.T) / 2).min())
@@ -233,8 +236,7 @@ class Layout:
                     f"cov_re is not positive semi-definite (smallest eigenvalue "
                     f"{smallest:.6g}): it has no square-root factor L with L L' = cov_re, "
                     f"so it has no packing with use_sqrt=True; cov_re = {cov_re.tolist()}"
-                )
-            factor = _psd_factor(cov_re)
+                ) from None
             return np.concatenate([factor[rows, cols], np.sqrt(np.maximum(vcomp, 0.0))])
         return np.concatenate([cov_re[rows, cols], vcomp])
 
@@ -346,35 +348,6 @@ def _psd_factor(mat: np.ndarray, strict: bool = False) -> np.ndarray:
     if strict and not np.allclose(lmat @ lmat.T, mat, atol=1e-8 * scale):
         raise np.linalg.LinAlgError("covariance matrix is not positive semi-definite")
     return lmat
-
-
-#: :meth:`Layout.pack`'s check of a cov_re given for the square-root packing: its
-#: correlation matrix (``Ψ_ij / √(d_i d_j)``) may have eigenvalues down to minus this (a
-#: positive semi-definite Ψ rounded to slightly negative ones passes); free of the
-#: variables' units, so rescaling a covariate does not change what is refused
-PSD_RTOL = 1e-8
-
-#: :meth:`Layout.pack`'s floor, relative to the largest variance: a variance at most
-#: this is zero (a boundary fit's zero column), and so must its covariances be
-PSD_FLOOR = 1e-15
-
-
-def _indefinite(cov: np.ndarray) -> bool:
-    """Whether ``cov`` is not positive semi-definite beyond rounding, judged on the
-    correlation scale (:data:`PSD_RTOL`, :data:`PSD_FLOOR`)."""
-    d = np.diag(cov)
-    if d.size == 0:
-        return False
-    scale = max(float(np.max(np.abs(d))), 1e-300)
-    if np.any(d < -PSD_FLOOR * scale):
-        return True
-    pos = d > PSD_FLOOR * scale
-    off = cov[np.ix_(~pos, np.ones(d.size, dtype=bool))]
-    if np.any(np.abs(off[:, pos]) > PSD_FLOOR * scale):  # a zero variance's covariances
-        return True
-    root = np.sqrt(d[pos])
-    corr = cov[np.ix_(pos, pos)] / np.outer(root, root)
-    return bool(corr.size) and float(np.linalg.eigvalsh((corr + corr.T) / 2).min()) < -PSD_RTOL
 
 
 #: :attr:`Layout.slot_component` of a layout without variance components (read-only)
