@@ -49,6 +49,29 @@ def test_hommel_is_statsmodels(p, alpha):
     np.testing.assert_allclose(corrected, ref_corrected, rtol=1e-12, atol=0)
 
 
+def simes(p):
+    p = np.sort(p)
+    return np.min(p.size * p / np.arange(1, p.size + 1))
+
+
+@settings(max_examples=100)
+@given(p=st.lists(P_VALUES, min_size=1, max_size=7))
+def test_hommel_is_the_closed_test_of_simes_tests(p):
+    # Hommel (1988)'s definition itself, over every intersection containing each
+    # hypothesis (2^(m-1) of them): independent of statsmodels' algorithm
+    p = np.asarray(p)
+    m = p.size
+    expected = [
+        max(
+            simes(p[[j for j in range(m) if j == i or mask >> j & 1]])
+            for mask in range(2**m)
+            if mask >> i & 1
+        )
+        for i in range(m)
+    ]
+    np.testing.assert_allclose(multipletests(p, method="ho")[1], expected, rtol=1e-12, atol=0)
+
+
 def test_hommel_of_many_hypotheses_is_statsmodels():
     # m in the thousands: the O(m²) closed test, on one small p-value family among
     # uniform ones, so that many Simes terms bind
