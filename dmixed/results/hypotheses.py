@@ -364,8 +364,9 @@ class Hypotheses:
             (``"C(site)"``, or the column's name for a text column).
         method : str or list of str
             The corrections (:func:`dmixed.results.multitest.multipletests`): ``"hs"``
-            (Holm–Šidák, default), ``"b"``, ``"s"``, ``"h"``, ``"sh"``, ``"fdr_bh"``,
-            ``"fdr_by"`` (statsmodels' ``"ho"`` and ``"fdr_gbs"`` are not offered).
+            (Holm–Šidák, default), ``"b"``, ``"s"``, ``"h"``, ``"sh"``, ``"ho"``
+            (Hommel), ``"fdr_bh"``, ``"fdr_by"`` (statsmodels' ``"fdr_gbs"`` is not
+            offered).
         alpha : float
             The error rate of the ``reject-<method>`` decisions (the intervals of the
             table are at ``1 − 0.05``, as statsmodels').
