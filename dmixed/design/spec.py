@@ -236,7 +236,7 @@ class ModelSpec(ModelNames):
     #: the state of the formulas' ``center``, ``standardize`` and ``scale`` calls,
     #: learned once over the rows the fit uses, by the call's text (plain numbers:
     #: ``{"mean": m}`` or ``{"mean": m, "scale": s}``; :mod:`dmixed.design.stateful`)
-    stateful: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    stateful: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     # -- pickling: drop per-process caches -----------------------------------
     def __getstate__(self) -> dict:
@@ -731,7 +731,7 @@ def build_spec(
     env: Environment | None = None,
     drop_cols=None,
     scan_chains: ScanChains | None = None,
-    stateful: dict[str, dict[str, float]] | None = None,
+    stateful: dict[str, dict[str, Any]] | None = None,
 ) -> ModelSpec:
     """Build the model spec once from the whole dataset (see :func:`build_spec_prepared`)."""
     return build_spec_prepared(
@@ -853,7 +853,7 @@ def build_spec_prepared(
     drop_cols=None,
     scan_chains: ScanChains | None = None,
     fit_rows: bool = False,
-    stateful: dict[str, dict[str, float]] | None = None,
+    stateful: dict[str, dict[str, Any]] | None = None,
     client=None,
 ) -> BuiltSpec:
     """Build the model spec once from the whole dataset; with the prepared columns of a
