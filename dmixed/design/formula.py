@@ -61,15 +61,14 @@ __all__ = [
 # learn something different on every partition.
 LEARNING_TRANSFORMS = {
     "poly": (
-        "it is formulaic's, not patsy's (statsmodels' formulas have no poly()), and "
-        "learns its orthogonal basis from the data it is given; write the powers, "
-        "e.g. x + I(x**2)"
+        "is formulaic's, not patsy's (statsmodels' formulas have no poly(); write the "
+        "powers, e.g. x + I(x**2)), and learns its orthogonal basis from the data it is given"
     ),
-    "cr": "dmixed does not support patsy's cr() yet, which learns its knots from the data",
-    "cs": "dmixed does not support patsy's cs() yet, which learns its knots from the data",
-    "cc": "dmixed does not support patsy's cc() yet, which learns its knots from the data",
+    "cr": "learns its knots from the data it is given (dmixed has patsy's bs(), not its cr())",
+    "cs": "learns its knots from the data it is given (dmixed has patsy's bs(), not its cs())",
+    "cc": "learns its knots from the data it is given (dmixed has patsy's bs(), not its cc())",
     "lag": (
-        "it is formulaic's, not patsy's, and depends on the order of the rows and on "
+        "is formulaic's, not patsy's, and depends on the order of the rows and on "
         "partition boundaries"
     ),
 }

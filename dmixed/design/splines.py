@@ -218,12 +218,13 @@ _KINDS = {
 def spline_basis(x: np.ndarray, knots: np.ndarray, call: SplineCall) -> np.ndarray:
     """patsy's B-spline basis of the values ``x`` (1-d float64) at the knots ``knots``
     (all of them, sorted): shape ``(len(x), call.columns)``; NaN rows where ``x`` is
-    NaN.  Values outside ``[knots[0], knots[-1]]`` must be refused before."""
+    not finite.  Finite values outside ``[knots[0], knots[-1]]`` must be refused
+    before."""
     from scipy.interpolate import splev
 
     n_bases = len(knots) - (call.degree + 1)
     out = np.full((x.shape[0], n_bases), np.nan)
-    ok = ~np.isnan(x)
+    ok = np.isfinite(x)
     for i in range(n_bases):
         coefs = np.zeros(n_bases)
         coefs[i] = 1

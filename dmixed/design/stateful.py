@@ -170,7 +170,8 @@ def bs(
         basis = np.zeros((values.size, call.columns))
     else:
         lo, hi = float(all_knots[0]), float(all_knots[-1])
-        outside = (values < lo) | (values > hi)
+        # (values not finite are left NaN rows, refused as the design's: named by call)
+        outside = finite & ((values < lo) | (values > hi))
         if outside.any():
             raise BadValuesError(
                 f"bs() is given {plural(int(np.count_nonzero(outside)))} outside the "
