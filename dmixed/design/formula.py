@@ -1517,9 +1517,14 @@ class _FactorChecker:
                 "include_intercept, lower_bound and upper_bound, each written as a "
                 "constant (a whole number, a tuple of numbers, True/False, a number)"
             ) from None
+        if self.role.startswith("vc_formula"):
+            # the variance components' evaluator reads one column per numeric factor
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: {ast.unparse(node)} is not supported "
+                f"in a variance component: {root}() makes several columns from one "
+                "factor; add its columns to the data and name them in the formula"
+            )
         if call.learns:
-            if self.role.startswith("vc_formula"):
-                refuse_on_partitions([root], self.role, self.formula, "within a variance component")
             add_unique(self.info.stateful, root)
 
     def check_frozen_call(self, node: ast.Call, root: str) -> None:

@@ -514,6 +514,13 @@ def refuse_on_partitions(calls: list[str], role: str, formula: str, where: str) 
     splines = [c for c in calls if c in SPLINES]
     if splines:
         names = ", ".join(f"{c}()" for c in splines)
+        if "variance component" in where:
+            # (the full check's words: FactorVisitor.check_spline_call)
+            raise FormulaError(
+                f"{role} {formula!r}: {names} is not supported in a variance component: "
+                "it makes several columns from one factor (and learns its knots there "
+                "within groups); add its columns to the data and name them in the formula"
+            )
         raise FormulaError(
             f"{role} {formula!r}: the stateful transform {names} learns its knots and "
             f"bounds from the whole data once, which dmixed does only for a pandas frame, "
