@@ -10,7 +10,7 @@ lambdas and comprehensions, f-strings, constant arithmetic whose result has no b
 (``9**9**9**9``, ``1 << 10**9``), calls that would write into their arguments (``out=``,
 ``inplace=``, ``copy=``, a ufunc's ``where=`` or its ``out`` given by position),
 attributes of transforms other than ``contr``'s contrasts (``exp.at``), and the
-transforms that learn from the data they are given (``poly``, patsy's ``cr``, ``cs``
+transforms that learn from the data they are given (``poly``, the splines ``cr``, ``cs``
 and ``cc``, ``lag``, numpy reductions, column methods such as ``.mean()``): on
 partitions they would learn something different each time.  ``center``,
 ``standardize``, ``scale`` and ``bs`` are allowed with constant arguments only
@@ -65,7 +65,10 @@ LEARNING_TRANSFORMS = {
         "powers, e.g. x + I(x**2)), and learns its orthogonal basis from the data it is given"
     ),
     "cr": "learns its knots from the data it is given (dmixed has patsy's bs(), not its cr())",
-    "cs": "learns its knots from the data it is given (dmixed has patsy's bs(), not its cs())",
+    "cs": (
+        "is formulaic's, not patsy's (statsmodels' formulas have bs(), which dmixed "
+        "supports, and cr() and cc()), and learns its knots from the data it is given"
+    ),
     "cc": "learns its knots from the data it is given (dmixed has patsy's bs(), not its cc())",
     "lag": (
         "is formulaic's, not patsy's, and depends on the order of the rows and on "

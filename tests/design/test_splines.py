@@ -228,7 +228,7 @@ def test_only_constant_arguments_that_make_a_basis_are_allowed(frame, term):
 
 
 def test_poly_and_lag_are_refused_as_not_patsys(frame):
-    for term in ("poly(x, 2)", "lag(x)"):
+    for term in ("poly(x, 2)", "lag(x)", "cs(x, df=4)"):
         with pytest.raises(FormulaError, match="formulaic's, not patsy's"):
             build_spec(frame, f"y ~ {term}", groups="g", missing="drop")
     with pytest.raises(FormulaError, match=r"patsy's bs\(\), not its cr\(\)"):
