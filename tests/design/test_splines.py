@@ -272,9 +272,9 @@ def test_the_text_check_refuses_learned_knots_and_accepts_given_ones():
     refuse_frozen_in_text(f"y ~ {CONSTANT}", f"~{CONSTANT}", None, "files")
 
 
-def test_the_command_line_refuses_learned_knots_before_a_cluster_starts(
-    frame, tmp_path, monkeypatch
-):
+def _command_line(frame, tmp_path, monkeypatch, formula) -> tuple[int, str, list]:
+    """``dmixed fit`` of ``frame`` as Parquet: its status, its stderr and the calls of
+    :func:`dmixed.cluster.connect` (each stops the run there)."""
     import contextlib
     import io
 
@@ -282,16 +282,33 @@ def test_the_command_line_refuses_learned_knots_before_a_cluster_starts(
     from dmixed import cli
 
     frame.dropna().to_parquet(tmp_path / "d.parquet")
-    called = []
-    monkeypatch.setattr(dmixed.cluster, "connect", lambda *a, **k: called.append(a))
+    called: list = []
+
+    def connect(*a, **k):
+        called.append(a)
+        raise RuntimeError("stopped where the cluster would start")
+
+    monkeypatch.setattr(dmixed.cluster, "connect", connect)
     args = ["fit", "--data", str(tmp_path / "d.parquet"), "--groups", "g", "--quiet"]
-    args += ["--formula", "y ~ bs(x, df=4)", "--output", str(tmp_path / "out")]
+    args += ["--formula", formula, "--output", str(tmp_path / "out")]
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = cli.main(args)
+    return code, err.getvalue(), called
+
+
+def test_the_command_line_refuses_learned_knots_before_a_cluster_starts(
+    frame, tmp_path, monkeypatch
+):
+    code, err, called = _command_line(frame, tmp_path, monkeypatch, "y ~ bs(x, df=4)")
     assert code == 2 and not called
-    assert "bs()" in err.getvalue() and "lower_bound and upper_bound" in err.getvalue()
+    assert "bs()" in err and "lower_bound and upper_bound" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_passes_every_knot_given_on_to_the_cluster(frame, tmp_path, monkeypatch):
+    code, err, called = _command_line(frame, tmp_path, monkeypatch, f"y ~ {CONSTANT}")
+    assert called and "bs()" not in err
 
 
 def test_the_learned_call_is_told_apart_from_the_constant_one():
