@@ -1466,6 +1466,8 @@ class _FactorChecker:
     def check_transform_call(self, node: ast.Call, root: str) -> bool:
         if root in LEARNING_TRANSFORMS:
             self.refuse(f"the stateful transform {root}()", f"it {LEARNING_TRANSFORMS[root]}", True)
+        if root in FROZEN_KEYWORDS or root in SPLINES:
+            self.check_one_column_values(node, root)
         if root in FROZEN_KEYWORDS:
             self.check_frozen_call(node, root)
         if root in SPLINES:
@@ -1505,6 +1507,30 @@ class _FactorChecker:
             contrasts = node.args[1:2] + [k.value for k in node.keywords if k.arg == "contrast"]
             self.contrast_args.update(id(c) for c in contrasts if isinstance(c, ast.Name))
         return True
+
+    def check_one_column_values(self, node: ast.Call, root: str) -> None:
+        """The values that ``center``, ``standardize``, ``scale`` or ``bs`` (``root``)
+        transforms hold no ``bs()`` call: ``bs()`` makes several columns, which
+        formulaic would transform one by one with a state of each that dmixed does not
+        keep, so it would be learned again from whatever rows are predicted."""
+        values = node.args[0] if node.args else None
+        inner = next(
+            (
+                n
+                for n in (ast.walk(values) if values is not None else ())
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in SPLINES
+            ),
+            None,
+        )
+        if inner is None:
+            return
+        raise FormulaError(
+            f"{self.role} {shown(self.formula)}: {ast.unparse(node)} is not supported: "
+            f"the values {root}() transforms include {ast.unparse(inner)}, which makes "
+            f"several columns, and {root}() transforms one; transform the values before "
+            f"{inner.func.id}() (e.g. {inner.func.id}(center(x), df=4)) or use "
+            f"{inner.func.id}()'s columns as they are"
+        )
 
     def check_spline_call(self, node: ast.Call, root: str) -> None:
         """``bs(x, ...)``: one expression to transform, then patsy's arguments, each a

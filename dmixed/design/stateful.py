@@ -251,9 +251,10 @@ def frozen_keys(fspec) -> list[str]:
     return sorted({k for part in _parts(fspec) for k in part.transform_state if _frozen_call(k)})
 
 
-def with_state(fspec, state: Mapping[str, Mapping[str, float]], formula: str | None):
+def with_state(fspec, state: Mapping[str, Mapping[str, Any]], formula: str | None):
     """``fspec`` (formulaic's spec of ``formula``) evaluating its frozen transforms with
-    ``state`` (:attr:`ModelSpec.stateful`), whatever the data it is given.
+    ``state`` (:attr:`ModelSpec.stateful`: ``{"mean": m}``, ``{"mean": m, "scale": s}``
+    or bs()'s ``{"knots": [k, ...]}`` by the call's text), whatever the data it is given.
 
     Raises
     ------
@@ -291,6 +292,9 @@ def learned_state(fspecs: list[tuple[Any, str, str]]) -> dict[str, dict[str, Any
         design's non-finite values are: the call, and how many rows).
     DataError
         If a column standardized has no spread over those rows.
+    FormulaError
+        If a transform learned no state (values of several columns, which the
+        formula's check refuses first).
     """
     out: dict[str, dict[str, Any]] = {}
     for fspec, role, formula in fspecs:
@@ -310,7 +314,20 @@ def learned_state(fspecs: list[tuple[Any, str, str]]) -> dict[str, dict[str, Any
                         f"{role} {formula!r}: {key} learns its knots from the values over "
                         f"the rows the fit uses, but {value[_PROBLEM]}"
                     )
-                if "knots" in value:
+                call = ast.parse(key, mode="eval").body
+                spline = isinstance(call, ast.Call) and getattr(call.func, "id", "") in SPLINES
+                need = ("knots",) if spline else ("mean", "scale")[: 1 + _needs_scale(key)]
+                if any(k not in value for k in need):
+                    # formulaic keeps a per-column state when a transform is handed
+                    # several columns; a state saved without its numbers would be
+                    # learned again from whatever rows are predicted (the formula's
+                    # check refuses such values first)
+                    raise FormulaError(
+                        f"{role} {formula!r}: {key} learned no {' and '.join(need)} from "
+                        "its values over the rows the fit uses (they are not one column); "
+                        "transform one column"
+                    )
+                if spline:
                     out[key] = {"knots": [float(k) for k in value["knots"]]}
                     continue
                 state = {k: float(value[k]) for k in _STATE_KEYS if k in value}
