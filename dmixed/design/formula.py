@@ -10,11 +10,13 @@ lambdas and comprehensions, f-strings, constant arithmetic whose result has no b
 (``9**9**9**9``, ``1 << 10**9``), calls that would write into their arguments (``out=``,
 ``inplace=``, ``copy=``, a ufunc's ``where=`` or its ``out`` given by position),
 attributes of transforms other than ``contr``'s contrasts (``exp.at``), and the
-transforms that learn from the data they are given (``poly``, splines, ``lag``, numpy
-reductions, column methods such as ``.mean()``): on partitions they would learn
-something different each time.  ``center``, ``standardize`` and ``scale`` are allowed
-with constant arguments only (:data:`~dmixed.design.stateful.FROZEN_KEYWORDS`): their
-state is learned once over the rows the fit uses (:mod:`dmixed.design.stateful`).
+transforms that learn from the data they are given (``poly``, the splines ``cr``, ``cs``
+and ``cc``, ``lag``, numpy reductions, column methods such as ``.mean()``): on
+partitions they would learn something different each time.  ``center``,
+``standardize``, ``scale`` and ``bs`` are allowed with constant arguments only
+(:data:`~dmixed.design.stateful.FROZEN_KEYWORDS`,
+:func:`~dmixed.design.splines.spline_call`): their state is learned once over the rows
+the fit uses (:mod:`dmixed.design.stateful`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ import pandas as pd
 
 from ..errors import FormulaError, SpecError
 from .messages import clean_message, shown, unknown_columns
-from .stateful import FROZEN_KEYWORDS, refuse_on_partitions
+from .splines import spline_call
+from .stateful import FROZEN_KEYWORDS, SPLINES, learns, refuse_on_partitions
 
 __all__ = [
     "LEARNING_TRANSFORMS",
@@ -57,12 +60,20 @@ __all__ = [
 # Transforms that learn state from the data: evaluated per partition they would
 # learn something different on every partition.
 LEARNING_TRANSFORMS = {
-    "poly": "learns its orthogonal basis from the data it is given",
-    "bs": "learns its knots from the data it is given",
-    "cr": "learns its knots from the data it is given",
-    "cs": "learns its knots from the data it is given",
-    "cc": "learns its knots from the data it is given",
-    "lag": "depends on the order of the rows and on partition boundaries",
+    "poly": (
+        "is formulaic's, not patsy's (statsmodels' formulas have no poly(); write the "
+        "powers, e.g. x + I(x**2)), and learns its orthogonal basis from the data it is given"
+    ),
+    "cr": "learns its knots from the data it is given (dmixed has patsy's bs(), not its cr())",
+    "cs": (
+        "is formulaic's, not patsy's (statsmodels' formulas have bs(), which dmixed "
+        "supports, and cr() and cc()), and learns its knots from the data it is given"
+    ),
+    "cc": "learns its knots from the data it is given (dmixed has patsy's bs(), not its cc())",
+    "lag": (
+        "is formulaic's, not patsy's, and depends on the order of the rows and on "
+        "partition boundaries"
+    ),
 }
 #: transforms a formula reads as values, not calls: the contrasts ``C()`` takes
 #: (``C(a, Sum)``).  Any other transform name read as a value (``C(cs)``, ``I(scale)``) is
@@ -278,7 +289,7 @@ def frozen_calls(formula: str, role: str, *, lhs: bool) -> list[str]:
                 if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
                     continue
                 name = aliases.get(node.func.id, node.func.id)
-                if name in FROZEN_KEYWORDS:
+                if name in FROZEN_KEYWORDS or (name in SPLINES and learns(node)):
                     add_unique(out, name)
     return out
 
@@ -1455,8 +1466,12 @@ class _FactorChecker:
     def check_transform_call(self, node: ast.Call, root: str) -> bool:
         if root in LEARNING_TRANSFORMS:
             self.refuse(f"the stateful transform {root}()", f"it {LEARNING_TRANSFORMS[root]}", True)
+        if root in FROZEN_KEYWORDS or root in SPLINES:
+            self.check_one_column_values(node, root)
         if root in FROZEN_KEYWORDS:
             self.check_frozen_call(node, root)
+        if root in SPLINES:
+            self.check_spline_call(node, root)
         if root == "Q":
             # Q("name") quotes one column name; anything more would be evaluated
             if (
@@ -1492,6 +1507,54 @@ class _FactorChecker:
             contrasts = node.args[1:2] + [k.value for k in node.keywords if k.arg == "contrast"]
             self.contrast_args.update(id(c) for c in contrasts if isinstance(c, ast.Name))
         return True
+
+    def check_one_column_values(self, node: ast.Call, root: str) -> None:
+        """The values that ``center``, ``standardize``, ``scale`` or ``bs`` (``root``)
+        transforms hold no ``bs()`` call: ``bs()`` makes several columns, which
+        formulaic would transform one by one with a state of each that dmixed does not
+        keep, so it would be learned again from whatever rows are predicted."""
+        values = node.args[0] if node.args else None
+        inner = next(
+            (
+                n
+                for n in (ast.walk(values) if values is not None else ())
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in SPLINES
+            ),
+            None,
+        )
+        if inner is None:
+            return
+        raise FormulaError(
+            f"{self.role} {shown(self.formula)}: {ast.unparse(node)} is not supported: "
+            f"the values {root}() transforms include {ast.unparse(inner)}, which makes "
+            f"several columns, and {root}() transforms one; transform the values before "
+            f"{inner.func.id}() (e.g. {inner.func.id}(center(x), df=4)) or use "
+            f"{inner.func.id}()'s columns as they are"
+        )
+
+    def check_spline_call(self, node: ast.Call, root: str) -> None:
+        """``bs(x, ...)``: one expression to transform, then patsy's arguments, each a
+        constant (:func:`~dmixed.design.splines.spline_call`); one that learns its
+        knots is a frozen transform, never in a variance component (evaluated within
+        groups, it would learn per group)."""
+        try:
+            call = spline_call(node)
+        except ValueError as e:
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: {ast.unparse(node)} is not supported: "
+                f"{e}; {root}() takes the values, then patsy's df, knots, degree, "
+                "include_intercept, lower_bound and upper_bound, each written as a "
+                "constant (a whole number, a tuple of numbers, True/False, a number)"
+            ) from None
+        if self.role.startswith("vc_formula"):
+            # the variance components' evaluator reads one column per numeric factor
+            raise FormulaError(
+                f"{self.role} {shown(self.formula)}: {ast.unparse(node)} is not supported "
+                f"in a variance component: {root}() makes several columns from one "
+                "factor; add its columns to the data and name them in the formula"
+            )
+        if call.learns:
+            add_unique(self.info.stateful, root)
 
     def check_frozen_call(self, node: ast.Call, root: str) -> None:
         """``center(x)``, ``standardize(x, ...)``, ``scale(x, ...)``: one expression to

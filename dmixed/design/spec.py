@@ -233,10 +233,12 @@ class ModelSpec(ModelNames):
     #: the order of the designs' columns: patsy's (statsmodels'), or ``"degree"``
     #: (formulaic's) for a spec saved by an earlier version, which keeps its own order
     term_order: str = field(default=PATSY_ORDER, repr=False)
-    #: the state of the formulas' ``center``, ``standardize`` and ``scale`` calls,
-    #: learned once over the rows the fit uses, by the call's text (plain numbers:
-    #: ``{"mean": m}`` or ``{"mean": m, "scale": s}``; :mod:`dmixed.design.stateful`)
-    stateful: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    #: the state of the formulas' ``center``, ``standardize`` and ``scale`` calls, and
+    #: of their ``bs`` calls that learn knots, learned once over the rows the fit uses,
+    #: by the call's text (plain numbers: ``{"mean": m}`` or ``{"mean": m, "scale": s}``,
+    #: ``{"knots": [k, ...]}`` for ``bs``, every knot with each bound repeated
+    #: ``degree + 1`` times; :mod:`dmixed.design.stateful`)
+    stateful: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     # -- pickling: drop per-process caches -----------------------------------
     def __getstate__(self) -> dict:
@@ -731,7 +733,7 @@ def build_spec(
     env: Environment | None = None,
     drop_cols=None,
     scan_chains: ScanChains | None = None,
-    stateful: dict[str, dict[str, float]] | None = None,
+    stateful: dict[str, dict[str, Any]] | None = None,
 ) -> ModelSpec:
     """Build the model spec once from the whole dataset (see :func:`build_spec_prepared`)."""
     return build_spec_prepared(
@@ -853,7 +855,7 @@ def build_spec_prepared(
     drop_cols=None,
     scan_chains: ScanChains | None = None,
     fit_rows: bool = False,
-    stateful: dict[str, dict[str, float]] | None = None,
+    stateful: dict[str, dict[str, Any]] | None = None,
     client=None,
 ) -> BuiltSpec:
     """Build the model spec once from the whole dataset; with the prepared columns of a
@@ -879,7 +881,8 @@ def build_spec_prepared(
     design of them larger than memory, is refused before the design is built; for a
     Dask ``data``, too few rows as the level scan counts them (where it reads the data).
     ``stateful``: the state of the formulas' ``center``, ``standardize`` and ``scale``
-    calls (:attr:`ModelSpec.stateful`, validated numbers: saved results); None: learned
+    calls, and the knots of their ``bs`` calls that learn them (:attr:`ModelSpec.stateful`,
+    validated numbers: saved results); None: learned
     here over the rows of a pandas ``data`` the fit uses (refused for Dask data,
     :func:`~dmixed.design.stateful.refuse_on_partitions`).  ``client``: the
     ``distributed.Client`` that reads a Dask ``data`` (None: Dask's default, the current

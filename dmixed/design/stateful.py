@@ -32,14 +32,17 @@ import numpy as np
 
 from ..errors import BadValuesError, CheckpointError, DataError, FormulaError, shorten
 from .messages import plural
+from .splines import SplineCall, spline_basis, spline_call
 
 __all__ = [
     "FROZEN_KEYWORDS",
+    "SPLINES",
     "blank_state",
     "checked_saved_state",
     "frozen_keys",
     "frozen_transforms",
     "learned_state",
+    "learns",
     "refuse_on_partitions",
     "validated_state",
     "with_state",
@@ -52,6 +55,10 @@ FROZEN_KEYWORDS: dict[str, dict[str, tuple[type, ...]]] = {
     "scale": {"center": (bool,), "rescale": (bool,), "ddof": (int,)},
 }
 
+#: the spline transforms whose knots are learned (:mod:`dmixed.design.splines`) unless
+#: every knot is given as a number; their arguments are checked by
+#: :func:`~dmixed.design.splines.spline_call`
+SPLINES = frozenset({"bs"})
 
 #: the key under which :func:`_learn` counts the values it was given that are not
 #: finite (removed by :func:`learned_state`, which refuses them)
@@ -103,6 +110,85 @@ def standardize(
     return _apply(x, center, rescale, ddof, {} if _state is None else _state)
 
 
+#: the key under which :func:`bs` records why no knots could be learned from the values
+#: it was given (removed by :func:`learned_state`, which refuses them)
+_PROBLEM = "problem"
+
+
+def bs(
+    x: Any,
+    df: int | None = None,
+    knots: Any = None,
+    degree: int = 3,
+    include_intercept: bool = False,
+    lower_bound: float | None = None,
+    upper_bound: float | None = None,
+    _state: dict | None = None,
+) -> Any:
+    """patsy's ``bs(x, df=None, knots=None, degree=3, include_intercept=False,
+    lower_bound=None, upper_bound=None)``: the B-spline basis of ``x``
+    (:mod:`dmixed.design.splines`), shape ``(len(x), columns)`` as formulaic's
+    columns ``bs(...)[0]``, ``bs(...)[1]``, ...; its knots learned from ``x`` (the
+    rows the fit uses) where not all given, or ``_state["knots"]`` (frozen).
+
+    Raises
+    ------
+    BadValuesError
+        If a value lies outside the knots' bounds (patsy refuses them too).
+    """
+    from formulaic.materializers.types import FactorValues
+
+    call = SplineCall(
+        df=df,
+        knots=None if knots is None else tuple(float(k) for k in knots),
+        degree=degree,
+        include_intercept=include_intercept,
+        lower_bound=lower_bound,
+        upper_bound=upper_bound,
+    )
+    values = np.asarray(x, dtype=np.float64).reshape(-1)
+    state = {} if _state is None else _state
+    finite = np.isfinite(values)
+    all_knots: np.ndarray | None
+    if not call.learns:
+        all_knots, problem = call.all_knots(values[finite])
+    elif "knots" in state:
+        all_knots, problem = np.asarray(state["knots"], dtype=np.float64), None
+    elif _PROBLEM in state:
+        all_knots, problem = None, state[_PROBLEM]
+    else:
+        if not finite.all():
+            state[_NONFINITE] = int(values.size - np.count_nonzero(finite))
+        all_knots, problem = call.all_knots(values[finite])
+        if all_knots is None:
+            state[_PROBLEM] = problem
+        else:
+            state["knots"] = [float(k) for k in all_knots]
+    if all_knots is None:
+        # knots not learned from these values (refused by learned_state where they
+        # are the fit's rows): columns of the basis's shape, never fitted
+        basis = np.zeros((values.size, call.columns))
+    else:
+        lo, hi = float(all_knots[0]), float(all_knots[-1])
+        # (values not finite are left NaN rows, refused as the design's: named by call)
+        outside = finite & ((values < lo) | (values > hi))
+        if outside.any():
+            raise BadValuesError(
+                f"bs() is given {plural(int(np.count_nonzero(outside)))} outside the "
+                f"bounds of its knots [{lo!r}, {hi!r}] (first: {float(values[outside][0])!r}), "
+                "which patsy refuses too: give lower_bound and upper_bound that cover "
+                "every value to predict"
+            )
+        basis = spline_basis(values, all_knots, call)
+    return FactorValues(
+        {i: basis[:, i] for i in range(basis.shape[1])},
+        kind="numerical",
+        spans_intercept=False,
+        format="{name}[{field}]",
+        encoded=False,
+    )
+
+
 _TRANSFORMS: dict[str, Any] = {}
 
 
@@ -114,7 +200,12 @@ def frozen_transforms() -> dict[str, Any]:
         from formulaic.utils.stateful_transforms import stateful_transform
 
         made = stateful_transform(standardize)
-        _TRANSFORMS.update(center=stateful_transform(center), standardize=made, scale=made)
+        _TRANSFORMS.update(
+            center=stateful_transform(center),
+            standardize=made,
+            scale=made,
+            bs=stateful_transform(bs),
+        )
     return _TRANSFORMS
 
 
@@ -123,13 +214,27 @@ def _frozen_call(key: str) -> bool:
     is a call of a frozen transform."""
     try:
         node = ast.parse(key, mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError):
         return False
-    return (
-        isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Name)
-        and node.func.id in FROZEN_KEYWORDS
-    )
+    return isinstance(node, ast.Call) and learns(node)
+
+
+def learns(node: ast.Call) -> bool:
+    """Whether the call ``node`` is one of a frozen transform that learns its state
+    from the data: ``center``, ``standardize``, ``scale``, and ``bs`` unless its
+    ``knots``, ``lower_bound`` and ``upper_bound`` are all given (as constants:
+    :func:`~dmixed.design.splines.spline_call`; a call whose arguments are not
+    constants is not one, and is refused by the formula's check)."""
+    if not isinstance(node.func, ast.Name):
+        return False
+    if node.func.id in FROZEN_KEYWORDS:
+        return True
+    if node.func.id in SPLINES:
+        try:
+            return spline_call(node).learns
+        except ValueError:
+            return False
+    return False
 
 
 def _parts(fspec) -> list:
@@ -146,9 +251,10 @@ def frozen_keys(fspec) -> list[str]:
     return sorted({k for part in _parts(fspec) for k in part.transform_state if _frozen_call(k)})
 
 
-def with_state(fspec, state: Mapping[str, Mapping[str, float]], formula: str | None):
+def with_state(fspec, state: Mapping[str, Mapping[str, Any]], formula: str | None):
     """``fspec`` (formulaic's spec of ``formula``) evaluating its frozen transforms with
-    ``state`` (:attr:`ModelSpec.stateful`), whatever the data it is given.
+    ``state`` (:attr:`ModelSpec.stateful`: ``{"mean": m}``, ``{"mean": m, "scale": s}``
+    or bs()'s ``{"knots": [k, ...]}`` by the call's text), whatever the data it is given.
 
     Raises
     ------
@@ -164,8 +270,8 @@ def with_state(fspec, state: Mapping[str, Mapping[str, float]], formula: str | N
     if missing:
         raise FormulaError(
             f"formula {formula!r}: no learned state for {', '.join(missing)}: the mean and "
-            "standard deviation of center(), standardize() and scale() are learned once "
-            "from a pandas frame; fit the model on one"
+            "standard deviation of center(), standardize() and scale(), and the knots of "
+            "bs(), are learned once from a pandas frame; fit the model on one"
         )
     merged: dict[str, Any] = {}
     for part in _parts(fspec):
@@ -174,7 +280,7 @@ def with_state(fspec, state: Mapping[str, Mapping[str, float]], formula: str | N
     return FormulaicSpec.from_spec(fspec, transform_state=merged)
 
 
-def learned_state(fspecs: list[tuple[Any, str, str]]) -> dict[str, dict[str, float]]:
+def learned_state(fspecs: list[tuple[Any, str, str]]) -> dict[str, dict[str, Any]]:
     """The frozen state of the model matrices ``fspecs``: ``(spec, role, formula)``,
     formulaic's spec of the formula ``formula`` (``role``: ``"formula"`` or
     ``"re_formula"``), evaluated on the rows the fit uses.
@@ -186,8 +292,11 @@ def learned_state(fspecs: list[tuple[Any, str, str]]) -> dict[str, dict[str, flo
         design's non-finite values are: the call, and how many rows).
     DataError
         If a column standardized has no spread over those rows.
+    FormulaError
+        If a transform learned no state (values of several columns, which the
+        formula's check refuses first).
     """
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for fspec, role, formula in fspecs:
         for part in _parts(fspec):
             for key, value in part.transform_state.items():
@@ -200,6 +309,27 @@ def learned_state(fspecs: list[tuple[Any, str, str]]) -> dict[str, dict[str, flo
                         f"{key!r} ({plural(bad)}): the values {key} transforms, in {role} "
                         f"{formula!r}"
                     )
+                if _PROBLEM in value:
+                    raise DataError(
+                        f"{role} {formula!r}: {key} learns its knots from the values over "
+                        f"the rows the fit uses, but {value[_PROBLEM]}"
+                    )
+                call = ast.parse(key, mode="eval").body
+                spline = isinstance(call, ast.Call) and getattr(call.func, "id", "") in SPLINES
+                need = ("knots",) if spline else ("mean", "scale")[: 1 + _needs_scale(key)]
+                if any(k not in value for k in need):
+                    # formulaic keeps a per-column state when a transform is handed
+                    # several columns; a state saved without its numbers would be
+                    # learned again from whatever rows are predicted (the formula's
+                    # check refuses such values first)
+                    raise FormulaError(
+                        f"{role} {formula!r}: {key} learned no {' and '.join(need)} from "
+                        "its values over the rows the fit uses (they are not one column); "
+                        "transform one column"
+                    )
+                if spline:
+                    out[key] = {"knots": [float(k) for k in value["knots"]]}
+                    continue
                 state = {k: float(value[k]) for k in _STATE_KEYS if k in value}
                 sd = state.get("scale")
                 if sd is not None and not (math.isfinite(sd) and sd > 0):
@@ -251,12 +381,16 @@ def _needs_scale(key: str) -> bool:
     )
 
 
-def validated_state(raw: Any, source: str) -> dict[str, dict[str, float]]:
+def validated_state(raw: Any, source: str) -> dict[str, dict[str, Any]]:
     """The frozen state read from a file (``source`` names it), checked to be plain
     numbers: a mapping from the text of a call of ``center``, ``standardize`` or
     ``scale`` to exactly the state that call needs: ``{"mean": m}`` (``center``,
     ``rescale=False``) or ``{"mean": m, "scale": s}``, ``m`` a finite number, ``s`` a
-    finite number above 0 (each representable as a float).  Nothing in it is evaluated.
+    finite number above 0 (each representable as a float); or from the text of a call
+    of ``bs`` that learns its knots to ``{"knots": [k, ...]}``, as many finite numbers
+    as the call's basis has knots, sorted, each bound repeated ``degree + 1`` times
+    and equal to the call's own where it gives it, the inner ones its ``knots`` where
+    it gives them (:func:`_validated_knots`).  Nothing in it is evaluated.
 
     Raises
     ------
@@ -270,13 +404,18 @@ def validated_state(raw: Any, source: str) -> dict[str, dict[str, float]]:
             f"{source}: the saved state of the stateful transforms must be a mapping, "
             f"got {type(raw).__name__}"
         )
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or not _frozen_call(key):
             raise CheckpointError(
                 f"{source}: the saved state names {key!r}, which is not a call of "
-                f"{', '.join(sorted(FROZEN_KEYWORDS))}"
+                f"{', '.join(sorted(FROZEN_KEYWORDS))}, or of bs() that learns its knots"
             )
+        node = ast.parse(key, mode="eval").body
+        assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        if node.func.id in SPLINES:
+            out[key] = {"knots": _validated_knots(spline_call(node), key, value, source)}
+            continue
         need = ("mean", "scale") if _needs_scale(key) else ("mean",)
         if not isinstance(value, dict) or set(value) != set(need):
             shape = ", ".join(f"{k!r}: number" for k in need)
@@ -299,6 +438,53 @@ def validated_state(raw: Any, source: str) -> dict[str, dict[str, float]]:
             state[name] = as_float
         out[key] = state
     return out
+
+
+def _validated_knots(call: SplineCall, key: str, value: Any, source: str) -> list[float]:
+    """The saved knots ``value["knots"]`` of the ``bs`` call ``key`` (``call``, its
+    arguments), checked (:func:`validated_state`).
+
+    Raises
+    ------
+    CheckpointError
+        If they are not the knots such a call learns.
+    """
+    raw = value.get("knots") if isinstance(value, dict) and set(value) == {"knots"} else None
+    if not isinstance(raw, list) or len(raw) != call.knot_count:
+        raise CheckpointError(
+            f"{source}: the saved state of {key} must be {{'knots': [{call.knot_count} "
+            f"numbers]}}, got {shorten(repr(value))}"
+        )
+    knots: list[float] = []
+    for number in raw:
+        try:
+            ok = isinstance(number, (int, float)) and not isinstance(number, bool)
+            as_float = float(number) if ok else math.nan
+        except OverflowError:  # a JSON integer too large for a float
+            as_float = math.nan
+        if not math.isfinite(as_float):
+            raise CheckpointError(
+                f"{source}: the saved knots of {key} must be finite numbers, got "
+                f"{shorten(repr(number))}"
+            )
+        knots.append(as_float)
+    order = call.degree + 1
+    lower, upper = knots[0], knots[-1]
+    wrong = (
+        any(b > a for a, b in zip(knots[1:], knots[:-1], strict=True))
+        or any(k != lower for k in knots[:order])
+        or any(k != upper for k in knots[-order:])
+        or (call.lower_bound is not None and lower != call.lower_bound)
+        or (call.upper_bound is not None and upper != call.upper_bound)
+        or (call.knots is not None and knots[order:-order] != sorted(call.knots))
+    )
+    if wrong:
+        raise CheckpointError(
+            f"{source}: the saved knots of {key} are not knots it learns (sorted, each "
+            f"bound {order} times, its own bounds and knots where it gives them): "
+            f"{shorten(repr(raw))}"
+        )
+    return knots
 
 
 def checked_saved_state(
@@ -342,6 +528,23 @@ def refuse_on_partitions(calls: list[str], role: str, formula: str, where: str) 
     """
     if not calls:
         return
+    splines = [c for c in calls if c in SPLINES]
+    if splines:
+        names = ", ".join(f"{c}()" for c in splines)
+        if "variance component" in where:
+            # (the full check's words: FactorVisitor.check_spline_call)
+            raise FormulaError(
+                f"{role} {formula!r}: {names} is not supported in a variance component: "
+                "it makes several columns from one factor (and learns its knots there "
+                "within groups); add its columns to the data and name them in the formula"
+            )
+        raise FormulaError(
+            f"{role} {formula!r}: the stateful transform {names} learns its knots and "
+            f"bounds from the whole data once, which dmixed does only for a pandas frame, "
+            f"not {where}; fit the model on a pandas DataFrame, or give every knot as "
+            "numbers (patsy's arguments knots, lower_bound and upper_bound), e.g. "
+            "bs(x, knots=(1, 2, 3), lower_bound=0, upper_bound=10)"
+        )
     names = ", ".join(f"{c}()" for c in calls)
     raise FormulaError(
         f"{role} {formula!r}: the stateful transform {names} learns the mean and standard "

@@ -211,7 +211,6 @@ def test_error_vc_without_columns_or_with_contrasts():
     "term",
     [
         "poly(x1, 2)",
-        "bs(x1, df=3)",
         "cr(x1, df=3)",
         "lag(x1)",
         "np.mean(x1)",

@@ -1,0 +1,374 @@
+"""patsy's bs(): its basis equal to patsy's, its knots learned once over the rows the fit
+uses and frozen into the spec (dmixed.design.splines, dmixed.design.stateful)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import patsy
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dmixed
+from dmixed.design import ModelSpec, build_spec
+from dmixed.design.build import refuse_frozen_in_text
+from dmixed.design.stateful import frozen_transforms, learned_state, validated_state
+from dmixed.errors import BadValuesError, CheckpointError, FormulaError
+
+# the fixture's row with a missing value is dropped, as statsmodels drops it
+pytestmark = pytest.mark.filterwarnings("ignore::dmixed.errors.DroppedRowsWarning")
+
+#: a call whose knots are all given: it learns nothing
+CONSTANT = "bs(x, knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10)"
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    n = 240
+    df = pd.DataFrame(
+        {"g": np.repeat(np.arange(30), 8), "x": rng.uniform(0, 10, n), "z": rng.normal(size=n)}
+    )
+    df["y"] = np.sin(df.x) + 0.3 * df.z + rng.normal(size=n) + np.repeat(rng.normal(size=30), 8)
+    df.loc[3, "x"] = np.nan  # dropped by missing="drop": the knots ignore that row
+    # missing values in other columns on the rows of x's minimum and maximum: knots
+    # learned before those rows are dropped would have other bounds
+    df.loc[df.x.idxmin(), "z"] = np.nan
+    df.loc[df.x.idxmax(), "y"] = np.nan
+    return df
+
+
+def _ours(x: np.ndarray, **kwargs) -> np.ndarray:
+    """dmixed's bs of ``x`` (learning its knots from ``x``), as a matrix."""
+    values = frozen_transforms()["bs"](x, **kwargs)
+    return np.column_stack([values[k] for k in sorted(values)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=st.lists(
+        st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False), min_size=2, max_size=40
+    ),
+    df=st.integers(1, 8),
+    degree=st.integers(0, 4),
+    include_intercept=st.booleans(),
+)
+def test_basis_with_df_is_patsys(x, df, degree, include_intercept):
+    x = np.asarray(x)
+    need = df - degree - (0 if include_intercept else 1)
+    kwargs = dict(df=df, degree=degree, include_intercept=include_intercept)
+    if need < 1 or np.ptp(x) == 0:  # patsy refuses too few df; no spread: no basis
+        return
+    ref = patsy.dmatrix(
+        f"0 + bs(x, df={df}, degree={degree}, include_intercept={include_intercept})", {"x": x}
+    )
+    np.testing.assert_allclose(_ours(x, **kwargs), np.asarray(ref), rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=st.lists(st.floats(0, 10, allow_nan=False), min_size=1, max_size=40),
+    knots=st.lists(st.floats(0.5, 9.5), min_size=0, max_size=5),
+    degree=st.integers(0, 3),
+)
+def test_basis_with_knots_and_bounds_is_patsys(x, knots, degree):
+    x = np.asarray(x)
+    knots = tuple(sorted(knots))
+    kwargs = dict(knots=knots, degree=degree, lower_bound=0.0, upper_bound=10.0)
+    if len(knots) + degree < 1:
+        return
+    ref = patsy.dmatrix(
+        f"0 + bs(x, knots={knots!r}, degree={degree}, lower_bound=0.0, upper_bound=10.0)", {"x": x}
+    )
+    np.testing.assert_allclose(_ours(x, **kwargs), np.asarray(ref), rtol=1e-12, atol=1e-12)
+
+
+def _statsmodels(formula: str, df: pd.DataFrame, re_formula: str | None = None):
+    import statsmodels.formula.api as smf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return smf.mixedlm(formula, df, groups="g", re_formula=re_formula, missing="drop")
+
+
+@pytest.mark.parametrize(
+    ("formula", "re_formula"),
+    [
+        ("y ~ bs(x, df=4) + z", None),
+        ("y ~ bs(x, 5, degree=2, include_intercept=True) + z", None),
+        ("y ~ bs(x, knots=(3, 6)) * z", None),
+        ("y ~ z", "~bs(x, df=3)"),
+    ],
+)
+def test_design_is_patsys(frame, formula, re_formula):
+    """The matrices are statsmodels' (patsy's knots over the rows kept), names and values."""
+    sm = _statsmodels(formula, frame, re_formula)
+    model = dmixed.mixedlm(formula, frame, groups="g", re_formula=re_formula, missing="drop")
+    assert list(model.exog_names) == list(sm.exog_names)
+    np.testing.assert_allclose(model.exog, sm.exog, rtol=1e-12, atol=1e-12)
+    if re_formula is not None:
+        # (statsmodels names the random intercept after the groups)
+        assert list(model.exog_re_names)[1:] == list(sm.data.exog_re_names)[1:]
+        np.testing.assert_allclose(model.exog_re, sm.exog_re, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_fit_and_predict_agree_with_statsmodels(frame, kernels, monkeypatch):
+    """statsmodels at gtol=1e-10 on ``y ~ bs(x, df=4) + z``: fe_params, llf, and its
+    predictions of new rows (inside the training range)."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    formula = "y ~ bs(x, df=4) + z"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = _statsmodels(formula, frame).fit(reml=True, method="bfgs", gtol=1e-10)
+    d = dmixed.mixedlm(formula, frame, groups="g", missing="drop").fit()
+    assert list(d.fe_params.index) == list(s.fe_params.index)
+    np.testing.assert_allclose(d.fe_params.to_numpy(), s.fe_params.to_numpy(), rtol=1e-9)
+    assert d.llf == pytest.approx(s.llf, rel=1e-12)
+    kept = frame.dropna()
+    new = pd.DataFrame(
+        {"x": np.linspace(kept.x.min(), kept.x.max(), 7), "z": np.arange(7.0), "g": 0}
+    )
+    np.testing.assert_allclose(
+        np.asarray(d.predict(new)), np.asarray(s.predict(new)), rtol=1e-8, atol=1e-9
+    )
+
+
+def test_predict_one_row_uses_the_frozen_knots(frame):
+    fit = dmixed.mixedlm("y ~ bs(x, df=4) + z", frame, groups="g", missing="drop").fit()
+    new = frame.dropna().iloc[[5, 9, 40]]
+    one_by_one = np.concatenate([np.asarray(fit.predict(new.iloc[[i]])) for i in range(3)])
+    np.testing.assert_allclose(one_by_one, np.asarray(fit.predict(new)), rtol=1e-13)
+
+
+def test_values_outside_the_knots_are_refused_as_patsy_refuses_them(frame):
+    fit = dmixed.mixedlm("y ~ bs(x, df=4) + z", frame, groups="g", missing="drop").fit()
+    beyond = pd.DataFrame({"x": [frame.x.max() + 1], "z": [0.0], "g": [0]})
+    with pytest.raises(FormulaError, match=r"outside the bounds of its knots.*lower_bound"):
+        fit.predict(beyond)
+    design = patsy.dmatrix("bs(x, df=4)", frame.dropna()).design_info
+    with pytest.raises(patsy.PatsyError, match="outside the outermost knots"):
+        patsy.build_design_matrices([design], beyond)
+    wide = "y ~ bs(x, df=4, lower_bound=-5, upper_bound=20) + z"
+    ours = dmixed.mixedlm(wide, frame, groups="g", missing="drop").fit().predict(beyond)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = _statsmodels(wide, frame).fit(reml=True, method="bfgs", gtol=1e-10)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs.predict(beyond)), rtol=1e-7)
+
+
+def test_saved_results_keep_the_knots_as_numbers(frame, tmp_path):
+    fit = dmixed.mixedlm("y ~ bs(x, df=4) + z", frame, groups="g", missing="drop").fit()
+    fit.save(tmp_path / "r")
+    text = "".join(p.read_text() for p in (tmp_path / "r").glob("*.json"))
+    assert '"bs(x, df=4)"' in text
+    back = dmixed.load(tmp_path / "r")
+    new = frame.dropna().iloc[:20]
+    np.testing.assert_array_equal(np.asarray(back.predict(new)), np.asarray(fit.predict(new)))
+    state = fit.model.spec.to_dict()
+    kept = frame.dropna().x
+    assert (kept.min(), kept.max()) != (frame.x.min(), frame.x.max())
+    knots = state["stateful"]["bs(x, df=4)"]["knots"]
+    assert knots == [kept.min()] * 4 + [float(np.percentile(kept, 50))] + [kept.max()] * 4
+    rebuilt = ModelSpec.from_dict(json.loads(json.dumps(state)))
+    np.testing.assert_array_equal(rebuilt.transform(new).exog, fit.model.spec.transform(new).exog)
+
+
+@pytest.mark.parametrize(
+    ("knots", "match"),
+    [
+        ("__import__('os')", "must be"),
+        ([0.0, 0.0, 0.0, 0.0, "1", 9.0, 9.0, 9.0, 9.0], "finite numbers"),
+        ([0.0, 0.0, 0.0, 0.0, float("nan"), 9.0, 9.0, 9.0, 9.0], "finite numbers"),
+        ([0.0, 0.0, 0.0, 0.0, 9.0, 9.0, 9.0, 9.0], r"9 numbers"),
+        ([0.0, 0.0, 0.0, 0.0, 10.0, 9.0, 9.0, 9.0, 9.0], "not knots it learns"),
+        ([0.0, 0.0, 0.0, 1.0, 5.0, 9.0, 9.0, 9.0, 9.0], "not knots it learns"),
+    ],
+)
+def test_saved_knots_are_checked_as_plain_numbers(frame, knots, match):
+    fit = dmixed.mixedlm("y ~ bs(x, df=4) + z", frame, groups="g", missing="drop").fit()
+    state = fit.model.spec.to_dict()
+    state["stateful"] = {"bs(x, df=4)": {"knots": knots}}
+    with pytest.raises(CheckpointError, match=match):
+        ModelSpec.from_dict(state)
+    with pytest.raises(CheckpointError, match=match):
+        validated_state(state["stateful"], "file.json")
+
+
+#: a transform of the several columns bs() makes: formulaic would keep a state of each
+#: column, which dmixed does not save
+OF_SEVERAL_COLUMNS = [
+    "center(bs(x, df=4))",
+    "standardize(bs(x, df=4))",
+    "scale(bs(x, df=4))",
+    "bs(bs(x, df=4), df=4)",
+]
+
+
+@pytest.mark.parametrize("term", OF_SEVERAL_COLUMNS)
+def test_a_transform_of_bs_columns_is_refused(frame, term):
+    with pytest.raises(FormulaError, match=r"is not supported.*makes several columns.*before bs"):
+        dmixed.mixedlm(f"y ~ {term} + z", frame, groups="g", missing="drop")
+
+
+@pytest.mark.parametrize("term", OF_SEVERAL_COLUMNS)
+def test_a_saved_formula_transforming_bs_columns_is_refused(frame, term):
+    fit = dmixed.mixedlm("y ~ bs(x, df=4) + z", frame, groups="g", missing="drop").fit()
+    state = fit.model.spec.to_dict()
+    state["formula"] = f"y ~ {term} + z"
+    with pytest.raises(FormulaError, match=r"is not supported.*makes several columns"):
+        ModelSpec.from_dict(json.loads(json.dumps(state)))
+
+
+@pytest.mark.parametrize("term", OF_SEVERAL_COLUMNS)
+def test_a_state_not_learned_as_numbers_is_refused(frame, term):
+    """Past the formula's check: formulaic's per-column state is never saved as empty."""
+    from formulaic import model_matrix
+
+    spec = model_matrix(term, frame.dropna(), context=frozen_transforms()).model_spec
+    with pytest.raises(FormulaError, match=r"learned no (mean|knots)"):
+        learned_state([(spec, "formula", f"y ~ {term}")])
+
+
+def test_saved_state_of_a_call_that_learns_nothing_is_refused():
+    with pytest.raises(CheckpointError, match="not a call of"):
+        validated_state({CONSTANT: {"knots": [0.0] * 4 + [2.5, 5, 7.5] + [10.0] * 4}}, "f")
+
+
+@pytest.mark.parametrize(
+    "term",
+    [
+        "bs(x, df=__import__('os').system('true'))",
+        "bs(x, df=10**9)",
+        "bs(x, df=100000)",
+        "bs(x, knots=(1,) * 100)",
+        "bs(x, knots=k)",
+        "bs(x, knots=(1, k))",
+        "bs(x, df=4, lower_bound=x.min())",
+        "bs(x, df=4, degree=True)",
+        "bs(x, df=4, include_intercept=1)",
+        "bs(x, df=4, df=5)",
+        "bs(x, df=4, code=1)",
+        "bs(x, df=4, **k)",
+        "bs(x)",
+        "bs(x, df=2)",
+        "bs(x, df=5, knots=(1, 2, 3))",
+        "bs(x, knots=(1, 20), lower_bound=0, upper_bound=10)",
+        "bs()",
+    ],
+)
+def test_only_constant_arguments_that_make_a_basis_are_allowed(frame, term):
+    with pytest.raises(FormulaError, match=r"is not supported|not allowed"):
+        build_spec(frame.assign(k=1), f"y ~ {term}", groups="g", missing="drop")
+
+
+def test_poly_and_lag_are_refused_as_not_patsys(frame):
+    for term in ("poly(x, 2)", "lag(x)", "cs(x, df=4)"):
+        with pytest.raises(FormulaError, match="formulaic's, not patsy's"):
+            build_spec(frame, f"y ~ {term}", groups="g", missing="drop")
+    with pytest.raises(FormulaError, match=r"patsy's bs\(\), not its cr\(\)"):
+        build_spec(frame, "y ~ cr(x, df=4)", groups="g", missing="drop")
+
+
+def test_dask_refuses_learned_knots_naming_the_arguments_to_give(frame):
+    dd = pytest.importorskip("dask.dataframe")
+    ddf = dd.from_pandas(frame.dropna(), npartitions=3)
+    for formula in ("y ~ bs(x, df=4)", "y ~ bs(x, knots=(2, 5), lower_bound=0)"):
+        with pytest.raises(FormulaError, match=r"bs\(\).*Dask.*knots, lower_bound and upper"):
+            dmixed.mixedlm(formula, ddf, groups="g")
+    with pytest.raises(FormulaError, match=r"^re_formula '~bs\(x, df=3\)'"):
+        dmixed.mixedlm("y ~ z", ddf, groups="g", re_formula="~bs(x, df=3)")
+
+
+def test_dask_accepts_every_knot_given_as_numbers(frame):
+    dd = pytest.importorskip("dask.dataframe")
+    kept = frame.dropna()
+    on_dask = dmixed.mixedlm(f"y ~ {CONSTANT}", dd.from_pandas(kept, npartitions=3), groups="g")
+    local = dmixed.mixedlm(f"y ~ {CONSTANT}", kept, groups="g")
+    assert local.spec.stateful == {}
+    a, b = on_dask.fit(), local.fit()
+    np.testing.assert_allclose(a.fe_params.to_numpy(), b.fe_params.to_numpy(), rtol=1e-9)
+    assert a.llf == pytest.approx(b.llf, rel=1e-12)
+    ref = patsy.dmatrix(f"0 + {CONSTANT}", kept)
+    np.testing.assert_allclose(local.exog[:, 1:], np.asarray(ref), rtol=1e-12, atol=1e-12)
+
+
+def test_a_variance_component_refuses_it(frame):
+    for term in ("bs(x, df=3)", CONSTANT):
+        with pytest.raises(FormulaError, match=r"in a variance component: bs\(\) makes several"):
+            build_spec(frame, "y ~ 1", groups="g", vc_formula={"c": f"0 + {term}"}, missing="drop")
+    with pytest.raises(FormulaError, match=r"bs\(\) is not supported in a variance component"):
+        refuse_frozen_in_text("y ~ 1", None, {"c": "0 + bs(x, df=3)"}, "files")
+
+
+def test_the_text_check_refuses_learned_knots_and_accepts_given_ones():
+    with pytest.raises(FormulaError, match=r"bs\(\).*data read from files.*upper_bound"):
+        refuse_frozen_in_text("y ~ bs(x, df=4)", None, None, "data read from files")
+    refuse_frozen_in_text(f"y ~ {CONSTANT}", f"~{CONSTANT}", None, "files")
+
+
+def _command_line(frame, tmp_path, monkeypatch, formula) -> tuple[int, str, list]:
+    """``dmixed fit`` of ``frame`` as Parquet: its status, its stderr and the calls of
+    :func:`dmixed.cluster.connect` (each stops the run there)."""
+    import contextlib
+    import io
+
+    import dmixed.cluster
+    from dmixed import cli
+
+    frame.dropna().to_parquet(tmp_path / "d.parquet")
+    called: list = []
+
+    def connect(*a, **k):
+        called.append(a)
+        raise RuntimeError("stopped where the cluster would start")
+
+    monkeypatch.setattr(dmixed.cluster, "connect", connect)
+    args = ["fit", "--data", str(tmp_path / "d.parquet"), "--groups", "g", "--quiet"]
+    args += ["--formula", formula, "--output", str(tmp_path / "out")]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(args)
+    return code, err.getvalue(), called
+
+
+def test_the_command_line_refuses_learned_knots_before_a_cluster_starts(
+    frame, tmp_path, monkeypatch
+):
+    code, err, called = _command_line(frame, tmp_path, monkeypatch, "y ~ bs(x, df=4)")
+    assert code == 2 and not called
+    assert "bs()" in err and "lower_bound and upper_bound" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_passes_every_knot_given_on_to_the_cluster(frame, tmp_path, monkeypatch):
+    code, err, called = _command_line(frame, tmp_path, monkeypatch, f"y ~ {CONSTANT}")
+    assert called and "bs()" not in err
+
+
+def test_the_learned_call_is_told_apart_from_the_constant_one():
+    from dmixed.design.stateful import learns
+
+    def call(text):
+        return ast.parse(text, mode="eval").body
+
+    assert learns(call("bs(x, df=4)"))
+    assert learns(call("bs(x, knots=(1, 2), lower_bound=0)"))
+    assert not learns(call(CONSTANT))
+
+
+def test_values_not_finite_are_refused_naming_the_call(frame):
+    """A column's own non-finite values are refused before (naming the column); the
+    values bs() is given may be computed (np.log(0))."""
+    with pytest.raises(BadValuesError, match=r"'bs\(np.log\(x\), df=4\)' \(1 row\)"):
+        dmixed.mixedlm(
+            "y ~ bs(np.log(x), df=4)",
+            frame.assign(x=frame.x.where(frame.index != 0, 0.0)),
+            groups="g",
+            missing="drop",
+        )
