@@ -44,7 +44,13 @@ from .design.partitions import select_columns
 from .design.scope import capture
 from .design.vc import LevelNames
 from .engines.base import check_client
-from .errors import BadValuesError, DataError, FitConvergenceWarning, SpecError
+from .errors import (
+    BadValuesError,
+    DataError,
+    FitConvergenceWarning,
+    SpecError,
+    caller_stacklevel,
+)
 from .fit.fit_warnings import (
     plain_rounding_of,
     warn_boundary,
@@ -931,7 +937,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
                     f"fit_regularized: the coordinate descent did not converge in "
                     f"maxit={_l1.maxit} sweeps (ptol={_l1.ptol})",
                     FitConvergenceWarning,
-                    stacklevel=3,
+                    stacklevel=caller_stacklevel(),
                 )
         return res
 

@@ -160,6 +160,7 @@ def test_bad_arguments_are_refused_by_name(kwargs, error, match):
 
 def test_too_few_sweeps_warn():
     y, x, _, g = _data(0, False)
-    with pytest.warns(dmixed.FitConvergenceWarning, match="maxit=1 sweeps"):
+    with pytest.warns(dmixed.FitConvergenceWarning, match="maxit=1 sweeps") as record:
         res = dmixed.MixedLM(y, x, groups=g).fit_regularized(alpha=20.0, maxit=1, ptol=1e-12)
+    assert record[0].filename == __file__  # the caller's line
     assert not res.fit_options["regularized"]["converged"]
