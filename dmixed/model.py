@@ -651,7 +651,6 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
 
     # -- fitting -----------------------------------------------------------------
 
-    @with_ordinary_pages
     def fit(
         self,
         start_params=None,
@@ -672,7 +671,6 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         client=None,
         engine: str | None = None,
         check_nobs: str = "raise",
-        _l1: L1Settings | None = None,
         **fit_kwargs,
     ):
         """Fit by maximizing the (restricted) profiled log-likelihood.
@@ -833,6 +831,39 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         ``dmixed.kernels.pages.HUGE_PAGES_IN_FITS = True`` in the driver leaves numpy's
         advice alone, in the driver and on the workers.
         """
+        return self._fit(
+            None, start_params, reml, niter_sa, do_cg, fe_pen, cov_pen, free, full_output,
+            method, maxiter=maxiter, gtol=gtol, cov_fe=cov_fe, skip_hessian=skip_hessian,
+            progress=progress, client=client, engine=engine, check_nobs=check_nobs,
+            **fit_kwargs,
+        )  # fmt: skip
+
+    @with_ordinary_pages
+    def _fit(
+        self,
+        penalty: L1Settings | None,
+        start_params=None,
+        reml: bool = True,
+        niter_sa: int = 0,
+        do_cg: bool = True,
+        fe_pen=None,
+        cov_pen=None,
+        free=None,
+        full_output: bool = False,
+        method: str | list[str] | None = None,
+        *,
+        maxiter: int = 500,
+        gtol: float = 1e-8,
+        cov_fe: str = "hessian",
+        skip_hessian: bool = False,
+        progress: bool = False,
+        client=None,
+        engine: str | None = None,
+        check_nobs: str = "raise",
+        **fit_kwargs,
+    ):
+        """:meth:`fit`, and with ``penalty`` :meth:`fit_regularized`: the fixed effects
+        L1-penalized at the fitted covariance parameters."""
         settings = check_fit_options(  # before the data pass
             cov_fe, check_nobs, method, start_params=start_params, reml=reml,
             skip_hessian=skip_hessian, maxiter=maxiter, gtol=gtol, progress=progress,
@@ -889,8 +920,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         # the BLUPs there come in the Hessian's round trip where the engine can
         prof, llf = ev.prof, ev.llf
         l1 = None
-        if _l1 is not None:  # fit_regularized: β penalized at these covariance parameters
-            l1 = l1_profile(prof, coords, _l1)
+        if penalty is not None:  # fit_regularized: β penalized at these covariance parameters
+            l1 = l1_profile(prof, coords, penalty)
             prof = l1.prof
             llf = profiled_loglike(ev.step, prof, stats.glob, reml)
         hess = (
@@ -929,13 +960,13 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             state.fe_params = l1.beta
             state.params = np.concatenate([l1.beta, state.params[self.k_fe :]])
             res.fit_options["regularized"] = dict(
-                method="l1", alpha=_l1.alpha.tolist(), ceps=_l1.ceps, ptol=_l1.ptol,
-                maxit=_l1.maxit, n_sweeps=l1.n_sweeps, converged=l1.converged,
+                method="l1", alpha=penalty.alpha.tolist(), ceps=penalty.ceps, ptol=penalty.ptol,
+                maxit=penalty.maxit, n_sweeps=l1.n_sweeps, converged=l1.converged,
             )  # fmt: skip
             if not l1.converged:
                 warnings.warn(
                     f"fit_regularized: the coordinate descent did not converge in "
-                    f"maxit={_l1.maxit} sweeps (ptol={_l1.ptol})",
+                    f"maxit={penalty.maxit} sweeps (ptol={penalty.ptol})",
                     FitConvergenceWarning,
                     stacklevel=caller_stacklevel(),
                 )
@@ -1011,7 +1042,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         small data); dmixed's is the likelihood at the reported parameters.
         """
         settings = l1_settings(method, alpha, ceps, ptol, maxit, self.k_fe)
-        res = self.fit(start_params=start_params, _l1=settings, **fit_kwargs)
+        res = self._fit(settings, start_params=start_params, **fit_kwargs)
         return res
 
     def get_distribution(self, params, scale: float, exog=None) -> RowDistribution:
