@@ -1040,6 +1040,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         Hastie & Tibshirani (2010), J. Stat. Softw. 33(1).  statsmodels' ``llf`` for
         these results is not the fit's at ``alpha = 0`` (it differs by about 0.05 on
         small data); dmixed's is the likelihood at the reported parameters.
+        statsmodels' ``cov_re`` of these results is the unpenalized fit's ``σ̂₀²Ψ̂*``
+        beside its penalized ``scale``; dmixed's is ``scale · Ψ̂*``, as for every fit.
         """
         settings = l1_settings(method, alpha, ceps, ptol, maxit, self.k_fe)
         res = self._fit(settings, start_params=start_params, **fit_kwargs)

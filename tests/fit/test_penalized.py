@@ -164,3 +164,20 @@ def test_too_few_sweeps_warn():
         res = dmixed.MixedLM(y, x, groups=g).fit_regularized(alpha=20.0, maxit=1, ptol=1e-12)
     assert record[0].filename == __file__  # the caller's line
     assert not res.fit_options["regularized"]["converged"]
+
+
+@pytest.mark.parametrize("engine", ["distributed", "local"])
+def test_a_cluster_fit_is_the_one_in_process(client, engine):
+    """With the statistics kept on the workers (``engine="distributed"``) or gathered
+    to the driver: the descent needs only the profile the fit makes on the driver."""
+    dd = pytest.importorskip("dask.dataframe")
+    y, x, z, g = _data(3, True)
+    df = pd.DataFrame(x[:, 1:], columns=["a", "b", "c", "d"]).assign(y=y, g=g)
+    kw = {"formula": "y ~ a + b + c + d", "groups": "g", "re_formula": "1 + a"}
+    alpha = [0.0, 5.0, 60.0, 5.0, 60.0]
+    ref = dmixed.mixedlm(data=df, **kw).fit_regularized(alpha=alpha)
+    ddf = dd.from_pandas(df, npartitions=4)
+    res = dmixed.mixedlm(data=ddf, **kw).fit_regularized(alpha=alpha, client=client, engine=engine)
+    np.testing.assert_allclose(res.fe_params, ref.fe_params, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(res.fe_params == 0, ref.fe_params == 0)
+    np.testing.assert_allclose(res.llf, ref.llf, rtol=1e-12)
