@@ -842,6 +842,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
     def _fit(
         self,
         penalty: L1Settings | None,
+        /,  # positional only: fit(penalty=...) is an unknown option of fit, in fit_kwargs
         start_params=None,
         reml: bool = True,
         niter_sa: int = 0,
@@ -959,14 +960,24 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             state = res.to_state()
             state.fe_params = l1.beta
             state.params = np.concatenate([l1.beta, state.params[self.k_fe :]])
-            res.fit_options["regularized"] = dict(
+            state.regularized = dict(
                 method="l1", alpha=penalty.alpha.tolist(), ceps=penalty.ceps, ptol=penalty.ptol,
                 maxit=penalty.maxit, n_sweeps=l1.n_sweeps, converged=l1.converged,
             )  # fmt: skip
+            res.fit_options["regularized"] = dict(state.regularized)
+            # the fit converged where both the covariance optimizer and the descent did
+            state.converged = res.converged = bool(state.converged and l1.converged)
             if not l1.converged:
+                ill = (
+                    f"; the quadratic in the penalized coefficients has condition number "
+                    f"{l1.condition:.1e} (a column far from zero beside a penalized "
+                    "intercept, say): centre such columns or leave the intercept unpenalized"
+                    if l1.condition >= 1e8
+                    else ""
+                )
                 warnings.warn(
                     f"fit_regularized: the coordinate descent did not converge in "
-                    f"maxit={penalty.maxit} sweeps (ptol={penalty.ptol})",
+                    f"maxit={penalty.maxit} sweeps (ptol={penalty.ptol}){ill}",
                     FitConvergenceWarning,
                     stacklevel=caller_stacklevel(),
                 )
@@ -988,7 +999,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         the REML and ML criteria have the same β-part), by cyclic coordinate descent
         (:func:`dmixed.fit.penalized.l1_coordinate_descent`) on ``X'V̂⁻¹X`` and the GLS
         estimate, which the fit's profile holds: no second data pass, no loop over
-        groups, the same on every engine (Dask included).
+        groups, the same on every engine (Dask included).  The unpenalized
+        coefficients are profiled out exactly first, so a column far from zero beside
+        an unpenalized intercept gives the centred column's solution
+        (:func:`dmixed.fit.penalized.l1_profile`).
 
         Parameters
         ----------
@@ -997,17 +1011,20 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         method : str
             ``"l1"`` (case-insensitive).  statsmodels also takes a ``Penalty`` object;
             dmixed does not (``NotOfferedError``).
-        alpha : float or array_like (k_fe,)
+        alpha : float, array_like (k_fe,) or pandas Series
             Penalty weights ≥ 0, one for every fixed effect (a scalar: the same for
-            all); 0 leaves a coefficient unpenalized.
+            all; a Series: by ``exog_names``, each once); 0 leaves a coefficient
+            unpenalized.
         ceps : float > 0
             Penalized coefficients (``alpha_j > 0``) smaller than this in magnitude
             after the descent are set to exactly zero.
         ptol : float > 0
-            The descent stops when a sweep changes no coefficient by ``ptol`` or more.
+            The descent stops when the optimality conditions hold to ``ptol`` times
+            the largest ``alpha`` (each sweep ends with an exact solve on its nonzero
+            coefficients).
         maxit : int ≥ 1
             At most this many sweeps (a ``FitConvergenceWarning`` if they do not
-            converge).
+            converge; ``converged`` is then False).
         **fit_kwargs
             Passed to ``fit`` (``reml``, ``method``, ``free``, ...).
 
@@ -1019,17 +1036,27 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             (``f = n − p`` REML, ``n`` ML) at the penalized β; ``llf`` the
             (restricted) log-likelihood at these parameters, σ² profiled (at
             ``alpha = 0``: the fit's llf); BLUPs at the penalized β.  No Hessian is
-            made: standard errors are NaN (a penalized estimate has none of the usual
-            kind; statsmodels reports the unpenalized Hessian's at the penalized
-            point).  ``fit_options["regularized"]`` holds the settings, sweeps and
-            convergence.
+            made: every standard error is NaN, the covariance parameters' too (a
+            penalized estimate has none of the usual kind; statsmodels reports the
+            unpenalized Hessian's at the penalized point; the covariance parameters'
+            of the unpenalized fit are ``fit(...).bse``).  ``converged`` is that of
+            the covariance optimizer and the descent together.  ``regularized``
+            (saved with the results; also ``fit_options["regularized"]``) holds the
+            settings, sweeps and the descent's convergence; the summary says the fit
+            is L1-regularized.  The inference of the unpenalized likelihood is
+            refused (``NotOfferedError``): ``confint``, ``profile_ci``,
+            ``bootstrap``, ``profile_re``, ``hessv``, ``compare_lr_test`` and
+            ``dmixed.anova`` with these results, and ``t_test``, ``wald_test``,
+            ``f_test``, ``wald_test_terms`` on the fit's covariance.
 
         Raises
         ------
         SpecError
-            ``method`` not ``"l1"``; ``alpha`` negative, not finite, or a vector not of
-            length ``k_fe``; ``ceps`` or ``ptol`` not a finite number > 0; ``maxit``
-            not an integer ≥ 1.  And what ``fit`` raises.
+            ``method`` not ``"l1"``; ``alpha`` negative, not finite, booleans, a
+            vector not of length ``k_fe`` or a Series not indexed by ``exog_names``;
+            ``ceps`` or ``ptol`` not a finite number > 0; ``maxit`` not an integer
+            ≥ 1; an option ``fit`` does not know (``penalty=...`` too).  And what
+            ``fit`` raises.
         NotOfferedError
             ``method`` a penalty object (statsmodels' ``Penalty``).
 
@@ -1041,9 +1068,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         these results is not the fit's at ``alpha = 0`` (it differs by about 0.05 on
         small data); dmixed's is the likelihood at the reported parameters.
         statsmodels' ``cov_re`` of these results is the unpenalized fit's ``σ̂₀²Ψ̂*``
-        beside its penalized ``scale``; dmixed's is ``scale · Ψ̂*``, as for every fit.
+        beside its penalized ``scale``; dmixed's is ``scale · Ψ̂*``, as for every fit,
+        and ``vcomp`` likewise (``scale · τ̂*`` against statsmodels' ``σ̂₀²τ̂*``).
         """
-        settings = l1_settings(method, alpha, ceps, ptol, maxit, self.k_fe)
+        settings = l1_settings(method, alpha, ceps, ptol, maxit, list(self.exog_names))
         res = self._fit(settings, start_params=start_params, **fit_kwargs)
         return res
 
