@@ -160,8 +160,9 @@ class NoModelError(SpecError, AttributeError):
 
 
 class NotOfferedError(SpecError, NotImplementedError, AttributeError):
-    """A part of statsmodels' MixedLM API that dmixed does not offer (``fit_regularized``,
-    per-observation scores), its message saying why and what to use instead.  A
+    """A part of statsmodels' MixedLM API that dmixed does not offer (per-observation
+    scores, penalty objects of ``fit_regularized``), its message saying why and what to
+    use instead.  A
     ``NotImplementedError``; also an ``AttributeError``, so that ``hasattr`` is False
     for such an attribute (statsmodels raises ``AttributeError`` for most of them) and
     ``getattr(results, name, default)`` gives the default."""

@@ -534,6 +534,9 @@ def _check_fits(test: str, fits) -> None:
             raise SpecError(
                 f"{test} compares fitted results; argument {i + 1} is a {type(f).__name__}"
             )
+        state = f.to_state() if hasattr(f, "to_state") else None
+        if state is not None:
+            state.check_unpenalized(f"{test} (argument {i + 1})")
 
 
 def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,13 @@ from .design.partitions import select_columns
 from .design.scope import capture
 from .design.vc import LevelNames
 from .engines.base import check_client
-from .errors import BadValuesError, DataError, NotOfferedError, SpecError
+from .errors import (
+    BadValuesError,
+    DataError,
+    FitConvergenceWarning,
+    SpecError,
+    caller_stacklevel,
+)
 from .fit.fit_warnings import (
     plain_rounding_of,
     warn_boundary,
@@ -53,9 +60,11 @@ from .fit.fit_warnings import (
 )
 from .fit.model_methods import LikelihoodMethods
 from .fit.model_statistics import ModelStatistics
+from .fit.objective import loglike as profiled_loglike
 from .fit.optimize import maximize
 from .fit.options import check_flag
 from .fit.params import MixedLMParams
+from .fit.penalized import L1Settings, l1_profile, l1_settings
 from .fit.start import check_distinct_component_values, engine_moment_start
 from .fit.steps import (
     check_fit_kwargs,
@@ -642,7 +651,6 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
 
     # -- fitting -----------------------------------------------------------------
 
-    @with_ordinary_pages
     def fit(
         self,
         start_params=None,
@@ -823,6 +831,40 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         ``dmixed.kernels.pages.HUGE_PAGES_IN_FITS = True`` in the driver leaves numpy's
         advice alone, in the driver and on the workers.
         """
+        return self._fit(
+            None, start_params, reml, niter_sa, do_cg, fe_pen, cov_pen, free, full_output,
+            method, maxiter=maxiter, gtol=gtol, cov_fe=cov_fe, skip_hessian=skip_hessian,
+            progress=progress, client=client, engine=engine, check_nobs=check_nobs,
+            **fit_kwargs,
+        )  # fmt: skip
+
+    @with_ordinary_pages
+    def _fit(
+        self,
+        penalty: L1Settings | None,
+        /,  # positional only: fit(penalty=...) is an unknown option of fit, in fit_kwargs
+        start_params=None,
+        reml: bool = True,
+        niter_sa: int = 0,
+        do_cg: bool = True,
+        fe_pen=None,
+        cov_pen=None,
+        free=None,
+        full_output: bool = False,
+        method: str | list[str] | None = None,
+        *,
+        maxiter: int = 500,
+        gtol: float = 1e-8,
+        cov_fe: str = "hessian",
+        skip_hessian: bool = False,
+        progress: bool = False,
+        client=None,
+        engine: str | None = None,
+        check_nobs: str = "raise",
+        **fit_kwargs,
+    ):
+        """:meth:`fit`, and with ``penalty`` :meth:`fit_regularized`: the fixed effects
+        L1-penalized at the fitted covariance parameters."""
         settings = check_fit_options(  # before the data pass
             cov_fe, check_nobs, method, start_params=start_params, reml=reml,
             skip_hessian=skip_hessian, maxiter=maxiter, gtol=gtol, progress=progress,
@@ -877,9 +919,15 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         estimated = start.free
         # in θ = [vech(Ψ*), τ*] whatever the packing: the Hessian's basis is ∂B*/∂θ
         # the BLUPs there come in the Hessian's round trip where the engine can
+        prof, llf = ev.prof, ev.llf
+        l1 = None
+        if penalty is not None:  # fit_regularized: β penalized at these covariance parameters
+            l1 = l1_profile(prof, coords, penalty)
+            prof = l1.prof
+            llf = profiled_loglike(ev.step, prof, stats.glob, reml)
         hess = (
             None
-            if skip_hessian
+            if skip_hessian or l1 is not None
             else obj.hessian_full(opt.packed, ev.prof.beta, random_effects=True)
         )
         res = MixedLMResults.from_fit(
@@ -887,8 +935,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             stats=stats,
             reml=bool(reml),
             packed=opt.packed,
-            prof=ev.prof,
-            llf=ev.llf,
+            prof=prof,
+            llf=llf,
             hessian=hess,
             cov_fe=cov_fe,
             optimize_result=opt,
@@ -906,30 +954,126 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             cov_fe=cov_fe, skip_hessian=skip_hessian, engine=engine, check_nobs=check_nobs
         )
         res.to_state().held = res.held  # saved with the results: loaded ones keep it
+        if l1 is not None:
+            # the descent's β itself, its zeros exact (the map back from the statistics'
+            # coordinates leaves a shifted intercept's zero at rounding size)
+            state = res.to_state()
+            state.fe_params = l1.beta
+            state.params = np.concatenate([l1.beta, state.params[self.k_fe :]])
+            state.regularized = dict(
+                method="l1", alpha=penalty.alpha.tolist(), ceps=penalty.ceps, ptol=penalty.ptol,
+                maxit=penalty.maxit, n_sweeps=l1.n_sweeps, converged=l1.converged,
+            )  # fmt: skip
+            res.fit_options["regularized"] = dict(state.regularized)
+            # the fit converged where both the covariance optimizer and the descent did
+            state.converged = res.converged = bool(state.converged and l1.converged)
+            if not l1.converged:
+                ill = (
+                    f"; the quadratic in the penalized coefficients has condition number "
+                    f"{l1.condition:.1e} (a column far from zero beside a penalized "
+                    "intercept, say): centre such columns or leave the intercept unpenalized"
+                    if l1.condition >= 1e8
+                    else ""
+                )
+                warnings.warn(
+                    f"fit_regularized: the coordinate descent did not converge in "
+                    f"maxit={penalty.maxit} sweeps (ptol={penalty.ptol}){ill}",
+                    FitConvergenceWarning,
+                    stacklevel=caller_stacklevel(),
+                )
         return res
 
     def fit_regularized(
         self, start_params=None, method="l1", alpha=0, ceps=1e-4, ptol=1e-6, maxit=200, **fit_kwargs
     ):
-        """Not offered: statsmodels' L1-penalized fit of the fixed effects.
+        """statsmodels' ``MixedLM.fit_regularized``: L1-penalized fixed effects at the
+        covariance parameters of the unpenalized fit.
 
-        statsmodels' ``fit_regularized`` runs a coordinate descent over the fixed
-        effects, refitting the covariance parameters between sweeps, and returns a
-        result whose standard errors it does not define for a penalized fit.  dmixed
-        profiles the fixed effects out by their GLS estimate and offers no penalized
-        likelihood (``fit`` refuses ``fe_pen`` and ``cov_pen`` likewise).
+        The covariance parameters are those of ``fit(start_params=start_params,
+        **fit_kwargs)`` (REML by default, as ``fit``; ``reml=False`` for ML) and are not
+        updated, as statsmodels documents.  At them the fixed effects minimize
+
+            F(β) = (y − Xβ)'V̂⁻¹(y − Xβ) + Σ_j α_j |β_j|,   V̂ = σ̂²(I + Z̃ B̂* Z̃')
+
+        (−2 times the log-likelihood in β, terms free of β left out, plus the penalty;
+        the REML and ML criteria have the same β-part), by cyclic coordinate descent
+        (:func:`dmixed.fit.penalized.l1_coordinate_descent`) on ``X'V̂⁻¹X`` and the GLS
+        estimate, which the fit's profile holds: no second data pass, no loop over
+        groups, the same on every engine (Dask included).  The unpenalized
+        coefficients are profiled out exactly first, so a column far from zero beside
+        an unpenalized intercept gives the centred column's solution
+        (:func:`dmixed.fit.penalized.l1_profile`).
+
+        Parameters
+        ----------
+        start_params : array_like, optional
+            Passed to ``fit``.
+        method : str
+            ``"l1"`` (case-insensitive).  statsmodels also takes a ``Penalty`` object;
+            dmixed does not (``NotOfferedError``).
+        alpha : float, array_like (k_fe,) or pandas Series
+            Penalty weights ≥ 0, one for every fixed effect (a scalar: the same for
+            all; a Series: by ``exog_names``, each once); 0 leaves a coefficient
+            unpenalized.
+        ceps : float > 0
+            Penalized coefficients (``alpha_j > 0``) smaller than this in magnitude
+            after the descent are set to exactly zero.
+        ptol : float > 0
+            The descent stops when the optimality conditions hold to ``ptol`` times
+            the largest ``alpha`` (each sweep ends with an exact solve on its nonzero
+            coefficients).
+        maxit : int ≥ 1
+            At most this many sweeps (a ``FitConvergenceWarning`` if they do not
+            converge; ``converged`` is then False).
+        **fit_kwargs
+            Passed to ``fit`` (``reml``, ``method``, ``free``, ...).
+
+        Returns
+        -------
+        MixedLMResults
+            ``fe_params`` the penalized β; ``cov_re``, ``vcomp`` relative to
+            ``scale`` as in the unpenalized fit (Ψ*, τ* held); ``scale = Q(β)/f``
+            (``f = n − p`` REML, ``n`` ML) at the penalized β; ``llf`` the
+            (restricted) log-likelihood at these parameters, σ² profiled (at
+            ``alpha = 0``: the fit's llf); BLUPs at the penalized β.  No Hessian is
+            made: every standard error is NaN, the covariance parameters' too (a
+            penalized estimate has none of the usual kind; statsmodels reports the
+            unpenalized Hessian's at the penalized point; the covariance parameters'
+            of the unpenalized fit are ``fit(...).bse``).  ``converged`` is that of
+            the covariance optimizer and the descent together.  ``regularized``
+            (saved with the results; also ``fit_options["regularized"]``) holds the
+            settings, sweeps and the descent's convergence; the summary says the fit
+            is L1-regularized.  The inference of the unpenalized likelihood is
+            refused (``NotOfferedError``): ``confint``, ``profile_ci``,
+            ``bootstrap``, ``profile_re``, ``hessv``, ``compare_lr_test`` and
+            ``dmixed.anova`` with these results, and ``t_test``, ``wald_test``,
+            ``f_test``, ``wald_test_terms`` on the fit's covariance.
 
         Raises
         ------
-        dmixed.NotOfferedError
-            Always, saying what to use instead.
+        SpecError
+            ``method`` not ``"l1"``; ``alpha`` negative, not finite, booleans, a
+            vector not of length ``k_fe`` or a Series not indexed by ``exog_names``;
+            ``ceps`` or ``ptol`` not a finite number > 0; ``maxit`` not an integer
+            ≥ 1; an option ``fit`` does not know (``penalty=...`` too).  And what
+            ``fit`` raises.
+        NotOfferedError
+            ``method`` a penalty object (statsmodels' ``Penalty``).
+
+        Notes
+        -----
+        Source: statsmodels' documented semantics (``help(MixedLM.fit_regularized)``,
+        statsmodels 0.15) for the arguments; the coordinate descent after Friedman,
+        Hastie & Tibshirani (2010), J. Stat. Softw. 33(1).  statsmodels' ``llf`` for
+        these results is not the fit's at ``alpha = 0`` (it differs by about 0.05 on
+        small data); dmixed's is the likelihood at the reported parameters.
+        statsmodels' ``cov_re`` of these results is the unpenalized fit's ``σ̂₀²Ψ̂*``
+        beside its penalized ``scale``; dmixed's is ``scale · Ψ̂*``, as for every fit,
+        and ``vcomp`` likewise (``scale · τ̂*`` against statsmodels' ``σ̂₀²τ̂*``).
         """
-        raise NotOfferedError(
-            "fit_regularized (statsmodels' L1-penalized fixed effects) is not offered by "
-            "dmixed: the fit profiles the fixed effects out by GLS and has no penalized "
-            "likelihood. Select fixed effects with fit() and results.wald_test_terms() "
-            "or compare_lr_test() of nested fits instead"
-        )
+        settings = l1_settings(method, alpha, ceps, ptol, maxit, list(self.exog_names))
+        res = self._fit(settings, start_params=start_params, **fit_kwargs)
+        return res
 
     def get_distribution(self, params, scale: float, exog=None) -> RowDistribution:
         """statsmodels' ``MixedLM.get_distribution``: the response's distribution on

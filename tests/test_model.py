@@ -1036,14 +1036,11 @@ def test_results_in_statsmodels_order_in_process_and_on_dask(formula):
     assert list(res.wald_test_terms().table.index) == terms
 
 
-def test_fit_regularized_says_it_is_not_offered_and_what_to_use():
+def test_an_unpenalized_model_has_no_penalties():
+    """statsmodels' penalty attributes of a model (``fit_regularized`` takes its own
+    ``alpha``: tests/fit/test_penalized.py)."""
     df = make_data(n_groups=8, seed=4)
     model = dmixed.mixedlm("y ~ x1", df, groups="g")
-    with pytest.raises(NotImplementedError, match="fit_regularized .*not offered.*wald_test_terms"):
-        model.fit_regularized(alpha=1.0)
-    with pytest.raises(dmixed.NotOfferedError):
-        model.fit_regularized()
-    # statsmodels' penalties of an unpenalized model
     assert model.fe_pen is None and model.cov_pen is None and model.re_pen is None
 
 

@@ -9,9 +9,8 @@ inside its body) by dmixed's for the duration of this module.
 
 Every test not expected to pass is listed below with its reason:
 
-- ``SKIPPED``: tests of statsmodels' private helpers or of ``fit_regularized`` (not
-  part of dmixed), and tests that assert statsmodels' own defects or choices dmixed
-  makes differently on purpose.
+- ``SKIPPED``: tests of statsmodels' private helpers, and tests that assert
+  statsmodels' own defects or choices dmixed makes differently on purpose.
 - ``GAPS``: tests of public behaviour that fail on a gap in dmixed's statsmodels API,
   marked ``xfail(strict=True)`` so that closing a gap shows here at once.
 """
@@ -29,7 +28,10 @@ sm_lme = pytest.importorskip("statsmodels.regression.tests.test_lme")
 smf = pytest.importorskip("statsmodels.formula.api")
 
 PRIVATE = "tests statsmodels' private helper (not part of dmixed's API)"
-REGULARIZED = "fit_regularized (L1-penalized fixed effects) is not part of dmixed"
+PENALTY_OBJECTS = (
+    "fit_regularized with a penalty object (method=L2()) is not offered: the L1 parts "
+    "before it pass"
+)
 
 #: statsmodels deprecates the dict form of ``exog_vc`` (a FutureWarning its tests expect);
 #: dmixed supports that form, so the suite's ``pytest.warns`` for it expects nothing
@@ -46,11 +48,6 @@ pytestmark = [
 SKIPPED = {
     "TestSMWSolver.test_smw_solver": PRIVATE,
     "TestSMWLogdet.test_smw_logdet": PRIVATE,
-    "TestMixedLM.test_regularized": REGULARIZED,
-    "TestMixedLMSummaryRegularized.test_summary": REGULARIZED,
-    "TestMixedLMSummaryRegularized.test_summary_xname_fe": REGULARIZED,
-    "TestMixedLMSummaryRegularized.test_summary_xname_re": REGULARIZED,
-    "TestMixedLMSummaryRegularized.test_summary_title": REGULARIZED,
     "test_singular": (
         "asserts statsmodels' defect: it warns of a singular matrix and ends at "
         "llf = +inf; dmixed (and lme4) find the interior optimum (llf -150.7394)"
@@ -83,7 +80,7 @@ SKIPPED = {
 }
 
 #: test -> the dmixed API gap it fails on (xfail, strict)
-GAPS: dict[str, str] = {}
+GAPS: dict[str, str] = {"TestMixedLM.test_regularized": PENALTY_OBJECTS}
 
 
 def _keys(item) -> list[str]:
@@ -128,14 +125,6 @@ _SUITE = {
     if name.startswith(("test_", "Test")) and getattr(obj, "__module__", "") == sm_lme.__name__
 }
 globals().update(_SUITE)
-
-
-class TestMixedLMSummaryRegularized(sm_lme.TestMixedLMSummaryRegularized):
-    """Every test of this class is of ``fit_regularized``: its setup is skipped."""
-
-    @classmethod
-    def setup_class(cls):
-        pytest.skip(REGULARIZED)
 
 
 def test_every_listed_test_exists():

@@ -134,6 +134,19 @@ def _versions() -> dict:
     }
 
 
+def _regularized_from(saved) -> dict | None:
+    """The ``regularized`` record of ``estimates.json`` checked: None, or a mapping of
+    ``fit_regularized``'s settings (numbers, a list of numbers, a method name, flags)."""
+    if saved is None:
+        return None
+    keys = {"method", "alpha", "ceps", "ptol", "maxit", "n_sweeps", "converged"}
+    if not isinstance(saved, dict) or not set(saved) <= keys:
+        raise ValueError(
+            f"model.regularized must be null or a mapping of {sorted(keys)}, got {saved!r}"
+        )
+    return dict(saved)
+
+
 def _model_section(state: ResultsState) -> dict:
     return {
         **dataclasses.asdict(state.names),
@@ -143,6 +156,7 @@ def _model_section(state: ResultsState) -> dict:
         "data_digest": state.data_digest,
         "row_digests": state.row_digests,
         "held": None if state.held is None else [bool(h) for h in state.held],
+        "regularized": state.regularized,
     }
 
 
@@ -536,6 +550,7 @@ def _state_from(
         data_digest=m.get("data_digest"),  # absent: saved before it was
         row_digests=_row_digests_from(m.get("row_digests")),  # absent: saved before it was
         held=None if m.get("held") is None else np.asarray(m["held"], dtype=bool),
+        regularized=_regularized_from(m.get("regularized")),  # absent: an ordinary fit
         **{key: f[key] for key in _FIT_KEYS if key not in ("n_iter", "history")},
         n_iter=n_iter,
         history=history,

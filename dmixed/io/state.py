@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..design import ModelNames
+from ..errors import NotOfferedError
 from ..fit.summary import DEFAULTS, OptSummary
 from ..stats import n_tril
 
@@ -206,6 +207,34 @@ class ResultsState:
     #: (:attr:`dmixed.results.results.MixedLMResults.held` owns it); None: every one
     #: estimated, or saved before it was recorded
     held: np.ndarray | None = None
+    #: ``fit_regularized``'s settings and descent (``method``, ``alpha`` (k_fe,),
+    #: ``ceps``, ``ptol``, ``maxit``, ``n_sweeps``, ``converged``): the fixed effects are
+    #: L1-penalized at the unpenalized fit's covariance parameters
+    #: (:meth:`check_unpenalized` owns what such results refuse); None: an ordinary fit
+    regularized: dict | None = None
+
+    def check_unpenalized(self, what: str) -> None:
+        """Refuse ``what`` (an inference method) for L1-regularized results.
+
+        Such results hold the penalized β at the unpenalized fit's covariance
+        parameters: their log-likelihood is not a maximum and the unpenalized
+        likelihood's curvature, profiles and refits do not describe their estimate.
+
+        Raises
+        ------
+        dmixed.NotOfferedError
+            ``regularized`` is set.
+        """
+        if self.regularized is None:
+            return
+        raise NotOfferedError(
+            f"{what} is not offered for L1-regularized results (fit_regularized, "
+            f"alpha={self.regularized.get('alpha')}): the penalized estimate has no "
+            "standard errors, profile or likelihood-ratio test of the usual kind, and "
+            "the unpenalized likelihood's would describe another estimate; use fit() for "
+            "inference on the unpenalized model (e.g. on the coefficients the penalty "
+            "kept), or a resampling scheme that refits fit_regularized"
+        )
 
     def optimizer(self) -> OptSummary:
         """The optimizer's record (MixedModels.jl's ``OptSummary``) rebuilt from the state:

@@ -192,6 +192,7 @@ class Hypotheses:
             Python or numpy bool.
         """
         state = self.to_state()
+        state.check_unpenalized("t_test")
         k = self.k_fe
         use_t = check_flag(use_t, "use_t", optional=True)
         if use_t is None:
@@ -255,6 +256,8 @@ class Hypotheses:
         """
         refuse_flags("wald_test", cov_p, invcov)
         state = self.to_state()
+        if cov_p is None:  # the fit's own covariance: none for a penalized estimate
+            state.check_unpenalized("wald_test (f_test, wald_test_terms)")
         params = np.asarray(state.params, dtype=np.float64)
         cov = np.asarray(state.cov_params)
         if cov_p is not None:

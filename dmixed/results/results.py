@@ -333,6 +333,16 @@ class MixedLMResults(FittedValues, Hypotheses):
         return out
 
     @property
+    def regularized(self) -> dict | None:
+        """``fit_regularized``'s settings and descent (``method``, ``alpha``, ``ceps``,
+        ``ptol``, ``maxit``, ``n_sweeps``, ``converged``), saved with the results; None
+        for an ordinary fit.  Regularized results refuse the inference that belongs to
+        the unpenalized likelihood (:meth:`confint`, :meth:`profile_ci`,
+        :meth:`bootstrap`, :meth:`profile_re`, :meth:`compare_lr_test`, :func:`anova
+        <dmixed.anova>`, the Wald tests: ``NotOfferedError``)."""
+        return self._state.regularized
+
+    @property
     def pandas_output(self) -> bool:
         """Whether estimates, fitted values and residuals are pandas objects (see
         :attr:`dmixed.MixedLM.pandas_output`; the fitted model's for loaded results)."""
@@ -718,6 +728,7 @@ class MixedLMResults(FittedValues, Hypotheses):
         refits to responses drawn from the fit, with no data pass.  See
         :func:`dmixed.results.bootstrap.parametric_bootstrap`.
         """
+        self._state.check_unpenalized("bootstrap")
         return parametric_bootstrap(self, n, seed=seed, progress=progress, use_re=use_re)
 
     # -- likelihood inference --------------------------------------------------------
@@ -725,6 +736,7 @@ class MixedLMResults(FittedValues, Hypotheses):
     def profile_re(self, re_ix, vtype, num_low=5, dist_low=1.0, num_high=5, dist_high=1.0):
         """statsmodels' ``profile_re``: the log-likelihood with one relative variance held
         on a grid around its estimate (:func:`dmixed.results.profile_re.profile_re`)."""
+        self._state.check_unpenalized("profile_re")
         return profile_re(self, re_ix, vtype, num_low, dist_low, num_high, dist_high)
 
     def confint(
@@ -750,6 +762,7 @@ class MixedLMResults(FittedValues, Hypotheses):
         :func:`dmixed.results.profile.boot_intervals`.  ``parm``: names, positions,
         ``"theta_"`` or ``"beta_"``.  See :mod:`dmixed.results.profile`.
         """
+        self._state.check_unpenalized("confint")
         return confint_frame(self, method, level, parm, nsim=nsim, seed=seed)
 
     def profile_ci(self, alpha: float = 0.05) -> pd.DataFrame:
@@ -757,6 +770,7 @@ class MixedLMResults(FittedValues, Hypotheses):
         ``vcomp``): the squares of :meth:`confint`'s SD intervals (the ML profile, as
         lme4's), with the fit's estimates; rows the variances' names, in the order of
         :meth:`confint`'s SD rows (:func:`dmixed.results.profile.variance_intervals`)."""
+        self._state.check_unpenalized("profile_ci")
         return variance_intervals(self, alpha)
 
     def compare_lr_test(self, restricted) -> tuple[float, float, int]:
@@ -821,6 +835,7 @@ class MixedLMResults(FittedValues, Hypotheses):
         the estimate.  This is the Hessian at the estimate, the one whose negative
         inverse is :meth:`cov_params`, and so differs from statsmodels' value.
         """
+        self._state.check_unpenalized("hessv")
         return self.model.hessian(self.params_object)
 
     def get_nlfun(self, fun):

@@ -51,6 +51,13 @@ def coefficient_table(state: ResultsState, alpha: float = 0.05) -> pd.DataFrame:
     )
 
 
+#: the summary's line for ``fit_regularized`` results
+REGULARIZED_NOTE = (
+    "The fixed effects are L1-regularized (fit_regularized, alpha={alpha}) at the "
+    "unpenalized fit's covariance parameters: no standard errors, tests or intervals."
+)
+
+
 def _model_info(state: ResultsState) -> list[tuple[str, str]]:
     """The label/value pairs above the table, two per printed line."""
     sizes = state.group_sizes
@@ -189,6 +196,8 @@ class Summary:
             info[1] = (info[1][0], str(yname))
         singular = is_singular(state.cov_re_unscaled, state.vcomp, state.scale)
         notes = (SINGULAR_NOTE,) if singular else ()
+        if state.regularized is not None:
+            notes = (REGULARIZED_NOTE.format(alpha=state.regularized.get("alpha")), *notes)
         return cls(title or _TITLE, info, table, varcorr_text(state), notes)
 
     @property
