@@ -99,6 +99,20 @@ def test_per_group_products_agree_with_dense(case, monkeypatch):
     check_agreement(case)
 
 
+@pytest.mark.parametrize("sparse_b", [0.0, 1.0])
+@pytest.mark.parametrize(
+    "case", [(21, 1, [("ind", 5), ("cont", 3)], 2), (22, 0, [("multi", 4)], 3), (23, 2, [], 1)]
+)
+def test_wide_borders_agree_with_dense(case, sparse_b, monkeypatch):
+    """Borders wider than :data:`~dmixed.kernels.vc_border.WIDE_W` are eliminated one
+    group at a time by one Cholesky factor and triangular solves, their ``B_i`` dense
+    or sparse (:data:`~dmixed.kernels.vc_border.SPARSE_B_MAX`): the same sums."""
+    monkeypatch.setattr(vc_border, "WIDE_W", 0)
+    monkeypatch.setattr(vc_border, "STACKED_MAX_W", 0)
+    monkeypatch.setattr(vc_border, "SPARSE_B_MAX", sparse_b)
+    check_agreement(case)
+
+
 def check_agreement(case):
     """ℓ's sums, the score's, the Hessian's and the BLUPs of the crossed kernels equal
     the dense kernels' to 1e-10, for factors of either width."""
