@@ -220,6 +220,8 @@ class _Eliminated:
     s_diag: np.ndarray
     logdet: float
     m: np.ndarray
+    #: ``R`` with ``R R' = P1`` where the elimination formed it (wide borders)
+    root: np.ndarray | None = None
 
 
 def _eliminate(
@@ -293,6 +295,7 @@ def _eliminate_wide(
     p1 = np.empty((g, w, w) if full else 0)
     ap = np.empty((g, w, w) if full else 0)
     pb = np.empty((bk.d.size, w) if full else 0)
+    root = np.empty((g, w, w) if full else 0)
     for gi in range(g):
         sl = slice(starts[gi], starts[gi] + counts[gi])
         lb, at = lamb[gi], a_t[gi]
@@ -312,9 +315,10 @@ def _eliminate_wide(
         if full:
             rt = _lam_t_times(lb, np.eye(w), q)
             rt = scipy.linalg.solve_triangular(chol, rt, lower=True)  # R' = C⁻¹Λb'
-            p1[gi] = rt.T @ rt
+            root[gi] = rt.T
+            p1[gi] = _gram(rt)
             ap[gi] = x.T @ rt
-            s11[gi] = at - x.T @ x
+            s11[gi] = at - _gram(x)
             pb[sl] = b_t.T @ p1[gi]
         else:
             s11[gi, :q, :q] = at[:q, :q] - x[:, :q].T @ x[:, :q]
@@ -326,7 +330,13 @@ def _eliminate_wide(
         return _Eliminated(
             lamb, tau, gw, c, a_t, f1_t, None, None, s11, h1, None, h, s_diag, logdet, m
         )
-    return _Eliminated(lamb, tau, gw, c, a_t, f1_t, p1, ap, s11, h1, pb, h, s_diag, logdet, m)
+    return _Eliminated(lamb, tau, gw, c, a_t, f1_t, p1, ap, s11, h1, pb, h, s_diag, logdet, m, root)
+
+
+def _gram(x: np.ndarray) -> np.ndarray:
+    """``x'x`` (symmetric: one triangle's BLAS product, then mirrored)."""
+    upper = scipy.linalg.blas.dsyrk(1.0, x, trans=1)
+    return np.triu(upper) + np.triu(upper, 1).T
 
 
 def _root(a_t: np.ndarray, lamb: np.ndarray) -> np.ndarray:
@@ -530,7 +540,7 @@ class CrossedVC:
             slot_group += [np.repeat(bk.groups, bk.bpos.shape[1] - q), bk.groups[bk.group]]
             slot_pos += [bk.bpos[:, q:].reshape(-1), bk.pos]
             slot_value += [(prior[bk.bpos[:, q:]] * u1[:, q:]).reshape(-1), el.tau * (el.h @ w)]
-            root = _root(el.a_t, el.lamb)
+            root = _root(el.a_t, el.lamb) if el.root is None else el.root
             w_rows = -el.c[:, None] * bk.rows_times(bk.b, root)
             cov_buckets.append(
                 CovBucket(bk.groups, root, bk.bpos, bk.group, bk.pos, w_rows, el.c.copy())
@@ -641,7 +651,14 @@ def _bucket_hessian(bk: BorderBucket, el: _Eliminated, basis, col, wv, q: int) -
     gw, b, a_t = el.gw, bk.b, el.a_t
     assert el.ap is not None and el.p1 is not None
     gd = gw * bk.d
-    c = c_matrix(el.a_t, el.ap, el.p1)
+    if el.root is None:
+        c = c_matrix(el.a_t, el.ap, el.p1)
+    else:  # −ÃP1Ã is S11 − Ã, already formed
+        c = np.empty((g, 2 * w, 2 * w))
+        c[:, :w, :w] = el.s11 - a_t
+        c[:, :w, w:] = np.eye(w) - el.ap
+        c[:, w:, :w] = np.eye(w) - np.swapaxes(el.ap, 1, 2)
+        c[:, w:, w:] = -el.p1
     eu = np.einsum("jgab,gb->jga", eb, u1)  # E_j u on the border
     eg = eb @ g1  # E_j G on the border (m, G, w, p)
     eq, e_slot = basis[:, :q, :q], eb[:, :, idx, idx]  # E_j's exog_re block, its slots
