@@ -34,8 +34,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg
-import scipy.sparse
 
 from ..stats.blup_cov import RaggedBlup
 from ..stats.border_cov import BorderCov, CovBucket, concatenate_buckets
@@ -140,6 +138,12 @@ class BorderBucket:
     def n_groups(self) -> int:
         return self.a.shape[0]
 
+    @property
+    def wide(self) -> bool:
+        """Whether the bucket's borders are wider than :data:`WIDE_W` (only then is
+        ``B_i`` held sparse and the elimination done by triangular solves)."""
+        return self.a.shape[1] > WIDE_W
+
     def runs(self) -> tuple[np.ndarray, np.ndarray]:
         """First diagonal slot and number of them of each group of the bucket (found
         once)."""
@@ -165,6 +169,13 @@ class BorderBucket:
             prod = (weights[:, None, None] * x[:, :, None]) * y[:, None, :]
             return segment_sum(prod, starts, counts)
         out = np.zeros((self.n_groups, x.shape[1], y.shape[1]))
+        if not self.wide:
+            for gi in np.flatnonzero(counts):
+                sl = slice(starts[gi], starts[gi] + counts[gi])
+                out[gi] = (x[sl].T * weights[sl]) @ y[sl]
+            return out
+        import scipy.sparse  # only wide borders hold B sparse: most fits have none
+
         for gi in np.flatnonzero(counts):
             sl = slice(starts[gi], starts[gi] + counts[gi])
             xs = self.b_rows(int(gi)) if x is self.b else x[sl]
@@ -182,15 +193,19 @@ class BorderBucket:
             return np.einsum("ja,jax->jx", rows, mats[self.group])
         starts, counts = self.runs()
         out = np.zeros((rows.shape[0], mats.shape[2]))
+        wide_b = self.wide and rows is self.b
         for gi in np.flatnonzero(counts):
             sl = slice(starts[gi], starts[gi] + counts[gi])
-            out[sl] = (self.b_rows(int(gi)) if rows is self.b else rows[sl]) @ mats[gi]
+            out[sl] = (self.b_rows(int(gi)) if wide_b else rows[sl]) @ mats[gi]
         return out
 
     def b_rows(self, gi: int):
         """Group ``gi``'s rows of :attr:`b` (its ``B_i'``, m_i × w): a CSR matrix where
         few of its entries are non-zero (each slot of the diagonal component co-occurs
-        with few of the border's), else the dense rows (found once per group)."""
+        with few of the border's), else the dense rows (found once per group); read
+        only for :attr:`wide` buckets."""
+        import scipy.sparse  # only on the wide path
+
         if self._b_rows is None:
             self._b_rows = {}
         if gi not in self._b_rows:
@@ -229,7 +244,8 @@ def _eliminate(
 ) -> _Eliminated:
     """The bucket's diagonal slots eliminated at ``lam``; without ``full`` (what
     :meth:`CrossedVC.step` reads) a wide bucket's ``s11`` holds only its ``exog_re``
-    block and its diagonal and ``p1``, ``ap``, ``pb`` are not formed."""
+    block and its diagonal and ``p1``, ``ap`` are not formed; a wide bucket never
+    forms ``pb``."""
     if bk.a.shape[1] > WIDE_W:
         return _eliminate_wide(bk, lam, col, q, full)
     lamb, tau = bk.factors(lam, col, q)
@@ -276,7 +292,19 @@ def _eliminate_wide(
     factored once; ``X = C⁻¹Λb'Ã`` and ``Y = C⁻¹Λb'B`` by triangular solves give
     ``diag(ÃP1Ã)`` and ``diag(B'P1B)`` as column sums of squares, ``P1 F̃1`` by two
     solves; ``B`` sparse where it is (:meth:`BorderBucket.b_rows`).  With ``full``,
-    ``P1 = R R'`` (``R' = C⁻¹Λb'``), ``ÃP1 = X'R'``, ``S11 = Ã − X'X``."""
+    ``P1 = R R'`` (``R' = C⁻¹Λb'``), ``ÃP1 = X'R'``, ``S11 = Ã − X'X``; ``P1 B``
+    (``pb``) is not formed (nothing reads it on this path).
+
+    The loop over the bucket's groups is bounded by the data: every border slot past
+    ``exog_re``'s ``q`` is a column used by some row of the group, and a row uses at
+    most ``e`` of them (its entries in the border's components, one per indicator
+    component), so a group here has at least ``(WIDE_W + 1 − q) / e`` rows and there
+    are at most ``e n_rows / (WIDE_W + 1 − q)`` such groups (``n_rows / (129 − q)``
+    for crossed indicators).  Each costs ``O(w³)`` (the Cholesky and the solves),
+    against which the interpreter's cost per group is negligible."""
+    import scipy.linalg  # only wide borders factor this way: most fits have none
+    import scipy.sparse
+
     lamb, tau = bk.factors(lam, col, q)
     e = 1.0 + tau * bk.d
     gw = 1.0 / e
@@ -294,7 +322,6 @@ def _eliminate_wide(
     logdet1 = np.empty(g)
     p1 = np.empty((g, w, w) if full else 0)
     ap = np.empty((g, w, w) if full else 0)
-    pb = np.empty((bk.d.size, w) if full else 0)
     root = np.empty((g, w, w) if full else 0)
     for gi in range(g):
         sl = slice(starts[gi], starts[gi] + counts[gi])
@@ -319,7 +346,6 @@ def _eliminate_wide(
             p1[gi] = _gram(rt)
             ap[gi] = x.T @ rt
             s11[gi] = at - _gram(x)
-            pb[sl] = b_t.T @ p1[gi]
         else:
             s11[gi, :q, :q] = at[:q, :q] - x[:, :q].T @ x[:, :q]
             idx = np.arange(w)
@@ -330,11 +356,15 @@ def _eliminate_wide(
         return _Eliminated(
             lamb, tau, gw, c, a_t, f1_t, None, None, s11, h1, None, h, s_diag, logdet, m
         )
-    return _Eliminated(lamb, tau, gw, c, a_t, f1_t, p1, ap, s11, h1, pb, h, s_diag, logdet, m, root)
+    return _Eliminated(
+        lamb, tau, gw, c, a_t, f1_t, p1, ap, s11, h1, None, h, s_diag, logdet, m, root
+    )
 
 
 def _gram(x: np.ndarray) -> np.ndarray:
     """``x'x`` (symmetric: one triangle's BLAS product, then mirrored)."""
+    import scipy.linalg  # only on the wide path
+
     upper = scipy.linalg.blas.dsyrk(1.0, x, trans=1)
     return np.triu(upper) + np.triu(upper, 1).T
 
