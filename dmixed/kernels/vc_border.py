@@ -48,6 +48,14 @@ __all__ = ["BorderBucket", "CrossedVC", "diagonal_components"]
 #: products; above, one BLAS product per group
 STACKED_MAX_W = 24
 
+#: border widths above which a bucket's groups are eliminated one at a time with one
+#: Cholesky factor and triangular solves (:func:`_eliminate_wide`), never an explicit
+#: inverse, and their ``B_i`` is held sparse where it is
+WIDE_W = 128
+
+#: densest ``B_i`` (share of non-zero entries) held sparse in a wide group
+SPARSE_B_MAX = 0.05
+
 
 def diagonal_components(zz: np.ndarray, q: int, slot_component: np.ndarray) -> list[int]:
     """Components whose slots may form the diagonal block of every group's ``Z̃_i'Z̃_i``
@@ -124,10 +132,17 @@ class BorderBucket:
     b: np.ndarray
     f2: np.ndarray
     _runs: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _b_rows: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def n_groups(self) -> int:
         return self.a.shape[0]
+
+    @property
+    def wide(self) -> bool:
+        """Whether the bucket's borders are wider than :data:`WIDE_W` (only then is
+        ``B_i`` held sparse and the elimination done by triangular solves)."""
+        return self.a.shape[1] > WIDE_W
 
     def runs(self) -> tuple[np.ndarray, np.ndarray]:
         """First diagonal slot and number of them of each group of the bucket (found
@@ -154,9 +169,22 @@ class BorderBucket:
             prod = (weights[:, None, None] * x[:, :, None]) * y[:, None, :]
             return segment_sum(prod, starts, counts)
         out = np.zeros((self.n_groups, x.shape[1], y.shape[1]))
+        if not self.wide:
+            for gi in np.flatnonzero(counts):
+                sl = slice(starts[gi], starts[gi] + counts[gi])
+                out[gi] = (x[sl].T * weights[sl]) @ y[sl]
+            return out
+        import scipy.sparse  # only wide borders hold B sparse: most fits have none
+
         for gi in np.flatnonzero(counts):
             sl = slice(starts[gi], starts[gi] + counts[gi])
-            out[gi] = (x[sl].T * weights[sl]) @ y[sl]
+            xs = self.b_rows(int(gi)) if x is self.b else x[sl]
+            ys = self.b_rows(int(gi)) if y is self.b else y[sl]
+            if scipy.sparse.issparse(xs) or scipy.sparse.issparse(ys):
+                prod = (scipy.sparse.diags_array(weights[sl]) @ xs).T @ ys
+                out[gi] = prod.toarray() if scipy.sparse.issparse(prod) else prod
+            else:
+                out[gi] = (xs.T * weights[sl]) @ ys
         return out
 
     def rows_times(self, rows: np.ndarray, mats: np.ndarray) -> np.ndarray:
@@ -165,10 +193,27 @@ class BorderBucket:
             return np.einsum("ja,jax->jx", rows, mats[self.group])
         starts, counts = self.runs()
         out = np.zeros((rows.shape[0], mats.shape[2]))
+        wide_b = self.wide and rows is self.b
         for gi in np.flatnonzero(counts):
             sl = slice(starts[gi], starts[gi] + counts[gi])
-            out[sl] = rows[sl] @ mats[gi]
+            out[sl] = (self.b_rows(int(gi)) if wide_b else rows[sl]) @ mats[gi]
         return out
+
+    def b_rows(self, gi: int):
+        """Group ``gi``'s rows of :attr:`b` (its ``B_i'``, m_i × w): a CSR matrix where
+        few of its entries are non-zero (each slot of the diagonal component co-occurs
+        with few of the border's), else the dense rows (found once per group); read
+        only for :attr:`wide` buckets."""
+        import scipy.sparse  # only on the wide path
+
+        if self._b_rows is None:
+            self._b_rows = {}
+        if gi not in self._b_rows:
+            starts, counts = self.runs()
+            rows = self.b[starts[gi] : starts[gi] + counts[gi]]
+            sparse = rows.size > 0 and np.count_nonzero(rows) <= SPARSE_B_MAX * rows.size
+            self._b_rows[gi] = scipy.sparse.csr_array(rows) if sparse else rows
+        return self._b_rows[gi]
 
 
 @dataclass
@@ -181,18 +226,28 @@ class _Eliminated:
     c: np.ndarray
     a_t: np.ndarray
     f1_t: np.ndarray
-    p1: np.ndarray
-    ap: np.ndarray
+    p1: np.ndarray | None
+    ap: np.ndarray | None
     s11: np.ndarray
     h1: np.ndarray
-    pb: np.ndarray
+    pb: np.ndarray | None
     h: np.ndarray
     s_diag: np.ndarray
     logdet: float
     m: np.ndarray
+    #: ``R`` with ``R R' = P1`` where the elimination formed it (wide borders)
+    root: np.ndarray | None = None
 
 
-def _eliminate(bk: BorderBucket, lam: np.ndarray, col: np.ndarray, q: int) -> _Eliminated:
+def _eliminate(
+    bk: BorderBucket, lam: np.ndarray, col: np.ndarray, q: int, full: bool = True
+) -> _Eliminated:
+    """The bucket's diagonal slots eliminated at ``lam``; without ``full`` (what
+    :meth:`CrossedVC.step` reads) a wide bucket's ``s11`` holds only its ``exog_re``
+    block and its diagonal and ``p1``, ``ap`` are not formed; a wide bucket never
+    forms ``pb``."""
+    if bk.a.shape[1] > WIDE_W:
+        return _eliminate_wide(bk, lam, col, q, full)
     lamb, tau = bk.factors(lam, col, q)
     e = 1.0 + tau * bk.d
     gw = 1.0 / e
@@ -211,6 +266,107 @@ def _eliminate(bk: BorderBucket, lam: np.ndarray, col: np.ndarray, q: int) -> _E
     m = (bk.f2 * c[:, None]).T @ bk.f2 + f1_t.reshape(-1, k).T @ pf
     logdet = float(np.log(e).sum() + logdet1.sum())
     return _Eliminated(lamb, tau, gw, c, a_t, f1_t, p1, ap, s11, h1, pb, h, s_diag, logdet, m)
+
+
+def _lam_t_times(lamb: np.ndarray, x: np.ndarray, q: int) -> np.ndarray:
+    """``Λb' x`` for one group's ``Λb = blockdiag(L, diag(s))`` (w × w): ``L'`` on the
+    first ``q`` rows, the rest scaled (no product with the zeros)."""
+    out = np.empty(x.shape)
+    out[:q] = lamb[:q, :q].T @ x[:q]
+    out[q:] = np.diagonal(lamb)[q:, None] * x[q:]
+    return out
+
+
+def _lam_times(lamb: np.ndarray, x: np.ndarray, q: int) -> np.ndarray:
+    """``Λb x`` for one group's ``Λb`` (:func:`_lam_t_times`)."""
+    out = np.empty(x.shape)
+    out[:q] = lamb[:q, :q] @ x[:q]
+    out[q:] = np.diagonal(lamb)[q:, None] * x[q:]
+    return out
+
+
+def _eliminate_wide(
+    bk: BorderBucket, lam: np.ndarray, col: np.ndarray, q: int, full: bool
+) -> _Eliminated:
+    """:func:`_eliminate` of a bucket of wide borders, one group at a time: ``K1 = C C'``
+    factored once; ``X = C⁻¹Λb'Ã`` and ``Y = C⁻¹Λb'B`` by triangular solves give
+    ``diag(ÃP1Ã)`` and ``diag(B'P1B)`` as column sums of squares, ``P1 F̃1`` by two
+    solves; ``B`` sparse where it is (:meth:`BorderBucket.b_rows`).  With ``full``,
+    ``P1 = R R'`` (``R' = C⁻¹Λb'``), ``ÃP1 = X'R'``, ``S11 = Ã − X'X``; ``P1 B``
+    (``pb``) is not formed (nothing reads it on this path).
+
+    The loop over the bucket's groups is bounded by the data: every border slot past
+    ``exog_re``'s ``q`` is a column used by some row of the group, and a row uses at
+    most ``e`` of them (its entries in the border's components, one per indicator
+    component), so a group here has at least ``(WIDE_W + 1 − q) / e`` rows and there
+    are at most ``e n_rows / (WIDE_W + 1 − q)`` such groups (``n_rows / (129 − q)``
+    for crossed indicators).  Each costs ``O(w³)`` (the Cholesky and the solves),
+    against which the interpreter's cost per group is negligible."""
+    import scipy.linalg  # only wide borders factor this way: most fits have none
+    import scipy.sparse
+
+    lamb, tau = bk.factors(lam, col, q)
+    e = 1.0 + tau * bk.d
+    gw = 1.0 / e
+    c = tau * gw
+    g, w = bk.bpos.shape
+    k = bk.f1.shape[2]
+    starts, counts = bk.runs()
+    a_t = bk.a - bk.seg_outer(c, bk.b, bk.b)
+    f1_t = bk.f1 - bk.seg_outer(c, bk.b, bk.f2)
+    s11 = np.zeros((g, w, w))
+    h1 = np.empty((g, w, k))
+    pf = np.empty((g, w, k))
+    h = np.empty((bk.d.size, k))
+    s_diag = np.empty(bk.d.size)
+    logdet1 = np.empty(g)
+    p1 = np.empty((g, w, w) if full else 0)
+    ap = np.empty((g, w, w) if full else 0)
+    root = np.empty((g, w, w) if full else 0)
+    for gi in range(g):
+        sl = slice(starts[gi], starts[gi] + counts[gi])
+        lb, at = lamb[gi], a_t[gi]
+        b_t = bk.b_rows(gi).T  # B_i (w × m_i)
+        lta = _lam_t_times(lb, at, q)
+        kmat = _lam_t_times(lb, lta.T, q) + np.eye(w)  # Λb'ÃΛb + I (Ã symmetric)
+        chol = scipy.linalg.cholesky(kmat, lower=True)
+        logdet1[gi] = 2.0 * np.log(np.diagonal(chol)).sum()
+        ltb = _lam_t_times(lb, b_t.toarray() if scipy.sparse.issparse(b_t) else b_t, q)
+        xy = scipy.linalg.solve_triangular(chol, np.hstack([lta, ltb]), lower=True)
+        x, y = xy[:, :w], xy[:, w:]
+        z = scipy.linalg.solve_triangular(chol, _lam_t_times(lb, f1_t[gi], q), lower=True)
+        pf[gi] = _lam_times(lb, scipy.linalg.solve_triangular(chol, z, lower=True, trans="T"), q)
+        h1[gi] = f1_t[gi] - at @ pf[gi]
+        h[sl] = gw[sl, None] * (bk.f2[sl] - b_t.T @ pf[gi])
+        s_diag[sl] = gw[sl] * bk.d[sl] - gw[sl] ** 2 * np.einsum("ja,ja->a", y, y)
+        if full:
+            rt = _lam_t_times(lb, np.eye(w), q)
+            rt = scipy.linalg.solve_triangular(chol, rt, lower=True)  # R' = C⁻¹Λb'
+            root[gi] = rt.T
+            p1[gi] = _gram(rt)
+            ap[gi] = x.T @ rt
+            s11[gi] = at - _gram(x)
+        else:
+            s11[gi, :q, :q] = at[:q, :q] - x[:, :q].T @ x[:, :q]
+            idx = np.arange(w)
+            s11[gi, idx, idx] = np.diagonal(at) - np.einsum("ja,ja->a", x, x)
+    m = (bk.f2 * c[:, None]).T @ bk.f2 + f1_t.reshape(-1, k).T @ pf.reshape(-1, k)
+    logdet = float(np.log(e).sum() + logdet1.sum())
+    if not full:
+        return _Eliminated(
+            lamb, tau, gw, c, a_t, f1_t, None, None, s11, h1, None, h, s_diag, logdet, m
+        )
+    return _Eliminated(
+        lamb, tau, gw, c, a_t, f1_t, p1, ap, s11, h1, None, h, s_diag, logdet, m, root
+    )
+
+
+def _gram(x: np.ndarray) -> np.ndarray:
+    """``x'x`` (symmetric: one triangle's BLAS product, then mirrored)."""
+    import scipy.linalg  # only on the wide path
+
+    upper = scipy.linalg.blas.dsyrk(1.0, x, trans=1)
+    return np.triu(upper) + np.triu(upper, 1).T
 
 
 def _root(a_t: np.ndarray, lamb: np.ndarray) -> np.ndarray:
@@ -375,7 +531,7 @@ class CrossedVC:
         t_vc = np.zeros((n_vc, k, k))
         logdet, m = 0.0, np.zeros((k, k))
         for bk in self.buckets:
-            el = _eliminate(bk, lam, col, q)
+            el = _eliminate(bk, lam, col, q, full=False)
             logdet += el.logdet
             m += el.m
             s[:q, :q] += el.s11[:, :q, :q].sum(axis=0)
@@ -414,7 +570,7 @@ class CrossedVC:
             slot_group += [np.repeat(bk.groups, bk.bpos.shape[1] - q), bk.groups[bk.group]]
             slot_pos += [bk.bpos[:, q:].reshape(-1), bk.pos]
             slot_value += [(prior[bk.bpos[:, q:]] * u1[:, q:]).reshape(-1), el.tau * (el.h @ w)]
-            root = _root(el.a_t, el.lamb)
+            root = _root(el.a_t, el.lamb) if el.root is None else el.root
             w_rows = -el.c[:, None] * bk.rows_times(bk.b, root)
             cov_buckets.append(
                 CovBucket(bk.groups, root, bk.bpos, bk.group, bk.pos, w_rows, el.c.copy())
@@ -484,6 +640,16 @@ class CrossedVC:
         return out
 
 
+def _times_e(x: np.ndarray, eq: np.ndarray, e_slot: np.ndarray, q: int) -> np.ndarray:
+    """``x E_j`` (m, G, a, w) for every ``j``: x (G, a, w), ``E_j`` on the border the
+    block ``eq[j]`` (q × q) on ``exog_re`` and ``diag(e_slot[j, g])`` on the slots
+    (no product with the zeros)."""
+    out = np.empty((eq.shape[0],) + x.shape)
+    out[..., :q] = x[None, :, :, :q] @ eq[:, None]
+    out[..., q:] = x[None, :, :, q:] * e_slot[:, :, None, :]
+    return out
+
+
 def _outer_by(index: np.ndarray, h: np.ndarray, n: int) -> np.ndarray:
     """``Σ_{a: index_a = l} h_a h_a'`` for each ``l < n`` (n, k, k)."""
     k = h.shape[1]
@@ -513,24 +679,34 @@ def _bucket_hessian(bk: BorderBucket, el: _Eliminated, basis, col, wv, q: int) -
     u1, g1 = el.h1 @ wv, el.h1[:, :, :p]
     u2, g2 = el.h @ wv, el.h[:, :p]
     gw, b, a_t = el.gw, bk.b, el.a_t
+    assert el.ap is not None and el.p1 is not None
     gd = gw * bk.d
-    c = c_matrix(el.a_t, el.ap, el.p1)
+    if el.root is None:
+        c = c_matrix(el.a_t, el.ap, el.p1)
+    else:  # −ÃP1Ã is S11 − Ã, already formed
+        c = np.empty((g, 2 * w, 2 * w))
+        c[:, :w, :w] = el.s11 - a_t
+        c[:, :w, w:] = np.eye(w) - el.ap
+        c[:, w:, :w] = np.eye(w) - np.swapaxes(el.ap, 1, 2)
+        c[:, w:, w:] = -el.p1
     eu = np.einsum("jgab,gb->jga", eb, u1)  # E_j u on the border
     eg = eb @ g1  # E_j G on the border (m, G, w, p)
-    om = np.zeros((m, g, 2 * w, 2 * w))  # Ω_j = W'E_jW
-    om[:, :, :w, :w] = eb
+    eq, e_slot = basis[:, :q, :q], eb[:, :, idx, idx]  # E_j's exog_re block, its slots
+    # C Ω_j (Ω_j = W'E_jW = blockdiag(E_j on the border, B'diag(ed_j g²)B)): the
+    # border's columns are C's scaled (E_j is diagonal past exog_re's block)
+    cw = np.zeros((m, g, 2 * w, 2 * w))
+    cw[..., :w] = _times_e(c[:, :, :w], eq, e_slot, q)
     wu = np.zeros((m, g, 2 * w))  # W'E_j u
     wu[:, :, :w] = eu
     wg = np.zeros((m, g, 2 * w, p))  # W'E_j G
     wg[:, :, :w] = eg
     starts, counts = bk.runs()
     for j in np.flatnonzero(ed.any(axis=1)):
-        om[j, :, w:, w:] = bk.seg_outer(ed[j] * gw**2, b, b)
+        cw[j, :, :, w:] = c[:, :, w:] @ bk.seg_outer(ed[j] * gw**2, b, b)
         wu[j, :, w:] = segment_sum((ed[j] * gw * u2)[:, None] * b, starts, counts)
         wg[j, :, w:] = bk.seg_outer(ed[j] * gw, b, g2)
-    ae = a_t @ eb  # Ã E_j
-    cw = c @ om  # C Ω_j
-    c_eb = c[:, :w, :w] @ eb  # C11 E_k
+    ae = _times_e(a_t, eq, e_slot, q)  # Ã E_j
+    c_eb = _times_e(c[:, :w, :w], eq, e_slot, q)  # C11 E_k
     kappa = gw**2 * gd * np.einsum("ja,ja->j", bk.rows_times(b, c[:, w:, w:]), b)
     g2g2 = (g2[:, :, None] * g2[:, None, :]).reshape(-1, p * p)  # (J, p²)
     ee = ed[:, None, :] * ed[None, :, :]  # (m, m, J)

@@ -25,13 +25,13 @@ from tests._vc_compare import close, per_component
 KINDS = ("ind", "cont", "multi")
 
 
-def crossed_rows(seed: int, q: int, comps: tuple, n_groups: int = 6):
+def crossed_rows(seed: int, q: int, comps: tuple, n_groups: int = 6, first: int = 70):
     """Rows whose components share rows: every row draws a level (or none) of every
-    component independently; group 0 is far wider than the rest, group 1 has no level of
-    the first component."""
+    component independently; group 0 (``first`` rows) is far wider than the rest, group 1
+    has no level of the first component."""
     rng = np.random.default_rng(seed)
     sizes = rng.integers(1, 15, n_groups)
-    sizes[0] = 70
+    sizes[0] = first
     codes = np.repeat(np.arange(n_groups), sizes)
     n = codes.size
     exog_re = rng.standard_normal((n, q))
@@ -74,10 +74,10 @@ designs = st.tuples(
 )
 
 
-def _crossed(case):
+def _crossed(case, first: int = 70):
     seed, q, others, levels = case
     comps = (("ind", levels),) + tuple(others)
-    zz, zxy, layout = dense_statistics(crossed_rows(seed, q, comps))
+    zz, zxy, layout = dense_statistics(crossed_rows(seed, q, comps, first=first))
     diag = diagonal_components(zz, q, layout.slot_component)
     assert diag  # an indicator component qualifies (the widest such)
     return zz, zxy, layout, CrossedVC.from_dense(zz, zxy, q, layout.slot_component, diag)
@@ -99,10 +99,46 @@ def test_per_group_products_agree_with_dense(case, monkeypatch):
     check_agreement(case)
 
 
-def check_agreement(case):
+@pytest.mark.parametrize("sparse_b", [0.0, 1.0])
+@pytest.mark.parametrize(
+    "case", [(21, 1, [("ind", 5), ("cont", 3)], 2), (22, 0, [("multi", 4)], 3), (23, 2, [], 1)]
+)
+def test_wide_borders_agree_with_dense(case, sparse_b, monkeypatch):
+    """Borders wider than :data:`~dmixed.kernels.vc_border.WIDE_W` are eliminated one
+    group at a time by one Cholesky factor and triangular solves, their ``B_i`` dense
+    or sparse (:data:`~dmixed.kernels.vc_border.SPARSE_B_MAX`): the same sums."""
+    monkeypatch.setattr(vc_border, "WIDE_W", 0)
+    monkeypatch.setattr(vc_border, "STACKED_MAX_W", 0)
+    monkeypatch.setattr(vc_border, "SPARSE_B_MAX", sparse_b)
+    check_agreement(case)
+
+
+@pytest.mark.parametrize("border", [60, 100])
+def test_middle_borders_keep_dense_b(border, monkeypatch):
+    """Borders wider than :data:`~dmixed.kernels.vc_border.STACKED_MAX_W` but at most
+    :data:`~dmixed.kernels.vc_border.WIDE_W` take one dense product per group, never
+    the sparse ``B_i`` of the wide path, even where ``B_i`` is sparse; their sums equal
+    the dense kernels'."""
+    monkeypatch.setattr(vc_border, "SPARSE_B_MAX", 1.0)  # every B_i would be held sparse
+    b_rows = vc_border.BorderBucket.b_rows
+    read = []
+
+    def recorded(self, gi):
+        read.append(self.a.shape[1])
+        return b_rows(self, gi)
+
+    monkeypatch.setattr(vc_border.BorderBucket, "b_rows", recorded)
+    case = (31 + border, 1, [("ind", border)], border // 4 + 1)  # the diagonal: the widest
+    widths = [bk.a.shape[1] for bk in _crossed(case, first=250)[3].buckets]
+    assert vc_border.STACKED_MAX_W < max(widths) <= vc_border.WIDE_W
+    check_agreement(case, first=250)
+    assert read == []
+
+
+def check_agreement(case, first: int = 70):
     """ℓ's sums, the score's, the Hessian's and the BLUPs of the crossed kernels equal
     the dense kernels' to 1e-10, for factors of either width."""
-    zz, zxy, layout, cv = _crossed(case)
+    zz, zxy, layout, cv = _crossed(case, first)
     q = layout.k_re
     got_zz, got_zxy = cv.dense()
     np.testing.assert_array_equal(got_zz, zz)
