@@ -28,6 +28,8 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     ├── ClusterConfigError   a cluster configuration that cannot be used
     └── ClusterError         the cluster cannot run the work
         ├── NoWorkersError   no worker for longer than the configured wait
+        ├── ClusterClosedError (also ConnectionError)  the cluster closed, or the
+        │                    work was cancelled, while dmixed waited for it
         └── WorkersDiedError workers died running it (at their memory limit, say)
 
     DmixedWarning (UserWarning)
@@ -67,6 +69,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatch",
     "ClusterConfigError",
+    "ClusterClosedError",
     "ClusterError",
     "NoWorkersError",
     "WorkersDiedError",
@@ -250,6 +253,13 @@ class ClusterError(DmixedError):
 
 class NoWorkersError(ClusterError):
     """The scheduler has had no worker for longer than ``dmixed.no-workers-timeout``."""
+
+
+class ClusterClosedError(ClusterError, ConnectionError):
+    """The cluster closed, or the work was cancelled on it, while dmixed waited for it
+    (the client or cluster closed, ``client.cancel()`` or ``client.restart()``); also a
+    ``ConnectionError``, as a client given closed is.  Its cause is distributed's own
+    error."""
 
 
 class WorkersDiedError(ClusterError):

@@ -14,18 +14,22 @@ limit (:func:`gather`).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import copy
 import ipaddress
 import logging
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import dask
 import numpy as np
 from dask.utils import format_bytes, parse_timedelta
 
-from ...errors import NoWorkersError, WorkersDiedError
+from ...errors import ClusterClosedError, NoWorkersError, WorkersDiedError
 
 logger = logging.getLogger("dmixed")
 
@@ -298,6 +302,43 @@ class _WorkerWatch:
             )
 
 
+#: distributed's errors for futures that were cancelled: ``FuturesCancelledError`` of
+#: ``wait``, ``FutureCancelledError`` of ``gather`` (both ``concurrent.futures``'), and
+#: asyncio's, which a client closing under a wait can raise
+CANCELLED_ERRORS = (concurrent.futures.CancelledError, asyncio.CancelledError)
+
+
+def cancelled_error(client, what: str, exc: BaseException) -> ClusterClosedError:
+    """The error for work whose futures were cancelled while the driver waited for them
+    (``exc``: distributed's), saying whether the client is closed."""
+    status = getattr(client, "status", "running")
+    if status == "running":
+        how = (
+            "the client is open: the tasks were cancelled (client.cancel(), "
+            "client.restart(), or the scheduler lost them)"
+        )
+    else:
+        how = f"the Dask client is {status}"
+    said = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return ClusterClosedError(
+        f"{what or 'the fit'}: the Dask cluster closed, or the work was cancelled, before "
+        f"it finished ({how}; distributed said: {said}); what was computed on the cluster "
+        "is lost: run it again on an open cluster"
+    )
+
+
+@contextmanager
+def cancellation_named(client, what: str) -> Iterator[None]:
+    """Raise distributed's errors for cancelled futures (:data:`CANCELLED_ERRORS`) met
+    inside as :class:`~dmixed.errors.ClusterClosedError` (:func:`cancelled_error`), the
+    original its cause: every wait of the driver on the cluster goes through here."""
+    try:
+        yield
+    except CANCELLED_ERRORS as exc:
+        exc.__traceback__ = None  # it holds the waiting frames, and they the futures
+        raise cancelled_error(client, what, exc) from exc
+
+
 def wait_for(
     client,
     futures,
@@ -318,6 +359,8 @@ def wait_for(
     ------
     NoWorkersError
         The scheduler has had no worker for :func:`no_workers_timeout` seconds.
+    ClusterClosedError
+        The futures were cancelled (the client or cluster closed, say).
     """
     from distributed import wait
 
@@ -328,7 +371,7 @@ def wait_for(
     tick = min(WORKER_CHECK_INTERVAL, PROGRESS_INTERVAL) if progress else WORKER_CHECK_INTERVAL
     until = "FIRST_COMPLETED" if first else "ALL_COMPLETED"
     try:
-        with client.as_current():  # distributed.wait() works on the current client
+        with cancellation_named(client, what), client.as_current():  # wait(): current client
             while True:
                 try:
                     wait(futures, timeout=tick, return_when=until)
@@ -383,6 +426,8 @@ def gather(client, futures, what: str = "", straight: bool = False):
     ------
     NoWorkersError
         The scheduler has had no worker for :func:`no_workers_timeout` seconds.
+    ClusterClosedError
+        The futures were cancelled (the client or cluster closed, say).
     WorkersDiedError
         The workers running a task died (``distributed``'s ``KilledWorker``); the message
         says when the nannies restarted them at their memory limit, and the limit.
@@ -396,7 +441,8 @@ def gather(client, futures, what: str = "", straight: bool = False):
     wait_for(client, futures, what=what)
     direct = gather_direct(client) if straight else None
     try:
-        parts = client.gather(futures, direct=direct)
+        with cancellation_named(client, what):
+            parts = client.gather(futures, direct=direct)
     except KilledWorker as exc:
         exc.__traceback__ = None  # kept in the futures' state, as detached's
         raise died_error(client, started, what, exc, limits) from exc
@@ -427,7 +473,8 @@ def gathered_in_turn(client, futures: list, last: int, direct, what: str = "") -
             wait_for(client, futures, what=what)
         at = [i for i, done in enumerate(early) if done is turn]
         if at:
-            got = client.gather([futures[i] for i in at], direct=direct)
+            with cancellation_named(client, what):
+                got = client.gather([futures[i] for i in at], direct=direct)
             for i, value in zip(at, got, strict=True):
                 parts[i] = value
     return parts

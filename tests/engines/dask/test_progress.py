@@ -14,7 +14,7 @@ import pytest
 
 import dmixed
 from dmixed.engines.dask.progress import no_workers_timeout
-from dmixed.errors import NoWorkersError, WorkersDiedError
+from dmixed.errors import ClusterClosedError, NoWorkersError, WorkersDiedError
 
 from ..._collector import Held, collector_off
 from ..._synth import make_data
@@ -351,3 +351,76 @@ def test_the_roster_is_the_schedulers_when_the_clients_refresh_lands_between(cli
     known = progress.ask_workers(client)
     assert known is not None and known.threads == client.nthreads()
     assert progress.worker_threads(client) == sum(client.nthreads().values()) == 2
+
+
+#: the blocked tasks of the next tests: set when one starts, and to let them end
+_STARTED = threading.Event()
+_RELEASE = threading.Event()
+
+
+def _blocked(x):
+    _STARTED.set()
+    _RELEASE.wait(30)
+    return x
+
+
+def test_cancelled_work_is_a_cluster_error_whose_cause_is_distributeds(client):
+    """Futures cancelled while the driver waits for them (``wait_for``) or gathers them
+    (``gather``) raise :class:`ClusterClosedError` (a ``DmixedError``), distributed's
+    error its cause, the message saying that the client is still open."""
+    from concurrent.futures import CancelledError
+
+    from dmixed.engines.dask.progress import gather, wait_for
+
+    _STARTED.clear()
+    _RELEASE.clear()
+    future = client.submit(_blocked, 1, pure=False)
+    try:
+        assert _STARTED.wait(30)
+        client.cancel([future])
+        with pytest.raises(ClusterClosedError, match="the client is open") as waited:
+            wait_for(client, [future], what="a test pass")
+        with pytest.raises(ClusterClosedError, match="a test pass") as gathered:
+            gather(client, [future], "a test pass")
+    finally:
+        _RELEASE.set()
+    for info in (waited, gathered):
+        assert isinstance(info.value, dmixed.DmixedError)
+        assert isinstance(info.value.__cause__, CancelledError)
+
+
+def test_a_client_closed_during_the_data_pass_ends_the_fit_with_a_cluster_error():
+    """The client closed while the fit waits for its data pass: a
+    :class:`ClusterClosedError` saying so, not distributed's FuturesCancelledError."""
+    from distributed import Client, LocalCluster
+
+    df = make_data(n_groups=6, min_size=5, max_size=5, seed=3)
+    meta = df.iloc[:0]
+    ddf = dd.from_map(lambda i: _blocked(df.iloc[i * 10 : (i + 1) * 10]), range(3), meta=meta)
+    _STARTED.clear()
+    _RELEASE.clear()
+    raised: list = []
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        model = dmixed.mixedlm("y ~ x1", ddf, groups="g", client=client)
+
+        def fit():
+            try:
+                model.fit()
+            except BaseException as exc:  # noqa: BLE001 - the test looks at it
+                raised.append(exc)
+
+        thread = threading.Thread(target=fit)
+        thread.start()
+        try:
+            assert _STARTED.wait(30)
+            client.close()
+            thread.join(60)
+        finally:
+            _RELEASE.set()
+        thread.join(30)
+    assert len(raised) == 1
+    assert isinstance(raised[0], ClusterClosedError), repr(raised[0])
+    assert "the Dask client is clos" in str(raised[0])
