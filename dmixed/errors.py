@@ -28,6 +28,7 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     ├── ClusterConfigError   a cluster configuration that cannot be used
     └── ClusterError         the cluster cannot run the work
         ├── NoWorkersError   no worker for longer than the configured wait
+        ├── WorkersPausedError  every worker paused at its memory threshold too long
         ├── ClusterClosedError (also ConnectionError)  the cluster closed, or the
         │                    work was cancelled, while dmixed waited for it
         └── WorkersDiedError workers died running it (at their memory limit, say)
@@ -73,6 +74,7 @@ __all__ = [
     "ClusterError",
     "NoWorkersError",
     "WorkersDiedError",
+    "WorkersPausedError",
     "DmixedWarning",
     "BoundaryWarning",
     "FitConvergenceWarning",
@@ -260,6 +262,11 @@ class ClusterClosedError(ClusterError, ConnectionError):
     (the client or cluster closed, ``client.cancel()`` or ``client.restart()``); also a
     ``ConnectionError``, as a client given closed is.  Its cause is distributed's own
     error."""
+
+
+class WorkersPausedError(ClusterError):
+    """Every worker of the cluster has stayed paused by Dask at its memory threshold for
+    longer than ``dmixed.paused-workers-timeout``: nothing can run."""
 
 
 class WorkersDiedError(ClusterError):

@@ -29,7 +29,7 @@ import dask
 import numpy as np
 from dask.utils import format_bytes, parse_timedelta
 
-from ...errors import ClusterClosedError, NoWorkersError, WorkersDiedError
+from ...errors import ClusterClosedError, NoWorkersError, WorkersDiedError, WorkersPausedError
 
 logger = logging.getLogger("dmixed")
 
@@ -113,12 +113,22 @@ WORKER_RECHECK_INTERVAL = 10.0
 #: The Dask config key of how long a wait goes on with no worker at all.
 NO_WORKERS_TIMEOUT_KEY = "dmixed.no-workers-timeout"
 NO_WORKERS_TIMEOUT_DEFAULT = "2 minutes"
+#: The Dask config key of how long a wait goes on while every worker is paused.
+PAUSED_TIMEOUT_KEY = "dmixed.paused-workers-timeout"
+PAUSED_TIMEOUT_DEFAULT = "2 minutes"
 
 
 def no_workers_timeout() -> float:
     """Seconds a wait goes on while the scheduler has no worker (Dask config
     ``dmixed.no-workers-timeout``, default 2 minutes)."""
     value = dask.config.get(NO_WORKERS_TIMEOUT_KEY, NO_WORKERS_TIMEOUT_DEFAULT)
+    return float(parse_timedelta(value, default="s"))
+
+
+def paused_timeout() -> float:
+    """Seconds a wait goes on while every worker is paused (Dask config
+    ``dmixed.paused-workers-timeout``, default 2 minutes)."""
+    value = dask.config.get(PAUSED_TIMEOUT_KEY, PAUSED_TIMEOUT_DEFAULT)
     return float(parse_timedelta(value, default="s"))
 
 
@@ -138,6 +148,9 @@ class Roster:
     #: in this process): the driver then gathers results from the workers itself
     #: (:func:`gather_direct`)
     loopback: bool = False
+    #: the workers Dask has paused (their memory past its pause fraction,
+    #: ``distributed.worker.memory.pause``): ``(address, memory bytes, limit bytes)``
+    paused: tuple = ()
 
 
 #: the roster each client last reported
@@ -167,6 +180,15 @@ def ask_workers(client) -> Roster | None:
         limits,
         time.monotonic(),
         bool(workers) and all(map(on_loopback, [scheduler, *workers])),
+        tuple(
+            (
+                addr,
+                int((w.get("metrics") or {}).get("memory") or 0),
+                int(w.get("memory_limit") or 0),
+            )
+            for addr, w in sorted(workers.items())
+            if str(w.get("status", "")).endswith("paused")
+        ),
     )
     _ROSTERS[client] = roster
     return roster
@@ -270,14 +292,22 @@ def thread_workers(client) -> list[str]:
     return [addr for addr in sorted(known.threads) for _ in range(int(known.threads[addr]))]
 
 
+#: the paused workers already logged, by client (:meth:`_WorkerWatch.check_paused`)
+_TOLD_PAUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class _WorkerWatch:
-    """Ends a wait once the scheduler has had no worker for :func:`no_workers_timeout`."""
+    """Ends a wait once the scheduler has had no worker for :func:`no_workers_timeout`,
+    or every worker has been paused for :func:`paused_timeout`; logs a warning the
+    first time it sees paused workers."""
 
     def __init__(self, client, what: str) -> None:
         self.client = client
         self.what = what or "the fit"
         self.limit = no_workers_timeout()
         self.since: float | None = None
+        self.paused_limit = paused_timeout()
+        self.paused_since: float | None = None
         # ask at least four times within the limit, so that it is not overrun by much
         self.every = min(WORKER_RECHECK_INTERVAL, self.limit / 4)
 
@@ -288,6 +318,8 @@ class _WorkerWatch:
             known = ask_workers(self.client)
         if known is None or known.threads:
             self.since = None
+            if known is not None:
+                self.check_paused(known, now)
             return
         if self.since is None:
             self.since = now
@@ -299,6 +331,41 @@ class _WorkerWatch:
                 f"{self.limit:.0f}s, so nothing can run; start workers (or check why they "
                 f"exited) and run again. The Dask config {NO_WORKERS_TIMEOUT_KEY!r} sets "
                 "how long to wait"
+            )
+
+    def check_paused(self, known: Roster, now: float) -> None:
+        """Log paused workers once while they stay paused (again only when others are
+        paused: the waits of a fit would repeat it); raise when all have stayed paused
+        too long."""
+        addresses = frozenset(addr for addr, _, _ in known.paused)
+        if not addresses:
+            _TOLD_PAUSED.pop(self.client, None)  # a later pause is told again
+        elif not addresses <= _TOLD_PAUSED.get(self.client, frozenset()):
+            _TOLD_PAUSED[self.client] = addresses
+            logger.warning(
+                "dmixed: %s: Dask paused %d of %d workers at their memory threshold "
+                "(%s); they run nothing until their memory falls",
+                self.what,
+                len(known.paused),
+                len(known.threads),
+                paused_workers(known.paused),
+            )
+        if not known.paused or len(known.paused) < len(known.threads):
+            self.paused_since = None
+            return
+        if self.paused_since is None:
+            self.paused_since = now
+            self.every = min(self.every, self.paused_limit / 4)
+        elif now - self.paused_since >= self.paused_limit:
+            raise WorkersPausedError(
+                f"{self.what}: every worker of the Dask cluster has been paused at its "
+                f"memory threshold for {self.paused_limit:.3g}s ("
+                f"{paused_workers(known.paused)}), so nothing can run: Dask pauses a "
+                "worker whose memory passes the fraction 'distributed.worker.memory.pause' "
+                "of its limit. Give the workers more memory (memory_limit), add workers "
+                "(each then holds fewer groups' statistics), or split the data into more, "
+                f"smaller partitions. The Dask config {PAUSED_TIMEOUT_KEY!r} sets how long "
+                "to wait"
             )
 
 
@@ -339,6 +406,14 @@ def cancellation_named(client, what: str) -> Iterator[None]:
         raise cancelled_error(client, what, exc) from exc
 
 
+def paused_workers(paused) -> str:
+    """Paused workers for a message: each address with its memory and limit."""
+    return ", ".join(
+        f"{addr}: {format_bytes(memory)} of {format_bytes(limit) if limit else 'no limit'}"
+        for addr, memory, limit in paused
+    )
+
+
 def wait_for(
     client,
     futures,
@@ -359,6 +434,9 @@ def wait_for(
     ------
     NoWorkersError
         The scheduler has had no worker for :func:`no_workers_timeout` seconds.
+    WorkersPausedError
+        Every worker has been paused (its memory past Dask's pause threshold) for
+        :func:`paused_timeout` seconds; paused workers are logged once before.
     ClusterClosedError
         The futures were cancelled (the client or cluster closed, say).
     """

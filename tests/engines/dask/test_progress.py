@@ -14,7 +14,12 @@ import pytest
 
 import dmixed
 from dmixed.engines.dask.progress import no_workers_timeout
-from dmixed.errors import ClusterClosedError, NoWorkersError, WorkersDiedError
+from dmixed.errors import (
+    ClusterClosedError,
+    NoWorkersError,
+    WorkersDiedError,
+    WorkersPausedError,
+)
 
 from ..._collector import Held, collector_off
 from ..._synth import make_data
@@ -424,3 +429,73 @@ def test_a_client_closed_during_the_data_pass_ends_the_fit_with_a_cluster_error(
     assert len(raised) == 1
     assert isinstance(raised[0], ClusterClosedError), repr(raised[0])
     assert "the Dask client is clos" in str(raised[0])
+
+
+def _paused_roster(client, paused_count: int):
+    """``ask_workers`` of ``client`` with its first ``paused_count`` workers reported
+    paused from the second request on (a status source standing in for a cluster
+    reaching its memory threshold)."""
+    from dmixed.engines.dask import progress
+
+    real = progress.ask_workers
+    asked: list = []
+
+    def ask(c):
+        known = real(c)
+        asked.append(known)
+        addrs = sorted(known.threads)[:paused_count] if len(asked) > 1 else []
+        paused = tuple((a, 300 * 2**20, 330 * 10**6) for a in addrs)
+        return progress.Roster(known.threads, known.limits, known.asked, known.loopback, paused)
+
+    return ask
+
+
+def test_a_wait_on_workers_all_paused_ends_with_what_to_do(client, monkeypatch, caplog):
+    """Every worker paused by Dask at its memory threshold: the wait logs the paused
+    workers once (address, memory, limit), then ends after the configured time with
+    :class:`WorkersPausedError` saying what to change."""
+    from dmixed.engines.dask import progress
+
+    monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, 2))
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    _STARTED.clear()
+    _RELEASE.clear()
+    future = client.submit(_blocked, 1, pure=False)
+    try:
+        with (
+            dask.config.set({"dmixed.paused-workers-timeout": "0.1s"}),
+            caplog.at_level("WARNING", logger="dmixed"),
+            pytest.raises(WorkersPausedError, match="more memory") as info,
+        ):
+            progress.wait_for(client, [future], what="a test pass")
+    finally:
+        _RELEASE.set()
+    assert isinstance(info.value, dmixed.errors.ClusterError)
+    assert "300.00 MiB of 314.71 MiB" in str(info.value)
+    told = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
+    assert len(told) == 1 and "paused 2 of 2 workers" in told[0], told
+    assert "300.00 MiB of 314.71 MiB" in told[0]
+
+
+def test_a_wait_with_some_workers_paused_warns_once_and_goes_on(client, monkeypatch, caplog):
+    """One worker of two paused: logged once, and the wait goes on to its end."""
+    from dmixed.engines.dask import progress
+
+    monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, 1))
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    _STARTED.clear()
+    _RELEASE.clear()
+    future = client.submit(_blocked, 5, pure=False)
+    releaser = threading.Timer(0.3, _RELEASE.set)
+    releaser.start()
+    with (
+        dask.config.set({"dmixed.paused-workers-timeout": "0.05s"}),
+        caplog.at_level("WARNING", logger="dmixed"),
+    ):
+        progress.wait_for(client, [future], what="a test pass")
+    releaser.join()
+    assert future.result() == 5
+    told = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
+    assert len(told) == 1 and "paused 1 of 2 workers" in told[0], told
