@@ -28,7 +28,7 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     ├── ClusterConfigError   a cluster configuration that cannot be used
     └── ClusterError         the cluster cannot run the work
         ├── NoWorkersError   no worker for longer than the configured wait
-        ├── WorkersPausedError  every worker paused at its memory threshold too long
+        ├── WorkersPausedError  workers paused at their memory threshold, no progress
         ├── ClusterClosedError (also ConnectionError)  the cluster closed, or the
         │                    work was cancelled, while dmixed waited for it
         └── WorkersDiedError workers died running it (at their memory limit, say)
@@ -265,8 +265,8 @@ class ClusterClosedError(ClusterError, ConnectionError):
 
 
 class WorkersPausedError(ClusterError):
-    """Every worker of the cluster has stayed paused by Dask at its memory threshold for
-    longer than ``dmixed.paused-workers-timeout``: nothing can run."""
+    """Workers of the cluster have stayed paused by Dask at their memory threshold, and
+    the work waited for has not moved, for longer than ``dmixed.paused-workers-timeout``."""
 
 
 class WorkersDiedError(ClusterError):

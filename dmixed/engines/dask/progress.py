@@ -298,8 +298,8 @@ _TOLD_PAUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 class _WorkerWatch:
     """Ends a wait once the scheduler has had no worker for :func:`no_workers_timeout`,
-    or every worker has been paused for :func:`paused_timeout`; logs a warning the
-    first time it sees paused workers."""
+    or workers have been paused for :func:`paused_timeout` while no future of the wait
+    ended; logs a warning the first time it sees paused workers."""
 
     def __init__(self, client, what: str) -> None:
         self.client = client
@@ -308,10 +308,12 @@ class _WorkerWatch:
         self.since: float | None = None
         self.paused_limit = paused_timeout()
         self.paused_since: float | None = None
+        self.done = 0
         # ask at least four times within the limit, so that it is not overrun by much
         self.every = min(WORKER_RECHECK_INTERVAL, self.limit / 4)
 
-    def check(self) -> None:
+    def check(self, done: int = 0) -> None:
+        """Look at the workers (``done``: the futures of the wait done so far)."""
         known = _ROSTERS.get(self.client)
         now = time.monotonic()
         if known is None or self.since is not None or now - known.asked >= self.every:
@@ -319,7 +321,7 @@ class _WorkerWatch:
         if known is None or known.threads:
             self.since = None
             if known is not None:
-                self.check_paused(known, now)
+                self.check_paused(known, now, done)
             return
         if self.since is None:
             self.since = now
@@ -333,7 +335,7 @@ class _WorkerWatch:
                 "how long to wait"
             )
 
-    def check_paused(self, known: Roster, now: float) -> None:
+    def check_paused(self, known: Roster, now: float, done: int) -> None:
         """Log paused workers once while they stay paused (again only when others are
         paused: the waits of a fit would repeat it); raise when all have stayed paused
         too long."""
@@ -350,17 +352,20 @@ class _WorkerWatch:
                 len(known.threads),
                 paused_workers(known.paused),
             )
-        if not known.paused or len(known.paused) < len(known.threads):
+        if not known.paused:
             self.paused_since = None
             return
-        if self.paused_since is None:
-            self.paused_since = now
+        if self.paused_since is None or done != self.done:
+            # a paused worker may hold the only work left (a chain runs where its
+            # partitions are): the clock runs while no future of the wait ends
+            self.paused_since, self.done = now, done
             self.every = min(self.every, self.paused_limit / 4)
         elif now - self.paused_since >= self.paused_limit:
             raise WorkersPausedError(
-                f"{self.what}: every worker of the Dask cluster has been paused at its "
-                f"memory threshold for {self.paused_limit:.3g}s ("
-                f"{paused_workers(known.paused)}), so nothing can run: Dask pauses a "
+                f"{self.what}: {len(known.paused)} of {len(known.threads)} workers of the "
+                "Dask cluster have been paused at their memory threshold, and the work "
+                f"has not moved, for {self.paused_limit:.3g}s ("
+                f"{paused_workers(known.paused)}): Dask pauses a "
                 "worker whose memory passes the fraction 'distributed.worker.memory.pause' "
                 "of its limit. Give the workers more memory (memory_limit), add workers "
                 "(each then holds fewer groups' statistics), or split the data into more, "
@@ -435,8 +440,9 @@ def wait_for(
     NoWorkersError
         The scheduler has had no worker for :func:`no_workers_timeout` seconds.
     WorkersPausedError
-        Every worker has been paused (its memory past Dask's pause threshold) for
-        :func:`paused_timeout` seconds; paused workers are logged once before.
+        Workers have been paused (their memory past Dask's pause threshold) for
+        :func:`paused_timeout` seconds while none of ``futures`` ended; paused workers
+        are logged once before.
     ClusterClosedError
         The futures were cancelled (the client or cluster closed, say).
     """
@@ -461,7 +467,7 @@ def wait_for(
                     # futures on the cluster) until Python's cyclic garbage collector
                     # runs; the traceback is not needed
                     timeout.__traceback__ = None
-                    watch.check()
+                    watch.check(sum(f.done() for f in futures))
                     if not progress or time.monotonic() - last_line < PROGRESS_INTERVAL:
                         continue
                     last_line = time.monotonic()

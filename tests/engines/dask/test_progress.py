@@ -450,13 +450,15 @@ def _paused_roster(client, paused_count: int):
     return ask
 
 
-def test_a_wait_on_workers_all_paused_ends_with_what_to_do(client, monkeypatch, caplog):
-    """Every worker paused by Dask at its memory threshold: the wait logs the paused
-    workers once (address, memory, limit), then ends after the configured time with
+@pytest.mark.parametrize("paused", [1, 2])
+def test_a_wait_stalled_on_paused_workers_ends_with_what_to_do(client, monkeypatch, caplog, paused):
+    """Workers paused by Dask at their memory threshold (all, or one holding the work
+    left) while the waited work does not move: the wait logs the paused workers once
+    (address, memory, limit), then ends after the configured time with
     :class:`WorkersPausedError` saying what to change."""
     from dmixed.engines.dask import progress
 
-    monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, 2))
+    monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, paused))
     monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
     monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
     _STARTED.clear()
@@ -474,12 +476,14 @@ def test_a_wait_on_workers_all_paused_ends_with_what_to_do(client, monkeypatch, 
     assert isinstance(info.value, dmixed.errors.ClusterError)
     assert "300.00 MiB of 314.71 MiB" in str(info.value)
     told = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
-    assert len(told) == 1 and "paused 2 of 2 workers" in told[0], told
+    assert len(told) == 1 and f"paused {paused} of 2 workers" in told[0], told
     assert "300.00 MiB of 314.71 MiB" in told[0]
+    assert f"{paused} of 2 workers of the Dask cluster" in str(info.value)
 
 
 def test_a_wait_with_some_workers_paused_warns_once_and_goes_on(client, monkeypatch, caplog):
-    """One worker of two paused: logged once, and the wait goes on to its end."""
+    """One worker of two paused, shorter than the configured time: logged once, and the
+    wait goes on to its end."""
     from dmixed.engines.dask import progress
 
     monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, 1))
@@ -491,7 +495,7 @@ def test_a_wait_with_some_workers_paused_warns_once_and_goes_on(client, monkeypa
     releaser = threading.Timer(0.3, _RELEASE.set)
     releaser.start()
     with (
-        dask.config.set({"dmixed.paused-workers-timeout": "0.05s"}),
+        dask.config.set({"dmixed.paused-workers-timeout": "1 minute"}),
         caplog.at_level("WARNING", logger="dmixed"),
     ):
         progress.wait_for(client, [future], what="a test pass")
