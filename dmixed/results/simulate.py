@@ -194,24 +194,56 @@ def simulate_dask(predictor: Predictor, spec, ddf, effects, scale: float, rng, n
     """
     import dask  # only here: dmixed imports without Dask
     import dask.dataframe as dd
-    from dask.graph_manipulation import clone
+    from dask.base import tokenize
+    from dask.delayed import Delayed
+    from dask.graph_manipulation import clone, clone_key
+    from dask.highlevelgraph import HighLevelGraph
 
     check_persisted(ddf)
     data = select_columns(ddf, needed_columns(spec, response=True, random=True), spec.group_name)
     from ..design.persisted_task import checked_task
 
     state = checked_task((predictor, effects), ddf)  # refuses persisted data gone, computed
-    parts = data.to_delayed()
+    parts = data.to_delayed()  # one graph shared by all, one layer (Dask's to_delayed)
     base_seed = draw_seed(rng)
-    counted = clone(*parts, seed=base_seed)
-    counted = counted if isinstance(counted, tuple) else (counted,)  # one part: not a tuple
-    counts = [dask.delayed(kept_rows, pure=True)(part, spec) for part in counted]
-    offsets = dask.delayed(row_offsets, pure=True)(counts)
+    # Cloning one part clones the whole shared layer, every partition's key renamed by
+    # clone_key; the other parts are picked from that one clone by their renamed keys
+    # (cloning each part would clone the whole layer once per partition).
+    first = clone(parts[0], seed=base_seed)
+    (layer,) = first.__dask_layers__()
+    counted = [Delayed(clone_key(part.key, base_seed), first.dask, layer=layer) for part in parts]
+    # Keys named here, once: a pure call would tokenize its arguments per partition, and
+    # spec is one task (not traversed) rather than unpacked into every call.
+    token = tokenize(parts[0].key, base_seed, nsim, scale, state.key)
+    spec_task = dask.delayed(spec, name=f"simulate-spec-{token}", traverse=False)
+    count, draw = dask.delayed(kept_rows), dask.delayed(simulated_partition)
+    counts = [
+        count(part, spec_task, dask_key_name=(f"kept-rows-{token}", number))
+        for number, part in enumerate(counted)
+    ]
+    summed = dask.delayed(row_offsets)(counts, dask_key_name=f"row-offsets-{token}")
+    # One layer for the counting (as to_delayed's): every draw depends on the offsets,
+    # and a graph of one layer per count would be merged again into each draw's.
+    name = f"counted-{token}"
+    offsets = Delayed(
+        summed.key,
+        HighLevelGraph.from_collections(name, dict(summed.dask), dependencies=()),
+        layer=name,
+    )
     names = [f"sim_{k + 1}" for k in range(nsim)]
     meta = pd.DataFrame({c: pd.Series(dtype="float64") for c in names})
-    draw = dask.delayed(simulated_partition, pure=True)
     drawn = [
-        draw(part, spec, state, scale, base_seed, nsim, offsets, number)
+        draw(
+            part,
+            spec_task,
+            state,
+            scale,
+            base_seed,
+            nsim,
+            offsets,
+            number,
+            dask_key_name=(f"simulated-{token}", number),
+        )
         for number, part in enumerate(parts)
     ]  # one task per partition: the graph's size, not the data's
     return dd.from_delayed(drawn, meta=meta, verify_meta=False)
