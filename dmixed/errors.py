@@ -266,7 +266,8 @@ class ClusterClosedError(ClusterError, ConnectionError):
 
 class WorkersPausedError(ClusterError):
     """Workers of the cluster have stayed paused by Dask at their memory threshold, and
-    the work waited for has not moved, for longer than ``dmixed.paused-workers-timeout``."""
+    the work waited for has not moved, for longer than ``dmixed.paused-workers-timeout``,
+    no worker that is not paused running a task."""
 
 
 class WorkersDiedError(ClusterError):

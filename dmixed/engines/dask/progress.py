@@ -113,7 +113,8 @@ WORKER_RECHECK_INTERVAL = 10.0
 #: The Dask config key of how long a wait goes on with no worker at all.
 NO_WORKERS_TIMEOUT_KEY = "dmixed.no-workers-timeout"
 NO_WORKERS_TIMEOUT_DEFAULT = "2 minutes"
-#: The Dask config key of how long a wait goes on while every worker is paused.
+#: The Dask config key of how long a wait goes on while workers are paused, no future of
+#: the wait ends and no worker that is not paused runs a task.
 PAUSED_TIMEOUT_KEY = "dmixed.paused-workers-timeout"
 PAUSED_TIMEOUT_DEFAULT = "2 minutes"
 
@@ -126,8 +127,9 @@ def no_workers_timeout() -> float:
 
 
 def paused_timeout() -> float:
-    """Seconds a wait goes on while every worker is paused (Dask config
-    ``dmixed.paused-workers-timeout``, default 2 minutes)."""
+    """Seconds a wait goes on while workers are paused, none of its futures ends and no
+    worker that is not paused runs a task (Dask config ``dmixed.paused-workers-timeout``,
+    default 2 minutes)."""
     value = dask.config.get(PAUSED_TIMEOUT_KEY, PAUSED_TIMEOUT_DEFAULT)
     return float(parse_timedelta(value, default="s"))
 
@@ -299,7 +301,8 @@ _TOLD_PAUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 class _WorkerWatch:
     """Ends a wait once the scheduler has had no worker for :func:`no_workers_timeout`,
     or workers have been paused for :func:`paused_timeout` while no future of the wait
-    ended; logs a warning the first time it sees paused workers."""
+    ended and, when that time is up, no worker that is not paused runs a task
+    (:meth:`others_busy`); logs a warning the first time it sees paused workers."""
 
     def __init__(self, client, what: str) -> None:
         self.client = client
@@ -337,8 +340,9 @@ class _WorkerWatch:
 
     def check_paused(self, known: Roster, now: float, done: int) -> None:
         """Log paused workers once while they stay paused (again only when others are
-        paused: the waits of a fit would repeat it); raise when all have stayed paused
-        too long."""
+        paused: the waits of a fit would repeat it); raise when workers have stayed
+        paused, and no future of the wait ended, for :func:`paused_timeout`, unless a
+        worker that is not paused runs a task then (the clock starts again)."""
         addresses = frozenset(addr for addr, _, _ in known.paused)
         if not addresses:
             _TOLD_PAUSED.pop(self.client, None)  # a later pause is told again
@@ -360,11 +364,17 @@ class _WorkerWatch:
             # partitions are): the clock runs while no future of the wait ends
             self.paused_since, self.done = now, done
             self.every = min(self.every, self.paused_limit / 4)
+        elif now - self.paused_since >= self.paused_limit and self.others_busy(known):
+            # a long task on a worker that is not paused (a big partition), or another
+            # user's paused worker holding none of the work: the wait goes on; asked
+            # again only after another paused_timeout
+            self.paused_since = now
         elif now - self.paused_since >= self.paused_limit:
             raise WorkersPausedError(
                 f"{self.what}: {len(known.paused)} of {len(known.threads)} workers of the "
                 "Dask cluster have been paused at their memory threshold, and the work "
-                f"has not moved, for {self.paused_limit:.3g}s ("
+                f"has not moved, for {self.paused_limit:.3g}s, no worker that is not "
+                "paused running a task ("
                 f"{paused_workers(known.paused)}): Dask pauses a "
                 "worker whose memory passes the fraction 'distributed.worker.memory.pause' "
                 "of its limit. Give the workers more memory (memory_limit), add workers "
@@ -372,6 +382,13 @@ class _WorkerWatch:
                 f"smaller partitions. The Dask config {PAUSED_TIMEOUT_KEY!r} sets how long "
                 "to wait"
             )
+
+    def others_busy(self, known: Roster) -> bool:
+        """Whether a worker that ``known`` does not list paused runs a task now (the
+        scheduler's ``processing``, of any client): the work may then be moving."""
+        paused = {addr for addr, _, _ in known.paused}
+        processing = self.client.processing()
+        return any(keys for addr, keys in processing.items() if addr not in paused)
 
 
 #: distributed's errors for futures that were cancelled: ``FuturesCancelledError`` of
@@ -441,8 +458,8 @@ def wait_for(
         The scheduler has had no worker for :func:`no_workers_timeout` seconds.
     WorkersPausedError
         Workers have been paused (their memory past Dask's pause threshold) for
-        :func:`paused_timeout` seconds while none of ``futures`` ended; paused workers
-        are logged once before.
+        :func:`paused_timeout` seconds while none of ``futures`` ended, and no worker
+        that is not paused runs a task then; paused workers are logged once before.
     ClusterClosedError
         The futures were cancelled (the client or cluster closed, say).
     """

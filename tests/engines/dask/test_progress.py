@@ -452,10 +452,10 @@ def _paused_roster(client, paused_count: int):
 
 @pytest.mark.parametrize("paused", [1, 2])
 def test_a_wait_stalled_on_paused_workers_ends_with_what_to_do(client, monkeypatch, caplog, paused):
-    """Workers paused by Dask at their memory threshold (all, or one holding the work
-    left) while the waited work does not move: the wait logs the paused workers once
-    (address, memory, limit), then ends after the configured time with
-    :class:`WorkersPausedError` saying what to change."""
+    """Workers paused by Dask at their memory threshold (all, or one running the work
+    left while the other runs nothing) while the waited work does not move: the wait
+    logs the paused workers once (address, memory, limit), then ends after the
+    configured time with :class:`WorkersPausedError` saying what to change."""
     from dmixed.engines.dask import progress
 
     monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, paused))
@@ -463,7 +463,8 @@ def test_a_wait_stalled_on_paused_workers_ends_with_what_to_do(client, monkeypat
     monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
     _STARTED.clear()
     _RELEASE.clear()
-    future = client.submit(_blocked, 1, pure=False)
+    first = sorted(client.nthreads())[0]  # reported paused
+    future = client.submit(_blocked, 1, workers=[first], pure=False)
     try:
         with (
             dask.config.set({"dmixed.paused-workers-timeout": "0.1s"}),
@@ -501,5 +502,35 @@ def test_a_wait_with_some_workers_paused_warns_once_and_goes_on(client, monkeypa
         progress.wait_for(client, [future], what="a test pass")
     releaser.join()
     assert future.result() == 5
+    told = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
+    assert len(told) == 1 and "paused 1 of 2 workers" in told[0], told
+
+
+def test_a_paused_worker_does_not_end_a_wait_whose_work_runs_on_another(
+    client, monkeypatch, caplog
+):
+    """One worker reported paused, the waited task running on the other past the
+    configured time: the work moves, so the wait goes on to its end (logged once)."""
+    from dmixed.engines.dask import progress
+
+    monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, 1))
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    _STARTED.clear()
+    _RELEASE.clear()
+    running = sorted(client.nthreads())[1]  # not reported paused
+    future = client.submit(_blocked, 7, workers=[running], pure=False)
+    releaser = threading.Timer(0.8, _RELEASE.set)
+    releaser.start()
+    try:
+        with (
+            dask.config.set({"dmixed.paused-workers-timeout": "0.1s"}),
+            caplog.at_level("WARNING", logger="dmixed"),
+        ):
+            progress.wait_for(client, [future], what="a test pass")
+    finally:
+        _RELEASE.set()
+        releaser.join()
+    assert future.result() == 7
     told = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
     assert len(told) == 1 and "paused 1 of 2 workers" in told[0], told
