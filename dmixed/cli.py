@@ -1005,8 +1005,9 @@ def exit_status(exc: BaseException) -> int:
     A :class:`JobError` carries its own status; a lost or unreachable cluster
     (``ConnectionError``, including distributed's ``CommClosedError`` and timeouts of
     connecting) or one that cannot run the work (:class:`~dmixed.errors.ClusterError`: no
-    workers, workers killed at their memory limit) → 5; saved statistics or results that
-    cannot be read (:class:`~dmixed.CheckpointError`) → 3, but statistics of other data
+    workers, workers killed at their memory limit or paused at their memory threshold)
+    → 5; saved statistics or results that cannot be read
+    (:class:`~dmixed.CheckpointError`) → 3, but statistics of other data
     or another model (:class:`~dmixed.CheckpointMismatch`) → 2; any other refusal of dmixed
     (:class:`~dmixed.DmixedError`: a bad job, formula, cluster configuration) or a path
     that cannot be used (``OSError``: absent, not writable, a directory dmixed would not

@@ -28,6 +28,9 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     ├── ClusterConfigError   a cluster configuration that cannot be used
     └── ClusterError         the cluster cannot run the work
         ├── NoWorkersError   no worker for longer than the configured wait
+        ├── WorkersPausedError  workers paused at their memory threshold, no progress
+        ├── ClusterClosedError (also ConnectionError)  the cluster closed, or the
+        │                    work was cancelled, while dmixed waited for it
         └── WorkersDiedError workers died running it (at their memory limit, say)
 
     DmixedWarning (UserWarning)
@@ -67,9 +70,11 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatch",
     "ClusterConfigError",
+    "ClusterClosedError",
     "ClusterError",
     "NoWorkersError",
     "WorkersDiedError",
+    "WorkersPausedError",
     "DmixedWarning",
     "BoundaryWarning",
     "FitConvergenceWarning",
@@ -251,6 +256,19 @@ class ClusterError(DmixedError):
 
 class NoWorkersError(ClusterError):
     """The scheduler has had no worker for longer than ``dmixed.no-workers-timeout``."""
+
+
+class ClusterClosedError(ClusterError, ConnectionError):
+    """The cluster closed, or the work was cancelled on it, while dmixed waited for it
+    (the client or cluster closed, ``client.cancel()`` or ``client.restart()``); also a
+    ``ConnectionError``, as a client given closed is.  Its cause is distributed's own
+    error."""
+
+
+class WorkersPausedError(ClusterError):
+    """Workers of the cluster have stayed paused by Dask at their memory threshold, and
+    the work waited for has not moved, for longer than ``dmixed.paused-workers-timeout``,
+    no worker that is not paused running a task."""
 
 
 class WorkersDiedError(ClusterError):

@@ -57,7 +57,9 @@ EXIT_STATUSES = {
     "2^53 apart), damaged saved statistics or results",
     EXIT_NOT_CONVERGED: "the fit did not converge (unless --allow-nonconverged)",
     EXIT_CLUSTER: "the cluster cannot be reached or cannot run the work (no workers for "
-    "the Dask config dmixed.no-workers-timeout, workers killed at their memory limit)",
+    "the Dask config dmixed.no-workers-timeout, workers killed at their memory limit, "
+    "workers paused at their memory threshold while the work does not move for the Dask "
+    "config dmixed.paused-workers-timeout, the cluster closed while dmixed waited)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C): the cluster closed, each directory written whole "
     "or left as it was; a command ended between two of its writes (update: the results, "
     "then the statistics) leaves the later ones old until it is run again",

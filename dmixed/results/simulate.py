@@ -158,12 +158,12 @@ def row_offsets(counts) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))[:-1]])
 
 
-def simulated_partition(pdf, spec, state, scale, base_seed, nsim, offsets, partition_info=None):
+def simulated_partition(pdf, spec, state, scale, base_seed, nsim, offsets, number):
     """One partition's draws (:func:`simulate_dask`), the kept rows indexed like ``pdf``;
     its noise that of its rows' numbers among all kept rows (:func:`block_noise`), the
-    first of them ``offsets[partition number]``."""
+    first of them ``offsets[number]`` (``number``: the partition's place among the
+    partitions that ``offsets`` counted)."""
     predictor, effects = state
-    number = 0 if partition_info is None else int(partition_info["number"])
     names = [f"sim_{k + 1}" for k in range(nsim)]
     if len(pdf) == 0:
         values, index = np.zeros((0, nsim)), pdf.index
@@ -178,27 +178,75 @@ def simulated_partition(pdf, spec, state, scale, base_seed, nsim, offsets, parti
 
 def simulate_dask(predictor: Predictor, spec, ddf, effects, scale: float, rng, nsim: int):
     """Lazy draws on the rows of a Dask fit: a Dask DataFrame (``sim_1 …``, one column
-    for ``nsim = 1`` too) with ``ddf``'s partitions and the kept rows' index.  The
-    random effects are drawn here (``effects``, shared by every partition); the noise
-    of a row is that of its number among the kept rows (:func:`block_noise`, a seed
-    drawn here), so a computed result is the same whatever the scheduler and the
-    partitioning.  Computing it reads the rows twice: once to count each partition's
-    kept rows (their numbers), once to draw."""
+    for ``nsim = 1`` too, unknown divisions) indexed like the kept rows.  The random
+    effects are drawn here (``effects``, shared by every partition); the noise of a row
+    is that of its number among the kept rows (:func:`block_noise`, a seed drawn here),
+    so a computed result is the same whatever the scheduler and the partitioning.
+
+    The numbers need every partition's count of kept rows, counted on the very
+    partitions that are drawn: Dask's optimizer may read a collection in fewer, fused
+    partitions (Parquet read for a few of its columns) depending on what is computed
+    from it, so the counts and the draws are tasks on one list of partitions
+    (``to_delayed``), the counting tasks on a clone of it
+    (``dask.graph_manipulation.clone``: the same partitions under other keys).
+    Computing the draws thus reads the rows twice, once to count and once to draw, and
+    holds no partition in memory waiting for the counts of the others.
+    """
     import dask  # only here: dmixed imports without Dask
+    import dask.dataframe as dd
+    from dask.base import tokenize
+    from dask.delayed import Delayed
+    from dask.graph_manipulation import clone, clone_key
+    from dask.highlevelgraph import HighLevelGraph
 
     check_persisted(ddf)
     data = select_columns(ddf, needed_columns(spec, response=True, random=True), spec.group_name)
     from ..design.persisted_task import checked_task
 
     state = checked_task((predictor, effects), ddf)  # refuses persisted data gone, computed
-    counts = [dask.delayed(kept_rows, pure=True)(part, spec) for part in data.to_delayed()]
-    offsets = dask.delayed(row_offsets, pure=True)(counts)
+    parts = data.to_delayed()  # one graph shared by all, one layer (Dask's to_delayed)
     base_seed = draw_seed(rng)
+    # Cloning one part clones the whole shared layer, every partition's key renamed by
+    # clone_key; the other parts are picked from that one clone by their renamed keys
+    # (cloning each part would clone the whole layer once per partition).
+    first = clone(parts[0], seed=base_seed)
+    (layer,) = first.__dask_layers__()
+    counted = [Delayed(clone_key(part.key, base_seed), first.dask, layer=layer) for part in parts]
+    # Keys named here, once: a pure call would tokenize its arguments per partition, and
+    # spec is one task (not traversed) rather than unpacked into every call.
+    token = tokenize(parts[0].key, base_seed, nsim, scale, state.key)
+    spec_task = dask.delayed(spec, name=f"simulate-spec-{token}", traverse=False)
+    count, draw = dask.delayed(kept_rows), dask.delayed(simulated_partition)
+    counts = [
+        count(part, spec_task, dask_key_name=(f"kept-rows-{token}", number))
+        for number, part in enumerate(counted)
+    ]
+    summed = dask.delayed(row_offsets)(counts, dask_key_name=f"row-offsets-{token}")
+    # One layer for the counting (as to_delayed's): every draw depends on the offsets,
+    # and a graph of one layer per count would be merged again into each draw's.
+    name = f"counted-{token}"
+    offsets = Delayed(
+        summed.key,
+        HighLevelGraph.from_collections(name, dict(summed.dask), dependencies=()),
+        layer=name,
+    )
     names = [f"sim_{k + 1}" for k in range(nsim)]
     meta = pd.DataFrame({c: pd.Series(dtype="float64") for c in names})
-    return data.map_partitions(
-        simulated_partition, spec, state, scale, base_seed, nsim, offsets, meta=meta
-    )
+    drawn = [
+        draw(
+            part,
+            spec_task,
+            state,
+            scale,
+            base_seed,
+            nsim,
+            offsets,
+            number,
+            dask_key_name=(f"simulated-{token}", number),
+        )
+        for number, part in enumerate(parts)
+    ]  # one task per partition: the graph's size, not the data's
+    return dd.from_delayed(drawn, meta=meta, verify_meta=False)
 
 
 def simulation_frame(values: np.ndarray, index, pandas_output: bool):

@@ -7,6 +7,8 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dmixed import MixedLM, mixedlm
 from dmixed.errors import DroppedRowsWarning, SpecError
@@ -183,3 +185,59 @@ def test_draws_of_weights_in_any_unit(vc_fit, c, use_re):
     fit = mixedlm("y ~ x1 + x2", frame.assign(w=c * frame["w"]), groups="g", **VC).fit()
     drawn, ref = fit.simulate(3, seed=8, use_re=use_re), vc_fit.simulate(3, seed=8, use_re=use_re)
     np.testing.assert_allclose(drawn, ref, rtol=1e-6, atol=1e-6)  # the fits' tolerance
+
+
+@pytest.fixture(scope="module")
+def parquet_fit():
+    """A Dask fit of rows with dropped rows and columns the model does not read (so
+    that Dask reads the files for a few of their columns, and may fuse them), and a
+    sample frame of its rows, shuffled so that groups cross any boundary."""
+    df = make_data(n_groups=15, min_size=10, max_size=30, seed=12).sample(frac=1, random_state=2)
+    df = df.reset_index(drop=True)
+    df.loc[df.index[::11], "x1"] = np.nan
+    for k in range(8):
+        df[f"unused{k}"] = float(k)
+    kw = dict(groups="g", re_formula="1 + x1", missing="drop")
+    with pytest.warns(DroppedRowsWarning):
+        res = mixedlm("y ~ x1", dd.from_pandas(df, npartitions=2), **kw).fit()
+    return df, res
+
+
+def _draws_over_files(res, df, bounds, directory):
+    """The draws (use_re=True: the noise alone is random) on ``df`` written as one
+    Parquet file per run of rows between ``bounds``, read back by Dask."""
+    from dmixed.results.simulate import simulate_dask
+
+    edges = [0, *bounds, len(df)]
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        df.iloc[lo:hi].to_parquet(f"{directory}/part-{k:03d}.parquet", index=False)
+    ddf = dd.read_parquet(directory)
+    model = res.fitted_model
+    got = simulate_dask(
+        res.predictor(), model.spec, ddf, None, res.scale, np.random.default_rng(9), 2
+    )
+    return got.compute(scheduler="sync").to_numpy()
+
+
+@settings(max_examples=12, deadline=None)
+@given(data=st.data())
+def test_draws_do_not_depend_on_where_files_split_the_rows(parquet_fit, data):
+    """The same rows in the same order, split into files at any boundaries (Dask may
+    fuse the files it reads for a few of their columns into fewer partitions), draw the
+    same responses: a row's noise is that of its number among the kept rows, over
+    blocks of 16 rows here."""
+    import tempfile
+
+    from dmixed.results import simulate
+
+    df, res = parquet_fit
+    bounds = data.draw(
+        st.lists(st.integers(1, len(df) - 1), min_size=1, max_size=6, unique=True).map(sorted)
+    )
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as one:
+        patch.setattr(simulate, "NOISE_BLOCK", 16)
+        want = _draws_over_files(res, df, [], one)
+        with tempfile.TemporaryDirectory() as many:
+            got = _draws_over_files(res, df, bounds, many)
+    assert got.shape == want.shape == (int(df.x1.notna().sum()), 2)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)  # BLAS: row blocks

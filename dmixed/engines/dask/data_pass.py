@@ -53,7 +53,7 @@ from ...design.dtypes import native_dtype
 from ...design.origin import in_partition, located
 from ...design.partitions import check_persisted, reader_error
 from ...design.prepare import is_missing_values_error
-from ...errors import BadValuesError, DataError, SpecError
+from ...errors import BadValuesError, ClusterClosedError, DataError, SpecError
 from ...kernels.pages import paged
 from ...kernels.vc_border import CrossedVC, choose_diagonal
 from ...stats import FittedStatistics, Layout
@@ -144,14 +144,15 @@ def resolve_client(client):
         (:func:`~dmixed.engines.base.check_client`): an address such as ``"tcp://…:8786"``
         is refused, not connected to (a client opened here would have to be closed
         by the fit, and the results' lazy calls run on it later).
-    ConnectionError
-        The client given is closed (or closing): it can run nothing.
+    ClusterClosedError
+        The client given is closed (or closing): it can run nothing (also a
+        ``ConnectionError``).
     """
     if client is not None:
         check_client(client)
         status = getattr(client, "status", "running")
         if status in ("closing", "closed"):
-            raise ConnectionError(
+            raise ClusterClosedError(
                 f"the Dask client given is {status}: it can run nothing; pass an open "
                 "client (or none, to fit with Dask's local scheduler)"
             )

@@ -23,6 +23,7 @@ import numpy as np
 from distributed import Future, KilledWorker
 
 from ... import kernels
+from ...errors import ClusterClosedError
 from ...kernels import compiled
 from ...kernels.pages import paged
 from ...kernels.vc_border import CrossedVC
@@ -58,6 +59,7 @@ from .paging import PagedClient
 from .placement import call_keys
 from .progress import (
     ask_workers,
+    cancellation_named,
     detached,
     died_error,
     gather,
@@ -363,8 +365,9 @@ class DaskEngine:
     worker died, a connection broke) is resubmitted once.  Reaching the scheduler is the
     client's business: if it goes away, the client retries for its connect timeout
     (``distributed.comm.timeouts.connect``, or ``Client(timeout=...)``) and closes, and
-    the engine then raises :class:`ConnectionError` (the statistics died with the
-    scheduler; fit again on a new client).
+    the engine then raises :class:`~dmixed.errors.ClusterClosedError`, a
+    ``ConnectionError`` (the statistics died with the scheduler; fit again on a new
+    client).
 
     The engine never travels with a pickled model or results: pickling gives a detached
     engine that refuses to compute (:class:`RuntimeError`).
@@ -502,7 +505,7 @@ class DaskEngine:
         if cause is None and status not in ("closing", "closed"):
             return
         if status != "running":
-            raise ConnectionError(
+            raise ClusterClosedError(
                 f"the Dask client is {status} (scheduler unreachable?): the statistics on "
                 "the cluster are lost; reconnect and fit again"
             ) from cause
@@ -574,7 +577,8 @@ class DaskEngine:
                     parts = gathered_in_turn(self._client, futures, last, direct, step)
                 else:
                     wait_for(self._client, futures, what="an optimizer step")
-                    parts = self._client.gather(futures, direct=direct)
+                    with cancellation_named(self._client, "an optimizer step"):
+                        parts = self._client.gather(futures, direct=direct)
                 scattered = [v for v in args.values() if isinstance(v, Future)]
                 self._spent = [*futures, *scattered]
                 return parts if not direct else laid_out(parts)

@@ -14,18 +14,22 @@ limit (:func:`gather`).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import copy
 import ipaddress
 import logging
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import dask
 import numpy as np
 from dask.utils import format_bytes, parse_timedelta
 
-from ...errors import NoWorkersError, WorkersDiedError
+from ...errors import ClusterClosedError, NoWorkersError, WorkersDiedError, WorkersPausedError
 
 logger = logging.getLogger("dmixed")
 
@@ -109,12 +113,24 @@ WORKER_RECHECK_INTERVAL = 10.0
 #: The Dask config key of how long a wait goes on with no worker at all.
 NO_WORKERS_TIMEOUT_KEY = "dmixed.no-workers-timeout"
 NO_WORKERS_TIMEOUT_DEFAULT = "2 minutes"
+#: The Dask config key of how long a wait goes on while workers are paused, no future of
+#: the wait ends and no worker that is not paused runs a task.
+PAUSED_TIMEOUT_KEY = "dmixed.paused-workers-timeout"
+PAUSED_TIMEOUT_DEFAULT = "2 minutes"
 
 
 def no_workers_timeout() -> float:
     """Seconds a wait goes on while the scheduler has no worker (Dask config
     ``dmixed.no-workers-timeout``, default 2 minutes)."""
     value = dask.config.get(NO_WORKERS_TIMEOUT_KEY, NO_WORKERS_TIMEOUT_DEFAULT)
+    return float(parse_timedelta(value, default="s"))
+
+
+def paused_timeout() -> float:
+    """Seconds a wait goes on while workers are paused, none of its futures ends and no
+    worker that is not paused runs a task (Dask config ``dmixed.paused-workers-timeout``,
+    default 2 minutes)."""
+    value = dask.config.get(PAUSED_TIMEOUT_KEY, PAUSED_TIMEOUT_DEFAULT)
     return float(parse_timedelta(value, default="s"))
 
 
@@ -134,6 +150,9 @@ class Roster:
     #: in this process): the driver then gathers results from the workers itself
     #: (:func:`gather_direct`)
     loopback: bool = False
+    #: the workers Dask has paused (their memory past its pause fraction,
+    #: ``distributed.worker.memory.pause``): ``(address, memory bytes, limit bytes)``
+    paused: tuple = ()
 
 
 #: the roster each client last reported
@@ -163,6 +182,15 @@ def ask_workers(client) -> Roster | None:
         limits,
         time.monotonic(),
         bool(workers) and all(map(on_loopback, [scheduler, *workers])),
+        tuple(
+            (
+                addr,
+                int((w.get("metrics") or {}).get("memory") or 0),
+                int(w.get("memory_limit") or 0),
+            )
+            for addr, w in sorted(workers.items())
+            if str(w.get("status", "")).endswith("paused")
+        ),
     )
     _ROSTERS[client] = roster
     return roster
@@ -266,24 +294,37 @@ def thread_workers(client) -> list[str]:
     return [addr for addr in sorted(known.threads) for _ in range(int(known.threads[addr]))]
 
 
+#: the paused workers already logged, by client (:meth:`_WorkerWatch.check_paused`)
+_TOLD_PAUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class _WorkerWatch:
-    """Ends a wait once the scheduler has had no worker for :func:`no_workers_timeout`."""
+    """Ends a wait once the scheduler has had no worker for :func:`no_workers_timeout`,
+    or workers have been paused for :func:`paused_timeout` while no future of the wait
+    ended and, when that time is up, no worker that is not paused runs a task
+    (:meth:`others_busy`); logs a warning the first time it sees paused workers."""
 
     def __init__(self, client, what: str) -> None:
         self.client = client
         self.what = what or "the fit"
         self.limit = no_workers_timeout()
         self.since: float | None = None
+        self.paused_limit = paused_timeout()
+        self.paused_since: float | None = None
+        self.done = 0
         # ask at least four times within the limit, so that it is not overrun by much
         self.every = min(WORKER_RECHECK_INTERVAL, self.limit / 4)
 
-    def check(self) -> None:
+    def check(self, done: int = 0) -> None:
+        """Look at the workers (``done``: the futures of the wait done so far)."""
         known = _ROSTERS.get(self.client)
         now = time.monotonic()
         if known is None or self.since is not None or now - known.asked >= self.every:
             known = ask_workers(self.client)
         if known is None or known.threads:
             self.since = None
+            if known is not None:
+                self.check_paused(known, now, done)
             return
         if self.since is None:
             self.since = now
@@ -296,6 +337,103 @@ class _WorkerWatch:
                 f"exited) and run again. The Dask config {NO_WORKERS_TIMEOUT_KEY!r} sets "
                 "how long to wait"
             )
+
+    def check_paused(self, known: Roster, now: float, done: int) -> None:
+        """Log paused workers once while they stay paused (again only when others are
+        paused: the waits of a fit would repeat it); raise when workers have stayed
+        paused, and no future of the wait ended, for :func:`paused_timeout`, unless a
+        worker that is not paused runs a task then (the clock starts again)."""
+        addresses = frozenset(addr for addr, _, _ in known.paused)
+        if not addresses:
+            _TOLD_PAUSED.pop(self.client, None)  # a later pause is told again
+        elif not addresses <= _TOLD_PAUSED.get(self.client, frozenset()):
+            _TOLD_PAUSED[self.client] = addresses
+            logger.warning(
+                "dmixed: %s: Dask paused %d of %d workers at their memory threshold "
+                "(%s); they run nothing until their memory falls",
+                self.what,
+                len(known.paused),
+                len(known.threads),
+                paused_workers(known.paused),
+            )
+        if not known.paused:
+            self.paused_since = None
+            return
+        if self.paused_since is None or done != self.done:
+            # a paused worker may hold the only work left (a chain runs where its
+            # partitions are): the clock runs while no future of the wait ends
+            self.paused_since, self.done = now, done
+            self.every = min(self.every, self.paused_limit / 4)
+        elif now - self.paused_since >= self.paused_limit and self.others_busy(known):
+            # a long task on a worker that is not paused (a big partition), or another
+            # user's paused worker holding none of the work: the wait goes on; asked
+            # again only after another paused_timeout
+            self.paused_since = now
+        elif now - self.paused_since >= self.paused_limit:
+            raise WorkersPausedError(
+                f"{self.what}: {len(known.paused)} of {len(known.threads)} workers of the "
+                "Dask cluster have been paused at their memory threshold, and the work "
+                f"has not moved, for {self.paused_limit:.3g}s, no worker that is not "
+                "paused running a task ("
+                f"{paused_workers(known.paused)}): Dask pauses a "
+                "worker whose memory passes the fraction 'distributed.worker.memory.pause' "
+                "of its limit. Give the workers more memory (memory_limit), add workers "
+                "(each then holds fewer groups' statistics), or split the data into more, "
+                f"smaller partitions. The Dask config {PAUSED_TIMEOUT_KEY!r} sets how long "
+                "to wait"
+            )
+
+    def others_busy(self, known: Roster) -> bool:
+        """Whether a worker that ``known`` does not list paused runs a task now (the
+        scheduler's ``processing``, of any client): the work may then be moving."""
+        paused = {addr for addr, _, _ in known.paused}
+        processing = self.client.processing()
+        return any(keys for addr, keys in processing.items() if addr not in paused)
+
+
+#: distributed's errors for futures that were cancelled: ``FuturesCancelledError`` of
+#: ``wait``, ``FutureCancelledError`` of ``gather`` (both ``concurrent.futures``'), and
+#: asyncio's, which a client closing under a wait can raise
+CANCELLED_ERRORS = (concurrent.futures.CancelledError, asyncio.CancelledError)
+
+
+def cancelled_error(client, what: str, exc: BaseException) -> ClusterClosedError:
+    """The error for work whose futures were cancelled while the driver waited for them
+    (``exc``: distributed's), saying whether the client is closed."""
+    status = getattr(client, "status", "running")
+    if status == "running":
+        how = (
+            "the client is open: the tasks were cancelled (client.cancel(), "
+            "client.restart(), or the scheduler lost them)"
+        )
+    else:
+        how = f"the Dask client is {status}"
+    said = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return ClusterClosedError(
+        f"{what or 'the fit'}: the Dask cluster closed, or the work was cancelled, before "
+        f"it finished ({how}; distributed said: {said}); what was computed on the cluster "
+        "is lost: run it again on an open cluster"
+    )
+
+
+@contextmanager
+def cancellation_named(client, what: str) -> Iterator[None]:
+    """Raise distributed's errors for cancelled futures (:data:`CANCELLED_ERRORS`) met
+    inside as :class:`~dmixed.errors.ClusterClosedError` (:func:`cancelled_error`), the
+    original its cause: every wait of the driver on the cluster goes through here."""
+    try:
+        yield
+    except CANCELLED_ERRORS as exc:
+        exc.__traceback__ = None  # it holds the waiting frames, and they the futures
+        raise cancelled_error(client, what, exc) from exc
+
+
+def paused_workers(paused) -> str:
+    """Paused workers for a message: each address with its memory and limit."""
+    return ", ".join(
+        f"{addr}: {format_bytes(memory)} of {format_bytes(limit) if limit else 'no limit'}"
+        for addr, memory, limit in paused
+    )
 
 
 def wait_for(
@@ -318,6 +456,12 @@ def wait_for(
     ------
     NoWorkersError
         The scheduler has had no worker for :func:`no_workers_timeout` seconds.
+    WorkersPausedError
+        Workers have been paused (their memory past Dask's pause threshold) for
+        :func:`paused_timeout` seconds while none of ``futures`` ended, and no worker
+        that is not paused runs a task then; paused workers are logged once before.
+    ClusterClosedError
+        The futures were cancelled (the client or cluster closed, say).
     """
     from distributed import wait
 
@@ -328,7 +472,7 @@ def wait_for(
     tick = min(WORKER_CHECK_INTERVAL, PROGRESS_INTERVAL) if progress else WORKER_CHECK_INTERVAL
     until = "FIRST_COMPLETED" if first else "ALL_COMPLETED"
     try:
-        with client.as_current():  # distributed.wait() works on the current client
+        with cancellation_named(client, what), client.as_current():  # wait(): current client
             while True:
                 try:
                     wait(futures, timeout=tick, return_when=until)
@@ -340,7 +484,7 @@ def wait_for(
                     # futures on the cluster) until Python's cyclic garbage collector
                     # runs; the traceback is not needed
                     timeout.__traceback__ = None
-                    watch.check()
+                    watch.check(sum(f.done() for f in futures))
                     if not progress or time.monotonic() - last_line < PROGRESS_INTERVAL:
                         continue
                     last_line = time.monotonic()
@@ -383,6 +527,8 @@ def gather(client, futures, what: str = "", straight: bool = False):
     ------
     NoWorkersError
         The scheduler has had no worker for :func:`no_workers_timeout` seconds.
+    ClusterClosedError
+        The futures were cancelled (the client or cluster closed, say).
     WorkersDiedError
         The workers running a task died (``distributed``'s ``KilledWorker``); the message
         says when the nannies restarted them at their memory limit, and the limit.
@@ -396,7 +542,8 @@ def gather(client, futures, what: str = "", straight: bool = False):
     wait_for(client, futures, what=what)
     direct = gather_direct(client) if straight else None
     try:
-        parts = client.gather(futures, direct=direct)
+        with cancellation_named(client, what):
+            parts = client.gather(futures, direct=direct)
     except KilledWorker as exc:
         exc.__traceback__ = None  # kept in the futures' state, as detached's
         raise died_error(client, started, what, exc, limits) from exc
@@ -427,7 +574,8 @@ def gathered_in_turn(client, futures: list, last: int, direct, what: str = "") -
             wait_for(client, futures, what=what)
         at = [i for i, done in enumerate(early) if done is turn]
         if at:
-            got = client.gather([futures[i] for i in at], direct=direct)
+            with cancellation_named(client, what):
+                got = client.gather([futures[i] for i in at], direct=direct)
             for i, value in zip(at, got, strict=True):
                 parts[i] = value
     return parts

@@ -14,7 +14,12 @@ import pytest
 
 import dmixed
 from dmixed.engines.dask.progress import no_workers_timeout
-from dmixed.errors import NoWorkersError, WorkersDiedError
+from dmixed.errors import (
+    ClusterClosedError,
+    NoWorkersError,
+    WorkersDiedError,
+    WorkersPausedError,
+)
 
 from ..._collector import Held, collector_off
 from ..._synth import make_data
@@ -351,3 +356,181 @@ def test_the_roster_is_the_schedulers_when_the_clients_refresh_lands_between(cli
     known = progress.ask_workers(client)
     assert known is not None and known.threads == client.nthreads()
     assert progress.worker_threads(client) == sum(client.nthreads().values()) == 2
+
+
+#: the blocked tasks of the next tests: set when one starts, and to let them end
+_STARTED = threading.Event()
+_RELEASE = threading.Event()
+
+
+def _blocked(x):
+    _STARTED.set()
+    _RELEASE.wait(30)
+    return x
+
+
+def test_cancelled_work_is_a_cluster_error_whose_cause_is_distributeds(client):
+    """Futures cancelled while the driver waits for them (``wait_for``) or gathers them
+    (``gather``) raise :class:`ClusterClosedError` (a ``DmixedError``), distributed's
+    error its cause, the message saying that the client is still open."""
+    from concurrent.futures import CancelledError
+
+    from dmixed.engines.dask.progress import gather, wait_for
+
+    _STARTED.clear()
+    _RELEASE.clear()
+    future = client.submit(_blocked, 1, pure=False)
+    try:
+        assert _STARTED.wait(30)
+        client.cancel([future])
+        with pytest.raises(ClusterClosedError, match="the client is open") as waited:
+            wait_for(client, [future], what="a test pass")
+        with pytest.raises(ClusterClosedError, match="a test pass") as gathered:
+            gather(client, [future], "a test pass")
+    finally:
+        _RELEASE.set()
+    for info in (waited, gathered):
+        assert isinstance(info.value, dmixed.DmixedError)
+        assert isinstance(info.value.__cause__, CancelledError)
+
+
+def test_a_client_closed_during_the_data_pass_ends_the_fit_with_a_cluster_error():
+    """The client closed while the fit waits for its data pass: a
+    :class:`ClusterClosedError` saying so, not distributed's FuturesCancelledError."""
+    from distributed import Client, LocalCluster
+
+    df = make_data(n_groups=6, min_size=5, max_size=5, seed=3)
+    meta = df.iloc[:0]
+    ddf = dd.from_map(lambda i: _blocked(df.iloc[i * 10 : (i + 1) * 10]), range(3), meta=meta)
+    _STARTED.clear()
+    _RELEASE.clear()
+    raised: list = []
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        model = dmixed.mixedlm("y ~ x1", ddf, groups="g", client=client)
+
+        def fit():
+            try:
+                model.fit()
+            except BaseException as exc:  # noqa: BLE001 - the test looks at it
+                raised.append(exc)
+
+        thread = threading.Thread(target=fit)
+        thread.start()
+        try:
+            assert _STARTED.wait(30)
+            client.close()
+            thread.join(60)
+        finally:
+            _RELEASE.set()
+        thread.join(30)
+    assert len(raised) == 1
+    assert isinstance(raised[0], ClusterClosedError), repr(raised[0])
+    assert "the Dask client is clos" in str(raised[0])
+
+
+def _paused_roster(client, paused_count: int):
+    """``ask_workers`` of ``client`` with its first ``paused_count`` workers reported
+    paused from the second request on (a status source standing in for a cluster
+    reaching its memory threshold)."""
+    from dmixed.engines.dask import progress
+
+    real = progress.ask_workers
+    asked: list = []
+
+    def ask(c):
+        known = real(c)
+        asked.append(known)
+        addrs = sorted(known.threads)[:paused_count] if len(asked) > 1 else []
+        paused = tuple((a, 300 * 2**20, 330 * 10**6) for a in addrs)
+        return progress.Roster(known.threads, known.limits, known.asked, known.loopback, paused)
+
+    return ask
+
+
+@pytest.mark.parametrize("paused", [1, 2])
+def test_a_wait_stalled_on_paused_workers_ends_with_what_to_do(client, monkeypatch, caplog, paused):
+    """Workers paused by Dask at their memory threshold (all, or one running the work
+    left while the other runs nothing) while the waited work does not move: the wait
+    logs the paused workers once (address, memory, limit), then ends after the
+    configured time with :class:`WorkersPausedError` saying what to change."""
+    from dmixed.engines.dask import progress
+
+    monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, paused))
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    _STARTED.clear()
+    _RELEASE.clear()
+    first = sorted(client.nthreads())[0]  # reported paused
+    future = client.submit(_blocked, 1, workers=[first], pure=False)
+    try:
+        with (
+            dask.config.set({"dmixed.paused-workers-timeout": "0.1s"}),
+            caplog.at_level("WARNING", logger="dmixed"),
+            pytest.raises(WorkersPausedError, match="more memory") as info,
+        ):
+            progress.wait_for(client, [future], what="a test pass")
+    finally:
+        _RELEASE.set()
+    assert isinstance(info.value, dmixed.errors.ClusterError)
+    assert "300.00 MiB of 314.71 MiB" in str(info.value)
+    told = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
+    assert len(told) == 1 and f"paused {paused} of 2 workers" in told[0], told
+    assert "300.00 MiB of 314.71 MiB" in told[0]
+    assert f"{paused} of 2 workers of the Dask cluster" in str(info.value)
+
+
+def test_a_wait_with_some_workers_paused_warns_once_and_goes_on(client, monkeypatch, caplog):
+    """One worker of two paused, shorter than the configured time: logged once, and the
+    wait goes on to its end."""
+    from dmixed.engines.dask import progress
+
+    monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, 1))
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    _STARTED.clear()
+    _RELEASE.clear()
+    future = client.submit(_blocked, 5, pure=False)
+    releaser = threading.Timer(0.3, _RELEASE.set)
+    releaser.start()
+    with (
+        dask.config.set({"dmixed.paused-workers-timeout": "1 minute"}),
+        caplog.at_level("WARNING", logger="dmixed"),
+    ):
+        progress.wait_for(client, [future], what="a test pass")
+    releaser.join()
+    assert future.result() == 5
+    told = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
+    assert len(told) == 1 and "paused 1 of 2 workers" in told[0], told
+
+
+def test_a_paused_worker_does_not_end_a_wait_whose_work_runs_on_another(
+    client, monkeypatch, caplog
+):
+    """One worker reported paused, the waited task running on the other past the
+    configured time: the work moves, so the wait goes on to its end (logged once)."""
+    from dmixed.engines.dask import progress
+
+    monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, 1))
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    _STARTED.clear()
+    _RELEASE.clear()
+    running = sorted(client.nthreads())[1]  # not reported paused
+    future = client.submit(_blocked, 7, workers=[running], pure=False)
+    releaser = threading.Timer(0.8, _RELEASE.set)
+    releaser.start()
+    try:
+        with (
+            dask.config.set({"dmixed.paused-workers-timeout": "0.1s"}),
+            caplog.at_level("WARNING", logger="dmixed"),
+        ):
+            progress.wait_for(client, [future], what="a test pass")
+    finally:
+        _RELEASE.set()
+        releaser.join()
+    assert future.result() == 7
+    told = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
+    assert len(told) == 1 and "paused 1 of 2 workers" in told[0], told
