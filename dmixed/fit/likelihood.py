@@ -69,7 +69,15 @@ _CAUSES = {
     "statistics": "the rounding of the statistics' within-group sums, which Q is a remainder of",
     "through_beta": "the rounding of X'V^-1 X's factor, through the fixed effects "
     "estimate (second order in Q)",
+    "given_beta": "the rounding of the sums that the residual quadratic form Q at the "
+    "given fixed effects is the difference of",
+    "logdet": "the rounding of each group's log|I + Λ'Z'ZΛ|, whose entries the random "
+    "slope's covariate far from zero makes large (the plain forms that variance "
+    "components take)",
     "pivot": "REML's log|X'V^-1 X|, whose smallest pivot is a remainder of the sums' rounding",
+    "kernel": "the rounding of each group's I + Λ'Z'ZΛ, whose entries the random slope's "
+    "covariate far from zero makes large next to the 1 they are added to (the plain forms "
+    "that variance components take)",
     "pivot_zero": "REML's log|X'V^-1 X| has no finite bound there: X'V^-1 X's smallest "
     "pivot is within its own rounding of zero (ML's log-likelihood, which does not "
     "hold log|X'V^-1 X|, may still be evaluated)",
@@ -149,16 +157,49 @@ class Likelihood:
             if self.re_names is None:
                 raise
             raise self.unresolved(lam_std, _CAUSES["factor"]) from None
+        beta_std = None if point.beta is None else self.beta_to_std(point.beta)
         if self.re_names is not None:
-            self.check(step, prof, lam_std, estimate)
-        if point.beta is None:
+            self.check(step, prof, lam_std, estimate, beta_std)
+        if beta_std is None:
             return step, prof
-        beta_std = self.beta_to_std(point.beta)
         q = quadratic_form(step, self.glob, beta_std)
         return step, replace(prof, beta=beta_std, q=q)
 
+    def kernel_rounding(self, lam_std: np.ndarray) -> float:
+        """``ρ``, a bound on ``‖K_i⁻¹E_i‖`` over the groups, ``E_i`` the rounding of
+        ``K_i = I + Λ̃'Z̃_i'Z̃_iΛ̃`` as the plain forms make and factor it: ``γ(1 + S)``
+        with ``γ = (4r + 8)ε`` and ``S ≥ max_i ‖Λ̃'Z̃_i'Z̃_iΛ̃‖`` (``K_i ≽ I``).
+
+        ``S = 2(S_re + S_vc)``: ``S_re = Σ_a D_a (|Λ̃||Λ̃|'1)_a`` over the ``exog_re``
+        slots with ``D`` the diagonal of ``Σ_i Z̃_i'Z̃_i`` (the engine's ``re_gram``;
+        ``|G_ab| ≤ (G_aa + G_bb)/2``), and ``S_vc = n Σ_l λ̃_l²`` over the variance
+        components' slots (a row's entries of one component taken as at most 1 in the
+        statistics' scale, as for indicator columns).  Zero where ``[X y]'V*⁻¹[X y]``
+        is not made of the plain forms' ``Σ_i m_i`` (:func:`~dmixed.fit.objective.
+        uses_within`: the within-group and rank-one forms, exact in ``Λ̃``) and
+        without variance components (the centred forms of the groups that need them).
+
+        ``m = Σ_i m_i`` then moves by at most ``ρ/(1 − ρ) |w|'|m||w|`` along ``w``
+        (``m_i ≼ H_i``) and ``Σ log|K_i|`` by at most ``r Σ_i ρ_i/(1 − ρ_i)``.
+        """
+        lay = self.layout
+        if not lay.k_vc:
+            return 0.0
+        q = lay.k_re
+        lam_re = np.abs(lam_std[:q, :q])
+        diag = np.diagonal(np.asarray(self.engine.re_gram(q), dtype=np.float64))
+        s_re = float(diag @ (lam_re @ lam_re.T).sum(axis=1))
+        s_vc = float(self.glob.n) * float(np.square(np.diagonal(lam_std)[q:]).sum())
+        r = lam_std.shape[0]
+        return (4 * r + 8) * float(np.finfo(float).eps) * (1.0 + 2.0 * (s_re + s_vc))
+
     def check(
-        self, step: StepSums, prof: Profile, lam_std: np.ndarray, estimate: bool = False
+        self,
+        step: StepSums,
+        prof: Profile,
+        lam_std: np.ndarray,
+        estimate: bool = False,
+        beta_std: np.ndarray | None = None,
     ) -> None:
         """Whether the float64 sums resolve ℓ at the evaluation ``(step, prof)`` (Λ̃ =
         ``lam_std``), refusing only what has no finite bound.
@@ -202,6 +243,35 @@ class Likelihood:
             "through_beta": factor_error(step, prof, glob, False),
         }
         pivot = pivot_resolution(step, prof, glob) if self.reml else 0.0
+        rho = 0.0 if prof.within else self.kernel_rounding(lam_std)
+        logdet_error = 0.0
+        if rho > 0.0:
+            if not rho < 1.0:
+                raise self.unresolved(lam_std, _CAUSES["kernel"])
+            grow = rho / (1.0 - rho)
+            abs_m = np.abs(step.m)
+            w = np.abs(prof.w)
+            shares["kernel"] = grow * float(w @ abs_m @ w) / prof.q
+            # Σ_i log|K_i|: r ρ_i/(1 − ρ_i) for each group, at most n groups
+            logdet_error = lam_std.shape[0] * grow * float(glob.n)
+            if self.reml:
+                p = glob.k_fe
+                # log|A| moves by |tr(A⁻¹δA)| ≤ Σ |A⁻¹| |δA|, |δA| ≤ ρ/(1 − ρ) |m_X|
+                pivot += grow * float((np.abs(prof.a_inv) * abs_m[:p, :p]).sum())
+        if beta_std is not None:
+            # Q at the given β: the sums' rounding and the kernels' along w = [−β; 1]
+            w_b = np.abs(np.append(-np.asarray(beta_std, dtype=np.float64), 1.0))
+            q_b = quadratic_form(step, glob, beta_std)
+            eps = float(np.finfo(float).eps)
+            size = eps * float(w_b @ (np.abs(glob.xyxy) + np.abs(step.m)) @ w_b)
+            if prof.within:
+                assert glob.within is not None  # Profile.within is made of it
+                size = eps * float(w_b @ (np.abs(glob.within) + np.abs(step.between)) @ w_b)
+            if rho > 0.0:
+                size += rho / (1.0 - rho) * float(w_b @ np.abs(step.m) @ w_b)
+            if not (q_b > 0 and np.isfinite(q_b)):
+                raise self.unresolved(lam_std, _CAUSES["nonfinite"])
+            shares["given_beta"] = size / q_b
         e = sum(shares.values())
         if not e < 1.0:
             # a NaN share is the one that fired
@@ -210,11 +280,12 @@ class Likelihood:
         if not pivot < 1.0:
             raise self.unresolved(lam_std, _CAUSES["pivot_zero"])
         shares["pivot"] = pivot / prof.fac
+        shares["logdet"] = logdet_error / prof.fac
         if not sum(shares.values()) > PRECISION_WARN_ABOVE:
             return
         # |log(1 + x)| ≤ |x|/(1 − |x|): the first-order shares e and K, widened where
         # they are not small (the second-order terms of log Q and log|A|)
-        bound = 0.5 * prof.fac * e / (1.0 - e) + 0.5 * pivot / (1.0 - pivot)
+        bound = 0.5 * prof.fac * e / (1.0 - e) + 0.5 * pivot / (1.0 - pivot) + 0.5 * logdet_error
         cause = max(shares, key=lambda name: shares[name])
         warnings.warn(
             "the float64 statistics resolve the log-likelihood at these parameters only "
