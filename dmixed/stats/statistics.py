@@ -10,6 +10,7 @@ already hold, never the rows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,7 +122,7 @@ def check_full_rank(
     names: list[str],
     what: str = "fixed-effects design",
     where: str = "",
-    far: str = "",
+    far: Mapping[str, str] | None = None,
 ) -> None:
     """Refuse a rank-deficient design, naming the columns involved.
 
@@ -131,8 +132,8 @@ def check_full_rank(
     design in the message, ``where`` says where its columns come from (``" of
     re_formula '~x'"``); the statistics' shifted columns (DESIGN.md §2) may name the
     intercept among the columns of a dependence that does not involve it.  ``far``
-    names the columns far from zero next to their spread (:func:`far_columns`), for
-    the message of nearly dependent columns.
+    maps the columns far from zero next to their spread to their description
+    (:func:`far_columns`), for the message of nearly dependent columns.
 
     Raises
     ------
@@ -142,9 +143,10 @@ def check_full_rank(
         that are linearly dependent (the unit-diagonal Gram matrix's least eigenvalue
         below :data:`NULL_ROUNDING` times its size: zero to the statistics' rounding);
         columns that are independent but nearly dependent (below :data:`RANK_TOL`
-        times its size: the fit's float64 sums do not resolve their coefficients; a
-        column far from zero next to its spread, in an interaction with a factor, makes
-        this: the message says so and suggests centring it).
+        times its size: the fit's float64 sums do not resolve their coefficients;
+        where a product term among them has a factor far from zero next to its
+        spread, the message says so and suggests centring it, and elsewhere it is
+        told as rank deficient, as for dependent columns).
     """
     if xtx.shape[0] == 0:
         return
@@ -175,7 +177,7 @@ def _check_no_null_space(
     names: list[str],
     what: str,
     where: str,
-    far: str = "",
+    far: Mapping[str, str] | None = None,
 ) -> None:
     """:func:`check_full_rank`'s refusal of dependent and of nearly dependent columns,
     from the eigenvalues and eigenvectors of their unit-diagonal Gram matrix
@@ -189,43 +191,41 @@ def _check_no_null_space(
     if not np.count_nonzero(near):
         return
     null = evals < NULL_ROUNDING * p
-    if np.count_nonzero(null):
-        involved = np.flatnonzero(np.abs(evecs[:p, null]).max(axis=1) > 1e-6)
-        cols = _some(names[j] for j in involved)
+    lost = null if np.count_nonzero(null) else near
+    involved = np.flatnonzero(np.abs(evecs[:p, lost]).max(axis=1) > 1e-6)
+    cols = _some(names[j] for j in involved)
+    # the offset explanation only where it holds: a product term among the involved
+    # columns with a factor far from zero (centring, with an intercept, leaves the
+    # span of the main effects alone and changes only their products)
+    far = far or {}
+    factors = {f for j in involved if ":" in names[j] for f in names[j].split(":")}
+    offsets = [far[name] for name in far if name in factors]
+    if lost is null or not offsets:
         raise DataError(
-            f"{what} is rank deficient (rank {p - int(null.sum())} < {p} columns): "
+            f"{what} is rank deficient (rank {p - int(lost.sum())} < {p} columns): "
             f"linearly dependent columns {cols}{where}"
         )
-    involved = np.flatnonzero(np.abs(evecs[:p, near]).max(axis=1) > 1e-6)
-    cols = _some(names[j] for j in involved)
-    cause = (
-        f"; the column(s) {far} lie far from zero next to their spread, so their "
-        "products with other columns (an interaction with a factor) are nearly those "
-        "columns times the offset: centre them in the data (x minus its mean) or, for a "
-        "pandas DataFrame, write center(x) in the formula"
-        if far
-        else "; a column far from zero next to its spread (in an interaction with a "
-        "factor) makes this: centre it in the data or write center(x) in the formula"
-    )
     raise DataError(
         f"{what} has full rank ({p} columns) but columns {cols}{where} are nearly "
         f"linearly dependent: the least eigenvalue of their unit-diagonal cross-products, "
         f"{float(evals[:p].min()):.2g}, is above their rounding but below "
         f"{RANK_TOL * p:.2g}, and the fit's float64 sums do not resolve their "
-        f"coefficients{cause}"
+        f"coefficients; the column(s) {', '.join(offsets)} lie far from zero next to "
+        "their spread, so their products with other columns (an interaction with a "
+        "factor) are nearly those columns times the offset: centre them in the data (x "
+        "minus its mean) or, for a pandas DataFrame, write center(x) in the formula"
     )
 
 
-def far_columns(shift: np.ndarray, scale: np.ndarray, names: list[str]) -> str:
+def far_columns(shift: np.ndarray, scale: np.ndarray, names: list[str]) -> dict[str, str]:
     """The columns (``names``) whose statistics' ``shift`` exceeds 1e3 times their
-    ``scale`` (a column's values far from zero next to their spread), as
-    ``"'x1' (values about 1e+06, spread about 1)"``; ``""`` where none is."""
-    shown = [
-        f"{names[j]!r} (values about {shift[j]:.3g}, spread about {scale[j]:.3g})"
+    ``scale`` (a column's values far from zero next to their spread), each mapped to
+    ``"'x1' (values about 1e+06, spread about 1)"``; empty where none is."""
+    return {
+        names[j]: f"{names[j]!r} (values about {shift[j]:.3g}, spread about {scale[j]:.3g})"
         for j in range(min(len(names), shift.shape[0]))
         if abs(shift[j]) > 1e3 * scale[j]
-    ]
-    return ", ".join(shown)
+    }
 
 
 def check_designs(
@@ -256,7 +256,8 @@ def check_designs(
     q = stats.layout.k_re
     where = f" of re_formula {re_formula!r}" if re_formula is not None else ""
     std = stats.standardization
-    far_x = far_z = ""
+    far_x: dict[str, str] = {}
+    far_z: dict[str, str] = {}
     if std is not None:
         far_x = far_columns(std.model_x_shift(), std.x_scale, exog_names)
         far_z = far_columns(std.model_z_shift(), std.z_scale, exog_re_names)

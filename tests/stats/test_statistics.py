@@ -224,3 +224,25 @@ def test_the_suggested_centring_fits():
     ref = dmixed.mixedlm("y ~ xc*C(c)", df, groups="g").fit()
     np.testing.assert_allclose(res.llf, ref.llf, rtol=1e-10)
     np.testing.assert_allclose(np.asarray(res.fe_params), np.asarray(ref.fe_params), rtol=1e-6)
+
+
+def test_a_near_dependence_without_a_product_term_gets_no_centring_advice():
+    """x3 = 1e-4·x1/3 + 1e5·x2 with x1 near 1e9 and x2 near 1e8 and no interaction:
+    centring cannot help (with an intercept it leaves the span alone), so the refusal
+    neither explains it by an interaction nor suggests center(), and keeps the "rank
+    deficient" wording."""
+    rng = np.random.default_rng(0)
+    n, shift = 200, 1e9
+    g = np.repeat(np.arange(n // 5), 5)
+    df = pd.DataFrame(
+        {
+            "g": g,
+            "x1": rng.normal(size=n) * 3.3 + shift,
+            "x2": rng.normal(size=n) * 1e-3 + 0.1 * shift,
+        }
+    )
+    df["x3"] = 1e-4 * df.x1 / 3.0 + df.x2 * 1e5
+    df["y"] = rng.normal(size=n) + rng.normal(size=n // 5)[g]
+    with pytest.raises(DataError, match="rank deficient") as err:
+        dmixed.mixedlm("y ~ x1 + x2 + x3", df, groups="g").fit()
+    assert "center(x)" not in str(err.value) and "interaction" not in str(err.value)
