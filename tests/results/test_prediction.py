@@ -729,3 +729,25 @@ def test_nonfinite_transform_is_still_refused_when_fitting():
     df.loc[3, "x2"] = 0.0
     with np.errstate(all="ignore"), pytest.raises(DataError, match="np.log"):
         mixedlm("y ~ x1 + np.log(x2)", df, groups="g").fit()
+
+
+def test_nonfinite_transform_on_dask_names_the_partition():
+    """On Dask the prediction is lazy, so the NonFiniteRowsWarning comes from each
+    partition's task that holds such rows, and names that partition (as the refusal
+    did before); the values equal pandas'."""
+    from dmixed.errors import NonFiniteRowsWarning
+
+    _, res = _log_fit()
+    new = pd.DataFrame(
+        {"g": np.arange(8), "x1": np.linspace(0, 1, 8), "x2": [1, 0, 1, 1, 0, 1, 1, 1.0]}
+    )
+    with np.errstate(all="ignore"), pytest.warns(NonFiniteRowsWarning):
+        expected = np.asarray(res.predict(new))
+    with dask.config.set(scheduler="sync"), np.errstate(all="ignore"):
+        with pytest.warns(NonFiniteRowsWarning) as record:
+            got = np.asarray(res.predict(dd.from_pandas(new, npartitions=4)).compute())
+    np.testing.assert_array_equal(got, expected)
+    messages = sorted(str(w.message) for w in record)
+    assert len(messages) == 2
+    assert messages[0].startswith("partition 0 of the Dask DataFrame: ")
+    assert messages[1].startswith("partition 2 of the Dask DataFrame: ")
