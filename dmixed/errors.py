@@ -80,6 +80,7 @@ __all__ = [
     "FitConvergenceWarning",
     "SingularHessianWarning",
     "DroppedRowsWarning",
+    "NonFiniteRowsWarning",
     "PrecisionWarning",
     "NumericFactorWarning",
     "TextConversionWarning",
@@ -293,6 +294,11 @@ class SingularHessianWarning(DmixedWarning):
 
 class DroppedRowsWarning(DmixedWarning):
     """Rows with missing values were dropped (``missing="drop"``)."""
+
+
+class NonFiniteRowsWarning(DmixedWarning):
+    """Rows of new data whose model matrix holds a non-finite value (a transform such as
+    ``np.log`` of 0 or of a negative number) are predicted as NaN."""
 
 
 class PrecisionWarning(DmixedWarning):

@@ -18,6 +18,7 @@ from .messages import clean_message, plural
 __all__ = [
     "PATSY_ORDER",
     "check_output",
+    "nonfinite_kept",
     "materialize",
     "model_matrix",
     "patsy_term_order",
@@ -29,6 +30,8 @@ __all__ = [
 #: (formulaic's, that of specs saved by earlier versions, which carry no order)
 PATSY_ORDER = "patsy"
 _ORDER: ContextVar[str] = ContextVar("dmixed_term_order", default=PATSY_ORDER)
+#: whether :func:`check_output` keeps non-finite values (:func:`nonfinite_kept`)
+_NONFINITE_KEPT: ContextVar[bool] = ContextVar("dmixed_nonfinite_kept", default=False)
 
 
 @contextmanager
@@ -296,15 +299,29 @@ def materialize(spec, frame: pd.DataFrame, formula: str | None, context=None):
         raise FormulaError(f"cannot evaluate formula {formula!r}: {clean_message(e)}") from None
 
 
+@contextmanager
+def nonfinite_kept() -> Iterator[None]:
+    """Model matrices built inside keep NaN and ±inf from a transform (``np.log`` of 0
+    or of a negative number) rather than refuse them (:func:`check_output`): new rows
+    to predict, whose caller makes those rows' predictions NaN and warns.  The
+    variance components' values and stateful transforms' columns are refused still."""
+    token = _NONFINITE_KEPT.set(True)
+    try:
+        yield
+    finally:
+        _NONFINITE_KEPT.reset(token)
+
+
 def check_output(mat: np.ndarray, names: list[str], what: str) -> None:
-    """Refuse non-finite values in a model matrix, naming the columns that hold them.
+    """Refuse non-finite values in a model matrix, naming the columns that hold them
+    (not inside :func:`nonfinite_kept`).
 
     Raises
     ------
     DataError
         If ``mat`` (shape ``(n, len(names))``) holds NaN or ±inf.
     """
-    if mat.size == 0:
+    if mat.size == 0 or _NONFINITE_KEPT.get():
         return
     bad = ~np.isfinite(mat)
     if bad.any():

@@ -21,6 +21,7 @@ with ``w = [−β; 1]`` replaces ``Q(β̂)`` in ℓ and in the score, and
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -69,7 +70,17 @@ _CAUSES = {
     "statistics": "the rounding of the statistics' within-group sums, which Q is a remainder of",
     "through_beta": "the rounding of X'V^-1 X's factor, through the fixed effects "
     "estimate (second order in Q)",
+    "given_beta": "the rounding of the sums that the residual quadratic form Q at the "
+    "given fixed effects is the difference of",
+    "logdet": "the rounding of each group's log|I + Λ'Z'ZΛ|, whose entries the random "
+    "slope's covariate far from zero makes large (the plain forms that variance "
+    "components take)",
+    "kernel_given_beta": "the rounding of each group's I + Λ'Z'ZΛ (the plain forms that "
+    "variance components take), along the given fixed effects",
     "pivot": "REML's log|X'V^-1 X|, whose smallest pivot is a remainder of the sums' rounding",
+    "kernel": "the rounding of each group's I + Λ'Z'ZΛ, whose entries the random slope's "
+    "covariate far from zero makes large next to the 1 they are added to (the plain forms "
+    "that variance components take)",
     "pivot_zero": "REML's log|X'V^-1 X| has no finite bound there: X'V^-1 X's smallest "
     "pivot is within its own rounding of zero (ML's log-likelihood, which does not "
     "hold log|X'V^-1 X|, may still be evaluated)",
@@ -77,6 +88,13 @@ _CAUSES = {
 
 #: statsmodels' tolerance: Ψ* with an eigenvalue, or a τ*, below it is "singular".
 SINGULAR_TOL = 1e-10
+
+#: ``ρ`` (:meth:`Likelihood.kernel_rounding`) below which Q at a given β that the
+#: kernels' worst case does not resolve is returned with a warning, not refused.
+KERNEL_WARN_ONLY_BELOW = 1e-6
+
+# Likelihood.slot_gram_diagonal's answers, per (id(engine), r), kept while the engine lives
+_SLOT_GRAMS: dict[tuple[int, int], tuple[Any, np.ndarray]] = {}
 
 
 @dataclass(frozen=True)
@@ -149,16 +167,69 @@ class Likelihood:
             if self.re_names is None:
                 raise
             raise self.unresolved(lam_std, _CAUSES["factor"]) from None
+        beta_std = None if point.beta is None else self.beta_to_std(point.beta)
         if self.re_names is not None:
-            self.check(step, prof, lam_std, estimate)
-        if point.beta is None:
+            self.check(step, prof, lam_std, estimate, beta_std)
+        if beta_std is None:
             return step, prof
-        beta_std = self.beta_to_std(point.beta)
         q = quadratic_form(step, self.glob, beta_std)
         return step, replace(prof, beta=beta_std, q=q)
 
+    def kernel_rounding(self, lam_std: np.ndarray) -> tuple[float, float]:
+        """``(ρ, Σρ)``: ``ρ`` a bound on every group's ``‖K_i⁻¹E_i‖`` and ``Σρ`` one on
+        their sum, ``E_i`` the rounding of ``K_i = I + Λ̃'Z̃_i'Z̃_iΛ̃`` as the plain forms
+        make and factor it: ``ρ_i = γ(1 + 2S_i)`` with ``γ = (4r + 8)ε`` and
+        ``2S_i ≥ ‖Λ̃'Z̃_i'Z̃_iΛ̃‖`` (``K_i ≽ I``).
+
+        ``S_i ≤ S = Σ_a D_a (|Λ̃||Λ̃|'1)_a`` over the slots, ``D`` the diagonal of
+        ``Σ_i Z̃_i'Z̃_i`` (the engine's ``re_gram`` over all ``r`` slots, a variance
+        component's slot holding the sum over its columns: the entries' own scale, for
+        indicator and continuous columns alike; ``|G_ab| ≤ (G_aa + G_bb)/2``).  So
+        ``ρ = γ(1 + 2S)`` and ``Σ_i ρ_i ≤ γ(n + 2S)`` (at most ``n`` groups).  Zero
+        where ``[X y]'V*⁻¹[X y]`` is not made of the plain forms' ``Σ_i m_i``
+        (:func:`~dmixed.fit.objective.uses_within`: the within-group and rank-one
+        forms, exact in ``Λ̃``) and without variance components (the centred forms of
+        the groups that need them).
+
+        With ``F_i = K_i^{-1/2}E_iK_i^{-1/2}`` (``‖F_i‖ ≤ ρ_i``), ``m_i`` moves by
+        ``−B'K^{-1/2}F(I + F)⁻¹K^{-1/2}B``: along any ``w`` by at most
+        ``ρ/(1 − ρ) w'm_i w`` (``m_i ≽ 0``), and ``Σ log|K_i|`` by at most
+        ``r Σ_i ρ_i/(1 − ρ_i)``.
+        """
+        lay = self.layout
+        if not lay.k_vc:
+            return 0.0, 0.0
+        lam = np.abs(lam_std)
+        r = lam.shape[0]
+        s = float(self.slot_gram_diagonal(r) @ (lam @ lam.T).sum(axis=1))
+        gamma = (4 * r + 8) * float(np.finfo(float).eps)
+        return gamma * (1.0 + 2.0 * s), gamma * (float(self.glob.n) + 2.0 * s)
+
+    def slot_gram_diagonal(self, r: int) -> np.ndarray:
+        """The diagonal of ``Σ_i Z̃_i'Z̃_i`` over the ``r`` slots, asked of the engine
+        once per engine (on Dask a round trip where the data pass did not bring the
+        moment sums): it does not depend on the parameters."""
+        key = (id(self.engine), r)
+        cached = _SLOT_GRAMS.get(key)
+        if cached is not None and cached[0]() is self.engine:
+            return cached[1]
+        diag = np.diagonal(np.asarray(self.engine.re_gram(r), dtype=np.float64)).copy()
+        try:
+            ref = weakref.ref(self.engine)
+        except TypeError:  # an engine without weak references is asked each time
+            return diag
+        for stale in [k for k, (f, _) in _SLOT_GRAMS.items() if f() is None]:
+            del _SLOT_GRAMS[stale]
+        _SLOT_GRAMS[key] = (ref, diag)
+        return diag
+
     def check(
-        self, step: StepSums, prof: Profile, lam_std: np.ndarray, estimate: bool = False
+        self,
+        step: StepSums,
+        prof: Profile,
+        lam_std: np.ndarray,
+        estimate: bool = False,
+        beta_std: np.ndarray | None = None,
     ) -> None:
         """Whether the float64 sums resolve ℓ at the evaluation ``(step, prof)`` (Λ̃ =
         ``lam_std``), refusing only what has no finite bound.
@@ -202,6 +273,39 @@ class Likelihood:
             "through_beta": factor_error(step, prof, glob, False),
         }
         pivot = pivot_resolution(step, prof, glob) if self.reml else 0.0
+        rho, rho_sum = (0.0, 0.0) if prof.within else self.kernel_rounding(lam_std)
+        logdet_error = 0.0
+        if rho > 0.0:
+            if not rho < 1.0:
+                raise self.unresolved(lam_std, _CAUSES["kernel"])
+            grow = rho / (1.0 - rho)
+            m = np.asarray(step.m, dtype=np.float64)
+            # −grow m ≼ δm ≼ grow m (m_i ≽ 0): along w, not entrywise, so that the
+            # cancellation inside m along w is kept
+            shares["kernel"] = grow * abs(float(prof.w @ m @ prof.w)) / prof.q
+            # Σ_i log|K_i|: r ρ_i/(1 − ρ_i) for each group
+            logdet_error = lam_std.shape[0] * rho_sum / (1.0 - rho)
+            if self.reml:
+                p = glob.k_fe
+                # log|A| moves by |tr(A⁻¹δA)| ≤ grow tr(A⁻¹m_X) (A ≻ 0, −grow m_X ≼ δA ≼ grow m_X)
+                pivot += grow * abs(float((np.asarray(prof.a_inv) * m[:p, :p]).sum()))
+        given_kernel = 0.0
+        if beta_std is not None:
+            # Q at the given β: the sums' rounding and the kernels' along w = [−β; 1]
+            w_b = np.abs(np.append(-np.asarray(beta_std, dtype=np.float64), 1.0))
+            q_b = quadratic_form(step, glob, beta_std)
+            eps = float(np.finfo(float).eps)
+            size = eps * float(w_b @ (np.abs(glob.xyxy) + np.abs(step.m)) @ w_b)
+            if prof.within:
+                assert glob.within is not None  # Profile.within is made of it
+                size = eps * float(w_b @ (np.abs(glob.within) + np.abs(step.between)) @ w_b)
+            if rho > 0.0:
+                w_s = np.append(-np.asarray(beta_std, dtype=np.float64), 1.0)
+                given_kernel = rho / (1.0 - rho) * abs(float(w_s @ np.asarray(step.m) @ w_s))
+            if not (q_b > 0 and np.isfinite(q_b)):
+                raise self.unresolved(lam_std, _CAUSES["nonfinite"])
+            shares["given_beta"] = size / q_b
+            given_kernel /= q_b
         e = sum(shares.values())
         if not e < 1.0:
             # a NaN share is the one that fired
@@ -209,12 +313,32 @@ class Likelihood:
             raise self.unresolved(lam_std, _CAUSES[worst])
         if not pivot < 1.0:
             raise self.unresolved(lam_std, _CAUSES["pivot_zero"])
+        if not e + given_kernel < 1.0:
+            if not rho < KERNEL_WARN_ONLY_BELOW:
+                raise self.unresolved(lam_std, _CAUSES["kernel_given_beta"])
+            # the kernels' worst case along a β far from β̂ (where m is large next to
+            # Q) is far above what they round in practice: with each K_i itself rounded
+            # to below 1e-6 relative, a warning without a bound rather than a refusal
+            warnings.warn(
+                "the float64 statistics resolve the log-likelihood at these parameters "
+                "without a stated bound: the worst case of "
+                f"{_CAUSES['kernel']} is not small next to Q at the given fixed effects "
+                "(the sums themselves resolve Q there; the same point with "
+                "profile_fe=True is checked with a bound)"
+                f"{self._offset_words(lam_std)}",
+                PrecisionWarning,
+                stacklevel=caller_stacklevel(),
+            )
+            return
+        shares["kernel_given_beta"] = given_kernel
+        e += given_kernel
         shares["pivot"] = pivot / prof.fac
+        shares["logdet"] = logdet_error / prof.fac
         if not sum(shares.values()) > PRECISION_WARN_ABOVE:
             return
         # |log(1 + x)| ≤ |x|/(1 − |x|): the first-order shares e and K, widened where
         # they are not small (the second-order terms of log Q and log|A|)
-        bound = 0.5 * prof.fac * e / (1.0 - e) + 0.5 * pivot / (1.0 - pivot)
+        bound = 0.5 * prof.fac * e / (1.0 - e) + 0.5 * pivot / (1.0 - pivot) + 0.5 * logdet_error
         cause = max(shares, key=lambda name: shares[name])
         warnings.warn(
             "the float64 statistics resolve the log-likelihood at these parameters only "

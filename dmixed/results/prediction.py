@@ -7,6 +7,7 @@ maps it over the partitions of a Dask DataFrame lazily.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import warnings
 from collections.abc import Mapping
@@ -17,11 +18,19 @@ import pandas as pd
 from ..design import is_dask
 from ..design.arrays import as_float_matrix
 from ..design.dtypes import comparable_keys
+from ..design.evaluate import nonfinite_kept
+from ..design.messages import plural
 from ..design.missing import rows_with_missing
-from ..design.origin import in_partition
+from ..design.origin import in_partition, partition_words
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
-from ..errors import DataError, SpecError, UnseenGroupsWarning, caller_stacklevel
+from ..errors import (
+    DataError,
+    NonFiniteRowsWarning,
+    SpecError,
+    UnseenGroupsWarning,
+    caller_stacklevel,
+)
 from ..stats.slots import lookup_vc_slots, table_pairs
 from .new_levels import (
     check_new_levels,
@@ -425,16 +434,67 @@ class NewRows:
 def on_frame_rows(spec, df: pd.DataFrame, include_random: bool, compute, width: int):
     """``compute(dm)`` (n_kept, width) for the rows of ``df`` that can be predicted
     (:func:`transform_for_prediction`), as an array (len(df), width) with NaN rows
-    where a column the prediction uses is missing."""
+    where a column the prediction uses is missing, and where a transform makes the
+    model matrix non-finite (:func:`nonfinite_rows`, with a warning)."""
     if len(df) == 0:
         return np.full((0, width), np.nan)
-    dm = transform_for_prediction(spec, df, include_random)
-    values = np.asarray(compute(dm)).reshape(-1, width)
+    with nonfinite_kept():
+        dm = transform_for_prediction(spec, df, include_random)
+    dm, bad = nonfinite_rows(dm, spec)
+    values = np.asarray(compute(dm), dtype=np.float64).reshape(-1, width)
+    if bad is not None:
+        values[bad] = np.nan
     if dm.keep is None:  # every row kept: the computed values themselves
         return values
     out = np.full((len(df), width), np.nan)
     out[dm.keep] = values
     return out
+
+
+#: The Dask partition a prediction's rows come from (:func:`fitted_partition` sets it),
+#: for :func:`nonfinite_rows`' warning; "" for a pandas frame.  A context variable, so
+#: that the threads of Dask's scheduler do not see each other's.
+_PARTITION: contextvars.ContextVar[str] = contextvars.ContextVar("_PARTITION", default="")
+
+
+def nonfinite_rows(dm, spec):
+    """``(dm, bad)``: the rows of ``dm`` whose fixed-effects or random-effects design holds
+    NaN or ±inf (``bad`` (n,) bool, None where none does), their entries set to 0 in a
+    copy so that the prediction's sums stay finite for the other rows, and a
+    :class:`~dmixed.errors.NonFiniteRowsWarning` naming each column that holds them and
+    its rows (and, on Dask, the partition: the warning is raised in each partition's
+    task, once per partition holding such rows, as the prediction is lazy and no
+    total is known at the call).
+
+    Those rows' predictions are NaN, as a row with a missing value's.  statsmodels gives
+    ``X β̂`` there, −inf or +inf where one entry is ±inf (``np.log(0)``): the sign is
+    that of one coefficient and not of the data, and the random part (BLUPs times a
+    non-finite ``Z``) has none; NaN says the prediction is undefined."""
+    parts, bad = [], None
+    for mat, names in ((dm.exog, spec.exog_names), (dm.exog_re, spec.exog_re_names)):
+        if mat.size == 0:
+            continue
+        wrong = ~np.isfinite(mat)
+        if not wrong.any():
+            continue
+        per_col = wrong.sum(axis=0)
+        parts += [f"{names[j]!r} ({plural(int(per_col[j]))})" for j in np.flatnonzero(per_col)]
+        rows = wrong.any(axis=1)
+        bad = rows if bad is None else bad | rows
+    if bad is None:
+        return dm, None
+    exog = np.where(np.isfinite(dm.exog), dm.exog, 0.0) if dm.exog.size else dm.exog
+    exog_re = np.where(np.isfinite(dm.exog_re), dm.exog_re, 0.0) if dm.exog_re.size else dm.exog_re
+    where = _PARTITION.get()
+    warnings.warn(
+        f"{where + ': ' if where else ''}"
+        f"non-finite values in the model matrix of new data, column(s) {', '.join(parts)}: "
+        f"{plural(int(bad.sum()))} predicted as NaN (a transform such as np.log of 0 or of "
+        "a negative number)",
+        NonFiniteRowsWarning,
+        stacklevel=caller_stacklevel(),
+    )
+    return dataclasses.replace(dm, exog=exog, exog_re=exog_re), bad
 
 
 def predict_frame(
@@ -508,13 +568,16 @@ def fitted_partition(
     ``new_levels="error"``) counts this partition's rows only, and says so
     (``partition_info``: Dask's, its number)."""
     if what == "predict":
+        number = None if partition_info is None else int(partition_info["number"])
+        token = _PARTITION.set(partition_words(number, None))
         try:
             return predict_frame(
                 predictor, spec, pdf, include_random, new_groups, new_levels, warn=False
             )
         except DataError as err:
-            number = None if partition_info is None else int(partition_info["number"])
             raise in_partition(err, number) from None
+        finally:
+            _PARTITION.reset(token)
     name = "resid" if what == "resid" else "fittedvalues"
     if len(pdf) == 0:
         return pd.Series([], index=pdf.index, dtype="float64", name=name)

@@ -10,6 +10,7 @@ already hold, never the rows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +101,12 @@ class FittedStatistics:
 #: An eigenvalue of a Gram matrix scaled to unit diagonal below this times its size is
 #: zero: the columns are linearly dependent (scale-free, so units do not matter).
 RANK_TOL = 1e-10
+#: ... and one below this times its size and float64's precision is zero to the
+#: rounding of the statistics themselves (each entry of the unit-diagonal Gram matrix
+#: off by a few ε moves its eigenvalues by about the size times that): between the two,
+#: the columns are independent in the statistics but nearly dependent, as a column far
+#: from zero next to its spread makes its products with indicator columns
+NULL_ROUNDING = 8.0 * float(np.finfo(float).eps)
 #: the smallest positive normal float64 (``np.finfo(float).tiny``)
 TINY = float(np.finfo(float).tiny)
 
@@ -111,7 +118,11 @@ def _unit_eigh(gram: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def check_full_rank(
-    xtx: np.ndarray, names: list[str], what: str = "fixed-effects design", where: str = ""
+    xtx: np.ndarray,
+    names: list[str],
+    what: str = "fixed-effects design",
+    where: str = "",
+    far: Mapping[str, str] | None = None,
 ) -> None:
     """Refuse a rank-deficient design, naming the columns involved.
 
@@ -120,20 +131,28 @@ def check_full_rank(
     norm first so that the tolerance does not depend on units.  ``what`` names the
     design in the message, ``where`` says where its columns come from (``" of
     re_formula '~x'"``); the statistics' shifted columns (DESIGN.md §2) may name the
-    intercept among the columns of a dependence that does not involve it.
+    intercept among the columns of a dependence that does not involve it.  ``far``
+    maps the columns far from zero next to their spread to their description
+    (:func:`far_columns`), for the message of nearly dependent columns.
 
     Raises
     ------
     DataError
         A column that is zero in every row (a constant one, once shifted: the
-        statistics' columns are shifted where the design has an intercept), or columns
-        that are linearly dependent.
+        statistics' columns are shifted where the design has an intercept); columns
+        that are linearly dependent (the unit-diagonal Gram matrix's least eigenvalue
+        below :data:`NULL_ROUNDING` times its size: zero to the statistics' rounding);
+        columns that are independent but nearly dependent (below :data:`RANK_TOL`
+        times its size: the fit's float64 sums do not resolve their coefficients;
+        where a product term among them has a factor far from zero next to its
+        spread, the message says so and suggests centring it, and elsewhere it is
+        told as rank deficient, as for dependent columns).
     """
     if xtx.shape[0] == 0:
         return
     d = _column_norms(xtx)
     _check_no_zero_column(d, names, what, where)
-    _check_no_null_space(*_unit_eigh(xtx, d), names, what, where)
+    _check_no_null_space(*_unit_eigh(xtx, d), names, what, where, far)
 
 
 def _column_norms(gram: np.ndarray) -> np.ndarray:
@@ -153,20 +172,60 @@ def _check_no_zero_column(d: np.ndarray, names: list[str], what: str, where: str
 
 
 def _check_no_null_space(
-    evals: np.ndarray, evecs: np.ndarray, names: list[str], what: str, where: str
+    evals: np.ndarray,
+    evecs: np.ndarray,
+    names: list[str],
+    what: str,
+    where: str,
+    far: Mapping[str, str] | None = None,
 ) -> None:
-    """:func:`check_full_rank`'s refusal of dependent columns, from the eigenvalues and
-    eigenvectors of their unit-diagonal Gram matrix (``len(names)`` columns; further
-    rows of ``evecs`` and their eigenvalues, a padding's, are 1 apart from them)."""
+    """:func:`check_full_rank`'s refusal of dependent and of nearly dependent columns,
+    from the eigenvalues and eigenvectors of their unit-diagonal Gram matrix
+    (``len(names)`` columns; further rows of ``evecs`` and their eigenvalues, a
+    padding's, are 1 apart from them).  The rank is the count of eigenvalues above the
+    statistics' rounding (:data:`NULL_ROUNDING`): a design whose columns an offset
+    makes nearly parallel (``x·1[c = b]`` next to ``1[c = b]`` with ``x`` near 1e6)
+    has full rank, and is told so."""
     p = len(names)
-    null = evals < RANK_TOL * p
-    if np.count_nonzero(null):
-        involved = np.flatnonzero(np.abs(evecs[:p, null]).max(axis=1) > 1e-6)
-        cols = _some(names[j] for j in involved)
+    near = evals < RANK_TOL * p
+    if not np.count_nonzero(near):
+        return
+    null = evals < NULL_ROUNDING * p
+    lost = null if np.count_nonzero(null) else near
+    involved = np.flatnonzero(np.abs(evecs[:p, lost]).max(axis=1) > 1e-6)
+    cols = _some(names[j] for j in involved)
+    # the offset explanation only where it holds: a product term among the involved
+    # columns with a factor far from zero (centring, with an intercept, leaves the
+    # span of the main effects alone and changes only their products)
+    far = far or {}
+    factors = {f for j in involved if ":" in names[j] for f in names[j].split(":")}
+    offsets = [far[name] for name in far if name in factors]
+    if lost is null or not offsets:
         raise DataError(
-            f"{what} is rank deficient (rank {p - int(null.sum())} < {p} columns): "
+            f"{what} is rank deficient (rank {p - int(lost.sum())} < {p} columns): "
             f"linearly dependent columns {cols}{where}"
         )
+    raise DataError(
+        f"{what} has full rank ({p} columns) but columns {cols}{where} are nearly "
+        f"linearly dependent: the least eigenvalue of their unit-diagonal cross-products, "
+        f"{float(evals[:p].min()):.2g}, is above their rounding but below "
+        f"{RANK_TOL * p:.2g}, and the fit's float64 sums do not resolve their "
+        f"coefficients; the column(s) {', '.join(offsets)} lie far from zero next to "
+        "their spread, so their products with other columns (an interaction with a "
+        "factor) are nearly those columns times the offset: centre them in the data (x "
+        "minus its mean) or, for a pandas DataFrame, write center(x) in the formula"
+    )
+
+
+def far_columns(shift: np.ndarray, scale: np.ndarray, names: list[str]) -> dict[str, str]:
+    """The columns (``names``) whose statistics' ``shift`` exceeds 1e3 times their
+    ``scale`` (a column's values far from zero next to their spread), each mapped to
+    ``"'x1' (values about 1e+06, spread about 1)"``; empty where none is."""
+    return {
+        names[j]: f"{names[j]!r} (values about {shift[j]:.3g}, spread about {scale[j]:.3g})"
+        for j in range(min(len(names), shift.shape[0]))
+        if abs(shift[j]) > 1e3 * scale[j]
+    }
 
 
 def check_designs(
@@ -196,16 +255,24 @@ def check_designs(
     xyxy = stats.glob.xyxy
     q = stats.layout.k_re
     where = f" of re_formula {re_formula!r}" if re_formula is not None else ""
-    designs = [(xyxy[:-1, :-1], exog_names, "fixed-effects design", "")]
+    std = stats.standardization
+    far_x: dict[str, str] = {}
+    far_z: dict[str, str] = {}
+    if std is not None:
+        far_x = far_columns(std.model_x_shift(), std.x_scale, exog_names)
+        far_z = far_columns(std.model_z_shift(), std.z_scale, exog_re_names)
+    designs = [(xyxy[:-1, :-1], exog_names, "fixed-effects design", "", far_x)]
     if q:
-        designs.append((stats.engine.re_gram(q), exog_re_names, "random-effects design", where))
+        designs.append(
+            (stats.engine.re_gram(q), exog_re_names, "random-effects design", where, far_z)
+        )
     designs = [design for design in designs if design[0].shape[0]]
     norms = [_column_norms(design[0]) for design in designs]
     joined = np.concatenate(norms) if designs else None
     if joined is None or np.count_nonzero(joined) < joined.size:
         # a zero column (or no columns): refused, or not, in the checks' own order
-        for gram, names, what, place in designs:
-            check_full_rank(gram, names, what, place)
+        for gram, names, what, place, far in designs:
+            check_full_rank(gram, names, what, place, far)
         check_response_varies(xyxy, endog_name)
         return
     size = max(design[0].shape[0] for design in designs)
@@ -217,8 +284,8 @@ def check_designs(
             unit[i].reshape(-1)[k * (size + 1) :: size + 1] = 1.0  # the padding's diagonal
     evals, evecs = np.linalg.eigh(unit)
     if evals.min() < RANK_TOL * size:  # maybe a null space (the padding's are 1): which
-        for i, (_, names, what, place) in enumerate(designs):
-            _check_no_null_space(evals[i], evecs[i], names, what, place)
+        for i, (_, names, what, place, far) in enumerate(designs):
+            _check_no_null_space(evals[i], evecs[i], names, what, place, far)
     if xyxy.shape[0] > 1:
         rss = _residual_ss(xyxy, evals[0], evecs[0], norms[0])
         _check_residual(rss, float(xyxy[-1, -1]), endog_name)

@@ -8,6 +8,7 @@ the score vanishes, and β given as β̂ is β profiled.
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -220,3 +221,128 @@ def test_moderately_shifted_points_are_exact(log_shift, diag, reml):
             llf = model.loglike(point)
         ref = _reference(model, psi, reml)
         assert abs(llf - ref) <= 1e-10 * abs(ref)
+
+
+# -- a random slope far from zero next to a variance component ---------------------------
+
+
+def _slope_vc_model(shift: float = 1e6):
+    """6 groups of 6, x1 near ``shift``, a variance component on a 3-level factor."""
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(6), 6)
+    cl = rng.integers(0, 3, g.size)
+    df = pd.DataFrame({"g": g, "cl": cl, "x1": rng.normal(size=g.size) + shift})
+    df["y"] = (
+        1
+        + 0.5 * (df.x1 - shift)
+        + rng.normal(size=6)[g]
+        + rng.normal(scale=0.7, size=(6, 3))[g, cl]
+        + rng.normal(size=g.size)
+    )
+    model = dmixed.MixedLM.from_formula(
+        "y ~ x1", df, groups="g", re_formula="1 + x1", vc_formula={"cl": "0 + C(cl)"}
+    )
+    return model, df
+
+
+def _slope_vc_reference(df, psi, tau, beta, reml: bool) -> float:
+    """ℓ (σ² profiled; β given, or profiled where None) in 60 digits from the rows."""
+    import mpmath as mpm
+
+    with mpm.workdps(60):
+        x = np.column_stack([np.ones(len(df)), df.x1.to_numpy()])
+        zv = (df.cl.to_numpy()[:, None] == np.arange(3)).astype(float)
+        y = df.y.to_numpy()
+        logdet, a, b, yy = mpm.mpf(0), mpm.zeros(2, 2), mpm.zeros(2, 1), mpm.mpf(0)
+        for gi in range(6):
+            ix = df.g.to_numpy() == gi
+            xi, zvi = mpm.matrix(x[ix].tolist()), mpm.matrix(zv[ix].tolist())
+            yi = mpm.matrix(y[ix].tolist())
+            v = mpm.eye(int(ix.sum())) + xi * mpm.matrix(psi.tolist()) * xi.T
+            v += mpm.mpf(tau) * (zvi * zvi.T)
+            logdet += mpm.log(mpm.det(v))
+            v_inv = v**-1
+            a += xi.T * v_inv * xi
+            b += xi.T * v_inv * yi
+            yy += (yi.T * v_inv * yi)[0]
+        bet = mpm.lu_solve(a, b) if beta is None else mpm.matrix(beta.tolist())
+        q = yy - 2 * (bet.T * b)[0] + (bet.T * a * bet)[0]
+        f = len(df) - 2 if reml else len(df)
+        out = -logdet / 2 - f * mpm.log(q) / 2 + f * (mpm.log(f) - mpm.log(2 * mpm.pi) - 1) / 2
+        if reml:
+            out -= mpm.log(mpm.det(a)) / 2
+        return float(out)
+
+
+def _slope_vc_outcomes(shift, beta, psis, reml, profile_fe):
+    """Each point's outcome: "refused" (a DataError naming x1), "bounded" (within the
+    bound its PrecisionWarning states), "unbounded" (a PrecisionWarning that states no
+    bound) or "silent" (no warning, within 1e-6 of the 60-digit value)."""
+    model, df = _slope_vc_model(shift)
+    model.reml = reml
+    tau, out = 0.5, []
+    for psi in psis:
+        point = dmixed.MixedLMParams.from_components(
+            fe_params=beta, cov_re=psi, vcomp=np.array([tau])
+        )
+        ref = _slope_vc_reference(df, psi, tau, None if profile_fe else beta, reml)
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always", PrecisionWarning)
+            try:
+                llf = model.loglike(point, profile_fe=profile_fe)
+            except DataError as err:
+                assert "'x1'" in str(err)
+                out.append("refused")
+                continue
+        found = [str(w.message) for w in record if issubclass(w.category, PrecisionWarning)]
+        if not found:
+            assert abs(llf - ref) <= 1e-6
+            out.append("silent")
+        elif "at these parameters without a stated bound" in found[0]:
+            assert not profile_fe
+            out.append("unbounded")
+        else:
+            bound = float(re.search(r"off by up to ([0-9.e+-]+)", found[0]).group(1))
+            assert abs(llf - ref) <= bound
+            out.append("bounded")
+    return out
+
+
+_PSI_FAR = np.array([[0.1446, -0.1332], [-0.1332, 0.5342]])
+_PSI_NEAR_SINGULAR = np.array([[0.4136, -0.2313], [-0.2313, 0.2837]])
+_PSI_SMALL_SLOPE = np.array([[0.8, 1e-4], [1e-4, 1e-6]])
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize("reml", [False, True])
+@pytest.mark.parametrize("profile_fe", [False, True])
+def test_shifted_slope_with_a_variance_component_is_never_silently_wrong(
+    kernels, reml, profile_fe, monkeypatch
+):
+    """x1 near 1e6 with a variance component: the plain forms round each group's
+    ``I + Λ'Z'ZΛ`` (main returned ℓ off by 215 for ML at a given β, by 7 for REML,
+    silently).  Each answer is a DataError, or a value within the bound its
+    PrecisionWarning states, or a silent value within 1e-6 of the 60-digit one; the
+    small-slope point, which main gave to 5e-6, is not refused under ML."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    psis = (_PSI_FAR, _PSI_NEAR_SINGULAR, _PSI_SMALL_SLOPE)
+    out = _slope_vc_outcomes(1e6, np.array([1.0, 0.5]), psis, reml, profile_fe)
+    if not reml:
+        assert out[2] != "refused"
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize("reml", [False, True])
+@pytest.mark.parametrize("profile_fe", [False, True])
+def test_moderately_shifted_slope_with_a_variance_component_is_evaluated(
+    kernels, reml, profile_fe, monkeypatch
+):
+    """x1 near 1e3: the same rule holds, nothing is refused, and the small-slope point
+    comes silently and within 1e-6 of the 60-digit value."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    beta = np.array([1.0 - 0.5e3, 0.5])
+    out = _slope_vc_outcomes(1e3, beta, (_PSI_FAR, _PSI_SMALL_SLOPE), reml, profile_fe)
+    assert "refused" not in out
+    assert out[1] == "silent"

@@ -694,3 +694,60 @@ def test_unpickling_a_predictor_imports_the_prediction_module_alone():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "True", "dmixed.results.results", "True"]
+
+
+def _log_fit():
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(20), 6)
+    df = pd.DataFrame({"g": g, "x1": rng.normal(size=g.size), "x2": rng.uniform(0.5, 5, g.size)})
+    slope = 1.0 + 0.7 * rng.normal(size=20)[g]
+    df["y"] = 0.5 * df.x1 + slope * np.log(df.x2) + rng.normal(size=20)[g] + rng.normal(size=g.size)
+    return df, mixedlm("y ~ x1 + np.log(x2)", df, groups="g", re_formula="1 + np.log(x2)").fit()
+
+
+def test_nonfinite_transform_of_new_rows_is_nan_with_a_warning():
+    """``np.log`` of 0 and of -1 in new rows: those rows NaN with a NonFiniteRowsWarning
+    naming the column and the rows (main refused the whole call with BadValuesError),
+    the other rows as predicted alone, with and without the random part."""
+    from dmixed.errors import DmixedWarning
+
+    df, res = _log_fit()
+    new = pd.DataFrame({"g": [0, 1, 2, 3], "x1": [0.1, 0.2, 0.3, 0.4], "x2": [1.0, -1.0, 0.0, 2.0]})
+    for kw in ({}, {"include_random": False}):
+        with np.errstate(all="ignore"), pytest.warns(DmixedWarning) as record:
+            got = np.asarray(res.predict(new, **kw))
+        assert type(record[0].message).__name__ == "NonFiniteRowsWarning"
+        message = str(record[0].message)
+        assert "'np.log(x2)' (2 rows)" in message and "2 rows predicted as NaN" in message
+        assert np.isnan(got[1:3]).all()
+        alone = np.asarray(res.predict(new.iloc[[0, 3]], **kw))
+        np.testing.assert_array_equal(got[[0, 3]], alone)
+
+
+def test_nonfinite_transform_is_still_refused_when_fitting():
+    df, _ = _log_fit()
+    df.loc[3, "x2"] = 0.0
+    with np.errstate(all="ignore"), pytest.raises(DataError, match="np.log"):
+        mixedlm("y ~ x1 + np.log(x2)", df, groups="g").fit()
+
+
+def test_nonfinite_transform_on_dask_names_the_partition():
+    """On Dask the prediction is lazy, so the NonFiniteRowsWarning comes from each
+    partition's task that holds such rows, and names that partition (as the refusal
+    did before); the values equal pandas'."""
+    from dmixed.errors import NonFiniteRowsWarning
+
+    _, res = _log_fit()
+    new = pd.DataFrame(
+        {"g": np.arange(8), "x1": np.linspace(0, 1, 8), "x2": [1, 0, 1, 1, 0, 1, 1, 1.0]}
+    )
+    with np.errstate(all="ignore"), pytest.warns(NonFiniteRowsWarning):
+        expected = np.asarray(res.predict(new))
+    with dask.config.set(scheduler="sync"), np.errstate(all="ignore"):
+        with pytest.warns(NonFiniteRowsWarning) as record:
+            got = np.asarray(res.predict(dd.from_pandas(new, npartitions=4)).compute())
+    np.testing.assert_array_equal(got, expected)
+    messages = sorted(str(w.message) for w in record)
+    assert len(messages) == 2
+    assert messages[0].startswith("partition 0 of the Dask DataFrame: ")
+    assert messages[1].startswith("partition 2 of the Dask DataFrame: ")

@@ -176,3 +176,73 @@ def test_check_designs_refuses_as_the_checks_one_by_one(seed):
             check_designs(*args)
     else:
         check_designs(*args)
+
+
+# -- the rank test in a basis the columns' offsets do not decide -------------------------
+
+
+def _interaction_frame(shift: float) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(60), 8)
+    df = pd.DataFrame(
+        {"g": g, "x1": rng.normal(size=g.size) + shift, "c": rng.choice(list("abc"), g.size)}
+    )
+    df["y"] = 0.5 * (df.x1 - shift) + (df.c == "b") * 0.4 + rng.normal(size=60)[g]
+    df["y"] += rng.normal(size=g.size)
+    return df
+
+
+@pytest.mark.parametrize("shift", [1e5, 1e6])
+def test_offset_interaction_is_not_called_rank_deficient(shift):
+    """``x1*C(c)`` with x1 far from zero has full rank (main said "rank deficient (rank
+    4 < 6 columns)"): the refusal says the columns are independent but nearly dependent
+    in the float64 sums, names x1 and its offset, and suggests centring."""
+    df = _interaction_frame(shift)
+    with pytest.raises(DataError) as err:
+        dmixed.mixedlm("y ~ x1*C(c)", df, groups="g").fit()
+    message = str(err.value)
+    assert "rank deficient" not in message
+    assert "has full rank (6 columns)" in message and "nearly linearly dependent" in message
+    assert "'x1' (values about" in message and "center(x)" in message
+
+
+@pytest.mark.parametrize("shift", [0.0, 1e6, 1e8])
+def test_truly_dependent_columns_keep_the_rank_deficient_message(shift):
+    """An exact dependence (x2 = 2 x1 + 1) is refused as before at every offset."""
+    df = _interaction_frame(shift)
+    df["x2"] = 2.0 * df.x1 + 1.0
+    with pytest.raises(DataError, match=re.escape("rank deficient (rank 2 < 3 columns)")):
+        dmixed.mixedlm("y ~ x1 + x2", df, groups="g").fit()
+
+
+def test_the_suggested_centring_fits():
+    """What the message suggests, ``center(x1)*C(c)``, fits: llf and fixed effects as a
+    fit on x1 minus its mean, column for column."""
+    df = _interaction_frame(1e6)
+    res = dmixed.mixedlm("y ~ center(x1)*C(c)", df, groups="g").fit()
+    df["xc"] = df.x1 - df.x1.mean()
+    ref = dmixed.mixedlm("y ~ xc*C(c)", df, groups="g").fit()
+    np.testing.assert_allclose(res.llf, ref.llf, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(res.fe_params), np.asarray(ref.fe_params), rtol=1e-6)
+
+
+def test_a_near_dependence_without_a_product_term_gets_no_centring_advice():
+    """x3 = 1e-4·x1/3 + 1e5·x2 with x1 near 1e9 and x2 near 1e8 and no interaction:
+    centring cannot help (with an intercept it leaves the span alone), so the refusal
+    neither explains it by an interaction nor suggests center(), and keeps the "rank
+    deficient" wording."""
+    rng = np.random.default_rng(0)
+    n, shift = 200, 1e9
+    g = np.repeat(np.arange(n // 5), 5)
+    df = pd.DataFrame(
+        {
+            "g": g,
+            "x1": rng.normal(size=n) * 3.3 + shift,
+            "x2": rng.normal(size=n) * 1e-3 + 0.1 * shift,
+        }
+    )
+    df["x3"] = 1e-4 * df.x1 / 3.0 + df.x2 * 1e5
+    df["y"] = rng.normal(size=n) + rng.normal(size=n // 5)[g]
+    with pytest.raises(DataError, match="rank deficient") as err:
+        dmixed.mixedlm("y ~ x1 + x2 + x3", df, groups="g").fit()
+    assert "center(x)" not in str(err.value) and "interaction" not in str(err.value)
