@@ -46,9 +46,11 @@ from .engines.base import check_client
 from .errors import BadValuesError, DataError, NotOfferedError, SpecError
 from .fit.fit_warnings import (
     plain_rounding_of,
+    reported_gap,
     warn_boundary,
     warn_convergence,
     warn_precision,
+    warn_reported_point,
     warn_unresolved_start,
 )
 from .fit.model_methods import LikelihoodMethods
@@ -900,6 +902,13 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             lam=ev.lam,  # Λ̃ of the optimum's evaluation: the BLUPs' factor
             unpacked=unpacked,
         )
+        # the reported numbers may not carry the point in float64 (a shifted random
+        # slope): after the Hessian and the BLUPs, which read the engine at opt.packed
+        gap = reported_gap(
+            obj, coords, stats.layout, self.use_sqrt, ev, opt.packed,
+            (np.asarray(res.fe_params), np.asarray(res.cov_re), float(res.scale)),
+        )  # fmt: skip
+        warn_reported_point(gap, ev.prof.fac, coords.columns, self.exog_re_names)
         res.to_state().n_held = int(np.count_nonzero(~estimated))
         res.fit_options = dict(start_params=start_params, method=method, free=free, **settings)
         res.fit_options.update(

@@ -12,6 +12,7 @@ from ..errors import (
     DataError,
     FitConvergenceWarning,
     PrecisionWarning,
+    SpecError,
     caller_stacklevel,
 )
 from ..kernels import small_linalg
@@ -21,6 +22,7 @@ from .objective import (
     FACTOR_UNRESOLVED,
     factor_resolution,
     precision_shares,
+    quadratic_form,
     resolution,
     resolution_verdict,
     scaled_condition,
@@ -36,6 +38,7 @@ __all__ = [
     "cancellation",
     "plain_rounding_of",
     "warn_precision",
+    "warn_reported_point",
     "warn_unresolved_start",
 ]
 
@@ -441,3 +444,83 @@ def warn_unresolved_start(ev, glob, reml: bool) -> bool:
         stacklevel=caller_stacklevel(),
     )
     return True
+
+
+def reported_gap(obj, coords, layout: Layout, use_sqrt: bool, ev, packed, reported) -> float:
+    """``ℓ(fit) − ℓ(reported)``: how far the likelihood at the reported estimates
+    ``reported = (fe_params, cov_re, scale)`` (the model's units, float64) lies below the
+    fit's llf (ℓ at the optimizer's point ``packed``, evaluation ``ev``); 0 where they
+    denote the optimizer's point exactly, ``inf`` where the point they denote is
+    outside the parameter space or ℓ is not defined there.
+
+    The reported numbers are mapped into the optimizer's coordinates exactly
+    (:meth:`~dmixed.fit.coordinates.Coordinates.reported_point`) and ℓ is evaluated there
+    by the objective (``obj``: one engine step, no data pass), at the reported β and
+    σ², not profiled: ``ℓ = ℓ_prof − ½[f log(σ²/σ̂²) + Q(β)/σ² − f]`` with ``σ̂² = Q̂/f``
+    and ``Q(β)`` the residual quadratic form at the reported β (all in the statistics'
+    coordinates, where ℓ̃ differs from ℓ by a constant).  Only where a random-effects
+    column is shifted (``A_o`` not diagonal) can the reported Ψ* lose the point: else 0
+    without an evaluation (the maps are diagonal, each entry one rounding).
+    """
+    a = coords.a_opt
+    if layout.k_re == 0 or np.array_equal(a, np.diag(np.diag(a))):
+        return 0.0
+    beta, cov_re, scale = reported
+    psi_opt, scale_std, beta_std = coords.reported_point(cov_re, scale, beta)
+    here_psi, tau = layout.unpack(packed, use_sqrt)
+    if np.array_equal(psi_opt, here_psi):
+        return 0.0
+    try:
+        there = layout.pack(psi_opt, tau, use_sqrt)
+    except (SpecError, np.linalg.LinAlgError):  # no square-root factor: indefinite Ψ_o
+        return math.inf
+    other = obj.evaluate(there)
+    prof = other.prof
+    if prof is None or other.step is None or not (math.isfinite(other.llf) and scale_std > 0):
+        return math.inf
+    q_beta = quadratic_form(other.step, obj.glob, beta_std)
+    fac = prof.fac
+    s2_hat = prof.q / fac
+    llf = other.llf - 0.5 * (fac * math.log(scale_std / s2_hat) + q_beta / scale_std - fac)
+    gap = float(ev.llf) - llf
+    return gap if math.isfinite(gap) else math.inf
+
+
+def warn_reported_point(gap: float, fac: float, columns, re_names) -> None:
+    """A PrecisionWarning where the likelihood at the reported estimates lies more than
+    ``½ f`` :data:`PRECISION_WARN_ABOVE` (the fit's precision warning's llf units) from
+    the reported llf (``gap``, :func:`reported_gap`), naming each random-effects column
+    far from zero (its offset and spread) and the remedy, centring it.
+
+    ``columns``: the fit's :class:`~dmixed.stats.standardize.Standardization`;
+    ``re_names``: the model's ``exog_re`` names."""
+    if not abs(gap) > 0.5 * fac * PRECISION_WARN_ABOVE:
+        return
+    offsets = columns.model_z_shift()
+    shifted = [j for j in range(offsets.shape[0]) if offsets[j] != 0.0]
+    names = list(re_names)
+    label = [names[j] if j < len(names) else f"column {j}" for j in shifted]
+    shown = ", ".join(
+        f"{lab!r} (values about {offsets[j]:.3g}, spread about {columns.z_scale[j]:.3g})"
+        for lab, j in zip(label, shifted, strict=True)
+    )
+    first = label[0] if label else "x"
+    size = (
+        "the point they denote is not a covariance matrix about the columns' centres, "
+        "or the likelihood is not defined there"
+        if not math.isfinite(gap)
+        else f"the likelihood there is {rounded_up(abs(gap))} "
+        f"{'below' if gap > 0 else 'above'} the reported llf"
+    )
+    warnings.warn(
+        f"the reported estimates (fe_params, cov_re, scale) do not carry the fitted point "
+        f"in float64: the random-effects column {shown} lies far from zero next to its "
+        "spread, so cov_re's entries are about (offset/spread)^2 times the variances "
+        "about the column's centre and nearly cancel there; the llf is the likelihood at "
+        f"the fitted point, and {size} (evaluated in the centred coordinates at the "
+        "numbers as reported). Centre the column in the data "
+        f"({first} minus its mean) or, for a pandas DataFrame, write center({first}) in "
+        "the formula and re_formula",
+        PrecisionWarning,
+        stacklevel=caller_stacklevel(),
+    )
