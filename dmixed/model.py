@@ -904,11 +904,11 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         )
         # the reported numbers may not carry the point in float64 (a shifted random
         # slope): after the Hessian and the BLUPs, which read the engine at opt.packed
-        gap = reported_gap(
+        gap, noise = reported_gap(
             obj, coords, stats.layout, self.use_sqrt, ev, opt.packed,
             (np.asarray(res.fe_params), np.asarray(res.cov_re), float(res.scale)),
         )  # fmt: skip
-        warn_reported_point(gap, ev.prof.fac, coords.columns, self.exog_re_names)
+        warn_reported_point(gap, noise, ev.prof.fac, coords.columns, self.exog_re_names)
         res.to_state().n_held = int(np.count_nonzero(~estimated))
         res.fit_options = dict(start_params=start_params, method=method, free=free, **settings)
         res.fit_options.update(

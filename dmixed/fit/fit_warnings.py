@@ -446,12 +446,41 @@ def warn_unresolved_start(ev, glob, reml: bool) -> bool:
     return True
 
 
-def reported_gap(obj, coords, layout: Layout, use_sqrt: bool, ev, packed, reported) -> float:
-    """``ℓ(fit) − ℓ(reported)``: how far the likelihood at the reported estimates
-    ``reported = (fe_params, cov_re, scale)`` (the model's units, float64) lies below the
-    fit's llf (ℓ at the optimizer's point ``packed``, evaluation ``ev``); 0 where they
-    denote the optimizer's point exactly, ``inf`` where the point they denote is
-    outside the parameter space or ℓ is not defined there.
+#: :func:`reported_gap` evaluates nothing where the reported Ψ* denotes the optimizer's
+#: within this (:func:`relative_move`): in the optimizer's scale-free coordinates ℓ
+#: moves by about ``n`` times the relative move of ``V*``, far below the fit's
+#: precision threshold ``½ f`` :data:`PRECISION_WARN_ABOVE`; an evaluation there would
+#: measure two points' rounding, not their difference.
+REPORTED_MOVE_NEGLIGIBLE = 1e-10
+
+
+def relative_move(psi: np.ndarray, here: np.ndarray) -> float:
+    """``max_ij |psi_ij − here_ij| / √(here_ii here_jj)``: how far ``psi`` lies from
+    ``here`` relative to ``here``'s variances; 0 where they are equal, ``inf`` where
+    they differ at an entry whose variance is zero or not finite."""
+    diff = np.abs(np.asarray(psi, dtype=np.float64) - here)
+    if not diff.any():
+        return 0.0
+    root = np.sqrt(np.abs(np.diag(here)))
+    scale = np.outer(root, root)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(diff > 0, diff / scale, 0.0)
+    out = float(np.max(ratio))
+    return out if math.isfinite(out) else math.inf
+
+
+def reported_gap(
+    obj, coords, layout: Layout, use_sqrt: bool, ev, packed, reported
+) -> tuple[float, float]:
+    """``(gap, noise)``: ``gap = ℓ(fit) − ℓ(reported)``, how far the likelihood at the
+    reported estimates ``reported = (fe_params, cov_re, scale)`` (the model's units,
+    float64) lies below the fit's llf (ℓ at the optimizer's point ``packed``, evaluation
+    ``ev``); ``noise``, what the float64 statistics' rounding may move that difference
+    by (the fit's precision bound ``½ f (shares)`` of
+    :func:`~dmixed.fit.objective.precision_shares` at both points: two nearby points'
+    ℓ differ by their rounding as well).  ``(0, 0)`` where they denote the optimizer's
+    point exactly, ``(inf, 0)`` where the point they denote is outside the parameter
+    space or ℓ is not defined there.
 
     The reported numbers are mapped into the optimizer's coordinates exactly
     (:meth:`~dmixed.fit.coordinates.Coordinates.reported_point`) and ℓ is evaluated there
@@ -464,37 +493,43 @@ def reported_gap(obj, coords, layout: Layout, use_sqrt: bool, ev, packed, report
     """
     a = coords.a_opt
     if layout.k_re == 0 or np.array_equal(a, np.diag(np.diag(a))):
-        return 0.0
+        return 0.0, 0.0
     beta, cov_re, scale = reported
     psi_opt, scale_std, beta_std = coords.reported_point(cov_re, scale, beta)
     here_psi, tau = layout.unpack(packed, use_sqrt)
-    if np.array_equal(psi_opt, here_psi):
-        return 0.0
+    if relative_move(psi_opt, here_psi) <= REPORTED_MOVE_NEGLIGIBLE:
+        return 0.0, 0.0
     try:
         there = layout.pack(psi_opt, tau, use_sqrt)
     except (SpecError, np.linalg.LinAlgError):  # no square-root factor: indefinite Ψ_o
-        return math.inf
+        return math.inf, 0.0
     other = obj.evaluate(there)
     prof = other.prof
     if prof is None or other.step is None or not (math.isfinite(other.llf) and scale_std > 0):
-        return math.inf
+        return math.inf, 0.0
     q_beta = quadratic_form(other.step, obj.glob, beta_std)
     fac = prof.fac
     s2_hat = prof.q / fac
     llf = other.llf - 0.5 * (fac * math.log(scale_std / s2_hat) + q_beta / scale_std - fac)
     gap = float(ev.llf) - llf
-    return gap if math.isfinite(gap) else math.inf
+    if not math.isfinite(gap):
+        return math.inf, 0.0
+    shares = sum(precision_shares(ev.step, ev.prof, obj.glob, obj.reml))
+    shares += sum(precision_shares(other.step, prof, obj.glob, obj.reml))
+    noise = 0.5 * fac * shares
+    return gap, noise if math.isfinite(noise) else math.inf
 
 
-def warn_reported_point(gap: float, fac: float, columns, re_names) -> None:
+def warn_reported_point(gap: float, noise: float, fac: float, columns, re_names) -> None:
     """A PrecisionWarning where the likelihood at the reported estimates lies more than
     ``½ f`` :data:`PRECISION_WARN_ABOVE` (the fit's precision warning's llf units) from
-    the reported llf (``gap``, :func:`reported_gap`), naming each random-effects column
-    far from zero (its offset and spread) and the remedy, centring it.
+    the reported llf beyond the statistics' rounding (``|gap| − noise``,
+    :func:`reported_gap`), naming each random-effects column far from zero (its offset
+    and spread), the gap with its uncertainty, and the remedy, centring it.
 
     ``columns``: the fit's :class:`~dmixed.stats.standardize.Standardization`;
     ``re_names``: the model's ``exog_re`` names."""
-    if not abs(gap) > 0.5 * fac * PRECISION_WARN_ABOVE:
+    if not abs(gap) - noise > 0.5 * fac * PRECISION_WARN_ABOVE:
         return
     offsets = columns.model_z_shift()
     shifted = [j for j in range(offsets.shape[0]) if offsets[j] != 0.0]
@@ -511,6 +546,7 @@ def warn_reported_point(gap: float, fac: float, columns, re_names) -> None:
         if not math.isfinite(gap)
         else f"the likelihood there is {rounded_up(abs(gap))} "
         f"{'below' if gap > 0 else 'above'} the reported llf"
+        + (f" (give or take {rounded_up(noise)}, the statistics' rounding)" if noise > 0 else "")
     )
     warnings.warn(
         f"the reported estimates (fe_params, cov_re, scale) do not carry the fitted point "
