@@ -811,7 +811,13 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             The residual variance is resolved only coarsely by the float64 statistics;
             or the fit ended at its start, where ``X'V*⁻¹X`` is singular to the rounding
             of its sums so that the llf there is not resolved (the optimizer refuses
-            every such point beyond a start).
+            every such point beyond a start); or the reported ``fe_params``,
+            ``cov_re`` and ``scale`` do not carry the fitted point in float64 (a random
+            slope on a column far from zero next to its spread, whose raw-basis
+            ``cov_re`` nearly cancels about the column's centre): the likelihood at the
+            reported numbers lies below ``llf`` by more than ``½ f · 1e-7`` beyond the
+            statistics' rounding (:func:`dmixed.fit.fit_warnings.reported_gap`); the
+            warning names the column and the gap and suggests centring it.
 
         Notes
         -----
