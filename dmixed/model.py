@@ -817,7 +817,12 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             ``cov_re`` nearly cancels about the column's centre): the likelihood at the
             reported numbers lies below ``llf`` by more than ``½ f · 1e-7`` beyond the
             statistics' rounding (:func:`dmixed.fit.fit_warnings.reported_gap`); the
-            warning names the column and the gap and suggests centring it.
+            warning names the column and the gap and suggests centring it.  As a rule
+            of thumb it appears where the column's offset is about 1e7 times its
+            spread or more (timestamps near 1.7e9 that span less than a few minutes);
+            below about 1e6 the gap is under the float64 llf's resolution.  Centring
+            the column (``x`` minus its mean in the data or, for a pandas DataFrame,
+            ``center(x)`` in the formula and ``re_formula``) removes it.
 
         Notes
         -----
