@@ -455,18 +455,57 @@ REPORTED_MOVE_NEGLIGIBLE = 1e-10
 
 
 def relative_move(psi: np.ndarray, here: np.ndarray) -> float:
-    """``max_ij |psi_ij − here_ij| / √(here_ii here_jj)``: how far ``psi`` lies from
-    ``here`` relative to ``here``'s variances; 0 where they are equal, ``inf`` where
-    they differ at an entry whose variance is zero or not finite."""
+    """``max_ij |psi_ij − here_ij| / r_ij``: how far ``psi`` lies from ``here``
+    relative to ``here``'s variances, ``r_ij = √(here_ii here_jj)``, or ``here``'s
+    largest variance where that is zero (a boundary fit's zero variance: a positive
+    reference, not a division by zero); 0 where they are equal, ``inf`` where they
+    differ and ``here`` has no positive variance, or where it is not finite."""
     diff = np.abs(np.asarray(psi, dtype=np.float64) - here)
     if not diff.any():
         return 0.0
-    root = np.sqrt(np.abs(np.diag(here)))
+    var = np.abs(np.diag(here))
+    root = np.sqrt(var)
     scale = np.outer(root, root)
+    largest = float(np.max(var)) if var.size else 0.0
+    scale = np.where(scale > 0, scale, largest)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(diff > 0, diff / scale, 0.0)
     out = float(np.max(ratio))
     return out if math.isfinite(out) else math.inf
+
+
+#: :func:`within_rounding` allows this many units of the reported numbers' last place
+#: (each ``cov_re`` entry and ``σ²`` rounded once, their maps back a few roundings more)
+REPORTED_ROUNDING_UNITS = 16
+
+
+def within_rounding(psi_opt: np.ndarray, a: np.ndarray, cov_re, scale: float) -> np.ndarray:
+    """``psi_opt`` (the point the reported numbers denote, :meth:`~dmixed.fit.
+    coordinates.Coordinates.reported_point`) projected onto the positive semi-definite
+    matrices where it is indefinite only by the reported numbers' own rounding;
+    ``psi_opt`` itself where it is positive semi-definite.
+
+    A boundary fit's Ψ (a correlation of ±1: rank-deficient) maps back to a ``cov_re``
+    whose float64 entries, carried forth by ``A_o``, may denote a matrix with an
+    eigenvalue just below zero: each entry's rounding, about ``ε |cov_re_ij| / σ²``,
+    becomes ``ε (|A_o| |cov_re/σ²| |A_o|')_ij`` there.  Where the smallest eigenvalue is
+    within :data:`REPORTED_ROUNDING_UNITS` times that bound's norm the reported numbers
+    denote the projection (negative eigenvalues set to 0) as well as they denote
+    anything, and ℓ is evaluated there.
+
+    Raises ``np.linalg.LinAlgError`` where ``psi_opt`` is indefinite beyond that.
+    """
+    sym = (psi_opt + psi_opt.T) / 2
+    w, v = np.linalg.eigh(sym)
+    if w.size == 0 or w[0] >= 0:
+        return psi_opt
+    raw = np.abs(np.asarray(cov_re, dtype=np.float64)) / float(scale)
+    abs_a = np.abs(np.asarray(a, dtype=np.float64))
+    bound = np.finfo(np.float64).eps * np.linalg.norm(abs_a @ raw @ abs_a.T, 2)
+    if not (math.isfinite(bound) and -w[0] <= REPORTED_ROUNDING_UNITS * bound):
+        raise np.linalg.LinAlgError("the reported cov_re is not positive semi-definite")
+    out = (v * np.maximum(w, 0.0)) @ v.T
+    return (out + out.T) / 2
 
 
 def reported_gap(
@@ -480,7 +519,8 @@ def reported_gap(
     :func:`~dmixed.fit.objective.precision_shares` at both points: two nearby points'
     ℓ differ by their rounding as well).  ``(0, 0)`` where they denote the optimizer's
     point exactly, ``(inf, 0)`` where the point they denote is outside the parameter
-    space or ℓ is not defined there.
+    space beyond the reported numbers' rounding (:func:`within_rounding`: an indefinite
+    Ψ within it is evaluated at its projection) or ℓ is not defined there.
 
     The reported numbers are mapped into the optimizer's coordinates exactly
     (:meth:`~dmixed.fit.coordinates.Coordinates.reported_point`) and ℓ is evaluated there
@@ -500,8 +540,8 @@ def reported_gap(
     if relative_move(psi_opt, here_psi) <= REPORTED_MOVE_NEGLIGIBLE:
         return 0.0, 0.0
     try:
-        there = layout.pack(psi_opt, tau, use_sqrt)
-    except (SpecError, np.linalg.LinAlgError):  # no square-root factor: indefinite Ψ_o
+        there = layout.pack(within_rounding(psi_opt, a, cov_re, scale), tau, use_sqrt)
+    except (SpecError, np.linalg.LinAlgError):  # Ψ_o indefinite beyond its rounding
         return math.inf, 0.0
     other = obj.evaluate(there)
     prof = other.prof

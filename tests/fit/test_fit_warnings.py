@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import dmixed
 from dmixed.errors import BoundaryWarning, SingularHessianWarning
-from dmixed.fit.fit_warnings import singular_psi_words
+from dmixed.fit.fit_warnings import relative_move, singular_psi_words, within_rounding
 
 
 def test_a_singular_psi_names_its_block_and_the_pair_at_one():
@@ -487,3 +487,61 @@ def test_reported_estimates_of_moderately_shifted_slopes_are_silent(
     for reml in (True, False):
         res = model.fit(reml=reml)  # dmixed's warnings are errors here
         assert abs(res.llf - _reported_llf_reference(model, res, reml)) < 1e-9
+
+
+def _rank_one_frame(shift: float, seed: int = 0):
+    """30 groups of 6 rows whose slope effect is 0.8 times the intercept effect: the
+    fitted Ψ is singular with correlation +1 (a boundary fit), ``x`` about ``shift``."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(30), 6)
+    x = rng.normal(size=g.size)
+    b = rng.normal(size=30)
+    y = 1 + 0.5 * x + b[g] + 0.8 * b[g] * x + rng.normal(size=g.size)
+    return pd.DataFrame({"g": g, "x": x + shift, "y": y})
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize(("shift", "seed"), [(3e3, 1), (1e4, 0), (1e4, 4), (1e5, 0)])
+def test_a_rank_one_fit_of_a_shifted_slope_is_not_said_to_lose_its_point(
+    kernels, shift, seed, monkeypatch
+):
+    """A boundary fit (correlation +1) maps back to a cov_re whose float64 entries,
+    carried to the centred coordinates, denote a matrix indefinite by their rounding
+    only: the likelihood is evaluated at its projection (the reported numbers carry the
+    fit), not reported as undefined, and only the boundary warning is given."""
+    import warnings
+
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _rank_one_frame(shift, seed)
+    model = dmixed.MixedLM.from_formula("y ~ x", df, groups="g", re_formula="1 + x")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", dmixed.DmixedWarning)
+        model.fit()
+    precision = [str(w.message) for w in seen if issubclass(w.category, dmixed.PrecisionWarning)]
+    assert precision == []
+    assert any(issubclass(w.category, dmixed.BoundaryWarning) for w in seen)
+
+
+def test_a_zero_variance_is_measured_against_the_largest():
+    """A move at an entry whose variance is zero is measured against the largest
+    variance (finite), not divided by zero."""
+    here = np.array([[4.0, 0.0], [0.0, 0.0]])
+    moved = np.array([[4.0, 0.0], [0.0, 4e-12]])
+    assert relative_move(moved, here) == pytest.approx(1e-12)
+    assert relative_move(here, here) == 0.0
+
+
+def test_an_indefinite_reported_point_is_projected_only_within_its_rounding():
+    """An eigenvalue below zero by the reported entries' rounding, carried by A_o, is
+    set to zero; one below zero by far more is refused (the warning's "not a
+    covariance matrix")."""
+    a = np.array([[1.0, 0.0], [-1e4, 1.0]])  # centring a column about 1e4
+    cov_re = np.array([[1.0, 0.0], [0.0, 1.0]])  # its bound: about eps * 1e8
+    psi = np.array([[1.0, 1.0], [1.0, 1.0 - 1e-9]])
+    projected = within_rounding(psi, a, cov_re, 1.0)
+    assert np.linalg.eigvalsh(projected).min() >= -1e-15
+    assert np.abs(projected - psi).max() < 1e-9
+    with pytest.raises(np.linalg.LinAlgError):
+        within_rounding(np.array([[1.0, 1.0], [1.0, 0.9]]), a, cov_re, 1.0)
+    definite = np.eye(2)
+    assert within_rounding(definite, a, cov_re, 1.0) is definite
