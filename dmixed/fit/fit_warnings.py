@@ -560,6 +560,14 @@ def reported_gap(
     return gap, noise if math.isfinite(noise) else math.inf
 
 
+#: the opening of :func:`warn_reported_point`'s message: a caller that refits internally
+#: and shows no estimates of the refit (``anova``'s ML refits read only the llf) filters
+#: on it (:data:`warnings.filterwarnings`' ``message`` is matched at the start)
+REPORTED_POINT_WARNING = (
+    "the reported estimates (fe_params, cov_re, scale) do not carry the fitted point"
+)
+
+
 def warn_reported_point(gap: float, noise: float, fac: float, columns, re_names) -> None:
     """A PrecisionWarning where the likelihood at the reported estimates lies more than
     ``½ f`` :data:`PRECISION_WARN_ABOVE` (the fit's precision warning's llf units) from
@@ -589,10 +597,10 @@ def warn_reported_point(gap: float, noise: float, fac: float, columns, re_names)
         + (f" (give or take {rounded_up(noise)}, the statistics' rounding)" if noise > 0 else "")
     )
     warnings.warn(
-        f"the reported estimates (fe_params, cov_re, scale) do not carry the fitted point "
-        f"in float64: the random-effects column {shown} lies far from zero next to its "
-        "spread, so cov_re's entries are about (offset/spread)^2 times the variances "
-        "about the column's centre and nearly cancel there; the llf is the likelihood at "
+        f"{REPORTED_POINT_WARNING} in float64: the random-effects column {shown} lies "
+        "far from zero next to its spread, so cov_re's entries are about "
+        "(offset/spread)^2 times the variances about the column's centre and nearly "
+        "cancel there; the llf is the likelihood at "
         f"the fitted point, and {size} (evaluated in the centred coordinates at the "
         "numbers as reported). Centre the column in the data "
         f"({first} minus its mean) or, for a pandas DataFrame, write center({first}) in "
