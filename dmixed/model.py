@@ -820,7 +820,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             warning names the column and the gap and suggests centring it.  As a rule
             of thumb it appears where the column's offset is about 1e7 times its
             spread or more (timestamps near 1.7e9 that span less than a few minutes);
-            below about 1e6 the gap is under the float64 llf's resolution.  Centring
+            below about 1e6 the gap is under the float64 llf's resolution.  Near 1e7
+            the gap is about the threshold and rests on the reported ``cov_re``'s last
+            bits, so whether it appears there may depend on the kernel setting
+            (``DMIXED_KERNELS``).  Centring
             the column (``x`` minus its mean in the data or, for a pandas DataFrame,
             ``center(x)`` in the formula and ``re_formula``) removes it.
 
