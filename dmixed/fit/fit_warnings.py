@@ -602,7 +602,8 @@ def warn_reported_point(gap: float, noise: float, fac: float, columns, re_names)
         "(offset/spread)^2 times the variances about the column's centre and nearly "
         "cancel there; the llf is the likelihood at "
         f"the fitted point, and {size} (evaluated in the centred coordinates at the "
-        "numbers as reported). Centre the column in the data "
+        "numbers as reported, or at the nearest covariance matrix where they denote "
+        "one only within their rounding). Centre the column in the data "
         f"({first} minus its mean) or, for a pandas DataFrame, write center({first}) in "
         "the formula and re_formula",
         PrecisionWarning,
