@@ -306,7 +306,8 @@ class PrecisionWarning(DmixedWarning):
     to the spread of the response that float64 sums carry a visible relative error
     (:func:`dmixed.fit.objective.resolution`); or the fit ended at its start, where
     ``X'V*⁻¹X`` is singular to the rounding of its sums
-    (:func:`dmixed.fit.objective.factor_resolution`)."""
+    (:func:`dmixed.fit.objective.factor_resolution`); or the reported estimates do not
+    carry the fitted point in float64 (:func:`dmixed.fit.fit_warnings.reported_gap`)."""
 
 
 class NumericFactorWarning(DmixedWarning):

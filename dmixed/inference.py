@@ -20,14 +20,16 @@ coordinate, the random effects are permuted so that i comes first: ``Λ = P L̃`
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from .errors import NotNestedWarning, SpecError, caller_stacklevel
+from .errors import NotNestedWarning, PrecisionWarning, SpecError, caller_stacklevel
 from .fit.coordinates import Coordinates
+from .fit.fit_warnings import REPORTED_POINT_WARNING
 from .fit.objective import loglike_at_scale, profile, score_matrices
 from .fit.options import check_flag
 from .stats import GlobalStats, Layout
@@ -658,7 +660,13 @@ def _by_ml(fit, label: str):
     if getattr(client, "status", "running") in ("closing", "closed"):
         client = None  # its statistics are gone with it: a new data pass, as a fit does
     try:
-        return model.fit(reml=False, client=client, **options)
+        with warnings.catch_warnings():
+            # the refit's estimates are never shown, its llf is exact: the user's own
+            # fit already said whether its reported estimates carry its point
+            warnings.filterwarnings(
+                "ignore", message=re.escape(REPORTED_POINT_WARNING), category=PrecisionWarning
+            )
+            return model.fit(reml=False, client=client, **options)
     finally:
         model.reml = criterion
 

@@ -53,9 +53,11 @@ from .errors import (
 )
 from .fit.fit_warnings import (
     plain_rounding_of,
+    reported_gap,
     warn_boundary,
     warn_convergence,
     warn_precision,
+    warn_reported_point,
     warn_unresolved_start,
 )
 from .fit.model_methods import LikelihoodMethods
@@ -817,7 +819,21 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             The residual variance is resolved only coarsely by the float64 statistics;
             or the fit ended at its start, where ``X'V*⁻¹X`` is singular to the rounding
             of its sums so that the llf there is not resolved (the optimizer refuses
-            every such point beyond a start).
+            every such point beyond a start); or the reported ``fe_params``,
+            ``cov_re`` and ``scale`` do not carry the fitted point in float64 (a random
+            slope on a column far from zero next to its spread, whose raw-basis
+            ``cov_re`` nearly cancels about the column's centre): the likelihood at the
+            reported numbers lies below ``llf`` by more than ``½ f · 1e-7`` beyond the
+            statistics' rounding (:func:`dmixed.fit.fit_warnings.reported_gap`); the
+            warning names the column and the gap and suggests centring it.  As a rule
+            of thumb it appears where the column's offset is about 1e7 times its
+            spread or more (timestamps near 1.7e9 that span less than a few minutes);
+            below about 1e6 the gap is under the float64 llf's resolution.  Near 1e7
+            the gap is about the threshold and rests on the reported ``cov_re``'s last
+            bits, so whether it appears there may depend on the kernel setting
+            (``DMIXED_KERNELS``).  Centring
+            the column (``x`` minus its mean in the data or, for a pandas DataFrame,
+            ``center(x)`` in the formula and ``re_formula``) removes it.
 
         Notes
         -----
@@ -948,6 +964,13 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             lam=ev.lam,  # Λ̃ of the optimum's evaluation: the BLUPs' factor
             unpacked=unpacked,
         )
+        # the reported numbers may not carry the point in float64 (a shifted random
+        # slope): after the Hessian and the BLUPs, which read the engine at opt.packed
+        gap, noise = reported_gap(
+            obj, coords, stats.layout, self.use_sqrt, ev, opt.packed,
+            (np.asarray(res.fe_params), np.asarray(res.cov_re), float(res.scale)),
+        )  # fmt: skip
+        warn_reported_point(gap, noise, ev.prof.fac, coords.columns, self.exog_re_names)
         res.to_state().n_held = int(np.count_nonzero(~estimated))
         res.fit_options = dict(start_params=start_params, method=method, free=free, **settings)
         res.fit_options.update(

@@ -317,3 +317,31 @@ def test_same_response_other_formula_still_tested():
     big = dmixed.mixedlm("y ~ x1", df, groups="g").fit(reml=False)
     stat, p, dof = compare_lr_test(small, big)
     assert dof == 1 and stat > 0 and 0 <= p <= 1
+
+
+def test_anova_refits_do_not_repeat_the_reported_point_warning():
+    """A random slope on a column near 1e8 (spread 1): each REML fit warns that its
+    reported estimates do not carry its point, once; anova's ML refits, whose estimates
+    no one is shown (it reads their exact llf), do not warn again."""
+    import warnings
+
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    parts = []
+    for g in range(20):
+        n = int(rng.integers(4, 10))
+        x1, x2 = rng.normal(size=n), rng.normal(size=n)
+        y = 1 + 0.5 * x1 - 0.3 * x2 + rng.normal() + rng.normal(0, 0.5) * x1 + rng.normal(size=n)
+        parts.append(pd.DataFrame({"g": f"g{g:02d}", "x1": x1 + 1e8, "x2": x2, "y": y}))
+    df = pd.concat(parts, ignore_index=True)
+    fits = []
+    for formula in ("y ~ x1", "y ~ x1 + x2"):
+        model = MixedLM.from_formula(formula, df, groups="g", re_formula="1 + x1")
+        with pytest.warns(dmixed.PrecisionWarning, match="do not carry the fitted point"):
+            fits.append(model.fit())
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", dmixed.DmixedWarning)
+        table = anova(*fits)
+    assert [str(w.message) for w in seen if "do not carry" in str(w.message)] == []
+    assert np.isfinite(table.logLik).all()

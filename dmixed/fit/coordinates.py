@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import cached_property
 
 import numpy as np
@@ -271,6 +272,50 @@ class Coordinates:
     def scale(self, scale_std: float) -> float:
         return float(np.float64(scale_std) * np.float64(self.columns.sigma_scale) ** 2)
 
+    def reported_point(
+        self, cov_re: np.ndarray, scale: float, beta: np.ndarray
+    ) -> tuple[np.ndarray, float, np.ndarray]:
+        """The point that reported estimates in the model's units denote, in the
+        optimizer's coordinates: ``(Ψ_o, σ̃², β̃)`` with ``Ψ_o = A_o (cov_re/σ²) A_o'``,
+        ``σ̃² = σ² / (s_y² s_w)`` and ``β̃ = (T β − c_y e_0) / s_y``, each computed in
+        exact rational arithmetic from the float64 inputs and rounded once.
+
+        The inverse of the maps back (:meth:`psi`, :meth:`scale`, :meth:`beta`) without
+        their rounding: where a random-effects column lies far from zero next to its
+        spread, ``cov_re``'s entries are about ``(c/s)²`` times the estimates and nearly
+        cancel in ``A_o``'s congruence, so the float64 products would lose the very
+        digits this measures.  O(q³ + p²) rational operations; no data.
+
+        Parameters
+        ----------
+        cov_re : ndarray (q, q)
+            The reported covariance of the random effects (``σ² Ψ*``).
+        scale : float
+            The reported residual variance ``σ²``.
+        beta : ndarray (p,)
+            The reported fixed effects.
+
+        Returns
+        -------
+        psi_opt : ndarray (q, q)
+        scale_std : float
+        beta_std : ndarray (p,)
+        """
+        s2 = Fraction(float(scale))
+        psi = [[Fraction(float(v)) / s2 for v in row] for row in np.asarray(cov_re).tolist()]
+        psi_opt = exact_congruence(self.a_opt, psi)
+        cols = self.columns
+        unit = Fraction(float(cols.sigma_scale))
+        scale_std = float(s2 / (unit * unit)) if unit != 0 else math.inf
+        t = [[Fraction(v) for v in row] for row in self.fe_matrix.tolist()]
+        b = [Fraction(float(v)) for v in np.asarray(beta, dtype=np.float64).tolist()]
+        tb = [sum((tij * bj for tij, bj in zip(row, b, strict=True)), Fraction(0)) for row in t]
+        if cols.x_intercept >= 0:
+            tb[cols.x_intercept] -= Fraction(float(cols.y_shift))
+        sy = Fraction(float(cols.y_scale))
+        beta_std = np.array([float(v / sy) for v in tb], dtype=np.float64)
+        return psi_opt, scale_std, beta_std
+
     def llf(self, llf_std: float, n: int, reml: bool) -> float:
         return float(llf_std) + self.llf_offset(n, reml)
 
@@ -373,6 +418,24 @@ def is_identity(a: np.ndarray) -> bool:
         return False
     flat = a.ravel().tolist()
     return flat[:: q + 1] == [1.0] * q and flat.count(0.0) == q * q - q
+
+
+def exact_congruence(a: np.ndarray, m) -> np.ndarray:
+    """``a m a'`` (q × q) computed exactly from the float64 ``a`` and the rationals (or
+    floats) ``m`` (nested lists, q × q), each entry rounded once to float64."""
+    fa = [[Fraction(float(v)) for v in row] for row in np.asarray(a).tolist()]
+    fm = [[v if isinstance(v, Fraction) else Fraction(float(v)) for v in row] for row in m]
+    q = len(fa)
+    am = [
+        [sum((fa[i][k] * fm[k][j] for k in range(q)), Fraction(0)) for j in range(q)]
+        for i in range(q)
+    ]
+    out = np.empty((q, q), dtype=np.float64)
+    for i in range(q):
+        for j in range(i, q):
+            v = float(sum((am[i][k] * fa[j][k] for k in range(q)), Fraction(0)))
+            out[i, j] = out[j, i] = v
+    return out
 
 
 def lam_in_statistics(

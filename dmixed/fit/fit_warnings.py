@@ -12,6 +12,7 @@ from ..errors import (
     DataError,
     FitConvergenceWarning,
     PrecisionWarning,
+    SpecError,
     caller_stacklevel,
 )
 from ..kernels import small_linalg
@@ -21,6 +22,7 @@ from .objective import (
     FACTOR_UNRESOLVED,
     factor_resolution,
     precision_shares,
+    quadratic_form,
     resolution,
     resolution_verdict,
     scaled_condition,
@@ -36,6 +38,7 @@ __all__ = [
     "cancellation",
     "plain_rounding_of",
     "warn_precision",
+    "warn_reported_point",
     "warn_unresolved_start",
 ]
 
@@ -441,3 +444,168 @@ def warn_unresolved_start(ev, glob, reml: bool) -> bool:
         stacklevel=caller_stacklevel(),
     )
     return True
+
+
+#: :func:`reported_gap` evaluates nothing where the reported Ψ* denotes the optimizer's
+#: within this (:func:`relative_move`): in the optimizer's scale-free coordinates ℓ
+#: moves by about ``n`` times the relative move of ``V*``, far below the fit's
+#: precision threshold ``½ f`` :data:`PRECISION_WARN_ABOVE`; an evaluation there would
+#: measure two points' rounding, not their difference.
+REPORTED_MOVE_NEGLIGIBLE = 1e-10
+
+
+def relative_move(psi: np.ndarray, here: np.ndarray) -> float:
+    """``max_ij |psi_ij − here_ij| / r_ij``: how far ``psi`` lies from ``here``
+    relative to ``here``'s variances, ``r_ij = √(here_ii here_jj)``, or ``here``'s
+    largest variance where that is zero (a boundary fit's zero variance: a positive
+    reference, not a division by zero); 0 where they are equal, ``inf`` where they
+    differ and ``here`` has no positive variance, or where it is not finite."""
+    diff = np.abs(np.asarray(psi, dtype=np.float64) - here)
+    if not diff.any():
+        return 0.0
+    var = np.abs(np.diag(here))
+    root = np.sqrt(var)
+    scale = np.outer(root, root)
+    largest = float(np.max(var)) if var.size else 0.0
+    scale = np.where(scale > 0, scale, largest)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(diff > 0, diff / scale, 0.0)
+    out = float(np.max(ratio))
+    return out if math.isfinite(out) else math.inf
+
+
+#: :func:`within_rounding` allows this many units of the reported numbers' last place
+#: (each ``cov_re`` entry and ``σ²`` rounded once, their maps back a few roundings more)
+REPORTED_ROUNDING_UNITS = 16
+
+
+def within_rounding(psi_opt: np.ndarray, a: np.ndarray, cov_re, scale: float) -> np.ndarray:
+    """``psi_opt`` (the point the reported numbers denote, :meth:`~dmixed.fit.
+    coordinates.Coordinates.reported_point`) projected onto the positive semi-definite
+    matrices where it is indefinite only by the reported numbers' own rounding;
+    ``psi_opt`` itself where it is positive semi-definite.
+
+    A boundary fit's Ψ (a correlation of ±1: rank-deficient) maps back to a ``cov_re``
+    whose float64 entries, carried forth by ``A_o``, may denote a matrix with an
+    eigenvalue just below zero: each entry's rounding, about ``ε |cov_re_ij| / σ²``,
+    becomes ``ε (|A_o| |cov_re/σ²| |A_o|')_ij`` there.  Where the smallest eigenvalue is
+    within :data:`REPORTED_ROUNDING_UNITS` times that bound's norm the reported numbers
+    denote the projection (negative eigenvalues set to 0) as well as they denote
+    anything, and ℓ is evaluated there.
+
+    Raises ``np.linalg.LinAlgError`` where ``psi_opt`` is indefinite beyond that.
+    """
+    sym = (psi_opt + psi_opt.T) / 2
+    w, v = np.linalg.eigh(sym)
+    if w.size == 0 or w[0] >= 0:
+        return psi_opt
+    raw = np.abs(np.asarray(cov_re, dtype=np.float64)) / float(scale)
+    abs_a = np.abs(np.asarray(a, dtype=np.float64))
+    bound = np.finfo(np.float64).eps * np.linalg.norm(abs_a @ raw @ abs_a.T, 2)
+    if not (math.isfinite(bound) and -w[0] <= REPORTED_ROUNDING_UNITS * bound):
+        raise np.linalg.LinAlgError("the reported cov_re is not positive semi-definite")
+    out = (v * np.maximum(w, 0.0)) @ v.T
+    return (out + out.T) / 2
+
+
+def reported_gap(
+    obj, coords, layout: Layout, use_sqrt: bool, ev, packed, reported
+) -> tuple[float, float]:
+    """``(gap, noise)``: ``gap = ℓ(fit) − ℓ(reported)``, how far the likelihood at the
+    reported estimates ``reported = (fe_params, cov_re, scale)`` (the model's units,
+    float64) lies below the fit's llf (ℓ at the optimizer's point ``packed``, evaluation
+    ``ev``); ``noise``, what the float64 statistics' rounding may move that difference
+    by (the fit's precision bound ``½ f (shares)`` of
+    :func:`~dmixed.fit.objective.precision_shares` at both points: two nearby points'
+    ℓ differ by their rounding as well).  ``(0, 0)`` where they denote the optimizer's
+    point exactly, ``(inf, 0)`` where the point they denote is outside the parameter
+    space beyond the reported numbers' rounding (:func:`within_rounding`: an indefinite
+    Ψ within it is evaluated at its projection) or ℓ is not defined there.
+
+    The reported numbers are mapped into the optimizer's coordinates exactly
+    (:meth:`~dmixed.fit.coordinates.Coordinates.reported_point`) and ℓ is evaluated there
+    by the objective (``obj``: one engine step, no data pass), at the reported β and
+    σ², not profiled: ``ℓ = ℓ_prof − ½[f log(σ²/σ̂²) + Q(β)/σ² − f]`` with ``σ̂² = Q̂/f``
+    and ``Q(β)`` the residual quadratic form at the reported β (all in the statistics'
+    coordinates, where ℓ̃ differs from ℓ by a constant).  Only where a random-effects
+    column is shifted (``A_o`` not diagonal) can the reported Ψ* lose the point: else 0
+    without an evaluation (the maps are diagonal, each entry one rounding).
+    """
+    a = coords.a_opt
+    if layout.k_re == 0 or np.array_equal(a, np.diag(np.diag(a))):
+        return 0.0, 0.0
+    beta, cov_re, scale = reported
+    psi_opt, scale_std, beta_std = coords.reported_point(cov_re, scale, beta)
+    here_psi, tau = layout.unpack(packed, use_sqrt)
+    if relative_move(psi_opt, here_psi) <= REPORTED_MOVE_NEGLIGIBLE:
+        return 0.0, 0.0
+    try:
+        there = layout.pack(within_rounding(psi_opt, a, cov_re, scale), tau, use_sqrt)
+    except (SpecError, np.linalg.LinAlgError):  # Ψ_o indefinite beyond its rounding
+        return math.inf, 0.0
+    other = obj.evaluate(there)
+    prof = other.prof
+    if prof is None or other.step is None or not (math.isfinite(other.llf) and scale_std > 0):
+        return math.inf, 0.0
+    q_beta = quadratic_form(other.step, obj.glob, beta_std)
+    fac = prof.fac
+    s2_hat = prof.q / fac
+    llf = other.llf - 0.5 * (fac * math.log(scale_std / s2_hat) + q_beta / scale_std - fac)
+    gap = float(ev.llf) - llf
+    if not math.isfinite(gap):
+        return math.inf, 0.0
+    shares = sum(precision_shares(ev.step, ev.prof, obj.glob, obj.reml))
+    shares += sum(precision_shares(other.step, prof, obj.glob, obj.reml))
+    noise = 0.5 * fac * shares
+    return gap, noise if math.isfinite(noise) else math.inf
+
+
+#: the opening of :func:`warn_reported_point`'s message: a caller that refits internally
+#: and shows no estimates of the refit (``anova``'s ML refits read only the llf) filters
+#: on it (:data:`warnings.filterwarnings`' ``message`` is matched at the start)
+REPORTED_POINT_WARNING = (
+    "the reported estimates (fe_params, cov_re, scale) do not carry the fitted point"
+)
+
+
+def warn_reported_point(gap: float, noise: float, fac: float, columns, re_names) -> None:
+    """A PrecisionWarning where the likelihood at the reported estimates lies more than
+    ``½ f`` :data:`PRECISION_WARN_ABOVE` (the fit's precision warning's llf units) from
+    the reported llf beyond the statistics' rounding (``|gap| − noise``,
+    :func:`reported_gap`), naming each random-effects column far from zero (its offset
+    and spread), the gap with its uncertainty, and the remedy, centring it.
+
+    ``columns``: the fit's :class:`~dmixed.stats.standardize.Standardization`;
+    ``re_names``: the model's ``exog_re`` names."""
+    if not abs(gap) - noise > 0.5 * fac * PRECISION_WARN_ABOVE:
+        return
+    offsets = columns.model_z_shift()
+    shifted = [j for j in range(offsets.shape[0]) if offsets[j] != 0.0]
+    names = list(re_names)
+    label = [names[j] if j < len(names) else f"column {j}" for j in shifted]
+    shown = ", ".join(
+        f"{lab!r} (values about {offsets[j]:.3g}, spread about {columns.z_scale[j]:.3g})"
+        for lab, j in zip(label, shifted, strict=True)
+    )
+    first = label[0] if label else "x"
+    size = (
+        "the point they denote is not a covariance matrix about the columns' centres, "
+        "or the likelihood is not defined there"
+        if not math.isfinite(gap)
+        else f"the likelihood there is {rounded_up(abs(gap))} "
+        f"{'below' if gap > 0 else 'above'} the reported llf"
+        + (f" (give or take {rounded_up(noise)}, the statistics' rounding)" if noise > 0 else "")
+    )
+    warnings.warn(
+        f"{REPORTED_POINT_WARNING} in float64: the random-effects column {shown} lies "
+        "far from zero next to its spread, so cov_re's entries are about "
+        "(offset/spread)^2 times the variances about the column's centre and nearly "
+        "cancel there; the llf is the likelihood at "
+        f"the fitted point, and {size} (evaluated in the centred coordinates at the "
+        "numbers as reported, or at the nearest covariance matrix where they denote "
+        "one only within their rounding). Centre the column in the data "
+        f"({first} minus its mean) or, for a pandas DataFrame, write center({first}) in "
+        "the formula and re_formula",
+        PrecisionWarning,
+        stacklevel=caller_stacklevel(),
+    )

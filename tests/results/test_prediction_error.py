@@ -13,7 +13,13 @@ import pytest
 from scipy import special
 
 from dmixed import MixedLM, load, mixedlm
-from dmixed.errors import BoundaryWarning, DataError, SpecError, UnseenGroupsWarning
+from dmixed.errors import (
+    BoundaryWarning,
+    DataError,
+    PrecisionWarning,
+    SpecError,
+    UnseenGroupsWarning,
+)
 
 from .._synth import design, dyestuff2_arrays, make_data
 
@@ -114,7 +120,14 @@ def test_timestamps_give_the_centred_data_standard_errors(vc, spread):
     kw = dict(groups="g", re_formula="1 + x1", vc_formula={"sub": "0 + C(sub)"} if vc else None)
     stamped = df.assign(x1=df["x1"] + 1.7e9)
     centred = mixedlm("y ~ x1 + x2", df, **kw).fit(cov_fe="conditional")
-    shifted = mixedlm("y ~ x1 + x2", stamped, **kw).fit(cov_fe="conditional")
+    if spread == 1.0:
+        # at 1.7e9 seconds with a spread of one the raw-basis cov_re cannot carry the
+        # fitted point in float64 (the slope-only fit: the likelihood at the reported
+        # numbers is 17.6 below llf in 60 digits), and the fit says so
+        with pytest.warns(PrecisionWarning, match="do not carry the fitted point"):
+            shifted = mixedlm("y ~ x1 + x2", stamped, **kw).fit(cov_fe="conditional")
+    else:
+        shifted = mixedlm("y ~ x1 + x2", stamped, **kw).fit(cov_fe="conditional")
     rows = [df.iloc[:12], df.iloc[:3].assign(g=999)]
     for include_random in (False, True):
         for new in rows:
