@@ -9,7 +9,7 @@ inside its body) by dmixed's for the duration of this module.
 
 Every test not expected to pass is listed below with its reason:
 
-- ``SKIPPED``: tests of statsmodels' private helpers, and tests that assert
+- ``SKIPPED``: tests of statsmodels' private functions, and tests that assert
   statsmodels' own defects or choices dmixed makes differently on purpose.
 - ``GAPS``: tests of public behaviour that fail on a gap in dmixed's statsmodels API,
   marked ``xfail(strict=True)`` so that closing a gap shows here at once.
