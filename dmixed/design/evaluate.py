@@ -119,6 +119,7 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, cont
     from formulaic import model_matrix as formulaic_model_matrix
 
     from .patsy_coding import PatsyMaterializer
+    from .stateful import stand_in
 
     def build(spec, response):
         return formulaic_model_matrix(
@@ -132,7 +133,7 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, cont
         )
 
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
+        with warnings.catch_warnings(), np.errstate(all="ignore"), stand_in():
             warnings.simplefilter("ignore")
             # (parsed once: formulaic's parse of n terms joined by + costs n squared)
             parsed = Formula(formula)

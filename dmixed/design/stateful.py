@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,7 @@ __all__ = [
     "learned_state",
     "learns",
     "refuse_on_partitions",
+    "stand_in",
     "validated_state",
     "with_state",
 ]
@@ -64,8 +67,25 @@ SPLINES = frozenset({"bs"})
 #: finite (removed by :func:`learned_state`, which refuses them)
 _NONFINITE = "nonfinite"
 
+#: whether the transforms are evaluated on a stand-in frame (:func:`stand_in`)
+_STAND_IN: ContextVar[bool] = ContextVar("dmixed_stand_in", default=False)
+
 #: the keys of each transform's state: ``{"mean"}``, and ``"scale"`` where it rescales
 _STATE_KEYS = ("mean", "scale")
+
+
+@contextmanager
+def stand_in() -> Iterator[None]:
+    """Transforms evaluated inside are given a stand-in frame's values (a prototype,
+    :func:`~dmixed.design.levels.prototype`), not rows of the data: formulaic's specs
+    are learned from them, and any state learned is replaced before anything is
+    fitted.  bs() then does not refuse values outside bounds given in the formula
+    (the stand-in's values are not the data's); on the data's rows it does."""
+    token = _STAND_IN.set(True)
+    try:
+        yield
+    finally:
+        _STAND_IN.reset(token)
 
 
 def _learn(values: np.ndarray, ddof: int, rescale: bool, state: dict) -> None:
@@ -172,7 +192,11 @@ def bs(
         lo, hi = float(all_knots[0]), float(all_knots[-1])
         # (values not finite are left NaN rows, refused as the design's: named by call)
         outside = finite & ((values < lo) | (values > hi))
-        if outside.any():
+        if outside.any() and _STAND_IN.get():
+            # a stand-in's values, which bounds given in the formula need not cover:
+            # its columns are those of a value within them (the spec is what is learned)
+            values = np.clip(values, lo, hi)
+        elif outside.any():
             raise BadValuesError(
                 f"bs() is given {plural(int(np.count_nonzero(outside)))} outside the "
                 f"bounds of its knots [{lo!r}, {hi!r}] (first: {float(values[outside][0])!r}), "

@@ -717,7 +717,13 @@ class MixedLMResults(FittedValues, Hypotheses):
         ``use.u = TRUE``).  Returns a DataFrame (n, nsim) of columns ``sim_1 …``
         indexed like the fitted rows, one column for ``nsim = 1`` too, as lme4's
         data.frame (a lazy Dask DataFrame for a Dask fit; an ndarray (n, nsim) for a
-        model built from arrays).  See :func:`dmixed.results.simulate.simulate_fitted`.
+        model built from arrays).  ``seed``: None (fresh entropy), a non-negative
+        integer, a sequence of them, a numpy ``SeedSequence`` or ``BitGenerator``
+        (``numpy.random.default_rng(seed)``), or a ``Generator`` or ``RandomState`` used
+        as it is; anything else raises :class:`~dmixed.errors.SpecError`.  The same seed
+        draws the same responses whatever the partitioning of the rows (an in-process
+        fit and a Dask fit of the same rows in the same order draw the same).  See
+        :func:`dmixed.results.simulate.simulate_fitted`.
         """
         return simulate_fitted(self, nsim, seed, use_re)
 

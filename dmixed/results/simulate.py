@@ -24,7 +24,7 @@ import pandas as pd
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns, prepare_columns
 from ..design.references import design_coordinates, design_effects
-from ..errors import SpecError
+from ..errors import SpecError, shorten
 from ..fit.coordinates import Coordinates
 from ..fit.options import check_flag, check_integer
 from ..fit.params import MixedLMParams
@@ -48,12 +48,28 @@ __all__ = [
 ]
 
 
-def as_rng(seed):
+#: what a seed may be, as messages say it
+SEED_KINDS = (
+    "None, a non-negative integer, a sequence of them, a numpy SeedSequence, "
+    "BitGenerator, Generator or RandomState"
+)
+
+
+def as_rng(seed, name: str = "seed"):
     """A random generator: ``seed`` itself if it is one (a numpy ``Generator``, or a
-    legacy ``RandomState`` as statsmodels accepts), else ``numpy.random.default_rng(seed)``."""
+    legacy ``RandomState`` as statsmodels accepts), else ``numpy.random.default_rng(seed)``.
+
+    Raises
+    ------
+    SpecError
+        If numpy cannot seed a generator with ``seed`` (a float, a text, a negative
+        integer), naming the argument ``name`` and what it accepts."""
     if isinstance(seed, (np.random.Generator, np.random.RandomState)):
         return seed
-    return np.random.default_rng(seed)
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"{name} must be {SEED_KINDS}; got {shorten(repr(seed))} ({e})") from None
 
 
 #: rows per noise block: each block's draws come from their own seed
@@ -312,13 +328,14 @@ def simulate_fitted(results, nsim: int = 1, seed=None, use_re: bool = False):
     results : MixedLMResults
         A fit of this session (its model's rows are needed).
     nsim : int
-    seed : int, numpy Generator or None
-        ``numpy.random.default_rng(seed)``: the random effects, then the seed of the
-        noise blocks (:func:`block_noise`); the draws do not depend on the
-        partitioning of the rows, and a Dask fit draws what an in-process fit of the
-        same rows in the same order draws (the noise is drawn by row number: the same
-        rows in another order, as files listed in another order give, draw other
-        noise).
+    seed : None, int, sequence of ints, SeedSequence, BitGenerator, Generator or RandomState
+        ``numpy.random.default_rng(seed)`` (a numpy ``Generator`` or ``RandomState`` is
+        used as it is; integers non-negative; None: fresh entropy, other draws each
+        call): the random effects, then the seed of the noise blocks
+        (:func:`block_noise`).  The draws do not depend on the partitioning of the
+        rows: a Dask fit draws what an in-process fit of the same rows in the same
+        order draws (the noise is drawn by row number: the same rows in another order,
+        as files listed in another order give, draw other noise).
     use_re : bool
 
     Returns
@@ -331,7 +348,8 @@ def simulate_fitted(results, nsim: int = 1, seed=None, use_re: bool = False):
     Raises
     ------
     SpecError
-        ``nsim`` not a positive integer; ``use_re`` not a Python or numpy bool; no rows
+        ``nsim`` not a positive integer; ``seed`` not one numpy seeds a generator with
+        (a float, a text, a negative integer); ``use_re`` not a Python or numpy bool; no rows
         at hand (loaded results, a model built from statistics, or after
         ``remove_data()``; the message says whether
         :func:`~dmixed.results.bootstrap.bootstrap` can run instead).
@@ -411,7 +429,7 @@ class RowDistribution:
         """One draw of the response (n,): ``n`` is ignored, as statsmodels' (its
         interface); ``rng`` a seed, ``Generator`` or ``RandomState``."""
         del n
-        rng = as_rng(rng)
+        rng = as_rng(rng, "rng")
         n_groups = len(self.predictor.group_labels)
         drawn = draw_effects(rng, self.lam, n_groups, self.predictor.slot_cols)
         effects = [design_effects(self.spec, drawn)]

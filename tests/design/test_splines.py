@@ -312,9 +312,10 @@ def test_the_text_check_refuses_learned_knots_and_accepts_given_ones():
     refuse_frozen_in_text(f"y ~ {CONSTANT}", f"~{CONSTANT}", None, "files")
 
 
-def _command_line(frame, tmp_path, monkeypatch, formula) -> tuple[int, str, list]:
+def _command_line(frame, tmp_path, monkeypatch, formula, cluster=None) -> tuple[int, str, list]:
     """``dmixed fit`` of ``frame`` as Parquet: its status, its stderr and the calls of
-    :func:`dmixed.cluster.connect` (each stops the run there)."""
+    :func:`dmixed.cluster.connect` (each stops the run there, unless ``cluster`` is
+    given: a context manager of the client to run on)."""
     import contextlib
     import io
 
@@ -326,6 +327,8 @@ def _command_line(frame, tmp_path, monkeypatch, formula) -> tuple[int, str, list
 
     def connect(*a, **k):
         called.append(a)
+        if cluster is not None:
+            return cluster()
         raise RuntimeError("stopped where the cluster would start")
 
     monkeypatch.setattr(dmixed.cluster, "connect", connect)
@@ -372,3 +375,79 @@ def test_values_not_finite_are_refused_naming_the_call(frame):
             groups="g",
             missing="drop",
         )
+
+
+#: every knot and both bounds given, the bounds covering the data's rows but not the
+#: values of the stand-in frame formulaic's specs are learned from (1.0 to 1.75)
+AWAY_FROM_THE_STAND_IN = (
+    "y ~ bs(age, knots=(35, 50, 65), lower_bound=20, upper_bound=80) + z",
+    "y ~ bs(p, knots=(0.5,), lower_bound=0, upper_bound=1) + z",
+    "y ~ bs(age - 50, knots=(0,), lower_bound=-40, upper_bound=40) + z",
+)
+
+
+@pytest.fixture(scope="module")
+def ages() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    n = 240
+    df = pd.DataFrame(
+        {
+            "g": np.repeat(np.arange(30), 8),
+            "age": rng.uniform(20, 80, n),
+            "p": rng.uniform(0.05, 0.95, n),
+            "z": rng.normal(size=n),
+        }
+    )
+    df["y"] = np.sin(df.age / 10) + 0.3 * df.z + rng.normal(size=n)
+    df["y"] += np.repeat(rng.normal(size=30), 8)
+    return df
+
+
+@pytest.mark.parametrize("formula", AWAY_FROM_THE_STAND_IN)
+def test_given_bounds_need_not_cover_the_stand_in_frame(ages, formula):
+    """The bounds are checked on the data's rows, on pandas and on Dask alike; the
+    design is patsy's."""
+    dd = pytest.importorskip("dask.dataframe")
+    local = dmixed.mixedlm(formula, ages, groups="g")
+    on_dask = dmixed.mixedlm(formula, dd.from_pandas(ages, npartitions=3), groups="g")
+    ref = patsy.dmatrix(formula.split("~")[1], ages)
+    np.testing.assert_allclose(local.exog, np.asarray(ref), rtol=1e-12, atol=1e-12)
+    a, b = on_dask.fit(), local.fit()
+    np.testing.assert_allclose(a.fe_params.to_numpy(), b.fe_params.to_numpy(), rtol=1e-9)
+    assert a.llf == pytest.approx(b.llf, rel=1e-12)
+
+
+def test_given_bounds_still_refuse_the_data_rows_outside_them(ages):
+    formula = AWAY_FROM_THE_STAND_IN[0]
+    with pytest.raises(FormulaError, match=r"1 row outside the bounds of its knots"):
+        dmixed.mixedlm(formula, ages.assign(age=ages.age.where(ages.index != 7, 85.0)), groups="g")
+    fit = dmixed.mixedlm(formula, ages, groups="g").fit()
+    beyond = pd.DataFrame({"age": [50.0, 10.0], "z": [0.0, 0.0], "g": [0, 0]})
+    with pytest.raises(FormulaError, match=r"1 row outside the bounds .*first: 10\.0"):
+        fit.predict(beyond)
+    assert np.isfinite(np.asarray(fit.predict(beyond.iloc[:1]))).all()
+
+
+def test_the_command_line_fits_bounds_that_do_not_cover_the_stand_in(ages, tmp_path, monkeypatch):
+    """``dmixed fit`` on an in-process cluster (threads): the formula's spec is learned
+    there from the stand-in frame too."""
+    import contextlib
+
+    distributed = pytest.importorskip("distributed")
+
+    @contextlib.contextmanager
+    def in_process():
+        with (
+            distributed.LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+            ) as lc,
+            distributed.Client(lc) as client,
+        ):
+            yield client
+
+    formula = AWAY_FROM_THE_STAND_IN[0]
+    code, err, _ = _command_line(ages, tmp_path, monkeypatch, formula, in_process)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "out" / "estimates.json").read_text())
+    local = dmixed.mixedlm(formula, ages, groups="g").fit()
+    assert saved["estimates"]["llf"] == pytest.approx(local.llf, rel=1e-9)

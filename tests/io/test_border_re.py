@@ -102,3 +102,17 @@ def test_factor_rows_that_do_not_fit_are_refused():
         crossed_random_effects(table, slots, unlisted, 1, widths, prior)
     with pytest.raises(ValueError, match="prior variances"):
         crossed_random_effects(table, slots, cov, 1, widths, [1.0])
+
+
+def test_every_file_a_crossed_save_writes_is_named_in_the_readme(tmp_path):
+    """The README's results directory and the command line's listing name every file
+    a save with crossed components writes."""
+    from pathlib import Path
+
+    res, state = _fit("crossed")
+    save_state(state, tmp_path / "s", "text")
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    listing = readme.split("The results directory (")[1].split(")")[0]
+    for name in sorted(p.name for p in (tmp_path / "s").iterdir()):
+        assert f"`{name}`" in readme, name
+        assert f"`{name}`" in listing, name

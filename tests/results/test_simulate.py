@@ -84,6 +84,20 @@ def test_redrawn_random_effects_give_the_marginal_covariance(vc_fit):
     assert np.max(np.abs(emp - theory) / se) < 5.5
 
 
+@pytest.mark.parametrize("seed", [1.5, -1, "a", [1, -2]])
+def test_a_seed_numpy_cannot_use_is_refused_naming_seed(vc_fit, seed):
+    with pytest.raises(SpecError, match=r"^seed must be None, a non-negative integer.*; got "):
+        vc_fit.simulate(2, seed=seed)
+
+
+def test_a_statsmodels_rvs_rng_numpy_cannot_use_is_refused_naming_rng(vc_fit):
+    from dmixed.results.simulate import as_rng
+
+    with pytest.raises(SpecError, match=r"^rng must be None, a non-negative integer"):
+        as_rng(0.5, "rng")
+    assert isinstance(as_rng(np.random.SeedSequence(3)), np.random.Generator)
+
+
 def test_refusals(vc_fit, tmp_path):
     with pytest.raises(SpecError, match="nsim must be a positive integer"):
         vc_fit.simulate(0)
