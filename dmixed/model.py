@@ -964,13 +964,6 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             lam=ev.lam,  # Λ̃ of the optimum's evaluation: the BLUPs' factor
             unpacked=unpacked,
         )
-        # the reported numbers may not carry the point in float64 (a shifted random
-        # slope): after the Hessian and the BLUPs, which read the engine at opt.packed
-        gap, noise = reported_gap(
-            obj, coords, stats.layout, self.use_sqrt, ev, opt.packed,
-            (np.asarray(res.fe_params), np.asarray(res.cov_re), float(res.scale)),
-        )  # fmt: skip
-        warn_reported_point(gap, noise, ev.prof.fac, coords.columns, self.exog_re_names)
         res.to_state().n_held = int(np.count_nonzero(~estimated))
         res.fit_options = dict(start_params=start_params, method=method, free=free, **settings)
         res.fit_options.update(
@@ -1004,6 +997,15 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
                     FitConvergenceWarning,
                     stacklevel=caller_stacklevel(),
                 )
+        # the reported numbers may not carry the point in float64 (a shifted random
+        # slope): after the Hessian and the BLUPs, which read the engine at opt.packed,
+        # and after a penalized fit's β is set (res.fe_params is cached on first read)
+        gap, noise = reported_gap(
+            obj, coords, stats.layout, self.use_sqrt, ev, opt.packed,
+            (np.asarray(res.fe_params), np.asarray(res.cov_re), float(res.scale)),
+            llf_fit=llf,
+        )  # fmt: skip
+        warn_reported_point(gap, noise, ev.prof.fac, coords.columns, self.exog_re_names)
         return res
 
     def fit_regularized(

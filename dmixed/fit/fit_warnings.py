@@ -509,7 +509,7 @@ def within_rounding(psi_opt: np.ndarray, a: np.ndarray, cov_re, scale: float) ->
 
 
 def reported_gap(
-    obj, coords, layout: Layout, use_sqrt: bool, ev, packed, reported
+    obj, coords, layout: Layout, use_sqrt: bool, ev, packed, reported, llf_fit=None
 ) -> tuple[float, float]:
     """``(gap, noise)``: ``gap = ℓ(fit) − ℓ(reported)``, how far the likelihood at the
     reported estimates ``reported = (fe_params, cov_re, scale)`` (the model's units,
@@ -530,6 +530,9 @@ def reported_gap(
     coordinates, where ℓ̃ differs from ℓ by a constant).  Only where a random-effects
     column is shifted (``A_o`` not diagonal) can the reported Ψ* lose the point: else 0
     without an evaluation (the maps are diagonal, each entry one rounding).
+
+    ``llf_fit``, the reported llf where it is not ``ev``'s (``fit_regularized``: ℓ at the
+    penalized β, at the same covariance parameters); ``None`` for ``ev.llf``.
     """
     a = coords.a_opt
     if layout.k_re == 0 or np.array_equal(a, np.diag(np.diag(a))):
@@ -551,7 +554,7 @@ def reported_gap(
     fac = prof.fac
     s2_hat = prof.q / fac
     llf = other.llf - 0.5 * (fac * math.log(scale_std / s2_hat) + q_beta / scale_std - fac)
-    gap = float(ev.llf) - llf
+    gap = float(ev.llf if llf_fit is None else llf_fit) - llf
     if not math.isfinite(gap):
         return math.inf, 0.0
     shares = sum(precision_shares(ev.step, ev.prof, obj.glob, obj.reml))

@@ -341,3 +341,22 @@ def test_a_cluster_fit_is_the_one_in_process(client, engine):
     np.testing.assert_allclose(res.fe_params, ref.fe_params, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(res.fe_params == 0, ref.fe_params == 0)
     np.testing.assert_allclose(res.llf, ref.llf, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shift", [1e4, 1e6])
+def test_a_penalized_fit_of_a_shifted_slope_is_not_said_to_lose_its_point(shift):
+    """The reported point's gap is measured against the penalized llf: the penalty's loss
+    of likelihood is no rounding of the reported numbers (dmixed's warnings are errors)."""
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(40), 10)
+    x1 = shift + rng.normal(size=400)
+    x2 = rng.normal(size=400)
+    b0, b1 = rng.normal(size=40), 0.5 * rng.normal(size=40)
+    y = 1 + 0.3 * (x1 - shift) + 0.8 * x2 + b0[g] + b1[g] * (x1 - shift) + rng.normal(size=400)
+    df = pd.DataFrame({"y": y, "x1": x1, "x2": x2, "g": g})
+    model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="~x1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dmixed.PrecisionWarning)
+        res = model.fit_regularized(alpha=[0, 0, 50])
+    assert res.fe_params["x2"] != 0.0
+    assert res.llf < model.fit().llf
