@@ -1000,9 +1000,11 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         # the reported numbers may not carry the point in float64 (a shifted random
         # slope): after the Hessian and the BLUPs, which read the engine at opt.packed,
         # and after a penalized fit's β is set (res.fe_params is cached on first read)
+        # (the state's arrays, as the reported numbers hold them: no pandas objects made)
+        state = res.to_state()
         gap, noise = reported_gap(
             obj, coords, stats.layout, self.use_sqrt, ev, opt.packed,
-            (np.asarray(res.fe_params), np.asarray(res.cov_re), float(res.scale)),
+            (np.asarray(state.fe_params), np.asarray(state.cov_re), float(state.scale)),
             llf_fit=llf,
         )  # fmt: skip
         warn_reported_point(gap, noise, ev.prof.fac, coords.columns, self.exog_re_names)
