@@ -105,12 +105,15 @@ SHIFTED_SWEEP_CHOICES = ("auto", "always", "never")
 #: ``engine="auto"`` gathers the statistics to the driver and optimizes in-process when
 #: they hold at most this many float64 values (``G · r · (r + p + 1)``, the ``zz`` and
 #: ``zxy`` arrays, or the ragged count of variance components held structured,
-#: :func:`~dmixed.engines.dask.structured.ragged_values`; 6e6 values = 48 MB, about
-#: 430 000 groups of a random-slope model).
-#: A distributed step costs a fixed round trip plus its share of the work, while
-#: gathering copies the statistics to the driver several times over: past about half a
-#: million groups the gather costs more than the round trips (benchmarks/RESULTS.md).
-AUTO_LOCAL_MAX_VALUES = 6_000_000
+#: :func:`~dmixed.engines.dask.structured.ragged_values`; 1.5e6 values = 12 MB, about
+#: 107 000 groups of a random-slope model).
+#: Kept on the workers, the optimization is one round trip of a few stages
+#: (:mod:`~dmixed.engines.dask.ahead`, run as direct calls:
+#: :mod:`~dmixed.engines.dask.direct_calls`) whose compute divides among the workers and
+#: whose answer to the driver is the BLUPs; gathered, the statistics cross to the
+#: driver (more bytes than the BLUPs) and every step's work runs there, serial
+#: whatever the number of workers (benchmarks/RESULTS.md, g3drv).
+AUTO_LOCAL_MAX_VALUES = 1_500_000
 
 
 LOCAL_SCHEDULERS = frozenset(

@@ -76,6 +76,32 @@ def test_small_statistics_are_gathered_and_the_log_says_why(client, caplog):
     )
 
 
+def test_the_rule_keeps_statistics_of_two_million_values_on_the_workers(client):
+    """2.2M statistic values (22 000 random-slope groups, 48 fixed effects: ``r (r + p +
+    1)`` = 102 values each) stay on the workers: there the optimization's compute divides
+    among them and only the BLUPs come back, where gathered every step ran on the driver
+    (the rule drawn at 6M values gathered them)."""
+    n_groups, p = 22_000, 48
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(n_groups), 2)
+    x = rng.normal(size=(g.size, p))
+    df = pd.DataFrame(x, columns=[f"x{i}" for i in range(p)]).assign(
+        g=g, y=x[:, 0] + rng.normal(size=g.size) + rng.normal(size=n_groups)[g]
+    )
+    model = dmixed.mixedlm(
+        "y ~ " + " + ".join(f"x{i}" for i in range(1, p)),
+        dd.from_pandas(df, npartitions=2),
+        groups="g",
+        re_formula="1 + x1",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = statistics_from_dask(model.source, model.spec, client=client, engine="auto")
+    assert isinstance(stats.engine, DaskEngine)
+    assert n_groups * 2 * (2 + p + 1) > AUTO_LOCAL_MAX_VALUES  # p fixed effects
+    stats.engine.close()
+
+
 def test_a_workers_first_task_after_its_block_is_the_blocks_summary(client):
     """Kept on the workers, each block's summary (what the driver assembles while the
     workers go on) runs on its worker before the block's evaluator and moment sums: a
