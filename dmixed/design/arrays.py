@@ -44,6 +44,11 @@ class RowData:
     #: :meth:`~dmixed.stats.standardize.Standardization.choose`).  Rows replaced
     #: (``dataclasses.replace``) must reset it.
     intercepts: tuple[int, int] | None = None
+    #: :func:`~dmixed.stats.keys.sorted_codes` of ``groups`` where the design numbered
+    #: them from their column (:attr:`~dmixed.design.spec.DesignMatrices.group_codes`,
+    #: read-only; the engine numbers ``groups`` itself where None).  Rows replaced with
+    #: other ``groups`` (a subset) must reset it.
+    group_codes: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def pandas_index(*values) -> pd.Index | None:

@@ -28,6 +28,7 @@ def rows_of_frame(spec, data, prepared=None) -> RowData:
         dm.n_dropped,
         data.index if dm.keep is None else data.index[dm.keep],
         spec.intercept_columns(),
+        dm.group_codes,
     )
     if dm.n_dropped:
         warnings.warn(

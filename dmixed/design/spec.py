@@ -52,7 +52,7 @@ from .build import (
 )
 from .build_levels import group_native, scan_levels
 from .coded import CodedPlan, factor_codes, find_coded_plan, remember_plan, shared_plan
-from .dtypes import NUMERIC, group_keys, native_dtype, py_scalars
+from .dtypes import NUMERIC, coded_group_keys, native_dtype, py_scalars
 from .evaluate import PATSY_ORDER, materialize, reordered, term_order
 from .labels import formulaic_spelling, patsy_spelling
 from .levels import ArrayLevels, object_index, prototype, text_array
@@ -117,6 +117,10 @@ class DesignMatrices:
     n_dropped: int
     #: the rows of the frame kept (None: all; ``missing="drop"``)
     keep: np.ndarray | None = None
+    #: :func:`~dmixed.stats.keys.sorted_codes` of ``groups``, read-only, where the
+    #: design numbered the keys more cheaply from their column
+    #: (:func:`~dmixed.design.dtypes.coded_group_keys`); None: not numbered
+    group_codes: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def nobs(self) -> int:
@@ -578,16 +582,18 @@ class ModelSpec(ModelNames):
         groups = df[self.group_name] if prepared.group is None else prepared.group
         if prepared.keep is not None:
             groups = groups[prepared.keep]
+        keys, coded = coded_group_keys(groups, self.group_native)
         return DesignMatrices(
             endog=endog,
             exog=exog,
             exog_re=exog_re,
             vc_cols=vc_cols,
             vc_vals=vc_vals,
-            groups=group_keys(groups, self.group_native),
+            groups=keys,
             weights=prepared.weights,
             n_dropped=prepared.n_dropped,
             keep=prepared.keep,
+            group_codes=coded,
         )
 
 

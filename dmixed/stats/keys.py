@@ -383,6 +383,62 @@ def sorted_codes(groups) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), np.asarray(labels)
 
 
+def text_codes(column) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`sorted_codes` of a column of text keys, numbered by Arrow without a Python
+    object a row; None where the column is not text without missing values (then
+    :func:`sorted_codes` of its keys numbers it, as before).
+
+    The distinct keys are found by one hash of the Arrow strings (``dictionary_encode``)
+    and only they are sorted and made Python strings.  Arrow sorts strings by their
+    UTF-8 bytes, which is code point order, Python's order of ``str``: the same labels
+    and codes as :func:`sorted_codes` of the keys as objects.
+
+    Parameters
+    ----------
+    column : pandas Series, shape (n,)
+        The group column as the design reads it: Arrow-backed strings (pandas' ``str``
+        dtype or ``ArrowDtype`` of ``string``/``large_string``), or ``object`` values
+        that are all ``str`` (converted to Arrow once).  Other columns give None.
+
+    Returns
+    -------
+    codes : ndarray of int64, shape (n,)
+        Position of each row's key in ``labels``.
+    labels : ndarray of object, shape (G,)
+        The distinct keys (Python ``str``), sorted.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    dt = column.dtype
+    if isinstance(dt, pd.ArrowDtype) or getattr(dt, "storage", None) == "pyarrow":
+        values = pa.array(column.array) if len(column) else None  # (chunked where read so)
+        if isinstance(values, pa.Array):
+            values = pa.chunked_array([values])
+        if values is None or not (
+            pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+        ):
+            return None
+    elif pd.api.types.is_object_dtype(dt) and len(column):
+        if pd.api.types.infer_dtype(column, skipna=False) != "string":
+            return None  # missing values, other types: as before
+        try:
+            values = pa.chunked_array([pa.array(column.to_numpy(), type=pa.large_string())])
+        except (pa.ArrowException, UnicodeError):
+            return None  # (lone surrogates, str subclasses Arrow refuses)
+    else:
+        return None
+    if values.null_count:
+        return None
+    encoded = pc.dictionary_encode(values).combine_chunks()
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size, dtype=np.int64)
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    labels = encoded.dictionary.take(pa.array(order)).to_numpy(zero_copy_only=False)
+    return codes, labels.astype(object, copy=False)
+
+
 #: :func:`sorted_codes` numbers integer keys through a table over their range when the
 #: range is at most this many times the number of rows (else by hashing, as pandas does).
 DENSE_RANGE_PER_ROW = 2

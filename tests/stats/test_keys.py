@@ -23,6 +23,7 @@ from dmixed.stats.keys import (
     settled_kind,
     settled_labels,
     sorted_codes,
+    text_codes,
 )
 
 
@@ -388,3 +389,62 @@ def test_owned_read_only_keys_off_zero_are_ordered_not_overwritten():
     want = order_distinct(keys.copy())
     np.testing.assert_array_equal(got.position, want.position)
     np.testing.assert_array_equal(keys, [13, 10, 12, 15, 10])
+
+
+#: text keys whose order differs by width or by plane: Arrow's byte order must be Python's
+TEXT_KEYS = ["b", "a", "", "é", "\uffff", "\U0001f600", "a", "Z", "z", "ä", "b"]
+TEXT_DTYPES = ["str", object, pd.ArrowDtype(__import__("pyarrow").large_string())]
+
+
+@pytest.mark.parametrize("dtype", TEXT_DTYPES, ids=["str", "object", "arrow"])
+def test_text_codes_are_sorted_codes_of_the_keys_as_objects(dtype):
+    column = pd.Series(TEXT_KEYS, dtype=dtype)
+    codes, labels = text_codes(column)
+    want_codes, want_labels = sorted_codes(np.array(TEXT_KEYS, dtype=object))
+    assert codes.dtype == np.int64 and labels.dtype == object
+    np.testing.assert_array_equal(codes, want_codes)
+    assert labels.tolist() == want_labels.tolist() == sorted(set(TEXT_KEYS))
+    assert all(type(v) is str for v in labels)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pd.Series(["a", None, "b"], dtype="str"),  # missing: numbered as before
+        pd.Series(["a", None, "b"], dtype=object),
+        pd.Series(["a", np.nan], dtype=object),
+        pd.Series(["a", 1], dtype=object),  # several types: refused or classed as before
+        pd.Series([b"a", b"b"], dtype=object),
+        pd.Series([1, 2]),
+        pd.Series(["a", "b"], dtype="category"),
+        pd.Series([], dtype="str"),
+    ],
+)
+def test_text_codes_leave_other_columns_to_sorted_codes(column):
+    assert text_codes(column) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=4),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_text_codes_match_sorted_codes_for_any_text(keys):
+    want_codes, want_labels = sorted_codes(np.array(keys, dtype=object))
+    for dtype in ("str", object):
+        codes, labels = text_codes(pd.Series(keys, dtype=dtype))
+        np.testing.assert_array_equal(codes, want_codes)
+        assert labels.tolist() == want_labels.tolist()
+
+
+def test_text_codes_of_a_column_read_in_chunks():
+    column = pd.concat(
+        [pd.Series(["b", "é"], dtype="str"), pd.Series(["a", "b"], dtype="str")],
+        ignore_index=True,
+    )
+    codes, labels = text_codes(column)
+    np.testing.assert_array_equal(codes, [1, 2, 0, 1])
+    assert labels.tolist() == ["a", "b", "é"]
