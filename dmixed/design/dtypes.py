@@ -532,7 +532,7 @@ def coded_group_keys(
         values (then the engine numbers ``keys`` itself).
     """
     coded = None
-    if native is None and column_class(s.dtype) == "string":
+    if native is None and column_class(s.dtype) in ("string", "arrow-dict", "categorical"):
         coded = text_codes(s)
     if coded is None:
         return group_keys(s, native), None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import dmixed
@@ -46,11 +47,16 @@ def _same_fit(got, want):
 
 
 @pytest.mark.parametrize("kernels", ["numpy", "numba"])
-@pytest.mark.parametrize("dtype", ["str", object, "category"])
+@pytest.mark.parametrize("dtype", ["str", object, "category", "arrow-dictionary"])
 def test_text_keys_fit_as_their_integer_codes(data, dtype, kernels, monkeypatch):
     df, names = data
     _, want = _fit(df, kernels, monkeypatch)
-    model, got = _fit(df.assign(g=pd.Series(names, dtype=dtype)), kernels, monkeypatch)
+    if dtype == "arrow-dictionary":
+        keys = pd.Series(pd.arrays.ArrowExtensionArray(pa.array(names).dictionary_encode()))
+    else:
+        keys = pd.Series(names, dtype=dtype)
+    model, got = _fit(df.assign(g=keys), kernels, monkeypatch)
+    assert model.rows.group_codes is not None  # numbered from the column
     _same_fit(got, want)
     present = [NAMES[i] for i in sorted(set(df["g"]))]
     assert list(got.group_labels) == present == list(got.random_effects)
