@@ -16,7 +16,7 @@ def rows_of_frame(spec, data, prepared=None) -> RowData:
     prepared already, :func:`dmixed.design.build_spec_prepared`), with the formulas'
     intercepts as their columns of ones (``RowData.intercepts``: ``k_constant`` then
     reads no column)."""
-    dm = spec.transform(data, prepared=prepared)
+    dm = spec.transform(data, prepared=prepared, code_groups=True)
     rows = RowData(
         dm.endog,
         dm.exog,

@@ -52,7 +52,7 @@ from .build import (
 )
 from .build_levels import group_native, scan_levels
 from .coded import CodedPlan, factor_codes, find_coded_plan, remember_plan, shared_plan
-from .dtypes import NUMERIC, coded_group_keys, native_dtype, py_scalars
+from .dtypes import NUMERIC, coded_group_keys, group_keys, native_dtype, py_scalars
 from .evaluate import PATSY_ORDER, materialize, reordered, term_order
 from .labels import formulaic_spelling, patsy_spelling
 from .levels import ArrayLevels, object_index, prototype, text_array
@@ -518,6 +518,7 @@ class ModelSpec(ModelNames):
         response: bool = True,
         prepared: PreparedColumns | None = None,
         random: bool = True,
+        code_groups: bool = False,
     ) -> DesignMatrices:
         """Apply the spec to one pandas partition (any row order, any subset of levels).
 
@@ -530,6 +531,9 @@ class ModelSpec(ModelNames):
         reads only the columns of the fixed-effects formula: the group column and the
         columns only the random part uses may be absent or missing; ``exog_re`` and
         the variance components are then empty and ``groups`` is None.
+        ``code_groups``: also number text group keys from their column
+        (:attr:`DesignMatrices.group_codes`), for a caller that numbers the groups in
+        sorted order (the in-process fit; Dask's partitions key their rows otherwise).
 
         Raises
         ------
@@ -582,7 +586,10 @@ class ModelSpec(ModelNames):
         groups = df[self.group_name] if prepared.group is None else prepared.group
         if prepared.keep is not None:
             groups = groups[prepared.keep]
-        keys, coded = coded_group_keys(groups, self.group_native)
+        if code_groups:
+            keys, coded = coded_group_keys(groups, self.group_native)
+        else:
+            keys, coded = group_keys(groups, self.group_native), None
         return DesignMatrices(
             endog=endog,
             exog=exog,
