@@ -525,7 +525,8 @@ def coded_group_keys(
     keys : ndarray, shape (n,)
         :func:`group_keys` ``(s, native)``; for text keys numbered by Arrow, the sorted
         labels taken by the codes (each distinct key one Python string, which the rows
-        share: equal to the keys as objects, and a new array).
+        share: equal to the keys as objects, and a new array), read-only: the codes
+        hold for them only while no one writes into them.
     coded : (codes, labels) or None
         :func:`~dmixed.stats.keys.sorted_codes` of ``keys``, read-only (a model's rows
         keep them for every fit), or None where the column is not text without missing
@@ -538,6 +539,7 @@ def coded_group_keys(
         return group_keys(s, native), None
     codes, labels = coded
     keys = labels[codes]
+    keys.flags.writeable = False
     codes.flags.writeable = False
     labels.flags.writeable = False
     return keys, (codes, labels)

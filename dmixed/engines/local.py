@@ -248,7 +248,7 @@ def statistics_from_rows(
     """
     t0 = time.perf_counter()
     # numbered by the design where it could from the column (text keys), else here
-    coded = rows.group_codes
+    coded = rows.numbered_groups()
     codes, labels = coded if coded is not None else sorted_codes(rows.groups)
     n_groups = len(labels)
     # the pass's one choice of the compiled kernels, before its first step (the

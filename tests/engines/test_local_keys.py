@@ -4,6 +4,8 @@ the same for every dtype the text comes in (pandas' ``str``, ``object``, a categ
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -101,3 +103,32 @@ def test_missing_text_keys_dropped_as_the_rows_of_missing_codes(data, dtype):
     want = dmixed.mixedlm("y ~ x1 + x2", df[~missing], groups="g", re_formula="~x1").fit()
     _same_fit(got, want)
     assert list(got.group_labels) == [NAMES[i] for i in sorted(set(df["g"][~missing]))]
+
+
+@pytest.mark.parametrize("dtype", ["str", object, "category"])
+def test_text_keys_written_into_groups_raise_or_are_fitted(data, dtype):
+    # the codes numbered from the column hold only for the keys as they were: a write
+    # into the model's groups raises; keys made writeable again are numbered afresh
+    df, names = data
+    model = dmixed.mixedlm("y ~ x1", df.assign(g=pd.Series(names, dtype=dtype)), groups="g")
+    with pytest.raises(ValueError, match="read-only"):
+        model.groups[:20] = model.groups[0]
+    model.groups.flags.writeable = True
+    model.groups[:20] = model.groups[0]
+    written = pd.Series(model.groups.copy(), dtype=object)
+    want = dmixed.mixedlm("y ~ x1", df.assign(g=written), groups="g").fit()
+    got = model.fit()
+    assert got.llf == want.llf
+    assert list(got.random_effects) == list(want.random_effects)
+
+
+def test_text_keys_stay_read_only_after_pickling(data):
+    df, names = data
+    model = dmixed.mixedlm("y ~ x1", df.assign(g=pd.Series(names, dtype="str")), groups="g")
+    back = pickle.loads(pickle.dumps(model))
+    assert back.rows.group_codes is not None
+    for a in (back.groups, *back.rows.group_codes):
+        assert not a.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        back.groups[0] = back.groups[-1]
+    assert back.fit().llf == model.fit().llf
