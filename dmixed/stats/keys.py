@@ -430,7 +430,10 @@ def text_codes(column) -> tuple[np.ndarray, np.ndarray] | None:
             values = pa.chunked_array([joined.dictionary])
     if values is None or values.null_count:
         return None
-    encoded = pc.dictionary_encode(values).combine_chunks()
+    try:
+        encoded = pc.dictionary_encode(values).combine_chunks()
+    except pa.ArrowException:
+        return None  # distinct keys of more than 2 GiB of ``string`` text: as before
     order = pc.sort_indices(encoded.dictionary).to_numpy()
     rank = np.empty(order.size, dtype=np.int64)
     rank[order] = np.arange(order.size, dtype=np.int64)
@@ -464,9 +467,12 @@ def _arrow_text(column: pd.Series):
     if pd.api.types.infer_dtype(column, skipna=False) != "string":
         return None  # missing values, other types: as before
     try:
-        return pa.chunked_array([pa.array(column.to_numpy(), type=pa.large_string())])
+        # ``string``, not ``large_string``: its hash (``dictionary_encode``) is the cheaper;
+        # more than 2 GiB of text comes back in chunks
+        values = pa.array(column.to_numpy(), type=pa.string())
     except (pa.ArrowException, UnicodeError):
         return None  # (lone surrogates, str subclasses Arrow refuses)
+    return values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
 
 
 #: :func:`sorted_codes` numbers integer keys through a table over their range when the
