@@ -518,7 +518,6 @@ class ModelSpec(ModelNames):
         response: bool = True,
         prepared: PreparedColumns | None = None,
         random: bool = True,
-        code_groups: bool = False,
     ) -> DesignMatrices:
         """Apply the spec to one pandas partition (any row order, any subset of levels).
 
@@ -531,9 +530,6 @@ class ModelSpec(ModelNames):
         reads only the columns of the fixed-effects formula: the group column and the
         columns only the random part uses may be absent or missing; ``exog_re`` and
         the variance components are then empty and ``groups`` is None.
-        ``code_groups``: also number text group keys from their column
-        (:attr:`DesignMatrices.group_codes`), for a caller that numbers the groups in
-        sorted order (the in-process fit; Dask's partitions key their rows otherwise).
 
         Raises
         ------
@@ -545,6 +541,17 @@ class ModelSpec(ModelNames):
         FormulaError
             If formulaic cannot evaluate a formula on the partition.
         """
+        return self._transform(df, response, prepared, random, code_groups=False)
+
+    def _transform(
+        self,
+        df: pd.DataFrame,
+        response: bool,
+        prepared: PreparedColumns | None,
+        random: bool,
+        code_groups: bool,
+    ) -> DesignMatrices:
+        """:meth:`transform`; ``code_groups``: :func:`transform_numbered`."""
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"transform expects a pandas DataFrame, got {type(df).__name__}")
         if prepared is None:
@@ -602,6 +609,21 @@ class ModelSpec(ModelNames):
             keep=prepared.keep,
             group_codes=coded,
         )
+
+
+def transform_numbered(
+    spec: ModelSpec, df: pd.DataFrame, prepared: PreparedColumns | None = None
+) -> DesignMatrices:
+    """:meth:`ModelSpec.transform` of the rows of an in-process fit, which also numbers
+    text group keys from their column (:attr:`DesignMatrices.group_codes`,
+    :func:`~dmixed.design.dtypes.coded_group_keys`): the in-process fit numbers the
+    groups in sorted order, Dask's partitions key their rows otherwise.
+
+    Raises
+    ------
+    As :meth:`ModelSpec.transform`.
+    """
+    return spec._transform(df, True, prepared, True, code_groups=True)
 
 
 def _why_not_rebuilt(now: list, saved: list) -> str:
