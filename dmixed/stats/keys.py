@@ -399,8 +399,8 @@ def text_codes(column) -> tuple[np.ndarray, np.ndarray] | None:
     column : pandas Series, shape (n,)
         The group column as the design reads it: Arrow-backed strings (pandas' ``str``
         dtype or ``ArrowDtype`` of ``string``/``large_string``, or of a dictionary of
-        them), ``object`` values that are all ``str`` (converted to Arrow once), or a
-        categorical of such categories.  Other columns give None.
+        them), or a categorical of such categories or of ``object`` categories that
+        are all ``str``.  Other columns (``object`` columns among them) give None.
 
     Returns
     -------
@@ -420,6 +420,10 @@ def text_codes(column) -> tuple[np.ndarray, np.ndarray] | None:
         if (positions < 0).any():
             return None  # missing keys: as before
         values = _arrow_text(pd.Series(column.cat.categories))
+    elif pd.api.types.is_object_dtype(column.dtype):
+        # a Python object a row already: converting them to Arrow costs more than it
+        # saves, so they are numbered as before (the categories above are few)
+        return None
     else:
         values = _arrow_text(column)
         if values is not None and pa.types.is_dictionary(values.type):
