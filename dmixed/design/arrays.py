@@ -44,6 +44,28 @@ class RowData:
     #: :meth:`~dmixed.stats.standardize.Standardization.choose`).  Rows replaced
     #: (``dataclasses.replace``) must reset it.
     intercepts: tuple[int, int] | None = None
+    #: :func:`~dmixed.stats.keys.sorted_codes` of ``groups`` where the design numbered
+    #: them from their column (:attr:`~dmixed.design.spec.DesignMatrices.group_codes`;
+    #: the engine numbers ``groups`` itself where None).  ``groups`` and the codes are
+    #: then read-only, also after unpickling, so that a write into ``groups`` (a
+    #: user's, through ``model.groups``) raises instead of leaving codes that disagree
+    #: with it (:meth:`numbered_groups`).  Rows replaced with other ``groups`` (a
+    #: subset) must reset it.
+    group_codes: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __setstate__(self, state: dict) -> None:
+        # pickle does not keep numpy's read-only flag: set it again with the codes
+        self.__dict__.update(state)
+        if self.group_codes is not None:
+            for a in (self.groups, *self.group_codes):
+                a.flags.writeable = False
+
+    def numbered_groups(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """:attr:`group_codes` while they hold for ``groups`` (``groups`` still
+        read-only), else None: then the caller numbers ``groups`` itself."""
+        if self.group_codes is None or self.groups.flags.writeable:
+            return None
+        return self.group_codes
 
 
 def pandas_index(*values) -> pd.Index | None:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadValuesError, DataError, PrecisionWarning
-from ..stats.keys import NUMBER_TYPES, object_type_names, several_types_error
+from ..stats.keys import NUMBER_TYPES, object_type_names, several_types_error, text_codes
 from .messages import decimal_term, plural
 from .warn_relay import warn_data
 
@@ -41,6 +41,7 @@ __all__ = [
     "object_class",
     "check_plain_values",
     "group_keys",
+    "coded_group_keys",
     "is_arrow_decimal",
     "key_class",
     "comparable_keys",
@@ -511,6 +512,37 @@ def group_keys(s: pd.Series, native: str | None = None) -> np.ndarray:
     if cls == "bool":
         return s.to_numpy(dtype=bool, copy=copy)
     return s.to_numpy(copy=copy)
+
+
+def coded_group_keys(
+    s: pd.Series, native: str | None = None
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """:func:`group_keys` of a column, with its rows' group codes where text keys are
+    numbered without a Python object a row (:func:`~dmixed.stats.keys.text_codes`).
+
+    Returns
+    -------
+    keys : ndarray, shape (n,)
+        :func:`group_keys` ``(s, native)``; for text keys numbered by Arrow, the sorted
+        labels taken by the codes (each distinct key one Python string, which the rows
+        share: equal to the keys as objects, and a new array), read-only: the codes
+        hold for them only while no one writes into them.
+    coded : (codes, labels) or None
+        :func:`~dmixed.stats.keys.sorted_codes` of ``keys``, read-only (a model's rows
+        keep them for every fit), or None where the column is not text without missing
+        values (then the engine numbers ``keys`` itself).
+    """
+    coded = None
+    if native is None and column_class(s.dtype) in ("string", "arrow-dict", "categorical"):
+        coded = text_codes(s)
+    if coded is None:
+        return group_keys(s, native), None
+    codes, labels = coded
+    keys = labels[codes]
+    keys.flags.writeable = False
+    codes.flags.writeable = False
+    labels.flags.writeable = False
+    return keys, (codes, labels)
 
 
 #: What group keys of each value class compare with (:func:`key_class`).

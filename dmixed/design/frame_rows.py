@@ -7,6 +7,7 @@ import warnings
 from ..errors import DroppedRowsWarning, caller_stacklevel
 from .arrays import RowData
 from .messages import plural
+from .spec import transform_numbered
 
 __all__ = ["rows_of_frame"]
 
@@ -16,7 +17,7 @@ def rows_of_frame(spec, data, prepared=None) -> RowData:
     prepared already, :func:`dmixed.design.build_spec_prepared`), with the formulas'
     intercepts as their columns of ones (``RowData.intercepts``: ``k_constant`` then
     reads no column)."""
-    dm = spec.transform(data, prepared=prepared)
+    dm = transform_numbered(spec, data, prepared)
     rows = RowData(
         dm.endog,
         dm.exog,
@@ -28,6 +29,7 @@ def rows_of_frame(spec, data, prepared=None) -> RowData:
         dm.n_dropped,
         data.index if dm.keep is None else data.index[dm.keep],
         spec.intercept_columns(),
+        dm.group_codes,
     )
     if dm.n_dropped:
         warnings.warn(

@@ -52,7 +52,7 @@ from .build import (
 )
 from .build_levels import group_native, scan_levels
 from .coded import CodedPlan, factor_codes, find_coded_plan, remember_plan, shared_plan
-from .dtypes import NUMERIC, group_keys, native_dtype, py_scalars
+from .dtypes import NUMERIC, coded_group_keys, group_keys, native_dtype, py_scalars
 from .evaluate import PATSY_ORDER, materialize, reordered, term_order
 from .labels import formulaic_spelling, patsy_spelling
 from .levels import ArrayLevels, object_index, prototype, text_array
@@ -117,6 +117,10 @@ class DesignMatrices:
     n_dropped: int
     #: the rows of the frame kept (None: all; ``missing="drop"``)
     keep: np.ndarray | None = None
+    #: :func:`~dmixed.stats.keys.sorted_codes` of ``groups``, read-only, where the
+    #: design numbered the keys more cheaply from their column
+    #: (:func:`~dmixed.design.dtypes.coded_group_keys`); None: not numbered
+    group_codes: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def nobs(self) -> int:
@@ -537,6 +541,17 @@ class ModelSpec(ModelNames):
         FormulaError
             If formulaic cannot evaluate a formula on the partition.
         """
+        return self._transform(df, response, prepared, random, code_groups=False)
+
+    def _transform(
+        self,
+        df: pd.DataFrame,
+        response: bool,
+        prepared: PreparedColumns | None,
+        random: bool,
+        code_groups: bool,
+    ) -> DesignMatrices:
+        """:meth:`transform`; ``code_groups``: :func:`transform_numbered`."""
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"transform expects a pandas DataFrame, got {type(df).__name__}")
         if prepared is None:
@@ -578,17 +593,37 @@ class ModelSpec(ModelNames):
         groups = df[self.group_name] if prepared.group is None else prepared.group
         if prepared.keep is not None:
             groups = groups[prepared.keep]
+        if code_groups:
+            keys, coded = coded_group_keys(groups, self.group_native)
+        else:
+            keys, coded = group_keys(groups, self.group_native), None
         return DesignMatrices(
             endog=endog,
             exog=exog,
             exog_re=exog_re,
             vc_cols=vc_cols,
             vc_vals=vc_vals,
-            groups=group_keys(groups, self.group_native),
+            groups=keys,
             weights=prepared.weights,
             n_dropped=prepared.n_dropped,
             keep=prepared.keep,
+            group_codes=coded,
         )
+
+
+def transform_numbered(
+    spec: ModelSpec, df: pd.DataFrame, prepared: PreparedColumns | None = None
+) -> DesignMatrices:
+    """:meth:`ModelSpec.transform` of the rows of an in-process fit, which also numbers
+    text group keys from their column (:attr:`DesignMatrices.group_codes`,
+    :func:`~dmixed.design.dtypes.coded_group_keys`): the in-process fit numbers the
+    groups in sorted order, Dask's partitions key their rows otherwise.
+
+    Raises
+    ------
+    As :meth:`ModelSpec.transform`.
+    """
+    return spec._transform(df, True, prepared, True, code_groups=True)
 
 
 def _why_not_rebuilt(now: list, saved: list) -> str:

@@ -247,7 +247,9 @@ def statistics_from_rows(
     spec's :func:`~dmixed.design.references.column_references`).
     """
     t0 = time.perf_counter()
-    codes, labels = sorted_codes(rows.groups)
+    # numbered by the design where it could from the column (text keys), else here
+    coded = rows.numbered_groups()
+    codes, labels = coded if coded is not None else sorted_codes(rows.groups)
     n_groups = len(labels)
     # the pass's one choice of the compiled kernels, before its first step (the
     # numbering): the C extension's pass where the plain statistics can run

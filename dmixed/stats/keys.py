@@ -383,6 +383,102 @@ def sorted_codes(groups) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), np.asarray(labels)
 
 
+def text_codes(column) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`sorted_codes` of a column of text keys, numbered by Arrow without a Python
+    object a row; None where the column is not text without missing values (then
+    :func:`sorted_codes` of its keys numbers it, as before).
+
+    The distinct keys are found by one hash of the Arrow strings (``dictionary_encode``;
+    of only the categories or the dictionary of a categorical column) and only they are
+    sorted and made Python strings.  Arrow sorts strings by their UTF-8 bytes, which is
+    code point order, Python's order of ``str``: the same labels and codes as
+    :func:`sorted_codes` of the keys as objects.
+
+    Parameters
+    ----------
+    column : pandas Series, shape (n,)
+        The group column as the design reads it: Arrow-backed strings (pandas' ``str``
+        dtype or ``ArrowDtype`` of ``string``/``large_string``, or of a dictionary of
+        them), or a categorical of such categories or of ``object`` categories that
+        are all ``str``.  Other columns (``object`` columns among them) give None.
+
+    Returns
+    -------
+    codes : ndarray of int64, shape (n,)
+        Position of each row's key in ``labels``.
+    labels : ndarray of object, shape (G,)
+        The distinct keys that occur (Python ``str``), sorted.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not len(column):
+        return None
+    positions = None  # each row's entry of the table of values (None: the rows are it)
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        positions = column.cat.codes.to_numpy()
+        if (positions < 0).any():
+            return None  # missing keys: as before
+        values = _arrow_text(pd.Series(column.cat.categories))
+    elif pd.api.types.is_object_dtype(column.dtype):
+        # a Python object a row already: converting them to Arrow costs more than it
+        # saves, so they are numbered as before (the categories above are few)
+        return None
+    else:
+        values = _arrow_text(column)
+        if values is not None and pa.types.is_dictionary(values.type):
+            joined = values.unify_dictionaries().combine_chunks()
+            if joined.null_count:
+                return None
+            positions = joined.indices.to_numpy(zero_copy_only=False)
+            values = pa.chunked_array([joined.dictionary])
+    if values is None or values.null_count:
+        return None
+    try:
+        encoded = pc.dictionary_encode(values).combine_chunks()
+    except pa.ArrowException:
+        return None  # distinct keys of more than 2 GiB of ``string`` text: as before
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size, dtype=np.int64)
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    if positions is not None:
+        codes = codes[positions]
+        used = np.bincount(codes, minlength=order.size).astype(bool)
+        if not used.all():
+            # categories or dictionary entries no row holds are no group
+            renumber = np.cumsum(used) - 1
+            codes = renumber[codes]
+            order = order[used]
+    labels = encoded.dictionary.take(pa.array(order)).to_numpy(zero_copy_only=False)
+    return codes.astype(np.int64, copy=False), labels.astype(object, copy=False)
+
+
+def _arrow_text(column: pd.Series):
+    """``column``'s values as an Arrow ChunkedArray of strings (or of a dictionary of
+    strings) where it is text (:func:`text_codes`), else None."""
+    import pyarrow as pa
+
+    dt = column.dtype
+    if isinstance(dt, pd.ArrowDtype) or getattr(dt, "storage", None) == "pyarrow":
+        values = pa.array(column.array)  # (chunked where it was read in chunks)
+        if isinstance(values, pa.Array):
+            values = pa.chunked_array([values])
+        kind = values.type.value_type if pa.types.is_dictionary(values.type) else values.type
+        return values if pa.types.is_string(kind) or pa.types.is_large_string(kind) else None
+    if not pd.api.types.is_object_dtype(dt):
+        return None
+    if pd.api.types.infer_dtype(column, skipna=False) != "string":
+        return None  # missing values, other types: as before
+    try:
+        # ``string``, not ``large_string``: its hash (``dictionary_encode``) is the cheaper;
+        # more than 2 GiB of text comes back in chunks
+        values = pa.array(column.to_numpy(), type=pa.string())
+    except (pa.ArrowException, UnicodeError):
+        return None  # (lone surrogates, str subclasses Arrow refuses)
+    return values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+
+
 #: :func:`sorted_codes` numbers integer keys through a table over their range when the
 #: range is at most this many times the number of rows (else by hashing, as pandas does).
 DENSE_RANGE_PER_ROW = 2

@@ -530,3 +530,29 @@ def test_saved_spec_in_formulaics_spelling_still_loads(drop_cols):
         from dmixed.design.spec import dropped_columns
 
         assert dropped_columns(loaded) == ["Q('a b'):x"]
+
+
+def test_text_keys_numbered_only_for_the_rows_of_an_in_process_fit():
+    # ModelSpec.transform keeps its signature and numbers no keys; the in-process
+    # fit's transform_numbered numbers text keys from their column, read-only
+    from dmixed.design.spec import transform_numbered
+    from dmixed.stats.keys import sorted_codes
+
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame(
+        {
+            "y": rng.standard_normal(30),
+            "x": rng.standard_normal(30),
+            "g": pd.Series(rng.choice(["b", "é", "a", "日本", ""], 30), dtype="str"),
+        }
+    )
+    spec = build_spec(df, "y ~ x", groups="g")
+    plain = spec.transform(df)
+    numbered = transform_numbered(spec, df)
+    assert plain.group_codes is None
+    np.testing.assert_array_equal(numbered.groups, plain.groups)
+    codes, labels = numbered.group_codes
+    want_codes, want_labels = sorted_codes(plain.groups)
+    np.testing.assert_array_equal(codes, want_codes)
+    np.testing.assert_array_equal(labels, want_labels)
+    assert not any(a.flags.writeable for a in (numbered.groups, codes, labels))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +24,7 @@ from dmixed.stats.keys import (
     settled_kind,
     settled_labels,
     sorted_codes,
+    text_codes,
 )
 
 
@@ -388,3 +390,96 @@ def test_owned_read_only_keys_off_zero_are_ordered_not_overwritten():
     want = order_distinct(keys.copy())
     np.testing.assert_array_equal(got.position, want.position)
     np.testing.assert_array_equal(keys, [13, 10, 12, 15, 10])
+
+
+#: text keys whose order differs by width or by plane: Arrow's byte order must be Python's
+TEXT_KEYS = ["b", "a", "", "é", "\uffff", "\U0001f600", "a", "Z", "z", "ä", "b"]
+TEXT_DTYPES = ["str", pd.ArrowDtype(pa.large_string())]
+
+
+@pytest.mark.parametrize("dtype", TEXT_DTYPES, ids=["str", "arrow"])
+def test_text_codes_are_sorted_codes_of_the_keys_as_objects(dtype):
+    column = pd.Series(TEXT_KEYS, dtype=dtype)
+    codes, labels = text_codes(column)
+    want_codes, want_labels = sorted_codes(np.array(TEXT_KEYS, dtype=object))
+    assert codes.dtype == np.int64 and labels.dtype == object
+    np.testing.assert_array_equal(codes, want_codes)
+    assert labels.tolist() == want_labels.tolist() == sorted(set(TEXT_KEYS))
+    assert all(type(v) is str for v in labels)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pd.Series(["a", None, "b"], dtype="str"),  # missing: numbered as before
+        pd.Series(["b", "a"], dtype=object),  # a Python object a row: numbered as before
+        pd.Series(["a", None, "b"], dtype=object),
+        pd.Series(["a", np.nan], dtype=object),
+        pd.Series(["a", 1], dtype=object),  # several types: refused or classed as before
+        pd.Series([b"a", b"b"], dtype=object),
+        pd.Series([1, 2]),
+        pd.Series(pd.Categorical(["a", None], categories=["a", "b"])),
+        pd.Series(pd.Categorical([2, 1])),
+        pd.Series([], dtype="str"),
+    ],
+)
+def test_text_codes_leave_other_columns_to_sorted_codes(column):
+    assert text_codes(column) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=4),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_text_codes_match_sorted_codes_for_any_text(keys):
+    want_codes, want_labels = sorted_codes(np.array(keys, dtype=object))
+    for column in (pd.Series(keys, dtype="str"), pd.Series(keys, dtype="category")):
+        codes, labels = text_codes(column)
+        np.testing.assert_array_equal(codes, want_codes)
+        assert labels.tolist() == want_labels.tolist()
+
+
+def test_text_codes_of_a_column_read_in_chunks():
+    column = pd.concat(
+        [pd.Series(["b", "é"], dtype="str"), pd.Series(["a", "b"], dtype="str")],
+        ignore_index=True,
+    )
+    codes, labels = text_codes(column)
+    np.testing.assert_array_equal(codes, [1, 2, 0, 1])
+    assert labels.tolist() == ["a", "b", "é"]
+
+
+def _arrow_dictionary(*chunks):
+    return pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array(chunks)))
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        # categories no row holds, in an order that is not the keys' order
+        pd.Series(pd.Categorical(TEXT_KEYS, categories=["zz", *sorted(set(TEXT_KEYS))[::-1]])),
+        pd.Series(TEXT_KEYS, dtype="str").astype("category"),
+        pd.Series(pd.Categorical(TEXT_KEYS, categories=sorted(set(TEXT_KEYS)), ordered=True)),
+        # Arrow dictionaries: one a chunk; in the second an entry twice (both used) and
+        # one no row holds
+        _arrow_dictionary(
+            pa.array(TEXT_KEYS[:4]).dictionary_encode(),
+            pa.DictionaryArray.from_arrays(
+                pa.array([0, 1, 2, 3, 4, 5, 6, 8], "int32"),
+                pa.array([*TEXT_KEYS[4:], "unused", TEXT_KEYS[4]]),
+            ),
+        ),
+    ],
+    ids=["categories-unused", "str-categories", "ordered", "arrow-dictionary"],
+)
+def test_text_codes_of_categorical_keys_are_sorted_codes_of_their_values(column):
+    keys = column.astype(object).to_numpy()
+    codes, labels = text_codes(column)
+    want_codes, want_labels = sorted_codes(keys)
+    np.testing.assert_array_equal(codes, want_codes)
+    assert labels.tolist() == want_labels.tolist()
+    assert labels.tolist() == sorted(set(keys))
