@@ -51,6 +51,8 @@ __all__ = [
     "centre_of",
     "choose_centres",
     "column_basis",
+    "design_rows",
+    "formula_rows",
     "product_columns",
     "reads_column",
     "saved_centres",
@@ -238,3 +240,24 @@ def saved_centres(saved, spec: ModelSpec) -> dict[str, float]:
     if _basis(list(spec.exog_names), spec.intercept_columns()[0], out) is None:
         raise CheckpointError("malformed saved centres: their products' columns are missing")
     return out
+
+
+def formula_rows(spec: ModelSpec | None, exog: np.ndarray) -> np.ndarray:
+    """The formula's rows ``X = X_d D`` (n × p) of the design's rows ``exog`` (``X_d``)
+    of a spec with centres (:func:`column_basis`); ``exog`` itself without."""
+    basis = column_basis(spec)
+    return exog if basis is None else exog + exog @ basis
+
+
+def design_rows(spec: ModelSpec | None, exog):
+    """The design's rows ``X_d = X D⁻¹`` of rows ``exog`` (n × p) of the formula's
+    columns (what a user gives to ``predict(exog=...)``), for a spec with centres
+    (:func:`column_basis`); ``exog`` itself without (or where it is not a matrix of p
+    columns: the prediction refuses it in its own words)."""
+    basis = column_basis(spec)
+    if basis is None or exog is None:
+        return exog
+    x = np.asarray(exog, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != basis.shape[0]:
+        return exog
+    return np.linalg.solve((np.eye(basis.shape[0]) + basis).T, x.T).T
