@@ -26,7 +26,8 @@ term with the centred factors taken out, coded as in the formula: ``x1*C(c)``, n
 intercept, and the column is read by no other formula (the response, ``re_formula``,
 a variance component) and only as itself (not inside a function or ``C()``).  The
 centres are part of the spec (:attr:`~dmixed.design.spec.ModelSpec.centres`, saved with
-it), chosen from the first rows (a Dask collection's first partition), so every
+it), chosen from the first rows (a Dask collection's first partitions, as many as hold
+them up to :data:`CENTRE_PARTITIONS`: :func:`choose_centres`), so every
 partition, ``update`` batch and prediction reads the column alike.
 """
 
@@ -63,6 +64,9 @@ __all__ = [
 CENTRE_ABOVE = 8.0
 #: Rows (from the start of the data) a centre is chosen from.
 CENTRE_ROWS = 65536
+#: At most this many partitions of a Dask collection are read for those rows (its
+#: first ones; a bound on the extra reads where partitions are small).
+CENTRE_PARTITIONS = 16
 #: The centre keeps the mean to within ``sd / 2**CENTRE_BITS`` (far inside the spread:
 #: any value near the data's location serves), on a coarse binary grid so that
 #: ``x − m`` is exact for every value of the magnitude of the sample's.
@@ -136,37 +140,103 @@ def product_columns(spec: ModelSpec, parsed: ParsedFormulas) -> list[str]:
     return out
 
 
-def _basis(names: list[str], intercept: int, centres: dict[str, float]) -> np.ndarray | None:
-    """``D − I`` (p × p) for the columns ``names`` with these centres, or None where a
-    column a product needs is not among them."""
-    p = len(names)
-    index = {n: j for j, n in enumerate(names)}
-    out = np.zeros((p, p))
-    for j, name in enumerate(names):
-        parts = name.split(":")
-        shifted = [i for i, f in enumerate(parts) if f in centres]
-        if not shifted or len(set(parts)) != len(parts):
-            continue
-        for size in range(1, len(shifted) + 1):
-            for taken in combinations(shifted, size):
-                rest = [f for i, f in enumerate(parts) if i not in taken]
-                k = index.get(":".join(rest)) if rest else intercept
-                if k is None:
-                    return None
-                out[k, j] += math.prod(centres[parts[i]] for i in taken)
+def _scoped_terms(spec: ModelSpec) -> list[tuple[tuple, float, int]] | None:
+    """Per scoped term of the fixed-effects formula, in column order: its factors
+    ``((expr, reduced, lookup), ...)``, its scale and its number of columns (formulaic's
+    structure of the design); None where they do not add up to the design's columns."""
+    fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
+    if fspec is None:
+        return None
+    out = []
+    for structure in fspec.structure:
+        widths = len(structure.columns)
+        scoped = list(structure.scoped_terms)
+        if len(scoped) != 1:  # (several scoped terms share the columns: not read here)
+            return None
+        factors = tuple(
+            (
+                sf.factor.expr,
+                bool(sf.reduced),
+                getattr(getattr(sf.factor, "factor", sf.factor), "eval_method", None) is _lookup(),
+            )
+            for sf in scoped[0].factors
+        )
+        out.append((factors, float(scoped[0].scale), widths))
+    built = spec.exog_names_built if spec.exog_names_built is not None else spec.exog_names
+    if sum(w for _, _, w in out) != len(built):
+        return None
     return out
 
 
-def _complete(names: list[str], intercept: int, centres: dict[str, float]) -> dict[str, float]:
-    """The centres whose every product's lower-order columns are among ``names``: a
+def _lookup():
+    from formulaic.parser.types import Factor
+
+    return Factor.EvalMethod.LOOKUP
+
+
+def _basis(spec: ModelSpec, centres: dict[str, float]) -> np.ndarray | None:
+    """``D − I`` (p × p) for the columns of ``spec``'s design with these centres, or
+    None where a column a product needs is not among them.
+
+    Built from the formula's terms, not the columns' names (a level may hold ``:``):
+    a column of a scoped term whose factors include centred columns (each a lookup of
+    one column, one column wide) is, for every subset of those taken out, paired with
+    the column at the same place of the scoped term of the other factors (in the same
+    order, coding and scale; the intercept where none is left)."""
+    names = list(spec.exog_names)
+    p = len(names)
+    intercept = spec.intercept_columns()[0]
+    terms = _scoped_terms(spec)
+    if terms is None:
+        return None
+    built = spec.exog_names_built if spec.exog_names_built is not None else names
+    index = {n: j for j, n in enumerate(names)}
+    start = {}  # a scoped term's factors -> (its first column in ``built``, scale, width)
+    at = 0
+    for factors, scale, width in terms:
+        start[factors] = (at, scale, width)
+        at += width
+    out = np.zeros((p, p))
+    at = 0
+    for factors, scale, width in terms:
+        first = at
+        at += width
+        shifted = [i for i, f in enumerate(factors) if f[2] and f[0] in centres]
+        if not shifted or width == 0:
+            continue
+        for size in range(1, len(shifted) + 1):
+            for taken in combinations(shifted, size):
+                rest = tuple(f for i, f in enumerate(factors) if i not in taken)
+                m = math.prod(centres[factors[i][0]] for i in taken)
+                for r in range(width):
+                    name = built[first + r]
+                    if name not in index:
+                        continue  # dropped (drop_cols): no column of the design
+                    if not rest:
+                        k = intercept if width == 1 and intercept >= 0 else None
+                        lower_scale = 1.0
+                    else:
+                        found = start.get(rest)
+                        if found is None or found[2] != width:
+                            return None
+                        k = index.get(built[found[0] + r])
+                        lower_scale = found[1]
+                    if k is None:
+                        return None
+                    out[k, index[name]] += m * scale / lower_scale
+    return out
+
+
+def _complete(spec: ModelSpec, centres: dict[str, float]) -> dict[str, float]:
+    """The centres whose every product's lower-order columns are in ``spec``'s design: a
     column with a product that lacks one is read as it is."""
     centres = dict(centres)
     while centres:
         kept = {}
         for c, m in centres.items():
-            if _basis(names, intercept, {c: m}) is not None:
+            if _basis(spec, {c: m}) is not None:
                 kept[c] = m
-        if kept == centres and _basis(names, intercept, kept) is not None:
+        if kept == centres and _basis(spec, kept) is not None:
             return kept
         if kept == centres:  # one column at a time fits, together not: none centred
             return {}
@@ -174,19 +244,48 @@ def _complete(names: list[str], intercept: int, centres: dict[str, float]) -> di
     return centres
 
 
+def _first_rows(data, columns: list[str]):
+    """The first :data:`CENTRE_ROWS` rows of ``columns`` of a Dask collection: its
+    first partition, then the next ones (in batches of 1, 2, 4, ...) while they hold
+    fewer rows, up to :data:`CENTRE_PARTITIONS` partitions in all."""
+    import dask
+    import pandas as pd
+
+    frame = data[columns]
+    total = min(frame.npartitions, CENTRE_PARTITIONS)
+    parts: list = []
+    rows = 0
+    read = 0
+    batch = 1
+    while read < total and rows < CENTRE_ROWS:
+        take = range(read, min(read + batch, total))
+        got = dask.compute(*[frame.partitions[i] for i in take])
+        parts.extend(got)
+        rows += sum(len(p) for p in got)
+        read += len(take)
+        batch *= 2
+    if len(parts) == 1:
+        return parts[0].iloc[:CENTRE_ROWS]
+    return pd.concat(parts).iloc[:CENTRE_ROWS]
+
+
 def choose_centres(spec: ModelSpec, parsed: ParsedFormulas, data, dask_input: bool):
     """``{column: centre}`` for the spec's product columns (:func:`product_columns`)
-    whose first rows lie far from zero (:func:`centre_of`), a Dask collection's from
-    its first partition; empty (and no read of the data) when there is none."""
+    whose first :data:`CENTRE_ROWS` rows lie far from zero (:func:`centre_of`); empty
+    (and no read of the data) when there is none.
+
+    A Dask collection's first rows are read from its first partitions (as many as
+    hold them, up to :data:`CENTRE_PARTITIONS`), so the same rows give the same centres
+    however they are partitioned, unless those rows span more partitions than that:
+    then the centres are those of the rows of the first :data:`CENTRE_PARTITIONS`
+    partitions, and a column that does not vary over them (data partitioned by that
+    column into more partitions than that) is read as it is, and an interaction of it
+    far from zero is refused as nearly dependent (the message says how to centre it).
+    """
     columns = product_columns(spec, parsed)
     if not columns:
         return {}
-    if dask_input:
-        import dask
-
-        (part,) = dask.compute(data[columns].partitions[0])
-    else:
-        part = data[columns].iloc[:CENTRE_ROWS]
+    part = _first_rows(data, columns) if dask_input else data[columns].iloc[:CENTRE_ROWS]
     found = {}
     for c in columns:
         try:
@@ -196,8 +295,7 @@ def choose_centres(spec: ModelSpec, parsed: ParsedFormulas, data, dask_input: bo
         centre = centre_of(values)
         if centre is not None:
             found[c] = centre
-    x_int = spec.intercept_columns()[0]
-    return _complete(list(spec.exog_names), x_int, found)
+    return _complete(spec, found)
 
 
 def column_basis(spec: ModelSpec | None) -> np.ndarray | None:
@@ -206,7 +304,7 @@ def column_basis(spec: ModelSpec | None) -> np.ndarray | None:
     centres = getattr(spec, "centres", None)
     if not centres or spec is None:
         return None
-    out = _basis(list(spec.exog_names), spec.intercept_columns()[0], centres)
+    out = _basis(spec, centres)
     if out is None:
         raise CheckpointError("the spec's centres need columns its design does not have")
     return out
@@ -237,7 +335,7 @@ def saved_centres(saved, spec: ModelSpec) -> dict[str, float]:
         ):
             raise CheckpointError(f"malformed saved centre of column {c!r}: {v!r}")
         out[c] = float(v)
-    if _basis(list(spec.exog_names), spec.intercept_columns()[0], out) is None:
+    if _basis(spec, out) is None:
         raise CheckpointError("malformed saved centres: their products' columns are missing")
     return out
 

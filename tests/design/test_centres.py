@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 import dmixed
 from dmixed import DataError
-from dmixed.design.centres import centre_of
 
 EPS = np.finfo(np.float64).eps
 
@@ -29,24 +28,24 @@ def _frame(shift: float, n_groups: int = 40, size: int = 10) -> pd.DataFrame:
     return pd.DataFrame({"y": y, "x1": x + shift, "c": c, "g": g})
 
 
-def _interaction_map(names: list[str], mean: float) -> np.ndarray:
+def _interaction_map(names: list[str], mean: float, levels=("b", "c")) -> np.ndarray:
     """``T`` with ``β_raw = T β_c`` for ``x*C(c)`` fitted as ``(x − mean)*C(c)``."""
     p = len(names)
     t = np.eye(p)
     t[names.index("Intercept"), names.index("x1")] = -mean
-    for level in ("b", "c"):
+    for level in levels:
         main = names.index(f"C(c)[T.{level}]")
         t[main, names.index(f"x1:C(c)[T.{level}]")] = -mean
     return t
 
 
-def _check_mapped(raw, centred, mean: float, tol: float = 1e-9) -> None:
+def _check_mapped(raw, centred, mean: float, tol: float = 1e-9, levels=("b", "c")) -> None:
     """The raw fit's fe_params and cov_params equal the centred fit's mapped back by
     ``T``, each entry to ``tol`` of what its mapping sums (``|T||β_c|``, ``|T||C||T|'``):
     the two fits agree to about ``tol`` in the centred coordinates, and the map adds
     its rounding (a few ε of the same sums)."""
     names = list(raw.fe_params.index)
-    t = _interaction_map(names, mean)
+    t = _interaction_map(names, mean, levels)
     beta_c = np.asarray(centred.fe_params)
     expected = t @ beta_c
     bound = tol * (np.abs(t) @ np.abs(beta_c)) + 1e-300
@@ -182,21 +181,99 @@ def test_raw_parametrization_downstream():
 
 
 def test_dask_reads_the_first_partition_centre():
-    """A Dask collection's centre comes from its first partition: another number than
-    the frame's, the same fit."""
+    """A Dask collection's centre comes from its first rows, read from as many first
+    partitions as hold them: the frame's centre, and the same fit."""
     dd = pytest.importorskip("dask.dataframe")
     df = _frame(1e6)
     res = dmixed.mixedlm("y ~ x1*C(c)", df, groups="g").fit()
     resd = dmixed.mixedlm("y ~ x1*C(c)", dd.from_pandas(df, npartitions=3), groups="g").fit()
-    assert set(resd.model.spec.centres) == {"x1"}
+    assert set(res.model.spec.centres) == {"x1"}
+    assert resd.model.spec.centres == res.model.spec.centres
     np.testing.assert_allclose(resd.llf, res.llf, rtol=1e-12)
     np.testing.assert_allclose(resd.fe_params, res.fe_params, rtol=1e-9)
     np.testing.assert_allclose(resd.bse, res.bse, rtol=1e-9)
 
 
+def test_dask_first_partition_without_spread_reads_on():
+    """A first partition of one row, or of one value of the column (data partitioned by
+    it), gives no centre of its own: the next partitions are read, and the collection
+    gets the frame's centre and fit (the review's one-row first partition was refused,
+    a column constant in each partition fitted uncentred)."""
+    dd = pytest.importorskip("dask.dataframe")
+    df = _frame(1e6)
+    res = dmixed.mixedlm("y ~ x1*C(c)", df, groups="g").fit(reml=False)
+    one_row = dd.concat(
+        [dd.from_pandas(df.iloc[:1], npartitions=1), dd.from_pandas(df.iloc[1:], npartitions=2)]
+    )
+    by_value = df.assign(x1=np.floor(df.x1 - 1e6) + 1e6).sort_values("x1", kind="stable")
+    res_v = dmixed.mixedlm("y ~ x1*C(c)", by_value, groups="g").fit(reml=False)
+    parts = [dd.from_pandas(p, npartitions=1) for _, p in by_value.groupby("x1", sort=True)]
+    assert len(parts) > 2
+    for data, ref in ((one_row, res), (dd.concat(parts), res_v)):
+        resd = dmixed.mixedlm("y ~ x1*C(c)", data, groups="g").fit(reml=False)
+        assert resd.model.spec.centres == ref.model.spec.centres != {}
+        np.testing.assert_allclose(resd.llf, ref.llf, rtol=1e-12)
+        np.testing.assert_allclose(resd.fe_params, ref.fe_params, rtol=1e-9)
+
+
+def test_dask_constant_over_the_read_partitions_says_so():
+    """A column constant over every partition read for its centre (more small
+    partitions than are read) is not centred, and the refusal of its interaction says
+    the partitions are the cause, not only how to centre a pandas DataFrame; the same
+    rows as a frame are centred (the documented limit)."""
+    dd = pytest.importorskip("dask.dataframe")
+    rng = np.random.default_rng(4)
+    step = np.concatenate([np.zeros(200), np.repeat(np.arange(1, 21), 10)])
+    c = rng.choice(list("ab"), step.size)
+    g = rng.integers(0, 20, step.size)
+    y = 0.1 * step + (c == "b") * 0.2 * step + rng.normal(size=step.size)
+    df = pd.DataFrame({"y": y, "x1": 1e6 + step, "c": c, "g": g})
+    data = dd.concat(
+        [
+            dd.from_pandas(df.iloc[:200], npartitions=20),
+            dd.from_pandas(df.iloc[200:], npartitions=2),
+        ]
+    )
+    assert data.npartitions > 20
+    assert set(dmixed.mixedlm("y ~ x1*C(c)", df, groups="g").spec.centres) == {"x1"}
+    model = dmixed.mixedlm("y ~ x1*C(c)", data, groups="g")
+    assert model.spec.centres == {}
+    with pytest.raises(DataError, match="first partitions") as err:
+        model.fit()
+    assert "repartition" in str(err.value)
+
+
+def test_level_holding_a_colon_and_the_column_name():
+    """A level of c that holds ``:x1:`` (``C(c)[T.b:x1:z]``) is a level, not a product
+    with x1: the fixed effects and covariance are those of ``center(x1)*C(c)`` mapped
+    back, and ``model.exog`` holds the formula's own columns (the review's D, built from
+    the columns' names, was wrong there)."""
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(40), 10)
+    x = rng.normal(size=g.size)
+    c = rng.choice(["a", "b:z", "b:x1:z"], g.size)
+    y = 1.0 + 0.5 * x + (c == "b:z") * (0.3 + 0.7 * x) + (c == "b:x1:z") * 0.4
+    y = y + rng.normal(size=40)[g] + rng.normal(size=g.size)
+    df = pd.DataFrame({"y": y, "x1": x + 1e6, "c": c, "g": g})
+    raw = dmixed.mixedlm("y ~ x1*C(c)", df, groups="g").fit()
+    centred = dmixed.mixedlm("y ~ center(x1)*C(c)", df, groups="g").fit()
+    assert set(raw.model.spec.centres) == {"x1"}
+    assert abs(raw.llf - centred.llf) <= 1e-9 * abs(centred.llf)
+    _check_mapped(raw, centred, float(df.x1.mean()), levels=("b:x1:z", "b:z"))
+    names = list(raw.fe_params.index)
+    exog = raw.model.exog
+    for level in ("b:x1:z", "b:z"):
+        np.testing.assert_array_equal(exog[:, names.index(f"C(c)[T.{level}]")], c == level)
+        np.testing.assert_array_equal(
+            exog[:, names.index(f"x1:C(c)[T.{level}]")], df.x1.to_numpy() * (c == level)
+        )
+
+
 def test_centre_is_exact_to_subtract():
     """The centre lies near the mean, on a grid that makes ``x − m`` exact for values
     of the sample's magnitude; none near zero or for a constant column."""
+    from dmixed.design.centres import centre_of
+
     x = 1.7e9 + np.random.default_rng(0).normal(size=1000)
     m = centre_of(x)
     assert m is not None and abs(m - x.mean()) < x.std() / 512
