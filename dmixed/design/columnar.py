@@ -104,6 +104,9 @@ def columns_design(spec: ModelSpec, columns: Mapping[str, np.ndarray]) -> Design
         else:
             warn_rounded_integers(col, name)  # as to_float
             col = np.asarray(col, dtype=np.float64)  # to_float's values (no copy for floats)
+        centre = spec.centres.get(name)
+        if centre is not None:  # as prepare_columns: about the column's centre
+            col = col - centre
         if not np.isfinite(col).all():
             return None
         values[name] = col
@@ -135,7 +138,9 @@ def column_sources(spec: ModelSpec) -> tuple[list[str], list[int], list[int]] | 
         return None
     entries = [*rhs, *lhs, *re]
     names = list(spec.formula_columns)
-    if any(len(e) > 1 for e in entries) or any(c in spec.references for c in names):
+    if any(len(e) > 1 for e in entries) or any(
+        c in spec.references or c in spec.centres for c in names
+    ):
         return None
     if {e[0] for e in entries if e} != set(names):
         return None  # a formula column in no matrix: columns_design still checks it

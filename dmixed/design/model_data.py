@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..errors import SpecError
 from .arrays import RowData
+from .centres import formula_rows
 
 __all__ = ["ModelData", "DataNames", "VCSpec"]
 
@@ -119,8 +120,10 @@ class ModelData:
 
     @property
     def exog(self) -> np.ndarray:
-        """The fixed-effects design of the kept rows, (n, k_fe)."""
-        return self._rows_in_memory().exog
+        """The fixed-effects design of the kept rows, (n, k_fe), in the formula's own
+        columns (products of columns read about centres are the raw products again:
+        :func:`~dmixed.design.centres.formula_rows`)."""
+        return formula_rows(getattr(self, "spec", None), self._rows_in_memory().exog)
 
     @property
     def exog_re(self) -> np.ndarray:
@@ -259,7 +262,7 @@ class ModelData:
         use and kept with the rows."""
         lists = self._kept_lists(f"{name}_li")
         if name not in lists:
-            values = getattr(self.rows, name)
+            values = self.exog if name == "exog" else getattr(self.rows, name)
             if name == "exog_re" and values.shape[1] == 0:
                 lists[name] = None  # statsmodels' exog_re_li without random effects
             else:

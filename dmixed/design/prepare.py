@@ -227,6 +227,9 @@ def _normalize(
             vals = to_float(s, c)
         else:  # an integer column read exactly about its reference
             vals = referenced_values(s, ref, c)
+        centre = spec.centres.get(c)
+        if centre is not None:  # a column far from zero inside products, about its centre
+            vals = vals - centre
         if np.isfinite(vals).all():  # no NaN (missing), no ±inf (refused): one look
             norm.missing[c] = np.zeros(vals.shape, dtype=bool)
         else:

@@ -31,13 +31,13 @@ and group keys stay ``int64``/``uint64``: neither is rounded.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..errors import CheckpointError, PrecisionWarning
+from .centres import column_basis, reads_column
 from .dtypes import EXACT_INTEGERS, NUMERIC, column_class, to_float
 from .warn_relay import warn_data
 
@@ -63,12 +63,6 @@ __all__ = [
 REFERENCE_ABOVE = EXACT_INTEGERS
 
 
-def _reads(expr: str, column: str) -> bool:
-    """Whether a factor's code may read ``column`` (a name or a quoted name in it;
-    conservative: a false yes only costs the reference)."""
-    return re.search(r"(?<![\w.])" + re.escape(column) + r"(?!\w)", expr) is not None
-
-
 def _linear_in(terms, column: str) -> bool | None:
     """True: ``column`` is read by ``terms`` only as a term of its own; False: read
     otherwise too; None: not read."""
@@ -84,7 +78,7 @@ def _linear_in(terms, column: str) -> bool | None:
                 if len(term.factors) != 1:
                     return False
                 found = True
-            elif _reads(factor.expr, column):
+            elif reads_column(factor.expr, column):
                 return False
     return found
 
@@ -261,15 +255,18 @@ def _difference(values: np.ndarray, ref: int) -> tuple[np.ndarray, np.ndarray]:
     return wrapped, (wrapped >= 0) == above
 
 
-def column_references(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray] | None:
+def column_references(spec: ModelSpec) -> tuple[np.ndarray, ...] | None:
     """``(x_ref (p,), z_ref (q,))``: each model-matrix column's reference as float64
-    (0 for the others), None when the spec has none."""
-    refs = getattr(spec, "references", None)
-    if not refs:
+    (0 for the others), then, where the spec has centres, the basis ``D − I`` (p × p)
+    of its design (:func:`~dmixed.design.centres.column_basis`); None when the spec has
+    neither."""
+    refs = getattr(spec, "references", None) or {}
+    basis = column_basis(spec)
+    if not refs and basis is None:
         return None
     x = np.array([float(refs.get(c, 0)) for c in spec.exog_names])
     z = np.array([float(refs.get(c, 0)) for c in spec.exog_re_names])
-    return x, z
+    return (x, z) if basis is None else (x, z, basis)
 
 
 def design_coordinates(spec, fe_params, blup) -> tuple[np.ndarray, np.ndarray]:
@@ -284,9 +281,12 @@ def design_coordinates(spec, fe_params, blup) -> tuple[np.ndarray, np.ndarray]:
         return fe, blup
     x_ref = refs[0]
     x_int = spec.intercept_columns()[0]
+    raw = fe
     if x_int >= 0 and x_ref.any():
         fe = fe.copy()
-        fe[x_int] += float(x_ref @ fe)
+        fe[x_int] += float(x_ref @ raw)
+    if len(refs) > 2:  # products of centred columns: β_d = D β (dmixed.design.centres)
+        fe = fe + refs[2] @ raw
     return fe, design_effects(spec, blup)
 
 

@@ -51,6 +51,7 @@ from .build import (
     used_columns,
 )
 from .build_levels import group_native, scan_levels
+from .centres import choose_centres, saved_centres
 from .coded import CodedPlan, factor_codes, find_coded_plan, remember_plan, shared_plan
 from .dtypes import NUMERIC, coded_group_keys, group_keys, native_dtype, py_scalars
 from .evaluate import PATSY_ORDER, materialize, reordered, term_order
@@ -231,6 +232,9 @@ class ModelSpec(ModelNames):
     #: the integer reference of each linear integer column read as ``column − reference``
     #: (:mod:`dmixed.design.references`; empty: none)
     references: dict[str, int] = field(default_factory=dict, repr=False)
+    #: the centre of each numeric column read far from zero inside a product term, read
+    #: as ``column − centre`` (:mod:`dmixed.design.centres`; empty: none)
+    centres: dict[str, float] = field(default_factory=dict, repr=False)
     #: the fixed-effects formula's columns before ``drop_cols`` took some out (statsmodels'
     #: argument; None: none dropped): ``exog_names`` are those kept, in this order
     exog_names_built: list[str] | None = field(default=None, repr=False)
@@ -386,6 +390,8 @@ class ModelSpec(ModelNames):
         marked = {"caller_names": sorted(self.caller_names)} if self.caller_names else {}
         if self.references:  # (absent when none: the saved form of older versions)
             marked["references"] = {c: int(v) for c, v in self.references.items()}
+        if self.centres:  # (likewise)
+            marked["centres"] = {c: float(v) for c, v in self.centres.items()}
         if self.exog_names_built is not None:  # (likewise)
             marked["drop_cols"] = dropped_columns(self)
         if self.stateful:  # (likewise)
@@ -754,6 +760,7 @@ def _rebuilt(state: dict, eval_env: Mapping[str, Any] | None) -> ModelSpec:
         term_order=order,
         group_native=state.get("group_native"),
         references=saved_references(state.get("references"), spec),
+        centres=saved_centres(state.get("centres"), spec),
     )
 
 
@@ -1059,6 +1066,9 @@ def build_spec_prepared(
     references = choose_references(spec, parsed, integers, data, dask_input)
     if references:
         spec = dataclasses.replace(spec, references=references)
+    centres = choose_centres(spec, parsed, data, dask_input)
+    if centres:
+        spec = dataclasses.replace(spec, centres=centres)
     prepared = None
     if stateful is not None:
         checked_saved_state(stateful, _frozen_formulas(spec), "the saved model spec")

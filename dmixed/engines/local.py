@@ -235,7 +235,7 @@ def statistics_from_rows(
     rows: RowData,
     standardization: Standardization | None = None,
     intercepts: tuple[int, int] | None = None,
-    references: tuple[np.ndarray, np.ndarray] | None = None,
+    references: tuple[np.ndarray, ...] | None = None,
 ) -> FittedStatistics:
     """One pass over in-memory rows → per-group statistics on a :class:`LocalEngine`.
 

@@ -220,10 +220,15 @@ def parametric_bootstrap(
     same rows in process or on Dask, to rounding, where both chose the same column map
     (``Standardization``; the draw's roots are taken in those columns, so a map chosen
     otherwise, from other rows of a sample, draws other responses of the same
-    distribution).  Groups fitted from centred sums (a random design close to singular
-    within them, groups of fewer rows than random effects among them) have those sums
-    drawn with the response, as the fit used them.  Which root of ``Z̃_i'Z̃_i`` a group
-    draws with is one rule of its sums, whichever engine holds them
+    distribution).  The map includes the centres that products of columns far from
+    zero are read about (:mod:`dmixed.design.centres`): such a fit (``x*C(c)`` with
+    ``x`` near 1e6) draws other replicates, of the same distribution, than the same
+    model with ``x`` moved near zero, or than a fit whose first rows gave another
+    centre (the draws are not yet taken in the formula's own columns).  Groups fitted
+    from centred sums (a random design close to singular within them, groups of fewer
+    rows than random effects among them) have those sums drawn with the response, as
+    the fit used them.  Which root of ``Z̃_i'Z̃_i`` a group draws with is one rule of its
+    sums, whichever engine holds them
     (:class:`~dmixed.stats.draw.ResponseSampler`): a group whose random design is an
     intercept and columns constant within it (the rank-one closed form) draws
     ``√u z̄ z_e``, which scales with those columns, so such fits draw the same table in

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..design import is_dask
+from ..design.centres import design_rows
 from ..errors import SpecError
 from ..fit.options import check_flag
 from .new_levels import check_new_levels
@@ -149,6 +150,7 @@ class FittedValues:
                     "results, or remove_data())"
                 )
             return self.predictor().predict(rows, include_random)
+        exog = design_rows(self.spec, exog)  # the formula's columns: as the spec's rows
         return self.predictor().predict_arrays(exog, exog_re, groups, include_random, new_groups)
 
     #: Predictions with standard errors and intervals, as statsmodels'

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ..design import is_dask
+from ..design.centres import design_rows
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
 from ..errors import DataError, SpecError
@@ -664,6 +665,7 @@ def get_prediction(
         name, index = results.names.group_name, rows.index
         w = rows.weights if weights is None else prediction_weights(weights, n=len(rows.exog))
     else:
+        exog = design_rows(results.spec, exog)  # the formula's columns: as the spec's rows
         rows = results.predictor().array_rows(exog, exog_re, groups, include_random)
         name, index = "groups", None
         w = prediction_weights(weights, n=len(rows.exog))

@@ -732,7 +732,9 @@ class MixedLMResults(FittedValues, Hypotheses):
     ) -> BootstrapResults:
         """Parametric bootstrap from the statistics alone (lme4's ``bootMer``): ``n``
         refits to responses drawn from the fit, with no data pass.  See
-        :func:`dmixed.results.bootstrap.parametric_bootstrap`.
+        :func:`dmixed.results.bootstrap.parametric_bootstrap` (a seed draws in the
+        design's columns: where products of a column far from zero are read about a
+        centre, other replicates than the same model with the column near zero).
         """
         self._state.check_unpenalized("bootstrap")
         return parametric_bootstrap(self, n, seed=seed, progress=progress, use_re=use_re)

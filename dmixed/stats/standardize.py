@@ -552,6 +552,11 @@ class Standardization:
         The rows are shifted by ``c`` only, and statistics convert between maps of equal
         references only; the estimates map back with the shift ``c + r`` (``T``,
         ``A``), so they are the model's in ``t``.
+    x_basis : ndarray (p, p)
+        ``D − I`` for a design whose columns ``X_d`` are not the formula's ``X`` but
+        ``X = X_d D`` (:mod:`dmixed.design.centres`: products of columns read about
+        their centres); empty: ``D = I``.  The rows are those of ``X_d``; the estimates
+        map back through ``T D`` (:meth:`fe_matrix`), so they are the model's in ``X``.
     """
 
     x_shift: np.ndarray
@@ -568,6 +573,7 @@ class Standardization:
     z_ref: np.ndarray = field(default_factory=lambda: np.zeros(0))
     weight_scale: float = 1.0
     weight_span: tuple[float, float] | None = field(default=None, compare=False)
+    x_basis: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     # -- construction ------------------------------------------------------------------
 
@@ -595,7 +601,7 @@ class Standardization:
         exog_re: np.ndarray,
         intercepts: tuple[int, int] | None = None,
         vc_vals: list[np.ndarray] | None = None,
-        references: tuple[np.ndarray, np.ndarray] | None = None,
+        references: tuple[np.ndarray, ...] | None = None,
         weights: np.ndarray | None = None,
         gram: np.ndarray | None = None,
     ) -> Standardization:
@@ -614,9 +620,11 @@ class Standardization:
         vc_vals : list of ndarray, optional
             Per variance component, its values (any shape; zeros are no entry): the
             component's scale is the power of two nearest their root mean square.
-        references : (ndarray (p,), ndarray (q,)), optional
+        references : (ndarray (p,), ndarray (q,)[, ndarray (p, p)]), optional
             The integer references the design took off the columns (``x_ref``,
-            ``z_ref``; :func:`dmixed.design.references.column_references`).
+            ``z_ref``; :func:`dmixed.design.references.column_references`), and the
+            design's basis ``D − I`` where its products are of centred columns
+            (``x_basis``; :func:`dmixed.design.centres.column_basis`).
         weights : ndarray (n,), optional
             The prior weights: their scale ``s_w`` (:data:`WEIGHT_STEP_LOG2`).
         gram : ndarray (p+1, p+1), optional
@@ -641,11 +649,13 @@ class Standardization:
         same_shift = (zi >= 0) == (xi >= 0)
         cz, sz = _choose_columns(z, zi, zi >= 0, (x, xi, cx, sx) if same_shift else None)
         vc = np.array([_vc_scale(v) for v in (vc_vals or [])], dtype=np.float64)
-        x_ref, z_ref = references if references is not None else (np.zeros(0), np.zeros(0))
+        x_ref, z_ref = references[:2] if references is not None else (np.zeros(0), np.zeros(0))
+        basis = references[2] if references is not None and len(references) > 2 else None
         return cls(
             cx, sx, float(cy[0]), float(sy[0]), cz, sz, xi, zi, vc, int(y.shape[0]),
             np.asarray(x_ref, dtype=np.float64), np.asarray(z_ref, dtype=np.float64),
             weight_scale(weights),
+            x_basis=np.zeros((0, 0)) if basis is None else np.asarray(basis, dtype=np.float64),
         )  # fmt: skip
 
     def references(self) -> tuple[np.ndarray, np.ndarray]:
@@ -653,6 +663,10 @@ class Standardization:
         x = self.x_ref if self.x_ref.size else np.zeros(self.k_fe)
         z = self.z_ref if self.z_ref.size else np.zeros(self.k_re)
         return x, z
+
+    def basis(self) -> np.ndarray:
+        """``D − I`` (p × p; zeros where the design's columns are the formula's)."""
+        return self.x_basis if self.x_basis.size else np.zeros((self.k_fe, self.k_fe))
 
     def model_x_shift(self) -> np.ndarray:
         """``c_x + r_x``: the shift of ``X``'s columns from the model's ``t`` (the
@@ -681,6 +695,7 @@ class Standardization:
             and (self.z_scale == 1).all()
             and (self.vc_scale == 1).all()
             and self.weight_scale == 1
+            and not self.x_basis.any()
         )
 
     # -- the rows ----------------------------------------------------------------------
@@ -774,6 +789,11 @@ class Standardization:
                 "statistics whose integer columns were read about different references "
                 "cannot be added (a spec saved with other references, or none)"
             )
+        if not np.array_equal(self.basis(), target.basis()):
+            raise CheckpointError(
+                "statistics whose columns were read about different centres cannot be "
+                "added (a spec saved with other centres, or none)"
+            )
         cx = np.append(self.x_shift, self.y_shift)
         sx = np.append(self.x_scale, self.y_scale)
         tcx = np.append(target.x_shift, target.y_shift)
@@ -838,10 +858,16 @@ class Standardization:
         return s if self.weight_scale == 1.0 else self.weight_root * s
 
     def fe_matrix(self) -> np.ndarray:
-        """``T`` (p × p) with ``X = X̃ T``."""
+        """``T`` (p × p) with ``X = X̃ T``; with a design basis (:attr:`x_basis`,
+        ``X = X_d D``), ``T_d D`` where ``X_d = X̃ T_d``."""
         t = np.diag(self.x_scale)
         if self.x_intercept >= 0:
             t[self.x_intercept, :] += self.model_x_shift()
+        if self.x_basis.any():  # T_d (I + e_0 r' + B) = (T_d + e_0 r') + T_d B
+            t_d = np.diag(self.x_scale)
+            if self.x_intercept >= 0:
+                t_d[self.x_intercept, :] += self.x_shift
+            t = t + t_d @ self.x_basis
         return t
 
     def re_matrix(self) -> np.ndarray:
@@ -937,6 +963,7 @@ class Standardization:
             **({"z_ref": self.z_ref.tolist()} if self.z_ref.any() else {}),
             # (absent when 1: the saved form of older versions, which could not read it)
             **({"weight_scale": self.weight_scale} if self.weight_scale != 1.0 else {}),
+            **({"x_basis": self.x_basis.tolist()} if self.x_basis.any() else {}),
         }
 
     @classmethod
@@ -962,6 +989,9 @@ class Standardization:
                 x_ref=np.asarray(data.get("x_ref", []), dtype=np.float64).reshape(-1),
                 z_ref=np.asarray(data.get("z_ref", []), dtype=np.float64).reshape(-1),
                 weight_scale=float(data.get("weight_scale", 1.0)),
+                x_basis=np.asarray(data.get("x_basis", []), dtype=np.float64).reshape(
+                    (p, p) if "x_basis" in data else (0, 0)
+                ),
             )
             if out.x_ref.size not in (0, p) or out.z_ref.size not in (0, q):
                 raise ValueError("references of the wrong length")
@@ -970,6 +1000,8 @@ class Standardization:
         scales = np.concatenate(
             [out.x_scale, out.z_scale, [out.y_scale, out.weight_scale], out.vc_scale]
         )
+        if not np.all(np.isfinite(out.x_basis)) or np.diagonal(out.x_basis).any():
+            raise CheckpointError("malformed column standardization: a basis must be finite")
         if not np.all(np.isfinite(np.concatenate([out.x_ref, out.z_ref]))):
             raise CheckpointError("malformed column standardization: references must be finite")
         if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):

@@ -213,7 +213,12 @@ def _check_no_null_space(
         f"coefficients; the column(s) {', '.join(offsets)} lie far from zero next to "
         "their spread, so their products with other columns (an interaction with a "
         "factor) are nearly those columns times the offset: centre them in the data (x "
-        "minus its mean) or, for a pandas DataFrame, write center(x) in the formula"
+        "minus its mean) or, for a pandas DataFrame, write center(x) in the formula. "
+        "dmixed reads such a column about a centre itself in x*C(c) or x1*x2 where it "
+        "varies over the data's first rows; for a Dask collection those are read from "
+        "its first partitions (a bounded number), so a column constant over them (data "
+        "partitioned by that column) is not centred: repartition the collection or "
+        "centre the column in the data"
     )
 
 

@@ -193,17 +193,29 @@ def _interaction_frame(shift: float) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("shift", [1e5, 1e6])
-def test_offset_interaction_is_not_called_rank_deficient(shift):
-    """``x1*C(c)`` with x1 far from zero has full rank (main said "rank deficient (rank
-    4 < 6 columns)"): the refusal says the columns are independent but nearly dependent
-    in the float64 sums, names x1 and its offset, and suggests centring."""
+def test_offset_interaction_of_a_column_fits(shift):
+    """``x1*C(c)`` with x1 far from zero fits (main refused it as nearly dependent): the
+    design reads x1 about a centre inside the product (dmixed.design.centres), with
+    the llf of ``center(x1)*C(c)``."""
+    df = _interaction_frame(shift)
+    res = dmixed.mixedlm("y ~ x1*C(c)", df, groups="g").fit()
+    ref = dmixed.mixedlm("y ~ center(x1)*C(c)", df, groups="g").fit()
+    assert abs(res.llf - ref.llf) <= 1e-9 * abs(ref.llf)
+
+
+@pytest.mark.parametrize("shift", [1e5, 1e6])
+def test_offset_interaction_of_an_expression_is_not_called_rank_deficient(shift):
+    """``I(x1 + 0)*C(c)`` with x1 far from zero (an expression, which the design does
+    not centre) has full rank: the refusal says the columns are independent but nearly
+    dependent in the float64 sums, names the column and its offset, and suggests
+    centring."""
     df = _interaction_frame(shift)
     with pytest.raises(DataError) as err:
-        dmixed.mixedlm("y ~ x1*C(c)", df, groups="g").fit()
+        dmixed.mixedlm("y ~ I(x1 + 0)*C(c)", df, groups="g").fit()
     message = str(err.value)
     assert "rank deficient" not in message
     assert "has full rank (6 columns)" in message and "nearly linearly dependent" in message
-    assert "'x1' (values about" in message and "center(x)" in message
+    assert "'I(x1 + 0)' (values about" in message and "center(x)" in message
 
 
 @pytest.mark.parametrize("shift", [0.0, 1e6, 1e8])

@@ -1,0 +1,361 @@
+"""Numeric columns far from zero inside product terms, read about a centre.
+
+A product of a column far from zero with another column is nearly that other column
+times the offset: in ``y ~ x1*C(c)`` with ``x1`` near 1e6 and a spread of 1, the column
+``x1:C(c)[T.b] = x1·1[c = b]`` is ``1e6·1[c = b]`` to six digits, nearly parallel to
+``C(c)[T.b]``, and the statistics' own shift of each column (its mean, off that column
+alone: :mod:`dmixed.stats.standardize`) cannot take the offset out of a product.  So a
+numeric column ``x`` that the fixed-effects formula reads far from zero (its mean more
+than :data:`CENTRE_ABOVE` standard deviations from zero) inside a product term is read
+as ``x − m`` everywhere, ``m`` its *centre* (near the data's mean, with few significant
+bits: :func:`centre_of`).  Every product of centred factors spans what the products of
+the raw ones span, given the lower-order columns::
+
+    x·1[c = b] = (x − m)·1[c = b] + m·1[c = b]
+    x1·x2      = (x1 − m1)(x2 − m2) + m2 (x1 − m1) + m1 (x2 − m2) + m1 m2
+
+so the design's columns are ``X_d`` with ``X = X_d D``, ``D`` unit on the diagonal with
+the centres' products off it (:func:`column_basis`), a reparametrization of the model
+that the column map (:class:`~dmixed.stats.standardize.Standardization`, its
+``x_basis``) maps back exactly: the fitted values, the likelihood and every estimate
+are those of the formula's own columns (``β = D⁻¹ β_d``).
+
+A column is centred only where every column its products need is in the design (the
+term with the centred factors taken out, coded as in the formula: ``x1*C(c)``, not
+``x1:C(c)`` alone, whose columns span another space once centred), the matrix has an
+intercept, and the column is read by no other formula (the response, ``re_formula``,
+a variance component) and only as itself (not inside a function or ``C()``).  The
+centres are part of the spec (:attr:`~dmixed.design.spec.ModelSpec.centres`, saved with
+it), chosen from the first rows (a Dask collection's first partitions, as many as hold
+them up to :data:`CENTRE_PARTITIONS`: :func:`choose_centres`), so every
+partition, ``update`` batch and prediction reads the column alike.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from itertools import combinations
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import CheckpointError
+from .dtypes import NUMERIC
+
+if TYPE_CHECKING:
+    from .build import ParsedFormulas
+    from .spec import ModelSpec
+
+__all__ = [
+    "CENTRE_ABOVE",
+    "centre_of",
+    "choose_centres",
+    "column_basis",
+    "design_rows",
+    "formula_rows",
+    "product_columns",
+    "reads_column",
+    "saved_centres",
+]
+
+#: A column inside a product is centred when its mean is more than this many standard
+#: deviations from zero (the statistics' own shift test, for one column).
+CENTRE_ABOVE = 8.0
+#: Rows (from the start of the data) a centre is chosen from.
+CENTRE_ROWS = 65536
+#: At most this many partitions of a Dask collection are read for those rows (its
+#: first ones; a bound on the extra reads where partitions are small).
+CENTRE_PARTITIONS = 16
+#: The centre keeps the mean to within ``sd / 2**CENTRE_BITS`` (far inside the spread:
+#: any value near the data's location serves), on a coarse binary grid so that
+#: ``x − m`` is exact for every value of the magnitude of the sample's.
+CENTRE_BITS = 10
+
+
+def centre_of(values: np.ndarray) -> float | None:
+    """The centre of a column from its first values (finite ones), or None where it is
+    not far from zero next to its spread (:data:`CENTRE_ABOVE`) or does not vary.
+
+    The mean rounded to a multiple of a power of two ``g`` near ``sd / 2**CENTRE_BITS``
+    (and at least the spacing of float64 at the sample's largest magnitude): ``x − m``
+    is then exact for every ``x`` of the sample's magnitude and sign (both are
+    multiples of ``x``'s spacing, and the difference is smaller than ``x``).
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()[:CENTRE_ROWS]
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return None
+    mean = float(np.mean(v))
+    sd = float(np.std(v))
+    if not (sd > 0.0 and abs(mean) > CENTRE_ABOVE * sd):
+        return None
+    top = float(np.max(np.abs(v)))
+    grid = max(2.0 ** math.floor(math.log2(sd / 2.0**CENTRE_BITS)), math.ulp(top))
+    grid = 2.0 ** math.ceil(math.log2(grid))  # a power of two
+    centre = round(mean / grid) * grid
+    return float(centre) if centre != 0.0 else None
+
+
+def reads_column(expr: str, column: str) -> bool:
+    """Whether a factor's code may read ``column`` (a name or a quoted name in it;
+    conservative: a false yes only costs the reference)."""
+    return re.search(r"(?<![\w.])" + re.escape(column) + r"(?!\w)", expr) is not None
+
+
+def _plain_reads(terms, column: str) -> bool | None:
+    """True: the formula's ``terms`` read ``column`` only as a factor of its own (a
+    lookup of the column) and in at least one product; False: otherwise too (inside
+    an expression or ``C()``); None: not in a product."""
+    from formulaic.parser.types import Factor
+
+    product = False
+    for term in terms:
+        for factor in term.factors:
+            if factor.eval_method is Factor.EvalMethod.LITERAL:
+                continue
+            if factor.eval_method is Factor.EvalMethod.LOOKUP and factor.expr == column:
+                product = product or len(term.factors) > 1
+            elif reads_column(factor.expr, column):
+                return False
+    return True if product else None
+
+
+def product_columns(spec: ModelSpec, parsed: ParsedFormulas) -> list[str]:
+    """The numeric columns a centre may be taken for: read by the fixed-effects
+    formula in a product term and only as themselves, by no other formula, in a matrix
+    with an intercept."""
+    if spec.intercept_columns()[0] < 0 or not parsed.rhs_terms:
+        return []
+    others = set(parsed.lhs.columns)
+    others |= {c for info in parsed.vc.values() for c in info.columns}
+    if spec.re_kind == "formula":
+        others |= set(parsed.re.columns)
+    out = []
+    for c in spec.formula_columns:
+        if spec.column_kinds.get(c) != NUMERIC or c in others or c not in parsed.rhs.columns:
+            continue
+        if _plain_reads(parsed.rhs_terms, c):
+            out.append(c)
+    return out
+
+
+def _scoped_terms(spec: ModelSpec) -> list[tuple[tuple, float, int]] | None:
+    """Per scoped term of the fixed-effects formula, in column order: its factors
+    ``((expr, reduced, lookup), ...)``, its scale and its number of columns (formulaic's
+    structure of the design); None where they do not add up to the design's columns."""
+    fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
+    if fspec is None:
+        return None
+    out = []
+    for structure in fspec.structure:
+        widths = len(structure.columns)
+        scoped = list(structure.scoped_terms)
+        if len(scoped) != 1:  # (several scoped terms share the columns: not read here)
+            return None
+        factors = tuple(
+            (
+                sf.factor.expr,
+                bool(sf.reduced),
+                getattr(getattr(sf.factor, "factor", sf.factor), "eval_method", None) is _lookup(),
+            )
+            for sf in scoped[0].factors
+        )
+        out.append((factors, float(scoped[0].scale), widths))
+    built = spec.exog_names_built if spec.exog_names_built is not None else spec.exog_names
+    if sum(w for _, _, w in out) != len(built):
+        return None
+    return out
+
+
+def _lookup():
+    from formulaic.parser.types import Factor
+
+    return Factor.EvalMethod.LOOKUP
+
+
+def _basis(spec: ModelSpec, centres: dict[str, float]) -> np.ndarray | None:
+    """``D − I`` (p × p) for the columns of ``spec``'s design with these centres, or
+    None where a column a product needs is not among them.
+
+    Built from the formula's terms, not the columns' names (a level may hold ``:``):
+    a column of a scoped term whose factors include centred columns (each a lookup of
+    one column, one column wide) is, for every subset of those taken out, paired with
+    the column at the same place of the scoped term of the other factors (in the same
+    order, coding and scale; the intercept where none is left)."""
+    names = list(spec.exog_names)
+    p = len(names)
+    intercept = spec.intercept_columns()[0]
+    terms = _scoped_terms(spec)
+    if terms is None:
+        return None
+    built = spec.exog_names_built if spec.exog_names_built is not None else names
+    index = {n: j for j, n in enumerate(names)}
+    start = {}  # a scoped term's factors -> (its first column in ``built``, scale, width)
+    at = 0
+    for factors, scale, width in terms:
+        start[factors] = (at, scale, width)
+        at += width
+    out = np.zeros((p, p))
+    at = 0
+    for factors, scale, width in terms:
+        first = at
+        at += width
+        shifted = [i for i, f in enumerate(factors) if f[2] and f[0] in centres]
+        if not shifted or width == 0:
+            continue
+        for size in range(1, len(shifted) + 1):
+            for taken in combinations(shifted, size):
+                rest = tuple(f for i, f in enumerate(factors) if i not in taken)
+                m = math.prod(centres[factors[i][0]] for i in taken)
+                for r in range(width):
+                    name = built[first + r]
+                    if name not in index:
+                        continue  # dropped (drop_cols): no column of the design
+                    if not rest:
+                        k = intercept if width == 1 and intercept >= 0 else None
+                        lower_scale = 1.0
+                    else:
+                        found = start.get(rest)
+                        if found is None or found[2] != width:
+                            return None
+                        k = index.get(built[found[0] + r])
+                        lower_scale = found[1]
+                    if k is None:
+                        return None
+                    out[k, index[name]] += m * scale / lower_scale
+    return out
+
+
+def _complete(spec: ModelSpec, centres: dict[str, float]) -> dict[str, float]:
+    """The centres whose every product's lower-order columns are in ``spec``'s design: a
+    column with a product that lacks one is read as it is."""
+    centres = dict(centres)
+    while centres:
+        kept = {}
+        for c, m in centres.items():
+            if _basis(spec, {c: m}) is not None:
+                kept[c] = m
+        if kept == centres and _basis(spec, kept) is not None:
+            return kept
+        if kept == centres:  # one column at a time fits, together not: none centred
+            return {}
+        centres = kept
+    return centres
+
+
+def _first_rows(data, columns: list[str]):
+    """The first :data:`CENTRE_ROWS` rows of ``columns`` of a Dask collection: its
+    first partition, then the next ones (in batches of 1, 2, 4, ...) while they hold
+    fewer rows, up to :data:`CENTRE_PARTITIONS` partitions in all."""
+    import dask
+    import pandas as pd
+
+    frame = data[columns]
+    total = min(frame.npartitions, CENTRE_PARTITIONS)
+    parts: list = []
+    rows = 0
+    read = 0
+    batch = 1
+    while read < total and rows < CENTRE_ROWS:
+        take = range(read, min(read + batch, total))
+        got = dask.compute(*[frame.partitions[i] for i in take])
+        parts.extend(got)
+        rows += sum(len(p) for p in got)
+        read += len(take)
+        batch *= 2
+    if len(parts) == 1:
+        return parts[0].iloc[:CENTRE_ROWS]
+    return pd.concat(parts).iloc[:CENTRE_ROWS]
+
+
+def choose_centres(spec: ModelSpec, parsed: ParsedFormulas, data, dask_input: bool):
+    """``{column: centre}`` for the spec's product columns (:func:`product_columns`)
+    whose first :data:`CENTRE_ROWS` rows lie far from zero (:func:`centre_of`); empty
+    (and no read of the data) when there is none.
+
+    A Dask collection's first rows are read from its first partitions (as many as
+    hold them, up to :data:`CENTRE_PARTITIONS`), so the same rows give the same centres
+    however they are partitioned, unless those rows span more partitions than that:
+    then the centres are those of the rows of the first :data:`CENTRE_PARTITIONS`
+    partitions, and a column that does not vary over them (data partitioned by that
+    column into more partitions than that) is read as it is, and an interaction of it
+    far from zero is refused as nearly dependent (the message says how to centre it).
+    """
+    columns = product_columns(spec, parsed)
+    if not columns:
+        return {}
+    part = _first_rows(data, columns) if dask_input else data[columns].iloc[:CENTRE_ROWS]
+    found = {}
+    for c in columns:
+        try:
+            values = part[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):  # the design refuses such a column with its words
+            continue
+        centre = centre_of(values)
+        if centre is not None:
+            found[c] = centre
+    return _complete(spec, found)
+
+
+def column_basis(spec: ModelSpec | None) -> np.ndarray | None:
+    """``D − I`` (p × p): the design's columns ``X_d`` of a spec with centres give the
+    formula's ``X = X_d D`` (see the module); None without centres."""
+    centres = getattr(spec, "centres", None)
+    if not centres or spec is None:
+        return None
+    out = _basis(spec, centres)
+    if out is None:
+        raise CheckpointError("the spec's centres need columns its design does not have")
+    return out
+
+
+def saved_centres(saved, spec: ModelSpec) -> dict[str, float]:
+    """The centres of a saved spec (None: saved without), checked: each a finite
+    number of a numeric column of the fixed-effects formula whose products' columns
+    are all in the design.
+
+    Raises
+    ------
+    CheckpointError
+        A malformed entry.
+    """
+    if not saved:
+        return {}
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"malformed saved centres: {saved!r}")
+    out = {}
+    for c, v in saved.items():
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or not math.isfinite(v)
+            or spec.column_kinds.get(c) != NUMERIC
+            or c not in spec.formula_columns
+        ):
+            raise CheckpointError(f"malformed saved centre of column {c!r}: {v!r}")
+        out[c] = float(v)
+    if _basis(spec, out) is None:
+        raise CheckpointError("malformed saved centres: their products' columns are missing")
+    return out
+
+
+def formula_rows(spec: ModelSpec | None, exog: np.ndarray) -> np.ndarray:
+    """The formula's rows ``X = X_d D`` (n × p) of the design's rows ``exog`` (``X_d``)
+    of a spec with centres (:func:`column_basis`); ``exog`` itself without."""
+    basis = column_basis(spec)
+    return exog if basis is None else exog + exog @ basis
+
+
+def design_rows(spec: ModelSpec | None, exog):
+    """The design's rows ``X_d = X D⁻¹`` of rows ``exog`` (n × p) of the formula's
+    columns (what a user gives to ``predict(exog=...)``), for a spec with centres
+    (:func:`column_basis`); ``exog`` itself without (or where it is not a matrix of p
+    columns: the prediction refuses it in its own words)."""
+    basis = column_basis(spec)
+    if basis is None or exog is None:
+        return exog
+    x = np.asarray(exog, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != basis.shape[0]:
+        return exog
+    return np.linalg.solve((np.eye(basis.shape[0]) + basis).T, x.T).T

@@ -1,0 +1,306 @@
+"""Products of numeric columns far from zero: read about a centre, reported raw."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dmixed
+from dmixed import DataError
+
+EPS = np.finfo(np.float64).eps
+
+
+def _frame(shift: float, n_groups: int = 40, size: int = 10) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(n_groups), size)
+    n = g.size
+    x = rng.normal(size=n)
+    c = rng.choice(list("abc"), n)
+    y = 1.0 + 0.5 * x + (c == "b") * (0.3 + 0.7 * x) + rng.normal(size=n_groups)[g]
+    y += rng.normal(size=n)
+    return pd.DataFrame({"y": y, "x1": x + shift, "c": c, "g": g})
+
+
+def _interaction_map(names: list[str], mean: float, levels=("b", "c")) -> np.ndarray:
+    """``T`` with ``β_raw = T β_c`` for ``x*C(c)`` fitted as ``(x − mean)*C(c)``."""
+    p = len(names)
+    t = np.eye(p)
+    t[names.index("Intercept"), names.index("x1")] = -mean
+    for level in levels:
+        main = names.index(f"C(c)[T.{level}]")
+        t[main, names.index(f"x1:C(c)[T.{level}]")] = -mean
+    return t
+
+
+def _check_mapped(raw, centred, mean: float, tol: float = 1e-9, levels=("b", "c")) -> None:
+    """The raw fit's fe_params and cov_params equal the centred fit's mapped back by
+    ``T``, each entry to ``tol`` of what its mapping sums (``|T||β_c|``, ``|T||C||T|'``):
+    the two fits agree to about ``tol`` in the centred coordinates, and the map adds
+    its rounding (a few ε of the same sums)."""
+    names = list(raw.fe_params.index)
+    t = _interaction_map(names, mean, levels)
+    beta_c = np.asarray(centred.fe_params)
+    expected = t @ beta_c
+    bound = tol * (np.abs(t) @ np.abs(beta_c)) + 1e-300
+    assert np.all(np.abs(np.asarray(raw.fe_params) - expected) <= bound)
+    p = len(names)
+    cov_c = np.asarray(centred.cov_params())[:p, :p]
+    cov_expected = t @ cov_c @ t.T
+    cov_bound = tol * (np.abs(t) @ np.abs(cov_c) @ np.abs(t).T)
+    assert np.all(np.abs(np.asarray(raw.cov_params())[:p, :p] - cov_expected) <= cov_bound)
+    bse_expected = np.sqrt(np.diag(cov_expected))
+    bse_bound = tol * np.sqrt(np.diag(cov_bound) / tol)  # (the bound of a root)
+    assert np.all(np.abs(np.asarray(raw.bse)[:p] - bse_expected) <= bse_bound + 1e-12)
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize("shift", [0.0, 1e3, 1e6, 1.7e9])
+def test_offset_interaction_fits_as_its_centred_form(shift, kernels, monkeypatch):
+    """``x1*C(c)`` with x1 about ``shift`` (spread 1) fits (main refused 1e6 and 1.7e9:
+    "nearly linearly dependent"), with the fixed effects, their covariance and bse of
+    ``center(x1)*C(c)`` mapped back by hand, and the same llf."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _frame(shift)
+    raw = dmixed.mixedlm("y ~ x1*C(c)", df, groups="g").fit()
+    centred = dmixed.mixedlm("y ~ center(x1)*C(c)", df, groups="g").fit()
+    assert abs(raw.llf - centred.llf) <= 1e-9 * abs(centred.llf)
+    _check_mapped(raw, centred, float(df.x1.mean()))
+    assert (shift == 0.0) == (not raw.model.spec.centres)
+
+
+def test_statsmodels_on_centred_data_agrees():
+    """statsmodels' fit of ``xc*C(c)`` (xc = x1 − mean, where it does not lose digits)
+    and dmixed's of ``x1*C(c)`` at x1 near 1e6 give the same llf, and the same fixed
+    effects and bse once dmixed's are taken to the centred coordinates."""
+    smf = pytest.importorskip("statsmodels.formula.api")
+    df = _frame(1e6)
+    mean = float(df.x1.mean())
+    res = dmixed.mixedlm("y ~ x1*C(c)", df, groups="g").fit()
+    dc = df.assign(x1=df.x1 - mean)
+    sm = smf.mixedlm("y ~ x1*C(c)", dc, groups="g").fit()
+    np.testing.assert_allclose(res.llf, sm.llf, rtol=1e-8)
+    # statsmodels' estimates taken to the raw columns (the forward map keeps their
+    # digits; the way back would cancel ~1e6 times larger entries), to its optimizer's
+    # tolerance of what each entry's map sums
+    _check_mapped(res, _Fit(sm.fe_params, sm.cov_params()), mean, tol=1e-5)
+
+
+class _Fit:
+    """fe_params and cov_params of another fit, as _check_mapped reads them."""
+
+    def __init__(self, fe_params, cov):
+        self.fe_params = fe_params
+        self._cov = cov
+
+    def cov_params(self):
+        return self._cov
+
+
+def test_two_numerics_far_from_zero_fit_as_their_centred_product():
+    """``x1*x2`` with x1 near 1e6 and x2 near -3e5 fits: its fixed effects are those of
+    ``(x1 − m1)*(x2 − m2)`` mapped back by ``x1 x2 = x1c x2c + m2 x1c + m1 x2c + m1 m2``,
+    and the llf is the same."""
+    rng = np.random.default_rng(5)
+    df = _frame(1e6)
+    x2 = rng.normal(size=len(df))
+    df["y"] += x2 + 0.3 * (df.x1 - 1e6) * x2
+    df["x2"] = x2 - 3e5
+    raw = dmixed.mixedlm("y ~ x1*x2", df, groups="g").fit(reml=False)
+    assert set(raw.model.spec.centres) == {"x1", "x2"}
+    m1, m2 = float(df.x1.mean()), float(df.x2.mean())
+    dc = df.assign(x1=df.x1 - m1, x2=df.x2 - m2)
+    centred = dmixed.mixedlm("y ~ x1*x2", dc, groups="g").fit(reml=False)
+    names = list(raw.fe_params.index)
+    assert names == ["Intercept", "x1", "x2", "x1:x2"]
+    # β_raw = T β_c: x1c = x1 − m1, x2c = x2 − m2
+    t = np.eye(4)
+    t[0, 1], t[0, 2], t[0, 3] = -m1, -m2, m1 * m2
+    t[1, 3], t[2, 3] = -m2, -m1
+    beta_c = np.asarray(centred.fe_params)
+    bound = 1e-9 * (np.abs(t) @ np.abs(beta_c))
+    assert np.all(np.abs(np.asarray(raw.fe_params) - t @ beta_c) <= bound)
+    assert abs(raw.llf - centred.llf) <= 1e-9 * abs(centred.llf)
+    # fitted values are X_d (D β): D β cancels terms near m1 m2 β_12 (about 3e10 here),
+    # so they carry a few ε of those terms (dmixed keeps no β in the design's columns)
+    d = np.linalg.inv(t)
+    beta = np.asarray(raw.fe_params)
+    atol = 8 * EPS * float(np.max(np.abs(d) @ np.abs(beta))) + 1e-9
+    np.testing.assert_allclose(raw.fittedvalues, centred.fittedvalues, rtol=0, atol=atol)
+
+
+def test_product_without_its_main_effect_stays_refused():
+    """``x1:C(c)`` alone codes every level of c (x1·1[c = a], ...): centred, its span
+    would hold the indicators, which the formula's does not, so x1 is not centred and
+    the near dependence is refused as on main.  ``C(c) + x1:C(c)`` spans what
+    ``x1*C(c)`` does, but its products need indicators of every level (``C(c)[a]``),
+    which are no column of its design: not centred either, refused as on main."""
+    df = _frame(1e6)
+    for formula in ("y ~ x1:C(c)", "y ~ C(c) + x1:C(c)"):
+        model = dmixed.mixedlm(formula, df, groups="g")
+        assert model.spec.centres == {}
+        with pytest.raises(DataError, match=r"x1:C\(c\)\[a\]"):
+            model.fit()
+
+
+def test_raw_parametrization_downstream():
+    """Predict (frame and exog=), model.exog, t tests on raw names, save and load all
+    use the formula's own columns: the same predictions as a fit at offset 0."""
+    df0, df = _frame(0.0), _frame(1e6)
+    res0 = dmixed.mixedlm("y ~ x1*C(c)", df0, groups="g").fit()
+    res = dmixed.mixedlm("y ~ x1*C(c)", df, groups="g").fit()
+    x = np.column_stack(
+        [
+            np.ones(len(df)),
+            df.c == "b",
+            df.c == "c",
+            df.x1,
+            df.x1 * (df.c == "b"),
+            df.x1 * (df.c == "c"),
+        ]
+    ).astype(float)
+    np.testing.assert_array_equal(res.model.exog, x)
+    np.testing.assert_allclose(res.predict(df), res0.predict(df0), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(res.predict(exog=x), x @ np.asarray(res.fe_params), atol=1e-8)
+    np.testing.assert_allclose(res.fittedvalues, res0.fittedvalues, rtol=0, atol=1e-8)
+    tt, tt0 = res.t_test("x1:C(c)[T.b] = 0"), res0.t_test("x1:C(c)[T.b] = 0")
+    np.testing.assert_allclose(np.ravel(tt.tvalue), np.ravel(tt0.tvalue), rtol=1e-7)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "res")
+        res.save(path)
+        loaded = dmixed.load(path)
+    assert loaded.llf == res.llf
+    np.testing.assert_array_equal(loaded.fe_params, res.fe_params)
+    np.testing.assert_array_equal(loaded.predict(df), res.predict(df))
+
+
+def test_dask_reads_the_first_partition_centre():
+    """A Dask collection's centre comes from its first rows, read from as many first
+    partitions as hold them: the frame's centre, and the same fit."""
+    dd = pytest.importorskip("dask.dataframe")
+    df = _frame(1e6)
+    res = dmixed.mixedlm("y ~ x1*C(c)", df, groups="g").fit()
+    resd = dmixed.mixedlm("y ~ x1*C(c)", dd.from_pandas(df, npartitions=3), groups="g").fit()
+    assert set(res.model.spec.centres) == {"x1"}
+    assert resd.model.spec.centres == res.model.spec.centres
+    np.testing.assert_allclose(resd.llf, res.llf, rtol=1e-12)
+    np.testing.assert_allclose(resd.fe_params, res.fe_params, rtol=1e-9)
+    np.testing.assert_allclose(resd.bse, res.bse, rtol=1e-9)
+
+
+def test_dask_first_partition_without_spread_reads_on():
+    """A first partition of one row, or of one value of the column (data partitioned by
+    it), gives no centre of its own: the next partitions are read, and the collection
+    gets the frame's centre and fit (the review's one-row first partition was refused,
+    a column constant in each partition fitted uncentred)."""
+    dd = pytest.importorskip("dask.dataframe")
+    df = _frame(1e6)
+    res = dmixed.mixedlm("y ~ x1*C(c)", df, groups="g").fit(reml=False)
+    one_row = dd.concat(
+        [dd.from_pandas(df.iloc[:1], npartitions=1), dd.from_pandas(df.iloc[1:], npartitions=2)]
+    )
+    by_value = df.assign(x1=np.floor(df.x1 - 1e6) + 1e6).sort_values("x1", kind="stable")
+    res_v = dmixed.mixedlm("y ~ x1*C(c)", by_value, groups="g").fit(reml=False)
+    parts = [dd.from_pandas(p, npartitions=1) for _, p in by_value.groupby("x1", sort=True)]
+    assert len(parts) > 2
+    for data, ref in ((one_row, res), (dd.concat(parts), res_v)):
+        resd = dmixed.mixedlm("y ~ x1*C(c)", data, groups="g").fit(reml=False)
+        assert resd.model.spec.centres == ref.model.spec.centres != {}
+        np.testing.assert_allclose(resd.llf, ref.llf, rtol=1e-12)
+        np.testing.assert_allclose(resd.fe_params, ref.fe_params, rtol=1e-9)
+
+
+def test_dask_constant_over_the_read_partitions_says_so():
+    """A column constant over every partition read for its centre (more small
+    partitions than are read) is not centred, and the refusal of its interaction says
+    the partitions are the cause, not only how to centre a pandas DataFrame; the same
+    rows as a frame are centred (the documented limit)."""
+    dd = pytest.importorskip("dask.dataframe")
+    rng = np.random.default_rng(4)
+    step = np.concatenate([np.zeros(200), np.repeat(np.arange(1, 21), 10)])
+    c = rng.choice(list("ab"), step.size)
+    g = rng.integers(0, 20, step.size)
+    y = 0.1 * step + (c == "b") * 0.2 * step + rng.normal(size=step.size)
+    df = pd.DataFrame({"y": y, "x1": 1e6 + step, "c": c, "g": g})
+    data = dd.concat(
+        [
+            dd.from_pandas(df.iloc[:200], npartitions=20),
+            dd.from_pandas(df.iloc[200:], npartitions=2),
+        ]
+    )
+    assert data.npartitions > 20
+    assert set(dmixed.mixedlm("y ~ x1*C(c)", df, groups="g").spec.centres) == {"x1"}
+    model = dmixed.mixedlm("y ~ x1*C(c)", data, groups="g")
+    assert model.spec.centres == {}
+    with pytest.raises(DataError, match="first partitions") as err:
+        model.fit()
+    assert "repartition" in str(err.value)
+
+
+def test_level_holding_a_colon_and_the_column_name():
+    """A level of c that holds ``:x1:`` (``C(c)[T.b:x1:z]``) is a level, not a product
+    with x1: the fixed effects and covariance are those of ``center(x1)*C(c)`` mapped
+    back, and ``model.exog`` holds the formula's own columns (the review's D, built from
+    the columns' names, was wrong there)."""
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(40), 10)
+    x = rng.normal(size=g.size)
+    c = rng.choice(["a", "b:z", "b:x1:z"], g.size)
+    y = 1.0 + 0.5 * x + (c == "b:z") * (0.3 + 0.7 * x) + (c == "b:x1:z") * 0.4
+    y = y + rng.normal(size=40)[g] + rng.normal(size=g.size)
+    df = pd.DataFrame({"y": y, "x1": x + 1e6, "c": c, "g": g})
+    raw = dmixed.mixedlm("y ~ x1*C(c)", df, groups="g").fit()
+    centred = dmixed.mixedlm("y ~ center(x1)*C(c)", df, groups="g").fit()
+    assert set(raw.model.spec.centres) == {"x1"}
+    assert abs(raw.llf - centred.llf) <= 1e-9 * abs(centred.llf)
+    _check_mapped(raw, centred, float(df.x1.mean()), levels=("b:x1:z", "b:z"))
+    names = list(raw.fe_params.index)
+    exog = raw.model.exog
+    for level in ("b:x1:z", "b:z"):
+        np.testing.assert_array_equal(exog[:, names.index(f"C(c)[T.{level}]")], c == level)
+        np.testing.assert_array_equal(
+            exog[:, names.index(f"x1:C(c)[T.{level}]")], df.x1.to_numpy() * (c == level)
+        )
+
+
+def test_centre_is_exact_to_subtract():
+    """The centre lies near the mean, on a grid that makes ``x − m`` exact for values
+    of the sample's magnitude; none near zero or for a constant column."""
+    from dmixed.design.centres import centre_of
+
+    x = 1.7e9 + np.random.default_rng(0).normal(size=1000)
+    m = centre_of(x)
+    assert m is not None and abs(m - x.mean()) < x.std() / 512
+    d = x - m
+    assert np.all(d + m == x)
+    assert centre_of(x - x.mean()) is None
+    assert centre_of(np.full(10, 1e6)) is None
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    offset=st.integers(min_value=-(2**31), max_value=2**31),
+    log_scale=st.integers(min_value=-8, max_value=8),
+)
+def test_fit_is_invariant_to_the_offset_and_scale(offset, log_scale):
+    """``x1 = offset + 2^k x`` (exact in float64) spans the model of x: ML fitted values
+    and llf do not depend on the offset or the scale."""
+    rng = np.random.default_rng(7)
+    g = np.repeat(np.arange(30), 8)
+    n = g.size
+    x = rng.integers(-512, 512, size=n) / 64.0
+    c = rng.choice(list("ab"), n)
+    y = x + (c == "b") * (1 + 0.5 * x) + rng.normal(size=30)[g] + rng.normal(size=n)
+    base = pd.DataFrame({"y": y, "x1": x, "c": c, "g": g})
+    moved = base.assign(x1=offset + 2.0**log_scale * x)
+    assert np.array_equal((moved.x1 - offset) / 2.0**log_scale, x)  # exact
+    ref = dmixed.mixedlm("y ~ x1*C(c)", base, groups="g").fit(reml=False)
+    res = dmixed.mixedlm("y ~ x1*C(c)", moved, groups="g").fit(reml=False)
+    assert abs(res.llf - ref.llf) <= 1e-9 * abs(ref.llf)
+    np.testing.assert_allclose(res.fittedvalues, ref.fittedvalues, rtol=0, atol=1e-7)
