@@ -1,6 +1,6 @@
 /*
- * The per-group sums of dmixed.kernels.dense2 (two random-effect coordinates) in one
- * loop over the groups per call, the per-group term sums of
+ * The per-group sums of dmixed.kernels.dense2 (two random-effect coordinates) and of
+ * dmixed.kernels.dense1 (one) in one loop over the groups per call, the per-group term sums of
  * dmixed.kernels.rows.plain_statistics in one pass over the rows, the check of
  * dmixed.kernels.rows.constant_within (one pass that stops at the first row differing
  * from its group's first), and the small-matrix
@@ -1999,7 +1999,110 @@ done:
     return result;
 }
 
+/* dense1_step's sums (its docstring) of the g groups of u and f at b into h, s_i and
+   sums; returns the sum of log d_i.  Each group's values with _chunk_step's operations
+   (d = b u + 1, 1/d, b/d, (1/u)/d, u/d, F/d); the sums over the groups in group order,
+   the upper triangles made and mirrored. */
+static double
+dense1_pass(const double *u, const double *f, const double *inv_u, Py_ssize_t k, Py_ssize_t g,
+            double b, double *h, double *s_i, double *sums, double *acc)
+{
+    Py_ssize_t t = k * (k + 1) / 2;
+    double *am = acc, *ab = acc + t, *ag = acc + 2 * t;
+    for (Py_ssize_t j = 0; j < 3 * t; j++) {
+        acc[j] = 0.0;
+    }
+    double logdet = 0.0, s = 0.0, product = 1.0;
+    long exponent = 0;
+    double fx[64];
+    for (Py_ssize_t i = 0; i < g; i++) {
+        double d = b * u[i];
+        d += 1.0;
+        double r = 1.0 / d;
+        double p = b * r, q = inv_u[i] * r, si = u[i] * r;
+        s_i[i] = si;
+        s += si;
+        /* as first_pass: the log of the product, its exponent taken apart */
+        if (d >= 0x1p-400 && d <= 0x1p400) {
+            product *= d;
+            if (product > 0x1p500 || product < 0x1p-500) {
+                int e;
+                product = frexp(product, &e);
+                exponent += e;
+            }
+        }
+        else {
+            logdet += log(d);
+        }
+        for (Py_ssize_t x = 0; x < k; x++) {
+            fx[x] = f[x * g + i];
+            h[x * g + i] = fx[x] * r;
+        }
+        Py_ssize_t at = 0;
+        for (Py_ssize_t x = 0; x < k; x++) {
+            double px = p * fx[x], qx = q * fx[x], hx = fx[x] * r;
+            for (Py_ssize_t y = x; y < k; y++, at++) {
+                am[at] += fx[y] * px;
+                ab[at] += fx[y] * qx;
+                ag[at] += hx * (fx[y] * r);
+            }
+        }
+    }
+    logdet += log(product) + (double)exponent * 0.69314718055994530942;
+    sums[0] = s;
+    Py_ssize_t at = 0;
+    for (Py_ssize_t x = 0; x < k; x++) {
+        for (Py_ssize_t y = x; y < k; y++, at++) {
+            for (int j = 0; j < 3; j++) {
+                double v = acc[j * t + at];
+                sums[1 + j * k * k + x * k + y] = v;
+                sums[1 + j * k * k + y * k + x] = v;
+            }
+        }
+    }
+    return logdet;
+}
+
+PyDoc_STRVAR(dense1_step_doc,
+"dense1_step(u, f, inv_u, k, g, b, h, s_i, sums) -> float\n\n"
+"For u (g), f (k, g) and inv_u (g) of dmixed.kernels.dense1 at b = lambda^2:\n"
+"d_i = b u_i + 1, into h (k, g) the rows F_i / d_i, into s_i (g) u_i / d_i, and into\n"
+"sums (1 + 3 k k) the sum of s_i, then the k x k sums of (b/d_i) F_i F_i',\n"
+"(inv_u_i/d_i) F_i F_i' and h_i h_i' (each exactly symmetric); returns the sum of\n"
+"log d_i.");
+
+static PyObject *
+dense1_step(PyObject *self, PyObject *args)
+{
+    PyObject *o[6];
+    Py_ssize_t k, g;
+    double b;
+    if (!PyArg_ParseTuple(args, "OOOnndOOO", &o[0], &o[1], &o[2], &k, &g, &b, &o[3], &o[4],
+                          &o[5])) {
+        return NULL;
+    }
+    if (check_sizes(k, g) != 0) {
+        return NULL;
+    }
+    Py_buffer v[6];
+    const char *names[6] = {"u", "f", "inv_u", "h", "s_i", "sums"};
+    Py_ssize_t sizes[6] = {g, k * g, g, k * g, g, 1 + 3 * k * k};
+    int writes[6] = {0, 0, 0, 1, 1, 1};
+    if (take_all(o, v, 6, names, sizes, writes) != 0) {
+        return NULL;
+    }
+    double acc[3 * 64 * 65 / 2];
+    double logdet;
+    Py_BEGIN_ALLOW_THREADS
+    logdet = dense1_pass(v[0].buf, v[1].buf, v[2].buf, k, g, b, v[3].buf, v[4].buf, v[5].buf,
+                         acc);
+    Py_END_ALLOW_THREADS
+    release(v, 6);
+    return PyFloat_FromDouble(logdet);
+}
+
 static PyMethodDef methods[] = {
+    {"dense1_step", dense1_step, METH_VARARGS, dense1_step_doc},
     {"dense2_first", dense2_first, METH_VARARGS, dense2_first_doc},
     {"dense2_residual", dense2_residual, METH_VARARGS, dense2_residual_doc},
     {"dense2_gram", dense2_gram, METH_VARARGS, dense2_gram_doc},
@@ -2029,7 +2132,7 @@ static struct PyModuleDef module = {
 /* the entry points' arguments as this file defines them: dmixed.kernels.native.VERSION
    must say the same, or the module is not used (an editable install keeps the library it
    built from an older file until it is rebuilt) */
-#define C_SUMS_VERSION 10
+#define C_SUMS_VERSION 11
 
 PyMODINIT_FUNC
 PyInit_c_sums(void)

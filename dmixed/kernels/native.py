@@ -63,7 +63,7 @@ MAX_TERMS = 64
 #: the version of the entry points' arguments this module calls (``C_SUMS_VERSION`` of
 #: ``c_sums.c``): a library built from another version of the file (an editable install
 #: that was not rebuilt after a change) is not used
-VERSION = 10
+VERSION = 11
 
 _CHOICES = ("auto", "numpy", "c")
 
