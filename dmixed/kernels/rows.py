@@ -975,10 +975,8 @@ def plain_statistics(
     if wants_within(std, r) or (
         rank_one and wants_rank_one_within(std, codes, ztilde, (), n_groups)
     ):
-        layout = PackedLayout(r, k)
-        kept = _Within(np.zeros((layout.width, n_groups)), slice(None), layout)
-        kept.take(1, out[0])  # Σ z₀², then Σ z₀[X y]: entries (0, 0) and (0, ·)
-        kept.f[:] = out[r * r : r * r + k]
+        # Σ z₀², then Σ z₀[X y]: entries (0, 0) and (0, ·)
+        kept = _Within.fresh(PackedLayout(r, k), out[0], out[r * r : r * r + k])
         within = kept.within(codes, xcols, ztilde[:, 0], sx_arr)
     column_sums = _column_sums(xcols, None, sx_arr) if wants_column_sums(std) else None
     glob = row_global_sums(gram, codes.shape[0], 0.0, within, column_sums)
@@ -1000,13 +998,25 @@ class _Within:
     accumulator's earlier values are read first.
     """
 
-    def __init__(self, acc: np.ndarray, target, layout: PackedLayout) -> None:
+    def __init__(self, acc: np.ndarray | None, target, layout: PackedLayout) -> None:
         self.k = layout.k
         self.first_f = 1 + layout.n_zz  # packed column of Σ z d_0 (r = 1)
-        self.u_old = np.array(acc[1, target], dtype=np.float64)
-        self.f_old = np.array(acc[self.first_f : self.first_f + self.k, target])
+        # acc None: no earlier rows (:meth:`fresh`), nothing to read or correct for
+        self.u_old = None if acc is None else np.array(acc[1, target], dtype=np.float64)
+        self.f_old = (
+            None if acc is None else np.array(acc[self.first_f : self.first_f + self.k, target])
+        )
         self.u: np.ndarray | None = None
-        self.f = np.zeros_like(self.f_old)
+        self.f = np.zeros((self.k, 0)) if self.f_old is None else np.zeros_like(self.f_old)
+
+    @classmethod
+    def fresh(cls, layout: PackedLayout, u: np.ndarray, f: np.ndarray) -> _Within:
+        """The within-group sums of rows no accumulator held before: the call's own
+        ``Σ z²`` (G,) and ``Σ z d`` (k, G), read where they are (no copies, no zeros
+        read back)."""
+        kept = cls(None, slice(None), layout)
+        kept.u, kept.f = u, f
+        return kept
 
     def take(self, c: int, sums: np.ndarray) -> None:
         if c == 1:
@@ -1047,6 +1057,10 @@ class _Within:
             )
         within = within / np.outer(scale, scale)
         within = 0.5 * (within + within.T)
+        if self.u_old is None or self.f_old is None:
+            # chan_correction's sum over no group: zeros (added all the same, as they
+            # turn a -0.0 into 0.0 there)
+            return within + np.zeros((self.k, self.k))
         return within + chan_correction(self.u_old, self.f_old.T, u, self.f.T)
 
 
