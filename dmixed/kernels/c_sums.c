@@ -2101,7 +2101,120 @@ dense1_step(PyObject *self, PyObject *args)
     return PyFloat_FromDouble(logdet);
 }
 
+/* within_sums' pass (its docstring): the products of the rows' residuals about their
+   group's centre, accumulated over the upper triangle in row order; 1 on a code outside
+   [0, n_groups), else 0. */
+static int
+within_pass(const int64_t *codes, Py_ssize_t n, Py_ssize_t n_groups, const Py_buffer *cols,
+            Py_ssize_t k, const double *centres, double *out)
+{
+    double acc[64 * 65 / 2] = {0.0};
+    double r[64];
+    const char *x[64];
+    Py_ssize_t sx[64];
+    for (Py_ssize_t j = 0; j < k; j++) {
+        x[j] = cols[j].buf;
+        sx[j] = cols[j].strides[0];
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t g = codes[i];
+        if (g < 0 || g >= n_groups) {
+            return 1;
+        }
+        for (Py_ssize_t j = 0; j < k; j++) {
+            r[j] = *(const double *)(x[j] + i * sx[j]) - centres[j * n_groups + g];
+        }
+        Py_ssize_t at = 0;
+        for (Py_ssize_t a = 0; a < k; a++) {
+            for (Py_ssize_t b = a; b < k; b++, at++) {
+                acc[at] += r[a] * r[b];
+            }
+        }
+    }
+    Py_ssize_t at = 0;
+    for (Py_ssize_t a = 0; a < k; a++) {
+        for (Py_ssize_t b = a; b < k; b++, at++) {
+            out[a * k + b] = acc[at];
+            out[b * k + a] = acc[at];
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(within_sums_doc,
+"within_sums(codes, columns, centres, n_groups, out)\n\n"
+"The within-group cross-products of unweighted rows in one pass: codes (n,) int64 in\n"
+"[0, n_groups), columns a sequence of k <= 64 (n,) float64 buffers (any stride),\n"
+"centres (k, n_groups) float64 each group's mean in the rows' units; into out (k, k)\n"
+"the sums over the rows of r_a r_b, r_j = columns[j] - centres[j, code] (the\n"
+"residuals of rows._Within.within, the same subtraction), added in row order and\n"
+"mirrored (exactly symmetric).");
+
+static PyObject *
+within_sums(PyObject *self, PyObject *args)
+{
+    PyObject *codes_obj, *columns_obj, *centres_obj, *out_obj;
+    Py_ssize_t n_groups;
+    if (!PyArg_ParseTuple(args, "OOOnO", &codes_obj, &columns_obj, &centres_obj, &n_groups,
+                          &out_obj)) {
+        return NULL;
+    }
+    PyObject *columns = PySequence_Fast(columns_obj, "columns: a sequence is needed");
+    if (columns == NULL) {
+        return NULL;
+    }
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(columns);
+    if (k < 1 || k > 64 || n_groups < 0 || n_groups > PY_SSIZE_T_MAX / (8 * 64)) {
+        PyErr_Format(PyExc_ValueError, "columns: 1 to 64 are needed, and n_groups >= 0; got %zd",
+                     k);
+        Py_DECREF(columns);
+        return NULL;
+    }
+    Py_buffer codes_view, cols[64], views[2];
+    Py_ssize_t taken = 0, n = 0;
+    int ok = 0, bad = 0;
+    if (take_codes(codes_obj, &codes_view) != 0) {
+        goto done;
+    }
+    n = codes_view.len / 8;
+    if (take_columns(columns, cols, k, n, &taken) != 0) {
+        goto done;
+    }
+    {
+        PyObject *o[2] = {centres_obj, out_obj};
+        const char *names[2] = {"centres", "out"};
+        Py_ssize_t sizes[2] = {k * n_groups, k * k};
+        int writes[2] = {0, 1};
+        if (take_all(o, views, 2, names, sizes, writes) != 0) {
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    bad = within_pass(codes_view.buf, n, n_groups, cols, k, views[0].buf, views[1].buf);
+    Py_END_ALLOW_THREADS
+    release(views, 2);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "codes: a code outside [0, n_groups)");
+    }
+    else {
+        ok = 1;
+    }
+done:
+    for (Py_ssize_t j = 0; j < taken; j++) {
+        PyBuffer_Release(&cols[j]);
+    }
+    if (codes_view.obj != NULL) {
+        PyBuffer_Release(&codes_view);
+    }
+    Py_DECREF(columns);
+    if (!ok) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"within_sums", within_sums, METH_VARARGS, within_sums_doc},
     {"dense1_step", dense1_step, METH_VARARGS, dense1_step_doc},
     {"dense2_first", dense2_first, METH_VARARGS, dense2_first_doc},
     {"dense2_residual", dense2_residual, METH_VARARGS, dense2_residual_doc},

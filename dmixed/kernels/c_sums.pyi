@@ -9,6 +9,9 @@ VERSION: int
 def dense1_step(
     u: Any, f: Any, inv_u: Any, k: int, g: int, b: float, h: Any, s_i: Any, sums: Any, /
 ) -> float: ...
+def within_sums(
+    codes: Any, columns: Sequence[Any], centres: Any, n_groups: int, out: Any, /
+) -> None: ...
 def dense2_first(
     zz: Any,
     zxy: Any,

@@ -1034,6 +1034,22 @@ class _Within:
         unweighted = bool(_ones_column(z))
         split = sparse_split(xcols)
         dense_at = np.arange(self.k) if split is None else split[1]
+        ext = native.extension()
+        if (
+            ext is not None
+            and split is None
+            and unweighted
+            and self.k <= native.MAX_K
+            and codes.dtype == np.int64
+            and all(x.dtype == np.float64 for x in xcols)
+        ):
+            # one pass over the rows, no residuals kept: each residual the same
+            # subtraction of the same centre, their products summed in row order (to
+            # rounding BLAS's)
+            centres = np.ascontiguousarray(c * scale[:, None])
+            within = np.empty((self.k, self.k))
+            ext.within_sums(codes, xcols, centres, c.shape[1], within)
+            return self.finish(within, scale, u)
         resid = np.empty((dense_at.size, codes.size)).T
         for s, j in enumerate(dense_at.tolist()):
             centre = (c[j] * scale[j])[codes]  # the mean in the rows' own units
@@ -1055,6 +1071,11 @@ class _Within:
                 ),
                 resid,
             )
+        return self.finish(within, scale, u)
+
+    def finish(self, within: np.ndarray, scale: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """The sums of the residuals' products ``within`` (k × k, in the rows' units) in
+        scaled units, exactly symmetric, with the accumulator's earlier rows added."""
         within = within / np.outer(scale, scale)
         within = 0.5 * (within + within.T)
         if self.u_old is None or self.f_old is None:

@@ -12,7 +12,8 @@ from dmixed.kernels import conditionals, native, rows
 from dmixed.stats.packed import PackedLayout
 from dmixed.stats.standardize import Standardization
 
-from .._native_marks import called
+from .._native_marks import built, called
+from .._synth import QUICK
 
 
 def test_statistics_add_over_row_splits():
@@ -713,3 +714,63 @@ def test_wide_factor_statistics_are_the_dense_passes(monkeypatch, weighted):
     for name in ("xyxy", "within"):
         got, want = glob[name], glob_d[name]
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
+@built
+@settings(max_examples=30, **QUICK)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_rows=st.integers(1, 400),
+    n_groups=st.integers(1, 300),
+    offset=st.sampled_from([0.0, 1e6]),
+    earlier=st.booleans(),
+)
+def test_extension_within_sums_are_the_numpy_sums(
+    monkeypatch, seed, n_rows, n_groups, offset, earlier
+):
+    """The within-group sums of a random intercept in the extension's one pass over the
+    rows (``within_sums``) against numpy's residuals and their BLAS product (the
+    reference, ``DMIXED_NATIVE=numpy``): to 1e-12 of the largest entry, exactly
+    symmetric; groups of one row, columns far from zero, sums added to an accumulator's
+    earlier rows (Chan's correction) or to none; the other statistics bit for bit."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, n_groups, n_rows).astype(np.int64)
+    x = np.asfortranarray(np.column_stack([np.ones(n_rows), rng.normal(size=(n_rows, 2))]))
+    x[:, 1:] += offset
+    y = rng.normal(size=n_rows) + offset
+    z = x[:, :1]
+    std = Standardization.choose(y, x, z, (0, 0))  # the intercept: within sums wanted
+    width = kernels.packed_width(1, 4)
+    start = np.zeros((width, n_groups))
+    if earlier:
+        start[0] = start[1] = rng.integers(0, 3, n_groups)
+        start[2:] = rng.normal(size=(width - 2, n_groups)) * start[1]
+    out = {}
+    for choice in ("c", "numpy"):
+        monkeypatch.setenv(native.ENV_VAR, choice)
+        acc = start.copy()
+        glob = kernels.accumulate_packed_into(acc, codes, y, x, z, None, std, compiled=False)
+        out[choice] = acc, glob
+    np.testing.assert_array_equal(out["c"][0], out["numpy"][0])
+    got, want = out["c"][1]["within"], out["numpy"][1]["within"]
+    np.testing.assert_array_equal(got, got.T)
+    scale = max(float(np.abs(want).max()), 1e-300)
+    assert float(np.abs(got - want).max()) <= 1e-12 * scale
+    for key in ("xyxy", "n", "sum_log_weights"):
+        np.testing.assert_array_equal(out["c"][1][key], out["numpy"][1][key])
+
+
+@built
+def test_extension_within_sums_refuses_bad_codes_and_columns():
+    """``within_sums`` names what it was given wrong: a code outside the groups, a column
+    of another length."""
+    from dmixed.kernels import c_sums
+
+    codes = np.array([0, 1, 2], dtype=np.int64)
+    cols = [np.ones(3), np.arange(3.0)]
+    with pytest.raises(ValueError, match="codes: a code outside"):
+        c_sums.within_sums(codes, cols, np.zeros((2, 2)), 2, np.empty((2, 2)))
+    with pytest.raises(ValueError, match=r"columns\[1\]"):
+        c_sums.within_sums(codes, [np.ones(3), np.ones(4)], np.zeros((2, 3)), 3, np.empty((2, 2)))
+    with pytest.raises(ValueError, match="centres: 6 numbers needed"):
+        c_sums.within_sums(codes, cols, np.zeros(5), 3, np.empty((2, 2)))
