@@ -1044,8 +1044,9 @@ class _Within:
             and all(x.dtype == np.float64 for x in xcols)
         ):
             # one pass over the rows, no residuals kept: each residual the same
-            # subtraction of the same centre, their products summed in row order (to
-            # rounding BLAS's)
+            # subtraction of the same centre, their products summed in row order with
+            # compensation (to rounding BLAS's; a plain running sum lost digits that
+            # the nearly-linear-within-groups cases of tests/test_exactness.py need)
             centres = np.ascontiguousarray(c * scale[:, None])
             within = np.empty((self.k, self.k))
             ext.within_sums(codes, xcols, centres, c.shape[1], within)
