@@ -2171,9 +2171,14 @@ within_sums(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_ssize_t k = PySequence_Fast_GET_SIZE(columns);
-    if (k < 1 || k > 64 || n_groups < 0 || n_groups > PY_SSIZE_T_MAX / (8 * 64)) {
-        PyErr_Format(PyExc_ValueError, "columns: 1 to 64 are needed, and n_groups >= 0; got %zd",
-                     k);
+    if (k < 1 || k > 64) {
+        PyErr_Format(PyExc_ValueError, "columns: 1 to 64 are needed; got %zd", k);
+        Py_DECREF(columns);
+        return NULL;
+    }
+    if (n_groups < 0 || n_groups > PY_SSIZE_T_MAX / (8 * 64)) {
+        PyErr_Format(PyExc_ValueError, "n_groups: 0 to %zd are allowed; got %zd",
+                     PY_SSIZE_T_MAX / (8 * 64), n_groups);
         Py_DECREF(columns);
         return NULL;
     }

@@ -1041,6 +1041,7 @@ class _Within:
             and unweighted
             and self.k <= native.MAX_K
             and codes.dtype == np.int64
+            and codes.flags.c_contiguous
             and all(x.dtype == np.float64 for x in xcols)
         ):
             # one pass over the rows, no residuals kept: each residual the same

@@ -716,6 +716,32 @@ def test_wide_factor_statistics_are_the_dense_passes(monkeypatch, weighted):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
 
 
+#: the extension as the module gives it, before any test replaces the function
+_EXTENSION = native.extension
+
+
+def _counting_extension(calls: list[int]):
+    """The extension with its ``within_sums`` counted into ``calls`` (None where the
+    module would give None)."""
+    ext = _EXTENSION()
+    if ext is None:
+        return None
+
+    class Counting:
+        def __getattr__(self, name):
+            attr = getattr(ext, name)
+            if name != "within_sums":
+                return attr
+
+            def counted(*args):
+                calls.append(1)
+                return attr(*args)
+
+            return counted
+
+    return Counting()
+
+
 @built
 @settings(max_examples=30, **QUICK)
 @given(
@@ -746,11 +772,15 @@ def test_extension_within_sums_are_the_numpy_sums(
         start[0] = start[1] = rng.integers(0, 3, n_groups)
         start[2:] = rng.normal(size=(width - 2, n_groups)) * start[1]
     out = {}
+    calls: list[int] = []
+    monkeypatch.setattr(native, "extension", lambda: _counting_extension(calls))
     for choice in ("c", "numpy"):
         monkeypatch.setenv(native.ENV_VAR, choice)
         acc = start.copy()
         glob = kernels.accumulate_packed_into(acc, codes, y, x, z, None, std, compiled=False)
         out[choice] = acc, glob
+        if choice == "c":
+            assert calls, "the extension's within_sums did not run"
     np.testing.assert_array_equal(out["c"][0], out["numpy"][0])
     got, want = out["c"][1]["within"], out["numpy"][1]["within"]
     np.testing.assert_array_equal(got, got.T)
@@ -774,3 +804,33 @@ def test_extension_within_sums_refuses_bad_codes_and_columns():
         c_sums.within_sums(codes, [np.ones(3), np.ones(4)], np.zeros((2, 3)), 3, np.empty((2, 2)))
     with pytest.raises(ValueError, match="centres: 6 numbers needed"):
         c_sums.within_sums(codes, cols, np.zeros(5), 3, np.empty((2, 2)))
+
+
+@built
+def test_strided_codes_are_summed_as_contiguous_ones(monkeypatch):
+    """Codes that are a strided view (``codes[::2]``) give the same sums as their
+    contiguous copy (to rounding: they take numpy's residuals), on the extension's path
+    and numpy's, and leave no accumulator half-updated."""
+    rng = np.random.default_rng(5)
+    n_rows, n_groups = 400, 30
+    wide = rng.integers(0, n_groups, 2 * n_rows).astype(np.int64)
+    strided, contiguous = wide[::2], np.ascontiguousarray(wide[::2])
+    x = np.asfortranarray(np.column_stack([np.ones(n_rows), rng.normal(size=(n_rows, 2))]))
+    y = rng.normal(size=n_rows)
+    z = x[:, :1]
+    std = Standardization.choose(y, x, z, (0, 0))
+    width = kernels.packed_width(1, 4)
+    for choice in ("c", "numpy"):
+        monkeypatch.setenv(native.ENV_VAR, choice)
+        got_acc, want_acc = np.zeros((width, n_groups)), np.zeros((width, n_groups))
+        got = kernels.accumulate_packed_into(
+            got_acc, strided, y, x, z, None, std, compiled=False
+        )
+        want = kernels.accumulate_packed_into(
+            want_acc, contiguous, y, x, z, None, std, compiled=False
+        )
+        np.testing.assert_array_equal(got_acc, want_acc)
+        # the strided codes take numpy's residuals, the contiguous ones (on "c") the
+        # extension's compensated pass: the same sums to rounding
+        scale = float(np.abs(want["within"]).max())
+        assert float(np.abs(got["within"] - want["within"]).max()) <= 1e-12 * scale
