@@ -823,9 +823,7 @@ def test_strided_codes_are_summed_as_contiguous_ones(monkeypatch):
     for choice in ("c", "numpy"):
         monkeypatch.setenv(native.ENV_VAR, choice)
         got_acc, want_acc = np.zeros((width, n_groups)), np.zeros((width, n_groups))
-        got = kernels.accumulate_packed_into(
-            got_acc, strided, y, x, z, None, std, compiled=False
-        )
+        got = kernels.accumulate_packed_into(got_acc, strided, y, x, z, None, std, compiled=False)
         want = kernels.accumulate_packed_into(
             want_acc, contiguous, y, x, z, None, std, compiled=False
         )
