@@ -1,6 +1,6 @@
 /*
- * The per-group sums of dmixed.kernels.dense2 (two random-effect coordinates) in one
- * loop over the groups per call, the per-group term sums of
+ * The per-group sums of dmixed.kernels.dense2 (two random-effect coordinates) and of
+ * dmixed.kernels.dense1 (one) in one loop over the groups per call, the per-group term sums of
  * dmixed.kernels.rows.plain_statistics in one pass over the rows, the check of
  * dmixed.kernels.rows.constant_within (one pass that stops at the first row differing
  * from its group's first), and the small-matrix
@@ -1999,7 +1999,235 @@ done:
     return result;
 }
 
+/* dense1_step's sums (its docstring) of the g groups of u and f at b into h, s_i and
+   sums; returns the sum of log d_i.  Each group's values with _chunk_step's operations
+   (d = b u + 1, 1/d, b/d, (1/u)/d, u/d, F/d); the sums over the groups in group order,
+   the upper triangles made and mirrored. */
+static double
+dense1_pass(const double *u, const double *f, const double *inv_u, Py_ssize_t k, Py_ssize_t g,
+            double b, double *h, double *s_i, double *sums, double *acc)
+{
+    Py_ssize_t t = k * (k + 1) / 2;
+    double *am = acc, *ab = acc + t, *ag = acc + 2 * t;
+    for (Py_ssize_t j = 0; j < 3 * t; j++) {
+        acc[j] = 0.0;
+    }
+    double logdet = 0.0, s = 0.0, product = 1.0;
+    long exponent = 0;
+    double fx[64];
+    for (Py_ssize_t i = 0; i < g; i++) {
+        double d = b * u[i];
+        d += 1.0;
+        double r = 1.0 / d;
+        double p = b * r, q = inv_u[i] * r, si = u[i] * r;
+        s_i[i] = si;
+        s += si;
+        /* as first_pass: the log of the product, its exponent taken apart */
+        if (d >= 0x1p-400 && d <= 0x1p400) {
+            product *= d;
+            if (product > 0x1p500 || product < 0x1p-500) {
+                int e;
+                product = frexp(product, &e);
+                exponent += e;
+            }
+        }
+        else {
+            logdet += log(d);
+        }
+        for (Py_ssize_t x = 0; x < k; x++) {
+            fx[x] = f[x * g + i];
+            h[x * g + i] = fx[x] * r;
+        }
+        Py_ssize_t at = 0;
+        for (Py_ssize_t x = 0; x < k; x++) {
+            double px = p * fx[x], qx = q * fx[x], hx = fx[x] * r;
+            for (Py_ssize_t y = x; y < k; y++, at++) {
+                am[at] += fx[y] * px;
+                ab[at] += fx[y] * qx;
+                ag[at] += hx * (fx[y] * r);
+            }
+        }
+    }
+    logdet += log(product) + (double)exponent * 0.69314718055994530942;
+    sums[0] = s;
+    Py_ssize_t at = 0;
+    for (Py_ssize_t x = 0; x < k; x++) {
+        for (Py_ssize_t y = x; y < k; y++, at++) {
+            for (int j = 0; j < 3; j++) {
+                double v = acc[j * t + at];
+                sums[1 + j * k * k + x * k + y] = v;
+                sums[1 + j * k * k + y * k + x] = v;
+            }
+        }
+    }
+    return logdet;
+}
+
+PyDoc_STRVAR(dense1_step_doc,
+"dense1_step(u, f, inv_u, k, g, b, h, s_i, sums) -> float\n\n"
+"For u (g), f (k, g) and inv_u (g) of dmixed.kernels.dense1 at b = lambda^2:\n"
+"d_i = b u_i + 1, into h (k, g) the rows F_i / d_i, into s_i (g) u_i / d_i, and into\n"
+"sums (1 + 3 k k) the sum of s_i, then the k x k sums of (b/d_i) F_i F_i',\n"
+"(inv_u_i/d_i) F_i F_i' and h_i h_i' (each exactly symmetric); returns the sum of\n"
+"log d_i.");
+
+static PyObject *
+dense1_step(PyObject *self, PyObject *args)
+{
+    PyObject *o[6];
+    Py_ssize_t k, g;
+    double b;
+    if (!PyArg_ParseTuple(args, "OOOnndOOO", &o[0], &o[1], &o[2], &k, &g, &b, &o[3], &o[4],
+                          &o[5])) {
+        return NULL;
+    }
+    if (check_sizes(k, g) != 0) {
+        return NULL;
+    }
+    Py_buffer v[6];
+    const char *names[6] = {"u", "f", "inv_u", "h", "s_i", "sums"};
+    Py_ssize_t sizes[6] = {g, k * g, g, k * g, g, 1 + 3 * k * k};
+    int writes[6] = {0, 0, 0, 1, 1, 1};
+    if (take_all(o, v, 6, names, sizes, writes) != 0) {
+        return NULL;
+    }
+    double acc[3 * 64 * 65 / 2];
+    double logdet;
+    Py_BEGIN_ALLOW_THREADS
+    logdet = dense1_pass(v[0].buf, v[1].buf, v[2].buf, k, g, b, v[3].buf, v[4].buf, v[5].buf,
+                         acc);
+    Py_END_ALLOW_THREADS
+    release(v, 6);
+    return PyFloat_FromDouble(logdet);
+}
+
+/* within_sums' pass (its docstring): the products of the rows' residuals about their
+   group's centre, accumulated over the upper triangle in row order with each addition's
+   rounding error carried (Neumaier): where y is nearly linear within the groups these
+   sums are all of Q, and a plain running sum (n roundings in one chain) resolves them
+   worse than BLAS's blocked product; the compensated sum is within about one rounding
+   of the exact sum of the rounded products; 1 on a code outside [0, n_groups), else 0. */
+static int
+within_pass(const int64_t *codes, Py_ssize_t n, Py_ssize_t n_groups, const Py_buffer *cols,
+            Py_ssize_t k, const double *centres, double *out)
+{
+    double acc[64 * 65 / 2] = {0.0}, comp[64 * 65 / 2] = {0.0};
+    double r[64];
+    const char *x[64];
+    Py_ssize_t sx[64];
+    for (Py_ssize_t j = 0; j < k; j++) {
+        x[j] = cols[j].buf;
+        sx[j] = cols[j].strides[0];
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t g = codes[i];
+        if (g < 0 || g >= n_groups) {
+            return 1;
+        }
+        for (Py_ssize_t j = 0; j < k; j++) {
+            r[j] = *(const double *)(x[j] + i * sx[j]) - centres[j * n_groups + g];
+        }
+        Py_ssize_t at = 0;
+        for (Py_ssize_t a = 0; a < k; a++) {
+            for (Py_ssize_t b = a; b < k; b++, at++) {
+                /* Neumaier's compensated sum: the error of each addition kept */
+                double term = r[a] * r[b], sum = acc[at] + term;
+                comp[at] += fabs(acc[at]) >= fabs(term) ? (acc[at] - sum) + term
+                                                        : (term - sum) + acc[at];
+                acc[at] = sum;
+            }
+        }
+    }
+    Py_ssize_t at = 0;
+    for (Py_ssize_t a = 0; a < k; a++) {
+        for (Py_ssize_t b = a; b < k; b++, at++) {
+            out[a * k + b] = acc[at] + comp[at];
+            out[b * k + a] = acc[at] + comp[at];
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(within_sums_doc,
+"within_sums(codes, columns, centres, n_groups, out)\n\n"
+"The within-group cross-products of unweighted rows in one pass: codes (n,) int64 in\n"
+"[0, n_groups), columns a sequence of k <= 64 (n,) float64 buffers (any stride),\n"
+"centres (k, n_groups) float64 each group's mean in the rows' units; into out (k, k)\n"
+"the sums over the rows of r_a r_b, r_j = columns[j] - centres[j, code] (the\n"
+"residuals of rows._Within.within, the same subtraction), added in row order with\n"
+"compensation (Neumaier) and mirrored (exactly symmetric).");
+
+static PyObject *
+within_sums(PyObject *self, PyObject *args)
+{
+    PyObject *codes_obj, *columns_obj, *centres_obj, *out_obj;
+    Py_ssize_t n_groups;
+    if (!PyArg_ParseTuple(args, "OOOnO", &codes_obj, &columns_obj, &centres_obj, &n_groups,
+                          &out_obj)) {
+        return NULL;
+    }
+    PyObject *columns = PySequence_Fast(columns_obj, "columns: a sequence is needed");
+    if (columns == NULL) {
+        return NULL;
+    }
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(columns);
+    if (k < 1 || k > 64) {
+        PyErr_Format(PyExc_ValueError, "columns: 1 to 64 are needed; got %zd", k);
+        Py_DECREF(columns);
+        return NULL;
+    }
+    if (n_groups < 0 || n_groups > PY_SSIZE_T_MAX / (8 * 64)) {
+        PyErr_Format(PyExc_ValueError, "n_groups: 0 to %zd are allowed; got %zd",
+                     PY_SSIZE_T_MAX / (8 * 64), n_groups);
+        Py_DECREF(columns);
+        return NULL;
+    }
+    Py_buffer codes_view, cols[64], views[2];
+    Py_ssize_t taken = 0, n = 0;
+    int ok = 0, bad = 0;
+    if (take_codes(codes_obj, &codes_view) != 0) {
+        goto done;
+    }
+    n = codes_view.len / 8;
+    if (take_columns(columns, cols, k, n, &taken) != 0) {
+        goto done;
+    }
+    {
+        PyObject *o[2] = {centres_obj, out_obj};
+        const char *names[2] = {"centres", "out"};
+        Py_ssize_t sizes[2] = {k * n_groups, k * k};
+        int writes[2] = {0, 1};
+        if (take_all(o, views, 2, names, sizes, writes) != 0) {
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    bad = within_pass(codes_view.buf, n, n_groups, cols, k, views[0].buf, views[1].buf);
+    Py_END_ALLOW_THREADS
+    release(views, 2);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "codes: a code outside [0, n_groups)");
+    }
+    else {
+        ok = 1;
+    }
+done:
+    for (Py_ssize_t j = 0; j < taken; j++) {
+        PyBuffer_Release(&cols[j]);
+    }
+    if (codes_view.obj != NULL) {
+        PyBuffer_Release(&codes_view);
+    }
+    Py_DECREF(columns);
+    if (!ok) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"within_sums", within_sums, METH_VARARGS, within_sums_doc},
+    {"dense1_step", dense1_step, METH_VARARGS, dense1_step_doc},
     {"dense2_first", dense2_first, METH_VARARGS, dense2_first_doc},
     {"dense2_residual", dense2_residual, METH_VARARGS, dense2_residual_doc},
     {"dense2_gram", dense2_gram, METH_VARARGS, dense2_gram_doc},
@@ -2029,7 +2257,7 @@ static struct PyModuleDef module = {
 /* the entry points' arguments as this file defines them: dmixed.kernels.native.VERSION
    must say the same, or the module is not used (an editable install keeps the library it
    built from an older file until it is rebuilt) */
-#define C_SUMS_VERSION 10
+#define C_SUMS_VERSION 11
 
 PyMODINIT_FUNC
 PyInit_c_sums(void)

@@ -6,6 +6,12 @@ from typing import Any
 # the version of the entry points' arguments (C_SUMS_VERSION; native.VERSION)
 VERSION: int
 
+def dense1_step(
+    u: Any, f: Any, inv_u: Any, k: int, g: int, b: float, h: Any, s_i: Any, sums: Any, /
+) -> float: ...
+def within_sums(
+    codes: Any, columns: Sequence[Any], centres: Any, n_groups: int, out: Any, /
+) -> None: ...
 def dense2_first(
     zz: Any,
     zxy: Any,

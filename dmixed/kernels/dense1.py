@@ -9,7 +9,11 @@ is ``U = Z̃_i'Z̃_i`` and ``F = Z̃_i'[X_i, y_i]`` over one denominator::
 (``b = λ²``): sums of non-negative terms, as its closed form for ``r = 1``.  The sums
 over groups are BLAS products over the groups of each chunk (another order than the
 per-chunk kernels': they agree with :func:`~dmixed.kernels.groups.step_contributions`
-to rounding).
+to rounding).  Where the C extension runs (:mod:`~dmixed.kernels.native`), its
+``dense1_step`` makes each group's values with the same operations and sums them as it
+goes, one loop over a chunk's groups a call (numpy's products make a dozen calls and
+temporaries a chunk: many small groups are many chunks); the sums in another order
+again, to rounding.  ``DMIXED_NATIVE=numpy`` keeps the numpy products, the reference.
 
 Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
 """
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import native
 from .conditionals import gram_rows, sparse_rows
 from .dense2 import DenseStep
 from .groups import HessianSums
@@ -55,22 +60,42 @@ class Dense1Statistics:
         Entry-major chunks of :class:`~dmixed.kernels.StatsBlock`
         (:meth:`~dmixed.kernels.StatsBlock.chunks`): each step's sums are the chunks'
         sums added in their order, as the per-chunk kernels add theirs.
+
+    Raises
+    ------
+    ValueError
+        ``DMIXED_NATIVE`` is set to what :func:`~dmixed.kernels.native.forced` refuses.
     """
 
     def __init__(self, chunks) -> None:
         self._chunks = []
+        chunks = list(chunks)
+        k = chunks[0][1].shape[1]
+        # the extension's choice made once, for every evaluation of the fit
+        self._ext = native.extension() if k <= native.MAX_K else None
         for zz, zxy in chunks:
             u = zz[0, 0]
             with np.errstate(divide="ignore"):
                 inv_u = np.where(u > 0, 1.0 / u, 0.0)  # F_i = 0 where U_i = 0
-            self._chunks.append((u, zxy[0], inv_u, sparse_rows(zxy[0])))
+            if self._ext is not None:  # read as they are: no sparse copy
+                self._chunks.append((_contiguous(u), _contiguous(zxy[0]), inv_u, None))
+            else:
+                self._chunks.append((u, zxy[0], inv_u, sparse_rows(zxy[0])))
         self.k = self._chunks[0][1].shape[0]
         self.n_groups = sum(chunk[0].shape[0] for chunk in self._chunks)
+
+    @property
+    def uses_extension(self) -> bool:
+        """Whether the extension (:mod:`~dmixed.kernels.native`) makes the sums."""
+        return self._ext is not None
 
     def value(self, lam: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """``(Σ_i log|K_i|, Σ_i ZXy_i'P_iZXy_i, between)`` at ``lam`` (1 × 1): what ℓ
         alone needs (the same numbers as :meth:`step`'s)."""
         b = float(lam[0, 0]) ** 2
+        if self._ext is not None:  # the step's own sums: the same numbers
+            step = self.step(lam)
+            return step.logdet, step.m, step.between
         first, *rest = (_chunk_value(b, *chunk) for chunk in self._chunks)
         logdet, m, between, _ = first
         for more in rest:
@@ -82,7 +107,11 @@ class Dense1Statistics:
     def step(self, lam: np.ndarray) -> Dense1Step:
         """The sums at the 1 × 1 factor ``lam`` (``b = λ²``)."""
         b = float(lam[0, 0]) ** 2
-        parts = [_chunk_step(b, *chunk) for chunk in self._chunks]
+        ext = self._ext
+        if ext is not None:
+            parts = [_native_step(ext, b, *chunk[:3]) for chunk in self._chunks]
+        else:
+            parts = [_chunk_step(b, *chunk) for chunk in self._chunks]
         logdet, m, between, s, gram, _, _ = parts[0]
         for more in parts[1:]:
             logdet += more[0]
@@ -99,6 +128,24 @@ class Dense1Statistics:
         for the basis ``E_j`` (m, 1, 1) and ``w = [−β; 1]``, from the moments of
         :class:`~dmixed.kernels.hessian_moments.HessianMoments` added chunk by chunk."""
         return step.hessian(basis, w)
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """``a`` as the extension reads it: C-contiguous float64 (``a`` itself where it is)."""
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def _native_step(ext, b: float, u: np.ndarray, f: np.ndarray, inv_u: np.ndarray) -> tuple:
+    """:func:`_chunk_step`'s fields made by the extension ``ext`` (``dense1_step`` of
+    :mod:`~dmixed.kernels.native`): each group's values with the same operations, the
+    sums in group order (to rounding numpy's)."""
+    k, g = f.shape
+    h = np.empty((k, g))
+    s_i = np.empty((1, g))
+    sums = np.empty(1 + 3 * k * k)
+    logdet = ext.dense1_step(u, f, inv_u, k, g, b, h, s_i, sums)
+    m, between, gram = sums[1:].reshape(3, k, k)
+    return float(logdet), m, between, float(sums[0]), gram, h, s_i
 
 
 def _sparse_m_sum(fs: sp.csr_matrix, p: np.ndarray) -> np.ndarray:

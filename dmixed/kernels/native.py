@@ -4,7 +4,11 @@ The extension (``dmixed/kernels/c_sums.c``, built by ``pip install`` where a C c
 is at hand, optional: dmixed installs and fits without it) computes the per-group sums of
 :mod:`~dmixed.kernels.dense2` (two random-effect coordinates) in one loop over the
 groups per call, the same sums as the numpy reference in another order (they agree to
-rounding), the per-group term sums of
+rounding), and those of :mod:`~dmixed.kernels.dense1` (one coordinate) likewise, the
+within-group cross-products of a random intercept's rows of
+:func:`~dmixed.kernels.rows.accumulate_packed_into` in one pass over the rows (the same
+residuals, their products summed in row order: to rounding BLAS's), the per-group term
+sums of
 :func:`~dmixed.kernels.rows.plain_statistics` in one pass over the rows (``np.bincount``'s
 sums, bit for bit), the check of :func:`~dmixed.kernels.rows.constant_within` in one
 pass that stops at the first row that differs (its answer), the Hessian moments with the
@@ -49,8 +53,9 @@ __all__ = [
 #: (the default)
 ENV_VAR = "DMIXED_NATIVE"
 
-#: the largest ``k = p + 1`` (fixed-effects columns and y) the extension's r = 2 sums
-#: and Hessian moments take (``check_sizes`` of ``c_sums.c``);
+#: the largest ``k = p + 1`` (fixed-effects columns and y) the extension's r = 1 and
+#: r = 2 sums, within-group sums and Hessian moments take (``check_sizes`` of
+#: ``c_sums.c``);
 #: :class:`~dmixed.kernels.dense2.Dense2Statistics` of a larger ``k`` runs numpy, the
 #: compiled path's Hessian moments of a larger ``k`` run numba
 MAX_K = 64
@@ -63,7 +68,7 @@ MAX_TERMS = 64
 #: the version of the entry points' arguments this module calls (``C_SUMS_VERSION`` of
 #: ``c_sums.c``): a library built from another version of the file (an editable install
 #: that was not rebuilt after a change) is not used
-VERSION = 10
+VERSION = 11
 
 _CHOICES = ("auto", "numpy", "c")
 

@@ -975,10 +975,8 @@ def plain_statistics(
     if wants_within(std, r) or (
         rank_one and wants_rank_one_within(std, codes, ztilde, (), n_groups)
     ):
-        layout = PackedLayout(r, k)
-        kept = _Within(np.zeros((layout.width, n_groups)), slice(None), layout)
-        kept.take(1, out[0])  # Σ z₀², then Σ z₀[X y]: entries (0, 0) and (0, ·)
-        kept.f[:] = out[r * r : r * r + k]
+        # Σ z₀², then Σ z₀[X y]: entries (0, 0) and (0, ·)
+        kept = _Within.fresh(PackedLayout(r, k), out[0], out[r * r : r * r + k])
         within = kept.within(codes, xcols, ztilde[:, 0], sx_arr)
     column_sums = _column_sums(xcols, None, sx_arr) if wants_column_sums(std) else None
     glob = row_global_sums(gram, codes.shape[0], 0.0, within, column_sums)
@@ -1000,13 +998,25 @@ class _Within:
     accumulator's earlier values are read first.
     """
 
-    def __init__(self, acc: np.ndarray, target, layout: PackedLayout) -> None:
+    def __init__(self, acc: np.ndarray | None, target, layout: PackedLayout) -> None:
         self.k = layout.k
         self.first_f = 1 + layout.n_zz  # packed column of Σ z d_0 (r = 1)
-        self.u_old = np.array(acc[1, target], dtype=np.float64)
-        self.f_old = np.array(acc[self.first_f : self.first_f + self.k, target])
+        # acc None: no earlier rows (:meth:`fresh`), nothing to read or correct for
+        self.u_old = None if acc is None else np.array(acc[1, target], dtype=np.float64)
+        self.f_old = (
+            None if acc is None else np.array(acc[self.first_f : self.first_f + self.k, target])
+        )
         self.u: np.ndarray | None = None
-        self.f = np.zeros_like(self.f_old)
+        self.f = np.zeros((self.k, 0)) if self.f_old is None else np.zeros_like(self.f_old)
+
+    @classmethod
+    def fresh(cls, layout: PackedLayout, u: np.ndarray, f: np.ndarray) -> _Within:
+        """The within-group sums of rows no accumulator held before: the call's own
+        ``Σ z²`` (G,) and ``Σ z d`` (k, G), read where they are (no copies, no zeros
+        read back)."""
+        kept = cls(None, slice(None), layout)
+        kept.u, kept.f = u, f
+        return kept
 
     def take(self, c: int, sums: np.ndarray) -> None:
         if c == 1:
@@ -1024,6 +1034,24 @@ class _Within:
         unweighted = bool(_ones_column(z))
         split = sparse_split(xcols)
         dense_at = np.arange(self.k) if split is None else split[1]
+        ext = native.extension()
+        if (
+            ext is not None
+            and split is None
+            and unweighted
+            and self.k <= native.MAX_K
+            and codes.dtype == np.int64
+            and codes.flags.c_contiguous
+            and all(x.dtype == np.float64 for x in xcols)
+        ):
+            # one pass over the rows, no residuals kept: each residual the same
+            # subtraction of the same centre, their products summed in row order with
+            # compensation (to rounding BLAS's; a plain running sum lost digits that
+            # the nearly-linear-within-groups cases of tests/test_exactness.py need)
+            centres = np.ascontiguousarray(c * scale[:, None])
+            within = np.empty((self.k, self.k))
+            ext.within_sums(codes, xcols, centres, c.shape[1], within)
+            return self.finish(within, scale, u)
         resid = np.empty((dense_at.size, codes.size)).T
         for s, j in enumerate(dense_at.tolist()):
             centre = (c[j] * scale[j])[codes]  # the mean in the rows' own units
@@ -1045,8 +1073,17 @@ class _Within:
                 ),
                 resid,
             )
+        return self.finish(within, scale, u)
+
+    def finish(self, within: np.ndarray, scale: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """The sums of the residuals' products ``within`` (k × k, in the rows' units) in
+        scaled units, exactly symmetric, with the accumulator's earlier rows added."""
         within = within / np.outer(scale, scale)
         within = 0.5 * (within + within.T)
+        if self.u_old is None or self.f_old is None:
+            # chan_correction's sum over no group: zeros (added all the same, as they
+            # turn a -0.0 into 0.0 there)
+            return within + np.zeros((self.k, self.k))
         return within + chan_correction(self.u_old, self.f_old.T, u, self.f.T)
 
 

@@ -8,10 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
-from dmixed.kernels import compiled, conditionals
+from dmixed.kernels import compiled, conditionals, native
 from dmixed.kernels.dense1 import Dense1Statistics
 from dmixed.stats import Layout
 
+from .._native_marks import built
 from .._synth import QUICK
 
 RTOL = 1e-12
@@ -77,9 +78,11 @@ def test_step_and_hessian_sums_match_the_kernels(monkeypatch, seed, n_groups, on
     lam=st.sampled_from([0.0, 1e-4, 0.7, 300.0]),
     offset=st.sampled_from([0.0, 1e9]),
 )
-def test_step_keeps_the_products_made_one_by_one(seed, n_groups, k, lam, offset):
-    """The step's products of ``F`` with ``[P, 1/(u d), 1/d]`` made as one give the
-    products made one by one (``p F`` for each sum, ``F / d`` for ``H``) bit for bit."""
+def test_step_keeps_the_products_made_one_by_one(monkeypatch, seed, n_groups, k, lam, offset):
+    """The numpy step's products of ``F`` with ``[P, 1/(u d), 1/d]`` made as one give
+    the products made one by one (``p F`` for each sum, ``F / d`` for ``H``) bit for
+    bit."""
+    monkeypatch.setenv(native.ENV_VAR, "numpy")
     rng = np.random.default_rng(seed)
     u = rng.integers(0, 12, n_groups).astype(np.float64)
     f = rng.normal(size=(k, n_groups)) + offset
@@ -113,6 +116,7 @@ def test_wide_sparse_f_sums_are_the_dense_sums(monkeypatch, lam):
     step, value and Hessian sums with the zeros skipped equal the dense products to
     1e-12, in chunks."""
     monkeypatch.setenv(compiled.ENV_VAR, "numpy")
+    monkeypatch.setenv(native.ENV_VAR, "numpy")  # the numpy path's sparse products
     monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 64)
     rng = np.random.default_rng(11)
     n_groups, k = 300, 80
@@ -143,3 +147,63 @@ def test_wide_sparse_f_sums_are_the_dense_sums(monkeypatch, lam):
     theirs = dense.hessian(b, basis, w)
     for name in theirs.__dataclass_fields__:
         _close(getattr(ours, name), getattr(theirs, name), name)
+
+
+@built
+@settings(max_examples=40, **QUICK)
+@given(
+    seed=st.integers(0, 2**16),
+    n_groups=st.sampled_from([1, 7, 300, 2000]),
+    k=st.integers(2, 7),
+    lam=st.sampled_from([0.0, 1e-4, 0.7, 300.0]),
+    offset=st.sampled_from([0.0, 1e9]),
+    chunk=st.sampled_from([None, 1, 64]),
+)
+def test_extension_step_is_the_numpy_step(monkeypatch, seed, n_groups, k, lam, offset, chunk):
+    """The extension's ``dense1_step`` against the numpy products (the reference,
+    ``DMIXED_NATIVE=numpy``): ``H``'s rows and ``S_i`` bit for bit (each the same
+    operations), ``Σ log|K|``, ``Σ S``, ``Σ ZXy'P ZXy``, ``between``, ``t_re``, the
+    value and every Hessian field to 1e-12 of each one's largest entry; groups with
+    ``U = 0``, one or many chunks, ``F`` far from zero."""
+    if chunk is not None:
+        monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", chunk)
+    rng = np.random.default_rng(seed)
+    u = rng.integers(0, 12, n_groups).astype(np.float64)
+    f = rng.normal(size=(n_groups, 1, k)) + offset
+    f[u == 0] = 0.0
+    block = kernels.StatsBlock(u.reshape(-1, 1, 1), f)
+    monkeypatch.setenv(native.ENV_VAR, "c")
+    ours = Dense1Statistics(block.chunks())
+    monkeypatch.setenv(native.ENV_VAR, "numpy")
+    theirs = Dense1Statistics(block.chunks())
+    assert ours.uses_extension and not theirs.uses_extension
+    factor = np.array([[lam]])
+    a, b = ours.step(factor), theirs.step(factor)
+    for got, want in zip(a.h + a.s_pairs, b.h + b.s_pairs, strict=True):
+        np.testing.assert_array_equal(got, want)
+    _close(a.logdet, b.logdet, "logdet", floor=float(n_groups))
+    for name in ("s", "m", "between", "gram"):
+        _close(getattr(a, name), getattr(b, name), name)
+        np.testing.assert_array_equal(getattr(a, name), getattr(a, name).T)
+    for got, want in zip(ours.value(factor), theirs.value(factor), strict=True):
+        _close(got, want, "value", floor=float(n_groups))
+    basis = Layout(1, ()).basis()
+    w = np.append(-rng.normal(size=k - 1), 1.0)
+    got_h, want_h = ours.hessian(a, basis, w), theirs.hessian(b, basis, w)
+    for name in want_h.__dataclass_fields__:
+        _close(getattr(got_h, name), getattr(want_h, name), name)
+
+
+@built
+def test_extension_step_refuses_buffers_of_the_wrong_size():
+    """``dense1_step`` checks each buffer against ``k`` and ``g``: an error naming it."""
+    from dmixed.kernels import c_sums as ext
+
+    k, g = 3, 5
+    args = [np.ones(g), np.ones((k, g)), np.ones(g), k, g, 0.5]
+    with pytest.raises(ValueError, match="h: 15 numbers needed"):
+        ext.dense1_step(*args, np.empty((k, g - 1)), np.empty(g), np.empty(1 + 3 * k * k))
+    with pytest.raises(ValueError, match="k must be in"):
+        ext.dense1_step(
+            np.ones(g), np.ones(0), np.ones(g), 0, g, 0.5, np.empty(0), np.empty(g), np.empty(1)
+        )

@@ -12,7 +12,8 @@ from dmixed.kernels import conditionals, native, rows
 from dmixed.stats.packed import PackedLayout
 from dmixed.stats.standardize import Standardization
 
-from .._native_marks import called
+from .._native_marks import built, called
+from .._synth import QUICK
 
 
 def test_statistics_add_over_row_splits():
@@ -713,3 +714,121 @@ def test_wide_factor_statistics_are_the_dense_passes(monkeypatch, weighted):
     for name in ("xyxy", "within"):
         got, want = glob[name], glob_d[name]
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
+#: the extension as the module gives it, before any test replaces the function
+_EXTENSION = native.extension
+
+
+def _counting_extension(calls: list[int]):
+    """The extension with its ``within_sums`` counted into ``calls`` (None where the
+    module would give None)."""
+    ext = _EXTENSION()
+    if ext is None:
+        return None
+
+    class Counting:
+        def __getattr__(self, name):
+            attr = getattr(ext, name)
+            if name != "within_sums":
+                return attr
+
+            def counted(*args):
+                calls.append(1)
+                return attr(*args)
+
+            return counted
+
+    return Counting()
+
+
+@built
+@settings(max_examples=30, **QUICK)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_rows=st.integers(1, 400),
+    n_groups=st.integers(1, 300),
+    offset=st.sampled_from([0.0, 1e6]),
+    earlier=st.booleans(),
+)
+def test_extension_within_sums_are_the_numpy_sums(
+    monkeypatch, seed, n_rows, n_groups, offset, earlier
+):
+    """The within-group sums of a random intercept in the extension's one pass over the
+    rows (``within_sums``) against numpy's residuals and their BLAS product (the
+    reference, ``DMIXED_NATIVE=numpy``): to 1e-12 of the largest entry, exactly
+    symmetric; groups of one row, columns far from zero, sums added to an accumulator's
+    earlier rows (Chan's correction) or to none; the other statistics bit for bit."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, n_groups, n_rows).astype(np.int64)
+    x = np.asfortranarray(np.column_stack([np.ones(n_rows), rng.normal(size=(n_rows, 2))]))
+    x[:, 1:] += offset
+    y = rng.normal(size=n_rows) + offset
+    z = x[:, :1]
+    std = Standardization.choose(y, x, z, (0, 0))  # the intercept: within sums wanted
+    width = kernels.packed_width(1, 4)
+    start = np.zeros((width, n_groups))
+    if earlier:
+        start[0] = start[1] = rng.integers(0, 3, n_groups)
+        start[2:] = rng.normal(size=(width - 2, n_groups)) * start[1]
+    out = {}
+    calls: list[int] = []
+    monkeypatch.setattr(native, "extension", lambda: _counting_extension(calls))
+    for choice in ("c", "numpy"):
+        monkeypatch.setenv(native.ENV_VAR, choice)
+        acc = start.copy()
+        glob = kernels.accumulate_packed_into(acc, codes, y, x, z, None, std, compiled=False)
+        out[choice] = acc, glob
+        if choice == "c":
+            assert calls, "the extension's within_sums did not run"
+    np.testing.assert_array_equal(out["c"][0], out["numpy"][0])
+    got, want = out["c"][1]["within"], out["numpy"][1]["within"]
+    np.testing.assert_array_equal(got, got.T)
+    scale = max(float(np.abs(want).max()), 1e-300)
+    assert float(np.abs(got - want).max()) <= 1e-12 * scale
+    for key in ("xyxy", "n", "sum_log_weights"):
+        np.testing.assert_array_equal(out["c"][1][key], out["numpy"][1][key])
+
+
+@built
+def test_extension_within_sums_refuses_bad_codes_and_columns():
+    """``within_sums`` names what it was given wrong: a code outside the groups, a column
+    of another length."""
+    from dmixed.kernels import c_sums
+
+    codes = np.array([0, 1, 2], dtype=np.int64)
+    cols = [np.ones(3), np.arange(3.0)]
+    with pytest.raises(ValueError, match="codes: a code outside"):
+        c_sums.within_sums(codes, cols, np.zeros((2, 2)), 2, np.empty((2, 2)))
+    with pytest.raises(ValueError, match=r"columns\[1\]"):
+        c_sums.within_sums(codes, [np.ones(3), np.ones(4)], np.zeros((2, 3)), 3, np.empty((2, 2)))
+    with pytest.raises(ValueError, match="centres: 6 numbers needed"):
+        c_sums.within_sums(codes, cols, np.zeros(5), 3, np.empty((2, 2)))
+
+
+@built
+def test_strided_codes_are_summed_as_contiguous_ones(monkeypatch):
+    """Codes that are a strided view (``codes[::2]``) give the same sums as their
+    contiguous copy (to rounding: they take numpy's residuals), on the extension's path
+    and numpy's, and leave no accumulator half-updated."""
+    rng = np.random.default_rng(5)
+    n_rows, n_groups = 400, 30
+    wide = rng.integers(0, n_groups, 2 * n_rows).astype(np.int64)
+    strided, contiguous = wide[::2], np.ascontiguousarray(wide[::2])
+    x = np.asfortranarray(np.column_stack([np.ones(n_rows), rng.normal(size=(n_rows, 2))]))
+    y = rng.normal(size=n_rows)
+    z = x[:, :1]
+    std = Standardization.choose(y, x, z, (0, 0))
+    width = kernels.packed_width(1, 4)
+    for choice in ("c", "numpy"):
+        monkeypatch.setenv(native.ENV_VAR, choice)
+        got_acc, want_acc = np.zeros((width, n_groups)), np.zeros((width, n_groups))
+        got = kernels.accumulate_packed_into(got_acc, strided, y, x, z, None, std, compiled=False)
+        want = kernels.accumulate_packed_into(
+            want_acc, contiguous, y, x, z, None, std, compiled=False
+        )
+        np.testing.assert_array_equal(got_acc, want_acc)
+        # the strided codes take numpy's residuals, the contiguous ones (on "c") the
+        # extension's compensated pass: the same sums to rounding
+        scale = float(np.abs(want["within"]).max())
+        assert float(np.abs(got["within"] - want["within"]).max()) <= 1e-12 * scale
