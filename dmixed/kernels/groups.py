@@ -1069,14 +1069,6 @@ def hessian_contributions(
     return out
 
 
-def _basis_columns(basis: np.ndarray) -> np.ndarray:
-    """``E_j``'s columns as rows (m r, r): row ``(j, c)`` is ``E_j[:, c]``, so that
-    ``_basis_columns(basis) @ X`` with X's rows over the basis's first index gives
-    ``(X' E_j)[·, c]`` at ``(j, c, ·)``."""
-    m, r = basis.shape[:2]
-    return np.ascontiguousarray(basis.transpose(0, 2, 1)).reshape(m * r, r)
-
-
 @dataclass(frozen=True)
 class _GroupTerms:
     """The products of a chunk of groups that both per-group forms of the Hessian sums
@@ -1103,20 +1095,11 @@ class _GroupTerms:
         m, r = basis.shape[:2]
         u = np.einsum("ajg,j->ag", h, w)
         gm = h[:, :p]
-        # the products with the basis as one matrix product each (the basis's rows
-        # against the groups' columns): numpy's einsum loops over them element-wise
-        # (benchmarks/RESULTS.md, wide4-s63); S is transposed so that no symmetry of
-        # the stored S is assumed
-        basis_rows = basis.reshape(m * r, r)  # rows (j, a): E_j[a, :]
-        s_t = np.ascontiguousarray(s.transpose(1, 0, 2)).reshape(r, r * g)  # S[a, b] at (b, a G)
-        se_t4 = (_basis_columns(basis) @ s_t).reshape(m, r, r, g)  # (S E_j)[a, c] at (j, c, a)
-        se = np.ascontiguousarray(se_t4.transpose(0, 2, 1, 3))
-        eu = (basis_rows @ u).reshape(m, r, g)
-        eg = np.ascontiguousarray(
-            (basis_rows @ gm.reshape(r, p * g)).reshape(m, r, p, g).transpose(1, 0, 2, 3)
-        )
+        se = np.einsum("abg,jbc->jacg", s, basis)
+        eu = np.einsum("jab,bg->jag", basis, u)
+        eg = np.einsum("jab,bqg->ajqg", basis, gm)
         seu = np.einsum("abg,kbg->kag", s, eu)
-        se_t = se_t4.reshape(m, r * r * g)
+        se_t = np.ascontiguousarray(se.transpose(0, 2, 1, 3)).reshape(m, r * r * g)
         gm_t = np.ascontiguousarray(gm.transpose(1, 0, 2)).reshape(p, r * g)
         return cls(g, u, gm, se, eu, eg, seu, se_t, gm_t)
 
@@ -1155,17 +1138,14 @@ def _hessian_traced(
         if not reml:
             out.add_in_place(t.sums(np.zeros((m, m)), reml=False))
             continue
-        g, gm = t.g, t.gm
+        g, gm, se_t = t.g, t.gm, t.se_t
         # M = G A⁻¹G' per group: one product over p for all groups, then r² p a group
         ag = (a_inv @ t.gm_t).reshape(p, r, g)  # (A⁻¹G')[q, b] per group
         mm = np.einsum("aqg,qbg->abg", gm, ag)  # (r, r, G)
-        # (M E_j)[c, a] at (j, a, c, G): E_j's columns against M's rows, one product
-        mm_t = np.ascontiguousarray(mm.transpose(1, 0, 2)).reshape(r, r * g)
-        me_t = _basis_columns(basis) @ mm_t  # (m r, r G)
-        # Σ tr(S E_k M E_j) over (c, a, G), as (M E_j)[c, a] (S E_k)[a, c]; the pair
-        # (k, j) read as (j, k) twice is 2 G'E_j S E_k G's trace (a_jk's symmetrized
-        # sum, against a symmetric A⁻¹)
-        tr = me_t.reshape(m, r * r * g) @ t.se.reshape(m, r * r * g).T
+        me = np.einsum("cbg,jba->jcag", mm, basis)  # (m, r, r, G): M E_j
+        # Σ tr(S E_k M E_j) over (c, a, G); the pair (k, j) read as (j, k) twice is
+        # 2 G'E_j S E_k G's trace (a_jk's symmetrized sum, against a symmetric A⁻¹)
+        tr = me.reshape(m, r * r * g) @ se_t.T
         out.add_in_place(t.sums(tr + tr.T))
     return out
 
