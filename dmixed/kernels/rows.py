@@ -1011,9 +1011,11 @@ def plain_statistics(
 
 
 #: Rows a block of the within-group sums' sparse products adds up at a time
-#: (:func:`split_gram`): about √n for a few million rows, so that neither a block's
-#: sum nor the sum of the blocks runs over more than a few thousand terms.
+#: (:func:`split_gram`) at least ...
 WITHIN_BLOCK_ROWS = 2048
+#: ... and at most this many blocks (each adds a dense (s, s) of the s mostly-zero
+#: columns): from 2048 × 256 rows up the blocks grow with the rows.
+WITHIN_MAX_BLOCKS = 256
 
 
 class _Within:
@@ -1074,7 +1076,7 @@ class _Within:
                     c[sparse_at] * scale[sparse_at, None],
                 ),
                 resid,
-                block_rows=WITHIN_BLOCK_ROWS,
+                block_rows=max(WITHIN_BLOCK_ROWS, -(-codes.size // WITHIN_MAX_BLOCKS)),
             )
         within = within / np.outer(scale, scale)
         within = 0.5 * (within + within.T)
