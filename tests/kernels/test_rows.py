@@ -717,9 +717,9 @@ def test_wide_factor_statistics_are_the_dense_passes(monkeypatch, weighted):
 
 def test_within_sums_of_mostly_zero_columns_round_as_the_dense_product(monkeypatch):
     """``W`` of a factor's indicator columns (the sparse products of :func:`rows.split_gram`)
-    against the dense product of the same per-group residuals: each entry within 2e-14 of
+    against the dense product of the same per-group residuals: each entry within 5e-14 of
     ``√(W_ii W_jj)``. Summed over all rows in one run, scipy's sparse products rounded
-    them by up to 2e-13 at 80k rows (a user's 500-level factor: ℓ 8e-8 below the
+    them by up to 5.8e-13 at 80k rows (a user's 500-level factor: ℓ 8e-8 below the
     likelihood at its parameters)."""
     monkeypatch.setattr(conditionals, "SPARSE_MIN_COLUMNS", 20)
     rng = np.random.default_rng(3)
@@ -744,6 +744,6 @@ def test_within_sums_of_mostly_zero_columns_round_as_the_dense_product(monkeypat
     want = dev.T @ dev / np.outer(sx, sx)
     diag = np.diagonal(want).copy()
     diag[0] = 1.0  # the intercept's within sums are zero
-    bound = 2e-14 * np.sqrt(np.outer(diag, diag))
+    bound = 5e-14 * np.sqrt(np.outer(diag, diag))
     err = np.abs(glob["within"] - want)
-    assert np.all(err <= bound), float(np.max(err / bound)) * 2e-14
+    assert np.all(err <= bound), float(np.max(err / bound)) * 5e-14
