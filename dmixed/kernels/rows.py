@@ -269,7 +269,12 @@ def sparse_columns(cols: list[np.ndarray], at: np.ndarray) -> sp.csc_matrix:
 
 
 def split_gram(
-    k: int, sparse_at: np.ndarray, dense_at: np.ndarray, sparse: sp.csc_matrix, dense: np.ndarray
+    k: int,
+    sparse_at: np.ndarray,
+    dense_at: np.ndarray,
+    sparse: sp.csc_matrix,
+    dense: np.ndarray,
+    block_rows: int | None = None,
 ) -> np.ndarray:
     """``C'C`` (k × k) of the columns ``C`` held as ``sparse`` (those at ``sparse_at``,
     CSC) and ``dense`` (those at ``dense_at``, (n, ·)): the dense block one BLAS product,
@@ -283,6 +288,11 @@ def split_gram(
         The positions in ``C`` of the columns in ``sparse`` and in ``dense``.
     sparse : scipy.sparse.csc_matrix, shape (n, len(sparse_at))
     dense : ndarray, shape (n, len(dense_at))
+    block_rows : int, optional
+        Sum the sparse products over blocks of this many rows and add the blocks' sums
+        (None: one product over all rows, exact where the products are integers). The
+        within-group sums' residuals are not integers: each entry's rounding then grows
+        with the rows of a block and the number of blocks, not with all ``n`` rows.
 
     Returns
     -------
@@ -290,10 +300,24 @@ def split_gram(
     """
     gram = np.empty((k, k))
     gram[np.ix_(dense_at, dense_at)] = dense.T @ dense
-    cross = np.asarray(sparse.T @ dense)
+    if block_rows is None or sparse.shape[0] <= block_rows:
+        cross = np.asarray(sparse.T @ dense)
+        inner = (sparse.T @ sparse).toarray()
+    else:
+        # scipy sums each entry's terms one after another, so its rounding grows with
+        # the rows (n·ε at worst); sums of blocks of rows, added up, grow with the
+        # block and the number of blocks instead
+        rows = sparse.tocsr()
+        cross = np.zeros((sparse.shape[1], dense.shape[1]))
+        inner = np.zeros((sparse.shape[1], sparse.shape[1]))
+        for start in range(0, sparse.shape[0], block_rows):
+            part = rows[start : start + block_rows]
+            part_t = part.T.tocsr()
+            cross += part_t @ dense[start : start + block_rows]
+            inner += (part_t @ part).toarray()
     gram[np.ix_(sparse_at, dense_at)] = cross
     gram[np.ix_(dense_at, sparse_at)] = cross.T
-    gram[np.ix_(sparse_at, sparse_at)] = (sparse.T @ sparse).toarray()
+    gram[np.ix_(sparse_at, sparse_at)] = inner
     return gram
 
 
@@ -984,6 +1008,14 @@ def plain_statistics(
     return zz, out[r * r :].reshape(r, k, n_groups), counts, glob
 
 
+#: Rows a block of the within-group sums' sparse products adds up at a time
+#: (:func:`split_gram`) at least ...
+WITHIN_BLOCK_ROWS = 2048
+#: ... and at most this many blocks (each adds a dense (s, s) of the s mostly-zero
+#: columns): from 2048 × 256 rows up the blocks grow with the rows.
+WITHIN_MAX_BLOCKS = 256
+
+
 class _Within:
     """The within-group cross-products of one call of :func:`accumulate_packed_into`
     (one random-design column, the intercept: ``r = 1``).
@@ -1072,6 +1104,7 @@ class _Within:
                     c[sparse_at] * scale[sparse_at, None],
                 ),
                 resid,
+                block_rows=max(WITHIN_BLOCK_ROWS, -(-codes.size // WITHIN_MAX_BLOCKS)),
             )
         return self.finish(within, scale, u)
 

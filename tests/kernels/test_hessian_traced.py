@@ -189,3 +189,46 @@ def test_compiled_traced_hessian_matches_the_full_sums(monkeypatch, shape):
     for reml, sums in ((False, ml), (True, traced)):
         want = hessian_blocks(a, a_inv, q_b, 7.5, 100.0, reml, full)
         assert _rel(hessian_blocks(a, a_inv, q_b, 7.5, 100.0, reml, sums), want) <= JIT_RTOL
+
+
+@pytest.mark.parametrize("shape", [(3, ()), (4, ()), (3, (1,)), (2, (2,))])
+@pytest.mark.parametrize("reml", [True, False])
+def test_numpy_per_group_sums_match_their_definitions(monkeypatch, shape, reml):
+    """numpy's per-group traced sums (their products with the basis made as matrix
+    products) against their definitions written element-wise, group by group, from the
+    same conditionals: Σ tr(S E_j S E_k), Σ u'E_j S E_k u, Σ u'E_j u, Σ G'E_j u,
+    Σ G'E_j G and Σ 2 tr(G'E_j S E_k G A⁻¹) symmetrized, to 1e-12 relative."""
+    monkeypatch.setenv(compiled.ENV_VAR, "numpy")
+    monkeypatch.setattr(groups, "HESSIAN_MOMENTS_MAX_R", 0)
+    monkeypatch.setattr(groups, "GROUP_CHUNK", 13)
+    block, lam, basis, w, _, a_inv = _case(shape, 6, 40, True, 7)
+    got = kernels.hessian_contributions(block, lam, basis, w, a_inv=a_inv, reml=reml)
+    m, p = basis.shape[0], w.shape[0] - 1
+    want = {
+        "tr_ss": np.zeros((m, m)),
+        "u_s_u": np.zeros((m, m)),
+        "u_e_u": np.zeros(m),
+        "g_e_u": np.zeros((m, p)),
+        "a_j": np.zeros((m, p, p)),
+        "a_jk": np.zeros((m, m)),
+    }
+    for _, _, (_, _, s, h) in block.conditionals(lam):
+        for i in range(s.shape[-1]):
+            s_i, g_i = s[:, :, i], h[:, :p, i]
+            u_i = h[:, :, i] @ w
+            se = [s_i @ e for e in basis]
+            for j in range(m):
+                want["u_e_u"][j] += u_i @ basis[j] @ u_i
+                want["g_e_u"][j] += g_i.T @ basis[j] @ u_i
+                if reml:
+                    want["a_j"][j] += g_i.T @ basis[j] @ g_i
+                for k in range(m):
+                    want["tr_ss"][j, k] += np.trace(se[j] @ se[k])
+                    want["u_s_u"][j, k] += u_i @ basis[j] @ se[k] @ u_i
+                    if reml:
+                        want["a_jk"][j, k] += 2 * np.trace(g_i.T @ basis[j] @ se[k] @ g_i @ a_inv)
+    want["a_jk"] = (want["a_jk"] + want["a_jk"].T) / 2
+    names = list(got.__dataclass_fields__)
+    assert len(names) == len(want)
+    for name, value in zip(names, want.values(), strict=True):
+        assert _rel(getattr(got, name), value) <= 1e-12, (name, _rel(getattr(got, name), value))
