@@ -216,8 +216,12 @@ def bs(
 
 def _columns(basis: np.ndarray) -> Any:
     """A spline's basis (shape ``(n, columns)``) as formulaic's factor values, named
-    ``name[0]``, ``name[1]``, ... as patsy names them."""
+    ``name[0]``, ``name[1]``, ... as patsy names them; one column is named ``name``,
+    as patsy names a single column."""
     from formulaic.materializers.types import FactorValues
+
+    if basis.shape[1] == 1:
+        return FactorValues(basis[:, 0], kind="numerical", spans_intercept=False, encoded=False)
 
     return FactorValues(
         {i: basis[:, i] for i in range(basis.shape[1])},
