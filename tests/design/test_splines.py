@@ -706,3 +706,21 @@ def test_the_command_line_refuses_a_learned_cubic_before_a_cluster_starts(
     assert code == 2 and not called
     assert "cr()" in err and "constraints='center'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_passes_a_cubic_with_every_knot_given_on_to_the_cluster(
+    frame, tmp_path, monkeypatch
+):
+    code, err, called = _command_line(frame, tmp_path, monkeypatch, f"y ~ 0 + {CUBIC_GIVEN}")
+    assert called and "cr()" not in err
+
+
+def test_cubic_values_not_finite_are_refused_naming_the_call(frame):
+    data = frame.assign(x=frame.x.where(frame.index != 7, 0.0))
+    with pytest.raises(BadValuesError, match=r"'cr\(np.log\(x\), df=4\)' \(1 row\)"):
+        dmixed.mixedlm("y ~ cr(np.log(x), df=4)", data, groups="g", missing="drop")
+
+
+def test_cubic_columns_summing_to_one_with_the_intercept_are_refused_as_rank_deficient(frame):
+    with pytest.raises(dmixed.errors.DataError, match="rank deficient"):
+        dmixed.mixedlm("y ~ cr(x, df=4) + z", frame, groups="g", missing="drop").fit()
