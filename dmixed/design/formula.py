@@ -1508,8 +1508,9 @@ class _FactorChecker:
         return True
 
     def check_one_column_values(self, node: ast.Call, root: str) -> None:
-        """The values that ``center``, ``standardize``, ``scale`` or ``bs`` (``root``)
-        transforms hold no ``bs()`` call: ``bs()`` makes several columns, which
+        """The values that ``center``, ``standardize``, ``scale``, ``bs``, ``cr`` or
+        ``cc`` (``root``) transforms hold no spline call (``bs()``, ``cr()``,
+        ``cc()``): a spline makes several columns, which
         formulaic would transform one by one with a state of each that dmixed does not
         keep, so it would be learned again from whatever rows are predicted."""
         values = node.args[0] if node.args else None

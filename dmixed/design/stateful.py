@@ -765,8 +765,10 @@ def refuse_on_partitions(calls: list[str], role: str, formula: str, where: str) 
         cubic = first in CUBIC_SPLINES
         raise FormulaError(
             f"{role} {formula!r}: the stateful transform {names} learns its knots and "
-            f"bounds{' (and its centring constraint)' if cubic else ''} from the whole "
-            f"data once, which dmixed does only for a pandas frame, not {where}; fit the "
+            "bounds where not all given"
+            + (", and with constraints='center' its columns' means" if cubic else "")
+            + f", from the whole data once, which dmixed does only for a pandas frame, not "
+            f"{where}; fit the "
             "model on a pandas DataFrame, or give every knot as numbers (patsy's arguments "
             "knots, lower_bound and upper_bound"
             + (
