@@ -724,3 +724,13 @@ def test_cubic_values_not_finite_are_refused_naming_the_call(frame):
 def test_cubic_columns_summing_to_one_with_the_intercept_are_refused_as_rank_deficient(frame):
     with pytest.raises(dmixed.errors.DataError, match="rank deficient"):
         dmixed.mixedlm("y ~ cr(x, df=4) + z", frame, groups="g", missing="drop").fit()
+
+
+def test_cubic_in_the_random_effects_is_patsys(frame):
+    re_formula = "~cc(x, df=3, constraints='center')"
+    sm = _statsmodels("y ~ z", frame, re_formula)
+    model = dmixed.mixedlm("y ~ z", frame, groups="g", re_formula=re_formula, missing="drop")
+    # (statsmodels names the random intercept after the groups)
+    assert list(model.exog_re_names)[1:] == list(sm.data.exog_re_names)[1:]
+    np.testing.assert_allclose(model.exog_re, sm.exog_re, rtol=1e-12, atol=1e-12)
+    assert set(model.spec.stateful) == {"cc(x, df=3, constraints='center')"}
