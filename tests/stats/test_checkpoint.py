@@ -861,7 +861,12 @@ def test_statistics_of_a_one_column_spline_are_format_7(tmp_path, monkeypatch):
         spec = build_spec(df, formula, "g")
         assert spec.names_need_this_version() is newer
         target = tmp_path / f"stats{len(formula)}"
-        save_statistics(_stats(spec, df), target, {"spec": spec.to_dict()}, newer_names=newer)
+        save_statistics(
+            _stats(spec, df),
+            target,
+            {"spec": spec.to_dict()},
+            newer_names=spec.names_need_this_version(),
+        )
         manifest = load_statistics(target)[1]
         want = checkpoint.NAMES_FORMAT_VERSION if newer else checkpoint.PADDED_FORMAT_VERSION
         assert manifest["format_version"] == want
