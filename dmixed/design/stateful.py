@@ -157,7 +157,8 @@ def bs(
     """patsy's ``bs(x, df=None, knots=None, degree=3, include_intercept=False,
     lower_bound=None, upper_bound=None)``: the B-spline basis of ``x``
     (:mod:`dmixed.design.splines`), shape ``(len(x), columns)`` as formulaic's
-    columns ``bs(...)[0]``, ``bs(...)[1]``, ...; its knots learned from ``x`` (the
+    columns ``bs(...)[0]``, ``bs(...)[1]``, ... (one column: ``bs(...)``, as patsy
+    names it); its knots learned from ``x`` (the
     rows the fit uses) where not all given, or ``_state["knots"]`` (frozen).
 
     Raises
@@ -297,10 +298,25 @@ def cr(
     """patsy's ``cr(x, df=None, knots=None, lower_bound=None, upper_bound=None,
     constraints=None)``: the natural cubic regression spline basis of ``x``
     (:mod:`dmixed.design.splines`), shape ``(len(x), columns)`` as formulaic's
-    columns ``cr(...)[0]``, ``cr(...)[1]``, ...; its knots (and with
-    ``constraints="center"`` its columns' means) learned from ``x`` (the rows the fit
-    uses) where not all given, or ``_state["knots"]`` and ``_state["constraint"]``
-    (frozen).  Values beyond the bounds are extrapolated linearly, as patsy does."""
+    columns ``cr(...)[0]``, ``cr(...)[1]``, ... (one column: ``cr(...)``, as patsy
+    names it); its knots (and with ``constraints="center"`` its columns' means)
+    learned from ``x`` (the rows the fit uses) where not all given, or
+    ``_state["knots"]`` and ``_state["constraint"]`` (frozen).  Values beyond the
+    bounds are extrapolated linearly, as patsy does.
+
+    Raises
+    ------
+    FormulaError
+        Not from here: an argument that makes no basis (``df=1``, ``constraints``
+        other than ``"center"``, a knot count that disagrees with ``df``) is refused
+        where the formula is read (:func:`~dmixed.design.splines.spline_call`),
+        naming the argument.
+    DataError
+        Not from here either: knots the rows cannot give (every value equal, a given
+        knot not strictly within the bounds) are kept in ``_state`` and refused by
+        :func:`learned_state`, naming the call; so are values not finite
+        (:class:`~dmixed.errors.BadValuesError`).
+    """
     return _cubic(
         False, x, df, knots, lower_bound, upper_bound, constraints, {} if _state is None else _state
     )
@@ -318,7 +334,16 @@ def cc(
     """patsy's ``cc(x, df=None, knots=None, lower_bound=None, upper_bound=None,
     constraints=None)``: the cyclic cubic regression spline basis of ``x``, as
     :func:`cr`; values beyond the bounds are wrapped around (the upper bound is the
-    lower one), as patsy does."""
+    lower one), as patsy does.
+
+    Raises
+    ------
+    FormulaError
+        Not from here: as :func:`cr`'s (``df=0``, ``constraints`` other than
+        ``"center"``, ...), where the formula is read, naming the argument.
+    DataError
+        Not from here either: as :func:`cr`'s, by :func:`learned_state`.
+    """
     return _cubic(
         True, x, df, knots, lower_bound, upper_bound, constraints, {} if _state is None else _state
     )
