@@ -10,10 +10,11 @@ lambdas and comprehensions, f-strings, constant arithmetic whose result has no b
 (``9**9**9**9``, ``1 << 10**9``), calls that would write into their arguments (``out=``,
 ``inplace=``, ``copy=``, a ufunc's ``where=`` or its ``out`` given by position),
 attributes of transforms other than ``contr``'s contrasts (``exp.at``), and the
-transforms that learn from the data they are given (``poly``, the splines ``cr``, ``cs``
-and ``cc``, ``lag``, numpy reductions, column methods such as ``.mean()``): on
+transforms that learn from the data they are given (``poly``, formulaic's spline ``cs``,
+``lag``, numpy reductions, column methods such as ``.mean()``): on
 partitions they would learn something different each time.  ``center``,
-``standardize``, ``scale`` and ``bs`` are allowed with constant arguments only
+``standardize``, ``scale`` and the splines ``bs``, ``cr`` and ``cc`` are allowed with
+constant arguments only
 (:data:`~dmixed.design.stateful.FROZEN_KEYWORDS`,
 :func:`~dmixed.design.splines.spline_call`): their state is learned once over the rows
 the fit uses (:mod:`dmixed.design.stateful`).
@@ -37,7 +38,7 @@ import pandas as pd
 
 from ..errors import FormulaError, SpecError
 from .messages import clean_message, shown, unknown_columns
-from .splines import spline_call
+from .splines import CUBIC_SPLINES, spline_call
 from .stateful import FROZEN_KEYWORDS, SPLINES, learns, refuse_on_partitions
 
 __all__ = [
@@ -64,12 +65,10 @@ LEARNING_TRANSFORMS = {
         "is formulaic's, not patsy's (statsmodels' formulas have no poly(); write the "
         "powers, e.g. x + I(x**2)), and learns its orthogonal basis from the data it is given"
     ),
-    "cr": "learns its knots from the data it is given (dmixed has patsy's bs(), not its cr())",
     "cs": (
-        "is formulaic's, not patsy's (statsmodels' formulas have bs(), which dmixed "
-        "supports, and cr() and cc()), and learns its knots from the data it is given"
+        "is formulaic's, not patsy's (statsmodels' formulas have bs(), cr() and cc(), "
+        "which dmixed supports), and learns its knots from the data it is given"
     ),
-    "cc": "learns its knots from the data it is given (dmixed has patsy's bs(), not its cc())",
     "lag": (
         "is formulaic's, not patsy's, and depends on the order of the rows and on "
         "partition boundaries"
@@ -1509,8 +1508,9 @@ class _FactorChecker:
         return True
 
     def check_one_column_values(self, node: ast.Call, root: str) -> None:
-        """The values that ``center``, ``standardize``, ``scale`` or ``bs`` (``root``)
-        transforms hold no ``bs()`` call: ``bs()`` makes several columns, which
+        """The values that ``center``, ``standardize``, ``scale``, ``bs``, ``cr`` or
+        ``cc`` (``root``) transforms hold no spline call (``bs()``, ``cr()``,
+        ``cc()``): a spline makes several columns, which
         formulaic would transform one by one with a state of each that dmixed does not
         keep, so it would be learned again from whatever rows are predicted."""
         values = node.args[0] if node.args else None
@@ -1533,18 +1533,25 @@ class _FactorChecker:
         )
 
     def check_spline_call(self, node: ast.Call, root: str) -> None:
-        """``bs(x, ...)``: one expression to transform, then patsy's arguments, each a
+        """``bs(x, ...)``, ``cr(x, ...)``, ``cc(x, ...)``: one expression to transform,
+        then patsy's arguments, each a
         constant (:func:`~dmixed.design.splines.spline_call`); one that learns its
         knots is a frozen transform, never in a variance component (evaluated within
         groups, it would learn per group)."""
         try:
             call = spline_call(node)
         except ValueError as e:
+            takes = (
+                "df, knots, lower_bound, upper_bound and constraints, each written as a "
+                "constant (a whole number, a tuple of numbers, a number, 'center')"
+                if root in CUBIC_SPLINES
+                else "df, knots, degree, include_intercept, lower_bound and upper_bound, "
+                "each written as a constant (a whole number, a tuple of numbers, "
+                "True/False, a number)"
+            )
             raise FormulaError(
                 f"{self.role} {shown(self.formula)}: {ast.unparse(node)} is not supported: "
-                f"{e}; {root}() takes the values, then patsy's df, knots, degree, "
-                "include_intercept, lower_bound and upper_bound, each written as a "
-                "constant (a whole number, a tuple of numbers, True/False, a number)"
+                f"{e}; {root}() takes the values, then patsy's {takes}"
             ) from None
         if self.role.startswith("vc_formula"):
             # the variance components' evaluator reads one column per numeric factor

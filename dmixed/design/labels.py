@@ -28,7 +28,9 @@ __all__ = [
     "ARRAY_INTERCEPT_NAME",
     "covariance_names",
     "formulaic_spelling",
+    "indexed_spline_names",
     "level_in_group",
+    "names_unindexed_splines",
     "patsy_spelling",
 ]
 
@@ -250,6 +252,43 @@ def formulaic_spelling(names: Sequence[str], formula: str | None) -> list[str]:
     return [
         ":".join(_rendered(f) + level for f, level in factors) for factors in _split_names(names)
     ]
+
+
+@functools.lru_cache(maxsize=1024)
+def _spline_calls(factor: str, splines: frozenset[str]) -> tuple[bool, bool]:
+    """Whether the factor ``factor`` is itself a call of one of ``splines``, and
+    whether it holds one anywhere (nothing is evaluated: the text is parsed)."""
+    try:
+        node = ast.parse(factor, mode="eval").body
+    except SyntaxError:
+        return False, False
+
+    def named(n: ast.AST) -> bool:
+        return isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in splines
+
+    return named(node), any(named(n) for n in ast.walk(node))
+
+
+def indexed_spline_names(names: Sequence[str], splines: frozenset[str]) -> list[str]:
+    """``names`` with a spline of one column (a factor that is a call of one of
+    ``splines``, with no index) named ``name[0]``: as versions before this one named
+    it (this one names it as patsy does, without its index)."""
+    return [
+        ":".join(f + (s or ("[0]" if _spline_calls(f, splines)[0] else "")) for f, s in factors)
+        for factors in _split_names(names)
+    ]
+
+
+def names_unindexed_splines(names: Sequence[str], splines: frozenset[str]) -> bool:
+    """Whether a name of ``names`` holds a call of one of ``splines`` that versions
+    before this one named or refused otherwise: a spline of one column, named without
+    its index, or one inside another expression (``np.exp(bs(x, df=1))``)."""
+    for factors in _split_names(names):
+        for f, s in factors:
+            whole, inside = _spline_calls(f, splines)
+            if inside and not (whole and s):
+                return True
+    return False
 
 
 def level_in_group(component: str, levels: Sequence, group) -> str:

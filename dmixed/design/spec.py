@@ -55,7 +55,12 @@ from .centres import choose_centres, saved_centres
 from .coded import CodedPlan, factor_codes, find_coded_plan, remember_plan, shared_plan
 from .dtypes import NUMERIC, coded_group_keys, group_keys, native_dtype, py_scalars
 from .evaluate import PATSY_ORDER, materialize, reordered, term_order
-from .labels import formulaic_spelling, patsy_spelling
+from .labels import (
+    formulaic_spelling,
+    indexed_spline_names,
+    names_unindexed_splines,
+    patsy_spelling,
+)
 from .levels import ArrayLevels, object_index, prototype, text_array
 from .matrices import (
     PlainPlan,
@@ -75,6 +80,7 @@ from .references import choose_references, saved_references
 from .scan import ScanChains
 from .scope import CallerNames, Environment, caller_names_shippable, saved_environment
 from .stateful import (
+    SPLINES,
     blank_state,
     checked_saved_state,
     frozen_keys,
@@ -463,7 +469,8 @@ class ModelSpec(ModelNames):
                         "versions of dmixed named and coded some factors unlike "
                         "statsmodels: Diff and Poly contrasts, full-rank Sum, Helmert, "
                         "Diff and Poly, boolean I() terms, boolean calls, boolean columns "
-                        "also read in expressions; a newer version may name them "
+                        "also read in expressions, a spline of one column as name[0]; a "
+                        "newer version may name them "
                         "otherwise); rebuild the statistics from the data"
                     )
         return spec
@@ -472,8 +479,13 @@ class ModelSpec(ModelNames):
         """Whether earlier versions rebuild this spec to other names:
         its columns in patsy's order where formulaic's differs, or a name with a text
         literal spelled as the formula writes it where formulaic spells it otherwise
-        (``Q("my col")``).  Saved results say so in their format version, which
-        those versions check, rather than fail on the names."""
+        (``Q("my col")``), or a spline of one column, named without its index as
+        patsy names it where earlier versions named it ``name[0]`` (or refused it
+        inside another expression).  Saved results say so in their format version,
+        which those versions check, rather than fail on the names."""
+        own = [self.exog_names, self.exog_re_names, *map(list, self.vc_column_names)]
+        if any(names_unindexed_splines(list(names), SPLINES) for names in own):
+            return True
         if self.term_order == PATSY_ORDER and (
             any(reordered(s) for s in (self.main_spec, self.re_spec) if s is not None)
             or any(plan.reordered for plan in self.vc_plans)
@@ -690,37 +702,54 @@ def dropped_columns(spec: ModelSpec) -> list[str]:
 
 def _with_saved_spelling(spec: ModelSpec, state: dict) -> ModelSpec:
     """``spec``, rebuilt from ``state``, with the names ``state`` saved where they are
-    its names as formulaic spells text literals (``Q('my col')``, where names now
-    follow patsy, ``Q("my col")``: :func:`~dmixed.design.labels.patsy_spelling`):
-    a model saved before keeps the names its estimates were saved under."""
+    its names as earlier versions spelled them: text literals as formulaic spells them
+    (``Q('my col')``, where names now follow patsy, ``Q("my col")``:
+    :func:`~dmixed.design.labels.patsy_spelling`), a spline of one column with its
+    index (``bs(x, df=1)[0]``, now ``bs(x, df=1)`` as patsy names it:
+    :func:`~dmixed.design.labels.indexed_spline_names`), or both: a model saved before
+    keeps the names its estimates were saved under (the columns are the same)."""
     formula, re_formula = state["formula"], state["re_formula"]
     vc_formula = state.get("vc_formula") or {}
-    old: dict[str, list] = {
-        "exog_names": formulaic_spelling(spec.exog_names, formula),
-        "exog_re_names": formulaic_spelling(spec.exog_re_names, re_formula),
-        # (a component without text literals keeps its names, unlisted)
-        "vc_column_names": [
-            formulaic_spelling(list(cols), vc_formula[name])
-            if any(q in vc_formula.get(name, "") for q in "'\"")
-            else cols
-            for name, cols in zip(spec.vc_names, spec.vc_column_names, strict=True)
-        ],
-    }
+
+    def quoted(names: list, formula: str | None) -> list:
+        return formulaic_spelling(names, formula)
+
+    def indexed(names: list, formula: str | None) -> list:
+        return indexed_spline_names(names, SPLINES)
+
+    def both(names: list, formula: str | None) -> list:
+        return indexed(quoted(names, formula), formula)
+
     now: dict[str, list] = {
         "exog_names": list(spec.exog_names),
         "exog_re_names": list(spec.exog_re_names),
         "vc_column_names": list(spec.vc_column_names),
     }
-    if now == old or any(old[key] != state[key] for key in old):
-        return spec  # (names that differ otherwise are refused by the caller)
-    built = spec.exog_names_built
-    return dataclasses.replace(
-        spec,
-        exog_names=old["exog_names"],
-        exog_re_names=old["exog_re_names"],
-        vc_column_names=old["vc_column_names"],
-        exog_names_built=None if built is None else formulaic_spelling(built, formula),
-    )
+    for respelled in (quoted, indexed, both):
+        old: dict[str, list] = {
+            "exog_names": respelled(list(spec.exog_names), formula),
+            "exog_re_names": respelled(list(spec.exog_re_names), re_formula),
+            # (a component without text literals keeps their spelling, unlisted)
+            "vc_column_names": [
+                respelled(list(cols), vc_formula[name])
+                if any(q in vc_formula.get(name, "") for q in "'\"")
+                else cols
+                if respelled is quoted
+                else indexed(list(cols), None)
+                for name, cols in zip(spec.vc_names, spec.vc_column_names, strict=True)
+            ],
+        }
+        if now == old or any(old[key] != state[key] for key in old):
+            continue  # (names that differ otherwise are refused by the caller)
+        built = spec.exog_names_built
+        return dataclasses.replace(
+            spec,
+            exog_names=old["exog_names"],
+            exog_re_names=old["exog_re_names"],
+            vc_column_names=old["vc_column_names"],
+            exog_names_built=None if built is None else respelled(list(built), formula),
+        )
+    return spec
 
 
 def _rebuilt(state: dict, eval_env: Mapping[str, Any] | None) -> ModelSpec:

@@ -34,7 +34,15 @@ import numpy as np
 
 from ..errors import BadValuesError, CheckpointError, DataError, FormulaError, shorten
 from .messages import plural
-from .splines import SplineCall, spline_basis, spline_call
+from .splines import (
+    CUBIC_SPLINES,
+    CubicCall,
+    SplineCall,
+    cubic_basis,
+    free_cubic_basis,
+    spline_basis,
+    spline_call,
+)
 
 __all__ = [
     "FROZEN_KEYWORDS",
@@ -59,9 +67,10 @@ FROZEN_KEYWORDS: dict[str, dict[str, tuple[type, ...]]] = {
 }
 
 #: the spline transforms whose knots are learned (:mod:`dmixed.design.splines`) unless
-#: every knot is given as a number; their arguments are checked by
+#: every knot is given as a number (and, for ``cr``/``cc``, no ``constraints="center"``,
+#: whose constraint is learned); their arguments are checked by
 #: :func:`~dmixed.design.splines.spline_call`
-SPLINES = frozenset({"bs"})
+SPLINES = frozenset({"bs"}) | CUBIC_SPLINES
 
 #: the key under which :func:`_learn` counts the values it was given that are not
 #: finite (removed by :func:`learned_state`, which refuses them)
@@ -148,7 +157,8 @@ def bs(
     """patsy's ``bs(x, df=None, knots=None, degree=3, include_intercept=False,
     lower_bound=None, upper_bound=None)``: the B-spline basis of ``x``
     (:mod:`dmixed.design.splines`), shape ``(len(x), columns)`` as formulaic's
-    columns ``bs(...)[0]``, ``bs(...)[1]``, ...; its knots learned from ``x`` (the
+    columns ``bs(...)[0]``, ``bs(...)[1]``, ... (one column: ``bs(...)``, as patsy
+    names it); its knots learned from ``x`` (the
     rows the fit uses) where not all given, or ``_state["knots"]`` (frozen).
 
     Raises
@@ -156,8 +166,6 @@ def bs(
     BadValuesError
         If a value lies outside the knots' bounds (patsy refuses them too).
     """
-    from formulaic.materializers.types import FactorValues
-
     call = SplineCall(
         df=df,
         knots=None if knots is None else tuple(float(k) for k in knots),
@@ -204,12 +212,140 @@ def bs(
                 "every value to predict"
             )
         basis = spline_basis(values, all_knots, call)
+    return _columns(basis)
+
+
+def _columns(basis: np.ndarray) -> Any:
+    """A spline's basis (shape ``(n, columns)``) as formulaic's factor values, named
+    ``name[0]``, ``name[1]``, ... as patsy names them; one column is named ``name``,
+    as patsy names a single column."""
+    from formulaic.materializers.types import FactorValues
+
+    if basis.shape[1] == 1:
+        return FactorValues(basis[:, 0], kind="numerical", spans_intercept=False, encoded=False)
+
     return FactorValues(
         {i: basis[:, i] for i in range(basis.shape[1])},
         kind="numerical",
         spans_intercept=False,
         format="{name}[{field}]",
         encoded=False,
+    )
+
+
+def _cubic(
+    cyclic: bool,
+    x: Any,
+    df: int | None,
+    knots: Any,
+    lower_bound: float | None,
+    upper_bound: float | None,
+    constraints: Any,
+    state: dict,
+) -> Any:
+    """:func:`cr` (``cyclic`` False) or :func:`cc`."""
+    call = CubicCall(
+        cyclic=cyclic,
+        df=df,
+        knots=None if knots is None else tuple(float(k) for k in np.unique(np.asarray(knots))),
+        lower_bound=lower_bound,
+        upper_bound=upper_bound,
+        center=constraints is not None,
+    )
+    values = np.asarray(x, dtype=np.float64).reshape(-1)
+    finite = np.isfinite(values)
+    all_knots: np.ndarray | None
+    constraint: np.ndarray | None = None
+    if not call.learns:
+        all_knots, problem = call.all_knots(values[finite])
+    elif "knots" in state:
+        all_knots, problem = np.asarray(state["knots"], dtype=np.float64), None
+        if call.center:
+            constraint = np.asarray(state["constraint"], dtype=np.float64)
+    elif _PROBLEM in state:
+        all_knots, problem = None, state[_PROBLEM]
+    else:
+        if not finite.all():
+            state[_NONFINITE] = int(values.size - np.count_nonzero(finite))
+        all_knots, problem = call.all_knots(values[finite])
+        if all_knots is None:
+            state[_PROBLEM] = problem
+        else:
+            state["knots"] = [float(k) for k in all_knots]
+            if call.center:
+                # patsy's centring constraint: the free basis's column means over the
+                # rows the fit uses
+                constraint = free_cubic_basis(values[finite], all_knots, cyclic).mean(axis=0)
+                state["constraint"] = [float(c) for c in constraint]
+    if all_knots is None:
+        # knots not learned from these values (refused by learned_state where they
+        # are the fit's rows): columns of the basis's shape, never fitted
+        return _columns(np.zeros((values.size, call.columns)))
+    # values beyond the bounds are extrapolated (cr) or wrapped (cc), as patsy does;
+    # values not finite are left NaN rows, refused as the design's
+    return _columns(cubic_basis(values, all_knots, constraint, cyclic))
+
+
+def cr(
+    x: Any,
+    df: int | None = None,
+    knots: Any = None,
+    lower_bound: float | None = None,
+    upper_bound: float | None = None,
+    constraints: str | None = None,
+    _state: dict | None = None,
+) -> Any:
+    """patsy's ``cr(x, df=None, knots=None, lower_bound=None, upper_bound=None,
+    constraints=None)``: the natural cubic regression spline basis of ``x``
+    (:mod:`dmixed.design.splines`), shape ``(len(x), columns)`` as formulaic's
+    columns ``cr(...)[0]``, ``cr(...)[1]``, ... (one column: ``cr(...)``, as patsy
+    names it); its knots (and with ``constraints="center"`` its columns' means)
+    learned from ``x`` (the rows the fit uses) where not all given, or
+    ``_state["knots"]`` and ``_state["constraint"]`` (frozen).  Values beyond the
+    bounds are extrapolated linearly, as patsy does.
+
+    Raises
+    ------
+    FormulaError
+        Not from here: an argument that makes no basis (``df=1``, ``constraints``
+        other than ``"center"``, a knot count that disagrees with ``df``) is refused
+        where the formula is read (:func:`~dmixed.design.splines.spline_call`),
+        naming the argument.
+    DataError
+        Not from here either: knots the rows cannot give (every value equal, a given
+        knot not strictly within the bounds) are kept in ``_state`` and refused by
+        :func:`learned_state`, naming the call; so are values not finite
+        (:class:`~dmixed.errors.BadValuesError`).
+    """
+    return _cubic(
+        False, x, df, knots, lower_bound, upper_bound, constraints, {} if _state is None else _state
+    )
+
+
+def cc(
+    x: Any,
+    df: int | None = None,
+    knots: Any = None,
+    lower_bound: float | None = None,
+    upper_bound: float | None = None,
+    constraints: str | None = None,
+    _state: dict | None = None,
+) -> Any:
+    """patsy's ``cc(x, df=None, knots=None, lower_bound=None, upper_bound=None,
+    constraints=None)``: the cyclic cubic regression spline basis of ``x``, as
+    :func:`cr`; values beyond the bounds are wrapped around (the upper bound is the
+    lower one), as patsy does.
+
+    Raises
+    ------
+    FormulaError
+        Not from here: as :func:`cr`'s (``df=0``, ``constraints`` other than
+        ``"center"``, ...), where the formula is read, naming the argument.
+    DataError
+        Not from here either: as :func:`cr`'s, by :func:`learned_state`.
+    """
+    return _cubic(
+        True, x, df, knots, lower_bound, upper_bound, constraints, {} if _state is None else _state
     )
 
 
@@ -229,6 +365,8 @@ def frozen_transforms() -> dict[str, Any]:
             standardize=made,
             scale=made,
             bs=stateful_transform(bs),
+            cr=stateful_transform(cr),
+            cc=stateful_transform(cc),
         )
     return _TRANSFORMS
 
@@ -245,8 +383,9 @@ def _frozen_call(key: str) -> bool:
 
 def learns(node: ast.Call) -> bool:
     """Whether the call ``node`` is one of a frozen transform that learns its state
-    from the data: ``center``, ``standardize``, ``scale``, and ``bs`` unless its
-    ``knots``, ``lower_bound`` and ``upper_bound`` are all given (as constants:
+    from the data: ``center``, ``standardize``, ``scale``, and ``bs``, ``cr`` and
+    ``cc`` unless their ``knots``, ``lower_bound`` and ``upper_bound`` are all given
+    and ``cr``/``cc`` has no ``constraints="center"`` (as constants:
     :func:`~dmixed.design.splines.spline_call`; a call whose arguments are not
     constants is not one, and is refused by the formula's check)."""
     if not isinstance(node.func, ast.Name):
@@ -278,7 +417,8 @@ def frozen_keys(fspec) -> list[str]:
 def with_state(fspec, state: Mapping[str, Mapping[str, Any]], formula: str | None):
     """``fspec`` (formulaic's spec of ``formula``) evaluating its frozen transforms with
     ``state`` (:attr:`ModelSpec.stateful`: ``{"mean": m}``, ``{"mean": m, "scale": s}``
-    or bs()'s ``{"knots": [k, ...]}`` by the call's text), whatever the data it is given.
+    or the splines' ``{"knots": [k, ...]}``, with ``"constraint": [c, ...]`` for a
+    centred ``cr``/``cc``, by the call's text), whatever the data it is given.
 
     Raises
     ------
@@ -295,7 +435,7 @@ def with_state(fspec, state: Mapping[str, Mapping[str, Any]], formula: str | Non
         raise FormulaError(
             f"formula {formula!r}: no learned state for {', '.join(missing)}: the mean and "
             "standard deviation of center(), standardize() and scale(), and the knots of "
-            "bs(), are learned once from a pandas frame; fit the model on one"
+            "bs(), cr() and cc(), are learned once from a pandas frame; fit the model on one"
         )
     merged: dict[str, Any] = {}
     for part in _parts(fspec):
@@ -340,7 +480,7 @@ def learned_state(fspecs: list[tuple[Any, str, str]]) -> dict[str, dict[str, Any
                     )
                 call = ast.parse(key, mode="eval").body
                 spline = isinstance(call, ast.Call) and getattr(call.func, "id", "") in SPLINES
-                need = ("knots",) if spline else ("mean", "scale")[: 1 + _needs_scale(key)]
+                need = _spline_keys(call) if spline else ("mean", "scale")[: 1 + _needs_scale(key)]
                 if any(k not in value for k in need):
                     # formulaic keeps a per-column state when a transform is handed
                     # several columns; a state saved without its numbers would be
@@ -352,7 +492,7 @@ def learned_state(fspecs: list[tuple[Any, str, str]]) -> dict[str, dict[str, Any
                         "transform one column"
                     )
                 if spline:
-                    out[key] = {"knots": [float(k) for k in value["knots"]]}
+                    out[key] = {k: [float(v) for v in value[k]] for k in need}
                     continue
                 state = {k: float(value[k]) for k in _STATE_KEYS if k in value}
                 sd = state.get("scale")
@@ -364,6 +504,14 @@ def learned_state(fspecs: list[tuple[Any, str, str]]) -> dict[str, dict[str, Any
                     )
                 out[key] = state
     return out
+
+
+def _spline_keys(node: ast.expr) -> tuple[str, ...]:
+    """The keys of the state of the spline call ``node`` (checked: it learns):
+    ``("knots",)``, and ``"constraint"`` for ``cr``/``cc`` with ``constraints="center"``."""
+    assert isinstance(node, ast.Call)
+    call = spline_call(node)
+    return ("knots", "constraint") if isinstance(call, CubicCall) and call.center else ("knots",)
 
 
 def _design_of(fspec, key: str, role: str) -> str:
@@ -414,7 +562,8 @@ def validated_state(raw: Any, source: str) -> dict[str, dict[str, Any]]:
     of ``bs`` that learns its knots to ``{"knots": [k, ...]}``, as many finite numbers
     as the call's basis has knots, sorted, each bound repeated ``degree + 1`` times
     and equal to the call's own where it gives it, the inner ones its ``knots`` where
-    it gives them (:func:`_validated_knots`).  Nothing in it is evaluated.
+    it gives them (:func:`_validated_knots`); or of ``cr``/``cc`` that learns to
+    :func:`_validated_cubic`'s state.  Nothing in it is evaluated.
 
     Raises
     ------
@@ -433,12 +582,17 @@ def validated_state(raw: Any, source: str) -> dict[str, dict[str, Any]]:
         if not isinstance(key, str) or not _frozen_call(key):
             raise CheckpointError(
                 f"{source}: the saved state names {key!r}, which is not a call of "
-                f"{', '.join(sorted(FROZEN_KEYWORDS))}, or of bs() that learns its knots"
+                f"{', '.join(sorted(FROZEN_KEYWORDS))}, or of bs(), cr() or cc() that "
+                "learns its knots"
             )
         node = ast.parse(key, mode="eval").body
         assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         if node.func.id in SPLINES:
-            out[key] = {"knots": _validated_knots(spline_call(node), key, value, source)}
+            call = spline_call(node)
+            if isinstance(call, CubicCall):
+                out[key] = _validated_cubic(call, key, value, source)
+            else:
+                out[key] = {"knots": _validated_knots(call, key, value, source)}
             continue
         need = ("mean", "scale") if _needs_scale(key) else ("mean",)
         if not isinstance(value, dict) or set(value) != set(need):
@@ -461,6 +615,76 @@ def validated_state(raw: Any, source: str) -> dict[str, dict[str, Any]]:
                 )
             state[name] = as_float
         out[key] = state
+    return out
+
+
+def _numbers(raw: Any, count: int, what: str, key: str, source: str) -> list[float]:
+    """``raw``, a list of ``count`` finite numbers (each representable as a float), as
+    floats.
+
+    Raises
+    ------
+    CheckpointError
+        If it is anything else, naming ``source``, ``key`` and ``what`` it holds.
+    """
+    if not isinstance(raw, list) or len(raw) != count:
+        raise CheckpointError(
+            f"{source}: the saved {what} of {key} must be a list of {count} numbers, got "
+            f"{shorten(repr(raw))}"
+        )
+    out: list[float] = []
+    for number in raw:
+        try:
+            ok = isinstance(number, (int, float)) and not isinstance(number, bool)
+            as_float = float(number) if ok else math.nan
+        except OverflowError:  # a JSON integer too large for a float
+            as_float = math.nan
+        if not math.isfinite(as_float):
+            raise CheckpointError(
+                f"{source}: the saved {what} of {key} must be finite numbers, got "
+                f"{shorten(repr(number))}"
+            )
+        out.append(as_float)
+    return out
+
+
+def _validated_cubic(call: CubicCall, key: str, value: Any, source: str) -> dict[str, list]:
+    """The saved state of the ``cr``/``cc`` call ``key`` (``call``, its arguments):
+    ``{"knots": [...]}``, with ``"constraint": [...]`` where it centres; the knots
+    strictly increasing, as many as the call has, its own bounds and inner knots where
+    it gives them; the constraint as long as the basis before it is, finite and not
+    all zero (:func:`validated_state`).
+
+    Raises
+    ------
+    CheckpointError
+        If it is not the state such a call learns.
+    """
+    keys = {"knots", "constraint"} if call.center else {"knots"}
+    if not isinstance(value, dict) or set(value) != keys:
+        shape = ", ".join(f"{k!r}: [numbers]" for k in sorted(keys, key=len))
+        raise CheckpointError(
+            f"{source}: the saved state of {key} must be {{{shape}}}, got {shorten(repr(value))}"
+        )
+    knots = _numbers(value["knots"], call.knot_count, "knots", key, source)
+    wrong = (
+        any(b <= a for a, b in zip(knots[:-1], knots[1:], strict=True))
+        or (call.lower_bound is not None and knots[0] != call.lower_bound)
+        or (call.upper_bound is not None and knots[-1] != call.upper_bound)
+        or (call.knots is not None and tuple(knots[1:-1]) != call.knots)
+    )
+    if wrong:
+        raise CheckpointError(
+            f"{source}: the saved knots of {key} are not knots it learns (strictly "
+            f"increasing, its own bounds and knots where it gives them): "
+            f"{shorten(repr(value['knots']))}"
+        )
+    out = {"knots": knots}
+    if call.center:
+        constraint = _numbers(value["constraint"], call.free_columns, "constraint", key, source)
+        if not any(constraint):
+            raise CheckpointError(f"{source}: the saved constraint of {key} is all zeros")
+        out["constraint"] = constraint
     return out
 
 
@@ -562,12 +786,23 @@ def refuse_on_partitions(calls: list[str], role: str, formula: str, where: str) 
                 "it makes several columns from one factor (and learns its knots there "
                 "within groups); add its columns to the data and name them in the formula"
             )
+        first = splines[0]
+        cubic = first in CUBIC_SPLINES
         raise FormulaError(
             f"{role} {formula!r}: the stateful transform {names} learns its knots and "
-            f"bounds from the whole data once, which dmixed does only for a pandas frame, "
-            f"not {where}; fit the model on a pandas DataFrame, or give every knot as "
-            "numbers (patsy's arguments knots, lower_bound and upper_bound), e.g. "
-            "bs(x, knots=(1, 2, 3), lower_bound=0, upper_bound=10)"
+            "bounds where not all given"
+            + (", and with constraints='center' its columns' means" if cubic else "")
+            + f", from the whole data once, which dmixed does only for a pandas frame, not "
+            f"{where}; fit the "
+            "model on a pandas DataFrame, or give every knot as numbers (patsy's arguments "
+            "knots, lower_bound and upper_bound"
+            + (
+                ", and no constraints='center', whose column means need the data: leave "
+                "out the intercept instead, '0 + ...'), e.g. "
+                f"{first}(x, knots=(1, 2, 3), lower_bound=0, upper_bound=10)"
+                if cubic
+                else "), e.g. bs(x, knots=(1, 2, 3), lower_bound=0, upper_bound=10)"
+            )
         )
     names = ", ".join(f"{c}()" for c in calls)
     raise FormulaError(

@@ -211,7 +211,7 @@ def test_error_vc_without_columns_or_with_contrasts():
     "term",
     [
         "poly(x1, 2)",
-        "cr(x1, df=3)",
+        "cs(x1, df=3)",
         "lag(x1)",
         "np.mean(x1)",
         "I(x1 - x1.mean())",

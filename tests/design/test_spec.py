@@ -556,3 +556,58 @@ def test_text_keys_numbered_only_for_the_rows_of_an_in_process_fit():
     np.testing.assert_array_equal(codes, want_codes)
     np.testing.assert_array_equal(labels, want_labels)
     assert not any(a.flags.writeable for a in (numbered.groups, codes, labels))
+
+
+@pytest.mark.parametrize(
+    ("formula", "re_formula"),
+    [
+        ("y ~ bs(x, df=1, degree=1) + z", None),
+        (
+            "y ~ z + bs(x, knots=(), degree=1, lower_bound=-5, upper_bound=5):z",
+            "~bs(x, df=1, degree=1)",
+        ),
+        ('y ~ bs(Q("a b"), df=1, degree=1) + z', None),  # (both earlier spellings at once)
+    ],
+)
+def test_saved_spec_naming_a_one_column_spline_with_its_index_still_loads(formula, re_formula):
+    """A spline of one column is named as patsy names it, ``bs(x, df=1, degree=1)``;
+    a spec saved when it was named ``bs(x, df=1, degree=1)[0]`` loads, with the names
+    it was saved under and the same columns, and a spec with the new name says that
+    earlier versions rebuild it otherwise (saved statistics carry the names' format)."""
+    from dmixed.design import ModelSpec
+    from dmixed.design.labels import formulaic_spelling
+
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame(
+        {"g": np.arange(60) % 6, "x": rng.uniform(-3, 3, 60), "z": rng.normal(size=60)}
+    )
+    df["a b"], df["y"] = df["x"], rng.normal(size=60)
+    spec = build_spec(df, formula, "g", re_formula=re_formula)
+    ones = [n for n in [*spec.exog_names, *spec.exog_re_names] if "bs(" in n]
+    assert ones and not any("[0]" in n for n in ones)
+    assert spec.names_need_this_version()
+    state = spec.to_dict()
+
+    def earlier(names: list, formula: str | None) -> list:
+        names = formulaic_spelling(names, formula)
+        return [
+            ":".join(f + "[0]" if f.startswith("bs(") else f for f in n.split(":")) for n in names
+        ]
+
+    old = {
+        **state,
+        "exog_names": earlier(state["exog_names"], formula),
+        "exog_re_names": earlier(state["exog_re_names"], re_formula),
+    }
+    assert old["exog_names"] != state["exog_names"]
+    loaded = ModelSpec.from_dict(old)
+    assert loaded.exog_names == old["exog_names"]
+    assert loaded.exog_re_names == old["exog_re_names"]
+    assert not loaded.names_need_this_version()  # (earlier versions rebuild these names)
+    new = df.assign(x=rng.uniform(-2.9, 2.9, 60)).assign(**{"a b": lambda d: d["x"]})
+    np.testing.assert_array_equal(loaded.transform(new).exog, spec.transform(new).exog)
+    np.testing.assert_array_equal(loaded.transform(new).exog_re, spec.transform(new).exog_re)
+    # names that differ otherwise are still refused, naming this difference among others
+    wrong = {**state, "exog_names": [n.replace("z", "w") for n in state["exog_names"]]}
+    with pytest.raises(Exception, match=r"a spline of one column as name\[0\]"):
+        ModelSpec.from_dict(wrong)

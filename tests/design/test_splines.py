@@ -45,8 +45,14 @@ def frame() -> pd.DataFrame:
 
 def _ours(x: np.ndarray, **kwargs) -> np.ndarray:
     """dmixed's bs of ``x`` (learning its knots from ``x``), as a matrix."""
-    values = frozen_transforms()["bs"](x, **kwargs)
-    return np.column_stack([values[k] for k in sorted(values)])
+    return _matrix(frozen_transforms()["bs"](x, **kwargs))
+
+
+def _matrix(values) -> np.ndarray:
+    """A spline's factor values as a matrix: its columns by index, or its one column."""
+    if isinstance(values, dict):
+        return np.column_stack([values[k] for k in sorted(values)])
+    return np.asarray(values, dtype=np.float64).reshape(-1, 1)
 
 
 @settings(max_examples=60, deadline=None)
@@ -102,6 +108,8 @@ def _statsmodels(formula: str, df: pd.DataFrame, re_formula: str | None = None):
         ("y ~ bs(x, df=4) + z", None),
         ("y ~ bs(x, 5, degree=2, include_intercept=True) + z", None),
         ("y ~ bs(x, knots=(3, 6)) * z", None),
+        # one column: named without its index, as patsy names it
+        ("y ~ 0 + bs(x, df=1, degree=0, include_intercept=True) + z", None),
         ("y ~ z", "~bs(x, df=3)"),
     ],
 )
@@ -271,8 +279,8 @@ def test_poly_and_lag_are_refused_as_not_patsys(frame):
     for term in ("poly(x, 2)", "lag(x)", "cs(x, df=4)"):
         with pytest.raises(FormulaError, match="formulaic's, not patsy's"):
             build_spec(frame, f"y ~ {term}", groups="g", missing="drop")
-    with pytest.raises(FormulaError, match=r"patsy's bs\(\), not its cr\(\)"):
-        build_spec(frame, "y ~ cr(x, df=4)", groups="g", missing="drop")
+    with pytest.raises(FormulaError, match=r"have bs\(\), cr\(\) and cc\(\)"):
+        build_spec(frame, "y ~ cs(x, df=4)", groups="g", missing="drop")
 
 
 def test_dask_refuses_learned_knots_naming_the_arguments_to_give(frame):
@@ -451,3 +459,299 @@ def test_the_command_line_fits_bounds_that_do_not_cover_the_stand_in(ages, tmp_p
     saved = json.loads((tmp_path / "out" / "estimates.json").read_text())
     local = dmixed.mixedlm(formula, ages, groups="g").fit()
     assert saved["estimates"]["llf"] == pytest.approx(local.llf, rel=1e-9)
+
+
+# patsy's cubic regression splines cr() and cc()
+
+
+def _cubic(x: np.ndarray, name: str, **kwargs) -> np.ndarray:
+    """dmixed's cr/cc of ``x`` (learning from ``x``), as a matrix."""
+    return _matrix(frozen_transforms()[name](x, **kwargs))
+
+
+CUBIC_TERMS = [
+    "cr(x, df=3)",
+    "cr(x, 5)",
+    "cr(x, df=2, constraints='center')",
+    "cr(x, df=6, constraints='center')",
+    "cr(x, knots=(3, 3, 6))",
+    "cr(x, df=4, lower_bound=2, upper_bound=8)",
+    "cr(x, knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10, constraints='center')",
+    "cc(x, df=1)",
+    "cc(x, df=2)",
+    "cc(x, df=5)",
+    "cc(x, df=1, constraints='center')",
+    "cc(x, df=4, constraints='center')",
+    "cc(x, knots=(2, 5), lower_bound=-1, upper_bound=11)",
+    # df and knots both given, agreeing (df=4 makes 2 inner knots): patsy's basis
+    "cr(x, df=4, knots=(3, 5))",
+]
+
+
+@pytest.mark.parametrize("term", CUBIC_TERMS)
+def test_cubic_basis_and_new_rows_are_patsys(frame, term):
+    """The basis over the rows kept, and of new rows (beyond the bounds too: patsy
+    extrapolates cr() and wraps cc() around), equal patsy's; the names are patsy's."""
+    kept = frame.dropna()
+    model = build_spec(kept, f"y ~ 0 + {term}", groups="g")
+    ref = patsy.dmatrix(f"0 + {term}", kept)
+    assert model.exog_names == ref.design_info.column_names
+    np.testing.assert_allclose(model.transform(kept).exog, ref, rtol=1e-12, atol=1e-12)
+    new = pd.DataFrame({"x": [-3.0, 0.0, 4.2, 10.0, 13.5], "y": 0.0, "g": 0})
+    theirs = patsy.build_design_matrices([ref.design_info], new)[0]
+    np.testing.assert_allclose(model.transform(new).exog, theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "term",
+    [
+        "np.exp(bs(x, df=1, degree=1))",
+        "I(bs(x, df=1, degree=1) * 2)",
+        "np.log(cc(x, df=1) + 1)",
+    ],
+)
+def test_a_one_column_spline_inside_an_expression_is_patsys(frame, term):
+    """A spline of one column is one column of values, as patsy makes it, so an
+    expression of it is evaluated (with the spline's state frozen: new rows use the
+    knots learned from the fit's rows), as patsy evaluates it; names and values are
+    patsy's, on the rows kept and on new rows."""
+    kept = frame.dropna()
+    model = build_spec(kept, f"y ~ {term}", groups="g")
+    ref = patsy.dmatrix(term, kept)
+    assert model.exog_names == ref.design_info.column_names
+    np.testing.assert_allclose(model.transform(kept).exog, ref, rtol=1e-12, atol=1e-12)
+    new = pd.DataFrame({"x": [0.5, 4.2, 7.0, 9.5], "y": 0.0, "g": 0})
+    theirs = patsy.build_design_matrices([ref.design_info], new)[0]
+    np.testing.assert_allclose(model.transform(new).exog, theirs, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    # values on a grid: knots closer than that make the spline's equations so
+    # ill-conditioned that two exact solvers differ in the leading digits
+    x=st.lists(st.integers(-4000, 4000), min_size=4, max_size=40),
+    df=st.integers(1, 7),
+    cyclic=st.booleans(),
+    center=st.booleans(),
+)
+def test_cubic_basis_with_df_is_patsys(x, df, cyclic, center):
+    x = np.asarray(x) / 4.0
+    name = "cc" if cyclic else "cr"
+    inner = df - 2 + center + cyclic
+    # patsy needs df knots distinct within the values' range (and fails without an
+    # inner knot for cr): dmixed refuses those too
+    if (not cyclic and inner < 1) or inner < 0 or np.unique(x).size < inner + 2:
+        return
+    kwargs = dict(df=df, constraints="center" if center else None)
+    try:
+        ref = np.asarray(
+            patsy.dmatrix(
+                f"0 + {name}(x, df={df}, constraints=c)", {"x": x, "c": kwargs["constraints"]}
+            )
+        )
+    except ValueError:  # quantiles that coincide: patsy refuses, dmixed records why
+        state: dict = {}
+        frozen_transforms()[name](x, _state=state, **kwargs)
+        assert "problem" in state
+        return
+    np.testing.assert_allclose(_cubic(x, name, **kwargs), ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize(
+    "formula",
+    ["y ~ cr(x, df=4, constraints='center') + z", "y ~ cc(x, df=5, constraints='center') * z"],
+)
+def test_cubic_fit_and_predict_agree_with_statsmodels(frame, formula, kernels, monkeypatch):
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = _statsmodels(formula, frame).fit(reml=True, method="bfgs", gtol=1e-10)
+    d = dmixed.mixedlm(formula, frame, groups="g", missing="drop").fit()
+    assert list(d.fe_params.index) == list(s.fe_params.index)
+    np.testing.assert_allclose(d.fe_params.to_numpy(), s.fe_params.to_numpy(), rtol=1e-8, atol=1e-9)
+    assert d.llf == pytest.approx(s.llf, rel=1e-12)
+    new = pd.DataFrame({"x": [-1.0, 2.5, 9.0, 12.0], "z": [0.0, 1, 2, 3], "g": 0})
+    np.testing.assert_allclose(
+        np.asarray(d.predict(new)), np.asarray(s.predict(new)), rtol=1e-8, atol=1e-9
+    )
+    one = np.concatenate([np.asarray(d.predict(new.iloc[[i]])) for i in range(4)])
+    np.testing.assert_allclose(one, np.asarray(d.predict(new)), rtol=1e-12, atol=1e-12)
+
+
+CENTERED = "cr(x, df=4, constraints='center')"
+
+
+def test_cubic_state_is_saved_as_numbers_and_loaded(frame, tmp_path):
+    fit = dmixed.mixedlm(
+        f"y ~ 0 + {CENTERED} + cc(z, df=4)", frame, groups="g", missing="drop"
+    ).fit()
+    state = fit.model.spec.to_dict()["stateful"]
+    kept = frame.dropna().x
+    assert state[CENTERED]["knots"][0] == kept.min() and state[CENTERED]["knots"][-1] == kept.max()
+    assert (
+        set(state[CENTERED]) == {"knots", "constraint"} and len(state[CENTERED]["constraint"]) == 5
+    )
+    assert set(state["cc(z, df=4)"]) == {"knots"} and len(state["cc(z, df=4)"]["knots"]) == 5
+    fit.save(tmp_path / "r")
+    back = dmixed.load(tmp_path / "r")
+    new = frame.dropna().iloc[:20]
+    np.testing.assert_array_equal(np.asarray(back.predict(new)), np.asarray(fit.predict(new)))
+
+
+@pytest.mark.parametrize(
+    ("stored", "match"),
+    [
+        ({"knots": [0.0, 3.0, 6.0, 9.0, 10.0]}, "must be"),
+        ({"knots": [0.0, 3.0, 6.0, 9.0, 10.0], "constraint": [0.2] * 5, "x": 1}, "must be"),
+        ({"knots": [0.0, 3.0, 6.0, 9.0], "constraint": [0.2] * 5}, "list of 5 numbers"),
+        ({"knots": [0.0, 3.0, 3.0, 9.0, 10.0], "constraint": [0.2] * 5}, "not knots it learns"),
+        ({"knots": [0.0, 3.0, 6.0, 9.0, "10"], "constraint": [0.2] * 5}, "finite numbers"),
+        ({"knots": [0.0, 3.0, 6.0, 9.0, 10.0], "constraint": [0.2] * 4}, "list of 5 numbers"),
+        ({"knots": [0.0, 3.0, 6.0, 9.0, 10.0], "constraint": [0.0] * 5}, "all zeros"),
+        ({"knots": [0.0, 3.0, 6.0, 9.0, 10.0], "constraint": "__import__('os')"}, "list of 5"),
+    ],
+)
+def test_saved_cubic_state_is_checked_as_plain_numbers(stored, match):
+    with pytest.raises(CheckpointError, match=match):
+        validated_state({CENTERED: stored}, "file.json")
+
+
+def test_saved_cubic_state_must_match_the_given_knots_and_bounds():
+    call = "cr(x, knots=(2, 5), lower_bound=0, upper_bound=10, constraints='center')"
+    good = {"knots": [0.0, 2.0, 5.0, 10.0], "constraint": [0.1, 0.4, 0.4, 0.1]}
+    assert validated_state({call: good}, "f")[call] == good
+    for knots in ([0.0, 2.0, 6.0, 10.0], [-1.0, 2.0, 5.0, 10.0]):
+        with pytest.raises(CheckpointError, match="not knots it learns"):
+            validated_state({call: {**good, "knots": knots}}, "f")
+    with pytest.raises(CheckpointError, match="not a call of"):
+        validated_state({"cc(x, knots=(2, 5), lower_bound=0, upper_bound=10)": good}, "f")
+
+
+@pytest.mark.parametrize(
+    ("term", "match"),
+    [
+        ("cr(x)", "needs df or knots"),
+        ("cr(x, df=1)", "df=1 must be at least 2"),
+        ("cr(x, df=2)", "at least one inner knot"),
+        ("cc(x, df=0)", "its df must be None or a whole number above 0"),
+        ("cr(x, df=4, constraints='centre')", "constraints must be None or 'center'"),
+        ("cr(x, df=4, constraints=[[1, 1, 1, 1]])", "constraints must be None or 'center'"),
+        ("cr(x, df=4, constraints=c)", "constraints must be None or 'center'"),
+        ("cr(x, df=5, knots=(3, 3, 5))", "implies 3 distinct inner knots, but 2"),
+        ("cr(x, knots=(0, 5), lower_bound=0)", "strictly within"),
+        ("cc(x, df=4, lower_bound=5, upper_bound=5)", "lower_bound 5.0 is not below"),
+        ("cr(x, df=100000)", "at most 1000"),
+        ("cr(x, df=4, degree=3)", "no argument degree"),
+        ("cr(x, df=k)", "its df must be"),
+        ("cc(x, df=4, lower_bound=x.min())", "its lower_bound must be"),
+        ("cr(x, df=4, df=5)", "given twice"),
+    ],
+)
+def test_cubic_arguments_that_make_no_basis_are_refused_naming_the_argument(frame, term, match):
+    with pytest.raises(FormulaError, match=match):
+        build_spec(frame.assign(k=1, c=1), f"y ~ {term}", groups="g", missing="drop")
+
+
+def test_cubic_knots_the_data_cannot_give_are_refused(frame):
+    """A given knot outside the values' range (a bound not given): patsy refuses too."""
+    with pytest.raises(ValueError, match="lower bound"):
+        patsy.dmatrix("cr(x, knots=(-5, 5))", frame.dropna())
+    with pytest.raises(
+        dmixed.errors.DataError, match=r"cr\(x, knots=\(-5, 5\)\) learns its knots.*strictly within"
+    ):
+        build_spec(frame, "y ~ cr(x, knots=(-5, 5))", groups="g", missing="drop")
+
+
+@pytest.mark.parametrize(
+    "term", ["center(cr(x, df=4))", "cr(cc(x, df=4), df=4)", "bs(cr(x, df=4), df=4)"]
+)
+def test_a_transform_of_cubic_columns_is_refused(frame, term):
+    with pytest.raises(FormulaError, match=r"is not supported.*makes several columns"):
+        dmixed.mixedlm(f"y ~ {term} + z", frame, groups="g", missing="drop")
+
+
+def test_cubic_of_a_transform_is_accepted(frame):
+    spec = build_spec(frame, "y ~ cr(center(x), df=4)", groups="g", missing="drop")
+    assert set(spec.stateful) == {"center(x)", "cr(center(x), df=4)"}
+
+
+CUBIC_GIVEN = "cr(x, knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10)"
+
+
+def test_dask_refuses_learned_cubic_state_naming_what_to_give(frame):
+    dd = pytest.importorskip("dask.dataframe")
+    ddf = dd.from_pandas(frame.dropna(), npartitions=3)
+    for formula in (
+        "y ~ cr(x, df=4)",
+        "y ~ cc(x, knots=(2, 5), lower_bound=0)",
+        "y ~ cr(x, knots=(2, 5), lower_bound=0, upper_bound=10, constraints='center')",
+    ):
+        with pytest.raises(
+            FormulaError, match=r"\(\).*Dask.*upper_bound, and no constraints='center'"
+        ):
+            dmixed.mixedlm(formula, ddf, groups="g")
+    with pytest.raises(FormulaError, match="data read from files"):
+        refuse_frozen_in_text(
+            "y ~ cc(x, df=4, constraints='center')", None, None, "data read from files"
+        )
+
+
+def test_dask_accepts_a_cubic_with_every_knot_given(frame):
+    dd = pytest.importorskip("dask.dataframe")
+    kept = frame.dropna()
+    formula = f"y ~ 0 + {CUBIC_GIVEN} + z"
+    on_dask = dmixed.mixedlm(formula, dd.from_pandas(kept, npartitions=3), groups="g")
+    local = dmixed.mixedlm(formula, kept, groups="g")
+    assert local.spec.stateful == {}
+    a, b = on_dask.fit(), local.fit()
+    np.testing.assert_allclose(a.fe_params.to_numpy(), b.fe_params.to_numpy(), rtol=1e-9)
+    assert a.llf == pytest.approx(b.llf, rel=1e-12)
+    refuse_frozen_in_text(formula, f"~{CUBIC_GIVEN}", None, "files")
+
+
+def test_a_variance_component_refuses_a_cubic(frame):
+    for term in ("cr(x, df=3)", CUBIC_GIVEN):
+        with pytest.raises(FormulaError, match=r"in a variance component: c[rc]\(\) makes several"):
+            build_spec(frame, "y ~ 1", groups="g", vc_formula={"c": f"0 + {term}"}, missing="drop")
+    with pytest.raises(FormulaError, match=r"cc\(\) is not supported in a variance component"):
+        refuse_frozen_in_text("y ~ 1", None, {"c": "0 + cc(x, df=3)"}, "files")
+
+
+def test_the_command_line_refuses_a_learned_cubic_before_a_cluster_starts(
+    frame, tmp_path, monkeypatch
+):
+    code, err, called = _command_line(
+        frame, tmp_path, monkeypatch, "y ~ cr(x, df=4, constraints='center')"
+    )
+    assert code == 2 and not called
+    assert "cr()" in err and "constraints='center'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_passes_a_cubic_with_every_knot_given_on_to_the_cluster(
+    frame, tmp_path, monkeypatch
+):
+    code, err, called = _command_line(frame, tmp_path, monkeypatch, f"y ~ 0 + {CUBIC_GIVEN}")
+    assert called and "cr()" not in err
+
+
+def test_cubic_values_not_finite_are_refused_naming_the_call(frame):
+    data = frame.assign(x=frame.x.where(frame.index != 7, 0.0))
+    with pytest.raises(BadValuesError, match=r"'cr\(np.log\(x\), df=4\)' \(1 row\)"):
+        dmixed.mixedlm("y ~ cr(np.log(x), df=4)", data, groups="g", missing="drop")
+
+
+def test_cubic_columns_summing_to_one_with_the_intercept_are_refused_as_rank_deficient(frame):
+    with pytest.raises(dmixed.errors.DataError, match="rank deficient"):
+        dmixed.mixedlm("y ~ cr(x, df=4) + z", frame, groups="g", missing="drop").fit()
+
+
+def test_cubic_in_the_random_effects_is_patsys(frame):
+    re_formula = "~cc(x, df=3, constraints='center')"
+    sm = _statsmodels("y ~ z", frame, re_formula)
+    model = dmixed.mixedlm("y ~ z", frame, groups="g", re_formula=re_formula, missing="drop")
+    # (statsmodels names the random intercept after the groups)
+    assert list(model.exog_re_names)[1:] == list(sm.data.exog_re_names)[1:]
+    np.testing.assert_allclose(model.exog_re, sm.exog_re, rtol=1e-12, atol=1e-12)
+    assert set(model.spec.stateful) == {"cc(x, df=3, constraints='center')"}

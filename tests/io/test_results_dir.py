@@ -986,3 +986,41 @@ def test_a_source_tree_not_installed_saves_and_names_its_version(
         build_parser().parse_args(["--version"])
     assert capsys.readouterr().out.strip() == "dmixed unknown (not installed)"
     monkeypatch.delattr(dmixed, "__version__", raising=False)
+
+
+def test_results_saved_naming_a_one_column_spline_with_its_index_still_load(tmp_path):
+    """Results saved when a spline of one column was named ``bs(x, df=1, degree=1)[0]``
+    (it is now ``bs(x, df=1, degree=1)``, as patsy and statsmodels name it) load under
+    the names they were saved under, and predict as they did."""
+    df = _named_frame()
+    fit = dmixed.mixedlm(
+        "y ~ bs(x1, df=1, degree=1) + my_x", df.rename(columns={"my x": "my_x"}), groups="g"
+    ).fit()
+    name = "bs(x1, df=1, degree=1)"
+    assert list(fit.fe_params.index) == ["Intercept", name, "my_x"]
+    fit.save(tmp_path / "r")
+
+    def earlier(doc: dict) -> None:  # the names as those versions saved them
+        def old(text: str) -> str:
+            return ":".join(f + "[0]" if f == name else f for f in text.split(":"))
+
+        def respelled(node, under_state: bool = False):
+            if isinstance(node, dict):
+                return {
+                    (k if under_state else old(k)): respelled(v, under_state or k == "stateful")
+                    for k, v in node.items()
+                }
+            if isinstance(node, list):
+                return [respelled(v, under_state) for v in node]
+            return old(node) if isinstance(node, str) and not under_state else node
+
+        for key in ("model", "estimates"):
+            doc[key] = respelled(doc[key])
+
+    _edit_estimates(tmp_path / "r", earlier)
+    assert f'"{name}[0]"' in (tmp_path / "r" / "estimates.json").read_text()
+    back = dmixed.load(tmp_path / "r")
+    assert list(back.fe_params.index) == ["Intercept", f"{name}[0]", "my_x"]
+    np.testing.assert_array_equal(back.fe_params.to_numpy(), fit.fe_params.to_numpy())
+    rows = df.rename(columns={"my x": "my_x"}).iloc[:25]
+    np.testing.assert_array_equal(np.asarray(back.predict(rows)), np.asarray(fit.predict(rows)))

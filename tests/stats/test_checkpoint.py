@@ -846,6 +846,32 @@ def test_statistics_of_names_earlier_versions_rebuild_otherwise_are_format_7(tmp
     load_statistics(tmp_path / "statsFalse")
 
 
+def test_statistics_of_a_one_column_spline_are_format_7(tmp_path, monkeypatch):
+    """A spline of one column is named as patsy names it (``bs(x1, df=1, degree=1)``),
+    where earlier versions named it ``bs(x1, df=1, degree=1)[0]`` (and refused it
+    inside another expression): its statistics are saved as format version 7, which
+    those versions refuse as written by a newer dmixed rather than fail on the names;
+    a spline of several columns is named as before."""
+    df = _frame(12)
+    for formula, newer in [
+        ("y ~ bs(x1, df=1, degree=1) + x2", True),
+        ("y ~ np.exp(bs(x1, df=1, degree=1)) + x2", True),
+        ("y ~ bs(x1, df=3) + x2", False),
+    ]:
+        spec = build_spec(df, formula, "g")
+        assert spec.names_need_this_version() is newer
+        target = tmp_path / f"stats{len(formula)}"
+        save_statistics(
+            _stats(spec, df),
+            target,
+            {"spec": spec.to_dict()},
+            newer_names=spec.names_need_this_version(),
+        )
+        manifest = load_statistics(target)[1]
+        want = checkpoint.NAMES_FORMAT_VERSION if newer else checkpoint.PADDED_FORMAT_VERSION
+        assert manifest["format_version"] == want
+
+
 def test_merge_meets_integer_and_float_keys_as_float64_where_exact():
     """Saved float64 keys and new int64 keys (or the other way round) are one group
     where they are equal, as keys of two numeric dtypes meet anywhere
