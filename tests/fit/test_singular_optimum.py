@@ -39,6 +39,11 @@ def _spline_frame() -> pd.DataFrame:
     frame["y"] = (
         np.sin(frame.x) + 0.3 * frame.z + rng.normal(size=n) + np.repeat(rng.normal(size=30), 8)
     )
+    # the review's missing values, its rows dropped before the basis (``missing="drop"``)
+    frame.loc[3, "x"] = np.nan
+    frame.loc[frame.x.idxmin(), "z"] = np.nan
+    frame.loc[frame.x.idxmax(), "y"] = np.nan
+    frame = frame.dropna().reset_index(drop=True)
     basis = np.asarray(patsy.dmatrix("0 + cr(x, df=3, constraints='center')", frame))
     for j in range(3):
         frame[f"x{j}"] = basis[:, j]
