@@ -88,7 +88,7 @@ def test_singular_fit_reaches_the_best_of_a_multistart(case, reml, kernels, monk
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BoundaryWarning)
-        fit = model.fit(reml=reml)
+        fit = model.fit(reml=reml, skip_hessian=True)  # the optimum, not its curvature
     assert fit.converged
     q = model.k_re
     psi_star = fit.cov_re.to_numpy() / fit.scale
