@@ -841,15 +841,24 @@ def wants_within(std: Standardization | None, r: int) -> bool:
     return std is not None and r == 1 and std.z_intercept == 0
 
 
+#: the most columns the compiled pass of :func:`plan_sums` reads: it takes them as one
+#: tuple, which numba types by its length (a compile for each width, and none at all
+#: from 1000 columns: a wide factor's design); wider plans take the bincounts
+COMPILED_MAX_SOURCES = 256
+
+
 def plan_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> list:
     """The per-group sum of every term of a :func:`product_plan` (None for ``zero``):
     one ``bincount`` per term over the rows in row order, or the compiled pass
-    (``compiled`` None: :func:`~dmixed.kernels.compiled.rows_compiled` decides), the
-    same numbers bit for bit.  ``codes`` (n,) int64 in ``0 … n_groups−1``; ``sources``
-    the columns the terms index."""
+    (``compiled`` None: :func:`~dmixed.kernels.compiled.rows_compiled` decides; a plan
+    reading more than :data:`COMPILED_MAX_SOURCES` columns takes the bincounts even when
+    ``compiled`` is True), the same numbers bit for bit.  ``codes`` (n,) int64 in
+    ``0 … n_groups−1``; ``sources`` the columns the terms index."""
     live = live_terms(terms)
     if compiled is None:
         compiled = rows_compiled(codes.size, n_groups * len(live) * 8)
+    if compiled and len({u for t in live for u in t[1:]}) > COMPILED_MAX_SOURCES:
+        compiled = False
     if compiled and live:
         from .rows_jit import term_sums  # numba: imported on first use only
 

@@ -866,3 +866,21 @@ def test_within_sums_of_mostly_zero_columns_round_as_the_dense_product(monkeypat
     bound = 5e-14 * np.sqrt(np.outer(diag, diag))
     err = np.abs(glob["within"] - want)
     assert np.all(err <= bound), float(np.max(err / bound)) * 5e-14
+
+
+def test_plan_of_more_columns_than_the_compiled_pass_reads_takes_the_bincounts():
+    """A plan reading more columns than the compiled pass takes (a wide factor's design:
+    numba refused a tuple of 1000 columns, so a forced compiled fit of a 1100-level
+    factor failed) gives the bincounts' sums even when asked for the compiled pass."""
+    rng = np.random.default_rng(2)
+    n, n_groups, width = 60, 7, 1001
+    codes = rng.integers(0, n_groups, n).astype(np.int64)
+    sources = [rng.normal(size=n) for _ in range(width)]
+    terms = [("count",), ("zero",)] + [("col", u) for u in range(width)]
+    terms += [("prod", 0, width - 1)]
+    got = rows.plan_sums(codes, sources, terms, n_groups, compiled=True)
+    want = rows.plan_sums(codes, sources, terms, n_groups, compiled=False)
+    assert got[1] is None and want[1] is None
+    for g, w in zip(got, want, strict=True):
+        if w is not None:
+            np.testing.assert_array_equal(g, w)
