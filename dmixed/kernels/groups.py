@@ -1038,10 +1038,11 @@ def hessian_contributions(
     block = _as_block(block, zxy)
     m = basis.shape[0]
     p = block.k - 1
+    kernel = "hessian" if a_inv is None else "hessian_traced"
     if (
         lam.shape[0]
         and not block.numpy_only
-        and compiled.backend(block.n_groups, lam.shape[0], "hessian") == "numba"
+        and compiled.backend(block.n_groups, lam.shape[0], kernel) == "numba"
     ):
         traced = a_inv is not None and lam.shape[0] > 2
         out = HessianSums.zeros(m, p, traced=traced)
