@@ -42,8 +42,7 @@ ENV_VAR = "DMIXED_KERNELS"
 #: and ``r`` (1, 2, ≥ 3; benchmarks/bench_kernels.py, benchmarks/RESULTS.md eighth
 #: session: the medians at 200k groups, rounded down).  The Hessian's against numpy's
 #: moment form on the step's kept values, as a fit calls it (RESULTS.md, tenth session:
-#: nothing saved at r ≤ 2)
-#: session: nothing saved at r ≤ 2).  ``hessian_traced``: the Hessian with ``a_jk`` traced
+#: nothing saved at r ≤ 2).  ``hessian_traced``: the Hessian with ``a_jk`` traced
 #: against ``A⁻¹`` (what an in-process fit asks for), the same up to ``r = 3`` and
 #: nothing past it (:data:`NUMPY_FROM_R`)
 SAVED_NS = {
@@ -66,12 +65,14 @@ SAVED_GROWTH = {"step": 2.0, "hessian": 4.0, "hessian_traced": 0.0, "blups": 0.0
 #: :func:`backend` picks numpy there (unless ``DMIXED_KERNELS=numba``), with numba
 #: loaded or not, and charges nothing.  The traced Hessian past ``r = 3`` is contracted
 #: from moments over the groups in numpy (:mod:`~dmixed.kernels.groups`), ``r⁴``
-#: products a group in BLAS against the compiled per-group ``m² r²``: 3–5× faster at
-#: r = 4–6 (benchmarks/RESULTS.md, r4hess-s63)
+#: products a group in BLAS against the compiled per-group ``m² r²``, the faster from
+#: r = 4 on (benchmarks/RESULTS.md, r4hess)
 NUMPY_FROM_R = {"hessian_traced": 4}
 #: calls of each kernel in a typical fit: about 5 evaluations, 2 Hessians (Newton
 #: steps with BFGS updates, and the standard errors; traced against ``A⁻¹`` in process),
-#: one set of BLUPs
+#: one set of BLUPs.  A Dask worker's fit calls the full ``"hessian"`` instead, which
+#: this estimate does not count: from ``r = 4`` a fresh worker buys numba when its
+#: ledger says so (a few numpy steps in), not at its first call
 FIT_CALLS = {"step": 5, "hessian_traced": 2, "blups": 1}
 #: importing numba and loading a fit's cached kernels, once per process (ns: a fresh
 #: process's first fit forced to numba against one forced to numpy, bytecode cached;

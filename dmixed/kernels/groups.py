@@ -1033,7 +1033,10 @@ def hessian_contributions(
     :data:`~dmixed.kernels.native.MAX_K` in the C extension where it runs (numba's with
     ``DMIXED_NATIVE=numpy``: :func:`dmixed.kernels.compiled.hessian_sums`); in
     numpy up to ``r =`` :data:`HESSIAN_MOMENTS_MAX_R` from moments over the groups
-    (:class:`~dmixed.kernels.hessian_moments.HessianMoments`), else per group.
+    (:class:`~dmixed.kernels.hessian_moments.HessianMoments`); past it, with ``a_inv``
+    given, from the traced sums' moments over the groups with the basis applied once
+    (:data:`TRACED_MOMENTS`; the per-group traced form where it is False), else per
+    group.
     """
     block = _as_block(block, zxy)
     m = basis.shape[0]

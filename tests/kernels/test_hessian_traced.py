@@ -221,8 +221,7 @@ def test_traced_moment_sums_match_the_per_group_traced_sums(monkeypatch, shape, 
 def test_numpy_traced_sums_make_no_per_basis_temporaries(monkeypatch):
     """At r = 5 (m = 15) the numpy traced Hessian sums allocate less at their peak than
     one (m, r, r, G) array of per-group products ``S E_j``: the per-group form made
-    several of them (and held a whole fit's Hessian at r ≥ 4 to tens of ms at 5k
-    groups); the moment form sums the groups first (r² × 3r² a group)."""
+    several of them; the moment form sums the groups first (r² × 3r² a group)."""
     import tracemalloc
 
     monkeypatch.setenv(compiled.ENV_VAR, "numpy")
