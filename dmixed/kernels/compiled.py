@@ -42,8 +42,15 @@ ENV_VAR = "DMIXED_KERNELS"
 #: and ``r`` (1, 2, ≥ 3; benchmarks/bench_kernels.py, benchmarks/RESULTS.md eighth
 #: session: the medians at 200k groups, rounded down).  The Hessian's against numpy's
 #: moment form on the step's kept values, as a fit calls it (RESULTS.md, tenth session:
-#: nothing saved at r ≤ 2)
-SAVED_NS = {"step": (12, 36, 530), "hessian": (0, 0, 550), "blups": (0, 18, 500)}
+#: nothing saved at r ≤ 2).  ``hessian_traced``: the Hessian with ``a_jk`` traced
+#: against ``A⁻¹`` (what an in-process fit asks for), the same up to ``r = 3`` and
+#: nothing past it (:data:`NUMPY_FROM_R`)
+SAVED_NS = {
+    "step": (12, 36, 530),
+    "hessian": (0, 0, 550),
+    "hessian_traced": (0, 0, 550),
+    "blups": (0, 18, 500),
+}
 #: how each kernel's saving grows past ``r = 3`` (the last column of :data:`SAVED_NS`):
 #: times ``(r / 3) ** SAVED_GROWTH[kernel]``.  numpy's step factors and multiplies
 #: ``r × r`` and ``r × k`` blocks a group (``k`` grows with ``r`` where the slopes are
@@ -53,10 +60,20 @@ SAVED_NS = {"step": (12, 36, 530), "hessian": (0, 0, 550), "blups": (0, 18, 500)
 #: (20k groups of 10, a process's second fit on each path: benchmarks/RESULTS.md,
 #: wider-s58), rounded down; without them a fit at r ≥ 4 was estimated to save what
 #: one at r = 3 saves, a small part of what it saved
-SAVED_GROWTH = {"step": 2.0, "hessian": 4.0, "blups": 0.0}
+SAVED_GROWTH = {"step": 2.0, "hessian": 4.0, "hessian_traced": 0.0, "blups": 0.0}
+#: the kernels whose numpy form is faster than the compiled one from this ``r`` on:
+#: :func:`backend` picks numpy there (unless ``DMIXED_KERNELS=numba``), with numba
+#: loaded or not, and charges nothing.  The traced Hessian past ``r = 3`` is contracted
+#: from moments over the groups in numpy (:mod:`~dmixed.kernels.groups`), ``r⁴``
+#: products a group in BLAS against the compiled per-group ``m² r²``, the faster from
+#: r = 4 on (benchmarks/RESULTS.md, r4hess)
+NUMPY_FROM_R = {"hessian_traced": 4}
 #: calls of each kernel in a typical fit: about 5 evaluations, 2 Hessians (Newton
-#: steps with BFGS updates, and the standard errors), one set of BLUPs
-FIT_CALLS = {"step": 5, "hessian": 2, "blups": 1}
+#: steps with BFGS updates, and the standard errors; traced against ``A⁻¹`` in process),
+#: one set of BLUPs.  A Dask worker's fit calls the full ``"hessian"`` instead, which
+#: this estimate does not count: from ``r = 4`` a fresh worker buys numba when its
+#: ledger says so (a few numpy steps in), not at its first call
+FIT_CALLS = {"step": 5, "hessian_traced": 2, "blups": 1}
 #: importing numba and loading a fit's cached kernels, once per process (ns: a fresh
 #: process's first fit forced to numba against one forced to numpy, bytecode cached;
 #: benchmarks/RESULTS.md, "2026-12-04: the first fit of a fresh process")
@@ -228,11 +245,11 @@ def nested_numbering(n_entries: int):
 
 
 def saved_ns(kernel: str, r: int) -> float:
-    """What one call of ``kernel`` (``"step"``, ``"hessian"`` or ``"blups"``) is
-    estimated to save per group in the compiled kernels against numpy's, at ``r``
-    random-effect coordinates (ns): :data:`SAVED_NS` up to ``r = 3``, past it the
-    ``r = 3`` saving times ``(r / 3) ** SAVED_GROWTH[kernel]``.  The one estimate
-    :func:`backend` buys by.
+    """What one call of ``kernel`` (``"step"``, ``"hessian"``, ``"hessian_traced"`` or
+    ``"blups"``) is estimated to save per group in the compiled kernels against numpy's,
+    at ``r`` random-effect coordinates (ns): :data:`SAVED_NS` up to ``r = 3``, past it
+    the ``r = 3`` saving times ``(r / 3) ** SAVED_GROWTH[kernel]``; nothing from
+    :data:`NUMPY_FROM_R` on.  The one estimate :func:`backend` buys by.
 
     Raises
     ------
@@ -240,18 +257,22 @@ def saved_ns(kernel: str, r: int) -> float:
         ``kernel`` is not a key of :data:`SAVED_NS`.
     """
     saved = SAVED_NS[kernel][min(max(r, 1), 3) - 1]
+    if r >= NUMPY_FROM_R.get(kernel, r + 1):
+        return 0.0
     return saved * (r / 3.0) ** SAVED_GROWTH[kernel] if r > 3 else float(saved)
 
 
 def backend(n_groups: int, r: int, kernel: str = "step") -> str:
     """``"numba"`` or ``"numpy"``: the implementation of ``kernel`` (``"step"``,
-    ``"hessian"`` or ``"blups"``) for a block of ``n_groups`` groups with ``r``
-    random-effect coordinates.
+    ``"hessian"``, ``"hessian_traced"`` or ``"blups"``) for a block of ``n_groups``
+    groups with ``r`` random-effect coordinates.
 
-    ``DMIXED_KERNELS=numpy`` or ``=numba`` forces one; ``auto`` (or unset) picks numba
+    ``DMIXED_KERNELS=numpy`` or ``=numba`` forces one; ``auto`` (or unset) picks numpy
+    where numpy's form is the faster (:data:`NUMPY_FROM_R`: the traced Hessian from
+    r = 4, nothing charged), else numba
     when it is importable and either already loaded in this process, or one fit of
     this size saves more than loading it costs (:func:`saved_ns`, :data:`FIT_CALLS`,
-    :data:`LOAD_NS`: from about 7.5M, 2.3M, 106k, 52k, 28k, 16k and 6k groups at
+    :data:`LOAD_NS`: from about 7.5M, 2.3M, 106k, 86k, 57k, 41k and 23k groups at
     r = 1, 2, 3, 4, 5, 6 and 8), or the
     numpy kernels (per group, and the per-row pass: :func:`rows_pass`) have by now cost
     the process more than loading it would have (:data:`LEDGER`: repeated fits of a
@@ -267,6 +288,8 @@ def backend(n_groups: int, r: int, kernel: str = "step") -> str:
     choice = forced()
     if choice != "auto":
         return choice
+    if r >= NUMPY_FROM_R.get(kernel, r + 1):
+        return "numpy"
     if numba_loaded():
         return "numba"
     if not numba_available():

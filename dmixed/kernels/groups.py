@@ -50,6 +50,11 @@ HESSIAN_MOMENTS_MAX_R = 3
 #: for the Hessian and the BLUPs at the same ``Λ`` (the optimizer asks for the Hessian
 #: at the point it just evaluated) when they take at most this many bytes.
 KEPT_CONDITIONALS_BYTES = 32 * 2**20
+#: Whether the numpy Hessian sums traced against ``A⁻¹`` past
+#: :data:`HESSIAN_MOMENTS_MAX_R` are contracted from moments over the groups
+#: (:func:`_hessian_traced_moments`) rather than summed per ``E_j`` a group
+#: (:func:`_hessian_traced`, kept as the reference the tests compare with).
+TRACED_MOMENTS = True
 
 
 # ---------------------------------------------------------------------------
@@ -1028,15 +1033,19 @@ def hessian_contributions(
     :data:`~dmixed.kernels.native.MAX_K` in the C extension where it runs (numba's with
     ``DMIXED_NATIVE=numpy``: :func:`dmixed.kernels.compiled.hessian_sums`); in
     numpy up to ``r =`` :data:`HESSIAN_MOMENTS_MAX_R` from moments over the groups
-    (:class:`~dmixed.kernels.hessian_moments.HessianMoments`), else per group.
+    (:class:`~dmixed.kernels.hessian_moments.HessianMoments`); past it, with ``a_inv``
+    given, from the traced sums' moments over the groups with the basis applied once
+    (:data:`TRACED_MOMENTS`; the per-group traced form where it is False), else per
+    group.
     """
     block = _as_block(block, zxy)
     m = basis.shape[0]
     p = block.k - 1
+    kernel = "hessian" if a_inv is None else "hessian_traced"
     if (
         lam.shape[0]
         and not block.numpy_only
-        and compiled.backend(block.n_groups, lam.shape[0], "hessian") == "numba"
+        and compiled.backend(block.n_groups, lam.shape[0], kernel) == "numba"
     ):
         traced = a_inv is not None and lam.shape[0] > 2
         out = HessianSums.zeros(m, p, traced=traced)
@@ -1054,7 +1063,10 @@ def hessian_contributions(
             moments.add(s, np.array(h), w)
         return HessianSums(*moments.contract(basis))
     if a_inv is not None:
-        return _hessian_traced(block, lam, basis, w, np.asarray(a_inv, dtype=np.float64), reml)
+        a_inv = np.asarray(a_inv, dtype=np.float64)
+        if TRACED_MOMENTS:
+            return _hessian_traced_moments(block, lam, basis, w, a_inv, reml)
+        return _hessian_traced(block, lam, basis, w, a_inv, reml)
     out = HessianSums.zeros(m, p)
     for _, _, (_, _, s, h) in block.conditionals(lam):
         t = _GroupTerms.of(s, h, w, basis, p)
@@ -1121,6 +1133,61 @@ class _GroupTerms:
             a_j.reshape(p, m, p).transpose(1, 0, 2),
             a_jk,
         )
+
+
+def _hessian_traced_moments(
+    block, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, a_inv: np.ndarray, reml: bool
+) -> HessianSums:
+    """The fields of :func:`_hessian_traced` (``a_jk`` as its traces against ``a_inv``)
+    contracted from moments over the groups: every field is ``Σ_g`` of a product of two
+    entries of a group's ``S``, ``u u'``, ``G`` or ``M = G A⁻¹G'`` times entries of the
+    ``E_j``, e.g. ``Σ tr(S E_j S E_k) = Σ_xyzw E_j[y,z] E_k[w,x] Σ_g S_xy S_zw``.  So the
+    groups are summed first, in two BLAS products over them (``vec S`` against
+    ``[vec S; vec uu'; vec M]``, ``r² × 3r²`` a group, and the gram of ``[G; u]``), and
+    the ``E_j`` are applied to those (r⁴ sums) once: no (m, r, r, G) temporary, and
+    ``r⁴`` products a group where the per-group form takes ``m² r²`` (m = r(r+1)/2).
+    The same sums as :func:`_hessian_traced` in another order (to rounding)."""
+    m, r = basis.shape[:2]
+    p = a_inv.shape[0]
+    r2 = r * r
+    sq = np.zeros((r2, 3 * r2))  # Σ_g vec(S) [vec(S); vec(uu'); vec(M)]'
+    v = np.zeros((r * (p + 1), r * (p + 1)))  # Σ_g [G; u] [G; u]', rows (x, q)
+    for _, _, (_, _, s, h) in block.conditionals(lam):
+        g = s.shape[-1]
+        rows = np.empty((3, r, r, g))
+        rows[0] = s
+        gu = np.empty((r, p + 1, g))
+        gu[:, :p] = h[:, :p]
+        u = gu[:, p]
+        u[...] = np.einsum("ajg,j->ag", h, w)
+        np.multiply(u[:, None], u[None], out=rows[1])
+        if reml:  # M = G A⁻¹G' a group: one product over p for all groups, then r² p
+            gm_t = np.ascontiguousarray(h[:, :p].transpose(1, 0, 2)).reshape(p, r * g)
+            ag = (a_inv @ gm_t).reshape(p, r, g)
+            rows[2] = np.einsum("aqg,qbg->abg", h[:, :p], ag)
+        else:
+            rows[2] = 0.0
+        flat = rows.reshape(3 * r2, g)
+        sq += flat[:r2] @ flat.T
+        v += gram_rows(gu.reshape(r * (p + 1), g))
+    q4 = sq.reshape(r, r, 3, r, r)
+    ss, su, sm = q4[:, :, 0], q4[:, :, 1], q4[:, :, 2]  # (y, z, w, x): Σ S_yz X_wx
+    v4 = v.reshape(r, p + 1, r, p + 1)
+    uu, gu_, gg = v4[:, p, :, p], v4[:, :p, :, p], v4[:, :p, :, :p]
+    e = basis
+    # Σ tr(S E_j S E_k) = Σ E_j[y,z] E_k[w,x] Σ S_xy S_zw (ss[x, y, z, w])
+    tr_ss = np.einsum("jxw,kwx->jk", np.einsum("xyzw,jyz->jxw", ss, e), e)
+    # Σ u'E_j S E_k u = Σ E_j[x,y] E_k[z,w] Σ S_yz u_w u_x
+    u_s_u = np.einsum("yzwx,jxy,kzw->jk", su, e, e)
+    u_e_u = np.einsum("xy,jxy->j", uu, e)
+    g_e_u = np.einsum("xqy,jxy->jq", gu_, e)
+    if not reml:
+        return HessianSums(tr_ss, u_s_u, u_e_u, g_e_u, np.zeros((m, p, p)), np.zeros((m, m)))
+    a_j = np.einsum("xqyt,jxy->jqt", gg, e)
+    # Σ tr(E_j S E_k M) = Σ E_j[x,y] E_k[z,w] Σ S_yz M_wx; (j, k) and (k, j) are the same
+    # trace (transpose, then cycle), so the symmetrized 2 G'E_j S E_k G reads as t + t'
+    t = np.einsum("yzwx,jxy,kzw->jk", sm, e, e)
+    return HessianSums(tr_ss, u_s_u, u_e_u, g_e_u, a_j, t + t.T)
 
 
 def _hessian_traced(

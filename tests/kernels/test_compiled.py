@@ -309,25 +309,69 @@ def _one_fit(n_groups: int, r: int) -> list[str]:
 
 
 def test_backend_buys_at_once_at_wide_r(monkeypatch):
-    """Past r = 3 numpy's Hessian runs per group and the saving grows with r: a fit of
-    20k groups at r = 6 or 8 picks the compiled kernels from its first call; at r = 5
-    the second fit does; at r ≤ 3 the estimate is the table's (r = 2 stays numpy for
-    ten fits of that size)."""
+    """Past r = 3 the compiled step's saving grows with r: a fit of 50k groups at r = 6
+    or 30k at r = 8 picks the compiled kernels from its first call; at r = 5, 20k
+    groups, the third fit does; at r ≤ 3 the estimate is the table's (r = 2 stays numpy
+    for ten fits of that size).  The traced Hessian adds nothing past r = 3 (numpy's is
+    the faster there, :data:`~dmixed.kernels.compiled.NUMPY_FROM_R`)."""
     monkeypatch.delenv(compiled.ENV_VAR, raising=False)
     monkeypatch.setattr(compiled, "numba_available", lambda: True)
     monkeypatch.delitem(sys.modules, "numba", raising=False)
-    for r in (6, 8):
+    for r, n_groups in ((6, 50_000), (8, 30_000)):
         _fresh_ledger(monkeypatch)
-        assert set(_one_fit(20_000, r)) == {"numba"}, r
+        assert _one_fit(n_groups, r)[0] == "numba", r
     _fresh_ledger(monkeypatch)
-    assert set(_one_fit(20_000, 5)) == {"numpy"}
-    assert _one_fit(20_000, 5)[-1] == "numba"  # the ledger buys within the second fit
+    assert set(_one_fit(20_000, 5) + _one_fit(20_000, 5)) == {"numpy"}
+    assert _one_fit(20_000, 5)[-1] == "numba"  # the ledger buys within the third fit
     _fresh_ledger(monkeypatch)
     assert "numba" not in sum((_one_fit(20_000, 2) for _ in range(10)), [])
     for kernel, saved in compiled.SAVED_NS.items():
         assert [compiled.saved_ns(kernel, r) for r in (1, 2, 3)] == list(saved)
-        wide = [compiled.saved_ns(kernel, r) for r in range(3, 12)]
+        numpy_from = compiled.NUMPY_FROM_R.get(kernel, 12)
+        wide = [compiled.saved_ns(kernel, r) for r in range(3, numpy_from)]
         assert wide == sorted(wide), kernel  # never less at a wider r
+        assert not any(compiled.saved_ns(kernel, r) for r in range(numpy_from, 12)), kernel
+
+
+@pytest.mark.parametrize("loaded", [False, True])
+def test_traced_hessian_stays_numpy_past_r_3(monkeypatch, loaded):
+    """From r = 4 the traced Hessian (an in-process fit's) runs numpy's moment form in
+    ``auto``, with numba loaded or not and nothing charged to the ledger, and its sums
+    are numpy's bit for bit; the full (m, m, p, p) Hessian, and the traced one at
+    r = 3, still follow the ledger; ``DMIXED_KERNELS=numba`` still forces the compiled
+    form (equal to numpy's to 1e-12)."""
+    monkeypatch.delenv(compiled.ENV_VAR, raising=False)
+    monkeypatch.setattr(compiled, "numba_available", lambda: True)
+    _fresh_ledger(monkeypatch)
+    monkeypatch.setitem(compiled.LEDGER, "bought", loaded)
+    if not loaded:
+        monkeypatch.delitem(sys.modules, "numba", raising=False)
+    for r in (4, 5, 8):
+        assert compiled.backend(10**7, r, "hessian_traced") == "numpy", r
+    assert compiled.LEDGER["owed_ns"] == 0.0
+    assert compiled.backend(10**7, 4, "hessian") == "numba"
+    assert compiled.backend(10**7, 3, "hessian_traced") == "numba"
+    monkeypatch.setitem(compiled.LEDGER, "bought", loaded)
+    if not loaded:
+        monkeypatch.delitem(sys.modules, "numba", raising=False)
+    rng = np.random.default_rng(4)
+    r, k, n_groups = 4, 4, 200
+    z = rng.normal(size=(n_groups, 6, r))
+    xy = rng.normal(size=(n_groups, 6, k))
+    block = kernels.StatsBlock(np.einsum("gia,gib->gab", z, z), np.einsum("gia,gib->gab", z, xy))
+    lam = np.tril(rng.normal(size=(r, r))) + 2.0 * np.eye(r)
+    basis = dmixed.stats.Layout(r, ()).basis()
+    w = np.r_[rng.normal(size=k - 1), 1.0]
+    a_inv = np.linalg.inv(np.eye(k - 1) * 50.0 + 1.0)
+    sums = {}
+    for choice in ("auto", "numpy", "numba"):
+        monkeypatch.setenv(compiled.ENV_VAR, choice)
+        sums[choice] = kernels.hessian_contributions(block, lam, basis, w, a_inv=a_inv)
+    for f in sums["numpy"].__dataclass_fields__:
+        want = getattr(sums["numpy"], f)
+        assert np.array_equal(getattr(sums["auto"], f), want), f
+        err = np.max(np.abs(getattr(sums["numba"], f) - want))
+        assert err <= 1e-12 * np.max(np.abs(want)), (f, err)
 
 
 def test_wide_estimate_starts_where_numpy_hessian_goes_per_group():

@@ -200,6 +200,7 @@ def test_numpy_per_group_sums_match_their_definitions(monkeypatch, shape, reml):
     Σ G'E_j G and Σ 2 tr(G'E_j S E_k G A⁻¹) symmetrized, to 1e-12 relative."""
     monkeypatch.setenv(compiled.ENV_VAR, "numpy")
     monkeypatch.setattr(groups, "HESSIAN_MOMENTS_MAX_R", 0)
+    monkeypatch.setattr(groups, "TRACED_MOMENTS", False)
     monkeypatch.setattr(groups, "GROUP_CHUNK", 13)
     block, lam, basis, w, _, a_inv = _case(shape, 6, 40, True, 7)
     got = kernels.hessian_contributions(block, lam, basis, w, a_inv=a_inv, reml=reml)
@@ -232,3 +233,49 @@ def test_numpy_per_group_sums_match_their_definitions(monkeypatch, shape, reml):
     assert len(names) == len(want)
     for name, value in zip(names, want.values(), strict=True):
         assert _rel(getattr(got, name), value) <= 1e-12, (name, _rel(getattr(got, name), value))
+
+
+@pytest.mark.parametrize("shape", WIDE_SHAPES + [(1, ()), (2, ())])
+@pytest.mark.parametrize("reml", [True, False])
+def test_traced_moment_sums_match_the_per_group_traced_sums(monkeypatch, shape, reml):
+    """The numpy traced sums contracted from moments over the groups
+    (``groups.TRACED_MOMENTS``, what numpy runs past ``HESSIAN_MOMENTS_MAX_R``) against
+    the per-group traced form, field by field, to 1e-12 relative (the same products
+    over the groups, added in another order), over several chunks, weighted, r = 1–6
+    with and without variance components."""
+    monkeypatch.setenv(compiled.ENV_VAR, "numpy")
+    monkeypatch.setattr(groups, "HESSIAN_MOMENTS_MAX_R", 0)
+    monkeypatch.setattr(groups, "GROUP_CHUNK", 97)
+    for p, seed in ((1, 3), (6, 11)):
+        block, lam, basis, w, _, a_inv = _case(shape, p, 300, True, seed)
+        sums = {}
+        for moments in (False, True):
+            monkeypatch.setattr(groups, "TRACED_MOMENTS", moments)
+            sums[moments] = kernels.hessian_contributions(
+                block, lam, basis, w, a_inv=a_inv, reml=reml
+            )
+        for f in sums[False].__dataclass_fields__:
+            want, got = getattr(sums[False], f), getattr(sums[True], f)
+            assert got.shape == want.shape, f
+            assert _rel(got, want) <= JIT_RTOL, (f, _rel(got, want))
+            if not reml and f in ("a_j", "a_jk"):
+                assert not got.any(), f
+
+
+def test_numpy_traced_sums_make_no_per_basis_temporaries(monkeypatch):
+    """At r = 5 (m = 15) the numpy traced Hessian sums allocate less at their peak than
+    one (m, r, r, G) array of per-group products ``S E_j``: the per-group form made
+    several of them; the moment form sums the groups first (r² × 3r² a group)."""
+    import tracemalloc
+
+    monkeypatch.setenv(compiled.ENV_VAR, "numpy")
+    block, lam, basis, w, _, a_inv = _case((5, ()), 2, 3000, False, 5)
+    block.keep_conditionals().conditionals(lam)  # a fit's step leaves them kept at its Λ
+    m, r = basis.shape[:2]
+    tracemalloc.start()
+    try:
+        kernels.hessian_contributions(block, lam, basis, w, a_inv=a_inv)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < m * r * r * block.n_groups * 8, peak
