@@ -234,6 +234,13 @@ class GroupAccumulator:
     def _new_index(keys: np.ndarray) -> pd.Index:
         return pd.Index(keys, dtype=object if keys.dtype == object else keys.dtype)
 
+    def _held_keys(self) -> np.ndarray:
+        """The hash table's keys in column order (``key_dtype``): joined as numpy, not
+        by ``Index.append``, which infers a text dtype for object keys (their Python
+        strings copied to Arrow, then back to objects by every reader)."""
+        parts = [self.index.to_numpy(), self.extra.to_numpy()]
+        return np.concatenate(parts).astype(self.key_dtype, copy=False)
+
     def _grow(self, size: int, shift: int = 0) -> None:
         """Make ``acc`` ``size`` columns wide, old column c moving to c + shift, and the
         compiled table's rows with them (:meth:`~dmixed.kernels.term_table.TermTable.grow`),
@@ -291,7 +298,7 @@ class GroupAccumulator:
             return self.looked_up[cols].astype(self.key_dtype)
         if self.text is not None:
             return np.asarray(self.text.keys())[cols]
-        return np.asarray(self.index.append(self.extra), dtype=self.key_dtype)[cols]
+        return self._held_keys()[cols]
 
     def _range_columns(self, keys: np.ndarray) -> np.ndarray | None:
         # the range and the codes from the current base in one pass where compiled
@@ -426,14 +433,14 @@ class GroupAccumulator:
             if new.any():
                 codes, uniq = pd.factorize(mk[new])
                 sub[new] = len(self.extra) + codes
-                fresh = self._new_index(np.asarray(uniq, dtype=self.key_dtype))
-                self.extra = self.extra.append(fresh)
+                fresh = np.asarray(uniq, dtype=self.key_dtype)
+                self.extra = self._new_index(np.concatenate([self.extra.to_numpy(), fresh]))
             col[miss] = n_main + sub
             n_total = n_main + len(self.extra)
             if n_total > self.acc.shape[1]:
                 self._grow(max(n_total, self.acc.shape[1] + self.acc.shape[1] // 2))
             if len(self.extra) > max(1024, n_main // 4):
-                self.index = self.index.append(self.extra)
+                self.index = self._new_index(self._held_keys())
                 self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
         return col
 
@@ -613,7 +620,7 @@ class GroupAccumulator:
             keys = self.text.keys()
             seen = np.arange(keys.size)
         else:
-            keys = np.asarray(self.index.append(self.extra), dtype=self.key_dtype)
+            keys = self._held_keys()
             seen = np.arange(keys.size)
         if direct:
             # the table's rows as they are (terms, no scales), moved in place to one
