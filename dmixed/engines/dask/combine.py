@@ -15,6 +15,7 @@ columns, not expanded, views of its table).  They are added in two places:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 
@@ -233,6 +234,13 @@ class GroupAccumulator:
     def _new_index(keys: np.ndarray) -> pd.Index:
         return pd.Index(keys, dtype=object if keys.dtype == object else keys.dtype)
 
+    def _held_keys(self) -> np.ndarray:
+        """The hash table's keys in column order (``key_dtype``): joined as numpy, not
+        by ``Index.append``, which infers a text dtype for object keys (their Python
+        strings copied to Arrow, then back to objects by every reader)."""
+        parts = [self.index.to_numpy(), self.extra.to_numpy()]
+        return np.concatenate(parts).astype(self.key_dtype, copy=False)
+
     def _grow(self, size: int, shift: int = 0) -> None:
         """Make ``acc`` ``size`` columns wide, old column c moving to c + shift, and the
         compiled table's rows with them (:meth:`~dmixed.kernels.term_table.TermTable.grow`),
@@ -272,7 +280,15 @@ class GroupAccumulator:
             self.sides = None
             return
         seen = np.flatnonzero(terms.table[:, terms.shifted.count] != 0)
-        self.sides.append(terms.shifted.part(self._keys_of(seen), terms.table[seen]))
+        held = seen if self._sides_by_column() else self._keys_of(seen)
+        self.sides.append(terms.shifted.part(held, terms.table[seen]))
+
+    def _sides_by_column(self) -> bool:
+        """Whether :attr:`sides` are keyed by the accumulator's columns, not by the
+        keys: for object keys, whose columns never move (text and hash-table modes only
+        append), so that neither a partition's rows nor the parts' merge hash the Python
+        keys again (:meth:`result` gives the parts their keys)."""
+        return self.key_dtype.kind == "O"
 
     def _keys_of(self, cols: np.ndarray) -> np.ndarray:
         """The keys of the accumulator's columns ``cols``."""
@@ -282,7 +298,7 @@ class GroupAccumulator:
             return self.looked_up[cols].astype(self.key_dtype)
         if self.text is not None:
             return np.asarray(self.text.keys())[cols]
-        return np.asarray(self.index.append(self.extra), dtype=self.key_dtype)[cols]
+        return self._held_keys()[cols]
 
     def _range_columns(self, keys: np.ndarray) -> np.ndarray | None:
         # the range and the codes from the current base in one pass where compiled
@@ -417,14 +433,14 @@ class GroupAccumulator:
             if new.any():
                 codes, uniq = pd.factorize(mk[new])
                 sub[new] = len(self.extra) + codes
-                fresh = self._new_index(np.asarray(uniq, dtype=self.key_dtype))
-                self.extra = self.extra.append(fresh)
+                fresh = np.asarray(uniq, dtype=self.key_dtype)
+                self.extra = self._new_index(np.concatenate([self.extra.to_numpy(), fresh]))
             col[miss] = n_main + sub
             n_total = n_main + len(self.extra)
             if n_total > self.acc.shape[1]:
                 self._grow(max(n_total, self.acc.shape[1] + self.acc.shape[1] // 2))
             if len(self.extra) > max(1024, n_main // 4):
-                self.index = self.index.append(self.extra)
+                self.index = self._new_index(self._held_keys())
                 self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
         return col
 
@@ -451,7 +467,7 @@ class GroupAccumulator:
             release_idle_buffers()
             release_free_memory()
         self.written = True
-        self._add_side(keys, dm, ztilde, std, vc_widths)
+        self._add_side(keys, col, dm, ztilde, std, vc_widths)
         # variance components of one entry per row: summed without the padded products
         sums = accumulate_padded_into(
             self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std, vc_widths, rank_one=True
@@ -487,15 +503,19 @@ class GroupAccumulator:
             self.sides = None
         return got
 
-    def _add_side(self, keys: np.ndarray, dm, ztilde: np.ndarray, std, vc_widths) -> None:
+    def _add_side(
+        self, keys: np.ndarray, col: np.ndarray, dm, ztilde: np.ndarray, std, vc_widths
+    ) -> None:
         """Keep these rows' sums about each group's shift
         (:func:`~dmixed.kernels.shifts.rows_part`), or none from now on where they
-        make none (variance components, no slope)."""
+        make none (variance components, no slope).  Object keys are numbered by their
+        columns ``col`` (:meth:`_sides_by_column`), one to one with the keys, so the
+        groups come in the same order of first appearance."""
         if self.sides is None:
             return
         part = None
         if not len(vc_widths) and ztilde.shape[1] >= 2:
-            codes, uniq = pd.factorize(keys)
+            codes, uniq = pd.factorize(col if self._sides_by_column() else keys)
             part = rows_part(np.asarray(uniq), codes, dm.endog, dm.exog, ztilde, dm.weights, std)
         if part is None:
             self.sides = None
@@ -600,7 +620,7 @@ class GroupAccumulator:
             keys = self.text.keys()
             seen = np.arange(keys.size)
         else:
-            keys = np.asarray(self.index.append(self.extra), dtype=self.key_dtype)
+            keys = self._held_keys()
             seen = np.arange(keys.size)
         if direct:
             # the table's rows as they are (terms, no scales), moved in place to one
@@ -613,25 +633,32 @@ class GroupAccumulator:
             return [(keys[starts[b] : starts[b + 1]], rows[b]) for b in range(n_buckets)]
         # gather the groups seen along each accumulator row (contiguous reads), then
         # transpose: gathering rows of the transposed view reads strided memory
+        picks = bucket_rows(keys, n_buckets)
         gathered: list[Partial] = [
-            (keys[pick], np.ascontiguousarray(self.acc[:, seen[pick]].T))
-            for pick in bucket_rows(keys, n_buckets)
+            (keys[pick], np.ascontiguousarray(self.acc[:, seen[pick]].T)) for pick in picks
         ]
         side = None if not self.sides else merge_parts(self.sides)
-        gathered = gathered if side is None else with_sides(gathered, side)
+        if side is not None:
+            held = [seen[pick] for pick in picks] if self._sides_by_column() else None
+            gathered = with_sides(gathered, side, held)
         if self.written:
             release_free_memory()  # the design matrices' temporaries, freed by now
         return rank_one_partials(gathered) if self.rank_one else gathered
 
 
-def with_sides(parts: list[Partial], side: ShiftPart) -> list[Partial]:
+def with_sides(parts: list[Partial], side: ShiftPart, held: list | None = None) -> list[Partial]:
     """``parts`` each with its groups' sums about their shifts (``side``'s, a
     :class:`~dmixed.kernels.shifts.ShiftPart` of all their groups) as a fourth entry
     (no correction of within-group sums: None), which :func:`combine_exact` adds and
-    :func:`~dmixed.engines.dask.blocks.to_block` gives the block's lossy groups."""
+    :func:`~dmixed.engines.dask.blocks.to_block` gives the block's lossy groups.
+    ``held``: where ``side`` is keyed by other labels than the parts' keys (an
+    accumulator's columns), those labels of each part's groups, in the part's order;
+    the part's side then gets the part's keys."""
     out = []
-    for keys, values in parts:
-        mine = side.of_keys(keys)
+    for i, (keys, values) in enumerate(parts):
+        mine = side.of_keys(keys if held is None else held[i])
+        if mine is not None and held is not None:
+            mine = dataclasses.replace(mine, keys=keys)
         out.append((keys, values) if mine is None else (keys, values, None, mine))
     return out
 

@@ -1,0 +1,139 @@
+"""Text group keys in a chain: numbered once (their columns), never hashed again as
+Python objects for the rows' sums about their groups' shifts; and Dask fits of text
+keys the same, bit for bit, as of their integer codes and as the in-process fit."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dmixed
+from dmixed import kernels
+from dmixed.design import DesignMatrices
+from dmixed.engines.dask.combine import GroupAccumulator
+from dmixed.errors import DroppedRowsWarning
+from dmixed.stats.standardize import Standardization
+
+LABELS = np.array(["", "é", "g1", "g10", "日本", "a\0b", "Z"] + [f"k{i}" for i in range(30)])
+
+
+def _objects(keys) -> np.ndarray:
+    out = np.empty(len(keys), dtype=object)
+    out[:] = list(keys)
+    return out
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "numba"])
+@pytest.mark.parametrize("exact", [False, True])
+def test_text_keys_are_factorized_at_most_once(monkeypatch, kernel, exact):
+    monkeypatch.setenv("DMIXED_KERNELS", kernel)
+    factorized = []
+    real = pd.factorize
+
+    def counting(values, *args, **kwargs):
+        if np.asarray(values).dtype == object:
+            factorized.append(len(values))
+        return real(values, *args, **kwargs)
+
+    monkeypatch.setattr(pd, "factorize", counting)
+    rng = np.random.default_rng(3)
+    batches = [_objects(LABELS[rng.integers(0, LABELS.size, 200)]) for _ in range(4)]
+    n = sum(k.size for k in batches)
+    # slopes far from 0 (a time): the rows' sums about the groups' shifts are kept
+    t = 1.7e9 + 3e7 * rng.random(n) + rng.normal(size=n)
+    x = np.column_stack([np.ones(n), t])
+    y = rng.normal(size=n)
+    std = Standardization.choose(y, x, x)
+    acc = GroupAccumulator(kernels.packed_width(2, 3), object, keep_shifts=True)
+    if exact:
+        acc.text = None  # the hash table of Python keys
+    rows = 0
+    for keys in batches:
+        at = slice(rows, rows + keys.size)
+        dm = DesignMatrices(y[at], x[at], x[at].copy(), [], [], keys, None, 0)
+        acc.add(keys, dm, x[at].copy(), std)
+        rows += keys.size
+    parts = acc.result(2)
+    assert sum(len(p[0]) for p in parts) == LABELS.size
+    if kernel == "numpy":  # the reference's rows: the shifts' sums kept with each part
+        assert all(len(p) == 4 and p[3] is not None for p in parts)
+    for p in parts:
+        if len(p) == 4 and p[3] is not None:
+            assert p[3].keys.tolist() == p[0].tolist()
+    if exact or kernel == "numpy":  # the hash table (the text hash runs compiled only)
+        # only the keys a partition brought that were not known yet
+        assert sum(factorized) < rows
+    else:
+        assert factorized == []
+
+
+def _dask_fit(path, options, n_files):
+    import dask
+    import dask.dataframe as dd
+
+    # one file: Dask's graph of one partition is not read in chains (the default pass)
+    config = {"scheduler": "sync"} | ({"dmixed.data_pass": "chains"} if n_files > 1 else {})
+    with dask.config.set(config):
+        model = dmixed.mixedlm(
+            "y ~ x", dd.read_parquet(path), groups="g", re_formula="1 + x", **options
+        )
+        with pytest.warns(DroppedRowsWarning) if options else contextlib.nullcontext():
+            return model.fit()
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "numba"])
+@pytest.mark.parametrize("n_files", [1, 3, 7])
+@pytest.mark.parametrize("missing", [False, True])
+def test_dask_fits_of_text_keys_and_of_their_codes_agree(
+    monkeypatch, tmp_path, kernel, n_files, missing
+):
+    monkeypatch.setenv("DMIXED_KERNELS", kernel)
+    rng = np.random.default_rng(11)
+    n = 700
+    order = np.argsort(LABELS)  # codes in the keys' sorted order: the same group order
+    rank = np.empty(LABELS.size, dtype=np.int64)
+    rank[order] = np.arange(LABELS.size)
+    code = rng.integers(0, LABELS.size, n)
+    x = rng.normal(size=n)
+    u, b = rng.normal(size=(2, LABELS.size))
+    y = x + u[code] + b[code] * x + 0.5 * rng.normal(size=n)
+    text = pd.Series(LABELS[code], dtype=object)
+    ints = pd.Series(rank[code], dtype="float64" if missing else "int64")
+    options = {}
+    if missing:
+        text[::40] = None
+        ints[::40] = np.nan
+        options["missing"] = "drop"
+    fits = {}
+    for name, g in (("text", text), ("ints", ints)):
+        df = pd.DataFrame({"y": y, "x": x, "g": g})
+        for i, part in enumerate(np.array_split(np.arange(n), n_files)):
+            (tmp_path / name).mkdir(exist_ok=True)
+            df.iloc[part].to_parquet(tmp_path / name / f"part.{i}.parquet")
+        fits[name] = _dask_fit(tmp_path / name, options, n_files)
+    df = pd.DataFrame({"y": y, "x": x, "g": text})
+    with pytest.warns(DroppedRowsWarning) if missing else contextlib.nullcontext():
+        model = dmixed.mixedlm("y ~ x", df, groups="g", re_formula="1 + x", **options)
+        fits["local"] = model.fit()
+    got, ints, local = fits["text"], fits["ints"], fits["local"]
+    # text keys and their codes: the same fit bit for bit
+    assert got.llf == ints.llf
+    np.testing.assert_array_equal(got.params, ints.params)
+    labels = list(got.random_effects)
+    assert labels == sorted(labels) == list(local.random_effects)
+    for g in labels:
+        code = rank[np.flatnonzero(LABELS == g)[0]]
+        np.testing.assert_array_equal(
+            np.asarray(got.random_effects[g]), np.asarray(ints.random_effects[code])
+        )
+    # the in-process fit: the same where one partition is summed in one pass, else
+    # the same up to the order in which the partitions' sums are added
+    if n_files == 1:
+        assert got.llf == local.llf
+        np.testing.assert_array_equal(got.params, local.params)
+    else:
+        np.testing.assert_allclose(got.llf, local.llf, rtol=1e-12)
+        np.testing.assert_allclose(got.params, local.params, rtol=1e-8, atol=1e-10)
