@@ -304,3 +304,16 @@ def test_fit_is_invariant_to_the_offset_and_scale(offset, log_scale):
     res = dmixed.mixedlm("y ~ x1*C(c)", moved, groups="g").fit(reml=False)
     assert abs(res.llf - ref.llf) <= 1e-9 * abs(ref.llf)
     np.testing.assert_allclose(res.fittedvalues, ref.fittedvalues, rtol=0, atol=1e-7)
+
+
+def test_column_read_by_re_formula_is_refused_saying_why_it_is_not_centred():
+    """A column far from zero that re_formula reads too is not centred (centring it in
+    the fixed effects alone would leave the random design's column raw): the refusal
+    says that re_formula is why, and how to centre it, not that dmixed centres it."""
+    df = _frame(1e6)
+    with pytest.raises(DataError, match="nearly linearly dependent") as info:
+        dmixed.mixedlm("y ~ x1*C(c)", df, groups="g", re_formula="1 + x1").fit()
+    message = str(info.value)
+    assert "does not centre 'x1' itself because re_formula reads it too" in message
+    assert "center(x) in the formula and in re_formula" in message
+    assert "dmixed reads such a column about a centre itself" not in message
