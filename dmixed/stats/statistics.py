@@ -205,6 +205,24 @@ def _check_no_null_space(
     far = far or {}
     factors = {f for j in involved if ":" in names[j] for f in names[j].split(":")}
     offsets = [far[name] for name in far if name in factors]
+    products = [names[j] for j in involved if ":" in names[j]]
+    if lost is not null and not offsets and products:
+        # a product whose numeric factor is no column of the design (x:C(c) coded
+        # without x's main effect): its offset is not in the statistics, but full rank
+        # to their rounding is what they say, so the message says that
+        raise DataError(
+            f"{what} has full rank ({p} columns) but columns {cols}{where} are nearly "
+            f"linearly dependent: the least eigenvalue of their unit-diagonal "
+            f"cross-products, {float(evals[:p].min()):.2g}, is above their rounding but "
+            f"below {RANK_TOL * p:.2g}, and the fit's float64 sums do not resolve their "
+            f"coefficients. Where a numeric factor of a product among them "
+            f"({_some(iter(products))}) lies far from zero next to its spread, the "
+            "product is nearly the other factor's columns times the offset: centre that "
+            "column in the data (x minus its mean) or, for a pandas DataFrame, write "
+            "center(x) in the formula; dmixed centres such a column itself only in "
+            "x*C(c) or x1*x2 coded with their main effects (y ~ x*C(c), not "
+            "y ~ C(c) + C(c):x)"
+        )
     if lost is null or not offsets:
         raise DataError(
             f"{what} is rank deficient (rank {p - int(lost.sum())} < {p} columns): "

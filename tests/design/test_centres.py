@@ -317,3 +317,16 @@ def test_column_read_by_re_formula_is_refused_saying_why_it_is_not_centred():
     assert "does not centre 'x1' itself because re_formula reads it too" in message
     assert "center(x) in the formula and in re_formula" in message
     assert "dmixed reads such a column about a centre itself" not in message
+
+
+@pytest.mark.parametrize("formula", ["y ~ C(c):x1 + C(c)", "y ~ 0 + C(c) + C(c):x1"])
+def test_product_without_main_effect_far_from_zero_is_not_told_rank_deficient(formula):
+    """``C(c):x1`` coded without ``x1``'s main effect, ``x1`` far from zero: the design
+    has full rank to the statistics' rounding, so the refusal says nearly dependent and
+    how to centre the column, not rank deficient."""
+    with pytest.raises(DataError, match="nearly linearly dependent") as info:
+        dmixed.mixedlm(formula, _frame(1e6), groups="g").fit()
+    message = str(info.value)
+    assert "has full rank (6 columns)" in message
+    assert "rank deficient" not in message
+    assert "centre that column in the data" in message
