@@ -219,9 +219,9 @@ def _check_no_null_space(
             f"({_some(iter(products))}) lies far from zero next to its spread, the "
             "product is nearly the other factor's columns times the offset: centre that "
             "column in the data (x minus its mean) or, for a pandas DataFrame, write "
-            "center(x) in the formula; dmixed centres such a column itself only in "
-            "x*C(c) or x1*x2 coded with their main effects (y ~ x*C(c), not "
-            "y ~ C(c) + C(c):x)"
+            "center(x) in the formula; dmixed centres such a column itself only where "
+            "its products' lower-order columns are in the design (y ~ x*C(c), x1*x2 or "
+            "y ~ 0 + C(c) + C(c):x, not y ~ C(c) + C(c):x)"
         )
     if lost is null or not offsets:
         raise DataError(
