@@ -22,9 +22,12 @@ are those of the formula's own columns (``β = D⁻¹ β_d``).
 
 A column is centred only where every column its products need is in the design (the
 term with the centred factors taken out, coded as in the formula: ``x1*C(c)``, not
-``x1:C(c)`` alone, whose columns span another space once centred), the matrix has an
-intercept, and the column is read by no other formula (the response, ``re_formula``,
-a variance component) and only as itself (not inside a function or ``C()``).  The
+``x1:C(c)`` alone, whose columns span another space once centred; the intercept where
+the term is the column alone, so ``0 + C(c) + C(c):x1``, each level's indicator in the
+design, is centred without one), and the column is read by no other formula (the
+response, ``re_formula``, a variance component: the random design reads the same
+column values, so centring it there too would change ``Z``) and only as itself (not
+inside a function or ``C()``).  The
 centres are part of the spec (:attr:`~dmixed.design.spec.ModelSpec.centres`, saved with
 it), chosen from the first rows (a Dask collection's first partitions, as many as hold
 them up to :data:`CENTRE_PARTITIONS`: :func:`choose_centres`), so every
@@ -123,9 +126,10 @@ def _plain_reads(terms, column: str) -> bool | None:
 
 def product_columns(spec: ModelSpec, parsed: ParsedFormulas) -> list[str]:
     """The numeric columns a centre may be taken for: read by the fixed-effects
-    formula in a product term and only as themselves, by no other formula, in a matrix
-    with an intercept."""
-    if spec.intercept_columns()[0] < 0 or not parsed.rhs_terms:
+    formula in a product term and only as themselves, by no other formula (whether
+    their products' lower-order columns, the intercept among them, are in the design is
+    :func:`_basis`'s to say)."""
+    if not parsed.rhs_terms:
         return []
     others = set(parsed.lhs.columns)
     others |= {c for info in parsed.vc.values() for c in info.columns}

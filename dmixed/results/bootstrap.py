@@ -224,7 +224,14 @@ def parametric_bootstrap(
     zero are read about (:mod:`dmixed.design.centres`): such a fit (``x*C(c)`` with
     ``x`` near 1e6) draws other replicates, of the same distribution, than the same
     model with ``x`` moved near zero, or than a fit whose first rows gave another
-    centre (the draws are not yet taken in the formula's own columns).  Groups fitted
+    centre (the draws are not yet taken in the formula's own columns).  On Dask each
+    chain of partitions chooses its map from its own first partition's rows, so the
+    same rows partitioned otherwise may choose another map (a column far from zero
+    next to its spread, in ``X`` or ``re_formula``, is shifted by the mean of those
+    rows; every column's scale is the power of two nearest their spread) and, for the
+    same seed, draw other replicates of the same distribution (``re_formula="1 + ts"``
+    with ``ts`` near 1.7e9: other tables from 1 and 3 partitions of the same rows).
+    Groups fitted
     from centred sums (a random design close to singular within them, groups of fewer
     rows than random effects among them) have those sums drawn with the response, as
     the fit used them.  Which root of ``Z̃_i'Z̃_i`` a group draws with is one rule of its

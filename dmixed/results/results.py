@@ -734,7 +734,10 @@ class MixedLMResults(FittedValues, Hypotheses):
         refits to responses drawn from the fit, with no data pass.  See
         :func:`dmixed.results.bootstrap.parametric_bootstrap` (a seed draws in the
         design's columns: where products of a column far from zero are read about a
-        centre, other replicates than the same model with the column near zero).
+        centre, other replicates than the same model with the column near zero; and in
+        the statistics' column map, which on Dask each chain chooses from its first
+        partition, so with a column far from zero the same seed may draw other
+        replicates from the same rows partitioned otherwise).
         """
         self._state.check_unpenalized("bootstrap")
         return parametric_bootstrap(self, n, seed=seed, progress=progress, use_re=use_re)

@@ -123,6 +123,7 @@ def check_full_rank(
     what: str = "fixed-effects design",
     where: str = "",
     far: Mapping[str, str] | None = None,
+    shared: frozenset[str] = frozenset(),
 ) -> None:
     """Refuse a rank-deficient design, naming the columns involved.
 
@@ -133,7 +134,8 @@ def check_full_rank(
     re_formula '~x'"``); the statistics' shifted columns (DESIGN.md §2) may name the
     intercept among the columns of a dependence that does not involve it.  ``far``
     maps the columns far from zero next to their spread to their description
-    (:func:`far_columns`), for the message of nearly dependent columns.
+    (:func:`far_columns`), for the message of nearly dependent columns; ``shared``
+    names those of them that ``re_formula`` reads too (not centred by dmixed).
 
     Raises
     ------
@@ -152,7 +154,7 @@ def check_full_rank(
         return
     d = _column_norms(xtx)
     _check_no_zero_column(d, names, what, where)
-    _check_no_null_space(*_unit_eigh(xtx, d), names, what, where, far)
+    _check_no_null_space(*_unit_eigh(xtx, d), names, what, where, far, shared)
 
 
 def _column_norms(gram: np.ndarray) -> np.ndarray:
@@ -178,6 +180,7 @@ def _check_no_null_space(
     what: str,
     where: str,
     far: Mapping[str, str] | None = None,
+    shared: frozenset[str] = frozenset(),
 ) -> None:
     """:func:`check_full_rank`'s refusal of dependent and of nearly dependent columns,
     from the eigenvalues and eigenvectors of their unit-diagonal Gram matrix
@@ -185,7 +188,9 @@ def _check_no_null_space(
     padding's, are 1 apart from them).  The rank is the count of eigenvalues above the
     statistics' rounding (:data:`NULL_ROUNDING`): a design whose columns an offset
     makes nearly parallel (``x·1[c = b]`` next to ``1[c = b]`` with ``x`` near 1e6)
-    has full rank, and is told so."""
+    has full rank, and is told so.  ``shared``: the far columns the random design reads
+    too (``re_formula``), which the design layer does not centre
+    (:mod:`dmixed.design.centres`), so the message says why and how to centre them."""
     p = len(names)
     near = evals < RANK_TOL * p
     if not np.count_nonzero(near):
@@ -200,25 +205,56 @@ def _check_no_null_space(
     far = far or {}
     factors = {f for j in involved if ":" in names[j] for f in names[j].split(":")}
     offsets = [far[name] for name in far if name in factors]
+    products = [names[j] for j in involved if ":" in names[j]]
+    if lost is not null and not offsets and products:
+        # a product whose numeric factor is no column of the design (x:C(c) coded
+        # without x's main effect): its offset is not in the statistics, but full rank
+        # to their rounding is what they say, so the message says that
+        raise DataError(
+            f"{what} has full rank ({p} columns) but columns {cols}{where} are nearly "
+            f"linearly dependent: the least eigenvalue of their unit-diagonal "
+            f"cross-products, {float(evals[:p].min()):.2g}, is above their rounding but "
+            f"below {RANK_TOL * p:.2g}, and the fit's float64 sums do not resolve their "
+            f"coefficients. Where a numeric factor of a product among them "
+            f"({_some(iter(products))}) lies far from zero next to its spread, the "
+            "product is nearly the other factor's columns times the offset: centre that "
+            "column in the data (x minus its mean) or, for a pandas DataFrame, write "
+            "center(x) in the formula; dmixed centres such a column itself only where "
+            "its products' lower-order columns are in the design (y ~ x*C(c), x1*x2 or "
+            "y ~ 0 + C(c) + C(c):x, not y ~ C(c) + C(c):x)"
+        )
     if lost is null or not offsets:
         raise DataError(
             f"{what} is rank deficient (rank {p - int(lost.sum())} < {p} columns): "
             f"linearly dependent columns {cols}{where}"
         )
-    raise DataError(
+    head = (
         f"{what} has full rank ({p} columns) but columns {cols}{where} are nearly "
         f"linearly dependent: the least eigenvalue of their unit-diagonal cross-products, "
         f"{float(evals[:p].min()):.2g}, is above their rounding but below "
         f"{RANK_TOL * p:.2g}, and the fit's float64 sums do not resolve their "
         f"coefficients; the column(s) {', '.join(offsets)} lie far from zero next to "
         "their spread, so their products with other columns (an interaction with a "
-        "factor) are nearly those columns times the offset: centre them in the data (x "
-        "minus its mean) or, for a pandas DataFrame, write center(x) in the formula. "
-        "dmixed reads such a column about a centre itself in x*C(c) or x1*x2 where it "
-        "varies over the data's first rows; for a Dask collection those are read from "
-        "its first partitions (a bounded number), so a column constant over them (data "
-        "partitioned by that column) is not centred: repartition the collection or "
-        "centre the column in the data"
+        "factor) are nearly those columns times the offset"
+    )
+    both = [name for name in far if name in factors and name in shared]
+    if both:
+        listed = ", ".join(repr(name) for name in both)
+        raise DataError(
+            f"{head}. dmixed does not centre {listed} itself because re_formula reads "
+            "it too (a column is centred only where the fixed-effects formula alone "
+            "reads it): centre it in the data (x minus a value near its mean, then used "
+            "by both formulas) or, for a pandas DataFrame only, write center(x) in the "
+            "formula and in re_formula"
+        )
+    raise DataError(
+        f"{head}: centre them in the data (x minus its mean) or, for a pandas "
+        "DataFrame, write center(x) in the formula. dmixed reads such a column about a "
+        "centre itself in x*C(c) or x1*x2 where it varies over the data's first rows "
+        "and no other formula (re_formula, a variance component) reads it; for a Dask "
+        "collection those rows are read from its first partitions (a bounded number), "
+        "so a column constant over them (data partitioned by that column) is not "
+        "centred: repartition the collection or centre the column in the data"
     )
 
 
@@ -266,6 +302,8 @@ def check_designs(
     if std is not None:
         far_x = far_columns(std.model_x_shift(), std.x_scale, exog_names)
         far_z = far_columns(std.model_z_shift(), std.z_scale, exog_re_names)
+    # far columns the random design reads too: not centred by the design layer
+    shared = frozenset(far_x) & frozenset(exog_re_names)
     designs = [(xyxy[:-1, :-1], exog_names, "fixed-effects design", "", far_x)]
     if q:
         designs.append(
@@ -277,7 +315,7 @@ def check_designs(
     if joined is None or np.count_nonzero(joined) < joined.size:
         # a zero column (or no columns): refused, or not, in the checks' own order
         for gram, names, what, place, far in designs:
-            check_full_rank(gram, names, what, place, far)
+            check_full_rank(gram, names, what, place, far, shared)
         check_response_varies(xyxy, endog_name)
         return
     size = max(design[0].shape[0] for design in designs)
@@ -290,7 +328,7 @@ def check_designs(
     evals, evecs = np.linalg.eigh(unit)
     if evals.min() < RANK_TOL * size:  # maybe a null space (the padding's are 1): which
         for i, (_, names, what, place, far) in enumerate(designs):
-            _check_no_null_space(evals[i], evecs[i], names, what, place, far)
+            _check_no_null_space(evals[i], evecs[i], names, what, place, far, shared)
     if xyxy.shape[0] > 1:
         rss = _residual_ss(xyxy, evals[0], evecs[0], norms[0])
         _check_residual(rss, float(xyxy[-1, -1]), endog_name)

@@ -304,3 +304,54 @@ def test_fit_is_invariant_to_the_offset_and_scale(offset, log_scale):
     res = dmixed.mixedlm("y ~ x1*C(c)", moved, groups="g").fit(reml=False)
     assert abs(res.llf - ref.llf) <= 1e-9 * abs(ref.llf)
     np.testing.assert_allclose(res.fittedvalues, ref.fittedvalues, rtol=0, atol=1e-7)
+
+
+def test_column_read_by_re_formula_is_refused_saying_why_it_is_not_centred():
+    """A column far from zero that re_formula reads too is not centred (centring it in
+    the fixed effects alone would leave the random design's column raw): the refusal
+    says that re_formula is why, and how to centre it, not that dmixed centres it."""
+    df = _frame(1e6)
+    with pytest.raises(DataError, match="nearly linearly dependent") as info:
+        dmixed.mixedlm("y ~ x1*C(c)", df, groups="g", re_formula="1 + x1").fit()
+    message = str(info.value)
+    assert "does not centre 'x1' itself because re_formula reads it too" in message
+    assert "center(x) in the formula and in re_formula" in message
+    assert "dmixed reads such a column about a centre itself" not in message
+
+
+def test_product_without_main_effect_far_from_zero_is_not_told_rank_deficient():
+    """``C(c):x1`` coded without ``x1``'s main effect, ``x1`` far from zero: the design
+    has full rank to the statistics' rounding, so the refusal says nearly dependent and
+    how to centre the column, not rank deficient."""
+    with pytest.raises(DataError, match="nearly linearly dependent") as info:
+        dmixed.mixedlm("y ~ C(c):x1 + C(c)", _frame(1e6), groups="g").fit()
+    message = str(info.value)
+    assert "has full rank (6 columns)" in message
+    assert "rank deficient" not in message
+    assert "centre that column in the data" in message
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_no_intercept_cell_slopes_far_from_zero_fit_as_their_centred_form(kernels, monkeypatch):
+    """``0 + C(c) + C(c):x1`` (a slope per level, every indicator in the design, no
+    intercept) with x1 near 1e6 is read about a centre (main refused it as rank
+    deficient): the llf and slopes are those of the fit of ``x1 − mean``, and each
+    level's own intercept is that fit's minus the mean times the level's slope."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _frame(1e6)
+    mean = float(df.x1.mean())
+    formula = "y ~ 0 + C(c) + C(c):x1"
+    raw = dmixed.mixedlm(formula, df, groups="g").fit()
+    centred = dmixed.mixedlm(formula, df.assign(x1=df.x1 - mean), groups="g").fit()
+    assert raw.model.spec.centres
+    assert abs(raw.llf - centred.llf) <= 1e-9 * abs(centred.llf)
+    names = list(raw.fe_params.index)
+    for level in "abc":
+        slope = names.index(f"C(c)[{level}]:x1")
+        own = names.index(f"C(c)[{level}]")
+        b = centred.fe_params.iloc[slope]
+        np.testing.assert_allclose(raw.fe_params.iloc[slope], b, rtol=1e-7)
+        expected = centred.fe_params.iloc[own] - mean * b
+        bound = 1e-9 * (abs(centred.fe_params.iloc[own]) + abs(mean * b))
+        assert abs(raw.fe_params.iloc[own] - expected) <= bound
+        np.testing.assert_allclose(raw.bse.iloc[slope], centred.bse.iloc[slope], rtol=1e-6)
