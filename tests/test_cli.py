@@ -2730,8 +2730,8 @@ def test_a_ctrl_c_lost_in_a_callback_still_ends_the_fit(
     exceptions was lost: "Exception ignored in: GCDiagnosis._gc_callback", and the fit
     wrote its results and exited 0.  SIGINT now has the command's handler, which
     records it: the next commit point ends the command, or, after the last, its exit:
-    status 130, its one line, before the outputs no results written (the statistics
-    are saved whole before the fit); the handler found is given back."""
+    status 130, its one line, before the outputs nothing written (the statistics are
+    saved only once the fit has succeeded); the handler found is given back."""
     if when == "before the outputs":
         fit = dmixed.MixedLM.fit
         monkeypatch.setattr(dmixed.MixedLM, "fit", lambda *a, **k: _lost_sigint() or fit(*a, **k))
@@ -2747,9 +2747,9 @@ def test_a_ctrl_c_lost_in_a_callback_still_ends_the_fit(
     assert proc.stderr == "dmixed: error: interrupted\n"
     assert signal.getsignal(signal.SIGINT) is found and reported == []
     if when == "before the outputs":
-        # no results; the statistics, saved whole before the fit, and no temporaries
-        assert os.listdir(tmp_path) == ["S"] and proc.stdout == ""
-        assert (tmp_path / "S/manifest.json").exists()
+        # no results, no statistics (written only after a fit that succeeded), and no
+        # temporaries
+        assert os.listdir(tmp_path) == [] and proc.stdout == ""
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
