@@ -466,7 +466,11 @@ def _model_from_saved(job: Job):
 
 
 def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[dict]):
-    """The model of the data, after its data pass (statistics saved if ``--stats-dir``)."""
+    """The model of the data, after its data pass, and the write of its statistics to
+    ``--stats-dir`` (a callable; None without ``--stats-dir``), which the caller runs
+    only once the whole job has succeeded: a fit refused (``check_nobs``), failed or
+    interrupted leaves no statistics that a later ``update`` would build on.  Groups
+    that saved statistics cannot hold are refused here, before the fit."""
     from .design import build_spec
     from .engines.dask import level_scan_chains
     from .model import MixedLM
@@ -484,20 +488,24 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
     )
     model = MixedLM.from_spec(spec, ddf)
     stats = model.statistics(client=client, progress=not job.quiet)
-    if job.stats_dir:
+    if not job.stats_dir:
+        return model, None
+    stats_dir = job.stats_dir
+    arrays = _saved_arrays(stats, model.exog_re_names, "fit")
+    manifest = {
+        "digest": job_digest,
+        "spec": spec.to_dict(),
+        "inputs": fingerprint,
+        "job": {"method": job.method},
+    }
+
+    def save() -> None:
         checkpoint.save_statistics(
-            _saved_arrays(stats, model.exog_re_names, "fit"),
-            job.stats_dir,
-            {
-                "digest": job_digest,
-                "spec": spec.to_dict(),
-                "inputs": fingerprint,
-                "job": {"method": job.method},
-            },
-            newer_names=spec.names_need_this_version(),
+            arrays, stats_dir, manifest, newer_names=spec.names_need_this_version()
         )
-        logger.info("saved statistics to %s", job.stats_dir)
-    return model
+        logger.info("saved statistics to %s", stats_dir)
+
+    return model, save
 
 
 def _saved_arrays(stats, names: list[str], command: str):
@@ -670,12 +678,13 @@ def run_fit(job: Job, job_file: str | None = None) -> int:
         if reuse
         else connect(_cluster_of(job), on_interrupt=quiet_after_interrupt)
     )
+    save_statistics = None
     with cluster as client, _job_errors(job, reads_data=not reuse):
         if reuse:  # no data read
             model = _model_from_saved(job)
         else:  # read on the cluster (CSV label columns are read once before)
             ddf = read_data(job, files)[0]
-            model = _model_from_data(job, ddf, client, job_digest, fingerprint)
+            model, save_statistics = _model_from_data(job, ddf, client, job_digest, fingerprint)
         res = model.fit(
             reml=job.method == "reml",
             cov_fe=job.cov_fe,
@@ -684,9 +693,14 @@ def run_fit(job: Job, job_file: str | None = None) -> int:
             progress=not job.quiet,
             client=client,
         )
+    # the statistics written (or their last fit recorded) only once the fit has
+    # succeeded and its results are written, as ``update`` does: a refused or failed
+    # fit leaves --stats-dir as it was
+    _save_outputs(job, res)
+    if save_statistics is not None:
+        save_statistics()
     if job.stats_dir:
         remember_fit(job.stats_dir, res.packed_params.tolist(), res.method, res.llf)
-    _save_outputs(job, res)
     return EXIT_OK
 
 

@@ -1193,6 +1193,53 @@ def test_unidentifiable_model_is_refused_unless_check_nobs_ignore(scheduler, tmp
     np.testing.assert_allclose(res.bse_fe, conditional, rtol=1e-12)
 
 
+def saved_files(directory: Path) -> dict[str, bytes]:
+    """The bytes of every file under ``directory``, by relative path."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
+
+
+def test_refused_fit_leaves_no_statistics_for_an_update(scheduler, tmp_path):
+    """A fit refused by the check of observations against random effects (exit 2) wrote
+    its statistics to --stats-dir all the same, and a later ``update`` built on them."""
+    df = make_data(n_groups=300, seed=3)
+    df.assign(g=np.arange(len(df))).to_parquet(tmp_path / "ones.parquet", index=False)
+    df.iloc[:50].to_parquet(tmp_path / "more.parquet", index=False)
+    cluster = ["--cluster", scheduler.file, "--quiet"]
+    fit = ["fit", "--data", "ones.parquet", "--formula", FORMULA, "--groups", "g", *cluster]
+    proc = run_in_process(*fit, "--stats-dir", "S", "--output", "o", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "every group of 'g' has one row" in proc.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "S").exists()
+    assert hidden_leftovers(tmp_path, "S") == [] and hidden_leftovers(tmp_path, "o") == []
+    update = ["update", "--stats-dir", "S", "--data", "more.parquet", "--output", "u", *cluster]
+    proc = run_in_process(*update, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "S is not a dmixed statistics directory (it does not exist)" in proc.stderr
+    assert not (tmp_path / "u").exists() and not (tmp_path / "S").exists()
+
+
+def test_failed_fit_or_update_leaves_saved_statistics_unchanged(data, scheduler, tmp_path):
+    """A rerun of ``fit`` on its saved statistics that fails (not converged, exit 4)
+    rewrote their last_fit.json; a failing ``update`` leaves them as they were too."""
+    common = ["--cluster", scheduler.file, "--quiet", "--stats-dir", "S"]
+    fit = ("fit", "--data", data.A, *MODEL, *common)
+    ok(run_in_process(*fit, "--output", "F", cwd=tmp_path))
+    before = saved_files(tmp_path / "S")
+    assert "manifest.json" in before and "last_fit.json" in before
+    # (warns: the optimizer's retries are warned of)
+    proc = run_in_process(*fit, "--maxiter", "1", "--output", "F1", cwd=tmp_path, warns=True)
+    assert proc.returncode == 4, proc.stderr
+    assert saved_files(tmp_path / "S") == before
+    update = ("update", "--data", data.B, *common, "--maxiter", "1", "--output", "U")
+    proc = run_in_process(*update, cwd=tmp_path, warns=True)
+    assert proc.returncode == 4, proc.stderr
+    assert saved_files(tmp_path / "S") == before
+    assert not (tmp_path / "F1").exists() and not (tmp_path / "U").exists()
+    assert hidden_leftovers(tmp_path, "S") == []
+
+
 def test_exit_status_of_a_data_error_is_decided_by_its_class(
     data, scheduler, tmp_path, monkeypatch
 ):
@@ -2683,8 +2730,8 @@ def test_a_ctrl_c_lost_in_a_callback_still_ends_the_fit(
     exceptions was lost: "Exception ignored in: GCDiagnosis._gc_callback", and the fit
     wrote its results and exited 0.  SIGINT now has the command's handler, which
     records it: the next commit point ends the command, or, after the last, its exit:
-    status 130, its one line, before the outputs no results written (the statistics
-    are saved whole before the fit); the handler found is given back."""
+    status 130, its one line, before the outputs nothing written (the statistics are
+    saved only once the fit has succeeded); the handler found is given back."""
     if when == "before the outputs":
         fit = dmixed.MixedLM.fit
         monkeypatch.setattr(dmixed.MixedLM, "fit", lambda *a, **k: _lost_sigint() or fit(*a, **k))
@@ -2700,9 +2747,9 @@ def test_a_ctrl_c_lost_in_a_callback_still_ends_the_fit(
     assert proc.stderr == "dmixed: error: interrupted\n"
     assert signal.getsignal(signal.SIGINT) is found and reported == []
     if when == "before the outputs":
-        # no results; the statistics, saved whole before the fit, and no temporaries
-        assert os.listdir(tmp_path) == ["S"] and proc.stdout == ""
-        assert (tmp_path / "S/manifest.json").exists()
+        # no results, no statistics (written only after a fit that succeeded), and no
+        # temporaries
+        assert os.listdir(tmp_path) == [] and proc.stdout == ""
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
