@@ -747,7 +747,8 @@ def check_column_kinds(pdf: pd.DataFrame, kinds: dict) -> None:
     labels, ``0`` and ``'0'``) in others, silently.  Types of one kind (int32 and
     int64, integers and floats; string, large string and dictionary) are alike; a
     column of another kind whose values are all missing is let through, as is a
-    column of Python objects (its values are checked where they are read).
+    column of Python objects (its values are checked where they are read); a column
+    of a type a formula does not read (timestamps, durations) is refused.
 
     Parameters
     ----------
@@ -770,8 +771,17 @@ def check_column_kinds(pdf: pd.DataFrame, kinds: dict) -> None:
             continue
         found = column_kind(pdf[c].dtype)
         expected = CATEGORICAL if kind == CATEGORICAL else NUMERIC
-        if found is None or found == expected or pdf[c].isna().all():
+        if found == expected or pdf[c].isna().all():
             continue
+        if found is None:  # timestamps, durations...: read as no number (their unit)
+            err = BadValuesError(
+                f"column {c!r} holds values of type {pdf[c].dtype}, which a model formula "
+                f"does not read (a number would depend on their unit), where the model "
+                f"reads {_EXPECTED_WORDS.get(kind, _KIND_WORDS[expected])}: convert the "
+                f"column to what the model's other data hold"
+            )
+            err.column = c
+            raise err
         err = BadValuesError(
             f"column {c!r} holds {_KIND_WORDS[found]} ({pdf[c].dtype}) where the model "
             f"reads {_EXPECTED_WORDS.get(kind, _KIND_WORDS[expected])}"

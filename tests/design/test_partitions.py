@@ -69,6 +69,26 @@ def test_column_kinds_of_a_partition():
         check_column_kinds(pdf, {"s": CATEGORICAL})
 
 
+@pytest.mark.parametrize("kind", [NUMERIC, CATEGORICAL])
+def test_a_partition_of_timestamps_is_refused_where_the_model_reads_numbers_or_text(kind):
+    """A file whose column holds timestamps (or durations) where the model's other data
+    hold numbers or text: ``dmixed update`` read one night's epoch seconds written as
+    ``timestamp[ns]`` as nanoseconds (1.7e18) and saved them into the statistics; a
+    column of such values all missing is let through, as other all-missing columns."""
+    pdf = pd.DataFrame(
+        {
+            "ts": pd.to_datetime([1.7e9, 1.7e9 + 60], unit="s"),
+            "d": pd.to_timedelta([1, 2], unit="s"),
+            "gone": pd.to_datetime([None, None]),
+        }
+    )
+    for c in ("ts", "d"):
+        with pytest.raises(DataError, match=rf"^column '{c}' holds values of type") as exc:
+            check_column_kinds(pdf, {c: kind})
+        assert exc.value.column == c
+    check_column_kinds(pdf, {"gone": kind})
+
+
 def test_select_columns_where_dask_does_not_check(tmp_path):
     pdf = pd.DataFrame({"y": [1.0, 2.0, 3.0], "g": [1, 2, 2], "x": [0.5, 0.1, 0.2]})
     pdf.to_parquet(tmp_path / "d.parquet")
