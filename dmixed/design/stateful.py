@@ -703,19 +703,7 @@ def _validated_knots(call: SplineCall, key: str, value: Any, source: str) -> lis
             f"{source}: the saved state of {key} must be {{'knots': [{call.knot_count} "
             f"numbers]}}, got {shorten(repr(value))}"
         )
-    knots: list[float] = []
-    for number in raw:
-        try:
-            ok = isinstance(number, (int, float)) and not isinstance(number, bool)
-            as_float = float(number) if ok else math.nan
-        except OverflowError:  # a JSON integer too large for a float
-            as_float = math.nan
-        if not math.isfinite(as_float):
-            raise CheckpointError(
-                f"{source}: the saved knots of {key} must be finite numbers, got "
-                f"{shorten(repr(number))}"
-            )
-        knots.append(as_float)
+    knots = _numbers(raw, call.knot_count, "knots", key, source)
     order = call.degree + 1
     lower, upper = knots[0], knots[-1]
     wrong = (
