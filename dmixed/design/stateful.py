@@ -144,6 +144,28 @@ def standardize(
 _PROBLEM = "problem"
 
 
+def _knots_of(call: Any, values: np.ndarray, finite: np.ndarray, state: dict) -> tuple:
+    """``(knots, learned)`` of a spline ``call`` (:class:`~dmixed.design.splines.SplineCall`
+    or :class:`~dmixed.design.splines.CubicCall`) over ``values``: all given (nothing
+    learned), frozen in ``state``, or learned now from the finite ``values`` and frozen
+    there (``learned`` True); ``knots`` None where none can be learned (why, frozen as
+    ``state[_PROBLEM]``, and how many values were not finite)."""
+    if not call.learns:
+        return call.all_knots(values[finite])[0], False
+    if "knots" in state:
+        return np.asarray(state["knots"], dtype=np.float64), False
+    if _PROBLEM in state:
+        return None, False
+    if not finite.all():
+        state[_NONFINITE] = int(values.size - np.count_nonzero(finite))
+    knots, problem = call.all_knots(values[finite])
+    if knots is None:
+        state[_PROBLEM] = problem
+        return None, False
+    state["knots"] = [float(k) for k in knots]
+    return knots, True
+
+
 def bs(
     x: Any,
     df: int | None = None,
@@ -177,21 +199,7 @@ def bs(
     values = np.asarray(x, dtype=np.float64).reshape(-1)
     state = {} if _state is None else _state
     finite = np.isfinite(values)
-    all_knots: np.ndarray | None
-    if not call.learns:
-        all_knots, problem = call.all_knots(values[finite])
-    elif "knots" in state:
-        all_knots, problem = np.asarray(state["knots"], dtype=np.float64), None
-    elif _PROBLEM in state:
-        all_knots, problem = None, state[_PROBLEM]
-    else:
-        if not finite.all():
-            state[_NONFINITE] = int(values.size - np.count_nonzero(finite))
-        all_knots, problem = call.all_knots(values[finite])
-        if all_knots is None:
-            state[_PROBLEM] = problem
-        else:
-            state["knots"] = [float(k) for k in all_knots]
+    all_knots, _ = _knots_of(call, values, finite, state)
     if all_knots is None:
         # knots not learned from these values (refused by learned_state where they
         # are the fit's rows): columns of the basis's shape, never fitted
@@ -254,29 +262,16 @@ def _cubic(
     )
     values = np.asarray(x, dtype=np.float64).reshape(-1)
     finite = np.isfinite(values)
-    all_knots: np.ndarray | None
     constraint: np.ndarray | None = None
-    if not call.learns:
-        all_knots, problem = call.all_knots(values[finite])
-    elif "knots" in state:
-        all_knots, problem = np.asarray(state["knots"], dtype=np.float64), None
-        if call.center:
+    all_knots, learned = _knots_of(call, values, finite, state)
+    if call.center and all_knots is not None:
+        if learned:
+            # patsy's centring constraint: the free basis's column means over the
+            # rows the fit uses
+            constraint = free_cubic_basis(values[finite], all_knots, cyclic).mean(axis=0)
+            state["constraint"] = [float(c) for c in constraint]
+        else:  # frozen with the knots (a centred call always learns)
             constraint = np.asarray(state["constraint"], dtype=np.float64)
-    elif _PROBLEM in state:
-        all_knots, problem = None, state[_PROBLEM]
-    else:
-        if not finite.all():
-            state[_NONFINITE] = int(values.size - np.count_nonzero(finite))
-        all_knots, problem = call.all_knots(values[finite])
-        if all_knots is None:
-            state[_PROBLEM] = problem
-        else:
-            state["knots"] = [float(k) for k in all_knots]
-            if call.center:
-                # patsy's centring constraint: the free basis's column means over the
-                # rows the fit uses
-                constraint = free_cubic_basis(values[finite], all_knots, cyclic).mean(axis=0)
-                state["constraint"] = [float(c) for c in constraint]
     if all_knots is None:
         # knots not learned from these values (refused by learned_state where they
         # are the fit's rows): columns of the basis's shape, never fitted
