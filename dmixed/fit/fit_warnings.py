@@ -18,6 +18,7 @@ from ..errors import (
 from ..kernels import small_linalg
 from ..kernels.conditionals import PlainRounding, PlainRoundingError
 from ..stats import Layout
+from .coordinates import is_diagonal
 from .objective import (
     FACTOR_UNRESOLVED,
     factor_resolution,
@@ -535,7 +536,7 @@ def reported_gap(
     penalized β, at the same covariance parameters); ``None`` for ``ev.llf``.
     """
     a = coords.a_opt
-    if layout.k_re == 0 or np.array_equal(a, np.diag(np.diag(a))):
+    if layout.k_re == 0 or is_diagonal(a):
         return 0.0, 0.0
     beta, cov_re, scale = reported
     psi_opt, scale_std, beta_std = coords.reported_point(cov_re, scale, beta)
