@@ -258,7 +258,7 @@ def cancellation(ev, glob) -> float:
     if p:
         # the p ratios in floats (the same quotients as numpy's), NaN where any is NaN
         # as numpy's max gives it
-        tops, diag = np.diagonal(xyxy)[:p].tolist(), np.diagonal(prof.a).tolist()
+        tops, diag = xyxy.diagonal()[:p].tolist(), prof.a.diagonal().tolist()
         ratios = [t / d if d > 0 else 0.0 for t, d in zip(tops, diag, strict=True)]
         out = max(out, math.nan if any(map(math.isnan, ratios)) else max(ratios))
     return out if math.isfinite(out) else 0.0
