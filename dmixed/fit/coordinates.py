@@ -170,7 +170,7 @@ class Coordinates:
 
         if layout.k_re == 0 or is_identity(a):
             return scaled
-        if use_sqrt and np.array_equal(a, np.diag(np.diag(a))):
+        if use_sqrt and is_diagonal(a):
             diag = np.diag(a)[layout.tril()[0]]
 
             def diagonal(packed: np.ndarray) -> np.ndarray:
@@ -418,6 +418,19 @@ def is_identity(a: np.ndarray) -> bool:
         return False
     flat = a.ravel().tolist()
     return flat[:: q + 1] == [1.0] * q and flat.count(0.0) == q * q - q
+
+
+def is_diagonal(a: np.ndarray) -> bool:
+    """Whether the square ``a`` is diagonal, as ``np.array_equal(a, np.diag(np.diag(a)))``
+    tells (on its entries as Python floats, without the two new arrays and the
+    comparison's wrappers): every entry off the diagonal zero (``-0.0`` too) and none on
+    it NaN (NaN is not equal to itself there)."""
+    q = a.shape[0]
+    if a.shape != (q, q):
+        return False
+    flat = a.ravel().tolist()
+    diagonal = flat[:: q + 1]
+    return flat.count(0.0) - diagonal.count(0.0) == q * q - q and not any(v != v for v in diagonal)
 
 
 def exact_congruence(a: np.ndarray, m) -> np.ndarray:

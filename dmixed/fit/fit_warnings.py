@@ -18,6 +18,7 @@ from ..errors import (
 from ..kernels import small_linalg
 from ..kernels.conditionals import PlainRounding, PlainRoundingError
 from ..stats import Layout
+from .coordinates import is_diagonal
 from .objective import (
     FACTOR_UNRESOLVED,
     factor_resolution,
@@ -257,7 +258,7 @@ def cancellation(ev, glob) -> float:
     if p:
         # the p ratios in floats (the same quotients as numpy's), NaN where any is NaN
         # as numpy's max gives it
-        tops, diag = np.diagonal(xyxy)[:p].tolist(), np.diagonal(prof.a).tolist()
+        tops, diag = xyxy.diagonal()[:p].tolist(), prof.a.diagonal().tolist()
         ratios = [t / d if d > 0 else 0.0 for t, d in zip(tops, diag, strict=True)]
         out = max(out, math.nan if any(map(math.isnan, ratios)) else max(ratios))
     return out if math.isfinite(out) else 0.0
@@ -535,7 +536,7 @@ def reported_gap(
     penalized β, at the same covariance parameters); ``None`` for ``ev.llf``.
     """
     a = coords.a_opt
-    if layout.k_re == 0 or np.array_equal(a, np.diag(np.diag(a))):
+    if layout.k_re == 0 or is_diagonal(a):
         return 0.0, 0.0
     beta, cov_re, scale = reported
     psi_opt, scale_std, beta_std = coords.reported_point(cov_re, scale, beta)

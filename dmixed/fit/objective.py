@@ -472,7 +472,7 @@ def scaled_condition(prof: Profile) -> float:
 def _scaled_condition(prof: Profile, abs_inv: np.ndarray) -> float:
     """:func:`scaled_condition` given ``|A⁻¹|`` (``abs_inv``), of ``p > 0`` fixed
     effects."""
-    root = np.sqrt(np.abs(np.diagonal(prof.a)))
+    root = np.sqrt(np.abs(prof.a.diagonal()))
     return float(root @ abs_inv @ root)
 
 

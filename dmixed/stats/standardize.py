@@ -422,7 +422,7 @@ def _settled_columns(
     intercept, ``shift`` is False and no sum is read); None without a gram."""
     if gram is None:
         return None
-    squares = np.diagonal(gram).tolist()
+    squares = gram.diagonal().tolist()
     totals = gram[intercept].tolist() if intercept >= 0 else [0.0] * len(squares)
     return [settled_scale(t, q, n, shift) for t, q in zip(totals, squares, strict=True)]
 

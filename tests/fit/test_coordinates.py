@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dmixed.fit.coordinates import Coordinates, is_identity, weight_factor
+from dmixed.fit.coordinates import Coordinates, is_diagonal, is_identity, weight_factor
 from dmixed.kernels import small_linalg
 from dmixed.stats import GlobalStats, Layout
 from dmixed.stats.standardize import Standardization, psi_map_matrix
@@ -171,6 +171,29 @@ def test_llf_offset_is_computed_once_per_rows_and_criterion(monkeypatch):
 )
 def test_is_identity_tells_as_array_equal(a):
     assert is_identity(a) == np.array_equal(a, np.eye(a.shape[0]))
+
+
+@pytest.mark.parametrize(
+    "a",
+    [
+        np.eye(2),
+        np.eye(0),
+        np.diag([0.0, 2.0]),
+        np.diag([-0.0, np.inf]),
+        np.diag([1.0, np.nan]),
+        np.diag([np.nan]),
+        np.array([[1.0, -0.0], [0.0, 3.0]]),
+        np.array([[1.0, 0.0], [1e-300, 1.0]]),
+        np.array([[1.0, np.nan], [0.0, 1.0]]),
+        np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]]),
+        np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]),
+    ],
+)
+def test_is_diagonal_tells_as_array_equal(a):
+    """The fit's test of a diagonal ``A_o`` gives numpy's answer: off-diagonal signed
+    zeros are zeros, a NaN anywhere is not equal to itself, a non-square ``a`` is not
+    diagonal."""
+    assert is_diagonal(a) == np.array_equal(a, np.diag(np.diag(a)))
 
 
 @pytest.mark.parametrize("shift", [0.0, 40.0])
