@@ -2,7 +2,7 @@
 
 Run:  python benchmarks/scaling_model.py SCALING_JSON [SCALING_JSON ...]
                                         [--rows 100_000_000] [--workers 1,2,4,8,16]
-                                        [--scan-ns 25]
+                                        [--scan-ns 25] [--per-chain]
 
 Reads the JSONs of ``bench_scaling.py`` (of repeated runs of one series, the one whose
 median fit was fastest: :func:`least_disturbed`; each a series at 1 and 2 workers for one or
@@ -23,7 +23,12 @@ fit of ``--rows`` rows on ``W`` single-threaded workers of an otherwise idle mac
   groups, and owns ``G / W`` groups of each of ``W`` partials: ``b · G`` whatever ``W``.
   Where only one ratio is given, ``b`` is ``--extract-ns + --combine-ns`` and ``a`` the
   rest (the old model, which counted a chain's per-group work at 1–2 workers as per
-  row);
+  row).  ``--per-chain``: ``a_G · R + b · G · W + c · W`` instead, where two or more
+  numbers of groups are each measured at two or more ``W``: a cost a row of its own
+  for each ``G`` (the read of the group column costs more a row as its dictionary
+  grows, as does the scan's) and ``c`` seconds a chain whatever its rows and groups
+  (its worker's event loop: the tasks' messages and the housekeeping), a part of
+  its own in the prediction;
 - the exchange: at each ``W`` each chain's form is the engine's own rule
   (:func:`dmixed.engines.dask.routing.partial_is_cheaper`, applied after each of its
   ``--files / W`` files to the bytes of its rows so far and of the partial of the
@@ -126,31 +131,58 @@ def chain_form(rows: int, groups: int, workers: int, files: int) -> tuple[str, f
     return "rows", chain_files * per_file * ROW_BYTES
 
 
-def fit_data_pass(points: list[tuple[float, float, float]]) -> dict:
+def fit_data_pass(points: list[tuple[float, float, float, float]], per_chain: bool = False) -> dict:
     """Least squares of the workers' data-pass CPU seconds as ``a · R + b · G · W``.
+
+    With ``per_chain``: as ``a_G · R + b · G · W + c · W``, a cost a row of its own for
+    each number of groups ``G`` (the read of the group column, whose dictionary grows
+    with ``G``, and the scatter into a table that leaves the caches: RESULTS.md, chainc)
+    and ``c`` seconds a chain whatever its rows and groups (its worker's event loop:
+    the tasks' messages and housekeeping).  Identified by two or more numbers of groups,
+    each at two or more numbers of workers.
 
     Parameters
     ----------
     points : list of (rows R, groups G, workers W, seconds)
         One per series (number of groups, workers) measured.
+    per_chain : bool
+        Fit ``a_G`` and ``c`` as well (see above); ``a`` is then the mean of ``a_G``.
 
     Returns
     -------
     dict
-        ``a`` (seconds a row), ``b`` (seconds a group a chain), ``rank`` (2 where the
-        points tell the two apart: two or more ratios ``R / (G · W)``), and per point
+        ``a`` (seconds a row), ``b`` (seconds a group a chain), ``c`` (seconds a chain;
+        0 without ``per_chain``), ``a_by_groups`` (``{G: a_G}``; every ``G`` at ``a``
+        without ``per_chain``), ``rank`` and ``unknowns`` (the rank of the design and
+        its number of columns: the points tell the unknowns apart where they are
+        equal: two or more ratios ``R / (G · W)`` for ``a`` and ``b``), and per point
         its fitted seconds and residual.
     """
-    x = np.array([[r, g * w] for r, g, w, _ in points], dtype=float)
+    groups = sorted({g for _, g, _, _ in points})
+    if per_chain:
+        rows = [[r * (g == k) for k in groups] + [g * w, w] for r, g, w, _ in points]
+    else:
+        rows = [[r, g * w] for r, g, w, _ in points]
+    x = np.array(rows, dtype=float)
     y = np.array([s for *_, s in points], dtype=float)
     scale = x.max(axis=0)
+    scale[scale == 0] = 1.0
     coef, _, rank, _ = np.linalg.lstsq(x / scale, y, rcond=None)
-    a, b = coef / scale
-    fitted = x @ np.array([a, b])
+    coef = coef / scale
+    fitted = x @ coef
+    if per_chain:
+        a_by = dict(zip(groups, (float(v) for v in coef[: len(groups)]), strict=True))
+        b, c = float(coef[-2]), float(coef[-1])
+    else:
+        a_by = {g: float(coef[0]) for g in groups}
+        b, c = float(coef[1]), 0.0
     return {
-        "a": float(a),
-        "b": float(b),
+        "a": float(np.mean(list(a_by.values()))),
+        "b": b,
+        "c": c,
+        "a_by_groups": a_by,
         "rank": int(rank),
+        "unknowns": x.shape[1],
         "points": [
             {"rows": r, "groups": g, "workers": w, "seconds": s, "fitted": float(f)}
             for (r, g, w, s), f in zip(points, fitted, strict=True)
@@ -187,8 +219,9 @@ def constants(entries: dict[int, dict], groups: int, split: dict, args) -> dict:
     else:
         serial, serial_from = process_serial, "driver process CPU + latencies"
     return {
-        "per_row": split["a"],
+        "per_row": split.get("a_by_groups", {}).get(groups, split["a"]),
         "per_group_chain": split["b"],
+        "per_chain": split.get("c", 0.0),
         "optimization": cpu["optimization"]["workers"],
         "serial": serial,
         "serial_from": serial_from,
@@ -228,6 +261,7 @@ def predict(
     parts = {
         "data pass rows": per_row,
         "groups a chain": c["per_group_chain"] * c["groups"] if form == "partials" else 0.0,
+        "a chain": c.get("per_chain", 0.0),
         "routed rows": route_ns * 1e-9 * rows / workers if form == "rows" else 0.0,
         "optimization": c["optimization"] / workers,
         "serial": c["serial"] + round_trips * (workers - cpu_from) * c["per_worker"],
@@ -297,6 +331,12 @@ def main() -> None:
         "or the seconds with no task and no direct call plus the direct calls' seconds "
         "less the workers' optimization CPU each (their compute, in O)",
     )
+    ap.add_argument(
+        "--per-chain",
+        action="store_true",
+        help="fit the data pass as a_G R + b G W + c W (a cost a row per number of groups "
+        "and a constant a chain) where the series tell them apart",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     measured = _load(args.scaling_json)
@@ -304,17 +344,31 @@ def main() -> None:
         (rows, e["groups"], e["workers"], e["cpu_seconds"]["data_pass"]["workers"])
         for rows, e in measured
     ]
-    split = fit_data_pass(points)
+    split = fit_data_pass(points, args.per_chain)
+    if args.per_chain and split["rank"] < split["unknowns"]:
+        print(
+            f"--per-chain: the {len(points)} series do not tell a_G, b and c apart (rank "
+            f"{split['rank']} of {split['unknowns']}): a R + b G W instead"
+        )
+        split = fit_data_pass(points)
     ratios = {round(r / (g * w), 3) for r, g, w, _ in points}
-    if split["rank"] < 2 or len(ratios) < 2:
+    if not split["c"] and (split["rank"] < 2 or len(ratios) < 2):
         b = (args.extract_ns + args.combine_ns) * 1e-9
         a = float(np.median([(s - b * g) / r for r, g, w, s in points]))
-        split = {**split, "a": a, "b": b}
+        split = {**split, "a": a, "b": b, "a_by_groups": dict.fromkeys(split["a_by_groups"], a)}
         print(f"one ratio of rows a group a chain: b = --extract-ns + --combine-ns = {1e9 * b:.0f}")
-    print(
-        f"data pass (workers' CPU) = {1e9 * split['a']:.1f} ns a row + {1e9 * split['b']:.1f} "
-        f"ns a group a chain; fit over {len(points)} series:"
-    )
+    if split["c"]:
+        per_g = ", ".join(f"{1e9 * a:.1f} at {g:,}" for g, a in split["a_by_groups"].items())
+        print(
+            f"data pass (workers' CPU) = a_G ns a row ({per_g} groups) + "
+            f"{1e9 * split['b']:.1f} ns a group a chain + {split['c']:.3f} s a chain; fit "
+            f"over {len(points)} series:"
+        )
+    else:
+        print(
+            f"data pass (workers' CPU) = {1e9 * split['a']:.1f} ns a row + "
+            f"{1e9 * split['b']:.1f} ns a group a chain; fit over {len(points)} series:"
+        )
     for p in split["points"]:
         print(
             f"  {p['rows']:>11,} rows {p['groups']:>9,} groups W={p['workers']}: measured "

@@ -60,6 +60,47 @@ def test_fit_data_pass_recovers_a_row_and_a_group_a_chain(a, b, groups):
         assert p["fitted"] == pytest.approx(p["seconds"], rel=1e-9)
 
 
+@given(
+    a=st.lists(st.floats(5e-9, 100e-9), min_size=3, max_size=3),
+    b=st.floats(0.0, 500e-9),
+    c=st.floats(0.0, 0.2),
+    groups=st.lists(st.sampled_from([2e4, 2e5, 1e6, 2e6]), min_size=2, max_size=3, unique=True),
+)
+@settings(max_examples=25, deadline=None)
+def test_fit_data_pass_per_chain_recovers_a_row_per_groups_a_group_and_a_chain(a, b, c, groups):
+    model = _load()
+    a_of = dict(zip(sorted(groups), a, strict=False))
+    points = [(25e6, g, w, a_of[g] * 25e6 + b * g * w + c * w) for g in groups for w in (1, 2)]
+    split = model.fit_data_pass(points, per_chain=True)
+    assert split["rank"] == split["unknowns"] == len(groups) + 2
+    for g in groups:
+        assert split["a_by_groups"][g] == pytest.approx(a_of[g], rel=1e-7, abs=1e-15)
+    assert split["b"] == pytest.approx(b, rel=1e-7, abs=1e-14)
+    assert split["c"] == pytest.approx(c, rel=1e-7, abs=1e-9)
+    for p in split["points"]:
+        assert p["fitted"] == pytest.approx(p["seconds"], rel=1e-9)
+
+
+def test_fit_data_pass_per_chain_needs_two_numbers_of_groups(model):
+    # one number of groups at 1 and 2 workers: b G W and c W are the same column
+    points = [(25e6, 2e5, 1, 1.0), (25e6, 2e5, 2, 1.1)]
+    split = model.fit_data_pass(points, per_chain=True)
+    assert split["rank"] < split["unknowns"] == 3
+    plain = model.fit_data_pass(points)
+    assert plain["c"] == 0.0 and plain["unknowns"] == 2
+    assert plain["a_by_groups"] == {2e5: plain["a"]}
+
+
+def test_predict_counts_a_chains_constant_once_a_worker(model):
+    base = model.predict(_constants(), 100_000_000, 8, 25.0, files=128, round_trips=4)
+    with_c = model.predict(
+        {**_constants(), "per_chain": 0.05}, 100_000_000, 8, 25.0, files=128, round_trips=4
+    )
+    assert base["parts"]["a chain"] == 0.0
+    assert with_c["parts"]["a chain"] == 0.05
+    assert with_c["fit"] == pytest.approx(base["fit"] + 0.05)
+
+
 def test_fit_data_pass_of_one_ratio_cannot_split(model):
     # 25M rows at 2M groups on 1 worker and 50M at 2M on 2: the same rows a group a chain
     points = [(25e6, 2e6, 1, 1.0), (50e6, 2e6, 2, 2.0)]
