@@ -106,10 +106,11 @@ def reads_column(expr: str, column: str) -> bool:
     return re.search(r"(?<![\w.])" + re.escape(column) + r"(?!\w)", expr) is not None
 
 
-def _plain_reads(terms, column: str) -> bool | None:
+def _plain_reads(terms, column: str, alone: bool = False) -> bool | None:
     """True: the formula's ``terms`` read ``column`` only as a factor of its own (a
-    lookup of the column) and in at least one product; False: otherwise too (inside
-    an expression or ``C()``); None: not in a product."""
+    lookup of the column) and in at least one product (or, with ``alone``, in any
+    term); False: otherwise too (inside an expression or ``C()``); None: not in a
+    product (with ``alone``: not read)."""
     from formulaic.parser.types import Factor
 
     product = False
@@ -118,7 +119,7 @@ def _plain_reads(terms, column: str) -> bool | None:
             if factor.eval_method is Factor.EvalMethod.LITERAL:
                 continue
             if factor.eval_method is Factor.EvalMethod.LOOKUP and factor.expr == column:
-                product = product or len(term.factors) > 1
+                product = product or len(term.factors) > 1 or alone
             elif reads_column(factor.expr, column):
                 return False
     return True if product else None
@@ -126,11 +127,18 @@ def _plain_reads(terms, column: str) -> bool | None:
 
 def product_columns(spec: ModelSpec, parsed: ParsedFormulas) -> list[str]:
     """The numeric columns a centre may be taken for: read by the fixed-effects
-    formula in a product term and only as themselves, by no other formula (whether
-    their products' lower-order columns, the intercept among them, are in the design is
-    :func:`_basis`'s to say)."""
+    formula in a product term (or, in a formula without an intercept, in any term) and
+    only as themselves, by no other formula (whether their products' lower-order
+    columns, the intercept or columns that sum to it among them, are in the design is
+    :func:`_basis`'s to say).
+
+    With an intercept, a column read alone is the statistics' to shift
+    (:mod:`dmixed.stats.standardize`); without one they shift nothing, so a column far
+    from zero beside columns that sum to one in every row (``0 + C(c) + ts``,
+    ``0 + cr(x, ...) + ts``) is read about a centre here."""
     if not parsed.rhs_terms:
         return []
+    alone = spec.intercept_columns()[0] < 0
     others = set(parsed.lhs.columns)
     others |= {c for info in parsed.vc.values() for c in info.columns}
     if spec.re_kind == "formula":
@@ -139,7 +147,7 @@ def product_columns(spec: ModelSpec, parsed: ParsedFormulas) -> list[str]:
     for c in spec.formula_columns:
         if spec.column_kinds.get(c) != NUMERIC or c in others or c not in parsed.rhs.columns:
             continue
-        if _plain_reads(parsed.rhs_terms, c):
+        if _plain_reads(parsed.rhs_terms, c, alone):
             out.append(c)
     return out
 
@@ -176,6 +184,64 @@ def _lookup():
     from formulaic.parser.types import Factor
 
     return Factor.EvalMethod.LOOKUP
+
+
+def _sums_to_one(spec: ModelSpec, expr: str, reduced: bool, width: int) -> bool:
+    """Whether the columns of the one-factor term ``expr`` sum to one in every row, by
+    construction: a factor coded with one indicator per level (not reduced, treatment
+    coding), ``bs(..., include_intercept=True)`` (B-splines: a partition of unity), or
+    ``cr``/``cc`` without ``constraints`` (interpolating bases of every knot's value:
+    they reproduce a constant)."""
+    import ast
+
+    from .splines import CubicCall, SplineCall, spline_call
+
+    fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
+    kind, state = getattr(fspec, "encoder_state", {}).get(expr, (None, {}))
+    if getattr(kind, "value", None) == "categorical":
+        contrasts = getattr(state.get("contrasts"), "contrasts", None)
+        levels = state.get("categories") or []
+        return (
+            not reduced
+            and type(contrasts).__name__ == "TreatmentContrasts"
+            and len(levels) == width
+        )
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return False
+    if not (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("bs", "cr", "cc")
+    ):
+        return False
+    try:
+        call = spline_call(node)
+    except ValueError:
+        return False
+    if isinstance(call, CubicCall):
+        return not call.center
+    return isinstance(call, SplineCall) and call.include_intercept
+
+
+def _constant(spec: ModelSpec, terms, built: list[str], index: dict[str, int]) -> list[int] | None:
+    """The design's columns that sum to one in every row where it has no intercept:
+    those of its first one-factor term that does (:func:`_sums_to_one`), all of them
+    in the design; None where there is none."""
+    at = 0
+    for factors, _scale, width in terms:
+        first = at
+        at += width
+        if len(factors) != 1 or factors[0][2] or width == 0:
+            continue
+        if not _sums_to_one(spec, factors[0][0], factors[0][1], width):
+            continue
+        cols = [index.get(built[first + r]) for r in range(width)]
+        if any(k is None for k in cols):
+            return None  # a column dropped: the rest do not sum to one
+        return [int(k) for k in cols]  # type: ignore[arg-type]
+    return None
 
 
 def _basis(spec: ModelSpec, centres: dict[str, float]) -> np.ndarray | None:
@@ -216,6 +282,15 @@ def _basis(spec: ModelSpec, centres: dict[str, float]) -> np.ndarray | None:
                     name = built[first + r]
                     if name not in index:
                         continue  # dropped (drop_cols): no column of the design
+                    if not rest and width == 1 and intercept < 0:
+                        # no intercept: the constant is the sum of columns that make it
+                        # (x = (x − m) + m·Σ_k X_k), where the design has them
+                        ones = _constant(spec, terms, built, index)
+                        if ones is None:
+                            return None
+                        for k in ones:
+                            out[k, index[name]] += m * scale
+                        continue
                     if not rest:
                         k = intercept if width == 1 and intercept >= 0 else None
                         lower_scale = 1.0

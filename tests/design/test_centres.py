@@ -355,3 +355,48 @@ def test_no_intercept_cell_slopes_far_from_zero_fit_as_their_centred_form(kernel
         bound = 1e-9 * (abs(centred.fe_params.iloc[own]) + abs(mean * b))
         assert abs(raw.fe_params.iloc[own] - expected) <= bound
         np.testing.assert_allclose(raw.bse.iloc[slope], centred.bse.iloc[slope], rtol=1e-6)
+
+
+_SPANS_ONE = [
+    "C(c)",
+    "cr(u, knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10)",
+    "cc(u, knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10)",
+    "bs(u, knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10, include_intercept=True)",
+]
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize("term", _SPANS_ONE)
+def test_no_intercept_far_column_beside_columns_summing_to_one_fits_as_centred(
+    term, kernels, monkeypatch
+):
+    """``0 + cr(u, ...) + x1`` (no intercept, but the spline's columns sum to one) with
+    x1 near 1.7e9 fits (main refused it as rank deficient; ``0 + C(c) + x1`` it fitted
+    about 1e-5 off in the llf): the llf and x1's slope are those of the fit of
+    ``x1 − m``, and each other coefficient is that fit's minus m times the slope (the
+    constant is the sum of the term's columns)."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _frame(1.7e9)
+    df["u"] = np.random.default_rng(5).uniform(0, 10, len(df))
+    m = 1.7e9
+    raw = dmixed.mixedlm(f"y ~ 0 + {term} + x1", df, groups="g").fit()
+    centred = dmixed.mixedlm(f"y ~ 0 + {term} + x1", df.assign(x1=df.x1 - m), groups="g").fit()
+    assert raw.model.spec.centres
+    assert abs(raw.llf - centred.llf) <= 1e-9 * abs(centred.llf)
+    b = centred.fe_params.iloc[-1]
+    np.testing.assert_allclose(raw.fe_params.iloc[-1], b, rtol=1e-7)
+    own = centred.fe_params.iloc[:-1].to_numpy()
+    expected = own - m * b
+    bound = 1e-9 * (np.abs(own) + abs(m * b))
+    assert (np.abs(raw.fe_params.iloc[:-1].to_numpy() - expected) <= bound).all()
+    np.testing.assert_allclose(raw.bse.iloc[-1], centred.bse.iloc[-1], rtol=1e-6)
+
+
+def test_no_intercept_far_column_without_a_constant_is_left_as_it_is():
+    """``0 + x1`` and ``0 + bs(u, ...) + x1`` (columns that do not sum to one) take no
+    centre: the design has no constant to carry it."""
+    df = _frame(1.7e9)
+    df["u"] = np.random.default_rng(5).uniform(0, 10, len(df))
+    for formula in ("y ~ 0 + x1", "y ~ 0 + bs(u, knots=(5,), lower_bound=0, upper_bound=10) + x1"):
+        model = dmixed.mixedlm(formula, df, groups="g")
+        assert not model.spec.centres
