@@ -18,7 +18,7 @@ import dmixed
 from dmixed.design import ModelSpec, build_spec
 from dmixed.design.build import refuse_frozen_in_text
 from dmixed.design.stateful import frozen_transforms, learned_state, validated_state
-from dmixed.errors import BadValuesError, CheckpointError, FormulaError
+from dmixed.errors import BadValuesError, CheckpointError, DataError, FormulaError
 
 # the fixture's row with a missing value is dropped, as statsmodels drops it
 pytestmark = pytest.mark.filterwarnings("ignore::dmixed.errors.DroppedRowsWarning")
@@ -695,6 +695,33 @@ def test_dask_refuses_learned_cubic_state_naming_what_to_give(frame):
         refuse_frozen_in_text(
             "y ~ cc(x, df=4, constraints='center')", None, None, "data read from files"
         )
+
+
+def test_dask_refusal_of_a_centred_cubic_beside_a_factor_advises_a_design_that_fits(frame):
+    """With a C() factor in the formula, leaving out the intercept (main's advice) gives
+    the factor an indicator per level, which sum to one as the uncentred basis's columns
+    do: the refusal says so and what fits instead (drop_cols, or bs() with the intercept),
+    and both fit."""
+    dd = pytest.importorskip("dask.dataframe")
+    data = frame.dropna().assign(c=lambda d: np.array(list("abc"))[np.arange(len(d)) % 3])
+    ddf = dd.from_pandas(data, npartitions=3)
+    knots = "knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10"
+    with pytest.raises(FormulaError) as refused:
+        dmixed.mixedlm(f"y ~ C(c) + cr(x, {knots}, constraints='center')", ddf, groups="g")
+    message = str(refused.value)
+    assert "indicators of C(c)" in message
+    assert "'0 + ...' is collinear too" in message
+    assert "drop_cols=['C(c)[<a level>]']" in message
+    with pytest.raises(DataError, match="rank deficient"):  # main's advice
+        dmixed.mixedlm(f"y ~ 0 + C(c) + cr(x, {knots})", ddf, groups="g").fit()
+    dropped = dmixed.mixedlm(
+        f"y ~ 0 + C(c) + cr(x, {knots})", ddf, groups="g", drop_cols=["C(c)[a]"]
+    ).fit()
+    kept = dmixed.mixedlm(f"y ~ C(c) + bs(x, {knots})", ddf, groups="g").fit()
+    assert np.isfinite(dropped.llf) and np.isfinite(kept.llf)
+    with pytest.raises(FormulaError) as plain:
+        dmixed.mixedlm(f"y ~ cr(x, {knots}, constraints='center')", ddf, groups="g")
+    assert "leave out the intercept, '0 + ...'" in str(plain.value)
 
 
 def test_dask_accepts_a_cubic_with_every_knot_given(frame):
