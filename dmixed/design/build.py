@@ -26,6 +26,7 @@ from .dtypes import (
     NUMERIC,
     NUMERIC_LEVELS,
     check_no_text,
+    column_class,
     column_kind,
     is_arrow_decimal,
     native_class,
@@ -612,11 +613,15 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
     integers: set[str] = set()
     if dtypes is None:  # one Series of dtypes, not a column (Series) per name
         dtypes = meta.dtypes
+    splined = set(parsed.collected("spline_columns"))
     for c in formula_columns:
         dt = dtypes[c]
         k = column_kind(dt)
         if k is None:
             raise unsupported_dtype(c, dt, in_c=c in c_columns)
+        if c in splined and column_class(dt) == "string" and not is_object(dt):
+            # (objects are judged by their values, where they are read)
+            raise spline_of_text(c, dt)
         if c in values and is_arrow_decimal(dt):
             raise decimal_term(c)
         if k == NUMERIC and (c in c_columns or (c in bare and native_class(dt) == "bool")):
@@ -628,6 +633,26 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
             integers.add(c)
         kinds[c] = k
     return kinds, native, integers
+
+
+def is_object(dtype) -> bool:
+    """Whether ``dtype`` is numpy's ``object`` (not a text dtype)."""
+    return isinstance(dtype, np.dtype) and dtype.kind == "O"
+
+
+def spline_of_text(column: str, dtype) -> BadValuesError:
+    """The error for a text column a spline (``bs``, ``cr``, ``cc``) takes as its
+    values: text is a factor under dmixed's column rules, even text that reads as a
+    number (:func:`~dmixed.design.dtypes.to_float`), so the spline would read numbers
+    from a factor; its ``column`` attribute is the column (a Dask collection's error
+    then leads with the file that declared the type:
+    :func:`~dmixed.design.origin.in_first_file`)."""
+    err = BadValuesError(
+        f"column {column!r} holds text ({dtype}) where the model reads numbers (a spline "
+        "takes its values): convert the column to numbers"
+    )
+    err.column = column  # type: ignore[attr-defined]
+    return err
 
 
 def check_ordered_comparisons(meta, parsed: ParsedFormulas) -> None:
