@@ -24,7 +24,10 @@ A column is centred only where every column its products need is in the design (
 term with the centred factors taken out, coded as in the formula: ``x1*C(c)``, not
 ``x1:C(c)`` alone, whose columns span another space once centred; the intercept where
 the term is the column alone, so ``0 + C(c) + C(c):x1``, each level's indicator in the
-design, is centred without one), and the column is read by no other formula (the
+design, is centred without one; ``C(c) + C(c):x1`` with ``C(c)`` in treatment coding,
+each level's indicator the intercept less the other levels' columns or one of them, is
+centred too; and without an intercept, a column alone beside columns that sum to one:
+``0 + C(c) + x1``, ``0 + cr(u, ...) + x1``), and the column is read by no other formula (the
 response, ``re_formula``, a variance component: the random design reads the same
 column values, so centring it there too would change ``Z``) and only as itself (not
 inside a function or ``C()``).  The
@@ -244,6 +247,42 @@ def _constant(spec: ModelSpec, terms, built: list[str], index: dict[str, int]) -
     return None
 
 
+def _indicator(spec: ModelSpec, rest, level: int, width: int, start, built, index):
+    """The indicator of level ``level`` of the one-factor term ``rest`` (a factor coded
+    with one indicator per level, ``width`` levels, not a term of the design) from the
+    design's intercept and the columns of the same factor in treatment coding (a term
+    of the design): ``(True, [(k, -1), ...])`` for the base level (the intercept less
+    every reduced column), ``(False, [(k, 1)])`` for another; None where the design does
+    not hold them (another coding, a column dropped)."""
+    if len(rest) != 1 or rest[0][1] or rest[0][2]:
+        return None
+    expr = rest[0][0]
+    found = start.get(((expr, True, False),))
+    fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
+    kind, state = getattr(fspec, "encoder_state", {}).get(expr, (None, {}))
+    contrasts = getattr(state.get("contrasts"), "contrasts", None)
+    levels = list(state.get("categories") or [])
+    if (
+        found is None
+        or found[1] != 1.0
+        or getattr(kind, "value", None) != "categorical"
+        or type(contrasts).__name__ != "TreatmentContrasts"
+        or len(levels) != width
+        or found[2] != width - 1
+    ):
+        return None
+    coding = np.asarray(contrasts.get_coding_matrix(levels, reduced_rank=True), dtype=float)
+    if coding.shape != (width, width - 1) or not np.isin(coding, (0.0, 1.0)).all():
+        return None
+    cols = [index.get(built[found[0] + j]) for j in range(width - 1)]
+    if any(k is None for k in cols):
+        return None
+    row = coding[level]
+    if not row.any():  # the base level: 1 − Σ the others' indicators
+        return True, [(k, -1.0) for k in cols]
+    return False, [(cols[int(np.argmax(row))], 1.0)]
+
+
 def _basis(spec: ModelSpec, centres: dict[str, float]) -> np.ndarray | None:
     """``D − I`` (p × p) for the columns of ``spec``'s design with these centres, or
     None where a column a product needs is not among them.
@@ -296,6 +335,16 @@ def _basis(spec: ModelSpec, centres: dict[str, float]) -> np.ndarray | None:
                         lower_scale = 1.0
                     else:
                         found = start.get(rest)
+                        if found is None and intercept >= 0:
+                            # C(c) + C(c):x: the level's indicator from the intercept and
+                            # the reduced columns of C(c) (treatment coding)
+                            lower = _indicator(spec, rest, r, width, start, built, index)
+                            if lower is None:
+                                return None
+                            base, pairs = lower
+                            for k, w in [(intercept, 1.0), *pairs] if base else pairs:
+                                out[k, index[name]] += w * m * scale
+                            continue
                         if found is None or found[2] != width:
                             return None
                         k = index.get(built[found[0] + r])

@@ -138,14 +138,18 @@ def test_two_numerics_far_from_zero_fit_as_their_centred_product():
 def test_product_without_its_main_effect_stays_refused():
     """``x1:C(c)`` alone codes every level of c (x1·1[c = a], ...): centred, its span
     would hold the indicators, which the formula's does not, so x1 is not centred and
-    the near dependence is refused as on main.  ``C(c) + x1:C(c)`` spans what
-    ``x1*C(c)`` does, but its products need indicators of every level (``C(c)[a]``),
-    which are no column of its design: not centred either, refused as on main."""
+    the near dependence is refused as on main.  ``C(c) + x1:C(c)`` with C(c) in sum
+    coding spans what ``x1*C(c)`` does, but its products need indicators of every
+    level, which its design gives only with thirds (in treatment coding they are the
+    intercept less columns, or columns: centred, tested below): not centred either."""
     df = _frame(1e6)
-    for formula in ("y ~ x1:C(c)", "y ~ C(c) + x1:C(c)"):
+    for formula, cell in (
+        ("y ~ x1:C(c)", r"x1:C\(c\)\[a\]"),
+        ("y ~ C(c, contr.sum) + x1:C(c, contr.sum)", r"x1:C\(c, contr.sum\)\[a\]"),
+    ):
         model = dmixed.mixedlm(formula, df, groups="g")
         assert model.spec.centres == {}
-        with pytest.raises(DataError, match=r"x1:C\(c\)\[a\]"):
+        with pytest.raises(DataError, match=cell):
             model.fit()
 
 
@@ -320,11 +324,12 @@ def test_column_read_by_re_formula_is_refused_saying_why_it_is_not_centred():
 
 
 def test_product_without_main_effect_far_from_zero_is_not_told_rank_deficient():
-    """``C(c):x1`` coded without ``x1``'s main effect, ``x1`` far from zero: the design
-    has full rank to the statistics' rounding, so the refusal says nearly dependent and
-    how to centre the column, not rank deficient."""
+    """``C(c):x1`` coded without ``x1``'s main effect, ``x1`` far from zero, ``C(c)`` in
+    sum coding (whose indicators the intercept and its columns give only with thirds):
+    the design has full rank to the statistics' rounding, so the refusal says nearly
+    dependent and how to centre the column, not rank deficient."""
     with pytest.raises(DataError, match="nearly linearly dependent") as info:
-        dmixed.mixedlm("y ~ C(c):x1 + C(c)", _frame(1e6), groups="g").fit()
+        dmixed.mixedlm("y ~ C(c, contr.sum):x1 + C(c, contr.sum)", _frame(1e6), groups="g").fit()
     message = str(info.value)
     assert "has full rank (6 columns)" in message
     assert "rank deficient" not in message
@@ -400,3 +405,34 @@ def test_no_intercept_far_column_without_a_constant_is_left_as_it_is():
     for formula in ("y ~ 0 + x1", "y ~ 0 + bs(u, knots=(5,), lower_bound=0, upper_bound=10) + x1"):
         model = dmixed.mixedlm(formula, df, groups="g")
         assert not model.spec.centres
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_reduced_factor_with_its_cell_slopes_far_from_zero_fits_as_centred(kernels, monkeypatch):
+    """``C(c) + C(c):x1`` (intercept, C(c) in treatment coding, a slope per level) with
+    x1 near 1e6 was refused as nearly dependent: each level's indicator that the slopes
+    need is the intercept less the other levels' columns (the base level) or a column
+    of C(c).  The llf and slopes are those of the fit of ``x1 − m``; the intercept is
+    that fit's minus m times the base level's slope, each other level's column its own
+    minus m times the difference of the slopes."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _frame(1e6)
+    m = 1e6
+    formula = "y ~ C(c) + C(c):x1"
+    raw = dmixed.mixedlm(formula, df, groups="g").fit()
+    centred = dmixed.mixedlm(formula, df.assign(x1=df.x1 - m), groups="g").fit()
+    assert raw.model.spec.centres
+    assert abs(raw.llf - centred.llf) <= 1e-9 * abs(centred.llf)
+    fe = centred.fe_params
+    slope = {level: fe[f"C(c)[{level}]:x1"] for level in "abc"}
+    expected = fe.copy()
+    expected["Intercept"] -= m * slope["a"]
+    for level in "bc":
+        expected[f"C(c)[T.{level}]"] -= m * (slope[level] - slope["a"])
+    bound = 1e-9 * (np.abs(fe) + m * max(abs(v) for v in slope.values()))
+    assert (np.abs(raw.fe_params - expected) <= bound).all()
+    np.testing.assert_allclose(
+        raw.bse[[f"C(c)[{v}]:x1" for v in "abc"]],
+        centred.bse[[f"C(c)[{v}]:x1" for v in "abc"]],
+        rtol=1e-6,
+    )
