@@ -202,12 +202,13 @@ def _sums_to_one(spec: ModelSpec, expr: str, reduced: bool, width: int) -> bool:
     fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
     kind, state = getattr(fspec, "encoder_state", {}).get(expr, (None, {}))
     if getattr(kind, "value", None) == "categorical":
-        contrasts = getattr(state.get("contrasts"), "contrasts", None)
-        levels = state.get("categories") or []
+        coding = _coding(state, reduced=False)
+        # 0/1 entries, one 1 a level: the columns' sum is exactly one in every row
         return (
             not reduced
-            and type(contrasts).__name__ == "TreatmentContrasts"
-            and len(levels) == width
+            and coding is not None
+            and coding.shape[1] == width
+            and bool((coding.sum(axis=1) == 1.0).all())
         )
     try:
         node = ast.parse(expr, mode="eval").body
@@ -226,6 +227,24 @@ def _sums_to_one(spec: ModelSpec, expr: str, reduced: bool, width: int) -> bool:
     if isinstance(call, CubicCall):
         return not call.center
     return isinstance(call, SplineCall) and call.include_intercept
+
+
+def _coding(state: dict, reduced: bool) -> np.ndarray | None:
+    """The coding matrix (levels × columns) of a categorical factor's encoder state,
+    where its entries are all 0 or 1 (exact weights); else None."""
+    contrasts = getattr(state.get("contrasts"), "contrasts", None)
+    levels = list(state.get("categories") or [])
+    if contrasts is None or not levels or not hasattr(contrasts, "get_coding_matrix"):
+        return None
+    try:
+        coding = np.asarray(
+            contrasts.get_coding_matrix(levels, reduced_rank=reduced), dtype=np.float64
+        )
+    except (TypeError, ValueError):
+        return None
+    if coding.ndim != 2 or coding.shape[0] != len(levels) or not np.isin(coding, (0.0, 1.0)).all():
+        return None
+    return coding
 
 
 def _constant(spec: ModelSpec, terms, built: list[str], index: dict[str, int]) -> list[int] | None:
@@ -260,19 +279,17 @@ def _indicator(spec: ModelSpec, rest, level: int, width: int, start, built, inde
     found = start.get(((expr, True, False),))
     fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
     kind, state = getattr(fspec, "encoder_state", {}).get(expr, (None, {}))
-    contrasts = getattr(state.get("contrasts"), "contrasts", None)
-    levels = list(state.get("categories") or [])
+    coding = _coding(state, reduced=True) if getattr(kind, "value", None) == "categorical" else None
     if (
         found is None
         or found[1] != 1.0
-        or getattr(kind, "value", None) != "categorical"
-        or type(contrasts).__name__ != "TreatmentContrasts"
-        or len(levels) != width
+        or coding is None
+        or coding.shape != (width, width - 1)
         or found[2] != width - 1
+        # treatment coding: one level all zeros, every other level one column's 1
+        or sorted(coding.sum(axis=1).tolist()) != [0.0] + [1.0] * (width - 1)
+        or not (coding.sum(axis=0) == 1.0).all()
     ):
-        return None
-    coding = np.asarray(contrasts.get_coding_matrix(levels, reduced_rank=True), dtype=float)
-    if coding.shape != (width, width - 1) or not np.isin(coding, (0.0, 1.0)).all():
         return None
     cols = [index.get(built[found[0] + j]) for j in range(width - 1)]
     if any(k is None for k in cols):

@@ -436,3 +436,7 @@ def test_reduced_factor_with_its_cell_slopes_far_from_zero_fits_as_centred(kerne
         centred.bse[[f"C(c)[{v}]:x1" for v in "abc"]],
         rtol=1e-6,
     )
+    other_base = "y ~ C(c, Treatment('b')) + C(c, Treatment('b')):x1"
+    moved = dmixed.mixedlm(other_base, df, groups="g").fit()
+    assert moved.model.spec.centres
+    assert abs(moved.llf - raw.llf) <= 1e-9 * abs(raw.llf)  # the same model, recoded
