@@ -78,6 +78,8 @@ __all__ = [
     "plan_variance_components",
     "re_formula_spec",
     "refuse_frozen_in_text",
+    "spline_of_text",
+    "spline_text_columns",
     "used_columns",
 ]
 
@@ -613,15 +615,11 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
     integers: set[str] = set()
     if dtypes is None:  # one Series of dtypes, not a column (Series) per name
         dtypes = meta.dtypes
-    splined = set(parsed.collected("spline_columns"))
     for c in formula_columns:
         dt = dtypes[c]
         k = column_kind(dt)
         if k is None:
             raise unsupported_dtype(c, dt, in_c=c in c_columns)
-        if c in splined and column_class(dt) == "string" and not is_object(dt):
-            # (objects are judged by their values, where they are read)
-            raise spline_of_text(c, dt)
         if c in values and is_arrow_decimal(dt):
             raise decimal_term(c)
         if k == NUMERIC and (c in c_columns or (c in bare and native_class(dt) == "bool")):
@@ -635,6 +633,23 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
     return kinds, native, integers
 
 
+def spline_text_columns(parsed: ParsedFormulas, dtypes) -> list[str]:
+    """The columns a spline (``bs``, ``cr``, ``cc``) takes as its values whose dtype is
+    text (string, Arrow string; not ``object``, whose values are judged where read).
+
+    The spline reads such text as numbers, as a single frame's text is read; the caller
+    refuses it only where the files behind a Dask collection declare the column with
+    different types (:func:`~dmixed.design.origin.type_differs_across_files`): Dask took
+    the text type from the first file and the other files' numbers would be refused as
+    not text.
+    """
+    return [
+        c
+        for c in dict.fromkeys(parsed.collected("spline_columns"))
+        if c in dtypes.index and column_class(dtypes[c]) == "string" and not is_object(dtypes[c])
+    ]
+
+
 def is_object(dtype) -> bool:
     """Whether ``dtype`` is numpy's ``object`` (not a text dtype)."""
     return isinstance(dtype, np.dtype) and dtype.kind == "O"
@@ -642,14 +657,13 @@ def is_object(dtype) -> bool:
 
 def spline_of_text(column: str, dtype) -> BadValuesError:
     """The error for a text column a spline (``bs``, ``cr``, ``cc``) takes as its
-    values: text is a factor under dmixed's column rules, even text that reads as a
-    number (:func:`~dmixed.design.dtypes.to_float`), so the spline would read numbers
-    from a factor; its ``column`` attribute is the column (a Dask collection's error
-    then leads with the file that declared the type:
-    :func:`~dmixed.design.origin.in_first_file`)."""
+    values, in the first of files that declare it with different types (text there,
+    numbers in others): Dask took the type from that file, so the other files' numbers
+    would be refused as not text; its ``column`` attribute is the column (the error then
+    leads with the file that declared the type: :func:`~dmixed.design.origin.in_first_file`)."""
     err = BadValuesError(
         f"column {column!r} holds text ({dtype}) where the model reads numbers (a spline "
-        "takes its values): convert the column to numbers"
+        "takes its values) and other files hold numbers: convert the column to numbers"
     )
     err.column = column  # type: ignore[attr-defined]
     return err

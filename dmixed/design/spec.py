@@ -48,6 +48,8 @@ from .build import (
     parse_formulas,
     parse_plain,
     plan_variance_components,
+    spline_of_text,
+    spline_text_columns,
     used_columns,
 )
 from .build_levels import group_native, scan_levels
@@ -73,7 +75,7 @@ from .matrices import (
 )
 from .messages import check_design_fits, check_enough_rows, fixed_factors, suggest
 from .missing import missing_option
-from .origin import columns_of_other_files, in_first_file
+from .origin import columns_of_other_files, in_first_file, type_differs_across_files
 from .partitions import restored_values
 from .prepare import FrameColumns, PreparedColumns, normalized_frame, prepare_columns
 from .references import choose_references, saved_references
@@ -1026,6 +1028,10 @@ def build_spec_prepared(
         kinds, native, integers = column_kinds(meta, parsed, formula_columns, dtypes)
     except BadValuesError as exc:  # a column's type: Dask took it from the first file
         raise (in_first_file(exc, data) if dask_input else exc) from None
+    if dask_input:  # text a spline reads where other files hold numbers
+        for c in spline_text_columns(parsed, dtypes):
+            if type_differs_across_files(data, c):
+                raise in_first_file(spline_of_text(c, dtypes[c]), data)
     scan = scan_levels(
         data,
         meta,
