@@ -26,8 +26,10 @@ term with the centred factors taken out, coded as in the formula: ``x1*C(c)``, n
 the term is the column alone, so ``0 + C(c) + C(c):x1``, each level's indicator in the
 design, is centred without one; ``C(c) + C(c):x1`` with ``C(c)`` in treatment coding,
 each level's indicator the intercept less the other levels' columns or one of them, is
-centred too; and without an intercept, a column alone beside columns that sum to one:
-``0 + C(c) + x1``, ``0 + cr(u, ...) + x1``), and the column is read by no other formula (the
+centred too; and without an intercept, a column alone beside columns that give one
+in every row: ``0 + C(c) + x1``, ``0 + c + x1`` with ``c`` text, ``0 + C(c, Sum) + x1``
+and the other full codings with a constant column, ``0 + cr(u, ...) + x1``), and the
+column is read by no other formula (the
 response, ``re_formula``, a variance component: the random design reads the same
 column values, so centring it there too would change ``Z``) and only as itself (not
 inside a function or ``C()``).  The
@@ -139,9 +141,9 @@ def product_columns(spec: ModelSpec, parsed: ParsedFormulas) -> list[str]:
     (:mod:`dmixed.stats.standardize`); without one they shift nothing, so a column far
     from zero beside columns that sum to one in every row (``0 + C(c) + ts``,
     ``0 + cr(x, ...) + ts``) is read about a centre here."""
-    if not parsed.rhs_terms:
-        return []
     alone = spec.intercept_columns()[0] < 0
+    if not parsed.rhs_terms and not (alone and "main" in parsed.plain):
+        return []
     others = set(parsed.lhs.columns)
     others |= {c for info in parsed.vc.values() for c in info.columns}
     if spec.re_kind == "formula":
@@ -150,7 +152,9 @@ def product_columns(spec: ModelSpec, parsed: ParsedFormulas) -> list[str]:
     for c in spec.formula_columns:
         if spec.column_kinds.get(c) != NUMERIC or c in others or c not in parsed.rhs.columns:
             continue
-        if _plain_reads(parsed.rhs_terms, c, alone):
+        # a plain formula (column names only, :mod:`dmixed.design.plain`; ``0 + c + ts``
+        # with ``c`` text, a factor) reads each column alone, as itself
+        if not parsed.rhs_terms or _plain_reads(parsed.rhs_terms, c, alone):
             out.append(c)
     return out
 
@@ -189,12 +193,21 @@ def _lookup():
     return Factor.EvalMethod.LOOKUP
 
 
-def _sums_to_one(spec: ModelSpec, expr: str, reduced: bool, width: int) -> bool:
-    """Whether the columns of the one-factor term ``expr`` sum to one in every row, by
-    construction: a factor coded with one indicator per level (not reduced, treatment
-    coding), ``bs(..., include_intercept=True)`` (B-splines: a partition of unity), or
-    ``cr``/``cc`` without ``constraints`` (interpolating bases of every knot's value:
-    they reproduce a constant)."""
+def _unit_weights(spec: ModelSpec, expr: str, reduced: bool, width: int) -> np.ndarray | None:
+    """Weights ``w`` (``width``) with which the columns ``X`` of the one-factor term
+    ``expr`` give one in every row, ``X w = 1``, by construction; None where there are
+    none known.
+
+    - a factor (``C(c)``, or a text column, a factor under dmixed's column rules)
+      whose coding has one 0/1 indicator per level (treatment coding, not reduced):
+      every weight one, the indicators' sum is exactly one;
+    - a factor whose coding holds a constant column (``[mean]`` of Sum, the intercept
+      of Helmert, Diff, ``.Constant`` of Poly, full rank): that column alone, weighted by
+      one over its value;
+    - ``bs(..., include_intercept=True)`` (B-splines: a partition of unity), or
+      ``cr``/``cc`` without ``constraints`` (interpolating bases of every knot's value:
+      they reproduce a constant): every weight one.
+    """
     import ast
 
     from .splines import CubicCall, SplineCall, spline_call
@@ -202,36 +215,40 @@ def _sums_to_one(spec: ModelSpec, expr: str, reduced: bool, width: int) -> bool:
     fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
     kind, state = getattr(fspec, "encoder_state", {}).get(expr, (None, {}))
     if getattr(kind, "value", None) == "categorical":
-        coding = _coding(state, reduced=False)
-        # 0/1 entries, one 1 a level: the columns' sum is exactly one in every row
-        return (
-            not reduced
-            and coding is not None
-            and coding.shape[1] == width
-            and bool((coding.sum(axis=1) == 1.0).all())
-        )
+        coding = _coding_matrix(state, reduced)
+        if coding is None or coding.shape[1] != width:
+            return None
+        if np.isin(coding, (0.0, 1.0)).all() and (coding.sum(axis=1) == 1.0).all():
+            return np.ones(width)
+        for j in range(width):
+            v = coding[0, j]
+            if v != 0.0 and (coding[:, j] == v).all():
+                out = np.zeros(width)
+                out[j] = 1.0 / v
+                return out
+        return None
     try:
         node = ast.parse(expr, mode="eval").body
     except SyntaxError:
-        return False
+        return None
     if not (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name)
         and node.func.id in ("bs", "cr", "cc")
     ):
-        return False
+        return None
     try:
         call = spline_call(node)
     except ValueError:
-        return False
+        return None
     if isinstance(call, CubicCall):
-        return not call.center
-    return isinstance(call, SplineCall) and call.include_intercept
+        return None if call.center else np.ones(width)
+    return np.ones(width) if isinstance(call, SplineCall) and call.include_intercept else None
 
 
-def _coding(state: dict, reduced: bool) -> np.ndarray | None:
-    """The coding matrix (levels × columns) of a categorical factor's encoder state,
-    where its entries are all 0 or 1 (exact weights); else None."""
+def _coding_matrix(state: dict, reduced: bool) -> np.ndarray | None:
+    """The coding matrix (levels × columns) of a categorical factor's encoder state;
+    None where it is not known."""
     contrasts = getattr(state.get("contrasts"), "contrasts", None)
     levels = list(state.get("categories") or [])
     if contrasts is None or not levels or not hasattr(contrasts, "get_coding_matrix"):
@@ -242,27 +259,39 @@ def _coding(state: dict, reduced: bool) -> np.ndarray | None:
         )
     except (TypeError, ValueError):
         return None
-    if coding.ndim != 2 or coding.shape[0] != len(levels) or not np.isin(coding, (0.0, 1.0)).all():
+    if coding.ndim != 2 or coding.shape[0] != len(levels):
         return None
     return coding
 
 
-def _constant(spec: ModelSpec, terms, built: list[str], index: dict[str, int]) -> list[int] | None:
-    """The design's columns that sum to one in every row where it has no intercept:
-    those of its first one-factor term that does (:func:`_sums_to_one`), all of them
-    in the design; None where there is none."""
+def _coding(state: dict, reduced: bool) -> np.ndarray | None:
+    """The coding matrix (levels × columns) of a categorical factor's encoder state,
+    where its entries are all 0 or 1 (exact weights); else None."""
+    coding = _coding_matrix(state, reduced)
+    if coding is None or not np.isin(coding, (0.0, 1.0)).all():
+        return None
+    return coding
+
+
+def _constant(
+    spec: ModelSpec, terms, built: list[str], index: dict[str, int]
+) -> list[tuple[int, float]] | None:
+    """The design's columns, with weights, that give one in every row where it has no
+    intercept: those of its first one-factor term that does (:func:`_unit_weights`),
+    all of them in the design; None where there is none."""
     at = 0
     for factors, _scale, width in terms:
         first = at
         at += width
-        if len(factors) != 1 or factors[0][2] or width == 0:
+        if len(factors) != 1 or width == 0:
             continue
-        if not _sums_to_one(spec, factors[0][0], factors[0][1], width):
+        weights = _unit_weights(spec, factors[0][0], factors[0][1], width)
+        if weights is None:
             continue
-        cols = [index.get(built[first + r]) for r in range(width)]
+        cols = [index.get(built[first + r]) for r in range(width) if weights[r] != 0.0]
         if any(k is None for k in cols):
-            return None  # a column dropped: the rest do not sum to one
-        return [int(k) for k in cols]  # type: ignore[arg-type]
+            return None  # a column dropped: the rest do not give one
+        return [(int(k), float(w)) for k, w in zip(cols, weights[weights != 0.0], strict=True)]  # type: ignore[arg-type]
     return None
 
 
@@ -273,7 +302,7 @@ def _indicator(spec: ModelSpec, rest, level: int, width: int, start, built, inde
     of the design): ``(True, [(k, -1), ...])`` for the base level (the intercept less
     every reduced column), ``(False, [(k, 1)])`` for another; None where the design does
     not hold them (another coding, a column dropped)."""
-    if len(rest) != 1 or rest[0][1] or rest[0][2]:
+    if len(rest) != 1 or rest[0][1]:
         return None
     expr = rest[0][0]
     found = start.get(((expr, True, False),))
@@ -344,8 +373,8 @@ def _basis(spec: ModelSpec, centres: dict[str, float]) -> np.ndarray | None:
                         ones = _constant(spec, terms, built, index)
                         if ones is None:
                             return None
-                        for k in ones:
-                            out[k, index[name]] += m * scale
+                        for k, w in ones:
+                            out[k, index[name]] += w * m * scale
                         continue
                     if not rest:
                         k = intercept if width == 1 and intercept >= 0 else None
