@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CENTRE_ABOVE",
     "centre_of",
+    "centres_need_this_version",
     "choose_centres",
     "column_basis",
     "design_rows",
@@ -305,7 +306,7 @@ def _indicator(spec: ModelSpec, rest, level: int, width: int, start, built, inde
     if len(rest) != 1 or rest[0][1]:
         return None
     expr = rest[0][0]
-    found = start.get(((expr, True, False),))
+    found = start.get(((expr, True, rest[0][2]),))
     fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
     kind, state = getattr(fspec, "encoder_state", {}).get(expr, (None, {}))
     coding = _coding(state, reduced=True) if getattr(kind, "value", None) == "categorical" else None
@@ -329,7 +330,7 @@ def _indicator(spec: ModelSpec, rest, level: int, width: int, start, built, inde
     return False, [(cols[int(np.argmax(row))], 1.0)]
 
 
-def _basis(spec: ModelSpec, centres: dict[str, float]) -> np.ndarray | None:
+def _basis(spec: ModelSpec, centres: dict[str, float], earlier: bool = False) -> np.ndarray | None:
     """``D − I`` (p × p) for the columns of ``spec``'s design with these centres, or
     None where a column a product needs is not among them.
 
@@ -337,7 +338,8 @@ def _basis(spec: ModelSpec, centres: dict[str, float]) -> np.ndarray | None:
     a column of a scoped term whose factors include centred columns (each a lookup of
     one column, one column wide) is, for every subset of those taken out, paired with
     the column at the same place of the scoped term of the other factors (in the same
-    order, coding and scale; the intercept where none is left)."""
+    order, coding and scale; the intercept where none is left).  ``earlier``: None
+    where the centres need this version's rules (:func:`centres_need_this_version`)."""
     names = list(spec.exog_names)
     p = len(names)
     intercept = spec.intercept_columns()[0]
@@ -368,6 +370,8 @@ def _basis(spec: ModelSpec, centres: dict[str, float]) -> np.ndarray | None:
                     if name not in index:
                         continue  # dropped (drop_cols): no column of the design
                     if not rest and width == 1 and intercept < 0:
+                        if earlier:
+                            return None
                         # no intercept: the constant is the sum of columns that make it
                         # (x = (x − m) + m·Σ_k X_k), where the design has them
                         ones = _constant(spec, terms, built, index)
@@ -382,6 +386,8 @@ def _basis(spec: ModelSpec, centres: dict[str, float]) -> np.ndarray | None:
                     else:
                         found = start.get(rest)
                         if found is None and intercept >= 0:
+                            if earlier:
+                                return None
                             # C(c) + C(c):x: the level's indicator from the intercept and
                             # the reduced columns of C(c) (treatment coding)
                             lower = _indicator(spec, rest, r, width, start, built, index)
@@ -470,6 +476,16 @@ def choose_centres(spec: ModelSpec, parsed: ParsedFormulas, data, dask_input: bo
         if centre is not None:
             found[c] = centre
     return _complete(spec, found)
+
+
+def centres_need_this_version(spec: ModelSpec) -> bool:
+    """Whether ``spec``'s centres need this version's rules to be read: versions
+    before it centred a column only where its products' lower-order columns, the
+    intercept among them, are in the design, and refuse others as malformed saved
+    centres (a column alone in a formula without an intercept, ``C(c) + C(c):x``).
+    Saved statistics say so in their format version, which those versions check."""
+    centres = getattr(spec, "centres", None)
+    return bool(centres) and _basis(spec, centres, earlier=True) is None
 
 
 def column_basis(spec: ModelSpec | None) -> np.ndarray | None:

@@ -53,7 +53,7 @@ from .build import (
     used_columns,
 )
 from .build_levels import group_native, scan_levels
-from .centres import choose_centres, saved_centres
+from .centres import centres_need_this_version, choose_centres, saved_centres
 from .coded import CodedPlan, factor_codes, find_coded_plan, remember_plan, shared_plan
 from .dtypes import NUMERIC, coded_group_keys, group_keys, native_dtype, py_scalars
 from .evaluate import PATSY_ORDER, materialize, reordered, term_order
@@ -476,6 +476,13 @@ class ModelSpec(ModelNames):
                         "otherwise); rebuild the statistics from the data"
                     )
         return spec
+
+    def centres_need_this_version(self) -> bool:
+        """Whether earlier versions refuse this spec's centres as malformed: a column
+        read about a centre alone in a formula without an intercept (``0 + C(c) +
+        ts``), or in ``C(c) + C(c):ts`` (:func:`~dmixed.design.centres.centres_need_this_version`).
+        Saved statistics say so in their format version, which those versions check."""
+        return centres_need_this_version(self)
 
     def names_need_this_version(self) -> bool:
         """Whether earlier versions rebuild this spec to other names:

@@ -474,3 +474,22 @@ def test_reduced_factor_with_its_cell_slopes_far_from_zero_fits_as_centred(kerne
     moved = dmixed.mixedlm(other_base, df, groups="g").fit()
     assert moved.model.spec.centres
     assert abs(moved.llf - raw.llf) <= 1e-9 * abs(raw.llf)  # the same model, recoded
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_text_factor_without_c_and_its_cell_slopes_far_from_zero_fits_as_centred(
+    kernels, monkeypatch
+):
+    """``c + c:x1`` with ``c`` a text column (a factor without ``C()``) and x1 near
+    1.7e9 was refused as nearly dependent though ``C(c) + C(c):x1`` is centred: the
+    reduced columns of a bare factor were not found.  The llf and fitted values are
+    those of the fit of ``x1 − m``, and so are the slopes."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _frame(1.7e9)
+    raw = dmixed.mixedlm("y ~ c + c:x1", df, groups="g").fit()
+    centred = dmixed.mixedlm("y ~ c + c:x1", df.assign(x1=df.x1 - 1.7e9), groups="g").fit()
+    assert raw.model.spec.centres
+    assert abs(raw.llf - centred.llf) <= 1e-12 * abs(centred.llf)
+    slopes = [n for n in raw.fe_params.index if n.endswith(":x1")]
+    assert len(slopes) == 3
+    np.testing.assert_allclose(raw.fe_params[slopes], centred.fe_params[slopes], rtol=1e-7)
