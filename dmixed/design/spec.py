@@ -1116,7 +1116,12 @@ def build_spec_prepared(
         checked_saved_state(stateful, _frozen_formulas(spec), "the saved model spec")
         spec = dataclasses.replace(spec, stateful=dict(stateful))
     elif dask_input:
-        parsed.refuse_frozen(formula, re_formula, "a Dask collection")
+        parsed.refuse_frozen(
+            formula,
+            re_formula,
+            "a Dask collection",
+            {c for c, k in kinds.items() if k != NUMERIC},
+        )
     elif parsed.collected("stateful"):
         prepared = prepare_columns(spec, data, label_codes=scan.codes, frame_columns=frame_columns)
         spec = dataclasses.replace(spec, stateful=_learned_state(spec, prepared, len(data)))

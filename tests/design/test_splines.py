@@ -744,6 +744,28 @@ def test_dask_text_made_from_an_object_column_of_floats_is_read_as_numbers_by_a_
     np.testing.assert_allclose(got.fe_params.to_numpy(), want.fe_params.to_numpy(), rtol=1e-10)
 
 
+def test_dask_refusal_of_a_centred_cubic_names_a_factor_of_nested_calls_or_a_text_column(frame):
+    """The advice's factor is read from the parsed terms: ``C(c, Treatment('b'))``
+    (nested parentheses) and a text column ``c`` without ``C()`` are named, with the
+    ``drop_cols`` entry that fits (the older advice, '0 + ...', is collinear there)."""
+    dd = pytest.importorskip("dask.dataframe")
+    data = frame.dropna().assign(c=lambda d: np.array(list("abc"))[np.arange(len(d)) % 3])
+    ddf = dd.from_pandas(data, npartitions=3)
+    knots = "knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10"
+    for factor in ("C(c, Treatment('b'))", "c"):
+        with pytest.raises(FormulaError) as refused:
+            dmixed.mixedlm(f"y ~ {factor} + cr(x, {knots}, constraints='center')", ddf, groups="g")
+        message = str(refused.value)
+        assert f"indicators of {factor} (one per level)" in message, message
+        assert f"drop_cols=[{factor + '[<a level>]'!r}]" in message, message
+    with pytest.raises(DataError, match="rank deficient"):
+        dmixed.mixedlm(f"y ~ 0 + c + cr(x, {knots})", ddf, groups="g").fit()
+    dropped = dmixed.mixedlm(
+        f"y ~ 0 + c + cr(x, {knots})", ddf, groups="g", drop_cols=["c[a]"]
+    ).fit()
+    assert np.isfinite(dropped.llf)
+
+
 def test_dask_accepts_a_cubic_with_every_knot_given(frame):
     dd = pytest.importorskip("dask.dataframe")
     kept = frame.dropna()
