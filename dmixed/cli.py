@@ -501,7 +501,11 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
 
     def save() -> None:
         checkpoint.save_statistics(
-            arrays, stats_dir, manifest, newer_names=spec.names_need_this_version()
+            arrays,
+            stats_dir,
+            manifest,
+            newer_names=spec.names_need_this_version(),
+            newer_centres=spec.centres_need_this_version(),
         )
         logger.info("saved statistics to %s", stats_dir)
 
@@ -814,6 +818,7 @@ def run_update(job: Job) -> int:
         },
         # (the saved model's names: grown levels of components keep their order)
         newer_names=saved_spec.names_need_this_version(),
+        newer_centres=saved_spec.centres_need_this_version(),
     )
     remember_fit(job.stats_dir, res.packed_params.tolist(), res.method, res.llf)
     return EXIT_OK

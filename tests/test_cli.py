@@ -3832,6 +3832,34 @@ def test_text_in_two_files_of_numbers_is_named_with_one_type_and_full_paths(tmp_
     assert all(os.path.isabs(p) and t == "string" for p, t in named), named
 
 
+def test_a_first_file_of_text_that_a_spline_reads_is_named_not_a_good_file(tmp_path):
+    """``bs(x, ...)`` over three files, the one that sorts first holding ``x`` as text:
+    the message named a good file ("b.parquet: column 'x' holds numbers (float64) where
+    the model reads text") though the spline reads numbers, as ``update`` says.  It now
+    names the text file, the column, its type and what the model reads; nothing is
+    written."""
+    rng = np.random.default_rng(6)
+    (tmp_path / "in").mkdir()
+    for name in "abc":
+        frame = pd.DataFrame(
+            {"y": rng.normal(size=40), "x": rng.uniform(0, 10, 40), "g": np.arange(40) % 4}
+        )
+        if name == "a":
+            frame["x"] = frame["x"].astype(str)
+        frame.to_parquet(tmp_path / "in" / f"{name}.parquet", index=False)
+    proc = run_in_process(
+        "fit", "--data", "in/*.parquet", "--formula",
+        "y ~ bs(x, knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10)",
+        "--groups", "g", "--output", "o", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    bad = os.path.abspath(tmp_path / "in" / "a.parquet")
+    assert f"{bad}: column 'x' holds text (" in proc.stderr, proc.stderr
+    assert "where the model reads numbers" in proc.stderr, proc.stderr
+    assert "b.parquet" not in proc.stderr and "c.parquet" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
 def test_statistics_and_results_of_statsmodels_order_are_a_newer_format(data, scheduler, tmp_path):
     """``y ~ x1 + C(sub)``: statsmodels puts ``C(sub)`` first, formulaic after ``x1``.
     The fixed effects come out in statsmodels' order; the statistics and results are

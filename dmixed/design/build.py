@@ -26,6 +26,7 @@ from .dtypes import (
     NUMERIC,
     NUMERIC_LEVELS,
     check_no_text,
+    column_class,
     column_kind,
     is_arrow_decimal,
     native_class,
@@ -77,6 +78,8 @@ __all__ = [
     "plan_variance_components",
     "re_formula_spec",
     "refuse_frozen_in_text",
+    "spline_of_text",
+    "spline_text_columns",
     "used_columns",
 ]
 
@@ -192,14 +195,19 @@ class ParsedFormulas:
                 add_unique(out, c)
         return out
 
-    def refuse_frozen(self, formula: str, re_formula: str | None, where: str) -> None:
+    def refuse_frozen(
+        self, formula: str, re_formula: str | None, where: str, factor_columns=frozenset()
+    ) -> None:
         """Refuse the frozen transforms (``center``, ``standardize``, ``scale``) of
         data they cannot learn from once (``where``), naming the formula that calls
-        them (:func:`~dmixed.design.stateful.refuse_on_partitions`)."""
+        them (:func:`~dmixed.design.stateful.refuse_on_partitions`); its advice names
+        the fixed-effects formula's factors (:func:`factor_terms`; ``factor_columns``:
+        the columns that are factors as they are, text say)."""
         main: list[str] = []
         for c in [*self.lhs.stateful, *self.rhs.stateful]:
             add_unique(main, c)
-        _refuse_frozen_calls(main, self.re.stateful, formula, re_formula, where)
+        factors = factor_terms(self.rhs_terms, factor_columns)
+        _refuse_frozen_calls(main, self.re.stateful, formula, re_formula, where, factors)
 
     def formula_columns(self) -> list[str]:
         """Every column a formula reads, in order of first use."""
@@ -274,12 +282,46 @@ LEVEL_KINDS = (CATEGORICAL, NUMERIC_LEVELS)
 MANY_TERMS = 100
 
 
+def factor_terms(terms, factor_columns=frozenset()) -> list[str]:
+    """The factors of the parsed ``terms`` (formulaic's), as the formula writes them,
+    once each in order: ``C(...)`` calls (``C(c, Treatment('b'))`` too) and lookups of
+    ``factor_columns`` (a text column is a factor without ``C()``)."""
+    import ast
+
+    from formulaic.parser.types import Factor
+
+    out: list[str] = []
+    for term in terms or []:
+        for factor in term.factors:
+            if factor.eval_method is Factor.EvalMethod.LOOKUP:
+                if factor.expr in factor_columns:
+                    add_unique(out, factor.expr)
+                continue
+            try:
+                node = ast.parse(factor.expr, mode="eval").body
+            except SyntaxError:
+                continue
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "C"
+            ):
+                add_unique(out, factor.expr)
+    return out
+
+
 def _refuse_frozen_calls(
-    main: list[str], re_calls: list[str], formula: str, re_formula: str | None, where: str
+    main: list[str],
+    re_calls: list[str],
+    formula: str,
+    re_formula: str | None,
+    where: str,
+    factors: list[str] | None = None,
 ) -> None:
     """Refuse the frozen transforms the main formula (``main``) and the
-    ``re_formula`` (``re_calls``) call, naming the formula that calls them."""
-    refuse_on_partitions(main, "formula", formula, where)
+    ``re_formula`` (``re_calls``) call, naming the formula that calls them (and, in
+    the advice for ``cr``/``cc``, the main formula's ``factors``; None: not known)."""
+    refuse_on_partitions(main, "formula", formula, where, factors)
     refuse_on_partitions(re_calls, "re_formula", str(re_formula), where)
 
 
@@ -315,7 +357,10 @@ def refuse_frozen_in_text(
     """
     main = frozen_calls(formula, "formula", lhs=True)
     re_calls = [] if re_formula is None else frozen_calls(re_formula, "re_formula", lhs=False)
-    _refuse_frozen_calls(main, re_calls, formula, re_formula, where)
+    factors = None  # (the columns' types are not known: C() calls only, where parsed)
+    if main:
+        factors = factor_terms(parse_formula(formula, "formula", lhs=True)[1])
+    _refuse_frozen_calls(main, re_calls, formula, re_formula, where, factors)
     for name, text in (vc_formula or {}).items():
         role = f"vc_formula[{name!r}]"
         # the words of the parse on the columns (FactorVisitor.check_frozen_call)
@@ -628,6 +673,42 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
             integers.add(c)
         kinds[c] = k
     return kinds, native, integers
+
+
+def spline_text_columns(parsed: ParsedFormulas, dtypes) -> list[str]:
+    """The columns a spline (``bs``, ``cr``, ``cc``) takes as its values whose dtype is
+    text (string, Arrow string; not ``object``, whose values are judged where read).
+
+    The spline reads such text as numbers, as a single frame's text is read; the caller
+    refuses it only where the files behind a Dask collection declare the column with
+    different types (:func:`~dmixed.design.origin.type_differs_across_files`): Dask took
+    the text type from the first file and the other files' numbers would be refused as
+    not text.
+    """
+    return [
+        c
+        for c in dict.fromkeys(parsed.collected("spline_columns"))
+        if c in dtypes.index and column_class(dtypes[c]) == "string" and not is_object(dtypes[c])
+    ]
+
+
+def is_object(dtype) -> bool:
+    """Whether ``dtype`` is numpy's ``object`` (not a text dtype)."""
+    return isinstance(dtype, np.dtype) and dtype.kind == "O"
+
+
+def spline_of_text(column: str, dtype) -> BadValuesError:
+    """The error for a text column a spline (``bs``, ``cr``, ``cc``) takes as its
+    values, in the first of files that declare it with different types (text there,
+    numbers in others): Dask took the type from that file, so the other files' numbers
+    would be refused as not text; its ``column`` attribute is the column (the error then
+    leads with the file that declared the type: :func:`~dmixed.design.origin.in_first_file`)."""
+    err = BadValuesError(
+        f"column {column!r} holds text ({dtype}) where the model reads numbers (a spline "
+        "takes its values) and other files hold numbers: convert the column to numbers"
+    )
+    err.column = column  # type: ignore[attr-defined]
+    return err
 
 
 def check_ordered_comparisons(meta, parsed: ParsedFormulas) -> None:

@@ -24,7 +24,12 @@ A column is centred only where every column its products need is in the design (
 term with the centred factors taken out, coded as in the formula: ``x1*C(c)``, not
 ``x1:C(c)`` alone, whose columns span another space once centred; the intercept where
 the term is the column alone, so ``0 + C(c) + C(c):x1``, each level's indicator in the
-design, is centred without one), and the column is read by no other formula (the
+design, is centred without one; ``C(c) + C(c):x1`` with ``C(c)`` in treatment coding,
+each level's indicator the intercept less the other levels' columns or one of them, is
+centred too; and without an intercept, a column alone beside columns that give one
+in every row: ``0 + C(c) + x1``, ``0 + c + x1`` with ``c`` text, ``0 + C(c, Sum) + x1``
+and the other full codings with a constant column, ``0 + cr(u, ...) + x1``), and the
+column is read by no other formula (the
 response, ``re_formula``, a variance component: the random design reads the same
 column values, so centring it there too would change ``Z``) and only as itself (not
 inside a function or ``C()``).  The
@@ -53,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CENTRE_ABOVE",
     "centre_of",
+    "centres_need_this_version",
     "choose_centres",
     "column_basis",
     "design_rows",
@@ -106,10 +112,11 @@ def reads_column(expr: str, column: str) -> bool:
     return re.search(r"(?<![\w.])" + re.escape(column) + r"(?!\w)", expr) is not None
 
 
-def _plain_reads(terms, column: str) -> bool | None:
+def _plain_reads(terms, column: str, alone: bool = False) -> bool | None:
     """True: the formula's ``terms`` read ``column`` only as a factor of its own (a
-    lookup of the column) and in at least one product; False: otherwise too (inside
-    an expression or ``C()``); None: not in a product."""
+    lookup of the column) and in at least one product (or, with ``alone``, in any
+    term); False: otherwise too (inside an expression or ``C()``); None: not in a
+    product (with ``alone``: not read)."""
     from formulaic.parser.types import Factor
 
     product = False
@@ -118,7 +125,7 @@ def _plain_reads(terms, column: str) -> bool | None:
             if factor.eval_method is Factor.EvalMethod.LITERAL:
                 continue
             if factor.eval_method is Factor.EvalMethod.LOOKUP and factor.expr == column:
-                product = product or len(term.factors) > 1
+                product = product or len(term.factors) > 1 or alone
             elif reads_column(factor.expr, column):
                 return False
     return True if product else None
@@ -126,10 +133,17 @@ def _plain_reads(terms, column: str) -> bool | None:
 
 def product_columns(spec: ModelSpec, parsed: ParsedFormulas) -> list[str]:
     """The numeric columns a centre may be taken for: read by the fixed-effects
-    formula in a product term and only as themselves, by no other formula (whether
-    their products' lower-order columns, the intercept among them, are in the design is
-    :func:`_basis`'s to say)."""
-    if not parsed.rhs_terms:
+    formula in a product term (or, in a formula without an intercept, in any term) and
+    only as themselves, by no other formula (whether their products' lower-order
+    columns, the intercept or columns that sum to it among them, are in the design is
+    :func:`_basis`'s to say).
+
+    With an intercept, a column read alone is the statistics' to shift
+    (:mod:`dmixed.stats.standardize`); without one they shift nothing, so a column far
+    from zero beside columns that sum to one in every row (``0 + C(c) + ts``,
+    ``0 + cr(x, ...) + ts``) is read about a centre here."""
+    alone = spec.intercept_columns()[0] < 0
+    if not parsed.rhs_terms and not (alone and "main" in parsed.plain):
         return []
     others = set(parsed.lhs.columns)
     others |= {c for info in parsed.vc.values() for c in info.columns}
@@ -139,7 +153,9 @@ def product_columns(spec: ModelSpec, parsed: ParsedFormulas) -> list[str]:
     for c in spec.formula_columns:
         if spec.column_kinds.get(c) != NUMERIC or c in others or c not in parsed.rhs.columns:
             continue
-        if _plain_reads(parsed.rhs_terms, c):
+        # a plain formula (column names only, :mod:`dmixed.design.plain`; ``0 + c + ts``
+        # with ``c`` text, a factor) reads each column alone, as itself
+        if not parsed.rhs_terms or _plain_reads(parsed.rhs_terms, c, alone):
             out.append(c)
     return out
 
@@ -178,7 +194,143 @@ def _lookup():
     return Factor.EvalMethod.LOOKUP
 
 
-def _basis(spec: ModelSpec, centres: dict[str, float]) -> np.ndarray | None:
+def _unit_weights(spec: ModelSpec, expr: str, reduced: bool, width: int) -> np.ndarray | None:
+    """Weights ``w`` (``width``) with which the columns ``X`` of the one-factor term
+    ``expr`` give one in every row, ``X w = 1``, by construction; None where there are
+    none known.
+
+    - a factor (``C(c)``, or a text column, a factor under dmixed's column rules)
+      whose coding has one 0/1 indicator per level (treatment coding, not reduced):
+      every weight one, the indicators' sum is exactly one;
+    - a factor whose coding holds a constant column (``[mean]`` of Sum, the intercept
+      of Helmert, Diff, ``.Constant`` of Poly, full rank): that column alone, weighted by
+      one over its value;
+    - ``bs(..., include_intercept=True)`` (B-splines: a partition of unity), or
+      ``cr``/``cc`` without ``constraints`` (interpolating bases of every knot's value:
+      they reproduce a constant): every weight one.
+    """
+    import ast
+
+    from .splines import CubicCall, SplineCall, spline_call
+
+    fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
+    kind, state = getattr(fspec, "encoder_state", {}).get(expr, (None, {}))
+    if getattr(kind, "value", None) == "categorical":
+        coding = _coding_matrix(state, reduced)
+        if coding is None or coding.shape[1] != width:
+            return None
+        if np.isin(coding, (0.0, 1.0)).all() and (coding.sum(axis=1) == 1.0).all():
+            return np.ones(width)
+        for j in range(width):
+            v = coding[0, j]
+            if v != 0.0 and (coding[:, j] == v).all():
+                out = np.zeros(width)
+                out[j] = 1.0 / v
+                return out
+        return None
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return None
+    if not (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("bs", "cr", "cc")
+    ):
+        return None
+    try:
+        call = spline_call(node)
+    except ValueError:
+        return None
+    if isinstance(call, CubicCall):
+        return None if call.center else np.ones(width)
+    return np.ones(width) if isinstance(call, SplineCall) and call.include_intercept else None
+
+
+def _coding_matrix(state: dict, reduced: bool) -> np.ndarray | None:
+    """The coding matrix (levels × columns) of a categorical factor's encoder state;
+    None where it is not known."""
+    contrasts = getattr(state.get("contrasts"), "contrasts", None)
+    levels = list(state.get("categories") or [])
+    if contrasts is None or not levels or not hasattr(contrasts, "get_coding_matrix"):
+        return None
+    try:
+        coding = np.asarray(
+            contrasts.get_coding_matrix(levels, reduced_rank=reduced), dtype=np.float64
+        )
+    except (TypeError, ValueError):
+        return None
+    if coding.ndim != 2 or coding.shape[0] != len(levels):
+        return None
+    return coding
+
+
+def _coding(state: dict, reduced: bool) -> np.ndarray | None:
+    """The coding matrix (levels × columns) of a categorical factor's encoder state,
+    where its entries are all 0 or 1 (exact weights); else None."""
+    coding = _coding_matrix(state, reduced)
+    if coding is None or not np.isin(coding, (0.0, 1.0)).all():
+        return None
+    return coding
+
+
+def _constant(
+    spec: ModelSpec, terms, built: list[str], index: dict[str, int]
+) -> list[tuple[int, float]] | None:
+    """The design's columns, with weights, that give one in every row where it has no
+    intercept: those of its first one-factor term that does (:func:`_unit_weights`),
+    all of them in the design; None where there is none."""
+    at = 0
+    for factors, _scale, width in terms:
+        first = at
+        at += width
+        if len(factors) != 1 or width == 0:
+            continue
+        weights = _unit_weights(spec, factors[0][0], factors[0][1], width)
+        if weights is None:
+            continue
+        cols = [index.get(built[first + r]) for r in range(width) if weights[r] != 0.0]
+        if any(k is None for k in cols):
+            return None  # a column dropped: the rest do not give one
+        return [(int(k), float(w)) for k, w in zip(cols, weights[weights != 0.0], strict=True)]  # type: ignore[arg-type]
+    return None
+
+
+def _indicator(spec: ModelSpec, rest, level: int, width: int, start, built, index):
+    """The indicator of level ``level`` of the one-factor term ``rest`` (a factor coded
+    with one indicator per level, ``width`` levels, not a term of the design) from the
+    design's intercept and the columns of the same factor in treatment coding (a term
+    of the design): ``(True, [(k, -1), ...])`` for the base level (the intercept less
+    every reduced column), ``(False, [(k, 1)])`` for another; None where the design does
+    not hold them (another coding, a column dropped)."""
+    if len(rest) != 1 or rest[0][1]:
+        return None
+    expr = rest[0][0]
+    found = start.get(((expr, True, rest[0][2]),))
+    fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
+    kind, state = getattr(fspec, "encoder_state", {}).get(expr, (None, {}))
+    coding = _coding(state, reduced=True) if getattr(kind, "value", None) == "categorical" else None
+    if (
+        found is None
+        or found[1] != 1.0
+        or coding is None
+        or coding.shape != (width, width - 1)
+        or found[2] != width - 1
+        # treatment coding: one level all zeros, every other level one column's 1
+        or sorted(coding.sum(axis=1).tolist()) != [0.0] + [1.0] * (width - 1)
+        or not (coding.sum(axis=0) == 1.0).all()
+    ):
+        return None
+    cols = [index.get(built[found[0] + j]) for j in range(width - 1)]
+    if any(k is None for k in cols):
+        return None
+    row = coding[level]
+    if not row.any():  # the base level: 1 − Σ the others' indicators
+        return True, [(k, -1.0) for k in cols]
+    return False, [(cols[int(np.argmax(row))], 1.0)]
+
+
+def _basis(spec: ModelSpec, centres: dict[str, float], earlier: bool = False) -> np.ndarray | None:
     """``D − I`` (p × p) for the columns of ``spec``'s design with these centres, or
     None where a column a product needs is not among them.
 
@@ -186,7 +338,8 @@ def _basis(spec: ModelSpec, centres: dict[str, float]) -> np.ndarray | None:
     a column of a scoped term whose factors include centred columns (each a lookup of
     one column, one column wide) is, for every subset of those taken out, paired with
     the column at the same place of the scoped term of the other factors (in the same
-    order, coding and scale; the intercept where none is left)."""
+    order, coding and scale; the intercept where none is left).  ``earlier``: None
+    where the centres need this version's rules (:func:`centres_need_this_version`)."""
     names = list(spec.exog_names)
     p = len(names)
     intercept = spec.intercept_columns()[0]
@@ -216,11 +369,34 @@ def _basis(spec: ModelSpec, centres: dict[str, float]) -> np.ndarray | None:
                     name = built[first + r]
                     if name not in index:
                         continue  # dropped (drop_cols): no column of the design
+                    if not rest and width == 1 and intercept < 0:
+                        if earlier:
+                            return None
+                        # no intercept: the constant is the sum of columns that make it
+                        # (x = (x − m) + m·Σ_k X_k), where the design has them
+                        ones = _constant(spec, terms, built, index)
+                        if ones is None:
+                            return None
+                        for k, w in ones:
+                            out[k, index[name]] += w * m * scale
+                        continue
                     if not rest:
                         k = intercept if width == 1 and intercept >= 0 else None
                         lower_scale = 1.0
                     else:
                         found = start.get(rest)
+                        if found is None and intercept >= 0:
+                            if earlier:
+                                return None
+                            # C(c) + C(c):x: the level's indicator from the intercept and
+                            # the reduced columns of C(c) (treatment coding)
+                            lower = _indicator(spec, rest, r, width, start, built, index)
+                            if lower is None:
+                                return None
+                            base, pairs = lower
+                            for k, w in [(intercept, 1.0), *pairs] if base else pairs:
+                                out[k, index[name]] += w * m * scale
+                            continue
                         if found is None or found[2] != width:
                             return None
                         k = index.get(built[found[0] + r])
@@ -300,6 +476,16 @@ def choose_centres(spec: ModelSpec, parsed: ParsedFormulas, data, dask_input: bo
         if centre is not None:
             found[c] = centre
     return _complete(spec, found)
+
+
+def centres_need_this_version(spec: ModelSpec) -> bool:
+    """Whether ``spec``'s centres need this version's rules to be read: versions
+    before it centred a column only where its products' lower-order columns, the
+    intercept among them, are in the design, and refuse others as malformed saved
+    centres (a column alone in a formula without an intercept, ``C(c) + C(c):x``).
+    Saved statistics say so in their format version, which those versions check."""
+    centres = getattr(spec, "centres", None)
+    return bool(centres) and _basis(spec, centres, earlier=True) is None
 
 
 def column_basis(spec: ModelSpec | None) -> np.ndarray | None:

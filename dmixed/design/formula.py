@@ -895,6 +895,8 @@ class FactorInfo:
     #: the frozen stateful transforms the factors call (``center``, ``standardize``,
     #: ``scale``; :mod:`dmixed.design.stateful`)
     stateful: list[str] = field(default_factory=list)
+    #: columns a spline (``bs``, ``cr``, ``cc``) takes as its values: read as numbers
+    spline_columns: list[str] = field(default_factory=list)
 
 
 class _FactorChecker:
@@ -1562,6 +1564,8 @@ class _FactorChecker:
             )
         if call.learns:
             add_unique(self.info.stateful, root)
+        if node.args and isinstance(node.args[0], ast.Name):
+            add_unique(self.info.spline_columns, node.args[0].id)
 
     def check_frozen_call(self, node: ast.Call, root: str) -> None:
         """``center(x)``, ``standardize(x, ...)``, ``scale(x, ...)``: one expression to

@@ -21,7 +21,7 @@ from the collection's graph where Dask's own Parquet reader reads it
 from __future__ import annotations
 
 from ..errors import DataError
-from .file_schemas import file_columns
+from .file_schemas import file_columns, files_unlike_others
 
 __all__ = [
     "columns_of_other_files",
@@ -32,6 +32,7 @@ __all__ = [
     "partition_words",
     "piece_file",
     "reader_file",
+    "type_differs_across_files",
 ]
 
 #: Attributes an error of a partition carries (pickled with it from a worker).
@@ -199,6 +200,21 @@ def in_first_file(err: DataError, ddf) -> DataError:
     out = type(err)(f"{first}: {err}")
     out.file = first  # type: ignore[attr-defined]
     return out
+
+
+def type_differs_across_files(ddf, column: str) -> bool:
+    """Whether the Parquet files behind ``ddf`` declare ``column`` with different kinds
+    of values (text in one, numbers in another): Dask took the collection's type from the
+    first file and checks no other.  False where the files are not known (an in-memory
+    collection) or there is one.  Reads each file's schema (its footer: one small read
+    per file; called only for a text column that a spline reads)."""
+    files = [f for f in dict.fromkeys(partition_files(ddf)) if f is not None]
+    if len(files) < 2:
+        return False
+    return any(
+        "where the other files hold" in line
+        for line in files_unlike_others(files, "parquet", [column])
+    )
 
 
 #: the files a message names one by one (:func:`columns_of_other_files`)

@@ -48,10 +48,12 @@ from .build import (
     parse_formulas,
     parse_plain,
     plan_variance_components,
+    spline_of_text,
+    spline_text_columns,
     used_columns,
 )
 from .build_levels import group_native, scan_levels
-from .centres import choose_centres, saved_centres
+from .centres import centres_need_this_version, choose_centres, saved_centres
 from .coded import CodedPlan, factor_codes, find_coded_plan, remember_plan, shared_plan
 from .dtypes import NUMERIC, coded_group_keys, group_keys, native_dtype, py_scalars
 from .evaluate import PATSY_ORDER, materialize, reordered, term_order
@@ -73,7 +75,7 @@ from .matrices import (
 )
 from .messages import check_design_fits, check_enough_rows, fixed_factors, suggest
 from .missing import missing_option
-from .origin import columns_of_other_files, in_first_file
+from .origin import columns_of_other_files, in_first_file, type_differs_across_files
 from .partitions import restored_values
 from .prepare import FrameColumns, PreparedColumns, normalized_frame, prepare_columns
 from .references import choose_references, saved_references
@@ -474,6 +476,13 @@ class ModelSpec(ModelNames):
                         "otherwise); rebuild the statistics from the data"
                     )
         return spec
+
+    def centres_need_this_version(self) -> bool:
+        """Whether earlier versions refuse this spec's centres as malformed: a column
+        read about a centre alone in a formula without an intercept (``0 + C(c) +
+        ts``), or in ``C(c) + C(c):ts`` (:func:`~dmixed.design.centres.centres_need_this_version`).
+        Saved statistics say so in their format version, which those versions check."""
+        return centres_need_this_version(self)
 
     def names_need_this_version(self) -> bool:
         """Whether earlier versions rebuild this spec to other names:
@@ -1026,6 +1035,10 @@ def build_spec_prepared(
         kinds, native, integers = column_kinds(meta, parsed, formula_columns, dtypes)
     except BadValuesError as exc:  # a column's type: Dask took it from the first file
         raise (in_first_file(exc, data) if dask_input else exc) from None
+    if dask_input:  # text a spline reads where other files hold numbers
+        for c in spline_text_columns(parsed, dtypes):
+            if type_differs_across_files(data, c):
+                raise in_first_file(spline_of_text(c, dtypes[c]), data)
     scan = scan_levels(
         data,
         meta,
@@ -1103,7 +1116,12 @@ def build_spec_prepared(
         checked_saved_state(stateful, _frozen_formulas(spec), "the saved model spec")
         spec = dataclasses.replace(spec, stateful=dict(stateful))
     elif dask_input:
-        parsed.refuse_frozen(formula, re_formula, "a Dask collection")
+        parsed.refuse_frozen(
+            formula,
+            re_formula,
+            "a Dask collection",
+            {c for c, k in kinds.items() if k != NUMERIC},
+        )
     elif parsed.collected("stateful"):
         prepared = prepare_columns(spec, data, label_codes=scan.codes, frame_columns=frame_columns)
         spec = dataclasses.replace(spec, stateful=_learned_state(spec, prepared, len(data)))

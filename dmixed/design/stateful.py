@@ -747,10 +747,45 @@ def checked_saved_state(
         )
 
 
-def refuse_on_partitions(calls: list[str], role: str, formula: str, where: str) -> None:
+def _uncentred_advice(call: str, factors: list[str] | None) -> str:
+    """The end of :func:`refuse_on_partitions`'s words for ``cr``/``cc`` (``call``):
+    how to write the formula without ``constraints='center'``.  The basis's columns then
+    sum to one in every row, so the formula must hold no other constant: no intercept,
+    and (without one) no factor coded with an indicator per level, which sum to one too
+    (formulaic codes the first factor term so where the intercept is left out).
+    ``factors``: the formula's factors as it writes them (from its parsed terms; None
+    where they are not known)."""
+    example = f"{call}(x, knots=(1, 2, 3), lower_bound=0, upper_bound=10)"
+    head = (
+        ", and no constraints='center', whose column means need the data; without it the "
+        "basis's columns sum to one in every row, as the intercept does"
+    )
+    if not factors:
+        unknown = (
+            "; where a factor is in the formula (C() or a text column), its indicators, "
+            "one per level without the intercept, sum to one too: keep the intercept and "
+            "use bs() instead, or pass mixedlm's drop_cols one of the factor's indicators"
+            if factors is None
+            else ""
+        )
+        return f"{head}: leave out the intercept, '0 + ...'{unknown}), e.g. {example}"
+    name = factors[0]
+    return (
+        f"{head}, and so do the indicators of {name} (one per level) once the intercept "
+        "is left out, so '0 + ...' is collinear too: keep the intercept and use "
+        "bs(x, knots=..., lower_bound=..., upper_bound=...) instead (its basis leaves out "
+        "its first column), or write '0 + ...' and pass mixedlm's drop_cols one indicator "
+        f"of {name}, e.g. drop_cols=[{name + '[<a level>]'!r}]), e.g. {example}"
+    )
+
+
+def refuse_on_partitions(
+    calls: list[str], role: str, formula: str, where: str, factors: list[str] | None = None
+) -> None:
     """Refuse the frozen transforms ``calls`` (their names) of a formula evaluated on
     data they cannot learn from once (``where``: a Dask collection, a variance
-    component's groups).
+    component's groups).  ``factors``: the formula's factors as it writes them, which
+    the advice for ``cr``/``cc`` names (None: not known).
 
     Raises
     ------
@@ -780,9 +815,7 @@ def refuse_on_partitions(calls: list[str], role: str, formula: str, where: str) 
             "model on a pandas DataFrame, or give every knot as numbers (patsy's arguments "
             "knots, lower_bound and upper_bound"
             + (
-                ", and no constraints='center', whose column means need the data: leave "
-                "out the intercept instead, '0 + ...'), e.g. "
-                f"{first}(x, knots=(1, 2, 3), lower_bound=0, upper_bound=10)"
+                _uncentred_advice(first, factors)
                 if cubic
                 else "), e.g. bs(x, knots=(1, 2, 3), lower_bound=0, upper_bound=10)"
             )

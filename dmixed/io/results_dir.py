@@ -84,10 +84,14 @@ FORMAT = "dmixed-results"
 #: Directories of the earlier formats are read, their columns by position: 1 padded,
 #: 2 ragged, 3 crossed random effects; 4 a fit whose prior weights were scaled in its
 #: statistics (``weight_scale``, ``cov_params_weighted``); 5 group labels that are
-#: tuples; 6 a model whose names earlier versions would rebuild otherwise.
-FORMAT_VERSION = 7
+#: tuples; 6 a model whose names earlier versions would rebuild otherwise.  8: a model
+#: whose centres versions before it refuse as malformed
+#: (:meth:`~dmixed.design.ModelSpec.centres_need_this_version`); others are written as 7.
+FORMAT_VERSION = 8
 #: the first format of named random-effects columns
 NAMED_COLUMNS_FORMAT_VERSION = 7
+#: the format a model whose centres need this version is written as
+CENTRES_FORMAT_VERSION = 8
 #: the first format that may hold ``weight_scale`` and ``cov_params_weighted``
 WEIGHTED_FORMAT_VERSION = 4
 
@@ -261,7 +265,10 @@ def estimates_document(state: ResultsState) -> dict:
         "format": FORMAT,
         # every directory names its columns (:func:`effect_labels`), which no version
         # before format 7 finds; directories of formats 1 to 6 are still read
-        "format_version": NAMED_COLUMNS_FORMAT_VERSION,
+        # (a model whose centres earlier versions refuse: the format that says so)
+        "format_version": CENTRES_FORMAT_VERSION
+        if state.spec is not None and state.spec.centres_need_this_version()
+        else NAMED_COLUMNS_FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
         "model": _model_section(state),

@@ -110,7 +110,13 @@ FORMAT = "dmixed-statistics"
 #: 8: statistics with groups near lossy (a random design nearly singular within them)
 #: carrying those groups' sums about their means (:data:`CENTRED_PARTS`), any storage,
 #: weights and names; statistics without such groups are written as before.
-FORMAT_VERSION = 8
+#: 9: a model whose centres versions before it refuse as malformed (a column read about
+#: a centre alone in a formula without an intercept, ``0 + C(c) + ts``, or in
+#: ``C(c) + C(c):ts``: :meth:`~dmixed.design.ModelSpec.centres_need_this_version`);
+#: those versions refuse it as written by a newer dmixed.
+FORMAT_VERSION = 9
+#: the version statistics of a model whose centres need it are written as
+CENTRES_FORMAT_VERSION = 9
 #: the version statistics carrying centred sums of groups near lossy are written as
 CENTRED_FORMAT_VERSION = 8
 #: the manifest's key of the part files of those sums (``centred/part-NNNNN.parquet``:
@@ -274,7 +280,12 @@ def written_names(target: Path) -> set[str]:
 
 
 def save_statistics(
-    arrays: GroupArrays, path, manifest: dict, *, newer_names: bool = False
+    arrays: GroupArrays,
+    path,
+    manifest: dict,
+    *,
+    newer_names: bool = False,
+    newer_centres: bool = False,
 ) -> None:
     """Write statistics and their manifest to the directory ``path`` atomically.
 
@@ -283,7 +294,9 @@ def save_statistics(
     (crossed ones :data:`CROSSED_FORMAT_VERSION`; any with the weights scaled
     :data:`WEIGHTED_FORMAT_VERSION`; any with ``newer_names``, a model whose names
     earlier versions rebuild otherwise, :data:`NAMES_FORMAT_VERSION`; any with the
-    centred sums of near-lossy groups, :data:`CENTRED_FORMAT_VERSION`).  The
+    centred sums of near-lossy groups, :data:`CENTRED_FORMAT_VERSION`; any with
+    ``newer_centres``, a model whose centres earlier versions refuse,
+    :data:`CENTRES_FORMAT_VERSION`).  The
     manifest records every part file (rows, bytes, sha256) and its own sha256
     (:func:`manifest_sha256`), which :func:`load_statistics` verifies.  Callers that
     read, merge and write back a directory hold :func:`statistics_lock`.
@@ -361,6 +374,8 @@ def save_statistics(
                 lambda lo, hi: pd.DataFrame({c: v[lo:hi] for c, v in kept.items()}),
                 "rows",
             )
+        if newer_centres:  # older versions would refuse the centres as malformed
+            full["format_version"] = CENTRES_FORMAT_VERSION
         full = jsonable(full)
         full[MANIFEST_SHA256] = manifest_sha256(full)
         with open(tmp / "manifest.json", "w") as fh:

@@ -220,8 +220,9 @@ def _check_no_null_space(
             "product is nearly the other factor's columns times the offset: centre that "
             "column in the data (x minus its mean) or, for a pandas DataFrame, write "
             "center(x) in the formula; dmixed centres such a column itself only where "
-            "its products' lower-order columns are in the design (y ~ x*C(c), x1*x2 or "
-            "y ~ 0 + C(c) + C(c):x, not y ~ C(c) + C(c):x)"
+            "its products' lower-order columns are in the design (y ~ x*C(c), x1*x2, "
+            "y ~ 0 + C(c) + C(c):x, or y ~ C(c) + C(c):x with C(c) in treatment coding; "
+            "not x:C(c) alone nor another coding)"
         )
     if lost is null or not offsets:
         raise DataError(

@@ -138,14 +138,18 @@ def test_two_numerics_far_from_zero_fit_as_their_centred_product():
 def test_product_without_its_main_effect_stays_refused():
     """``x1:C(c)`` alone codes every level of c (x1·1[c = a], ...): centred, its span
     would hold the indicators, which the formula's does not, so x1 is not centred and
-    the near dependence is refused as on main.  ``C(c) + x1:C(c)`` spans what
-    ``x1*C(c)`` does, but its products need indicators of every level (``C(c)[a]``),
-    which are no column of its design: not centred either, refused as on main."""
+    the near dependence is refused as on main.  ``C(c) + x1:C(c)`` with C(c) in sum
+    coding spans what ``x1*C(c)`` does, but its products need indicators of every
+    level, which its design gives only with thirds (in treatment coding they are the
+    intercept less columns, or columns: centred, tested below): not centred either."""
     df = _frame(1e6)
-    for formula in ("y ~ x1:C(c)", "y ~ C(c) + x1:C(c)"):
+    for formula, cell in (
+        ("y ~ x1:C(c)", r"x1:C\(c\)\[a\]"),
+        ("y ~ C(c, contr.sum) + x1:C(c, contr.sum)", r"x1:C\(c, contr.sum\)\[a\]"),
+    ):
         model = dmixed.mixedlm(formula, df, groups="g")
         assert model.spec.centres == {}
-        with pytest.raises(DataError, match=r"x1:C\(c\)\[a\]"):
+        with pytest.raises(DataError, match=cell):
             model.fit()
 
 
@@ -320,11 +324,12 @@ def test_column_read_by_re_formula_is_refused_saying_why_it_is_not_centred():
 
 
 def test_product_without_main_effect_far_from_zero_is_not_told_rank_deficient():
-    """``C(c):x1`` coded without ``x1``'s main effect, ``x1`` far from zero: the design
-    has full rank to the statistics' rounding, so the refusal says nearly dependent and
-    how to centre the column, not rank deficient."""
+    """``C(c):x1`` coded without ``x1``'s main effect, ``x1`` far from zero, ``C(c)`` in
+    sum coding (whose indicators the intercept and its columns give only with thirds):
+    the design has full rank to the statistics' rounding, so the refusal says nearly
+    dependent and how to centre the column, not rank deficient."""
     with pytest.raises(DataError, match="nearly linearly dependent") as info:
-        dmixed.mixedlm("y ~ C(c):x1 + C(c)", _frame(1e6), groups="g").fit()
+        dmixed.mixedlm("y ~ C(c, contr.sum):x1 + C(c, contr.sum)", _frame(1e6), groups="g").fit()
     message = str(info.value)
     assert "has full rank (6 columns)" in message
     assert "rank deficient" not in message
@@ -355,3 +360,136 @@ def test_no_intercept_cell_slopes_far_from_zero_fit_as_their_centred_form(kernel
         bound = 1e-9 * (abs(centred.fe_params.iloc[own]) + abs(mean * b))
         assert abs(raw.fe_params.iloc[own] - expected) <= bound
         np.testing.assert_allclose(raw.bse.iloc[slope], centred.bse.iloc[slope], rtol=1e-6)
+
+
+_SPANS_ONE = [
+    "C(c)",
+    "cr(u, knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10)",
+    "cc(u, knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10)",
+    "bs(u, knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10, include_intercept=True)",
+]
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize("term", _SPANS_ONE)
+def test_no_intercept_far_column_beside_columns_summing_to_one_fits_as_centred(
+    term, kernels, monkeypatch
+):
+    """``0 + cr(u, ...) + x1`` (no intercept, but the spline's columns sum to one) with
+    x1 near 1.7e9 fits (main refused it as rank deficient; ``0 + C(c) + x1`` it fitted
+    about 1e-5 off in the llf): the llf and x1's slope are those of the fit of
+    ``x1 − m``, and each other coefficient is that fit's minus m times the slope (the
+    constant is the sum of the term's columns)."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _frame(1.7e9)
+    df["u"] = np.random.default_rng(5).uniform(0, 10, len(df))
+    m = 1.7e9
+    raw = dmixed.mixedlm(f"y ~ 0 + {term} + x1", df, groups="g").fit()
+    centred = dmixed.mixedlm(f"y ~ 0 + {term} + x1", df.assign(x1=df.x1 - m), groups="g").fit()
+    assert raw.model.spec.centres
+    assert abs(raw.llf - centred.llf) <= 1e-9 * abs(centred.llf)
+    b = centred.fe_params.iloc[-1]
+    np.testing.assert_allclose(raw.fe_params.iloc[-1], b, rtol=1e-7)
+    own = centred.fe_params.iloc[:-1].to_numpy()
+    expected = own - m * b
+    bound = 1e-9 * (np.abs(own) + abs(m * b))
+    assert (np.abs(raw.fe_params.iloc[:-1].to_numpy() - expected) <= bound).all()
+    np.testing.assert_allclose(raw.bse.iloc[-1], centred.bse.iloc[-1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize(
+    "term", ["c", "C(c, Sum)", "C(c, Helmert)", "C(c, Poly)", "C(c, Diff)", "C(c, contr.sum)"]
+)
+def test_no_intercept_far_column_beside_a_factor_of_any_full_coding_fits_as_centred(
+    term, kernels, monkeypatch
+):
+    """``0 + c + x1`` (a text column, a factor without ``C()``) and ``0 + C(c, Sum) +
+    x1`` (Sum, Helmert, Poly, Diff: full rank, a constant column in the coding) with x1
+    near 1.7e9 were read uncentred, about 3e-6 off in the llf: now the llf and x1's
+    slope are those of the fit of ``x1 − m``, and the factor's coefficients are that
+    fit's less m times the slope times the weights ``w`` that make the constant
+    (``X_c w = 1``)."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _frame(1.7e9)
+    m = 1.7e9
+    formula = f"y ~ 0 + {term} + x1"
+    raw = dmixed.mixedlm(formula, df, groups="g").fit()
+    centred = dmixed.mixedlm(formula, df.assign(x1=df.x1 - m), groups="g").fit()
+    assert raw.model.spec.centres
+    assert abs(raw.llf - centred.llf) <= 1e-12 * abs(centred.llf)
+    b = centred.fe_params.iloc[-1]
+    np.testing.assert_allclose(raw.fe_params.iloc[-1], b, rtol=1e-9)
+    factor = np.asarray(centred.model.exog)[:, :-1]
+    # (rounded: the weights are small integers or their inverses; lstsq's 1e-17 for
+    # a zero weight times m would be a visible error)
+    w = np.round(np.linalg.lstsq(factor, np.ones(len(factor)), rcond=None)[0], 10)
+    np.testing.assert_allclose(factor @ w, 1.0, atol=1e-12)
+    own = centred.fe_params.iloc[:-1].to_numpy()
+    expected = own - m * b * w
+    bound = 1e-9 * (np.abs(own) + np.abs(m * b * w)) + 1e-12
+    assert (np.abs(raw.fe_params.iloc[:-1].to_numpy() - expected) <= bound).all()
+
+
+def test_no_intercept_far_column_without_a_constant_is_left_as_it_is():
+    """``0 + x1`` and ``0 + bs(u, ...) + x1`` (columns that do not sum to one) take no
+    centre: the design has no constant to carry it."""
+    df = _frame(1.7e9)
+    df["u"] = np.random.default_rng(5).uniform(0, 10, len(df))
+    for formula in ("y ~ 0 + x1", "y ~ 0 + bs(u, knots=(5,), lower_bound=0, upper_bound=10) + x1"):
+        model = dmixed.mixedlm(formula, df, groups="g")
+        assert not model.spec.centres
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_reduced_factor_with_its_cell_slopes_far_from_zero_fits_as_centred(kernels, monkeypatch):
+    """``C(c) + C(c):x1`` (intercept, C(c) in treatment coding, a slope per level) with
+    x1 near 1e6 was refused as nearly dependent: each level's indicator that the slopes
+    need is the intercept less the other levels' columns (the base level) or a column
+    of C(c).  The llf and slopes are those of the fit of ``x1 − m``; the intercept is
+    that fit's minus m times the base level's slope, each other level's column its own
+    minus m times the difference of the slopes."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _frame(1e6)
+    m = 1e6
+    formula = "y ~ C(c) + C(c):x1"
+    raw = dmixed.mixedlm(formula, df, groups="g").fit()
+    centred = dmixed.mixedlm(formula, df.assign(x1=df.x1 - m), groups="g").fit()
+    assert raw.model.spec.centres
+    assert abs(raw.llf - centred.llf) <= 1e-9 * abs(centred.llf)
+    fe = centred.fe_params
+    slope = {level: fe[f"C(c)[{level}]:x1"] for level in "abc"}
+    expected = fe.copy()
+    expected["Intercept"] -= m * slope["a"]
+    for level in "bc":
+        expected[f"C(c)[T.{level}]"] -= m * (slope[level] - slope["a"])
+    bound = 1e-9 * (np.abs(fe) + m * max(abs(v) for v in slope.values()))
+    assert (np.abs(raw.fe_params - expected) <= bound).all()
+    np.testing.assert_allclose(
+        raw.bse[[f"C(c)[{v}]:x1" for v in "abc"]],
+        centred.bse[[f"C(c)[{v}]:x1" for v in "abc"]],
+        rtol=1e-6,
+    )
+    other_base = "y ~ C(c, Treatment('b')) + C(c, Treatment('b')):x1"
+    moved = dmixed.mixedlm(other_base, df, groups="g").fit()
+    assert moved.model.spec.centres
+    assert abs(moved.llf - raw.llf) <= 1e-9 * abs(raw.llf)  # the same model, recoded
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_text_factor_without_c_and_its_cell_slopes_far_from_zero_fits_as_centred(
+    kernels, monkeypatch
+):
+    """``c + c:x1`` with ``c`` a text column (a factor without ``C()``) and x1 near
+    1.7e9 was refused as nearly dependent though ``C(c) + C(c):x1`` is centred: the
+    reduced columns of a bare factor were not found.  The llf and fitted values are
+    those of the fit of ``x1 − m``, and so are the slopes."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _frame(1.7e9)
+    raw = dmixed.mixedlm("y ~ c + c:x1", df, groups="g").fit()
+    centred = dmixed.mixedlm("y ~ c + c:x1", df.assign(x1=df.x1 - 1.7e9), groups="g").fit()
+    assert raw.model.spec.centres
+    assert abs(raw.llf - centred.llf) <= 1e-12 * abs(centred.llf)
+    slopes = [n for n in raw.fe_params.index if n.endswith(":x1")]
+    assert len(slopes) == 3
+    np.testing.assert_allclose(raw.fe_params[slopes], centred.fe_params[slopes], rtol=1e-7)

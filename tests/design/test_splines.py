@@ -18,7 +18,7 @@ import dmixed
 from dmixed.design import ModelSpec, build_spec
 from dmixed.design.build import refuse_frozen_in_text
 from dmixed.design.stateful import frozen_transforms, learned_state, validated_state
-from dmixed.errors import BadValuesError, CheckpointError, FormulaError
+from dmixed.errors import BadValuesError, CheckpointError, DataError, FormulaError
 
 # the fixture's row with a missing value is dropped, as statsmodels drops it
 pytestmark = pytest.mark.filterwarnings("ignore::dmixed.errors.DroppedRowsWarning")
@@ -695,6 +695,75 @@ def test_dask_refuses_learned_cubic_state_naming_what_to_give(frame):
         refuse_frozen_in_text(
             "y ~ cc(x, df=4, constraints='center')", None, None, "data read from files"
         )
+
+
+def test_dask_refusal_of_a_centred_cubic_beside_a_factor_advises_a_design_that_fits(frame):
+    """With a C() factor in the formula, leaving out the intercept (main's advice) gives
+    the factor an indicator per level, which sum to one as the uncentred basis's columns
+    do: the refusal says so and what fits instead (drop_cols, or bs() with the intercept),
+    and both fit."""
+    dd = pytest.importorskip("dask.dataframe")
+    data = frame.dropna().assign(c=lambda d: np.array(list("abc"))[np.arange(len(d)) % 3])
+    ddf = dd.from_pandas(data, npartitions=3)
+    knots = "knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10"
+    with pytest.raises(FormulaError) as refused:
+        dmixed.mixedlm(f"y ~ C(c) + cr(x, {knots}, constraints='center')", ddf, groups="g")
+    message = str(refused.value)
+    assert "indicators of C(c)" in message
+    assert "'0 + ...' is collinear too" in message
+    assert "drop_cols=['C(c)[<a level>]']" in message
+    with pytest.raises(DataError, match="rank deficient"):  # main's advice
+        dmixed.mixedlm(f"y ~ 0 + C(c) + cr(x, {knots})", ddf, groups="g").fit()
+    dropped = dmixed.mixedlm(
+        f"y ~ 0 + C(c) + cr(x, {knots})", ddf, groups="g", drop_cols=["C(c)[a]"]
+    ).fit()
+    kept = dmixed.mixedlm(f"y ~ C(c) + bs(x, {knots})", ddf, groups="g").fit()
+    assert np.isfinite(dropped.llf) and np.isfinite(kept.llf)
+    with pytest.raises(FormulaError) as plain:
+        dmixed.mixedlm(f"y ~ cr(x, {knots}, constraints='center')", ddf, groups="g")
+    assert "leave out the intercept, '0 + ...'" in str(plain.value)
+
+
+def test_dask_text_made_from_an_object_column_of_floats_is_read_as_numbers_by_a_spline():
+    """``dd.from_pandas`` makes an ``object`` column of floats ``string`` (Dask's
+    convert-string): the spline reads the values as numbers and the fit equals the fit of
+    the floats, as on main (the refusal of text is for files of different types only)."""
+    dd = pytest.importorskip("dask.dataframe")
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 10, 400)
+    data = pd.DataFrame({"y": np.sin(x) + rng.normal(size=400), "x": x, "g": np.arange(400) % 40})
+    formula = "y ~ bs(x, knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10)"
+    ddf = dd.from_pandas(data.assign(x=data["x"].astype(object)), npartitions=2)
+    if str(ddf["x"].dtype) == "object":
+        pytest.skip("this Dask keeps object columns (convert-string off)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.errors.TextConversionWarning)
+        got = dmixed.mixedlm(formula, ddf, groups="g").fit()
+    want = dmixed.mixedlm(formula, data, groups="g").fit()
+    assert got.llf == pytest.approx(want.llf, rel=1e-12, abs=1e-9)
+    np.testing.assert_allclose(got.fe_params.to_numpy(), want.fe_params.to_numpy(), rtol=1e-10)
+
+
+def test_dask_refusal_of_a_centred_cubic_names_a_factor_of_nested_calls_or_a_text_column(frame):
+    """The advice's factor is read from the parsed terms: ``C(c, Treatment('b'))``
+    (nested parentheses) and a text column ``c`` without ``C()`` are named, with the
+    ``drop_cols`` entry that fits (the older advice, '0 + ...', is collinear there)."""
+    dd = pytest.importorskip("dask.dataframe")
+    data = frame.dropna().assign(c=lambda d: np.array(list("abc"))[np.arange(len(d)) % 3])
+    ddf = dd.from_pandas(data, npartitions=3)
+    knots = "knots=(2.5, 5, 7.5), lower_bound=0, upper_bound=10"
+    for factor in ("C(c, Treatment('b'))", "c"):
+        with pytest.raises(FormulaError) as refused:
+            dmixed.mixedlm(f"y ~ {factor} + cr(x, {knots}, constraints='center')", ddf, groups="g")
+        message = str(refused.value)
+        assert f"indicators of {factor} (one per level)" in message, message
+        assert f"drop_cols=[{factor + '[<a level>]'!r}]" in message, message
+    with pytest.raises(DataError, match="rank deficient"):
+        dmixed.mixedlm(f"y ~ 0 + c + cr(x, {knots})", ddf, groups="g").fit()
+    dropped = dmixed.mixedlm(
+        f"y ~ 0 + c + cr(x, {knots})", ddf, groups="g", drop_cols=["c[a]"]
+    ).fit()
+    assert np.isfinite(dropped.llf)
 
 
 def test_dask_accepts_a_cubic_with_every_knot_given(frame):

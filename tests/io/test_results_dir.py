@@ -644,7 +644,7 @@ def test_results_of_weights_in_any_unit_round_trip(tmp_path, factor):
     fit.save(tmp_path / "out")
     back = dmixed.load(tmp_path / "out")
     estimates = json.loads((tmp_path / "out" / "estimates.json").read_text())
-    assert estimates["format_version"] == dmixed.io.results_dir.FORMAT_VERSION == 7
+    assert estimates["format_version"] == dmixed.io.results_dir.NAMED_COLUMNS_FORMAT_VERSION == 7
     if factor == 1.0:
         assert "cov_params_weighted" not in estimates["estimates"]
     else:
@@ -777,7 +777,7 @@ def test_tuple_labels_round_trip_with_their_parts_types(tmp_path, kind):
     df, fit = _tuple_keyed_fit(TUPLE_KEYS[kind])
     fit.save(tmp_path / "r")
     doc = json.loads((tmp_path / "r" / "estimates.json").read_text())
-    assert doc["format_version"] == dmixed.io.results_dir.FORMAT_VERSION == 7
+    assert doc["format_version"] == dmixed.io.results_dir.NAMED_COLUMNS_FORMAT_VERSION == 7
     assert doc["estimates"]["group_label_form"] == "tuple-json"
     back = dmixed.load(tmp_path / "r")
     expected = [
@@ -902,7 +902,7 @@ def test_names_earlier_versions_rebuild_otherwise_are_saved_as_a_newer_format(
     fit = dmixed.mixedlm(formula, df, groups="g").fit()
     fit.save(tmp_path / "r")
     doc = json.loads((tmp_path / "r" / "estimates.json").read_text())
-    assert doc["format_version"] == dmixed.io.results_dir.FORMAT_VERSION >= 6
+    assert doc["format_version"] == dmixed.io.results_dir.NAMED_COLUMNS_FORMAT_VERSION >= 6
     as_numbered(tmp_path / "r", version)  # as format 6 wrote it
     back = dmixed.load(tmp_path / "r")
     assert list(back.fe_params.index) == list(fit.fe_params.index)
@@ -926,7 +926,7 @@ def test_a_vc_formula_in_statsmodels_order_is_saved_as_a_newer_format(tmp_path, 
     assert list(fit.model.spec.vc_column_names[0]) == ["C(a)[hi]", "C(a)[lo]", "C(a)[mid]", "x1"]
     fit.save(tmp_path / "r")
     doc = json.loads((tmp_path / "r" / "estimates.json").read_text())
-    assert doc["format_version"] == dmixed.io.results_dir.FORMAT_VERSION
+    assert doc["format_version"] == dmixed.io.results_dir.NAMED_COLUMNS_FORMAT_VERSION
     back = dmixed.load(tmp_path / "r")
     np.testing.assert_array_equal(back.vcomp, fit.vcomp)
     monkeypatch.setattr(dmixed.io.results_dir, "FORMAT_VERSION", 5)  # an earlier reader
@@ -1024,3 +1024,32 @@ def test_results_saved_naming_a_one_column_spline_with_its_index_still_load(tmp_
     np.testing.assert_array_equal(back.fe_params.to_numpy(), fit.fe_params.to_numpy())
     rows = df.rename(columns={"my x": "my_x"}).iloc[:25]
     np.testing.assert_array_equal(np.asarray(back.predict(rows)), np.asarray(fit.predict(rows)))
+
+
+def test_results_of_centres_earlier_versions_refuse_are_a_newer_format(tmp_path, monkeypatch):
+    """``0 + C(c) + ts`` with ts near 1.7e9 is read about a centre that versions
+    before format 8 refuse as "malformed saved centres": its results are saved as
+    format 8, which those versions refuse as written by a newer dmixed; ``ts*C(c)``
+    (centred by those versions too) is saved as format 7.  Both load back."""
+    rng = np.random.default_rng(4)
+    n = 300
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "ts": 1.7e9 + rng.uniform(0, 2e5, n),
+            "c": rng.choice(list("abc"), n),
+            "g": np.arange(n) % 30,
+        }
+    )
+    for formula, version in [("y ~ 0 + C(c) + ts", 8), ("y ~ ts * C(c)", 7)]:
+        fit = dmixed.mixedlm(formula, df, groups="g").fit()
+        assert fit.model.spec.centres, formula
+        fit.save(tmp_path / str(version))
+        doc = json.loads((tmp_path / str(version) / "estimates.json").read_text())
+        assert doc["format_version"] == version, formula
+        back = dmixed.load(tmp_path / str(version))
+        np.testing.assert_array_equal(back.fe_params.to_numpy(), fit.fe_params.to_numpy())
+    monkeypatch.setattr(dmixed.io.results_dir, "FORMAT_VERSION", 7)  # an earlier reader
+    with pytest.raises(CheckpointError, match=r"estimates.json was written by a newer"):
+        dmixed.load(tmp_path / "8")
+    dmixed.load(tmp_path / "7")
