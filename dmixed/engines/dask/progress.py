@@ -29,6 +29,7 @@ import dask
 import numpy as np
 from dask.utils import format_bytes, parse_timedelta
 
+from ...design.partitions import cluster_waits
 from ...errors import ClusterClosedError, NoWorkersError, WorkersDiedError, WorkersPausedError
 
 logger = logging.getLogger("dmixed")
@@ -505,6 +506,18 @@ def wait_for(
     finally:
         if subscribed:
             client.unsubscribe_topic(PROGRESS_TOPIC)
+
+
+def design_waits():
+    """A context in which the design layer's reads on a cluster (the first values and
+    rows of the data, the response: :func:`~dmixed.design.partitions.compute_with`)
+    are waited for as :func:`wait_for` waits, so that they end as the data pass's do
+    (workers paused or gone) rather than wait for ever."""
+    return cluster_waits(_design_wait)
+
+
+def _design_wait(client, futures, what: str) -> None:
+    wait_for(client, futures, what=what)
 
 
 def _memory_restarts(client, since: float) -> list[dict]:

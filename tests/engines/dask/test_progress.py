@@ -534,3 +534,41 @@ def test_a_paused_worker_does_not_end_a_wait_whose_work_runs_on_another(
     assert future.result() == 7
     told = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
     assert len(told) == 1 and "paused 1 of 2 workers" in told[0], told
+
+
+def test_a_design_read_stalled_on_paused_workers_ends_the_build_with_what_to_do(
+    client, monkeypatch, caplog
+):
+    """The model's build reads the data's first values on the cluster (an integer
+    column of the formula: its reference) before any data pass: with every worker
+    reported paused and the read not moving, the build ends with
+    :class:`WorkersPausedError` (logged once before), as a data pass's wait does,
+    instead of waiting for ever."""
+    from dmixed.engines.dask import progress
+
+    monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, 2))
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    df = make_data(n_groups=6, min_size=5, max_size=5, seed=3)
+    df["days"] = np.arange(len(df), dtype=np.int64)
+    ddf = dd.from_map(
+        lambda i: _blocked(df.iloc[i * 10 : (i + 1) * 10]), range(3), meta=df.iloc[:0]
+    )
+    _STARTED.clear()
+    _RELEASE.clear()
+    releaser = threading.Timer(20, _RELEASE.set)  # on a build that never ends
+    releaser.start()
+    try:
+        with (
+            dask.config.set({"dmixed.paused-workers-timeout": "0.1s"}),
+            caplog.at_level("WARNING", logger="dmixed"),
+            pytest.raises(WorkersPausedError, match="more memory") as info,
+        ):
+            dmixed.mixedlm("y ~ x1 + days", ddf, groups="g", client=client)
+    finally:
+        _RELEASE.set()
+        releaser.cancel()
+    assert "reading the first values" in str(info.value)
+    assert "300.00 MiB of 314.71 MiB" in str(info.value)
+    told = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
+    assert len(told) == 1 and "paused 2 of 2 workers" in told[0], told
