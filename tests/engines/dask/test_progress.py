@@ -572,3 +572,26 @@ def test_a_design_read_stalled_on_paused_workers_ends_the_build_with_what_to_do(
     assert "300.00 MiB of 314.71 MiB" in str(info.value)
     told = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
     assert len(told) == 1 and "paused 2 of 2 workers" in told[0], told
+
+
+def test_a_wait_whose_tasks_no_worker_runs_ends_with_what_to_do(client, monkeypatch):
+    """A waited task that no worker will run (here placed on a worker the cluster does
+    not have; in a user's fit, on workers killed at their memory limit, which
+    distributed does not replace) while the workers run nothing: the wait ends after
+    ``dmixed.no-workers-timeout`` with :class:`NoWorkersError` saying so, not for ever."""
+    from dmixed.engines.dask import progress
+
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    future = client.submit(_blocked, 3, workers=["tcp://192.0.2.1:1"], pure=False)
+    stopper = threading.Timer(20, client.cancel, [[future]])  # a wait that never ends
+    stopper.start()
+    try:
+        with (
+            dask.config.set({"dmixed.no-workers-timeout": "0.2s"}),
+            pytest.raises(NoWorkersError, match="no worker of the Dask cluster has run"),
+        ):
+            progress.wait_for(client, [future], what="a test pass")
+    finally:
+        stopper.cancel()
+        client.cancel([future])
