@@ -595,3 +595,33 @@ def test_a_wait_whose_tasks_no_worker_runs_ends_with_what_to_do(client, monkeypa
     finally:
         stopper.cancel()
         client.cancel([future])
+
+
+def test_a_persist_still_computing_on_paused_workers_ends_the_wait_for_it(client, monkeypatch):
+    """The data pass waits for a collection still being persisted (to know where its
+    partitions are): with the workers reported paused and the persist not moving, that
+    wait too ends with :class:`WorkersPausedError`."""
+    from dmixed.engines.dask import progress
+    from dmixed.engines.dask.graph import resident_chains
+
+    monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, 2))
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    df = make_data(n_groups=6, min_size=5, max_size=5, seed=3)
+    _STARTED.clear()
+    _RELEASE.clear()
+    ddf = dd.from_map(
+        lambda i: _blocked(df.iloc[i * 10 : (i + 1) * 10]), range(3), meta=df.iloc[:0]
+    )
+    persisted = client.persist(ddf)
+    releaser = threading.Timer(20, _RELEASE.set)  # on a wait that never ends
+    releaser.start()
+    try:
+        with (
+            dask.config.set({"dmixed.paused-workers-timeout": "0.1s"}),
+            pytest.raises(WorkersPausedError, match="the persisted data"),
+        ):
+            resident_chains(persisted[["g", "y"]], client, "auto")
+    finally:
+        _RELEASE.set()
+        releaser.cancel()
