@@ -793,7 +793,7 @@ def chain_summary(pieces: Pieces, kinds, plan: ScanPlan, to_scan: list) -> Parti
     merge = SummaryMerge()
     for pdf in frames:
         merge.add(summarize_partition(pdf, kinds, plan, to_scan, frames.number))
-    del pdf
+        del pdf  # the last partition too is freed before its read buffers are given back
     release_read_buffers()
     return merge.summary()
 
