@@ -597,6 +597,39 @@ def test_a_wait_whose_tasks_no_worker_runs_ends_with_what_to_do(client, monkeypa
         client.cancel([future])
 
 
+def test_a_wait_whose_workers_were_killed_at_their_memory_limit_says_so(client, monkeypatch):
+    """As above, where the nannies restarted workers at their memory limit since the
+    wait began (a stand-in for the scheduler's ``worker-restart-memory`` events): the
+    wait ends with :class:`WorkersDiedError` naming the limit and what a worker reached."""
+    from dmixed.engines.dask import progress
+
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    real_events = client.get_events
+
+    def events(topic=None):
+        if topic != "worker-restart-memory":
+            return real_events(topic)
+        return [(time.time(), {"worker": "tcp://192.0.2.1:1", "rss": 326 * 2**20})]
+
+    monkeypatch.setattr(client, "get_events", events)
+    future = client.submit(_blocked, 3, workers=["tcp://192.0.2.1:1"], pure=False)
+    stopper = threading.Timer(20, client.cancel, [[future]])  # a wait that never ends
+    stopper.start()
+    try:
+        with (
+            dask.config.set({"dmixed.no-workers-timeout": "0.2s"}),
+            pytest.raises(WorkersDiedError, match="killed at their memory limit") as info,
+        ):
+            progress.wait_for(client, [future], what="a test pass")
+    finally:
+        stopper.cancel()
+        client.cancel([future])
+    message = str(info.value)
+    assert message.startswith("a test pass: 1 Dask worker(s)"), message
+    assert "a worker reached 326.00 MiB" in message and "no worker has run" in message
+
+
 def test_a_persist_still_computing_on_paused_workers_ends_the_wait_for_it(client, monkeypatch):
     """The data pass waits for a collection still being persisted (to know where its
     partitions are): with the workers reported paused and the persist not moving, that
