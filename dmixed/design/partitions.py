@@ -315,6 +315,22 @@ def current_client():
     return current if getattr(current, "status", "running") == "running" else None
 
 
+def _scheduler_client():
+    """The ``distributed`` client that ``dask.compute`` would run on here (Dask's
+    scheduler choice: a ``dask.config.set(scheduler="threads")`` or ``"sync"`` of a
+    user's wins over a default client), None where it would run elsewhere."""
+    from dask.base import get_scheduler
+
+    try:
+        get = get_scheduler()
+    except (RuntimeError, ValueError):  # dask.compute raises it as it is
+        return None
+    owner = getattr(get, "__self__", None)
+    if owner is None or type(owner).__name__ != "Client":
+        return None
+    return owner if getattr(owner, "status", "running") == "running" else None
+
+
 #: how the design layer waits for its reads on a cluster: ``wait(client, futures,
 #: what)``, set by the layer that fits (:func:`cluster_waits`) to its bounded wait, or
 #: None (distributed's gather, which waits for ever: workers paused at their memory
@@ -343,7 +359,7 @@ def compute_with(tasks: list, client=None, what: str = "reading the data") -> tu
     fit's errors for a cluster that cannot run them: no workers, workers paused)."""
     wait = _CLUSTER_WAIT.get()
     if client is None and wait is not None:
-        client = current_client()  # where dask.compute would run them
+        client = _scheduler_client()  # the client dask.compute would run them on, if any
     if client is None:
         import dask
 
