@@ -648,11 +648,24 @@ def _under_stats_lock(name: str):
     return wrap
 
 
+@contextlib.contextmanager
+def _on_cluster(job: Job) -> Iterator:
+    """The job's client (:func:`~dmixed.cluster.connect`), inside which the design's
+    reads on the cluster (the first values and rows and the level scans of the model's
+    build in ``fit``, of the grown model in ``update``) are bounded as the data pass's
+    waits (:func:`~dmixed.engines.dask.progress.design_waits`): workers paused at their
+    memory threshold end the job with its cluster error, not a wait for ever."""
+    from .cluster import connect
+    from .engines.dask.progress import design_waits
+
+    with connect(_cluster_of(job), on_interrupt=quiet_after_interrupt) as client, design_waits():
+        yield client
+
+
 @_under_stats_lock("fit")
 def run_fit(job: Job, job_file: str | None = None) -> int:
     """``dmixed fit``: data pass (or saved statistics of the same job), fit, write
     (``job_file``: the ``--job`` given, named in a refusal's remedy)."""
-    from .cluster import connect
     from .design.build import parse_formulas, refuse_frozen_in_text
     from .stats import checkpoint
 
@@ -677,11 +690,7 @@ def run_fit(job: Job, job_file: str | None = None) -> int:
             with _job_errors(job, reads_data=True):
                 refuse_frozen_in_text(job.formula, job.re_formula, job.vc_formula, _FILES_READ)
     # a reuse needs no cluster either: the optimization runs on the saved statistics
-    cluster = (
-        contextlib.nullcontext()
-        if reuse
-        else connect(_cluster_of(job), on_interrupt=quiet_after_interrupt)
-    )
+    cluster = contextlib.nullcontext() if reuse else _on_cluster(job)
     save_statistics = None
     with cluster as client, _job_errors(job, reads_data=not reuse):
         if reuse:  # no data read
@@ -750,7 +759,6 @@ def _refuse_repeated(
 @_under_stats_lock("update")
 def run_update(job: Job) -> int:
     """``dmixed update``: statistics of the new files added to the saved ones, refit."""
-    from .cluster import connect
     from .design import ModelSpec
     from .design.new_levels import grown_spec
     from .engines.local import statistics_from_arrays
@@ -778,7 +786,7 @@ def run_update(job: Job) -> int:
     old, _ = checkpoint.load_statistics(job.stats_dir)
     with (
         _new_levels_refused(job),
-        connect(_cluster_of(job), on_interrupt=quiet_after_interrupt) as client,
+        _on_cluster(job) as client,
         _job_errors(job, reads_data=True),
     ):
         saved = _saved_label_types(manifest["spec"], old.labels)

@@ -8,6 +8,7 @@ the data.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import time
@@ -103,6 +104,18 @@ def _scan_chains(data, client=None):
     if client is None:  # the current client's workers (level_scan_chains' default)
         return level_scan_chains
     return functools.partial(level_scan_chains, client=client)
+
+
+def _design_waits(data):
+    """For Dask ``data``, the Dask engine's bounded waits for the design's reads on the
+    cluster (:func:`~dmixed.engines.dask.progress.design_waits`: workers paused at their
+    memory threshold end the build with the fit's error, not a wait for ever); else a
+    context that does nothing."""
+    if not is_dask(data):
+        return contextlib.nullcontext()
+    from .engines.dask.progress import design_waits
+
+    return design_waits()
 
 
 class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
@@ -404,20 +417,21 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         frame = inspect.currentframe()
         env = capture(eval_env, frame.f_back if frame is not None else None)
         del frame
-        spec, prepared, data = build_spec_prepared(
-            data,
-            formula,
-            groups,
-            re_formula=re_formula,
-            vc_formula=vc_formula,
-            weights=weights,
-            missing=missing,
-            env=env,
-            drop_cols=drop_cols,
-            scan_chains=_scan_chains(data, client),
-            fit_rows=True,
-            client=client,
-        )
+        with _design_waits(data):
+            spec, prepared, data = build_spec_prepared(
+                data,
+                formula,
+                groups,
+                re_formula=re_formula,
+                vc_formula=vc_formula,
+                weights=weights,
+                missing=missing,
+                env=env,
+                drop_cols=drop_cols,
+                scan_chains=_scan_chains(data, client),
+                fit_rows=True,
+                client=client,
+            )
         if prepared is not None:  # pandas data, prepared once for the spec's checks
             rows = rows_of_frame(spec, data, prepared)
             factors = fixed_factors(spec, data.dtypes)

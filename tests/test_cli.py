@@ -41,6 +41,8 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+import dask
+import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -1266,6 +1268,52 @@ def test_exit_status_of_a_data_error_is_decided_by_its_class(
         assert proc.returncode == status, proc.stderr
         assert proc.stderr == f"dmixed: error: {exc}\n"
         assert not (tmp_path / "o").exists()
+
+
+def test_a_model_build_stalled_on_paused_workers_exits_5_naming_the_read(
+    client, tmp_path, monkeypatch
+):
+    """``dmixed fit`` reads the data's first values on the cluster while it builds the
+    model (an integer column of the formula: its reference), before the data pass: with
+    every worker reported paused and that read not moving, the command exits 5 with
+    ``WorkersPausedError`` after ``dmixed.paused-workers-timeout`` (was: a wait for
+    ever, the read outside the bounded waits)."""
+    from dmixed import cluster
+    from dmixed.engines.dask import progress
+
+    from .engines.dask.test_progress import _RELEASE, _STARTED, _blocked, _paused_roster
+
+    df = make_data(n_groups=6, min_size=5, max_size=5, seed=3)
+    df["days"] = np.arange(len(df), dtype=np.int64)
+    df.to_parquet(tmp_path / "d.parquet", index=False)
+    ddf = dd.from_map(
+        lambda i: _blocked(df.iloc[i * 10 : (i + 1) * 10]), range(3), meta=df.iloc[:0]
+    )
+    _STARTED.clear()
+    _RELEASE.clear()
+
+    @contextlib.contextmanager
+    def connect(*args, **kwargs):
+        with client.as_current():
+            yield client
+
+    monkeypatch.setattr(cluster, "connect", connect)  # the in-process cluster
+    monkeypatch.setattr(cli, "read_data", lambda *a, **k: (ddf, [str(tmp_path / "d.parquet")]))
+    monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, 2))
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    releaser = threading.Timer(20, _RELEASE.set)  # on a build that never ends
+    releaser.start()
+    fit = ["fit", "--data", "d.parquet", "--formula", "y ~ x1 + days", "--groups", "g"]
+    try:
+        with dask.config.set({"dmixed.paused-workers-timeout": "0.1s"}):
+            proc = run_in_process(*fit, "--output", "o", "--quiet", cwd=tmp_path)
+    finally:
+        _RELEASE.set()
+        releaser.cancel()
+    assert proc.returncode == 5, proc.stderr
+    assert "reading the first values" in proc.stderr and "paused" in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()
 
 
 # --------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from .labels import patsy_spelling
 from .levels import prototype
 from .messages import check_design_fits, check_terms_within_rows, decimal_term, suggest
 from .missing import missing_option
-from .partitions import select_columns
+from .partitions import compute_with, select_columns
 from .plain import PlainFormula, indicator_info, read_plain
 from .prepare import needed_columns, normalized_frame, prepare_columns
 from .scan import LevelScan, is_dask
@@ -1055,7 +1055,7 @@ def dask_constant_response(spec: ModelSpec, ddf, client=None) -> DataError | Non
     column = _response_column(spec)
     parts = select_columns(ddf, response_columns(spec), spec.group_name).to_delayed()
     ranges = [dask.delayed(_partition_range)(part, spec, column) for part in parts]
-    found = client.gather(client.compute(ranges)) if client is not None else dask.compute(*ranges)
+    found = compute_with(ranges, client, "reading the response")
     lows = [low for low, _ in found if not np.isnan(low)]
     highs = [high for _, high in found if not np.isnan(high)]
     if not lows:

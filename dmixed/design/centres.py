@@ -50,6 +50,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from .dtypes import NUMERIC
+from .partitions import compute_with
 
 if TYPE_CHECKING:
     from .build import ParsedFormulas
@@ -424,11 +425,11 @@ def _complete(spec: ModelSpec, centres: dict[str, float]) -> dict[str, float]:
     return centres
 
 
-def _first_rows(data, columns: list[str]):
+def _first_rows(data, columns: list[str], client=None):
     """The first :data:`CENTRE_ROWS` rows of ``columns`` of a Dask collection: its
     first partition, then the next ones (in batches of 1, 2, 4, ...) while they hold
-    fewer rows, up to :data:`CENTRE_PARTITIONS` partitions in all."""
-    import dask
+    fewer rows, up to :data:`CENTRE_PARTITIONS` partitions in all, read on ``client``
+    (:func:`~dmixed.design.partitions.compute_with`)."""
     import pandas as pd
 
     frame = data[columns]
@@ -439,7 +440,7 @@ def _first_rows(data, columns: list[str]):
     batch = 1
     while read < total and rows < CENTRE_ROWS:
         take = range(read, min(read + batch, total))
-        got = dask.compute(*[frame.partitions[i] for i in take])
+        got = compute_with([frame.partitions[i] for i in take], client, "reading the first rows")
         parts.extend(got)
         rows += sum(len(p) for p in got)
         read += len(take)
@@ -449,7 +450,7 @@ def _first_rows(data, columns: list[str]):
     return pd.concat(parts).iloc[:CENTRE_ROWS]
 
 
-def choose_centres(spec: ModelSpec, parsed: ParsedFormulas, data, dask_input: bool):
+def choose_centres(spec: ModelSpec, parsed: ParsedFormulas, data, dask_input: bool, client=None):
     """``{column: centre}`` for the spec's product columns (:func:`product_columns`)
     whose first :data:`CENTRE_ROWS` rows lie far from zero (:func:`centre_of`); empty
     (and no read of the data) when there is none.
@@ -465,7 +466,7 @@ def choose_centres(spec: ModelSpec, parsed: ParsedFormulas, data, dask_input: bo
     columns = product_columns(spec, parsed)
     if not columns:
         return {}
-    part = _first_rows(data, columns) if dask_input else data[columns].iloc[:CENTRE_ROWS]
+    part = _first_rows(data, columns, client) if dask_input else data[columns].iloc[:CENTRE_ROWS]
     found = {}
     for c in columns:
         try:

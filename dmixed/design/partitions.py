@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import pandas as pd
@@ -54,6 +57,7 @@ __all__ = [
     "check_column_kinds",
     "check_persisted",
     "check_text_conversion",
+    "cluster_waits",
     "compute_with",
     "current_client",
     "checked_partition",
@@ -311,14 +315,59 @@ def current_client():
     return current if getattr(current, "status", "running") == "running" else None
 
 
-def compute_with(tasks: list, client=None) -> tuple:
+def _scheduler_client():
+    """The ``distributed`` client that ``dask.compute`` would run on here (Dask's
+    scheduler choice: a ``dask.config.set(scheduler="threads")`` or ``"sync"`` of a
+    user's wins over a default client), None where it would run elsewhere."""
+    from dask.base import get_scheduler
+
+    try:
+        get = get_scheduler()
+    except (RuntimeError, ValueError):  # dask.compute raises it as it is
+        return None
+    owner = getattr(get, "__self__", None)
+    if owner is None or type(owner).__name__ != "Client":
+        return None
+    return owner if getattr(owner, "status", "running") == "running" else None
+
+
+#: how the design layer waits for its reads on a cluster: ``wait(client, futures,
+#: what)``, set by the layer that fits (:func:`cluster_waits`) to its bounded wait, or
+#: None (distributed's gather, which waits for ever: workers paused at their memory
+#: threshold run nothing, and a read of the first partition would never end)
+_CLUSTER_WAIT: ContextVar[Callable | None] = ContextVar("dmixed_cluster_wait", default=None)
+
+
+@contextmanager
+def cluster_waits(wait: Callable) -> Iterator[None]:
+    """Inside, :func:`compute_with` waits for its futures on a cluster with
+    ``wait(client, futures, what)`` before it gathers them (this thread or task only:
+    a context variable)."""
+    token = _CLUSTER_WAIT.set(wait)
+    try:
+        yield
+    finally:
+        _CLUSTER_WAIT.reset(token)
+
+
+def compute_with(tasks: list, client=None, what: str = "reading the data") -> tuple:
     """``dask.compute(*tasks)`` on ``client`` (None: Dask's default scheduler, the
-    current client if any): the results in order; a task's exception raised as it is."""
+    current client if any): the results in order; a task's exception raised as it is.
+
+    On a cluster, inside :func:`cluster_waits`, the futures are first waited for by
+    the wait it set (``what`` names the read in its messages), which may raise (the
+    fit's errors for a cluster that cannot run them: no workers, workers paused)."""
+    wait = _CLUSTER_WAIT.get()
+    if client is None and wait is not None:
+        client = _scheduler_client()  # the client dask.compute would run them on, if any
     if client is None:
         import dask
 
         return tuple(dask.compute(*tasks))
-    return tuple(client.gather(client.compute(list(tasks))))
+    futures = client.compute(list(tasks))
+    if wait is not None:
+        wait(client, futures, what)
+    return tuple(client.gather(futures))
 
 
 #: dask-expr's steps that give columns other names (``rename``, ``df.columns = ...``)

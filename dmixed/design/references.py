@@ -39,6 +39,7 @@ import pandas as pd
 from ..errors import CheckpointError, PrecisionWarning
 from .centres import column_basis, reads_column
 from .dtypes import EXACT_INTEGERS, NUMERIC, column_class, to_float
+from .partitions import compute_with
 from .warn_relay import warn_data
 
 if TYPE_CHECKING:
@@ -120,22 +121,21 @@ def linear_columns(spec: ModelSpec, parsed: ParsedFormulas, integers) -> list[st
     return out
 
 
-def first_values(data, columns: list[str], dask_input: bool) -> dict[str, int]:
+def first_values(data, columns: list[str], dask_input: bool, client=None) -> dict[str, int]:
     """The first non-missing value of each column, in row order, as a Python int (a
     Dask collection's partitions are read in order until each column has one: usually
-    one partition); columns with none are left out."""
+    one partition, on ``client``: :func:`~dmixed.design.partitions.compute_with`);
+    columns with none are left out."""
     found: dict[str, int] = {}
     if not dask_input:
         for c in columns:
             _first_into(found, data[c], c)
         return found
-    import dask
-
     for i in range(data.npartitions):
         todo = [c for c in columns if c not in found]
         if not todo:
             break
-        (part,) = dask.compute(data[todo].partitions[i])
+        (part,) = compute_with([data[todo].partitions[i]], client, "reading the first values")
         for c in todo:
             _first_into(found, part[c], c)
     return found
@@ -151,15 +151,18 @@ def _first_into(found: dict, s: pd.Series, c: str) -> None:
         found[c] = int(s.iloc[int(valid.argmax())])
 
 
-def choose_references(spec: ModelSpec, parsed: ParsedFormulas, integers, data, dask_input: bool):
+def choose_references(
+    spec: ModelSpec, parsed: ParsedFormulas, integers, data, dask_input: bool, client=None
+):
     """``{column: reference}`` for the spec's linear integer columns
     (:func:`linear_columns`; ``integers``: the numeric columns of an integer dtype) whose
     first value passes :data:`REFERENCE_ABOVE` in magnitude; empty (and no read of the
-    data) when there is none."""
+    data) when there is none.  ``client``: where a Dask collection is read (None: the
+    current client, else Dask's default scheduler)."""
     columns = linear_columns(spec, parsed, integers)
     if not columns:
         return {}
-    firsts = first_values(data, columns, dask_input)
+    firsts = first_values(data, columns, dask_input, client)
     return {c: v for c, v in firsts.items() if abs(v) > REFERENCE_ABOVE}
 
 

@@ -1105,10 +1105,10 @@ def build_spec_prepared(
         )
     if rows is not None:
         check_design_fits(formula, len(data), len(spec.exog_names), exact=True, prototype=False)
-    references = choose_references(spec, parsed, integers, data, dask_input)
+    references = choose_references(spec, parsed, integers, data, dask_input, client)
     if references:
         spec = dataclasses.replace(spec, references=references)
-    centres = choose_centres(spec, parsed, data, dask_input)
+    centres = choose_centres(spec, parsed, data, dask_input, client)
     if centres:
         spec = dataclasses.replace(spec, centres=centres)
     prepared = None

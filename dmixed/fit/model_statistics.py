@@ -180,7 +180,10 @@ class ModelStatistics:
                 raise
             # the level scan reads the response only beside a factor: a constant one is
             # told apart here, in the words of a fit in process (naming its value)
-            constant = dask_constant_response(spec, self.source, client)
+            from ..engines.dask.progress import design_waits
+
+            with design_waits():  # bounded as the data pass's waits
+                constant = dask_constant_response(spec, self.source, client)
             raise (err if constant is None else constant) from None
         self.cached_statistics, self.cached_client = stats, client
         return stats

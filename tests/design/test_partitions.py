@@ -3,6 +3,8 @@ and the projection Dask's readers take themselves."""
 
 from __future__ import annotations
 
+import threading
+
 import dask
 import dask.dataframe as dd
 import numpy as np
@@ -13,6 +15,8 @@ from dmixed.design.dtypes import CATEGORICAL, NUMERIC, NUMERIC_LEVELS
 from dmixed.design.partitions import (
     check_column_kinds,
     checked_partition,
+    cluster_waits,
+    compute_with,
     lost_futures,
     restored_values,
     select_columns,
@@ -349,3 +353,22 @@ def test_decimals_dask_made_text_read_outside_C_are_refused_as_in_process(formul
             dmixed.mixedlm(formula, data, groups="g", **kw)
     with pytest.warns(TextConversionWarning, match=r"object column 'p' \(Decimal values\)"):
         dmixed.mixedlm("y ~ C(p) + x", ddf, groups="g")
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_a_design_read_in_a_fits_waits_runs_on_the_users_scheduler(client, scheduler):
+    """Inside :func:`cluster_waits` a read of the design (``client`` None) runs where
+    ``dask.compute`` would: a ``dask.config.set(scheduler=...)`` of a user's wins over
+    the default distributed client (not waited for there); with no such setting, on the
+    client, waited for."""
+    waited: list[str] = []
+    here = threading.get_ident()
+    task = dask.delayed(threading.get_ident, pure=False)()
+    with client.as_current(), cluster_waits(lambda c, futures, what: waited.append(what)):
+        with dask.config.set(scheduler=scheduler):
+            (ran,) = compute_with([task], what="reading the first values")
+        assert waited == []
+        if scheduler == "sync":
+            assert ran == here
+        (ran,) = compute_with([task], what="reading the first rows")
+    assert waited == ["reading the first rows"] and ran != here

@@ -55,6 +55,7 @@ from .partials import (
     vc_ncols,
 )
 from .pieces import Pieces, partition_pieces
+from .progress import wait_for
 from .ragged import RaggedPacked, combine_tables_converted, combine_tables_node, to_ragged_block
 from .routing import exchange_mode, exchange_summary, reduce_routed
 
@@ -202,10 +203,9 @@ def resident_chains(ddf, client, mode: str) -> list[tuple[Pieces, list]] | None:
     if persisted is None:
         return None
     keys, futures = persisted
-    from distributed import wait
-
-    with client.as_current():  # a fresh persist() may still be computing: its
-        wait(futures)  # partitions are needed now anyway, and then we know where they are
+    # a fresh persist() may still be computing: its partitions are needed now anyway,
+    # and then we know where they are (a bounded wait, as every wait of the fit)
+    wait_for(client, futures, what="the persisted data")
     where = client.who_has(futures)
     if not all(where.get(k) for k in keys):
         return None  # not all in memory (an error, or lost since): one task per partition

@@ -66,7 +66,7 @@ from .ragged import RaggedAccumulator, RaggedPacked, ragged_rows, tables_bytes
 from .relay import relayed
 from .routing import DECISIONS, PendingRows, Router, decision_key, exchange_report
 from .text_columns import text_objects
-from .tuning import prepare_worker
+from .tuning import prepare_worker, release_read_buffers
 
 #: Column holding the group key in the frames of variance-component pairs.
 KEY_COLUMN = "__dmixed_group__"
@@ -326,6 +326,7 @@ def accumulate_frames(
     except DataError as err:
         raise _where(frames, err) from None
     report.flush()
+    release_read_buffers()
     DECISIONS.record(decided, router)
     parts, routed = acc.result(n_buckets), router.result(n_buckets)
     return parts, glob, std, routed, exchange_report(parts, routed, router.reason())
@@ -792,6 +793,8 @@ def chain_summary(pieces: Pieces, kinds, plan: ScanPlan, to_scan: list) -> Parti
     merge = SummaryMerge()
     for pdf in frames:
         merge.add(summarize_partition(pdf, kinds, plan, to_scan, frames.number))
+        del pdf  # the last partition too is freed before its read buffers are given back
+    release_read_buffers()
     return merge.summary()
 
 

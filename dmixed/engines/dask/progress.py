@@ -29,6 +29,7 @@ import dask
 import numpy as np
 from dask.utils import format_bytes, parse_timedelta
 
+from ...design.partitions import cluster_waits
 from ...errors import ClusterClosedError, NoWorkersError, WorkersDiedError, WorkersPausedError
 
 logger = logging.getLogger("dmixed")
@@ -302,7 +303,9 @@ class _WorkerWatch:
     """Ends a wait once the scheduler has had no worker for :func:`no_workers_timeout`,
     or workers have been paused for :func:`paused_timeout` while no future of the wait
     ended and, when that time is up, no worker that is not paused runs a task
-    (:meth:`others_busy`); logs a warning the first time it sees paused workers."""
+    (:meth:`others_busy`), or no future of the wait has ended for
+    :func:`no_workers_timeout` while no worker runs a task (:meth:`check_idle`); logs a
+    warning the first time it sees paused workers."""
 
     def __init__(self, client, what: str) -> None:
         self.client = client
@@ -312,6 +315,9 @@ class _WorkerWatch:
         self.paused_limit = paused_timeout()
         self.paused_since: float | None = None
         self.done = 0
+        self.idle_since: float | None = None
+        self.idle_done = 0
+        self.started = time.time()  # wall clock: the nannies' restart events
         # ask at least four times within the limit, so that it is not overrun by much
         self.every = min(WORKER_RECHECK_INTERVAL, self.limit / 4)
 
@@ -325,6 +331,7 @@ class _WorkerWatch:
             self.since = None
             if known is not None:
                 self.check_paused(known, now, done)
+                self.check_idle(known, now, done)
             return
         if self.since is None:
             self.since = now
@@ -382,6 +389,43 @@ class _WorkerWatch:
                 f"smaller partitions. The Dask config {PAUSED_TIMEOUT_KEY!r} sets how long "
                 "to wait"
             )
+
+    def check_idle(self, known: Roster, now: float, done: int) -> None:
+        """Raise when no future of the wait has ended for :func:`no_workers_timeout`
+        and then no worker of the cluster runs a task (paused workers are
+        :meth:`check_paused`'s): nothing can move the work any more.  So ends work whose
+        tasks were placed on workers that died (killed at their memory limit, say):
+        distributed keeps such a task waiting for its lost worker when every worker
+        died at once, and does not give it to the workers started in their place."""
+        if known.paused or self.idle_since is None or done != self.idle_done:
+            self.idle_since, self.idle_done = now, done
+            return
+        if now - self.idle_since < self.limit:
+            return
+        self.idle_since = now  # asked again only after another limit
+        if self.others_busy(known):
+            return
+        restarts = _memory_restarts(self.client, self.started - 1.0)
+        if restarts:
+            rss = max(int(r.get("rss") or 0) for r in restarts)
+            raise WorkersDiedError(
+                f"{self.what}: {len(restarts)} Dask worker(s) were killed at their memory "
+                f"limit ({memory_limits(self.client)}; a worker reached "
+                f"{format_bytes(rss)}), and no worker has run the work for "
+                f"{self.limit:.3g}s since: distributed does not give the tasks of the "
+                "workers that died to the ones started in their place. Give each worker "
+                "more memory (cluster config 'memory_limit'), fewer threads per worker, "
+                f"or smaller partitions. The Dask config {NO_WORKERS_TIMEOUT_KEY!r} sets "
+                "how long to wait"
+            )
+        raise NoWorkersError(
+            f"{self.what}: no worker of the Dask cluster has run a task for "
+            f"{self.limit:.3g}s and the work has not moved: its tasks wait for workers "
+            "that are gone or that cannot run them (distributed keeps a task placed on a "
+            "lost worker waiting for it). Run it again (client.restart() clears the "
+            f"waiting tasks). The Dask config {NO_WORKERS_TIMEOUT_KEY!r} sets how long to "
+            "wait"
+        )
 
     def others_busy(self, known: Roster) -> bool:
         """Whether a worker that ``known`` does not list paused runs a task now (the
@@ -455,7 +499,11 @@ def wait_for(
     Raises
     ------
     NoWorkersError
-        The scheduler has had no worker for :func:`no_workers_timeout` seconds.
+        The scheduler has had no worker for :func:`no_workers_timeout` seconds, or none
+        of ``futures`` ended for as long and then no worker runs a task.
+    WorkersDiedError
+        As long with no future ended and no task running, after workers were killed at
+        their memory limit (their tasks wait for them).
     WorkersPausedError
         Workers have been paused (their memory past Dask's pause threshold) for
         :func:`paused_timeout` seconds while none of ``futures`` ended, and no worker
@@ -505,6 +553,18 @@ def wait_for(
     finally:
         if subscribed:
             client.unsubscribe_topic(PROGRESS_TOPIC)
+
+
+def design_waits():
+    """A context in which the design layer's reads on a cluster (the first values and
+    rows of the data, the response: :func:`~dmixed.design.partitions.compute_with`)
+    are waited for as :func:`wait_for` waits, so that they end as the data pass's do
+    (workers paused or gone) rather than wait for ever."""
+    return cluster_waits(_design_wait)
+
+
+def _design_wait(client, futures, what: str) -> None:
+    wait_for(client, futures, what=what)
 
 
 def _memory_restarts(client, since: float) -> list[dict]:

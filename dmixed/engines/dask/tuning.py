@@ -126,6 +126,26 @@ def release_free_memory() -> bool:
     return True
 
 
+def release_read_buffers() -> None:
+    """Give the OS back the free memory of pyarrow's pool in a Dask worker (nothing
+    elsewhere): the buffers of the partitions a chain read, which the pool keeps when
+    freed.  Dask counts them in the worker's memory and pauses a worker at a fraction
+    of its limit: a worker with a small limit could be paused by the pages a finished
+    level scan or data pass left, and never resume, as nothing else frees them.
+    Called once a chain has read its partitions, not per partition."""
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return  # not a worker: in-process, the caller's pool is the caller's
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pyarrow is a dependency of the Dask route
+        return
+    pa.default_memory_pool().release_unused()
+
+
 def tune_worker_malloc() -> None:
     """:func:`tune_malloc` when :data:`TUNE_WORKER_MALLOC` is on (the data pass's tasks
     call this first: they allocate large temporaries too)."""

@@ -478,3 +478,13 @@ def test_an_error_in_the_partition_that_completes_a_chains_sample_names_its_file
         model = dmixed.mixedlm("y ~ ts", dd.read_parquet(files), groups="u", re_formula="1 + ts")
         with pytest.raises(DataError, match="b_rest.parquet"):
             model.fit()
+
+
+def test_the_level_scan_of_a_chain_of_no_partitions_is_the_empty_summary():
+    """``chain_summary`` of a chain that reads no partition is the empty summary (was an
+    ``UnboundLocalError`` of the last partition's name, freed after the loop)."""
+    from dmixed.engines.dask.partials import chain_summary
+    from dmixed.engines.dask.pieces import Pieces
+
+    summary = chain_summary(Pieces([]), None, None, [])
+    assert (summary.n, summary.n_kept, summary.levels, summary.range) == (0, 0, {}, None)

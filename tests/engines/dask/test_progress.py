@@ -534,3 +534,127 @@ def test_a_paused_worker_does_not_end_a_wait_whose_work_runs_on_another(
     assert future.result() == 7
     told = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
     assert len(told) == 1 and "paused 1 of 2 workers" in told[0], told
+
+
+def test_a_design_read_stalled_on_paused_workers_ends_the_build_with_what_to_do(
+    client, monkeypatch, caplog
+):
+    """The model's build reads the data's first values on the cluster (an integer
+    column of the formula: its reference) before any data pass: with every worker
+    reported paused and the read not moving, the build ends with
+    :class:`WorkersPausedError` (logged once before), as a data pass's wait does,
+    instead of waiting for ever."""
+    from dmixed.engines.dask import progress
+
+    monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, 2))
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    df = make_data(n_groups=6, min_size=5, max_size=5, seed=3)
+    df["days"] = np.arange(len(df), dtype=np.int64)
+    ddf = dd.from_map(
+        lambda i: _blocked(df.iloc[i * 10 : (i + 1) * 10]), range(3), meta=df.iloc[:0]
+    )
+    _STARTED.clear()
+    _RELEASE.clear()
+    releaser = threading.Timer(20, _RELEASE.set)  # on a build that never ends
+    releaser.start()
+    try:
+        with (
+            dask.config.set({"dmixed.paused-workers-timeout": "0.1s"}),
+            caplog.at_level("WARNING", logger="dmixed"),
+            pytest.raises(WorkersPausedError, match="more memory") as info,
+        ):
+            dmixed.mixedlm("y ~ x1 + days", ddf, groups="g", client=client)
+    finally:
+        _RELEASE.set()
+        releaser.cancel()
+    assert "reading the first values" in str(info.value)
+    assert "300.00 MiB of 314.71 MiB" in str(info.value)
+    told = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]
+    assert len(told) == 1 and "paused 2 of 2 workers" in told[0], told
+
+
+def test_a_wait_whose_tasks_no_worker_runs_ends_with_what_to_do(client, monkeypatch):
+    """A waited task that no worker will run (here placed on a worker the cluster does
+    not have; in a user's fit, on workers killed at their memory limit, which
+    distributed does not replace) while the workers run nothing: the wait ends after
+    ``dmixed.no-workers-timeout`` with :class:`NoWorkersError` saying so, not for ever."""
+    from dmixed.engines.dask import progress
+
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    future = client.submit(_blocked, 3, workers=["tcp://192.0.2.1:1"], pure=False)
+    stopper = threading.Timer(20, client.cancel, [[future]])  # a wait that never ends
+    stopper.start()
+    try:
+        with (
+            dask.config.set({"dmixed.no-workers-timeout": "0.2s"}),
+            pytest.raises(NoWorkersError, match="no worker of the Dask cluster has run"),
+        ):
+            progress.wait_for(client, [future], what="a test pass")
+    finally:
+        stopper.cancel()
+        client.cancel([future])
+
+
+def test_a_wait_whose_workers_were_killed_at_their_memory_limit_says_so(client, monkeypatch):
+    """As above, where the nannies restarted workers at their memory limit since the
+    wait began (a stand-in for the scheduler's ``worker-restart-memory`` events): the
+    wait ends with :class:`WorkersDiedError` naming the limit and what a worker reached."""
+    from dmixed.engines.dask import progress
+
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    real_events = client.get_events
+
+    def events(topic=None):
+        if topic != "worker-restart-memory":
+            return real_events(topic)
+        return [(time.time(), {"worker": "tcp://192.0.2.1:1", "rss": 326 * 2**20})]
+
+    monkeypatch.setattr(client, "get_events", events)
+    future = client.submit(_blocked, 3, workers=["tcp://192.0.2.1:1"], pure=False)
+    stopper = threading.Timer(20, client.cancel, [[future]])  # a wait that never ends
+    stopper.start()
+    try:
+        with (
+            dask.config.set({"dmixed.no-workers-timeout": "0.2s"}),
+            pytest.raises(WorkersDiedError, match="killed at their memory limit") as info,
+        ):
+            progress.wait_for(client, [future], what="a test pass")
+    finally:
+        stopper.cancel()
+        client.cancel([future])
+    message = str(info.value)
+    assert message.startswith("a test pass: 1 Dask worker(s)"), message
+    assert "a worker reached 326.00 MiB" in message and "no worker has run" in message
+
+
+def test_a_persist_still_computing_on_paused_workers_ends_the_wait_for_it(client, monkeypatch):
+    """The data pass waits for a collection still being persisted (to know where its
+    partitions are): with the workers reported paused and the persist not moving, that
+    wait too ends with :class:`WorkersPausedError`."""
+    from dmixed.engines.dask import progress
+    from dmixed.engines.dask.graph import resident_chains
+
+    monkeypatch.setattr(progress, "ask_workers", _paused_roster(client, 2))
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.02)
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 0.02)
+    df = make_data(n_groups=6, min_size=5, max_size=5, seed=3)
+    _STARTED.clear()
+    _RELEASE.clear()
+    ddf = dd.from_map(
+        lambda i: _blocked(df.iloc[i * 10 : (i + 1) * 10]), range(3), meta=df.iloc[:0]
+    )
+    persisted = client.persist(ddf)
+    releaser = threading.Timer(20, _RELEASE.set)  # on a wait that never ends
+    releaser.start()
+    try:
+        with (
+            dask.config.set({"dmixed.paused-workers-timeout": "0.1s"}),
+            pytest.raises(WorkersPausedError, match="the persisted data"),
+        ):
+            resident_chains(persisted[["g", "y"]], client, "auto")
+    finally:
+        _RELEASE.set()
+        releaser.cancel()

@@ -144,3 +144,43 @@ def test_release_free_memory_gives_a_tuned_heap_back():
     before, after, asked = got["tuned"]
     assert asked and before - after >= 64, got  # of the 240 MB freed, at most 128 kept
     assert not got["untuned"][2] and not got["driver"][2], got
+
+
+def test_a_workers_chains_give_back_the_partitions_read_buffers(client, monkeypatch, tmp_path):
+    """pyarrow's pool keeps the buffers of the partitions a worker read when they are
+    freed, and Dask counts them in the worker's memory (a worker past its pause
+    fraction runs nothing more): the level scan's chains and the data pass's chains
+    each give them back once they have read their partitions."""
+    import dask.dataframe as dd
+    import numpy as np
+    import pyarrow as pa
+
+    import dmixed
+
+    from ..._synth import make_data
+
+    released: list = []
+    real = pa.default_memory_pool
+
+    class Counted:
+        def __init__(self, pool) -> None:
+            self.pool = pool
+
+        def release_unused(self) -> None:
+            released.append(1)
+            self.pool.release_unused()
+
+        def __getattr__(self, name):
+            return getattr(self.pool, name)
+
+    monkeypatch.setattr(pa, "default_memory_pool", lambda: Counted(real()))
+    df = make_data(n_groups=30, min_size=5, max_size=10, seed=5)
+    df["c"] = np.where(np.arange(len(df)) % 3 == 0, "u", "v")
+    half = len(df) // 2
+    df.iloc[:half].to_parquet(tmp_path / "a.parquet")
+    df.iloc[half:].to_parquet(tmp_path / "b.parquet")
+    model = dmixed.mixedlm("y ~ x1 + C(c)", dd.read_parquet(tmp_path), groups="g", client=client)
+    after_build = len(released)
+    model.fit()
+    assert after_build >= 1  # the level scan's chains
+    assert len(released) > after_build  # the data pass's chains
