@@ -13,7 +13,7 @@ import dmixed
 from dmixed import CheckpointError
 from dmixed.io import load_state, save_state
 from dmixed.io.border_re import COV_TABLE, crossed_random_effects, crossed_tables
-from dmixed.io.results_dir import FORMAT_VERSION
+from dmixed.io.results_dir import NAMED_COLUMNS_FORMAT_VERSION
 from dmixed.stats.blup_cov import RaggedBlup
 from dmixed.stats.border_cov import BorderCov
 from tests.engines.test_vc_crossed import CROSSED, crossed_data
@@ -48,7 +48,7 @@ def test_crossed_round_trip_is_exact(tmp_path, case):
     res, state = _fit(case)
     save_state(state, tmp_path / "s", "text")
     doc = json.loads((tmp_path / "s" / "estimates.json").read_text())
-    assert doc["format_version"] == FORMAT_VERSION
+    assert doc["format_version"] == NAMED_COLUMNS_FORMAT_VERSION
     assert doc["estimates"]["random_effects_form"] == "crossed"
     table = pd.read_parquet(tmp_path / "s" / "random_effects.parquet")
     assert not any(c.startswith("cov[") for c in table.columns)

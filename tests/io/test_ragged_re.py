@@ -13,7 +13,7 @@ import dmixed
 from dmixed import CheckpointError
 from dmixed.io import load_state, save_state
 from dmixed.io.ragged_re import component_prior, ragged_random_effects, slots_table
-from dmixed.io.results_dir import FORMAT_VERSION
+from dmixed.io.results_dir import NAMED_COLUMNS_FORMAT_VERSION
 from dmixed.stats.blup_cov import RaggedBlup, RaggedCov
 
 from .._synth import make_data
@@ -45,7 +45,7 @@ def test_ragged_round_trip_is_exact(tmp_path, fit):
     state = fit.to_state()
     save_state(state, tmp_path / "s", "text")
     doc = json.loads((tmp_path / "s" / "estimates.json").read_text())
-    assert doc["format_version"] == FORMAT_VERSION
+    assert doc["format_version"] == NAMED_COLUMNS_FORMAT_VERSION
     assert doc["estimates"]["random_effects_form"] == "ragged"
     table = pd.read_parquet(tmp_path / "s" / "random_effects.parquet")
     assert not any(c.startswith("cov[") or c.startswith("vc_column") for c in table.columns)
