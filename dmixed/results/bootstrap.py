@@ -34,7 +34,14 @@ from ..stats import GroupArrays
 from .replicate import ReplicateFitter, estimate_row, replicate_rngs
 from .simulate import check_nsim
 
-__all__ = ["BOOTSTRAP_FILE", "REPLICATES_LIMIT", "BootstrapResults", "parametric_bootstrap"]
+__all__ = [
+    "BOOTSTRAP_FILE",
+    "COV_RE_SUFFIX",
+    "REPLICATES_LIMIT",
+    "VCOMP_SUFFIX",
+    "BootstrapResults",
+    "parametric_bootstrap",
+]
 
 #: The most replicates one bootstrap runs (its generators and rows are held in memory,
 #: ~2 KB a replicate before any runs): more is refused, in the API and the CLI alike.
@@ -48,6 +55,12 @@ logger = logging.getLogger("dmixed")
 #: the columns of the replicate table after the parameters
 SUMMARY_COLUMNS = ["scale", "llf", "converged"]
 
+#: after statsmodels' name of a ``cov_re`` entry (Ψ, not ``params``' Ψ/σ²) in the table
+COV_RE_SUFFIX = " (cov_re)"
+
+#: after statsmodels' name of a ``vcomp`` entry (τ², not ``params``' τ²/σ²) in the table
+VCOMP_SUFFIX = " (vcomp)"
+
 
 class BootstrapResults:
     """The replicates of a parametric bootstrap and their percentile intervals.
@@ -56,12 +69,19 @@ class BootstrapResults:
     ----------
     replicates : DataFrame (n, k)
         One row per replicate: the fixed effects (by ``exog_names``), the covariance
-        parameters on the reported scale (``cov_re`` entries and ``vcomp``, named as
-        statsmodels' ``summary()`` names them: ``"Group Var"``, ``"Group x x1 Cov"``,
-        ``"sub Var"``), ``scale``, ``llf`` and ``converged`` (:meth:`conf_int` and
+        parameters on the response's scale (the entries of ``cov_re``, Ψ, and of
+        ``vcomp``, τ²), ``scale``, ``llf`` and ``converged`` (:meth:`conf_int` and
         :attr:`bse` give intervals and standard errors for the parameters: every column
         but ``llf`` and ``converged``).  A replicate whose refit failed has NaN estimates
-        and ``converged=False``.
+        and ``converged=False``.  The covariance columns are named by the attribute that
+        holds the same number in the results: statsmodels' names with ``" (cov_re)"`` or
+        ``" (vcomp)"`` after them (``"Group Var (cov_re)"``, ``"Group x x1 Cov
+        (cov_re)"``, ``"sub Var (vcomp)"``: :data:`COV_RE_SUFFIX`, :data:`VCOMP_SUFFIX`),
+        because ``results.params["Group Var"]`` is another number, Ψ/σ² (statsmodels'
+        profile parametrization): ``estimate["Group Var (cov_re)"]`` is
+        ``results.params["Group Var"] * results.scale``.  Tables saved by versions
+        before this naming (``format_version`` 1) load with their columns as saved,
+        statsmodels' bare names holding the same Ψ and τ².
     estimate : Series (k − 1,)
         The same quantities for the fit bootstrapped.
     reml : bool
@@ -143,7 +163,7 @@ class BootstrapResults:
         table = pa.Table.from_pandas(self.replicates, preserve_index=False)
         meta = {
             "format": "dmixed-bootstrap",
-            "format_version": 1,
+            "format_version": 2,  # 2: covariance columns named with their suffixes
             "reml": self.reml,
             "estimate": dict(self.estimate.items()),
             "seconds": self.seconds,
@@ -200,9 +220,15 @@ class BootstrapResults:
 
 
 def table_columns(results) -> list[str]:
-    """The replicate table's parameter columns (see :class:`BootstrapResults`)."""
+    """The replicate table's parameter columns (see :class:`BootstrapResults`): the
+    fixed effects' names, then statsmodels' names of the ``cov_re`` entries and of the
+    ``vcomp`` entries with :data:`COV_RE_SUFFIX` and :data:`VCOMP_SUFFIX` (their values
+    are Ψ and τ², where ``params`` under the bare names holds Ψ/σ² and τ²/σ²)."""
     names = results.names
-    return [*names.exog_names, *results.param_names[results.k_fe :]]
+    k_fe, k_re2 = results.k_fe, results.k_re2
+    cov = [f"{name}{COV_RE_SUFFIX}" for name in results.param_names[k_fe : k_fe + k_re2]]
+    vc = [f"{name}{VCOMP_SUFFIX}" for name in results.param_names[k_fe + k_re2 :]]
+    return [*names.exog_names, *cov, *vc]
 
 
 def parametric_bootstrap(

@@ -737,7 +737,11 @@ class MixedLMResults(FittedValues, Hypotheses):
         centre, other replicates than the same model with the column near zero; and in
         the statistics' column map, which on Dask each chain chooses from its first
         partition, so with a column far from zero the same seed may draw other
-        replicates from the same rows partitioned otherwise).
+        replicates from the same rows partitioned otherwise).  The replicates' covariance
+        columns hold ``cov_re`` and ``vcomp`` entries (Ψ, τ²), named
+        ``"Group Var (cov_re)"``, ``"sub Var (vcomp)"``: :attr:`params` under the bare
+        names holds Ψ/σ² and τ²/σ², statsmodels' parametrization
+        (:class:`~dmixed.results.bootstrap.BootstrapResults`).
         """
         self._state.check_unpenalized("bootstrap")
         return parametric_bootstrap(self, n, seed=seed, progress=progress, use_re=use_re)
