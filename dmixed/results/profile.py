@@ -38,7 +38,7 @@ from ..inference import check_alpha, check_level
 from .bootstrap import parametric_bootstrap
 from .sdcor import SdCorLikelihood, SdCorPoint, sdcor_names, sdcor_values
 from .simulate import check_nsim
-from .varcorr import term_levels
+from .varcorr import held_correlations, term_levels
 
 __all__ = [
     "ProfileIntervals",
@@ -473,7 +473,9 @@ def confint_frame(
     -------
     DataFrame (len(parm), 2)
         Rows lme4's names (:func:`~dmixed.results.sdcor.sdcor_names`), columns
-        :func:`percent_labels`.
+        :func:`percent_labels`; no row for a correlation the fit held at 0 with
+        ``free`` (:func:`held_rows`), which is no parameter of the model (lme4's ``||``
+        lists none), even where ``parm`` names it.
 
     Raises
     ------
@@ -482,6 +484,25 @@ def confint_frame(
         ``seed`` with a method other than ``"boot"``, or (profile, boot) results
         without their model's statistics.
     """
+    frame = _confint_rows(results, method, level, parm, nsim, seed)
+    return frame.drop(index=[n for n in held_rows(results) if n in frame.index])
+
+
+def held_rows(results) -> list[str]:
+    """lme4's names (``.sigNN``) of the correlations ``results`` held at 0 with
+    ``free`` (:func:`~dmixed.results.varcorr.held_correlations`)."""
+    state = results.to_state()
+    pairs = held_correlations(state)
+    if not pairs:
+        return []
+    q = len(results.names.exog_re_names)
+    names, _ = sdcor_names(results.names, term_levels(state))
+    position = [(a, b) for b in range(q) for a in range(b, q)]  # sdcor's order
+    return [names[position.index(pair)] for pair in pairs]
+
+
+def _confint_rows(results, method, level, parm, nsim, seed) -> pd.DataFrame:
+    """:func:`confint_frame`'s rows before the held correlations are dropped."""
     level = check_level(level)  # before the profile's set-up
     method_l = str(method).lower()
     if method_l != "boot" and (nsim is not None or seed is not None):

@@ -12,7 +12,7 @@ from ..inference import check_alpha
 from ..io import ResultsState
 from ..stats import tril_indices
 from .singular import SINGULAR_NOTE, is_singular
-from .varcorr import varcorr_text
+from .varcorr import held_correlations, varcorr_text
 
 __all__ = ["Summary", "coefficient_table", "latex_escape"]
 
@@ -52,6 +52,9 @@ def coefficient_table(state: ResultsState, alpha: float = 0.05) -> pd.DataFrame:
 
 
 #: the summary's line for ``fit_regularized`` results
+#: the note of a fit that held covariances at 0 (``free``): not estimated, no Corr shown
+HELD_NOTE = "Held at 0 by free (not estimated; no correlation shown): {names}"
+
 REGULARIZED_NOTE = (
     "The fixed effects are L1-regularized (fit_regularized, alpha={alpha}) at the "
     "unpenalized fit's covariance parameters: no standard errors, tests or intervals."
@@ -198,6 +201,9 @@ class Summary:
         notes = (SINGULAR_NOTE,) if singular else ()
         if state.regularized is not None:
             notes = (REGULARIZED_NOTE.format(alpha=state.regularized.get("alpha")), *notes)
+        held = [str(names[p + a * (a + 1) // 2 + b]) for a, b in held_correlations(state)]
+        if held:  # vech_lt's packing, row by row: (a, b) is entry a(a+1)/2 + b
+            notes = (*notes, HELD_NOTE.format(names=", ".join(held)))
         return cls(title or _TITLE, info, table, varcorr_text(state), notes)
 
     @property

@@ -82,8 +82,8 @@ def test_profile_intervals_of_the_constrained_model(visits):
     _, held, vc = visits
     got = held.confint()
     want = vc.confint()
-    # .sig02 is the correlation the fit held at 0: no interval (not a parameter)
-    assert got.loc[".sig02"].isna().all()
+    # .sig02 is the correlation the fit held at 0: no row (not a parameter)
+    assert ".sig02" not in got.index
     rows = {".sig01": ".sig01", ".sig03": ".sig02", ".sigma": ".sigma"}
     for ours, theirs in rows.items():
         np.testing.assert_allclose(got.loc[ours], want.loc[theirs], rtol=1e-6)
@@ -91,6 +91,30 @@ def test_profile_intervals_of_the_constrained_model(visits):
     np.testing.assert_allclose(got.loc[fe], want.loc[fe], rtol=1e-6)
     ci = held.profile_ci()
     np.testing.assert_allclose(ci.to_numpy(), vc.profile_ci().to_numpy(), rtol=1e-6)
+
+
+def test_a_held_correlation_shows_nowhere_as_estimated(visits):
+    """A user holding the correlation at 0 (lme4's ``||``, MixedModels.jl's
+    ``zerocorr``) saw a ``.sig02 NaN NaN`` row in confint, with no warning, and a 0.0
+    correlation row in varcorr, as if estimated.  Neither shows it now (lme4 and
+    MixedModels.jl list none), in every method of confint, and the summary says it
+    was held instead of printing a correlation."""
+    _, held, vc = visits
+    for method in ("Wald", "boot"):
+        kw = dict(nsim=3, seed=1) if method == "boot" else {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dmixed.ProfileWarning)  # 3 replicates
+            ci = held.confint(method=method, **kw)
+        assert list(ci.index[:3]) == [".sig01", ".sig03", ".sigma"], method
+    assert ".sig02" not in held.confint(parm=".sig02", method="Wald").index
+    frame = held.varcorr()
+    assert frame["var2"].isna().all()  # no correlation row
+    assert list(frame.var1.iloc[:2]) == ["subj", "time"]
+    np.testing.assert_allclose(frame.vcov.iloc[:2], np.diag(held.cov_re), rtol=1e-12)
+    assert len(frame) == 3  # the two variances and the residual
+    text = str(held.summary())
+    assert "Corr" not in text.split("Random effects:")[1]
+    assert "Held at 0 by free (not estimated; no correlation shown): subj x time Cov" in text
 
 
 def test_profile_intervals_refuse_a_held_variance():
