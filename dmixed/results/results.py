@@ -515,6 +515,29 @@ class MixedLMResults(FittedValues, Hypotheses):
         return self._state.df_modelwc
 
     @property
+    def objective(self) -> float:
+        """MixedModels.jl's ``objective``: ``−2 llf``, the deviance under ML and the
+        REML criterion (lme4's ``REMLcrit``) under REML; the ``llf`` has lme4's
+        constants under both criteria.  The optimizer's :attr:`OptSummary.fmin
+        <dmixed.fit.summary.OptSummary.fmin>`."""
+        return -2.0 * float(self.llf)
+
+    @property
+    def deviance(self) -> float:
+        """The deviance as MixedModels.jl defines it for a linear mixed model
+        (``deviance(m) = objective(m)``) and as lme4's ``deviance(fit)`` gives it by
+        default (``REML = isREML(fit)``): :attr:`objective`, ``−2 llf``, so under REML
+        the REML criterion, not the ML deviance (for that, fit with ``reml=False``)."""
+        return self.objective
+
+    @property
+    def dof(self) -> int:
+        """MixedModels.jl's ``dof``: the parameters counted by :attr:`aic` and
+        :attr:`bic`, the fixed effects, the covariance parameters not held by
+        ``free`` and σ² (statsmodels' count, as lme4's ``npar`` of ``logLik``)."""
+        return int(self._state.df_criteria)
+
+    @property
     def aic(self) -> float:
         """``−2(llf − df)`` with df = number of parameters + 1 (σ²); NaN under REML."""
         return self._state.aic
