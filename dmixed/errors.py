@@ -200,7 +200,9 @@ class DataError(DmixedError):
     ``of_statistics`` (True on the instance): a refusal of the
     statistics themselves, not of a data file (their plain sums give no fit:
     :func:`dmixed.fit.fit_warnings.plain_llf_error`), for the command line to name the
-    statistics directory."""
+    statistics directory.  ``mixed_column`` (set on the instance): the column of a
+    refusal of values of several Python types (:func:`dmixed.stats.keys.several_types_error`),
+    for a message that knows the column's role (a response is numbers), else None."""
 
     of_all_rows: bool = False
     of_statistics: bool = False
@@ -209,6 +211,7 @@ class DataError(DmixedError):
     unnamed_keys: bool = False
     too_few_rows: tuple | None = None
     new_levels: tuple | None = None
+    mixed_column: str | None = None
 
 
 class BadValuesError(DataError):

@@ -17,7 +17,7 @@ from .dtypes import (
     is_arrow_decimal,
     object_class,
 )
-from .messages import decimal_term
+from .messages import decimal_term, mixed_response
 from .scan import (
     LevelScan,
     ScanChains,
@@ -92,9 +92,16 @@ def scan_levels(
         raise BadValuesError(
             f"no rows left after dropping rows with missing values ({scan.n_total} rows dropped)"
         )
-    _read_object_columns(
-        scan, kinds, native, plan.c_columns, parsed.bare_columns(), parsed.value_columns()
-    )
+    try:
+        _read_object_columns(
+            scan, kinds, native, plan.c_columns, parsed.bare_columns(), parsed.value_columns()
+        )
+    except BadValuesError as err:
+        column = getattr(err, "mixed_column", None)
+        if column is None or column not in parsed.lhs.columns:
+            raise
+        # a response is numbers: no labels hint; the value and its row where at hand
+        raise mixed_response(column, None if dask_input else data) from None
     _decimal_levels_as_floats(scan, kinds, meta, plan.c_columns)
     _check_response_numeric(meta, parsed, kinds)
     for c in plan.level_cols:

@@ -15,6 +15,7 @@ __all__ = [
     "check_present",
     "clean_message",
     "fixed_factors",
+    "mixed_response",
     "numbers_as_text",
     "plural",
     "shown",
@@ -315,4 +316,41 @@ def decimal_term(column: str) -> BadValuesError:
         "column first, to floats to use its values "
         f"(data[{column!r}] = data[{column!r}].astype(float); in Parquet files, store it "
         f"as float64), or write C({column}) to use it as a factor, as statsmodels fits it"
+    )
+
+
+def mixed_response(column: str, data=None) -> BadValuesError:
+    """The refusal of a response column of ``object`` values of several Python types
+    (numbers and a stray ``'n/a'``, say): a response is numbers, so the hint is
+    ``pd.to_numeric(..., errors="coerce")`` (without ``errors``, pandas refuses the same
+    text) and ``missing="drop"``, never labels.  ``data``: the pandas DataFrame, whose
+    first value that is not a number is named with its row's index label and the count
+    of such values; None (Dask data, whose rows are not at hand): no value named.
+
+    Returns
+    -------
+    BadValuesError
+        Naming the column (and the value and row where ``data`` is given).
+    """
+    import pandas as pd
+
+    found = ""
+    if data is not None:
+        values = data[column]
+        numeric = pd.to_numeric(values, errors="coerce")
+        bad = values.notna() & numeric.isna()
+        if bool(bad.any()):
+            first = bad.idxmax()
+            first = first.item() if hasattr(first, "item") else first  # np.int64(4): 4
+            found = (
+                f": {values[first]!r} in the row with index {first!r} "
+                f"({plural(int(bad.sum()), 'such value')} in {plural(len(values))})"
+            )
+        else:  # numbers of several types beside booleans, say
+            found = f" ({', '.join(sorted({type(v).__name__ for v in values.dropna()}))})"
+    return BadValuesError(
+        f"the response column {column!r} holds values that are not numbers{found}; "
+        f"a response must be numeric: make it so with pd.to_numeric(df[{column!r}], "
+        "errors='coerce') (values that are not numbers become NaN) and fit with "
+        "missing='drop' to leave those rows out, or correct those values"
     )

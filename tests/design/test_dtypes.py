@@ -855,3 +855,32 @@ def test_object_decimals_in_C_fit_the_factor_statsmodels_fits_of_them():
     assert len(theirs.fe_params) == len(ours.fe_params) == 4
     np.testing.assert_allclose(ours.fe_params.to_numpy(), theirs.fe_params.to_numpy(), rtol=1e-5)
     np.testing.assert_allclose(ours.llf, theirs.llf, rtol=1e-8)
+
+
+def test_a_response_with_a_stray_string_is_named_with_a_hint_that_works():
+    """An ``object`` response of numbers and one ``'n/a'`` got the hint
+    ``.astype(str)`` "for labels" (a response is never labels) or
+    ``pd.to_numeric(df['y'])`` (which refuses ``'n/a'`` itself), naming no row.  The
+    message names the column, the value and its row; its hint, followed, fits."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {"g": np.repeat(np.arange(10), 6), "x": rng.normal(size=60), "y": rng.normal(size=60)},
+        index=np.arange(100, 160),
+    )
+    df["y"] += np.repeat(rng.normal(0, 2, 10), 6)  # a group effect: no boundary fit
+    df["y"] = df["y"].astype(object)
+    df.loc[104, "y"] = "n/a"
+    with pytest.raises(BadValuesError) as err:
+        dmixed.mixedlm("y ~ x", df, groups="g")
+    msg = str(err.value)
+    assert "response column 'y'" in msg and "'n/a' in the row with index 104" in msg
+    assert "(1 such value in 60 rows)" in msg and "for labels" not in msg
+    assert "pd.to_numeric(df['y'], errors='coerce')" in msg and "missing='drop'" in msg
+    df["y"] = pd.to_numeric(df["y"], errors="coerce")  # the hint, followed
+    with pytest.warns(dmixed.DroppedRowsWarning):
+        res = dmixed.mixedlm("y ~ x", df, groups="g", missing="drop").fit()
+    assert res.nobs == 59
+    # a factor column of several types keeps the labels hint, now with a working numbers one
+    df["c"] = pd.Series([1.5, "a"] * 30, index=df.index, dtype=object)
+    with pytest.raises(BadValuesError, match=r"astype\(str\) for labels .*errors='coerce'"):
+        dmixed.mixedlm("y ~ C(c)", df, groups="g", missing="drop")
