@@ -134,6 +134,36 @@ def test_save_makes_the_parent_directories(vc_fit, tmp_path):
     pd.testing.assert_frame_equal(BootstrapResults.load(path).replicates, boot.replicates)
 
 
+def test_a_table_saved_before_the_cov_re_names_still_loads(vc_fit, tmp_path):
+    """Tables written before the covariance columns were named ``"g Var (cov_re)"``
+    (``format_version`` 1, statsmodels' bare names for the same Ψ and τ²) load as
+    saved; new ones say ``format_version`` 2 in their metadata."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dmixed.results.bootstrap import METADATA_KEY
+
+    boot = vc_fit.bootstrap(2, seed=1)
+    boot.save(tmp_path / "new.parquet")
+    table = pq.read_table(tmp_path / "new.parquet")
+    meta = json.loads(table.schema.metadata[METADATA_KEY])
+    assert meta["format_version"] == 2
+    old_names = [c.replace(" (cov_re)", "").replace(" (vcomp)", "") for c in table.column_names]
+    meta["format_version"] = 1
+    meta["estimate"] = {
+        k.replace(" (cov_re)", "").replace(" (vcomp)", ""): v for k, v in meta["estimate"].items()
+    }
+    old = pa.Table.from_arrays(table.columns, names=old_names)
+    old = old.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
+    pq.write_table(old, tmp_path / "old.parquet")
+    back = BootstrapResults.load(tmp_path / "old.parquet")
+    assert "g Var" in back.replicates.columns
+    np.testing.assert_array_equal(back.replicates["g Var"], boot.replicates["g Var (cov_re)"])
+    assert back.estimate["sub Var"] == boot.estimate["sub Var (vcomp)"]
+
+
 def test_progress_save_and_load(vc_fit, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="dmixed"):
         boot = vc_fit.bootstrap(2, seed=1, progress=True)
