@@ -884,3 +884,65 @@ def test_a_response_with_a_stray_string_is_named_with_a_hint_that_works():
     df["c"] = pd.Series([1.5, "a"] * 30, index=df.index, dtype=object)
     with pytest.raises(BadValuesError, match=r"astype\(str\) for labels .*errors='coerce'"):
         dmixed.mixedlm("y ~ C(c)", df, groups="g", missing="drop")
+
+
+def _stray_string_frame(index=None):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {"g": np.repeat(np.arange(10), 6), "x": rng.normal(size=60), "y": rng.normal(size=60)}
+    )
+    df["y"] = df["y"].astype(object)
+    df.loc[4, "y"] = "n/a"
+    if index is not None:
+        df.index = index
+    return df
+
+
+@pytest.mark.parametrize(
+    ("index", "row"),
+    [
+        (pd.Index(["r"] * 60), "'r'"),
+        (
+            pd.MultiIndex.from_arrays([np.repeat(np.arange(10), 6), np.tile(np.arange(6), 10)]),
+            "(0, 4)",
+        ),
+    ],
+)
+def test_a_response_refusal_names_one_value_whatever_the_index(index, row):
+    """With a repeated index label, ``values[label]`` is a Series: the message held the
+    whole column (60 lines here, the Series' repr on a large frame); a MultiIndex label
+    read ``(np.int64(0), np.int64(4))``.  The value is found by position."""
+    with pytest.raises(BadValuesError) as err:
+        dmixed.mixedlm("y ~ x", _stray_string_frame(index), groups="g")
+    msg = str(err.value)
+    assert "\n" not in msg and len(msg) < 400
+    assert f"'n/a' in the row with index {row} (1 such value in 60 rows)" in msg
+
+
+@pytest.mark.parametrize("source", ["dask", "dask parquet", "pandas parquet", "pandas text"])
+def test_every_refusal_of_a_response_of_text_says_response_with_a_hint_that_works(tmp_path, source):
+    """On Dask the refusal of an ``object`` response was the general one (labels hint
+    first, no word of the response); a text response (Parquet, a text dtype) got
+    ``pd.to_numeric(data['y'])``, which refuses the ``'n/a'`` it names, or no hint.
+    Every storage now says it is the response, names a value where one is at hand, and
+    hints ``errors='coerce'`` with ``missing='drop'``."""
+    import dask.dataframe as dd
+
+    df = _stray_string_frame()
+    text = df.assign(y=df["y"].astype(str))
+    path = tmp_path / "t.parquet"
+    text.to_parquet(path)
+    data = {
+        "dask": lambda: dd.from_pandas(df, npartitions=3),
+        "dask parquet": lambda: dd.read_parquet(path),
+        "pandas parquet": lambda: pd.read_parquet(path),
+        "pandas text": lambda: text.astype({"y": "string"}),
+    }[source]()
+    with pytest.raises(BadValuesError) as err:
+        dmixed.mixedlm("y ~ x", data, groups="g")
+    msg = str(err.value)
+    assert "the response column 'y' holds values that are not numbers" in msg
+    assert "'n/a'" in msg and "for labels" not in msg
+    assert "pd.to_numeric(df['y'], errors='coerce')" in msg and "missing='drop'" in msg
+    fixed = pd.to_numeric(text["y"], errors="coerce")  # the hint, followed
+    assert int(fixed.isna().sum()) == 1
