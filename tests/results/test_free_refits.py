@@ -106,7 +106,6 @@ def test_a_held_correlation_shows_nowhere_as_estimated(visits):
             warnings.simplefilter("ignore", dmixed.ProfileWarning)  # 3 replicates
             ci = held.confint(method=method, **kw)
         assert list(ci.index[:3]) == [".sig01", ".sig03", ".sigma"], method
-    assert ".sig02" not in held.confint(parm=".sig02", method="Wald").index
     frame = held.varcorr()
     assert frame["var2"].isna().all()  # no correlation row
     assert list(frame.var1.iloc[:2]) == ["subj", "time"]
@@ -115,6 +114,20 @@ def test_a_held_correlation_shows_nowhere_as_estimated(visits):
     text = str(held.summary())
     assert "Corr" not in text.split("Random effects:")[1]
     assert "Held at 0 by free (not estimated; no correlation shown): subj x time Cov" in text
+
+
+@pytest.mark.parametrize("method", ["Wald", "profile", "boot"])
+def test_confint_refuses_a_held_covariance_named_in_parm(visits, method):
+    """``confint(parm=".sig02")`` of the held covariance returned an empty frame without
+    a word, while the error for an unknown name listed ``.sig02`` as valid.  Naming it
+    (or its position) is refused, and the list of valid names leaves it out."""
+    _, held, _ = visits
+    for parm in (".sig02", [".sig01", ".sig02"], 1):
+        with pytest.raises(SpecError, match=r"'\.sig02' is a covariance held at 0 by free="):
+            held.confint(parm=parm, method=method)
+    with pytest.raises(SpecError, match="is not one of") as err:
+        held.confint(parm=".sig09", method=method)
+    assert "'.sig02'" not in str(err.value) and "'.sig03'" in str(err.value)
 
 
 def test_profile_intervals_refuse_a_held_variance():
