@@ -525,9 +525,12 @@ class MixedLMResults(FittedValues, Hypotheses):
     @property
     def deviance(self) -> float:
         """The deviance as MixedModels.jl defines it for a linear mixed model
-        (``deviance(m) = objective(m)``) and as lme4's ``deviance(fit)`` gives it by
-        default (``REML = isREML(fit)``): :attr:`objective`, ``−2 llf``, so under REML
-        the REML criterion, not the ML deviance (for that, fit with ``reml=False``)."""
+        (``deviance(m) = objective(m)``): :attr:`objective`, ``−2 llf``, so under REML
+        the REML criterion, not the ML deviance (for that, fit with ``reml=False``).
+        Under ML it is lme4's ``deviance(fit)``; under REML it equals lme4's
+        ``REMLcrit(fit)`` (lme4 deprecates ``deviance()`` of a REML fit: it warns and
+        points to ``REMLcrit``, or ``deviance(fit, REML = FALSE)``, the ML deviance at
+        the REML estimates, which dmixed does not give)."""
         return self.objective
 
     @property

@@ -585,6 +585,20 @@ def test_hist_is_the_fit_log_whatever_full_output_and_says_how_it_differs(full_o
     assert "full_output" in doc and "allvecs" in doc and "None" in doc
 
 
+def test_the_deviance_docs_say_lme4_deprecates_deviance_of_a_reml_fit():
+    """The README and ``deviance`` called −2ℓ of a REML fit "lme4's default
+    ``deviance``": lme4 returns that number but deprecates ``deviance()`` of a REML
+    fit (it warns and points to ``REMLcrit``).  Both now say so."""
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    doc = " ".join((MixedLMResults.deviance.__doc__ or "").split())
+    for text in (readme, doc):
+        assert "lme4's default `deviance`" not in text.replace("``", "`")
+        assert "deprecates `deviance()` of a REML fit" in text.replace("``", "`")
+        assert "REMLcrit" in text
+
+
 @pytest.mark.parametrize("reml", [False, True])
 def test_mixedmodels_names_objective_deviance_dof_and_optsummary(reml, tmp_path):
     """A MixedModels.jl user found no ``deviance``, ``objective`` or ``dof`` on the
