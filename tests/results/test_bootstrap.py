@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import pickle
@@ -134,34 +135,64 @@ def test_save_makes_the_parent_directories(vc_fit, tmp_path):
     pd.testing.assert_frame_equal(BootstrapResults.load(path).replicates, boot.replicates)
 
 
-def test_a_table_saved_before_the_cov_re_names_still_loads(vc_fit, tmp_path):
-    """Tables written before the covariance columns were named ``"g Var (cov_re)"``
-    (``format_version`` 1, statsmodels' bare names for the same Ψ and τ²) load as
-    saved; new ones say ``format_version`` 2 in their metadata."""
-    import json
-
-    import pyarrow as pa
+def test_a_version_1_table_loads_with_this_versions_names(vc_fit, tmp_path):
+    """A table written before the covariance columns were named ``"g Var (cov_re)"``
+    (``format_version`` 1, statsmodels' bare names for Ψ and τ²) loaded with those
+    names, the labels under which ``params`` holds Ψ/σ².  ``data/bootstrap_v1.parquet``
+    is such a table, written by ``save`` of dmixed's main branch at cf63021a
+    (``vc_fit``'s model and data, 3 replicates, seed 1): loaded with the results
+    bootstrapped, its columns get this version's names, values as stored; without
+    them (the names alone do not tell cov_re from vcomp), or with another model's, it
+    is refused."""
     import pyarrow.parquet as pq
 
     from dmixed.results.bootstrap import METADATA_KEY
 
-    boot = vc_fit.bootstrap(2, seed=1)
-    boot.save(tmp_path / "new.parquet")
-    table = pq.read_table(tmp_path / "new.parquet")
-    meta = json.loads(table.schema.metadata[METADATA_KEY])
+    path = Path(__file__).parents[1] / "data" / "bootstrap_v1.parquet"
+    raw = pq.read_table(path)
+    meta = json.loads(raw.schema.metadata[METADATA_KEY])
+    assert meta["format_version"] == 1 and "g Var" in raw.column_names
+    back = BootstrapResults.load(path, vc_fit)
+    names = ["g Var (cov_re)", "g x x1 Cov (cov_re)", "x1 Var (cov_re)", "sub Var (vcomp)"]
+    assert list(back.replicates.columns) == [
+        "Intercept", "x1", "x2", *names, "scale", "llf", "converged"
+    ]  # fmt: skip
+    np.testing.assert_array_equal(back.replicates["g Var (cov_re)"], raw.column("g Var"))
+    np.testing.assert_array_equal(back.replicates["sub Var (vcomp)"], raw.column("sub Var"))
+    assert back.estimate["g Var (cov_re)"] == meta["estimate"]["g Var"]
+    assert "g Var" not in back.estimate and "g Var" not in back.replicates
+    with pytest.raises(CheckpointError, match=r"format version 1, .*load\(path, results\)"):
+        BootstrapResults.load(path)
+    other = mixedlm(FORMULA, _frame(), groups="g").fit()
+    with pytest.raises(CheckpointError, match="is not a bootstrap table of these results"):
+        BootstrapResults.load(path, other)
+    # new tables say format_version 2 in their metadata
+    vc_fit.bootstrap(2, seed=1).save(tmp_path / "new.parquet")
+    meta = json.loads(pq.read_table(tmp_path / "new.parquet").schema.metadata[METADATA_KEY])
     assert meta["format_version"] == 2
-    old_names = [c.replace(" (cov_re)", "").replace(" (vcomp)", "") for c in table.column_names]
-    meta["format_version"] = 1
-    meta["estimate"] = {
-        k.replace(" (cov_re)", "").replace(" (vcomp)", ""): v for k, v in meta["estimate"].items()
-    }
-    old = pa.Table.from_arrays(table.columns, names=old_names)
-    old = old.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
-    pq.write_table(old, tmp_path / "old.parquet")
-    back = BootstrapResults.load(tmp_path / "old.parquet")
-    assert "g Var" in back.replicates.columns
-    np.testing.assert_array_equal(back.replicates["g Var"], boot.replicates["g Var (cov_re)"])
-    assert back.estimate["sub Var"] == boot.estimate["sub Var (vcomp)"]
+
+
+@pytest.mark.parametrize("version", [3, "2", True])
+def test_a_table_of_a_newer_or_odd_format_version_is_refused(vc_fit, tmp_path, version):
+    """``load`` read no ``format_version``: a table of a later, unknown format loaded
+    without a word.  It is refused as results directories are
+    (:func:`dmixed.files.check_format_version`)."""
+    import pyarrow.parquet as pq
+
+    from dmixed.results.bootstrap import METADATA_KEY
+
+    vc_fit.bootstrap(2, seed=1).save(tmp_path / "b.parquet")
+    table = pq.read_table(tmp_path / "b.parquet")
+    meta = json.loads(table.schema.metadata[METADATA_KEY])
+    meta["format_version"] = version
+    blob = json.dumps(meta).encode()
+    pq.write_table(
+        table.replace_schema_metadata({**table.schema.metadata, METADATA_KEY: blob}),
+        tmp_path / "b.parquet",
+    )
+    why = "written by a newer dmixed" if version == 3 else "not a whole number"
+    with pytest.raises(CheckpointError, match=why):
+        BootstrapResults.load(tmp_path / "b.parquet", vc_fit)
 
 
 def test_progress_save_and_load(vc_fit, tmp_path, caplog):
