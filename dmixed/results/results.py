@@ -976,7 +976,8 @@ class MixedLMResults(FittedValues, Hypotheses):
         error of the variance printed beside it (``Ψ = scale · Ψ*``, whose standard
         error with σ̂² held fixed is ``bse · scale``); read no interval from it: use
         :meth:`confint` (profile or bootstrap intervals of the SDs and correlations) or
-        :meth:`profile_ci` (of the variances)."""
+        :meth:`profile_ci` (of the variances).  A covariance held at 0 by ``free`` has a
+        NaN standard error (statsmodels prints 0.000: it is no estimate)."""
         return coefficient_table(self._state, alpha)
 
     def summary(

@@ -25,7 +25,9 @@ def coefficient_table(state: ResultsState, alpha: float = 0.05) -> pd.DataFrame:
     One row per parameter (``param_names``); columns ``Coef.``, ``Std.Err.``, ``z``,
     ``P>|z|`` and the ``1 − alpha`` Wald interval.  Variance rows hold ``cov_re``
     (lower triangle) and ``vcomp`` on the reported scale, with standard errors
-    ``sqrt(scale) · bse`` and no test.
+    ``sqrt(scale) · bse`` and no test; a covariance held at 0 by ``free``
+    (:func:`~dmixed.results.varcorr.held_correlations`) keeps its 0 with a NaN standard
+    error (statsmodels prints 0: it is no estimate, and the summary's note names it).
     """
     k = len(state.params)
     tab = np.full((k, 6), np.nan)
@@ -44,6 +46,8 @@ def coefficient_table(state: ResultsState, alpha: float = 0.05) -> pd.DataFrame:
     tab[p : p + state.k_re2, 0] = np.asarray(state.cov_re)[rows, cols]
     tab[p + state.k_re2 :, 0] = state.vcomp
     tab[p:, 1] = np.sqrt(state.scale) * state.bse[p:]
+    for a, b in held_correlations(state):  # held at 0 by free: not estimated, no SE
+        tab[p + a * (a + 1) // 2 + b, 1] = np.nan  # vech_lt's packing, row by row
     return pd.DataFrame(
         tab,
         index=state.param_names,
@@ -51,10 +55,10 @@ def coefficient_table(state: ResultsState, alpha: float = 0.05) -> pd.DataFrame:
     )
 
 
-#: the summary's line for ``fit_regularized`` results
-#: the note of a fit that held covariances at 0 (``free``): not estimated, no Corr shown
-HELD_NOTE = "Held at 0 by free (not estimated; no correlation shown): {names}"
+#: the note of a fit that held covariances at 0 (``free``): not estimated, no SE or Corr
+HELD_NOTE = "Held at 0 by free (not estimated; no standard error or correlation shown): {names}"
 
+#: the summary's line for ``fit_regularized`` results
 REGULARIZED_NOTE = (
     "The fixed effects are L1-regularized (fit_regularized, alpha={alpha}) at the "
     "unpenalized fit's covariance parameters: no standard errors, tests or intervals."

@@ -113,7 +113,22 @@ def test_a_held_correlation_shows_nowhere_as_estimated(visits):
     assert len(frame) == 3  # the two variances and the residual
     text = str(held.summary())
     assert "Corr" not in text.split("Random effects:")[1]
-    assert "Held at 0 by free (not estimated; no correlation shown): subj x time Cov" in text
+    note = "Held at 0 by free (not estimated; no standard error or correlation shown)"
+    assert f"{note}: subj x time Cov" in text
+
+
+def test_the_coefficient_table_gives_a_held_covariance_no_standard_error(visits):
+    """The summary's coefficient table printed ``subj x time Cov 0.000 0.000``, a
+    standard error of 0 as if the covariance were estimated with no uncertainty
+    (statsmodels prints the same).  The row keeps its 0 with no standard error."""
+    _, held, vc = visits
+    table = held.summary_frame()
+    assert table.loc["subj x time Cov", "Coef."] == 0.0
+    assert np.isnan(table.loc["subj x time Cov", "Std.Err."])
+    assert np.isfinite(table.loc[["subj Var", "time Var"], "Std.Err."]).all()
+    row = held.summary().tables[1].loc["subj x time Cov"]
+    assert row["Coef."] == "0.000" and row["Std.Err."] == ""
+    assert np.isfinite(vc.summary_frame()["Std.Err."].iloc[held.k_fe :]).all()
 
 
 @pytest.mark.parametrize("method", ["Wald", "profile", "boot"])
