@@ -46,8 +46,10 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     ├── ConstraintRankWarning  a joint Wald test's constraints are dependent: tested on
     │                          their rank (statsmodels' ValueWarning)
     ├── ProfileWarning         a profile-likelihood limit could not be found (NaN)
-    └── NotNestedWarning       a likelihood-ratio test's larger model fits clearly worse
-                               (not nested, or not the same data): statistic 0
+    ├── NotNestedWarning       a likelihood-ratio test's larger model fits clearly worse
+    │                          (not nested, or not the same data): statistic 0
+    └── RefitWarning           anova refitted REML fits by ML (refit not given; lme4's
+                               "refitting model(s) with ML (instead of REML)")
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ __all__ = [
     "ConstraintRankWarning",
     "ProfileWarning",
     "NotNestedWarning",
+    "RefitWarning",
 ]
 
 
@@ -197,7 +200,9 @@ class DataError(DmixedError):
     ``of_statistics`` (True on the instance): a refusal of the
     statistics themselves, not of a data file (their plain sums give no fit:
     :func:`dmixed.fit.fit_warnings.plain_llf_error`), for the command line to name the
-    statistics directory."""
+    statistics directory.  ``mixed_column`` (set on the instance): the column of a
+    refusal of values of several Python types (:func:`dmixed.stats.keys.several_types_error`),
+    for a message that knows the column's role (a response is numbers), else None."""
 
     of_all_rows: bool = False
     of_statistics: bool = False
@@ -206,6 +211,7 @@ class DataError(DmixedError):
     unnamed_keys: bool = False
     too_few_rows: tuple | None = None
     new_levels: tuple | None = None
+    mixed_column: str | None = None
 
 
 class BadValuesError(DataError):
@@ -374,3 +380,9 @@ class NotNestedWarning(DmixedWarning):
     """A likelihood-ratio test (:func:`dmixed.compare_lr_test`, :func:`dmixed.anova`)
     whose larger model has a log-likelihood clearly below the smaller one's: the models
     are not nested or not fitted to the same data (the statistic is reported as 0)."""
+
+
+class RefitWarning(DmixedWarning):
+    """:func:`dmixed.anova` refitted REML fits by maximum likelihood before comparing
+    them, with ``refit`` not given (lme4's message "refitting model(s) with ML (instead
+    of REML)"); ``refit=True`` says it is meant and silences this warning."""

@@ -39,6 +39,7 @@ __all__ = [
     "LOCK_TIMEOUT_S",
     "atomic_directory",
     "before_commit",
+    "check_format_version",
     "check_target",
     "commit_check",
     "directory_lock",
@@ -119,17 +120,31 @@ def read_versioned_json(file: Path, fmt: str, version: int, what: str) -> dict:
         ) from None
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise CheckpointError(f"{file} is not {what}'s {file.name} (format {fmt!r} expected)")
-    written = state.get("format_version", 0)
+    check_format_version(file, state.get("format_version", 0), version, f"{what}'s {file.name}")
+    return state
+
+
+def check_format_version(file, written, version: int, what: str) -> int:
+    """``written``, the ``format_version`` read from ``file`` (``what``: the file's kind,
+    in the message), refused where it is not a whole number or newer than ``version``,
+    the newest this dmixed writes (the one owner of these words, for results
+    directories and bootstrap tables).
+
+    Raises
+    ------
+    CheckpointError
+        Naming ``file`` and the version found.
+    """
     if isinstance(written, bool) or not isinstance(written, int):
         raise CheckpointError(
-            f"{file} is not {what}'s {file.name}: its format_version is "
+            f"{file} is not {what}: its format_version is "
             f"{shown_value(written)}, not a whole number"
         )
     if written > version:
         raise CheckpointError(
             f"{file} was written by a newer dmixed (format version {shown_value(written)})"
         )
-    return state
+    return written
 
 
 def _writer_tag() -> str:

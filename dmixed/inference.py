@@ -27,7 +27,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from .errors import NotNestedWarning, PrecisionWarning, SpecError, caller_stacklevel
+from .errors import (
+    NotNestedWarning,
+    PrecisionWarning,
+    RefitWarning,
+    SpecError,
+    caller_stacklevel,
+)
 from .fit.coordinates import Coordinates
 from .fit.fit_warnings import REPORTED_POINT_WARNING
 from .fit.objective import loglike_at_scale, profile, score_matrices
@@ -541,7 +547,7 @@ def _check_fits(test: str, fits) -> None:
             state.check_unpenalized(f"{test} (argument {i + 1})")
 
 
-def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
+def anova(*fits, names=None, refit: bool | None = None) -> pd.DataFrame:
     """Likelihood-ratio tests of nested fits of the same data, as lme4's ``anova``.
 
     The fits are sorted by their number of parameters ``npar`` (fixed effects,
@@ -549,7 +555,7 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     one before it: ``Chisq = max(0, 2(ℓ_k − ℓ_{k−1}))`` on ``Df = npar_k − npar_{k−1}``
     degrees of freedom, ``Pr(>Chisq)`` its upper χ² tail (NaN where ``Df ≤ 0``).
     ``AIC = −2ℓ + 2 npar``, ``BIC = −2ℓ + npar · log(nobs)``, ``deviance = −2ℓ``.
-    As lme4, REML fits are refitted by maximum likelihood first (``refit=True``; from
+    As lme4, REML fits are refitted by maximum likelihood first (``refit`` None or True; from
     the statistics the model already holds: no data pass, with the fit's own options:
     ``free``, ``start_params``, ``method``, ...), since REML likelihoods of different
     mean structures are not comparable.  A covariance parameter held fixed by ``free``
@@ -562,9 +568,12 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
         Two or more fits of the same rows.
     names : list of str, optional
         Row labels, in the order of ``fits`` (default ``"model1"``, ``"model2"``, ...).
-    refit : bool
+    refit : bool or None
         Refit REML fits by ML (lme4's default); False compares them as they are, which
-        needs the same fixed effects in every fit.
+        needs the same fixed effects in every fit.  None (default) refits as True and
+        warns (:class:`~dmixed.errors.RefitWarning`, naming the fits refitted) where a
+        fit was by REML, as lme4 says "refitting model(s) with ML (instead of REML)";
+        True refits silently.
 
     Returns
     -------
@@ -596,6 +605,8 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
         :data:`LR_NEGATIVE_TOL` ``× (1 + |ℓ|)`` (not nested, or not the same data): the
         statistic is reported as 0.  A nested pair whose extra variance is estimated
         at 0 differs by rounding only and is not warned.
+    RefitWarning
+        ``refit`` not given and REML fits among ``fits``: they were refitted by ML.
     """
     from scipy import special
 
@@ -610,8 +621,18 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
         raise SpecError(f"the fits use different data: nobs {sorted(nobs)}")
     _check_same_response(fits, labels)
     _check_same_rows(fits, labels)
-    refit = check_flag(refit, "refit")
+    said, given = refit is not None, fits
+    refit = check_flag(True if refit is None else refit, "refit")
     fits = tuple(_by_ml(f, label) if refit else f for f, label in zip(fits, labels, strict=True))
+    reml_labels = [label for f, label in zip(given, labels, strict=True) if f.reml]
+    if refit and not said and reml_labels:  # after the refits: a refused one says why
+        warnings.warn(
+            f"refitting model(s) with ML (instead of REML): {', '.join(reml_labels)}; "
+            "anova compares ML likelihoods (refit=True says so and silences this, "
+            "refit=False compares REML fits of the same fixed effects as they are)",
+            RefitWarning,
+            stacklevel=caller_stacklevel(),
+        )
     if not refit:
         _check_comparable(fits)
     n = fits[0].nobs

@@ -770,7 +770,12 @@ def csv_culprit(
 #: words, the exit status
 _CULPRITS = (
     (r"missing values in column '([^']+)'", _missing, "first missing value", EXIT_DATA),
-    (r"column '([^']+)' holds (?:text|str values)", _not_a_number, "first text", EXIT_DATA),
+    (
+        r"column '([^']+)' holds (?:text|str values|values that are not numbers)",
+        _not_a_number,
+        "first text",
+        EXIT_DATA,
+    ),
 )
 
 

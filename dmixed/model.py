@@ -340,9 +340,12 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         ``vc_formula`` maps a component name to a formula evaluated within each group
         (e.g. ``{"cask": "0 + C(cask)"}``).  Crossed random effects, lme4's
         ``(1 | subj) + (1 | item)``: ``groups`` a constant column (one group) and
-        ``vc_formula={"subj": "0 + C(subj)", "item": "0 + C(item)"}``; ``groups="subj"``
-        with an ``item`` component is lme4's ``(1 | subj) + (1 | subj:item)`` (items
-        nested in subjects).  ``weights`` names a column of prior weights.
+        ``vc_formula={"subj": "0 + C(subj)", "item": "0 + C(item)"}``; ``groups="subj"``,
+        ``re_formula="1"`` and an ``item`` component is lme4's
+        ``(1 | subj) + (1 | subj:item)`` (items nested in subjects).  Without
+        ``re_formula``, a model with ``vc_formula`` has no random intercept (statsmodels'
+        rule), so that call without ``re_formula="1"`` is lme4's ``(1 | subj:item)``
+        alone.  ``weights`` names a column of prior weights.
         ``use_sparse`` is statsmodels' argument, accepted and ignored, whatever its
         value (it is not checked: the statistics are per group whatever the design's
         sparsity).

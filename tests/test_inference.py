@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import decimal
+import warnings
 from fractions import Fraction
 
 import numpy as np
+import pandas as pd
 import pytest
 import statsmodels.api as sm
 from scipy import stats
@@ -123,9 +125,19 @@ def _anova_fits():
 
 def test_anova_is_lme4s_table():
     """REML fits are refitted by ML (as lme4), sorted by npar, each tested against the
-    one before; the numbers are statsmodels' ML likelihoods."""
+    one before; the numbers are statsmodels' ML likelihoods.  The refit was silent: a
+    user saw REML fits compared by other likelihoods than theirs with no word; lme4 says
+    "refitting model(s) with ML (instead of REML)", and so does a RefitWarning here."""
     df, models = _anova_fits()
-    table = anova(*[m.fit() for m in models], names=["m1", "m2", "m0"])
+    fits = [m.fit() for m in models]
+    said = r"refitting model\(s\) with ML \(instead of REML\): m1, m2, m0; "
+    with pytest.warns(dmixed.RefitWarning, match=said):
+        table = anova(*fits, names=["m1", "m2", "m0"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dmixed.RefitWarning)  # refit=True: meant, silent
+        pd.testing.assert_frame_equal(anova(*fits, names=["m1", "m2", "m0"], refit=True), table)
+        ml = [m.fit(reml=False) for m in models]
+        anova(*ml)  # nothing refitted: nothing said
     assert list(table.columns) == ANOVA_COLUMNS
     assert list(table.index) == ["m0", "m1", "m2"]
     assert list(table.npar) == [3, 4, 7]  # fixed effects + covariance parameters + σ
@@ -160,7 +172,7 @@ def test_anova_refusals(tmp_path):
         anova(a, b, refit=False)
     a.save(tmp_path / "a")
     with pytest.raises(SpecError, match="model1 was fitted by REML .*loaded results"):
-        anova(dmixed.load(tmp_path / "a"), b)
+        anova(dmixed.load(tmp_path / "a"), b)  # refused before any RefitWarning
     # ML fits, loaded or not, need no refit
     ml = models[0].fit(reml=False)
     ml.save(tmp_path / "ml")
@@ -173,7 +185,7 @@ def test_anova_refit_leaves_the_models_criterion():
     _, models = _anova_fits()
     fits = [m.fit() for m in models[:2]]
     before = models[1].loglike(fits[1].params_object)
-    anova(*fits)
+    anova(*fits, refit=True)
     assert models[1].reml
     assert models[1].loglike(fits[1].params_object) == before == pytest.approx(fits[1].llf)
 
@@ -193,7 +205,8 @@ def test_anova_refit_keeps_the_fit_options():
         MixedLM.from_formula(f, df, groups="g", re_formula="1 + x1")
         for f in ("y ~ x1", "y ~ x1 + x2")
     )
-    table = anova(small.fit(**opts), big.fit(**opts), big.fit(), names=["s", "b", "b_cov"])
+    fits = (small.fit(**opts), big.fit(**opts), big.fit())
+    table = anova(*fits, names=["s", "b", "b_cov"], refit=True)
     ml = [m.fit(reml=False, **opts).llf for m in (small, big)] + [big.fit(reml=False).llf]
     np.testing.assert_allclose(table.logLik.loc[["s", "b", "b_cov"]], ml, rtol=1e-9)
     assert table.logLik["b"] < table.logLik["b_cov"]  # the constraint held in the refit
@@ -216,7 +229,7 @@ def test_anova_refit_of_dask_fits_reads_no_partition():
     with dask.config.set(scheduler="sync"):
         fits = [dmixed.mixedlm(f, ddf, groups="g").fit() for f in ("y ~ x1", "y ~ x1 + x2")]
         reads = reader.reads
-        table = anova(*fits)
+        table = anova(*fits, refit=True)
     assert reader.reads == reads
     ml = [dmixed.mixedlm(f, df, groups="g").fit(reml=False).llf for f in ("y ~ x1", "y ~ x1 + x2")]
     np.testing.assert_allclose(table.logLik, ml, rtol=1e-9)
@@ -259,7 +272,7 @@ def test_check_alpha_and_level_take_a_real_number_of_any_type(check, value):
     assert check(value) == float(value)
 
 
-@pytest.mark.parametrize("refit", ["no", 0, None])
+@pytest.mark.parametrize("refit", ["no", 0])
 def test_anova_refit_must_be_a_bool(fit, refit):
     """``refit="no"`` refitted (a true string): refused, naming the argument."""
     _, res = fit
@@ -342,6 +355,6 @@ def test_anova_refits_do_not_repeat_the_reported_point_warning():
             fits.append(model.fit())
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always", dmixed.DmixedWarning)
-        table = anova(*fits)
+        table = anova(*fits, refit=True)
     assert [str(w.message) for w in seen if "do not carry" in str(w.message)] == []
     assert np.isfinite(table.logLik).all()

@@ -1070,3 +1070,34 @@ def test_crossed_effects_idiom_is_documented():
         assert "(1 | subj) + (1 | item)" in text and idiom in text
         assert "(1 | subj) + (1 | subj:item)" in text
     assert 'groups="one"' in readme
+
+
+def test_readme_nested_example_has_a_subject_intercept():
+    """The README called ``groups="subj"`` with an ``item`` component lme4's
+    ``(1 | subj) + (1 | subj:item)``, but without ``re_formula`` statsmodels' rule gives no
+    random intercept: the fit had no ``(1 | subj)`` term.  The README's nested example,
+    run as written, has the 1 × 1 subject variance beside the item component."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    nested = [b for b in blocks if 'groups="subj"' in b and "C(item)" in b]
+    assert len(nested) == 1, "the README shows one nested example"
+    assert 're_formula="1"' in nested[0]
+    rng = np.random.default_rng(5)
+    n, n_subj, n_item = 600, 30, 4
+    df = pd.DataFrame({"subj": rng.integers(0, n_subj, n), "item": rng.integers(0, n_item, n)})
+    df["x"] = rng.normal(size=n)
+    df["y"] = (
+        1
+        + df.x
+        + rng.normal(0, 1, n_subj)[df.subj]
+        + rng.normal(0, 0.5, (n_subj, n_item))[df.subj, df.item]
+        + rng.normal(size=n)
+    )
+    scope = {"dmixed": dmixed, "df": df}
+    exec(compile(nested[0], "README.md", "exec"), scope)  # the README's own code
+    res = scope["res"]
+    assert np.asarray(res.cov_re).shape == (1, 1)
+    assert np.asarray(res.cov_re)[0, 0] > 0
+    assert len(np.asarray(res.vcomp)) == 1

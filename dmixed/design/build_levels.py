@@ -17,7 +17,7 @@ from .dtypes import (
     is_arrow_decimal,
     object_class,
 )
-from .messages import decimal_term
+from .messages import decimal_term, response_not_numbers
 from .scan import (
     LevelScan,
     ScanChains,
@@ -31,13 +31,12 @@ from .scan import (
 __all__ = ["group_native", "scan_levels"]
 
 
-def _check_response_numeric(meta, parsed: ParsedFormulas, kinds: dict) -> None:
+def _check_response_numeric(meta, parsed: ParsedFormulas, kinds: dict, data=None) -> None:
+    # data: the pandas DataFrame (its first value that is not a number is named), or None
     for c in parsed.lhs.columns:
         if kinds[c] == CATEGORICAL:
-            raise BadValuesError(
-                f"response column {c!r} is not numeric (dtype {meta[c].dtype}); "
-                "the response must be numeric"
-            )
+            values = data[c] if data is not None else None
+            raise response_not_numbers(c, values, dtype=meta[c].dtype)
 
 
 def scan_levels(
@@ -92,11 +91,18 @@ def scan_levels(
         raise BadValuesError(
             f"no rows left after dropping rows with missing values ({scan.n_total} rows dropped)"
         )
-    _read_object_columns(
-        scan, kinds, native, plan.c_columns, parsed.bare_columns(), parsed.value_columns()
-    )
+    try:
+        _read_object_columns(
+            scan, kinds, native, plan.c_columns, parsed.bare_columns(), parsed.value_columns()
+        )
+    except BadValuesError as err:
+        column = getattr(err, "mixed_column", None)
+        if column is None or column not in parsed.lhs.columns:
+            raise
+        # a response is numbers: no labels hint; the value and its row where at hand
+        raise response_not_numbers(column, None if dask_input else data[column]) from None
     _decimal_levels_as_floats(scan, kinds, meta, plan.c_columns)
-    _check_response_numeric(meta, parsed, kinds)
+    _check_response_numeric(meta, parsed, kinds, None if dask_input else data)
     for c in plan.level_cols:
         if kinds[c] != NUMERIC and not scan.levels[c]:
             raise BadValuesError(f"column {c!r} has no non-missing values")

@@ -17,6 +17,7 @@ __all__ = [
     "fixed_factors",
     "numbers_as_text",
     "plural",
+    "response_not_numbers",
     "shown",
     "suggest",
     "unknown_columns",
@@ -316,3 +317,67 @@ def decimal_term(column: str) -> BadValuesError:
         f"(data[{column!r}] = data[{column!r}].astype(float); in Parquet files, store it "
         f"as float64), or write C({column}) to use it as a factor, as statsmodels fits it"
     )
+
+
+def response_not_numbers(
+    column: str, values=None, example=None, dtype=None, rows: bool = True
+) -> BadValuesError:
+    """The refusal of a response column that does not hold numbers (the one owner of its
+    words, for every storage): ``object`` values of several Python types (numbers and a
+    stray ``'n/a'``, say), text, or a text dtype.  A response is numbers, so the hint is
+    ``pd.to_numeric(..., errors="coerce")`` (without ``errors``, pandas refuses the same
+    text) and ``missing="drop"``, never labels.
+
+    ``values``: the column's pandas Series, whose first value that is not a number is
+    named with its row's index label (``rows``: False, a Series whose labels are not the
+    user's, none) and the count of such values; else ``example``, a
+    value that is not a number (a Dask partition's, with no row at hand); ``dtype``, the
+    column's dtype, named where no value is.
+
+    Returns
+    -------
+    BadValuesError
+        Naming the column (and a value, and its row where ``values`` is given).
+    """
+    import numpy as np
+    import pandas as pd
+
+    found = ""
+    if values is not None:
+        numeric = pd.to_numeric(values, errors="coerce")
+        bad = (values.notna() & numeric.isna()).to_numpy()
+        if bad.any():
+            # by position: an index label may repeat, where values[label] is a Series
+            pos = int(np.flatnonzero(bad)[0])
+            row = f" in the row with index {_plain_label(values.index[pos])}" if rows else ""
+            found = (
+                f": {_py_value(values.iloc[pos])!r}{row} "
+                f"({plural(int(bad.sum()), 'such value')} in {plural(len(values))})"
+            )
+            example = None
+    if example is not None:
+        found = f" (such as {_py_value(example)!r})"
+    elif not found and dtype is not None:
+        found = f" (dtype {dtype})"
+    elif not found and values is not None:  # numbers of several types beside booleans, say
+        found = f" ({', '.join(sorted({type(v).__name__ for v in values.dropna()}))})"
+    return BadValuesError(
+        f"the response column {column!r} holds values that are not numbers{found}; "
+        f"a response must be numeric: make it so with pd.to_numeric(df[{column!r}], "
+        "errors='coerce') (values that are not numbers become NaN) and fit with "
+        "missing='drop' to leave those rows out, or correct those values"
+    )
+
+
+def _py_value(value):
+    """``value`` as the Python scalar it stands for (``np.int64(4)``: ``4``), for messages."""
+    return value.item() if hasattr(value, "item") and getattr(value, "ndim", 1) == 0 else value
+
+
+def _plain_label(label) -> str:
+    """An index label as a user writes it: ``4``, ``'a'``, ``(2, 4)`` for a MultiIndex's
+    tuple (not ``(np.int64(2), np.int64(4))``)."""
+    if isinstance(label, tuple):
+        inner = ", ".join(_plain_label(v) for v in label)
+        return f"({inner},)" if len(label) == 1 else f"({inner})"
+    return repr(_py_value(label))

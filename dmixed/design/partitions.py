@@ -46,7 +46,7 @@ from .dtypes import (
     object_types,
 )
 from .file_schemas import quoted_names
-from .messages import check_present, decimal_term, suggest
+from .messages import check_present, decimal_term, response_not_numbers, suggest
 from .origin import in_partition
 
 __all__ = [
@@ -664,7 +664,7 @@ def warn_text_keys(ddf, labels: np.ndarray, groups: str) -> None:
     )
 
 
-def check_text_conversion(ddf, columns, value_columns=frozenset()) -> None:
+def check_text_conversion(ddf, columns, value_columns=frozenset(), response=None) -> None:
     """The rules for ``object`` columns (:func:`~dmixed.design.dtypes.object_class`),
     applied to the pandas frame of a ``dd.from_pandas`` collection whose object columns
     Dask turned into text: values of several kinds are refused as in process (``5`` and
@@ -673,7 +673,9 @@ def check_text_conversion(ddf, columns, value_columns=frozenset()) -> None:
     in process); numbers and other non-text values raise
     :class:`~dmixed.errors.TextConversionWarning`, since the collection now holds their
     text (booleans, and the groups column, are read as the pandas frame holds them
-    before: :func:`restored_values`).
+    before: :func:`restored_values`).  ``response``: the response column (None: not
+    known), whose values of several kinds are refused as a response
+    (:func:`~dmixed.design.messages.response_not_numbers`).
 
     Raises
     ------
@@ -684,7 +686,14 @@ def check_text_conversion(ddf, columns, value_columns=frozenset()) -> None:
     """
     for c, original in _converted_columns(ddf, columns).items():
         types = object_types(original)
-        object_class(types, c)  # refuses mixed kinds, with the in-process message
+        try:
+            object_class(types, c)  # refuses mixed kinds, with the in-process message
+        except BadValuesError:
+            if c != response:
+                raise
+            # the response's own words (its hint: numbers); the frames' labels may
+            # repeat across the frames concatenated here, so no row is named
+            raise response_not_numbers(c, original, rows=False) from None
         if "Decimal" in types and c in value_columns:
             raise decimal_term(c)
         if not types or types == {"str"}:

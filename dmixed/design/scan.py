@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import BadValuesError, DataError
 from .dtypes import CATEGORICAL, check_plain_values, object_types, py_scalars, to_float
 from .levels import (
     ArrayLevels,
@@ -34,6 +34,7 @@ from .levels import (
     text_array,
     unique_values,
 )
+from .messages import response_not_numbers
 from .missing import rows_with_missing
 from .origin import in_partition, located
 from .partitions import (
@@ -223,7 +224,11 @@ def _summary(pdf, kinds, plan: ScanPlan, to_scan) -> PartitionSummary:
         if isinstance(pdf[c].dtype, pd.CategoricalDtype):
             out.categories[c] = py_scalars(pdf[c].dtype.categories)
     if plan.resp_col is not None and len(pdf):
-        v = to_float(pdf[plan.resp_col], plan.resp_col)
+        try:
+            v = to_float(pdf[plan.resp_col], plan.resp_col)
+        except BadValuesError as err:  # a response is numbers: its own words, its hint
+            example = getattr(err, "example", None)
+            raise response_not_numbers(plan.resp_col, example=example) from None
         v = v[np.isfinite(v)]
         if v.size:
             out.range = (float(v.min()), float(v.max()))
@@ -285,7 +290,7 @@ def dask_scan(
     import dask
 
     check_persisted(ddf)
-    check_text_conversion(ddf, plan.columns_used, plan.value_columns)
+    check_text_conversion(ddf, plan.columns_used, plan.value_columns, plan.resp_col)
     declared = _declared_categories(ddf, meta, kinds, plan.level_cols)
     levels: dict[str, list] = {}
     # every factor column is read, declared categories too: the levels are the categories

@@ -235,6 +235,35 @@ class OptSummary:
     n_evals: int = 0
     history: list[dict] = field(default_factory=list)
 
+    # -- MixedModels.jl's names (OptSummary in optsummary.jl), on the objective it
+    # -- minimizes: −2ℓ, the deviance under ML and the REML criterion under REML ------
+
+    @property
+    def finitial(self) -> float:
+        """MixedModels.jl's ``finitial``: the objective at ``initial``, ``−2 ×
+        initial_llf`` (the deviance under ML, the REML criterion under REML)."""
+        return -2.0 * float(self.initial_llf)
+
+    @property
+    def fmin(self) -> float:
+        """MixedModels.jl's ``fmin``: the objective at the final point, ``−2 × llf``
+        (the deviance under ML, the REML criterion under REML; the results'
+        ``objective``)."""
+        return -2.0 * float(self.llf)
+
+    @property
+    def feval(self) -> int:
+        """MixedModels.jl's ``feval``: evaluations of the objective, :attr:`n_evals`."""
+        return int(self.n_evals)
+
+    @property
+    def optimizer(self) -> str:
+        """MixedModels.jl's ``optimizer`` (there one NLopt algorithm, such as
+        ``LN_BOBYQA``): here the last method of :attr:`methods` that ran (``"newton"``,
+        ``"bfgs"``, ``"lbfgs"``, ``"cg"``; every method tried is in ``methods``), ``""``
+        where none ran."""
+        return self.methods[-1] if self.methods else ""
+
     def settings(self) -> dict[str, float | int]:
         """The settings and tolerances, by name."""
         return dict(zip(_setting_names(), _settings_of()(self), strict=True))

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..engines.local import statistics_from_arrays
 from ..errors import CheckpointError, DataError, SpecError, shorten
-from ..files import before_commit, jsonable, sibling_path
+from ..files import before_commit, check_format_version, jsonable, sibling_path
 from ..fit.options import check_flag
 from ..fit.summary import ensure_progress_handler
 from ..inference import check_alpha
@@ -34,7 +34,15 @@ from ..stats import GroupArrays
 from .replicate import ReplicateFitter, estimate_row, replicate_rngs
 from .simulate import check_nsim
 
-__all__ = ["BOOTSTRAP_FILE", "REPLICATES_LIMIT", "BootstrapResults", "parametric_bootstrap"]
+__all__ = [
+    "BOOTSTRAP_FILE",
+    "COV_RE_SUFFIX",
+    "FORMAT_VERSION",
+    "REPLICATES_LIMIT",
+    "VCOMP_SUFFIX",
+    "BootstrapResults",
+    "parametric_bootstrap",
+]
 
 #: The most replicates one bootstrap runs (its generators and rows are held in memory,
 #: ~2 KB a replicate before any runs): more is refused, in the API and the CLI alike.
@@ -48,6 +56,16 @@ logger = logging.getLogger("dmixed")
 #: the columns of the replicate table after the parameters
 SUMMARY_COLUMNS = ["scale", "llf", "converged"]
 
+#: after statsmodels' name of a ``cov_re`` entry (Ψ, not ``params``' Ψ/σ²) in the table
+COV_RE_SUFFIX = " (cov_re)"
+
+#: after statsmodels' name of a ``vcomp`` entry (τ², not ``params``' τ²/σ²) in the table
+VCOMP_SUFFIX = " (vcomp)"
+
+#: the replicate table's format: 2 names the covariance columns with :data:`COV_RE_SUFFIX`
+#: and :data:`VCOMP_SUFFIX`; 1 (before) with statsmodels' bare names, renamed on load
+FORMAT_VERSION = 2
+
 
 class BootstrapResults:
     """The replicates of a parametric bootstrap and their percentile intervals.
@@ -56,12 +74,20 @@ class BootstrapResults:
     ----------
     replicates : DataFrame (n, k)
         One row per replicate: the fixed effects (by ``exog_names``), the covariance
-        parameters on the reported scale (``cov_re`` entries and ``vcomp``, named as
-        statsmodels' ``summary()`` names them: ``"Group Var"``, ``"Group x x1 Cov"``,
-        ``"sub Var"``), ``scale``, ``llf`` and ``converged`` (:meth:`conf_int` and
+        parameters on the response's scale (the entries of ``cov_re``, Ψ, and of
+        ``vcomp``, τ²), ``scale``, ``llf`` and ``converged`` (:meth:`conf_int` and
         :attr:`bse` give intervals and standard errors for the parameters: every column
         but ``llf`` and ``converged``).  A replicate whose refit failed has NaN estimates
-        and ``converged=False``.
+        and ``converged=False``.  The covariance columns are named by the attribute that
+        holds the same number in the results: statsmodels' names with ``" (cov_re)"`` or
+        ``" (vcomp)"`` after them (``"Group Var (cov_re)"``, ``"Group x x1 Cov
+        (cov_re)"``, ``"sub Var (vcomp)"``: :data:`COV_RE_SUFFIX`, :data:`VCOMP_SUFFIX`),
+        because ``results.params["Group Var"]`` is another number, Ψ/σ² (statsmodels'
+        profile parametrization): ``estimate["Group Var (cov_re)"]`` is
+        ``results.params["Group Var"] * results.scale``.  Tables saved by versions
+        before this naming (``format_version`` 1, statsmodels' bare names holding the
+        same Ψ and τ²) load with these names given the results bootstrapped
+        (:meth:`load`).
     estimate : Series (k − 1,)
         The same quantities for the fit bootstrapped.
     reml : bool
@@ -143,7 +169,7 @@ class BootstrapResults:
         table = pa.Table.from_pandas(self.replicates, preserve_index=False)
         meta = {
             "format": "dmixed-bootstrap",
-            "format_version": 1,
+            "format_version": FORMAT_VERSION,
             "reml": self.reml,
             "estimate": dict(self.estimate.items()),
             "seconds": self.seconds,
@@ -163,13 +189,23 @@ class BootstrapResults:
             tmp.unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, path) -> BootstrapResults:
+    def load(cls, path, results=None) -> BootstrapResults:
         """A replicate table written by :meth:`save`.
+
+        ``results``: the results bootstrapped, needed only for a table of
+        ``format_version`` 1 (dmixed before its covariance columns were named
+        ``"g Var (cov_re)"``, ``"sub Var (vcomp)"``), whose bare statsmodels names
+        (``"g Var"``, holding Ψ where ``params["g Var"]`` is Ψ/σ²) are renamed as this
+        version names them; the names alone do not tell a ``cov_re`` entry from a
+        ``vcomp`` one.
 
         Raises
         ------
         CheckpointError
-            Not a dmixed replicate table (no such metadata), or unreadable.
+            Not a dmixed replicate table (no such metadata), or unreadable; written by
+            a newer dmixed (a ``format_version`` this one does not know,
+            :func:`dmixed.files.check_format_version`); of ``format_version`` 1
+            without ``results``, or with the results of another model.
         """
         import pyarrow.parquet as pq
 
@@ -179,17 +215,23 @@ class BootstrapResults:
             replicates = table.to_pandas()
             estimate = pd.Series(meta["estimate"], dtype=np.float64)
             seconds = np.asarray(meta["replicate_seconds"], dtype=np.float64)
-            return cls(replicates, estimate, bool(meta["reml"]), float(meta["seconds"]), seconds)
+            reml, total = bool(meta["reml"]), float(meta["seconds"])
+            written = meta.get("format_version", 1)
         except RecursionError:  # metadata nested deeper than Python's parser goes
             raise CheckpointError(
                 f"{path} is not a readable dmixed bootstrap table: its metadata holds "
                 "arrays or objects nested deeper than dmixed ever writes them"
             ) from None
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
             why = shorten(str(exc))
             raise CheckpointError(
                 f"{path} is not a readable dmixed bootstrap table: {type(exc).__name__}: {why}"
             ) from exc
+        if check_format_version(path, written, FORMAT_VERSION, "a dmixed bootstrap table") < 2:
+            names = _version_1_names(path, list(replicates.columns), results)
+            replicates.columns = pd.Index([names[c] for c in replicates.columns])
+            estimate.index = pd.Index([names.get(c, c) for c in estimate.index])
+        return cls(replicates, estimate, reml, total, seconds)
 
     def __repr__(self) -> str:
         ok = int(self.replicates["converged"].sum())
@@ -199,10 +241,37 @@ class BootstrapResults:
         )
 
 
+def _version_1_names(path, columns: list[str], results) -> dict[str, str]:
+    """``{bare name: this version's name}`` for the columns of a ``format_version`` 1
+    table at ``path`` (statsmodels' bare names), from ``results``' model."""
+    if results is None:
+        raise CheckpointError(
+            f"{path} is a bootstrap table of format version 1, whose covariance columns "
+            "carry statsmodels' bare names (such as 'g Var') for cov_re's and vcomp's "
+            "entries, while params under those names holds them divided by scale: load "
+            "it with BootstrapResults.load(path, results), the results bootstrapped, to "
+            "name them as this version does ('g Var (cov_re)', 'sub Var (vcomp)')"
+        )
+    new = [*table_columns(results), *SUMMARY_COLUMNS]
+    bare = [c.removesuffix(COV_RE_SUFFIX).removesuffix(VCOMP_SUFFIX) for c in new]
+    if columns != bare:
+        raise CheckpointError(
+            f"{path} is not a bootstrap table of these results: its columns are "
+            f"{shorten(str(columns))}, the results' {shorten(str(bare))}"
+        )
+    return dict(zip(bare, new, strict=True))
+
+
 def table_columns(results) -> list[str]:
-    """The replicate table's parameter columns (see :class:`BootstrapResults`)."""
+    """The replicate table's parameter columns (see :class:`BootstrapResults`): the
+    fixed effects' names, then statsmodels' names of the ``cov_re`` entries and of the
+    ``vcomp`` entries with :data:`COV_RE_SUFFIX` and :data:`VCOMP_SUFFIX` (their values
+    are Ψ and τ², where ``params`` under the bare names holds Ψ/σ² and τ²/σ²)."""
     names = results.names
-    return [*names.exog_names, *results.param_names[results.k_fe :]]
+    k_fe, k_re2 = results.k_fe, results.k_re2
+    cov = [f"{name}{COV_RE_SUFFIX}" for name in results.param_names[k_fe : k_fe + k_re2]]
+    vc = [f"{name}{VCOMP_SUFFIX}" for name in results.param_names[k_fe + k_re2 :]]
+    return [*names.exog_names, *cov, *vc]
 
 
 def parametric_bootstrap(

@@ -38,7 +38,7 @@ from ..inference import check_alpha, check_level
 from .bootstrap import parametric_bootstrap
 from .sdcor import SdCorLikelihood, SdCorPoint, sdcor_names, sdcor_values
 from .simulate import check_nsim
-from .varcorr import term_levels
+from .varcorr import held_correlations, term_levels
 
 __all__ = [
     "ProfileIntervals",
@@ -414,11 +414,13 @@ class ProfileIntervals:
         return pd.DataFrame(values, index=pd.Index(rows), columns=percent_labels(level))
 
 
-def select_parameters(names: list[str], kinds, parm) -> list[str]:
+def select_parameters(names: list[str], kinds, parm, held=()) -> list[str]:
     """The rows lme4's ``parm`` asks for, in its order, without repeats: None (all),
     ``"theta_"`` (covariance parameters and σ), ``"beta_"`` (fixed effects), names, or
     integer positions (0-based), alone or in a list.  :class:`SpecError` for anything
-    else."""
+    else, and for a name or position of ``held`` (covariances held at 0 by ``free``,
+    :func:`held_rows`: no parameter, so no interval), which the list of valid names
+    leaves out."""
     theta = sorted(n for n, kind in zip(names, kinds, strict=True) if kind != "beta")
     beta = [n for n, kind in zip(names, kinds, strict=True) if kind == "beta"]
     ordered = theta + beta  # lme4's rows: .sig01, …, .sigma (sorts last), then β
@@ -443,7 +445,15 @@ def select_parameters(names: list[str], kinds, parm) -> list[str]:
         elif item in names:
             out.append(item)
         else:
-            raise SpecError(f"parm {item!r} is not one of {names} (or 'theta_', 'beta_')")
+            valid = [n for n in names if n not in held]
+            raise SpecError(f"parm {item!r} is not one of {valid} (or 'theta_', 'beta_')")
+        if out and out[-1] in held and not isinstance(item, str):
+            item = out[-1]  # a position of a held covariance: refused by its name
+        if isinstance(item, str) and item in held:
+            raise SpecError(
+                f"parm {item!r} is a covariance held at 0 by free=, not estimated: it "
+                "has no interval (lme4's || model has no such parameter)"
+            )
     return list(dict.fromkeys(out))
 
 
@@ -473,15 +483,41 @@ def confint_frame(
     -------
     DataFrame (len(parm), 2)
         Rows lme4's names (:func:`~dmixed.results.sdcor.sdcor_names`), columns
-        :func:`percent_labels`.
+        :func:`percent_labels`; no row for a correlation the fit held at 0 with
+        ``free`` (:func:`held_rows`), which is no parameter of the model (lme4's ``||``
+        lists none).
 
     Raises
     ------
     SpecError
-        An unknown ``method`` or ``parm``, ``level`` outside (0, 1), ``nsim`` or
+        An unknown ``method`` or ``parm``, a ``parm`` naming a covariance held at 0
+        by ``free``, ``level`` outside (0, 1), ``nsim`` or
         ``seed`` with a method other than ``"boot"``, or (profile, boot) results
         without their model's statistics.
     """
+    held = held_rows(results)
+    if held and parm is not None:  # a held covariance named: refused, not dropped silently
+        names, kinds = sdcor_names(results.names, term_levels(results.to_state()))
+        select_parameters(names, kinds, parm, held)
+    frame = _confint_rows(results, method, level, parm, nsim, seed)
+    return frame.drop(index=[n for n in held if n in frame.index])
+
+
+def held_rows(results) -> list[str]:
+    """lme4's names (``.sigNN``) of the correlations ``results`` held at 0 with
+    ``free`` (:func:`~dmixed.results.varcorr.held_correlations`)."""
+    state = results.to_state()
+    pairs = held_correlations(state)
+    if not pairs:
+        return []
+    q = len(results.names.exog_re_names)
+    names, _ = sdcor_names(results.names, term_levels(state))
+    position = [(a, b) for b in range(q) for a in range(b, q)]  # sdcor's order
+    return [names[position.index(pair)] for pair in pairs]
+
+
+def _confint_rows(results, method, level, parm, nsim, seed) -> pd.DataFrame:
+    """:func:`confint_frame`'s rows before the held correlations are dropped."""
     level = check_level(level)  # before the profile's set-up
     method_l = str(method).lower()
     if method_l != "boot" and (nsim is not None or seed is not None):

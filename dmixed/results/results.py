@@ -515,6 +515,32 @@ class MixedLMResults(FittedValues, Hypotheses):
         return self._state.df_modelwc
 
     @property
+    def objective(self) -> float:
+        """MixedModels.jl's ``objective``: ``−2 llf``, the deviance under ML and the
+        REML criterion (lme4's ``REMLcrit``) under REML; the ``llf`` has lme4's
+        constants under both criteria.  The optimizer's :attr:`OptSummary.fmin
+        <dmixed.fit.summary.OptSummary.fmin>`."""
+        return -2.0 * float(self.llf)
+
+    @property
+    def deviance(self) -> float:
+        """The deviance as MixedModels.jl defines it for a linear mixed model
+        (``deviance(m) = objective(m)``): :attr:`objective`, ``−2 llf``, so under REML
+        the REML criterion, not the ML deviance (for that, fit with ``reml=False``).
+        Under ML it is lme4's ``deviance(fit)``; under REML it equals lme4's
+        ``REMLcrit(fit)`` (lme4 deprecates ``deviance()`` of a REML fit: it warns and
+        points to ``REMLcrit``, or ``deviance(fit, REML = FALSE)``, the ML deviance at
+        the REML estimates, which dmixed does not give)."""
+        return self.objective
+
+    @property
+    def dof(self) -> int:
+        """MixedModels.jl's ``dof``: the parameters counted by :attr:`aic` and
+        :attr:`bic`, the fixed effects, the covariance parameters not held by
+        ``free`` and σ² (statsmodels' count, as lme4's ``npar`` of ``logLik``)."""
+        return int(self._state.df_criteria)
+
+    @property
     def aic(self) -> float:
         """``−2(llf − df)`` with df = number of parameters + 1 (σ²); NaN under REML."""
         return self._state.aic
@@ -737,7 +763,11 @@ class MixedLMResults(FittedValues, Hypotheses):
         centre, other replicates than the same model with the column near zero; and in
         the statistics' column map, which on Dask each chain chooses from its first
         partition, so with a column far from zero the same seed may draw other
-        replicates from the same rows partitioned otherwise).
+        replicates from the same rows partitioned otherwise).  The replicates' covariance
+        columns hold ``cov_re`` and ``vcomp`` entries (Ψ, τ²), named
+        ``"Group Var (cov_re)"``, ``"sub Var (vcomp)"``: :attr:`params` under the bare
+        names holds Ψ/σ² and τ²/σ², statsmodels' parametrization
+        (:class:`~dmixed.results.bootstrap.BootstrapResults`).
         """
         self._state.check_unpenalized("bootstrap")
         return parametric_bootstrap(self, n, seed=seed, progress=progress, use_re=use_re)
@@ -946,7 +976,8 @@ class MixedLMResults(FittedValues, Hypotheses):
         error of the variance printed beside it (``Ψ = scale · Ψ*``, whose standard
         error with σ̂² held fixed is ``bse · scale``); read no interval from it: use
         :meth:`confint` (profile or bootstrap intervals of the SDs and correlations) or
-        :meth:`profile_ci` (of the variances)."""
+        :meth:`profile_ci` (of the variances).  A covariance held at 0 by ``free`` has a
+        NaN standard error (statsmodels prints 0.000: it is no estimate)."""
         return coefficient_table(self._state, alpha)
 
     def summary(

@@ -12,7 +12,7 @@ from ..inference import check_alpha
 from ..io import ResultsState
 from ..stats import tril_indices
 from .singular import SINGULAR_NOTE, is_singular
-from .varcorr import varcorr_text
+from .varcorr import held_correlations, varcorr_text
 
 __all__ = ["Summary", "coefficient_table", "latex_escape"]
 
@@ -25,7 +25,9 @@ def coefficient_table(state: ResultsState, alpha: float = 0.05) -> pd.DataFrame:
     One row per parameter (``param_names``); columns ``Coef.``, ``Std.Err.``, ``z``,
     ``P>|z|`` and the ``1 − alpha`` Wald interval.  Variance rows hold ``cov_re``
     (lower triangle) and ``vcomp`` on the reported scale, with standard errors
-    ``sqrt(scale) · bse`` and no test.
+    ``sqrt(scale) · bse`` and no test; a covariance held at 0 by ``free``
+    (:func:`~dmixed.results.varcorr.held_correlations`) keeps its 0 with a NaN standard
+    error (statsmodels prints 0: it is no estimate, and the summary's note names it).
     """
     k = len(state.params)
     tab = np.full((k, 6), np.nan)
@@ -44,12 +46,17 @@ def coefficient_table(state: ResultsState, alpha: float = 0.05) -> pd.DataFrame:
     tab[p : p + state.k_re2, 0] = np.asarray(state.cov_re)[rows, cols]
     tab[p + state.k_re2 :, 0] = state.vcomp
     tab[p:, 1] = np.sqrt(state.scale) * state.bse[p:]
+    for a, b in held_correlations(state):  # held at 0 by free: not estimated, no SE
+        tab[p + a * (a + 1) // 2 + b, 1] = np.nan  # vech_lt's packing, row by row
     return pd.DataFrame(
         tab,
         index=state.param_names,
         columns=["Coef.", "Std.Err.", "z", "P>|z|", f"[{alpha / 2}", f"{1 - alpha / 2}]"],
     )
 
+
+#: the note of a fit that held covariances at 0 (``free``): not estimated, no SE or Corr
+HELD_NOTE = "Held at 0 by free (not estimated; no standard error or correlation shown): {names}"
 
 #: the summary's line for ``fit_regularized`` results
 REGULARIZED_NOTE = (
@@ -198,6 +205,9 @@ class Summary:
         notes = (SINGULAR_NOTE,) if singular else ()
         if state.regularized is not None:
             notes = (REGULARIZED_NOTE.format(alpha=state.regularized.get("alpha")), *notes)
+        held = [str(names[p + a * (a + 1) // 2 + b]) for a, b in held_correlations(state)]
+        if held:  # vech_lt's packing, row by row: (a, b) is entry a(a+1)/2 + b
+            notes = (*notes, HELD_NOTE.format(names=", ".join(held)))
         return cls(title or _TITLE, info, table, varcorr_text(state), notes)
 
     @property

@@ -11,6 +11,7 @@ from ..io import ResultsState
 __all__ = [
     "VARCORR_COLUMNS",
     "component_label",
+    "held_correlations",
     "term_levels",
     "term_order",
     "varcorr_frame",
@@ -57,12 +58,32 @@ def component_label(group: str, name: str, n_groups: int, k_re: int) -> str:
     return name if n_groups == 1 and k_re == 0 else f"{group}:{name}"
 
 
+def held_correlations(state: ResultsState) -> list[tuple[int, int]]:
+    """The ``(row, column)`` pairs (row > column) of ``cov_re`` that the fit held at 0
+    with ``free`` (``state.held``: independent random effects, lme4's ``||``,
+    MixedModels.jl's ``zerocorr``): no parameter of the model, so :func:`varcorr_frame`,
+    the summary and ``confint`` show no row for them, as lme4 and MixedModels.jl show
+    none.  A covariance held at another value stays shown (it is part of the model)."""
+    held = getattr(state, "held", None)
+    if held is None:
+        return []
+    q = len(state.names.exog_re_names)
+    rows, cols = np.tril_indices(q)  # the packing order of ``held``: vech_lt, row by row
+    cov = np.asarray(state.cov_re, dtype=np.float64).reshape(q, q)
+    return [
+        (int(rows[i]), int(cols[i]))
+        for i in np.flatnonzero(np.asarray(held, dtype=bool)[: rows.size])
+        if rows[i] != cols[i] and cov[rows[i], cols[i]] == 0.0
+    ]
+
+
 def varcorr_frame(state: ResultsState) -> pd.DataFrame:
     """The random-effects covariance as lme4's ``as.data.frame(VarCorr(fit))``.
 
     One row per variance (``var2`` missing: ``vcov`` the variance, ``sdcor`` its
     square root), then one per covariance of ``exog_re`` (``vcov`` the covariance,
-    ``sdcor`` the correlation ``Ψ_jk / sqrt(Ψ_jj Ψ_kk)``, NaN where a variance is 0),
+    ``sdcor`` the correlation ``Ψ_jk / sqrt(Ψ_jj Ψ_kk)``, NaN where a variance is 0;
+    none for a covariance the fit held at 0 with ``free``, :func:`held_correlations`),
     then one per variance component (``grp`` :func:`component_label`: ``"<group>:<name>"``,
     as lme4 names the term ``(1 | group:component)``, or ``"<name>"`` in a model of one
     group with no random effects; ``vcomp`` keeps statsmodels' name), the terms in lme4's order
@@ -72,7 +93,7 @@ def varcorr_frame(state: ResultsState) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame (k_re + k_re(k_re−1)/2 + k_vc + 1, 5)
+    DataFrame (k_re + k_re(k_re−1)/2 − held + k_vc + 1, 5)
         Columns :data:`VARCORR_COLUMNS`.
     """
     names = list(state.names.exog_re_names)
@@ -80,8 +101,11 @@ def varcorr_frame(state: ResultsState) -> pd.DataFrame:
     cov = np.asarray(state.cov_re, dtype=np.float64).reshape(len(names), len(names))
     sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     terms = [[(group, n, None, cov[j, j], sd[j]) for j, n in enumerate(names)]]
+    held = set(held_correlations(state))
     for j in range(len(names)):
         for k in range(j + 1, len(names)):
+            if (k, j) in held:
+                continue
             denom = sd[j] * sd[k]
             corr = cov[k, j] / denom if denom > 0 else np.nan
             terms[0].append((group, names[j], names[k], cov[k, j], corr))
@@ -106,6 +130,7 @@ def varcorr_text(state: ResultsState) -> str:
     variances = frame[frame["var2"].isna()]
     corr = frame[frame["var2"].notna()]
     table = []
+    shown_corr = len(corr) > 0  # none where every correlation was held at 0 (``||``)
     for i, row in enumerate(variances.itertuples(index=False)):
         first = i == 0 or row.grp != variances["grp"].iloc[i - 1]
         cells = [
@@ -114,14 +139,13 @@ def varcorr_text(state: ResultsState) -> str:
             f"{row.vcov:.4g}",
             f"{row.sdcor:.4g}",
         ]
-        if row.grp == state.names.group_name and row.var1 in names:
+        if shown_corr and row.grp == state.names.group_name and row.var1 in names:
             j = names.index(row.var1)
-            cells += [
-                f"{corr[(corr.var1 == names[k]) & (corr.var2 == row.var1)].sdcor.iloc[0]:.2f}"
-                for k in range(j)
-            ]
+            for k in range(j):
+                found = corr[(corr.var1 == names[k]) & (corr.var2 == row.var1)].sdcor
+                cells.append(f"{found.iloc[0]:.2f}" if len(found) else ".")  # "." held
         table.append(cells)
-    header = ["Groups", "Name", "Variance", "Std.Dev.", *(["Corr"] if len(names) > 1 else [])]
+    header = ["Groups", "Name", "Variance", "Std.Dev.", *(["Corr"] if shown_corr else [])]
     width = max(len(r) for r in [*table, header])
     cols = [[r[c] if c < len(r) else "" for r in [header, *table]] for c in range(width)]
     sizes = [max(len(v) for v in col) for col in cols]

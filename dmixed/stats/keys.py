@@ -291,12 +291,15 @@ def several_types_error(types: set[str], name: str) -> BadValuesError:
     """The refusal of a column holding values of several Python types ``types`` (the
     owner of its words)."""
     shown = ", ".join(sorted(types))
-    return BadValuesError(
+    err = BadValuesError(
         f"column {name!r} holds values of several Python types ({shown}), which dmixed "
         "will not guess how to read (5 and '5' are one group as text and two as "
         f"objects); convert it to one type first, e.g. df[{name!r}].astype(str) for labels "
-        f"or pd.to_numeric(df[{name!r}]) for numbers"
+        f"or pd.to_numeric(df[{name!r}], errors='coerce') for numbers (what is not a "
+        "number becomes NaN)"
     )
+    err.mixed_column = name  # read where the column's role gives a better message
+    return err
 
 
 def check_key_kind(found, declared, column: str, where: str, hint: str = "") -> None:

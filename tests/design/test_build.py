@@ -39,7 +39,9 @@ def test_error_groups_column():
 
 def test_error_response():
     df = make_df()
-    with pytest.raises(ValueError, match=r"response column 'a' is not numeric"):
+    with pytest.raises(
+        ValueError, match=r"the response column 'a' holds values that are not numbers"
+    ):
         build_spec(df, "a ~ x1", groups="g")
     with pytest.raises(ValueError, match=r"response 'y' is constant"):
         build_spec(df.assign(y=2.5), "y ~ x1", groups="g")

@@ -855,3 +855,94 @@ def test_object_decimals_in_C_fit_the_factor_statsmodels_fits_of_them():
     assert len(theirs.fe_params) == len(ours.fe_params) == 4
     np.testing.assert_allclose(ours.fe_params.to_numpy(), theirs.fe_params.to_numpy(), rtol=1e-5)
     np.testing.assert_allclose(ours.llf, theirs.llf, rtol=1e-8)
+
+
+def test_a_response_with_a_stray_string_is_named_with_a_hint_that_works():
+    """An ``object`` response of numbers and one ``'n/a'`` got the hint
+    ``.astype(str)`` "for labels" (a response is never labels) or
+    ``pd.to_numeric(df['y'])`` (which refuses ``'n/a'`` itself), naming no row.  The
+    message names the column, the value and its row; its hint, followed, fits."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {"g": np.repeat(np.arange(10), 6), "x": rng.normal(size=60), "y": rng.normal(size=60)},
+        index=np.arange(100, 160),
+    )
+    df["y"] += np.repeat(rng.normal(0, 2, 10), 6)  # a group effect: no boundary fit
+    df["y"] = df["y"].astype(object)
+    df.loc[104, "y"] = "n/a"
+    with pytest.raises(BadValuesError) as err:
+        dmixed.mixedlm("y ~ x", df, groups="g")
+    msg = str(err.value)
+    assert "response column 'y'" in msg and "'n/a' in the row with index 104" in msg
+    assert "(1 such value in 60 rows)" in msg and "for labels" not in msg
+    assert "pd.to_numeric(df['y'], errors='coerce')" in msg and "missing='drop'" in msg
+    df["y"] = pd.to_numeric(df["y"], errors="coerce")  # the hint, followed
+    with pytest.warns(dmixed.DroppedRowsWarning):
+        res = dmixed.mixedlm("y ~ x", df, groups="g", missing="drop").fit()
+    assert res.nobs == 59
+    # a factor column of several types keeps the labels hint, now with a working numbers one
+    df["c"] = pd.Series([1.5, "a"] * 30, index=df.index, dtype=object)
+    with pytest.raises(BadValuesError, match=r"astype\(str\) for labels .*errors='coerce'"):
+        dmixed.mixedlm("y ~ C(c)", df, groups="g", missing="drop")
+
+
+def _stray_string_frame(index=None):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {"g": np.repeat(np.arange(10), 6), "x": rng.normal(size=60), "y": rng.normal(size=60)}
+    )
+    df["y"] = df["y"].astype(object)
+    df.loc[4, "y"] = "n/a"
+    if index is not None:
+        df.index = index
+    return df
+
+
+@pytest.mark.parametrize(
+    ("index", "row"),
+    [
+        (pd.Index(["r"] * 60), "'r'"),
+        (
+            pd.MultiIndex.from_arrays([np.repeat(np.arange(10), 6), np.tile(np.arange(6), 10)]),
+            "(0, 4)",
+        ),
+    ],
+)
+def test_a_response_refusal_names_one_value_whatever_the_index(index, row):
+    """With a repeated index label, ``values[label]`` is a Series: the message held the
+    whole column (60 lines here, the Series' repr on a large frame); a MultiIndex label
+    read ``(np.int64(0), np.int64(4))``.  The value is found by position."""
+    with pytest.raises(BadValuesError) as err:
+        dmixed.mixedlm("y ~ x", _stray_string_frame(index), groups="g")
+    msg = str(err.value)
+    assert "\n" not in msg and len(msg) < 400
+    assert f"'n/a' in the row with index {row} (1 such value in 60 rows)" in msg
+
+
+@pytest.mark.parametrize("source", ["dask", "dask parquet", "pandas parquet", "pandas text"])
+def test_every_refusal_of_a_response_of_text_says_response_with_a_hint_that_works(tmp_path, source):
+    """On Dask the refusal of an ``object`` response was the general one (labels hint
+    first, no word of the response); a text response (Parquet, a text dtype) got
+    ``pd.to_numeric(data['y'])``, which refuses the ``'n/a'`` it names, or no hint.
+    Every storage now says it is the response, names a value where one is at hand, and
+    hints ``errors='coerce'`` with ``missing='drop'``."""
+    import dask.dataframe as dd
+
+    df = _stray_string_frame()
+    text = df.assign(y=df["y"].astype(str))
+    path = tmp_path / "t.parquet"
+    text.to_parquet(path)
+    data = {
+        "dask": lambda: dd.from_pandas(df, npartitions=3),
+        "dask parquet": lambda: dd.read_parquet(path),
+        "pandas parquet": lambda: pd.read_parquet(path),
+        "pandas text": lambda: text.astype({"y": "string"}),
+    }[source]()
+    with pytest.raises(BadValuesError) as err:
+        dmixed.mixedlm("y ~ x", data, groups="g")
+    msg = str(err.value)
+    assert "the response column 'y' holds values that are not numbers" in msg
+    assert "'n/a'" in msg and "for labels" not in msg
+    assert "pd.to_numeric(df['y'], errors='coerce')" in msg and "missing='drop'" in msg
+    fixed = pd.to_numeric(text["y"], errors="coerce")  # the hint, followed
+    assert int(fixed.isna().sum()) == 1

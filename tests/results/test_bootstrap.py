@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import pickle
@@ -53,16 +54,36 @@ def vc_fit():
     return mixedlm(FORMULA, _frame(), groups="g", **VC).fit()
 
 
+def test_a_label_means_one_number_in_params_and_the_bootstrap(vc_fit):
+    """``params["g Var"]`` is Ψ/σ² (statsmodels') while the bootstrap's ``"g Var"`` was
+    Ψ: a user comparing them found a bias of 670 where there was none.  The bootstrap's
+    covariance columns now carry the attribute whose number they hold, and no label of
+    the table is a label of ``params`` with another number."""
+    boot = vc_fit.bootstrap(2, seed=1)
+    est = boot.estimate
+    params = vc_fit.params
+    for name in set(est.index) & set(params.index):
+        assert est[name] == pytest.approx(params[name], rel=1e-12), name
+    k_fe = vc_fit.k_fe
+    for name in params.index[k_fe : k_fe + vc_fit.k_re2]:
+        got = est[f"{name} (cov_re)"]
+        assert got == pytest.approx(params[name] * vc_fit.scale, rel=1e-10), name
+    assert est["sub Var (vcomp)"] == pytest.approx(vc_fit.vcomp[0], rel=1e-12)
+    assert "(cov_re)" in " ".join(vc_fit.bootstrap.__doc__.split())
+
+
 def test_table_and_percentile_intervals(vc_fit):
     boot = vc_fit.bootstrap(12, seed=3)
     table = boot.replicates
-    names = [*vc_fit.fe_params.index, "g Var", "g x x1 Cov", "x1 Var", "sub Var"]
+    cov = ["g Var (cov_re)", "g x x1 Cov (cov_re)", "x1 Var (cov_re)", "sub Var (vcomp)"]
+    names = [*vc_fit.fe_params.index, *cov]
     assert list(table.columns) == [*names, "scale", "llf", "converged"]
     assert len(boot) == 12 and table["converged"].dtype == bool and table["converged"].all()
     assert list(boot.estimate.index) == [*names, "scale", "llf"]
     np.testing.assert_allclose(boot.estimate[names[:3]], vc_fit.fe_params, rtol=1e-12)
-    assert boot.estimate["x1 Var"] == pytest.approx(vc_fit.cov_re.loc["x1", "x1"], rel=1e-12)
-    assert boot.estimate["sub Var"] == pytest.approx(vc_fit.vcomp[0], rel=1e-12)
+    x1_var = vc_fit.cov_re.loc["x1", "x1"]
+    assert boot.estimate["x1 Var (cov_re)"] == pytest.approx(x1_var, rel=1e-12)
+    assert boot.estimate["sub Var (vcomp)"] == pytest.approx(vc_fit.vcomp[0], rel=1e-12)
     ci = boot.conf_int(0.2)
     # intervals of the parameters (lme4's confint of a bootMer): none for the llf
     assert list(ci.columns) == [0, 1] and list(ci.index) == [*names, "scale"]
@@ -112,6 +133,66 @@ def test_save_makes_the_parent_directories(vc_fit, tmp_path):
     path = tmp_path / "new" / "dir" / "boot.parquet"
     boot.save(path)
     pd.testing.assert_frame_equal(BootstrapResults.load(path).replicates, boot.replicates)
+
+
+def test_a_version_1_table_loads_with_this_versions_names(vc_fit, tmp_path):
+    """A table written before the covariance columns were named ``"g Var (cov_re)"``
+    (``format_version`` 1, statsmodels' bare names for Ψ and τ²) loaded with those
+    names, the labels under which ``params`` holds Ψ/σ².  ``data/bootstrap_v1.parquet``
+    is such a table, written by ``save`` of dmixed's main branch at cf63021a
+    (``vc_fit``'s model and data, 3 replicates, seed 1): loaded with the results
+    bootstrapped, its columns get this version's names, values as stored; without
+    them (the names alone do not tell cov_re from vcomp), or with another model's, it
+    is refused."""
+    import pyarrow.parquet as pq
+
+    from dmixed.results.bootstrap import METADATA_KEY
+
+    path = Path(__file__).parents[1] / "data" / "bootstrap_v1.parquet"
+    raw = pq.read_table(path)
+    meta = json.loads(raw.schema.metadata[METADATA_KEY])
+    assert meta["format_version"] == 1 and "g Var" in raw.column_names
+    back = BootstrapResults.load(path, vc_fit)
+    names = ["g Var (cov_re)", "g x x1 Cov (cov_re)", "x1 Var (cov_re)", "sub Var (vcomp)"]
+    assert list(back.replicates.columns) == [
+        "Intercept", "x1", "x2", *names, "scale", "llf", "converged"
+    ]  # fmt: skip
+    np.testing.assert_array_equal(back.replicates["g Var (cov_re)"], raw.column("g Var"))
+    np.testing.assert_array_equal(back.replicates["sub Var (vcomp)"], raw.column("sub Var"))
+    assert back.estimate["g Var (cov_re)"] == meta["estimate"]["g Var"]
+    assert "g Var" not in back.estimate and "g Var" not in back.replicates
+    with pytest.raises(CheckpointError, match=r"format version 1, .*load\(path, results\)"):
+        BootstrapResults.load(path)
+    other = mixedlm(FORMULA, _frame(), groups="g").fit()
+    with pytest.raises(CheckpointError, match="is not a bootstrap table of these results"):
+        BootstrapResults.load(path, other)
+    # new tables say format_version 2 in their metadata
+    vc_fit.bootstrap(2, seed=1).save(tmp_path / "new.parquet")
+    meta = json.loads(pq.read_table(tmp_path / "new.parquet").schema.metadata[METADATA_KEY])
+    assert meta["format_version"] == 2
+
+
+@pytest.mark.parametrize("version", [3, "2", True])
+def test_a_table_of_a_newer_or_odd_format_version_is_refused(vc_fit, tmp_path, version):
+    """``load`` read no ``format_version``: a table of a later, unknown format loaded
+    without a word.  It is refused as results directories are
+    (:func:`dmixed.files.check_format_version`)."""
+    import pyarrow.parquet as pq
+
+    from dmixed.results.bootstrap import METADATA_KEY
+
+    vc_fit.bootstrap(2, seed=1).save(tmp_path / "b.parquet")
+    table = pq.read_table(tmp_path / "b.parquet")
+    meta = json.loads(table.schema.metadata[METADATA_KEY])
+    meta["format_version"] = version
+    blob = json.dumps(meta).encode()
+    pq.write_table(
+        table.replace_schema_metadata({**table.schema.metadata, METADATA_KEY: blob}),
+        tmp_path / "b.parquet",
+    )
+    why = "written by a newer dmixed" if version == 3 else "not a whole number"
+    with pytest.raises(CheckpointError, match=why):
+        BootstrapResults.load(tmp_path / "b.parquet", vc_fit)
 
 
 def test_progress_save_and_load(vc_fit, tmp_path, caplog):
@@ -559,7 +640,7 @@ def test_a_covariate_named_like_a_summary_column_keeps_its_interval():
     df = pd.DataFrame({"g": g, "x": rng.normal(size=n), "llf": rng.normal(size=n)})
     df["y"] = df.x + 0.3 * df.llf + rng.normal(size=n) + rng.normal(size=20)[g]
     boot = mixedlm("y ~ x + llf", df, groups="g").fit().bootstrap(5, seed=1)
-    rows = ["Intercept", "x", "llf", "g Var", "scale"]
+    rows = ["Intercept", "x", "llf", "g Var (cov_re)", "scale"]
     assert list(boot.conf_int().index) == rows
     assert list(boot.bse.index) == rows
     assert np.isfinite(boot.bse.to_numpy()).all()
@@ -603,12 +684,12 @@ def _sdcor_by_hand(fit, boot) -> pd.DataFrame:
     from dmixed.results.varcorr import term_levels
 
     t = boot.replicates
-    var, slope, cov = t["g Var"], t["x1 Var"], t["g x x1 Cov"]
+    var, slope, cov = t["g Var (cov_re)"], t["x1 Var (cov_re)"], t["g x x1 Cov (cov_re)"]
     columns = [
         np.sqrt(var),
         cov / np.sqrt(var * slope),
         np.sqrt(slope),
-        np.sqrt(t["sub Var"]),
+        np.sqrt(t["sub Var (vcomp)"]),
         np.sqrt(t["scale"]),
         *(t[name] for name in fit.fe_params.index),
     ]

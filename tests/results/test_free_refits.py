@@ -82,8 +82,8 @@ def test_profile_intervals_of_the_constrained_model(visits):
     _, held, vc = visits
     got = held.confint()
     want = vc.confint()
-    # .sig02 is the correlation the fit held at 0: no interval (not a parameter)
-    assert got.loc[".sig02"].isna().all()
+    # .sig02 is the correlation the fit held at 0: no row (not a parameter)
+    assert ".sig02" not in got.index
     rows = {".sig01": ".sig01", ".sig03": ".sig02", ".sigma": ".sigma"}
     for ours, theirs in rows.items():
         np.testing.assert_allclose(got.loc[ours], want.loc[theirs], rtol=1e-6)
@@ -91,6 +91,58 @@ def test_profile_intervals_of_the_constrained_model(visits):
     np.testing.assert_allclose(got.loc[fe], want.loc[fe], rtol=1e-6)
     ci = held.profile_ci()
     np.testing.assert_allclose(ci.to_numpy(), vc.profile_ci().to_numpy(), rtol=1e-6)
+
+
+def test_a_held_correlation_shows_nowhere_as_estimated(visits):
+    """A user holding the correlation at 0 (lme4's ``||``, MixedModels.jl's
+    ``zerocorr``) saw a ``.sig02 NaN NaN`` row in confint, with no warning, and a 0.0
+    correlation row in varcorr, as if estimated.  Neither shows it now (lme4 and
+    MixedModels.jl list none), in every method of confint, and the summary says it
+    was held instead of printing a correlation."""
+    _, held, vc = visits
+    for method in ("Wald", "boot"):
+        kw = dict(nsim=3, seed=1) if method == "boot" else {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dmixed.ProfileWarning)  # 3 replicates
+            ci = held.confint(method=method, **kw)
+        assert list(ci.index[:3]) == [".sig01", ".sig03", ".sigma"], method
+    frame = held.varcorr()
+    assert frame["var2"].isna().all()  # no correlation row
+    assert list(frame.var1.iloc[:2]) == ["subj", "time"]
+    np.testing.assert_allclose(frame.vcov.iloc[:2], np.diag(held.cov_re), rtol=1e-12)
+    assert len(frame) == 3  # the two variances and the residual
+    text = str(held.summary())
+    assert "Corr" not in text.split("Random effects:")[1]
+    note = "Held at 0 by free (not estimated; no standard error or correlation shown)"
+    assert f"{note}: subj x time Cov" in text
+
+
+def test_the_coefficient_table_gives_a_held_covariance_no_standard_error(visits):
+    """The summary's coefficient table printed ``subj x time Cov 0.000 0.000``, a
+    standard error of 0 as if the covariance were estimated with no uncertainty
+    (statsmodels prints the same).  The row keeps its 0 with no standard error."""
+    _, held, vc = visits
+    table = held.summary_frame()
+    assert table.loc["subj x time Cov", "Coef."] == 0.0
+    assert np.isnan(table.loc["subj x time Cov", "Std.Err."])
+    assert np.isfinite(table.loc[["subj Var", "time Var"], "Std.Err."]).all()
+    row = held.summary().tables[1].loc["subj x time Cov"]
+    assert row["Coef."] == "0.000" and row["Std.Err."] == ""
+    assert np.isfinite(vc.summary_frame()["Std.Err."].iloc[held.k_fe :]).all()
+
+
+@pytest.mark.parametrize("method", ["Wald", "profile", "boot"])
+def test_confint_refuses_a_held_covariance_named_in_parm(visits, method):
+    """``confint(parm=".sig02")`` of the held covariance returned an empty frame without
+    a word, while the error for an unknown name listed ``.sig02`` as valid.  Naming it
+    (or its position) is refused, and the list of valid names leaves it out."""
+    _, held, _ = visits
+    for parm in (".sig02", [".sig01", ".sig02"], 1):
+        with pytest.raises(SpecError, match=r"'\.sig02' is a covariance held at 0 by free="):
+            held.confint(parm=parm, method=method)
+    with pytest.raises(SpecError, match="is not one of") as err:
+        held.confint(parm=".sig09", method=method)
+    assert "'.sig02'" not in str(err.value) and "'.sig03'" in str(err.value)
 
 
 def test_profile_intervals_refuse_a_held_variance():
@@ -109,9 +161,13 @@ def test_bootstrap_replicates_keep_the_constraint(visits):
     boot = held.bootstrap(8, seed=3)
     reps = boot.replicates
     assert reps["converged"].all()
-    assert (reps["subj x time Cov"] == 0.0).all()
+    assert (reps["subj x time Cov (cov_re)"] == 0.0).all()
     # each replicate is at the constrained maximum: near the fit's estimates
-    assert reps["subj Var"].between(0.5 * held.cov_re.iloc[0, 0], 2 * held.cov_re.iloc[0, 0]).all()
+    assert (
+        reps["subj Var (cov_re)"]
+        .between(0.5 * held.cov_re.iloc[0, 0], 2 * held.cov_re.iloc[0, 0])
+        .all()
+    )
 
 
 def test_loaded_results_keep_the_held_mask(visits, tmp_path):

@@ -583,3 +583,42 @@ def test_hist_is_the_fit_log_whatever_full_output_and_says_how_it_differs(full_o
         assert set(entry) == {"iteration", "method", "llf", "grad_norm", "elapsed", "params"}
     doc = MixedLMResults.hist.__doc__
     assert "full_output" in doc and "allvecs" in doc and "None" in doc
+
+
+def test_the_deviance_docs_say_lme4_deprecates_deviance_of_a_reml_fit():
+    """The README and ``deviance`` called −2ℓ of a REML fit "lme4's default
+    ``deviance``": lme4 returns that number but deprecates ``deviance()`` of a REML
+    fit (it warns and points to ``REMLcrit``).  Both now say so."""
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    doc = " ".join((MixedLMResults.deviance.__doc__ or "").split())
+    for text in (readme, doc):
+        assert "lme4's default `deviance`" not in text.replace("``", "`")
+        assert "deprecates `deviance()` of a REML fit" in text.replace("``", "`")
+        assert "REMLcrit" in text
+
+
+@pytest.mark.parametrize("reml", [False, True])
+def test_mixedmodels_names_objective_deviance_dof_and_optsummary(reml, tmp_path):
+    """A MixedModels.jl user found no ``deviance``, ``objective`` or ``dof`` on the
+    results and no ``fmin``, ``feval`` or ``optimizer`` on the OptSummary the README
+    likens to MixedModels.jl's.  Their meanings are MixedModels.jl's: objective =
+    deviance = −2ℓ (under REML the REML criterion, lme4's ``REMLcrit``), dof the
+    parameters the information criteria count; they survive save and load."""
+    df = make_data(n_groups=25, seed=4)
+    res = mixedlm("y ~ x1", df, groups="g", re_formula="1 + x1").fit(reml=reml)
+    assert res.objective == -2.0 * res.llf
+    assert res.deviance == res.objective
+    assert res.dof == len(res.fe_params) + 3 + 1  # β, Ψ's triangle, σ²
+    if not reml:
+        assert res.aic == pytest.approx(res.deviance + 2 * res.dof, rel=1e-14)
+    opt = res.optimizer
+    assert opt.fmin == pytest.approx(res.objective, rel=1e-12)
+    assert opt.finitial == -2.0 * opt.initial_llf and opt.finitial >= opt.fmin
+    assert opt.feval == opt.n_evals > 0
+    assert opt.optimizer == opt.methods[-1]
+    res.save(tmp_path / "r")
+    back = load(tmp_path / "r")
+    assert (back.objective, back.deviance, back.dof) == (res.objective, res.deviance, res.dof)
+    assert back.optimizer.fmin == opt.fmin and back.optimizer.optimizer == opt.optimizer

@@ -95,3 +95,17 @@ def test_variance_rows_std_err_is_statsmodels_bse_re_and_said_so(res):
         doc = " ".join(method.__doc__.split())
         assert "bse · √scale" in doc and "is *not* the standard error" in doc
         assert ":meth:`confint`" in doc
+
+
+def test_each_note_constant_has_its_own_doc_comment():
+    """``HELD_NOTE`` was put between ``REGULARIZED_NOTE`` and its ``#:`` comment, so
+    Sphinx gave both comment lines to ``HELD_NOTE`` and ``REGULARIZED_NOTE`` none."""
+    import inspect
+
+    from dmixed.results import summary
+
+    lines = inspect.getsource(summary).splitlines()
+    for name, words in (("HELD_NOTE", "free"), ("REGULARIZED_NOTE", "fit_regularized")):
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"{name} ="))
+        assert lines[at - 1].startswith("#:") and words in lines[at - 1], name
+        assert not lines[at - 2].startswith("#:"), name  # one comment, its own
