@@ -454,6 +454,42 @@ def text_codes(column) -> tuple[np.ndarray, np.ndarray] | None:
     return codes.astype(np.int64, copy=False), labels.astype(object, copy=False)
 
 
+def arrow_first_codes(values) -> tuple[np.ndarray, np.ndarray] | None:
+    """Group of every row of Arrow text keys, numbered in order of first appearance,
+    with a Python object made only for each distinct key.
+
+    The same codes and labels as :func:`pandas.factorize` of the keys as Python
+    ``str`` objects (its order of first appearance), from one hash of the Arrow strings
+    (``dictionary_encode``, whose dictionary holds the distinct keys in the order the
+    rows first bring them).
+
+    Parameters
+    ----------
+    values : pyarrow Array, shape (n,)
+        ``string`` or ``large_string`` keys.
+
+    Returns
+    -------
+    codes : ndarray of int64, shape (n,)
+        Position of each row's key in ``labels``.
+    labels : ndarray of object, shape (G,)
+        The distinct keys (Python ``str``), in order of first appearance.
+        None instead of both where ``values`` is not such an array, holds a missing
+        key or is empty (then the keys are numbered as Python objects, as before).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not isinstance(values, pa.Array) or not len(values) or values.null_count:
+        return None
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return None
+    encoded = pc.dictionary_encode(values)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    labels = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object, copy=False)
+    return codes, labels
+
+
 def _arrow_text(column: pd.Series):
     """``column``'s values as an Arrow ChunkedArray of strings (or of a dictionary of
     strings) where it is text (:func:`text_codes`), else None."""

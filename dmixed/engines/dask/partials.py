@@ -48,7 +48,7 @@ from ...design.origin import in_partition, piece_file
 from ...design.partitions import check_column_kinds, reader_error
 from ...design.references import column_references
 from ...design.scan import PartitionSummary, ScanPlan, SummaryMerge, summarize_partition
-from ...design.spec import DesignMatrices
+from ...design.spec import DesignMatrices, transform_numbered
 from ...errors import DataError
 from ...kernels.shifts import rows_part
 from ...kernels.term_table import PLAN_SAMPLE, ColumnPlan, held_columns
@@ -118,7 +118,7 @@ def partition_design(pdf, spec):
 
 def _design(pdf, spec):
     if isinstance(pdf, dict):
-        pdf = numpy_columns(pdf)  # text keys read as Arrow: as Dask's reader gives them
+        pdf = numpy_columns(pdf, spec.group_name)  # (text as Dask's reader gives them)
     if isinstance(pdf, pd.DataFrame):
         check_column_kinds(pdf, spec.column_kinds)
     dm = None
@@ -129,7 +129,9 @@ def _design(pdf, spec):
         return dm
     if isinstance(pdf, dict):
         pdf = pd.DataFrame(pdf)
-    return spec.transform(pdf) if len(pdf) else None
+    # text keys numbered from their column (sorted codes, a Python string a distinct
+    # key), which the accumulator maps by their distinct keys only (GroupAccumulator.add)
+    return transform_numbered(spec, pdf) if len(pdf) else None
 
 
 def partition_standardization(dm, spec) -> Standardization:
