@@ -128,6 +128,11 @@ class DesignMatrices:
     #: design numbered the keys more cheaply from their column
     #: (:func:`~dmixed.design.dtypes.coded_group_keys`); None: not numbered
     group_codes: tuple[np.ndarray, np.ndarray] | None = None
+    #: ``(codes, labels)`` of ``groups`` in any order (``labels[codes]`` equals
+    #: ``groups``, ``labels`` distinct), where a Dask chain numbered text keys from
+    #: their Arrow column (:func:`~dmixed.engines.dask.partials.partition_design`);
+    #: None: not numbered
+    key_codes: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def nobs(self) -> int:

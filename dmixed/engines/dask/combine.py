@@ -450,7 +450,7 @@ class GroupAccumulator:
         ``ztilde``, group ``keys``), their columns mapped by ``std``
         (:mod:`dmixed.stats.standardize`); returns their global sums (see
         :func:`dmixed.kernels.accumulate_packed`)."""
-        col = self._columns(keys, getattr(dm, "group_codes", None))
+        col = self._columns(keys, getattr(dm, "key_codes", None))
         if self.terms.applies(
             col.size, ztilde.shape[1], std, vc_widths
         ) and not wants_rank_one_within(std, col, ztilde, vc_widths, self.acc.shape[1]):
@@ -551,8 +551,9 @@ class GroupAccumulator:
 
     def _columns(self, keys: np.ndarray, coded=None) -> np.ndarray:
         """The accumulator's column of every key (new keys get new columns).
-        ``coded``: the design's sorted codes and labels of object ``keys``
-        (:attr:`~dmixed.design.spec.DesignMatrices.group_codes`), or None."""
+        ``coded``: codes and labels of object ``keys`` where the chain numbered them
+        from their Arrow column (:attr:`~dmixed.design.spec.DesignMatrices.key_codes`),
+        or None."""
         col = self._range_columns(keys) if self.ranged else None
         if col is None and self.lookup is not None:
             col = self._lookup_columns(keys)
@@ -565,14 +566,14 @@ class GroupAccumulator:
         return col
 
     def _coded_columns(self, codes: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
-        """:meth:`_hash_columns` of the keys ``labels[codes]`` (the design's sorted
-        numbering of text keys) by their distinct keys only: the labels taken in the
-        rows' order of first appearance (one hash of the integer codes), so new groups
-        get the same columns, in the same order, as the rows' keys would give them.
-        None where the keys are not held as objects."""
+        """:meth:`_hash_columns` of the keys ``labels[codes]`` by their distinct keys
+        only: the labels taken in the rows' order of first appearance (one hash of the
+        integer codes, none where the codes are numbered so already), so new groups get
+        the same columns, in the same order, as the rows' keys would give them.  None
+        where the keys are not held as objects."""
         if self.key_dtype.kind != "O" or not codes.size:
             return None
-        firsts = pd.unique(codes)
+        firsts = np.arange(len(labels)) if _first_numbered(codes, len(labels)) else pd.unique(codes)
         where = np.empty(len(labels), dtype=np.int64)
         where[firsts] = self._hash_columns(labels[firsts])
         return where[codes]
@@ -675,6 +676,16 @@ class GroupAccumulator:
         if self.written:
             release_free_memory()  # the design matrices' temporaries, freed by now
         return rank_one_partials(gathered) if self.rank_one else gathered
+
+
+def _first_numbered(codes: np.ndarray, n_labels: int) -> bool:
+    """Whether ``codes`` number all ``n_labels`` keys in order of first appearance
+    (each new code one more than the highest before it), as Arrow's
+    ``dictionary_encode`` does."""
+    if not codes.size:
+        return False
+    high = np.maximum.accumulate(codes)
+    return high[0] == 0 and high[-1] == n_labels - 1 and bool(np.all(np.diff(high) <= 1))
 
 
 def with_sides(parts: list[Partial], side: ShiftPart, held: list | None = None) -> list[Partial]:

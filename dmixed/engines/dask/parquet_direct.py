@@ -270,18 +270,10 @@ def _text_array(column) -> pa.StringArray | None:
         return None
 
 
-def numpy_columns(columns: dict, keys: str | None = None) -> dict:
+def numpy_columns(columns: dict) -> dict:
     """:func:`read_columns`' columns all as numpy arrays (text as Python ``str``
-    objects, as Dask's reader gives them): for the design's way.  The column ``keys``
-    (the group keys), where read as Arrow text, is given as pandas' ``str`` array of
-    the same Arrow strings instead (no Python object a row): the design numbers such
-    keys from their column (:func:`~dmixed.design.spec.transform_numbered`)."""
-    return {
-        name: col.to_pandas().array
-        if name == keys and isinstance(col, pa.StringArray)
-        else text_objects(col)
-        for name, col in columns.items()
-    }
+    objects, as Dask's reader gives them): for the design's way."""
+    return {name: text_objects(col) for name, col in columns.items()}
 
 
 def unreadable_file(exc: BaseException, reader: str = "pyarrow") -> DataError | None:

@@ -48,12 +48,12 @@ from ...design.origin import in_partition, piece_file
 from ...design.partitions import check_column_kinds, reader_error
 from ...design.references import column_references
 from ...design.scan import PartitionSummary, ScanPlan, SummaryMerge, summarize_partition
-from ...design.spec import DesignMatrices, transform_numbered
+from ...design.spec import DesignMatrices
 from ...errors import DataError
 from ...kernels.shifts import rows_part
 from ...kernels.term_table import PLAN_SAMPLE, ColumnPlan, held_columns
 from ...kernels.vc_packed import accumulate_padded_into
-from ...stats.keys import conform_keys, key_series, key_values
+from ...stats.keys import arrow_first_codes, conform_keys, key_series, key_values
 from ...stats.packed import GLOBAL_HEAD, PackedLayout
 from ...stats.slots import SlotMap, present_pairs
 from ...stats.standardize import SAMPLE_ROWS, Standardization
@@ -117,10 +117,13 @@ def partition_design(pdf, spec):
 
 
 def _design(pdf, spec):
+    numbered = None
     if isinstance(pdf, dict):
-        pdf = numpy_columns(pdf, spec.group_name)  # (text as Dask's reader gives them)
+        numbered = arrow_first_codes(pdf.get(spec.group_name))
+        pdf = numpy_columns(pdf)  # text keys read as Arrow: as Dask's reader gives them
     if isinstance(pdf, pd.DataFrame):
         check_column_kinds(pdf, spec.column_kinds)
+        numbered, pdf = _arrow_keys(pdf, spec.group_name)
     dm = None
     if columns_design_applies(spec):
         columns = pdf if isinstance(pdf, dict) else frame_columns(pdf, design_columns(spec))
@@ -129,9 +132,45 @@ def _design(pdf, spec):
         return dm
     if isinstance(pdf, dict):
         pdf = pd.DataFrame(pdf)
-    # text keys numbered from their column (sorted codes, a Python string a distinct
-    # key), which the accumulator maps by their distinct keys only (GroupAccumulator.add)
-    return transform_numbered(spec, pdf) if len(pdf) else None
+    return _numbered(spec.transform(pdf), numbered) if len(pdf) else None
+
+
+def _arrow_keys(pdf: pd.DataFrame, name: str) -> tuple:
+    """``(numbered, frame)``: :func:`~dmixed.stats.keys.arrow_first_codes` of the
+    frame's group column ``name`` where it holds Arrow text (pandas' ``str``), and the
+    frame with that column as the Python objects of its distinct keys, which the rows
+    share (the keys the design would make of it, without a new object a row); else
+    ``(None, pdf)``."""
+    if not pdf.columns.is_unique or name not in pdf.columns:
+        return None, pdf
+    column = pdf[name]
+    if getattr(column.dtype, "storage", None) != "pyarrow":
+        return None, pdf
+    values = pa.array(column.array)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    numbered = arrow_first_codes(values)
+    if numbered is None:
+        return None, pdf
+    codes, labels = numbered
+    pdf = pdf.copy(deep=False)
+    pdf[name] = labels[codes]
+    return numbered, pdf
+
+
+def _numbered(dm, numbered):
+    """``dm`` with the codes of its rows' text keys read as Arrow
+    (:attr:`~dmixed.design.spec.DesignMatrices.key_codes`, from
+    :func:`~dmixed.stats.keys.arrow_first_codes` of the rows read; those the design
+    kept), where it has their keys as objects."""
+    if numbered is None or dm.groups is None or dm.groups.dtype != object:
+        return dm
+    codes, labels = numbered
+    if dm.keep is not None:
+        codes = codes[dm.keep]
+    if codes.size != dm.groups.size:  # pragma: no cover - keep holds the rows kept
+        return dm
+    return dataclasses.replace(dm, key_codes=(codes, labels))
 
 
 def partition_standardization(dm, spec) -> Standardization:
