@@ -157,7 +157,6 @@ def _accumulated(batches, how: str, exact: bool, lookups: list) -> list:
     import pyarrow as pa
 
     from dmixed.design.dtypes import coded_group_keys
-    from dmixed.stats.keys import arrow_first_codes
 
     rng = np.random.default_rng(5)
     n = sum(b.size for b in batches)
@@ -175,8 +174,12 @@ def _accumulated(batches, how: str, exact: bool, lookups: list) -> list:
         if how == "sorted":  # codes in another order than the rows bring the keys
             keys, coded = coded_group_keys(pd.Series(batch, dtype="str"))
         elif how == "first":  # as a chain numbers them from their Arrow column
+            from dmixed.stats.keys import arrow_first_codes
+
             coded = arrow_first_codes(pa.array(list(batch), type=pa.string()))
-        dm = DesignMatrices(y[at], x[at], x[at].copy(), [], [], keys, None, 0, key_codes=coded)
+        dm = DesignMatrices(y[at], x[at], x[at].copy(), [], [], keys, None, 0)
+        if coded is not None:
+            dm.key_codes = coded
         added = pa.array(list(batch), type=pa.string()) if how == "arrow" else keys
         acc.add(added, dm, x[at].copy(), std)
         rows += batch.size
