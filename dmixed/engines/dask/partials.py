@@ -120,6 +120,8 @@ def _design(pdf, spec):
     numbered = None
     if isinstance(pdf, dict):
         numbered = arrow_first_codes(pdf.get(spec.group_name))
+        if numbered is not None:  # the keys' Python strings made once per distinct key
+            pdf = {**pdf, spec.group_name: _shared_keys(numbered)}
         pdf = numpy_columns(pdf)  # text keys read as Arrow: as Dask's reader gives them
     if isinstance(pdf, pd.DataFrame):
         check_column_kinds(pdf, spec.column_kinds)
@@ -152,10 +154,17 @@ def _arrow_keys(pdf: pd.DataFrame, name: str) -> tuple:
     numbered = arrow_first_codes(values)
     if numbered is None:
         return None, pdf
-    codes, labels = numbered
     pdf = pdf.copy(deep=False)
-    pdf[name] = labels[codes]
+    pdf[name] = _shared_keys(numbered, pdf.index)
     return numbered, pdf
+
+
+def _shared_keys(numbered, index=None) -> pd.Series:
+    """The rows' keys ``labels[codes]`` as a Series of Python objects (each distinct
+    key one object, which its rows share), kept ``object``: pandas would otherwise
+    infer its ``str`` dtype, copying every row's key to Arrow and back."""
+    codes, labels = numbered
+    return pd.Series(labels[codes], dtype=object, index=index, copy=False)
 
 
 def _numbered(dm, numbered):
