@@ -125,7 +125,6 @@ def _design(pdf, spec):
         pdf = numpy_columns(pdf)  # text keys read as Arrow: as Dask's reader gives them
     if isinstance(pdf, pd.DataFrame):
         check_column_kinds(pdf, spec.column_kinds)
-        numbered, pdf = _arrow_keys(pdf, spec.group_name)
     dm = None
     if columns_design_applies(spec):
         columns = pdf if isinstance(pdf, dict) else frame_columns(pdf, design_columns(spec))
@@ -137,34 +136,12 @@ def _design(pdf, spec):
     return _numbered(spec.transform(pdf), numbered) if len(pdf) else None
 
 
-def _arrow_keys(pdf: pd.DataFrame, name: str) -> tuple:
-    """``(numbered, frame)``: :func:`~dmixed.stats.keys.arrow_first_codes` of the
-    frame's group column ``name`` where it holds Arrow text (pandas' ``str``), and the
-    frame with that column as the Python objects of its distinct keys, which the rows
-    share (the keys the design would make of it, without a new object a row); else
-    ``(None, pdf)``."""
-    if not pdf.columns.is_unique or name not in pdf.columns:
-        return None, pdf
-    column = pdf[name]
-    if getattr(column.dtype, "storage", None) != "pyarrow":
-        return None, pdf
-    values = pa.array(column.array)
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    numbered = arrow_first_codes(values)
-    if numbered is None:
-        return None, pdf
-    pdf = pdf.copy(deep=False)
-    pdf[name] = _shared_keys(numbered, pdf.index)
-    return numbered, pdf
-
-
-def _shared_keys(numbered, index=None) -> pd.Series:
+def _shared_keys(numbered) -> pd.Series:
     """The rows' keys ``labels[codes]`` as a Series of Python objects (each distinct
     key one object, which its rows share), kept ``object``: pandas would otherwise
     infer its ``str`` dtype, copying every row's key to Arrow and back."""
     codes, labels = numbered
-    return pd.Series(labels[codes], dtype=object, index=index, copy=False)
+    return pd.Series(labels[codes], dtype=object, copy=False)
 
 
 def _numbered(dm, numbered):
