@@ -148,12 +148,11 @@ def _late_batches(rng) -> list[np.ndarray]:
     return [_objects(b) for b in batches]
 
 
-def _accumulated(batches, how: str, exact: bool, lookups: list) -> list:
+def _accumulated(batches, how: str, exact: bool) -> list:
     """The partials of an accumulator fed ``batches`` of text keys as Python objects
     (``objects``), with their codes in sorted order (``sorted``) or in order of first
     appearance as a chain numbers them from their Arrow column (``first``), or as
-    Arrow strings (``arrow``); ``lookups`` gets the object sizes the hash table looked
-    up."""
+    Arrow strings (``arrow``)."""
     import pyarrow as pa
 
     from dmixed.design.dtypes import coded_group_keys
@@ -204,9 +203,9 @@ def test_text_keys_numbered_by_their_distinct_keys(monkeypatch, kernel, exact, h
         return real(self, target, *args, **kwargs)
 
     batches = _late_batches(np.random.default_rng(7))
-    want = _accumulated(batches, "objects", exact, [])
+    want = _accumulated(batches, "objects", exact)
     monkeypatch.setattr(pd.Index, "get_indexer", counting)
-    got = _accumulated(batches, how, exact, lookups)
+    got = _accumulated(batches, how, exact)
     monkeypatch.setattr(pd.Index, "get_indexer", real)
     assert max(lookups, default=0) <= LABELS.size < min(b.size for b in batches)
     assert len(got) == len(want)
@@ -294,4 +293,70 @@ def test_dask_fits_of_late_text_keys_and_of_their_codes_agree(
     for g, re in got.random_effects.items():
         key = g.decode() if isinstance(g, bytes) else g
         at = rank[np.flatnonzero(labels == key)[0]]
+        np.testing.assert_array_equal(np.asarray(re), np.asarray(want.random_effects[at]))
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "numba"])
+@pytest.mark.parametrize("kind", ["string", "large_string"])
+@pytest.mark.parametrize("nan_x", [False, True])
+def test_direct_reads_of_text_keys_fit_as_their_codes(monkeypatch, tmp_path, kernel, kind, nan_x):
+    """Parquet files of text keys without nulls, read by the chain itself (keys
+    numbered by :func:`~dmixed.stats.keys.arrow_first_codes`), some keys first seen in
+    the last file, with NaN (not null) in ``x`` under ``missing="drop"`` (the codes of
+    the rows kept): the same Dask fit bit for bit as of the keys' integer codes in
+    their sorted order."""
+    import dask
+    import dask.dataframe as dd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dmixed.engines.dask import partials
+
+    monkeypatch.setenv("DMIXED_KERNELS", kernel)
+    rng = np.random.default_rng(17)
+    n, n_files = 900, 4
+    rank = np.empty(LABELS.size, dtype=np.int64)
+    rank[np.argsort(LABELS)] = np.arange(LABELS.size)
+    code = rng.integers(0, LABELS.size - 4, n)
+    code[-40:] = LABELS.size - 1 - np.arange(40) % 4  # four keys only in the last file
+    x = rng.normal(size=n)
+    u, b = rng.normal(size=(2, LABELS.size))
+    y = x + u[code] + b[code] * x + 0.5 * rng.normal(size=n)
+    if nan_x:
+        x[::37] = np.nan  # NaN values, not Arrow nulls: the design drops their rows
+    numbered: list = []
+    real = partials.arrow_first_codes
+
+    def counting(values):
+        got = real(values)
+        numbered.append(got is not None)
+        return got
+
+    monkeypatch.setattr(partials, "arrow_first_codes", counting)
+    fits = []
+    for keys in (pa.array(list(LABELS[code]), type=getattr(pa, kind)()), pa.array(rank[code])):
+        path = tmp_path / str(len(fits))
+        path.mkdir()
+        for i, part in enumerate(np.array_split(np.arange(n), n_files)):
+            table = pa.table(
+                {"y": y[part], "x": pa.array(x[part], from_pandas=False), "g": keys.take(part)}
+            )
+            pq.write_table(table, path / f"part.{i}.parquet")
+        warns = pytest.warns(DroppedRowsWarning) if nan_x else contextlib.nullcontext()
+        config = dask.config.set({"scheduler": "sync", "dmixed.data_pass": "chains"})
+        with config, warns:
+            model = dmixed.mixedlm(
+                "y ~ x", dd.read_parquet(path), groups="g", re_formula="1 + x", missing="drop"
+            )
+            fits.append(model.fit())
+        if kernel == "numpy" and not fits[1:]:
+            # the text keys' files, every one read and numbered directly (with numba the
+            # chain's column sweep hashes the Arrow keys itself instead)
+            assert numbered and all(numbered), numbered
+    got, want = fits
+    assert got.llf == want.llf
+    np.testing.assert_array_equal(got.params, want.params)
+    assert len(got.random_effects) == LABELS.size
+    for g, re in got.random_effects.items():
+        at = rank[np.flatnonzero(LABELS == g)[0]]
         np.testing.assert_array_equal(np.asarray(re), np.asarray(want.random_effects[at]))
