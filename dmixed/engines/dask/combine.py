@@ -450,7 +450,7 @@ class GroupAccumulator:
         ``ztilde``, group ``keys``), their columns mapped by ``std``
         (:mod:`dmixed.stats.standardize`); returns their global sums (see
         :func:`dmixed.kernels.accumulate_packed`)."""
-        col = self._columns(keys, getattr(dm, "key_codes", None))
+        col = self._columns(keys, dm.first_numbered())
         if self.terms.applies(
             col.size, ztilde.shape[1], std, vc_widths
         ) and not wants_rank_one_within(std, col, ztilde, vc_widths, self.acc.shape[1]):
@@ -552,7 +552,7 @@ class GroupAccumulator:
     def _columns(self, keys: np.ndarray, coded=None) -> np.ndarray:
         """The accumulator's column of every key (new keys get new columns).
         ``coded``: codes and labels of object ``keys`` where the chain numbered them
-        from their Arrow column (:attr:`~dmixed.design.spec.DesignMatrices.key_codes`),
+        from their Arrow column (:meth:`~dmixed.design.spec.DesignMatrices.first_numbered`),
         or None."""
         col = self._range_columns(keys) if self.ranged else None
         if col is None and self.lookup is not None:

@@ -146,7 +146,7 @@ def _shared_keys(numbered) -> pd.Series:
 
 def _numbered(dm, numbered):
     """``dm`` with the codes of its rows' text keys read as Arrow
-    (:attr:`~dmixed.design.spec.DesignMatrices.key_codes`, from
+    (:attr:`~dmixed.design.spec.DesignMatrices.first_codes`, from
     :func:`~dmixed.stats.keys.arrow_first_codes` of the rows read; those the design
     kept), where it has their keys as objects."""
     if numbered is None or dm.groups is None or dm.groups.dtype != object:
@@ -156,7 +156,7 @@ def _numbered(dm, numbered):
         codes = codes[dm.keep]
     if codes.size != dm.groups.size:  # pragma: no cover - keep holds the rows kept
         return dm
-    return dataclasses.replace(dm, key_codes=(codes, labels))
+    return dm.with_first_codes(codes, labels)
 
 
 def partition_standardization(dm, spec) -> Standardization:

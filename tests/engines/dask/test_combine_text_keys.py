@@ -178,7 +178,7 @@ def _accumulated(batches, how: str, exact: bool) -> list:
             coded = arrow_first_codes(pa.array(list(batch), type=pa.string()))
         dm = DesignMatrices(y[at], x[at], x[at].copy(), [], [], keys, None, 0)
         if coded is not None:
-            dm.key_codes = coded
+            dm = dm.with_first_codes(*coded)
         added = pa.array(list(batch), type=pa.string()) if how == "arrow" else keys
         acc.add(added, dm, x[at].copy(), std)
         rows += batch.size
