@@ -364,6 +364,32 @@ def settled_labels(labels: np.ndarray, column: str) -> np.ndarray:
     return labels
 
 
+def refuse_bytes_with_text(labels: np.ndarray, column: str) -> None:
+    """Refuse object group ``labels`` (of a pass over partitions) that hold both
+    ``bytes`` and ``str`` keys: ``b"k1"`` and ``"k1"`` would be two groups (a Parquet
+    column ``binary`` in some files and ``string`` in others; each partition's keys
+    are of one type), where the in-process fit refuses such a column
+    (:func:`several_types_error`).  One look at the labels' inferred type; the types
+    are listed only where it finds several.
+
+    Raises
+    ------
+    BadValuesError
+        ``bytes`` and ``str`` among the labels.
+    """
+    if labels.dtype != object or not labels.size:
+        return
+    if pd.api.types.infer_dtype(labels, skipna=True) not in _MIXED_INFERRED:
+        return
+    types = object_type_names(labels)
+    if {"bytes", "str"} <= types:
+        err = several_types_error(types, column)
+        raise BadValuesError(
+            f"{err} (a Parquet column of binary values in some files and string values "
+            "in others: read or write it as one type in every file)"
+        )
+
+
 def sorted_codes(groups) -> tuple[np.ndarray, np.ndarray]:
     """Group of every row in sorted key order (statsmodels' order).
 

@@ -360,3 +360,28 @@ def test_direct_reads_of_text_keys_fit_as_their_codes(monkeypatch, tmp_path, ker
     for g, re in got.random_effects.items():
         at = rank[np.flatnonzero(LABELS == g)[0]]
         np.testing.assert_array_equal(np.asarray(re), np.asarray(want.random_effects[at]))
+
+
+@pytest.mark.parametrize("first", ["string", "binary"])
+def test_parquet_keys_binary_in_some_files_and_string_in_others_are_refused(tmp_path, first):
+    """A group column ``binary`` in some Parquet files and ``string`` in others would
+    make ``b"k1"`` and ``"k1"`` two groups: the fit is refused naming the column and
+    both types, as the in-process fit refuses a column of bytes and str (where the
+    first file is ``binary`` the collection's column is ``object`` and its partitions'
+    values are checked already; where it is ``string`` the labels are)."""
+    import dask
+    import dask.dataframe as dd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dmixed.errors import BadValuesError
+
+    rng = np.random.default_rng(3)
+    other = "binary" if first == "string" else "string"
+    for i, kind in enumerate([first, other, first, other]):
+        keys = pa.array([f"k{j % 7}" for j in range(40)]).cast(getattr(pa, kind)())
+        table = pa.table({"y": rng.normal(size=40), "x": rng.normal(size=40), "g": keys})
+        pq.write_table(table, tmp_path / f"part.{i}.parquet")
+    config = dask.config.set({"scheduler": "sync", "dmixed.data_pass": "chains"})
+    with config, pytest.raises(BadValuesError, match=r"column 'g' .*\(bytes, str\)"):
+        dmixed.mixedlm("y ~ x", dd.read_parquet(tmp_path), groups="g").fit()
