@@ -130,10 +130,33 @@ class DesignMatrices:
     #: design numbered the keys more cheaply from their column
     #: (:func:`~dmixed.design.dtypes.coded_group_keys`); None: not numbered
     group_codes: tuple[np.ndarray, np.ndarray] | None = None
+    #: The keys as a Dask chain numbered them from their Arrow column
+    #: (:func:`~dmixed.stats.keys.arrow_first_codes` of the rows read, those kept):
+    #: ``(codes, labels, groups)``, ``labels[codes]`` equal to ``groups``, ``labels``
+    #: distinct (some perhaps of no row kept), the codes in any order; unlike
+    #: :attr:`group_codes` (the design's sorted numbering, every label a row's).  Set
+    #: with :meth:`with_first_codes` and read with :meth:`first_numbered`, which holds
+    #: them only for the ``groups`` array they were made for: rows replaced with other
+    #: ``groups`` (``dataclasses.replace``) have none.  None: not numbered.
+    first_codes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def nobs(self) -> int:
         return int(self.endog.shape[0])
+
+    def with_first_codes(self, codes: np.ndarray, labels: np.ndarray) -> DesignMatrices:
+        """These design matrices with :attr:`first_codes`: ``codes`` (int, one a row
+        of ``groups``) into the distinct keys ``labels``, ``labels[codes]`` equal to
+        ``groups``."""
+        return dataclasses.replace(self, first_codes=(codes, labels, self.groups))
+
+    def first_numbered(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(codes, labels)`` of :attr:`first_codes` while they number ``groups`` (the
+        very array they were made for), else None: then the caller numbers ``groups``
+        itself."""
+        if self.first_codes is None or self.first_codes[2] is not self.groups:
+            return None
+        return self.first_codes[0], self.first_codes[1]
 
 
 class ModelDimensions:

@@ -367,6 +367,32 @@ def settled_labels(labels: np.ndarray, column: str) -> np.ndarray:
     return labels
 
 
+def refuse_bytes_with_text(labels: np.ndarray, column: str) -> None:
+    """Refuse object group ``labels`` (of a pass over partitions) that hold both
+    ``bytes`` and ``str`` keys: ``b"k1"`` and ``"k1"`` would be two groups (a Parquet
+    column ``binary`` in some files and ``string`` in others; each partition's keys
+    are of one type), where the in-process fit refuses such a column
+    (:func:`several_types_error`).  One look at the labels' inferred type; the types
+    are listed only where it finds several.
+
+    Raises
+    ------
+    BadValuesError
+        ``bytes`` and ``str`` among the labels.
+    """
+    if labels.dtype != object or not labels.size:
+        return
+    if pd.api.types.infer_dtype(labels, skipna=True) not in _MIXED_INFERRED:
+        return
+    types = object_type_names(labels)
+    if {"bytes", "str"} <= types:
+        err = several_types_error(types, column)
+        raise BadValuesError(
+            f"{err} (a Parquet column of binary values in some files and string values "
+            "in others: read or write it as one type in every file)"
+        )
+
+
 def sorted_codes(groups) -> tuple[np.ndarray, np.ndarray]:
     """Group of every row in sorted key order (statsmodels' order).
 
@@ -455,6 +481,42 @@ def text_codes(column) -> tuple[np.ndarray, np.ndarray] | None:
             order = order[used]
     labels = encoded.dictionary.take(pa.array(order)).to_numpy(zero_copy_only=False)
     return codes.astype(np.int64, copy=False), labels.astype(object, copy=False)
+
+
+def arrow_first_codes(values) -> tuple[np.ndarray, np.ndarray] | None:
+    """Group of every row of Arrow text keys, numbered in order of first appearance,
+    with a Python object made only for each distinct key.
+
+    The same codes and labels as :func:`pandas.factorize` of the keys as Python
+    ``str`` objects (its order of first appearance), from one hash of the Arrow strings
+    (``dictionary_encode``, whose dictionary holds the distinct keys in the order the
+    rows first bring them).
+
+    Parameters
+    ----------
+    values : pyarrow Array, shape (n,)
+        ``string`` or ``large_string`` keys.
+
+    Returns
+    -------
+    codes : ndarray of int64, shape (n,)
+        Position of each row's key in ``labels``.
+    labels : ndarray of object, shape (G,)
+        The distinct keys (Python ``str``), in order of first appearance.
+        None instead of both where ``values`` is not such an array, holds a missing
+        key or is empty (then the keys are numbered as Python objects, as before).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not isinstance(values, pa.Array) or not len(values) or values.null_count:
+        return None
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return None
+    encoded = pc.dictionary_encode(values)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    labels = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object, copy=False)
+    return codes, labels
 
 
 def _arrow_text(column: pd.Series):

@@ -611,3 +611,24 @@ def test_saved_spec_naming_a_one_column_spline_with_its_index_still_loads(formul
     wrong = {**state, "exog_names": [n.replace("z", "w") for n in state["exog_names"]]}
     with pytest.raises(Exception, match=r"a spline of one column as name\[0\]"):
         ModelSpec.from_dict(wrong)
+
+
+def test_first_codes_hold_only_for_the_groups_they_number():
+    """A design's first-appearance codes of its keys are read back while its ``groups``
+    are the array they number (also through pickle, and a replace of other columns),
+    never for other ``groups`` put in by a replace."""
+    import dataclasses
+
+    from dmixed.design import DesignMatrices
+
+    groups = np.array(["b", "a", "b"], dtype=object)
+    x = np.ones((3, 1))
+    dm = DesignMatrices(np.zeros(3), x, x, [], [], groups, None, 0)
+    assert dm.first_numbered() is None
+    coded = dm.with_first_codes(np.array([0, 1, 0]), np.array(["b", "a"], dtype=object))
+    codes, labels = coded.first_numbered()
+    assert labels[codes].tolist() == groups.tolist()
+    assert pickle.loads(pickle.dumps(coded)).first_numbered()[0].tolist() == [0, 1, 0]
+    assert dataclasses.replace(coded, weights=np.ones(3)).first_numbered() is not None
+    other = np.array(["a", "b", "a"], dtype=object)
+    assert dataclasses.replace(coded, groups=other).first_numbered() is None

@@ -43,6 +43,7 @@ from ...kernels.term_table import (
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import (
     LEARNED_KEYS,
+    arrow_first_codes,
     conform_keys,
     hashed_bits,
     learned,
@@ -449,7 +450,7 @@ class GroupAccumulator:
         ``ztilde``, group ``keys``), their columns mapped by ``std``
         (:mod:`dmixed.stats.standardize`); returns their global sums (see
         :func:`dmixed.kernels.accumulate_packed`)."""
-        col = self._columns(keys)
+        col = self._columns(keys, dm.first_numbered())
         if self.terms.applies(
             col.size, ztilde.shape[1], std, vc_widths
         ) and not wants_rank_one_within(std, col, ztilde, vc_widths, self.acc.shape[1]):
@@ -548,16 +549,47 @@ class GroupAccumulator:
         got = key_range(keys)
         return got is not None and self._range_room(got[0], got[1], keys.size)
 
-    def _columns(self, keys: np.ndarray) -> np.ndarray:
-        """The accumulator's column of every key (new keys get new columns)."""
+    def _columns(self, keys: np.ndarray, coded=None) -> np.ndarray:
+        """The accumulator's column of every key (new keys get new columns).
+        ``coded``: codes and labels of object ``keys`` where the chain numbered them
+        from their Arrow column (:meth:`~dmixed.design.spec.DesignMatrices.first_numbered`),
+        or None."""
         col = self._range_columns(keys) if self.ranged else None
         if col is None and self.lookup is not None:
             col = self._lookup_columns(keys)
         if col is None and self.text is not None:
             col = self._text_columns(keys)
+        if col is None and coded is not None and len(coded[0]) == len(keys):
+            col = self._coded_columns(*coded)
         if col is None:
-            col = self._hash_columns(text_objects(keys))
+            col = self._text_hash_columns(keys)
         return col
+
+    def _coded_columns(self, codes: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+        """:meth:`_hash_columns` of the keys ``labels[codes]`` by their distinct keys
+        only: the labels taken in the rows' order of first appearance (one hash of the
+        integer codes, none where the codes are numbered so already), so new groups get
+        the same columns, in the same order, as the rows' keys would give them.  None
+        where the keys are not held as objects."""
+        if self.key_dtype.kind != "O" or not codes.size:
+            return None
+        firsts = np.arange(len(labels)) if _first_numbered(codes, len(labels)) else pd.unique(codes)
+        where = np.empty(len(labels), dtype=np.int64)
+        where[firsts] = self._hash_columns(labels[firsts])
+        return where[codes]
+
+    def _text_hash_columns(self, keys) -> np.ndarray:
+        """:meth:`_hash_columns` of keys read as Arrow text by their distinct keys only
+        (:func:`~dmixed.stats.keys.arrow_first_codes`: one Arrow hash of the rows, a
+        Python object for each distinct key), each row then taking its key's column;
+        other keys as they are.  The distinct keys come in the rows' order of first
+        appearance, so new groups get the same columns, in the same order, as the
+        rows' Python keys would give them."""
+        got = arrow_first_codes(keys)
+        if got is None:
+            return self._hash_columns(text_objects(keys))
+        codes, labels = got
+        return self._hash_columns(labels)[codes]
 
     def _text_columns(self, keys: np.ndarray) -> np.ndarray | None:
         """Columns of text ``keys`` through their hashes (:class:`TextColumns`); None
@@ -644,6 +676,16 @@ class GroupAccumulator:
         if self.written:
             release_free_memory()  # the design matrices' temporaries, freed by now
         return rank_one_partials(gathered) if self.rank_one else gathered
+
+
+def _first_numbered(codes: np.ndarray, n_labels: int) -> bool:
+    """Whether ``codes`` number all ``n_labels`` keys in order of first appearance
+    (each new code one more than the highest before it), as Arrow's
+    ``dictionary_encode`` does."""
+    if not codes.size:
+        return False
+    high = np.maximum.accumulate(codes)
+    return high[0] == 0 and high[-1] == n_labels - 1 and bool(np.all(np.diff(high) <= 1))
 
 
 def with_sides(parts: list[Partial], side: ShiftPart, held: list | None = None) -> list[Partial]:

@@ -64,6 +64,7 @@ from ...stats.keys import (
     key_dtype,
     learned,
     named_keys_error,
+    refuse_bytes_with_text,
     settled_labels,
 )
 from ...stats.packed import PackedLayout
@@ -839,12 +840,14 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
             asm.exchange.get("why", ""),
         )
     labels = asm.group_labels
-    if learned(run.key_dtype):
-        try:
+    try:
+        if learned(run.key_dtype):
             labels = settled_labels(labels, run.group_name)
-        except DataError:
-            engine_obj.close()
-            raise
+        else:  # (settled_labels refuses them where the keys' kind is learned)
+            refuse_bytes_with_text(labels, run.group_name)
+    except DataError:
+        engine_obj.close()
+        raise
     return FittedStatistics(
         engine=engine_obj,
         glob=asm.glob,

@@ -53,7 +53,7 @@ from ...errors import DataError
 from ...kernels.shifts import rows_part
 from ...kernels.term_table import PLAN_SAMPLE, ColumnPlan, held_columns
 from ...kernels.vc_packed import accumulate_padded_into
-from ...stats.keys import conform_keys, key_series, key_values
+from ...stats.keys import arrow_first_codes, conform_keys, key_series, key_values
 from ...stats.packed import GLOBAL_HEAD, PackedLayout
 from ...stats.slots import SlotMap, present_pairs
 from ...stats.standardize import SAMPLE_ROWS, Standardization
@@ -117,7 +117,11 @@ def partition_design(pdf, spec):
 
 
 def _design(pdf, spec):
+    numbered = None
     if isinstance(pdf, dict):
+        numbered = arrow_first_codes(pdf.get(spec.group_name))
+        if numbered is not None:  # the keys' Python strings made once per distinct key
+            pdf = {**pdf, spec.group_name: _shared_keys(numbered)}
         pdf = numpy_columns(pdf)  # text keys read as Arrow: as Dask's reader gives them
     if isinstance(pdf, pd.DataFrame):
         check_column_kinds(pdf, spec.column_kinds)
@@ -129,7 +133,30 @@ def _design(pdf, spec):
         return dm
     if isinstance(pdf, dict):
         pdf = pd.DataFrame(pdf)
-    return spec.transform(pdf) if len(pdf) else None
+    return _numbered(spec.transform(pdf), numbered) if len(pdf) else None
+
+
+def _shared_keys(numbered) -> pd.Series:
+    """The rows' keys ``labels[codes]`` as a Series of Python objects (each distinct
+    key one object, which its rows share), kept ``object``: pandas would otherwise
+    infer its ``str`` dtype, copying every row's key to Arrow and back."""
+    codes, labels = numbered
+    return pd.Series(labels[codes], dtype=object, copy=False)
+
+
+def _numbered(dm, numbered):
+    """``dm`` with the codes of its rows' text keys read as Arrow
+    (:attr:`~dmixed.design.spec.DesignMatrices.first_codes`, from
+    :func:`~dmixed.stats.keys.arrow_first_codes` of the rows read; those the design
+    kept), where it has their keys as objects."""
+    if numbered is None or dm.groups is None or dm.groups.dtype != object:
+        return dm
+    codes, labels = numbered
+    if dm.keep is not None:
+        codes = codes[dm.keep]
+    if codes.size != dm.groups.size:  # pragma: no cover - keep holds the rows kept
+        return dm
+    return dm.with_first_codes(codes, labels)
 
 
 def partition_standardization(dm, spec) -> Standardization:

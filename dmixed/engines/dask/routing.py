@@ -154,6 +154,12 @@ class RoutedRows:
     vc_val: np.ndarray | None = None
     z_width: int = 0
 
+    def first_numbered(self) -> None:
+        """None: routed rows carry their keys only, not the codes a chain numbered them
+        by (:meth:`~dmixed.design.spec.DesignMatrices.first_numbered`); the owner
+        numbers them itself."""
+        return None
+
     @classmethod
     def compact(cls, keys, dm, ztilde: np.ndarray, std=None, sources=None) -> RoutedRows:
         """The rows of design matrices ``dm`` (``endog``, ``exog``, ``exog_re``,
