@@ -227,8 +227,20 @@ def _summary(pdf, kinds, plan: ScanPlan, to_scan) -> PartitionSummary:
         try:
             v = to_float(pdf[plan.resp_col], plan.resp_col)
         except BadValuesError as err:  # a response is numbers: its own words, its hint
-            example = getattr(err, "example", None)
-            raise response_not_numbers(plan.resp_col, example=example) from None
+            # the first value pandas cannot read as a number (to_float's example may be
+            # number-like text, '1.243'); the column's dtype where every value reads
+            col = pdf[plan.resp_col]
+            try:
+                bad = (col.notna() & pd.to_numeric(col, errors="coerce").isna()).to_numpy()
+            except (TypeError, ValueError):
+                bad = None
+            if bad is None:
+                example = getattr(err, "example", None)
+                raise response_not_numbers(plan.resp_col, example=example) from None
+            if bad.any():
+                example = col.iloc[int(np.flatnonzero(bad)[0])]
+                raise response_not_numbers(plan.resp_col, example=example) from None
+            raise response_not_numbers(plan.resp_col, dtype=col.dtype) from None
         v = v[np.isfinite(v)]
         if v.size:
             out.range = (float(v.min()), float(v.max()))

@@ -126,10 +126,12 @@ class BootstrapResults:
         return self.values.iloc[:, :-1]
 
     def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
-        """Percentile intervals of the parameters in statsmodels' parametrization: the
+        """Percentile intervals of the parameters on the response's scale: the
         ``α/2`` and ``1 − α/2`` quantiles over the replicates (failed replicates left
-        out) of the fixed effects, the variances and covariances (``cov_re`` entries and
-        ``vcomp``, under statsmodels' names) and ``scale`` (σ², not σ).  The
+        out) of the fixed effects, the variances and covariances (the entries of
+        ``cov_re``, Ψ, and of ``vcomp``, τ², under the columns' names of
+        :attr:`replicates`: ``"g Var (cov_re)"``, not statsmodels' ``params`` entry
+        ``"g Var"``, which is Ψ/σ²) and ``scale`` (σ², not σ).  The
         log-likelihood is no parameter: its replicates stay in :attr:`replicates`, with
         no interval here.  Columns ``0`` and ``1`` (lower, upper) as
         :meth:`MixedLMResults.conf_int`; rows those of :attr:`replicates` but ``llf``

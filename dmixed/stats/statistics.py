@@ -308,6 +308,8 @@ def check_designs(
         far_z = far_columns(std.model_z_shift(), std.z_scale, exog_re_names)
     # far columns the random design reads too: not centred by the design layer
     shared = frozenset(far_x) & frozenset(exog_re_names)
+    if std is not None:
+        _check_shared_far(stats, std, exog_names, exog_re_names, {**far_z, **far_x})
     designs = [(xyxy[:-1, :-1], exog_names, "fixed-effects design", "", far_x)]
     if q:
         designs.append(
@@ -338,6 +340,60 @@ def check_designs(
         _check_residual(rss, float(xyxy[-1, -1]), endog_name)
     else:
         check_response_varies(xyxy, endog_name)
+
+
+def _check_shared_far(
+    stats: FittedStatistics,
+    std: Standardization,
+    exog_names: list[str],
+    exog_re_names: list[str],
+    far: Mapping[str, str],
+) -> None:
+    """Refuse a fixed-effects column far from zero next to its spread (``far``, of
+    either design: without an intercept the statistics shift ``X`` by nothing, so the
+    random design's shift tells) that ``re_formula`` reads too, where the exact path
+    cannot read it about a centre: inside a product term (``c*ts``, ``C(c) + C(c):ts``)
+    or in a design without an intercept whose columns span the constant
+    (``0 + C(c) + ts``).  The design layer centres no column another formula reads
+    (:mod:`dmixed.design.centres`), and the statistics shift a column alone beside an
+    intercept only, so there the fit's float64 sums lose the likelihood's and the
+    estimates' last digits silently, or the design is told rank deficient.  ``y ~ C(c)
+    + ts`` with ``re_formula="1 + ts"`` (the statistics' shift) is left to fit."""
+    scales = np.concatenate([std.x_scale, std.z_scale]).tolist()
+    spread = dict(zip([*exog_names, *exog_re_names], scales, strict=False))
+    factors = {f for n in exog_names if ":" in n for f in n.split(":")}
+    both = [
+        n
+        for n in exog_re_names
+        if n in far and spread.get(n, 0.0) > 0 and (n in exog_names or n in factors)
+    ]
+    if not both:
+        return
+    inside = [n for n in both if n in factors]
+    alone = []
+    if std.x_intercept < 0 and constant_in_statistics(stats) != 0:
+        alone = [n for n in both if n not in inside and n in exog_names]
+    bad = inside + alone
+    if not bad:
+        return
+    listed = ", ".join(far[n] for n in bad)
+    names = ", ".join(repr(n) for n in bad)
+    why = []
+    if inside:
+        why.append("inside a product term (an interaction)")
+    if alone:
+        why.append("in a formula without an intercept whose columns give one in every row")
+    raise DataError(
+        f"fixed-effects column(s) {listed} lie far from zero next to their spread, read "
+        f"{' and '.join(why)}, where the statistics' own shift does not take the offset "
+        f"out. dmixed does not centre {names} itself because re_formula reads it too (a "
+        "column is centred only where the fixed-effects formula alone reads it), so the "
+        "fit's float64 sums would lose digits of the likelihood and the estimates: "
+        "centre it in the data (x minus a value near its mean, then used by both "
+        "formulas, e.g. I(ts - 1.7e9) in the formula and in re_formula) or, for a pandas "
+        "DataFrame only, write center(x) in the formula and in re_formula; or, where it "
+        "is the same model, add the intercept (y ~ C(c) + ts for y ~ 0 + C(c) + ts)"
+    )
 
 
 def _residual_ss(xyxy: np.ndarray, evals: np.ndarray, evecs: np.ndarray, d: np.ndarray) -> float:

@@ -946,3 +946,19 @@ def test_every_refusal_of_a_response_of_text_says_response_with_a_hint_that_work
     assert "pd.to_numeric(df['y'], errors='coerce')" in msg and "missing='drop'" in msg
     fixed = pd.to_numeric(text["y"], errors="coerce")  # the hint, followed
     assert int(fixed.isna().sum()) == 1
+
+
+def test_dask_text_response_names_a_value_that_is_not_a_number():
+    """A Dask response of number-like text with one 'n/a': the refusal names 'n/a', not
+    number-like text such as '1.243' that pandas reads as a number."""
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"g": rng.integers(0, 20, 200).astype(str), "x": rng.normal(size=200)})
+    df["y"] = (df.x + rng.normal(size=200)).round(3).astype(str)
+    df.loc[17, "y"] = "n/a"
+    with pytest.raises(DataError, match="not numbers") as info:
+        dmixed.mixedlm("y ~ x", dd.from_pandas(df, npartitions=3), groups="g").fit()
+    named = re.search(r"\(such as '([^']*)'\)", str(info.value))
+    # a value named is one pandas cannot read as a number; else the column's dtype
+    assert named is None or named.group(1) == "n/a", str(info.value)
