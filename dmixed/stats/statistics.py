@@ -361,7 +361,7 @@ def _check_shared_far(
     + ts`` with ``re_formula="1 + ts"`` (the statistics' shift) is left to fit."""
     scales = np.concatenate([std.x_scale, std.z_scale]).tolist()
     spread = dict(zip([*exog_names, *exog_re_names], scales, strict=False))
-    factors = {f for n in exog_names if ":" in n for f in n.split(":")}
+    factors = {f for n in exog_names for f in _product_factors(n)}
     both = [
         n
         for n in exog_re_names
@@ -378,6 +378,11 @@ def _check_shared_far(
         return
     listed = ", ".join(far[n] for n in bad)
     names = ", ".join(repr(n) for n in bad)
+    # the example centres the first refused column about its own shift (the statistics'
+    # offset of it, near its mean), not about another column's
+    shifts = np.concatenate([std.model_x_shift(), std.model_z_shift()]).tolist()
+    shift = dict(zip([*exog_names, *exog_re_names], shifts, strict=False)).get(bad[0], 0.0)
+    example = f"I({bad[0]} - {shift:.6g})"
     why = []
     if inside:
         why.append("inside a product term (an interaction)")
@@ -389,11 +394,37 @@ def _check_shared_far(
         f"out. dmixed does not centre {names} itself because re_formula reads it too (a "
         "column is centred only where the fixed-effects formula alone reads it), so the "
         "fit's float64 sums would lose digits of the likelihood and the estimates: "
-        "centre it in the data (x minus a value near its mean, then used by both "
-        "formulas, e.g. I(ts - 1.7e9) in the formula and in re_formula) or, for a pandas "
-        "DataFrame only, write center(x) in the formula and in re_formula; or, where it "
-        "is the same model, add the intercept (y ~ C(c) + ts for y ~ 0 + C(c) + ts)"
+        "centre it in the data (the column minus a value near its mean, then used by "
+        f"both formulas, e.g. {example} in the formula and in re_formula) or, for a "
+        f"pandas DataFrame only, write center({bad[0]}) in the formula and in re_formula"
+        + (
+            "; or, where it is the same model, add the intercept to the fixed-effects "
+            "formula (y ~ C(c) + ts for y ~ 0 + C(c) + ts)"
+            if alone
+            else ""
+        )
     )
+
+
+def _product_factors(name: str) -> list[str]:
+    """The factors of the fixed-effects column ``name`` where it is a product
+    (``"C(c)[T.b]:ts"`` → ``["C(c)[T.b]", "ts"]``), split at the ``:`` outside brackets,
+    parentheses and quotes (a level ``"a:ts:b"`` inside ``[...]``, a ``Q("a:b")`` name,
+    are not products); ``[]`` for a column that is not a product."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(name):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(depth - 1, 0)
+        elif ch == ":" and depth == 0:
+            parts.append(name[start:i])
+            start = i + 1
+    return [*parts, name[start:]] if parts else []
 
 
 def _residual_ss(xyxy: np.ndarray, evals: np.ndarray, evecs: np.ndarray, d: np.ndarray) -> float:
