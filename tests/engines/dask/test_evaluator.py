@@ -403,14 +403,20 @@ def test_dropped_fits_leave_no_task_without_the_cyclic_collector(
 
 
 def _raising_blup_task(real):
-    """``real`` (a BLUP task), raising on the first block's worker."""
+    """``real`` (a BLUP task), raising on the first block it is called with, at every
+    call (the direct call's and the tasks' that follow it).  The block is told by its
+    evaluator, the same object in either path (the workers run in this process); not
+    by its worker, which may hold no block at all."""
+    lock = threading.Lock()
+    chosen: list = []
 
-    def task(*args, **kwargs):
-        from distributed import get_worker
-
-        if get_worker().name == 0:
+    def task(ev, *args, **kwargs):
+        with lock:
+            if not chosen:
+                chosen.append(ev)
+        if ev is chosen[0]:
             raise ValueError("a BLUP task failed")
-        return real(*args, **kwargs)
+        return real(ev, *args, **kwargs)
 
     return task
 
