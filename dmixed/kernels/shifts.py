@@ -137,10 +137,16 @@ class ShiftPart:
 
     def of_keys(self, keys: np.ndarray) -> ShiftPart | None:
         """The groups ``keys`` in that order; None where some are not held."""
-        pos = pd.Index(self.keys).get_indexer(keys)
+        pos = _index(self.keys).get_indexer(_index(np.asarray(keys)))
         if (pos < 0).any():
             return None
         return self.take(pos)
+
+
+def _index(keys: np.ndarray) -> pd.Index:
+    """``keys`` as an Index; object keys stay objects (pandas 3 would infer a text dtype
+    for Python strings and copy them to Arrow and back)."""
+    return pd.Index(keys, dtype=object) if keys.dtype == object else pd.Index(keys)
 
 
 def part_of_rows(

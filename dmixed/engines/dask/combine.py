@@ -118,6 +118,18 @@ def split_buckets(keys: np.ndarray, values: np.ndarray, n_buckets: int) -> list[
 # ---------------------------------------------------------------------------
 
 
+def _text_key_hashes(keys: np.ndarray) -> np.ndarray:
+    """64-bit hashes of Python ``str`` keys (their UTF-8 bytes), the same in every
+    process (``pd.util.hash_array``)."""
+    return pd.util.hash_array(keys, categorize=False)
+
+
+def _all_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the object arrays ``a`` and ``b`` hold equal keys, position by
+    position."""
+    return bool(np.all(np.asarray(a == b, dtype=bool)))
+
+
 class GroupAccumulator:
     """Per-group statistics of many partitions, added up in one growing array.
 
@@ -192,6 +204,10 @@ class GroupAccumulator:
         self.ranged = key_dtype.kind in "iu"
         self.index = self._new_index(np.empty(0, dtype=key_dtype))
         self.extra = self._new_index(np.empty(0, dtype=key_dtype))
+        # object keys looked up by their hashes (:meth:`_str_hashes`): the Indexes of
+        # the keys held these hashes are of, and the hashes' Indexes; None once two
+        # keys' hashes were found equal
+        self.by_hash: tuple | None = (None, None, None, None) if key_dtype.kind == "O" else None
         # text keys by their hashes until a partition's are not (then the hash table)
         self.text = TextColumns() if key_dtype.kind == "O" else None
 
@@ -424,25 +440,99 @@ class GroupAccumulator:
         self.looked_up = np.empty(0, dtype=np.int64)
 
     def _hash_columns(self, keys: np.ndarray) -> np.ndarray:
+        """The hash table's column of every key (new keys get new columns, in order of
+        first appearance).  Keys that are all Python ``str`` are looked up by 64-bit
+        hashes of their bytes (:meth:`_str_hashes`), every match checked against the
+        key held; where two keys share a hash, the keys themselves from then on."""
+        hashes = self._str_hashes(keys)
+        if hashes is not None:
+            col = self._hashed_columns(keys, hashes)
+            if col is not None:
+                return col
+            self.by_hash = None  # a collision: the keys' own hash table from now on
         n_main = len(self.index)
-        col = self.index.get_indexer(keys)
+        # looked up as an Index of the keys' dtype: pandas 3 would take an object array
+        # for text and copy every key to Arrow and back before the lookup
+        col = self.index.get_indexer(self._new_index(keys))
         miss = col < 0
         if miss.any():
-            mk = keys[miss]
+            mk = self._new_index(keys[miss])
             sub = self.extra.get_indexer(mk) if len(self.extra) else np.full(mk.size, -1)
             new = sub < 0
             if new.any():
-                codes, uniq = pd.factorize(mk[new])
+                codes, uniq = pd.factorize(mk.to_numpy()[new])
                 sub[new] = len(self.extra) + codes
                 fresh = np.asarray(uniq, dtype=self.key_dtype)
-                self.extra = self._new_index(np.concatenate([self.extra.to_numpy(), fresh]))
+                self._extend(n_main, fresh)
             col[miss] = n_main + sub
-            n_total = n_main + len(self.extra)
-            if n_total > self.acc.shape[1]:
-                self._grow(max(n_total, self.acc.shape[1] + self.acc.shape[1] // 2))
-            if len(self.extra) > max(1024, n_main // 4):
-                self.index = self._new_index(self._held_keys())
-                self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
+        return col
+
+    def _extend(self, n_main: int, fresh: np.ndarray) -> None:
+        """Columns for the ``fresh`` keys after those held (``n_main`` in the main
+        Index), the small Index merged into the main one when it reaches a quarter of
+        its size (amortized linear time)."""
+        self.extra = self._new_index(np.concatenate([self.extra.to_numpy(), fresh]))
+        n_total = n_main + len(self.extra)
+        if n_total > self.acc.shape[1]:
+            self._grow(max(n_total, self.acc.shape[1] + self.acc.shape[1] // 2))
+        if len(self.extra) > max(1024, n_main // 4):
+            self.index = self._new_index(self._held_keys())
+            self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
+
+    def _str_hashes(self, keys: np.ndarray) -> np.ndarray | None:
+        """64-bit hashes of ``keys`` (:func:`pandas.util.hash_array` of their UTF-8
+        bytes) where they and the keys held are all Python ``str`` and the held keys'
+        hashes are distinct (kept in :attr:`by_hash`, made again whenever the held keys'
+        Indexes were replaced); None otherwise."""
+        if self.by_hash is None or keys.dtype != object or not keys.size:
+            return None
+        if pd.api.types.infer_dtype(keys, skipna=False) != "string":
+            return None
+        main, extra, _, _ = self.by_hash
+        if main is not self.index or extra is not self.extra:
+            held = [self.index.to_numpy(), self.extra.to_numpy()]
+            if any(h.size and pd.api.types.infer_dtype(h, skipna=False) != "string" for h in held):
+                self.by_hash = None
+                return None
+            hashed = [_text_key_hashes(h) for h in held]
+            if not pd.Index(np.concatenate(hashed)).is_unique:
+                self.by_hash = None
+                return None
+            self.by_hash = (self.index, self.extra, pd.Index(hashed[0]), pd.Index(hashed[1]))
+        return _text_key_hashes(keys)
+
+    def _hashed_columns(self, keys: np.ndarray, hashes: np.ndarray) -> np.ndarray | None:
+        """:meth:`_hash_columns` through the keys' ``hashes`` (:attr:`by_hash`); None,
+        with nothing changed, where a key's hash is that of another key (held or new)."""
+        _, _, main_hashes, extra_hashes = self.by_hash
+        n_main = len(self.index)
+        col = main_hashes.get_indexer(hashes)
+        miss = col < 0
+        if miss.any():
+            mh = hashes[miss]
+            sub = extra_hashes.get_indexer(mh) if len(extra_hashes) else np.full(mh.size, -1)
+            col[miss] = np.where(sub < 0, -1, n_main + sub)
+        found = col >= 0
+        if found.any() and not _all_equal(self._held_keys()[col[found]], keys[found]):
+            return None
+        new = ~found
+        if not new.any():
+            return col
+        nk, nh = keys[new], hashes[new]
+        codes, uniq = pd.factorize(nh)  # order of first appearance, as the keys'
+        first = np.empty(len(uniq), dtype=np.int64)
+        first[codes[::-1]] = np.arange(codes.size - 1, -1, -1)
+        fresh = nk[first]
+        if not _all_equal(fresh[codes], nk):
+            return None
+        col[new] = n_main + len(self.extra) + codes
+        extra_hashes = pd.Index(np.concatenate([extra_hashes.to_numpy(), uniq]))
+        self._extend(n_main, fresh)
+        if self.extra.size:
+            self.by_hash = (self.index, self.extra, main_hashes, extra_hashes)
+        else:  # merged into the main Index
+            main_hashes = pd.Index(np.concatenate([main_hashes.to_numpy(), extra_hashes]))
+            self.by_hash = (self.index, self.extra, main_hashes, pd.Index(uniq[:0]))
         return col
 
     def add(self, keys: np.ndarray, dm, ztilde: np.ndarray, std=None, vc_widths=()) -> dict:
