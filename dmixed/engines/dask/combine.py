@@ -118,9 +118,20 @@ def split_buckets(keys: np.ndarray, values: np.ndarray, n_buckets: int) -> list[
 # ---------------------------------------------------------------------------
 
 
-def _text_key_hashes(keys: np.ndarray) -> np.ndarray:
-    """64-bit hashes of Python ``str`` keys (their UTF-8 bytes), the same in every
-    process (``pd.util.hash_array``)."""
+def text_key_hashes(keys: np.ndarray) -> np.ndarray:
+    """64-bit hashes of text keys.
+
+    Parameters
+    ----------
+    keys : ndarray of object, shape (n,)
+        Python ``str`` keys.
+
+    Returns
+    -------
+    ndarray of uint64, shape (n,)
+        A hash of each key's UTF-8 bytes, the same in every process
+        (:func:`pandas.util.hash_array`).  Two distinct keys may share one: callers
+        check the keys behind every match (:class:`GroupAccumulator`)."""
     return pd.util.hash_array(keys, categorize=False)
 
 
@@ -494,12 +505,12 @@ class GroupAccumulator:
             if any(h.size and pd.api.types.infer_dtype(h, skipna=False) != "string" for h in held):
                 self.by_hash = None
                 return None
-            hashed = [_text_key_hashes(h) for h in held]
+            hashed = [text_key_hashes(h) for h in held]
             if not pd.Index(np.concatenate(hashed)).is_unique:
                 self.by_hash = None
                 return None
             self.by_hash = (self.index, self.extra, pd.Index(hashed[0]), pd.Index(hashed[1]))
-        return _text_key_hashes(keys)
+        return text_key_hashes(keys)
 
     def _hashed_columns(self, keys: np.ndarray, hashes: np.ndarray) -> np.ndarray | None:
         """:meth:`_hash_columns` through the keys' ``hashes`` (:attr:`by_hash`); None,
