@@ -28,7 +28,7 @@ from ...kernels.rows import (
     wants_rank_one_within,
     wants_within,
 )
-from ...kernels.shifts import ShiftPart, merge_parts, rows_part
+from ...kernels.shifts import ShiftPart, merge_parts, merge_parts_at, rows_part
 from ...kernels.term_table import (
     TermRows,
     TermTable,
@@ -854,20 +854,33 @@ def combine_partials(*parts: Partial) -> Partial:
     through a hash table (``pd.factorize``) and one ``bincount`` per column, which adds
     in the same order, so both give the same sums bit for bit; by position is faster.
     """
-    parts = [p for p in parts if len(p[0])] or list(parts[:1])
-    if len(parts) == 1:
-        return parts[0]
-    met = met_kinds(parts)
+    keys, values, _ = _combined(parts)
+    return keys, values
+
+
+def _combined(parts) -> tuple[np.ndarray, np.ndarray, list | None]:
+    """:func:`combine_partials`, and where each part's groups went: their positions in
+    the keys added, a part after part (empty for a part without groups); None where
+    the result is a part as it came (one part, or all empty)."""
+    held = [p for p in parts if len(p[0])]
+    if len(held) <= 1:
+        only = (held or list(parts[:1]))[0]
+        return only[0], only[1], None
+    met = met_kinds(held)
     dense = dense_key_range([p[0] for p in met])
     if dense is not None:
-        return _add_by_position(met, *dense)
-    keys = np.concatenate([p[0] for p in met])
-    values = np.concatenate([p[1] for p in met])
-    codes, uniq = pd.factorize(keys)
-    out = np.empty((len(uniq), values.shape[1]))
-    for j in range(values.shape[1]):
-        out[:, j] = np.bincount(codes, weights=values[:, j], minlength=len(uniq))
-    return np.asarray(uniq), out
+        keys, values, at = _add_by_position(met, *dense)
+    else:
+        keys_all = np.concatenate([p[0] for p in met])
+        values_all = np.concatenate([p[1] for p in met])
+        codes, uniq = pd.factorize(keys_all)
+        values = np.empty((len(uniq), values_all.shape[1]))
+        for j in range(values_all.shape[1]):
+            values[:, j] = np.bincount(codes, weights=values_all[:, j], minlength=len(uniq))
+        keys = np.asarray(uniq)
+        at = np.split(codes, np.cumsum([len(p[0]) for p in met])[:-1])
+    it = iter(at)
+    return keys, values, [next(it) if len(p[0]) else np.empty(0, np.int64) for p in parts]
 
 
 def met_kinds(parts: list[Partial]) -> list[Partial]:
@@ -890,8 +903,9 @@ def met_kinds(parts: list[Partial]) -> list[Partial]:
     return [(settled_keys(p[0], float64, None), *p[1:]) for p in parts]
 
 
-def _add_by_position(parts: list[Partial], lo: int, span: int) -> Partial:
-    """:func:`combine_partials` for integer keys in ``lo .. lo + span - 1``."""
+def _add_by_position(parts: list[Partial], lo: int, span: int) -> tuple:
+    """:func:`combine_partials` for integer keys in ``lo .. lo + span - 1``, and each
+    part's groups' positions in the keys added (:func:`_combined`)."""
     offsets = [keys.astype(np.int64, copy=False) - lo for keys, _ in parts]
     seen = np.zeros(span, dtype=bool)
     for off in offsets:
@@ -899,9 +913,10 @@ def _add_by_position(parts: list[Partial], lo: int, span: int) -> Partial:
     row = np.cumsum(seen) - 1  # output row of every key in the range (sorted keys)
     present = np.flatnonzero(seen)
     out = np.zeros((present.size, parts[0][1].shape[1]))
-    for off, (_, values) in zip(offsets, parts, strict=True):
-        add_rows_into(out, row[off], values)  # keys are distinct within a part
-    return (present + lo).astype(parts[0][0].dtype), out
+    at = [row[off] for off in offsets]
+    for pos, (_, values) in zip(at, parts, strict=True):
+        add_rows_into(out, pos, values)  # keys are distinct within a part
+    return (present + lo).astype(parts[0][0].dtype), out, at
 
 
 def sum_vectors(*vectors: np.ndarray) -> np.ndarray:
@@ -1016,7 +1031,7 @@ def combine_terms(
         dense = dense_key_range([k for k, _ in parts])
         if dense is None:
             return None
-        keys, rows = _add_by_position([(k, v.rows) for k, v in parts], *dense)
+        keys, rows, _ = _add_by_position([(k, v.rows) for k, v in parts], *dense)
     shifted = first.shifted
     if shifted is not None:
         if all(v.shifted == shifted for _, v in parts) and _increasing(parts):
@@ -1104,22 +1119,25 @@ def combine_exact(
             corr = corr + part[2]
             marked = True
     plain = [(part[0], as_packed(part[1])) for part in parts]
-    keys, values = combine_partials(*plain)
+    keys, values, at = _combined(plain)
     e = target.z_intercept
     rows = sum(len(p[0]) for p in plain)
     kept = wants_within(target, packed.r) or marked
     if kept and rows > len(keys):  # a group in several parts
         corr = corr + _chan_correction(plain, keys, values, packed, e)
-    side = _combined_side(parts, keys)
+    side = _combined_side(parts, keys, at)
     if side is not None:
         return keys, values, corr if kept else None, side
     return keys, values, corr if kept else None
 
 
-def _combined_side(parts, keys: np.ndarray) -> ShiftPart | None:
+def _combined_side(parts, keys: np.ndarray, at: list | None = None) -> ShiftPart | None:
     """The parts' sums about their groups' shifts added by key, in the order of
     ``keys`` (:func:`~dmixed.kernels.shifts.merge_parts`), where every part with groups
-    carries them (:func:`with_sides`); else None."""
+    carries them (:func:`with_sides`); else None.  ``at``: where the parts' groups went
+    in ``keys`` (:func:`_combined`); the sides whose keys are their parts' keys, in the
+    same order (as :func:`with_sides` and this function make them), are added there
+    with no second hash of the keys."""
     sides: list[ShiftPart] = []
     for p in parts:
         if len(p[0]):
@@ -1128,6 +1146,11 @@ def _combined_side(parts, keys: np.ndarray) -> ShiftPart | None:
             sides.append(p[3])
     if not sides:
         return None
+    held = [p for p in parts if len(p[0])]
+    if at is not None and all(
+        s.keys is p[0] or np.array_equal(s.keys, p[0]) for s, p in zip(sides, held, strict=True)
+    ):
+        return merge_parts_at(sides, [a for a, p in zip(at, parts, strict=True) if len(p[0])], keys)
     merged = merge_parts(sides)
     return None if merged is None else merged.of_keys(keys)
 
