@@ -131,7 +131,12 @@ def text_key_hashes(keys: np.ndarray) -> np.ndarray:
     ndarray of uint64, shape (n,)
         A hash of each key's UTF-8 bytes, the same in every process
         (:func:`pandas.util.hash_array`).  Two distinct keys may share one: callers
-        check the keys behind every match (:class:`GroupAccumulator`)."""
+        check the keys behind every match (:class:`GroupAccumulator`).
+
+    Raises
+    ------
+    UnicodeEncodeError
+        Where a key has no UTF-8 form (a lone surrogate)."""
     return pd.util.hash_array(keys, categorize=False)
 
 
@@ -162,7 +167,13 @@ class GroupAccumulator:
       key), while every partition's keys are all ``str`` and no two hashes collide;
     * otherwise a hash table: a pandas Index of the keys known so far, whose hash table
       is built once and kept, plus a small Index of keys added since, merged into the
-      main one when it reaches a quarter of its size (amortized linear time).
+      main one when it reaches a quarter of its size (amortized linear time).  Where a
+      partition's keys are all ``str``, they are looked up by their 64-bit hashes
+      (:func:`text_key_hashes`, held in ``by_hash``) instead of as Python objects,
+      every match checked against the key it found and every new key against the
+      first key of its hash; at the first collision of two distinct keys the hashes
+      are dropped and the Index's lookup serves from then on (the same columns either
+      way).
 
     A range is used while it is at most ``max(2**18, 2 · (groups seen + rows of the
     partition))`` wide, so its memory stays within a small factor of the hash table's, or
