@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["ShiftLayout", "ShiftPart", "merge_parts", "part_of_rows"]
+__all__ = ["ShiftLayout", "ShiftPart", "merge_parts", "merge_parts_at", "part_of_rows"]
 
 
 @dataclass(frozen=True)
@@ -137,10 +137,16 @@ class ShiftPart:
 
     def of_keys(self, keys: np.ndarray) -> ShiftPart | None:
         """The groups ``keys`` in that order; None where some are not held."""
-        pos = pd.Index(self.keys).get_indexer(keys)
+        pos = _index(self.keys).get_indexer(_index(np.asarray(keys)))
         if (pos < 0).any():
             return None
         return self.take(pos)
+
+
+def _index(keys: np.ndarray) -> pd.Index:
+    """``keys`` as an Index; object keys stay objects (pandas 3 would infer a text dtype
+    for Python strings and copy them to Arrow and back)."""
+    return pd.Index(keys, dtype=object) if keys.dtype == object else pd.Index(keys)
 
 
 def part_of_rows(
@@ -211,9 +217,39 @@ def merge_parts(parts: list[ShiftPart]) -> ShiftPart | None:
     if len(parts) == 1:
         return parts[0]
     codes, uniq = pd.factorize(np.concatenate([p.keys for p in parts]))
-    n = len(uniq)
+    return _merged(parts, codes, np.asarray(uniq))
+
+
+def merge_parts_at(
+    parts: list[ShiftPart], at: list[np.ndarray], keys: np.ndarray
+) -> ShiftPart | None:
+    """:func:`merge_parts` where the groups are known: the parts added into the groups
+    ``keys`` (G,), each part's groups at positions ``at[p]`` of ``keys`` (every group
+    held by some part), in the order of ``keys``: the same sums, bit for bit, as
+    ``merge_parts(parts).of_keys(keys)``, with no hash of the keys.  None where the
+    parts' layouts differ."""
+    picked = [(p, a) for p, a in zip(parts, at, strict=True) if p.keys.size]
+    if not picked:
+        return None
+    layout = picked[0][0].layout
+    if any(p.layout != layout for p, _ in picked[1:]):
+        return None
+    if len(picked) == 1:  # as merge_parts gives it: the part's own sums
+        part, a = picked[0]
+        order = np.empty(len(keys), dtype=np.int64)
+        order[np.asarray(a, dtype=np.int64)] = np.arange(len(keys))
+        return part.take(order)
+    codes = np.concatenate([np.asarray(a, dtype=np.int64) for _, a in picked])
+    return _merged([p for p, _ in picked], codes, keys)
+
+
+def _merged(parts: list[ShiftPart], codes: np.ndarray, keys: np.ndarray) -> ShiftPart:
+    """The parts (one layout) added into the groups ``keys``: ``codes``, the parts'
+    groups' positions in ``keys``, part after part."""
+    layout = parts[0].layout
+    n = len(keys)
     out = ShiftPart(
-        np.asarray(uniq),
+        keys,
         np.zeros(n),
         np.zeros(n),
         np.zeros((parts[0].first.shape[0], n)),

@@ -207,3 +207,43 @@ def test_weights_of_one_give_the_unweighted_parts_bit_for_bit(n_parts):
         assert a.layout == b.layout
         for name in ("keys", "count", "wsum", "first", "dsum", "dgram", "dxy", "xsum"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+_FIELDS = ("keys", "count", "wsum", "first", "dsum", "dgram", "dxy", "xsum")
+
+
+@pytest.mark.parametrize("n_parts", [1, 2, 5])
+@pytest.mark.parametrize("text", [False, True])
+def test_parts_merged_at_known_positions_equal_the_merge_by_key(n_parts, text):
+    """:func:`shifts.merge_parts_at` (the groups' positions in the keys given, no hash)
+    gives ``merge_parts(parts).of_keys(keys)`` bit for bit, for keys in another order
+    than their first appearance, a part without groups among the parts and one part."""
+    codes, y, exog, z = _rows(40 + n_parts, 1e-3)
+    std = _std(exog, y)
+    labels = np.array([f"g{i}é" for i in range(codes.max() + 1)], dtype=object)
+    rng = np.random.default_rng(n_parts)
+    part_of = rng.integers(0, n_parts, codes.size)
+    parts = []
+    for p in range(n_parts):
+        rows = part_of == p
+        keys, local = np.unique(codes[rows], return_inverse=True)
+        order = rng.permutation(keys.size)  # a part's groups in any order
+        keys, local = keys[order], np.argsort(order)[local]
+        parts.append(
+            shifts.rows_part(
+                labels[keys] if text else keys, local, y[rows], exog[rows], z[rows], None, std
+            )
+        )
+    parts.insert(1, parts[0].take(np.zeros(0, dtype=np.int64)))  # no groups
+    held = np.concatenate([p.keys for p in parts])
+    keys = np.unique(held)[::-1]  # not the order of first appearance
+    where = {k: i for i, k in enumerate(keys.tolist())}
+    at = [np.array([where[k] for k in p.keys.tolist()], dtype=np.int64) for p in parts]
+    got = shifts.merge_parts_at(parts, at, keys)
+    want = shifts.merge_parts(parts).of_keys(keys)
+    for name in _FIELDS:
+        a, b = getattr(got, name), getattr(want, name)
+        if name == "keys":
+            assert a.tolist() == b.tolist()
+        else:
+            assert a.tobytes() == b.tobytes()

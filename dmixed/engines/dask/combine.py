@@ -28,7 +28,7 @@ from ...kernels.rows import (
     wants_rank_one_within,
     wants_within,
 )
-from ...kernels.shifts import ShiftPart, merge_parts, rows_part
+from ...kernels.shifts import ShiftPart, merge_parts, merge_parts_at, rows_part
 from ...kernels.term_table import (
     TermRows,
     TermTable,
@@ -118,6 +118,34 @@ def split_buckets(keys: np.ndarray, values: np.ndarray, n_buckets: int) -> list[
 # ---------------------------------------------------------------------------
 
 
+def text_key_hashes(keys: np.ndarray) -> np.ndarray:
+    """64-bit hashes of text keys.
+
+    Parameters
+    ----------
+    keys : ndarray of object, shape (n,)
+        Python ``str`` keys.
+
+    Returns
+    -------
+    ndarray of uint64, shape (n,)
+        A hash of each key's UTF-8 bytes, the same in every process
+        (:func:`pandas.util.hash_array`).  Two distinct keys may share one: callers
+        check the keys behind every match (:class:`GroupAccumulator`).
+
+    Raises
+    ------
+    UnicodeEncodeError
+        Where a key has no UTF-8 form (a lone surrogate)."""
+    return pd.util.hash_array(keys, categorize=False)
+
+
+def _all_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the object arrays ``a`` and ``b`` hold equal keys, position by
+    position."""
+    return bool(np.all(np.asarray(a == b, dtype=bool)))
+
+
 class GroupAccumulator:
     """Per-group statistics of many partitions, added up in one growing array.
 
@@ -139,7 +167,13 @@ class GroupAccumulator:
       key), while every partition's keys are all ``str`` and no two hashes collide;
     * otherwise a hash table: a pandas Index of the keys known so far, whose hash table
       is built once and kept, plus a small Index of keys added since, merged into the
-      main one when it reaches a quarter of its size (amortized linear time).
+      main one when it reaches a quarter of its size (amortized linear time).  Where a
+      partition's keys are all ``str``, they are looked up by their 64-bit hashes
+      (:func:`text_key_hashes`, held in ``by_hash``) instead of as Python objects,
+      every match checked against the key it found and every new key against the
+      first key of its hash; at the first collision of two distinct keys the hashes
+      are dropped and the Index's lookup serves from then on (the same columns either
+      way).
 
     A range is used while it is at most ``max(2**18, 2 · (groups seen + rows of the
     partition))`` wide, so its memory stays within a small factor of the hash table's, or
@@ -192,6 +226,10 @@ class GroupAccumulator:
         self.ranged = key_dtype.kind in "iu"
         self.index = self._new_index(np.empty(0, dtype=key_dtype))
         self.extra = self._new_index(np.empty(0, dtype=key_dtype))
+        # object keys looked up by their hashes (:meth:`_str_hashes`): the Indexes of
+        # the keys held these hashes are of, and the hashes' Indexes; None once two
+        # keys' hashes were found equal
+        self.by_hash: tuple | None = (None, None, None, None) if key_dtype.kind == "O" else None
         # text keys by their hashes until a partition's are not (then the hash table)
         self.text = TextColumns() if key_dtype.kind == "O" else None
 
@@ -424,25 +462,99 @@ class GroupAccumulator:
         self.looked_up = np.empty(0, dtype=np.int64)
 
     def _hash_columns(self, keys: np.ndarray) -> np.ndarray:
+        """The hash table's column of every key (new keys get new columns, in order of
+        first appearance).  Keys that are all Python ``str`` are looked up by 64-bit
+        hashes of their bytes (:meth:`_str_hashes`), every match checked against the
+        key held; where two keys share a hash, the keys themselves from then on."""
+        hashes = self._str_hashes(keys)
+        if hashes is not None:
+            col = self._hashed_columns(keys, hashes)
+            if col is not None:
+                return col
+            self.by_hash = None  # a collision: the keys' own hash table from now on
         n_main = len(self.index)
-        col = self.index.get_indexer(keys)
+        # looked up as an Index of the keys' dtype: pandas 3 would take an object array
+        # for text and copy every key to Arrow and back before the lookup
+        col = self.index.get_indexer(self._new_index(keys))
         miss = col < 0
         if miss.any():
-            mk = keys[miss]
+            mk = self._new_index(keys[miss])
             sub = self.extra.get_indexer(mk) if len(self.extra) else np.full(mk.size, -1)
             new = sub < 0
             if new.any():
-                codes, uniq = pd.factorize(mk[new])
+                codes, uniq = pd.factorize(mk.to_numpy()[new])
                 sub[new] = len(self.extra) + codes
                 fresh = np.asarray(uniq, dtype=self.key_dtype)
-                self.extra = self._new_index(np.concatenate([self.extra.to_numpy(), fresh]))
+                self._extend(n_main, fresh)
             col[miss] = n_main + sub
-            n_total = n_main + len(self.extra)
-            if n_total > self.acc.shape[1]:
-                self._grow(max(n_total, self.acc.shape[1] + self.acc.shape[1] // 2))
-            if len(self.extra) > max(1024, n_main // 4):
-                self.index = self._new_index(self._held_keys())
-                self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
+        return col
+
+    def _extend(self, n_main: int, fresh: np.ndarray) -> None:
+        """Columns for the ``fresh`` keys after those held (``n_main`` in the main
+        Index), the small Index merged into the main one when it reaches a quarter of
+        its size (amortized linear time)."""
+        self.extra = self._new_index(np.concatenate([self.extra.to_numpy(), fresh]))
+        n_total = n_main + len(self.extra)
+        if n_total > self.acc.shape[1]:
+            self._grow(max(n_total, self.acc.shape[1] + self.acc.shape[1] // 2))
+        if len(self.extra) > max(1024, n_main // 4):
+            self.index = self._new_index(self._held_keys())
+            self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
+
+    def _str_hashes(self, keys: np.ndarray) -> np.ndarray | None:
+        """64-bit hashes of ``keys`` (:func:`pandas.util.hash_array` of their UTF-8
+        bytes) where they and the keys held are all Python ``str`` and the held keys'
+        hashes are distinct (kept in :attr:`by_hash`, made again whenever the held keys'
+        Indexes were replaced); None otherwise."""
+        if self.by_hash is None or keys.dtype != object or not keys.size:
+            return None
+        if pd.api.types.infer_dtype(keys, skipna=False) != "string":
+            return None
+        main, extra, _, _ = self.by_hash
+        if main is not self.index or extra is not self.extra:
+            held = [self.index.to_numpy(), self.extra.to_numpy()]
+            if any(h.size and pd.api.types.infer_dtype(h, skipna=False) != "string" for h in held):
+                self.by_hash = None
+                return None
+            hashed = [text_key_hashes(h) for h in held]
+            if not pd.Index(np.concatenate(hashed)).is_unique:
+                self.by_hash = None
+                return None
+            self.by_hash = (self.index, self.extra, pd.Index(hashed[0]), pd.Index(hashed[1]))
+        return text_key_hashes(keys)
+
+    def _hashed_columns(self, keys: np.ndarray, hashes: np.ndarray) -> np.ndarray | None:
+        """:meth:`_hash_columns` through the keys' ``hashes`` (:attr:`by_hash`); None,
+        with nothing changed, where a key's hash is that of another key (held or new)."""
+        _, _, main_hashes, extra_hashes = self.by_hash
+        n_main = len(self.index)
+        col = main_hashes.get_indexer(hashes)
+        miss = col < 0
+        if miss.any():
+            mh = hashes[miss]
+            sub = extra_hashes.get_indexer(mh) if len(extra_hashes) else np.full(mh.size, -1)
+            col[miss] = np.where(sub < 0, -1, n_main + sub)
+        found = col >= 0
+        if found.any() and not _all_equal(self._held_keys()[col[found]], keys[found]):
+            return None
+        new = ~found
+        if not new.any():
+            return col
+        nk, nh = keys[new], hashes[new]
+        codes, uniq = pd.factorize(nh)  # order of first appearance, as the keys'
+        first = np.empty(len(uniq), dtype=np.int64)
+        first[codes[::-1]] = np.arange(codes.size - 1, -1, -1)
+        fresh = nk[first]
+        if not _all_equal(fresh[codes], nk):
+            return None
+        col[new] = n_main + len(self.extra) + codes
+        extra_hashes = pd.Index(np.concatenate([extra_hashes.to_numpy(), uniq]))
+        self._extend(n_main, fresh)
+        if self.extra.size:
+            self.by_hash = (self.index, self.extra, main_hashes, extra_hashes)
+        else:  # merged into the main Index
+            main_hashes = pd.Index(np.concatenate([main_hashes.to_numpy(), extra_hashes]))
+            self.by_hash = (self.index, self.extra, main_hashes, pd.Index(uniq[:0]))
         return col
 
     def add(self, keys: np.ndarray, dm, ztilde: np.ndarray, std=None, vc_widths=()) -> dict:
@@ -753,20 +865,33 @@ def combine_partials(*parts: Partial) -> Partial:
     through a hash table (``pd.factorize``) and one ``bincount`` per column, which adds
     in the same order, so both give the same sums bit for bit; by position is faster.
     """
-    parts = [p for p in parts if len(p[0])] or list(parts[:1])
-    if len(parts) == 1:
-        return parts[0]
-    met = met_kinds(parts)
+    keys, values, _ = _combined(parts)
+    return keys, values
+
+
+def _combined(parts) -> tuple[np.ndarray, np.ndarray, list | None]:
+    """:func:`combine_partials`, and where each part's groups went: their positions in
+    the keys added, a part after part (empty for a part without groups); None where
+    the result is a part as it came (one part, or all empty)."""
+    held = [p for p in parts if len(p[0])]
+    if len(held) <= 1:
+        only = (held or list(parts[:1]))[0]
+        return only[0], only[1], None
+    met = met_kinds(held)
     dense = dense_key_range([p[0] for p in met])
     if dense is not None:
-        return _add_by_position(met, *dense)
-    keys = np.concatenate([p[0] for p in met])
-    values = np.concatenate([p[1] for p in met])
-    codes, uniq = pd.factorize(keys)
-    out = np.empty((len(uniq), values.shape[1]))
-    for j in range(values.shape[1]):
-        out[:, j] = np.bincount(codes, weights=values[:, j], minlength=len(uniq))
-    return np.asarray(uniq), out
+        keys, values, at = _add_by_position(met, *dense)
+    else:
+        keys_all = np.concatenate([p[0] for p in met])
+        values_all = np.concatenate([p[1] for p in met])
+        codes, uniq = pd.factorize(keys_all)
+        values = np.empty((len(uniq), values_all.shape[1]))
+        for j in range(values_all.shape[1]):
+            values[:, j] = np.bincount(codes, weights=values_all[:, j], minlength=len(uniq))
+        keys = np.asarray(uniq)
+        at = np.split(codes, np.cumsum([len(p[0]) for p in met])[:-1])
+    it = iter(at)
+    return keys, values, [next(it) if len(p[0]) else np.empty(0, np.int64) for p in parts]
 
 
 def met_kinds(parts: list[Partial]) -> list[Partial]:
@@ -789,8 +914,9 @@ def met_kinds(parts: list[Partial]) -> list[Partial]:
     return [(settled_keys(p[0], float64, None), *p[1:]) for p in parts]
 
 
-def _add_by_position(parts: list[Partial], lo: int, span: int) -> Partial:
-    """:func:`combine_partials` for integer keys in ``lo .. lo + span - 1``."""
+def _add_by_position(parts: list[Partial], lo: int, span: int) -> tuple:
+    """:func:`combine_partials` for integer keys in ``lo .. lo + span - 1``, and each
+    part's groups' positions in the keys added (:func:`_combined`)."""
     offsets = [keys.astype(np.int64, copy=False) - lo for keys, _ in parts]
     seen = np.zeros(span, dtype=bool)
     for off in offsets:
@@ -798,9 +924,10 @@ def _add_by_position(parts: list[Partial], lo: int, span: int) -> Partial:
     row = np.cumsum(seen) - 1  # output row of every key in the range (sorted keys)
     present = np.flatnonzero(seen)
     out = np.zeros((present.size, parts[0][1].shape[1]))
-    for off, (_, values) in zip(offsets, parts, strict=True):
-        add_rows_into(out, row[off], values)  # keys are distinct within a part
-    return (present + lo).astype(parts[0][0].dtype), out
+    at = [row[off] for off in offsets]
+    for pos, (_, values) in zip(at, parts, strict=True):
+        add_rows_into(out, pos, values)  # keys are distinct within a part
+    return (present + lo).astype(parts[0][0].dtype), out, at
 
 
 def sum_vectors(*vectors: np.ndarray) -> np.ndarray:
@@ -915,7 +1042,7 @@ def combine_terms(
         dense = dense_key_range([k for k, _ in parts])
         if dense is None:
             return None
-        keys, rows = _add_by_position([(k, v.rows) for k, v in parts], *dense)
+        keys, rows, _ = _add_by_position([(k, v.rows) for k, v in parts], *dense)
     shifted = first.shifted
     if shifted is not None:
         if all(v.shifted == shifted for _, v in parts) and _increasing(parts):
@@ -1003,22 +1130,25 @@ def combine_exact(
             corr = corr + part[2]
             marked = True
     plain = [(part[0], as_packed(part[1])) for part in parts]
-    keys, values = combine_partials(*plain)
+    keys, values, at = _combined(plain)
     e = target.z_intercept
     rows = sum(len(p[0]) for p in plain)
     kept = wants_within(target, packed.r) or marked
     if kept and rows > len(keys):  # a group in several parts
         corr = corr + _chan_correction(plain, keys, values, packed, e)
-    side = _combined_side(parts, keys)
+    side = _combined_side(parts, keys, at)
     if side is not None:
         return keys, values, corr if kept else None, side
     return keys, values, corr if kept else None
 
 
-def _combined_side(parts, keys: np.ndarray) -> ShiftPart | None:
+def _combined_side(parts, keys: np.ndarray, at: list | None = None) -> ShiftPart | None:
     """The parts' sums about their groups' shifts added by key, in the order of
     ``keys`` (:func:`~dmixed.kernels.shifts.merge_parts`), where every part with groups
-    carries them (:func:`with_sides`); else None."""
+    carries them (:func:`with_sides`); else None.  ``at``: where the parts' groups went
+    in ``keys`` (:func:`_combined`); the sides whose keys are their parts' keys, in the
+    same order (as :func:`with_sides` and this function make them), are added there
+    with no second hash of the keys."""
     sides: list[ShiftPart] = []
     for p in parts:
         if len(p[0]):
@@ -1027,6 +1157,11 @@ def _combined_side(parts, keys: np.ndarray) -> ShiftPart | None:
             sides.append(p[3])
     if not sides:
         return None
+    held = [p for p in parts if len(p[0])]
+    if at is not None and all(
+        s.keys is p[0] or np.array_equal(s.keys, p[0]) for s, p in zip(sides, held, strict=True)
+    ):
+        return merge_parts_at(sides, [a for a, p in zip(at, parts, strict=True) if len(p[0])], keys)
     merged = merge_parts(sides)
     return None if merged is None else merged.of_keys(keys)
 

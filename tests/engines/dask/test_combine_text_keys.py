@@ -385,3 +385,94 @@ def test_parquet_keys_binary_in_some_files_and_string_in_others_are_refused(tmp_
     config = dask.config.set({"scheduler": "sync", "dmixed.data_pass": "chains"})
     with config, pytest.raises(BadValuesError, match=r"column 'g' .*\(bytes, str\)"):
         dmixed.mixedlm("y ~ x", dd.read_parquet(tmp_path), groups="g").fit()
+
+
+def _clashing_hashes(clash: str):
+    """A hash of text keys (as the accumulator's ``text_key_hashes``) that gives two
+    distinct keys one hash: two keys of the first batch (``new``), or a key first seen
+    in the last batch and one held since the first (``held``); distinct hashes
+    otherwise (``none``)."""
+    from dmixed.engines.dask import combine
+
+    real = combine.text_key_hashes
+    pairs = {"new": (LABELS[1], LABELS[2]), "held": (LABELS[-1], LABELS[0])}
+
+    def hashes(keys):
+        out = real(keys).copy()
+        if clash in pairs:
+            late, early = pairs[clash]
+            out[keys == late] = real(np.array([early], dtype=object))[0]
+        return out
+
+    return hashes
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "numba"])
+@pytest.mark.parametrize("how", ["objects", "first"])
+@pytest.mark.parametrize("clash", ["none", "new", "held"])
+def test_text_keys_looked_up_by_hashes_keep_two_keys_of_one_hash_apart(
+    monkeypatch, kernel, how, clash
+):
+    """The hash table of text keys looks them up by 64-bit hashes of their bytes (no
+    lookup in an Index of Python strings while no two keys share a hash); two keys
+    given one hash stay two groups (the keys' own table from then on), and the
+    partials are those of the keys' own table bit for bit (empty, non-ASCII and
+    NUL-containing keys among them)."""
+    from dmixed.engines.dask import combine
+
+    monkeypatch.setenv("DMIXED_KERNELS", kernel)
+    batches = _late_batches(np.random.default_rng(11))
+    with monkeypatch.context() as clashing:  # one hash for all: the keys' own table
+        clashing.setattr(combine, "text_key_hashes", lambda keys: np.zeros(len(keys), np.uint64))
+        want = _accumulated(batches, "objects", True)
+    monkeypatch.setattr(combine, "text_key_hashes", _clashing_hashes(clash))
+    lookups: list = []
+    real = pd.Index.get_indexer
+
+    def counting(self, target, *args, **kwargs):
+        if self.dtype == object:
+            lookups.append(len(target))
+        return real(self, target, *args, **kwargs)
+
+    monkeypatch.setattr(pd.Index, "get_indexer", counting)
+    got = _accumulated(batches, how, True)
+    monkeypatch.setattr(pd.Index, "get_indexer", real)
+    if clash == "none":
+        assert lookups == []
+    elif clash == "held":
+        # the keys' own table only from the batch that brought the clash
+        assert 0 < len(lookups) <= 2
+    else:
+        assert lookups
+    assert sum(len(p[0]) for p in got) == LABELS.size
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g[0].tolist() == w[0].tolist()
+        np.testing.assert_array_equal(np.asarray(g[1]), np.asarray(w[1]))
+        assert len(g) == len(w)
+        if len(w) == 4:
+            assert g[3].keys.tolist() == w[3].keys.tolist()
+            np.testing.assert_array_equal(g[3].count, w[3].count)
+            np.testing.assert_array_equal(g[3].dsum, w[3].dsum)
+
+
+def test_keys_not_all_text_are_not_hashed(monkeypatch):
+    """Object keys that are not all ``str`` (bytes, a number among strings) take the
+    keys' own table: no hash of their bytes is made, and each key has its column."""
+    from dmixed.engines.dask import combine
+
+    def refuse(keys):
+        raise AssertionError("hashed")
+
+    monkeypatch.setattr(combine, "text_key_hashes", refuse)
+    for keys in (_objects(["a", "b", 2.5, "a"]), _objects([b"a", b"b", b"a"]), _objects(["a", 1])):
+        n = keys.size
+        x = np.column_stack([np.ones(n), np.arange(n, dtype=float)])
+        y = np.arange(n, dtype=float)
+        acc = GroupAccumulator(kernels.packed_width(2, 3), object)
+        acc.text = None
+        dm = DesignMatrices(y, x, x.copy(), [], [], keys, None, 0)
+        acc.add(keys, dm, x.copy(), Standardization.choose(y, x, x))
+        got = acc.result(1)[0]
+        assert got[0].tolist() == list(dict.fromkeys(keys.tolist()))
+        assert acc.by_hash is not None
