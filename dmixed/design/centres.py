@@ -67,6 +67,7 @@ __all__ = [
     "product_columns",
     "reads_column",
     "saved_centres",
+    "vc_reads",
 ]
 
 #: A column inside a product is centred when its mean is more than this many standard
@@ -111,6 +112,25 @@ def reads_column(expr: str, column: str) -> bool:
     """Whether a factor's code may read ``column`` (a name or a quoted name in it;
     conservative: a false yes only costs the reference)."""
     return re.search(r"(?<![\w.])" + re.escape(column) + r"(?!\w)", expr) is not None
+
+
+def vc_reads(spec: ModelSpec | None) -> dict[str, str]:
+    """Each column of the data that a variance component's formula may read, mapped to
+    the first such component's argument (``{"ts": "vc_formula['s']"}``), the
+    components in name order; a name in the formula's text counts (:func:`reads_column`:
+    a false yes only names the component in a refusal whose column is far from zero
+    and read by the fixed effects where the fit's sums lose digits anyway).  Empty
+    without a spec or components.  These columns are not centred here
+    (:func:`product_columns`), and the statistics refuse them where their sums cannot
+    take the offset out (:func:`dmixed.stats.statistics.check_designs`)."""
+    out: dict[str, str] = {}
+    if spec is None:
+        return out
+    for name, formula in sorted((spec.vc_formula or {}).items()):
+        for column in spec.columns_used:
+            if column not in out and reads_column(str(formula), column):
+                out[column] = f"vc_formula[{name!r}]"
+    return out
 
 
 def _plain_reads(terms, column: str, alone: bool = False) -> bool | None:

@@ -279,6 +279,7 @@ def check_designs(
     exog_re_names: list[str],
     endog_name: str,
     re_formula: str | None = None,
+    vc_read: Mapping[str, str] | None = None,
 ) -> None:
     """The checks of a model's statistics before a fit: the fixed-effects design and the
     random design of ``exog_re`` (``re_formula``) of full rank (:func:`check_full_rank`;
@@ -292,10 +293,16 @@ def check_designs(
     than from a solve of its own: the same refusals, in the same order, as the three
     checks one after the other.
 
+    Before them, a fixed-effects column far from zero next to its spread that another
+    formula reads too (``re_formula``, or a variance component: ``vc_read`` maps such
+    a column to the component's argument, ``"vc_formula['s']"``) is refused where the
+    fit's sums cannot take its offset out (:func:`_check_shared_far`).
+
     Raises
     ------
     DataError
-        As :func:`check_full_rank` and :func:`check_response_varies`.
+        As :func:`check_full_rank` and :func:`check_response_varies`, and for such a
+        far column.
     """
     xyxy = stats.glob.xyxy
     q = stats.layout.k_re
@@ -309,7 +316,7 @@ def check_designs(
     # far columns the random design reads too: not centred by the design layer
     shared = frozenset(far_x) & frozenset(exog_re_names)
     if std is not None:
-        _check_shared_far(stats, std, exog_names, exog_re_names, {**far_z, **far_x})
+        _check_shared_far(stats, std, exog_names, exog_re_names, {**far_z, **far_x}, vc_read or {})
     designs = [(xyxy[:-1, :-1], exog_names, "fixed-effects design", "", far_x)]
     if q:
         designs.append(
@@ -348,31 +355,41 @@ def _check_shared_far(
     exog_names: list[str],
     exog_re_names: list[str],
     far: Mapping[str, str],
+    vc_read: Mapping[str, str],
 ) -> None:
-    """Refuse a fixed-effects column far from zero next to its spread (``far``, of
-    either design: without an intercept the statistics shift ``X`` by nothing, so the
-    random design's shift tells) that ``re_formula`` reads too, where the exact path
-    cannot read it about a centre: inside a product term (``c*ts``, ``C(c) + C(c):ts``)
-    or in a design without an intercept whose columns span the constant
-    (``0 + C(c) + ts``).  The design layer centres no column another formula reads
-    (:mod:`dmixed.design.centres`), and the statistics shift a column alone beside an
-    intercept only, so there the fit's float64 sums lose the likelihood's and the
+    """Refuse a fixed-effects column far from zero next to its spread that another
+    formula reads too (``re_formula``, or a variance component: ``vc_read``), where the
+    exact path cannot read it about a centre: inside a product term (``c*ts``,
+    ``C(c) + C(c):ts``) or in a design without an intercept whose columns span the
+    constant (``0 + C(c) + ts``).  The design layer centres no column another formula
+    reads (:mod:`dmixed.design.centres`), and the statistics shift a column alone beside
+    an intercept only, so there the fit's float64 sums lose the likelihood's and the
     estimates' last digits silently, or the design is told rank deficient.  ``y ~ C(c)
-    + ts`` with ``re_formula="1 + ts"`` (the statistics' shift) is left to fit."""
+    + ts`` with ``re_formula="1 + ts"`` or a component reading ``ts`` (the statistics'
+    shift) is left to fit.
+
+    ``far`` holds the columns the statistics shift far (of either design); without an
+    intercept in either design nothing is shifted, so there a column's offset and
+    spread are read off its sums (:func:`_far_by_sums`), by the same test."""
     scales = np.concatenate([std.x_scale, std.z_scale]).tolist()
     spread = dict(zip([*exog_names, *exog_re_names], scales, strict=False))
     factors = {f for n in exog_names for f in _product_factors(n)}
-    both = [
+    # the candidates: read by another formula and by the fixed effects
+    read = [
         n
-        for n in exog_re_names
-        if n in far and spread.get(n, 0.0) > 0 and (n in exog_names or n in factors)
+        for n in dict.fromkeys([*exog_re_names, *vc_read])
+        if spread.get(n, 1.0) > 0 and (n in exog_names or n in factors)
     ]
-    if not both:
+    if not read:
         return
+    both = [n for n in read if n in far]
     inside = [n for n in both if n in factors]
     alone = []
     if std.x_intercept < 0 and constant_in_statistics(stats) != 0:
-        alone = [n for n in both if n not in inside and n in exog_names]
+        unseen = [n for n in read if n not in far and n in exog_names]
+        if unseen:
+            far = {**far, **_far_by_sums(stats, exog_names, unseen)}
+        alone = [n for n in read if n in far and n not in inside and n in exog_names]
     bad = inside + alone
     if not bad:
         return
@@ -382,28 +399,98 @@ def _check_shared_far(
     # offset of it, near its mean), not about another column's
     shifts = np.concatenate([std.model_x_shift(), std.model_z_shift()]).tolist()
     shift = dict(zip([*exog_names, *exog_re_names], shifts, strict=False)).get(bad[0], 0.0)
+    if not shift:
+        shift = _offset_by_sums(stats, exog_names, bad[0])
     example = f"I({bad[0]} - {shift:.6g})"
     why = []
     if inside:
         why.append("inside a product term (an interaction)")
     if alone:
         why.append("in a formula without an intercept whose columns give one in every row")
+    # every formula that reads a refused column must read the same centred column
+    where = ["re_formula"] if any(n in exog_re_names for n in bad) else []
+    where += [vc_read[n] for n in bad if n in vc_read]
+    others = " and ".join(dict.fromkeys(where))
+    verb = "reads" if len(where) == 1 else "read"
+    in_vc = any(r != "re_formula" for r in where)
+    centre_call = (
+        ""
+        if in_vc
+        else f" or, for a pandas DataFrame only, write center({bad[0]}) in the formula "
+        "and in re_formula"
+    )
     raise DataError(
         f"fixed-effects column(s) {listed} lie far from zero next to their spread, read "
         f"{' and '.join(why)}, where the statistics' own shift does not take the offset "
-        f"out. dmixed does not centre {names} itself because re_formula reads it too (a "
+        f"out. dmixed does not centre {names} itself because {others} {verb} it too (a "
         "column is centred only where the fixed-effects formula alone reads it), so the "
         "fit's float64 sums would lose digits of the likelihood and the estimates: "
         "centre it in the data (the column minus a value near its mean, then used by "
-        f"both formulas, e.g. {example} in the formula and in re_formula) or, for a "
-        f"pandas DataFrame only, write center({bad[0]}) in the formula and in re_formula"
+        f"every formula, e.g. {example} in the formula and in {others}){centre_call}"
         + (
             "; or, where it is the same model, add the intercept to the fixed-effects "
-            "formula (y ~ C(c) + ts for y ~ 0 + C(c) + ts)"
+            "formula (y ~ C(c) + ts for y ~ 0 + C(c) + ts), which keeps the model where "
+            "centring does not: a random slope without a random intercept is a "
+            "different model about another origin"
             if alone
             else ""
         )
     )
+
+
+def _column_moments(stats: FittedStatistics, exog_names: list[str]):
+    """``(Σ w x, Σ w x², Σ w)`` of the fixed-effects columns in the statistics' units
+    (scaled, unshifted: for a design without an intercept), from the column sums
+    (:func:`constant_in_statistics`'s sources); None where the statistics hold none."""
+    std = stats.standardization
+    p = stats.glob.k_fe
+    if std is None or p == 0 or p != len(exog_names):
+        return None
+    e = std.z_intercept
+    if e >= 0:
+        sums = stats.engine.re_sums(stats.layout.k_re)[e, :p]
+        weight = float(stats.engine.re_gram(stats.layout.k_re)[e, e])
+    elif stats.glob.column_sums is not None:
+        sums, weight = stats.glob.column_sums[:p], float(stats.glob.column_sums[-1])
+    else:
+        return None
+    if not weight > 0:
+        return None
+    return np.asarray(sums, dtype=np.float64), np.diag(stats.glob.xyxy)[:p], weight
+
+
+def _far_by_sums(
+    stats: FittedStatistics, exog_names: list[str], names: list[str]
+) -> dict[str, str]:
+    """Of the fixed-effects columns ``names`` (a design without an intercept, whose
+    columns the statistics do not shift), those whose weighted mean lies more than 1e3
+    weighted standard deviations from zero (:func:`far_columns`' test), described as
+    :func:`far_columns` does.  The variance ``Σwx²/Σw − mean²`` loses about
+    ``ε (mean/sd)²`` of itself, 2e-10 at the test's 1e3: enough to decide."""
+    moments = _column_moments(stats, exog_names)
+    std = stats.standardization
+    if moments is None or std is None:
+        return {}
+    sums, squares, weight = moments
+    out = {}
+    for n in names:
+        j = exog_names.index(n)
+        mean = float(sums[j]) / weight
+        sd = float(np.sqrt(max(float(squares[j]) / weight - mean * mean, 0.0)))
+        scale = float(std.x_scale[j])
+        if abs(mean) > 1e3 * sd:
+            out[n] = f"{n!r} (values about {mean * scale:.3g}, spread about {sd * scale:.3g})"
+    return out
+
+
+def _offset_by_sums(stats: FittedStatistics, exog_names: list[str], name: str) -> float:
+    """The weighted mean of the fixed-effects column ``name`` (0 where unknown)."""
+    moments = _column_moments(stats, exog_names)
+    std = stats.standardization
+    if moments is None or std is None or name not in exog_names:
+        return 0.0
+    j = exog_names.index(name)
+    return float(moments[0][j]) / moments[2] * float(std.x_scale[j])
 
 
 def _product_factors(name: str) -> list[str]:
