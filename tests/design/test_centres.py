@@ -378,6 +378,87 @@ def test_far_column_re_formula_reads_fits_beside_an_intercept(monkeypatch, kerne
     np.testing.assert_allclose(raw.fittedvalues, ref.fittedvalues, rtol=0, atol=1e-6)
 
 
+def _with_classes(span: float = 86400.0 * 30) -> pd.DataFrame:
+    """:func:`_timestamps` with a three-level column ``cls`` for a component's levels."""
+    df = _timestamps(span)
+    return df.assign(cls=np.random.default_rng(11).choice(list("xyz"), len(df)))
+
+
+@pytest.mark.parametrize("dask_input", [False, True])
+@pytest.mark.parametrize(
+    ("formula", "re_formula", "vc"),
+    [
+        ("y ~ 0 + C(c) + ts", None, "0 + ts"),
+        ("y ~ 0 + C(c) + ts", "1", "0 + ts"),
+        ("y ~ 0 + C(c) + ts", None, "0 + C(cls):ts"),
+        ("y ~ C(c)*ts", None, "0 + ts"),
+    ],
+)
+def test_far_column_a_variance_component_reads_is_refused_where_not_shifted(
+    formula, re_formula, vc, dask_input
+):
+    """A column far from zero that a variance component reads too, read by the fixed
+    effects without an intercept (whose columns give one) or inside a product: not
+    centred (the component reads it raw) and not shifted by the statistics, so refused
+    naming the component (it used to fit with the llf 1e-7 off the likelihood at the
+    reported parameters and the slopes 1e-9 off, without a warning)."""
+    df = _with_classes()
+    data = df
+    if dask_input:
+        dd = pytest.importorskip("dask.dataframe")
+        data = dd.from_pandas(df, npartitions=3)
+    kw = {} if re_formula is None else {"re_formula": re_formula}
+    with pytest.raises(DataError, match="lie far from zero next to their spread") as info:
+        dmixed.mixedlm(formula, data, groups="g", vc_formula={"s": vc}, **kw).fit(reml=False)
+    message = str(info.value)
+    assert "does not centre 'ts' itself because vc_formula['s'] reads it too" in message
+    assert re.search(r"I\(ts - 1\.7\d*e\+09\) in the formula and in vc_formula\['s'\]", message)
+    # center() cannot be written in a component's formula: not suggested there
+    assert "center(" not in message
+    assert "rank deficient" not in message
+
+
+@pytest.mark.parametrize("dask_input", [False, True])
+def test_far_column_re_formula_reads_with_no_intercept_anywhere_is_refused(dask_input):
+    """``y ~ 0 + C(c) + ts`` with ``re_formula="0 + ts"``: neither design has an
+    intercept, so the statistics shift nothing and the check told nothing far; the
+    offset is read off the column's sums, and the model is refused saying re_formula
+    is why and that the intercept in the fixed effects keeps the model."""
+    df = _timestamps(86400.0 * 30)
+    data = df
+    if dask_input:
+        dd = pytest.importorskip("dask.dataframe")
+        data = dd.from_pandas(df, npartitions=3)
+    with pytest.raises(DataError, match="lie far from zero next to their spread") as info:
+        dmixed.mixedlm("y ~ 0 + C(c) + ts", data, groups="g", re_formula="0 + ts").fit(reml=False)
+    message = str(info.value)
+    assert "'ts' (values about 1.7e+09" in message
+    assert "does not centre 'ts' itself because re_formula reads it too" in message
+    assert re.search(r"I\(ts - 1\.7\d*e\+09\) in the formula and in re_formula", message)
+    assert "add the intercept to the fixed-effects formula" in message
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_far_column_a_component_reads_fits_beside_an_intercept(monkeypatch, kernels):
+    """``C(c) + ts`` with a component reading ``ts`` (a slope without an intercept of
+    its own) fits, the statistics shifting ``X``'s ``ts``: the same model as
+    ``re_formula="0 + ts"``, which the random design reads the same way, to the last
+    digits; ``0 + C(c) + ts`` with a component on another column is centred and fits
+    as the same model with the intercept."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _with_classes()
+    vc = dmixed.mixedlm("y ~ C(c) + ts", df, groups="g", vc_formula={"s": "0 + ts"})
+    fit_vc = vc.fit(reml=False)
+    fit_re = dmixed.mixedlm("y ~ C(c) + ts", df, groups="g", re_formula="0 + ts").fit(reml=False)
+    assert abs(fit_vc.llf - fit_re.llf) <= 1e-12 * abs(fit_re.llf)
+    np.testing.assert_allclose(fit_vc.fe_params, fit_re.fe_params, rtol=1e-8)
+    cls = {"s": "0 + C(cls)"}
+    raw = dmixed.mixedlm("y ~ 0 + C(c) + ts", df, groups="g", vc_formula=cls).fit(reml=False)
+    ref = dmixed.mixedlm("y ~ C(c) + ts", df, groups="g", vc_formula=cls).fit(reml=False)
+    assert raw.model.spec.centres
+    assert abs(raw.llf - ref.llf) <= 1e-12 * abs(ref.llf)
+
+
 def test_product_without_main_effect_far_from_zero_is_not_told_rank_deficient():
     """``C(c):x1`` coded without ``x1``'s main effect, ``x1`` far from zero, ``C(c)`` in
     sum coding (whose indicators the intercept and its columns give only with thirds):
