@@ -382,6 +382,11 @@ def _check_shared_far(
     ]
     if not read:
         return
+    # a factor of products that no design holds alone to be shifted by (``C(c) +
+    # C(c):ts`` beside a component or ``re_formula="0 + ts"``): told by its products
+    hidden = [n for n in read if n in factors and n not in far]
+    if hidden:
+        far = {**far, **_far_in_products(stats, exog_names, hidden)}
     both = [n for n in read if n in far]
     inside = [n for n in both if n in factors]
     alone = []
@@ -401,7 +406,7 @@ def _check_shared_far(
     shift = dict(zip([*exog_names, *exog_re_names], shifts, strict=False)).get(bad[0], 0.0)
     if not shift:
         shift = _offset_by_sums(stats, exog_names, bad[0])
-    example = f"I({bad[0]} - {shift:.6g})"
+    example = f"I({bad[0]} - {shift:.6g})" if shift else f"I({bad[0]} - m), m near its mean,"
     why = []
     if inside:
         why.append("inside a product term (an interaction)")
@@ -436,6 +441,46 @@ def _check_shared_far(
             else ""
         )
     )
+
+
+def _far_in_products(
+    stats: FittedStatistics, exog_names: list[str], names: list[str]
+) -> dict[str, str]:
+    """Of the columns ``names``, factors of fixed-effects product columns (``C(c)[b]:ts``
+    of ``ts``), those with a product within 1e-3 of the span of the columns that do not
+    read them, as the statistics hold it: ``1 − R²`` of the product on those columns
+    (from the unit-diagonal ``X'WX``) under 1e-6.  For ``u·ts`` with ``u`` a level's
+    indicator and the level's columns among the others, ``1 − R²`` is the level's
+    ``var(ts) / mean(ts²)``, so this is :func:`far_columns`' test of 1e3 spreads for the
+    rows the product reads; the columns regressed on do not read ``ts``, so they are
+    as well conditioned as the design without it, and the residual is resolved."""
+    p = stats.glob.k_fe
+    if p != len(exog_names) or p < 2:
+        return {}
+    gram = np.asarray(stats.glob.xyxy, dtype=np.float64)[:p, :p]
+    d = np.sqrt(np.maximum(np.diag(gram), 0.0))
+    if not np.all(d > 0):
+        return {}  # a zero column: the rank check's to refuse
+    unit = gram / (d[:, None] * d)
+    out = {}
+    for n in names:
+        reading = [j for j, c in enumerate(exog_names) if c == n or n in _product_factors(c)]
+        rest = [j for j in range(p) if j not in reading]
+        if not rest:
+            continue
+        for j in reading:
+            if exog_names[j] == n:
+                continue
+            b = unit[rest, j]
+            coef = np.linalg.lstsq(unit[np.ix_(rest, rest)], b, rcond=None)[0]
+            residual = max(1.0 - float(b @ coef), 0.0)
+            if residual < 1e-6:
+                out[n] = (
+                    f"{n!r} (in {exog_names[j]!r}, whose part off the columns that do not "
+                    f"read {n!r} is about {np.sqrt(residual):.2g} of its size)"
+                )
+                break
+    return out
 
 
 def _column_moments(stats: FittedStatistics, exog_names: list[str]):
