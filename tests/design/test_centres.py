@@ -418,6 +418,34 @@ def test_far_column_a_variance_component_reads_is_refused_where_not_shifted(
     assert "rank deficient" not in message
 
 
+@pytest.mark.parametrize("formula", ["y ~ C(c) + C(c):ts", "y ~ 0 + C(c) + C(c):ts"])
+@pytest.mark.parametrize("other", [{"vc_formula": {"s": "0 + ts"}}, {"re_formula": "0 + ts"}])
+def test_far_column_only_in_products_read_by_another_formula_is_refused(formula, other):
+    """``ts`` far from zero read by the fixed effects only inside products (its main
+    effect not a column) and by a component or ``re_formula="0 + ts"``: no design holds
+    the column alone, so its products tell it (their part off the columns that do not
+    read ``ts``); refused naming the other formula (it used to fit 3e-7 of llf off)."""
+    df = _timestamps(86400.0 * 30)
+    with pytest.raises(DataError, match="lie far from zero next to their spread") as info:
+        dmixed.mixedlm(formula, df, groups="g", **other).fit(reml=False)
+    message = str(info.value)
+    reader = "re_formula" if "re_formula" in other else "vc_formula['s']"
+    assert f"does not centre 'ts' itself because {reader} reads it too" in message
+    assert "read inside a product term" in message
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_near_zero_column_in_products_a_component_reads_fits(monkeypatch, kernels):
+    """The same models on ``ts`` moved near zero by hand are not refused, and the two
+    formulas (with and without the intercept) are one model."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _timestamps(86400.0 * 30)
+    vc = {"s": "0 + tsc"}
+    one = dmixed.mixedlm("y ~ C(c) + C(c):tsc", df, groups="g", vc_formula=vc).fit(reml=False)
+    two = dmixed.mixedlm("y ~ 0 + C(c) + C(c):tsc", df, groups="g", vc_formula=vc).fit(reml=False)
+    assert abs(one.llf - two.llf) <= 1e-10 * abs(two.llf)
+
+
 @pytest.mark.parametrize("dask_input", [False, True])
 def test_far_column_re_formula_reads_with_no_intercept_anywhere_is_refused(dask_input):
     """``y ~ 0 + C(c) + ts`` with ``re_formula="0 + ts"``: neither design has an
