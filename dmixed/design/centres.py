@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import CheckpointError
+from ..stats.statistics import exact_centre
 from .dtypes import NUMERIC
 from .partitions import compute_with
 
@@ -78,20 +79,16 @@ CENTRE_ROWS = 65536
 #: At most this many partitions of a Dask collection are read for those rows (its
 #: first ones; a bound on the extra reads where partitions are small).
 CENTRE_PARTITIONS = 16
-#: The centre keeps the mean to within ``sd / 2**CENTRE_BITS`` (far inside the spread:
-#: any value near the data's location serves), on a coarse binary grid so that
-#: ``x − m`` is exact for every value of the magnitude of the sample's.
-CENTRE_BITS = 10
 
 
 def centre_of(values: np.ndarray) -> float | None:
     """The centre of a column from its first values (finite ones), or None where it is
     not far from zero next to its spread (:data:`CENTRE_ABOVE`) or does not vary.
 
-    The mean rounded to a multiple of a power of two ``g`` near ``sd / 2**CENTRE_BITS``
-    (and at least the spacing of float64 at the sample's largest magnitude): ``x − m``
-    is then exact for every ``x`` of the sample's magnitude and sign (both are
-    multiples of ``x``'s spacing, and the difference is smaller than ``x``).
+    The mean rounded by :func:`dmixed.stats.statistics.exact_centre` (to within
+    ``sd / 2**CENTRE_BITS``, on a binary grid at least the spacing of float64 at the
+    sample's largest magnitude): ``x − m`` is then exact for every ``x`` of the
+    sample's magnitude and sign.
     """
     v = np.asarray(values, dtype=np.float64).ravel()[:CENTRE_ROWS]
     v = v[np.isfinite(v)]
@@ -101,11 +98,8 @@ def centre_of(values: np.ndarray) -> float | None:
     sd = float(np.std(v))
     if not (sd > 0.0 and abs(mean) > CENTRE_ABOVE * sd):
         return None
-    top = float(np.max(np.abs(v)))
-    grid = max(2.0 ** math.floor(math.log2(sd / 2.0**CENTRE_BITS)), math.ulp(top))
-    grid = 2.0 ** math.ceil(math.log2(grid))  # a power of two
-    centre = round(mean / grid) * grid
-    return float(centre) if centre != 0.0 else None
+    centre = exact_centre(mean, sd, float(np.max(np.abs(v))))
+    return centre if centre != 0.0 else None
 
 
 def reads_column(expr: str, column: str) -> bool:

@@ -10,6 +10,7 @@ already hold, never the rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -400,47 +401,96 @@ def _check_shared_far(
         return
     listed = ", ".join(far[n] for n in bad)
     names = ", ".join(repr(n) for n in bad)
-    # the example centres the first refused column about its own shift (the statistics'
-    # offset of it, near its mean), not about another column's
-    shifts = np.concatenate([std.model_x_shift(), std.model_z_shift()]).tolist()
-    shift = dict(zip([*exog_names, *exog_re_names], shifts, strict=False)).get(bad[0], 0.0)
-    if not shift:
-        shift = _offset_by_sums(stats, exog_names, bad[0])
-    example = f"I({bad[0]} - {shift:.6g})" if shift else f"I({bad[0]} - m), m near its mean,"
+    example = _example(stats, std, exog_names, exog_re_names, bad[0])
     why = []
     if inside:
         why.append("inside a product term (an interaction)")
     if alone:
         why.append("in a formula without an intercept whose columns give one in every row")
-    # every formula that reads a refused column must read the same centred column
     where = ["re_formula"] if any(n in exog_re_names for n in bad) else []
     where += [vc_read[n] for n in bad if n in vc_read]
     others = " and ".join(dict.fromkeys(where))
     verb = "reads" if len(where) == 1 else "read"
-    in_vc = any(r != "re_formula" for r in where)
-    centre_call = (
-        ""
-        if in_vc
-        else f" or, for a pandas DataFrame only, write center({bad[0]}) in the formula "
-        "and in re_formula"
-    )
+    # a component's columns, and re_formula's without an intercept, are slopes about
+    # zero: centred there they are another model, so only the fixed effects are centred
+    # (their span, and so the model, is the same)
+    fixed_only = any(n in vc_read for n in bad) or std.z_intercept < 0
+    if fixed_only:
+        fix = (
+            "centre it in the fixed-effects formula only, e.g. "
+            f"{example} there in place of {bad[0]}, "
+            f"and keep {bad[0]} as it is in {others}: the same model (the fixed effects "
+            f"span the same columns), where centring it in {others} too would make a "
+            "different model, a random slope about another origin"
+        )
+    else:
+        fix = (
+            "centre it in the data (the column minus a value near its mean, then used by "
+            f"every formula, e.g. {example} in the formula and in {others}) or, for a "
+            f"pandas DataFrame only, write center({bad[0]}) in the formula and in "
+            "re_formula"
+        )
     raise DataError(
         f"fixed-effects column(s) {listed} lie far from zero next to their spread, read "
         f"{' and '.join(why)}, where the statistics' own shift does not take the offset "
         f"out. dmixed does not centre {names} itself because {others} {verb} it too (a "
         "column is centred only where the fixed-effects formula alone reads it), so the "
-        "fit's float64 sums would lose digits of the likelihood and the estimates: "
-        "centre it in the data (the column minus a value near its mean, then used by "
-        f"every formula, e.g. {example} in the formula and in {others}){centre_call}"
+        f"fit's float64 sums would lose digits of the likelihood and the estimates: {fix}"
         + (
             "; or, where it is the same model, add the intercept to the fixed-effects "
-            "formula (y ~ C(c) + ts for y ~ 0 + C(c) + ts), which keeps the model where "
-            "centring does not: a random slope without a random intercept is a "
-            "different model about another origin"
+            "formula (y ~ C(c) + ts for y ~ 0 + C(c) + ts)"
             if alone
             else ""
         )
     )
+
+
+def _example(
+    stats: FittedStatistics,
+    std: Standardization,
+    exog_names: list[str],
+    exog_re_names: list[str],
+    name: str,
+) -> str:
+    """``I(name - centre)`` for a refused far column: the centre within the column's
+    spread and printed exactly (:func:`exact_centre`, as the design layer centres), from
+    the statistics' shift of it, else its sums, else its products' sums; ``I(name -
+    m), m near its mean,`` where none of them tells."""
+    shifts = np.concatenate([std.model_x_shift(), std.model_z_shift()]).tolist()
+    spread = np.concatenate([std.x_scale, std.z_scale]).tolist()
+    names = [*exog_names, *exog_re_names]
+    mean, sd = 0.0, 0.0
+    if name in names and shifts[names.index(name)]:
+        mean, sd = shifts[names.index(name)], spread[names.index(name)]
+    else:
+        mean, sd = _offset_by_sums(stats, exog_names, name)
+    if not mean:
+        mean, sd = _offset_by_products(stats, exog_names, name)
+    if not mean:
+        return f"I({name} - m), m near its mean,"
+    return f"I({name} - {exact_centre(mean, sd)!r})"
+
+
+#: The centre keeps the mean to within ``sd / 2**CENTRE_BITS`` (far inside the spread)
+#: and is a multiple of a power of two, so ``x − centre`` is exact (:func:`exact_centre`).
+CENTRE_BITS = 10
+
+
+def exact_centre(mean: float, sd: float, top: float = 0.0) -> float:
+    """A centre of a column of mean ``mean`` and standard deviation ``sd`` (largest
+    magnitude ``top``, 0: about ``|mean|``): the mean rounded to a multiple of a power of
+    two ``g`` near ``sd / 2**CENTRE_BITS`` and at least the spacing of float64 at the
+    largest magnitude.  ``x − centre`` is then exact for every ``x`` of that magnitude
+    and sign (both are multiples of ``x``'s spacing, and the difference is smaller than
+    ``x``), and the centre is within ``sd / 2**CENTRE_BITS`` of the mean, so a column
+    centred by it (``I(ts - centre)``, the centre written by ``repr``: exact) is near
+    zero.  The one owner of the rounding (:func:`dmixed.design.centres.centre_of`)."""
+    top = max(top, abs(mean))
+    grid = math.ulp(top)
+    if sd > 0:
+        grid = max(2.0 ** math.floor(math.log2(sd / 2.0**CENTRE_BITS)), grid)
+    grid = 2.0 ** math.ceil(math.log2(grid))  # a power of two
+    return float(round(mean / grid) * grid)
 
 
 def _far_in_products(
@@ -466,20 +516,20 @@ def _far_in_products(
     for n in names:
         reading = [j for j, c in enumerate(exog_names) if c == n or n in _product_factors(c)]
         rest = [j for j in range(p) if j not in reading]
-        if not rest:
+        cols = [j for j in reading if exog_names[j] != n]
+        if not rest or not cols:
             continue
-        for j in reading:
-            if exog_names[j] == n:
-                continue
-            b = unit[rest, j]
-            coef = np.linalg.lstsq(unit[np.ix_(rest, rest)], b, rcond=None)[0]
-            residual = max(1.0 - float(b @ coef), 0.0)
-            if residual < 1e-6:
-                out[n] = (
-                    f"{n!r} (in {exog_names[j]!r}, whose part off the columns that do not "
-                    f"read {n!r} is about {np.sqrt(residual):.2g} of its size)"
-                )
-                break
+        # one factorization of the columns that do not read n, every product at once
+        b = unit[np.ix_(rest, cols)]
+        coef = np.linalg.lstsq(unit[np.ix_(rest, rest)], b, rcond=None)[0]
+        residual = np.maximum(1.0 - np.einsum("ij,ij->j", b, coef), 0.0)
+        small = np.flatnonzero(residual < 1e-6)
+        if small.size:
+            k = int(small[0])
+            out[n] = (
+                f"{n!r} (in {exog_names[cols[k]]!r}, whose part off the columns that do "
+                f"not read {n!r} is about {np.sqrt(residual[k]):.2g} of its size)"
+            )
     return out
 
 
@@ -528,14 +578,57 @@ def _far_by_sums(
     return out
 
 
-def _offset_by_sums(stats: FittedStatistics, exog_names: list[str], name: str) -> float:
-    """The weighted mean of the fixed-effects column ``name`` (0 where unknown)."""
+def _offset_by_sums(
+    stats: FittedStatistics, exog_names: list[str], name: str
+) -> tuple[float, float]:
+    """The weighted mean and standard deviation of the fixed-effects column ``name``
+    from its sums (a design without an intercept; ``(0, 0)`` where unknown)."""
     moments = _column_moments(stats, exog_names)
     std = stats.standardization
     if moments is None or std is None or name not in exog_names:
-        return 0.0
+        return 0.0, 0.0
+    sums, squares, weight = moments
     j = exog_names.index(name)
-    return float(moments[0][j]) / moments[2] * float(std.x_scale[j])
+    mean = float(sums[j]) / weight
+    sd = float(np.sqrt(max(float(squares[j]) / weight - mean * mean, 0.0)))
+    return mean * float(std.x_scale[j]), sd * float(std.x_scale[j])
+
+
+def _offset_by_products(
+    stats: FittedStatistics, exog_names: list[str], name: str
+) -> tuple[float, float]:
+    """About the mean and standard deviation of ``name`` where the fixed effects read it
+    only in products with levels' indicators (``C(c)[a]:ts``): over the rows the
+    products read, ``Σ w t² / Σ w t = m + s²/m``, within ``s / 1e3`` of the mean ``m``
+    of a column more than 1e3 spreads ``s`` from zero, from the products' sums and
+    squares (``(0, 0)`` where a product has another factor or the sums are unknown)."""
+    std = stats.standardization
+    p = stats.glob.k_fe
+    if std is None or p != len(exog_names) or std.x_basis.size:
+        return 0.0, 0.0
+    cols = [j for j, c in enumerate(exog_names) if name in _product_factors(c)]
+    others = [f for j in cols for f in _product_factors(exog_names[j]) if f != name]
+    if not cols or not all(f.endswith("]") for f in others):
+        return 0.0, 0.0
+    gram = np.asarray(stats.glob.xyxy, dtype=np.float64)[:p, :p]
+    i = std.x_intercept
+    if i >= 0:
+        sums, weight = gram[i], float(gram[i, i])
+    else:
+        moments = _column_moments(stats, exog_names)
+        if moments is None:
+            return 0.0, 0.0
+        sums, _, weight = moments
+    c, s = std.model_x_shift()[cols], std.x_scale[cols]
+    first = s * sums[cols] + c * weight
+    second = s * s * np.diag(gram)[cols] + 2.0 * c * s * sums[cols] + c * c * weight
+    total = float(first.sum())
+    if not total:
+        return 0.0, 0.0
+    mean = float(second.sum()) / total
+    # the spread: the rows' Σ w is not held; s²/m ≈ ratio − mean is below what float64
+    # resolves here, so the centre is rounded only to the spacing at the mean
+    return mean, 0.0
 
 
 def _product_factors(name: str) -> list[str]:
