@@ -36,6 +36,7 @@ from .design.arrays import (
     random_intercept,
     refuse_dask,
 )
+from .design.centres import vc_reads
 from .design.frame_rows import rows_of_frame
 from .design.labels import ARRAY_INTERCEPT_NAME, covariance_names
 from .design.messages import check_enough_rows, fixed_factors
@@ -481,6 +482,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             self.exog_re_names,
             self.endog_name,
             getattr(spec, "re_formula", None),
+            vc_reads(spec),
         )
         self.cached_statistics = stats
         return self

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import CheckpointError
+from ..stats.statistics import exact_centre
 from .dtypes import NUMERIC
 from .partitions import compute_with
 
@@ -67,6 +68,7 @@ __all__ = [
     "product_columns",
     "reads_column",
     "saved_centres",
+    "vc_reads",
 ]
 
 #: A column inside a product is centred when its mean is more than this many standard
@@ -77,20 +79,16 @@ CENTRE_ROWS = 65536
 #: At most this many partitions of a Dask collection are read for those rows (its
 #: first ones; a bound on the extra reads where partitions are small).
 CENTRE_PARTITIONS = 16
-#: The centre keeps the mean to within ``sd / 2**CENTRE_BITS`` (far inside the spread:
-#: any value near the data's location serves), on a coarse binary grid so that
-#: ``x − m`` is exact for every value of the magnitude of the sample's.
-CENTRE_BITS = 10
 
 
 def centre_of(values: np.ndarray) -> float | None:
     """The centre of a column from its first values (finite ones), or None where it is
     not far from zero next to its spread (:data:`CENTRE_ABOVE`) or does not vary.
 
-    The mean rounded to a multiple of a power of two ``g`` near ``sd / 2**CENTRE_BITS``
-    (and at least the spacing of float64 at the sample's largest magnitude): ``x − m``
-    is then exact for every ``x`` of the sample's magnitude and sign (both are
-    multiples of ``x``'s spacing, and the difference is smaller than ``x``).
+    The mean rounded by :func:`dmixed.stats.statistics.exact_centre` (to within
+    ``sd / 2**CENTRE_BITS``, on a binary grid at least the spacing of float64 at the
+    sample's largest magnitude): ``x − m`` is then exact for every ``x`` of the
+    sample's magnitude and sign.
     """
     v = np.asarray(values, dtype=np.float64).ravel()[:CENTRE_ROWS]
     v = v[np.isfinite(v)]
@@ -100,17 +98,33 @@ def centre_of(values: np.ndarray) -> float | None:
     sd = float(np.std(v))
     if not (sd > 0.0 and abs(mean) > CENTRE_ABOVE * sd):
         return None
-    top = float(np.max(np.abs(v)))
-    grid = max(2.0 ** math.floor(math.log2(sd / 2.0**CENTRE_BITS)), math.ulp(top))
-    grid = 2.0 ** math.ceil(math.log2(grid))  # a power of two
-    centre = round(mean / grid) * grid
-    return float(centre) if centre != 0.0 else None
+    centre = exact_centre(mean, sd, float(np.max(np.abs(v))))
+    return centre if centre != 0.0 else None
 
 
 def reads_column(expr: str, column: str) -> bool:
     """Whether a factor's code may read ``column`` (a name or a quoted name in it;
     conservative: a false yes only costs the reference)."""
     return re.search(r"(?<![\w.])" + re.escape(column) + r"(?!\w)", expr) is not None
+
+
+def vc_reads(spec: ModelSpec | None) -> dict[str, str]:
+    """Each column of the data that a variance component's formula may read, mapped to
+    the first such component's argument (``{"ts": "vc_formula['s']"}``), the
+    components in name order; a name in the formula's text counts (:func:`reads_column`:
+    a false yes only names the component in a refusal whose column is far from zero
+    and read by the fixed effects where the fit's sums lose digits anyway).  Empty
+    without a spec or components.  These columns are not centred here
+    (:func:`product_columns`), and the statistics refuse them where their sums cannot
+    take the offset out (:func:`dmixed.stats.statistics.check_designs`)."""
+    out: dict[str, str] = {}
+    if spec is None:
+        return out
+    for name, formula in sorted((spec.vc_formula or {}).items()):
+        for column in spec.columns_used:
+            if column not in out and reads_column(str(formula), column):
+                out[column] = f"vc_formula[{name!r}]"
+    return out
 
 
 def _plain_reads(terms, column: str, alone: bool = False) -> bool | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..design.arrays import RowData
 from ..design.build import dask_constant_response
+from ..design.centres import vc_reads
 from ..design.messages import plural
 from ..design.partitions import warn_text_keys
 from ..design.references import column_references
@@ -174,7 +175,14 @@ class ModelStatistics:
         spec = getattr(self, "spec", None)
         re_formula = None if spec is None else spec.re_formula
         try:
-            check_designs(stats, self.exog_names, self.exog_re_names, self.endog_name, re_formula)
+            check_designs(
+                stats,
+                self.exog_names,
+                self.exog_re_names,
+                self.endog_name,
+                re_formula,
+                vc_reads(spec),
+            )
         except DataError as err:
             if self.source is None or spec is None or not getattr(err, "no_residual_variation", 0):
                 raise

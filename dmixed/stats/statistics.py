@@ -10,6 +10,7 @@ already hold, never the rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -279,6 +280,7 @@ def check_designs(
     exog_re_names: list[str],
     endog_name: str,
     re_formula: str | None = None,
+    vc_read: Mapping[str, str] | None = None,
 ) -> None:
     """The checks of a model's statistics before a fit: the fixed-effects design and the
     random design of ``exog_re`` (``re_formula``) of full rank (:func:`check_full_rank`;
@@ -292,10 +294,16 @@ def check_designs(
     than from a solve of its own: the same refusals, in the same order, as the three
     checks one after the other.
 
+    Before them, a fixed-effects column far from zero next to its spread that another
+    formula reads too (``re_formula``, or a variance component: ``vc_read`` maps such
+    a column to the component's argument, ``"vc_formula['s']"``) is refused where the
+    fit's sums cannot take its offset out (:func:`_check_shared_far`).
+
     Raises
     ------
     DataError
-        As :func:`check_full_rank` and :func:`check_response_varies`.
+        As :func:`check_full_rank` and :func:`check_response_varies`, and for such a
+        far column.
     """
     xyxy = stats.glob.xyxy
     q = stats.layout.k_re
@@ -309,7 +317,7 @@ def check_designs(
     # far columns the random design reads too: not centred by the design layer
     shared = frozenset(far_x) & frozenset(exog_re_names)
     if std is not None:
-        _check_shared_far(stats, std, exog_names, exog_re_names, {**far_z, **far_x})
+        _check_shared_far(stats, std, exog_names, exog_re_names, {**far_z, **far_x}, vc_read or {})
     designs = [(xyxy[:-1, :-1], exog_names, "fixed-effects design", "", far_x)]
     if q:
         designs.append(
@@ -348,55 +356,86 @@ def _check_shared_far(
     exog_names: list[str],
     exog_re_names: list[str],
     far: Mapping[str, str],
+    vc_read: Mapping[str, str],
 ) -> None:
-    """Refuse a fixed-effects column far from zero next to its spread (``far``, of
-    either design: without an intercept the statistics shift ``X`` by nothing, so the
-    random design's shift tells) that ``re_formula`` reads too, where the exact path
-    cannot read it about a centre: inside a product term (``c*ts``, ``C(c) + C(c):ts``)
-    or in a design without an intercept whose columns span the constant
-    (``0 + C(c) + ts``).  The design layer centres no column another formula reads
-    (:mod:`dmixed.design.centres`), and the statistics shift a column alone beside an
-    intercept only, so there the fit's float64 sums lose the likelihood's and the
+    """Refuse a fixed-effects column far from zero next to its spread that another
+    formula reads too (``re_formula``, or a variance component: ``vc_read``), where the
+    exact path cannot read it about a centre: inside a product term (``c*ts``,
+    ``C(c) + C(c):ts``) or in a design without an intercept whose columns span the
+    constant (``0 + C(c) + ts``).  The design layer centres no column another formula
+    reads (:mod:`dmixed.design.centres`), and the statistics shift a column alone beside
+    an intercept only, so there the fit's float64 sums lose the likelihood's and the
     estimates' last digits silently, or the design is told rank deficient.  ``y ~ C(c)
-    + ts`` with ``re_formula="1 + ts"`` (the statistics' shift) is left to fit."""
+    + ts`` with ``re_formula="1 + ts"`` or a component reading ``ts`` (the statistics'
+    shift) is left to fit.
+
+    ``far`` holds the columns the statistics shift far (of either design); without an
+    intercept in either design nothing is shifted, so there a column's offset and
+    spread are read off its sums (:func:`_far_by_sums`), by the same test."""
     scales = np.concatenate([std.x_scale, std.z_scale]).tolist()
     spread = dict(zip([*exog_names, *exog_re_names], scales, strict=False))
     factors = {f for n in exog_names for f in _product_factors(n)}
-    both = [
+    # the candidates: read by another formula and by the fixed effects
+    read = [
         n
-        for n in exog_re_names
-        if n in far and spread.get(n, 0.0) > 0 and (n in exog_names or n in factors)
+        for n in dict.fromkeys([*exog_re_names, *vc_read])
+        if spread.get(n, 1.0) > 0 and (n in exog_names or n in factors)
     ]
-    if not both:
+    if not read:
         return
+    # a factor of products that no design holds alone to be shifted by (``C(c) +
+    # C(c):ts`` beside a component or ``re_formula="0 + ts"``): told by its products
+    hidden = [n for n in read if n in factors and n not in far]
+    if hidden:
+        far = {**far, **_far_in_products(stats, exog_names, hidden)}
+    both = [n for n in read if n in far]
     inside = [n for n in both if n in factors]
     alone = []
     if std.x_intercept < 0 and constant_in_statistics(stats) != 0:
-        alone = [n for n in both if n not in inside and n in exog_names]
+        unseen = [n for n in read if n not in far and n in exog_names]
+        if unseen:
+            far = {**far, **_far_by_sums(stats, exog_names, unseen)}
+        alone = [n for n in read if n in far and n not in inside and n in exog_names]
     bad = inside + alone
     if not bad:
         return
     listed = ", ".join(far[n] for n in bad)
     names = ", ".join(repr(n) for n in bad)
-    # the example centres the first refused column about its own shift (the statistics'
-    # offset of it, near its mean), not about another column's
-    shifts = np.concatenate([std.model_x_shift(), std.model_z_shift()]).tolist()
-    shift = dict(zip([*exog_names, *exog_re_names], shifts, strict=False)).get(bad[0], 0.0)
-    example = f"I({bad[0]} - {shift:.6g})"
+    example = _example(stats, std, exog_names, exog_re_names, bad[0])
     why = []
     if inside:
         why.append("inside a product term (an interaction)")
     if alone:
         why.append("in a formula without an intercept whose columns give one in every row")
+    where = ["re_formula"] if any(n in exog_re_names for n in bad) else []
+    where += [vc_read[n] for n in bad if n in vc_read]
+    others = " and ".join(dict.fromkeys(where))
+    verb = "reads" if len(where) == 1 else "read"
+    # a component's columns, and re_formula's without an intercept, are slopes about
+    # zero: centred there they are another model, so only the fixed effects are centred
+    # (their span, and so the model, is the same)
+    fixed_only = any(n in vc_read for n in bad) or std.z_intercept < 0
+    if fixed_only:
+        fix = (
+            "centre it in the fixed-effects formula only, e.g. "
+            f"{example} there in place of {bad[0]}, "
+            f"and keep {bad[0]} as it is in {others}: the same model (the fixed effects "
+            f"span the same columns), where centring it in {others} too would make a "
+            "different model, a random slope about another origin"
+        )
+    else:
+        fix = (
+            "centre it in the data (the column minus a value near its mean, then used by "
+            f"every formula, e.g. {example} in the formula and in {others}) or, for a "
+            f"pandas DataFrame only, write center({bad[0]}) in the formula and in "
+            "re_formula"
+        )
     raise DataError(
         f"fixed-effects column(s) {listed} lie far from zero next to their spread, read "
         f"{' and '.join(why)}, where the statistics' own shift does not take the offset "
-        f"out. dmixed does not centre {names} itself because re_formula reads it too (a "
+        f"out. dmixed does not centre {names} itself because {others} {verb} it too (a "
         "column is centred only where the fixed-effects formula alone reads it), so the "
-        "fit's float64 sums would lose digits of the likelihood and the estimates: "
-        "centre it in the data (the column minus a value near its mean, then used by "
-        f"both formulas, e.g. {example} in the formula and in re_formula) or, for a "
-        f"pandas DataFrame only, write center({bad[0]}) in the formula and in re_formula"
+        f"fit's float64 sums would lose digits of the likelihood and the estimates: {fix}"
         + (
             "; or, where it is the same model, add the intercept to the fixed-effects "
             "formula (y ~ C(c) + ts for y ~ 0 + C(c) + ts)"
@@ -404,6 +443,192 @@ def _check_shared_far(
             else ""
         )
     )
+
+
+def _example(
+    stats: FittedStatistics,
+    std: Standardization,
+    exog_names: list[str],
+    exog_re_names: list[str],
+    name: str,
+) -> str:
+    """``I(name - centre)`` for a refused far column: the centre within the column's
+    spread and printed exactly (:func:`exact_centre`, as the design layer centres), from
+    the statistics' shift of it, else its sums, else its products' sums; ``I(name -
+    m), m near its mean,`` where none of them tells."""
+    shifts = np.concatenate([std.model_x_shift(), std.model_z_shift()]).tolist()
+    spread = np.concatenate([std.x_scale, std.z_scale]).tolist()
+    names = [*exog_names, *exog_re_names]
+    mean, sd = 0.0, 0.0
+    if name in names and shifts[names.index(name)]:
+        mean, sd = shifts[names.index(name)], spread[names.index(name)]
+    else:
+        mean, sd = _offset_by_sums(stats, exog_names, name)
+    if not mean:
+        mean, sd = _offset_by_products(stats, exog_names, name)
+    if not mean:
+        return f"I({name} - m), m near its mean,"
+    return f"I({name} - {exact_centre(mean, sd)!r})"
+
+
+#: The centre keeps the mean to within ``sd / 2**CENTRE_BITS`` (far inside the spread)
+#: and is a multiple of a power of two, so ``x − centre`` is exact (:func:`exact_centre`).
+CENTRE_BITS = 10
+
+
+def exact_centre(mean: float, sd: float, top: float = 0.0) -> float:
+    """A centre of a column of mean ``mean`` and standard deviation ``sd`` (largest
+    magnitude ``top``, 0: about ``|mean|``): the mean rounded to a multiple of a power of
+    two ``g`` near ``sd / 2**CENTRE_BITS`` and at least the spacing of float64 at the
+    largest magnitude.  ``x − centre`` is then exact for every ``x`` of that magnitude
+    and sign (both are multiples of ``x``'s spacing, and the difference is smaller than
+    ``x``), and the centre is within ``sd / 2**CENTRE_BITS`` of the mean, so a column
+    centred by it (``I(ts - centre)``, the centre written by ``repr``: exact) is near
+    zero.  The one owner of the rounding (:func:`dmixed.design.centres.centre_of`)."""
+    top = max(top, abs(mean))
+    grid = math.ulp(top)
+    if sd > 0:
+        grid = max(2.0 ** math.floor(math.log2(sd / 2.0**CENTRE_BITS)), grid)
+    grid = 2.0 ** math.ceil(math.log2(grid))  # a power of two
+    return float(round(mean / grid) * grid)
+
+
+def _far_in_products(
+    stats: FittedStatistics, exog_names: list[str], names: list[str]
+) -> dict[str, str]:
+    """Of the columns ``names``, factors of fixed-effects product columns (``C(c)[b]:ts``
+    of ``ts``), those with a product within 1e-3 of the span of the columns that do not
+    read them, as the statistics hold it: ``1 − R²`` of the product on those columns
+    (from the unit-diagonal ``X'WX``) under 1e-6.  For ``u·ts`` with ``u`` a level's
+    indicator and the level's columns among the others, ``1 − R²`` is the level's
+    ``var(ts) / mean(ts²)``, so this is :func:`far_columns`' test of 1e3 spreads for the
+    rows the product reads; the columns regressed on do not read ``ts``, so they are
+    as well conditioned as the design without it, and the residual is resolved."""
+    p = stats.glob.k_fe
+    if p != len(exog_names) or p < 2:
+        return {}
+    gram = np.asarray(stats.glob.xyxy, dtype=np.float64)[:p, :p]
+    d = np.sqrt(np.maximum(np.diag(gram), 0.0))
+    if not np.all(d > 0):
+        return {}  # a zero column: the rank check's to refuse
+    unit = gram / (d[:, None] * d)
+    out = {}
+    for n in names:
+        reading = [j for j, c in enumerate(exog_names) if c == n or n in _product_factors(c)]
+        rest = [j for j in range(p) if j not in reading]
+        cols = [j for j in reading if exog_names[j] != n]
+        if not rest or not cols:
+            continue
+        # one factorization of the columns that do not read n, every product at once
+        b = unit[np.ix_(rest, cols)]
+        coef = np.linalg.lstsq(unit[np.ix_(rest, rest)], b, rcond=None)[0]
+        residual = np.maximum(1.0 - np.einsum("ij,ij->j", b, coef), 0.0)
+        small = np.flatnonzero(residual < 1e-6)
+        if small.size:
+            k = int(small[0])
+            out[n] = (
+                f"{n!r} (in {exog_names[cols[k]]!r}, whose part off the columns that do "
+                f"not read {n!r} is about {np.sqrt(residual[k]):.2g} of its size)"
+            )
+    return out
+
+
+def _column_moments(stats: FittedStatistics, exog_names: list[str]):
+    """``(Σ w x, Σ w x², Σ w)`` of the fixed-effects columns in the statistics' units
+    (scaled, unshifted: for a design without an intercept), from the column sums
+    (:func:`constant_in_statistics`'s sources); None where the statistics hold none."""
+    std = stats.standardization
+    p = stats.glob.k_fe
+    if std is None or p == 0 or p != len(exog_names):
+        return None
+    e = std.z_intercept
+    if e >= 0:
+        sums = stats.engine.re_sums(stats.layout.k_re)[e, :p]
+        weight = float(stats.engine.re_gram(stats.layout.k_re)[e, e])
+    elif stats.glob.column_sums is not None:
+        sums, weight = stats.glob.column_sums[:p], float(stats.glob.column_sums[-1])
+    else:
+        return None
+    if not weight > 0:
+        return None
+    return np.asarray(sums, dtype=np.float64), np.diag(stats.glob.xyxy)[:p], weight
+
+
+def _far_by_sums(
+    stats: FittedStatistics, exog_names: list[str], names: list[str]
+) -> dict[str, str]:
+    """Of the fixed-effects columns ``names`` (a design without an intercept, whose
+    columns the statistics do not shift), those whose weighted mean lies more than 1e3
+    weighted standard deviations from zero (:func:`far_columns`' test), described as
+    :func:`far_columns` does.  The variance ``Σwx²/Σw − mean²`` loses about
+    ``ε (mean/sd)²`` of itself, 2e-10 at the test's 1e3: enough to decide."""
+    moments = _column_moments(stats, exog_names)
+    std = stats.standardization
+    if moments is None or std is None:
+        return {}
+    sums, squares, weight = moments
+    out = {}
+    for n in names:
+        j = exog_names.index(n)
+        mean = float(sums[j]) / weight
+        sd = float(np.sqrt(max(float(squares[j]) / weight - mean * mean, 0.0)))
+        scale = float(std.x_scale[j])
+        if abs(mean) > 1e3 * sd:
+            out[n] = f"{n!r} (values about {mean * scale:.3g}, spread about {sd * scale:.3g})"
+    return out
+
+
+def _offset_by_sums(
+    stats: FittedStatistics, exog_names: list[str], name: str
+) -> tuple[float, float]:
+    """The weighted mean and standard deviation of the fixed-effects column ``name``
+    from its sums (a design without an intercept; ``(0, 0)`` where unknown)."""
+    moments = _column_moments(stats, exog_names)
+    std = stats.standardization
+    if moments is None or std is None or name not in exog_names:
+        return 0.0, 0.0
+    sums, squares, weight = moments
+    j = exog_names.index(name)
+    mean = float(sums[j]) / weight
+    sd = float(np.sqrt(max(float(squares[j]) / weight - mean * mean, 0.0)))
+    return mean * float(std.x_scale[j]), sd * float(std.x_scale[j])
+
+
+def _offset_by_products(
+    stats: FittedStatistics, exog_names: list[str], name: str
+) -> tuple[float, float]:
+    """About the mean and standard deviation of ``name`` where the fixed effects read it
+    only in products with levels' indicators (``C(c)[a]:ts``): over the rows the
+    products read, ``Σ w t² / Σ w t = m + s²/m``, within ``s / 1e3`` of the mean ``m``
+    of a column more than 1e3 spreads ``s`` from zero, from the products' sums and
+    squares (``(0, 0)`` where a product has another factor or the sums are unknown)."""
+    std = stats.standardization
+    p = stats.glob.k_fe
+    if std is None or p != len(exog_names) or std.x_basis.size:
+        return 0.0, 0.0
+    cols = [j for j, c in enumerate(exog_names) if name in _product_factors(c)]
+    others = [f for j in cols for f in _product_factors(exog_names[j]) if f != name]
+    if not cols or not all(f.endswith("]") for f in others):
+        return 0.0, 0.0
+    gram = np.asarray(stats.glob.xyxy, dtype=np.float64)[:p, :p]
+    i = std.x_intercept
+    if i >= 0:
+        sums, weight = gram[i], float(gram[i, i])
+    else:
+        moments = _column_moments(stats, exog_names)
+        if moments is None:
+            return 0.0, 0.0
+        sums, _, weight = moments
+    c, s = std.model_x_shift()[cols], std.x_scale[cols]
+    first = s * sums[cols] + c * weight
+    second = s * s * np.diag(gram)[cols] + 2.0 * c * s * sums[cols] + c * c * weight
+    total = float(first.sum())
+    if not total:
+        return 0.0, 0.0
+    mean = float(second.sum()) / total
+    # the spread: the rows' Σ w is not held; s²/m ≈ ratio − mean is below what float64
+    # resolves here, so the centre is rounded only to the spacing at the mean
+    return mean, 0.0
 
 
 def _product_factors(name: str) -> list[str]:

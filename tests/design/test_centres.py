@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import dmixed
 from dmixed import DataError
+from dmixed.errors import DmixedWarning
 
 EPS = np.finfo(np.float64).eps
 
@@ -324,8 +325,9 @@ def test_column_read_by_re_formula_is_refused_saying_why_it_is_not_centred():
     assert "dmixed reads such a column about a centre itself" not in message
 
 
-def _timestamps(span: float) -> pd.DataFrame:
-    """Timestamps near 1.7e9 over ``span`` seconds, a factor and a random slope."""
+def _timestamps(span: float, base: float = 1.7e9) -> pd.DataFrame:
+    """Timestamps near ``base`` (1.7e9 s) over ``span`` seconds, a factor and a random
+    slope."""
     rng = np.random.default_rng(5)
     g = np.repeat(np.arange(30), 10)
     n = g.size
@@ -333,7 +335,7 @@ def _timestamps(span: float) -> pd.DataFrame:
     t = rng.uniform(0, 1, n)
     y = 1 + (c == "b") * 0.5 + 2 * t + rng.normal(size=30)[g] + rng.normal(0, 2, 30)[g] * t
     y += rng.normal(size=n)
-    return pd.DataFrame({"y": y, "g": g, "c": c, "ts": 1.7e9 + t * span, "tsc": t * span})
+    return pd.DataFrame({"y": y, "g": g, "c": c, "ts": base + t * span, "tsc": t * span})
 
 
 @pytest.mark.parametrize("span", [86400.0 * 30, 60.0])
@@ -348,9 +350,25 @@ def test_far_column_re_formula_reads_is_refused_without_intercept_or_in_a_produc
         dmixed.mixedlm(formula, df, groups="g", re_formula="1 + ts").fit(reml=False)
     message = str(info.value)
     assert "does not centre 'ts' itself because re_formula reads it too" in message
-    # the example centres ts about its own value (not another column's)
-    assert re.search(r"I\(ts - 1\.7\d*e\+09\)", message), message
+    # the example centres ts about its own value (not another column's), printed
+    # exactly, and centring it in both formulas (re_formula has an intercept: the same
+    # model) fits as the column centred by hand
+    found = re.search(r"(I\(ts - (17\d{8}(?:\.\d*)?)\)) in the formula and in re_formula", message)
+    assert found, message
     assert "rank deficient" not in message
+    centre = float(found.group(2))
+    assert abs(centre - df.ts.mean()) < df.ts.std() / 10
+    one = dmixed.mixedlm(
+        formula.replace("ts", found.group(1)),
+        df,
+        groups="g",
+        re_formula=f"1 + {found.group(1)}",
+    ).fit(reml=False)
+    by_hand = df.assign(tsk=df.ts - centre)
+    two = dmixed.mixedlm(
+        formula.replace("ts", "tsk"), by_hand, groups="g", re_formula="1 + tsk"
+    ).fit(reml=False)
+    assert abs(one.llf - two.llf) <= 1e-12 * abs(two.llf)
 
 
 def test_a_level_holding_the_far_columns_name_is_not_a_product():
@@ -376,6 +394,164 @@ def test_far_column_re_formula_reads_fits_beside_an_intercept(monkeypatch, kerne
     assert abs(raw.llf - ref.llf) <= 1e-9 * abs(ref.llf)
     np.testing.assert_allclose(raw.fe_params["ts"], ref.fe_params["tsc"], rtol=1e-7)
     np.testing.assert_allclose(raw.fittedvalues, ref.fittedvalues, rtol=0, atol=1e-6)
+
+
+def _with_classes(span: float = 86400.0 * 30, base: float = 1.7e9) -> pd.DataFrame:
+    """:func:`_timestamps` with a three-level column ``cls`` for a component's levels."""
+    df = _timestamps(span, base)
+    return df.assign(cls=np.random.default_rng(11).choice(list("xyz"), len(df)))
+
+
+def _check_fixed_only_fix(
+    message: str, formula: str, df: pd.DataFrame, warns: bool = False, **kw
+) -> None:
+    """The refusal's fix, ``I(ts - centre)`` in the fixed-effects formula only (the
+    other formulas as they were), is offered, fits, and gives the llf of the model on
+    the column centred by hand in the data; the centre lies within a tenth of the
+    spread of the mean, so the centred column is near zero."""
+    assert "centre it in the fixed-effects formula only" in message
+    assert "different model, a random slope about another origin" in message
+    found = re.search(r"(I\(ts - ([-+.e\d]+)\)) there in place of ts", message)
+    assert found, message
+    centre = float(found.group(2))
+    assert abs(centre - df.ts.mean()) < df.ts.std() / 10
+    fixed = dmixed.mixedlm(formula.replace("ts", found.group(1)), df, groups="g", **kw)
+    by_hand = dmixed.mixedlm(
+        formula.replace("ts", "tsk"), df.assign(tsk=df.ts - centre), groups="g", **kw
+    )
+    fits = []
+    for model in (fixed, by_hand):
+        if warns:  # the model's own (a component's raw slope): precision, boundary
+            with pytest.warns(DmixedWarning):
+                fits.append(model.fit(reml=False))
+        else:
+            fits.append(model.fit(reml=False))
+    assert abs(fits[0].llf - fits[1].llf) <= 1e-12 * abs(fits[1].llf)
+
+
+@pytest.mark.parametrize("dask_input", [False, True])
+@pytest.mark.parametrize(
+    ("formula", "re_formula", "vc"),
+    [
+        ("y ~ 0 + C(c) + ts", None, "0 + ts"),
+        ("y ~ 0 + C(c) + ts", "1", "0 + ts"),
+        ("y ~ 0 + C(c) + ts", None, "0 + C(cls):ts"),
+        ("y ~ C(c)*ts", None, "0 + ts"),
+    ],
+)
+def test_far_column_a_variance_component_reads_is_refused_where_not_shifted(
+    formula, re_formula, vc, dask_input
+):
+    """A column far from zero that a variance component reads too, read by the fixed
+    effects without an intercept (whose columns give one) or inside a product: not
+    centred (the component reads it raw) and not shifted by the statistics, so refused
+    naming the component (it used to fit with the llf 1e-7 off the likelihood at the
+    reported parameters and the slopes 1e-9 off, without a warning)."""
+    df = _with_classes()
+    data = df
+    if dask_input:
+        dd = pytest.importorskip("dask.dataframe")
+        data = dd.from_pandas(df, npartitions=3)
+    kw = {} if re_formula is None else {"re_formula": re_formula}
+    with pytest.raises(DataError, match="lie far from zero next to their spread") as info:
+        dmixed.mixedlm(formula, data, groups="g", vc_formula={"s": vc}, **kw).fit(reml=False)
+    message = str(info.value)
+    assert "does not centre 'ts' itself because vc_formula['s'] reads it too" in message
+    # center() cannot be written in a component's formula: not suggested there
+    assert "center(" not in message
+    assert "rank deficient" not in message
+    warns = re_formula == "1" and vc == "0 + ts"
+    _check_fixed_only_fix(message, formula, df, warns, vc_formula={"s": vc}, **kw)
+
+
+@pytest.mark.parametrize("formula", ["y ~ C(c) + C(c):ts", "y ~ 0 + C(c) + C(c):ts"])
+@pytest.mark.parametrize("other", [{"vc_formula": {"s": "0 + ts"}}, {"re_formula": "0 + ts"}])
+def test_far_column_only_in_products_read_by_another_formula_is_refused(formula, other):
+    """``ts`` far from zero read by the fixed effects only inside products (its main
+    effect not a column) and by a component or ``re_formula="0 + ts"``: no design holds
+    the column alone, so its products tell it (their part off the columns that do not
+    read ``ts``); refused naming the other formula (it used to fit 3e-7 of llf off)."""
+    df = _timestamps(86400.0 * 30)
+    with pytest.raises(DataError, match="lie far from zero next to their spread") as info:
+        dmixed.mixedlm(formula, df, groups="g", **other).fit(reml=False)
+    message = str(info.value)
+    reader = "re_formula" if "re_formula" in other else "vc_formula['s']"
+    assert f"does not centre 'ts' itself because {reader} reads it too" in message
+    assert "read inside a product term" in message
+    # the centre from the products' sums
+    _check_fixed_only_fix(message, formula, df, **other)
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_near_zero_column_in_products_a_component_reads_fits(monkeypatch, kernels):
+    """The same models on ``ts`` moved near zero by hand are not refused, and the two
+    formulas (with and without the intercept) are one model."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _timestamps(86400.0 * 30)
+    vc = {"s": "0 + tsc"}
+    one = dmixed.mixedlm("y ~ C(c) + C(c):tsc", df, groups="g", vc_formula=vc).fit(reml=False)
+    two = dmixed.mixedlm("y ~ 0 + C(c) + C(c):tsc", df, groups="g", vc_formula=vc).fit(reml=False)
+    assert abs(one.llf - two.llf) <= 1e-10 * abs(two.llf)
+
+
+@pytest.mark.parametrize("dask_input", [False, True])
+def test_far_column_re_formula_reads_with_no_intercept_anywhere_is_refused(dask_input):
+    """``y ~ 0 + C(c) + ts`` with ``re_formula="0 + ts"``: neither design has an
+    intercept, so the statistics shift nothing and the check told nothing far; the
+    offset is read off the column's sums, and the model is refused saying re_formula
+    is why and that the intercept in the fixed effects keeps the model."""
+    df = _timestamps(86400.0 * 30)
+    data = df
+    if dask_input:
+        dd = pytest.importorskip("dask.dataframe")
+        data = dd.from_pandas(df, npartitions=3)
+    with pytest.raises(DataError, match="lie far from zero next to their spread") as info:
+        dmixed.mixedlm("y ~ 0 + C(c) + ts", data, groups="g", re_formula="0 + ts").fit(reml=False)
+    message = str(info.value)
+    assert "'ts' (values about 1.7e+09" in message
+    assert "does not centre 'ts' itself because re_formula reads it too" in message
+    assert "add the intercept to the fixed-effects formula" in message
+    _check_fixed_only_fix(message, "y ~ 0 + C(c) + ts", df, re_formula="0 + ts")
+
+
+@pytest.mark.parametrize(
+    ("formula", "other"),
+    [
+        ("y ~ 0 + C(c) + ts", {"re_formula": "0 + ts"}),
+        ("y ~ 0 + C(c) + ts", {"vc_formula": {"s": "0 + ts"}}),
+        ("y ~ C(c)*ts", {"vc_formula": {"s": "0 + ts"}}),
+        ("y ~ C(c) + C(c):ts", {"vc_formula": {"s": "0 + ts"}}),
+    ],
+)
+def test_far_column_refusal_centre_is_exact_for_millisecond_timestamps(formula, other):
+    """Millisecond timestamps (1.7e12) over 10 s: the refusal's centre is printed
+    exactly (it used to be printed with 6 digits, 1.70123e+12, 1.5e3 spreads off the
+    mean, so the fix was refused again or still far), and the fix fits."""
+    df = _timestamps(10_000.0, base=1.7012345678e12)
+    with pytest.raises(DataError, match="lie far from zero next to their spread") as info:
+        dmixed.mixedlm(formula, df, groups="g", **other).fit(reml=False)
+    _check_fixed_only_fix(str(info.value), formula, df, **other)
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_far_column_a_component_reads_fits_beside_an_intercept(monkeypatch, kernels):
+    """``C(c) + ts`` with a component reading ``ts`` (a slope without an intercept of
+    its own) fits, the statistics shifting ``X``'s ``ts``: the same model as
+    ``re_formula="0 + ts"``, which the random design reads the same way, to the last
+    digits; ``0 + C(c) + ts`` with a component on another column is centred and fits
+    as the same model with the intercept."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _with_classes()
+    vc = dmixed.mixedlm("y ~ C(c) + ts", df, groups="g", vc_formula={"s": "0 + ts"})
+    fit_vc = vc.fit(reml=False)
+    fit_re = dmixed.mixedlm("y ~ C(c) + ts", df, groups="g", re_formula="0 + ts").fit(reml=False)
+    assert abs(fit_vc.llf - fit_re.llf) <= 1e-12 * abs(fit_re.llf)
+    np.testing.assert_allclose(fit_vc.fe_params, fit_re.fe_params, rtol=1e-8)
+    cls = {"s": "0 + C(cls)"}
+    raw = dmixed.mixedlm("y ~ 0 + C(c) + ts", df, groups="g", vc_formula=cls).fit(reml=False)
+    ref = dmixed.mixedlm("y ~ C(c) + ts", df, groups="g", vc_formula=cls).fit(reml=False)
+    assert raw.model.spec.centres
+    assert abs(raw.llf - ref.llf) <= 1e-12 * abs(ref.llf)
 
 
 def test_product_without_main_effect_far_from_zero_is_not_told_rank_deficient():
