@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
+import weakref
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -118,6 +120,21 @@ def split_buckets(keys: np.ndarray, values: np.ndarray, n_buckets: int) -> list[
 # ---------------------------------------------------------------------------
 
 
+def _side_keeper(ref: weakref.ref) -> Callable[[TermTable], None]:
+    """The ``on_flush`` of an accumulator's compiled table: the accumulator's
+    ``_keep_side``, reached through the weak reference ``ref``.  A bound method would
+    make the accumulator and its table a reference cycle, which kept a chain's
+    accumulated sums (and all it held) in a worker after the chain, until the
+    collector's full pass."""
+
+    def keep(terms: TermTable) -> None:
+        acc = ref()
+        if acc is not None:
+            acc._keep_side(terms)
+
+    return keep
+
+
 class GroupAccumulator:
     """Per-group statistics of many partitions, added up in one growing array.
 
@@ -177,7 +194,7 @@ class GroupAccumulator:
         self._keyed_by(key_dtype)
         # the compiled pass's sums not yet in ``acc`` (flushed before ``acc`` is read,
         # grown or reordered); ``written``: the reference added sums into ``acc``
-        self.terms = TermTable(keep_shifts, self._keep_side)
+        self.terms = TermTable(keep_shifts, _side_keeper(weakref.ref(self)))
         self.written = False
         # within-group sums kept for rows of several random-design columns (rank one:
         # :func:`~dmixed.kernels.rows.wants_rank_one_within`); the partials then say so
