@@ -129,8 +129,9 @@ def _side_keeper(ref: weakref.ref) -> Callable[[TermTable], None]:
 
     def keep(terms: TermTable) -> None:
         acc = ref()
-        if acc is not None:
-            acc._keep_side(terms)
+        if acc is None:  # a table flushed after its accumulator: its side sums lost
+            raise RuntimeError("a compiled table flushed after its accumulator was freed")
+        acc._keep_side(terms)
 
     return keep
 

@@ -112,12 +112,10 @@ def partition_design(pdf, spec):
     (the same matrices, without the frame's checks), else ``spec.transform``.  A frame's
     columns are first checked against the kinds the spec reads
     (:func:`~dmixed.design.partitions.check_column_kinds`).  The design's warnings go
-    to the driver (:func:`~dmixed.engines.dask.relay.relayed`).  In a worker, what the
-    design left in reference cycles (the partition's columns) is then freed
+    to the driver (:func:`~dmixed.engines.dask.relay.relayed`).  In a worker, what a
+    formulaic design left in reference cycles (the partition's columns) is then freed
     (:func:`~dmixed.engines.dask.tuning.collect_design_cycles`)."""
-    dm = relayed(_design, pdf, spec)
-    collect_design_cycles(0 if dm is None else dm.endog.shape[0] + dm.n_dropped)
-    return dm
+    return relayed(_design, pdf, spec)
 
 
 def _design(pdf, spec):
@@ -137,7 +135,13 @@ def _design(pdf, spec):
         return dm
     if isinstance(pdf, dict):
         pdf = pd.DataFrame(pdf)
-    return _numbered(spec.transform(pdf), numbered) if len(pdf) else None
+    rows = len(pdf)
+    if not rows:
+        return None
+    dm = _numbered(spec.transform(pdf), numbered)
+    del pdf  # this frame's own reference, before what formulaic left of it is freed
+    collect_design_cycles(rows)
+    return dm
 
 
 def _shared_keys(numbered) -> pd.Series:

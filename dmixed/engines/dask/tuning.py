@@ -148,7 +148,7 @@ def release_read_buffers() -> None:
 
 
 #: The rows of a partition from which a worker collects its design's reference cycles
-#: (:func:`collect_design_cycles`): a full collection costs about the same whatever the
+#: (:func:`collect_design_cycles`): a collection costs about the same whatever the
 #: rows, what it frees grows with them.
 COLLECT_ROWS = 50_000
 
@@ -157,11 +157,17 @@ def collect_design_cycles(rows: int) -> None:
     """Free, in a Dask worker (nothing elsewhere), what the design of a partition of
     ``rows`` rows left in reference cycles: formulaic's materializer keeps the frame it
     was given and the factors it evaluated from it (the partition's columns) in a cycle
-    (the encoders its factor cache keeps refer back to it), which only the collector's
-    full pass frees.  A worker's objects are many and long-lived, so that pass comes
-    rarely: a chain's next partition was then read and designed beside the last one's
-    columns, and a worker's columns stayed after its chain.  Called after a partition's
-    formulaic design, for ``rows`` of at least :data:`COLLECT_ROWS`."""
+    (the closures of its model-matrix call refer back to it), which the collector's
+    automatic passes reach late: a worker's objects are many and long-lived, so a
+    chain's next partition was read and designed beside the last one's columns, and a
+    worker's columns stayed after its chain.  The cycle is young (made by the design
+    just done), so a collection of the two younger generations frees it, at a fraction
+    of a millisecond where a full pass over a worker's objects takes a hundred or more
+    and holds the interpreter's lock throughout.  Where another thread's collection is
+    running the call does nothing (CPython's rule); that thread's pass or a later one
+    frees it.  Called after a partition's formulaic design (not the column-by-column
+    design, whose frame reference counting frees), for ``rows`` of at least
+    :data:`COLLECT_ROWS`."""
     if rows < COLLECT_ROWS:
         return
     try:
@@ -170,7 +176,7 @@ def collect_design_cycles(rows: int) -> None:
         get_worker()
     except (ImportError, ValueError):
         return  # not a worker: in-process, the caller's collector is the caller's
-    gc.collect()
+    gc.collect(1)
 
 
 def tune_worker_malloc() -> None:

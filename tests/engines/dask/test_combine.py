@@ -862,3 +862,13 @@ def test_an_accumulator_is_freed_with_its_last_reference():
     finally:
         if enabled:
             gc.enable()
+
+
+def test_a_table_flushed_after_its_accumulator_raises():
+    """The compiled table reaches its accumulator through a weak reference: flushed
+    after the accumulator is gone, it raises rather than drop its side sums."""
+    acc = GroupAccumulator(4, np.dtype(np.int64))
+    keep = acc.terms.on_flush
+    del acc
+    with pytest.raises(RuntimeError, match="after its accumulator was freed"):
+        keep(None)

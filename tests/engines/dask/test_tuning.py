@@ -217,7 +217,7 @@ def test_a_workers_partition_columns_are_freed_once_its_design_is_built(monkeypa
 
     monkeypatch.setattr(matrices, "materialize", recorded)
     monkeypatch.setattr(distributed, "get_worker", lambda: None)  # as in a worker
-    monkeypatch.setattr(tuning, "COLLECT_ROWS", 0, raising=False)  # a small partition
+    monkeypatch.setattr(tuning, "COLLECT_ROWS", 0)  # a small partition
     enabled = gc.isenabled()
     gc.disable()  # no full pass of the collector's own comes to free it
     try:
@@ -229,3 +229,28 @@ def test_a_workers_partition_columns_are_freed_once_its_design_is_built(monkeypa
     assert dm is not None and dm.endog.shape[0] == len(df)
     assert frames  # the partition's design was evaluated by formulaic
     assert alive == []
+
+
+def test_a_column_by_column_design_runs_no_collection(monkeypatch):
+    """A numeric formula's design (column by column, no formulaic) leaves no cycle to
+    free: no collection runs after it, even in a worker."""
+    import gc
+
+    import distributed
+
+    import dmixed
+    from dmixed.design.columnar import columns_design_applies
+    from dmixed.engines.dask import partials, tuning
+
+    from ..._synth import make_data
+
+    df = make_data(n_groups=30, min_size=5, max_size=10, seed=5)
+    spec = dmixed.design.build_spec(df, "y ~ x1 + x2", groups="g")
+    assert columns_design_applies(spec)
+    calls: list = []
+    monkeypatch.setattr(distributed, "get_worker", lambda: None)  # as in a worker
+    monkeypatch.setattr(tuning, "COLLECT_ROWS", 0)
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(a) or 0)
+    dm = partials.partition_design(df, spec)
+    assert dm is not None and dm.endog.shape[0] == len(df)
+    assert calls == []
