@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
+import weakref
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -146,6 +148,22 @@ def _all_equal(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all(np.asarray(a == b, dtype=bool)))
 
 
+def _side_keeper(ref: weakref.ref) -> Callable[[TermTable], None]:
+    """The ``on_flush`` of an accumulator's compiled table: the accumulator's
+    ``_keep_side``, reached through the weak reference ``ref``.  A bound method would
+    make the accumulator and its table a reference cycle, which kept a chain's
+    accumulated sums (and all it held) in a worker after the chain, until the
+    collector's full pass."""
+
+    def keep(terms: TermTable) -> None:
+        acc = ref()
+        if acc is None:  # a table flushed after its accumulator: its side sums lost
+            raise RuntimeError("a compiled table flushed after its accumulator was freed")
+        acc._keep_side(terms)
+
+    return keep
+
+
 class GroupAccumulator:
     """Per-group statistics of many partitions, added up in one growing array.
 
@@ -211,7 +229,7 @@ class GroupAccumulator:
         self._keyed_by(key_dtype)
         # the compiled pass's sums not yet in ``acc`` (flushed before ``acc`` is read,
         # grown or reordered); ``written``: the reference added sums into ``acc``
-        self.terms = TermTable(keep_shifts, self._keep_side)
+        self.terms = TermTable(keep_shifts, _side_keeper(weakref.ref(self)))
         self.written = False
         # within-group sums kept for rows of several random-design columns (rank one:
         # :func:`~dmixed.kernels.rows.wants_rank_one_within`); the partials then say so

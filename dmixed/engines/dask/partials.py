@@ -66,7 +66,7 @@ from .ragged import RaggedAccumulator, RaggedPacked, ragged_rows, tables_bytes
 from .relay import relayed
 from .routing import DECISIONS, PendingRows, Router, decision_key, exchange_report
 from .text_columns import text_objects
-from .tuning import prepare_worker, release_read_buffers
+from .tuning import collect_design_cycles, prepare_worker, release_read_buffers
 
 #: Column holding the group key in the frames of variance-component pairs.
 KEY_COLUMN = "__dmixed_group__"
@@ -112,7 +112,9 @@ def partition_design(pdf, spec):
     (the same matrices, without the frame's checks), else ``spec.transform``.  A frame's
     columns are first checked against the kinds the spec reads
     (:func:`~dmixed.design.partitions.check_column_kinds`).  The design's warnings go
-    to the driver (:func:`~dmixed.engines.dask.relay.relayed`)."""
+    to the driver (:func:`~dmixed.engines.dask.relay.relayed`).  In a worker, what a
+    formulaic design left in reference cycles (the partition's columns) is then freed
+    (:func:`~dmixed.engines.dask.tuning.collect_design_cycles`)."""
     return relayed(_design, pdf, spec)
 
 
@@ -133,7 +135,13 @@ def _design(pdf, spec):
         return dm
     if isinstance(pdf, dict):
         pdf = pd.DataFrame(pdf)
-    return _numbered(spec.transform(pdf), numbered) if len(pdf) else None
+    rows = len(pdf)
+    if not rows:
+        return None
+    dm = _numbered(spec.transform(pdf), numbered)
+    del pdf  # this frame's own reference, before what formulaic left of it is freed
+    collect_design_cycles(rows)
+    return dm
 
 
 def _shared_keys(numbered) -> pd.Series:

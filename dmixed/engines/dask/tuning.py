@@ -41,6 +41,7 @@ an in-process fit rents numpy until the ledger says to buy.
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import sys
 
@@ -144,6 +145,38 @@ def release_read_buffers() -> None:
     except ImportError:  # pragma: no cover - pyarrow is a dependency of the Dask route
         return
     pa.default_memory_pool().release_unused()
+
+
+#: The rows of a partition from which a worker collects its design's reference cycles
+#: (:func:`collect_design_cycles`): a collection costs about the same whatever the
+#: rows, what it frees grows with them.
+COLLECT_ROWS = 50_000
+
+
+def collect_design_cycles(rows: int) -> None:
+    """Free, in a Dask worker (nothing elsewhere), what the design of a partition of
+    ``rows`` rows left in reference cycles: formulaic's materializer keeps the frame it
+    was given and the factors it evaluated from it (the partition's columns) in a cycle
+    (the closures of its model-matrix call refer back to it), which the collector's
+    automatic passes reach late: a worker's objects are many and long-lived, so a
+    chain's next partition was read and designed beside the last one's columns, and a
+    worker's columns stayed after its chain.  The cycle is young (made by the design
+    just done), so a collection of the two younger generations frees it, at a fraction
+    of a millisecond where a full pass over a worker's objects takes a hundred or more
+    and holds the interpreter's lock throughout.  Where another thread's collection is
+    running the call does nothing (CPython's rule); that thread's pass or a later one
+    frees it.  Called after a partition's formulaic design (not the column-by-column
+    design, whose frame reference counting frees), for ``rows`` of at least
+    :data:`COLLECT_ROWS`."""
+    if rows < COLLECT_ROWS:
+        return
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return  # not a worker: in-process, the caller's collector is the caller's
+    gc.collect(1)
 
 
 def tune_worker_malloc() -> None:

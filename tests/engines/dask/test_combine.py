@@ -844,3 +844,31 @@ def test_a_merged_bucket_root_is_cut_by_the_chunk_size_set_when_it_runs(mode, me
     want_edges = kernels.groups.ChunkSpans.cut(n_groups, 7).edges
     np.testing.assert_array_equal(got.stats.spans.edges, want_edges)
     _same_blocks(got, want)
+
+
+def test_an_accumulator_is_freed_with_its_last_reference():
+    """An accumulator and its compiled table make no reference cycle: a chain's sums
+    are freed when the chain drops them, not at the collector's next full pass."""
+    import gc
+    import weakref
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        acc = GroupAccumulator(4, np.dtype(np.int64))
+        ref = weakref.ref(acc)
+        del acc
+        assert ref() is None
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def test_a_table_flushed_after_its_accumulator_raises():
+    """The compiled table reaches its accumulator through a weak reference: flushed
+    after the accumulator is gone, it raises rather than drop its side sums."""
+    acc = GroupAccumulator(4, np.dtype(np.int64))
+    keep = acc.terms.on_flush
+    del acc
+    with pytest.raises(RuntimeError, match="after its accumulator was freed"):
+        keep(None)

@@ -184,3 +184,73 @@ def test_a_workers_chains_give_back_the_partitions_read_buffers(client, monkeypa
     model.fit()
     assert after_build >= 1  # the level scan's chains
     assert len(released) > after_build  # the data pass's chains
+
+
+def test_a_workers_partition_columns_are_freed_once_its_design_is_built(monkeypatch):
+    """formulaic keeps the frame it evaluates a partition's formula on (the partition's
+    columns) in a reference cycle: a worker frees it once the partition's design is
+    built, not at the collector's next full pass (which may come after the next
+    partition is read, or after the chain).  Run in this thread as in a worker's (a
+    Dask worker's profiler may hold a finished frame for a moment)."""
+    import gc
+    import weakref
+
+    import distributed
+    import numpy as np
+
+    import dmixed
+    from dmixed.design import matrices
+    from dmixed.engines.dask import partials, tuning
+
+    from ..._synth import make_data
+
+    df = make_data(n_groups=30, min_size=5, max_size=10, seed=5)
+    df["c"] = np.where(np.arange(len(df)) % 3 == 0, "u", "v")
+    df["flag"] = np.arange(len(df)) % 2 == 0
+    spec = dmixed.design.build_spec(df, "y ~ x1 + flag + C(c)", groups="g")
+    frames: list = []
+    real = matrices.materialize
+
+    def recorded(fspec, frame, *args, **kwargs):
+        frames.append(weakref.ref(frame))
+        return real(fspec, frame, *args, **kwargs)
+
+    monkeypatch.setattr(matrices, "materialize", recorded)
+    monkeypatch.setattr(distributed, "get_worker", lambda: None)  # as in a worker
+    monkeypatch.setattr(tuning, "COLLECT_ROWS", 0)  # a small partition
+    enabled = gc.isenabled()
+    gc.disable()  # no full pass of the collector's own comes to free it
+    try:
+        dm = partials.partition_design(df, spec)
+        alive = [r for r in frames if r() is not None]
+    finally:
+        if enabled:
+            gc.enable()
+    assert dm is not None and dm.endog.shape[0] == len(df)
+    assert frames  # the partition's design was evaluated by formulaic
+    assert alive == []
+
+
+def test_a_column_by_column_design_runs_no_collection(monkeypatch):
+    """A numeric formula's design (column by column, no formulaic) leaves no cycle to
+    free: no collection runs after it, even in a worker."""
+    import gc
+
+    import distributed
+
+    import dmixed
+    from dmixed.design.columnar import columns_design_applies
+    from dmixed.engines.dask import partials, tuning
+
+    from ..._synth import make_data
+
+    df = make_data(n_groups=30, min_size=5, max_size=10, seed=5)
+    spec = dmixed.design.build_spec(df, "y ~ x1 + x2", groups="g")
+    assert columns_design_applies(spec)
+    calls: list = []
+    monkeypatch.setattr(distributed, "get_worker", lambda: None)  # as in a worker
+    monkeypatch.setattr(tuning, "COLLECT_ROWS", 0)
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(a) or 0)
+    dm = partials.partition_design(df, spec)
+    assert dm is not None and dm.endog.shape[0] == len(df)
+    assert calls == []
