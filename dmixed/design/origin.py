@@ -20,8 +20,13 @@ from the collection's graph where Dask's own Parquet reader reads it
 
 from __future__ import annotations
 
+import os
+import re
+
+import pandas as pd
+
 from ..errors import DataError
-from .file_schemas import file_columns, files_unlike_others
+from .file_schemas import csv_culprit_at, file_columns, files_unlike_others, not_a_number
 
 __all__ = [
     "columns_of_other_files",
@@ -36,7 +41,17 @@ __all__ = [
 ]
 
 #: Attributes an error of a partition carries (pickled with it from a worker).
-_ATTRIBUTES = ("detail", "partition", "file", "column", "absent", "example", "key_kinds")
+_ATTRIBUTES = (
+    "detail",
+    "partition",
+    "file",
+    "column",
+    "absent",
+    "example",
+    "key_kinds",
+    "value",
+    "line",
+)
 #: How deep :func:`reader_file` looks into fused tasks (subgraphs inside a task).
 _MAX_DEPTH = 8
 
@@ -175,6 +190,8 @@ def located(err: DataError, ddf) -> DataError:
         file = files[number]
     out = in_partition(err, number, file)
     column = getattr(err, "column", None)
+    if column is None and getattr(err, "value", None) is not None and file is not None:
+        return _at_line(out, ddf, file)
     if column is None or column not in ddf.columns:
         return out
     first = files[0] if files and files[0] not in (None, file) else None
@@ -184,10 +201,62 @@ def located(err: DataError, ddf) -> DataError:
         if first
         else " (Dask takes every column's type from the first partition and checks no other)"
     )
-    located_err = type(out)(f"{out}; the Dask DataFrame declares {ddf[column].dtype}{source}")
+    found = (
+        _csv_line(file, [column], not_a_number)
+        if pd.api.types.is_numeric_dtype(ddf[column].dtype)
+        else None
+    )
+    stray = ""
+    if found is not None:
+        # one stray value (a typo, a missing-value marker) rather than a column of text
+        stray = (
+            f"; line {found[1]} of {os.path.basename(str(file))} holds {found[2]!r}: if "
+            f"that is one stray value, correct that line, or pass na_values=[{found[2]!r}] "
+            "to read_csv if it marks a missing value"
+        )
+    located_err = type(out)(
+        f"{out}; the Dask DataFrame declares {ddf[column].dtype}{source}{stray}"
+    )
     for name in _ATTRIBUTES:
         setattr(located_err, name, getattr(out, name, None))
+    if found is not None:
+        located_err.line, located_err.value = found[1], found[2]  # type: ignore[attr-defined]
     return located_err
+
+
+def _is_csv(file: str) -> bool:
+    """Whether ``file`` is a CSV (or TSV) file by its name, compressed or not."""
+    return re.search(r"\.(?:csv|tsv)(?:\.\w+)?$", file.lower()) is not None
+
+
+def _csv_line(file, columns, bad) -> tuple[str, int, object] | None:
+    """``(column, line, value)`` of the first value of ``file`` (a CSV file) in the
+    first of ``columns`` that has one for which ``bad`` is true; None where none is
+    found or ``file`` is no CSV file.  Reads the file again, once per column searched:
+    on the way to an error only."""
+    if file is None or not _is_csv(file):
+        return None
+    for c in columns:
+        found = csv_culprit_at([file], c, bad)
+        if found is not None:
+            return c, found[1], found[2]
+    return None
+
+
+def _at_line(err: DataError, ddf, file: str) -> DataError:
+    """``err``, a CSV field that pandas' parser could not convert to the type
+    ``dtype=`` gives its column (its ``value``), led by that field's column and line in
+    ``file``: the first of the collection's columns of numbers holding that value."""
+    numbers = [c for c, t in ddf.dtypes.items() if pd.api.types.is_numeric_dtype(t)]
+    value = err.value  # type: ignore[attr-defined]
+    found = _csv_line(file, numbers, lambda values: (values == value).to_numpy())
+    if found is None:
+        return err
+    column, line, _ = found
+    detail = getattr(err, "detail", None) or str(err)
+    out = type(err)(f"column {column!r} line {line} holds {value!r}: {detail}")
+    out.value, out.line, out.column = value, line, column  # type: ignore[attr-defined]
+    return in_partition(out, err.partition, file)  # type: ignore[attr-defined]
 
 
 def in_first_file(err: DataError, ddf) -> DataError:

@@ -750,14 +750,59 @@ def _csv_types_error(exc: BaseException, partition=None) -> BadValuesError | Non
     return in_partition(err, partition)
 
 
+#: pandas' words for a CSV field that its parser could not convert to the type that
+#: ``read_csv``'s ``dtype=`` gives its column (float64, int64; Float64, Int64), the
+#: field's repr in them
+_PARSER_CONVERSION = re.compile(
+    r"(?:could not convert string to float|invalid literal for int\(\) with base 10): (.+)"
+    r"|Unable to parse string (.+) at position \d+"
+)
+
+
+def _raised_by_csv_parser(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside pandas' CSV parser (a frame of
+    ``pandas/io/parsers`` in its traceback), not by other code of the graph."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if "pandas/io/parsers" in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _csv_conversion_error(exc: BaseException, partition=None) -> BadValuesError | None:
+    """The :class:`~dmixed.errors.BadValuesError` for pandas' ``ValueError`` of a CSV
+    field that the parser could not convert to the type ``dtype=`` declares (``could
+    not convert string to float: 'oops'``), which names neither column nor line; its
+    ``value`` attribute is the field (:func:`~dmixed.design.origin.located` finds its
+    column and line in the partition's file).  None for another error."""
+    if not isinstance(exc, ValueError) or isinstance(exc, DataError):
+        return None
+    found = _PARSER_CONVERSION.fullmatch(str(exc))
+    if found is None or not _raised_by_csv_parser(exc):
+        return None
+    shown = found.group(1) or found.group(2)
+    err = BadValuesError(
+        f"read_csv could not convert the value {shown} to the type its dtype= gives the "
+        f"column ({exc}): correct that row, pass na_values=[{shown}] to read_csv if it "
+        "marks a missing value, or read the column as text (dtype=str) and convert it "
+        "(e.g. pd.to_numeric(..., errors='coerce'))"
+    )
+    quoted = re.fullmatch(r"'(.*)'|\"(.*)\"", shown)
+    err.value = shown if quoted is None else (quoted.group(1) or quoted.group(2) or "")
+    return in_partition(err, partition)
+
+
 def reader_error(exc: BaseException, partition=None) -> DataError | None:
     """dmixed's error for what Dask's readers raise reading a partition of a dataset
     whose files disagree: a file lacking a column (:func:`missing_column_error`), a CSV
-    column of another type in some file (Dask's ``Mismatched dtypes``); named for
-    ``partition`` where given.  None for any other error (a :class:`DataError` too)."""
+    column of another type in some file (Dask's ``Mismatched dtypes``), a CSV field
+    that pandas' parser could not convert to the type ``dtype=`` gives its column;
+    named for ``partition`` where given.  None for any other error (a
+    :class:`DataError` too)."""
     if isinstance(exc, KeyError):
         return missing_column_error(exc, partition)
-    return _csv_types_error(exc, partition)
+    return _csv_types_error(exc, partition) or _csv_conversion_error(exc, partition)
 
 
 def missing_column_error(exc: BaseException, partition=None) -> DataError | None:

@@ -153,6 +153,73 @@ def test_csv_group_column_of_numbers_in_one_file_and_text_in_another(
     assert "Mismatched dtypes" not in message and "\n" not in message
 
 
+def _csv_files(tmp_path, column: str, line: int, value: str, file: int = 2) -> list[str]:
+    """Three CSV files of one model's columns; ``line`` of file ``file`` (the header
+    is line 1) holds ``value`` in ``column``."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(15), 12)
+    frame = pd.DataFrame({"y": rng.normal(size=g.size), "x": rng.normal(size=g.size), "g": g})
+    paths = []
+    for k in range(3):
+        part = frame.iloc[k * 60 : (k + 1) * 60].astype({column: object})
+        if k == file:
+            part.iloc[line - 2, part.columns.get_loc(column)] = value
+        paths.append(str(tmp_path / f"part{k}.csv"))
+        part.to_csv(paths[-1], index=False)
+    return paths
+
+
+@pytest.mark.parametrize("dtype", ["float64", "Float64"])
+def test_csv_value_that_the_declared_dtype_cannot_take_is_named_with_file_and_line(tmp_path, dtype):
+    """``dd.read_csv(..., dtype={"y": "float64"})`` over a file with one text value in
+    ``y`` let pandas' bare ``ValueError`` (no file, no line, no DmixedError) out of the
+    fit."""
+    import dmixed
+
+    paths = _csv_files(tmp_path, "y", 5, "oops")
+    ddf = dd.read_csv(paths, dtype={"y": dtype})
+    with dask.config.set(scheduler="synchronous"), pytest.raises(dmixed.BadValuesError) as exc:
+        dmixed.mixedlm("y ~ x", ddf, groups="g").fit()
+    message = str(exc.value)
+    assert f"partition 2 of the Dask DataFrame (file {paths[2]})" in message, message
+    assert "column 'y' line 5 holds 'oops'" in message, message
+    assert "na_values=['oops']" in message and "dtype=str" in message, message
+    assert exc.value.column == "y" and exc.value.line == 5
+
+
+def test_value_error_of_other_code_with_the_parser_words_is_not_translated(tmp_path):
+    """Only pandas' CSV parser's conversion errors become a BadValuesError; the same
+    words raised by other code of the graph propagate unchanged."""
+    import dmixed
+
+    def fail(pdf):
+        if len(pdf) and pdf["g"].iloc[0] >= 10:
+            raise ValueError("could not convert string to float: 'oops'")
+        return pdf
+
+    ddf = dd.read_csv(_csv_files(tmp_path, "y", 5, "1.5")).map_partitions(fail)
+    with dask.config.set(scheduler="synchronous"), pytest.raises(ValueError) as exc:
+        dmixed.mixedlm("y ~ x", ddf, groups="g").fit()
+    assert not isinstance(exc.value, dmixed.DmixedError)
+    assert str(exc.value) == "could not convert string to float: 'oops'"
+
+
+def test_csv_stray_text_in_a_column_of_numbers_names_its_line_and_a_fix(tmp_path):
+    """A stray value (a missing-value marker) in a column of numbers was named with
+    its file but not its line, and the only advice was to give the column one kind of
+    values in every file."""
+    import dmixed
+
+    paths = _csv_files(tmp_path, "x", 51, "n/a?", file=1)
+    with dask.config.set(scheduler="synchronous"), pytest.raises(dmixed.BadValuesError) as exc:
+        dmixed.mixedlm("y ~ x", dd.read_csv(paths), groups="g").fit()
+    message = str(exc.value)
+    assert f"(file {paths[1]})" in message, message
+    assert "line 51 of part1.csv holds 'n/a?'" in message, message
+    assert "correct that line, or pass na_values=['n/a?'] to read_csv" in message, message
+    assert exc.value.line == 51
+
+
 class _Named:
     """A key whose text is its name alone: unequal keys of one name become one text."""
 
