@@ -197,6 +197,62 @@ def csv_culprit(
     return f"{f} line {line} holds {shown}"
 
 
+def csv_value_at(
+    file: str,
+    columns: list[str],
+    value: str,
+    storage_options: dict | None = None,
+    lines: tuple[int, int] | None = None,
+) -> tuple[str, int, bool] | None:
+    """``(column, line, first_only)``: where ``file`` (a CSV file) holds the field
+    ``value`` in one of ``columns`` (those it has), the first such line within
+    ``lines`` (first and last line, both counted, where known: a partition's rows), and
+    in a line, the first of ``columns`` holding it; ``first_only`` is true where that
+    choice was made among several such fields (they cannot be told apart).  None where
+    none is found or the file cannot be read.  One pass over the file, all the columns
+    searched at once (read as text, nothing missing); lines count the header as line 1
+    and one line per row (a quoted field holding a line break shifts them).  Read on the
+    way to an error only."""
+    from ..stats.inputs import separator
+
+    first: tuple[str, int] | None = None
+    several = False
+    try:
+        with open_text(file, storage_options) as fh:
+            header = pd.read_csv(fh, sep=separator(file), nrows=0).columns
+        present = [c for c in columns if c in header]
+        if not present:
+            return None
+        with open_text(file, storage_options) as fh:
+            chunks = pd.read_csv(
+                fh,
+                sep=separator(file),
+                usecols=present,
+                dtype=object,
+                keep_default_na=False,
+                na_filter=False,
+                chunksize=_CHUNK_ROWS,
+                skip_blank_lines=False,
+            )
+            for chunk in chunks:
+                hit = (chunk[present] == value).to_numpy()
+                line_of = chunk.index.to_numpy() + 2
+                rows = np.flatnonzero(hit.any(axis=1))
+                if lines is not None:
+                    rows = rows[(line_of[rows] >= lines[0]) & (line_of[rows] <= lines[1])]
+                if first is None and rows.size:
+                    row = int(rows[0])
+                    first = present[int(np.argmax(hit[row]))], int(line_of[row])
+                    several = rows.size > 1 or int(hit[row].sum()) > 1
+                elif first is not None and rows.size:
+                    several = True
+                if first is not None and (several or lines is not None):
+                    break
+    except (OSError, ValueError):  # the reader's own error is the one reported
+        return None
+    return None if first is None else (first[0], first[1], several)
+
+
 def csv_culprit_at(
     files: list[str],
     column: str,
