@@ -216,9 +216,29 @@ def test_stray_csv_value_is_named_once_with_its_line(tmp_path):
     assert proc.returncode == 3, proc.stderr
     assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.count("part1.csv") == 2, proc.stderr  # the path, then the line
-    assert "line 51 of part1.csv holds 'n/a?'" in proc.stderr, proc.stderr
+    assert "line 51 of part1.csv (counting one line per record) holds 'n/a?'" in proc.stderr
     assert "correct that line (an empty field is a missing value)" in proc.stderr
     assert "na_values" not in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_stray_csv_value_of_a_declared_column_in_one_file_names_its_line(tmp_path):
+    """One CSV file (one partition) with text in k, a column of numbers of the formula:
+    the message named no file, column or line ("a part of the input")."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(15), 12)
+    frame = pd.DataFrame(
+        {"y": rng.normal(size=g.size), "x": rng.normal(size=g.size), "k": g % 4, "g": g}
+    ).astype({"k": object})
+    frame.iloc[100, 2] = "oops"  # line 102 (the header is line 1)
+    (tmp_path / "in").mkdir()
+    frame.to_csv(tmp_path / "in/a.csv", index=False)
+    args = ("fit", "--data", "in", "--formula", "y ~ x + k", "--groups", "g", "--quiet")
+    proc = run_in_process(*args, "--output", "o", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "a.csv: column 'k' line 102 (counting one line per record) holds 'oops'" in (
+        proc.stderr
+    ), proc.stderr
+    assert "a part of the input" not in proc.stderr and not (tmp_path / "o").exists()
 
 
 def test_fit_refuses_one_file_given_twice(data, tmp_path):
