@@ -160,6 +160,21 @@ def _cli_words(message: str) -> str:
     message = re.sub(
         r"""missing=["']drop["']""", "--missing drop (job file: missing: drop)", message
     )
+    # the command line calls read_csv itself: its options are no fix here
+    message = re.sub(
+        r"read_csv could not convert the value (.+?) to the type its dtype= gives the "
+        r"column \((.+?)\): correct that row, pass na_values=.*? or read the column as "
+        r"text \(dtype=str\) and convert it \(e\.g\. pd\.to_numeric\(\.\.\., "
+        r"errors='coerce'\)\)",
+        r"the value \1 is not a number (\2): correct that row (an empty field is a missing "
+        r"value)",
+        message,
+    )
+    message = re.sub(
+        r", or pass na_values=\[.*?\] to read_csv if it marks a missing value",
+        " (an empty field is a missing value)",
+        message,
+    )
     return re.sub(
         r"convert it first, e\.g\. pd\.to_numeric\(data\[('[^']*')\][^)]*\)",
         r"correct the input: column \1 must hold a number (or an empty field) in every row",
@@ -200,7 +215,12 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
         if isinstance(exc, (ValueError, KeyError, TypeError)):
             message = _cli_words(one_line(exc)) if str(exc) else repr(exc)
             about_data = reads_data and isinstance(exc, (DataError, KeyError))
-            culprit = culprit_of_message(job, message) if about_data else None
+            # an error that names its line (a partition's CSV file) needs no culprit
+            culprit = (
+                culprit_of_message(job, message)
+                if about_data and getattr(exc, "line", None) is None
+                else None
+            )
             if culprit is not None:  # CSV input: the file, line and value lead
                 raise JobError(f"{culprit[0]}: {message}", culprit[1]) from exc
             if about_data and getattr(exc, "absent", None) and getattr(exc, "file", None):

@@ -28,11 +28,12 @@ import fnmatch
 import glob
 import os
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
 
+from .design.file_schemas import csv_culprit, missing_tokens, not_a_number, open_text
 from .design.partitions import CSV_DTYPES, csv_types_message
 from .errors import DataError, DmixedError
 from .job import EXIT_CONFIG, EXIT_DATA, Job, JobError
@@ -56,8 +57,6 @@ __all__ = [
 #: a plain integer as text: what a label column holds for its labels to be integers
 #: (no sign but ``-``, no leading zero: ``007`` is a label; at most 18 digits: int64)
 _PLAIN_INTEGER = r"-?(?:0|[1-9][0-9]{0,17})"
-#: rows of a CSV file read at a time when looking for an offending value
-_CHUNK_ROWS = 1 << 20
 
 
 def one_line(exc) -> str:
@@ -215,12 +214,6 @@ def _parquet_has_rows(path: str) -> bool:
 # ---------------------------------------------------------------------------
 
 
-def _open_text(path: str, storage_options: dict | None):
-    import fsspec
-
-    return fsspec.open(path, "rt", compression="infer", newline="", **(storage_options or {}))
-
-
 def _records(fh, path: str):
     """The records of an open CSV (or TSV) file, blank lines skipped (as pandas does)."""
     from .stats.inputs import separator
@@ -238,7 +231,7 @@ def csv_header(path: str, storage_options: dict | None = None) -> list[str]:
         An empty file (no header: Dask's reader says only "No columns to parse"), or a
         column named twice (naming the file, the column and both positions).
     """
-    with _open_text(path, storage_options) as fh:
+    with open_text(path, storage_options) as fh:
         names = next(_records(fh, path), [])
     if not names:
         raise JobError(
@@ -261,7 +254,7 @@ def csv_header(path: str, storage_options: dict | None = None) -> list[str]:
 def csv_has_rows(path: str, storage_options: dict | None = None) -> bool:
     """Whether a CSV (or TSV) file holds a row after its header (blank lines skipped):
     its first two records read, not the file."""
-    with _open_text(path, storage_options) as fh:
+    with open_text(path, storage_options) as fh:
         records = _records(fh, path)
         next(records, None)
         return next(records, None) is not None
@@ -343,16 +336,6 @@ def _read_csv(files: list[str], storage_options: dict | None, **options):
     return parts[0] if len(parts) == 1 else dd.concat(parts)
 
 
-def _missing_tokens(columns, labels) -> dict:
-    """``read_csv`` options by which only an empty field of a label column is missing
-    (pandas' tokens ``NA``, ``null``, ``nan``... are labels there) and the other
-    ``columns`` keep pandas' tokens."""
-    from pandas.io.parsers.readers import STR_NA_VALUES
-
-    tokens = {c: [""] if c in labels else sorted(STR_NA_VALUES) for c in columns}
-    return {"keep_default_na": False, "na_values": tokens}
-
-
 def _plain_integers(pdf: pd.DataFrame) -> pd.DataFrame:
     """One row: whether every value of each column of ``pdf`` (text) is a plain integer
     (the distinct values matched: a label column has far fewer than rows)."""
@@ -406,7 +389,7 @@ def label_types(
         storage_options,
         usecols=columns,
         dtype=dict.fromkeys(columns, object),
-        **_missing_tokens(columns, columns),
+        **missing_tokens(columns, columns),
     )
     floats = [c for c in columns if c in floats]
     # the columns come in the files' order, whatever the order of ``columns``; a
@@ -704,7 +687,7 @@ def _read_csv_input(job: Job, files: list[str], model: dict, saved: dict):
     types.update(label_types(files, [c for c in labels if c not in types], options, floats))
     _refuse_unlike_saved(files, types, saved, options)
     dtype = {c: {"int": "int64", "float": "float64"}.get(t, object) for c, t in types.items()}
-    na = _missing_tokens(set().union(*headers), label_columns(model))
+    na = missing_tokens(set().union(*headers), label_columns(model))
     ddf = _read_csv(files, options, dtype=dtype, **na)
     # the model reads numbers as float64 whatever the files give, and Dask infers a
     # column's type from the first file's first rows: whole numbers there, decimals in
@@ -723,56 +706,13 @@ def _missing(values: pd.Series) -> np.ndarray:
     return values.isna().to_numpy()
 
 
-def _not_a_number(values: pd.Series) -> np.ndarray:
-    return (values.notna() & pd.to_numeric(values, errors="coerce").isna()).to_numpy()
-
-
-def csv_culprit(
-    files: list[str],
-    column: str,
-    bad: Callable[[pd.Series], np.ndarray],
-    storage_options: dict | None = None,
-    label: bool = False,
-) -> str | None:
-    """``"FILE line N holds 'VALUE'"`` for the first value of ``column`` (read as text,
-    missing values as missing: only empty fields where ``label``, the column being read
-    as labels) for which ``bad`` is true, files in their order; None
-    where none is (or a file cannot be read).  Lines count the header as line 1 and one
-    line per row (a quoted field holding a line break shifts them).  Read on the way to
-    an error only: one pass over the column, stopping at the first."""
-    from .stats.inputs import separator
-
-    for f in files:
-        try:
-            with _open_text(f, storage_options) as fh:
-                chunks = pd.read_csv(
-                    fh,
-                    sep=separator(f),
-                    usecols=[column],
-                    dtype=object,
-                    chunksize=_CHUNK_ROWS,
-                    skip_blank_lines=False,
-                    **(_missing_tokens([column], [column]) if label else {}),
-                )
-                for chunk in chunks:
-                    hits = np.flatnonzero(bad(chunk[column]))
-                    if hits.size:
-                        row = int(chunk.index[hits[0]])
-                        value = chunk[column].iloc[hits[0]]
-                        shown = "no value" if pd.isna(value) else f"{value!r}"
-                        return f"{f} line {row + 2} holds {shown}"
-        except (OSError, ValueError):  # the reader's own error is the one reported
-            return None
-    return None
-
-
 #: what a data error says of one column → what makes a CSV value the culprit, its
 #: words, the exit status
 _CULPRITS = (
     (r"missing values in column '([^']+)'", _missing, "first missing value", EXIT_DATA),
     (
         r"column '([^']+)' holds (?:text|str values|values that are not numbers)",
-        _not_a_number,
+        not_a_number,
         "first text",
         EXIT_DATA,
     ),

@@ -198,6 +198,49 @@ def test_fit_end_to_end_on_the_embedded_local_cluster(data, tmp_path):
     assert_same_fit(res, in_process_fit(data.full))
 
 
+def test_stray_csv_value_is_named_once_with_its_line(tmp_path):
+    """One stray value in a column of numbers of a later CSV file: the message named
+    the file twice (the culprit's path, then the partition's) and advised only to give
+    the column one kind of values in every file."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(15), 12)
+    frame = pd.DataFrame({"y": rng.normal(size=g.size), "x": rng.normal(size=g.size), "g": g})
+    (tmp_path / "in").mkdir()
+    for k in range(3):
+        part = frame.iloc[k * 60 : (k + 1) * 60].astype({"x": object})
+        if k == 1:
+            part.iloc[49, 1] = "n/a?"  # line 51 (the header is line 1)
+        part.to_csv(tmp_path / f"in/part{k}.csv", index=False)
+    args = ("fit", "--data", "in", "--formula", "y ~ x", "--groups", "g", "--quiet")
+    proc = run_in_process(*args, "--output", "o", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("part1.csv") == 2, proc.stderr  # the path, then the line
+    assert "line 51 of part1.csv (counting one line per record) holds 'n/a?'" in proc.stderr
+    assert "correct that line (an empty field is a missing value)" in proc.stderr
+    assert "na_values" not in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_stray_csv_value_of_a_declared_column_in_one_file_names_its_line(tmp_path):
+    """One CSV file (one partition) with text in k, a column of numbers of the formula:
+    the message named no file, column or line ("a part of the input")."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(15), 12)
+    frame = pd.DataFrame(
+        {"y": rng.normal(size=g.size), "x": rng.normal(size=g.size), "k": g % 4, "g": g}
+    ).astype({"k": object})
+    frame.iloc[100, 2] = "oops"  # line 102 (the header is line 1)
+    (tmp_path / "in").mkdir()
+    frame.to_csv(tmp_path / "in/a.csv", index=False)
+    args = ("fit", "--data", "in", "--formula", "y ~ x + k", "--groups", "g", "--quiet")
+    proc = run_in_process(*args, "--output", "o", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "a.csv: column 'k' line 102 (counting one line per record) holds 'oops'" in (
+        proc.stderr
+    ), proc.stderr
+    assert "a part of the input" not in proc.stderr and not (tmp_path / "o").exists()
+
+
 def test_fit_refuses_one_file_given_twice(data, tmp_path):
     """``--data 'DIR/*.parquet' DIR/A.parquet`` read A twice, its rows counted twice, as
     ``update`` refuses (the fingerprints' absolute paths: ``./`` is the same file)."""

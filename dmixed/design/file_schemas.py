@@ -7,25 +7,35 @@ file where Dask's Parquet reader reads it: :mod:`dmixed.design.origin`).
 :func:`files_unlike_others` lists every such file afterwards from what each file
 declares (a Parquet file's schema, one read of its footer; a CSV file's header and the
 types of its first rows), for the command line's message (it knows the files).
+:func:`csv_culprit` finds the file and line of a CSV column's first offending value.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from .dtypes import column_kind
 
 __all__ = [
     "CSV_SAMPLE_ROWS",
+    "csv_culprit",
+    "csv_culprit_at",
     "file_columns",
     "files_in_message",
     "files_unlike_others",
+    "missing_tokens",
+    "not_a_number",
+    "open_text",
     "quoted_names",
 ]
 
+#: rows of a CSV file read at a time when looking for an offending value
+_CHUNK_ROWS = 1 << 20
 #: rows of a CSV file whose types stand for its columns' types
 CSV_SAMPLE_ROWS = 1000
 
@@ -145,3 +155,136 @@ def files_in_message(
     lines = files_unlike_others(files, fmt, quoted_names(message), storage_options, full_paths)
     more = f"; and {len(lines) - shown} more" if len(lines) > shown else ""
     return "".join(f"; in {line}" for line in lines[:shown]) + more
+
+
+def open_text(path: str, storage_options: dict | None):
+    """A CSV (or TSV) file, compressed or not, local or at a URL, opened as text."""
+    import fsspec
+
+    return fsspec.open(path, "rt", compression="infer", newline="", **(storage_options or {}))
+
+
+def missing_tokens(columns, labels) -> dict:
+    """``read_csv`` options by which only an empty field of a label column is missing
+    (pandas' tokens ``NA``, ``null``, ``nan``... are labels there) and the other
+    ``columns`` keep pandas' tokens."""
+    from pandas.io.parsers.readers import STR_NA_VALUES
+
+    tokens = {c: [""] if c in labels else sorted(STR_NA_VALUES) for c in columns}
+    return {"keep_default_na": False, "na_values": tokens}
+
+
+def not_a_number(values: pd.Series) -> np.ndarray:
+    """Whether each value (text, missing values as missing) is present and no number."""
+    return (values.notna() & pd.to_numeric(values, errors="coerce").isna()).to_numpy()
+
+
+def csv_culprit(
+    files: list[str],
+    column: str,
+    bad: Callable[[pd.Series], np.ndarray],
+    storage_options: dict | None = None,
+    label: bool = False,
+) -> str | None:
+    """``"FILE line N holds 'VALUE'"`` for the first value of ``column`` for which
+    ``bad`` is true (:func:`csv_culprit_at`); None where none is (or a file cannot be
+    read)."""
+    found = csv_culprit_at(files, column, bad, storage_options, label)
+    if found is None:
+        return None
+    f, line, value = found
+    shown = "no value" if pd.isna(value) else f"{value!r}"
+    return f"{f} line {line} holds {shown}"
+
+
+def csv_value_at(
+    file: str,
+    columns: list[str],
+    value: str,
+    storage_options: dict | None = None,
+    lines: tuple[int, int] | None = None,
+) -> tuple[str, int, bool] | None:
+    """``(column, line, first_only)``: where ``file`` (a CSV file) holds the field
+    ``value`` in one of ``columns`` (those it has), the first such line within
+    ``lines`` (first and last line, both counted, where known: a partition's rows), and
+    in a line, the first of ``columns`` holding it; ``first_only`` is true where that
+    choice was made among several such fields (they cannot be told apart).  None where
+    none is found or the file cannot be read.  One pass over the file, all the columns
+    searched at once (read as text, nothing missing); lines count the header as line 1
+    and one line per row (a quoted field holding a line break shifts them).  Read on the
+    way to an error only."""
+    from ..stats.inputs import separator
+
+    first: tuple[str, int] | None = None
+    several = False
+    try:
+        with open_text(file, storage_options) as fh:
+            header = pd.read_csv(fh, sep=separator(file), nrows=0).columns
+        present = [c for c in columns if c in header]
+        if not present:
+            return None
+        with open_text(file, storage_options) as fh:
+            chunks = pd.read_csv(
+                fh,
+                sep=separator(file),
+                usecols=present,
+                dtype=object,
+                keep_default_na=False,
+                na_filter=False,
+                chunksize=_CHUNK_ROWS,
+                skip_blank_lines=False,
+            )
+            for chunk in chunks:
+                hit = (chunk[present] == value).to_numpy()
+                line_of = chunk.index.to_numpy() + 2
+                rows = np.flatnonzero(hit.any(axis=1))
+                if lines is not None:
+                    rows = rows[(line_of[rows] >= lines[0]) & (line_of[rows] <= lines[1])]
+                if first is None and rows.size:
+                    row = int(rows[0])
+                    first = present[int(np.argmax(hit[row]))], int(line_of[row])
+                    several = rows.size > 1 or int(hit[row].sum()) > 1
+                elif first is not None and rows.size:
+                    several = True
+                if first is not None and (several or lines is not None):
+                    break
+    except (OSError, ValueError):  # the reader's own error is the one reported
+        return None
+    return None if first is None else (first[0], first[1], several)
+
+
+def csv_culprit_at(
+    files: list[str],
+    column: str,
+    bad: Callable[[pd.Series], np.ndarray],
+    storage_options: dict | None = None,
+    label: bool = False,
+) -> tuple[str, int, object] | None:
+    """``(file, line, value)`` of the first value of ``column`` (read as text, missing
+    values as missing: only empty fields where ``label``, the column being read as
+    labels) for which ``bad`` is true, files in their order; None where none is (or a
+    file cannot be read).  Lines count the header as line 1 and one line per row (a
+    quoted field holding a line break shifts them).  Read on the way to an error only:
+    one pass over the column, stopping at the first."""
+    from ..stats.inputs import separator
+
+    for f in files:
+        try:
+            with open_text(f, storage_options) as fh:
+                chunks = pd.read_csv(
+                    fh,
+                    sep=separator(f),
+                    usecols=[column],
+                    dtype=object,
+                    chunksize=_CHUNK_ROWS,
+                    skip_blank_lines=False,
+                    **(missing_tokens([column], [column]) if label else {}),
+                )
+                for chunk in chunks:
+                    hits = np.flatnonzero(bad(chunk[column]))
+                    if hits.size:
+                        row = int(chunk.index[hits[0]])
+                        return f, row + 2, chunk[column].iloc[hits[0]]
+        except (OSError, ValueError):  # the reader's own error is the one reported
+            return None
+    return None

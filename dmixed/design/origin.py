@@ -20,8 +20,21 @@ from the collection's graph where Dask's own Parquet reader reads it
 
 from __future__ import annotations
 
+import copy
+import os
+import re
+from collections.abc import Callable
+
+import pandas as pd
+
 from ..errors import DataError
-from .file_schemas import file_columns, files_unlike_others
+from .file_schemas import (
+    csv_culprit_at,
+    csv_value_at,
+    file_columns,
+    files_unlike_others,
+    not_a_number,
+)
 
 __all__ = [
     "columns_of_other_files",
@@ -29,14 +42,26 @@ __all__ = [
     "in_partition",
     "located",
     "partition_files",
+    "partition_blocks",
     "partition_words",
     "piece_file",
+    "reader_block",
     "reader_file",
     "type_differs_across_files",
 ]
 
 #: Attributes an error of a partition carries (pickled with it from a worker).
-_ATTRIBUTES = ("detail", "partition", "file", "column", "absent", "example", "key_kinds")
+_ATTRIBUTES = (
+    "detail",
+    "partition",
+    "file",
+    "column",
+    "absent",
+    "example",
+    "key_kinds",
+    "value",
+    "line",
+)
 #: How deep :func:`reader_file` looks into fused tasks (subgraphs inside a task).
 _MAX_DEPTH = 8
 
@@ -137,6 +162,41 @@ def partition_files(ddf) -> list[str | None]:
     """Per partition of a Dask DataFrame, the Parquet file Dask's reader reads it from
     (None for a partition not read by it); empty when the graph cannot be walked.
     Optimizes and walks the whole graph: for error messages only."""
+    return _per_partition(ddf, reader_file)
+
+
+def partition_blocks(ddf) -> list[tuple | None]:
+    """Per partition of a Dask DataFrame read by ``dd.read_csv``, the block it reads:
+    ``(file, offset, length)``, ``file`` fsspec's OpenFile (its file system carries the
+    collection's storage options), ``length`` None for a whole file (a compressed one);
+    None for a partition not read so; empty when the graph cannot be walked.  For error
+    messages only."""
+    return _per_partition(ddf, reader_block)
+
+
+def reader_block(task, depth: int = 0) -> tuple | None:
+    """``(file, offset, length)`` that a task of the block reader under Dask's CSV
+    reader reads (:func:`partition_blocks`), looking into fused tasks; None for any
+    other task."""
+    func, args = getattr(task, "func", None), getattr(task, "args", None) or ()
+    if func is not None and func is _block_reader() and len(args) >= 3:
+        return args[0], args[1], args[2]
+    if depth >= _MAX_DEPTH:
+        return None
+    for arg in args:
+        inner = arg.values() if isinstance(arg, dict) else (arg,)
+        for child in inner:
+            if hasattr(child, "func"):
+                found = reader_block(child, depth + 1)
+                if found is not None:
+                    return found
+    return None
+
+
+def _per_partition(ddf, find: Callable) -> list:
+    """``find`` (a task to what it reads, or None) applied, per partition of ``ddf``, to
+    the tasks that partition depends on until one answers; empty when the graph cannot
+    be walked."""
     from dask.core import get_dependencies
 
     try:
@@ -145,7 +205,7 @@ def partition_files(ddf) -> list[str | None]:
         keys = list(opt.__dask_keys__())
     except Exception:  # noqa: BLE001 (an error path: any failure means "not known")
         return []
-    files = []
+    out = []
     for key in keys:
         todo, seen, found = [key], set(), None
         while todo and found is None:
@@ -153,10 +213,10 @@ def partition_files(ddf) -> list[str | None]:
             if k in seen or k not in graph:
                 continue
             seen.add(k)
-            found = reader_file(graph[k])
+            found = find(graph[k])
             todo.extend(get_dependencies(graph, k))
-        files.append(found)
-    return files
+        out.append(found)
+    return out
 
 
 def located(err: DataError, ddf) -> DataError:
@@ -167,6 +227,8 @@ def located(err: DataError, ddf) -> DataError:
     first Parquet file whose schema lacks them, and its partition.  Else ``err``
     unchanged."""
     number = getattr(err, "partition", None)
+    if number is None and getattr(ddf, "npartitions", None) == 1:
+        number = 0  # a collection of one partition: the error can only be its
     if number is None:
         return _lacking(err, ddf)
     files = partition_files(ddf)
@@ -175,6 +237,8 @@ def located(err: DataError, ddf) -> DataError:
         file = files[number]
     out = in_partition(err, number, file)
     column = getattr(err, "column", None)
+    if column is None and getattr(err, "value", None) is not None and file is not None:
+        return _at_line(out, ddf, file)
     if column is None or column not in ddf.columns:
         return out
     first = files[0] if files and files[0] not in (None, file) else None
@@ -184,10 +248,125 @@ def located(err: DataError, ddf) -> DataError:
         if first
         else " (Dask takes every column's type from the first partition and checks no other)"
     )
-    located_err = type(out)(f"{out}; the Dask DataFrame declares {ddf[column].dtype}{source}")
+    found = (
+        _csv_line(file, [column], not_a_number, ddf, number)
+        if pd.api.types.is_numeric_dtype(ddf[column].dtype)
+        else None
+    )
+    stray = ""
+    if found is not None:
+        # one stray value (a typo, a missing-value marker) rather than a column of text
+        stray = (
+            f"; line {found[1]} of {os.path.basename(str(file))} (counting one line per "
+            f"record) holds {found[2]!r}: if "
+            f"that is one stray value, correct that line, or pass na_values=[{found[2]!r}] "
+            "to read_csv if it marks a missing value"
+        )
+    located_err = type(out)(
+        f"{out}; the Dask DataFrame declares {ddf[column].dtype}{source}{stray}"
+    )
     for name in _ATTRIBUTES:
         setattr(located_err, name, getattr(out, name, None))
+    if found is not None:
+        located_err.line, located_err.value = found[1], found[2]  # type: ignore[attr-defined]
     return located_err
+
+
+def _is_csv(file: str) -> bool:
+    """Whether ``file`` is a CSV (or TSV) file by its name, compressed or not."""
+    return re.search(r"\.(?:csv|tsv)(?:\.\w+)?$", file.lower()) is not None
+
+
+def _csv_line(file, columns, bad, ddf=None, number=None) -> tuple[str, int, object] | None:
+    """``(column, line, value)`` of the first value of ``file`` (a CSV file) in the
+    first of ``columns`` that has one for which ``bad`` is true; None where none is
+    found, ``file`` is no CSV file or cannot be read as the collection reads it
+    (:func:`_reread`).  Reads the file again, once per column searched: on the way to an
+    error only."""
+    where = _reread(file, ddf, number)
+    if where is None:
+        return None
+    url, options, _ = where
+    for c in columns:
+        found = csv_culprit_at([url], c, bad, options)
+        if found is not None:
+            return c, found[1], found[2]
+    return None
+
+
+def _reread(file, ddf, number) -> tuple[str, dict | None, tuple[int, int] | None] | None:
+    """How to read ``file``, the CSV file of partition ``number`` of ``ddf``, again:
+    ``(url, storage_options, lines)``, ``lines`` the first and last line of the file the
+    partition reads (None: not known, or the whole file); by the collection's own file
+    (its file system's storage options) where its graph shows it, else ``file`` as a
+    local path.  None for no CSV file, or a remote one whose options are not known
+    (opened as a local path it would be another file)."""
+    if file is None or not _is_csv(str(file)):
+        return None
+    blocks = partition_blocks(ddf) if ddf is not None and number is not None else []
+    block = blocks[number] if number is not None and 0 <= number < len(blocks) else None
+    if block is None:
+        return None if "://" in str(file) else (str(file), None, None)
+    opened, offset, length = block
+    fs = getattr(opened, "fs", None)
+    if fs is None:
+        return None
+    url = fs.unstrip_protocol(opened.path)
+    options = dict(getattr(fs, "storage_options", None) or {})
+    lines = None if length is None else _block_lines(opened, offset, length)
+    return url, options, lines
+
+
+def _block_lines(opened, offset: int, length: int) -> tuple[int, int] | None:
+    """The first and last line (1-based) that Dask's CSV reader reads for the block
+    ``offset, offset + length`` of a file (lines starting inside it: the block reader
+    moves both ends to the next line break), one line either side kept, so that a line
+    at the edge is never left out; None where the file cannot be read.  Reads the file
+    up to the block's end (counting line breaks), on the way to an error only."""
+    chunk = 1 << 24
+    try:
+        with copy.copy(opened) as f:
+            before = within = 0
+            done = 0
+            while done < offset + length:
+                data = f.read(min(chunk, offset + length - done))
+                if not data:
+                    break
+                head = data[: max(0, offset - done)]
+                before += head.count(b"\n")
+                within += data.count(b"\n") - head.count(b"\n")
+                done += len(data)
+    except (OSError, ValueError):
+        return None
+    return max(1, before), before + within + 2
+
+
+def _at_line(err: DataError, ddf, file: str) -> DataError:
+    """``err``, a CSV field that pandas' parser could not convert to the type
+    ``dtype=`` gives its column (its ``value``), led by that field's column and line in
+    ``file``: the first of the collection's columns of numbers holding that value among
+    the lines the partition reads (where the collection's graph shows them), else in the
+    whole file, then worded as the first such value.  One pass over the file."""
+    numbers = [c for c, t in ddf.dtypes.items() if pd.api.types.is_numeric_dtype(t)]
+    value = err.value  # type: ignore[attr-defined]
+    number = err.partition  # type: ignore[attr-defined]
+    where = _reread(file, ddf, number)
+    if where is None:
+        return err
+    url, options, lines = where
+    found = csv_value_at(url, numbers, value, options, lines)
+    if found is None:
+        return err
+    column, line, first_only = found
+    detail = getattr(err, "detail", None) or str(err)
+    counted = f"line {line} (counting one line per record)"
+    if first_only:
+        place = f"the first such value is in column {column!r}, {counted}, holding '{value}'"
+    else:
+        place = f"column {column!r} {counted} holds '{value}'"
+    out = type(err)(f"{place}: {detail}")
+    out.value, out.line, out.column = value, line, column  # type: ignore[attr-defined]
+    return in_partition(out, number, file)
 
 
 def in_first_file(err: DataError, ddf) -> DataError:

@@ -47,7 +47,7 @@ from .dtypes import (
 )
 from .file_schemas import quoted_names
 from .messages import check_present, decimal_term, response_not_numbers, suggest
-from .origin import in_partition
+from .origin import in_partition, located
 
 __all__ = [
     "CSV_DTYPES",
@@ -58,7 +58,9 @@ __all__ = [
     "check_persisted",
     "check_text_conversion",
     "cluster_waits",
+    "compute_located",
     "compute_with",
+    "field_of_repr",
     "current_client",
     "checked_partition",
     "GONE_CAUSES",
@@ -348,6 +350,31 @@ def cluster_waits(wait: Callable) -> Iterator[None]:
         yield
     finally:
         _CLUSTER_WAIT.reset(token)
+
+
+def compute_located(
+    tasks: list, ddf, client=None, what: str = "reading the data", partition=None
+) -> tuple:
+    """:func:`compute_with` of ``tasks`` that read ``ddf`` (``partition``: the one
+    partition they read, where so), its data errors named for their partition, file
+    and line (:func:`~dmixed.design.origin.located`), and what Dask's readers raise for
+    files unlike the first or a CSV field of the wrong type (:func:`reader_error`) made
+    such an error; any other exception raised as it is.
+
+    Raises
+    ------
+    DataError
+        A partition's data error (:class:`~dmixed.errors.BadValuesError` for a value).
+    """
+    try:
+        return compute_with(tasks, client, what)
+    except DataError as err:
+        raise located(err if partition is None else in_partition(err, partition), ddf) from None
+    except (KeyError, ValueError) as exc:  # a file unlike the first, a stray CSV field
+        found = reader_error(exc, partition)
+        if found is None:
+            raise
+        raise located(found, ddf) from None
 
 
 def compute_with(tasks: list, client=None, what: str = "reading the data") -> tuple:
@@ -750,14 +777,71 @@ def _csv_types_error(exc: BaseException, partition=None) -> BadValuesError | Non
     return in_partition(err, partition)
 
 
+#: pandas' words for a CSV field that its parser could not convert to the type that
+#: ``read_csv``'s ``dtype=`` gives its column (float64, int64; Float64, Int64), the
+#: field's repr in them
+_PARSER_CONVERSION = re.compile(
+    r"(?:could not convert string to float|invalid literal for int\(\) with base 10): (.+)"
+    r"|Unable to parse string (.+) at position \d+"
+)
+
+
+def _raised_by_csv_parser(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside pandas' CSV parser (a frame of
+    ``pandas/io/parsers`` in its traceback), not by other code of the graph."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if "pandas/io/parsers" in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _csv_conversion_error(exc: BaseException, partition=None) -> BadValuesError | None:
+    """The :class:`~dmixed.errors.BadValuesError` for pandas' ``ValueError`` of a CSV
+    field that the parser could not convert to the type ``dtype=`` declares (``could
+    not convert string to float: 'oops'``), which names neither column nor line; its
+    ``value`` attribute is the field (:func:`~dmixed.design.origin.located` finds its
+    column and line in the partition's file).  None for another error."""
+    if not isinstance(exc, ValueError) or isinstance(exc, DataError):
+        return None
+    found = _PARSER_CONVERSION.fullmatch(str(exc))
+    if found is None or not _raised_by_csv_parser(exc):
+        return None
+    value = field_of_repr(found.group(1) or found.group(2))
+    err = BadValuesError(
+        f"read_csv could not convert the value '{value}' to the type its dtype= gives the "
+        f"column ({exc}): correct that row, pass na_values=[{value!r}] to read_csv if it "
+        "marks a missing value, or read the column as text (dtype=str) and convert it "
+        "(e.g. pd.to_numeric(..., errors='coerce'))"
+    )
+    err.value = value
+    return in_partition(err, partition)
+
+
+def field_of_repr(shown: str) -> str:
+    """The CSV field whose Python repr (a string literal: ``'a\\\\b'``) pandas' message
+    shows: the literal read as data by :func:`ast.literal_eval` (never run as code), the
+    text as it is where it is no string literal."""
+    import ast
+
+    try:
+        value = ast.literal_eval(shown)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return shown
+    return value if isinstance(value, str) else shown
+
+
 def reader_error(exc: BaseException, partition=None) -> DataError | None:
     """dmixed's error for what Dask's readers raise reading a partition of a dataset
     whose files disagree: a file lacking a column (:func:`missing_column_error`), a CSV
-    column of another type in some file (Dask's ``Mismatched dtypes``); named for
-    ``partition`` where given.  None for any other error (a :class:`DataError` too)."""
+    column of another type in some file (Dask's ``Mismatched dtypes``), a CSV field
+    that pandas' parser could not convert to the type ``dtype=`` gives its column;
+    named for ``partition`` where given.  None for any other error (a
+    :class:`DataError` too)."""
     if isinstance(exc, KeyError):
         return missing_column_error(exc, partition)
-    return _csv_types_error(exc, partition)
+    return _csv_types_error(exc, partition) or _csv_conversion_error(exc, partition)
 
 
 def missing_column_error(exc: BaseException, partition=None) -> DataError | None:

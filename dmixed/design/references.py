@@ -39,7 +39,7 @@ import pandas as pd
 from ..errors import CheckpointError, PrecisionWarning
 from .centres import column_basis, reads_column
 from .dtypes import EXACT_INTEGERS, NUMERIC, column_class, to_float
-from .partitions import compute_with
+from .partitions import compute_located
 from .warn_relay import warn_data
 
 if TYPE_CHECKING:
@@ -124,7 +124,8 @@ def linear_columns(spec: ModelSpec, parsed: ParsedFormulas, integers) -> list[st
 def first_values(data, columns: list[str], dask_input: bool, client=None) -> dict[str, int]:
     """The first non-missing value of each column, in row order, as a Python int (a
     Dask collection's partitions are read in order until each column has one: usually
-    one partition, on ``client``: :func:`~dmixed.design.partitions.compute_with`);
+    one partition, on ``client``: :func:`~dmixed.design.partitions.compute_located`, its
+    data errors named for their partition, file and line);
     columns with none are left out."""
     found: dict[str, int] = {}
     if not dask_input:
@@ -135,7 +136,9 @@ def first_values(data, columns: list[str], dask_input: bool, client=None) -> dic
         todo = [c for c in columns if c not in found]
         if not todo:
             break
-        (part,) = compute_with([data[todo].partitions[i]], client, "reading the first values")
+        (part,) = compute_located(
+            [data[todo].partitions[i]], data, client, "reading the first values", i
+        )
         for c in todo:
             _first_into(found, part[c], c)
     return found

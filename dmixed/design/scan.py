@@ -41,10 +41,10 @@ from .partitions import (
     check_column_kinds,
     check_persisted,
     check_text_conversion,
+    compute_located,
     compute_with,
     current_client,
     missing_column_error,
-    reader_error,
     select_columns,
 )
 
@@ -324,15 +324,7 @@ def dask_scan(
         summarize = dask.delayed(summarize_partition)
         parts = selected.to_delayed()
         tasks = [summarize(p, kinds, plan, to_scan, i) for i, p in enumerate(parts)]
-    try:
-        results = compute_with(tasks, client)
-    except DataError as err:
-        raise located(err, ddf) from None
-    except (KeyError, ValueError) as exc:  # a file unlike the first
-        err = reader_error(exc)
-        if err is None:
-            raise
-        raise located(err, ddf) from None
+    results = compute_located(tasks, ddf, client)
     return _combine(results, levels, to_scan, declared, meta)
 
 

@@ -153,6 +153,164 @@ def test_csv_group_column_of_numbers_in_one_file_and_text_in_another(
     assert "Mismatched dtypes" not in message and "\n" not in message
 
 
+def _csv_files(tmp_path, column: str, line: int, value: str, file: int = 2) -> list[str]:
+    """Three CSV files of one model's columns; ``line`` of file ``file`` (the header
+    is line 1) holds ``value`` in ``column``."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(15), 12)
+    frame = pd.DataFrame({"y": rng.normal(size=g.size), "x": rng.normal(size=g.size), "g": g})
+    paths = []
+    for k in range(3):
+        part = frame.iloc[k * 60 : (k + 1) * 60].astype({column: object})
+        if k == file:
+            part.iloc[line - 2, part.columns.get_loc(column)] = value
+        paths.append(str(tmp_path / f"part{k}.csv"))
+        part.to_csv(paths[-1], index=False)
+    return paths
+
+
+@pytest.mark.parametrize("dtype", ["float64", "Float64"])
+def test_csv_value_that_the_declared_dtype_cannot_take_is_named_with_file_and_line(tmp_path, dtype):
+    """``dd.read_csv(..., dtype={"y": "float64"})`` over a file with one text value in
+    ``y`` let pandas' bare ``ValueError`` (no file, no line, no DmixedError) out of the
+    fit."""
+    import dmixed
+
+    paths = _csv_files(tmp_path, "y", 5, "oops")
+    ddf = dd.read_csv(paths, dtype={"y": dtype})
+    with dask.config.set(scheduler="synchronous"), pytest.raises(dmixed.BadValuesError) as exc:
+        dmixed.mixedlm("y ~ x", ddf, groups="g").fit()
+    message = str(exc.value)
+    assert f"partition 2 of the Dask DataFrame (file {paths[2]})" in message, message
+    assert "column 'y' line 5 (counting one line per record) holds 'oops'" in message, message
+    assert "na_values=['oops']" in message and "dtype=str" in message, message
+    assert exc.value.column == "y" and exc.value.line == 5
+
+
+def test_value_error_of_other_code_with_the_parser_words_is_not_translated(tmp_path):
+    """Only pandas' CSV parser's conversion errors become a BadValuesError; the same
+    words raised by other code of the graph propagate unchanged."""
+    import dmixed
+
+    def fail(pdf):
+        if len(pdf) and pdf["g"].iloc[0] >= 10:
+            raise ValueError("could not convert string to float: 'oops'")
+        return pdf
+
+    ddf = dd.read_csv(_csv_files(tmp_path, "y", 5, "1.5")).map_partitions(fail)
+    with dask.config.set(scheduler="synchronous"), pytest.raises(ValueError) as exc:
+        dmixed.mixedlm("y ~ x", ddf, groups="g").fit()
+    assert not isinstance(exc.value, dmixed.DmixedError)
+    assert str(exc.value) == "could not convert string to float: 'oops'"
+
+
+def test_csv_stray_text_in_a_column_of_numbers_names_its_line_and_a_fix(tmp_path):
+    """A stray value (a missing-value marker) in a column of numbers was named with
+    its file but not its line, and the only advice was to give the column one kind of
+    values in every file."""
+    import dmixed
+
+    paths = _csv_files(tmp_path, "x", 51, "n/a?", file=1)
+    with dask.config.set(scheduler="synchronous"), pytest.raises(dmixed.BadValuesError) as exc:
+        dmixed.mixedlm("y ~ x", dd.read_csv(paths), groups="g").fit()
+    message = str(exc.value)
+    assert f"(file {paths[1]})" in message, message
+    assert "line 51 of part1.csv (counting one line per record) holds 'n/a?'" in message
+    assert "correct that line, or pass na_values=['n/a?'] to read_csv" in message, message
+    assert exc.value.line == 51
+
+
+def _one_csv(tmp_path, cells: dict, rows: int = 180, name: str = "a.csv") -> str:
+    """One CSV file of a model's columns (y, x, k: an integer, g); ``cells`` maps
+    ``(column, line)`` (the header is line 1) to the text that line holds there."""
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(rows // 12), 12)
+    frame = pd.DataFrame(
+        {"y": rng.normal(size=g.size), "x": rng.normal(size=g.size), "k": g % 5, "g": g}
+    ).astype(object)
+    for (column, line), text in cells.items():
+        frame.iloc[line - 2, frame.columns.get_loc(column)] = text
+    path = str(tmp_path / name)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _fit_error(ddf, formula: str = "y ~ x"):
+    import dmixed
+
+    with dask.config.set(scheduler="synchronous"), pytest.raises(dmixed.BadValuesError) as exc:
+        dmixed.mixedlm(formula, ddf, groups="g").fit()
+    return exc.value
+
+
+def test_csv_value_the_dtype_cannot_take_in_one_file_is_named_with_its_line(tmp_path):
+    """One CSV file (one partition, whose number the error does not carry): the error
+    named neither file, column nor line."""
+    path = _one_csv(tmp_path, {("x", 102): "oops"})
+    err = _fit_error(dd.read_csv(path, dtype={"x": "float64"}))
+    assert f"(file {path})" in str(err), err
+    assert "column 'x' line 102 (counting one line per record) holds 'oops'" in str(err)
+    assert (err.column, err.line) == ("x", 102)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "Int64"])
+def test_integer_column_of_the_formula_with_text_is_named_with_its_line(tmp_path, dtype):
+    """``dtype={"k": "int64"}`` (or ``Int64``) and a text value in k, a column of the
+    formula: the first read of the model (k's first value) let pandas' bare
+    ``ValueError`` out."""
+    path = _one_csv(tmp_path, {("k", 40): "oops"})
+    err = _fit_error(dd.read_csv(path, dtype={"k": dtype}), "y ~ x + k")
+    assert "column 'k' line 40 (counting one line per record) holds 'oops'" in str(err), err
+    assert (err.column, err.line) == ("k", 40)
+
+
+def test_csv_value_in_two_columns_is_named_in_the_failing_partition(tmp_path):
+    """The same text in two columns declared float64: the error of the partition holding
+    y's named x's line in another partition (the first in the file)."""
+    path = _one_csv(tmp_path, {("x", 52): "oops", ("y", 152): "oops"})
+    ddf = dd.read_csv(path, dtype={"x": "float64", "y": "float64"}, blocksize=1500, sample=1000)
+    with dask.config.set(scheduler="synchronous"):
+        failing = [i for i in range(ddf.npartitions) if _raises(ddf.partitions[i])]
+    assert len(failing) == 2, failing  # x's line, then y's
+    err = _located(ddf, failing[1])
+    assert (err.column, err.line) == ("y", 152), err
+
+
+def _raises(part) -> bool:
+    try:
+        part.compute()
+    except ValueError:
+        return True
+    return False
+
+
+def _located(ddf, number: int):
+    from dmixed.design.partitions import compute_located
+
+    with dask.config.set(scheduler="synchronous"), pytest.raises(Exception) as exc:
+        compute_located([ddf.partitions[number]], ddf, partition=number)
+    return exc.value
+
+
+def test_csv_value_in_two_columns_of_one_partition_is_named_as_the_first(tmp_path):
+    """Where the partition holds the value in two columns, the one named is worded as
+    the first such value, not stated flatly as the one that failed."""
+    path = _one_csv(tmp_path, {("x", 52): "oops", ("y", 60): "oops"})
+    err = _fit_error(dd.read_csv(path, dtype={"x": "float64", "y": "float64"}))
+    message = str(err)
+    assert "the first such value is in column 'x', line 52" in message, message
+
+
+def test_csv_value_with_a_backslash_is_found_and_shown_as_it_is(tmp_path):
+    """pandas shows the field by its repr (``'a\\\\b'``); taken as it was, with the
+    backslash doubled, it matched no field and the advice showed the repr's text."""
+    path = _one_csv(tmp_path, {("x", 30): "a\\b"})
+    err = _fit_error(dd.read_csv(path, dtype={"x": "float64"}))
+    assert err.value == "a\\b" and (err.column, err.line) == ("x", 30), err
+    assert "the value 'a\\b' to the type" in str(err), err
+    assert "na_values=['a\\\\b']" in str(err), err  # Python source for the field
+
+
 class _Named:
     """A key whose text is its name alone: unequal keys of one name become one text."""
 
