@@ -529,7 +529,21 @@ def centres_need_this_version(spec: ModelSpec) -> bool:
     centres (a column alone in a formula without an intercept, ``C(c) + C(c):x``).
     Saved statistics say so in their format version, which those versions check."""
     centres = getattr(spec, "centres", None)
-    return bool(centres) and _basis(spec, centres, earlier=True) is None
+    if not centres:
+        return False
+    return _basis(spec, centres, earlier=True) is None or _quoted_centre(spec, centres)
+
+
+def _quoted_centre(spec: ModelSpec, centres: dict[str, float]) -> bool:
+    """Whether a centred column is read as ``Q('name')``: versions before this one read
+    only a lookup as the column itself, so they would map such a design's estimates
+    back without its centre."""
+    terms = _scoped_terms(spec)
+    return terms is not None and any(
+        column is not None and column in centres and column != expr
+        for factors, _, _ in terms
+        for expr, _, column in factors
+    )
 
 
 def column_basis(spec: ModelSpec | None) -> np.ndarray | None:

@@ -768,3 +768,16 @@ def test_far_column_quoted_with_q_another_formula_reads_is_refused_saying_why(ot
     message = str(info.value)
     assert f"""does not centre 'Q("ts x")' itself because {who} reads it too""" in message
     assert "dmixed reads such a column about a centre itself" not in message
+
+
+def test_a_centre_read_through_q_needs_this_version():
+    """A spec centring a column read as ``Q("ts x")`` is saved under the newer format
+    (earlier versions read only a lookup as the column itself, and would map its
+    estimates back without the centre); the same values named ``ts`` are not."""
+    df = _timestamps(86400.0)
+    df["ts x"] = df.ts
+    quoted = dmixed.mixedlm('y ~ C(c)*Q("ts x")', df, groups="g").spec
+    plain = dmixed.mixedlm("y ~ C(c)*ts", df, groups="g").spec
+    assert quoted.centres and plain.centres
+    assert quoted.centres_need_this_version()
+    assert not plain.centres_need_this_version()
