@@ -31,8 +31,8 @@ in every row: ``0 + C(c) + x1``, ``0 + c + x1`` with ``c`` text, ``0 + C(c, Sum)
 and the other full codings with a constant column, ``0 + cr(u, ...) + x1``), and the
 column is read by no other formula (the
 response, ``re_formula``, a variance component: the random design reads the same
-column values, so centring it there too would change ``Z``) and only as itself (not
-inside a function or ``C()``).  The
+column values, so centring it there too would change ``Z``) and only as itself (``x``, or
+``Q('x')`` where its name is no Python name; not inside a function or ``C()``).  The
 centres are part of the spec (:attr:`~dmixed.design.spec.ModelSpec.centres`, saved with
 it), chosen from the first rows (a Dask collection's first partitions, as many as hold
 them up to :data:`CENTRE_PARTITIONS`: :func:`choose_centres`), so every
@@ -51,6 +51,7 @@ import numpy as np
 from ..errors import CheckpointError
 from ..stats.statistics import exact_centre
 from .dtypes import NUMERIC
+from .formula import quoted_column
 from .partitions import compute_with
 
 if TYPE_CHECKING:
@@ -116,7 +117,9 @@ def vc_reads(spec: ModelSpec | None) -> dict[str, str]:
     and read by the fixed effects where the fit's sums lose digits anyway).  Empty
     without a spec or components.  These columns are not centred here
     (:func:`product_columns`), and the statistics refuse them where their sums cannot
-    take the offset out (:func:`dmixed.stats.statistics.check_designs`)."""
+    take the offset out (:func:`dmixed.stats.statistics.check_designs`).  A column the
+    fixed effects read as ``Q('ts x')`` is mapped under that factor's name in their
+    columns' names too (``'Q("ts x")'``), the name those checks compare."""
     out: dict[str, str] = {}
     if spec is None:
         return out
@@ -124,7 +127,24 @@ def vc_reads(spec: ModelSpec | None) -> dict[str, str]:
         for column in spec.columns_used:
             if column not in out and reads_column(str(formula), column):
                 out[column] = f"vc_formula[{name!r}]"
+    if out:
+        factors = {f for n in spec.exog_names for f in str(n).split(":")}
+        for factor in sorted(factors):
+            column = quoted_column(factor, out)
+            if column is not None:
+                out.setdefault(factor, out[column])
     return out
+
+
+def _own_column(expr: str, lookup: bool, columns) -> str | None:
+    """The column a factor reads as itself, else None: a lookup's name (``ts``, and
+    ```ts x``` as formulaic reads backticks) or the name that ``Q('ts x')`` quotes,
+    where it is one of ``columns`` (parsed, not evaluated:
+    :func:`~dmixed.design.formula.quoted_column`).  Any other expression
+    (``np.log(ts)``, ``I(ts - 1)``, ``C(ts)``) reads the column otherwise."""
+    if lookup:
+        return expr
+    return quoted_column(expr, columns)
 
 
 def _plain_reads(terms, column: str, alone: bool = False) -> bool | None:
@@ -139,7 +159,8 @@ def _plain_reads(terms, column: str, alone: bool = False) -> bool | None:
         for factor in term.factors:
             if factor.eval_method is Factor.EvalMethod.LITERAL:
                 continue
-            if factor.eval_method is Factor.EvalMethod.LOOKUP and factor.expr == column:
+            lookup = factor.eval_method is Factor.EvalMethod.LOOKUP
+            if _own_column(factor.expr, lookup, (column,)) == column:
                 product = product or len(term.factors) > 1 or alone
             elif reads_column(factor.expr, column):
                 return False
@@ -177,8 +198,10 @@ def product_columns(spec: ModelSpec, parsed: ParsedFormulas) -> list[str]:
 
 def _scoped_terms(spec: ModelSpec) -> list[tuple[tuple, float, int]] | None:
     """Per scoped term of the fixed-effects formula, in column order: its factors
-    ``((expr, reduced, lookup), ...)``, its scale and its number of columns (formulaic's
-    structure of the design); None where they do not add up to the design's columns."""
+    ``((expr, reduced, column), ...)`` (``column``: the column the factor reads as
+    itself, ``ts`` or ``Q('ts x')``, else None: :func:`_own_column`), its scale and its
+    number of columns (formulaic's structure of the design); None where they do not add
+    up to the design's columns."""
     fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
     if fspec is None:
         return None
@@ -192,7 +215,12 @@ def _scoped_terms(spec: ModelSpec) -> list[tuple[tuple, float, int]] | None:
             (
                 sf.factor.expr,
                 bool(sf.reduced),
-                getattr(getattr(sf.factor, "factor", sf.factor), "eval_method", None) is _lookup(),
+                _own_column(
+                    sf.factor.expr,
+                    getattr(getattr(sf.factor, "factor", sf.factor), "eval_method", None)
+                    is _lookup(),
+                    spec.formula_columns,
+                ),
             )
             for sf in scoped[0].factors
         )
@@ -351,10 +379,11 @@ def _basis(spec: ModelSpec, centres: dict[str, float], earlier: bool = False) ->
 
     Built from the formula's terms, not the columns' names (a level may hold ``:``):
     a column of a scoped term whose factors include centred columns (each a lookup of
-    one column, one column wide) is, for every subset of those taken out, paired with
-    the column at the same place of the scoped term of the other factors (in the same
-    order, coding and scale; the intercept where none is left).  ``earlier``: None
-    where the centres need this version's rules (:func:`centres_need_this_version`)."""
+    one column or ``Q('name')`` of it, one column wide) is, for every subset of those
+    taken out, paired with the column at the same place of the scoped term of the other
+    factors (in the same order, coding and scale; the intercept where none is left).
+    ``earlier``: None where the centres need this version's rules
+    (:func:`centres_need_this_version`)."""
     names = list(spec.exog_names)
     p = len(names)
     intercept = spec.intercept_columns()[0]
@@ -373,13 +402,13 @@ def _basis(spec: ModelSpec, centres: dict[str, float], earlier: bool = False) ->
     for factors, scale, width in terms:
         first = at
         at += width
-        shifted = [i for i, f in enumerate(factors) if f[2] and f[0] in centres]
+        shifted = [i for i, f in enumerate(factors) if f[2] is not None and f[2] in centres]
         if not shifted or width == 0:
             continue
         for size in range(1, len(shifted) + 1):
             for taken in combinations(shifted, size):
                 rest = tuple(f for i, f in enumerate(factors) if i not in taken)
-                m = math.prod(centres[factors[i][0]] for i in taken)
+                m = math.prod(centres[factors[i][2]] for i in taken)
                 for r in range(width):
                     name = built[first + r]
                     if name not in index:
@@ -500,7 +529,21 @@ def centres_need_this_version(spec: ModelSpec) -> bool:
     centres (a column alone in a formula without an intercept, ``C(c) + C(c):x``).
     Saved statistics say so in their format version, which those versions check."""
     centres = getattr(spec, "centres", None)
-    return bool(centres) and _basis(spec, centres, earlier=True) is None
+    if not centres:
+        return False
+    return _basis(spec, centres, earlier=True) is None or _quoted_centre(spec, centres)
+
+
+def _quoted_centre(spec: ModelSpec, centres: dict[str, float]) -> bool:
+    """Whether a centred column is read as ``Q('name')``: versions before this one read
+    only a lookup as the column itself, so they would map such a design's estimates
+    back without its centre."""
+    terms = _scoped_terms(spec)
+    return terms is not None and any(
+        column is not None and column in centres and column != expr
+        for factors, _, _ in terms
+        for expr, _, column in factors
+    )
 
 
 def column_basis(spec: ModelSpec | None) -> np.ndarray | None:

@@ -724,3 +724,60 @@ def test_text_factor_without_c_and_its_cell_slopes_far_from_zero_fits_as_centred
     slopes = [n for n in raw.fe_params.index if n.endswith(":x1")]
     assert len(slopes) == 3
     np.testing.assert_allclose(raw.fe_params[slopes], centred.fe_params[slopes], rtol=1e-7)
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize("dask_parts", [None, 3])
+@pytest.mark.parametrize(
+    "formula", ['y ~ C(c)*Q("ts x")', "y ~ C(c)*Q('ts x')", "y ~ C(c) + C(c):Q('ts x')"]
+)
+def test_far_column_quoted_with_q_is_centred_as_its_plain_name(
+    formula, dask_parts, kernels, monkeypatch
+):
+    """A far column named ``ts x``, read through ``Q("ts x")`` inside a product and by
+    no other formula, is centred as the same values named ``ts`` are (it was refused as
+    nearly linearly dependent, the message saying dmixed centres such a column)."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _timestamps(86400.0)
+    df["ts x"] = df.ts
+    data = df
+    if dask_parts:
+        dd = pytest.importorskip("dask.dataframe")
+        data = dd.from_pandas(df, npartitions=dask_parts)
+    plain = formula.replace('Q("ts x")', "ts").replace("Q('ts x')", "ts")
+    ref = dmixed.mixedlm(plain, df, groups="g").fit(reml=False)
+    res = dmixed.mixedlm(formula, data, groups="g").fit(reml=False)
+    assert abs(res.llf - ref.llf) <= 1e-12 * abs(ref.llf)
+    np.testing.assert_allclose(res.fe_params.to_numpy(), ref.fe_params.to_numpy(), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("others", "who"),
+    [
+        ({"re_formula": '1 + Q("ts x")'}, "re_formula"),
+        ({"vc_formula": {"s": '0 + Q("ts x")'}}, "vc_formula['s']"),
+    ],
+)
+def test_far_column_quoted_with_q_another_formula_reads_is_refused_saying_why(others, who):
+    """``C(c)*Q("ts x")`` where re_formula or a component reads ``Q("ts x")`` too: not
+    centred, and refused naming that formula, as ``C(c)*ts`` with ``ts`` there is."""
+    df = _timestamps(86400.0)
+    df["ts x"] = df.ts
+    with pytest.raises(DataError, match="lie far from zero next to their spread") as info:
+        dmixed.mixedlm('y ~ C(c)*Q("ts x")', df, groups="g", **others).fit(reml=False)
+    message = str(info.value)
+    assert f"""does not centre 'Q("ts x")' itself because {who} reads it too""" in message
+    assert "dmixed reads such a column about a centre itself" not in message
+
+
+def test_a_centre_read_through_q_needs_this_version():
+    """A spec centring a column read as ``Q("ts x")`` is saved under the newer format
+    (earlier versions read only a lookup as the column itself, and would map its
+    estimates back without the centre); the same values named ``ts`` are not."""
+    df = _timestamps(86400.0)
+    df["ts x"] = df.ts
+    quoted = dmixed.mixedlm('y ~ C(c)*Q("ts x")', df, groups="g").spec
+    plain = dmixed.mixedlm("y ~ C(c)*ts", df, groups="g").spec
+    assert quoted.centres and plain.centres
+    assert quoted.centres_need_this_version()
+    assert not plain.centres_need_this_version()
