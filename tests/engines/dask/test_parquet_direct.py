@@ -642,3 +642,52 @@ def test_text_keys_with_nulls_still_dropped_or_refused(tmp_path):
     full = dmixed.mixedlm(FORMULA, dd.read_parquet(tmp_path / "k"), groups="g", re_formula=RE)
     # (the kept rows in other files: the sums added in another order)
     np.testing.assert_allclose(full.fit().llf, got.llf, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["str", "string[pyarrow]", "large_string[pyarrow]"])
+def test_arrow_text_keys_of_a_frame_take_the_columns_design(dtype, monkeypatch):
+    """A frame's Arrow-backed text keys with none missing (a persisted partition's):
+    the design from its columns, the same matrices, keys and codes as ``transform``;
+    with a missing key (or keys of Python objects), ``transform``'s way as before."""
+    from dmixed.design.spec import ModelSpec
+    from dmixed.engines.dask.partials import partition_design
+
+    df = _text_frame(_frame()).drop(columns="s")
+    if dtype == "large_string[pyarrow]":
+        df = df.assign(g=df["g"].astype(pd.ArrowDtype(pa.large_string())))
+    else:
+        df = df.assign(g=df["g"].astype(dtype))
+    if getattr(df["g"].dtype, "storage", "pyarrow") != "pyarrow":
+        pytest.skip("pandas' str dtype not Arrow-backed here")
+    spec = dmixed.mixedlm(FORMULA, df, groups="g", re_formula=RE).spec
+    want = spec.transform(df)
+    missing = df.assign(g=df["g"].where(df.index % 7 > 0))
+    spec_drop = dmixed.mixedlm(FORMULA, df, groups="g", re_formula=RE, missing="drop").spec
+    want_drop = spec_drop.transform(missing)
+    with pytest.raises(DataError, match="missing"):
+        partition_design(missing, spec)
+    objects = df.assign(g=pd.Series(df["g"].tolist(), dtype=object))
+    want_objects = spec.transform(objects)
+    calls = []
+    transform = ModelSpec.transform
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return transform(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelSpec, "transform", counted)
+    for frame, s, dm_want, via_transform in [
+        (df, spec, want, False),
+        (missing, spec_drop, want_drop, True),
+        (objects, spec, want_objects, True),
+    ]:
+        calls.clear()
+        dm = partition_design(frame, s)
+        assert bool(calls) == via_transform
+        for name in ("endog", "exog", "exog_re"):
+            np.testing.assert_array_equal(getattr(dm, name), getattr(dm_want, name))
+        assert dm.n_dropped == dm_want.n_dropped
+        assert dm.groups.dtype == object and dm.groups.tolist() == dm_want.groups.tolist()
+        if not via_transform:
+            codes, labels = dm.first_numbered()
+            assert labels[codes].tolist() == dm_want.groups.tolist()
