@@ -153,15 +153,13 @@ def _frame_design_columns(pdf: pd.DataFrame, spec) -> tuple[dict | None, tuple |
     must be numpy, as before)."""
     names = design_columns(spec)
     group = spec.group_name
-    values = None
+    numbered = None
     if pdf.columns.is_unique and group in pdf.columns:
-        values = _arrow_values(pdf[group])
-    if values is None:
+        numbered = arrow_first_codes(_arrow_values(pdf[group]))
+    if numbered is None:
         return frame_columns(pdf, names), None
     columns = frame_columns(pdf, [name for name in names if name != group])
-    # (the keys numbered only where the other columns are numpy: else transform's way)
-    numbered = None if columns is None else arrow_first_codes(values)
-    if columns is None or numbered is None:
+    if columns is None:
         return None, None
     return {**columns, group: _shared_keys(numbered).to_numpy()}, numbered
 
