@@ -129,10 +129,7 @@ def _design(pdf, spec):
         check_column_kinds(pdf, spec.column_kinds)
     dm = None
     if columns_design_applies(spec):
-        if isinstance(pdf, dict):
-            columns = pdf
-        else:
-            columns, numbered = _frame_design_columns(pdf, spec)
+        columns = pdf if isinstance(pdf, dict) else frame_columns(pdf, design_columns(spec))
         # text keys numbered from Arrow hold no missing key (its null_count is 0) and
         # are this partition's own objects (_shared_keys)
         dm = None if columns is None else columns_design(spec, columns, numbered is not None)
@@ -141,37 +138,6 @@ def _design(pdf, spec):
     if isinstance(pdf, dict):
         pdf = pd.DataFrame(pdf)
     return _numbered(spec.transform(pdf), numbered) if len(pdf) else None
-
-
-def _frame_design_columns(pdf: pd.DataFrame, spec) -> tuple[dict | None, tuple | None]:
-    """``(columns, numbered)``: a frame's :func:`~dmixed.design.columnar.design_columns`
-    as numpy arrays (:func:`~dmixed.design.columnar.frame_columns`), its group keys
-    numbered from their Arrow array where they are Arrow-backed text none of which is
-    missing (:func:`~dmixed.stats.keys.arrow_first_codes`, as for keys read from
-    Parquet: a persisted partition's ``str`` column), the keys then Python objects
-    made once per distinct key; ``numbered`` None otherwise (then the frame's keys
-    must be numpy, as before)."""
-    names = design_columns(spec)
-    group = spec.group_name
-    numbered = None
-    if pdf.columns.is_unique and group in pdf.columns:
-        numbered = arrow_first_codes(_arrow_values(pdf[group]))
-    if numbered is None:
-        return frame_columns(pdf, names), None
-    columns = frame_columns(pdf, [name for name in names if name != group])
-    if columns is None:
-        return None, None
-    return {**columns, group: _shared_keys(numbered).to_numpy()}, numbered
-
-
-def _arrow_values(column: pd.Series):
-    """The Arrow array behind a column of Arrow-backed dtype (one array: its chunks
-    joined), else None."""
-    dtype = column.dtype
-    if not (isinstance(dtype, pd.ArrowDtype) or getattr(dtype, "storage", None) == "pyarrow"):
-        return None
-    values = pa.array(column.array)
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
 def _shared_keys(numbered) -> pd.Series:
