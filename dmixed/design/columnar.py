@@ -70,7 +70,9 @@ def frame_columns(pdf: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray] 
     return out
 
 
-def columns_design(spec: ModelSpec, columns: Mapping[str, np.ndarray]) -> DesignMatrices | None:
+def columns_design(
+    spec: ModelSpec, columns: Mapping[str, np.ndarray], text_keys: bool = False
+) -> DesignMatrices | None:
     """The design matrices of one partition given as numpy columns, or None.
 
     Parameters
@@ -79,6 +81,12 @@ def columns_design(spec: ModelSpec, columns: Mapping[str, np.ndarray]) -> Design
         A spec for which :func:`columns_design_applies`.
     columns : mapping of str to ndarray (n,)
         At least :func:`design_columns`; the values of each column, in row order.
+    text_keys : bool
+        The group column, where it is an ``object`` array, holds Python ``str`` keys
+        and none is missing (the caller read them from an Arrow text array whose
+        ``null_count`` is 0) and is the caller's own array: it is taken as the keys as
+        it is, as ``transform`` keeps such keys (no missing-value scan, no copy).
+        False: object keys return None.
 
     Returns
     -------
@@ -86,7 +94,9 @@ def columns_design(spec: ModelSpec, columns: Mapping[str, np.ndarray]) -> Design
         What ``spec.transform`` returns for a frame of these columns (the same arrays
         bit for bit, no row dropped); None when a column is absent, not float or
         integer (booleans included), holds a value that is not finite, or the group
-        keys are not integers: ``spec.transform`` then decides (and raises or drops).
+        keys are neither integers nor ``text_keys``' text (nor text where the spec
+        converts an ``object`` group column's keys, ``group_native``):
+        ``spec.transform`` then decides (and raises or drops).
 
     Raises
     ------
@@ -111,13 +121,19 @@ def columns_design(spec: ModelSpec, columns: Mapping[str, np.ndarray]) -> Design
             return None
         values[name] = col
     groups = columns.get(spec.group_name)
-    if groups is None or groups.ndim != 1 or groups.dtype.kind not in "iu":
+    text = text_keys and spec.group_native is None
+    if groups is None or groups.ndim != 1 or groups.dtype.kind not in ("iuO" if text else "iu"):
         return None
     n = groups.shape[0]
     if any(v.shape[0] != n for v in values.values()):
         return None
-    # group_keys' dtypes: signed → int64, unsigned → uint64
-    keys = np.asarray(groups, dtype=np.int64 if groups.dtype.kind == "i" else np.uint64)
+    if groups.dtype.kind == "O":
+        # text none of which is missing: what transform's group_keys gives (a copy of
+        # the same objects; these are the caller's own already: no copy)
+        keys = np.asarray(groups, dtype=object)
+    else:
+        # group_keys' dtypes: signed → int64, unsigned → uint64
+        keys = np.asarray(groups, dtype=np.int64 if groups.dtype.kind == "i" else np.uint64)
     endog, exog = fixed_effects(spec, values, n)
     exog_re = random_effects(spec, values, n, exog)
     return DesignMatrices(endog, exog, exog_re, [], [], keys, None, 0, None)

@@ -149,3 +149,50 @@ def test_column_sources_are_the_matrices_columns(formula, re_formula):
 def test_column_sources_none_where_not_plain_columns(formula, kw):
     spec = build_spec(_frame(), formula, "g", **kw)
     assert column_sources(spec) is None
+
+
+def _text_keyed(df: pd.DataFrame) -> pd.DataFrame:
+    labels = np.array(["", "é", "日本", "a\0b", "u4", "u5", "u6"], dtype=object)
+    return df.assign(g=pd.Series(labels[df["g"].to_numpy()], dtype=object))
+
+
+@pytest.mark.parametrize(("formula", "re_formula"), PLAIN)
+def test_text_keys_none_missing_same_matrices_as_transform(formula, re_formula):
+    """Text keys the caller knows complete (read from Arrow with no null) take the
+    columns' way: the same matrices and keys as ``transform``."""
+    df = _text_keyed(_frame())
+    spec = build_spec(df, formula, "g", re_formula=re_formula)
+    columns = {c: df[c].to_numpy() for c in design_columns(spec)}
+    assert columns_design(spec, columns) is None  # not known complete: transform's way
+    got = columns_design(spec, columns, text_keys=True)
+    assert got is not None
+    _same(got, spec.transform(df))
+    assert got.groups.dtype == object and got.groups.tolist() == df["g"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda d: d.assign(x1=d["x1"].where(d.index != 3)), "NaN: transform drops or raises"),
+        (lambda d: d.assign(x2=np.where(d.index == 3, np.inf, d["x2"])), "inf: refused"),
+    ],
+)
+@pytest.mark.parametrize("missing", ["raise", "drop"])
+def test_text_keys_left_to_transform_where_values_are_not_finite(change, why, missing):
+    spec = build_spec(
+        _text_keyed(_frame()), "y ~ x1 + x2", "g", re_formula="1 + x1", missing=missing
+    )
+    df = change(_text_keyed(_frame()))
+    columns = {c: df[c].to_numpy() for c in design_columns(spec)}
+    assert columns_design(spec, columns, text_keys=True) is None, why
+
+
+def test_text_keys_left_to_transform_where_the_spec_converts_object_keys():
+    """An object group column of numbers (``group_native``): transform converts its
+    keys; text there is not taken as it is."""
+    df = _frame().assign(g=lambda d: pd.Series(d["g"].tolist(), dtype=object))
+    spec = build_spec(df, "y ~ x1", "g")
+    assert spec.group_native == "int"
+    text = _text_keyed(_frame())
+    columns = {c: text[c].to_numpy() for c in design_columns(spec)}
+    assert columns_design(spec, columns, text_keys=True) is None

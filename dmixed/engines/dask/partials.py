@@ -94,7 +94,9 @@ def partition_rows(pdf: pd.DataFrame, spec, slot_map: SlotMap | None, padded: bo
         return None, 0
     if dm.endog.shape[0] == 0:
         return None, dm.n_dropped
-    keys = key_values(dm.groups)
+    # keys numbered from Arrow text are Python str each (key_values would copy them and
+    # look at every row to return the same keys)
+    keys = dm.groups if dm.first_numbered() is not None else key_values(dm.groups)
     if not padded:
         return (dm, keys, None), dm.n_dropped
     if slot_map is None:
@@ -130,9 +132,11 @@ def _design(pdf, spec):
     dm = None
     if columns_design_applies(spec):
         columns = pdf if isinstance(pdf, dict) else frame_columns(pdf, design_columns(spec))
-        dm = None if columns is None else columns_design(spec, columns)
+        # text keys numbered from Arrow hold no missing key (its null_count is 0) and
+        # are this partition's own objects (_shared_keys)
+        dm = None if columns is None else columns_design(spec, columns, numbered is not None)
     if dm is not None:
-        return dm
+        return _numbered(dm, numbered)
     if isinstance(pdf, dict):
         pdf = pd.DataFrame(pdf)
     rows = len(pdf)

@@ -591,3 +591,54 @@ def test_frame_with_a_computed_column_is_read_by_dask(tmp_path, monkeypatch):
     ref = dmixed.mixedlm("y ~ x3 + C(k)", local, groups="g").fit()
     np.testing.assert_allclose(res.params, ref.params, rtol=1e-8, atol=1e-10)
     assert res.llf == pytest.approx(ref.llf, rel=1e-10)
+
+
+@pytest.mark.parametrize("n_files", [1, 3, 7])
+def test_text_keys_read_as_arrow_take_the_columns_design(tmp_path, n_files, monkeypatch):
+    """Text keys read as Arrow with no null: each partition's design is built from its
+    columns (no frame, no missing-value scan of the keys), the same matrices, keys and
+    codes as ``transform`` of Dask's frame of it; the fit's statistics unchanged."""
+    from dmixed.design.spec import ModelSpec
+    from dmixed.engines.dask.partials import partition_design, partition_rows
+
+    _write(_text_frame(_frame()), tmp_path / "d", n_files)
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "d", split_row_groups=n_files == 1))
+    reads = parquet_reads(recipe, spec)
+    assert reads is not None and all(item is not None for item in reads.items)
+    frames = [compute_piece(graph, out_key) for graph, out_key, _ in recipe.items]
+    want = [spec.transform(frame) for frame in frames]
+
+    def refused(*args, **kwargs):
+        raise AssertionError("transform called")
+
+    monkeypatch.setattr(ModelSpec, "transform", refused)
+    for item, frame, dm_want in zip(reads.items, frames, want, strict=True):
+        columns = read_columns(item)
+        dm = partition_design(columns, spec)
+        for name in ("endog", "exog", "exog_re"):
+            np.testing.assert_array_equal(getattr(dm, name), getattr(dm_want, name))
+        assert dm.groups.dtype == object and dm.groups.tolist() == frame["g"].tolist()
+        codes, labels = dm.first_numbered()
+        np.testing.assert_array_equal(codes, pd.factorize(frame["g"].to_numpy(object))[0])
+        assert labels[codes].tolist() == frame["g"].tolist()
+        (_, keys, _), _ = partition_rows(read_columns(item), spec, None)
+        assert keys.dtype == object and keys.tolist() == frame["g"].tolist()
+
+
+def test_text_keys_with_nulls_still_dropped_or_refused(tmp_path):
+    """A None key (Arrow null): the partition is Dask's frame, whose missing keys are
+    dropped with ``missing="drop"`` and refused otherwise, as before."""
+    df = _text_frame(_frame())
+    df = df.assign(g=df["g"].where(df.index % 7 > 0))
+    _write(df, tmp_path / "d", 3)
+    ddf = dd.read_parquet(tmp_path / "d")
+    with pytest.raises(DataError, match="missing"):
+        dmixed.mixedlm(FORMULA, ddf, groups="g", re_formula=RE).fit()
+    kept = df[df["g"].notna()]
+    with pytest.warns(DroppedRowsWarning):
+        got = dmixed.mixedlm(FORMULA, ddf, groups="g", re_formula=RE, missing="drop").fit()
+    assert got.nobs == len(kept)
+    _write(kept, tmp_path / "k", 3)
+    full = dmixed.mixedlm(FORMULA, dd.read_parquet(tmp_path / "k"), groups="g", re_formula=RE)
+    # (the kept rows in other files: the sums added in another order)
+    np.testing.assert_allclose(full.fit().llf, got.llf, rtol=1e-12)
