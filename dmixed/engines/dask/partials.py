@@ -86,8 +86,10 @@ def partition_rows(pdf: pd.DataFrame, spec, slot_map: SlotMap | None, padded: bo
     n_dropped)`` when no row is left.
 
     ``dm`` are the spec's design matrices of the partition, ``keys`` the rows' group keys
-    (:func:`~dmixed.stats.keys.key_values`), ``Z̃`` the padded random design (None when
-    not ``padded``: the ragged pass, :mod:`~dmixed.engines.dask.ragged`).
+    (:func:`~dmixed.stats.keys.key_values`; for text keys numbered from Arrow,
+    ``dm.groups`` itself, the same values without a copy: callers do not write into
+    it), ``Z̃`` the padded random design (None when not ``padded``: the ragged pass,
+    :mod:`~dmixed.engines.dask.ragged`).
     """
     dm = partition_design(pdf, spec)
     if dm is None:
