@@ -332,8 +332,8 @@ CSV_CASES = {
     "late_text_in_numbers": (
         3,
         [
-            "column 'x1' holds str values",
-            "in/b.csv line 1102 holds 'abc' (first text in column 'x1'): ",
+            "in/b.csv: column 'x1' holds str values",
+            "line 1102 of b.csv (counting one line per record) holds 'abc'",
         ],
     ),
     "number_like_text_in_response": (
