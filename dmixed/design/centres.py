@@ -63,6 +63,7 @@ __all__ = [
     "centres_need_this_version",
     "choose_centres",
     "column_basis",
+    "constant_weights",
     "design_rows",
     "formula_rows",
     "product_columns",
@@ -512,6 +513,34 @@ def column_basis(spec: ModelSpec | None) -> np.ndarray | None:
     out = _basis(spec, centres)
     if out is None:
         raise CheckpointError("the spec's centres need columns its design does not have")
+    return out
+
+
+def constant_weights(spec: ModelSpec | None) -> np.ndarray | None:
+    """``a`` (p,) with ``X a = 1`` in every row, by construction, for a design without
+    an intercept whose columns give one (``0 + C(c)``, ``0 + C(c) + x``, ``0 + cr(u,
+    ...)``: its first one-factor term that does, every column of it in the design,
+    :func:`_unit_weights`); None for a design with an intercept or without such a term.
+
+    There a shift of the response is the same model (``y − c = X (β − c a) + ...``), so
+    the statistics shift ``y`` as they do beside an intercept
+    (:attr:`~dmixed.stats.standardize.Standardization.x_ones`).  The columns of such a
+    term are not centred (:func:`column_basis` centres only columns read alone beside
+    it), so ``a`` holds for the design's columns ``X_d`` too."""
+    if spec is None or spec.intercept_columns()[0] >= 0:
+        return None
+    terms = _scoped_terms(spec)
+    if terms is None:
+        return None
+    names = list(spec.exog_names)
+    built = spec.exog_names_built if spec.exog_names_built is not None else names
+    index = {n: j for j, n in enumerate(names)}
+    ones = _constant(spec, terms, built, index)
+    if not ones:
+        return None
+    out = np.zeros(len(names))
+    for k, w in ones:
+        out[k] = w
     return out
 
 
