@@ -653,7 +653,7 @@ class Standardization:
             raise ValueError("the gram of a map must be that of all its rows")
         settled = _settled_columns(gram, y.shape[0], xi, xi >= 0)
         ones = references[3] if references is not None and len(references) > 3 else None
-        y_shifted = xi >= 0 or (ones is not None and np.any(ones))
+        y_shifted = xi >= 0 or (ones is not None and bool(np.any(ones)))
         if settled is not None and xi < 0 and y_shifted:
             settled[-1] = None  # y about zero settled unshifted: measured, maybe shifted
         cx, sx = _choose_columns(x, xi, xi >= 0, None, None if settled is None else settled[:-1])
