@@ -114,7 +114,15 @@ FORMAT = "dmixed-statistics"
 #: a centre alone in a formula without an intercept, ``0 + C(c) + ts``, or in
 #: ``C(c) + C(c):ts``: :meth:`~dmixed.design.ModelSpec.centres_need_this_version`);
 #: those versions refuse it as written by a newer dmixed.
-FORMAT_VERSION = 9
+#: 10: statistics of a design without an intercept whose columns give one, with the
+#: response shifted (``x_ones`` in the column map,
+#: :attr:`~dmixed.stats.standardize.Standardization.x_ones`); versions before it would
+#: map the estimates back without the shift, so they refuse it as written by a newer
+#: dmixed.
+FORMAT_VERSION = 10
+#: the version statistics whose response is shifted beside columns that give one are
+#: written as
+SHIFTED_RESPONSE_FORMAT_VERSION = 10
 #: the version statistics of a model whose centres need it are written as
 CENTRES_FORMAT_VERSION = 9
 #: the version statistics carrying centred sums of groups near lossy are written as
@@ -376,6 +384,8 @@ def save_statistics(
             )
         if newer_centres:  # older versions would refuse the centres as malformed
             full["format_version"] = CENTRES_FORMAT_VERSION
+        if arrays.columns.x_ones.any():  # older versions would not map the shift back
+            full["format_version"] = SHIFTED_RESPONSE_FORMAT_VERSION
         full = jsonable(full)
         full[MANIFEST_SHA256] = manifest_sha256(full)
         with open(tmp / "manifest.json", "w") as fh:

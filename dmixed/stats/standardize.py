@@ -670,7 +670,7 @@ class Standardization:
             np.asarray(x_ref, dtype=np.float64), np.asarray(z_ref, dtype=np.float64),
             weight_scale(weights),
             x_basis=np.zeros((0, 0)) if basis is None else np.asarray(basis, dtype=np.float64),
-            x_ones=np.asarray(ones, dtype=np.float64) if xi < 0 and y_shifted else np.zeros(0),
+            x_ones=np.asarray(ones, dtype=np.float64) if xi < 0 and cy[0] else np.zeros(0),
         )  # fmt: skip
 
     def y_ones(self) -> np.ndarray | None:
@@ -827,12 +827,18 @@ class Standardization:
         sx = np.append(self.x_scale, self.y_scale)
         tcx = np.append(target.x_shift, target.y_shift)
         tsx = np.append(target.x_scale, target.y_scale)
-        if not np.array_equal(self.x_ones, target.x_ones):
+        if self.x_ones.size and target.x_ones.size and not np.array_equal(
+            self.x_ones, target.x_ones
+        ):
             raise CheckpointError(
                 "statistics whose responses were shifted by different columns that make "
                 "the constant cannot be added (a spec saved with another design)"
             )
-        m_x = _affine(sx / tsx, (cx - tcx) / tsx, self.x_intercept, self.y_ones())
+        # the constant in this map's columns (X̃ ã = 1), from either map's weights (one
+        # design: statistics saved before the response was shifted there hold none)
+        weights = self.x_ones if self.x_ones.size else target.x_ones
+        ones = self.x_scale * weights if weights.size == self.k_fe else None
+        m_x = _affine(sx / tsx, (cx - tcx) / tsx, self.x_intercept, ones)
         m_zq = _affine(
             self.z_scale / target.z_scale,
             (self.z_shift - target.z_shift) / target.z_scale,

@@ -1362,3 +1362,28 @@ def test_statistics_of_centres_earlier_versions_refuse_are_a_newer_format(tmp_pa
     with pytest.raises(ValueError, match="newer dmixed"):
         load_statistics(tmp_path / f"stats{len('y ~ 0 + t + ts')}")
     load_statistics(tmp_path / f"stats{len('y ~ ts * t')}")
+
+
+def test_statistics_of_a_shifted_response_without_an_intercept_are_a_newer_format(
+    tmp_path, monkeypatch
+):
+    """``y ~ 0 + t`` (``t`` text: its indicators give one in every row) with y near 1e6:
+    the statistics shift y as beside an intercept and record the columns that make the
+    constant (``x_ones``); they are saved as format version 10, which versions before
+    it (which would map the estimates back without the shift) refuse as written by a
+    newer dmixed, and read back to the same fit as ``y ~ t``'s."""
+    df = _frame(12)
+    df["y"] = df["y"] + 1e6
+    spec = build_spec(df, "y ~ 0 + t", "g")
+    arrays = _stats(spec, df)
+    assert arrays.columns.x_ones.any() and arrays.columns.y_shift != 0.0
+    save_statistics(arrays, tmp_path / "s", {"spec": spec.to_dict()})
+    back, manifest = load_statistics(tmp_path / "s")
+    assert manifest["format_version"] == checkpoint.SHIFTED_RESPONSE_FORMAT_VERSION == 10
+    with_intercept = build_spec(df, "y ~ t", "g")
+    ref = _fit(_stats(with_intercept, df), with_intercept).llf
+    assert _fit(back, spec).llf == _fit(arrays, spec).llf
+    assert abs(_fit(back, spec).llf - ref) <= 1e-12 * abs(ref)
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", checkpoint.CENTRES_FORMAT_VERSION)
+    with pytest.raises(ValueError, match="newer dmixed"):
+        load_statistics(tmp_path / "s")
