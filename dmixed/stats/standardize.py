@@ -827,8 +827,10 @@ class Standardization:
         sx = np.append(self.x_scale, self.y_scale)
         tcx = np.append(target.x_shift, target.y_shift)
         tsx = np.append(target.x_scale, target.y_scale)
-        if self.x_ones.size and target.x_ones.size and not np.array_equal(
-            self.x_ones, target.x_ones
+        if (
+            self.x_ones.size
+            and target.x_ones.size
+            and not np.array_equal(self.x_ones, target.x_ones)
         ):
             raise CheckpointError(
                 "statistics whose responses were shifted by different columns that make "
@@ -836,8 +838,8 @@ class Standardization:
             )
         # the constant in this map's columns (X̃ ã = 1), from either map's weights (one
         # design: statistics saved before the response was shifted there hold none)
-        weights = self.x_ones if self.x_ones.size else target.x_ones
-        ones = self.x_scale * weights if weights.size == self.k_fe else None
+        made = self.x_ones if self.x_ones.size else target.x_ones
+        ones = self.x_scale * made if made.size == self.k_fe else None
         m_x = _affine(sx / tsx, (cx - tcx) / tsx, self.x_intercept, ones)
         m_zq = _affine(
             self.z_scale / target.z_scale,
