@@ -479,3 +479,19 @@ def test_cell_means_of_a_far_response_is_the_model_with_an_intercept(
     _close(cells.scale, ref.scale, 1e-8, what="σ²")
     _close(np.asarray(cells.cov_re), np.asarray(ref.cov_re), 1e-6, 1e-9, "cov_re")
     _close(np.asarray(cells.fittedvalues), np.asarray(ref.fittedvalues), 1e-12, what="fitted")
+
+
+def test_far_response_beside_shares_that_give_one_is_named_as_the_cause(monkeypatch):
+    """``y ~ 0 + s1 + s2`` with ``s1 + s2 = 1`` in the data (not by construction: the
+    statistics do not shift y) and y near 1e6: the fit cannot start, and the error names
+    the response's offset as the cause and the fixes (main blamed the columns)."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    df = _cells_data()
+    df["s1"] = np.random.default_rng(5).uniform(0, 1, len(df))
+    df["s2"] = 1.0 - df["s1"]
+    df["y"] = df["y"] + df["s1"]
+    model = dmixed.mixedlm("y ~ 0 + s1 + s2", df, groups="g")
+    with pytest.raises(dmixed.StartError, match="the response 'y' lies far from zero") as err:
+        model.fit(reml=False)
+    assert "Centre the response (e.g. y - 100" in str(err.value)
+    assert "add the intercept" in str(err.value)
