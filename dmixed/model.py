@@ -921,7 +921,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         try:
             start = fit_start(self, stats, reml, start_params, method, free, settings, progress)
         except StartError as exc:
-            cause = far_response(stats, self.endog_name)
+            cause = far_response(stats, self.endog_name, getattr(self.spec, "formula", None))
             if cause is None:
                 raise
             raise StartError(f"{exc}; {cause}") from None
@@ -953,8 +953,13 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
                 "is not a copy of the model's columns"
             )
         warn_convergence(opt, stats.layout)
+        formula = getattr(self.spec, "formula", None)
         warn_precision(
-            ev, stats.glob, reml, plain_rounding_of(stats, ev), far_response(stats, self.endog_name)
+            ev,
+            stats.glob,
+            reml,
+            plain_rounding_of(stats, ev),
+            far_response(stats, self.endog_name, formula),
         )
         if obj.is_start(opt.packed):  # the only point whose factor may be unresolved
             warn_unresolved_start(ev, stats.glob, reml)

@@ -584,14 +584,18 @@ def _far_by_sums(
 FAR_RESPONSE_ABOVE = 1e3
 
 
-def far_response(stats: FittedStatistics, endog_name: str) -> str | None:
+def far_response(
+    stats: FittedStatistics, endog_name: str, formula: str | None = None
+) -> str | None:
     """Where the statistics do not shift the response (a fixed-effects design without
-    an intercept whose columns do not give one by construction: ``y ~ 0 + x``) and its
-    weighted mean lies more than :data:`FAR_RESPONSE_ABOVE` weighted standard
-    deviations from zero, a sentence naming that offset as what the float64 sums lose
-    and how to fit without it (for a :class:`~dmixed.errors.StartError` or a
-    PrecisionWarning); None elsewhere, or where the statistics hold no column sums of
-    the response (:func:`constant_in_statistics`' sources).
+    an intercept whose columns are not known to give one by construction: ``y ~ 0 +
+    x``, :func:`~dmixed.design.centres.constant_weights`) and its weighted mean lies
+    more than :data:`FAR_RESPONSE_ABOVE` weighted standard deviations from zero, a
+    sentence naming that offset as what the float64 sums lose and how to fit without it
+    (for a :class:`~dmixed.errors.StartError` or a PrecisionWarning; ``formula``, the
+    model's fixed-effects formula where it has one, is named in it); None elsewhere,
+    or where the statistics hold no column sums of the response
+    (:func:`constant_in_statistics`' sources).
 
     The mean and spread come from ``Σ w y``, ``Σ w y²`` and ``Σ w``: the variance loses
     about ``ε (mean/sd)²`` of itself, 1e-10 at the threshold, enough to decide."""
@@ -618,12 +622,15 @@ def far_response(stats: FittedStatistics, endog_name: str) -> str | None:
     return (
         f"the response {endog_name!r} lies far from zero next to its spread (values about "
         f"{mean:.3g}, spread about {sd:.3g}) in a fixed-effects formula without an "
-        "intercept whose columns do not give one in every row by construction, where the "
-        "statistics do not shift it: its offset is what the float64 sums lose. Centre the "
-        f"response (e.g. {endog_name} - {centre!r}; the same model only where the fixed "
-        "effects' columns give one in every row, else a model about another origin), or "
-        "add the intercept to the fixed-effects formula where it is the same model (y ~ "
-        "s1 for y ~ 0 + s1 + s2 with s1 + s2 = 1)"
+        "intercept, where the statistics do not shift it (they shift it only where "
+        "the formula's columns give one in every row by construction, such as a factor's "
+        "indicators, C(c), or a full interaction of factors, C(a):C(b)): its offset is "
+        f"what the float64 sums lose. Centre the response (e.g. {endog_name} - {centre!r}; "
+        "the same model only where the fixed effects' columns give one in every row, else "
+        "a model about another origin), or, where columns of "
+        + (repr(formula) if formula else "the fixed-effects formula")
+        + " sum to one in every row, add the intercept and drop one of them (the same "
+        "model)"
     )
 
 
