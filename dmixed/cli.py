@@ -473,6 +473,7 @@ def _same_job(job: Job, manifest: dict, fingerprint: list[dict]) -> bool:
 def _model_from_saved(job: Job):
     """The model over the statistics saved in ``--stats-dir`` (no data pass)."""
     from .design import ModelSpec
+    from .design.centres import constant_weights
     from .engines.local import statistics_from_arrays
     from .model import MixedLM
     from .stats import checkpoint
@@ -482,6 +483,7 @@ def _model_from_saved(job: Job):
     spec = ModelSpec.from_dict(
         manifest["spec"], source=os.path.join(str(job.stats_dir), "manifest.json")
     )
+    checkpoint.check_constant_weights(arrays, constant_weights(spec), job.stats_dir)
     return MixedLM.from_statistics(statistics_from_arrays(arrays), spec)
 
 
@@ -780,6 +782,7 @@ def _refuse_repeated(
 def run_update(job: Job) -> int:
     """``dmixed update``: statistics of the new files added to the saved ones, refit."""
     from .design import ModelSpec
+    from .design.centres import constant_weights
     from .design.new_levels import grown_spec
     from .engines.local import statistics_from_arrays
     from .model import MixedLM
@@ -804,6 +807,7 @@ def run_update(job: Job) -> int:
     start = last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")
     old, _ = checkpoint.load_statistics(job.stats_dir)
+    checkpoint.check_constant_weights(old, constant_weights(saved_spec), job.stats_dir)
     with (
         _new_levels_refused(job),
         _on_cluster(job) as client,

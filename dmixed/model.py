@@ -51,6 +51,7 @@ from .errors import (
     DataError,
     FitConvergenceWarning,
     SpecError,
+    StartError,
     caller_stacklevel,
 )
 from .fit.fit_warnings import (
@@ -87,6 +88,7 @@ from .stats import (
     Layout,
     check_designs,
     check_identifiable,
+    far_response,
     n_tril,
 )
 from .stats.standardize import check_weights_range, log2_range
@@ -916,7 +918,13 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             check_distinct_component_values(
                 stats, self.vc_names, self.group_name, self.exog_re_names
             )
-        start = fit_start(self, stats, reml, start_params, method, free, settings, progress)
+        try:
+            start = fit_start(self, stats, reml, start_params, method, free, settings, progress)
+        except StartError as exc:
+            cause = far_response(stats, self.endog_name, getattr(self.spec, "formula", None))
+            if cause is None:
+                raise
+            raise StartError(f"{exc}; {cause}") from None
         opt = maximize(
             start.obj,
             start.summary,
@@ -945,7 +953,14 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
                 "is not a copy of the model's columns"
             )
         warn_convergence(opt, stats.layout)
-        warn_precision(ev, stats.glob, reml, plain_rounding_of(stats, ev))
+        formula = getattr(self.spec, "formula", None)
+        warn_precision(
+            ev,
+            stats.glob,
+            reml,
+            plain_rounding_of(stats, ev),
+            far_response(stats, self.endog_name, formula),
+        )
         if obj.is_start(opt.packed):  # the only point whose factor may be unresolved
             warn_unresolved_start(ev, stats.glob, reml)
         warn_boundary(self, opt, stats.layout, unpacked[0])

@@ -431,3 +431,88 @@ def test_the_resolution_edge_is_saved(tmp_path):
         res.save(tmp_path / "out")
         back = dmixed.load(tmp_path / "out")
     assert back.optimizer.resolution_edge and not back.converged
+
+
+# -- (3) a cell-means model (no intercept, columns that give one) of a far response -------
+
+
+def _cells_data(seed: int = 133) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(30), 12)
+    c = rng.choice(["a", "b", "c"], g.size)
+    x = rng.normal(size=g.size)
+    b = rng.normal(size=(30, 2)) * [1.0, 0.5]
+    y = 2 * x + (c == "b") + b[g, 0] + b[g, 1] * x + rng.normal(size=g.size)
+    return pd.DataFrame({"y": 1e6 + y, "c": c, "x": x, "g": g})
+
+
+@pytest.mark.parametrize("source", ["numpy", "numba", "dask-1", "dask-3"])
+@pytest.mark.parametrize("re_formula", ["1", "0 + x", "1 + x"])
+@pytest.mark.parametrize("rhs", ["0 + C(c)", "0 + C(c) + x"])
+def test_cell_means_of_a_far_response_is_the_model_with_an_intercept(
+    rhs, re_formula, source, monkeypatch
+):
+    """``y ~ 0 + C(c)`` is ``y ~ C(c)`` in another basis (the indicators sum to one): with
+    y near 1e6 (spread about 1) both fit exactly, to the same likelihood, and each
+    level's mean is the intercept plus its contrast (main lost digits of the cell-means
+    fit's likelihood, or could not start it)."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numba" if source == "numba" else "numpy")
+    df = _cells_data()
+    data = df
+    if source.startswith("dask"):
+        dd = pytest.importorskip("dask.dataframe")
+        data = dd.from_pandas(df, npartitions=int(source[-1]))
+    fits = []
+    for formula in (f"y ~ {rhs}", f"y ~ {rhs.replace('0 + ', '')}"):
+        model = dmixed.mixedlm(formula, data, groups="g", re_formula=re_formula)
+        fits.append(model.fit(reml=False))
+    cells, ref = fits
+    assert abs(cells.llf - ref.llf) <= 1e-12 * abs(ref.llf), (cells.llf, ref.llf)
+    fe, fe_ref = cells.fe_params, ref.fe_params
+    means = [fe_ref["Intercept"]] + [fe_ref["Intercept"] + fe_ref[f"C(c)[T.{v}]"] for v in "bc"]
+    levels = [fe[f"C(c)[{v}]"] for v in "abc"]
+    _close(np.subtract(levels, 1e6), np.subtract(means, 1e6), 1e-6, 1e-6, "level means")
+    if "x" in rhs:
+        _close(fe["x"], fe_ref["x"], 1e-6, what="slope")
+    _close(cells.scale, ref.scale, 1e-8, what="σ²")
+    _close(np.asarray(cells.cov_re), np.asarray(ref.cov_re), 1e-6, 1e-9, "cov_re")
+    _close(np.asarray(cells.fittedvalues), np.asarray(ref.fittedvalues), 1e-12, what="fitted")
+
+
+def test_far_response_beside_shares_that_give_one_is_named_as_the_cause(monkeypatch):
+    """``y ~ 0 + s1 + s2`` with ``s1 + s2 = 1`` in the data (not by construction: the
+    statistics do not shift y) and y near 1e6: the fit cannot start, and the error names
+    the response's offset as the cause and the fixes (main blamed the columns)."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    df = _cells_data()
+    df["s1"] = np.random.default_rng(5).uniform(0, 1, len(df))
+    df["s2"] = 1.0 - df["s1"]
+    df["y"] = df["y"] + df["s1"]
+    model = dmixed.mixedlm("y ~ 0 + s1 + s2", df, groups="g")
+    with pytest.raises(dmixed.StartError, match="the response 'y' lies far from zero") as err:
+        model.fit(reml=False)
+    assert "Centre the response (e.g. y - 100" in str(err.value)
+    assert "where columns of 'y ~ 0 + s1 + s2' sum to one" in str(err.value)
+    assert "by construction, such as a factor's indicators" in str(err.value)
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize(
+    "rhs, ref_rhs", [("0 + C(c):C(d)", "C(c) * C(d)"), ("0 + C(c):fl", "C(c) * fl")]
+)
+def test_full_interaction_of_a_far_response_is_the_model_with_an_intercept(
+    rhs, ref_rhs, kernels, monkeypatch
+):
+    """``y ~ 0 + C(c):C(d)`` (every row holds exactly one cell's indicator) is ``y ~
+    C(c) * C(d)`` in another basis: with y near 1e6 the statistics shift y there too,
+    and both fit to the same likelihood (main could not start the cell fit)."""
+    monkeypatch.setenv("DMIXED_KERNELS", kernels)
+    df = _cells_data()
+    rng = np.random.default_rng(7)
+    df["d"] = rng.choice(["u", "v"], len(df))
+    df["fl"] = rng.uniform(size=len(df)) > 0.5
+    cells = dmixed.mixedlm(f"y ~ {rhs}", df, groups="g").fit(reml=False)
+    ref = dmixed.mixedlm(f"y ~ {ref_rhs}", df, groups="g").fit(reml=False)
+    assert abs(cells.llf - ref.llf) <= 1e-12 * abs(ref.llf), (cells.llf, ref.llf)
+    _close(cells.scale, ref.scale, 1e-8, what="σ²")
+    _close(np.asarray(cells.fittedvalues), np.asarray(ref.fittedvalues), 1e-12, what="fitted")

@@ -64,6 +64,7 @@ __all__ = [
     "centres_need_this_version",
     "choose_centres",
     "column_basis",
+    "constant_weights",
     "design_rows",
     "formula_rows",
     "product_columns",
@@ -317,19 +318,48 @@ def _coding(state: dict, reduced: bool) -> np.ndarray | None:
     return coding
 
 
+def _cell_weights(spec: ModelSpec, factors, scale: float, width: int) -> np.ndarray | None:
+    """Weights (all one) with which the columns of an interaction of factors, each
+    coded with one 0/1 indicator per level (``0 + C(a):C(b)``, ``0 + C(c):fl``), give
+    one in every row by construction: each column is a product of one indicator of
+    each factor, so every row holds exactly one cell's 1; None for any other term."""
+    fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
+    states = getattr(fspec, "encoder_state", {})
+    if len(factors) < 2 or scale != 1.0:
+        return None
+    size = 1
+    for expr, reduced, _ in factors:
+        kind, state = states.get(expr, (None, {}))
+        if getattr(kind, "value", None) != "categorical":
+            return None
+        coding = _coding_matrix(state, reduced)
+        if (
+            coding is None
+            or not np.isin(coding, (0.0, 1.0)).all()
+            or not (coding.sum(axis=1) == 1.0).all()
+        ):
+            return None
+        size *= coding.shape[1]
+    return np.ones(width) if size == width else None
+
+
 def _constant(
-    spec: ModelSpec, terms, built: list[str], index: dict[str, int]
+    spec: ModelSpec, terms, built: list[str], index: dict[str, int], cells: bool = False
 ) -> list[tuple[int, float]] | None:
     """The design's columns, with weights, that give one in every row where it has no
     intercept: those of its first one-factor term that does (:func:`_unit_weights`),
-    all of them in the design; None where there is none."""
+    or, with ``cells``, also of an interaction of indicator-coded factors
+    (:func:`_cell_weights`), all of them in the design; None where there is none."""
     at = 0
-    for factors, _scale, width in terms:
+    for factors, scale, width in terms:
         first = at
         at += width
-        if len(factors) != 1 or width == 0:
+        if width == 0:
             continue
-        weights = _unit_weights(spec, factors[0][0], factors[0][1], width)
+        if len(factors) != 1:
+            weights = _cell_weights(spec, factors, scale, width) if cells else None
+        else:
+            weights = _unit_weights(spec, factors[0][0], factors[0][1], width)
         if weights is None:
             continue
         cols = [index.get(built[first + r]) for r in range(width) if weights[r] != 0.0]
@@ -555,6 +585,35 @@ def column_basis(spec: ModelSpec | None) -> np.ndarray | None:
     out = _basis(spec, centres)
     if out is None:
         raise CheckpointError("the spec's centres need columns its design does not have")
+    return out
+
+
+def constant_weights(spec: ModelSpec | None) -> np.ndarray | None:
+    """``a`` (p,) with ``X a = 1`` in every row, by construction, for a design without
+    an intercept whose columns give one (``0 + C(c)``, ``0 + C(c) + x``, ``0 + cr(u,
+    ...)``: its first one-factor term that does, every column of it in the design,
+    :func:`_unit_weights`, or full interaction of indicator-coded factors, ``0 +
+    C(a):C(b)``, :func:`_cell_weights`); None for a design with an intercept or without such a term.
+
+    There a shift of the response is the same model (``y − c = X (β − c a) + ...``), so
+    the statistics shift ``y`` as they do beside an intercept
+    (:attr:`~dmixed.stats.standardize.Standardization.x_ones`).  The columns of such a
+    term are not centred (:func:`column_basis` centres only columns read alone beside
+    it), so ``a`` holds for the design's columns ``X_d`` too."""
+    if spec is None or spec.intercept_columns()[0] >= 0:
+        return None
+    terms = _scoped_terms(spec)
+    if terms is None:
+        return None
+    names = list(spec.exog_names)
+    built = spec.exog_names_built if spec.exog_names_built is not None else names
+    index = {n: j for j, n in enumerate(names)}
+    ones = _constant(spec, terms, built, index, cells=True)
+    if not ones:
+        return None
+    out = np.zeros(len(names))
+    for k, w in ones:
+        out[k] = w
     return out
 
 

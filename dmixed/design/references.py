@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CheckpointError, PrecisionWarning
-from .centres import column_basis, reads_column
+from .centres import column_basis, constant_weights, reads_column
 from .dtypes import EXACT_INTEGERS, NUMERIC, column_class, to_float
 from .partitions import compute_located
 from .warn_relay import warn_data
@@ -264,14 +264,20 @@ def _difference(values: np.ndarray, ref: int) -> tuple[np.ndarray, np.ndarray]:
 def column_references(spec: ModelSpec) -> tuple[np.ndarray, ...] | None:
     """``(x_ref (p,), z_ref (q,))``: each model-matrix column's reference as float64
     (0 for the others), then, where the spec has centres, the basis ``D − I`` (p × p)
-    of its design (:func:`~dmixed.design.centres.column_basis`); None when the spec has
-    neither."""
+    of its design (:func:`~dmixed.design.centres.column_basis`; zeros without), and,
+    for a design without an intercept whose columns give one, their weights
+    (:func:`~dmixed.design.centres.constant_weights`); None when the spec has none of
+    them."""
     refs = getattr(spec, "references", None) or {}
     basis = column_basis(spec)
-    if not refs and basis is None:
+    ones = constant_weights(spec)
+    if not refs and basis is None and ones is None:
         return None
     x = np.array([float(refs.get(c, 0)) for c in spec.exog_names])
     z = np.array([float(refs.get(c, 0)) for c in spec.exog_re_names])
+    if ones is not None:  # a design without an intercept whose columns give one
+        p = len(spec.exog_names)
+        return (x, z, np.zeros((p, p)) if basis is None else basis, ones)
     return (x, z) if basis is None else (x, z, basis)
 
 

@@ -312,6 +312,9 @@ class Coordinates:
         tb = [sum((tij * bj for tij, bj in zip(row, b, strict=True)), Fraction(0)) for row in t]
         if cols.x_intercept >= 0:
             tb[cols.x_intercept] -= Fraction(float(cols.y_shift))
+        elif cols.y_shift != 0.0 and (ones := cols.y_ones()) is not None:
+            shift = Fraction(float(cols.y_shift))  # the constant made by columns (0 + C(c))
+            tb = [v - shift * Fraction(float(o)) for v, o in zip(tb, ones.tolist(), strict=True)]
         sy = Fraction(float(cols.y_scale))
         beta_std = np.array([float(v / sy) for v in tb], dtype=np.float64)
         return psi_opt, scale_std, beta_std

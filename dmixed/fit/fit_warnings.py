@@ -351,7 +351,9 @@ _SUMS_BEYOND_THE_FACTOR = (
 )
 
 
-def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> None:
+def warn_precision(
+    ev, glob, reml: bool, plain: PlainRounding | None = None, response: str | None = None
+) -> None:
     """A PrecisionWarning when σ̂² at the evaluation ``ev`` may be resolved worse than
     :data:`PRECISION_WARN_ABOVE`: the sum of :func:`~dmixed.fit.objective.resolution`,
     :func:`~dmixed.fit.objective.statistics_resolution` and
@@ -363,7 +365,9 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
     (``StatsBlock.plain_rounding``: a random design nearly singular within a group,
     whose centred sums the statistics do not hold, as saved ones made before they
     could); :func:`plain_llf_error`'s worst-case bound on ℓ is added, as its share of
-    ``½ fac``.
+    ``½ fac``.  ``response`` (or None): a sentence naming the response's offset as
+    the cause (:func:`~dmixed.stats.statistics.far_response`), added to the warning of
+    a residual variance resolved poorly.
 
     Where the factor's share is the larger, the cause is a nearly singular
     ``X'V*⁻¹X`` (near-collinear fixed effects, or a heavily weighted group pinning a
@@ -411,11 +415,16 @@ def warn_precision(ev, glob, reml: bool, plain: PlainRounding | None = None) -> 
             stacklevel=caller_stacklevel(),
         )
         return
+    why = (
+        "tiny next to the spread of the response"
+        if response is None
+        else "tiny next to the response's distance from zero"
+    )
     warnings.warn(
         f"the residual variance is resolved only to about {rel:.0e} relative: it is "
-        "tiny next to the spread of the response, and the float64 statistics carry "
+        f"{why}, and the float64 statistics carry "
         f"rounding of that size (σ̂² may be off by about {rel:.0e} of itself, the "
-        f"llf by about {llf_error:.1g})",
+        f"llf by about {llf_error:.1g})" + ("" if response is None else f"; {response}"),
         PrecisionWarning,
         stacklevel=caller_stacklevel(),
     )

@@ -399,6 +399,8 @@ class Likelihood:
         out = cols.fe_matrix() @ np.asarray(beta, dtype=np.float64)
         if cols.x_intercept >= 0:
             out[cols.x_intercept] -= cols.y_shift
+        elif cols.y_shift != 0.0 and (ones := cols.y_ones()) is not None:
+            out -= cols.y_shift * ones  # the constant made by columns (0 + C(c))
         return out / cols.y_scale
 
     # -- the model's quantities ---------------------------------------------------------

@@ -233,6 +233,8 @@ def l1_profile(prof: Profile, coords: Coordinates, settings: L1Settings) -> L1Re
     rhs = t @ beta
     if columns.x_intercept >= 0:
         rhs[columns.x_intercept] -= columns.y_shift
+    elif columns.y_shift != 0.0 and (ones := columns.y_ones()) is not None:
+        rhs -= columns.y_shift * ones  # the constant made by columns (0 + C(c))
     beta_std = rhs / s_y
     delta = beta_std - prof.beta
     q = prof.q + float(delta @ prof.a @ delta)

@@ -304,6 +304,8 @@ class StandardizedFit:
         beta = columns.fe_matrix() @ np.asarray(state.fe_params, dtype=np.float64)
         if columns.x_intercept >= 0:
             beta[columns.x_intercept] -= columns.y_shift
+        elif columns.y_shift != 0.0 and (ones := columns.y_ones()) is not None:
+            beta -= columns.y_shift * ones  # the constant made by columns (0 + C(c))
         coords = Coordinates.for_fit(columns, layout, all_free=True)
         packed = coords.to_opt(results.packed_params, results.use_sqrt)
         lam = layout.lam(packed, results.use_sqrt)

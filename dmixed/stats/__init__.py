@@ -23,6 +23,7 @@ from .statistics import (
     check_full_rank,
     check_identifiable,
     check_response_varies,
+    far_response,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "check_full_rank",
     "check_identifiable",
     "check_response_varies",
+    "far_response",
     "n_tril",
     "tril_indices",
 ]

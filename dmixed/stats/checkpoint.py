@@ -114,7 +114,15 @@ FORMAT = "dmixed-statistics"
 #: a centre alone in a formula without an intercept, ``0 + C(c) + ts``, or in
 #: ``C(c) + C(c):ts``: :meth:`~dmixed.design.ModelSpec.centres_need_this_version`);
 #: those versions refuse it as written by a newer dmixed.
-FORMAT_VERSION = 9
+#: 10: statistics of a design without an intercept whose columns give one, with the
+#: response shifted (``x_ones`` in the column map,
+#: :attr:`~dmixed.stats.standardize.Standardization.x_ones`); versions before it would
+#: map the estimates back without the shift, so they refuse it as written by a newer
+#: dmixed.
+FORMAT_VERSION = 10
+#: the version statistics whose response is shifted beside columns that give one are
+#: written as
+SHIFTED_RESPONSE_FORMAT_VERSION = 10
 #: the version statistics of a model whose centres need it are written as
 CENTRES_FORMAT_VERSION = 9
 #: the version statistics carrying centred sums of groups near lossy are written as
@@ -376,6 +384,8 @@ def save_statistics(
             )
         if newer_centres:  # older versions would refuse the centres as malformed
             full["format_version"] = CENTRES_FORMAT_VERSION
+        if arrays.columns.x_ones.any():  # older versions would not map the shift back
+            full["format_version"] = SHIFTED_RESPONSE_FORMAT_VERSION
         full = jsonable(full)
         full[MANIFEST_SHA256] = manifest_sha256(full)
         with open(tmp / "manifest.json", "w") as fh:
@@ -636,6 +646,45 @@ def load_statistics(path) -> tuple[GroupArrays, dict]:
         )
     _check_sums(arrays, root)
     return arrays, manifest
+
+
+def check_constant_weights(arrays: GroupArrays, weights: np.ndarray | None, path) -> None:
+    """Check the saved statistics' ``x_ones`` (the weights with which the fixed-effects
+    columns give one in every row, beside which the response was shifted:
+    :attr:`~dmixed.stats.standardize.Standardization.x_ones`) against ``weights``, those
+    of the saved spec (:func:`~dmixed.design.centres.constant_weights`; None: the spec's
+    design has an intercept or no such columns).
+
+    The estimates are mapped back through these weights, so others would give wrong
+    fixed effects at the same likelihood.  Statistics saved without ``x_ones`` (by
+    versions before it, or of a response not shifted) pass where the response is not
+    shifted without an intercept.
+
+    Raises
+    ------
+    CheckpointError
+        Naming ``path``'s manifest: ``x_ones`` saved and not ``weights`` (not finite,
+        another length or other values, or saved where the spec gives none), or a
+        response shifted without an intercept and without ``x_ones``.
+    """
+    cols = arrays.columns
+    saved = cols.x_ones
+    file = Path(path) / "manifest.json"
+    if saved.size and (weights is None or not np.array_equal(saved, weights)):
+        expected = "none" if weights is None else repr(np.asarray(weights).tolist())
+        raise CheckpointError(
+            f"{file}: standardization.x_ones {saved.tolist()!r} is not the weights with "
+            f"which the saved spec's fixed-effects columns give one in every row "
+            f"({expected}): the statistics cannot be trusted; rebuild them from the data "
+            "(`dmixed fit` with a new statistics directory)"
+        )
+    if not saved.size and cols.x_intercept < 0 and cols.y_shift != 0.0:
+        raise CheckpointError(
+            f"{file}: standardization.y_shift {cols.y_shift!r} without an intercept and "
+            "without x_ones (the columns that make the constant): the statistics cannot "
+            "be trusted; rebuild them from the data (`dmixed fit` with a new statistics "
+            "directory)"
+        )
 
 
 def _cross_from(frame: pd.DataFrame, arrays: GroupArrays, manifest: dict, root: Path):

@@ -557,6 +557,13 @@ class Standardization:
         ``X = X_d D`` (:mod:`dmixed.design.centres`: products of columns read about
         their centres); empty: ``D = I``.  The rows are those of ``X_d``; the estimates
         map back through ``T D`` (:meth:`fe_matrix`), so they are the model's in ``X``.
+    x_ones : ndarray (p,)
+        For a design without an intercept whose columns give one in every row by
+        construction (``0 + C(c)``: :func:`dmixed.design.centres.constant_weights`), the
+        weights ``a`` with ``X_d a = 1``; empty: none.  Then ``y`` is shifted as beside
+        an intercept (the same model: ``y − c_y = X_d (β_d − c_y a) + ...``) and the
+        estimates map back with ``c_y`` on ``S_x a`` in place of ``e_0``
+        (:meth:`y_ones`).
     """
 
     x_shift: np.ndarray
@@ -574,6 +581,7 @@ class Standardization:
     weight_scale: float = 1.0
     weight_span: tuple[float, float] | None = field(default=None, compare=False)
     x_basis: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    x_ones: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     # -- construction ------------------------------------------------------------------
 
@@ -644,19 +652,40 @@ class Standardization:
         if gram is not None and y.shape[0] != np.shape(endog)[0]:
             raise ValueError("the gram of a map must be that of all its rows")
         settled = _settled_columns(gram, y.shape[0], xi, xi >= 0)
+        ones = references[3] if references is not None and len(references) > 3 else None
+        y_shifted = xi >= 0 or (ones is not None and bool(np.any(ones)))
+        if settled is not None and xi < 0 and y_shifted:
+            settled[-1] = None  # y about zero settled unshifted: measured, maybe shifted
         cx, sx = _choose_columns(x, xi, xi >= 0, None, None if settled is None else settled[:-1])
-        cy, sy = _choose_columns(y, -1, xi >= 0, None, None if settled is None else settled[-1:])
+        cy, sy = _choose_columns(y, -1, y_shifted, None, None if settled is None else settled[-1:])
         same_shift = (zi >= 0) == (xi >= 0)
         cz, sz = _choose_columns(z, zi, zi >= 0, (x, xi, cx, sx) if same_shift else None)
         vc = np.array([_vc_scale(v) for v in (vc_vals or [])], dtype=np.float64)
         x_ref, z_ref = references[:2] if references is not None else (np.zeros(0), np.zeros(0))
         basis = references[2] if references is not None and len(references) > 2 else None
+        if basis is not None and not np.any(basis):
+            basis = None
         return cls(
             cx, sx, float(cy[0]), float(sy[0]), cz, sz, xi, zi, vc, int(y.shape[0]),
             np.asarray(x_ref, dtype=np.float64), np.asarray(z_ref, dtype=np.float64),
             weight_scale(weights),
             x_basis=np.zeros((0, 0)) if basis is None else np.asarray(basis, dtype=np.float64),
+            x_ones=np.asarray(ones, dtype=np.float64) if xi < 0 and cy[0] else np.zeros(0),
         )  # fmt: skip
+
+    def y_ones(self) -> np.ndarray | None:
+        """``ã`` (p,) with ``X̃ ã = 1``: the coordinates of the constant in the
+        statistics' columns, on which the response's shift ``c_y`` moves ``T β``
+        (``T β = s_y β̃ + c_y ã``): ``e_0`` beside an intercept, ``S_x a`` for a design
+        whose columns give one (:attr:`x_ones`); None where ``y`` is not shifted."""
+        p = self.k_fe
+        if self.x_intercept >= 0:
+            out = np.zeros(p)
+            out[self.x_intercept] = 1.0
+            return out
+        if self.x_ones.size == p and p and self.x_ones.any():
+            return self.x_scale * self.x_ones  # X̃ = X_d S_x⁻¹ (no shifts there)
+        return None
 
     def references(self) -> tuple[np.ndarray, np.ndarray]:
         """``(r_x (p,), r_z (q,))``, zeros where none."""
@@ -798,7 +827,20 @@ class Standardization:
         sx = np.append(self.x_scale, self.y_scale)
         tcx = np.append(target.x_shift, target.y_shift)
         tsx = np.append(target.x_scale, target.y_scale)
-        m_x = _affine(sx / tsx, (cx - tcx) / tsx, self.x_intercept)
+        if (
+            self.x_ones.size
+            and target.x_ones.size
+            and not np.array_equal(self.x_ones, target.x_ones)
+        ):
+            raise CheckpointError(
+                "statistics whose responses were shifted by different columns that make "
+                "the constant cannot be added (a spec saved with another design)"
+            )
+        # the constant in this map's columns (X̃ ã = 1), from either map's weights (one
+        # design: statistics saved before the response was shifted there hold none)
+        made = self.x_ones if self.x_ones.size else target.x_ones
+        ones = self.x_scale * made if made.size == self.k_fe else None
+        m_x = _affine(sx / tsx, (cx - tcx) / tsx, self.x_intercept, ones)
         m_zq = _affine(
             self.z_scale / target.z_scale,
             (self.z_shift - target.z_shift) / target.z_scale,
@@ -893,6 +935,10 @@ class Standardization:
         rhs = self.y_scale * np.asarray(beta_std, dtype=np.float64)
         if self.x_intercept >= 0:
             rhs[self.x_intercept] += self.y_shift  # a new array: the product's
+        elif self.y_shift != 0.0:
+            ones = self.y_ones()
+            if ones is not None:
+                rhs += self.y_shift * ones
         return rhs
 
     def llf_offset(self, n: int, reml: bool) -> float:
@@ -964,6 +1010,7 @@ class Standardization:
             # (absent when 1: the saved form of older versions, which could not read it)
             **({"weight_scale": self.weight_scale} if self.weight_scale != 1.0 else {}),
             **({"x_basis": self.x_basis.tolist()} if self.x_basis.any() else {}),
+            **({"x_ones": self.x_ones.tolist()} if self.x_ones.any() else {}),
         }
 
     @classmethod
@@ -991,6 +1038,9 @@ class Standardization:
                 weight_scale=float(data.get("weight_scale", 1.0)),
                 x_basis=np.asarray(data.get("x_basis", []), dtype=np.float64).reshape(
                     (p, p) if "x_basis" in data else (0, 0)
+                ),
+                x_ones=np.asarray(data.get("x_ones", []), dtype=np.float64).reshape(
+                    p if "x_ones" in data else 0
                 ),
             )
             if out.x_ref.size not in (0, p) or out.z_ref.size not in (0, q):
@@ -1022,13 +1072,20 @@ class Standardization:
         return hash(repr(self.to_json()))
 
 
-def _affine(a: np.ndarray, b: np.ndarray, intercept: int) -> np.ndarray:
-    """``M`` with ``(V M)_j = a_j V_j + b_j V_intercept``."""
+def _affine(
+    a: np.ndarray, b: np.ndarray, intercept: int, ones: np.ndarray | None = None
+) -> np.ndarray:
+    """``M`` with ``(V M)_j = a_j V_j + b_j V_intercept``; without an intercept, the
+    last column's (the response's) ``b`` on the columns ``ones`` that make the constant
+    in this map's columns (``X̃ ã = 1``, :meth:`Standardization.y_ones`)."""
     m = np.diag(a)
     if intercept >= 0:
         b = b.copy()
         b[intercept] = 0.0
         m[intercept, :] += b
+    elif ones is not None and ones.size == a.size - 1 and not np.any(b[:-1] != 0):
+        # ỹ_t = a ỹ + b·1, and 1 = X̃ ã in this map's columns
+        m[:-1, -1] += b[-1] * ones
     elif np.any(b != 0):
         raise CheckpointError("shifted columns without an intercept column")
     return m

@@ -578,6 +578,62 @@ def _far_by_sums(
     return out
 
 
+#: A response whose mean is more than this many standard deviations from zero, not
+#: shifted by the statistics, is named as the cause where the fit loses its digits
+#: (:func:`far_response`): :func:`_far_by_sums`' test, for the response.
+FAR_RESPONSE_ABOVE = 1e3
+
+
+def far_response(
+    stats: FittedStatistics, endog_name: str, formula: str | None = None
+) -> str | None:
+    """Where the statistics do not shift the response (a fixed-effects design without
+    an intercept whose columns are not known to give one by construction: ``y ~ 0 +
+    x``, :func:`~dmixed.design.centres.constant_weights`) and its weighted mean lies
+    more than :data:`FAR_RESPONSE_ABOVE` weighted standard deviations from zero, a
+    sentence naming that offset as what the float64 sums lose and how to fit without it
+    (for a :class:`~dmixed.errors.StartError` or a PrecisionWarning; ``formula``, the
+    model's fixed-effects formula where it has one, is named in it); None elsewhere,
+    or where the statistics hold no column sums of the response
+    (:func:`constant_in_statistics`' sources).
+
+    The mean and spread come from ``Σ w y``, ``Σ w y²`` and ``Σ w``: the variance loses
+    about ``ε (mean/sd)²`` of itself, 1e-10 at the threshold, enough to decide."""
+    std = stats.standardization
+    p = stats.glob.k_fe
+    if std is None or std.y_shift != 0.0 or std.x_intercept >= 0:
+        return None
+    e = std.z_intercept
+    if e >= 0:
+        total = float(stats.engine.re_sums(stats.layout.k_re)[e, p])
+        weight = float(stats.engine.re_gram(stats.layout.k_re)[e, e])
+    elif stats.glob.column_sums is not None:
+        total, weight = float(stats.glob.column_sums[p]), float(stats.glob.column_sums[-1])
+    else:
+        return None
+    if not weight > 0:
+        return None
+    mean = total / weight
+    sd = math.sqrt(max(float(stats.glob.xyxy[p, p]) / weight - mean * mean, 0.0))
+    if not abs(mean) > FAR_RESPONSE_ABOVE * sd:
+        return None
+    mean, sd = mean * std.y_scale, sd * std.y_scale
+    centre = exact_centre(mean, sd)
+    return (
+        f"the response {endog_name!r} lies far from zero next to its spread (values about "
+        f"{mean:.3g}, spread about {sd:.3g}) in a fixed-effects formula without an "
+        "intercept, where the statistics do not shift it (they shift it only where "
+        "the formula's columns give one in every row by construction, such as a factor's "
+        "indicators, C(c), or a full interaction of factors, C(a):C(b)): its offset is "
+        f"what the float64 sums lose. Centre the response (e.g. {endog_name} - {centre!r}; "
+        "the same model only where the fixed effects' columns give one in every row, else "
+        "a model about another origin), or, where columns of "
+        + (repr(formula) if formula else "the fixed-effects formula")
+        + " sum to one in every row, add the intercept and drop one of them (the same "
+        "model)"
+    )
+
+
 def _offset_by_sums(
     stats: FittedStatistics, exog_names: list[str], name: str
 ) -> tuple[float, float]:

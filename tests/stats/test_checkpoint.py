@@ -25,6 +25,7 @@ import pytest
 
 from dmixed import CheckpointError, CheckpointMismatch, DataError, DmixedWarning, PrecisionWarning
 from dmixed.design import build_spec
+from dmixed.design.centres import constant_weights
 from dmixed.engines.local import LocalEngine, statistics_from_arrays
 from dmixed.fit.profiled import ProfiledObjective
 from dmixed.model import MixedLM
@@ -1362,3 +1363,59 @@ def test_statistics_of_centres_earlier_versions_refuse_are_a_newer_format(tmp_pa
     with pytest.raises(ValueError, match="newer dmixed"):
         load_statistics(tmp_path / f"stats{len('y ~ 0 + t + ts')}")
     load_statistics(tmp_path / f"stats{len('y ~ ts * t')}")
+
+
+def test_statistics_of_a_shifted_response_without_an_intercept_are_a_newer_format(
+    tmp_path, monkeypatch
+):
+    """``y ~ 0 + t`` (``t`` text: its indicators give one in every row) with y near 1e6:
+    the statistics shift y as beside an intercept and record the columns that make the
+    constant (``x_ones``); they are saved as format version 10, which versions before
+    it (which would map the estimates back without the shift) refuse as written by a
+    newer dmixed, and read back to the same fit as ``y ~ t``'s."""
+    df = _frame(12)
+    df["y"] = df["y"] + 1e6
+    spec = build_spec(df, "y ~ 0 + t", "g")
+    arrays = _stats(spec, df)
+    assert arrays.columns.x_ones.any() and arrays.columns.y_shift != 0.0
+    save_statistics(arrays, tmp_path / "s", {"spec": spec.to_dict()})
+    back, manifest = load_statistics(tmp_path / "s")
+    assert manifest["format_version"] == checkpoint.SHIFTED_RESPONSE_FORMAT_VERSION == 10
+    with_intercept = build_spec(df, "y ~ t", "g")
+    ref = _fit(_stats(with_intercept, df), with_intercept).llf
+    assert _fit(back, spec).llf == _fit(arrays, spec).llf
+    assert abs(_fit(back, spec).llf - ref) <= 1e-12 * abs(ref)
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", checkpoint.CENTRES_FORMAT_VERSION)
+    with pytest.raises(ValueError, match="newer dmixed"):
+        load_statistics(tmp_path / "s")
+
+
+@pytest.mark.parametrize("bad", ["other", "intercept", "unshifted"])
+def test_saved_constant_weights_that_are_not_the_specs_are_refused(tmp_path, bad):
+    """The weights ``x_ones`` (the columns that make the constant, beside which y was
+    shifted) are read from the manifest and the estimates mapped back through them:
+    ones that are not the saved spec's (edited, its checksum rewritten) would give
+    wrong fixed effects at the same likelihood, so they are refused, naming the file
+    and field; the spec's own pass."""
+    df = _frame(12)
+    df["y"] = df["y"] + 1e6
+    spec = build_spec(df, "y ~ 0 + t", "g")
+    save_statistics(_stats(spec, df), tmp_path / "s", {"spec": spec.to_dict()})
+    weights = constant_weights(spec)
+    back, _ = load_statistics(tmp_path / "s")
+    checkpoint.check_constant_weights(back, weights, tmp_path / "s")  # the spec's own
+    file = tmp_path / "s" / "manifest.json"
+    manifest = json.loads(file.read_text())
+    std = manifest["standardization"]
+    if bad == "other":
+        std["x_ones"] = [2.0] * len(std["x_ones"])
+    elif bad == "unshifted":
+        del std["x_ones"]
+    manifest[checkpoint.MANIFEST_SHA256] = checkpoint.manifest_sha256(manifest)
+    file.write_text(json.dumps(manifest))
+    back, _ = load_statistics(tmp_path / "s")
+    if bad == "intercept":  # the same x_ones, checked against a spec with an intercept
+        weights = constant_weights(build_spec(df, "y ~ t", "g"))
+    field = "y_shift" if bad == "unshifted" else "x_ones"
+    with pytest.raises(CheckpointError, match=rf"manifest\.json: standardization\.{field}"):
+        checkpoint.check_constant_weights(back, weights, tmp_path / "s")
