@@ -67,6 +67,7 @@ __all__ = [
     "constant_weights",
     "design_rows",
     "formula_rows",
+    "own_column",
     "product_columns",
     "reads_column",
     "saved_centres",
@@ -137,12 +138,29 @@ def vc_reads(spec: ModelSpec | None) -> dict[str, str]:
     return out
 
 
-def _own_column(expr: str, lookup: bool, columns) -> str | None:
-    """The column a factor reads as itself, else None: a lookup's name (``ts``, and
-    ```ts x``` as formulaic reads backticks) or the name that ``Q('ts x')`` quotes,
-    where it is one of ``columns`` (parsed, not evaluated:
-    :func:`~dmixed.design.formula.quoted_column`).  Any other expression
-    (``np.log(ts)``, ``I(ts - 1)``, ``C(ts)``) reads the column otherwise."""
+def own_column(expr: str, lookup: bool, columns) -> str | None:
+    """The column a factor reads as itself, else None.
+
+    Parameters
+    ----------
+    expr : str
+        The factor's expression (formulaic's ``Factor.expr``), or a model-matrix
+        column's name of one factor (``ts``, ``Q("ts x")``).
+    lookup : bool
+        Whether formulaic reads ``expr`` as a lookup of a column (its ``eval_method``
+        is ``LOOKUP``): then ``expr`` is the column's name (``ts``, and ```ts x``` as
+        formulaic reads backticks).
+    columns : collection of str
+        The columns a quoted name may be.
+
+    Returns
+    -------
+    str or None
+        The lookup's name, or the name that ``Q('ts x')`` quotes where it is one of
+        ``columns`` (parsed, never evaluated:
+        :func:`~dmixed.design.formula.quoted_column`); None for any other expression
+        (``np.log(ts)``, ``I(ts - 1)``, ``C(ts)``), which reads the column otherwise.
+    """
     if lookup:
         return expr
     return quoted_column(expr, columns)
@@ -161,7 +179,7 @@ def _plain_reads(terms, column: str, alone: bool = False) -> bool | None:
             if factor.eval_method is Factor.EvalMethod.LITERAL:
                 continue
             lookup = factor.eval_method is Factor.EvalMethod.LOOKUP
-            if _own_column(factor.expr, lookup, (column,)) == column:
+            if own_column(factor.expr, lookup, (column,)) == column:
                 product = product or len(term.factors) > 1 or alone
             elif reads_column(factor.expr, column):
                 return False
@@ -200,7 +218,7 @@ def product_columns(spec: ModelSpec, parsed: ParsedFormulas) -> list[str]:
 def _scoped_terms(spec: ModelSpec) -> list[tuple[tuple, float, int]] | None:
     """Per scoped term of the fixed-effects formula, in column order: its factors
     ``((expr, reduced, column), ...)`` (``column``: the column the factor reads as
-    itself, ``ts`` or ``Q('ts x')``, else None: :func:`_own_column`), its scale and its
+    itself, ``ts`` or ``Q('ts x')``, else None: :func:`own_column`), its scale and its
     number of columns (formulaic's structure of the design); None where they do not add
     up to the design's columns."""
     fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
@@ -216,7 +234,7 @@ def _scoped_terms(spec: ModelSpec) -> list[tuple[tuple, float, int]] | None:
             (
                 sf.factor.expr,
                 bool(sf.reduced),
-                _own_column(
+                own_column(
                     sf.factor.expr,
                     getattr(getattr(sf.factor, "factor", sf.factor), "eval_method", None)
                     is _lookup(),

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CheckpointError, PrecisionWarning
-from .centres import column_basis, constant_weights, reads_column
+from .centres import column_basis, constant_weights, own_column, reads_column
 from .dtypes import EXACT_INTEGERS, NUMERIC, column_class, to_float
 from .partitions import compute_located
 from .warn_relay import warn_data
@@ -75,13 +75,28 @@ def _linear_in(terms, column: str) -> bool | None:
             method = factor.eval_method
             if method is Factor.EvalMethod.LITERAL:
                 continue
-            if method is Factor.EvalMethod.LOOKUP and factor.expr == column:
+            lookup = method is Factor.EvalMethod.LOOKUP
+            # ``t`` and ``Q('t x')`` alike: the column as itself
+            if own_column(factor.expr, lookup, (column,)) == column:
                 if len(term.factors) != 1:
                     return False
                 found = True
             elif reads_column(factor.expr, column):
                 return False
     return found
+
+
+def _matrix_column(name, columns) -> str | None:
+    """The column of ``columns`` that a model-matrix column named ``name`` holds as
+    itself (``t``, or ``t x`` for ``Q("t x")``: :func:`~dmixed.design.centres.own_column`),
+    else None."""
+    name = str(name)
+    return name if name in columns else own_column(name, False, columns)
+
+
+def _in_matrix(names, column: str) -> bool:
+    """Whether one of a matrix's column ``names`` holds ``column`` as itself."""
+    return any(_matrix_column(n, (column,)) == column for n in names)
 
 
 def _formula_use(parsed: ParsedFormulas, which: str, column: str) -> bool | None:
@@ -113,9 +128,9 @@ def linear_columns(spec: ModelSpec, parsed: ParsedFormulas, integers) -> list[st
         if False in uses or not any(uses):
             continue
         x_int, z_int = spec.intercept_columns()
-        if uses[0] and (x_int < 0 or c not in spec.exog_names):
+        if uses[0] and (x_int < 0 or not _in_matrix(spec.exog_names, c)):
             continue
-        if len(uses) > 1 and uses[1] and (z_int < 0 or c not in spec.exog_re_names):
+        if len(uses) > 1 and uses[1] and (z_int < 0 or not _in_matrix(spec.exog_re_names, c)):
             continue
         out.append(c)
     return out
@@ -190,7 +205,7 @@ def saved_references(saved, spec: ModelSpec) -> dict[str, int]:
             or not isinstance(v, int)
             or not -(2**63) <= v < 2**64
             or spec.column_kinds.get(c) != NUMERIC
-            or (c not in spec.exog_names and c not in spec.exog_re_names)
+            or not (_in_matrix(spec.exog_names, c) or _in_matrix(spec.exog_re_names, c))
         ):
             raise CheckpointError(f"malformed saved reference of column {c!r}: {v!r}")
         out[c] = v
@@ -273,12 +288,18 @@ def column_references(spec: ModelSpec) -> tuple[np.ndarray, ...] | None:
     ones = constant_weights(spec)
     if not refs and basis is None and ones is None:
         return None
-    x = np.array([float(refs.get(c, 0)) for c in spec.exog_names])
-    z = np.array([float(refs.get(c, 0)) for c in spec.exog_re_names])
+    x = np.array([_reference(refs, c) for c in spec.exog_names])
+    z = np.array([_reference(refs, c) for c in spec.exog_re_names])
     if ones is not None:  # a design without an intercept whose columns give one
         p = len(spec.exog_names)
         return (x, z, np.zeros((p, p)) if basis is None else basis, ones)
     return (x, z) if basis is None else (x, z, basis)
+
+
+def _reference(refs: dict[str, int], name) -> float:
+    """The reference of the column a model-matrix column holds as itself, 0 for none."""
+    column = _matrix_column(name, refs)
+    return float(refs[column]) if column is not None else 0.0
 
 
 def design_coordinates(spec, fe_params, blup) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ that of ``t − 1.7e18`` computed exactly, in process, on Dask and from Parquet.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -233,3 +234,42 @@ def test_estimates_move_to_the_rows_coordinates():
     assert blup[0, 0] == 1.0 + 0.5 * z_ref[1]
     plain = build_spec(big.assign(t=big["t"] - BASE), "y ~ t + x", groups="g")
     assert column_references(plain) is None
+
+
+@pytest.mark.parametrize("dask_input", [False, True])
+def test_a_quoted_column_is_read_about_its_reference_as_a_lookup_is(dask_input):
+    """``Q("t x")`` reads the column as itself, as ``t`` does: the same reference and
+    the same fit (main read it as floats, rounded, with a warning)."""
+    big, _ = _frames(seed=7)
+    big = big.assign(**{"t x": big["t"]})
+    data, scheduler = big, contextlib.nullcontext()
+    if dask_input:
+        import dask
+        import dask.dataframe as dd
+
+        data, scheduler = dd.from_pandas(big, npartitions=3), dask.config.set(scheduler="sync")
+    ref = _fit(big)
+    with scheduler:
+        got = _fit(data, 'y ~ Q("t x") + x')
+    assert got.model.spec.references == {"t x": int(big["t"].iloc[0])}
+    assert got.llf == pytest.approx(ref.llf, rel=1e-12)
+    np.testing.assert_allclose(got.fe_params.to_numpy(), ref.fe_params.to_numpy(), rtol=1e-10)
+    np.testing.assert_allclose(got.bse_fe.to_numpy(), ref.bse_fe.to_numpy(), rtol=1e-10)
+    # the spec saves and loads its reference, and reads new rows about it
+    spec = got.model.spec
+    assert ModelSpec.from_dict(spec.to_dict()).references == spec.references
+    new, _ = _frames(seed=8)
+    new = new.assign(**{"t x": new["t"]})
+    np.testing.assert_allclose(got.predict(new), ref.predict(new), rtol=1e-12, atol=1e-6)
+
+
+def test_a_quoted_column_of_the_random_effects_is_read_about_its_reference():
+    big, _ = _frames()
+    big = big.assign(**{"t x": big["t"]})
+    with pytest.warns(PrecisionWarning, match="random-effects column"):
+        got = dmixed.mixedlm('y ~ Q("t x") + x', big, groups="g", re_formula='1 + Q("t x")').fit()
+    with pytest.warns(PrecisionWarning, match="random-effects column"):
+        ref = dmixed.mixedlm("y ~ t + x", big, groups="g", re_formula="1 + t").fit()
+    assert got.model.spec.references == {"t x": int(big["t"].iloc[0])}
+    assert got.llf == pytest.approx(ref.llf, rel=1e-12)
+    np.testing.assert_allclose(got.fe_params.to_numpy(), ref.fe_params.to_numpy(), rtol=1e-10)
