@@ -126,6 +126,22 @@ def _block_reader():
     return read_block_from_file
 
 
+def _first_inner(args, find, depth: int):
+    """``find(child, depth + 1)`` of the first task among ``args`` (a task's arguments,
+    dicts' values included: fused tasks) for which it is not None; None past
+    :data:`_MAX_DEPTH` or where none is."""
+    if depth >= _MAX_DEPTH:
+        return None
+    for arg in args:
+        inner = arg.values() if isinstance(arg, dict) else (arg,)
+        for child in inner:
+            if hasattr(child, "func"):
+                found = find(child, depth + 1)
+                if found is not None:
+                    return found
+    return None
+
+
 def reader_file(task, depth: int = 0) -> str | None:
     """The file a task of Dask's Parquet reader (``dd.read_parquet``), or of the block
     reader under its CSV reader (``dd.read_csv``), reads, looking into fused tasks (a
@@ -141,16 +157,7 @@ def reader_file(task, depth: int = 0) -> str | None:
         if isinstance(piece, tuple) and piece and isinstance(piece[0], str):
             return piece[0]
         return None
-    if depth >= _MAX_DEPTH:
-        return None
-    for arg in args:
-        inner = arg.values() if isinstance(arg, dict) else (arg,)
-        for child in inner:
-            if hasattr(child, "func"):
-                path = reader_file(child, depth + 1)
-                if path is not None:
-                    return path
-    return None
+    return _first_inner(args, reader_file, depth)
 
 
 def piece_file(graph: dict) -> str | None:
@@ -181,16 +188,7 @@ def reader_block(task, depth: int = 0) -> tuple | None:
     func, args = getattr(task, "func", None), getattr(task, "args", None) or ()
     if func is not None and func is _block_reader() and len(args) >= 3:
         return args[0], args[1], args[2]
-    if depth >= _MAX_DEPTH:
-        return None
-    for arg in args:
-        inner = arg.values() if isinstance(arg, dict) else (arg,)
-        for child in inner:
-            if hasattr(child, "func"):
-                found = reader_block(child, depth + 1)
-                if found is not None:
-                    return found
-    return None
+    return _first_inner(args, reader_block, depth)
 
 
 def _per_partition(ddf, find: Callable) -> list:

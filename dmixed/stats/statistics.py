@@ -537,21 +537,33 @@ def _column_moments(stats: FittedStatistics, exog_names: list[str]):
     """``(Σ w x, Σ w x², Σ w)`` of the fixed-effects columns in the statistics' units
     (scaled, unshifted: for a design without an intercept), from the column sums
     (:func:`constant_in_statistics`'s sources); None where the statistics hold none."""
+    p = stats.glob.k_fe
+    if stats.standardization is None or p != len(exog_names):
+        return None
+    found = _column_sums(stats)
+    if found is None or not found[1] > 0:
+        return None
+    sums, weight = found
+    return np.asarray(sums, dtype=np.float64), np.diag(stats.glob.xyxy)[:p], weight
+
+
+def _column_sums(stats: FittedStatistics) -> tuple[np.ndarray, float] | None:
+    """``(Σ w X, Σ w)`` of the fixed-effects columns in the statistics' (scaled,
+    unshifted: a design without an intercept) units: the row of the random design's
+    column of ones where it has one, else the sums the data pass keeps for this case
+    (:attr:`GlobalStats.column_sums`); None where the statistics hold neither or have
+    no fixed-effects column (see :func:`constant_in_statistics`)."""
     std = stats.standardization
     p = stats.glob.k_fe
-    if std is None or p == 0 or p != len(exog_names):
+    if std is None or p == 0:
         return None
     e = std.z_intercept
     if e >= 0:
         sums = stats.engine.re_sums(stats.layout.k_re)[e, :p]
-        weight = float(stats.engine.re_gram(stats.layout.k_re)[e, e])
-    elif stats.glob.column_sums is not None:
-        sums, weight = stats.glob.column_sums[:p], float(stats.glob.column_sums[-1])
-    else:
-        return None
-    if not weight > 0:
-        return None
-    return np.asarray(sums, dtype=np.float64), np.diag(stats.glob.xyxy)[:p], weight
+        return sums, float(stats.engine.re_gram(stats.layout.k_re)[e, e])
+    if stats.glob.column_sums is not None:
+        return stats.glob.column_sums[:p], float(stats.glob.column_sums[-1])
+    return None
 
 
 def _far_by_sums(
@@ -742,17 +754,11 @@ def constant_in_statistics(stats: FittedStatistics) -> int | None:
         return None
     if std.x_intercept >= 0:
         return 1
-    e = std.z_intercept
+    found = _column_sums(stats)
+    if found is None:
+        return None
+    sums, weight = found
     p = stats.glob.k_fe
-    if p == 0:
-        return None
-    if e >= 0:
-        sums = stats.engine.re_sums(stats.layout.k_re)[e, :p]
-        weight = float(stats.engine.re_gram(stats.layout.k_re)[e, e])
-    elif stats.glob.column_sums is not None:
-        sums, weight = stats.glob.column_sums[:p], float(stats.glob.column_sums[-1])
-    else:
-        return None
     gram = np.block(
         [[np.array([[weight]]), sums[None, :]], [sums[:, None], stats.glob.xyxy[:p, :p]]]
     )
