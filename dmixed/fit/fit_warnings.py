@@ -597,7 +597,7 @@ def warn_reported_point(gap: float, noise: float, fac: float, columns, re_names)
     names = list(re_names)
     label = [names[j] if j < len(names) else f"column {j}" for j in shifted]
     shown = ", ".join(
-        f"{lab!r} (values about {offsets[j]:.3g}, spread about {columns.z_scale[j]:.3g})"
+        f"{lab!r} (values about {offsets[j]:.3g}, spread of order {columns.z_scale[j]:.3g})"
         for lab, j in zip(label, shifted, strict=True)
     )
     first = label[0] if label else "x"

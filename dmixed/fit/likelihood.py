@@ -375,7 +375,7 @@ class Likelihood:
             return ""
         shown = ", ".join(
             f"{names[j] if j < len(names) else j!r} (values about {offsets[j]:.6g}, "
-            f"spread about {cols.z_scale[j]:.3g})"
+            f"spread of order {cols.z_scale[j]:.3g})"
             for j in shifted
         )
         first = names[shifted[0]] if shifted[0] < len(names) else "x"

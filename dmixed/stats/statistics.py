@@ -263,12 +263,14 @@ def _check_no_null_space(
 def far_columns(shift: np.ndarray, scale: np.ndarray, names: list[str]) -> dict[str, str]:
     """The columns (``names``) whose statistics' ``shift`` exceeds 1e3 times their
     ``scale`` (a column's values far from zero next to their spread), each mapped to
-    ``"'x1' (values about 1e+06, spread about 1)"``; empty where none is."""
+    ``"'x1' (values about 1e+06, spread of order 1)"`` (the spread shown is the
+    column's scale, a power of two near its spread, not its standard deviation); empty
+    where none is."""
     # the entries as floats: numpy's scalars compare and print the same, at several
     # times the cost of a float each
     shifts, scales = shift.tolist(), scale.tolist()
     return {
-        names[j]: f"{names[j]!r} (values about {shifts[j]:.3g}, spread about {scales[j]:.3g})"
+        names[j]: f"{names[j]!r} (values about {shifts[j]:.3g}, spread of order {scales[j]:.3g})"
         for j in range(min(len(names), len(shifts)))
         if abs(shifts[j]) > 1e3 * scales[j]
     }
