@@ -30,6 +30,8 @@ __all__ = [
     "text_error",
     "check_numbers_as_text",
     "check_no_decimals",
+    "check_formula_dtype",
+    "unsupported_dtype",
     "check_no_text",
     "check_no_text_levels",
     "check_finite",
@@ -160,6 +162,105 @@ def check_no_decimals(s: pd.Series, name: str) -> None:
         isinstance(dt, np.dtype) and dt.kind == "O" and "Decimal" in object_types(s)
     ):
         raise decimal_term(name)
+
+
+def _time_words(dtype) -> str | None:
+    """``"timestamps"``, ``"dates"``, ``"times of day"`` or ``"durations"`` for a column
+    of such values (numpy's, pandas' or Arrow's), else None."""
+    arrow = getattr(dtype, "pyarrow_dtype", None)
+    if arrow is not None:
+        import pyarrow as pa
+
+        checks = (
+            (pa.types.is_timestamp, "timestamps"),
+            (pa.types.is_date, "dates"),
+            (pa.types.is_time, "times of day"),
+            (pa.types.is_duration, "durations"),
+        )
+        return next((words for check, words in checks if check(arrow)), None)
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "timestamps"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return "durations"
+    return None
+
+
+def _to_number(column: str, words: str) -> str:
+    """Code that converts a column of ``words`` (:func:`_time_words`) to numbers, for the
+    message: days since an ``origin`` (a ``pd.Timestamp`` the caller chooses) for
+    timestamps and dates, seconds for durations and times of day."""
+    if words == "durations":
+        return f"pd.to_timedelta(data[{column!r}]) / pd.Timedelta(seconds=1)"
+    if words == "times of day":
+        return f"pd.to_timedelta(data[{column!r}].astype(str)) / pd.Timedelta(seconds=1)"
+    return f"(pd.to_datetime(data[{column!r}]) - origin) / pd.Timedelta(days=1)"
+
+
+def unsupported_dtype(column: str, dtype, in_c: bool = False) -> BadValuesError:
+    """The error for a formula column of a type that is neither numbers nor labels, with
+    what to do.  Timestamps, dates and durations are not read as numbers: their number
+    depends on a unit and an origin (nanoseconds since 1970, days since 1970...) that a
+    fit would silently depend on (the estimates of a slope scale with it); the caller
+    chooses them, or reads the column as a factor from text.  ``in_c``: the formula
+    already asks for the column as a factor (``C(column)``): the message then says that
+    ``C()`` does not yet read such a column and gives the conversion to text (not "write
+    ``C(column)``", which the caller wrote)."""
+    words = _time_words(dtype)
+    if words is None:
+        return BadValuesError(
+            f"column {column!r} has an unsupported dtype ({dtype}) for a model formula: "
+            "a formula reads numbers, booleans and labels (text, categoricals)"
+        )
+    if words in ("durations", "times of day"):
+        unit = "seconds"
+    else:
+        unit = (
+            "days since an origin you choose (origin = pd.Timestamp(...), with the "
+            "column's time zone where it has one)"
+        )
+    factor = f"convert it to text and write C({column})"
+    if in_c:
+        return BadValuesError(
+            f"column {column!r} holds {words} ({dtype}), and C({column}) does not read "
+            f"{words} as a factor (statsmodels does, with levels labelled by the values' "
+            f"repr): convert the column to text first, data[{column!r}] = "
+            f"data[{column!r}].astype(str), and C({column}) reads its text as the levels "
+            f"(ordered and labelled by the text); or convert it to a number, such as the "
+            f"{unit}: data[{column!r}] = {_to_number(column, words)}"
+        )
+    return BadValuesError(
+        f"column {column!r} holds {words} ({dtype}), which a model formula does not read "
+        f"as numbers (a fit would depend on their unit): convert the column to a number "
+        f"first, such as the {unit}: data[{column!r}] = {_to_number(column, words)}; or, "
+        f"to use it as a factor, {factor}"
+    )
+
+
+def check_formula_dtype(s: pd.Series, name: str, in_c: bool = False) -> None:
+    """Refuse the column ``s`` (``name``) of new rows read for a fitted model (prediction)
+    where its dtype is one a fit refuses in a formula (:func:`column_kind` None:
+    timestamps, dates, durations, complex numbers...), with the fit's words
+    (:func:`unsupported_dtype`; ``in_c``: every term reads the column inside ``C()``).
+    The spec says how the fit read the column, not the new rows' dtype: read as numbers
+    or levels, such a column would give its storage (microseconds since 1970, say),
+    which depends on its unit.  A column of Arrow's null type holds no value to misread
+    (every row missing, predicted NaN) and is let through.  Other dtypes cost nothing.
+
+    Raises
+    ------
+    BadValuesError
+        Naming the column, its dtype and a conversion to numbers (or to text).
+    """
+    dt = s.dtype
+    if column_kind(dt) is not None:
+        return
+    arrow = getattr(dt, "pyarrow_dtype", None)
+    if arrow is not None:
+        import pyarrow as pa
+
+        if pa.types.is_null(arrow):
+            return
+    raise unsupported_dtype(name, dt, in_c)
 
 
 #: The largest magnitude below which every integer is a float64 (2^53).
@@ -304,10 +405,20 @@ def _first_text(s: pd.Series):
 
 
 def _holds_text(s: pd.Series) -> bool:
-    """Whether ``s`` holds a ``str`` or ``bytes`` value (a text dtype, or an ``object``
-    column with one among its values)."""
+    """Whether ``s`` holds a ``str`` or ``bytes`` value (a text dtype, an ``object``
+    column with one among its values, or a categorical or Arrow dictionary whose rows
+    take text labels)."""
     if isinstance(s.dtype, np.dtype) and s.dtype.kind != "O":  # numpy's: text is S or U
         return s.dtype.kind in "SU"
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        # labels that are text hold text where read as numbers (their values, not
+        # their codes): the categories some row uses
+        codes = s.cat.codes.to_numpy()
+        used = np.unique(codes[codes >= 0])
+        return bool(used.size) and _holds_text(pd.Series(s.cat.categories.take(used)))
+    if column_class(s.dtype) == "arrow-dict":  # Arrow's dictionary of text
+        value = s.dtype.pyarrow_dtype.value_type
+        return _arrow_class(value) == "string" and bool(s.notna().any())
     if s.dtype != object:
         return pd.api.types.is_string_dtype(s.dtype) and not isinstance(
             s.dtype, pd.CategoricalDtype

@@ -22,6 +22,7 @@ from .dtypes import (
     NUMERIC,
     NUMERIC_LEVELS,
     check_finite,
+    check_formula_dtype,
     check_no_decimals,
     check_no_text_levels,
     column_class,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FrameColumns",
     "PreparedColumns",
+    "check_formula_dtypes",
     "is_missing_values_error",
     "missing_counts",
     "missing_values_error",
@@ -194,6 +196,9 @@ def _normalize(
     for c in formula_columns:
         kind = spec.column_kinds[c]
         s = df[c]
+        # new rows: a dtype the fit refuses, refused in the fit's words (a fit's own
+        # rows passed that check already: this costs a look at the dtype)
+        check_formula_dtype(s, c, _in_c_only(spec, c))
         if kind == CATEGORICAL:
             codes = known.get(c)
             if codes is None:
@@ -237,6 +242,32 @@ def _normalize(
             check_finite(vals, c)
         norm.values[c] = vals
     return norm
+
+
+def _in_c_only(spec: ModelSpec, c: str) -> bool:
+    """Whether every term reads the column ``c`` inside ``C()``, as the spec recorded
+    it (``value_columns``; a spec saved before recording them: its numbers read as
+    levels), for :func:`~dmixed.design.dtypes.unsupported_dtype`'s words."""
+    if spec.value_columns is None:
+        return spec.column_kinds.get(c) == NUMERIC_LEVELS
+    return c not in spec.value_columns
+
+
+def check_formula_dtypes(spec: ModelSpec, frame: pd.DataFrame, columns) -> None:
+    """Refuse a column among ``columns`` of ``frame`` (new rows, or a Dask collection's
+    meta: its declared dtypes) that the spec reads in a formula and whose dtype a fit
+    refuses (:func:`~dmixed.design.dtypes.check_formula_dtype`, in the fit's words);
+    :func:`prepare_columns` checks each frame it reads the same way.  Columns the spec
+    does not read in a formula, or that ``frame`` lacks, are skipped.
+
+    Raises
+    ------
+    BadValuesError
+        Naming the first such column, its dtype and a conversion.
+    """
+    for c in columns:
+        if c in spec.column_kinds and c in frame.columns:
+            check_formula_dtype(frame[c], c, _in_c_only(spec, c))
 
 
 def _numbered(spec: ModelSpec, s: pd.Series, c: str) -> tuple[np.ndarray, np.ndarray]:
