@@ -837,6 +837,160 @@ def test_another_unsupported_dtype_in_a_formula_says_what_a_formula_reads():
         build_spec(df, "y ~ c", groups="g")
 
 
+_NEW_ROW_TIMES = [k for k in _TIME_VALUES if not k.startswith("object")]
+
+
+@pytest.fixture(scope="module")
+def fitted_on_times():
+    """A model of ``t`` read as numbers (and one of ``C(t)`` of integers), fitted on the
+    numbers the time columns of ``_TIME_VALUES`` would be in seconds."""
+    df = _zoo_base()
+    df["t"] = np.arange(len(df), dtype=float) % 7
+    df["y"] += 0.3 * df["t"] + np.sin(3.0 * df["g"])  # a group effect: off the boundary
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.errors.BoundaryWarning)
+        numbers = dmixed.mixedlm("y ~ xi + t", df, groups="g").fit()
+        levels = dmixed.mixedlm("y ~ xi + C(t)", df.assign(t=df["t"].astype(int)), groups="g")
+        levels = levels.fit()
+    return df, numbers, levels
+
+
+def _fit_message(df, formula) -> str:
+    with pytest.raises(BadValuesError) as info:
+        build_spec(df, formula, groups="g")
+    return str(info.value)
+
+
+@pytest.mark.parametrize("kind", _NEW_ROW_TIMES)
+def test_time_columns_in_new_rows_are_refused_with_the_fits_words(fitted_on_times, kind, tmp_path):
+    """A fit refuses a timestamp, date or duration column read in a formula, but the new
+    rows of ``predict`` read such a column as its storage (microseconds since 1970...)
+    and returned values of order 1e10 silently.  Every prediction path now raises the
+    fit's own error, word for word: pandas rows (fixed part, with the random part,
+    ``get_prediction``), a dict of columns, results saved and loaded, and Dask rows
+    (refused by their declared dtype when ``predict`` is called)."""
+    import dask.dataframe as dd
+
+    df, res, _ = fitted_on_times
+    new = df.assign(t=_TIME_VALUES[kind].set_axis(df.index))
+    expected = _fit_message(new, "y ~ xi + t")
+    res.save(tmp_path / "res")
+    loaded = dmixed.load(tmp_path / "res")
+    calls = {
+        "predict": lambda: res.predict(new),
+        "include_random": lambda: res.predict(new, include_random=True),
+        "get_prediction": lambda: res.get_prediction(new),
+        "dict of columns": lambda: res.predict({c: new[c].array for c in new.columns}),
+        "loaded": lambda: loaded.predict(new, include_random=True),
+        "dask": lambda: res.predict(dd.from_pandas(new, npartitions=2)),
+        "dask get_prediction": lambda: res.get_prediction(dd.from_pandas(new, npartitions=2)),
+    }
+    for path, call in calls.items():
+        with pytest.raises(BadValuesError) as info:
+            call()
+        assert str(info.value) == expected, path
+
+
+def test_a_dask_partition_of_durations_under_a_meta_of_numbers_is_refused(fitted_on_times):
+    """A partition whose column is of another dtype than the collection declares
+    (``map_partitions`` with the meta of numbers) is refused where it is read, in the
+    fit's words, with the partition's number."""
+    import dask.dataframe as dd
+
+    df, res, _ = fitted_on_times
+    ddf = dd.from_pandas(df, npartitions=2)
+    odd = ddf.map_partitions(lambda p: p.assign(t=pd.to_timedelta(p["t"], unit="s")), meta=ddf)
+    expected = _fit_message(df.assign(t=pd.to_timedelta(df["t"], unit="s")), "y ~ xi + t")
+    with pytest.raises(BadValuesError) as info:
+        res.predict(odd).compute()
+    assert str(info.value).endswith(expected)
+    assert "partition" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["timedelta64", "datetime64 UTC", "arrow timestamp"])
+def test_time_columns_in_new_rows_of_a_C_factor_of_numbers_are_refused(fitted_on_times, kind):
+    """``C(t)`` fitted on integers: new rows of timestamps or durations were looked up
+    among the levels by their storage (a duration of 2 µs found the level 2); refused
+    with the fit's words for a time column inside ``C()``."""
+    df, _, res = fitted_on_times
+    new = df.assign(t=_TIME_VALUES[kind].set_axis(df.index))
+    with pytest.raises(BadValuesError) as info:
+        res.predict(new)
+    assert str(info.value) == _fit_message(new, "y ~ xi + C(t)")
+    assert "C(t) does not read" in str(info.value)
+
+
+def test_new_rows_of_missing_timestamps_are_refused_an_arrow_null_column_is_missing(
+    fitted_on_times,
+):
+    """A column of ``NaT`` only predicted about -2e18 (NaT's storage); refused as every
+    timestamp column is.  A column of Arrow's null type holds no value to misread: its
+    rows are missing and predicted NaN, as before."""
+    df, res, _ = fitted_on_times
+    nat = df.assign(t=pd.Series(pd.NaT, index=df.index, dtype="datetime64[ns]"))
+    with pytest.raises(BadValuesError, match=r"^column 't' holds timestamps \(datetime64\[ns\]\)"):
+        res.predict(nat)
+    null = df.assign(t=pd.Series([None] * len(df), index=df.index, dtype="null[pyarrow]"))
+    assert np.isnan(np.asarray(res.predict(null))).all()
+
+
+@pytest.mark.parametrize("which", ["numbers", "levels"])
+@pytest.mark.parametrize("dtype", ["category", "dictionary<values=string, indices=int32>[pyarrow]"])
+def test_categorical_text_in_new_rows_read_as_numbers_is_refused_as_str_is(
+    fitted_on_times, which, dtype
+):
+    """A categorical (or Arrow dictionary) of text ``'0'``, ``'1'`` in a column read as
+    numbers (or as ``C()`` of integers) was parsed as numbers, while the same text as
+    ``str`` is refused (text is a factor under the column rules): it is refused with
+    the ``str`` column's words."""
+    df, numbers, levels = fitted_on_times
+    res = numbers if which == "numbers" else levels
+    text = df["t"].astype(int).astype(str)
+    if dtype == "category":
+        labels = text.astype("category")
+    else:
+        labels = text.astype(pd.ArrowDtype(pa.dictionary(pa.int32(), pa.string())))
+    with pytest.raises(BadValuesError) as as_str:
+        res.predict(df.assign(t=text))
+    with pytest.raises(BadValuesError) as as_labels:
+        res.predict(df.assign(t=labels))
+    assert str(as_labels.value) == str(as_str.value)
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda t: t.astype(int),
+        lambda t: t.astype("Int64"),
+        lambda t: t.astype("float32"),
+        lambda t: t.astype("category"),  # a category of numbers: its numbers, as patsy
+        lambda t: t.astype("double[pyarrow]"),
+    ],
+    ids=["int64", "Int64", "float32", "category of numbers", "arrow double"],
+)
+def test_new_rows_of_numbers_of_another_dtype_predict_as_floats(fitted_on_times, convert):
+    """What the kind check keeps: numbers of any dtype, a category of numbers included,
+    predict what the float column predicts, read as numbers or as ``C()`` levels."""
+    df, numbers, levels = fitted_on_times
+    for res in (numbers, levels):
+        expected = np.asarray(res.predict(df, include_random=True))
+        got = np.asarray(res.predict(df.assign(t=convert(df["t"])), include_random=True))
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_new_rows_of_labels_of_another_text_dtype_predict_as_str():
+    """A factor fitted on ``str`` labels predicts the same from a categorical, Arrow
+    string or Arrow dictionary column of those labels (lossless: the same levels)."""
+    df = _zoo_base()
+    df["y"] += np.sin(3.0 * df["g"])
+    res = dmixed.mixedlm("y ~ xi + s", df, groups="g").fit()
+    expected = np.asarray(res.predict(df))
+    dict_type = pd.ArrowDtype(pa.dictionary(pa.int32(), pa.string()))
+    for dtype in ["category", "string[pyarrow]", dict_type]:
+        got = np.asarray(res.predict(df.assign(s=df["s"].astype(dtype))))
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_object_decimals_in_C_fit_the_factor_statsmodels_fits_of_them():
     """What the refusal offers, C(p), is the model statsmodels fits of plain ``p``."""
     import statsmodels.formula.api as smf
