@@ -30,6 +30,7 @@ from .dtypes import (
     column_kind,
     is_arrow_decimal,
     native_class,
+    only_in_c,
     to_float,
     unsupported_dtype,
 )
@@ -265,7 +266,7 @@ class ParsedFormulas:
         """The names of the caller's scope any formula uses (:mod:`dmixed.design.scope`)."""
         return self.collected("caller")
 
-    def response_only(self, groups: str) -> list[str]:
+    def response_only(self, groups: str | None) -> list[str]:
         """Columns only the response reads (new rows to predict may lack them)."""
         others = [self.rhs, self.re, *self.vc.values()]
         return [
@@ -556,7 +557,9 @@ def used_columns(formula_columns: list[str], groups: str, weights, meta) -> list
     return columns_used
 
 
-def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtypes=None):
+def column_kinds(
+    meta, parsed: ParsedFormulas, formula_columns: list[str], dtypes=None, groups=None
+):
     """How each formula column is read, from its dtype: ``(kinds, native, integers)``
     (see :mod:`dmixed.design.dtypes`; ``integers``: the numeric columns of an integer
     dtype, read as numbers, :mod:`dmixed.design.references`).  ``object`` columns are
@@ -567,7 +570,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
     columns are numbers kept as booleans (``native`` ``"bool"``), so that an expression
     computes on them what it computes in patsy (``I(a + b)``: ``a or b``, a factor of
     levels False and True; as numbers it would be 0, 1 or 2).  ``dtypes``: ``meta.dtypes``
-    where the caller has it.
+    where the caller has it; ``groups``: the group column (not the response's alone).
 
     Raises
     ------
@@ -580,6 +583,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
     c_columns = parsed.c_columns()
     bare = parsed.bare_columns()
     values = parsed.value_columns()
+    response_only = parsed.response_only(groups)
     kinds: dict[str, str] = {}
     native: dict[str, str] = {}
     integers: set[str] = set()
@@ -589,7 +593,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
         dt = dtypes[c]
         k = column_kind(dt)
         if k is None:
-            raise unsupported_dtype(c, dt, in_c=c in c_columns)
+            raise unsupported_dtype(c, dt, in_c=only_in_c(c, values, response_only))
         if c in values and is_arrow_decimal(dt):
             raise decimal_term(c)
         if k == NUMERIC and (c in c_columns or (c in bare and native_class(dt) == "bool")):

@@ -27,6 +27,7 @@ from .dtypes import (
     check_no_text_levels,
     column_class,
     native_values,
+    only_in_c,
     py_scalars,
     to_float,
     warn_rounded_integers,
@@ -196,9 +197,9 @@ def _normalize(
     for c in formula_columns:
         kind = spec.column_kinds[c]
         s = df[c]
-        # new rows: a dtype the fit refuses, refused in the fit's words (a fit's own
-        # rows passed that check already: this costs a look at the dtype)
-        check_formula_dtype(s, c, _in_c_only(spec, c))
+        # new rows: values of a type the fit refuses (a fit's own rows passed that
+        # check already: this costs a look at the dtype)
+        _check_new_dtype(spec, s, c)
         if kind == CATEGORICAL:
             codes = known.get(c)
             if codes is None:
@@ -244,13 +245,21 @@ def _normalize(
     return norm
 
 
-def _in_c_only(spec: ModelSpec, c: str) -> bool:
-    """Whether every term reads the column ``c`` inside ``C()``, as the spec recorded
-    it (``value_columns``; a spec saved before recording them: its numbers read as
-    levels), for :func:`~dmixed.design.dtypes.unsupported_dtype`'s words."""
+def _check_new_dtype(spec: ModelSpec, s: pd.Series, c: str) -> None:
+    """Refuse the column ``s`` (``c``) of new rows where the model was fitted on numbers
+    in it (or ``C()`` of numbers) and it holds values of a type a fit refuses
+    (:func:`~dmixed.design.dtypes.check_formula_dtype`).  A factor fitted on text is
+    left to its levels (new rows of timestamps there are levels not seen, named).  The
+    ``C()`` words by :func:`~dmixed.design.dtypes.only_in_c`, as a fit chooses them (a
+    spec saved before recording ``value_columns``: its numbers read as levels)."""
+    kind = spec.column_kinds[c]
+    if kind == CATEGORICAL:
+        return
     if spec.value_columns is None:
-        return spec.column_kinds.get(c) == NUMERIC_LEVELS
-    return c not in spec.value_columns
+        in_c = kind == NUMERIC_LEVELS
+    else:
+        in_c = only_in_c(c, spec.value_columns, spec.response_only)
+    check_formula_dtype(s, c, in_c)
 
 
 def check_formula_dtypes(spec: ModelSpec, frame: pd.DataFrame, columns) -> None:
@@ -267,7 +276,7 @@ def check_formula_dtypes(spec: ModelSpec, frame: pd.DataFrame, columns) -> None:
     """
     for c in columns:
         if c in spec.column_kinds and c in frame.columns:
-            check_formula_dtype(frame[c], c, _in_c_only(spec, c))
+            _check_new_dtype(spec, frame[c], c)
 
 
 def _numbered(spec: ModelSpec, s: pd.Series, c: str) -> tuple[np.ndarray, np.ndarray]:
