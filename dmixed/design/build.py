@@ -30,7 +30,9 @@ from .dtypes import (
     column_kind,
     is_arrow_decimal,
     native_class,
+    only_in_c,
     to_float,
+    unsupported_dtype,
 )
 from .evaluate import materialize, model_matrix, term_order
 from .formula import (
@@ -69,7 +71,6 @@ __all__ = [
     "response_columns",
     "FormulaSpecs",
     "column_kinds",
-    "unsupported_dtype",
     "formula_specs",
     "lazy_formulaic_spec",
     "main_formula_spec",
@@ -265,7 +266,7 @@ class ParsedFormulas:
         """The names of the caller's scope any formula uses (:mod:`dmixed.design.scope`)."""
         return self.collected("caller")
 
-    def response_only(self, groups: str) -> list[str]:
+    def response_only(self, groups: str | None) -> list[str]:
         """Columns only the response reads (new rows to predict may lack them)."""
         others = [self.rhs, self.re, *self.vc.values()]
         return [
@@ -556,79 +557,9 @@ def used_columns(formula_columns: list[str], groups: str, weights, meta) -> list
     return columns_used
 
 
-def _time_words(dtype) -> str | None:
-    """``"timestamps"``, ``"dates"``, ``"times of day"`` or ``"durations"`` for a column
-    of such values (numpy's, pandas' or Arrow's), else None."""
-    arrow = getattr(dtype, "pyarrow_dtype", None)
-    if arrow is not None:
-        import pyarrow as pa
-
-        checks = (
-            (pa.types.is_timestamp, "timestamps"),
-            (pa.types.is_date, "dates"),
-            (pa.types.is_time, "times of day"),
-            (pa.types.is_duration, "durations"),
-        )
-        return next((words for check, words in checks if check(arrow)), None)
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        return "timestamps"
-    if pd.api.types.is_timedelta64_dtype(dtype):
-        return "durations"
-    return None
-
-
-def _to_number(column: str, words: str) -> str:
-    """Code that converts a column of ``words`` (:func:`_time_words`) to numbers, for the
-    message: days since an ``origin`` (a ``pd.Timestamp`` the caller chooses) for
-    timestamps and dates, seconds for durations and times of day."""
-    if words == "durations":
-        return f"pd.to_timedelta(data[{column!r}]) / pd.Timedelta(seconds=1)"
-    if words == "times of day":
-        return f"pd.to_timedelta(data[{column!r}].astype(str)) / pd.Timedelta(seconds=1)"
-    return f"(pd.to_datetime(data[{column!r}]) - origin) / pd.Timedelta(days=1)"
-
-
-def unsupported_dtype(column: str, dtype, in_c: bool = False) -> BadValuesError:
-    """The error for a formula column of a type that is neither numbers nor labels, with
-    what to do.  Timestamps, dates and durations are not read as numbers: their number
-    depends on a unit and an origin (nanoseconds since 1970, days since 1970...) that a
-    fit would silently depend on (the estimates of a slope scale with it); the caller
-    chooses them, or reads the column as a factor from text.  ``in_c``: the formula
-    already asks for the column as a factor (``C(column)``): the message then says that
-    ``C()`` does not yet read such a column and gives the conversion to text (not "write
-    ``C(column)``", which the caller wrote)."""
-    words = _time_words(dtype)
-    if words is None:
-        return BadValuesError(
-            f"column {column!r} has an unsupported dtype ({dtype}) for a model formula: "
-            "a formula reads numbers, booleans and labels (text, categoricals)"
-        )
-    if words in ("durations", "times of day"):
-        unit = "seconds"
-    else:
-        unit = (
-            "days since an origin you choose (origin = pd.Timestamp(...), with the "
-            "column's time zone where it has one)"
-        )
-    factor = f"convert it to text and write C({column})"
-    if in_c:
-        return BadValuesError(
-            f"column {column!r} holds {words} ({dtype}), and C({column}) does not read "
-            f"{words} as a factor (statsmodels does, with levels labelled by the values' "
-            f"repr): convert the column to text first, data[{column!r}] = "
-            f"data[{column!r}].astype(str), and C({column}) reads its text as the levels "
-            f"(ordered and labelled by the text); or convert it to a number, such as the "
-            f"{unit}: data[{column!r}] = {_to_number(column, words)}"
-        )
-    return BadValuesError(
-        f"column {column!r} holds {words} ({dtype}), which a model formula does not read "
-        f"as numbers (a fit would depend on their unit): convert the column to a number "
-        f"first, such as the {unit}: data[{column!r}] = {_to_number(column, words)}; or, "
-        f"to use it as a factor, {factor}"
-    )
-
-
-def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtypes=None):
+def column_kinds(
+    meta, parsed: ParsedFormulas, formula_columns: list[str], dtypes=None, groups=None
+):
     """How each formula column is read, from its dtype: ``(kinds, native, integers)``
     (see :mod:`dmixed.design.dtypes`; ``integers``: the numeric columns of an integer
     dtype, read as numbers, :mod:`dmixed.design.references`).  ``object`` columns are
@@ -639,12 +570,12 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
     columns are numbers kept as booleans (``native`` ``"bool"``), so that an expression
     computes on them what it computes in patsy (``I(a + b)``: ``a or b``, a factor of
     levels False and True; as numbers it would be 0, 1 or 2).  ``dtypes``: ``meta.dtypes``
-    where the caller has it.
+    where the caller has it; ``groups``: the group column (not the response's alone).
 
     Raises
     ------
     BadValuesError
-        For a column of an unsupported dtype (:func:`unsupported_dtype`).
+        For a column of an unsupported dtype (:func:`~dmixed.design.dtypes.unsupported_dtype`).
     FormulaError
         For a comparison that orders (``<``, ``>``) an ordered categorical column.
     """
@@ -652,6 +583,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
     c_columns = parsed.c_columns()
     bare = parsed.bare_columns()
     values = parsed.value_columns()
+    response_only = parsed.response_only(groups)
     kinds: dict[str, str] = {}
     native: dict[str, str] = {}
     integers: set[str] = set()
@@ -661,7 +593,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtype
         dt = dtypes[c]
         k = column_kind(dt)
         if k is None:
-            raise unsupported_dtype(c, dt, in_c=c in c_columns)
+            raise unsupported_dtype(c, dt, in_c=only_in_c(c, values, response_only))
         if c in values and is_arrow_decimal(dt):
             raise decimal_term(c)
         if k == NUMERIC and (c in c_columns or (c in bare and native_class(dt) == "bool")):

@@ -30,6 +30,9 @@ __all__ = [
     "text_error",
     "check_numbers_as_text",
     "check_no_decimals",
+    "check_formula_dtype",
+    "only_in_c",
+    "unsupported_dtype",
     "check_no_text",
     "check_no_text_levels",
     "check_finite",
@@ -160,6 +163,151 @@ def check_no_decimals(s: pd.Series, name: str) -> None:
         isinstance(dt, np.dtype) and dt.kind == "O" and "Decimal" in object_types(s)
     ):
         raise decimal_term(name)
+
+
+def _time_words(dtype) -> str | None:
+    """``"timestamps"``, ``"dates"``, ``"times of day"`` or ``"durations"`` for a column
+    of such values (numpy's, pandas' or Arrow's), else None."""
+    arrow = getattr(dtype, "pyarrow_dtype", None)
+    if arrow is not None:
+        import pyarrow as pa
+
+        checks = (
+            (pa.types.is_timestamp, "timestamps"),
+            (pa.types.is_date, "dates"),
+            (pa.types.is_time, "times of day"),
+            (pa.types.is_duration, "durations"),
+        )
+        return next((words for check, words in checks if check(arrow)), None)
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "timestamps"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return "durations"
+    return None
+
+
+def _to_number(column: str, words: str) -> str:
+    """Code that converts a column of ``words`` (:func:`_time_words`) to numbers, for the
+    message: days since an ``origin`` (a ``pd.Timestamp`` the caller chooses) for
+    timestamps and dates, seconds for durations and times of day."""
+    if words == "durations":
+        return f"pd.to_timedelta(data[{column!r}]) / pd.Timedelta(seconds=1)"
+    if words == "times of day":
+        return f"pd.to_timedelta(data[{column!r}].astype(str)) / pd.Timedelta(seconds=1)"
+    return f"(pd.to_datetime(data[{column!r}]) - origin) / pd.Timedelta(days=1)"
+
+
+def only_in_c(column: str, value_columns, response_only) -> bool:
+    """Whether the formulas read ``column`` only inside ``C()``: no term reads its
+    values outside ``C()`` (``value_columns``: ``p`` of ``C(p):x + p``) and it is not
+    a column only the response reads (``response_only``).  The one rule for
+    :func:`unsupported_dtype`'s ``in_c`` words, in a fit (from the parsed formulas) and
+    in the new rows of a prediction (from the spec, which records both lists)."""
+    return column not in value_columns and column not in response_only
+
+
+def _value_dtype(dtype):
+    """The dtype of the values a categorical or an Arrow dictionary holds (its
+    categories, its ``value_type``), else ``dtype``: a dtype look, no row read."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return dtype.categories.dtype
+    arrow = getattr(dtype, "pyarrow_dtype", None)
+    if arrow is not None:
+        import pyarrow as pa
+
+        if pa.types.is_dictionary(arrow):
+            return pd.ArrowDtype(arrow.value_type)
+    return dtype
+
+
+def unsupported_dtype(
+    column: str, dtype, in_c: bool = False, new_rows: bool = False
+) -> BadValuesError:
+    """The error for a formula column of a type that is neither numbers nor labels, with
+    what to do.  Timestamps, dates and durations are not read as numbers: their number
+    depends on a unit and an origin (nanoseconds since 1970, days since 1970...) that a
+    fit would silently depend on (the estimates of a slope scale with it); the caller
+    chooses them, or reads the column as a factor from text.  ``in_c``: the formula
+    already asks for the column as a factor (``C(column)``, :func:`only_in_c`): the
+    message then says that ``C()`` does not yet read such a column and gives the
+    conversion to text (not "write ``C(column)``", which the caller wrote).
+    ``new_rows``: the column of new rows for a model fitted on numbers in it (or on
+    ``C()`` of numbers), whose formula is fixed: the message says so and gives only the
+    conversion of the new rows to numbers, as the fit's data held them; ``dtype`` may be
+    a categorical or an Arrow dictionary of such values."""
+    words = _time_words(_value_dtype(dtype))
+    if isinstance(dtype, pd.CategoricalDtype):
+        dtype = f"category of {dtype.categories.dtype}"
+    if words is None:
+        return BadValuesError(
+            f"column {column!r} has an unsupported dtype ({dtype}) for a model formula: "
+            "a formula reads numbers, booleans and labels (text, categoricals)"
+        )
+    if words in ("durations", "times of day"):
+        unit = "seconds"
+    else:
+        unit = (
+            "days since an origin you choose (origin = pd.Timestamp(...), with the "
+            "column's time zone where it has one)"
+        )
+    number = f"data[{column!r}] = {_to_number(column, words)}"
+    if new_rows:
+        read = (
+            f"and C({column}) does not read {words} as a factor"
+            if in_c
+            else "which a model formula does not read as numbers (they would be read "
+            "by their storage, which depends on their unit)"
+        )
+        of = f"C({column}) of numbers" if in_c else "numbers in this column"
+        return BadValuesError(
+            f"column {column!r} holds {words} ({dtype}), {read}: the model was fitted "
+            f"on {of}; convert the column of the new rows to the numbers the fit's data "
+            f"held, such as the {unit}: {number}"
+        )
+    factor = f"convert it to text and write C({column})"
+    if in_c:
+        return BadValuesError(
+            f"column {column!r} holds {words} ({dtype}), and C({column}) does not read "
+            f"{words} as a factor (statsmodels does, with levels labelled by the values' "
+            f"repr): convert the column to text first, data[{column!r}] = "
+            f"data[{column!r}].astype(str), and C({column}) reads its text as the levels "
+            f"(ordered and labelled by the text); or convert it to a number, such as the "
+            f"{unit}: {number}"
+        )
+    return BadValuesError(
+        f"column {column!r} holds {words} ({dtype}), which a model formula does not read "
+        f"as numbers (a fit would depend on their unit): convert the column to a number "
+        f"first, such as the {unit}: {number}; or, to use it as a factor, {factor}"
+    )
+
+
+def check_formula_dtype(s: pd.Series, name: str, in_c: bool = False) -> None:
+    """Refuse the column ``s`` (``name``) of new rows read for a model fitted on numbers
+    in it (or on ``C()`` of numbers) where its values are of a type a fit refuses in a
+    formula (:func:`column_kind` None: timestamps, dates, durations, complex numbers...),
+    held as they are or as the categories of a categorical or an Arrow dictionary
+    (:func:`unsupported_dtype` with ``new_rows``; ``in_c``: :func:`only_in_c`).  Read as
+    numbers or levels, such a column would give its storage (microseconds since 1970,
+    say), which depends on its unit.  A column of Arrow's null type holds no value to
+    misread (every row missing, predicted NaN) and is let through.  A look at the dtype:
+    no row is read.
+
+    Raises
+    ------
+    BadValuesError
+        Naming the column, its dtype and a conversion of the new rows to numbers.
+    """
+    dt = s.dtype
+    value = _value_dtype(dt)
+    if column_kind(value) is not None:
+        return
+    arrow = getattr(value, "pyarrow_dtype", None)
+    if arrow is not None:
+        import pyarrow as pa
+
+        if pa.types.is_null(arrow):
+            return
+    raise unsupported_dtype(name, dt, in_c, new_rows=True)
 
 
 #: The largest magnitude below which every integer is a float64 (2^53).
@@ -304,10 +452,34 @@ def _first_text(s: pd.Series):
 
 
 def _holds_text(s: pd.Series) -> bool:
-    """Whether ``s`` holds a ``str`` or ``bytes`` value (a text dtype, or an ``object``
-    column with one among its values)."""
+    """Whether ``s`` holds a ``str`` or ``bytes`` value (a text dtype, an ``object``
+    column with one among its values, or a categorical or Arrow dictionary whose rows
+    take text labels)."""
     if isinstance(s.dtype, np.dtype) and s.dtype.kind != "O":  # numpy's: text is S or U
         return s.dtype.kind in "SU"
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        # labels that are text hold text where read as numbers (their values, not
+        # their codes): the categories some row uses.  Categories of numbers (a dtype
+        # look) or without text hold none: the rows are read only where some are text
+        cats = s.cat.categories
+        if column_class(cats.dtype) != "string":
+            return False
+        kind = pd.api.types.infer_dtype(cats, skipna=True)
+        if kind in ("string", "bytes"):
+            text = np.ones(len(cats), dtype=bool)
+        elif kind.startswith("mixed"):  # some labels text, some not: which are
+            text = np.fromiter((isinstance(v, (str, bytes)) for v in cats), bool, len(cats))
+        else:
+            return False
+        codes = s.cat.codes.to_numpy()
+        if text.all():  # every label text: any row not missing
+            return bool((codes >= 0).any())
+        used = np.zeros(len(cats), dtype=bool)
+        used[codes[codes >= 0]] = True
+        return bool((used & text).any())
+    if column_class(s.dtype) == "arrow-dict":  # Arrow's dictionary of text
+        value = s.dtype.pyarrow_dtype.value_type
+        return _arrow_class(value) == "string" and bool(s.notna().any())
     if s.dtype != object:
         return pd.api.types.is_string_dtype(s.dtype) and not isinstance(
             s.dtype, pd.CategoricalDtype

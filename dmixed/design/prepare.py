@@ -22,10 +22,12 @@ from .dtypes import (
     NUMERIC,
     NUMERIC_LEVELS,
     check_finite,
+    check_formula_dtype,
     check_no_decimals,
     check_no_text_levels,
     column_class,
     native_values,
+    only_in_c,
     py_scalars,
     to_float,
     warn_rounded_integers,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FrameColumns",
     "PreparedColumns",
+    "check_formula_dtypes",
     "is_missing_values_error",
     "missing_counts",
     "missing_values_error",
@@ -194,6 +197,9 @@ def _normalize(
     for c in formula_columns:
         kind = spec.column_kinds[c]
         s = df[c]
+        # new rows: values of a type the fit refuses (a fit's own rows passed that
+        # check already: this costs a look at the dtype)
+        _check_new_dtype(spec, s, c)
         if kind == CATEGORICAL:
             codes = known.get(c)
             if codes is None:
@@ -237,6 +243,40 @@ def _normalize(
             check_finite(vals, c)
         norm.values[c] = vals
     return norm
+
+
+def _check_new_dtype(spec: ModelSpec, s: pd.Series, c: str) -> None:
+    """Refuse the column ``s`` (``c``) of new rows where the model was fitted on numbers
+    in it (or ``C()`` of numbers) and it holds values of a type a fit refuses
+    (:func:`~dmixed.design.dtypes.check_formula_dtype`).  A factor fitted on text is
+    left to its levels (new rows of timestamps there are levels not seen, named).  The
+    ``C()`` words by :func:`~dmixed.design.dtypes.only_in_c`, as a fit chooses them (a
+    spec saved before recording ``value_columns``: its numbers read as levels)."""
+    kind = spec.column_kinds[c]
+    if kind == CATEGORICAL:
+        return
+    if spec.value_columns is None:
+        in_c = kind == NUMERIC_LEVELS
+    else:
+        in_c = only_in_c(c, spec.value_columns, spec.response_only)
+    check_formula_dtype(s, c, in_c)
+
+
+def check_formula_dtypes(spec: ModelSpec, frame: pd.DataFrame, columns) -> None:
+    """Refuse a column among ``columns`` of ``frame`` (new rows, or a Dask collection's
+    meta: its declared dtypes) that the spec reads in a formula and whose dtype a fit
+    refuses (:func:`~dmixed.design.dtypes.check_formula_dtype`, in the fit's words);
+    :func:`prepare_columns` checks each frame it reads the same way.  Columns the spec
+    does not read in a formula, or that ``frame`` lacks, are skipped.
+
+    Raises
+    ------
+    BadValuesError
+        Naming the first such column, its dtype and a conversion.
+    """
+    for c in columns:
+        if c in spec.column_kinds and c in frame.columns:
+            _check_new_dtype(spec, frame[c], c)
 
 
 def _numbered(spec: ModelSpec, s: pd.Series, c: str) -> tuple[np.ndarray, np.ndarray]:

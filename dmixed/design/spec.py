@@ -1055,7 +1055,7 @@ def build_spec_prepared(
     frame_columns = None if dask_input else FrameColumns(data)
     dtypes = meta.dtypes if dask_input else frame_columns.dtypes(columns_used)
     try:
-        kinds, native, integers = column_kinds(meta, parsed, formula_columns, dtypes)
+        kinds, native, integers = column_kinds(meta, parsed, formula_columns, dtypes, groups)
     except BadValuesError as exc:  # a column's type: Dask took it from the first file
         raise (in_first_file(exc, data) if dask_input else exc) from None
     if dask_input:  # text a spline reads where other files hold numbers

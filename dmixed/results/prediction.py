@@ -23,7 +23,7 @@ from ..design.messages import plural
 from ..design.missing import rows_with_missing
 from ..design.origin import in_partition, partition_words
 from ..design.partitions import check_persisted, select_columns
-from ..design.prepare import needed_columns
+from ..design.prepare import check_formula_dtypes, needed_columns
 from ..errors import (
     DataError,
     NonFiniteRowsWarning,
@@ -681,7 +681,9 @@ def predict_dask(
     Raises
     ------
     DataError
-        Now: a used column is not in ``ddf``; the persisted data of ``ddf`` are gone.
+        Now: a used column is not in ``ddf``; the persisted data of ``ddf`` are gone;
+        ``ddf`` declares a used column of a dtype a fit refuses (timestamps, durations:
+        :func:`~dmixed.design.prepare.check_formula_dtypes`).
         When computed: a partition lacks a used column (named with its number); missing
         values with ``missing="raise"`` (fitted values and residuals); group keys of
         another class than the fitted ones; unseen groups with ``new_groups="error"``;
@@ -695,6 +697,8 @@ def predict_dask(
     predicting = what == "predict"
     needed = needed_columns(spec, response=not predicting, random=include_random or not predicting)
     data = select_columns(ddf, needed, spec.group_name)
+    # the declared dtypes, now (each partition's are checked where it is read)
+    check_formula_dtypes(spec, data._meta, needed)
     from ..design.persisted_task import checked_task
 
     # one task holding the predictor: a dependency of every partition, not a literal;

@@ -45,7 +45,7 @@ import pandas as pd
 from ..design import is_dask
 from ..design.centres import design_rows
 from ..design.partitions import check_persisted, select_columns
-from ..design.prepare import needed_columns
+from ..design.prepare import check_formula_dtypes, needed_columns
 from ..errors import DataError, SpecError
 from ..fit.options import check_flag
 from ..inference import check_alpha
@@ -472,6 +472,9 @@ def moments_dask(
     ------
     SpecError
         ``weights`` of one value per row (a Dask frame's rows are not in memory).
+    BadValuesError
+        ``ddf`` declares a column the prediction reads in a formula of a dtype a fit
+        refuses (:func:`~dmixed.design.prepare.check_formula_dtypes`).
     """
     check_persisted(ddf)
     if weights is not None and not isinstance(weights, str) and np.ndim(weights) != 0:
@@ -484,6 +487,8 @@ def moments_dask(
             raise DataError(f"weights: {weights!r} is not a column of data")
         columns = [*columns, weights] if weights not in columns else columns
     data = select_columns(ddf, columns, spec.group_name)
+    # the declared dtypes, now, as predict_dask (each partition's where it is read)
+    check_formula_dtypes(spec, data._meta, columns)
     from ..design.persisted_task import checked_task
 
     state = checked_task(variance, ddf)  # refuses persisted data gone, when computed

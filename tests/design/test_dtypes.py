@@ -837,6 +837,292 @@ def test_another_unsupported_dtype_in_a_formula_says_what_a_formula_reads():
         build_spec(df, "y ~ c", groups="g")
 
 
+_NEW_ROW_TIMES = [k for k in _TIME_VALUES if not k.startswith("object")]
+
+
+@pytest.fixture(scope="module")
+def fitted_on_times():
+    """A model of ``t`` read as numbers (and one of ``C(t)`` of integers), fitted on the
+    numbers the time columns of ``_TIME_VALUES`` would be in seconds."""
+    df = _zoo_base()
+    df["t"] = np.arange(len(df), dtype=float) % 7
+    df["y"] += 0.3 * df["t"] + np.sin(3.0 * df["g"])  # a group effect: off the boundary
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.errors.BoundaryWarning)
+        numbers = dmixed.mixedlm("y ~ xi + t", df, groups="g").fit()
+        levels = dmixed.mixedlm("y ~ xi + C(t)", df.assign(t=df["t"].astype(int)), groups="g")
+        levels = levels.fit()
+    return df, numbers, levels
+
+
+def _fit_message(df, formula) -> str:
+    with pytest.raises(BadValuesError) as info:
+        build_spec(df, formula, groups="g")
+    return str(info.value)
+
+
+_ORIGIN = pd.Timestamp("2026-01-01")
+
+
+def _times_of(kind: str, t: pd.Series) -> pd.Series:
+    """The numbers ``t`` as the time column ``kind``: timestamps ``t`` days after
+    :data:`_ORIGIN` (its time zone where ``kind`` has one), durations of ``t`` seconds;
+    held as they are, or as the categories of a categorical or an Arrow dictionary."""
+    stamps = _ORIGIN + pd.to_timedelta(t, unit="D")
+    seconds = pd.to_timedelta(t, unit="s")
+    if kind == "datetime64":
+        return stamps
+    if kind == "datetime64 UTC":
+        return stamps.dt.tz_localize("UTC")
+    if kind == "arrow timestamp":
+        return stamps.astype("timestamp[us][pyarrow]")
+    if kind == "arrow date32":
+        return pd.Series(stamps.dt.date, index=t.index, dtype="date32[day][pyarrow]")
+    if kind == "timedelta64":
+        return seconds
+    if kind == "arrow duration":
+        return seconds.astype("duration[s][pyarrow]")
+    values = stamps if "timestamps" in kind else seconds
+    if kind.startswith("category"):
+        return values.astype("category")
+    encoded = pa.array(values.to_numpy()).dictionary_encode()
+    return pd.Series(pd.arrays.ArrowExtensionArray(encoded), index=t.index)
+
+
+_NEW_TIMES = [
+    *_NEW_ROW_TIMES,
+    "category of timestamps",
+    "category of durations",
+    "arrow dictionary of timestamps",
+    "arrow dictionary of durations",
+]
+
+
+def _follow(message: str, new: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The new rows with the message's conversion executed as written (``origin``:
+    :data:`_ORIGIN`, in the column's time zone)."""
+    code = re.search(r"data\['t'\] = (.*)$", message).group(1)
+    tz = "UTC" if kind.endswith("UTC") else None
+    namespace = {"pd": pd, "data": new, "origin": _ORIGIN.tz_localize(tz)}
+    return new.assign(t=eval(code, namespace))  # noqa: S307 - the message's own code
+
+
+@pytest.mark.parametrize("kind", _NEW_TIMES)
+def test_time_columns_in_new_rows_are_refused_with_a_conversion_of_the_new_rows(
+    fitted_on_times, kind, tmp_path
+):
+    """A fit refuses a timestamp, date or duration column read in a formula, but the new
+    rows of ``predict`` read such a column as its storage (microseconds since 1970...)
+    and returned values of order 1e10 silently, the categories of a categorical or an
+    Arrow dictionary of such values too.  Every prediction path now raises one error:
+    pandas rows (fixed part, with the random part, ``get_prediction``), a dict of
+    columns, results saved and loaded, and Dask rows (refused by their declared dtype
+    when ``predict`` is called).  Its advice works on the new rows, the formula being
+    fitted: following it predicts what the fit's numbers predict."""
+    import dask.dataframe as dd
+
+    df, res, _ = fitted_on_times
+    new = df.assign(t=_times_of(kind, df["t"]))
+    res.save(tmp_path / "res")
+    loaded = dmixed.load(tmp_path / "res")
+    calls = {
+        "predict": lambda: res.predict(new),
+        "include_random": lambda: res.predict(new, include_random=True),
+        "get_prediction": lambda: res.get_prediction(new),
+        "dict of columns": lambda: res.predict({c: new[c].array for c in new.columns}),
+        "loaded": lambda: loaded.predict(new, include_random=True),
+        "dask": lambda: res.predict(dd.from_pandas(new, npartitions=2)),
+        "dask get_prediction": lambda: res.get_prediction(dd.from_pandas(new, npartitions=2)),
+    }
+    messages = {}
+    for path, call in calls.items():
+        with pytest.raises(BadValuesError) as info:
+            call()
+        messages[path] = str(info.value)
+    assert len(set(messages.values())) == 1, messages
+    message = messages["predict"]
+    words = "durations" if "duration" in kind or "timedelta" in kind else "timestamps"
+    words = "dates" if "date32" in kind else words
+    assert message.startswith(f"column 't' holds {words} ("), message
+    assert "the model was fitted on numbers in this column" in message
+    assert "C(t)" not in message and "write" not in message  # the formula is fitted
+    followed = _follow(message, new, kind)
+    for random in (False, True):
+        np.testing.assert_array_equal(
+            np.asarray(res.predict(followed, include_random=random)),
+            np.asarray(res.predict(df, include_random=random)),
+        )
+
+
+def test_a_dask_partition_of_durations_under_a_meta_of_numbers_is_refused(fitted_on_times):
+    """A partition whose column is of another dtype than the collection declares
+    (``map_partitions`` with the meta of numbers) is refused where it is read, in the
+    words of pandas rows, with the partition's number."""
+    import dask.dataframe as dd
+
+    df, res, _ = fitted_on_times
+    ddf = dd.from_pandas(df, npartitions=2)
+    odd = ddf.map_partitions(lambda p: p.assign(t=pd.to_timedelta(p["t"], unit="s")), meta=ddf)
+    with pytest.raises(BadValuesError) as rows:
+        res.predict(df.assign(t=pd.to_timedelta(df["t"], unit="s")))
+    with pytest.raises(BadValuesError) as info:
+        res.predict(odd).compute()
+    assert str(info.value).endswith(str(rows.value))
+    assert "partition" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "timedelta64",
+        "datetime64 UTC",
+        "arrow timestamp",
+        "category of durations",
+        "category of timestamps",
+        "arrow dictionary of durations",
+    ],
+)
+def test_time_columns_in_new_rows_of_a_C_factor_of_numbers_are_refused(fitted_on_times, kind):
+    """``C(t)`` fitted on integers: new rows of timestamps or durations were looked up
+    among the levels by their storage (a duration of 2 µs found the level 2), a
+    categorical or an Arrow dictionary of them too; refused with the words for a time
+    column inside ``C()``, and the conversion it gives of the new rows predicts what
+    the fit's integers predict."""
+    import dask.dataframe as dd
+
+    df, _, res = fitted_on_times
+    new = df.assign(t=_times_of(kind, df["t"]))
+    with pytest.raises(BadValuesError) as info:
+        res.predict(new)
+    message = str(info.value)
+    assert "C(t) does not read" in message
+    assert "the model was fitted on C(t) of numbers" in message
+    with pytest.raises(BadValuesError, match="C\\(t\\) does not read"):
+        res.predict(dd.from_pandas(new, npartitions=2))
+    np.testing.assert_array_equal(
+        np.asarray(res.predict(_follow(message, new, kind))),
+        np.asarray(res.predict(df.assign(t=df["t"].astype(int)))),
+    )
+
+
+def test_the_C_words_for_a_time_column_are_chosen_by_one_rule_in_fit_and_predict(
+    fitted_on_times,
+):
+    """A column read both inside and outside ``C()`` (``C(t) + xi:t``) got the ``C()``
+    words in a fit and the words for numbers in predict: one rule chooses them for
+    both (``only_in_c``: the ``C()`` words where every term reads the column inside
+    ``C()``)."""
+    df, _, _ = fitted_on_times
+    durations = df.assign(t=pd.to_timedelta(df["t"], unit="s"))
+    integers = df.assign(t=df["t"].astype(int))
+    for formula, in_c in [("y ~ xi + C(t) + xi:t", False), ("y ~ xi + C(t)", True)]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dmixed.errors.BoundaryWarning)
+            res = dmixed.mixedlm(formula, integers, groups="g").fit()
+        with pytest.raises(BadValuesError) as predicted:
+            res.predict(durations)
+        for message in (_fit_message(durations, formula), str(predicted.value)):
+            assert ("C(t) does not read durations" in message) == in_c, (formula, message)
+            assert ("does not read as numbers" in message) != in_c, (formula, message)
+
+
+def test_a_text_factor_given_timestamps_says_levels_not_seen(fitted_on_times):
+    """A factor fitted on text given timestamps in new rows: the levels are not seen
+    (the formula is fitted: advice to convert them to numbers or to write ``C(s)``
+    cannot be followed)."""
+    df, _, _ = fitted_on_times
+    new = df.assign(s=_times_of("datetime64", df["t"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.errors.BoundaryWarning)
+        res = dmixed.mixedlm("y ~ xi + t + s", df, groups="g").fit()
+    with pytest.raises(DataError, match="column 's' has levels not seen .*Timestamp"):
+        res.predict(new)
+
+
+def test_new_rows_of_missing_timestamps_are_refused_an_arrow_null_column_is_missing(
+    fitted_on_times,
+):
+    """A column of ``NaT`` only predicted about -2e18 (NaT's storage); refused as every
+    timestamp column is.  A column of Arrow's null type holds no value to misread: its
+    rows are missing and predicted NaN, as before."""
+    df, res, _ = fitted_on_times
+    nat = df.assign(t=pd.Series(pd.NaT, index=df.index, dtype="datetime64[ns]"))
+    with pytest.raises(BadValuesError, match=r"^column 't' holds timestamps \(datetime64\[ns\]\)"):
+        res.predict(nat)
+    null = df.assign(t=pd.Series([None] * len(df), index=df.index, dtype="null[pyarrow]"))
+    assert np.isnan(np.asarray(res.predict(null))).all()
+
+
+@pytest.mark.parametrize("which", ["numbers", "levels"])
+@pytest.mark.parametrize("dtype", ["category", "dictionary<values=string, indices=int32>[pyarrow]"])
+def test_categorical_text_in_new_rows_read_as_numbers_is_refused_as_str_is(
+    fitted_on_times, which, dtype
+):
+    """A categorical (or Arrow dictionary) of text ``'0'``, ``'1'`` in a column read as
+    numbers (or as ``C()`` of integers) was parsed as numbers, while the same text as
+    ``str`` is refused (text is a factor under the column rules): it is refused with
+    the ``str`` column's words."""
+    df, numbers, levels = fitted_on_times
+    res = numbers if which == "numbers" else levels
+    text = df["t"].astype(int).astype(str)
+    if dtype == "category":
+        labels = text.astype("category")
+    else:
+        labels = text.astype(pd.ArrowDtype(pa.dictionary(pa.int32(), pa.string())))
+    with pytest.raises(BadValuesError) as as_str:
+        res.predict(df.assign(t=text))
+    with pytest.raises(BadValuesError) as as_labels:
+        res.predict(df.assign(t=labels))
+    assert str(as_labels.value) == str(as_str.value)
+
+
+def test_a_categorical_whose_unused_labels_are_text_predicts_its_numbers(fitted_on_times):
+    """A categorical of numbers with a text label no row takes is read as its numbers;
+    a row taking the text label is refused as ``str`` text is (only the labels rows
+    use are looked at)."""
+    df, numbers, _ = fitted_on_times
+    labels = pd.Categorical(df["t"].astype(object), categories=[*range(7), "none"])
+    expected = np.asarray(numbers.predict(df))
+    np.testing.assert_array_equal(np.asarray(numbers.predict(df.assign(t=labels))), expected)
+    labels[0] = "none"
+    with pytest.raises(BadValuesError, match="column 't' holds text"):
+        numbers.predict(df.assign(t=labels))
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda t: t.astype(int),
+        lambda t: t.astype("Int64"),
+        lambda t: t.astype("float32"),
+        lambda t: t.astype("category"),  # a category of numbers: its numbers, as patsy
+        lambda t: t.astype("double[pyarrow]"),
+    ],
+    ids=["int64", "Int64", "float32", "category of numbers", "arrow double"],
+)
+def test_new_rows_of_numbers_of_another_dtype_predict_as_floats(fitted_on_times, convert):
+    """What the kind check keeps: numbers of any dtype, a category of numbers included,
+    predict what the float column predicts, read as numbers or as ``C()`` levels."""
+    df, numbers, levels = fitted_on_times
+    for res in (numbers, levels):
+        expected = np.asarray(res.predict(df, include_random=True))
+        got = np.asarray(res.predict(df.assign(t=convert(df["t"])), include_random=True))
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_new_rows_of_labels_of_another_text_dtype_predict_as_str():
+    """A factor fitted on ``str`` labels predicts the same from a categorical, Arrow
+    string or Arrow dictionary column of those labels (lossless: the same levels)."""
+    df = _zoo_base()
+    df["y"] += np.sin(3.0 * df["g"])
+    res = dmixed.mixedlm("y ~ xi + s", df, groups="g").fit()
+    expected = np.asarray(res.predict(df))
+    dict_type = pd.ArrowDtype(pa.dictionary(pa.int32(), pa.string()))
+    for dtype in ["category", "string[pyarrow]", dict_type]:
+        got = np.asarray(res.predict(df.assign(s=df["s"].astype(dtype))))
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_object_decimals_in_C_fit_the_factor_statsmodels_fits_of_them():
     """What the refusal offers, C(p), is the model statsmodels fits of plain ``p``."""
     import statsmodels.formula.api as smf
