@@ -197,7 +197,9 @@ _LAYOUT_OPTIONS = (
 )
 #: ``read_csv`` options under which a row's line in the file is not its place among
 #: the rows plus one (the header): lines would be named wrong, so none is named
-_LINE_SHIFTING = ("names", "skiprows", "skipfooter", "comment", "nrows", "lineterminator")
+#: (a comment is not: the re-read takes the commented lines as rows of their own, so
+#: that every line of the file is counted)
+_LINE_SHIFTING = ("names", "skiprows", "skipfooter", "nrows")
 
 
 def csv_read_options(options: dict | None, file: str) -> dict | None:
@@ -213,6 +215,8 @@ def csv_read_options(options: dict | None, file: str) -> dict | None:
     if options is None:
         return {"sep": separator(file)}
     if any(options.get(k) is not None for k in _LINE_SHIFTING):
+        return None
+    if options.get("lineterminator") not in (None, "\n"):  # lines counted by "\n"
         return None
     if options.get("header", "infer") not in ("infer", 0):
         return None
