@@ -23,6 +23,7 @@ from .dtypes import column_kind
 
 __all__ = [
     "CSV_SAMPLE_ROWS",
+    "blank_rows",
     "csv_culprit",
     "csv_culprit_at",
     "csv_field_at",
@@ -194,12 +195,14 @@ _LAYOUT_OPTIONS = (
     "keep_default_na",
     "na_filter",
     "encoding",
+    "skip_blank_lines",
 )
 #: ``read_csv`` options under which a row's line in the file is not its place among
-#: the rows plus one (the header): lines would be named wrong, so none is named
-#: (a comment is not: the re-read takes the commented lines as rows of their own, so
-#: that every line of the file is counted)
-_LINE_SHIFTING = ("names", "skiprows", "skipfooter", "nrows")
+#: the rows plus one (the header): lines would be named wrong, so none is named.  A
+#: ``comment`` is one: ``read_csv`` drops a commented line (it is no row) and cuts a
+#: line at an inline comment, so a re-read with it loses the lines, and one without it
+#: reads the commented text as values
+_LINE_SHIFTING = ("names", "skiprows", "skipfooter", "nrows", "comment")
 
 
 def csv_read_options(options: dict | None, file: str) -> dict | None:
@@ -241,12 +244,77 @@ def csv_names(file: str, storage_options: dict | None, read: dict | None) -> lis
 
 def _split_only(read: dict) -> dict:
     """The options of ``read`` that split a file into fields (its values' reading, such
-    as missing values and decimal marks, left out: the fields are read as text)."""
+    as missing values and decimal marks, left out: the fields are read as text; and
+    ``skip_blank_lines``: a re-read keeps blank lines as rows, to count every line)."""
     return {
         k: v
         for k, v in read.items()
-        if k not in ("decimal", "thousands", "na_values", "keep_default_na", "na_filter")
+        if k
+        not in (
+            "decimal",
+            "thousands",
+            "na_values",
+            "keep_default_na",
+            "na_filter",
+            "skip_blank_lines",
+        )
     }
+
+
+#: How many characters of a CSV file :func:`blank_rows` reads at a time.
+_CHUNK_CHARS = 1 << 24
+
+
+def blank_rows(
+    file: str, storage_options: dict | None, read: dict | None = None
+) -> np.ndarray | None:
+    """The rows of ``file`` (a CSV file, split as ``read`` says: :func:`csv_read_options`)
+    that are blank lines, numbered as ``read_csv`` numbers its rows when it keeps blank
+    lines (``skip_blank_lines=False``: 0 the line after the header), sorted.  A blank line
+    is an empty one (``\r`` alone too; one of spaces alone where ``skipinitialspace``)
+    that is no part of a quoted field.  ``read_csv`` skips such lines by default: a
+    re-read that keeps them as rows, to count every line, shows them as rows of empty
+    fields, which look like a row of empty fields (``,,,``) and are told apart here,
+    from the text.  Quotes are followed by their count (a doubled quote counts twice);
+    None where they cannot be (an ``escapechar``) and a blank line or a quote is met,
+    where the header is not the first line, or where the file cannot be read.  One pass
+    over the file, on the way to an error only."""
+    read = read or {}
+    quoting = read.get("quoting", 0) != 3  # csv.QUOTE_NONE: quotes are text
+    quote = ord(read.get("quotechar") or '"') if quoting else -1
+    space = list(b"\r " if read.get("skipinitialspace") else b"\r")
+    blanks: list[np.ndarray] = []
+    record = 0  # the records ended before the text held
+    held = b""  # the text of the last record not ended yet (a record starts outside quotes)
+    try:
+        with open_text(file, storage_options, read.get("encoding")) as fh:
+            while True:
+                text = fh.read(_CHUNK_CHARS)
+                if not text:
+                    break
+                data = held + text.encode("utf-8")  # one byte per "\n", "\r" and quote
+                raw = np.frombuffer(data, dtype=np.uint8)
+                quotes = np.flatnonzero(raw == quote)
+                if quotes.size and read.get("escapechar"):
+                    return None
+                breaks = np.flatnonzero(raw == 10)
+                # a line break ends a record where an even number of quotes (none
+                # open) comes before it
+                ends = breaks[np.searchsorted(quotes, breaks) % 2 == 0]
+                starts = np.concatenate(([0], ends[:-1] + 1))
+                seen = np.concatenate(([0], np.cumsum(~np.isin(raw, space))))
+                empty = seen[ends] == seen[starts]  # nothing but "\r" (and spaces)
+                if read.get("escapechar") and empty.any():
+                    return None
+                blanks.append(record + np.flatnonzero(empty))
+                record += ends.size
+                held = data[int(ends[-1]) + 1 :] if ends.size else data
+    except (OSError, ValueError):
+        return None
+    rows = np.concatenate(blanks) if blanks else np.zeros(0, dtype=np.intp)
+    if rows.size and rows[0] == 0:  # a blank first line: the header is further on
+        return None
+    return rows - 1
 
 
 def na_tokens(read: dict | None, column: str) -> set:
@@ -360,8 +428,17 @@ def csv_field_at(
     :func:`csv_read_options` of no options).  None where none is found or the file
     cannot be read.  One pass over the file, all the columns searched at once; lines
     count the header as line 1 and one line per row (a quoted field holding a line
-    break shifts them).  Read on the way to an error only."""
+    break shifts them), blank lines included; where ``read_csv`` skips blank lines
+    (``skip_blank_lines``, its default) their empty fields are not searched
+    (:func:`blank_rows`, one more pass; None where they cannot be told apart).  Read on
+    the way to an error only."""
     read = dict(read if read is not None else csv_read_options(None, file) or {})
+    skipped = np.zeros(0, dtype=np.intp)
+    if read.get("skip_blank_lines", True):
+        blanks = blank_rows(file, storage_options, read)
+        if blanks is None:
+            return None
+        skipped = blanks
     encoding = read.pop("encoding", None)
     header = csv_names(file, storage_options, {**read, "encoding": encoding})
     present = [c for c in columns if header is not None and c in header]
@@ -383,6 +460,7 @@ def csv_field_at(
             )
             for chunk in chunks:
                 hit = np.column_stack([bad(chunk[c]) for c in present])
+                hit[np.isin(chunk.index.to_numpy(), skipped)] = False  # no row to read_csv
                 line_of = chunk.index.to_numpy() + 2
                 rows = np.flatnonzero(hit.any(axis=1))
                 if lines is not None:
@@ -396,6 +474,8 @@ def csv_field_at(
                     several = True
                 if first is not None and (several or lines is not None):
                     break
+                if lines is not None and line_of.size and line_of[-1] >= lines[1]:
+                    break  # past the partition's lines
     except (OSError, ValueError):  # the reader's own error is the one reported
         return None
     return None if first is None else (*first, several)

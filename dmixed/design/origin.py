@@ -213,15 +213,18 @@ def partition_read_options(ddf) -> list[dict | None]:
 def reader_options(task, depth: int = 0) -> dict | None:
     """The ``pandas.read_csv`` options of a task of Dask's CSV reader (its function,
     ``dask.dataframe.io.csv._read_csv`` with the options bound as ``kwargs``), looking
-    into fused tasks; None for any other task."""
+    into fused tasks; None for any other task, or one whose options are not bound
+    so."""
     func = getattr(task, "func", None)
     inner = getattr(func, "func", None)  # Dask binds the options with functools.partial
     if (
         getattr(inner, "__module__", None) == "dask.dataframe.io.csv"
         and getattr(inner, "__name__", None) == "_read_csv"
     ):
+        # None where Dask binds them otherwise: the separator then comes from the
+        # file's name (csv_read_options), as where no read is known
         options = (getattr(func, "keywords", None) or {}).get("kwargs")
-        return dict(options) if isinstance(options, dict) else {}
+        return dict(options) if isinstance(options, dict) else None
     return _first_inner(getattr(task, "args", None) or (), reader_options, depth)
 
 
@@ -252,12 +255,16 @@ def _per_partition(ddf, find: Callable) -> list:
 
 
 def located(err: DataError, ddf) -> DataError:
-    """``err``, raised in a partition of ``ddf``, with the Parquet file of that
-    partition; for a column of the wrong kind, also the collection's type of that
-    column and the file Dask took it from (its first).  A partition lacking columns
-    (``absent``) raised inside Dask's reader, which knows no partition number: the
-    first Parquet file whose schema lacks them, and its partition.  Else ``err``
-    unchanged."""
+    """``err``, raised in a partition of ``ddf``, with the file of that partition
+    (Parquet or CSV); for a column of the wrong kind, also the collection's type of that
+    column and the file Dask took it from (its first), and in a CSV file the line of the
+    first value that is no number.  A CSV field that ``read_csv`` could not convert
+    (``value``: :func:`_at_line`) or a missing value in a column ``dtype=`` makes
+    integers (``field_index``: :func:`_at_missing`): led by its column and line, found by
+    reading the partition's file again as the collection reads it (no line where that
+    read cannot be followed).  A partition lacking columns (``absent``) raised inside
+    Dask's reader, which knows no partition number: the first Parquet file whose schema
+    lacks them, and its partition.  Else ``err`` unchanged."""
     number = getattr(err, "partition", None)
     if number is None and getattr(ddf, "npartitions", None) == 1:
         number = 0  # a collection of one partition: the error can only be its
@@ -458,9 +465,11 @@ def missing_in_integers(column: str | None, reason: str) -> str:
 def _at_missing(err: DataError, ddf, file: str) -> DataError:
     """``err``, a missing value (an empty field, ``NA``...) in a CSV column that
     ``dtype=`` makes integers (its ``field_index``: the column's place in the file, as
-    pandas names it), led by that field's column and line in ``file``: the first such
-    field among the lines the partition reads, in that column, else in the
-    collection's integer columns.  One pass over the file."""
+    pandas names it; -1: not named), led by that field's column and line in ``file``:
+    the first such field among the lines the partition reads, in that column, else in
+    the collection's integer columns that ``dtype=`` names.  Blank lines, which
+    ``read_csv`` skips by default, are not searched.  One pass over the file (two where
+    blank lines are skipped)."""
     number = err.partition  # type: ignore[attr-defined]
     where = _reread(file, ddf, number)
     if where is None:
@@ -471,6 +480,12 @@ def _at_missing(err: DataError, ddf, file: str) -> DataError:
     index = err.field_index  # type: ignore[attr-defined]
     if 0 <= index < len(names) and names[index] in integers:
         integers = [names[index]]
+    else:  # pandas' words name no column: those that dtype= makes integers
+        every = partition_read_options(ddf)
+        declared = (every[number] if number < len(every) else None) or {}
+        declared = declared.get("dtype")
+        if isinstance(declared, dict):
+            integers = [c for c in integers if c in declared]
 
     def missing(values: pd.Series) -> np.ndarray:
         return values.isin(na_tokens(read, str(values.name))).to_numpy()

@@ -815,24 +815,29 @@ def _csv_conversion_error(exc: BaseException, partition=None) -> BadValuesError 
 
 
 #: pandas' words for a missing value (an empty field, ``NA``...) in a CSV column that
-#: ``read_csv``'s ``dtype=`` makes integers (numpy's), the column's place in the file
-_PARSER_INTEGER_NA = re.compile(r"Integer column has NA values in column (\d+)")
+#: ``read_csv``'s ``dtype=`` makes integers (numpy's), with the column's place in the
+#: file, or (where ``na_values`` add tokens) without it
+_PARSER_INTEGER_NA = re.compile(
+    r"Integer column has NA values in column (\d+)|cannot convert float NaN to integer"
+)
 
 
 def _csv_integer_na_error(exc: BaseException, partition=None) -> BadValuesError | None:
     """The :class:`~dmixed.errors.BadValuesError` for pandas' ``ValueError`` of a
     missing value in a CSV column that ``dtype=`` makes integers (``Integer column has
-    NA values in column 3``), which names neither the column nor the line; its
-    ``field_index`` attribute is the column's place in the file
-    (:func:`~dmixed.design.origin.located` finds its name and the line).  None for
-    another error."""
+    NA values in column 3``, or ``cannot convert float NaN to integer`` where
+    ``na_values`` add tokens), which names neither the column nor the line; its
+    ``field_index`` attribute is the column's place in the file, -1 where pandas' words
+    give none (:func:`~dmixed.design.origin.located` finds its name and the line).
+    None for another error."""
     if not isinstance(exc, ValueError) or isinstance(exc, DataError):
         return None
     found = _PARSER_INTEGER_NA.fullmatch(str(exc))
     if found is None or not _raised_by_csv_parser(exc):
         return None
     err = BadValuesError(missing_in_integers(None, str(exc)))
-    err.field_index, err.reason = int(found.group(1)), str(exc)
+    index = found.group(1)
+    err.field_index, err.reason = (-1 if index is None else int(index)), str(exc)
     return in_partition(err, partition)
 
 

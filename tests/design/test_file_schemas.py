@@ -64,3 +64,21 @@ def test_a_csv_file_without_rows_has_no_types_to_compare(tmp_path):
 def test_quoted_names_in_order_once_each():
     message = "column 'y' holds text (such as '3.4') ... pd.to_numeric(data['y']); no ['h']"
     assert quoted_names(message) == ["y", "3.4", "h"]
+
+
+def test_blank_rows_are_told_from_rows_of_empty_fields(tmp_path):
+    """Blank lines (``\\r`` alone in a CRLF file too), not a row of empty fields
+    (``,,``) nor a blank line inside a quoted field, numbered as read_csv numbers rows
+    that keep blank lines; none where the header is not the first line."""
+    from dmixed.design.file_schemas import blank_rows
+
+    path = tmp_path / "b.csv"
+    path.write_bytes(b'a,b,c\r\n1,2,3\r\n\r\n,,\r\n"x\r\n\r\ny",2,3\r\n   \r\n\r\n4,5,6')
+    rows = pd.read_csv(path, dtype=object, skip_blank_lines=False, na_filter=False)
+    assert rows["a"].tolist() == ["1", "", "", "x\r\n\r\ny", "   ", "", "4"]
+    assert blank_rows(str(path), None).tolist() == [1, 5]
+    assert blank_rows(str(path), None, {"skipinitialspace": True}).tolist() == [1, 4, 5]
+    assert blank_rows(str(path), None, {"quoting": 3}) is not None
+    lead = tmp_path / "lead.csv"
+    lead.write_text("\na,b\n1,2\n")
+    assert blank_rows(str(lead), None) is None

@@ -3,6 +3,7 @@ and the projection Dask's readers take themselves."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import dask
@@ -642,3 +643,75 @@ def test_csv_with_a_decimal_comma_names_the_field_that_is_no_number(tmp_path, dt
     assert f"(file {paths[2]})" in str(err), err
     assert err.line == 12 and err.value == "1,2,3", err
     assert "na_values=['1,2,3']" in str(err), err
+
+
+def _with_lines(path: str, lines: dict[int, str]) -> None:
+    """Put each text of ``lines`` into ``path`` as the line of that number (1: the
+    header), the lines after it moved down, in order of their numbers."""
+    with open(path) as fh:
+        rows = fh.read().splitlines()
+    for line, text in sorted(lines.items()):
+        rows.insert(line - 1, text)
+    with open(path, "w") as fh:
+        fh.write("\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("blocksize", [None, 1000])
+def test_csv_blank_line_before_an_empty_integer_field_is_not_named(tmp_path, blocksize):
+    """A blank line, which read_csv skips, was taken for the empty field of the int64
+    column k: the error named the blank line, within one partition and within a block
+    of a file read in several."""
+    paths = _int_files(tmp_path, {(0, "k", 44): ""})
+    _with_lines(paths[0], {40: ""})  # the empty field is now on line 45
+    ddf = dd.read_csv(paths[0], dtype={"k": "int64"}, blocksize=blocksize)
+    assert (ddf.npartitions > 1) == (blocksize is not None)
+    err = _fit_error(ddf, "y ~ x + k")
+    assert (err.column, err.line) == ("k", 45), err
+    assert "column 'k' line 45 (counting one line per record) holds an empty field" in str(err)
+    with open(paths[0]) as fh:
+        assert fh.read().splitlines()[39] == "" and _field(paths[0], 45, "k") == ""
+
+
+def test_csv_blank_line_read_as_a_row_is_named(tmp_path):
+    """With ``skip_blank_lines=False`` a blank line is a row of missing values: it is the
+    field pandas fails on, and it is named."""
+    paths = _int_files(tmp_path, {(0, "k", 44): ""})
+    _with_lines(paths[0], {40: ""})
+    ddf = dd.read_csv(paths[0], dtype={"k": "int64"}, skip_blank_lines=False)
+    err = _fit_error(ddf, "y ~ x + k")
+    assert (err.column, err.line) == ("k", 40), err
+
+
+@pytest.mark.parametrize("dtype", [{"x": "float64"}, {}])
+def test_csv_read_with_comments_names_no_line(tmp_path, dtype):
+    """``comment="#"``: the fields of a commented line were searched as values and its
+    line named ('# note' at line 21, the stray 'oops' at line 41).  read_csv drops a
+    commented line and cuts a line at an inline comment, so no line is named: the file
+    and the fix are."""
+    paths = _int_files(tmp_path, {(1, "x", 40): "oops"})
+    _with_lines(paths[1], {21: "# note,a,b,c"})
+    err = _fit_error(dd.read_csv(paths, comment="#", **({"dtype": dtype} if dtype else {})))
+    assert getattr(err, "line", None) is None and " line " not in str(err), err
+    assert paths[1] in str(err) or "part1.csv" in str(err), err
+    assert "oops" in str(err), err
+
+
+def test_csv_missing_value_token_of_na_values_in_an_int64_column_is_named(tmp_path):
+    """``keep_default_na=False, na_values=["-"]``: pandas' ``cannot convert float NaN to
+    integer`` (no column named) came out bare; the first '-' of the integer columns
+    that dtype= names is found."""
+    paths = _int_files(tmp_path, {(1, "k", 40): "-", (1, "k", 50): ""})
+    ddf = dd.read_csv(paths, dtype={"k": "int64"}, keep_default_na=False, na_values=["-"])
+    err = _fit_error(ddf, "y ~ x + k")
+    assert (err.column, err.line) == ("k", 40), err
+    assert "column 'k' line 40 (counting one line per record) holds '-'" in str(err), err
+    assert f"(file {paths[1]})" in str(err), err
+
+
+def test_tsv_read_with_a_tab_names_the_line(tmp_path):
+    paths = _int_files(tmp_path, {(2, "k", 30): ""}, sep="\t")
+    tsv = [p.replace(".csv", ".tsv") for p in paths]
+    for p, q in zip(paths, tsv, strict=True):
+        os.rename(p, q)
+    err = _fit_error(dd.read_csv(tsv, sep="\t", dtype={"k": "int64"}), "y ~ x + k")
+    assert (err.column, err.line) == ("k", 30) and f"(file {tsv[2]})" in str(err), err
