@@ -276,13 +276,19 @@ def blank_rows(
     re-read that keeps them as rows, to count every line, shows them as rows of empty
     fields, which look like a row of empty fields (``,,,``) and are told apart here,
     from the text.  Quotes are followed by their count (a doubled quote counts twice);
-    None where they cannot be (an ``escapechar``) and a blank line or a quote is met,
-    where the header is not the first line, or where the file cannot be read.  One pass
+    None where they cannot be (an ``escapechar``) and a blank line or a quote is met, or
+    a quote stands inside an unquoted field (``5"x``: text to ``read_csv``), where the
+    header is not the first line, or where the file cannot be read.  One pass
     over the file, on the way to an error only."""
     read = read or {}
     quoting = read.get("quoting", 0) != 3  # csv.QUOTE_NONE: quotes are text
     quote = ord(read.get("quotechar") or '"') if quoting else -1
     space = list(b"\r " if read.get("skipinitialspace") else b"\r")
+    sep = ord(read.get("sep") or ",")
+    # where a quote may open a field (after a separator, a line break, a closing
+    # quote: a doubled one) and close it (before those or a "\r")
+    opens = [sep, 10, quote] + ([32] if read.get("skipinitialspace") else [])
+    closes = [sep, 10, 13, quote]
     blanks: list[np.ndarray] = []
     record = 0  # the records ended before the text held
     held = b""  # the text of the last record not ended yet (a record starts outside quotes)
@@ -296,6 +302,16 @@ def blank_rows(
                 raw = np.frombuffer(data, dtype=np.uint8)
                 quotes = np.flatnonzero(raw == quote)
                 if quotes.size and read.get("escapechar"):
+                    return None
+                # a quote inside an unquoted field (5"x) is text to read_csv but
+                # would open a field to the count below: give up rather than miscount
+                first, second = quotes[0::2], quotes[1::2]
+                before = raw[np.maximum(first - 1, 0)]
+                after = raw[np.minimum(second + 1, raw.size - 1)]
+                if not (
+                    np.isin(before[first > 0], opens).all()
+                    and np.isin(after[second + 1 < raw.size], closes).all()
+                ):
                     return None
                 breaks = np.flatnonzero(raw == 10)
                 # a line break ends a record where an even number of quotes (none

@@ -82,3 +82,24 @@ def test_blank_rows_are_told_from_rows_of_empty_fields(tmp_path):
     lead = tmp_path / "lead.csv"
     lead.write_text("\na,b\n1,2\n")
     assert blank_rows(str(lead), None) is None
+
+
+def test_blank_rows_give_up_on_a_quote_inside_an_unquoted_field(tmp_path):
+    """A quote inside an unquoted field (``5"x``) is text to read_csv; counted as the
+    start of a quoted field it would hide the blank lines after it, so no rows are
+    told (None) rather than wrong ones; quotes around fields and doubled quotes in
+    them are followed."""
+    from dmixed.design.file_schemas import blank_rows
+
+    stray = tmp_path / "stray.csv"
+    stray.write_text('a,b\n5"x,1\n\n2,3\n\n4,5\n')
+    assert pd.read_csv(stray).shape[0] == 3
+    assert blank_rows(str(stray), None) is None
+    fine = tmp_path / "fine.csv"
+    fine.write_text('a,b\n"5""x",1\n\n"2\n\n",3\n\n4,5\n')
+    rows = pd.read_csv(fine, dtype=object, skip_blank_lines=False, na_filter=False)
+    assert rows["a"].tolist() == ['5"x', "", "2\n\n", "", "4"]
+    assert blank_rows(str(fine), None).tolist() == [1, 3]
+    semi = tmp_path / "semi.csv"
+    semi.write_text('a;b\n"x";1\n\n2;"3"\n')
+    assert blank_rows(str(semi), None, {"sep": ";"}).tolist() == [1]
