@@ -25,28 +25,37 @@ import os
 import re
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from ..errors import DataError
 from .file_schemas import (
     csv_culprit_at,
+    csv_field_at,
+    csv_names,
+    csv_read_options,
     csv_value_at,
     file_columns,
     files_unlike_others,
-    not_a_number,
+    na_tokens,
+    not_a_number_as_read,
 )
 
 __all__ = [
     "columns_of_other_files",
+    "conversion_detail",
+    "missing_in_integers",
     "in_first_file",
     "in_partition",
     "located",
     "partition_files",
     "partition_blocks",
+    "partition_read_options",
     "partition_words",
     "piece_file",
     "reader_block",
     "reader_file",
+    "reader_options",
     "type_differs_across_files",
 ]
 
@@ -61,6 +70,8 @@ _ATTRIBUTES = (
     "key_kinds",
     "value",
     "line",
+    "reason",
+    "field_index",
 )
 #: How deep :func:`reader_file` looks into fused tasks (subgraphs inside a task).
 _MAX_DEPTH = 8
@@ -191,6 +202,32 @@ def reader_block(task, depth: int = 0) -> tuple | None:
     return _first_inner(args, reader_block, depth)
 
 
+def partition_read_options(ddf) -> list[dict | None]:
+    """Per partition of a Dask DataFrame read by ``dd.read_csv``, the options its read
+    passes to ``pandas.read_csv`` (``sep``, ``decimal``, ``dtype``...: those the user
+    gave); None for a partition not read so; empty when the graph cannot be walked.
+    For error messages only."""
+    return _per_partition(ddf, reader_options)
+
+
+def reader_options(task, depth: int = 0) -> dict | None:
+    """The ``pandas.read_csv`` options of a task of Dask's CSV reader (its function,
+    ``dask.dataframe.io.csv._read_csv`` with the options bound as ``kwargs``), looking
+    into fused tasks; None for any other task, or one whose options are not bound
+    so."""
+    func = getattr(task, "func", None)
+    inner = getattr(func, "func", None)  # Dask binds the options with functools.partial
+    if (
+        getattr(inner, "__module__", None) == "dask.dataframe.io.csv"
+        and getattr(inner, "__name__", None) == "_read_csv"
+    ):
+        # None where Dask binds them otherwise: the separator then comes from the
+        # file's name (csv_read_options), as where no read is known
+        options = (getattr(func, "keywords", None) or {}).get("kwargs")
+        return dict(options) if isinstance(options, dict) else None
+    return _first_inner(getattr(task, "args", None) or (), reader_options, depth)
+
+
 def _per_partition(ddf, find: Callable) -> list:
     """``find`` (a task to what it reads, or None) applied, per partition of ``ddf``, to
     the tasks that partition depends on until one answers; empty when the graph cannot
@@ -218,12 +255,16 @@ def _per_partition(ddf, find: Callable) -> list:
 
 
 def located(err: DataError, ddf) -> DataError:
-    """``err``, raised in a partition of ``ddf``, with the Parquet file of that
-    partition; for a column of the wrong kind, also the collection's type of that
-    column and the file Dask took it from (its first).  A partition lacking columns
-    (``absent``) raised inside Dask's reader, which knows no partition number: the
-    first Parquet file whose schema lacks them, and its partition.  Else ``err``
-    unchanged."""
+    """``err``, raised in a partition of ``ddf``, with the file of that partition
+    (Parquet or CSV); for a column of the wrong kind, also the collection's type of that
+    column and the file Dask took it from (its first), and in a CSV file the line of the
+    first value that is no number.  A CSV field that ``read_csv`` could not convert
+    (``value``: :func:`_at_line`) or a missing value in a column ``dtype=`` makes
+    integers (``field_index``: :func:`_at_missing`): led by its column and line, found by
+    reading the partition's file again as the collection reads it (no line where that
+    read cannot be followed).  A partition lacking columns (``absent``) raised inside
+    Dask's reader, which knows no partition number: the first Parquet file whose schema
+    lacks them, and its partition.  Else ``err`` unchanged."""
     number = getattr(err, "partition", None)
     if number is None and getattr(ddf, "npartitions", None) == 1:
         number = 0  # a collection of one partition: the error can only be its
@@ -235,6 +276,8 @@ def located(err: DataError, ddf) -> DataError:
         file = files[number]
     out = in_partition(err, number, file)
     column = getattr(err, "column", None)
+    if column is None and getattr(err, "field_index", None) is not None and file is not None:
+        return _at_missing(out, ddf, file)
     if column is None and getattr(err, "value", None) is not None and file is not None:
         return _at_line(out, ddf, file)
     if column is None or column not in ddf.columns:
@@ -247,7 +290,7 @@ def located(err: DataError, ddf) -> DataError:
         else " (Dask takes every column's type from the first partition and checks no other)"
     )
     found = (
-        _csv_line(file, [column], not_a_number, ddf, number)
+        _csv_line(file, [column], ddf, number)
         if pd.api.types.is_numeric_dtype(ddf[column].dtype)
         else None
     )
@@ -275,36 +318,47 @@ def _is_csv(file: str) -> bool:
     return re.search(r"\.(?:csv|tsv)(?:\.\w+)?$", file.lower()) is not None
 
 
-def _csv_line(file, columns, bad, ddf=None, number=None) -> tuple[str, int, object] | None:
+def _csv_line(file, columns, ddf=None, number=None) -> tuple[str, int, object] | None:
     """``(column, line, value)`` of the first value of ``file`` (a CSV file) in the
-    first of ``columns`` that has one for which ``bad`` is true; None where none is
-    found, ``file`` is no CSV file or cannot be read as the collection reads it
-    (:func:`_reread`).  Reads the file again, once per column searched: on the way to an
-    error only."""
+    first of ``columns`` that has one that is no number as the collection reads it
+    (its decimal mark: :func:`~dmixed.design.file_schemas.not_a_number_as_read`); None
+    where none is found, ``file`` is no CSV file or cannot be read as the collection
+    reads it (:func:`_reread`).  Reads the file again, once per column searched: on the
+    way to an error only."""
     where = _reread(file, ddf, number)
     if where is None:
         return None
-    url, options, _ = where
+    url, options, _, read = where
     for c in columns:
-        found = csv_culprit_at([url], c, bad, options)
+        found = csv_culprit_at([url], c, not_a_number_as_read(read), options, read=read)
         if found is not None:
             return c, found[1], found[2]
     return None
 
 
-def _reread(file, ddf, number) -> tuple[str, dict | None, tuple[int, int] | None] | None:
+def _reread(file, ddf, number) -> tuple[str, dict | None, tuple[int, int] | None, dict] | None:
     """How to read ``file``, the CSV file of partition ``number`` of ``ddf``, again:
-    ``(url, storage_options, lines)``, ``lines`` the first and last line of the file the
-    partition reads (None: not known, or the whole file); by the collection's own file
-    (its file system's storage options) where its graph shows it, else ``file`` as a
-    local path.  None for no CSV file, or a remote one whose options are not known
-    (opened as a local path it would be another file)."""
+    ``(url, storage_options, lines, read)``, ``lines`` the first and last line of the
+    file the partition reads (None: not known, or the whole file), ``read`` the
+    ``read_csv`` options that split it into fields as the collection's read does
+    (:func:`~dmixed.design.file_schemas.csv_read_options`: its separator, quoting,
+    decimal mark...); by the collection's own file (its file system's storage options)
+    where its graph shows it, else ``file`` as a local path, split as its name says.
+    None for no CSV file, a remote one whose options are not known (opened as a local
+    path it would be another file), or a read whose options move rows off the lines
+    counted (``skiprows=``, ``names=``...: a line would be named wrong)."""
     if file is None or not _is_csv(str(file)):
         return None
-    blocks = partition_blocks(ddf) if ddf is not None and number is not None else []
+    known = ddf is not None and number is not None
+    blocks = partition_blocks(ddf) if known else []
     block = blocks[number] if number is not None and 0 <= number < len(blocks) else None
     if block is None:
-        return None if "://" in str(file) else (str(file), None, None)
+        read = csv_read_options(None, str(file))
+        return None if "://" in str(file) or read is None else (str(file), None, None, read)
+    every = partition_read_options(ddf)
+    read = csv_read_options(every[number] if number < len(every) else None, str(file))
+    if read is None:
+        return None
     opened, offset, length = block
     fs = getattr(opened, "fs", None)
     if fs is None:
@@ -312,7 +366,7 @@ def _reread(file, ddf, number) -> tuple[str, dict | None, tuple[int, int] | None
     url = fs.unstrip_protocol(opened.path)
     options = dict(getattr(fs, "storage_options", None) or {})
     lines = None if length is None else _block_lines(opened, offset, length)
-    return url, options, lines
+    return url, options, lines, read
 
 
 def _block_lines(opened, offset: int, length: int) -> tuple[int, int] | None:
@@ -339,30 +393,115 @@ def _block_lines(opened, offset: int, length: int) -> tuple[int, int] | None:
     return max(1, before), before + within + 2
 
 
+def conversion_detail(value: str, reason: str) -> str:
+    """The words for a CSV field ``value`` that ``read_csv`` could not convert to the
+    type its ``dtype=`` gives the column (``reason``: pandas' words), and the fixes."""
+    return (
+        f"read_csv could not convert the value '{value}' to the type its dtype= gives the "
+        f"column ({reason}): correct that row, pass na_values=[{value!r}] to read_csv if it "
+        "marks a missing value, or read the column as text (dtype=str) and convert it "
+        "(e.g. pd.to_numeric(..., errors='coerce'))"
+    )
+
+
 def _at_line(err: DataError, ddf, file: str) -> DataError:
     """``err``, a CSV field that pandas' parser could not convert to the type
     ``dtype=`` gives its column (its ``value``), led by that field's column and line in
     ``file``: the first of the collection's columns of numbers holding that value among
     the lines the partition reads (where the collection's graph shows them), else in the
-    whole file, then worded as the first such value.  One pass over the file."""
+    whole file, then worded as the first such value.  Where the value is a number as
+    the read's decimal mark reads it (pandas converts a column that its parser refused
+    again without the mark, and names the first field that fails then: ``1,5`` under
+    ``decimal=","``), the first field that is no number instead, the message worded
+    for it.  One pass over the file."""
     numbers = [c for c, t in ddf.dtypes.items() if pd.api.types.is_numeric_dtype(t)]
     value = err.value  # type: ignore[attr-defined]
     number = err.partition  # type: ignore[attr-defined]
     where = _reread(file, ddf, number)
     if where is None:
         return err
-    url, options, lines = where
-    found = csv_value_at(url, numbers, value, options, lines)
-    if found is None:
-        return err
-    column, line, first_only = found
+    url, options, lines, read = where
     detail = getattr(err, "detail", None) or str(err)
+    bad = not_a_number_as_read(read)
+    if read.get("decimal", ".") != "." and not bad(pd.Series([value], dtype=object))[0]:
+        found = csv_field_at(url, numbers, bad, options, lines, read)
+        if found is None:
+            return err
+        column, line, value, first_only = found
+        reason = getattr(err, "reason", None) or ""
+        detail = conversion_detail(
+            value,
+            f"with decimal={read['decimal']!r} it is no number; pandas converted the column "
+            f"again without that mark and named another field: {reason}",
+        )
+    else:
+        at = csv_value_at(url, numbers, value, options, lines, read)
+        if at is None:
+            return err
+        column, line, first_only = at
     counted = f"line {line} (counting one line per record)"
     if first_only:
         place = f"the first such value is in column {column!r}, {counted}, holding '{value}'"
     else:
         place = f"column {column!r} {counted} holds '{value}'"
     out = type(err)(f"{place}: {detail}")
+    out.value, out.line, out.column = value, line, column  # type: ignore[attr-defined]
+    return in_partition(out, number, file)
+
+
+def missing_in_integers(column: str | None, reason: str) -> str:
+    """The words for a missing value in a CSV column that ``read_csv``'s ``dtype=``
+    makes integers (numpy's, which hold none; ``reason``: pandas' words), and the
+    fixes, for ``column`` where known."""
+    types = "{" + (f"{column!r}" if column is not None else "'COLUMN'") + ": 'Int64'}"
+    return (
+        f"read_csv cannot put a missing value in a column its dtype= makes integers "
+        f"({reason}): fill that field, or read the column with dtype={types} (integers "
+        "that may be missing) or 'float64' and fit with missing='drop' to leave out the "
+        "rows with missing values"
+    )
+
+
+def _at_missing(err: DataError, ddf, file: str) -> DataError:
+    """``err``, a missing value (an empty field, ``NA``...) in a CSV column that
+    ``dtype=`` makes integers (its ``field_index``: the column's place in the file, as
+    pandas names it; -1: not named), led by that field's column and line in ``file``:
+    the first such field among the lines the partition reads, in that column, else in
+    the collection's integer columns that ``dtype=`` names.  Blank lines, which
+    ``read_csv`` skips by default, are not searched.  One pass over the file (two where
+    blank lines are skipped)."""
+    number = err.partition  # type: ignore[attr-defined]
+    where = _reread(file, ddf, number)
+    if where is None:
+        return err
+    url, options, lines, read = where
+    integers = [c for c, t in ddf.dtypes.items() if isinstance(t, np.dtype) and t.kind in "iu"]
+    names = csv_names(url, options, read) or []
+    index = err.field_index  # type: ignore[attr-defined]
+    if 0 <= index < len(names) and names[index] in integers:
+        integers = [names[index]]
+    else:  # pandas' words name no column: those that dtype= makes integers
+        every = partition_read_options(ddf)
+        declared = (every[number] if number < len(every) else None) or {}
+        declared = declared.get("dtype")
+        if isinstance(declared, dict):
+            integers = [c for c in integers if c in declared]
+
+    def missing(values: pd.Series) -> np.ndarray:
+        return values.isin(na_tokens(read, str(values.name))).to_numpy()
+
+    found = csv_field_at(url, integers, missing, options, lines, read)
+    if found is None:
+        return err
+    column, line, value, first_only = found
+    shown = "an empty field" if value == "" else f"'{value}', a missing value to read_csv"
+    counted = f"line {line} (counting one line per record)"
+    if first_only:
+        place = f"the first such field is in column {column!r}, {counted}, holding {shown}"
+    else:
+        place = f"column {column!r} {counted} holds {shown}"
+    reason = getattr(err, "reason", None) or ""
+    out = type(err)(f"{place}: {missing_in_integers(column, reason)}")
     out.value, out.line, out.column = value, line, column  # type: ignore[attr-defined]
     return in_partition(out, number, file)
 

@@ -47,7 +47,7 @@ from .dtypes import (
 )
 from .file_schemas import quoted_names
 from .messages import check_present, decimal_term, response_not_numbers, suggest
-from .origin import in_partition, located
+from .origin import conversion_detail, in_partition, located, missing_in_integers
 
 __all__ = [
     "CSV_DTYPES",
@@ -809,13 +809,35 @@ def _csv_conversion_error(exc: BaseException, partition=None) -> BadValuesError 
     if found is None or not _raised_by_csv_parser(exc):
         return None
     value = field_of_repr(found.group(1) or found.group(2))
-    err = BadValuesError(
-        f"read_csv could not convert the value '{value}' to the type its dtype= gives the "
-        f"column ({exc}): correct that row, pass na_values=[{value!r}] to read_csv if it "
-        "marks a missing value, or read the column as text (dtype=str) and convert it "
-        "(e.g. pd.to_numeric(..., errors='coerce'))"
-    )
-    err.value = value
+    err = BadValuesError(conversion_detail(value, str(exc)))
+    err.value, err.reason = value, str(exc)
+    return in_partition(err, partition)
+
+
+#: pandas' words for a missing value (an empty field, ``NA``...) in a CSV column that
+#: ``read_csv``'s ``dtype=`` makes integers (numpy's), with the column's place in the
+#: file, or (where ``na_values`` add tokens) without it
+_PARSER_INTEGER_NA = re.compile(
+    r"Integer column has NA values in column (\d+)|cannot convert float NaN to integer"
+)
+
+
+def _csv_integer_na_error(exc: BaseException, partition=None) -> BadValuesError | None:
+    """The :class:`~dmixed.errors.BadValuesError` for pandas' ``ValueError`` of a
+    missing value in a CSV column that ``dtype=`` makes integers (``Integer column has
+    NA values in column 3``, or ``cannot convert float NaN to integer`` where
+    ``na_values`` add tokens), which names neither the column nor the line; its
+    ``field_index`` attribute is the column's place in the file, -1 where pandas' words
+    give none (:func:`~dmixed.design.origin.located` finds its name and the line).
+    None for another error."""
+    if not isinstance(exc, ValueError) or isinstance(exc, DataError):
+        return None
+    found = _PARSER_INTEGER_NA.fullmatch(str(exc))
+    if found is None or not _raised_by_csv_parser(exc):
+        return None
+    err = BadValuesError(missing_in_integers(None, str(exc)))
+    index = found.group(1)
+    err.field_index, err.reason = (-1 if index is None else int(index)), str(exc)
     return in_partition(err, partition)
 
 
@@ -836,12 +858,17 @@ def reader_error(exc: BaseException, partition=None) -> DataError | None:
     """dmixed's error for what Dask's readers raise reading a partition of a dataset
     whose files disagree: a file lacking a column (:func:`missing_column_error`), a CSV
     column of another type in some file (Dask's ``Mismatched dtypes``), a CSV field
-    that pandas' parser could not convert to the type ``dtype=`` gives its column;
+    that pandas' parser could not convert to the type ``dtype=`` gives its column, a
+    missing value in a column ``dtype=`` makes integers;
     named for ``partition`` where given.  None for any other error (a
     :class:`DataError` too)."""
     if isinstance(exc, KeyError):
         return missing_column_error(exc, partition)
-    return _csv_types_error(exc, partition) or _csv_conversion_error(exc, partition)
+    return (
+        _csv_types_error(exc, partition)
+        or _csv_conversion_error(exc, partition)
+        or _csv_integer_na_error(exc, partition)
+    )
 
 
 def missing_column_error(exc: BaseException, partition=None) -> DataError | None:

@@ -64,3 +64,42 @@ def test_a_csv_file_without_rows_has_no_types_to_compare(tmp_path):
 def test_quoted_names_in_order_once_each():
     message = "column 'y' holds text (such as '3.4') ... pd.to_numeric(data['y']); no ['h']"
     assert quoted_names(message) == ["y", "3.4", "h"]
+
+
+def test_blank_rows_are_told_from_rows_of_empty_fields(tmp_path):
+    """Blank lines (``\\r`` alone in a CRLF file too), not a row of empty fields
+    (``,,``) nor a blank line inside a quoted field, numbered as read_csv numbers rows
+    that keep blank lines; none where the header is not the first line."""
+    from dmixed.design.file_schemas import blank_rows
+
+    path = tmp_path / "b.csv"
+    path.write_bytes(b'a,b,c\r\n1,2,3\r\n\r\n,,\r\n"x\r\n\r\ny",2,3\r\n   \r\n\r\n4,5,6')
+    rows = pd.read_csv(path, dtype=object, skip_blank_lines=False, na_filter=False)
+    assert rows["a"].tolist() == ["1", "", "", "x\r\n\r\ny", "   ", "", "4"]
+    assert blank_rows(str(path), None).tolist() == [1, 5]
+    assert blank_rows(str(path), None, {"skipinitialspace": True}).tolist() == [1, 4, 5]
+    assert blank_rows(str(path), None, {"quoting": 3}) is not None
+    lead = tmp_path / "lead.csv"
+    lead.write_text("\na,b\n1,2\n")
+    assert blank_rows(str(lead), None) is None
+
+
+def test_blank_rows_give_up_on_a_quote_inside_an_unquoted_field(tmp_path):
+    """A quote inside an unquoted field (``5"x``) is text to read_csv; counted as the
+    start of a quoted field it would hide the blank lines after it, so no rows are
+    told (None) rather than wrong ones; quotes around fields and doubled quotes in
+    them are followed."""
+    from dmixed.design.file_schemas import blank_rows
+
+    stray = tmp_path / "stray.csv"
+    stray.write_text('a,b\n5"x,1\n\n2,3\n\n4,5\n')
+    assert pd.read_csv(stray).shape[0] == 3
+    assert blank_rows(str(stray), None) is None
+    fine = tmp_path / "fine.csv"
+    fine.write_text('a,b\n"5""x",1\n\n"2\n\n",3\n\n4,5\n')
+    rows = pd.read_csv(fine, dtype=object, skip_blank_lines=False, na_filter=False)
+    assert rows["a"].tolist() == ['5"x', "", "2\n\n", "", "4"]
+    assert blank_rows(str(fine), None).tolist() == [1, 3]
+    semi = tmp_path / "semi.csv"
+    semi.write_text('a;b\n"x";1\n\n2;"3"\n')
+    assert blank_rows(str(semi), None, {"sep": ";"}).tolist() == [1]

@@ -112,3 +112,22 @@ def test_a_column_no_file_has_keeps_the_formulas_message(tmp_path):
     frame.to_parquet(tmp_path / "a.parquet", index=False)
     with pytest.raises(dmixed.FormulaError, match="unknown column 'x'"):
         dmixed.mixedlm("y ~ x", dd.read_parquet(tmp_path), groups="g", eval_env={})
+
+
+def test_reader_options_not_bound_as_kwargs_fall_back_to_the_files_name():
+    """A read task of Dask's CSV reader whose options are not bound as ``kwargs`` gives
+    None (not known), not {}: the separator then comes from the file's name (a tab for
+    ``.tsv``), as before options were read from the graph."""
+    import functools
+    import types
+
+    from dask.dataframe.io.csv import _read_csv
+
+    from dmixed.design.file_schemas import csv_read_options
+    from dmixed.design.origin import reader_options
+
+    bare = types.SimpleNamespace(func=functools.partial(_read_csv), args=())
+    assert reader_options(bare) is None
+    assert csv_read_options(reader_options(bare), "data/part0.tsv") == {"sep": "\t"}
+    bound = types.SimpleNamespace(func=functools.partial(_read_csv, kwargs={"sep": ";"}))
+    assert reader_options(bound) == {"sep": ";"}

@@ -3,6 +3,7 @@ and the projection Dask's readers take themselves."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import dask
@@ -530,3 +531,187 @@ def test_a_design_read_in_a_fits_waits_runs_on_the_users_scheduler(client, sched
             assert ran == here
         (ran,) = compute_with([task], what="reading the first rows")
     assert waited == ["reading the first rows"] and ran != here
+
+
+def _int_files(tmp_path, cells: dict, sep: str = ",", decimal: str = ".") -> list[str]:
+    """Three CSV files of a model's columns (y, x, k: integers, g: integers) written
+    with ``sep`` and ``decimal``; ``cells`` maps ``(file, column, line)`` (the header is
+    line 1) to the text that line of that file holds there."""
+    rng = np.random.default_rng(2)
+    g = np.repeat(np.arange(15), 12)
+    frame = pd.DataFrame(
+        {
+            "y": rng.normal(size=15)[g] + rng.normal(size=g.size),
+            "x": rng.normal(size=g.size),
+            "k": rng.integers(0, 5, size=g.size) + rng.integers(0, 4, size=15)[g],
+            "g": g,
+        }
+    )
+    paths = []
+    for number in range(3):
+        part = frame.iloc[number * 60 : (number + 1) * 60]
+        paths.append(str(tmp_path / f"part{number}.csv"))
+        part.to_csv(paths[-1], index=False, sep=sep, decimal=decimal)
+    for (number, column, line), text in cells.items():
+        with open(paths[number]) as fh:
+            rows = fh.read().splitlines()
+        fields = rows[line - 1].split(sep)
+        fields[rows[0].split(sep).index(column)] = text
+        rows[line - 1] = sep.join(fields)
+        with open(paths[number], "w") as fh:
+            fh.write("\n".join(rows) + "\n")
+    return paths
+
+
+def _field(path: str, line: int, column: str, sep: str = ",") -> str:
+    """The text of ``column`` at ``line`` of ``path``, as the file holds it."""
+    with open(path) as fh:
+        rows = fh.read().splitlines()
+    return rows[line - 1].split(sep)[rows[0].split(sep).index(column)]
+
+
+@pytest.mark.parametrize(
+    ("column", "formula"), [("k", "y ~ x + k"), ("g", "y ~ x"), ("k", "k ~ x")]
+)
+def test_csv_missing_value_in_a_column_declared_int64_is_named_with_its_line(
+    tmp_path, column, formula
+):
+    """``dd.read_csv(..., dtype={"k": "int64"})`` over an empty field of k (a term, the
+    groups, the response) in the last file let pandas' bare ``ValueError: Integer column
+    has NA values in column 2`` out of the fit; the fixes it now gives fit."""
+    import dmixed
+
+    paths = _int_files(tmp_path, {(2, column, 37): ""})
+    err = _fit_error(dd.read_csv(paths, dtype={column: "int64"}), formula)
+    message = str(err)
+    assert f"partition 2 of the Dask DataFrame (file {paths[2]})" in message, message
+    expected = f"column {column!r} line 37 (counting one line per record) holds an empty field"
+    assert expected in message, message
+    assert (err.column, err.line) == (column, 37) and _field(paths[2], 37, column) == ""
+    assert f"dtype={{{column!r}: 'Int64'}}" in message and "missing='drop'" in message
+    for dtype in ("Int64", "float64"):  # the fixes given
+        with dask.config.set(scheduler="synchronous"), pytest.warns(UserWarning, match="dropped"):
+            res = dmixed.mixedlm(
+                formula, dd.read_csv(paths, dtype={column: dtype}), groups="g", missing="drop"
+            ).fit()
+        assert res.nobs == 179
+
+
+def test_csv_missing_value_token_in_an_int64_column_is_shown(tmp_path):
+    """A missing-value token other than an empty field (``NA``) is shown as the file
+    holds it."""
+    paths = _int_files(tmp_path, {(1, "k", 12): "NA"})
+    err = _fit_error(dd.read_csv(paths, dtype={"k": "int64"}), "y ~ x + k")
+    assert f"(file {paths[1]})" in str(err), err
+    assert "column 'k' line 12 (counting one line per record) holds 'NA'" in str(err), err
+
+
+def test_csv_with_semicolons_names_the_line_of_a_value_the_dtype_cannot_take(tmp_path):
+    """A file read with ``sep=";"``: the field's line was searched for with commas as the
+    separator, and the error named no line."""
+    paths = _int_files(tmp_path, {(1, "x", 9): "oops"}, sep=";")
+    err = _fit_error(dd.read_csv(paths, sep=";", dtype={"x": "float64"}))
+    assert f"(file {paths[1]})" in str(err), err
+    assert "column 'x' line 9 (counting one line per record) holds 'oops'" in str(err), err
+    assert _field(paths[1], 9, "x", ";") == "oops"
+
+
+def test_csv_with_semicolons_names_the_line_of_stray_text(tmp_path):
+    """Stray text in a column of numbers of a ``sep=";"`` file: no line was named."""
+    paths = _int_files(tmp_path, {(2, "x", 51): "n/a?"}, sep=";")
+    err = _fit_error(dd.read_csv(paths, sep=";"))
+    assert "line 51 of part2.csv (counting one line per record) holds 'n/a?'" in str(err), err
+    assert err.line == 51
+
+
+def test_csv_with_semicolons_and_an_empty_integer_field_names_its_line(tmp_path):
+    paths = _int_files(tmp_path, {(2, "k", 40): ""}, sep=";")
+    err = _fit_error(dd.read_csv(paths, sep=";", dtype={"k": "int64"}), "y ~ x + k")
+    assert (err.column, err.line) == ("k", 40), err
+
+
+@pytest.mark.parametrize("dtype", [{"x": "float64"}, {}])
+def test_csv_with_a_decimal_comma_names_the_field_that_is_no_number(tmp_path, dtype):
+    """``decimal=","``: pandas, converting again without the mark, names the column's
+    first field (``'1,29...'``, a number), not the failing one; without ``dtype=``,
+    every field with a comma was taken for text.  The field named is the one that is no
+    number under that mark."""
+    paths = _int_files(tmp_path, {(2, "x", 12): "1,2,3"}, sep=";", decimal=",")
+    err = _fit_error(
+        dd.read_csv(paths, sep=";", decimal=",", **({"dtype": dtype} if dtype else {}))
+    )
+    assert f"(file {paths[2]})" in str(err), err
+    assert err.line == 12 and err.value == "1,2,3", err
+    assert "na_values=['1,2,3']" in str(err), err
+
+
+def _with_lines(path: str, lines: dict[int, str]) -> None:
+    """Put each text of ``lines`` into ``path`` as the line of that number (1: the
+    header), the lines after it moved down, in order of their numbers."""
+    with open(path) as fh:
+        rows = fh.read().splitlines()
+    for line, text in sorted(lines.items()):
+        rows.insert(line - 1, text)
+    with open(path, "w") as fh:
+        fh.write("\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("blocksize", [None, 1000])
+def test_csv_blank_line_before_an_empty_integer_field_is_not_named(tmp_path, blocksize):
+    """A blank line, which read_csv skips, was taken for the empty field of the int64
+    column k: the error named the blank line, within one partition and within a block
+    of a file read in several."""
+    paths = _int_files(tmp_path, {(0, "k", 44): ""})
+    _with_lines(paths[0], {40: ""})  # the empty field is now on line 45
+    ddf = dd.read_csv(paths[0], dtype={"k": "int64"}, blocksize=blocksize)
+    assert (ddf.npartitions > 1) == (blocksize is not None)
+    err = _fit_error(ddf, "y ~ x + k")
+    assert (err.column, err.line) == ("k", 45), err
+    assert "column 'k' line 45 (counting one line per record) holds an empty field" in str(err)
+    with open(paths[0]) as fh:
+        assert fh.read().splitlines()[39] == "" and _field(paths[0], 45, "k") == ""
+
+
+def test_csv_blank_line_read_as_a_row_is_named(tmp_path):
+    """With ``skip_blank_lines=False`` a blank line is a row of missing values: it is the
+    field pandas fails on, and it is named."""
+    paths = _int_files(tmp_path, {(0, "k", 44): ""})
+    _with_lines(paths[0], {40: ""})
+    ddf = dd.read_csv(paths[0], dtype={"k": "int64"}, skip_blank_lines=False)
+    err = _fit_error(ddf, "y ~ x + k")
+    assert (err.column, err.line) == ("k", 40), err
+
+
+@pytest.mark.parametrize("dtype", [{"x": "float64"}, {}])
+def test_csv_read_with_comments_names_no_line(tmp_path, dtype):
+    """``comment="#"``: the fields of a commented line were searched as values and its
+    line named ('# note' at line 21, the stray 'oops' at line 41).  read_csv drops a
+    commented line and cuts a line at an inline comment, so no line is named: the file
+    and the fix are."""
+    paths = _int_files(tmp_path, {(1, "x", 40): "oops"})
+    _with_lines(paths[1], {21: "# note,a,b,c"})
+    err = _fit_error(dd.read_csv(paths, comment="#", **({"dtype": dtype} if dtype else {})))
+    assert getattr(err, "line", None) is None and " line " not in str(err), err
+    assert paths[1] in str(err) or "part1.csv" in str(err), err
+    assert "oops" in str(err), err
+
+
+def test_csv_missing_value_token_of_na_values_in_an_int64_column_is_named(tmp_path):
+    """``keep_default_na=False, na_values=["-"]``: pandas' ``cannot convert float NaN to
+    integer`` (no column named) came out bare; the first '-' of the integer columns
+    that dtype= names is found."""
+    paths = _int_files(tmp_path, {(1, "k", 40): "-", (1, "k", 50): ""})
+    ddf = dd.read_csv(paths, dtype={"k": "int64"}, keep_default_na=False, na_values=["-"])
+    err = _fit_error(ddf, "y ~ x + k")
+    assert (err.column, err.line) == ("k", 40), err
+    assert "column 'k' line 40 (counting one line per record) holds '-'" in str(err), err
+    assert f"(file {paths[1]})" in str(err), err
+
+
+def test_tsv_read_with_a_tab_names_the_line(tmp_path):
+    paths = _int_files(tmp_path, {(2, "k", 30): ""}, sep="\t")
+    tsv = [p.replace(".csv", ".tsv") for p in paths]
+    for p, q in zip(paths, tsv, strict=True):
+        os.rename(p, q)
+    err = _fit_error(dd.read_csv(tsv, sep="\t", dtype={"k": "int64"}), "y ~ x + k")
+    assert (err.column, err.line) == ("k", 30) and f"(file {tsv[2]})" in str(err), err
