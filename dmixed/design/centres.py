@@ -74,6 +74,7 @@ __all__ = [
     "product_columns",
     "reads_column",
     "saved_centres",
+    "shift_needs_this_version",
     "vc_reads",
 ]
 
@@ -259,7 +260,9 @@ def _lookup():
     return Factor.EvalMethod.LOOKUP
 
 
-def _unit_weights(spec: ModelSpec, expr: str, reduced: bool, width: int) -> np.ndarray | None:
+def _unit_weights(
+    spec: ModelSpec, expr: str, reduced: bool, width: int, earlier: bool = False
+) -> np.ndarray | None:
     """Weights ``w`` (``width``) with which the columns ``X`` of the one-factor term
     ``expr`` give one in every row, ``X w = 1``, by construction; None where there are
     none known.
@@ -273,6 +276,9 @@ def _unit_weights(spec: ModelSpec, expr: str, reduced: bool, width: int) -> np.n
     - ``bs(..., include_intercept=True)`` (B-splines: a partition of unity), or
       ``cr``/``cc`` without ``constraints`` (interpolating bases of every knot's value:
       they reproduce a constant): every weight one.
+
+    With ``earlier``, the rule of versions before :func:`coding_weights` solved a
+    coding: only one indicator per level or a constant column.
     """
     import ast
 
@@ -284,7 +290,7 @@ def _unit_weights(spec: ModelSpec, expr: str, reduced: bool, width: int) -> np.n
         coding = _coding_matrix(state, reduced)
         if coding is None or coding.shape[1] != width:
             return None
-        exact = coding_weights(coding)
+        exact = coding_weights(coding, solve=not earlier)
         return None if exact is None else np.array([float(v) for v in exact])
     try:
         node = ast.parse(expr, mode="eval").body
@@ -311,7 +317,7 @@ def _unit_weights(spec: ModelSpec, expr: str, reduced: bool, width: int) -> np.n
 EXACT_SOLVE_LEVELS = 32
 
 
-def coding_weights(coding: np.ndarray) -> list[Fraction] | None:
+def coding_weights(coding: np.ndarray, solve: bool = True) -> list[Fraction] | None:
     """The exact weights ``w`` with which a factor's coding matrix gives one for every
     level, ``C w = 1`` in rational arithmetic on ``C``'s float64 entries; None where
     there are none known.
@@ -320,6 +326,9 @@ def coding_weights(coding: np.ndarray) -> list[Fraction] | None:
     ----------
     coding : ndarray (levels, columns)
         The coding matrix: row ``l`` the values of the factor's columns at level ``l``.
+    solve : bool, default True
+        Whether to solve a coding that is neither of the first two kinds below (False:
+        the rule of versions before this one, which knew those two only).
 
     Returns
     -------
@@ -336,7 +345,7 @@ def coding_weights(coding: np.ndarray) -> list[Fraction] | None:
 
     The weights are exact rationals, so ``C w = 1`` holds exactly; the float nearest a
     weight that is not a binary fraction (``1/3`` where a coding's constant column is 3)
-    then moves the estimates mapped back through it by at most half a unit in the last
+    then moves the estimates mapped back through it by about one unit in the last
     place of the constant's part (:func:`constant_weights`).
     """
     c = np.asarray(coding, dtype=np.float64)
@@ -351,7 +360,7 @@ def coding_weights(coding: np.ndarray) -> list[Fraction] | None:
             out = [Fraction(0)] * k
             out[j] = 1 / Fraction(v)
             return out
-    if n != k or n > EXACT_SOLVE_LEVELS:
+    if not solve or n != k or n > EXACT_SOLVE_LEVELS:
         return None
     rows = [[Fraction(float(x)) for x in row] + [Fraction(1)] for row in c]
     for col in range(k):
@@ -406,7 +415,9 @@ def _coding(state: dict, reduced: bool) -> np.ndarray | None:
     return coding
 
 
-def _cell_weights(spec: ModelSpec, factors, scale: float, width: int) -> np.ndarray | None:
+def _cell_weights(
+    spec: ModelSpec, factors, scale: float, width: int, earlier: bool = False
+) -> np.ndarray | None:
     """Weights with which the columns of an interaction of factors, each coded in
     full (``0 + C(a):C(b)``, ``0 + C(a, Sum):C(b)``, ``0 + C(a):C(b, Helmert)``,
     ``0 + C(c):fl``), give one in every row by construction; None for any other term.
@@ -419,7 +430,8 @@ def _cell_weights(spec: ModelSpec, factors, scale: float, width: int) -> np.ndar
     design's columns only where their values are the exact products of the codings'
     entries: the columns of nonzero weight hold entries whose significands' bits add
     up to at most 53 over the factors (indicators, constant columns of 1, Sum's ±1, so
-    every product is exact); else None."""
+    every product is exact); else None.  With ``earlier``, the rule of versions
+    before this one: factors each coded with one 0/1 indicator per level only."""
     fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
     states = getattr(fspec, "encoder_state", {})
     if len(factors) < 2 or scale != 1.0:
@@ -432,9 +444,13 @@ def _cell_weights(spec: ModelSpec, factors, scale: float, width: int) -> np.ndar
         if getattr(kind, "value", None) != "categorical":
             return None
         coding = _coding_matrix(state, reduced)
-        weights = None if coding is None else coding_weights(coding)
+        weights = None if coding is None else coding_weights(coding, solve=not earlier)
         if coding is None or weights is None:
             return None
+        if earlier and not (
+            np.isin(coding, (0.0, 1.0)).all() and (coding.sum(axis=1) == 1.0).all()
+        ):
+            return None  # not one indicator per level: not known before
         used = coding[:, [w != 0 for w in weights]]
         held = np.abs(used[used != 0.0])
         if not held.size:
@@ -455,12 +471,18 @@ def _cell_weights(spec: ModelSpec, factors, scale: float, width: int) -> np.ndar
 
 
 def _constant(
-    spec: ModelSpec, terms, built: list[str], index: dict[str, int], cells: bool = False
+    spec: ModelSpec,
+    terms,
+    built: list[str],
+    index: dict[str, int],
+    cells: bool = False,
+    earlier: bool = False,
 ) -> list[tuple[int, float]] | None:
     """The design's columns, with weights, that give one in every row where it has no
     intercept: those of its first one-factor term that does (:func:`_unit_weights`),
     or, with ``cells``, also of an interaction of factors coded in full
-    (:func:`_cell_weights`), all of them in the design; None where there is none."""
+    (:func:`_cell_weights`), all of them in the design; None where there is none.
+    ``earlier``: by the rules of versions before this one (those functions')."""
     at = 0
     for factors, scale, width in terms:
         first = at
@@ -468,9 +490,9 @@ def _constant(
         if width == 0:
             continue
         if len(factors) != 1:
-            weights = _cell_weights(spec, factors, scale, width) if cells else None
+            weights = _cell_weights(spec, factors, scale, width, earlier) if cells else None
         else:
-            weights = _unit_weights(spec, factors[0][0], factors[0][1], width)
+            weights = _unit_weights(spec, factors[0][0], factors[0][1], width, earlier)
         if weights is None:
             continue
         cols = [index.get(built[first + r]) for r in range(width) if weights[r] != 0.0]
@@ -699,7 +721,7 @@ def column_basis(spec: ModelSpec | None) -> np.ndarray | None:
     return out
 
 
-def constant_weights(spec: ModelSpec | None) -> np.ndarray | None:
+def constant_weights(spec: ModelSpec | None, earlier: bool = False) -> np.ndarray | None:
     """``a`` (p,) with ``X a = 1`` in every row, by construction, for a design without
     an intercept whose columns give one: its first one-factor term that does, every
     column of it in the design (``0 + C(c)``, ``0 + C(c, Sum) + x``, ``0 + cr(u,
@@ -718,8 +740,14 @@ def constant_weights(spec: ModelSpec | None) -> np.ndarray | None:
     exactly, which is all the shift needs to be the same model; ``a`` is each weight's
     nearest float (the weight itself for every coding patsy and formulaic define: 0, 1
     or a power of two).  A weight that is not a binary fraction (a user's coding whose
-    constant column is 3) moves only the map back ``β = β̃ + c a``, by at most half a
-    unit in the last place of ``c a``, below the rounding of that sum itself."""
+    constant column is 3) moves only the map back ``β = β̃ + c a``, by about one unit
+    in the last place of ``c a`` (the weight's own rounding, half a unit, then that of
+    the product and the sum).
+
+    With ``earlier``, the weights by the rules of versions before this one (a factor
+    coded with one indicator per level or with a constant column, an interaction of
+    indicator-coded factors; None for the others): the weights those versions shifted
+    the response beside (:func:`shift_needs_this_version`)."""
     if spec is None or spec.intercept_columns()[0] >= 0:
         return None
     terms = _scoped_terms(spec)
@@ -728,13 +756,27 @@ def constant_weights(spec: ModelSpec | None) -> np.ndarray | None:
     names = list(spec.exog_names)
     built = spec.exog_names_built if spec.exog_names_built is not None else names
     index = {n: j for j, n in enumerate(names)}
-    ones = _constant(spec, terms, built, index, cells=True)
+    ones = _constant(spec, terms, built, index, cells=True, earlier=earlier)
     if not ones:
         return None
     out = np.zeros(len(names))
     for k, w in ones:
         out[k] = w
     return out
+
+
+def shift_needs_this_version(spec: ModelSpec | None) -> bool:
+    """Whether ``spec``'s design gives the constant (:func:`constant_weights`) only by
+    this version's rules, or by other weights than earlier versions': those versions
+    did not shift the response beside these weights (``0 + C(a, Sum):C(b)``, ``0 +
+    C(a):C(b, Helmert)``, a user's square coding without a constant column), so their
+    statistics of such a design are not this version's, and this version's statistics
+    with the response shifted are of a newer format there."""
+    weights = constant_weights(spec)
+    if weights is None:
+        return False
+    before = constant_weights(spec, earlier=True)
+    return before is None or not np.array_equal(before, weights)
 
 
 def saved_centres(saved, spec: ModelSpec) -> dict[str, float]:
