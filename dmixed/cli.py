@@ -473,7 +473,7 @@ def _same_job(job: Job, manifest: dict, fingerprint: list[dict]) -> bool:
 def _model_from_saved(job: Job):
     """The model over the statistics saved in ``--stats-dir`` (no data pass)."""
     from .design import ModelSpec
-    from .design.centres import constant_weights
+    from .design.centres import constant_weights, shift_needs_this_version
     from .engines.local import statistics_from_arrays
     from .model import MixedLM
     from .stats import checkpoint
@@ -483,7 +483,13 @@ def _model_from_saved(job: Job):
     spec = ModelSpec.from_dict(
         manifest["spec"], source=os.path.join(str(job.stats_dir), "manifest.json")
     )
-    checkpoint.check_constant_weights(arrays, constant_weights(spec), job.stats_dir)
+    checkpoint.check_constant_weights(
+        arrays,
+        constant_weights(spec),
+        job.stats_dir,
+        manifest=manifest,
+        newer=shift_needs_this_version(spec),
+    )
     return MixedLM.from_statistics(statistics_from_arrays(arrays), spec)
 
 
@@ -494,6 +500,7 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
     interrupted leaves no statistics that a later ``update`` would build on.  Groups
     that saved statistics cannot hold are refused here, before the fit."""
     from .design import build_spec
+    from .design.centres import shift_needs_this_version
     from .engines.dask import level_scan_chains
     from .model import MixedLM
     from .stats import checkpoint
@@ -528,6 +535,7 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
             manifest,
             newer_names=spec.names_need_this_version(),
             newer_centres=spec.centres_need_this_version(),
+            newer_shift=shift_needs_this_version(spec),
         )
         logger.info("saved statistics to %s", stats_dir)
 
@@ -782,7 +790,7 @@ def _refuse_repeated(
 def run_update(job: Job) -> int:
     """``dmixed update``: statistics of the new files added to the saved ones, refit."""
     from .design import ModelSpec
-    from .design.centres import constant_weights
+    from .design.centres import constant_weights, shift_needs_this_version
     from .design.new_levels import grown_spec
     from .engines.local import statistics_from_arrays
     from .model import MixedLM
@@ -806,8 +814,14 @@ def run_update(job: Job) -> int:
         return EXIT_OK
     start = last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")
-    old, _ = checkpoint.load_statistics(job.stats_dir)
-    checkpoint.check_constant_weights(old, constant_weights(saved_spec), job.stats_dir)
+    old, loaded = checkpoint.load_statistics(job.stats_dir)
+    checkpoint.check_constant_weights(
+        old,
+        constant_weights(saved_spec),
+        job.stats_dir,
+        manifest=loaded,
+        newer=shift_needs_this_version(saved_spec),
+    )
     with (
         _new_levels_refused(job),
         _on_cluster(job) as client,
@@ -851,6 +865,7 @@ def run_update(job: Job) -> int:
         # (the saved model's names: grown levels of components keep their order)
         newer_names=saved_spec.names_need_this_version(),
         newer_centres=saved_spec.centres_need_this_version(),
+        newer_shift=shift_needs_this_version(saved_spec),
     )
     remember_fit(job.stats_dir, res.packed_params.tolist(), res.method, res.llf)
     return EXIT_OK

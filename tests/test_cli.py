@@ -4362,3 +4362,61 @@ def test_main_in_process_gives_the_logger_back(args, status, caplog):
     with caplog.at_level(logging.INFO, logger="dmixed"):
         log.info("after the command")
     assert "after the command" in caplog.text
+
+
+def _sum_interaction_part(seed: int, groups: np.ndarray) -> pd.DataFrame:
+    """Rows of ``y ~ 0 + C(a, Sum):C(b)`` with y near 1e4, 20 per group."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(groups, 20)
+    a = rng.choice(list("pqrs"), g.size)
+    b = rng.choice(list("uvw"), g.size)
+    y = 1e4 + 0.5 * (a == "q") - 0.3 * (b == "v") + rng.normal(size=groups.size)[g - groups[0]]
+    return pd.DataFrame({"y": y + rng.normal(size=g.size), "a": a, "b": b, "g": g})
+
+
+def test_statistics_an_earlier_version_saved_unshifted_for_a_newly_shifted_design_are_refused(
+    tmp_path, monkeypatch
+):
+    """``y ~ 0 + C(a, Sum):C(b)`` with y near 1e4: versions before this one found no
+    columns giving one there (only indicator codings), so they saved the statistics of
+    the response unshifted, which lose about 1e-9 of the llf.  Such statistics (written
+    here under that earlier rule) are refused by ``update`` and by a rerun of ``fit``,
+    naming the manifest, saying an earlier version wrote them without the shift and to
+    rebuild them with ``dmixed fit``: adding this version's shifted statistics to them
+    kept the loss silently."""
+    import inspect
+
+    from dmixed.design import centres, references
+
+    _sum_interaction_part(1, np.arange(30)).to_parquet(tmp_path / "A.parquet", index=False)
+    _sum_interaction_part(2, np.arange(30, 60)).to_parquet(tmp_path / "B.parquet", index=False)
+    (tmp_path / "cluster.yaml").write_text(
+        yaml.safe_dump({"kind": "local", "cluster": {"processes": False, "n_workers": 1}})
+    )
+    model = ["--formula", "y ~ 0 + C(a, Sum):C(b)", "--groups", "g", "--method", "ml"]
+    common = [*model, "--cluster", "cluster.yaml", "--quiet"]
+    fit = ["fit", "--data", "A.parquet", *common, "--stats-dir", "S"]
+    rule = centres.constant_weights
+
+    def earlier_rule(spec, earlier=False):
+        if "earlier" in inspect.signature(rule).parameters:
+            return rule(spec, earlier=True)
+        return rule(spec)
+
+    with monkeypatch.context() as m:
+        m.setattr(centres, "constant_weights", earlier_rule)
+        m.setattr(references, "constant_weights", earlier_rule)
+        ok(run_in_process(*fit, "--output", "o1", cwd=tmp_path))
+    saved = json.loads((tmp_path / "S" / "manifest.json").read_text())
+    assert "x_ones" not in saved["standardization"]
+    assert saved["standardization"]["y_shift"] == 0.0
+    update = ["update", "--stats-dir", "S", "--data", "B.parquet", "--output", "o2"]
+    for args in (update + ["--cluster", "cluster.yaml", "--quiet"], [*fit, "--output", "o3"]):
+        proc = run_in_process(*args, cwd=tmp_path)
+        assert proc.returncode == 3, proc.stderr
+        said = proc.stderr
+        assert os.path.join("S", "manifest.json") in said, said
+        assert "written by an earlier version of dmixed" in said, said
+        assert "did not shift the response for this design" in said, said
+        assert "`dmixed fit` with a new statistics directory" in said, said
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 from itertools import combinations
 from typing import TYPE_CHECKING
 
@@ -60,9 +61,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CENTRE_ABOVE",
+    "EXACT_SOLVE_LEVELS",
     "centre_of",
     "centres_need_this_version",
     "choose_centres",
+    "coding_weights",
     "column_basis",
     "constant_weights",
     "design_rows",
@@ -71,6 +74,7 @@ __all__ = [
     "product_columns",
     "reads_column",
     "saved_centres",
+    "shift_needs_this_version",
     "vc_reads",
 ]
 
@@ -256,20 +260,25 @@ def _lookup():
     return Factor.EvalMethod.LOOKUP
 
 
-def _unit_weights(spec: ModelSpec, expr: str, reduced: bool, width: int) -> np.ndarray | None:
+def _unit_weights(
+    spec: ModelSpec, expr: str, reduced: bool, width: int, earlier: bool = False
+) -> np.ndarray | None:
     """Weights ``w`` (``width``) with which the columns ``X`` of the one-factor term
     ``expr`` give one in every row, ``X w = 1``, by construction; None where there are
     none known.
 
-    - a factor (``C(c)``, or a text column, a factor under dmixed's column rules)
-      whose coding has one 0/1 indicator per level (treatment coding, not reduced):
-      every weight one, the indicators' sum is exactly one;
-    - a factor whose coding holds a constant column (``[mean]`` of Sum, the intercept
-      of Helmert, Diff, ``.Constant`` of Poly, full rank): that column alone, weighted by
-      one over its value;
+    - a factor (``C(c)``, ``C(c, Sum)``, a text column: a factor under dmixed's column
+      rules) whose coding matrix ``C`` holds the constant: the rational ``w`` with
+      ``C w = 1`` (:func:`coding_weights`: one indicator per level, every weight one; a
+      constant column, ``[mean]`` of Sum, the intercept of Helmert and Diff,
+      ``.Constant`` of Poly, that column alone; any other coding of full rank, its
+      exact solution), each weight the float nearest it;
     - ``bs(..., include_intercept=True)`` (B-splines: a partition of unity), or
       ``cr``/``cc`` without ``constraints`` (interpolating bases of every knot's value:
       they reproduce a constant): every weight one.
+
+    With ``earlier``, the rule of versions before :func:`coding_weights` solved a
+    coding: only one indicator per level or a constant column.
     """
     import ast
 
@@ -281,15 +290,8 @@ def _unit_weights(spec: ModelSpec, expr: str, reduced: bool, width: int) -> np.n
         coding = _coding_matrix(state, reduced)
         if coding is None or coding.shape[1] != width:
             return None
-        if np.isin(coding, (0.0, 1.0)).all() and (coding.sum(axis=1) == 1.0).all():
-            return np.ones(width)
-        for j in range(width):
-            v = coding[0, j]
-            if v != 0.0 and (coding[:, j] == v).all():
-                out = np.zeros(width)
-                out[j] = 1.0 / v
-                return out
-        return None
+        exact = coding_weights(coding, solve=not earlier)
+        return None if exact is None else np.array([float(v) for v in exact])
     try:
         node = ast.parse(expr, mode="eval").body
     except SyntaxError:
@@ -307,6 +309,83 @@ def _unit_weights(spec: ModelSpec, expr: str, reduced: bool, width: int) -> np.n
     if isinstance(call, CubicCall):
         return None if call.center else np.ones(width)
     return np.ones(width) if isinstance(call, SplineCall) and call.include_intercept else None
+
+
+#: The most levels of a factor whose coding (neither indicators nor one with a constant
+#: column) :func:`coding_weights` solves in exact rational arithmetic (its cost grows as
+#: the cube of the levels, in numbers of growing size).
+EXACT_SOLVE_LEVELS = 32
+
+
+def coding_weights(coding: np.ndarray, solve: bool = True) -> list[Fraction] | None:
+    """The exact weights ``w`` with which a factor's coding matrix gives one for every
+    level, ``C w = 1`` in rational arithmetic on ``C``'s float64 entries; None where
+    there are none known.
+
+    Parameters
+    ----------
+    coding : ndarray (levels, columns)
+        The coding matrix: row ``l`` the values of the factor's columns at level ``l``.
+    solve : bool, default True
+        Whether to solve a coding that is neither of the first two kinds below (False:
+        the rule of versions before this one, which knew those two only).
+
+    Returns
+    -------
+    list of Fraction or None
+        ``w`` (columns), found in this order: every weight one where ``C`` holds 0 and 1
+        only with one 1 per row (one indicator per level: treatment coding of full rank,
+        formulaic's codings without an intercept); ``e_j / v`` for the first column
+        ``j`` equal to ``v ≠ 0`` at every level (patsy's full-rank Sum, Helmert, Diff and
+        Poly: ``v = 1``); else, for a square ``C`` of at most
+        :data:`EXACT_SOLVE_LEVELS` levels, the solution of ``C w = 1`` by Gauss-Jordan
+        elimination in :class:`fractions.Fraction` (None where ``C`` is singular).  A
+        reduced coding (levels × levels − 1: treatment, Sum, Helmert, Diff, Poly
+        contrasts) holds no constant and gets None.
+
+    The weights are exact rationals, so ``C w = 1`` holds exactly; the float nearest a
+    weight that is not a binary fraction (``1/3`` where a coding's constant column is 3)
+    then moves the estimates mapped back through it by about one unit in the last
+    place of the constant's part (:func:`constant_weights`).
+    """
+    c = np.asarray(coding, dtype=np.float64)
+    if c.ndim != 2 or not c.size or not np.isfinite(c).all():
+        return None
+    n, k = c.shape
+    if np.isin(c, (0.0, 1.0)).all() and (c.sum(axis=1) == 1.0).all():
+        return [Fraction(1)] * k  # integer sums: exact
+    for j in range(k):
+        v = c[0, j]
+        if v != 0.0 and (c[:, j] == v).all():
+            out = [Fraction(0)] * k
+            out[j] = 1 / Fraction(v)
+            return out
+    if not solve or n != k or n > EXACT_SOLVE_LEVELS:
+        return None
+    rows = [[Fraction(float(x)) for x in row] + [Fraction(1)] for row in c]
+    for col in range(k):
+        pivot = next((r for r in range(col, n) if rows[r][col] != 0), None)
+        if pivot is None:
+            return None  # singular: the columns do not span every level
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        lead = rows[col][col]
+        rows[col] = [x / lead for x in rows[col]]
+        for r in range(n):
+            if r != col and rows[r][col] != 0:
+                f = rows[r][col]
+                rows[r] = [x - f * y for x, y in zip(rows[r], rows[col], strict=True)]
+    return [rows[j][k] for j in range(k)]
+
+
+def _significant_bits(values: np.ndarray) -> int:
+    """The most significant bits of any of ``values`` (finite float64): the width of its
+    significand less the trailing zeros (0 for zero, 1 for a power of two)."""
+    most = 0
+    for v in np.unique(np.abs(values[values != 0.0])):
+        num = Fraction(float(v)).numerator
+        # numerator of v = m · 2^e in lowest terms: the significand's odd part
+        most = max(most, (num // (num & -num)).bit_length())
+    return most
 
 
 def _coding_matrix(state: dict, reduced: bool) -> np.ndarray | None:
@@ -336,38 +415,74 @@ def _coding(state: dict, reduced: bool) -> np.ndarray | None:
     return coding
 
 
-def _cell_weights(spec: ModelSpec, factors, scale: float, width: int) -> np.ndarray | None:
-    """Weights (all one) with which the columns of an interaction of factors, each
-    coded with one 0/1 indicator per level (``0 + C(a):C(b)``, ``0 + C(c):fl``), give
-    one in every row by construction: each column is a product of one indicator of
-    each factor, so every row holds exactly one cell's 1; None for any other term."""
+def _cell_weights(
+    spec: ModelSpec, factors, scale: float, width: int, earlier: bool = False
+) -> np.ndarray | None:
+    """Weights with which the columns of an interaction of factors, each coded in
+    full (``0 + C(a):C(b)``, ``0 + C(a, Sum):C(b)``, ``0 + C(a):C(b, Helmert)``,
+    ``0 + C(c):fl``), give one in every row by construction; None for any other term.
+
+    Each column is the product of one column of each factor, so with each factor's
+    exact weights ``w_i`` (:func:`coding_weights`, ``C_i w_i = 1``) the term's weights
+    are their Kronecker product, ``Σ_j Π_i C_i[l_i, j_i] w_i[j_i] = Π_i (C_i w_i)[l_i] =
+    1`` at every cell ``(l_1, l_2, ...)``, in formulaic's order of the term's columns
+    (the first factor's varying fastest, as patsy's and R's).  That holds of the
+    design's columns only where their values are the exact products of the codings'
+    entries: the columns of nonzero weight hold entries whose significands' bits add
+    up to at most 53 over the factors (indicators, constant columns of 1, Sum's ±1, so
+    every product is exact); else None.  With ``earlier``, the rule of versions
+    before this one: factors each coded with one 0/1 indicator per level only."""
     fspec = getattr(spec.formulaic_spec("main"), "rhs", None)
     states = getattr(fspec, "encoder_state", {})
     if len(factors) < 2 or scale != 1.0:
         return None
-    size = 1
+    per_factor = []
+    bits = 0
+    lowest = highest = 0
     for expr, reduced, _ in factors:
         kind, state = states.get(expr, (None, {}))
         if getattr(kind, "value", None) != "categorical":
             return None
         coding = _coding_matrix(state, reduced)
-        if (
-            coding is None
-            or not np.isin(coding, (0.0, 1.0)).all()
-            or not (coding.sum(axis=1) == 1.0).all()
-        ):
+        weights = None if coding is None else coding_weights(coding, solve=not earlier)
+        if coding is None or weights is None:
             return None
-        size *= coding.shape[1]
-    return np.ones(width) if size == width else None
+        if earlier and not (
+            np.isin(coding, (0.0, 1.0)).all() and (coding.sum(axis=1) == 1.0).all()
+        ):
+            return None  # not one indicator per level: not known before
+        used = coding[:, [w != 0 for w in weights]]
+        held = np.abs(used[used != 0.0])
+        if not held.size:
+            return None
+        bits += _significant_bits(used)
+        lowest += math.frexp(float(held.min()))[1]
+        highest += math.frexp(float(held.max()))[1]
+        per_factor.append(weights)
+    # exact products: within the significand and the exponents of normal float64
+    if bits > 53 or lowest < -1000 or highest > 1000:
+        return None
+    if math.prod(len(w) for w in per_factor) != width:
+        return None
+    out = [Fraction(1)]
+    for weights in per_factor:  # the first factor's columns vary fastest
+        out = [w * v for w in weights for v in out]
+    return np.array([float(v) for v in out])
 
 
 def _constant(
-    spec: ModelSpec, terms, built: list[str], index: dict[str, int], cells: bool = False
+    spec: ModelSpec,
+    terms,
+    built: list[str],
+    index: dict[str, int],
+    cells: bool = False,
+    earlier: bool = False,
 ) -> list[tuple[int, float]] | None:
     """The design's columns, with weights, that give one in every row where it has no
     intercept: those of its first one-factor term that does (:func:`_unit_weights`),
-    or, with ``cells``, also of an interaction of indicator-coded factors
-    (:func:`_cell_weights`), all of them in the design; None where there is none."""
+    or, with ``cells``, also of an interaction of factors coded in full
+    (:func:`_cell_weights`), all of them in the design; None where there is none.
+    ``earlier``: by the rules of versions before this one (those functions')."""
     at = 0
     for factors, scale, width in terms:
         first = at
@@ -375,9 +490,9 @@ def _constant(
         if width == 0:
             continue
         if len(factors) != 1:
-            weights = _cell_weights(spec, factors, scale, width) if cells else None
+            weights = _cell_weights(spec, factors, scale, width, earlier) if cells else None
         else:
-            weights = _unit_weights(spec, factors[0][0], factors[0][1], width)
+            weights = _unit_weights(spec, factors[0][0], factors[0][1], width, earlier)
         if weights is None:
             continue
         cols = [index.get(built[first + r]) for r in range(width) if weights[r] != 0.0]
@@ -606,18 +721,33 @@ def column_basis(spec: ModelSpec | None) -> np.ndarray | None:
     return out
 
 
-def constant_weights(spec: ModelSpec | None) -> np.ndarray | None:
+def constant_weights(spec: ModelSpec | None, earlier: bool = False) -> np.ndarray | None:
     """``a`` (p,) with ``X a = 1`` in every row, by construction, for a design without
-    an intercept whose columns give one (``0 + C(c)``, ``0 + C(c) + x``, ``0 + cr(u,
-    ...)``: its first one-factor term that does, every column of it in the design,
-    :func:`_unit_weights`, or full interaction of indicator-coded factors, ``0 +
-    C(a):C(b)``, :func:`_cell_weights`); None for a design with an intercept or without such a term.
+    an intercept whose columns give one: its first one-factor term that does, every
+    column of it in the design (``0 + C(c)``, ``0 + C(c, Sum) + x``, ``0 + cr(u,
+    ...)``: :func:`_unit_weights`), or a full interaction of factors coded in full
+    (``0 + C(a):C(b)``, ``0 + C(a, Sum):C(b, Helmert)``: :func:`_cell_weights`); None
+    for a design with an intercept or without such a term.
 
     There a shift of the response is the same model (``y − c = X (β − c a) + ...``), so
     the statistics shift ``y`` as they do beside an intercept
     (:attr:`~dmixed.stats.standardize.Standardization.x_ones`).  The columns of such a
     term are not centred (:func:`column_basis` centres only columns read alone beside
-    it), so ``a`` holds for the design's columns ``X_d`` too."""
+    it), so ``a`` holds for the design's columns ``X_d`` too.
+
+    The weights come from the codings' exact rational weights
+    (:func:`coding_weights`), so the constant lies in the design's column space
+    exactly, which is all the shift needs to be the same model; ``a`` is each weight's
+    nearest float (the weight itself for every coding patsy and formulaic define: 0, 1
+    or a power of two).  A weight that is not a binary fraction (a user's coding whose
+    constant column is 3) moves only the map back ``β = β̃ + c a``, by about one unit
+    in the last place of ``c a`` (the weight's own rounding, half a unit, then that of
+    the product and the sum).
+
+    With ``earlier``, the weights by the rules of versions before this one (a factor
+    coded with one indicator per level or with a constant column, an interaction of
+    indicator-coded factors; None for the others): the weights those versions shifted
+    the response beside (:func:`shift_needs_this_version`)."""
     if spec is None or spec.intercept_columns()[0] >= 0:
         return None
     terms = _scoped_terms(spec)
@@ -626,13 +756,27 @@ def constant_weights(spec: ModelSpec | None) -> np.ndarray | None:
     names = list(spec.exog_names)
     built = spec.exog_names_built if spec.exog_names_built is not None else names
     index = {n: j for j, n in enumerate(names)}
-    ones = _constant(spec, terms, built, index, cells=True)
+    ones = _constant(spec, terms, built, index, cells=True, earlier=earlier)
     if not ones:
         return None
     out = np.zeros(len(names))
     for k, w in ones:
         out[k] = w
     return out
+
+
+def shift_needs_this_version(spec: ModelSpec | None) -> bool:
+    """Whether ``spec``'s design gives the constant (:func:`constant_weights`) only by
+    this version's rules, or by other weights than earlier versions': those versions
+    did not shift the response beside these weights (``0 + C(a, Sum):C(b)``, ``0 +
+    C(a):C(b, Helmert)``, a user's square coding without a constant column), so their
+    statistics of such a design are not this version's, and this version's statistics
+    with the response shifted are of a newer format there."""
+    weights = constant_weights(spec)
+    if weights is None:
+        return False
+    before = constant_weights(spec, earlier=True)
+    return before is None or not np.array_equal(before, weights)
 
 
 def saved_centres(saved, spec: ModelSpec) -> dict[str, float]:

@@ -119,10 +119,25 @@ FORMAT = "dmixed-statistics"
 #: :attr:`~dmixed.stats.standardize.Standardization.x_ones`); versions before it would
 #: map the estimates back without the shift, so they refuse it as written by a newer
 #: dmixed.
-FORMAT_VERSION = 10
+#: 11: such statistics of a design whose columns give one only by this version's rules
+#: (``0 + C(a, Sum):C(b)``: :func:`~dmixed.design.centres.shift_needs_this_version`);
+#: versions before it shifted no response there and would refuse the saved ``x_ones``
+#: as not the design's, so they refuse it as written by a newer dmixed.  Statistics of
+#: such a design without the shift (a response near zero) are written as before, with
+#: :data:`SHIFT_RULE` in the manifest.
+FORMAT_VERSION = 11
 #: the version statistics whose response is shifted beside columns that give one are
 #: written as
 SHIFTED_RESPONSE_FORMAT_VERSION = 10
+#: the version those of a design that gives one only by this version's rules are
+#: written as
+SHIFTED_CODINGS_FORMAT_VERSION = 11
+#: the manifest's key saying that the response's shift of a design that gives one only
+#: by this version's rules was chosen by them (its value
+#: :data:`SHIFTED_CODINGS_FORMAT_VERSION`; older versions ignore it): statistics of
+#: such a design without it were written by a version that never shifted the response
+#: there (:func:`check_constant_weights`)
+SHIFT_RULE = "shift_rule"
 #: the version statistics of a model whose centres need it are written as
 CENTRES_FORMAT_VERSION = 9
 #: the version statistics carrying centred sums of groups near lossy are written as
@@ -294,6 +309,7 @@ def save_statistics(
     *,
     newer_names: bool = False,
     newer_centres: bool = False,
+    newer_shift: bool = False,
 ) -> None:
     """Write statistics and their manifest to the directory ``path`` atomically.
 
@@ -304,7 +320,11 @@ def save_statistics(
     earlier versions rebuild otherwise, :data:`NAMES_FORMAT_VERSION`; any with the
     centred sums of near-lossy groups, :data:`CENTRED_FORMAT_VERSION`; any with
     ``newer_centres``, a model whose centres earlier versions refuse,
-    :data:`CENTRES_FORMAT_VERSION`).  The
+    :data:`CENTRES_FORMAT_VERSION`; any with the response shifted beside columns that
+    give one, :data:`SHIFTED_RESPONSE_FORMAT_VERSION`, or with ``newer_shift``, a design
+    that gives one only by this version's rules, :data:`SHIFTED_CODINGS_FORMAT_VERSION`,
+    and with ``newer_shift`` the manifest's :data:`SHIFT_RULE` whether shifted or
+    not).  The
     manifest records every part file (rows, bytes, sha256) and its own sha256
     (:func:`manifest_sha256`), which :func:`load_statistics` verifies.  Callers that
     read, merge and write back a directory hold :func:`statistics_lock`.
@@ -386,6 +406,10 @@ def save_statistics(
             full["format_version"] = CENTRES_FORMAT_VERSION
         if arrays.columns.x_ones.any():  # older versions would not map the shift back
             full["format_version"] = SHIFTED_RESPONSE_FORMAT_VERSION
+            if newer_shift:  # older versions know no weights of this design
+                full["format_version"] = SHIFTED_CODINGS_FORMAT_VERSION
+        if newer_shift:  # this version chose the shift (or none) of this design
+            full[SHIFT_RULE] = SHIFTED_CODINGS_FORMAT_VERSION
         full = jsonable(full)
         full[MANIFEST_SHA256] = manifest_sha256(full)
         with open(tmp / "manifest.json", "w") as fh:
@@ -648,7 +672,14 @@ def load_statistics(path) -> tuple[GroupArrays, dict]:
     return arrays, manifest
 
 
-def check_constant_weights(arrays: GroupArrays, weights: np.ndarray | None, path) -> None:
+def check_constant_weights(
+    arrays: GroupArrays,
+    weights: np.ndarray | None,
+    path,
+    *,
+    manifest: dict | None = None,
+    newer: bool = False,
+) -> None:
     """Check the saved statistics' ``x_ones`` (the weights with which the fixed-effects
     columns give one in every row, beside which the response was shifted:
     :attr:`~dmixed.stats.standardize.Standardization.x_ones`) against ``weights``, those
@@ -658,14 +689,35 @@ def check_constant_weights(arrays: GroupArrays, weights: np.ndarray | None, path
     The estimates are mapped back through these weights, so others would give wrong
     fixed effects at the same likelihood.  Statistics saved without ``x_ones`` (by
     versions before it, or of a response not shifted) pass where the response is not
-    shifted without an intercept.
+    shifted without an intercept, unless the spec's design gives one only by this
+    version's rules (``newer``: :func:`~dmixed.design.centres.shift_needs_this_version`)
+    and the manifest lacks :data:`SHIFT_RULE`: versions before this one never shifted
+    that design's response, so their statistics of a response far from zero lost the
+    digits the shift keeps, and adding this version's shifted statistics to them would
+    carry that loss into the fit silently.
+
+    Parameters
+    ----------
+    arrays : GroupArrays
+        The saved statistics (:func:`load_statistics`).
+    weights : ndarray (p,) or None
+        The saved spec's weights (:func:`~dmixed.design.centres.constant_weights`).
+    path : path
+        The statistics directory (named in the errors).
+    manifest : dict, optional
+        Its manifest (:func:`load_statistics`), read for :data:`SHIFT_RULE`.
+    newer : bool
+        Whether the spec's design gives one only by this version's rules
+        (:func:`~dmixed.design.centres.shift_needs_this_version`).
 
     Raises
     ------
     CheckpointError
         Naming ``path``'s manifest: ``x_ones`` saved and not ``weights`` (not finite,
-        another length or other values, or saved where the spec gives none), or a
-        response shifted without an intercept and without ``x_ones``.
+        another length or other values, or saved where the spec gives none), a
+        response shifted without an intercept and without ``x_ones``, or, with
+        ``newer``, statistics without ``x_ones`` or :data:`SHIFT_RULE` (written by an
+        earlier version).
     """
     cols = arrays.columns
     saved = cols.x_ones
@@ -684,6 +736,17 @@ def check_constant_weights(arrays: GroupArrays, weights: np.ndarray | None, path
             "without x_ones (the columns that make the constant): the statistics cannot "
             "be trusted; rebuild them from the data (`dmixed fit` with a new statistics "
             "directory)"
+        )
+    rule = (manifest or {}).get(SHIFT_RULE)
+    chosen = isinstance(rule, int) and rule >= SHIFTED_CODINGS_FORMAT_VERSION
+    if newer and not saved.size and not chosen:
+        raise CheckpointError(
+            f"{file}: the statistics were written by an earlier version of dmixed, which "
+            "did not shift the response for this design (its columns give one only by "
+            "this version's rules): a response far from zero lost digits there that this "
+            "version keeps, and a fit or an update from them would carry that loss: "
+            "rebuild them from the data with this version (`dmixed fit` with a new "
+            "statistics directory)"
         )
 
 

@@ -781,3 +781,207 @@ def test_a_centre_read_through_q_needs_this_version():
     assert quoted.centres and plain.centres
     assert quoted.centres_need_this_version()
     assert not plain.centres_need_this_version()
+
+
+# -- a far response in a design without an intercept whose factors are not indicators ----
+
+
+def _codings_data(seed: int = 11) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(30), 20)
+    n = g.size
+    a = rng.choice(list("pqrs"), n)
+    b = rng.choice(list("uvw"), n)
+    c = rng.choice(list("abc"), n)
+    x = rng.normal(size=n)
+    y = 2 * x + (c == "b") + 0.5 * (a == "q") - 0.3 * (b == "v") + rng.normal(size=30)[g]
+    return pd.DataFrame({"y0": y + rng.normal(size=n), "a": a, "b": b, "c": c, "x": x, "g": g})
+
+
+_FULL_CODINGS_ONE = [
+    "0 + C(c, Sum)",
+    "0 + C(c, Helmert)",
+    "0 + C(c, Poly)",
+    "0 + C(c, Diff)",
+    "0 + C(c, Treatment(reference='b'))",
+    "0 + C(a, Sum) + x",
+    "0 + C(a, Helmert) + C(b, Sum) + x",
+]
+_FULL_CODINGS_CELLS = [
+    "0 + C(a, Sum):C(b)",
+    "0 + C(a):C(b, Helmert)",
+    "0 + C(a, Poly):C(b, Sum)",
+    "0 + C(c, Helmert):C(b, Sum)",
+    "0 + C(a, Diff):C(b, Poly) + x",
+]
+
+
+def _far_and_near(rhs: str, offset: float, parts: int | None = None, client=None):
+    """The fits of ``y0 + offset`` and of the same rows less ``offset`` (exact: the
+    same model), on pandas or on Dask in ``parts`` partitions, and the design."""
+    df = _codings_data()
+    far = df.assign(y=df.y0 + offset)
+    near = far.assign(y=far.y - offset)
+    fits = []
+    for frame in (far, near):
+        data = frame
+        if parts is not None:
+            dd = pytest.importorskip("dask.dataframe")
+            data = dd.from_pandas(frame, npartitions=parts)
+        model = dmixed.mixedlm(f"y ~ {rhs}", data, groups="g")
+        fits.append(model.fit(reml=False, **({} if client is None else {"client": client})))
+    exog = np.asarray(dmixed.mixedlm(f"y ~ {rhs}", near, groups="g").exog)
+    return (*fits, exog)
+
+
+def _check_far_is_near_mapped_back(far, near, exog, offset: float) -> None:
+    from dmixed.design.centres import constant_weights
+
+    assert abs(far.llf - near.llf) <= 1e-12 * abs(near.llf), (far.llf, near.llf)
+    a = constant_weights(far.model.spec)
+    assert a is not None
+    np.testing.assert_array_equal(exog @ a, 1.0)
+    expected = near.fe_params.to_numpy() + offset * a
+    # a unit in the last place of the offset, and the optimizers' own stopping
+    np.testing.assert_allclose(far.fe_params.to_numpy(), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(far.cov_re), np.asarray(near.cov_re), rtol=1e-6)
+    np.testing.assert_allclose(far.scale, near.scale, rtol=1e-8)
+
+
+@pytest.mark.parametrize("offset", [1e4, 1e6])
+@pytest.mark.parametrize("rhs", _FULL_CODINGS_CELLS)
+def test_far_response_beside_an_interaction_of_full_codings_is_the_near_fit_mapped_back(
+    rhs, offset, monkeypatch
+):
+    """``y ~ 0 + C(a, Sum):C(b)`` and other full interactions of factors coded in full
+    (Sum, Helmert, Poly, Diff, not only indicators) hold the constant (the Kronecker
+    product of each coding's weights): with y near 1e4 or 1e6 the statistics shift y,
+    and the fit is that of y less the offset, its coefficients moved by the offset
+    times those weights (main could not start it at 1e6 and lost 1e-9 of the llf at
+    1e4)."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    far, near, exog = _far_and_near(rhs, offset)
+    _check_far_is_near_mapped_back(far, near, exog, offset)
+
+
+def test_far_response_beside_an_interaction_of_full_codings_under_numba(monkeypatch):
+    """The same with the numba kernels (one interaction of two codings that are not
+    indicators, y near 1e6)."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    far, near, exog = _far_and_near("0 + C(a, Poly):C(b, Sum)", 1e6)
+    _check_far_is_near_mapped_back(far, near, exog, 1e6)
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+@pytest.mark.parametrize("rhs", ["0 + C(a, Sum):C(b)", "0 + C(a, Diff):C(b, Poly) + x"])
+def test_far_response_beside_an_interaction_of_full_codings_on_dask(
+    rhs, parts, client, monkeypatch
+):
+    """The same on Dask, in one partition and in three (the map chosen from the first
+    rows, the partitions' statistics added in it), y near 1e6."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    far, near, exog = _far_and_near(rhs, 1e6, parts, client)
+    _check_far_is_near_mapped_back(far, near, exog, 1e6)
+
+
+@pytest.mark.parametrize("rhs", _FULL_CODINGS_ONE)
+def test_far_response_beside_one_factor_of_a_full_coding_is_the_near_fit_mapped_back(
+    rhs, monkeypatch
+):
+    """``y ~ 0 + C(c, Sum)`` (and Helmert, Poly, Diff, another reference, beside a
+    slope or a second factor's contrasts): a constant column or the indicators carry
+    the constant, so a response near 1e6 fits as the same rows less the offset."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    far, near, exog = _far_and_near(rhs, 1e6)
+    _check_far_is_near_mapped_back(far, near, exog, 1e6)
+
+
+def test_far_response_beside_one_factor_of_a_full_coding_on_dask(client, monkeypatch):
+    """The same on Dask in three partitions (a Sum coding beside Helmert contrasts and
+    a slope)."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    far, near, exog = _far_and_near("0 + C(a, Helmert) + C(b, Sum) + x", 1e6, 3, client)
+    _check_far_is_near_mapped_back(far, near, exog, 1e6)
+
+
+def test_coding_weights_are_exact_rationals():
+    """Each coding's weights ``w`` with ``C w = 1`` exactly: indicators all ones, a
+    constant column alone, any other square coding solved in rationals; none for a
+    reduced or singular coding."""
+    from fractions import Fraction
+
+    from dmixed.design.centres import coding_weights
+    from dmixed.design.patsy_coding import PatsyDiff, PatsyHelmert, PatsyPoly, PatsySum
+
+    levels = list("abcde")
+    for contrasts in (PatsySum(), PatsyHelmert(), PatsyPoly(), PatsyDiff()):
+        full = np.asarray(contrasts.get_coding_matrix(levels, reduced_rank=False), float)
+        w = coding_weights(full)
+        assert w == [Fraction(1)] + [Fraction(0)] * 4
+        assert coding_weights(np.asarray(contrasts.get_coding_matrix(levels), float)) is None
+    assert coding_weights(np.eye(3)) == [Fraction(1)] * 3
+    custom = np.array([[2.0, 1.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
+    w = coding_weights(custom)
+    assert w == [Fraction(1, 3), Fraction(1, 3), Fraction(2, 3)]
+    assert all(sum(Fraction(v) * u for v, u in zip(row, w, strict=True)) == 1 for row in custom)
+    assert coding_weights(np.array([[1.0, 2.0], [2.0, 4.0]])) is None  # singular
+    assert coding_weights(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])) is None  # reduced
+
+
+def test_constant_weights_only_where_a_term_gives_the_constant():
+    """Reduced codings give no constant by themselves: beside an intercept, a factor's
+    slopes (``0 + C(a, Sum):x``), and an interaction whose products of codings'
+    entries would round (more than 53 significant bits between them) take no weights."""
+    from dmixed.design.centres import constant_weights
+
+    df = _codings_data().rename(columns={"y0": "y"})
+    for rhs in (
+        "C(a, Sum):C(b)",
+        "C(a, Sum) + C(b, Helmert)",
+        "0 + C(a, Sum):x",
+        "0 + x",
+        "0 + C(c, [[0.1, 1, 0], [0, 1, 1], [1, 0, 1]]):C(b, [[0.3, 1, 0], [0, 1, 1], [1, 0, 1]])",
+    ):
+        assert constant_weights(dmixed.mixedlm(f"y ~ {rhs}", df, groups="g").spec) is None, rhs
+    # the second factor reduced: the first one's columns carry the constant
+    spec = dmixed.mixedlm("y ~ 0 + C(a, Sum) + C(b, Helmert)", df, groups="g").spec
+    np.testing.assert_array_equal(constant_weights(spec), [1, 0, 0, 0, 0, 0])
+
+
+_CODINGS = ["", ", Sum", ", Helmert", ", Poly", ", Diff", ", Treatment(reference='v')"]
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    codings=st.lists(st.sampled_from(_CODINGS), min_size=1, max_size=3),
+    levels=st.lists(st.integers(2, 4), min_size=3, max_size=3),
+    slope=st.booleans(),
+)
+def test_constant_weights_of_full_codings_give_one_exactly(codings, levels, slope):
+    """For any interaction of one to three factors, each of any coding patsy knows, the
+    weights give one in every row of the design exactly (rational arithmetic on its
+    float entries): the order of the Kronecker product is formulaic's order of the
+    columns."""
+    from fractions import Fraction
+
+    from dmixed.design.centres import constant_weights
+
+    rng = np.random.default_rng(len(codings) * 7 + sum(levels))
+    n = 60
+    df = pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n), "g": np.arange(n) % 10})
+    names = []
+    for i, coding in enumerate(codings):
+        col = f"f{i}"
+        values = ["u", "v", "w", "z"][: levels[i]]
+        df[col] = np.resize(values, n)[rng.permutation(n)]
+        if "reference" in coding and "v" not in values:
+            coding = ""
+        names.append(f"C({col}{coding})")
+    rhs = "0 + " + ":".join(names) + (" + x" if slope else "")
+    model = dmixed.mixedlm(f"y ~ {rhs}", df, groups="g")
+    a = constant_weights(model.spec)
+    assert a is not None, rhs
+    x = np.asarray(model.exog)
+    for row in np.unique(x, axis=0):
+        exact = sum(Fraction(float(v)) * Fraction(float(w)) for v, w in zip(row, a, strict=True))
+        assert exact == 1, rhs

@@ -1419,3 +1419,91 @@ def test_saved_constant_weights_that_are_not_the_specs_are_refused(tmp_path, bad
     field = "y_shift" if bad == "unshifted" else "x_ones"
     with pytest.raises(CheckpointError, match=rf"manifest\.json: standardization\.{field}"):
         checkpoint.check_constant_weights(back, weights, tmp_path / "s")
+
+
+def _two_factors(offset: float) -> pd.DataFrame:
+    df = _frame(12)
+    df["s"] = np.random.default_rng(5).choice(["p", "q"], size=len(df))
+    df["y"] = df["y"] + offset
+    return df
+
+
+def test_statistics_shifted_beside_weights_only_this_version_finds_are_a_newer_format(
+    tmp_path, monkeypatch
+):
+    """``y ~ 0 + C(t, Sum):C(s)`` gives one only by this version's rules (a Sum coding
+    in an interaction): with y near 1e6 its statistics hold the shift (``x_ones``) and
+    are saved as format version 11, which earlier versions (that would refuse the
+    weights as not the design's) refuse as written by a newer dmixed; near zero they
+    are not shifted and keep the format earlier versions read.  ``y ~ 0 +
+    C(t):C(s)`` (indicators, shifted by earlier versions too) keeps format 10.  Each
+    manifest says whether this version chose the shift (:data:`SHIFT_RULE`), and each
+    passes the check of its own spec's weights."""
+    from dmixed.design.centres import shift_needs_this_version
+
+    written = {}
+    for rhs in ("0 + C(t, Sum):C(s)", "0 + C(t):C(s)"):
+        for offset in (1e6, 0.0):
+            df = _two_factors(offset)
+            spec = build_spec(df, f"y ~ {rhs}", "g")
+            newer = shift_needs_this_version(spec)
+            assert newer is ("Sum" in rhs)
+            target = tmp_path / f"s{len(written)}"
+            arrays = _stats(spec, df)
+            assert bool(arrays.columns.x_ones.any()) is (offset != 0.0)
+            save_statistics(arrays, target, {"spec": spec.to_dict()}, newer_shift=newer)
+            back, manifest = load_statistics(target)
+            checkpoint.check_constant_weights(
+                back,
+                constant_weights(spec),
+                target,
+                manifest=manifest,
+                newer=newer,
+            )
+            assert (checkpoint.SHIFT_RULE in manifest) is newer
+            written[rhs, offset] = manifest["format_version"], target
+    assert written["0 + C(t, Sum):C(s)", 1e6][0] == checkpoint.SHIFTED_CODINGS_FORMAT_VERSION == 11
+    assert written["0 + C(t):C(s)", 1e6][0] == checkpoint.SHIFTED_RESPONSE_FORMAT_VERSION == 10
+    assert written["0 + C(t, Sum):C(s)", 0.0][0] < checkpoint.SHIFTED_RESPONSE_FORMAT_VERSION
+    assert written["0 + C(t):C(s)", 0.0][0] < checkpoint.SHIFTED_RESPONSE_FORMAT_VERSION
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", checkpoint.SHIFTED_RESPONSE_FORMAT_VERSION)
+    with pytest.raises(ValueError, match="newer dmixed"):
+        load_statistics(written["0 + C(t, Sum):C(s)", 1e6][1])
+    for key in [("0 + C(t):C(s)", 1e6), ("0 + C(t, Sum):C(s)", 0.0), ("0 + C(t):C(s)", 0.0)]:
+        load_statistics(written[key][1])
+
+
+@pytest.mark.parametrize(
+    "rhs", ["0 + C(t, Sum):C(s)", "0 + C(t, [[1, 1, 0], [0, 1, 1], [1, 0, 1]]):C(s)"]
+)
+def test_statistics_saved_under_an_earlier_versions_weights_are_refused_saying_so(
+    tmp_path, monkeypatch, rhs
+):
+    """Statistics of a design that gives one only by this version's rules (a Sum
+    coding, or a user's coding without a constant column, in an interaction) written
+    under the rules of earlier versions (the response near 1e6 not shifted, no
+    ``x_ones``, no :data:`SHIFT_RULE`) are refused naming the manifest, saying an
+    earlier version wrote them and to rebuild them."""
+    from dmixed.design import centres, references
+    from dmixed.design.centres import shift_needs_this_version
+
+    df = _two_factors(1e6)
+    spec = build_spec(df, f"y ~ {rhs}", "g")
+    rule = centres.constant_weights
+    with monkeypatch.context() as m:
+        m.setattr(references, "constant_weights", lambda s: rule(s, earlier=True))
+        arrays = _stats(spec, df)
+    assert not arrays.columns.x_ones.size and arrays.columns.y_shift == 0.0
+    save_statistics(arrays, tmp_path / "s", {"spec": spec.to_dict()})
+    back, manifest = load_statistics(tmp_path / "s")
+    assert shift_needs_this_version(spec)
+    with pytest.raises(CheckpointError, match="written by an earlier version of dmixed") as info:
+        checkpoint.check_constant_weights(
+            back,
+            constant_weights(spec),
+            tmp_path / "s",
+            manifest=manifest,
+            newer=True,
+        )
+    assert str(tmp_path / "s" / "manifest.json") in str(info.value)
+    assert "`dmixed fit` with a new statistics directory" in str(info.value)
