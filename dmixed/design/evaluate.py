@@ -3,7 +3,6 @@ checked finite."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -133,8 +132,7 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, cont
         )
 
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"), stand_in():
-            warnings.simplefilter("ignore")
+        with np.errstate(all="ignore"), stand_in():
             # (parsed once: formulaic's parse of n terms joined by + costs n squared)
             parsed = Formula(formula)
             response = _response_factors(parsed)
