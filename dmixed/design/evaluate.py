@@ -102,6 +102,12 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, cont
     ``context``: the names of the caller's code the formula uses
     (:class:`~dmixed.design.scope.CallerNames`; None: none).
 
+    The caller's functions in the formula run here on the prototype's stand-in values
+    (:func:`~dmixed.design.levels.prototype`): numpy's floating-point warnings are off
+    (``np.errstate``, this thread's own), other warnings they raise pass to the caller, as
+    hiding them (``warnings.catch_warnings``) would change the filters of every thread of
+    the process for the time of the call.
+
     In patsy's order (:func:`term_order`) the order of the terms depends on which
     factors are numbers, which formulaic tells once it has evaluated them: the spec is
     built in the order the frame's columns suggest (:func:`_numeric_guess`) and built
