@@ -56,6 +56,10 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 __all__ = [
     "DmixedError",
@@ -374,6 +378,38 @@ def caller_stacklevel() -> int:
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+_dropping = threading.local()
+
+
+def warn(message: str, category: type[Warning]) -> None:
+    """``warnings.warn(message, category)`` pointing at the caller's line outside
+    dmixed (:func:`caller_stacklevel`); nothing where :func:`warnings_dropped` drops
+    it in this thread."""
+    if any(message.startswith(start) for start in getattr(_dropping, "starts", ())):
+        return
+    warnings.warn(message, category, stacklevel=caller_stacklevel())
+
+
+@contextmanager
+def warnings_dropped(starting: str = "") -> Iterator[None]:
+    """The warnings :func:`warn` raises in this thread whose message starts with
+    ``starting`` (default: all) are dropped while the context is open: a bootstrap
+    replicate's refit, whose warnings would repeat per replicate; the refit an
+    analysis of deviance makes for its likelihood only.
+
+    Thread-local where ``warnings.catch_warnings`` is not: its filters are the whole
+    process's (Python before 3.14), so that in one thread they hide the warnings other
+    threads raise meanwhile (a worker's tasks, the driver's ``DroppedRowsWarning``),
+    and its exit puts back a list that another thread's own ``catch_warnings`` (pandas
+    opens one per dtype it converts) may have saved after it, leaving its filters
+    installed for good."""
+    was = getattr(_dropping, "starts", ())
+    _dropping.starts = (*was, starting)
+    try:
+        yield
+    finally:
+        _dropping.starts = was
 
 
 class NotNestedWarning(DmixedWarning):

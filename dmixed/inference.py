@@ -20,7 +20,6 @@ coordinate, the random effects are permuted so that i comes first: ``Λ = P L̃`
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from dataclasses import dataclass, replace
 
@@ -29,10 +28,10 @@ import pandas as pd
 
 from .errors import (
     NotNestedWarning,
-    PrecisionWarning,
     RefitWarning,
     SpecError,
     caller_stacklevel,
+    warnings_dropped,
 )
 from .fit.coordinates import Coordinates
 from .fit.fit_warnings import REPORTED_POINT_WARNING
@@ -681,12 +680,10 @@ def _by_ml(fit, label: str):
     if getattr(client, "status", "running") in ("closing", "closed"):
         client = None  # its statistics are gone with it: a new data pass, as a fit does
     try:
-        with warnings.catch_warnings():
-            # the refit's estimates are never shown, its llf is exact: the user's own
-            # fit already said whether its reported estimates carry its point
-            warnings.filterwarnings(
-                "ignore", message=re.escape(REPORTED_POINT_WARNING), category=PrecisionWarning
-            )
+        # the refit's estimates are never shown, its llf is exact: the user's own fit
+        # already said whether its reported estimates carry its point (dropped in this
+        # thread only: a Dask refit's tasks run in other threads meanwhile)
+        with warnings_dropped(REPORTED_POINT_WARNING):
             return model.fit(reml=False, client=client, **options)
     finally:
         model.reml = criterion

@@ -680,6 +680,7 @@ def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict,
     SpecError
         If a fixed-effect factor has a single level, or ``levels=`` misses a value.
     """
+    check_explicit_levels(rhs_terms, kinds, levels, "formula", formula)
     main_spec = model_matrix(formula, proto, "formula", "numpy", context).model_spec
     lhs_names = patsy_spelling(main_spec.lhs.column_names, formula)
     if len(lhs_names) != 1:
@@ -698,7 +699,6 @@ def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict,
                 f"formula {formula!r}: the fixed-effect factor {expr!r} has a single "
                 f"level{shown}; a factor needs at least two levels"
             )
-    check_explicit_levels(main_spec.rhs, kinds, levels, "formula", formula)
     return main_spec, lhs_names[0], exog_names
 
 
@@ -717,9 +717,9 @@ def re_formula_spec(
         return None, [groups]
     if parsed.re_kind == "none":
         return None, []
+    check_explicit_levels(parsed.re_terms, kinds, levels, "re_formula", re_formula)
     re_spec = model_matrix(re_formula, proto, "re_formula", "numpy", context).model_spec
     check_categorical_sources(re_spec, parsed.re_terms, kinds, "re_formula", re_formula)
-    check_explicit_levels(re_spec, kinds, levels, "re_formula", re_formula)
     exog_re_names = [
         x.replace("Intercept", groups) for x in patsy_spelling(re_spec.column_names, re_formula)
     ]

@@ -3,7 +3,6 @@ checked finite."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -103,6 +102,12 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, cont
     ``context``: the names of the caller's code the formula uses
     (:class:`~dmixed.design.scope.CallerNames`; None: none).
 
+    The caller's functions in the formula run here on the prototype's stand-in values
+    (:func:`~dmixed.design.levels.prototype`): numpy's floating-point warnings are off
+    (``np.errstate``, this thread's own), other warnings they raise pass to the caller, as
+    hiding them (``warnings.catch_warnings``) would change the filters of every thread of
+    the process for the time of the call.
+
     In patsy's order (:func:`term_order`) the order of the terms depends on which
     factors are numbers, which formulaic tells once it has evaluated them: the spec is
     built in the order the frame's columns suggest (:func:`_numeric_guess`) and built
@@ -133,8 +138,7 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, cont
         )
 
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"), stand_in():
-            warnings.simplefilter("ignore")
+        with np.errstate(all="ignore"), stand_in():
             # (parsed once: formulaic's parse of n terms joined by + costs n squared)
             parsed = Formula(formula)
             response = _response_factors(parsed)

@@ -27,7 +27,6 @@ import difflib
 import operator
 import re
 import shlex
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -1213,10 +1212,14 @@ class _FactorChecker:
             return False
         if isinstance(value, type) and issubclass(value, np.dtype):
             return value is type(np.dtype(object))
+        if "O" not in repr(value) and "object" not in repr(value):
+            # numpy's object dtype is spelled with 'O' or 'object' only; numpy is not
+            # asked about the rest, e.g. its deprecated alias 'a' (bytes), whose warning
+            # could be hidden only by changing warnings' filters, which every thread of
+            # the process shares
+            return False
         try:
-            with warnings.catch_warnings():  # numpy's deprecated aliases ('a') are not ours
-                warnings.simplefilter("ignore")
-                return bool(np.dtype(value).hasobject)
+            return bool(np.dtype(value).hasobject)
         except (TypeError, ValueError, SyntaxError, OverflowError, MemoryError):
             return False
 
@@ -1968,15 +1971,21 @@ def check_categorical_sources(spec, terms, columns: dict, role: str, formula: st
         )
 
 
-def check_explicit_levels(spec, kinds: dict, levels: dict, role: str, formula: str) -> None:
+def check_explicit_levels(terms, kinds: dict, levels: dict, role: str, formula: str) -> None:
     """C(col, levels=[...]) must list every level of col found in the data.
+
+    ``terms``: the formula's parsed terms (:func:`parse_formula`), checked before
+    formulaic evaluates the formula, which would otherwise warn about the values it
+    casts to NaN (a warning silenced only by changing the process's warning filters,
+    which other threads share).
 
     Raises
     ------
     SpecError
         If the data holds a value of ``col`` that ``levels=`` does not list.
     """
-    for expr, _cats in categorical_factors(spec):
+    exprs = dict.fromkeys(f.expr for t in terms for f in t.factors)
+    for expr in exprs:
         call = c_call(expr, kinds)
         if call is None or not isinstance(call.levels, list) or call.column is None:
             continue

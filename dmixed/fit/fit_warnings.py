@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
@@ -13,7 +12,7 @@ from ..errors import (
     FitConvergenceWarning,
     PrecisionWarning,
     SpecError,
-    caller_stacklevel,
+    warn,
 )
 from ..kernels import small_linalg
 from ..kernels.conditionals import PlainRounding, PlainRoundingError
@@ -53,15 +52,14 @@ def warn_convergence(opt: OptSummary, layout: Layout | None = None) -> None:
     and the start's Ψ* (``opt.packed`` and ``opt.initial``, packed as ``opt.use_sqrt``);
     without it the warning does not name them."""
     if opt.callback_stop:
-        warnings.warn(
+        warn(
             f"the optimizer did not converge: the callback raised StopIteration at "
             f"iteration {opt.n_iter}, which ended the fit there (max |gradient of "
             f"llf/n| = {opt.grad_norm:.3g})",
             FitConvergenceWarning,
-            stacklevel=caller_stacklevel(),
         )
     elif opt.resolution_edge:
-        warnings.warn(
+        warn(
             "the optimizer did not converge: the likelihood still rises toward points "
             "where the float64 statistics do not resolve it (a residual variance so "
             "small that their rounding is as large as the residual sum of squares "
@@ -70,7 +68,6 @@ def warn_convergence(opt: OptSummary, layout: Layout | None = None) -> None:
             "is beyond what the statistics resolve; the fit stopped at the edge of that "
             "region",
             FitConvergenceWarning,
-            stacklevel=caller_stacklevel(),
         )
     elif not opt.converged and opt.final_rise > opt.converged_rise:
         ranks = _ranks(opt, layout)
@@ -107,12 +104,11 @@ def warn_convergence(opt: OptSummary, layout: Layout | None = None) -> None:
                 f"{opt.grad_norm:.3g}; the iterations stopped short of the maximum "
                 "(maxiter, or a flat likelihood in these parameters' units)"
             )
-        warnings.warn(message, FitConvergenceWarning, stacklevel=caller_stacklevel())
+        warn(message, FitConvergenceWarning)
     elif not opt.converged:
-        warnings.warn(
+        warn(
             f"the optimizer did not converge: max |gradient of llf/n| = {opt.grad_norm:.3g}",
             FitConvergenceWarning,
-            stacklevel=caller_stacklevel(),
         )
 
 
@@ -152,11 +148,7 @@ def warn_boundary(model, opt: OptSummary, layout: Layout, psi: np.ndarray | None
         parts.append(singular_psi_words(psi, bound, list(model.exog_re_names), zero_re))
     parts = [p for p in parts if p]
     detail = f" ({'; '.join(parts)})" if parts else ""
-    warnings.warn(
-        f"the MLE is on the boundary of the parameter space{detail}",
-        BoundaryWarning,
-        stacklevel=caller_stacklevel(),
-    )
+    warn(f"the MLE is on the boundary of the parameter space{detail}", BoundaryWarning)
 
 
 def singular_psi_words(psi: np.ndarray, bound: float, names: list[str], zero: set[int]) -> str:
@@ -385,34 +377,31 @@ def warn_precision(
         return
     llf_error = 0.5 * ev.prof.fac * rel
     if not math.isfinite(own):
-        warnings.warn(
+        warn(
             f"{_SUMS_BEYOND_THE_FACTOR}: "
             "that rounding may be as large as what it rounds: "
             "no worst-case bound on the llf's error holds (the fit is made from those "
             f"sums as given); {PLAIN_REMEDY}",
             PrecisionWarning,
-            stacklevel=caller_stacklevel(),
         )
         return
     if own > base and own > factor:
-        warnings.warn(
+        warn(
             f"{_SUMS_BEYOND_THE_FACTOR}: "
             "the group's weight and conditioning make that rounding large: "
             f"the llf may be off by up to {rounded_up(llf_error)} "
             f"(a worst case), and σ̂² by up to {rounded_up(rel)} of itself; {PLAIN_REMEDY}",
             PrecisionWarning,
-            stacklevel=caller_stacklevel(),
         )
         return
     if factor > base:
-        warnings.warn(
+        warn(
             "the fixed effects' cross-product X'V^-1 X is nearly singular (condition "
             f"about {scaled_condition(ev.prof):.0e} after scaling its columns: fixed "
             "effects nearly collinear, or a heavily weighted group pinning a direction), "
             f"and its float64 factor carries rounding: the llf may be off by up to "
             f"{llf_error:.1g}, and σ̂² by up to {rel:.0e} of itself",
             PrecisionWarning,
-            stacklevel=caller_stacklevel(),
         )
         return
     why = (
@@ -420,13 +409,12 @@ def warn_precision(
         if response is None
         else "tiny next to the response's distance from zero"
     )
-    warnings.warn(
+    warn(
         f"the residual variance is resolved only to about {rel:.0e} relative: it is "
         f"{why}, and the float64 statistics carry "
         f"rounding of that size (σ̂² may be off by about {rel:.0e} of itself, the "
         f"llf by about {llf_error:.1g})" + ("" if response is None else f"; {response}"),
         PrecisionWarning,
-        stacklevel=caller_stacklevel(),
     )
 
 
@@ -442,7 +430,7 @@ def warn_unresolved_start(ev, glob, reml: bool) -> bool:
     if resolution_verdict(ev.step, ev.prof, glob, reml) != FACTOR_UNRESOLVED:
         return False
     share = resolution(ev.step, ev.prof, glob) + factor_resolution(ev.step, ev.prof, glob, reml)
-    warnings.warn(
+    warn(
         "the fit ended at its start, where the float64 sums do not resolve the "
         "log-likelihood: X'V^-1 X is singular to the rounding of its sums (the fixed "
         "effects' columns nearly indistinguishable after the random effects, as at very "
@@ -451,7 +439,6 @@ def warn_unresolved_start(ev, glob, reml: bool) -> bool:
         "beyond it: give start_params where the variances are moderate, or centre the "
         "columns whose values are large next to their spread",
         PrecisionWarning,
-        stacklevel=caller_stacklevel(),
     )
     return True
 
@@ -609,7 +596,7 @@ def warn_reported_point(gap: float, noise: float, fac: float, columns, re_names)
         f"{'below' if gap > 0 else 'above'} the reported llf"
         + (f" (give or take {rounded_up(noise)}, the statistics' rounding)" if noise > 0 else "")
     )
-    warnings.warn(
+    warn(
         f"{REPORTED_POINT_WARNING} in float64: the random-effects column {shown} lies "
         "far from zero next to its spread, so cov_re's entries are about "
         "(offset/spread)^2 times the variances about the column's centre and nearly "
@@ -620,5 +607,4 @@ def warn_reported_point(gap: float, noise: float, fac: float, columns, re_names)
         f"({first} minus its mean) or, for a pandas DataFrame, write center({first}) in "
         "the formula and re_formula",
         PrecisionWarning,
-        stacklevel=caller_stacklevel(),
     )

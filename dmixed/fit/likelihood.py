@@ -20,14 +20,13 @@ with ``w = [−β; 1]`` replaces ``Q(β̂)`` in ℓ and in the score, and
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, PrecisionWarning, caller_stacklevel
+from ..errors import DataError, PrecisionWarning, warn
 from ..kernels import StepSums
 from ..stats import GlobalStats, Layout, Standardization
 from .coordinates import Coordinates
@@ -319,7 +318,7 @@ class Likelihood:
             # the kernels' worst case along a β far from β̂ (where m is large next to
             # Q) is far above what they round in practice: with each K_i itself rounded
             # to below 1e-6 relative, a warning without a bound rather than a refusal
-            warnings.warn(
+            warn(
                 "the float64 statistics resolve the log-likelihood at these parameters "
                 "without a stated bound: the worst case of "
                 f"{_CAUSES['kernel']} is not small next to Q at the given fixed effects "
@@ -327,7 +326,6 @@ class Likelihood:
                 "profile_fe=True is checked with a bound)"
                 f"{self._offset_words(lam_std)}",
                 PrecisionWarning,
-                stacklevel=caller_stacklevel(),
             )
             return
         shares["kernel_given_beta"] = given_kernel
@@ -340,14 +338,13 @@ class Likelihood:
         # they are not small (the second-order terms of log Q and log|A|)
         bound = 0.5 * prof.fac * e / (1.0 - e) + 0.5 * pivot / (1.0 - pivot) + 0.5 * logdet_error
         cause = max(shares, key=lambda name: shares[name])
-        warnings.warn(
+        warn(
             "the float64 statistics resolve the log-likelihood at these parameters only "
             f"coarsely: the llf may be off by up to {_round_up(bound)}, mostly from "
             f"{_CAUSES[cause]} (the bound covers the llf only; the score, the Hessian "
             "and the fixed effects are moved by the same rounding, without a stated "
             f"bound){self._offset_words(lam_std)}",
             PrecisionWarning,
-            stacklevel=caller_stacklevel(),
         )
 
     def unresolved(

@@ -17,13 +17,12 @@ import collections
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
-from ..errors import FitConvergenceWarning, SpecError, caller_stacklevel
+from ..errors import FitConvergenceWarning, SpecError, warn
 from ..kernels import small_linalg
 from .charts import (
     Face,
@@ -365,10 +364,9 @@ class _Optimization:
                 # no method iterates: the next would stop where this one did
                 return False
             if method != methods[-1]:
-                warnings.warn(
+                warn(
                     f"retrying the optimization with {methods[methods.index(method) + 1]}",
                     FitConvergenceWarning,
-                    stacklevel=caller_stacklevel(),
                 )
         return False
 

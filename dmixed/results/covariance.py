@@ -9,11 +9,10 @@ and falls back to the second, with a warning, where the Hessian says nothing abo
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
-from ..errors import SingularHessianWarning, caller_stacklevel
+from ..errors import SingularHessianWarning, warn, warnings_dropped
 from ..kernels import small_linalg
 from .identification import (
     TRADE_EIGENVALUE,
@@ -129,19 +128,17 @@ def covariance_of_estimates(
             if identifiable
             else "the model is not identifiable (fitted with check_nobs='ignore')"
         )
-        warnings.warn(
+        warn(
             f"{why}: the standard errors of the fixed effects are the conditional "
             "sigma^2 (X'V^-1 X)^-1",
             SingularHessianWarning,
-            stacklevel=caller_stacklevel(),
         )
     if not finite:
         cov = np.full((k, k), np.nan)
     elif defined or not p:
         cov = _full_inverse(hessian, keep, info if keep is None else None)
     else:
-        with warnings.catch_warnings():  # said above, in one warning
-            warnings.simplefilter("ignore", SingularHessianWarning)
+        with warnings_dropped():  # said above, in one warning
             cov = _full_inverse(hessian, keep, info if keep is None else None)
     if cov_fe == "conditional" or not defined:
         has_se = np.isfinite(cov.diagonal())
@@ -214,19 +211,17 @@ def _full_inverse(
             keep = np.ones(k, dtype=bool)
         sub = _inverse_or_none(-hessian[np.ix_(keep, keep)])
         if sub is None:
-            warnings.warn(
+            warn(
                 "the Hessian is singular at the optimum; using a pseudo-inverse",
                 SingularHessianWarning,
-                stacklevel=caller_stacklevel(),
             )
             sub = np.linalg.pinv(-hessian[np.ix_(keep, keep)])
         cov = np.full((k, k), np.nan)
         cov[np.ix_(keep, keep)] = sub
         if np.any(np.diag(sub) <= 0):
-            warnings.warn(
+            warn(
                 "the Hessian matrix at the estimated parameter values is not negative definite",
                 SingularHessianWarning,
-                stacklevel=caller_stacklevel(),
             )
     return cov
 

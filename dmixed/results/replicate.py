@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 from ..engines.local import closed_form_groups, statistics_from_arrays
-from ..errors import DmixedError, DmixedWarning, SpecError
+from ..errors import DmixedError, SpecError, warnings_dropped
 from ..fit.coordinates import Coordinates, weight_factor
 from ..fit.optimize import maximize
 from ..fit.options import choose_methods
@@ -193,8 +192,9 @@ class ReplicateFitter:
         """The row of the fit of ``drawn`` (``width`` estimates in the model's own
         coordinates, then ``converged``); NaNs and False when the refit fails."""
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DmixedWarning)
+            # (dropped in this thread only: a cluster's replicates run in worker
+            # threads, which share the process's warning filters)
+            with warnings_dropped():
                 return self.fit_drawn(drawn)
         except (DmixedError, np.linalg.LinAlgError) as exc:
             logger.debug("bootstrap: a replicate's refit failed: %s", exc)

@@ -3,14 +3,13 @@ statistics (:mod:`dmixed.stats.checkpoint`) hold, merge and give to the engines.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, PrecisionWarning, caller_stacklevel
+from ..errors import DataError, PrecisionWarning, warn
 from .crossed_stats import CrossSums, cross_from_dense
 from .layout import Layout
 from .ragged_stats import RaggedArrays, diagonal_block
@@ -305,7 +304,7 @@ def _uncentred(stats, block, taken: tuple) -> GlobalStats:
     # the whole block); on Dask those that did, each weighed in its own block
     positions = block.near_lossy_positions(np.asarray(stats.group_sizes)) if everyone else taken[0]
     labels = np.asarray(stats.group_labels)[np.asarray(positions, dtype=np.int64)]
-    warnings.warn(
+    warn(
         f"{_named_groups(labels)} have a random design nearly singular "
         "within them, which the fit takes from sums about each group's mean; the "
         "statistics gathered here (to be saved or merged) hold their uncentred sums, "
@@ -314,7 +313,6 @@ def _uncentred(stats, block, taken: tuple) -> GlobalStats:
         "weight); "
         f"{CENTRED_REMEDY}, or {ROWS_KEEP}",
         PrecisionWarning,
-        stacklevel=caller_stacklevel(),
     )
     return replace(stats.glob, within=None) if everyone else stats.glob
 
