@@ -277,11 +277,11 @@ def _listed(data: Any, levels: Any) -> Any:
     learned there takes its levels from ``levels=``, not from the values."""
     listed = list(levels)
     raw = getattr(data, "__wrapped__", data)
-    present = raw.unique() if isinstance(raw, pd.Series) else pd.unique(np.ravel(raw))
-    outside = [v.item() if isinstance(v, np.generic) else v for v in present]
-    outside = [v for v in outside if pd.isna(v) or v not in listed]
-    if not outside:
+    present = pd.Series(raw.unique() if isinstance(raw, pd.Series) else pd.unique(np.ravel(raw)))
+    unlisted = present.isna() | ~present.isin(listed)  # (hashed: many levels stay cheap)
+    if not unlisted.any():
         return data
+    outside = [v.item() if isinstance(v, np.generic) else v for v in present[unlisted]]
     if not standing_in():
         raise _Unlisted(outside[:_SHOWN], len(outside))
     if not listed:
