@@ -154,6 +154,7 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, cont
     except DmixedError:
         raise
     except Exception as e:
+        _raise_own(e)
         why = clean_message(e)
         if "same shape" in why:
             why += " (a term gives one value, not one per row?)"
@@ -301,7 +302,18 @@ def materialize(spec, frame: pd.DataFrame, formula: str | None, context=None):
         with np.errstate(all="ignore"):
             return spec.get_model_matrix(frame, context=_context(context, frame))
     except Exception as e:
+        _raise_own(e)
         raise FormulaError(f"cannot evaluate formula {formula!r}: {clean_message(e)}") from None
+
+
+def _raise_own(e: Exception) -> None:
+    """Raise dmixed's own error as it is where formulaic wrapped it in its own (a factor
+    it could not evaluate: ``FactorEvaluationError`` raised from dmixed's error); return
+    otherwise."""
+    if isinstance(e, DmixedError):
+        raise e
+    if isinstance(e.__cause__, DmixedError):
+        raise e.__cause__ from None
 
 
 @contextmanager

@@ -53,6 +53,10 @@ from formulaic.transforms.identity import identity
 from formulaic.utils.code import sanitize_variable_names
 from formulaic.utils.layered_mapping import LayeredMapping
 
+from ..errors import SpecError, shorten
+from .messages import plural
+from .stateful import standing_in
+
 __all__ = [
     "BOOLEAN_LEVELS",
     "PATSY_TRANSFORMS",
@@ -249,13 +253,57 @@ def patsy_boolean(value: Any) -> Any:
     return C(value, levels=BOOLEAN_LEVELS) if _is_boolean(value) else value
 
 
+class _Unlisted(Exception):
+    """Values of ``C(..., levels=[...])`` that ``levels=`` does not list (``values``, the
+    first few, of ``count`` distinct values; a missing value is one), raised by
+    :func:`patsy_c` for :class:`PatsyMaterializer`, which names the factor."""
+
+    def __init__(self, values: list, count: int):
+        super().__init__(values)
+        self.values, self.count = values, count
+
+
+#: how many of the values outside ``levels=`` an error shows
+_SHOWN = 5
+
+
+def _listed(data: Any, levels: Any) -> Any:
+    """``data``, whose values ``levels`` must all list: a value it does not list, or a
+    missing value, is refused (formulaic would cast it to missing, which its treatment
+    coding encodes as the reference level, and warn, a warning silenced only by
+    changing the filters every thread shares); patsy refuses such rows too.  On a
+    stand-in frame (:func:`~dmixed.design.stateful.stand_in`), whose rows pair values
+    the data may never hold, such a value is replaced by the first level: the spec
+    learned there takes its levels from ``levels=``, not from the values."""
+    listed = list(levels)
+    raw = getattr(data, "__wrapped__", data)
+    present = pd.Series(raw.unique() if isinstance(raw, pd.Series) else pd.unique(np.ravel(raw)))
+    unlisted = present.isna() | ~present.isin(listed)  # (hashed: many levels stay cheap)
+    if not unlisted.any():
+        return data
+    outside = [v.item() if isinstance(v, np.generic) else v for v in present[unlisted]]
+    if not standing_in():
+        raise _Unlisted(outside[:_SHOWN], len(outside))
+    if not listed:
+        return data  # (formulaic refuses a factor of no levels)
+    values = np.array(raw, dtype=object).ravel()  # (a copy: the caller's stays)
+    values[pd.isna(values) | ~pd.Series(values).isin(listed).to_numpy()] = listed[0]
+    return pd.Series(values, index=getattr(raw, "index", None))
+
+
 def patsy_c(
     data: Any, contrasts: Any = None, *, levels: Any = None, spans_intercept: bool = True
 ) -> Any:
     """patsy's ``C()``: formulaic's, except that booleans are a factor of levels False
-    and True whatever the data holds (``C(a == b)[T.True]``), as patsy reads them."""
+    and True whatever the data holds (``C(a == b)[T.True]``), as patsy reads them, and
+    that a value ``levels=`` does not list, or a missing value, is refused (patsy's
+    "does not match any of the expected levels"), where formulaic would encode it as
+    the reference level.  Missing values of the data's columns never get here: they are
+    refused or their rows dropped (``missing=``) before the formula is evaluated."""
     if levels is None and _is_boolean(data):
         levels = BOOLEAN_LEVELS
+    elif levels is not None:
+        data = _listed(data, levels)
     return C(data, contrasts, levels=levels, spans_intercept=spans_intercept)
 
 
@@ -285,6 +333,19 @@ class PatsyMaterializer(PandasMaterializer):
 
     @PandasMaterializer.override
     def _evaluate(self, expr: str, metadata: Any, spec: Any) -> tuple[Any, Any]:
+        try:
+            return self._evaluate_patsy(expr, metadata, spec)
+        except _Unlisted as e:
+            shown = ", ".join(shorten(repr(v)) for v in e.values)
+            more = f" (and {e.count - len(e.values)} more)" if e.count > len(e.values) else ""
+            raise SpecError(
+                f"the categorical factor {shorten(expr, repr)} gives "
+                f"{plural(e.count, 'value')} that its levels= does not list: {shown}{more} "
+                "(a missing value is one: missing= drops only rows whose columns are "
+                "missing); add them to levels=, or filter those rows out of the data"
+            ) from None
+
+    def _evaluate_patsy(self, expr: str, metadata: Any, spec: Any) -> tuple[Any, Any]:
         if not _compares(expr):
             value, variables = super()._evaluate(expr, metadata, spec)
             return self._as_patsy(expr, value), variables

@@ -55,6 +55,7 @@ __all__ = [
     "learns",
     "refuse_on_partitions",
     "stand_in",
+    "standing_in",
     "validated_state",
     "with_state",
 ]
@@ -95,6 +96,11 @@ def stand_in() -> Iterator[None]:
         yield
     finally:
         _STAND_IN.reset(token)
+
+
+def standing_in() -> bool:
+    """Whether this thread evaluates a stand-in frame's values now (:func:`stand_in`)."""
+    return _STAND_IN.get()
 
 
 def _learn(values: np.ndarray, ddof: int, rescale: bool, state: dict) -> None:

@@ -147,3 +147,132 @@ def test_text_columns_of_other_levels_compare_by_value():
     mm = model_matrix("y ~ I(a == b) + a", df, "formula", "numpy")
     assert list(mm.rhs.model_spec.column_names) == ["Intercept", "I(a == b)[T.True]", "a[T.v]"]
     np.testing.assert_array_equal(mm.rhs[:, 1], [1.0, 0.0, 0.0, 1.0])
+
+
+def _upper(v):
+    """A caller's function in a formula: the text in capitals."""
+    return v.str.upper()
+
+
+def _levels_frame(n: int = 240) -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    return pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "x": rng.normal(size=n),
+            "g": np.repeat(np.arange(12), n // 12),
+            "s": rng.choice(["a", "b", "c"], n),
+        }
+    )
+
+
+UNLISTED = [
+    ("y ~ C(_upper(s), levels=['A', 'B'])", "'C'"),
+    ("y ~ x + C(np.sign(x), levels=[1.0, 0.0])", "-1.0"),
+]
+
+
+def _no_warning_of_formulaic(fn):
+    """Run ``fn``; formulaic warned nothing (it casts unlisted values to NaN, coded as
+    the reference level, and says so only by a warning)."""
+    import warnings
+
+    from formulaic.errors import FormulaicWarning
+
+    with warnings.catch_warnings(record=True) as got:  # (the test's own filters)
+        warnings.simplefilter("always")
+        fn()
+    assert [w for w in got if issubclass(w.category, FormulaicWarning)] == []
+
+
+@pytest.mark.parametrize(("formula", "value"), UNLISTED, ids=["caller_fn", "np_sign"])
+@pytest.mark.parametrize("npartitions", [None, 3], ids=["pandas", "dask3"])
+def test_a_derived_factor_with_values_outside_levels_is_refused(formula, value, npartitions):
+    """``C(expr, levels=[...])`` whose expression gives a value ``levels=`` does not
+    list is refused, naming the expression, the value and the fix (formulaic would
+    code those rows as the reference level: a silent wrong model), on pandas and on
+    Dask, where the values are known only from the data pass."""
+    import dask.dataframe as dd
+
+    import dmixed
+    from dmixed.errors import SpecError
+
+    df = _levels_frame()
+    data = df if npartitions is None else dd.from_pandas(df, npartitions=npartitions)
+
+    def fit():
+        with pytest.raises(SpecError, match=r"levels= does not list") as exc:
+            dmixed.mixedlm(formula, data, groups="g").fit()
+        msg = str(exc.value)
+        assert "C(" in msg and value in msg and "add them to levels=" in msg
+
+    _no_warning_of_formulaic(fit)
+
+
+def test_a_derived_factor_outside_levels_in_the_random_effects_is_refused():
+    import dmixed
+    from dmixed.errors import SpecError
+
+    df = _levels_frame()
+    with pytest.raises(SpecError, match=r"_upper\(s\).*levels= does not list: 'C'"):
+        dmixed.mixedlm("y ~ x", df, groups="g", re_formula="1 + C(_upper(s), levels=['A', 'B'])")
+
+
+def test_a_derived_factor_whose_values_are_listed_fits_as_the_column():
+    """The check refuses nothing the levels list: ``C(_upper(s), levels=[...])`` of
+    every level fits as ``C(s)``, all rows."""
+    import dmixed
+
+    df = _levels_frame()
+    derived = dmixed.mixedlm("y ~ C(_upper(s), levels=['A', 'B', 'C'])", df, groups="g").fit()
+    plain = dmixed.mixedlm("y ~ C(s)", df, groups="g").fit()
+    assert derived.nobs == len(df)
+    np.testing.assert_allclose(derived.fe_params.to_numpy(), plain.fe_params.to_numpy())
+
+
+def test_a_missing_value_from_a_derived_factor_is_refused():
+    """A missing value the expression gives (its columns hold none, so ``missing=``
+    drops no row) is refused as an unlisted value, whatever ``missing=``: formulaic
+    would code it as the reference level."""
+    import dmixed
+    from dmixed.errors import SpecError
+
+    def holes(v):
+        return v.where(v != "c")
+
+    df = _levels_frame()
+    for missing in ("raise", "drop"):
+        with pytest.raises(SpecError, match=r"levels= does not list: nan"):
+            dmixed.mixedlm(
+                "y ~ C(holes(s), levels=['a', 'b'])", df, groups="g", missing=missing
+            ).fit()
+
+
+def test_missing_columns_of_a_derived_factor_follow_missing():
+    """Rows whose column is missing are dropped (``missing="drop"``) before the
+    expression runs: the factor's check sees none of them."""
+    import dmixed
+    from dmixed.errors import DroppedRowsWarning
+
+    df = _levels_frame()
+    df["s"] = df["s"].where(df["s"] != "c")
+    with pytest.warns(DroppedRowsWarning):
+        fit = dmixed.mixedlm(
+            "y ~ C(_upper(s), levels=['A', 'B'])", df, groups="g", missing="drop"
+        ).fit()
+    assert fit.nobs == int(df["s"].notna().sum())
+
+
+def test_predict_refuses_new_rows_whose_derived_factor_is_outside_levels():
+    """New rows whose expression gives a value ``levels=`` does not list are refused
+    as a plain column's new level is (never predicted as the reference level)."""
+    import dmixed
+    from dmixed.errors import SpecError
+
+    df = _levels_frame()
+    df["x"] = np.floor(df["x"].abs() * 2)  # (0 in some rows, positive in others)
+    fit = dmixed.mixedlm("y ~ C(np.sign(x), levels=[1.0, 0.0])", df, groups="g").fit()
+    new = df.head(6).assign(x=[1.0, -2.0, 0.5, 0.0, 3.0, 1.0])
+    with pytest.raises(SpecError, match=r"np.sign\(x\).*levels= does not list: -1.0"):
+        fit.predict(new)
+    assert np.isfinite(fit.predict(new.assign(x=new["x"].abs()))).all()
