@@ -13,10 +13,13 @@ from dmixed.input_data import (
     column_names,
     csv_culprit,
     csv_header,
+    input_files,
     label_types,
+    lists_file,
     parquet_rows,
     read_data,
     refuse_inside_inputs,
+    saved_inputs_gone,
 )
 from dmixed.job import EXIT_DATA, Job, JobError
 
@@ -36,6 +39,9 @@ def _write(path, text: str) -> str:
         ("d", "d/sub/out", True),
         ("d", "dd", False),
         (["a.parquet", "d"], "d/out", True),
+        ("d/**/*.parquet", "d/x/out", True),  # ** reads every folder below d
+        ("d/**", "d/out", True),
+        ("d/**/*.parquet", "e/out", False),
     ],
 )
 def test_targets_inside_the_input(tmp_path, monkeypatch, data, output, refused):
@@ -48,6 +54,56 @@ def test_targets_inside_the_input(tmp_path, monkeypatch, data, output, refused):
         assert err.value.status == 2
     else:
         refuse_inside_inputs(job)
+
+
+@pytest.mark.parametrize(
+    ("item", "path", "listed"),
+    [
+        ("d/*.parquet", "d/a.parquet", True),
+        ("d/*.parquet", "d/x/a.parquet", False),
+        ("d/**/*.parquet", "d/x/y/a.parquet", True),
+        ("d/**/*.parquet", "d/a.parquet", True),  # ** is also no folder
+        ("d", "d/x/a.parquet", True),
+        ("d", "d/_temporary/a.parquet", False),  # side files: not read
+        ("d/a.parquet", "d/a.parquet", True),
+        ("d/a.parquet", "d/b.parquet", False),
+        ("file:///d/*.parquet", "d/a.parquet", False),
+    ],
+)
+def test_lists_file(tmp_path, monkeypatch, item, path, listed):
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("d")
+    assert lists_file(item, str(tmp_path / path)) is listed
+
+
+def test_saved_inputs_gone_are_those_the_data_would_list(tmp_path, monkeypatch):
+    """A saved input deleted from the folder the data reads is gone; one of another
+    folder (an update given a day's new files) is not looked for, nor one found under
+    another path (a copy of its content)."""
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("d")
+    (tmp_path / "d/kept.csv").write_text("y\n1\n")
+
+    def rec(path, content):
+        return {"path": str(tmp_path / path), "size": 4, "mtime_ns": 1, "content": content}
+
+    saved = [rec("d/kept.csv", "sha256:k"), rec("d/gone.csv", "sha256:g"), rec("e/old.csv", "x")]
+    saved.append(rec("d/moved.csv", "sha256:m"))
+    inputs = [rec("d/kept.csv", "sha256:k"), rec("d/renamed.csv", "sha256:m")]
+    assert saved_inputs_gone("d/*.csv", inputs, saved) == [str(tmp_path / "d/gone.csv")]
+    assert saved_inputs_gone(["d"], inputs, saved) == [str(tmp_path / "d/gone.csv")]
+    assert saved_inputs_gone("d/kept.csv", inputs[:1], saved) == []
+
+
+def test_a_url_ending_in_a_recursive_glob_is_refused_naming_what_reads(tmp_path):
+    """fsspec's ``URL/**`` lists the folders too, which the Parquet reader refused with
+    a long message of Dask's ("points to a directory"); the folder or ``**/*.parquet``
+    read the files."""
+    url = f"file://{tmp_path}/h/**"
+    with pytest.raises(
+        JobError, match=r"give the folder, .*/h, or its files, .*/h/\*\*/\*.parquet"
+    ):
+        input_files(Job(data=url))
 
 
 def test_label_types_are_integers_only_where_every_value_is_a_plain_one(tmp_path):

@@ -231,18 +231,43 @@ def expand_inputs(data: str | list[str]) -> list[str]:
         elif os.path.isdir(item):
             # a dataset directory: skip markers and side files (_SUCCESS, _metadata,
             # .crc, _temporary/), as Parquet readers do
-            out.extend(
-                sorted(
-                    str(p)
-                    for p in Path(item).rglob("*")
-                    if p.is_file()
-                    and not any(s.startswith((".", "_")) for s in p.relative_to(item).parts)
-                )
+            out.extend(sorted(str(p) for p in Path(item).rglob("*") if _data_file(p, item)))
+        elif is_recursive_glob(item):
+            # ``**`` descends into the folders below it, as in fsspec and Spark: the
+            # files it reaches are read as a dataset directory's are (no folders, no
+            # markers or side files below the part of the path without wildcards)
+            root = glob_root(item)
+            matches = sorted(
+                p for p in glob.glob(item, recursive=True) if _data_file(Path(p), root)
             )
+            out.extend(matches if matches else [item])
         else:
             matches = sorted(glob.glob(item))
             out.extend(matches if matches else [item])
     return out
+
+
+def is_recursive_glob(item: str) -> bool:
+    """Whether the local input ``item`` is a glob with a ``**`` component (any number
+    of folders, :func:`expand_inputs`)."""
+    return "**" in Path(item).parts
+
+
+def glob_root(item: str) -> str:
+    """The folder of a glob's leading components without wildcards (``.`` if none)."""
+    parts = Path(item).parts
+    fixed = next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts))
+    return str(Path(*parts[:fixed])) if fixed else "."
+
+
+def _data_file(path: Path, root: str) -> bool:
+    """A file of a dataset under the folder ``root``: no component below ``root`` starts
+    with ``_`` or ``.`` (markers and side files: ``_SUCCESS``, ``_metadata``, ``.crc``,
+    ``_temporary/``, as Parquet readers skip them)."""
+    if not path.is_file():
+        return False
+    rel = os.path.relpath(path, root)
+    return not any(s.startswith((".", "_")) for s in Path(rel).parts)
 
 
 def digest(spec_state: dict, inputs: list[dict]) -> str:

@@ -693,6 +693,30 @@ def test_expand_inputs_of_a_dataset_directory_skips_markers_and_hidden_files(tmp
     )
 
 
+def test_expand_inputs_of_a_recursive_glob_lists_the_files_below(tmp_path, monkeypatch):
+    """``--data 'h/**/*.parquet'`` over a Hive tree was "no such input file(s)" and
+    ``'h/**'`` named the folder ``h/year=2026`` as "neither a Parquet file": ``**`` was
+    ``*``.  As in fsspec and Spark it descends into every folder below it; what it
+    reaches is read as a dataset directory's files are (no folders, markers or side
+    files)."""
+    monkeypatch.chdir(tmp_path)
+    for where in ("h/year=2026/month=1", "h/year=2026/month=2", "h/_temporary"):
+        Path(where).mkdir(parents=True)
+    for name in (
+        "h/year=2026/month=1/part-0.parquet",
+        "h/year=2026/month=2/part-0.parquet",
+        "h/_temporary/part-9.parquet",
+        "h/year=2026/_SUCCESS",
+        "h/year=2026/month=1/.part-0.parquet.crc",
+    ):
+        Path(name).write_bytes(b"x")
+    parts = ["h/year=2026/month=1/part-0.parquet", "h/year=2026/month=2/part-0.parquet"]
+    assert expand_inputs("h/**/*.parquet") == parts
+    assert expand_inputs("h/**") == parts == expand_inputs("h")
+    assert expand_inputs("h/**/month=2/*.parquet") == parts[1:]
+    assert expand_inputs("h/**/*.csv") == ["h/**/*.csv"]  # none: named by the caller
+
+
 # --------------------------------------------------------------------------------------
 # prior weights scaled in the statistics
 # --------------------------------------------------------------------------------------
