@@ -48,7 +48,6 @@ __all__ = [
     "is_read_error",
     "label_columns",
     "label_types",
-    "lists_file",
     "one_line",
     "read_data",
     "read_error_message",
@@ -131,39 +130,6 @@ def _read_by(item: str, target: list[str]) -> bool:
     return all(fnmatch.fnmatchcase(r, p) for r, p in zip(rest, pattern, strict=False))
 
 
-def _matches(parts: list[str], pattern: list[str]) -> bool:
-    """Whether path components ``parts`` match glob components ``pattern`` as
-    :func:`~dmixed.stats.checkpoint.expand_inputs` expands them (``**``: any number of
-    components)."""
-    if not pattern:
-        return not parts
-    if pattern[0] == "**":
-        return any(_matches(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
-    return (
-        bool(parts)
-        and fnmatch.fnmatchcase(parts[0], pattern[0])
-        and _matches(parts[1:], pattern[1:])
-    )
-
-
-def lists_file(item: str, path: str) -> bool:
-    """Whether the local input ``item`` (a file, a directory or a glob) would list the
-    file of absolute path ``path`` were it there (as
-    :func:`~dmixed.stats.checkpoint.expand_inputs` lists files: a directory's files
-    but its markers and side files, a glob's matches); a URL lists no local file."""
-    if "://" in item:
-        return False
-    if glob.has_magic(item):
-        pattern = os.path.abspath(item).strip(os.sep).split(os.sep)
-        return _matches(path.strip(os.sep).split(os.sep), pattern)
-    root = os.path.abspath(item)
-    if not os.path.isdir(item):
-        return root == path
-    if not path.startswith(root.rstrip(os.sep) + os.sep):
-        return False
-    return not any(s.startswith((".", "_")) for s in os.path.relpath(path, root).split(os.sep))
-
-
 def saved_inputs_gone(
     data: str | list[str],
     inputs: list[dict],
@@ -182,6 +148,7 @@ def saved_inputs_gone(
     ``inputs``: the fingerprints of the files ``data`` lists now
     (:func:`~dmixed.stats.checkpoint.input_fingerprint`); paths are absolute.
     """
+    from .stats.checkpoint import lists_file
     from .stats.inputs import moved_inputs, same_content
 
     items = [data] if isinstance(data, str) else list(data)

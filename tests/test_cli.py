@@ -2091,6 +2091,10 @@ def test_update_names_saved_inputs_gone_from_its_data(incremental, tmp_path):
     ), proc.stderr
     assert "fit the remaining files with `dmixed fit` and a new --stats-dir" in proc.stderr
     assert "all 1 input(s) are already included" in proc.stderr
+    # through a link to the folder: its saved files are those of the folder linked
+    os.symlink("lake", d / "L")
+    proc = ok(run_in_process(*update, "--data", "L/**", cwd=d))
+    assert f"gone from --data L/**: {d / 'lake/B.parquet'}; their" in proc.stderr, proc.stderr
     proc = ok(run_in_process(*update, "--data", "lake/A.parquet", cwd=d))
     assert "gone" not in proc.stderr, proc.stderr
     os.rename(d / "lake/A.parquet", d / "lake/A2.parquet")  # its time stamp kept

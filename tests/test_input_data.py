@@ -15,7 +15,6 @@ from dmixed.input_data import (
     csv_header,
     input_files,
     label_types,
-    lists_file,
     parquet_rows,
     read_data,
     refuse_inside_inputs,
@@ -56,26 +55,6 @@ def test_targets_inside_the_input(tmp_path, monkeypatch, data, output, refused):
         refuse_inside_inputs(job)
 
 
-@pytest.mark.parametrize(
-    ("item", "path", "listed"),
-    [
-        ("d/*.parquet", "d/a.parquet", True),
-        ("d/*.parquet", "d/x/a.parquet", False),
-        ("d/**/*.parquet", "d/x/y/a.parquet", True),
-        ("d/**/*.parquet", "d/a.parquet", True),  # ** is also no folder
-        ("d", "d/x/a.parquet", True),
-        ("d", "d/_temporary/a.parquet", False),  # side files: not read
-        ("d/a.parquet", "d/a.parquet", True),
-        ("d/a.parquet", "d/b.parquet", False),
-        ("file:///d/*.parquet", "d/a.parquet", False),
-    ],
-)
-def test_lists_file(tmp_path, monkeypatch, item, path, listed):
-    monkeypatch.chdir(tmp_path)
-    os.mkdir("d")
-    assert lists_file(item, str(tmp_path / path)) is listed
-
-
 def test_saved_inputs_gone_are_those_the_data_would_list(tmp_path, monkeypatch):
     """A saved input deleted from the folder the data reads is gone; one of another
     folder (an update given a day's new files) is not looked for, nor one found under
@@ -93,6 +72,42 @@ def test_saved_inputs_gone_are_those_the_data_would_list(tmp_path, monkeypatch):
     assert saved_inputs_gone("d/*.csv", inputs, saved) == [str(tmp_path / "d/gone.csv")]
     assert saved_inputs_gone(["d"], inputs, saved) == [str(tmp_path / "d/gone.csv")]
     assert saved_inputs_gone("d/kept.csv", inputs[:1], saved) == []
+
+
+def test_saved_inputs_gone_through_a_link_to_the_folder(tmp_path, monkeypatch):
+    """Statistics fitted through ``L -> real`` (``--data 'L/**'``) and updated with
+    ``--data 'real/**'`` after a saved file was deleted: the update took ``real``'s
+    files for the saved ones but named none gone, the paths compared as text."""
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("real/day=1")
+    os.symlink("real", "L")
+    (tmp_path / "real/day=1/a.csv").write_text("y\n1\n")
+
+    def rec(path):
+        return {"path": str(tmp_path / path), "size": 4, "mtime_ns": 1, "content": path}
+
+    saved = [rec("L/day=1/a.csv"), rec("L/day=2/b.csv")]
+    gone = [str(tmp_path / "L/day=2/b.csv")]
+    assert saved_inputs_gone("real/**", [rec("real/day=1/a.csv")], saved) == gone
+    assert saved_inputs_gone("real", [rec("real/day=1/a.csv")], saved) == gone
+    saved = [rec("real/day=1/a.csv"), rec("real/day=2/b.csv")]
+    gone = [str(tmp_path / "real/day=2/b.csv")]
+    assert saved_inputs_gone("L/**/*.csv", [rec("L/day=1/a.csv")], saved) == gone
+
+
+def test_a_saved_file_the_data_does_not_list_is_not_gone_from_it(tmp_path, monkeypatch):
+    """A file of ``_x/`` given by name beside ``--data 'real/**'`` and deleted was named
+    "gone from --data real/**", which never reads ``_x/`` (nor does ``real``)."""
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("real/_x")
+
+    def rec(path):
+        return {"path": str(tmp_path / path), "size": 4, "mtime_ns": 1, "content": path}
+
+    saved = [rec("real/_x/c.csv"), rec("real/.h.csv")]
+    for data in ("real/**", "real", "real/*.csv", "real/**/*.csv"):
+        assert saved_inputs_gone(data, [], saved) == [], data
+    assert saved_inputs_gone("real/_x/*.csv", [], saved) == [str(tmp_path / "real/_x/c.csv")]
 
 
 def test_a_url_ending_in_a_recursive_glob_is_refused_naming_what_reads(tmp_path):
