@@ -819,13 +819,16 @@ def test_an_interrupt_while_the_cluster_starts_calls_on_interrupt(monkeypatch):
     loggers stayed loud, and the cluster's threads, closed after the command's
     "dmixed: error: interrupted", logged "TLS handshake failed" below it."""
 
-    def interrupted(config):
+    import distributed
+
+    def interrupted(**kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cluster, "_make_cluster", interrupted)
+    monkeypatch.setattr(distributed, "LocalCluster", interrupted)
     calls = []
+    threads = {"kind": "local", "cluster": {"processes": False, "protocol": "tcp://"}}
     with pytest.raises(KeyboardInterrupt):
-        with connect({"kind": "local"}, on_interrupt=lambda: calls.append("quieted")):
+        with connect(threads, on_interrupt=lambda: calls.append("quieted")):
             pass
     assert calls == ["quieted"]
 
