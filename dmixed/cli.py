@@ -68,6 +68,7 @@ from .input_data import (
     read_data,
     read_error_message,
     refuse_inside_inputs,
+    saved_inputs_gone,
     some_of,
 )
 from .job import (
@@ -580,7 +581,7 @@ def _check_targets(job: Job, command: str) -> None:
     refuse_inside_inputs(job)
     items = [job.data] if isinstance(job.data, str) else list(job.data or [])
     local = [i for i in items if "://" not in i]
-    files = [f for i in local for f in glob.glob(i) or [i]]
+    files = [f for i in local for f in glob.glob(i, recursive=True) or [i]]
     _refuse_inside_output(job.output, files, "the input")
     rewrites = _rewrites_statistics(command, job.stats_dir)
     if rewrites:
@@ -803,6 +804,7 @@ def run_update(job: Job) -> int:
     spec = saved_model(job, saved_spec, manifest["spec"])
     files = input_files(job)
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
+    _warn_saved_inputs_gone(job, new_inputs, manifest)
     if job.skip_included:
         files, new_inputs = _skip_included(job, files, new_inputs, manifest)
         if not files:
@@ -896,6 +898,33 @@ def _new_levels_refused(job: Job) -> Iterator[None]:
                 ) from exc
             err = err.__cause__ or err.__context__
         raise
+
+
+def _warn_saved_inputs_gone(job: Job, inputs: list[dict], manifest: dict) -> None:
+    """``update``: a line naming the saved inputs that ``--data`` would read but which
+    are gone (:func:`~dmixed.input_data.saved_inputs_gone`: deleted, or moved out of
+    it). Statistics cannot take rows out, so their rows stay counted, as a fit of the
+    files there would not count them (that fit refuses the saved statistics, "saved
+    input files not given"). A warning, not a refusal: the update of the new files is
+    what was asked and is exact for the rows the statistics hold, and a retention job
+    that deletes files already added would otherwise stop every later night; a job
+    that must not keep such rows checks for this line."""
+    gone = saved_inputs_gone(
+        job.data or [], inputs, manifest.get("inputs", []), model_names(manifest["spec"])
+    )
+    if gone:
+        logger.warning(
+            "warning: %d input(s) whose rows the statistics of %s count are gone from "
+            "--data %s: %s; their rows stay counted in the statistics and in the "
+            "results of every update (an update cannot take rows out): to drop them, "
+            "fit the remaining files with `dmixed fit` and a new --stats-dir (or %s "
+            "removed first)",
+            len(gone),
+            job.stats_dir,
+            " ".join([job.data] if isinstance(job.data, str) else job.data or []),
+            some_of(gone),
+            job.stats_dir,
+        )
 
 
 def _skip_included(

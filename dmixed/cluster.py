@@ -693,6 +693,13 @@ def connect(
         client_kwargs["security"] = security
     try:
         started = _make_cluster(config)
+    except KeyboardInterrupt:
+        # an interrupt while a local cluster of threads starts (nothing holds it back
+        # there: :func:`interrupts_ignored`) leaves that start to distributed, whose
+        # threads log as they end after the command's last line: they are quieted too
+        if on_interrupt is not None:
+            on_interrupt()
+        raise
     except (TypeError, RuntimeError) as exc:
         # a key the cluster class (or, with processes, its workers) does not take
         raise ClusterConfigError(

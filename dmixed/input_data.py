@@ -52,6 +52,7 @@ __all__ = [
     "read_data",
     "read_error_message",
     "refuse_inside_inputs",
+    "saved_inputs_gone",
 ]
 
 #: a plain integer as text: what a label column holds for its labels to be integers
@@ -74,6 +75,14 @@ def input_files(job: Job) -> list[str]:
     from .stats.checkpoint import expand_inputs
 
     files = expand_inputs(job.data)
+    for url in (f for f in files if "://" in f and f.rstrip("/").endswith("/**")):
+        # fsspec's ``**`` lists the folders too, which the Parquet reader refuses
+        folder = url.rstrip("/")[: -len("/**")]
+        raise JobError(
+            f"{url}: a URL ending in ** matches its folders too, which the reader cannot "
+            f"read as files: give the folder, {folder}, or its files, {folder}/**/*.parquet",
+            EXIT_DATA,
+        )
     local = [f for f in files if "://" not in f]
     absent = [f for f in local if not os.path.exists(f)]
     if absent:
@@ -106,15 +115,57 @@ def _read_by(item: str, target: list[str]) -> bool:
     if not any(c in item for c in "*?["):
         return False
     # the directory part without wildcards is resolved; the rest is matched component
-    # by component, as glob.glob (not recursive: ``**`` is ``*``) matches
+    # by component, as glob.glob matches, up to a ``**`` component (any number of
+    # folders, :func:`~dmixed.stats.checkpoint.expand_inputs`), below which any folder
+    # may be read
     parts = os.path.abspath(item).strip(os.sep).split(os.sep)
     fixed = next(i for i, p in enumerate(parts) if glob.has_magic(p))
     root = _components(os.sep + os.sep.join(parts[:fixed]))
     pattern = parts[fixed:]
+    if "**" in pattern:
+        pattern = pattern[: pattern.index("**")]
     if target[: len(root)] != root:
         return False
     rest = target[len(root) :]
     return all(fnmatch.fnmatchcase(r, p) for r, p in zip(rest, pattern, strict=False))
+
+
+def saved_inputs_gone(
+    data: str | list[str],
+    inputs: list[dict],
+    saved: list[dict],
+    read_keys: set[str] | None = None,
+) -> list[str]:
+    """The saved inputs ``saved`` (a statistics manifest's records) that the job's
+    ``data`` would list but which are no longer there: local files deleted (or moved
+    away) since their rows were added, whose rows the statistics still count.  A saved
+    file found under another path among ``inputs`` (its content, or the same size,
+    footer, Hive keys and time stamp: :func:`~dmixed.stats.inputs.same_content`,
+    :func:`~dmixed.stats.inputs.moved_inputs`) is not gone.  Only the saved files the
+    data names are looked for: an update given a day's new folder says nothing of the
+    folders of earlier days.
+
+    ``inputs``: the fingerprints of the files ``data`` lists now
+    (:func:`~dmixed.stats.checkpoint.input_fingerprint`); paths are absolute.
+    """
+    from .stats.checkpoint import lists_file
+    from .stats.inputs import moved_inputs, same_content
+
+    items = [data] if isinstance(data, str) else list(data)
+    now = {rec["path"] for rec in inputs}
+    gone = [
+        rec
+        for rec in saved
+        if "://" not in rec["path"]
+        and rec["path"] not in now
+        and any(lists_file(item, rec["path"]) for item in items)
+        and not os.path.exists(rec["path"])
+    ]
+    if not gone:
+        return []
+    found = {q for _, q in same_content(inputs, gone, read_keys)}
+    found |= {q for _, q in moved_inputs(inputs, gone)}
+    return [rec["path"] for rec in gone if rec["path"] not in found]
 
 
 def refuse_inside_inputs(job: Job) -> None:

@@ -383,7 +383,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         nargs="+",
         # extend, not store: a repeated --data adds its inputs (store kept only the last)
         action="extend",
-        help="input: Parquet or CSV file(s), glob(s), a directory, or fsspec URL(s) (repeatable)",
+        help="input: Parquet or CSV file(s), glob(s) (** any number of folders), a "
+        "directory, or fsspec URL(s) (repeatable)",
     )
     p.add_argument(
         "--format",
@@ -545,9 +546,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="skip_included",
         action="store_true",
         default=None,
-        help="leave out the inputs already in the statistics (unchanged, or their "
-        "content under another name), naming them, and exit 0 without writing when "
-        "every input is (a nightly job over a growing glob); default: refuse them",
+        help="leave out the inputs already in the statistics (unchanged: same size and "
+        "content identity, a Parquet file's by its footer, which values permuted within "
+        "a column may keep; or their content under another name), naming them, and exit "
+        "0 without writing when every input is (a nightly job over a growing glob); "
+        "default: refuse them",
     )
     update.set_defaults(required=("data", "output", "stats_dir"))
     _add_bootstrap(sub)

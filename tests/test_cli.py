@@ -2064,6 +2064,44 @@ def test_nightly_update_of_a_growing_glob_skips_the_included_files(incremental, 
     assert proc.returncode == 2 and "B.parquet (changed since it was added" in proc.stderr
 
 
+def test_update_names_saved_inputs_gone_from_its_data(incremental, tmp_path):
+    """A file already in the statistics deleted from the nightly glob: ``update
+    --skip-included`` said only "all 1 input(s) are already included ... nothing to
+    add" (exit 0) while the results go on counting the deleted rows; ``fit`` of the same
+    glob names it ("saved input files not given").  Update names it too, with what its
+    rows become and what to do, and goes on (exit 0: the update asked is exact for the
+    rows the statistics hold).  An input the data does not name, or one moved within
+    it, is not gone."""
+    d = tmp_path
+    (d / "lake").mkdir()
+    for name in ("A.parquet", "B.parquet"):
+        shutil.copy2(incremental.dir / name, d / "lake" / name)
+    common = ("--cluster", incremental.cluster[1], "--stats-dir", "S", "--quiet")
+    ok(
+        run_in_process(
+            "fit", "--data", "lake/*.parquet", *MODEL, *VC, *common, "--output", "O", cwd=d
+        )
+    )
+    (d / "lake/B.parquet").unlink()
+    update = ("update", "--skip-included", *common, "--output", "U")
+    proc = ok(run_in_process(*update, "--data", "lake/*.parquet", cwd=d))
+    assert (
+        "warning: 1 input(s) whose rows the statistics of S count are gone from --data "
+        f"lake/*.parquet: {d / 'lake/B.parquet'}; their rows stay counted" in proc.stderr
+    ), proc.stderr
+    assert "fit the remaining files with `dmixed fit` and a new --stats-dir" in proc.stderr
+    assert "all 1 input(s) are already included" in proc.stderr
+    # through a link to the folder: its saved files are those of the folder linked
+    os.symlink("lake", d / "L")
+    proc = ok(run_in_process(*update, "--data", "L/**", cwd=d))
+    assert f"gone from --data L/**: {d / 'lake/B.parquet'}; their" in proc.stderr, proc.stderr
+    proc = ok(run_in_process(*update, "--data", "lake/A.parquet", cwd=d))
+    assert "gone" not in proc.stderr, proc.stderr
+    os.rename(d / "lake/A.parquet", d / "lake/A2.parquet")  # its time stamp kept
+    proc = ok(run_in_process(*update, "--moved-inputs", "--data", "lake/A*.parquet", cwd=d))
+    assert "gone" not in proc.stderr and "all 1 input(s) are already included" in proc.stderr
+
+
 @pytest.mark.parametrize("twice", ["the same path", "a copy"])
 def test_update_given_one_new_file_twice_says_given_twice(incremental, tmp_path, twice):
     """``update --data new.parquet new.parquet`` (or a file and its copy) said "already
@@ -3758,6 +3796,24 @@ def test_a_schema_only_file_declaring_another_type_is_not_the_inputs_schema(
     args = ("fit", "--data", "lake", *MODEL, "--cluster", scheduler.file)
     ok(run_in_process(*args, "--output", "O", cwd=tmp_path))
     assert_same_fit(dmixed.load(tmp_path / "O"), in_process_fit(data.frame_a))
+
+
+def test_recursive_glob_reads_a_hive_tree(data, scheduler, tmp_path):
+    """``--data 'lake/**/*.parquet'`` was "no such input file(s)" (exit 3) and
+    ``'lake/**'`` named a folder as "neither a Parquet file": ``**`` descends into the
+    folders, as in fsspec and Spark, and their Hive keys are read as the folder's are."""
+    for where, src in (("lake/region=eu/day=1", data.A), ("lake/region=us/day=2", data.B)):
+        (tmp_path / where).mkdir(parents=True)
+        shutil.copy2(src, tmp_path / where / "part-0.parquet")
+    (tmp_path / "lake/_SUCCESS").write_bytes(b"")
+    fit = ("fit", "--groups", "g", "--cluster", scheduler.file, "--quiet")
+    fit = (*fit, "--formula", "y ~ x1 + C(region)")
+    ok(run_in_process(*fit, "--data", "lake", "--output", "O", cwd=tmp_path))
+    ref = dmixed.load(tmp_path / "O")
+    assert ref.nobs == len(data.full)
+    for i, pattern in enumerate(("lake/**/*.parquet", "lake/**", "lake/*/**/part-*.parquet")):
+        ok(run_in_process(*fit, "--data", pattern, "--output", f"R{i}", cwd=tmp_path))
+        assert_same_fit(dmixed.load(tmp_path / f"R{i}"), ref, rtol=1e-12)
 
 
 def test_hive_partitions_of_identical_files_are_not_inputs_given_twice(data, scheduler, tmp_path):

@@ -812,6 +812,27 @@ def test_an_interrupt_through_connect_leaves_the_loggers_as_they_were(running):
     assert {name: logging.getLogger(name).level for name in names} == before
 
 
+def test_an_interrupt_while_the_cluster_starts_calls_on_interrupt(monkeypatch):
+    """A Ctrl-C while a local cluster of threads starts (``processes: false``: nothing
+    holds it back, and distributed's start catches no ``KeyboardInterrupt``) raised
+    out of the start before ``connect`` called ``on_interrupt``: the command's
+    loggers stayed loud, and the cluster's threads, closed after the command's
+    "dmixed: error: interrupted", logged "TLS handshake failed" below it."""
+
+    import distributed
+
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "LocalCluster", interrupted)
+    calls = []
+    threads = {"kind": "local", "cluster": {"processes": False, "protocol": "tcp://"}}
+    with pytest.raises(KeyboardInterrupt):
+        with connect(threads, on_interrupt=lambda: calls.append("quieted")):
+            pass
+    assert calls == ["quieted"]
+
+
 def test_safe_load_yaml_refuses_aliases_and_still_what_it_refused():
     """Job files and cluster configs load without anchors and aliases (a value
     exponential in the file's size), so without the merge key ``<<: *base`` either;

@@ -13,10 +13,12 @@ from dmixed.input_data import (
     column_names,
     csv_culprit,
     csv_header,
+    input_files,
     label_types,
     parquet_rows,
     read_data,
     refuse_inside_inputs,
+    saved_inputs_gone,
 )
 from dmixed.job import EXIT_DATA, Job, JobError
 
@@ -36,6 +38,9 @@ def _write(path, text: str) -> str:
         ("d", "d/sub/out", True),
         ("d", "dd", False),
         (["a.parquet", "d"], "d/out", True),
+        ("d/**/*.parquet", "d/x/out", True),  # ** reads every folder below d
+        ("d/**", "d/out", True),
+        ("d/**/*.parquet", "e/out", False),
     ],
 )
 def test_targets_inside_the_input(tmp_path, monkeypatch, data, output, refused):
@@ -48,6 +53,72 @@ def test_targets_inside_the_input(tmp_path, monkeypatch, data, output, refused):
         assert err.value.status == 2
     else:
         refuse_inside_inputs(job)
+
+
+def test_saved_inputs_gone_are_those_the_data_would_list(tmp_path, monkeypatch):
+    """A saved input deleted from the folder the data reads is gone; one of another
+    folder (an update given a day's new files) is not looked for, nor one found under
+    another path (a copy of its content)."""
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("d")
+    (tmp_path / "d/kept.csv").write_text("y\n1\n")
+
+    def rec(path, content):
+        return {"path": str(tmp_path / path), "size": 4, "mtime_ns": 1, "content": content}
+
+    saved = [rec("d/kept.csv", "sha256:k"), rec("d/gone.csv", "sha256:g"), rec("e/old.csv", "x")]
+    saved.append(rec("d/moved.csv", "sha256:m"))
+    inputs = [rec("d/kept.csv", "sha256:k"), rec("d/renamed.csv", "sha256:m")]
+    assert saved_inputs_gone("d/*.csv", inputs, saved) == [str(tmp_path / "d/gone.csv")]
+    assert saved_inputs_gone(["d"], inputs, saved) == [str(tmp_path / "d/gone.csv")]
+    assert saved_inputs_gone("d/kept.csv", inputs[:1], saved) == []
+
+
+def test_saved_inputs_gone_through_a_link_to_the_folder(tmp_path, monkeypatch):
+    """Statistics fitted through ``L -> real`` (``--data 'L/**'``) and updated with
+    ``--data 'real/**'`` after a saved file was deleted: the update took ``real``'s
+    files for the saved ones but named none gone, the paths compared as text."""
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("real/day=1")
+    os.symlink("real", "L")
+    (tmp_path / "real/day=1/a.csv").write_text("y\n1\n")
+
+    def rec(path):
+        return {"path": str(tmp_path / path), "size": 4, "mtime_ns": 1, "content": path}
+
+    saved = [rec("L/day=1/a.csv"), rec("L/day=2/b.csv")]
+    gone = [str(tmp_path / "L/day=2/b.csv")]
+    assert saved_inputs_gone("real/**", [rec("real/day=1/a.csv")], saved) == gone
+    assert saved_inputs_gone("real", [rec("real/day=1/a.csv")], saved) == gone
+    saved = [rec("real/day=1/a.csv"), rec("real/day=2/b.csv")]
+    gone = [str(tmp_path / "real/day=2/b.csv")]
+    assert saved_inputs_gone("L/**/*.csv", [rec("L/day=1/a.csv")], saved) == gone
+
+
+def test_a_saved_file_the_data_does_not_list_is_not_gone_from_it(tmp_path, monkeypatch):
+    """A file of ``_x/`` given by name beside ``--data 'real/**'`` and deleted was named
+    "gone from --data real/**", which never reads ``_x/`` (nor does ``real``)."""
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("real/_x")
+
+    def rec(path):
+        return {"path": str(tmp_path / path), "size": 4, "mtime_ns": 1, "content": path}
+
+    saved = [rec("real/_x/c.csv"), rec("real/.h.csv")]
+    for data in ("real/**", "real", "real/*.csv", "real/**/*.csv"):
+        assert saved_inputs_gone(data, [], saved) == [], data
+    assert saved_inputs_gone("real/_x/*.csv", [], saved) == [str(tmp_path / "real/_x/c.csv")]
+
+
+def test_a_url_ending_in_a_recursive_glob_is_refused_naming_what_reads(tmp_path):
+    """fsspec's ``URL/**`` lists the folders too, which the Parquet reader refused with
+    a long message of Dask's ("points to a directory"); the folder or ``**/*.parquet``
+    read the files."""
+    url = f"file://{tmp_path}/h/**"
+    with pytest.raises(
+        JobError, match=r"give the folder, .*/h, or its files, .*/h/\*\*/\*.parquet"
+    ):
+        input_files(Job(data=url))
 
 
 def test_label_types_are_integers_only_where_every_value_is_a_plain_one(tmp_path):

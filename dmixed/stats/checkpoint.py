@@ -41,6 +41,7 @@ statistics directory hold its lock (:func:`statistics_lock`).
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import json
@@ -222,27 +223,121 @@ def input_fingerprint(paths: list[str], storage_options: dict | None = None) -> 
 
 
 def expand_inputs(data: str | list[str]) -> list[str]:
-    """Files a data argument stands for (a glob, a directory, a URL or a list)."""
+    """Files a data argument stands for (a glob, a directory, a URL or a list).
+
+    A directory stands for its dataset's files: those below it but markers and side
+    files (a component starting with ``_`` or ``.``: ``_SUCCESS``, ``_metadata``,
+    ``.crc``, ``_temporary/``), as Parquet readers skip them.  A glob with a ``**``
+    component (any number of folders, as in fsspec and Spark) lists the files that the
+    same walk reaches below its folder without wildcards and that it matches, so that
+    ``'lake/**'`` is ``lake``; there a ``_`` or ``.`` component is read only where the
+    pattern names it (``'lake/_x/**'``, ``'lake/**/_part.parquet'``), as ``glob``
+    reads a ``.`` one.  The walk does not enter folders that are symbolic links, as
+    :meth:`pathlib.Path.rglob` does not (a link to a folder above would loop).  Another
+    glob lists what :func:`glob.glob` matches.  See :func:`lists_file`.
+    """
     items = [data] if isinstance(data, str) else list(data)
     out: list[str] = []
     for item in items:
         if "://" in item:
             out.append(item)
         elif os.path.isdir(item):
-            # a dataset directory: skip markers and side files (_SUCCESS, _metadata,
-            # .crc, _temporary/), as Parquet readers do
-            out.extend(
-                sorted(
-                    str(p)
-                    for p in Path(item).rglob("*")
-                    if p.is_file()
-                    and not any(s.startswith((".", "_")) for s in p.relative_to(item).parts)
-                )
-            )
+            out.extend(sorted(_walk(item, ["**"])))
+        elif is_recursive_glob(item):
+            root, pattern = _glob_parts(item)
+            matches = sorted(_walk(root, pattern))
+            out.extend(matches if matches else [item])
         else:
             matches = sorted(glob.glob(item))
             out.extend(matches if matches else [item])
     return out
+
+
+def lists_file(item: str, path: str) -> bool:
+    """Whether the local input ``item`` (a file, a directory or a glob) would list the
+    file of absolute path ``path`` were it there, as :func:`expand_inputs` lists files
+    (a directory's files but its markers and side files, a glob's matches).
+
+    ``path`` and ``item`` are compared as given and with symbolic links resolved
+    (:func:`os.path.realpath`), so a file saved through a link to a folder is the
+    file of that folder; a file reached through a link to a folder below a directory
+    or a ``**`` is not listed, as :func:`expand_inputs` does not enter it.  A URL
+    lists no local file.
+    """
+    if "://" in item:
+        return False
+    if not glob.has_magic(item):
+        if not os.path.isdir(item):
+            return os.path.realpath(item) == os.path.realpath(path)
+        root, pattern = item, ["**"]
+    else:
+        root, pattern = _glob_parts(item)
+    walked = is_recursive_glob(item) or not glob.has_magic(item)
+    for top, target in (
+        (os.path.abspath(root), path),
+        (os.path.realpath(root), os.path.realpath(path)),
+    ):
+        rel = os.path.relpath(target, top).split(os.sep)
+        if rel[0] == os.pardir or rel == [os.curdir]:
+            continue
+        if walked and any(os.path.islink(os.path.join(top, *rel[:i])) for i in range(1, len(rel))):
+            return False
+        return _listed(rel, pattern, (".", "_") if walked else (".",))
+    return False
+
+
+def is_recursive_glob(item: str) -> bool:
+    """Whether the local input ``item`` is a glob with a ``**`` component (any number
+    of folders, :func:`expand_inputs`)."""
+    return "**" in Path(item).parts
+
+
+def _glob_parts(item: str) -> tuple[str, list[str]]:
+    """A glob's folder of leading components without wildcards (``.`` if none) and
+    its components below that folder."""
+    parts = Path(item).parts
+    fixed = next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts))
+    return (str(Path(*parts[:fixed])) if fixed else "."), list(parts[fixed:])
+
+
+def _walk(root: str, pattern: list[str]) -> list[str]:
+    """The files below the folder ``root`` whose components below it ``pattern``
+    lists (:func:`_listed`, a ``_`` or ``.`` component only where named), not entering
+    folders that are symbolic links: the one walk of a directory input and of a ``**``
+    glob (:func:`expand_inputs`)."""
+    hidden = (".", "_")
+    out: list[str] = []
+    for top, folders, files in os.walk(root):
+        below = [] if top == root else os.path.relpath(top, root).split(os.sep)
+        # a folder no match can lie below is not read (``_temporary/``, a ``.git``)
+        folders[:] = [f for f in folders if _listed([*below, f], pattern, hidden, True)]
+        out.extend(
+            str(Path(top, f))
+            for f in files
+            if _listed([*below, f], pattern, hidden) and os.path.isfile(os.path.join(top, f))
+        )
+    return out
+
+
+def _listed(
+    parts: list[str], pattern: list[str], hidden: tuple[str, ...], folder: bool = False
+) -> bool:
+    """Whether the path components ``parts`` match the glob components ``pattern``
+    (``**``: any number of components), a component starting with one of ``hidden``
+    only where the pattern's component starts with it too (named: ``.`` as in
+    :func:`glob.glob`); ``folder``: whether files below the folder ``parts`` may."""
+    if not parts:
+        return bool(pattern) if folder else all(p == "**" for p in pattern)
+    if pattern and pattern[0] == "**":
+        return (
+            not parts[0].startswith(hidden) and _listed(parts[1:], pattern, hidden, folder)
+        ) or _listed(parts, pattern[1:], hidden, folder)
+    return (
+        bool(pattern)
+        and fnmatch.fnmatchcase(parts[0], pattern[0])
+        and (not parts[0].startswith(hidden) or pattern[0].startswith(parts[0][0]))
+        and _listed(parts[1:], pattern[1:], hidden, folder)
+    )
 
 
 def digest(spec_state: dict, inputs: list[dict]) -> str:

@@ -18,8 +18,9 @@ avoids:
 A data folder moved or copied elsewhere (:func:`same_inputs`) is the data its statistics
 were built from where a whole-file sha256 says so.  A partial identity (a Parquet footer,
 a large file's ends) with the file's size, modification time and the Hive keys of its path
-does not prove the rows: a file of other rows may share all of them (values permuted
-within an uncompressed column, fixed time stamps of an archive or a reproducible build).
+does not prove the rows: a file of other rows may share all of them (rows reordered or
+values permuted within a column, compressed or not, wherever the compressed sizes stay;
+fixed time stamps of an archive or a reproducible build).
 Such a file under another path is taken for the saved one only where the user says the
 data folder was moved (``moved=True``, ``--moved-inputs``: :func:`moved_inputs`).
 """
@@ -541,8 +542,9 @@ def same_inputs(given: list[dict], saved: list[dict], moved: bool = False) -> bo
     keys its path gives (under ``region=us/`` its rows are other rows).  A whole-file
     sha256 is its bytes, so it matches under any path.  A partial identity (a Parquet
     footer, a large file's ends) is not: a file of other rows may have the same size,
-    footer and modification time (values permuted within an uncompressed column; the
-    fixed time stamps of an archive or a reproducible build).  Such a file matches at its
+    footer and modification time (rows reordered or values permuted within a column,
+    compressed or not, wherever the compressed sizes stay; the fixed time stamps of an
+    archive or a reproducible build).  Such a file matches at its
     saved path with its saved modification time, as any rerun's input does, and under
     another path only where ``moved`` (``--moved-inputs``) says that the data folder
     was moved with its time stamps (``mv``, ``cp -p``, ``rsync -a``): the rows are then

@@ -35,6 +35,7 @@ from dmixed.stats.checkpoint import (
     digest,
     expand_inputs,
     input_fingerprint,
+    lists_file,
     load_statistics,
     merge,
     read_manifest,
@@ -691,6 +692,123 @@ def test_expand_inputs_of_a_dataset_directory_skips_markers_and_hidden_files(tmp
     assert got == ["part-1.parquet", "year=2025/part-0.parquet"], (
         f"dmixed bug: expand_inputs({d.name}/) lists non-data files: {got}"
     )
+
+
+def test_expand_inputs_of_a_recursive_glob_lists_the_files_below(tmp_path, monkeypatch):
+    """``--data 'h/**/*.parquet'`` over a Hive tree was "no such input file(s)" and
+    ``'h/**'`` named the folder ``h/year=2026`` as "neither a Parquet file": ``**`` was
+    ``*``.  As in fsspec and Spark it descends into every folder below it; what it
+    reaches is read as a dataset directory's files are (no folders, markers or side
+    files)."""
+    monkeypatch.chdir(tmp_path)
+    for where in ("h/year=2026/month=1", "h/year=2026/month=2", "h/_temporary"):
+        Path(where).mkdir(parents=True)
+    for name in (
+        "h/year=2026/month=1/part-0.parquet",
+        "h/year=2026/month=2/part-0.parquet",
+        "h/_temporary/part-9.parquet",
+        "h/year=2026/_SUCCESS",
+        "h/year=2026/month=1/.part-0.parquet.crc",
+    ):
+        Path(name).write_bytes(b"x")
+    parts = ["h/year=2026/month=1/part-0.parquet", "h/year=2026/month=2/part-0.parquet"]
+    assert expand_inputs("h/**/*.parquet") == parts
+    assert expand_inputs("h/**") == parts == expand_inputs("h")
+    assert expand_inputs("h/**/month=2/*.parquet") == parts[1:]
+    assert expand_inputs("h/**/*.csv") == ["h/**/*.csv"]  # none: named by the caller
+
+
+def test_a_recursive_glob_lists_what_the_folder_lists_through_links(tmp_path, monkeypatch):
+    """``**`` followed links to folders (``glob.glob``) where a folder input does not
+    (``Path.rglob``): ``'lake/**'`` read ``other/``'s files through ``lake/day=2 ->
+    ../other`` that ``lake`` did not, and a link to a folder above listed one file 41
+    times, refused as "40 input(s) given twice".  One walk lists both, not entering
+    links to folders; a link to a file is a file of the folder."""
+    monkeypatch.chdir(tmp_path)
+    for where in ("lake/day=1/x", "other"):
+        Path(where).mkdir(parents=True)
+    for name in ("lake/day=1/part-0.parquet", "other/b.parquet", "other/c.parquet"):
+        Path(name).write_bytes(b"x")
+    os.symlink("../other", "lake/day=2")
+    os.symlink("../..", "lake/day=1/x/up")  # a loop
+    os.symlink("../../other/c.parquet", "lake/day=1/c.parquet")
+    files = ["lake/day=1/c.parquet", "lake/day=1/part-0.parquet"]
+    assert expand_inputs("lake") == files
+    assert expand_inputs("lake/**") == files
+    assert expand_inputs("lake/**/*.parquet") == files
+    assert expand_inputs("lake/*/**") == files
+    # a link named above the walk is entered, as the folder it names is
+    assert expand_inputs("lake/day=2/**") == ["lake/day=2/b.parquet", "lake/day=2/c.parquet"]
+
+
+def test_a_recursive_glob_reads_the_marker_folders_it_names(tmp_path, monkeypatch):
+    """``'lake/_*/**/*.parquet'`` named ``_x`` on purpose, yet listed nothing ("no such
+    input file(s)") where ``'lake/_*/*.parquet'`` reads ``lake/_x``'s files: a ``_``
+    or ``.`` component is read where the pattern names it, skipped where ``**`` or a
+    folder would reach it."""
+    monkeypatch.chdir(tmp_path)
+    for where in ("lake/_x/day=1/_tmp", "lake/day=1"):
+        Path(where).mkdir(parents=True)
+    for name in (
+        "lake/_x/a.parquet",
+        "lake/_x/day=1/b.parquet",
+        "lake/_x/day=1/_tmp/c.parquet",
+        "lake/day=1/_part.parquet",
+        "lake/day=1/d.parquet",
+    ):
+        Path(name).write_bytes(b"x")
+    assert expand_inputs("lake/_*/*.parquet") == ["lake/_x/a.parquet"]
+    assert expand_inputs("lake/_*/**/*.parquet") == [
+        "lake/_x/a.parquet",
+        "lake/_x/day=1/b.parquet",
+    ]
+    assert expand_inputs("lake/**/_part.parquet") == ["lake/day=1/_part.parquet"]
+    assert expand_inputs("lake/**/_*/*.parquet") == ["lake/_x/a.parquet"]
+    assert expand_inputs("lake/**") == ["lake/day=1/d.parquet"] == expand_inputs("lake")
+
+
+@pytest.mark.parametrize(
+    ("item", "path", "listed"),
+    [
+        ("d/*.parquet", "d/a.parquet", True),
+        ("d/*.parquet", "d/x/a.parquet", False),
+        ("d/*.parquet", "d/.h.parquet", False),  # glob.glob: a . name where named only
+        ("d/.*.parquet", "d/.h.parquet", True),
+        ("d/*.parquet", "d/_h.parquet", True),  # glob.glob reads _ names
+        ("d/**/*.parquet", "d/x/y/a.parquet", True),
+        ("d/**/*.parquet", "d/a.parquet", True),  # ** is also no folder
+        ("d/**/*.parquet", "d/_x/a.parquet", False),  # as the folder d
+        ("d/**", "d/_x/a.parquet", False),
+        ("d/**/*.parquet", "d/x/_a.parquet", False),
+        ("d/_*/**/*.parquet", "d/_x/a.parquet", True),  # named
+        ("d/**/_a.parquet", "d/x/_a.parquet", True),
+        ("d", "d/x/a.parquet", True),
+        ("d", "d/_temporary/a.parquet", False),  # side files: not read
+        ("d", "d/x/.a.parquet.crc", False),
+        ("d/a.parquet", "d/a.parquet", True),
+        ("d/a.parquet", "d/b.parquet", False),
+        ("file:///d/*.parquet", "d/a.parquet", False),
+        # links: L -> d, d/s -> e (a folder below is not entered, a named one is)
+        ("L/**", "d/x/a.parquet", True),
+        ("d/**", "L/x/a.parquet", True),
+        ("L", "d/x/a.parquet", True),
+        ("d/*.parquet", "L/a.parquet", True),
+        ("L/a.parquet", "d/a.parquet", True),
+        ("d/**", "d/s/a.parquet", False),
+        ("d", "d/s/a.parquet", False),
+        ("d/s/**", "d/s/a.parquet", True),
+        ("d/*/a.parquet", "d/s/a.parquet", True),  # glob.glob enters it
+    ],
+)
+def test_lists_file(tmp_path, monkeypatch, item, path, listed):
+    """Whether an input would list a saved file (gone now): as :func:`expand_inputs`
+    lists, with links to folders resolved on both sides."""
+    monkeypatch.chdir(tmp_path)
+    for where in ("d/x", "e"):
+        os.makedirs(where)
+    os.symlink("d", "L")
+    os.symlink("../e", "d/s")
+    assert lists_file(item, str(tmp_path / path)) is listed
 
 
 # --------------------------------------------------------------------------------------
