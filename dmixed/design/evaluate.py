@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..errors import BadValuesError, DmixedError, FormulaError
+from ..errors import BadValuesError, DmixedError, FormulaError, SpecError
 from .messages import clean_message, plural
 
 __all__ = [
@@ -307,12 +307,12 @@ def materialize(spec, frame: pd.DataFrame, formula: str | None, context=None):
 
 
 def _raise_own(e: Exception) -> None:
-    """Raise dmixed's own error as it is where formulaic wrapped it in its own (a factor
-    it could not evaluate: ``FactorEvaluationError`` raised from dmixed's error); return
-    otherwise."""
-    if isinstance(e, DmixedError):
-        raise e
-    if isinstance(e.__cause__, DmixedError):
+    """Raise dmixed's own refusal of a factor's values (a :class:`SpecError`: values
+    ``C(..., levels=[...])`` does not list) as it is where formulaic wrapped it in its
+    own (``FactorEvaluationError`` raised from it); return otherwise: the caller's
+    :class:`FormulaError` then says which formula could not be evaluated (a transform's
+    refusal of its values, ``bs()`` beyond its knots, included, as before)."""
+    if not isinstance(e, DmixedError) and isinstance(e.__cause__, SpecError):
         raise e.__cause__ from None
 
 
