@@ -621,6 +621,123 @@ def test_update_of_csv_keys_written_as_floats_after_integer_group_keys(data, sch
     assert (tmp_path / "T/manifest.json").read_bytes() == before
 
 
+def _key_dtype(out: Path) -> np.dtype:
+    return pd.read_parquet(out / "random_effects.parquet")["group"].dtype
+
+
+def test_csv_keys_written_as_floats_in_one_file_fit_as_their_update(data, scheduler, tmp_path):
+    """CSV keys ``7`` in two files and ``7.0`` (an export turned float) in a third:
+    ``fit`` of the three read the column as text (every group twice) while ``fit`` of
+    two and ``update`` with the third met them as one group.  One rule now: both are
+    the fit of the integer keys, integer keys in ``random_effects.parquet``."""
+    half = len(data.full) // 2  # rows of every group in each part
+    rows = data.full.sample(frac=1.0, random_state=3)
+    rows.iloc[:half].to_csv(tmp_path / "a.csv", index=False)
+    late = rows.iloc[half:]
+    late.assign(g=late["g"].astype(float)).to_csv(tmp_path / "b.csv", index=False)
+    assert ".0," in (tmp_path / "b.csv").read_text()
+    common = ("--cluster", scheduler.file, "--quiet")
+    ok(
+        run_in_process(
+            "fit",
+            "--data",
+            "a.csv",
+            *MODEL,
+            *common,
+            "--stats-dir",
+            "S",
+            "--output",
+            "o1",
+            cwd=tmp_path,
+        )
+    )
+    ok(
+        run_in_process(
+            "update", "--stats-dir", "S", "--data", "b.csv", *common, "--output", "o2", cwd=tmp_path
+        )
+    )
+    ok(
+        run_in_process(
+            "fit", "--data", "a.csv", "b.csv", *MODEL, *common, "--output", "o3", cwd=tmp_path
+        )
+    )
+    updated, scratch = dmixed.load(tmp_path / "o2"), dmixed.load(tmp_path / "o3")
+    want = in_process_fit(data.full)
+    assert scratch.n_groups == updated.n_groups == want.n_groups
+    assert list(scratch.random_effects) == list(updated.random_effects) == list(want.random_effects)
+    assert_same_fit(scratch, want, rtol=1e-10)  # the same statistics, a cold start each
+    assert_same_optimum(updated, scratch)  # warm started: where the optimizer stops
+    assert updated.llf == pytest.approx(scratch.llf, rel=1e-12, abs=0)
+    assert _key_dtype(tmp_path / "o2") == _key_dtype(tmp_path / "o3") == np.int64
+
+
+def test_float_group_keys_meeting_integer_keys_keep_the_integer_type(data, scheduler, tmp_path):
+    """A float64 Parquet file of the same whole-number keys turned the saved integer
+    keys of ``update`` into float64 (``random_effects.parquet``'s ``group`` too) while a
+    fit of the files kept int64; and a fit of an int64 file with a float64 file holding
+    ``3.5`` took it for the group 3.  Whole floats keep the integer type now, a key
+    that is not whole beside integers is refused naming the file."""
+    early = data.full["g"] < 40
+    first, rest = data.full[early], data.full[~early]
+    first.to_parquet(tmp_path / "a.parquet", index=False)
+    rest.assign(g=rest["g"].astype(float)).to_parquet(tmp_path / "b.parquet", index=False)
+    common = ("--cluster", scheduler.file, "--quiet")
+    ok(
+        run_in_process(
+            "fit",
+            "--data",
+            "a.parquet",
+            *MODEL,
+            *common,
+            "--stats-dir",
+            "S",
+            "--output",
+            "o1",
+            cwd=tmp_path,
+        )
+    )
+    ok(
+        run_in_process(
+            "update",
+            "--stats-dir",
+            "S",
+            "--data",
+            "b.parquet",
+            *common,
+            "--output",
+            "o2",
+            cwd=tmp_path,
+        )
+    )
+    ok(
+        run_in_process(
+            "fit",
+            "--data",
+            "a.parquet",
+            "b.parquet",
+            *MODEL,
+            *common,
+            "--output",
+            "o3",
+            cwd=tmp_path,
+        )
+    )
+    assert _key_dtype(tmp_path / "o2") == _key_dtype(tmp_path / "o3") == np.int64
+    updated = dmixed.load(tmp_path / "o2")
+    assert all(isinstance(k, (int, np.integer)) for k in updated.random_effects)
+    assert_same_optimum(updated, dmixed.load(tmp_path / "o3"))
+
+    half = rest.assign(g=rest["g"].astype(float))
+    half.iloc[2, half.columns.get_loc("g")] = 3.5
+    half.to_parquet(tmp_path / "c.parquet", index=False)
+    proc = run_in_process(
+        "fit", "--data", "a.parquet", "c.parquet", *MODEL, *common, "--output", "o4", cwd=tmp_path
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "c.parquet" in proc.stderr and "3.5" in proc.stderr and "'g'" in proc.stderr
+    assert not (tmp_path / "o4").exists()
+
+
 def test_a_header_only_csv_first_does_not_decide_the_other_files_types(data, tmp_path):
     """A header-only CSV file given first beside a file with rows made every column
     text (Dask takes the types from the first file): the other file's numbers were
