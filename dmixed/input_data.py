@@ -405,10 +405,12 @@ def label_type(plain: bool, numbers: bool, exact: bool, whole: bool) -> str | No
     of the rule, fit and ``update`` alike, as the README states it):
 
     - "int": every value a plain integer (``-?[1-9][0-9]*`` or ``0``; ``007`` is not);
-    - "whole": every value a number (a plain integer or a decimal, ``28.0``, ``1e3``),
-      all whole and of magnitude below 2**53: read as float64, then as int64 (exact),
-      so ``7`` and ``7.0`` are the one group ``7``, as pandas reads them one key and as
-      a float64 Parquet file's ``7.0`` meets an int64 file's ``7``;
+    - "whole": every value a number (a plain integer or a decimal, ``28.0``, ``1e3``,
+      ``7.``), all whole and of magnitude below 2**53 as float64 reads them: the
+      group column's keys are read as float64, then as int64, so ``7`` and ``7.0`` are
+      the one group ``7``, as pandas reads them one key and as a float64 Parquet
+      file's ``7.0`` meets an int64 file's ``7``; the levels of a ``C()`` column stay
+      float64, as pandas reads them (``C(site)[T.2.0]``);
     - "float": every value such a number below 2**53, some not whole: float64 keys;
     - None: every value a number, some written as floats, and some of magnitude 2**53
       or more: float64 would round it, so it is refused (:func:`label_types`);
@@ -416,7 +418,11 @@ def label_type(plain: bool, numbers: bool, exact: bool, whole: bool) -> str | No
       missing value); text labels are compared as written.
 
     ``plain``, ``numbers``, ``exact``, ``whole``: whether every value is a plain
-    integer, a number, one float64 holds exactly (below 2**53), a whole number."""
+    integer, a number, below 2**53 in magnitude, a whole number, each judged on the
+    float64 the text reads as.  Values are as float64 rounds them, as in pandas: not
+    exact for decimals that float64 cannot tell apart (``4503599627370496.5`` is the
+    whole ``2**52``, ``7.0000000000000001`` is ``7``, ``1e-400`` is ``0``; each pair one
+    key), only for whole numbers below 2**53."""
     if plain:
         return "int"
     if not numbers:
@@ -427,9 +433,13 @@ def label_type(plain: bool, numbers: bool, exact: bool, whole: bool) -> str | No
 
 
 #: a number as a CSV label may be written: a plain integer, or a decimal with a
-#: fraction and/or an exponent (as pandas writes floats: ``28.0``, ``1e+20``); no
-#: leading zero (``007``, ``07.5`` are text), no ``+``, no ``inf``
-_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
+#: fraction and/or an exponent (as pandas writes floats: ``28.0``, ``1e+20``; and as
+#: pandas reads them: ``7.``, ``.5``); no leading zero (``007``, ``07.5`` are text), no
+#: ``+``, no ``inf``
+_NUMBER = r"-?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+
+#: plain integers of at most this many digits are below 2**53 (16 digits) in magnitude
+_SHORT_DIGITS = 15
 
 #: the flags :func:`_label_flags` gives each column, in :func:`label_type`'s order
 _FLAGS = ("plain", "number", "exact", "whole")
@@ -448,11 +458,15 @@ def _label_flags(pdf: pd.DataFrame) -> pd.DataFrame:
         missing = bool(values.isna().any())
         text = values.dropna().astype(str)
         plain = not missing and bool(text.str.fullmatch(_PLAIN_INTEGER).all())
-        number = not missing and bool(text.str.fullmatch(_NUMBER).all())
-        numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
-        with np.errstate(invalid="ignore"):
-            exact = number and bool((np.abs(numbers) < _EXACT_FLOATS).all())
-            whole = exact and bool((numbers == np.floor(numbers)).all())
+        if plain and (text.str.len() - text.str.startswith("-")).max() <= _SHORT_DIGITS:
+            # (the common case: no number parsed; whole and exact by their digits)
+            number = exact = whole = True
+        else:
+            number = not missing and bool(text.str.fullmatch(_NUMBER).all())
+            numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                exact = number and bool((np.abs(numbers) < _EXACT_FLOATS).all())
+                whole = exact and bool((numbers == np.floor(numbers)).all())
         for flag, value in zip(_FLAGS, (plain, number, exact, whole), strict=True):
             out[f"{flag}{_FLAG}{c}"] = [value]
     return pd.DataFrame(out)
@@ -715,8 +729,10 @@ def _read_csv_input(job: Job, files: list[str], model: dict, saved: dict):
     dtype = {c: read_as.get(t, object) for c, t in types.items()}
     na = missing_tokens(set().union(*headers), label_columns(model))
     ddf = _read_csv(files, options, dtype=dtype, **na)
-    whole = {c: "int64" for c, t in types.items() if t == "whole"}
-    if whole:  # whole numbers below 2**53: exact as int64 (label_type)
+    # whole numbers below 2**53 of the group column: exact as int64 (label_type); the
+    # levels of a C() column stay float64, as pandas reads them (``C(site)[T.2.0]``)
+    whole = {c: "int64" for c, t in types.items() if t == "whole" and c == model.get("groups")}
+    if whole:
         ddf = ddf.astype(whole)
     # the model reads numbers as float64 whatever the files give, and Dask infers a
     # column's type from the first file's first rows: whole numbers there, decimals in

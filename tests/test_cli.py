@@ -677,7 +677,8 @@ def test_float_group_keys_meeting_integer_keys_keep_the_integer_type(data, sched
     keys of ``update`` into float64 (``random_effects.parquet``'s ``group`` too) while a
     fit of the files kept int64; and a fit of an int64 file with a float64 file holding
     ``3.5`` took it for the group 3.  Whole floats keep the integer type now, a key
-    that is not whole beside integers is refused naming the file."""
+    that is not whole beside integers is refused naming the file, where the int64 file
+    comes first in name order; the other order is asserted too (float64 keys)."""
     early = data.full["g"] < 40
     first, rest = data.full[early], data.full[~early]
     first.to_parquet(tmp_path / "a.parquet", index=False)
@@ -737,6 +738,43 @@ def test_float_group_keys_meeting_integer_keys_keep_the_integer_type(data, sched
     assert proc.returncode == 3, proc.stderr
     assert "c.parquet" in proc.stderr and "3.5" in proc.stderr and "'g'" in proc.stderr
     assert not (tmp_path / "o4").exists()
+
+    # Dask takes the column's type from the first file in name order (a documented
+    # limit): with the float64 file first, the same rows give float64 keys, and 3.5 is
+    # a group of its own
+    (tmp_path / "b.parquet").rename(tmp_path / "0b.parquet")
+    (tmp_path / "c.parquet").rename(tmp_path / "0c.parquet")
+    for name, out in (("0b.parquet", "o5"), ("0c.parquet", "o6")):
+        args = ("fit", "--data", name, "a.parquet", *MODEL, *common, "--output", out)
+        ok(run_in_process(*args, cwd=tmp_path))
+        assert _key_dtype(tmp_path / out) == np.float64
+    assert_same_optimum(dmixed.load(tmp_path / "o5"), dmixed.load(tmp_path / "o3"))
+    assert 3.5 in set(dmixed.load(tmp_path / "o6").random_effects)
+
+
+def test_csv_factor_levels_written_as_floats_keep_pandas_names(scheduler, tmp_path):
+    """A ``C()`` column written ``1.0``, ``2.0`` had its levels read as integers,
+    ``C(site)[T.2]``, while pandas (``pd.read_csv``), statsmodels and the Python API
+    name them ``C(site)[T.2.0]``.  Only the group column's whole numbers become
+    integers; a ``C()`` column keeps pandas' float64 levels and names."""
+    rng = np.random.default_rng(11)
+    frame = pd.DataFrame(
+        {
+            "g": rng.integers(0, 20, 400),
+            "x": rng.normal(size=400),
+            "site": rng.integers(1, 4, 400).astype(float),
+            "y": rng.normal(size=400),
+        }
+    )
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    assert "2.0" in (tmp_path / "a.csv").read_text()
+    model = ["--formula", "y ~ x + C(site)", "--groups", "g"]
+    args = ("fit", "--data", "a.csv", *model, "--cluster", scheduler.file, "--quiet")
+    ok(run_in_process(*args, "--output", "o", cwd=tmp_path))
+    fitted = dmixed.load(tmp_path / "o")
+    want = dmixed.mixedlm("y ~ x + C(site)", pd.read_csv(tmp_path / "a.csv"), groups="g")
+    assert list(fitted.fe_params.index) == list(want.exog_names)
+    assert "C(site)[T.2.0]" in fitted.fe_params.index
 
 
 def test_a_header_only_csv_first_does_not_decide_the_other_files_types(data, tmp_path):

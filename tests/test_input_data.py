@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import pandas as pd
 import pytest
 
 from dmixed.input_data import (
@@ -89,6 +90,20 @@ def test_label_types_are_one_rule_for_numbers_written_as_floats(tmp_path, monkey
     with pytest.raises(JobError, match=r"huge.csv line 3 holds '9007199254740993'") as err:
         label_types([huge], ["g"], None)
     assert err.value.status == 3 and "column 'g'" in str(err.value)
+
+
+def test_label_numbers_written_as_pandas_reads_them(tmp_path):
+    """``7.`` and ``.5``, which ``pd.read_csv`` reads as numbers, made a label column
+    text (``7`` and ``7.`` two groups): they are numbers now, as every other spelling
+    pandas reads; plain integers of 16 digits or more are still judged by value."""
+    a = _write(tmp_path / "a.csv", "g,h,k,m\n7,1,.5,12345678901234567\n7.,-.25,1,2\n")
+    assert label_types([a], ["g", "h", "k", "m"], None) == {
+        "g": "whole",
+        "h": "float",
+        "k": "float",
+        "m": "int",
+    }
+    assert pd.read_csv(a)[["g", "h", "k"]].dtypes.map(lambda t: t.kind).tolist() == ["f"] * 3
 
 
 def test_label_columns_asked_in_another_order_than_the_files(tmp_path):
