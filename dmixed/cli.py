@@ -1028,15 +1028,21 @@ def _update_without_rows(job: Job, files: list[str], saved_spec, spec: dict) -> 
 
 def _saved_label_types(spec: dict, group_labels) -> dict[str, str]:
     """``{column: "int", "float" or "text"}`` of the label columns of saved statistics:
-    the group keys' and the levels of the columns inside ``C()`` (CSV input of
-    ``update`` reads its labels as these; "float" group keys, saved by an update from
-    Parquet, take new keys read as the files hold them, and whole numbers meet them as
-    float64: :func:`~dmixed.stats.checkpoint_merge.merge`)."""
+    the group keys' and the levels of the columns inside ``C()``.  CSV input of
+    ``update`` reads its labels by the one rule of :func:`~dmixed.input_data.label_type`
+    but as text where text is saved, and refuses text where numbers are saved; new
+    numbers meet saved ones by value (:func:`~dmixed.stats.checkpoint_merge.merge`)."""
     import numpy as np
 
     def kind(values) -> str:
-        whole = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
-        return "int" if len(values) and whole else "text"
+        def number(v, types) -> bool:
+            return isinstance(v, types) and not isinstance(v, (bool, np.bool_))
+
+        if len(values) and all(number(v, (int, np.integer)) for v in values):
+            return "int"
+        if len(values) and all(number(v, (int, float, np.integer, np.floating)) for v in values):
+            return "float"
+        return "text"
 
     keys = np.asarray(group_labels).dtype.kind
     out = {spec["groups"]: {"i": "int", "u": "int", "f": "float"}.get(keys, "text")}

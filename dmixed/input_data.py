@@ -387,34 +387,15 @@ def _read_csv(files: list[str], storage_options: dict | None, **options):
     return parts[0] if len(parts) == 1 else dd.concat(parts)
 
 
-def _plain_integers(pdf: pd.DataFrame) -> pd.DataFrame:
-    """One row: whether every value of each column of ``pdf`` (text) is a plain integer
-    (the distinct values matched: a label column has far fewer than rows)."""
-
-    def plain(s: pd.Series) -> bool:
-        if s.isna().any():
-            return False
-        return bool(pd.Series(s.unique(), dtype=object).str.fullmatch(_PLAIN_INTEGER).all())
-
-    return pd.DataFrame({c: [plain(pdf[c])] for c in pdf.columns})
-
-
-def label_types(
-    files: list[str],
-    columns: list[str],
-    storage_options: dict | None,
-    floats: Collection[str] = (),
-) -> dict:
-    """``{column: "int", "float" or "text"}``: "int" where every value of the column in
-    every file is a plain integer (``-?[1-9][0-9]*`` or ``0``, no missing value); else,
-    for a column of ``floats`` (``update``: labels saved as integers or float64),
-    "float" where every value reads exactly as float64 (:func:`_inexact_float`:
-    ``28.0``, as pandas writes a float column); else "text".  Both are decided in the
-    same read of the columns.
+def label_types(files: list[str], columns: list[str], storage_options: dict | None) -> dict:
+    """``{column: "int", "whole", "float" or "text"}``: the type of each label column
+    (the group column, those inside ``C()``) of CSV ``files``, the one rule of CSV
+    labels for ``fit`` and ``update`` alike (its owner: :func:`label_type`).
 
     One read of these columns of every file (a CSV file cannot be read by columns
-    alone): the answer is the same however the rows are split into files and
-    partitions, which Dask's inference from the first file's first rows is not.
+    alone), each partition's distinct values judged (:func:`_label_flags`): the answer
+    is the same however the rows are split into files and partitions, which Dask's
+    inference from the first file's first rows is not.
 
     It is a read of its own, before the spec's scan of the levels (which reads the
     files again) and the data pass: a third of the CSV parses of ``dmixed fit``
@@ -432,6 +413,12 @@ def label_types(
     as text through the data pass costs more than this pass, and only a data pass
     that reads them as integers again once the scan has decided gains
     (``bench_csv_reads.py --fold``; RESULTS.md).
+
+    Raises
+    ------
+    JobError
+        A column of numbers, some written as floats, that float64 cannot hold exactly
+        (:func:`label_type`), naming the column, file, line and value.
     """
     if not columns:
         return {}
@@ -442,29 +429,98 @@ def label_types(
         dtype=dict.fromkeys(columns, object),
         **missing_tokens(columns, columns),
     )
-    floats = [c for c in columns if c in floats]
     # the columns come in the files' order, whatever the order of ``columns``; a
-    # column's float flag is named by a character no CSV header holds
-    names = [*ddf.columns, *(_FLOAT_FLAG + c for c in floats)]
+    # column's flags are named by a character no CSV header holds
+    names = [f"{flag}{_FLAG}{c}" for c in ddf.columns for flag in _FLAGS]
     meta = pd.DataFrame({c: pd.Series(dtype=bool) for c in names})
-    flags = ddf.map_partitions(_label_flags, floats, meta=meta).compute().all()
-    return {
-        c: "int" if flags[c] else "float" if flags.get(_FLOAT_FLAG + c, False) else "text"
-        for c in columns
-    }
+    flags = ddf.map_partitions(_label_flags, meta=meta).compute().all()
+    types = {}
+    for c in columns:
+        kind = label_type(*(bool(flags[f"{flag}{_FLAG}{c}"]) for flag in _FLAGS))
+        if kind is None:
+            where = csv_culprit(files, c, _inexact_float, storage_options, label=True)
+            raise JobError(
+                f"the labels of column {c!r} are numbers, some written as floats ('28.0'), "
+                f"read as float64 as pandas reads them, but "
+                f"{where or 'one is of magnitude 2**53 or more'}: beyond 2**53 float64 "
+                "cannot tell neighbouring whole numbers apart, so two groups could be "
+                "one; write that column as integers in every file (or as text labels)",
+                EXIT_DATA,
+            )
+        types[c] = kind
+    return types
 
 
-#: Prefix of the columns of :func:`_label_flags` that say "every value reads as float64"
-_FLOAT_FLAG = "\x00float:"
+def label_type(plain: bool, numbers: bool, exact: bool, whole: bool) -> str | None:
+    """The type of a CSV label column from what every value of every file is (the owner
+    of the rule, fit and ``update`` alike, as the README states it):
+
+    - "int": every value a plain integer (``-?[1-9][0-9]*`` or ``0``; ``007`` is not);
+    - "whole": every value a number (a plain integer or a decimal, ``28.0``, ``1e3``,
+      ``7.``), all whole and of magnitude below 2**53 as float64 reads them: the
+      group column's keys are read as float64, then as int64, so ``7`` and ``7.0`` are
+      the one group ``7``, as pandas reads them one key and as a float64 Parquet
+      file's ``7.0`` meets an int64 file's ``7``; the levels of a ``C()`` column stay
+      float64, as pandas reads them (``C(site)[T.2.0]``);
+    - "float": every value such a number below 2**53, some not whole: float64 keys;
+    - None: every value a number, some written as floats, and some of magnitude 2**53
+      or more: float64 would round it, so it is refused (:func:`label_types`);
+    - "text": anything else (a value that is not a number by this rule, ``007``, a
+      missing value); text labels are compared as written.
+
+    ``plain``, ``numbers``, ``exact``, ``whole``: whether every value is a plain
+    integer, a number, below 2**53 in magnitude, a whole number, each judged on the
+    float64 the text reads as.  Values are as float64 rounds them, as in pandas: not
+    exact for decimals that float64 cannot tell apart (``4503599627370496.5`` is the
+    whole ``2**52``, ``7.0000000000000001`` is ``7``, ``1e-400`` is ``0``; each pair one
+    key), only for whole numbers below 2**53."""
+    if plain:
+        return "int"
+    if not numbers:
+        return "text"
+    if not exact:
+        return None
+    return "whole" if whole else "float"
 
 
-def _label_flags(pdf: pd.DataFrame, floats: list[str]) -> pd.DataFrame:
-    """One row: :func:`_plain_integers` of ``pdf``'s columns, then :func:`_exact_floats`
-    of the ``floats`` columns (named with :data:`_FLOAT_FLAG`)."""
-    out = _plain_integers(pdf)
-    for c, flag in _exact_floats(pdf[floats]).items():
-        out[_FLOAT_FLAG + c] = flag.to_numpy(dtype=bool)
-    return out
+#: a number as a CSV label may be written: a plain integer, or a decimal with a
+#: fraction and/or an exponent (as pandas writes floats: ``28.0``, ``1e+20``; and as
+#: pandas reads them: ``7.``, ``.5``); no leading zero (``007``, ``07.5`` are text), no
+#: ``+``, no ``inf``
+_NUMBER = r"-?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+
+#: plain integers of at most this many digits are below 2**53 (16 digits) in magnitude
+_SHORT_DIGITS = 15
+
+#: the flags :func:`_label_flags` gives each column, in :func:`label_type`'s order
+_FLAGS = ("plain", "number", "exact", "whole")
+
+#: between a flag's name and its column's in :func:`_label_flags`' columns
+_FLAG = "\x00"
+
+
+def _label_flags(pdf: pd.DataFrame) -> pd.DataFrame:
+    """One row: for each column of ``pdf`` (text) whether every value is a plain
+    integer, a number, below 2**53 in magnitude and whole (:func:`label_type`'s
+    arguments; the distinct values judged: a label column has far fewer than rows)."""
+    out = {}
+    for c in pdf.columns:
+        values = pd.Series(pdf[c].unique(), dtype=object)
+        missing = bool(values.isna().any())
+        text = values.dropna().astype(str)
+        plain = not missing and bool(text.str.fullmatch(_PLAIN_INTEGER).all())
+        if plain and (text.str.len() - text.str.startswith("-")).max() <= _SHORT_DIGITS:
+            # (the common case: no number parsed; whole and exact by their digits)
+            number = exact = whole = True
+        else:
+            number = not missing and bool(text.str.fullmatch(_NUMBER).all())
+            numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                exact = number and bool((np.abs(numbers) < _EXACT_FLOATS).all())
+                whole = exact and bool((numbers == np.floor(numbers)).all())
+        for flag, value in zip(_FLAGS, (plain, number, exact, whole), strict=True):
+            out[f"{flag}{_FLAG}{c}"] = [value]
+    return pd.DataFrame(out)
 
 
 #: Beyond this magnitude float64 cannot tell neighbouring whole numbers apart: a CSV
@@ -473,54 +529,38 @@ _EXACT_FLOATS = float(2**53)
 
 
 def _inexact_float(values: pd.Series) -> np.ndarray:
-    """Labels (text) that float64 cannot hold as written: not a number, missing, or a
-    number of magnitude 2**53 or more (the float read may be a neighbour's)."""
-    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    """Labels (text) that float64 cannot hold as written: not a number
+    (:data:`_NUMBER`), missing, or a number of magnitude 2**53 or more (the float read
+    may be a neighbour's)."""
+    number = values.str.fullmatch(_NUMBER).fillna(False).to_numpy(dtype=bool)
+    numbers = pd.to_numeric(values.where(number), errors="coerce").to_numpy(dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        return ~(np.abs(numbers) < _EXACT_FLOATS)
-
-
-def _exact_floats(pdf: pd.DataFrame) -> pd.DataFrame:
-    """One row: whether every value of each column of ``pdf`` (text) reads exactly as
-    float64 (:func:`_inexact_float`; the distinct values checked)."""
-    return pd.DataFrame(
-        {c: [not _inexact_float(pd.Series(pdf[c].unique(), dtype=object)).any()] for c in pdf}
-    )
+        return ~(number & (np.abs(numbers) < _EXACT_FLOATS))
 
 
 def _refuse_unlike_saved(files, types: dict, saved: dict, storage_options) -> None:
-    """``update``: refuse labels that cannot be read as the saved statistics' (integer
-    labels saved, other than plain integers or exact float64 values in the new files),
-    naming the column, file and line; and labels saved as float64 that
-    :func:`label_types` found neither plain integers nor exact float64 values.  Plain
-    integers stay "int", and exact float64 values "float": they meet the saved keys as
-    float64 where exact (:func:`~dmixed.stats.checkpoint_merge.merge`), the one
-    int/float rule of group keys."""
+    """``update``: refuse labels that cannot be read as the saved statistics' (numbers
+    saved, integers or float64, and text in the new files), naming the column, file and
+    line.  New numbers meet saved numbers by value (:func:`label_type`'s rule: whole
+    numbers as integers, else float64 where exact;
+    :func:`~dmixed.stats.checkpoint_merge.merge`), the one int/float rule of group keys."""
     for c, kind in saved.items():
-        if kind == "float" and types.get(c) == "text":
-            where = csv_culprit(files, c, _inexact_float, storage_options, label=True)
-            raise JobError(
-                f"the labels of column {c!r} in the saved statistics are numbers (float64), "
-                f"but {where or 'the new files hold other values'}: update reads them as "
-                "float64 where every value is a number of magnitude below 2**53 (beyond, "
-                "float64 cannot tell neighbouring whole numbers apart); convert that column, "
-                "or fit all the data again",
-                EXIT_DATA,
-            )
-        if kind == "int" and types.get(c) == "text":
-            where = csv_culprit(files, c, _neither_integer_nor_float, storage_options, label=True)
-            raise JobError(
-                f"the labels of column {c!r} in the saved statistics are integers, but "
-                f"{where or 'the new files hold text'}: update reads them as integers, or as "
-                "float64 where every value is a number of magnitude below 2**53 (written "
-                "'28.0'); convert that column, or fit all the data again",
-                EXIT_DATA,
-            )
+        if kind not in ("int", "float") or types.get(c) != "text":
+            continue
+        where = csv_culprit(files, c, _neither_integer_nor_float, storage_options, label=True)
+        held = "integers" if kind == "int" else "numbers (float64)"
+        raise JobError(
+            f"the labels of column {c!r} in the saved statistics are {held}, but "
+            f"{where or 'the new files hold text'}: update reads them as integers, or as "
+            "numbers where every value is one of magnitude below 2**53 (written "
+            "'28.0'); convert that column, or fit all the data again",
+            EXIT_DATA,
+        )
 
 
 def _neither_integer_nor_float(values: pd.Series) -> np.ndarray:
     """Labels that are neither plain integers nor exact float64 values (the values
-    that made :func:`label_types` read a column saved as integers as text)."""
+    that made :func:`label_types` read a column saved as numbers as text)."""
     return _not_plain_integer(values) & _inexact_float(values)
 
 
@@ -732,20 +772,27 @@ def _read_csv_input(job: Job, files: list[str], model: dict, saved: dict):
     everywhere = set.intersection(*map(set, headers)) if headers else set()
     labels = sorted(label_columns(model) & everywhere)
     types = {c: saved[c] for c in labels if c in saved and saved[c] == "text"}
-    # labels saved as integers or float64 both take keys written as floats (``28.0``):
-    # integer and float keys meet as float64 where exact, as Parquet's float64 keys do
-    floats = [c for c in labels if saved.get(c) in ("int", "float")]
-    types.update(label_types(files, [c for c in labels if c not in types], options, floats))
+    # the one rule of label_type, whatever the saved type: numbers meet saved numbers
+    # by value (checkpoint_merge), text is refused where numbers are saved
+    types.update(label_types(files, [c for c in labels if c not in types], options))
     _refuse_unlike_saved(files, types, saved, options)
-    dtype = {c: {"int": "int64", "float": "float64"}.get(t, object) for c, t in types.items()}
+    read_as = {"int": "int64", "whole": "float64", "float": "float64"}
+    dtype = {c: read_as.get(t, object) for c, t in types.items()}
     na = missing_tokens(set().union(*headers), label_columns(model))
     ddf = _read_csv(files, options, dtype=dtype, **na)
+    # whole numbers below 2**53 of the group column: exact as int64 (label_type); the
+    # levels of a C() column stay float64, as pandas reads them (``C(site)[T.2.0]``)
+    whole = {c: "int64" for c, t in types.items() if t == "whole" and c == model.get("groups")}
+    if whole:
+        ddf = ddf.astype(whole)
     # the model reads numbers as float64 whatever the files give, and Dask infers a
     # column's type from the first file's first rows: whole numbers there, decimals in
     # another file would be refused
     as_float = [c for c, t in ddf.dtypes.items() if t.kind in "iu" and c not in types]
     if as_float:
         ddf = _read_csv(files, options, dtype={**dtype, **dict.fromkeys(as_float, "float64")}, **na)
+        if whole:
+            ddf = ddf.astype(whole)
     return ddf
 
 

@@ -526,9 +526,9 @@ def test_update_of_csv_after_float_group_keys_takes_the_equal_integers(data, sch
     """An update from Parquet whose group keys are float64 saves float64 keys; a later
     update from CSV of the same whole-number keys was refused as "text" (the saved type
     made the CSV column be read as text).  They are now read as integers and meet the
-    saved keys as float64 where exact, as keys of two numeric dtypes meet anywhere: the
-    fit equals one of all the rows.  A CSV key that is not a whole number is refused
-    naming the saved type, the file, line and value."""
+    saved keys by value, as keys of two numeric dtypes meet anywhere (whole float keys
+    after integer ones keep the integer type): the fit equals one of all the rows.  A
+    CSV key that is text is refused naming the saved type, the file, line and value."""
     early = data.full["g"] < 30
     late = data.full["g"] >= 50
     first, floats, ints = data.full[early], data.full[~early & ~late], data.full[late]
@@ -551,7 +551,8 @@ def test_update_of_csv_after_float_group_keys_takes_the_equal_integers(data, sch
     proc = run_in_process(*upd[:2], "T", *upd[3:], "text.csv", "--output", "p3", cwd=tmp_path)
     assert proc.returncode == 3, proc.stderr
     assert "holds text" not in proc.stderr
-    assert "the labels of column 'g' in the saved statistics are numbers (float64)" in (proc.stderr)
+    # whole float keys after integer keys keep the integer type (saved as integers)
+    assert "the labels of column 'g' in the saved statistics are integers" in proc.stderr
     line = 2 + int(np.flatnonzero(ints["g"].to_numpy() == 60)[0])
     assert f"text.csv line {line} holds 'g60'" in proc.stderr
     assert (tmp_path / "T/manifest.json").read_bytes() == before
@@ -619,6 +620,161 @@ def test_update_of_csv_keys_written_as_floats_after_integer_group_keys(data, sch
     assert "the labels of column 'g' in the saved statistics are integers" in proc.stderr
     assert "text.csv line 7 holds 'g60'" in proc.stderr
     assert (tmp_path / "T/manifest.json").read_bytes() == before
+
+
+def _key_dtype(out: Path) -> np.dtype:
+    return pd.read_parquet(out / "random_effects.parquet")["group"].dtype
+
+
+def test_csv_keys_written_as_floats_in_one_file_fit_as_their_update(data, scheduler, tmp_path):
+    """CSV keys ``7`` in two files and ``7.0`` (an export turned float) in a third:
+    ``fit`` of the three read the column as text (every group twice) while ``fit`` of
+    two and ``update`` with the third met them as one group.  One rule now: both are
+    the fit of the integer keys, integer keys in ``random_effects.parquet``."""
+    half = len(data.full) // 2  # rows of every group in each part
+    rows = data.full.sample(frac=1.0, random_state=3)
+    rows.iloc[:half].to_csv(tmp_path / "a.csv", index=False)
+    late = rows.iloc[half:]
+    late.assign(g=late["g"].astype(float)).to_csv(tmp_path / "b.csv", index=False)
+    assert ".0," in (tmp_path / "b.csv").read_text()
+    common = ("--cluster", scheduler.file, "--quiet")
+    ok(
+        run_in_process(
+            "fit",
+            "--data",
+            "a.csv",
+            *MODEL,
+            *common,
+            "--stats-dir",
+            "S",
+            "--output",
+            "o1",
+            cwd=tmp_path,
+        )
+    )
+    ok(
+        run_in_process(
+            "update", "--stats-dir", "S", "--data", "b.csv", *common, "--output", "o2", cwd=tmp_path
+        )
+    )
+    ok(
+        run_in_process(
+            "fit", "--data", "a.csv", "b.csv", *MODEL, *common, "--output", "o3", cwd=tmp_path
+        )
+    )
+    updated, scratch = dmixed.load(tmp_path / "o2"), dmixed.load(tmp_path / "o3")
+    want = in_process_fit(data.full)
+    assert scratch.n_groups == updated.n_groups == want.n_groups
+    assert list(scratch.random_effects) == list(updated.random_effects) == list(want.random_effects)
+    assert_same_fit(scratch, want, rtol=1e-10)  # the same statistics, a cold start each
+    assert_same_optimum(updated, scratch)  # warm started: where the optimizer stops
+    assert updated.llf == pytest.approx(scratch.llf, rel=1e-12, abs=0)
+    assert _key_dtype(tmp_path / "o2") == _key_dtype(tmp_path / "o3") == np.int64
+
+
+def test_float_group_keys_meeting_integer_keys_keep_the_integer_type(data, scheduler, tmp_path):
+    """A float64 Parquet file of the same whole-number keys turned the saved integer
+    keys of ``update`` into float64 (``random_effects.parquet``'s ``group`` too) while a
+    fit of the files kept int64; and a fit of an int64 file with a float64 file holding
+    ``3.5`` took it for the group 3.  Whole floats keep the integer type now, a key
+    that is not whole beside integers is refused naming the file, where the int64 file
+    comes first in name order; the other order is asserted too (float64 keys)."""
+    early = data.full["g"] < 40
+    first, rest = data.full[early], data.full[~early]
+    first.to_parquet(tmp_path / "a.parquet", index=False)
+    rest.assign(g=rest["g"].astype(float)).to_parquet(tmp_path / "b.parquet", index=False)
+    common = ("--cluster", scheduler.file, "--quiet")
+    ok(
+        run_in_process(
+            "fit",
+            "--data",
+            "a.parquet",
+            *MODEL,
+            *common,
+            "--stats-dir",
+            "S",
+            "--output",
+            "o1",
+            cwd=tmp_path,
+        )
+    )
+    ok(
+        run_in_process(
+            "update",
+            "--stats-dir",
+            "S",
+            "--data",
+            "b.parquet",
+            *common,
+            "--output",
+            "o2",
+            cwd=tmp_path,
+        )
+    )
+    ok(
+        run_in_process(
+            "fit",
+            "--data",
+            "a.parquet",
+            "b.parquet",
+            *MODEL,
+            *common,
+            "--output",
+            "o3",
+            cwd=tmp_path,
+        )
+    )
+    assert _key_dtype(tmp_path / "o2") == _key_dtype(tmp_path / "o3") == np.int64
+    updated = dmixed.load(tmp_path / "o2")
+    assert all(isinstance(k, (int, np.integer)) for k in updated.random_effects)
+    assert_same_optimum(updated, dmixed.load(tmp_path / "o3"))
+
+    half = rest.assign(g=rest["g"].astype(float))
+    half.iloc[2, half.columns.get_loc("g")] = 3.5
+    half.to_parquet(tmp_path / "c.parquet", index=False)
+    proc = run_in_process(
+        "fit", "--data", "a.parquet", "c.parquet", *MODEL, *common, "--output", "o4", cwd=tmp_path
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "c.parquet" in proc.stderr and "3.5" in proc.stderr and "'g'" in proc.stderr
+    assert not (tmp_path / "o4").exists()
+
+    # Dask takes the column's type from the first file in name order (a documented
+    # limit): with the float64 file first, the same rows give float64 keys, and 3.5 is
+    # a group of its own
+    (tmp_path / "b.parquet").rename(tmp_path / "0b.parquet")
+    (tmp_path / "c.parquet").rename(tmp_path / "0c.parquet")
+    for name, out in (("0b.parquet", "o5"), ("0c.parquet", "o6")):
+        args = ("fit", "--data", name, "a.parquet", *MODEL, *common, "--output", out)
+        ok(run_in_process(*args, cwd=tmp_path))
+        assert _key_dtype(tmp_path / out) == np.float64
+    assert_same_optimum(dmixed.load(tmp_path / "o5"), dmixed.load(tmp_path / "o3"))
+    assert 3.5 in set(dmixed.load(tmp_path / "o6").random_effects)
+
+
+def test_csv_factor_levels_written_as_floats_keep_pandas_names(scheduler, tmp_path):
+    """A ``C()`` column written ``1.0``, ``2.0`` had its levels read as integers,
+    ``C(site)[T.2]``, while pandas (``pd.read_csv``), statsmodels and the Python API
+    name them ``C(site)[T.2.0]``.  Only the group column's whole numbers become
+    integers; a ``C()`` column keeps pandas' float64 levels and names."""
+    rng = np.random.default_rng(11)
+    frame = pd.DataFrame(
+        {
+            "g": rng.integers(0, 20, 400),
+            "x": rng.normal(size=400),
+            "site": rng.integers(1, 4, 400).astype(float),
+            "y": rng.normal(size=400),
+        }
+    )
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    assert "2.0" in (tmp_path / "a.csv").read_text()
+    model = ["--formula", "y ~ x + C(site)", "--groups", "g"]
+    args = ("fit", "--data", "a.csv", *model, "--cluster", scheduler.file, "--quiet")
+    ok(run_in_process(*args, "--output", "o", cwd=tmp_path))
+    fitted = dmixed.load(tmp_path / "o")
+    want = dmixed.mixedlm("y ~ x + C(site)", pd.read_csv(tmp_path / "a.csv"), groups="g")
+    assert list(fitted.fe_params.index) == list(want.exog_names)
+    assert "C(site)[T.2.0]" in fitted.fe_params.index
 
 
 def test_a_header_only_csv_first_does_not_decide_the_other_files_types(data, tmp_path):

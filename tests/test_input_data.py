@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import pandas as pd
 import pytest
 
 from dmixed.input_data import (
@@ -134,25 +135,46 @@ def test_label_types_are_integers_only_where_every_value_is_a_plain_one(tmp_path
     assert label_types([a, c], ["g"], None) == {"g": "text"}
 
 
-def test_label_types_decide_float_labels_in_the_same_read(tmp_path, monkeypatch):
-    """Labels saved as float64 (``floats``) whose CSV values read exactly as float64
-    (``28.0``) are "float" from the one read that decides "int" (they were read a second
-    time); inexact ones (beyond 2**53, not numbers, missing) stay "text"."""
+def test_label_types_are_one_rule_for_numbers_written_as_floats(tmp_path, monkeypatch):
+    """CSV labels ``7`` in one file and ``7.0`` in another were text in a fit (two
+    groups) and float64 in an update (one group): one rule now, in one read of the
+    files: numbers some written as floats are "whole" (int64) where all are whole and
+    below 2**53, "float" where one is not whole; a leading zero, a missing value or a
+    word makes text; a number beyond 2**53 beside floats is refused, named."""
     import dask.dataframe as dd
 
-    a = _write(tmp_path / "a.csv", "g,h,k,m,n\n28.0,1.5,3,1e300,x\n7,2.5,4,1,\n")
+    a = _write(tmp_path / "a.csv", "g,h,k,m,n,p\n28.0,1.5,3,1e3,x,07\n7,2.5,4,1,,7\n")
+    b = _write(tmp_path / "b.csv", "g,h,k,m,n,p\n-0.0,2,5,-2.0e+1,y,8\n")
     reads = []
     read_csv = dd.read_csv  # every read of the files goes through Dask's
     monkeypatch.setattr(dd, "read_csv", lambda *a, **k: reads.append(1) or read_csv(*a, **k))
-    assert label_types([a], ["g", "h", "k", "m", "n"], None, ["g", "h", "k", "m", "n"]) == {
-        "g": "float",
+    assert label_types([a, b], ["g", "h", "k", "m", "n", "p"], None) == {
+        "g": "whole",
         "h": "float",
         "k": "int",
-        "m": "text",  # beyond 2**53: float64 cannot tell it from its neighbours
+        "m": "whole",
         "n": "text",
+        "p": "text",  # 07 is a label, not 7
     }
     assert len(reads) == 1
-    assert label_types([a], ["g"], None) == {"g": "text"}  # not saved as float64
+    huge = _write(tmp_path / "huge.csv", "g\n28.0\n9007199254740993\n")
+    with pytest.raises(JobError, match=r"huge.csv line 3 holds '9007199254740993'") as err:
+        label_types([huge], ["g"], None)
+    assert err.value.status == 3 and "column 'g'" in str(err.value)
+
+
+def test_label_numbers_written_as_pandas_reads_them(tmp_path):
+    """``7.`` and ``.5``, which ``pd.read_csv`` reads as numbers, made a label column
+    text (``7`` and ``7.`` two groups): they are numbers now, as every other spelling
+    pandas reads; plain integers of 16 digits or more are still judged by value."""
+    a = _write(tmp_path / "a.csv", "g,h,k,m\n7,1,.5,12345678901234567\n7.,-.25,1,2\n")
+    assert label_types([a], ["g", "h", "k", "m"], None) == {
+        "g": "whole",
+        "h": "float",
+        "k": "float",
+        "m": "int",
+    }
+    assert pd.read_csv(a)[["g", "h", "k"]].dtypes.map(lambda t: t.kind).tolist() == ["f"] * 3
 
 
 def test_label_columns_asked_in_another_order_than_the_files(tmp_path):

@@ -17,7 +17,7 @@ from .group_arrays import (
     centred_arrays,
     no_padding,
 )
-from .keys import check_key_kind, settled_keys, settled_kind
+from .keys import all_whole, check_key_kind, settled_keys, settled_kind, whole_keys
 from .layout import Layout
 from .ragged_stats import merge_ragged
 from .slots import number_pairs
@@ -260,11 +260,19 @@ def _merged_centred(
 
 def _settled_labels(old: GroupArrays, new: GroupArrays, column: str):
     """``old`` and ``new`` with their group keys in one dtype, as keys of two numeric
-    dtypes meet anywhere (:func:`~dmixed.stats.keys.settled_kind`: integers with floats
-    float64, only where float64 holds them exactly, :func:`~dmixed.stats.keys.settled_keys`):
-    integer keys of a CSV file after saved float64 keys, or the other way round, add to
-    the groups they equal."""
+    dtypes meet anywhere: whole float keys after saved integer keys as the saved integer
+    type (:func:`~dmixed.stats.keys.whole_keys`, as a fit of all the files reads them);
+    else integers with floats float64 (:func:`~dmixed.stats.keys.settled_kind`), only
+    where float64 holds them exactly (:func:`~dmixed.stats.keys.settled_keys`): integer
+    keys after saved float64 keys add to the groups they equal."""
     old_labels, new_labels = np.asarray(old.labels), np.asarray(new.labels)
+    if old_labels.dtype.kind in "iu" and new_labels.dtype.kind == "f":
+        if all_whole(new_labels, old_labels.dtype):
+            # whole float keys meeting saved integers keep the saved type (a fit of all
+            # the files casts them so too: keys.whole_keys)
+            return old, dataclasses.replace(
+                new, labels=whole_keys(new_labels, old_labels.dtype, column)
+            )
     want = settled_kind(old_labels.dtype, new_labels, column)
     if old_labels.dtype != want:
         old = dataclasses.replace(old, labels=settled_keys(old_labels, want, column))

@@ -142,7 +142,9 @@ def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
     """``keys`` (from :func:`key_values`) in ``dtype``, the keys' dtype of the whole
     collection (:func:`key_dtype` of its declared column), where the two are of one kind.
 
-    Numbers of another numeric dtype are cast (an int64 partition of a float64 column).
+    Numbers of another numeric dtype are cast where exact: a float64 partition of an
+    int64 column where every key is a whole number (:func:`whole_keys`), an int64
+    partition of a float64 column within ±2**53 (:func:`settled_keys`); else refused.
     Text where the collection declares numbers, or numbers where it declares text, is
     refused: cast, ``"3"`` would silently become the group ``3``, and kept apart, the
     same group would be split in two (as in process, where a column of both kinds is
@@ -153,7 +155,8 @@ def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
     Raises
     ------
     DataError
-        The keys are text and ``dtype`` numeric, or the other way round.
+        The keys are text and ``dtype`` numeric, or the other way round; or numbers
+        that ``dtype`` does not hold exactly.
     """
     want = np.dtype(dtype) if dtype is not object else np.dtype(object)
     if learned(want):
@@ -167,6 +170,48 @@ def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
     if keys.dtype == want:
         return keys
     check_key_kind(keys.dtype, want, column, PARTITION_WHERE)
+    if want.kind in "iu" and keys.dtype.kind == "f":
+        return whole_keys(keys, want, column)
+    return settled_keys(keys, want, column)
+
+
+def _whole_in(keys: np.ndarray, want: np.dtype) -> np.ndarray:
+    """Whether each float key is a whole number within the integer dtype ``want``."""
+    info = np.iinfo(want)
+    with np.errstate(invalid="ignore"):
+        # float(info.max) rounds up to 2**63 (2**64): a key there is out of range
+        return (keys == np.floor(keys)) & (keys >= float(info.min)) & (keys < float(info.max))
+
+
+def all_whole(keys: np.ndarray, want) -> bool:
+    """Whether float ``keys`` are all whole numbers that the integer dtype ``want``
+    holds (:func:`whole_keys` casts them without a refusal)."""
+    return bool(_whole_in(keys, np.dtype(want)).all())
+
+
+def whole_keys(keys: np.ndarray, want: np.dtype, column: str) -> np.ndarray:
+    """Float ``keys`` as the integer dtype ``want`` of the other keys of their column,
+    where every one is a whole number ``want`` holds (a float64 file's ``7.0`` is the
+    group ``7`` of an int64 file, exactly): the one rule of numeric group keys, whose
+    integer keys keep their type where whole floats meet them (fit, ``update``, CSV and
+    Parquet alike).
+
+    Raises
+    ------
+    DataError
+        A key that is not a whole number (``3.5``) or beyond ``want``'s range: cast, it
+        would silently join another group.
+    """
+    want = np.dtype(want)
+    fits = _whole_in(keys, want)
+    if not fits.all():
+        bad = keys[~fits][0].item()
+        raise BadValuesError(
+            f"the group column {column!r} holds integers ({want}) in some files or "
+            f"partitions and numbers that are not whole numbers of that type in others "
+            f"(such as {bad!r}): as one type, two groups could be one; give the column "
+            "one type in every file"
+        )
     return keys.astype(want)
 
 

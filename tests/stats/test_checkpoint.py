@@ -991,23 +991,25 @@ def test_statistics_of_a_one_column_spline_are_format_7(tmp_path, monkeypatch):
         assert manifest["format_version"] == want
 
 
-def test_merge_meets_integer_and_float_keys_as_float64_where_exact():
+def test_merge_meets_integer_and_float_keys_where_exact():
     """Saved float64 keys and new int64 keys (or the other way round) are one group
-    where they are equal, as keys of two numeric dtypes meet anywhere
-    (:func:`dmixed.stats.keys.settled_kind`); integers float64 cannot hold exactly are
-    refused naming the column instead of merged as floats."""
+    where they are equal, as keys of two numeric dtypes meet anywhere: saved integers
+    keep their type where the new floats are whole (they became float64, so an update's
+    ``random_effects.parquet`` changed type where a fit of the files did not), else
+    float64 (:func:`dmixed.stats.keys.settled_kind`); integers float64 cannot hold
+    exactly are refused naming the column instead of merged as floats."""
     df = _frame(1)
     a, b = _split(df, 1)
     spec = _spec(df, "slope+vc")
     whole = _stats(spec, df)
     sa, sb = _stats(spec, a, whole), _stats(spec, b, whole)
     floats = dataclasses.replace(sa, labels=np.asarray(sa.labels, dtype=np.float64))
-    for old, new in ((floats, sb), (sb, floats)):
+    for old, new, want in ((floats, sb, np.float64), (sb, floats, sb.labels.dtype)):
         merged = merge(old, new)
-        assert merged.labels.dtype == np.float64
-        assert_same_statistics(
-            merged, dataclasses.replace(whole, labels=whole.labels.astype(np.float64))
-        )
+        assert merged.labels.dtype == want
+        assert_same_statistics(merged, dataclasses.replace(whole, labels=whole.labels.astype(want)))
+    halves = dataclasses.replace(floats, labels=floats.labels + 0.5)
+    assert merge(sb, halves).labels.dtype == np.float64  # 3.5 is no integer's group
     huge = dataclasses.replace(sb, labels=np.asarray(sb.labels, dtype=np.int64) + 2**60)
     with pytest.raises(DataError, match="the group column 'site'.*±2\\*\\*53"):
         merge(floats, huge, "site")
