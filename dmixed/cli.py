@@ -471,10 +471,25 @@ def _same_job(job: Job, manifest: dict, fingerprint: list[dict]) -> bool:
     return "spec" in manifest and same_model(job.model_dump(), manifest["spec"])
 
 
+def _check_shift(arrays, spec, stats_dir, manifest) -> None:
+    """Saved statistics ``arrays`` (their ``manifest``) checked against the response's
+    shift the saved ``spec`` gives (:func:`~dmixed.stats.checkpoint.check_constant_weights`),
+    for a fit reusing them and for an update alike."""
+    from .design.centres import constant_weights, shift_needs_this_version
+    from .stats import checkpoint
+
+    checkpoint.check_constant_weights(
+        arrays,
+        constant_weights(spec),
+        stats_dir,
+        manifest=manifest,
+        newer=shift_needs_this_version(spec),
+    )
+
+
 def _model_from_saved(job: Job):
     """The model over the statistics saved in ``--stats-dir`` (no data pass)."""
     from .design import ModelSpec
-    from .design.centres import constant_weights, shift_needs_this_version
     from .engines.local import statistics_from_arrays
     from .model import MixedLM
     from .stats import checkpoint
@@ -484,13 +499,7 @@ def _model_from_saved(job: Job):
     spec = ModelSpec.from_dict(
         manifest["spec"], source=os.path.join(str(job.stats_dir), "manifest.json")
     )
-    checkpoint.check_constant_weights(
-        arrays,
-        constant_weights(spec),
-        job.stats_dir,
-        manifest=manifest,
-        newer=shift_needs_this_version(spec),
-    )
+    _check_shift(arrays, spec, job.stats_dir, manifest)
     return MixedLM.from_statistics(statistics_from_arrays(arrays), spec)
 
 
@@ -791,7 +800,7 @@ def _refuse_repeated(
 def run_update(job: Job) -> int:
     """``dmixed update``: statistics of the new files added to the saved ones, refit."""
     from .design import ModelSpec
-    from .design.centres import constant_weights, shift_needs_this_version
+    from .design.centres import shift_needs_this_version
     from .design.new_levels import grown_spec
     from .engines.local import statistics_from_arrays
     from .model import MixedLM
@@ -817,13 +826,7 @@ def run_update(job: Job) -> int:
     start = last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")
     old, loaded = checkpoint.load_statistics(job.stats_dir)
-    checkpoint.check_constant_weights(
-        old,
-        constant_weights(saved_spec),
-        job.stats_dir,
-        manifest=loaded,
-        newer=shift_needs_this_version(saved_spec),
-    )
+    _check_shift(old, saved_spec, job.stats_dir, loaded)
     with (
         _new_levels_refused(job),
         _on_cluster(job) as client,
